@@ -1,0 +1,62 @@
+//! Counter reasons: every verdict and every early return of a program has one. The
+//! `COUNTERS` per-CPU array is indexed by `hook * REASON_COUNT + reason`.
+
+/// Where a counter was bumped.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    UplinkIngress = 0,
+    UplinkEgress = 1,
+}
+
+pub const HOOK_COUNT: u32 = 2;
+
+macro_rules! reasons {
+    ($($name:ident = $value:literal => $text:literal,)*) => {
+        /// Why a program let a packet go the way it did.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Reason { $($name = $value,)* }
+
+        impl Reason {
+            pub const ALL: &'static [Reason] = &[$(Reason::$name,)*];
+
+            /// The name users see in `netd stats`.
+            pub const fn name(self) -> &'static str {
+                match self { $(Reason::$name => $text,)* }
+            }
+        }
+    };
+}
+
+reasons! {
+    NotIpv4 = 0 => "pass_not_ipv4",
+    Truncated = 1 => "pass_truncated",
+    IpOptions = 2 => "pass_ip_options",
+    Fragment = 3 => "pass_fragment",
+    OtherProto = 4 => "pass_other_proto",
+    NoMatch = 5 => "pass_no_match",
+    DnatNew = 6 => "dnat_new_flow",
+    DnatReply = 7 => "dnat_reply",
+    SnatNew = 8 => "snat_new_flow",
+    SnatReply = 9 => "snat_reply",
+    Established = 10 => "translated_established",
+    DropFlowTableFull = 11 => "drop_flow_table_full",
+    DropSnatPortsExhausted = 12 => "drop_snat_ports_exhausted",
+    DropRewriteFailed = 13 => "drop_rewrite_failed",
+    DropNoConfig = 14 => "drop_no_config",
+}
+
+pub const REASON_COUNT: u32 = 15;
+
+/// Value of `COUNTERS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+pub const fn counter_index(hook: Hook, reason: Reason) -> u32 {
+    hook as u32 * REASON_COUNT + reason as u32
+}

@@ -1,0 +1,51 @@
+//! Userspace views of the shared types: aya's `Pod` for maps and bytemuck's for bytes.
+
+use crate::{
+    counters::Counter,
+    flow::{FlowEntry, FlowKey},
+    maps::NodeConfig,
+    published::{Backend, PortKey},
+};
+
+macro_rules! pod {
+    ($($t:ty),*) => {$(
+        // SAFETY: `#[repr(C)]`, only integer fields, and every padding byte is an explicit
+        // field, so any bit pattern is valid and there are no uninitialised bytes.
+        unsafe impl aya::Pod for $t {}
+        unsafe impl bytemuck::Zeroable for $t {}
+        unsafe impl bytemuck::Pod for $t {}
+    )*};
+}
+
+pod!(PortKey, Backend, FlowKey, FlowEntry, NodeConfig, Counter);
+
+/// The network-order `u32` the kernel programs compare with a packet's address bytes.
+pub fn addr_be(addr: core::net::Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(addr.octets())
+}
+
+pub fn addr_from_be(addr: u32) -> core::net::Ipv4Addr {
+    core::net::Ipv4Addr::from(addr.to_ne_bytes())
+}
+
+impl PortKey {
+    pub fn new(proto: u8, addr: core::net::Ipv4Addr, port: u16) -> Self {
+        PortKey {
+            addr: addr_be(addr),
+            port: port.to_be(),
+            proto,
+            _pad: 0,
+        }
+    }
+}
+
+impl Backend {
+    pub fn new(addr: core::net::Ipv4Addr, port: u16, ifindex: u32) -> Self {
+        Backend {
+            addr: addr_be(addr),
+            port: port.to_be(),
+            _pad: 0,
+            ifindex,
+        }
+    }
+}

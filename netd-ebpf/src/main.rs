@@ -1,0 +1,48 @@
+//! netd's kernel programs, one entry point per attach point; the work is in the modules.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod conntrack;
+#[cfg(target_arch = "bpf")]
+mod csum;
+#[cfg(target_arch = "bpf")]
+mod maps;
+#[cfg(target_arch = "bpf")]
+mod nat;
+#[cfg(target_arch = "bpf")]
+mod parse;
+#[cfg(target_arch = "bpf")]
+mod stats;
+#[cfg(target_arch = "bpf")]
+mod uplink;
+
+#[cfg(target_arch = "bpf")]
+mod programs {
+    use aya_ebpf::{macros::classifier, programs::TcContext};
+
+    /// TC ingress of the uplink: DNAT of published ports, reverse SNAT of replies.
+    #[classifier]
+    pub fn uplink_ingress(ctx: TcContext) -> i32 {
+        crate::uplink::ingress(&ctx)
+    }
+
+    /// TC egress of the uplink: SNAT of container egress, reverse DNAT of replies.
+    #[classifier]
+    pub fn uplink_egress(ctx: TcContext) -> i32 {
+        crate::uplink::egress(&ctx)
+    }
+
+    #[panic_handler]
+    fn panic(_info: &core::panic::PanicInfo) -> ! {
+        loop {}
+    }
+
+    #[unsafe(link_section = "license")]
+    #[unsafe(no_mangle)]
+    static LICENSE: [u8; 4] = *b"GPL\0";
+}
+
+/// Built for the host only so that `cargo clippy --workspace` can check this crate.
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}

@@ -1,0 +1,36 @@
+//! The maps, pinned by name so that a restarted daemon finds the same state. Their names
+//! and value types come from netd-common; keep the two in step.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, PerCpuArray},
+};
+use netd_common::{
+    counters::{Counter, HOOK_COUNT, REASON_COUNT},
+    flow::{FlowEntry, FlowKey},
+    maps::{FLOWS_MAX, MASQ_SUBNETS_MAX, NODE_ADDRS_MAX, NodeConfig, PUBLISHED_PORTS_MAX},
+    published::{Backend, PortKey},
+};
+
+#[map(name = "NETD_PORTS_V1")]
+pub static PUBLISHED_PORTS: HashMap<PortKey, Backend> = HashMap::pinned(PUBLISHED_PORTS_MAX, 0);
+
+/// A plain hash (not LRU): the kernel never evicts half of a flow; the daemon's garbage
+/// collector removes both halves together, and a full table is counted.
+#[map(name = "NETD_FLOWS_V1")]
+pub static FLOWS: HashMap<FlowKey, FlowEntry> = HashMap::pinned(FLOWS_MAX, 0);
+
+#[map(name = "NETD_CONFIG_V1")]
+pub static NODE_CONFIG: Array<NodeConfig> = Array::pinned(1, 0);
+
+/// The node's own addresses: where a wildcard published port answers.
+#[map(name = "NETD_ADDRS_V1")]
+pub static NODE_ADDRS: HashMap<u32, u8> = HashMap::pinned(NODE_ADDRS_MAX, 0);
+
+/// Container subnets whose egress is masqueraded.
+#[map(name = "NETD_MASQ_V1")]
+pub static MASQ_SUBNETS: LpmTrie<u32, u8> =
+    LpmTrie::pinned(MASQ_SUBNETS_MAX, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+#[map(name = "NETD_COUNTERS_V1")]
+pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(HOOK_COUNT * REASON_COUNT, 0);

@@ -1,0 +1,94 @@
+//! Rewriting one end (address and port) of a packet, and choosing SNAT ports.
+
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_get_prandom_u32, programs::TcContext};
+use netd_common::{
+    counters::Reason,
+    flow::{FlowEntry, FlowKey, REWRITE_SRC},
+    maps::NodeConfig,
+    published::PortKey,
+};
+
+use crate::{
+    csum,
+    maps::{FLOWS, PUBLISHED_PORTS},
+    parse::{IP_DST_OFF, IP_SRC_OFF, L4_DST_PORT_OFF, L4_SRC_PORT_OFF, Packet},
+};
+
+/// Tries at finding a free SNAT port for one destination; more rarely succeed.
+const SNAT_TRIES: u32 = 32;
+/// What a BPF_NOEXIST insert returns when the key is taken.
+const EEXIST: i32 = -17;
+
+/// Write `addr:port` into the end of the packet that `rewrite` names, checksums first.
+#[inline(always)]
+pub fn rewrite(
+    ctx: &TcContext,
+    pkt: &Packet,
+    rewrite: u8,
+    addr: u32,
+    port: u16,
+) -> Result<(), i64> {
+    let (old_addr, old_port, addr_off, port_off) = if rewrite == REWRITE_SRC {
+        (pkt.src_addr, pkt.src_port, IP_SRC_OFF, L4_SRC_PORT_OFF)
+    } else {
+        (pkt.dst_addr, pkt.dst_port, IP_DST_OFF, L4_DST_PORT_OFF)
+    };
+    if old_addr != addr {
+        csum::addr_changed(ctx, pkt, old_addr, addr)?;
+        ctx.store(addr_off, &addr, 0)?;
+    }
+    if old_port != port {
+        csum::port_changed(ctx, pkt, old_port, port)?;
+        ctx.store(port_off, &port, 0)?;
+    }
+    Ok(())
+}
+
+/// Claim a SNAT port for a flow by inserting its reply-direction entry (`reply_key` with
+/// the port filled in) with BPF_NOEXIST: the insert itself is the claim, so two CPUs
+/// cannot take the same port. Keeps the original port when it is free and in range.
+/// Returns the claimed port (network order).
+#[inline(always)]
+pub fn claim_snat_port(
+    config: &NodeConfig,
+    orig_port: u16,
+    reply_key: &mut FlowKey,
+    reply: &FlowEntry,
+) -> Result<u16, Reason> {
+    let min = config.snat_port_min as u32;
+    let span = (config.snat_port_max as u32).saturating_sub(min) + 1;
+    let orig = u16::from_be(orig_port) as u32;
+    let mut offset = if orig >= min && orig < min + span {
+        orig - min
+    } else {
+        // SAFETY: a helper with no arguments.
+        (unsafe { bpf_get_prandom_u32() }) % span
+    };
+    for _ in 0..SNAT_TRIES {
+        let port = ((min + offset) as u16).to_be();
+        offset = (offset + 1) % span;
+        if is_published(config.snat_addr, port, reply_key.proto) {
+            continue;
+        }
+        reply_key.dst_port = port;
+        match FLOWS.insert(&*reply_key, reply, BPF_NOEXIST as u64) {
+            Ok(()) => return Ok(port),
+            Err(EEXIST) => continue,
+            Err(_) => return Err(Reason::DropFlowTableFull),
+        }
+    }
+    Err(Reason::DropSnatPortsExhausted)
+}
+
+/// A published port of the node is never handed out for SNAT: its replies would be DNATed.
+#[inline(always)]
+fn is_published(addr: u32, port: u16, proto: u8) -> bool {
+    let exact = PortKey {
+        addr,
+        port,
+        proto,
+        _pad: 0,
+    };
+    let wildcard = PortKey { addr: 0, ..exact };
+    PUBLISHED_PORTS.get_ptr(&exact).is_some() || PUBLISHED_PORTS.get_ptr(&wildcard).is_some()
+}

@@ -1,0 +1,277 @@
+//! The daemon's API: HTTP/1.1 with JSON bodies on a Unix socket, like Docker's. This module
+//! holds the request/response types and the transport for both ends; what the requests do
+//! is the daemon's business.
+
+use std::{
+    convert::Infallible, future::Future, os::unix::fs::PermissionsExt, path::Path, sync::Arc,
+};
+
+use anyhow::{Context, Result, bail};
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, Response, StatusCode, body::Bytes, service::service_fn};
+use hyper_util::rt::TokioIo;
+use log::{debug, warn};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tokio::net::{UnixListener, UnixStream};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RunRequest {
+    pub name: Option<String>,
+    pub network: String,
+    /// `-p` specs, parsed by the daemon so that every client gets the same errors.
+    pub publish: Vec<String>,
+    pub cmd: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CounterView {
+    pub hook: String,
+    pub reason: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub message: String,
+}
+
+/// An error with the HTTP status it is answered with.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub error: anyhow::Error,
+}
+
+impl ApiError {
+    pub fn bad_request(error: anyhow::Error) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            error,
+        }
+    }
+    pub fn not_found(error: anyhow::Error) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            error,
+        }
+    }
+    pub fn conflict(error: anyhow::Error) -> Self {
+        ApiError {
+            status: StatusCode::CONFLICT,
+            error,
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(error: anyhow::Error) -> Self {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            error,
+        }
+    }
+}
+
+/// A parsed request as the daemon's router sees it.
+pub struct ApiRequest {
+    pub method: Method,
+    /// Path segments after the version prefix, e.g. `["containers", "web"]`.
+    pub path: Vec<String>,
+    pub query: String,
+    pub body: Bytes,
+}
+
+impl ApiRequest {
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ApiError::bad_request(anyhow::anyhow!("invalid request body: {e}")))
+    }
+
+    pub fn flag(&self, name: &str) -> bool {
+        self.query
+            .split('&')
+            .any(|kv| kv == format!("{name}=1") || kv == format!("{name}=true"))
+    }
+}
+
+pub const API_PREFIX: &str = "/v1/";
+
+/// Serve `handler` on a Unix socket at `path` (mode 0660) until `shutdown` resolves.
+pub async fn serve<H, F>(
+    path: &Path,
+    handler: Arc<H>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()>
+where
+    H: Fn(ApiRequest) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<serde_json::Value, ApiError>> + Send + 'static,
+{
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("create socket directory {}", dir.display()))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => debug!("removed stale socket {}", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("remove stale socket {}", path.display())),
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("listen on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod 0660 {}", path.display()))?;
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => { warn!("accept on {}: {e}", path.display()); continue; }
+            },
+            () = &mut shutdown => break,
+        };
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| answer(handler.clone(), req));
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                debug!("API connection: {e}");
+            }
+        });
+    }
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}
+
+async fn answer<H, F>(
+    handler: Arc<H>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible>
+where
+    H: Fn(ApiRequest) -> F,
+    F: Future<Output = Result<serde_json::Value, ApiError>>,
+{
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let result = match req.into_body().collect().await {
+        Ok(body) => match uri.path().strip_prefix(API_PREFIX) {
+            Some(rest) => {
+                let path = rest
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(percent_decode)
+                    .collect();
+                let query = uri.query().unwrap_or("").to_string();
+                handler(ApiRequest {
+                    method,
+                    path,
+                    query,
+                    body: body.to_bytes(),
+                })
+                .await
+            }
+            None => Err(ApiError::not_found(anyhow::anyhow!(
+                "unknown API path {}",
+                uri.path()
+            ))),
+        },
+        Err(e) => Err(ApiError::bad_request(anyhow::anyhow!(
+            "read request body: {e}"
+        ))),
+    };
+    let (status, body) = match result {
+        Ok(value) => (StatusCode::OK, value),
+        Err(e) => {
+            let body = ErrorBody {
+                message: format!("{:#}", e.error),
+            };
+            (e.status, serde_json::to_value(body).unwrap_or_default())
+        }
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The CLI's side: one request per connection.
+pub struct Client {
+    socket: std::path::PathBuf,
+}
+
+impl Client {
+    pub fn new(socket: &Path) -> Self {
+        Client {
+            socket: socket.to_path_buf(),
+        }
+    }
+
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T> {
+        let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot connect to the netd daemon at {}: {e}. Is the daemon running? Start it with `netd daemon` (or `systemctl start netd`), or point --socket / NETD_SOCKET at its socket",
+                self.socket.display()
+            )
+        })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .context("HTTP handshake with the daemon")?;
+        tokio::spawn(conn);
+        let body = match body {
+            Some(b) => Bytes::from(serde_json::to_vec(b)?),
+            None => Bytes::new(),
+        };
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("{API_PREFIX}{path}"))
+            .header(hyper::header::HOST, "netd")
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .context("send request to the daemon")?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .context("read the daemon's answer")?
+            .to_bytes();
+        if !status.is_success() {
+            let msg = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|e| e.message)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            bail!("{msg}");
+        }
+        serde_json::from_slice(&bytes).context("decode the daemon's answer")
+    }
+}

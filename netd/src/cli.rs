@@ -1,0 +1,251 @@
+//! The CLI's commands: each turns arguments into an API call and the answer into the
+//! output Docker users expect.
+
+use std::{path::Path, process::ExitCode};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use hyper::Method;
+use serde_json::Value;
+
+use crate::{
+    api::{Client, CounterView, RunRequest},
+    process,
+    state::{Container, Status},
+};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Run in the background and print the container's ID.
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// The container's name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Network mode: `bridge` (the default network netd0) or a network's name.
+    #[arg(long = "network", alias = "net", default_value = "bridge")]
+    network: String,
+    /// Publish a container's port(s) to the host: [IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, required = true)]
+    cmd: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    name: String,
+    #[arg(last = true, required = true)]
+    cmd: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct RmArgs {
+    /// Kill a running container before removing it.
+    #[arg(short = 'f', long)]
+    force: bool,
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct PsArgs {
+    /// Show every container, not only running ones.
+    #[arg(short = 'a', long)]
+    all: bool,
+    #[command(flatten)]
+    format: FormatArgs,
+}
+
+#[derive(Args)]
+pub struct FormatArgs {
+    /// `table` or `json`.
+    #[arg(long, default_value = "table")]
+    format: String,
+}
+
+impl FormatArgs {
+    fn json(&self) -> Result<bool> {
+        match self.format.as_str() {
+            "table" => Ok(false),
+            "json" => Ok(true),
+            other => bail!("invalid --format {other}: expected table or json"),
+        }
+    }
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+pub async fn run(client: &Client, args: RunArgs) -> Result<ExitCode> {
+    if !args.detach {
+        bail!(
+            "netd run needs -d: containers run in the background; use `netd exec NAME -- CMD` to run commands in them"
+        );
+    }
+    let req = RunRequest {
+        name: args.name,
+        network: args.network,
+        publish: args.publish,
+        cmd: args.cmd,
+    };
+    let c: Container = client.call(Method::POST, "containers", Some(&req)).await?;
+    println!("{}", c.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the command itself, in the container's namespace, with this terminal's stdio.
+pub fn exec(socket: &Path, args: ExecArgs) -> Result<ExitCode> {
+    let c: Container = runtime()?.block_on(async {
+        Client::new(socket)
+            .call(
+                Method::GET,
+                &format!("containers/{}", args.name),
+                None::<&()>,
+            )
+            .await
+    })?;
+    if c.status != Status::Running {
+        bail!("container {} is not running", c.name);
+    }
+    let status = process::exec_in(&c.netns_path(), &args.cmd)?;
+    Ok(ExitCode::from(
+        status.code().unwrap_or(1).clamp(0, 255) as u8
+    ))
+}
+
+pub async fn rm(client: &Client, args: RmArgs) -> Result<ExitCode> {
+    let mut failed = false;
+    for name in &args.names {
+        let path = format!(
+            "containers/{name}{}",
+            if args.force { "?force=1" } else { "" }
+        );
+        match client
+            .call::<Value>(Method::DELETE, &path, None::<&()>)
+            .await
+        {
+            Ok(_) => println!("{name}"),
+            Err(e) => {
+                eprintln!("Error response from daemon: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub async fn ps(client: &Client, args: PsArgs) -> Result<ExitCode> {
+    let json = args.format.json()?;
+    let all: Vec<Container> = client.call(Method::GET, "containers", None::<&()>).await?;
+    let shown: Vec<&Container> = all
+        .iter()
+        .filter(|c| args.all || c.status == Status::Running)
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&shown)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<[String; 6]> = shown
+        .iter()
+        .map(|c| {
+            [
+                c.id.clone(),
+                c.name.clone(),
+                c.network.clone(),
+                c.ip.to_string(),
+                status_text(&c.status),
+                ports_column(c),
+            ]
+        })
+        .collect();
+    print_table(
+        &["CONTAINER ID", "NAME", "NETWORK", "IP", "STATUS", "PORTS"],
+        &rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn stats(client: &Client, args: FormatArgs) -> Result<ExitCode> {
+    let counters: Vec<CounterView> = client.call(Method::GET, "stats", None::<&()>).await?;
+    if args.json()? {
+        println!("{}", serde_json::to_string_pretty(&counters)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<[String; 4]> = counters
+        .iter()
+        .filter(|c| c.packets > 0)
+        .map(|c| {
+            [
+                c.hook.clone(),
+                c.reason.clone(),
+                c.packets.to_string(),
+                c.bytes.to_string(),
+            ]
+        })
+        .collect();
+    print_table(&["HOOK", "REASON", "PACKETS", "BYTES"], &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn info(client: &Client) -> Result<ExitCode> {
+    let info: Value = client.call(Method::GET, "info", None::<&()>).await?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&info).context("format info")?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status_text(s: &Status) -> String {
+    match s {
+        Status::Running => "running".into(),
+        Status::Exited { code: Some(c) } => format!("exited ({c})"),
+        Status::Exited { code: None } => "exited".into(),
+    }
+}
+
+/// Docker's PORTS column: `0.0.0.0:8080->80/tcp, ...`.
+fn ports_column(c: &Container) -> String {
+    let mut ports: Vec<_> = c.ports.clone();
+    ports.sort();
+    ports
+        .iter()
+        .map(|b| {
+            format!(
+                "{}:{}->{}/{}",
+                b.host_ip, b.host_port, b.container_port, b.proto
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", parts.join("   ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}

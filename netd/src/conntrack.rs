@@ -1,0 +1,133 @@
+//! The connection table seen from userspace: which flows have expired (timeouts like
+//! Cilium's and Calico's), and removing both halves of a flow together.
+
+use std::{collections::HashMap, net::Ipv4Addr};
+
+use netd_common::{
+    PROTO_TCP,
+    flow::{FlowEntry, FlowKey, SEEN_ACK, SEEN_FIN, SEEN_RST},
+    user::addr_be,
+};
+
+const SECOND: u64 = 1_000_000_000;
+pub const TCP_ESTABLISHED_TIMEOUT: u64 = 6 * 3600 * SECOND;
+pub const TCP_SYN_TIMEOUT: u64 = 60 * SECOND;
+pub const TCP_CLOSING_TIMEOUT: u64 = 10 * SECOND;
+pub const OTHER_TIMEOUT: u64 = 60 * SECOND;
+
+/// How long a flow may stay idle, judged on both its halves.
+pub fn timeout(key: &FlowKey, a: &FlowEntry, b: Option<&FlowEntry>) -> u64 {
+    if key.proto != PROTO_TCP {
+        return OTHER_TIMEOUT;
+    }
+    let seen_a = a.tcp_seen;
+    let seen_b = b.map_or(0, |b| b.tcp_seen);
+    if (seen_a | seen_b) & (SEEN_FIN | SEEN_RST) != 0 {
+        TCP_CLOSING_TIMEOUT
+    } else if seen_a & SEEN_ACK != 0 && seen_b & SEEN_ACK != 0 {
+        TCP_ESTABLISHED_TIMEOUT
+    } else {
+        TCP_SYN_TIMEOUT
+    }
+}
+
+/// The keys (both halves) of every flow idle past its timeout at `now` (CLOCK_MONOTONIC ns).
+pub fn expired(entries: &[(FlowKey, FlowEntry)], now: u64) -> Vec<FlowKey> {
+    let by_key: HashMap<FlowKey, &FlowEntry> = entries.iter().map(|(k, e)| (*k, e)).collect();
+    let mut out = Vec::new();
+    for (key, entry) in entries {
+        let partner_key = key.partner(entry);
+        let partner = by_key.get(&partner_key).copied();
+        let last = entry
+            .last_seen_ns
+            .max(partner.map_or(0, |p| p.last_seen_ns));
+        if now.saturating_sub(last) > timeout(key, entry, partner) {
+            // Each half is visited once; push only this half, its partner pushes itself
+            // (or is already gone).
+            out.push(*key);
+        }
+    }
+    out
+}
+
+/// The keys of every flow that involves `addr` (a removed container's address): so that a
+/// reused address inherits nothing.
+pub fn involving(entries: &[(FlowKey, FlowEntry)], addr: Ipv4Addr) -> Vec<FlowKey> {
+    let a = addr_be(addr);
+    entries
+        .iter()
+        .filter(|(k, e)| k.src_addr == a || k.dst_addr == a || e.new_addr == a)
+        .map(|(k, _)| *k)
+        .collect()
+}
+
+pub fn monotonic_now() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime into a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * SECOND + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netd_common::flow::{DIR_INGRESS, ORIGIN_DNAT, REWRITE_DST, REWRITE_SRC, SEEN_SYN};
+
+    fn flow(seen_in: u8, seen_out: u8, last: u64) -> Vec<(FlowKey, FlowEntry)> {
+        let key = FlowKey {
+            src_addr: addr_be(Ipv4Addr::new(10, 0, 0, 1)),
+            dst_addr: addr_be(Ipv4Addr::new(10, 0, 0, 2)),
+            src_port: 40000u16.to_be(),
+            dst_port: 8080u16.to_be(),
+            proto: PROTO_TCP,
+            dir: DIR_INGRESS,
+            _pad: [0; 2],
+        };
+        let entry = FlowEntry {
+            new_addr: addr_be(Ipv4Addr::new(172, 17, 0, 2)),
+            new_port: 80u16.to_be(),
+            rewrite: REWRITE_DST,
+            origin: ORIGIN_DNAT,
+            tcp_seen: seen_in,
+            last_seen_ns: last,
+            ..Default::default()
+        };
+        let partner = key.partner(&entry);
+        let reply = FlowEntry {
+            new_addr: key.dst_addr,
+            new_port: key.dst_port,
+            rewrite: REWRITE_SRC,
+            tcp_seen: seen_out,
+            last_seen_ns: last,
+            ..entry
+        };
+        vec![(key, entry), (partner, reply)]
+    }
+
+    #[test]
+    fn partner_of_the_partner_is_the_original() {
+        let f = flow(0, 0, 0);
+        assert_eq!(f[1].0.partner(&f[1].1), f[0].0);
+    }
+
+    #[test]
+    fn a_syn_only_flow_expires_after_a_minute_and_an_established_one_does_not() {
+        let syn = flow(SEEN_SYN, 0, 0);
+        assert!(expired(&syn, TCP_SYN_TIMEOUT - 1).is_empty());
+        assert_eq!(expired(&syn, TCP_SYN_TIMEOUT + 1).len(), 2);
+        let est = flow(SEEN_SYN | SEEN_ACK, SEEN_SYN | SEEN_ACK, 0);
+        assert!(expired(&est, TCP_SYN_TIMEOUT + 1).is_empty());
+        let closing = flow(SEEN_ACK | SEEN_FIN, SEEN_ACK, 0);
+        assert_eq!(expired(&closing, TCP_CLOSING_TIMEOUT + 1).len(), 2);
+    }
+
+    #[test]
+    fn flows_of_an_address_are_found_from_both_halves() {
+        let f = flow(0, 0, 0);
+        assert_eq!(involving(&f, Ipv4Addr::new(172, 17, 0, 2)).len(), 2);
+        assert!(involving(&f, Ipv4Addr::new(172, 17, 0, 3)).is_empty());
+    }
+}

@@ -1,0 +1,215 @@
+//! The eBPF data path: loads netd's kernel programs, attaches them to the uplink, and is
+//! the only place that writes their maps. Maps are pinned under the bpffs directory so a
+//! restarted daemon adopts the same tables.
+
+use std::{net::Ipv4Addr, path::Path};
+
+use anyhow::{Context, Result, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
+    programs::{SchedClassifier, TcAttachType},
+};
+use ipnet::Ipv4Net;
+use log::info;
+use netd_common::{
+    counters::{Counter, HOOK_COUNT, Hook, REASON_COUNT, Reason, counter_index},
+    flow::{FlowEntry, FlowKey},
+    maps::{self as names, MASQ_VALUE, NodeConfig},
+    published::{Backend, PortKey},
+    user::addr_be,
+};
+
+use crate::ports::PortBinding;
+
+/// The kernel object built by netd/build.rs.
+static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netd"));
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+pub struct Datapath {
+    ebpf: Ebpf,
+}
+
+/// Refuse a directory that is not on bpffs: pins there would not survive, or fail.
+pub fn check_bpffs(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("create bpffs directory {}", dir.display()))?;
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
+    // SAFETY: statfs into a zeroed struct with a NUL-terminated path.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("statfs {}", dir.display()));
+    }
+    if st.f_type as i64 != BPF_FS_MAGIC {
+        bail!(
+            "--bpffs-dir {} is not on a bpf filesystem: mount one first (mount -t bpf bpf {}) or choose a directory under a bpffs mount",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+impl Datapath {
+    /// Load the programs with their maps pinned in `bpffs_dir` and attach them to `uplink`.
+    pub fn attach(uplink: &str, bpffs_dir: &Path) -> Result<Self> {
+        check_bpffs(bpffs_dir)?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(bpffs_dir)
+            .load(PROGRAMS)
+            .context("load netd's eBPF programs")?;
+        for (name, attach) in [
+            ("uplink_ingress", TcAttachType::Ingress),
+            ("uplink_egress", TcAttachType::Egress),
+        ] {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing from the object"))?
+                .try_into()?;
+            prog.load()
+                .with_context(|| format!("verify program {name}"))?;
+            prog.attach(uplink, attach)
+                .with_context(|| format!("attach {name} to {uplink}"))?;
+        }
+        info!(
+            "data path attached to uplink {uplink} (maps pinned in {})",
+            bpffs_dir.display()
+        );
+        Ok(Datapath { ebpf })
+    }
+
+    fn map_mut(&mut self, name: &str) -> Result<&mut aya::maps::Map> {
+        self.ebpf
+            .map_mut(name)
+            .with_context(|| format!("map {name} missing"))
+    }
+
+    fn map(&self, name: &str) -> Result<&aya::maps::Map> {
+        self.ebpf
+            .map(name)
+            .with_context(|| format!("map {name} missing"))
+    }
+
+    pub fn set_node_config(&mut self, snat_addr: Ipv4Addr, snat_ports: (u16, u16)) -> Result<()> {
+        let mut config: Array<_, NodeConfig> = Array::try_from(self.map_mut(names::NODE_CONFIG)?)?;
+        let value = NodeConfig {
+            snat_addr: addr_be(snat_addr),
+            snat_port_min: snat_ports.0,
+            snat_port_max: snat_ports.1,
+        };
+        config.set(0, value, 0).context("write node config")
+    }
+
+    /// Replace the set of node addresses (where wildcard bindings answer).
+    pub fn set_node_addrs(&mut self, addrs: &[Ipv4Addr]) -> Result<()> {
+        let mut map: HashMap<_, u32, u8> = HashMap::try_from(self.map_mut(names::NODE_ADDRS)?)?;
+        let stale: Vec<u32> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !addrs.iter().any(|a| addr_be(*a) == *k))
+            .collect();
+        for key in stale {
+            map.remove(&key)?;
+        }
+        for addr in addrs {
+            map.insert(addr_be(*addr), 1, 0)
+                .with_context(|| format!("add node address {addr}"))?;
+        }
+        Ok(())
+    }
+
+    pub fn set_masquerade(&mut self, subnet: Ipv4Net, on: bool) -> Result<()> {
+        let mut trie: LpmTrie<_, u32, u8> = LpmTrie::try_from(self.map_mut(names::MASQ_SUBNETS)?)?;
+        let key = Key::new(u32::from(subnet.prefix_len()), addr_be(subnet.network()));
+        if on {
+            trie.insert(&key, MASQ_VALUE, 0)
+                .with_context(|| format!("masquerade {subnet}"))
+        } else {
+            trie.remove(&key)
+                .or_else(ignore_missing)
+                .with_context(|| format!("stop masquerading {subnet}"))
+        }
+    }
+
+    fn ports(&mut self) -> Result<HashMap<&mut MapData, PortKey, Backend>> {
+        Ok(HashMap::try_from(self.map_mut(names::PUBLISHED_PORTS)?)?)
+    }
+
+    pub fn publish(&mut self, b: &PortBinding, addr: Ipv4Addr, ifindex: u32) -> Result<()> {
+        let key = PortKey::new(b.proto.number(), b.host_ip, b.host_port);
+        self.ports()?
+            .insert(key, Backend::new(addr, b.container_port, ifindex), 0)
+            .with_context(|| format!("publish {b}"))
+    }
+
+    pub fn unpublish(&mut self, b: &PortBinding) -> Result<()> {
+        let key = PortKey::new(b.proto.number(), b.host_ip, b.host_port);
+        self.ports()?
+            .remove(&key)
+            .or_else(ignore_missing)
+            .with_context(|| format!("unpublish {b}"))
+    }
+
+    /// Remove every published port not in `keep` (left over from a previous run).
+    pub fn retain_published(&mut self, keep: &[PortKey]) -> Result<usize> {
+        let mut ports = self.ports()?;
+        let stale: Vec<PortKey> = ports
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !keep.contains(k))
+            .collect();
+        for key in &stale {
+            ports.remove(key).or_else(ignore_missing)?;
+        }
+        Ok(stale.len())
+    }
+
+    fn flows(&mut self) -> Result<HashMap<&mut MapData, FlowKey, FlowEntry>> {
+        Ok(HashMap::try_from(self.map_mut(names::FLOWS)?)?)
+    }
+
+    /// Every entry of the connection table.
+    pub fn flow_entries(&mut self) -> Result<Vec<(FlowKey, FlowEntry)>> {
+        Ok(self.flows()?.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Remove both halves of each listed flow (missing halves are fine).
+    pub fn remove_flows(&mut self, keys: &[FlowKey]) -> Result<()> {
+        let mut flows = self.flows()?;
+        for key in keys {
+            flows.remove(key).or_else(ignore_missing)?;
+        }
+        Ok(())
+    }
+
+    /// Counters summed over CPUs, by hook and reason.
+    pub fn counters(&self) -> Result<Vec<(Hook, Reason, Counter)>> {
+        let map: PerCpuArray<_, Counter> = PerCpuArray::try_from(self.map(names::COUNTERS)?)?;
+        let mut out = Vec::new();
+        for hook in [Hook::UplinkIngress, Hook::UplinkEgress] {
+            for reason in Reason::ALL {
+                let per_cpu = map.get(&counter_index(hook, *reason), 0)?;
+                let mut sum = Counter::default();
+                for c in per_cpu.iter() {
+                    sum.packets += c.packets;
+                    sum.bytes += c.bytes;
+                }
+                out.push((hook, *reason, sum));
+            }
+        }
+        debug_assert_eq!(out.len() as u32, HOOK_COUNT * REASON_COUNT);
+        Ok(out)
+    }
+}
+
+fn ignore_missing(e: aya::maps::MapError) -> Result<(), aya::maps::MapError> {
+    match &e {
+        aya::maps::MapError::KeyNotFound => Ok(()),
+        aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(())
+        }
+        _ => Err(e),
+    }
+}

@@ -1,0 +1,138 @@
+//! netd: container networking with an eBPF data path. One binary: `netd daemon` and the
+//! CLI that talks to it over the API socket.
+
+mod api;
+mod cli;
+mod conntrack;
+mod daemon;
+mod datapath;
+mod endpoint;
+mod ipam;
+mod netlink;
+mod netns;
+mod ports;
+mod process;
+mod state;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "netd",
+    version,
+    about = "Container networking with an eBPF data path"
+)]
+struct Cli {
+    /// The daemon's API socket.
+    #[arg(
+        long,
+        global = true,
+        env = "NETD_SOCKET",
+        default_value = "/run/netd/netd.sock"
+    )]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (in the network namespace it should serve).
+    Daemon(DaemonArgs),
+    /// Run a command in a new container.
+    Run(cli::RunArgs),
+    /// Run a command inside a running container's network namespace.
+    Exec(cli::ExecArgs),
+    /// Remove containers.
+    Rm(cli::RmArgs),
+    /// List containers.
+    Ps(cli::PsArgs),
+    /// Show the data path's counters.
+    Stats(cli::FormatArgs),
+    /// Show the daemon's uplink, networks and settings.
+    Info,
+    #[command(name = process::HOLDER_SUBCOMMAND, hide = true)]
+    NetnsHolder,
+}
+
+#[derive(Args)]
+struct DaemonArgs {
+    /// Interface to publish ports on and masquerade through [default: the default route's]
+    #[arg(long)]
+    uplink: Option<String>,
+    /// Where networks and containers are persisted.
+    #[arg(long, default_value = "/var/lib/netd")]
+    state_dir: PathBuf,
+    /// A directory on bpffs where maps are pinned, so restarts keep flows.
+    #[arg(long, default_value = "/sys/fs/bpf/netd")]
+    bpffs_dir: PathBuf,
+    /// Source ports for masqueraded flows; keep it outside ip_local_port_range.
+    #[arg(long, default_value = "61000-65535")]
+    snat_ports: String,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::NetnsHolder => process::hold_forever(),
+        Command::Daemon(args) => run_daemon(&cli.socket, args),
+        Command::Exec(args) => cli::exec(&cli.socket, args),
+        command => cli::runtime().and_then(|rt| rt.block_on(client(&cli.socket, command))),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn client(
+    socket: &std::path::Path,
+    command: Command,
+) -> anyhow::Result<std::process::ExitCode> {
+    let client = api::Client::new(socket);
+    match command {
+        Command::Run(args) => cli::run(&client, args).await,
+        Command::Rm(args) => cli::rm(&client, args).await,
+        Command::Ps(args) => cli::ps(&client, args).await,
+        Command::Stats(args) => cli::stats(&client, args).await,
+        Command::Info => cli::info(&client).await,
+        Command::Daemon(_) | Command::Exec(_) | Command::NetnsHolder => {
+            unreachable!("handled in main")
+        }
+    }
+}
+
+fn run_daemon(
+    socket: &std::path::Path,
+    args: DaemonArgs,
+) -> anyhow::Result<std::process::ExitCode> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let snat_ports = parse_snat_ports(&args.snat_ports)?;
+    let config = daemon::DaemonConfig {
+        uplink: args.uplink,
+        socket: socket.to_path_buf(),
+        state_dir: args.state_dir,
+        bpffs_dir: args.bpffs_dir,
+        snat_ports,
+    };
+    tokio::runtime::Runtime::new()?.block_on(daemon::run(config))?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn parse_snat_ports(s: &str) -> anyhow::Result<ports::PortRange> {
+    let bad = || anyhow::anyhow!("invalid --snat-ports {s}: expected FIRST-LAST, e.g. 61000-65535");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (start, end) = (
+        a.parse::<u16>().map_err(|_| bad())?,
+        b.parse::<u16>().map_err(|_| bad())?,
+    );
+    if start == 0 || end < start {
+        return Err(bad());
+    }
+    Ok(ports::PortRange { start, end })
+}

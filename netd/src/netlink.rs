@@ -1,0 +1,224 @@
+//! Links, addresses and routes over rtnetlink, in the namespace the connection was opened
+//! in. No shelling out to `ip`.
+
+use std::{
+    fs::File,
+    net::{IpAddr, Ipv4Addr},
+    os::fd::AsRawFd,
+};
+
+use anyhow::{Context, Result};
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use netlink_packet_route::{
+    address::AddressAttribute,
+    link::LinkAttribute,
+    route::{RouteAddress, RouteAttribute},
+};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use crate::netns;
+
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+impl Netlink {
+    /// A connection in the calling thread's network namespace.
+    pub fn connect() -> Result<Self> {
+        let (conn, handle, _) = rtnetlink::new_connection().context("open rtnetlink socket")?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    /// A connection whose socket lives in namespace `ns` (a socket keeps the namespace it
+    /// was created in), driven by the current runtime.
+    pub fn connect_in(ns: &File) -> Result<Self> {
+        let rt = tokio::runtime::Handle::current();
+        let (conn, handle) = netns::run_in(ns, move || {
+            let _guard = rt.enter();
+            let (conn, handle, _) = rtnetlink::new_connection().context("open rtnetlink socket")?;
+            Ok((conn, handle))
+        })?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    pub async fn link_index(&self, name: &str) -> Result<Option<u32>> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match links.try_next().await {
+            Ok(link) => Ok(link.map(|l| l.header.index)),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("look up link {name}")),
+        }
+    }
+
+    pub async fn link_name(&self, index: u32) -> Result<String> {
+        let mut links = self.handle.link().get().match_index(index).execute();
+        let link = links
+            .try_next()
+            .await?
+            .with_context(|| format!("no link with index {index}"))?;
+        link.attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            })
+            .with_context(|| format!("link {index} has no name"))
+    }
+
+    /// The bridge `name` with `gateway/prefix` on it, up; created if missing.
+    pub async fn ensure_bridge(&self, name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<u32> {
+        let index = match self.link_index(name).await? {
+            Some(index) => index,
+            None => {
+                self.handle
+                    .link()
+                    .add(LinkBridge::new(name).build())
+                    .execute()
+                    .await
+                    .with_context(|| format!("create bridge {name}"))?;
+                self.link_index(name)
+                    .await?
+                    .with_context(|| format!("bridge {name} vanished"))?
+            }
+        };
+        let has_gateway = self
+            .ipv4_addresses()
+            .await?
+            .iter()
+            .any(|(i, net)| *i == index && net.addr() == gateway);
+        if !has_gateway {
+            self.add_address(index, gateway, prefix).await?;
+        }
+        self.up(index).await?;
+        Ok(index)
+    }
+
+    pub async fn create_veth(&self, name: &str, peer: &str) -> Result<()> {
+        self.handle
+            .link()
+            .add(LinkVeth::new(name, peer).build())
+            .execute()
+            .await
+            .with_context(|| format!("create veth pair {name}/{peer}"))
+    }
+
+    pub async fn set_controller(&self, index: u32, bridge: u32) -> Result<()> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).controller(bridge).build())
+            .execute()
+            .await
+            .with_context(|| format!("attach link {index} to bridge {bridge}"))
+    }
+
+    pub async fn move_to_netns(&self, index: u32, ns: &File) -> Result<()> {
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .setns_by_fd(ns.as_raw_fd())
+                    .build(),
+            )
+            .execute()
+            .await
+            .with_context(|| format!("move link {index} into the container's namespace"))
+    }
+
+    pub async fn rename(&self, index: u32, name: &str) -> Result<()> {
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .name(name.to_string())
+                    .build(),
+            )
+            .execute()
+            .await
+            .with_context(|| format!("rename link {index} to {name}"))
+    }
+
+    pub async fn up(&self, index: u32) -> Result<()> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .with_context(|| format!("set link {index} up"))
+    }
+
+    pub async fn delete_link(&self, index: u32) -> Result<()> {
+        self.handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .with_context(|| format!("delete link {index}"))
+    }
+
+    pub async fn add_address(&self, index: u32, addr: Ipv4Addr, prefix: u8) -> Result<()> {
+        self.handle
+            .address()
+            .add(index, IpAddr::V4(addr), prefix)
+            .execute()
+            .await
+            .with_context(|| format!("add address {addr}/{prefix} to link {index}"))
+    }
+
+    pub async fn add_default_route(&self, gateway: Ipv4Addr) -> Result<()> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gateway)
+            .build();
+        self.handle
+            .route()
+            .add(route)
+            .execute()
+            .await
+            .with_context(|| format!("add default route via {gateway}"))
+    }
+
+    /// Every IPv4 address of the namespace, with its link index.
+    pub async fn ipv4_addresses(&self) -> Result<Vec<(u32, Ipv4Net)>> {
+        let mut out = Vec::new();
+        let mut addrs = self.handle.address().get().execute();
+        while let Some(msg) = addrs.try_next().await.context("list addresses")? {
+            for attr in &msg.attributes {
+                if let AddressAttribute::Local(IpAddr::V4(a)) = attr {
+                    out.push((msg.header.index, Ipv4Net::new(*a, msg.header.prefix_len)?));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every IPv4 route of the main table: destination and output link.
+    pub async fn ipv4_routes(&self) -> Result<Vec<(Ipv4Net, Option<u32>)>> {
+        let mut out = Vec::new();
+        let query = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        let mut routes = self.handle.route().get(query).execute();
+        while let Some(msg) = routes.try_next().await.context("list routes")? {
+            let mut dst = Ipv4Addr::UNSPECIFIED;
+            let mut oif = None;
+            for attr in &msg.attributes {
+                match attr {
+                    RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = *a,
+                    RouteAttribute::Oif(i) => oif = Some(*i),
+                    _ => {}
+                }
+            }
+            out.push((
+                Ipv4Net::new(dst, msg.header.destination_prefix_length)?,
+                oif,
+            ));
+        }
+        Ok(out)
+    }
+}

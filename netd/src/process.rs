@@ -1,0 +1,113 @@
+//! Container processes: the namespace holder (a pause process that keeps a container's
+//! network namespace alive independently of its command and of the daemon) and the
+//! command itself, started inside that namespace. Processes are named by pid and start
+//! time so that a reused pid is never signalled.
+
+use std::{fs::File, os::fd::AsRawFd, path::Path, process::Stdio};
+
+use anyhow::{Context, Result};
+use tokio::process::{Child, Command};
+
+use crate::{netns, state::ProcessId};
+
+/// The hidden subcommand the holder runs as.
+pub const HOLDER_SUBCOMMAND: &str = "netns-holder";
+
+/// Body of the holder process: sleep until a signal ends it.
+pub fn hold_forever() -> ! {
+    loop {
+        // SAFETY: pause has no preconditions.
+        unsafe { libc::pause() };
+    }
+}
+
+/// Start a holder in a new network namespace. By the time this returns the namespace
+/// exists (the child unshares before exec, and spawn waits for the exec).
+pub fn spawn_holder() -> Result<(ProcessId, Child)> {
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg(HOLDER_SUBCOMMAND)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::unshare(libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().context("start the network namespace holder")?;
+    let id = identify(child.id().context("holder exited at once")?)?;
+    Ok((id, child))
+}
+
+/// Start `argv` inside namespace `ns`, in its own session, output appended to `log`.
+pub fn spawn_in(ns: &File, argv: &[String], log: &Path) -> Result<(ProcessId, Child)> {
+    let (program, args) = argv.split_first().context("no command given")?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("open log {}", log.display()))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    let fd = ns.as_raw_fd();
+    // SAFETY: only async-signal-safe calls between fork and exec; `ns` outlives spawn.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 || libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().with_context(|| format!("start {program}"))?;
+    let id = identify(child.id().context("command exited at once")?)?;
+    Ok((id, child))
+}
+
+/// Enter the namespace at `path` and replace this process with `argv` (for `netd exec`).
+pub fn exec_in(path: &Path, argv: &[String]) -> Result<std::process::ExitStatus> {
+    let ns = netns::open(path)?;
+    netns::enter(&ns).context("enter the container's network namespace")?;
+    let (program, args) = argv.split_first().context("no command given")?;
+    std::process::Command::new(program)
+        .args(args)
+        .status()
+        .with_context(|| format!("run {program}"))
+}
+
+pub fn identify(pid: u32) -> Result<ProcessId> {
+    let start_time = start_time(pid).with_context(|| format!("read /proc/{pid}/stat"))?;
+    Ok(ProcessId { pid, start_time })
+}
+
+/// Field 22 of /proc/PID/stat, and `None` for a missing or zombie process.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+pub fn is_alive(p: ProcessId) -> bool {
+    start_time(p.pid) == Some(p.start_time)
+}
+
+/// Send `signal` to `p` if it is still the process we started.
+pub fn signal(p: ProcessId, signal: i32) {
+    if is_alive(p) {
+        // SAFETY: kill with a checked pid.
+        unsafe { libc::kill(p.pid as i32, signal) };
+    }
+}
