@@ -78,7 +78,8 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         })?;
     let store = Store::open(&config.state_dir)?;
     let state = store.load()?;
-    let mut datapath = Datapath::attach(&uplink, &config.bpffs_dir)?;
+    let mut datapath = Datapath::load(&config.bpffs_dir)?;
+    datapath.attach(&uplink)?;
     datapath.set_node_config(
         uplink_addr,
         (config.snat_ports.start, config.snat_ports.end),

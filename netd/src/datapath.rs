@@ -23,7 +23,7 @@ use netd_common::{
 use crate::ports::PortBinding;
 
 /// The kernel object built by netd/build.rs.
-static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netd"));
+static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netd-ebpf"));
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
@@ -52,32 +52,49 @@ pub fn check_bpffs(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The uplink's programs and where they attach.
+pub const UPLINK_PROGRAMS: [(&str, TcAttachType); 2] = [
+    ("uplink_ingress", TcAttachType::Ingress),
+    ("uplink_egress", TcAttachType::Egress),
+];
+
 impl Datapath {
-    /// Load the programs with their maps pinned in `bpffs_dir` and attach them to `uplink`.
-    pub fn attach(uplink: &str, bpffs_dir: &Path) -> Result<Self> {
+    /// Load and verify the programs, with their maps pinned in `bpffs_dir` (adopting maps
+    /// a previous run pinned there). Nothing is attached yet.
+    pub fn load(bpffs_dir: &Path) -> Result<Self> {
         check_bpffs(bpffs_dir)?;
-        let mut ebpf = EbpfLoader::new()
+        let ebpf = EbpfLoader::new()
             .default_map_pin_directory(bpffs_dir)
             .load(PROGRAMS)
             .context("load netd's eBPF programs")?;
-        for (name, attach) in [
-            ("uplink_ingress", TcAttachType::Ingress),
-            ("uplink_egress", TcAttachType::Egress),
-        ] {
-            let prog: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .with_context(|| format!("program {name} missing from the object"))?
-                .try_into()?;
-            prog.load()
+        let mut datapath = Datapath { ebpf };
+        for (name, _) in UPLINK_PROGRAMS {
+            datapath
+                .program(name)?
+                .load()
                 .with_context(|| format!("verify program {name}"))?;
-            prog.attach(uplink, attach)
+        }
+        Ok(datapath)
+    }
+
+    /// Attach the uplink programs to `uplink` (TC ingress and egress).
+    pub fn attach(&mut self, uplink: &str) -> Result<()> {
+        for (name, attach) in UPLINK_PROGRAMS {
+            self.program(name)?
+                .attach(uplink, attach)
                 .with_context(|| format!("attach {name} to {uplink}"))?;
         }
-        info!(
-            "data path attached to uplink {uplink} (maps pinned in {})",
-            bpffs_dir.display()
-        );
-        Ok(Datapath { ebpf })
+        info!("data path attached to uplink {uplink}");
+        Ok(())
+    }
+
+    /// A program of the object, e.g. for `BPF_PROG_TEST_RUN`.
+    pub fn program(&mut self, name: &str) -> Result<&mut SchedClassifier> {
+        Ok(self
+            .ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the object"))?
+            .try_into()?)
     }
 
     fn map_mut(&mut self, name: &str) -> Result<&mut aya::maps::Map> {

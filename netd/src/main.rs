@@ -1,18 +1,7 @@
 //! netd: container networking with an eBPF data path. One binary: `netd daemon` and the
 //! CLI that talks to it over the API socket.
 
-mod api;
-mod cli;
-mod conntrack;
-mod daemon;
-mod datapath;
-mod endpoint;
-mod ipam;
-mod netlink;
-mod netns;
-mod ports;
-mod process;
-mod state;
+use netd::{api, cli, daemon, ports, process};
 
 use std::path::PathBuf;
 

@@ -52,7 +52,7 @@ pub struct PortRange {
 }
 
 impl PortRange {
-    pub fn len(&self) -> u32 {
+    pub fn count(&self) -> u32 {
         u32::from(self.end - self.start) + 1
     }
 
@@ -110,8 +110,8 @@ impl FromStr for PortSpec {
             host => Some(PortRange::parse(host, "hostPort")?),
         };
         if let Some(hp) = host_ports
-            && container_ports.len() > 1
-            && hp.len() != container_ports.len()
+            && container_ports.count() > 1
+            && hp.count() != container_ports.count()
         {
             bail!("invalid ranges specified for container and host Ports: {container} and {host}");
         }
@@ -190,7 +190,7 @@ pub fn bind(
             };
             let binding = match spec.host_ports {
                 // One-to-one ranges, or a single pair.
-                Some(hp) if hp.len() == spec.container_ports.len() => {
+                Some(hp) if hp.count() == spec.container_ports.count() => {
                     let b = candidate(hp.start + i as u16);
                     if !is_free(&b, &out) {
                         bail!(

@@ -1,0 +1,15 @@
+//! netd's library: everything the `netd` binary is made of, one job per module, so that
+//! tests can drive the same code (the datapath tests write maps through `Datapath`).
+
+pub mod api;
+pub mod cli;
+pub mod conntrack;
+pub mod daemon;
+pub mod datapath;
+pub mod endpoint;
+pub mod ipam;
+pub mod netlink;
+pub mod netns;
+pub mod ports;
+pub mod process;
+pub mod state;

@@ -1,0 +1,237 @@
+//! Shared by the datapath tests: crafted packets, independent checksums, and a loaded
+//! data path with its own bpffs (maps are pinned; never under /sys/fs/bpf in tests).
+#![allow(dead_code)]
+
+use std::{
+    net::Ipv4Addr,
+    path::PathBuf,
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use aya::programs::{TestRun, TestRunOptions};
+use netd::datapath::Datapath;
+
+pub const TCP: u8 = 6;
+pub const UDP: u8 = 17;
+pub const SYN: u8 = 0x02;
+pub const ACK: u8 = 0x10;
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+
+pub const ETH: usize = 14;
+
+/// A data path loaded (not attached) with maps pinned in a private bpffs mount.
+pub struct TestDatapath {
+    pub dp: Datapath,
+    dir: PathBuf,
+}
+
+impl TestDatapath {
+    pub fn new() -> Self {
+        // SAFETY: geteuid has no preconditions.
+        assert!(
+            unsafe { libc::geteuid() } == 0,
+            "datapath tests load eBPF programs: run them as root (cargo xtask test)"
+        );
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = PathBuf::from(format!(
+            "/run/netd-dp-test/{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mount bpffs at {}", dir.display());
+        let dp = Datapath::load(&dir).unwrap();
+        TestDatapath { dp, dir }
+    }
+
+    /// Run `program` once on `packet`: the verdict and the packet as it came out.
+    pub fn run(&mut self, program: &str, packet: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; packet.len() + 256];
+        let prog = self.dp.program(program).unwrap();
+        let result = prog
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .unwrap();
+        out.truncate(result.data_size_out as usize);
+        (result.return_value, out)
+    }
+}
+
+impl Drop for TestDatapath {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// An Ethernet + IPv4 (no options) + TCP or UDP packet with valid checksums.
+#[derive(Clone, Copy)]
+pub struct Pkt {
+    pub proto: u8,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub tcp_flags: u8,
+    /// UDP only: send with a zero ("none") checksum.
+    pub udp_no_csum: bool,
+}
+
+impl Pkt {
+    pub fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8) -> Self {
+        Pkt {
+            proto: TCP,
+            src,
+            dst,
+            sport,
+            dport,
+            tcp_flags: flags,
+            udp_no_csum: false,
+        }
+    }
+
+    pub fn udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Self {
+        Pkt {
+            proto: UDP,
+            src,
+            dst,
+            sport,
+            dport,
+            tcp_flags: 0,
+            udp_no_csum: false,
+        }
+    }
+
+    pub fn build(&self) -> Vec<u8> {
+        let payload = b"netd-datapath-test-payload";
+        let l4_len = if self.proto == TCP { 20 } else { 8 } + payload.len();
+        let mut p = Vec::new();
+        p.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00]);
+        let total = (20 + l4_len) as u16;
+        p.extend_from_slice(&[
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0x12,
+            0x34,
+            0x40,
+            0,
+            64,
+            self.proto,
+            0,
+            0,
+        ]);
+        p.extend_from_slice(&self.src.octets());
+        p.extend_from_slice(&self.dst.octets());
+        let ip_csum = checksum(&p[ETH..ETH + 20], 0);
+        p[ETH + 10..ETH + 12].copy_from_slice(&ip_csum.to_be_bytes());
+        p.extend_from_slice(&self.sport.to_be_bytes());
+        p.extend_from_slice(&self.dport.to_be_bytes());
+        if self.proto == TCP {
+            p.extend_from_slice(&[
+                0,
+                0,
+                0,
+                1,
+                0,
+                0,
+                0,
+                0,
+                0x50,
+                self.tcp_flags,
+                0xff,
+                0xff,
+                0,
+                0,
+                0,
+                0,
+            ]);
+        } else {
+            p.extend_from_slice(&(l4_len as u16).to_be_bytes());
+            p.extend_from_slice(&[0, 0]);
+        }
+        p.extend_from_slice(payload);
+        if !(self.proto == UDP && self.udp_no_csum) {
+            let csum = l4_checksum(&p);
+            let off = l4_csum_offset(self.proto);
+            p[off..off + 2].copy_from_slice(&csum.to_be_bytes());
+        }
+        p
+    }
+}
+
+pub fn l4_csum_offset(proto: u8) -> usize {
+    ETH + 20 + if proto == TCP { 16 } else { 6 }
+}
+
+/// The one's complement sum of `data`, folded, complemented, starting from `initial`.
+pub fn checksum(data: &[u8], initial: u32) -> u16 {
+    let mut sum = initial;
+    for chunk in data.chunks(2) {
+        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The L4 checksum of a packet computed from scratch (checksum field taken as zero).
+pub fn l4_checksum(p: &[u8]) -> u16 {
+    let proto = p[ETH + 9];
+    let l4 = &p[ETH + 20..];
+    let mut pseudo = 0u32;
+    for w in [
+        &p[ETH + 12..ETH + 14],
+        &p[ETH + 14..ETH + 16],
+        &p[ETH + 16..ETH + 18],
+        &p[ETH + 18..ETH + 20],
+    ] {
+        pseudo += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    pseudo += u32::from(proto) + l4.len() as u32;
+    let mut zeroed = l4.to_vec();
+    let off = l4_csum_offset(proto) - ETH - 20;
+    zeroed[off] = 0;
+    zeroed[off + 1] = 0;
+    let c = checksum(&zeroed, pseudo);
+    if proto == UDP && c == 0 { 0xffff } else { c }
+}
+
+/// Both checksums of `p` are what a from-scratch computation gives.
+pub fn assert_checksums_valid(p: &[u8]) {
+    assert_eq!(checksum(&p[ETH..ETH + 20], 0), 0, "IPv4 header checksum");
+    let proto = p[ETH + 9];
+    let off = l4_csum_offset(proto);
+    let stored = u16::from_be_bytes([p[off], p[off + 1]]);
+    if proto == UDP && stored == 0 {
+        return;
+    }
+    assert_eq!(stored, l4_checksum(p), "L4 checksum");
+}
+
+pub fn src_of(p: &[u8]) -> (Ipv4Addr, u16) {
+    (
+        Ipv4Addr::new(p[26], p[27], p[28], p[29]),
+        u16::from_be_bytes([p[34], p[35]]),
+    )
+}
+
+pub fn dst_of(p: &[u8]) -> (Ipv4Addr, u16) {
+    (
+        Ipv4Addr::new(p[30], p[31], p[32], p[33]),
+        u16::from_be_bytes([p[36], p[37]]),
+    )
+}
