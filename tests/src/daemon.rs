@@ -1,0 +1,218 @@
+//! A netd daemon inside a node namespace, started as a user would start it:
+//! `ip netns exec NODE netd daemon --uplink uplink0 --socket S --state-dir D --bpffs-dir B`,
+//! with its own bpffs mounted outside /sys (so pins survive the daemon) and its own paths.
+//! On drop it is killed, and so is every process it started (found by a tag in their
+//! environment, which only this daemon's descendants carry).
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::netns::{Netns, run};
+
+const TAG_VAR: &str = "NETD_TEST_TAG";
+
+/// The netd binary under test: $NETD_BIN, or the workspace's debug build.
+pub fn netd_bin() -> PathBuf {
+    std::env::var_os("NETD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/netd"))
+}
+
+pub struct Daemon {
+    pub node: String,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    tag: String,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Start a daemon serving `node`, with uplink `uplink`.
+    pub fn start(node: &Netns, uplink: &str) -> Result<Self> {
+        let dir = PathBuf::from(format!("/run/netd-test/{}", node.name));
+        fs::create_dir_all(dir.join("bpf"))?;
+        run(
+            "mount",
+            &["-t", "bpf", "bpf", &dir.join("bpf").to_string_lossy()],
+        )?;
+        let mut daemon = Daemon {
+            node: node.name.clone(),
+            socket: dir.join("netd.sock"),
+            tag: node.name.clone(),
+            dir,
+            child: None,
+        };
+        daemon.spawn(uplink)?;
+        Ok(daemon)
+    }
+
+    fn spawn(&mut self, uplink: &str) -> Result<()> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.node])
+            .arg(netd_bin())
+            .args(["daemon", "--uplink", uplink, "--socket"])
+            .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .arg("--bpffs-dir")
+            .arg(self.dir.join("bpf"))
+            .env(TAG_VAR, &self.tag)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start netd daemon")?;
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!(
+                    "netd daemon exited with {status} before it was ready:\n{}",
+                    self.log()
+                );
+            }
+            if self
+                .cli(&["info"])
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("netd daemon not ready after 20s:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `netd --socket S ARGS` in the node namespace; the output, whatever the exit code.
+    pub fn cli(&self, args: &[&str]) -> Result<Output> {
+        Command::new("ip")
+            .args(["netns", "exec", &self.node])
+            .arg(netd_bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .env(TAG_VAR, &self.tag)
+            .stdin(Stdio::null())
+            .output()
+            .context("run netd CLI")
+    }
+
+    /// Like `cli`, but failing unless the command succeeded; returns its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.cli(args)?;
+        if !out.status.success() {
+            bail!(
+                "netd {} failed: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Run a container whose command just sleeps; the test brings its own listeners.
+    pub fn run_idle_container(&self, name: &str, publish: &[&str]) -> Result<Container> {
+        let mut args = vec!["run", "-d", "--name", name];
+        for p in publish {
+            args.extend(["-p", p]);
+        }
+        args.extend(["--", "sleep", "infinity"]);
+        self.cli_ok(&args)?;
+        self.container(name)
+    }
+
+    pub fn container(&self, name: &str) -> Result<Container> {
+        let all: serde_json::Value =
+            serde_json::from_str(&self.cli_ok(&["ps", "-a", "--format", "json"])?)?;
+        let c = all
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["name"] == name))
+            .with_context(|| format!("container {name} not listed by netd ps"))?;
+        Ok(Container {
+            ip: c["ip"].as_str().context("no ip")?.parse()?,
+            netns: PathBuf::from(format!("/proc/{}/ns/net", c["netns_holder"]["pid"])),
+        })
+    }
+
+    /// The data path's counter for (hook, reason), summed over CPUs.
+    pub fn counter(&self, hook: &str, reason: &str) -> Result<u64> {
+        let stats: serde_json::Value =
+            serde_json::from_str(&self.cli_ok(&["stats", "--format", "json"])?)?;
+        Ok(stats
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["hook"] == hook && c["reason"] == reason)
+            .map(|c| c["packets"].as_u64().unwrap_or(0))
+            .sum())
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    fn kill_tagged(&self) {
+        let needle = format!("{TAG_VAR}={}\0", self.tag);
+        let Ok(procs) = fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in procs.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if pid == std::process::id() as i32 {
+                continue;
+            }
+            if let Ok(env) = fs::read(entry.path().join("environ"))
+                && env.windows(needle.len()).any(|w| w == needle.as_bytes())
+            {
+                // SAFETY: a pid we just read, carrying our unique tag.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// What a test needs to know of a container.
+pub struct Container {
+    pub ip: std::net::Ipv4Addr,
+    pub netns: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.kill_tagged();
+        let _ = Command::new("umount").arg(self.dir.join("bpf")).output();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,176 @@
+//! The connection tester: an echo server in one namespace, a client in another, a random
+//! payload that must come back unchanged. Sockets are opened by a thread that entered the
+//! namespace (a socket stays in the namespace it was created in), so no helper binaries.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::fd::AsRawFd,
+    path::Path,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+const IO_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+/// Run `f` on a thread inside the network namespace at `netns`.
+pub fn in_netns<T: Send + 'static>(
+    netns: &Path,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let ns = std::fs::File::open(netns).with_context(|| format!("open {}", netns.display()))?;
+    std::thread::spawn(move || {
+        // SAFETY: setns on a valid fd; it changes only this thread.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("setns");
+        }
+        f()
+    })
+    .join()
+    .map_err(|_| anyhow!("namespace thread panicked"))?
+}
+
+enum Listener {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
+/// Echoes whatever arrives, and remembers who sent it.
+pub struct EchoServer {
+    peers: Arc<Mutex<Vec<SocketAddr>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EchoServer {
+    pub fn start(netns: &Path, proto: Proto, bind: SocketAddr) -> Result<Self> {
+        let listener = in_netns(netns, move || {
+            Ok(match proto {
+                Proto::Tcp => Listener::Tcp(TcpListener::bind(bind)?),
+                Proto::Udp => Listener::Udp(UdpSocket::bind(bind)?),
+            })
+        })
+        .with_context(|| format!("listen on {bind} ({proto:?})"))?;
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (peers, stop) = (peers.clone(), stop.clone());
+            std::thread::spawn(move || serve(listener, &peers, &stop))
+        };
+        Ok(EchoServer {
+            peers,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The source addresses the server has seen, in order.
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        self.peers.lock().unwrap().clone()
+    }
+}
+
+fn serve(listener: Listener, peers: &Mutex<Vec<SocketAddr>>, stop: &AtomicBool) {
+    let mut buf = [0u8; 2048];
+    match listener {
+        Listener::Tcp(l) => {
+            l.set_nonblocking(true).ok();
+            while !stop.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut s, peer)) => {
+                        peers.lock().unwrap().push(peer);
+                        s.set_nonblocking(false).ok();
+                        s.set_read_timeout(Some(IO_TIMEOUT)).ok();
+                        if let Ok(n) = s.read(&mut buf) {
+                            let _ = s.write_all(&buf[..n]);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        }
+        Listener::Udp(u) => {
+            u.set_read_timeout(Some(Duration::from_millis(50))).ok();
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((n, peer)) = u.recv_from(&mut buf) {
+                    peers.lock().unwrap().push(peer);
+                    let _ = u.send_to(&buf[..n], peer);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn random_payload() -> Vec<u8> {
+    let mut bytes = [0u8; 16];
+    // SAFETY: getrandom into a valid buffer.
+    unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// From inside `netns`, send a random payload to `target` and check it comes back.
+/// Returns the client's local address.
+pub fn echo_once(netns: &Path, proto: Proto, target: SocketAddr) -> Result<SocketAddr> {
+    in_netns(netns, move || {
+        let payload = random_payload();
+        let mut back = vec![0u8; payload.len()];
+        let local = match proto {
+            Proto::Tcp => {
+                let mut s = TcpStream::connect_timeout(&target, IO_TIMEOUT)
+                    .with_context(|| format!("connect to {target}"))?;
+                s.set_read_timeout(Some(IO_TIMEOUT))?;
+                s.write_all(&payload)?;
+                s.read_exact(&mut back)
+                    .with_context(|| format!("read the echo from {target}"))?;
+                s.local_addr()?
+            }
+            Proto::Udp => {
+                let s = UdpSocket::bind("0.0.0.0:0")?;
+                s.set_read_timeout(Some(Duration::from_millis(500)))?;
+                s.connect(target)?;
+                let mut got = None;
+                // UDP may lose the first datagram while neighbours resolve: a few tries.
+                for _ in 0..5 {
+                    s.send(&payload)?;
+                    if let Ok(n) = s.recv(&mut back) {
+                        got = Some(n);
+                        break;
+                    }
+                }
+                if got != Some(payload.len()) {
+                    bail!("no UDP echo from {target}");
+                }
+                s.local_addr()?
+            }
+        };
+        if back != payload {
+            bail!("echo from {target} differs from what was sent");
+        }
+        Ok(local)
+    })
+}

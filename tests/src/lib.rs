@@ -1,0 +1,21 @@
+//! The end-to-end harness: namespaces that clean up after themselves, a netd daemon run
+//! inside a node namespace exactly as a user would run it, and a connection tester.
+//!
+//! Topology (`Sandbox::new`):
+//!
+//! ```text
+//!   ext (client, 10.200.0.1) --veth-- node (netd, uplink0 10.200.0.2) --bridge-- containers
+//!    |  routes between its two links
+//!   inet (10.201.0.2): the "internet"; it knows no route to container subnets
+//! ```
+//!
+//! Every test gets its own namespaces (names carry the pid and a counter), so tests run
+//! in parallel; nothing is ever created in the root network namespace.
+
+pub mod daemon;
+pub mod echo;
+pub mod netns;
+
+pub use daemon::Daemon;
+pub use echo::{EchoServer, Proto, echo_once};
+pub use netns::{Netns, Sandbox, require_root, unique_name};

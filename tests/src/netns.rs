@@ -1,0 +1,169 @@
+//! Network namespaces made with `ip netns add`, removed on drop (also when a test panics).
+
+use std::{
+    fs::File,
+    net::Ipv4Addr,
+    path::PathBuf,
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use anyhow::{Context, Result, bail};
+
+/// Tests move packets and load programs: they need root, and say so instead of passing.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!(
+            "this test needs root (it creates network namespaces and loads eBPF programs): run it with `cargo xtask test`"
+        );
+    }
+}
+
+/// A short name unique to this process and call: `{prefix}{pid}x{n}`.
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}{}x{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Run a command, failing with its words and stderr.
+pub fn run(program: &str, args: &[&str]) -> Result<Output> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("run {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
+/// A named network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: &str) -> Result<Self> {
+        run("ip", &["netns", "add", name])?;
+        let ns = Netns {
+            name: name.to_string(),
+        };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.name))
+    }
+
+    pub fn open(&self) -> Result<File> {
+        File::open(self.path()).with_context(|| format!("open namespace {}", self.name))
+    }
+
+    /// `ip -n NAME ...`
+    pub fn ip(&self, args: &[&str]) -> Result<Output> {
+        let mut all = vec!["-n", &self.name];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    }
+
+    /// Run a program inside the namespace (`ip netns exec`).
+    pub fn exec(&self, args: &[&str]) -> Result<Output> {
+        let mut all = vec!["netns", "exec", &self.name];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    }
+
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
+        self.exec(&["sysctl", "-qw", &format!("{key}={value}")])
+            .map(drop)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Connect `a` and `b` with a veth pair (`a_if` in `a`, `b_if` in `b`), addressed and up.
+pub fn link(
+    a: &Netns,
+    a_if: &str,
+    a_addr: &str,
+    b: &Netns,
+    b_if: &str,
+    b_addr: &str,
+) -> Result<()> {
+    run(
+        "ip",
+        &[
+            "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns",
+            &b.name,
+        ],
+    )?;
+    for (ns, ifname, addr) in [(a, a_if, a_addr), (b, b_if, b_addr)] {
+        ns.ip(&["addr", "add", addr, "dev", ifname])?;
+        ns.ip(&["link", "set", ifname, "up"])?;
+    }
+    Ok(())
+}
+
+/// The standard topology of the end-to-end tests and the demo.
+pub struct Sandbox {
+    pub ext: Netns,
+    pub node: Netns,
+    pub inet: Netns,
+}
+
+impl Sandbox {
+    pub const EXT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+    pub const NODE_ADDR: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
+    pub const INET_ADDR: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
+    pub const UPLINK: &str = "uplink0";
+
+    pub fn new(prefix: &str) -> Result<Self> {
+        let base = unique_name(prefix);
+        let sandbox = Sandbox {
+            ext: Netns::new(&format!("{base}-ext"))?,
+            node: Netns::new(&format!("{base}-node"))?,
+            inet: Netns::new(&format!("{base}-inet"))?,
+        };
+        link(
+            &sandbox.node,
+            Self::UPLINK,
+            "10.200.0.2/24",
+            &sandbox.ext,
+            "ext0",
+            "10.200.0.1/24",
+        )?;
+        link(
+            &sandbox.inet,
+            "inet0",
+            "10.201.0.2/24",
+            &sandbox.ext,
+            "ext1",
+            "10.201.0.1/24",
+        )?;
+        sandbox
+            .node
+            .ip(&["route", "add", "default", "via", "10.200.0.1"])?;
+        sandbox
+            .inet
+            .ip(&["route", "add", "10.200.0.0/24", "via", "10.201.0.1"])?;
+        sandbox.ext.sysctl("net.ipv4.ip_forward", "1")?;
+        Ok(sandbox)
+    }
+}
