@@ -1,0 +1,54 @@
+//! Every workflow that is more than `cargo build`: `cargo xtask setup|test|demo|run`.
+
+mod cmd;
+mod demo;
+mod run;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "netd's workflows")]
+struct Xtask {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what this machine lacks (Debian packages, nightly rust-src, bpf-linker,
+    /// bpffs); idempotent.
+    Setup,
+    /// Setup, build, and run every test of the workspace (needs root).
+    Test {
+        /// Passed to `cargo test` (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Setup, build, and show netd's main job in a sandbox of network namespaces.
+    Demo,
+    /// Build and run `netd daemon` in the foreground on THIS host's network namespace
+    /// (for real hosts; tests and the demo never use it).
+    Run {
+        /// Flags for `netd daemon`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let result = match Xtask::parse().command {
+        Task::Setup => setup::run(),
+        Task::Test { args } => test::run(&args),
+        Task::Demo => demo::run(),
+        Task::Run { args } => run::run(&args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! `cargo xtask setup`: what a fresh machine of this kind lacks, installed idempotently.
+//! Each step says what it found or did; a second run changes nothing.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::cmd::{output, require_root, run as run_cmd};
+
+/// Debian packages the project, its tests, the demo and the benchmarks call.
+pub const DEBIAN_PACKAGES: &[&str] = &[
+    "iproute2",
+    "iptables",
+    "nftables",
+    "iperf3",
+    "ethtool",
+    "socat",
+    "tcpdump",
+    "bpftool",
+    "iputils-ping",
+    "curl",
+    "conntrack",
+    "procps",
+    "python3",
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn run() -> Result<()> {
+    require_root("cargo xtask setup")?;
+    debian_packages()?;
+    nightly_rust_src()?;
+    bpf_linker()?;
+    bpffs()?;
+    println!("setup: done");
+    Ok(())
+}
+
+fn debian_packages() -> Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p])).as_deref()
+                != Some("install ok installed")
+        })
+        .collect();
+    if missing.is_empty() {
+        println!(
+            "setup: debian packages: all {} present",
+            DEBIAN_PACKAGES.len()
+        );
+        return Ok(());
+    }
+    println!("setup: debian packages: installing {}", missing.join(" "));
+    run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn nightly_sysroot() -> Result<PathBuf> {
+    let sysroot = output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"])).context(
+        "the nightly toolchain is missing: this machine kind preinstalls it and it cannot be downloaded here (RUSTUP_AUTO_INSTALL=0)",
+    )?;
+    Ok(PathBuf::from(sysroot.trim()))
+}
+
+fn nightly_rust_src() -> Result<()> {
+    let sysroot = nightly_sysroot()?;
+    if sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
+        println!("setup: nightly rust-src: present");
+        return Ok(());
+    }
+    println!("setup: nightly rust-src: installing");
+    run_cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+fn cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo")
+        })
+}
+
+/// bpf-linker must use rustc's own LLVM (Debian has none new enough): link it against the
+/// nightly's libLLVM through a directory of symlinks that its rpath points at.
+fn bpf_linker() -> Result<()> {
+    let llvm_prefix = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+        .join(".cache/netd-llvm");
+    link_rustc_llvm(&llvm_prefix.join("lib"))?;
+    let bin = cargo_home().join("bin/bpf-linker");
+    let version = output(Command::new(&bin).arg("--version")).unwrap_or_default();
+    if version.contains(BPF_LINKER_VERSION) {
+        println!("setup: bpf-linker {BPF_LINKER_VERSION}: present");
+        return Ok(());
+    }
+    println!(
+        "setup: bpf-linker {BPF_LINKER_VERSION}: building against rustc's libLLVM (about a minute)"
+    );
+    run_cmd(
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+                "--force",
+            ])
+            .env("LLVM_PREFIX", &llvm_prefix)
+            .env("RUSTUP_TOOLCHAIN", "stable")
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .current_dir("/"),
+    )
+}
+
+fn link_rustc_llvm(dir: &Path) -> Result<()> {
+    let lib = nightly_sysroot()?.join("lib");
+    let so = std::fs::read_dir(&lib)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM") && n.contains(".so"))
+        .with_context(|| format!("no libLLVM shared library in {}", lib.display()))?;
+    std::fs::create_dir_all(dir)?;
+    for name in ["libLLVM.so", so.as_str()] {
+        let link = dir.join(name);
+        let target = lib.join(&so);
+        if std::fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(&target, &link)
+                .with_context(|| format!("link {}", link.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn bpffs() -> Result<()> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+    if mounts.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(1) == Some(&"/sys/fs/bpf") && f.get(2) == Some(&"bpf")
+    }) {
+        println!("setup: bpffs at /sys/fs/bpf: mounted");
+        return Ok(());
+    }
+    if !Path::new("/sys/fs/bpf").is_dir() {
+        bail!("/sys/fs/bpf does not exist: this kernel has no bpffs mount point");
+    }
+    println!("setup: bpffs at /sys/fs/bpf: mounting");
+    run_cmd(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
+}

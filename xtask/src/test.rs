@@ -1,0 +1,19 @@
+//! `cargo xtask test`: setup, build, then every test of the workspace (unit, datapath
+//! with BPF_PROG_TEST_RUN, end to end in network namespaces), as root.
+
+use anyhow::Result;
+
+use crate::cmd::{build_workspace, cargo, require_root, run as run_cmd, target_dir};
+
+pub fn run(extra: &[String]) -> Result<()> {
+    require_root("cargo xtask test")?;
+    crate::setup::run()?;
+    build_workspace()?;
+    println!("test: cargo test --workspace");
+    run_cmd(
+        cargo()
+            .args(["test", "--workspace"])
+            .args(extra)
+            .env("NETD_BIN", target_dir().join("debug/netd")),
+    )
+}
