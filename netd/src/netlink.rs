@@ -12,7 +12,7 @@ use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use netlink_packet_route::{
     address::AddressAttribute,
-    link::LinkAttribute,
+    link::{LinkAttribute, LinkMessage},
     route::{RouteAddress, RouteAttribute},
 };
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
@@ -111,48 +111,44 @@ impl Netlink {
             .with_context(|| format!("create veth pair {name}/{peer}"))
     }
 
-    pub async fn set_controller(&self, index: u32, bridge: u32) -> Result<()> {
+    /// Apply a link change (`ip link set`), naming it in the error.
+    async fn set_link(&self, change: LinkMessage, what: impl FnOnce() -> String) -> Result<()> {
         self.handle
             .link()
-            .set(LinkUnspec::new_with_index(index).controller(bridge).build())
+            .set(change)
             .execute()
             .await
-            .with_context(|| format!("attach link {index} to bridge {bridge}"))
+            .with_context(what)
+    }
+
+    pub async fn set_controller(&self, index: u32, bridge: u32) -> Result<()> {
+        let change = LinkUnspec::new_with_index(index).controller(bridge).build();
+        self.set_link(change, || format!("attach link {index} to bridge {bridge}"))
+            .await
     }
 
     pub async fn move_to_netns(&self, index: u32, ns: &File) -> Result<()> {
-        self.handle
-            .link()
-            .set(
-                LinkUnspec::new_with_index(index)
-                    .setns_by_fd(ns.as_raw_fd())
-                    .build(),
-            )
-            .execute()
-            .await
-            .with_context(|| format!("move link {index} into the container's namespace"))
+        let change = LinkUnspec::new_with_index(index)
+            .setns_by_fd(ns.as_raw_fd())
+            .build();
+        self.set_link(change, || {
+            format!("move link {index} into the container's namespace")
+        })
+        .await
     }
 
     pub async fn rename(&self, index: u32, name: &str) -> Result<()> {
-        self.handle
-            .link()
-            .set(
-                LinkUnspec::new_with_index(index)
-                    .name(name.to_string())
-                    .build(),
-            )
-            .execute()
+        let change = LinkUnspec::new_with_index(index)
+            .name(name.to_string())
+            .build();
+        self.set_link(change, || format!("rename link {index} to {name}"))
             .await
-            .with_context(|| format!("rename link {index} to {name}"))
     }
 
     pub async fn up(&self, index: u32) -> Result<()> {
-        self.handle
-            .link()
-            .set(LinkUnspec::new_with_index(index).up().build())
-            .execute()
+        let change = LinkUnspec::new_with_index(index).up().build();
+        self.set_link(change, || format!("set link {index} up"))
             .await
-            .with_context(|| format!("set link {index} up"))
     }
 
     pub async fn delete_link(&self, index: u32) -> Result<()> {
