@@ -28,7 +28,7 @@ pub fn require_root(what: &str) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!(
-            "{what} must run as root (it installs packages, mounts bpffs and creates network namespaces): try `sudo -E cargo xtask ...`"
+            "{what} must run as root (it installs packages, mounts bpffs and creates network namespaces): try `sudo -E {what}`"
         );
     }
     Ok(())

@@ -85,25 +85,32 @@ fn nightly_rust_src() -> Result<()> {
 fn cargo_home() -> PathBuf {
     std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo")
-        })
+        .unwrap_or_else(|| home().join(".cargo"))
 }
 
 /// bpf-linker must use rustc's own LLVM (Debian has none new enough): link it against the
 /// nightly's libLLVM through a directory of symlinks that its rpath points at.
 fn bpf_linker() -> Result<()> {
-    let llvm_prefix = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-        .join(".cache/netd-llvm");
+    let llvm_prefix = home().join(".cache/netd-llvm");
+    // Before testing the binary: its rpath names this directory, so a missing or dangling
+    // link (a new nightly, a wiped cache) would make a good binary look broken.
     link_rustc_llvm(&llvm_prefix.join("lib"))?;
-    let bin = cargo_home().join("bin/bpf-linker");
-    let version = output(Command::new(&bin).arg("--version")).unwrap_or_default();
-    if version.contains(BPF_LINKER_VERSION) {
-        println!("setup: bpf-linker {BPF_LINKER_VERSION}: present");
+    let candidates = [
+        PathBuf::from("bpf-linker"),
+        cargo_home().join("bin/bpf-linker"),
+    ];
+    if let Some(found) = candidates.iter().find(|bin| {
+        output(Command::new(bin).arg("--version"))
+            .is_some_and(|v| v.split_whitespace().any(|w| w == BPF_LINKER_VERSION))
+    }) {
+        println!(
+            "setup: bpf-linker {BPF_LINKER_VERSION}: present ({})",
+            found.display()
+        );
         return Ok(());
     }
     println!(
-        "setup: bpf-linker {BPF_LINKER_VERSION}: building against rustc's libLLVM (about a minute)"
+        "setup: bpf-linker {BPF_LINKER_VERSION}: building against rustc's libLLVM (about two minutes)"
     );
     run_cmd(
         Command::new("cargo")
@@ -115,28 +122,60 @@ fn bpf_linker() -> Result<()> {
                 "--no-default-features",
                 "--features",
                 "llvm-22",
+                // Replaces a binary of this version that no longer runs.
                 "--force",
             ])
             .env("LLVM_PREFIX", &llvm_prefix)
+            // Built by stable like everything on the host; "/" has no rust-toolchain.toml.
             .env("RUSTUP_TOOLCHAIN", "stable")
             .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET_DIR")
             .env_remove("RUSTFLAGS")
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
             .current_dir("/"),
     )
 }
 
-fn link_rustc_llvm(dir: &Path) -> Result<()> {
-    let lib = nightly_sysroot()?.join("lib");
-    let so = std::fs::read_dir(&lib)?
+fn home() -> PathBuf {
+    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+}
+
+/// The nightly's libLLVM shared object: the ELF file named `libLLVM.so.*` (its soname) or,
+/// failing that, `libLLVM-*.so`. The toolchain also ships a `libLLVM-*.so` that is a
+/// linker script, which must not be picked.
+fn rustc_libllvm(lib: &Path) -> Result<String> {
+    let mut names: Vec<String> = std::fs::read_dir(lib)
+        .with_context(|| format!("read {}", lib.display()))?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .find(|n| n.starts_with("libLLVM") && n.contains(".so"))
-        .with_context(|| format!("no libLLVM shared library in {}", lib.display()))?;
-    std::fs::create_dir_all(dir)?;
+        .filter(|n| {
+            n.starts_with("libLLVM.so.") || (n.starts_with("libLLVM-") && n.ends_with(".so"))
+        })
+        .filter(|n| is_elf(&lib.join(n)))
+        .collect();
+    names.sort_by_key(|n| !n.starts_with("libLLVM.so."));
+    names
+        .into_iter()
+        .next()
+        .with_context(|| format!("no libLLVM shared library in {}", lib.display()))
+}
+
+fn is_elf(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == *b"\x7fELF"
+}
+
+fn link_rustc_llvm(dir: &Path) -> Result<()> {
+    let lib = nightly_sysroot()?.join("lib");
+    let so = rustc_libllvm(&lib)?;
+    let target = lib.join(&so);
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     for name in ["libLLVM.so", so.as_str()] {
         let link = dir.join(name);
-        let target = lib.join(&so);
         if std::fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {
             let _ = std::fs::remove_file(&link);
             std::os::unix::fs::symlink(&target, &link)
