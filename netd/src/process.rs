@@ -83,25 +83,25 @@ pub fn exec_in(path: &Path, argv: &[String]) -> Result<std::process::ExitStatus>
         .with_context(|| format!("run {program}"))
 }
 
+/// Name a child we just started. It may already have exited: as our unreaped child it is
+/// then a zombie, which still has its start time.
 pub fn identify(pid: u32) -> Result<ProcessId> {
-    let start_time = start_time(pid).with_context(|| format!("read /proc/{pid}/stat"))?;
+    let (start_time, _) = stat(pid).with_context(|| format!("read /proc/{pid}/stat"))?;
     Ok(ProcessId { pid, start_time })
 }
 
-/// Field 22 of /proc/PID/stat, and `None` for a missing or zombie process.
-fn start_time(pid: u32) -> Option<u64> {
+/// Start time (field 22 of /proc/PID/stat) and whether the process is a zombie.
+fn stat(pid: u32) -> Option<(u64, bool)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces and parentheses: fields start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    if fields.first() == Some(&"Z") {
-        return None;
-    }
-    fields.get(19)?.parse().ok()
+    Some((fields.get(19)?.parse().ok()?, fields.first() == Some(&"Z")))
 }
 
+/// Still running, and still the process we started (not a reused pid, not a zombie).
 pub fn is_alive(p: ProcessId) -> bool {
-    start_time(p.pid) == Some(p.start_time)
+    stat(p.pid) == Some((p.start_time, false))
 }
 
 /// Send `signal` to `p` if it is still the process we started.
