@@ -20,6 +20,11 @@ pub struct RunRequest {
     pub network: String,
     /// `-p` specs, parsed by the daemon so that every client gets the same errors.
     pub publish: Vec<String>,
+    /// `--expose` ports, published to ephemeral host ports when `publish_all` (`-P`).
+    #[serde(default)]
+    pub expose: Vec<String>,
+    #[serde(default)]
+    pub publish_all: bool,
     pub cmd: Vec<String>,
 }
 

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::{
     api::{Client, CounterView, RunRequest},
+    ports::Proto,
     process,
     state::{Container, Status},
 };
@@ -28,6 +29,12 @@ pub struct RunArgs {
     /// Publish a container's port(s) to the host: [IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]
     #[arg(short = 'p', long = "publish")]
     publish: Vec<String>,
+    /// Publish every --expose port to a free ephemeral host port.
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
+    /// A port or range the container serves: PORT[-END][/PROTO] (published with -P).
+    #[arg(long)]
+    expose: Vec<String>,
     /// The command and its arguments (after `--`).
     #[arg(last = true, required = true)]
     cmd: Vec<String>,
@@ -91,6 +98,8 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<ExitCode> {
         name: args.name,
         network: args.network,
         publish: args.publish,
+        expose: args.expose,
+        publish_all: args.publish_all,
         cmd: args.cmd,
     };
     let c: Container = client.call(Method::POST, "containers", Some(&req)).await?;
@@ -116,6 +125,51 @@ pub fn exec(socket: &Path, args: ExecArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(
         status.code().unwrap_or(1).clamp(0, 255) as u8
     ))
+}
+
+#[derive(Args)]
+pub struct PortArgs {
+    name: String,
+    /// Only this container port: PORT[/PROTO] (tcp when omitted).
+    port: Option<String>,
+}
+
+/// `docker port`: every binding as `80/tcp -> 0.0.0.0:8080`, or the host addresses of one
+/// container port.
+pub async fn port(client: &Client, args: PortArgs) -> Result<ExitCode> {
+    let c: Container = client
+        .call(
+            Method::GET,
+            &format!("containers/{}", args.name),
+            None::<&()>,
+        )
+        .await?;
+    let mut ports = c.ports.clone();
+    ports.sort_by_key(|b| (b.container_port, b.proto, b.host_ip, b.host_port));
+    let Some(wanted) = args.port else {
+        for b in &ports {
+            println!("{b}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let (port, proto) = match wanted.split_once('/') {
+        Some((p, proto)) => (p, proto.parse::<Proto>()?),
+        None => (wanted.as_str(), Proto::Tcp),
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid port: {wanted}"))?;
+    let matching: Vec<_> = ports
+        .iter()
+        .filter(|b| b.container_port == port && b.proto == proto)
+        .collect();
+    if matching.is_empty() {
+        bail!("no public port '{port}/{proto}' published for {}", c.name);
+    }
+    for b in matching {
+        println!("{}:{}", b.host_ip, b.host_port);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn rm(client: &Client, args: RmArgs) -> Result<ExitCode> {

@@ -26,7 +26,8 @@ use crate::{
     ipam,
     netlink::Netlink,
     netns,
-    ports::{self, PortBinding, PortRange, PortSpec},
+    node_ports::node_sockets,
+    ports::{self, EphemeralPorts, PortBinding, PortRange, PortSpec},
     process,
     state::{Container, Network, State, Status, Store},
 };
@@ -51,6 +52,7 @@ struct Inner {
     uplink: String,
     uplink_addr: Ipv4Addr,
     snat_ports: PortRange,
+    ephemeral: EphemeralPorts,
 }
 
 pub struct Daemon {
@@ -96,6 +98,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             uplink: uplink.clone(),
             uplink_addr,
             snat_ports: config.snat_ports,
+            ephemeral: EphemeralPorts::from_node(),
         }),
         me: me.clone(),
     });
@@ -187,14 +190,7 @@ impl Daemon {
         if removed > 0 {
             info!("removed {removed} published ports that no container owns");
         }
-        let addrs: Vec<Ipv4Addr> = inner
-            .netlink
-            .ipv4_addresses()
-            .await?
-            .iter()
-            .map(|(_, n)| n.addr())
-            .collect();
-        inner.datapath.set_node_addrs(&addrs)?;
+        inner.refresh_node_addrs().await?;
         inner.save()
     }
 
@@ -291,15 +287,17 @@ impl Daemon {
             .get(network_name)
             .cloned()
             .ok_or_else(|| ApiError::not_found(anyhow!("network {} not found", req.network)))?;
-        let specs = req
+        let mut specs = req
             .publish
             .iter()
-            .map(|s| {
-                s.parse::<PortSpec>()
-                    .with_context(|| format!("invalid -p {s}"))
-            })
+            .map(|s| s.parse::<PortSpec>())
             .collect::<Result<Vec<_>>>()
             .map_err(ApiError::bad_request)?;
+        if req.publish_all {
+            let extra = ports::publish_all(&specs, &req.expose).map_err(ApiError::bad_request)?;
+            specs.extend(extra);
+        }
+        inner.refresh_node_addrs().await?;
         let bindings = inner.bind_ports(&specs).map_err(ApiError::conflict)?;
         let ip = inner.allocate_ip(&network).map_err(ApiError::conflict)?;
 
@@ -398,6 +396,7 @@ impl Daemon {
 
     async fn collect_garbage_once(&self) -> Result<usize> {
         let mut inner = self.inner.lock().await;
+        inner.refresh_node_addrs().await?;
         let entries = inner.datapath.flow_entries()?;
         let expired = conntrack::expired(&entries, conntrack::monotonic_now());
         inner.datapath.remove_flows(&expired)?;
@@ -435,6 +434,20 @@ impl Inner {
         if let Some(c) = self.state.containers.get_mut(name) {
             c.status = status;
         }
+    }
+
+    /// The node's addresses, where wildcard bindings answer. Refreshed on every change the
+    /// daemon makes and on every garbage-collection tick, so addresses added by others
+    /// are picked up within seconds.
+    async fn refresh_node_addrs(&mut self) -> Result<()> {
+        let addrs: Vec<Ipv4Addr> = self
+            .netlink
+            .ipv4_addresses()
+            .await?
+            .iter()
+            .map(|(_, n)| n.addr())
+            .collect();
+        self.datapath.set_node_addrs(&addrs)
     }
 
     async fn ensure_default_network(&mut self) -> Result<()> {
@@ -482,19 +495,31 @@ impl Inner {
         self.datapath.set_masquerade(network.subnet, true)
     }
 
-    fn bind_ports(&self, specs: &[PortSpec]) -> Result<Vec<PortBinding>> {
+    fn bind_ports(&mut self, specs: &[PortSpec]) -> Result<Vec<PortBinding>> {
         let existing: Vec<PortBinding> = self
             .state
             .containers
             .values()
             .flat_map(|c| c.ports.iter().copied())
             .collect();
-        let ephemeral = ephemeral_port_range();
-        ports::bind(specs, ephemeral, |candidate, chosen| {
-            !existing
+        let sockets = node_sockets();
+        ports::bind(specs, &mut self.ephemeral, |candidate, chosen| {
+            if existing
                 .iter()
                 .chain(chosen)
                 .any(|b| b.conflicts_with(candidate))
+            {
+                return Some("port is already allocated".into());
+            }
+            sockets
+                .iter()
+                .find(|s| s.conflicts_with(candidate))
+                .map(|s| {
+                    format!(
+                        "port is already in use by a process on the node ({}/{}:{})",
+                        s.proto, s.addr, s.port
+                    )
+                })
         })
     }
 
@@ -574,23 +599,6 @@ impl Inner {
 
 fn port_key(b: &PortBinding) -> PortKey {
     PortKey::new(b.proto.number(), b.host_ip, b.host_port)
-}
-
-/// The node's ephemeral range, where ports without a host port come from.
-fn ephemeral_port_range() -> PortRange {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| {
-            let mut it = s.split_whitespace().map(|p| p.parse::<u16>());
-            Some(PortRange {
-                start: it.next()?.ok()?,
-                end: it.next()?.ok()?,
-            })
-        })
-        .unwrap_or(PortRange {
-            start: 32768,
-            end: 60999,
-        })
 }
 
 /// Reap a child we never wait on otherwise (the holder), so it leaves no zombie.

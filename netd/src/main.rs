@@ -34,6 +34,8 @@ enum Command {
     Run(cli::RunArgs),
     /// Run a command inside a running container's network namespace.
     Exec(cli::ExecArgs),
+    /// List a container's published ports, like `docker port`.
+    Port(cli::PortArgs),
     /// Remove containers.
     Rm(cli::RmArgs),
     /// List containers.
@@ -87,6 +89,7 @@ async fn client(
     match command {
         Command::Run(args) => cli::run(&client, args).await,
         Command::Rm(args) => cli::rm(&client, args).await,
+        Command::Port(args) => cli::port(&client, args).await,
         Command::Ps(args) => cli::ps(&client, args).await,
         Command::Stats(args) => cli::stats(&client, args).await,
         Command::Info => cli::info(&client).await,

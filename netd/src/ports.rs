@@ -2,7 +2,7 @@
 //! parsed into specs, then expanded into one binding per container port. Error texts are
 //! Docker's, because users search for them.
 
-use std::{fmt, net::Ipv4Addr, str::FromStr};
+use std::{collections::BTreeMap, fmt, net::Ipv4Addr, str::FromStr};
 
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
@@ -168,13 +168,83 @@ impl fmt::Display for PortBinding {
     }
 }
 
-/// Expands specs into bindings. `is_free(binding)` says whether a candidate host port is
-/// free (no other binding, no listening socket); `ephemeral` is the range for specs
-/// without a host port (the node's `ip_local_port_range`).
+/// Where host ports come from when a spec names none: Docker's allocator. It walks the
+/// node's `ip_local_port_range` sequentially from one past the last port it handed out for
+/// the same (protocol, host IP), wraps around, and skips `ip_local_reserved_ports`.
+#[derive(Debug, Default)]
+pub struct EphemeralPorts {
+    pub range: Option<PortRange>,
+    pub reserved: Vec<PortRange>,
+    last: BTreeMap<(Proto, Ipv4Addr), u16>,
+}
+
+impl EphemeralPorts {
+    pub fn new(range: PortRange, reserved: Vec<PortRange>) -> Self {
+        EphemeralPorts {
+            range: Some(range),
+            reserved,
+            last: BTreeMap::new(),
+        }
+    }
+
+    /// The node's settings, read from /proc/sys (which follows the network namespace).
+    pub fn from_node() -> Self {
+        let read = |name: &str| {
+            std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).unwrap_or_default()
+        };
+        let range = parse_local_port_range(&read("ip_local_port_range")).unwrap_or(PortRange {
+            start: 32768,
+            end: 60999,
+        });
+        EphemeralPorts::new(
+            range,
+            parse_reserved_ports(&read("ip_local_reserved_ports")),
+        )
+    }
+
+    /// Candidates in Docker's order for (proto, ip).
+    fn candidates(&self, proto: Proto, ip: Ipv4Addr) -> impl Iterator<Item = u16> + '_ {
+        let range = self.range.unwrap_or(PortRange {
+            start: 32768,
+            end: 60999,
+        });
+        let first = match self.last.get(&(proto, ip)) {
+            Some(&last) if last >= range.start && last < range.end => last + 1,
+            _ => range.start,
+        };
+        (first..=range.end)
+            .chain(range.start..first)
+            .filter(|p| !self.reserved.iter().any(|r| (r.start..=r.end).contains(p)))
+    }
+
+    fn handed_out(&mut self, b: &PortBinding) {
+        self.last.insert((b.proto, b.host_ip), b.host_port);
+    }
+}
+
+fn parse_local_port_range(s: &str) -> Option<PortRange> {
+    let mut it = s.split_whitespace().map(|p| p.parse::<u16>());
+    Some(PortRange {
+        start: it.next()?.ok()?,
+        end: it.next()?.ok()?,
+    })
+}
+
+/// `ip_local_reserved_ports`: a comma-separated list of ports and ranges.
+fn parse_reserved_ports(s: &str) -> Vec<PortRange> {
+    s.trim()
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| PortRange::parse(p, "reserved port").ok())
+        .collect()
+}
+
+/// Expands specs into bindings. `conflict(candidate, chosen_so_far)` names why a candidate
+/// host port cannot be used (another binding, a process listening on the node), or `None`.
 pub fn bind(
     specs: &[PortSpec],
-    ephemeral: PortRange,
-    mut is_free: impl FnMut(&PortBinding, &[PortBinding]) -> bool,
+    ephemeral: &mut EphemeralPorts,
+    mut conflict: impl FnMut(&PortBinding, &[PortBinding]) -> Option<String>,
 ) -> Result<Vec<PortBinding>> {
     let mut out: Vec<PortBinding> = Vec::new();
     for spec in specs {
@@ -192,19 +262,15 @@ pub fn bind(
                 // One-to-one ranges, or a single pair.
                 Some(hp) if hp.count() == spec.container_ports.count() => {
                     let b = candidate(hp.start + i as u16);
-                    if !is_free(&b, &out) {
-                        bail!(
-                            "Bind for {}:{} failed: port is already allocated",
-                            b.host_ip,
-                            b.host_port
-                        );
+                    if let Some(why) = conflict(&b, &out) {
+                        bail!("Bind for {}:{} failed: {why}", b.host_ip, b.host_port);
                     }
                     b
                 }
                 // A host range for one container port: the first free one.
                 Some(hp) => (hp.start..=hp.end)
                     .map(candidate)
-                    .find(|b| is_free(b, &out))
+                    .find(|b| conflict(b, &out).is_none())
                     .ok_or_else(|| {
                         anyhow::anyhow!(
                             "Bind for {host_ip}:{}-{} failed: port is already allocated",
@@ -212,12 +278,49 @@ pub fn bind(
                             hp.end
                         )
                     })?,
-                None => (ephemeral.start..=ephemeral.end)
-                    .map(candidate)
-                    .find(|b| is_free(b, &out))
-                    .ok_or_else(|| anyhow::anyhow!("all ports are allocated"))?,
+                None => {
+                    let b = ephemeral
+                        .candidates(spec.proto, host_ip)
+                        .map(candidate)
+                        .find(|b| conflict(b, &out).is_none())
+                        .ok_or_else(|| anyhow::anyhow!("all ports are allocated"))?;
+                    ephemeral.handed_out(&b);
+                    b
+                }
             };
             out.push(binding);
+        }
+    }
+    Ok(out)
+}
+
+/// `-P`: every `--expose` port not already published by a `-p` gets an ephemeral port.
+/// `--expose` takes `PORT[-END][/PROTO]`.
+pub fn publish_all(published: &[PortSpec], expose: &[String]) -> Result<Vec<PortSpec>> {
+    let mut out = Vec::new();
+    for e in expose {
+        if e.contains(':') {
+            bail!("invalid --expose {e}: expected PORT[-END][/PROTO]");
+        }
+        let spec: PortSpec = e
+            .parse()
+            .map_err(|err| anyhow::anyhow!("invalid --expose {e}: {err}"))?;
+        for port in spec.container_ports.start..=spec.container_ports.end {
+            let covered = published.iter().chain(&out).any(|p: &PortSpec| {
+                p.proto == spec.proto
+                    && (p.container_ports.start..=p.container_ports.end).contains(&port)
+            });
+            if !covered {
+                out.push(PortSpec {
+                    host_ip: None,
+                    host_ports: None,
+                    container_ports: PortRange {
+                        start: port,
+                        end: port,
+                    },
+                    proto: spec.proto,
+                });
+            }
         }
     }
     Ok(out)
@@ -282,13 +385,26 @@ mod tests {
         assert!(err("80/sctp").contains("not supported"));
     }
 
+    fn taken_by(
+        existing: &[PortBinding],
+    ) -> impl FnMut(&PortBinding, &[PortBinding]) -> Option<String> + '_ {
+        move |b, out| {
+            existing
+                .iter()
+                .chain(out)
+                .any(|o| o.conflicts_with(b))
+                .then(|| "port is already allocated".to_string())
+        }
+    }
+
+    fn ephemeral(start: u16, end: u16) -> EphemeralPorts {
+        EphemeralPorts::new(PortRange { start, end }, vec![])
+    }
+
     #[test]
     fn ranges_expand_one_to_one_and_conflicts_are_refused() {
-        let range = PortRange {
-            start: 40000,
-            end: 40002,
-        };
-        let b = bind(&[spec("8000-8002:80-82/udp")], range, |_, _| true).unwrap();
+        let mut range = ephemeral(40000, 40002);
+        let b = bind(&[spec("8000-8002:80-82/udp")], &mut range, taken_by(&[])).unwrap();
         assert_eq!(
             b.iter()
                 .map(|b| (b.host_port, b.container_port))
@@ -301,10 +417,7 @@ mod tests {
             host_ip: Ipv4Addr::UNSPECIFIED,
             host_port: 8080,
         };
-        let e = bind(&[spec("127.0.0.1:8080:80")], range, |b, _| {
-            !b.conflicts_with(&taken)
-        })
-        .unwrap_err();
+        let e = bind(&[spec("127.0.0.1:8080:80")], &mut range, taken_by(&[taken])).unwrap_err();
         assert_eq!(
             e.to_string(),
             "Bind for 127.0.0.1:8080 failed: port is already allocated"
@@ -313,22 +426,88 @@ mod tests {
 
     #[test]
     fn ephemeral_and_host_ranges_take_the_first_free_port() {
-        let range = PortRange {
-            start: 40000,
-            end: 40001,
-        };
-        let b = bind(&[spec("80"), spec("81")], range, |b, out| {
-            !out.iter().any(|o| o.conflicts_with(b))
-        })
+        let b = bind(
+            &[spec("80"), spec("81")],
+            &mut ephemeral(40000, 40001),
+            taken_by(&[]),
+        )
         .unwrap();
         assert_eq!((b[0].host_port, b[1].host_port), (40000, 40001));
-        let e = bind(&[spec("80"), spec("81"), spec("82")], range, |b, out| {
-            !out.iter().any(|o| o.conflicts_with(b))
-        })
+        let e = bind(
+            &[spec("80"), spec("81"), spec("82")],
+            &mut ephemeral(40000, 40001),
+            taken_by(&[]),
+        )
         .unwrap_err();
         assert_eq!(e.to_string(), "all ports are allocated");
-        let b = bind(&[spec("9000-9005:80")], range, |b, _| b.host_port != 9000).unwrap();
+        let b = bind(&[spec("9000-9005:80")], &mut ephemeral(1, 1), |b, _| {
+            (b.host_port == 9000).then(|| "taken".to_string())
+        })
+        .unwrap();
         assert_eq!(b[0].host_port, 9001);
+    }
+
+    #[test]
+    fn ephemeral_ports_continue_after_the_last_one_and_wrap() {
+        let mut eph = ephemeral(40000, 40003);
+        let first = bind(&[spec("80")], &mut eph, taken_by(&[])).unwrap()[0];
+        assert_eq!(first.host_port, 40000);
+        // Released at once: Docker still moves on instead of reusing it.
+        let second = bind(&[spec("80")], &mut eph, taken_by(&[])).unwrap()[0];
+        assert_eq!(second.host_port, 40001);
+        // Per (proto, host IP): UDP starts from the beginning.
+        assert_eq!(
+            bind(&[spec("53/udp")], &mut eph, taken_by(&[])).unwrap()[0].host_port,
+            40000
+        );
+        let rest = bind(&[spec("81"), spec("82")], &mut eph, taken_by(&[])).unwrap();
+        assert_eq!((rest[0].host_port, rest[1].host_port), (40002, 40003));
+        // Wraps around, past the ports still taken.
+        let wrapped = bind(&[spec("83")], &mut eph, taken_by(&[first])).unwrap()[0];
+        assert_eq!(wrapped.host_port, 40001);
+    }
+
+    #[test]
+    fn reserved_ports_are_skipped() {
+        let reserved = parse_reserved_ports("40000-40001,40003\n");
+        assert_eq!(reserved.len(), 2);
+        let mut eph = EphemeralPorts::new(
+            PortRange {
+                start: 40000,
+                end: 40004,
+            },
+            reserved,
+        );
+        let b = bind(&[spec("80"), spec("81")], &mut eph, taken_by(&[])).unwrap();
+        assert_eq!((b[0].host_port, b[1].host_port), (40002, 40004));
+    }
+
+    #[test]
+    fn publish_all_covers_exposed_ports_not_published_already() {
+        let published = [spec("8080:80")];
+        let extra = publish_all(
+            &published,
+            &["80".into(), "90-91/udp".into(), "80/udp".into()],
+        )
+        .unwrap();
+        let got: Vec<(u16, Proto)> = extra
+            .iter()
+            .map(|s| (s.container_ports.start, s.proto))
+            .collect();
+        assert_eq!(got, [(90, Proto::Udp), (91, Proto::Udp), (80, Proto::Udp)]);
+        assert!(extra.iter().all(|s| s.host_ports.is_none()));
+        assert!(
+            publish_all(&[], &["1:2".into()])
+                .unwrap_err()
+                .to_string()
+                .contains("invalid --expose 1:2")
+        );
+        assert!(
+            publish_all(&[], &["80/foo".into()])
+                .unwrap_err()
+                .to_string()
+                .contains("invalid proto: foo")
+        );
     }
 
     #[test]

@@ -88,6 +88,41 @@ fn reply_of_a_published_flow_is_reverse_translated() {
 }
 
 #[test]
+fn a_binding_on_the_exact_address_wins_over_the_wildcard() {
+    let mut t = node();
+    let second = Ipv4Addr::new(10, 200, 0, 3);
+    let other = Ipv4Addr::new(172, 17, 0, 3);
+    t.dp.set_node_addrs(&[NODE, second]).unwrap();
+    let exact = PortBinding {
+        proto: Proto::Tcp,
+        container_port: 81,
+        host_ip: second,
+        host_port: 8080,
+    };
+    t.dp.publish(&exact, other, 8).unwrap();
+
+    let (_, to_second) = t.run(
+        "uplink_ingress",
+        &Pkt::tcp(CLIENT, 40000, second, 8080, SYN).build(),
+    );
+    let (_, to_node) = t.run(
+        "uplink_ingress",
+        &Pkt::tcp(CLIENT, 40001, NODE, 8080, SYN).build(),
+    );
+
+    assert_eq!(
+        dst_of(&to_second),
+        (other, 81),
+        "the exact binding answers on its address"
+    );
+    assert_eq!(
+        dst_of(&to_node),
+        (CONTAINER, 80),
+        "the wildcard answers on the other addresses"
+    );
+}
+
+#[test]
 fn packet_to_unpublished_port_passes_unchanged() {
     let mut t = node();
     for pkt in [

@@ -1,0 +1,153 @@
+//! Docker's port-publishing behaviour: `netd port`, `-P/--expose`, host IPs, conflicts
+//! with processes of the node.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use netd_tests::{Daemon, EchoServer, Proto, Sandbox, echo_once, require_root};
+
+fn addr(ip: impl Into<std::net::IpAddr>, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.into(), port)
+}
+
+#[test]
+fn netd_port_prints_bindings_like_docker_port() {
+    require_root();
+    let sb = Sandbox::new("np").unwrap();
+    let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    d.run_idle_container("web", &["5353:53/udp", "8080:80", "127.0.0.1:8443:443"])
+        .unwrap();
+
+    assert_eq!(
+        d.cli_ok(&["port", "web"]).unwrap(),
+        "53/udp -> 0.0.0.0:5353\n80/tcp -> 0.0.0.0:8080\n443/tcp -> 127.0.0.1:8443\n"
+    );
+    assert_eq!(d.cli_ok(&["port", "web", "80"]).unwrap(), "0.0.0.0:8080\n");
+    assert_eq!(
+        d.cli_ok(&["port", "web", "53/udp"]).unwrap(),
+        "0.0.0.0:5353\n"
+    );
+    let out = d.cli(&["port", "web", "53"]).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no public port '53/tcp' published for web")
+    );
+}
+
+#[test]
+fn publish_all_gives_exposed_ports_ephemeral_host_ports() {
+    require_root();
+    let sb = Sandbox::new("pa").unwrap();
+    let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    d.cli_ok(&[
+        "run", "-d", "--name", "web", "-P", "--expose", "80", "--expose", "90/udp", "--", "sleep",
+        "infinity",
+    ])
+    .unwrap();
+    let web = d.container("web").unwrap();
+    let range = sb
+        .node
+        .exec(&["cat", "/proc/sys/net/ipv4/ip_local_port_range"])
+        .unwrap()
+        .stdout;
+    let range: Vec<u16> = String::from_utf8(range)
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+
+    let host_port: u16 = d
+        .cli_ok(&["port", "web", "80"])
+        .unwrap()
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let udp_port: u16 = d
+        .cli_ok(&["port", "web", "90/udp"])
+        .unwrap()
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    for p in [host_port, udp_port] {
+        assert!(
+            (range[0]..=range[1]).contains(&p),
+            "{p} comes from ip_local_port_range {range:?}"
+        );
+    }
+    let server = EchoServer::start(&web.netns, Proto::Tcp, addr(web.ip, 80)).unwrap();
+    echo_once(
+        &sb.ext.path(),
+        Proto::Tcp,
+        addr(Sandbox::NODE_ADDR, host_port),
+    )
+    .unwrap();
+    assert_eq!(server.peers().len(), 1);
+}
+
+#[test]
+fn host_port_held_by_a_node_process_is_refused() {
+    require_root();
+    let sb = Sandbox::new("pi").unwrap();
+    let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    let _listener = EchoServer::start(
+        &sb.node.path(),
+        Proto::Tcp,
+        addr(Ipv4Addr::UNSPECIFIED, 8080),
+    )
+    .unwrap();
+
+    let out = d
+        .cli(&[
+            "run", "-d", "--name", "web", "-p", "8080:80", "--", "sleep", "infinity",
+        ])
+        .unwrap();
+
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "Bind for 0.0.0.0:8080 failed: port is already in use by a process on the node"
+        ),
+        "{err}"
+    );
+    // UDP 8080 is a different port.
+    d.run_idle_container("dns", &["8080:53/udp"]).unwrap();
+}
+
+#[test]
+fn binding_on_a_specific_host_ip_answers_only_there() {
+    require_root();
+    let sb = Sandbox::new("ph").unwrap();
+    let second = Ipv4Addr::new(10, 200, 0, 3);
+    sb.node
+        .ip(&["addr", "add", "10.200.0.3/24", "dev", Sandbox::UPLINK])
+        .unwrap();
+    let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    let only = d
+        .run_idle_container("only", &["10.200.0.3:8080:80"])
+        .unwrap();
+    let every = d.run_idle_container("every", &["9090:80"]).unwrap();
+    let only_server = EchoServer::start(&only.netns, Proto::Tcp, addr(only.ip, 80)).unwrap();
+    let every_server = EchoServer::start(&every.netns, Proto::Tcp, addr(every.ip, 80)).unwrap();
+    let ext = sb.ext.path();
+
+    echo_once(&ext, Proto::Tcp, addr(second, 8080)).unwrap();
+    assert!(
+        echo_once(&ext, Proto::Tcp, addr(Sandbox::NODE_ADDR, 8080)).is_err(),
+        "not on the other address"
+    );
+    assert_eq!(only_server.peers().len(), 1);
+
+    echo_once(&ext, Proto::Tcp, addr(second, 9090)).unwrap();
+    echo_once(&ext, Proto::Tcp, addr(Sandbox::NODE_ADDR, 9090)).unwrap();
+    assert_eq!(
+        every_server.peers().len(),
+        2,
+        "a wildcard binding answers on every node address"
+    );
+}
