@@ -14,11 +14,14 @@ pub const REWRITE_SRC: u8 = 1;
 pub const ORIGIN_DNAT: u8 = 0;
 pub const ORIGIN_SNAT: u8 = 1;
 
-/// TCP flags seen on an entry's direction (a bit set, updated in place).
+/// What an entry's direction has seen (a bit set, updated in place): TCP flags, and
+/// whether any packet at all went this way (so a reply is visible at once, without
+/// waiting for the last-seen timestamp's granularity).
 pub const SEEN_SYN: u8 = 1;
 pub const SEEN_ACK: u8 = 2;
 pub const SEEN_FIN: u8 = 4;
 pub const SEEN_RST: u8 = 8;
+pub const SEEN_PACKET: u8 = 16;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -43,7 +46,7 @@ pub struct FlowEntry {
     pub rewrite: u8,
     pub origin: u8,
     /// `SEEN_*` bits for packets of this direction.
-    pub tcp_seen: u8,
+    pub seen: u8,
     pub _pad: [u8; 3],
     /// The endpoint's host-side veth, so an endpoint's flows can be purged.
     pub ifindex: u32,

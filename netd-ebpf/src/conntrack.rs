@@ -42,8 +42,8 @@ pub fn lookup(key: &FlowKey, pkt: &Packet) -> Option<FlowEntry> {
         if now.wrapping_sub((*entry).last_seen_ns) > TOUCH_EVERY_NS {
             (*entry).last_seen_ns = now;
         }
-        if (*entry).tcp_seen & pkt.tcp_seen != pkt.tcp_seen {
-            (*entry).tcp_seen |= pkt.tcp_seen;
+        if (*entry).seen & pkt.seen != pkt.seen {
+            (*entry).seen |= pkt.seen;
         }
         Some(*entry)
     }
@@ -65,7 +65,7 @@ pub fn new_entry(
         new_port: port,
         rewrite,
         origin,
-        tcp_seen: pkt.tcp_seen,
+        seen: pkt.seen,
         _pad: [0; 3],
         ifindex,
         created_ns: now,

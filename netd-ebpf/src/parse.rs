@@ -3,7 +3,7 @@
 
 use aya_ebpf::programs::TcContext;
 use core::mem::offset_of;
-use netd_common::{PROTO_TCP, PROTO_UDP, counters::Reason};
+use netd_common::{PROTO_TCP, PROTO_UDP, counters::Reason, flow::SEEN_PACKET};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::Ipv4Hdr,
@@ -34,8 +34,8 @@ pub struct Packet {
     pub dst_addr: u32,
     pub src_port: u16,
     pub dst_port: u16,
-    /// `SEEN_*` bits of netd_common::flow for TCP, 0 for UDP.
-    pub tcp_seen: u8,
+    /// `SEEN_*` bits of netd_common::flow: SEEN_PACKET, plus the TCP flags.
+    pub seen: u8,
     pub l4_csum_off: usize,
 }
 
@@ -65,11 +65,11 @@ pub fn parse_ipv4_l4(ctx: &TcContext) -> Result<Packet, Reason> {
     let ports: [u16; 2] = ctx.load(L4_OFF).map_err(|_| Reason::Truncated)?;
     // The checksum field must be there too, or the rewrite would fail half-way.
     let _: u16 = ctx.load(l4_csum_off).map_err(|_| Reason::Truncated)?;
-    let tcp_seen = if ip.proto as u8 == PROTO_TCP {
+    let seen = if ip.proto as u8 == PROTO_TCP {
         let flags: u8 = ctx.load(TCP_FLAGS_OFF).map_err(|_| Reason::Truncated)?;
         seen_bits(flags)
     } else {
-        0
+        SEEN_PACKET
     };
     Ok(Packet {
         proto: ip.proto as u8,
@@ -77,7 +77,7 @@ pub fn parse_ipv4_l4(ctx: &TcContext) -> Result<Packet, Reason> {
         dst_addr: u32::from_ne_bytes(ip.dst_addr),
         src_port: ports[0],
         dst_port: ports[1],
-        tcp_seen,
+        seen,
         l4_csum_off,
     })
 }
@@ -85,7 +85,7 @@ pub fn parse_ipv4_l4(ctx: &TcContext) -> Result<Packet, Reason> {
 #[inline(always)]
 fn seen_bits(flags: u8) -> u8 {
     use netd_common::flow::{SEEN_ACK, SEEN_FIN, SEEN_RST, SEEN_SYN};
-    let mut seen = 0;
+    let mut seen = SEEN_PACKET;
     if flags & TCP_SYN != 0 {
         seen |= SEEN_SYN;
     }

@@ -126,7 +126,7 @@ fn dnat_new_flow(ctx: &TcContext, pkt: &Packet, key: &FlowKey, backend: &Backend
         pkt.dst_port,
         backend.ifindex,
     );
-    reply.tcp_seen = 0;
+    reply.seen = 0;
     if conntrack::insert_partner(key, &key.partner(&entry), &reply).is_err() {
         return (Reason::DropFlowTableFull, TC_ACT_SHOT as i32);
     }
@@ -153,7 +153,7 @@ fn snat_new_flow(ctx: &TcContext, pkt: &Packet, key: &FlowKey) -> Verdict {
     };
     let mut reply =
         conntrack::new_entry(pkt, REWRITE_DST, ORIGIN_SNAT, pkt.src_addr, pkt.src_port, 0);
-    reply.tcp_seen = 0;
+    reply.seen = 0;
     let port = match nat::claim_snat_port(config, pkt.src_port, &mut reply_key, &reply) {
         Ok(port) => port,
         Err(reason) => return (reason, TC_ACT_SHOT as i32),

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::{
     api::{Client, CounterView, RunRequest},
+    conntrack::FlowView,
     ports::Proto,
     process,
     state::{Container, Status},
@@ -247,6 +248,39 @@ pub async fn stats(client: &Client, args: FormatArgs) -> Result<ExitCode> {
         })
         .collect();
     print_table(&["HOOK", "REASON", "PACKETS", "BYTES"], &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn conntrack(client: &Client, args: FormatArgs) -> Result<ExitCode> {
+    let flows: Vec<FlowView> = client.call(Method::GET, "conntrack", None::<&()>).await?;
+    if args.json()? {
+        println!("{}", serde_json::to_string_pretty(&flows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<[String; 6]> = flows
+        .iter()
+        .map(|f| {
+            [
+                f.proto.clone(),
+                f.kind.clone(),
+                f.original.clone(),
+                f.translated.clone(),
+                f.state.clone(),
+                format!("{}s/{}s", f.age_seconds, f.idle_seconds),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "PROTO",
+            "KIND",
+            "ORIGINAL",
+            "TRANSLATED",
+            "STATE",
+            "AGE/IDLE",
+        ],
+        &rows,
+    );
     Ok(ExitCode::SUCCESS)
 }
 

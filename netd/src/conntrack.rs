@@ -5,7 +5,7 @@ use std::{collections::HashMap, net::Ipv4Addr};
 
 use netd_common::{
     PROTO_TCP,
-    flow::{FlowEntry, FlowKey, SEEN_ACK, SEEN_FIN, SEEN_RST},
+    flow::{FlowEntry, FlowKey, SEEN_ACK, SEEN_FIN, SEEN_PACKET, SEEN_RST},
     user::addr_be,
 };
 
@@ -20,8 +20,8 @@ pub fn timeout(key: &FlowKey, a: &FlowEntry, b: Option<&FlowEntry>) -> u64 {
     if key.proto != PROTO_TCP {
         return OTHER_TIMEOUT;
     }
-    let seen_a = a.tcp_seen;
-    let seen_b = b.map_or(0, |b| b.tcp_seen);
+    let seen_a = a.seen;
+    let seen_b = b.map_or(0, |b| b.seen);
     if (seen_a | seen_b) & (SEEN_FIN | SEEN_RST) != 0 {
         TCP_CLOSING_TIMEOUT
     } else if seen_a & SEEN_ACK != 0 && seen_b & SEEN_ACK != 0 {
@@ -91,7 +91,7 @@ mod tests {
             new_port: 80u16.to_be(),
             rewrite: REWRITE_DST,
             origin: ORIGIN_DNAT,
-            tcp_seen: seen_in,
+            seen: seen_in,
             last_seen_ns: last,
             ..Default::default()
         };
@@ -100,7 +100,7 @@ mod tests {
             new_addr: key.dst_addr,
             new_port: key.dst_port,
             rewrite: REWRITE_SRC,
-            tcp_seen: seen_out,
+            seen: seen_out,
             last_seen_ns: last,
             ..entry
         };
@@ -129,5 +129,92 @@ mod tests {
         let f = flow(0, 0, 0);
         assert_eq!(involving(&f, Ipv4Addr::new(172, 17, 0, 2)).len(), 2);
         assert!(involving(&f, Ipv4Addr::new(172, 17, 0, 3)).is_empty());
+    }
+}
+
+/// One flow as users see it: the tuple the first packet had, and the tuple it was
+/// translated to.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct FlowView {
+    pub proto: String,
+    /// `dnat` (a published port) or `snat` (masqueraded egress).
+    pub kind: String,
+    pub original: String,
+    pub translated: String,
+    pub state: String,
+    pub age_seconds: u64,
+    pub idle_seconds: u64,
+}
+
+/// Pair up the halves of each flow; a half without its partner is listed too (it is about
+/// to be collected).
+pub fn views(entries: &[(FlowKey, FlowEntry)], now: u64) -> Vec<FlowView> {
+    use netd_common::flow::{DIR_EGRESS, DIR_INGRESS, ORIGIN_DNAT, REWRITE_SRC};
+    let by_key: HashMap<FlowKey, &FlowEntry> = entries.iter().map(|(k, e)| (*k, e)).collect();
+    let mut out = Vec::new();
+    for (key, entry) in entries {
+        // The half the connection's first packet hit: DNAT at ingress, SNAT at egress.
+        let first_dir = if entry.origin == ORIGIN_DNAT {
+            DIR_INGRESS
+        } else {
+            DIR_EGRESS
+        };
+        if key.dir != first_dir {
+            continue;
+        }
+        let partner = by_key.get(&key.partner(entry)).copied();
+        let end = |addr: u32, port: u16| {
+            format!(
+                "{}:{}",
+                netd_common::user::addr_from_be(addr),
+                u16::from_be(port)
+            )
+        };
+        let (tsrc, tdst) = if entry.rewrite == REWRITE_SRC {
+            (
+                end(entry.new_addr, entry.new_port),
+                end(key.dst_addr, key.dst_port),
+            )
+        } else {
+            (
+                end(key.src_addr, key.src_port),
+                end(entry.new_addr, entry.new_port),
+            )
+        };
+        let last = entry
+            .last_seen_ns
+            .max(partner.map_or(0, |p| p.last_seen_ns));
+        out.push(FlowView {
+            proto: if key.proto == PROTO_TCP { "tcp" } else { "udp" }.into(),
+            kind: if entry.origin == ORIGIN_DNAT {
+                "dnat"
+            } else {
+                "snat"
+            }
+            .into(),
+            original: format!(
+                "{} -> {}",
+                end(key.src_addr, key.src_port),
+                end(key.dst_addr, key.dst_port)
+            ),
+            translated: format!("{tsrc} -> {tdst}"),
+            state: state_name(key, entry, partner).into(),
+            age_seconds: now.saturating_sub(entry.created_ns) / SECOND,
+            idle_seconds: now.saturating_sub(last) / SECOND,
+        });
+    }
+    out.sort_by(|a, b| (&a.kind, &a.original).cmp(&(&b.kind, &b.original)));
+    out
+}
+
+fn state_name(key: &FlowKey, a: &FlowEntry, b: Option<&FlowEntry>) -> &'static str {
+    let replied = b.is_some_and(|b| b.seen & SEEN_PACKET != 0);
+    if key.proto != PROTO_TCP {
+        return if replied { "replied" } else { "unreplied" };
+    }
+    match timeout(key, a, b) {
+        TCP_CLOSING_TIMEOUT => "closing",
+        TCP_ESTABLISHED_TIMEOUT => "established",
+        _ => "syn",
     }
 }

@@ -41,6 +41,7 @@ pub struct DaemonConfig {
     pub state_dir: PathBuf,
     pub bpffs_dir: PathBuf,
     pub snat_ports: PortRange,
+    pub flow_table_size: u32,
 }
 
 struct Inner {
@@ -80,7 +81,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         })?;
     let store = Store::open(&config.state_dir)?;
     let state = store.load()?;
-    let mut datapath = Datapath::load(&config.bpffs_dir)?;
+    let mut datapath = Datapath::load(&config.bpffs_dir, config.flow_table_size)?;
     datapath.attach(&uplink)?;
     datapath.set_node_config(
         uplink_addr,
@@ -218,6 +219,12 @@ impl Daemon {
             (&Method::DELETE, ["containers", name]) => {
                 self.remove_container(name, req.flag("force")).await?;
                 Ok(json!({ "removed": name }))
+            }
+            (&Method::GET, ["conntrack"]) => {
+                let mut inner = self.inner.lock().await;
+                let entries = inner.datapath.flow_entries()?;
+                let views = conntrack::views(&entries, conntrack::monotonic_now());
+                Ok(serde_json::to_value(views).map_err(anyhow::Error::from)?)
             }
             (&Method::GET, ["stats"]) => {
                 Ok(serde_json::to_value(self.stats().await?).map_err(anyhow::Error::from)?)

@@ -61,10 +61,12 @@ pub const UPLINK_PROGRAMS: [(&str, TcAttachType); 2] = [
 impl Datapath {
     /// Load and verify the programs, with their maps pinned in `bpffs_dir` (adopting maps
     /// a previous run pinned there). Nothing is attached yet.
-    pub fn load(bpffs_dir: &Path) -> Result<Self> {
+    /// `flow_table_size` is the connection table's capacity in entries (two per flow).
+    pub fn load(bpffs_dir: &Path, flow_table_size: u32) -> Result<Self> {
         check_bpffs(bpffs_dir)?;
         let ebpf = EbpfLoader::new()
             .default_map_pin_directory(bpffs_dir)
+            .map_max_entries(names::FLOWS, flow_table_size)
             .load(PROGRAMS)
             .context("load netd's eBPF programs")?;
         let mut datapath = Datapath { ebpf };

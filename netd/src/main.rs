@@ -40,6 +40,8 @@ enum Command {
     Rm(cli::RmArgs),
     /// List containers.
     Ps(cli::PsArgs),
+    /// List the translated flows of the connection table.
+    Conntrack(cli::FormatArgs),
     /// Show the data path's counters.
     Stats(cli::FormatArgs),
     /// Show the daemon's uplink, networks and settings.
@@ -62,6 +64,9 @@ struct DaemonArgs {
     /// Source ports for masqueraded flows; keep it outside ip_local_port_range.
     #[arg(long, default_value = "61000-65535")]
     snat_ports: String,
+    /// Capacity of the connection table in entries (two per translated flow).
+    #[arg(long, default_value_t = netd_common::maps::FLOWS_MAX)]
+    flow_table_size: u32,
 }
 
 fn main() -> std::process::ExitCode {
@@ -92,6 +97,7 @@ async fn client(
         Command::Port(args) => cli::port(&client, args).await,
         Command::Ps(args) => cli::ps(&client, args).await,
         Command::Stats(args) => cli::stats(&client, args).await,
+        Command::Conntrack(args) => cli::conntrack(&client, args).await,
         Command::Info => cli::info(&client).await,
         Command::Daemon(_) | Command::Exec(_) | Command::NetnsHolder => {
             unreachable!("handled in main")
@@ -111,6 +117,7 @@ fn run_daemon(
         state_dir: args.state_dir,
         bpffs_dir: args.bpffs_dir,
         snat_ports,
+        flow_table_size: args.flow_table_size,
     };
     tokio::runtime::Runtime::new()?.block_on(daemon::run(config))?;
     Ok(std::process::ExitCode::SUCCESS)

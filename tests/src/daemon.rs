@@ -29,12 +29,18 @@ pub struct Daemon {
     pub dir: PathBuf,
     pub socket: PathBuf,
     tag: String,
+    flags: Vec<String>,
     child: Option<Child>,
 }
 
 impl Daemon {
     /// Start a daemon serving `node`, with uplink `uplink`.
     pub fn start(node: &Netns, uplink: &str) -> Result<Self> {
+        Self::start_with(node, uplink, &[])
+    }
+
+    /// Like `start`, with more `netd daemon` flags.
+    pub fn start_with(node: &Netns, uplink: &str, flags: &[&str]) -> Result<Self> {
         let dir = PathBuf::from(format!("/run/netd-test/{}", node.name));
         fs::create_dir_all(dir.join("bpf"))?;
         run(
@@ -46,6 +52,7 @@ impl Daemon {
             socket: dir.join("netd.sock"),
             tag: node.name.clone(),
             dir,
+            flags: flags.iter().map(|f| f.to_string()).collect(),
             child: None,
         };
         daemon.spawn(uplink)?;
@@ -66,6 +73,7 @@ impl Daemon {
             .arg(self.dir.join("state"))
             .arg("--bpffs-dir")
             .arg(self.dir.join("bpf"))
+            .args(&self.flags)
             .env(TAG_VAR, &self.tag)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -47,7 +47,7 @@ impl TestDatapath {
             .status()
             .unwrap();
         assert!(ok.success(), "mount bpffs at {}", dir.display());
-        let dp = Datapath::load(&dir).unwrap();
+        let dp = Datapath::load(&dir, netd_common::maps::FLOWS_MAX).unwrap();
         TestDatapath { dp, dir }
     }
 

@@ -1,0 +1,116 @@
+//! The connection table: listed by `netd conntrack`, bounded, and purged with containers.
+
+use std::net::SocketAddr;
+
+use netd_tests::{Daemon, EchoServer, Proto, Sandbox, echo_once, require_root};
+
+fn addr(ip: impl Into<std::net::IpAddr>, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.into(), port)
+}
+
+fn flows(d: &Daemon) -> Vec<serde_json::Value> {
+    let out = d.cli_ok(&["conntrack", "--format", "json"]).unwrap();
+    serde_json::from_str::<serde_json::Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn conntrack_lists_published_and_masqueraded_flows() {
+    require_root();
+    let sb = Sandbox::new("ct").unwrap();
+    let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    let web = d.run_idle_container("web", &["8080:80"]).unwrap();
+    let _web_server = EchoServer::start(&web.netns, Proto::Tcp, addr(web.ip, 80)).unwrap();
+    let target = addr(Sandbox::INET_ADDR, 9000);
+    let _inet_server = EchoServer::start(&sb.inet.path(), Proto::Udp, target).unwrap();
+
+    let client = echo_once(&sb.ext.path(), Proto::Tcp, addr(Sandbox::NODE_ADDR, 8080)).unwrap();
+    let local = echo_once(&web.netns, Proto::Udp, target).unwrap();
+
+    let flows = flows(&d);
+    assert_eq!(flows.len(), 2, "{flows:?}");
+    let dnat = flows.iter().find(|f| f["kind"] == "dnat").unwrap();
+    assert_eq!(dnat["proto"], "tcp");
+    assert_eq!(
+        dnat["original"],
+        format!("{client} -> {}:8080", Sandbox::NODE_ADDR)
+    );
+    assert_eq!(dnat["translated"], format!("{client} -> {}:80", web.ip));
+    assert!(
+        ["established", "closing"].contains(&dnat["state"].as_str().unwrap()),
+        "{dnat}"
+    );
+    let snat = flows.iter().find(|f| f["kind"] == "snat").unwrap();
+    assert_eq!(snat["original"], format!("{local} -> {target}"));
+    assert!(
+        snat["translated"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}:", Sandbox::NODE_ADDR))
+    );
+    assert_eq!(snat["state"], "replied");
+
+    let table = d.cli_ok(&["conntrack"]).unwrap();
+    assert!(table.starts_with("PROTO   KIND   ORIGINAL"), "{table}");
+
+    // A removed container's flows go with it, so a reused address inherits nothing.
+    d.cli_ok(&["rm", "-f", "web"]).unwrap();
+    assert!(self::flows(&d).is_empty());
+}
+
+#[test]
+fn snat_port_exhaustion_is_counted_not_corrupting() {
+    require_root();
+    let sb = Sandbox::new("cx").unwrap();
+    let d =
+        Daemon::start_with(&sb.node, Sandbox::UPLINK, &["--snat-ports", "61000-61002"]).unwrap();
+    let app = d.run_idle_container("app", &[]).unwrap();
+    let target = addr(Sandbox::INET_ADDR, 9000);
+    let server = EchoServer::start(&sb.inet.path(), Proto::Tcp, target).unwrap();
+
+    // Closed flows stay in the table for the closing timeout: three use up the range.
+    for _ in 0..3 {
+        echo_once(&app.netns, Proto::Tcp, target).unwrap();
+    }
+    assert!(
+        echo_once(&app.netns, Proto::Tcp, target).is_err(),
+        "a fourth flow to the same destination has no port"
+    );
+
+    assert!(
+        d.counter("UplinkEgress", "drop_snat_ports_exhausted")
+            .unwrap()
+            >= 1
+    );
+    let ports: Vec<u16> = server.peers().iter().map(|p| p.port()).collect();
+    assert_eq!(
+        ports.len(),
+        3,
+        "no flow went out untranslated or twice: {ports:?}"
+    );
+    // The port space is per destination: another destination port still works.
+    let other = addr(Sandbox::INET_ADDR, 9001);
+    let _other_server = EchoServer::start(&sb.inet.path(), Proto::Tcp, other).unwrap();
+    echo_once(&app.netns, Proto::Tcp, other).unwrap();
+}
+
+#[test]
+fn full_flow_table_is_counted() {
+    require_root();
+    let sb = Sandbox::new("cf").unwrap();
+    // Room for two flows (two entries each).
+    let d = Daemon::start_with(&sb.node, Sandbox::UPLINK, &["--flow-table-size", "4"]).unwrap();
+    let web = d.run_idle_container("web", &["8080:80"]).unwrap();
+    let _server = EchoServer::start(&web.netns, Proto::Tcp, addr(web.ip, 80)).unwrap();
+    let published = addr(Sandbox::NODE_ADDR, 8080);
+
+    echo_once(&sb.ext.path(), Proto::Tcp, published).unwrap();
+    echo_once(&sb.ext.path(), Proto::Tcp, published).unwrap();
+    assert!(echo_once(&sb.ext.path(), Proto::Tcp, published).is_err());
+
+    assert!(d.counter("UplinkIngress", "drop_flow_table_full").unwrap() >= 1);
+    assert_eq!(flows(&d).len(), 2, "the table holds whole flows only");
+}
