@@ -159,6 +159,7 @@ impl Daemon {
             .and_then(|a| a.iter().find(|c| c["name"] == name))
             .with_context(|| format!("container {name} not listed by netd ps"))?;
         Ok(Container {
+            host_veth: c["host_veth"].as_str().context("no host_veth")?.to_string(),
             ip: c["ip"].as_str().context("no ip")?.parse()?,
             netns: PathBuf::from(format!("/proc/{}/ns/net", c["netns_holder"]["pid"])),
         })
@@ -209,6 +210,8 @@ impl Daemon {
 
 /// What a test needs to know of a container.
 pub struct Container {
+    /// The host end of its veth, in the node namespace.
+    pub host_veth: String,
     pub ip: std::net::Ipv4Addr,
     pub netns: PathBuf,
 }

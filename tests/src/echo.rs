@@ -93,8 +93,11 @@ fn serve(listener: Listener, peers: &Mutex<Vec<SocketAddr>>, stop: &AtomicBool) 
                         peers.lock().unwrap().push(peer);
                         s.set_nonblocking(false).ok();
                         s.set_read_timeout(Some(IO_TIMEOUT)).ok();
-                        if let Ok(n) = s.read(&mut buf) {
-                            let _ = s.write_all(&buf[..n]);
+                        // Echo until the client closes (or goes quiet).
+                        while let Ok(n) = s.read(&mut buf) {
+                            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
                         }
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
