@@ -20,6 +20,8 @@ pub const L4_DST_PORT_OFF: usize = L4_OFF + 2;
 const TCP_FLAGS_OFF: usize = L4_OFF + 13;
 const TCP_CSUM_OFF: usize = L4_OFF + 16;
 const UDP_CSUM_OFF: usize = L4_OFF + 6;
+const TCP_HDR_LEN: usize = 20;
+const UDP_HDR_LEN: usize = 8;
 
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
@@ -57,14 +59,15 @@ pub fn parse_ipv4_l4(ctx: &TcContext) -> Result<Packet, Reason> {
     if u16::from_be_bytes(ip.frags) & 0x3fff != 0 {
         return Err(Reason::Fragment);
     }
-    let l4_csum_off = match ip.proto as u8 {
-        PROTO_TCP => TCP_CSUM_OFF,
-        PROTO_UDP => UDP_CSUM_OFF,
+    let (l4_csum_off, l4_last_byte) = match ip.proto as u8 {
+        PROTO_TCP => (TCP_CSUM_OFF, L4_OFF + TCP_HDR_LEN - 1),
+        PROTO_UDP => (UDP_CSUM_OFF, L4_OFF + UDP_HDR_LEN - 1),
         _ => return Err(Reason::OtherProto),
     };
+    // The whole L4 header must be there: a cut-short header is no packet to translate
+    // (and a rewrite could fail half-way).
+    let _: u8 = ctx.load(l4_last_byte).map_err(|_| Reason::Truncated)?;
     let ports: [u16; 2] = ctx.load(L4_OFF).map_err(|_| Reason::Truncated)?;
-    // The checksum field must be there too, or the rewrite would fail half-way.
-    let _: u16 = ctx.load(l4_csum_off).map_err(|_| Reason::Truncated)?;
     let seen = if ip.proto as u8 == PROTO_TCP {
         let flags: u8 = ctx.load(TCP_FLAGS_OFF).map_err(|_| Reason::Truncated)?;
         seen_bits(flags)

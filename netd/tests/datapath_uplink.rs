@@ -200,6 +200,8 @@ fn malformed_and_foreign_packets_pass_unchanged() {
     // TCP header cut short. (An IPv4 frame shorter than an IPv4 header cannot be crafted:
     // BPF_PROG_TEST_RUN itself refuses it with EINVAL.)
     let truncated = good[..ETH + 20 + 10].to_vec();
+    // Found by the fuzz loop: ports and checksum present, urgent pointer missing.
+    let almost = good[..ETH + 20 + 18].to_vec();
     let mut icmp = good.clone();
     icmp[ETH + 9] = 1;
 
@@ -210,6 +212,7 @@ fn malformed_and_foreign_packets_pass_unchanged() {
         ("ARP", arp),
         ("version 6 in an IPv4 frame", ipv6_in_v4_frame),
         ("truncated TCP", truncated),
+        ("TCP header two bytes short", almost),
         ("other protocol", icmp),
     ] {
         let (verdict, out) = t.run("uplink_ingress", &p);
