@@ -7,9 +7,19 @@
 pub enum Hook {
     UplinkIngress = 0,
     UplinkEgress = 1,
+    /// TC ingress of a container's host-side veth: packets from the container.
+    EndpointIngress = 2,
 }
 
-pub const HOOK_COUNT: u32 = 2;
+impl Hook {
+    pub const ALL: &'static [Hook] = &[
+        Hook::UplinkIngress,
+        Hook::UplinkEgress,
+        Hook::EndpointIngress,
+    ];
+}
+
+pub const HOOK_COUNT: u32 = 3;
 
 macro_rules! reasons {
     ($($name:ident = $value:literal => $text:literal,)*) => {
@@ -45,9 +55,11 @@ reasons! {
     DropSnatPortsExhausted = 12 => "drop_snat_ports_exhausted",
     DropRewriteFailed = 13 => "drop_rewrite_failed",
     DropNoConfig = 14 => "drop_no_config",
+    HairpinNew = 15 => "hairpin_new_flow",
+    DropRedirectFailed = 16 => "drop_redirect_failed",
 }
 
-pub const REASON_COUNT: u32 = 15;
+pub const REASON_COUNT: u32 = 17;
 
 /// Value of `COUNTERS`.
 #[repr(C)]

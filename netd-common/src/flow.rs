@@ -1,18 +1,35 @@
 //! The connection table: one entry per direction of a translated flow, keyed by the
-//! tuple as the program that looks it up sees it. The partner entry's key is derived, not
-//! stored: apply the entry's rewrite to its key, swap the ends and flip `dir`.
+//! tuple as the program that looks it up sees it, holding the tuple to write. The
+//! partner entry's key is derived, not stored: the written tuple, reversed, looked up
+//! where the replies pass (`partner_dir`).
 
 /// The hook that looks an entry up.
 pub const DIR_INGRESS: u8 = 0;
 pub const DIR_EGRESS: u8 = 1;
+/// Packets from a container, at its host-side veth (hairpin flows: both halves here).
+pub const DIR_FROM_ENDPOINT: u8 = 2;
 
-/// Which end of the packet an entry rewrites.
-pub const REWRITE_DST: u8 = 0;
-pub const REWRITE_SRC: u8 = 1;
+/// Where the replies of a flow whose first half is looked up at `dir` pass.
+pub const fn partner_dir(dir: u8) -> u8 {
+    match dir {
+        DIR_INGRESS => DIR_EGRESS,
+        DIR_EGRESS => DIR_INGRESS,
+        other => other,
+    }
+}
 
 /// How the flow was created (for listing and purging).
 pub const ORIGIN_DNAT: u8 = 0;
 pub const ORIGIN_SNAT: u8 = 1;
+/// A container calling a published port through a node address.
+pub const ORIGIN_HAIRPIN: u8 = 2;
+
+/// Entry flag: after the rewrite, send the packet back out of the interface it came in on
+/// (a container calling its own published port: the stack must not see a packet whose
+/// source is the node's own gateway address).
+pub const FLAG_REDIRECT_BACK: u8 = 1;
+/// Entry flag: this half carries the replies (the other half saw the first packet).
+pub const FLAG_REPLY: u8 = 2;
 
 /// What an entry's direction has seen (a bit set, updated in place): TCP flags, and
 /// whether any packet at all went this way (so a reply is visible at once, without
@@ -40,42 +57,43 @@ pub struct FlowKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowEntry {
-    /// The address and port written into the end named by `rewrite` (network order).
-    pub new_addr: u32,
-    pub new_port: u16,
-    pub rewrite: u8,
+    /// The packet's tuple after translation (network order); unchanged ends are equal to
+    /// the key's.
+    pub src_addr: u32,
+    pub dst_addr: u32,
+    pub src_port: u16,
+    pub dst_port: u16,
     pub origin: u8,
     /// `SEEN_*` bits for packets of this direction.
     pub seen: u8,
-    pub _pad: [u8; 3],
-    /// The endpoint's host-side veth, so an endpoint's flows can be purged.
+    /// `FLAG_*` bits.
+    pub flags: u8,
+    pub _pad: u8,
+    /// The endpoint's host-side veth (the backend's for DNAT and hairpin flows), for
+    /// purges and redirects; 0 when unknown.
     pub ifindex: u32,
+    pub _pad2: u32,
     /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of creation and of the latest packet.
     pub created_ns: u64,
     pub last_seen_ns: u64,
 }
 
 impl FlowKey {
-    /// The key under which the other direction of this flow is stored, given this
-    /// entry's rewrite.
+    /// The key under which the other direction of this flow is stored.
     pub fn partner(&self, entry: &FlowEntry) -> FlowKey {
-        let (mut src_addr, mut src_port, mut dst_addr, mut dst_port) =
-            (self.src_addr, self.src_port, self.dst_addr, self.dst_port);
-        if entry.rewrite == REWRITE_SRC {
-            src_addr = entry.new_addr;
-            src_port = entry.new_port;
-        } else {
-            dst_addr = entry.new_addr;
-            dst_port = entry.new_port;
-        }
         FlowKey {
-            src_addr: dst_addr,
-            dst_addr: src_addr,
-            src_port: dst_port,
-            dst_port: src_port,
+            src_addr: entry.dst_addr,
+            dst_addr: entry.src_addr,
+            src_port: entry.dst_port,
+            dst_port: entry.src_port,
             proto: self.proto,
-            dir: self.dir ^ 1,
+            dir: partner_dir(self.dir),
             _pad: [0; 2],
         }
+    }
+
+    /// The tuple reversed, as a translated tuple for the partner's entry.
+    pub fn reversed(&self) -> (u32, u32, u16, u16) {
+        (self.dst_addr, self.src_addr, self.dst_port, self.src_port)
     }
 }

@@ -7,12 +7,23 @@ pub const NODE_CONFIG: &str = "NETD_CONFIG_V1";
 pub const NODE_ADDRS: &str = "NETD_ADDRS_V1";
 pub const MASQ_SUBNETS: &str = "NETD_MASQ_V1";
 pub const COUNTERS: &str = "NETD_COUNTERS_V1";
+pub const ENDPOINTS: &str = "NETD_ENDPOINTS_V1";
 
 pub const PUBLISHED_PORTS_MAX: u32 = 65_536;
 /// Two entries per translated flow (one per direction).
 pub const FLOWS_MAX: u32 = 262_144;
 pub const NODE_ADDRS_MAX: u32 = 256;
 pub const MASQ_SUBNETS_MAX: u32 = 1_024;
+pub const ENDPOINTS_MAX: u32 = 65_536;
+
+/// Value of `ENDPOINTS`, keyed by the host-side veth's ifindex: who is behind it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointInfo {
+    /// The container's address and its network's gateway (network order).
+    pub addr: u32,
+    pub gateway: u32,
+}
 
 /// The node-wide settings the programs read from index 0 of `NODE_CONFIG`.
 #[repr(C)]

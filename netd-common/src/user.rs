@@ -3,7 +3,7 @@
 use crate::{
     counters::Counter,
     flow::{FlowEntry, FlowKey},
-    maps::NodeConfig,
+    maps::{EndpointInfo, NodeConfig},
     published::{Backend, PortKey},
 };
 
@@ -17,7 +17,15 @@ macro_rules! pod {
     )*};
 }
 
-pod!(PortKey, Backend, FlowKey, FlowEntry, NodeConfig, Counter);
+pod!(
+    PortKey,
+    Backend,
+    FlowKey,
+    FlowEntry,
+    NodeConfig,
+    EndpointInfo,
+    Counter
+);
 
 /// The network-order `u32` the kernel programs compare with a packet's address bytes.
 pub fn addr_be(addr: core::net::Ipv4Addr) -> u32 {

@@ -4,7 +4,7 @@ use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::bpf_ktime_get_ns,
 };
-use netd_common::flow::{FlowEntry, FlowKey};
+use netd_common::flow::{FLAG_REPLY, FlowEntry, FlowKey};
 
 use crate::{maps::FLOWS, parse::Packet};
 
@@ -49,28 +49,82 @@ pub fn lookup(key: &FlowKey, pkt: &Packet) -> Option<FlowEntry> {
     }
 }
 
-/// A new entry for one direction, seen now.
+/// A translated tuple: source address and port, destination address and port.
+#[derive(Clone, Copy)]
+pub struct Tuple {
+    pub src_addr: u32,
+    pub dst_addr: u32,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+impl Tuple {
+    #[inline(always)]
+    pub fn of(pkt: &Packet) -> Self {
+        Tuple {
+            src_addr: pkt.src_addr,
+            dst_addr: pkt.dst_addr,
+            src_port: pkt.src_port,
+            dst_port: pkt.dst_port,
+        }
+    }
+
+    #[inline(always)]
+    pub fn reversed(&self) -> Self {
+        Tuple {
+            src_addr: self.dst_addr,
+            dst_addr: self.src_addr,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+        }
+    }
+}
+
+/// A new entry that writes `to` into the packets of one direction, seen now.
 #[inline(always)]
-pub fn new_entry(
-    pkt: &Packet,
-    rewrite: u8,
-    origin: u8,
-    addr: u32,
-    port: u16,
-    ifindex: u32,
-) -> FlowEntry {
+pub fn new_entry(to: Tuple, origin: u8, seen: u8, flags: u8, ifindex: u32) -> FlowEntry {
     let now = now();
     FlowEntry {
-        new_addr: addr,
-        new_port: port,
-        rewrite,
+        src_addr: to.src_addr,
+        dst_addr: to.dst_addr,
+        src_port: to.src_port,
+        dst_port: to.dst_port,
         origin,
-        seen: pkt.seen,
-        _pad: [0; 3],
+        seen,
+        flags,
+        _pad: 0,
         ifindex,
+        _pad2: 0,
         created_ns: now,
         last_seen_ns: now,
     }
+}
+
+/// Both halves of a new flow whose first packet is `pkt` (looked up with `key`) and is
+/// written as `to`: the first half with BPF_NOEXIST, then its partner. Returns the first
+/// half's entry, or the one another CPU created meanwhile; `None` when the table is full.
+#[inline(always)]
+pub fn create(
+    key: &FlowKey,
+    pkt: &Packet,
+    to: Tuple,
+    origin: u8,
+    flags: u8,
+    ifindex: u32,
+) -> Option<FlowEntry> {
+    let entry = new_entry(to, origin, pkt.seen, flags, ifindex);
+    if !insert_first(key, &entry) {
+        return lookup(key, pkt);
+    }
+    let reply = new_entry(
+        Tuple::of(pkt).reversed(),
+        origin,
+        0,
+        flags | FLAG_REPLY,
+        ifindex,
+    );
+    insert_partner(key, &key.partner(&entry), &reply).ok()?;
+    Some(entry)
 }
 
 /// The partner half of a flow whose first half is already in the table. On failure the

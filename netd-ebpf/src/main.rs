@@ -7,11 +7,15 @@ mod conntrack;
 #[cfg(target_arch = "bpf")]
 mod csum;
 #[cfg(target_arch = "bpf")]
+mod endpoint;
+#[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod nat;
 #[cfg(target_arch = "bpf")]
 mod parse;
+#[cfg(target_arch = "bpf")]
+mod program;
 #[cfg(target_arch = "bpf")]
 mod stats;
 #[cfg(target_arch = "bpf")]
@@ -31,6 +35,12 @@ mod programs {
     #[classifier]
     pub fn uplink_egress(ctx: TcContext) -> i32 {
         crate::uplink::egress(&ctx)
+    }
+
+    /// TC ingress of a container's host-side veth: hairpin to published ports.
+    #[classifier]
+    pub fn endpoint_ingress(ctx: TcContext) -> i32 {
+        crate::endpoint::ingress(&ctx)
     }
 
     #[panic_handler]

@@ -8,7 +8,10 @@ use aya_ebpf::{
 use netd_common::{
     counters::{Counter, HOOK_COUNT, REASON_COUNT},
     flow::{FlowEntry, FlowKey},
-    maps::{FLOWS_MAX, MASQ_SUBNETS_MAX, NODE_ADDRS_MAX, NodeConfig, PUBLISHED_PORTS_MAX},
+    maps::{
+        ENDPOINTS_MAX, EndpointInfo, FLOWS_MAX, MASQ_SUBNETS_MAX, NODE_ADDRS_MAX, NodeConfig,
+        PUBLISHED_PORTS_MAX,
+    },
     published::{Backend, PortKey},
 };
 
@@ -34,3 +37,7 @@ pub static MASQ_SUBNETS: LpmTrie<u32, u8> =
 
 #[map(name = "NETD_COUNTERS_V1")]
 pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(HOOK_COUNT * REASON_COUNT, 0);
+
+/// Who is behind each container's host-side veth, by its ifindex.
+#[map(name = "NETD_ENDPOINTS_V1")]
+pub static ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::pinned(ENDPOINTS_MAX, 0);

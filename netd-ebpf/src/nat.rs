@@ -3,7 +3,7 @@
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_get_prandom_u32, programs::TcContext};
 use netd_common::{
     counters::Reason,
-    flow::{FlowEntry, FlowKey, REWRITE_SRC},
+    flow::{FlowEntry, FlowKey},
     maps::NodeConfig,
     published::PortKey,
 };
@@ -19,20 +19,44 @@ const SNAT_TRIES: u32 = 32;
 /// What a BPF_NOEXIST insert returns when the key is taken.
 const EEXIST: i32 = -17;
 
-/// Write `addr:port` into the end of the packet that `rewrite` names, checksums first.
+/// Write the entry's tuple into the packet, checksums first; unchanged fields are left
+/// alone.
 #[inline(always)]
-pub fn rewrite(
+pub fn rewrite(ctx: &TcContext, pkt: &Packet, to: &FlowEntry) -> Result<(), i64> {
+    rewrite_end(
+        ctx,
+        pkt,
+        pkt.src_addr,
+        to.src_addr,
+        IP_SRC_OFF,
+        pkt.src_port,
+        to.src_port,
+        L4_SRC_PORT_OFF,
+    )?;
+    rewrite_end(
+        ctx,
+        pkt,
+        pkt.dst_addr,
+        to.dst_addr,
+        IP_DST_OFF,
+        pkt.dst_port,
+        to.dst_port,
+        L4_DST_PORT_OFF,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn rewrite_end(
     ctx: &TcContext,
     pkt: &Packet,
-    rewrite: u8,
+    old_addr: u32,
     addr: u32,
+    addr_off: usize,
+    old_port: u16,
     port: u16,
+    port_off: usize,
 ) -> Result<(), i64> {
-    let (old_addr, old_port, addr_off, port_off) = if rewrite == REWRITE_SRC {
-        (pkt.src_addr, pkt.src_port, IP_SRC_OFF, L4_SRC_PORT_OFF)
-    } else {
-        (pkt.dst_addr, pkt.dst_port, IP_DST_OFF, L4_DST_PORT_OFF)
-    };
     if old_addr != addr {
         csum::addr_changed(ctx, pkt, old_addr, addr)?;
         ctx.store(addr_off, &addr, 0)?;

@@ -5,8 +5,11 @@ use std::{collections::HashMap, net::Ipv4Addr};
 
 use netd_common::{
     PROTO_TCP,
-    flow::{FlowEntry, FlowKey, SEEN_ACK, SEEN_FIN, SEEN_PACKET, SEEN_RST},
-    user::addr_be,
+    flow::{
+        FLAG_REPLY, FlowEntry, FlowKey, ORIGIN_DNAT, ORIGIN_SNAT, SEEN_ACK, SEEN_FIN, SEEN_PACKET,
+        SEEN_RST,
+    },
+    user::{addr_be, addr_from_be},
 };
 
 const SECOND: u64 = 1_000_000_000;
@@ -56,7 +59,7 @@ pub fn involving(entries: &[(FlowKey, FlowEntry)], addr: Ipv4Addr) -> Vec<FlowKe
     let a = addr_be(addr);
     entries
         .iter()
-        .filter(|(k, e)| k.src_addr == a || k.dst_addr == a || e.new_addr == a)
+        .filter(|(k, e)| k.src_addr == a || k.dst_addr == a || e.src_addr == a || e.dst_addr == a)
         .map(|(k, _)| *k)
         .collect()
 }
@@ -74,7 +77,7 @@ pub fn monotonic_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netd_common::flow::{DIR_INGRESS, ORIGIN_DNAT, REWRITE_DST, REWRITE_SRC, SEEN_SYN};
+    use netd_common::flow::{DIR_INGRESS, SEEN_SYN};
 
     fn flow(seen_in: u8, seen_out: u8, last: u64) -> Vec<(FlowKey, FlowEntry)> {
         let key = FlowKey {
@@ -87,9 +90,10 @@ mod tests {
             _pad: [0; 2],
         };
         let entry = FlowEntry {
-            new_addr: addr_be(Ipv4Addr::new(172, 17, 0, 2)),
-            new_port: 80u16.to_be(),
-            rewrite: REWRITE_DST,
+            src_addr: key.src_addr,
+            src_port: key.src_port,
+            dst_addr: addr_be(Ipv4Addr::new(172, 17, 0, 2)),
+            dst_port: 80u16.to_be(),
             origin: ORIGIN_DNAT,
             seen: seen_in,
             last_seen_ns: last,
@@ -97,11 +101,12 @@ mod tests {
         };
         let partner = key.partner(&entry);
         let reply = FlowEntry {
-            new_addr: key.dst_addr,
-            new_port: key.dst_port,
-            rewrite: REWRITE_SRC,
+            src_addr: key.dst_addr,
+            src_port: key.dst_port,
+            dst_addr: key.src_addr,
+            dst_port: key.src_port,
             seen: seen_out,
-            last_seen_ns: last,
+            flags: FLAG_REPLY,
             ..entry
         };
         vec![(key, entry), (partner, reply)]
@@ -122,6 +127,18 @@ mod tests {
         assert!(expired(&est, TCP_SYN_TIMEOUT + 1).is_empty());
         let closing = flow(SEEN_ACK | SEEN_FIN, SEEN_ACK, 0);
         assert_eq!(expired(&closing, TCP_CLOSING_TIMEOUT + 1).len(), 2);
+    }
+
+    #[test]
+    fn views_show_each_flow_once_with_both_tuples() {
+        let v = views(&flow(SEEN_SYN | SEEN_ACK, SEEN_SYN | SEEN_ACK, 0), 0);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].original, "10.0.0.1:40000 -> 10.0.0.2:8080");
+        assert_eq!(v[0].translated, "10.0.0.1:40000 -> 172.17.0.2:80");
+        assert_eq!(
+            (v[0].kind.as_str(), v[0].state.as_str()),
+            ("dnat", "established")
+        );
     }
 
     #[test]
@@ -149,47 +166,20 @@ pub struct FlowView {
 /// Pair up the halves of each flow; a half without its partner is listed too (it is about
 /// to be collected).
 pub fn views(entries: &[(FlowKey, FlowEntry)], now: u64) -> Vec<FlowView> {
-    use netd_common::flow::{DIR_EGRESS, DIR_INGRESS, ORIGIN_DNAT, REWRITE_SRC};
     let by_key: HashMap<FlowKey, &FlowEntry> = entries.iter().map(|(k, e)| (*k, e)).collect();
+    let end = |addr: u32, port: u16| format!("{}:{}", addr_from_be(addr), u16::from_be(port));
     let mut out = Vec::new();
-    for (key, entry) in entries {
-        // The half the connection's first packet hit: DNAT at ingress, SNAT at egress.
-        let first_dir = if entry.origin == ORIGIN_DNAT {
-            DIR_INGRESS
-        } else {
-            DIR_EGRESS
-        };
-        if key.dir != first_dir {
-            continue;
-        }
+    for (key, entry) in entries.iter().filter(|(_, e)| e.flags & FLAG_REPLY == 0) {
         let partner = by_key.get(&key.partner(entry)).copied();
-        let end = |addr: u32, port: u16| {
-            format!(
-                "{}:{}",
-                netd_common::user::addr_from_be(addr),
-                u16::from_be(port)
-            )
-        };
-        let (tsrc, tdst) = if entry.rewrite == REWRITE_SRC {
-            (
-                end(entry.new_addr, entry.new_port),
-                end(key.dst_addr, key.dst_port),
-            )
-        } else {
-            (
-                end(key.src_addr, key.src_port),
-                end(entry.new_addr, entry.new_port),
-            )
-        };
         let last = entry
             .last_seen_ns
             .max(partner.map_or(0, |p| p.last_seen_ns));
         out.push(FlowView {
             proto: if key.proto == PROTO_TCP { "tcp" } else { "udp" }.into(),
-            kind: if entry.origin == ORIGIN_DNAT {
-                "dnat"
-            } else {
-                "snat"
+            kind: match entry.origin {
+                ORIGIN_DNAT => "dnat",
+                ORIGIN_SNAT => "snat",
+                _ => "hairpin",
             }
             .into(),
             original: format!(
@@ -197,7 +187,11 @@ pub fn views(entries: &[(FlowKey, FlowEntry)], now: u64) -> Vec<FlowView> {
                 end(key.src_addr, key.src_port),
                 end(key.dst_addr, key.dst_port)
             ),
-            translated: format!("{tsrc} -> {tdst}"),
+            translated: format!(
+                "{} -> {}",
+                end(entry.src_addr, entry.src_port),
+                end(entry.dst_addr, entry.dst_port)
+            ),
             state: state_name(key, entry, partner).into(),
             age_seconds: now.saturating_sub(entry.created_ns) / SECOND,
             idle_seconds: now.saturating_sub(last) / SECOND,

@@ -169,6 +169,12 @@ impl Daemon {
                 inner.state.containers.remove(&name);
                 continue;
             }
+            let gateway = inner.state.networks.get(&c.network).map(|n| n.gateway);
+            if let Some(gateway) = gateway {
+                inner
+                    .datapath
+                    .attach_endpoint(&c.host_veth, c.host_ifindex, c.ip, gateway)?;
+            }
             for b in &c.ports {
                 inner.datapath.publish(b, c.ip, c.host_ifindex)?;
             }
@@ -569,6 +575,8 @@ impl Inner {
         .with_context(|| format!("attach endpoint to network {}", network.name))?;
         c.host_veth = ep.host_veth;
         c.host_ifindex = ep.host_ifindex;
+        self.datapath
+            .attach_endpoint(&c.host_veth, c.host_ifindex, c.ip, network.gateway)?;
         for b in &c.ports {
             self.datapath.publish(b, c.ip, c.host_ifindex)?;
         }
@@ -597,6 +605,11 @@ impl Inner {
             .and_then(|keys| self.datapath.remove_flows(&keys));
         if let Err(e) = purge {
             warn!("container {}: purge flows: {e:#}", c.name);
+        }
+        if c.host_ifindex != 0
+            && let Err(e) = self.datapath.detach_endpoint(&c.host_veth, c.host_ifindex)
+        {
+            warn!("container {}: {e:#}", c.name);
         }
         if let Err(e) = endpoint::detach(&self.netlink, &c.host_veth).await {
             warn!("container {}: {e:#}", c.name);

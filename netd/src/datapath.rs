@@ -5,17 +5,19 @@
 use std::{net::Ipv4Addr, path::Path};
 
 use anyhow::{Context, Result, bail};
+use std::collections::HashMap;
+
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
-    programs::{SchedClassifier, TcAttachType},
+    maps::{self, Array, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
+    programs::{SchedClassifier, TcAttachType, tc::SchedClassifierLinkId},
 };
 use ipnet::Ipv4Net;
 use log::info;
 use netd_common::{
     counters::{Counter, HOOK_COUNT, Hook, REASON_COUNT, Reason, counter_index},
     flow::{FlowEntry, FlowKey},
-    maps::{self as names, MASQ_VALUE, NodeConfig},
+    maps::{self as names, EndpointInfo, MASQ_VALUE, NodeConfig},
     published::{Backend, PortKey},
     user::addr_be,
 };
@@ -29,6 +31,8 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 pub struct Datapath {
     ebpf: Ebpf,
+    /// The endpoint program's attachment per host-side veth.
+    endpoint_links: HashMap<String, SchedClassifierLinkId>,
 }
 
 /// Refuse a directory that is not on bpffs: pins there would not survive, or fail.
@@ -58,6 +62,9 @@ pub const UPLINK_PROGRAMS: [(&str, TcAttachType); 2] = [
     ("uplink_egress", TcAttachType::Egress),
 ];
 
+/// The program on each container's host-side veth (TC ingress).
+pub const ENDPOINT_PROGRAM: &str = "endpoint_ingress";
+
 impl Datapath {
     /// Load and verify the programs, with their maps pinned in `bpffs_dir` (adopting maps
     /// a previous run pinned there). Nothing is attached yet.
@@ -69,8 +76,15 @@ impl Datapath {
             .map_max_entries(names::FLOWS, flow_table_size)
             .load(PROGRAMS)
             .context("load netd's eBPF programs")?;
-        let mut datapath = Datapath { ebpf };
-        for (name, _) in UPLINK_PROGRAMS {
+        let mut datapath = Datapath {
+            ebpf,
+            endpoint_links: HashMap::new(),
+        };
+        let names = UPLINK_PROGRAMS
+            .iter()
+            .map(|(name, _)| *name)
+            .chain([ENDPOINT_PROGRAM]);
+        for name in names {
             datapath
                 .program(name)?
                 .load()
@@ -88,6 +102,57 @@ impl Datapath {
         }
         info!("data path attached to uplink {uplink}");
         Ok(())
+    }
+
+    /// Attach the endpoint program to a container's host-side veth and say who is behind
+    /// it. Idempotent (a restarted daemon re-attaches to the veths it finds).
+    pub fn attach_endpoint(
+        &mut self,
+        host_veth: &str,
+        ifindex: u32,
+        addr: Ipv4Addr,
+        gateway: Ipv4Addr,
+    ) -> Result<()> {
+        self.register_endpoint(ifindex, addr, gateway)
+            .with_context(|| format!("register endpoint {host_veth}"))?;
+        if !self.endpoint_links.contains_key(host_veth) {
+            let link = self
+                .program(ENDPOINT_PROGRAM)?
+                .attach(host_veth, TcAttachType::Ingress)
+                .with_context(|| format!("attach {ENDPOINT_PROGRAM} to {host_veth}"))?;
+            self.endpoint_links.insert(host_veth.to_string(), link);
+        }
+        Ok(())
+    }
+
+    /// Say who is behind the host-side veth `ifindex` (its address and gateway).
+    pub fn register_endpoint(
+        &mut self,
+        ifindex: u32,
+        addr: Ipv4Addr,
+        gateway: Ipv4Addr,
+    ) -> Result<()> {
+        let info = EndpointInfo {
+            addr: addr_be(addr),
+            gateway: addr_be(gateway),
+        };
+        let mut endpoints: maps::HashMap<_, u32, EndpointInfo> =
+            maps::HashMap::try_from(self.map_mut(names::ENDPOINTS)?)?;
+        Ok(endpoints.insert(ifindex, info, 0)?)
+    }
+
+    /// Undo `attach_endpoint` (tolerant of a veth that is already gone).
+    pub fn detach_endpoint(&mut self, host_veth: &str, ifindex: u32) -> Result<()> {
+        if let Some(link) = self.endpoint_links.remove(host_veth) {
+            // Fails harmlessly when the veth (and with it the attachment) is gone.
+            let _ = self.program(ENDPOINT_PROGRAM)?.detach(link);
+        }
+        let mut endpoints: maps::HashMap<_, u32, EndpointInfo> =
+            maps::HashMap::try_from(self.map_mut(names::ENDPOINTS)?)?;
+        endpoints
+            .remove(&ifindex)
+            .or_else(ignore_missing)
+            .with_context(|| format!("unregister endpoint {host_veth}"))
     }
 
     /// A program of the object, e.g. for `BPF_PROG_TEST_RUN`.
@@ -123,7 +188,8 @@ impl Datapath {
 
     /// Replace the set of node addresses (where wildcard bindings answer).
     pub fn set_node_addrs(&mut self, addrs: &[Ipv4Addr]) -> Result<()> {
-        let mut map: HashMap<_, u32, u8> = HashMap::try_from(self.map_mut(names::NODE_ADDRS)?)?;
+        let mut map: maps::HashMap<_, u32, u8> =
+            maps::HashMap::try_from(self.map_mut(names::NODE_ADDRS)?)?;
         let stale: Vec<u32> = map
             .keys()
             .filter_map(Result::ok)
@@ -152,8 +218,10 @@ impl Datapath {
         }
     }
 
-    fn ports(&mut self) -> Result<HashMap<&mut MapData, PortKey, Backend>> {
-        Ok(HashMap::try_from(self.map_mut(names::PUBLISHED_PORTS)?)?)
+    fn ports(&mut self) -> Result<maps::HashMap<&mut MapData, PortKey, Backend>> {
+        Ok(maps::HashMap::try_from(
+            self.map_mut(names::PUBLISHED_PORTS)?,
+        )?)
     }
 
     pub fn publish(&mut self, b: &PortBinding, addr: Ipv4Addr, ifindex: u32) -> Result<()> {
@@ -185,8 +253,8 @@ impl Datapath {
         Ok(stale.len())
     }
 
-    fn flows(&mut self) -> Result<HashMap<&mut MapData, FlowKey, FlowEntry>> {
-        Ok(HashMap::try_from(self.map_mut(names::FLOWS)?)?)
+    fn flows(&mut self) -> Result<maps::HashMap<&mut MapData, FlowKey, FlowEntry>> {
+        Ok(maps::HashMap::try_from(self.map_mut(names::FLOWS)?)?)
     }
 
     /// Every entry of the connection table.
@@ -207,7 +275,7 @@ impl Datapath {
     pub fn counters(&self) -> Result<Vec<(Hook, Reason, Counter)>> {
         let map: PerCpuArray<_, Counter> = PerCpuArray::try_from(self.map(names::COUNTERS)?)?;
         let mut out = Vec::new();
-        for hook in [Hook::UplinkIngress, Hook::UplinkEgress] {
+        for hook in Hook::ALL.iter().copied() {
             for reason in Reason::ALL {
                 let per_cpu = map.get(&counter_index(hook, *reason), 0)?;
                 let mut sum = Counter::default();

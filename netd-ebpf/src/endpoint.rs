@@ -1,0 +1,84 @@
+//! The program on each container's host-side veth (TC ingress: packets from the
+//! container). Hairpin: a container calling a published port through a node address is
+//! DNATed here, since such packets never reach the uplink. Calling its own published port,
+//! it is also SNATed to its gateway and the packet is sent straight back, so that the
+//! reply is translated here too.
+
+use aya_ebpf::{helpers::bpf_redirect, programs::TcContext};
+use netd_common::{
+    counters::{Hook, Reason},
+    flow::{DIR_FROM_ENDPOINT, FLAG_REDIRECT_BACK, FlowEntry, FlowKey, ORIGIN_HAIRPIN},
+    published::Backend,
+};
+
+use crate::{
+    conntrack::{self, Tuple},
+    maps::ENDPOINTS,
+    parse::Packet,
+    program::{DROP, PASS, Verdict, apply, published_backend, run},
+};
+
+pub fn ingress(ctx: &TcContext) -> i32 {
+    run(ctx, Hook::EndpointIngress, |pkt| {
+        let key = conntrack::key_of(pkt, DIR_FROM_ENDPOINT);
+        if let Some(entry) = conntrack::lookup(&key, pkt) {
+            deliver(ctx, pkt, &entry, Reason::Established)
+        } else if let Some(backend) = published_backend(pkt) {
+            hairpin_new_flow(ctx, pkt, &key, &backend)
+        } else {
+            (Reason::NoMatch, PASS)
+        }
+    })
+}
+
+#[inline(always)]
+fn ifindex(ctx: &TcContext) -> u32 {
+    // SAFETY: the context's __sk_buff is valid for the program's run.
+    unsafe { (*ctx.skb.skb).ifindex }
+}
+
+#[inline(always)]
+fn hairpin_new_flow(ctx: &TcContext, pkt: &Packet, key: &FlowKey, backend: &Backend) -> Verdict {
+    let mut to = Tuple {
+        dst_addr: backend.addr,
+        dst_port: backend.port,
+        ..Tuple::of(pkt)
+    };
+    let mut flags = 0;
+    if backend.addr == pkt.src_addr {
+        // SAFETY: a copy out of the map value.
+        let Some(endpoint) = (unsafe { ENDPOINTS.get(&ifindex(ctx)) }) else {
+            return (Reason::NoMatch, PASS);
+        };
+        to.src_addr = endpoint.gateway;
+        flags = FLAG_REDIRECT_BACK;
+    }
+    match conntrack::create(key, pkt, to, ORIGIN_HAIRPIN, flags, backend.ifindex) {
+        Some(entry) => deliver(ctx, pkt, &entry, Reason::HairpinNew),
+        None => (Reason::DropFlowTableFull, DROP),
+    }
+}
+
+/// Translate, then let the packet go on, or send it back into the container it came from
+/// (MAC addresses swapped) when the flow says so.
+#[inline(always)]
+fn deliver(ctx: &TcContext, pkt: &Packet, entry: &FlowEntry, reason: Reason) -> Verdict {
+    let (reason, verdict) = apply(ctx, pkt, entry, reason);
+    if verdict != PASS || entry.flags & FLAG_REDIRECT_BACK == 0 {
+        return (reason, verdict);
+    }
+    if swap_macs(ctx).is_err() {
+        return (Reason::DropRedirectFailed, DROP);
+    }
+    // SAFETY: a helper taking plain integers.
+    (reason, unsafe { bpf_redirect(ifindex(ctx), 0) } as i32)
+}
+
+#[inline(always)]
+fn swap_macs(ctx: &TcContext) -> Result<(), i64> {
+    let macs: [u8; 12] = ctx.load(0)?;
+    let mut swapped = [0u8; 12];
+    swapped[..6].copy_from_slice(&macs[6..]);
+    swapped[6..].copy_from_slice(&macs[..6]);
+    ctx.store(0, &swapped, 0)
+}

@@ -1,0 +1,63 @@
+//! The frame every program shares: parse, decide, count; and applying a flow entry.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    programs::TcContext,
+};
+use netd_common::{
+    counters::{Hook, Reason},
+    flow::FlowEntry,
+    published::{Backend, PortKey},
+};
+
+use crate::{
+    maps::{NODE_ADDRS, PUBLISHED_PORTS},
+    nat,
+    parse::{Packet, parse_ipv4_l4},
+    stats::count,
+};
+
+/// What a program decided, and why.
+pub type Verdict = (Reason, i32);
+
+pub const PASS: i32 = TC_ACT_OK;
+pub const DROP: i32 = TC_ACT_SHOT;
+
+#[inline(always)]
+pub fn run(ctx: &TcContext, hook: Hook, decide: impl FnOnce(&Packet) -> Verdict) -> i32 {
+    let (reason, verdict) = match parse_ipv4_l4(ctx) {
+        Ok(pkt) => decide(&pkt),
+        Err(reason) => (reason, PASS),
+    };
+    count(hook, reason, ctx.len());
+    verdict
+}
+
+/// Write the entry's tuple into the packet and let it continue.
+#[inline(always)]
+pub fn apply(ctx: &TcContext, pkt: &Packet, entry: &FlowEntry, reason: Reason) -> Verdict {
+    match nat::rewrite(ctx, pkt, entry) {
+        Ok(()) => (reason, PASS),
+        Err(_) => (Reason::DropRewriteFailed, DROP),
+    }
+}
+
+/// The published port a packet is addressed to: the binding on the packet's exact address
+/// wins over the wildcard; the wildcard only answers on the node's own addresses.
+#[inline(always)]
+pub fn published_backend(pkt: &Packet) -> Option<Backend> {
+    let exact = PortKey {
+        addr: pkt.dst_addr,
+        port: pkt.dst_port,
+        proto: pkt.proto,
+        _pad: 0,
+    };
+    // SAFETY: a copy out of the map value.
+    if let Some(backend) = unsafe { PUBLISHED_PORTS.get(&exact) } {
+        return Some(*backend);
+    }
+    NODE_ADDRS.get_ptr(&pkt.dst_addr)?;
+    let wildcard = PortKey { addr: 0, ..exact };
+    // SAFETY: as above.
+    unsafe { PUBLISHED_PORTS.get(&wildcard) }.copied()
+}
