@@ -57,9 +57,10 @@ reasons! {
     DropNoConfig = 14 => "drop_no_config",
     HairpinNew = 15 => "hairpin_new_flow",
     DropRedirectFailed = 16 => "drop_redirect_failed",
+    IcmpErrorTranslated = 17 => "icmp_error_translated",
 }
 
-pub const REASON_COUNT: u32 = 17;
+pub const REASON_COUNT: u32 = 18;
 
 /// Value of `COUNTERS`.
 #[repr(C)]

@@ -14,16 +14,20 @@ use netd_common::{
 use crate::{
     conntrack::{self, Tuple},
     maps::ENDPOINTS,
-    parse::Packet,
+    parse::{Kind, Packet},
     program::{DROP, PASS, Verdict, apply, published_backend, run},
 };
 
 pub fn ingress(ctx: &TcContext) -> i32 {
     run(ctx, Hook::EndpointIngress, |pkt| {
+        if pkt.kind == Kind::IcmpError {
+            // Errors about hairpin flows are left to the stack.
+            return (Reason::NoMatch, PASS);
+        }
         let key = conntrack::key_of(pkt, DIR_FROM_ENDPOINT);
         if let Some(entry) = conntrack::lookup(&key, pkt) {
             deliver(ctx, pkt, &entry, Reason::Established)
-        } else if let Some(backend) = published_backend(pkt) {
+        } else if let Some(backend) = pkt.starts_flow.then(|| published_backend(pkt)).flatten() {
             hairpin_new_flow(ctx, pkt, &key, &backend)
         } else {
             (Reason::NoMatch, PASS)

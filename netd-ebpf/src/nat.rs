@@ -11,7 +11,7 @@ use netd_common::{
 use crate::{
     csum,
     maps::{FLOWS, PUBLISHED_PORTS},
-    parse::{IP_DST_OFF, IP_SRC_OFF, L4_DST_PORT_OFF, L4_SRC_PORT_OFF, Packet},
+    parse::{IP_DST_OFF, IP_SRC_OFF, Packet},
 };
 
 /// Tries at finding a free SNAT port for one destination; more rarely succeed.
@@ -23,47 +23,39 @@ const EEXIST: i32 = -17;
 /// alone.
 #[inline(always)]
 pub fn rewrite(ctx: &TcContext, pkt: &Packet, to: &FlowEntry) -> Result<(), i64> {
-    rewrite_end(
-        ctx,
-        pkt,
-        pkt.src_addr,
-        to.src_addr,
-        IP_SRC_OFF,
-        pkt.src_port,
-        to.src_port,
-        L4_SRC_PORT_OFF,
-    )?;
-    rewrite_end(
-        ctx,
-        pkt,
-        pkt.dst_addr,
-        to.dst_addr,
-        IP_DST_OFF,
-        pkt.dst_port,
-        to.dst_port,
-        L4_DST_PORT_OFF,
-    )
+    let src = End {
+        addr_off: IP_SRC_OFF,
+        port_off: pkt.src_port_off,
+        old: (pkt.src_addr, pkt.src_port),
+        new: (to.src_addr, to.src_port),
+    };
+    let dst = End {
+        addr_off: IP_DST_OFF,
+        port_off: pkt.dst_port_off,
+        old: (pkt.dst_addr, pkt.dst_port),
+        new: (to.dst_addr, to.dst_port),
+    };
+    rewrite_end(ctx, pkt, &src)?;
+    rewrite_end(ctx, pkt, &dst)
 }
 
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn rewrite_end(
-    ctx: &TcContext,
-    pkt: &Packet,
-    old_addr: u32,
-    addr: u32,
+/// One end of a packet: where its address and port sit, what they are and will be.
+struct End {
     addr_off: usize,
-    old_port: u16,
-    port: u16,
     port_off: usize,
-) -> Result<(), i64> {
-    if old_addr != addr {
-        csum::addr_changed(ctx, pkt, old_addr, addr)?;
-        ctx.store(addr_off, &addr, 0)?;
+    old: (u32, u16),
+    new: (u32, u16),
+}
+
+#[inline(always)]
+fn rewrite_end(ctx: &TcContext, pkt: &Packet, end: &End) -> Result<(), i64> {
+    if end.old.0 != end.new.0 {
+        csum::addr_changed(ctx, pkt, end.old.0, end.new.0)?;
+        ctx.store(end.addr_off, &end.new.0, 0)?;
     }
-    if old_port != port {
-        csum::port_changed(ctx, pkt, old_port, port)?;
-        ctx.store(port_off, &port, 0)?;
+    if end.old.1 != end.new.1 {
+        csum::port_changed(ctx, pkt, end.old.1, end.new.1)?;
+        ctx.store(end.port_off, &end.new.1, 0)?;
     }
     Ok(())
 }

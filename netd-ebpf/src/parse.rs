@@ -1,9 +1,14 @@
 //! Parsing: the Ethernet/IPv4/L4 headers netd translates, read with bounds-checked loads.
 //! Anything it does not translate is named by the `Reason` it is passed with.
+//!
+//! ICMP echo is a flow like TCP and UDP, its identifier standing in for the port on the
+//! asking side (the request's source "port", the reply's destination "port"; the other is
+//! 0). An ICMP error is parsed as the packet it quotes (`Kind::IcmpError`), since that is
+//! what finds its flow.
 
 use aya_ebpf::programs::TcContext;
 use core::mem::offset_of;
-use netd_common::{PROTO_TCP, PROTO_UDP, counters::Reason, flow::SEEN_PACKET};
+use netd_common::{PROTO_ICMP, PROTO_TCP, PROTO_UDP, counters::Reason, flow::SEEN_PACKET};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::Ipv4Hdr,
@@ -15,29 +20,60 @@ pub const L4_OFF: usize = IP_OFF + Ipv4Hdr::LEN;
 pub const IP_CSUM_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, check);
 pub const IP_SRC_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, src_addr);
 pub const IP_DST_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, dst_addr);
-pub const L4_SRC_PORT_OFF: usize = L4_OFF;
-pub const L4_DST_PORT_OFF: usize = L4_OFF + 2;
 const TCP_FLAGS_OFF: usize = L4_OFF + 13;
 const TCP_CSUM_OFF: usize = L4_OFF + 16;
 const UDP_CSUM_OFF: usize = L4_OFF + 6;
+pub const ICMP_CSUM_OFF: usize = L4_OFF + 2;
+const ICMP_ID_OFF: usize = L4_OFF + 4;
 const TCP_HDR_LEN: usize = 20;
 const UDP_HDR_LEN: usize = 8;
+const ICMP_HDR_LEN: usize = 8;
+
+/// Where an ICMP error's quoted packet sits.
+pub const INNER_IP_OFF: usize = L4_OFF + ICMP_HDR_LEN;
+pub const INNER_IP_CSUM_OFF: usize = INNER_IP_OFF + offset_of!(Ipv4Hdr, check);
+pub const INNER_IP_SRC_OFF: usize = INNER_IP_OFF + offset_of!(Ipv4Hdr, src_addr);
+pub const INNER_IP_DST_OFF: usize = INNER_IP_OFF + offset_of!(Ipv4Hdr, dst_addr);
+pub const INNER_L4_OFF: usize = INNER_IP_OFF + Ipv4Hdr::LEN;
+
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMP_PARAMETER_PROBLEM: u8 = 12;
 
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// TCP, UDP or ICMP echo: the packet's own tuple.
+    Flow,
+    /// An ICMP error: the tuple is the quoted packet's (TCP or UDP).
+    IcmpError,
+}
+
 /// The facts about a packet that the NAT needs. Addresses and ports in network order.
 #[derive(Clone, Copy)]
 pub struct Packet {
+    pub kind: Kind,
     pub proto: u8,
     pub src_addr: u32,
     pub dst_addr: u32,
     pub src_port: u16,
     pub dst_port: u16,
+    /// Where the "ports" are written (for ICMP echo both name the identifier; the side
+    /// that is 0 never changes).
+    pub src_port_off: usize,
+    pub dst_port_off: usize,
     /// `SEEN_*` bits of netd_common::flow: SEEN_PACKET, plus the TCP flags.
     pub seen: u8,
+    /// May this packet start a new flow? Not an ICMP echo reply: its identifier is its
+    /// destination "port", so it can only ever be a reply.
+    pub starts_flow: bool,
+    /// The L4 checksum of the packet itself (for an ICMP error: the ICMP checksum).
     pub l4_csum_off: usize,
 }
 
@@ -47,7 +83,18 @@ pub fn parse_ipv4_l4(ctx: &TcContext) -> Result<Packet, Reason> {
     if eth.ether_type != EtherType::Ipv4 as u16 {
         return Err(Reason::NotIpv4);
     }
-    let ip: Ipv4Hdr = ctx.load(IP_OFF).map_err(|_| Reason::Truncated)?;
+    let ip = ipv4_header(ctx, IP_OFF)?;
+    match ip.proto as u8 {
+        PROTO_TCP | PROTO_UDP => transport(ctx, &ip),
+        PROTO_ICMP => icmp(ctx, &ip),
+        _ => Err(Reason::OtherProto),
+    }
+}
+
+/// An IPv4 header without options, not a fragment.
+#[inline(always)]
+fn ipv4_header(ctx: &TcContext, off: usize) -> Result<Ipv4Hdr, Reason> {
+    let ip: Ipv4Hdr = ctx.load(off).map_err(|_| Reason::Truncated)?;
     if ip.vihl != 0x45 {
         return Err(if ip.vihl >> 4 != 4 {
             Reason::NotIpv4
@@ -59,29 +106,88 @@ pub fn parse_ipv4_l4(ctx: &TcContext) -> Result<Packet, Reason> {
     if u16::from_be_bytes(ip.frags) & 0x3fff != 0 {
         return Err(Reason::Fragment);
     }
-    let (l4_csum_off, l4_last_byte) = match ip.proto as u8 {
-        PROTO_TCP => (TCP_CSUM_OFF, L4_OFF + TCP_HDR_LEN - 1),
-        PROTO_UDP => (UDP_CSUM_OFF, L4_OFF + UDP_HDR_LEN - 1),
-        _ => return Err(Reason::OtherProto),
+    Ok(ip)
+}
+
+#[inline(always)]
+fn transport(ctx: &TcContext, ip: &Ipv4Hdr) -> Result<Packet, Reason> {
+    let proto = ip.proto as u8;
+    let (l4_csum_off, l4_last_byte) = if proto == PROTO_TCP {
+        (TCP_CSUM_OFF, L4_OFF + TCP_HDR_LEN - 1)
+    } else {
+        (UDP_CSUM_OFF, L4_OFF + UDP_HDR_LEN - 1)
     };
     // The whole L4 header must be there: a cut-short header is no packet to translate
     // (and a rewrite could fail half-way).
     let _: u8 = ctx.load(l4_last_byte).map_err(|_| Reason::Truncated)?;
     let ports: [u16; 2] = ctx.load(L4_OFF).map_err(|_| Reason::Truncated)?;
-    let seen = if ip.proto as u8 == PROTO_TCP {
+    let seen = if proto == PROTO_TCP {
         let flags: u8 = ctx.load(TCP_FLAGS_OFF).map_err(|_| Reason::Truncated)?;
         seen_bits(flags)
     } else {
         SEEN_PACKET
     };
     Ok(Packet {
-        proto: ip.proto as u8,
+        kind: Kind::Flow,
+        proto,
         src_addr: u32::from_ne_bytes(ip.src_addr),
         dst_addr: u32::from_ne_bytes(ip.dst_addr),
         src_port: ports[0],
         dst_port: ports[1],
+        src_port_off: L4_OFF,
+        dst_port_off: L4_OFF + 2,
         seen,
+        starts_flow: true,
         l4_csum_off,
+    })
+}
+
+#[inline(always)]
+fn icmp(ctx: &TcContext, ip: &Ipv4Hdr) -> Result<Packet, Reason> {
+    let header: [u8; ICMP_HDR_LEN] = ctx.load(L4_OFF).map_err(|_| Reason::Truncated)?;
+    let id = u16::from_ne_bytes([header[4], header[5]]);
+    let (src_port, dst_port) = match header[0] {
+        ICMP_ECHO_REQUEST => (id, 0),
+        ICMP_ECHO_REPLY => (0, id),
+        ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM => return icmp_error(ctx),
+        _ => return Err(Reason::OtherProto),
+    };
+    Ok(Packet {
+        kind: Kind::Flow,
+        proto: PROTO_ICMP,
+        src_addr: u32::from_ne_bytes(ip.src_addr),
+        dst_addr: u32::from_ne_bytes(ip.dst_addr),
+        src_port,
+        dst_port,
+        src_port_off: ICMP_ID_OFF,
+        dst_port_off: ICMP_ID_OFF,
+        seen: SEEN_PACKET,
+        starts_flow: header[0] == ICMP_ECHO_REQUEST,
+        l4_csum_off: ICMP_CSUM_OFF,
+    })
+}
+
+/// The TCP or UDP packet an ICMP error quotes (its first 8 bytes of L4 at least).
+#[inline(always)]
+fn icmp_error(ctx: &TcContext) -> Result<Packet, Reason> {
+    let inner = ipv4_header(ctx, INNER_IP_OFF)?;
+    let proto = inner.proto as u8;
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return Err(Reason::OtherProto);
+    }
+    let ports: [u16; 2] = ctx.load(INNER_L4_OFF).map_err(|_| Reason::Truncated)?;
+    Ok(Packet {
+        kind: Kind::IcmpError,
+        proto,
+        src_addr: u32::from_ne_bytes(inner.src_addr),
+        dst_addr: u32::from_ne_bytes(inner.dst_addr),
+        src_port: ports[0],
+        dst_port: ports[1],
+        src_port_off: INNER_L4_OFF,
+        dst_port_off: INNER_L4_OFF + 2,
+        seen: 0,
+        starts_flow: false,
+        l4_csum_off: ICMP_CSUM_OFF,
     })
 }
 

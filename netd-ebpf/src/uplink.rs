@@ -11,14 +11,18 @@ use netd_common::{
 
 use crate::{
     conntrack::{self, Tuple},
+    icmp,
     maps::{FLOWS, MASQ_SUBNETS, NODE_CONFIG},
     nat,
-    parse::Packet,
+    parse::{Kind, Packet},
     program::{DROP, PASS, Verdict, apply, published_backend, run},
 };
 
 pub fn ingress(ctx: &TcContext) -> i32 {
     run(ctx, Hook::UplinkIngress, |pkt| {
+        if pkt.kind == Kind::IcmpError {
+            return icmp::translate_error(ctx, pkt, DIR_INGRESS);
+        }
         let key = conntrack::key_of(pkt, DIR_INGRESS);
         if let Some(entry) = conntrack::lookup(&key, pkt) {
             let reason = if entry.origin == ORIGIN_SNAT {
@@ -27,7 +31,7 @@ pub fn ingress(ctx: &TcContext) -> i32 {
                 Reason::Established
             };
             apply(ctx, pkt, &entry, reason)
-        } else if let Some(backend) = published_backend(pkt) {
+        } else if let Some(backend) = pkt.starts_flow.then(|| published_backend(pkt)).flatten() {
             dnat_new_flow(ctx, pkt, &key, &backend)
         } else {
             (Reason::NoMatch, PASS)
@@ -37,6 +41,9 @@ pub fn ingress(ctx: &TcContext) -> i32 {
 
 pub fn egress(ctx: &TcContext) -> i32 {
     run(ctx, Hook::UplinkEgress, |pkt| {
+        if pkt.kind == Kind::IcmpError {
+            return icmp::translate_error(ctx, pkt, DIR_EGRESS);
+        }
         let key = conntrack::key_of(pkt, DIR_EGRESS);
         if let Some(entry) = conntrack::lookup(&key, pkt) {
             let reason = if entry.origin == ORIGIN_DNAT {
@@ -45,7 +52,7 @@ pub fn egress(ctx: &TcContext) -> i32 {
                 Reason::Established
             };
             apply(ctx, pkt, &entry, reason)
-        } else if is_masqueraded(pkt.src_addr) {
+        } else if pkt.starts_flow && is_masqueraded(pkt.src_addr) {
             snat_new_flow(ctx, pkt, &key)
         } else {
             (Reason::NoMatch, PASS)

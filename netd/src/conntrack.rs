@@ -4,7 +4,7 @@
 use std::{collections::HashMap, net::Ipv4Addr};
 
 use netd_common::{
-    PROTO_TCP,
+    PROTO_ICMP, PROTO_TCP,
     flow::{
         FLAG_REPLY, FlowEntry, FlowKey, ORIGIN_DNAT, ORIGIN_SNAT, SEEN_ACK, SEEN_FIN, SEEN_PACKET,
         SEEN_RST,
@@ -175,7 +175,12 @@ pub fn views(entries: &[(FlowKey, FlowEntry)], now: u64) -> Vec<FlowView> {
             .last_seen_ns
             .max(partner.map_or(0, |p| p.last_seen_ns));
         out.push(FlowView {
-            proto: if key.proto == PROTO_TCP { "tcp" } else { "udp" }.into(),
+            proto: match key.proto {
+                PROTO_TCP => "tcp",
+                PROTO_ICMP => "icmp",
+                _ => "udp",
+            }
+            .into(),
             kind: match entry.origin {
                 ORIGIN_DNAT => "dnat",
                 ORIGIN_SNAT => "snat",

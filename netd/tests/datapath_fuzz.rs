@@ -64,7 +64,17 @@ fn template(rng: &mut Rng) -> Vec<u8> {
         Pkt::udp(src, sport, dst, dport)
     };
     pkt.udp_no_csum = rng.below(4) == 0;
-    pkt.build()
+    match rng.below(5) {
+        0 => icmp_echo(src, dst, rng.pick(&ports), rng.below(2) == 0),
+        1 => icmp_error(
+            rng.pick(&addrs),
+            dst,
+            rng.pick(&[3, 11, 12]),
+            rng.below(5) as u8,
+            &pkt.build(),
+        ),
+        _ => pkt.build(),
+    }
 }
 
 fn mutate(rng: &mut Rng, mut p: Vec<u8>) -> Vec<u8> {
@@ -103,7 +113,12 @@ fn well_formed(p: &[u8]) -> bool {
         && p[12..14] == [0x08, 0x00]
         && p[ETH] == 0x45
         && u16::from_be_bytes([p[ETH + 6], p[ETH + 7]]) & 0x3fff == 0
-        && (p[ETH + 9] == TCP && p.len() >= ETH + 40 || p[ETH + 9] == UDP)
+        && (p[ETH + 9] == TCP && p.len() >= ETH + 40 || p[ETH + 9] == UDP || p[ETH + 9] == ICMP)
+}
+
+/// An ICMP packet's checksum covers everything after the IP header.
+fn icmp_csum_ok(p: &[u8]) -> bool {
+    checksum(&p[ETH + 20..], 0) == 0
 }
 
 fn ip_csum_ok(p: &[u8]) -> bool {
@@ -155,6 +170,18 @@ fn random_and_mutated_packets_are_never_rewritten_wrongly() {
                 );
                 assert_eq!(out.len(), input.len(), "{}", ctx());
                 let proto = input[ETH + 9];
+                if proto == ICMP {
+                    // Addresses and IP checksum, the echo identifier or the quoted packet,
+                    // and the ICMP checksum may change; nothing before.
+                    assert_eq!(input[..ETH + 10], out[..ETH + 10], "{}", ctx());
+                    if ip_csum_ok(&input) {
+                        assert!(ip_csum_ok(&out), "broke the IP checksum: {}", ctx());
+                    }
+                    if icmp_csum_ok(&input) {
+                        assert!(icmp_csum_ok(&out), "broke the ICMP checksum: {}", ctx());
+                    }
+                    continue;
+                }
                 let csum = l4_csum_offset(proto);
                 for (i, (a, b)) in input.iter().zip(&out).enumerate() {
                     let nat = (ETH + 10..ETH + 20).contains(&i)

@@ -235,3 +235,89 @@ pub fn dst_of(p: &[u8]) -> (Ipv4Addr, u16) {
         u16::from_be_bytes([p[36], p[37]]),
     )
 }
+
+pub const ICMP: u8 = 1;
+
+fn ipv4_frame(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, l4: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
+    let total = (20 + l4.len()) as u16;
+    p.extend_from_slice(&[
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0x12,
+        0x34,
+        0x40,
+        0,
+        64,
+        proto,
+        0,
+        0,
+    ]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    let c = checksum(&p[ETH..ETH + 20], 0);
+    p[ETH + 10..ETH + 12].copy_from_slice(&c.to_be_bytes());
+    p.extend_from_slice(l4);
+    p
+}
+
+/// An ICMP message (type, code, 4 bytes of rest-of-header, body) with a valid checksum.
+fn icmp_frame(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ty: u8,
+    code: u8,
+    rest: [u8; 4],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut icmp = vec![ty, code, 0, 0];
+    icmp.extend_from_slice(&rest);
+    icmp.extend_from_slice(body);
+    let c = checksum(&icmp, 0);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    ipv4_frame(ICMP, src, dst, &icmp)
+}
+
+pub fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, id: u16, request: bool) -> Vec<u8> {
+    let ty = if request { 8 } else { 0 };
+    let id = id.to_be_bytes();
+    icmp_frame(src, dst, ty, 0, [id[0], id[1], 0, 1], b"ping-payload")
+}
+
+/// An ICMP error from `src` to `dst` quoting `quoted` (a frame built by `Pkt`): its IP
+/// header and the first 8 bytes of its L4 header, as routers send.
+pub fn icmp_error(src: Ipv4Addr, dst: Ipv4Addr, ty: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
+    let rest = if ty == 3 && code == 4 {
+        [0, 0, 0x05, 0x78]
+    } else {
+        [0; 4]
+    }; // MTU 1400
+    icmp_frame(src, dst, ty, code, rest, &quoted[ETH..ETH + 28])
+}
+
+/// The ICMP checksum and, for an error, the quoted IP header's checksum are right.
+pub fn assert_icmp_checksums_valid(p: &[u8]) {
+    assert_eq!(
+        checksum(&p[ETH..ETH + 20], 0),
+        0,
+        "outer IPv4 header checksum"
+    );
+    assert_eq!(checksum(&p[ETH + 20..], 0), 0, "ICMP checksum");
+    if matches!(p[ETH + 20], 3 | 11 | 12) {
+        assert_eq!(
+            checksum(&p[ETH + 28..ETH + 48], 0),
+            0,
+            "quoted IPv4 header checksum"
+        );
+    }
+}
+
+/// For an ICMP error: the quoted packet's (source, destination) ends.
+pub fn quoted_ends(p: &[u8]) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+    let q = &p[ETH + 28..];
+    let ip = |o: usize| Ipv4Addr::new(q[o], q[o + 1], q[o + 2], q[o + 3]);
+    let port = |o: usize| u16::from_be_bytes([q[o], q[o + 1]]);
+    ((ip(12), port(20)), (ip(16), port(22)))
+}
