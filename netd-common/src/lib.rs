@@ -10,6 +10,7 @@ pub mod counters;
 pub mod flow;
 pub mod maps;
 pub mod published;
+pub mod sockets;
 
 #[cfg(feature = "user")]
 pub mod user;

@@ -8,6 +8,7 @@ pub const NODE_ADDRS: &str = "NETD_ADDRS_V1";
 pub const MASQ_SUBNETS: &str = "NETD_MASQ_V1";
 pub const COUNTERS: &str = "NETD_COUNTERS_V1";
 pub const ENDPOINTS: &str = "NETD_ENDPOINTS_V1";
+pub const SOCKET_ORIGINS: &str = "NETD_SOCKETS_V1";
 
 pub const PUBLISHED_PORTS_MAX: u32 = 65_536;
 /// Two entries per translated flow (one per direction).
@@ -34,6 +35,9 @@ pub struct NodeConfig {
     /// First and last port of the SNAT range (host order, inclusive).
     pub snat_port_min: u16,
     pub snat_port_max: u16,
+    /// The node's network namespace (SO_NETNS_COOKIE): the socket hooks act only on
+    /// sockets there; 0 turns them off.
+    pub netns_cookie: u64,
 }
 
 /// `MASQ_SUBNETS` is an LPM trie keyed by (prefix length, network-order address) with a

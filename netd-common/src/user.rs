@@ -5,6 +5,7 @@ use crate::{
     flow::{FlowEntry, FlowKey},
     maps::{EndpointInfo, NodeConfig},
     published::{Backend, PortKey},
+    sockets::{SocketOrigin, SocketPeer},
 };
 
 macro_rules! pod {
@@ -24,7 +25,9 @@ pod!(
     FlowEntry,
     NodeConfig,
     EndpointInfo,
-    Counter
+    Counter,
+    SocketPeer,
+    SocketOrigin
 );
 
 /// The network-order `u32` the kernel programs compare with a packet's address bytes.

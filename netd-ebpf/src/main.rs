@@ -9,6 +9,8 @@ mod csum;
 #[cfg(target_arch = "bpf")]
 mod endpoint;
 #[cfg(target_arch = "bpf")]
+mod host_local;
+#[cfg(target_arch = "bpf")]
 mod icmp;
 #[cfg(target_arch = "bpf")]
 mod maps;
@@ -25,7 +27,10 @@ mod uplink;
 
 #[cfg(target_arch = "bpf")]
 mod programs {
-    use aya_ebpf::{macros::classifier, programs::TcContext};
+    use aya_ebpf::{
+        macros::{cgroup_sock_addr, classifier},
+        programs::{SockAddrContext, TcContext},
+    };
 
     /// TC ingress of the uplink: DNAT of published ports, reverse SNAT of replies.
     #[classifier]
@@ -43,6 +48,27 @@ mod programs {
     #[classifier]
     pub fn endpoint_ingress(ctx: TcContext) -> i32 {
         crate::endpoint::ingress(&ctx)
+    }
+
+    /// Node processes connecting to a published port reach the container directly.
+    #[cgroup_sock_addr(connect4)]
+    pub fn host_connect4(ctx: SockAddrContext) -> i32 {
+        crate::host_local::translate_destination(&ctx)
+    }
+
+    #[cgroup_sock_addr(sendmsg4)]
+    pub fn host_sendmsg4(ctx: SockAddrContext) -> i32 {
+        crate::host_local::translate_destination(&ctx)
+    }
+
+    #[cgroup_sock_addr(recvmsg4)]
+    pub fn host_recvmsg4(ctx: SockAddrContext) -> i32 {
+        crate::host_local::restore_peer(&ctx)
+    }
+
+    #[cgroup_sock_addr(getpeername4)]
+    pub fn host_getpeername4(ctx: SockAddrContext) -> i32 {
+        crate::host_local::restore_peer(&ctx)
     }
 
     #[panic_handler]

@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use netd_common::{
     counters::{Counter, HOOK_COUNT, REASON_COUNT},
@@ -13,6 +13,7 @@ use netd_common::{
         PUBLISHED_PORTS_MAX,
     },
     published::{Backend, PortKey},
+    sockets::{SOCKET_ORIGINS_MAX, SocketOrigin, SocketPeer},
 };
 
 #[map(name = "NETD_PORTS_V1")]
@@ -41,3 +42,9 @@ pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(HOOK_COUNT * REA
 /// Who is behind each container's host-side veth, by its ifindex.
 #[map(name = "NETD_ENDPOINTS_V1")]
 pub static ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::pinned(ENDPOINTS_MAX, 0);
+
+/// For host-local sockets that were pointed at a container: the address they called. An
+/// LRU: losing an entry only changes the peer address a process is shown.
+#[map(name = "NETD_SOCKETS_V1")]
+pub static SOCKET_ORIGINS: LruHashMap<SocketPeer, SocketOrigin> =
+    LruHashMap::pinned(SOCKET_ORIGINS_MAX, 0);

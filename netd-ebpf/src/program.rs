@@ -43,9 +43,14 @@ pub fn apply(ctx: &TcContext, pkt: &Packet, entry: &FlowEntry, reason: Reason) -
 }
 
 /// The published port a packet is addressed to: the binding on the packet's exact address
-/// wins over the wildcard; the wildcard only answers on the node's own addresses.
+/// wins over the wildcard; the wildcard only answers on the node's own addresses. A packet
+/// addressed to loopback never matches: it can only have come from outside (TC runs
+/// before the kernel drops such martians), and bindings on 127.0.0.1 must stay local.
 #[inline(always)]
 pub fn published_backend(pkt: &Packet) -> Option<Backend> {
+    if is_loopback(pkt.dst_addr) {
+        return None;
+    }
     let exact = PortKey {
         addr: pkt.dst_addr,
         port: pkt.dst_port,
@@ -60,4 +65,10 @@ pub fn published_backend(pkt: &Packet) -> Option<Backend> {
     let wildcard = PortKey { addr: 0, ..exact };
     // SAFETY: as above.
     unsafe { PUBLISHED_PORTS.get(&wildcard) }.copied()
+}
+
+/// 127.0.0.0/8, for a network-order address.
+#[inline(always)]
+pub fn is_loopback(addr: u32) -> bool {
+    addr.to_ne_bytes()[0] == 127
 }

@@ -21,7 +21,7 @@ use tokio::{process::Child, sync::Mutex};
 use crate::{
     api::{self, ApiError, ApiRequest, CounterView, RunRequest},
     conntrack,
-    datapath::Datapath,
+    datapath::{self, Datapath},
     endpoint::{self, EndpointSpec},
     ipam,
     netlink::Netlink,
@@ -42,6 +42,8 @@ pub struct DaemonConfig {
     pub bpffs_dir: PathBuf,
     pub snat_ports: PortRange,
     pub flow_table_size: u32,
+    /// Where the host-local socket hooks attach; `None`: the cgroup2 root, if mounted.
+    pub cgroup: Option<PathBuf>,
 }
 
 struct Inner {
@@ -86,7 +88,14 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     datapath.set_node_config(
         uplink_addr,
         (config.snat_ports.start, config.snat_ports.end),
+        datapath::netns_cookie()?,
     )?;
+    match config.cgroup.clone().or_else(datapath::cgroup2_mount) {
+        Some(cgroup) => datapath.attach_host_local(&cgroup)?,
+        None => warn!(
+            "no cgroup2 mount found: processes of the node cannot reach published ports through 127.0.0.1 or the node's addresses (give --cgroup)"
+        ),
+    }
     write_sysctl("net/ipv4/ip_forward", "1")?;
 
     let daemon = Arc::new_cyclic(|me| Daemon {

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{self, Array, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
-    programs::{SchedClassifier, TcAttachType, tc::SchedClassifierLinkId},
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, tc::SchedClassifierLinkId,
+    },
 };
 use ipnet::Ipv4Net;
 use log::info;
@@ -65,6 +67,14 @@ pub const UPLINK_PROGRAMS: [(&str, TcAttachType); 2] = [
 /// The program on each container's host-side veth (TC ingress).
 pub const ENDPOINT_PROGRAM: &str = "endpoint_ingress";
 
+/// The socket hooks for host-local access, attached to a cgroup.
+pub const HOST_LOCAL_PROGRAMS: [&str; 4] = [
+    "host_connect4",
+    "host_sendmsg4",
+    "host_recvmsg4",
+    "host_getpeername4",
+];
+
 impl Datapath {
     /// Load and verify the programs, with their maps pinned in `bpffs_dir` (adopting maps
     /// a previous run pinned there). Nothing is attached yet.
@@ -87,6 +97,12 @@ impl Datapath {
         for name in names {
             datapath
                 .program(name)?
+                .load()
+                .with_context(|| format!("verify program {name}"))?;
+        }
+        for name in HOST_LOCAL_PROGRAMS {
+            datapath
+                .socket_program(name)?
                 .load()
                 .with_context(|| format!("verify program {name}"))?;
         }
@@ -155,6 +171,36 @@ impl Datapath {
             .with_context(|| format!("unregister endpoint {host_veth}"))
     }
 
+    /// Attach the host-local socket hooks to the cgroup at `cgroup` (a cgroup2 directory):
+    /// processes in it, and only those in the node's network namespace, reach published
+    /// ports on 127.0.0.1 and the node's addresses. Other programs attached there stay
+    /// (a link attachment never replaces another).
+    pub fn attach_host_local(&mut self, cgroup: &Path) -> Result<()> {
+        let dir = std::fs::File::open(cgroup)
+            .with_context(|| format!("--cgroup {}: open", cgroup.display()))?;
+        for name in HOST_LOCAL_PROGRAMS {
+            self.socket_program(name)?
+                // On kernels with bpf_link (5.7+, which this needs anyway for the netns
+                // cookie) aya attaches with a link, which is always multi-attach and
+                // takes no flags: BPF_F_ALLOW_MULTI there is EINVAL.
+                .attach(&dir, CgroupAttachMode::Single)
+                .with_context(|| format!("attach {name} to cgroup {}", cgroup.display()))?;
+        }
+        info!(
+            "host-local access to published ports for cgroup {}",
+            cgroup.display()
+        );
+        Ok(())
+    }
+
+    fn socket_program(&mut self, name: &str) -> Result<&mut CgroupSockAddr> {
+        Ok(self
+            .ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the object"))?
+            .try_into()?)
+    }
+
     /// A program of the object, e.g. for `BPF_PROG_TEST_RUN`.
     pub fn program(&mut self, name: &str) -> Result<&mut SchedClassifier> {
         Ok(self
@@ -176,12 +222,19 @@ impl Datapath {
             .with_context(|| format!("map {name} missing"))
     }
 
-    pub fn set_node_config(&mut self, snat_addr: Ipv4Addr, snat_ports: (u16, u16)) -> Result<()> {
+    /// `netns_cookie`: the node's network namespace, where the socket hooks act (0: off).
+    pub fn set_node_config(
+        &mut self,
+        snat_addr: Ipv4Addr,
+        snat_ports: (u16, u16),
+        netns_cookie: u64,
+    ) -> Result<()> {
         let mut config: Array<_, NodeConfig> = Array::try_from(self.map_mut(names::NODE_CONFIG)?)?;
         let value = NodeConfig {
             snat_addr: addr_be(snat_addr),
             snat_port_min: snat_ports.0,
             snat_port_max: snat_ports.1,
+            netns_cookie,
         };
         config.set(0, value, 0).context("write node config")
     }
@@ -299,4 +352,35 @@ fn ignore_missing(e: aya::maps::MapError) -> Result<(), aya::maps::MapError> {
         }
         _ => Err(e),
     }
+}
+
+/// The cookie of the calling thread's network namespace (SO_NETNS_COOKIE, Linux 5.14).
+pub fn netns_cookie() -> Result<u64> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").context("socket for SO_NETNS_COOKIE")?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt into a u64 of the size given.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("getsockopt SO_NETNS_COOKIE");
+    }
+    Ok(cookie)
+}
+
+/// The cgroup2 hierarchy's mount point, if this mount namespace has one.
+pub fn cgroup2_mount() -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(2) == Some(&"cgroup2")).then(|| std::path::PathBuf::from(f[1]))
+    })
 }

@@ -67,6 +67,10 @@ struct DaemonArgs {
     /// Capacity of the connection table in entries (two per translated flow).
     #[arg(long, default_value_t = netd_common::maps::FLOWS_MAX)]
     flow_table_size: u32,
+    /// The cgroup2 directory whose processes reach published ports through 127.0.0.1 and
+    /// the node's addresses [default: the cgroup2 root]
+    #[arg(long)]
+    cgroup: Option<PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -118,6 +122,7 @@ fn run_daemon(
         bpffs_dir: args.bpffs_dir,
         snat_ports,
         flow_table_size: args.flow_table_size,
+        cgroup: args.cgroup,
     };
     tokio::runtime::Runtime::new()?.block_on(daemon::run(config))?;
     Ok(std::process::ExitCode::SUCCESS)

@@ -17,7 +17,7 @@ const TC_ACT_REDIRECT: u32 = 7;
 
 fn node() -> TestDatapath {
     let mut t = TestDatapath::new();
-    t.dp.set_node_config(NODE, (61000, 65535)).unwrap();
+    t.dp.set_node_config(NODE, (61000, 65535), 0).unwrap();
     t.dp.set_node_addrs(&[NODE]).unwrap();
     let b = PortBinding {
         proto: Proto::Tcp,

@@ -136,7 +136,7 @@ fn l4_csum_ok(p: &[u8]) -> bool {
 #[test]
 fn random_and_mutated_packets_are_never_rewritten_wrongly() {
     let mut t = TestDatapath::new();
-    t.dp.set_node_config(NODE, (61000, 65535)).unwrap();
+    t.dp.set_node_config(NODE, (61000, 65535), 0).unwrap();
     t.dp.set_node_addrs(&[NODE]).unwrap();
     t.dp.set_masquerade("172.17.0.0/16".parse().unwrap(), true)
         .unwrap();

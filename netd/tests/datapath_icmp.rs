@@ -16,7 +16,7 @@ const REMOTE: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
 
 fn node() -> TestDatapath {
     let mut t = TestDatapath::new();
-    t.dp.set_node_config(NODE, (61000, 65535)).unwrap();
+    t.dp.set_node_config(NODE, (61000, 65535), 0).unwrap();
     t.dp.set_node_addrs(&[NODE]).unwrap();
     t.dp.set_masquerade("172.17.0.0/16".parse().unwrap(), true)
         .unwrap();

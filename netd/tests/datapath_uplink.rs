@@ -15,7 +15,7 @@ const REMOTE: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
 /// A node with 8080/tcp and 5353/udp published to CONTAINER, and 172.17/16 masqueraded.
 fn node() -> TestDatapath {
     let mut t = TestDatapath::new();
-    t.dp.set_node_config(NODE, (61000, 65535)).unwrap();
+    t.dp.set_node_config(NODE, (61000, 65535), 0).unwrap();
     t.dp.set_node_addrs(&[NODE]).unwrap();
     t.dp.set_masquerade("172.17.0.0/16".parse().unwrap(), true)
         .unwrap();
@@ -120,6 +120,25 @@ fn a_binding_on_the_exact_address_wins_over_the_wildcard() {
         (CONTAINER, 80),
         "the wildcard answers on the other addresses"
     );
+}
+
+#[test]
+fn a_packet_from_outside_addressed_to_loopback_is_never_translated() {
+    let mut t = node();
+    let local = PortBinding {
+        proto: Proto::Tcp,
+        container_port: 443,
+        host_ip: Ipv4Addr::LOCALHOST,
+        host_port: 8443,
+    };
+    t.dp.publish(&local, CONTAINER, 7).unwrap();
+    // TC ingress runs before the kernel drops such martians (moby#45610).
+    for dst in [Ipv4Addr::LOCALHOST, Ipv4Addr::new(127, 0, 0, 2)] {
+        for port in [8443, 8080] {
+            let p = Pkt::tcp(CLIENT, 40000, dst, port, SYN).build();
+            assert_eq!(t.run("uplink_ingress", &p), (TC_ACT_OK, p), "{dst}:{port}");
+        }
+    }
 }
 
 #[test]

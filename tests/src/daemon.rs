@@ -30,6 +30,8 @@ pub struct Daemon {
     pub socket: PathBuf,
     tag: String,
     flags: Vec<String>,
+    /// The daemon's cgroup for host-local access: `host_process` runs commands in it.
+    pub cgroup: PathBuf,
     child: Option<Child>,
 }
 
@@ -40,19 +42,37 @@ impl Daemon {
     }
 
     /// Like `start`, with more `netd daemon` flags.
-    pub fn start_with(node: &Netns, uplink: &str, flags: &[&str]) -> Result<Self> {
+    pub fn start_with(node: &Netns, uplink: &str, extra: &[&str]) -> Result<Self> {
         let dir = PathBuf::from(format!("/run/netd-test/{}", node.name));
         fs::create_dir_all(dir.join("bpf"))?;
         run(
             "mount",
             &["-t", "bpf", "bpf", &dir.join("bpf").to_string_lossy()],
         )?;
+        // A private cgroup for the host-local socket hooks, so they never see the
+        // machine's other processes; on a cgroup2 mount outside /sys, which
+        // `ip netns exec` hides.
+        fs::create_dir_all(dir.join("cgroup"))?;
+        run(
+            "mount",
+            &[
+                "-t",
+                "cgroup2",
+                "none",
+                &dir.join("cgroup").to_string_lossy(),
+            ],
+        )?;
+        let cgroup = dir.join("cgroup").join(format!("netd-test-{}", node.name));
+        fs::create_dir_all(&cgroup)?;
+        let mut flags: Vec<String> = vec!["--cgroup".into(), cgroup.to_string_lossy().into_owned()];
+        flags.extend(extra.iter().map(|f| f.to_string()));
         let mut daemon = Daemon {
             node: node.name.clone(),
             socket: dir.join("netd.sock"),
             tag: node.name.clone(),
             dir,
-            flags: flags.iter().map(|f| f.to_string()).collect(),
+            flags,
+            cgroup,
             child: None,
         };
         daemon.spawn(uplink)?;
@@ -178,6 +198,20 @@ impl Daemon {
             .sum())
     }
 
+    /// Run `args` as a process of namespace `ns` inside the daemon's cgroup (where the
+    /// host-local hooks apply); its output, whatever the exit code.
+    pub fn host_process(&self, ns: &Netns, args: &[&str]) -> Result<Output> {
+        let procs = self.cgroup.join("cgroup.procs");
+        let script = format!("echo $$ > {} && exec \"$@\"", procs.display());
+        Command::new("ip")
+            .args(["netns", "exec", &ns.name, "sh", "-c", &script, "sh"])
+            .args(args)
+            .env(TAG_VAR, &self.tag)
+            .stdin(Stdio::null())
+            .output()
+            .context("run a process in the daemon's cgroup")
+    }
+
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
     }
@@ -223,6 +257,14 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
         self.kill_tagged();
+        // A cgroup can be removed once its (killed) processes are gone.
+        for _ in 0..50 {
+            if fs::remove_dir(&self.cgroup).is_ok() || !self.cgroup.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = Command::new("umount").arg(self.dir.join("cgroup")).output();
         let _ = Command::new("umount").arg(self.dir.join("bpf")).output();
         let _ = fs::remove_dir_all(&self.dir);
     }

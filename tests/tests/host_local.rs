@@ -1,0 +1,117 @@
+//! Processes of the node reach published ports through 127.0.0.1 and the node's own
+//! address, with no proxy process; processes of other namespaces are not affected.
+
+use std::net::SocketAddr;
+
+use netd_tests::{Daemon, EchoServer, Proto, Sandbox, require_root};
+
+/// A client in Python: connects (or sends, for UDP), and prints the peer it sees and
+/// what came back.
+const CLIENT: &str = r#"
+import socket, sys
+host, port, proto = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+try:
+    if proto == "tcp":
+        s = socket.create_connection((host, port), timeout=3)
+        s.sendall(b"hello")
+        data, peer = s.recv(100), s.getpeername()
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(3)
+        s.sendto(b"hello", (host, port))
+        data, peer = s.recvfrom(100)
+    print(f"{peer[0]}:{peer[1]} {data.decode()}")
+except OSError as e:
+    print(f"error {e.__class__.__name__}")
+"#;
+
+fn call(d: &Daemon, ns: &netd_tests::Netns, host: &str, port: u16, proto: &str) -> String {
+    let out = d
+        .host_process(
+            ns,
+            &["python3", "-c", CLIENT, host, &port.to_string(), proto],
+        )
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn addr(ip: impl Into<std::net::IpAddr>, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.into(), port)
+}
+
+#[test]
+fn node_process_reaches_published_ports_via_loopback_and_node_address() {
+    require_root();
+    let sb = Sandbox::new("hl").unwrap();
+    let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    let web = d
+        .run_idle_container("web", &["8080:80", "5353:53/udp"])
+        .unwrap();
+    let tcp = EchoServer::start(&web.netns, Proto::Tcp, addr(web.ip, 80)).unwrap();
+    let _udp = EchoServer::start(&web.netns, Proto::Udp, addr(web.ip, 53)).unwrap();
+    let node = Sandbox::NODE_ADDR.to_string();
+
+    // The process sees the address it called, not the container's.
+    assert_eq!(
+        call(&d, &sb.node, "127.0.0.1", 8080, "tcp"),
+        "127.0.0.1:8080 hello"
+    );
+    assert_eq!(
+        call(&d, &sb.node, &node, 8080, "tcp"),
+        format!("{node}:8080 hello")
+    );
+    assert_eq!(
+        call(&d, &sb.node, "127.0.0.1", 5353, "udp"),
+        "127.0.0.1:5353 hello"
+    );
+    assert_eq!(tcp.peers().len(), 2, "both calls reached the container");
+    // No proxy: nothing in the node listens on the published port.
+    let listening = sb.node.exec(&["ss", "-Htln"]).unwrap().stdout;
+    assert!(!String::from_utf8_lossy(&listening).contains(":8080"));
+}
+
+#[test]
+fn a_binding_on_127_0_0_1_is_local_only() {
+    require_root();
+    let sb = Sandbox::new("hb").unwrap();
+    let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    let web = d
+        .run_idle_container("web", &["127.0.0.1:8443:443"])
+        .unwrap();
+    let server = EchoServer::start(&web.netns, Proto::Tcp, addr(web.ip, 443)).unwrap();
+
+    assert_eq!(
+        call(&d, &sb.node, "127.0.0.1", 8443, "tcp"),
+        "127.0.0.1:8443 hello"
+    );
+    let node = Sandbox::NODE_ADDR.to_string();
+    assert!(
+        call(&d, &sb.node, &node, 8443, "tcp").starts_with("error"),
+        "not on the node's other addresses"
+    );
+    assert!(
+        netd_tests::echo_once(&sb.ext.path(), Proto::Tcp, addr(Sandbox::NODE_ADDR, 8443)).is_err()
+    );
+    assert_eq!(server.peers().len(), 1);
+}
+
+#[test]
+fn processes_of_other_namespaces_are_not_redirected() {
+    require_root();
+    let sb = Sandbox::new("ho").unwrap();
+    let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    let web = d.run_idle_container("web", &["8080:80"]).unwrap();
+    let server = EchoServer::start(&web.netns, Proto::Tcp, addr(web.ip, 80)).unwrap();
+
+    // Same cgroup, other network namespace: its 127.0.0.1 is its own.
+    assert_eq!(
+        call(&d, &sb.ext, "127.0.0.1", 8080, "tcp"),
+        "error ConnectionRefusedError"
+    );
+    assert!(server.peers().is_empty());
+}
