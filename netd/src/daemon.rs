@@ -44,6 +44,8 @@ pub struct DaemonConfig {
     pub flow_table_size: u32,
     /// Where the host-local socket hooks attach; `None`: the cgroup2 root, if mounted.
     pub cgroup: Option<PathBuf>,
+    /// How often expired flows are removed from the connection table.
+    pub gc_interval: Duration,
 }
 
 struct Inner {
@@ -118,7 +120,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         config.socket.display()
     );
 
-    tokio::spawn(collect_garbage(Arc::downgrade(&daemon)));
+    tokio::spawn(collect_garbage(Arc::downgrade(&daemon), config.gc_interval));
     let handler = {
         let daemon = daemon.clone();
         Arc::new(move |req: ApiRequest| {
@@ -426,9 +428,9 @@ impl Daemon {
     }
 }
 
-async fn collect_garbage(daemon: Weak<Daemon>) {
+async fn collect_garbage(daemon: Weak<Daemon>, every: Duration) {
     loop {
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        tokio::time::sleep(every).await;
         let Some(daemon) = daemon.upgrade() else {
             return;
         };

@@ -71,6 +71,9 @@ struct DaemonArgs {
     /// the node's addresses [default: the cgroup2 root]
     #[arg(long)]
     cgroup: Option<PathBuf>,
+    /// Seconds between sweeps that remove expired flows from the connection table.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    conntrack_gc_interval: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -123,6 +126,7 @@ fn run_daemon(
         snat_ports,
         flow_table_size: args.flow_table_size,
         cgroup: args.cgroup,
+        gc_interval: std::time::Duration::from_secs(args.conntrack_gc_interval),
     };
     tokio::runtime::Runtime::new()?.block_on(daemon::run(config))?;
     Ok(std::process::ExitCode::SUCCESS)

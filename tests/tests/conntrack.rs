@@ -114,3 +114,27 @@ fn full_flow_table_is_counted() {
     assert!(d.counter("UplinkIngress", "drop_flow_table_full").unwrap() >= 1);
     assert_eq!(flows(&d).len(), 2, "the table holds whole flows only");
 }
+
+#[test]
+fn closed_flows_are_aged_out_by_the_garbage_collector() {
+    require_root();
+    let sb = Sandbox::new("cg").unwrap();
+    let d =
+        Daemon::start_with(&sb.node, Sandbox::UPLINK, &["--conntrack-gc-interval", "1"]).unwrap();
+    let web = d.run_idle_container("web", &["8080:80"]).unwrap();
+    let _server = EchoServer::start(&web.netns, Proto::Tcp, addr(web.ip, 80)).unwrap();
+
+    echo_once(&sb.ext.path(), Proto::Tcp, addr(Sandbox::NODE_ADDR, 8080)).unwrap();
+    assert_eq!(flows(&d).len(), 1);
+
+    // A closed TCP flow expires 10 s after its last packet; the sweep runs every second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !flows(&d).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the closed flow was never collected: {:?}",
+            flows(&d)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}

@@ -88,3 +88,27 @@ fn removed_container_no_longer_answers_and_leaves_nothing() {
         "only the header is left"
     );
 }
+
+#[test]
+fn a_published_range_reaches_every_port() {
+    require_root();
+    let sb = Sandbox::new("pg").unwrap();
+    let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    let web = d
+        .run_idle_container("web", &["8000-8002:80-82", "9000-9002:90-92/udp"])
+        .unwrap();
+
+    for i in 0..3u16 {
+        for (proto, host, ctr) in [(Proto::Tcp, 8000, 80), (Proto::Udp, 9000, 90)] {
+            let server = EchoServer::start(&web.netns, proto, addr(web.ip, ctr + i)).unwrap();
+            echo_once(&sb.ext.path(), proto, addr(Sandbox::NODE_ADDR, host + i)).unwrap();
+            assert_eq!(
+                server.peers().len(),
+                1,
+                "{proto:?} {} -> {}",
+                host + i,
+                ctr + i
+            );
+        }
+    }
+}
