@@ -8,15 +8,10 @@ mod support;
 
 use std::net::Ipv4Addr;
 
-use netd::ports::{PortBinding, Proto};
 use support::*;
 
-const NODE: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
-const CONTAINER: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 2);
 const ROUNDS: usize = 100_000;
 const TC_ACT_REDIRECT: u32 = 7;
-/// BPF_PROG_TEST_RUN runs skb programs on loopback.
-const LO: u32 = 1;
 
 /// xorshift64*: reproducible without a dependency.
 struct Rng(u64);
@@ -135,22 +130,7 @@ fn l4_csum_ok(p: &[u8]) -> bool {
 
 #[test]
 fn random_and_mutated_packets_are_never_rewritten_wrongly() {
-    let mut t = TestDatapath::new();
-    t.dp.set_node_config(NODE, (61000, 65535), 0).unwrap();
-    t.dp.set_node_addrs(&[NODE]).unwrap();
-    t.dp.set_masquerade("172.17.0.0/16".parse().unwrap(), true)
-        .unwrap();
-    for (proto, host_port, container_port) in [(Proto::Tcp, 8080, 80), (Proto::Udp, 5353, 53)] {
-        let b = PortBinding {
-            proto,
-            container_port,
-            host_ip: Ipv4Addr::UNSPECIFIED,
-            host_port,
-        };
-        t.dp.publish(&b, CONTAINER, LO).unwrap();
-    }
-    t.dp.register_endpoint(LO, CONTAINER, Ipv4Addr::new(172, 17, 0, 1))
-        .unwrap();
+    let mut t = standard_node();
     let mut rng = Rng(0x005e_ed0f_4e7d);
     let (mut rewritten, mut dropped) = (0, 0);
     for round in 0..ROUNDS {

@@ -5,29 +5,12 @@ mod support;
 
 use std::net::Ipv4Addr;
 
-use netd::ports::{PortBinding, Proto};
 use support::*;
 
-const NODE: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
 const ROUTER: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 254);
-const CONTAINER: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 2);
-const REMOTE: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
 
 fn node() -> TestDatapath {
-    let mut t = TestDatapath::new();
-    t.dp.set_node_config(NODE, (61000, 65535), 0).unwrap();
-    t.dp.set_node_addrs(&[NODE]).unwrap();
-    t.dp.set_masquerade("172.17.0.0/16".parse().unwrap(), true)
-        .unwrap();
-    let b = PortBinding {
-        proto: Proto::Udp,
-        container_port: 53,
-        host_ip: Ipv4Addr::UNSPECIFIED,
-        host_port: 5353,
-    };
-    t.dp.publish(&b, CONTAINER, 7).unwrap();
-    t
+    standard_node()
 }
 
 fn echo_id(p: &[u8]) -> u16 {

@@ -7,28 +7,8 @@ use std::net::Ipv4Addr;
 use netd::ports::{PortBinding, Proto};
 use support::*;
 
-const NODE: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
-const CONTAINER: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 2);
-const REMOTE: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
-
-/// A node with 8080/tcp and 5353/udp published to CONTAINER, and 172.17/16 masqueraded.
 fn node() -> TestDatapath {
-    let mut t = TestDatapath::new();
-    t.dp.set_node_config(NODE, (61000, 65535), 0).unwrap();
-    t.dp.set_node_addrs(&[NODE]).unwrap();
-    t.dp.set_masquerade("172.17.0.0/16".parse().unwrap(), true)
-        .unwrap();
-    for (proto, host_port, container_port) in [(Proto::Tcp, 8080, 80), (Proto::Udp, 5353, 53)] {
-        let b = PortBinding {
-            proto,
-            container_port,
-            host_ip: Ipv4Addr::UNSPECIFIED,
-            host_port,
-        };
-        t.dp.publish(&b, CONTAINER, 7).unwrap();
-    }
-    t
+    standard_node()
 }
 
 /// Everything but the rewritten fields is unchanged.

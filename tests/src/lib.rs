@@ -19,3 +19,8 @@ pub mod netns;
 pub use daemon::Daemon;
 pub use echo::{EchoServer, Proto, echo_once};
 pub use netns::{Netns, Sandbox, require_root, unique_name};
+
+/// An IPv4 or IPv6 address and a port.
+pub fn addr(ip: impl Into<std::net::IpAddr>, port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(ip.into(), port)
+}

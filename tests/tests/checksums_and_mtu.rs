@@ -7,13 +7,7 @@
 //! devices after the rewrite get `tx off`, which makes the kernel complete a partial
 //! checksum in software right after netd's helpers adjusted it.
 
-use std::net::SocketAddr;
-
-use netd_tests::{Daemon, EchoServer, Netns, Proto, Sandbox, echo_once, require_root};
-
-fn addr(ip: impl Into<std::net::IpAddr>, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.into(), port)
-}
+use netd_tests::{Daemon, EchoServer, Netns, Proto, Sandbox, addr, echo_once, require_root};
 
 fn ethtool(ns: &Netns, dev: &str, setting: &str, value: &str) {
     ns.exec(&["ethtool", "-K", dev, setting, value]).unwrap();

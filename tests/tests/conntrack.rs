@@ -1,12 +1,6 @@
 //! The connection table: listed by `netd conntrack`, bounded, and purged with containers.
 
-use std::net::SocketAddr;
-
-use netd_tests::{Daemon, EchoServer, Proto, Sandbox, echo_once, require_root};
-
-fn addr(ip: impl Into<std::net::IpAddr>, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.into(), port)
-}
+use netd_tests::{Daemon, EchoServer, Proto, Sandbox, addr, echo_once, require_root};
 
 fn flows(d: &Daemon) -> Vec<serde_json::Value> {
     let out = d.cli_ok(&["conntrack", "--format", "json"]).unwrap();

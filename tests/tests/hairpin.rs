@@ -1,13 +1,9 @@
 //! Hairpin: containers calling published ports through the node's address, their own
 //! included, as they would call any service published on the host.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 
-use netd_tests::{Daemon, EchoServer, Proto, Sandbox, echo_once, require_root};
-
-fn addr(ip: impl Into<std::net::IpAddr>, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.into(), port)
-}
+use netd_tests::{Daemon, EchoServer, Proto, Sandbox, addr, echo_once, require_root};
 
 #[test]
 fn hairpin_to_another_containers_published_port() {

@@ -1,9 +1,7 @@
 //! Processes of the node reach published ports through 127.0.0.1 and the node's own
 //! address, with no proxy process; processes of other namespaces are not affected.
 
-use std::net::SocketAddr;
-
-use netd_tests::{Daemon, EchoServer, Proto, Sandbox, require_root};
+use netd_tests::{Daemon, EchoServer, Proto, Sandbox, addr, require_root};
 
 /// A client in Python: connects (or sends, for UDP), and prints the peer it sees and
 /// what came back.
@@ -38,10 +36,6 @@ fn call(d: &Daemon, ns: &netd_tests::Netns, host: &str, port: u16, proto: &str) 
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn addr(ip: impl Into<std::net::IpAddr>, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.into(), port)
 }
 
 #[test]

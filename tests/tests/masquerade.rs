@@ -1,8 +1,6 @@
 //! Container egress leaves through the uplink masqueraded to the node's address.
 
-use std::net::SocketAddr;
-
-use netd_tests::{Daemon, EchoServer, Proto, Sandbox, echo_once, require_root};
+use netd_tests::{Daemon, EchoServer, Proto, Sandbox, addr, echo_once, require_root};
 
 #[test]
 fn masqueraded_egress_is_seen_with_node_address() {
@@ -10,7 +8,7 @@ fn masqueraded_egress_is_seen_with_node_address() {
     let sb = Sandbox::new("mq").unwrap();
     let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
     let app = d.run_idle_container("app", &[]).unwrap();
-    let target = SocketAddr::new(Sandbox::INET_ADDR.into(), 9000);
+    let target = addr(Sandbox::INET_ADDR, 9000);
     let tcp = EchoServer::start(&sb.inet.path(), Proto::Tcp, target).unwrap();
     let udp = EchoServer::start(&sb.inet.path(), Proto::Udp, target).unwrap();
 
@@ -39,7 +37,7 @@ fn many_flows_to_one_destination_get_distinct_ports() {
     let sb = Sandbox::new("mp").unwrap();
     let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
     let app = d.run_idle_container("app", &[]).unwrap();
-    let target = SocketAddr::new(Sandbox::INET_ADDR.into(), 9001);
+    let target = addr(Sandbox::INET_ADDR, 9001);
     let server = EchoServer::start(&sb.inet.path(), Proto::Tcp, target).unwrap();
 
     for _ in 0..20 {

@@ -1,13 +1,9 @@
 //! Docker's port-publishing behaviour: `netd port`, `-P/--expose`, host IPs, conflicts
 //! with processes of the node.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 
-use netd_tests::{Daemon, EchoServer, Proto, Sandbox, echo_once, require_root};
-
-fn addr(ip: impl Into<std::net::IpAddr>, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.into(), port)
-}
+use netd_tests::{Daemon, EchoServer, Proto, Sandbox, addr, echo_once, require_root};
 
 #[test]
 fn netd_port_prints_bindings_like_docker_port() {
@@ -55,24 +51,8 @@ fn publish_all_gives_exposed_ports_ephemeral_host_ports() {
         .map(|p| p.parse().unwrap())
         .collect();
 
-    let host_port: u16 = d
-        .cli_ok(&["port", "web", "80"])
-        .unwrap()
-        .trim()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let udp_port: u16 = d
-        .cli_ok(&["port", "web", "90/udp"])
-        .unwrap()
-        .trim()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let host_port = published_port(&d, "web", "80");
+    let udp_port = published_port(&d, "web", "90/udp");
     for p in [host_port, udp_port] {
         assert!(
             (range[0]..=range[1]).contains(&p),
@@ -150,4 +130,10 @@ fn binding_on_a_specific_host_ip_answers_only_there() {
         2,
         "a wildcard binding answers on every node address"
     );
+}
+
+/// The host port of a container port, from `netd port NAME PORT` (`0.0.0.0:32768`).
+fn published_port(d: &Daemon, name: &str, port: &str) -> u16 {
+    let out = d.cli_ok(&["port", name, port]).unwrap();
+    out.trim().rsplit(':').next().unwrap().parse().unwrap()
 }

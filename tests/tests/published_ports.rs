@@ -1,13 +1,7 @@
 //! Published ports through the uplink's TC programs: real TCP and UDP from the external
 //! namespace to the node's address, DNATed to a container.
 
-use std::net::SocketAddr;
-
-use netd_tests::{Daemon, EchoServer, Proto, Sandbox, echo_once, require_root};
-
-fn addr(ip: impl Into<std::net::IpAddr>, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.into(), port)
-}
+use netd_tests::{Daemon, EchoServer, Proto, Sandbox, addr, echo_once, require_root};
 
 #[test]
 fn published_tcp_port_reaches_container_with_client_address() {

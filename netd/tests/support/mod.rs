@@ -10,7 +10,10 @@ use std::{
 };
 
 use aya::programs::{TestRun, TestRunOptions};
-use netd::datapath::Datapath;
+use netd::{
+    datapath::Datapath,
+    ports::{PortBinding, Proto},
+};
 
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
@@ -20,6 +23,35 @@ pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
 
 pub const ETH: usize = 14;
+
+/// The node every datapath test starts from: NODE is its address, 172.17.0.0/16 is
+/// masqueraded, 8080/tcp and 5353/udp are published to CONTAINER:80 and :53, and
+/// CONTAINER is the endpoint behind loopback (where BPF_PROG_TEST_RUN runs skb programs).
+pub const NODE: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 1);
+pub const CONTAINER: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 2);
+pub const REMOTE: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
+pub const LO: u32 = 1;
+
+pub fn standard_node() -> TestDatapath {
+    let mut t = TestDatapath::new();
+    t.dp.set_node_config(NODE, (61000, 65535), 0).unwrap();
+    t.dp.set_node_addrs(&[NODE]).unwrap();
+    t.dp.set_masquerade("172.17.0.0/16".parse().unwrap(), true)
+        .unwrap();
+    for (proto, host_port, container_port) in [(Proto::Tcp, 8080, 80), (Proto::Udp, 5353, 53)] {
+        let b = PortBinding {
+            proto,
+            container_port,
+            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_port,
+        };
+        t.dp.publish(&b, CONTAINER, LO).unwrap();
+    }
+    t.dp.register_endpoint(LO, CONTAINER, GATEWAY).unwrap();
+    t
+}
 
 /// A data path loaded (not attached) with maps pinned in a private bpffs mount.
 pub struct TestDatapath {
@@ -114,32 +146,11 @@ impl Pkt {
 
     pub fn build(&self) -> Vec<u8> {
         let payload = b"netd-datapath-test-payload";
-        let l4_len = if self.proto == TCP { 20 } else { 8 } + payload.len();
-        let mut p = Vec::new();
-        p.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00]);
-        let total = (20 + l4_len) as u16;
-        p.extend_from_slice(&[
-            0x45,
-            0,
-            (total >> 8) as u8,
-            total as u8,
-            0x12,
-            0x34,
-            0x40,
-            0,
-            64,
-            self.proto,
-            0,
-            0,
-        ]);
-        p.extend_from_slice(&self.src.octets());
-        p.extend_from_slice(&self.dst.octets());
-        let ip_csum = checksum(&p[ETH..ETH + 20], 0);
-        p[ETH + 10..ETH + 12].copy_from_slice(&ip_csum.to_be_bytes());
-        p.extend_from_slice(&self.sport.to_be_bytes());
-        p.extend_from_slice(&self.dport.to_be_bytes());
+        let mut l4 = Vec::new();
+        l4.extend_from_slice(&self.sport.to_be_bytes());
+        l4.extend_from_slice(&self.dport.to_be_bytes());
         if self.proto == TCP {
-            p.extend_from_slice(&[
+            l4.extend_from_slice(&[
                 0,
                 0,
                 0,
@@ -158,10 +169,11 @@ impl Pkt {
                 0,
             ]);
         } else {
-            p.extend_from_slice(&(l4_len as u16).to_be_bytes());
-            p.extend_from_slice(&[0, 0]);
+            l4.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+            l4.extend_from_slice(&[0, 0]);
         }
-        p.extend_from_slice(payload);
+        l4.extend_from_slice(payload);
+        let mut p = ipv4_frame(self.proto, self.src, self.dst, &l4);
         if !(self.proto == UDP && self.udp_no_csum) {
             let csum = l4_checksum(&p);
             let off = l4_csum_offset(self.proto);
