@@ -58,9 +58,14 @@ reasons! {
     HairpinNew = 15 => "hairpin_new_flow",
     DropRedirectFailed = 16 => "drop_redirect_failed",
     IcmpErrorTranslated = 17 => "icmp_error_translated",
+    DropSpoofedMac = 18 => "drop_spoofed_mac",
+    DropSpoofedSource = 19 => "drop_spoofed_source",
+    DropIsolated = 20 => "drop_network_isolation",
+    DropIccDisabled = 21 => "drop_icc_disabled",
+    DropInternal = 22 => "drop_internal_network",
 }
 
-pub const REASON_COUNT: u32 = 18;
+pub const REASON_COUNT: u32 = 23;
 
 /// Value of `COUNTERS`.
 #[repr(C)]

@@ -1,38 +1,77 @@
 //! The program on each container's host-side veth (TC ingress: packets from the
-//! container). Hairpin: a container calling a published port through a node address is
-//! DNATed here, since such packets never reach the uplink. Calling its own published port,
-//! it is also SNATed to its gateway and the packet is sent straight back, so that the
-//! reply is translated here too.
+//! container). In order: anti-spoofing; flows already translated here; network policy
+//! (isolation, icc, internal) on the packet's original destination; hairpin: a container
+//! calling a published port through a node address is DNATed here, since such packets
+//! never reach the uplink. Calling its own published port, it is also SNATed to its
+//! gateway and the packet is sent straight back, so that the reply is translated here too.
 
 use aya_ebpf::{helpers::bpf_redirect, programs::TcContext};
 use netd_common::{
     counters::{Hook, Reason},
     flow::{DIR_FROM_ENDPOINT, FLAG_REDIRECT_BACK, FlowEntry, FlowKey, ORIGIN_HAIRPIN},
+    maps::EndpointInfo,
     published::Backend,
 };
 
 use crate::{
     conntrack::{self, Tuple},
+    guard,
     maps::ENDPOINTS,
-    parse::{Kind, Packet},
-    program::{DROP, PASS, Verdict, apply, published_backend, run},
+    parse::{IP_DST_OFF, Kind, Packet, parse_ipv4_l4},
+    policy,
+    program::{DROP, PASS, Verdict, apply, published_backend},
+    stats::count,
 };
 
 pub fn ingress(ctx: &TcContext) -> i32 {
-    run(ctx, Hook::EndpointIngress, |pkt| {
-        if pkt.kind == Kind::IcmpError {
-            // Errors about hairpin flows are left to the stack.
-            return (Reason::NoMatch, PASS);
-        }
-        let key = conntrack::key_of(pkt, DIR_FROM_ENDPOINT);
-        if let Some(entry) = conntrack::lookup(&key, pkt) {
-            deliver(ctx, pkt, &entry, Reason::Established)
-        } else if let Some(backend) = pkt.starts_flow.then(|| published_backend(pkt)).flatten() {
-            hairpin_new_flow(ctx, pkt, &key, &backend)
-        } else {
-            (Reason::NoMatch, PASS)
-        }
-    })
+    // SAFETY: a copy out of the map value.
+    let endpoint = unsafe { ENDPOINTS.get(&ifindex(ctx)) }.copied();
+    let (reason, verdict) = decide(ctx, endpoint.as_ref());
+    count(Hook::EndpointIngress, reason, ctx.len());
+    verdict
+}
+
+#[inline(always)]
+fn decide(ctx: &TcContext, endpoint: Option<&EndpointInfo>) -> Verdict {
+    if let Some(ep) = endpoint
+        && let Err(reason) = guard::check_source(ctx, ep)
+    {
+        return (reason, DROP);
+    }
+    let pkt = match parse_ipv4_l4(ctx) {
+        Ok(pkt) => pkt,
+        // Not translated, but still subject to policy (other protocols, fragments).
+        Err(reason) => return police_raw(ctx, endpoint, reason),
+    };
+    let key = conntrack::key_of(&pkt, DIR_FROM_ENDPOINT);
+    if pkt.kind == Kind::Flow
+        && let Some(entry) = conntrack::lookup(&key, &pkt)
+    {
+        return deliver(ctx, &pkt, &entry, Reason::Established);
+    }
+    if let Some(reason) = endpoint.and_then(|ep| policy::refuse(ep, pkt.dst_addr)) {
+        return (reason, DROP);
+    }
+    if pkt.kind == Kind::IcmpError {
+        // Errors about hairpin flows are left to the stack.
+        return (Reason::NoMatch, PASS);
+    }
+    match pkt.starts_flow.then(|| published_backend(&pkt)).flatten() {
+        Some(backend) => hairpin_new_flow(ctx, &pkt, &key, &backend, endpoint),
+        None => (Reason::NoMatch, PASS),
+    }
+}
+
+/// Policy for an IPv4 packet the parser did not take; anything else passes as it was.
+#[inline(always)]
+fn police_raw(ctx: &TcContext, endpoint: Option<&EndpointInfo>, reason: Reason) -> Verdict {
+    if reason != Reason::NotIpv4
+        && let (Some(ep), Ok(dst)) = (endpoint, ctx.load::<u32>(IP_DST_OFF))
+        && let Some(refused) = policy::refuse(ep, dst)
+    {
+        return (refused, DROP);
+    }
+    (reason, PASS)
 }
 
 #[inline(always)]
@@ -42,7 +81,13 @@ fn ifindex(ctx: &TcContext) -> u32 {
 }
 
 #[inline(always)]
-fn hairpin_new_flow(ctx: &TcContext, pkt: &Packet, key: &FlowKey, backend: &Backend) -> Verdict {
+fn hairpin_new_flow(
+    ctx: &TcContext,
+    pkt: &Packet,
+    key: &FlowKey,
+    backend: &Backend,
+    endpoint: Option<&EndpointInfo>,
+) -> Verdict {
     let mut to = Tuple {
         dst_addr: backend.addr,
         dst_port: backend.port,
@@ -50,8 +95,7 @@ fn hairpin_new_flow(ctx: &TcContext, pkt: &Packet, key: &FlowKey, backend: &Back
     };
     let mut flags = 0;
     if backend.addr == pkt.src_addr {
-        // SAFETY: a copy out of the map value.
-        let Some(endpoint) = (unsafe { ENDPOINTS.get(&ifindex(ctx)) }) else {
+        let Some(endpoint) = endpoint else {
             return (Reason::NoMatch, PASS);
         };
         to.src_addr = endpoint.gateway;

@@ -9,6 +9,8 @@ mod csum;
 #[cfg(target_arch = "bpf")]
 mod endpoint;
 #[cfg(target_arch = "bpf")]
+mod guard;
+#[cfg(target_arch = "bpf")]
 mod host_local;
 #[cfg(target_arch = "bpf")]
 mod icmp;
@@ -18,6 +20,8 @@ mod maps;
 mod nat;
 #[cfg(target_arch = "bpf")]
 mod parse;
+#[cfg(target_arch = "bpf")]
+mod policy;
 #[cfg(target_arch = "bpf")]
 mod program;
 #[cfg(target_arch = "bpf")]
@@ -44,7 +48,8 @@ mod programs {
         crate::uplink::egress(&ctx)
     }
 
-    /// TC ingress of a container's host-side veth: hairpin to published ports.
+    /// TC ingress of a container's host-side veth: anti-spoofing, network policy, hairpin
+    /// to published ports.
     #[classifier]
     pub fn endpoint_ingress(ctx: TcContext) -> i32 {
         crate::endpoint::ingress(&ctx)

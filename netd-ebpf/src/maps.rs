@@ -9,8 +9,8 @@ use netd_common::{
     counters::{Counter, HOOK_COUNT, REASON_COUNT},
     flow::{FlowEntry, FlowKey},
     maps::{
-        ENDPOINTS_MAX, EndpointInfo, FLOWS_MAX, MASQ_SUBNETS_MAX, NODE_ADDRS_MAX, NodeConfig,
-        PUBLISHED_PORTS_MAX,
+        ENDPOINTS_MAX, EndpointInfo, FLOWS_MAX, MASQ_SUBNETS_MAX, NETWORKS_MAX, NODE_ADDRS_MAX,
+        NetworkTag, NodeConfig, PUBLISHED_PORTS_MAX,
     },
     published::{Backend, PortKey},
     sockets::{SOCKET_ORIGINS_MAX, SocketOrigin, SocketPeer},
@@ -36,12 +36,17 @@ pub static NODE_ADDRS: HashMap<u32, u8> = HashMap::pinned(NODE_ADDRS_MAX, 0);
 pub static MASQ_SUBNETS: LpmTrie<u32, u8> =
     LpmTrie::pinned(MASQ_SUBNETS_MAX, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
-#[map(name = "NETD_COUNTERS_V1")]
+#[map(name = "NETD_COUNTERS_V2")]
 pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(HOOK_COUNT * REASON_COUNT, 0);
 
 /// Who is behind each container's host-side veth, by its ifindex.
-#[map(name = "NETD_ENDPOINTS_V1")]
+#[map(name = "NETD_ENDPOINTS_V2")]
 pub static ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::pinned(ENDPOINTS_MAX, 0);
+
+/// Every network's subnet, to its tag: which network a destination belongs to.
+#[map(name = "NETD_NETWORKS_V1")]
+pub static NETWORKS: LpmTrie<u32, NetworkTag> =
+    LpmTrie::pinned(NETWORKS_MAX, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
 /// For host-local sockets that were pointed at a container: the address they called. An
 /// LRU: losing an entry only changes the peer address a process is shown.

@@ -17,7 +17,17 @@ use tokio::net::{UnixListener, UnixStream};
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RunRequest {
     pub name: Option<String>,
+    /// `bridge`, a network's name, `host`, `none` or `container:NAME`.
     pub network: String,
+    /// A static address on the network (`--ip`).
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// Attach this existing network namespace instead of making one (`--netns PATH`).
+    #[serde(default)]
+    pub netns: Option<std::path::PathBuf>,
+    /// Start `cmd` (`netd run`), or only wire the namespace (`netd create`).
+    #[serde(default = "yes")]
+    pub start: bool,
     /// `-p` specs, parsed by the daemon so that every client gets the same errors.
     pub publish: Vec<String>,
     /// `--expose` ports, published to ephemeral host ports when `publish_all` (`-P`).
@@ -26,6 +36,42 @@ pub struct RunRequest {
     #[serde(default)]
     pub publish_all: bool,
     pub cmd: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A container as the API shows it: its record, and where its network namespace is.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ContainerView {
+    #[serde(flatten)]
+    pub container: crate::state::Container,
+    pub netns_path: std::path::PathBuf,
+}
+
+/// `netd network connect` / `disconnect`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ConnectRequest {
+    pub container: String,
+    #[serde(default)]
+    pub ip: Option<String>,
+}
+
+/// A network as `netd network inspect` shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NetworkView {
+    #[serde(flatten)]
+    pub network: crate::state::Network,
+    pub endpoints: Vec<EndpointView>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EndpointView {
+    pub container: String,
+    pub ip: String,
+    pub mac: String,
+    pub host_veth: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -58,6 +104,12 @@ impl ApiError {
     pub fn not_found(error: anyhow::Error) -> Self {
         ApiError {
             status: StatusCode::NOT_FOUND,
+            error,
+        }
+    }
+    pub fn forbidden(error: anyhow::Error) -> Self {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
             error,
         }
     }

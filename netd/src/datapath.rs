@@ -19,7 +19,7 @@ use log::info;
 use netd_common::{
     counters::{Counter, HOOK_COUNT, Hook, REASON_COUNT, Reason, counter_index},
     flow::{FlowEntry, FlowKey},
-    maps::{self as names, EndpointInfo, MASQ_VALUE, NodeConfig},
+    maps::{self as names, EndpointInfo, MASQ_VALUE, NetworkTag, NodeConfig},
     published::{Backend, PortKey},
     user::addr_be,
 };
@@ -126,10 +126,9 @@ impl Datapath {
         &mut self,
         host_veth: &str,
         ifindex: u32,
-        addr: Ipv4Addr,
-        gateway: Ipv4Addr,
+        info: &EndpointInfo,
     ) -> Result<()> {
-        self.register_endpoint(ifindex, addr, gateway)
+        self.register_endpoint(ifindex, info)
             .with_context(|| format!("register endpoint {host_veth}"))?;
         if !self.endpoint_links.contains_key(host_veth) {
             let link = self
@@ -141,20 +140,27 @@ impl Datapath {
         Ok(())
     }
 
-    /// Say who is behind the host-side veth `ifindex` (its address and gateway).
-    pub fn register_endpoint(
-        &mut self,
-        ifindex: u32,
-        addr: Ipv4Addr,
-        gateway: Ipv4Addr,
-    ) -> Result<()> {
-        let info = EndpointInfo {
-            addr: addr_be(addr),
-            gateway: addr_be(gateway),
-        };
+    /// Say who is behind the host-side veth `ifindex`: its address, MAC, network.
+    pub fn register_endpoint(&mut self, ifindex: u32, info: &EndpointInfo) -> Result<()> {
         let mut endpoints: maps::HashMap<_, u32, EndpointInfo> =
             maps::HashMap::try_from(self.map_mut(names::ENDPOINTS)?)?;
         Ok(endpoints.insert(ifindex, info, 0)?)
+    }
+
+    /// Remove the endpoints whose host-side veth is not in `keep` (left by a previous run
+    /// or a container removed while the daemon was down).
+    pub fn retain_endpoints(&mut self, keep: &[u32]) -> Result<usize> {
+        let mut endpoints: maps::HashMap<_, u32, EndpointInfo> =
+            maps::HashMap::try_from(self.map_mut(names::ENDPOINTS)?)?;
+        let stale: Vec<u32> = endpoints
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !keep.contains(k))
+            .collect();
+        for key in &stale {
+            endpoints.remove(key).or_else(ignore_missing)?;
+        }
+        Ok(stale.len())
     }
 
     /// Undo `attach_endpoint` (tolerant of a veth that is already gone).
@@ -269,6 +275,86 @@ impl Datapath {
                 .or_else(ignore_missing)
                 .with_context(|| format!("stop masquerading {subnet}"))
         }
+    }
+
+    /// Tell the data path which network `subnet` belongs to (for isolation).
+    pub fn set_network(&mut self, subnet: Ipv4Net, tag: Option<NetworkTag>) -> Result<()> {
+        let mut trie: LpmTrie<_, u32, NetworkTag> =
+            LpmTrie::try_from(self.map_mut(names::NETWORKS)?)?;
+        let key = Key::new(u32::from(subnet.prefix_len()), addr_be(subnet.network()));
+        match tag {
+            Some(tag) => trie
+                .insert(&key, tag, 0)
+                .with_context(|| format!("add network {subnet}")),
+            None => trie
+                .remove(&key)
+                .or_else(ignore_missing)
+                .with_context(|| format!("remove network {subnet}")),
+        }
+    }
+
+    /// Keep only the listed subnets in the masquerade and network tables.
+    pub fn retain_subnets(
+        &mut self,
+        masquerade: &[Ipv4Net],
+        networks: &[Ipv4Net],
+    ) -> Result<usize> {
+        fn retain<V: aya::Pod>(map: &mut aya::maps::Map, keep: &[Ipv4Net]) -> Result<usize> {
+            let mut trie: LpmTrie<_, u32, V> = LpmTrie::try_from(map)?;
+            let wanted: Vec<(u32, u32)> = keep
+                .iter()
+                .map(|n| (u32::from(n.prefix_len()), addr_be(n.network())))
+                .collect();
+            let stale: Vec<Key<u32>> = trie
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| !wanted.contains(&(k.prefix_len(), k.data())))
+                .collect();
+            for key in &stale {
+                trie.remove(key).or_else(ignore_missing)?;
+            }
+            Ok(stale.len())
+        }
+        Ok(
+            retain::<u8>(self.map_mut(names::MASQ_SUBNETS)?, masquerade)?
+                + retain::<NetworkTag>(self.map_mut(names::NETWORKS)?, networks)?,
+        )
+    }
+
+    /// How many entries each table holds (for `netd info`, and tests that check that
+    /// nothing leaks).
+    pub fn map_entry_counts(&self) -> Result<Vec<(&'static str, usize)>> {
+        fn hash<K: aya::Pod, V: aya::Pod>(map: &aya::maps::Map) -> Result<usize> {
+            let m: maps::HashMap<_, K, V> = maps::HashMap::try_from(map)?;
+            Ok(m.keys().filter(Result::is_ok).count())
+        }
+        fn trie<V: aya::Pod>(map: &aya::maps::Map) -> Result<usize> {
+            let m: LpmTrie<_, u32, V> = LpmTrie::try_from(map)?;
+            Ok(m.keys().filter(Result::is_ok).count())
+        }
+        Ok(vec![
+            (
+                "published_ports",
+                hash::<PortKey, Backend>(self.map(names::PUBLISHED_PORTS)?)?,
+            ),
+            (
+                "flows",
+                hash::<FlowKey, FlowEntry>(self.map(names::FLOWS)?)?,
+            ),
+            (
+                "endpoints",
+                hash::<u32, EndpointInfo>(self.map(names::ENDPOINTS)?)?,
+            ),
+            (
+                "node_addresses",
+                hash::<u32, u8>(self.map(names::NODE_ADDRS)?)?,
+            ),
+            (
+                "masquerade_subnets",
+                trie::<u8>(self.map(names::MASQ_SUBNETS)?)?,
+            ),
+            ("networks", trie::<NetworkTag>(self.map(names::NETWORKS)?)?),
+        ])
     }
 
     fn ports(&mut self) -> Result<maps::HashMap<&mut MapData, PortKey, Backend>> {

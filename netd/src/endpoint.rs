@@ -1,6 +1,6 @@
 //! Endpoints: the veth pair that wires a container's namespace to a network's bridge.
-//! The host end is enslaved to the bridge; the other end becomes `eth0` inside, with the
-//! container's address and a default route via the gateway.
+//! The host end (`ndv…`) is enslaved to the bridge; the other end becomes `ethN` inside,
+//! with the container's address and MAC, and the default route when it carries it.
 
 use std::{fs::File, net::Ipv4Addr};
 
@@ -8,13 +8,22 @@ use anyhow::{Context, Result};
 
 use crate::netlink::Netlink;
 
+/// Every host-side veth netd makes starts with this, so that leftovers are recognised.
+pub const HOST_VETH_PREFIX: &str = "ndv";
+/// The container-side end before it moves into the container's namespace.
+pub const PEER_PREFIX: &str = "ndp";
+
 pub struct EndpointSpec<'a> {
-    /// Unique per container: names the veth pair.
+    /// Unique per endpoint: names the veth pair (at most 12 characters are used).
     pub id: &'a str,
     pub bridge_index: u32,
+    pub ifname: &'a str,
     pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
     pub prefix: u8,
-    pub gateway: Ipv4Addr,
+    pub mtu: Option<u32>,
+    /// The default route's gateway, when this endpoint carries it.
+    pub default_gateway: Option<Ipv4Addr>,
 }
 
 pub struct Endpoint {
@@ -24,13 +33,26 @@ pub struct Endpoint {
 
 /// Link names are at most 15 bytes.
 pub fn host_veth_name(id: &str) -> String {
-    format!("veth{}", &id[..id.len().min(11)])
+    format!("{HOST_VETH_PREFIX}{}", &id[..id.len().min(12)])
+}
+
+/// Docker's MAC scheme: 02:42 followed by the IPv4 address.
+pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Create and configure the endpoint; on failure nothing is left behind.
 pub async fn attach(node: &Netlink, ns: &File, spec: &EndpointSpec<'_>) -> Result<Endpoint> {
     let host_veth = host_veth_name(spec.id);
-    let peer = format!("ctr{}", &spec.id[..spec.id.len().min(12)]);
+    let peer = format!("{PEER_PREFIX}{}", &spec.id[..spec.id.len().min(12)]);
     node.create_veth(&host_veth, &peer).await?;
     let host_ifindex = node
         .link_index(&host_veth)
@@ -57,6 +79,11 @@ async fn configure(
     peer: &str,
 ) -> Result<()> {
     let peer_index = node.link_index(peer).await?.context("veth peer vanished")?;
+    if let Some(mtu) = spec.mtu {
+        node.set_mtu(host_ifindex, mtu).await?;
+        node.set_mtu(peer_index, mtu).await?;
+    }
+    node.set_mac(peer_index, spec.mac).await?;
     node.set_controller(host_ifindex, spec.bridge_index).await?;
     node.up(host_ifindex).await?;
     node.move_to_netns(peer_index, ns).await?;
@@ -65,15 +92,23 @@ async fn configure(
         .link_index(peer)
         .await?
         .context("veth peer not found inside the container's namespace")?;
-    inside.rename(index, "eth0").await?;
+    inside.rename(index, spec.ifname).await?;
     inside.add_address(index, spec.ip, spec.prefix).await?;
     inside.up(index).await?;
+    bring_up_loopback(&inside).await?;
+    if let Some(gateway) = spec.default_gateway {
+        inside.add_default_route(gateway).await?;
+    }
+    Ok(())
+}
+
+/// `lo` up in a container's namespace (every mode with a namespace of its own).
+pub async fn bring_up_loopback(inside: &Netlink) -> Result<()> {
     let lo = inside
         .link_index("lo")
         .await?
         .context("no lo in the container's namespace")?;
-    inside.up(lo).await?;
-    inside.add_default_route(spec.gateway).await
+    inside.up(lo).await
 }
 
 /// Remove the endpoint's veth if it still exists (it dies with its namespace anyway).

@@ -1,5 +1,6 @@
-//! IP address management: choosing a network's subnet from Docker's default pools, and
-//! handing out addresses inside it. Pure logic; the caller supplies what the host uses.
+//! IP address management: choosing and checking a network's subnet, gateway and range,
+//! and handing out addresses inside it. Pure logic; the caller supplies what the node and
+//! the other networks use.
 
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
@@ -18,7 +19,7 @@ pub fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
-/// The first default pool that overlaps none of `in_use` (the host's routes and addresses
+/// The first default pool that overlaps none of `in_use` (the node's routes and addresses
 /// and the other networks' subnets).
 pub fn choose_subnet(in_use: &[Ipv4Net]) -> Result<Ipv4Net> {
     for pool in default_pools() {
@@ -31,31 +32,152 @@ pub fn choose_subnet(in_use: &[Ipv4Net]) -> Result<Ipv4Net> {
     )
 }
 
-/// The gateway a network gets when none is given: the first host address.
-pub fn default_gateway(subnet: &Ipv4Net) -> Ipv4Addr {
-    first_host(subnet)
+/// A network's addresses: where it lives, its gateway, and where dynamic addresses come
+/// from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool {
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub range: Option<Ipv4Net>,
+}
+
+/// Parse `--subnet`: an IPv4 CIDR with no host bits set and room for a gateway and at
+/// least one container.
+pub fn parse_subnet(s: &str) -> Result<Ipv4Net> {
+    let net: Ipv4Net = s.parse().map_err(|_| {
+        anyhow::anyhow!("invalid --subnet {s}: expected an IPv4 CIDR such as 10.10.0.0/24")
+    })?;
+    if net.network() != net.addr() {
+        bail!(
+            "invalid --subnet {s}: it should be {} (the address has host bits set)",
+            net.trunc()
+        );
+    }
+    if net.prefix_len() > 30 {
+        bail!(
+            "invalid --subnet {s}: a /{} has no room for a gateway and containers (use /30 or larger)",
+            net.prefix_len()
+        );
+    }
+    Ok(net)
+}
+
+fn parse_addr(flag: &str, s: &str) -> Result<Ipv4Addr> {
+    s.parse().map_err(|_| {
+        anyhow::anyhow!("invalid {flag} {s}: expected an IPv4 address such as 10.10.0.1")
+    })
+}
+
+/// Check `--gateway` and `--ip-range` against `subnet` and build the pool.
+pub fn plan(subnet: Ipv4Net, gateway: Option<&str>, ip_range: Option<&str>) -> Result<Pool> {
+    let gateway = match gateway {
+        Some(g) => {
+            let addr = parse_addr("--gateway", g)?;
+            if !is_host(&subnet, addr) {
+                bail!("invalid --gateway {g}: not a host address of subnet {subnet}");
+            }
+            addr
+        }
+        None => first_host(&subnet),
+    };
+    let range = match ip_range {
+        Some(r) => {
+            let net: Ipv4Net = r.parse().map_err(|_| {
+                anyhow::anyhow!("invalid --ip-range {r}: expected an IPv4 CIDR inside the subnet")
+            })?;
+            if net.network() != net.addr() {
+                bail!(
+                    "invalid --ip-range {r}: it should be {} (the address has host bits set)",
+                    net.trunc()
+                );
+            }
+            if !subnet.contains(&net) {
+                bail!("invalid --ip-range {r}: not inside subnet {subnet}");
+            }
+            Some(net)
+        }
+        None => None,
+    };
+    let pool = Pool {
+        subnet,
+        gateway,
+        range,
+    };
+    if candidates(&pool).all(|a| a == gateway) {
+        bail!(
+            "invalid --ip-range {}: it holds no address for containers",
+            ip_range.unwrap_or_default()
+        );
+    }
+    Ok(pool)
+}
+
+/// A network's default pool when only the subnet is known.
+pub fn default_pool(subnet: Ipv4Net) -> Pool {
+    Pool {
+        subnet,
+        gateway: first_host(&subnet),
+        range: None,
+    }
 }
 
 fn first_host(subnet: &Ipv4Net) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(subnet.network()) + 1)
 }
 
-/// The lowest free host address of `subnet`: not the network or broadcast address, not
-/// the gateway, not in `taken`.
+/// Neither the network nor the broadcast address of `subnet`.
+fn is_host(subnet: &Ipv4Net, addr: Ipv4Addr) -> bool {
+    subnet.contains(&addr) && addr != subnet.network() && addr != subnet.broadcast()
+}
+
+/// The addresses dynamic allocation may hand out, in order (the gateway included; the
+/// caller skips it).
+fn candidates(pool: &Pool) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    let span = pool.range.unwrap_or(pool.subnet);
+    (u32::from(span.network())..=u32::from(span.broadcast()))
+        .map(Ipv4Addr::from)
+        .filter(|a| is_host(&pool.subnet, *a))
+}
+
+/// The next free address after `last` (wrapping), Docker's serial order: not the gateway,
+/// not in `taken`.
 pub fn allocate(
-    subnet: &Ipv4Net,
-    gateway: Ipv4Addr,
+    pool: &Pool,
+    last: Option<Ipv4Addr>,
     taken: &BTreeSet<Ipv4Addr>,
 ) -> Result<Ipv4Addr> {
-    let first = u32::from(subnet.network()) + 1;
-    let last = u32::from(subnet.broadcast()).saturating_sub(1);
-    for n in first..=last {
-        let addr = Ipv4Addr::from(n);
-        if addr != gateway && !taken.contains(&addr) {
-            return Ok(addr);
-        }
+    let free = |a: &Ipv4Addr| *a != pool.gateway && !taken.contains(a);
+    let after = candidates(pool).filter(|a| last.is_some_and(|l| *a > l));
+    let before = candidates(pool).filter(|a| last.is_none_or(|l| *a <= l));
+    after.chain(before).find(free).ok_or_else(|| {
+        anyhow::anyhow!(
+            "no available IPv4 addresses on the network's {} {}",
+            if pool.range.is_some() {
+                "range"
+            } else {
+                "subnet"
+            },
+            pool.range.unwrap_or(pool.subnet)
+        )
+    })
+}
+
+/// Check a static address (`--ip`): a free host address of the subnet, not the gateway.
+pub fn check_static(pool: &Pool, s: &str, taken: &BTreeSet<Ipv4Addr>) -> Result<Ipv4Addr> {
+    let addr = parse_addr("--ip", s)?;
+    if !is_host(&pool.subnet, addr) {
+        bail!(
+            "invalid --ip {s}: not a host address of the network's subnet {}",
+            pool.subnet
+        );
     }
-    bail!("no available IPv4 addresses on the network's subnet {subnet}")
+    if addr == pool.gateway {
+        bail!("invalid --ip {s}: it is the network's gateway");
+    }
+    if taken.contains(&addr) {
+        bail!("invalid --ip {s}: Address already in use");
+    }
+    Ok(addr)
 }
 
 #[cfg(test)]
@@ -63,6 +185,10 @@ mod tests {
     use super::*;
 
     fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
     }
 
@@ -83,12 +209,17 @@ mod tests {
             choose_subnet(&[net("172.17.5.0/24")]).unwrap(),
             net("172.18.0.0/16")
         );
+        let used = [
+            net("172.16.0.0/12"),
+            net("192.168.0.0/20"),
+            net("192.168.17.0/24"),
+        ];
+        assert_eq!(choose_subnet(&used).unwrap(), net("192.168.32.0/20"));
     }
 
     #[test]
-    fn a_default_route_does_not_block_every_pool() {
-        // 0.0.0.0/0 is the default route: callers leave it out; an address inside a pool
-        // (as a /32) still blocks that pool.
+    fn an_address_inside_a_pool_blocks_it() {
+        // Callers leave the default route out; an address (as a /32) still counts.
         assert_eq!(
             choose_subnet(&[net("172.17.0.1/32")]).unwrap(),
             net("172.18.0.0/16")
@@ -105,14 +236,100 @@ mod tests {
     }
 
     #[test]
-    fn addresses_skip_gateway_and_taken_and_run_out() {
-        let subnet = net("10.1.0.0/30");
-        let gw = default_gateway(&subnet);
-        assert_eq!(gw, Ipv4Addr::new(10, 1, 0, 1));
+    fn subnets_are_checked() {
+        assert_eq!(parse_subnet("10.1.0.0/16").unwrap(), net("10.1.0.0/16"));
+        let e = parse_subnet("10.1.0.5/16").unwrap_err().to_string();
+        assert!(e.contains("it should be 10.1.0.0/16"), "{e}");
+        assert!(
+            parse_subnet("10.1.0.0/31")
+                .unwrap_err()
+                .to_string()
+                .contains("no room")
+        );
+        assert!(
+            parse_subnet("fd00::/64")
+                .unwrap_err()
+                .to_string()
+                .contains("--subnet")
+        );
+        assert!(parse_subnet("banana").is_err());
+    }
+
+    #[test]
+    fn gateway_and_range_must_be_inside_the_subnet() {
+        let s = net("10.1.0.0/24");
+        assert_eq!(plan(s, None, None).unwrap().gateway, ip("10.1.0.1"));
+        assert_eq!(
+            plan(s, Some("10.1.0.254"), None).unwrap().gateway,
+            ip("10.1.0.254")
+        );
+        for bad in ["10.2.0.1", "10.1.0.0", "10.1.0.255", "x"] {
+            let e = plan(s, Some(bad), None).unwrap_err().to_string();
+            assert!(e.contains("--gateway"), "{bad}: {e}");
+        }
+        assert_eq!(
+            plan(s, None, Some("10.1.0.128/25")).unwrap().range,
+            Some(net("10.1.0.128/25"))
+        );
+        for bad in ["10.2.0.0/25", "10.1.0.0/23", "10.1.0.1/25", "10.1.0.0"] {
+            let e = plan(s, None, Some(bad)).unwrap_err().to_string();
+            assert!(e.contains("--ip-range"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn allocation_is_serial_skips_gateway_and_taken_and_wraps() {
+        let pool = plan(net("10.1.0.0/29"), None, None).unwrap();
         let mut taken = BTreeSet::new();
-        let a = allocate(&subnet, gw, &taken).unwrap();
-        assert_eq!(a, Ipv4Addr::new(10, 1, 0, 2));
+        let a = allocate(&pool, None, &taken).unwrap();
+        assert_eq!(a, ip("10.1.0.2"));
         taken.insert(a);
-        assert!(allocate(&subnet, gw, &taken).is_err());
+        let b = allocate(&pool, Some(a), &taken).unwrap();
+        assert_eq!(b, ip("10.1.0.3"));
+        // Releasing .2 does not make it the next address: allocation goes on after .3.
+        taken.remove(&a);
+        taken.insert(b);
+        assert_eq!(allocate(&pool, Some(b), &taken).unwrap(), ip("10.1.0.4"));
+        // After the last host address it wraps to the first free one.
+        taken.extend([ip("10.1.0.4"), ip("10.1.0.5")]);
+        assert_eq!(
+            allocate(&pool, Some(ip("10.1.0.6")), &taken).unwrap(),
+            ip("10.1.0.2")
+        );
+        taken.extend([ip("10.1.0.2"), ip("10.1.0.6")]);
+        let e = allocate(&pool, None, &taken).unwrap_err().to_string();
+        assert!(e.contains("no available IPv4 addresses"), "{e}");
+    }
+
+    #[test]
+    fn allocation_stays_inside_the_range() {
+        let pool = plan(net("10.1.0.0/24"), None, Some("10.1.0.128/30")).unwrap();
+        let mut taken = BTreeSet::new();
+        for want in ["10.1.0.128", "10.1.0.129", "10.1.0.130", "10.1.0.131"] {
+            let a = allocate(&pool, None, &taken).unwrap();
+            assert_eq!(a, ip(want));
+            taken.insert(a);
+        }
+        assert!(allocate(&pool, None, &taken).is_err());
+    }
+
+    #[test]
+    fn static_addresses_are_checked() {
+        let pool = plan(net("10.1.0.0/24"), None, None).unwrap();
+        let taken = BTreeSet::from([ip("10.1.0.7")]);
+        assert_eq!(
+            check_static(&pool, "10.1.0.9", &taken).unwrap(),
+            ip("10.1.0.9")
+        );
+        for (bad, why) in [
+            ("10.1.0.7", "already in use"),
+            ("10.1.0.1", "gateway"),
+            ("10.9.0.1", "not a host address"),
+            ("10.1.0.255", "not a host address"),
+            ("nope", "expected an IPv4 address"),
+        ] {
+            let e = check_static(&pool, bad, &taken).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod endpoint;
 pub mod ipam;
 pub mod netlink;
 pub mod netns;
+pub mod network_request;
 pub mod node_ports;
 pub mod ports;
 pub mod process;

@@ -32,6 +32,17 @@ enum Command {
     Daemon(DaemonArgs),
     /// Run a command in a new container.
     Run(cli::RunArgs),
+    /// Wire a new container's network namespace without starting a process; prints the
+    /// namespace's path.
+    Create(cli::CreateArgs),
+    /// Show containers as JSON.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(cli::network::NetworkCommand),
     /// Run a command inside a running container's network namespace.
     Exec(cli::ExecArgs),
     /// List a container's published ports, like `docker port`.
@@ -47,7 +58,11 @@ enum Command {
     /// Show the daemon's uplink, networks and settings.
     Info,
     #[command(name = process::HOLDER_SUBCOMMAND, hide = true)]
-    NetnsHolder,
+    NetnsHolder {
+        /// The daemon's state directory and the container: they identify the holder.
+        #[arg(num_args = 0..)]
+        owner: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -79,7 +94,7 @@ struct DaemonArgs {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::NetnsHolder => process::hold_forever(),
+        Command::NetnsHolder { .. } => process::hold_forever(),
         Command::Daemon(args) => run_daemon(&cli.socket, args),
         Command::Exec(args) => cli::exec(&cli.socket, args),
         command => cli::runtime().and_then(|rt| rt.block_on(client(&cli.socket, command))),
@@ -100,13 +115,16 @@ async fn client(
     let client = api::Client::new(socket);
     match command {
         Command::Run(args) => cli::run(&client, args).await,
+        Command::Create(args) => cli::create(&client, args).await,
+        Command::Inspect { names } => cli::inspect(&client, names).await,
+        Command::Network(command) => cli::network::run(&client, command).await,
         Command::Rm(args) => cli::rm(&client, args).await,
         Command::Port(args) => cli::port(&client, args).await,
         Command::Ps(args) => cli::ps(&client, args).await,
         Command::Stats(args) => cli::stats(&client, args).await,
         Command::Conntrack(args) => cli::conntrack(&client, args).await,
         Command::Info => cli::info(&client).await,
-        Command::Daemon(_) | Command::Exec(_) | Command::NetnsHolder => {
+        Command::Daemon(_) | Command::Exec(_) | Command::NetnsHolder { .. } => {
             unreachable!("handled in main")
         }
     }

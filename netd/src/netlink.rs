@@ -74,8 +74,15 @@ impl Netlink {
             .with_context(|| format!("link {index} has no name"))
     }
 
-    /// The bridge `name` with `gateway/prefix` on it, up; created if missing.
-    pub async fn ensure_bridge(&self, name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<u32> {
+    /// The bridge `name` with `gateway/prefix` on it, up, with `mtu` if given; created if
+    /// missing.
+    pub async fn ensure_bridge(
+        &self,
+        name: &str,
+        gateway: Ipv4Addr,
+        prefix: u8,
+        mtu: Option<u32>,
+    ) -> Result<u32> {
         let index = match self.link_index(name).await? {
             Some(index) => index,
             None => {
@@ -97,6 +104,9 @@ impl Netlink {
             .any(|(i, net)| *i == index && net.addr() == gateway);
         if !has_gateway {
             self.add_address(index, gateway, prefix).await?;
+        }
+        if let Some(mtu) = mtu {
+            self.set_mtu(index, mtu).await?;
         }
         self.up(index).await?;
         Ok(index)
@@ -143,6 +153,35 @@ impl Netlink {
             .build();
         self.set_link(change, || format!("rename link {index} to {name}"))
             .await
+    }
+
+    pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
+        let change = LinkUnspec::new_with_index(index).mtu(mtu).build();
+        self.set_link(change, || format!("set MTU {mtu} on link {index}"))
+            .await
+    }
+
+    pub async fn set_mac(&self, index: u32, mac: [u8; 6]) -> Result<()> {
+        let change = LinkUnspec::new_with_index(index)
+            .address(mac.to_vec())
+            .build();
+        self.set_link(change, || format!("set the MAC address of link {index}"))
+            .await
+    }
+
+    /// Every link of the namespace: index and name.
+    pub async fn links(&self) -> Result<Vec<(u32, String)>> {
+        let mut out = Vec::new();
+        let mut links = self.handle.link().get().execute();
+        while let Some(msg) = links.try_next().await.context("list links")? {
+            if let Some(name) = msg.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            }) {
+                out.push((msg.header.index, name));
+            }
+        }
+        Ok(out)
     }
 
     pub async fn up(&self, index: u32) -> Result<()> {

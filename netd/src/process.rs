@@ -22,10 +22,14 @@ pub fn hold_forever() -> ! {
 }
 
 /// Start a holder in a new network namespace. By the time this returns the namespace
-/// exists (the child unshares before exec, and spawn waits for the exec).
-pub fn spawn_holder() -> Result<(ProcessId, Child)> {
+/// exists (the child unshares before exec, and spawn waits for the exec). Its command line
+/// names the daemon's state directory and the container, so that a holder left by a
+/// daemon killed half-way is found (`find_holders`).
+pub fn spawn_holder(state_dir: &Path, container_id: &str) -> Result<(ProcessId, Child)> {
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg(HOLDER_SUBCOMMAND)
+        .arg(state_dir)
+        .arg(container_id)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -97,6 +101,57 @@ fn stat(pid: u32) -> Option<(u64, bool)> {
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     Some((fields.get(19)?.parse().ok()?, fields.first() == Some(&"Z")))
+}
+
+/// The holders started for `state_dir`: (container id, process).
+pub fn find_holders(state_dir: &Path) -> Vec<(String, ProcessId)> {
+    let want = state_dir.as_os_str().as_encoded_bytes();
+    let mut out = Vec::new();
+    for pid in all_pids() {
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if let [_, sub, dir, id, ..] = args.as_slice()
+            && *sub == HOLDER_SUBCOMMAND.as_bytes()
+            && *dir == want
+            && let (Ok(id), Ok(p)) = (std::str::from_utf8(id), identify(pid))
+        {
+            out.push((id.to_string(), p));
+        }
+    }
+    out
+}
+
+fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A network namespace's identity: device and inode of its nsfs file.
+pub fn netns_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// SIGKILL every process in the network namespace `ns` (a container's own namespace: never
+/// call this for the node's). Returns how many were signalled.
+pub fn kill_namespace(ns: (u64, u64)) -> usize {
+    let me = std::process::id();
+    let mut n = 0;
+    for pid in all_pids() {
+        if pid != me && netns_id(Path::new(&format!("/proc/{pid}/ns/net"))) == Some(ns) {
+            // SAFETY: kill with a pid we just found in the container's namespace.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            n += 1;
+        }
+    }
+    n
 }
 
 /// Still running, and still the process we started (not a reused pid, not a zombie).

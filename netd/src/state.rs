@@ -10,18 +10,43 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::ports::PortBinding;
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// The layout of `state.json`; a file of another version is refused, not guessed at.
+pub const STATE_VERSION: u32 = 2;
+
+/// A bridge network, as `netd network create` made it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Network {
+    pub id: String,
     pub name: String,
+    pub driver: String,
+    /// The Linux bridge, with the gateway address on it.
     pub bridge: String,
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
+    /// Where dynamic addresses come from (default: the whole subnet).
+    pub ip_range: Option<Ipv4Net>,
+    /// No masquerade, no route out, no published ports.
+    pub internal: bool,
+    /// Containers of this network may talk to each other (`enable_icc`).
+    pub icc: bool,
+    /// Egress is masqueraded behind the uplink's address (`enable_ip_masquerade`).
+    pub masquerade: bool,
+    pub mtu: Option<u32>,
+    /// The `-o` options as given.
+    pub options: BTreeMap<String, String>,
+    /// The network's number in the data path (endpoints and subnets carry it).
+    pub tag: u32,
+    /// The address handed out last: allocation goes on after it (Docker's serial order),
+    /// so a released address is not reused at once.
+    #[serde(default)]
+    pub last_allocated: Option<Ipv4Addr>,
+    pub created: u64,
 }
 
 /// A process the daemon started, identified by pid and start time (so a reused pid is
@@ -35,21 +60,52 @@ pub struct ProcessId {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "state")]
 pub enum Status {
+    /// Wired by `netd create`, no process started.
+    Created,
     Running,
-    Exited { code: Option<i32> },
+    Exited {
+        code: Option<i32>,
+    },
+}
+
+/// Where a container's network namespace comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Sandbox {
+    /// Its own namespace, kept alive by a pause process of ours (bridge networks, none).
+    Holder { holder: ProcessId },
+    /// The node's own namespace (`--network host`).
+    Host,
+    /// The namespace of another container (`--network container:NAME`).
+    Container { name: String },
+    /// A namespace someone else made (`--netns PATH`), identified by device and inode so
+    /// that a path reused for another namespace is noticed.
+    External { path: PathBuf, dev: u64, ino: u64 },
+}
+
+/// A container's interface on one network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+    /// The interface inside the container (`eth0`, `eth1`, ...).
+    pub ifname: String,
+    /// The host end of the veth, on the network's bridge.
+    pub host_veth: String,
+    pub host_ifindex: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Container {
     pub id: String,
     pub name: String,
-    pub network: String,
-    pub ip: Ipv4Addr,
-    /// The host end of the container's veth, on the network's bridge.
-    pub host_veth: String,
-    pub host_ifindex: u32,
-    /// The process that keeps the network namespace alive (a pause process).
-    pub netns_holder: ProcessId,
+    /// As given: `bridge`, a network's name, `host`, `none`, `container:NAME`, or `netns`.
+    pub network_mode: String,
+    pub sandbox: Sandbox,
+    /// One per network, in the order joined; the first carries the default route and
+    /// the published ports.
+    pub endpoints: Vec<Endpoint>,
     pub cmd: Vec<String>,
     pub process: Option<ProcessId>,
     pub status: Status,
@@ -58,15 +114,40 @@ pub struct Container {
 }
 
 impl Container {
-    pub fn netns_path(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/ns/net", self.netns_holder.pid))
+    /// The endpoint that published ports lead to.
+    pub fn primary(&self) -> Option<&Endpoint> {
+        self.endpoints.first()
+    }
+
+    pub fn endpoint(&self, network: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.network == network)
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct State {
+    pub version: u32,
     pub networks: BTreeMap<String, Network>,
     pub containers: BTreeMap<String, Container>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            version: STATE_VERSION,
+            networks: BTreeMap::new(),
+            containers: BTreeMap::new(),
+        }
+    }
+}
+
+impl State {
+    /// Every endpoint of every container, with its container.
+    pub fn endpoints(&self) -> impl Iterator<Item = (&Container, &Endpoint)> {
+        self.containers
+            .values()
+            .flat_map(|c| c.endpoints.iter().map(move |e| (c, e)))
+    }
 }
 
 pub struct Store {
@@ -83,12 +164,24 @@ impl Store {
     }
 
     pub fn load(&self) -> Result<State> {
-        match fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("parse state file {}", self.path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
-            Err(e) => Err(e).with_context(|| format!("read state file {}", self.path.display())),
-        }
+        let bytes = match fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+            Err(e) => {
+                return Err(e).with_context(|| format!("read state file {}", self.path.display()));
+            }
+        };
+        let parse = || -> Result<State> {
+            let value: serde_json::Value = serde_json::from_slice(&bytes)?;
+            let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or(1);
+            if version != u64::from(STATE_VERSION) {
+                bail!(
+                    "it has layout version {version}, this netd reads version {STATE_VERSION}; start the netd that wrote it, or move the file away to start empty"
+                );
+            }
+            Ok(serde_json::from_value(value)?)
+        };
+        parse().with_context(|| format!("state file {}", self.path.display()))
     }
 
     pub fn save(&self, state: &State) -> Result<()> {
@@ -109,25 +202,66 @@ impl Store {
 mod tests {
     use super::*;
 
+    fn temp_store(tag: &str) -> (PathBuf, Store) {
+        let dir = std::env::temp_dir().join(format!("netd-state-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let store = Store::open(&dir).unwrap();
+        (dir, store)
+    }
+
     #[test]
     fn state_survives_a_save_and_load() {
-        let dir = std::env::temp_dir().join(format!("netd-state-test-{}", std::process::id()));
-        let store = Store::open(&dir).unwrap();
+        let (dir, store) = temp_store("roundtrip");
         assert!(store.load().unwrap().networks.is_empty());
         let mut state = State::default();
         state.networks.insert(
             "netd0".into(),
             Network {
+                id: "0123456789ab".into(),
                 name: "netd0".into(),
+                driver: "bridge".into(),
                 bridge: "netd0".into(),
                 subnet: "172.17.0.0/16".parse().unwrap(),
                 gateway: "172.17.0.1".parse().unwrap(),
+                ip_range: None,
+                internal: false,
+                icc: true,
+                masquerade: true,
+                mtu: None,
+                options: BTreeMap::new(),
+                tag: 1,
+                last_allocated: None,
+                created: 0,
             },
         );
         store.save(&state).unwrap();
         let back = store.load().unwrap();
-        assert_eq!(back.networks["netd0"].gateway, Ipv4Addr::new(172, 17, 0, 1));
+        assert_eq!(back.networks["netd0"], state.networks["netd0"]);
         assert!(!dir.join("state.json.tmp").exists());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_state_of_another_layout_is_refused_with_what_to_do() {
+        let (dir, store) = temp_store("version");
+        fs::write(
+            dir.join("state.json"),
+            br#"{"networks":{},"containers":{}}"#,
+        )
+        .unwrap();
+        let err = format!("{:#}", store.load().unwrap_err());
+        assert!(err.contains("layout version 1"), "{err}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_torn_temporary_file_does_not_matter() {
+        let (dir, store) = temp_store("torn");
+        store.save(&State::default()).unwrap();
+        // A crash mid-write leaves a partial temporary file; the state is the last rename.
+        fs::write(dir.join("state.json.tmp"), b"{\"versi").unwrap();
+        assert!(store.load().unwrap().containers.is_empty());
+        store.save(&State::default()).unwrap();
         fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -1,4 +1,6 @@
-//! The endpoint program (a container's host-side veth) under BPF_PROG_TEST_RUN: hairpin.
+//! The endpoint program (a container's host-side veth) under BPF_PROG_TEST_RUN: hairpin,
+//! anti-spoofing and network policy. Loopback stands for every container's veth: a test
+//! says which endpoint is behind it before each packet.
 
 mod support;
 
@@ -18,6 +20,7 @@ fn a_container_calling_another_ones_published_port_is_dnated_only() {
     let mut t = node();
     let syn = Pkt::tcp(APP, 40000, NODE, 8080, SYN).build();
 
+    t.dp.register_endpoint(LO, &endpoint_at(APP, 0)).unwrap();
     let (verdict, out) = t.run("endpoint_ingress", &syn);
 
     assert_eq!(verdict, TC_ACT_OK, "the stack forwards it to the backend");
@@ -25,6 +28,8 @@ fn a_container_calling_another_ones_published_port_is_dnated_only() {
     assert_eq!(dst_of(&out), (CONTAINER, 80));
     assert_checksums_valid(&out);
 
+    t.dp.register_endpoint(LO, &endpoint_at(CONTAINER, 0))
+        .unwrap();
     let (verdict, reply) = t.run(
         "endpoint_ingress",
         &Pkt::tcp(CONTAINER, 80, APP, 40000, SYN | ACK).build(),
@@ -69,6 +74,7 @@ fn a_container_calling_its_own_published_port_is_sent_straight_back() {
 #[test]
 fn traffic_to_anything_else_passes_unchanged() {
     let mut t = node();
+    t.dp.register_endpoint(LO, &endpoint_at(APP, 0)).unwrap();
     for pkt in [
         Pkt::tcp(APP, 40000, NODE, 7000, SYN),
         Pkt::tcp(APP, 40000, CONTAINER, 80, SYN),
@@ -77,4 +83,113 @@ fn traffic_to_anything_else_passes_unchanged() {
         let p = pkt.build();
         assert_eq!(t.run("endpoint_ingress", &p), (TC_ACT_OK, p));
     }
+}
+
+/// Another network on the node, with its own subnet and gateway (a node address).
+const OTHER_NET: &str = "172.18.0.0/16";
+const OTHER_GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 1);
+const OTHER_CONTAINER: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 2);
+
+fn node_with_two_networks(flags: u16) -> TestDatapath {
+    let mut t = node();
+    t.dp.set_network(OTHER_NET.parse().unwrap(), Some(NETWORK_TAG + 1))
+        .unwrap();
+    t.dp.set_node_addrs(&[NODE, GATEWAY, OTHER_GATEWAY])
+        .unwrap();
+    t.dp.register_endpoint(LO, &endpoint_info(flags)).unwrap();
+    t
+}
+
+fn verdict(t: &mut TestDatapath, p: &[u8]) -> u32 {
+    t.run("endpoint_ingress", p).0
+}
+
+#[test]
+fn a_frame_from_another_mac_or_address_is_dropped() {
+    let mut t = node_with_two_networks(0);
+    let mut p = Pkt::tcp(CONTAINER, 40000, REMOTE, 80, SYN).build();
+    assert_eq!(verdict(&mut t, &p), TC_ACT_OK, "its own MAC and address");
+    p[11] = 9;
+    assert_eq!(verdict(&mut t, &p), TC_ACT_SHOT, "another source MAC");
+    let p = Pkt::tcp(APP, 40000, REMOTE, 80, SYN).build();
+    assert_eq!(verdict(&mut t, &p), TC_ACT_SHOT, "another source address");
+}
+
+#[test]
+fn arp_must_name_the_endpoint_as_sender() {
+    let mut t = node_with_two_networks(0);
+    let arp = |sha: [u8; 6], spa: Ipv4Addr| {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&CONTAINER_MAC);
+        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+        f.extend_from_slice(&sha);
+        f.extend_from_slice(&spa.octets());
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&GATEWAY.octets());
+        f
+    };
+    assert_eq!(verdict(&mut t, &arp(CONTAINER_MAC, CONTAINER)), TC_ACT_OK);
+    assert_eq!(
+        verdict(&mut t, &arp(CONTAINER_MAC, Ipv4Addr::UNSPECIFIED)),
+        TC_ACT_OK,
+        "a probe"
+    );
+    assert_eq!(
+        verdict(&mut t, &arp(CONTAINER_MAC, APP)),
+        TC_ACT_SHOT,
+        "claims another address"
+    );
+    assert_eq!(
+        verdict(&mut t, &arp([2, 0, 0, 0, 0, 9], CONTAINER)),
+        TC_ACT_SHOT,
+        "claims another MAC"
+    );
+}
+
+#[test]
+fn networks_are_isolated_but_the_node_and_published_ports_are_reachable() {
+    let mut t = node_with_two_networks(0);
+    let to = |dst, port| Pkt::tcp(CONTAINER, 40000, dst, port, SYN).build();
+    assert_eq!(
+        verdict(&mut t, &to(OTHER_CONTAINER, 80)),
+        TC_ACT_SHOT,
+        "another network"
+    );
+    assert_eq!(
+        verdict(
+            &mut t,
+            &Pkt::udp(CONTAINER, 40000, OTHER_CONTAINER, 53).build()
+        ),
+        TC_ACT_SHOT
+    );
+    assert_eq!(
+        verdict(&mut t, &to(OTHER_GATEWAY, 22)),
+        TC_ACT_OK,
+        "the node, by any address"
+    );
+    assert_eq!(verdict(&mut t, &to(APP, 80)), TC_ACT_OK, "its own network");
+    assert_eq!(verdict(&mut t, &to(REMOTE, 80)), TC_ACT_OK, "the outside");
+    // A protocol the parser does not translate is policed all the same.
+    let mut gre = Pkt::udp(CONTAINER, 40000, OTHER_CONTAINER, 53).build();
+    gre[ETH + 9] = 47;
+    assert_eq!(verdict(&mut t, &gre), TC_ACT_SHOT, "GRE to another network");
+}
+
+#[test]
+fn icc_off_keeps_a_networks_containers_apart() {
+    let mut t = node_with_two_networks(netd_common::maps::ENDPOINT_ICC_OFF);
+    let to = |dst| Pkt::tcp(CONTAINER, 40000, dst, 80, SYN).build();
+    assert_eq!(verdict(&mut t, &to(APP)), TC_ACT_SHOT);
+    assert_eq!(verdict(&mut t, &to(GATEWAY)), TC_ACT_OK);
+    assert_eq!(verdict(&mut t, &to(REMOTE)), TC_ACT_OK);
+}
+
+#[test]
+fn an_internal_network_reaches_only_itself_and_the_node() {
+    let mut t = node_with_two_networks(netd_common::maps::ENDPOINT_INTERNAL);
+    let to = |dst| Pkt::tcp(CONTAINER, 40000, dst, 80, SYN).build();
+    assert_eq!(verdict(&mut t, &to(REMOTE)), TC_ACT_SHOT, "no way out");
+    assert_eq!(verdict(&mut t, &to(OTHER_CONTAINER)), TC_ACT_SHOT);
+    assert_eq!(verdict(&mut t, &to(APP)), TC_ACT_OK);
+    assert_eq!(verdict(&mut t, &to(GATEWAY)), TC_ACT_OK);
 }

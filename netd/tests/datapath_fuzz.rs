@@ -111,6 +111,22 @@ fn well_formed(p: &[u8]) -> bool {
         && (p[ETH + 9] == TCP && p.len() >= ETH + 40 || p[ETH + 9] == UDP || p[ETH + 9] == ICMP)
 }
 
+/// Does the frame carry the endpoint's own MAC and address (anti-spoofing passes it)?
+fn from_endpoint(p: &[u8], addr: Ipv4Addr) -> bool {
+    let field = |r: std::ops::Range<usize>| p.get(r);
+    let addr = addr.octets();
+    let mac_ok = field(6..12).is_none_or(|m| m == CONTAINER_MAC);
+    let ip_ok = match field(12..14) {
+        Some([0x08, 0x00]) => field(26..30).is_none_or(|a| a == addr),
+        Some([0x08, 0x06]) => {
+            field(22..28).is_none_or(|m| m == CONTAINER_MAC)
+                && field(28..32).is_none_or(|a| a == addr || a == [0; 4])
+        }
+        _ => true,
+    };
+    mac_ok && ip_ok
+}
+
 /// An ICMP packet's checksum covers everything after the IP header.
 fn icmp_csum_ok(p: &[u8]) -> bool {
     checksum(&p[ETH + 20..], 0) == 0
@@ -137,6 +153,16 @@ fn random_and_mutated_packets_are_never_rewritten_wrongly() {
         let base = template(&mut rng);
         let input = mutate(&mut rng, base);
         let program = rng.pick(&["uplink_ingress", "uplink_egress", "endpoint_ingress"]);
+        // Behind the endpoint is, mostly, whoever the packet says it comes from; the rest
+        // of the time the packet is spoofed.
+        let endpoint = match input.get(26..30) {
+            Some(a) if !rng.next().is_multiple_of(8) => Ipv4Addr::new(a[0], a[1], a[2], a[3]),
+            _ => CONTAINER,
+        };
+        if program == "endpoint_ingress" {
+            t.dp.register_endpoint(LO, &endpoint_at(endpoint, 0))
+                .unwrap();
+        }
         let (verdict, out) = t.run(program, &input);
         let ctx = || format!("round {round}, {program}, packet {input:02x?}");
         match verdict {
@@ -186,7 +212,11 @@ fn random_and_mutated_packets_are_never_rewritten_wrongly() {
                     assert!(l4_csum_ok(&out), "broke the L4 checksum: {}", ctx());
                 }
             }
-            // Only a translation that cannot complete drops (counted by reason).
+            // A spoofed frame from a container is dropped.
+            TC_ACT_SHOT if program == "endpoint_ingress" && !from_endpoint(&input, endpoint) => {
+                dropped += 1;
+            }
+            // Otherwise only a translation that cannot complete drops (counted by reason).
             TC_ACT_SHOT => {
                 dropped += 1;
                 assert!(

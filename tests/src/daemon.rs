@@ -178,10 +178,14 @@ impl Daemon {
             .as_array()
             .and_then(|a| a.iter().find(|c| c["name"] == name))
             .with_context(|| format!("container {name} not listed by netd ps"))?;
+        let primary = &c["endpoints"][0];
         Ok(Container {
-            host_veth: c["host_veth"].as_str().context("no host_veth")?.to_string(),
-            ip: c["ip"].as_str().context("no ip")?.parse()?,
-            netns: PathBuf::from(format!("/proc/{}/ns/net", c["netns_holder"]["pid"])),
+            host_veth: primary["host_veth"]
+                .as_str()
+                .context("no endpoint")?
+                .to_string(),
+            ip: primary["ip"].as_str().context("no ip")?.parse()?,
+            netns: PathBuf::from(c["netns_path"].as_str().context("no netns_path")?),
         })
     }
 

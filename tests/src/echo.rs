@@ -177,3 +177,21 @@ pub fn echo_once(netns: &Path, proto: Proto, target: SocketAddr) -> Result<Socke
         Ok(local)
     })
 }
+
+/// From inside `netns`, check that `target` does NOT answer: a TCP connection is not
+/// established within a second, or a UDP datagram gets no echo in three tries.
+pub fn echo_fails(netns: &Path, proto: Proto, target: SocketAddr) -> Result<bool> {
+    in_netns(netns, move || {
+        let wait = Duration::from_millis(700);
+        Ok(match proto {
+            Proto::Tcp => TcpStream::connect_timeout(&target, wait).is_err(),
+            Proto::Udp => {
+                let s = UdpSocket::bind("0.0.0.0:0")?;
+                s.set_read_timeout(Some(wait / 2))?;
+                s.connect(target)?;
+                let mut back = [0u8; 64];
+                (0..3).all(|_| s.send(b"anyone?").is_err() || s.recv(&mut back).is_err())
+            }
+        })
+    })
+}

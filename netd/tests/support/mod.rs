@@ -14,6 +14,7 @@ use netd::{
     datapath::Datapath,
     ports::{PortBinding, Proto},
 };
+use netd_common::{maps::EndpointInfo, user::addr_be};
 
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
@@ -49,8 +50,31 @@ pub fn standard_node() -> TestDatapath {
         };
         t.dp.publish(&b, CONTAINER, LO).unwrap();
     }
-    t.dp.register_endpoint(LO, CONTAINER, GATEWAY).unwrap();
+    t.dp.set_network("172.17.0.0/16".parse().unwrap(), Some(NETWORK_TAG))
+        .unwrap();
+    t.dp.register_endpoint(LO, &endpoint_info(0)).unwrap();
     t
+}
+
+/// The network CONTAINER is on, in the data path.
+pub const NETWORK_TAG: u32 = 1;
+/// The source MAC of every frame `ipv4_frame` builds: the container's own.
+pub const CONTAINER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
+
+/// CONTAINER as the endpoint behind loopback, with `ENDPOINT_*` flags.
+pub fn endpoint_info(flags: u16) -> EndpointInfo {
+    endpoint_at(CONTAINER, flags)
+}
+
+/// The endpoint behind loopback is `addr` (loopback stands for every container's veth).
+pub fn endpoint_at(addr: Ipv4Addr, flags: u16) -> EndpointInfo {
+    EndpointInfo {
+        addr: addr_be(addr),
+        gateway: addr_be(GATEWAY),
+        mac: CONTAINER_MAC,
+        flags,
+        network: NETWORK_TAG,
+    }
 }
 
 /// A data path loaded (not attached) with maps pinned in a private bpffs mount.

@@ -1,6 +1,8 @@
 //! The CLI's commands: each turns arguments into an API call and the answer into the
 //! output Docker users expect.
 
+pub mod network;
+
 use std::{path::Path, process::ExitCode};
 
 use anyhow::{Context, Result, bail};
@@ -9,7 +11,7 @@ use hyper::Method;
 use serde_json::Value;
 
 use crate::{
-    api::{Client, CounterView, RunRequest},
+    api::{Client, ContainerView, CounterView, RunRequest},
     conntrack::FlowView,
     ports::Proto,
     process,
@@ -21,12 +23,38 @@ pub struct RunArgs {
     /// Run in the background and print the container's ID.
     #[arg(short = 'd', long)]
     detach: bool,
+    #[command(flatten)]
+    container: ContainerArgs,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, required = true)]
+    cmd: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    container: ContainerArgs,
+    /// The command `netd exec` users mean to run (recorded, not started).
+    #[arg(last = true)]
+    cmd: Vec<String>,
+}
+
+/// What `netd run` and `netd create` share: the container's network and ports.
+#[derive(Args)]
+pub struct ContainerArgs {
     /// The container's name.
     #[arg(long)]
     name: Option<String>,
-    /// Network mode: `bridge` (the default network netd0) or a network's name.
+    /// Network mode: `bridge` (the default network netd0), a network's name, `host`,
+    /// `none` or `container:NAME`.
     #[arg(long = "network", alias = "net", default_value = "bridge")]
     network: String,
+    /// A static IPv4 address on the network (user-defined networks only).
+    #[arg(long)]
+    ip: Option<String>,
+    /// Use this existing network namespace (e.g. /var/run/netns/NAME) instead of a new one.
+    #[arg(long)]
+    netns: Option<std::path::PathBuf>,
     /// Publish a container's port(s) to the host: [IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]
     #[arg(short = 'p', long = "publish")]
     publish: Vec<String>,
@@ -36,9 +64,25 @@ pub struct RunArgs {
     /// A port or range the container serves: PORT[-END][/PROTO] (published with -P).
     #[arg(long)]
     expose: Vec<String>,
-    /// The command and its arguments (after `--`).
-    #[arg(last = true, required = true)]
-    cmd: Vec<String>,
+}
+
+impl ContainerArgs {
+    fn request(self, cmd: Vec<String>, start: bool) -> RunRequest {
+        if self.network == "host" && (!self.publish.is_empty() || self.publish_all) {
+            eprintln!("WARNING: Published ports are discarded when using host network mode");
+        }
+        RunRequest {
+            name: self.name,
+            network: self.network,
+            ip: self.ip,
+            netns: self.netns.map(|p| std::path::absolute(&p).unwrap_or(p)),
+            start,
+            publish: self.publish,
+            expose: self.expose,
+            publish_all: self.publish_all,
+            cmd,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -74,7 +118,7 @@ pub struct FormatArgs {
 }
 
 impl FormatArgs {
-    fn json(&self) -> Result<bool> {
+    pub(crate) fn json(&self) -> Result<bool> {
         match self.format.as_str() {
             "table" => Ok(false),
             "json" => Ok(true),
@@ -95,22 +139,52 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<ExitCode> {
             "netd run needs -d: containers run in the background; use `netd exec NAME -- CMD` to run commands in them"
         );
     }
-    let req = RunRequest {
-        name: args.name,
-        network: args.network,
-        publish: args.publish,
-        expose: args.expose,
-        publish_all: args.publish_all,
-        cmd: args.cmd,
-    };
-    let c: Container = client.call(Method::POST, "containers", Some(&req)).await?;
-    println!("{}", c.id);
+    let req = args.container.request(args.cmd, true);
+    let c: ContainerView = client.call(Method::POST, "containers", Some(&req)).await?;
+    println!("{}", c.container.id);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `netd create`: wire a container's network namespace without starting anything, and
+/// print the namespace's path (for a runtime to start processes in).
+pub async fn create(client: &Client, args: CreateArgs) -> Result<ExitCode> {
+    let req = args.container.request(args.cmd, false);
+    let c: ContainerView = client.call(Method::POST, "containers", Some(&req)).await?;
+    println!("{}", c.netns_path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `netd inspect NAME...`: the containers' records as JSON (an array, like Docker's).
+pub async fn inspect(client: &Client, names: Vec<String>) -> Result<ExitCode> {
+    let mut out = Vec::new();
+    let mut failed = false;
+    for name in &names {
+        match client
+            .call::<Value>(Method::GET, &format!("containers/{name}"), None::<&()>)
+            .await
+        {
+            Ok(v) => out.push(v),
+            Err(e) => {
+                eprintln!("Error: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(exit_code(failed))
+}
+
+pub(crate) fn exit_code(failed: bool) -> ExitCode {
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// Runs the command itself, in the container's namespace, with this terminal's stdio.
 pub fn exec(socket: &Path, args: ExecArgs) -> Result<ExitCode> {
-    let c: Container = runtime()?.block_on(async {
+    let c: ContainerView = runtime()?.block_on(async {
         Client::new(socket)
             .call(
                 Method::GET,
@@ -119,10 +193,10 @@ pub fn exec(socket: &Path, args: ExecArgs) -> Result<ExitCode> {
             )
             .await
     })?;
-    if c.status != Status::Running {
-        bail!("container {} is not running", c.name);
+    if !matches!(c.container.status, Status::Running | Status::Created) {
+        bail!("container {} is not running", c.container.name);
     }
-    let status = process::exec_in(&c.netns_path(), &args.cmd)?;
+    let status = process::exec_in(&c.netns_path, &args.cmd)?;
     Ok(ExitCode::from(
         status.code().unwrap_or(1).clamp(0, 255) as u8
     ))
@@ -139,12 +213,13 @@ pub struct PortArgs {
 /// container port.
 pub async fn port(client: &Client, args: PortArgs) -> Result<ExitCode> {
     let c: Container = client
-        .call(
+        .call::<ContainerView>(
             Method::GET,
             &format!("containers/{}", args.name),
             None::<&()>,
         )
-        .await?;
+        .await?
+        .container;
     let mut ports = c.ports.clone();
     ports.sort_by_key(|b| (b.container_port, b.proto, b.host_ip, b.host_port));
     let Some(wanted) = args.port else {
@@ -191,19 +266,15 @@ pub async fn rm(client: &Client, args: RmArgs) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(exit_code(failed))
 }
 
 pub async fn ps(client: &Client, args: PsArgs) -> Result<ExitCode> {
     let json = args.format.json()?;
-    let all: Vec<Container> = client.call(Method::GET, "containers", None::<&()>).await?;
-    let shown: Vec<&Container> = all
+    let all: Vec<ContainerView> = client.call(Method::GET, "containers", None::<&()>).await?;
+    let shown: Vec<&ContainerView> = all
         .iter()
-        .filter(|c| args.all || c.status == Status::Running)
+        .filter(|c| args.all || c.container.status == Status::Running)
         .collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&shown)?);
@@ -211,12 +282,29 @@ pub async fn ps(client: &Client, args: PsArgs) -> Result<ExitCode> {
     }
     let rows: Vec<[String; 6]> = shown
         .iter()
-        .map(|c| {
+        .map(|v| {
+            let c = &v.container;
+            let (networks, ips) = if c.endpoints.is_empty() {
+                (c.network_mode.clone(), String::new())
+            } else {
+                (
+                    c.endpoints
+                        .iter()
+                        .map(|e| e.network.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    c.endpoints
+                        .iter()
+                        .map(|e| e.ip.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                )
+            };
             [
                 c.id.clone(),
                 c.name.clone(),
-                c.network.clone(),
-                c.ip.to_string(),
+                networks,
+                ips,
                 status_text(&c.status),
                 ports_column(c),
             ]
@@ -295,6 +383,7 @@ pub async fn info(client: &Client) -> Result<ExitCode> {
 
 fn status_text(s: &Status) -> String {
     match s {
+        Status::Created => "created".into(),
         Status::Running => "running".into(),
         Status::Exited { code: Some(c) } => format!("exited ({c})"),
         Status::Exited { code: None } => "exited".into(),
@@ -317,7 +406,7 @@ fn ports_column(c: &Container) -> String {
         .join(", ")
 }
 
-fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+pub(crate) fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
     let mut widths = header.map(str::len);
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

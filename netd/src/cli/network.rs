@@ -1,0 +1,189 @@
+//! `netd network ...`: Docker's network commands over the API.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use hyper::Method;
+use serde_json::Value;
+
+use super::{FormatArgs, exit_code, print_table};
+use crate::{
+    api::{Client, ConnectRequest, NetworkView},
+    network_request::NetworkRequest,
+};
+
+#[derive(Subcommand)]
+pub enum NetworkCommand {
+    /// Create a bridge network.
+    Create(CreateArgs),
+    /// List networks.
+    #[command(alias = "list")]
+    Ls(FormatArgs),
+    /// Show networks as JSON, with their endpoints.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks (refused while containers are attached).
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Connect a container to a network (it gets one more interface).
+    Connect {
+        /// A static IPv4 address on the network.
+        #[arg(long)]
+        ip: Option<String>,
+        network: String,
+        container: String,
+    },
+    /// Disconnect a container from a network.
+    Disconnect {
+        /// Also when the container's published ports lead to that network.
+        #[arg(short = 'f', long)]
+        force: bool,
+        network: String,
+        container: String,
+    },
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// Driver: only `bridge`.
+    #[arg(short = 'd', long)]
+    driver: Option<String>,
+    /// Subnet in CIDR format [default: the next free one of Docker's pools]
+    #[arg(long)]
+    subnet: Option<String>,
+    /// Gateway for the subnet [default: its first address]
+    #[arg(long)]
+    gateway: Option<String>,
+    /// Allocate container addresses from this sub-range of the subnet.
+    #[arg(long)]
+    ip_range: Option<String>,
+    /// No masquerade, no route out, no published ports.
+    #[arg(long)]
+    internal: bool,
+    /// Driver options: com.netd.bridge.name=NAME, com.netd.bridge.enable_icc=false,
+    /// com.netd.bridge.enable_ip_masquerade=false, com.netd.driver.mtu=N (Docker's
+    /// com.docker.network.* spellings work too).
+    #[arg(short = 'o', long = "opt")]
+    opt: Vec<String>,
+    /// MTU of the bridge and the containers' interfaces.
+    #[arg(long)]
+    mtu: Option<u32>,
+    name: String,
+}
+
+pub async fn run(client: &Client, command: NetworkCommand) -> Result<ExitCode> {
+    match command {
+        NetworkCommand::Create(a) => {
+            let req = NetworkRequest {
+                name: a.name,
+                driver: a.driver,
+                subnet: a.subnet,
+                gateway: a.gateway,
+                ip_range: a.ip_range,
+                internal: a.internal,
+                options: a.opt,
+                mtu: a.mtu,
+            };
+            let n: NetworkView = client.call(Method::POST, "networks", Some(&req)).await?;
+            println!("{}", n.network.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        NetworkCommand::Ls(format) => ls(client, format).await,
+        NetworkCommand::Inspect { names } => {
+            let mut out = Vec::new();
+            let mut failed = false;
+            for name in &names {
+                match client
+                    .call::<Value>(Method::GET, &format!("networks/{name}"), None::<&()>)
+                    .await
+                {
+                    Ok(v) => out.push(v),
+                    Err(e) => {
+                        eprintln!("Error: {e:#}");
+                        failed = true;
+                    }
+                }
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(exit_code(failed))
+        }
+        NetworkCommand::Rm { names } => {
+            let mut failed = false;
+            for name in &names {
+                match client
+                    .call::<Value>(Method::DELETE, &format!("networks/{name}"), None::<&()>)
+                    .await
+                {
+                    Ok(_) => println!("{name}"),
+                    Err(e) => {
+                        eprintln!("Error response from daemon: {e:#}");
+                        failed = true;
+                    }
+                }
+            }
+            Ok(exit_code(failed))
+        }
+        NetworkCommand::Connect {
+            ip,
+            network,
+            container,
+        } => {
+            let req = ConnectRequest { container, ip };
+            client
+                .call::<Value>(
+                    Method::POST,
+                    &format!("networks/{network}/connect"),
+                    Some(&req),
+                )
+                .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        NetworkCommand::Disconnect {
+            force,
+            network,
+            container,
+        } => {
+            let req = ConnectRequest {
+                container,
+                ip: None,
+            };
+            let force = if force { "?force=1" } else { "" };
+            client
+                .call::<Value>(
+                    Method::POST,
+                    &format!("networks/{network}/disconnect{force}"),
+                    Some(&req),
+                )
+                .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `docker network ls`: NETWORK ID, NAME, DRIVER, SCOPE.
+async fn ls(client: &Client, format: FormatArgs) -> Result<ExitCode> {
+    let networks: Vec<NetworkView> = client.call(Method::GET, "networks", None::<&()>).await?;
+    if format.json()? {
+        println!("{}", serde_json::to_string_pretty(&networks)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<[String; 4]> = networks
+        .iter()
+        .map(|v| {
+            [
+                v.network.id.clone(),
+                v.network.name.clone(),
+                v.network.driver.clone(),
+                "local".into(),
+            ]
+        })
+        .collect();
+    print_table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,485 @@
+//! Containers: run and create (every mode), remove, and the endpoints they own. Creation
+//! checks everything that can be checked before touching the node, then builds in an order
+//! `teardown` can undo from any point, so a failure leaves nothing behind; a daemon killed
+//! half-way leaves only things `reconcile` recognises and removes.
+
+use std::{fs::File, net::Ipv4Addr, path::PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+use log::{info, warn};
+use netd_common::published::PortKey;
+use tokio::process::Child;
+
+use super::{Inner, random_id, unix_now, validate_container_name};
+use crate::{
+    api::{ApiError, ContainerView, RunRequest},
+    conntrack,
+    endpoint::{self, EndpointSpec},
+    netlink::Netlink,
+    netns,
+    node_ports::node_sockets,
+    ports::{self, PortBinding, PortSpec},
+    process,
+    state::{Container, Endpoint, Network, Sandbox, Status},
+};
+
+/// How deep `container:NAME` may chain before it is called a loop.
+const MAX_JOIN_DEPTH: usize = 8;
+
+/// What `--network` asked for, resolved.
+enum Mode {
+    Bridge(Network),
+    Host,
+    None,
+    Container(String),
+}
+
+impl Inner {
+    pub(super) fn container(&self, name: &str) -> Result<&Container, ApiError> {
+        self.state
+            .containers
+            .get(name)
+            .ok_or_else(|| ApiError::not_found(anyhow!("No such container: {name}")))
+    }
+
+    pub(super) fn container_views(&self) -> Vec<ContainerView> {
+        self.state
+            .containers
+            .values()
+            .map(|c| self.view(c))
+            .collect()
+    }
+
+    pub(super) fn container_view(&self, name: &str) -> Result<ContainerView, ApiError> {
+        Ok(self.view(self.container(name)?))
+    }
+
+    fn view(&self, c: &Container) -> ContainerView {
+        ContainerView {
+            container: c.clone(),
+            netns_path: self.netns_path(c),
+        }
+    }
+
+    /// Where a container's network namespace can be opened.
+    pub(super) fn netns_path(&self, c: &Container) -> PathBuf {
+        let mut c = c;
+        for _ in 0..MAX_JOIN_DEPTH {
+            match &c.sandbox {
+                Sandbox::Holder { holder } => {
+                    return PathBuf::from(format!("/proc/{}/ns/net", holder.pid));
+                }
+                Sandbox::Host => {
+                    return PathBuf::from(format!("/proc/{}/ns/net", std::process::id()));
+                }
+                Sandbox::External { path, .. } => return path.clone(),
+                Sandbox::Container { name } => match self.state.containers.get(name) {
+                    Some(target) => c = target,
+                    None => break,
+                },
+            }
+        }
+        PathBuf::from("/nonexistent")
+    }
+
+    pub(super) fn open_sandbox(&self, c: &Container) -> Result<File> {
+        netns::open(&self.netns_path(c))
+    }
+
+    fn resolve_mode(&self, req: &RunRequest) -> Result<Mode, ApiError> {
+        let bad = |msg: String| Err(ApiError::bad_request(anyhow!(msg)));
+        let mode = match req.network.as_str() {
+            "host" => Mode::Host,
+            "none" => Mode::None,
+            m if m.starts_with("container:") => {
+                let target = &m["container:".len()..];
+                let t = self.container(target)?;
+                if t.status != Status::Running && t.status != Status::Created {
+                    return Err(ApiError::conflict(anyhow!(
+                        "cannot join network namespace of container {target}: it is not running"
+                    )));
+                }
+                Mode::Container(target.to_string())
+            }
+            name => Mode::Bridge(self.network(name)?.clone()),
+        };
+        let has_ports = !req.publish.is_empty() || req.publish_all;
+        match &mode {
+            Mode::Container(_) if has_ports => {
+                return bad(
+                    "conflicting options: port publishing and the container type network mode"
+                        .into(),
+                );
+            }
+            Mode::None if has_ports => {
+                return bad("conflicting options: port publishing and --network none (the container has no interface to publish on)".into());
+            }
+            Mode::Bridge(n) if n.internal && has_ports => {
+                return bad(format!(
+                    "cannot publish ports on internal network {}: it has no way in from outside",
+                    n.name
+                ));
+            }
+            Mode::Host | Mode::None | Mode::Container(_) if req.ip.is_some() => {
+                return bad(format!(
+                    "invalid --ip: a static address needs a bridge network, not --network {}",
+                    req.network
+                ));
+            }
+            Mode::Host | Mode::Container(_) if req.netns.is_some() => {
+                return bad(format!(
+                    "conflicting options: --netns and --network {}",
+                    req.network
+                ));
+            }
+            _ => {}
+        }
+        Ok(mode)
+    }
+
+    /// `netd run` / `netd create`: the container and, when started, its command's child.
+    pub(super) async fn run_container(
+        &mut self,
+        req: RunRequest,
+    ) -> Result<(ContainerView, Option<Child>), ApiError> {
+        let id = random_id();
+        let name = match &req.name {
+            Some(n) => {
+                validate_container_name(n).map_err(ApiError::bad_request)?;
+                n.clone()
+            }
+            None => format!("netd_{}", &id[..8]),
+        };
+        if self.state.containers.contains_key(&name) {
+            return Err(ApiError::conflict(anyhow!(
+                "Conflict. The container name \"{name}\" is already in use. You have to remove (or rename) that container to be able to reuse that name."
+            )));
+        }
+        if req.start && req.cmd.is_empty() {
+            return Err(ApiError::bad_request(anyhow!(
+                "no command given: netd run [OPTIONS] -- CMD [ARG...]"
+            )));
+        }
+        let mode = self.resolve_mode(&req)?;
+        // Host mode: Docker discards -p (the CLI prints Docker's warning).
+        let bindings = if matches!(mode, Mode::Bridge(_)) {
+            let mut specs = req
+                .publish
+                .iter()
+                .map(|s| s.parse::<PortSpec>())
+                .collect::<Result<Vec<_>>>()
+                .map_err(ApiError::bad_request)?;
+            if req.publish_all {
+                let extra =
+                    ports::publish_all(&specs, &req.expose).map_err(ApiError::bad_request)?;
+                specs.extend(extra);
+            }
+            self.refresh_node_addrs().await?;
+            self.bind_ports(&specs).map_err(ApiError::conflict)?
+        } else {
+            Vec::new()
+        };
+        let ip = match &mode {
+            Mode::Bridge(n) => Some(self.choose_ip(n, req.ip.as_deref())?),
+            _ => None,
+        };
+        let sandbox = match (&mode, &req.netns) {
+            (Mode::Host, _) => Sandbox::Host,
+            (Mode::Container(target), _) => Sandbox::Container {
+                name: target.clone(),
+            },
+            (_, Some(path)) => {
+                let (dev, ino) = process::netns_id(path)
+                    .filter(|_| netns::open(path).is_ok())
+                    .ok_or_else(|| {
+                        ApiError::bad_request(anyhow!(
+                            "invalid --netns {}: not a network namespace that can be opened",
+                            path.display()
+                        ))
+                    })?;
+                if self.state.containers.values().any(|c| {
+                    matches!(&c.sandbox, Sandbox::External { dev: d, ino: i, .. } if (*d, *i) == (dev, ino))
+                }) {
+                    return Err(ApiError::conflict(anyhow!(
+                        "invalid --netns {}: that namespace is already attached to a container",
+                        path.display()
+                    )));
+                }
+                Sandbox::External {
+                    path: path.clone(),
+                    dev,
+                    ino,
+                }
+            }
+            _ => {
+                let (holder, child) = process::spawn_holder(&self.state_dir, &id)?;
+                reap(child);
+                Sandbox::Holder { holder }
+            }
+        };
+        let mut c = Container {
+            id: id.clone(),
+            name: name.clone(),
+            network_mode: if req.netns.is_some() && !matches!(mode, Mode::None) {
+                format!("{} (netns)", req.network)
+            } else {
+                req.network.clone()
+            },
+            sandbox,
+            endpoints: Vec::new(),
+            cmd: req.cmd.clone(),
+            process: None,
+            status: if req.start {
+                Status::Running
+            } else {
+                Status::Created
+            },
+            ports: bindings,
+            created: unix_now(),
+        };
+        match self.wire_and_start(&mut c, &mode, ip, req.start).await {
+            Ok(child) => {
+                if let (Mode::Bridge(n), Some(ip)) = (&mode, ip)
+                    && let Some(n) = self.state.networks.get_mut(&n.name)
+                {
+                    n.last_allocated = Some(ip);
+                }
+                self.state.containers.insert(name.clone(), c.clone());
+                self.save()?;
+                info!(
+                    "container {name}: {} with --network {}{}, ports [{}]",
+                    if req.start { "started" } else { "created" },
+                    c.network_mode,
+                    ip.map(|i| format!(" at {i}")).unwrap_or_default(),
+                    c.ports
+                        .iter()
+                        .map(|b| b.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                Ok((self.view(&c), child))
+            }
+            Err(e) => {
+                self.teardown(&c).await;
+                Err(ApiError::from(e.context(format!("start container {name}"))))
+            }
+        }
+    }
+
+    /// Endpoint, published ports, command: each step is undone by `teardown`.
+    async fn wire_and_start(
+        &mut self,
+        c: &mut Container,
+        mode: &Mode,
+        ip: Option<Ipv4Addr>,
+        start: bool,
+    ) -> Result<Option<Child>> {
+        let ns = self.open_sandbox(c)?;
+        if matches!(c.sandbox, Sandbox::Holder { .. } | Sandbox::External { .. }) {
+            let inside = Netlink::connect_in(&ns)?;
+            endpoint::bring_up_loopback(&inside).await?;
+        }
+        if let (Mode::Bridge(n), Some(ip)) = (mode, ip) {
+            let ep = self.attach_endpoint(c, n, ip, "eth0", !n.internal).await?;
+            c.endpoints.push(ep);
+            for b in &c.ports {
+                self.datapath.publish(b, ip, c.endpoints[0].host_ifindex)?;
+                info!("container {}: published {b}", c.name);
+            }
+        }
+        if !start {
+            return Ok(None);
+        }
+        let logs = self.state_dir.join("logs");
+        std::fs::create_dir_all(&logs)?;
+        let (pid, child) = process::spawn_in(&ns, &c.cmd, &logs.join(format!("{}.log", c.name)))?;
+        c.process = Some(pid);
+        Ok(Some(child))
+    }
+
+    /// A veth from `n`'s bridge into the container, registered with the data path.
+    pub(super) async fn attach_endpoint(
+        &mut self,
+        c: &Container,
+        n: &Network,
+        ip: Ipv4Addr,
+        ifname: &str,
+        default_route: bool,
+    ) -> Result<Endpoint> {
+        let ns = self.open_sandbox(c)?;
+        let bridge_index = self
+            .netlink
+            .link_index(&n.bridge)
+            .await?
+            .with_context(|| format!("bridge {} of network {} is missing", n.bridge, n.name))?;
+        let endpoint_id = random_id();
+        let mac = endpoint::mac_for(ip);
+        let wired = endpoint::attach(
+            &self.netlink,
+            &ns,
+            &EndpointSpec {
+                id: &endpoint_id,
+                bridge_index,
+                ifname,
+                ip,
+                mac,
+                prefix: n.subnet.prefix_len(),
+                mtu: n.mtu,
+                default_gateway: default_route.then_some(n.gateway),
+            },
+        )
+        .await
+        .with_context(|| format!("attach endpoint to network {}", n.name))?;
+        let ep = Endpoint {
+            network: n.name.clone(),
+            ip,
+            mac: endpoint::format_mac(&mac),
+            ifname: ifname.to_string(),
+            host_veth: wired.host_veth,
+            host_ifindex: wired.host_ifindex,
+        };
+        let info = Self::endpoint_info(n, &ep);
+        if let Err(e) = self
+            .datapath
+            .attach_endpoint(&ep.host_veth, ep.host_ifindex, &info)
+        {
+            self.detach_endpoint(c, &ep).await;
+            return Err(e);
+        }
+        info!(
+            "container {}: endpoint {} on {} with {ip}",
+            c.name, ep.host_veth, n.name
+        );
+        Ok(ep)
+    }
+
+    /// Undo `attach_endpoint`, tolerant of parts already gone.
+    pub(super) async fn detach_endpoint(&mut self, c: &Container, ep: &Endpoint) {
+        let purge = self
+            .datapath
+            .flow_entries()
+            .map(|entries| conntrack::involving(&entries, ep.ip))
+            .and_then(|keys| self.datapath.remove_flows(&keys));
+        if let Err(e) = purge {
+            warn!("container {}: purge flows of {}: {e:#}", c.name, ep.ip);
+        }
+        if let Err(e) = self
+            .datapath
+            .detach_endpoint(&ep.host_veth, ep.host_ifindex)
+        {
+            warn!("container {}: {e:#}", c.name);
+        }
+        if let Err(e) = endpoint::detach(&self.netlink, &ep.host_veth).await {
+            warn!("container {}: {e:#}", c.name);
+        }
+    }
+
+    pub(super) async fn remove_container(
+        &mut self,
+        name: &str,
+        force: bool,
+    ) -> Result<(), ApiError> {
+        let c = self.container(name)?.clone();
+        if c.status == Status::Running && !force {
+            return Err(ApiError::conflict(anyhow!(
+                "cannot remove container \"{name}\": container is running: stop the container before removing or force remove (netd rm -f {name})"
+            )));
+        }
+        let joined: Vec<&str> = self
+            .state
+            .containers
+            .values()
+            .filter(|o| {
+                o.sandbox
+                    == Sandbox::Container {
+                        name: name.to_string(),
+                    }
+            })
+            .map(|o| o.name.as_str())
+            .collect();
+        if !joined.is_empty() {
+            return Err(ApiError::conflict(anyhow!(
+                "cannot remove container \"{name}\": containers {} share its network namespace; remove them first",
+                joined.join(", ")
+            )));
+        }
+        self.teardown(&c).await;
+        self.state.containers.remove(name);
+        self.save()?;
+        info!("container {name}: removed");
+        Ok(())
+    }
+
+    /// Undo everything a container owns; tolerant of parts that are already gone.
+    pub(super) async fn teardown(&mut self, c: &Container) {
+        for b in &c.ports {
+            if let Err(e) = self.datapath.unpublish(b) {
+                warn!("container {}: {e:#}", c.name);
+            }
+        }
+        for ep in &c.endpoints {
+            self.detach_endpoint(c, ep).await;
+        }
+        if let Some(p) = c.process {
+            process::signal(p, libc::SIGKILL);
+        }
+        if let Sandbox::Holder { holder } = &c.sandbox {
+            // Everything in the container's own namespace goes with it (exec sessions,
+            // a command started by a daemon that died before recording it).
+            if process::is_alive(*holder)
+                && let Some(ns) = process::netns_id(&self.netns_path(c))
+            {
+                process::kill_namespace(ns);
+            }
+            process::signal(*holder, libc::SIGKILL);
+        }
+    }
+
+    fn bind_ports(&mut self, specs: &[PortSpec]) -> Result<Vec<PortBinding>> {
+        let existing: Vec<PortBinding> = self
+            .state
+            .containers
+            .values()
+            .flat_map(|c| c.ports.iter().copied())
+            .collect();
+        let sockets = node_sockets();
+        ports::bind(specs, &mut self.ephemeral, |candidate, chosen| {
+            if existing
+                .iter()
+                .chain(chosen)
+                .any(|b| b.conflicts_with(candidate))
+            {
+                return Some("port is already allocated".into());
+            }
+            sockets
+                .iter()
+                .find(|s| s.conflicts_with(candidate))
+                .map(|s| {
+                    format!(
+                        "port is already in use by a process on the node ({}/{}:{})",
+                        s.proto, s.addr, s.port
+                    )
+                })
+        })
+    }
+
+    /// The published-port keys every container owns.
+    pub(super) fn port_keys(&self) -> Vec<PortKey> {
+        self.state
+            .containers
+            .values()
+            .flat_map(|c| c.ports.iter().map(port_key))
+            .collect()
+    }
+}
+
+pub(super) fn port_key(b: &PortBinding) -> PortKey {
+    PortKey::new(b.proto.number(), b.host_ip, b.host_port)
+}
+
+/// Reap a child we never wait on otherwise (the holder), so it leaves no zombie.
+fn reap(mut child: Child) {
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+}

@@ -1,0 +1,387 @@
+//! The daemon: owns the data path, the node's bridges and the containers' endpoints, and
+//! answers the API. One lock over its state: every change is made, persisted and logged
+//! under it. The parts: `networks` (create, remove, connect), `containers` (run, create,
+//! remove), `reconcile` (startup: adopt what a previous run left, heal what was broken
+//! behind its back, remove what no longer has an owner).
+
+mod containers;
+mod networks;
+mod reconcile;
+
+use std::{
+    net::Ipv4Addr,
+    path::PathBuf,
+    sync::{Arc, Weak},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, anyhow};
+use hyper::Method;
+use log::{info, warn};
+use serde_json::{Value, json};
+use tokio::{process::Child, sync::Mutex};
+
+use crate::{
+    api::{self, ApiError, ApiRequest, CounterView},
+    conntrack,
+    datapath::{self, Datapath},
+    netlink::Netlink,
+    ports::{EphemeralPorts, PortRange},
+    process,
+    state::{State, Status, Store},
+};
+
+/// The network every container joins unless told otherwise (Docker's `bridge`).
+pub const DEFAULT_NETWORK: &str = "netd0";
+
+pub struct DaemonConfig {
+    pub uplink: Option<String>,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub bpffs_dir: PathBuf,
+    pub snat_ports: PortRange,
+    pub flow_table_size: u32,
+    /// Where the host-local socket hooks attach; `None`: the cgroup2 root, if mounted.
+    pub cgroup: Option<PathBuf>,
+    /// How often expired flows are removed from the connection table.
+    pub gc_interval: Duration,
+}
+
+struct Inner {
+    state: State,
+    store: Store,
+    datapath: Datapath,
+    netlink: Netlink,
+    state_dir: PathBuf,
+    uplink: String,
+    uplink_addr: Ipv4Addr,
+    snat_ports: PortRange,
+    ephemeral: EphemeralPorts,
+}
+
+pub struct Daemon {
+    inner: Mutex<Inner>,
+    me: Weak<Daemon>,
+}
+
+pub async fn run(config: DaemonConfig) -> Result<()> {
+    let netlink = Netlink::connect()?;
+    let uplink = match &config.uplink {
+        Some(u) => u.clone(),
+        None => default_route_link(&netlink).await?,
+    };
+    let uplink_index = netlink.link_index(&uplink).await?.with_context(|| {
+        format!("--uplink {uplink}: no such interface in this network namespace")
+    })?;
+    let uplink_addr = netlink
+        .ipv4_addresses()
+        .await?
+        .into_iter()
+        .find(|(i, _)| *i == uplink_index)
+        .map(|(_, net)| net.addr())
+        .with_context(|| {
+            format!("--uplink {uplink}: the interface has no IPv4 address to masquerade with")
+        })?;
+    let store = Store::open(&config.state_dir)?;
+    // Absolute, so that the namespace holders it names are recognised by the next start.
+    let state_dir = std::fs::canonicalize(&config.state_dir)?;
+    let state = store.load()?;
+    let mut datapath = Datapath::load(&config.bpffs_dir, config.flow_table_size)?;
+    datapath.attach(&uplink)?;
+    datapath.set_node_config(
+        uplink_addr,
+        (config.snat_ports.start, config.snat_ports.end),
+        datapath::netns_cookie()?,
+    )?;
+    match config.cgroup.clone().or_else(datapath::cgroup2_mount) {
+        Some(cgroup) => datapath.attach_host_local(&cgroup)?,
+        None => warn!(
+            "no cgroup2 mount found: processes of the node cannot reach published ports through 127.0.0.1 or the node's addresses (give --cgroup)"
+        ),
+    }
+    write_sysctl("net/ipv4/ip_forward", "1")?;
+
+    let daemon = Arc::new_cyclic(|me| Daemon {
+        inner: Mutex::new(Inner {
+            state,
+            store,
+            datapath,
+            netlink,
+            state_dir,
+            uplink: uplink.clone(),
+            uplink_addr,
+            snat_ports: config.snat_ports,
+            ephemeral: EphemeralPorts::from_node(),
+        }),
+        me: me.clone(),
+    });
+    daemon.start().await?;
+    info!(
+        "netd ready: uplink {uplink} ({uplink_addr}), API on {}",
+        config.socket.display()
+    );
+
+    tokio::spawn(collect_garbage(Arc::downgrade(&daemon), config.gc_interval));
+    let handler = {
+        let daemon = daemon.clone();
+        Arc::new(move |req: ApiRequest| {
+            let daemon = daemon.clone();
+            async move { daemon.route(req).await }
+        })
+    };
+    api::serve(&config.socket, handler, shutdown_signal()).await?;
+    info!("netd stopping; containers keep running and are adopted by the next start");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
+
+async fn default_route_link(netlink: &Netlink) -> Result<String> {
+    let oif = netlink
+        .ipv4_routes()
+        .await?
+        .into_iter()
+        .find_map(|(dst, oif)| (dst.prefix_len() == 0).then_some(oif).flatten())
+        .context(
+            "no default route in this network namespace: name the uplink with --uplink IFACE",
+        )?;
+    netlink.link_name(oif).await
+}
+
+fn write_sysctl(name: &str, value: &str) -> Result<()> {
+    // /proc/sys/net follows the network namespace of the writer.
+    std::fs::write(format!("/proc/sys/{name}"), value)
+        .with_context(|| format!("set sysctl {name}={value}"))
+}
+
+impl Daemon {
+    /// Reconcile with what the state says, then persist the result.
+    async fn start(&self) -> Result<()> {
+        let mut inner = self.inner.lock().await;
+        let adopted = inner.reconcile().await?;
+        for (name, p) in adopted {
+            self.watch_adopted(name, p);
+        }
+        inner.save()
+    }
+
+    async fn route(&self, req: ApiRequest) -> Result<Value, ApiError> {
+        let path: Vec<&str> = req.path.iter().map(String::as_str).collect();
+        let mut inner = self.inner.lock().await;
+        let value = match (&req.method, path.as_slice()) {
+            (&Method::GET, ["ping"]) => json!({ "version": env!("CARGO_PKG_VERSION") }),
+            (&Method::GET, ["info"]) => inner.info()?,
+            (&Method::GET, ["containers"]) => to_json(inner.container_views())?,
+            (&Method::POST, ["containers"]) => {
+                let (view, child) = inner.run_container(req.json()?).await?;
+                if let (Some(child), Some(_)) = (child, view.container.process) {
+                    self.watch_child(view.container.name.clone(), child);
+                }
+                to_json(view)?
+            }
+            (&Method::GET, ["containers", name]) => to_json(inner.container_view(name)?)?,
+            (&Method::DELETE, ["containers", name]) => {
+                inner.remove_container(name, req.flag("force")).await?;
+                json!({ "removed": name })
+            }
+            (&Method::GET, ["networks"]) => to_json(inner.network_views())?,
+            (&Method::POST, ["networks"]) => to_json(inner.create_network(req.json()?).await?)?,
+            (&Method::GET, ["networks", name]) => to_json(inner.network_view(name)?)?,
+            (&Method::DELETE, ["networks", name]) => {
+                inner.remove_network(name).await?;
+                json!({ "removed": name })
+            }
+            (&Method::POST, ["networks", name, "connect"]) => {
+                to_json(inner.connect(name, req.json()?).await?)?
+            }
+            (&Method::POST, ["networks", name, "disconnect"]) => to_json(
+                inner
+                    .disconnect(name, req.json()?, req.flag("force"))
+                    .await?,
+            )?,
+            (&Method::GET, ["conntrack"]) => {
+                let entries = inner.datapath.flow_entries()?;
+                to_json(conntrack::views(&entries, conntrack::monotonic_now()))?
+            }
+            (&Method::GET, ["stats"]) => to_json(inner.stats()?)?,
+            _ => {
+                return Err(ApiError::not_found(anyhow!(
+                    "no API endpoint {} /{}",
+                    req.method,
+                    req.path.join("/")
+                )));
+            }
+        };
+        Ok(value)
+    }
+
+    /// Our own child: its exit status is known.
+    fn watch_child(&self, name: String, mut child: Child) {
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            let code = child.wait().await.ok().and_then(|s| s.code());
+            if let Some(daemon) = me.upgrade() {
+                daemon.exited(&name, code).await;
+            }
+        });
+    }
+
+    /// A process adopted from a previous run is not our child: poll it.
+    fn watch_adopted(&self, name: String, p: crate::state::ProcessId) {
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            while process::is_alive(p) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            if let Some(daemon) = me.upgrade() {
+                daemon.exited(&name, None).await;
+            }
+        });
+    }
+
+    async fn exited(&self, name: &str, code: Option<i32>) {
+        let mut inner = self.inner.lock().await;
+        if let Some(c) = inner.state.containers.get_mut(name)
+            && c.status == Status::Running
+        {
+            info!("container {name}: command exited with {code:?}");
+            c.status = Status::Exited { code };
+            if let Err(e) = inner.save() {
+                warn!("{e:#}");
+            }
+        }
+    }
+
+    async fn collect_garbage_once(&self) -> Result<usize> {
+        let mut inner = self.inner.lock().await;
+        inner.refresh_node_addrs().await?;
+        let entries = inner.datapath.flow_entries()?;
+        let expired = conntrack::expired(&entries, conntrack::monotonic_now());
+        inner.datapath.remove_flows(&expired)?;
+        Ok(expired.len())
+    }
+}
+
+fn to_json(v: impl serde::Serialize) -> Result<Value, ApiError> {
+    Ok(serde_json::to_value(v).map_err(anyhow::Error::from)?)
+}
+
+async fn collect_garbage(daemon: Weak<Daemon>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(daemon) = daemon.upgrade() else {
+            return;
+        };
+        match daemon.collect_garbage_once().await {
+            Ok(0) => {}
+            Ok(n) => log::debug!("conntrack: removed {n} expired entries"),
+            Err(e) => warn!("conntrack garbage collection: {e:#}"),
+        }
+    }
+}
+
+impl Inner {
+    fn save(&self) -> Result<()> {
+        self.store.save(&self.state)
+    }
+
+    fn info(&self) -> Result<Value> {
+        let maps: serde_json::Map<String, Value> = self
+            .datapath
+            .map_entry_counts()?
+            .into_iter()
+            .map(|(name, n)| (name.to_string(), json!(n)))
+            .collect();
+        Ok(json!({
+            "uplink": self.uplink,
+            "uplink_address": self.uplink_addr,
+            "snat_ports": format!("{}-{}", self.snat_ports.start, self.snat_ports.end),
+            "networks": self.state.networks.keys().collect::<Vec<_>>(),
+            "containers": self.state.containers.len(),
+            "map_entries": maps,
+        }))
+    }
+
+    fn stats(&self) -> Result<Vec<CounterView>> {
+        Ok(self
+            .datapath
+            .counters()?
+            .into_iter()
+            .map(|(hook, reason, c)| CounterView {
+                hook: format!("{hook:?}"),
+                reason: reason.name().to_string(),
+                packets: c.packets,
+                bytes: c.bytes,
+            })
+            .collect())
+    }
+
+    /// The node's addresses, where wildcard bindings answer. Refreshed on every change the
+    /// daemon makes and on every garbage-collection tick, so addresses added by others
+    /// are picked up within seconds.
+    async fn refresh_node_addrs(&mut self) -> Result<()> {
+        let addrs: Vec<Ipv4Addr> = self
+            .netlink
+            .ipv4_addresses()
+            .await?
+            .iter()
+            .map(|(_, n)| n.addr())
+            .collect();
+        self.datapath.set_node_addrs(&addrs)
+    }
+}
+
+/// Docker's rule for container names.
+fn validate_container_name(name: &str) -> Result<()> {
+    crate::network_request::validate_name("container", name)
+}
+
+fn random_id() -> String {
+    let mut bytes = [0u8; 6];
+    // SAFETY: getrandom into a valid buffer.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n != bytes.len() as isize {
+        let t = unix_now() ^ u64::from(std::process::id());
+        bytes.copy_from_slice(&t.to_le_bytes()[..6]);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_names_follow_dockers_rule() {
+        assert!(validate_container_name("web").is_ok());
+        assert!(validate_container_name("web_1.a-b").is_ok());
+        assert!(validate_container_name("-web").is_err());
+        assert!(validate_container_name("we b").is_err());
+    }
+
+    #[test]
+    fn ids_are_twelve_hex_digits() {
+        let id = random_id();
+        assert_eq!(id.len(), 12);
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+}

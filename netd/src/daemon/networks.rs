@@ -1,0 +1,441 @@
+//! Networks: create (validated, then persisted before the bridge exists, so a crash never
+//! leaks a bridge), remove (refused while endpoints are attached), connect and disconnect
+//! a container, and what each network amounts to in the data path.
+
+use std::collections::BTreeSet;
+
+use anyhow::{Result, anyhow};
+use ipnet::Ipv4Net;
+use log::info;
+use netd_common::{
+    maps::{ENDPOINT_ICC_OFF, ENDPOINT_INTERNAL, EndpointInfo},
+    user::addr_be,
+};
+
+use super::{DEFAULT_NETWORK, Inner, random_id, unix_now};
+use crate::{
+    api::{ApiError, ConnectRequest, ContainerView, EndpointView, NetworkView},
+    endpoint,
+    ipam::{self, Pool},
+    network_request::{NetworkRequest, settings},
+    state::{Container, Endpoint, Network, Sandbox},
+};
+
+impl Inner {
+    pub(super) fn network(&self, name: &str) -> Result<&Network, ApiError> {
+        let name = if name == "bridge" {
+            DEFAULT_NETWORK
+        } else {
+            name
+        };
+        self.state
+            .networks
+            .get(name)
+            .ok_or_else(|| ApiError::not_found(anyhow!("network {name} not found")))
+    }
+
+    pub(super) fn network_views(&self) -> Vec<NetworkView> {
+        self.state
+            .networks
+            .values()
+            .map(|n| self.view_of(n))
+            .collect()
+    }
+
+    pub(super) fn network_view(&self, name: &str) -> Result<NetworkView, ApiError> {
+        Ok(self.view_of(self.network(name)?))
+    }
+
+    fn view_of(&self, n: &Network) -> NetworkView {
+        NetworkView {
+            network: n.clone(),
+            endpoints: self
+                .state
+                .endpoints()
+                .filter(|(_, e)| e.network == n.name)
+                .map(|(c, e)| EndpointView {
+                    container: c.name.clone(),
+                    ip: format!("{}/{}", e.ip, n.subnet.prefix_len()),
+                    mac: e.mac.clone(),
+                    host_veth: e.host_veth.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Subnets in use on the node that a new network must not overlap: routes and
+    /// addresses of links netd does not own, and every network's subnet.
+    async fn subnets_in_use(&self) -> Result<Vec<(Ipv4Net, String)>> {
+        let ours: BTreeSet<u32> = {
+            let mut s = BTreeSet::new();
+            for n in self.state.networks.values() {
+                if let Some(i) = self.netlink.link_index(&n.bridge).await? {
+                    s.insert(i);
+                }
+            }
+            s
+        };
+        let mut used: Vec<(Ipv4Net, String)> = self
+            .state
+            .networks
+            .values()
+            .map(|n| (n.subnet, format!("network {}", n.name)))
+            .collect();
+        for (dst, oif) in self.netlink.ipv4_routes().await? {
+            if dst.prefix_len() > 0 && !oif.is_some_and(|i| ours.contains(&i)) {
+                used.push((dst, format!("the node's route to {dst}")));
+            }
+        }
+        for (index, net) in self.netlink.ipv4_addresses().await? {
+            if !ours.contains(&index) && !net.addr().is_loopback() {
+                used.push((net.trunc(), format!("the node's address {}", net.addr())));
+            }
+        }
+        Ok(used)
+    }
+
+    pub(super) async fn create_network(
+        &mut self,
+        req: NetworkRequest,
+    ) -> Result<NetworkView, ApiError> {
+        let s = settings(&req).map_err(ApiError::bad_request)?;
+        if self.state.networks.contains_key(&req.name) {
+            return Err(ApiError::conflict(anyhow!(
+                "network with name {} already exists",
+                req.name
+            )));
+        }
+        let used = self.subnets_in_use().await?;
+        let pool = match &req.subnet {
+            Some(subnet) => {
+                let subnet = ipam::parse_subnet(subnet).map_err(ApiError::bad_request)?;
+                if let Some((_, what)) = used.iter().find(|(u, _)| ipam::overlaps(&subnet, u)) {
+                    return Err(ApiError::conflict(anyhow!(
+                        "invalid --subnet {subnet}: Pool overlaps with other one on this address space ({what})"
+                    )));
+                }
+                ipam::plan(subnet, req.gateway.as_deref(), req.ip_range.as_deref())
+                    .map_err(ApiError::bad_request)?
+            }
+            None => {
+                let nets: Vec<Ipv4Net> = used.iter().map(|(n, _)| *n).collect();
+                ipam::default_pool(ipam::choose_subnet(&nets).map_err(ApiError::conflict)?)
+            }
+        };
+        let id = random_id();
+        let bridge = s.bridge.clone().unwrap_or_else(|| format!("br-{id}"));
+        if let Some(other) = self.state.networks.values().find(|n| n.bridge == bridge) {
+            return Err(ApiError::conflict(anyhow!(
+                "invalid option com.netd.bridge.name={bridge}: already the bridge of network {}",
+                other.name
+            )));
+        }
+        if self.netlink.link_index(&bridge).await?.is_some() {
+            return Err(ApiError::conflict(anyhow!(
+                "invalid option com.netd.bridge.name={bridge}: an interface of that name already exists on the node"
+            )));
+        }
+        let network = Network {
+            id,
+            name: req.name.clone(),
+            driver: "bridge".into(),
+            bridge,
+            subnet: pool.subnet,
+            gateway: pool.gateway,
+            ip_range: pool.range,
+            internal: req.internal,
+            icc: s.icc,
+            masquerade: s.masquerade && !req.internal,
+            mtu: s.mtu,
+            options: s.options,
+            tag: self.next_network_tag(),
+            last_allocated: None,
+            created: unix_now(),
+        };
+        // Persisted first: if the daemon dies before the bridge exists, the next start
+        // makes it (a network is never half there without a record of it).
+        self.state
+            .networks
+            .insert(network.name.clone(), network.clone());
+        self.save()?;
+        if let Err(e) = self.realize_network(&network).await {
+            self.unrealize_network(&network).await;
+            self.state.networks.remove(&network.name);
+            self.save()?;
+            return Err(ApiError::from(
+                e.context(format!("create network {}", network.name)),
+            ));
+        }
+        info!(
+            "network {}: created, bridge {}, subnet {}, gateway {}{}{}{}",
+            network.name,
+            network.bridge,
+            network.subnet,
+            network.gateway,
+            if network.internal { ", internal" } else { "" },
+            if network.icc { "" } else { ", icc off" },
+            if network.masquerade {
+                ""
+            } else {
+                ", no masquerade"
+            },
+        );
+        Ok(self.view_of(&network))
+    }
+
+    fn next_network_tag(&self) -> u32 {
+        self.state
+            .networks
+            .values()
+            .map(|n| n.tag)
+            .max()
+            .unwrap_or(0)
+            + 1
+    }
+
+    /// The bridge and the data path's view of a network; idempotent.
+    pub(super) async fn realize_network(&mut self, n: &Network) -> Result<()> {
+        self.netlink
+            .ensure_bridge(&n.bridge, n.gateway, n.subnet.prefix_len(), n.mtu)
+            .await?;
+        self.datapath.set_network(n.subnet, Some(n.tag))?;
+        self.datapath.set_masquerade(n.subnet, n.masquerade)
+    }
+
+    /// Undo `realize_network`, tolerant of parts already gone.
+    async fn unrealize_network(&mut self, n: &Network) {
+        let _ = self.datapath.set_masquerade(n.subnet, false);
+        let _ = self.datapath.set_network(n.subnet, None);
+        if let Err(e) = endpoint::detach(&self.netlink, &n.bridge).await {
+            log::warn!("network {}: remove bridge {}: {e:#}", n.name, n.bridge);
+        }
+    }
+
+    pub(super) async fn remove_network(&mut self, name: &str) -> Result<(), ApiError> {
+        let n = self.network(name)?.clone();
+        if n.name == DEFAULT_NETWORK {
+            return Err(ApiError::forbidden(anyhow!(
+                "{} is a pre-defined network and cannot be removed",
+                n.name
+            )));
+        }
+        let attached: Vec<&str> = self
+            .state
+            .endpoints()
+            .filter(|(_, e)| e.network == n.name)
+            .map(|(c, _)| c.name.as_str())
+            .collect();
+        if !attached.is_empty() {
+            return Err(ApiError::forbidden(anyhow!(
+                "error while removing network: network {} has active endpoints (containers: {}); disconnect or remove them first",
+                n.name,
+                attached.join(", ")
+            )));
+        }
+        self.unrealize_network(&n).await;
+        self.state.networks.remove(&n.name);
+        self.save()?;
+        info!("network {}: removed", n.name);
+        Ok(())
+    }
+
+    /// The pool a network allocates from.
+    pub(super) fn pool(n: &Network) -> Pool {
+        Pool {
+            subnet: n.subnet,
+            gateway: n.gateway,
+            range: n.ip_range,
+        }
+    }
+
+    /// An address on `network`: the static one asked for (checked), or the next free one.
+    pub(super) fn choose_ip(
+        &self,
+        network: &Network,
+        wanted: Option<&str>,
+    ) -> Result<std::net::Ipv4Addr, ApiError> {
+        let taken: BTreeSet<_> = self
+            .state
+            .endpoints()
+            .filter(|(_, e)| e.network == network.name)
+            .map(|(_, e)| e.ip)
+            .collect();
+        let pool = Self::pool(network);
+        match wanted {
+            Some(ip) if network.name == DEFAULT_NETWORK => Err(ApiError::bad_request(anyhow!(
+                "invalid --ip {ip}: user specified IP address is supported on user defined networks only"
+            ))),
+            Some(ip) => ipam::check_static(&pool, ip, &taken).map_err(ApiError::conflict),
+            None => {
+                ipam::allocate(&pool, network.last_allocated, &taken).map_err(ApiError::conflict)
+            }
+        }
+    }
+
+    /// What the endpoint program needs to know of an endpoint.
+    pub(super) fn endpoint_info(n: &Network, e: &Endpoint) -> EndpointInfo {
+        let mut flags = 0;
+        if !n.icc {
+            flags |= ENDPOINT_ICC_OFF;
+        }
+        if n.internal {
+            flags |= ENDPOINT_INTERNAL;
+        }
+        EndpointInfo {
+            addr: addr_be(e.ip),
+            gateway: addr_be(n.gateway),
+            mac: endpoint::mac_for(e.ip),
+            flags,
+            network: n.tag,
+        }
+    }
+
+    pub(super) async fn connect(
+        &mut self,
+        network: &str,
+        req: ConnectRequest,
+    ) -> Result<ContainerView, ApiError> {
+        let n = self.network(network)?.clone();
+        let c = self.container(&req.container)?.clone();
+        match &c.sandbox {
+            Sandbox::Holder { .. } | Sandbox::External { .. } if c.network_mode != "none" => {}
+            _ => {
+                return Err(ApiError::bad_request(anyhow!(
+                    "container {} uses --network {}: a container sharing the network namespace of the host or of another container, or with networking disabled, cannot be connected to a network",
+                    c.name,
+                    c.network_mode
+                )));
+            }
+        }
+        if c.endpoint(&n.name).is_some() {
+            return Err(ApiError::forbidden(anyhow!(
+                "endpoint with name {} already exists in network {}",
+                c.name,
+                n.name
+            )));
+        }
+        let ip = self.choose_ip(&n, req.ip.as_deref())?;
+        let ifname = next_ifname(&c);
+        let default_route = !c.endpoints.iter().any(|e| self.carries_default_route(e));
+        let ep = self
+            .attach_endpoint(&c, &n, ip, &ifname, default_route)
+            .await
+            .map_err(|e| ApiError::from(e.context(format!("connect {} to {}", c.name, n.name))))?;
+        let c = self
+            .state
+            .containers
+            .get_mut(&c.name)
+            .expect("checked above");
+        c.endpoints.push(ep);
+        if let Some(n) = self.state.networks.get_mut(&n.name) {
+            n.last_allocated = Some(ip);
+        }
+        self.save()?;
+        info!(
+            "container {}: connected to {} with {ip} ({ifname})",
+            req.container, n.name
+        );
+        self.container_view(&req.container)
+    }
+
+    pub(super) async fn disconnect(
+        &mut self,
+        network: &str,
+        req: ConnectRequest,
+        force: bool,
+    ) -> Result<ContainerView, ApiError> {
+        let n = self.network(network)?.clone();
+        let c = self.container(&req.container)?.clone();
+        let Some(index) = c.endpoints.iter().position(|e| e.network == n.name) else {
+            return Err(ApiError::bad_request(anyhow!(
+                "container {} is not connected to network {}",
+                c.name,
+                n.name
+            )));
+        };
+        if index == 0 && !c.ports.is_empty() && !force {
+            return Err(ApiError::forbidden(anyhow!(
+                "container {}'s published ports lead to its address on {}: remove the container to unpublish them, or disconnect with --force (the ports stop answering)",
+                c.name,
+                n.name
+            )));
+        }
+        let ep = c.endpoints[index].clone();
+        self.detach_endpoint(&c, &ep).await;
+        let had_route = self.carries_default_route(&ep);
+        let c = self
+            .state
+            .containers
+            .get_mut(&c.name)
+            .expect("checked above");
+        c.endpoints.remove(index);
+        if index == 0 {
+            for b in c.ports.clone() {
+                let _ = self.datapath.unpublish(&b);
+            }
+            if let Some(c) = self.state.containers.get_mut(&req.container) {
+                c.ports.clear();
+            }
+        }
+        if had_route {
+            self.move_default_route(&req.container).await;
+        }
+        self.save()?;
+        info!("container {}: disconnected from {}", req.container, n.name);
+        self.container_view(&req.container)
+    }
+
+    /// Whether `e` is the endpoint with the container's default route: the first one on a
+    /// network that is not internal.
+    pub(super) fn carries_default_route(&self, e: &Endpoint) -> bool {
+        self.state
+            .networks
+            .get(&e.network)
+            .is_some_and(|n| !n.internal)
+            && self
+                .state
+                .containers
+                .values()
+                .find(|c| c.endpoints.iter().any(|x| x.host_veth == e.host_veth))
+                .and_then(|c| {
+                    c.endpoints.iter().find(|x| {
+                        self.state
+                            .networks
+                            .get(&x.network)
+                            .is_some_and(|n| !n.internal)
+                    })
+                })
+                .is_some_and(|first| first.host_veth == e.host_veth)
+    }
+
+    /// After the endpoint with the default route left, give it to the next one.
+    async fn move_default_route(&mut self, container: &str) {
+        let Some(c) = self.state.containers.get(container) else {
+            return;
+        };
+        let next = c.endpoints.iter().find_map(|e| {
+            self.state
+                .networks
+                .get(&e.network)
+                .filter(|n| !n.internal)
+                .map(|n| n.gateway)
+        });
+        if let (Some(gateway), Ok(ns)) = (next, self.open_sandbox(c)) {
+            let result = async {
+                let inside = crate::netlink::Netlink::connect_in(&ns)?;
+                inside.add_default_route(gateway).await
+            };
+            if let Err(e) = result.await {
+                log::warn!("container {container}: default route via {gateway}: {e:#}");
+            }
+        }
+    }
+}
+
+/// The first `ethN` the container does not use yet.
+fn next_ifname(c: &Container) -> String {
+    (0..)
+        .map(|i| format!("eth{i}"))
+        .find(|name| !c.endpoints.iter().any(|e| &e.ifname == name))
+        .expect("an unused interface name")
+}

@@ -1,0 +1,245 @@
+//! Startup: make the node match the state. What the state says must exist is recreated if
+//! missing (a bridge, a container's veth, a map entry); what netd made and no longer
+//! needs is removed (veths and namespace holders left by a daemon killed half-way,
+//! entries of endpoints and ports that no container owns). Containers whose namespace is
+//! gone are removed.
+
+use std::collections::BTreeSet;
+
+use anyhow::Result;
+use log::{info, warn};
+
+use super::{DEFAULT_NETWORK, Inner, unix_now};
+use crate::{
+    endpoint::{self, HOST_VETH_PREFIX, PEER_PREFIX},
+    ipam, process,
+    state::{Container, Network, ProcessId, Sandbox, Status},
+};
+
+impl Inner {
+    /// Returns the adopted processes of running containers, to be watched.
+    pub(super) async fn reconcile(&mut self) -> Result<Vec<(String, ProcessId)>> {
+        self.ensure_default_network().await?;
+        let networks: Vec<Network> = self.state.networks.values().cloned().collect();
+        for n in &networks {
+            self.realize_network(n).await?;
+        }
+        self.remove_dead_containers().await;
+        let mut adopted = Vec::new();
+        let names: Vec<String> = self.state.containers.keys().cloned().collect();
+        for name in names {
+            self.heal_endpoints(&name).await?;
+            let c = self.state.containers[&name].clone();
+            if let Some(primary) = c.primary() {
+                for b in &c.ports {
+                    self.datapath.publish(b, primary.ip, primary.host_ifindex)?;
+                }
+            }
+            if let (Status::Running, Some(p)) = (&c.status, c.process) {
+                if process::is_alive(p) {
+                    info!("container {name}: adopted (pid {})", p.pid);
+                    adopted.push((name.clone(), p));
+                } else if let Some(c) = self.state.containers.get_mut(&name) {
+                    c.status = Status::Exited { code: None };
+                }
+            }
+        }
+        self.remove_leftovers().await?;
+        self.refresh_node_addrs().await?;
+        Ok(adopted)
+    }
+
+    async fn ensure_default_network(&mut self) -> Result<()> {
+        if self.state.networks.contains_key(DEFAULT_NETWORK) {
+            return Ok(());
+        }
+        let mut in_use: Vec<ipnet::Ipv4Net> = self
+            .netlink
+            .ipv4_routes()
+            .await?
+            .into_iter()
+            .map(|(dst, _)| dst)
+            .filter(|dst| dst.prefix_len() > 0)
+            .collect();
+        in_use.extend(
+            self.netlink
+                .ipv4_addresses()
+                .await?
+                .into_iter()
+                .filter(|(_, n)| !n.addr().is_loopback())
+                .map(|(_, n)| n.trunc()),
+        );
+        in_use.extend(self.state.networks.values().map(|n| n.subnet));
+        let pool = ipam::default_pool(ipam::choose_subnet(&in_use)?);
+        let n = Network {
+            id: super::random_id(),
+            name: DEFAULT_NETWORK.into(),
+            driver: "bridge".into(),
+            bridge: DEFAULT_NETWORK.into(),
+            subnet: pool.subnet,
+            gateway: pool.gateway,
+            ip_range: None,
+            internal: false,
+            icc: true,
+            masquerade: true,
+            mtu: None,
+            options: Default::default(),
+            tag: self
+                .state
+                .networks
+                .values()
+                .map(|n| n.tag)
+                .max()
+                .unwrap_or(0)
+                + 1,
+            last_allocated: None,
+            created: unix_now(),
+        };
+        info!(
+            "network {}: created with subnet {}, gateway {}",
+            n.name, n.subnet, n.gateway
+        );
+        self.state.networks.insert(n.name.clone(), n);
+        self.save()
+    }
+
+    /// Is the container's network namespace still the one it was given?
+    fn sandbox_alive(&self, c: &Container) -> bool {
+        match &c.sandbox {
+            Sandbox::Holder { holder } => process::is_alive(*holder),
+            Sandbox::Host => true,
+            Sandbox::External { path, dev, ino } => process::netns_id(path) == Some((*dev, *ino)),
+            Sandbox::Container { name } => self
+                .state
+                .containers
+                .get(name)
+                .is_some_and(|t| self.sandbox_alive(t)),
+        }
+    }
+
+    async fn remove_dead_containers(&mut self) {
+        let dead: Vec<Container> = self
+            .state
+            .containers
+            .values()
+            .filter(|c| !self.sandbox_alive(c))
+            .cloned()
+            .collect();
+        for c in dead {
+            warn!(
+                "container {}: its network namespace is gone; removing it",
+                c.name
+            );
+            self.teardown(&c).await;
+            self.state.containers.remove(&c.name);
+        }
+    }
+
+    /// Recreate a container's endpoints whose veth was deleted (deleting either end of a
+    /// veth deletes both), and register all of them with the data path.
+    async fn heal_endpoints(&mut self, name: &str) -> Result<()> {
+        let c = self.state.containers[name].clone();
+        for (i, ep) in c.endpoints.iter().enumerate() {
+            let Some(n) = self.state.networks.get(&ep.network).cloned() else {
+                warn!(
+                    "container {name}: network {} is gone; dropping its endpoint",
+                    ep.network
+                );
+                self.detach_endpoint(&c, ep).await;
+                continue;
+            };
+            let present = self.netlink.link_index(&ep.host_veth).await? == Some(ep.host_ifindex);
+            let healed = if present {
+                ep.clone()
+            } else {
+                warn!(
+                    "container {name}: veth {} on {} is missing; recreating it",
+                    ep.host_veth, n.name
+                );
+                self.detach_endpoint(&c, ep).await;
+                let route = self.carries_default_route(ep);
+                self.attach_endpoint(&c, &n, ep.ip, &ep.ifname, route)
+                    .await?
+            };
+            let info = Self::endpoint_info(&n, &healed);
+            self.datapath
+                .attach_endpoint(&healed.host_veth, healed.host_ifindex, &info)?;
+            if let Some(c) = self.state.containers.get_mut(name) {
+                c.endpoints[i] = healed;
+            }
+        }
+        let networks = &self.state.networks;
+        if let Some(c) = self.state.containers.get_mut(name) {
+            c.endpoints.retain(|e| networks.contains_key(&e.network));
+        }
+        Ok(())
+    }
+
+    /// Remove what netd made that the state does not account for.
+    async fn remove_leftovers(&mut self) -> Result<()> {
+        let ids: BTreeSet<&str> = self
+            .state
+            .containers
+            .values()
+            .map(|c| c.id.as_str())
+            .collect();
+        for (id, holder) in process::find_holders(&self.state_dir) {
+            let ours = self
+                .state
+                .containers
+                .values()
+                .any(|c| matches!(c.sandbox, Sandbox::Holder { holder: h } if h == holder));
+            if !ours || !ids.contains(id.as_str()) {
+                warn!(
+                    "removing the namespace of unfinished container {id} (holder pid {})",
+                    holder.pid
+                );
+                if let Some(ns) = process::netns_id(std::path::Path::new(&format!(
+                    "/proc/{}/ns/net",
+                    holder.pid
+                ))) {
+                    process::kill_namespace(ns);
+                }
+                process::signal(holder, libc::SIGKILL);
+            }
+        }
+        let veths: BTreeSet<String> = self
+            .state
+            .endpoints()
+            .map(|(_, e)| e.host_veth.clone())
+            .collect();
+        for (index, name) in self.netlink.links().await? {
+            let ours = name.starts_with(HOST_VETH_PREFIX) || name.starts_with(PEER_PREFIX);
+            if ours && !veths.contains(&name) {
+                warn!("removing veth {name}: no container owns it");
+                if let Err(e) = self.netlink.delete_link(index).await {
+                    warn!("remove veth {name}: {e:#}");
+                }
+            }
+        }
+        let keep_ports = self.port_keys();
+        let ports = self.datapath.retain_published(&keep_ports)?;
+        let keep_eps: Vec<u32> = self
+            .state
+            .endpoints()
+            .map(|(_, e)| e.host_ifindex)
+            .collect();
+        let eps = self.datapath.retain_endpoints(&keep_eps)?;
+        let masq: Vec<_> = self
+            .state
+            .networks
+            .values()
+            .filter(|n| n.masquerade)
+            .map(|n| n.subnet)
+            .collect();
+        let subnets: Vec<_> = self.state.networks.values().map(|n| n.subnet).collect();
+        let nets = self.datapath.retain_subnets(&masq, &subnets)?;
+        if ports + eps + nets > 0 {
+            info!(
+                "removed {ports} published ports, {eps} endpoints and {nets} subnets that nothing owns"
+            );
+        }
+        let _ = endpoint::HOST_VETH_PREFIX;
+        Ok(())
+    }
+}

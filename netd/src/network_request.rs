@@ -1,0 +1,256 @@
+//! `netd network create`'s request and its validation: names, driver, options, MTU and the
+//! address plan. Pure logic, so every error is unit-tested; the daemon adds what depends on
+//! the node (overlaps with its routes and other networks, the bridge name being free).
+
+use std::collections::BTreeMap;
+
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// Names a user may not create: Docker's predefined networks and netd's default.
+pub const RESERVED_NAMES: [&str; 4] = ["bridge", "host", "none", crate::daemon::DEFAULT_NETWORK];
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NetworkRequest {
+    pub name: String,
+    #[serde(default)]
+    pub driver: Option<String>,
+    #[serde(default)]
+    pub subnet: Option<String>,
+    #[serde(default)]
+    pub gateway: Option<String>,
+    #[serde(default)]
+    pub ip_range: Option<String>,
+    #[serde(default)]
+    pub internal: bool,
+    /// `-o KEY=VALUE`, as given.
+    #[serde(default)]
+    pub options: Vec<String>,
+    #[serde(default)]
+    pub mtu: Option<u32>,
+}
+
+/// What the options and flags of a request amount to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub bridge: Option<String>,
+    pub icc: bool,
+    pub masquerade: bool,
+    pub mtu: Option<u32>,
+    pub options: BTreeMap<String, String>,
+}
+
+const OPT_BRIDGE_NAME: &str = "bridge.name";
+const OPT_ICC: &str = "bridge.enable_icc";
+const OPT_MASQUERADE: &str = "bridge.enable_ip_masquerade";
+const OPT_MTU: &str = "driver.mtu";
+const KNOWN_OPTIONS: [&str; 4] = [OPT_BRIDGE_NAME, OPT_ICC, OPT_MASQUERADE, OPT_MTU];
+/// netd's option prefix, and Docker's, accepted as the same options.
+const PREFIXES: [&str; 2] = ["com.netd.", "com.docker.network."];
+
+/// Docker's rule for network (and container) names.
+pub fn validate_name(kind: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !ok {
+        bail!(
+            "invalid {kind} name \"{name}\": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed (1 to 64 characters)"
+        );
+    }
+    Ok(())
+}
+
+/// A Linux interface name: 1 to 15 bytes, no '/', ':' or whitespace.
+pub fn validate_ifname(what: &str, name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 15 {
+        bail!("invalid {what} \"{name}\": interface names have 1 to 15 characters");
+    }
+    if name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
+        bail!("invalid {what} \"{name}\": interface names cannot contain '/', ':' or spaces");
+    }
+    Ok(())
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => bail!("invalid option {key}={value}: expected true or false"),
+    }
+}
+
+fn parse_mtu(what: &str, value: &str) -> Result<u32> {
+    match value.parse::<u32>() {
+        Ok(m) if (68..=65535).contains(&m) => Ok(m),
+        _ => bail!("invalid {what} {value}: the MTU must be a number from 68 to 65535"),
+    }
+}
+
+/// Check everything of a request that does not depend on the node.
+pub fn settings(req: &NetworkRequest) -> Result<Settings> {
+    validate_name("network", &req.name)?;
+    if RESERVED_NAMES.contains(&req.name.as_str()) {
+        bail!("network with name {} already exists", req.name);
+    }
+    match req.driver.as_deref() {
+        None | Some("bridge") => {}
+        Some(other) => {
+            bail!(
+                "invalid --driver {other}: plugin \"{other}\" not found (netd supports the bridge driver)"
+            )
+        }
+    }
+    if req.subnet.is_none() && (req.gateway.is_some() || req.ip_range.is_some()) {
+        bail!("--gateway and --ip-range need --subnet: give the subnet they belong to");
+    }
+    let mut s = Settings {
+        bridge: None,
+        icc: true,
+        masquerade: true,
+        mtu: None,
+        options: BTreeMap::new(),
+    };
+    for opt in &req.options {
+        let (key, value) = opt
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("invalid option {opt}: expected KEY=VALUE"))?;
+        let short = PREFIXES
+            .iter()
+            .find_map(|p| key.strip_prefix(p))
+            .filter(|k| KNOWN_OPTIONS.contains(k))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "invalid option {key}: unknown; known options are {}",
+                    KNOWN_OPTIONS.map(|k| format!("com.netd.{k}")).join(", ")
+                )
+            })?;
+        match short {
+            OPT_BRIDGE_NAME => {
+                validate_ifname("option com.netd.bridge.name", value)?;
+                s.bridge = Some(value.to_string());
+            }
+            OPT_ICC => s.icc = parse_bool(key, value)?,
+            OPT_MASQUERADE => s.masquerade = parse_bool(key, value)?,
+            _ => s.mtu = Some(parse_mtu(&format!("option {key}"), value)?),
+        }
+        if s.options
+            .insert(key.to_string(), value.to_string())
+            .is_some()
+        {
+            bail!("invalid option {key}: given twice");
+        }
+    }
+    if let Some(mtu) = req.mtu {
+        let mtu = parse_mtu("--mtu", &mtu.to_string())?;
+        if s.mtu.is_some_and(|m| m != mtu) {
+            bail!(
+                "--mtu {mtu} contradicts the option driver.mtu={}",
+                s.mtu.unwrap_or(0)
+            );
+        }
+        s.mtu = Some(mtu);
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(name: &str, options: &[&str]) -> NetworkRequest {
+        NetworkRequest {
+            name: name.into(),
+            options: options.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn err(r: &NetworkRequest) -> String {
+        settings(r).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults() {
+        let s = settings(&req("front", &[])).unwrap();
+        assert!(s.icc && s.masquerade && s.bridge.is_none() && s.mtu.is_none());
+    }
+
+    #[test]
+    fn names_are_checked_and_reserved_ones_refused() {
+        assert!(err(&req("-x", &[])).contains("invalid network name \"-x\""));
+        assert!(err(&req("a b", &[])).contains("invalid network name"));
+        assert!(err(&req("", &[])).contains("invalid network name"));
+        for name in RESERVED_NAMES {
+            assert!(err(&req(name, &[])).contains("already exists"), "{name}");
+        }
+    }
+
+    #[test]
+    fn options_in_netd_and_docker_spelling() {
+        let s = settings(&req(
+            "n",
+            &[
+                "com.netd.bridge.name=br-test",
+                "com.docker.network.bridge.enable_icc=false",
+                "com.netd.bridge.enable_ip_masquerade=false",
+                "com.netd.driver.mtu=1400",
+            ],
+        ))
+        .unwrap();
+        assert_eq!(s.bridge.as_deref(), Some("br-test"));
+        assert!(!s.icc && !s.masquerade);
+        assert_eq!(s.mtu, Some(1400));
+        assert_eq!(s.options.len(), 4);
+    }
+
+    #[test]
+    fn bad_options_name_the_option_and_why() {
+        for (opt, why) in [
+            ("com.netd.bridge.enable_icc=maybe", "expected true or false"),
+            (
+                "com.netd.bridge.name=waytoolongbridgename",
+                "1 to 15 characters",
+            ),
+            ("com.netd.bridge.name=a/b", "cannot contain"),
+            ("com.netd.bogus=1", "invalid option com.netd.bogus: unknown"),
+            ("novalue", "expected KEY=VALUE"),
+            ("com.netd.driver.mtu=10", "from 68 to 65535"),
+        ] {
+            let e = err(&req("n", &[opt]));
+            assert!(e.contains(why), "{opt}: {e}");
+        }
+        let twice = req(
+            "n",
+            &[
+                "com.netd.bridge.enable_icc=true",
+                "com.netd.bridge.enable_icc=false",
+            ],
+        );
+        assert!(err(&twice).contains("given twice"));
+    }
+
+    #[test]
+    fn driver_mtu_and_address_flags() {
+        let mut r = req("n", &[]);
+        r.driver = Some("overlay".into());
+        assert!(err(&r).contains("plugin \"overlay\" not found"));
+        let mut r = req("n", &[]);
+        r.mtu = Some(70000);
+        assert!(err(&r).contains("invalid --mtu 70000"));
+        let mut r = req("n", &[]);
+        r.gateway = Some("10.0.0.1".into());
+        assert!(err(&r).contains("need --subnet"));
+    }
+}
