@@ -30,6 +30,11 @@ pub const ORIGIN_HAIRPIN: u8 = 2;
 pub const FLAG_REDIRECT_BACK: u8 = 1;
 /// Entry flag: this half carries the replies (the other half saw the first packet).
 pub const FLAG_REPLY: u8 = 2;
+/// Entry flag (reply half of a hairpin flow between two networks): after the rewrite,
+/// deliver the packet straight into the calling container, whose host-side veth is the
+/// entry's `ifindex`. Routed by the stack, a packet from the node's own address arriving
+/// on a bridge would be dropped as a martian.
+pub const FLAG_REDIRECT_TO_CALLER: u8 = 4;
 
 /// What an entry's direction has seen (a bit set, updated in place): TCP flags, and
 /// whether any packet at all went this way (so a reply is visible at once, without

@@ -109,10 +109,10 @@ pub fn create(
     pkt: &Packet,
     to: Tuple,
     origin: u8,
-    flags: u8,
-    ifindex: u32,
+    first: Half,
+    reply: Half,
 ) -> Option<FlowEntry> {
-    let entry = new_entry(to, origin, pkt.seen, flags, ifindex);
+    let entry = new_entry(to, origin, pkt.seen, first.flags, first.ifindex);
     if !insert_first(key, &entry) {
         return lookup(key, pkt);
     }
@@ -120,11 +120,18 @@ pub fn create(
         Tuple::of(pkt).reversed(),
         origin,
         0,
-        flags | FLAG_REPLY,
-        ifindex,
+        reply.flags | FLAG_REPLY,
+        reply.ifindex,
     );
     insert_partner(key, &key.partner(&entry), &reply).ok()?;
     Some(entry)
+}
+
+/// The flags and interface of one half of a new flow.
+#[derive(Clone, Copy)]
+pub struct Half {
+    pub flags: u8,
+    pub ifindex: u32,
 }
 
 /// The partner half of a flow whose first half is already in the table. On failure the

@@ -8,13 +8,16 @@
 use aya_ebpf::{helpers::bpf_redirect, programs::TcContext};
 use netd_common::{
     counters::{Hook, Reason},
-    flow::{DIR_FROM_ENDPOINT, FLAG_REDIRECT_BACK, FlowEntry, FlowKey, ORIGIN_HAIRPIN},
+    flow::{
+        DIR_FROM_ENDPOINT, FLAG_REDIRECT_BACK, FLAG_REDIRECT_TO_CALLER, FlowEntry, FlowKey,
+        ORIGIN_HAIRPIN,
+    },
     maps::EndpointInfo,
     published::Backend,
 };
 
 use crate::{
-    conntrack::{self, Tuple},
+    conntrack::{self, Half, Tuple},
     guard,
     maps::ENDPOINTS,
     parse::{IP_DST_OFF, Kind, Packet, parse_ipv4_l4},
@@ -93,33 +96,66 @@ fn hairpin_new_flow(
         dst_port: backend.port,
         ..Tuple::of(pkt)
     };
-    let mut flags = 0;
+    let Some(endpoint) = endpoint else {
+        return (Reason::NoMatch, PASS);
+    };
+    let mut first = Half {
+        flags: 0,
+        ifindex: backend.ifindex,
+    };
+    let mut reply = first;
     if backend.addr == pkt.src_addr {
-        let Some(endpoint) = endpoint else {
-            return (Reason::NoMatch, PASS);
-        };
         to.src_addr = endpoint.gateway;
-        flags = FLAG_REDIRECT_BACK;
+        first.flags = FLAG_REDIRECT_BACK;
+        reply.flags = FLAG_REDIRECT_BACK;
+    } else if !policy::same_network(endpoint, backend.addr) {
+        reply = Half {
+            flags: FLAG_REDIRECT_TO_CALLER,
+            ifindex: ifindex(ctx),
+        };
     }
-    match conntrack::create(key, pkt, to, ORIGIN_HAIRPIN, flags, backend.ifindex) {
+    match conntrack::create(key, pkt, to, ORIGIN_HAIRPIN, first, reply) {
         Some(entry) => deliver(ctx, pkt, &entry, Reason::HairpinNew),
         None => (Reason::DropFlowTableFull, DROP),
     }
 }
 
-/// Translate, then let the packet go on, or send it back into the container it came from
-/// (MAC addresses swapped) when the flow says so.
+/// Translate, then let the packet go on, or send it into a container directly when the
+/// flow says so: back into the one it came from (MAC addresses swapped), or into the one
+/// that called across networks.
 #[inline(always)]
 fn deliver(ctx: &TcContext, pkt: &Packet, entry: &FlowEntry, reason: Reason) -> Verdict {
     let (reason, verdict) = apply(ctx, pkt, entry, reason);
-    if verdict != PASS || entry.flags & FLAG_REDIRECT_BACK == 0 {
+    if verdict != PASS {
         return (reason, verdict);
     }
-    if swap_macs(ctx).is_err() {
-        return (Reason::DropRedirectFailed, DROP);
+    let target = if entry.flags & FLAG_REDIRECT_BACK != 0 {
+        swap_macs(ctx).map(|()| ifindex(ctx))
+    } else if entry.flags & FLAG_REDIRECT_TO_CALLER != 0 {
+        address_to_caller(ctx, entry.ifindex).map(|()| entry.ifindex)
+    } else {
+        return (reason, verdict);
+    };
+    match target {
+        // SAFETY: a helper taking plain integers.
+        Ok(target) => (reason, unsafe { bpf_redirect(target, 0) } as i32),
+        Err(_) => (Reason::DropRedirectFailed, DROP),
     }
-    // SAFETY: a helper taking plain integers.
-    (reason, unsafe { bpf_redirect(ifindex(ctx), 0) } as i32)
+}
+
+/// MAC addresses for a frame sent into the container behind `caller` (a host-side veth):
+/// to the container's own MAC, from the gateway MAC the frame was sent to.
+#[inline(always)]
+fn address_to_caller(ctx: &TcContext, caller: u32) -> Result<(), i64> {
+    // SAFETY: a copy out of the map value.
+    let Some(ep) = (unsafe { ENDPOINTS.get(&caller) }).copied() else {
+        return Err(0);
+    };
+    let gateway_mac: [u8; 6] = ctx.load(0)?;
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(&ep.mac);
+    macs[6..].copy_from_slice(&gateway_mac);
+    ctx.store(0, &macs, 0)
 }
 
 #[inline(always)]

@@ -25,3 +25,11 @@ pub fn refuse(ep: &EndpointInfo, dst: u32) -> Option<Reason> {
         None => (ep.flags & ENDPOINT_INTERNAL != 0).then_some(Reason::DropInternal),
     }
 }
+
+/// Is `addr` (network order) on the endpoint's own network?
+#[inline(always)]
+pub fn same_network(ep: &EndpointInfo, addr: u32) -> bool {
+    NETWORKS
+        .get(Key::new(32, addr))
+        .is_some_and(|tag| *tag == ep.network)
+}

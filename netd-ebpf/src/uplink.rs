@@ -10,7 +10,7 @@ use netd_common::{
 };
 
 use crate::{
-    conntrack::{self, Tuple},
+    conntrack::{self, Half, Tuple},
     icmp,
     maps::{FLOWS, MASQ_SUBNETS, NODE_CONFIG},
     nat,
@@ -73,7 +73,11 @@ fn dnat_new_flow(ctx: &TcContext, pkt: &Packet, key: &FlowKey, backend: &Backend
         dst_port: backend.port,
         ..Tuple::of(pkt)
     };
-    match conntrack::create(key, pkt, to, ORIGIN_DNAT, 0, backend.ifindex) {
+    let half = Half {
+        flags: 0,
+        ifindex: backend.ifindex,
+    };
+    match conntrack::create(key, pkt, to, ORIGIN_DNAT, half, half) {
         Some(entry) => apply(ctx, pkt, &entry, Reason::DnatNew),
         None => (Reason::DropFlowTableFull, DROP),
     }

@@ -193,3 +193,29 @@ fn an_internal_network_reaches_only_itself_and_the_node() {
     assert_eq!(verdict(&mut t, &to(APP)), TC_ACT_OK);
     assert_eq!(verdict(&mut t, &to(GATEWAY)), TC_ACT_OK);
 }
+
+#[test]
+fn a_reply_to_a_caller_on_another_network_is_delivered_straight_to_it() {
+    let mut t = node_with_two_networks(0);
+    let mut caller = endpoint_at(OTHER_CONTAINER, 0);
+    caller.network = NETWORK_TAG + 1;
+    t.dp.register_endpoint(LO, &caller).unwrap();
+    let (verdict, out) = t.run(
+        "endpoint_ingress",
+        &Pkt::tcp(OTHER_CONTAINER, 40000, NODE, 8080, SYN).build(),
+    );
+    assert_eq!(verdict, TC_ACT_OK, "the call is routed by the stack");
+    assert_eq!(dst_of(&out), (CONTAINER, 80));
+
+    // The reply comes from the node's address: the stack would drop it as a martian, so
+    // it goes straight into the caller's veth.
+    t.dp.register_endpoint(LO, &endpoint_info(0)).unwrap();
+    let (verdict, reply) = t.run(
+        "endpoint_ingress",
+        &Pkt::tcp(CONTAINER, 80, OTHER_CONTAINER, 40000, SYN | ACK).build(),
+    );
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(src_of(&reply), (NODE, 8080));
+    assert_eq!(dst_of(&reply), (OTHER_CONTAINER, 40000));
+    assert_checksums_valid(&reply);
+}

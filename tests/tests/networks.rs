@@ -117,9 +117,18 @@ fn bad_network_input_names_the_field_and_changes_nothing() {
     d.cli_ok(&["network", "create", "--subnet", "10.60.0.0/24", "taken"])
         .unwrap();
     d.run_idle_container("c1", &[]).unwrap();
+    let links = || {
+        let out = String::from_utf8(sb.node.ip(&["-o", "-4", "addr"]).unwrap().stdout).unwrap();
+        let names = String::from_utf8(sb.node.ip(&["-o", "link"]).unwrap().stdout).unwrap();
+        let names: Vec<String> = names
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1).map(str::to_string))
+            .collect();
+        (out, names)
+    };
     let before = (
         d.cli_ok(&["network", "ls", "--format", "json"]).unwrap(),
-        sb.node.ip(&["-o", "link"]).unwrap().stdout,
+        links(),
     );
     let cases: &[(&[&str], &str)] = &[
         (&["network", "create", "bad name"], "invalid network name"),
@@ -287,7 +296,7 @@ fn bad_network_input_names_the_field_and_changes_nothing() {
     }
     let after = (
         d.cli_ok(&["network", "ls", "--format", "json"]).unwrap(),
-        sb.node.ip(&["-o", "link"]).unwrap().stdout,
+        links(),
     );
     assert_eq!(before, after, "a refused command changed nothing");
     let ps = d.cli_ok(&["ps", "-a", "--format", "json"]).unwrap();
@@ -347,7 +356,14 @@ fn networks_are_isolated_from_each_other_but_not_from_the_node_or_published_port
         echo_once(&c.netns, Proto::Tcp, addr(Sandbox::NODE_ADDR, 9001)).expect("the node");
     }
     // Each other's published ports, through the node's address.
-    echo_once(&r1.netns, Proto::Tcp, addr(Sandbox::NODE_ADDR, 8082)).expect("red to blue's port");
+    if let Err(e) = echo_once(&r1.netns, Proto::Tcp, addr(Sandbox::NODE_ADDR, 8082)) {
+        panic!(
+            "red to blue's port: {e:#}\n{}\n{}\n{}",
+            d.cli_ok(&["stats"]).unwrap(),
+            d.cli_ok(&["conntrack"]).unwrap(),
+            d.cli_ok(&["info"]).unwrap()
+        );
+    }
     echo_once(&b1.netns, Proto::Tcp, addr(Sandbox::NODE_ADDR, 8081)).expect("blue to red's port");
     assert!(
         d.counter("EndpointIngress", "drop_network_isolation")
