@@ -2,17 +2,19 @@
 //! the only place that writes their maps. Maps are pinned under the bpffs directory so a
 //! restarted daemon adopts the same tables.
 
-use std::{net::Ipv4Addr, path::Path};
+use std::{
+    collections::HashSet,
+    net::Ipv4Addr,
+    os::fd::AsFd,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, Result, bail};
-use std::collections::HashMap;
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{self, Array, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
-    programs::{
-        CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, tc::SchedClassifierLinkId,
-    },
+    programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, links::FdLink},
 };
 use ipnet::Ipv4Net;
 use log::info;
@@ -24,7 +26,7 @@ use netd_common::{
     user::addr_be,
 };
 
-use crate::ports::PortBinding;
+use crate::{pins, ports::PortBinding};
 
 /// The kernel object built by netd/build.rs.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netd-ebpf"));
@@ -33,8 +35,11 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 pub struct Datapath {
     ebpf: Ebpf,
-    /// The endpoint program's attachment per host-side veth.
-    endpoint_links: HashMap<String, SchedClassifierLinkId>,
+    /// Where the program links are pinned.
+    links: PathBuf,
+    /// Host-side veths the endpoint program is attached to (by this daemon or its
+    /// predecessor, whose pinned link was updated).
+    endpoints_attached: HashSet<String>,
 }
 
 /// Refuse a directory that is not on bpffs: pins there would not survive, or fail.
@@ -81,6 +86,7 @@ impl Datapath {
     /// `flow_table_size` is the connection table's capacity in entries (two per flow).
     pub fn load(bpffs_dir: &Path, flow_table_size: u32) -> Result<Self> {
         check_bpffs(bpffs_dir)?;
+        pins::check_pinned_maps(bpffs_dir, &pins::expected_maps(PROGRAMS, flow_table_size)?)?;
         let ebpf = EbpfLoader::new()
             .default_map_pin_directory(bpffs_dir)
             .map_max_entries(names::FLOWS, flow_table_size)
@@ -88,7 +94,8 @@ impl Datapath {
             .context("load netd's eBPF programs")?;
         let mut datapath = Datapath {
             ebpf,
-            endpoint_links: HashMap::new(),
+            links: pins::links_dir(bpffs_dir),
+            endpoints_attached: HashSet::new(),
         };
         let names = UPLINK_PROGRAMS
             .iter()
@@ -109,15 +116,45 @@ impl Datapath {
         Ok(datapath)
     }
 
-    /// Attach the uplink programs to `uplink` (TC ingress and egress).
+    /// Attach the uplink programs to `uplink` (TC ingress and egress), or swap them into
+    /// the links a previous daemon pinned there; links of another uplink are removed.
     pub fn attach(&mut self, uplink: &str) -> Result<()> {
+        let mut keep = Vec::new();
         for (name, attach) in UPLINK_PROGRAMS {
-            self.program(name)?
-                .attach(uplink, attach)
-                .with_context(|| format!("attach {name} to {uplink}"))?;
+            let pin = format!("uplink-{uplink}-{name}");
+            self.attach_tc_pinned(name, uplink, attach, &pin)?;
+            keep.push(pin);
         }
+        pins::retain_links(&self.links, "uplink-", &keep);
         info!("data path attached to uplink {uplink}");
         Ok(())
+    }
+
+    /// Swap program `name` into the link pinned as `pin`, or attach it to `iface` and
+    /// pin the new link. A pinned link that cannot take the program (its interface is
+    /// gone) is replaced.
+    fn attach_tc_pinned(
+        &mut self,
+        name: &str,
+        iface: &str,
+        attach: TcAttachType,
+        pin: &str,
+    ) -> Result<()> {
+        let path = self.links.join(pin);
+        let prog = self.program(name)?;
+        match pins::update_pinned_link(&path, prog.fd()?.as_fd()) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => {
+                log::warn!("{e:#}: attaching afresh");
+                pins::remove_link(&path);
+            }
+        }
+        let id = prog
+            .attach(iface, attach)
+            .with_context(|| format!("attach {name} to {iface}"))?;
+        let link = FdLink::try_from(prog.take_link(id)?)?;
+        pins::pin_link(link, &path)
     }
 
     /// Attach the endpoint program to a container's host-side veth and say who is behind
@@ -130,12 +167,10 @@ impl Datapath {
     ) -> Result<()> {
         self.register_endpoint(ifindex, info)
             .with_context(|| format!("register endpoint {host_veth}"))?;
-        if !self.endpoint_links.contains_key(host_veth) {
-            let link = self
-                .program(ENDPOINT_PROGRAM)?
-                .attach(host_veth, TcAttachType::Ingress)
-                .with_context(|| format!("attach {ENDPOINT_PROGRAM} to {host_veth}"))?;
-            self.endpoint_links.insert(host_veth.to_string(), link);
+        if !self.endpoints_attached.contains(host_veth) {
+            let pin = endpoint_pin(host_veth);
+            self.attach_tc_pinned(ENDPOINT_PROGRAM, host_veth, TcAttachType::Ingress, &pin)?;
+            self.endpoints_attached.insert(host_veth.to_string());
         }
         Ok(())
     }
@@ -145,6 +180,14 @@ impl Datapath {
         let mut endpoints: maps::HashMap<_, u32, EndpointInfo> =
             maps::HashMap::try_from(self.map_mut(names::ENDPOINTS)?)?;
         Ok(endpoints.insert(ifindex, info, 0)?)
+    }
+
+    /// Unpin the endpoint links of host-side veths not in `keep`.
+    pub fn retain_endpoint_links(&mut self, keep: &[String]) -> usize {
+        let keep: Vec<String> = keep.iter().map(|v| endpoint_pin(v)).collect();
+        self.endpoints_attached
+            .retain(|v| keep.contains(&endpoint_pin(v)));
+        pins::retain_links(&self.links, "endpoint-", &keep)
     }
 
     /// Remove the endpoints whose host-side veth is not in `keep` (left by a previous run
@@ -165,10 +208,8 @@ impl Datapath {
 
     /// Undo `attach_endpoint` (tolerant of a veth that is already gone).
     pub fn detach_endpoint(&mut self, host_veth: &str, ifindex: u32) -> Result<()> {
-        if let Some(link) = self.endpoint_links.remove(host_veth) {
-            // Fails harmlessly when the veth (and with it the attachment) is gone.
-            let _ = self.program(ENDPOINT_PROGRAM)?.detach(link);
-        }
+        self.endpoints_attached.remove(host_veth);
+        pins::remove_link(&self.links.join(endpoint_pin(host_veth)));
         let mut endpoints: maps::HashMap<_, u32, EndpointInfo> =
             maps::HashMap::try_from(self.map_mut(names::ENDPOINTS)?)?;
         endpoints
@@ -184,14 +225,30 @@ impl Datapath {
     pub fn attach_host_local(&mut self, cgroup: &Path) -> Result<()> {
         let dir = std::fs::File::open(cgroup)
             .with_context(|| format!("--cgroup {}: open", cgroup.display()))?;
+        let ino = std::os::unix::fs::MetadataExt::ino(&dir.metadata()?);
+        let mut keep = Vec::new();
         for name in HOST_LOCAL_PROGRAMS {
-            self.socket_program(name)?
-                // On kernels with bpf_link (5.7+, which this needs anyway for the netns
-                // cookie) aya attaches with a link, which is always multi-attach and
-                // takes no flags: BPF_F_ALLOW_MULTI there is EINVAL.
+            let pin = format!("cgroup-{ino}-{name}");
+            let path = self.links.join(&pin);
+            keep.push(pin);
+            let prog = self.socket_program(name)?;
+            match pins::update_pinned_link(&path, prog.fd()?.as_fd()) {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => {
+                    log::warn!("{e:#}: attaching afresh");
+                    pins::remove_link(&path);
+                }
+            }
+            // On kernels with bpf_link (5.7+, which this needs anyway for the netns
+            // cookie) aya attaches with a link, which is always multi-attach and takes no
+            // flags: BPF_F_ALLOW_MULTI there is EINVAL.
+            let id = prog
                 .attach(&dir, CgroupAttachMode::Single)
                 .with_context(|| format!("attach {name} to cgroup {}", cgroup.display()))?;
+            pins::pin_link(FdLink::try_from(prog.take_link(id)?)?, &path)?;
         }
+        pins::retain_links(&self.links, "cgroup-", &keep);
         info!(
             "host-local access to published ports for cgroup {}",
             cgroup.display()
@@ -428,6 +485,11 @@ impl Datapath {
         debug_assert_eq!(out.len() as u32, HOOK_COUNT * REASON_COUNT);
         Ok(out)
     }
+}
+
+/// The pin name of the endpoint program's link on a host-side veth.
+fn endpoint_pin(host_veth: &str) -> String {
+    format!("endpoint-{host_veth}")
 }
 
 fn ignore_missing(e: aya::maps::MapError) -> Result<(), aya::maps::MapError> {

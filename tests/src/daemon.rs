@@ -29,6 +29,7 @@ pub struct Daemon {
     pub dir: PathBuf,
     pub socket: PathBuf,
     tag: String,
+    uplink: String,
     flags: Vec<String>,
     /// The daemon's cgroup for host-local access: `host_process` runs commands in it.
     pub cgroup: PathBuf,
@@ -70,30 +71,51 @@ impl Daemon {
             node: node.name.clone(),
             socket: dir.join("netd.sock"),
             tag: node.name.clone(),
+            uplink: uplink.to_string(),
             dir,
             flags,
             cgroup,
             child: None,
         };
-        daemon.spawn(uplink)?;
+        daemon.spawn()?;
         Ok(daemon)
     }
 
-    fn spawn(&mut self, uplink: &str) -> Result<()> {
+    /// Signal the daemon process alone (not the containers it started) and wait for it.
+    pub fn stop(&mut self, signal: i32) -> Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("the daemon is not running")?;
+        // SAFETY: our own child's pid (`ip netns exec` execs the daemon in place).
+        unsafe { libc::kill(child.id() as i32, signal) };
+        Ok(child.wait()?)
+    }
+
+    /// Start the daemon again with the same flags, after `stop`.
+    pub fn restart(&mut self) -> Result<()> {
+        self.spawn()
+    }
+
+    /// The `ip` arguments that run this daemon in its node, with `extra` flags.
+    pub fn command_line_with(&self, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = ["netns", "exec", &self.node].map(String::from).to_vec();
+        args.push(netd_bin().to_string_lossy().into_owned());
+        args.extend(["daemon", "--uplink", &self.uplink, "--socket"].map(String::from));
+        args.push(self.socket.to_string_lossy().into_owned());
+        args.push("--state-dir".into());
+        args.push(self.dir.join("state").to_string_lossy().into_owned());
+        args.push("--bpffs-dir".into());
+        args.push(self.dir.join("bpf").to_string_lossy().into_owned());
+        args.extend(self.flags.iter().cloned());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    fn spawn(&mut self) -> Result<()> {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("daemon.log"))?;
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.node])
-            .arg(netd_bin())
-            .args(["daemon", "--uplink", uplink, "--socket"])
-            .arg(&self.socket)
-            .arg("--state-dir")
-            .arg(self.dir.join("state"))
-            .arg("--bpffs-dir")
-            .arg(self.dir.join("bpf"))
-            .args(&self.flags)
+            .args(self.command_line_with(&[]))
             .env(TAG_VAR, &self.tag)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -11,7 +11,7 @@ use log::{info, warn};
 
 use super::{DEFAULT_NETWORK, Inner, unix_now};
 use crate::{
-    endpoint::{self, HOST_VETH_PREFIX, PEER_PREFIX},
+    endpoint::{HOST_VETH_PREFIX, PEER_PREFIX},
     ipam, process,
     state::{Container, Network, ProcessId, Sandbox, Status},
 };
@@ -239,7 +239,11 @@ impl Inner {
                 "removed {ports} published ports, {eps} endpoints and {nets} subnets that nothing owns"
             );
         }
-        let _ = endpoint::HOST_VETH_PREFIX;
+        let veth_names: Vec<String> = veths.into_iter().collect();
+        let links = self.datapath.retain_endpoint_links(&veth_names);
+        if links > 0 {
+            info!("detached the endpoint program from {links} veths that no container owns");
+        }
         Ok(())
     }
 }
