@@ -139,9 +139,15 @@ pub fn netns_id(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
-/// SIGKILL every process in the network namespace `ns` (a container's own namespace: never
-/// call this for the node's). Returns how many were signalled.
+/// SIGKILL every process in the network namespace `ns`, a container's own. Refused (0)
+/// for the caller's own namespace and the initial one: a holder that did not unshare, or
+/// a namespace path that resolves to the node, must never take the node's processes down.
 pub fn kill_namespace(ns: (u64, u64)) -> usize {
+    let protected = [Path::new("/proc/self/ns/net"), Path::new("/proc/1/ns/net")];
+    if protected.iter().any(|p| netns_id(p) == Some(ns)) {
+        log::error!("refusing to kill the processes of the node's own network namespace");
+        return 0;
+    }
     let me = std::process::id();
     let mut n = 0;
     for pid in all_pids() {
