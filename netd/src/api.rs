@@ -154,19 +154,19 @@ impl ApiRequest {
 
 pub const API_PREFIX: &str = "/v1/";
 
-/// Serve `handler` on a Unix socket at `path` (mode 0660) until `shutdown` resolves.
-pub async fn serve<H, F>(
-    path: &Path,
-    handler: Arc<H>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<()>
-where
-    H: Fn(ApiRequest) -> F + Send + Sync + 'static,
-    F: Future<Output = Result<serde_json::Value, ApiError>> + Send + 'static,
-{
+/// Listen on a Unix socket at `path`, mode 0660, owned by `group` if given. A stale
+/// socket (left by a killed daemon) is replaced; the socket of a daemon that still
+/// answers is not.
+pub async fn bind(path: &Path, group: Option<u32>) -> Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("create socket directory {}", dir.display()))?;
+    }
+    if UnixStream::connect(path).await.is_ok() {
+        bail!(
+            "another netd daemon is serving {}: stop it first, or give this one another --socket",
+            path.display()
+        );
     }
     match std::fs::remove_file(path) {
         Ok(()) => debug!("removed stale socket {}", path.display()),
@@ -175,8 +175,27 @@ where
     }
     let listener =
         UnixListener::bind(path).with_context(|| format!("listen on {}", path.display()))?;
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .with_context(|| format!("chown {} to group {gid}", path.display()))?;
+    }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("chmod 0660 {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Serve `handler` on `listener` (bound at `path`) until `shutdown` resolves; then remove
+/// the socket.
+pub async fn serve<H, F>(
+    listener: UnixListener,
+    path: &Path,
+    handler: Arc<H>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()>
+where
+    H: Fn(ApiRequest) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<serde_json::Value, ApiError>> + Send + 'static,
+{
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -293,10 +312,17 @@ impl Client {
         body: Option<&impl Serialize>,
     ) -> Result<T> {
         let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot connect to the netd daemon at {}: {e}. Is the daemon running? Start it with `netd daemon` (or `systemctl start netd`), or point --socket / NETD_SOCKET at its socket",
-                self.socket.display()
-            )
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                anyhow::anyhow!(
+                    "permission denied on the netd socket {}: it is for root and the daemon's --socket-group; run as root (sudo) or join that group",
+                    self.socket.display()
+                )
+            } else {
+                anyhow::anyhow!(
+                    "cannot connect to the netd daemon at {}: {e}. Is the daemon running? Start it with `netd daemon` (or `systemctl start netd`), or point --socket / NETD_SOCKET at its socket",
+                    self.socket.display()
+                )
+            }
         })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await

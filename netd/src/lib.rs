@@ -12,6 +12,7 @@ pub mod netlink;
 pub mod netns;
 pub mod network_request;
 pub mod node_ports;
+pub mod notify;
 pub mod pins;
 pub mod ports;
 pub mod process;

@@ -89,6 +89,9 @@ struct DaemonArgs {
     /// Seconds between sweeps that remove expired flows from the connection table.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     conntrack_gc_interval: u64,
+    /// A group (name or number) whose members may use the API socket besides root.
+    #[arg(long)]
+    socket_group: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -134,8 +137,10 @@ fn run_daemon(
     socket: &std::path::Path,
     args: DaemonArgs,
 ) -> anyhow::Result<std::process::ExitCode> {
+    let notifier = netd::notify::Notifier::from_env();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let snat_ports = parse_snat_ports(&args.snat_ports)?;
+    let socket_group = args.socket_group.as_deref().map(group_id).transpose()?;
     let config = daemon::DaemonConfig {
         uplink: args.uplink,
         socket: socket.to_path_buf(),
@@ -145,9 +150,27 @@ fn run_daemon(
         flow_table_size: args.flow_table_size,
         cgroup: args.cgroup,
         gc_interval: std::time::Duration::from_secs(args.conntrack_gc_interval),
+        socket_group,
+        notifier,
     };
     tokio::runtime::Runtime::new()?.block_on(daemon::run(config))?;
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// A group by name or number.
+fn group_id(group: &str) -> anyhow::Result<u32> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(group)?;
+    // SAFETY: getgrnam with a NUL-terminated name; the result is read before any other
+    // call that could reuse its static buffer.
+    let entry = unsafe { libc::getgrnam(name.as_ptr()) };
+    if entry.is_null() {
+        anyhow::bail!("invalid --socket-group {group}: no such group");
+    }
+    // SAFETY: non-null, as checked.
+    Ok(unsafe { (*entry).gr_gid })
 }
 
 fn parse_snat_ports(s: &str) -> anyhow::Result<ports::PortRange> {

@@ -163,6 +163,22 @@ impl Store {
         })
     }
 
+    /// Hold the state directory for this daemon (released when the returned file closes,
+    /// also when the daemon is killed).
+    pub fn lock(&self) -> Result<fs::File> {
+        use std::os::fd::AsRawFd;
+        let path = self.path.with_file_name("lock");
+        let f = fs::File::create(&path).with_context(|| format!("create {}", path.display()))?;
+        // SAFETY: flock on a file we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            bail!(
+                "another netd daemon is using the state directory {}: stop it first, or give this one another --state-dir",
+                self.path.parent().unwrap_or(Path::new(".")).display()
+            );
+        }
+        Ok(f)
+    }
+
     pub fn load(&self) -> Result<State> {
         let bytes = match fs::read(&self.path) {
             Ok(bytes) => bytes,

@@ -31,6 +31,8 @@ pub struct Daemon {
     tag: String,
     uplink: String,
     flags: Vec<String>,
+    /// More environment for the daemon (e.g. NOTIFY_SOCKET).
+    env: Vec<(String, String)>,
     /// The daemon's cgroup for host-local access: `host_process` runs commands in it.
     pub cgroup: PathBuf,
     child: Option<Child>,
@@ -44,6 +46,16 @@ impl Daemon {
 
     /// Like `start`, with more `netd daemon` flags.
     pub fn start_with(node: &Netns, uplink: &str, extra: &[&str]) -> Result<Self> {
+        Self::start_with_env(node, uplink, extra, &[])
+    }
+
+    /// Like `start_with`, with more environment variables for the daemon.
+    pub fn start_with_env(
+        node: &Netns,
+        uplink: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let dir = PathBuf::from(format!("/run/netd-test/{}", node.name));
         fs::create_dir_all(dir.join("bpf"))?;
         run(
@@ -72,6 +84,10 @@ impl Daemon {
             socket: dir.join("netd.sock"),
             tag: node.name.clone(),
             uplink: uplink.to_string(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             dir,
             flags,
             cgroup,
@@ -118,6 +134,7 @@ impl Daemon {
             .args(self.command_line_with(&[]))
             .env(TAG_VAR, &self.tag)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

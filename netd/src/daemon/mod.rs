@@ -45,6 +45,10 @@ pub struct DaemonConfig {
     pub cgroup: Option<PathBuf>,
     /// How often expired flows are removed from the connection table.
     pub gc_interval: Duration,
+    /// The group the API socket belongs to (mode 0660).
+    pub socket_group: Option<u32>,
+    /// systemd's readiness notification.
+    pub notifier: crate::notify::Notifier,
 }
 
 struct Inner {
@@ -65,6 +69,10 @@ pub struct Daemon {
 }
 
 pub async fn run(config: DaemonConfig) -> Result<()> {
+    // One daemon per state directory and per socket: checked before anything is touched.
+    let store = Store::open(&config.state_dir)?;
+    let _lock = store.lock()?;
+    let listener = api::bind(&config.socket, config.socket_group).await?;
     let netlink = Netlink::connect()?;
     let uplink = match &config.uplink {
         Some(u) => u.clone(),
@@ -82,7 +90,6 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         .with_context(|| {
             format!("--uplink {uplink}: the interface has no IPv4 address to masquerade with")
         })?;
-    let store = Store::open(&config.state_dir)?;
     // Absolute, so that the namespace holders it names are recognised by the next start.
     let state_dir = std::fs::canonicalize(&config.state_dir)?;
     let state = store.load()?;
@@ -120,6 +127,10 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         "netd ready: uplink {uplink} ({uplink_addr}), API on {}",
         config.socket.display()
     );
+    let status = format!("STATUS=serving uplink {uplink} ({uplink_addr})");
+    if let Err(e) = config.notifier.send(&format!("READY=1\n{status}")) {
+        warn!("{e:#}");
+    }
 
     tokio::spawn(collect_garbage(Arc::downgrade(&daemon), config.gc_interval));
     let handler = {
@@ -129,8 +140,11 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             async move { daemon.route(req).await }
         })
     };
-    api::serve(&config.socket, handler, shutdown_signal()).await?;
-    info!("netd stopping; containers keep running and are adopted by the next start");
+    api::serve(listener, &config.socket, handler, shutdown_signal()).await?;
+    let _ = config.notifier.send("STOPPING=1");
+    info!(
+        "netd stopping; the data path stays attached and containers keep running, adopted by the next start"
+    );
     Ok(())
 }
 
