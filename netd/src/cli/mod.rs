@@ -156,22 +156,78 @@ pub async fn create(client: &Client, args: CreateArgs) -> Result<ExitCode> {
 
 /// `netd inspect NAME...`: the containers' records as JSON (an array, like Docker's).
 pub async fn inspect(client: &Client, names: Vec<String>) -> Result<ExitCode> {
+    inspect_each(client, "containers", &names).await
+}
+
+/// GET `collection/NAME` for each name; print the answers as one JSON array, and report
+/// the names that failed.
+pub(crate) async fn inspect_each(
+    client: &Client,
+    collection: &str,
+    names: &[String],
+) -> Result<ExitCode> {
     let mut out = Vec::new();
+    let failed = for_each_name(
+        names,
+        "Error",
+        |name| {
+            let path = format!("{collection}/{name}");
+            async move { client.call::<Value>(Method::GET, &path, None::<&()>).await }
+        },
+        |_, v| out.push(v),
+    )
+    .await;
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(exit_code(failed))
+}
+
+/// DELETE `collection/NAME{query}` for each name, printing each removed name like Docker.
+pub(crate) async fn remove_each(
+    client: &Client,
+    collection: &str,
+    names: &[String],
+    query: &str,
+) -> Result<ExitCode> {
+    let failed = for_each_name(
+        names,
+        "Error response from daemon",
+        |name| {
+            let path = format!("{collection}/{name}{query}");
+            async move {
+                client
+                    .call::<Value>(Method::DELETE, &path, None::<&()>)
+                    .await
+            }
+        },
+        |name, _| println!("{name}"),
+    )
+    .await;
+    Ok(exit_code(failed))
+}
+
+/// Run `call` for each name, in order; successes go to `ok`, failures to stderr with
+/// `prefix`. Whether any failed.
+async fn for_each_name<F, Fut>(
+    names: &[String],
+    prefix: &str,
+    call: F,
+    mut ok: impl FnMut(&str, Value),
+) -> bool
+where
+    F: Fn(&str) -> Fut,
+    Fut: std::future::Future<Output = Result<Value>>,
+{
     let mut failed = false;
-    for name in &names {
-        match client
-            .call::<Value>(Method::GET, &format!("containers/{name}"), None::<&()>)
-            .await
-        {
-            Ok(v) => out.push(v),
+    for name in names {
+        match call(name).await {
+            Ok(v) => ok(name, v),
             Err(e) => {
-                eprintln!("Error: {e:#}");
+                eprintln!("{prefix}: {e:#}");
                 failed = true;
             }
         }
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(exit_code(failed))
+    failed
 }
 
 pub(crate) fn exit_code(failed: bool) -> ExitCode {
@@ -249,24 +305,8 @@ pub async fn port(client: &Client, args: PortArgs) -> Result<ExitCode> {
 }
 
 pub async fn rm(client: &Client, args: RmArgs) -> Result<ExitCode> {
-    let mut failed = false;
-    for name in &args.names {
-        let path = format!(
-            "containers/{name}{}",
-            if args.force { "?force=1" } else { "" }
-        );
-        match client
-            .call::<Value>(Method::DELETE, &path, None::<&()>)
-            .await
-        {
-            Ok(_) => println!("{name}"),
-            Err(e) => {
-                eprintln!("Error response from daemon: {e:#}");
-                failed = true;
-            }
-        }
-    }
-    Ok(exit_code(failed))
+    let query = if args.force { "?force=1" } else { "" };
+    remove_each(client, "containers", &args.names, query).await
 }
 
 pub async fn ps(client: &Client, args: PsArgs) -> Result<ExitCode> {

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use hyper::Method;
 use serde_json::Value;
 
-use super::{FormatArgs, exit_code, print_table};
+use super::{FormatArgs, inspect_each, print_table, remove_each};
 use crate::{
     api::{Client, ConnectRequest, NetworkView},
     network_request::NetworkRequest,
@@ -95,40 +95,8 @@ pub async fn run(client: &Client, command: NetworkCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         NetworkCommand::Ls(format) => ls(client, format).await,
-        NetworkCommand::Inspect { names } => {
-            let mut out = Vec::new();
-            let mut failed = false;
-            for name in &names {
-                match client
-                    .call::<Value>(Method::GET, &format!("networks/{name}"), None::<&()>)
-                    .await
-                {
-                    Ok(v) => out.push(v),
-                    Err(e) => {
-                        eprintln!("Error: {e:#}");
-                        failed = true;
-                    }
-                }
-            }
-            println!("{}", serde_json::to_string_pretty(&out)?);
-            Ok(exit_code(failed))
-        }
-        NetworkCommand::Rm { names } => {
-            let mut failed = false;
-            for name in &names {
-                match client
-                    .call::<Value>(Method::DELETE, &format!("networks/{name}"), None::<&()>)
-                    .await
-                {
-                    Ok(_) => println!("{name}"),
-                    Err(e) => {
-                        eprintln!("Error response from daemon: {e:#}");
-                        failed = true;
-                    }
-                }
-            }
-            Ok(exit_code(failed))
-        }
+        NetworkCommand::Inspect { names } => inspect_each(client, "networks", &names).await,
+        NetworkCommand::Rm { names } => remove_each(client, "networks", &names, "").await,
         NetworkCommand::Connect {
             ip,
             network,
