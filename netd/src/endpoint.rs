@@ -42,6 +42,15 @@ pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
+/// `02:42:ac:11:00:02` back to bytes.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let bytes: Vec<u8> = s
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).ok())
+        .collect::<Option<_>>()?;
+    bytes.try_into().ok()
+}
+
 pub fn format_mac(mac: &[u8; 6]) -> String {
     mac.iter()
         .map(|b| format!("{b:02x}"))
@@ -117,4 +126,19 @@ pub async fn detach(node: &Netlink, host_veth: &str) -> Result<()> {
         node.delete_link(index).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_follow_dockers_scheme_and_round_trip() {
+        let mac = mac_for(Ipv4Addr::new(172, 17, 0, 2));
+        assert_eq!(format_mac(&mac), "02:42:ac:11:00:02");
+        assert_eq!(parse_mac("02:42:ac:11:00:02"), Some(mac));
+        assert_eq!(parse_mac(""), None);
+        assert_eq!(parse_mac("02:42:ac:11:00"), None);
+        assert_eq!(host_veth_name("0123456789abcdef"), "ndv0123456789ab");
+    }
 }

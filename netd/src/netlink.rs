@@ -169,6 +169,27 @@ impl Netlink {
             .await
     }
 
+    /// The MAC address of link `name`, if it exists and has one.
+    pub async fn link_mac(&self, name: &str) -> Result<Option<[u8; 6]>> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        let link = match links.try_next().await {
+            Ok(link) => link,
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => None,
+            Err(e) => return Err(e).with_context(|| format!("look up link {name}")),
+        };
+        Ok(link.and_then(|l| {
+            l.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Address(mac) => mac.as_slice().try_into().ok(),
+                _ => None,
+            })
+        }))
+    }
+
     /// Every link of the namespace: index and name.
     pub async fn links(&self) -> Result<Vec<(u32, String)>> {
         let mut out = Vec::new();

@@ -188,9 +188,15 @@ impl Store {
             }
         };
         let parse = || -> Result<State> {
-            let value: serde_json::Value = serde_json::from_slice(&bytes)?;
+            let mut value: serde_json::Value = serde_json::from_slice(&bytes)?;
             let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or(1);
-            if version != u64::from(STATE_VERSION) {
+            if version == 1 {
+                value = migrate_v1(value)?;
+                log::info!(
+                    "state file {}: upgraded from layout version 1",
+                    self.path.display()
+                );
+            } else if version != u64::from(STATE_VERSION) {
                 bail!(
                     "it has layout version {version}, this netd reads version {STATE_VERSION}; start the netd that wrote it, or move the file away to start empty"
                 );
@@ -212,6 +218,54 @@ impl Store {
         };
         write().with_context(|| format!("write state file {}", self.path.display()))
     }
+}
+
+/// Layout 1 (one network per container, no modes) to layout 2: each container's network,
+/// address and veth become its one endpoint in its own namespace; networks get the fields
+/// the default network has.
+fn migrate_v1(mut v: serde_json::Value) -> Result<serde_json::Value> {
+    use serde_json::json;
+    let mut tag = 0;
+    if let Some(networks) = v["networks"].as_object_mut() {
+        for n in networks.values_mut() {
+            tag += 1;
+            let id = format!("{:012x}", tag);
+            let defaults = json!({
+                "id": id, "driver": "bridge", "ip_range": null, "internal": false,
+                "icc": true, "masquerade": true, "mtu": null, "options": {}, "tag": tag,
+                "last_allocated": null, "created": 0,
+            });
+            for (k, d) in defaults.as_object().into_iter().flatten() {
+                n.as_object_mut()
+                    .context("a network is not an object")?
+                    .entry(k.clone())
+                    .or_insert(d.clone());
+            }
+        }
+    }
+    if let Some(containers) = v["containers"].as_object_mut() {
+        for c in containers.values_mut() {
+            let ip = c["ip"].clone();
+            // Layout 1 did not choose MACs: the next start reads the live one.
+            let mac = "";
+            let endpoint = json!({
+                "network": c["network"], "ip": ip, "mac": mac, "ifname": "eth0",
+                "host_veth": c["host_veth"], "host_ifindex": c["host_ifindex"],
+            });
+            let obj = c.as_object_mut().context("a container is not an object")?;
+            obj.insert("network_mode".into(), obj["network"].clone());
+            obj.insert(
+                "sandbox".into(),
+                json!({"kind": "holder", "holder": obj["netns_holder"]}),
+            );
+            obj.insert("endpoints".into(), json!([endpoint]));
+            for old in ["network", "ip", "host_veth", "host_ifindex", "netns_holder"] {
+                obj.remove(old);
+            }
+        }
+    }
+    v["version"] = json!(STATE_VERSION);
+    Ok(v)
 }
 
 #[cfg(test)]
@@ -258,15 +312,43 @@ mod tests {
     }
 
     #[test]
-    fn a_state_of_another_layout_is_refused_with_what_to_do() {
+    fn a_state_of_an_unknown_layout_is_refused_with_what_to_do() {
         let (dir, store) = temp_store("version");
         fs::write(
             dir.join("state.json"),
-            br#"{"networks":{},"containers":{}}"#,
+            br#"{"version":9,"networks":{},"containers":{}}"#,
         )
         .unwrap();
         let err = format!("{:#}", store.load().unwrap_err());
-        assert!(err.contains("layout version 1"), "{err}");
+        assert!(err.contains("layout version 9"), "{err}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_layout_1_state_is_upgraded() {
+        let (dir, store) = temp_store("v1");
+        let v1 = br#"{
+          "networks": {"netd0": {"name": "netd0", "bridge": "netd0",
+                                 "subnet": "172.17.0.0/16", "gateway": "172.17.0.1"}},
+          "containers": {"web": {"id": "0123456789ab", "name": "web", "network": "netd0",
+            "ip": "172.17.0.2", "host_veth": "veth0123456789a", "host_ifindex": 7,
+            "netns_holder": {"pid": 42, "start_time": 99}, "cmd": ["sleep", "1"],
+            "process": null, "status": {"state": "running"},
+            "ports": [], "created": 1}}
+        }"#;
+        fs::write(dir.join("state.json"), v1).unwrap();
+        let state = store.load().unwrap();
+        let web = &state.containers["web"];
+        assert_eq!(web.network_mode, "netd0");
+        let holder = ProcessId {
+            pid: 42,
+            start_time: 99,
+        };
+        assert_eq!(web.sandbox, Sandbox::Holder { holder });
+        assert_eq!(web.endpoints[0].ip, Ipv4Addr::new(172, 17, 0, 2));
+        assert_eq!(web.endpoints[0].mac, "", "read from the interface at start");
+        assert_eq!(web.endpoints[0].host_ifindex, 7);
+        assert!(state.networks["netd0"].icc);
         fs::remove_dir_all(dir).unwrap();
     }
 

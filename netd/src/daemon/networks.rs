@@ -284,7 +284,7 @@ impl Inner {
         EndpointInfo {
             addr: addr_be(e.ip),
             gateway: addr_be(n.gateway),
-            mac: endpoint::mac_for(e.ip),
+            mac: endpoint::parse_mac(&e.mac).unwrap_or_else(|| endpoint::mac_for(e.ip)),
             flags,
             network: n.tag,
         }

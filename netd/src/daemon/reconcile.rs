@@ -150,7 +150,15 @@ impl Inner {
             };
             let present = self.netlink.link_index(&ep.host_veth).await? == Some(ep.host_ifindex);
             let healed = if present {
-                ep.clone()
+                let mut ep = ep.clone();
+                if ep.mac.is_empty() {
+                    // Upgraded from a layout that did not record it: the interface's own.
+                    let inside = crate::netlink::Netlink::connect_in(&self.open_sandbox(&c)?)?;
+                    if let Some(mac) = inside.link_mac(&ep.ifname).await? {
+                        ep.mac = crate::endpoint::format_mac(&mac);
+                    }
+                }
+                ep
             } else {
                 warn!(
                     "container {name}: veth {} on {} is missing; recreating it",
