@@ -61,11 +61,13 @@ fn demo() -> Result<()> {
     s.step("starting `netd daemon` inside the node namespace");
     let d = Daemon::start(&sb.node, Sandbox::UPLINK)?;
     let info: serde_json::Value = serde_json::from_str(&d.cli_ok(&["info"])?)?;
+    let netd0: serde_json::Value =
+        serde_json::from_str(&d.cli_ok(&["network", "inspect", "netd0"])?)?;
     println!(
         "      uplink {} ({}), default network netd0 on {}",
         info["uplink"],
         info["uplink_address"].as_str().unwrap_or("?"),
-        info["networks"][0]["subnet"].as_str().unwrap_or("?")
+        netd0[0]["subnet"].as_str().unwrap_or("?")
     );
 
     s.step("netd run -d --name web -p 8080:80 -- python3 -m http.server 80");
