@@ -104,6 +104,9 @@ fn hairpin_new_flow(
         ifindex: backend.ifindex,
     };
     let mut reply = first;
+    if let Some(refused) = policy::refuse_hairpin(endpoint, pkt.src_addr, backend.addr) {
+        return (refused, DROP);
+    }
     if backend.addr == pkt.src_addr {
         to.src_addr = endpoint.gateway;
         first.flags = FLAG_REDIRECT_BACK;

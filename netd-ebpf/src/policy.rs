@@ -33,3 +33,19 @@ pub fn same_network(ep: &EndpointInfo, addr: u32) -> bool {
         .get(Key::new(32, addr))
         .is_some_and(|tag| *tag == ep.network)
 }
+
+/// Published ports are reachable through a node address like any service of the node,
+/// except where Docker's forwarding rules would drop the translated packet: from an
+/// internal network to anything outside it, and with icc off to another container of the
+/// same network (a container calling its own published port is fine).
+#[inline(always)]
+pub fn refuse_hairpin(ep: &EndpointInfo, src: u32, backend: u32) -> Option<Reason> {
+    let same = same_network(ep, backend);
+    if ep.flags & ENDPOINT_INTERNAL != 0 && !same {
+        Some(Reason::DropInternal)
+    } else if ep.flags & ENDPOINT_ICC_OFF != 0 && same && backend != src {
+        Some(Reason::DropIccDisabled)
+    } else {
+        None
+    }
+}

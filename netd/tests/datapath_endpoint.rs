@@ -219,3 +219,34 @@ fn a_reply_to_a_caller_on_another_network_is_delivered_straight_to_it() {
     assert_eq!(dst_of(&reply), (OTHER_CONTAINER, 40000));
     assert_checksums_valid(&reply);
 }
+
+#[test]
+fn published_ports_through_the_node_follow_internal_and_icc() {
+    use netd_common::maps::{ENDPOINT_ICC_OFF, ENDPOINT_INTERNAL};
+    // CONTAINER's own network holds the backend of 8080; OTHER_NET holds nothing.
+    let syn = |src| Pkt::tcp(src, 40000, NODE, 8080, SYN).build();
+    let mut t = node_with_two_networks(ENDPOINT_ICC_OFF);
+    t.dp.register_endpoint(LO, &endpoint_at(APP, ENDPOINT_ICC_OFF))
+        .unwrap();
+    assert_eq!(
+        verdict(&mut t, &syn(APP)),
+        TC_ACT_SHOT,
+        "icc off: not a neighbour's port"
+    );
+    t.dp.register_endpoint(LO, &endpoint_info(ENDPOINT_ICC_OFF))
+        .unwrap();
+    assert_eq!(
+        verdict(&mut t, &syn(CONTAINER)),
+        TC_ACT_REDIRECT,
+        "but its own"
+    );
+
+    let mut caller = endpoint_at(OTHER_CONTAINER, ENDPOINT_INTERNAL);
+    caller.network = NETWORK_TAG + 1;
+    t.dp.register_endpoint(LO, &caller).unwrap();
+    assert_eq!(
+        verdict(&mut t, &syn(OTHER_CONTAINER)),
+        TC_ACT_SHOT,
+        "internal: nothing outside"
+    );
+}

@@ -436,6 +436,12 @@ fn internal_networks_and_icc_off() {
     ])
     .unwrap();
     assert!(echo_fails(&v1.netns, Proto::Tcp, addr(Sandbox::INET_ADDR, 9000)).unwrap());
+    // Nor through a published port of another network, called on its own gateway.
+    let public = d.run_idle_container("public", &["8085:80"]).unwrap();
+    let _p = EchoServer::start(&public.netns, Proto::Tcp, addr(public.ip, 80)).unwrap();
+    let gateway = Ipv4Addr::new(10, 80, 0, 1);
+    assert!(echo_fails(&v1.netns, Proto::Tcp, addr(gateway, 8085)).unwrap());
+    echo_once(&sb.ext.path(), Proto::Tcp, addr(Sandbox::NODE_ADDR, 8085)).expect("from outside");
     assert!(
         d.counter("EndpointIngress", "drop_internal_network")
             .unwrap()

@@ -358,9 +358,15 @@ impl Inner {
     }
 }
 
-/// Docker's rule for container names.
+/// Docker's rule for container names: like a network's, and at least two characters.
 fn validate_container_name(name: &str) -> Result<()> {
-    crate::network_request::validate_name("container", name)
+    crate::network_request::validate_name("container", name)?;
+    if name.len() < 2 {
+        anyhow::bail!(
+            "invalid container name \"{name}\": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed (2 to 64 characters)"
+        );
+    }
+    Ok(())
 }
 
 fn random_id() -> String {
@@ -390,6 +396,7 @@ mod tests {
         assert!(validate_container_name("web_1.a-b").is_ok());
         assert!(validate_container_name("-web").is_err());
         assert!(validate_container_name("we b").is_err());
+        assert!(validate_container_name("w").is_err());
     }
 
     #[test]
