@@ -35,8 +35,8 @@ fn readiness_is_notified_and_sigterm_stops_cleanly_without_detaching() {
         "{msg}"
     );
     // Container processes must not inherit the notification socket.
-    d.run_idle_container("c", &[]).unwrap();
-    let env = d.cli_ok(&["exec", "c", "--", "env"]).unwrap();
+    d.run_idle_container("ctr", &[]).unwrap();
+    let env = d.cli_ok(&["exec", "ctr", "--", "env"]).unwrap();
     assert!(!env.contains("NOTIFY_SOCKET"), "{env}");
 
     let status = d.stop(libc::SIGTERM).unwrap();

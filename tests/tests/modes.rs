@@ -26,7 +26,7 @@ fn host_none_and_container_modes() {
             "run",
             "-d",
             "--name",
-            "h",
+            "hostmode",
             "--network",
             "host",
             "-p",
@@ -41,9 +41,11 @@ fn host_none_and_container_modes() {
         String::from_utf8_lossy(&out.stderr)
             .contains("WARNING: Published ports are discarded when using host network mode")
     );
-    let links = d.cli_ok(&["exec", "h", "--", "ip", "-o", "link"]).unwrap();
+    let links = d
+        .cli_ok(&["exec", "hostmode", "--", "ip", "-o", "link"])
+        .unwrap();
     assert!(links.contains("uplink0"), "{links}");
-    let h = inspect(&d, "h");
+    let h = inspect(&d, "hostmode");
     assert_eq!(h["network_mode"], "host");
     assert!(h["ports"].as_array().unwrap().is_empty());
 
@@ -52,7 +54,7 @@ fn host_none_and_container_modes() {
         "run",
         "-d",
         "--name",
-        "n",
+        "nonet",
         "--network",
         "none",
         "--",
@@ -60,7 +62,9 @@ fn host_none_and_container_modes() {
         "infinity",
     ])
     .unwrap();
-    let links = d.cli_ok(&["exec", "n", "--", "ip", "-o", "link"]).unwrap();
+    let links = d
+        .cli_ok(&["exec", "nonet", "--", "ip", "-o", "link"])
+        .unwrap();
     assert_eq!(links.lines().count(), 1, "{links}");
     assert!(links.contains("lo:") && links.contains("UP"), "{links}");
 
@@ -96,7 +100,8 @@ fn host_none_and_container_modes() {
     let out = d.cli(&["rm", "-f", "web"]).unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("side"));
-    d.cli_ok(&["rm", "-f", "side", "web", "n", "h"]).unwrap();
+    d.cli_ok(&["rm", "-f", "side", "web", "nonet", "hostmode"])
+        .unwrap();
     // Removing a host-mode container kills its process, never the node's others.
     assert!(d.cli_ok(&["info"]).is_ok());
 }

@@ -282,6 +282,10 @@ fn bad_network_input_names_the_field_and_changes_nothing() {
             &["run", "-d", "--netns", "/nonexistent", "--", "true"],
             "invalid --netns /nonexistent",
         ),
+        (
+            &["create", "--netns", "/proc/self/ns/net"],
+            "the node's own network namespace",
+        ),
         (&["create", "--name", "c1"], "is already in use"),
     ];
     for (args, want) in cases {
@@ -463,7 +467,7 @@ fn spoofed_addresses_and_macs_are_dropped_and_counted() {
     require_root();
     let sb = Sandbox::new("ns").unwrap();
     let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
-    let c = d.run_idle_container("c", &[]).unwrap();
+    let c = d.run_idle_container("ctr", &[]).unwrap();
     let _inet =
         EchoServer::start(&sb.inet.path(), Proto::Udp, addr(Sandbox::INET_ADDR, 9000)).unwrap();
     echo_once(&c.netns, Proto::Udp, addr(Sandbox::INET_ADDR, 9000)).unwrap();
@@ -471,7 +475,7 @@ fn spoofed_addresses_and_macs_are_dropped_and_counted() {
     // Another address of the same subnet, added inside the container.
     d.cli_ok(&[
         "exec",
-        "c",
+        "ctr",
         "--",
         "ip",
         "addr",
@@ -494,7 +498,7 @@ fn spoofed_addresses_and_macs_are_dropped_and_counted() {
 
     d.cli_ok(&[
         "exec",
-        "c",
+        "ctr",
         "--",
         "ip",
         "link",
@@ -515,7 +519,7 @@ fn connect_and_disconnect_add_and_remove_an_interface() {
     let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
     d.cli_ok(&["network", "create", "--subnet", "10.90.0.0/24", "extra"])
         .unwrap();
-    let c = d.run_idle_container("c", &[]).unwrap();
+    let c = d.run_idle_container("ctr", &[]).unwrap();
     let peer = run_on(&d, "peer", "extra", &[]);
     let _s = EchoServer::start(&peer.netns, Proto::Tcp, addr(peer.ip, 80)).unwrap();
     assert!(
@@ -523,10 +527,10 @@ fn connect_and_disconnect_add_and_remove_an_interface() {
         "not on extra yet"
     );
 
-    d.cli_ok(&["network", "connect", "--ip", "10.90.0.77", "extra", "c"])
+    d.cli_ok(&["network", "connect", "--ip", "10.90.0.77", "extra", "ctr"])
         .unwrap();
     let links = d
-        .cli_ok(&["exec", "c", "--", "ip", "-o", "addr", "show", "eth1"])
+        .cli_ok(&["exec", "ctr", "--", "ip", "-o", "addr", "show", "eth1"])
         .unwrap();
     assert!(links.contains("10.90.0.77/24"), "{links}");
     echo_once(&c.netns, Proto::Tcp, addr(peer.ip, 80)).expect("reachable on the shared network");
@@ -535,14 +539,17 @@ fn connect_and_disconnect_add_and_remove_an_interface() {
         ps.contains("netd0,extra") && ps.contains("10.90.0.77"),
         "{ps}"
     );
-    let out = d.cli(&["network", "connect", "extra", "c"]).unwrap();
+    let out = d.cli(&["network", "connect", "extra", "ctr"]).unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists in network extra"));
 
-    d.cli_ok(&["network", "disconnect", "extra", "c"]).unwrap();
-    let out = d.cli_ok(&["exec", "c", "--", "ip", "-o", "link"]).unwrap();
+    d.cli_ok(&["network", "disconnect", "extra", "ctr"])
+        .unwrap();
+    let out = d
+        .cli_ok(&["exec", "ctr", "--", "ip", "-o", "link"])
+        .unwrap();
     assert!(!out.contains("eth1"), "{out}");
     assert!(echo_fails(&c.netns, Proto::Tcp, addr(peer.ip, 80)).unwrap());
     // The address went back to the pool; connecting again works.
-    d.cli_ok(&["network", "connect", "--ip", "10.90.0.77", "extra", "c"])
+    d.cli_ok(&["network", "connect", "--ip", "10.90.0.77", "extra", "ctr"])
         .unwrap();
 }

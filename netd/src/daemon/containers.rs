@@ -197,6 +197,13 @@ impl Inner {
                             path.display()
                         ))
                     })?;
+                if process::netns_id(std::path::Path::new("/proc/self/ns/net")) == Some((dev, ino))
+                {
+                    return Err(ApiError::bad_request(anyhow!(
+                        "invalid --netns {}: that is the node's own network namespace (use --network host)",
+                        path.display()
+                    )));
+                }
                 if self.state.containers.values().any(|c| {
                     matches!(&c.sandbox, Sandbox::External { dev: d, ino: i, .. } if (*d, *i) == (dev, ino))
                 }) {
