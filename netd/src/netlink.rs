@@ -45,7 +45,8 @@ impl Netlink {
         Ok(Netlink { handle })
     }
 
-    pub async fn link_index(&self, name: &str) -> Result<Option<u32>> {
+    /// The link named `name`, if there is one.
+    async fn link(&self, name: &str) -> Result<Option<LinkMessage>> {
         let mut links = self
             .handle
             .link()
@@ -53,10 +54,14 @@ impl Netlink {
             .match_name(name.to_string())
             .execute();
         match links.try_next().await {
-            Ok(link) => Ok(link.map(|l| l.header.index)),
+            Ok(link) => Ok(link),
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
             Err(e) => Err(e).with_context(|| format!("look up link {name}")),
         }
+    }
+
+    pub async fn link_index(&self, name: &str) -> Result<Option<u32>> {
+        Ok(self.link(name).await?.map(|l| l.header.index))
     }
 
     pub async fn link_name(&self, index: u32) -> Result<String> {
@@ -171,18 +176,7 @@ impl Netlink {
 
     /// The MAC address of link `name`, if it exists and has one.
     pub async fn link_mac(&self, name: &str) -> Result<Option<[u8; 6]>> {
-        let mut links = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
-        let link = match links.try_next().await {
-            Ok(link) => link,
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => None,
-            Err(e) => return Err(e).with_context(|| format!("look up link {name}")),
-        };
-        Ok(link.and_then(|l| {
+        Ok(self.link(name).await?.and_then(|l| {
             l.attributes.iter().find_map(|a| match a {
                 LinkAttribute::Address(mac) => mac.as_slice().try_into().ok(),
                 _ => None,
