@@ -32,6 +32,32 @@ impl Netlink {
         Ok(Netlink { handle })
     }
 
+    /// A receiver that gets a message whenever an IPv4 address is added to or removed from
+    /// a link of this namespace (RTMGRP_IPV4_IFADDR); its sender closes if the socket fails.
+    pub fn watch_ipv4_addresses() -> Result<tokio::sync::mpsc::UnboundedReceiver<()>> {
+        use rtnetlink::sys::{AsyncSocket, SocketAddr};
+        let (mut conn, _handle, mut messages) =
+            rtnetlink::new_connection().context("open rtnetlink socket")?;
+        conn.socket_mut()
+            .socket_mut()
+            .bind(&SocketAddr::new(
+                0,
+                rtnetlink::constants::RTMGRP_IPV4_IFADDR,
+            ))
+            .context("subscribe to address changes")?;
+        tokio::spawn(conn);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            while messages.next().await.is_some() {
+                if tx.send(()).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
     /// A connection whose socket lives in namespace `ns` (a socket keeps the namespace it
     /// was created in), driven by the current runtime.
     pub fn connect_in(ns: &File) -> Result<Self> {

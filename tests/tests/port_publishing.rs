@@ -137,3 +137,32 @@ fn published_port(d: &Daemon, name: &str, port: &str) -> u16 {
     let out = d.cli_ok(&["port", name, port]).unwrap();
     out.trim().rsplit(':').next().unwrap().parse().unwrap()
 }
+
+#[test]
+fn a_wildcard_binding_answers_on_an_address_added_later() {
+    require_root();
+    let sb = Sandbox::new("pw").unwrap();
+    // With the periodic sweep an hour away, only the address-change notification can
+    // teach the data path the new address.
+    let d = Daemon::start_with(
+        &sb.node,
+        Sandbox::UPLINK,
+        &["--conntrack-gc-interval", "3600"],
+    )
+    .unwrap();
+    let web = d.run_idle_container("web", &["8080:80"]).unwrap();
+    let _srv = EchoServer::start(&web.netns, Proto::Tcp, addr(web.ip, 80)).unwrap();
+    let added = Ipv4Addr::new(10, 200, 0, 50);
+    sb.node
+        .ip(&["addr", "add", "10.200.0.50/24", "dev", Sandbox::UPLINK])
+        .unwrap();
+    let mut result = echo_once(&sb.ext.path(), Proto::Tcp, addr(added, 8080));
+    for _ in 0..20 {
+        if result.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        result = echo_once(&sb.ext.path(), Proto::Tcp, addr(added, 8080));
+    }
+    result.expect("the new address answers for the wildcard binding");
+}

@@ -133,6 +133,10 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     }
 
     tokio::spawn(collect_garbage(Arc::downgrade(&daemon), config.gc_interval));
+    tokio::spawn(follow_node_addresses(
+        Arc::downgrade(&daemon),
+        Netlink::watch_ipv4_addresses()?,
+    ));
     let handler = {
         let daemon = daemon.clone();
         Arc::new(move |req: ApiRequest| {
@@ -293,6 +297,27 @@ fn to_json(v: impl serde::Serialize) -> Result<Value, ApiError> {
     Ok(serde_json::to_value(v).map_err(anyhow::Error::from)?)
 }
 
+/// Keep the data path's node addresses (where wildcard bindings answer) in step with the
+/// node's, as they change: an address added by anyone answers at once.
+async fn follow_node_addresses(
+    daemon: Weak<Daemon>,
+    mut changes: tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    while changes.recv().await.is_some() {
+        // Coalesce a burst of changes into one refresh.
+        while changes.try_recv().is_ok() {}
+        let Some(daemon) = daemon.upgrade() else {
+            return;
+        };
+        let mut inner = daemon.inner.lock().await;
+        match inner.refresh_node_addrs().await {
+            Ok(()) => log::debug!("node addresses changed: data path updated"),
+            Err(e) => warn!("node addresses changed: {e:#}"),
+        }
+    }
+    warn!("address change notifications stopped; node addresses now refresh every GC sweep");
+}
+
 async fn collect_garbage(daemon: Weak<Daemon>, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
@@ -343,9 +368,9 @@ impl Inner {
             .collect())
     }
 
-    /// The node's addresses, where wildcard bindings answer. Refreshed on every change the
-    /// daemon makes and on every garbage-collection tick, so addresses added by others
-    /// are picked up within seconds.
+    /// The node's addresses, where wildcard bindings answer. Refreshed when the kernel
+    /// reports an address change, on every change the daemon makes, and on every
+    /// garbage-collection sweep (in case a notification was lost).
     async fn refresh_node_addrs(&mut self) -> Result<()> {
         let addrs: Vec<Ipv4Addr> = self
             .netlink
