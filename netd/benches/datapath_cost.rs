@@ -1,0 +1,162 @@
+//! The per-packet cost of netd's programs alone, under BPF_PROG_TEST_RUN on crafted
+//! packets: a new flow to a published port (DNAT), a new masqueraded flow (SNAT), a packet
+//! of an established flow, and a miss (a packet netd does not own). `cargo xtask bench`
+//! runs it and puts the figures in its report.
+//!
+//! New flows are measured one packet per run (each packet a different flow, so every one
+//! really creates its flow); established and miss with the kernel's `repeat`, which
+//! reports the mean per repetition. Each case is measured in several rounds; the samples
+//! are the rounds' means in ns per packet.
+//!
+//! `cargo bench -p netd --bench datapath_cost -- [--quick] [--out FILE]` (as root).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::{net::Ipv4Addr, time::Duration};
+
+use aya::programs::{TestRun, TestRunOptions};
+use serde_json::json;
+use support::*;
+
+struct Args {
+    quick: bool,
+    out: Option<String>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        quick: false,
+        out: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => a.quick = true,
+            "--out" => a.out = it.next(),
+            // cargo bench passes --bench to harness-less benches.
+            _ => {}
+        }
+    }
+    a
+}
+
+/// One run of `program` on `packet`, `repeat` times: verdict, packet out, mean duration.
+fn run(
+    t: &mut TestDatapath,
+    program: &str,
+    packet: &[u8],
+    repeat: u32,
+) -> (u32, Vec<u8>, Duration) {
+    let mut out = vec![0u8; packet.len() + 256];
+    let result =
+        t.dp.program(program)
+            .unwrap()
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                data_out: Some(&mut out),
+                repeat,
+                ..Default::default()
+            })
+            .unwrap();
+    out.truncate(result.data_size_out as usize);
+    (result.return_value, out, result.duration)
+}
+
+/// The `i`th address of 10.`net`.0.0/16, skipping .0 and .255 host bytes.
+fn nth_addr(net: u8, i: u32) -> Ipv4Addr {
+    Ipv4Addr::new(10, net, (i / 250) as u8, (i % 250 + 1) as u8)
+}
+
+fn mean_ns(durations: &[Duration]) -> f64 {
+    durations.iter().map(Duration::as_nanos).sum::<u128>() as f64 / durations.len() as f64
+}
+
+fn main() {
+    let args = args();
+    let (rounds, flows_per_round, repeat) = if args.quick {
+        (3, 1_000, 20_000)
+    } else {
+        (5, 10_000, 200_000)
+    };
+    let mut t = standard_node();
+    let mut report = serde_json::Map::new();
+    let mut record = |case: &str, samples: Vec<f64>| {
+        println!(
+            "datapath_cost: {case:<12} {:>8.1} ns/packet (rounds: {})",
+            samples.iter().sum::<f64>() / samples.len() as f64,
+            samples
+                .iter()
+                .map(|s| format!("{s:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        report.insert(case.into(), json!({ "samples": samples }));
+    };
+
+    // A new flow to a published port: each packet from another client.
+    let mut dnat = Vec::new();
+    for round in 0..rounds {
+        let times: Vec<Duration> = (0..flows_per_round)
+            .map(|i| {
+                let client = nth_addr(100 + round as u8, i);
+                let syn = Pkt::tcp(client, 40000, NODE, 8080, SYN).build();
+                let (verdict, out, took) = run(&mut t, "uplink_ingress", &syn, 1);
+                assert_eq!((verdict, dst_of(&out)), (TC_ACT_OK, (CONTAINER, 80)));
+                took
+            })
+            .collect();
+        dnat.push(mean_ns(&times));
+    }
+    record("dnat_new", dnat);
+
+    // A new masqueraded flow: each packet to another destination (SNAT ports are per
+    // destination).
+    let mut snat = Vec::new();
+    for round in 0..rounds {
+        let times: Vec<Duration> = (0..flows_per_round)
+            .map(|i| {
+                let remote = nth_addr(150 + round as u8, i);
+                let syn = Pkt::tcp(CONTAINER, 5555, remote, 443, SYN).build();
+                let (verdict, out, took) = run(&mut t, "uplink_egress", &syn, 1);
+                assert_eq!((verdict, src_of(&out).0), (TC_ACT_OK, NODE));
+                took
+            })
+            .collect();
+        snat.push(mean_ns(&times));
+    }
+    record("snat_new", snat);
+
+    // An established flow: the container's reply of a published connection.
+    run(
+        &mut t,
+        "uplink_ingress",
+        &Pkt::tcp(CLIENT, 41000, NODE, 8080, SYN).build(),
+        1,
+    );
+    let reply = Pkt::tcp(CONTAINER, 80, CLIENT, 41000, ACK).build();
+    let established: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let (verdict, out, took) = run(&mut t, "uplink_egress", &reply, repeat);
+            assert_eq!((verdict, src_of(&out)), (TC_ACT_OK, (NODE, 8080)));
+            took.as_nanos() as f64
+        })
+        .collect();
+    record("established", established);
+
+    // A miss: a packet to a port nobody published, left to the stack unchanged.
+    let miss_pkt = Pkt::tcp(CLIENT, 42000, NODE, 9999, SYN).build();
+    let miss: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let (verdict, out, took) = run(&mut t, "uplink_ingress", &miss_pkt, repeat);
+            assert_eq!((verdict, &out), (TC_ACT_OK, &miss_pkt));
+            took.as_nanos() as f64
+        })
+        .collect();
+    record("miss", miss);
+
+    if let Some(path) = args.out {
+        std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+        println!("datapath_cost: written to {path}");
+    }
+}
