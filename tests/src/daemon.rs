@@ -97,6 +97,11 @@ impl Daemon {
         Ok(daemon)
     }
 
+    /// The daemon's pid while it runs (`ip netns exec` execs it in place).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Signal the daemon process alone (not the containers it started) and wait for it.
     pub fn stop(&mut self, signal: i32) -> Result<std::process::ExitStatus> {
         let mut child = self.child.take().context("the daemon is not running")?;

@@ -12,6 +12,7 @@
 //! Every test gets its own namespaces (names carry the pid and a counter), so tests run
 //! in parallel; nothing is ever created in the root network namespace.
 
+pub mod bench;
 pub mod daemon;
 pub mod echo;
 pub mod netns;

@@ -1,5 +1,6 @@
-//! Every workflow that is more than `cargo build`: `cargo xtask setup|test|demo|run`.
+//! Every workflow that is more than `cargo build`: `cargo xtask setup|test|demo|bench|run`.
 
+mod bench;
 mod cmd;
 mod demo;
 mod run;
@@ -28,6 +29,16 @@ enum Task {
     },
     /// Setup, build, and show netd's main job in a sandbox of network namespaces.
     Demo,
+    /// Measure netd against Docker's iptables rules, an nftables map and the direct
+    /// path, in namespaces it creates (needs root); table, JSON and SVG in target/bench.
+    Bench {
+        /// The reduced matrix (one run each, short runs): under 3 minutes, for CI.
+        #[arg(long)]
+        quick: bool,
+        /// Passed to netd-bench (e.g. `--only netd,iptables`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Build and run `netd daemon` in the foreground on THIS host's network namespace
     /// (for real hosts; tests and the demo never use it).
     Run {
@@ -42,6 +53,7 @@ fn main() -> std::process::ExitCode {
         Task::Setup => setup::run(),
         Task::Test { args } => test::run(&args),
         Task::Demo => demo::run(),
+        Task::Bench { quick, args } => bench::run(quick, &args),
         Task::Run { args } => run::run(&args),
     };
     match result {

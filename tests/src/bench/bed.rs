@@ -1,13 +1,19 @@
 //! One test bed per datapath, all with the same addresses and links: the standard sandbox
-//! (ext client, node with uplink0, inet host), bridge `netd0` 172.17.0.1/16 on the node,
-//! and one container at 172.17.0.2 serving the benchmark ports. What differs is only who
-//! translates: nobody (`direct`: the client routes to the container's address), Docker's
-//! iptables rules, one nftables rule with a verdict map (as netavark does), or netd.
+//! (ext client, node with uplink0), bridge `netd0` 172.17.0.1/16 on the node, and one
+//! container at 172.17.0.2 running the benchmark's servers. What differs is only who
+//! translates: nobody (`direct`: ext routes to the container's address), Docker's
+//! iptables rules, one nftables rule with a map (as netavark does), or netd.
 
-use std::{fmt, net::Ipv4Addr, path::PathBuf};
+use std::{
+    fmt,
+    net::Ipv4Addr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result, bail};
 
+use super::tools::{IPERF_PORT, LOAD_PORT};
 use crate::{Daemon, Netns, Sandbox, netns::run, unique_name};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +31,11 @@ impl Datapath {
         Datapath::Nftables,
         Datapath::Netd,
     ];
+
+    /// Whether it publishes ports at all (`direct` routes to the container instead).
+    pub fn translates(self) -> bool {
+        self != Datapath::Direct
+    }
 }
 
 impl fmt::Display for Datapath {
@@ -39,13 +50,10 @@ impl fmt::Display for Datapath {
 }
 
 pub const CONTAINER_ADDR: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 2);
-pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 1);
-/// Container ports of the services the benchmark runs, published on the same host port.
-pub const TCP_PORT: u16 = 8080;
-pub const IPERF_PORT: u16 = 5201;
-pub const UDP_PORT: u16 = 9000;
 /// Where the filler mappings of the scale runs start (host port = container port).
 pub const FILLER_BASE: u16 = 20000;
+/// The host port `add_one` publishes (after the largest filler range).
+pub const EXTRA_PORT: u16 = 30000;
 
 pub struct Bed {
     pub datapath: Datapath,
@@ -56,41 +64,39 @@ pub struct Bed {
     pub target: Ipv4Addr,
     /// The daemon (netd only).
     pub daemon: Option<Daemon>,
+    /// Filler mappings installed now.
+    fillers: u16,
+    /// Whether the translation rules are in place (baselines).
+    installed: bool,
+    /// How long `add_one` took to create a container without ports (netd).
+    pub bare_container: Option<Duration>,
     /// The container's namespace when the bed made it itself (baselines).
     _own_container: Option<Netns>,
 }
 
 impl Bed {
-    /// A bed with `fillers` extra published ports installed before the measured ones.
-    pub fn new(datapath: Datapath, fillers: u16) -> Result<Self> {
+    /// A bed with only the measured ports published.
+    pub fn new(datapath: Datapath) -> Result<Self> {
         let sandbox = Sandbox::new(&format!("b{}", &datapath.to_string()[..2]))?;
+        // The client's connections come from the whole port range, so short connections
+        // reuse a 4-tuple as late as possible.
+        sandbox
+            .ext
+            .sysctl("net.ipv4.ip_local_port_range", "1024 65000")?;
         match datapath {
-            Datapath::Netd => Self::netd(sandbox, fillers),
-            _ => Self::baseline(sandbox, datapath, fillers),
+            Datapath::Netd => Self::netd(sandbox),
+            _ => Self::baseline(sandbox, datapath),
         }
     }
 
-    fn netd(sandbox: Sandbox, fillers: u16) -> Result<Self> {
+    fn netd(sandbox: Sandbox) -> Result<Self> {
         let daemon = Daemon::start(&sandbox.node, Sandbox::UPLINK)?;
-        let publish = published_specs();
         let mut args = vec!["create", "--name", "web"];
+        let publish = published_specs();
         for p in &publish {
             args.extend(["-p", p.as_str()]);
         }
         let path = daemon.cli_ok(&args)?;
-        // The fillers come after the measured container (a hash lookup does not care about
-        // order; the container keeps the address the baselines use).
-        if fillers > 0 {
-            let range = format!(
-                "{}-{}:{}-{}",
-                FILLER_BASE,
-                FILLER_BASE + fillers - 1,
-                FILLER_BASE,
-                FILLER_BASE + fillers - 1
-            );
-            daemon.cli_ok(&["create", "--name", "filler", "-p", &range])?;
-        }
-        let container = PathBuf::from(path.trim());
         let ip = daemon.container("web")?.ip;
         if ip != CONTAINER_ADDR {
             bail!("netd gave the container {ip}, the bed expects {CONTAINER_ADDR}");
@@ -98,15 +104,18 @@ impl Bed {
         Ok(Bed {
             datapath: Datapath::Netd,
             sandbox,
-            container,
+            container: PathBuf::from(path.trim()),
             target: Sandbox::NODE_ADDR,
             daemon: Some(daemon),
+            fillers: 0,
+            installed: false,
+            bare_container: None,
             _own_container: None,
         })
     }
 
     /// The wiring netd would make, by hand, then the translation under test.
-    fn baseline(sandbox: Sandbox, datapath: Datapath, fillers: u16) -> Result<Self> {
+    fn baseline(sandbox: Sandbox, datapath: Datapath) -> Result<Self> {
         let node = &sandbox.node;
         let ctr = Netns::new(&unique_name("bctr"))?;
         node.ip(&["link", "add", "netd0", "type", "bridge"])?;
@@ -115,85 +124,282 @@ impl Bed {
         run(
             "ip",
             &[
-                "link", "add", "vethbench", "netns", &node.name, "type", "veth", "peer", "name",
-                "eth0", "netns", &ctr.name,
+                "link",
+                "add",
+                "vethbench",
+                "netns",
+                &node.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &ctr.name,
             ],
         )?;
         node.ip(&["link", "set", "vethbench", "master", "netd0", "up"])?;
         ctr.ip(&["addr", "add", "172.17.0.2/16", "dev", "eth0"])?;
         ctr.ip(&["link", "set", "eth0", "up"])?;
+        ctr.ip(&["link", "set", "lo", "up"])?;
         ctr.ip(&["route", "add", "default", "via", "172.17.0.1"])?;
         node.sysctl("net.ipv4.ip_forward", "1")?;
-        let target = match datapath {
-            Datapath::Direct => {
-                sandbox
-                    .ext
-                    .ip(&["route", "add", "172.17.0.0/16", "via", "10.200.0.2"])?;
-                CONTAINER_ADDR
-            }
-            Datapath::Iptables => {
-                node.exec_stdin(&["iptables-restore"], &iptables_rules(fillers))?;
-                Sandbox::NODE_ADDR
-            }
-            Datapath::Nftables => {
-                node.exec_stdin(&["nft", "-f", "-"], &nftables_rules(fillers))?;
-                Sandbox::NODE_ADDR
-            }
-            Datapath::Netd => unreachable!("netd wires its own"),
+        let target = if datapath == Datapath::Direct {
+            sandbox
+                .ext
+                .ip(&["route", "add", "172.17.0.0/16", "via", "10.200.0.2"])?;
+            CONTAINER_ADDR
+        } else {
+            Sandbox::NODE_ADDR
         };
-        Ok(Bed {
+        let mut bed = Bed {
             datapath,
             container: ctr.path(),
             sandbox,
             target,
             daemon: None,
+            fillers: 0,
+            installed: false,
+            bare_container: None,
             _own_container: Some(ctr),
-        })
+        };
+        bed.install(0)?;
+        Ok(bed)
     }
 
-    /// The node's view of the translation state, for checks: rule or entry counts.
-    pub fn describe(&self) -> Result<String> {
-        let out = match self.datapath {
-            Datapath::Direct => return Ok("routed, no translation".into()),
-            Datapath::Iptables => self.sandbox.node.exec(&["iptables-save", "-t", "nat"])?,
-            Datapath::Nftables => self.sandbox.node.exec(&["nft", "list", "ruleset"])?,
+    /// Install `fillers` more published ports before the measured ones (so a linear scan
+    /// pays for them), replacing the previous set in one call; how long that call took.
+    /// `None` for `direct`, which publishes nothing.
+    pub fn install(&mut self, fillers: u16) -> Result<Option<Duration>> {
+        let node = &self.sandbox.node;
+        let took = match self.datapath {
+            Datapath::Direct => return Ok(None),
+            Datapath::Iptables => timed(|| {
+                node.exec_stdin(&["iptables-restore"], &iptables_rules(fillers))
+                    .map(drop)
+            })?,
+            Datapath::Nftables => {
+                if self.installed {
+                    node.exec(&["nft", "delete", "table", "ip", "netavark"])?;
+                }
+                timed(|| {
+                    node.exec_stdin(&["nft", "-f", "-"], &nftables_rules(fillers))
+                        .map(drop)
+                })?
+            }
             Datapath::Netd => {
-                return self
-                    .daemon
-                    .as_ref()
-                    .context("no daemon")?
-                    .cli_ok(&["info"]);
+                let daemon = self.daemon.as_ref().context("no daemon")?;
+                if self.fillers > 0 {
+                    daemon.cli_ok(&["rm", "filler"])?;
+                }
+                if fillers == 0 {
+                    Duration::ZERO
+                } else {
+                    let last = FILLER_BASE + fillers - 1;
+                    let range = format!("{FILLER_BASE}-{last}:{FILLER_BASE}-{last}");
+                    timed(|| {
+                        daemon
+                            .cli_ok(&["create", "--name", "filler", "-p", &range])
+                            .map(drop)
+                    })?
+                }
             }
         };
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        self.fillers = fillers;
+        self.installed = true;
+        Ok(Some(took))
+    }
+
+    /// Publish one more port the way the datapath's owner does it (Docker: three iptables
+    /// commands; netavark: one map element; netd: a container with `-p`); how long it took.
+    pub fn add_one(&mut self) -> Result<Option<Duration>> {
+        let node = &self.sandbox.node;
+        let p = EXTRA_PORT.to_string();
+        let ctr = CONTAINER_ADDR.to_string();
+        let took = match self.datapath {
+            Datapath::Direct => return Ok(None),
+            Datapath::Iptables => timed(|| {
+                for rule in docker_port_rules("tcp", EXTRA_PORT) {
+                    let mut args = vec!["iptables", "-t", rule.table, "-A", rule.chain];
+                    args.extend(rule.spec.split_whitespace());
+                    node.exec(&args)?;
+                }
+                Ok(())
+            })?,
+            Datapath::Nftables => timed(|| {
+                let element = format!("{{ {p} : {ctr} . {p} }}");
+                node.exec(&[
+                    "nft",
+                    "add",
+                    "element",
+                    "ip",
+                    "netavark",
+                    "tcp_ports",
+                    &element,
+                ])
+                .map(drop)
+            })?,
+            Datapath::Netd => {
+                let daemon = self.daemon.as_ref().context("no daemon")?;
+                let spec = format!("{p}:{p}");
+                // netd publishes with a container: what a container without ports costs
+                // first, so the report can tell the mapping's share.
+                self.bare_container = Some(timed(|| {
+                    daemon.cli_ok(&["create", "--name", "bare"]).map(drop)
+                })?);
+                timed(|| {
+                    daemon
+                        .cli_ok(&["create", "--name", "extra", "-p", &spec])
+                        .map(drop)
+                })?
+            }
+        };
+        Ok(Some(took))
+    }
+
+    /// Forget the kernel's connection tracking state (baselines), so each run starts from
+    /// an empty table like netd's; netd's own table is left to its timeouts and GC.
+    pub fn forget_connections(&self) {
+        if matches!(self.datapath, Datapath::Iptables | Datapath::Nftables) {
+            let _ = self.sandbox.node.exec(&["conntrack", "-F"]);
+        }
+    }
+
+    /// The daemon's resident memory in KiB (netd only).
+    pub fn daemon_rss_kib(&self) -> Option<u64> {
+        let pid = self.daemon.as_ref()?.pid()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    }
+
+    /// CPU time the daemon has used so far, user and system, in seconds (netd only).
+    pub fn daemon_cpu_seconds(&self) -> Option<f64> {
+        let pid = self.daemon.as_ref()?.pid()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        Some(ticks as f64 / hz)
+    }
+
+    /// The source address a server outside sees for the container's connections.
+    pub fn egress_source(&self) -> Ipv4Addr {
+        if self.datapath.translates() {
+            Sandbox::NODE_ADDR
+        } else {
+            CONTAINER_ADDR
+        }
+    }
+
+    /// Evidence that the datapath itself translated: its own counters, read back.
+    pub fn translation_counters(&self) -> Result<String> {
+        let node = &self.sandbox.node;
+        let text = |args: &[&str]| -> Result<String> {
+            Ok(String::from_utf8_lossy(&node.exec(args)?.stdout).into_owned())
+        };
+        Ok(match self.datapath {
+            Datapath::Direct => "routed, nothing to translate".into(),
+            Datapath::Iptables => {
+                let nat = text(&["iptables", "-t", "nat", "-L", "DOCKER", "-n", "-v", "-x"])?;
+                let hits = nat
+                    .lines()
+                    .filter(|l| l.contains("DNAT") && l.contains(&format!("dpt:{LOAD_PORT}")))
+                    .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+                    .sum::<u64>();
+                if hits == 0 {
+                    bail!("iptables' DNAT rule for {LOAD_PORT} counted no packets");
+                }
+                format!("DNAT rule for {LOAD_PORT}: {hits} packets")
+            }
+            Datapath::Nftables => {
+                let set = text(&["nft", "list", "map", "ip", "netavark", "tcp_ports"])?;
+                if !set.contains(&LOAD_PORT.to_string()) {
+                    bail!("nftables map lacks {LOAD_PORT}");
+                }
+                "map in place".into()
+            }
+            Datapath::Netd => {
+                let daemon = self.daemon.as_ref().context("no daemon")?;
+                let dnat = daemon.counter("UplinkIngress", "dnat_new_flow")?;
+                let snat = daemon.counter("UplinkEgress", "snat_new_flow")?;
+                if dnat == 0 || snat == 0 {
+                    bail!("netd counted {dnat} DNAT and {snat} SNAT flows");
+                }
+                format!("{dnat} DNAT flows, {snat} SNAT flows")
+            }
+        })
     }
 }
 
-/// The measured services: TCP echo, iperf3 (TCP and UDP), UDP echo.
+fn timed(f: impl FnOnce() -> Result<()>) -> Result<Duration> {
+    let t = Instant::now();
+    f()?;
+    Ok(t.elapsed())
+}
+
+/// The measured services: `netd-load` and iperf3 (TCP and UDP).
 fn published_specs() -> Vec<String> {
     vec![
-        format!("{TCP_PORT}:{TCP_PORT}"),
+        format!("{LOAD_PORT}:{LOAD_PORT}"),
         format!("{IPERF_PORT}:{IPERF_PORT}"),
         format!("{IPERF_PORT}:{IPERF_PORT}/udp"),
-        format!("{UDP_PORT}:{UDP_PORT}/udp"),
     ]
 }
 
 /// (protocol, port) of every mapping, fillers first so that a linear scan pays for them.
 fn mappings(fillers: u16) -> Vec<(&'static str, u16)> {
     let mut all: Vec<(&str, u16)> = (0..fillers).map(|i| ("tcp", FILLER_BASE + i)).collect();
-    all.extend([
-        ("tcp", TCP_PORT),
-        ("tcp", IPERF_PORT),
-        ("udp", IPERF_PORT),
-        ("udp", UDP_PORT),
-    ]);
+    all.extend([("tcp", LOAD_PORT), ("tcp", IPERF_PORT), ("udp", IPERF_PORT)]);
     all
 }
 
+/// One rule Docker adds for a published port.
+struct Rule {
+    table: &'static str,
+    chain: &'static str,
+    spec: String,
+}
+
+/// The three rules Docker adds per published port on the default bridge: DNAT in the
+/// nat DOCKER chain, ACCEPT in the filter DOCKER chain, and the hairpin MASQUERADE.
+fn docker_port_rules(proto: &str, port: u16) -> [Rule; 3] {
+    let ctr = CONTAINER_ADDR;
+    [
+        Rule {
+            table: "nat",
+            chain: "DOCKER",
+            spec: format!(
+                "! -i netd0 -p {proto} -m {proto} --dport {port} -j DNAT --to-destination {ctr}:{port}"
+            ),
+        },
+        Rule {
+            table: "filter",
+            chain: "DOCKER",
+            spec: format!(
+                "-d {ctr}/32 ! -i netd0 -o netd0 -p {proto} -m {proto} --dport {port} -j ACCEPT"
+            ),
+        },
+        Rule {
+            table: "nat",
+            chain: "POSTROUTING",
+            spec: format!(
+                "-s {ctr}/32 -d {ctr}/32 -p {proto} -m {proto} --dport {port} -j MASQUERADE"
+            ),
+        },
+    ]
+}
+
 /// Docker's rules for `-p` and masquerade on the default bridge, as `iptables-save` shows
-/// them on a Docker host (nat: DOCKER chain from PREROUTING and OUTPUT for local
-/// destinations, MASQUERADE for the subnet; filter: the FORWARD accepts).
+/// them on a Docker 27 host (bridge named netd0 here): nat DOCKER chain from PREROUTING
+/// and OUTPUT for local destinations, MASQUERADE for the subnet and per port for hairpin;
+/// filter FORWARD through DOCKER-USER, the isolation chains, the conntrack accept and the
+/// per-port accepts.
 pub fn iptables_rules(fillers: u16) -> String {
     let mut nat = String::from(
         "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n\
@@ -204,18 +410,28 @@ pub fn iptables_rules(fillers: u16) -> String {
     );
     let mut filter = String::from(
         "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:DOCKER - [0:0]\n\
+         :DOCKER-ISOLATION-STAGE-1 - [0:0]\n:DOCKER-ISOLATION-STAGE-2 - [0:0]\n:DOCKER-USER - [0:0]\n\
+         -A FORWARD -j DOCKER-USER\n\
+         -A FORWARD -j DOCKER-ISOLATION-STAGE-1\n\
          -A FORWARD -o netd0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
          -A FORWARD -o netd0 -j DOCKER\n\
          -A FORWARD -i netd0 ! -o netd0 -j ACCEPT\n\
-         -A FORWARD -i netd0 -o netd0 -j ACCEPT\n",
+         -A FORWARD -i netd0 -o netd0 -j ACCEPT\n\
+         -A DOCKER-ISOLATION-STAGE-1 -i netd0 ! -o netd0 -j DOCKER-ISOLATION-STAGE-2\n\
+         -A DOCKER-ISOLATION-STAGE-1 -j RETURN\n\
+         -A DOCKER-ISOLATION-STAGE-2 -o netd0 -j DROP\n\
+         -A DOCKER-ISOLATION-STAGE-2 -j RETURN\n\
+         -A DOCKER-USER -j RETURN\n",
     );
     for (proto, port) in mappings(fillers) {
-        nat.push_str(&format!(
-            "-A DOCKER ! -i netd0 -p {proto} -m {proto} --dport {port} -j DNAT --to-destination {CONTAINER_ADDR}:{port}\n"
-        ));
-        filter.push_str(&format!(
-            "-A DOCKER -d {CONTAINER_ADDR}/32 ! -i netd0 -o netd0 -p {proto} -m {proto} --dport {port} -j ACCEPT\n"
-        ));
+        for rule in docker_port_rules(proto, port) {
+            let table = if rule.table == "nat" {
+                &mut nat
+            } else {
+                &mut filter
+            };
+            table.push_str(&format!("-A {} {}\n", rule.chain, rule.spec));
+        }
     }
     format!("{nat}COMMIT\n{filter}COMMIT\n")
 }
@@ -245,4 +461,29 @@ pub fn nftables_rules(fillers: u16) -> String {
         elements("tcp"),
         elements("udp")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_rules_put_the_fillers_before_the_measured_port() {
+        let rules = iptables_rules(2);
+        let pos = |needle: &str| rules.find(needle).unwrap();
+        let filler = pos("--dport 20001 -j DNAT");
+        let measured = pos(&format!("--dport {LOAD_PORT} -j DNAT"));
+        assert!(filler < measured);
+        // Three rules per mapping, as Docker installs them: 2 fillers + 3 measured.
+        assert_eq!(rules.matches("-j DNAT").count(), 5);
+        assert_eq!(rules.matches("-j ACCEPT\n").count() - 3, 5);
+        assert_eq!(rules.matches("-j MASQUERADE").count() - 1, 5);
+    }
+
+    #[test]
+    fn the_nftables_map_holds_every_mapping_once() {
+        let rules = nftables_rules(3);
+        assert_eq!(rules.matches(" : 172.17.0.2 . ").count(), 6);
+        assert_eq!(rules.matches("dnat ip to").count(), 2);
+    }
 }

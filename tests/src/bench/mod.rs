@@ -1,0 +1,244 @@
+//! `cargo xtask bench`: netd against Docker's iptables rules, a netavark-style nftables
+//! map and the direct routed path (the floor), on the same topology, in one run.
+//!
+//! For each datapath a bed is built (`bed`), servers start in the container and in the
+//! client's namespace (`tools`), and every metric is measured `runs` times; the scale
+//! metrics again with 1,000 and 10,000 published ports. `report` turns the samples into
+//! the terminal table, the JSON file and the SVG chart.
+
+pub mod bed;
+pub mod load;
+pub mod report;
+pub mod svg;
+pub mod tools;
+
+use std::{
+    net::Ipv4Addr,
+    path::PathBuf,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, bail};
+
+use bed::{Bed, CONTAINER_ADDR, Datapath};
+use report::Results;
+use tools::{LOAD_PORT, Servers};
+
+use crate::Sandbox;
+
+/// What to run.
+pub struct Options {
+    /// The reduced matrix for CI: one run of each, short, 1 and 10,000 ports.
+    pub quick: bool,
+    /// Datapaths to measure (all by default).
+    pub datapaths: Vec<Datapath>,
+    /// Published ports of the scale runs, instead of the plan's.
+    pub scales: Option<Vec<u16>>,
+    /// Repeats of each measurement, instead of the plan's.
+    pub runs: Option<usize>,
+}
+
+/// How much of everything: repeats, durations, scales.
+struct Plan {
+    runs: usize,
+    /// Seconds of each iperf3 run.
+    iperf_secs: u64,
+    /// Seconds of each connection-rate and request/response run.
+    load_secs: f64,
+    /// Published ports for the scale runs.
+    scales: Vec<u16>,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Plan {
+                runs: 1,
+                iperf_secs: 1,
+                load_secs: 0.5,
+                scales: vec![1, 10_000],
+            }
+        } else {
+            Plan {
+                runs: 3,
+                iperf_secs: 3,
+                load_secs: 2.0,
+                scales: vec![1, 1_000, 10_000],
+            }
+        }
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Ctrl-C or SIGTERM end the run at the next step; the beds' drops then remove
+/// everything (the signal also reaches the load tools, which are in our process group).
+pub fn stop_on_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+}
+
+/// Whether Ctrl-C or SIGTERM asked the run to stop.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Progress lines with the time since the start.
+struct Progress {
+    started: Instant,
+}
+
+impl Progress {
+    fn step(&self, dp: Datapath, what: &str) -> Result<()> {
+        if interrupted() {
+            bail!("interrupted");
+        }
+        let t = self.started.elapsed().as_secs();
+        println!("[{:02}:{:02}] {dp:<8} {what}", t / 60, t % 60);
+        Ok(())
+    }
+}
+
+/// Measure every datapath of `opts`.
+pub fn run(opts: &Options) -> Result<Results> {
+    let mut plan = Plan::new(opts.quick);
+    if let Some(scales) = &opts.scales {
+        plan.scales = scales.clone();
+    }
+    if let Some(runs) = opts.runs {
+        plan.runs = runs.max(1);
+    }
+    let progress = Progress {
+        started: Instant::now(),
+    };
+    let mut results = Results::new(opts.quick, plan.runs);
+    for &dp in &opts.datapaths {
+        measure(dp, &plan, &progress, &mut results)?;
+    }
+    Ok(results)
+}
+
+fn measure(dp: Datapath, plan: &Plan, progress: &Progress, results: &mut Results) -> Result<()> {
+    progress.step(
+        dp,
+        "building the bed (namespaces, bridge, container, translation)",
+    )?;
+    let mut bed = Bed::new(dp)?;
+    // Servers live at most as long as a whole run could; they stop by themselves.
+    let lifetime = Duration::from_secs(1800);
+    let _container = Servers::start(&bed.container, lifetime)?;
+    let _outside = Servers::start(&bed.sandbox.ext.path(), lifetime)?;
+    let client = bed.sandbox.ext.path();
+    let max_scale = plan.scales.iter().copied().max().unwrap_or(1);
+    if let Some(kib) = bed.daemon_rss_kib() {
+        results.add(dp, "rss_idle", kib as f64 / 1024.0);
+    }
+    for &ports in &plan.scales {
+        if ports > 1 && !dp.translates() {
+            continue;
+        }
+        progress.step(dp, &format!("installing {ports} published ports"))?;
+        if let Some(took) = bed.install(ports - 1)?
+            && ports == max_scale
+            && ports > 1
+        {
+            results.add(dp, "install_all", took.as_secs_f64() * 1e3);
+        }
+        for run in 1..=plan.runs {
+            let of = format!("{ports} ports, run {run}/{}", plan.runs);
+            if ports == 1 {
+                progress.step(dp, &format!("TCP throughput ({of})"))?;
+                let gbps = tools::iperf_tcp(&client, bed.target, plan.iperf_secs)?;
+                check(gbps > 0.0, dp, "TCP throughput is zero")?;
+                results.add(dp, "tcp_gbps", gbps);
+
+                progress.step(dp, &format!("UDP 64-byte packets ({of})"))?;
+                let udp = tools::iperf_udp64(&client, bed.target, plan.iperf_secs)?;
+                check(udp.received_pps > 0.0, dp, "no UDP packet arrived")?;
+                results.add(dp, "udp_rx_pps", udp.received_pps);
+                results.add(dp, "udp_tx_pps", udp.sent_pps);
+                results.add(dp, "udp_loss", udp.loss_percent);
+
+                progress.step(dp, &format!("masqueraded TCP throughput ({of})"))?;
+                let gbps = tools::iperf_tcp(&bed.container, Sandbox::EXT_ADDR, plan.iperf_secs)?;
+                check(gbps > 0.0, dp, "egress throughput is zero")?;
+                results.add(dp, "egress_gbps", gbps);
+
+                progress.step(dp, &format!("masqueraded connections ({of})"))?;
+                bed.forget_connections();
+                let c = tools::conns(&bed.container, Sandbox::EXT_ADDR, plan.load_secs)?;
+                check_seen(dp, &c.seen, bed.egress_source(), Sandbox::EXT_ADDR)?;
+                results.add(dp, "egress_conn_rate", c.per_second);
+                results.add(dp, "egress_conn_errors", c.errors);
+            }
+            progress.step(dp, &format!("new connections ({of})"))?;
+            bed.forget_connections();
+            let c = tools::conns(&client, bed.target, plan.load_secs)?;
+            check_seen(dp, &c.seen, Sandbox::EXT_ADDR, CONTAINER_ADDR)?;
+            results.add(dp, &format!("conn_rate@{ports}"), c.per_second);
+            results.add(dp, &format!("conn_p50@{ports}"), c.p50_us);
+            results.add(dp, &format!("conn_p99@{ports}"), c.p99_us);
+            results.add(dp, &format!("conn_errors@{ports}"), c.errors);
+
+            progress.step(dp, &format!("request/response latency ({of})"))?;
+            let r = tools::rr(&client, bed.target, plan.load_secs)?;
+            check_seen(dp, &r.seen, Sandbox::EXT_ADDR, CONTAINER_ADDR)?;
+            results.add(dp, &format!("rr_p50@{ports}"), r.p50_us);
+            results.add(dp, &format!("rr_p99@{ports}"), r.p99_us);
+        }
+        if ports == max_scale && ports > 1 {
+            if let Some(kib) = bed.daemon_rss_kib() {
+                results.add(dp, "rss_all", kib as f64 / 1024.0);
+            }
+            progress.step(dp, &format!("adding one mapping to {ports}"))?;
+            if let Some(took) = bed.add_one()? {
+                results.add(dp, "add_one", took.as_secs_f64() * 1e3);
+            }
+            if let Some(took) = bed.bare_container {
+                results.add(dp, "create_bare", took.as_secs_f64() * 1e3);
+            }
+        }
+    }
+    if let Some(cpu) = bed.daemon_cpu_seconds() {
+        results.add(dp, "daemon_cpu", cpu);
+    }
+    let evidence = bed.translation_counters()?;
+    progress.step(dp, &format!("done; translation evidence: {evidence}"))?;
+    results.evidence(dp, evidence);
+    Ok(())
+}
+
+fn check(ok: bool, dp: Datapath, what: &str) -> Result<()> {
+    if !ok {
+        bail!("{dp}: {what}");
+    }
+    Ok(())
+}
+
+/// The server's `PEER LOCAL` line must show the expected client and server addresses:
+/// proof that the datapath delivered (and translated) the connection as it should.
+fn check_seen(dp: Datapath, seen: &str, peer: Ipv4Addr, local: Ipv4Addr) -> Result<()> {
+    let mut parts = seen.split_whitespace();
+    let ip = |s: Option<&str>| s.and_then(|a| a.parse::<std::net::SocketAddr>().ok());
+    let (Some(p), Some(l)) = (ip(parts.next()), ip(parts.next())) else {
+        bail!("{dp}: the server's answer {seen:?} is not `PEER LOCAL`");
+    };
+    if p.ip() != peer || l.ip() != local || l.port() != LOAD_PORT {
+        bail!(
+            "{dp}: the server saw {p} -> {l}, expected {peer} -> {local}:{LOAD_PORT} (not translated as it should be)"
+        );
+    }
+    Ok(())
+}
+
+/// Where the report files go by default.
+pub fn default_out_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench")
+}

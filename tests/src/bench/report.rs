@@ -1,0 +1,445 @@
+//! The benchmark's samples and what is made of them: the terminal table with ratios to
+//! iptables and to the direct path, the JSON file with every raw sample, and the machine
+//! the numbers came from.
+
+use std::{collections::BTreeMap, process::Command};
+
+use serde_json::{Value, json};
+
+use super::bed::Datapath;
+
+/// Every sample of one run of the benchmark.
+pub struct Results {
+    pub quick: bool,
+    pub runs: usize,
+    /// datapath -> metric key -> samples.
+    samples: BTreeMap<String, BTreeMap<String, Vec<f64>>>,
+    /// datapath -> what its own counters said about the translation.
+    evidence: BTreeMap<String, String>,
+    /// The per-packet cost of netd's programs (the `datapath_cost` bench's JSON).
+    pub program_cost: Option<Value>,
+}
+
+/// Median and range of some samples.
+#[derive(Clone, Copy)]
+pub struct Summary {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Summary {
+    pub fn of(samples: &[f64]) -> Option<Self> {
+        let mut s: Vec<f64> = samples.iter().copied().filter(|v| v.is_finite()).collect();
+        if s.is_empty() {
+            return None;
+        }
+        s.sort_by(f64::total_cmp);
+        let n = s.len();
+        let median = if n % 2 == 1 {
+            s[n / 2]
+        } else {
+            (s[n / 2 - 1] + s[n / 2]) / 2.0
+        };
+        Some(Summary {
+            median,
+            min: s[0],
+            max: s[n - 1],
+        })
+    }
+
+    /// Half the range, in percent of the median.
+    pub fn spread_percent(&self) -> f64 {
+        if self.median == 0.0 {
+            0.0
+        } else {
+            (self.max - self.min) / 2.0 / self.median.abs() * 100.0
+        }
+    }
+}
+
+impl Results {
+    pub fn new(quick: bool, runs: usize) -> Self {
+        Results {
+            quick,
+            runs,
+            samples: BTreeMap::new(),
+            evidence: BTreeMap::new(),
+            program_cost: None,
+        }
+    }
+
+    pub fn add(&mut self, dp: Datapath, key: &str, value: f64) {
+        self.samples
+            .entry(dp.to_string())
+            .or_default()
+            .entry(key.to_string())
+            .or_default()
+            .push(value);
+    }
+
+    pub fn evidence(&mut self, dp: Datapath, text: String) {
+        self.evidence.insert(dp.to_string(), text);
+    }
+
+    pub fn datapaths(&self) -> Vec<String> {
+        Datapath::ALL
+            .iter()
+            .map(|d| d.to_string())
+            .filter(|d| self.samples.contains_key(d))
+            .collect()
+    }
+
+    pub fn summary(&self, dp: &str, key: &str) -> Option<Summary> {
+        Summary::of(self.samples.get(dp)?.get(key)?)
+    }
+
+    /// The scales that were measured (published ports), ascending.
+    pub fn scales(&self) -> Vec<u32> {
+        let mut s: Vec<u32> = self
+            .samples
+            .values()
+            .flat_map(|m| m.keys())
+            .filter_map(|k| k.strip_prefix("conn_rate@")?.parse().ok())
+            .collect();
+        s.sort_unstable();
+        s.dedup();
+        s
+    }
+
+    /// The direct path has no published ports: its 1-port figure is the floor at every
+    /// scale.
+    pub fn floor(&self, key: &str) -> Option<Summary> {
+        self.summary("direct", key).or_else(|| {
+            let (base, _) = key.split_once('@')?;
+            self.summary("direct", &format!("{base}@1"))
+        })
+    }
+
+    pub fn to_json(&self) -> Value {
+        let datapaths: serde_json::Map<String, Value> = self
+            .samples
+            .iter()
+            .map(|(dp, metrics)| {
+                let m: serde_json::Map<String, Value> = metrics
+                    .iter()
+                    .map(|(k, v)| {
+                        let s = Summary::of(v);
+                        (
+                            k.clone(),
+                            json!({
+                                "samples": v,
+                                "median": s.map(|s| s.median),
+                                "min": s.map(|s| s.min),
+                                "max": s.map(|s| s.max),
+                            }),
+                        )
+                    })
+                    .collect();
+                (dp.clone(), Value::Object(m))
+            })
+            .collect();
+        json!({
+            "machine": machine(),
+            "quick": self.quick,
+            "runs": self.runs,
+            "cpu_placement": "clients on CPU 0, servers on CPU 1 (taskset); the node's forwarding runs in softirq on the sending CPU",
+            "units": ROWS.iter().map(|r| (r.key, r.unit)).collect::<BTreeMap<_, _>>(),
+            "datapaths": datapaths,
+            "translation_evidence": self.evidence,
+            "program_cost_ns_per_packet": self.program_cost,
+        })
+    }
+
+    /// The terminal table: one row per metric, one column per datapath (median ±half
+    /// range), then netd's ratio to iptables and to the direct path.
+    pub fn table(&self) -> String {
+        let dps = self.datapaths();
+        let mut out = String::new();
+        let mut header = format!("{:<40}", "metric (median ±half-range)");
+        for dp in &dps {
+            header.push_str(&format!("{dp:>15}"));
+        }
+        header.push_str(&format!("{:>15}{:>13}\n", "netd÷iptables", "netd÷direct"));
+        out.push_str(&header);
+        out.push_str(&format!("{}\n", "-".repeat(header.chars().count() - 1)));
+        for row in self.rows() {
+            let mut line = format!("{:<40}", row.label);
+            let mut any = false;
+            for dp in &dps {
+                let cell = self.summary(dp, &row.key).map(|s| {
+                    any = true;
+                    cell(&s, row.scale)
+                });
+                line.push_str(&format!("{:>15}", cell.unwrap_or_else(|| "-".into())));
+            }
+            if !any {
+                continue;
+            }
+            let netd = self.summary("netd", &row.key);
+            let ratio = |other: Option<Summary>| match (netd, other) {
+                (Some(n), Some(o)) if o.median != 0.0 => format!("{:.2}x", n.median / o.median),
+                _ => "-".into(),
+            };
+            line.push_str(&format!(
+                "{:>15}{:>13}\n",
+                ratio(self.summary("iptables", &row.key)),
+                ratio(self.floor(&row.key))
+            ));
+            out.push_str(&line);
+        }
+        if let Some(cost) = &self.program_cost {
+            out.push_str("\nnetd's programs alone (BPF_PROG_TEST_RUN), ns per packet:\n");
+            for (case, label) in COST_CASES {
+                if let Some(s) = cost[case]["samples"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_f64).collect::<Vec<_>>())
+                    .and_then(|v| Summary::of(&v))
+                {
+                    out.push_str(&format!("  {label:<38}{:>15}\n", cell(&s, 1.0)));
+                }
+            }
+        }
+        out
+    }
+
+    /// The table's rows, the scale rows once per measured scale.
+    fn rows(&self) -> Vec<TableRow> {
+        let mut rows = Vec::new();
+        for r in ROWS {
+            if r.key.ends_with('@') {
+                for n in self.scales() {
+                    rows.push(TableRow {
+                        key: format!("{}{n}", r.key),
+                        label: format!(
+                            "{} ({}), {n} port{}",
+                            r.label,
+                            r.unit,
+                            if n == 1 { "" } else { "s" }
+                        ),
+                        scale: r.scale,
+                    });
+                }
+            } else {
+                rows.push(TableRow {
+                    key: r.key.to_string(),
+                    label: format!("{} ({})", r.label, r.unit),
+                    scale: r.scale,
+                });
+            }
+        }
+        rows
+    }
+}
+
+struct TableRow {
+    key: String,
+    label: String,
+    scale: f64,
+}
+
+fn cell(s: &Summary, scale: f64) -> String {
+    let v = s.median / scale;
+    let digits = if v.abs() >= 100.0 {
+        0
+    } else if v.abs() >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{v:.digits$} ±{:.0}%", s.spread_percent())
+}
+
+/// A metric as the table shows it; a key ending in `@` is measured per scale.
+pub struct Row {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub unit: &'static str,
+    /// Samples are divided by this for display.
+    pub scale: f64,
+}
+
+pub const ROWS: &[Row] = &[
+    Row {
+        key: "tcp_gbps",
+        label: "TCP throughput, published port",
+        unit: "Gbit/s",
+        scale: 1.0,
+    },
+    Row {
+        key: "udp_rx_pps",
+        label: "UDP 64 B delivered, published port",
+        unit: "kpps",
+        scale: 1e3,
+    },
+    Row {
+        key: "udp_loss",
+        label: "UDP 64 B lost",
+        unit: "%",
+        scale: 1.0,
+    },
+    Row {
+        key: "conn_rate@",
+        label: "new TCP connections",
+        unit: "conn/s",
+        scale: 1.0,
+    },
+    Row {
+        key: "conn_p50@",
+        label: "conn p50",
+        unit: "µs",
+        scale: 1.0,
+    },
+    Row {
+        key: "conn_p99@",
+        label: "conn p99",
+        unit: "µs",
+        scale: 1.0,
+    },
+    Row {
+        key: "rr_p50@",
+        label: "1 B req/resp p50",
+        unit: "µs",
+        scale: 1.0,
+    },
+    Row {
+        key: "rr_p99@",
+        label: "1 B req/resp p99",
+        unit: "µs",
+        scale: 1.0,
+    },
+    Row {
+        key: "egress_gbps",
+        label: "masqueraded TCP throughput",
+        unit: "Gbit/s",
+        scale: 1.0,
+    },
+    Row {
+        key: "egress_conn_rate",
+        label: "masqueraded new connections",
+        unit: "conn/s",
+        scale: 1.0,
+    },
+    Row {
+        key: "install_all",
+        label: "install 10,000 mappings, 1 call",
+        unit: "ms",
+        scale: 1.0,
+    },
+    Row {
+        key: "add_one",
+        label: "add 1 mapping at 10,000",
+        unit: "ms",
+        scale: 1.0,
+    },
+    Row {
+        key: "create_bare",
+        label: "(netd: a container without -p)",
+        unit: "ms",
+        scale: 1.0,
+    },
+    Row {
+        key: "daemon_cpu",
+        label: "daemon CPU time, whole run",
+        unit: "s",
+        scale: 1.0,
+    },
+    Row {
+        key: "rss_idle",
+        label: "daemon RSS, idle",
+        unit: "MiB",
+        scale: 1.0,
+    },
+    Row {
+        key: "rss_all",
+        label: "daemon RSS, 10,000 mappings",
+        unit: "MiB",
+        scale: 1.0,
+    },
+];
+
+/// The cases of the `datapath_cost` bench, by key, as the table names them.
+pub const COST_CASES: [(&str, &str); 4] = [
+    ("dnat_new", "DNAT, new flow to a published port"),
+    ("snat_new", "SNAT, new masqueraded flow"),
+    ("established", "established flow (reply)"),
+    ("miss", "miss (not for netd)"),
+];
+
+/// The machine the numbers came from.
+pub fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_string())
+        .unwrap_or_default();
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let first_line = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| {
+                let text = if o.stdout.is_empty() {
+                    o.stderr
+                } else {
+                    o.stdout
+                };
+                String::from_utf8_lossy(&text)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
+            })
+            .unwrap_or_default()
+    };
+    json!({
+        "cpu": model,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "memory_gib": (mem_kib as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+        "kernel": first_line("uname", &["-r"]),
+        "iptables": first_line("iptables", &["-V"]),
+        "nft": first_line("nft", &["--version"]),
+        "iperf3": first_line("iperf3", &["--version"]),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_is_median_and_range() {
+        let s = Summary::of(&[3.0, 1.0, 2.0]).unwrap();
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        assert_eq!(Summary::of(&[1.0, 2.0, 4.0, 10.0]).unwrap().median, 3.0);
+        assert_eq!(Summary::of(&[4.0, 6.0]).unwrap().spread_percent(), 20.0);
+        assert!(Summary::of(&[]).is_none());
+    }
+
+    #[test]
+    fn ratios_use_the_direct_path_at_one_port_as_the_floor_of_every_scale() {
+        let mut r = Results::new(true, 1);
+        r.add(Datapath::Direct, "conn_rate@1", 100.0);
+        r.add(Datapath::Iptables, "conn_rate@1", 50.0);
+        r.add(Datapath::Iptables, "conn_rate@10000", 10.0);
+        r.add(Datapath::Netd, "conn_rate@1", 100.0);
+        r.add(Datapath::Netd, "conn_rate@10000", 80.0);
+        assert_eq!(r.scales(), vec![1, 10000]);
+        assert_eq!(r.floor("conn_rate@10000").unwrap().median, 100.0);
+        let table = r.table();
+        let line = table
+            .lines()
+            .find(|l| l.starts_with("new TCP connections (conn/s), 10000 ports"))
+            .unwrap();
+        assert!(line.contains("8.00x") && line.contains("0.80x"), "{line}");
+    }
+}

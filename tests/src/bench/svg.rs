@@ -1,0 +1,209 @@
+//! The benchmark's chart as a standalone SVG: new TCP connections per second against the
+//! number of published ports (one line per datapath; `direct` publishes nothing and is
+//! drawn flat as the floor), and TCP throughput per datapath (published port and
+//! masqueraded), both as medians with the range as whiskers.
+
+use std::fmt::Write;
+
+use super::report::{Results, Summary};
+
+const W: f64 = 980.0;
+const H: f64 = 420.0;
+const TOP: f64 = 60.0;
+const BOTTOM: f64 = 360.0;
+const COLORS: [(&str, &str); 4] = [
+    ("direct", "#7f7f7f"),
+    ("iptables", "#d62728"),
+    ("nftables", "#ff7f0e"),
+    ("netd", "#1f77b4"),
+];
+
+fn color(dp: &str) -> &'static str {
+    COLORS
+        .iter()
+        .find(|(d, _)| *d == dp)
+        .map(|(_, c)| *c)
+        .unwrap_or("#000")
+}
+
+/// A round axis maximum above `v`.
+fn nice_max(v: f64) -> f64 {
+    if v <= 0.0 {
+        return 1.0;
+    }
+    let step = 10f64.powf(v.log10().floor());
+    for m in [1.0, 2.0, 2.5, 5.0, 10.0] {
+        if m * step >= v * 1.05 {
+            return m * step;
+        }
+    }
+    10.0 * step
+}
+
+fn y_of(v: f64, max: f64) -> f64 {
+    BOTTOM - v / max * (BOTTOM - TOP)
+}
+
+fn axis(s: &mut String, x0: f64, x1: f64, max: f64, unit: &str) {
+    for i in 0..=4 {
+        let v = max * i as f64 / 4.0;
+        let y = y_of(v, max);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x0}" y1="{y:.1}" x2="{x1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end" font-size="11">{}</text>"##,
+            x0 - 6.0,
+            y + 4.0,
+            if max >= 100.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.1}")
+            }
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{x0}" y="{:.1}" font-size="11">{unit}</text>"#,
+        TOP - 10.0
+    );
+}
+
+fn whisker(s: &mut String, x: f64, sum: &Summary, max: f64, col: &str) {
+    let _ = writeln!(
+        s,
+        r#"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="{col}"/>"#,
+        y_of(sum.min, max),
+        y_of(sum.max, max)
+    );
+}
+
+pub fn chart(results: &Results) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif"><rect width="100%" height="100%" fill="white"/>"#
+    );
+    connection_rate(&mut s, results, 80.0, 500.0);
+    throughput(&mut s, results, 600.0, 960.0);
+    // Legend.
+    for (i, dp) in results.datapaths().iter().enumerate() {
+        let x = 80.0 + i as f64 * 120.0;
+        let _ = writeln!(
+            s,
+            r#"<rect x="{x}" y="{:.0}" width="12" height="12" fill="{}"/><text x="{:.0}" y="{:.0}" font-size="12">{dp}</text>"#,
+            H - 28.0,
+            color(dp),
+            x + 16.0,
+            H - 18.0
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// Left: connections/s against published ports, categories spaced evenly.
+fn connection_rate(s: &mut String, r: &Results, x0: f64, x1: f64) {
+    let scales = r.scales();
+    let dps = r.datapaths();
+    let value = |dp: &str, n: u32| {
+        let key = format!("conn_rate@{n}");
+        if dp == "direct" {
+            r.floor(&key)
+        } else {
+            r.summary(dp, &key)
+        }
+    };
+    let max = nice_max(
+        dps.iter()
+            .flat_map(|dp| scales.iter().filter_map(move |&n| value(dp, n)))
+            .map(|v| v.max)
+            .fold(0.0, f64::max),
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{x0}" y="24" font-size="14" font-weight="bold">New TCP connections/s through a published port</text>"#
+    );
+    axis(s, x0, x1, max, "connections/s");
+    let step = (x1 - x0) / scales.len().max(1) as f64;
+    let x_of = |i: usize| x0 + step * (i as f64 + 0.5);
+    for (i, n) in scales.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.0}" text-anchor="middle" font-size="11">{n} ports</text>"#,
+            x_of(i),
+            BOTTOM + 16.0
+        );
+    }
+    for dp in &dps {
+        let col = color(dp);
+        let points: Vec<(f64, Summary)> = scales
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &n)| Some((x_of(i), value(dp, n)?)))
+            .collect();
+        let path: Vec<String> = points
+            .iter()
+            .map(|(x, v)| format!("{x:.1},{:.1}", y_of(v.median, max)))
+            .collect();
+        let dash = if dp == "direct" {
+            r#" stroke-dasharray="6 4""#
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            s,
+            r#"<polyline points="{}" fill="none" stroke="{col}" stroke-width="2"{dash}/>"#,
+            path.join(" ")
+        );
+        for (x, v) in &points {
+            whisker(s, *x, v, max, col);
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{x:.1}" cy="{:.1}" r="3.5" fill="{col}"/>"#,
+                y_of(v.median, max)
+            );
+        }
+    }
+}
+
+/// Right: TCP throughput per datapath, published port and masqueraded side by side.
+fn throughput(s: &mut String, r: &Results, x0: f64, x1: f64) {
+    let dps = r.datapaths();
+    let kinds = [("tcp_gbps", "published"), ("egress_gbps", "masqueraded")];
+    let max = nice_max(
+        dps.iter()
+            .flat_map(|dp| kinds.iter().filter_map(|(k, _)| r.summary(dp, k)))
+            .map(|v| v.max)
+            .fold(0.0, f64::max),
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{x0}" y="24" font-size="14" font-weight="bold">TCP throughput, one stream</text>"#
+    );
+    axis(s, x0, x1, max, "Gbit/s");
+    let group = (x1 - x0) / kinds.len() as f64;
+    let bar = group / (dps.len() as f64 + 1.0);
+    for (g, (key, label)) in kinds.iter().enumerate() {
+        let gx = x0 + g as f64 * group;
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.0}" text-anchor="middle" font-size="11">{label}</text>"#,
+            gx + group / 2.0,
+            BOTTOM + 16.0
+        );
+        for (i, dp) in dps.iter().enumerate() {
+            let Some(v) = r.summary(dp, key) else {
+                continue;
+            };
+            let x = gx + bar * (i as f64 + 0.5);
+            let y = y_of(v.median, max);
+            let _ = writeln!(
+                s,
+                r#"<rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{}"/>"#,
+                bar * 0.9,
+                BOTTOM - y,
+                color(dp)
+            );
+            whisker(s, x + bar * 0.45, &v, max, "#333");
+        }
+    }
+}

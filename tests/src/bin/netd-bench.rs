@@ -1,0 +1,116 @@
+//! `netd-bench`: the benchmark `cargo xtask bench` runs (see `netd_tests::bench`). Prints
+//! progress and a table, writes `bench.json` (every raw sample) and `bench.svg`.
+
+use std::{path::PathBuf, process::ExitCode, time::Instant};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use netd_tests::{
+    bench::{self, Options, bed::Datapath, svg},
+    require_root,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "netd-bench",
+    about = "netd against iptables, nftables and the direct path"
+)]
+struct Cli {
+    /// The reduced matrix (one run each, short runs, 1 and 10,000 ports): under 3 minutes.
+    #[arg(long)]
+    quick: bool,
+    /// Where to write bench.json, bench.svg and bench.txt.
+    #[arg(long, default_value_os_t = bench::default_out_dir())]
+    out: PathBuf,
+    /// The `datapath_cost` bench's JSON (per-packet cost of netd's programs) to include.
+    #[arg(long)]
+    program_cost: Option<PathBuf>,
+    /// Only these datapaths (direct, iptables, nftables, netd); all by default.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Published ports of the scale runs (default 1,1000,10000; quick 1,10000).
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..=10000))]
+    scales: Option<Vec<u16>>,
+    /// Repeats of each measurement (default 3; quick 1).
+    #[arg(long)]
+    runs: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    require_root();
+    bench::stop_on_signals();
+    let started = Instant::now();
+    match run(Cli::parse()) {
+        Ok(()) => {
+            println!(
+                "bench: done in {:.0}s; every namespace removed",
+                started.elapsed().as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(_) if bench::interrupted() => {
+            eprintln!("bench: interrupted; every namespace removed");
+            ExitCode::from(130)
+        }
+        Err(e) => {
+            eprintln!("bench: FAILED: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let datapaths = if cli.only.is_empty() {
+        Datapath::ALL.to_vec()
+    } else {
+        cli.only
+            .iter()
+            .map(|name| {
+                Datapath::ALL
+                    .into_iter()
+                    .find(|d| d.to_string() == *name)
+                    .with_context(|| {
+                        format!(
+                            "--only: unknown datapath {name:?} (direct, iptables, nftables, netd)"
+                        )
+                    })
+            })
+            .collect::<Result<_>>()?
+    };
+    println!(
+        "bench: {} matrix over {}; clients on CPU {}, servers on CPU {}",
+        if cli.quick { "quick" } else { "full" },
+        datapaths
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        bench::tools::CLIENT_CPU,
+        bench::tools::SERVER_CPU
+    );
+    let mut results = bench::run(&Options {
+        quick: cli.quick,
+        datapaths,
+        scales: cli.scales,
+        runs: cli.runs,
+    })?;
+    if let Some(path) = &cli.program_cost {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        results.program_cost = Some(serde_json::from_str(&text)?);
+    }
+    std::fs::create_dir_all(&cli.out)?;
+    let table = results.table();
+    let json_path = cli.out.join("bench.json");
+    let svg_path = cli.out.join("bench.svg");
+    std::fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&results.to_json())?,
+    )?;
+    std::fs::write(&svg_path, svg::chart(&results))?;
+    std::fs::write(cli.out.join("bench.txt"), &table)?;
+    println!("\n{table}");
+    println!("raw samples: {}", json_path.display());
+    println!("chart:       {}", svg_path.display());
+    Ok(())
+}
