@@ -4,7 +4,7 @@ use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::bpf_ktime_get_ns,
 };
-use netd_common::flow::{FLAG_REPLY, FlowEntry, FlowKey};
+use netd_common::flow::{FLAG_REPLY, FlowEntry, FlowKey, SEEN_FIN, SEEN_RST, SEEN_SYN};
 
 use crate::{maps::FLOWS, parse::Packet};
 
@@ -42,10 +42,24 @@ pub fn lookup(key: &FlowKey, pkt: &Packet) -> Option<FlowEntry> {
         if now.wrapping_sub((*entry).last_seen_ns) > TOUCH_EVERY_NS {
             (*entry).last_seen_ns = now;
         }
-        if (*entry).seen & pkt.seen != pkt.seen {
-            (*entry).seen |= pkt.seen;
+        let seen = updated_seen((*entry).seen, pkt.seen);
+        if seen != (*entry).seen {
+            (*entry).seen = seen;
         }
         Some(*entry)
+    }
+}
+
+/// The `SEEN_*` bits of a flow half after a packet with `pkt` bits. A SYN on a half that
+/// has closed (FIN or RST seen) starts a new connection on the same tuple, as a client
+/// reusing its port does: the half starts over, so the new connection gets the timeouts
+/// of a live one rather than the 10 s of a closing one.
+#[inline(always)]
+fn updated_seen(entry: u8, pkt: u8) -> u8 {
+    if pkt & SEEN_SYN != 0 && entry & (SEEN_FIN | SEEN_RST) != 0 {
+        pkt
+    } else {
+        entry | pkt
     }
 }
 

@@ -34,17 +34,22 @@ pub fn timeout(key: &FlowKey, a: &FlowEntry, b: Option<&FlowEntry>) -> u64 {
     }
 }
 
+/// Whether one half of a flow (with its partner, if any) has been idle past its timeout
+/// at `now` (CLOCK_MONOTONIC ns).
+pub fn is_expired(key: &FlowKey, entry: &FlowEntry, partner: Option<&FlowEntry>, now: u64) -> bool {
+    let last = entry
+        .last_seen_ns
+        .max(partner.map_or(0, |p| p.last_seen_ns));
+    now.saturating_sub(last) > timeout(key, entry, partner)
+}
+
 /// The keys (both halves) of every flow idle past its timeout at `now` (CLOCK_MONOTONIC ns).
 pub fn expired(entries: &[(FlowKey, FlowEntry)], now: u64) -> Vec<FlowKey> {
     let by_key: HashMap<FlowKey, &FlowEntry> = entries.iter().map(|(k, e)| (*k, e)).collect();
     let mut out = Vec::new();
     for (key, entry) in entries {
-        let partner_key = key.partner(entry);
-        let partner = by_key.get(&partner_key).copied();
-        let last = entry
-            .last_seen_ns
-            .max(partner.map_or(0, |p| p.last_seen_ns));
-        if now.saturating_sub(last) > timeout(key, entry, partner) {
+        let partner = by_key.get(&key.partner(entry)).copied();
+        if is_expired(key, entry, partner, now) {
             // Each half is visited once; push only this half, its partner pushes itself
             // (or is already gone).
             out.push(*key);

@@ -467,6 +467,30 @@ impl Datapath {
         Ok(())
     }
 
+    /// Remove each listed flow half that `still_expired` confirms on a fresh read of it
+    /// and its partner. A sweep decides on a snapshot that takes a while to read, and a
+    /// flow can come back to life meanwhile (a client reusing the tuple): deleting it then
+    /// would cut the new connection. Returns how many halves were removed.
+    pub fn remove_flows_if(
+        &mut self,
+        keys: &[FlowKey],
+        still_expired: impl Fn(&FlowKey, &FlowEntry, Option<&FlowEntry>) -> bool,
+    ) -> Result<usize> {
+        let mut flows = self.flows()?;
+        let mut removed = 0;
+        for key in keys {
+            let Ok(entry) = flows.get(key, 0) else {
+                continue;
+            };
+            let partner = flows.get(&key.partner(&entry), 0).ok();
+            if still_expired(key, &entry, partner.as_ref()) {
+                flows.remove(key).or_else(ignore_missing)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Counters summed over CPUs, by hook and reason.
     pub fn counters(&self) -> Result<Vec<(Hook, Reason, Counter)>> {
         let map: PerCpuArray<_, Counter> = PerCpuArray::try_from(self.map(names::COUNTERS)?)?;

@@ -288,8 +288,11 @@ impl Daemon {
         inner.refresh_node_addrs().await?;
         let entries = inner.datapath.flow_entries()?;
         let expired = conntrack::expired(&entries, conntrack::monotonic_now());
-        inner.datapath.remove_flows(&expired)?;
-        Ok(expired.len())
+        inner
+            .datapath
+            .remove_flows_if(&expired, |key, entry, partner| {
+                conntrack::is_expired(key, entry, partner, conntrack::monotonic_now())
+            })
     }
 }
 

@@ -1,0 +1,112 @@
+//! The connection table's life cycle under BPF_PROG_TEST_RUN: a tuple reused after its
+//! connection closed, and a sweep racing with a flow that comes back to life.
+
+mod support;
+
+use netd::conntrack;
+use netd_common::flow::{FlowEntry, FlowKey};
+use support::*;
+
+const FIN: u8 = 0x01;
+
+/// Both halves of the table's only flow, forward half first.
+fn the_flow(t: &mut TestDatapath) -> (FlowKey, FlowEntry, FlowEntry) {
+    let entries = t.dp.flow_entries().unwrap();
+    assert_eq!(entries.len(), 2, "one flow, two halves");
+    let (key, entry) = entries
+        .iter()
+        .find(|(k, _)| k.src_addr == netd_common::user::addr_be(CLIENT))
+        .copied()
+        .unwrap();
+    let partner = entries
+        .iter()
+        .find(|(k, _)| *k == key.partner(&entry))
+        .map(|(_, e)| *e)
+        .unwrap();
+    (key, entry, partner)
+}
+
+fn handshake(t: &mut TestDatapath) {
+    t.run(
+        "uplink_ingress",
+        &Pkt::tcp(CLIENT, 40000, NODE, 8080, SYN).build(),
+    );
+    t.run(
+        "uplink_egress",
+        &Pkt::tcp(CONTAINER, 80, CLIENT, 40000, SYN | ACK).build(),
+    );
+    t.run(
+        "uplink_ingress",
+        &Pkt::tcp(CLIENT, 40000, NODE, 8080, ACK).build(),
+    );
+}
+
+#[test]
+fn a_connection_reusing_a_closed_tuple_gets_the_timeouts_of_a_live_one() {
+    let mut t = standard_node();
+    handshake(&mut t);
+    let (key, a, b) = the_flow(&mut t);
+    assert_eq!(
+        conntrack::timeout(&key, &a, Some(&b)),
+        conntrack::TCP_ESTABLISHED_TIMEOUT
+    );
+    t.run(
+        "uplink_ingress",
+        &Pkt::tcp(CLIENT, 40000, NODE, 8080, FIN | ACK).build(),
+    );
+    t.run(
+        "uplink_egress",
+        &Pkt::tcp(CONTAINER, 80, CLIENT, 40000, FIN | ACK).build(),
+    );
+    let (key, a, b) = the_flow(&mut t);
+    assert_eq!(
+        conntrack::timeout(&key, &a, Some(&b)),
+        conntrack::TCP_CLOSING_TIMEOUT
+    );
+
+    // The client opens a new connection from the same port.
+    handshake(&mut t);
+
+    let (key, a, b) = the_flow(&mut t);
+    assert_eq!(
+        conntrack::timeout(&key, &a, Some(&b)),
+        conntrack::TCP_ESTABLISHED_TIMEOUT,
+        "the new connection is not aged out as a closing one (seen {:#x} / {:#x})",
+        a.seen,
+        b.seen
+    );
+}
+
+#[test]
+fn a_sweep_spares_a_flow_that_came_back_to_life_after_its_snapshot() {
+    let mut t = standard_node();
+    t.run(
+        "uplink_ingress",
+        &Pkt::tcp(CLIENT, 40000, NODE, 8080, SYN).build(),
+    );
+    let snapshot = t.dp.flow_entries().unwrap();
+    let last = snapshot.iter().map(|(_, e)| e.last_seen_ns).max().unwrap();
+    // A sweep that judges the snapshot one nanosecond past the SYN timeout.
+    let now = last + conntrack::TCP_SYN_TIMEOUT + 1;
+    let expired = conntrack::expired(&snapshot, now);
+    assert_eq!(expired.len(), 2);
+
+    // Meanwhile the client sends again (the data path refreshes at most once a second).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    t.run(
+        "uplink_ingress",
+        &Pkt::tcp(CLIENT, 40000, NODE, 8080, SYN).build(),
+    );
+
+    let removed =
+        t.dp.remove_flows_if(&expired, |k, e, p| conntrack::is_expired(k, e, p, now))
+            .unwrap();
+    assert_eq!(removed, 0, "neither half of the refreshed flow is removed");
+    assert_eq!(t.dp.flow_entries().unwrap().len(), 2);
+
+    let later = now + 2 * 1_000_000_000;
+    let removed =
+        t.dp.remove_flows_if(&expired, |k, e, p| conntrack::is_expired(k, e, p, later))
+            .unwrap();
+    assert_eq!(removed, 2, "once idle past its timeout it goes");
+}
