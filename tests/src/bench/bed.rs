@@ -331,7 +331,24 @@ impl Bed {
                 if dnat == 0 || snat == 0 {
                     bail!("netd counted {dnat} DNAT and {snat} SNAT flows");
                 }
-                format!("{dnat} DNAT flows, {snat} SNAT flows")
+                let stats: serde_json::Value =
+                    serde_json::from_str(&daemon.cli_ok(&["stats", "--format", "json"])?)?;
+                let drops: Vec<String> = stats
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|c| c["reason"].as_str().is_some_and(|r| r.starts_with("drop_")))
+                    .filter(|c| c["packets"].as_u64().unwrap_or(0) > 0)
+                    .map(|c| format!("{} {} {}", c["hook"], c["reason"], c["packets"]))
+                    .collect();
+                format!(
+                    "{dnat} DNAT flows, {snat} SNAT flows; drops: {}",
+                    if drops.is_empty() {
+                        "none".to_string()
+                    } else {
+                        drops.join(", ")
+                    }
+                )
             }
         })
     }

@@ -176,6 +176,8 @@ fn measure(dp: Datapath, plan: &Plan, progress: &Progress, results: &mut Results
                 let c = tools::conns(&bed.container, Sandbox::EXT_ADDR, plan.load_secs)?;
                 check_seen(dp, &c.seen, bed.egress_source(), Sandbox::EXT_ADDR)?;
                 results.add(dp, "egress_conn_rate", c.per_second);
+                results.add(dp, "egress_conn_p50", c.p50_us);
+                results.add(dp, "egress_conn_p99", c.p99_us);
                 results.add(dp, "egress_conn_errors", c.errors);
             }
             progress.step(dp, &format!("new connections ({of})"))?;

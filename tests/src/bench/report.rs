@@ -321,6 +321,18 @@ pub const ROWS: &[Row] = &[
         scale: 1.0,
     },
     Row {
+        key: "egress_conn_p50",
+        label: "masqueraded conn p50",
+        unit: "µs",
+        scale: 1.0,
+    },
+    Row {
+        key: "egress_conn_p99",
+        label: "masqueraded conn p99",
+        unit: "µs",
+        scale: 1.0,
+    },
+    Row {
         key: "install_all",
         label: "install 10,000 mappings, 1 call",
         unit: "ms",
