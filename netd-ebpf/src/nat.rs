@@ -11,6 +11,7 @@ use netd_common::{
 use crate::{
     csum,
     maps::{FLOWS, PUBLISHED_PORTS},
+    node_sockets,
     parse::{IP_DST_OFF, IP_SRC_OFF, Packet},
 };
 
@@ -62,10 +63,15 @@ fn rewrite_end(ctx: &TcContext, pkt: &Packet, end: &End) -> Result<(), i64> {
 
 /// Claim a SNAT port for a flow by inserting its reply-direction entry (`reply_key` with
 /// the port filled in) with BPF_NOEXIST: the insert itself is the claim, so two CPUs
-/// cannot take the same port. Keeps the original port when it is free and in range.
-/// Returns the claimed port (network order).
+/// cannot take the same port.
+///
+/// The container's own source port is kept when the tuple is free, as Linux's MASQUERADE
+/// does: no other flow holds it, it is not published, and no socket of the node uses it.
+/// Otherwise a port from the SNAT range: the original one when it is in the range, else
+/// from a random start. Returns the claimed port (network order).
 #[inline(always)]
 pub fn claim_snat_port(
+    ctx: &TcContext,
     config: &NodeConfig,
     orig_port: u16,
     reply_key: &mut FlowKey,
@@ -74,7 +80,23 @@ pub fn claim_snat_port(
     let min = config.snat_port_min as u32;
     let span = (config.snat_port_max as u32).saturating_sub(min) + 1;
     let orig = u16::from_be(orig_port) as u32;
-    let mut offset = if orig >= min && orig < min + span {
+    let in_range = orig >= min && orig < min + span;
+    if !in_range
+        && !node_sockets::in_use(
+            ctx,
+            reply_key.proto,
+            reply_key.src_addr,
+            reply_key.src_port,
+            reply_key.dst_addr,
+            orig_port,
+        )
+    {
+        match try_claim(config, orig_port, reply_key, reply) {
+            Claim::Taken | Claim::Published => {}
+            other => return other.into_result(),
+        }
+    }
+    let mut offset = if in_range {
         orig - min
     } else {
         // SAFETY: a helper with no arguments.
@@ -83,17 +105,47 @@ pub fn claim_snat_port(
     for _ in 0..SNAT_TRIES {
         let port = ((min + offset) as u16).to_be();
         offset = (offset + 1) % span;
-        if is_published(config.snat_addr, port, reply_key.proto) {
-            continue;
-        }
-        reply_key.dst_port = port;
-        match FLOWS.insert(&*reply_key, reply, BPF_NOEXIST as u64) {
-            Ok(()) => return Ok(port),
-            Err(EEXIST) => continue,
-            Err(_) => return Err(Reason::DropFlowTableFull),
+        match try_claim(config, port, reply_key, reply) {
+            Claim::Taken | Claim::Published => continue,
+            other => return other.into_result(),
         }
     }
     Err(Reason::DropSnatPortsExhausted)
+}
+
+/// The outcome of trying one SNAT port.
+enum Claim {
+    Ours(u16),
+    /// Another flow holds the tuple.
+    Taken,
+    /// A published port of the node: its replies would be DNATed.
+    Published,
+    TableFull,
+}
+
+impl Claim {
+    #[inline(always)]
+    fn into_result(self) -> Result<u16, Reason> {
+        match self {
+            Claim::Ours(port) => Ok(port),
+            Claim::TableFull => Err(Reason::DropFlowTableFull),
+            Claim::Taken | Claim::Published => Err(Reason::DropSnatPortsExhausted),
+        }
+    }
+}
+
+/// Try to take `port` (network order) for the flow whose reply half is `reply_key`.
+#[inline(always)]
+fn try_claim(config: &NodeConfig, port: u16, reply_key: &mut FlowKey, reply: &FlowEntry) -> Claim {
+    if is_published(config.snat_addr, port, reply_key.proto) {
+        return Claim::Published;
+    }
+    reply_key.dst_port = port;
+    match FLOWS.insert(&*reply_key, reply, BPF_NOEXIST as u64) {
+        Ok(()) => Claim::Ours(port),
+        Err(EEXIST) => Claim::Taken,
+        Err(_) => Claim::TableFull,
+    }
 }
 
 /// A published port of the node is never handed out for SNAT: its replies would be DNATed.

@@ -103,7 +103,7 @@ fn snat_new_flow(ctx: &TcContext, pkt: &Packet, key: &FlowKey) -> Verdict {
         _pad: [0; 2],
     };
     let reply = conntrack::new_entry(Tuple::of(pkt).reversed(), ORIGIN_SNAT, 0, FLAG_REPLY, 0);
-    let port = match nat::claim_snat_port(config, pkt.src_port, &mut reply_key, &reply) {
+    let port = match nat::claim_snat_port(ctx, config, pkt.src_port, &mut reply_key, &reply) {
         Ok(port) => port,
         Err(reason) => return (reason, DROP),
     };

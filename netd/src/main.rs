@@ -76,7 +76,9 @@ struct DaemonArgs {
     /// A directory on bpffs where maps are pinned, so restarts keep flows.
     #[arg(long, default_value = "/sys/fs/bpf/netd")]
     bpffs_dir: PathBuf,
-    /// Source ports for masqueraded flows; keep it outside ip_local_port_range.
+    /// Source ports for masqueraded flows whose own port is taken (a container's source
+    /// port is kept when no other flow and no socket of the node uses the tuple); keep it
+    /// outside ip_local_port_range.
     #[arg(long, default_value = "61000-65535")]
     snat_ports: String,
     /// Capacity of the connection table in entries (two per translated flow).

@@ -146,8 +146,11 @@ fn container_egress_is_masqueraded_and_the_reply_finds_its_way_back() {
 
     assert_eq!(verdict, TC_ACT_OK);
     let (src, port) = src_of(&out);
-    assert_eq!(src, NODE);
-    assert!((61000..=65535).contains(&port), "SNAT port {port} in range");
+    assert_eq!(
+        (src, port),
+        (NODE, 5555),
+        "the node's address, and the container's own port while the tuple is free"
+    );
     assert_eq!(dst_of(&out), (REMOTE, 9000));
     assert_checksums_valid(&out);
 
@@ -247,4 +250,70 @@ fn counters_name_every_verdict() {
     assert_eq!(get("dnat_new_flow"), 1);
     assert_eq!(get("translated_established"), 1);
     assert_eq!(get("pass_no_match"), 1);
+}
+
+#[test]
+fn a_source_port_another_flow_holds_is_remapped_into_the_snat_range() {
+    let mut t = node();
+    let other = Ipv4Addr::new(172, 17, 0, 3);
+    t.run(
+        "uplink_egress",
+        &Pkt::tcp(CONTAINER, 5555, REMOTE, 9000, SYN).build(),
+    );
+
+    let (verdict, out) = t.run(
+        "uplink_egress",
+        &Pkt::tcp(other, 5555, REMOTE, 9000, SYN).build(),
+    );
+
+    assert_eq!(verdict, TC_ACT_OK);
+    let (src, port) = src_of(&out);
+    assert_eq!(src, NODE);
+    assert!((61000..=65535).contains(&port), "SNAT port {port} in range");
+    assert_checksums_valid(&out);
+    let reply = Pkt::tcp(REMOTE, 9000, NODE, port, SYN | ACK).build();
+    let (_, back) = t.run("uplink_ingress", &reply);
+    assert_eq!(dst_of(&back), (other, 5555));
+}
+
+/// Runs `f` on a thread of its own, in a network namespace of its own (BPF_PROG_TEST_RUN
+/// and the programs' socket lookups use the caller's namespace).
+fn in_fresh_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        // SAFETY: unshare affects only this thread, which ends with the closure.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn a_source_port_a_node_socket_uses_is_remapped_into_the_snat_range() {
+    in_fresh_netns(|| {
+        let mut t = node();
+        let _tcp = std::net::TcpListener::bind("0.0.0.0:5556").unwrap();
+        let _udp = std::net::UdpSocket::bind("0.0.0.0:5557").unwrap();
+        for pkt in [
+            Pkt::tcp(CONTAINER, 5556, REMOTE, 9000, SYN),
+            Pkt::udp(CONTAINER, 5557, REMOTE, 9000),
+        ] {
+            let (verdict, out) = t.run("uplink_egress", &pkt.build());
+            assert_eq!(verdict, TC_ACT_OK);
+            let (src, port) = src_of(&out);
+            assert_eq!(src, NODE);
+            assert!(
+                (61000..=65535).contains(&port),
+                "proto {}: the node's socket keeps port {}; got {port}",
+                pkt.proto,
+                pkt.sport
+            );
+        }
+        // A port no socket of the node uses is kept.
+        let (_, out) = t.run(
+            "uplink_egress",
+            &Pkt::udp(CONTAINER, 5558, REMOTE, 9000).build(),
+        );
+        assert_eq!(src_of(&out), (NODE, 5558));
+    });
 }

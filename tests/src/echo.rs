@@ -152,30 +152,51 @@ pub fn echo_once(netns: &Path, proto: Proto, target: SocketAddr) -> Result<Socke
                     .with_context(|| format!("read the echo from {target}"))?;
                 s.local_addr()?
             }
-            Proto::Udp => {
-                let s = UdpSocket::bind("0.0.0.0:0")?;
-                s.set_read_timeout(Some(Duration::from_millis(500)))?;
-                s.connect(target)?;
-                let mut got = None;
-                // UDP may lose the first datagram while neighbours resolve: a few tries.
-                for _ in 0..5 {
-                    s.send(&payload)?;
-                    if let Ok(n) = s.recv(&mut back) {
-                        got = Some(n);
-                        break;
-                    }
-                }
-                if got != Some(payload.len()) {
-                    bail!("no UDP echo from {target}");
-                }
-                s.local_addr()?
-            }
+            Proto::Udp => udp_exchange(0, target, &payload, &mut back)?,
         };
         if back != payload {
             bail!("echo from {target} differs from what was sent");
         }
         Ok(local)
     })
+}
+
+/// Like `echo_once` over UDP, from local port `port` of `netns`.
+pub fn udp_echo_from(netns: &Path, port: u16, target: SocketAddr) -> Result<SocketAddr> {
+    in_netns(netns, move || {
+        let payload = random_payload();
+        let mut back = vec![0u8; payload.len()];
+        let local = udp_exchange(port, target, &payload, &mut back)?;
+        if back != payload {
+            bail!("echo from {target} differs from what was sent");
+        }
+        Ok(local)
+    })
+}
+
+/// Send `payload` from local `port` (0: any) to `target` and receive the echo into `back`.
+fn udp_exchange(
+    port: u16,
+    target: SocketAddr,
+    payload: &[u8],
+    back: &mut [u8],
+) -> Result<SocketAddr> {
+    let s = UdpSocket::bind(("0.0.0.0", port))?;
+    s.set_read_timeout(Some(Duration::from_millis(500)))?;
+    s.connect(target)?;
+    let mut got = None;
+    // UDP may lose the first datagram while neighbours resolve: a few tries.
+    for _ in 0..5 {
+        s.send(payload)?;
+        if let Ok(n) = s.recv(back) {
+            got = Some(n);
+            break;
+        }
+    }
+    if got != Some(payload.len()) {
+        bail!("no UDP echo from {target}");
+    }
+    Ok(s.local_addr()?)
 }
 
 /// From inside `netns`, check that `target` does NOT answer: a TCP connection is not

@@ -18,7 +18,7 @@ pub mod echo;
 pub mod netns;
 
 pub use daemon::Daemon;
-pub use echo::{EchoServer, Proto, echo_fails, echo_once};
+pub use echo::{EchoServer, Proto, echo_fails, echo_once, udp_echo_from};
 pub use netns::{Netns, Sandbox, require_root, unique_name};
 
 /// An IPv4 or IPv6 address and a port.

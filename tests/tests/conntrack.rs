@@ -1,6 +1,8 @@
 //! The connection table: listed by `netd conntrack`, bounded, and purged with containers.
 
-use netd_tests::{Daemon, EchoServer, Proto, Sandbox, addr, echo_once, require_root};
+use netd_tests::{
+    Daemon, EchoServer, Proto, Sandbox, addr, echo_once, require_root, udp_echo_from,
+};
 
 fn flows(d: &Daemon) -> Vec<serde_json::Value> {
     let out = d.cli_ok(&["conntrack", "--format", "json"]).unwrap();
@@ -61,17 +63,22 @@ fn snat_port_exhaustion_is_counted_not_corrupting() {
     let sb = Sandbox::new("cx").unwrap();
     let d =
         Daemon::start_with(&sb.node, Sandbox::UPLINK, &["--snat-ports", "61000-61002"]).unwrap();
-    let app = d.run_idle_container("app", &[]).unwrap();
+    let a = d.run_idle_container("aa", &[]).unwrap();
+    let b = d.run_idle_container("bb", &[]).unwrap();
     let target = addr(Sandbox::INET_ADDR, 9000);
-    let server = EchoServer::start(&sb.inet.path(), Proto::Tcp, target).unwrap();
+    let server = EchoServer::start(&sb.inet.path(), Proto::Udp, target).unwrap();
 
-    // Closed flows stay in the table for the closing timeout: three use up the range.
-    for _ in 0..3 {
-        echo_once(&app.netns, Proto::Tcp, target).unwrap();
+    // aa's flows keep their source ports; bb's, from the same ports to the same
+    // destination, must be remapped, and three use up the range.
+    for port in 40000..40004 {
+        udp_echo_from(&a.netns, port, target).unwrap();
+    }
+    for port in 40000..40003 {
+        udp_echo_from(&b.netns, port, target).unwrap();
     }
     assert!(
-        echo_once(&app.netns, Proto::Tcp, target).is_err(),
-        "a fourth flow to the same destination has no port"
+        udp_echo_from(&b.netns, 40003, target).is_err(),
+        "a fourth remapped flow to the same destination has no port"
     );
 
     assert!(
@@ -79,16 +86,19 @@ fn snat_port_exhaustion_is_counted_not_corrupting() {
             .unwrap()
             >= 1
     );
-    let ports: Vec<u16> = server.peers().iter().map(|p| p.port()).collect();
+    let mut peers = server.peers();
+    peers.sort();
+    peers.dedup();
     assert_eq!(
-        ports.len(),
-        3,
-        "no flow went out untranslated or twice: {ports:?}"
+        peers.len(),
+        7,
+        "no flow went out untranslated or twice: {peers:?}"
     );
+    assert!(peers.iter().all(|p| p.ip() == Sandbox::NODE_ADDR));
     // The port space is per destination: another destination port still works.
     let other = addr(Sandbox::INET_ADDR, 9001);
-    let _other_server = EchoServer::start(&sb.inet.path(), Proto::Tcp, other).unwrap();
-    echo_once(&app.netns, Proto::Tcp, other).unwrap();
+    let _other_server = EchoServer::start(&sb.inet.path(), Proto::Udp, other).unwrap();
+    udp_echo_from(&b.netns, 40003, other).unwrap();
 }
 
 #[test]

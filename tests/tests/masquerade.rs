@@ -1,6 +1,8 @@
 //! Container egress leaves through the uplink masqueraded to the node's address.
 
-use netd_tests::{Daemon, EchoServer, Proto, Sandbox, addr, echo_once, require_root};
+use netd_tests::{
+    Daemon, EchoServer, Proto, Sandbox, addr, echo_once, require_root, udp_echo_from,
+};
 
 #[test]
 fn masqueraded_egress_is_seen_with_node_address() {
@@ -32,7 +34,7 @@ fn masqueraded_egress_is_seen_with_node_address() {
 }
 
 #[test]
-fn many_flows_to_one_destination_get_distinct_ports() {
+fn many_flows_to_one_destination_keep_their_own_distinct_ports() {
     require_root();
     let sb = Sandbox::new("mp").unwrap();
     let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
@@ -40,20 +42,51 @@ fn many_flows_to_one_destination_get_distinct_ports() {
     let target = addr(Sandbox::INET_ADDR, 9001);
     let server = EchoServer::start(&sb.inet.path(), Proto::Tcp, target).unwrap();
 
-    for _ in 0..20 {
-        echo_once(&app.netns, Proto::Tcp, target).unwrap();
-    }
+    let mut local: Vec<u16> = (0..20)
+        .map(|_| echo_once(&app.netns, Proto::Tcp, target).unwrap().port())
+        .collect();
+
+    let mut seen: Vec<u16> = server.peers().iter().map(|p| p.port()).collect();
+    local.sort();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(
+        seen, local,
+        "as with Linux's MASQUERADE, each flow keeps the container's own source port"
+    );
+}
+
+#[test]
+fn a_source_port_in_use_is_remapped_into_the_snat_range() {
+    require_root();
+    let sb = Sandbox::new("mr").unwrap();
+    let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    let a = d.run_idle_container("aa", &[]).unwrap();
+    let b = d.run_idle_container("bb", &[]).unwrap();
+    let target = addr(Sandbox::INET_ADDR, 9002);
+    let server = EchoServer::start(&sb.inet.path(), Proto::Udp, target).unwrap();
+    // A socket of the node itself on port 40001.
+    let _node_socket = netd_tests::echo::in_netns(&sb.node.path(), || {
+        Ok(std::net::UdpSocket::bind("0.0.0.0:40001")?)
+    })
+    .unwrap();
+
+    udp_echo_from(&a.netns, 40000, target).unwrap();
+    // Container b from the same port to the same destination: the tuple is a's.
+    udp_echo_from(&b.netns, 40000, target).unwrap();
+    // A port the node's own socket holds.
+    udp_echo_from(&a.netns, 40001, target).unwrap();
 
     let mut ports: Vec<u16> = server.peers().iter().map(|p| p.port()).collect();
-    ports.sort();
+    // A datagram sent again (UDP's first may be lost) is the same flow.
     ports.dedup();
-    assert_eq!(
-        ports.len(),
-        20,
-        "every flow needs its own translated source port"
-    );
-    assert!(
-        ports.iter().all(|p| (61000..=65535).contains(p)),
-        "ports come from the SNAT range: {ports:?}"
-    );
+    assert_eq!(ports.len(), 3, "{ports:?}");
+    assert_eq!(ports[0], 40000, "the first flow keeps its port");
+    for p in &ports[1..] {
+        assert!(
+            (61000..=65535).contains(p),
+            "a taken port is remapped into --snat-ports: {ports:?}"
+        );
+    }
+    assert!(server.peers().iter().all(|p| p.ip() == Sandbox::NODE_ADDR));
 }
