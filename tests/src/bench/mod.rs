@@ -133,8 +133,8 @@ fn measure(dp: Datapath, plan: &Plan, progress: &Progress, results: &mut Results
     let mut bed = Bed::new(dp)?;
     // Servers live at most as long as a whole run could; they stop by themselves.
     let lifetime = Duration::from_secs(1800);
-    let _container = Servers::start(&bed.container, lifetime)?;
-    let _outside = Servers::start(&bed.sandbox.ext.path(), lifetime)?;
+    let container = Servers::start(&bed.container, lifetime)?;
+    let outside = Servers::start(&bed.sandbox.ext.path(), lifetime)?;
     let client = bed.sandbox.ext.path();
     let max_scale = plan.scales.iter().copied().max().unwrap_or(1);
     if let Some(kib) = bed.daemon_rss_kib() {
@@ -173,7 +173,10 @@ fn measure(dp: Datapath, plan: &Plan, progress: &Progress, results: &mut Results
 
                 progress.step(dp, &format!("masqueraded connections ({of})"))?;
                 bed.forget_connections();
+                let overflows = outside.listen_overflows();
                 let c = tools::conns(&bed.container, Sandbox::EXT_ADDR, plan.load_secs)?;
+                let overflows = outside.listen_overflows() - overflows;
+                results.add(dp, "egress_conn_overflows", overflows as f64);
                 check_seen(dp, &c.seen, bed.egress_source(), Sandbox::EXT_ADDR)?;
                 results.add(dp, "egress_conn_rate", c.per_second);
                 results.add(dp, "egress_conn_p50", c.p50_us);
@@ -182,7 +185,10 @@ fn measure(dp: Datapath, plan: &Plan, progress: &Progress, results: &mut Results
             }
             progress.step(dp, &format!("new connections ({of})"))?;
             bed.forget_connections();
+            let overflows = container.listen_overflows();
             let c = tools::conns(&client, bed.target, plan.load_secs)?;
+            let overflows = container.listen_overflows() - overflows;
+            results.add(dp, &format!("conn_overflows@{ports}"), overflows as f64);
             check_seen(dp, &c.seen, Sandbox::EXT_ADDR, CONTAINER_ADDR)?;
             results.add(dp, &format!("conn_rate@{ports}"), c.per_second);
             results.add(dp, &format!("conn_p50@{ports}"), c.p50_us);

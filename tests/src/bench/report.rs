@@ -297,6 +297,12 @@ pub const ROWS: &[Row] = &[
         scale: 1.0,
     },
     Row {
+        key: "conn_errors@",
+        label: "failed connections",
+        unit: "per run",
+        scale: 1.0,
+    },
+    Row {
         key: "rr_p50@",
         label: "1 B req/resp p50",
         unit: "µs",
@@ -318,6 +324,12 @@ pub const ROWS: &[Row] = &[
         key: "egress_conn_rate",
         label: "masqueraded new connections",
         unit: "conn/s",
+        scale: 1.0,
+    },
+    Row {
+        key: "egress_conn_errors",
+        label: "masqueraded failed connections",
+        unit: "per run",
         scale: 1.0,
     },
     Row {

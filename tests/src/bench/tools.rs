@@ -102,7 +102,7 @@ impl Drop for Server {
 /// The servers every bed runs: iperf3 and `netd-load serve` on `addr` in `netns`.
 pub struct Servers {
     _iperf: Server,
-    _load: Server,
+    load: Server,
 }
 
 pub const LOAD_PORT: u16 = 8080;
@@ -129,8 +129,25 @@ impl Servers {
         )?;
         Ok(Servers {
             _iperf: iperf,
-            _load: load,
+            load,
         })
+    }
+
+    /// SYNs the servers' namespace dropped so far because an accept queue was full
+    /// (TcpExt ListenOverflows): a client error that is the server's, not the path's.
+    pub fn listen_overflows(&self) -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{}/net/netstat", self.load.child.id()))
+            .unwrap_or_default();
+        let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+        let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+            return 0;
+        };
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == "ListenOverflows")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0)
     }
 }
 
