@@ -24,6 +24,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     "conntrack",
     "procps",
+    // taskset and nsenter, for the benchmark's CPU placement (Essential, listed anyway).
+    "util-linux",
     "python3",
 ];
 
