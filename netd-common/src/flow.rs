@@ -102,3 +102,42 @@ impl FlowKey {
         (self.dst_addr, self.src_addr, self.dst_port, self.src_port)
     }
 }
+
+pub const SECOND: u64 = 1_000_000_000;
+/// Idle timeouts (like Cilium's and Calico's): TCP established, TCP opening, TCP closing
+/// (FIN or RST seen), everything else.
+pub const TCP_ESTABLISHED_TIMEOUT: u64 = 6 * 3600 * SECOND;
+pub const TCP_SYN_TIMEOUT: u64 = 60 * SECOND;
+pub const TCP_CLOSING_TIMEOUT: u64 = 10 * SECOND;
+pub const OTHER_TIMEOUT: u64 = 60 * SECOND;
+
+/// How long a flow may stay idle, judged on both its halves.
+pub fn timeout(key: &FlowKey, a: &FlowEntry, b: Option<&FlowEntry>) -> u64 {
+    if key.proto != crate::PROTO_TCP {
+        return OTHER_TIMEOUT;
+    }
+    let seen_a = a.seen;
+    let seen_b = match b {
+        Some(b) => b.seen,
+        None => 0,
+    };
+    if (seen_a | seen_b) & (SEEN_FIN | SEEN_RST) != 0 {
+        TCP_CLOSING_TIMEOUT
+    } else if seen_a & SEEN_ACK != 0 && seen_b & SEEN_ACK != 0 {
+        TCP_ESTABLISHED_TIMEOUT
+    } else {
+        TCP_SYN_TIMEOUT
+    }
+}
+
+/// Whether one half of a flow (with its partner, if any) has been idle past its timeout
+/// at `now` (CLOCK_MONOTONIC ns). A half refreshed after `now` was read is never expired.
+pub fn is_expired(key: &FlowKey, entry: &FlowEntry, partner: Option<&FlowEntry>, now: u64) -> bool {
+    let mut last = entry.last_seen_ns;
+    if let Some(p) = partner
+        && p.last_seen_ns > last
+    {
+        last = p.last_seen_ns;
+    }
+    now.saturating_sub(last) > timeout(key, entry, partner)
+}

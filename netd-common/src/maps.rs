@@ -20,6 +20,10 @@ pub const NODE_ADDRS_MAX: u32 = 256;
 pub const MASQ_SUBNETS_MAX: u32 = 1_024;
 pub const ENDPOINTS_MAX: u32 = 65_536;
 pub const NETWORKS_MAX: u32 = 4_096;
+/// Candidate keys one run of the sweep program judges (an array map, not pinned: it
+/// only carries one batch from the daemon to the program).
+pub const SWEEP_BATCH: u32 = 256;
+pub const SWEEP: &str = "SWEEP_BATCH";
 
 /// Value of `ENDPOINTS`, keyed by the host-side veth's ifindex: who is behind it, and
 /// what it may send.

@@ -29,6 +29,8 @@ mod program;
 #[cfg(target_arch = "bpf")]
 mod stats;
 #[cfg(target_arch = "bpf")]
+mod sweep;
+#[cfg(target_arch = "bpf")]
 mod uplink;
 
 #[cfg(target_arch = "bpf")]
@@ -55,6 +57,13 @@ mod programs {
     #[classifier]
     pub fn endpoint_ingress(ctx: TcContext) -> i32 {
         crate::endpoint::ingress(&ctx)
+    }
+
+    /// Never attached: the daemon's collector runs it (BPF_PROG_TEST_RUN) to remove a
+    /// batch of expired flows after judging each again in the kernel.
+    #[classifier]
+    pub fn flow_sweep(ctx: TcContext) -> i32 {
+        crate::sweep::run(&ctx)
     }
 
     /// Node processes connecting to a published port reach the container directly.

@@ -10,7 +10,7 @@ use netd_common::{
     flow::{FlowEntry, FlowKey},
     maps::{
         ENDPOINTS_MAX, EndpointInfo, FLOWS_MAX, MASQ_SUBNETS_MAX, NETWORKS_MAX, NODE_ADDRS_MAX,
-        NetworkTag, NodeConfig, PUBLISHED_PORTS_MAX,
+        NetworkTag, NodeConfig, PUBLISHED_PORTS_MAX, SWEEP_BATCH,
     },
     published::{Backend, PortKey},
     sockets::{SOCKET_ORIGINS_MAX, SocketOrigin, SocketPeer},
@@ -53,3 +53,8 @@ pub static NETWORKS: LpmTrie<u32, NetworkTag> =
 #[map(name = "NETD_SOCKETS_V1")]
 pub static SOCKET_ORIGINS: LruHashMap<SocketPeer, SocketOrigin> =
     LruHashMap::pinned(SOCKET_ORIGINS_MAX, 0);
+
+/// One batch of flow keys the daemon's collector found expired, for `flow_sweep` to judge
+/// again and remove (not pinned: it carries nothing across runs).
+#[map(name = "SWEEP_BATCH")]
+pub static SWEEP: Array<FlowKey> = Array::with_max_entries(SWEEP_BATCH, 0);

@@ -5,43 +5,14 @@ use std::{collections::HashMap, net::Ipv4Addr};
 
 use netd_common::{
     PROTO_ICMP, PROTO_TCP,
-    flow::{
-        FLAG_REPLY, FlowEntry, FlowKey, ORIGIN_DNAT, ORIGIN_SNAT, SEEN_ACK, SEEN_FIN, SEEN_PACKET,
-        SEEN_RST,
-    },
+    flow::{FLAG_REPLY, FlowEntry, FlowKey, ORIGIN_DNAT, ORIGIN_SNAT, SEEN_PACKET},
     user::{addr_be, addr_from_be},
 };
 
-const SECOND: u64 = 1_000_000_000;
-pub const TCP_ESTABLISHED_TIMEOUT: u64 = 6 * 3600 * SECOND;
-pub const TCP_SYN_TIMEOUT: u64 = 60 * SECOND;
-pub const TCP_CLOSING_TIMEOUT: u64 = 10 * SECOND;
-pub const OTHER_TIMEOUT: u64 = 60 * SECOND;
-
-/// How long a flow may stay idle, judged on both its halves.
-pub fn timeout(key: &FlowKey, a: &FlowEntry, b: Option<&FlowEntry>) -> u64 {
-    if key.proto != PROTO_TCP {
-        return OTHER_TIMEOUT;
-    }
-    let seen_a = a.seen;
-    let seen_b = b.map_or(0, |b| b.seen);
-    if (seen_a | seen_b) & (SEEN_FIN | SEEN_RST) != 0 {
-        TCP_CLOSING_TIMEOUT
-    } else if seen_a & SEEN_ACK != 0 && seen_b & SEEN_ACK != 0 {
-        TCP_ESTABLISHED_TIMEOUT
-    } else {
-        TCP_SYN_TIMEOUT
-    }
-}
-
-/// Whether one half of a flow (with its partner, if any) has been idle past its timeout
-/// at `now` (CLOCK_MONOTONIC ns).
-pub fn is_expired(key: &FlowKey, entry: &FlowEntry, partner: Option<&FlowEntry>, now: u64) -> bool {
-    let last = entry
-        .last_seen_ns
-        .max(partner.map_or(0, |p| p.last_seen_ns));
-    now.saturating_sub(last) > timeout(key, entry, partner)
-}
+pub use netd_common::flow::{
+    OTHER_TIMEOUT, SECOND, TCP_CLOSING_TIMEOUT, TCP_ESTABLISHED_TIMEOUT, TCP_SYN_TIMEOUT,
+    is_expired, timeout,
+};
 
 /// The keys (both halves) of every flow idle past its timeout at `now` (CLOCK_MONOTONIC ns).
 pub fn expired(entries: &[(FlowKey, FlowEntry)], now: u64) -> Vec<FlowKey> {
@@ -82,7 +53,7 @@ pub fn monotonic_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netd_common::flow::{DIR_INGRESS, SEEN_SYN};
+    use netd_common::flow::{DIR_INGRESS, SEEN_ACK, SEEN_FIN, SEEN_SYN};
 
     fn flow(seen_in: u8, seen_out: u8, last: u64) -> Vec<(FlowKey, FlowEntry)> {
         let key = FlowKey {

@@ -14,14 +14,17 @@ use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{self, Array, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
-    programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, links::FdLink},
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, TestRun, TestRunOptions,
+        links::FdLink,
+    },
 };
 use ipnet::Ipv4Net;
 use log::info;
 use netd_common::{
     counters::{Counter, HOOK_COUNT, Hook, REASON_COUNT, Reason, counter_index},
     flow::{FlowEntry, FlowKey},
-    maps::{self as names, EndpointInfo, MASQ_VALUE, NetworkTag, NodeConfig},
+    maps::{self as names, EndpointInfo, MASQ_VALUE, NetworkTag, NodeConfig, SWEEP_BATCH},
     published::{Backend, PortKey},
     user::addr_be,
 };
@@ -71,6 +74,8 @@ pub const UPLINK_PROGRAMS: [(&str, TcAttachType); 2] = [
 
 /// The program on each container's host-side veth (TC ingress).
 pub const ENDPOINT_PROGRAM: &str = "endpoint_ingress";
+/// Run by the collector, never attached (see `sweep_flows`).
+pub const SWEEP_PROGRAM: &str = "flow_sweep";
 
 /// The socket hooks for host-local access, attached to a cgroup.
 pub const HOST_LOCAL_PROGRAMS: [&str; 4] = [
@@ -100,7 +105,7 @@ impl Datapath {
         let names = UPLINK_PROGRAMS
             .iter()
             .map(|(name, _)| *name)
-            .chain([ENDPOINT_PROGRAM]);
+            .chain([ENDPOINT_PROGRAM, SWEEP_PROGRAM]);
         for name in names {
             datapath
                 .program(name)?
@@ -467,26 +472,33 @@ impl Datapath {
         Ok(())
     }
 
-    /// Remove each listed flow half that `still_expired` confirms on a fresh read of it
-    /// and its partner. A sweep decides on a snapshot that takes a while to read, and a
-    /// flow can come back to life meanwhile (a client reusing the tuple): deleting it then
-    /// would cut the new connection. Returns how many halves were removed.
-    pub fn remove_flows_if(
-        &mut self,
-        keys: &[FlowKey],
-        still_expired: impl Fn(&FlowKey, &FlowEntry, Option<&FlowEntry>) -> bool,
-    ) -> Result<usize> {
-        let mut flows = self.flows()?;
+    /// Remove each listed flow half that is still expired at `now` (CLOCK_MONOTONIC ns,
+    /// read just before the call), judged again in the kernel by `flow_sweep` in batches:
+    /// a half refreshed after the caller's snapshot (a client reusing the tuple) stays.
+    /// Returns how many halves were removed.
+    pub fn sweep_flows(&mut self, keys: &[FlowKey], now: u64) -> Result<usize> {
         let mut removed = 0;
-        for key in keys {
-            let Ok(entry) = flows.get(key, 0) else {
-                continue;
-            };
-            let partner = flows.get(&key.partner(&entry), 0).ok();
-            if still_expired(key, &entry, partner.as_ref()) {
-                flows.remove(key).or_else(ignore_missing)?;
-                removed += 1;
+        for batch in keys.chunks(SWEEP_BATCH as usize) {
+            {
+                let mut slots: Array<_, FlowKey> = Array::try_from(self.map_mut(names::SWEEP)?)?;
+                for (i, key) in batch.iter().enumerate() {
+                    slots
+                        .set(i as u32, *key, 0)
+                        .context("fill the sweep batch")?;
+                }
             }
+            // Packet data: now, then the batch's length; padded to a minimal frame.
+            let mut input = [0u8; 64];
+            input[..8].copy_from_slice(&now.to_ne_bytes());
+            input[8..12].copy_from_slice(&(batch.len() as u32).to_ne_bytes());
+            let result = self
+                .program(SWEEP_PROGRAM)?
+                .test_run(TestRunOptions {
+                    data_in: Some(&input),
+                    ..Default::default()
+                })
+                .context("run the flow sweep")?;
+            removed += result.return_value as usize;
         }
         Ok(removed)
     }

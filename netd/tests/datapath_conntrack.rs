@@ -1,5 +1,6 @@
 //! The connection table's life cycle under BPF_PROG_TEST_RUN: a tuple reused after its
-//! connection closed, and a sweep racing with a flow that comes back to life.
+//! connection closed, and a sweep racing with a flow that comes back to life (the kernel's
+//! `flow_sweep` judges each candidate again).
 
 mod support;
 
@@ -98,15 +99,31 @@ fn a_sweep_spares_a_flow_that_came_back_to_life_after_its_snapshot() {
         &Pkt::tcp(CLIENT, 40000, NODE, 8080, SYN).build(),
     );
 
-    let removed =
-        t.dp.remove_flows_if(&expired, |k, e, p| conntrack::is_expired(k, e, p, now))
-            .unwrap();
+    let removed = t.dp.sweep_flows(&expired, now).unwrap();
     assert_eq!(removed, 0, "neither half of the refreshed flow is removed");
     assert_eq!(t.dp.flow_entries().unwrap().len(), 2);
 
     let later = now + 2 * 1_000_000_000;
-    let removed =
-        t.dp.remove_flows_if(&expired, |k, e, p| conntrack::is_expired(k, e, p, later))
-            .unwrap();
+    let removed = t.dp.sweep_flows(&expired, later).unwrap();
     assert_eq!(removed, 2, "once idle past its timeout it goes");
+}
+
+#[test]
+fn a_sweep_removes_more_than_one_batch_of_expired_flows() {
+    let mut t = standard_node();
+    // 300 flows: 600 halves, three batches of the sweep program.
+    for port in 0..300 {
+        t.run(
+            "uplink_ingress",
+            &Pkt::tcp(CLIENT, 30000 + port, NODE, 8080, SYN).build(),
+        );
+    }
+    let snapshot = t.dp.flow_entries().unwrap();
+    assert_eq!(snapshot.len(), 600);
+    let last = snapshot.iter().map(|(_, e)| e.last_seen_ns).max().unwrap();
+    let now = last + conntrack::TCP_SYN_TIMEOUT + 1;
+    let expired = conntrack::expired(&snapshot, now);
+
+    assert_eq!(t.dp.sweep_flows(&expired, now).unwrap(), 600);
+    assert!(t.dp.flow_entries().unwrap().is_empty());
 }

@@ -290,9 +290,7 @@ impl Daemon {
         let expired = conntrack::expired(&entries, conntrack::monotonic_now());
         inner
             .datapath
-            .remove_flows_if(&expired, |key, entry, partner| {
-                conntrack::is_expired(key, entry, partner, conntrack::monotonic_now())
-            })
+            .sweep_flows(&expired, conntrack::monotonic_now())
     }
 }
 
