@@ -32,22 +32,47 @@ pub fn now() -> u64 {
 }
 
 /// The entry for this packet's direction, with its last-seen time and TCP flags updated.
+/// `None` also when the flow lost its other half while idle (see `still_whole`): the
+/// packet then starts the flow over.
 #[inline(always)]
 pub fn lookup(key: &FlowKey, pkt: &Packet) -> Option<FlowEntry> {
     let entry = FLOWS.get_ptr_mut(key)?;
     // SAFETY: a pointer into the map's value; racing writers only ever set bits and
     // timestamps, so a torn read is harmless.
-    unsafe {
+    let (copy, idle) = unsafe {
         let now = now();
-        if now.wrapping_sub((*entry).last_seen_ns) > TOUCH_EVERY_NS {
+        let idle = now.wrapping_sub((*entry).last_seen_ns) > TOUCH_EVERY_NS;
+        if idle {
             (*entry).last_seen_ns = now;
         }
         let seen = updated_seen((*entry).seen, pkt.seen);
         if seen != (*entry).seen {
             (*entry).seen = seen;
         }
-        Some(*entry)
+        (*entry, idle)
+    };
+    if idle && !still_whole(key, &copy) {
+        return None;
     }
+    Some(copy)
+}
+
+/// After an idle half was revived: whether the flow is still whole. The collector's
+/// `flow_sweep` may be removing this flow's halves on another CPU at this moment: a half
+/// removed under the packet is put back; if its partner is gone the half is removed too,
+/// so the caller creates both again rather than translating into a flow whose replies
+/// would find nothing.
+#[inline(always)]
+fn still_whole(key: &FlowKey, entry: &FlowEntry) -> bool {
+    // SAFETY: only presence is read.
+    if unsafe { FLOWS.get(key) }.is_none() {
+        let _ = FLOWS.insert(key, entry, BPF_NOEXIST as u64);
+    }
+    if unsafe { FLOWS.get(&key.partner(entry)) }.is_some() {
+        return true;
+    }
+    let _ = FLOWS.remove(key);
+    false
 }
 
 /// The `SEEN_*` bits of a flow half after a packet with `pkt` bits. A SYN on a half that

@@ -2,15 +2,23 @@
 //! from a snapshot of the whole table, which takes a while to read, and a flow can come
 //! back to life meanwhile (a client reusing the tuple). Deleting from userspace, even after
 //! a fresh read, leaves a window as wide as the daemon's preemption; this program judges
-//! each candidate again and removes it in one non-preemptible step.
+//! each candidate again and removes it at once.
+//!
+//! The data path runs on the other CPUs meanwhile. A packet can revive a half's partner
+//! between this program's read of it and the removal; the partner is read again after the
+//! removal and, if it moved, the half is put back (`conntrack::lookup` covers the other
+//! order: a half it revives whose partner is gone is dropped and the flow created anew).
 //!
 //! Run with BPF_PROG_TEST_RUN, never attached. Input: `now` (u64, CLOCK_MONOTONIC ns, read
 //! by the daemon just before the run) and the number of keys (u32) at the start of the
 //! packet, the keys in `SWEEP`. Returns how many halves it removed. A half refreshed after
 //! `now` was read is never expired.
 
-use aya_ebpf::programs::TcContext;
-use netd_common::{flow::is_expired, maps::SWEEP_BATCH};
+use aya_ebpf::{bindings::BPF_NOEXIST, programs::TcContext};
+use netd_common::{
+    flow::{FlowEntry, FlowKey, SEEN_FIN, SEEN_RST, is_expired},
+    maps::SWEEP_BATCH,
+};
 
 use crate::maps::{FLOWS, SWEEP};
 
@@ -26,14 +34,46 @@ pub fn run(ctx: &TcContext) -> i32 {
         let Some(key) = SWEEP.get(i) else {
             break;
         };
-        // SAFETY: map values read by value at once; a racing writer only refreshes them.
-        let Some(entry) = (unsafe { FLOWS.get(key) }).copied() else {
-            continue;
-        };
-        let partner = unsafe { FLOWS.get(&key.partner(&entry)) }.copied();
-        if is_expired(key, &entry, partner.as_ref(), now) && FLOWS.remove(key).is_ok() {
+        if remove_if_expired(key, now) {
             removed += 1;
         }
     }
     removed
+}
+
+/// Remove one half if it and its partner are idle past their timeout; put it back when
+/// its partner was revived meanwhile. Whether it stays removed.
+#[inline(always)]
+fn remove_if_expired(key: &FlowKey, now: u64) -> bool {
+    // SAFETY: map values read by value at once; a racing writer only refreshes them.
+    let Some(entry) = (unsafe { FLOWS.get(key) }).copied() else {
+        return false;
+    };
+    let partner_key = key.partner(&entry);
+    let partner = unsafe { FLOWS.get(&partner_key) }.copied();
+    if !is_expired(key, &entry, partner.as_ref(), now) || FLOWS.remove(key).is_err() {
+        return false;
+    }
+    let (Some(before), Some(after)) = (partner, unsafe { FLOWS.get(&partner_key) }.copied()) else {
+        return true;
+    };
+    if after.last_seen_ns == before.last_seen_ns && after.seen == before.seen {
+        return true;
+    }
+    // A packet revived the flow while it was judged: the half goes back, as fresh as its
+    // partner and, if the partner started over (a SYN on a closed tuple), starting over too.
+    FLOWS
+        .insert(key, &revived(entry, &after), BPF_NOEXIST as u64)
+        .is_err()
+}
+
+/// A removed half put back beside its revived partner.
+#[inline(always)]
+fn revived(mut entry: FlowEntry, partner: &FlowEntry) -> FlowEntry {
+    const CLOSED: u8 = SEEN_FIN | SEEN_RST;
+    entry.last_seen_ns = partner.last_seen_ns;
+    if entry.seen & CLOSED != 0 && partner.seen & CLOSED == 0 {
+        entry.seen = 0;
+    }
+    entry
 }

@@ -1,6 +1,7 @@
 //! The connection table's life cycle under BPF_PROG_TEST_RUN: a tuple reused after its
 //! connection closed, and a sweep racing with a flow that comes back to life (the kernel's
-//! `flow_sweep` judges each candidate again).
+//! `flow_sweep` judges each candidate again; the data path repairs a flow that lost a half
+//! while it was idle).
 
 mod support;
 
@@ -126,4 +127,44 @@ fn a_sweep_removes_more_than_one_batch_of_expired_flows() {
 
     assert_eq!(t.dp.sweep_flows(&expired, now).unwrap(), 600);
     assert!(t.dp.flow_entries().unwrap().is_empty());
+}
+
+#[test]
+fn a_masqueraded_flow_that_lost_its_reply_half_while_idle_is_created_again() {
+    let mut t = standard_node();
+    let out = |flags| Pkt::tcp(CONTAINER, 5555, REMOTE, 9000, flags).build();
+    let back = |flags| Pkt::tcp(REMOTE, 9000, NODE, 5555, flags).build();
+    t.run("uplink_egress", &out(SYN));
+    t.run("uplink_ingress", &back(SYN | ACK));
+    t.run("uplink_egress", &out(FIN | ACK));
+    t.run("uplink_ingress", &back(FIN | ACK));
+    let entries = t.dp.flow_entries().unwrap();
+    assert_eq!(entries.len(), 2);
+    let (first, entry) = entries
+        .iter()
+        .copied()
+        .find(|(k, _)| k.src_addr == netd_common::user::addr_be(CONTAINER))
+        .unwrap();
+    // The collector removes the reply half on another CPU just as the container reuses
+    // its port, after the data path's once-a-second refresh.
+    t.dp.remove_flows(&[first.partner(&entry)]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+
+    let (verdict, syn) = t.run("uplink_egress", &out(SYN));
+
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(src_of(&syn), (NODE, 5555));
+    assert_eq!(
+        t.dp.flow_entries().unwrap().len(),
+        2,
+        "the flow is whole again, not a first half whose replies find nothing"
+    );
+    let (verdict, reply) = t.run("uplink_ingress", &back(SYN | ACK));
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(
+        dst_of(&reply),
+        (CONTAINER, 5555),
+        "the reply is translated back"
+    );
+    assert_checksums_valid(&reply);
 }
