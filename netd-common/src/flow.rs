@@ -44,6 +44,8 @@ pub const SEEN_ACK: u8 = 2;
 pub const SEEN_FIN: u8 = 4;
 pub const SEEN_RST: u8 = 8;
 pub const SEEN_PACKET: u8 = 16;
+/// A half that saw either is closing: a SYN after it starts the tuple over.
+pub const SEEN_CLOSED: u8 = SEEN_FIN | SEEN_RST;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -121,7 +123,7 @@ pub fn timeout(key: &FlowKey, a: &FlowEntry, b: Option<&FlowEntry>) -> u64 {
         Some(b) => b.seen,
         None => 0,
     };
-    if (seen_a | seen_b) & (SEEN_FIN | SEEN_RST) != 0 {
+    if (seen_a | seen_b) & SEEN_CLOSED != 0 {
         TCP_CLOSING_TIMEOUT
     } else if seen_a & SEEN_ACK != 0 && seen_b & SEEN_ACK != 0 {
         TCP_ESTABLISHED_TIMEOUT

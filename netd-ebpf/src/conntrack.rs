@@ -4,7 +4,7 @@ use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::bpf_ktime_get_ns,
 };
-use netd_common::flow::{FLAG_REPLY, FlowEntry, FlowKey, SEEN_FIN, SEEN_RST, SEEN_SYN};
+use netd_common::flow::{FLAG_REPLY, FlowEntry, FlowKey, SEEN_CLOSED, SEEN_SYN};
 
 use crate::{maps::FLOWS, parse::Packet};
 
@@ -81,7 +81,7 @@ fn still_whole(key: &FlowKey, entry: &FlowEntry) -> bool {
 /// of a live one rather than the 10 s of a closing one.
 #[inline(always)]
 fn updated_seen(entry: u8, pkt: u8) -> u8 {
-    if pkt & SEEN_SYN != 0 && entry & (SEEN_FIN | SEEN_RST) != 0 {
+    if pkt & SEEN_SYN != 0 && entry & SEEN_CLOSED != 0 {
         pkt
     } else {
         entry | pkt

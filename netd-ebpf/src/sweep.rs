@@ -16,7 +16,7 @@
 
 use aya_ebpf::{bindings::BPF_NOEXIST, programs::TcContext};
 use netd_common::{
-    flow::{FlowEntry, FlowKey, SEEN_FIN, SEEN_RST, is_expired},
+    flow::{FlowEntry, FlowKey, SEEN_CLOSED, is_expired},
     maps::SWEEP_BATCH,
 };
 
@@ -70,9 +70,8 @@ fn remove_if_expired(key: &FlowKey, now: u64) -> bool {
 /// A removed half put back beside its revived partner.
 #[inline(always)]
 fn revived(mut entry: FlowEntry, partner: &FlowEntry) -> FlowEntry {
-    const CLOSED: u8 = SEEN_FIN | SEEN_RST;
     entry.last_seen_ns = partner.last_seen_ns;
-    if entry.seen & CLOSED != 0 && partner.seen & CLOSED == 0 {
+    if entry.seen & SEEN_CLOSED != 0 && partner.seen & SEEN_CLOSED == 0 {
         entry.seen = 0;
     }
     entry
