@@ -36,8 +36,9 @@ mod uplink;
 #[cfg(target_arch = "bpf")]
 mod programs {
     use aya_ebpf::{
-        macros::{cgroup_sock_addr, classifier},
-        programs::{SockAddrContext, TcContext},
+        bindings::xdp_action,
+        macros::{cgroup_sock_addr, classifier, xdp},
+        programs::{SockAddrContext, TcContext, XdpContext},
     };
 
     /// TC ingress of the uplink: DNAT of published ports, reverse SNAT of replies.
@@ -85,6 +86,14 @@ mod programs {
     #[cgroup_sock_addr(getpeername4)]
     pub fn host_getpeername4(ctx: SockAddrContext) -> i32 {
         crate::host_local::restore_peer(&ctx)
+    }
+
+    /// Never attached by the daemon: the benchmark's frame generator. Run with
+    /// BPF_PROG_TEST_RUN in live-frames mode on the client's interface, it sends every
+    /// frame it is given out of that interface (XDP_TX), as fast as the kernel allows.
+    #[xdp]
+    pub fn bench_transmit(_ctx: XdpContext) -> u32 {
+        xdp_action::XDP_TX
     }
 
     #[panic_handler]

@@ -32,7 +32,7 @@ use netd_common::{
 use crate::{pins, ports::PortBinding};
 
 /// The kernel object built by netd/build.rs.
-static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netd-ebpf"));
+pub static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netd-ebpf"));
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
