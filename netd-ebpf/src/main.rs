@@ -3,6 +3,8 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod bench;
+#[cfg(target_arch = "bpf")]
 mod conntrack;
 #[cfg(target_arch = "bpf")]
 mod csum;
@@ -36,7 +38,6 @@ mod uplink;
 #[cfg(target_arch = "bpf")]
 mod programs {
     use aya_ebpf::{
-        bindings::xdp_action,
         macros::{cgroup_sock_addr, classifier, xdp},
         programs::{SockAddrContext, TcContext, XdpContext},
     };
@@ -89,11 +90,12 @@ mod programs {
     }
 
     /// Never attached by the daemon: the benchmark's frame generator. Run with
-    /// BPF_PROG_TEST_RUN in live-frames mode on the client's interface, it sends every
-    /// frame it is given out of that interface (XDP_TX), as fast as the kernel allows.
+    /// BPF_PROG_TEST_RUN in live-frames mode on the client's interface, it sends the
+    /// frame set in `BENCH_FRAME` out of that interface (XDP_TX), as fast as the kernel
+    /// allows.
     #[xdp]
-    pub fn bench_transmit(_ctx: XdpContext) -> u32 {
-        xdp_action::XDP_TX
+    pub fn bench_transmit(ctx: XdpContext) -> u32 {
+        crate::bench::transmit(&ctx)
     }
 
     #[panic_handler]
