@@ -2,7 +2,10 @@
 //! (ext client, node with uplink0), bridge `netd0` 172.17.0.1/16 on the node, and one
 //! container at 172.17.0.2 running the benchmark's servers. What differs is only who
 //! translates: nobody (`direct`: ext routes to the container's address), Docker's
-//! iptables rules, one nftables rule with a map (as netavark does), or netd.
+//! iptables rules, one nftables rule with a map (as netavark does), or netd in one of
+//! three configurations (TC only, TC with the redirect fast path, XDP). GRO is on on the
+//! node's uplink for all of them: a veth accepts XDP frames (the 64-byte generator's)
+//! only when its peer has NAPI, which GRO or an XDP program gives it.
 
 use std::{
     fmt,
@@ -13,7 +16,10 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::tools::{IPERF_PORT, LOAD_PORT};
+use super::{
+    generator::SINK_PORT,
+    tools::{IPERF_PORT, LOAD_PORT},
+};
 use crate::{Daemon, Netns, Sandbox, netns::run, unique_name};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,20 +27,57 @@ pub enum Datapath {
     Direct,
     Iptables,
     Nftables,
-    Netd,
+    /// netd with its TC programs only: `--fast-path off --xdp off`.
+    NetdTc,
+    /// netd's TC programs redirecting straight to the container's veth:
+    /// `--fast-path on --xdp off`.
+    NetdRedirect,
+    /// netd with its XDP program on the uplink: `--fast-path on --xdp native`.
+    NetdXdp,
 }
 
 impl Datapath {
-    pub const ALL: [Datapath; 4] = [
+    pub const ALL: [Datapath; 6] = [
         Datapath::Direct,
         Datapath::Iptables,
         Datapath::Nftables,
-        Datapath::Netd,
+        Datapath::NetdTc,
+        Datapath::NetdRedirect,
+        Datapath::NetdXdp,
     ];
+
+    /// The netd variants, compared with the baselines in the report.
+    pub const NETD: [Datapath; 3] = [Datapath::NetdTc, Datapath::NetdRedirect, Datapath::NetdXdp];
 
     /// Whether it publishes ports at all (`direct` routes to the container instead).
     pub fn translates(self) -> bool {
         self != Datapath::Direct
+    }
+
+    pub fn is_netd(self) -> bool {
+        Self::NETD.contains(&self)
+    }
+
+    /// The `netd daemon` flags of a netd variant, and what `netd info` must then say
+    /// (`fast_path`, `xdp`).
+    pub fn daemon_flags(self) -> Option<([&'static str; 4], (&'static str, &'static str))> {
+        match self {
+            Datapath::NetdTc => Some((["--fast-path", "off", "--xdp", "off"], ("off", "off"))),
+            Datapath::NetdRedirect => Some((["--fast-path", "on", "--xdp", "off"], ("on", "off"))),
+            Datapath::NetdXdp => Some((["--fast-path", "on", "--xdp", "native"], ("on", "native"))),
+            _ => None,
+        }
+    }
+
+    /// The datapaths a `--only` name means: one, or for `netd` all three netd variants.
+    pub fn by_name(name: &str) -> Option<Vec<Datapath>> {
+        if name == "netd" {
+            return Some(Self::NETD.to_vec());
+        }
+        Self::ALL
+            .into_iter()
+            .find(|d| d.to_string() == name)
+            .map(|d| vec![d])
     }
 }
 
@@ -44,7 +87,9 @@ impl fmt::Display for Datapath {
             Datapath::Direct => "direct",
             Datapath::Iptables => "iptables",
             Datapath::Nftables => "nftables",
-            Datapath::Netd => "netd",
+            Datapath::NetdTc => "netd-tc",
+            Datapath::NetdRedirect => "netd-redirect",
+            Datapath::NetdXdp => "netd-xdp",
         })
     }
 }
@@ -70,6 +115,8 @@ pub struct Bed {
     installed: bool,
     /// How long `add_one` took to create a container without ports (netd).
     pub bare_container: Option<Duration>,
+    /// `netd info`'s `fast_path` and `xdp` (netd only).
+    pub netd_config: Option<serde_json::Value>,
     /// The container's namespace when the bed made it itself (baselines).
     _own_container: Option<Netns>,
 }
@@ -77,20 +124,52 @@ pub struct Bed {
 impl Bed {
     /// A bed with only the measured ports published.
     pub fn new(datapath: Datapath) -> Result<Self> {
-        let sandbox = Sandbox::new(&format!("b{}", &datapath.to_string()[..2]))?;
+        let code = match datapath {
+            Datapath::Direct => "di",
+            Datapath::Iptables => "ip",
+            Datapath::Nftables => "nf",
+            Datapath::NetdTc => "nt",
+            Datapath::NetdRedirect => "nr",
+            Datapath::NetdXdp => "nx",
+        };
+        let sandbox = Sandbox::new(&format!("b{code}"))?;
         // The client's connections come from the whole port range, so short connections
         // reuse a 4-tuple as late as possible.
         sandbox
             .ext
             .sysctl("net.ipv4.ip_local_port_range", "1024 65000")?;
-        match datapath {
-            Datapath::Netd => Self::netd(sandbox),
-            _ => Self::baseline(sandbox, datapath),
+        // NAPI on the uplink, so that it accepts the generator's XDP_TX frames from its
+        // peer; the same for every datapath (netd-xdp's program would give it NAPI anyway).
+        sandbox
+            .node
+            .exec(&["ethtool", "-K", Sandbox::UPLINK, "gro", "on"])
+            .context("turn GRO on on the node's uplink")?;
+        if datapath.is_netd() {
+            Self::netd(sandbox, datapath)
+        } else {
+            Self::baseline(sandbox, datapath)
         }
     }
 
-    fn netd(sandbox: Sandbox) -> Result<Self> {
-        let daemon = Daemon::start(&sandbox.node, Sandbox::UPLINK)?;
+    fn netd(sandbox: Sandbox, datapath: Datapath) -> Result<Self> {
+        let (flags, (fast_path, xdp)) = datapath.daemon_flags().context("not a netd datapath")?;
+        let daemon = Daemon::start_with(&sandbox.node, Sandbox::UPLINK, &flags)
+            .with_context(|| format!("{datapath}: start netd daemon {}", flags.join(" ")))?;
+        let info: serde_json::Value =
+            serde_json::from_str(&daemon.cli_ok(&["info"])?).context("netd info is not JSON")?;
+        let config = serde_json::json!({
+            "flags": flags.join(" "),
+            "fast_path": info["fast_path"],
+            "xdp": info["xdp"],
+        });
+        if info["xdp"].as_str() != Some(xdp) || info["fast_path"].as_str() != Some(fast_path) {
+            bail!(
+                "{datapath}: netd info says fast_path = {}, xdp = {}; the bench asked for fast_path {fast_path}, xdp {xdp} ({})",
+                info["fast_path"],
+                info["xdp"],
+                flags.join(" ")
+            );
+        }
         let mut args = vec!["create", "--name", "web"];
         let publish = published_specs();
         for p in &publish {
@@ -102,7 +181,7 @@ impl Bed {
             bail!("netd gave the container {ip}, the bed expects {CONTAINER_ADDR}");
         }
         Ok(Bed {
-            datapath: Datapath::Netd,
+            datapath,
             sandbox,
             container: PathBuf::from(path.trim()),
             target: Sandbox::NODE_ADDR,
@@ -110,6 +189,7 @@ impl Bed {
             fillers: 0,
             installed: false,
             bare_container: None,
+            netd_config: Some(config),
             _own_container: None,
         })
     }
@@ -161,6 +241,7 @@ impl Bed {
             fillers: 0,
             installed: false,
             bare_container: None,
+            netd_config: None,
             _own_container: Some(ctr),
         };
         bed.install(0)?;
@@ -187,7 +268,7 @@ impl Bed {
                         .map(drop)
                 })?
             }
-            Datapath::Netd => {
+            Datapath::NetdTc | Datapath::NetdRedirect | Datapath::NetdXdp => {
                 let daemon = self.daemon.as_ref().context("no daemon")?;
                 if self.fillers > 0 {
                     daemon.cli_ok(&["rm", "filler"])?;
@@ -239,7 +320,7 @@ impl Bed {
                 ])
                 .map(drop)
             })?,
-            Datapath::Netd => {
+            Datapath::NetdTc | Datapath::NetdRedirect | Datapath::NetdXdp => {
                 let daemon = self.daemon.as_ref().context("no daemon")?;
                 let spec = format!("{p}:{p}");
                 // netd publishes with a container: what a container without ports costs
@@ -324,15 +405,25 @@ impl Bed {
                 }
                 "map in place".into()
             }
-            Datapath::Netd => {
-                let daemon = self.daemon.as_ref().context("no daemon")?;
-                let dnat = daemon.counter("UplinkIngress", "dnat_new_flow")?;
-                let snat = daemon.counter("UplinkEgress", "snat_new_flow")?;
+            Datapath::NetdTc | Datapath::NetdRedirect | Datapath::NetdXdp => {
+                let stats = self.netd_stats()?;
+                // With XDP the DNAT may be counted under `UplinkXdp`: any hook counts.
+                let dnat = netd_sum(&stats, |_, r| r == "dnat_new_flow");
+                let snat = netd_sum(&stats, |_, r| r == "snat_new_flow");
                 if dnat == 0 || snat == 0 {
                     bail!("netd counted {dnat} DNAT and {snat} SNAT flows");
                 }
-                let stats: serde_json::Value =
-                    serde_json::from_str(&daemon.cli_ok(&["stats", "--format", "json"])?)?;
+                let by_hook = |reason: &str| {
+                    stats
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|c| c["reason"] == reason)
+                        .filter(|c| c["packets"].as_u64().unwrap_or(0) > 0)
+                        .map(|c| format!("{} {}", c["hook"].as_str().unwrap_or("?"), c["packets"]))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
                 let drops: Vec<String> = stats
                     .as_array()
                     .into_iter()
@@ -342,7 +433,9 @@ impl Bed {
                     .map(|c| format!("{} {} {}", c["hook"], c["reason"], c["packets"]))
                     .collect();
                 format!(
-                    "{dnat} DNAT flows, {snat} SNAT flows; drops: {}",
+                    "{dnat} DNAT flows ({}), {snat} SNAT flows ({}); drops: {}",
+                    by_hook("dnat_new_flow"),
+                    by_hook("snat_new_flow"),
                     if drops.is_empty() {
                         "none".to_string()
                     } else {
@@ -354,25 +447,65 @@ impl Bed {
     }
 }
 
+impl Bed {
+    /// `netd stats --format json` (netd only).
+    fn netd_stats(&self) -> Result<serde_json::Value> {
+        let daemon = self.daemon.as_ref().context("no daemon")?;
+        serde_json::from_str(&daemon.cli_ok(&["stats", "--format", "json"])?)
+            .context("netd stats is not JSON")
+    }
+
+    /// Packets netd's programs dropped so far, every hook and `drop_` reason (netd only).
+    pub fn netd_drops(&self) -> Result<Option<u64>> {
+        if self.daemon.is_none() {
+            return Ok(None);
+        }
+        let stats = self.netd_stats()?;
+        Ok(Some(netd_sum(&stats, |_, r| r.starts_with("drop_"))))
+    }
+}
+
+/// The packets of the counters of `netd stats` whose (hook, reason) pass `want`.
+fn netd_sum(stats: &serde_json::Value, want: impl Fn(&str, &str) -> bool) -> u64 {
+    stats
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| {
+            want(
+                c["hook"].as_str().unwrap_or(""),
+                c["reason"].as_str().unwrap_or(""),
+            )
+        })
+        .map(|c| c["packets"].as_u64().unwrap_or(0))
+        .sum()
+}
+
 fn timed(f: impl FnOnce() -> Result<()>) -> Result<Duration> {
     let t = Instant::now();
     f()?;
     Ok(t.elapsed())
 }
 
-/// The measured services: `netd-load` and iperf3 (TCP and UDP).
+/// The measured services: `netd-load`, iperf3 (TCP and UDP) and the 64-byte sink.
 fn published_specs() -> Vec<String> {
     vec![
         format!("{LOAD_PORT}:{LOAD_PORT}"),
         format!("{IPERF_PORT}:{IPERF_PORT}"),
         format!("{IPERF_PORT}:{IPERF_PORT}/udp"),
+        format!("{SINK_PORT}:{SINK_PORT}/udp"),
     ]
 }
 
 /// (protocol, port) of every mapping, fillers first so that a linear scan pays for them.
 fn mappings(fillers: u16) -> Vec<(&'static str, u16)> {
     let mut all: Vec<(&str, u16)> = (0..fillers).map(|i| ("tcp", FILLER_BASE + i)).collect();
-    all.extend([("tcp", LOAD_PORT), ("tcp", IPERF_PORT), ("udp", IPERF_PORT)]);
+    all.extend([
+        ("tcp", LOAD_PORT),
+        ("tcp", IPERF_PORT),
+        ("udp", IPERF_PORT),
+        ("udp", SINK_PORT),
+    ]);
     all
 }
 
@@ -491,16 +624,16 @@ mod tests {
         let filler = pos("--dport 20001 -j DNAT");
         let measured = pos(&format!("--dport {LOAD_PORT} -j DNAT"));
         assert!(filler < measured);
-        // Three rules per mapping, as Docker installs them: 2 fillers + 3 measured.
-        assert_eq!(rules.matches("-j DNAT").count(), 5);
-        assert_eq!(rules.matches("-j ACCEPT\n").count() - 3, 5);
-        assert_eq!(rules.matches("-j MASQUERADE").count() - 1, 5);
+        // Three rules per mapping, as Docker installs them: 2 fillers + 4 measured.
+        assert_eq!(rules.matches("-j DNAT").count(), 6);
+        assert_eq!(rules.matches("-j ACCEPT\n").count() - 3, 6);
+        assert_eq!(rules.matches("-j MASQUERADE").count() - 1, 6);
     }
 
     #[test]
     fn the_nftables_map_holds_every_mapping_once() {
         let rules = nftables_rules(3);
-        assert_eq!(rules.matches(" : 172.17.0.2 . ").count(), 6);
+        assert_eq!(rules.matches(" : 172.17.0.2 . ").count(), 7);
         assert_eq!(rules.matches("dnat ip to").count(), 2);
     }
 }

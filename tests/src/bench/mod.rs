@@ -1,19 +1,22 @@
-//! `cargo xtask bench`: netd against Docker's iptables rules, a netavark-style nftables
-//! map and the direct routed path (the floor), on the same topology, in one run.
+//! `cargo xtask bench`: netd (TC only, TC with the redirect fast path, XDP) against
+//! Docker's iptables rules, a netavark-style nftables map and the direct routed path (the
+//! floor), on the same topology, in one run.
 //!
 //! For each datapath a bed is built (`bed`), servers start in the container and in the
-//! client's namespace (`tools`), and every metric is measured `runs` times; the scale
-//! metrics again with 1,000 and 10,000 published ports. `report` turns the samples into
-//! the terminal table, the JSON file and the SVG chart.
+//! client's namespace (`tools`), a frame generator measures 64-byte forwarding
+//! (`generator`), and every metric is measured `runs` times; the scale metrics again with
+//! 1,000 and 10,000 published ports. `report` turns the samples into the terminal table,
+//! the JSON file and the SVG chart.
 
 pub mod bed;
+pub mod generator;
 pub mod load;
 pub mod report;
 pub mod svg;
 pub mod tools;
 
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddrV4},
     path::PathBuf,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
@@ -22,6 +25,7 @@ use std::{
 use anyhow::{Result, bail};
 
 use bed::{Bed, CONTAINER_ADDR, Datapath};
+use generator::{Cycles, Link, SINK_PORT, SOURCE_PORT, Sink};
 use report::Results;
 use tools::{LOAD_PORT, Servers};
 
@@ -46,6 +50,10 @@ struct Plan {
     iperf_secs: u64,
     /// Seconds of each connection-rate and request/response run.
     load_secs: f64,
+    /// Frames of each 64-byte generator run.
+    frames: u32,
+    /// Whether to run iperf3's 64-byte UDP too (sender-limited; left out of the quick run).
+    iperf_udp: bool,
     /// Published ports for the scale runs.
     scales: Vec<u16>,
 }
@@ -57,6 +65,8 @@ impl Plan {
                 runs: 1,
                 iperf_secs: 1,
                 load_secs: 0.5,
+                frames: 200_000,
+                iperf_udp: false,
                 scales: vec![1, 10_000],
             }
         } else {
@@ -64,6 +74,8 @@ impl Plan {
                 runs: 3,
                 iperf_secs: 3,
                 load_secs: 2.0,
+                frames: 3_000_000,
+                iperf_udp: true,
                 scales: vec![1, 1_000, 10_000],
             }
         }
@@ -101,7 +113,7 @@ impl Progress {
             bail!("interrupted");
         }
         let t = self.started.elapsed().as_secs();
-        println!("[{:02}:{:02}] {dp:<8} {what}", t / 60, t % 60);
+        println!("[{:02}:{:02}] {dp:<13} {what}", t / 60, t % 60);
         Ok(())
     }
 }
@@ -119,23 +131,50 @@ pub fn run(opts: &Options) -> Result<Results> {
         started: Instant::now(),
     };
     let mut results = Results::new(opts.quick, plan.runs);
+    let cycles = Cycles::detect();
+    results.note(
+        "cycles",
+        match &cycles {
+            Cycles::Supported => "perf stat -e cycles -C <generator CPU> around each generator run; cycles/packet = cycles / delivered".into(),
+            Cycles::Unsupported(why) => format!("cycles: {why}"),
+        },
+    );
+    results.note(
+        "fwd64",
+        format!(
+            "64-byte forwarding: {} frames per run from netd's bench_transmit (BPF_PROG_TEST_RUN, XDP live frames, batch {}, XDP_TX out of the client's veth) on CPU {}, which also runs the node's and the container's receive path; delivered = the container's Ip InDelivers delta; pps = delivered / generator wall time; ns/packet = that CPU's wall time / delivered (one CPU busy the whole run); dropped = frames - delivered",
+            plan.frames,
+            generator::BATCH,
+            tools::CLIENT_CPU
+        ),
+    );
     for &dp in &opts.datapaths {
-        measure(dp, &plan, &progress, &mut results)?;
+        measure(dp, &plan, &cycles, &progress, &mut results)?;
     }
     Ok(results)
 }
 
-fn measure(dp: Datapath, plan: &Plan, progress: &Progress, results: &mut Results) -> Result<()> {
+fn measure(
+    dp: Datapath,
+    plan: &Plan,
+    cycles: &Cycles,
+    progress: &Progress,
+    results: &mut Results,
+) -> Result<()> {
     progress.step(
         dp,
         "building the bed (namespaces, bridge, container, translation)",
     )?;
     let mut bed = Bed::new(dp)?;
+    if let Some(config) = &bed.netd_config {
+        results.config(dp, config.clone());
+    }
     // Servers live at most as long as a whole run could; they stop by themselves.
     let lifetime = Duration::from_secs(1800);
     let container = Servers::start(&bed.container, lifetime)?;
     let outside = Servers::start(&bed.sandbox.ext.path(), lifetime)?;
     let client = bed.sandbox.ext.path();
+    let sink = Sink::bind(&bed.container)?;
     let max_scale = plan.scales.iter().copied().max().unwrap_or(1);
     if let Some(kib) = bed.daemon_rss_kib() {
         results.add(dp, "rss_idle", kib as f64 / 1024.0);
@@ -159,12 +198,17 @@ fn measure(dp: Datapath, plan: &Plan, progress: &Progress, results: &mut Results
                 check(gbps > 0.0, dp, "TCP throughput is zero")?;
                 results.add(dp, "tcp_gbps", gbps);
 
-                progress.step(dp, &format!("UDP 64-byte packets ({of})"))?;
-                let udp = tools::iperf_udp64(&client, bed.target, plan.iperf_secs)?;
-                check(udp.received_pps > 0.0, dp, "no UDP packet arrived")?;
-                results.add(dp, "udp_rx_pps", udp.received_pps);
-                results.add(dp, "udp_tx_pps", udp.sent_pps);
-                results.add(dp, "udp_loss", udp.loss_percent);
+                progress.step(dp, &format!("64-byte frames, XDP generator ({of})"))?;
+                forwarding_64(&bed, &container, &sink, plan, cycles, results)?;
+
+                if plan.iperf_udp {
+                    progress.step(dp, &format!("UDP 64-byte packets, iperf3 ({of})"))?;
+                    let udp = tools::iperf_udp64(&client, bed.target, plan.iperf_secs)?;
+                    check(udp.received_pps > 0.0, dp, "no UDP packet arrived")?;
+                    results.add(dp, "udp_rx_pps", udp.received_pps);
+                    results.add(dp, "udp_tx_pps", udp.sent_pps);
+                    results.add(dp, "udp_loss", udp.loss_percent);
+                }
 
                 progress.step(dp, &format!("masqueraded TCP throughput ({of})"))?;
                 let gbps = tools::iperf_tcp(&bed.container, Sandbox::EXT_ADDR, plan.iperf_secs)?;
@@ -220,6 +264,97 @@ fn measure(dp: Datapath, plan: &Plan, progress: &Progress, results: &mut Results
     let evidence = bed.translation_counters()?;
     progress.step(dp, &format!("done; translation evidence: {evidence}"))?;
     results.evidence(dp, evidence);
+    Ok(())
+}
+
+/// One run of the 64-byte generator toward the sink port: what the container received,
+/// what was lost where, and the CPU cost per packet.
+fn forwarding_64(
+    bed: &Bed,
+    container: &Servers,
+    sink: &Sink,
+    plan: &Plan,
+    cycles: &Cycles,
+    results: &mut Results,
+) -> Result<()> {
+    let dp = bed.datapath;
+    let (ext, node) = (&bed.sandbox.ext, &bed.sandbox.node);
+    let client_if = Link::read(ext, "ext0")?;
+    let uplink = Link::read(node, Sandbox::UPLINK)?;
+    let frame = generator::udp_frame(
+        client_if.mac,
+        uplink.mac,
+        SocketAddrV4::new(Sandbox::EXT_ADDR, SOURCE_PORT),
+        SocketAddrV4::new(bed.target, SINK_PORT),
+        generator::PAYLOAD,
+    );
+    sink.drain()?;
+    let pid = container.pid();
+    let delivered_before = generator::snmp(pid, "Ip", "InDelivers")?;
+    let csum_before = generator::snmp(pid, "Udp", "InCsumErrors")?;
+    let rcvbuf_before = generator::snmp(pid, "Udp", "RcvbufErrors")?;
+    let netd_before = bed.netd_drops()?;
+    let sent = generator::run(
+        ext,
+        client_if.ifindex,
+        &frame,
+        plan.frames,
+        cycles,
+        Duration::from_secs(60),
+    )?;
+    let delivered = (generator::snmp(pid, "Ip", "InDelivers")? - delivered_before) as f64;
+    let rcvbuf = (generator::snmp(pid, "Udp", "RcvbufErrors")? - rcvbuf_before) as f64;
+    let client_after = Link::read(ext, "ext0")?;
+    let uplink_after = Link::read(node, Sandbox::UPLINK)?;
+    let netd_drops = match (netd_before, bed.netd_drops()?) {
+        (Some(a), Some(b)) => Some((b - a) as f64),
+        _ => None,
+    };
+    // Honesty: a frame reached the container's socket intact (the stack checks the UDP
+    // checksum when it is read) from the client's own address.
+    let first = sink.drain()?;
+    let csum_errors = generator::snmp(pid, "Udp", "InCsumErrors")? - csum_before;
+    check(
+        csum_errors == 0,
+        dp,
+        "the container counted UDP checksum errors",
+    )?;
+    match first {
+        Some((from, true)) if *from.ip() == Sandbox::EXT_ADDR && from.port() == SOURCE_PORT => {}
+        Some((from, ok)) => bail!(
+            "{dp}: the sink got a frame from {from} (payload {}), expected {}:{SOURCE_PORT}",
+            if ok { "intact" } else { "changed" },
+            Sandbox::EXT_ADDR
+        ),
+        None => bail!("{dp}: no generator frame reached the container's socket"),
+    }
+    check(delivered > 0.0, dp, "no 64-byte frame was delivered")?;
+    let seconds = sent.seconds.max(1e-9);
+    results.add(dp, "fwd64_pps", delivered / seconds);
+    results.add(dp, "fwd64_sent_pps", sent.frames / seconds);
+    results.add(
+        dp,
+        "fwd64_dropped",
+        (sent.frames - delivered).max(0.0) / sent.frames * 100.0,
+    );
+    results.add(dp, "fwd64_ns_per_packet", seconds * 1e9 / delivered);
+    results.add(dp, "fwd64_rcvbuf_full", rcvbuf);
+    results.add(
+        dp,
+        "fwd64_client_tx_dropped",
+        client_after.tx_dropped.saturating_sub(client_if.tx_dropped) as f64,
+    );
+    results.add(
+        dp,
+        "fwd64_uplink_rx_dropped",
+        uplink_after.rx_dropped.saturating_sub(uplink.rx_dropped) as f64,
+    );
+    if let Some(d) = netd_drops {
+        results.add(dp, "fwd64_netd_drops", d);
+    }
+    if let Some(c) = sent.cycles {
+        results.add(dp, "fwd64_cycles_per_packet", c / delivered);
+    }
     Ok(())
 }
 

@@ -1,6 +1,7 @@
-//! The benchmark's samples and what is made of them: the terminal table with ratios to
-//! iptables and to the direct path, the JSON file with every raw sample, and the machine
-//! the numbers came from.
+//! The benchmark's samples and what is made of them: the terminal table, the netd
+//! variants' ratios to iptables and to the direct path, the issue's targets as met or not
+//! (reported, never asserted), the JSON file with every raw sample, and the machine the
+//! numbers came from.
 
 use std::{collections::BTreeMap, process::Command};
 
@@ -18,6 +19,10 @@ pub struct Results {
     evidence: BTreeMap<String, String>,
     /// The per-packet cost of netd's programs (the `datapath_cost` bench's JSON).
     pub program_cost: Option<Value>,
+    /// What a reader needs to know about how some rows were measured, by topic.
+    notes: BTreeMap<String, String>,
+    /// netd datapath -> the daemon's flags and what `netd info` said about them.
+    config: BTreeMap<String, Value>,
 }
 
 /// Median and range of some samples.
@@ -66,7 +71,17 @@ impl Results {
             samples: BTreeMap::new(),
             evidence: BTreeMap::new(),
             program_cost: None,
+            notes: BTreeMap::new(),
+            config: BTreeMap::new(),
         }
+    }
+
+    pub fn note(&mut self, topic: &str, text: String) {
+        self.notes.insert(topic.to_string(), text);
+    }
+
+    pub fn config(&mut self, dp: Datapath, config: Value) {
+        self.config.insert(dp.to_string(), config);
     }
 
     pub fn add(&mut self, dp: Datapath, key: &str, value: f64) {
@@ -147,46 +162,48 @@ impl Results {
             "units": ROWS.iter().map(|r| (r.key, r.unit)).collect::<BTreeMap<_, _>>(),
             "datapaths": datapaths,
             "translation_evidence": self.evidence,
+            "netd_config": self.config,
+            "notes": self.notes,
+            "targets": self.targets(),
             "program_cost_ns_per_packet": self.program_cost,
         })
     }
 
     /// The terminal table: one row per metric, one column per datapath (median ±half
-    /// range), then netd's ratio to iptables and to the direct path.
+    /// range); then each netd variant's ratio to iptables and to the direct path, the
+    /// targets, and the notes.
     pub fn table(&self) -> String {
         let dps = self.datapaths();
         let mut out = String::new();
-        let mut header = format!("{:<40}", "metric (median ±half-range)");
+        let mut header = format!("{:<46}", "metric (median ±half-range)");
         for dp in &dps {
             header.push_str(&format!("{dp:>15}"));
         }
-        header.push_str(&format!("{:>15}{:>13}\n", "netd÷iptables", "netd÷direct"));
-        out.push_str(&header);
-        out.push_str(&format!("{}\n", "-".repeat(header.chars().count() - 1)));
+        out.push_str(&format!(
+            "{header}\n{}\n",
+            "-".repeat(header.chars().count())
+        ));
         for row in self.rows() {
-            let mut line = format!("{:<40}", row.label);
-            let mut any = false;
-            for dp in &dps {
-                let cell = self.summary(dp, &row.key).map(|s| {
-                    any = true;
-                    cell(&s, row.scale)
-                });
-                line.push_str(&format!("{:>15}", cell.unwrap_or_else(|| "-".into())));
-            }
-            if !any {
+            let cells: Vec<Option<String>> = dps
+                .iter()
+                .map(|dp| self.summary(dp, &row.key).map(|s| cell(&s, row.scale)))
+                .collect();
+            if cells.iter().all(Option::is_none) {
                 continue;
             }
-            let netd = self.summary("netd", &row.key);
-            let ratio = |other: Option<Summary>| match (netd, other) {
-                (Some(n), Some(o)) if o.median != 0.0 => format!("{:.2}x", n.median / o.median),
-                _ => "-".into(),
-            };
-            line.push_str(&format!(
-                "{:>15}{:>13}\n",
-                ratio(self.summary("iptables", &row.key)),
-                ratio(self.floor(&row.key))
-            ));
-            out.push_str(&line);
+            out.push_str(&format!("{:<46}", row.label));
+            for c in cells {
+                out.push_str(&format!("{:>15}", c.unwrap_or_else(|| "-".into())));
+            }
+            out.push('\n');
+        }
+        out.push_str(&self.ratios());
+        let targets = self.targets();
+        if !targets.is_empty() {
+            out.push_str("\ntargets of issue 6 (reported, never asserted):\n");
+            for t in targets {
+                out.push_str(&format!("  {t}\n"));
+            }
         }
         if let Some(cost) = &self.program_cost {
             out.push_str("\nnetd's programs alone (BPF_PROG_TEST_RUN), ns per packet:\n");
@@ -199,6 +216,128 @@ impl Results {
                     out.push_str(&format!("  {label:<38}{:>15}\n", cell(&s, 1.0)));
                 }
             }
+        }
+        if !self.notes.is_empty() {
+            out.push_str("\nnotes:\n");
+            for (topic, text) in &self.notes {
+                out.push_str(&format!("  {topic}: {text}\n"));
+            }
+        }
+        out
+    }
+
+    /// The netd variants measured, in the table's order.
+    fn netd_variants(&self) -> Vec<String> {
+        Datapath::NETD
+            .iter()
+            .map(|d| d.to_string())
+            .filter(|d| self.samples.contains_key(d))
+            .collect()
+    }
+
+    /// Medians of a netd variant over iptables and over the direct path, per metric.
+    fn ratios(&self) -> String {
+        let variants = self.netd_variants();
+        if variants.is_empty() {
+            return String::new();
+        }
+        let mut header = format!("{:<46}", "netd variant ÷ baseline (medians)");
+        for v in &variants {
+            let short = v.trim_start_matches("netd-");
+            header.push_str(&format!(
+                "{:>19}{:>15}",
+                format!("{short}÷iptables"),
+                format!("{short}÷direct")
+            ));
+        }
+        let mut out = format!("\n{header}\n{}\n", "-".repeat(header.chars().count()));
+        for row in self.rows() {
+            let ratio = |a: Option<Summary>, b: Option<Summary>| match (a, b) {
+                (Some(n), Some(o)) if o.median != 0.0 => {
+                    Some(format!("{:.2}x", n.median / o.median))
+                }
+                _ => None,
+            };
+            let cells: Vec<(Option<String>, Option<String>)> = variants
+                .iter()
+                .map(|v| {
+                    let n = self.summary(v, &row.key);
+                    (
+                        ratio(n, self.summary("iptables", &row.key)),
+                        ratio(n, self.floor(&row.key)),
+                    )
+                })
+                .collect();
+            if cells.iter().all(|(a, b)| a.is_none() && b.is_none()) {
+                continue;
+            }
+            out.push_str(&format!("{:<46}", row.label));
+            for (a, b) in cells {
+                out.push_str(&format!(
+                    "{:>19}{:>15}",
+                    a.unwrap_or_else(|| "-".into()),
+                    b.unwrap_or_else(|| "-".into())
+                ));
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Issue 6's targets for the fast-path variants, each as met, not met or not measured:
+    /// new connections/s at 10,000 ports at least the direct path's, and 64-byte
+    /// forwarding at least 2x iptables and 1.2x the direct path.
+    pub fn targets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let verdict = |v: &str,
+                       key: &str,
+                       label: &str,
+                       base: &str,
+                       other: Option<Summary>,
+                       want: f64| {
+            match (self.summary(v, key), other) {
+                (Some(n), Some(o)) if o.median > 0.0 => {
+                    let x = n.median / o.median;
+                    format!(
+                        "{v}: {label} {:.0} vs {base} {:.0} = {x:.2}x (target ≥ {want:.1}x): {}",
+                        n.median,
+                        o.median,
+                        if x >= want { "met" } else { "NOT met" }
+                    )
+                }
+                _ => format!("{v}: {label} vs {base} (target ≥ {want:.1}x): not measured"),
+            }
+        };
+        for v in ["netd-redirect", "netd-xdp"] {
+            if !self.samples.contains_key(v) {
+                continue;
+            }
+            let key = "conn_rate@10000";
+            out.push(verdict(
+                v,
+                key,
+                "new conn/s at 10,000 ports",
+                "direct",
+                self.floor(key),
+                1.0,
+            ));
+            let key = "fwd64_pps";
+            out.push(verdict(
+                v,
+                key,
+                "64 B pps delivered",
+                "iptables",
+                self.summary("iptables", key),
+                2.0,
+            ));
+            out.push(verdict(
+                v,
+                key,
+                "64 B pps delivered",
+                "direct",
+                self.summary("direct", key),
+                1.2,
+            ));
         }
         out
     }
@@ -267,14 +406,62 @@ pub const ROWS: &[Row] = &[
         scale: 1.0,
     },
     Row {
+        key: "fwd64_pps",
+        label: "64 B frames delivered, XDP generator",
+        unit: "kpps",
+        scale: 1e3,
+    },
+    Row {
+        key: "fwd64_dropped",
+        label: "64 B frames not delivered",
+        unit: "%",
+        scale: 1.0,
+    },
+    Row {
+        key: "fwd64_ns_per_packet",
+        label: "64 B CPU time per delivered frame",
+        unit: "ns",
+        scale: 1.0,
+    },
+    Row {
+        key: "fwd64_cycles_per_packet",
+        label: "64 B cycles per delivered frame",
+        unit: "cycles",
+        scale: 1.0,
+    },
+    Row {
+        key: "fwd64_client_tx_dropped",
+        label: "64 B dropped at client veth (ring full)",
+        unit: "per run",
+        scale: 1.0,
+    },
+    Row {
+        key: "fwd64_uplink_rx_dropped",
+        label: "64 B uplink rx_dropped",
+        unit: "per run",
+        scale: 1.0,
+    },
+    Row {
+        key: "fwd64_rcvbuf_full",
+        label: "64 B reached the full sink socket",
+        unit: "per run",
+        scale: 1.0,
+    },
+    Row {
+        key: "fwd64_netd_drops",
+        label: "64 B dropped by netd's programs",
+        unit: "per run",
+        scale: 1.0,
+    },
+    Row {
         key: "udp_rx_pps",
-        label: "UDP 64 B delivered, published port",
+        label: "UDP 64 B, iperf3 (sender-limited)",
         unit: "kpps",
         scale: 1e3,
     },
     Row {
         key: "udp_loss",
-        label: "UDP 64 B lost",
+        label: "UDP 64 B lost, iperf3",
         unit: "%",
         scale: 1.0,
     },
@@ -455,15 +642,31 @@ mod tests {
         r.add(Datapath::Direct, "conn_rate@1", 100.0);
         r.add(Datapath::Iptables, "conn_rate@1", 50.0);
         r.add(Datapath::Iptables, "conn_rate@10000", 10.0);
-        r.add(Datapath::Netd, "conn_rate@1", 100.0);
-        r.add(Datapath::Netd, "conn_rate@10000", 80.0);
+        r.add(Datapath::NetdTc, "conn_rate@1", 100.0);
+        r.add(Datapath::NetdTc, "conn_rate@10000", 80.0);
         assert_eq!(r.scales(), vec![1, 10000]);
         assert_eq!(r.floor("conn_rate@10000").unwrap().median, 100.0);
         let table = r.table();
-        let line = table
+        let (_, ratios) = table.split_once("netd variant ÷ baseline").unwrap();
+        let line = ratios
             .lines()
             .find(|l| l.starts_with("new TCP connections (conn/s), 10000 ports"))
             .unwrap();
         assert!(line.contains("8.00x") && line.contains("0.80x"), "{line}");
+    }
+
+    #[test]
+    fn targets_are_reported_met_or_not_for_the_fast_paths() {
+        let mut r = Results::new(true, 1);
+        r.add(Datapath::Direct, "conn_rate@1", 100.0);
+        r.add(Datapath::Iptables, "fwd64_pps", 1000.0);
+        r.add(Datapath::Direct, "fwd64_pps", 1900.0);
+        r.add(Datapath::NetdRedirect, "conn_rate@10000", 120.0);
+        r.add(Datapath::NetdRedirect, "fwd64_pps", 2100.0);
+        let t = r.targets();
+        assert_eq!(t.len(), 3, "{t:?}");
+        assert!(t[0].ends_with(": met"), "{}", t[0]);
+        assert!(t[1].ends_with(": met"), "{}", t[1]);
+        assert!(t[2].ends_with(": NOT met"), "{}", t[2]);
     }
 }

@@ -133,6 +133,11 @@ impl Servers {
         })
     }
 
+    /// A process in the servers' namespace, to read its /proc/PID/net counters.
+    pub fn pid(&self) -> u32 {
+        self.load.child.id()
+    }
+
     /// SYNs the servers' namespace dropped so far because an accept queue was full
     /// (TcpExt ListenOverflows): a client error that is the server's, not the path's.
     pub fn listen_overflows(&self) -> u64 {

@@ -4,7 +4,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Instant};
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use netd_tests::{
     bench::{self, Options, bed::Datapath, svg},
     require_root,
@@ -13,9 +13,12 @@ use netd_tests::{
 #[derive(Parser)]
 #[command(
     name = "netd-bench",
-    about = "netd against iptables, nftables and the direct path"
+    about = "netd against iptables, nftables and the direct path",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Internal>,
     /// The reduced matrix (one run each, short runs, 1 and 10,000 ports): under 3 minutes.
     #[arg(long)]
     quick: bool,
@@ -25,7 +28,8 @@ struct Cli {
     /// The `datapath_cost` bench's JSON (per-packet cost of netd's programs) to include.
     #[arg(long)]
     program_cost: Option<PathBuf>,
-    /// Only these datapaths (direct, iptables, nftables, netd); all by default.
+    /// Only these datapaths (direct, iptables, nftables, netd-tc, netd-redirect, netd-xdp;
+    /// netd means all three netd ones); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Published ports of the scale runs (default 1,1000,10000; quick 1,10000).
@@ -36,11 +40,49 @@ struct Cli {
     runs: Option<usize>,
 }
 
+/// What the benchmark runs of itself inside its namespaces.
+#[derive(Subcommand)]
+enum Internal {
+    /// The 64-byte frame generator: send FRAME COUNT times out of interface IFINDEX of
+    /// this network namespace (BPF_PROG_TEST_RUN, live frames, XDP_TX). Run it only under
+    /// `ip netns exec`: it mounts a bpffs in its own mount namespace.
+    #[command(hide = true)]
+    Transmit {
+        #[arg(long)]
+        ifindex: u32,
+        /// The frame, in hex.
+        #[arg(long)]
+        frame: String,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=50_000_000))]
+        count: u32,
+        #[arg(long, default_value_t = bench::generator::BATCH)]
+        batch: u32,
+    },
+}
+
 fn main() -> ExitCode {
     require_root();
+    let cli = Cli::parse();
+    if let Some(Internal::Transmit {
+        ifindex,
+        frame,
+        count,
+        batch,
+    }) = &cli.command
+    {
+        let result = bench::generator::from_hex(frame)
+            .and_then(|f| bench::generator::transmit(*ifindex, &f, *count, *batch));
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("netd-bench transmit: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     bench::stop_on_signals();
     let started = Instant::now();
-    match run(Cli::parse()) {
+    match run(cli) {
         Ok(()) => {
             println!(
                 "bench: done in {:.0}s; every namespace removed",
@@ -63,19 +105,20 @@ fn run(cli: Cli) -> Result<()> {
     let datapaths = if cli.only.is_empty() {
         Datapath::ALL.to_vec()
     } else {
-        cli.only
-            .iter()
-            .map(|name| {
-                Datapath::ALL
-                    .into_iter()
-                    .find(|d| d.to_string() == *name)
-                    .with_context(|| {
-                        format!(
-                            "--only: unknown datapath {name:?} (direct, iptables, nftables, netd)"
-                        )
-                    })
-            })
-            .collect::<Result<_>>()?
+        let mut chosen: Vec<Datapath> = Vec::new();
+        for name in &cli.only {
+            let dps = Datapath::by_name(name).with_context(|| {
+                format!(
+                    "--only: unknown datapath {name:?} (direct, iptables, nftables, netd-tc, netd-redirect, netd-xdp, or netd for all three)"
+                )
+            })?;
+            for dp in dps {
+                if !chosen.contains(&dp) {
+                    chosen.push(dp);
+                }
+            }
+        }
+        chosen
     };
     println!(
         "bench: {} matrix over {}; clients on CPU {}, servers on CPU {}",

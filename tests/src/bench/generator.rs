@@ -1,0 +1,447 @@
+//! The 64-byte forwarding measurement. iperf3 cannot send minimum-size UDP faster than the
+//! node forwards it, so the generator is netd's `bench_transmit` XDP program run by
+//! BPF_PROG_TEST_RUN in live-frames mode on the client's veth: every frame leaves by
+//! XDP_TX toward the node's uplink, built once here, with no socket or syscall per frame.
+//! The container holds a UDP socket that never reads (a small receive buffer), so frames
+//! reach L4 without ICMP errors and without a reader to wait for; what arrived is read
+//! from the container's own IP counters.
+//!
+//! The generator is a process of its own (`netd-bench transmit`) run with `ip netns exec`:
+//! that gives it the client's network namespace and a private mount namespace, where it
+//! mounts the bpffs that netd's object needs for its pinned maps; the mount and the maps
+//! go away with the process.
+
+use std::{
+    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+    os::fd::AsRawFd,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use super::tools::CLIENT_CPU;
+use crate::{Netns, echo::in_netns};
+
+/// The container's UDP port the frames are for (published as is by the translating beds).
+pub const SINK_PORT: u16 = 9000;
+/// The generator's source port.
+pub const SOURCE_PORT: u16 = 40000;
+/// 18 bytes: with Ethernet (14), IPv4 (20) and UDP (8) headers a 60-byte frame, 64 bytes
+/// on a wire with the FCS, the smallest Ethernet frame.
+pub const PAYLOAD: &[u8; 18] = b"netd-bench 64 byte";
+/// Frames the kernel runs through the program per batch (its maximum is 256).
+pub const BATCH: u32 = 64;
+/// The frame size `bench_transmit` writes (its `BENCH_FRAME`).
+pub const FRAME_LEN: usize = 60;
+/// Where the generator mounts its private bpffs (inside its own mount namespace).
+const PRIVATE_BPFFS: &str = "/sys/fs/bpf";
+
+/// The ones' complement sum of `data` as 16-bit big-endian words, folded, not inverted.
+fn ones_sum(mut sum: u32, data: &[u8]) -> u32 {
+    for pair in data.chunks(2) {
+        let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum
+}
+
+/// An Ethernet/IPv4/UDP frame with both checksums right (the container's stack verifies
+/// the UDP one when the sink reads a frame back).
+pub fn udp_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    payload: &[u8],
+) -> Vec<u8> {
+    let udp_len = (8 + payload.len()) as u16;
+    let mut f = Vec::with_capacity(14 + 20 + udp_len as usize);
+    f.extend(dst_mac);
+    f.extend(src_mac);
+    f.extend(0x0800u16.to_be_bytes());
+    let ip_start = f.len();
+    f.extend([0x45, 0]);
+    f.extend((20 + udp_len).to_be_bytes());
+    f.extend([0, 0, 0x40, 0]); // id 0, don't fragment
+    f.extend([64, 17, 0, 0]); // ttl, UDP, checksum below
+    f.extend(src.ip().octets());
+    f.extend(dst.ip().octets());
+    let ip_csum = !(ones_sum(0, &f[ip_start..ip_start + 20]) as u16);
+    f[ip_start + 10..ip_start + 12].copy_from_slice(&ip_csum.to_be_bytes());
+    let udp_start = f.len();
+    f.extend(src.port().to_be_bytes());
+    f.extend(dst.port().to_be_bytes());
+    f.extend(udp_len.to_be_bytes());
+    f.extend([0, 0]);
+    f.extend(payload);
+    let mut pseudo = Vec::with_capacity(12);
+    pseudo.extend(src.ip().octets());
+    pseudo.extend(dst.ip().octets());
+    pseudo.extend([0, 17]);
+    pseudo.extend(udp_len.to_be_bytes());
+    let sum = ones_sum(ones_sum(0, &pseudo), &f[udp_start..]);
+    let udp_csum = match !(sum as u16) {
+        0 => 0xffff,
+        c => c,
+    };
+    f[udp_start + 6..udp_start + 8].copy_from_slice(&udp_csum.to_be_bytes());
+    f
+}
+
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn from_hex(text: &str) -> Result<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        bail!("odd number of hex digits");
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).context("not hex"))
+        .collect()
+}
+
+/// The generator itself (`netd-bench transmit`): send `frame` `count` times out of
+/// interface `ifindex` of the current network namespace; prints one JSON object.
+pub fn transmit(ifindex: u32, frame: &[u8], count: u32, batch: u32) -> Result<()> {
+    use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp};
+
+    let template: [u8; FRAME_LEN] = frame.try_into().ok().with_context(|| {
+        format!(
+            "the frame has {} bytes; bench_transmit sends {FRAME_LEN}",
+            frame.len()
+        )
+    })?;
+    mount_private_bpffs()?;
+    let mut ebpf = aya::EbpfLoader::new()
+        .default_map_pin_directory(PRIVATE_BPFFS)
+        // Live-frame pages come back with the stack's edits: the program rewrites each
+        // frame from this template.
+        .override_global("BENCH_FRAME", &template, true)
+        .load(netd::datapath::PROGRAMS)
+        .context("load netd's eBPF object")?;
+    let program: &mut Xdp = ebpf
+        .program_mut("bench_transmit")
+        .context("netd's object has no bench_transmit program")?
+        .try_into()?;
+    program.load().context("verify bench_transmit")?;
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+    // egress_ifindex. XDP_TX sends out of the ingress interface.
+    let md = [0, frame.len() as u32, 0, ifindex, 0, 0];
+    let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    // Live mode reports no verdict: one ordinary run (nothing leaves) checks it first.
+    let dry = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::new()
+        })
+        .context("BPF_PROG_TEST_RUN, one frame")?;
+    let started = Instant::now();
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&ctx),
+            repeat: count,
+            attrs: TestRunAttrs::new().xdp_live_frames(batch),
+            ..TestRunOptions::new()
+        })
+        .context("BPF_PROG_TEST_RUN in live-frames mode")?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({
+            "frames": count,
+            "seconds": seconds,
+            "verdict": dry.return_value,
+            "kernel_ns_per_frame": result.duration.as_nanos() as u64,
+        })
+    );
+    Ok(())
+}
+
+/// Mount bpffs at /sys/fs/bpf, but only in a mount namespace of our own (`ip netns exec`
+/// makes one): the parent's must never see it.
+fn mount_private_bpffs() -> Result<()> {
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    let own = std::fs::read_link("/proc/self/ns/mnt").context("read own mount namespace")?;
+    let theirs = std::fs::read_link(format!("/proc/{parent}/ns/mnt"))
+        .context("read the parent's mount namespace")?;
+    if own == theirs {
+        bail!(
+            "not in a private mount namespace (run under `ip netns exec`): refusing to mount bpffs"
+        );
+    }
+    let target = std::ffi::CString::new(PRIVATE_BPFFS)?;
+    let fstype = std::ffi::CString::new("bpf")?;
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .context(format!("mount a private bpffs at {PRIVATE_BPFFS}"));
+    }
+    // The mount must not have reached the parent's namespace.
+    let parent_mounts = std::fs::read_to_string(format!("/proc/{parent}/mountinfo"))?;
+    let own_mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let ours = own_mounts
+        .lines()
+        .filter(|l| is_bpffs_at(l, PRIVATE_BPFFS))
+        .filter_map(|l| l.split_whitespace().next())
+        .next_back()
+        .context("the private bpffs is not in our mountinfo")?
+        .to_string();
+    if parent_mounts
+        .lines()
+        .any(|l| is_bpffs_at(l, PRIVATE_BPFFS) && l.split_whitespace().next() == Some(&ours))
+    {
+        bail!("the private bpffs is visible in the parent's mount namespace");
+    }
+    Ok(())
+}
+
+fn is_bpffs_at(mountinfo_line: &str, at: &str) -> bool {
+    let f: Vec<&str> = mountinfo_line.split_whitespace().collect();
+    f.get(4) == Some(&at) && mountinfo_line.contains(" - bpf ")
+}
+
+/// What one generator run sent.
+pub struct Sent {
+    pub frames: f64,
+    pub seconds: f64,
+    /// CPU cycles on the generator's CPU during the run, when the machine counts them.
+    pub cycles: Option<f64>,
+}
+
+/// Whether `perf stat -e cycles` can count here: perf installed and a CPU PMU present.
+pub enum Cycles {
+    Supported,
+    Unsupported(String),
+}
+
+impl Cycles {
+    pub fn detect() -> Self {
+        let perf = Command::new("perf")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !perf {
+            return Cycles::Unsupported("not measured: perf is not installed".into());
+        }
+        let pmu = ["cpu", "cpu_core", "cpu_atom"]
+            .iter()
+            .any(|d| Path::new("/sys/bus/event_source/devices").join(d).exists());
+        if !pmu {
+            return Cycles::Unsupported(
+                "not supported by this machine (no PMU: /sys/bus/event_source/devices has no cpu)"
+                    .into(),
+            );
+        }
+        Cycles::Supported
+    }
+}
+
+/// Run the generator in `client` pinned to the client CPU, at most `limit`; with
+/// `cycles`, under `perf stat -e cycles -C CPU`.
+pub fn run(
+    client: &Netns,
+    ifindex: u32,
+    frame: &[u8],
+    count: u32,
+    cycles: &Cycles,
+    limit: Duration,
+) -> Result<Sent> {
+    let me = std::env::current_exe().context("the netd-bench binary")?;
+    let cpu = CLIENT_CPU.to_string();
+    let mut cmd = if matches!(cycles, Cycles::Supported) {
+        let mut c = Command::new("perf");
+        c.args(["stat", "-x", ",", "-e", "cycles", "-C", &cpu, "--", "ip"]);
+        c
+    } else {
+        Command::new("ip")
+    };
+    cmd.args(["netns", "exec", &client.name, "taskset", "-c", &cpu])
+        .arg(me)
+        .args([
+            "transmit",
+            "--ifindex",
+            &ifindex.to_string(),
+            "--frame",
+            &to_hex(frame),
+            "--count",
+            &count.to_string(),
+            "--batch",
+            &BATCH.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().context("start the frame generator")?;
+    let deadline = Instant::now() + limit;
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the frame generator did not finish within {limit:?}; killed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!(
+            "the frame generator failed ({}): {}",
+            out.status,
+            stderr.trim()
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(stdout.trim())
+        .with_context(|| format!("the generator's output is not JSON: {stdout}"))?;
+    if v["verdict"].as_u64() != Some(3) {
+        bail!("bench_transmit answered {} instead of XDP_TX", v["verdict"]);
+    }
+    // perf -x , lines: VALUE,UNIT,EVENT,...
+    let cycles = stderr
+        .lines()
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2].starts_with("cycles"))
+        .and_then(|f| f[0].parse::<f64>().ok());
+    Ok(Sent {
+        frames: v["frames"].as_f64().context("no frames")?,
+        seconds: v["seconds"].as_f64().context("no seconds")?,
+        cycles,
+    })
+}
+
+/// The container's end: a UDP socket bound to the sink port that is read only to check
+/// one frame after a run, with a receive buffer small enough that it is full at once.
+pub struct Sink {
+    socket: UdpSocket,
+}
+
+impl Sink {
+    pub fn bind(container: &Path) -> Result<Self> {
+        let socket = in_netns(container, || {
+            let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, SINK_PORT))
+                .with_context(|| format!("bind UDP {SINK_PORT} in the container"))?;
+            let size: libc::c_int = 4096;
+            // SAFETY: a valid socket and a c_int option value of the size given.
+            let rc = unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUF,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error()).context("SO_RCVBUF");
+            }
+            s.set_nonblocking(true)?;
+            Ok(s)
+        })?;
+        Ok(Sink { socket })
+    }
+
+    /// Read what is queued: the sender of the first frame (the container's stack verified
+    /// its UDP checksum on the way), and whether its payload was the generator's. The
+    /// queue is empty afterwards.
+    pub fn drain(&self) -> Result<Option<(SocketAddrV4, bool)>> {
+        let mut first = None;
+        let mut buf = [0u8; 64];
+        loop {
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, std::net::SocketAddr::V4(from))) => {
+                    first.get_or_insert((from, &buf[..n] == PAYLOAD));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(first),
+                Err(e) => return Err(e).context("read the sink"),
+            }
+        }
+    }
+}
+
+/// A namespace's counters of `/proc/net/snmp` (`Ip`, `Udp`, ...), read through a process
+/// that lives in it.
+pub fn snmp(pid: u32, group: &str, name: &str) -> Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/snmp"))
+        .with_context(|| format!("read /proc/{pid}/net/snmp"))?;
+    let prefix = format!("{group}:");
+    let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        bail!("no {group} counters in /proc/{pid}/net/snmp");
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .with_context(|| format!("no {group} {name} in /proc/{pid}/net/snmp"))
+}
+
+/// An interface's MAC, ifindex and counters, from `ip -j -s link`.
+pub struct Link {
+    pub mac: [u8; 6],
+    pub ifindex: u32,
+    pub rx_dropped: u64,
+    pub tx_dropped: u64,
+}
+
+impl Link {
+    pub fn read(ns: &Netns, ifname: &str) -> Result<Self> {
+        let out = ns.ip(&["-j", "-s", "link", "show", "dev", ifname])?;
+        let v: Value = serde_json::from_slice(&out.stdout)?;
+        let l = &v[0];
+        let mac_text = l["address"].as_str().context("no address")?;
+        let mac: Vec<u8> = mac_text
+            .split(':')
+            .map(|h| u8::from_str_radix(h, 16))
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("MAC {mac_text}"))?;
+        Ok(Link {
+            mac: mac.try_into().ok().context("MAC of 6 bytes")?,
+            ifindex: l["ifindex"].as_u64().context("no ifindex")? as u32,
+            rx_dropped: l["stats64"]["rx"]["dropped"].as_u64().unwrap_or(0),
+            tx_dropped: l["stats64"]["tx"]["dropped"].as_u64().unwrap_or(0),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_frame_is_64_bytes_on_the_wire_with_both_checksums_right() {
+        let src = SocketAddrV4::new(Ipv4Addr::new(10, 200, 0, 1), SOURCE_PORT);
+        let dst = SocketAddrV4::new(Ipv4Addr::new(10, 200, 0, 2), SINK_PORT);
+        let f = udp_frame([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], src, dst, PAYLOAD);
+        assert_eq!(f.len() + 4, 64);
+        assert_eq!(&f[12..14], &[0x08, 0x00]);
+        // A header with its checksum in sums to all ones.
+        assert_eq!(ones_sum(0, &f[14..34]), 0xffff);
+        let mut pseudo = vec![10, 200, 0, 1, 10, 200, 0, 2, 0, 17];
+        pseudo.extend(26u16.to_be_bytes());
+        assert_eq!(ones_sum(ones_sum(0, &pseudo), &f[34..]), 0xffff);
+        assert_eq!(&f[42..], PAYLOAD);
+        assert_eq!(from_hex(&to_hex(&f)).unwrap(), f);
+    }
+}
