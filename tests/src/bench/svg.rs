@@ -1,21 +1,24 @@
 //! The benchmark's chart as a standalone SVG: new TCP connections per second against the
 //! number of published ports (one line per datapath; `direct` publishes nothing and is
-//! drawn flat as the floor), and TCP throughput per datapath (published port and
-//! masqueraded), both as medians with the range as whiskers.
+//! drawn flat as the floor), TCP throughput per datapath (published port and
+//! masqueraded), and 64-byte frames delivered per second per datapath (the XDP
+//! generator), all as medians with the range as whiskers.
 
 use std::fmt::Write;
 
 use super::report::{Results, Summary};
 
-const W: f64 = 980.0;
+const W: f64 = 1320.0;
 const H: f64 = 420.0;
 const TOP: f64 = 60.0;
 const BOTTOM: f64 = 360.0;
-const COLORS: [(&str, &str); 4] = [
+const COLORS: [(&str, &str); 6] = [
     ("direct", "#7f7f7f"),
     ("iptables", "#d62728"),
     ("nftables", "#ff7f0e"),
-    ("netd", "#1f77b4"),
+    ("netd-tc", "#9ecae1"),
+    ("netd-redirect", "#4292c6"),
+    ("netd-xdp", "#08306b"),
 ];
 
 fn color(dp: &str) -> &'static str {
@@ -84,9 +87,10 @@ pub fn chart(results: &Results) -> String {
     );
     connection_rate(&mut s, results, 80.0, 500.0);
     throughput(&mut s, results, 600.0, 960.0);
+    forwarding_64(&mut s, results, 1040.0, 1290.0);
     // Legend.
     for (i, dp) in results.datapaths().iter().enumerate() {
-        let x = 80.0 + i as f64 * 120.0;
+        let x = 80.0 + i as f64 * 150.0;
         let _ = writeln!(
             s,
             r#"<rect x="{x}" y="{:.0}" width="12" height="12" fill="{}"/><text x="{:.0}" y="{:.0}" font-size="12">{dp}</text>"#,
@@ -205,5 +209,38 @@ fn throughput(s: &mut String, r: &Results, x0: f64, x1: f64) {
             );
             whisker(s, x + bar * 0.45, &v, max, "#333");
         }
+    }
+}
+
+/// Far right: 64-byte frames delivered to the container per second, per datapath.
+fn forwarding_64(s: &mut String, r: &Results, x0: f64, x1: f64) {
+    let dps: Vec<(String, Summary)> = r
+        .datapaths()
+        .into_iter()
+        .filter_map(|dp| Some((dp.clone(), r.summary(&dp, "fwd64_pps")?)))
+        .collect();
+    let _ = writeln!(
+        s,
+        r#"<text x="{x0}" y="24" font-size="14" font-weight="bold">64-byte frames delivered, 1 CPU</text>"#
+    );
+    let max = nice_max(dps.iter().map(|(_, v)| v.max / 1e6).fold(0.0, f64::max));
+    axis(s, x0, x1, max, "Mpps");
+    let bar = (x1 - x0) / (dps.len() as f64 + 1.0);
+    for (i, (dp, v)) in dps.iter().enumerate() {
+        let x = x0 + bar * (i as f64 + 0.5);
+        let mpps = Summary {
+            median: v.median / 1e6,
+            min: v.min / 1e6,
+            max: v.max / 1e6,
+        };
+        let y = y_of(mpps.median, max);
+        let _ = writeln!(
+            s,
+            r#"<rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{}"/>"#,
+            bar * 0.9,
+            BOTTOM - y,
+            color(dp)
+        );
+        whisker(s, x + bar * 0.45, &mpps, max, "#333");
     }
 }
