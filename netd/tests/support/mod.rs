@@ -11,7 +11,7 @@ use std::{
 
 use aya::programs::{TestRun, TestRunOptions};
 use netd::{
-    datapath::Datapath,
+    datapath::{Datapath, NodeSettings},
     ports::{PortBinding, Proto},
 };
 use netd_common::{maps::EndpointInfo, user::addr_be};
@@ -37,7 +37,7 @@ pub const LO: u32 = 1;
 
 pub fn standard_node() -> TestDatapath {
     let mut t = TestDatapath::new();
-    t.dp.set_node_config(NODE, (61000, 65535), 0).unwrap();
+    t.dp.set_node_config(&node_settings(false)).unwrap();
     t.dp.set_node_addrs(&[NODE]).unwrap();
     t.dp.set_masquerade("172.17.0.0/16".parse().unwrap(), true)
         .unwrap();
@@ -54,6 +54,17 @@ pub fn standard_node() -> TestDatapath {
         .unwrap();
     t.dp.register_endpoint(LO, &endpoint_info(0)).unwrap();
     t
+}
+
+/// The standard node's settings, with the fast paths on or off.
+pub fn node_settings(fast_path: bool) -> NodeSettings {
+    NodeSettings {
+        snat_addr: NODE,
+        snat_ports: (61000, 65535),
+        netns_cookie: 0,
+        uplink_ifindex: LO,
+        fast_path,
+    }
 }
 
 /// The network CONTAINER is on, in the data path.
@@ -74,8 +85,13 @@ pub fn endpoint_at(addr: Ipv4Addr, flags: u16) -> EndpointInfo {
         mac: CONTAINER_MAC,
         flags,
         network: NETWORK_TAG,
+        gateway_mac: GATEWAY_MAC,
+        _pad: [0; 2],
     }
 }
+
+/// The MAC address of CONTAINER's gateway (its bridge).
+pub const GATEWAY_MAC: [u8; 6] = [0x02, 0x42, 172, 17, 0, 1];
 
 /// A data path loaded (not attached) with maps pinned in a private bpffs mount.
 pub struct TestDatapath {
