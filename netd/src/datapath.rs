@@ -243,7 +243,8 @@ impl Datapath {
         pins::pin_link(link, &path)
     }
 
-    fn xdp_program(&mut self) -> Result<&mut Xdp> {
+    /// The uplink's XDP program, e.g. for `BPF_PROG_TEST_RUN`.
+    pub fn xdp_program(&mut self) -> Result<&mut Xdp> {
         self.ebpf
             .program_mut(XDP_PROGRAM)
             .with_context(|| format!("program {XDP_PROGRAM} missing"))?

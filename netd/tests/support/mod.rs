@@ -22,6 +22,9 @@ pub const SYN: u8 = 0x02;
 pub const ACK: u8 = 0x10;
 pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_REDIRECT: u32 = 7;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
 
 pub const ETH: usize = 14;
 
@@ -136,6 +139,25 @@ impl TestDatapath {
             .unwrap();
         out.truncate(result.data_size_out as usize);
         (result.return_value, out)
+    }
+
+    /// Run the uplink's XDP program once on `frame`: the verdict, the metadata it left in
+    /// front of the frame (empty if none), and the frame as it came out.
+    pub fn run_xdp(&mut self, frame: &[u8]) -> (u32, Vec<u8>, Vec<u8>) {
+        let mut out = vec![0u8; frame.len() + 256];
+        let prog = self.dp.xdp_program().unwrap();
+        let result = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .unwrap();
+        out.truncate(result.data_size_out as usize);
+        // data_out starts at data_meta: the metadata, then the frame.
+        let meta = out.len().saturating_sub(frame.len());
+        let frame_out = out.split_off(meta);
+        (result.return_value, out, frame_out)
     }
 }
 
