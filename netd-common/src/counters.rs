@@ -9,6 +9,11 @@ pub enum Hook {
     UplinkEgress = 1,
     /// TC ingress of a container's host-side veth: packets from the container.
     EndpointIngress = 2,
+    /// XDP on the uplink: translation before the kernel builds an skb.
+    UplinkXdp = 3,
+    /// The fast paths' outcome for a translated packet (counted besides its translation):
+    /// redirected, or left to the stack and why.
+    FastPath = 4,
 }
 
 impl Hook {
@@ -16,10 +21,12 @@ impl Hook {
         Hook::UplinkIngress,
         Hook::UplinkEgress,
         Hook::EndpointIngress,
+        Hook::UplinkXdp,
+        Hook::FastPath,
     ];
 }
 
-pub const HOOK_COUNT: u32 = 3;
+pub const HOOK_COUNT: u32 = 5;
 
 macro_rules! reasons {
     ($($name:ident = $value:literal => $text:literal,)*) => {
@@ -63,9 +70,16 @@ reasons! {
     DropIsolated = 20 => "drop_network_isolation",
     DropIccDisabled = 21 => "drop_icc_disabled",
     DropInternal = 22 => "drop_internal_network",
+    RedirectToContainer = 23 => "redirect_to_container",
+    RedirectToUplink = 24 => "redirect_to_uplink",
+    StackTtlExpiring = 25 => "stack_ttl_expiring",
+    StackNotViaUplink = 26 => "stack_not_via_uplink",
+    StackFragNeeded = 27 => "stack_frag_needed",
+    StackNotForThisHost = 28 => "stack_not_for_this_host",
+    TranslatedInXdp = 29 => "translated_in_xdp",
 }
 
-pub const REASON_COUNT: u32 = 23;
+pub const REASON_COUNT: u32 = 30;
 
 /// Value of `COUNTERS`.
 #[repr(C)]

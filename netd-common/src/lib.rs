@@ -6,7 +6,9 @@
 //! constructors that take `Ipv4Addr` and host-order ports.
 #![no_std]
 
+pub mod checksum;
 pub mod counters;
+pub mod fast_path;
 pub mod flow;
 pub mod maps;
 pub mod published;

@@ -5,11 +5,11 @@
 
 pub const PUBLISHED_PORTS: &str = "NETD_PORTS_V1";
 pub const FLOWS: &str = "NETD_FLOWS_V1";
-pub const NODE_CONFIG: &str = "NETD_CONFIG_V1";
+pub const NODE_CONFIG: &str = "NETD_CONFIG_V2";
 pub const NODE_ADDRS: &str = "NETD_ADDRS_V1";
 pub const MASQ_SUBNETS: &str = "NETD_MASQ_V1";
-pub const COUNTERS: &str = "NETD_COUNTERS_V2";
-pub const ENDPOINTS: &str = "NETD_ENDPOINTS_V2";
+pub const COUNTERS: &str = "NETD_COUNTERS_V3";
+pub const ENDPOINTS: &str = "NETD_ENDPOINTS_V3";
 pub const NETWORKS: &str = "NETD_NETWORKS_V1";
 pub const SOCKET_ORIGINS: &str = "NETD_SOCKETS_V1";
 
@@ -39,6 +39,10 @@ pub struct EndpointInfo {
     pub flags: u16,
     /// Its network's tag (as in `NETWORKS`).
     pub network: u32,
+    /// Its bridge's MAC address: frames to it are routed by the node, all others are
+    /// bridged (the fast path only takes the former).
+    pub gateway_mac: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 /// The endpoint's network has inter-container communication off (`enable_icc=false`).
@@ -63,6 +67,10 @@ pub struct NodeConfig {
     /// The node's network namespace (SO_NETNS_COOKIE): the socket hooks act only on
     /// sockets there; 0 turns them off.
     pub netns_cookie: u64,
+    /// The uplink's ifindex: where the egress fast path sends packets.
+    pub uplink_ifindex: u32,
+    /// `fast_path::FAST_PATH` when the redirects are on.
+    pub flags: u32,
 }
 
 /// `MASQ_SUBNETS` is an LPM trie keyed by (prefix length, network-order address) with a

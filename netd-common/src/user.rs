@@ -2,6 +2,7 @@
 
 use crate::{
     counters::Counter,
+    fast_path::XdpMeta,
     flow::{FlowEntry, FlowKey},
     maps::{EndpointInfo, NodeConfig},
     published::{Backend, PortKey},
@@ -27,7 +28,8 @@ pod!(
     EndpointInfo,
     Counter,
     SocketPeer,
-    SocketOrigin
+    SocketOrigin,
+    XdpMeta
 );
 
 /// The network-order `u32` the kernel programs compare with a packet's address bytes.

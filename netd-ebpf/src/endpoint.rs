@@ -4,6 +4,8 @@
 //! calling a published port through a node address is DNATed here, since such packets
 //! never reach the uplink. Calling its own published port, it is also SNATed to its
 //! gateway and the packet is sent straight back, so that the reply is translated here too.
+//! Last, with the fast path on: traffic routed out of the uplink is translated here and
+//! sent out of it directly.
 
 use aya_ebpf::{helpers::bpf_redirect, programs::TcContext};
 use netd_common::{
@@ -18,12 +20,13 @@ use netd_common::{
 
 use crate::{
     conntrack::{self, Half, Tuple},
-    guard,
+    fast_path, guard,
     maps::ENDPOINTS,
     parse::{IP_DST_OFF, Kind, Packet, parse_ipv4_l4},
     policy,
     program::{DROP, PASS, Verdict, apply, published_backend},
     stats::count,
+    uplink,
 };
 
 pub fn ingress(ctx: &TcContext) -> i32 {
@@ -61,7 +64,32 @@ fn decide(ctx: &TcContext, endpoint: Option<&EndpointInfo>) -> Verdict {
     }
     match pkt.starts_flow.then(|| published_backend(&pkt)).flatten() {
         Some(backend) => hairpin_new_flow(ctx, &pkt, &key, &backend, endpoint),
-        None => (Reason::NoMatch, PASS),
+        None => leave_by_uplink(ctx, &pkt, endpoint),
+    }
+}
+
+/// Fast path: traffic routed out of the uplink is translated here (SNAT, or reverse DNAT
+/// of a reply) and sent out directly. Otherwise, or when the fast path is off, the stack
+/// routes it and the uplink's egress program translates it.
+#[inline(always)]
+fn leave_by_uplink(ctx: &TcContext, pkt: &Packet, endpoint: Option<&EndpointInfo>) -> Verdict {
+    let (Some(config), Some(endpoint)) = (fast_path::config(), endpoint) else {
+        return (Reason::NoMatch, PASS);
+    };
+    let nexthop = match fast_path::route_via_uplink(ctx, pkt, endpoint, &config) {
+        Ok(nexthop) => nexthop,
+        Err(reason) => {
+            count(Hook::FastPath, reason, ctx.len());
+            return (Reason::NoMatch, PASS);
+        }
+    };
+    match uplink::translate_egress(ctx, pkt, ifindex(ctx)) {
+        (Reason::NoMatch, verdict) => (Reason::NoMatch, verdict),
+        (reason, PASS) => (
+            reason,
+            fast_path::out_of_uplink(ctx, nexthop, config.uplink_ifindex),
+        ),
+        dropped => dropped,
     }
 }
 

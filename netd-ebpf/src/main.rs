@@ -11,6 +11,8 @@ mod csum;
 #[cfg(target_arch = "bpf")]
 mod endpoint;
 #[cfg(target_arch = "bpf")]
+mod fast_path;
+#[cfg(target_arch = "bpf")]
 mod guard;
 #[cfg(target_arch = "bpf")]
 mod host_local;
@@ -34,6 +36,8 @@ mod stats;
 mod sweep;
 #[cfg(target_arch = "bpf")]
 mod uplink;
+#[cfg(target_arch = "bpf")]
+mod xdp;
 
 #[cfg(target_arch = "bpf")]
 mod programs {
@@ -87,6 +91,12 @@ mod programs {
     #[cgroup_sock_addr(getpeername4)]
     pub fn host_getpeername4(ctx: SockAddrContext) -> i32 {
         crate::host_local::restore_peer(&ctx)
+    }
+
+    /// XDP on the uplink: the ingress translation before the kernel builds an skb.
+    #[xdp]
+    pub fn uplink_xdp(ctx: XdpContext) -> u32 {
+        crate::xdp::uplink(&ctx)
     }
 
     /// Never attached by the daemon: the benchmark's frame generator. Run with

@@ -24,7 +24,7 @@ pub static PUBLISHED_PORTS: HashMap<PortKey, Backend> = HashMap::pinned(PUBLISHE
 #[map(name = "NETD_FLOWS_V1")]
 pub static FLOWS: HashMap<FlowKey, FlowEntry> = HashMap::pinned(FLOWS_MAX, 0);
 
-#[map(name = "NETD_CONFIG_V1")]
+#[map(name = "NETD_CONFIG_V2")]
 pub static NODE_CONFIG: Array<NodeConfig> = Array::pinned(1, 0);
 
 /// The node's own addresses: where a wildcard published port answers.
@@ -36,11 +36,11 @@ pub static NODE_ADDRS: HashMap<u32, u8> = HashMap::pinned(NODE_ADDRS_MAX, 0);
 pub static MASQ_SUBNETS: LpmTrie<u32, u8> =
     LpmTrie::pinned(MASQ_SUBNETS_MAX, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
-#[map(name = "NETD_COUNTERS_V2")]
+#[map(name = "NETD_COUNTERS_V3")]
 pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(HOOK_COUNT * REASON_COUNT, 0);
 
 /// Who is behind each container's host-side veth, by its ifindex.
-#[map(name = "NETD_ENDPOINTS_V2")]
+#[map(name = "NETD_ENDPOINTS_V3")]
 pub static ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::pinned(ENDPOINTS_MAX, 0);
 
 /// Every network's subnet, to its tag: which network a destination belongs to.

@@ -6,7 +6,7 @@
 //! 0). An ICMP error is parsed as the packet it quotes (`Kind::IcmpError`), since that is
 //! what finds its flow.
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::programs::{TcContext, XdpContext};
 use core::mem::offset_of;
 use netd_common::{PROTO_ICMP, PROTO_TCP, PROTO_UDP, counters::Reason, flow::SEEN_PACKET};
 use network_types::{
@@ -21,6 +21,7 @@ pub const IP_CSUM_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, check);
 pub const IP_SRC_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, src_addr);
 pub const IP_DST_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, dst_addr);
 const TCP_FLAGS_OFF: usize = L4_OFF + 13;
+pub const IP_TTL_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, ttl);
 const TCP_CSUM_OFF: usize = L4_OFF + 16;
 const UDP_CSUM_OFF: usize = L4_OFF + 6;
 pub const ICMP_CSUM_OFF: usize = L4_OFF + 2;
@@ -77,8 +78,33 @@ pub struct Packet {
     pub l4_csum_off: usize,
 }
 
+/// A packet's bytes as a program sees them: through `bpf_skb_load_bytes` at TC, directly
+/// at XDP. Parsing is the same for both.
+pub trait Frame {
+    fn load<T>(&self, off: usize) -> Result<T, ()>;
+}
+
+impl Frame for TcContext {
+    #[inline(always)]
+    fn load<T>(&self, off: usize) -> Result<T, ()> {
+        TcContext::load(self, off).map_err(|_| ())
+    }
+}
+
+impl Frame for XdpContext {
+    #[inline(always)]
+    fn load<T>(&self, off: usize) -> Result<T, ()> {
+        let at = self.data() + off;
+        if at + core::mem::size_of::<T>() > self.data_end() {
+            return Err(());
+        }
+        // SAFETY: bounds-checked against data_end just above.
+        Ok(unsafe { (at as *const T).read_unaligned() })
+    }
+}
+
 #[inline(always)]
-pub fn parse_ipv4_l4(ctx: &TcContext) -> Result<Packet, Reason> {
+pub fn parse_ipv4_l4<F: Frame>(ctx: &F) -> Result<Packet, Reason> {
     let eth: EthHdr = ctx.load(0).map_err(|_| Reason::Truncated)?;
     if eth.ether_type != EtherType::Ipv4 as u16 {
         return Err(Reason::NotIpv4);
@@ -93,7 +119,7 @@ pub fn parse_ipv4_l4(ctx: &TcContext) -> Result<Packet, Reason> {
 
 /// An IPv4 header without options, not a fragment.
 #[inline(always)]
-fn ipv4_header(ctx: &TcContext, off: usize) -> Result<Ipv4Hdr, Reason> {
+fn ipv4_header<F: Frame>(ctx: &F, off: usize) -> Result<Ipv4Hdr, Reason> {
     let ip: Ipv4Hdr = ctx.load(off).map_err(|_| Reason::Truncated)?;
     if ip.vihl != 0x45 {
         return Err(if ip.vihl >> 4 != 4 {
@@ -110,7 +136,7 @@ fn ipv4_header(ctx: &TcContext, off: usize) -> Result<Ipv4Hdr, Reason> {
 }
 
 #[inline(always)]
-fn transport(ctx: &TcContext, ip: &Ipv4Hdr) -> Result<Packet, Reason> {
+fn transport<F: Frame>(ctx: &F, ip: &Ipv4Hdr) -> Result<Packet, Reason> {
     let proto = ip.proto as u8;
     let (l4_csum_off, l4_last_byte) = if proto == PROTO_TCP {
         (TCP_CSUM_OFF, L4_OFF + TCP_HDR_LEN - 1)
@@ -143,7 +169,7 @@ fn transport(ctx: &TcContext, ip: &Ipv4Hdr) -> Result<Packet, Reason> {
 }
 
 #[inline(always)]
-fn icmp(ctx: &TcContext, ip: &Ipv4Hdr) -> Result<Packet, Reason> {
+fn icmp<F: Frame>(ctx: &F, ip: &Ipv4Hdr) -> Result<Packet, Reason> {
     let header: [u8; ICMP_HDR_LEN] = ctx.load(L4_OFF).map_err(|_| Reason::Truncated)?;
     let id = u16::from_ne_bytes([header[4], header[5]]);
     let (src_port, dst_port) = match header[0] {
@@ -169,7 +195,7 @@ fn icmp(ctx: &TcContext, ip: &Ipv4Hdr) -> Result<Packet, Reason> {
 
 /// The TCP or UDP packet an ICMP error quotes (its first 8 bytes of L4 at least).
 #[inline(always)]
-fn icmp_error(ctx: &TcContext) -> Result<Packet, Reason> {
+fn icmp_error<F: Frame>(ctx: &F) -> Result<Packet, Reason> {
     let inner = ipv4_header(ctx, INNER_IP_OFF)?;
     let proto = inner.proto as u8;
     if proto != PROTO_TCP && proto != PROTO_UDP {

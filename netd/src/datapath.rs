@@ -16,13 +16,14 @@ use aya::{
     maps::{self, Array, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
     programs::{
         CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, TestRun, TestRunOptions,
-        links::FdLink,
+        Xdp, XdpMode, links::FdLink,
     },
 };
 use ipnet::Ipv4Net;
-use log::info;
+use log::{info, warn};
 use netd_common::{
     counters::{Counter, HOOK_COUNT, Hook, REASON_COUNT, Reason, counter_index},
+    fast_path::FAST_PATH,
     flow::{FlowEntry, FlowKey},
     maps::{self as names, EndpointInfo, MASQ_VALUE, NetworkTag, NodeConfig, SWEEP_BATCH},
     published::{Backend, PortKey},
@@ -72,6 +73,40 @@ pub const UPLINK_PROGRAMS: [(&str, TcAttachType); 2] = [
     ("uplink_egress", TcAttachType::Egress),
 ];
 
+/// The uplink's XDP program (`--xdp`).
+pub const XDP_PROGRAM: &str = "uplink_xdp";
+
+/// `--xdp`: how to run the XDP program on the uplink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpRequest {
+    /// Native (driver) mode where the uplink's driver has it, else no XDP.
+    Auto,
+    /// Native mode, or fail.
+    Native,
+    /// Generic (skb) mode: slower than TC, for testing on drivers without XDP.
+    Generic,
+    /// No XDP: TC does all the translation.
+    Off,
+}
+
+/// The XDP mode in use on the uplink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpInUse {
+    Native,
+    Generic,
+    Off,
+}
+
+impl XdpInUse {
+    pub fn name(self) -> &'static str {
+        match self {
+            XdpInUse::Native => "native",
+            XdpInUse::Generic => "generic",
+            XdpInUse::Off => "off",
+        }
+    }
+}
+
 /// The program on each container's host-side veth (TC ingress).
 pub const ENDPOINT_PROGRAM: &str = "endpoint_ingress";
 /// Run by the collector, never attached (see `sweep_flows`).
@@ -118,6 +153,10 @@ impl Datapath {
                 .load()
                 .with_context(|| format!("verify program {name}"))?;
         }
+        datapath
+            .xdp_program()?
+            .load()
+            .with_context(|| format!("verify program {XDP_PROGRAM}"))?;
         Ok(datapath)
     }
 
@@ -147,19 +186,70 @@ impl Datapath {
     ) -> Result<()> {
         let path = self.links.join(pin);
         let prog = self.program(name)?;
-        match pins::update_pinned_link(&path, prog.fd()?.as_fd()) {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(e) => {
-                log::warn!("{e:#}: attaching afresh");
-                pins::remove_link(&path);
-            }
+        if swap_into_pinned_link(&path, prog.fd()?.as_fd()) {
+            return Ok(());
         }
         let id = prog
             .attach(iface, attach)
             .with_context(|| format!("attach {name} to {iface}"))?;
         let link = FdLink::try_from(prog.take_link(id)?)?;
         pins::pin_link(link, &path)
+    }
+
+    /// Attach the XDP program to the uplink as `want` says, or swap it into the link a
+    /// previous daemon pinned for the same mode. An XDP link of another mode is removed
+    /// first (an interface cannot run native and generic XDP at once), and all of them
+    /// for `off`. Returns the mode in use.
+    pub fn attach_xdp(&mut self, uplink: &str, want: XdpRequest) -> Result<XdpInUse> {
+        let mode = match want {
+            XdpRequest::Auto | XdpRequest::Native => XdpInUse::Native,
+            XdpRequest::Generic => XdpInUse::Generic,
+            XdpRequest::Off => {
+                pins::retain_links(&self.links, "xdp-", &[]);
+                return Ok(XdpInUse::Off);
+            }
+        };
+        let pin = format!("xdp-{uplink}-{}", mode.name());
+        pins::retain_links(&self.links, "xdp-", std::slice::from_ref(&pin));
+        match self.attach_xdp_pinned(uplink, mode, &pin) {
+            Ok(()) => {
+                info!("XDP attached to uplink {uplink} in {} mode", mode.name());
+                Ok(mode)
+            }
+            Err(e) if want == XdpRequest::Auto => {
+                warn!("XDP in native mode on {uplink}: {e:#}; running without XDP");
+                pins::retain_links(&self.links, "xdp-", &[]);
+                Ok(XdpInUse::Off)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn attach_xdp_pinned(&mut self, uplink: &str, mode: XdpInUse, pin: &str) -> Result<()> {
+        let path = self.links.join(pin);
+        let prog = self.xdp_program()?;
+        if swap_into_pinned_link(&path, prog.fd()?.as_fd()) {
+            return Ok(());
+        }
+        let flags = if mode == XdpInUse::Generic {
+            XdpMode::Skb
+        } else {
+            XdpMode::Driver
+        };
+        let id = prog
+            .attach(uplink, flags)
+            .with_context(|| format!("attach {XDP_PROGRAM} to {uplink}"))?;
+        let link = FdLink::try_from(prog.take_link(id)?)?;
+        pins::pin_link(link, &path)
+    }
+
+    /// The uplink's XDP program, e.g. for `BPF_PROG_TEST_RUN`.
+    pub fn xdp_program(&mut self) -> Result<&mut Xdp> {
+        self.ebpf
+            .program_mut(XDP_PROGRAM)
+            .with_context(|| format!("program {XDP_PROGRAM} missing"))?
+            .try_into()
+            .with_context(|| format!("program {XDP_PROGRAM} is not XDP"))
     }
 
     /// Attach the endpoint program to a container's host-side veth and say who is behind
@@ -290,19 +380,15 @@ impl Datapath {
             .with_context(|| format!("map {name} missing"))
     }
 
-    /// `netns_cookie`: the node's network namespace, where the socket hooks act (0: off).
-    pub fn set_node_config(
-        &mut self,
-        snat_addr: Ipv4Addr,
-        snat_ports: (u16, u16),
-        netns_cookie: u64,
-    ) -> Result<()> {
+    pub fn set_node_config(&mut self, node: &NodeSettings) -> Result<()> {
         let mut config: Array<_, NodeConfig> = Array::try_from(self.map_mut(names::NODE_CONFIG)?)?;
         let value = NodeConfig {
-            snat_addr: addr_be(snat_addr),
-            snat_port_min: snat_ports.0,
-            snat_port_max: snat_ports.1,
-            netns_cookie,
+            snat_addr: addr_be(node.snat_addr),
+            snat_port_min: node.snat_ports.0,
+            snat_port_max: node.snat_ports.1,
+            netns_cookie: node.netns_cookie,
+            uplink_ifindex: node.uplink_ifindex,
+            flags: if node.fast_path { FAST_PATH } else { 0 },
         };
         config.set(0, value, 0).context("write node config")
     }
@@ -520,6 +606,31 @@ impl Datapath {
         }
         debug_assert_eq!(out.len() as u32, HOOK_COUNT * REASON_COUNT);
         Ok(out)
+    }
+}
+
+/// The node-wide settings the programs read.
+pub struct NodeSettings {
+    /// The uplink's address: masqueraded traffic leaves with it.
+    pub snat_addr: Ipv4Addr,
+    pub snat_ports: (u16, u16),
+    /// The node's network namespace, where the socket hooks act (0: off).
+    pub netns_cookie: u64,
+    pub uplink_ifindex: u32,
+    /// Redirect translated packets straight into containers and out of the uplink.
+    pub fast_path: bool,
+}
+
+/// Swap `prog` into the link pinned at `path`; `false` when there is none, or when the
+/// pinned link cannot take it (its interface is gone; the pin is removed then).
+fn swap_into_pinned_link(path: &Path, prog: std::os::fd::BorrowedFd<'_>) -> bool {
+    match pins::update_pinned_link(path, prog) {
+        Ok(updated) => updated,
+        Err(e) => {
+            warn!("{e:#}: attaching afresh");
+            pins::remove_link(path);
+            false
+        }
     }
 }
 

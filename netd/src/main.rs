@@ -1,7 +1,7 @@
 //! netd: container networking with an eBPF data path. One binary: `netd daemon` and the
 //! CLI that talks to it over the API socket.
 
-use netd::{api, cli, daemon, ports, process};
+use netd::{api, cli, daemon, datapath::XdpRequest, ports, process};
 
 use std::path::PathBuf;
 
@@ -94,6 +94,21 @@ struct DaemonArgs {
     /// A group (name or number) whose members may use the API socket besides root.
     #[arg(long)]
     socket_group: Option<String>,
+    /// XDP on the uplink: translate published-port and reply traffic before the kernel
+    /// builds a packet buffer. `auto`: native mode where the driver has it, else off;
+    /// `generic` is slower than TC and meant for testing.
+    #[arg(long, value_enum, default_value_t = XdpRequest::Auto)]
+    xdp: XdpRequest,
+    /// Deliver translated packets straight into containers (bpf_redirect_peer) and out of
+    /// the uplink (bpf_redirect_neigh), past the bridge and the node's forwarding.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    fast_path: OnOff,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 fn main() -> std::process::ExitCode {
@@ -154,6 +169,8 @@ fn run_daemon(
         gc_interval: std::time::Duration::from_secs(args.conntrack_gc_interval),
         socket_group,
         notifier,
+        xdp: args.xdp,
+        fast_path: args.fast_path == OnOff::On,
     };
     tokio::runtime::Runtime::new()?.block_on(daemon::run(config))?;
     Ok(std::process::ExitCode::SUCCESS)

@@ -105,13 +105,14 @@ impl Netlink {
             .with_context(|| format!("link {index} has no name"))
     }
 
-    /// The bridge `name` with `gateway/prefix` on it, up, with `mtu` if given; created if
-    /// missing.
+    /// The bridge `name` with `gateway/prefix` on it, MAC address `mac`, up, with `mtu` if
+    /// given; created if missing. The MAC is set, as Docker does, so that it does not
+    /// change as ports join and leave (the kernel otherwise takes the lowest port's).
     pub async fn ensure_bridge(
         &self,
         name: &str,
-        gateway: Ipv4Addr,
-        prefix: u8,
+        (gateway, prefix): (Ipv4Addr, u8),
+        mac: [u8; 6],
         mtu: Option<u32>,
     ) -> Result<u32> {
         let index = match self.link_index(name).await? {
@@ -135,6 +136,9 @@ impl Netlink {
             .any(|(i, net)| *i == index && net.addr() == gateway);
         if !has_gateway {
             self.add_address(index, gateway, prefix).await?;
+        }
+        if self.link_mac(name).await? != Some(mac) {
+            self.set_mac(index, mac).await?;
         }
         if let Some(mtu) = mtu {
             self.set_mtu(index, mtu).await?;

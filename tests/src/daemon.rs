@@ -24,6 +24,53 @@ pub fn netd_bin() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/netd"))
 }
 
+/// `netd daemon` flags every test daemon gets, from $NETD_TEST_DATAPATH (pairs such as
+/// `--fast-path off --xdp generic`): `cargo xtask test` runs the end-to-end suite once
+/// per data-path combination. A flag the test gives itself wins.
+pub const DATAPATH_VAR: &str = "NETD_TEST_DATAPATH";
+
+fn datapath_flags(extra: &[&str]) -> Vec<String> {
+    let spec = std::env::var(DATAPATH_VAR).unwrap_or_default();
+    let words: Vec<&str> = spec.split_whitespace().collect();
+    words
+        .chunks(2)
+        .filter(|pair| !extra.contains(&pair[0]))
+        .flat_map(|pair| pair.iter().map(|w| w.to_string()))
+        .collect()
+}
+
+/// The data path under test really took the paths its `netd info` reports, after traffic
+/// both ways through a published port or masquerade: with the fast path on, packets were
+/// redirected into the container and out of the uplink (and none with it off); with XDP,
+/// the XDP program translated some. A requested XDP mode must be the one in use.
+pub fn assert_fast_paths_taken(d: &Daemon) {
+    let info = d.info().unwrap();
+    let fast_path = info["fast_path"].as_str().unwrap().to_string();
+    let xdp = info["xdp"].as_str().unwrap().to_string();
+    let redirected = |reason| d.counter("FastPath", reason).unwrap();
+    if fast_path == "on" {
+        assert!(redirected("redirect_to_container") >= 1, "{info}");
+        assert!(redirected("redirect_to_uplink") >= 1, "{info}");
+    } else {
+        assert_eq!(redirected("redirect_to_container"), 0, "{info}");
+        assert_eq!(redirected("redirect_to_uplink"), 0, "{info}");
+    }
+    let spec = std::env::var(DATAPATH_VAR).unwrap_or_default();
+    let words: Vec<&str> = spec.split_whitespace().collect();
+    if let Some(pair) = words.chunks(2).find(|p| p[0] == "--xdp" && p.len() == 2)
+        && pair[1] != "auto"
+    {
+        assert_eq!(xdp, pair[1], "the XDP mode asked for is the one in use");
+    }
+    if xdp != "off" {
+        let in_xdp: u64 = ["dnat_new_flow", "translated_established", "snat_reply"]
+            .iter()
+            .map(|r| d.counter("UplinkXdp", r).unwrap())
+            .sum();
+        assert!(in_xdp >= 1, "XDP ({xdp}) translated nothing: {info}");
+    }
+}
+
 pub struct Daemon {
     pub node: String,
     pub dir: PathBuf,
@@ -78,6 +125,7 @@ impl Daemon {
         let cgroup = dir.join("cgroup").join(format!("netd-test-{}", node.name));
         fs::create_dir_all(&cgroup)?;
         let mut flags: Vec<String> = vec!["--cgroup".into(), cgroup.to_string_lossy().into_owned()];
+        flags.extend(datapath_flags(extra));
         flags.extend(extra.iter().map(|f| f.to_string()));
         let mut daemon = Daemon {
             node: node.name.clone(),
@@ -244,6 +292,24 @@ impl Daemon {
             .filter(|c| c["hook"] == hook && c["reason"] == reason)
             .map(|c| c["packets"].as_u64().unwrap_or(0))
             .sum())
+    }
+
+    /// Packets counted for `reason` wherever this data path translates traffic arriving
+    /// from the network (TC on the uplink, or XDP before it).
+    pub fn from_network(&self, reason: &str) -> Result<u64> {
+        Ok(self.counter("UplinkIngress", reason)? + self.counter("UplinkXdp", reason)?)
+    }
+
+    /// Packets counted for `reason` wherever this data path translates traffic leaving
+    /// through the uplink (TC on the uplink, or on the container's veth with the fast
+    /// path on).
+    pub fn to_network(&self, reason: &str) -> Result<u64> {
+        Ok(self.counter("UplinkEgress", reason)? + self.counter("EndpointIngress", reason)?)
+    }
+
+    /// `netd info`, parsed.
+    pub fn info(&self) -> Result<serde_json::Value> {
+        Ok(serde_json::from_str(&self.cli_ok(&["info"])?)?)
     }
 
     /// Run `args` as a process of namespace `ns` inside the daemon's cgroup (where the

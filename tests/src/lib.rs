@@ -17,7 +17,7 @@ pub mod daemon;
 pub mod echo;
 pub mod netns;
 
-pub use daemon::Daemon;
+pub use daemon::{Daemon, assert_fast_paths_taken};
 pub use echo::{EchoServer, Proto, echo_fails, echo_once, udp_echo_from};
 pub use netns::{Netns, Sandbox, require_root, unique_name};
 

@@ -81,11 +81,7 @@ fn snat_port_exhaustion_is_counted_not_corrupting() {
         "a fourth remapped flow to the same destination has no port"
     );
 
-    assert!(
-        d.counter("UplinkEgress", "drop_snat_ports_exhausted")
-            .unwrap()
-            >= 1
-    );
+    assert!(d.to_network("drop_snat_ports_exhausted").unwrap() >= 1);
     let mut peers = server.peers();
     peers.sort();
     peers.dedup();
@@ -115,7 +111,7 @@ fn full_flow_table_is_counted() {
     echo_once(&sb.ext.path(), Proto::Tcp, published).unwrap();
     assert!(echo_once(&sb.ext.path(), Proto::Tcp, published).is_err());
 
-    assert!(d.counter("UplinkIngress", "drop_flow_table_full").unwrap() >= 1);
+    assert!(d.from_network("drop_flow_table_full").unwrap() >= 1);
     assert_eq!(flows(&d).len(), 2, "the table holds whole flows only");
 }
 

@@ -1,7 +1,8 @@
 //! Container egress leaves through the uplink masqueraded to the node's address.
 
 use netd_tests::{
-    Daemon, EchoServer, Proto, Sandbox, addr, echo_once, require_root, udp_echo_from,
+    Daemon, EchoServer, Proto, Sandbox, addr, assert_fast_paths_taken, echo_once, require_root,
+    udp_echo_from,
 };
 
 #[test]
@@ -29,8 +30,9 @@ fn masqueraded_egress_is_seen_with_node_address() {
             );
         }
     }
-    assert!(d.counter("UplinkEgress", "snat_new_flow").unwrap() >= 2);
-    assert!(d.counter("UplinkIngress", "snat_reply").unwrap() >= 2);
+    assert!(d.to_network("snat_new_flow").unwrap() >= 2);
+    assert!(d.from_network("snat_reply").unwrap() >= 2);
+    assert_fast_paths_taken(&d);
 }
 
 #[test]

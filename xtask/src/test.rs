@@ -1,12 +1,40 @@
 //! `cargo xtask test`: setup, build, then every test of the workspace (unit, datapath
-//! with BPF_PROG_TEST_RUN, end to end in network namespaces), as root, and the benchmark's
-//! quick matrix as a smoke test: it fails unless every datapath produced numbers and
-//! really translated (the servers saw the expected addresses, the datapath's own
-//! counters moved). Timings are reported, never asserted.
+//! with BPF_PROG_TEST_RUN, end to end in network namespaces), as root; the end-to-end
+//! suite again under every other data-path combination (fast path on and off, XDP
+//! native, generic and off); and the benchmark's quick matrix as a smoke test: it fails
+//! unless every datapath produced numbers and really translated (the servers saw the
+//! expected addresses, the datapath's own counters moved). Timings are reported, never
+//! asserted.
 
-use anyhow::Result;
+use std::{
+    fs,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
 
-use crate::cmd::{build_workspace, cargo, require_root, run as run_cmd, target_dir};
+use anyhow::{Context, Result, bail};
+
+use crate::cmd::{
+    build_workspace, cargo, require_root, run as run_cmd, target_dir, workspace_root,
+};
+
+/// End-to-end test binaries run at once for the other combinations: each test builds its
+/// own namespaces, so they do not interfere; three keep a 2-CPU machine busy without
+/// starving the timing-sensitive ones.
+const PARALLEL: usize = 3;
+
+/// The data-path combinations the end-to-end suite runs under besides the default one
+/// (`--fast-path on --xdp auto`, which is native XDP on the tests' veth uplinks). The
+/// harness passes them to every test daemon (NETD_TEST_DATAPATH).
+const OTHER_COMBINATIONS: [&str; 5] = [
+    "--fast-path on --xdp generic",
+    "--fast-path on --xdp off",
+    "--fast-path off --xdp native",
+    "--fast-path off --xdp generic",
+    "--fast-path off --xdp off",
+];
 
 pub fn run(extra: &[String]) -> Result<()> {
     require_root("cargo xtask test")?;
@@ -20,9 +48,129 @@ pub fn run(extra: &[String]) -> Result<()> {
             .env("NETD_BIN", target_dir().join("debug/netd")),
     )?;
     if !extra.is_empty() {
-        println!("test: a filter was given; the benchmark smoke test is skipped");
+        println!(
+            "test: a filter was given; the other data-path combinations and the benchmark smoke test are skipped"
+        );
         return Ok(());
     }
+    run_combinations()?;
     println!("test: benchmark smoke test (cargo xtask bench --quick)");
     crate::bench::run(true, &[])
+}
+
+/// The end-to-end suite under every other combination: each test binary once per
+/// combination, a few at a time, the longest first. Output goes to a log per run
+/// (`target/test-logs/`); a failing run's log is printed.
+fn run_combinations() -> Result<()> {
+    let binaries = e2e_binaries()?;
+    let logs = target_dir().join("test-logs");
+    fs::create_dir_all(&logs)?;
+    let mut jobs: Vec<(&str, PathBuf)> = OTHER_COMBINATIONS
+        .iter()
+        .flat_map(|c| binaries.iter().map(move |b| (*c, b.clone())))
+        .collect();
+    // The reconcile suite (a thousand create/remove cycles) takes longest: start those
+    // first. Popped from the end.
+    jobs.sort_by_key(|(_, b)| name_of(b).starts_with("reconcile"));
+    let total = jobs.len();
+    println!(
+        "test: end-to-end suite under {} more data-path combinations ({total} runs, {PARALLEL} at a time; logs in {})",
+        OTHER_COMBINATIONS.len(),
+        logs.display()
+    );
+    let started = Instant::now();
+    let mut running: Vec<(String, PathBuf, Instant, Child)> = Vec::new();
+    let (mut done, mut failed) = (0, Vec::new());
+    while !jobs.is_empty() || !running.is_empty() {
+        while running.len() < PARALLEL
+            && let Some((combination, binary)) = jobs.pop()
+        {
+            let log = logs.join(format!(
+                "{}--{}.log",
+                combination.replace(['-', ' '], ""),
+                name_of(&binary)
+            ));
+            let out = fs::File::create(&log)?;
+            let child = Command::new(&binary)
+                .current_dir(workspace_root().join("tests"))
+                .env("NETD_BIN", target_dir().join("debug/netd"))
+                .env("NETD_TEST_DATAPATH", combination)
+                .stdin(Stdio::null())
+                .stdout(out.try_clone()?)
+                .stderr(out)
+                .spawn()
+                .with_context(|| format!("start {}", binary.display()))?;
+            running.push((combination.to_string(), log, Instant::now(), child));
+        }
+        thread::sleep(Duration::from_millis(100));
+        let mut i = 0;
+        while i < running.len() {
+            let Some(status) = running[i].3.try_wait()? else {
+                i += 1;
+                continue;
+            };
+            let (combination, log, since, _) = running.swap_remove(i);
+            done += 1;
+            let verdict = if status.success() { "ok" } else { "FAILED" };
+            println!(
+                "test: [{done}/{total}] {verdict:6} {:40} `{combination}` ({:.1}s)",
+                log.file_stem().unwrap_or_default().to_string_lossy(),
+                since.elapsed().as_secs_f64()
+            );
+            if !status.success() {
+                failed.push(log);
+            }
+        }
+    }
+    for log in &failed {
+        println!("---- {} ----", log.display());
+        println!("{}", fs::read_to_string(log).unwrap_or_default());
+    }
+    if !failed.is_empty() {
+        bail!("{} end-to-end runs failed (logs above)", failed.len());
+    }
+    println!(
+        "test: end-to-end suite passed under every combination in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The end-to-end test executables, built if needed.
+fn e2e_binaries() -> Result<Vec<PathBuf>> {
+    let out = cargo()
+        .args(["test", "-p", "netd-tests", "--tests", "--no-run"])
+        .args(["--message-format", "json-render-diagnostics"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("build the end-to-end tests")?;
+    if !out.status.success() {
+        bail!("building the end-to-end tests failed");
+    }
+    let mut binaries = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let is_test = msg["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "test"));
+        if msg["reason"] == "compiler-artifact"
+            && is_test
+            && let Some(exe) = msg["executable"].as_str()
+        {
+            binaries.push(PathBuf::from(exe));
+        }
+    }
+    if binaries.is_empty() {
+        bail!("no end-to-end test binaries found");
+    }
+    Ok(binaries)
+}
+
+/// `conntrack` for `target/debug/deps/conntrack-0123abcd`.
+fn name_of(binary: &std::path::Path) -> String {
+    let stem = binary.file_name().unwrap_or_default().to_string_lossy();
+    stem.rsplit_once('-')
+        .map_or(stem.to_string(), |(name, _)| name.to_string())
 }

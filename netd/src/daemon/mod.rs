@@ -49,6 +49,10 @@ pub struct DaemonConfig {
     pub socket_group: Option<u32>,
     /// systemd's readiness notification.
     pub notifier: crate::notify::Notifier,
+    /// `--xdp`: XDP on the uplink.
+    pub xdp: datapath::XdpRequest,
+    /// `--fast-path`: redirects past the bridge and the node's forwarding.
+    pub fast_path: bool,
 }
 
 struct Inner {
@@ -61,6 +65,8 @@ struct Inner {
     uplink_addr: Ipv4Addr,
     snat_ports: PortRange,
     ephemeral: EphemeralPorts,
+    xdp: datapath::XdpInUse,
+    fast_path: bool,
 }
 
 pub struct Daemon {
@@ -94,12 +100,20 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let state_dir = std::fs::canonicalize(&config.state_dir)?;
     let state = store.load()?;
     let mut datapath = Datapath::load(&config.bpffs_dir, config.flow_table_size)?;
+    datapath.set_node_config(&datapath::NodeSettings {
+        snat_addr: uplink_addr,
+        snat_ports: (config.snat_ports.start, config.snat_ports.end),
+        netns_cookie: datapath::netns_cookie()?,
+        uplink_ifindex: uplink_index,
+        fast_path: config.fast_path,
+    })?;
     datapath.attach(&uplink)?;
-    datapath.set_node_config(
-        uplink_addr,
-        (config.snat_ports.start, config.snat_ports.end),
-        datapath::netns_cookie()?,
-    )?;
+    let xdp = datapath.attach_xdp(&uplink, config.xdp)?;
+    info!(
+        "fast path {}, XDP {}",
+        if config.fast_path { "on" } else { "off" },
+        xdp.name()
+    );
     match config.cgroup.clone().or_else(datapath::cgroup2_mount) {
         Some(cgroup) => datapath.attach_host_local(&cgroup)?,
         None => warn!(
@@ -119,6 +133,8 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             uplink_addr,
             snat_ports: config.snat_ports,
             ephemeral: EphemeralPorts::from_node(),
+            xdp,
+            fast_path: config.fast_path,
         }),
         me: me.clone(),
     });
@@ -349,6 +365,8 @@ impl Inner {
             "uplink": self.uplink,
             "uplink_address": self.uplink_addr,
             "snat_ports": format!("{}-{}", self.snat_ports.start, self.snat_ports.end),
+            "fast_path": if self.fast_path { "on" } else { "off" },
+            "xdp": self.xdp.name(),
             "networks": self.state.networks.keys().collect::<Vec<_>>(),
             "containers": self.state.containers.len(),
             "map_entries": maps,

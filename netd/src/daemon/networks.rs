@@ -196,7 +196,12 @@ impl Inner {
     /// The bridge and the data path's view of a network; idempotent.
     pub(super) async fn realize_network(&mut self, n: &Network) -> Result<()> {
         self.netlink
-            .ensure_bridge(&n.bridge, n.gateway, n.subnet.prefix_len(), n.mtu)
+            .ensure_bridge(
+                &n.bridge,
+                (n.gateway, n.subnet.prefix_len()),
+                endpoint::mac_for(n.gateway),
+                n.mtu,
+            )
             .await?;
         self.datapath.set_network(n.subnet, Some(n.tag))?;
         self.datapath.set_masquerade(n.subnet, n.masquerade)
@@ -287,6 +292,8 @@ impl Inner {
             mac: endpoint::parse_mac(&e.mac).unwrap_or_else(|| endpoint::mac_for(e.ip)),
             flags,
             network: n.tag,
+            gateway_mac: endpoint::mac_for(n.gateway),
+            _pad: [0; 2],
         }
     }
 

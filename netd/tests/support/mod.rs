@@ -11,7 +11,7 @@ use std::{
 
 use aya::programs::{TestRun, TestRunOptions};
 use netd::{
-    datapath::Datapath,
+    datapath::{Datapath, NodeSettings},
     ports::{PortBinding, Proto},
 };
 use netd_common::{maps::EndpointInfo, user::addr_be};
@@ -22,6 +22,9 @@ pub const SYN: u8 = 0x02;
 pub const ACK: u8 = 0x10;
 pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_REDIRECT: u32 = 7;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
 
 pub const ETH: usize = 14;
 
@@ -37,7 +40,7 @@ pub const LO: u32 = 1;
 
 pub fn standard_node() -> TestDatapath {
     let mut t = TestDatapath::new();
-    t.dp.set_node_config(NODE, (61000, 65535), 0).unwrap();
+    t.dp.set_node_config(&node_settings(false)).unwrap();
     t.dp.set_node_addrs(&[NODE]).unwrap();
     t.dp.set_masquerade("172.17.0.0/16".parse().unwrap(), true)
         .unwrap();
@@ -54,6 +57,17 @@ pub fn standard_node() -> TestDatapath {
         .unwrap();
     t.dp.register_endpoint(LO, &endpoint_info(0)).unwrap();
     t
+}
+
+/// The standard node's settings, with the fast paths on or off.
+pub fn node_settings(fast_path: bool) -> NodeSettings {
+    NodeSettings {
+        snat_addr: NODE,
+        snat_ports: (61000, 65535),
+        netns_cookie: 0,
+        uplink_ifindex: LO,
+        fast_path,
+    }
 }
 
 /// The network CONTAINER is on, in the data path.
@@ -74,8 +88,13 @@ pub fn endpoint_at(addr: Ipv4Addr, flags: u16) -> EndpointInfo {
         mac: CONTAINER_MAC,
         flags,
         network: NETWORK_TAG,
+        gateway_mac: GATEWAY_MAC,
+        _pad: [0; 2],
     }
 }
+
+/// The MAC address of CONTAINER's gateway (its bridge).
+pub const GATEWAY_MAC: [u8; 6] = [0x02, 0x42, 172, 17, 0, 1];
 
 /// A data path loaded (not attached) with maps pinned in a private bpffs mount.
 pub struct TestDatapath {
@@ -120,6 +139,25 @@ impl TestDatapath {
             .unwrap();
         out.truncate(result.data_size_out as usize);
         (result.return_value, out)
+    }
+
+    /// Run the uplink's XDP program once on `frame`: the verdict, the metadata it left in
+    /// front of the frame (empty if none), and the frame as it came out.
+    pub fn run_xdp(&mut self, frame: &[u8]) -> (u32, Vec<u8>, Vec<u8>) {
+        let mut out = vec![0u8; frame.len() + 256];
+        let prog = self.dp.xdp_program().unwrap();
+        let result = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .unwrap();
+        out.truncate(result.data_size_out as usize);
+        // data_out starts at data_meta: the metadata, then the frame.
+        let meta = out.len().saturating_sub(frame.len());
+        let frame_out = out.split_off(meta);
+        (result.return_value, out, frame_out)
     }
 }
 

@@ -1,0 +1,126 @@
+//! XDP on the uplink: the uplink's ingress translation (`uplink::ingress_flow`: replies to
+//! masqueraded flows, published-port connections, new and established) done before the
+//! kernel builds an skb, for TCP and UDP. Checksums are fixed with netd-common's
+//! incremental `checksum` module (XDP has no checksum helpers); frames from the network
+//! carry complete checksums. The translated packet goes on (XDP_PASS) with a note
+//! (`XdpMeta`) naming its container, so that the TC program only delivers it. ICMP,
+//! fragments and whatever XDP does not own pass unchanged, for TC to handle as ever.
+//! This program only sees traffic arriving from the network: container traffic, whose
+//! checksums are partial, is never translated here.
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    helpers::bpf_xdp_adjust_meta,
+    programs::XdpContext,
+};
+use netd_common::{
+    PROTO_ICMP, PROTO_UDP,
+    checksum::{replace16, replace32, udp_wire},
+    counters::{Hook, Reason},
+    fast_path::{XDP_META_MAGIC, XdpMeta},
+    flow::FlowEntry,
+};
+
+use crate::{
+    parse::{Frame, IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF, Kind, Packet, parse_ipv4_l4},
+    stats::count,
+    uplink,
+};
+
+pub fn uplink(ctx: &XdpContext) -> u32 {
+    let len = (ctx.data_end() - ctx.data()) as u32;
+    let (reason, action) = match parse_ipv4_l4(ctx) {
+        Ok(pkt) if pkt.kind == Kind::Flow && pkt.proto != PROTO_ICMP => translate(ctx, &pkt),
+        Ok(_) => (Reason::OtherProto, XDP_PASS),
+        Err(reason) => (reason, XDP_PASS),
+    };
+    count(Hook::UplinkXdp, reason, len);
+    action
+}
+
+#[inline(always)]
+fn translate(ctx: &XdpContext, pkt: &Packet) -> (Reason, u32) {
+    let (entry, reason) = match uplink::ingress_flow(pkt) {
+        Ok(found) => found,
+        Err(Reason::NoMatch) => return (Reason::NoMatch, XDP_PASS),
+        Err(reason) => return (reason, XDP_DROP),
+    };
+    if rewrite(ctx, pkt, &entry).is_err() {
+        return (Reason::DropRewriteFailed, XDP_DROP);
+    }
+    // Without the note the translated packet is still right: the stack routes it.
+    let _ = leave_note(ctx, entry.ifindex);
+    (reason, XDP_PASS)
+}
+
+/// Write the entry's tuple into the frame, and fix the IPv4 and L4 checksums for it. A
+/// UDP checksum of 0 ("none") stays 0.
+#[inline(always)]
+fn rewrite(ctx: &XdpContext, pkt: &Packet, to: &FlowEntry) -> Result<(), ()> {
+    let mut ip_csum: u16 = ctx.load(IP_CSUM_OFF)?;
+    let mut l4_csum: u16 = ctx.load(pkt.l4_csum_off)?;
+    let udp = pkt.proto == PROTO_UDP;
+    let l4_summed = !(udp && l4_csum == 0);
+    let addrs = [
+        (IP_SRC_OFF, pkt.src_addr, to.src_addr),
+        (IP_DST_OFF, pkt.dst_addr, to.dst_addr),
+    ];
+    for (off, old, new) in addrs {
+        if old != new {
+            ip_csum = replace32(ip_csum, old, new);
+            if l4_summed {
+                l4_csum = replace32(l4_csum, old, new);
+            }
+            store(ctx, off, new)?;
+        }
+    }
+    let ports = [
+        (pkt.src_port_off, pkt.src_port, to.src_port),
+        (pkt.dst_port_off, pkt.dst_port, to.dst_port),
+    ];
+    for (off, old, new) in ports {
+        if old != new {
+            if l4_summed {
+                l4_csum = replace16(l4_csum, old, new);
+            }
+            store(ctx, off, new)?;
+        }
+    }
+    if udp && l4_summed {
+        l4_csum = udp_wire(l4_csum);
+    }
+    store(ctx, IP_CSUM_OFF, ip_csum)?;
+    store(ctx, pkt.l4_csum_off, l4_csum)
+}
+
+#[inline(always)]
+fn store<T>(ctx: &XdpContext, off: usize, value: T) -> Result<(), ()> {
+    let at = ctx.data() + off;
+    if at + core::mem::size_of::<T>() > ctx.data_end() {
+        return Err(());
+    }
+    // SAFETY: bounds-checked against data_end just above.
+    unsafe { (at as *mut T).write_unaligned(value) };
+    Ok(())
+}
+
+/// The note for the uplink's TC program, in the frame's metadata area.
+#[inline(always)]
+fn leave_note(ctx: &XdpContext, ifindex: u32) -> Result<(), ()> {
+    let size = core::mem::size_of::<XdpMeta>();
+    // SAFETY: the helper moves data_meta within the frame's headroom, or fails.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(size as i32)) } != 0 {
+        return Err(());
+    }
+    let at = ctx.metadata();
+    if at + size > ctx.metadata_end() {
+        return Err(());
+    }
+    let note = XdpMeta {
+        magic: XDP_META_MAGIC,
+        ifindex,
+    };
+    // SAFETY: bounds-checked against the end of the metadata area just above.
+    unsafe { (at as *mut XdpMeta).write_unaligned(note) };
+    Ok(())
+}
