@@ -33,7 +33,12 @@ pub fn run(quick: bool, extra: &[String]) -> Result<()> {
     }
     run_cmd(cost_bench.arg("--out").arg(&cost))?;
 
-    let mut bench = Command::new(target_dir().join("release/netd-bench"));
+    // In a private mount namespace: the bpffs and cgroup mounts of the netd daemons it
+    // starts (and the namespaces' bind mounts) stay out of the machine's own.
+    let mut bench = Command::new("unshare");
+    bench
+        .args(["--mount", "--propagation", "private"])
+        .arg(target_dir().join("release/netd-bench"));
     if quick {
         bench.arg("--quick");
     }

@@ -136,7 +136,7 @@ pub fn run(opts: &Options) -> Result<Results> {
         "cycles",
         match &cycles {
             Cycles::Supported => "perf stat -e cycles -C <generator CPU> around each generator run; cycles/packet = cycles / delivered".into(),
-            Cycles::Unsupported(why) => format!("cycles: {why}"),
+            Cycles::Unsupported(why) => why.clone(),
         },
     );
     results.note(

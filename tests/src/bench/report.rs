@@ -245,7 +245,7 @@ impl Results {
         for v in &variants {
             let short = v.trim_start_matches("netd-");
             header.push_str(&format!(
-                "{:>19}{:>15}",
+                "{:>20}{:>17}",
                 format!("{short}÷iptables"),
                 format!("{short}÷direct")
             ));
@@ -274,7 +274,7 @@ impl Results {
             out.push_str(&format!("{:<46}", row.label));
             for (a, b) in cells {
                 out.push_str(&format!(
-                    "{:>19}{:>15}",
+                    "{:>20}{:>17}",
                     a.unwrap_or_else(|| "-".into()),
                     b.unwrap_or_else(|| "-".into())
                 ));
