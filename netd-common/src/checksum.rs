@@ -32,6 +32,16 @@ pub const fn replace32(check: u16, old: u32, new: u32) -> u16 {
     !fold(sum)
 }
 
+/// The folded TCP/UDP pseudo-header sum (addresses as loaded, `l4_len` in host order), in
+/// the same byte order as fields loaded natively. It is what a CHECKSUM_PARTIAL packet
+/// holds in its L4 checksum field until the device completes it.
+#[inline(always)]
+pub const fn pseudo_header(src: u32, dst: u32, proto: u8, l4_len: u16) -> u16 {
+    let proto_word = u16::from_ne_bytes([0, proto]) as u32;
+    let len_word = u16::from_ne_bytes(l4_len.to_be_bytes()) as u32;
+    fold((src & 0xffff) + (src >> 16) + (dst & 0xffff) + (dst >> 16) + proto_word + len_word)
+}
+
 /// A UDP checksum of 0 means "none": it stays 0, and a computed 0 is sent as 0xffff
 /// (RFC 768).
 #[inline(always)]
@@ -127,6 +137,22 @@ mod tests {
         ip[16..20].copy_from_slice(&new.to_ne_bytes());
         // A header with a right checksum sums to 0xffff (its complement is 0).
         assert_eq!(full(&ip), 0);
+    }
+
+    /// Linux seeds a CHECKSUM_PARTIAL TCP or UDP packet with `~csum_tcpudp_magic(...)`:
+    /// the folded, uncomplemented sum of the pseudo header in big-endian words.
+    #[test]
+    fn the_pseudo_header_sum_is_what_a_partial_checksum_holds() {
+        let (src, dst) = ([10u8, 200, 0, 1], [10u8, 200, 0, 2]);
+        let len = 40u16;
+        let mut pseudo = std::vec::Vec::new();
+        pseudo.extend_from_slice(&src);
+        pseudo.extend_from_slice(&dst);
+        pseudo.extend_from_slice(&[0, 6]);
+        pseudo.extend_from_slice(&len.to_be_bytes());
+        let seed = !full(&pseudo);
+        let ours = pseudo_header(u32::from_ne_bytes(src), u32::from_ne_bytes(dst), 6, len);
+        assert_eq!(ours.to_ne_bytes(), seed.to_be_bytes());
     }
 
     #[test]

@@ -77,9 +77,10 @@ reasons! {
     StackFragNeeded = 27 => "stack_frag_needed",
     StackNotForThisHost = 28 => "stack_not_for_this_host",
     TranslatedInXdp = 29 => "translated_in_xdp",
+    ChecksumPartial = 30 => "pass_checksum_partial",
 }
 
-pub const REASON_COUNT: u32 = 30;
+pub const REASON_COUNT: u32 = 31;
 
 /// Value of `COUNTERS`.
 #[repr(C)]

@@ -22,15 +22,13 @@ use netd_common::{
 
 use crate::{
     maps::{ENDPOINTS, NODE_CONFIG},
-    parse::{IP_CSUM_OFF, IP_OFF, IP_TTL_OFF, Packet},
+    parse::{IP_CSUM_OFF, IP_DST_OFF, IP_TOT_LEN_OFF, IP_TTL_OFF, Packet},
     program::PASS,
     stats::count,
 };
 
 const AF_INET: u8 = 2;
 const PACKET_HOST: u32 = 0;
-/// The IPv4 total-length field.
-const IP_TOT_LEN_OFF: usize = IP_OFF + 2;
 
 /// The node's config when the fast paths are on.
 #[inline(always)]
@@ -82,6 +80,12 @@ fn redirect_peer(ctx: &TcContext, ifindex: u32) -> Result<i32, Reason> {
     let endpoint: EndpointInfo = unsafe { ENDPOINTS.get(&ifindex) }
         .copied()
         .ok_or(Reason::NoMatch)?;
+    // The endpoint must own the (translated) destination: a flow that outlived its veth
+    // (an endpoint re-wired under a new ifindex) is routed by the stack instead.
+    let dst: u32 = ctx.load(IP_DST_OFF).map_err(|_| Reason::Truncated)?;
+    if dst != endpoint.addr {
+        return Err(Reason::NoMatch);
+    }
     forward_hop(ctx)?;
     let mut macs = [0u8; 12];
     macs[..6].copy_from_slice(&endpoint.mac);

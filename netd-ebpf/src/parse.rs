@@ -17,6 +17,8 @@ use network_types::{
 pub const IP_OFF: usize = EthHdr::LEN;
 /// IHL 5 only: packets with IP options are passed untouched (so L4 sits at a fixed offset).
 pub const L4_OFF: usize = IP_OFF + Ipv4Hdr::LEN;
+pub const IPV4_HDR_LEN: u16 = Ipv4Hdr::LEN as u16;
+pub const IP_TOT_LEN_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, tot_len);
 pub const IP_CSUM_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, check);
 pub const IP_SRC_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, src_addr);
 pub const IP_DST_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, dst_addr);

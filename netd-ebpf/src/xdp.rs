@@ -2,7 +2,8 @@
 //! masqueraded flows, published-port connections, new and established) done before the
 //! kernel builds an skb, for TCP and UDP. Checksums are fixed with netd-common's
 //! incremental `checksum` module (XDP has no checksum helpers); frames from the network
-//! carry complete checksums. The translated packet goes on (XDP_PASS) with a note
+//! carry complete checksums (a packet whose checksum is still partial is left to TC). The
+//! translated packet goes on (XDP_PASS) with a note
 //! (`XdpMeta`) naming its container, so that the TC program only delivers it. ICMP,
 //! fragments and whatever XDP does not own pass unchanged, for TC to handle as ever.
 //! This program only sees traffic arriving from the network: container traffic, whose
@@ -15,14 +16,17 @@ use aya_ebpf::{
 };
 use netd_common::{
     PROTO_ICMP, PROTO_UDP,
-    checksum::{replace16, replace32, udp_wire},
+    checksum::{pseudo_header, replace16, replace32, udp_wire},
     counters::{Hook, Reason},
     fast_path::{XDP_META_MAGIC, XdpMeta},
     flow::FlowEntry,
 };
 
 use crate::{
-    parse::{Frame, IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF, Kind, Packet, parse_ipv4_l4},
+    parse::{
+        Frame, IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF, IP_TOT_LEN_OFF, IPV4_HDR_LEN, Kind, Packet,
+        parse_ipv4_l4,
+    },
     stats::count,
     uplink,
 };
@@ -40,6 +44,11 @@ pub fn uplink(ctx: &XdpContext) -> u32 {
 
 #[inline(always)]
 fn translate(ctx: &XdpContext, pkt: &Packet) -> (Reason, u32) {
+    match looks_partial(ctx, pkt) {
+        Ok(false) => {}
+        Ok(true) => return (Reason::ChecksumPartial, XDP_PASS),
+        Err(()) => return (Reason::Truncated, XDP_PASS),
+    }
     let (entry, reason) = match uplink::ingress_flow(pkt) {
         Ok(found) => found,
         Err(Reason::NoMatch) => return (Reason::NoMatch, XDP_PASS),
@@ -51,6 +60,23 @@ fn translate(ctx: &XdpContext, pkt: &Packet) -> (Reason, u32) {
     // Without the note the translated packet is still right: the stack routes it.
     let _ = leave_note(ctx, entry.ifindex);
     (reason, XDP_PASS)
+}
+
+/// Whether the packet's L4 checksum field holds just the pseudo-header sum: a
+/// CHECKSUM_PARTIAL packet, which a local socket sent through a veth (a NIC delivers
+/// complete checksums), for a device to complete later. The arithmetic here is for
+/// complete checksums, so such packets are left to TC, whose helpers know the
+/// difference. A complete checksum equal to that sum by chance (1 in 65,536) goes to TC
+/// as well, which is only slower.
+#[inline(always)]
+fn looks_partial(ctx: &XdpContext, pkt: &Packet) -> Result<bool, ()> {
+    let csum: u16 = ctx.load(pkt.l4_csum_off)?;
+    if pkt.proto == PROTO_UDP && csum == 0 {
+        return Ok(false);
+    }
+    let tot_len: u16 = ctx.load(IP_TOT_LEN_OFF)?;
+    let l4_len = u16::from_be(tot_len).wrapping_sub(IPV4_HDR_LEN);
+    Ok(csum == pseudo_header(pkt.src_addr, pkt.dst_addr, pkt.proto, l4_len))
 }
 
 /// Write the entry's tuple into the frame, and fix the IPv4 and L4 checksums for it. A

@@ -83,6 +83,35 @@ fn xdp_translates_established_flows_and_replies_to_masqueraded_ones() {
     assert_eq!(count(&t, "UplinkXdp", "snat_reply"), 1);
 }
 
+/// `frame` as a local socket hands it to a veth: CHECKSUM_PARTIAL, its L4 checksum field
+/// seeded with the pseudo-header sum for the device to complete.
+fn as_partial(mut frame: Vec<u8>) -> Vec<u8> {
+    let l4_len = (frame.len() - ETH - 20) as u16;
+    let mut pseudo = frame[ETH + 12..ETH + 20].to_vec();
+    pseudo.extend_from_slice(&[0, frame[ETH + 9]]);
+    pseudo.extend_from_slice(&l4_len.to_be_bytes());
+    let seed = !checksum(&pseudo, 0);
+    let off = l4_csum_offset(frame[ETH + 9]);
+    frame[off..off + 2].copy_from_slice(&seed.to_be_bytes());
+    frame
+}
+
+#[test]
+fn xdp_leaves_partial_checksums_to_tc() {
+    let mut t = standard_node();
+    for frame in [
+        as_partial(Pkt::tcp(CLIENT, 40000, NODE, 8080, SYN).build()),
+        as_partial(Pkt::udp(CLIENT, 40001, NODE, 5353).build()),
+    ] {
+        let (verdict, meta, out) = t.run_xdp(&frame);
+        assert_eq!(verdict, XDP_PASS);
+        assert!(meta.is_empty());
+        assert_eq!(out, frame, "untouched: TC's helpers translate it");
+    }
+    assert_eq!(count(&t, "UplinkXdp", "pass_checksum_partial"), 2);
+    assert!(t.dp.flow_entries().unwrap().is_empty());
+}
+
 #[test]
 fn xdp_leaves_what_it_does_not_own_untouched_and_unmarked() {
     let mut t = standard_node();
@@ -146,6 +175,20 @@ fn the_fast_path_leaves_expiring_foreign_and_unrouted_packets_to_the_stack() {
     let (verdict, _) = t.run("uplink_ingress", &other);
     assert_eq!(verdict, TC_ACT_OK);
     assert_eq!(count(&t, "FastPath", "stack_not_for_this_host"), 1);
+
+    // The endpoint behind the flow's veth no longer owns the address (re-wired): the
+    // stack routes it.
+    t.dp.register_endpoint(LO, &endpoint_at(REMOTE, 0)).unwrap();
+    let syn = to_this_host(Pkt::tcp(CLIENT, 40003, NODE, 8080, SYN).build());
+    let (verdict, out) = t.run("uplink_ingress", &syn);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(
+        out[ETH + 8],
+        syn[ETH + 8],
+        "TTL untouched: the stack forwards it"
+    );
+    assert_eq!(count(&t, "FastPath", "pass_no_match"), 1);
+    t.dp.register_endpoint(LO, &endpoint_info(0)).unwrap();
 
     // Fast path off: translated and passed, nothing counted.
     t.dp.set_node_config(&node_settings(false)).unwrap();

@@ -193,6 +193,10 @@ impl Sandbox {
             .inet
             .ip(&["route", "add", "10.200.0.0/24", "via", "10.201.0.1"])?;
         sandbox.ext.sysctl("net.ipv4.ip_forward", "1")?;
+        // ext0 stands for the wire: what reaches the node carries complete checksums, as
+        // from a NIC. (A veth passes a local sender's CHECKSUM_PARTIAL packets on as they
+        // are; `checksums_and_mtu` turns tx back on to cover those.)
+        sandbox.ext.exec(&["ethtool", "-K", "ext0", "tx", "off"])?;
         Ok(sandbox)
     }
 }

@@ -5,7 +5,8 @@
 //! checksummed one as verified when the receiver has rx offload on; either way a bad
 //! checksum would go unseen. So receivers get `rx off` (they verify), and the forwarding
 //! devices after the rewrite get `tx off`, which makes the kernel complete a partial
-//! checksum in software right after netd's helpers adjusted it.
+//! checksum in software right after netd's helpers adjusted it. Under XDP this also shows
+//! that partial checksums are left to TC and complete ones translated in XDP.
 
 use netd_tests::{Daemon, EchoServer, Netns, Proto, Sandbox, addr, echo_once, require_root};
 
@@ -55,6 +56,20 @@ fn checksums_hold_with_tx_offload_on_and_off() {
         echo_once(&sb.ext.path(), Proto::Udp, addr(Sandbox::NODE_ADDR, 5353)).expect(&ctx);
         echo_once(&web.netns, Proto::Tcp, target).expect(&ctx);
         echo_once(&web.netns, Proto::Udp, target).expect(&ctx);
+
+        // XDP translates only complete checksums; partial ones (tx offload on, through a
+        // veth) are left to TC's helpers.
+        if d.info().unwrap()["xdp"] != "off" {
+            let (reason, expect) = if sender_tx == "on" {
+                ("pass_checksum_partial", "left to TC")
+            } else {
+                ("dnat_new_flow", "translated in XDP")
+            };
+            assert!(
+                d.counter("UplinkXdp", reason).unwrap() >= 2,
+                "{ctx}: TCP and UDP {expect}"
+            );
+        }
     }
 }
 
