@@ -439,6 +439,39 @@ impl Link {
     }
 }
 
+/// The sum of an interface's driver counters (`ethtool -S`) whose name says drop or
+/// error: for a veth, its XDP and ring drops, which `ip -s link` does not show.
+pub fn driver_drops(ns: &Netns, ifname: &str) -> Result<u64> {
+    let out = ns.exec(&["ethtool", "-S", ifname])?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().split_once(':'))
+        .filter(|(name, _)| name.contains("drop") || name.contains("err"))
+        .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+        .sum())
+}
+
+/// Packets CPU `cpu` dropped because its backlog was full (`/proc/net/softnet_stat`,
+/// second column; machine-wide, not per namespace).
+pub fn softnet_dropped(cpu: u32) -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/net/softnet_stat")?;
+    let line = text
+        .lines()
+        .find(|l| {
+            l.split_whitespace()
+                .nth(12)
+                .and_then(|c| u32::from_str_radix(c, 16).ok())
+                == Some(cpu)
+        })
+        .or_else(|| text.lines().nth(cpu as usize))
+        .with_context(|| format!("no CPU {cpu} in /proc/net/softnet_stat"))?;
+    let dropped = line
+        .split_whitespace()
+        .nth(1)
+        .context("short softnet_stat line")?;
+    Ok(u64::from_str_radix(dropped, 16)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -294,6 +294,8 @@ fn forwarding_64(
     let csum_before = generator::snmp(pid, "Udp", "InCsumErrors")?;
     let rcvbuf_before = generator::snmp(pid, "Udp", "RcvbufErrors")?;
     let netd_before = bed.netd_drops()?;
+    let driver_before = generator::driver_drops(node, Sandbox::UPLINK)?;
+    let softnet_before = generator::softnet_dropped(tools::CLIENT_CPU)?;
     let sent = generator::run(
         ext,
         client_if.ifindex,
@@ -304,6 +306,8 @@ fn forwarding_64(
     )?;
     let delivered = (generator::snmp(pid, "Ip", "InDelivers")? - delivered_before) as f64;
     let rcvbuf = (generator::snmp(pid, "Udp", "RcvbufErrors")? - rcvbuf_before) as f64;
+    let driver = generator::driver_drops(node, Sandbox::UPLINK)?.saturating_sub(driver_before);
+    let softnet = generator::softnet_dropped(tools::CLIENT_CPU)?.saturating_sub(softnet_before);
     let client_after = Link::read(ext, "ext0")?;
     let uplink_after = Link::read(node, Sandbox::UPLINK)?;
     let netd_drops = match (netd_before, bed.netd_drops()?) {
@@ -349,6 +353,8 @@ fn forwarding_64(
         "fwd64_uplink_rx_dropped",
         uplink_after.rx_dropped.saturating_sub(uplink.rx_dropped) as f64,
     );
+    results.add(dp, "fwd64_uplink_xdp_errors", driver as f64);
+    results.add(dp, "fwd64_softnet_dropped", softnet as f64);
     if let Some(d) = netd_drops {
         results.add(dp, "fwd64_netd_drops", d);
     }

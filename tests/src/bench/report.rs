@@ -378,7 +378,15 @@ struct TableRow {
 }
 
 fn cell(s: &Summary, scale: f64) -> String {
-    let v = s.median / scale;
+    // A spread in percent of a zero median says nothing: show the largest sample.
+    if s.median == 0.0 && s.max != 0.0 {
+        return format!("0 (max {})", number(s.max / scale));
+    }
+    format!("{} ±{:.0}%", number(s.median / scale), s.spread_percent())
+}
+
+/// Three significant digits or so.
+fn number(v: f64) -> String {
     let digits = if v.abs() >= 100.0 {
         0
     } else if v.abs() >= 10.0 {
@@ -386,7 +394,7 @@ fn cell(s: &Summary, scale: f64) -> String {
     } else {
         2
     };
-    format!("{v:.digits$} ±{:.0}%", s.spread_percent())
+    format!("{v:.digits$}")
 }
 
 /// A metric as the table shows it; a key ending in `@` is measured per scale.
@@ -444,6 +452,18 @@ pub const ROWS: &[Row] = &[
     Row {
         key: "fwd64_rcvbuf_full",
         label: "64 B reached the full sink socket",
+        unit: "per run",
+        scale: 1.0,
+    },
+    Row {
+        key: "fwd64_uplink_xdp_errors",
+        label: "64 B uplink veth drop/error counters",
+        unit: "per run",
+        scale: 1.0,
+    },
+    Row {
+        key: "fwd64_softnet_dropped",
+        label: "64 B backlog drops on CPU 0",
         unit: "per run",
         scale: 1.0,
     },
