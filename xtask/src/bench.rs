@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::Result;
 
-use crate::cmd::{cargo, require_root, run as run_cmd, target_dir};
+use crate::cmd::{cargo, require_root, run as run_cmd, target_dir, workspace_root};
 
 pub fn run(quick: bool, extra: &[String]) -> Result<()> {
     require_root("cargo xtask bench")?;
@@ -26,8 +26,13 @@ pub fn run(quick: bool, extra: &[String]) -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let cost = out.join("program-cost.json");
     println!("bench: per-packet cost of netd's programs (BPF_PROG_TEST_RUN)");
-    let mut cost_bench = cargo();
-    cost_bench.args(["bench", "-p", "netd", "--bench", "datapath_cost", "--"]);
+    // Its bpffs mounts, too, stay in a mount namespace of its own.
+    let mut cost_bench = Command::new("unshare");
+    cost_bench
+        .args(["--mount", "--propagation", "private"])
+        .arg(cargo().get_program())
+        .current_dir(workspace_root())
+        .args(["bench", "-p", "netd", "--bench", "datapath_cost", "--"]);
     if quick {
         cost_bench.arg("--quick");
     }
