@@ -78,9 +78,11 @@ reasons! {
     StackNotForThisHost = 28 => "stack_not_for_this_host",
     TranslatedInXdp = 29 => "translated_in_xdp",
     ChecksumPartial = 30 => "pass_checksum_partial",
+    StackMartianSource = 31 => "stack_martian_source",
+    StackXdpNoteFailed = 32 => "stack_xdp_note_failed",
 }
 
-pub const REASON_COUNT: u32 = 31;
+pub const REASON_COUNT: u32 = 33;
 
 /// Value of `COUNTERS`.
 #[repr(C)]

@@ -43,6 +43,9 @@ pub struct EndpointInfo {
     /// bridged (the fast path only takes the former).
     pub gateway_mac: [u8; 6],
     pub _pad: [u8; 2],
+    /// Its bridge's ifindex: where the node routes the endpoint's packets from (the fast
+    /// path's route lookup starts there, as the stack's would).
+    pub bridge_ifindex: u32,
 }
 
 /// The endpoint's network has inter-container communication off (`enable_icc=false`).

@@ -76,6 +76,9 @@ fn leave_by_uplink(ctx: &TcContext, pkt: &Packet, endpoint: Option<&EndpointInfo
     let (Some(config), Some(endpoint)) = (fast_path::config(), endpoint) else {
         return (Reason::NoMatch, PASS);
     };
+    if !fast_path::sent_to_gateway(ctx, endpoint) {
+        return (Reason::NoMatch, PASS);
+    }
     let nexthop = match fast_path::route_via_uplink(ctx, pkt, endpoint, &config) {
         Ok(nexthop) => nexthop,
         Err(reason) => {

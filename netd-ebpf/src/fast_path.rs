@@ -2,19 +2,22 @@
 //! (`bpf_redirect_peer` from the uplink's TC ingress) or straight out of the uplink
 //! (`bpf_redirect_neigh` from a container's host-side veth), skipping the bridge and the
 //! node's routing and forwarding. They act as the router they stand in for: the TTL is
-//! decremented, and a packet whose TTL runs out, that the route would have to fragment,
-//! or that is not headed where the fast path goes is left to the stack, which answers it
-//! as before. Each outcome is counted under `Hook::FastPath`.
+//! decremented, and a packet whose TTL runs out, that does not fit the next link's MTU,
+//! whose source is a martian, or that is not headed where the fast path goes is left to
+//! the stack, which handles it as before. Each outcome is counted under `Hook::FastPath`.
+//! What they skip besides: netfilter's FORWARD hook, rp_filter and IPsec policy (as
+//! Cilium's host routing does).
 
 use aya_ebpf::{
     bindings::{
-        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
-        bpf_fib_lookup, bpf_redir_neigh,
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_REDIRECT, bpf_fib_lookup,
+        bpf_redir_neigh,
     },
-    helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect_neigh, bpf_redirect_peer},
+    helpers::{bpf_check_mtu, bpf_fib_lookup as fib_lookup, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
 use netd_common::{
+    PROTO_ICMP,
     counters::{Hook, Reason},
     fast_path::{FAST_PATH, XDP_META_MAGIC, XdpMeta},
     maps::{EndpointInfo, NodeConfig},
@@ -22,13 +25,14 @@ use netd_common::{
 
 use crate::{
     maps::{ENDPOINTS, NODE_CONFIG},
-    parse::{IP_CSUM_OFF, IP_DST_OFF, IP_TOT_LEN_OFF, IP_TTL_OFF, Packet},
-    program::PASS,
+    parse::{IP_CSUM_OFF, IP_DST_OFF, IP_OFF, IP_SRC_OFF, IP_TTL_OFF, Packet},
+    program::{DROP, PASS},
     stats::count,
 };
 
 const AF_INET: u8 = 2;
 const PACKET_HOST: u32 = 0;
+const IP_TOS_OFF: usize = IP_OFF + 1;
 
 /// The node's config when the fast paths are on.
 #[inline(always)]
@@ -62,7 +66,7 @@ pub fn into_container(ctx: &TcContext, ifindex: u32) -> i32 {
         return PASS;
     }
     let (reason, action) = match redirect_peer(ctx, ifindex) {
-        Ok(action) => (Reason::RedirectToContainer, action),
+        Ok(action) => redirected(Reason::RedirectToContainer, action),
         Err(reason) => (reason, PASS),
     };
     count(Hook::FastPath, reason, ctx.len());
@@ -70,11 +74,15 @@ pub fn into_container(ctx: &TcContext, ifindex: u32) -> i32 {
 }
 
 #[inline(always)]
-fn redirect_peer(ctx: &TcContext, ifindex: u32) -> Result<i32, Reason> {
+fn redirect_peer(ctx: &TcContext, ifindex: u32) -> Result<i64, Reason> {
     // SAFETY: the context's __sk_buff is valid for the program's run.
     if unsafe { (*ctx.skb.skb).pkt_type } != PACKET_HOST {
         // Not addressed to this node at layer 2: the stack drops it, as it always did.
         return Err(Reason::StackNotForThisHost);
+    }
+    let src: u32 = ctx.load(IP_SRC_OFF).map_err(|_| Reason::Truncated)?;
+    if is_martian(src) {
+        return Err(Reason::StackMartianSource);
     }
     // SAFETY: a copy out of the map value.
     let endpoint: EndpointInfo = unsafe { ENDPOINTS.get(&ifindex) }
@@ -86,19 +94,28 @@ fn redirect_peer(ctx: &TcContext, ifindex: u32) -> Result<i32, Reason> {
     if dst != endpoint.addr {
         return Err(Reason::NoMatch);
     }
-    forward_hop(ctx)?;
+    fits(ctx, ifindex)?;
+    ttl_left(ctx)?;
     let mut macs = [0u8; 12];
     macs[..6].copy_from_slice(&endpoint.mac);
     macs[6..].copy_from_slice(&endpoint.gateway_mac);
-    ctx.store(0, &macs, 0)
-        .map_err(|_| Reason::DropRewriteFailed)?;
+    ctx.store(0, &macs, 0).map_err(|_| Reason::Truncated)?;
+    forward_hop(ctx)?;
     // SAFETY: a helper taking plain integers.
-    Ok(unsafe { bpf_redirect_peer(ifindex, 0) } as i32)
+    Ok(unsafe { bpf_redirect_peer(ifindex, 0) })
+}
+
+/// A frame the container sent to its gateway, i.e. for the node to route (any other is
+/// bridged to another container, which may route it on: not the fast path's business).
+#[inline(always)]
+pub fn sent_to_gateway(ctx: &TcContext, endpoint: &EndpointInfo) -> bool {
+    ctx.load::<[u8; 6]>(0)
+        .is_ok_and(|dst_mac| dst_mac == endpoint.gateway_mac)
 }
 
 /// Before translation at a container's host-side veth: whether the packet is routed out
-/// of the uplink, and through which next hop. Only frames sent to the gateway are routed
-/// (others are bridged to another container), and only while their TTL lasts.
+/// of the uplink (looked up as the stack would, from the container's bridge), fits its
+/// MTU and has TTL to spare; the next hop if so.
 #[inline(always)]
 pub fn route_via_uplink(
     ctx: &TcContext,
@@ -106,21 +123,19 @@ pub fn route_via_uplink(
     endpoint: &EndpointInfo,
     config: &NodeConfig,
 ) -> Result<u32, Reason> {
-    let dst_mac: [u8; 6] = ctx.load(0).map_err(|_| Reason::Truncated)?;
-    if dst_mac != endpoint.gateway_mac {
-        return Err(Reason::StackNotViaUplink);
-    }
     ttl_left(ctx)?;
-    let tot_len: u16 = ctx.load(IP_TOT_LEN_OFF).map_err(|_| Reason::Truncated)?;
+    let tos: u8 = ctx.load(IP_TOS_OFF).map_err(|_| Reason::Truncated)?;
     // SAFETY: all-zero is a valid value of the plain-integer struct.
     let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     fib.family = AF_INET;
     fib.l4_protocol = pkt.proto;
-    fib.sport = pkt.src_port;
-    fib.dport = pkt.dst_port;
-    fib.__bindgen_anon_1.tot_len = u16::from_be(tot_len);
-    // SAFETY: the context's __sk_buff is valid for the program's run.
-    fib.ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    if pkt.proto != PROTO_ICMP {
+        fib.sport = pkt.src_port;
+        fib.dport = pkt.dst_port;
+    }
+    // tot_len 0: the MTU is checked below, in a way that knows GSO packets.
+    fib.__bindgen_anon_2.tos = tos;
+    fib.ifindex = endpoint.bridge_ifindex;
     fib.__bindgen_anon_3.ipv4_src = pkt.src_addr;
     fib.__bindgen_anon_4.ipv4_dst = pkt.dst_addr;
     // SAFETY: the helper writes into `fib`, whose size is passed.
@@ -132,16 +147,13 @@ pub fn route_via_uplink(
             0,
         )
     } as u32;
-    match rc {
-        BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH
-            if fib.ifindex == config.uplink_ifindex =>
-        {
-            // SAFETY: the lookup wrote the next hop (the gateway, or the destination).
-            Ok(unsafe { fib.__bindgen_anon_4.ipv4_dst })
-        }
-        BPF_FIB_LKUP_RET_FRAG_NEEDED => Err(Reason::StackFragNeeded),
-        _ => Err(Reason::StackNotViaUplink),
+    let routed = rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH;
+    if !routed || fib.ifindex != config.uplink_ifindex {
+        return Err(Reason::StackNotViaUplink);
     }
+    fits(ctx, config.uplink_ifindex)?;
+    // SAFETY: the lookup wrote the next hop (the gateway, or the destination itself).
+    Ok(unsafe { fib.__bindgen_anon_4.ipv4_dst })
 }
 
 /// After translation at a container's host-side veth: out of the uplink to `nexthop`,
@@ -164,12 +176,41 @@ pub fn out_of_uplink(ctx: &TcContext, nexthop: u32, uplink: u32) -> i32 {
                     0,
                 )
             };
-            (Reason::RedirectToUplink, action as i32)
+            redirected(Reason::RedirectToUplink, action)
         }
         Err(reason) => (reason, PASS),
     };
     count(Hook::FastPath, reason, ctx.len());
     action
+}
+
+/// A redirect helper's verdict: TC_ACT_REDIRECT, or TC_ACT_SHOT if it refused.
+#[inline(always)]
+fn redirected(reason: Reason, action: i64) -> (Reason, i32) {
+    if action == TC_ACT_REDIRECT as i64 {
+        (reason, action as i32)
+    } else {
+        (Reason::DropRedirectFailed, DROP)
+    }
+}
+
+/// The packet fits the MTU of `ifindex` (a GSO packet: each of its segments).
+#[inline(always)]
+fn fits(ctx: &TcContext, ifindex: u32) -> Result<(), Reason> {
+    let mut mtu_len = 0u32;
+    // SAFETY: the helper writes the MTU into `mtu_len`.
+    match unsafe { bpf_check_mtu(ctx.skb.skb as *mut _, ifindex, &mut mtu_len, 0, 0) } {
+        0 => Ok(()),
+        _ => Err(Reason::StackFragNeeded),
+    }
+}
+
+/// Sources a router drops (0/8, 127/8, multicast, 240/4 and broadcast): the stack judges
+/// them, as before.
+#[inline(always)]
+fn is_martian(src: u32) -> bool {
+    let first = src.to_ne_bytes()[0];
+    first == 0 || first == 127 || first >= 224
 }
 
 /// The TTL may be decremented without reaching 0.
@@ -195,7 +236,7 @@ fn forward_hop(ctx: &TcContext) -> Result<(), Reason> {
         u16::from_ne_bytes(new) as u64,
         2,
     )
-    .map_err(|_| Reason::DropRewriteFailed)?;
+    .map_err(|_| Reason::Truncated)?;
     ctx.store(IP_TTL_OFF, &new[0], 0)
-        .map_err(|_| Reason::DropRewriteFailed)
+        .map_err(|_| Reason::Truncated)
 }

@@ -46,7 +46,8 @@ mod programs {
         programs::{SockAddrContext, TcContext, XdpContext},
     };
 
-    /// TC ingress of the uplink: DNAT of published ports, reverse SNAT of replies.
+    /// TC ingress of the uplink: DNAT of published ports, reverse SNAT of replies, then
+    /// (fast path) straight into the container.
     #[classifier]
     pub fn uplink_ingress(ctx: TcContext) -> i32 {
         crate::uplink::ingress(&ctx)
@@ -59,7 +60,7 @@ mod programs {
     }
 
     /// TC ingress of a container's host-side veth: anti-spoofing, network policy, hairpin
-    /// to published ports.
+    /// to published ports, and (fast path) translation of traffic leaving by the uplink.
     #[classifier]
     pub fn endpoint_ingress(ctx: TcContext) -> i32 {
         crate::endpoint::ingress(&ctx)

@@ -24,8 +24,8 @@ use netd_common::{
 
 use crate::{
     parse::{
-        Frame, IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF, IP_TOT_LEN_OFF, IPV4_HDR_LEN, Kind, Packet,
-        parse_ipv4_l4,
+        Frame, IP_CSUM_OFF, IP_DST_OFF, IP_OFF, IP_SRC_OFF, IP_TOT_LEN_OFF, IPV4_HDR_LEN, Kind,
+        Packet, parse_ipv4_l4,
     },
     stats::count,
     uplink,
@@ -58,7 +58,9 @@ fn translate(ctx: &XdpContext, pkt: &Packet) -> (Reason, u32) {
         return (Reason::DropRewriteFailed, XDP_DROP);
     }
     // Without the note the translated packet is still right: the stack routes it.
-    let _ = leave_note(ctx, entry.ifindex);
+    if leave_note(ctx, entry.ifindex).is_err() {
+        count(Hook::FastPath, Reason::StackXdpNoteFailed, 0);
+    }
     (reason, XDP_PASS)
 }
 
@@ -74,8 +76,12 @@ fn looks_partial(ctx: &XdpContext, pkt: &Packet) -> Result<bool, ()> {
     if pkt.proto == PROTO_UDP && csum == 0 {
         return Ok(false);
     }
-    let tot_len: u16 = ctx.load(IP_TOT_LEN_OFF)?;
-    let l4_len = u16::from_be(tot_len).wrapping_sub(IPV4_HDR_LEN);
+    let tot_len = u16::from_be(ctx.load(IP_TOT_LEN_OFF)?);
+    // A length the frame does not hold (0 for BIG TCP): not a packet to reason about.
+    if tot_len < IPV4_HDR_LEN || IP_OFF + tot_len as usize > ctx.data_end() - ctx.data() {
+        return Err(());
+    }
+    let l4_len = tot_len - IPV4_HDR_LEN;
     Ok(csum == pseudo_header(pkt.src_addr, pkt.dst_addr, pkt.proto, l4_len))
 }
 

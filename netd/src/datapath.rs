@@ -153,10 +153,6 @@ impl Datapath {
                 .load()
                 .with_context(|| format!("verify program {name}"))?;
         }
-        datapath
-            .xdp_program()?
-            .load()
-            .with_context(|| format!("verify program {XDP_PROGRAM}"))?;
         Ok(datapath)
     }
 
@@ -209,6 +205,11 @@ impl Datapath {
                 return Ok(XdpInUse::Off);
             }
         };
+        if mode == XdpInUse::Generic {
+            warn!(
+                "generic XDP on {uplink} is for testing: slower than TC, and on NICs that report CHECKSUM_COMPLETE the kernel re-checks translated packets in software"
+            );
+        }
         let pin = format!("xdp-{uplink}-{}", mode.name());
         pins::retain_links(&self.links, "xdp-", std::slice::from_ref(&pin));
         match self.attach_xdp_pinned(uplink, mode, &pin) {
@@ -243,13 +244,20 @@ impl Datapath {
         pins::pin_link(link, &path)
     }
 
-    /// The uplink's XDP program, e.g. for `BPF_PROG_TEST_RUN`.
+    /// The uplink's XDP program (e.g. for `BPF_PROG_TEST_RUN`), verified on first use:
+    /// a daemon with `--xdp off` never loads it.
     pub fn xdp_program(&mut self) -> Result<&mut Xdp> {
-        self.ebpf
+        let prog: &mut Xdp = self
+            .ebpf
             .program_mut(XDP_PROGRAM)
             .with_context(|| format!("program {XDP_PROGRAM} missing"))?
             .try_into()
-            .with_context(|| format!("program {XDP_PROGRAM} is not XDP"))
+            .with_context(|| format!("program {XDP_PROGRAM} is not XDP"))?;
+        if prog.fd().is_err() {
+            prog.load()
+                .with_context(|| format!("verify program {XDP_PROGRAM}"))?;
+        }
+        Ok(prog)
     }
 
     /// Attach the endpoint program to a container's host-side veth and say who is behind

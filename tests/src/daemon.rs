@@ -163,6 +163,18 @@ impl Daemon {
         self.spawn()
     }
 
+    /// Start the daemon again after `stop`, with some flags set to new values (or added):
+    /// an operator changing its configuration.
+    pub fn restart_with(&mut self, changes: &[(&str, &str)]) -> Result<()> {
+        for (flag, value) in changes {
+            match self.flags.iter().position(|f| f == flag) {
+                Some(i) => self.flags[i + 1] = value.to_string(),
+                None => self.flags.extend([flag.to_string(), value.to_string()]),
+            }
+        }
+        self.spawn()
+    }
+
     /// The `ip` arguments that run this daemon in its node, with `extra` flags.
     pub fn command_line_with(&self, extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = ["netns", "exec", &self.node].map(String::from).to_vec();

@@ -170,6 +170,67 @@ fn connections_survive_three_sigterm_and_three_sigkill_restarts() {
     assert!(d.cli_ok(&["ps"]).unwrap().contains("web"));
 }
 
+/// The XDP mode attached to the node's uplink, as the kernel reports it.
+fn xdp_attached(sb: &Sandbox) -> &'static str {
+    let out = sb
+        .node
+        .exec(&["ip", "-j", "link", "show", "dev", Sandbox::UPLINK])
+        .unwrap();
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // XDP_ATTACHED_DRV = 1, XDP_ATTACHED_SKB = 2 (if_link.h).
+    match links[0]["xdp"]["mode"].as_u64() {
+        None => "off",
+        Some(1) => "native",
+        Some(2) => "generic",
+        Some(other) => panic!("XDP attached in mode {other}"),
+    }
+}
+
+#[test]
+fn switching_xdp_and_the_fast_path_across_restarts_cuts_no_connection() {
+    require_root();
+    let sb = Sandbox::new("rx").unwrap();
+    let mut d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    let web = d.run_idle_container("web", &["8080:80"]).unwrap();
+    let _tcp = EchoServer::start(&web.netns, Proto::Tcp, addr(web.ip, 80)).unwrap();
+    let _out =
+        EchoServer::start(&sb.inet.path(), Proto::Udp, addr(Sandbox::INET_ADDR, 9001)).unwrap();
+    let exchanges = [
+        Exchange::start(sb.ext.path(), Proto::Tcp, addr(Sandbox::NODE_ADDR, 8080)),
+        Exchange::start(
+            web.netns.clone(),
+            Proto::Udp,
+            addr(Sandbox::INET_ADDR, 9001),
+        ),
+    ];
+    let all: Vec<&Exchange> = exchanges.iter().collect();
+    wait_progress(&all, 5, "before any restart");
+
+    for (xdp, fast_path) in [
+        ("generic", "off"),
+        ("off", "on"),
+        ("native", "off"),
+        ("native", "on"),
+        ("off", "off"),
+    ] {
+        d.stop(libc::SIGTERM).unwrap();
+        d.restart_with(&[("--xdp", xdp), ("--fast-path", fast_path)])
+            .unwrap();
+        let info = d.info().unwrap();
+        assert_eq!(info["xdp"], xdp, "{info}");
+        assert_eq!(info["fast_path"], fast_path, "{info}");
+        assert_eq!(xdp_attached(&sb), xdp, "what the kernel has attached");
+        wait_progress(
+            &all,
+            5,
+            &format!("after a restart with --xdp {xdp} --fast-path {fast_path}"),
+        );
+    }
+    for e in exchanges {
+        e.finish().expect("no exchange failed across the restarts");
+    }
+}
+
 #[test]
 fn a_pinned_map_of_another_geometry_is_refused_and_old_versions_are_dropped() {
     require_root();

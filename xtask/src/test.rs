@@ -30,9 +30,13 @@ const CONTROL_PLANE_ONLY: &str = "failures_half_way_and_a_thousand_cycles_leave_
 /// starving the timing-sensitive ones.
 const PARALLEL: usize = 3;
 
-/// The data-path combinations the end-to-end suite runs under besides the default one
-/// (`--fast-path on --xdp auto`, which is native XDP on the tests' veth uplinks). The
-/// harness passes them to every test daemon (NETD_TEST_DATAPATH).
+/// The combination the whole workspace's tests run under: the daemon's defaults, with
+/// XDP's mode spelled out so that a silent fall-back of `auto` cannot go unnoticed (the
+/// tests' uplinks are veths, which have native XDP).
+const FIRST_COMBINATION: &str = "--fast-path on --xdp native";
+
+/// The data-path combinations the end-to-end suite runs under next. The harness passes
+/// them to every test daemon (NETD_TEST_DATAPATH).
 const OTHER_COMBINATIONS: [&str; 5] = [
     "--fast-path on --xdp generic",
     "--fast-path on --xdp off",
@@ -45,12 +49,13 @@ pub fn run(extra: &[String]) -> Result<()> {
     require_root("cargo xtask test")?;
     crate::setup::run()?;
     build_workspace()?;
-    println!("test: cargo test --workspace");
+    println!("test: cargo test --workspace (end to end with `netd daemon {FIRST_COMBINATION}`)");
     run_cmd(
         cargo()
             .args(["test", "--workspace"])
             .args(extra)
-            .env("NETD_BIN", target_dir().join("debug/netd")),
+            .env("NETD_BIN", target_dir().join("debug/netd"))
+            .env("NETD_TEST_DATAPATH", FIRST_COMBINATION),
     )?;
     if !extra.is_empty() {
         println!(

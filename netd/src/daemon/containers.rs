@@ -345,11 +345,13 @@ impl Inner {
             host_veth: wired.host_veth,
             host_ifindex: wired.host_ifindex,
         };
-        let info = Self::endpoint_info(n, &ep);
-        if let Err(e) = self
-            .datapath
-            .attach_endpoint(&ep.host_veth, ep.host_ifindex, &info)
-        {
+        let attached = match self.endpoint_info(n, &ep).await {
+            Ok(info) => self
+                .datapath
+                .attach_endpoint(&ep.host_veth, ep.host_ifindex, &info),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = attached {
             self.detach_endpoint(c, &ep).await;
             return Err(e);
         }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 use ipnet::Ipv4Net;
 use log::info;
 use netd_common::{
@@ -278,7 +278,12 @@ impl Inner {
     }
 
     /// What the endpoint program needs to know of an endpoint.
-    pub(super) fn endpoint_info(n: &Network, e: &Endpoint) -> EndpointInfo {
+    pub(super) async fn endpoint_info(&self, n: &Network, e: &Endpoint) -> Result<EndpointInfo> {
+        let bridge_ifindex = self
+            .netlink
+            .link_index(&n.bridge)
+            .await?
+            .with_context(|| format!("bridge {} of network {} is missing", n.bridge, n.name))?;
         let mut flags = 0;
         if !n.icc {
             flags |= ENDPOINT_ICC_OFF;
@@ -286,7 +291,7 @@ impl Inner {
         if n.internal {
             flags |= ENDPOINT_INTERNAL;
         }
-        EndpointInfo {
+        Ok(EndpointInfo {
             addr: addr_be(e.ip),
             gateway: addr_be(n.gateway),
             mac: endpoint::parse_mac(&e.mac).unwrap_or_else(|| endpoint::mac_for(e.ip)),
@@ -294,7 +299,8 @@ impl Inner {
             network: n.tag,
             gateway_mac: endpoint::mac_for(n.gateway),
             _pad: [0; 2],
-        }
+            bridge_ifindex,
+        })
     }
 
     pub(super) async fn connect(

@@ -169,7 +169,7 @@ impl Inner {
                 self.attach_endpoint(&c, &n, ep.ip, &ep.ifname, route)
                     .await?
             };
-            let info = Self::endpoint_info(&n, &healed);
+            let info = self.endpoint_info(&n, &healed).await?;
             self.datapath
                 .attach_endpoint(&healed.host_veth, healed.host_ifindex, &info)?;
             if let Some(c) = self.state.containers.get_mut(name) {

@@ -90,6 +90,7 @@ pub fn endpoint_at(addr: Ipv4Addr, flags: u16) -> EndpointInfo {
         network: NETWORK_TAG,
         gateway_mac: GATEWAY_MAC,
         _pad: [0; 2],
+        bridge_ifindex: LO,
     }
 }
 
