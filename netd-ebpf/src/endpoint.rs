@@ -79,8 +79,8 @@ fn leave_by_uplink(ctx: &TcContext, pkt: &Packet, endpoint: Option<&EndpointInfo
     if !fast_path::sent_to_gateway(ctx, endpoint) {
         return (Reason::NoMatch, PASS);
     }
-    let nexthop = match fast_path::route_via_uplink(ctx, pkt, endpoint, &config) {
-        Ok(nexthop) => nexthop,
+    let route = match fast_path::route_via_uplink(ctx, pkt, endpoint, &config) {
+        Ok(route) => route,
         Err(reason) => {
             count(Hook::FastPath, reason, ctx.len());
             return (Reason::NoMatch, PASS);
@@ -90,7 +90,7 @@ fn leave_by_uplink(ctx: &TcContext, pkt: &Packet, endpoint: Option<&EndpointInfo
         (Reason::NoMatch, verdict) => (Reason::NoMatch, verdict),
         (reason, PASS) => (
             reason,
-            fast_path::out_of_uplink(ctx, nexthop, config.uplink_ifindex),
+            fast_path::out_of_uplink(ctx, &route, config.uplink_ifindex),
         ),
         dropped => dropped,
     }

@@ -22,17 +22,17 @@ use netd_common::{
     fast_path::{FAST_PATH, XDP_META_MAGIC, XdpMeta},
     maps::{EndpointInfo, NodeConfig},
 };
+use network_types::ip::Ipv4Hdr;
 
 use crate::{
     maps::{ENDPOINTS, NODE_CONFIG},
-    parse::{IP_CSUM_OFF, IP_DST_OFF, IP_OFF, IP_SRC_OFF, IP_TTL_OFF, Packet},
+    parse::{IP_CSUM_OFF, IP_OFF, IP_TTL_OFF, Packet},
     program::{DROP, PASS},
     stats::count,
 };
 
 const AF_INET: u8 = 2;
 const PACKET_HOST: u32 = 0;
-const IP_TOS_OFF: usize = IP_OFF + 1;
 
 /// The node's config when the fast paths are on.
 #[inline(always)]
@@ -80,8 +80,8 @@ fn redirect_peer(ctx: &TcContext, ifindex: u32) -> Result<i64, Reason> {
         // Not addressed to this node at layer 2: the stack drops it, as it always did.
         return Err(Reason::StackNotForThisHost);
     }
-    let src: u32 = ctx.load(IP_SRC_OFF).map_err(|_| Reason::Truncated)?;
-    if is_martian(src) {
+    let ip = Hop::of(ctx)?;
+    if is_martian(ip.src) {
         return Err(Reason::StackMartianSource);
     }
     // SAFETY: a copy out of the map value.
@@ -90,17 +90,16 @@ fn redirect_peer(ctx: &TcContext, ifindex: u32) -> Result<i64, Reason> {
         .ok_or(Reason::NoMatch)?;
     // The endpoint must own the (translated) destination: a flow that outlived its veth
     // (an endpoint re-wired under a new ifindex) is routed by the stack instead.
-    let dst: u32 = ctx.load(IP_DST_OFF).map_err(|_| Reason::Truncated)?;
-    if dst != endpoint.addr {
+    if ip.dst != endpoint.addr {
         return Err(Reason::NoMatch);
     }
     fits(ctx, ifindex)?;
-    ttl_left(ctx)?;
+    ip.ttl_left()?;
     let mut macs = [0u8; 12];
     macs[..6].copy_from_slice(&endpoint.mac);
     macs[6..].copy_from_slice(&endpoint.gateway_mac);
     ctx.store(0, &macs, 0).map_err(|_| Reason::Truncated)?;
-    forward_hop(ctx)?;
+    ip.forward(ctx)?;
     // SAFETY: a helper taking plain integers.
     Ok(unsafe { bpf_redirect_peer(ifindex, 0) })
 }
@@ -113,18 +112,25 @@ pub fn sent_to_gateway(ctx: &TcContext, endpoint: &EndpointInfo) -> bool {
         .is_ok_and(|dst_mac| dst_mac == endpoint.gateway_mac)
 }
 
+/// A packet the fast path sends out of the uplink: its next hop, and its IPv4 hop fields
+/// (translation does not change them).
+pub struct Route {
+    nexthop: u32,
+    hop: Hop,
+}
+
 /// Before translation at a container's host-side veth: whether the packet is routed out
 /// of the uplink (looked up as the stack would, from the container's bridge), fits its
-/// MTU and has TTL to spare; the next hop if so.
+/// MTU and has TTL to spare; where it goes if so.
 #[inline(always)]
 pub fn route_via_uplink(
     ctx: &TcContext,
     pkt: &Packet,
     endpoint: &EndpointInfo,
     config: &NodeConfig,
-) -> Result<u32, Reason> {
-    ttl_left(ctx)?;
-    let tos: u8 = ctx.load(IP_TOS_OFF).map_err(|_| Reason::Truncated)?;
+) -> Result<Route, Reason> {
+    let hop = Hop::of(ctx)?;
+    hop.ttl_left()?;
     // SAFETY: all-zero is a valid value of the plain-integer struct.
     let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     fib.family = AF_INET;
@@ -134,7 +140,7 @@ pub fn route_via_uplink(
         fib.dport = pkt.dst_port;
     }
     // tot_len 0: the MTU is checked below, in a way that knows GSO packets.
-    fib.__bindgen_anon_2.tos = tos;
+    fib.__bindgen_anon_2.tos = hop.tos;
     fib.ifindex = endpoint.bridge_ifindex;
     fib.__bindgen_anon_3.ipv4_src = pkt.src_addr;
     fib.__bindgen_anon_4.ipv4_dst = pkt.dst_addr;
@@ -152,21 +158,24 @@ pub fn route_via_uplink(
         return Err(Reason::StackNotViaUplink);
     }
     fits(ctx, config.uplink_ifindex)?;
-    // SAFETY: the lookup wrote the next hop (the gateway, or the destination itself).
-    Ok(unsafe { fib.__bindgen_anon_4.ipv4_dst })
+    Ok(Route {
+        // SAFETY: the lookup wrote the next hop (the gateway, or the destination itself).
+        nexthop: unsafe { fib.__bindgen_anon_4.ipv4_dst },
+        hop,
+    })
 }
 
-/// After translation at a container's host-side veth: out of the uplink to `nexthop`,
-/// the kernel filling in the MAC addresses from its neighbour table (resolving them
-/// first if needed).
+/// After translation at a container's host-side veth: out of the uplink to the route's
+/// next hop, the kernel filling in the MAC addresses from its neighbour table (resolving
+/// them first if needed).
 #[inline(always)]
-pub fn out_of_uplink(ctx: &TcContext, nexthop: u32, uplink: u32) -> i32 {
-    let (reason, action) = match forward_hop(ctx) {
+pub fn out_of_uplink(ctx: &TcContext, route: &Route, uplink: u32) -> i32 {
+    let (reason, action) = match route.hop.forward(ctx) {
         Ok(()) => {
             // SAFETY: all-zero is a valid value of the plain-integer struct.
             let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
             nh.nh_family = AF_INET as u32;
-            nh.__bindgen_anon_1.ipv4_nh = nexthop;
+            nh.__bindgen_anon_1.ipv4_nh = route.nexthop;
             // SAFETY: the helper reads `nh`, whose size is passed.
             let action = unsafe {
                 bpf_redirect_neigh(
@@ -213,30 +222,53 @@ fn is_martian(src: u32) -> bool {
     first == 0 || first == 127 || first >= 224
 }
 
-/// The TTL may be decremented without reaching 0.
-#[inline(always)]
-fn ttl_left(ctx: &TcContext) -> Result<u8, Reason> {
-    let ttl: u8 = ctx.load(IP_TTL_OFF).map_err(|_| Reason::Truncated)?;
-    if ttl <= 1 {
-        return Err(Reason::StackTtlExpiring);
-    }
-    Ok(ttl)
+/// The IPv4 fields a hop reads, loaded once: addresses, TOS, TTL and protocol.
+#[derive(Clone, Copy)]
+struct Hop {
+    src: u32,
+    dst: u32,
+    tos: u8,
+    ttl: u8,
+    proto: u8,
 }
 
-/// One hop, as a router makes it: TTL minus one, the header checksum fixed.
-#[inline(always)]
-fn forward_hop(ctx: &TcContext) -> Result<(), Reason> {
-    let ttl = ttl_left(ctx)?;
-    // The checksum covers TTL and protocol as one 16-bit word.
-    let word: [u8; 2] = ctx.load(IP_TTL_OFF).map_err(|_| Reason::Truncated)?;
-    let new = [ttl - 1, word[1]];
-    ctx.l3_csum_replace(
-        IP_CSUM_OFF,
-        u16::from_ne_bytes(word) as u64,
-        u16::from_ne_bytes(new) as u64,
-        2,
-    )
-    .map_err(|_| Reason::Truncated)?;
-    ctx.store(IP_TTL_OFF, &new[0], 0)
-        .map_err(|_| Reason::Truncated)
+impl Hop {
+    #[inline(always)]
+    fn of(ctx: &TcContext) -> Result<Self, Reason> {
+        let ip: Ipv4Hdr = ctx.load(IP_OFF).map_err(|_| Reason::Truncated)?;
+        Ok(Hop {
+            src: u32::from_ne_bytes(ip.src_addr),
+            dst: u32::from_ne_bytes(ip.dst_addr),
+            tos: ip.tos,
+            ttl: ip.ttl,
+            proto: ip.proto,
+        })
+    }
+
+    /// The TTL may be decremented without reaching 0.
+    #[inline(always)]
+    fn ttl_left(&self) -> Result<(), Reason> {
+        if self.ttl <= 1 {
+            return Err(Reason::StackTtlExpiring);
+        }
+        Ok(())
+    }
+
+    /// One hop, as a router makes it: TTL minus one, the header checksum fixed.
+    #[inline(always)]
+    fn forward(&self, ctx: &TcContext) -> Result<(), Reason> {
+        self.ttl_left()?;
+        // The checksum covers TTL and protocol as one 16-bit word.
+        let old = [self.ttl, self.proto];
+        let new = [self.ttl - 1, self.proto];
+        ctx.l3_csum_replace(
+            IP_CSUM_OFF,
+            u16::from_ne_bytes(old) as u64,
+            u16::from_ne_bytes(new) as u64,
+            2,
+        )
+        .map_err(|_| Reason::Truncated)?;
+        ctx.store(IP_TTL_OFF, &new[0], 0)
+            .map_err(|_| Reason::Truncated)
+    }
 }

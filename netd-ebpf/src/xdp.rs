@@ -44,7 +44,10 @@ pub fn uplink(ctx: &XdpContext) -> u32 {
 
 #[inline(always)]
 fn translate(ctx: &XdpContext, pkt: &Packet) -> (Reason, u32) {
-    match looks_partial(ctx, pkt) {
+    let Ok(l4_csum) = ctx.load::<u16>(pkt.l4_csum_off) else {
+        return (Reason::Truncated, XDP_PASS);
+    };
+    match looks_partial(ctx, pkt, l4_csum) {
         Ok(false) => {}
         Ok(true) => return (Reason::ChecksumPartial, XDP_PASS),
         Err(()) => return (Reason::Truncated, XDP_PASS),
@@ -54,7 +57,7 @@ fn translate(ctx: &XdpContext, pkt: &Packet) -> (Reason, u32) {
         Err(Reason::NoMatch) => return (Reason::NoMatch, XDP_PASS),
         Err(reason) => return (reason, XDP_DROP),
     };
-    if rewrite(ctx, pkt, &entry).is_err() {
+    if rewrite(ctx, pkt, l4_csum, &entry).is_err() {
         return (Reason::DropRewriteFailed, XDP_DROP);
     }
     // Without the note the translated packet is still right: the stack routes it.
@@ -71,8 +74,7 @@ fn translate(ctx: &XdpContext, pkt: &Packet) -> (Reason, u32) {
 /// difference. A complete checksum equal to that sum by chance (1 in 65,536) goes to TC
 /// as well, which is only slower.
 #[inline(always)]
-fn looks_partial(ctx: &XdpContext, pkt: &Packet) -> Result<bool, ()> {
-    let csum: u16 = ctx.load(pkt.l4_csum_off)?;
+fn looks_partial(ctx: &XdpContext, pkt: &Packet, csum: u16) -> Result<bool, ()> {
     if pkt.proto == PROTO_UDP && csum == 0 {
         return Ok(false);
     }
@@ -85,12 +87,11 @@ fn looks_partial(ctx: &XdpContext, pkt: &Packet) -> Result<bool, ()> {
     Ok(csum == pseudo_header(pkt.src_addr, pkt.dst_addr, pkt.proto, l4_len))
 }
 
-/// Write the entry's tuple into the frame, and fix the IPv4 and L4 checksums for it. A
-/// UDP checksum of 0 ("none") stays 0.
+/// Write the entry's tuple into the frame, and fix the IPv4 and L4 checksums (`l4_csum`
+/// as loaded) for it. A UDP checksum of 0 ("none") stays 0.
 #[inline(always)]
-fn rewrite(ctx: &XdpContext, pkt: &Packet, to: &FlowEntry) -> Result<(), ()> {
+fn rewrite(ctx: &XdpContext, pkt: &Packet, mut l4_csum: u16, to: &FlowEntry) -> Result<(), ()> {
     let mut ip_csum: u16 = ctx.load(IP_CSUM_OFF)?;
-    let mut l4_csum: u16 = ctx.load(pkt.l4_csum_off)?;
     let udp = pkt.proto == PROTO_UDP;
     let l4_summed = !(udp && l4_csum == 0);
     let addrs = [
