@@ -22,7 +22,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::tools::CLIENT_CPU;
+use super::tools::{CLIENT_CPU, wait_bounded};
 use crate::{Netns, echo::in_netns};
 
 /// The container's UDP port the frames are for (published as is by the translating beds).
@@ -305,17 +305,8 @@ pub fn run(
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
-    let mut child = cmd.spawn().context("start the frame generator")?;
-    let deadline = Instant::now() + limit;
-    while child.try_wait()?.is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("the frame generator did not finish within {limit:?}; killed");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output()?;
+    let child = cmd.spawn().context("start the frame generator")?;
+    let out = wait_bounded(child, "the frame generator", limit)?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         bail!(

@@ -70,6 +70,18 @@ fn axis(s: &mut String, x0: f64, x1: f64, max: f64, unit: &str) {
     );
 }
 
+/// One datapath's bar (its median) in a slot `slot` wide at `x`, with its min-max whisker.
+fn bar_with_whisker(s: &mut String, x: f64, slot: f64, v: &Summary, max: f64, fill: &str) {
+    let y = y_of(v.median, max);
+    let _ = writeln!(
+        s,
+        r#"<rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{fill}"/>"#,
+        slot * 0.9,
+        BOTTOM - y,
+    );
+    whisker(s, x + slot * 0.45, v, max, "#333");
+}
+
 fn whisker(s: &mut String, x: f64, sum: &Summary, max: f64, col: &str) {
     let _ = writeln!(
         s,
@@ -198,16 +210,7 @@ fn throughput(s: &mut String, r: &Results, x0: f64, x1: f64) {
             let Some(v) = r.summary(dp, key) else {
                 continue;
             };
-            let x = gx + bar * (i as f64 + 0.5);
-            let y = y_of(v.median, max);
-            let _ = writeln!(
-                s,
-                r#"<rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{}"/>"#,
-                bar * 0.9,
-                BOTTOM - y,
-                color(dp)
-            );
-            whisker(s, x + bar * 0.45, &v, max, "#333");
+            bar_with_whisker(s, gx + bar * (i as f64 + 0.5), bar, &v, max, color(dp));
         }
     }
 }
@@ -227,20 +230,11 @@ fn forwarding_64(s: &mut String, r: &Results, x0: f64, x1: f64) {
     axis(s, x0, x1, max, "Mpps");
     let bar = (x1 - x0) / (dps.len() as f64 + 1.0);
     for (i, (dp, v)) in dps.iter().enumerate() {
-        let x = x0 + bar * (i as f64 + 0.5);
         let mpps = Summary {
             median: v.median / 1e6,
             min: v.min / 1e6,
             max: v.max / 1e6,
         };
-        let y = y_of(mpps.median, max);
-        let _ = writeln!(
-            s,
-            r#"<rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{}"/>"#,
-            bar * 0.9,
-            BOTTOM - y,
-            color(dp)
-        );
-        whisker(s, x + bar * 0.45, &mpps, max, "#333");
+        bar_with_whisker(s, x0 + bar * (i as f64 + 0.5), bar, &mpps, max, color(dp));
     }
 }

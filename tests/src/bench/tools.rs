@@ -6,7 +6,7 @@
 use std::{
     net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
@@ -163,25 +163,13 @@ fn strings(args: &[&str]) -> Vec<String> {
 /// Run a client to completion on the client CPU; its stdout. Killed after `limit`.
 fn client(netns: &Path, program: &Path, args: &[String], limit: Duration) -> Result<String> {
     let what = format!("{} {}", program.display(), args.join(" "));
-    let mut child = in_netns(netns, CLIENT_CPU, program, args)
+    let child = in_netns(netns, CLIENT_CPU, program, args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("start {what}"))?;
-    let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait()?.is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("{what} did not finish within {limit:?}; killed");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output()?;
+    let out = wait_bounded(child, &what, limit)?;
     if !out.status.success() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         // iperf3 -J reports its error inside the JSON.
@@ -196,6 +184,21 @@ fn client(netns: &Path, program: &Path, args: &[String], limit: Duration) -> Res
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Wait for a bench process that bounds itself, killing it if it overruns `limit`; its
+/// output.
+pub fn wait_bounded(mut child: Child, what: &str, limit: Duration) -> Result<Output> {
+    let deadline = Instant::now() + limit;
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{what} did not finish within {limit:?}; killed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(child.wait_with_output()?)
 }
 
 fn json(out: &str) -> Result<Value> {
