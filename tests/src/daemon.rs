@@ -55,12 +55,10 @@ pub fn assert_fast_paths_taken(d: &Daemon) {
         assert_eq!(redirected("redirect_to_container"), 0, "{info}");
         assert_eq!(redirected("redirect_to_uplink"), 0, "{info}");
     }
-    let spec = std::env::var(DATAPATH_VAR).unwrap_or_default();
-    let words: Vec<&str> = spec.split_whitespace().collect();
-    if let Some(pair) = words.chunks(2).find(|p| p[0] == "--xdp" && p.len() == 2)
-        && pair[1] != "auto"
+    if let Some(asked) = d.flag("--xdp")
+        && asked != "auto"
     {
-        assert_eq!(xdp, pair[1], "the XDP mode asked for is the one in use");
+        assert_eq!(xdp, asked, "the XDP mode asked for is the one in use");
     }
     if xdp != "off" {
         let in_xdp: u64 = ["dnat_new_flow", "translated_established", "snat_reply"]
@@ -161,6 +159,12 @@ impl Daemon {
     /// Start the daemon again with the same flags, after `stop`.
     pub fn restart(&mut self) -> Result<()> {
         self.spawn()
+    }
+
+    /// The value this daemon was given for `flag`, if any.
+    pub fn flag(&self, flag: &str) -> Option<&str> {
+        let at = self.flags.iter().position(|f| f == flag)?;
+        self.flags.get(at + 1).map(String::as_str)
     }
 
     /// Start the daemon again after `stop`, with some flags set to new values (or added):

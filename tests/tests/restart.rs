@@ -63,6 +63,42 @@ impl Drop for Exchange {
     }
 }
 
+/// Traffic both ways that must survive what a test does to the daemon: TCP and UDP from
+/// the client to published ports of a container `web`, and masqueraded TCP and UDP from
+/// it to the internet host, each an `Exchange` running until finished.
+struct Traffic {
+    _servers: Vec<EchoServer>,
+    exchanges: Vec<Exchange>,
+}
+
+impl Traffic {
+    fn start(sb: &Sandbox, d: &Daemon) -> Self {
+        let web = d
+            .run_idle_container("web", &["8080:80", "5353:53/udp"])
+            .unwrap();
+        let (inet_tcp, inet_udp) = (
+            addr(Sandbox::INET_ADDR, 9000),
+            addr(Sandbox::INET_ADDR, 9001),
+        );
+        let servers = vec![
+            EchoServer::start(&web.netns, Proto::Tcp, addr(web.ip, 80)).unwrap(),
+            EchoServer::start(&web.netns, Proto::Udp, addr(web.ip, 53)).unwrap(),
+            EchoServer::start(&sb.inet.path(), Proto::Tcp, inet_tcp).unwrap(),
+            EchoServer::start(&sb.inet.path(), Proto::Udp, inet_udp).unwrap(),
+        ];
+        let exchanges = vec![
+            Exchange::start(sb.ext.path(), Proto::Tcp, addr(Sandbox::NODE_ADDR, 8080)),
+            Exchange::start(sb.ext.path(), Proto::Udp, addr(Sandbox::NODE_ADDR, 5353)),
+            Exchange::start(web.netns.clone(), Proto::Tcp, inet_tcp),
+            Exchange::start(web.netns.clone(), Proto::Udp, inet_udp),
+        ];
+        Traffic {
+            _servers: servers,
+            exchanges,
+        }
+    }
+}
+
 const PAUSE: Duration = Duration::from_millis(20);
 const TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -124,31 +160,8 @@ fn connections_survive_three_sigterm_and_three_sigkill_restarts() {
     require_root();
     let sb = Sandbox::new("rs").unwrap();
     let mut d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
-    let web = d
-        .run_idle_container("web", &["8080:80", "5353:53/udp"])
-        .unwrap();
-    let _tcp = EchoServer::start(&web.netns, Proto::Tcp, addr(web.ip, 80)).unwrap();
-    let _udp = EchoServer::start(&web.netns, Proto::Udp, addr(web.ip, 53)).unwrap();
-    let _out_tcp =
-        EchoServer::start(&sb.inet.path(), Proto::Tcp, addr(Sandbox::INET_ADDR, 9000)).unwrap();
-    let _out_udp =
-        EchoServer::start(&sb.inet.path(), Proto::Udp, addr(Sandbox::INET_ADDR, 9001)).unwrap();
-
-    let exchanges = [
-        Exchange::start(sb.ext.path(), Proto::Tcp, addr(Sandbox::NODE_ADDR, 8080)),
-        Exchange::start(sb.ext.path(), Proto::Udp, addr(Sandbox::NODE_ADDR, 5353)),
-        Exchange::start(
-            web.netns.clone(),
-            Proto::Tcp,
-            addr(Sandbox::INET_ADDR, 9000),
-        ),
-        Exchange::start(
-            web.netns.clone(),
-            Proto::Udp,
-            addr(Sandbox::INET_ADDR, 9001),
-        ),
-    ];
-    let all: Vec<&Exchange> = exchanges.iter().collect();
+    let traffic = Traffic::start(&sb, &d);
+    let all: Vec<&Exchange> = traffic.exchanges.iter().collect();
     wait_progress(&all, 5, "before any restart");
 
     for signal in [libc::SIGTERM; 3].into_iter().chain([libc::SIGKILL; 3]) {
@@ -160,7 +173,7 @@ fn connections_survive_three_sigterm_and_three_sigkill_restarts() {
         d.restart().unwrap();
         wait_progress(&all, 5, "after the restart");
     }
-    for e in exchanges {
+    for e in traffic.exchanges {
         let n = e.finish().expect("no exchange failed across the restarts");
         assert!(n > 30, "{n} exchanges");
     }
@@ -191,19 +204,8 @@ fn switching_xdp_and_the_fast_path_across_restarts_cuts_no_connection() {
     require_root();
     let sb = Sandbox::new("rx").unwrap();
     let mut d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
-    let web = d.run_idle_container("web", &["8080:80"]).unwrap();
-    let _tcp = EchoServer::start(&web.netns, Proto::Tcp, addr(web.ip, 80)).unwrap();
-    let _out =
-        EchoServer::start(&sb.inet.path(), Proto::Udp, addr(Sandbox::INET_ADDR, 9001)).unwrap();
-    let exchanges = [
-        Exchange::start(sb.ext.path(), Proto::Tcp, addr(Sandbox::NODE_ADDR, 8080)),
-        Exchange::start(
-            web.netns.clone(),
-            Proto::Udp,
-            addr(Sandbox::INET_ADDR, 9001),
-        ),
-    ];
-    let all: Vec<&Exchange> = exchanges.iter().collect();
+    let traffic = Traffic::start(&sb, &d);
+    let all: Vec<&Exchange> = traffic.exchanges.iter().collect();
     wait_progress(&all, 5, "before any restart");
 
     for (xdp, fast_path) in [
@@ -226,7 +228,7 @@ fn switching_xdp_and_the_fast_path_across_restarts_cuts_no_connection() {
             &format!("after a restart with --xdp {xdp} --fast-path {fast_path}"),
         );
     }
-    for e in exchanges {
+    for e in traffic.exchanges {
         e.finish().expect("no exchange failed across the restarts");
     }
 }
