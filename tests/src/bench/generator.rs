@@ -22,7 +22,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::tools::{CLIENT_CPU, wait_bounded};
+use super::tools::{CLIENT_CPU, proc_net_counter, wait_bounded};
 use crate::{Netns, echo::in_netns};
 
 /// The container's UDP port the frames are for (published as is by the translating beds).
@@ -384,22 +384,10 @@ impl Sink {
     }
 }
 
-/// A namespace's counters of `/proc/net/snmp` (`Ip`, `Udp`, ...), read through a process
+/// A namespace's counter of `/proc/net/snmp` (`Ip`, `Udp`, ...), read through a process
 /// that lives in it.
 pub fn snmp(pid: u32, group: &str, name: &str) -> Result<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/net/snmp"))
-        .with_context(|| format!("read /proc/{pid}/net/snmp"))?;
-    let prefix = format!("{group}:");
-    let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
-    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
-        bail!("no {group} counters in /proc/{pid}/net/snmp");
-    };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(n, _)| *n == name)
-        .and_then(|(_, v)| v.parse().ok())
-        .with_context(|| format!("no {group} {name} in /proc/{pid}/net/snmp"))
+    proc_net_counter(pid, "snmp", group, name)
 }
 
 /// An interface's MAC, ifindex and counters, from `ip -j -s link`.

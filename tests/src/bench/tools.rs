@@ -141,19 +141,26 @@ impl Servers {
     /// SYNs the servers' namespace dropped so far because an accept queue was full
     /// (TcpExt ListenOverflows): a client error that is the server's, not the path's.
     pub fn listen_overflows(&self) -> u64 {
-        let text = std::fs::read_to_string(format!("/proc/{}/net/netstat", self.load.child.id()))
-            .unwrap_or_default();
-        let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
-        let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
-            return 0;
-        };
-        names
-            .split_whitespace()
-            .zip(values.split_whitespace())
-            .find(|(n, _)| *n == "ListenOverflows")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0)
+        proc_net_counter(self.load.child.id(), "netstat", "TcpExt", "ListenOverflows").unwrap_or(0)
     }
+}
+
+/// A counter of `/proc/PID/net/FILE` (`snmp`, `netstat`: a line of names after `GROUP:`,
+/// then one of values), in the network namespace of process `pid`.
+pub fn proc_net_counter(pid: u32, file: &str, group: &str, name: &str) -> Result<u64> {
+    let path = format!("/proc/{pid}/net/{file}");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    let prefix = format!("{group}:");
+    let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        bail!("no {group} counters in {path}");
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .with_context(|| format!("no {group} {name} in {path}"))
 }
 
 fn strings(args: &[&str]) -> Vec<String> {
