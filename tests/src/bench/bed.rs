@@ -155,8 +155,7 @@ impl Bed {
         let (flags, (fast_path, xdp)) = datapath.daemon_flags().context("not a netd datapath")?;
         let daemon = Daemon::start_with(&sandbox.node, Sandbox::UPLINK, &flags)
             .with_context(|| format!("{datapath}: start netd daemon {}", flags.join(" ")))?;
-        let info: serde_json::Value =
-            serde_json::from_str(&daemon.cli_ok(&["info"])?).context("netd info is not JSON")?;
+        let info = daemon.info().context("netd info")?;
         let config = serde_json::json!({
             "flags": flags.join(" "),
             "fast_path": info["fast_path"],
