@@ -1,5 +1,8 @@
 //! Counter reasons: every verdict and every early return of a program has one. The
-//! `COUNTERS` per-CPU array is indexed by `hook * REASON_COUNT + reason`.
+//! `COUNTERS` per-CPU array is indexed by `hook * REASONS_MAX + reason`, a geometry fixed
+//! for good: adding a hook or a reason changes neither the map's size nor an existing
+//! index, so a daemon upgrade keeps the counters (and the pinned map) as they are.
+//! A reason's number is never reused; one that is retired stays as `RetiredN`.
 
 /// Where a counter was bumped.
 #[repr(u32)]
@@ -14,6 +17,10 @@ pub enum Hook {
     /// The fast paths' outcome for a translated packet (counted besides its translation):
     /// redirected, or left to the stack and why.
     FastPath = 4,
+    /// The connection table's events (counted besides the packet's own reason): a flow
+    /// confirmed (moved to the table whose entries are never evicted), or left among the
+    /// unconfirmed ones and why.
+    FlowTable = 5,
 }
 
 impl Hook {
@@ -23,10 +30,14 @@ impl Hook {
         Hook::EndpointIngress,
         Hook::UplinkXdp,
         Hook::FastPath,
+        Hook::FlowTable,
     ];
 }
 
-pub const HOOK_COUNT: u32 = 5;
+/// Room for hooks and reasons in the counters map: its geometry, never changed.
+pub const HOOKS_MAX: u32 = 16;
+pub const REASONS_MAX: u32 = 128;
+pub const COUNTERS_LEN: u32 = HOOKS_MAX * REASONS_MAX;
 
 macro_rules! reasons {
     ($($name:ident = $value:literal => $text:literal,)*) => {
@@ -80,9 +91,33 @@ reasons! {
     ChecksumPartial = 30 => "pass_checksum_partial",
     StackMartianSource = 31 => "stack_martian_source",
     StackXdpNoteFailed = 32 => "stack_xdp_note_failed",
+    DropEthertype = 33 => "drop_ethertype_not_allowed",
+    DropVlanTagged = 34 => "drop_vlan_tagged",
+    DropMalformed = 35 => "drop_malformed",
+    DropUnknownEndpoint = 36 => "drop_unknown_endpoint",
+    DropNotPublished = 37 => "drop_not_published",
+    TrackedNew = 38 => "tracked_new_flow",
+    DropFragmentBeforeFirst = 39 => "drop_fragment_before_first",
+    FlowConfirmed = 40 => "flow_confirmed",
+    ConfirmOverQuota = 41 => "unconfirmed_endpoint_over_quota",
+    ConfirmTableFull = 42 => "unconfirmed_table_full",
 }
 
-pub const REASON_COUNT: u32 = 33;
+pub const REASON_COUNT: u32 = Reason::ALL.len() as u32;
+const _: () = assert!(REASON_COUNT <= REASONS_MAX && Hook::ALL.len() as u32 <= HOOKS_MAX);
+
+impl Reason {
+    /// Whether the packet is dropped: every drop reason's name says so.
+    pub const fn is_drop(self) -> bool {
+        let name = self.name().as_bytes();
+        name.len() > 5
+            && name[0] == b'd'
+            && name[1] == b'r'
+            && name[2] == b'o'
+            && name[3] == b'p'
+            && name[4] == b'_'
+    }
+}
 
 /// Value of `COUNTERS`.
 #[repr(C)]
@@ -93,5 +128,30 @@ pub struct Counter {
 }
 
 pub const fn counter_index(hook: Hook, reason: Reason) -> u32 {
-    hook as u32 * REASON_COUNT + reason as u32
+    hook as u32 * REASONS_MAX + reason as u32
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_numbered_densely_and_named_uniquely() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}: numbers are never reused or skipped");
+            for other in &Reason::ALL[..i] {
+                assert_ne!(r.name(), other.name());
+            }
+        }
+    }
+
+    #[test]
+    fn drops_are_the_reasons_named_drop() {
+        assert!(Reason::DropEthertype.is_drop());
+        assert!(!Reason::NoMatch.is_drop());
+        assert!(!Reason::StackFragNeeded.is_drop());
+        assert_eq!(counter_index(Hook::UplinkEgress, Reason::NotIpv4), 128);
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<Counter>() == 16);

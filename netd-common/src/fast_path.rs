@@ -20,3 +20,5 @@ pub const XDP_META_MAGIC: u32 = 0x6e65_7464;
 /// `NodeConfig::flags`: after translating, deliver straight into the container
 /// (`bpf_redirect_peer`) or out of the uplink (`bpf_redirect_neigh`).
 pub const FAST_PATH: u32 = 1;
+
+const _: () = assert!(core::mem::size_of::<XdpMeta>() == 8);

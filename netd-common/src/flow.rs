@@ -23,6 +23,9 @@ pub const ORIGIN_DNAT: u8 = 0;
 pub const ORIGIN_SNAT: u8 = 1;
 /// A container calling a published port through a node address.
 pub const ORIGIN_HAIRPIN: u8 = 2;
+/// Egress of a network without masquerade, not translated but tracked, so that its
+/// replies are told from traffic the uplink must not let in (`drop_not_published`).
+pub const ORIGIN_TRACKED: u8 = 3;
 
 /// Entry flag: after the rewrite, send the packet back out of the interface it came in on
 /// (a container calling its own published port: the stack must not see a packet whose
@@ -105,24 +108,67 @@ impl FlowKey {
     }
 }
 
+const _: () = {
+    assert!(core::mem::size_of::<FlowKey>() == 16);
+    assert!(core::mem::size_of::<FlowEntry>() == 40);
+};
+
+impl FlowEntry {
+    /// The half that saw the flow's first packet.
+    pub const fn is_first(&self) -> bool {
+        self.flags & FLAG_REPLY == 0
+    }
+}
+
+/// The endpoint a flow counts against (its quota of confirmed flows), from its first
+/// half: the container that opened it (masquerade, hairpin, tracked egress) or the one a
+/// published port leads to.
+pub const fn owner(first_key: &FlowKey, first: &FlowEntry) -> u32 {
+    if first.origin == ORIGIN_DNAT {
+        first.dst_addr
+    } else {
+        first_key.src_addr
+    }
+}
+
+/// Whether a flow has proved itself, so that it moves to the table whose entries are
+/// never evicted: TCP once the handshake completed (both directions acknowledged, which
+/// a spoofed SYN never does), anything else once a reply came back. Both halves' `seen`.
+pub const fn confirmed(proto: u8, a: u8, b: u8) -> bool {
+    if (a | b) & SEEN_CLOSED != 0 {
+        return false;
+    }
+    if proto == crate::PROTO_TCP {
+        a & SEEN_ACK != 0 && b & SEEN_ACK != 0
+    } else {
+        a & SEEN_PACKET != 0 && b & SEEN_PACKET != 0
+    }
+}
+
 pub const SECOND: u64 = 1_000_000_000;
 /// Idle timeouts (like Cilium's and Calico's): TCP established, TCP opening, TCP closing
-/// (FIN or RST seen), everything else.
+/// (FIN or RST seen), anything else answered, anything else never answered. Flows that
+/// were never answered go soonest: they are what a flood is made of.
 pub const TCP_ESTABLISHED_TIMEOUT: u64 = 6 * 3600 * SECOND;
-pub const TCP_SYN_TIMEOUT: u64 = 60 * SECOND;
+pub const TCP_SYN_TIMEOUT: u64 = 30 * SECOND;
 pub const TCP_CLOSING_TIMEOUT: u64 = 10 * SECOND;
 pub const OTHER_TIMEOUT: u64 = 60 * SECOND;
+pub const UNREPLIED_TIMEOUT: u64 = 30 * SECOND;
 
 /// How long a flow may stay idle, judged on both its halves.
 pub fn timeout(key: &FlowKey, a: &FlowEntry, b: Option<&FlowEntry>) -> u64 {
-    if key.proto != crate::PROTO_TCP {
-        return OTHER_TIMEOUT;
-    }
     let seen_a = a.seen;
     let seen_b = match b {
         Some(b) => b.seen,
         None => 0,
     };
+    if key.proto != crate::PROTO_TCP {
+        return if seen_a & SEEN_PACKET != 0 && seen_b & SEEN_PACKET != 0 {
+            OTHER_TIMEOUT
+        } else {
+            UNREPLIED_TIMEOUT
+        };
+    }
     if (seen_a | seen_b) & SEEN_CLOSED != 0 {
         TCP_CLOSING_TIMEOUT
     } else if seen_a & SEEN_ACK != 0 && seen_b & SEEN_ACK != 0 {

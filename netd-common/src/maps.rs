@@ -4,25 +4,52 @@
 //! contents from its state).
 
 pub const PUBLISHED_PORTS: &str = "NETD_PORTS_V1";
+/// Confirmed flows (a reply seen, a TCP handshake completed): never evicted.
 pub const FLOWS: &str = "NETD_FLOWS_V1";
-pub const NODE_CONFIG: &str = "NETD_CONFIG_V2";
-pub const NODE_ADDRS: &str = "NETD_ADDRS_V1";
-pub const MASQ_SUBNETS: &str = "NETD_MASQ_V1";
-pub const COUNTERS: &str = "NETD_COUNTERS_V3";
+/// Flows not confirmed yet: an LRU, where a flood only evicts other unconfirmed flows.
+pub const PENDING_FLOWS: &str = "NETD_PENDING_V1";
+/// Confirmed flows per endpoint address, for the per-endpoint quota.
+pub const FLOW_OWNERS: &str = "NETD_OWNERS_V1";
+/// The ports of fragmented datagrams, by their first fragment.
+pub const FRAGMENTS: &str = "NETD_FRAGS_V1";
+pub const NODE_CONFIG: &str = "NETD_CONFIG_V3";
+pub const NODE_ADDRS: &str = "NETD_ADDRS_V2";
+pub const COUNTERS: &str = "NETD_COUNTERS_V4";
 pub const ENDPOINTS: &str = "NETD_ENDPOINTS_V3";
-pub const NETWORKS: &str = "NETD_NETWORKS_V1";
+/// Each endpoint's address to its host-side veth (the reverse of `ENDPOINTS`).
+pub const ENDPOINT_VETHS: &str = "NETD_VETHS_V1";
+pub const NETWORKS: &str = "NETD_NETWORKS_V2";
 pub const SOCKET_ORIGINS: &str = "NETD_SOCKETS_V1";
 
+/// Every pinned map of the kernel object (a test checks the object has exactly these).
+pub const PINNED: [&str; 12] = [
+    PUBLISHED_PORTS,
+    FLOWS,
+    PENDING_FLOWS,
+    FLOW_OWNERS,
+    FRAGMENTS,
+    NODE_CONFIG,
+    NODE_ADDRS,
+    COUNTERS,
+    ENDPOINTS,
+    ENDPOINT_VETHS,
+    NETWORKS,
+    SOCKET_ORIGINS,
+];
+
 pub const PUBLISHED_PORTS_MAX: u32 = 65_536;
-/// Two entries per translated flow (one per direction).
+/// Two entries per translated flow (one per direction); the unconfirmed table has as
+/// many again.
 pub const FLOWS_MAX: u32 = 262_144;
-pub const NODE_ADDRS_MAX: u32 = 256;
-pub const MASQ_SUBNETS_MAX: u32 = 1_024;
+/// Well above the addresses netd itself adds (a gateway per network, NETWORKS_MAX).
+pub const NODE_ADDRS_MAX: u32 = 16_384;
 pub const ENDPOINTS_MAX: u32 = 65_536;
 pub const NETWORKS_MAX: u32 = 4_096;
+/// Fragmented datagrams in flight whose first fragment was seen.
+pub const FRAGMENTS_MAX: u32 = 16_384;
 /// Candidate keys one run of the sweep program judges (an array map, not pinned: it
 /// only carries one batch from the daemon to the program).
-pub const SWEEP_BATCH: u32 = 256;
+pub const SWEEP_BATCH: u32 = 64;
 pub const SWEEP: &str = "SWEEP_BATCH";
 
 /// Value of `ENDPOINTS`, keyed by the host-side veth's ifindex: who is behind it, and
@@ -54,9 +81,22 @@ pub const ENDPOINT_ICC_OFF: u16 = 1;
 pub const ENDPOINT_INTERNAL: u16 = 2;
 
 /// `NETWORKS` is an LPM trie keyed by (prefix length, network-order address) of each
-/// network's subnet; the value is the network's tag, so that a destination address tells
-/// which network it belongs to.
+/// network's subnet: which network a destination belongs to, and how it is reached.
 pub type NetworkTag = u32;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetworkInfo {
+    pub tag: NetworkTag,
+    /// `NETWORK_*` flags.
+    pub flags: u32,
+}
+
+/// The network's egress is masqueraded behind the uplink's address.
+pub const NETWORK_MASQUERADE: u32 = 1;
+/// Hosts beyond the uplink may reach its containers directly (`gateway_mode=routed`);
+/// otherwise only published ports and the replies of the containers' own flows get in.
+pub const NETWORK_ROUTED: u32 = 2;
 
 /// The node-wide settings the programs read from index 0 of `NODE_CONFIG`.
 #[repr(C)]
@@ -74,8 +114,44 @@ pub struct NodeConfig {
     pub uplink_ifindex: u32,
     /// `fast_path::FAST_PATH` when the redirects are on.
     pub flags: u32,
+    /// Confirmed flows one endpoint address may hold; beyond it, its flows stay in the
+    /// unconfirmed table (working, but evicted first when the table is under pressure).
+    pub flow_quota: u32,
+    pub _pad: u32,
 }
 
-/// `MASQ_SUBNETS` is an LPM trie keyed by (prefix length, network-order address) with a
-/// `u8` value: the container subnets whose egress is masqueraded.
-pub const MASQ_VALUE: u8 = 1;
+/// Key of `FRAGMENTS`: a datagram as its fragments carry it (addresses network order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragmentKey {
+    pub src_addr: u32,
+    pub dst_addr: u32,
+    /// The IP identification, network order.
+    pub id: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Value of `FRAGMENTS`: the ports (network order) the first fragment carried.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragmentPorts {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub _pad: u32,
+    /// When the first fragment passed (CLOCK_MONOTONIC ns).
+    pub seen_ns: u64,
+}
+
+/// How long the following fragments of a datagram are translated after its first (as
+/// Linux's ipfrag_time): an IP ID reused later is a new datagram.
+pub const FRAGMENT_TIMEOUT_NS: u64 = 30_000_000_000;
+
+const _: () = {
+    use core::mem::size_of;
+    assert!(size_of::<EndpointInfo>() == 32);
+    assert!(size_of::<NetworkInfo>() == 8);
+    assert!(size_of::<NodeConfig>() == 32);
+    assert!(size_of::<FragmentKey>() == 12);
+    assert!(size_of::<FragmentPorts>() == 16);
+};

@@ -25,3 +25,8 @@ pub struct Backend {
     /// The host-side veth of the container's endpoint (for redirects and purges).
     pub ifindex: u32,
 }
+
+const _: () = {
+    assert!(core::mem::size_of::<PortKey>() == 8);
+    assert!(core::mem::size_of::<Backend>() == 12);
+};

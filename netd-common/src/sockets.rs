@@ -21,3 +21,8 @@ pub struct SocketOrigin {
     pub port: u16,
     pub _pad: u16,
 }
+
+const _: () = {
+    assert!(core::mem::size_of::<SocketPeer>() == 16);
+    assert!(core::mem::size_of::<SocketOrigin>() == 8);
+};

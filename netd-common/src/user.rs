@@ -4,7 +4,7 @@ use crate::{
     counters::Counter,
     fast_path::XdpMeta,
     flow::{FlowEntry, FlowKey},
-    maps::{EndpointInfo, NodeConfig},
+    maps::{EndpointInfo, FragmentKey, FragmentPorts, NetworkInfo, NodeConfig},
     published::{Backend, PortKey},
     sockets::{SocketOrigin, SocketPeer},
 };
@@ -26,6 +26,9 @@ pod!(
     FlowEntry,
     NodeConfig,
     EndpointInfo,
+    NetworkInfo,
+    FragmentKey,
+    FragmentPorts,
     Counter,
     SocketPeer,
     SocketOrigin,
