@@ -1,16 +1,90 @@
-//! The connection table: find a packet's flow entry, keep it fresh, create both halves.
+//! The connection table: find a packet's flow entry, keep it fresh, create both halves,
+//! and confirm flows that proved themselves.
+//!
+//! Two maps hold it. A new flow starts in `PENDING`, an LRU: until it is confirmed (a TCP
+//! handshake completed, a reply to anything else) it is what a flood is made of, and a
+//! flood of such flows, from a container or spoofed from the network, only evicts other
+//! unconfirmed ones. Once confirmed, both halves move to `FLOWS`, a plain hash the kernel
+//! never evicts from, as long as the flow's endpoint holds fewer confirmed flows than its
+//! quota (`NodeConfig::flow_quota`): one endpoint cannot take the table from the others.
+//! A flow over quota keeps working from `PENDING`.
 
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::bpf_ktime_get_ns,
 };
-use netd_common::flow::{FLAG_REPLY, FlowEntry, FlowKey, SEEN_CLOSED, SEEN_SYN};
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+use netd_common::{
+    counters::{Hook, Reason},
+    flow::{FLAG_REPLY, FlowEntry, FlowKey, SEEN_CLOSED, SEEN_SYN, confirmed, owner},
+};
 
-use crate::{maps::FLOWS, parse::Packet};
+use crate::{
+    maps::{FLOW_OWNERS, FLOWS, NODE_CONFIG, PENDING},
+    parse::Packet,
+    stats::count,
+};
 
 /// last-seen is written at most this often, so a busy flow does not dirty its cache line
 /// on every packet.
 const TOUCH_EVERY_NS: u64 = 1_000_000_000;
+/// What an insert with BPF_NOEXIST returns when the key is taken.
+pub const EEXIST: i32 = -17;
+
+/// Which of the two maps a flow half is in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Confirmed,
+    Pending,
+}
+
+impl Table {
+    #[inline(always)]
+    pub fn get(self, key: &FlowKey) -> Option<FlowEntry> {
+        // SAFETY: a copy out of the map value; a racing writer only sets bits and times.
+        unsafe {
+            match self {
+                Table::Confirmed => FLOWS.get(key).copied(),
+                Table::Pending => PENDING.get(key).copied(),
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn get_ptr_mut(self, key: &FlowKey) -> Option<*mut FlowEntry> {
+        match self {
+            Table::Confirmed => FLOWS.get_ptr_mut(key),
+            Table::Pending => PENDING.get_ptr_mut(key),
+        }
+    }
+
+    #[inline(always)]
+    pub fn insert(self, key: &FlowKey, entry: &FlowEntry, flags: u32) -> Result<(), i32> {
+        match self {
+            Table::Confirmed => FLOWS.insert(key, entry, flags as u64),
+            Table::Pending => PENDING.insert(key, entry, flags as u64),
+        }
+        .map_err(|e| e as i32)
+    }
+
+    #[inline(always)]
+    pub fn remove(self, key: &FlowKey) -> Result<(), i32> {
+        match self {
+            Table::Confirmed => FLOWS.remove(key),
+            Table::Pending => PENDING.remove(key),
+        }
+        .map_err(|e| e as i32)
+    }
+}
+
+/// The half stored under `key`, wherever it is (confirmed flows first).
+#[inline(always)]
+pub fn find(key: &FlowKey) -> Option<(Table, FlowEntry)> {
+    if let Some(entry) = Table::Confirmed.get(key) {
+        return Some((Table::Confirmed, entry));
+    }
+    Table::Pending.get(key).map(|e| (Table::Pending, e))
+}
 
 #[inline(always)]
 pub fn key_of(pkt: &Packet, dir: u8) -> FlowKey {
@@ -33,26 +107,37 @@ pub fn now() -> u64 {
 
 /// The entry for this packet's direction, with its last-seen time and TCP flags updated.
 /// `None` also when the flow lost its other half while idle (see `still_whole`): the
-/// packet then starts the flow over.
-#[inline(always)]
+/// packet then starts the flow over. An unconfirmed flow whose state moved on is
+/// confirmed here if it now qualifies. A subprogram: every program looks flows up, and
+/// its stack would otherwise add to each of their branches.
+#[inline(never)]
 pub fn lookup(key: &FlowKey, pkt: &Packet) -> Option<FlowEntry> {
-    let entry = FLOWS.get_ptr_mut(key)?;
+    let (table, entry) = match FLOWS.get_ptr_mut(key) {
+        Some(entry) => (Table::Confirmed, entry),
+        None => (Table::Pending, PENDING.get_ptr_mut(key)?),
+    };
     // SAFETY: a pointer into the map's value; racing writers only ever set bits and
     // timestamps, so a torn read is harmless.
-    let (copy, idle) = unsafe {
+    let (copy, idle, moved) = unsafe {
         let now = now();
         let idle = now.wrapping_sub((*entry).last_seen_ns) > TOUCH_EVERY_NS;
         if idle {
             (*entry).last_seen_ns = now;
         }
         let seen = updated_seen((*entry).seen, pkt.seen);
-        if seen != (*entry).seen {
+        let moved = seen != (*entry).seen;
+        if moved {
             (*entry).seen = seen;
         }
-        (*entry, idle)
+        (*entry, idle, moved)
     };
-    if idle && !still_whole(key, &copy) {
+    if idle && !still_whole(table, key, &copy) {
         return None;
+    }
+    // Tried when the flow's state moved, and at most once a second otherwise (a flow over
+    // its endpoint's quota asks again as it goes on).
+    if table == Table::Pending && (moved || idle) {
+        confirm_if_proved(key, entry);
     }
     Some(copy)
 }
@@ -63,15 +148,14 @@ pub fn lookup(key: &FlowKey, pkt: &Packet) -> Option<FlowEntry> {
 /// so the caller creates both again rather than translating into a flow whose replies
 /// would find nothing.
 #[inline(always)]
-fn still_whole(key: &FlowKey, entry: &FlowEntry) -> bool {
-    // SAFETY: only presence is read.
-    if unsafe { FLOWS.get(key) }.is_none() {
-        let _ = FLOWS.insert(key, entry, BPF_NOEXIST as u64);
+fn still_whole(table: Table, key: &FlowKey, entry: &FlowEntry) -> bool {
+    if table.get_ptr_mut(key).is_none() {
+        let _ = table.insert(key, entry, BPF_NOEXIST);
     }
-    if unsafe { FLOWS.get(&key.partner(entry)) }.is_some() {
+    if find(&key.partner(entry)).is_some() {
         return true;
     }
-    let _ = FLOWS.remove(key);
+    let _ = table.remove(key);
     false
 }
 
@@ -85,6 +169,94 @@ fn updated_seen(entry: u8, pkt: u8) -> u8 {
         pkt
     } else {
         entry | pkt
+    }
+}
+
+/// Move an unconfirmed flow (this half `key`, just updated in place at `entry`) to
+/// `FLOWS` if it has proved itself and its endpoint is under quota. Each outcome but "not
+/// yet" is counted. Not inlined, and working on the map values in place rather than on
+/// copies: it runs once per state change of an unconfirmed flow, and its stack adds to
+/// that of every program that looks flows up.
+#[inline(never)]
+fn confirm_if_proved(key: &FlowKey, entry: *const FlowEntry) {
+    // SAFETY: `entry` and `partner` point into PENDING's values for this program's run.
+    let (entry, partner_key) = unsafe { (&*entry, key.partner(&*entry)) };
+    let Some(partner) = PENDING.get_ptr(&partner_key) else {
+        return;
+    };
+    // SAFETY: as above.
+    let partner = unsafe { &*partner };
+    if !confirmed(key.proto, entry.seen, partner.seen) {
+        return;
+    }
+    let (first_key, first, reply_key, reply) = if entry.is_first() {
+        (key, entry, &partner_key, partner)
+    } else {
+        (&partner_key, partner, key, entry)
+    };
+    let outcome = confirm(first_key, first, reply_key, reply);
+    count(Hook::FlowTable, outcome, 0);
+}
+
+#[inline(always)]
+fn confirm(
+    first_key: &FlowKey,
+    first: &FlowEntry,
+    reply_key: &FlowKey,
+    reply: &FlowEntry,
+) -> Reason {
+    let Some(owned) = owner_count(owner(first_key, first)) else {
+        return Reason::ConfirmTableFull;
+    };
+    let quota = NODE_CONFIG.get(0).map_or(0, |c| u64::from(c.flow_quota));
+    // SAFETY: a pointer into FLOW_OWNERS' value, read once.
+    if quota != 0 && unsafe { *owned } >= quota {
+        return Reason::ConfirmOverQuota;
+    }
+    match Table::Confirmed.insert(first_key, first, BPF_NOEXIST) {
+        Ok(()) => {}
+        // Another CPU confirmed it a moment ago.
+        Err(EEXIST) => return Reason::FlowConfirmed,
+        Err(_) => return Reason::ConfirmTableFull,
+    }
+    if Table::Confirmed.insert(reply_key, reply, BPF_ANY).is_err() {
+        let _ = Table::Confirmed.remove(first_key);
+        return Reason::ConfirmTableFull;
+    }
+    let _ = Table::Pending.remove(first_key);
+    let _ = Table::Pending.remove(reply_key);
+    add_owned(owned, 1);
+    Reason::FlowConfirmed
+}
+
+/// The counter of confirmed flows that `addr` owns, created at 0 if it has none.
+#[inline(always)]
+fn owner_count(addr: u32) -> Option<*mut u64> {
+    if let Some(count) = FLOW_OWNERS.get_ptr_mut(&addr) {
+        return Some(count);
+    }
+    let _ = FLOW_OWNERS.insert(&addr, &0, BPF_NOEXIST as u64);
+    FLOW_OWNERS.get_ptr_mut(&addr)
+}
+
+/// Add `delta` (wrapping: `u64::MAX` takes one away) to an owner's count, atomically:
+/// every CPU confirms and the sweep removes at once.
+#[inline(always)]
+pub fn add_owned(count: *mut u64, delta: u64) {
+    // SAFETY: a valid, aligned u64 in a map value. The BPF target has no compare and swap,
+    // so core's atomic types offer no fetch_add; BPF's own atomic add (XADD) is what the
+    // intrinsic compiles to.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(count, delta) };
+}
+
+/// One confirmed flow of `first_key`/`first` is gone: its owner holds one fewer.
+#[inline(always)]
+pub fn released(first_key: &FlowKey, first: &FlowEntry) {
+    if let Some(count) = FLOW_OWNERS.get_ptr_mut(&owner(first_key, first)) {
+        // SAFETY: read once to avoid going below zero after the daemon's recount.
+        if unsafe { *count } > 0 {
+            add_owned(count, u64::MAX);
+        }
     }
 }
 
@@ -139,28 +311,38 @@ pub fn new_entry(to: Tuple, origin: u8, seen: u8, flags: u8, ifindex: u32) -> Fl
     }
 }
 
-/// Both halves of a new flow whose first packet is `pkt` (looked up with `key`) and is
-/// written as `to`: the first half with BPF_NOEXIST, then its partner. Returns the first
-/// half's entry, or the one another CPU created meanwhile; `None` when the table is full.
-#[inline(always)]
-pub fn create(
-    key: &FlowKey,
-    pkt: &Packet,
-    to: Tuple,
-    origin: u8,
-    first: Half,
-    reply: Half,
-) -> Option<FlowEntry> {
-    let entry = new_entry(to, origin, pkt.seen, first.flags, first.ifindex);
+/// A flow to create: what its first packet is written as, how it came about, and the
+/// flags and interface of each half.
+pub struct NewFlow {
+    pub to: Tuple,
+    pub origin: u8,
+    pub first: Half,
+    pub reply: Half,
+}
+
+/// Both halves of a new (unconfirmed) flow whose first packet is `pkt` (looked up with
+/// `key`): the first half with BPF_NOEXIST, then its partner. Returns the first half's
+/// entry, or the one another CPU created meanwhile; `None` when the table cannot take it.
+/// A subprogram: the stack of creating a flow is not held while looking one up.
+#[inline(never)]
+pub fn create(key: &FlowKey, pkt: &Packet, flow: &NewFlow) -> Option<FlowEntry> {
+    let entry = new_entry(
+        flow.to,
+        flow.origin,
+        pkt.seen,
+        flow.first.flags,
+        flow.first.ifindex,
+    );
     if !insert_first(key, &entry) {
-        return lookup(key, pkt);
+        // Another CPU created it a moment ago: its entry serves.
+        return find(key).map(|(_, entry)| entry);
     }
     let reply = new_entry(
         Tuple::of(pkt).reversed(),
-        origin,
+        flow.origin,
         0,
-        reply.flags | FLAG_REPLY,
-        reply.ifindex,
+        flow.reply.flags | FLAG_REPLY,
+        flow.reply.ifindex,
     );
     insert_partner(key, &key.partner(&entry), &reply).ok()?;
     Some(entry)
@@ -173,20 +355,33 @@ pub struct Half {
     pub ifindex: u32,
 }
 
-/// The partner half of a flow whose first half is already in the table. On failure the
-/// first half is removed again, so the table never holds half a flow.
+/// The partner half of a new flow whose first half is already in the table. On failure
+/// the first half is removed again, so the table never holds half a flow.
 #[inline(always)]
 pub fn insert_partner(first: &FlowKey, partner: &FlowKey, entry: &FlowEntry) -> Result<(), ()> {
-    if FLOWS.insert(partner, entry, BPF_ANY as u64).is_err() {
-        let _ = FLOWS.remove(first);
+    if Table::Pending.insert(partner, entry, BPF_ANY).is_err() {
+        let _ = Table::Pending.remove(first);
         return Err(());
     }
     Ok(())
 }
 
 /// Insert the first half of a new flow; `false` if another CPU created it meanwhile or the
-/// table is full.
+/// table cannot take it.
 #[inline(always)]
 pub fn insert_first(key: &FlowKey, entry: &FlowEntry) -> bool {
-    FLOWS.insert(key, entry, BPF_NOEXIST as u64).is_ok()
+    Table::Pending.insert(key, entry, BPF_NOEXIST).is_ok()
+}
+
+/// Claim `key` for a new flow's reply half (a SNAT port): inserted unless any flow, in
+/// either table, holds it. The pending insert comes first, so that two CPUs cannot both
+/// claim it; a confirmed flow on the tuple then takes it back.
+#[inline(always)]
+pub fn claim(key: &FlowKey, entry: &FlowEntry) -> Result<(), i32> {
+    Table::Pending.insert(key, entry, BPF_NOEXIST)?;
+    if FLOWS.get_ptr(key).is_some() {
+        let _ = Table::Pending.remove(key);
+        return Err(EEXIST);
+    }
+    Ok(())
 }

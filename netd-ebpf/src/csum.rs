@@ -23,9 +23,9 @@ fn l4_flags(pkt: &Packet) -> u64 {
 /// Fix the IPv4 header and L4 checksums for a change of the packet's own address.
 #[inline(always)]
 pub fn addr_changed(ctx: &TcContext, pkt: &Packet, old: u32, new: u32) -> Result<(), i64> {
-    if pkt.proto != PROTO_ICMP {
+    if pkt.proto != PROTO_ICMP && pkt.has_l4_header() {
         ctx.l4_csum_replace(
-            pkt.l4_csum_off,
+            pkt.l4_csum_off as usize,
             old as u64,
             new as u64,
             BPF_F_PSEUDO_HDR as u64 | 4 | l4_flags(pkt),
@@ -37,7 +37,12 @@ pub fn addr_changed(ctx: &TcContext, pkt: &Packet, old: u32, new: u32) -> Result
 /// Fix the L4 checksum for a port (or ICMP echo identifier) change.
 #[inline(always)]
 pub fn port_changed(ctx: &TcContext, pkt: &Packet, old: u16, new: u16) -> Result<(), i64> {
-    ctx.l4_csum_replace(pkt.l4_csum_off, old as u64, new as u64, 2 | l4_flags(pkt))
+    ctx.l4_csum_replace(
+        pkt.l4_csum_off as usize,
+        old as u64,
+        new as u64,
+        2 | l4_flags(pkt),
+    )
 }
 
 /// Bytes inside an ICMP error's payload changed: only the ICMP checksum covers them.

@@ -1,6 +1,7 @@
 //! The program on each container's host-side veth (TC ingress: packets from the
-//! container). In order: anti-spoofing; flows already translated here; network policy
-//! (isolation, icc, internal) on the packet's original destination; hairpin: a container
+//! container). In order: what may leave a container at all (`guard`: allowlisted
+//! ethertypes, no VLAN tags, its own MAC and address); flows already translated here;
+//! network policy (isolation, icc, internal) on the packet's own destination; hairpin: a container
 //! calling a published port through a node address is DNATed here, since such packets
 //! never reach the uplink. Calling its own published port, it is also SNATed to its
 //! gateway and the packet is sent straight back, so that the reply is translated here too.
@@ -11,20 +12,19 @@ use aya_ebpf::{helpers::bpf_redirect, programs::TcContext};
 use netd_common::{
     counters::{Hook, Reason},
     flow::{
-        DIR_FROM_ENDPOINT, FLAG_REDIRECT_BACK, FLAG_REDIRECT_TO_CALLER, FlowEntry, FlowKey,
-        ORIGIN_HAIRPIN,
+        DIR_FROM_ENDPOINT, FLAG_REDIRECT_BACK, FLAG_REDIRECT_TO_CALLER, FlowEntry, ORIGIN_HAIRPIN,
     },
     maps::EndpointInfo,
     published::Backend,
 };
 
 use crate::{
-    conntrack::{self, Half, Tuple},
-    fast_path, guard,
+    conntrack::{self, Half, NewFlow, Tuple},
+    fast_path, guard, icmp,
     maps::ENDPOINTS,
-    parse::{IP_DST_OFF, Kind, Packet, parse_ipv4_l4},
+    parse::{IP_DST_OFF, Kind, Packet},
     policy,
-    program::{DROP, PASS, Verdict, apply, published_backend},
+    program::{DROP, PASS, Verdict, apply, packet, published_backend, unparsed},
     stats::count,
     uplink,
 };
@@ -32,48 +32,105 @@ use crate::{
 pub fn ingress(ctx: &TcContext) -> i32 {
     // SAFETY: a copy out of the map value.
     let endpoint = unsafe { ENDPOINTS.get(&ifindex(ctx)) }.copied();
-    let (reason, verdict) = decide(ctx, endpoint.as_ref());
+    let (reason, verdict) = match endpoint {
+        Some(ep) => decide(ctx, &ep),
+        // Registered before the program is attached and removed after it is detached:
+        // a veth without an entry is one netd is tearing down.
+        None => (Reason::DropUnknownEndpoint, DROP),
+    };
     count(Hook::EndpointIngress, reason, ctx.len());
     verdict
 }
 
 #[inline(always)]
-fn decide(ctx: &TcContext, endpoint: Option<&EndpointInfo>) -> Verdict {
-    if let Some(ep) = endpoint
-        && let Err(reason) = guard::check_source(ctx, ep)
-    {
-        return (reason, DROP);
+fn decide(ctx: &TcContext, ep: &EndpointInfo) -> Verdict {
+    match admit(ctx, ep) {
+        Ok(Frame::Ipv4) => {}
+        Ok(Frame::Arp) => return (Reason::NotIpv4, PASS),
+        Err(reason) => return (reason, DROP),
     }
-    let pkt = match parse_ipv4_l4(ctx) {
+    let pkt = match packet(ctx) {
         Ok(pkt) => pkt,
-        // Not translated, but still subject to policy (other protocols, fragments).
-        Err(reason) => return police_raw(ctx, endpoint, reason),
+        // Not translated, but still subject to policy (other protocols, IP options).
+        Err(reason) => return police_unparsed(ctx, ep, reason),
     };
-    let key = conntrack::key_of(&pkt, DIR_FROM_ENDPOINT);
-    if pkt.kind == Kind::Flow
-        && let Some(entry) = conntrack::lookup(&key, &pkt)
-    {
-        return deliver(ctx, &pkt, &entry, Reason::Established);
+    let established = if pkt.kind == Kind::IcmpError {
+        established_error(ctx, ep, &pkt)
+    } else {
+        established_flow(ctx, &pkt)
+    };
+    if let Some(verdict) = established {
+        return verdict;
     }
-    if let Some(reason) = endpoint.and_then(|ep| policy::refuse(ep, pkt.dst_addr)) {
+    if let Some(reason) = policy::refuse(ep, pkt.ip_dst) {
         return (reason, DROP);
     }
     if pkt.kind == Kind::IcmpError {
-        // Errors about hairpin flows are left to the stack.
+        // Errors about flows of the node's other ends are the uplink's business.
         return (Reason::NoMatch, PASS);
     }
     match pkt.starts_flow.then(|| published_backend(&pkt)).flatten() {
-        Some(backend) => hairpin_new_flow(ctx, &pkt, &key, &backend, endpoint),
-        None => leave_by_uplink(ctx, &pkt, endpoint),
+        Some(backend) => hairpin_new_flow(ctx, &pkt, &backend, ep),
+        None => leave_by_uplink(ctx, &pkt, ep),
     }
 }
 
-/// Fast path: traffic routed out of the uplink is translated here (SNAT, or reverse DNAT
-/// of a reply) and sent out directly. Otherwise, or when the fast path is off, the stack
-/// routes it and the uplink's egress program translates it.
-#[inline(always)]
-fn leave_by_uplink(ctx: &TcContext, pkt: &Packet, endpoint: Option<&EndpointInfo>) -> Verdict {
-    let (Some(config), Some(endpoint)) = (fast_path::config(), endpoint) else {
+/// What kind of frame the container may send: checked by `guard` (what may leave a
+/// container at all) and `policy` (what icc off allows on the link). A subprogram of its
+/// own, as are the other big steps below: inlined together, they would not fit the
+/// program's 512-byte stack.
+#[inline(never)]
+fn admit(ctx: &TcContext, ep: &EndpointInfo) -> Result<Frame, Reason> {
+    let frame = guard::check_frame(ctx, ep)?;
+    if let Some(reason) = policy::refuse_frame(ep, &frame) {
+        return Err(reason);
+    }
+    Ok(if frame.arp_target.is_some() {
+        Frame::Arp
+    } else {
+        Frame::Ipv4
+    })
+}
+
+/// The frames a container may send.
+enum Frame {
+    Ipv4,
+    Arp,
+}
+
+/// A packet of a flow this veth already translates (a hairpin flow), or an ICMP error the
+/// endpoint sends about one: it goes on as the flow does, policy having been applied when
+/// the flow began. An error only counts as the flow's when the endpoint is the flow's own
+/// end in that direction, never for a flow it merely quotes.
+#[inline(never)]
+fn established_flow(ctx: &TcContext, pkt: &Packet) -> Option<Verdict> {
+    let entry = conntrack::lookup(&conntrack::key_of(pkt, DIR_FROM_ENDPOINT), pkt)?;
+    Some(deliver(
+        ctx,
+        &entry,
+        apply(ctx, pkt, &entry, Reason::Established),
+    ))
+}
+
+#[inline(never)]
+fn established_error(ctx: &TcContext, ep: &EndpointInfo, pkt: &Packet) -> Option<Verdict> {
+    let (key, entry) = icmp::error_flow(pkt, DIR_FROM_ENDPOINT)?;
+    if key.src_addr != ep.addr {
+        return None;
+    }
+    Some(deliver(
+        ctx,
+        &entry,
+        icmp::translate_error(ctx, pkt, &key, &entry),
+    ))
+}
+
+/// Fast path: traffic of an established flow routed out of the uplink is translated here
+/// (SNAT, or reverse DNAT of a reply) and sent out directly. Otherwise (a new flow, or
+/// the fast path off), the stack routes it and the uplink's egress program translates it.
+#[inline(never)]
+fn leave_by_uplink(ctx: &TcContext, pkt: &Packet, endpoint: &EndpointInfo) -> Verdict {
+    let Some(config) = fast_path::config() else {
         return (Reason::NoMatch, PASS);
     };
     if !fast_path::sent_to_gateway(ctx, endpoint) {
@@ -86,7 +143,7 @@ fn leave_by_uplink(ctx: &TcContext, pkt: &Packet, endpoint: Option<&EndpointInfo
             return (Reason::NoMatch, PASS);
         }
     };
-    match uplink::translate_egress(ctx, pkt, ifindex(ctx)) {
+    match uplink::translate_established(ctx, pkt) {
         (Reason::NoMatch, verdict) => (Reason::NoMatch, verdict),
         (reason, PASS) => (
             reason,
@@ -96,16 +153,21 @@ fn leave_by_uplink(ctx: &TcContext, pkt: &Packet, endpoint: Option<&EndpointInfo
     }
 }
 
-/// Policy for an IPv4 packet the parser did not take; anything else passes as it was.
+/// Policy for an IPv4 packet the parser did not take, by its own destination.
 #[inline(always)]
-fn police_raw(ctx: &TcContext, endpoint: Option<&EndpointInfo>, reason: Reason) -> Verdict {
-    if reason != Reason::NotIpv4
-        && let (Some(ep), Ok(dst)) = (endpoint, ctx.load::<u32>(IP_DST_OFF))
-        && let Some(refused) = policy::refuse(ep, dst)
-    {
-        return (refused, DROP);
+fn police_unparsed(ctx: &TcContext, ep: &EndpointInfo, reason: Reason) -> Verdict {
+    let (reason, verdict) = unparsed(reason);
+    if verdict != PASS {
+        return (reason, verdict);
     }
-    (reason, PASS)
+    // The guard checked the whole header is there.
+    let Ok(dst) = ctx.load::<u32>(IP_DST_OFF) else {
+        return (Reason::DropMalformed, DROP);
+    };
+    match policy::refuse(ep, dst) {
+        Some(refused) => (refused, DROP),
+        None => (reason, PASS),
+    }
 }
 
 #[inline(always)]
@@ -114,21 +176,18 @@ fn ifindex(ctx: &TcContext) -> u32 {
     unsafe { (*ctx.skb.skb).ifindex }
 }
 
-#[inline(always)]
+#[inline(never)]
 fn hairpin_new_flow(
     ctx: &TcContext,
     pkt: &Packet,
-    key: &FlowKey,
     backend: &Backend,
-    endpoint: Option<&EndpointInfo>,
+    endpoint: &EndpointInfo,
 ) -> Verdict {
+    let key = conntrack::key_of(pkt, DIR_FROM_ENDPOINT);
     let mut to = Tuple {
         dst_addr: backend.addr,
         dst_port: backend.port,
         ..Tuple::of(pkt)
-    };
-    let Some(endpoint) = endpoint else {
-        return (Reason::NoMatch, PASS);
     };
     let mut first = Half {
         flags: 0,
@@ -148,18 +207,24 @@ fn hairpin_new_flow(
             ifindex: ifindex(ctx),
         };
     }
-    match conntrack::create(key, pkt, to, ORIGIN_HAIRPIN, first, reply) {
-        Some(entry) => deliver(ctx, pkt, &entry, Reason::HairpinNew),
+    let flow = NewFlow {
+        to,
+        origin: ORIGIN_HAIRPIN,
+        first,
+        reply,
+    };
+    match conntrack::create(&key, pkt, &flow) {
+        Some(entry) => deliver(ctx, &entry, apply(ctx, pkt, &entry, Reason::HairpinNew)),
         None => (Reason::DropFlowTableFull, DROP),
     }
 }
 
-/// Translate, then let the packet go on, or send it into a container directly when the
-/// flow says so: back into the one it came from (MAC addresses swapped), or into the one
-/// that called across networks.
+/// After translation (`translated`): let the packet go on, or send it into a container
+/// directly when the flow says so: back into the one it came from (MAC addresses
+/// swapped), or into the one that called across networks.
 #[inline(always)]
-fn deliver(ctx: &TcContext, pkt: &Packet, entry: &FlowEntry, reason: Reason) -> Verdict {
-    let (reason, verdict) = apply(ctx, pkt, entry, reason);
+fn deliver(ctx: &TcContext, entry: &FlowEntry, translated: Verdict) -> Verdict {
+    let (reason, verdict) = translated;
     if verdict != PASS {
         return (reason, verdict);
     }
@@ -181,13 +246,13 @@ fn deliver(ctx: &TcContext, pkt: &Packet, entry: &FlowEntry, reason: Reason) -> 
 /// to the container's own MAC, from the gateway MAC the frame was sent to.
 #[inline(always)]
 fn address_to_caller(ctx: &TcContext, caller: u32) -> Result<(), i64> {
-    // SAFETY: a copy out of the map value.
-    let Some(ep) = (unsafe { ENDPOINTS.get(&caller) }).copied() else {
+    let Some(ep) = ENDPOINTS.get_ptr(&caller) else {
         return Err(0);
     };
     let gateway_mac: [u8; 6] = ctx.load(0)?;
     let mut macs = [0u8; 12];
-    macs[..6].copy_from_slice(&ep.mac);
+    // SAFETY: a pointer into the map's value, read at once.
+    macs[..6].copy_from_slice(unsafe { &(*ep).mac });
     macs[6..].copy_from_slice(&gateway_mac);
     ctx.store(0, &macs, 0)
 }

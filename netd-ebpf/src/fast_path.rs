@@ -122,7 +122,8 @@ pub struct Route {
 /// Before translation at a container's host-side veth: whether the packet is routed out
 /// of the uplink (looked up as the stack would, from the container's bridge), fits its
 /// MTU and has TTL to spare; where it goes if so.
-#[inline(always)]
+/// A subprogram: the route lookup's stack is not held while the packet is translated.
+#[inline(never)]
 pub fn route_via_uplink(
     ctx: &TcContext,
     pkt: &Packet,

@@ -1,52 +1,94 @@
-//! Anti-spoofing on a container's host-side veth: a frame must come from the container
-//! interface's own MAC address, and an IPv4 packet or ARP message from its own address.
+//! What may leave a container at all, checked first on its host-side veth, by allowlist:
+//! untagged Ethernet frames from the container interface's own MAC address carrying IPv4
+//! from its own address, or ARP for IPv4 about itself. Everything else is dropped with a
+//! reason: another ethertype (IPv6 too, until netd supports it: a container's router
+//! advertisement must not reach its neighbours or the node), a VLAN tag (the kernel
+//! strips one before TC, so a frame with two would otherwise pass as something netd does
+//! not read and be untagged further on), and frames too short or malformed to judge.
 
 use aya_ebpf::programs::TcContext;
 use netd_common::{counters::Reason, maps::EndpointInfo};
-use network_types::eth::EthHdr;
+use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
-use crate::parse::IP_SRC_OFF;
+use crate::parse::IP_OFF;
 
-const ETH_SRC_OFF: usize = 6;
-const ETH_TYPE_OFF: usize = 12;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_ARP: u16 = 0x0806;
-/// ARP for IPv4 over Ethernet: sender hardware and protocol addresses.
-const ARP_SHA_OFF: usize = EthHdr::LEN + 8;
-const ARP_SPA_OFF: usize = ARP_SHA_OFF + 6;
+/// 802.1Q, 802.1ad, and the pre-standard QinQ tag.
+const VLAN_ETHERTYPES: [u16; 3] = [0x8100, 0x88a8, 0x9100];
+/// An ARP message for IPv4 over Ethernet: header, then sender and target addresses.
+const ARP_LEN: usize = 28;
+const ARP_REQUEST: u16 = 1;
+const ARP_REPLY: u16 = 2;
 
-/// `Err(reason)` when the frame claims to be from someone the endpoint is not.
-#[inline(always)]
-pub fn check_source(ctx: &TcContext, ep: &EndpointInfo) -> Result<(), Reason> {
-    let Ok(src_mac) = ctx.load::<[u8; 6]>(ETH_SRC_OFF) else {
-        return Ok(());
-    };
-    if src_mac != ep.mac {
-        return Err(Reason::DropSpoofedMac);
-    }
-    let Ok(ethertype) = ctx.load::<u16>(ETH_TYPE_OFF) else {
-        return Ok(());
-    };
-    match u16::from_be(ethertype) {
-        ETH_P_IP => match ctx.load::<u32>(IP_SRC_OFF) {
-            Ok(src) if src != ep.addr => Err(Reason::DropSpoofedSource),
-            _ => Ok(()),
-        },
-        ETH_P_ARP => check_arp(ctx, ep),
-        _ => Ok(()),
-    }
+/// The facts of an allowed frame that policy looks at.
+pub struct Frame {
+    pub dst_mac: [u8; 6],
+    /// For ARP, the address asked about or answered to; `None` for IPv4.
+    pub arp_target: Option<u32>,
 }
 
-/// An ARP sender must be the endpoint (address 0.0.0.0 is an address probe).
+/// `Err(reason)` unless the frame is one a container may send.
 #[inline(always)]
-fn check_arp(ctx: &TcContext, ep: &EndpointInfo) -> Result<(), Reason> {
-    if let Ok(sha) = ctx.load::<[u8; 6]>(ARP_SHA_OFF)
-        && sha != ep.mac
-    {
+pub fn check_frame(ctx: &TcContext, ep: &EndpointInfo) -> Result<Frame, Reason> {
+    // SAFETY: the context's __sk_buff is valid for the program's run.
+    if unsafe { (*ctx.skb.skb).vlan_present } != 0 {
+        return Err(Reason::DropVlanTagged);
+    }
+    let eth: [u8; EthHdr::LEN] = ctx.load(0).map_err(|_| Reason::DropMalformed)?;
+    let mut dst_mac = [0u8; 6];
+    dst_mac.copy_from_slice(&eth[..6]);
+    if eth[6..12] != ep.mac {
         return Err(Reason::DropSpoofedMac);
     }
-    match ctx.load::<u32>(ARP_SPA_OFF) {
-        Ok(spa) if spa != ep.addr && spa != 0 => Err(Reason::DropSpoofedSource),
-        _ => Ok(()),
+    let arp_target = match u16::from_be_bytes([eth[12], eth[13]]) {
+        ETH_P_IP => {
+            check_ipv4(ctx, ep)?;
+            None
+        }
+        ETH_P_ARP => Some(check_arp(ctx, ep)?),
+        t if VLAN_ETHERTYPES.contains(&t) => return Err(Reason::DropVlanTagged),
+        _ => return Err(Reason::DropEthertype),
+    };
+    Ok(Frame {
+        dst_mac,
+        arp_target,
+    })
+}
+
+/// A whole IPv4 header (version 4, at least 20 bytes) from the endpoint's address.
+#[inline(always)]
+fn check_ipv4(ctx: &TcContext, ep: &EndpointInfo) -> Result<(), Reason> {
+    let ip: Ipv4Hdr = ctx.load(IP_OFF).map_err(|_| Reason::DropMalformed)?;
+    if ip.vihl >> 4 != 4 || ip.vihl & 0x0f < 5 {
+        return Err(Reason::DropMalformed);
     }
+    if u32::from_ne_bytes(ip.src_addr) != ep.addr {
+        return Err(Reason::DropSpoofedSource);
+    }
+    Ok(())
+}
+
+/// A request or reply for IPv4 over Ethernet whose sender is the endpoint (address
+/// 0.0.0.0 is an address probe). Returns the target address.
+#[inline(always)]
+fn check_arp(ctx: &TcContext, ep: &EndpointInfo) -> Result<u32, Reason> {
+    let arp: [u8; ARP_LEN] = ctx.load(EthHdr::LEN).map_err(|_| Reason::DropMalformed)?;
+    let htype = u16::from_be_bytes([arp[0], arp[1]]);
+    let ptype = u16::from_be_bytes([arp[2], arp[3]]);
+    let oper = u16::from_be_bytes([arp[6], arp[7]]);
+    if htype != 1 || ptype != ETH_P_IP || arp[4] != 6 || arp[5] != 4 {
+        return Err(Reason::DropMalformed);
+    }
+    if oper != ARP_REQUEST && oper != ARP_REPLY {
+        return Err(Reason::DropMalformed);
+    }
+    if arp[8..14] != ep.mac {
+        return Err(Reason::DropSpoofedMac);
+    }
+    let spa = u32::from_ne_bytes([arp[14], arp[15], arp[16], arp[17]]);
+    if spa != ep.addr && spa != 0 {
+        return Err(Reason::DropSpoofedSource);
+    }
+    Ok(u32::from_ne_bytes([arp[24], arp[25], arp[26], arp[27]]))
 }

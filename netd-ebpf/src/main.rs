@@ -1,6 +1,9 @@
 //! netd's kernel programs, one entry point per attach point; the work is in the modules.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// For BPF's atomic add (see `conntrack::add_owned`); the programs are built with nightly.
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
 mod bench;
@@ -12,6 +15,8 @@ mod csum;
 mod endpoint;
 #[cfg(target_arch = "bpf")]
 mod fast_path;
+#[cfg(target_arch = "bpf")]
+mod fragment;
 #[cfg(target_arch = "bpf")]
 mod guard;
 #[cfg(target_arch = "bpf")]

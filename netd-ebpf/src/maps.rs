@@ -6,11 +6,11 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use netd_common::{
-    counters::{Counter, HOOK_COUNT, REASON_COUNT},
+    counters::{COUNTERS_LEN, Counter},
     flow::{FlowEntry, FlowKey},
     maps::{
-        ENDPOINTS_MAX, EndpointInfo, FLOWS_MAX, MASQ_SUBNETS_MAX, NETWORKS_MAX, NODE_ADDRS_MAX,
-        NetworkTag, NodeConfig, PUBLISHED_PORTS_MAX, SWEEP_BATCH,
+        ENDPOINTS_MAX, EndpointInfo, FLOWS_MAX, FRAGMENTS_MAX, FragmentKey, FragmentPorts,
+        NETWORKS_MAX, NODE_ADDRS_MAX, NetworkInfo, NodeConfig, PUBLISHED_PORTS_MAX, SWEEP_BATCH,
     },
     published::{Backend, PortKey},
     sockets::{SOCKET_ORIGINS_MAX, SocketOrigin, SocketPeer},
@@ -19,33 +19,48 @@ use netd_common::{
 #[map(name = "NETD_PORTS_V1")]
 pub static PUBLISHED_PORTS: HashMap<PortKey, Backend> = HashMap::pinned(PUBLISHED_PORTS_MAX, 0);
 
-/// A plain hash (not LRU): the kernel never evicts half of a flow; the daemon's garbage
-/// collector removes both halves together, and a full table is counted.
+/// Confirmed flows. A plain hash (not LRU): the kernel never evicts half of a flow; the
+/// daemon's garbage collector removes both halves together, and a full table is counted.
 #[map(name = "NETD_FLOWS_V1")]
 pub static FLOWS: HashMap<FlowKey, FlowEntry> = HashMap::pinned(FLOWS_MAX, 0);
 
-#[map(name = "NETD_CONFIG_V2")]
+/// Flows until they are confirmed (`conntrack`): an LRU, so that a flood of flows that
+/// are never answered (spoofed SYNs, a container spraying datagrams) only ever evicts its
+/// own kind, never a confirmed flow. Sized like `FLOWS` by the daemon.
+#[map(name = "NETD_PENDING_V1")]
+pub static PENDING: LruHashMap<FlowKey, FlowEntry> = LruHashMap::pinned(FLOWS_MAX, 0);
+
+/// Confirmed flows per endpoint address (see `flow::owner`), against its quota.
+#[map(name = "NETD_OWNERS_V1")]
+pub static FLOW_OWNERS: HashMap<u32, u64> = HashMap::pinned(ENDPOINTS_MAX, 0);
+
+/// The ports of fragmented datagrams, remembered from their first fragment.
+#[map(name = "NETD_FRAGS_V1")]
+pub static FRAGMENTS: LruHashMap<FragmentKey, FragmentPorts> = LruHashMap::pinned(FRAGMENTS_MAX, 0);
+
+#[map(name = "NETD_CONFIG_V3")]
 pub static NODE_CONFIG: Array<NodeConfig> = Array::pinned(1, 0);
 
 /// The node's own addresses: where a wildcard published port answers.
-#[map(name = "NETD_ADDRS_V1")]
+#[map(name = "NETD_ADDRS_V2")]
 pub static NODE_ADDRS: HashMap<u32, u8> = HashMap::pinned(NODE_ADDRS_MAX, 0);
 
-/// Container subnets whose egress is masqueraded.
-#[map(name = "NETD_MASQ_V1")]
-pub static MASQ_SUBNETS: LpmTrie<u32, u8> =
-    LpmTrie::pinned(MASQ_SUBNETS_MAX, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+#[map(name = "NETD_COUNTERS_V4")]
+pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(COUNTERS_LEN, 0);
 
-#[map(name = "NETD_COUNTERS_V3")]
-pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(HOOK_COUNT * REASON_COUNT, 0);
+/// Each container address's host-side veth (the reverse of `ENDPOINTS`): where the
+/// replies of a flow created at the uplink go when the fast path delivers them.
+#[map(name = "NETD_VETHS_V1")]
+pub static ENDPOINT_VETHS: HashMap<u32, u32> = HashMap::pinned(ENDPOINTS_MAX, 0);
 
 /// Who is behind each container's host-side veth, by its ifindex.
 #[map(name = "NETD_ENDPOINTS_V3")]
 pub static ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::pinned(ENDPOINTS_MAX, 0);
 
-/// Every network's subnet, to its tag: which network a destination belongs to.
-#[map(name = "NETD_NETWORKS_V1")]
-pub static NETWORKS: LpmTrie<u32, NetworkTag> =
+/// Every network's subnet: which network an address belongs to, whether its egress is
+/// masqueraded, whether it may be routed to directly.
+#[map(name = "NETD_NETWORKS_V2")]
+pub static NETWORKS: LpmTrie<u32, NetworkInfo> =
     LpmTrie::pinned(NETWORKS_MAX, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
 /// For host-local sockets that were pointed at a container: the address they called. An

@@ -1,6 +1,6 @@
 //! Rewriting one end (address and port) of a packet, and choosing SNAT ports.
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_get_prandom_u32, programs::TcContext};
+use aya_ebpf::{helpers::bpf_get_prandom_u32, programs::TcContext};
 use netd_common::{
     counters::Reason,
     flow::{FlowEntry, FlowKey},
@@ -9,29 +9,30 @@ use netd_common::{
 };
 
 use crate::{
+    conntrack::{self, EEXIST},
     csum,
-    maps::{FLOWS, PUBLISHED_PORTS},
+    maps::PUBLISHED_PORTS,
     node_sockets,
     parse::{IP_DST_OFF, IP_SRC_OFF, Packet},
 };
 
 /// Tries at finding a free SNAT port for one destination; more rarely succeed.
 const SNAT_TRIES: u32 = 32;
-/// What a BPF_NOEXIST insert returns when the key is taken.
-const EEXIST: i32 = -17;
 
 /// Write the entry's tuple into the packet, checksums first; unchanged fields are left
-/// alone.
-#[inline(always)]
+/// alone. A fragment after the first has no L4 header: only its addresses change.
+/// A subprogram: every translation ends here, and its stack is then not held by each of
+/// the programs' branches.
+#[inline(never)]
 pub fn rewrite(ctx: &TcContext, pkt: &Packet, to: &FlowEntry) -> Result<(), i64> {
     let src = End {
-        addr_off: IP_SRC_OFF,
+        addr_off: IP_SRC_OFF as u8,
         port_off: pkt.src_port_off,
         old: (pkt.src_addr, pkt.src_port),
         new: (to.src_addr, to.src_port),
     };
     let dst = End {
-        addr_off: IP_DST_OFF,
+        addr_off: IP_DST_OFF as u8,
         port_off: pkt.dst_port_off,
         old: (pkt.dst_addr, pkt.dst_port),
         new: (to.dst_addr, to.dst_port),
@@ -42,8 +43,8 @@ pub fn rewrite(ctx: &TcContext, pkt: &Packet, to: &FlowEntry) -> Result<(), i64>
 
 /// One end of a packet: where its address and port sit, what they are and will be.
 struct End {
-    addr_off: usize,
-    port_off: usize,
+    addr_off: u8,
+    port_off: u8,
     old: (u32, u16),
     new: (u32, u16),
 }
@@ -52,11 +53,11 @@ struct End {
 fn rewrite_end(ctx: &TcContext, pkt: &Packet, end: &End) -> Result<(), i64> {
     if end.old.0 != end.new.0 {
         csum::addr_changed(ctx, pkt, end.old.0, end.new.0)?;
-        ctx.store(end.addr_off, &end.new.0, 0)?;
+        ctx.store(end.addr_off as usize, &end.new.0, 0)?;
     }
-    if end.old.1 != end.new.1 {
+    if end.old.1 != end.new.1 && pkt.has_l4_header() {
         csum::port_changed(ctx, pkt, end.old.1, end.new.1)?;
-        ctx.store(end.port_off, &end.new.1, 0)?;
+        ctx.store(end.port_off as usize, &end.new.1, 0)?;
     }
     Ok(())
 }
@@ -141,7 +142,7 @@ fn try_claim(config: &NodeConfig, port: u16, reply_key: &mut FlowKey, reply: &Fl
         return Claim::Published;
     }
     reply_key.dst_port = port;
-    match FLOWS.insert(&*reply_key, reply, BPF_NOEXIST as u64) {
+    match conntrack::claim(reply_key, reply) {
         Ok(()) => Claim::Ours(port),
         Err(EEXIST) => Claim::Taken,
         Err(_) => Claim::TableFull,

@@ -5,6 +5,10 @@
 //! asking side (the request's source "port", the reply's destination "port"; the other is
 //! 0). An ICMP error is parsed as the packet it quotes (`Kind::IcmpError`), since that is
 //! what finds its flow.
+//!
+//! Fragments: the first fragment of a datagram carries its L4 header and is parsed like
+//! any packet; the following ones carry none, and `fragment::track` gives them the ports
+//! their first fragment had.
 
 use aya_ebpf::programs::{TcContext, XdpContext};
 use core::mem::offset_of;
@@ -50,6 +54,16 @@ const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
 
+/// Where a packet stands in its datagram.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Fragment {
+    Whole,
+    /// Offset 0, more fragments follow: the L4 header is here.
+    First,
+    /// Offset > 0: no L4 header; its ports are the first fragment's.
+    Following,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// TCP, UDP or ICMP echo: the packet's own tuple.
@@ -69,15 +83,29 @@ pub struct Packet {
     pub dst_port: u16,
     /// Where the "ports" are written (for ICMP echo both name the identifier; the side
     /// that is 0 never changes).
-    pub src_port_off: usize,
-    pub dst_port_off: usize,
+    pub src_port_off: u8,
+    pub dst_port_off: u8,
     /// `SEEN_*` bits of netd_common::flow: SEEN_PACKET, plus the TCP flags.
     pub seen: u8,
     /// May this packet start a new flow? Not an ICMP echo reply: its identifier is its
     /// destination "port", so it can only ever be a reply.
     pub starts_flow: bool,
     /// The L4 checksum of the packet itself (for an ICMP error: the ICMP checksum).
-    pub l4_csum_off: usize,
+    pub l4_csum_off: u8,
+    /// The IPv4 header's own destination (for an ICMP error: where the error goes, which
+    /// policy judges, not the quoted packet's).
+    pub ip_dst: u32,
+    /// The IP identification (network order), which ties fragments together.
+    pub ip_id: u16,
+    pub fragment: Fragment,
+}
+
+impl Packet {
+    /// Whether the L4 header (ports and checksum) is in this packet.
+    #[inline(always)]
+    pub fn has_l4_header(&self) -> bool {
+        self.fragment != Fragment::Following
+    }
 }
 
 /// A packet's bytes as a program sees them: through `bpf_skb_load_bytes` at TC, directly
@@ -112,14 +140,18 @@ pub fn parse_ipv4_l4<F: Frame>(ctx: &F) -> Result<Packet, Reason> {
         return Err(Reason::NotIpv4);
     }
     let ip = ipv4_header(ctx, IP_OFF)?;
-    match ip.proto as u8 {
-        PROTO_TCP | PROTO_UDP => transport(ctx, &ip),
-        PROTO_ICMP => icmp(ctx, &ip),
-        _ => Err(Reason::OtherProto),
+    let proto = ip.proto as u8;
+    if proto != PROTO_TCP && proto != PROTO_UDP && proto != PROTO_ICMP {
+        return Err(Reason::OtherProto);
+    }
+    match fragment_of(&ip) {
+        Fragment::Following => Ok(following_fragment(&ip)),
+        fragment if proto == PROTO_ICMP => icmp(ctx, &ip, fragment),
+        fragment => transport(ctx, &ip, fragment),
     }
 }
 
-/// An IPv4 header without options, not a fragment.
+/// An IPv4 header without options.
 #[inline(always)]
 fn ipv4_header<F: Frame>(ctx: &F, off: usize) -> Result<Ipv4Hdr, Reason> {
     let ip: Ipv4Hdr = ctx.load(off).map_err(|_| Reason::Truncated)?;
@@ -130,15 +162,46 @@ fn ipv4_header<F: Frame>(ctx: &F, off: usize) -> Result<Ipv4Hdr, Reason> {
             Reason::IpOptions
         });
     }
-    // More-fragments set or a non-zero offset: no ports to translate by.
-    if u16::from_be_bytes(ip.frags) & 0x3fff != 0 {
-        return Err(Reason::Fragment);
-    }
     Ok(ip)
 }
 
 #[inline(always)]
-fn transport<F: Frame>(ctx: &F, ip: &Ipv4Hdr) -> Result<Packet, Reason> {
+fn fragment_of(ip: &Ipv4Hdr) -> Fragment {
+    const MORE_FRAGMENTS: u16 = 0x2000;
+    const OFFSET: u16 = 0x1fff;
+    let frags = u16::from_be_bytes(ip.frags);
+    if frags & OFFSET != 0 {
+        Fragment::Following
+    } else if frags & MORE_FRAGMENTS != 0 {
+        Fragment::First
+    } else {
+        Fragment::Whole
+    }
+}
+
+/// A fragment after the first: addresses only, ports to be filled in from the first.
+#[inline(always)]
+fn following_fragment(ip: &Ipv4Hdr) -> Packet {
+    Packet {
+        kind: Kind::Flow,
+        proto: ip.proto as u8,
+        src_addr: u32::from_ne_bytes(ip.src_addr),
+        dst_addr: u32::from_ne_bytes(ip.dst_addr),
+        src_port: 0,
+        dst_port: 0,
+        src_port_off: 0,
+        dst_port_off: 0,
+        seen: SEEN_PACKET,
+        starts_flow: false,
+        l4_csum_off: 0,
+        ip_dst: u32::from_ne_bytes(ip.dst_addr),
+        ip_id: u16::from_ne_bytes(ip.id),
+        fragment: Fragment::Following,
+    }
+}
+
+#[inline(always)]
+fn transport<F: Frame>(ctx: &F, ip: &Ipv4Hdr, fragment: Fragment) -> Result<Packet, Reason> {
     let proto = ip.proto as u8;
     let (l4_csum_off, l4_last_byte) = if proto == PROTO_TCP {
         (TCP_CSUM_OFF, L4_OFF + TCP_HDR_LEN - 1)
@@ -162,22 +225,29 @@ fn transport<F: Frame>(ctx: &F, ip: &Ipv4Hdr) -> Result<Packet, Reason> {
         dst_addr: u32::from_ne_bytes(ip.dst_addr),
         src_port: ports[0],
         dst_port: ports[1],
-        src_port_off: L4_OFF,
-        dst_port_off: L4_OFF + 2,
+        src_port_off: L4_OFF as u8,
+        dst_port_off: (L4_OFF + 2) as u8,
         seen,
         starts_flow: true,
-        l4_csum_off,
+        l4_csum_off: l4_csum_off as u8,
+        ip_dst: u32::from_ne_bytes(ip.dst_addr),
+        ip_id: u16::from_ne_bytes(ip.id),
+        fragment,
     })
 }
 
 #[inline(always)]
-fn icmp<F: Frame>(ctx: &F, ip: &Ipv4Hdr) -> Result<Packet, Reason> {
+fn icmp<F: Frame>(ctx: &F, ip: &Ipv4Hdr, fragment: Fragment) -> Result<Packet, Reason> {
     let header: [u8; ICMP_HDR_LEN] = ctx.load(L4_OFF).map_err(|_| Reason::Truncated)?;
     let id = u16::from_ne_bytes([header[4], header[5]]);
     let (src_port, dst_port) = match header[0] {
         ICMP_ECHO_REQUEST => (id, 0),
         ICMP_ECHO_REPLY => (0, id),
-        ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM => return icmp_error(ctx),
+        ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM
+            if fragment == Fragment::Whole =>
+        {
+            return icmp_error(ctx, ip);
+        }
         _ => return Err(Reason::OtherProto),
     };
     Ok(Packet {
@@ -187,20 +257,24 @@ fn icmp<F: Frame>(ctx: &F, ip: &Ipv4Hdr) -> Result<Packet, Reason> {
         dst_addr: u32::from_ne_bytes(ip.dst_addr),
         src_port,
         dst_port,
-        src_port_off: ICMP_ID_OFF,
-        dst_port_off: ICMP_ID_OFF,
+        src_port_off: ICMP_ID_OFF as u8,
+        dst_port_off: ICMP_ID_OFF as u8,
         seen: SEEN_PACKET,
         starts_flow: header[0] == ICMP_ECHO_REQUEST,
-        l4_csum_off: ICMP_CSUM_OFF,
+        l4_csum_off: ICMP_CSUM_OFF as u8,
+        ip_dst: u32::from_ne_bytes(ip.dst_addr),
+        ip_id: u16::from_ne_bytes(ip.id),
+        fragment,
     })
 }
 
-/// The TCP or UDP packet an ICMP error quotes (its first 8 bytes of L4 at least).
+/// The TCP or UDP packet an ICMP error quotes (its first 8 bytes of L4 at least; a quote
+/// of a following fragment has no ports and names no flow).
 #[inline(always)]
-fn icmp_error<F: Frame>(ctx: &F) -> Result<Packet, Reason> {
+fn icmp_error<F: Frame>(ctx: &F, ip: &Ipv4Hdr) -> Result<Packet, Reason> {
     let inner = ipv4_header(ctx, INNER_IP_OFF)?;
     let proto = inner.proto as u8;
-    if proto != PROTO_TCP && proto != PROTO_UDP {
+    if (proto != PROTO_TCP && proto != PROTO_UDP) || fragment_of(&inner) == Fragment::Following {
         return Err(Reason::OtherProto);
     }
     let ports: [u16; 2] = ctx.load(INNER_L4_OFF).map_err(|_| Reason::Truncated)?;
@@ -211,11 +285,14 @@ fn icmp_error<F: Frame>(ctx: &F) -> Result<Packet, Reason> {
         dst_addr: u32::from_ne_bytes(inner.dst_addr),
         src_port: ports[0],
         dst_port: ports[1],
-        src_port_off: INNER_L4_OFF,
-        dst_port_off: INNER_L4_OFF + 2,
+        src_port_off: INNER_L4_OFF as u8,
+        dst_port_off: (INNER_L4_OFF + 2) as u8,
         seen: 0,
         starts_flow: false,
-        l4_csum_off: ICMP_CSUM_OFF,
+        l4_csum_off: ICMP_CSUM_OFF as u8,
+        ip_dst: u32::from_ne_bytes(ip.dst_addr),
+        ip_id: u16::from_ne_bytes(ip.id),
+        fragment: Fragment::Whole,
     })
 }
 

@@ -11,6 +11,7 @@ use netd_common::{
 };
 
 use crate::{
+    fragment,
     maps::{NODE_ADDRS, PUBLISHED_PORTS},
     nat,
     parse::{Packet, parse_ipv4_l4},
@@ -23,14 +24,34 @@ pub type Verdict = (Reason, i32);
 pub const PASS: i32 = TC_ACT_OK;
 pub const DROP: i32 = TC_ACT_SHOT;
 
+/// Parse, decide (on the packet, or on why it could not be parsed), count.
 #[inline(always)]
-pub fn run(ctx: &TcContext, hook: Hook, decide: impl FnOnce(&Packet) -> Verdict) -> i32 {
-    let (reason, verdict) = match parse_ipv4_l4(ctx) {
-        Ok(pkt) => decide(&pkt),
-        Err(reason) => (reason, PASS),
-    };
+pub fn run(
+    ctx: &TcContext,
+    hook: Hook,
+    decide: impl FnOnce(Result<Packet, Reason>) -> Verdict,
+) -> i32 {
+    let (reason, verdict) = decide(packet(ctx));
     count(hook, reason, ctx.len());
     verdict
+}
+
+/// The packet as the TC programs handle it: parsed, fragments tracked. A subprogram: its
+/// stack is then not held while the packet is translated.
+#[inline(never)]
+pub fn packet(ctx: &TcContext) -> Result<Packet, Reason> {
+    fragment::track(parse_ipv4_l4(ctx)?)
+}
+
+/// What becomes of a packet the parser did not take: it goes on untouched, unless the
+/// reason is that it cannot be handled right (a fragment whose first was not seen).
+#[inline(always)]
+pub fn unparsed(reason: Reason) -> Verdict {
+    if reason == Reason::DropFragmentBeforeFirst {
+        (reason, DROP)
+    } else {
+        (reason, PASS)
+    }
 }
 
 /// Write the entry's tuple into the packet and let it continue.

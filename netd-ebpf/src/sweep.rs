@@ -10,9 +10,11 @@
 //! order: a half it revives whose partner is gone is dropped and the flow created anew).
 //!
 //! Run with BPF_PROG_TEST_RUN, never attached. Input: `now` (u64, CLOCK_MONOTONIC ns, read
-//! by the daemon just before the run) and the number of keys (u32) at the start of the
-//! packet, the keys in `SWEEP`. Returns how many halves it removed. A half refreshed after
-//! `now` was read is never expired.
+//! by the daemon just before the run), the number of keys (u32) and the table they are in
+//! (u32: 0 confirmed, 1 unconfirmed) at the start of the packet, the keys in `SWEEP`.
+//! Returns how many halves it removed. A half refreshed after `now` was read is never
+//! expired. Removing the first half of a confirmed flow releases it from its owner's
+//! quota.
 
 use aya_ebpf::{bindings::BPF_NOEXIST, programs::TcContext};
 use netd_common::{
@@ -20,11 +22,21 @@ use netd_common::{
     maps::SWEEP_BATCH,
 };
 
-use crate::maps::{FLOWS, SWEEP};
+use crate::{
+    conntrack::{Table, find, released},
+    maps::SWEEP,
+};
 
 pub fn run(ctx: &TcContext) -> i32 {
-    let (Ok(now), Ok(count)) = (ctx.load::<u64>(0), ctx.load::<u32>(8)) else {
+    let (Ok(now), Ok(count), Ok(table)) =
+        (ctx.load::<u64>(0), ctx.load::<u32>(8), ctx.load::<u32>(12))
+    else {
         return 0;
+    };
+    let table = if table == 0 {
+        Table::Confirmed
+    } else {
+        Table::Pending
     };
     let mut removed = 0;
     for i in 0..SWEEP_BATCH {
@@ -34,7 +46,7 @@ pub fn run(ctx: &TcContext) -> i32 {
         let Some(key) = SWEEP.get(i) else {
             break;
         };
-        if remove_if_expired(key, now) {
+        if remove_if_expired(table, key, now) {
             removed += 1;
         }
     }
@@ -44,27 +56,32 @@ pub fn run(ctx: &TcContext) -> i32 {
 /// Remove one half if it and its partner are idle past their timeout; put it back when
 /// its partner was revived meanwhile. Whether it stays removed.
 #[inline(always)]
-fn remove_if_expired(key: &FlowKey, now: u64) -> bool {
-    // SAFETY: map values read by value at once; a racing writer only refreshes them.
-    let Some(entry) = (unsafe { FLOWS.get(key) }).copied() else {
+fn remove_if_expired(table: Table, key: &FlowKey, now: u64) -> bool {
+    let Some(entry) = table.get(key) else {
         return false;
     };
     let partner_key = key.partner(&entry);
-    let partner = unsafe { FLOWS.get(&partner_key) }.copied();
-    if !is_expired(key, &entry, partner.as_ref(), now) || FLOWS.remove(key).is_err() {
+    let partner = find(&partner_key).map(|(_, e)| e);
+    if !is_expired(key, &entry, partner.as_ref(), now) || table.remove(key).is_err() {
         return false;
     }
-    let (Some(before), Some(after)) = (partner, unsafe { FLOWS.get(&partner_key) }.copied()) else {
-        return true;
+    let still_gone = match (partner, find(&partner_key)) {
+        (Some(before), Some((_, after)))
+            if after.last_seen_ns != before.last_seen_ns || after.seen != before.seen =>
+        {
+            // A packet revived the flow while it was judged: the half goes back, as fresh
+            // as its partner and, if the partner started over (a SYN on a closed tuple),
+            // starting over too.
+            table
+                .insert(key, &revived(entry, &after), BPF_NOEXIST)
+                .is_err()
+        }
+        _ => true,
     };
-    if after.last_seen_ns == before.last_seen_ns && after.seen == before.seen {
-        return true;
+    if still_gone && table == Table::Confirmed && entry.is_first() {
+        released(key, &entry);
     }
-    // A packet revived the flow while it was judged: the half goes back, as fresh as its
-    // partner and, if the partner started over (a SYN on a closed tuple), starting over too.
-    FLOWS
-        .insert(key, &revived(entry, &after), BPF_NOEXIST as u64)
-        .is_err()
+    still_gone
 }
 
 /// A removed half put back beside its revived partner.

@@ -1,22 +1,30 @@
 //! The uplink's two TC programs. Ingress: reverse SNAT of replies and DNAT of published
 //! ports, then (fast path) straight into the container; a packet the XDP program already
-//! translated is only delivered. Egress: reverse DNAT of replies and SNAT (masquerade) of
-//! container traffic that the stack routed here. Whatever they do not own goes to the
-//! stack untouched.
+//! translated is only delivered. Nothing else reaches a container address from the
+//! network: what matches no flow and no published port is dropped, unless its network is
+//! routed on purpose (Docker 28 drops it too). Egress: reverse DNAT of replies, SNAT
+//! (masquerade) of container traffic that the stack routed here, and tracking of the
+//! untranslated egress of networks without masquerade, so that their replies get in.
+//! Whatever else they see goes to the stack untouched.
 
-use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
+use aya_ebpf::programs::TcContext;
 use netd_common::{
     counters::{Hook, Reason},
-    flow::{DIR_EGRESS, DIR_INGRESS, FLAG_REPLY, FlowEntry, FlowKey, ORIGIN_DNAT, ORIGIN_SNAT},
+    flow::{
+        DIR_EGRESS, DIR_INGRESS, FLAG_REPLY, FlowEntry, FlowKey, ORIGIN_DNAT, ORIGIN_SNAT,
+        ORIGIN_TRACKED,
+    },
+    maps::{NETWORK_MASQUERADE, NETWORK_ROUTED},
 };
 
 use crate::{
-    conntrack::{self, Half, Tuple},
+    conntrack::{self, Half, NewFlow, Table, Tuple},
     fast_path, icmp,
-    maps::{FLOWS, MASQ_SUBNETS, NODE_CONFIG},
+    maps::{ENDPOINT_VETHS, NODE_ADDRS, NODE_CONFIG},
     nat,
-    parse::{Kind, Packet},
-    program::{DROP, PASS, Verdict, apply, published_backend, run},
+    parse::{IP_DST_OFF, Kind, Packet},
+    policy::network_of,
+    program::{DROP, PASS, Verdict, apply, published_backend, run, unparsed},
     stats::count,
 };
 
@@ -25,16 +33,23 @@ pub fn ingress(ctx: &TcContext) -> i32 {
         count(Hook::UplinkIngress, Reason::TranslatedInXdp, ctx.len());
         return fast_path::into_container(ctx, ifindex);
     }
-    run(ctx, Hook::UplinkIngress, |pkt| {
+    run(ctx, Hook::UplinkIngress, |parsed| {
+        let pkt = match parsed {
+            Ok(pkt) => pkt,
+            Err(reason) => return unparsed_ingress(ctx, reason),
+        };
         if pkt.kind == Kind::IcmpError {
-            return icmp::translate_error(ctx, pkt, DIR_INGRESS);
+            return match icmp::translate_error_of_flow(ctx, &pkt, DIR_INGRESS) {
+                (Reason::NoMatch, _) => not_ours(pkt.ip_dst),
+                translated => translated,
+            };
         }
-        let (entry, reason) = match ingress_flow(pkt) {
+        let (entry, reason) = match ingress_flow(&pkt) {
             Ok(found) => found,
             Err(Reason::NoMatch) => return (Reason::NoMatch, PASS),
             Err(reason) => return (reason, DROP),
         };
-        match apply(ctx, pkt, &entry, reason) {
+        match apply(ctx, &pkt, &entry, reason) {
             (reason, PASS) => (reason, fast_path::into_container(ctx, entry.ifindex)),
             dropped => dropped,
         }
@@ -44,7 +59,8 @@ pub fn ingress(ctx: &TcContext) -> i32 {
 /// The flow of a packet arriving on the uplink, and what kind of translation it gets: an
 /// existing flow (a reply to masqueraded traffic, or a published-port connection), or a
 /// new one when the packet opens a connection to a published port. Shared by the TC and
-/// XDP programs, so both translate the same packets the same way.
+/// XDP programs, so both translate the same packets the same way. `Err(NoMatch)`: not
+/// netd's business; `Err(drop reason)`: dropped.
 #[inline(always)]
 pub fn ingress_flow(pkt: &Packet) -> Result<(FlowEntry, Reason), Reason> {
     let key = conntrack::key_of(pkt, DIR_INGRESS);
@@ -57,7 +73,7 @@ pub fn ingress_flow(pkt: &Packet) -> Result<(FlowEntry, Reason), Reason> {
         return Ok((entry, reason));
     }
     let Some(backend) = pkt.starts_flow.then(|| published_backend(pkt)).flatten() else {
-        return Err(Reason::NoMatch);
+        return Err(not_ours(pkt.ip_dst).0);
     };
     let to = Tuple {
         dst_addr: backend.addr,
@@ -68,56 +84,129 @@ pub fn ingress_flow(pkt: &Packet) -> Result<(FlowEntry, Reason), Reason> {
         flags: 0,
         ifindex: backend.ifindex,
     };
-    conntrack::create(&key, pkt, to, ORIGIN_DNAT, half, half)
+    let flow = NewFlow {
+        to,
+        origin: ORIGIN_DNAT,
+        first: half,
+        reply: half,
+    };
+    conntrack::create(&key, pkt, &flow)
         .map(|entry| (entry, Reason::DnatNew))
         .ok_or(Reason::DropFlowTableFull)
 }
 
-pub fn egress(ctx: &TcContext) -> i32 {
-    run(ctx, Hook::UplinkEgress, |pkt| {
-        if pkt.kind == Kind::IcmpError {
-            return icmp::translate_error(ctx, pkt, DIR_EGRESS);
-        }
-        translate_egress(ctx, pkt, 0)
-    })
-}
-
-/// A packet leaving through the uplink: reverse DNAT of a reply, or SNAT of container
-/// traffic. `from_ifindex` is the sending container's host-side veth when known (at the
-/// veth; not at the uplink, after the bridge): replies of a new masqueraded flow can
-/// then be delivered straight into it.
+/// A packet from the network that no flow and no published port claims: dropped if it is
+/// addressed to a container (not a gateway: that is the node) of a network that is not
+/// routed on purpose, else left to the stack.
 #[inline(always)]
-pub fn translate_egress(ctx: &TcContext, pkt: &Packet, from_ifindex: u32) -> Verdict {
-    let key = conntrack::key_of(pkt, DIR_EGRESS);
-    if let Some(entry) = conntrack::lookup(&key, pkt) {
-        let reason = if entry.origin == ORIGIN_DNAT {
-            Reason::DnatReply
-        } else {
-            Reason::Established
-        };
-        apply(ctx, pkt, &entry, reason)
-    } else if pkt.starts_flow && is_masqueraded(pkt.src_addr) {
-        snat_new_flow(ctx, pkt, &key, from_ifindex)
+fn not_ours(dst: u32) -> Verdict {
+    let protected = network_of(dst).is_some_and(|net| net.flags & NETWORK_ROUTED == 0)
+        && NODE_ADDRS.get_ptr(&dst).is_none();
+    if protected {
+        (Reason::DropNotPublished, DROP)
     } else {
         (Reason::NoMatch, PASS)
     }
 }
 
+/// What the parser did not take (other protocols, IP options, a fragment without its
+/// first) is still judged by its destination: nothing gets to a container unasked.
 #[inline(always)]
-fn is_masqueraded(addr: u32) -> bool {
-    MASQ_SUBNETS.get(Key::new(32, addr)).is_some()
+fn unparsed_ingress(ctx: &TcContext, reason: Reason) -> Verdict {
+    let (reason, verdict) = unparsed(reason);
+    if verdict == PASS
+        && reason != Reason::NotIpv4
+        && let Ok(dst) = ctx.load::<u32>(IP_DST_OFF)
+        && let (Reason::DropNotPublished, DROP) = not_ours(dst)
+    {
+        return (Reason::DropNotPublished, DROP);
+    }
+    (reason, verdict)
 }
 
-/// A new connection out of a container: claim a port (by inserting the reply half), add
-/// the first half, then SNAT.
+pub fn egress(ctx: &TcContext) -> i32 {
+    run(ctx, Hook::UplinkEgress, |parsed| {
+        let pkt = match parsed {
+            Ok(pkt) => pkt,
+            Err(reason) => return unparsed(reason),
+        };
+        if pkt.kind == Kind::IcmpError {
+            return icmp::translate_error_of_flow(ctx, &pkt, DIR_EGRESS);
+        }
+        match translate_established(ctx, &pkt) {
+            (Reason::NoMatch, _) if pkt.starts_flow => new_flow_out(ctx, &pkt),
+            verdict => verdict,
+        }
+    })
+}
+
+/// A packet of an existing flow leaving through the uplink: reverse DNAT of a reply,
+/// SNAT of a masqueraded connection, or a tracked one. Shared with the fast path on the
+/// container's veth, which only ever translates established flows (new ones are created
+/// here, whatever path they took).
 #[inline(always)]
-fn snat_new_flow(ctx: &TcContext, pkt: &Packet, key: &FlowKey, from_ifindex: u32) -> Verdict {
-    let Some(config) = NODE_CONFIG.get(0) else {
-        return (Reason::DropNoConfig, DROP);
+pub fn translate_established(ctx: &TcContext, pkt: &Packet) -> Verdict {
+    let key = conntrack::key_of(pkt, DIR_EGRESS);
+    let Some(entry) = conntrack::lookup(&key, pkt) else {
+        return (Reason::NoMatch, PASS);
     };
-    if config.snat_addr == 0 {
-        return (Reason::DropNoConfig, DROP);
+    let reason = if entry.origin == ORIGIN_DNAT {
+        Reason::DnatReply
+    } else {
+        Reason::Established
+    };
+    apply(ctx, pkt, &entry, reason)
+}
+
+/// A new connection out of a container: masqueraded, or tracked where its network is not
+/// masqueraded (and not routed on purpose). Replies of the new flow are delivered
+/// straight into the container's veth when the fast path is on.
+#[inline(always)]
+fn new_flow_out(ctx: &TcContext, pkt: &Packet) -> Verdict {
+    // SAFETY: a copy out of the map value.
+    let veth = unsafe { ENDPOINT_VETHS.get(&pkt.src_addr) }
+        .copied()
+        .unwrap_or(0);
+    let created = match network_of(pkt.src_addr) {
+        Some(net) if net.flags & NETWORK_MASQUERADE != 0 => snat_new_flow(ctx, pkt, veth),
+        Some(net) if net.flags & NETWORK_ROUTED == 0 => tracked_new_flow(pkt, veth),
+        _ => return (Reason::NoMatch, PASS),
+    };
+    match created {
+        Ok((entry, reason)) => apply(ctx, pkt, &entry, reason),
+        Err(reason) => (reason, DROP),
     }
+}
+
+/// A new connection out of a network without masquerade: nothing to translate, but both
+/// halves are kept, as for any flow, so that its replies are let in.
+#[inline(always)]
+fn tracked_new_flow(pkt: &Packet, veth: u32) -> Result<(FlowEntry, Reason), Reason> {
+    let key = conntrack::key_of(pkt, DIR_EGRESS);
+    let half = Half {
+        flags: 0,
+        ifindex: veth,
+    };
+    let flow = NewFlow {
+        to: Tuple::of(pkt),
+        origin: ORIGIN_TRACKED,
+        first: half,
+        reply: half,
+    };
+    conntrack::create(&key, pkt, &flow)
+        .map(|entry| (entry, Reason::TrackedNew))
+        .ok_or(Reason::DropFlowTableFull)
+}
+
+/// A new connection out of a container: claim a port (by inserting the reply half), then
+/// add the first half; the caller SNATs. A subprogram, as `conntrack::create`: the stack
+/// of creating a flow is not held while looking one up.
+#[inline(never)]
+fn snat_new_flow(ctx: &TcContext, pkt: &Packet, veth: u32) -> Result<(FlowEntry, Reason), Reason> {
+    let config = NODE_CONFIG
+        .get(0)
+        .filter(|c| c.snat_addr != 0)
+        .ok_or(Reason::DropNoConfig)?;
     let mut reply_key = FlowKey {
         src_addr: pkt.dst_addr,
         dst_addr: config.snat_addr,
@@ -127,30 +216,21 @@ fn snat_new_flow(ctx: &TcContext, pkt: &Packet, key: &FlowKey, from_ifindex: u32
         dir: DIR_INGRESS,
         _pad: [0; 2],
     };
-    let reply = conntrack::new_entry(
-        Tuple::of(pkt).reversed(),
-        ORIGIN_SNAT,
-        0,
-        FLAG_REPLY,
-        from_ifindex,
-    );
-    let port = match nat::claim_snat_port(ctx, config, pkt.src_port, &mut reply_key, &reply) {
-        Ok(port) => port,
-        Err(reason) => return (reason, DROP),
-    };
+    let reply = conntrack::new_entry(Tuple::of(pkt).reversed(), ORIGIN_SNAT, 0, FLAG_REPLY, veth);
+    let port = nat::claim_snat_port(ctx, config, pkt.src_port, &mut reply_key, &reply)?;
     let to = Tuple {
         src_addr: config.snat_addr,
         src_port: port,
         ..Tuple::of(pkt)
     };
-    let entry = conntrack::new_entry(to, ORIGIN_SNAT, pkt.seen, 0, from_ifindex);
-    if conntrack::insert_first(key, &entry) {
-        return apply(ctx, pkt, &entry, Reason::SnatNew);
+    let entry = conntrack::new_entry(to, ORIGIN_SNAT, pkt.seen, 0, veth);
+    let key = conntrack::key_of(pkt, DIR_EGRESS);
+    if conntrack::insert_first(&key, &entry) {
+        return Ok((entry, Reason::SnatNew));
     }
     // Another CPU created the flow meanwhile (use its entry), or the table is full.
-    let _ = FLOWS.remove(&reply_key);
-    match conntrack::lookup(key, pkt) {
-        Some(entry) => apply(ctx, pkt, &entry, Reason::Established),
-        None => (Reason::DropFlowTableFull, DROP),
-    }
+    let _ = Table::Pending.remove(&reply_key);
+    conntrack::find(&key)
+        .map(|(_, entry)| (entry, Reason::Established))
+        .ok_or(Reason::DropFlowTableFull)
 }

@@ -5,7 +5,8 @@
 //! carry complete checksums (a packet whose checksum is still partial is left to TC). The
 //! translated packet goes on (XDP_PASS) with a note
 //! (`XdpMeta`) naming its container, so that the TC program only delivers it. ICMP,
-//! fragments and whatever XDP does not own pass unchanged, for TC to handle as ever.
+//! fragments and whatever XDP does not own pass unchanged, for TC to handle as ever
+//! (what XDP does not translate but must not let in, TC drops).
 //! This program only sees traffic arriving from the network: container traffic, whose
 //! checksums are partial, is never translated here.
 
@@ -24,8 +25,8 @@ use netd_common::{
 
 use crate::{
     parse::{
-        Frame, IP_CSUM_OFF, IP_DST_OFF, IP_OFF, IP_SRC_OFF, IP_TOT_LEN_OFF, IPV4_HDR_LEN, Kind,
-        Packet, parse_ipv4_l4,
+        Fragment, Frame, IP_CSUM_OFF, IP_DST_OFF, IP_OFF, IP_SRC_OFF, IP_TOT_LEN_OFF, IPV4_HDR_LEN,
+        Kind, Packet, parse_ipv4_l4,
     },
     stats::count,
     uplink,
@@ -34,6 +35,7 @@ use crate::{
 pub fn uplink(ctx: &XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u32;
     let (reason, action) = match parse_ipv4_l4(ctx) {
+        Ok(pkt) if pkt.fragment != Fragment::Whole => (Reason::Fragment, XDP_PASS),
         Ok(pkt) if pkt.kind == Kind::Flow && pkt.proto != PROTO_ICMP => translate(ctx, &pkt),
         Ok(_) => (Reason::OtherProto, XDP_PASS),
         Err(reason) => (reason, XDP_PASS),
@@ -44,7 +46,7 @@ pub fn uplink(ctx: &XdpContext) -> u32 {
 
 #[inline(always)]
 fn translate(ctx: &XdpContext, pkt: &Packet) -> (Reason, u32) {
-    let Ok(l4_csum) = ctx.load::<u16>(pkt.l4_csum_off) else {
+    let Ok(l4_csum) = ctx.load::<u16>(pkt.l4_csum_off as usize) else {
         return (Reason::Truncated, XDP_PASS);
     };
     match looks_partial(ctx, pkt, l4_csum) {
@@ -108,8 +110,8 @@ fn rewrite(ctx: &XdpContext, pkt: &Packet, mut l4_csum: u16, to: &FlowEntry) -> 
         }
     }
     let ports = [
-        (pkt.src_port_off, pkt.src_port, to.src_port),
-        (pkt.dst_port_off, pkt.dst_port, to.dst_port),
+        (pkt.src_port_off as usize, pkt.src_port, to.src_port),
+        (pkt.dst_port_off as usize, pkt.dst_port, to.dst_port),
     ];
     for (off, old, new) in ports {
         if old != new {
@@ -123,7 +125,7 @@ fn rewrite(ctx: &XdpContext, pkt: &Packet, mut l4_csum: u16, to: &FlowEntry) -> 
         l4_csum = udp_wire(l4_csum);
     }
     store(ctx, IP_CSUM_OFF, ip_csum)?;
-    store(ctx, pkt.l4_csum_off, l4_csum)
+    store(ctx, pkt.l4_csum_off as usize, l4_csum)
 }
 
 #[inline(always)]

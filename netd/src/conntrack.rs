@@ -1,29 +1,50 @@
 //! The connection table seen from userspace: which flows have expired (timeouts like
-//! Cilium's and Calico's), and removing both halves of a flow together.
+//! Cilium's and Calico's), removing both halves of a flow together, and how many
+//! confirmed flows each endpoint holds. The table is two maps (see netd-ebpf's
+//! `conntrack`): confirmed flows, never evicted, and flows not confirmed yet, an LRU.
 
 use std::{collections::HashMap, net::Ipv4Addr};
 
 use netd_common::{
     PROTO_ICMP, PROTO_TCP,
-    flow::{FLAG_REPLY, FlowEntry, FlowKey, ORIGIN_DNAT, ORIGIN_SNAT, SEEN_PACKET},
+    flow::{FlowEntry, FlowKey, ORIGIN_DNAT, ORIGIN_HAIRPIN, ORIGIN_SNAT, SEEN_PACKET, owner},
     user::{addr_be, addr_from_be},
 };
 
 pub use netd_common::flow::{
     OTHER_TIMEOUT, SECOND, TCP_CLOSING_TIMEOUT, TCP_ESTABLISHED_TIMEOUT, TCP_SYN_TIMEOUT,
-    is_expired, timeout,
+    UNREPLIED_TIMEOUT, is_expired, timeout,
 };
 
-/// The keys (both halves) of every flow idle past its timeout at `now` (CLOCK_MONOTONIC ns).
-pub fn expired(entries: &[(FlowKey, FlowEntry)], now: u64) -> Vec<FlowKey> {
-    let by_key: HashMap<FlowKey, &FlowEntry> = entries.iter().map(|(k, e)| (*k, e)).collect();
+/// One of the connection table's two maps. The numbers are what `flow_sweep` reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FlowTable {
+    Confirmed = 0,
+    Unconfirmed = 1,
+}
+
+impl FlowTable {
+    pub const BOTH: [FlowTable; 2] = [FlowTable::Confirmed, FlowTable::Unconfirmed];
+}
+
+/// A snapshot of the table: every half, with the map it was in.
+pub type Snapshot = Vec<(FlowKey, FlowEntry, FlowTable)>;
+
+fn by_key(entries: &Snapshot) -> HashMap<FlowKey, &FlowEntry> {
+    entries.iter().map(|(k, e, _)| (*k, e)).collect()
+}
+
+/// The halves of every flow idle past its timeout at `now` (CLOCK_MONOTONIC ns), with the
+/// map each is in (a flow being confirmed can have a half in each).
+pub fn expired(entries: &Snapshot, now: u64) -> Vec<(FlowTable, FlowKey)> {
+    let by_key = by_key(entries);
     let mut out = Vec::new();
-    for (key, entry) in entries {
+    for (key, entry, table) in entries {
         let partner = by_key.get(&key.partner(entry)).copied();
         if is_expired(key, entry, partner, now) {
             // Each half is visited once; push only this half, its partner pushes itself
             // (or is already gone).
-            out.push(*key);
+            out.push((*table, *key));
         }
     }
     out
@@ -31,13 +52,27 @@ pub fn expired(entries: &[(FlowKey, FlowEntry)], now: u64) -> Vec<FlowKey> {
 
 /// The keys of every flow that involves `addr` (a removed container's address): so that a
 /// reused address inherits nothing.
-pub fn involving(entries: &[(FlowKey, FlowEntry)], addr: Ipv4Addr) -> Vec<FlowKey> {
+pub fn involving(entries: &Snapshot, addr: Ipv4Addr) -> Vec<FlowKey> {
     let a = addr_be(addr);
     entries
         .iter()
-        .filter(|(k, e)| k.src_addr == a || k.dst_addr == a || e.src_addr == a || e.dst_addr == a)
-        .map(|(k, _)| *k)
+        .filter(|(k, e, _)| {
+            k.src_addr == a || k.dst_addr == a || e.src_addr == a || e.dst_addr == a
+        })
+        .map(|(k, _, _)| *k)
         .collect()
+}
+
+/// How many confirmed flows each endpoint address holds (network-order address), as the
+/// programs count them against `--flow-quota`.
+pub fn owners(entries: &Snapshot) -> HashMap<u32, u64> {
+    let mut out = HashMap::new();
+    for (key, entry, table) in entries {
+        if *table == FlowTable::Confirmed && entry.is_first() {
+            *out.entry(owner(key, entry)).or_insert(0) += 1;
+        }
+    }
+    out
 }
 
 pub fn monotonic_now() -> u64 {
@@ -53,9 +88,9 @@ pub fn monotonic_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netd_common::flow::{DIR_INGRESS, SEEN_ACK, SEEN_FIN, SEEN_SYN};
+    use netd_common::flow::{DIR_INGRESS, FLAG_REPLY, SEEN_ACK, SEEN_FIN, SEEN_SYN};
 
-    fn flow(seen_in: u8, seen_out: u8, last: u64) -> Vec<(FlowKey, FlowEntry)> {
+    fn flow(seen_in: u8, seen_out: u8, last: u64) -> Snapshot {
         let key = FlowKey {
             src_addr: addr_be(Ipv4Addr::new(10, 0, 0, 1)),
             dst_addr: addr_be(Ipv4Addr::new(10, 0, 0, 2)),
@@ -85,13 +120,39 @@ mod tests {
             flags: FLAG_REPLY,
             ..entry
         };
-        vec![(key, entry), (partner, reply)]
+        vec![
+            (key, entry, FlowTable::Confirmed),
+            (partner, reply, FlowTable::Confirmed),
+        ]
     }
 
     #[test]
     fn partner_of_the_partner_is_the_original() {
         let f = flow(0, 0, 0);
         assert_eq!(f[1].0.partner(&f[1].1), f[0].0);
+    }
+
+    #[test]
+    fn confirmed_flows_count_against_the_container_they_lead_to_or_came_from() {
+        let mut f = flow(SEEN_SYN | SEEN_ACK, SEEN_SYN | SEEN_ACK, 0);
+        let backend = addr_be(Ipv4Addr::new(172, 17, 0, 2));
+        assert_eq!(owners(&f), HashMap::from([(backend, 1)]));
+        f[0].1.origin = ORIGIN_SNAT;
+        assert_eq!(owners(&f), HashMap::from([(f[0].0.src_addr, 1)]));
+        f[0].2 = FlowTable::Unconfirmed;
+        assert!(owners(&f).is_empty(), "unconfirmed flows count for nobody");
+    }
+
+    #[test]
+    fn a_flow_never_answered_goes_sooner_than_an_answered_one() {
+        let mut f = flow(SEEN_PACKET, 0, 0);
+        for (k, _, _) in f.iter_mut() {
+            k.proto = 17;
+        }
+        assert_eq!(expired(&f, UNREPLIED_TIMEOUT + 1).len(), 2);
+        f[1].1.seen = SEEN_PACKET;
+        assert!(expired(&f, UNREPLIED_TIMEOUT + 1).is_empty());
+        assert_eq!(expired(&f, OTHER_TIMEOUT + 1).len(), 2);
     }
 
     #[test]
@@ -108,6 +169,7 @@ mod tests {
     #[test]
     fn views_show_each_flow_once_with_both_tuples() {
         let v = views(&flow(SEEN_SYN | SEEN_ACK, SEEN_SYN | SEEN_ACK, 0), 0);
+        assert!(v[0].confirmed);
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].original, "10.0.0.1:40000 -> 10.0.0.2:8080");
         assert_eq!(v[0].translated, "10.0.0.1:40000 -> 172.17.0.2:80");
@@ -130,22 +192,26 @@ mod tests {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FlowView {
     pub proto: String,
-    /// `dnat` (a published port) or `snat` (masqueraded egress).
+    /// `dnat` (a published port), `snat` (masqueraded egress), `hairpin` (a container
+    /// calling a published port) or `tracked` (egress of a network without masquerade).
     pub kind: String,
     pub original: String,
     pub translated: String,
     pub state: String,
     pub age_seconds: u64,
     pub idle_seconds: u64,
+    /// In the table of confirmed flows, never evicted (else: not confirmed yet, or its
+    /// endpoint is over its quota).
+    pub confirmed: bool,
 }
 
 /// Pair up the halves of each flow; a half without its partner is listed too (it is about
 /// to be collected).
-pub fn views(entries: &[(FlowKey, FlowEntry)], now: u64) -> Vec<FlowView> {
-    let by_key: HashMap<FlowKey, &FlowEntry> = entries.iter().map(|(k, e)| (*k, e)).collect();
+pub fn views(entries: &Snapshot, now: u64) -> Vec<FlowView> {
+    let by_key = by_key(entries);
     let end = |addr: u32, port: u16| format!("{}:{}", addr_from_be(addr), u16::from_be(port));
     let mut out = Vec::new();
-    for (key, entry) in entries.iter().filter(|(_, e)| e.flags & FLAG_REPLY == 0) {
+    for (key, entry, table) in entries.iter().filter(|(_, e, _)| e.is_first()) {
         let partner = by_key.get(&key.partner(entry)).copied();
         let last = entry
             .last_seen_ns
@@ -160,7 +226,8 @@ pub fn views(entries: &[(FlowKey, FlowEntry)], now: u64) -> Vec<FlowView> {
             kind: match entry.origin {
                 ORIGIN_DNAT => "dnat",
                 ORIGIN_SNAT => "snat",
-                _ => "hairpin",
+                ORIGIN_HAIRPIN => "hairpin",
+                _ => "tracked",
             }
             .into(),
             original: format!(
@@ -176,6 +243,7 @@ pub fn views(entries: &[(FlowKey, FlowEntry)], now: u64) -> Vec<FlowView> {
             state: state_name(key, entry, partner).into(),
             age_seconds: now.saturating_sub(entry.created_ns) / SECOND,
             idle_seconds: now.saturating_sub(last) / SECOND,
+            confirmed: *table == FlowTable::Confirmed,
         });
     }
     out.sort_by(|a, b| (&a.kind, &a.original).cmp(&(&b.kind, &b.original)));

@@ -22,15 +22,18 @@ use aya::{
 use ipnet::Ipv4Net;
 use log::{info, warn};
 use netd_common::{
-    counters::{Counter, HOOK_COUNT, Hook, REASON_COUNT, Reason, counter_index},
+    counters::{Counter, Hook, Reason, counter_index},
     fast_path::FAST_PATH,
     flow::{FlowEntry, FlowKey},
-    maps::{self as names, EndpointInfo, MASQ_VALUE, NetworkTag, NodeConfig, SWEEP_BATCH},
+    maps::{
+        self as names, EndpointInfo, FragmentKey, FragmentPorts, NetworkInfo, NodeConfig,
+        SWEEP_BATCH,
+    },
     published::{Backend, PortKey},
     user::addr_be,
 };
 
-use crate::{pins, ports::PortBinding};
+use crate::{conntrack::FlowTable, pins, ports::PortBinding};
 
 /// The kernel object built by netd/build.rs.
 pub static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netd-ebpf"));
@@ -44,6 +47,8 @@ pub struct Datapath {
     /// Host-side veths the endpoint program is attached to (by this daemon or its
     /// predecessor, whose pinned link was updated).
     endpoints_attached: HashSet<String>,
+    /// `--flow-table-size`: entries in each of the connection table's maps.
+    flow_capacity: u32,
 }
 
 /// Refuse a directory that is not on bpffs: pins there would not survive, or fail.
@@ -130,12 +135,14 @@ impl Datapath {
         let ebpf = EbpfLoader::new()
             .default_map_pin_directory(bpffs_dir)
             .map_max_entries(names::FLOWS, flow_table_size)
+            .map_max_entries(names::PENDING_FLOWS, flow_table_size)
             .load(PROGRAMS)
             .context("load netd's eBPF programs")?;
         let mut datapath = Datapath {
             ebpf,
             links: pins::links_dir(bpffs_dir),
             endpoints_attached: HashSet::new(),
+            flow_capacity: flow_table_size,
         };
         let names = UPLINK_PROGRAMS
             .iter()
@@ -282,7 +289,15 @@ impl Datapath {
     pub fn register_endpoint(&mut self, ifindex: u32, info: &EndpointInfo) -> Result<()> {
         let mut endpoints: maps::HashMap<_, u32, EndpointInfo> =
             maps::HashMap::try_from(self.map_mut(names::ENDPOINTS)?)?;
-        Ok(endpoints.insert(ifindex, info, 0)?)
+        endpoints.insert(ifindex, info, 0)?;
+        self.endpoint_veths()?.insert(info.addr, ifindex, 0)?;
+        Ok(())
+    }
+
+    fn endpoint_veths(&mut self) -> Result<maps::HashMap<&mut MapData, u32, u32>> {
+        Ok(maps::HashMap::try_from(
+            self.map_mut(names::ENDPOINT_VETHS)?,
+        )?)
     }
 
     /// Unpin the endpoint links of host-side veths not in `keep`.
@@ -306,6 +321,16 @@ impl Datapath {
         for key in &stale {
             endpoints.remove(key).or_else(ignore_missing)?;
         }
+        let mut veths = self.endpoint_veths()?;
+        let stale_veths: Vec<u32> = veths
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, ifindex)| !keep.contains(ifindex))
+            .map(|(addr, _)| addr)
+            .collect();
+        for addr in &stale_veths {
+            veths.remove(addr).or_else(ignore_missing)?;
+        }
         Ok(stale.len())
     }
 
@@ -315,10 +340,21 @@ impl Datapath {
         pins::remove_link(&self.links.join(endpoint_pin(host_veth)));
         let mut endpoints: maps::HashMap<_, u32, EndpointInfo> =
             maps::HashMap::try_from(self.map_mut(names::ENDPOINTS)?)?;
+        let addr = endpoints.get(&ifindex, 0).ok().map(|info| info.addr);
         endpoints
             .remove(&ifindex)
             .or_else(ignore_missing)
-            .with_context(|| format!("unregister endpoint {host_veth}"))
+            .with_context(|| format!("unregister endpoint {host_veth}"))?;
+        if let Some(addr) = addr {
+            let mut veths = self.endpoint_veths()?;
+            if veths.get(&addr, 0).ok() == Some(ifindex) {
+                veths
+                    .remove(&addr)
+                    .or_else(ignore_missing)
+                    .with_context(|| format!("unregister the address of endpoint {host_veth}"))?;
+            }
+        }
+        Ok(())
     }
 
     /// Attach the host-local socket hooks to the cgroup at `cgroup` (a cgroup2 directory):
@@ -397,11 +433,15 @@ impl Datapath {
             netns_cookie: node.netns_cookie,
             uplink_ifindex: node.uplink_ifindex,
             flags: if node.fast_path { FAST_PATH } else { 0 },
+            flow_quota: node.flow_quota,
+            _pad: 0,
         };
         config.set(0, value, 0).context("write node config")
     }
 
-    /// Replace the set of node addresses (where wildcard bindings answer).
+    /// Replace the set of node addresses (where wildcard bindings answer). Beyond the
+    /// map's capacity the rest are left out, with a warning: wildcard bindings then do not
+    /// answer on them, and nothing else is affected.
     pub fn set_node_addrs(&mut self, addrs: &[Ipv4Addr]) -> Result<()> {
         let mut map: maps::HashMap<_, u32, u8> =
             maps::HashMap::try_from(self.map_mut(names::NODE_ADDRS)?)?;
@@ -411,36 +451,38 @@ impl Datapath {
             .filter(|k| !addrs.iter().any(|a| addr_be(*a) == *k))
             .collect();
         for key in stale {
-            map.remove(&key)?;
+            map.remove(&key).or_else(ignore_missing)?;
         }
+        let mut left_out = Vec::new();
         for addr in addrs {
-            map.insert(addr_be(*addr), 1, 0)
-                .with_context(|| format!("add node address {addr}"))?;
+            match map.insert(addr_be(*addr), 1, 0) {
+                Ok(()) => {}
+                Err(e) if is_full(&e) => left_out.push(*addr),
+                Err(e) => return Err(e).with_context(|| format!("add node address {addr}")),
+            }
+        }
+        if !left_out.is_empty() {
+            warn!(
+                "the node has {} IPv4 addresses, more than the {} the data path keeps: published ports bound to 0.0.0.0 do not answer on {} of them ({}{})",
+                addrs.len(),
+                names::NODE_ADDRS_MAX,
+                left_out.len(),
+                left_out[0],
+                if left_out.len() > 1 { ", ..." } else { "" }
+            );
         }
         Ok(())
     }
 
-    pub fn set_masquerade(&mut self, subnet: Ipv4Net, on: bool) -> Result<()> {
-        let mut trie: LpmTrie<_, u32, u8> = LpmTrie::try_from(self.map_mut(names::MASQ_SUBNETS)?)?;
-        let key = Key::new(u32::from(subnet.prefix_len()), addr_be(subnet.network()));
-        if on {
-            trie.insert(&key, MASQ_VALUE, 0)
-                .with_context(|| format!("masquerade {subnet}"))
-        } else {
-            trie.remove(&key)
-                .or_else(ignore_missing)
-                .with_context(|| format!("stop masquerading {subnet}"))
-        }
-    }
-
-    /// Tell the data path which network `subnet` belongs to (for isolation).
-    pub fn set_network(&mut self, subnet: Ipv4Net, tag: Option<NetworkTag>) -> Result<()> {
-        let mut trie: LpmTrie<_, u32, NetworkTag> =
+    /// Tell the data path about network `subnet`: its tag (for isolation) and `NETWORK_*`
+    /// flags (masquerade, direct routing); `None` forgets it.
+    pub fn set_network(&mut self, subnet: Ipv4Net, info: Option<NetworkInfo>) -> Result<()> {
+        let mut trie: LpmTrie<_, u32, NetworkInfo> =
             LpmTrie::try_from(self.map_mut(names::NETWORKS)?)?;
         let key = Key::new(u32::from(subnet.prefix_len()), addr_be(subnet.network()));
-        match tag {
-            Some(tag) => trie
-                .insert(&key, tag, 0)
+        match info {
+            Some(info) => trie
+                .insert(&key, info, 0)
                 .with_context(|| format!("add network {subnet}")),
             None => trie
                 .remove(&key)
@@ -449,32 +491,23 @@ impl Datapath {
         }
     }
 
-    /// Keep only the listed subnets in the masquerade and network tables.
-    pub fn retain_subnets(
-        &mut self,
-        masquerade: &[Ipv4Net],
-        networks: &[Ipv4Net],
-    ) -> Result<usize> {
-        fn retain<V: aya::Pod>(map: &mut aya::maps::Map, keep: &[Ipv4Net]) -> Result<usize> {
-            let mut trie: LpmTrie<_, u32, V> = LpmTrie::try_from(map)?;
-            let wanted: Vec<(u32, u32)> = keep
-                .iter()
-                .map(|n| (u32::from(n.prefix_len()), addr_be(n.network())))
-                .collect();
-            let stale: Vec<Key<u32>> = trie
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| !wanted.contains(&(k.prefix_len(), k.data())))
-                .collect();
-            for key in &stale {
-                trie.remove(key).or_else(ignore_missing)?;
-            }
-            Ok(stale.len())
+    /// Keep only the listed subnets in the network table.
+    pub fn retain_subnets(&mut self, networks: &[Ipv4Net]) -> Result<usize> {
+        let mut trie: LpmTrie<_, u32, NetworkInfo> =
+            LpmTrie::try_from(self.map_mut(names::NETWORKS)?)?;
+        let wanted: Vec<(u32, u32)> = networks
+            .iter()
+            .map(|n| (u32::from(n.prefix_len()), addr_be(n.network())))
+            .collect();
+        let stale: Vec<Key<u32>> = trie
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !wanted.contains(&(k.prefix_len(), k.data())))
+            .collect();
+        for key in &stale {
+            trie.remove(key).or_else(ignore_missing)?;
         }
-        Ok(
-            retain::<u8>(self.map_mut(names::MASQ_SUBNETS)?, masquerade)?
-                + retain::<NetworkTag>(self.map_mut(names::NETWORKS)?, networks)?,
-        )
+        Ok(stale.len())
     }
 
     /// How many entries each table holds (for `netd info`, and tests that check that
@@ -498,6 +531,18 @@ impl Datapath {
                 hash::<FlowKey, FlowEntry>(self.map(names::FLOWS)?)?,
             ),
             (
+                "unconfirmed_flows",
+                hash::<FlowKey, FlowEntry>(self.map(names::PENDING_FLOWS)?)?,
+            ),
+            (
+                "flow_owners",
+                hash::<u32, u64>(self.map(names::FLOW_OWNERS)?)?,
+            ),
+            (
+                "fragments",
+                hash::<FragmentKey, FragmentPorts>(self.map(names::FRAGMENTS)?)?,
+            ),
+            (
                 "endpoints",
                 hash::<u32, EndpointInfo>(self.map(names::ENDPOINTS)?)?,
             ),
@@ -505,11 +550,7 @@ impl Datapath {
                 "node_addresses",
                 hash::<u32, u8>(self.map(names::NODE_ADDRS)?)?,
             ),
-            (
-                "masquerade_subnets",
-                trie::<u8>(self.map(names::MASQ_SUBNETS)?)?,
-            ),
-            ("networks", trie::<NetworkTag>(self.map(names::NETWORKS)?)?),
+            ("networks", trie::<NetworkInfo>(self.map(names::NETWORKS)?)?),
         ])
     }
 
@@ -548,29 +589,77 @@ impl Datapath {
         Ok(stale.len())
     }
 
-    fn flows(&mut self) -> Result<maps::HashMap<&mut MapData, FlowKey, FlowEntry>> {
-        Ok(maps::HashMap::try_from(self.map_mut(names::FLOWS)?)?)
+    fn flows(
+        &mut self,
+        table: FlowTable,
+    ) -> Result<maps::HashMap<&mut MapData, FlowKey, FlowEntry>> {
+        let name = match table {
+            FlowTable::Confirmed => names::FLOWS,
+            FlowTable::Unconfirmed => names::PENDING_FLOWS,
+        };
+        Ok(maps::HashMap::try_from(self.map_mut(name)?)?)
     }
 
-    /// Every entry of the connection table.
-    pub fn flow_entries(&mut self) -> Result<Vec<(FlowKey, FlowEntry)>> {
-        Ok(self.flows()?.iter().filter_map(Result::ok).collect())
+    /// Every entry of the connection table's two maps.
+    pub fn flow_entries(&mut self) -> Result<crate::conntrack::Snapshot> {
+        let mut out = Vec::new();
+        for table in FlowTable::BOTH {
+            out.extend(
+                self.flows(table)?
+                    .iter()
+                    .filter_map(Result::ok)
+                    .map(|(k, e)| (k, e, table)),
+            );
+        }
+        Ok(out)
     }
 
-    /// Remove both halves of each listed flow (missing halves are fine).
+    /// The capacity of each of the connection table's maps, in entries.
+    pub fn flow_capacity(&self) -> u32 {
+        self.flow_capacity
+    }
+
+    /// Remove each listed flow half from both maps (missing halves are fine).
     pub fn remove_flows(&mut self, keys: &[FlowKey]) -> Result<()> {
-        let mut flows = self.flows()?;
-        for key in keys {
-            flows.remove(key).or_else(ignore_missing)?;
+        for table in FlowTable::BOTH {
+            let mut flows = self.flows(table)?;
+            for key in keys {
+                flows.remove(key).or_else(ignore_missing)?;
+            }
         }
         Ok(())
     }
 
-    /// Remove each listed flow half that is still expired at `now` (CLOCK_MONOTONIC ns,
-    /// read just before the call), judged again in the kernel by `flow_sweep` in batches:
-    /// a half refreshed after the caller's snapshot (a client reusing the tuple) stays.
-    /// Returns how many halves were removed.
-    pub fn sweep_flows(&mut self, keys: &[FlowKey], now: u64) -> Result<usize> {
+    /// Set how many confirmed flows each endpoint address holds (the daemon counts them
+    /// from a snapshot, correcting any drift of the programs' own counting); addresses not
+    /// listed hold none.
+    pub fn set_flow_owners(&mut self, owned: &std::collections::HashMap<u32, u64>) -> Result<()> {
+        let mut map: maps::HashMap<_, u32, u64> =
+            maps::HashMap::try_from(self.map_mut(names::FLOW_OWNERS)?)?;
+        let stale: Vec<u32> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !owned.contains_key(k))
+            .collect();
+        for key in stale {
+            map.remove(&key).or_else(ignore_missing)?;
+        }
+        for (addr, n) in owned {
+            match map.insert(*addr, *n, 0) {
+                Ok(()) => {}
+                // More owners than endpoints can only be stale ones: the programs add them.
+                Err(e) if is_full(&e) => break,
+                Err(e) => return Err(e).context("write the flow owners"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove each listed flow half of `table` that is still expired at `now`
+    /// (CLOCK_MONOTONIC ns, read just before the call), judged again in the kernel by
+    /// `flow_sweep` in batches: a half refreshed after the caller's snapshot (a client
+    /// reusing the tuple) stays. Returns how many halves were removed.
+    pub fn sweep_flows(&mut self, table: FlowTable, keys: &[FlowKey], now: u64) -> Result<usize> {
         let mut removed = 0;
         for batch in keys.chunks(SWEEP_BATCH as usize) {
             {
@@ -581,10 +670,11 @@ impl Datapath {
                         .context("fill the sweep batch")?;
                 }
             }
-            // Packet data: now, then the batch's length; padded to a minimal frame.
+            // Packet data: now, the batch's length and its table; padded to a minimal frame.
             let mut input = [0u8; 64];
             input[..8].copy_from_slice(&now.to_ne_bytes());
             input[8..12].copy_from_slice(&(batch.len() as u32).to_ne_bytes());
+            input[12..16].copy_from_slice(&(table as u32).to_ne_bytes());
             let result = self
                 .program(SWEEP_PROGRAM)?
                 .test_run(TestRunOptions {
@@ -612,7 +702,6 @@ impl Datapath {
                 out.push((hook, *reason, sum));
             }
         }
-        debug_assert_eq!(out.len() as u32, HOOK_COUNT * REASON_COUNT);
         Ok(out)
     }
 }
@@ -627,6 +716,8 @@ pub struct NodeSettings {
     pub uplink_ifindex: u32,
     /// Redirect translated packets straight into containers and out of the uplink.
     pub fast_path: bool,
+    /// Confirmed flows per endpoint address (0: no limit).
+    pub flow_quota: u32,
 }
 
 /// Swap `prog` into the link pinned at `path`; `false` when there is none, or when the
@@ -645,6 +736,11 @@ fn swap_into_pinned_link(path: &Path, prog: std::os::fd::BorrowedFd<'_>) -> bool
 /// The pin name of the endpoint program's link on a host-side veth.
 fn endpoint_pin(host_veth: &str) -> String {
     format!("endpoint-{host_veth}")
+}
+
+/// A map insert refused for lack of room (E2BIG).
+fn is_full(e: &aya::maps::MapError) -> bool {
+    matches!(e, aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::E2BIG))
 }
 
 fn ignore_missing(e: aya::maps::MapError) -> Result<(), aya::maps::MapError> {

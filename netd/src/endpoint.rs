@@ -1,12 +1,14 @@
 //! Endpoints: the veth pair that wires a container's namespace to a network's bridge.
 //! The host end (`ndv…`) is enslaved to the bridge; the other end becomes `ethN` inside,
-//! with the container's address and MAC, and the default route when it carries it.
+//! with the container's address and MAC, and the default route when it carries it. Wired
+//! in two steps (`create`, then `plug`), so that the endpoint's guard is in place before
+//! a frame can pass.
 
 use std::{fs::File, net::Ipv4Addr};
 
 use anyhow::{Context, Result};
 
-use crate::netlink::Netlink;
+use crate::{netlink::Netlink, netns, sysctl};
 
 /// Every host-side veth netd makes starts with this, so that leftovers are recognised.
 pub const HOST_VETH_PREFIX: &str = "ndv";
@@ -24,11 +26,16 @@ pub struct EndpointSpec<'a> {
     pub mtu: Option<u32>,
     /// The default route's gateway, when this endpoint carries it.
     pub default_gateway: Option<Ipv4Addr>,
+    /// The network has icc off: its bridge ports are isolated from each other.
+    pub isolated: bool,
 }
 
-pub struct Endpoint {
+/// A veth pair made for an endpoint, not yet plugged in: both ends down, the host end
+/// outside any bridge.
+pub struct Veth {
     pub host_veth: String,
     pub host_ifindex: u32,
+    peer: String,
 }
 
 /// Link names are at most 15 bytes.
@@ -58,8 +65,11 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
         .join(":")
 }
 
-/// Create and configure the endpoint; on failure nothing is left behind.
-pub async fn attach(node: &Netlink, ns: &File, spec: &EndpointSpec<'_>) -> Result<Endpoint> {
+/// Step one of wiring an endpoint: the veth pair, down, with its MTU and the container
+/// end's MAC, IPv6 off on the host end. Nothing can pass through it yet, so the data path
+/// can register the endpoint and attach its program before `plug` lets traffic in. On
+/// failure nothing is left behind.
+pub async fn create(node: &Netlink, spec: &EndpointSpec<'_>) -> Result<Veth> {
     let host_veth = host_veth_name(spec.id);
     let peer = format!("{PEER_PREFIX}{}", &spec.id[..spec.id.len().min(12)]);
     node.create_veth(&host_veth, &peer).await?;
@@ -67,41 +77,66 @@ pub async fn attach(node: &Netlink, ns: &File, spec: &EndpointSpec<'_>) -> Resul
         .link_index(&host_veth)
         .await?
         .with_context(|| format!("veth {host_veth} vanished after creation"))?;
-    match configure(node, ns, spec, host_ifindex, &peer).await {
-        Ok(()) => Ok(Endpoint {
-            host_veth,
-            host_ifindex,
-        }),
-        Err(e) => {
-            // Deleting one end deletes the pair, wherever the peer is by now.
-            let _ = node.delete_link(host_ifindex).await;
-            Err(e)
+    let veth = Veth {
+        host_veth,
+        host_ifindex,
+        peer,
+    };
+    let prepared = async {
+        let peer_index = node
+            .link_index(&veth.peer)
+            .await?
+            .context("veth peer vanished")?;
+        if let Some(mtu) = spec.mtu {
+            node.set_mtu(veth.host_ifindex, mtu).await?;
+            node.set_mtu(peer_index, mtu).await?;
         }
+        node.set_mac(peer_index, spec.mac).await?;
+        sysctl::ipv6_off(&veth.host_veth)
+    };
+    if let Err(e) = prepared.await {
+        let _ = node.delete_link(veth.host_ifindex).await;
+        return Err(e);
     }
+    Ok(veth)
 }
 
-async fn configure(
-    node: &Netlink,
-    ns: &File,
-    spec: &EndpointSpec<'_>,
-    host_ifindex: u32,
-    peer: &str,
-) -> Result<()> {
-    let peer_index = node.link_index(peer).await?.context("veth peer vanished")?;
-    if let Some(mtu) = spec.mtu {
-        node.set_mtu(host_ifindex, mtu).await?;
-        node.set_mtu(peer_index, mtu).await?;
+/// Step two: the host end on the bridge (isolated if asked) and up, the other end moved
+/// into the container as `ifname` with its address, IPv6 off, up, and the default route
+/// if it carries it. On failure the pair is deleted.
+pub async fn plug(node: &Netlink, ns: &File, spec: &EndpointSpec<'_>, veth: &Veth) -> Result<()> {
+    let plugged = async {
+        node.set_controller(veth.host_ifindex, spec.bridge_index)
+            .await?;
+        if spec.isolated {
+            node.set_port_isolated(veth.host_ifindex, true).await?;
+        }
+        node.up(veth.host_ifindex).await?;
+        let peer_index = node
+            .link_index(&veth.peer)
+            .await?
+            .context("veth peer vanished")?;
+        node.move_to_netns(peer_index, ns).await?;
+        configure_inside(ns, spec, &veth.peer).await
+    };
+    let result = plugged.await;
+    if result.is_err() {
+        // Deleting one end deletes the pair, wherever the peer is by now.
+        let _ = node.delete_link(veth.host_ifindex).await;
     }
-    node.set_mac(peer_index, spec.mac).await?;
-    node.set_controller(host_ifindex, spec.bridge_index).await?;
-    node.up(host_ifindex).await?;
-    node.move_to_netns(peer_index, ns).await?;
+    result
+}
+
+async fn configure_inside(ns: &File, spec: &EndpointSpec<'_>, peer: &str) -> Result<()> {
     let inside = Netlink::connect_in(ns)?;
     let index = inside
         .link_index(peer)
         .await?
         .context("veth peer not found inside the container's namespace")?;
     inside.rename(index, spec.ifname).await?;
+    let ifname = spec.ifname.to_string();
+    netns::run_in(ns, move || sysctl::ipv6_off(&ifname))
+        .with_context(|| format!("turn IPv6 off on {} in the container", spec.ifname))?;
     inside.add_address(index, spec.ip, spec.prefix).await?;
     inside.up(index).await?;
     bring_up_loopback(&inside).await?;
@@ -121,6 +156,8 @@ pub async fn bring_up_loopback(inside: &Netlink) -> Result<()> {
 }
 
 /// Remove the endpoint's veth if it still exists (it dies with its namespace anyway).
+/// By name: `host_veth` names a veth netd made (`ndv…`, which netd never lets a user
+/// give a link).
 pub async fn detach(node: &Netlink, host_veth: &str) -> Result<()> {
     if let Some(index) = node.link_index(host_veth).await? {
         node.delete_link(index).await?;

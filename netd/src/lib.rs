@@ -17,3 +17,4 @@ pub mod pins;
 pub mod ports;
 pub mod process;
 pub mod state;
+pub mod sysctl;

@@ -81,9 +81,16 @@ struct DaemonArgs {
     /// outside ip_local_port_range.
     #[arg(long, default_value = "61000-65535")]
     snat_ports: String,
-    /// Capacity of the connection table in entries (two per translated flow).
-    #[arg(long, default_value_t = netd_common::maps::FLOWS_MAX)]
+    /// Capacity of the connection table in entries (two per translated flow); flows not
+    /// confirmed yet (no reply, no completed handshake) have a table as large again, whose
+    /// oldest entries a flood evicts.
+    #[arg(long, default_value_t = netd_common::maps::FLOWS_MAX, value_parser = clap::value_parser!(u32).range(4..))]
     flow_table_size: u32,
+    /// Confirmed flows one container may hold [default: an eighth of --flow-table-size,
+    /// i.e. a quarter of its entries]; beyond it, its new flows still work but stay among
+    /// the unconfirmed ones, evicted first when the table is under pressure.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    flow_quota: Option<u32>,
     /// The cgroup2 directory whose processes reach published ports through 127.0.0.1 and
     /// the node's addresses [default: the cgroup2 root]
     #[arg(long)]
@@ -165,6 +172,7 @@ fn run_daemon(
         bpffs_dir: args.bpffs_dir,
         snat_ports,
         flow_table_size: args.flow_table_size,
+        flow_quota: args.flow_quota.unwrap_or((args.flow_table_size / 8).max(1)),
         cgroup: args.cgroup,
         gc_interval: std::time::Duration::from_secs(args.conntrack_gc_interval),
         socket_group,

@@ -15,7 +15,8 @@ use netlink_packet_route::{
     link::{LinkAttribute, LinkMessage},
     route::{RouteAddress, RouteAttribute},
 };
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_REQUEST};
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::netns;
 
@@ -164,6 +165,20 @@ impl Netlink {
             .execute()
             .await
             .with_context(what)
+    }
+
+    /// Make bridge port `index` isolated (or not): isolated ports exchange no frame with
+    /// each other, only with the bridge itself and ports that are not isolated
+    /// (`ip link set dev X type bridge_slave isolated on`).
+    pub async fn set_port_isolated(&self, index: u32, isolated: bool) -> Result<()> {
+        let change = LinkBridgePort::new(index).isolated(isolated).build();
+        self.handle
+            .link()
+            .add(change)
+            .set_flags(NLM_F_REQUEST | NLM_F_ACK)
+            .execute()
+            .await
+            .with_context(|| format!("set bridge port {index} isolated {isolated}"))
     }
 
     pub async fn set_controller(&self, index: u32, bridge: u32) -> Result<()> {

@@ -37,14 +37,49 @@ pub struct Settings {
     pub icc: bool,
     pub masquerade: bool,
     pub mtu: Option<u32>,
+    pub gateway_mode: GatewayMode,
     pub options: BTreeMap<String, String>,
+}
+
+/// How hosts beyond the uplink reach the network's containers (Docker's
+/// `gateway_mode_ipv4`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GatewayMode {
+    /// Masqueraded; from outside only published ports and the replies of the containers'
+    /// own connections get in.
+    #[default]
+    Nat,
+    /// Masqueraded, and containers can be reached directly by hosts with a route to
+    /// them (Docker's "nat-unprotected").
+    NatUnprotected,
+    /// Not masqueraded: the subnet is routed, and hosts with a route to it reach its
+    /// containers directly.
+    Routed,
+}
+
+impl GatewayMode {
+    /// Whether hosts beyond the uplink may reach containers directly.
+    pub fn direct_routing(self) -> bool {
+        self != GatewayMode::Nat
+    }
 }
 
 const OPT_BRIDGE_NAME: &str = "bridge.name";
 const OPT_ICC: &str = "bridge.enable_icc";
 const OPT_MASQUERADE: &str = "bridge.enable_ip_masquerade";
 const OPT_MTU: &str = "driver.mtu";
-const KNOWN_OPTIONS: [&str; 4] = [OPT_BRIDGE_NAME, OPT_ICC, OPT_MASQUERADE, OPT_MTU];
+/// netd's spelling, and Docker's.
+const OPT_GATEWAY_MODE: &str = "network.gateway_mode";
+const OPT_GATEWAY_MODE_DOCKER: &str = "bridge.gateway_mode_ipv4";
+const KNOWN_OPTIONS: [&str; 6] = [
+    OPT_BRIDGE_NAME,
+    OPT_ICC,
+    OPT_MASQUERADE,
+    OPT_MTU,
+    OPT_GATEWAY_MODE,
+    OPT_GATEWAY_MODE_DOCKER,
+];
 /// netd's option prefix, and Docker's, accepted as the same options.
 const PREFIXES: [&str; 2] = ["com.netd.", "com.docker.network."];
 
@@ -91,6 +126,23 @@ fn parse_bool(key: &str, value: &str) -> Result<bool> {
     }
 }
 
+fn parse_gateway_mode(key: &str, value: &str) -> Result<GatewayMode> {
+    match value {
+        "nat" => Ok(GatewayMode::Nat),
+        "nat-unprotected" => Ok(GatewayMode::NatUnprotected),
+        "routed" => Ok(GatewayMode::Routed),
+        _ => bail!("invalid option {key}={value}: expected nat, nat-unprotected or routed"),
+    }
+}
+
+pub fn gateway_mode_name(mode: GatewayMode) -> &'static str {
+    match mode {
+        GatewayMode::Nat => "nat",
+        GatewayMode::NatUnprotected => "nat-unprotected",
+        GatewayMode::Routed => "routed",
+    }
+}
+
 fn parse_mtu(what: &str, value: &str) -> Result<u32> {
     match value.parse::<u32>() {
         Ok(m) if (68..=65535).contains(&m) => Ok(m),
@@ -120,8 +172,10 @@ pub fn settings(req: &NetworkRequest) -> Result<Settings> {
         icc: true,
         masquerade: true,
         mtu: None,
+        gateway_mode: GatewayMode::Nat,
         options: BTreeMap::new(),
     };
+    let mut masquerade_given = false;
     for opt in &req.options {
         let (key, value) = opt
             .split_once('=')
@@ -142,7 +196,13 @@ pub fn settings(req: &NetworkRequest) -> Result<Settings> {
                 s.bridge = Some(value.to_string());
             }
             OPT_ICC => s.icc = parse_bool(key, value)?,
-            OPT_MASQUERADE => s.masquerade = parse_bool(key, value)?,
+            OPT_MASQUERADE => {
+                s.masquerade = parse_bool(key, value)?;
+                masquerade_given = true;
+            }
+            OPT_GATEWAY_MODE | OPT_GATEWAY_MODE_DOCKER => {
+                s.gateway_mode = parse_gateway_mode(key, value)?
+            }
             _ => s.mtu = Some(parse_mtu(&format!("option {key}"), value)?),
         }
         if s.options
@@ -151,6 +211,20 @@ pub fn settings(req: &NetworkRequest) -> Result<Settings> {
         {
             bail!("invalid option {key}: given twice");
         }
+    }
+    if s.gateway_mode == GatewayMode::Routed {
+        if masquerade_given && s.masquerade {
+            bail!(
+                "invalid option gateway_mode=routed: a routed network is not masqueraded, but enable_ip_masquerade=true was given"
+            );
+        }
+        s.masquerade = false;
+    }
+    if req.internal && s.gateway_mode.direct_routing() {
+        bail!(
+            "invalid option gateway_mode={}: an --internal network cannot be reached from outside",
+            gateway_mode_name(s.gateway_mode)
+        );
     }
     if let Some(mtu) = req.mtu {
         let mtu = parse_mtu("--mtu", &mtu.to_string())?;
@@ -239,6 +313,36 @@ mod tests {
             ],
         );
         assert!(err(&twice).contains("given twice"));
+    }
+
+    #[test]
+    fn gateway_modes_in_netd_and_docker_spelling() {
+        assert_eq!(
+            settings(&req("n", &[])).unwrap().gateway_mode,
+            GatewayMode::Nat
+        );
+        let s = settings(&req("n", &["com.netd.network.gateway_mode=routed"])).unwrap();
+        assert_eq!(s.gateway_mode, GatewayMode::Routed);
+        assert!(!s.masquerade, "a routed network is not masqueraded");
+        let s = settings(&req(
+            "n",
+            &["com.docker.network.bridge.gateway_mode_ipv4=nat-unprotected"],
+        ))
+        .unwrap();
+        assert!(s.gateway_mode.direct_routing() && s.masquerade);
+        let e = err(&req("n", &["com.netd.network.gateway_mode=open"]));
+        assert!(e.contains("expected nat, nat-unprotected or routed"), "{e}");
+        let e = err(&req(
+            "n",
+            &[
+                "com.netd.network.gateway_mode=routed",
+                "com.netd.bridge.enable_ip_masquerade=true",
+            ],
+        ));
+        assert!(e.contains("is not masqueraded"), "{e}");
+        let mut internal = req("n", &["com.netd.network.gateway_mode=routed"]);
+        internal.internal = true;
+        assert!(err(&internal).contains("cannot be reached from outside"));
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub fn expected_maps(object: &[u8], flow_table_size: u32) -> Result<Vec<(String,
         .iter()
         .filter(|(name, _)| name.starts_with("NETD_"))
         .map(|(name, m)| {
-            let max = if name == names::FLOWS {
+            let max = if name == names::FLOWS || name == names::PENDING_FLOWS {
                 flow_table_size
             } else {
                 m.max_entries()
@@ -45,6 +45,7 @@ pub fn check_pinned_maps(dir: &Path, expected: &[(String, [u32; 4])]) -> Result<
     let Ok(entries) = fs::read_dir(dir) else {
         return Ok(());
     };
+    let mut refused = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !name.starts_with("NETD_") {
@@ -68,8 +69,8 @@ pub fn check_pinned_maps(dir: &Path, expected: &[(String, [u32; 4])]) -> Result<
             info.map_flags(),
         ];
         if have != *want {
-            bail!(
-                "pinned map {} has key size {}, value size {}, {} entries, flags {:#x}, but this netd needs {}, {}, {}, {:#x}: it was made by another netd build or another --flow-table-size. Restart with the setting that made it, or remove {} to start that table afresh (its entries are lost)",
+            refused.push(format!(
+                "pinned map {} has key size {}, value size {}, {} entries, flags {:#x}, but this netd needs {}, {}, {}, {:#x}",
                 path.display(),
                 have[0],
                 have[1],
@@ -79,9 +80,15 @@ pub fn check_pinned_maps(dir: &Path, expected: &[(String, [u32; 4])]) -> Result<
                 want[1],
                 want[2],
                 want[3],
-                path.display()
-            );
+            ));
         }
+    }
+    if !refused.is_empty() {
+        refused.sort();
+        bail!(
+            "{}: made by another netd build or another --flow-table-size. Restart with the setting that made them, or remove them to start those tables afresh (their entries are lost)",
+            refused.join("; ")
+        );
     }
     Ok(())
 }

@@ -38,6 +38,9 @@ pub struct Network {
     /// Egress is masqueraded behind the uplink's address (`enable_ip_masquerade`).
     pub masquerade: bool,
     pub mtu: Option<u32>,
+    /// How hosts beyond the uplink reach its containers (`gateway_mode`).
+    #[serde(default)]
+    pub gateway_mode: crate::network_request::GatewayMode,
     /// The `-o` options as given.
     pub options: BTreeMap<String, String>,
     /// The network's number in the data path (endpoints and subnets carry it).
@@ -298,6 +301,7 @@ mod tests {
                 icc: true,
                 masquerade: true,
                 mtu: None,
+                gateway_mode: Default::default(),
                 options: BTreeMap::new(),
                 tag: 1,
                 last_allocated: None,

@@ -92,8 +92,11 @@ const OTHER_CONTAINER: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 2);
 
 fn node_with_two_networks(flags: u16) -> TestDatapath {
     let mut t = node();
-    t.dp.set_network(OTHER_NET.parse().unwrap(), Some(NETWORK_TAG + 1))
-        .unwrap();
+    t.dp.set_network(
+        OTHER_NET.parse().unwrap(),
+        Some(network(NETWORK_TAG + 1, NETWORK_MASQUERADE)),
+    )
+    .unwrap();
     t.dp.set_node_addrs(&[NODE, GATEWAY, OTHER_GATEWAY])
         .unwrap();
     t.dp.register_endpoint(LO, &endpoint_info(flags)).unwrap();
@@ -175,10 +178,16 @@ fn networks_are_isolated_but_the_node_and_published_ports_are_reachable() {
     assert_eq!(verdict(&mut t, &gre), TC_ACT_SHOT, "GRE to another network");
 }
 
+/// The frame as a container sends it to be routed: to its gateway's MAC address.
+fn via_gateway(mut frame: Vec<u8>) -> Vec<u8> {
+    frame[..6].copy_from_slice(&GATEWAY_MAC);
+    frame
+}
+
 #[test]
 fn icc_off_keeps_a_networks_containers_apart() {
     let mut t = node_with_two_networks(netd_common::maps::ENDPOINT_ICC_OFF);
-    let to = |dst| Pkt::tcp(CONTAINER, 40000, dst, 80, SYN).build();
+    let to = |dst| via_gateway(Pkt::tcp(CONTAINER, 40000, dst, 80, SYN).build());
     assert_eq!(verdict(&mut t, &to(APP)), TC_ACT_SHOT);
     assert_eq!(verdict(&mut t, &to(GATEWAY)), TC_ACT_OK);
     assert_eq!(verdict(&mut t, &to(REMOTE)), TC_ACT_OK);
@@ -224,7 +233,7 @@ fn a_reply_to_a_caller_on_another_network_is_delivered_straight_to_it() {
 fn published_ports_through_the_node_follow_internal_and_icc() {
     use netd_common::maps::{ENDPOINT_ICC_OFF, ENDPOINT_INTERNAL};
     // CONTAINER's own network holds the backend of 8080; OTHER_NET holds nothing.
-    let syn = |src| Pkt::tcp(src, 40000, NODE, 8080, SYN).build();
+    let syn = |src| via_gateway(Pkt::tcp(src, 40000, NODE, 8080, SYN).build());
     let mut t = node_with_two_networks(ENDPOINT_ICC_OFF);
     t.dp.register_endpoint(LO, &endpoint_at(APP, ENDPOINT_ICC_OFF))
         .unwrap();

@@ -21,6 +21,7 @@ use crate::{
     ports::{self, PortBinding, PortSpec},
     process,
     state::{Container, Endpoint, Network, Sandbox, Status},
+    sysctl,
 };
 
 /// How deep `container:NAME` may chain before it is called a loop.
@@ -286,6 +287,12 @@ impl Inner {
             let inside = Netlink::connect_in(&ns)?;
             endpoint::bring_up_loopback(&inside).await?;
         }
+        if matches!(c.sandbox, Sandbox::Holder { .. }) {
+            // A namespace of netd's own: interfaces its container makes later start
+            // without IPv6 too.
+            netns::run_in(&ns, || sysctl::ipv6_off("default"))
+                .context("turn IPv6 off in the container's namespace")?;
+        }
         if let (Mode::Bridge(n), Some(ip)) = (mode, ip) {
             let ep = self.attach_endpoint(c, n, ip, "eth0", !n.internal).await?;
             c.endpoints.push(ep);
@@ -304,7 +311,9 @@ impl Inner {
         Ok(Some(child))
     }
 
-    /// A veth from `n`'s bridge into the container, registered with the data path.
+    /// A veth from `n`'s bridge into the container, registered with the data path. The
+    /// endpoint's program is attached to the host end before that end joins the bridge or
+    /// comes up: no frame of the container passes unpoliced.
     pub(super) async fn attach_endpoint(
         &mut self,
         c: &Container,
@@ -321,39 +330,42 @@ impl Inner {
             .with_context(|| format!("bridge {} of network {} is missing", n.bridge, n.name))?;
         let endpoint_id = random_id();
         let mac = endpoint::mac_for(ip);
-        let wired = endpoint::attach(
-            &self.netlink,
-            &ns,
-            &EndpointSpec {
-                id: &endpoint_id,
-                bridge_index,
-                ifname,
-                ip,
-                mac,
-                prefix: n.subnet.prefix_len(),
-                mtu: n.mtu,
-                default_gateway: default_route.then_some(n.gateway),
-            },
-        )
-        .await
-        .with_context(|| format!("attach endpoint to network {}", n.name))?;
+        let spec = EndpointSpec {
+            id: &endpoint_id,
+            bridge_index,
+            ifname,
+            ip,
+            mac,
+            prefix: n.subnet.prefix_len(),
+            mtu: n.mtu,
+            default_gateway: default_route.then_some(n.gateway),
+            isolated: !n.icc,
+        };
+        let context = || format!("attach endpoint to network {}", n.name);
+        let veth = endpoint::create(&self.netlink, &spec)
+            .await
+            .with_context(context)?;
         let ep = Endpoint {
             network: n.name.clone(),
             ip,
             mac: endpoint::format_mac(&mac),
             ifname: ifname.to_string(),
-            host_veth: wired.host_veth,
-            host_ifindex: wired.host_ifindex,
+            host_veth: veth.host_veth.clone(),
+            host_ifindex: veth.host_ifindex,
         };
-        let attached = match self.endpoint_info(n, &ep).await {
+        let policed = match self.endpoint_info(n, &ep).await {
             Ok(info) => self
                 .datapath
                 .attach_endpoint(&ep.host_veth, ep.host_ifindex, &info),
             Err(e) => Err(e),
         };
-        if let Err(e) = attached {
+        let plugged = match policed {
+            Ok(()) => endpoint::plug(&self.netlink, &ns, &spec, &veth).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = plugged {
             self.detach_endpoint(c, &ep).await;
-            return Err(e);
+            return Err(e.context(context()));
         }
         info!(
             "container {}: endpoint {} on {} with {ip}",

@@ -29,6 +29,7 @@ use crate::{
     ports::{EphemeralPorts, PortRange},
     process,
     state::{State, Status, Store},
+    sysctl,
 };
 
 /// The network every container joins unless told otherwise (Docker's `bridge`).
@@ -41,6 +42,8 @@ pub struct DaemonConfig {
     pub bpffs_dir: PathBuf,
     pub snat_ports: PortRange,
     pub flow_table_size: u32,
+    /// Confirmed flows one endpoint may hold (`--flow-quota`).
+    pub flow_quota: u32,
     /// Where the host-local socket hooks attach; `None`: the cgroup2 root, if mounted.
     pub cgroup: Option<PathBuf>,
     /// How often expired flows are removed from the connection table.
@@ -67,6 +70,9 @@ struct Inner {
     ephemeral: EphemeralPorts,
     xdp: datapath::XdpInUse,
     fast_path: bool,
+    flow_quota: u32,
+    /// When the flow table was last reported nearly full (the warning is rate-limited).
+    warned_full: Option<std::time::Instant>,
 }
 
 pub struct Daemon {
@@ -106,6 +112,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         netns_cookie: datapath::netns_cookie()?,
         uplink_ifindex: uplink_index,
         fast_path: config.fast_path,
+        flow_quota: config.flow_quota,
     })?;
     datapath.attach(&uplink)?;
     let xdp = datapath.attach_xdp(&uplink, config.xdp)?;
@@ -120,7 +127,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             "no cgroup2 mount found: processes of the node cannot reach published ports through 127.0.0.1 or the node's addresses (give --cgroup)"
         ),
     }
-    write_sysctl("net/ipv4/ip_forward", "1")?;
+    sysctl::write("net/ipv4/ip_forward", "1")?;
 
     let daemon = Arc::new_cyclic(|me| Daemon {
         inner: Mutex::new(Inner {
@@ -135,6 +142,8 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             ephemeral: EphemeralPorts::from_node(),
             xdp,
             fast_path: config.fast_path,
+            flow_quota: config.flow_quota,
+            warned_full: None,
         }),
         me: me.clone(),
     });
@@ -193,12 +202,6 @@ async fn default_route_link(netlink: &Netlink) -> Result<String> {
             "no default route in this network namespace: name the uplink with --uplink IFACE",
         )?;
     netlink.link_name(oif).await
-}
-
-fn write_sysctl(name: &str, value: &str) -> Result<()> {
-    // /proc/sys/net follows the network namespace of the writer.
-    std::fs::write(format!("/proc/sys/{name}"), value)
-        .with_context(|| format!("set sysctl {name}={value}"))
 }
 
 impl Daemon {
@@ -299,14 +302,27 @@ impl Daemon {
         }
     }
 
+    /// Remove expired flows, recount what each endpoint holds against its quota, and say
+    /// so when the table fills up. Returns how many halves were removed.
     async fn collect_garbage_once(&self) -> Result<usize> {
         let mut inner = self.inner.lock().await;
         inner.refresh_node_addrs().await?;
         let entries = inner.datapath.flow_entries()?;
         let expired = conntrack::expired(&entries, conntrack::monotonic_now());
-        inner
-            .datapath
-            .sweep_flows(&expired, conntrack::monotonic_now())
+        let now = conntrack::monotonic_now();
+        let mut removed = 0;
+        for table in conntrack::FlowTable::BOTH {
+            let keys: Vec<_> = expired
+                .iter()
+                .filter(|(t, _)| *t == table)
+                .map(|(_, k)| *k)
+                .collect();
+            removed += inner.datapath.sweep_flows(table, &keys, now)?;
+        }
+        let owners = conntrack::owners(&inner.datapath.flow_entries()?);
+        inner.datapath.set_flow_owners(&owners)?;
+        inner.warn_if_flow_table_full()?;
+        Ok(removed)
     }
 }
 
@@ -355,10 +371,9 @@ impl Inner {
     }
 
     fn info(&self) -> Result<Value> {
-        let maps: serde_json::Map<String, Value> = self
-            .datapath
-            .map_entry_counts()?
-            .into_iter()
+        let counts = self.datapath.map_entry_counts()?;
+        let maps: serde_json::Map<String, Value> = counts
+            .iter()
             .map(|(name, n)| (name.to_string(), json!(n)))
             .collect();
         Ok(json!({
@@ -369,8 +384,49 @@ impl Inner {
             "xdp": self.xdp.name(),
             "networks": self.state.networks.keys().collect::<Vec<_>>(),
             "containers": self.state.containers.len(),
+            "flow_table": self.flow_table_fill(&counts),
             "map_entries": maps,
         }))
+    }
+
+    /// The connection table's fill level: entries of each map against its capacity.
+    fn flow_table_fill(&self, counts: &[(&str, usize)]) -> Value {
+        let count = |name| {
+            counts
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(0, |(_, n)| *n)
+        };
+        let capacity = self.datapath.flow_capacity();
+        let percent = |n: usize| (n as f64 * 1000.0 / f64::from(capacity.max(1))).round() / 10.0;
+        let (confirmed, unconfirmed) = (count("flows"), count("unconfirmed_flows"));
+        json!({
+            "capacity": capacity,
+            "confirmed": confirmed,
+            "confirmed_percent": percent(confirmed),
+            "unconfirmed": unconfirmed,
+            "unconfirmed_percent": percent(unconfirmed),
+            "flow_quota": self.flow_quota,
+        })
+    }
+
+    /// Warn (at most once a minute) while the confirmed flows fill 90 % of their table:
+    /// new flows then stay unconfirmed, evicted first under pressure.
+    fn warn_if_flow_table_full(&mut self) -> Result<()> {
+        let counts = self.datapath.map_entry_counts()?;
+        let fill = self.flow_table_fill(&counts);
+        let percent = fill["confirmed_percent"].as_f64().unwrap_or(0.0);
+        let recently = self
+            .warned_full
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(60));
+        if percent >= 90.0 && !recently {
+            warn!(
+                "the connection table is {percent}% full ({} of {} entries confirmed): new flows stay unconfirmed and are evicted first; raise --flow-table-size",
+                fill["confirmed"], fill["capacity"]
+            );
+            self.warned_full = Some(std::time::Instant::now());
+        }
+        Ok(())
     }
 
     fn stats(&self) -> Result<Vec<CounterView>> {

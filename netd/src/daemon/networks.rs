@@ -8,7 +8,10 @@ use anyhow::{Context, Result, anyhow};
 use ipnet::Ipv4Net;
 use log::info;
 use netd_common::{
-    maps::{ENDPOINT_ICC_OFF, ENDPOINT_INTERNAL, EndpointInfo},
+    maps::{
+        ENDPOINT_ICC_OFF, ENDPOINT_INTERNAL, EndpointInfo, NETWORK_MASQUERADE, NETWORK_ROUTED,
+        NetworkInfo,
+    },
     user::addr_be,
 };
 
@@ -19,6 +22,7 @@ use crate::{
     ipam::{self, Pool},
     network_request::{NetworkRequest, settings},
     state::{Container, Endpoint, Network, Sandbox},
+    sysctl,
 };
 
 impl Inner {
@@ -147,6 +151,7 @@ impl Inner {
             icc: s.icc,
             masquerade: s.masquerade && !req.internal,
             mtu: s.mtu,
+            gateway_mode: s.gateway_mode,
             options: s.options,
             tag: self.next_network_tag(),
             last_allocated: None,
@@ -203,13 +208,13 @@ impl Inner {
                 n.mtu,
             )
             .await?;
-        self.datapath.set_network(n.subnet, Some(n.tag))?;
-        self.datapath.set_masquerade(n.subnet, n.masquerade)
+        sysctl::ipv6_off(&n.bridge)
+            .with_context(|| format!("turn IPv6 off on bridge {}", n.bridge))?;
+        self.datapath.set_network(n.subnet, Some(network_info(n)))
     }
 
     /// Undo `realize_network`, tolerant of parts already gone.
     async fn unrealize_network(&mut self, n: &Network) {
-        let _ = self.datapath.set_masquerade(n.subnet, false);
         let _ = self.datapath.set_network(n.subnet, None);
         if let Err(e) = endpoint::detach(&self.netlink, &n.bridge).await {
             log::warn!("network {}: remove bridge {}: {e:#}", n.name, n.bridge);
@@ -443,6 +448,18 @@ impl Inner {
             }
         }
     }
+}
+
+/// What the data path knows of a network.
+fn network_info(n: &Network) -> NetworkInfo {
+    let mut flags = 0;
+    if n.masquerade {
+        flags |= NETWORK_MASQUERADE;
+    }
+    if n.gateway_mode.direct_routing() && !n.internal {
+        flags |= NETWORK_ROUTED;
+    }
+    NetworkInfo { tag: n.tag, flags }
 }
 
 /// The first `ethN` the container does not use yet.

@@ -14,6 +14,7 @@ use crate::{
     endpoint::{HOST_VETH_PREFIX, PEER_PREFIX},
     ipam, process,
     state::{Container, Network, ProcessId, Sandbox, Status},
+    sysctl,
 };
 
 impl Inner {
@@ -83,6 +84,7 @@ impl Inner {
             icc: true,
             masquerade: true,
             mtu: None,
+            gateway_mode: Default::default(),
             options: Default::default(),
             tag: self
                 .state
@@ -150,6 +152,11 @@ impl Inner {
             };
             let present = self.netlink.link_index(&ep.host_veth).await? == Some(ep.host_ifindex);
             let healed = if present {
+                // Settings an older netd did not make (or someone undid).
+                sysctl::ipv6_off(&ep.host_veth)?;
+                self.netlink
+                    .set_port_isolated(ep.host_ifindex, !n.icc)
+                    .await?;
                 let mut ep = ep.clone();
                 if ep.mac.is_empty() {
                     // Upgraded from a layout that did not record it: the interface's own.
@@ -233,15 +240,8 @@ impl Inner {
             .map(|(_, e)| e.host_ifindex)
             .collect();
         let eps = self.datapath.retain_endpoints(&keep_eps)?;
-        let masq: Vec<_> = self
-            .state
-            .networks
-            .values()
-            .filter(|n| n.masquerade)
-            .map(|n| n.subnet)
-            .collect();
         let subnets: Vec<_> = self.state.networks.values().map(|n| n.subnet).collect();
-        let nets = self.datapath.retain_subnets(&masq, &subnets)?;
+        let nets = self.datapath.retain_subnets(&subnets)?;
         if ports + eps + nets > 0 {
             info!(
                 "removed {ports} published ports, {eps} endpoints and {nets} subnets that nothing owns"

@@ -14,7 +14,11 @@ use netd::{
     datapath::{Datapath, NodeSettings},
     ports::{PortBinding, Proto},
 };
-use netd_common::{maps::EndpointInfo, user::addr_be};
+pub use netd_common::maps::NETWORK_MASQUERADE;
+use netd_common::{
+    maps::{EndpointInfo, NetworkInfo},
+    user::addr_be,
+};
 
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
@@ -42,8 +46,6 @@ pub fn standard_node() -> TestDatapath {
     let mut t = TestDatapath::new();
     t.dp.set_node_config(&node_settings(false)).unwrap();
     t.dp.set_node_addrs(&[NODE]).unwrap();
-    t.dp.set_masquerade("172.17.0.0/16".parse().unwrap(), true)
-        .unwrap();
     for (proto, host_port, container_port) in [(Proto::Tcp, 8080, 80), (Proto::Udp, 5353, 53)] {
         let b = PortBinding {
             proto,
@@ -53,8 +55,11 @@ pub fn standard_node() -> TestDatapath {
         };
         t.dp.publish(&b, CONTAINER, LO).unwrap();
     }
-    t.dp.set_network("172.17.0.0/16".parse().unwrap(), Some(NETWORK_TAG))
-        .unwrap();
+    t.dp.set_network(
+        "172.17.0.0/16".parse().unwrap(),
+        Some(network(NETWORK_TAG, NETWORK_MASQUERADE)),
+    )
+    .unwrap();
     t.dp.register_endpoint(LO, &endpoint_info(0)).unwrap();
     t
 }
@@ -67,7 +72,13 @@ pub fn node_settings(fast_path: bool) -> NodeSettings {
         netns_cookie: 0,
         uplink_ifindex: LO,
         fast_path,
+        flow_quota: 0,
     }
+}
+
+/// A network as the data path knows it: its tag and `NETWORK_*` flags.
+pub fn network(tag: u32, flags: u32) -> NetworkInfo {
+    NetworkInfo { tag, flags }
 }
 
 /// The network CONTAINER is on, in the data path.
