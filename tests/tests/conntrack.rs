@@ -98,21 +98,37 @@ fn snat_port_exhaustion_is_counted_not_corrupting() {
 }
 
 #[test]
-fn full_flow_table_is_counted() {
+fn a_full_table_of_confirmed_flows_leaves_new_flows_working_unconfirmed() {
     require_root();
     let sb = Sandbox::new("cf").unwrap();
-    // Room for two flows (two entries each).
-    let d = Daemon::start_with(&sb.node, Sandbox::UPLINK, &["--flow-table-size", "4"]).unwrap();
+    // Room for two confirmed flows (two entries each), and a quota that lets one
+    // container take them all.
+    let d = Daemon::start_with(
+        &sb.node,
+        Sandbox::UPLINK,
+        &["--flow-table-size", "4", "--flow-quota", "100"],
+    )
+    .unwrap();
     let web = d.run_idle_container("web", &["8080:80"]).unwrap();
     let _server = EchoServer::start(&web.netns, Proto::Tcp, addr(web.ip, 80)).unwrap();
     let published = addr(Sandbox::NODE_ADDR, 8080);
 
-    echo_once(&sb.ext.path(), Proto::Tcp, published).unwrap();
-    echo_once(&sb.ext.path(), Proto::Tcp, published).unwrap();
-    assert!(echo_once(&sb.ext.path(), Proto::Tcp, published).is_err());
+    for _ in 0..3 {
+        echo_once(&sb.ext.path(), Proto::Tcp, published).unwrap();
+    }
 
-    assert!(d.from_network("drop_flow_table_full").unwrap() >= 1);
-    assert_eq!(flows(&d).len(), 2, "the table holds whole flows only");
+    assert!(d.counter("FlowTable", "unconfirmed_table_full").unwrap() >= 1);
+    assert_eq!(d.counter("FlowTable", "flow_confirmed").unwrap(), 2);
+    let listed = flows(&d);
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    let unconfirmed = listed.iter().filter(|f| f["confirmed"] == false).count();
+    assert_eq!(
+        unconfirmed, 1,
+        "the third flow works from the unconfirmed table"
+    );
+    let info = d.info().unwrap();
+    assert_eq!(info["flow_table"]["confirmed"], 4, "{info}");
+    assert_eq!(info["flow_table"]["confirmed_percent"], 100.0, "{info}");
 }
 
 #[test]
