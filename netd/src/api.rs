@@ -274,23 +274,48 @@ where
     Ok(resp)
 }
 
-fn percent_decode(s: &str) -> String {
+/// Decode `%XX` escapes of a path segment. Works on bytes: a `%` before a multi-byte
+/// character is kept as it is (slicing the `str` there would panic).
+pub fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+        match (bytes[i], bytes.get(i + 1..i + 3)) {
+            (b'%', Some(&[hi, lo])) if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => {
+                out.push(hex_value(hi) << 4 | hex_value(lo));
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_value(digit: u8) -> u8 {
+    match digit {
+        b'0'..=b'9' => digit - b'0',
+        b'a'..=b'f' => digit - b'a' + 10,
+        _ => digit - b'A' + 10,
+    }
+}
+
+/// Escape `s` as one path segment: everything but RFC 3986's unreserved characters, so
+/// that a name holding `?`, `/` or `#` stays a name (`netd rm 'web?force=1'` must not
+/// force-remove `web`).
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The CLI's side: one request per connection.
@@ -356,5 +381,31 @@ impl Client {
             bail!("{msg}");
         }
         serde_json::from_slice(&bytes).context("decode the daemon's answer")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_percent_before_a_multi_byte_character_is_kept_not_a_panic() {
+        assert_eq!(percent_decode("%a\u{e9}"), "%a\u{e9}");
+        assert_eq!(percent_decode("\u{e9}%\u{e9}"), "\u{e9}%\u{e9}");
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("%4"), "%4");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("web%2d1%2F"), "web-1/");
+    }
+
+    #[test]
+    fn encoded_segments_decode_to_the_same_name() {
+        assert_eq!(encode_segment("web?force=1"), "web%3Fforce%3D1");
+        assert_eq!(encode_segment("web_1.a-b"), "web_1.a-b");
+        for name in ["web?force=1", "a/b#c", "100%", "\u{e9}t\u{e9} ", "../x", ""] {
+            let encoded = encode_segment(name);
+            assert!(!encoded.contains(['/', '?', '#']), "{encoded}");
+            assert_eq!(percent_decode(&encoded), name);
+        }
     }
 }

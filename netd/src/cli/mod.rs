@@ -11,7 +11,7 @@ use hyper::Method;
 use serde_json::Value;
 
 use crate::{
-    api::{Client, ContainerView, CounterView, RunRequest},
+    api::{Client, ContainerView, CounterView, RunRequest, encode_segment},
     conntrack::FlowView,
     ports::Proto,
     process,
@@ -171,7 +171,7 @@ pub(crate) async fn inspect_each(
         names,
         "Error",
         |name| {
-            let path = format!("{collection}/{name}");
+            let path = format!("{collection}/{}", encode_segment(name));
             async move { client.call::<Value>(Method::GET, &path, None::<&()>).await }
         },
         |_, v| out.push(v),
@@ -192,7 +192,7 @@ pub(crate) async fn remove_each(
         names,
         "Error response from daemon",
         |name| {
-            let path = format!("{collection}/{name}{query}");
+            let path = format!("{collection}/{}{query}", encode_segment(name));
             async move {
                 client
                     .call::<Value>(Method::DELETE, &path, None::<&()>)
@@ -244,7 +244,7 @@ pub fn exec(socket: &Path, args: ExecArgs) -> Result<ExitCode> {
         Client::new(socket)
             .call(
                 Method::GET,
-                &format!("containers/{}", args.name),
+                &format!("containers/{}", encode_segment(&args.name)),
                 None::<&()>,
             )
             .await
@@ -271,7 +271,7 @@ pub async fn port(client: &Client, args: PortArgs) -> Result<ExitCode> {
     let c: Container = client
         .call::<ContainerView>(
             Method::GET,
-            &format!("containers/{}", args.name),
+            &format!("containers/{}", encode_segment(&args.name)),
             None::<&()>,
         )
         .await?
