@@ -3,12 +3,66 @@
 //! command itself, started inside that namespace. Processes are named by pid and start
 //! time so that a reused pid is never signalled.
 
-use std::{fs::File, os::fd::AsRawFd, path::Path, process::Stdio};
+use std::{
+    fs::File,
+    os::fd::AsRawFd,
+    path::Path,
+    process::Stdio,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use anyhow::{Context, Result};
 use tokio::process::{Child, Command};
 
 use crate::{netns, state::ProcessId};
+
+/// The soft RLIMIT_NOFILE the daemon was started with (`u64::MAX`: not recorded), given
+/// back to the commands it starts.
+static INHERITED_NOFILE: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Raise this process's soft limit on open files to its hard limit, as systemd advises a
+/// service that needs many: the daemon holds a descriptor per container namespace and per
+/// API connection. Container commands get the limit it was started with back
+/// (`spawn_in`). Returns (before, after).
+pub fn raise_nofile_limit() -> std::io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit into a valid struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    INHERITED_NOFILE.store(limit.rlim_cur, Ordering::Relaxed);
+    let raised = libc::rlimit {
+        rlim_cur: limit.rlim_max,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: setrlimit with a valid struct; only the soft limit moves, up to the hard one.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((limit.rlim_cur, raised.rlim_cur))
+}
+
+/// The open-files limit a command the daemon starts gets: the one the daemon was started
+/// with (its soft limit), under the current hard limit.
+fn command_nofile_limit() -> Option<libc::rlimit> {
+    let soft = INHERITED_NOFILE.load(Ordering::Relaxed);
+    if soft == u64::MAX {
+        return None;
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit into a valid struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    limit.rlim_cur = soft.min(limit.rlim_max);
+    Some(limit)
+}
 
 /// The hidden subcommand the holder runs as.
 pub const HOLDER_SUBCOMMAND: &str = "netns-holder";
@@ -62,10 +116,16 @@ pub fn spawn_in(ns: &File, argv: &[String], log: &Path) -> Result<(ProcessId, Ch
         .stdout(out.try_clone()?)
         .stderr(out);
     let fd = ns.as_raw_fd();
+    let nofile = command_nofile_limit();
     // SAFETY: only async-signal-safe calls between fork and exec; `ns` outlives spawn.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 || libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(limit) = nofile
+                && libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

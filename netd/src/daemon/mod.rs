@@ -75,6 +75,13 @@ pub struct Daemon {
 }
 
 pub async fn run(config: DaemonConfig) -> Result<()> {
+    match process::raise_nofile_limit() {
+        Ok((before, after)) if before != after => {
+            info!("open files limit raised from {before} to {after}")
+        }
+        Ok(_) => {}
+        Err(e) => warn!("raise the open files limit: {e}"),
+    }
     // One daemon per state directory and per socket: checked before anything is touched.
     let store = Store::open(&config.state_dir)?;
     let _lock = store.lock()?;
@@ -160,8 +167,25 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             async move { daemon.route(req).await }
         })
     };
-    api::serve(listener, &config.socket, handler, shutdown_signal()).await?;
+    let drain = api::serve(listener, &config.socket, handler, shutdown_signal()).await?;
     let _ = config.notifier.send("STOPPING=1");
+    // Stop accepting, let what was started finish, then exit: a change is never cut
+    // half-way by a stop.
+    let pending = drain.requests_in_flight();
+    if pending > 0 {
+        info!(
+            "netd stopping: waiting for {pending} request(s) in flight to finish (signal again to stop at once)"
+        );
+    }
+    tokio::select! {
+        () = drain.finished() => {}
+        () = shutdown_signal() => warn!(
+            "netd stopping before the requests in flight finished: the next start removes what they left half-made"
+        ),
+    }
+    // Background work (garbage collection, exit bookkeeping) runs under the lock: let the
+    // piece of it under way end too.
+    drop(daemon.inner.lock().await);
     info!(
         "netd stopping; the data path stays attached and containers keep running, adopted by the next start"
     );
