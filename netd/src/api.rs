@@ -526,7 +526,7 @@ where
         Err(e) => {
             if method != Method::GET {
                 info!(
-                    "API {method} {} by {caller}: {} {:#}",
+                    "API {method} {} by {caller}: {}: {:#}",
                     uri.path(),
                     e.status,
                     e.error

@@ -538,3 +538,47 @@ fn bad_network_requests_leave_no_bridge() {
     let networks = d.cli_ok(&["network", "ls"]).unwrap();
     assert_eq!(networks.lines().count(), 2, "only netd0: {networks}");
 }
+
+#[test]
+fn every_change_is_logged_with_the_callers_uid_and_pid() {
+    use std::os::unix::process::CommandExt;
+    require_root();
+    let sb = Sandbox::new("ag").unwrap();
+    // 65534: nobody / nogroup, a member of --socket-group.
+    let d = Daemon::start_with(&sb.node, Sandbox::UPLINK, &["--socket-group", "65534"]).unwrap();
+    let as_nobody = |args: &[&str]| {
+        let child = Command::new(netd_bin())
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(args)
+            .uid(65534)
+            .gid(65534)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        (pid, child.wait_with_output().unwrap())
+    };
+    let (pid, out) = as_nobody(&["network", "create", "--subnet", "10.77.0.0/24", "mine"]);
+    assert!(out.status.success(), "{out:?}");
+    let log = d.log();
+    assert!(
+        log.contains(&format!("API POST /v1/networks by uid 65534 pid {pid}")),
+        "{log}"
+    );
+    // A refused change is logged with its answer.
+    let (pid, out) = as_nobody(&["network", "rm", "netd0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let log = d.log();
+    assert!(
+        log.contains(&format!(
+            "API DELETE /v1/networks/netd0 by uid 65534 pid {pid}: 403 Forbidden: netd0 is a pre-defined network"
+        )),
+        "{log}"
+    );
+    // Reads are not changes.
+    let (_, out) = as_nobody(&["ps"]);
+    assert!(out.status.success());
+    assert!(!d.log().contains("API GET"), "{}", d.log());
+}
