@@ -136,9 +136,24 @@ pub fn spawn_in(ns: &File, argv: &[String], log: &Path) -> Result<(ProcessId, Ch
     Ok((id, child))
 }
 
-/// Enter the namespace at `path` and replace this process with `argv` (for `netd exec`).
-pub fn exec_in(path: &Path, argv: &[String]) -> Result<std::process::ExitStatus> {
-    let ns = netns::open(path)?;
+/// Enter the namespace at `path` (opened as the daemon opens `--netns`: no symbolic link,
+/// nsfs, a network namespace) and run `argv` in it (for `netd exec`). With `expected`,
+/// the namespace must still be that one.
+pub fn exec_in(
+    path: &Path,
+    expected: Option<netns::NsId>,
+    argv: &[String],
+) -> Result<std::process::ExitStatus> {
+    let ns = netns::open_path(path)
+        .with_context(|| format!("open the container's network namespace {}", path.display()))?;
+    if let Some(want) = expected
+        && netns::id(&ns)? != want
+    {
+        anyhow::bail!(
+            "{} is no longer the container's network namespace (it was replaced)",
+            path.display()
+        );
+    }
     netns::enter(&ns).context("enter the container's network namespace")?;
     let (program, args) = argv.split_first().context("no command given")?;
     std::process::Command::new(program)
@@ -199,12 +214,22 @@ pub fn netns_id(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
+/// The network namespace of our holder `holder`, checked after the open to still be that
+/// process (a pid reused by another process between its death and the open would give
+/// that process's namespace).
+pub fn open_holder(holder: ProcessId) -> Result<File> {
+    let ns = netns::open_of_pid(holder.pid)?;
+    if !is_alive(holder) {
+        anyhow::bail!("namespace holder {} is gone", holder.pid);
+    }
+    Ok(ns)
+}
+
 /// SIGKILL every process in the network namespace `ns`, a container's own. Refused (0)
 /// for the caller's own namespace and the initial one: a holder that did not unshare, or
 /// a namespace path that resolves to the node, must never take the node's processes down.
 pub fn kill_namespace(ns: (u64, u64)) -> usize {
-    let protected = [Path::new("/proc/self/ns/net"), Path::new("/proc/1/ns/net")];
-    if protected.iter().any(|p| netns_id(p) == Some(ns)) {
+    if netns::is_initial(ns) || netns_id(Path::new("/proc/self/ns/net")) == Some(ns) {
         log::error!("refusing to kill the processes of the node's own network namespace");
         return 0;
     }

@@ -8,11 +8,12 @@ use std::{
     fs,
     io::{Read, Write},
     os::unix::net::UnixStream,
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use netd_tests::{Daemon, Sandbox, daemon::netd_bin, require_root};
+use netd_tests::{Daemon, Netns, Sandbox, daemon::netd_bin, require_root, unique_name};
 use serde_json::Value;
 
 fn connect(d: &Daemon) -> UnixStream {
@@ -581,4 +582,286 @@ fn every_change_is_logged_with_the_callers_uid_and_pid() {
     let (_, out) = as_nobody(&["ps"]);
     assert!(out.status.success());
     assert!(!d.log().contains("API GET"), "{}", d.log());
+}
+
+/// A scratch directory for the files a test makes (a FIFO, a symlink, mount points),
+/// unmounted and removed on drop.
+struct Scratch {
+    dir: PathBuf,
+    mounts: Vec<PathBuf>,
+}
+
+impl Scratch {
+    fn new(tag: &str) -> Self {
+        let dir = PathBuf::from(format!("/run/netd-test-{}", unique_name(tag)));
+        fs::create_dir_all(&dir).unwrap();
+        Scratch {
+            dir,
+            mounts: Vec::new(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Bind-mount `source` (a namespace file) on a new file in /run/netns, the shared
+    /// mount `ip netns` keeps (a mount elsewhere would not reach the daemon's mount
+    /// namespace, which `ip netns exec` made private).
+    fn bind(&mut self, source: &str, name: &str) -> PathBuf {
+        let target = PathBuf::from(format!("/run/netns/{}-{name}", unique_name("scratch")));
+        fs::write(&target, b"").unwrap();
+        run_ok("mount", &["--bind", source, target.to_str().unwrap()]);
+        self.mounts.push(target.clone());
+        target
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for m in self.mounts.iter().rev() {
+            let _ = Command::new("umount").arg("-l").arg(m).output();
+            let _ = fs::remove_file(m);
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn run_ok(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A process of ours that keeps a namespace inspectable whatever its path becomes;
+/// killed on drop.
+struct Resident(Child);
+
+impl Resident {
+    fn in_netns(ns: &Netns) -> Self {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "sleep", "600"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        Resident(child)
+    }
+
+    /// `ip ARGS` inside its namespace.
+    fn ip(&self, args: &[&str]) -> String {
+        let net = format!("--net=/proc/{}/ns/net", self.0.id());
+        let mut all = vec![net.as_str(), "ip"];
+        all.extend_from_slice(args);
+        run_ok("nsenter", &all)
+    }
+}
+
+impl Drop for Resident {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn refused(d: &Daemon, args: &[&str], expected: &str) {
+    let out = cli_within(d, args, Duration::from_secs(15));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "netd {}: {err}", args.join(" "));
+    assert!(
+        err.contains(expected),
+        "netd {}: expected {expected:?} in {err:?}",
+        args.join(" ")
+    );
+}
+
+#[test]
+fn a_fifo_netns_path_does_not_hang_the_api() {
+    require_root();
+    let sb = Sandbox::new("af").unwrap();
+    let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    let scratch = Scratch::new("af");
+    let fifo = scratch.path("fifo");
+    run_ok("mkfifo", &[fifo.to_str().unwrap()]);
+    let fifo = fifo.to_str().unwrap();
+    let not_a_namespace = "not a namespace file";
+    refused(
+        &d,
+        &["run", "-d", "--netns", fifo, "--", "sleep", "1"],
+        &format!("invalid --netns {fifo}: {not_a_namespace}"),
+    );
+    // Devices are never opened for real either (no side effect, no controlling tty).
+    for path in ["/dev/null", "/dev/tty", "/etc/hostname"] {
+        refused(
+            &d,
+            &["create", "--netns", path],
+            &format!("invalid --netns {path}: {not_a_namespace}"),
+        );
+    }
+    let out = cli_within(&d, &["ps", "-a"], Duration::from_secs(5));
+    assert!(out.status.success(), "the API still answers");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+}
+
+#[test]
+fn a_repointed_symlink_never_reaches_the_node_namespace() {
+    require_root();
+    let sb = Sandbox::new("ay").unwrap();
+    let mut d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    let node_addrs =
+        || String::from_utf8(sb.node.ip(&["-o", "-4", "addr"]).unwrap().stdout).unwrap();
+    let mut scratch = Scratch::new("ay");
+    let victim = Netns::new(&unique_name("ayv")).unwrap();
+    let link = scratch.path("link");
+    std::os::unix::fs::symlink(victim.path(), &link).unwrap();
+    let link = link.to_str().unwrap().to_string();
+    refused(
+        &d,
+        &["create", "--name", "tt", "--netns", &link],
+        &format!("invalid --netns {link}: a symbolic link is on the path"),
+    );
+    // A symbolic link among the directories is resolved by the CLI, as the user means it.
+    let via_var_run = format!("/var/run/netns/{}", victim.name);
+    d.cli_ok(&["create", "--name", "vr", "--netns", &via_var_run])
+        .unwrap();
+    let vr: Value = serde_json::from_str(&d.cli_ok(&["inspect", "vr"]).unwrap()).unwrap();
+    assert_eq!(vr[0]["netns_path"], format!("/run/netns/{}", victim.name));
+    d.cli_ok(&["rm", "vr"]).unwrap();
+
+    // The same attack with a bind mount, re-pointed at the node once attached.
+    let theirs = Netns::new(&unique_name("ayt")).unwrap();
+    let resident = Resident::in_netns(&theirs);
+    let path = scratch.bind(theirs.path().to_str().unwrap(), "theirs");
+    let path = path.to_str().unwrap().to_string();
+    d.cli_ok(&["network", "create", "--subnet", "10.10.2.0/24", "netb"])
+        .unwrap();
+    d.cli_ok(&["create", "--name", "tt", "--netns", &path])
+        .unwrap();
+    run_ok("umount", &["-l", &path]);
+    let daemon_ns = format!("/proc/{}/ns/net", d.pid().unwrap());
+    run_ok("mount", &["--bind", &daemon_ns, &path]);
+    let before = node_addrs();
+    d.cli_ok(&["network", "connect", "netb", "tt"]).unwrap();
+    let after = node_addrs();
+    assert!(
+        !after.contains("eth1") && !after.contains("eth0"),
+        "a container interface in the node: {after}"
+    );
+    let netb_addrs: Vec<&str> = after
+        .lines()
+        .filter(|l| l.contains("inet 10.10.2."))
+        .collect();
+    assert!(
+        netb_addrs.len() == 1 && netb_addrs[0].contains("inet 10.10.2.1/24"),
+        "only the gateway of netb is on the node: {before} -> {after}"
+    );
+    let inside = resident.ip(&["-o", "-4", "addr"]);
+    assert!(
+        inside.contains("eth1") && inside.contains("10.10.2."),
+        "the interface went where the container is: {inside}"
+    );
+    // `netd exec` follows the daemon: it refuses a path that now names another namespace.
+    let out = d.cli(&["exec", "tt", "--", "true"]).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no longer the container's network namespace"),
+        "{out:?}"
+    );
+
+    // After a restart the path is opened again and found to be another namespace: the
+    // container is gone, and nothing of it went into the node.
+    d.stop(libc::SIGTERM).unwrap();
+    d.restart().unwrap();
+    let log = d.log();
+    assert!(
+        log.contains("container tt: its network namespace is gone")
+            && log.contains("now names another network namespace"),
+        "{log}"
+    );
+    assert!(d.cli(&["inspect", "tt"]).unwrap().status.code() == Some(1));
+    let links = node_links(&sb);
+    assert!(
+        !links.contains("eth0") && !links.contains("eth1"),
+        "{links}"
+    );
+}
+
+#[test]
+fn namespaces_netd_already_manages_are_refused() {
+    require_root();
+    let sb = Sandbox::new("am").unwrap();
+    let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    let mut scratch = Scratch::new("am");
+    let web = d.run_idle_container("web", &[]).unwrap();
+    let holder_ns = web.netns.to_str().unwrap().to_string();
+    let links_before = node_link_names(&sb);
+
+    // A holder's namespace, by its /proc path or bind-mounted elsewhere.
+    refused(
+        &d,
+        &["create", "--netns", &holder_ns],
+        "that namespace is already attached to a container (web)",
+    );
+    let elsewhere = scratch.bind(&holder_ns, "holder");
+    refused(
+        &d,
+        &["create", "--netns", elsewhere.to_str().unwrap()],
+        "that namespace is already attached to a container (web)",
+    );
+    // An external one already attached, under another path.
+    let theirs = Netns::new(&unique_name("amx")).unwrap();
+    d.cli_ok(&[
+        "create",
+        "--name",
+        "ext",
+        "--netns",
+        theirs.path().to_str().unwrap(),
+    ])
+    .unwrap();
+    let again = scratch.bind(theirs.path().to_str().unwrap(), "theirs");
+    refused(
+        &d,
+        &["create", "--netns", again.to_str().unwrap()],
+        "that namespace is already attached to a container (ext)",
+    );
+    // The node's own.
+    let node = format!("/proc/{}/ns/net", d.pid().unwrap());
+    refused(
+        &d,
+        &["create", "--netns", &node],
+        "that is the node's own network namespace",
+    );
+    // Other kernel links, and namespaces of other kinds.
+    let uts = format!("/proc/{}/ns/uts", d.pid().unwrap());
+    refused(
+        &d,
+        &["create", "--netns", &uts],
+        "a symbolic link is on the path",
+    );
+    let uts_file = scratch.bind(&uts, "uts");
+    refused(
+        &d,
+        &["create", "--netns", uts_file.to_str().unwrap()],
+        "a UTS namespace, not a network namespace",
+    );
+    refused(
+        &d,
+        &["create", "--netns", "/proc/4194304/ns/net"],
+        "no process 4194304",
+    );
+
+    let ps = d.cli_ok(&["ps", "-a"]).unwrap();
+    assert_eq!(ps.lines().count(), 3, "web and ext only: {ps}");
+    let mut links_after = node_link_names(&sb);
+    links_after.retain(|l| !l.starts_with("ndv"));
+    let mut want = links_before.clone();
+    want.retain(|l| !l.starts_with("ndv"));
+    assert_eq!(links_after, want);
+    d.cli_ok(&["rm", "-f", "web", "ext"]).unwrap();
 }

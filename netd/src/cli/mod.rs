@@ -75,13 +75,26 @@ impl ContainerArgs {
             name: self.name,
             network: self.network,
             ip: self.ip,
-            netns: self.netns.map(|p| std::path::absolute(&p).unwrap_or(p)),
+            netns: self.netns.map(|p| resolve_directories(&p)),
             start,
             publish: self.publish,
             expose: self.expose,
             publish_all: self.publish_all,
             cmd,
         }
+    }
+}
+
+/// `path` made absolute, with the symbolic links of its directories resolved here, as
+/// the user means them (`/var/run/netns/x` is `/run/netns/x` on most systems): the daemon
+/// takes no symbolic link on a `--netns` path. The last component stays as given.
+fn resolve_directories(path: &Path) -> std::path::PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (abs.parent(), abs.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|dir| dir.join(name))
+            .unwrap_or(abs),
+        _ => abs,
     }
 }
 
@@ -252,7 +265,12 @@ pub fn exec(socket: &Path, args: ExecArgs) -> Result<ExitCode> {
     if !matches!(c.container.status, Status::Running | Status::Created) {
         bail!("container {} is not running", c.container.name);
     }
-    let status = process::exec_in(&c.netns_path, &args.cmd)?;
+    // A namespace someone else made is checked to be the one the daemon holds.
+    let expected = match c.container.sandbox {
+        crate::state::Sandbox::External { dev, ino, .. } => Some((dev, ino)),
+        _ => None,
+    };
+    let status = process::exec_in(&c.netns_path, expected, &args.cmd)?;
     Ok(ExitCode::from(
         status.code().unwrap_or(1).clamp(0, 255) as u8
     ))

@@ -9,6 +9,8 @@ mod networks;
 mod reconcile;
 
 use std::{
+    collections::HashMap,
+    fs::File,
     net::Ipv4Addr,
     path::PathBuf,
     sync::{Arc, Weak},
@@ -57,6 +59,12 @@ pub struct DaemonConfig {
 
 struct Inner {
     state: State,
+    /// The network namespace of each container that has one of its own (holder or
+    /// `--netns`), by container id: opened once and used for every operation, so a path
+    /// re-pointed later never redirects one.
+    sandboxes: HashMap<String, File>,
+    /// The node's network namespace (the daemon's own).
+    node_ns: File,
     store: Store,
     datapath: Datapath,
     netlink: Netlink,
@@ -128,10 +136,13 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         ),
     }
     write_sysctl("net/ipv4/ip_forward", "1")?;
+    let node_ns = crate::netns::open_own().context("open the node's network namespace")?;
 
     let daemon = Arc::new_cyclic(|me| Daemon {
         inner: Mutex::new(Inner {
             state,
+            sandboxes: HashMap::new(),
+            node_ns,
             store,
             datapath,
             netlink,
@@ -238,13 +249,26 @@ impl Daemon {
 
     async fn route(&self, req: ApiRequest) -> Result<Value, ApiError> {
         let path: Vec<&str> = req.path.iter().map(String::as_str).collect();
+        // What may block is done before the lock is taken: opening a client's --netns.
+        let mut run = match (&req.method, path.as_slice()) {
+            (&Method::POST, ["containers"]) => {
+                let run: api::RunRequest = req.json()?;
+                let netns = match &run.netns {
+                    Some(p) => Some(containers::open_client_netns(p).await?),
+                    None => None,
+                };
+                Some((run, netns))
+            }
+            _ => None,
+        };
         let mut inner = self.inner.lock().await;
         let value = match (&req.method, path.as_slice()) {
             (&Method::GET, ["ping"]) => json!({ "version": env!("CARGO_PKG_VERSION") }),
             (&Method::GET, ["info"]) => inner.info()?,
             (&Method::GET, ["containers"]) => to_json(inner.container_views())?,
             (&Method::POST, ["containers"]) => {
-                let (view, child) = inner.run_container(req.json()?).await?;
+                let (run, netns) = run.take().expect("parsed above");
+                let (view, child) = inner.run_container(run, netns).await?;
                 if let (Some(child), Some(_)) = (child, view.container.process) {
                     self.watch_child(view.container.name.clone(), child);
                 }
