@@ -5,8 +5,12 @@
 
 use std::{
     fs::File,
-    os::fd::AsRawFd,
-    path::Path,
+    io::Read,
+    os::{
+        fd::AsRawFd,
+        unix::fs::{DirBuilderExt, OpenOptionsExt},
+    },
+    path::{Path, PathBuf},
     process::Stdio,
     sync::atomic::{AtomicU64, Ordering},
 };
@@ -101,12 +105,107 @@ pub fn spawn_holder(state_dir: &Path, container_id: &str) -> Result<(ProcessId, 
     Ok((id, child))
 }
 
-/// Start `argv` inside namespace `ns`, in its own session, output appended to `log`.
+/// A container's log grows to this before it is rotated (checked on every garbage
+/// collection tick): the log then holds what came since, `NAME.log.1` the last this many
+/// bytes before.
+pub const LOG_MAX_BYTES: u64 = 10 << 20;
+
+/// Where a container's command writes its output.
+pub fn log_path(state_dir: &Path, container: &str) -> PathBuf {
+    logs_dir(state_dir).join(format!("{container}.log"))
+}
+
+pub fn logs_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("logs")
+}
+
+/// The previous part of a rotated log: `NAME.log.1`.
+fn rotated(log: &Path) -> PathBuf {
+    let mut name = log.as_os_str().to_owned();
+    name.push(".1");
+    PathBuf::from(name)
+}
+
+/// Remove a container's logs (the current and the rotated one).
+pub fn remove_log(log: &Path) -> std::io::Result<()> {
+    for path in [log.to_path_buf(), rotated(log)] {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// If `log` is over `max` bytes: its last `max` bytes become `NAME.log.1` (replacing the
+/// one before) and `log` is emptied in place. In place, because the command keeps writing
+/// through its own descriptor (opened O_APPEND, so it writes on at the new end); output
+/// written between the copy and the truncation is lost, as with logrotate's
+/// `copytruncate`. Whether it rotated.
+pub fn rotate_log(log: &Path, max: u64) -> std::io::Result<bool> {
+    use std::io::{Seek, SeekFrom};
+    let mut current = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(log)?;
+    let size = current.metadata()?.len();
+    if size <= max {
+        return Ok(false);
+    }
+    current.seek(SeekFrom::Start(size - max))?;
+    let previous = rotated(log);
+    let mut tmp_name = previous.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let mut copy = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    std::io::copy(&mut (&current).take(max), &mut copy)?;
+    std::fs::rename(&tmp, &previous)?;
+    current.set_len(0)?;
+    Ok(true)
+}
+
+/// Rotate every container log in `dir` that is over `max` bytes; the ones rotated.
+pub fn rotate_logs(dir: &Path, max: u64) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut rotated = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "log") {
+            match rotate_log(&path, max) {
+                Ok(true) => rotated.push(path.display().to_string()),
+                Ok(false) => {}
+                Err(e) => log::warn!("rotate log {}: {e}", path.display()),
+            }
+        }
+    }
+    rotated
+}
+
+/// Start `argv` inside namespace `ns`, in its own session, output to `log`, which starts
+/// empty (a name used before must not show an older container's output) and is readable
+/// by root only. The command gets umask 022, as Docker's do, not the daemon's 077.
 pub fn spawn_in(ns: &File, argv: &[String], log: &Path) -> Result<(ProcessId, Child)> {
     let (program, args) = argv.split_first().context("no command given")?;
+    if let Some(dir) = log.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("create {}", dir.display()))?;
+    }
+    remove_log(log).with_context(|| format!("remove old log {}", log.display()))?;
+    // Removed above: this makes a new, empty file.
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(log)
         .with_context(|| format!("open log {}", log.display()))?;
     let mut cmd = Command::new(program);
@@ -128,6 +227,7 @@ pub fn spawn_in(ns: &File, argv: &[String], log: &Path) -> Result<(ProcessId, Ch
             {
                 return Err(std::io::Error::last_os_error());
             }
+            libc::umask(0o022);
             Ok(())
         });
     }
@@ -255,5 +355,62 @@ pub fn signal(p: ProcessId, signal: i32) {
     if is_alive(p) {
         // SAFETY: kill with a checked pid.
         unsafe { libc::kill(p.pid as i32, signal) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("netd-logs-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_log_over_its_cap_keeps_its_last_part_and_starts_again() {
+        let dir = scratch("rotate");
+        let log = dir.join("web.v1.log");
+        // The writer's own descriptor, O_APPEND like the command's.
+        let mut writer = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        use std::io::Write;
+        writer.write_all(&[b'a'; 100]).unwrap();
+        assert!(!rotate_log(&log, 100).unwrap(), "at the cap: kept");
+        writer.write_all(&[b'b'; 50]).unwrap();
+        assert!(rotate_log(&log, 100).unwrap());
+        let previous = std::fs::read(dir.join("web.v1.log.1")).unwrap();
+        assert_eq!(
+            previous,
+            [[b'a'; 50].as_slice(), &[b'b'; 50]].concat(),
+            "the last 100 bytes"
+        );
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), 0);
+        // The writer goes on at the start of the emptied file, not past a hole.
+        writer.write_all(b"after").unwrap();
+        assert_eq!(std::fs::read(&log).unwrap(), b"after");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("web.v1.log.1"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A second rotation replaces the first copy.
+        writer.write_all(&[b'c'; 200]).unwrap();
+        assert_eq!(rotate_logs(&dir, 100).len(), 1);
+        assert_eq!(
+            std::fs::read(dir.join("web.v1.log.1")).unwrap(),
+            [b'c'; 100]
+        );
+        assert!(!dir.join("web.v1.log.1.tmp").exists());
+        remove_log(&log).unwrap();
+        assert!(!log.exists() && !dir.join("web.v1.log.1").exists());
+        remove_log(&log).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -7,6 +7,7 @@ use std::{
     fs,
     io::Write,
     net::Ipv4Addr,
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
@@ -171,12 +172,52 @@ pub struct Store {
 }
 
 impl Store {
+    /// The state directory, created 0700 if missing, and tightened to 0700 if it is
+    /// open to others (it holds commands and their output). A sticky directory (a shared
+    /// one such as /tmp) is not changed, only reported.
     pub fn open(dir: &Path) -> Result<Self> {
-        fs::create_dir_all(dir)
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
             .with_context(|| format!("create state directory {}", dir.display()))?;
+        let mode = fs::metadata(dir)
+            .with_context(|| format!("state directory {}", dir.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            if mode & 0o1000 != 0 {
+                log::warn!(
+                    "state directory {} is a shared (sticky) directory, mode {:04o}: give netd a directory of its own",
+                    dir.display(),
+                    mode & 0o7777
+                );
+            } else {
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                    .with_context(|| format!("chmod 0700 {}", dir.display()))?;
+                log::info!(
+                    "state directory {}: mode {:04o} tightened to 0700",
+                    dir.display(),
+                    mode & 0o7777
+                );
+            }
+        }
         Ok(Store {
             path: dir.join("state.json"),
         })
+    }
+
+    /// A directory of the state's, created 0700 (or tightened to it).
+    pub fn private_dir(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.path.with_file_name(name);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("create {}", dir.display()))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("chmod 0700 {}", dir.display()))?;
+        Ok(dir)
     }
 
     /// Hold the state directory for this daemon (released when the returned file closes,
@@ -184,7 +225,15 @@ impl Store {
     pub fn lock(&self) -> Result<fs::File> {
         use std::os::fd::AsRawFd;
         let path = self.path.with_file_name("lock");
-        let f = fs::File::create(&path).with_context(|| format!("create {}", path.display()))?;
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("create {}", path.display()))?;
+        f.set_permissions(fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("chmod 0600 {}", path.display()))?;
         // SAFETY: flock on a file we own.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             bail!(
@@ -239,7 +288,14 @@ impl Store {
         let tmp = self.path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(state)?;
         let write = || -> std::io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            // An older temporary file keeps its mode through O_CREAT: set it.
+            f.set_permissions(fs::Permissions::from_mode(0o600))?;
             f.write_all(&bytes)?;
             f.sync_all()?;
             fs::rename(&tmp, &self.path)?;
@@ -493,6 +549,43 @@ mod tests {
             e.contains("container \"web\" holds a record named \"db\""),
             "{e}"
         );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_state_is_readable_by_its_owner_only() {
+        let dir = std::env::temp_dir().join(format!("netd-state-modes-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        // Made by netd: 0700 whatever the umask.
+        let store = Store::open(&dir.join("new")).unwrap();
+        assert_eq!(mode(&dir.join("new")), 0o700);
+        // Left open by an older netd (or by hand): tightened, and its files too.
+        fs::create_dir_all(dir.join("old")).unwrap();
+        fs::set_permissions(dir.join("old"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(dir.join("old/lock"), b"").unwrap();
+        fs::set_permissions(dir.join("old/lock"), fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(dir.join("old/state.json.tmp"), b"").unwrap();
+        fs::set_permissions(
+            dir.join("old/state.json.tmp"),
+            fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let old = Store::open(&dir.join("old")).unwrap();
+        assert_eq!(mode(&dir.join("old")), 0o700);
+        let _lock = old.lock().unwrap();
+        assert_eq!(mode(&dir.join("old/lock")), 0o600);
+        old.save(&State::default()).unwrap();
+        assert_eq!(mode(&dir.join("old/state.json")), 0o600);
+        fs::create_dir_all(dir.join("old/logs")).unwrap();
+        fs::set_permissions(dir.join("old/logs"), fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(mode(&old.private_dir("logs").unwrap()), 0o700);
+        // A shared sticky directory is left as it is.
+        fs::create_dir_all(dir.join("shared")).unwrap();
+        fs::set_permissions(dir.join("shared"), fs::Permissions::from_mode(0o1777)).unwrap();
+        Store::open(&dir.join("shared")).unwrap();
+        assert_eq!(mode(&dir.join("shared")), 0o1777);
+        drop(store);
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -363,9 +363,8 @@ impl Inner {
         if !start {
             return Ok(None);
         }
-        let logs = self.state_dir.join("logs");
-        std::fs::create_dir_all(&logs)?;
-        let (pid, child) = process::spawn_in(&ns, &c.cmd, &logs.join(format!("{}.log", c.name)))?;
+        let log = process::log_path(&self.state_dir, &c.name);
+        let (pid, child) = process::spawn_in(&ns, &c.cmd, &log)?;
         c.process = Some(pid);
         Ok(Some(child))
     }
@@ -480,6 +479,7 @@ impl Inner {
         }
         self.teardown(&c).await;
         self.sandboxes.remove(&c.id);
+        self.remove_log(&c);
         self.state.containers.remove(name);
         self.save()?;
         info!("container {name}: removed");
@@ -508,6 +508,14 @@ impl Inner {
                 process::kill_namespace(ns);
             }
             process::signal(*holder, libc::SIGKILL);
+        }
+    }
+
+    /// A removed container's output goes with it.
+    pub(super) fn remove_log(&self, c: &Container) {
+        let log = process::log_path(&self.state_dir, &c.name);
+        if let Err(e) = process::remove_log(&log) {
+            warn!("container {}: remove log {}: {e}", c.name, log.display());
         }
     }
 

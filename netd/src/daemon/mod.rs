@@ -80,9 +80,15 @@ struct Inner {
 pub struct Daemon {
     inner: Mutex<Inner>,
     me: Weak<Daemon>,
+    /// Container logs, rotated on the garbage-collection tick (outside the lock).
+    logs_dir: PathBuf,
 }
 
 pub async fn run(config: DaemonConfig) -> Result<()> {
+    // Everything the daemon creates is its own: the state, container logs, the socket
+    // (bound before its mode is set). Commands it starts get 022 back (`spawn_in`).
+    // SAFETY: umask has no preconditions.
+    unsafe { libc::umask(0o077) };
     match process::raise_nofile_limit() {
         Ok((before, after)) if before != after => {
             info!("open files limit raised from {before} to {after}")
@@ -93,6 +99,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     // One daemon per state directory and per socket: checked before anything is touched.
     let store = Store::open(&config.state_dir)?;
     let _lock = store.lock()?;
+    let logs_dir = store.private_dir("logs")?;
     let listener = api::bind(&config.socket, config.socket_group).await?;
     let netlink = Netlink::connect()?;
     let uplink = match &config.uplink {
@@ -155,6 +162,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             fast_path: config.fast_path,
         }),
         me: me.clone(),
+        logs_dir,
     });
     daemon.start().await?;
     info!(
@@ -393,6 +401,16 @@ async fn collect_garbage(daemon: Weak<Daemon>, every: Duration) {
             Ok(0) => {}
             Ok(n) => log::debug!("conntrack: removed {n} expired entries"),
             Err(e) => warn!("conntrack garbage collection: {e:#}"),
+        }
+        // File I/O of a size the containers decide: on a blocking thread, not under the
+        // lock.
+        let dir = daemon.logs_dir.clone();
+        let rotate =
+            tokio::task::spawn_blocking(move || process::rotate_logs(&dir, process::LOG_MAX_BYTES));
+        if let Ok(rotated) = rotate.await {
+            for log in rotated {
+                log::debug!("rotated container log {log}");
+            }
         }
     }
 }

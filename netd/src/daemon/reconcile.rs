@@ -175,6 +175,7 @@ impl Inner {
             warn!("container {name}: its network namespace is gone ({why}); removing it");
             self.teardown(&c).await;
             self.sandboxes.remove(&c.id);
+            self.remove_log(&c);
             self.state.containers.remove(&name);
         }
     }
