@@ -371,14 +371,18 @@ where
     let connections = Tracker::default();
     let (closing, closing_rx) = watch::channel(false);
     let mut errors = AcceptErrors::default();
+    let mut full_reported: Option<Instant> = None;
     loop {
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
-                warn!(
-                    "API: {} connections open, the most served at once; new ones wait",
-                    limits::MAX_CONNECTIONS
-                );
+                if full_reported.is_none_or(|at| at.elapsed() >= limits::ACCEPT_LOG_EVERY) {
+                    full_reported = Some(Instant::now());
+                    warn!(
+                        "API: {} connections open, the most served at once; new ones wait",
+                        limits::MAX_CONNECTIONS
+                    );
+                }
                 tokio::select! {
                     slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
                     () = &mut shutdown => break,
