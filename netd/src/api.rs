@@ -334,7 +334,8 @@ impl AcceptErrors {
 pub struct Drain {
     handlers: Tracker,
     connections: Tracker,
-    closing: watch::Sender<bool>,
+    /// Held so that the connections' receivers stay open until the drain ends.
+    _closing: watch::Sender<bool>,
 }
 
 impl Drain {
@@ -344,9 +345,9 @@ impl Drain {
     }
 
     /// Wait for every started request to finish, then (briefly) for their answers to be
-    /// written; connections between requests close at once.
+    /// written; connections between requests close at once, and a request whose body is
+    /// still arriving is answered 503 instead of started.
     pub async fn finished(self) {
-        let _ = self.closing.send(true);
         self.handlers.idle().await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.connections.idle()).await;
     }
@@ -440,8 +441,14 @@ where
         tokio::spawn(async move {
             let _slot = slot;
             let _tracked = tracked;
-            let service =
-                service_fn(move |req| answer(handler.clone(), req, caller, handlers.clone()));
+            let stopping = closing.clone();
+            let service = service_fn(move |req| {
+                let started = Started {
+                    handlers: handlers.clone(),
+                    stopping: stopping.clone(),
+                };
+                answer(handler.clone(), req, caller, started)
+            });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits::HEADER_TIMEOUT)
@@ -466,18 +473,27 @@ where
     }
     drop(listener);
     let _ = std::fs::remove_file(path);
+    // From now on no request starts: idle connections close, requests still being read
+    // are answered 503.
+    let _ = closing.send(true);
     Ok(Drain {
         handlers,
         connections,
-        closing,
+        _closing: closing,
     })
+}
+
+/// Where a request's handler is counted, and whether the daemon is stopping.
+struct Started {
+    handlers: Tracker,
+    stopping: watch::Receiver<bool>,
 }
 
 async fn answer<H, F>(
     handler: Arc<H>,
     req: Request<hyper::body::Incoming>,
     caller: Caller,
-    handlers: Tracker,
+    started: Started,
 ) -> Result<Response<Full<Bytes>>, Infallible>
 where
     H: Fn(ApiRequest) -> F,
@@ -494,28 +510,40 @@ where
                     .filter(|s| !s.is_empty())
                     .map(percent_decode)
                     .collect();
-                if method != Method::GET {
-                    info!("API {method} {} by {caller}", uri.path());
-                }
-                let request = handler(ApiRequest {
-                    method: method.clone(),
-                    path,
-                    query: uri.query().unwrap_or("").to_string(),
-                    body,
-                });
-                // A task of its own, which the connection cannot cancel: a client that
-                // hangs up mid-request leaves a change finished or rolled back, never
-                // half-made. Tracked, so that a stopping daemon waits for it.
-                let tracked = handlers.track();
-                let task = tokio::spawn(async move {
-                    let _tracked = tracked;
-                    request.await
-                });
-                match task.await {
-                    Ok(result) => result,
-                    Err(e) => Err(ApiError::from(anyhow::anyhow!(
-                        "the request's handler failed: {e}"
-                    ))),
+                // Counted before the check, so that a stop either waits for this
+                // request or is seen by it.
+                let tracked = started.handlers.track();
+                if *started.stopping.borrow() {
+                    drop(tracked);
+                    Err(ApiError {
+                        status: StatusCode::SERVICE_UNAVAILABLE,
+                        error: anyhow::anyhow!(
+                            "the netd daemon is stopping; try again once it is back"
+                        ),
+                    })
+                } else {
+                    if method != Method::GET {
+                        info!("API {method} {} by {caller}", uri.path());
+                    }
+                    let request = handler(ApiRequest {
+                        method: method.clone(),
+                        path,
+                        query: uri.query().unwrap_or("").to_string(),
+                        body,
+                    });
+                    // A task of its own, which the connection cannot cancel: a client that
+                    // hangs up mid-request leaves a change finished or rolled back, never
+                    // half-made. Tracked, so that a stopping daemon waits for it.
+                    let task = tokio::spawn(async move {
+                        let _tracked = tracked;
+                        request.await
+                    });
+                    match task.await {
+                        Ok(result) => result,
+                        Err(e) => Err(ApiError::from(anyhow::anyhow!(
+                            "the request's handler failed: {e}"
+                        ))),
+                    }
                 }
             }
             None => Err(ApiError::not_found(anyhow::anyhow!(

@@ -404,10 +404,36 @@ fn sigterm_lets_a_started_run_finish() {
             "infinity",
         ],
     );
+    // Another client is still sending its request when the stop comes.
+    let create = r#"{"name":"late","subnet":"10.88.0.0/24"}"#;
+    let mut late = connect(&d);
+    late.write_all(
+        format!(
+            "POST /v1/networks HTTP/1.1\r\nHost: netd\r\nContent-Length: {}\r\n\r\n{}",
+            create.len(),
+            &create[..10]
+        )
+        .as_bytes(),
+    )
+    .unwrap();
     wait_for("the run started", Duration::from_secs(10), || {
         holders_of(&d) == 1
     });
-    let status = d.stop(libc::SIGTERM).unwrap();
+    // SAFETY: our own child's pid (the daemon, exec'ed in place by `ip netns exec`).
+    unsafe { libc::kill(d.pid().unwrap() as i32, libc::SIGTERM) };
+    wait_for("the daemon is stopping", Duration::from_secs(10), || {
+        d.log().contains("waiting for 1 request(s) in flight")
+    });
+    assert!(!d.socket.exists(), "no new client gets in");
+    late.write_all(&create.as_bytes()[10..]).unwrap();
+    late.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = late.read_to_string(&mut answer);
+    assert_eq!(status(&answer), 503, "{answer}");
+    assert!(answer.contains("the netd daemon is stopping"), "{answer}");
+    // Signal 0: no second signal (that one would stop at once); wait for the exit.
+    let status = d.stop(0).unwrap();
     let out = run.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -415,11 +441,11 @@ fn sigterm_lets_a_started_run_finish() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(status.success(), "{status}");
-    let log = d.log();
-    assert!(log.contains("waiting for 1 request(s) in flight"), "{log}");
-    // What the run made is whole and recorded, with the daemon gone.
+    // What the run made is whole and recorded, with the daemon gone; the late request
+    // changed nothing.
     let state: Value =
         serde_json::from_str(&fs::read_to_string(d.dir.join("state/state.json")).unwrap()).unwrap();
+    assert!(state["networks"].get("late").is_none(), "{state}");
     let slow = &state["containers"]["slow"];
     assert_eq!(slow["ports"].as_array().unwrap().len(), 20000, "{state}");
     assert_eq!(holders_of(&d), 1);
