@@ -3,16 +3,27 @@
 //! is the daemon's business.
 
 use std::{
-    convert::Infallible, future::Future, os::unix::fs::PermissionsExt, path::Path, sync::Arc,
+    convert::Infallible,
+    future::Future,
+    os::unix::fs::PermissionsExt,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::{Method, Request, Response, StatusCode, body::Bytes, service::service_fn};
-use hyper_util::rt::TokioIo;
-use log::{debug, warn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use log::{debug, info, warn};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::{
+    net::{UnixListener, UnixStream},
+    sync::{Notify, Semaphore, watch},
+};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RunRequest {
@@ -154,12 +165,52 @@ impl ApiRequest {
 
 pub const API_PREFIX: &str = "/v1/";
 
+/// What one client may cost the daemon.
+pub mod limits {
+    use std::time::Duration;
+
+    /// A request body (JSON) larger than this is answered 413.
+    pub const MAX_BODY: usize = 1 << 20;
+    /// A request's headers must arrive within this (also the longest a connection may
+    /// idle between requests).
+    pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Its body within this after the headers (408 otherwise): a request is read in 30 s
+    /// at most. The handler's own work is not timed.
+    pub const BODY_TIMEOUT: Duration = Duration::from_secs(20);
+    /// Connections served at once; more wait in the listen backlog. Each costs a file
+    /// descriptor, and the daemon's must not run out.
+    pub const MAX_CONNECTIONS: usize = 256;
+    /// After a failed accept (e.g. EMFILE) the loop waits this long, doubling up to
+    /// `ACCEPT_BACKOFF_MAX`, instead of spinning.
+    pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+    pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+    /// At most one log line per this interval about failed accepts.
+    pub const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
+}
+
+/// Who sent a request, from the socket's peer credentials (`SO_PEERCRED`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub pid: Option<i32>,
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.pid {
+            Some(pid) => write!(f, "uid {} pid {pid}", self.uid),
+            None => write!(f, "uid {} (pid unknown)", self.uid),
+        }
+    }
+}
+
 /// Listen on a Unix socket at `path`, mode 0660, owned by `group` if given. A stale
 /// socket (left by a killed daemon) is replaced; the socket of a daemon that still
-/// answers is not.
+/// answers is not. The caller's umask should be restrictive: the socket is bound with it
+/// before its mode is set.
 pub async fn bind(path: &Path, group: Option<u32>) -> Result<UnixListener> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
+        create_public_dirs(dir)
             .with_context(|| format!("create socket directory {}", dir.display()))?;
     }
     if UnixStream::connect(path).await.is_ok() {
@@ -184,81 +235,335 @@ pub async fn bind(path: &Path, group: Option<u32>) -> Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serve `handler` on `listener` (bound at `path`) until `shutdown` resolves; then remove
-/// the socket.
+/// Create `dir` and its missing parents with mode 0755 whatever the umask: the socket's
+/// group must be able to reach it (the socket's own mode guards it).
+fn create_public_dirs(dir: &Path) -> std::io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.exists() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_public_dirs(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Counts running tasks of one kind, and waits for there to be none.
+#[derive(Clone, Default)]
+struct Tracker(Arc<(AtomicUsize, Notify)>);
+
+/// One tracked task: counted until dropped.
+struct Tracked(Tracker);
+
+impl Tracker {
+    fn track(&self) -> Tracked {
+        self.0.0.fetch_add(1, Ordering::SeqCst);
+        Tracked(self.clone())
+    }
+
+    fn count(&self) -> usize {
+        self.0.0.load(Ordering::SeqCst)
+    }
+
+    async fn idle(&self) {
+        loop {
+            let notified = self.0.1.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if self.0.0.0.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.0.1.notify_waiters();
+        }
+    }
+}
+
+/// Failed accepts: how long to wait before the next, and when to say so. A full file
+/// table (EMFILE) fails every accept at once; retried at once, it spun a CPU and wrote
+/// hundreds of MB of log in seconds.
+#[derive(Debug, Default)]
+struct AcceptErrors {
+    delay: Option<Duration>,
+    logged_at: Option<Instant>,
+    /// Failures not logged since the last line.
+    unlogged: u64,
+}
+
+impl AcceptErrors {
+    /// One more failure at `now`: the pause before the next accept, and whether to log
+    /// it (with the count of failures left unlogged before it).
+    fn failed(&mut self, now: Instant) -> (Duration, Option<u64>) {
+        let delay = match self.delay {
+            None => limits::ACCEPT_BACKOFF_MIN,
+            Some(d) => (d * 2).min(limits::ACCEPT_BACKOFF_MAX),
+        };
+        self.delay = Some(delay);
+        let log = match self.logged_at {
+            Some(at) if now.duration_since(at) < limits::ACCEPT_LOG_EVERY => {
+                self.unlogged += 1;
+                None
+            }
+            _ => {
+                self.logged_at = Some(now);
+                Some(std::mem::take(&mut self.unlogged))
+            }
+        };
+        (delay, log)
+    }
+
+    /// An accept worked: back to full speed. The number of failures never logged, if any.
+    fn succeeded(&mut self) -> Option<u64> {
+        self.delay = None;
+        self.logged_at = None;
+        Some(std::mem::take(&mut self.unlogged)).filter(|n| *n > 0)
+    }
+}
+
+/// The server after it stopped accepting: requests already started are still running.
+pub struct Drain {
+    handlers: Tracker,
+    connections: Tracker,
+    /// Held so that the connections' receivers stay open until the drain ends.
+    _closing: watch::Sender<bool>,
+}
+
+impl Drain {
+    /// Requests whose handlers are still running.
+    pub fn requests_in_flight(&self) -> usize {
+        self.handlers.count()
+    }
+
+    /// Wait for every started request to finish, then (briefly) for their answers to be
+    /// written; connections between requests close at once, and a request whose body is
+    /// still arriving is answered 503 instead of started.
+    pub async fn finished(self) {
+        self.handlers.idle().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.connections.idle()).await;
+    }
+}
+
+/// Serve `handler` on `listener` (bound at `path`) until `shutdown` resolves; then stop
+/// accepting, remove the socket and return what is still running. Each request's handler
+/// runs in a task of its own: a client that hangs up does not cancel a change half-way.
 pub async fn serve<H, F>(
     listener: UnixListener,
     path: &Path,
     handler: Arc<H>,
     shutdown: impl Future<Output = ()>,
-) -> Result<()>
+) -> Result<Drain>
 where
     H: Fn(ApiRequest) -> F + Send + Sync + 'static,
     F: Future<Output = Result<serde_json::Value, ApiError>> + Send + 'static,
 {
     tokio::pin!(shutdown);
+    let slots = Arc::new(Semaphore::new(limits::MAX_CONNECTIONS));
+    let handlers = Tracker::default();
+    let connections = Tracker::default();
+    let (closing, closing_rx) = watch::channel(false);
+    let mut errors = AcceptErrors::default();
+    let mut full_reported: Option<Instant> = None;
     loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => { warn!("accept on {}: {e}", path.display()); continue; }
-            },
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if full_reported.is_none_or(|at| at.elapsed() >= limits::ACCEPT_LOG_EVERY) {
+                    full_reported = Some(Instant::now());
+                    warn!(
+                        "API: {} connections open, the most served at once; new ones wait",
+                        limits::MAX_CONNECTIONS
+                    );
+                }
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                    () = &mut shutdown => break,
+                }
+            }
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
+        let stream = match accepted {
+            Ok((stream, _)) => {
+                if let Some(n) = errors.succeeded() {
+                    warn!(
+                        "accept on {}: accepting again after {n} more failures",
+                        path.display()
+                    );
+                }
+                stream
+            }
+            Err(e) => {
+                let (pause, log) = errors.failed(Instant::now());
+                if let Some(unlogged) = log {
+                    let more = if unlogged > 0 {
+                        format!(" ({unlogged} more failures since the last report)")
+                    } else {
+                        String::new()
+                    };
+                    warn!(
+                        "accept on {}: {e}{more}; retrying with back-off (at most one report every {}s)",
+                        path.display(),
+                        limits::ACCEPT_LOG_EVERY.as_secs()
+                    );
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => continue,
+                    () = &mut shutdown => break,
+                }
+            }
+        };
+        let caller = match stream.peer_cred() {
+            Ok(cred) => Caller {
+                uid: cred.uid(),
+                pid: cred.pid(),
+            },
+            Err(e) => {
+                warn!("API connection refused: no peer credentials: {e}");
+                continue;
+            }
+        };
         let handler = handler.clone();
+        let handlers = handlers.clone();
+        let tracked = connections.track();
+        let mut closing = closing_rx.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| answer(handler.clone(), req));
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                debug!("API connection: {e}");
+            let _slot = slot;
+            let _tracked = tracked;
+            let stopping = closing.clone();
+            let service = service_fn(move |req| {
+                let started = Started {
+                    handlers: handlers.clone(),
+                    stopping: stopping.clone(),
+                };
+                answer(handler.clone(), req, caller, started)
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits::HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let closed = closing.wait_for(|c| *c);
+            tokio::pin!(closed);
+            let mut shutting_down = false;
+            let result = loop {
+                tokio::select! {
+                    result = conn.as_mut() => break result,
+                    _ = &mut closed, if !shutting_down => {
+                        conn.as_mut().graceful_shutdown();
+                        shutting_down = true;
+                    }
+                }
+            };
+            if let Err(e) = result {
+                debug!("API connection of {caller}: {e}");
             }
         });
     }
+    drop(listener);
     let _ = std::fs::remove_file(path);
-    Ok(())
+    // From now on no request starts: idle connections close, requests still being read
+    // are answered 503.
+    let _ = closing.send(true);
+    Ok(Drain {
+        handlers,
+        connections,
+        _closing: closing,
+    })
+}
+
+/// Where a request's handler is counted, and whether the daemon is stopping.
+struct Started {
+    handlers: Tracker,
+    stopping: watch::Receiver<bool>,
 }
 
 async fn answer<H, F>(
     handler: Arc<H>,
     req: Request<hyper::body::Incoming>,
+    caller: Caller,
+    started: Started,
 ) -> Result<Response<Full<Bytes>>, Infallible>
 where
     H: Fn(ApiRequest) -> F,
-    F: Future<Output = Result<serde_json::Value, ApiError>>,
+    F: Future<Output = Result<serde_json::Value, ApiError>> + Send + 'static,
 {
-    let method = req.method().clone();
-    let uri = req.uri().clone();
-    let result = match req.into_body().collect().await {
+    let (parts, body) = req.into_parts();
+    let method = parts.method;
+    let uri = parts.uri;
+    let result = match read_body(body).await {
         Ok(body) => match uri.path().strip_prefix(API_PREFIX) {
             Some(rest) => {
-                let path = rest
+                let path: Vec<String> = rest
                     .split('/')
                     .filter(|s| !s.is_empty())
                     .map(percent_decode)
                     .collect();
-                let query = uri.query().unwrap_or("").to_string();
-                handler(ApiRequest {
-                    method,
-                    path,
-                    query,
-                    body: body.to_bytes(),
-                })
-                .await
+                // Counted before the check, so that a stop either waits for this
+                // request or is seen by it.
+                let tracked = started.handlers.track();
+                if *started.stopping.borrow() {
+                    drop(tracked);
+                    Err(ApiError {
+                        status: StatusCode::SERVICE_UNAVAILABLE,
+                        error: anyhow::anyhow!(
+                            "the netd daemon is stopping; try again once it is back"
+                        ),
+                    })
+                } else {
+                    if method != Method::GET {
+                        info!("API {method} {} by {caller}", uri.path());
+                    }
+                    let request = handler(ApiRequest {
+                        method: method.clone(),
+                        path,
+                        query: uri.query().unwrap_or("").to_string(),
+                        body,
+                    });
+                    // A task of its own, which the connection cannot cancel: a client that
+                    // hangs up mid-request leaves a change finished or rolled back, never
+                    // half-made. Tracked, so that a stopping daemon waits for it.
+                    let task = tokio::spawn(async move {
+                        let _tracked = tracked;
+                        request.await
+                    });
+                    match task.await {
+                        Ok(result) => result,
+                        Err(e) => Err(ApiError::from(anyhow::anyhow!(
+                            "the request's handler failed: {e}"
+                        ))),
+                    }
+                }
             }
             None => Err(ApiError::not_found(anyhow::anyhow!(
                 "unknown API path {}",
                 uri.path()
             ))),
         },
-        Err(e) => Err(ApiError::bad_request(anyhow::anyhow!(
-            "read request body: {e}"
-        ))),
+        Err(e) => Err(e),
     };
     let (status, body) = match result {
         Ok(value) => (StatusCode::OK, value),
         Err(e) => {
+            if method != Method::GET {
+                info!(
+                    "API {method} {} by {caller}: {}: {:#}",
+                    uri.path(),
+                    e.status,
+                    e.error
+                );
+            }
             let body = ErrorBody {
                 message: format!("{:#}", e.error),
             };
@@ -274,23 +579,79 @@ where
     Ok(resp)
 }
 
-fn percent_decode(s: &str) -> String {
+/// The whole body, up to `limits::MAX_BODY` bytes and within `limits::BODY_TIMEOUT`.
+async fn read_body(body: hyper::body::Incoming) -> Result<Bytes, ApiError> {
+    use hyper::body::Body;
+    let too_large = || ApiError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        error: anyhow::anyhow!(
+            "request body too large: the limit is {} bytes",
+            limits::MAX_BODY
+        ),
+    };
+    // A declared length over the limit is refused before a byte of it is read.
+    if body.size_hint().lower() > limits::MAX_BODY as u64 {
+        return Err(too_large());
+    }
+    let collect = Limited::new(body, limits::MAX_BODY).collect();
+    match tokio::time::timeout(limits::BODY_TIMEOUT, collect).await {
+        Ok(Ok(body)) => Ok(body.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Ok(Err(e)) => Err(ApiError::bad_request(anyhow::anyhow!(
+            "read request body: {e}"
+        ))),
+        Err(_) => Err(ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            error: anyhow::anyhow!(
+                "the request body did not arrive within {}s",
+                limits::BODY_TIMEOUT.as_secs()
+            ),
+        }),
+    }
+}
+
+/// Decode `%XX` escapes of a path segment. Works on bytes: a `%` before a multi-byte
+/// character is kept as it is (slicing the `str` there would panic).
+pub fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+        match (bytes[i], bytes.get(i + 1..i + 3)) {
+            (b'%', Some(&[hi, lo])) if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => {
+                out.push(hex_value(hi) << 4 | hex_value(lo));
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_value(digit: u8) -> u8 {
+    match digit {
+        b'0'..=b'9' => digit - b'0',
+        b'a'..=b'f' => digit - b'a' + 10,
+        _ => digit - b'A' + 10,
+    }
+}
+
+/// Escape `s` as one path segment: everything but RFC 3986's unreserved characters, so
+/// that a name holding `?`, `/` or `#` stays a name (`netd rm 'web?force=1'` must not
+/// force-remove `web`).
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The CLI's side: one request per connection.
@@ -356,5 +717,66 @@ impl Client {
             bail!("{msg}");
         }
         serde_json::from_slice(&bytes).context("decode the daemon's answer")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_accepts_back_off_and_are_reported_at_a_bounded_rate() {
+        let mut errors = AcceptErrors::default();
+        let t0 = Instant::now();
+        let mut pauses = Vec::new();
+        let mut reports = Vec::new();
+        // A million failures over 30 s of clock (every 30 us): EMFILE's storm.
+        for i in 0..1_000_000u64 {
+            let (pause, log) = errors.failed(t0 + Duration::from_micros(30 * i));
+            pauses.push(pause);
+            if let Some(unlogged) = log {
+                reports.push(unlogged);
+            }
+        }
+        assert_eq!(pauses[0], limits::ACCEPT_BACKOFF_MIN);
+        assert_eq!(pauses[1], limits::ACCEPT_BACKOFF_MIN * 2);
+        assert!(pauses.windows(2).all(|w| w[1] >= w[0]), "never shorter");
+        assert_eq!(*pauses.last().unwrap(), limits::ACCEPT_BACKOFF_MAX);
+        // 30 s at one report per 10 s: the first and one per window after it.
+        assert_eq!(reports.len(), 3, "{reports:?}");
+        assert_eq!(reports[0], 0);
+        assert!(
+            reports[1] > 300_000,
+            "the report counts what it skipped: {reports:?}"
+        );
+        assert_eq!(
+            reports.iter().sum::<u64>() + 3 + errors.succeeded().unwrap(),
+            1_000_000
+        );
+        // One success: full speed again, and the next failure is reported at once.
+        assert_eq!(errors.succeeded(), None);
+        let (pause, log) = errors.failed(t0 + Duration::from_secs(31));
+        assert_eq!((pause, log), (limits::ACCEPT_BACKOFF_MIN, Some(0)));
+    }
+
+    #[test]
+    fn a_percent_before_a_multi_byte_character_is_kept_not_a_panic() {
+        assert_eq!(percent_decode("%a\u{e9}"), "%a\u{e9}");
+        assert_eq!(percent_decode("\u{e9}%\u{e9}"), "\u{e9}%\u{e9}");
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("%4"), "%4");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("web%2d1%2F"), "web-1/");
+    }
+
+    #[test]
+    fn encoded_segments_decode_to_the_same_name() {
+        assert_eq!(encode_segment("web?force=1"), "web%3Fforce%3D1");
+        assert_eq!(encode_segment("web_1.a-b"), "web_1.a-b");
+        for name in ["web?force=1", "a/b#c", "100%", "\u{e9}t\u{e9} ", "../x", ""] {
+            let encoded = encode_segment(name);
+            assert!(!encoded.contains(['/', '?', '#']), "{encoded}");
+            assert_eq!(percent_decode(&encoded), name);
+        }
     }
 }

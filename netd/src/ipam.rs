@@ -41,8 +41,20 @@ pub struct Pool {
     pub range: Option<Ipv4Net>,
 }
 
-/// Parse `--subnet`: an IPv4 CIDR with no host bits set and room for a gateway and at
-/// least one container.
+/// Special-purpose IPv4 blocks (RFC 6890) no network may use or overlap.
+const RESERVED: [(&str, &str); 5] = [
+    ("0.0.0.0/8", "reserved for \"this network\" (RFC 1122)"),
+    ("127.0.0.0/8", "reserved for loopback"),
+    ("169.254.0.0/16", "reserved for link-local addresses"),
+    ("224.0.0.0/4", "reserved for multicast"),
+    (
+        "240.0.0.0/4",
+        "reserved for future use and the broadcast address",
+    ),
+];
+
+/// Parse `--subnet`: an IPv4 CIDR with no host bits set, outside the special-purpose
+/// blocks, and with room for a gateway and at least one container.
 pub fn parse_subnet(s: &str) -> Result<Ipv4Net> {
     let net: Ipv4Net = s.parse().map_err(|_| {
         anyhow::anyhow!("invalid --subnet {s}: expected an IPv4 CIDR such as 10.10.0.0/24")
@@ -51,6 +63,15 @@ pub fn parse_subnet(s: &str) -> Result<Ipv4Net> {
         bail!(
             "invalid --subnet {s}: it should be {} (the address has host bits set)",
             net.trunc()
+        );
+    }
+    if let Some((reserved, why)) = RESERVED
+        .iter()
+        .map(|(n, why)| (n.parse::<Ipv4Net>().expect("a valid CIDR"), why))
+        .find(|(r, _)| overlaps(&net, r))
+    {
+        bail!(
+            "invalid --subnet {s}: it overlaps {reserved}, {why}; container addresses there would be dropped as martians or never routed"
         );
     }
     if net.prefix_len() > 30 {
@@ -253,6 +274,50 @@ mod tests {
                 .contains("--subnet")
         );
         assert!(parse_subnet("banana").is_err());
+    }
+
+    #[test]
+    fn reserved_subnets_and_any_that_overlap_them_are_refused() {
+        for (bad, reserved) in [
+            ("0.0.0.0/8", "0.0.0.0/8"),
+            ("0.1.2.0/24", "0.0.0.0/8"),
+            ("127.0.0.0/8", "127.0.0.0/8"),
+            ("127.5.0.0/16", "127.0.0.0/8"),
+            ("169.254.0.0/16", "169.254.0.0/16"),
+            ("169.254.3.0/24", "169.254.0.0/16"),
+            ("224.0.0.0/4", "224.0.0.0/4"),
+            ("239.1.0.0/16", "224.0.0.0/4"),
+            ("240.0.0.0/24", "240.0.0.0/4"),
+            ("255.255.255.0/24", "240.0.0.0/4"),
+            // Larger than the reserved block: it contains it.
+            ("0.0.0.0/1", "0.0.0.0/8"),
+            ("128.0.0.0/1", "169.254.0.0/16"),
+            ("192.0.0.0/2", "224.0.0.0/4"),
+        ] {
+            let e = parse_subnet(bad).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "invalid --subnet {bad}: it overlaps {reserved}, reserved"
+                )),
+                "{bad}: {e}"
+            );
+        }
+        for good in [
+            "1.0.0.0/8",
+            "126.0.0.0/8",
+            "128.0.0.0/8",
+            "169.253.0.0/16",
+            "223.255.255.0/24",
+        ] {
+            assert!(parse_subnet(good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn no_default_pool_is_reserved() {
+        for pool in default_pools() {
+            assert!(parse_subnet(&pool.to_string()).is_ok(), "{pool}");
+        }
     }
 
     #[test]

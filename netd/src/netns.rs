@@ -1,16 +1,199 @@
-//! Network namespaces by file descriptor: open one, and run work on a thread inside it
-//! (setns affects only the calling thread, so the daemon's own threads stay in the node).
+//! Network namespaces by file descriptor: open one safely from a path a client gave, know
+//! it by (device, inode), and run work on a thread inside it (setns affects only the
+//! calling thread, so the daemon's own threads stay in the node).
+//!
+//! A path is opened once and never by name again: the descriptor is the namespace. The
+//! open never blocks and has no side effects whatever the path names (a FIFO, a device,
+//! a tty): it is `O_PATH` first, checked to be on nsfs, and only then opened for real.
 
 use std::{
+    ffi::CString,
     fs::File,
-    os::fd::{AsFd, AsRawFd},
-    path::Path,
+    io,
+    os::{
+        fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
+        unix::{ffi::OsStrExt, fs::MetadataExt},
+    },
+    path::{Component, Path},
 };
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 
-pub fn open(path: &Path) -> Result<File> {
-    File::open(path).with_context(|| format!("open network namespace {}", path.display()))
+/// A namespace's identity: device and inode of its nsfs file.
+pub type NsId = (u64, u64);
+
+/// The inode of the initial network namespace on kernels that fix it
+/// (`PROC_NET_INIT_INO`). Dynamic namespace inodes start at 0xF0000000, so no other
+/// namespace ever has it.
+const INIT_NET_INO: u64 = 0xEFFF_FFF9;
+
+/// Open the network namespace at `path`, a client's `--netns`: an absolute path with no
+/// symbolic link in it (a bind mount such as `/run/netns/NAME`), or exactly
+/// `/proc/PID/ns/net`, the kernel's link to a process's namespace. Refused with the
+/// reason when it is anything else.
+pub fn open_path(path: &Path) -> Result<File> {
+    if !path.is_absolute() {
+        bail!("not an absolute path");
+    }
+    let opath = match proc_pid(path) {
+        Some(pid) => open_proc_ns(pid)?,
+        None => openat2(
+            libc::AT_FDCWD,
+            path,
+            libc::O_PATH | libc::O_CLOEXEC,
+            libc::RESOLVE_NO_SYMLINKS,
+        )
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => anyhow!(
+                "a symbolic link is on the path: give the namespace file itself (of the kernel's links, only /proc/PID/ns/net is taken)"
+            ),
+            Some(libc::ENOSYS) => anyhow!("this kernel has no openat2 (Linux 5.6 or later)"),
+            _ => anyhow::Error::from(e),
+        })?,
+    };
+    reopen_checked(&opath)
+}
+
+/// The network namespace of process `pid`, through `/proc/PID/ns` opened with no
+/// symbolic link and `net` inside it (the one link followed). The caller checks that the
+/// process is still the one it means (a pid can be reused).
+pub fn open_of_pid(pid: u32) -> Result<File> {
+    reopen_checked(&open_proc_ns(pid)?)
+}
+
+/// The calling process's own network namespace (the daemon's: the node's).
+pub fn open_own() -> Result<File> {
+    open_of_pid(std::process::id())
+}
+
+/// (device, inode) of an open namespace.
+pub fn id(ns: &File) -> io::Result<NsId> {
+    let m = ns.metadata()?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Is `ns` the initial network namespace (the host's)? Known by its fixed inode where the
+/// kernel has one, and by comparison with init's (pid 1 of this PID namespace) where we
+/// may open that.
+pub fn is_initial(ns: NsId) -> bool {
+    ns.1 == INIT_NET_INO || open_of_pid(1).and_then(|f| Ok(id(&f)?)).ok() == Some(ns)
+}
+
+/// `/proc/PID/ns/net` exactly (no `.`, `..` or doubled slashes): the PID.
+fn proc_pid(path: &Path) -> Option<u32> {
+    let parts: Vec<Component> = path.components().collect();
+    match parts.as_slice() {
+        [
+            Component::RootDir,
+            Component::Normal(proc_),
+            Component::Normal(pid),
+            Component::Normal(ns),
+            Component::Normal(net),
+        ] if *proc_ == "proc" && *ns == "ns" && *net == "net" => {
+            let pid = pid.to_str()?;
+            if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            pid.parse().ok()
+        }
+        _ => None,
+    }
+}
+
+/// `O_PATH` descriptor of `/proc/PID/ns/net`: the directory with no symbolic link on its
+/// way, then its `net` (a kernel link, followed).
+fn open_proc_ns(pid: u32) -> Result<OwnedFd> {
+    let dir = format!("/proc/{pid}/ns");
+    let dir = openat2(
+        libc::AT_FDCWD,
+        Path::new(&dir),
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        libc::RESOLVE_NO_SYMLINKS,
+    )
+    .map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOENT) => anyhow!("no process {pid}"),
+        _ => anyhow::Error::from(e).context(format!("open {dir}")),
+    })?;
+    openat2(
+        dir.as_raw_fd(),
+        Path::new("net"),
+        libc::O_PATH | libc::O_CLOEXEC,
+        0,
+    )
+    .with_context(|| format!("open /proc/{pid}/ns/net"))
+}
+
+/// From an `O_PATH` descriptor: check it is a namespace (nsfs), only then open it for
+/// real (so no device, FIFO or tty is ever opened), and check it is a network namespace.
+fn reopen_checked(opath: &OwnedFd) -> Result<File> {
+    // SAFETY: fstatfs into a zeroed struct, on a valid descriptor.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatfs(opath.as_raw_fd(), &mut fs) } != 0 {
+        return Err(io::Error::last_os_error()).context("fstatfs");
+    }
+    // f_type and the magic constant have different integer types on some architectures.
+    #[allow(clippy::unnecessary_cast)]
+    let on_nsfs = fs.f_type as i64 == libc::NSFS_MAGIC as i64;
+    if !on_nsfs {
+        bail!(
+            "not a namespace file (a network namespace is /proc/PID/ns/net, or a file `ip netns add` bind-mounted)"
+        );
+    }
+    // Through our own descriptor, so the file is the one checked, not whatever the path
+    // names by now.
+    let file = openat2(
+        libc::AT_FDCWD,
+        Path::new(&format!("/proc/self/fd/{}", opath.as_raw_fd())),
+        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC,
+        0,
+    )
+    .context("reopen the namespace")?;
+    // SAFETY: an ioctl without arguments on a valid descriptor.
+    let kind = unsafe { libc::ioctl(file.as_raw_fd(), libc::NS_GET_NSTYPE) };
+    if kind < 0 {
+        return Err(io::Error::last_os_error()).context("NS_GET_NSTYPE");
+    }
+    if kind != libc::CLONE_NEWNET {
+        bail!("a {} namespace, not a network namespace", kind_name(kind));
+    }
+    Ok(File::from(file))
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    match kind {
+        libc::CLONE_NEWNS => "mount",
+        libc::CLONE_NEWUTS => "UTS",
+        libc::CLONE_NEWIPC => "IPC",
+        libc::CLONE_NEWUSER => "user",
+        libc::CLONE_NEWPID => "PID",
+        libc::CLONE_NEWCGROUP => "cgroup",
+        libc::CLONE_NEWTIME => "time",
+        _ => "other",
+    }
+}
+
+fn openat2(dir: RawFd, path: &Path, flags: i32, resolve: u64) -> io::Result<OwnedFd> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: an all-zero open_how is valid (no flags, mode 0, no resolve restriction).
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = flags as u64;
+    how.resolve = resolve;
+    // SAFETY: openat2 with a NUL-terminated path and an open_how of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir,
+            c_path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor openat2 just returned, owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// Move the calling thread into the network namespace `ns`.
@@ -36,4 +219,63 @@ pub fn run_in<T: Send + 'static>(
     })
     .join()
     .map_err(|_| anyhow!("namespace worker thread panicked"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_proc_form_is_a_process_namespace() {
+        assert_eq!(proc_pid(Path::new("/proc/42/ns/net")), Some(42));
+        for other in [
+            "/proc/self/ns/net",
+            "/proc/42/ns/uts",
+            "/proc/42/task/42/ns/net",
+            "/proc/42/../1/ns/net",
+            "/proc/+42/ns/net",
+            "/proc//ns/net",
+            "proc/42/ns/net",
+            "/run/netns/x",
+        ] {
+            assert_eq!(proc_pid(Path::new(other)), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn the_initial_namespace_is_known_by_its_fixed_inode() {
+        assert!(is_initial((4, INIT_NET_INO)));
+        assert!(!is_initial((4, 0xF000_0000)));
+    }
+
+    #[test]
+    fn a_relative_path_is_refused_before_anything_is_opened() {
+        let e = open_path(Path::new("run/netns/x")).unwrap_err().to_string();
+        assert!(e.contains("not an absolute path"), "{e}");
+    }
+
+    #[test]
+    fn files_that_are_not_namespaces_are_refused_without_being_opened() {
+        let dir = std::env::temp_dir().join(format!("netd-netns-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // A FIFO would block a real open until a writer came.
+        let fifo = dir.join("fifo");
+        let c = CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = format!("{:#}", open_path(&fifo).unwrap_err());
+        assert!(e.contains("not a namespace file"), "{e}");
+        let plain = dir.join("plain");
+        std::fs::write(&plain, b"x").unwrap();
+        let e = format!("{:#}", open_path(&plain).unwrap_err());
+        assert!(e.contains("not a namespace file"), "{e}");
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&plain, &link).unwrap();
+        let e = format!("{:#}", open_path(&link).unwrap_err());
+        assert!(e.contains("a symbolic link is on the path"), "{e}");
+        let e = format!("{:#}", open_path(&dir.join("missing")).unwrap_err());
+        assert!(e.contains("No such file"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

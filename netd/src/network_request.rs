@@ -102,18 +102,39 @@ pub fn validate_name(kind: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// A Linux interface name: 1 to 15 bytes, no '/', ':' or whitespace.
+/// A bridge's name: a Linux interface name (1 to 15 bytes) of `[A-Za-z0-9_.-]` only. No
+/// `%` (the kernel expands `br%d` to the first free `br0`, `br1`..., which netd would then
+/// never find again), no control characters, and not one of netd's own veth prefixes
+/// (its start-up removes every `ndv…`/`ndp…` link no container owns).
 pub fn validate_ifname(what: &str, name: &str) -> Result<()> {
     if name.is_empty() || name.len() > 15 {
-        bail!("invalid {what} \"{name}\": interface names have 1 to 15 characters");
+        bail!(
+            "invalid {what} \"{}\": interface names have 1 to 15 characters",
+            name.escape_debug()
+        );
     }
-    if name == "."
-        || name == ".."
-        || name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_.-".contains(*c)))
     {
-        bail!("invalid {what} \"{name}\": interface names cannot contain '/', ':' or spaces");
+        bail!(
+            "invalid {what} \"{}\": {:?} is not allowed; use only letters, digits, '_', '.' and '-'",
+            name.escape_debug(),
+            c
+        );
+    }
+    if name == "." || name == ".." {
+        bail!("invalid {what} \"{name}\": not a usable interface name");
+    }
+    for prefix in [
+        crate::endpoint::HOST_VETH_PREFIX,
+        crate::endpoint::PEER_PREFIX,
+    ] {
+        if name.starts_with(prefix) {
+            bail!(
+                "invalid {what} \"{name}\": names starting with {prefix} are netd's own veths (removed at start when no container owns them)"
+            );
+        }
     }
     Ok(())
 }
@@ -297,7 +318,15 @@ mod tests {
                 "com.netd.bridge.name=waytoolongbridgename",
                 "1 to 15 characters",
             ),
-            ("com.netd.bridge.name=a/b", "cannot contain"),
+            ("com.netd.bridge.name=a/b", "'/' is not allowed"),
+            ("com.netd.bridge.name=br%d", "'%' is not allowed"),
+            ("com.netd.bridge.name=br\u{1}x", "'\\u{1}' is not allowed"),
+            ("com.netd.bridge.name=a b", "' ' is not allowed"),
+            ("com.netd.bridge.name=br:0", "':' is not allowed"),
+            ("com.netd.bridge.name=br\u{e9}", "'\u{e9}' is not allowed"),
+            ("com.netd.bridge.name=..", "not a usable interface name"),
+            ("com.netd.bridge.name=ndv0123", "netd's own veths"),
+            ("com.netd.bridge.name=ndpx", "netd's own veths"),
             ("com.netd.bogus=1", "invalid option com.netd.bogus: unknown"),
             ("novalue", "expected KEY=VALUE"),
             ("com.netd.driver.mtu=10", "from 68 to 65535"),

@@ -3,12 +3,70 @@
 //! command itself, started inside that namespace. Processes are named by pid and start
 //! time so that a reused pid is never signalled.
 
-use std::{fs::File, os::fd::AsRawFd, path::Path, process::Stdio};
+use std::{
+    fs::File,
+    io::Read,
+    os::{
+        fd::AsRawFd,
+        unix::fs::{DirBuilderExt, OpenOptionsExt},
+    },
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use anyhow::{Context, Result};
 use tokio::process::{Child, Command};
 
 use crate::{netns, state::ProcessId};
+
+/// The soft RLIMIT_NOFILE the daemon was started with (`u64::MAX`: not recorded), given
+/// back to the commands it starts.
+static INHERITED_NOFILE: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Raise this process's soft limit on open files to its hard limit, as systemd advises a
+/// service that needs many: the daemon holds a descriptor per container namespace and per
+/// API connection. Container commands get the limit it was started with back
+/// (`spawn_in`). Returns (before, after).
+pub fn raise_nofile_limit() -> std::io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit into a valid struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    INHERITED_NOFILE.store(limit.rlim_cur, Ordering::Relaxed);
+    let raised = libc::rlimit {
+        rlim_cur: limit.rlim_max,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: setrlimit with a valid struct; only the soft limit moves, up to the hard one.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((limit.rlim_cur, raised.rlim_cur))
+}
+
+/// The open-files limit a command the daemon starts gets: the one the daemon was started
+/// with (its soft limit), under the current hard limit.
+fn command_nofile_limit() -> Option<libc::rlimit> {
+    let soft = INHERITED_NOFILE.load(Ordering::Relaxed);
+    if soft == u64::MAX {
+        return None;
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit into a valid struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    limit.rlim_cur = soft.min(limit.rlim_max);
+    Some(limit)
+}
 
 /// The hidden subcommand the holder runs as.
 pub const HOLDER_SUBCOMMAND: &str = "netns-holder";
@@ -47,12 +105,107 @@ pub fn spawn_holder(state_dir: &Path, container_id: &str) -> Result<(ProcessId, 
     Ok((id, child))
 }
 
-/// Start `argv` inside namespace `ns`, in its own session, output appended to `log`.
+/// A container's log grows to this before it is rotated (checked on every garbage
+/// collection tick): the log then holds what came since, `NAME.log.1` the last this many
+/// bytes before.
+pub const LOG_MAX_BYTES: u64 = 10 << 20;
+
+/// Where a container's command writes its output.
+pub fn log_path(state_dir: &Path, container: &str) -> PathBuf {
+    logs_dir(state_dir).join(format!("{container}.log"))
+}
+
+pub fn logs_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("logs")
+}
+
+/// The previous part of a rotated log: `NAME.log.1`.
+fn rotated(log: &Path) -> PathBuf {
+    let mut name = log.as_os_str().to_owned();
+    name.push(".1");
+    PathBuf::from(name)
+}
+
+/// Remove a container's logs (the current and the rotated one).
+pub fn remove_log(log: &Path) -> std::io::Result<()> {
+    for path in [log.to_path_buf(), rotated(log)] {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// If `log` is over `max` bytes: its last `max` bytes become `NAME.log.1` (replacing the
+/// one before) and `log` is emptied in place. In place, because the command keeps writing
+/// through its own descriptor (opened O_APPEND, so it writes on at the new end); output
+/// written between the copy and the truncation is lost, as with logrotate's
+/// `copytruncate`. Whether it rotated.
+pub fn rotate_log(log: &Path, max: u64) -> std::io::Result<bool> {
+    use std::io::{Seek, SeekFrom};
+    let mut current = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(log)?;
+    let size = current.metadata()?.len();
+    if size <= max {
+        return Ok(false);
+    }
+    current.seek(SeekFrom::Start(size - max))?;
+    let previous = rotated(log);
+    let mut tmp_name = previous.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let mut copy = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    std::io::copy(&mut (&current).take(max), &mut copy)?;
+    std::fs::rename(&tmp, &previous)?;
+    current.set_len(0)?;
+    Ok(true)
+}
+
+/// Rotate every container log in `dir` that is over `max` bytes; the ones rotated.
+pub fn rotate_logs(dir: &Path, max: u64) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut rotated = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "log") {
+            match rotate_log(&path, max) {
+                Ok(true) => rotated.push(path.display().to_string()),
+                Ok(false) => {}
+                Err(e) => log::warn!("rotate log {}: {e}", path.display()),
+            }
+        }
+    }
+    rotated
+}
+
+/// Start `argv` inside namespace `ns`, in its own session, output to `log`, which starts
+/// empty (a name used before must not show an older container's output) and is readable
+/// by root only. The command gets umask 022, as Docker's do, not the daemon's 077.
 pub fn spawn_in(ns: &File, argv: &[String], log: &Path) -> Result<(ProcessId, Child)> {
     let (program, args) = argv.split_first().context("no command given")?;
+    if let Some(dir) = log.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("create {}", dir.display()))?;
+    }
+    remove_log(log).with_context(|| format!("remove old log {}", log.display()))?;
+    // Removed above: this makes a new, empty file.
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(log)
         .with_context(|| format!("open log {}", log.display()))?;
     let mut cmd = Command::new(program);
@@ -62,12 +215,19 @@ pub fn spawn_in(ns: &File, argv: &[String], log: &Path) -> Result<(ProcessId, Ch
         .stdout(out.try_clone()?)
         .stderr(out);
     let fd = ns.as_raw_fd();
+    let nofile = command_nofile_limit();
     // SAFETY: only async-signal-safe calls between fork and exec; `ns` outlives spawn.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 || libc::setns(fd, libc::CLONE_NEWNET) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            if let Some(limit) = nofile
+                && libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::umask(0o022);
             Ok(())
         });
     }
@@ -76,9 +236,24 @@ pub fn spawn_in(ns: &File, argv: &[String], log: &Path) -> Result<(ProcessId, Ch
     Ok((id, child))
 }
 
-/// Enter the namespace at `path` and replace this process with `argv` (for `netd exec`).
-pub fn exec_in(path: &Path, argv: &[String]) -> Result<std::process::ExitStatus> {
-    let ns = netns::open(path)?;
+/// Enter the namespace at `path` (opened as the daemon opens `--netns`: no symbolic link,
+/// nsfs, a network namespace) and run `argv` in it (for `netd exec`). With `expected`,
+/// the namespace must still be that one.
+pub fn exec_in(
+    path: &Path,
+    expected: Option<netns::NsId>,
+    argv: &[String],
+) -> Result<std::process::ExitStatus> {
+    let ns = netns::open_path(path)
+        .with_context(|| format!("open the container's network namespace {}", path.display()))?;
+    if let Some(want) = expected
+        && netns::id(&ns)? != want
+    {
+        anyhow::bail!(
+            "{} is no longer the container's network namespace (it was replaced)",
+            path.display()
+        );
+    }
     netns::enter(&ns).context("enter the container's network namespace")?;
     let (program, args) = argv.split_first().context("no command given")?;
     std::process::Command::new(program)
@@ -139,12 +314,22 @@ pub fn netns_id(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
+/// The network namespace of our holder `holder`, checked after the open to still be that
+/// process (a pid reused by another process between its death and the open would give
+/// that process's namespace).
+pub fn open_holder(holder: ProcessId) -> Result<File> {
+    let ns = netns::open_of_pid(holder.pid)?;
+    if !is_alive(holder) {
+        anyhow::bail!("namespace holder {} is gone", holder.pid);
+    }
+    Ok(ns)
+}
+
 /// SIGKILL every process in the network namespace `ns`, a container's own. Refused (0)
 /// for the caller's own namespace and the initial one: a holder that did not unshare, or
 /// a namespace path that resolves to the node, must never take the node's processes down.
 pub fn kill_namespace(ns: (u64, u64)) -> usize {
-    let protected = [Path::new("/proc/self/ns/net"), Path::new("/proc/1/ns/net")];
-    if protected.iter().any(|p| netns_id(p) == Some(ns)) {
+    if netns::is_initial(ns) || netns_id(Path::new("/proc/self/ns/net")) == Some(ns) {
         log::error!("refusing to kill the processes of the node's own network namespace");
         return 0;
     }
@@ -170,5 +355,62 @@ pub fn signal(p: ProcessId, signal: i32) {
     if is_alive(p) {
         // SAFETY: kill with a checked pid.
         unsafe { libc::kill(p.pid as i32, signal) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("netd-logs-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_log_over_its_cap_keeps_its_last_part_and_starts_again() {
+        let dir = scratch("rotate");
+        let log = dir.join("web.v1.log");
+        // The writer's own descriptor, O_APPEND like the command's.
+        let mut writer = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        use std::io::Write;
+        writer.write_all(&[b'a'; 100]).unwrap();
+        assert!(!rotate_log(&log, 100).unwrap(), "at the cap: kept");
+        writer.write_all(&[b'b'; 50]).unwrap();
+        assert!(rotate_log(&log, 100).unwrap());
+        let previous = std::fs::read(dir.join("web.v1.log.1")).unwrap();
+        assert_eq!(
+            previous,
+            [[b'a'; 50].as_slice(), &[b'b'; 50]].concat(),
+            "the last 100 bytes"
+        );
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), 0);
+        // The writer goes on at the start of the emptied file, not past a hole.
+        writer.write_all(b"after").unwrap();
+        assert_eq!(std::fs::read(&log).unwrap(), b"after");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("web.v1.log.1"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A second rotation replaces the first copy.
+        writer.write_all(&[b'c'; 200]).unwrap();
+        assert_eq!(rotate_logs(&dir, 100).len(), 1);
+        assert_eq!(
+            std::fs::read(dir.join("web.v1.log.1")).unwrap(),
+            [b'c'; 100]
+        );
+        assert!(!dir.join("web.v1.log.1.tmp").exists());
+        remove_log(&log).unwrap();
+        assert!(!log.exists() && !dir.join("web.v1.log.1").exists());
+        remove_log(&log).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

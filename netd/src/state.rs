@@ -7,6 +7,7 @@ use std::{
     fs,
     io::Write,
     net::Ipv4Addr,
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
@@ -145,6 +146,22 @@ impl Default for State {
 }
 
 impl State {
+    /// Each record is filed under its own name (the daemon looks records up by key and
+    /// removes them by name).
+    fn check_keys(&self) -> Result<()> {
+        for (key, n) in &self.networks {
+            if *key != n.name {
+                bail!("network {key:?} holds a record named {:?}", n.name);
+            }
+        }
+        for (key, c) in &self.containers {
+            if *key != c.name {
+                bail!("container {key:?} holds a record named {:?}", c.name);
+            }
+        }
+        Ok(())
+    }
+
     /// Every endpoint of every container, with its container.
     pub fn endpoints(&self) -> impl Iterator<Item = (&Container, &Endpoint)> {
         self.containers
@@ -158,12 +175,52 @@ pub struct Store {
 }
 
 impl Store {
+    /// The state directory, created 0700 if missing, and tightened to 0700 if it is
+    /// open to others (it holds commands and their output). A sticky directory (a shared
+    /// one such as /tmp) is not changed, only reported.
     pub fn open(dir: &Path) -> Result<Self> {
-        fs::create_dir_all(dir)
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
             .with_context(|| format!("create state directory {}", dir.display()))?;
+        let mode = fs::metadata(dir)
+            .with_context(|| format!("state directory {}", dir.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            if mode & 0o1000 != 0 {
+                log::warn!(
+                    "state directory {} is a shared (sticky) directory, mode {:04o}: give netd a directory of its own",
+                    dir.display(),
+                    mode & 0o7777
+                );
+            } else {
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                    .with_context(|| format!("chmod 0700 {}", dir.display()))?;
+                log::info!(
+                    "state directory {}: mode {:04o} tightened to 0700",
+                    dir.display(),
+                    mode & 0o7777
+                );
+            }
+        }
         Ok(Store {
             path: dir.join("state.json"),
         })
+    }
+
+    /// A directory of the state's, created 0700 (or tightened to it).
+    pub fn private_dir(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.path.with_file_name(name);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("create {}", dir.display()))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("chmod 0700 {}", dir.display()))?;
+        Ok(dir)
     }
 
     /// Hold the state directory for this daemon (released when the returned file closes,
@@ -171,7 +228,15 @@ impl Store {
     pub fn lock(&self) -> Result<fs::File> {
         use std::os::fd::AsRawFd;
         let path = self.path.with_file_name("lock");
-        let f = fs::File::create(&path).with_context(|| format!("create {}", path.display()))?;
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("create {}", path.display()))?;
+        f.set_permissions(fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("chmod 0600 {}", path.display()))?;
         // SAFETY: flock on a file we own.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             bail!(
@@ -192,7 +257,18 @@ impl Store {
         };
         let parse = || -> Result<State> {
             let mut value: serde_json::Value = serde_json::from_slice(&bytes)?;
-            let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or(1);
+            if !value.is_object() {
+                bail!(
+                    "it holds a JSON {} where an object with \"version\", \"networks\" and \"containers\" belongs",
+                    json_kind(&value)
+                );
+            }
+            let version = match value.get("version") {
+                None => 1,
+                Some(v) => v
+                    .as_u64()
+                    .with_context(|| format!("\"version\" is {v}, not a layout number"))?,
+            };
             if version == 1 {
                 value = migrate_v1(value)?;
                 log::info!(
@@ -204,7 +280,9 @@ impl Store {
                     "it has layout version {version}, this netd reads version {STATE_VERSION}; start the netd that wrote it, or move the file away to start empty"
                 );
             }
-            Ok(serde_json::from_value(value)?)
+            let state: State = serde_json::from_value(value)?;
+            state.check_keys()?;
+            Ok(state)
         };
         parse().with_context(|| format!("state file {}", self.path.display()))
     }
@@ -213,7 +291,14 @@ impl Store {
         let tmp = self.path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(state)?;
         let write = || -> std::io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            // An older temporary file keeps its mode through O_CREAT: set it.
+            f.set_permissions(fs::Permissions::from_mode(0o600))?;
             f.write_all(&bytes)?;
             f.sync_all()?;
             fs::rename(&tmp, &self.path)?;
@@ -223,14 +308,38 @@ impl Store {
     }
 }
 
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
+}
+
+/// The object under `key` of `v`, if there is one; anything else there is an error.
+fn object_at<'a>(
+    v: &'a mut serde_json::Value,
+    key: &str,
+) -> Result<Option<&'a mut serde_json::Map<String, serde_json::Value>>> {
+    match v.get_mut(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Object(m)) => Ok(Some(m)),
+        Some(other) => bail!("\"{key}\" is a JSON {}, not an object", json_kind(other)),
+    }
+}
+
 /// Layout 1 (one network per container, no modes) to layout 2: each container's network,
 /// address and veth become its one endpoint in its own namespace; networks get the fields
-/// the default network has.
+/// the default network has. A record that lacks what layout 1 always wrote is an error
+/// naming it, never a guess.
 fn migrate_v1(mut v: serde_json::Value) -> Result<serde_json::Value> {
     use serde_json::json;
     let mut tag = 0;
-    if let Some(networks) = v["networks"].as_object_mut() {
-        for n in networks.values_mut() {
+    if let Some(networks) = object_at(&mut v, "networks")? {
+        for (name, n) in networks.iter_mut() {
             tag += 1;
             let id = format!("{:012x}", tag);
             let defaults = json!({
@@ -238,33 +347,42 @@ fn migrate_v1(mut v: serde_json::Value) -> Result<serde_json::Value> {
                 "icc": true, "masquerade": true, "mtu": null, "options": {}, "tag": tag,
                 "last_allocated": null, "created": 0,
             });
+            let n = n
+                .as_object_mut()
+                .with_context(|| format!("network {name:?} is not an object"))?;
             for (k, d) in defaults.as_object().into_iter().flatten() {
-                n.as_object_mut()
-                    .context("a network is not an object")?
-                    .entry(k.clone())
-                    .or_insert(d.clone());
+                n.entry(k.clone()).or_insert(d.clone());
             }
         }
     }
-    if let Some(containers) = v["containers"].as_object_mut() {
-        for c in containers.values_mut() {
-            let ip = c["ip"].clone();
+    if let Some(containers) = object_at(&mut v, "containers")? {
+        for (name, c) in containers.iter_mut() {
+            let obj = c
+                .as_object_mut()
+                .with_context(|| format!("container {name:?} is not an object"))?;
+            let mut take = |key: &str| {
+                obj.remove(key).with_context(|| {
+                    format!("container {name:?} has no {key:?} (layout 1 always records it)")
+                })
+            };
+            let (network, ip, host_veth, host_ifindex, holder) = (
+                take("network")?,
+                take("ip")?,
+                take("host_veth")?,
+                take("host_ifindex")?,
+                take("netns_holder")?,
+            );
             // Layout 1 did not choose MACs: the next start reads the live one.
-            let mac = "";
             let endpoint = json!({
-                "network": c["network"], "ip": ip, "mac": mac, "ifname": "eth0",
-                "host_veth": c["host_veth"], "host_ifindex": c["host_ifindex"],
+                "network": network, "ip": ip, "mac": "", "ifname": "eth0",
+                "host_veth": host_veth, "host_ifindex": host_ifindex,
             });
-            let obj = c.as_object_mut().context("a container is not an object")?;
-            obj.insert("network_mode".into(), obj["network"].clone());
+            obj.insert("network_mode".into(), network);
             obj.insert(
                 "sandbox".into(),
-                json!({"kind": "holder", "holder": obj["netns_holder"]}),
+                json!({"kind": "holder", "holder": holder}),
             );
             obj.insert("endpoints".into(), json!([endpoint]));
-            for old in ["network", "ip", "host_veth", "host_ifindex", "netns_holder"] {
-                obj.remove(old);
-            }
         }
     }
     v["version"] = json!(STATE_VERSION);
@@ -353,6 +471,125 @@ mod tests {
         assert_eq!(web.endpoints[0].mac, "", "read from the interface at start");
         assert_eq!(web.endpoints[0].host_ifindex, 7);
         assert!(state.networks["netd0"].icc);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_state_file_of_the_wrong_shape_is_a_clean_error_naming_the_file() {
+        let (dir, store) = temp_store("shape");
+        let file = dir.join("state.json");
+        for (content, why) in [
+            ("[]", "JSON array where an object"),
+            ("42", "JSON number where an object"),
+            ("null", "JSON null where an object"),
+            (r#"{"version":"2"}"#, "not a layout number"),
+            (
+                r#"{"networks":[],"containers":{}}"#,
+                "\"networks\" is a JSON array",
+            ),
+            (
+                r#"{"networks":{},"containers":7}"#,
+                "\"containers\" is a JSON number",
+            ),
+            (
+                r#"{"networks":{"n":1},"containers":{}}"#,
+                "network \"n\" is not an object",
+            ),
+            (
+                r#"{"networks":{},"containers":{"web":[]}}"#,
+                "container \"web\" is not an object",
+            ),
+            (
+                r#"{"networks":{},"containers":{"web":{"id":"0123456789ab","name":"web",
+                   "ip":"172.17.0.2","host_veth":"v","host_ifindex":7,
+                   "netns_holder":{"pid":42,"start_time":99},"cmd":[],"process":null,
+                   "status":{"state":"running"},"ports":[],"created":1}}}"#,
+                "container \"web\" has no \"network\"",
+            ),
+            (
+                r#"{"version":2,"networks":{},"containers":{},"extra":1}"#,
+                "",
+            ),
+            (
+                r#"{"version":2,"networks":{"a":5},"containers":{}}"#,
+                "expected struct Network",
+            ),
+        ] {
+            fs::write(&file, content).unwrap();
+            match store.load() {
+                Ok(_) => assert!(why.is_empty(), "{content} was accepted"),
+                Err(e) => {
+                    let e = format!("{e:#}");
+                    assert!(e.contains(why), "{content}: {e}");
+                    assert!(e.contains(&file.display().to_string()), "{content}: {e}");
+                }
+            }
+        }
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_record_filed_under_another_name_is_refused() {
+        let (dir, store) = temp_store("keys");
+        let mut state = State::default();
+        state.containers.insert(
+            "web".into(),
+            Container {
+                id: "0123456789ab".into(),
+                name: "db".into(),
+                network_mode: "none".into(),
+                sandbox: Sandbox::Host,
+                endpoints: Vec::new(),
+                cmd: Vec::new(),
+                process: None,
+                status: Status::Created,
+                ports: Vec::new(),
+                created: 0,
+            },
+        );
+        store.save(&state).unwrap();
+        let e = format!("{:#}", store.load().unwrap_err());
+        assert!(
+            e.contains("container \"web\" holds a record named \"db\""),
+            "{e}"
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_state_is_readable_by_its_owner_only() {
+        let dir = std::env::temp_dir().join(format!("netd-state-modes-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        // Made by netd: 0700 whatever the umask.
+        let store = Store::open(&dir.join("new")).unwrap();
+        assert_eq!(mode(&dir.join("new")), 0o700);
+        // Left open by an older netd (or by hand): tightened, and its files too.
+        fs::create_dir_all(dir.join("old")).unwrap();
+        fs::set_permissions(dir.join("old"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(dir.join("old/lock"), b"").unwrap();
+        fs::set_permissions(dir.join("old/lock"), fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(dir.join("old/state.json.tmp"), b"").unwrap();
+        fs::set_permissions(
+            dir.join("old/state.json.tmp"),
+            fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let old = Store::open(&dir.join("old")).unwrap();
+        assert_eq!(mode(&dir.join("old")), 0o700);
+        let _lock = old.lock().unwrap();
+        assert_eq!(mode(&dir.join("old/lock")), 0o600);
+        old.save(&State::default()).unwrap();
+        assert_eq!(mode(&dir.join("old/state.json")), 0o600);
+        fs::create_dir_all(dir.join("old/logs")).unwrap();
+        fs::set_permissions(dir.join("old/logs"), fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(mode(&old.private_dir("logs").unwrap()), 0o700);
+        // A shared sticky directory is left as it is.
+        fs::create_dir_all(dir.join("shared")).unwrap();
+        fs::set_permissions(dir.join("shared"), fs::Permissions::from_mode(0o1777)).unwrap();
+        Store::open(&dir.join("shared")).unwrap();
+        assert_eq!(mode(&dir.join("shared")), 0o1777);
+        drop(store);
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -11,7 +11,7 @@ use hyper::Method;
 use serde_json::Value;
 
 use crate::{
-    api::{Client, ContainerView, CounterView, RunRequest},
+    api::{Client, ContainerView, CounterView, RunRequest, encode_segment},
     conntrack::FlowView,
     ports::Proto,
     process,
@@ -75,13 +75,26 @@ impl ContainerArgs {
             name: self.name,
             network: self.network,
             ip: self.ip,
-            netns: self.netns.map(|p| std::path::absolute(&p).unwrap_or(p)),
+            netns: self.netns.map(|p| resolve_directories(&p)),
             start,
             publish: self.publish,
             expose: self.expose,
             publish_all: self.publish_all,
             cmd,
         }
+    }
+}
+
+/// `path` made absolute, with the symbolic links of its directories resolved here, as
+/// the user means them (`/var/run/netns/x` is `/run/netns/x` on most systems): the daemon
+/// takes no symbolic link on a `--netns` path. The last component stays as given.
+fn resolve_directories(path: &Path) -> std::path::PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (abs.parent(), abs.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|dir| dir.join(name))
+            .unwrap_or(abs),
+        _ => abs,
     }
 }
 
@@ -171,7 +184,7 @@ pub(crate) async fn inspect_each(
         names,
         "Error",
         |name| {
-            let path = format!("{collection}/{name}");
+            let path = format!("{collection}/{}", encode_segment(name));
             async move { client.call::<Value>(Method::GET, &path, None::<&()>).await }
         },
         |_, v| out.push(v),
@@ -192,7 +205,7 @@ pub(crate) async fn remove_each(
         names,
         "Error response from daemon",
         |name| {
-            let path = format!("{collection}/{name}{query}");
+            let path = format!("{collection}/{}{query}", encode_segment(name));
             async move {
                 client
                     .call::<Value>(Method::DELETE, &path, None::<&()>)
@@ -244,7 +257,7 @@ pub fn exec(socket: &Path, args: ExecArgs) -> Result<ExitCode> {
         Client::new(socket)
             .call(
                 Method::GET,
-                &format!("containers/{}", args.name),
+                &format!("containers/{}", encode_segment(&args.name)),
                 None::<&()>,
             )
             .await
@@ -252,7 +265,12 @@ pub fn exec(socket: &Path, args: ExecArgs) -> Result<ExitCode> {
     if !matches!(c.container.status, Status::Running | Status::Created) {
         bail!("container {} is not running", c.container.name);
     }
-    let status = process::exec_in(&c.netns_path, &args.cmd)?;
+    // A namespace someone else made is checked to be the one the daemon holds.
+    let expected = match c.container.sandbox {
+        crate::state::Sandbox::External { dev, ino, .. } => Some((dev, ino)),
+        _ => None,
+    };
+    let status = process::exec_in(&c.netns_path, expected, &args.cmd)?;
     Ok(ExitCode::from(
         status.code().unwrap_or(1).clamp(0, 255) as u8
     ))
@@ -271,7 +289,7 @@ pub async fn port(client: &Client, args: PortArgs) -> Result<ExitCode> {
     let c: Container = client
         .call::<ContainerView>(
             Method::GET,
-            &format!("containers/{}", args.name),
+            &format!("containers/{}", encode_segment(&args.name)),
             None::<&()>,
         )
         .await?
@@ -430,39 +448,183 @@ fn status_text(s: &Status) -> String {
     }
 }
 
-/// Docker's PORTS column: `0.0.0.0:8080->80/tcp, ...`.
+/// Docker's PORTS column: `0.0.0.0:8080->80/tcp, ...`, with bindings that run on by one
+/// collapsed into ranges (`0.0.0.0:20000-29999->20000-29999/tcp`).
 fn ports_column(c: &Container) -> String {
-    let mut ports: Vec<_> = c.ports.clone();
-    ports.sort();
-    ports
+    port_runs(&c.ports)
         .iter()
-        .map(|b| {
-            format!(
-                "{}:{}->{}/{}",
-                b.host_ip, b.host_port, b.container_port, b.proto
-            )
-        })
+        .map(PortRun::to_string)
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-pub(crate) fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
-    let mut widths = header.map(str::len);
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
+/// Bindings on one host address and protocol whose host and container ports both go up
+/// by one from binding to binding. Ordered by protocol, then container port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct PortRun {
+    proto: Proto,
+    container_start: u16,
+    host_ip: std::net::Ipv4Addr,
+    host_start: u16,
+    /// How many ports past the first (0 for a single binding).
+    extra: u16,
+}
+
+impl std::fmt::Display for PortRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (h, c) = (self.host_start, self.container_start);
+        if self.extra == 0 {
+            write!(f, "{}:{h}->{c}/{}", self.host_ip, self.proto)
+        } else {
+            let (h_end, c_end) = (h + self.extra, c + self.extra);
+            write!(
+                f,
+                "{}:{h}-{h_end}->{c}-{c_end}/{}",
+                self.host_ip, self.proto
+            )
         }
     }
-    let line = |cells: Vec<&str>| {
-        let parts: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", parts.join("   ").trim_end());
+}
+
+fn port_runs(bindings: &[crate::ports::PortBinding]) -> Vec<PortRun> {
+    let mut sorted = bindings.to_vec();
+    sorted.sort_by_key(|b| (b.proto, b.host_ip, b.container_port, b.host_port));
+    sorted.dedup();
+    let mut runs: Vec<PortRun> = Vec::new();
+    for b in sorted {
+        if let Some(run) = runs.last_mut()
+            && run.proto == b.proto
+            && run.host_ip == b.host_ip
+            && u32::from(run.container_start) + u32::from(run.extra) + 1
+                == u32::from(b.container_port)
+            && u32::from(run.host_start) + u32::from(run.extra) + 1 == u32::from(b.host_port)
+        {
+            run.extra += 1;
+            continue;
+        }
+        runs.push(PortRun {
+            proto: b.proto,
+            container_start: b.container_port,
+            host_ip: b.host_ip,
+            host_start: b.host_port,
+            extra: 0,
+        });
+    }
+    runs.sort();
+    runs
+}
+
+pub(crate) fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+    print!("{}", render_table(header, rows));
+}
+
+/// Columns padded to their widest cell, three spaces apart. Padding is written out, not
+/// asked of `format!` (whose width argument cannot exceed u16::MAX: a PORTS cell of a few
+/// thousand bindings is wider).
+fn render_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let width = |s: &str| s.chars().count();
+    let mut widths = header.map(width);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(width(cell));
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i > 0 {
+                text.push_str("   ");
+            }
+            text.push_str(cell);
+            text.extend(std::iter::repeat_n(' ', w - width(cell)));
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
     };
     line(header.to_vec());
     for row in rows {
         line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::ports::PortBinding;
+
+    fn binding(proto: Proto, host_ip: [u8; 4], host_port: u16, container_port: u16) -> PortBinding {
+        PortBinding {
+            proto,
+            container_port,
+            host_ip: Ipv4Addr::from(host_ip),
+            host_port,
+        }
+    }
+
+    fn column(bindings: &[PortBinding]) -> String {
+        port_runs(bindings)
+            .iter()
+            .map(PortRun::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    #[test]
+    fn a_published_range_is_one_entry_like_dockers() {
+        let range: Vec<_> = (20000..=29999)
+            .map(|p| binding(Proto::Tcp, [0, 0, 0, 0], p, p))
+            .collect();
+        assert_eq!(column(&range), "0.0.0.0:20000-29999->20000-29999/tcp");
+        // Shifted ranges collapse too, when both sides run on by one.
+        let shifted: Vec<_> = (0..10)
+            .map(|i| binding(Proto::Udp, [127, 0, 0, 1], 8000 + i, 80 + i))
+            .collect();
+        assert_eq!(column(&shifted), "127.0.0.1:8000-8009->80-89/udp");
+    }
+
+    #[test]
+    fn only_bindings_that_run_on_together_collapse() {
+        let bindings = [
+            binding(Proto::Tcp, [0, 0, 0, 0], 8080, 80),
+            binding(Proto::Tcp, [0, 0, 0, 0], 8081, 81),
+            // Host port jumps: a new entry.
+            binding(Proto::Tcp, [0, 0, 0, 0], 9000, 82),
+            // Another address, same ports: its own entry.
+            binding(Proto::Tcp, [127, 0, 0, 1], 8080, 80),
+            // Another protocol, same ports.
+            binding(Proto::Udp, [0, 0, 0, 0], 8080, 80),
+            binding(Proto::Udp, [0, 0, 0, 0], 8081, 81),
+            binding(Proto::Udp, [0, 0, 0, 0], 5353, 53),
+        ];
+        assert_eq!(
+            column(&bindings),
+            "0.0.0.0:8080-8081->80-81/tcp, 127.0.0.1:8080->80/tcp, 0.0.0.0:9000->82/tcp, \
+             0.0.0.0:5353->53/udp, 0.0.0.0:8080-8081->80-81/udp"
+        );
+        // The order of the input does not matter, nor does the top of the port space.
+        let mut top: Vec<_> = (65530..=65535)
+            .map(|p| binding(Proto::Tcp, [0, 0, 0, 0], p, p))
+            .collect();
+        top.reverse();
+        assert_eq!(column(&top), "0.0.0.0:65530-65535->65530-65535/tcp");
+        assert_eq!(column(&[]), "");
+    }
+
+    #[test]
+    fn a_table_with_a_very_wide_cell_prints() {
+        let wide = "x".repeat(200_000);
+        let rows = [
+            ["a".to_string(), wide.clone()],
+            ["bb".to_string(), "y".to_string()],
+        ];
+        let table = render_table(&["NAME", "PORTS"], &rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0], "NAME   PORTS");
+        assert_eq!(lines[1], format!("a      {wide}"));
+        assert_eq!(lines[2], "bb     y");
     }
 }

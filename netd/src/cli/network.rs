@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{FormatArgs, inspect_each, print_table, remove_each};
 use crate::{
-    api::{Client, ConnectRequest, NetworkView},
+    api::{Client, ConnectRequest, NetworkView, encode_segment},
     network_request::NetworkRequest,
 };
 
@@ -106,7 +106,7 @@ pub async fn run(client: &Client, command: NetworkCommand) -> Result<ExitCode> {
             client
                 .call::<Value>(
                     Method::POST,
-                    &format!("networks/{network}/connect"),
+                    &format!("networks/{}/connect", encode_segment(&network)),
                     Some(&req),
                 )
                 .await?;
@@ -125,7 +125,7 @@ pub async fn run(client: &Client, command: NetworkCommand) -> Result<ExitCode> {
             client
                 .call::<Value>(
                     Method::POST,
-                    &format!("networks/{network}/disconnect{force}"),
+                    &format!("networks/{}/disconnect{force}", encode_segment(&network)),
                     Some(&req),
                 )
                 .await?;

@@ -3,7 +3,11 @@
 //! `teardown` can undo from any point, so a failure leaves nothing behind; a daemon killed
 //! half-way leaves only things `reconcile` recognises and removes.
 
-use std::{fs::File, net::Ipv4Addr, path::PathBuf};
+use std::{
+    fs::File,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, Result, anyhow};
 use log::{info, warn};
@@ -16,7 +20,7 @@ use crate::{
     conntrack,
     endpoint::{self, EndpointSpec},
     netlink::Netlink,
-    netns,
+    netns::{self, NsId},
     node_ports::node_sockets,
     ports::{self, PortBinding, PortSpec},
     process,
@@ -83,8 +87,68 @@ impl Inner {
         PathBuf::from("/nonexistent")
     }
 
+    /// The container's network namespace: the descriptor the daemon holds for it (opened
+    /// once, when the container was made or at start), never its path opened again.
     pub(super) fn open_sandbox(&self, c: &Container) -> Result<File> {
-        netns::open(&self.netns_path(c))
+        let mut c = c;
+        for _ in 0..MAX_JOIN_DEPTH {
+            match &c.sandbox {
+                Sandbox::Host => return Ok(self.node_ns.try_clone()?),
+                Sandbox::Container { name } => {
+                    c = self.state.containers.get(name).with_context(|| {
+                        format!(
+                            "container {}: the container {name} it joins is gone",
+                            c.name
+                        )
+                    })?;
+                }
+                Sandbox::Holder { holder } => {
+                    return match self.sandboxes.get(&c.id) {
+                        Some(ns) => Ok(ns.try_clone()?),
+                        None => process::open_holder(*holder).with_context(|| {
+                            format!("container {}: its network namespace", c.name)
+                        }),
+                    };
+                }
+                Sandbox::External { .. } => {
+                    let ns = self.sandboxes.get(&c.id).with_context(|| {
+                        format!("container {}: its network namespace is not open", c.name)
+                    })?;
+                    return Ok(ns.try_clone()?);
+                }
+            }
+        }
+        anyhow::bail!("container {}: network namespaces joined too deep", c.name)
+    }
+
+    /// Can a namespace a client named (`--netns`) be attached? Not the host's initial
+    /// one, not the node's (the daemon's own), not one netd already manages (another
+    /// `--netns` container's, or the holder namespace of one of its own containers).
+    fn check_attachable(&self, path: &Path, ns: NsId) -> Result<(), ApiError> {
+        let refuse = |why: String| {
+            Err(ApiError::bad_request(anyhow!(
+                "invalid --netns {}: {why}",
+                path.display()
+            )))
+        };
+        if netns::is_initial(ns) {
+            return refuse("that is the host's initial network namespace".into());
+        }
+        if netns::id(&self.node_ns).ok() == Some(ns) {
+            return refuse("that is the node's own network namespace (use --network host)".into());
+        }
+        for c in self.state.containers.values() {
+            if let Some(held) = self.sandboxes.get(&c.id)
+                && netns::id(held).ok() == Some(ns)
+            {
+                return Err(ApiError::conflict(anyhow!(
+                    "invalid --netns {}: that namespace is already attached to a container ({})",
+                    path.display(),
+                    c.name
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn resolve_mode(&self, req: &RunRequest) -> Result<Mode, ApiError> {
@@ -139,9 +203,11 @@ impl Inner {
     }
 
     /// `netd run` / `netd create`: the container and, when started, its command's child.
+    /// `netns` is `req.netns` opened (outside the daemon's lock, by `open_client_netns`).
     pub(super) async fn run_container(
         &mut self,
         req: RunRequest,
+        netns: Option<File>,
     ) -> Result<(ContainerView, Option<Child>), ApiError> {
         let id = random_id();
         let name = match &req.name {
@@ -184,47 +250,46 @@ impl Inner {
             Mode::Bridge(n) => Some(self.choose_ip(n, req.ip.as_deref())?),
             _ => None,
         };
-        let sandbox = match (&mode, &req.netns) {
-            (Mode::Host, _) => Sandbox::Host,
-            (Mode::Container(target), _) => Sandbox::Container {
-                name: target.clone(),
-            },
-            (_, Some(path)) => {
-                let (dev, ino) = process::netns_id(path)
-                    .filter(|_| netns::open(path).is_ok())
-                    .ok_or_else(|| {
-                        ApiError::bad_request(anyhow!(
-                            "invalid --netns {}: not a network namespace that can be opened",
-                            path.display()
-                        ))
-                    })?;
-                if process::netns_id(std::path::Path::new("/proc/self/ns/net")) == Some((dev, ino))
-                {
-                    return Err(ApiError::bad_request(anyhow!(
-                        "invalid --netns {}: that is the node's own network namespace (use --network host)",
-                        path.display()
-                    )));
-                }
-                if self.state.containers.values().any(|c| {
-                    matches!(&c.sandbox, Sandbox::External { dev: d, ino: i, .. } if (*d, *i) == (dev, ino))
-                }) {
-                    return Err(ApiError::conflict(anyhow!(
-                        "invalid --netns {}: that namespace is already attached to a container",
-                        path.display()
-                    )));
-                }
-                Sandbox::External {
+        let (sandbox, ns) = match (&mode, &req.netns, netns) {
+            (Mode::Host, _, _) => (Sandbox::Host, None),
+            (Mode::Container(target), _, _) => (
+                Sandbox::Container {
+                    name: target.clone(),
+                },
+                None,
+            ),
+            (_, Some(path), Some(ns)) => {
+                let (dev, ino) = netns::id(&ns).map_err(anyhow::Error::from)?;
+                self.check_attachable(path, (dev, ino))?;
+                let sandbox = Sandbox::External {
                     path: path.clone(),
                     dev,
                     ino,
-                }
+                };
+                (sandbox, Some(ns))
+            }
+            (_, Some(path), None) => {
+                return Err(ApiError::from(anyhow!(
+                    "--netns {} was not opened",
+                    path.display()
+                )));
             }
             _ => {
                 let (holder, child) = process::spawn_holder(&self.state_dir, &id)?;
                 reap(child);
-                Sandbox::Holder { holder }
+                match process::open_holder(holder) {
+                    Ok(ns) => (Sandbox::Holder { holder }, Some(ns)),
+                    Err(e) => {
+                        process::signal(holder, libc::SIGKILL);
+                        return Err(ApiError::from(e.context("open the new network namespace")));
+                    }
+                }
             }
         };
+        // Held from here on: every later operation on the container uses this descriptor.
+        if let Some(ns) = ns {
+            self.sandboxes.insert(id.clone(), ns);
+        }
         let mut c = Container {
             id: id.clone(),
             name: name.clone(),
@@ -269,6 +334,7 @@ impl Inner {
             }
             Err(e) => {
                 self.teardown(&c).await;
+                self.sandboxes.remove(&c.id);
                 Err(ApiError::from(e.context(format!("start container {name}"))))
             }
         }
@@ -304,9 +370,8 @@ impl Inner {
         if !start {
             return Ok(None);
         }
-        let logs = self.state_dir.join("logs");
-        std::fs::create_dir_all(&logs)?;
-        let (pid, child) = process::spawn_in(&ns, &c.cmd, &logs.join(format!("{}.log", c.name)))?;
+        let log = process::log_path(&self.state_dir, &c.name);
+        let (pid, child) = process::spawn_in(&ns, &c.cmd, &log)?;
         c.process = Some(pid);
         Ok(Some(child))
     }
@@ -425,6 +490,8 @@ impl Inner {
             )));
         }
         self.teardown(&c).await;
+        self.sandboxes.remove(&c.id);
+        self.remove_log(&c);
         self.state.containers.remove(name);
         self.save()?;
         info!("container {name}: removed");
@@ -453,6 +520,14 @@ impl Inner {
                 process::kill_namespace(ns);
             }
             process::signal(*holder, libc::SIGKILL);
+        }
+    }
+
+    /// A removed container's output goes with it.
+    pub(super) fn remove_log(&self, c: &Container) {
+        let log = process::log_path(&self.state_dir, &c.name);
+        if let Err(e) = process::remove_log(&log) {
+            warn!("container {}: remove log {}: {e}", c.name, log.display());
         }
     }
 
@@ -503,4 +578,22 @@ fn reap(mut child: Child) {
     tokio::spawn(async move {
         let _ = child.wait().await;
     });
+}
+
+/// Open a client's `--netns` path: off the async workers and outside the daemon's lock,
+/// bounded in time (a path on a hung file system must not hold up the API).
+pub(super) async fn open_client_netns(path: &Path) -> Result<File, ApiError> {
+    let owned = path.to_path_buf();
+    let open = tokio::task::spawn_blocking(move || netns::open_path(&owned));
+    let bad =
+        |why: String| ApiError::bad_request(anyhow!("invalid --netns {}: {why}", path.display()));
+    match tokio::time::timeout(std::time::Duration::from_secs(10), open).await {
+        Ok(Ok(Ok(ns))) => Ok(ns),
+        Ok(Ok(Err(e))) => Err(bad(format!("{e:#}"))),
+        Ok(Err(e)) => Err(ApiError::from(anyhow!(
+            "open --netns {}: {e}",
+            path.display()
+        ))),
+        Err(_) => Err(bad("opening it took longer than 10 s".into())),
+    }
 }

@@ -9,6 +9,8 @@ mod networks;
 mod reconcile;
 
 use std::{
+    collections::HashMap,
+    fs::File,
     net::Ipv4Addr,
     path::PathBuf,
     sync::{Arc, Weak},
@@ -60,6 +62,12 @@ pub struct DaemonConfig {
 
 struct Inner {
     state: State,
+    /// The network namespace of each container that has one of its own (holder or
+    /// `--netns`), by container id: opened once and used for every operation, so a path
+    /// re-pointed later never redirects one.
+    sandboxes: HashMap<String, File>,
+    /// The node's network namespace (the daemon's own).
+    node_ns: File,
     store: Store,
     datapath: Datapath,
     netlink: Netlink,
@@ -78,12 +86,26 @@ struct Inner {
 pub struct Daemon {
     inner: Mutex<Inner>,
     me: Weak<Daemon>,
+    /// Container logs, rotated on the garbage-collection tick (outside the lock).
+    logs_dir: PathBuf,
 }
 
 pub async fn run(config: DaemonConfig) -> Result<()> {
+    // Everything the daemon creates is its own: the state, container logs, the socket
+    // (bound before its mode is set). Commands it starts get 022 back (`spawn_in`).
+    // SAFETY: umask has no preconditions.
+    unsafe { libc::umask(0o077) };
+    match process::raise_nofile_limit() {
+        Ok((before, after)) if before != after => {
+            info!("open files limit raised from {before} to {after}")
+        }
+        Ok(_) => {}
+        Err(e) => warn!("raise the open files limit: {e}"),
+    }
     // One daemon per state directory and per socket: checked before anything is touched.
     let store = Store::open(&config.state_dir)?;
     let _lock = store.lock()?;
+    let logs_dir = store.private_dir("logs")?;
     let listener = api::bind(&config.socket, config.socket_group).await?;
     let netlink = Netlink::connect()?;
     let uplink = match &config.uplink {
@@ -128,10 +150,13 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         ),
     }
     sysctl::write("net/ipv4/ip_forward", "1")?;
+    let node_ns = crate::netns::open_own().context("open the node's network namespace")?;
 
     let daemon = Arc::new_cyclic(|me| Daemon {
         inner: Mutex::new(Inner {
             state,
+            sandboxes: HashMap::new(),
+            node_ns,
             store,
             datapath,
             netlink,
@@ -146,6 +171,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             warned_full: None,
         }),
         me: me.clone(),
+        logs_dir,
     });
     daemon.start().await?;
     info!(
@@ -169,8 +195,25 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             async move { daemon.route(req).await }
         })
     };
-    api::serve(listener, &config.socket, handler, shutdown_signal()).await?;
+    let drain = api::serve(listener, &config.socket, handler, shutdown_signal()).await?;
     let _ = config.notifier.send("STOPPING=1");
+    // Stop accepting, let what was started finish, then exit: a change is never cut
+    // half-way by a stop.
+    let pending = drain.requests_in_flight();
+    if pending > 0 {
+        info!(
+            "netd stopping: waiting for {pending} request(s) in flight to finish (signal again to stop at once)"
+        );
+    }
+    tokio::select! {
+        () = drain.finished() => {}
+        () = shutdown_signal() => warn!(
+            "netd stopping before the requests in flight finished: the next start removes what they left half-made"
+        ),
+    }
+    // Background work (garbage collection, exit bookkeeping) runs under the lock: let the
+    // piece of it under way end too.
+    drop(daemon.inner.lock().await);
     info!(
         "netd stopping; the data path stays attached and containers keep running, adopted by the next start"
     );
@@ -217,13 +260,26 @@ impl Daemon {
 
     async fn route(&self, req: ApiRequest) -> Result<Value, ApiError> {
         let path: Vec<&str> = req.path.iter().map(String::as_str).collect();
+        // What may block is done before the lock is taken: opening a client's --netns.
+        let mut run = match (&req.method, path.as_slice()) {
+            (&Method::POST, ["containers"]) => {
+                let run: api::RunRequest = req.json()?;
+                let netns = match &run.netns {
+                    Some(p) => Some(containers::open_client_netns(p).await?),
+                    None => None,
+                };
+                Some((run, netns))
+            }
+            _ => None,
+        };
         let mut inner = self.inner.lock().await;
         let value = match (&req.method, path.as_slice()) {
             (&Method::GET, ["ping"]) => json!({ "version": env!("CARGO_PKG_VERSION") }),
             (&Method::GET, ["info"]) => inner.info()?,
             (&Method::GET, ["containers"]) => to_json(inner.container_views())?,
             (&Method::POST, ["containers"]) => {
-                let (view, child) = inner.run_container(req.json()?).await?;
+                let (run, netns) = run.take().expect("parsed above");
+                let (view, child) = inner.run_container(run, netns).await?;
                 if let (Some(child), Some(_)) = (child, view.container.process) {
                     self.watch_child(view.container.name.clone(), child);
                 }
@@ -361,6 +417,16 @@ async fn collect_garbage(daemon: Weak<Daemon>, every: Duration) {
             Ok(0) => {}
             Ok(n) => log::debug!("conntrack: removed {n} expired entries"),
             Err(e) => warn!("conntrack garbage collection: {e:#}"),
+        }
+        // File I/O of a size the containers decide: on a blocking thread, not under the
+        // lock.
+        let dir = daemon.logs_dir.clone();
+        let rotate =
+            tokio::task::spawn_blocking(move || process::rotate_logs(&dir, process::LOG_MAX_BYTES));
+        if let Ok(rotated) = rotate.await {
+            for log in rotated {
+                log::debug!("rotated container log {log}");
+            }
         }
     }
 }

@@ -157,6 +157,15 @@ impl Inner {
             last_allocated: None,
             created: unix_now(),
         };
+        // The links that exist before: a failure below removes the bridge this call made
+        // by its index, never by a name that another link may carry by then.
+        let before: BTreeSet<u32> = self
+            .netlink
+            .links()
+            .await?
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect();
         // Persisted first: if the daemon dies before the bridge exists, the next start
         // makes it (a network is never half there without a record of it).
         self.state
@@ -164,7 +173,17 @@ impl Inner {
             .insert(network.name.clone(), network.clone());
         self.save()?;
         if let Err(e) = self.realize_network(&network).await {
-            self.unrealize_network(&network).await;
+            let created = match self.netlink.links().await {
+                Ok(links) => links
+                    .into_iter()
+                    .find(|(i, name)| !before.contains(i) && *name == network.bridge)
+                    .map(|(i, _)| i),
+                Err(e) => {
+                    log::warn!("network {}: list links to roll back: {e:#}", network.name);
+                    None
+                }
+            };
+            self.unrealize_network(&network, created).await;
             self.state.networks.remove(&network.name);
             self.save()?;
             return Err(ApiError::from(
@@ -213,10 +232,13 @@ impl Inner {
         self.datapath.set_network(n.subnet, Some(network_info(n)))
     }
 
-    /// Undo `realize_network`, tolerant of parts already gone.
-    async fn unrealize_network(&mut self, n: &Network) {
+    /// Undo `realize_network`, tolerant of parts already gone: the data path's entries,
+    /// and the bridge at `bridge_index` if there is one.
+    async fn unrealize_network(&mut self, n: &Network, bridge_index: Option<u32>) {
         let _ = self.datapath.set_network(n.subnet, None);
-        if let Err(e) = endpoint::detach(&self.netlink, &n.bridge).await {
+        if let Some(index) = bridge_index
+            && let Err(e) = self.netlink.delete_link(index).await
+        {
             log::warn!("network {}: remove bridge {}: {e:#}", n.name, n.bridge);
         }
     }
@@ -242,7 +264,8 @@ impl Inner {
                 attached.join(", ")
             )));
         }
-        self.unrealize_network(&n).await;
+        let bridge_index = self.netlink.link_index(&n.bridge).await?;
+        self.unrealize_network(&n, bridge_index).await;
         self.state.networks.remove(&n.name);
         self.save()?;
         info!("network {}: removed", n.name);

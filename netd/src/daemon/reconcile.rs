@@ -4,7 +4,7 @@
 //! entries of endpoints and ports that no container owns). Containers whose namespace is
 //! gone are removed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
 use log::{info, warn};
@@ -12,7 +12,7 @@ use log::{info, warn};
 use super::{DEFAULT_NETWORK, Inner, unix_now};
 use crate::{
     endpoint::{HOST_VETH_PREFIX, PEER_PREFIX},
-    ipam, process,
+    ipam, netns, process,
     state::{Container, Network, ProcessId, Sandbox, Status},
     sysctl,
 };
@@ -105,35 +105,80 @@ impl Inner {
         self.save()
     }
 
-    /// Is the container's network namespace still the one it was given?
-    fn sandbox_alive(&self, c: &Container) -> bool {
+    /// Open the network namespace of every container that has one of its own, the safe
+    /// way a client's `--netns` is opened: a holder's through `/proc/PID/ns/net`, checked
+    /// to still be that holder; a `--netns` path again, checked to be the same namespace
+    /// (device and inode) as recorded. Why a namespace is gone, if it is.
+    fn open_recorded_sandbox(&self, c: &Container) -> Result<Option<std::fs::File>, String> {
         match &c.sandbox {
-            Sandbox::Holder { holder } => process::is_alive(*holder),
-            Sandbox::Host => true,
-            Sandbox::External { path, dev, ino } => process::netns_id(path) == Some((*dev, *ino)),
-            Sandbox::Container { name } => self
-                .state
-                .containers
-                .get(name)
-                .is_some_and(|t| self.sandbox_alive(t)),
+            Sandbox::Holder { holder } => process::open_holder(*holder)
+                .map(Some)
+                .map_err(|e| format!("{e:#}")),
+            Sandbox::External { path, dev, ino } => {
+                let ns = netns::open_path(path)
+                    .map_err(|e| format!("{} cannot be opened: {e:#}", path.display()))?;
+                match netns::id(&ns) {
+                    Ok(id) if id == (*dev, *ino) => Ok(Some(ns)),
+                    Ok(_) => Err(format!(
+                        "{} now names another network namespace",
+                        path.display()
+                    )),
+                    Err(e) => Err(format!("{}: {e}", path.display())),
+                }
+            }
+            Sandbox::Host | Sandbox::Container { .. } => Ok(None),
         }
     }
 
+    /// Open every container's namespace; remove the containers whose namespace is gone
+    /// (and those that joined one of them).
     async fn remove_dead_containers(&mut self) {
-        let dead: Vec<Container> = self
-            .state
-            .containers
-            .values()
-            .filter(|c| !self.sandbox_alive(c))
-            .cloned()
-            .collect();
-        for c in dead {
-            warn!(
-                "container {}: its network namespace is gone; removing it",
-                c.name
-            );
+        let mut gone: BTreeMap<String, String> = BTreeMap::new();
+        for c in self.state.containers.values() {
+            match self.open_recorded_sandbox(c) {
+                Ok(Some(ns)) => {
+                    self.sandboxes.insert(c.id.clone(), ns);
+                }
+                Ok(None) => {}
+                Err(why) => {
+                    gone.insert(c.name.clone(), why);
+                }
+            }
+        }
+        // Joined containers follow their target, however deep.
+        loop {
+            let more: Vec<(String, String)> = self
+                .state
+                .containers
+                .values()
+                .filter(|c| !gone.contains_key(&c.name))
+                .filter_map(|c| match &c.sandbox {
+                    Sandbox::Container { name } if !self.state.containers.contains_key(name) => {
+                        Some((
+                            c.name.clone(),
+                            format!("the container {name} it joins is gone"),
+                        ))
+                    }
+                    Sandbox::Container { name } if gone.contains_key(name) => {
+                        Some((c.name.clone(), format!("it joined {name}'s")))
+                    }
+                    _ => None,
+                })
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            gone.extend(more);
+        }
+        for (name, why) in gone {
+            let Some(c) = self.state.containers.get(&name).cloned() else {
+                continue;
+            };
+            warn!("container {name}: its network namespace is gone ({why}); removing it");
             self.teardown(&c).await;
-            self.state.containers.remove(&c.name);
+            self.sandboxes.remove(&c.id);
+            self.remove_log(&c);
+            self.state.containers.remove(&name);
         }
     }
 
@@ -209,11 +254,12 @@ impl Inner {
                     "removing the namespace of unfinished container {id} (holder pid {})",
                     holder.pid
                 );
-                if let Some(ns) = process::netns_id(std::path::Path::new(&format!(
-                    "/proc/{}/ns/net",
-                    holder.pid
-                ))) {
-                    process::kill_namespace(ns);
+                // Its namespace, opened and then checked to still be the holder's (so a
+                // reused pid never names the namespace whose processes are killed).
+                if let Ok(ns) = process::open_holder(holder)
+                    && let Ok(id) = netns::id(&ns)
+                {
+                    process::kill_namespace(id);
                 }
                 process::signal(holder, libc::SIGKILL);
             }
