@@ -246,17 +246,33 @@ fn packet_socket(ifname: &str) -> Result<OwnedFd> {
     Ok(fd)
 }
 
+/// An AF_PACKET socket that sends frames as they are out of one interface of the
+/// namespace it was opened in.
+pub struct RawSender(OwnedFd);
+
+impl RawSender {
+    /// On `ifname` of the calling thread's namespace.
+    pub fn open(ifname: &str) -> Result<Self> {
+        Ok(RawSender(packet_socket(ifname)?))
+    }
+
+    pub fn send(&self, frame: &[u8]) -> std::io::Result<()> {
+        // SAFETY: send from a valid buffer.
+        let n = unsafe { libc::send(self.0.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
 /// Send `frames` as they are out of `ifname` in the namespace at `netns`.
 pub fn send_frames(netns: &Path, ifname: &str, frames: Vec<Vec<u8>>) -> Result<()> {
     let ifname = ifname.to_string();
     in_netns(netns, move || {
-        let fd = packet_socket(&ifname)?;
+        let sender = RawSender::open(&ifname)?;
         for f in &frames {
-            // SAFETY: send from a valid buffer.
-            let n = unsafe { libc::send(fd.as_raw_fd(), f.as_ptr().cast(), f.len(), 0) };
-            if n < 0 {
-                return Err(std::io::Error::last_os_error()).context("send a crafted frame");
-            }
+            sender.send(f).context("send a crafted frame")?;
         }
         Ok(())
     })

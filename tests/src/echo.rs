@@ -83,7 +83,8 @@ impl EchoServer {
 }
 
 fn serve(listener: Listener, peers: &Mutex<Vec<SocketAddr>>, stop: &AtomicBool) {
-    let mut buf = [0u8; 2048];
+    // Room for the largest datagram, so that fragmented ones come back whole.
+    let mut buf = vec![0u8; 65536];
     match listener {
         Listener::Tcp(l) => {
             l.set_nonblocking(true).ok();
@@ -158,6 +159,29 @@ pub fn echo_once(netns: &Path, proto: Proto, target: SocketAddr) -> Result<Socke
             bail!("echo from {target} differs from what was sent");
         }
         Ok(local)
+    })
+}
+
+/// From inside `netns`, send one UDP datagram of `size` bytes to `target` (the kernel
+/// fragments it when it is larger than the path's MTU) and check the whole of it comes
+/// back.
+pub fn udp_echo_sized(netns: &Path, target: SocketAddr, size: usize) -> Result<()> {
+    in_netns(netns, move || {
+        let payload: Vec<u8> = random_payload().into_iter().cycle().take(size).collect();
+        let mut back = vec![0u8; size + 1];
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        s.set_read_timeout(Some(Duration::from_millis(500)))?;
+        s.connect(target)?;
+        for _ in 0..5 {
+            s.send(&payload)?;
+            if let Ok(n) = s.recv(&mut back) {
+                if back[..n] != payload[..] {
+                    bail!("the {size}-byte echo from {target} came back as {n} other bytes");
+                }
+                return Ok(());
+            }
+        }
+        bail!("no {size}-byte UDP echo from {target}")
     })
 }
 

@@ -19,7 +19,7 @@ pub mod echo;
 pub mod netns;
 
 pub use daemon::{Daemon, assert_fast_paths_taken};
-pub use echo::{EchoServer, Proto, echo_fails, echo_once, udp_echo_from};
+pub use echo::{EchoServer, Proto, echo_fails, echo_once, udp_echo_from, udp_echo_sized};
 pub use netns::{Netns, Sandbox, require_root, unique_name};
 
 /// An IPv4 or IPv6 address and a port.
