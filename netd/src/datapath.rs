@@ -334,10 +334,19 @@ impl Datapath {
         Ok(stale.len())
     }
 
-    /// Undo `attach_endpoint` (tolerant of a veth that is already gone).
+    /// Undo `attach_endpoint` (tolerant of a veth that is already gone). Every part is
+    /// tried; the error names each that could not be undone.
     pub fn detach_endpoint(&mut self, host_veth: &str, ifindex: u32) -> Result<()> {
         self.endpoints_attached.remove(host_veth);
-        pins::remove_link(&self.links.join(endpoint_pin(host_veth)));
+        let unpinned = pins::unpin_link(&self.links.join(endpoint_pin(host_veth)));
+        let unregistered = self.unregister_endpoint(host_veth, ifindex);
+        match (unpinned, unregistered) {
+            (Err(a), Err(b)) => Err(anyhow::anyhow!("{a:#}; {b:#}")),
+            (a, b) => a.and(b),
+        }
+    }
+
+    fn unregister_endpoint(&mut self, host_veth: &str, ifindex: u32) -> Result<()> {
         let mut endpoints: maps::HashMap<_, u32, EndpointInfo> =
             maps::HashMap::try_from(self.map_mut(names::ENDPOINTS)?)?;
         let addr = endpoints.get(&ifindex, 0).ok().map(|info| info.addr);

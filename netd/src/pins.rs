@@ -118,12 +118,23 @@ pub fn pin_link(link: FdLink, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Unpin a link: once nothing else holds it, its program is detached.
-pub fn remove_link(path: &Path) {
+/// Unpin a link: once nothing else holds it, its program is detached. A link already
+/// gone is fine.
+pub fn unpin_link(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
-        Ok(()) => info!("detached {}", path.display()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => warn!("unpin {}: {e}", path.display()),
+        Ok(()) => {
+            info!("detached {}", path.display());
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("unpin link {}", path.display())),
+    }
+}
+
+/// `unpin_link`, logging a failure: for links that are replaced right after.
+pub fn remove_link(path: &Path) {
+    if let Err(e) = unpin_link(path) {
+        warn!("{e:#}");
     }
 }
 

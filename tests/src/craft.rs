@@ -266,6 +266,34 @@ impl RawSender {
     }
 }
 
+/// Bring `ifname` of the calling thread's namespace up (as a process with CAP_NET_ADMIN
+/// in its namespace can, whatever netd intends).
+pub fn set_up(ifname: &str) -> Result<()> {
+    // SAFETY: a plain socket call.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("socket for SIOCSIFFLAGS");
+    }
+    // SAFETY: a new fd we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: all-zero is a valid ifreq.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: ioctls on a valid socket with an ifreq naming the interface.
+    unsafe {
+        if libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(std::io::Error::last_os_error()).context("SIOCGIFFLAGS");
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(std::io::Error::last_os_error()).context("SIOCSIFFLAGS");
+        }
+    }
+    Ok(())
+}
+
 /// Send `frames` as they are out of `ifname` in the namespace at `netns`.
 pub fn send_frames(netns: &Path, ifname: &str, frames: Vec<Vec<u8>>) -> Result<()> {
     let ifname = ifname.to_string();

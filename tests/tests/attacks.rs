@@ -478,40 +478,90 @@ fn icc_off_lets_no_broadcast_multicast_or_arp_reach_a_neighbour() {
     );
 }
 
-/// In the namespace at `ns`, wait for `ifname` to appear, then for two seconds send
-/// broadcast frames from a MAC and an address that are not the endpoint's, as fast as the
-/// interface takes them (it refuses them while it is down). How many it sent.
+/// What a blaster saw and did at the moment its interface appeared.
+struct Blast {
+    sent: u64,
+    /// The host-side veths of the node that had a TC ingress program then.
+    policed: Vec<String>,
+    /// The host-side veths of the node then.
+    veths: Vec<String>,
+}
+
+/// In the namespace at `ns`, wait for `ifname` to appear; at that moment stop the daemon
+/// (SIGSTOP, so that it cannot finish wiring, as a busy daemon would not), note which
+/// veths of the node have a program, bring the interface up itself and send broadcast
+/// frames from a MAC and an address that are not the endpoint's; then let the daemon go
+/// on.
 fn blast_as_soon_as_it_appears(
     ns: &Path,
+    node: &Path,
     ifname: &'static str,
     marker: &'static [u8],
-) -> std::thread::JoinHandle<u64> {
-    let ns = ns.to_path_buf();
+    daemon: u32,
+) -> std::thread::JoinHandle<Blast> {
+    let (ns, node) = (ns.to_path_buf(), node.to_path_buf());
     std::thread::spawn(move || {
-        in_netns(&ns, move || {
+        let blast = in_netns(&ns, move || {
             let spoofed = Ipv4Addr::new(172, 17, 99, 99);
             let mac = [2, 0xde, 0xad, 0xbe, 0xef, 1];
             let frame = udp_frame(BROADCAST, spoofed, mac, Ipv4Addr::BROADCAST, marker);
             let deadline = Instant::now() + Duration::from_secs(15);
-            let (mut sent, mut first) = (0, None::<Instant>);
-            let mut sender = None;
-            while Instant::now() < deadline
-                && first.is_none_or(|t| t.elapsed() < Duration::from_secs(2))
-            {
-                if sender.is_none() {
-                    sender = craft::RawSender::open(ifname).ok();
-                }
-                if let Some(s) = &sender
-                    && s.send(&frame).is_ok()
-                {
+            // Polled with if_nametoindex: cheap, unlike opening a packet socket (whose
+            // close waits for an RCU grace period).
+            let name = std::ffi::CString::new(ifname)?;
+            // SAFETY: a NUL-terminated name.
+            while unsafe { libc::if_nametoindex(name.as_ptr()) } == 0 {
+                anyhow::ensure!(Instant::now() < deadline, "{ifname} never appeared");
+            }
+            // SAFETY: a signal to the daemon this test started.
+            unsafe { libc::kill(daemon as i32, libc::SIGSTOP) };
+            let (veths, policed) = in_netns(&node, veths_and_programs)?;
+
+            craft::set_up(ifname)?;
+            let sender = craft::RawSender::open(ifname)?;
+            let (mut sent, until) = (0, Instant::now() + Duration::from_millis(300));
+            while Instant::now() < until {
+                if sender.send(&frame).is_ok() {
                     sent += 1;
-                    first.get_or_insert_with(Instant::now);
                 }
             }
-            Ok(sent)
-        })
-        .unwrap_or(0)
+            Ok(Blast {
+                sent,
+                policed,
+                veths,
+            })
+        });
+        // SAFETY: as above.
+        unsafe { libc::kill(daemon as i32, libc::SIGCONT) };
+        blast.unwrap()
     })
+}
+
+/// The calling thread's namespace's host-side veths, and those with a TC ingress program
+/// (as the kernel's tcx query lists them).
+fn veths_and_programs() -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    use aya::programs::{SchedClassifier, TcAttachType};
+    let links = std::process::Command::new("ip")
+        .args(["-j", "link"])
+        .output()?;
+    let links: serde_json::Value = serde_json::from_slice(&links.stdout)?;
+    let veths: Vec<String> = links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["ifname"].as_str())
+        .filter(|name| name.starts_with("ndv"))
+        .map(str::to_string)
+        .collect();
+    let policed = veths
+        .iter()
+        .filter(|v| {
+            SchedClassifier::query_tcx(v, TcAttachType::Ingress)
+                .is_ok_and(|(_, programs)| !programs.is_empty())
+        })
+        .cloned()
+        .collect();
+    Ok((veths, policed))
 }
 
 #[test]
@@ -519,14 +569,15 @@ fn a_container_sending_as_its_interface_appears_is_policed_from_the_first_frame(
     require_root();
     let sb = Sandbox::new("af").unwrap();
     let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    let daemon = d.pid().unwrap();
     let c2 = d.run_idle_container("c2", &[]).unwrap();
     let on_c2 = Capture::start(&c2.netns, "eth0").unwrap();
     let mark: &'static [u8] = b"netd-attack-first-frame";
+    let node = sb.node.path();
 
     // A runtime's namespace whose process sends the moment its interface appears.
     let theirs = Netns::new(&unique_name("afx")).unwrap();
-    let blaster = blast_as_soon_as_it_appears(&theirs.path(), "eth0", mark);
-    std::thread::sleep(Duration::from_millis(200));
+    let blaster = blast_as_soon_as_it_appears(&theirs.path(), &node, "eth0", mark, daemon);
     d.cli_ok(&[
         "create",
         "--name",
@@ -535,22 +586,25 @@ fn a_container_sending_as_its_interface_appears_is_policed_from_the_first_frame(
         theirs.path().to_str().unwrap(),
     ])
     .unwrap();
-    let sent = blaster.join().unwrap();
-    assert!(sent > 0, "the blaster never got its frames out");
+    let first = blaster.join().unwrap();
 
-    // A running container connected to a second network while it sends on the new
-    // interface.
+    // A running container connected to a second network, sending on the new interface.
     d.cli_ok(&["network", "create", "--subnet", "10.10.9.0/24", "extra"])
         .unwrap();
     let e2 = container(&d, "e2", "extra", "10.10.9.3");
     let on_e2 = Capture::start(&e2.netns, "eth0").unwrap();
     let x = d.run_idle_container("xx", &[]).unwrap();
-    let blaster = blast_as_soon_as_it_appears(&x.netns, "eth1", mark);
-    std::thread::sleep(Duration::from_millis(200));
+    let blaster = blast_as_soon_as_it_appears(&x.netns, &node, "eth1", mark, daemon);
     d.cli_ok(&["network", "connect", "extra", "xx"]).unwrap();
-    let sent_too = blaster.join().unwrap();
-    assert!(sent_too > 0, "the second blaster never got its frames out");
+    let second = blaster.join().unwrap();
 
+    for blast in [&first, &second] {
+        assert!(blast.sent > 0, "the blaster never got its frames out");
+        assert_eq!(
+            blast.veths, blast.policed,
+            "a veth was wired into a container before its program was attached"
+        );
+    }
     assert_eq!(
         marked(&on_c2, mark),
         0,
@@ -561,7 +615,10 @@ fn a_container_sending_as_its_interface_appears_is_policed_from_the_first_frame(
         0,
         "a spoofed frame got out before the guard"
     );
-    assert!(d.counter("EndpointIngress", "drop_spoofed_mac").unwrap() >= sent + sent_too);
+    assert!(
+        d.counter("EndpointIngress", "drop_spoofed_mac").unwrap() >= first.sent + second.sent,
+        "every frame sent as the interface appeared was judged by the guard"
+    );
     d.cli_ok(&["rm", "rt"]).unwrap();
 }
 
@@ -578,25 +635,11 @@ fn the_lan_reaches_containers_only_through_published_ports_unless_their_network_
         &["-o", "com.netd.bridge.enable_ip_masquerade=false"],
     );
     network(&d, "vault", "10.10.4.0/24", &["--internal"]);
-    network(
-        &d,
-        "routed",
-        "10.10.6.0/24",
-        &["-o", "com.netd.network.gateway_mode=routed"],
-    );
-    network(
-        &d,
-        "routed2",
-        "10.10.7.0/24",
-        &["-o", "com.docker.network.bridge.gateway_mode_ipv4=routed"],
-    );
     let p1 = container(&d, "p1", "plain", "10.10.1.2");
     let m1 = container(&d, "m1", "nomasq", "10.10.5.2");
     let i1 = container(&d, "i1", "vault", "10.10.4.2");
-    let o1 = container(&d, "o1", "routed", "10.10.6.2");
-    let o2 = container(&d, "o2", "routed2", "10.10.7.2");
     let mut servers = Vec::new();
-    for c in [&p1, &m1, &i1, &o1, &o2] {
+    for c in [&p1, &m1, &i1] {
         servers.push(EchoServer::start(&c.netns, Proto::Tcp, addr(c.ip, 8000)).unwrap());
         servers.push(EchoServer::start(&c.netns, Proto::Udp, addr(c.ip, 7777)).unwrap());
     }
@@ -654,6 +697,24 @@ fn the_lan_reaches_containers_only_through_published_ports_unless_their_network_
     );
     assert!(d.from_network("drop_not_published").unwrap() >= 8);
 
+    network(
+        &d,
+        "routed",
+        "10.10.6.0/24",
+        &["-o", "com.netd.network.gateway_mode=routed"],
+    );
+    network(
+        &d,
+        "routed2",
+        "10.10.7.0/24",
+        &["-o", "com.docker.network.bridge.gateway_mode_ipv4=routed"],
+    );
+    let o1 = container(&d, "o1", "routed", "10.10.6.2");
+    let o2 = container(&d, "o2", "routed2", "10.10.7.2");
+    for c in [&o1, &o2] {
+        servers.push(EchoServer::start(&c.netns, Proto::Tcp, addr(c.ip, 8000)).unwrap());
+        servers.push(EchoServer::start(&c.netns, Proto::Udp, addr(c.ip, 7777)).unwrap());
+    }
     // Routed on purpose: reached directly, with the client's own address.
     for c in [&o1, &o2] {
         echo_once(&lan, Proto::Tcp, addr(c.ip, 8000)).expect("a routed network is reachable");

@@ -194,13 +194,30 @@ pub(crate) async fn inspect_each(
     Ok(exit_code(failed))
 }
 
-/// DELETE `collection/NAME{query}` for each name, printing each removed name like Docker.
+/// Print the `warnings` of a daemon's answer (what a removal could not undo) to stderr.
+/// Whether there were any: the object is not fully gone, and the command fails.
+pub(crate) fn print_warnings(answer: &Value) -> bool {
+    let warnings: Vec<&str> = answer["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    for w in &warnings {
+        eprintln!("Warning: {w}");
+    }
+    !warnings.is_empty()
+}
+
+/// DELETE `collection/NAME{query}` for each name, printing each removed name like Docker
+/// and what its removal could not undo.
 pub(crate) async fn remove_each(
     client: &Client,
     collection: &str,
     names: &[String],
     query: &str,
 ) -> Result<ExitCode> {
+    let mut incomplete = false;
     let failed = for_each_name(
         names,
         "Error response from daemon",
@@ -212,10 +229,13 @@ pub(crate) async fn remove_each(
                     .await
             }
         },
-        |name, _| println!("{name}"),
+        |name, answer| {
+            println!("{name}");
+            incomplete |= print_warnings(&answer);
+        },
     )
     .await;
-    Ok(exit_code(failed))
+    Ok(exit_code(failed || incomplete))
 }
 
 /// Run `call` for each name, in order; successes go to `ok`, failures to stderr with

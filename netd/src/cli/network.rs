@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use hyper::Method;
 use serde_json::Value;
 
-use super::{FormatArgs, inspect_each, print_table, remove_each};
+use super::{FormatArgs, exit_code, inspect_each, print_table, print_warnings, remove_each};
 use crate::{
     api::{Client, ConnectRequest, NetworkView, encode_segment},
     network_request::NetworkRequest,
@@ -122,14 +122,14 @@ pub async fn run(client: &Client, command: NetworkCommand) -> Result<ExitCode> {
                 ip: None,
             };
             let force = if force { "?force=1" } else { "" };
-            client
+            let answer = client
                 .call::<Value>(
                     Method::POST,
                     &format!("networks/{}/disconnect{force}", encode_segment(&network)),
                     Some(&req),
                 )
                 .await?;
-            Ok(ExitCode::SUCCESS)
+            Ok(exit_code(print_warnings(&answer)))
         }
     }
 }

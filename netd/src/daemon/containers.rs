@@ -14,7 +14,7 @@ use log::{info, warn};
 use netd_common::published::PortKey;
 use tokio::process::Child;
 
-use super::{Inner, random_id, unix_now, validate_container_name};
+use super::{Inner, leftovers::Leftovers, random_id, unix_now, validate_container_name};
 use crate::{
     api::{ApiError, ContainerView, RunRequest},
     conntrack,
@@ -333,9 +333,11 @@ impl Inner {
                 Ok((self.view(&c), child))
             }
             Err(e) => {
-                self.teardown(&c).await;
+                let left = self.teardown(&c).await;
                 self.sandboxes.remove(&c.id);
-                Err(ApiError::from(e.context(format!("start container {name}"))))
+                Err(ApiError::from(
+                    left.after(e).context(format!("start container {name}")),
+                ))
             }
         }
     }
@@ -429,8 +431,8 @@ impl Inner {
             Err(e) => Err(e),
         };
         if let Err(e) = plugged {
-            self.detach_endpoint(c, &ep).await;
-            return Err(e.context(context()));
+            let left = self.detach_endpoint(c, &ep).await;
+            return Err(left.after(e).context(context()));
         }
         info!(
             "container {}: endpoint {} on {} with {ip}",
@@ -440,31 +442,37 @@ impl Inner {
     }
 
     /// Undo `attach_endpoint`, tolerant of parts already gone.
-    pub(super) async fn detach_endpoint(&mut self, c: &Container, ep: &Endpoint) {
+    /// Every step is tried; what could not be undone is returned.
+    pub(super) async fn detach_endpoint(&mut self, c: &Container, ep: &Endpoint) -> Leftovers {
+        let mut left = Leftovers::default();
         let purge = self
             .datapath
             .flow_entries()
             .map(|entries| conntrack::involving(&entries, ep.ip))
             .and_then(|keys| self.datapath.remove_flows(&keys));
-        if let Err(e) = purge {
-            warn!("container {}: purge flows of {}: {e:#}", c.name, ep.ip);
-        }
-        if let Err(e) = self
+        left.note(
+            format_args!("container {}: purge the flows of {}", c.name, ep.ip),
+            purge,
+        );
+        let detached = self
             .datapath
-            .detach_endpoint(&ep.host_veth, ep.host_ifindex)
-        {
-            warn!("container {}: {e:#}", c.name);
-        }
-        if let Err(e) = endpoint::detach(&self.netlink, &ep.host_veth).await {
-            warn!("container {}: {e:#}", c.name);
-        }
+            .detach_endpoint(&ep.host_veth, ep.host_ifindex);
+        left.note(format_args!("container {}", c.name), detached);
+        let removed = endpoint::detach(&self.netlink, &ep.host_veth).await;
+        left.note(
+            format_args!("container {}: remove veth {}", c.name, ep.host_veth),
+            removed,
+        );
+        left
     }
 
+    /// Remove a container; what could not be undone comes back as warnings (the record
+    /// goes all the same: the next start's reconcile removes the leftovers).
     pub(super) async fn remove_container(
         &mut self,
         name: &str,
         force: bool,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Vec<String>, ApiError> {
         let c = self.container(name)?.clone();
         if c.status == Status::Running && !force {
             return Err(ApiError::conflict(anyhow!(
@@ -489,24 +497,30 @@ impl Inner {
                 joined.join(", ")
             )));
         }
-        self.teardown(&c).await;
+        let left = self.teardown(&c).await;
         self.sandboxes.remove(&c.id);
         self.remove_log(&c);
         self.state.containers.remove(name);
         self.save()?;
-        info!("container {name}: removed");
-        Ok(())
+        if left.is_empty() {
+            info!("container {name}: removed");
+        } else {
+            warn!("container {name}: removed, with leftovers");
+        }
+        Ok(left.into_warnings())
     }
 
-    /// Undo everything a container owns; tolerant of parts that are already gone.
-    pub(super) async fn teardown(&mut self, c: &Container) {
+    /// Undo everything a container owns; tolerant of parts that are already gone. Every
+    /// step is tried; what could not be undone is returned.
+    pub(super) async fn teardown(&mut self, c: &Container) -> Leftovers {
+        let mut left = Leftovers::default();
         for b in &c.ports {
-            if let Err(e) = self.datapath.unpublish(b) {
-                warn!("container {}: {e:#}", c.name);
-            }
+            let unpublished = self.datapath.unpublish(b);
+            left.note(format_args!("container {}", c.name), unpublished);
         }
         for ep in &c.endpoints {
-            self.detach_endpoint(c, ep).await;
+            let detached = self.detach_endpoint(c, ep).await;
+            left.extend(detached);
         }
         if let Some(p) = c.process {
             process::signal(p, libc::SIGKILL);
@@ -521,6 +535,7 @@ impl Inner {
             }
             process::signal(*holder, libc::SIGKILL);
         }
+        left
     }
 
     /// A removed container's output goes with it.

@@ -5,6 +5,7 @@
 //! behind its back, remove what no longer has an owner).
 
 mod containers;
+mod leftovers;
 mod networks;
 mod reconcile;
 
@@ -287,24 +288,27 @@ impl Daemon {
             }
             (&Method::GET, ["containers", name]) => to_json(inner.container_view(name)?)?,
             (&Method::DELETE, ["containers", name]) => {
-                inner.remove_container(name, req.flag("force")).await?;
-                json!({ "removed": name })
+                let warnings = inner.remove_container(name, req.flag("force")).await?;
+                json!({ "removed": name, "warnings": warnings })
             }
             (&Method::GET, ["networks"]) => to_json(inner.network_views())?,
             (&Method::POST, ["networks"]) => to_json(inner.create_network(req.json()?).await?)?,
             (&Method::GET, ["networks", name]) => to_json(inner.network_view(name)?)?,
             (&Method::DELETE, ["networks", name]) => {
-                inner.remove_network(name).await?;
-                json!({ "removed": name })
+                let warnings = inner.remove_network(name).await?;
+                json!({ "removed": name, "warnings": warnings })
             }
             (&Method::POST, ["networks", name, "connect"]) => {
                 to_json(inner.connect(name, req.json()?).await?)?
             }
-            (&Method::POST, ["networks", name, "disconnect"]) => to_json(
-                inner
+            (&Method::POST, ["networks", name, "disconnect"]) => {
+                let (view, warnings) = inner
                     .disconnect(name, req.json()?, req.flag("force"))
-                    .await?,
-            )?,
+                    .await?;
+                let mut value = to_json(view)?;
+                value["warnings"] = json!(warnings);
+                value
+            }
             (&Method::GET, ["conntrack"]) => {
                 let entries = inner.datapath.flow_entries()?;
                 to_json(conntrack::views(&entries, conntrack::monotonic_now()))?

@@ -15,7 +15,7 @@ use netd_common::{
     user::addr_be,
 };
 
-use super::{DEFAULT_NETWORK, Inner, random_id, unix_now};
+use super::{DEFAULT_NETWORK, Inner, leftovers::Leftovers, random_id, unix_now};
 use crate::{
     api::{ApiError, ConnectRequest, ContainerView, EndpointView, NetworkView},
     endpoint,
@@ -183,11 +183,12 @@ impl Inner {
                     None
                 }
             };
-            self.unrealize_network(&network, created).await;
+            let left = self.unrealize_network(&network, created).await;
             self.state.networks.remove(&network.name);
             self.save()?;
             return Err(ApiError::from(
-                e.context(format!("create network {}", network.name)),
+                left.after(e)
+                    .context(format!("create network {}", network.name)),
             ));
         }
         info!(
@@ -233,17 +234,24 @@ impl Inner {
     }
 
     /// Undo `realize_network`, tolerant of parts already gone: the data path's entries,
-    /// and the bridge at `bridge_index` if there is one.
-    async fn unrealize_network(&mut self, n: &Network, bridge_index: Option<u32>) {
-        let _ = self.datapath.set_network(n.subnet, None);
-        if let Some(index) = bridge_index
-            && let Err(e) = self.netlink.delete_link(index).await
-        {
-            log::warn!("network {}: remove bridge {}: {e:#}", n.name, n.bridge);
+    /// and the bridge at `bridge_index` if there is one. What could not be undone is
+    /// returned.
+    async fn unrealize_network(&mut self, n: &Network, bridge_index: Option<u32>) -> Leftovers {
+        let mut left = Leftovers::default();
+        let forgotten = self.datapath.set_network(n.subnet, None);
+        left.note(format_args!("network {}", n.name), forgotten);
+        if let Some(index) = bridge_index {
+            let removed = self.netlink.delete_link(index).await;
+            left.note(
+                format_args!("network {}: remove bridge {}", n.name, n.bridge),
+                removed,
+            );
         }
+        left
     }
 
-    pub(super) async fn remove_network(&mut self, name: &str) -> Result<(), ApiError> {
+    /// Remove a network; what could not be undone comes back as warnings.
+    pub(super) async fn remove_network(&mut self, name: &str) -> Result<Vec<String>, ApiError> {
         let n = self.network(name)?.clone();
         if n.name == DEFAULT_NETWORK {
             return Err(ApiError::forbidden(anyhow!(
@@ -265,11 +273,11 @@ impl Inner {
             )));
         }
         let bridge_index = self.netlink.link_index(&n.bridge).await?;
-        self.unrealize_network(&n, bridge_index).await;
+        let left = self.unrealize_network(&n, bridge_index).await;
         self.state.networks.remove(&n.name);
         self.save()?;
         info!("network {}: removed", n.name);
-        Ok(())
+        Ok(left.into_warnings())
     }
 
     /// The pool a network allocates from.
@@ -384,7 +392,7 @@ impl Inner {
         network: &str,
         req: ConnectRequest,
         force: bool,
-    ) -> Result<ContainerView, ApiError> {
+    ) -> Result<(ContainerView, Vec<String>), ApiError> {
         let n = self.network(network)?.clone();
         let c = self.container(&req.container)?.clone();
         let Some(index) = c.endpoints.iter().position(|e| e.network == n.name) else {
@@ -402,7 +410,7 @@ impl Inner {
             )));
         }
         let ep = c.endpoints[index].clone();
-        self.detach_endpoint(&c, &ep).await;
+        let mut left = self.detach_endpoint(&c, &ep).await;
         let had_route = self.carries_default_route(&ep);
         let c = self
             .state
@@ -412,7 +420,8 @@ impl Inner {
         c.endpoints.remove(index);
         if index == 0 {
             for b in c.ports.clone() {
-                let _ = self.datapath.unpublish(&b);
+                let unpublished = self.datapath.unpublish(&b);
+                left.note(format_args!("container {}", req.container), unpublished);
             }
             if let Some(c) = self.state.containers.get_mut(&req.container) {
                 c.ports.clear();
@@ -423,7 +432,7 @@ impl Inner {
         }
         self.save()?;
         info!("container {}: disconnected from {}", req.container, n.name);
-        self.container_view(&req.container)
+        Ok((self.container_view(&req.container)?, left.into_warnings()))
     }
 
     /// Whether `e` is the endpoint with the container's default route: the first one on a
