@@ -127,6 +127,8 @@ pub struct Counter {
     pub bytes: u64,
 }
 
+const _: () = assert!(size_of::<Counter>() == 16);
+
 pub const fn counter_index(hook: Hook, reason: Reason) -> u32 {
     hook as u32 * REASONS_MAX + reason as u32
 }
@@ -153,5 +155,3 @@ mod tests {
         assert_eq!(counter_index(Hook::UplinkEgress, Reason::NotIpv4), 128);
     }
 }
-
-const _: () = assert!(core::mem::size_of::<Counter>() == 16);

@@ -14,7 +14,9 @@ macro_rules! pod {
         // SAFETY: `#[repr(C)]`, only integer fields, and every padding byte is an explicit
         // field, so any bit pattern is valid and there are no uninitialised bytes.
         unsafe impl aya::Pod for $t {}
+        // SAFETY: as above: all zeroes is a valid value.
         unsafe impl bytemuck::Zeroable for $t {}
+        // SAFETY: as above.
         unsafe impl bytemuck::Pod for $t {}
     )*};
 }

@@ -64,7 +64,6 @@ impl Table {
             Table::Confirmed => FLOWS.insert(key, entry, flags as u64),
             Table::Pending => PENDING.insert(key, entry, flags as u64),
         }
-        .map_err(|e| e as i32)
     }
 
     #[inline(always)]
@@ -73,7 +72,6 @@ impl Table {
             Table::Confirmed => FLOWS.remove(key),
             Table::Pending => PENDING.remove(key),
         }
-        .map_err(|e| e as i32)
     }
 }
 
@@ -181,7 +179,7 @@ fn updated_seen(entry: u8, pkt: u8) -> u8 {
 fn confirm_if_proved(key: &FlowKey, entry: *const FlowEntry) {
     // SAFETY: `entry` and `partner` point into PENDING's values for this program's run.
     let (entry, partner_key) = unsafe { (&*entry, key.partner(&*entry)) };
-    let Some(partner) = PENDING.get_ptr(&partner_key) else {
+    let Some(partner) = PENDING.get_ptr(partner_key) else {
         return;
     };
     // SAFETY: as above.
@@ -232,11 +230,11 @@ fn confirm(
 /// The counter of confirmed flows that `addr` owns, created at 0 if it has none.
 #[inline(always)]
 fn owner_count(addr: u32) -> Option<*mut u64> {
-    if let Some(count) = FLOW_OWNERS.get_ptr_mut(&addr) {
+    if let Some(count) = FLOW_OWNERS.get_ptr_mut(addr) {
         return Some(count);
     }
-    let _ = FLOW_OWNERS.insert(&addr, &0, BPF_NOEXIST as u64);
-    FLOW_OWNERS.get_ptr_mut(&addr)
+    let _ = FLOW_OWNERS.insert(addr, 0, BPF_NOEXIST as u64);
+    FLOW_OWNERS.get_ptr_mut(addr)
 }
 
 /// Add `delta` (wrapping: `u64::MAX` takes one away) to an owner's count, atomically:
@@ -252,7 +250,7 @@ pub fn add_owned(count: *mut u64, delta: u64) {
 /// One confirmed flow of `first_key`/`first` is gone: its owner holds one fewer.
 #[inline(always)]
 pub fn released(first_key: &FlowKey, first: &FlowEntry) {
-    if let Some(count) = FLOW_OWNERS.get_ptr_mut(&owner(first_key, first)) {
+    if let Some(count) = FLOW_OWNERS.get_ptr_mut(owner(first_key, first)) {
         // SAFETY: read once to avoid going below zero after the daemon's recount.
         if unsafe { *count } > 0 {
             add_owned(count, u64::MAX);

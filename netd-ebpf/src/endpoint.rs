@@ -31,7 +31,7 @@ use crate::{
 
 pub fn ingress(ctx: &TcContext) -> i32 {
     // SAFETY: a copy out of the map value.
-    let endpoint = unsafe { ENDPOINTS.get(&ifindex(ctx)) }.copied();
+    let endpoint = unsafe { ENDPOINTS.get(ifindex(ctx)) }.copied();
     let (reason, verdict) = match endpoint {
         Some(ep) => decide(ctx, &ep),
         // Registered before the program is attached and removed after it is detached:
@@ -246,7 +246,7 @@ fn deliver(ctx: &TcContext, entry: &FlowEntry, translated: Verdict) -> Verdict {
 /// to the container's own MAC, from the gateway MAC the frame was sent to.
 #[inline(always)]
 fn address_to_caller(ctx: &TcContext, caller: u32) -> Result<(), i64> {
-    let Some(ep) = ENDPOINTS.get_ptr(&caller) else {
+    let Some(ep) = ENDPOINTS.get_ptr(caller) else {
         return Err(0);
     };
     let gateway_mac: [u8; 6] = ctx.load(0)?;

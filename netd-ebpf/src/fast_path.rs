@@ -50,7 +50,7 @@ pub fn translated_in_xdp(ctx: &TcContext) -> Option<u32> {
     unsafe {
         let skb = ctx.skb.skb;
         let meta = (*skb).data_meta as usize;
-        if meta + core::mem::size_of::<XdpMeta>() > (*skb).data as usize {
+        if meta + size_of::<XdpMeta>() > (*skb).data as usize {
             return None;
         }
         let meta = &*(meta as *const XdpMeta);
@@ -85,7 +85,7 @@ fn redirect_peer(ctx: &TcContext, ifindex: u32) -> Result<i64, Reason> {
         return Err(Reason::StackMartianSource);
     }
     // SAFETY: a copy out of the map value.
-    let endpoint: EndpointInfo = unsafe { ENDPOINTS.get(&ifindex) }
+    let endpoint: EndpointInfo = unsafe { ENDPOINTS.get(ifindex) }
         .copied()
         .ok_or(Reason::NoMatch)?;
     // The endpoint must own the (translated) destination: a flow that outlived its veth
@@ -150,7 +150,7 @@ pub fn route_via_uplink(
         fib_lookup(
             ctx.skb.skb as *mut _,
             &mut fib,
-            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            size_of::<bpf_fib_lookup>() as i32,
             0,
         )
     } as u32;
@@ -179,12 +179,7 @@ pub fn out_of_uplink(ctx: &TcContext, route: &Route, uplink: u32) -> i32 {
             nh.__bindgen_anon_1.ipv4_nh = route.nexthop;
             // SAFETY: the helper reads `nh`, whose size is passed.
             let action = unsafe {
-                bpf_redirect_neigh(
-                    uplink,
-                    &mut nh,
-                    core::mem::size_of::<bpf_redir_neigh>() as i32,
-                    0,
-                )
+                bpf_redirect_neigh(uplink, &mut nh, size_of::<bpf_redir_neigh>() as i32, 0)
             };
             redirected(Reason::RedirectToUplink, action)
         }

@@ -40,11 +40,11 @@ pub fn track(mut pkt: Packet) -> Result<Packet, Reason> {
                 seen_ns: now(),
             };
             // Best effort: without it the following fragments are dropped and counted.
-            let _ = FRAGMENTS.insert(&key, &ports, BPF_ANY as u64);
+            let _ = FRAGMENTS.insert(key, ports, BPF_ANY as u64);
         }
         Fragment::Following => {
             // SAFETY: a copy out of the map value.
-            let ports = unsafe { FRAGMENTS.get(&key) }
+            let ports = unsafe { FRAGMENTS.get(key) }
                 .copied()
                 .filter(|p| now().wrapping_sub(p.seen_ns) < FRAGMENT_TIMEOUT_NS)
                 .ok_or(Reason::DropFragmentBeforeFirst)?;

@@ -57,8 +57,8 @@ pub fn translate_destination(ctx: &SockAddrContext) -> i32 {
     };
     // Best effort: without it only the reported peer address is the container's.
     let _ = SOCKET_ORIGINS.insert(
-        &peer,
-        &SocketOrigin {
+        peer,
+        SocketOrigin {
             addr,
             port,
             _pad: 0,
@@ -86,7 +86,7 @@ pub fn restore_peer(ctx: &SockAddrContext) -> i32 {
         _pad: 0,
     };
     // SAFETY: a copy out of the map value.
-    if let Some(origin) = unsafe { SOCKET_ORIGINS.get(&peer) } {
+    if let Some(origin) = unsafe { SOCKET_ORIGINS.get(peer) } {
         sa.user_ip4 = origin.addr;
         sa.user_port = origin.port as u32;
     }
@@ -103,13 +103,13 @@ fn local_backend(addr: u32, port: u16, proto: u8) -> Option<Backend> {
         _pad: 0,
     };
     // SAFETY: a copy out of the map value.
-    if let Some(b) = unsafe { PUBLISHED_PORTS.get(&exact) } {
+    if let Some(b) = unsafe { PUBLISHED_PORTS.get(exact) } {
         return Some(*b);
     }
-    if !is_loopback(addr) && NODE_ADDRS.get_ptr(&addr).is_none() {
+    if !is_loopback(addr) && NODE_ADDRS.get_ptr(addr).is_none() {
         return None;
     }
     let wildcard = PortKey { addr: 0, ..exact };
     // SAFETY: as above.
-    unsafe { PUBLISHED_PORTS.get(&wildcard) }.copied()
+    unsafe { PUBLISHED_PORTS.get(wildcard) }.copied()
 }

@@ -159,5 +159,5 @@ fn is_published(addr: u32, port: u16, proto: u8) -> bool {
         _pad: 0,
     };
     let wildcard = PortKey { addr: 0, ..exact };
-    PUBLISHED_PORTS.get_ptr(&exact).is_some() || PUBLISHED_PORTS.get_ptr(&wildcard).is_some()
+    PUBLISHED_PORTS.get_ptr(exact).is_some() || PUBLISHED_PORTS.get_ptr(wildcard).is_some()
 }

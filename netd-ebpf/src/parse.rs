@@ -125,7 +125,7 @@ impl Frame for XdpContext {
     #[inline(always)]
     fn load<T>(&self, off: usize) -> Result<T, ()> {
         let at = self.data() + off;
-        if at + core::mem::size_of::<T>() > self.data_end() {
+        if at + size_of::<T>() > self.data_end() {
             return Err(());
         }
         // SAFETY: bounds-checked against data_end just above.
@@ -140,7 +140,7 @@ pub fn parse_ipv4_l4<F: Frame>(ctx: &F) -> Result<Packet, Reason> {
         return Err(Reason::NotIpv4);
     }
     let ip = ipv4_header(ctx, IP_OFF)?;
-    let proto = ip.proto as u8;
+    let proto = ip.proto;
     if proto != PROTO_TCP && proto != PROTO_UDP && proto != PROTO_ICMP {
         return Err(Reason::OtherProto);
     }
@@ -184,7 +184,7 @@ fn fragment_of(ip: &Ipv4Hdr) -> Fragment {
 fn following_fragment(ip: &Ipv4Hdr) -> Packet {
     Packet {
         kind: Kind::Flow,
-        proto: ip.proto as u8,
+        proto: ip.proto,
         src_addr: u32::from_ne_bytes(ip.src_addr),
         dst_addr: u32::from_ne_bytes(ip.dst_addr),
         src_port: 0,
@@ -202,7 +202,7 @@ fn following_fragment(ip: &Ipv4Hdr) -> Packet {
 
 #[inline(always)]
 fn transport<F: Frame>(ctx: &F, ip: &Ipv4Hdr, fragment: Fragment) -> Result<Packet, Reason> {
-    let proto = ip.proto as u8;
+    let proto = ip.proto;
     let (l4_csum_off, l4_last_byte) = if proto == PROTO_TCP {
         (TCP_CSUM_OFF, L4_OFF + TCP_HDR_LEN - 1)
     } else {
@@ -273,7 +273,7 @@ fn icmp<F: Frame>(ctx: &F, ip: &Ipv4Hdr, fragment: Fragment) -> Result<Packet, R
 #[inline(always)]
 fn icmp_error<F: Frame>(ctx: &F, ip: &Ipv4Hdr) -> Result<Packet, Reason> {
     let inner = ipv4_header(ctx, INNER_IP_OFF)?;
-    let proto = inner.proto as u8;
+    let proto = inner.proto;
     if (proto != PROTO_TCP && proto != PROTO_UDP) || fragment_of(&inner) == Fragment::Following {
         return Err(Reason::OtherProto);
     }

@@ -32,7 +32,7 @@ pub fn network_of(addr: u32) -> Option<NetworkInfo> {
 #[inline(always)]
 pub fn refuse(ep: &EndpointInfo, dst: u32) -> Option<Reason> {
     let icc_off = ep.flags & ENDPOINT_ICC_OFF != 0;
-    if dst == ep.gateway || NODE_ADDRS.get_ptr(&dst).is_some() {
+    if dst == ep.gateway || NODE_ADDRS.get_ptr(dst).is_some() {
         return None;
     }
     // Broadcast and multicast stay on the network's own bridge: its neighbours are the

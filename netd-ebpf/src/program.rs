@@ -79,13 +79,13 @@ pub fn published_backend(pkt: &Packet) -> Option<Backend> {
         _pad: 0,
     };
     // SAFETY: a copy out of the map value.
-    if let Some(backend) = unsafe { PUBLISHED_PORTS.get(&exact) } {
+    if let Some(backend) = unsafe { PUBLISHED_PORTS.get(exact) } {
         return Some(*backend);
     }
-    NODE_ADDRS.get_ptr(&pkt.dst_addr)?;
+    NODE_ADDRS.get_ptr(pkt.dst_addr)?;
     let wildcard = PortKey { addr: 0, ..exact };
     // SAFETY: as above.
-    unsafe { PUBLISHED_PORTS.get(&wildcard) }.copied()
+    unsafe { PUBLISHED_PORTS.get(wildcard) }.copied()
 }
 
 /// 127.0.0.0/8, for a network-order address.

@@ -101,7 +101,7 @@ pub fn ingress_flow(pkt: &Packet) -> Result<(FlowEntry, Reason), Reason> {
 #[inline(always)]
 fn not_ours(dst: u32) -> Verdict {
     let protected = network_of(dst).is_some_and(|net| net.flags & NETWORK_ROUTED == 0)
-        && NODE_ADDRS.get_ptr(&dst).is_none();
+        && NODE_ADDRS.get_ptr(dst).is_none();
     if protected {
         (Reason::DropNotPublished, DROP)
     } else {
@@ -164,7 +164,7 @@ pub fn translate_established(ctx: &TcContext, pkt: &Packet) -> Verdict {
 #[inline(always)]
 fn new_flow_out(ctx: &TcContext, pkt: &Packet) -> Verdict {
     // SAFETY: a copy out of the map value.
-    let veth = unsafe { ENDPOINT_VETHS.get(&pkt.src_addr) }
+    let veth = unsafe { ENDPOINT_VETHS.get(pkt.src_addr) }
         .copied()
         .unwrap_or(0);
     let created = match network_of(pkt.src_addr) {

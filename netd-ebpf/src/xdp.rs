@@ -131,7 +131,7 @@ fn rewrite(ctx: &XdpContext, pkt: &Packet, mut l4_csum: u16, to: &FlowEntry) -> 
 #[inline(always)]
 fn store<T>(ctx: &XdpContext, off: usize, value: T) -> Result<(), ()> {
     let at = ctx.data() + off;
-    if at + core::mem::size_of::<T>() > ctx.data_end() {
+    if at + size_of::<T>() > ctx.data_end() {
         return Err(());
     }
     // SAFETY: bounds-checked against data_end just above.
@@ -142,7 +142,7 @@ fn store<T>(ctx: &XdpContext, off: usize, value: T) -> Result<(), ()> {
 /// The note for the uplink's TC program, in the frame's metadata area.
 #[inline(always)]
 fn leave_note(ctx: &XdpContext, ifindex: u32) -> Result<(), ()> {
-    let size = core::mem::size_of::<XdpMeta>();
+    let size = size_of::<XdpMeta>();
     // SAFETY: the helper moves data_meta within the frame's headroom, or fails.
     if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(size as i32)) } != 0 {
         return Err(());

@@ -56,8 +56,9 @@ pub fn check_bpffs(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("create bpffs directory {}", dir.display()))?;
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
-    // SAFETY: statfs into a zeroed struct with a NUL-terminated path.
+    // SAFETY: all-zero is a valid statfs.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statfs into that struct, with a NUL-terminated path.
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
         return Err(std::io::Error::last_os_error())
             .with_context(|| format!("statfs {}", dir.display()));

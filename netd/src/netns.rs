@@ -126,8 +126,9 @@ fn open_proc_ns(pid: u32) -> Result<OwnedFd> {
 /// From an `O_PATH` descriptor: check it is a namespace (nsfs), only then open it for
 /// real (so no device, FIFO or tty is ever opened), and check it is a network namespace.
 fn reopen_checked(opath: &OwnedFd) -> Result<File> {
-    // SAFETY: fstatfs into a zeroed struct, on a valid descriptor.
+    // SAFETY: all-zero is a valid statfs.
     let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: fstatfs into that struct, on a valid descriptor.
     if unsafe { libc::fstatfs(opath.as_raw_fd(), &mut fs) } != 0 {
         return Err(io::Error::last_os_error()).context("fstatfs");
     }

@@ -190,3 +190,42 @@ fn link_update(link: &OwnedFd, prog: BorrowedFd<'_>) -> std::io::Result<()> {
     let mut attr = [lo(link.as_raw_fd(), prog.as_raw_fd()), 0, 0, 0];
     bpf(BPF_LINK_UPDATE, &mut attr).map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel object and netd-common name the same pinned maps: a map renamed (or a
+    /// layout version bumped) on one side only would be created afresh, or refused, at
+    /// every start.
+    #[test]
+    fn the_object_pins_exactly_the_maps_netd_common_names() {
+        let obj = aya_obj::Object::parse(crate::datapath::PROGRAMS).unwrap();
+        let mut in_object: Vec<&str> = obj
+            .maps
+            .keys()
+            .map(String::as_str)
+            .filter(|n| n.starts_with("NETD_"))
+            .collect();
+        let mut named: Vec<&str> = names::PINNED.to_vec();
+        in_object.sort();
+        named.sort();
+        assert_eq!(in_object, named);
+        assert!(obj.maps.contains_key(names::SWEEP), "the sweep's batch map");
+    }
+
+    #[test]
+    fn the_counters_map_has_room_for_every_hook_and_reason() {
+        use netd_common::counters::{COUNTERS_LEN, Hook, Reason, counter_index};
+        let maps = expected_maps(crate::datapath::PROGRAMS, 1024).unwrap();
+        let (_, [_, value, entries, _]) = maps
+            .iter()
+            .find(|(n, _)| n == names::COUNTERS)
+            .unwrap()
+            .clone();
+        assert_eq!(entries, COUNTERS_LEN);
+        assert_eq!(value, 16);
+        let last = counter_index(*Hook::ALL.last().unwrap(), *Reason::ALL.last().unwrap());
+        assert!(last < COUNTERS_LEN);
+    }
+}

@@ -376,7 +376,7 @@ fn capture(fd: OwnedFd, frames: &Mutex<Vec<Vec<u8>>>, stop: &AtomicBool) {
                 &mut len,
             )
         };
-        if n > 0 && from.sll_pkttype != libc::PACKET_OUTGOING as u8 {
+        if n > 0 && from.sll_pkttype != libc::PACKET_OUTGOING {
             frames.lock().unwrap().push(buf[..n as usize].to_vec());
         }
     }

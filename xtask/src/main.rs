@@ -1,6 +1,8 @@
-//! Every workflow that is more than `cargo build`: `cargo xtask setup|test|demo|bench|run`.
+//! Every workflow that is more than `cargo build`:
+//! `cargo xtask setup|clippy|test|demo|bench|run`.
 
 mod bench;
+mod clippy;
 mod cmd;
 mod demo;
 mod run;
@@ -21,7 +23,10 @@ enum Task {
     /// Install what this machine lacks (Debian packages, nightly rust-src, bpf-linker,
     /// bpffs); idempotent.
     Setup,
-    /// Setup, build, and run every test of the workspace (needs root).
+    /// Lint the workspace for the host and the kernel programs for the BPF target,
+    /// denying warnings.
+    Clippy,
+    /// Setup, lint, build, and run every test of the workspace (needs root).
     Test {
         /// Passed to `cargo test` (e.g. a test name filter).
         #[arg(last = true)]
@@ -51,6 +56,7 @@ enum Task {
 fn main() -> std::process::ExitCode {
     let result = match Xtask::parse().command {
         Task::Setup => setup::run(),
+        Task::Clippy => clippy::run_all(),
         Task::Test { args } => test::run(&args),
         Task::Demo => demo::run(),
         Task::Bench { quick, args } => bench::run(quick, &args),

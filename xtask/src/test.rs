@@ -1,5 +1,6 @@
-//! `cargo xtask test`: setup, build, then every test of the workspace (unit, datapath
-//! with BPF_PROG_TEST_RUN, end to end in network namespaces), as root; the end-to-end
+//! `cargo xtask test`: setup, the lints (`cargo xtask clippy`), build, then every test of
+//! the workspace (unit, datapath with BPF_PROG_TEST_RUN, end to end in network
+//! namespaces), as root; the end-to-end
 //! suite again under every other data-path combination (fast path on and off, XDP
 //! native, generic and off); and the benchmark's quick matrix as a smoke test: it fails
 //! unless every datapath produced numbers and really translated (the servers saw the
@@ -48,6 +49,7 @@ const OTHER_COMBINATIONS: [&str; 5] = [
 pub fn run(extra: &[String]) -> Result<()> {
     require_root("cargo xtask test")?;
     crate::setup::run()?;
+    crate::clippy::run_all()?;
     build_workspace()?;
     println!("test: cargo test --workspace (end to end with `netd daemon {FIRST_COMBINATION}`)");
     run_cmd(

@@ -117,8 +117,9 @@ pub struct TestDatapath {
 impl TestDatapath {
     pub fn new() -> Self {
         // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
         assert!(
-            unsafe { libc::geteuid() } == 0,
+            euid == 0,
             "datapath tests load eBPF programs: run them as root (cargo xtask test)"
         );
         static NEXT: AtomicU32 = AtomicU32::new(0);
