@@ -640,6 +640,13 @@ impl Datapath {
         Ok(())
     }
 
+    /// How many confirmed flows each endpoint address holds, as the programs count them.
+    pub fn flow_owner_counts(&self) -> Result<std::collections::HashMap<u32, u64>> {
+        let map: maps::HashMap<_, u32, u64> =
+            maps::HashMap::try_from(self.map(names::FLOW_OWNERS)?)?;
+        Ok(map.iter().filter_map(Result::ok).collect())
+    }
+
     /// Set how many confirmed flows each endpoint address holds (the daemon counts them
     /// from a snapshot, correcting any drift of the programs' own counting); addresses not
     /// listed hold none.

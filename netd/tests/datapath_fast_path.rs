@@ -8,15 +8,6 @@ mod support;
 use netd_common::fast_path::XDP_META_MAGIC;
 use support::*;
 
-fn count(t: &TestDatapath, hook: &str, reason: &str) -> u64 {
-    t.dp.counters()
-        .unwrap()
-        .iter()
-        .find(|(h, r, _)| format!("{h:?}") == hook && r.name() == reason)
-        .map(|(_, _, c)| c.packets)
-        .unwrap()
-}
-
 /// The note XDP left: (magic, ifindex) in native byte order.
 fn note(meta: &[u8]) -> (u32, u32) {
     assert_eq!(meta.len(), 8, "an 8-byte note in front of the frame");

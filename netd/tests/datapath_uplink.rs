@@ -191,10 +191,7 @@ fn malformed_and_foreign_packets_pass_unchanged() {
     let good = Pkt::tcp(CLIENT, 40000, NODE, 8080, SYN).build();
     let mut options = good.clone();
     options[ETH] = 0x46; // IHL 6: IP options
-    let mut fragment = good.clone();
-    fragment[ETH + 6] = 0x20; // more fragments
-    let mut later_fragment = good.clone();
-    later_fragment[ETH + 7] = 0x10; // offset 16
+    // (Fragments are translated with their datagram: datapath_fragments.)
     let mut arp = good.clone();
     arp[12..14].copy_from_slice(&[0x08, 0x06]);
     let mut ipv6_in_v4_frame = good.clone();
@@ -209,8 +206,6 @@ fn malformed_and_foreign_packets_pass_unchanged() {
 
     for (what, p) in [
         ("IP options", options),
-        ("fragment", fragment),
-        ("later fragment", later_fragment),
         ("ARP", arp),
         ("version 6 in an IPv4 frame", ipv6_in_v4_frame),
         ("truncated TCP", truncated),
@@ -316,4 +311,70 @@ fn a_source_port_a_node_socket_uses_is_remapped_into_the_snat_range() {
         );
         assert_eq!(src_of(&out), (NODE, 5558));
     });
+}
+
+#[test]
+fn nothing_reaches_a_container_from_the_network_unasked_unless_its_network_is_routed() {
+    let mut t = node();
+    let unasked = [
+        Pkt::tcp(CLIENT, 40000, CONTAINER, 22, SYN).build(),
+        Pkt::udp(CLIENT, 40000, CONTAINER, 7777).build(),
+        icmp_echo(CLIENT, CONTAINER, 7, true),
+    ];
+    for p in &unasked {
+        assert_eq!(t.run("uplink_ingress", p).0, TC_ACT_SHOT);
+    }
+    let (verdict, _, _) = t.run_xdp(&unasked[0]);
+    assert_eq!(verdict, XDP_DROP, "XDP drops it before an skb exists");
+    let mut gre = Pkt::udp(CLIENT, 40000, CONTAINER, 7777).build();
+    gre[ETH + 9] = 47;
+    assert_eq!(
+        t.run("uplink_ingress", &gre).0,
+        TC_ACT_SHOT,
+        "another protocol"
+    );
+    assert_eq!(
+        t.run("uplink_ingress", &as_fragment(gre.clone(), 0x2000)).0,
+        TC_ACT_SHOT,
+        "a fragment of it"
+    );
+    assert!(count(&t, "UplinkIngress", "drop_not_published") >= 5);
+    // The gateway is the node's: the stack's business.
+    let to_gateway = Pkt::tcp(CLIENT, 40000, GATEWAY, 22, SYN).build();
+    t.dp.set_node_addrs(&[NODE, GATEWAY]).unwrap();
+    assert_eq!(
+        t.run("uplink_ingress", &to_gateway),
+        (TC_ACT_OK, to_gateway)
+    );
+
+    // Routed on purpose: the network's containers may be reached directly.
+    t.dp.set_network(
+        "172.17.0.0/16".parse().unwrap(),
+        Some(network(NETWORK_TAG, netd_common::maps::NETWORK_ROUTED)),
+    )
+    .unwrap();
+    for p in &unasked {
+        assert_eq!(t.run("uplink_ingress", p), (TC_ACT_OK, p.clone()));
+    }
+}
+
+#[test]
+fn replies_to_a_network_without_masquerade_are_let_in_as_a_tracked_flow() {
+    let mut t = node();
+    t.dp.set_network(
+        "172.17.0.0/16".parse().unwrap(),
+        Some(network(NETWORK_TAG, 0)),
+    )
+    .unwrap();
+    let out = Pkt::tcp(CONTAINER, 5555, REMOTE, 9000, SYN).build();
+    assert_eq!(
+        t.run("uplink_egress", &out),
+        (TC_ACT_OK, out.clone()),
+        "not translated"
+    );
+    let reply = Pkt::tcp(REMOTE, 9000, CONTAINER, 5555, SYN | ACK).build();
+    assert_eq!(t.run("uplink_ingress", &reply), (TC_ACT_OK, reply.clone()));
+    assert_eq!(count(&t, "UplinkEgress", "tracked_new_flow"), 1);
+    let stranger = Pkt::tcp(REMOTE, 9000, CONTAINER, 5556, SYN | ACK).build();
+    assert_eq!(t.run("uplink_ingress", &stranger).0, TC_ACT_SHOT);
 }

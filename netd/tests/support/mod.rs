@@ -43,7 +43,11 @@ pub const REMOTE: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
 pub const LO: u32 = 1;
 
 pub fn standard_node() -> TestDatapath {
-    let mut t = TestDatapath::new();
+    standard_node_with(TestDatapath::new())
+}
+
+/// The standard node on a data path of the caller's making (e.g. a small flow table).
+pub fn standard_node_with(mut t: TestDatapath) -> TestDatapath {
     t.dp.set_node_config(&node_settings(false)).unwrap();
     t.dp.set_node_addrs(&[NODE]).unwrap();
     for (proto, host_port, container_port) in [(Proto::Tcp, 8080, 80), (Proto::Udp, 5353, 53)] {
@@ -108,6 +112,26 @@ pub fn endpoint_at(addr: Ipv4Addr, flags: u16) -> EndpointInfo {
 /// The MAC address of CONTAINER's gateway (its bridge).
 pub const GATEWAY_MAC: [u8; 6] = [0x02, 0x42, 172, 17, 0, 1];
 
+/// The data path's counter for (hook, reason), summed over CPUs.
+pub fn count(t: &TestDatapath, hook: &str, reason: &str) -> u64 {
+    t.dp.counters()
+        .unwrap()
+        .iter()
+        .find(|(h, r, _)| format!("{h:?}") == hook && r.name() == reason)
+        .map(|(_, _, c)| c.packets)
+        .unwrap_or_else(|| panic!("no counter {hook}/{reason}"))
+}
+
+/// Set the IPv4 flags-and-offset field of `frame` (0x2000: more fragments; the low 13
+/// bits: offset in 8-byte units) and its header checksum.
+pub fn as_fragment(mut frame: Vec<u8>, frag: u16) -> Vec<u8> {
+    frame[ETH + 6..ETH + 8].copy_from_slice(&frag.to_be_bytes());
+    frame[ETH + 10..ETH + 12].copy_from_slice(&[0, 0]);
+    let c = checksum(&frame[ETH..ETH + 20], 0);
+    frame[ETH + 10..ETH + 12].copy_from_slice(&c.to_be_bytes());
+    frame
+}
+
 /// A data path loaded (not attached) with maps pinned in a private bpffs mount.
 pub struct TestDatapath {
     pub dp: Datapath,
@@ -116,6 +140,11 @@ pub struct TestDatapath {
 
 impl TestDatapath {
     pub fn new() -> Self {
+        Self::with_flow_table(netd_common::maps::FLOWS_MAX)
+    }
+
+    /// With each of the connection table's maps `entries` large.
+    pub fn with_flow_table(entries: u32) -> Self {
         // SAFETY: geteuid has no preconditions.
         let euid = unsafe { libc::geteuid() };
         assert!(
@@ -135,7 +164,7 @@ impl TestDatapath {
             .status()
             .unwrap();
         assert!(ok.success(), "mount bpffs at {}", dir.display());
-        let dp = Datapath::load(&dir, netd_common::maps::FLOWS_MAX).unwrap();
+        let dp = Datapath::load(&dir, entries).unwrap();
         TestDatapath { dp, dir }
     }
 
