@@ -3,9 +3,11 @@
 //! it is linted a second time, for `bpfel-unknown-none` with nightly, as aya-build builds
 //! it; both runs deny warnings, with the workspace's lints (`[workspace.lints]`).
 
+use std::process::Command;
+
 use anyhow::Result;
 
-use crate::cmd::{cargo, run, target_dir};
+use crate::cmd::{cargo, run, target_dir, workspace_root};
 
 pub fn run_all() -> Result<()> {
     println!("clippy: the workspace, for the host");
@@ -18,9 +20,16 @@ pub fn run_all() -> Result<()> {
         "warnings",
     ]))?;
     println!("clippy: netd-ebpf, for the BPF target (nightly)");
-    run(cargo()
-        .env("RUSTUP_TOOLCHAIN", "nightly")
+    // Through rustup (as aya-build builds it): `cargo` here is stable's, by its path.
+    run(Command::new("rustup")
+        .current_dir(workspace_root())
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
         .args([
+            "run",
+            "nightly",
+            "cargo",
             "clippy",
             "-p",
             "netd-ebpf",

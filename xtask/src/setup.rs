@@ -35,6 +35,7 @@ pub fn run() -> Result<()> {
     require_root("cargo xtask setup")?;
     debian_packages()?;
     nightly_rust_src()?;
+    nightly_clippy()?;
     bpf_linker()?;
     bpffs()?;
     println!("setup: done");
@@ -82,6 +83,18 @@ fn nightly_rust_src() -> Result<()> {
     }
     println!("setup: nightly rust-src: installing");
     run_cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+/// `cargo xtask clippy` lints the kernel programs with nightly's clippy.
+fn nightly_clippy() -> Result<()> {
+    let present =
+        output(Command::new("rustup").args(["run", "nightly", "cargo", "clippy", "--version"]));
+    if present.is_some() {
+        println!("setup: nightly clippy: present");
+        return Ok(());
+    }
+    println!("setup: nightly clippy: installing");
+    run_cmd(Command::new("rustup").args(["component", "add", "clippy", "--toolchain", "nightly"]))
 }
 
 fn cargo_home() -> PathBuf {
