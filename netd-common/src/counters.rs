@@ -101,6 +101,7 @@ reasons! {
     FlowConfirmed = 40 => "flow_confirmed",
     ConfirmOverQuota = 41 => "unconfirmed_endpoint_over_quota",
     ConfirmTableFull = 42 => "unconfirmed_table_full",
+    ConfirmReserved = 43 => "unconfirmed_table_reserved",
 }
 
 pub const REASON_COUNT: u32 = Reason::ALL.len() as u32;

@@ -47,6 +47,8 @@ pub const SEEN_ACK: u8 = 2;
 pub const SEEN_FIN: u8 = 4;
 pub const SEEN_RST: u8 = 8;
 pub const SEEN_PACKET: u8 = 16;
+/// An ACK without SYN or RST: acknowledging something beyond the handshake (or data).
+pub const SEEN_ACK_ONLY: u8 = 32;
 /// A half that saw either is closing: a SYN after it starts the tuple over.
 pub const SEEN_CLOSED: u8 = SEEN_FIN | SEEN_RST;
 
@@ -132,16 +134,19 @@ pub const fn owner(first_key: &FlowKey, first: &FlowEntry) -> u32 {
 }
 
 /// Whether a flow has proved itself, so that it moves to the table whose entries are
-/// never evicted: TCP once the handshake completed (both directions acknowledged, which
-/// a spoofed SYN never does), anything else once a reply came back. Both halves' `seen`.
-pub const fn confirmed(proto: u8, a: u8, b: u8) -> bool {
-    if (a | b) & SEEN_CLOSED != 0 {
+/// never evicted, from its first half's and its reply half's `seen`: TCP once the side
+/// that answered has acknowledged something beyond the handshake (an ACK without SYN:
+/// the peer's data or its own), which a blind spoofer cannot bring about (a SYN, or a SYN
+/// and a bare ACK, from a forged address get a SYN-ACK and a reset, nothing more);
+/// anything else once a reply came back.
+pub const fn confirmed(proto: u8, first: u8, reply: u8) -> bool {
+    if (first | reply) & SEEN_CLOSED != 0 {
         return false;
     }
     if proto == crate::PROTO_TCP {
-        a & SEEN_ACK != 0 && b & SEEN_ACK != 0
+        first & SEEN_ACK != 0 && reply & SEEN_ACK_ONLY != 0
     } else {
-        a & SEEN_PACKET != 0 && b & SEEN_PACKET != 0
+        first & SEEN_PACKET != 0 && reply & SEEN_PACKET != 0
     }
 }
 

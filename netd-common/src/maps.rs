@@ -117,8 +117,14 @@ pub struct NodeConfig {
     /// Confirmed flows one endpoint address may hold; beyond it, its flows stay in the
     /// unconfirmed table (working, but evicted first when the table is under pressure).
     pub flow_quota: u32,
-    pub _pad: u32,
+    /// Confirmed flows in all, above which only endpoints holding fewer than an eighth
+    /// of their quota confirm more: the rest of the table is kept for them, so that a few
+    /// endpoints at their quota cannot fill it. 0: no such reserve.
+    pub flow_high_water: u32,
 }
+
+/// The key of `FLOW_OWNERS` that counts every confirmed flow (0.0.0.0 owns none).
+pub const ALL_OWNERS: u32 = 0;
 
 /// Key of `FRAGMENTS`: a datagram as its fragments carry it (addresses network order).
 #[repr(C)]

@@ -6,8 +6,9 @@
 //! flood of such flows, from a container or spoofed from the network, only evicts other
 //! unconfirmed ones. Once confirmed, both halves move to `FLOWS`, a plain hash the kernel
 //! never evicts from, as long as the flow's endpoint holds fewer confirmed flows than its
-//! quota (`NodeConfig::flow_quota`): one endpoint cannot take the table from the others.
-//! A flow over quota keeps working from `PENDING`.
+//! quota (`NodeConfig::flow_quota`), and, once the table is three quarters full, only for
+//! endpoints holding few flows (`flow_high_water`): a few endpoints cannot take the table
+//! from the others. A flow over quota keeps working from `PENDING`.
 
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
@@ -17,6 +18,7 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use netd_common::{
     counters::{Hook, Reason},
     flow::{FLAG_REPLY, FlowEntry, FlowKey, SEEN_CLOSED, SEEN_SYN, confirmed, owner},
+    maps::ALL_OWNERS,
 };
 
 use crate::{
@@ -129,7 +131,10 @@ pub fn lookup(key: &FlowKey, pkt: &Packet) -> Option<FlowEntry> {
         }
         (*entry, idle, moved)
     };
-    if idle && !still_whole(table, key, &copy) {
+    // An unconfirmed half is checked every time: the LRU evicts halves one by one, and
+    // a half whose partner was evicted, or whose partner's key another flow claimed
+    // since, would translate into a flow whose replies go elsewhere.
+    if (table == Table::Pending || idle) && !still_whole(table, key, &copy) {
         return None;
     }
     // Tried when the flow's state moved, and at most once a second otherwise (a flow over
@@ -138,6 +143,12 @@ pub fn lookup(key: &FlowKey, pkt: &Packet) -> Option<FlowEntry> {
         confirm_if_proved(key, entry);
     }
     Some(copy)
+}
+
+/// Whether `partner` is this flow's other half: its own partner is `key`.
+#[inline(always)]
+fn points_back(key: &FlowKey, partner_key: &FlowKey, partner: &FlowEntry) -> bool {
+    partner_key.partner(partner) == *key
 }
 
 /// After an idle half was revived: whether the flow is still whole. The collector's
@@ -150,10 +161,15 @@ fn still_whole(table: Table, key: &FlowKey, entry: &FlowEntry) -> bool {
     if table.get_ptr_mut(key).is_none() {
         let _ = table.insert(key, entry, BPF_NOEXIST);
     }
-    if find(&key.partner(entry)).is_some() {
+    let partner_key = key.partner(entry);
+    if let Some((_, partner)) = find(&partner_key)
+        && points_back(key, &partner_key, &partner)
+    {
         return true;
     }
-    let _ = table.remove(key);
+    if table.remove(key).is_ok() && table == Table::Confirmed && entry.is_first() {
+        released(key, entry);
+    }
     false
 }
 
@@ -184,7 +200,7 @@ fn confirm_if_proved(key: &FlowKey, entry: *const FlowEntry) {
     };
     // SAFETY: as above.
     let partner = unsafe { &*partner };
-    if !confirmed(key.proto, entry.seen, partner.seen) {
+    if !points_back(key, &partner_key, partner) {
         return;
     }
     let (first_key, first, reply_key, reply) = if entry.is_first() {
@@ -192,6 +208,9 @@ fn confirm_if_proved(key: &FlowKey, entry: *const FlowEntry) {
     } else {
         (&partner_key, partner, key, entry)
     };
+    if !confirmed(key.proto, first.seen, reply.seen) {
+        return;
+    }
     let outcome = confirm(first_key, first, reply_key, reply);
     count(Hook::FlowTable, outcome, 0);
 }
@@ -203,13 +222,22 @@ fn confirm(
     reply_key: &FlowKey,
     reply: &FlowEntry,
 ) -> Reason {
-    let Some(owned) = owner_count(owner(first_key, first)) else {
+    let (Some(owned), Some(all)) = (
+        owner_count(owner(first_key, first)),
+        owner_count(ALL_OWNERS),
+    ) else {
         return Reason::ConfirmTableFull;
     };
-    let quota = NODE_CONFIG.get(0).map_or(0, |c| u64::from(c.flow_quota));
-    // SAFETY: a pointer into FLOW_OWNERS' value, read once.
-    if quota != 0 && unsafe { *owned } >= quota {
+    let (quota, high_water) = NODE_CONFIG.get(0).map_or((0, 0), |c| {
+        (u64::from(c.flow_quota), u64::from(c.flow_high_water))
+    });
+    // SAFETY: pointers into FLOW_OWNERS' values, each read once.
+    let (holds, in_all) = unsafe { (*owned, *all) };
+    if quota != 0 && holds >= quota {
         return Reason::ConfirmOverQuota;
+    }
+    if high_water != 0 && in_all >= high_water && holds >= (quota / 8).max(1) {
+        return Reason::ConfirmReserved;
     }
     match Table::Confirmed.insert(first_key, first, BPF_NOEXIST) {
         Ok(()) => {}
@@ -224,6 +252,7 @@ fn confirm(
     let _ = Table::Pending.remove(first_key);
     let _ = Table::Pending.remove(reply_key);
     add_owned(owned, 1);
+    add_owned(all, 1);
     Reason::FlowConfirmed
 }
 
@@ -247,13 +276,15 @@ pub fn add_owned(count: *mut u64, delta: u64) {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(count, delta) };
 }
 
-/// One confirmed flow of `first_key`/`first` is gone: its owner holds one fewer.
+/// One confirmed flow of `first_key`/`first` is gone: its owner, and all, hold one fewer.
 #[inline(always)]
 pub fn released(first_key: &FlowKey, first: &FlowEntry) {
-    if let Some(count) = FLOW_OWNERS.get_ptr_mut(owner(first_key, first)) {
-        // SAFETY: read once to avoid going below zero after the daemon's recount.
-        if unsafe { *count } > 0 {
-            add_owned(count, u64::MAX);
+    for owner in [owner(first_key, first), ALL_OWNERS] {
+        if let Some(count) = FLOW_OWNERS.get_ptr_mut(owner) {
+            // SAFETY: read once, not to go below zero after the daemon's recount.
+            if unsafe { *count } > 0 {
+                add_owned(count, u64::MAX);
+            }
         }
     }
 }

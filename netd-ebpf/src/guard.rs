@@ -10,9 +10,8 @@ use aya_ebpf::programs::TcContext;
 use netd_common::{counters::Reason, maps::EndpointInfo};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
-use crate::parse::IP_OFF;
+use crate::parse::{ETH_P_IP, IP_OFF};
 
-const ETH_P_IP: u16 = 0x0800;
 const ETH_P_ARP: u16 = 0x0806;
 /// 802.1Q, 802.1ad, and the pre-standard QinQ tag.
 const VLAN_ETHERTYPES: [u16; 3] = [0x8100, 0x88a8, 0x9100];

@@ -33,9 +33,14 @@ pub fn translate_error_of_flow(ctx: &TcContext, pkt: &Packet, dir: u8) -> Verdic
 }
 
 /// The flow half an ICMP error (`pkt` is its quoted packet) travels with at `dir`: the
-/// one whose key is the quote reversed.
+/// one whose key is the quote reversed. An error goes to the source of the packet it
+/// quotes; one addressed anywhere else is not that flow's (else any party to a flow
+/// could send errors anywhere, translated and unpoliced), and is judged as any packet.
 #[inline(always)]
 pub fn error_flow(pkt: &Packet, dir: u8) -> Option<(FlowKey, FlowEntry)> {
+    if pkt.ip_dst != pkt.src_addr {
+        return None;
+    }
     let key = FlowKey {
         src_addr: pkt.dst_addr,
         dst_addr: pkt.src_addr,
@@ -54,11 +59,12 @@ pub fn error_flow(pkt: &Packet, dir: u8) -> Option<(FlowKey, FlowEntry)> {
 /// is hidden in the error too, whoever on the way sent it.
 #[inline(always)]
 pub fn translate_error(ctx: &TcContext, pkt: &Packet, key: &FlowKey, entry: &FlowEntry) -> Verdict {
+    // `error_flow` saw to it that the error goes to the flow's destination end.
     let outer_dst = Outer {
         off: IP_DST_OFF,
         old: pkt.ip_dst,
         new: entry.dst_addr,
-        applies: pkt.ip_dst == key.dst_addr,
+        applies: true,
     };
     let outer_src = Outer {
         off: IP_SRC_OFF,

@@ -18,6 +18,8 @@ use network_types::{
     ip::Ipv4Hdr,
 };
 
+pub const ETH_TYPE_OFF: usize = 12;
+pub const ETH_P_IP: u16 = 0x0800;
 pub const IP_OFF: usize = EthHdr::LEN;
 /// IHL 5 only: packets with IP options are passed untouched (so L4 sits at a fixed offset).
 pub const L4_OFF: usize = IP_OFF + Ipv4Hdr::LEN;
@@ -268,25 +270,44 @@ fn icmp<F: Frame>(ctx: &F, ip: &Ipv4Hdr, fragment: Fragment) -> Result<Packet, R
     })
 }
 
-/// The TCP or UDP packet an ICMP error quotes (its first 8 bytes of L4 at least; a quote
-/// of a following fragment has no ports and names no flow).
+/// The packet an ICMP error quotes (its first 8 bytes of L4 at least): TCP or UDP by
+/// their ports, an ICMP echo by its identifier. A quote of another kind, of a following
+/// fragment, or whose header is not a plain IPv4 one names no flow (`OtherProto`: an
+/// error netd does not translate, judged as any packet by its own destination).
 #[inline(always)]
 fn icmp_error<F: Frame>(ctx: &F, ip: &Ipv4Hdr) -> Result<Packet, Reason> {
-    let inner = ipv4_header(ctx, INNER_IP_OFF)?;
-    let proto = inner.proto;
-    if (proto != PROTO_TCP && proto != PROTO_UDP) || fragment_of(&inner) == Fragment::Following {
+    let inner = ipv4_header(ctx, INNER_IP_OFF).map_err(|_| Reason::OtherProto)?;
+    if fragment_of(&inner) == Fragment::Following {
         return Err(Reason::OtherProto);
     }
-    let ports: [u16; 2] = ctx.load(INNER_L4_OFF).map_err(|_| Reason::Truncated)?;
+    let proto = inner.proto;
+    let (src_port, dst_port, src_port_off, dst_port_off) = match proto {
+        PROTO_TCP | PROTO_UDP => {
+            let ports: [u16; 2] = ctx.load(INNER_L4_OFF).map_err(|_| Reason::Truncated)?;
+            (ports[0], ports[1], INNER_L4_OFF, INNER_L4_OFF + 2)
+        }
+        PROTO_ICMP => {
+            let header: [u8; ICMP_HDR_LEN] =
+                ctx.load(INNER_L4_OFF).map_err(|_| Reason::Truncated)?;
+            let id = u16::from_ne_bytes([header[4], header[5]]);
+            let at = INNER_L4_OFF + 4;
+            match header[0] {
+                ICMP_ECHO_REQUEST => (id, 0, at, at),
+                ICMP_ECHO_REPLY => (0, id, at, at),
+                _ => return Err(Reason::OtherProto),
+            }
+        }
+        _ => return Err(Reason::OtherProto),
+    };
     Ok(Packet {
         kind: Kind::IcmpError,
         proto,
         src_addr: u32::from_ne_bytes(inner.src_addr),
         dst_addr: u32::from_ne_bytes(inner.dst_addr),
-        src_port: ports[0],
-        dst_port: ports[1],
-        src_port_off: INNER_L4_OFF as u8,
-        dst_port_off: (INNER_L4_OFF + 2) as u8,
+        src_port,
+        dst_port,
+        src_port_off: src_port_off as u8,
+        dst_port_off: dst_port_off as u8,
         seen: 0,
         starts_flow: false,
         l4_csum_off: ICMP_CSUM_OFF as u8,
@@ -298,13 +319,16 @@ fn icmp_error<F: Frame>(ctx: &F, ip: &Ipv4Hdr) -> Result<Packet, Reason> {
 
 #[inline(always)]
 fn seen_bits(flags: u8) -> u8 {
-    use netd_common::flow::{SEEN_ACK, SEEN_FIN, SEEN_RST, SEEN_SYN};
+    use netd_common::flow::{SEEN_ACK, SEEN_ACK_ONLY, SEEN_FIN, SEEN_RST, SEEN_SYN};
     let mut seen = SEEN_PACKET;
     if flags & TCP_SYN != 0 {
         seen |= SEEN_SYN;
     }
     if flags & TCP_ACK != 0 {
         seen |= SEEN_ACK;
+        if flags & (TCP_SYN | TCP_RST) == 0 {
+            seen |= SEEN_ACK_ONLY;
+        }
     }
     if flags & TCP_FIN != 0 {
         seen |= SEEN_FIN;

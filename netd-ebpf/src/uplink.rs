@@ -22,7 +22,7 @@ use crate::{
     fast_path, icmp,
     maps::{ENDPOINT_VETHS, NODE_ADDRS, NODE_CONFIG},
     nat,
-    parse::{IP_DST_OFF, Kind, Packet},
+    parse::{ETH_P_IP, ETH_TYPE_OFF, IP_DST_OFF, Kind, Packet},
     policy::network_of,
     program::{DROP, PASS, Verdict, apply, published_backend, run, unparsed},
     stats::count,
@@ -109,13 +109,14 @@ fn not_ours(dst: u32) -> Verdict {
     }
 }
 
-/// What the parser did not take (other protocols, IP options, a fragment without its
-/// first) is still judged by its destination: nothing gets to a container unasked.
+/// What the parser did not take (other protocols, IP options, errors about nothing it
+/// tracks) is still judged by its destination, whatever the reason the parser gave:
+/// nothing IPv4 gets to a container unasked.
 #[inline(always)]
 fn unparsed_ingress(ctx: &TcContext, reason: Reason) -> Verdict {
     let (reason, verdict) = unparsed(reason);
     if verdict == PASS
-        && reason != Reason::NotIpv4
+        && ctx.load::<u16>(ETH_TYPE_OFF) == Ok(ETH_P_IP.to_be())
         && let Ok(dst) = ctx.load::<u32>(IP_DST_OFF)
         && let (Reason::DropNotPublished, DROP) = not_ours(dst)
     {

@@ -8,6 +8,7 @@ use std::{collections::HashMap, net::Ipv4Addr};
 use netd_common::{
     PROTO_ICMP, PROTO_TCP,
     flow::{FlowEntry, FlowKey, ORIGIN_DNAT, ORIGIN_HAIRPIN, ORIGIN_SNAT, SEEN_PACKET, owner},
+    maps::ALL_OWNERS,
     user::{addr_be, addr_from_be},
 };
 
@@ -64,12 +65,13 @@ pub fn involving(entries: &Snapshot, addr: Ipv4Addr) -> Vec<FlowKey> {
 }
 
 /// How many confirmed flows each endpoint address holds (network-order address), as the
-/// programs count them against `--flow-quota`.
+/// programs count them against `--flow-quota`, and under `ALL_OWNERS` how many in all.
 pub fn owners(entries: &Snapshot) -> HashMap<u32, u64> {
     let mut out = HashMap::new();
     for (key, entry, table) in entries {
         if *table == FlowTable::Confirmed && entry.is_first() {
             *out.entry(owner(key, entry)).or_insert(0) += 1;
+            *out.entry(ALL_OWNERS).or_insert(0) += 1;
         }
     }
     out
@@ -136,9 +138,12 @@ mod tests {
     fn confirmed_flows_count_against_the_container_they_lead_to_or_came_from() {
         let mut f = flow(SEEN_SYN | SEEN_ACK, SEEN_SYN | SEEN_ACK, 0);
         let backend = addr_be(Ipv4Addr::new(172, 17, 0, 2));
-        assert_eq!(owners(&f), HashMap::from([(backend, 1)]));
+        assert_eq!(owners(&f), HashMap::from([(backend, 1), (ALL_OWNERS, 1)]));
         f[0].1.origin = ORIGIN_SNAT;
-        assert_eq!(owners(&f), HashMap::from([(f[0].0.src_addr, 1)]));
+        assert_eq!(
+            owners(&f),
+            HashMap::from([(f[0].0.src_addr, 1), (ALL_OWNERS, 1)])
+        );
         f[0].2 = FlowTable::Unconfirmed;
         assert!(owners(&f).is_empty(), "unconfirmed flows count for nobody");
     }

@@ -335,16 +335,19 @@ impl Datapath {
         Ok(stale.len())
     }
 
-    /// Undo `attach_endpoint` (tolerant of a veth that is already gone). Every part is
-    /// tried; the error names each that could not be undone.
-    pub fn detach_endpoint(&mut self, host_veth: &str, ifindex: u32) -> Result<()> {
+    /// Undo `attach_endpoint`, step one: forget who is behind the veth, so that its
+    /// program drops whatever still comes from it (`drop_unknown_endpoint`) until the
+    /// veth is gone and `unpin_endpoint` detaches the program. Tolerant of an endpoint
+    /// already forgotten.
+    pub fn forget_endpoint(&mut self, host_veth: &str, ifindex: u32) -> Result<()> {
+        self.unregister_endpoint(host_veth, ifindex)
+    }
+
+    /// Undo `attach_endpoint`, step two (after the veth is deleted): unpin the program's
+    /// link. Tolerant of a link already gone.
+    pub fn unpin_endpoint(&mut self, host_veth: &str) -> Result<()> {
         self.endpoints_attached.remove(host_veth);
-        let unpinned = pins::unpin_link(&self.links.join(endpoint_pin(host_veth)));
-        let unregistered = self.unregister_endpoint(host_veth, ifindex);
-        match (unpinned, unregistered) {
-            (Err(a), Err(b)) => Err(anyhow::anyhow!("{a:#}; {b:#}")),
-            (a, b) => a.and(b),
-        }
+        pins::unpin_link(&self.links.join(endpoint_pin(host_veth)))
     }
 
     fn unregister_endpoint(&mut self, host_veth: &str, ifindex: u32) -> Result<()> {
@@ -435,6 +438,8 @@ impl Datapath {
     }
 
     pub fn set_node_config(&mut self, node: &NodeSettings) -> Result<()> {
+        // Three quarters of the confirmed table, in flows (two entries each).
+        let flow_high_water = self.flow_capacity / 2 / 4 * 3;
         let mut config: Array<_, NodeConfig> = Array::try_from(self.map_mut(names::NODE_CONFIG)?)?;
         let value = NodeConfig {
             snat_addr: addr_be(node.snat_addr),
@@ -444,7 +449,7 @@ impl Datapath {
             uplink_ifindex: node.uplink_ifindex,
             flags: if node.fast_path { FAST_PATH } else { 0 },
             flow_quota: node.flow_quota,
-            _pad: 0,
+            flow_high_water,
         };
         config.set(0, value, 0).context("write node config")
     }
@@ -611,13 +616,20 @@ impl Datapath {
     }
 
     /// Every entry of the connection table's two maps.
+    /// A walk stops after twice the map's capacity: a walk whose current key is evicted
+    /// meanwhile starts over from the first bucket, which a flood could make endless; a
+    /// key seen twice is listed once.
     pub fn flow_entries(&mut self) -> Result<crate::conntrack::Snapshot> {
+        let limit = 2 * self.flow_capacity as usize;
         let mut out = Vec::new();
         for table in FlowTable::BOTH {
+            let mut seen = HashSet::new();
             out.extend(
                 self.flows(table)?
                     .iter()
+                    .take(limit)
                     .filter_map(Result::ok)
+                    .filter(|(k, _)| seen.insert(*k))
                     .map(|(k, e)| (k, e, table)),
             );
         }

@@ -113,7 +113,7 @@ fn malformed_ipv4_and_arp_from_a_container_are_dropped() {
 #[test]
 fn a_veth_without_its_endpoint_passes_nothing() {
     let mut t = node(0);
-    t.dp.detach_endpoint("lo", LO).unwrap();
+    t.dp.forget_endpoint("lo", LO).unwrap();
     let f = Pkt::udp(CONTAINER, 40000, REMOTE, 53).build();
     assert_eq!(verdict(&mut t, &f), TC_ACT_SHOT);
     assert_eq!(count(&t, "EndpointIngress", "drop_unknown_endpoint"), 1);

@@ -442,9 +442,23 @@ impl Inner {
     }
 
     /// Undo `attach_endpoint`, tolerant of parts already gone.
-    /// Every step is tried; what could not be undone is returned.
+    /// Every step is tried; what could not be undone is returned. In an order that
+    /// leaves no moment unpoliced: the endpoint is forgotten first (its program then
+    /// drops all it still sends), the veth deleted, the program's link unpinned, and its
+    /// flows purged last, when it can create no more.
     pub(super) async fn detach_endpoint(&mut self, c: &Container, ep: &Endpoint) -> Leftovers {
         let mut left = Leftovers::default();
+        let forgotten = self
+            .datapath
+            .forget_endpoint(&ep.host_veth, ep.host_ifindex);
+        left.note(format_args!("container {}", c.name), forgotten);
+        let removed = endpoint::detach(&self.netlink, &ep.host_veth).await;
+        left.note(
+            format_args!("container {}: remove veth {}", c.name, ep.host_veth),
+            removed,
+        );
+        let unpinned = self.datapath.unpin_endpoint(&ep.host_veth);
+        left.note(format_args!("container {}", c.name), unpinned);
         let purge = self
             .datapath
             .flow_entries()
@@ -453,15 +467,6 @@ impl Inner {
         left.note(
             format_args!("container {}: purge the flows of {}", c.name, ep.ip),
             purge,
-        );
-        let detached = self
-            .datapath
-            .detach_endpoint(&ep.host_veth, ep.host_ifindex);
-        left.note(format_args!("container {}", c.name), detached);
-        let removed = endpoint::detach(&self.netlink, &ep.host_veth).await;
-        left.note(
-            format_args!("container {}: remove veth {}", c.name, ep.host_veth),
-            removed,
         );
         left
     }

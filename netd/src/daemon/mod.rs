@@ -379,8 +379,14 @@ impl Daemon {
                 .collect();
             removed += inner.datapath.sweep_flows(table, &keys, now)?;
         }
-        let owners = conntrack::owners(&inner.datapath.flow_entries()?);
-        inner.datapath.set_flow_owners(&owners)?;
+        // From the same snapshot, less what the sweep was asked to remove (a flow it
+        // spared is counted again at the next sweep).
+        let gone: std::collections::HashSet<_> = expired.iter().map(|(_, k)| *k).collect();
+        let kept: conntrack::Snapshot = entries
+            .into_iter()
+            .filter(|(k, _, _)| !gone.contains(k))
+            .collect();
+        inner.datapath.set_flow_owners(&conntrack::owners(&kept))?;
         inner.warn_if_flow_table_full()?;
         Ok(removed)
     }

@@ -23,6 +23,7 @@ use netd_common::{
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
 pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
 pub const ACK: u8 = 0x10;
 pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
