@@ -697,6 +697,59 @@ fn the_lan_reaches_containers_only_through_published_ports_unless_their_network_
     );
     assert!(d.from_network("drop_not_published").unwrap() >= 8);
 
+    // ICMP errors from the LAN straight at p1: quoting the flow p1 really has (as the
+    // node sent it, and as p1 sent it), or quotes the parser cannot take. An error
+    // belongs to a flow only when it goes where the quoted packet came from.
+    let on_lan = Capture::start(&lan, "ext0").unwrap();
+    let probe = b"netd-probe-masq".as_slice();
+    let gw_mac = mac_of(Ipv4Addr::new(10, 10, 1, 1));
+    let l4 = craft::udp(p1.ip, Sandbox::EXT_ADDR, 6000, 40000, probe);
+    let datagram = craft::ipv4(p1.ip, Sandbox::EXT_ADDR, UDP, 8, 0, &l4);
+    craft::send_frames(
+        &p1.netns,
+        "eth0",
+        vec![craft::ipv4_frame(gw_mac, mac_of(p1.ip), &datagram)],
+    )
+    .unwrap();
+    let masqueraded = on_lan
+        .settle()
+        .into_iter()
+        .find(|f| craft::carries(f, probe))
+        .expect("p1's datagram left masqueraded");
+    let as_sent = masqueraded[14..42].to_vec();
+    let mut quotes = hostile_quotes(Sandbox::EXT_ADDR, Sandbox::NODE_ADDR);
+    quotes.extend([as_sent.clone(), datagram[..28].to_vec()]);
+    let lan_mark = b"netd-attack-lan-icmp".as_slice();
+    let mut frames = Vec::new();
+    for kind in [(3, 3), (3, 4), (11, 0), (12, 0)] {
+        for q in &quotes {
+            let from = (Sandbox::EXT_ADDR, ext_mac);
+            frames.push(icmp_error_frame(node_mac, from, p1.ip, kind, q, lan_mark));
+        }
+    }
+    let errors = frames.len() as u64;
+    let before = d.from_network("drop_not_published").unwrap();
+    craft::send_frames(&lan, "ext0", frames).unwrap();
+    // Control: the same error sent to the node, where the quoted packet came from, is
+    // translated and reaches p1.
+    let control = b"netd-control-lan-icmp".as_slice();
+    let right = icmp_error_frame(
+        node_mac,
+        (Sandbox::EXT_ADDR, ext_mac),
+        Sandbox::NODE_ADDR,
+        (3, 3),
+        &as_sent,
+        control,
+    );
+    craft::send_frames(&lan, "ext0", vec![right]).unwrap();
+    assert_eq!(marked(&on_p1, control), 1, "the real error arrives");
+    assert_eq!(
+        marked(&on_p1, lan_mark),
+        0,
+        "an ICMP error from the LAN reached a protected container"
+    );
+    assert!(d.from_network("drop_not_published").unwrap() >= before + errors);
+
     network(
         &d,
         "routed",
