@@ -102,11 +102,7 @@ fn a_sweep_spares_a_flow_that_came_back_to_life_after_its_snapshot() {
         &Pkt::tcp(CLIENT, 40000, NODE, 8080, SYN).build(),
     );
     let snapshot = t.dp.flow_entries().unwrap();
-    let last = snapshot
-        .iter()
-        .map(|(_, e, _)| e.last_seen_ns)
-        .max()
-        .unwrap();
+    let last = latest_seen(&snapshot);
     // A sweep that judges the snapshot one nanosecond past the SYN timeout.
     let now = last + conntrack::TCP_SYN_TIMEOUT + 1;
     let expired = conntrack::expired(&snapshot, now);
@@ -140,11 +136,7 @@ fn a_sweep_removes_more_than_one_batch_of_expired_flows() {
     }
     let snapshot = t.dp.flow_entries().unwrap();
     assert_eq!(snapshot.len(), 600);
-    let last = snapshot
-        .iter()
-        .map(|(_, e, _)| e.last_seen_ns)
-        .max()
-        .unwrap();
+    let last = latest_seen(&snapshot);
     let now = last + conntrack::TCP_SYN_TIMEOUT + 1;
     let expired = conntrack::expired(&snapshot, now);
 

@@ -180,11 +180,7 @@ fn the_sweep_gives_back_the_quota_of_the_flows_it_removes() {
     assert_eq!(counted[&netd_common::maps::ALL_OWNERS], 1, "and in all");
 
     let snapshot = t.dp.flow_entries().unwrap();
-    let last = snapshot
-        .iter()
-        .map(|(_, e, _)| e.last_seen_ns)
-        .max()
-        .unwrap();
+    let last = latest_seen(&snapshot);
     let now = last + conntrack::TCP_ESTABLISHED_TIMEOUT + 1;
     let expired: Vec<_> = conntrack::expired(&snapshot, now)
         .into_iter()

@@ -10,16 +10,15 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::Path,
     sync::{
-        Arc, Mutex,
+        Mutex,
         atomic::{AtomicBool, Ordering},
     },
-    thread::JoinHandle,
     time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
 
-use crate::echo::in_netns;
+use crate::{collector::Collector, echo::in_netns};
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
@@ -307,11 +306,7 @@ pub fn send_frames(netns: &Path, ifname: &str, frames: Vec<Vec<u8>>) -> Result<(
 }
 
 /// Every frame `ifname` in a namespace receives (not those it sends) while it runs.
-pub struct Capture {
-    frames: Arc<Mutex<Vec<Vec<u8>>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct Capture(Collector<Vec<u8>>);
 
 impl Capture {
     pub fn start(netns: &Path, ifname: &str) -> Result<Self> {
@@ -334,22 +329,14 @@ impl Capture {
             };
             Ok(fd)
         })?;
-        let frames = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (frames, stop) = (frames.clone(), stop.clone());
-            std::thread::spawn(move || capture(fd, &frames, &stop))
-        };
-        Ok(Capture {
-            frames,
-            stop,
-            thread: Some(thread),
-        })
+        Ok(Capture(Collector::spawn(move |frames, stop| {
+            capture(fd, frames, stop)
+        })))
     }
 
     /// The frames so far.
     pub fn frames(&self) -> Vec<Vec<u8>> {
-        self.frames.lock().unwrap().clone()
+        self.0.items()
     }
 
     /// Wait a moment for frames in flight, then the frames.
@@ -378,15 +365,6 @@ fn capture(fd: OwnedFd, frames: &Mutex<Vec<Vec<u8>>>, stop: &AtomicBool) {
         };
         if n > 0 && from.sll_pkttype != libc::PACKET_OUTGOING {
             frames.lock().unwrap().push(buf[..n as usize].to_vec());
-        }
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }

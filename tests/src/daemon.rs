@@ -323,6 +323,25 @@ impl Daemon {
         Ok(self.counter("UplinkEgress", reason)? + self.counter("EndpointIngress", reason)?)
     }
 
+    /// How many namespace holders of this daemon's containers are running (a holder's
+    /// command line names the daemon's state directory).
+    pub fn holders(&self) -> usize {
+        let want = fs::canonicalize(self.dir.join("state")).unwrap_or_default();
+        let Ok(procs) = fs::read_dir("/proc") else {
+            return 0;
+        };
+        procs
+            .flatten()
+            .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
+            .filter(|c| {
+                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                args.len() > 3
+                    && args[1] == b"netns-holder"
+                    && args[2] == want.as_os_str().as_encoded_bytes()
+            })
+            .count()
+    }
+
     /// `netd info`, parsed.
     pub fn info(&self) -> Result<serde_json::Value> {
         Ok(serde_json::from_str(&self.cli_ok(&["info"])?)?)

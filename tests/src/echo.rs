@@ -8,14 +8,15 @@ use std::{
     os::fd::AsRawFd,
     path::Path,
     sync::{
-        Arc, Mutex,
+        Mutex,
         atomic::{AtomicBool, Ordering},
     },
-    thread::JoinHandle,
     time::Duration,
 };
 
 use anyhow::{Context, Result, anyhow, bail};
+
+use crate::collector::Collector;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -48,11 +49,7 @@ enum Listener {
 }
 
 /// Echoes whatever arrives, and remembers who sent it.
-pub struct EchoServer {
-    peers: Arc<Mutex<Vec<SocketAddr>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct EchoServer(Collector<SocketAddr>);
 
 impl EchoServer {
     pub fn start(netns: &Path, proto: Proto, bind: SocketAddr) -> Result<Self> {
@@ -63,22 +60,14 @@ impl EchoServer {
             })
         })
         .with_context(|| format!("listen on {bind} ({proto:?})"))?;
-        let peers = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (peers, stop) = (peers.clone(), stop.clone());
-            std::thread::spawn(move || serve(listener, &peers, &stop))
-        };
-        Ok(EchoServer {
-            peers,
-            stop,
-            thread: Some(thread),
-        })
+        Ok(EchoServer(Collector::spawn(move |peers, stop| {
+            serve(listener, peers, stop)
+        })))
     }
 
     /// The source addresses the server has seen, in order.
     pub fn peers(&self) -> Vec<SocketAddr> {
-        self.peers.lock().unwrap().clone()
+        self.0.items()
     }
 }
 
@@ -113,15 +102,6 @@ fn serve(listener: Listener, peers: &Mutex<Vec<SocketAddr>>, stop: &AtomicBool) 
                     let _ = u.send_to(&buf[..n], peer);
                 }
             }
-        }
-    }
-}
-
-impl Drop for EchoServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }

@@ -34,6 +34,19 @@ fn network(d: &Daemon, name: &str, subnet: &str, options: &[&str]) {
     d.cli_ok(&args).unwrap();
 }
 
+/// Networks red (10.10.1.0/24) and blue (10.10.2.0/24), and lonely (10.10.3.0/24) with
+/// icc off.
+fn red_blue_lonely(d: &Daemon) {
+    network(d, "red", "10.10.1.0/24", &[]);
+    network(d, "blue", "10.10.2.0/24", &[]);
+    network(
+        d,
+        "lonely",
+        "10.10.3.0/24",
+        &["-o", "com.netd.bridge.enable_icc=false"],
+    );
+}
+
 fn container(d: &Daemon, name: &str, network: &str, ip: &str) -> Container {
     d.cli_ok(&[
         "run",
@@ -159,14 +172,7 @@ fn vlan_tagged_frames_from_a_container_are_dropped_whatever_their_tags() {
     require_root();
     let sb = Sandbox::new("av").unwrap();
     let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
-    network(&d, "red", "10.10.1.0/24", &[]);
-    network(&d, "blue", "10.10.2.0/24", &[]);
-    network(
-        &d,
-        "lonely",
-        "10.10.3.0/24",
-        &["-o", "com.netd.bridge.enable_icc=false"],
-    );
+    red_blue_lonely(&d);
     let r1 = container(&d, "r1", "red", "10.10.1.2");
     let b1 = container(&d, "b1", "blue", "10.10.2.2");
     let b2 = container(&d, "b2", "blue", "10.10.2.3");
@@ -257,19 +263,32 @@ fn hostile_quotes(me: Ipv4Addr, peer: Ipv4Addr) -> Vec<Vec<u8>> {
     ]
 }
 
+/// ICMP errors of every kind netd translates from `from` (address, MAC) to `to`, one for
+/// each quote and each frame destination MAC, each carrying `marker`.
+fn error_frames(
+    from: (Ipv4Addr, [u8; 6]),
+    to: Ipv4Addr,
+    macs: &[[u8; 6]],
+    quotes: &[Vec<u8>],
+    marker: &[u8],
+) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    for kind in [(3, 3), (3, 4), (11, 0), (12, 0)] {
+        for q in quotes {
+            for mac in macs {
+                frames.push(icmp_error_frame(*mac, from, to, kind, q, marker));
+            }
+        }
+    }
+    frames
+}
+
 #[test]
 fn icmp_errors_are_policed_by_where_they_go_not_by_what_they_quote() {
     require_root();
     let sb = Sandbox::new("ai").unwrap();
     let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
-    network(&d, "red", "10.10.1.0/24", &[]);
-    network(&d, "blue", "10.10.2.0/24", &[]);
-    network(
-        &d,
-        "lonely",
-        "10.10.3.0/24",
-        &["-o", "com.netd.bridge.enable_icc=false"],
-    );
+    red_blue_lonely(&d);
     network(&d, "vault", "10.10.4.0/24", &["--internal"]);
     let r1 = container(&d, "r1", "red", "10.10.1.2");
     let r2 = container(&d, "r2", "red", "10.10.1.3");
@@ -282,54 +301,31 @@ fn icmp_errors_are_policed_by_where_they_go_not_by_what_they_quote() {
     let on_r2 = Capture::start(&r2.netns, "eth0").unwrap();
     let outside = Capture::start(&sb.ext.path(), "ext0").unwrap();
     let mark = b"netd-attack-icmp".as_slice();
-    let kinds = [(3, 3), (3, 4), (11, 0), (12, 0)];
 
-    let mut frames = Vec::new();
-    for kind in kinds {
-        for q in hostile_quotes(r1.ip, b1.ip) {
-            let gw = mac_of(Ipv4Addr::new(10, 10, 1, 1));
-            frames.push(icmp_error_frame(
-                gw,
-                (r1.ip, mac_of(r1.ip)),
-                b1.ip,
-                kind,
-                &q,
-                mark,
-            ));
-        }
-    }
+    let gateway = |net: u8| mac_of(Ipv4Addr::new(10, 10, net, 1));
+    let frames = error_frames(
+        (r1.ip, mac_of(r1.ip)),
+        b1.ip,
+        &[gateway(1)],
+        &hostile_quotes(r1.ip, b1.ip),
+        mark,
+    );
     craft::send_frames(&r1.netns, "eth0", frames).unwrap();
-    let mut frames = Vec::new();
-    for kind in kinds {
-        for q in hostile_quotes(l1.ip, l2.ip) {
-            for mac in [mac_of(l2.ip), mac_of(Ipv4Addr::new(10, 10, 3, 1))] {
-                frames.push(icmp_error_frame(
-                    mac,
-                    (l1.ip, mac_of(l1.ip)),
-                    l2.ip,
-                    kind,
-                    &q,
-                    mark,
-                ));
-            }
-        }
-    }
+    let frames = error_frames(
+        (l1.ip, mac_of(l1.ip)),
+        l2.ip,
+        &[mac_of(l2.ip), gateway(3)],
+        &hostile_quotes(l1.ip, l2.ip),
+        mark,
+    );
     craft::send_frames(&l1.netns, "eth0", frames).unwrap();
-    let mut frames = Vec::new();
-    for kind in kinds {
-        for q in hostile_quotes(i1.ip, Sandbox::EXT_ADDR) {
-            let gw = mac_of(Ipv4Addr::new(10, 10, 4, 1));
-            let ext = Sandbox::EXT_ADDR;
-            frames.push(icmp_error_frame(
-                gw,
-                (i1.ip, mac_of(i1.ip)),
-                ext,
-                kind,
-                &q,
-                mark,
-            ));
-        }
-    }
+    let frames = error_frames(
+        (i1.ip, mac_of(i1.ip)),
+        Sandbox::EXT_ADDR,
+        &[gateway(4)],
+        &hostile_quotes(i1.ip, Sandbox::EXT_ADDR),
+        mark,
+    );
     craft::send_frames(&i1.netns, "eth0", frames).unwrap();
     // Control: an error within red, where r1 may send anything, arrives.
     let control = b"netd-control-icmp".as_slice();
@@ -720,13 +716,8 @@ fn the_lan_reaches_containers_only_through_published_ports_unless_their_network_
     let mut quotes = hostile_quotes(Sandbox::EXT_ADDR, Sandbox::NODE_ADDR);
     quotes.extend([as_sent.clone(), datagram[..28].to_vec()]);
     let lan_mark = b"netd-attack-lan-icmp".as_slice();
-    let mut frames = Vec::new();
-    for kind in [(3, 3), (3, 4), (11, 0), (12, 0)] {
-        for q in &quotes {
-            let from = (Sandbox::EXT_ADDR, ext_mac);
-            frames.push(icmp_error_frame(node_mac, from, p1.ip, kind, q, lan_mark));
-        }
-    }
+    let from = (Sandbox::EXT_ADDR, ext_mac);
+    let frames = error_frames(from, p1.ip, &[node_mac], &quotes, lan_mark);
     let errors = frames.len() as u64;
     let before = d.from_network("drop_not_published").unwrap();
     craft::send_frames(&lan, "ext0", frames).unwrap();

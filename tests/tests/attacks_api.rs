@@ -65,22 +65,6 @@ fn log_size(d: &Daemon) -> u64 {
     fs::metadata(d.dir.join("daemon.log")).map_or(0, |m| m.len())
 }
 
-/// Namespace holders of this daemon's containers.
-fn holders_of(d: &Daemon) -> usize {
-    let want = fs::canonicalize(d.dir.join("state")).unwrap();
-    fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
-        .filter(|c| {
-            let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
-            args.len() > 3
-                && args[1] == b"netns-holder"
-                && args[2] == want.as_os_str().as_encoded_bytes()
-        })
-        .count()
-}
-
 fn node_links(sb: &Sandbox) -> String {
     String::from_utf8(sb.node.ip(&["-o", "link"]).unwrap().stdout).unwrap()
 }
@@ -116,7 +100,7 @@ fn nothing_leaked(sb: &Sandbox, d: &Daemon) -> Result<(), String> {
     let links = node_links(sb);
     let info: Value = serde_json::from_str(&d.cli_ok(&["info"]).unwrap()).unwrap();
     let seen = (
-        holders_of(d),
+        d.holders(),
         links.matches(": ndv").count(),
         links.matches(": ndp").count(),
         info["map_entries"]["endpoints"].as_u64().unwrap() as usize,
@@ -417,7 +401,7 @@ fn sigterm_lets_a_started_run_finish() {
     )
     .unwrap();
     wait_for("the run started", Duration::from_secs(10), || {
-        holders_of(&d) == 1
+        d.holders() == 1
     });
     // SAFETY: our own child's pid (the daemon, exec'ed in place by `ip netns exec`).
     unsafe { libc::kill(d.pid().unwrap() as i32, libc::SIGTERM) };
@@ -448,7 +432,7 @@ fn sigterm_lets_a_started_run_finish() {
     assert!(state["networks"].get("late").is_none(), "{state}");
     let slow = &state["containers"]["slow"];
     assert_eq!(slow["ports"].as_array().unwrap().len(), 20000, "{state}");
-    assert_eq!(holders_of(&d), 1);
+    assert_eq!(d.holders(), 1);
     let links = node_links(&sb);
     assert_eq!(links.matches(": ndv").count(), 1, "{links}");
     assert_eq!(links.matches(": ndp").count(), 0, "{links}");

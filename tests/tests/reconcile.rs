@@ -48,22 +48,6 @@ fn node_snapshot(sb: &Sandbox, d: &Daemon) -> (Vec<String>, String, BTreeMap<Str
     (names, addrs, maps, records)
 }
 
-fn holders_of(d: &Daemon) -> usize {
-    let dir = d.dir.join("state");
-    let want = std::fs::canonicalize(dir).unwrap();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .filter(|c| {
-            let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
-            args.len() > 3
-                && args[1] == b"netns-holder"
-                && args[2] == want.as_os_str().as_encoded_bytes()
-        })
-        .count()
-}
-
 #[test]
 fn what_is_deleted_behind_the_daemons_back_heals_and_leftovers_go() {
     require_root();
@@ -123,7 +107,7 @@ fn what_is_deleted_behind_the_daemons_back_heals_and_leftovers_go() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(holders_of(&d), 2);
+    assert_eq!(d.holders(), 2);
 
     d.restart().unwrap();
     let healed = d.container("web").unwrap();
@@ -137,7 +121,7 @@ fn what_is_deleted_behind_the_daemons_back_heals_and_leftovers_go() {
         "the leftover veth is gone"
     );
     assert!(orphan.wait().is_ok(), "the orphaned holder was killed");
-    assert_eq!(holders_of(&d), 1);
+    assert_eq!(d.holders(), 1);
     let log = d.log();
     assert!(
         log.contains("is missing; recreating it") && log.contains("unfinished container"),
@@ -179,7 +163,7 @@ fn a_daemon_killed_half_way_through_run_leaks_nothing() {
     let info: Value = serde_json::from_str(&d.cli_ok(&["info"]).unwrap()).unwrap();
     assert_eq!(info["map_entries"]["endpoints"], containers.len());
     assert_eq!(info["map_entries"]["published_ports"], containers.len());
-    assert_eq!(holders_of(&d), containers.len());
+    assert_eq!(d.holders(), containers.len());
     let links = String::from_utf8(sb.node.ip(&["-o", "link"]).unwrap().stdout).unwrap();
     assert_eq!(links.matches(": ndv").count(), containers.len(), "{links}");
     assert_eq!(links.matches(": ndp").count(), 0, "{links}");
@@ -267,5 +251,5 @@ fn failures_half_way_and_a_thousand_cycles_leave_the_node_as_it_was() {
         baseline,
         "after 1,000 create/remove cycles"
     );
-    assert_eq!(holders_of(&d), 1);
+    assert_eq!(d.holders(), 1);
 }

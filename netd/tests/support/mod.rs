@@ -438,3 +438,13 @@ pub fn quoted_ends(p: &[u8]) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
     let port = |o: usize| u16::from_be_bytes([q[o], q[o + 1]]);
     ((ip(12), port(20)), (ip(16), port(22)))
 }
+
+/// The latest packet time in a snapshot of the flow table: "now" for a sweep that judges
+/// it, plus a timeout.
+pub fn latest_seen(snapshot: &netd::conntrack::Snapshot) -> u64 {
+    snapshot
+        .iter()
+        .map(|(_, e, _)| e.last_seen_ns)
+        .max()
+        .expect("the table holds flows")
+}
