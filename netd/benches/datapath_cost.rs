@@ -127,14 +127,23 @@ fn main() {
     }
     record("snat_new", snat);
 
-    // An established flow: the container's reply of a published connection.
-    run(
-        &mut t,
-        "uplink_ingress",
-        &Pkt::tcp(CLIENT, 41000, NODE, 8080, SYN).build(),
-        1,
+    // An established flow: the container's reply of a published connection whose
+    // handshake completed and whose server acknowledged the client's data, so the flow is
+    // in the confirmed table, as a long-lived connection's is.
+    let from_client = |flags| Pkt::tcp(CLIENT, 41000, NODE, 8080, flags).build();
+    let from_server = |flags| Pkt::tcp(CONTAINER, 80, CLIENT, 41000, flags).build();
+    run(&mut t, "uplink_ingress", &from_client(SYN), 1);
+    run(&mut t, "uplink_egress", &from_server(SYN | ACK), 1);
+    run(&mut t, "uplink_ingress", &from_client(ACK), 1);
+    let reply = from_server(ACK);
+    run(&mut t, "uplink_egress", &reply, 1);
+    let confirmed = t.dp.flow_entries().unwrap();
+    assert!(
+        confirmed
+            .iter()
+            .any(|(_, _, table)| *table == netd::conntrack::FlowTable::Confirmed),
+        "the measured flow is confirmed"
     );
-    let reply = Pkt::tcp(CONTAINER, 80, CLIENT, 41000, ACK).build();
     let established: Vec<f64> = (0..rounds)
         .map(|_| {
             let (verdict, out, took) = run(&mut t, "uplink_egress", &reply, repeat);
