@@ -19,7 +19,11 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::{Method, Request, Response, StatusCode, body::Bytes, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use log::{debug, info, warn};
+use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::net::Ipv4Addr;
+
+use crate::{docker_plugin::short_id, ports::PortBinding, state};
 use tokio::{
     net::{UnixListener, UnixStream},
     sync::{Notify, Semaphore, watch},
@@ -53,12 +57,131 @@ fn yes() -> bool {
     true
 }
 
-/// A container as the API shows it: its record, and where its network namespace is.
+// The API's answers are types of their own, not the persisted records: a change of the
+// state's layout is a migration (`state.rs`), never a silent change of the API. Their
+// JSON is what `netd inspect`, `netd network inspect` and the `--format json` listings
+// print.
+
+/// A container as the API shows it, and where its network namespace is.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ContainerView {
-    #[serde(flatten)]
-    pub container: crate::state::Container,
+    pub id: String,
+    pub name: String,
+    pub network_mode: String,
+    pub sandbox: SandboxView,
+    pub endpoints: Vec<ContainerEndpointView>,
+    pub cmd: Vec<String>,
+    pub process: Option<ProcessView>,
+    pub status: StatusView,
+    pub ports: Vec<PortBinding>,
+    pub created: u64,
     pub netns_path: std::path::PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessView {
+    pub pid: u32,
+    pub start_time: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "state")]
+pub enum StatusView {
+    Created,
+    Running,
+    Exited { code: Option<i32> },
+}
+
+/// Where a container's network namespace comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum SandboxView {
+    Holder {
+        holder: ProcessView,
+    },
+    Host,
+    Container {
+        name: String,
+    },
+    External {
+        path: std::path::PathBuf,
+        dev: u64,
+        ino: u64,
+    },
+    /// An endpoint of a Docker container: Docker's IDs, shown short as Docker does.
+    Docker {
+        network: String,
+        endpoint: String,
+        /// Docker's sandbox (the container's network namespace), once joined.
+        sandbox: Option<String>,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContainerEndpointView {
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+    /// The interface inside the container (empty when Docker names it).
+    pub ifname: String,
+    pub host_veth: String,
+    pub host_ifindex: u32,
+}
+
+impl ContainerView {
+    pub fn new(c: &state::Container, netns_path: std::path::PathBuf) -> Self {
+        let process = |p: state::ProcessId| ProcessView {
+            pid: p.pid,
+            start_time: p.start_time,
+        };
+        ContainerView {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            network_mode: c.network_mode.clone(),
+            sandbox: match &c.sandbox {
+                state::Sandbox::Holder { holder } => SandboxView::Holder {
+                    holder: process(*holder),
+                },
+                state::Sandbox::Host => SandboxView::Host,
+                state::Sandbox::Container { name } => SandboxView::Container { name: name.clone() },
+                state::Sandbox::External { path, dev, ino } => SandboxView::External {
+                    path: path.clone(),
+                    dev: *dev,
+                    ino: *ino,
+                },
+                state::Sandbox::Docker(d) => SandboxView::Docker {
+                    network: short_id(&d.network_id).to_string(),
+                    endpoint: short_id(&d.endpoint_id).to_string(),
+                    sandbox: d
+                        .sandbox_key
+                        .as_deref()
+                        .map(|k| short_id(crate::docker_plugin::sandbox_id(k)).to_string()),
+                },
+            },
+            endpoints: c
+                .endpoints
+                .iter()
+                .map(|e| ContainerEndpointView {
+                    network: e.network.clone(),
+                    ip: e.ip,
+                    mac: e.mac.clone(),
+                    ifname: e.ifname.clone(),
+                    host_veth: e.host_veth.clone(),
+                    host_ifindex: e.host_ifindex,
+                })
+                .collect(),
+            cmd: c.cmd.clone(),
+            process: c.process.map(process),
+            status: match c.status {
+                state::Status::Created => StatusView::Created,
+                state::Status::Running => StatusView::Running,
+                state::Status::Exited { code } => StatusView::Exited { code },
+            },
+            ports: c.ports.clone(),
+            created: c.created,
+            netns_path,
+        }
+    }
 }
 
 /// `netd network connect` / `disconnect`.
@@ -72,9 +195,46 @@ pub struct ConnectRequest {
 /// A network as `netd network inspect` shows it.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct NetworkView {
-    #[serde(flatten)]
-    pub network: crate::state::Network,
+    pub id: String,
+    pub name: String,
+    pub driver: String,
+    pub bridge: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub ip_range: Option<Ipv4Net>,
+    pub internal: bool,
+    pub icc: bool,
+    pub masquerade: bool,
+    pub mtu: Option<u32>,
+    pub gateway_mode: String,
+    pub options: std::collections::BTreeMap<String, String>,
+    pub created: u64,
+    /// Docker's ID, when Docker made the network (`docker network create -d netd`).
+    pub docker_id: Option<String>,
     pub endpoints: Vec<EndpointView>,
+}
+
+impl NetworkView {
+    pub fn new(n: &state::Network, endpoints: Vec<EndpointView>) -> Self {
+        NetworkView {
+            id: n.id.clone(),
+            name: n.name.clone(),
+            driver: n.driver.clone(),
+            bridge: n.bridge.clone(),
+            subnet: n.subnet,
+            gateway: n.gateway,
+            ip_range: n.ip_range,
+            internal: n.internal,
+            icc: n.icc,
+            masquerade: n.masquerade,
+            mtu: n.mtu,
+            gateway_mode: crate::network_request::gateway_mode_name(n.gateway_mode).to_string(),
+            options: n.options.clone(),
+            created: n.created,
+            docker_id: n.docker_id.clone(),
+            endpoints,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -356,9 +516,12 @@ impl Drain {
 /// Serve `handler` on `listener` (bound at `path`) until `shutdown` resolves; then stop
 /// accepting, remove the socket and return what is still running. Each request's handler
 /// runs in a task of its own: a client that hangs up does not cancel a change half-way.
+/// The handler sees the path after `prefix` (`API_PREFIX` for netd's API, `/` for
+/// Docker's plugin API), split at `/`.
 pub async fn serve<H, F>(
     listener: UnixListener,
     path: &Path,
+    prefix: &'static str,
     handler: Arc<H>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Drain>
@@ -447,7 +610,7 @@ where
                     handlers: handlers.clone(),
                     stopping: stopping.clone(),
                 };
-                answer(handler.clone(), req, caller, started)
+                answer(handler.clone(), req, prefix, caller, started)
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -492,6 +655,7 @@ struct Started {
 async fn answer<H, F>(
     handler: Arc<H>,
     req: Request<hyper::body::Incoming>,
+    prefix: &'static str,
     caller: Caller,
     started: Started,
 ) -> Result<Response<Full<Bytes>>, Infallible>
@@ -503,7 +667,7 @@ where
     let method = parts.method;
     let uri = parts.uri;
     let result = match read_body(body).await {
-        Ok(body) => match uri.path().strip_prefix(API_PREFIX) {
+        Ok(body) => match uri.path().strip_prefix(prefix) {
             Some(rest) => {
                 let path: Vec<String> = rest
                     .split('/')

@@ -38,6 +38,13 @@ pub struct Veth {
     peer: String,
 }
 
+impl Veth {
+    /// The container end's name while it is in the node's namespace.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+}
+
 /// Link names are at most 15 bytes.
 pub fn host_veth_name(id: &str) -> String {
     format!("{HOST_VETH_PREFIX}{}", &id[..id.len().min(12)])
@@ -106,12 +113,7 @@ pub async fn create(node: &Netlink, spec: &EndpointSpec<'_>) -> Result<Veth> {
 /// if it carries it. On failure the pair is deleted.
 pub async fn plug(node: &Netlink, ns: &File, spec: &EndpointSpec<'_>, veth: &Veth) -> Result<()> {
     let plugged = async {
-        node.set_controller(veth.host_ifindex, spec.bridge_index)
-            .await?;
-        if spec.isolated {
-            node.set_port_isolated(veth.host_ifindex, true).await?;
-        }
-        node.up(veth.host_ifindex).await?;
+        plug_host_end(node, spec, veth).await?;
         let peer_index = node
             .link_index(&veth.peer)
             .await?
@@ -125,6 +127,19 @@ pub async fn plug(node: &Netlink, ns: &File, spec: &EndpointSpec<'_>, veth: &Vet
         let _ = node.delete_link(veth.host_ifindex).await;
     }
     result
+}
+
+/// Step two for an engine that moves the other end itself (Docker, at `Join`): the host
+/// end on the bridge (isolated if asked) and up; the other end stays in the node's
+/// namespace, down, under `Veth::peer`'s name. Nothing is undone on failure (the caller
+/// deletes the pair).
+pub async fn plug_host_end(node: &Netlink, spec: &EndpointSpec<'_>, veth: &Veth) -> Result<()> {
+    node.set_controller(veth.host_ifindex, spec.bridge_index)
+        .await?;
+    if spec.isolated {
+        node.set_port_isolated(veth.host_ifindex, true).await?;
+    }
+    node.up(veth.host_ifindex).await
 }
 
 async fn configure_inside(ns: &File, spec: &EndpointSpec<'_>, peer: &str) -> Result<()> {

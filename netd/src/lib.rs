@@ -6,6 +6,7 @@ pub mod cli;
 pub mod conntrack;
 pub mod daemon;
 pub mod datapath;
+pub mod docker_plugin;
 pub mod endpoint;
 pub mod ipam;
 pub mod netlink;

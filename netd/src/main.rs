@@ -110,6 +110,11 @@ struct DaemonArgs {
     /// the uplink (bpf_redirect_neigh), past the bridge and the node's forwarding.
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     fast_path: OnOff,
+    /// Serve Docker's network and IPAM plugin API (`docker network create -d netd
+    /// --ipam-driver netd`) on this socket: `/run/docker/plugins/netd.sock`, where Docker
+    /// looks, or any path named by a spec file `/etc/docker/plugins/netd.spec`.
+    #[arg(long)]
+    docker_plugin_socket: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -179,6 +184,7 @@ fn run_daemon(
         notifier,
         xdp: args.xdp,
         fast_path: args.fast_path == OnOff::On,
+        docker_plugin_socket: args.docker_plugin_socket,
     };
     tokio::runtime::Runtime::new()?.block_on(daemon::run(config))?;
     Ok(std::process::ExitCode::SUCCESS)

@@ -51,6 +51,10 @@ pub struct Network {
     #[serde(default)]
     pub last_allocated: Option<Ipv4Addr>,
     pub created: u64,
+    /// Docker's ID for the network, when Docker made it (`docker network create -d netd`):
+    /// Docker names it by this ID alone, and never tells a driver again.
+    #[serde(default)]
+    pub docker_id: Option<String>,
 }
 
 /// A process the daemon started, identified by pid and start time (so a reused pid is
@@ -85,6 +89,31 @@ pub enum Sandbox {
     /// A namespace someone else made (`--netns PATH`), identified by device and inode so
     /// that a path reused for another namespace is noticed.
     External { path: PathBuf, dev: u64, ino: u64 },
+    /// A namespace Docker makes (Docker's `-d netd` endpoints): netd never opens it. It
+    /// makes the veth, keeps the host end, and hands `peer` to Docker by name at `Join`.
+    Docker(DockerEndpoint),
+}
+
+/// What Docker told netd of one of its endpoints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerEndpoint {
+    pub network_id: String,
+    pub endpoint_id: String,
+    /// The container end of the veth while it is in the node's namespace.
+    pub peer: String,
+    /// Where Docker puts the container's namespace (known from `Join` on).
+    pub sandbox_key: Option<String>,
+}
+
+/// An address pool of netd's IPAM driver, as Docker asked for it (`--ipam-driver netd`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamPool {
+    pub subnet: Ipv4Net,
+    /// `--ip-range`: where addresses are handed out.
+    pub range: Option<Ipv4Net>,
+    /// The addresses handed out (the gateway among them).
+    pub addresses: std::collections::BTreeSet<Ipv4Addr>,
+    pub last_allocated: Option<Ipv4Addr>,
 }
 
 /// A container's interface on one network.
@@ -133,6 +162,9 @@ pub struct State {
     pub version: u32,
     pub networks: BTreeMap<String, Network>,
     pub containers: BTreeMap<String, Container>,
+    /// Docker's IPAM pools, by pool ID.
+    #[serde(default)]
+    pub ipam_pools: BTreeMap<String, IpamPool>,
 }
 
 impl Default for State {
@@ -141,6 +173,7 @@ impl Default for State {
             version: STATE_VERSION,
             networks: BTreeMap::new(),
             containers: BTreeMap::new(),
+            ipam_pools: BTreeMap::new(),
         }
     }
 }
@@ -424,6 +457,7 @@ mod tests {
                 tag: 1,
                 last_allocated: None,
                 created: 0,
+                docker_id: None,
             },
         );
         store.save(&state).unwrap();

@@ -16,6 +16,7 @@ pub mod bench;
 pub mod collector;
 pub mod craft;
 pub mod daemon;
+pub mod docker;
 pub mod echo;
 pub mod netns;
 

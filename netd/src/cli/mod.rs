@@ -11,11 +11,13 @@ use hyper::Method;
 use serde_json::Value;
 
 use crate::{
-    api::{Client, ContainerView, CounterView, RunRequest, encode_segment},
+    api::{
+        Client, ContainerView, CounterView, RunRequest, SandboxView, StatusView as Status,
+        encode_segment,
+    },
     conntrack::FlowView,
     ports::Proto,
     process,
-    state::{Container, Status},
 };
 
 #[derive(Args)]
@@ -154,7 +156,7 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<ExitCode> {
     }
     let req = args.container.request(args.cmd, true);
     let c: ContainerView = client.call(Method::POST, "containers", Some(&req)).await?;
-    println!("{}", c.container.id);
+    println!("{}", c.id);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -282,12 +284,16 @@ pub fn exec(socket: &Path, args: ExecArgs) -> Result<ExitCode> {
             )
             .await
     })?;
-    if !matches!(c.container.status, Status::Running | Status::Created) {
-        bail!("container {} is not running", c.container.name);
+    if !matches!(c.status, Status::Running | Status::Created) {
+        bail!("container {} is not running", c.name);
     }
     // A namespace someone else made is checked to be the one the daemon holds.
-    let expected = match c.container.sandbox {
-        crate::state::Sandbox::External { dev, ino, .. } => Some((dev, ino)),
+    let expected = match c.sandbox {
+        SandboxView::External { dev, ino, .. } => Some((dev, ino)),
+        SandboxView::Docker { .. } => bail!(
+            "{} is an endpoint of a Docker container: use docker exec",
+            c.name
+        ),
         _ => None,
     };
     let status = process::exec_in(&c.netns_path, expected, &args.cmd)?;
@@ -306,14 +312,13 @@ pub struct PortArgs {
 /// `docker port`: every binding as `80/tcp -> 0.0.0.0:8080`, or the host addresses of one
 /// container port.
 pub async fn port(client: &Client, args: PortArgs) -> Result<ExitCode> {
-    let c: Container = client
+    let c: ContainerView = client
         .call::<ContainerView>(
             Method::GET,
             &format!("containers/{}", encode_segment(&args.name)),
             None::<&()>,
         )
-        .await?
-        .container;
+        .await?;
     let mut ports = c.ports.clone();
     ports.sort_by_key(|b| (b.container_port, b.proto, b.host_ip, b.host_port));
     let Some(wanted) = args.port else {
@@ -352,7 +357,7 @@ pub async fn ps(client: &Client, args: PsArgs) -> Result<ExitCode> {
     let all: Vec<ContainerView> = client.call(Method::GET, "containers", None::<&()>).await?;
     let shown: Vec<&ContainerView> = all
         .iter()
-        .filter(|c| args.all || c.container.status == Status::Running)
+        .filter(|c| args.all || c.status == Status::Running)
         .collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&shown)?);
@@ -361,7 +366,7 @@ pub async fn ps(client: &Client, args: PsArgs) -> Result<ExitCode> {
     let rows: Vec<[String; 6]> = shown
         .iter()
         .map(|v| {
-            let c = &v.container;
+            let c = v;
             let (networks, ips) = if c.endpoints.is_empty() {
                 (c.network_mode.clone(), String::new())
             } else {
@@ -470,7 +475,7 @@ fn status_text(s: &Status) -> String {
 
 /// Docker's PORTS column: `0.0.0.0:8080->80/tcp, ...`, with bindings that run on by one
 /// collapsed into ranges (`0.0.0.0:20000-29999->20000-29999/tcp`).
-fn ports_column(c: &Container) -> String {
+fn ports_column(c: &ContainerView) -> String {
     port_runs(&c.ports)
         .iter()
         .map(PortRun::to_string)

@@ -91,7 +91,7 @@ pub async fn run(client: &Client, command: NetworkCommand) -> Result<ExitCode> {
                 mtu: a.mtu,
             };
             let n: NetworkView = client.call(Method::POST, "networks", Some(&req)).await?;
-            println!("{}", n.network.id);
+            println!("{}", n.id);
             Ok(ExitCode::SUCCESS)
         }
         NetworkCommand::Ls(format) => ls(client, format).await,
@@ -145,9 +145,9 @@ async fn ls(client: &Client, format: FormatArgs) -> Result<ExitCode> {
         .iter()
         .map(|v| {
             [
-                v.network.id.clone(),
-                v.network.name.clone(),
-                v.network.driver.clone(),
+                v.id.clone(),
+                v.name.clone(),
+                v.driver.clone(),
                 "local".into(),
             ]
         })

@@ -28,6 +28,16 @@ use crate::{
     sysctl,
 };
 
+/// What an endpoint is to be: its veth's ID, address, MAC, name inside, and whether it
+/// carries the default route.
+pub(super) struct EndpointPlan<'a> {
+    pub id: &'a str,
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+    pub ifname: &'a str,
+    pub default_route: bool,
+}
+
 /// How deep `container:NAME` may chain before it is called a loop.
 const MAX_JOIN_DEPTH: usize = 8;
 
@@ -60,10 +70,7 @@ impl Inner {
     }
 
     fn view(&self, c: &Container) -> ContainerView {
-        ContainerView {
-            container: c.clone(),
-            netns_path: self.netns_path(c),
-        }
+        ContainerView::new(c, self.netns_path(c))
     }
 
     /// Where a container's network namespace can be opened.
@@ -78,6 +85,9 @@ impl Inner {
                     return PathBuf::from(format!("/proc/{}/ns/net", std::process::id()));
                 }
                 Sandbox::External { path, .. } => return path.clone(),
+                Sandbox::Docker(d) => {
+                    return PathBuf::from(d.sandbox_key.as_deref().unwrap_or("/nonexistent"));
+                }
                 Sandbox::Container { name } => match self.state.containers.get(name) {
                     Some(target) => c = target,
                     None => break,
@@ -110,6 +120,10 @@ impl Inner {
                         }),
                     };
                 }
+                Sandbox::Docker(_) => anyhow::bail!(
+                    "{} is an endpoint of a Docker container: its network namespace is Docker's",
+                    c.name
+                ),
                 Sandbox::External { .. } => {
                     let ns = self.sandboxes.get(&c.id).with_context(|| {
                         format!("container {}: its network namespace is not open", c.name)
@@ -166,7 +180,11 @@ impl Inner {
                 }
                 Mode::Container(target.to_string())
             }
-            name => Mode::Bridge(self.network(name)?.clone()),
+            name => {
+                let n = self.network(name)?;
+                super::networks::refuse_if_docker(n, "joined by netd run")?;
+                Mode::Bridge(n.clone())
+            }
         };
         let has_ports = !req.publish.is_empty() || req.publish_all;
         match &mode {
@@ -390,22 +408,41 @@ impl Inner {
         default_route: bool,
     ) -> Result<Endpoint> {
         let ns = self.open_sandbox(c)?;
+        let plan = EndpointPlan {
+            id: &random_id(),
+            ip,
+            mac: endpoint::mac_for(ip),
+            ifname,
+            default_route,
+        };
+        let (ep, _) = self.wire_endpoint(c, n, &plan, Some(&ns)).await?;
+        Ok(ep)
+    }
+
+    /// Make `plan`'s veth, police its host end, and plug it: the other end into `ns`, or,
+    /// without one, left in the node's namespace for an engine to take (its name is
+    /// returned). On failure nothing is left behind.
+    pub(super) async fn wire_endpoint(
+        &mut self,
+        c: &Container,
+        n: &Network,
+        plan: &EndpointPlan<'_>,
+        ns: Option<&File>,
+    ) -> Result<(Endpoint, String)> {
         let bridge_index = self
             .netlink
             .link_index(&n.bridge)
             .await?
             .with_context(|| format!("bridge {} of network {} is missing", n.bridge, n.name))?;
-        let endpoint_id = random_id();
-        let mac = endpoint::mac_for(ip);
         let spec = EndpointSpec {
-            id: &endpoint_id,
+            id: plan.id,
             bridge_index,
-            ifname,
-            ip,
-            mac,
+            ifname: plan.ifname,
+            ip: plan.ip,
+            mac: plan.mac,
             prefix: n.subnet.prefix_len(),
             mtu: n.mtu,
-            default_gateway: default_route.then_some(n.gateway),
+            default_gateway: plan.default_route.then_some(n.gateway),
             isolated: !n.icc,
         };
         let context = || format!("attach endpoint to network {}", n.name);
@@ -414,9 +451,9 @@ impl Inner {
             .with_context(context)?;
         let ep = Endpoint {
             network: n.name.clone(),
-            ip,
-            mac: endpoint::format_mac(&mac),
-            ifname: ifname.to_string(),
+            ip: plan.ip,
+            mac: endpoint::format_mac(&plan.mac),
+            ifname: plan.ifname.to_string(),
             host_veth: veth.host_veth.clone(),
             host_ifindex: veth.host_ifindex,
         };
@@ -426,19 +463,20 @@ impl Inner {
                 .attach_endpoint(&ep.host_veth, ep.host_ifindex, &info),
             Err(e) => Err(e),
         };
-        let plugged = match policed {
-            Ok(()) => endpoint::plug(&self.netlink, &ns, &spec, &veth).await,
-            Err(e) => Err(e),
+        let plugged = match (policed, ns) {
+            (Ok(()), Some(ns)) => endpoint::plug(&self.netlink, ns, &spec, &veth).await,
+            (Ok(()), None) => endpoint::plug_host_end(&self.netlink, &spec, &veth).await,
+            (Err(e), _) => Err(e),
         };
         if let Err(e) = plugged {
             let left = self.detach_endpoint(c, &ep).await;
             return Err(left.after(e).context(context()));
         }
         info!(
-            "container {}: endpoint {} on {} with {ip}",
-            c.name, ep.host_veth, n.name
+            "container {}: endpoint {} on {} with {}",
+            c.name, ep.host_veth, n.name, plan.ip
         );
-        Ok(ep)
+        Ok((ep, veth.peer().to_string()))
     }
 
     /// Undo `attach_endpoint`, tolerant of parts already gone.
@@ -479,6 +517,14 @@ impl Inner {
         force: bool,
     ) -> Result<Vec<String>, ApiError> {
         let c = self.container(name)?.clone();
+        if let Sandbox::Docker(d) = &c.sandbox {
+            return Err(ApiError::forbidden(anyhow!(
+                "{name} is an endpoint of a Docker container (sandbox {}): remove the container with docker rm",
+                d.sandbox_key
+                    .as_deref()
+                    .map_or("not joined yet", crate::docker_plugin::sandbox_id)
+            )));
+        }
         if c.status == Status::Running && !force {
             return Err(ApiError::conflict(anyhow!(
                 "cannot remove container \"{name}\": container is running: stop the container before removing or force remove (netd rm -f {name})"
@@ -551,7 +597,7 @@ impl Inner {
         }
     }
 
-    fn bind_ports(&mut self, specs: &[PortSpec]) -> Result<Vec<PortBinding>> {
+    pub(super) fn bind_ports(&mut self, specs: &[PortSpec]) -> Result<Vec<PortBinding>> {
         let existing: Vec<PortBinding> = self
             .state
             .containers

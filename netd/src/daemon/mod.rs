@@ -5,6 +5,7 @@
 //! behind its back, remove what no longer has an owner).
 
 mod containers;
+mod docker;
 mod leftovers;
 mod networks;
 mod reconcile;
@@ -59,6 +60,8 @@ pub struct DaemonConfig {
     pub xdp: datapath::XdpRequest,
     /// `--fast-path`: redirects past the bridge and the node's forwarding.
     pub fast_path: bool,
+    /// `--docker-plugin-socket`: where Docker's plugin API is served (root only).
+    pub docker_plugin_socket: Option<PathBuf>,
 }
 
 struct Inner {
@@ -108,6 +111,12 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let _lock = store.lock()?;
     let logs_dir = store.private_dir("logs")?;
     let listener = api::bind(&config.socket, config.socket_group).await?;
+    // Bound before anything slow: Docker waits 15 s for a plugin socket that is missing,
+    // and gives up on containers that needed it.
+    let plugin_listener = match &config.docker_plugin_socket {
+        Some(path) => Some(api::bind(path, None).await?),
+        None => None,
+    };
     let netlink = Netlink::connect()?;
     let uplink = match &config.uplink {
         Some(u) => u.clone(),
@@ -174,6 +183,27 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         me: me.clone(),
         logs_dir,
     });
+    // Served from here on, while the start-up reconcile runs: the handshake answers at
+    // once, the calls that change the state wait for the reconcile to finish.
+    let (stop_plugin, plugin_stopping) = tokio::sync::watch::channel(false);
+    let plugin = plugin_listener.map(|listener| {
+        let path = config.docker_plugin_socket.clone().expect("bound above");
+        let handler = {
+            let daemon = daemon.clone();
+            Arc::new(move |req: ApiRequest| {
+                let daemon = daemon.clone();
+                async move { daemon.plugin_route(req).await }
+            })
+        };
+        let mut stopping = plugin_stopping;
+        info!("Docker plugin API on {}", path.display());
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            };
+            api::serve(listener, &path, "/", handler, stopped).await
+        })
+    });
     daemon.start().await?;
     info!(
         "netd ready: uplink {uplink} ({uplink_addr}), API on {}",
@@ -196,8 +226,20 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             async move { daemon.route(req).await }
         })
     };
-    let drain = api::serve(listener, &config.socket, handler, shutdown_signal()).await?;
+    let drain = api::serve(
+        listener,
+        &config.socket,
+        api::API_PREFIX,
+        handler,
+        shutdown_signal(),
+    )
+    .await?;
     let _ = config.notifier.send("STOPPING=1");
+    let _ = stop_plugin.send(true);
+    let plugin_drain = match plugin {
+        Some(task) => Some(task.await.context("the Docker plugin API's task")??),
+        None => None,
+    };
     // Stop accepting, let what was started finish, then exit: a change is never cut
     // half-way by a stop.
     let pending = drain.requests_in_flight();
@@ -206,8 +248,14 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             "netd stopping: waiting for {pending} request(s) in flight to finish (signal again to stop at once)"
         );
     }
+    let finished = async {
+        drain.finished().await;
+        if let Some(d) = plugin_drain {
+            d.finished().await;
+        }
+    };
     tokio::select! {
-        () = drain.finished() => {}
+        () = finished => {}
         () = shutdown_signal() => warn!(
             "netd stopping before the requests in flight finished: the next start removes what they left half-made"
         ),
@@ -281,8 +329,8 @@ impl Daemon {
             (&Method::POST, ["containers"]) => {
                 let (run, netns) = run.take().expect("parsed above");
                 let (view, child) = inner.run_container(run, netns).await?;
-                if let (Some(child), Some(_)) = (child, view.container.process) {
-                    self.watch_child(view.container.name.clone(), child);
+                if let (Some(child), Some(_)) = (child, view.process) {
+                    self.watch_child(view.name.clone(), child);
                 }
                 to_json(view)?
             }

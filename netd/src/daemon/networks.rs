@@ -51,9 +51,9 @@ impl Inner {
     }
 
     fn view_of(&self, n: &Network) -> NetworkView {
-        NetworkView {
-            network: n.clone(),
-            endpoints: self
+        NetworkView::new(
+            n,
+            self
                 .state
                 .endpoints()
                 .filter(|(_, e)| e.network == n.name)
@@ -64,12 +64,12 @@ impl Inner {
                     host_veth: e.host_veth.clone(),
                 })
                 .collect(),
-        }
+        )
     }
 
     /// Subnets in use on the node that a new network must not overlap: routes and
     /// addresses of links netd does not own, and every network's subnet.
-    async fn subnets_in_use(&self) -> Result<Vec<(Ipv4Net, String)>> {
+    pub(super) async fn subnets_in_use(&self) -> Result<Vec<(Ipv4Net, String)>> {
         let ours: BTreeSet<u32> = {
             let mut s = BTreeSet::new();
             for n in self.state.networks.values() {
@@ -102,6 +102,16 @@ impl Inner {
         &mut self,
         req: NetworkRequest,
     ) -> Result<NetworkView, ApiError> {
+        self.create_network_as(req, None).await
+    }
+
+    /// Create a network; `docker_id` when Docker asked for it (`-d netd`): its short ID is
+    /// then the network's ID and names its bridge, as Docker's bridge driver does.
+    pub(super) async fn create_network_as(
+        &mut self,
+        req: NetworkRequest,
+        docker_id: Option<String>,
+    ) -> Result<NetworkView, ApiError> {
         let s = settings(&req).map_err(ApiError::bad_request)?;
         if self.state.networks.contains_key(&req.name) {
             return Err(ApiError::conflict(anyhow!(
@@ -126,7 +136,10 @@ impl Inner {
                 ipam::default_pool(ipam::choose_subnet(&nets).map_err(ApiError::conflict)?)
             }
         };
-        let id = random_id();
+        let id = match &docker_id {
+            Some(d) => crate::docker_plugin::short_id(d).to_string(),
+            None => random_id(),
+        };
         let bridge = s.bridge.clone().unwrap_or_else(|| format!("br-{id}"));
         if let Some(other) = self.state.networks.values().find(|n| n.bridge == bridge) {
             return Err(ApiError::conflict(anyhow!(
@@ -156,6 +169,7 @@ impl Inner {
             tag: self.next_network_tag(),
             last_allocated: None,
             created: unix_now(),
+            docker_id,
         };
         // The links that exist before: a failure below removes the bridge this call made
         // by its index, never by a name that another link may carry by then.
@@ -259,6 +273,13 @@ impl Inner {
                 n.name
             )));
         }
+        refuse_if_docker(&n, "removed")?;
+        self.drop_network(&n).await
+    }
+
+    /// Remove network `n` (refused while endpoints are attached); what could not be
+    /// undone comes back as warnings.
+    pub(super) async fn drop_network(&mut self, n: &Network) -> Result<Vec<String>, ApiError> {
         let attached: Vec<&str> = self
             .state
             .endpoints()
@@ -273,7 +294,7 @@ impl Inner {
             )));
         }
         let bridge_index = self.netlink.link_index(&n.bridge).await?;
-        let left = self.unrealize_network(&n, bridge_index).await;
+        let left = self.unrealize_network(n, bridge_index).await;
         self.state.networks.remove(&n.name);
         self.save()?;
         info!("network {}: removed", n.name);
@@ -345,6 +366,7 @@ impl Inner {
         req: ConnectRequest,
     ) -> Result<ContainerView, ApiError> {
         let n = self.network(network)?.clone();
+        refuse_if_docker(&n, "connected to by netd")?;
         let c = self.container(&req.container)?.clone();
         match &c.sandbox {
             Sandbox::Holder { .. } | Sandbox::External { .. } if c.network_mode != "none" => {}
@@ -394,6 +416,7 @@ impl Inner {
         force: bool,
     ) -> Result<(ContainerView, Vec<String>), ApiError> {
         let n = self.network(network)?.clone();
+        refuse_if_docker(&n, "disconnected from by netd")?;
         let c = self.container(&req.container)?.clone();
         let Some(index) = c.endpoints.iter().position(|e| e.network == n.name) else {
             return Err(ApiError::bad_request(anyhow!(
@@ -480,6 +503,18 @@ impl Inner {
             }
         }
     }
+}
+
+/// A network Docker made is Docker's to change: netd's own commands refuse it, naming
+/// the Docker command that does it.
+pub(super) fn refuse_if_docker(n: &Network, what: &str) -> Result<(), ApiError> {
+    if n.docker_id.is_some() {
+        return Err(ApiError::forbidden(anyhow!(
+            "network {} belongs to Docker (docker network create -d netd) and cannot be {what} here: use docker network rm, docker run --network or docker network connect/disconnect",
+            n.name
+        )));
+    }
+    Ok(())
 }
 
 /// What the data path knows of a network.

@@ -30,7 +30,9 @@ impl Inner {
         let names: Vec<String> = self.state.containers.keys().cloned().collect();
         for name in names {
             self.heal_endpoints(&name).await?;
-            let c = self.state.containers[&name].clone();
+            let Some(c) = self.state.containers.get(&name).cloned() else {
+                continue;
+            };
             if let Some(primary) = c.primary() {
                 for b in &c.ports {
                     self.datapath.publish(b, primary.ip, primary.host_ifindex)?;
@@ -96,6 +98,7 @@ impl Inner {
                 + 1,
             last_allocated: None,
             created: unix_now(),
+            docker_id: None,
         };
         info!(
             "network {}: created with subnet {}, gateway {}",
@@ -126,7 +129,8 @@ impl Inner {
                     Err(e) => Err(format!("{}: {e}", path.display())),
                 }
             }
-            Sandbox::Host | Sandbox::Container { .. } => Ok(None),
+            // Docker's namespace is not netd's to open; a dead one shows as a missing veth.
+            Sandbox::Host | Sandbox::Container { .. } | Sandbox::Docker(_) => Ok(None),
         }
     }
 
@@ -196,6 +200,19 @@ impl Inner {
                 continue;
             };
             let present = self.netlink.link_index(&ep.host_veth).await? == Some(ep.host_ifindex);
+            if !present && super::docker::is_docker(&c) {
+                // Its container's namespace died (netd cannot make it again: Docker hands
+                // a new one at the container's next start, with a new endpoint).
+                warn!(
+                    "Docker endpoint {name}: veth {} is gone with its container; forgetting the endpoint",
+                    ep.host_veth
+                );
+                for w in self.teardown(&c).await.into_warnings() {
+                    warn!("Docker endpoint {name}: {w}");
+                }
+                self.state.containers.remove(name);
+                return Ok(());
+            }
             let healed = if present {
                 // Settings an older netd did not make (or someone undid).
                 sysctl::ipv6_off(&ep.host_veth)?;
@@ -269,9 +286,19 @@ impl Inner {
             .endpoints()
             .map(|(_, e)| e.host_veth.clone())
             .collect();
+        // The container ends Docker has not taken yet (or gave back at `Leave`).
+        let peers: BTreeSet<&str> = self
+            .state
+            .containers
+            .values()
+            .filter_map(|c| match &c.sandbox {
+                Sandbox::Docker(d) => Some(d.peer.as_str()),
+                _ => None,
+            })
+            .collect();
         for (index, name) in self.netlink.links().await? {
             let ours = name.starts_with(HOST_VETH_PREFIX) || name.starts_with(PEER_PREFIX);
-            if ours && !veths.contains(&name) {
+            if ours && !veths.contains(&name) && !peers.contains(name.as_str()) {
                 warn!("removing veth {name}: no container owns it");
                 if let Err(e) = self.netlink.delete_link(index).await {
                     warn!("remove veth {name}: {e:#}");
