@@ -18,8 +18,8 @@ use anyhow::{Context, Result, bail};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::{Method, Request, Response, StatusCode, body::Bytes, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use log::{debug, info, warn};
 use ipnet::Ipv4Net;
+use log::{debug, info, warn};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::net::Ipv4Addr;
 

@@ -82,7 +82,11 @@ pub struct Interface {
     /// The endpoint's IPv4 address, as CIDR.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub address: String,
-    #[serde(rename = "AddressIPv6", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "AddressIPv6",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub address_ipv6: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub mac_address: String,
@@ -287,9 +291,9 @@ impl PortMapping {
             ip => match ip.parse::<Ipv4Addr>() {
                 Ok(a) if a.is_unspecified() => None,
                 Ok(a) => Some(a),
-                Err(_) if ip.contains(':') => bail!(
-                    "invalid IP address: {ip}: IPv6 host addresses are not supported yet"
-                ),
+                Err(_) if ip.contains(':') => {
+                    bail!("invalid IP address: {ip}: IPv6 host addresses are not supported yet")
+                }
                 Err(_) => bail!("invalid IP address: {ip}"),
             },
         };
@@ -370,7 +374,12 @@ mod tests {
         assert!(req.plan().unwrap_err().to_string().contains("IPv6"));
         let req: CreateNetwork =
             serde_json::from_str(r#"{"NetworkID":"ab12","IPv4Data":[]}"#).unwrap();
-        assert!(req.plan().unwrap_err().to_string().contains("no IPv4 subnet"));
+        assert!(
+            req.plan()
+                .unwrap_err()
+                .to_string()
+                .contains("no IPv4 subnet")
+        );
     }
 
     #[test]
@@ -395,7 +404,10 @@ mod tests {
         for (json, why) in [
             (r#"[{"Proto":132,"Port":80}]"#, "sctp"),
             (r#"[{"Proto":6,"Port":80,"HostIP":"::"}]"#, "IPv6"),
-            (r#"[{"Proto":6,"Port":80,"HostIP":"nope"}]"#, "invalid IP address"),
+            (
+                r#"[{"Proto":6,"Port":80,"HostIP":"nope"}]"#,
+                "invalid IP address",
+            ),
             (r#"[{"Proto":6,"Port":0}]"#, "containerPort"),
             (r#"{"Proto":6}"#, "invalid com.docker.network.portmap"),
         ] {
@@ -411,6 +423,9 @@ mod tests {
         assert!(check_id("network", "../../etc").is_err());
         assert!(check_id("network", "abc").is_err());
         assert_eq!(short_id("0123456789abcdef"), "0123456789ab");
-        assert_eq!(sandbox_id("/var/run/docker/netns/fec914805970"), "fec914805970");
+        assert_eq!(
+            sandbox_id("/var/run/docker/netns/fec914805970"),
+            "fec914805970"
+        );
     }
 }

@@ -41,7 +41,9 @@ impl Docker {
     pub fn start(node: &Netns, plugin_socket: &Path) -> Result<Self> {
         for tool in [DOCKER_CLI, "/usr/sbin/dockerd", "/bin/busybox"] {
             if !Path::new(tool).exists() {
-                bail!("{tool} is missing: run `cargo xtask setup` (it installs docker.io and busybox-static)");
+                bail!(
+                    "{tool} is missing: run `cargo xtask setup` (it installs docker.io and busybox-static)"
+                );
             }
         }
         let dir = PathBuf::from(format!("/tmp/netd-docker-{}", node.name));
@@ -88,7 +90,11 @@ impl Docker {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 self.child = None;
                 bail!("dockerd exited with {status}:\n{}", self.log());
             }
@@ -107,7 +113,9 @@ impl Docker {
         let root = self.dir.join("image");
         fs::create_dir_all(root.join("bin"))?;
         fs::copy("/bin/busybox", root.join("bin/busybox"))?;
-        for applet in ["sh", "sleep", "httpd", "nc", "cat", "echo", "ip", "hostname"] {
+        for applet in [
+            "sh", "sleep", "httpd", "nc", "cat", "echo", "ip", "hostname",
+        ] {
             let link = root.join("bin").join(applet);
             if !link.exists() {
                 std::os::unix::fs::symlink("busybox", link)?;
@@ -116,7 +124,13 @@ impl Docker {
         let tar = self.dir.join("image.tar");
         crate::netns::run(
             "tar",
-            &["-C", &root.to_string_lossy(), "-cf", &tar.to_string_lossy(), "."],
+            &[
+                "-C",
+                &root.to_string_lossy(),
+                "-cf",
+                &tar.to_string_lossy(),
+                ".",
+            ],
         )?;
         self.ok(&["import", &tar.to_string_lossy(), IMAGE])?;
         Ok(())
@@ -126,7 +140,10 @@ impl Docker {
     pub fn cli(&self, args: &[&str]) -> Result<Output> {
         Command::new(DOCKER_CLI)
             .args(args)
-            .env("DOCKER_HOST", format!("unix://{}/docker.sock", self.dir.display()))
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}/docker.sock", self.dir.display()),
+            )
             .env("DOCKER_CONFIG", self.dir.join("cli"))
             .stdin(Stdio::null())
             .output()

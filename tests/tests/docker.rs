@@ -8,8 +8,7 @@
 use std::net::Ipv4Addr;
 
 use netd_tests::{
-    Daemon, EchoServer, Proto, Sandbox, addr, docker::Docker, echo_fails, echo_once,
-    require_root,
+    Daemon, EchoServer, Proto, Sandbox, addr, docker::Docker, echo_fails, echo_once, require_root,
 };
 
 /// dockerd and netd in one node. Dropped in field order: Docker's containers and dockerd
@@ -38,7 +37,10 @@ impl Bed {
     /// netd's name for a container's endpoint on a network: the endpoint's short ID.
     fn endpoint(&self, container: &str, network: &str) -> String {
         let format = format!("{{{{(index .NetworkSettings.Networks \"{network}\").EndpointID}}}}");
-        let id = self.docker.ok(&["inspect", "-f", &format, container]).unwrap();
+        let id = self
+            .docker
+            .ok(&["inspect", "-f", &format, container])
+            .unwrap();
         id[..12].to_string()
     }
 
@@ -53,12 +55,17 @@ impl Bed {
         let rules = self.sb.node.exec(&["iptables-save"]).unwrap();
         let rules = String::from_utf8_lossy(&rules.stdout);
         assert!(
-            !rules.lines().any(|l| l.starts_with("-A") || l.starts_with(":DOCKER")),
+            !rules
+                .lines()
+                .any(|l| l.starts_with("-A") || l.starts_with(":DOCKER")),
             "iptables rules in the node:\n{rules}"
         );
         let nft = self.sb.node.exec(&["nft", "list", "ruleset"]).unwrap();
         let nft = String::from_utf8_lossy(&nft.stdout);
-        assert!(!nft.contains("rule") && !nft.contains("chain"), "nftables ruleset:\n{nft}");
+        assert!(
+            !nft.contains("rule") && !nft.contains("chain"),
+            "nftables ruleset:\n{nft}"
+        );
         let proxies: Vec<String> = std::fs::read_dir("/proc")
             .unwrap()
             .flatten()
@@ -75,13 +82,27 @@ fn docker_run_publishes_ports_through_netd_with_client_addresses_kept() {
     let docker = &bed.docker;
     docker
         .ok(&[
-            "network", "create", "-d", "netd", "--ipam-driver", "netd", "--subnet",
-            "10.77.0.0/24", "n1",
+            "network",
+            "create",
+            "-d",
+            "netd",
+            "--ipam-driver",
+            "netd",
+            "--subnet",
+            "10.77.0.0/24",
+            "n1",
         ])
         .unwrap();
     docker
         .run_idle(&[
-            "--name", "web", "--network", "n1", "-p", "8080:80", "-p", "5353:53/udp",
+            "--name",
+            "web",
+            "--network",
+            "n1",
+            "-p",
+            "8080:80",
+            "-p",
+            "5353:53/udp",
         ])
         .unwrap();
     let web = docker.netns("web").unwrap();
@@ -90,19 +111,421 @@ fn docker_run_publishes_ports_through_netd_with_client_addresses_kept() {
     let tcp = EchoServer::start(&web, Proto::Tcp, addr(Ipv4Addr::UNSPECIFIED, 80)).unwrap();
     let udp = EchoServer::start(&web, Proto::Udp, addr(Ipv4Addr::UNSPECIFIED, 53)).unwrap();
 
-    echo_once(&bed.sb.ext.path(), Proto::Tcp, addr(Sandbox::NODE_ADDR, 8080)).unwrap();
-    echo_once(&bed.sb.ext.path(), Proto::Udp, addr(Sandbox::NODE_ADDR, 5353)).unwrap();
-    assert_eq!(tcp.peers()[0].ip(), Sandbox::EXT_ADDR, "the client's own address");
-    assert_eq!(udp.peers()[0].ip(), Sandbox::EXT_ADDR, "the client's own address");
+    echo_once(
+        &bed.sb.ext.path(),
+        Proto::Tcp,
+        addr(Sandbox::NODE_ADDR, 8080),
+    )
+    .unwrap();
+    echo_once(
+        &bed.sb.ext.path(),
+        Proto::Udp,
+        addr(Sandbox::NODE_ADDR, 5353),
+    )
+    .unwrap();
+    assert_eq!(
+        tcp.peers()[0].ip(),
+        Sandbox::EXT_ADDR,
+        "the client's own address"
+    );
+    assert_eq!(
+        udp.peers()[0].ip(),
+        Sandbox::EXT_ADDR,
+        "the client's own address"
+    );
     assert_eq!(
         bed.netd_port("web", "n1"),
         "53/udp -> 0.0.0.0:5353\n80/tcp -> 0.0.0.0:8080\n"
     );
 
     // Out to the internet host, masqueraded behind the node's address.
-    let inet = EchoServer::start(&bed.sb.inet.path(), Proto::Tcp, addr(Sandbox::INET_ADDR, 9000))
-        .unwrap();
+    let inet = EchoServer::start(
+        &bed.sb.inet.path(),
+        Proto::Tcp,
+        addr(Sandbox::INET_ADDR, 9000),
+    )
+    .unwrap();
     echo_once(&web, Proto::Tcp, addr(Sandbox::INET_ADDR, 9000)).unwrap();
     assert_eq!(inet.peers()[0].ip(), Sandbox::NODE_ADDR);
+    bed.assert_no_docker_nat();
+}
+
+#[test]
+fn publish_all_and_open_host_ports_are_chosen_by_netd_and_a_taken_port_fails_docker_run() {
+    let bed = Bed::new("dka");
+    let docker = &bed.docker;
+    docker
+        .ok(&[
+            "network",
+            "create",
+            "-d",
+            "netd",
+            "--ipam-driver",
+            "netd",
+            "n1",
+        ])
+        .unwrap();
+    docker
+        .run_idle(&[
+            "--name",
+            "ca",
+            "--network",
+            "n1",
+            "-p",
+            "8080:80",
+            "-p",
+            "9000:80",
+        ])
+        .unwrap();
+    docker
+        .run_idle(&[
+            "--name",
+            "cb",
+            "--network",
+            "n1",
+            "-P",
+            "--expose",
+            "81",
+            "-p",
+            "90",
+        ])
+        .unwrap();
+    let ports = bed.netd_port("cb", "n1");
+    let host_port = |container_port: &str| -> u16 {
+        ports
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{container_port}/tcp -> 0.0.0.0:")))
+            .unwrap_or_else(|| panic!("no {container_port}/tcp in {ports}"))
+            .parse()
+            .unwrap()
+    };
+    let range: Vec<u16> = String::from_utf8(
+        bed.sb
+            .node
+            .exec(&["cat", "/proc/sys/net/ipv4/ip_local_port_range"])
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .split_whitespace()
+    .map(|p| p.parse().unwrap())
+    .collect();
+    for p in [host_port("81"), host_port("90")] {
+        assert!((range[0]..=range[1]).contains(&p), "{p} in {range:?}");
+    }
+    let b = docker.netns("cb").unwrap();
+    let _server = EchoServer::start(&b, Proto::Tcp, addr(Ipv4Addr::UNSPECIFIED, 90)).unwrap();
+    echo_once(
+        &bed.sb.ext.path(),
+        Proto::Tcp,
+        addr(Sandbox::NODE_ADDR, host_port("90")),
+    )
+    .unwrap();
+
+    // A range gives its first free port.
+    docker
+        .run_idle(&["--name", "cc", "--network", "n1", "-p", "9000-9002:80"])
+        .unwrap();
+    assert_eq!(bed.netd_port("cc", "n1"), "80/tcp -> 0.0.0.0:9001\n");
+
+    // A taken port fails `docker run` with Docker's words, and leaves nothing in netd.
+    let before = bed.netd.info().unwrap()["map_entries"].clone();
+    let out = docker
+        .cli(&[
+            "run",
+            "-d",
+            "--name",
+            "cd",
+            "--network",
+            "n1",
+            "-p",
+            "8080:80",
+            netd_tests::docker::IMAGE,
+            "sleep",
+            "60",
+        ])
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("Bind for 0.0.0.0:8080 failed: port is already allocated"),
+        "{stderr}"
+    );
+    assert_eq!(bed.netd.info().unwrap()["map_entries"], before);
+    assert_eq!(docker_endpoints(&bed.netd), 3, "a, b and c");
+    bed.assert_no_docker_nat();
+}
+
+/// How many of netd's container records are Docker endpoints.
+fn docker_endpoints(d: &Daemon) -> usize {
+    let all: serde_json::Value =
+        serde_json::from_str(&d.cli_ok(&["ps", "-a", "--format", "json"]).unwrap()).unwrap();
+    all.as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["sandbox"]["kind"] == "docker")
+        .count()
+}
+
+#[test]
+fn docker_networks_are_isolated_connect_joins_them_and_internal_and_static_ips_hold() {
+    let bed = Bed::new("dki");
+    let docker = &bed.docker;
+    for (name, subnet) in [("n1", "10.77.0.0/24"), ("n2", "10.78.0.0/24")] {
+        docker
+            .ok(&[
+                "network",
+                "create",
+                "-d",
+                "netd",
+                "--ipam-driver",
+                "netd",
+                "--subnet",
+                subnet,
+                name,
+            ])
+            .unwrap();
+    }
+    docker
+        .ok(&[
+            "network",
+            "create",
+            "-d",
+            "netd",
+            "--ipam-driver",
+            "netd",
+            "--internal",
+            "n3",
+        ])
+        .unwrap();
+    docker
+        .run_idle(&["--name", "ca", "--network", "n1"])
+        .unwrap();
+    docker
+        .run_idle(&["--name", "cb", "--network", "n2", "--ip", "10.78.0.50"])
+        .unwrap();
+    assert_eq!(docker.ip("cb", "n2").unwrap(), Ipv4Addr::new(10, 78, 0, 50));
+    let (a, b) = (docker.netns("ca").unwrap(), docker.netns("cb").unwrap());
+    let target = addr(Ipv4Addr::new(10, 78, 0, 50), 7000);
+    let _server = EchoServer::start(&b, Proto::Tcp, target).unwrap();
+
+    assert!(echo_fails(&a, Proto::Tcp, target).unwrap(), "n1 reached n2");
+    docker.ok(&["network", "connect", "n2", "ca"]).unwrap();
+    echo_once(&a, Proto::Tcp, target).unwrap();
+    docker.ok(&["network", "disconnect", "n2", "ca"]).unwrap();
+    assert!(
+        echo_fails(&a, Proto::Tcp, target).unwrap(),
+        "n1 reached n2 after disconnect"
+    );
+
+    // --internal: no way out.
+    let _inet = EchoServer::start(
+        &bed.sb.inet.path(),
+        Proto::Tcp,
+        addr(Sandbox::INET_ADDR, 9000),
+    )
+    .unwrap();
+    docker
+        .run_idle(&["--name", "cc", "--network", "n3"])
+        .unwrap();
+    let c = docker.netns("cc").unwrap();
+    assert!(echo_fails(&c, Proto::Tcp, addr(Sandbox::INET_ADDR, 9000)).unwrap());
+    echo_once(&a, Proto::Tcp, addr(Sandbox::INET_ADDR, 9000)).unwrap();
+
+    // A static address already taken is refused by netd's IPAM.
+    let out = docker
+        .cli(&[
+            "run",
+            "-d",
+            "--network",
+            "n2",
+            "--ip",
+            "10.78.0.50",
+            netd_tests::docker::IMAGE,
+            "sleep",
+            "60",
+        ])
+        .unwrap();
+    assert!(!out.status.success());
+    bed.assert_no_docker_nat();
+}
+
+/// What netd holds for Docker: endpoint records, networks besides netd0, veths and
+/// bridges of Docker's networks, published ports and endpoints in the data path, IPAM
+/// pools in the state file.
+fn assert_nothing_of_docker_left(bed: &Bed) {
+    assert_eq!(docker_endpoints(&bed.netd), 0);
+    let networks = bed.netd.cli_ok(&["network", "ls"]).unwrap();
+    assert_eq!(
+        networks.lines().count(),
+        2,
+        "only netd0 is left:\n{networks}"
+    );
+    let links = String::from_utf8(bed.sb.node.ip(&["-o", "link"]).unwrap().stdout).unwrap();
+    for prefix in [": ndv", ": ndp", ": br-"] {
+        assert!(!links.contains(prefix), "a {prefix} link is left:\n{links}");
+    }
+    let info = bed.netd.info().unwrap();
+    assert_eq!(info["map_entries"]["published_ports"], 0, "{info}");
+    assert_eq!(info["map_entries"]["endpoints"], 0, "{info}");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bed.netd.dir.join("state/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["ipam_pools"], serde_json::json!({}), "{state}");
+}
+
+#[test]
+fn docker_rm_and_network_rm_leave_nothing_in_netd() {
+    let bed = Bed::new("dkr");
+    let docker = &bed.docker;
+    docker
+        .ok(&[
+            "network",
+            "create",
+            "-d",
+            "netd",
+            "--ipam-driver",
+            "netd",
+            "n1",
+        ])
+        .unwrap();
+    docker
+        .run_idle(&["--name", "ca", "--network", "n1", "-p", "8080:80"])
+        .unwrap();
+    docker
+        .run_idle(&["--name", "cb", "--network", "n1", "-P", "--expose", "81"])
+        .unwrap();
+    docker.ok(&["stop", "-t", "0", "cb"]).unwrap();
+    docker.ok(&["rm", "-f", "ca", "cb"]).unwrap();
+    docker.ok(&["network", "rm", "n1"]).unwrap();
+    assert_nothing_of_docker_left(&bed);
+    bed.assert_no_docker_nat();
+}
+
+/// A TCP connection from the client to `target`, held open across what a test does.
+struct Held(std::net::TcpStream);
+
+impl Held {
+    fn open(bed: &Bed, target: std::net::SocketAddr) -> Held {
+        let s = netd_tests::echo::in_netns(&bed.sb.ext.path(), move || {
+            let s =
+                std::net::TcpStream::connect_timeout(&target, std::time::Duration::from_secs(3))?;
+            s.set_read_timeout(Some(std::time::Duration::from_secs(3)))?;
+            Ok(s)
+        })
+        .unwrap();
+        let mut held = Held(s);
+        held.exchange();
+        held
+    }
+
+    fn exchange(&mut self) {
+        use std::io::{Read, Write};
+        let msg = b"still there?";
+        self.0.write_all(msg).unwrap();
+        let mut back = [0u8; 12];
+        self.0.read_exact(&mut back).unwrap();
+        assert_eq!(&back, msg);
+    }
+}
+
+#[test]
+fn a_netd_restart_keeps_docker_traffic_and_docker_stop_and_rm_work_after_it() {
+    let mut bed = Bed::new("dks");
+    bed.docker
+        .ok(&[
+            "network",
+            "create",
+            "-d",
+            "netd",
+            "--ipam-driver",
+            "netd",
+            "n1",
+        ])
+        .unwrap();
+    bed.docker
+        .run_idle(&[
+            "--name",
+            "web",
+            "--network",
+            "n1",
+            "-p",
+            "8080:80",
+            "-p",
+            "8082:82",
+        ])
+        .unwrap();
+    let web = bed.docker.netns("web").unwrap();
+    // One server per connection: the held one keeps its server busy.
+    let _held_server =
+        EchoServer::start(&web, Proto::Tcp, addr(Ipv4Addr::UNSPECIFIED, 80)).unwrap();
+    let _server = EchoServer::start(&web, Proto::Tcp, addr(Ipv4Addr::UNSPECIFIED, 82)).unwrap();
+    let mut held = Held::open(&bed, addr(Sandbox::NODE_ADDR, 8080));
+
+    bed.netd.stop(libc::SIGKILL).unwrap();
+    held.exchange();
+    bed.netd.restart().unwrap();
+    held.exchange();
+    echo_once(
+        &bed.sb.ext.path(),
+        Proto::Tcp,
+        addr(Sandbox::NODE_ADDR, 8082),
+    )
+    .unwrap();
+
+    // Docker never repeats CreateNetwork: netd kept the network's ID.
+    bed.docker
+        .run_idle(&["--name", "late", "--network", "n1", "-p", "8081:80"])
+        .unwrap();
+    bed.docker.ok(&["stop", "-t", "1", "web", "late"]).unwrap();
+    bed.docker.ok(&["rm", "web", "late"]).unwrap();
+    bed.docker.ok(&["network", "rm", "n1"]).unwrap();
+    assert_nothing_of_docker_left(&bed);
+}
+
+#[test]
+fn a_dockerd_restart_with_live_containers_leaves_nothing_behind_in_netd() {
+    let mut bed = Bed::new("dkd");
+    bed.docker
+        .ok(&[
+            "network",
+            "create",
+            "-d",
+            "netd",
+            "--ipam-driver",
+            "netd",
+            "n1",
+        ])
+        .unwrap();
+    for name in ["ca", "cb"] {
+        bed.docker
+            .run_idle(&["--name", name, "--network", "n1", "-P", "--expose", "80"])
+            .unwrap();
+    }
+    bed.docker.stop().unwrap();
+    assert_eq!(
+        docker_endpoints(&bed.netd),
+        0,
+        "dockerd's stop released its endpoints"
+    );
+    let info = bed.netd.info().unwrap();
+    assert_eq!(info["map_entries"]["published_ports"], 0, "{info}");
+    assert_eq!(info["map_entries"]["endpoints"], 0, "{info}");
+
+    bed.docker.restart().unwrap();
+    bed.docker.ok(&["start", "ca"]).unwrap();
+    let a = bed.docker.netns("ca").unwrap();
+    let _server = EchoServer::start(&a, Proto::Tcp, addr(Ipv4Addr::UNSPECIFIED, 80)).unwrap();
+    let port = bed.netd_port("ca", "n1");
+    let port: u16 = port.trim().rsplit(':').next().unwrap().parse().unwrap();
+    echo_once(
+        &bed.sb.ext.path(),
+        Proto::Tcp,
+        addr(Sandbox::NODE_ADDR, port),
+    )
+    .unwrap();
+    bed.docker.ok(&["rm", "-f", "ca", "cb"]).unwrap();
+    bed.docker.ok(&["network", "rm", "n1"]).unwrap();
+    assert_nothing_of_docker_left(&bed);
     bed.assert_no_docker_nat();
 }

@@ -232,7 +232,10 @@ impl Inner {
             bail!("a netd container is already named {name}, the endpoint's short ID");
         }
         if !iface.address_ipv6.is_empty() {
-            bail!("invalid IPv6 address {}: netd does not support IPv6 yet", iface.address_ipv6);
+            bail!(
+                "invalid IPv6 address {}: netd does not support IPv6 yet",
+                iface.address_ipv6
+            );
         }
         if iface.address.is_empty() {
             bail!("no IPv4 address given for the endpoint: netd's networks need one");
@@ -302,7 +305,11 @@ impl Inner {
             .endpoints()
             .find(|(_, e)| e.network == n.name && e.ip == ip)
         {
-            bail!("address {ip} is already in use on network {} (by {})", n.name, c.name);
+            bail!(
+                "address {ip} is already in use on network {} (by {})",
+                n.name,
+                c.name
+            );
         }
         Ok(())
     }
@@ -382,7 +389,11 @@ impl Inner {
         if specs.is_empty() && c.ports.is_empty() {
             return Ok(json!({}));
         }
-        let ep = c.endpoints.first().context("the endpoint has no interface")?.clone();
+        let ep = c
+            .endpoints
+            .first()
+            .context("the endpoint has no interface")?
+            .clone();
         self.refresh_node_addrs().await?;
         // This endpoint's own ports do not conflict with their replacement.
         let old = std::mem::take(&mut self.state.containers.get_mut(&name).expect("found").ports);
@@ -439,12 +450,12 @@ impl Inner {
             bail!("netd's IPAM does not support IPv6 pools yet");
         }
         let mut used = self.subnets_in_use().await?;
-        used.extend(
-            self.state
-                .ipam_pools
-                .values()
-                .map(|p| (p.subnet, format!("the pool of another network ({})", p.subnet))),
-        );
+        used.extend(self.state.ipam_pools.values().map(|p| {
+            (
+                p.subnet,
+                format!("the pool of another network ({})", p.subnet),
+            )
+        }));
         let subnet = match req.pool.as_str() {
             "" => {
                 let nets: Vec<_> = used.iter().map(|(n, _)| *n).collect();
@@ -453,7 +464,9 @@ impl Inner {
             pool => {
                 let subnet = ipam::parse_subnet(pool)?;
                 if let Some((_, what)) = used.iter().find(|(u, _)| ipam::overlaps(&subnet, u)) {
-                    bail!("invalid --subnet {subnet}: Pool overlaps with other one on this address space ({what})");
+                    bail!(
+                        "invalid --subnet {subnet}: Pool overlaps with other one on this address space ({what})"
+                    );
                 }
                 subnet
             }
@@ -493,7 +506,10 @@ impl Inner {
             .ipam_pools
             .get(&req.pool_id)
             .with_context(|| format!("no IPAM pool {}", req.pool_id))?;
-        let is_gateway = req.options.get(wire::keys::REQUEST_ADDRESS_TYPE).map(String::as_str)
+        let is_gateway = req
+            .options
+            .get(wire::keys::REQUEST_ADDRESS_TYPE)
+            .map(String::as_str)
             == Some(wire::keys::GATEWAY_REQUEST);
         let shape = ipam::Pool {
             subnet: pool.subnet,

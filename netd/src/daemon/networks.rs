@@ -53,8 +53,7 @@ impl Inner {
     fn view_of(&self, n: &Network) -> NetworkView {
         NetworkView::new(
             n,
-            self
-                .state
+            self.state
                 .endpoints()
                 .filter(|(_, e)| e.network == n.name)
                 .map(|(c, e)| EndpointView {
