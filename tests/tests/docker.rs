@@ -137,6 +137,25 @@ fn docker_run_publishes_ports_through_netd_with_client_addresses_kept() {
         bed.netd_port("web", "n1"),
         "53/udp -> 0.0.0.0:5353\n80/tcp -> 0.0.0.0:8080\n"
     );
+    // `docker port` stays empty for a remote driver; `netd ps` and `netd port` show the
+    // sandbox (Docker's stand-in for the container) and the endpoint.
+    let key = docker
+        .ok(&["inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "web"])
+        .unwrap();
+    let sandbox = &key.rsplit('/').next().unwrap()[..12];
+    assert_eq!(
+        bed.netd.cli_ok(&["port", sandbox, "80"]).unwrap(),
+        "0.0.0.0:8080\n"
+    );
+    let ps = bed.netd.cli_ok(&["ps"]).unwrap();
+    let row = ps
+        .lines()
+        .find(|l| l.starts_with(sandbox))
+        .unwrap_or_else(|| panic!("{ps}"));
+    assert!(
+        row.contains(&bed.endpoint("web", "n1")) && row.contains(&ip.to_string()),
+        "{row}"
+    );
 
     // Out to the internet host, masqueraded behind the node's address.
     let inet = EchoServer::start(

@@ -7,13 +7,15 @@ use anyhow::Result;
 
 use crate::cmd::{build_workspace, require_root, run as run_cmd, target_dir};
 
-pub fn run() -> Result<()> {
+/// `docker`: the same story with the real dockerd as the engine (`--docker`).
+pub fn run(docker: bool) -> Result<()> {
     require_root("cargo xtask demo")?;
     crate::setup::run()?;
     build_workspace()?;
     println!();
     run_cmd(
         Command::new(target_dir().join("debug/netd-demo"))
+            .args(docker.then_some("--docker"))
             .env("NETD_BIN", target_dir().join("debug/netd")),
     )
 }

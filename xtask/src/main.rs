@@ -33,7 +33,12 @@ enum Task {
         args: Vec<String>,
     },
     /// Setup, build, and show netd's main job in a sandbox of network namespaces.
-    Demo,
+    Demo {
+        /// The same story with the real dockerd as the engine and netd as its network
+        /// driver (`docker network create -d netd`, `docker run -p`).
+        #[arg(long)]
+        docker: bool,
+    },
     /// Measure netd against Docker's iptables rules, an nftables map and the direct
     /// path, in namespaces it creates (needs root); table, JSON and SVG in target/bench.
     Bench {
@@ -58,7 +63,7 @@ fn main() -> std::process::ExitCode {
         Task::Setup => setup::run(),
         Task::Clippy => clippy::run_all(),
         Task::Test { args } => test::run(&args),
-        Task::Demo => demo::run(),
+        Task::Demo { docker } => demo::run(docker),
         Task::Bench { quick, args } => bench::run(quick, &args),
         Task::Run { args } => run::run(&args),
     };

@@ -27,7 +27,16 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     // taskset and nsenter, for the benchmark's CPU placement (Essential, listed anyway).
     "util-linux",
     "python3",
+    // The real Docker engine the Docker-driver tests, `demo --docker` and the benchmark's
+    // Docker comparison drive (always inside a sandbox, never as the machine's service),
+    // and the static busybox their image is made of.
+    "docker.io",
+    "busybox-static",
 ];
+
+/// Installing a package with a service must not start it on this machine:
+/// invoke-rc.d asks this script, and 101 means "not now".
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -59,6 +68,7 @@ fn debian_packages() -> Result<()> {
         return Ok(());
     }
     println!("setup: debian packages: installing {}", missing.join(" "));
+    let _guard = NoServiceStarts::install()?;
     run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
     run_cmd(
         Command::new("apt-get")
@@ -66,6 +76,40 @@ fn debian_packages() -> Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// A `policy-rc.d` that refuses every service start while packages install (docker.io
+/// would otherwise start dockerd in the root namespace of a machine with an init system),
+/// removed afterwards if setup put it there. `--no-install-recommends` keeps the rest out.
+struct NoServiceStarts {
+    ours: bool,
+}
+
+impl NoServiceStarts {
+    fn install() -> Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = Path::new(POLICY_RC_D);
+        if path.exists() {
+            println!("setup: {POLICY_RC_D} exists: package installs start no service");
+            return Ok(NoServiceStarts { ours: false });
+        }
+        std::fs::write(
+            path,
+            "#!/bin/sh\n# netd's setup: no service starts while it installs packages.\nexit 101\n",
+        )
+        .with_context(|| format!("write {POLICY_RC_D}"))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+        println!("setup: {POLICY_RC_D} in place while packages install (no service starts)");
+        Ok(NoServiceStarts { ours: true })
+    }
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        if self.ours {
+            let _ = std::fs::remove_file(POLICY_RC_D);
+        }
+    }
 }
 
 fn nightly_sysroot() -> Result<PathBuf> {

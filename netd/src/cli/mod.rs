@@ -383,8 +383,16 @@ pub async fn ps(client: &Client, args: PsArgs) -> Result<ExitCode> {
                         .join(","),
                 )
             };
+            // Docker tells its driver the sandbox, not the container: its short ID stands
+            // in the ID column, the endpoint's in the name.
+            let id = match &c.sandbox {
+                SandboxView::Docker { sandbox, .. } => {
+                    sandbox.clone().unwrap_or_else(|| "-".into())
+                }
+                _ => c.id.clone(),
+            };
             [
-                c.id.clone(),
+                id,
                 c.name.clone(),
                 networks,
                 ips,

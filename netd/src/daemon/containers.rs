@@ -50,10 +50,24 @@ enum Mode {
 }
 
 impl Inner {
+    /// A container by name; a Docker container also by its sandbox's short ID (as `netd
+    /// ps` shows it), which leads to its endpoint with published ports if it has one.
     pub(super) fn container(&self, name: &str) -> Result<&Container, ApiError> {
-        self.state
-            .containers
-            .get(name)
+        if let Some(c) = self.state.containers.get(name) {
+            return Ok(c);
+        }
+        let in_sandbox = |c: &&Container| match &c.sandbox {
+            Sandbox::Docker(d) => d.sandbox_key.as_deref().is_some_and(|k| {
+                crate::docker_plugin::short_id(crate::docker_plugin::sandbox_id(k)) == name
+            }),
+            _ => false,
+        };
+        let mut endpoints: Vec<&Container> =
+            self.state.containers.values().filter(in_sandbox).collect();
+        endpoints.sort_by_key(|c| c.ports.is_empty());
+        endpoints
+            .first()
+            .copied()
             .ok_or_else(|| ApiError::not_found(anyhow!("No such container: {name}")))
     }
 

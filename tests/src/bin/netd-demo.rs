@@ -1,5 +1,7 @@
 //! `cargo xtask demo`: netd's main job on this machine, shown end to end in a sandbox of
-//! network namespaces (never the machine's own network), then removed again.
+//! network namespaces (never the machine's own network), then removed again. With
+//! `--docker`, the same story with the real dockerd as the engine and netd as its network
+//! driver.
 
 use std::{
     io::{Read, Write},
@@ -9,7 +11,9 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use netd_tests::{Daemon, EchoServer, Proto, Sandbox, echo::in_netns, echo_once, require_root};
+use netd_tests::{
+    Daemon, EchoServer, Proto, Sandbox, docker::Docker, echo::in_netns, echo_once, require_root,
+};
 
 const PAGE: &str = "hello from a netd container";
 
@@ -28,7 +32,8 @@ impl Steps {
 fn main() -> ExitCode {
     require_root();
     let started = Instant::now();
-    match demo() {
+    let docker = std::env::args().skip(1).any(|a| a == "--docker");
+    match if docker { demo_docker() } else { demo() } {
         Ok(()) => {
             println!(
                 "\ndemo: OK in {:.1}s, sandbox removed",
@@ -94,39 +99,70 @@ fn demo() -> Result<()> {
     print!("{}", indent(&d.cli_ok(&["ps"])?));
     wait_for_listener(&web.netns, SocketAddr::new(web.ip.into(), 80))?;
 
+    fetch_through_uplink(&mut s, &sb)?;
+    let log = std::fs::read_to_string(d.dir.join("state/logs/web.log")).unwrap_or_default();
+    show_client_address(&log)?;
+    let server = egress_is_masqueraded(&mut s, &sb, &web.netns, "web")?;
+
+    s.step("data path counters (netd stats)");
+    print!("{}", indent(&d.cli_ok(&["stats"])?));
+    d.cli_ok(&["rm", "-f", "web"])?;
+    drop(server);
+    drop(d);
+    drop(sb);
+    Ok(())
+}
+
+/// Step: the page through the node's uplink, from the client.
+fn fetch_through_uplink(s: &mut Steps, sb: &Sandbox) -> Result<()> {
     s.step(&format!(
         "client fetches http://{}:8080/ through the node's uplink",
         Sandbox::NODE_ADDR
     ));
-    let out = sb.ext.exec(&[
-        "curl",
-        "-sS",
-        "-m",
-        "5",
-        &format!("http://{}:8080/", Sandbox::NODE_ADDR),
-    ])?;
-    let body = String::from_utf8_lossy(&out.stdout);
-    println!("      curl got: {}", body.trim());
-    if body.trim() != PAGE {
+    let url = format!("http://{}:8080/", Sandbox::NODE_ADDR);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let out = sb.ext.exec(&["curl", "-sS", "-m", "5", &url])?;
+        let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if body == PAGE || Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!("      curl got: {body}");
+    if body != PAGE {
         bail!("the page did not come back through the published port");
     }
-    let log = std::fs::read_to_string(d.dir.join("state/logs/web.log")).unwrap_or_default();
+    Ok(())
+}
+
+/// The server's log line of the request: it must name the client's own address.
+fn show_client_address(log: &str) -> Result<()> {
     let seen = log
         .lines()
-        .find(|l| l.contains("GET /"))
+        .find(|l| l.contains("GET /") || l.contains("url:/"))
         .context("the container logged no request")?;
-    println!("      the container's server logged: {seen}");
-    if !seen.starts_with(&Sandbox::EXT_ADDR.to_string()) {
+    println!("      the container's server logged: {}", seen.trim());
+    if !seen.contains(&Sandbox::EXT_ADDR.to_string()) {
         bail!("the container did not see the client's own address");
     }
+    Ok(())
+}
 
+/// Step: the container connects out; the internet host must see the node's address.
+fn egress_is_masqueraded(
+    s: &mut Steps,
+    sb: &Sandbox,
+    netns: &std::path::Path,
+    name: &str,
+) -> Result<EchoServer> {
     s.step(&format!(
-        "container web connects to the internet host {}:9000",
+        "container {name} connects to the internet host {}:9000",
         Sandbox::INET_ADDR
     ));
     let target = SocketAddr::new(Sandbox::INET_ADDR.into(), 9000);
     let server = EchoServer::start(&sb.inet.path(), Proto::Tcp, target)?;
-    let local = echo_once(&web.netns, Proto::Tcp, target)?;
+    let local = echo_once(netns, Proto::Tcp, target)?;
     let peer = *server
         .peers()
         .first()
@@ -135,11 +171,117 @@ fn demo() -> Result<()> {
     if peer.ip() != std::net::IpAddr::from(Sandbox::NODE_ADDR) {
         bail!("egress was not masqueraded to the node's address");
     }
+    Ok(server)
+}
+
+/// `cargo xtask demo --docker`: Docker runs the container, netd is its network driver.
+fn demo_docker() -> Result<()> {
+    let mut s = Steps { n: 0, total: 8 };
+    s.step("building a sandbox of network namespaces");
+    let sb = Sandbox::new("demo")?;
+    println!(
+        "      client {} --- node {} on {} (netd and dockerd) --- internet host {}",
+        Sandbox::EXT_ADDR,
+        Sandbox::NODE_ADDR,
+        Sandbox::UPLINK,
+        Sandbox::INET_ADDR,
+    );
+
+    s.step("starting `netd daemon --docker-plugin-socket ...` and dockerd in the node");
+    let socket = Docker::plugin_socket_for(&sb.node);
+    let d = Daemon::start_with(
+        &sb.node,
+        Sandbox::UPLINK,
+        &["--docker-plugin-socket", &socket.to_string_lossy()],
+    )?;
+    let docker = Docker::start(&sb.node, &socket)?;
+    println!(
+        "      dockerd {} with --bridge=none --iptables=false --ip-forward=false; plugin spec -> unix://{}",
+        docker.ok(&["version", "-f", "{{.Server.Version}}"])?,
+        socket.display()
+    );
+
+    s.step("docker network create -d netd --ipam-driver netd n1");
+    docker.ok(&[
+        "network",
+        "create",
+        "-d",
+        "netd",
+        "--ipam-driver",
+        "netd",
+        "n1",
+    ])?;
+    print!(
+        "{}",
+        indent(&docker.ok(&["network", "ls", "--filter", "driver=netd"])?)
+    );
+
+    s.step("docker run -d --name web --network n1 -p 8080:80 busybox httpd");
+    let www = docker.dir.join("www");
+    std::fs::create_dir_all(&www)?;
+    std::fs::write(www.join("index.html"), format!("{PAGE}\n"))?;
+    let volume = format!("{}:/www:ro", www.display());
+    let mut run = vec![
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "n1",
+        "-p",
+        "8080:80",
+    ];
+    run.extend(["-v", &volume, netd_tests::docker::IMAGE]);
+    run.extend(["httpd", "-f", "-vv", "-p", "80", "-h", "/www"]);
+    docker.ok(&run)?;
+    println!("      netd ps:");
+    print!("{}", indent(&d.cli_ok(&["ps"])?));
+    let key = docker.ok(&["inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "web"])?;
+    let sandbox: String = key
+        .rsplit('/')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(12)
+        .collect();
+    println!(
+        "      netd port {sandbox}: {}",
+        d.cli_ok(&["port", &sandbox])?.trim()
+    );
+    println!(
+        "      docker port web: {:?} (Docker shows no ports for a remote driver; netd port does)",
+        docker.ok(&["port", "web"])?
+    );
+
+    fetch_through_uplink(&mut s, &sb)?;
+    let logs = docker.cli(&["logs", "web"])?;
+    show_client_address(&String::from_utf8_lossy(&logs.stderr))?;
+
+    let web = docker.netns("web")?;
+    let server = egress_is_masqueraded(&mut s, &sb, &web, "web")?;
+
+    s.step("what Docker's own NAT would have left: iptables rules, docker-proxy processes");
+    let rules = sb.node.exec(&["iptables-save"])?;
+    let rules = String::from_utf8_lossy(&rules.stdout)
+        .lines()
+        .filter(|l| l.starts_with("-A"))
+        .count();
+    let proxies = std::fs::read_dir("/proc")?
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
+        .filter(|c| c.trim() == "docker-proxy")
+        .count();
+    println!("      iptables rules in the node: {rules}; docker-proxy processes: {proxies}");
+    if rules + proxies > 0 {
+        bail!("Docker's own NAT is in place");
+    }
 
     s.step("data path counters (netd stats)");
     print!("{}", indent(&d.cli_ok(&["stats"])?));
-    d.cli_ok(&["rm", "-f", "web"])?;
+    docker.ok(&["rm", "-f", "web"])?;
+    docker.ok(&["network", "rm", "n1"])?;
     drop(server);
+    drop(docker);
     drop(d);
     drop(sb);
     Ok(())
