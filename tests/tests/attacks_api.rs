@@ -400,7 +400,7 @@ fn sigterm_lets_a_started_run_finish() {
         .as_bytes(),
     )
     .unwrap();
-    wait_for("the run started", Duration::from_secs(10), || {
+    wait_for("the run started", Duration::from_secs(60), || {
         d.holders() == 1
     });
     // SAFETY: our own child's pid (the daemon, exec'ed in place by `ip netns exec`).
