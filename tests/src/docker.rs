@@ -23,10 +23,23 @@ pub const IMAGE: &str = "netd-test-busybox";
 /// The Docker CLI of the docker.io package (some images put a newer one first in PATH).
 const DOCKER_CLI: &str = "/usr/bin/docker";
 
+/// Who does the node's container networking for this dockerd.
+#[derive(Clone, Debug)]
+pub enum Networking {
+    /// netd, as the network driver at this plugin socket; Docker's own NAT off
+    /// (`--iptables=false --ip-forward=false`), as netd's README tells users.
+    Netd { plugin_socket: PathBuf },
+    /// Docker's own bridge driver as Docker ships it: iptables DNAT and masquerade, and a
+    /// docker-proxy process per published port and address family. Forwarding is turned
+    /// on in the node beforehand (`--ip-forward=false` keeps dockerd from loading
+    /// br_netfilter, a module every namespace of the machine would see).
+    Own,
+}
+
 pub struct Docker {
     pub dir: PathBuf,
     node: String,
-    plugin_socket: PathBuf,
+    networking: Networking,
     child: Option<Child>,
 }
 
@@ -39,6 +52,16 @@ impl Docker {
 
     /// Start dockerd in `node`, finding netd's plugin at `plugin_socket`.
     pub fn start(node: &Netns, plugin_socket: &Path) -> Result<Self> {
+        Self::start_with(
+            node,
+            Networking::Netd {
+                plugin_socket: plugin_socket.to_path_buf(),
+            },
+        )
+    }
+
+    /// Start dockerd in `node` with the given networking.
+    pub fn start_with(node: &Netns, networking: Networking) -> Result<Self> {
         for tool in [DOCKER_CLI, "/usr/sbin/dockerd", "/bin/busybox"] {
             if !Path::new(tool).exists() {
                 bail!(
@@ -51,7 +74,7 @@ impl Docker {
         let mut docker = Docker {
             dir,
             node: node.name.clone(),
-            plugin_socket: plugin_socket.to_path_buf(),
+            networking,
             child: None,
         };
         docker.spawn()?;
@@ -61,14 +84,22 @@ impl Docker {
 
     fn spawn(&mut self) -> Result<()> {
         let d = self.dir.display();
+        let (plugin, nat) = match &self.networking {
+            Networking::Netd { plugin_socket } => (
+                format!(
+                    "mkdir -p /etc/docker/plugins; echo unix://{} > /etc/docker/plugins/netd.spec;",
+                    plugin_socket.display()
+                ),
+                "--iptables=false",
+            ),
+            Networking::Own => (String::new(), "--iptables=true"),
+        };
         let inner = format!(
             "set -e; mount -t sysfs sysfs /sys; mount --rbind {d}/cgroup /sys/fs/cgroup; \
-             mount -t tmpfs tmpfs /run; mount -t tmpfs tmpfs /etc/docker; \
-             mkdir -p /etc/docker/plugins; echo unix://{sock} > /etc/docker/plugins/netd.spec; \
+             mount -t tmpfs tmpfs /run; mount -t tmpfs tmpfs /etc/docker; {plugin} \
              exec /usr/sbin/dockerd --data-root {d}/root --exec-root {d}/exec \
              --pidfile {d}/docker.pid -H unix://{d}/docker.sock --bridge=none \
-             --iptables=false --ip-forward=false --storage-driver vfs",
-            sock = self.plugin_socket.display()
+             {nat} --ip-forward=false --storage-driver vfs"
         );
         let outer = format!(
             "set -e; mount --rbind /sys/fs/cgroup {d}/cgroup; \
@@ -210,6 +241,11 @@ impl Docker {
     /// Start dockerd again after `stop`, with the same directories.
     pub fn restart(&mut self) -> Result<()> {
         self.spawn()
+    }
+
+    /// dockerd's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn log(&self) -> String {

@@ -9,6 +9,7 @@
 //! the JSON file and the SVG chart.
 
 pub mod bed;
+pub mod engines;
 pub mod generator;
 pub mod load;
 pub mod report;
@@ -37,6 +38,8 @@ pub struct Options {
     pub quick: bool,
     /// Datapaths to measure (all by default).
     pub datapaths: Vec<Datapath>,
+    /// Docker engines to compare (Docker's bridge driver, Docker with netd).
+    pub engines: Vec<engines::Engine>,
     /// Published ports of the scale runs, instead of the plan's.
     pub scales: Option<Vec<u16>>,
     /// Repeats of each measurement, instead of the plan's.
@@ -56,6 +59,8 @@ struct Plan {
     iperf_udp: bool,
     /// Published ports for the scale runs.
     scales: Vec<u16>,
+    /// Ranges published with `docker run -p` in the Docker comparison.
+    docker_ranges: Vec<u16>,
 }
 
 impl Plan {
@@ -68,6 +73,7 @@ impl Plan {
                 frames: 200_000,
                 iperf_udp: false,
                 scales: vec![1, 10_000],
+                docker_ranges: vec![100],
             }
         } else {
             Plan {
@@ -77,6 +83,7 @@ impl Plan {
                 frames: 3_000_000,
                 iperf_udp: true,
                 scales: vec![1, 1_000, 10_000],
+                docker_ranges: vec![100, 1_000],
             }
         }
     }
@@ -108,12 +115,17 @@ struct Progress {
 }
 
 impl Progress {
-    fn step(&self, dp: Datapath, what: &str) -> Result<()> {
+    fn step(&self, dp: impl std::fmt::Display, what: &str) -> Result<()> {
         if interrupted() {
             bail!("interrupted");
         }
         let t = self.started.elapsed().as_secs();
-        println!("[{:02}:{:02}] {dp:<13} {what}", t / 60, t % 60);
+        println!(
+            "[{:02}:{:02}] {:<13} {what}",
+            t / 60,
+            t % 60,
+            dp.to_string()
+        );
         Ok(())
     }
 }
@@ -150,6 +162,21 @@ pub fn run(opts: &Options) -> Result<Results> {
     );
     for &dp in &opts.datapaths {
         measure(dp, &plan, &cycles, &progress, &mut results)?;
+    }
+    let engine_plan = engines::EnginePlan {
+        runs: plan.runs,
+        iperf_secs: plan.iperf_secs,
+        load_secs: plan.load_secs,
+        ranges: plan.docker_ranges.clone(),
+    };
+    if !opts.engines.is_empty() {
+        results.note(
+            "docker",
+            "Docker 20.10 (Debian's docker.io) in the node: docker-bridge is Docker's bridge driver as shipped (--iptables=true, userland proxy on: iptables DNAT and a docker-proxy per port and family), docker-netd is `docker network create -d netd --ipam-driver netd` with --iptables=false; the same client, container servers and load as the datapath rows; a range is `docker run -p B-E:B-E` of an idle busybox container, its time includes creating and starting the container (`docker run, no ports` is that alone); memory is the RSS added to dockerd, netd and docker-proxy processes; new connections with the range are measured through the container `web`'s port with the range's container running".into(),
+        );
+    }
+    for &engine in &opts.engines {
+        engines::measure(engine, &engine_plan, &progress, &mut results)?;
     }
     Ok(results)
 }

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, process::Command};
 
 use serde_json::{Value, json};
 
-use super::bed::Datapath;
+use super::{bed::Datapath, engines::Engine};
 
 /// Every sample of one run of the benchmark.
 pub struct Results {
@@ -23,6 +23,10 @@ pub struct Results {
     notes: BTreeMap<String, String>,
     /// netd datapath -> the daemon's flags and what `netd info` said about them.
     config: BTreeMap<String, Value>,
+    /// Docker engine (`docker-bridge`, `docker-netd`) -> metric key -> samples.
+    engines: BTreeMap<String, BTreeMap<String, Vec<f64>>>,
+    /// Docker engine -> what its translation left as evidence.
+    engine_evidence: BTreeMap<String, String>,
 }
 
 /// Median and range of some samples.
@@ -73,7 +77,48 @@ impl Results {
             program_cost: None,
             notes: BTreeMap::new(),
             config: BTreeMap::new(),
+            engines: BTreeMap::new(),
+            engine_evidence: BTreeMap::new(),
         }
+    }
+
+    pub fn add_engine(&mut self, engine: &str, key: &str, value: f64) {
+        self.engines
+            .entry(engine.to_string())
+            .or_default()
+            .entry(key.to_string())
+            .or_default()
+            .push(value);
+    }
+
+    pub fn engine_evidence(&mut self, engine: &str, text: String) {
+        self.engine_evidence.insert(engine.to_string(), text);
+    }
+
+    /// The Docker engines measured, Docker's own bridge driver first.
+    pub fn engines(&self) -> Vec<String> {
+        Engine::ALL
+            .iter()
+            .map(|e| e.to_string())
+            .filter(|e| self.engines.contains_key(e))
+            .collect()
+    }
+
+    pub fn engine_summary(&self, engine: &str, key: &str) -> Option<Summary> {
+        Summary::of(self.engines.get(engine)?.get(key)?)
+    }
+
+    /// The sizes of the ranges published with `docker run -p`, ascending.
+    pub fn engine_ranges(&self) -> Vec<u32> {
+        let mut s: Vec<u32> = self
+            .engines
+            .values()
+            .flat_map(|m| m.keys())
+            .filter_map(|k| k.strip_prefix("publish_s@")?.parse().ok())
+            .collect();
+        s.sort_unstable();
+        s.dedup();
+        s
     }
 
     pub fn note(&mut self, topic: &str, text: String) {
@@ -132,28 +177,7 @@ impl Results {
     }
 
     pub fn to_json(&self) -> Value {
-        let datapaths: serde_json::Map<String, Value> = self
-            .samples
-            .iter()
-            .map(|(dp, metrics)| {
-                let m: serde_json::Map<String, Value> = metrics
-                    .iter()
-                    .map(|(k, v)| {
-                        let s = Summary::of(v);
-                        (
-                            k.clone(),
-                            json!({
-                                "samples": v,
-                                "median": s.map(|s| s.median),
-                                "min": s.map(|s| s.min),
-                                "max": s.map(|s| s.max),
-                            }),
-                        )
-                    })
-                    .collect();
-                (dp.clone(), Value::Object(m))
-            })
-            .collect();
+        let datapaths = samples_json(&self.samples);
         json!({
             "machine": machine(),
             "quick": self.quick,
@@ -166,6 +190,9 @@ impl Results {
             "notes": self.notes,
             "targets": self.targets(),
             "program_cost_ns_per_packet": self.program_cost,
+            "docker_engines": samples_json(&self.engines),
+            "docker_engine_units": ENGINE_ROWS.iter().map(|r| (r.key, r.unit)).collect::<BTreeMap<_, _>>(),
+            "docker_engine_evidence": self.engine_evidence,
         })
     }
 
@@ -175,6 +202,11 @@ impl Results {
     pub fn table(&self) -> String {
         let dps = self.datapaths();
         let mut out = String::new();
+        if dps.is_empty() {
+            out.push_str(&self.engine_table());
+            out.push_str(&self.notes_text());
+            return out;
+        }
         let mut header = format!("{:<46}", "metric (median ±half-range)");
         for dp in &dps {
             header.push_str(&format!("{dp:>15}"));
@@ -198,6 +230,7 @@ impl Results {
             out.push('\n');
         }
         out.push_str(&self.ratios());
+        out.push_str(&self.engine_table());
         let targets = self.targets();
         if !targets.is_empty() {
             out.push_str("\ntargets of issue 6 (reported, never asserted):\n");
@@ -217,6 +250,12 @@ impl Results {
                 }
             }
         }
+        out.push_str(&self.notes_text());
+        out
+    }
+
+    fn notes_text(&self) -> String {
+        let mut out = String::new();
         if !self.notes.is_empty() {
             out.push_str("\nnotes:\n");
             for (topic, text) in &self.notes {
@@ -370,6 +409,179 @@ impl Results {
         rows
     }
 }
+
+/// Every sample of each of `samples`' keys, with its median and range.
+fn samples_json(samples: &BTreeMap<String, BTreeMap<String, Vec<f64>>>) -> Value {
+    let map: serde_json::Map<String, Value> = samples
+        .iter()
+        .map(|(name, metrics)| {
+            let m: serde_json::Map<String, Value> = metrics
+                .iter()
+                .map(|(k, v)| {
+                    let s = Summary::of(v);
+                    (
+                        k.clone(),
+                        json!({
+                            "samples": v,
+                            "median": s.map(|s| s.median),
+                            "min": s.map(|s| s.min),
+                            "max": s.map(|s| s.max),
+                        }),
+                    )
+                })
+                .collect();
+            (name.clone(), Value::Object(m))
+        })
+        .collect();
+    Value::Object(map)
+}
+
+impl Results {
+    /// Docker's bridge driver against Docker with netd: one row per metric, a column per
+    /// engine, and netd's median over the bridge driver's.
+    fn engine_table(&self) -> String {
+        let engines = self.engines();
+        if engines.is_empty() {
+            return String::new();
+        }
+        let mut header = format!("{:<50}", "Docker with netd vs Docker's bridge driver");
+        for e in &engines {
+            header.push_str(&format!("{e:>16}"));
+        }
+        if engines.len() == 2 {
+            header.push_str(&format!("{:>16}", "netd÷bridge"));
+        }
+        let mut out = format!("\n{header}\n{}\n", "-".repeat(header.chars().count()));
+        let largest = self.engine_ranges().last().copied();
+        for row in ENGINE_ROWS {
+            let keys: Vec<(String, String)> = if row.key.ends_with('@') {
+                self.engine_ranges()
+                    .iter()
+                    .map(|n| {
+                        (
+                            format!("{}{n}", row.key),
+                            format!("{}, {n} ports ({})", row.label, row.unit),
+                        )
+                    })
+                    .collect()
+            } else {
+                let ports = match (row.key.ends_with("@range"), largest) {
+                    (true, Some(n)) => format!(", {} ports", n + 2),
+                    _ => String::new(),
+                };
+                vec![(
+                    row.key.to_string(),
+                    format!("{}{ports} ({})", row.label, row.unit),
+                )]
+            };
+            for (key, label) in keys {
+                let cells: Vec<Option<Summary>> = engines
+                    .iter()
+                    .map(|e| self.engine_summary(e, &key))
+                    .collect();
+                if cells.iter().all(Option::is_none) {
+                    continue;
+                }
+                out.push_str(&format!("{label:<50}"));
+                for c in &cells {
+                    out.push_str(&format!(
+                        "{:>16}",
+                        c.map_or_else(|| "-".into(), |s| cell(&s, 1.0))
+                    ));
+                }
+                if let [Some(bridge), Some(netd)] = cells.as_slice()
+                    && bridge.median != 0.0
+                {
+                    out.push_str(&format!(
+                        "{:>16}",
+                        format!("{:.2}x", netd.median / bridge.median)
+                    ));
+                }
+                out.push('\n');
+            }
+        }
+        for (e, text) in &self.engine_evidence {
+            out.push_str(&format!("  {e}: {text}\n"));
+        }
+        out
+    }
+}
+
+/// The rows of the Docker comparison; a key ending in `@` is one row per published range.
+pub const ENGINE_ROWS: &[Row] = &[
+    Row {
+        key: "tcp_gbps",
+        label: "TCP throughput, published port",
+        unit: "Gbit/s",
+        scale: 1.0,
+    },
+    Row {
+        key: "conn_rate@1",
+        label: "new TCP connections, 1 published port",
+        unit: "conn/s",
+        scale: 1.0,
+    },
+    Row {
+        key: "conn_p99@1",
+        label: "conn p99, 1 published port",
+        unit: "µs",
+        scale: 1.0,
+    },
+    Row {
+        key: "conn_errors@1",
+        label: "failed connections, 1 published port",
+        unit: "per run",
+        scale: 1.0,
+    },
+    Row {
+        key: "conn_rate@range",
+        label: "new TCP connections",
+        unit: "conn/s",
+        scale: 1.0,
+    },
+    Row {
+        key: "conn_p99@range",
+        label: "conn p99",
+        unit: "µs",
+        scale: 1.0,
+    },
+    Row {
+        key: "conn_errors@range",
+        label: "failed connections",
+        unit: "per run",
+        scale: 1.0,
+    },
+    Row {
+        key: "docker_run_bare_s",
+        label: "docker run, no ports",
+        unit: "s",
+        scale: 1.0,
+    },
+    Row {
+        key: "publish_s@",
+        label: "docker run -p",
+        unit: "s",
+        scale: 1.0,
+    },
+    Row {
+        key: "publish_procs@",
+        label: "processes added by docker run -p",
+        unit: "count",
+        scale: 1.0,
+    },
+    Row {
+        key: "publish_mib@",
+        label: "memory added by docker run -p",
+        unit: "MiB RSS",
+        scale: 1.0,
+    },
+    Row {
+        key: "remove_s@",
+        label: "docker rm -f",
+        unit: "s",
+        scale: 1.0,
+    },
+];
 
 struct TableRow {
     key: String,

@@ -12,14 +12,18 @@ const W: f64 = 1320.0;
 const H: f64 = 420.0;
 const TOP: f64 = 60.0;
 const BOTTOM: f64 = 360.0;
-const COLORS: [(&str, &str); 6] = [
+const COLORS: [(&str, &str); 8] = [
     ("direct", "#7f7f7f"),
     ("iptables", "#d62728"),
     ("nftables", "#ff7f0e"),
     ("netd-tc", "#9ecae1"),
     ("netd-redirect", "#4292c6"),
     ("netd-xdp", "#08306b"),
+    ("docker-bridge", "#8c564b"),
+    ("docker-netd", "#2ca02c"),
 ];
+/// The width the Docker comparison's two panels add.
+const DOCKER_W: f64 = 660.0;
 
 fn color(dp: &str) -> &'static str {
     COLORS
@@ -93,15 +97,22 @@ fn whisker(s: &mut String, x: f64, sum: &Summary, max: f64, col: &str) {
 
 pub fn chart(results: &Results) -> String {
     let mut s = String::new();
+    let engines = results.engines();
+    let width = if engines.is_empty() { W } else { W + DOCKER_W };
     let _ = writeln!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif"><rect width="100%" height="100%" fill="white"/>"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{H}" font-family="sans-serif"><rect width="100%" height="100%" fill="white"/>"#
     );
     connection_rate(&mut s, results, 80.0, 500.0);
     throughput(&mut s, results, 600.0, 960.0);
     forwarding_64(&mut s, results, 1040.0, 1290.0);
+    if !engines.is_empty() {
+        docker_connections(&mut s, results, W + 40.0, W + 300.0);
+        docker_publish(&mut s, results, W + 380.0, W + DOCKER_W - 30.0);
+    }
     // Legend.
-    for (i, dp) in results.datapaths().iter().enumerate() {
+    let named: Vec<String> = results.datapaths().into_iter().chain(engines).collect();
+    for (i, dp) in named.iter().enumerate() {
         let x = 80.0 + i as f64 * 150.0;
         let _ = writeln!(
             s,
@@ -237,4 +248,70 @@ fn forwarding_64(s: &mut String, r: &Results, x0: f64, x1: f64) {
         };
         bar_with_whisker(s, x0 + bar * (i as f64 + 0.5), bar, &mpps, max, color(dp));
     }
+}
+
+/// Grouped bars of the Docker engines: one group per `(key, label)`, a bar per engine.
+fn engine_groups(
+    s: &mut String,
+    r: &Results,
+    x0: f64,
+    x1: f64,
+    title: &str,
+    unit: &str,
+    groups: &[(String, String)],
+) {
+    let engines = r.engines();
+    let max = nice_max(
+        engines
+            .iter()
+            .flat_map(|e| groups.iter().filter_map(|(k, _)| r.engine_summary(e, k)))
+            .map(|v| v.max)
+            .fold(0.0, f64::max),
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{x0}" y="24" font-size="14" font-weight="bold">{title}</text>"#
+    );
+    axis(s, x0, x1, max, unit);
+    let group = (x1 - x0) / groups.len().max(1) as f64;
+    let bar = group / (engines.len() as f64 + 1.0);
+    for (g, (key, label)) in groups.iter().enumerate() {
+        let gx = x0 + g as f64 * group;
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.0}" text-anchor="middle" font-size="11">{label}</text>"#,
+            gx + group / 2.0,
+            BOTTOM + 16.0
+        );
+        for (i, e) in engines.iter().enumerate() {
+            if let Some(v) = r.engine_summary(e, key) {
+                bar_with_whisker(s, gx + bar * (i as f64 + 0.5), bar, &v, max, color(e));
+            }
+        }
+    }
+}
+
+/// Docker: new connections per second through a published port, with 1 port and with
+/// the largest range published.
+fn docker_connections(s: &mut String, r: &Results, x0: f64, x1: f64) {
+    let mut groups = vec![("conn_rate@1".to_string(), "1 port".to_string())];
+    if let Some(n) = r.engine_ranges().last() {
+        groups.push(("conn_rate@range".into(), format!("{} ports", n + 2)));
+    }
+    engine_groups(s, r, x0, x1, "Docker: new TCP conn/s", "conn/s", &groups);
+}
+
+/// Docker: seconds for `docker run -p` of each range, and for `docker rm -f` of it.
+fn docker_publish(s: &mut String, r: &Results, x0: f64, x1: f64) {
+    let groups: Vec<(String, String)> = r
+        .engine_ranges()
+        .iter()
+        .flat_map(|n| {
+            [
+                (format!("publish_s@{n}"), format!("run -p {n}")),
+                (format!("remove_s@{n}"), format!("rm {n}")),
+            ]
+        })
+        .collect();
+    engine_groups(s, r, x0, x1, "Docker: publish a port range", "s", &groups);
 }

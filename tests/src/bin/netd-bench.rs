@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::ExitCode, time::Instant};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use netd_tests::{
-    bench::{self, Options, bed::Datapath, svg},
+    bench::{self, Options, bed::Datapath, engines::Engine, svg},
     require_root,
 };
 
@@ -29,7 +29,8 @@ struct Cli {
     #[arg(long)]
     program_cost: Option<PathBuf>,
     /// Only these datapaths (direct, iptables, nftables, netd-tc, netd-redirect, netd-xdp;
-    /// netd means all three netd ones); all by default.
+    /// netd means all three netd ones) and Docker engines (docker-bridge, docker-netd;
+    /// docker means both); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Published ports of the scale runs (default 1,1000,10000; quick 1,10000).
@@ -102,14 +103,23 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let datapaths = if cli.only.is_empty() {
-        Datapath::ALL.to_vec()
+    let (datapaths, engines) = if cli.only.is_empty() {
+        (Datapath::ALL.to_vec(), Engine::ALL.to_vec())
     } else {
         let mut chosen: Vec<Datapath> = Vec::new();
+        let mut engines: Vec<Engine> = Vec::new();
         for name in &cli.only {
+            if let Some(es) = Engine::by_name(name) {
+                for e in es {
+                    if !engines.contains(&e) {
+                        engines.push(e);
+                    }
+                }
+                continue;
+            }
             let dps = Datapath::by_name(name).with_context(|| {
                 format!(
-                    "--only: unknown datapath {name:?} (direct, iptables, nftables, netd-tc, netd-redirect, netd-xdp, or netd for all three)"
+                    "--only: unknown datapath {name:?} (direct, iptables, nftables, netd-tc, netd-redirect, netd-xdp, or netd for all three; docker-bridge, docker-netd, or docker for both)"
                 )
             })?;
             for dp in dps {
@@ -118,7 +128,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        chosen
+        (chosen, engines)
     };
     println!(
         "bench: {} matrix over {}; clients on CPU {}, servers on CPU {}",
@@ -126,6 +136,7 @@ fn run(cli: Cli) -> Result<()> {
         datapaths
             .iter()
             .map(|d| d.to_string())
+            .chain(engines.iter().map(|e| e.to_string()))
             .collect::<Vec<_>>()
             .join(", "),
         bench::tools::CLIENT_CPU,
@@ -134,6 +145,7 @@ fn run(cli: Cli) -> Result<()> {
     let mut results = bench::run(&Options {
         quick: cli.quick,
         datapaths,
+        engines,
         scales: cli.scales,
         runs: cli.runs,
     })?;
