@@ -351,6 +351,52 @@ fn docker_networks_are_isolated_connect_joins_them_and_internal_and_static_ips_h
     assert!(echo_fails(&c, Proto::Tcp, addr(Sandbox::INET_ADDR, 9000)).unwrap());
     echo_once(&a, Proto::Tcp, addr(Sandbox::INET_ADDR, 9000)).unwrap();
 
+    // Docker's bridge options reach netd: enable_icc=false isolates the network's
+    // containers from each other; --mac-address is the MAC netd polices.
+    docker
+        .ok(&[
+            "network",
+            "create",
+            "-d",
+            "netd",
+            "--ipam-driver",
+            "netd",
+            "-o",
+            "com.docker.network.bridge.enable_icc=false",
+            "n4",
+        ])
+        .unwrap();
+    docker
+        .run_idle(&[
+            "--name",
+            "i1",
+            "--network",
+            "n4",
+            "--mac-address",
+            "02:11:22:33:44:55",
+        ])
+        .unwrap();
+    docker
+        .run_idle(&["--name", "i2", "--network", "n4"])
+        .unwrap();
+    let i1 = docker.netns("i1").unwrap();
+    let mac = docker
+        .ok(&[
+            "inspect",
+            "-f",
+            "{{(index .NetworkSettings.Networks \"n4\").MacAddress}}",
+            "i1",
+        ])
+        .unwrap();
+    assert_eq!(mac, "02:11:22:33:44:55");
+    echo_once(&i1, Proto::Tcp, addr(Sandbox::INET_ADDR, 9000)).unwrap();
+    let i2_addr = addr(docker.ip("i2", "n4").unwrap(), 7001);
+    let _i2 = EchoServer::start(&docker.netns("i2").unwrap(), Proto::Tcp, i2_addr).unwrap();
+    assert!(
+        echo_fails(&i1, Proto::Tcp, i2_addr).unwrap(),
+        "icc off let i1 reach i2"
+    );
+
     // A static address already taken is refused by netd's IPAM.
     let out = docker
         .cli(&[
