@@ -98,17 +98,23 @@ fn whisker(s: &mut String, x: f64, sum: &Summary, max: f64, col: &str) {
 pub fn chart(results: &Results) -> String {
     let mut s = String::new();
     let engines = results.engines();
-    let width = if engines.is_empty() { W } else { W + DOCKER_W };
+    // A run with `--only` draws only the panels it has numbers for.
+    let datapaths_w = if results.datapaths().is_empty() { 0.0 } else { W };
+    let engines_w = if engines.is_empty() { 0.0 } else { DOCKER_W };
+    let width = datapaths_w + engines_w;
     let _ = writeln!(
         s,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{H}" font-family="sans-serif"><rect width="100%" height="100%" fill="white"/>"#
     );
-    connection_rate(&mut s, results, 80.0, 500.0);
-    throughput(&mut s, results, 600.0, 960.0);
-    forwarding_64(&mut s, results, 1040.0, 1290.0);
-    if !engines.is_empty() {
-        docker_connections(&mut s, results, W + 40.0, W + 300.0);
-        docker_publish(&mut s, results, W + 380.0, W + DOCKER_W - 30.0);
+    if datapaths_w > 0.0 {
+        connection_rate(&mut s, results, 80.0, 500.0);
+        throughput(&mut s, results, 600.0, 960.0);
+        forwarding_64(&mut s, results, 1040.0, 1290.0);
+    }
+    if engines_w > 0.0 {
+        let x = datapaths_w;
+        docker_connections(&mut s, results, x + 60.0, x + 300.0);
+        docker_publish(&mut s, results, x + 380.0, x + DOCKER_W - 30.0);
     }
     // Legend.
     let named: Vec<String> = results.datapaths().into_iter().chain(engines).collect();
@@ -314,4 +320,35 @@ fn docker_publish(s: &mut String, r: &Results, x0: f64, x1: f64) {
         })
         .collect();
     engine_groups(s, r, x0, x1, "Docker: publish a port range", "s", &groups);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::bed::Datapath;
+
+    fn width(svg: &str) -> f64 {
+        let (_, rest) = svg.split_once("width=\"").unwrap();
+        rest.split('"').next().unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn a_run_draws_only_the_panels_it_measured() {
+        let mut docker = Results::new(true, 1);
+        docker.add_engine("docker-bridge", "conn_rate@1", 100.0);
+        docker.add_engine("docker-netd", "conn_rate@1", 120.0);
+        let svg = chart(&docker);
+        assert_eq!(width(&svg), DOCKER_W);
+        assert!(svg.contains("Docker: new TCP conn/s"));
+        assert!(!svg.contains("64-byte frames"), "empty datapath panels drawn");
+
+        let mut datapaths = Results::new(true, 1);
+        datapaths.add(Datapath::Direct, "conn_rate@1", 100.0);
+        let svg = chart(&datapaths);
+        assert_eq!(width(&svg), W);
+        assert!(!svg.contains("Docker:"));
+
+        datapaths.add_engine("docker-netd", "conn_rate@1", 120.0);
+        assert_eq!(width(&chart(&datapaths)), W + DOCKER_W);
+    }
 }
