@@ -151,15 +151,17 @@ pub fn run(opts: &Options) -> Result<Results> {
             Cycles::Unsupported(why) => why.clone(),
         },
     );
-    results.note(
-        "fwd64",
-        format!(
-            "64-byte forwarding: {} frames per run from netd's bench_transmit (BPF_PROG_TEST_RUN, XDP live frames, batch {}, XDP_TX out of the client's veth) on CPU {} at SCHED_FIFO priority 1, which also runs the node's and the container's receive path; delivered = the container's Ip InDelivers delta; pps = delivered / generator wall time; ns/packet = that CPU's wall time / delivered (one CPU busy the whole run); dropped = frames - delivered",
-            plan.frames,
-            generator::BATCH,
-            tools::CLIENT_CPU
-        ),
-    );
+    if !opts.datapaths.is_empty() {
+        results.note(
+            "fwd64",
+            format!(
+                "64-byte forwarding: {} frames per run from netd's bench_transmit (BPF_PROG_TEST_RUN, XDP live frames, batch {}, XDP_TX out of the client's veth) on CPU {} at SCHED_FIFO priority 1, which also runs the node's and the container's receive path; delivered = the container's Ip InDelivers delta; pps = delivered / generator wall time; ns/packet = that CPU's wall time / delivered (one CPU busy the whole run); dropped = frames - delivered",
+                plan.frames,
+                generator::BATCH,
+                tools::CLIENT_CPU
+            ),
+        );
+    }
     for &dp in &opts.datapaths {
         measure(dp, &plan, &cycles, &progress, &mut results)?;
     }

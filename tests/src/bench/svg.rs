@@ -99,7 +99,11 @@ pub fn chart(results: &Results) -> String {
     let mut s = String::new();
     let engines = results.engines();
     // A run with `--only` draws only the panels it has numbers for.
-    let datapaths_w = if results.datapaths().is_empty() { 0.0 } else { W };
+    let datapaths_w = if results.datapaths().is_empty() {
+        0.0
+    } else {
+        W
+    };
     let engines_w = if engines.is_empty() { 0.0 } else { DOCKER_W };
     let width = datapaths_w + engines_w;
     let _ = writeln!(
@@ -340,7 +344,10 @@ mod tests {
         let svg = chart(&docker);
         assert_eq!(width(&svg), DOCKER_W);
         assert!(svg.contains("Docker: new TCP conn/s"));
-        assert!(!svg.contains("64-byte frames"), "empty datapath panels drawn");
+        assert!(
+            !svg.contains("64-byte frames"),
+            "empty datapath panels drawn"
+        );
 
         let mut datapaths = Results::new(true, 1);
         datapaths.add(Datapath::Direct, "conn_rate@1", 100.0);
