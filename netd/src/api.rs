@@ -57,6 +57,70 @@ fn yes() -> bool {
     true
 }
 
+/// `netd-cni ADD` (and `CHECK`): attach the namespace a runtime made to a network.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CniAttachRequest {
+    pub network: String,
+    /// `CNI_CONTAINERID`: with the network and the interface, the attachment's key.
+    pub container_id: String,
+    /// `CNI_IFNAME`: the interface inside the namespace.
+    pub ifname: String,
+    /// `CNI_NETNS`.
+    pub netns: std::path::PathBuf,
+    /// `portMappings` as `-p` specs.
+    #[serde(default)]
+    pub ports: Vec<String>,
+    /// A static address (`ips` or `CNI_ARGS` `IP=`).
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// What the runtime says of the container (Kubernetes' `K8S_POD_*`).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// One CNI attachment, as `ADD` made it: what its result is made of.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CniAttachmentView {
+    /// The record's name in `netd ps`.
+    pub name: String,
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    pub netns: std::path::PathBuf,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    /// The interface carries the default route (not on internal networks, and only on a
+    /// namespace's first attachment).
+    pub default_route: bool,
+    pub mac: String,
+    pub bridge: String,
+    pub bridge_mac: String,
+    pub host_veth: String,
+    pub host_mac: String,
+    pub ports: Vec<PortBinding>,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// `netd-cni CHECK`: the attachment as the runtime's `prevResult` says it was made.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CniCheckRequest {
+    pub attach: CniAttachRequest,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub mac: Option<String>,
+    pub default_route: bool,
+}
+
+/// `netd-cni GC`: keep these attachments of the network, remove its others.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CniGcRequest {
+    pub network: String,
+    pub valid: Vec<crate::cni::ValidAttachment>,
+}
+
 // The API's answers are types of their own, not the persisted records: a change of the
 // state's layout is a migration (`state.rs`), never a silent change of the API. Their
 // JSON is what `netd inspect`, `netd network inspect` and the `--format json` listings
@@ -108,6 +172,13 @@ pub enum SandboxView {
         dev: u64,
         ino: u64,
     },
+    /// A namespace a runtime attached through CNI.
+    Cni {
+        container_id: String,
+        ifname: String,
+        path: std::path::PathBuf,
+        labels: std::collections::BTreeMap<String, String>,
+    },
     /// An endpoint of a Docker container: Docker's IDs, shown short as Docker does.
     Docker {
         network: String,
@@ -148,6 +219,12 @@ impl ContainerView {
                     path: path.clone(),
                     dev: *dev,
                     ino: *ino,
+                },
+                state::Sandbox::Cni(a) => SandboxView::Cni {
+                    container_id: a.container_id.clone(),
+                    ifname: a.ifname.clone(),
+                    path: a.path.clone(),
+                    labels: a.labels.clone(),
                 },
                 state::Sandbox::Docker(d) => SandboxView::Docker {
                     network: short_id(&d.network_id).to_string(),
@@ -836,8 +913,19 @@ impl Client {
         path: &str,
         body: Option<&impl Serialize>,
     ) -> Result<T> {
+        Ok(self.send(method, path, body).await?)
+    }
+
+    /// `call`, with what went wrong told apart: the daemon not reachable, or its answer
+    /// with the HTTP status (`netd-cni` turns them into CNI error codes).
+    pub async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, CallError> {
         let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::PermissionDenied {
+            CallError::Unreachable(if e.kind() == std::io::ErrorKind::PermissionDenied {
                 anyhow::anyhow!(
                     "permission denied on the netd socket {}: it is for root and the daemon's --socket-group; run as root (sudo) or join that group",
                     self.socket.display()
@@ -847,14 +935,24 @@ impl Client {
                     "cannot connect to the netd daemon at {}: {e}. Is the daemon running? Start it with `netd daemon` (or `systemctl start netd`), or point --socket / NETD_SOCKET at its socket",
                     self.socket.display()
                 )
-            }
+            })
         })?;
+        self.exchange(stream, method, path, body).await
+    }
+
+    async fn exchange<T: DeserializeOwned>(
+        &self,
+        stream: UnixStream,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, CallError> {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .context("HTTP handshake with the daemon")?;
         tokio::spawn(conn);
         let body = match body {
-            Some(b) => Bytes::from(serde_json::to_vec(b)?),
+            Some(b) => Bytes::from(serde_json::to_vec(b).map_err(anyhow::Error::from)?),
             None => Bytes::new(),
         };
         let req = Request::builder()
@@ -862,7 +960,8 @@ impl Client {
             .uri(format!("{API_PREFIX}{path}"))
             .header(hyper::header::HOST, "netd")
             .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body))?;
+            .body(Full::new(body))
+            .map_err(anyhow::Error::from)?;
         let resp = sender
             .send_request(req)
             .await
@@ -878,11 +977,39 @@ impl Client {
             let msg = serde_json::from_slice::<ErrorBody>(&bytes)
                 .map(|e| e.message)
                 .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-            bail!("{msg}");
+            return Err(CallError::Refused(status, msg));
         }
-        serde_json::from_slice(&bytes).context("decode the daemon's answer")
+        Ok(serde_json::from_slice(&bytes).context("decode the daemon's answer")?)
     }
 }
+
+/// Why a call to the daemon failed.
+#[derive(Debug)]
+pub enum CallError {
+    /// No daemon answers on the socket.
+    Unreachable(anyhow::Error),
+    /// The daemon answered with an error status and this message.
+    Refused(StatusCode, String),
+    /// The exchange broke off, or the answer did not decode.
+    Transport(anyhow::Error),
+}
+
+impl From<anyhow::Error> for CallError {
+    fn from(e: anyhow::Error) -> Self {
+        CallError::Transport(e)
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Unreachable(e) | CallError::Transport(e) => write!(f, "{e:#}"),
+            CallError::Refused(_, msg) => f.write_str(msg),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
 
 #[cfg(test)]
 mod tests {

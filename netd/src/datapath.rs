@@ -582,6 +582,21 @@ impl Datapath {
             .with_context(|| format!("publish {b}"))
     }
 
+    /// The data path translates `b` to `addr` (`CHECK` of a CNI attachment).
+    pub fn is_published(&self, b: &PortBinding, addr: Ipv4Addr) -> Result<bool> {
+        let key = PortKey::new(b.proto.number(), b.host_ip, b.host_port);
+        let ports: maps::HashMap<&MapData, PortKey, Backend> =
+            maps::HashMap::try_from(self.map(names::PUBLISHED_PORTS)?)?;
+        match ports.get(&key, 0) {
+            Ok(backend) => {
+                let want = Backend::new(addr, b.container_port, backend.ifindex);
+                Ok((backend.addr, backend.port) == (want.addr, want.port))
+            }
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("look up {b}")),
+        }
+    }
+
     pub fn unpublish(&mut self, b: &PortBinding) -> Result<()> {
         let key = PortKey::new(b.proto.number(), b.host_ip, b.host_port);
         self.ports()?

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cni;
 pub mod conntrack;
 pub mod daemon;
 pub mod datapath;

@@ -89,9 +89,27 @@ pub enum Sandbox {
     /// A namespace someone else made (`--netns PATH`), identified by device and inode so
     /// that a path reused for another namespace is noticed.
     External { path: PathBuf, dev: u64, ino: u64 },
+    /// A namespace a runtime made and attached through CNI (`netd-cni ADD`): like
+    /// `External`, with the attachment's key.
+    Cni(CniAttachment),
     /// A namespace Docker makes (Docker's `-d netd` endpoints): netd never opens it. It
     /// makes the veth, keeps the host end, and hands `peer` to Docker by name at `Join`.
     Docker(DockerEndpoint),
+}
+
+/// A CNI attachment: (network, container ID, interface) is its key; the namespace is
+/// known by path and by device and inode, like `--netns`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniAttachment {
+    pub container_id: String,
+    pub ifname: String,
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+    /// This interface carries the namespace's default route.
+    pub default_route: bool,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// What Docker told netd of one of its endpoints.

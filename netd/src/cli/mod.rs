@@ -16,6 +16,7 @@ use crate::{
         encode_segment,
     },
     conntrack::FlowView,
+    docker_plugin::short_id,
     ports::Proto,
     process,
 };
@@ -294,6 +295,11 @@ pub fn exec(socket: &Path, args: ExecArgs) -> Result<ExitCode> {
             "{} is an endpoint of a Docker container: use docker exec",
             c.name
         ),
+        SandboxView::Cni { container_id, .. } => bail!(
+            "{} is the CNI attachment of container {container_id}: use its runtime's exec (podman exec, crictl exec, nsenter --net={})",
+            c.name,
+            c.netns_path.display()
+        ),
         _ => None,
     };
     let status = process::exec_in(&c.netns_path, expected, &args.cmd)?;
@@ -389,6 +395,8 @@ pub async fn ps(client: &Client, args: PsArgs) -> Result<ExitCode> {
                 SandboxView::Docker { sandbox, .. } => {
                     sandbox.clone().unwrap_or_else(|| "-".into())
                 }
+                // A runtime's container: its ID, short as runtimes show it.
+                SandboxView::Cni { container_id, .. } => short_id(container_id).to_string(),
                 _ => c.id.clone(),
             };
             [

@@ -99,6 +99,7 @@ impl Inner {
                     return PathBuf::from(format!("/proc/{}/ns/net", std::process::id()));
                 }
                 Sandbox::External { path, .. } => return path.clone(),
+                Sandbox::Cni(a) => return a.path.clone(),
                 Sandbox::Docker(d) => {
                     return PathBuf::from(d.sandbox_key.as_deref().unwrap_or("/nonexistent"));
                 }
@@ -138,7 +139,7 @@ impl Inner {
                     "{} is an endpoint of a Docker container: its network namespace is Docker's",
                     c.name
                 ),
-                Sandbox::External { .. } => {
+                Sandbox::External { .. } | Sandbox::Cni(_) => {
                     let ns = self.sandboxes.get(&c.id).with_context(|| {
                         format!("container {}: its network namespace is not open", c.name)
                     })?;
@@ -539,6 +540,9 @@ impl Inner {
                     .map_or("not joined yet", crate::docker_plugin::sandbox_id)
             )));
         }
+        if matches!(c.sandbox, Sandbox::Cni(_)) {
+            return Err(super::networks::refuse_cni(&c, "removed by netd rm"));
+        }
         if c.status == Status::Running && !force {
             return Err(ApiError::conflict(anyhow!(
                 "cannot remove container \"{name}\": container is running: stop the container before removing or force remove (netd rm -f {name})"
@@ -662,16 +666,17 @@ fn reap(mut child: Child) {
 
 /// Open a client's `--netns` path: off the async workers and outside the daemon's lock,
 /// bounded in time (a path on a hung file system must not hold up the API).
-pub(super) async fn open_client_netns(path: &Path) -> Result<File, ApiError> {
+/// `field` names where the path came from in errors (`--netns`, `CNI_NETNS`).
+pub(super) async fn open_client_netns(path: &Path, field: &str) -> Result<File, ApiError> {
     let owned = path.to_path_buf();
     let open = tokio::task::spawn_blocking(move || netns::open_path(&owned));
     let bad =
-        |why: String| ApiError::bad_request(anyhow!("invalid --netns {}: {why}", path.display()));
+        |why: String| ApiError::bad_request(anyhow!("invalid {field} {}: {why}", path.display()));
     match tokio::time::timeout(std::time::Duration::from_secs(10), open).await {
         Ok(Ok(Ok(ns))) => Ok(ns),
         Ok(Ok(Err(e))) => Err(bad(format!("{e:#}"))),
         Ok(Err(e)) => Err(ApiError::from(anyhow!(
-            "open --netns {}: {e}",
+            "open {field} {}: {e}",
             path.display()
         ))),
         Err(_) => Err(bad("opening it took longer than 10 s".into())),

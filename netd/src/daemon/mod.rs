@@ -4,6 +4,7 @@
 //! remove), `reconcile` (startup: adopt what a previous run left, heal what was broken
 //! behind its back, remove what no longer has an owner).
 
+mod cni;
 mod containers;
 mod docker;
 mod leftovers;
@@ -314,10 +315,23 @@ impl Daemon {
             (&Method::POST, ["containers"]) => {
                 let run: api::RunRequest = req.json()?;
                 let netns = match &run.netns {
-                    Some(p) => Some(containers::open_client_netns(p).await?),
+                    Some(p) => Some(containers::open_client_netns(p, "--netns").await?),
                     None => None,
                 };
                 Some((run, netns))
+            }
+            _ => None,
+        };
+        let mut cni_ns = match (&req.method, path.as_slice()) {
+            (&Method::POST, ["cni", "attachments"]) => {
+                let add: api::CniAttachRequest = req.json()?;
+                let ns = containers::open_client_netns(&add.netns, "CNI_NETNS").await?;
+                Some((add, None, ns))
+            }
+            (&Method::POST, ["cni", "check"]) => {
+                let check: api::CniCheckRequest = req.json()?;
+                let ns = containers::open_client_netns(&check.attach.netns, "CNI_NETNS").await?;
+                Some((check.attach.clone(), Some(check), ns))
             }
             _ => None,
         };
@@ -362,6 +376,23 @@ impl Daemon {
                 to_json(conntrack::views(&entries, conntrack::monotonic_now()))?
             }
             (&Method::GET, ["stats"]) => to_json(inner.stats()?)?,
+            (&Method::POST, ["cni", "attachments"]) => {
+                let (add, _, ns) = cni_ns.take().expect("parsed above");
+                to_json(inner.cni_add(add, ns).await?)?
+            }
+            (&Method::POST, ["cni", "check"]) => {
+                let (_, check, ns) = cni_ns.take().expect("parsed above");
+                inner.cni_check(check.expect("a check"), ns).await?;
+                json!({})
+            }
+            (&Method::DELETE, ["cni", "attachments", network, container_id, ifname]) => {
+                let (removed, warnings) = inner.cni_del(network, container_id, ifname).await?;
+                json!({ "removed": removed, "warnings": warnings })
+            }
+            (&Method::POST, ["cni", "gc"]) => {
+                let (removed, warnings) = inner.cni_gc(req.json()?).await?;
+                json!({ "removed": removed, "warnings": warnings })
+            }
             _ => {
                 return Err(ApiError::not_found(anyhow!(
                     "no API endpoint {} /{}",

@@ -315,12 +315,7 @@ impl Inner {
         network: &Network,
         wanted: Option<&str>,
     ) -> Result<std::net::Ipv4Addr, ApiError> {
-        let taken: BTreeSet<_> = self
-            .state
-            .endpoints()
-            .filter(|(_, e)| e.network == network.name)
-            .map(|(_, e)| e.ip)
-            .collect();
+        let taken = self.taken_addresses(network);
         let pool = Self::pool(network);
         match wanted {
             Some(ip) if network.name == DEFAULT_NETWORK => Err(ApiError::bad_request(anyhow!(
@@ -331,6 +326,15 @@ impl Inner {
                 ipam::allocate(&pool, network.last_allocated, &taken).map_err(ApiError::conflict)
             }
         }
+    }
+
+    /// The addresses of `network` its endpoints hold.
+    pub(super) fn taken_addresses(&self, network: &Network) -> BTreeSet<std::net::Ipv4Addr> {
+        self.state
+            .endpoints()
+            .filter(|(_, e)| e.network == network.name)
+            .map(|(_, e)| e.ip)
+            .collect()
     }
 
     /// What the endpoint program needs to know of an endpoint.
@@ -369,6 +373,7 @@ impl Inner {
         let c = self.container(&req.container)?.clone();
         match &c.sandbox {
             Sandbox::Holder { .. } | Sandbox::External { .. } if c.network_mode != "none" => {}
+            Sandbox::Cni(_) => return Err(refuse_cni(&c, "connected to a network by netd")),
             _ => {
                 return Err(ApiError::bad_request(anyhow!(
                     "container {} uses --network {}: a container sharing the network namespace of the host or of another container, or with networking disabled, cannot be connected to a network",
@@ -417,6 +422,9 @@ impl Inner {
         let n = self.network(network)?.clone();
         refuse_if_docker(&n, "disconnected from by netd")?;
         let c = self.container(&req.container)?.clone();
+        if matches!(c.sandbox, Sandbox::Cni(_)) {
+            return Err(refuse_cni(&c, "disconnected by netd"));
+        }
         let Some(index) = c.endpoints.iter().position(|e| e.network == n.name) else {
             return Err(ApiError::bad_request(anyhow!(
                 "container {} is not connected to network {}",
@@ -460,6 +468,19 @@ impl Inner {
     /// Whether `e` is the endpoint with the container's default route: the first one on a
     /// network that is not internal.
     pub(super) fn carries_default_route(&self, e: &Endpoint) -> bool {
+        let cni = self
+            .state
+            .containers
+            .values()
+            .find_map(|c| match &c.sandbox {
+                Sandbox::Cni(a) if c.endpoints.iter().any(|x| x.host_veth == e.host_veth) => {
+                    Some(a.default_route)
+                }
+                _ => None,
+            });
+        if let Some(carries) = cni {
+            return carries;
+        }
         self.state
             .networks
             .get(&e.network)
@@ -514,6 +535,19 @@ pub(super) fn refuse_if_docker(n: &Network, what: &str) -> Result<(), ApiError> 
         )));
     }
     Ok(())
+}
+
+/// A CNI attachment is its runtime's to change: netd's own commands refuse it.
+pub(super) fn refuse_cni(c: &Container, what: &str) -> ApiError {
+    let (id, ifname) = match &c.sandbox {
+        Sandbox::Cni(a) => (a.container_id.as_str(), a.ifname.as_str()),
+        _ => ("", ""),
+    };
+    ApiError::forbidden(anyhow!(
+        "{} is the CNI attachment of container {id} ({ifname} on {}) and cannot be {what}: its runtime adds and removes it (CNI ADD and DEL; GC removes what the runtime no longer knows)",
+        c.name,
+        c.network_mode
+    ))
 }
 
 /// What the data path knows of a network.

@@ -117,7 +117,8 @@ impl Inner {
             Sandbox::Holder { holder } => process::open_holder(*holder)
                 .map(Some)
                 .map_err(|e| format!("{e:#}")),
-            Sandbox::External { path, dev, ino } => {
+            Sandbox::External { path, dev, ino }
+            | Sandbox::Cni(crate::state::CniAttachment { path, dev, ino, .. }) => {
                 let ns = netns::open_path(path)
                     .map_err(|e| format!("{} cannot be opened: {e:#}", path.display()))?;
                 match netns::id(&ns) {

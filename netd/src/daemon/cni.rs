@@ -1,0 +1,448 @@
+//! CNI attachments (`netd-cni`): a runtime's namespace wired to a netd network as
+//! `--netns` wires one, keyed by (network, container ID, interface) and persisted as a
+//! container record whose sandbox is `Sandbox::Cni`. `ADD` builds in the order
+//! `teardown` undoes, `DEL` is idempotent, `CHECK` compares the live interface with what
+//! the runtime recorded, `GC` removes what the runtime no longer knows.
+
+use std::{collections::BTreeSet, fs::File, net::Ipv4Addr};
+
+use anyhow::{Context, anyhow};
+use log::{info, warn};
+
+use super::{Inner, containers::EndpointPlan, random_id, unix_now};
+use crate::{
+    api::{ApiError, CniAttachRequest, CniAttachmentView, CniCheckRequest, CniGcRequest},
+    cni::ValidAttachment,
+    docker_plugin::short_id,
+    endpoint, ipam,
+    netlink::Netlink,
+    netns,
+    ports::{PortBinding, PortSpec},
+    state::{CniAttachment, Container, Network, Sandbox, Status},
+};
+
+/// The attachment's key.
+fn key_of(c: &Container) -> Option<(&str, &str, &str)> {
+    match &c.sandbox {
+        Sandbox::Cni(a) => Some((
+            c.network_mode.as_str(),
+            a.container_id.as_str(),
+            a.ifname.as_str(),
+        )),
+        _ => None,
+    }
+}
+
+/// A published port as the `-p` spec `netd-cni` sends for it.
+fn spec_of(b: &PortBinding) -> String {
+    let ip = if b.host_ip.is_unspecified() {
+        String::new()
+    } else {
+        format!("{}:", b.host_ip)
+    };
+    format!("{ip}{}:{}/{}", b.host_port, b.container_port, b.proto)
+}
+
+impl Inner {
+    /// The record of an attachment, by its key.
+    fn cni_attachment(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Option<&Container> {
+        self.state
+            .containers
+            .values()
+            .find(|c| key_of(c) == Some((network, container_id, ifname)))
+    }
+
+    /// `ADD`: wire `ns` (the runtime's `CNI_NETNS`, opened outside the lock) to the
+    /// network, publish the ports, record it. A failure leaves nothing behind.
+    pub(super) async fn cni_add(
+        &mut self,
+        req: CniAttachRequest,
+        ns: File,
+    ) -> Result<CniAttachmentView, ApiError> {
+        let n = self.network(&req.network)?.clone();
+        super::networks::refuse_if_docker(&n, "attached to through CNI")?;
+        if let Some(c) = self.state.containers.values().find(|c| match &c.sandbox {
+            Sandbox::Cni(a) => a.container_id == req.container_id && a.ifname == req.ifname,
+            _ => false,
+        }) {
+            return Err(ApiError::conflict(anyhow!(
+                "container {} already has interface {} (attachment {} on network {}): DEL it first",
+                req.container_id,
+                req.ifname,
+                c.name,
+                c.network_mode
+            )));
+        }
+        let (dev, ino) = netns::id(&ns).map_err(anyhow::Error::from)?;
+        self.check_cni_namespace(&req, (dev, ino))?;
+        let specs = req
+            .ports
+            .iter()
+            .map(|s| s.parse::<PortSpec>())
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map_err(ApiError::bad_request)?;
+        if n.internal && !specs.is_empty() {
+            return Err(ApiError::bad_request(anyhow!(
+                "cannot publish ports on internal network {}: it has no way in from outside",
+                n.name
+            )));
+        }
+        self.refresh_node_addrs().await?;
+        let ports = self.bind_ports(&specs).map_err(ApiError::conflict)?;
+        let ip = self.cni_address(&n, req.ip.as_deref())?;
+        let mac = match &req.mac {
+            Some(m) => endpoint::parse_mac(m)
+                .ok_or_else(|| ApiError::bad_request(anyhow!("invalid MAC address {m:?}")))?,
+            None => endpoint::mac_for(ip),
+        };
+        // The namespace's first attachment with a way out carries the default route.
+        let default_route = !n.internal
+            && !self.state.containers.values().any(|c| match &c.sandbox {
+                Sandbox::Cni(a) => a.container_id == req.container_id && a.default_route,
+                _ => false,
+            });
+        let id = random_id();
+        let name = self.cni_record_name(&req.container_id, &req.ifname, &id);
+        let mut c = Container {
+            id: id.clone(),
+            name: name.clone(),
+            network_mode: n.name.clone(),
+            sandbox: Sandbox::Cni(CniAttachment {
+                container_id: req.container_id.clone(),
+                ifname: req.ifname.clone(),
+                path: req.netns.clone(),
+                dev,
+                ino,
+                default_route,
+                labels: req.labels.clone(),
+            }),
+            endpoints: Vec::new(),
+            cmd: Vec::new(),
+            process: None,
+            status: Status::Running,
+            ports,
+            created: unix_now(),
+        };
+        self.sandboxes.insert(id.clone(), ns);
+        match self.wire_cni(&mut c, &n, ip, mac, default_route).await {
+            Ok(()) => {
+                if let Some(net) = self.state.networks.get_mut(&n.name) {
+                    net.last_allocated = Some(ip);
+                }
+                self.state.containers.insert(name.clone(), c.clone());
+                if let Err(e) = self.save() {
+                    let c = self.state.containers.remove(&name).expect("inserted above");
+                    let left = self.teardown(&c).await;
+                    self.sandboxes.remove(&id);
+                    return Err(ApiError::from(left.after(e)));
+                }
+                info!(
+                    "CNI attachment {name}: container {} {} on {} at {ip}, ports [{}]",
+                    req.container_id,
+                    req.ifname,
+                    n.name,
+                    c.ports
+                        .iter()
+                        .map(|b| b.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                Ok(self.cni_view(&c).await?)
+            }
+            Err(e) => {
+                let left = self.teardown(&c).await;
+                self.sandboxes.remove(&id);
+                Err(ApiError::from(left.after(e).context(format!(
+                    "attach container {} {} to {}",
+                    req.container_id, req.ifname, n.name
+                ))))
+            }
+        }
+    }
+
+    async fn wire_cni(
+        &mut self,
+        c: &mut Container,
+        n: &Network,
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+        default_route: bool,
+    ) -> anyhow::Result<()> {
+        let ns = self.open_sandbox(c)?;
+        endpoint::bring_up_loopback(&Netlink::connect_in(&ns)?).await?;
+        let ifname = match &c.sandbox {
+            Sandbox::Cni(a) => a.ifname.clone(),
+            _ => anyhow::bail!("{} is not a CNI attachment", c.name),
+        };
+        let id = c.id.clone();
+        let plan = EndpointPlan {
+            id: &id,
+            ip,
+            mac,
+            ifname: &ifname,
+            default_route,
+        };
+        let (ep, _) = self.wire_endpoint(c, n, &plan, Some(&ns)).await?;
+        c.endpoints.push(ep);
+        for b in &c.ports {
+            self.datapath.publish(b, ip, c.endpoints[0].host_ifindex)?;
+        }
+        Ok(())
+    }
+
+    /// A namespace may carry several attachments of one container (one per interface),
+    /// never another container's, nor one netd manages otherwise.
+    fn check_cni_namespace(&self, req: &CniAttachRequest, ns: netns::NsId) -> Result<(), ApiError> {
+        let bad = |why: &str| {
+            Err(ApiError::bad_request(anyhow!(
+                "invalid CNI_NETNS {}: {why}",
+                req.netns.display()
+            )))
+        };
+        if netns::is_initial(ns) {
+            return bad("that is the host's initial network namespace");
+        }
+        if netns::id(&self.node_ns).ok() == Some(ns) {
+            return bad("that is the node's own network namespace");
+        }
+        for c in self.state.containers.values() {
+            let same_container =
+                matches!(&c.sandbox, Sandbox::Cni(a) if a.container_id == req.container_id);
+            if let Some(held) = self.sandboxes.get(&c.id)
+                && netns::id(held).ok() == Some(ns)
+                && !same_container
+            {
+                return Err(ApiError::conflict(anyhow!(
+                    "invalid CNI_NETNS {}: that namespace is already attached to {}",
+                    req.netns.display(),
+                    c.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A static address anywhere in the network's range (runtimes give `--ip` on any
+    /// network), or the next free one.
+    fn cni_address(&self, n: &Network, wanted: Option<&str>) -> Result<Ipv4Addr, ApiError> {
+        let taken = self.taken_addresses(n);
+        let pool = Self::pool(n);
+        match wanted {
+            Some(ip) => ipam::check_static(&pool, ip, &taken).map_err(|e| {
+                ApiError::conflict(
+                    e.context("the static address (runtimeConfig.ips or CNI_ARGS IP=)"),
+                )
+            }),
+            None => ipam::allocate(&pool, n.last_allocated, &taken).map_err(ApiError::conflict),
+        }
+    }
+
+    /// `SHORTID-IFNAME`, longer when another container's ID starts the same.
+    fn cni_record_name(&self, container_id: &str, ifname: &str, id: &str) -> String {
+        let short = format!("{}-{ifname}", short_id(container_id));
+        if !self.state.containers.contains_key(&short) {
+            return short;
+        }
+        let keep = 63 - ifname.len();
+        let long = format!("{}-{ifname}", &container_id[..container_id.len().min(keep)]);
+        if self.state.containers.contains_key(&long) {
+            format!("cni-{id}-{ifname}")
+        } else {
+            long
+        }
+    }
+
+    async fn cni_view(&self, c: &Container) -> anyhow::Result<CniAttachmentView> {
+        let (Sandbox::Cni(a), Some(ep)) = (&c.sandbox, c.primary()) else {
+            anyhow::bail!("{} is not a CNI attachment", c.name);
+        };
+        let n = self
+            .state
+            .networks
+            .get(&ep.network)
+            .with_context(|| format!("network {} is gone", ep.network))?;
+        let mac_of = async |link: &str| -> anyhow::Result<String> {
+            Ok(self
+                .netlink
+                .link_mac(link)
+                .await?
+                .map(|m| endpoint::format_mac(&m))
+                .unwrap_or_default())
+        };
+        Ok(CniAttachmentView {
+            name: c.name.clone(),
+            network: n.name.clone(),
+            container_id: a.container_id.clone(),
+            ifname: a.ifname.clone(),
+            netns: a.path.clone(),
+            ip: ep.ip,
+            prefix_len: n.subnet.prefix_len(),
+            gateway: n.gateway,
+            default_route: a.default_route,
+            mac: ep.mac.clone(),
+            bridge: n.bridge.clone(),
+            bridge_mac: mac_of(&n.bridge).await?,
+            host_veth: ep.host_veth.clone(),
+            host_mac: mac_of(&ep.host_veth).await?,
+            ports: c.ports.clone(),
+            labels: a.labels.clone(),
+        })
+    }
+
+    /// `DEL`: remove the attachment if there is one. Whether there was one, and what
+    /// could not be undone.
+    pub(super) async fn cni_del(
+        &mut self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<(bool, Vec<String>), ApiError> {
+        let Some(c) = self.cni_attachment(network, container_id, ifname).cloned() else {
+            return Ok((false, Vec::new()));
+        };
+        let warnings = self.remove_cni_record(&c).await;
+        self.save()?;
+        Ok((true, warnings))
+    }
+
+    async fn remove_cni_record(&mut self, c: &Container) -> Vec<String> {
+        let left = self.teardown(c).await;
+        self.sandboxes.remove(&c.id);
+        self.state.containers.remove(&c.name);
+        let warnings = left.into_warnings();
+        if warnings.is_empty() {
+            info!("CNI attachment {}: removed", c.name);
+        }
+        for w in &warnings {
+            warn!("CNI attachment {}: {w}", c.name);
+        }
+        warnings
+    }
+
+    /// `CHECK`: the attachment is there, in the same namespace, and its interface, address,
+    /// default route and ports are what `ADD` made and the runtime recorded.
+    pub(super) async fn cni_check(&self, req: CniCheckRequest, ns: File) -> Result<(), ApiError> {
+        let a = &req.attach;
+        let c = self
+            .cni_attachment(&a.network, &a.container_id, &a.ifname)
+            .ok_or_else(|| {
+                ApiError::not_found(anyhow!(
+                    "no attachment of container {} {} on network {}",
+                    a.container_id,
+                    a.ifname,
+                    a.network
+                ))
+            })?;
+        let mismatch = |what: String| Err(ApiError::conflict(anyhow!("{}: {what}", c.name)));
+        let Sandbox::Cni(rec) = &c.sandbox else {
+            unreachable!("cni_attachment finds CNI records");
+        };
+        if netns::id(&ns).ok() != Some((rec.dev, rec.ino)) {
+            return mismatch(format!(
+                "CNI_NETNS {} is not the namespace it was attached in",
+                a.netns.display()
+            ));
+        }
+        let Some(ep) = c.primary() else {
+            return mismatch("it has no interface".into());
+        };
+        if (ep.ip, req.prefix_len) != (req.ip, self.network(&a.network)?.subnet.prefix_len()) {
+            return mismatch(format!(
+                "address {}/{} recorded, netd gave {}",
+                req.ip, req.prefix_len, ep.ip
+            ));
+        }
+        let inside = Netlink::connect_in(&self.open_sandbox(c)?)?;
+        let index = inside.link_index(&a.ifname).await?.ok_or_else(|| {
+            ApiError::conflict(anyhow!("{}: interface {} is gone", c.name, a.ifname))
+        })?;
+        let live_mac = inside
+            .link_mac(&a.ifname)
+            .await?
+            .map(|m| endpoint::format_mac(&m));
+        if live_mac.as_deref() != Some(ep.mac.as_str())
+            || req
+                .mac
+                .as_deref()
+                .is_some_and(|m| !m.eq_ignore_ascii_case(&ep.mac))
+        {
+            return mismatch(format!(
+                "interface {} has MAC {}, {} recorded",
+                a.ifname,
+                live_mac.unwrap_or_default(),
+                req.mac.as_deref().unwrap_or(&ep.mac)
+            ));
+        }
+        let addresses = inside.ipv4_addresses().await?;
+        if !addresses.iter().any(|(i, net)| {
+            *i == index && net.addr() == ep.ip && net.prefix_len() == req.prefix_len
+        }) {
+            return mismatch(format!(
+                "interface {} no longer has {}/{}",
+                a.ifname, ep.ip, req.prefix_len
+            ));
+        }
+        let has_default = inside
+            .ipv4_routes()
+            .await?
+            .iter()
+            .any(|(dst, oif)| dst.prefix_len() == 0 && *oif == Some(index));
+        if req.default_route && !has_default {
+            return mismatch(format!("the default route via {} is gone", a.ifname));
+        }
+        // netd-cni sends ports in the form `spec_of` writes.
+        let recorded: BTreeSet<String> = c.ports.iter().map(spec_of).collect();
+        let asked: BTreeSet<String> = a.ports.iter().cloned().collect();
+        if asked != recorded {
+            return mismatch(format!(
+                "published ports [{}], asked for [{}]",
+                recorded.into_iter().collect::<Vec<_>>().join(", "),
+                a.ports.join(", ")
+            ));
+        }
+        for b in &c.ports {
+            if !self.datapath.is_published(b, ep.ip)? {
+                return mismatch(format!("port {b} is missing from the data path"));
+            }
+        }
+        Ok(())
+    }
+
+    /// `GC`: remove the network's attachments that are not in `valid`. The names removed.
+    pub(super) async fn cni_gc(
+        &mut self,
+        req: CniGcRequest,
+    ) -> Result<(Vec<String>, Vec<String>), ApiError> {
+        self.network(&req.network)?;
+        let valid: BTreeSet<ValidAttachment> = req.valid.into_iter().collect();
+        let stale: Vec<Container> = self
+            .state
+            .containers
+            .values()
+            .filter(|c| match &c.sandbox {
+                Sandbox::Cni(a) => {
+                    c.network_mode == req.network
+                        && !valid.contains(&ValidAttachment {
+                            container_id: a.container_id.clone(),
+                            ifname: a.ifname.clone(),
+                        })
+                }
+                _ => false,
+            })
+            .cloned()
+            .collect();
+        let mut warnings = Vec::new();
+        for c in &stale {
+            warnings.extend(self.remove_cni_record(c).await);
+        }
+        if !stale.is_empty() {
+            self.save()?;
+        }
+        Ok((stale.into_iter().map(|c| c.name).collect(), warnings))
+    }
+}
