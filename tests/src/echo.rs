@@ -220,3 +220,35 @@ pub fn echo_fails(netns: &Path, proto: Proto, target: SocketAddr) -> Result<bool
         })
     })
 }
+
+/// A TCP connection from inside a namespace to `target`, held open across what a test does
+/// (a daemon restart, say): `exchange` checks it still carries data both ways.
+pub struct HeldConnection(TcpStream);
+
+impl HeldConnection {
+    pub fn open(netns: &Path, target: SocketAddr) -> Result<Self> {
+        let s = in_netns(netns, move || {
+            let s = TcpStream::connect_timeout(&target, IO_TIMEOUT)?;
+            s.set_read_timeout(Some(IO_TIMEOUT))?;
+            Ok(s)
+        })?;
+        let mut held = HeldConnection(s);
+        held.exchange()?;
+        Ok(held)
+    }
+
+    pub fn exchange(&mut self) -> Result<()> {
+        let msg = b"still there?";
+        self.0
+            .write_all(msg)
+            .context("send on the held connection")?;
+        let mut back = [0u8; 12];
+        self.0
+            .read_exact(&mut back)
+            .context("read on the held connection")?;
+        if &back != msg {
+            bail!("the held connection echoed {back:?}");
+        }
+        Ok(())
+    }
+}

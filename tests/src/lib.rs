@@ -13,6 +13,7 @@
 //! in parallel; nothing is ever created in the root network namespace.
 
 pub mod bench;
+pub mod cni;
 pub mod collector;
 pub mod craft;
 pub mod daemon;
@@ -21,7 +22,9 @@ pub mod echo;
 pub mod netns;
 
 pub use daemon::{Daemon, assert_fast_paths_taken};
-pub use echo::{EchoServer, Proto, echo_fails, echo_once, udp_echo_from, udp_echo_sized};
+pub use echo::{
+    EchoServer, HeldConnection, Proto, echo_fails, echo_once, udp_echo_from, udp_echo_sized,
+};
 pub use netns::{Netns, Sandbox, require_root, unique_name};
 
 /// An IPv4 or IPv6 address and a port.

@@ -8,7 +8,8 @@
 use std::net::Ipv4Addr;
 
 use netd_tests::{
-    Daemon, EchoServer, Proto, Sandbox, addr, docker::Docker, echo_fails, echo_once, require_root,
+    Daemon, EchoServer, HeldConnection, Proto, Sandbox, addr, docker::Docker, echo_fails,
+    echo_once, require_root,
 };
 
 /// dockerd and netd in one node. Dropped in field order: Docker's containers and dockerd
@@ -467,33 +468,6 @@ fn docker_rm_and_network_rm_leave_nothing_in_netd() {
     bed.assert_no_docker_nat();
 }
 
-/// A TCP connection from the client to `target`, held open across what a test does.
-struct Held(std::net::TcpStream);
-
-impl Held {
-    fn open(bed: &Bed, target: std::net::SocketAddr) -> Held {
-        let s = netd_tests::echo::in_netns(&bed.sb.ext.path(), move || {
-            let s =
-                std::net::TcpStream::connect_timeout(&target, std::time::Duration::from_secs(3))?;
-            s.set_read_timeout(Some(std::time::Duration::from_secs(3)))?;
-            Ok(s)
-        })
-        .unwrap();
-        let mut held = Held(s);
-        held.exchange();
-        held
-    }
-
-    fn exchange(&mut self) {
-        use std::io::{Read, Write};
-        let msg = b"still there?";
-        self.0.write_all(msg).unwrap();
-        let mut back = [0u8; 12];
-        self.0.read_exact(&mut back).unwrap();
-        assert_eq!(&back, msg);
-    }
-}
-
 #[test]
 fn a_netd_restart_keeps_docker_traffic_and_docker_stop_and_rm_work_after_it() {
     let mut bed = Bed::new("dks");
@@ -525,12 +499,13 @@ fn a_netd_restart_keeps_docker_traffic_and_docker_stop_and_rm_work_after_it() {
     let _held_server =
         EchoServer::start(&web, Proto::Tcp, addr(Ipv4Addr::UNSPECIFIED, 80)).unwrap();
     let _server = EchoServer::start(&web, Proto::Tcp, addr(Ipv4Addr::UNSPECIFIED, 82)).unwrap();
-    let mut held = Held::open(&bed, addr(Sandbox::NODE_ADDR, 8080));
+    let mut held =
+        HeldConnection::open(&bed.sb.ext.path(), addr(Sandbox::NODE_ADDR, 8080)).unwrap();
 
     bed.netd.stop(libc::SIGKILL).unwrap();
-    held.exchange();
+    held.exchange().unwrap();
     bed.netd.restart().unwrap();
-    held.exchange();
+    held.exchange().unwrap();
     echo_once(
         &bed.sb.ext.path(),
         Proto::Tcp,

@@ -1,0 +1,541 @@
+//! netd as a CNI plugin: `netd-cni` exec'd as a runtime (a kubelet's containerd, Podman's
+//! CNI backend) execs it, with the `CNI_*` environment and a configuration on stdin, for
+//! namespaces the test makes as a runtime would (a pod sandbox is a named namespace).
+//! What is checked is what a runtime and its users see: the result in the version asked
+//! for, the spec's error codes, host ports reachable through the uplink with the client's
+//! address kept, and nothing left after `DEL` or `GC`.
+
+use std::{net::Ipv4Addr, path::Path};
+
+use serde_json::{Value, json};
+
+use netd_tests::{
+    Daemon, EchoServer, HeldConnection, Netns, Proto, Sandbox, addr,
+    cni::{Answer, Call, conf, exec, exec_raw},
+    echo_fails, echo_once, require_root, unique_name,
+};
+
+/// The node with netd and a network `n1`.
+struct Bed {
+    netd: Daemon,
+    sb: Sandbox,
+}
+
+impl Bed {
+    fn new(prefix: &str) -> Bed {
+        require_root();
+        let sb = Sandbox::new(prefix).unwrap();
+        let netd = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+        netd.cli_ok(&["network", "create", "n1"]).unwrap();
+        Bed { netd, sb }
+    }
+
+    fn conf(&self, version: &str) -> Value {
+        conf(version, "n1", &self.netd.socket)
+    }
+
+    fn call(&self, call: &Call, stdin: &Value) -> Answer {
+        exec(&self.netd, call, stdin).unwrap()
+    }
+
+    /// `ADD` of `pod` as container `id`, publishing `ports` (hostPort, containerPort,
+    /// protocol); the result.
+    fn add(&self, id: &str, pod: &Netns, ports: &[(u16, u16, &str)]) -> Value {
+        let mut c = self.conf("1.0.0");
+        c["runtimeConfig"] = json!({ "portMappings": port_mappings(ports) });
+        self.call(&Call::new("ADD", id, Some(&pod.path())), &c)
+            .ok()
+            .unwrap()
+    }
+
+    fn del(&self, id: &str) {
+        let c = self.conf("1.0.0");
+        self.call(&Call::new("DEL", id, None), &c).ok().unwrap();
+    }
+
+    /// The daemon's CNI attachment records.
+    fn attachments(&self) -> Vec<Value> {
+        let all: Value =
+            serde_json::from_str(&self.netd.cli_ok(&["ps", "-a", "--format", "json"]).unwrap())
+                .unwrap();
+        all.as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["sandbox"]["kind"] == "cni")
+            .cloned()
+            .collect()
+    }
+
+    /// The node's interfaces, by name.
+    fn node_links(&self) -> Vec<String> {
+        let out = self.sb.node.ip(&["-o", "link", "show"]).unwrap();
+        let mut links: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .collect();
+        links.sort();
+        links
+    }
+
+    fn assert_nothing_left(&self) {
+        assert_eq!(self.attachments(), Vec::<Value>::new());
+        let veths: Vec<String> = self
+            .node_links()
+            .into_iter()
+            .filter(|l| l.starts_with("ndv") || l.starts_with("ndp"))
+            .collect();
+        assert!(veths.is_empty(), "veths left in the node: {veths:?}");
+    }
+}
+
+fn port_mappings(ports: &[(u16, u16, &str)]) -> Value {
+    ports
+        .iter()
+        .map(|(h, c, p)| json!({ "hostPort": h, "containerPort": c, "protocol": p }))
+        .collect()
+}
+
+fn pod(prefix: &str) -> Netns {
+    Netns::new(&unique_name(prefix)).unwrap()
+}
+
+fn has_interface(pod: &Netns, name: &str) -> bool {
+    pod.ip(&["link", "show", name]).is_ok()
+}
+
+/// A kubelet's `CNI_ARGS`.
+fn kubelet_args(pod_name: &str, infra: &str) -> String {
+    format!(
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod_name};K8S_POD_INFRA_CONTAINER_ID={infra};K8S_POD_UID=0b3f1d2c-5a6e-4f70-8192-a3b4c5d6e7f8"
+    )
+}
+
+const INFRA: &str = "3f1c0c5e9a7b4d2e8f6a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6";
+
+#[test]
+fn a_kubernetes_pod_sandbox_gets_its_host_ports_address_and_route_and_del_leaves_nothing() {
+    let bed = Bed::new("cnk");
+    let pod = pod("cnkpod");
+    let pod_path = pod.path();
+    let args = kubelet_args("web-0", INFRA);
+    let mut c = bed.conf("1.0.0");
+    c["runtimeConfig"] =
+        json!({ "portMappings": port_mappings(&[(8080, 80, "tcp"), (5353, 53, "udp")]) });
+    let add = Call {
+        args: &args,
+        ..Call::new("ADD", INFRA, Some(&pod_path))
+    };
+    let result = bed.call(&add, &c).ok().unwrap();
+
+    // The result: the sandbox interface, its address with the gateway, the default route.
+    assert_eq!(result["cniVersion"], "1.0.0");
+    let sandbox_if = &result["interfaces"][2];
+    assert_eq!(sandbox_if["name"], "eth0");
+    assert_eq!(sandbox_if["sandbox"], pod.path().to_str().unwrap());
+    let cidr = result["ips"][0]["address"].as_str().unwrap().to_string();
+    let ip: Ipv4Addr = cidr.split('/').next().unwrap().parse().unwrap();
+    let gateway: Ipv4Addr = result["ips"][0]["gateway"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(result["ips"][0]["interface"], 2);
+    assert_eq!(
+        result["routes"],
+        json!([{ "dst": "0.0.0.0/0", "gw": gateway.to_string() }])
+    );
+    let inside = String::from_utf8_lossy(&pod.ip(&["-4", "addr", "show", "eth0"]).unwrap().stdout)
+        .into_owned();
+    assert!(inside.contains(&cidr), "{inside}");
+    let link =
+        String::from_utf8_lossy(&pod.ip(&["link", "show", "eth0"]).unwrap().stdout).into_owned();
+    assert!(link.contains(sandbox_if["mac"].as_str().unwrap()), "{link}");
+
+    // Host ports through the uplink, the client's own address seen; egress masqueraded.
+    let tcp = EchoServer::start(&pod.path(), Proto::Tcp, addr(Ipv4Addr::UNSPECIFIED, 80)).unwrap();
+    let _udp = EchoServer::start(&pod.path(), Proto::Udp, addr(Ipv4Addr::UNSPECIFIED, 53)).unwrap();
+    let ext = bed.sb.ext.path();
+    echo_once(&ext, Proto::Tcp, addr(Sandbox::NODE_ADDR, 8080)).unwrap();
+    echo_once(&ext, Proto::Udp, addr(Sandbox::NODE_ADDR, 5353)).unwrap();
+    assert_eq!(tcp.peers()[0].ip(), Sandbox::EXT_ADDR);
+    // From the node through 127.0.0.1, like every netd port.
+    let local = bed
+        .netd
+        .host_process(
+            &bed.sb.node,
+            &[
+                "bash",
+                "-c",
+                "exec 3<>/dev/tcp/127.0.0.1/8080 && printf hello >&3 && head -c 5 <&3",
+            ],
+        )
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&local.stdout), "hello", "{local:?}");
+    let inet = EchoServer::start(
+        &bed.sb.inet.path(),
+        Proto::Tcp,
+        addr(Sandbox::INET_ADDR, 9000),
+    )
+    .unwrap();
+    echo_once(&pod.path(), Proto::Tcp, addr(Sandbox::INET_ADDR, 9000)).unwrap();
+    assert_eq!(inet.peers()[0].ip(), Sandbox::NODE_ADDR);
+
+    // netd ps and netd port show the attachment by the runtime's container ID.
+    let ps = bed.netd.cli_ok(&["ps"]).unwrap();
+    let row = ps
+        .lines()
+        .find(|l| l.starts_with(&INFRA[..12]))
+        .unwrap_or_else(|| panic!("{ps}"));
+    assert!(row.contains("n1") && row.contains(&ip.to_string()), "{row}");
+    let record = format!("{}-eth0", &INFRA[..12]);
+    let ports = bed.netd.cli_ok(&["port", &record]).unwrap();
+    assert!(ports.contains("80/tcp -> 0.0.0.0:8080"), "{ports}");
+    assert!(ports.contains("53/udp -> 0.0.0.0:5353"), "{ports}");
+    let inspect = bed.netd.cli_ok(&["inspect", &record]).unwrap();
+    assert!(inspect.contains("\"K8S_POD_NAME\": \"web-0\""), "{inspect}");
+
+    // CHECK agrees with the result; then finds the route a process removed.
+    let mut check = c.clone();
+    check["prevResult"] = result.clone();
+    let check_call = Call {
+        args: &args,
+        ..Call::new("CHECK", INFRA, Some(&pod_path))
+    };
+    bed.call(&check_call, &check).ok().unwrap();
+    pod.ip(&["route", "del", "default"]).unwrap();
+    let broken = bed.call(&check_call, &check);
+    assert_eq!(broken.code(), Some(100), "{broken:?}");
+    assert!(broken.msg().contains("default route"), "{broken:?}");
+
+    // DEL, twice: nothing left, the port no longer answers.
+    let del = Call {
+        args: &args,
+        ..Call::new("DEL", INFRA, Some(&pod_path))
+    };
+    let mut del_conf = c;
+    del_conf["prevResult"] = result;
+    bed.call(&del, &del_conf).ok().unwrap();
+    bed.call(&del, &del_conf).ok().unwrap();
+    bed.assert_nothing_left();
+    assert!(!has_interface(&pod, "eth0"));
+    assert!(echo_fails(&ext, Proto::Tcp, addr(Sandbox::NODE_ADDR, 8080)).unwrap());
+}
+
+#[test]
+fn every_command_answers_in_the_version_the_configuration_asks_for() {
+    let bed = Bed::new("cnv");
+    let version = bed.call(&Call::new("VERSION", "", None), &json!({}));
+    let version = version.ok().unwrap();
+    assert_eq!(version["cniVersion"], "1.1.0");
+    for v in ["0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+        assert!(
+            version["supportedVersions"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(v)),
+            "{version}"
+        );
+    }
+    for v in ["0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+        let pod = pod("cnvpod");
+        let id = format!("ctr-{}", v.replace('.', ""));
+        let c = bed.conf(v);
+        let result = bed
+            .call(&Call::new("ADD", &id, Some(&pod.path())), &c)
+            .ok()
+            .unwrap();
+        assert_eq!(result["cniVersion"], v);
+        let legacy = v.starts_with("0.");
+        assert_eq!(
+            result["ips"][0].get("version").is_some(),
+            legacy,
+            "{v}: {result}"
+        );
+        if v != "0.3.1" {
+            let mut check = c.clone();
+            check["prevResult"] = result;
+            bed.call(&Call::new("CHECK", &id, Some(&pod.path())), &check)
+                .ok()
+                .unwrap();
+        }
+        bed.call(&Call::new("DEL", &id, None), &c).ok().unwrap();
+    }
+    // CHECK came with 0.4.0, GC and STATUS with 1.1.0.
+    let pod = pod("cnvpod");
+    let old = bed.call(
+        &Call::new("CHECK", "x1", Some(&pod.path())),
+        &bed.conf("0.3.1"),
+    );
+    assert_eq!(old.code(), Some(1), "{old:?}");
+    for command in ["GC", "STATUS"] {
+        let old = bed.call(&Call::new(command, "", None), &bed.conf("1.0.0"));
+        assert_eq!(old.code(), Some(1), "{command}: {old:?}");
+    }
+    bed.call(&Call::new("STATUS", "", None), &bed.conf("1.1.0"))
+        .ok()
+        .unwrap();
+    bed.assert_nothing_left();
+}
+
+#[test]
+fn bad_input_gets_the_specs_error_code_and_changes_nothing() {
+    let bed = Bed::new("cnb");
+    let taken_pod = pod("cnbpod");
+    let taken = bed.add("taken", &taken_pod, &[(8080, 80, "tcp")]);
+    let taken_ip = taken["ips"][0]["address"].as_str().unwrap().to_string();
+    let before = (bed.attachments(), bed.node_links());
+    let pod = pod("cnbpod");
+    let path = pod.path();
+    let good = bed.conf("1.0.0");
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut c = good.clone();
+        f(&mut c);
+        c
+    };
+    let add = Call::new("ADD", "fresh", Some(&path));
+    let not_a_namespace = Path::new("/proc/self/status");
+    let host_namespace = Path::new("/proc/1/ns/net");
+    let cases: Vec<(&str, Answer, u64, &str)> = vec![
+        (
+            "no CNI_COMMAND",
+            exec_raw(&bed.netd, &[], good.to_string().as_bytes()).unwrap(),
+            4,
+            "CNI_COMMAND",
+        ),
+        (
+            "bad JSON",
+            exec_raw(&bed.netd, &add.env(), b"{\"cniVersion\": ").unwrap(),
+            6,
+            "decode",
+        ),
+        (
+            "unknown network",
+            bed.call(&add, &with(&|c| c["network"] = json!("nope"))),
+            7,
+            "network",
+        ),
+        (
+            "bad IP= in CNI_ARGS",
+            bed.call(
+                &Call {
+                    args: "IP=10.1.2",
+                    ..add.clone()
+                },
+                &good,
+            ),
+            4,
+            "IP",
+        ),
+        (
+            "unknown CNI_ARGS key",
+            bed.call(
+                &Call {
+                    args: "COLOUR=blue",
+                    ..add.clone()
+                },
+                &good,
+            ),
+            4,
+            "COLOUR",
+        ),
+        (
+            "port conflict",
+            bed.call(
+                &add,
+                &with(&|c| {
+                    c["runtimeConfig"] =
+                        json!({ "portMappings": port_mappings(&[(8080, 80, "tcp")]) })
+                }),
+            ),
+            101,
+            "port is already allocated",
+        ),
+        (
+            "address taken",
+            bed.call(
+                &add,
+                &with(&|c| c["runtimeConfig"] = json!({ "ips": [taken_ip.clone()] })),
+            ),
+            101,
+            "",
+        ),
+        (
+            "ADD twice",
+            bed.call(&Call::new("ADD", "taken", Some(&taken_pod.path())), &good),
+            101,
+            "already has interface eth0",
+        ),
+        (
+            "another plugin's type",
+            bed.call(&add, &with(&|c| c["type"] = json!("bridge"))),
+            7,
+            "type",
+        ),
+        (
+            "unknown cniVersion",
+            bed.call(&add, &with(&|c| c["cniVersion"] = json!("9.9.9"))),
+            1,
+            "cniVersion",
+        ),
+        (
+            "hostPort 0",
+            bed.call(
+                &add,
+                &with(&|c| {
+                    c["runtimeConfig"] = json!({ "portMappings": port_mappings(&[(0, 80, "tcp")]) })
+                }),
+            ),
+            7,
+            "portMappings[0].hostPort",
+        ),
+        (
+            "CNI_NETNS not a namespace",
+            bed.call(&Call::new("ADD", "fresh", Some(not_a_namespace)), &good),
+            7,
+            "CNI_NETNS",
+        ),
+        (
+            "CNI_NETNS the host's namespace",
+            bed.call(&Call::new("ADD", "fresh", Some(host_namespace)), &good),
+            7,
+            "CNI_NETNS",
+        ),
+        (
+            "CNI_NETNS a namespace another container holds",
+            bed.call(&Call::new("ADD", "other", Some(&taken_pod.path())), &good),
+            101,
+            "already attached",
+        ),
+    ];
+    for (what, answer, code, text) in cases {
+        assert_eq!(answer.code(), Some(code), "{what}: {answer:?}");
+        assert!(answer.msg().contains(text), "{what}: {answer:?}");
+        assert!(
+            answer.json["cniVersion"].as_str().is_some(),
+            "{what}: {answer:?}"
+        );
+    }
+    assert_eq!((bed.attachments(), bed.node_links()), before);
+    assert!(!has_interface(&pod, "eth0"));
+    bed.del("taken");
+    bed.assert_nothing_left();
+}
+
+#[test]
+fn concurrent_adds_and_dels_are_safe_and_gc_removes_what_the_runtime_no_longer_knows() {
+    let bed = Bed::new("cnc");
+    let pods: Vec<Netns> = (0..8).map(|_| pod("cncpod")).collect();
+    let ips: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let bed = &bed;
+                s.spawn(move || {
+                    let r = bed.add(&format!("ctr{i}"), p, &[(9000 + i as u16, 80, "tcp")]);
+                    r["ips"][0]["address"].as_str().unwrap().to_string()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut unique = ips.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 8, "{ips:?}");
+    assert_eq!(bed.attachments().len(), 8);
+
+    // GC keeps what the runtime lists, removes the rest.
+    let mut gc = bed.conf("1.1.0");
+    gc["cni.dev/valid-attachments"] = json!([
+        { "containerID": "ctr0", "ifname": "eth0" },
+        { "containerID": "ctr1", "ifname": "eth0" },
+        { "containerID": "ctr2", "ifname": "eth0" },
+    ]);
+    bed.call(&Call::new("GC", "", None), &gc).ok().unwrap();
+    assert_eq!(bed.attachments().len(), 3);
+    for (i, p) in pods.iter().enumerate() {
+        assert_eq!(has_interface(p, "eth0"), i < 3, "pod {i}");
+    }
+
+    std::thread::scope(|s| {
+        for i in 0..3 {
+            let bed = &bed;
+            s.spawn(move || bed.del(&format!("ctr{i}")));
+        }
+    });
+    bed.assert_nothing_left();
+}
+
+#[test]
+fn del_succeeds_while_netd_is_down_and_its_next_start_removes_attachments_whose_namespace_died() {
+    let mut bed = Bed::new("cnd");
+    let gone = pod("cndpod");
+    let kept = pod("cndpod");
+    bed.add("gone", &gone, &[(8080, 80, "tcp")]);
+    let kept_result = bed.add("kept", &kept, &[(8081, 80, "tcp")]);
+
+    bed.netd.stop(libc::SIGTERM).unwrap();
+    let status = bed.call(&Call::new("STATUS", "", None), &bed.conf("1.1.0"));
+    assert_eq!(status.code(), Some(50), "{status:?}");
+    let third = pod("cndpod");
+    let add = bed.call(
+        &Call::new("ADD", "third", Some(&third.path())),
+        &bed.conf("1.0.0"),
+    );
+    assert_eq!(add.code(), Some(11), "{add:?}");
+    let del = bed.call(&Call::new("DEL", "gone", None), &bed.conf("1.0.0"));
+    assert!(del.success, "{del:?}");
+    assert!(
+        del.stderr.contains("netd removes the attachment"),
+        "{del:?}"
+    );
+    drop(gone); // the runtime removes the container's namespace
+
+    bed.netd.restart().unwrap();
+    let left: Vec<Value> = bed.attachments();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["sandbox"]["container_id"], "kept");
+    let mut check = bed.conf("1.0.0");
+    check["prevResult"] = kept_result;
+    check["runtimeConfig"] = json!({ "portMappings": port_mappings(&[(8081, 80, "tcp")]) });
+    bed.call(&Call::new("CHECK", "kept", Some(&kept.path())), &check)
+        .ok()
+        .unwrap();
+    assert!(
+        echo_fails(
+            &bed.sb.ext.path(),
+            Proto::Tcp,
+            addr(Sandbox::NODE_ADDR, 8080)
+        )
+        .unwrap()
+    );
+    bed.del("kept");
+    bed.assert_nothing_left();
+}
+
+#[test]
+fn a_netd_restart_keeps_a_cni_containers_traffic() {
+    let mut bed = Bed::new("cnr");
+    let pod = pod("cnrpod");
+    let result = bed.add("web", &pod, &[(8080, 80, "tcp")]);
+    let _server =
+        EchoServer::start(&pod.path(), Proto::Tcp, addr(Ipv4Addr::UNSPECIFIED, 80)).unwrap();
+    let mut held =
+        HeldConnection::open(&bed.sb.ext.path(), addr(Sandbox::NODE_ADDR, 8080)).unwrap();
+
+    bed.netd.stop(libc::SIGKILL).unwrap();
+    held.exchange().unwrap();
+    bed.netd.restart().unwrap();
+    held.exchange().unwrap();
+    let mut check = bed.conf("1.0.0");
+    check["prevResult"] = result;
+    check["runtimeConfig"] = json!({ "portMappings": port_mappings(&[(8080, 80, "tcp")]) });
+    bed.call(&Call::new("CHECK", "web", Some(&pod.path())), &check)
+        .ok()
+        .unwrap();
+    drop(held);
+    bed.del("web");
+    bed.assert_nothing_left();
+}
