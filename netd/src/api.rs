@@ -385,6 +385,9 @@ pub struct ApiRequest {
     pub path: Vec<String>,
     pub query: String,
     pub body: Bytes,
+    /// The client's process (from the socket's peer credentials), while it waits for
+    /// the answer: paths it sends are resolved as it sees them where that matters.
+    pub caller_pid: Option<u32>,
 }
 
 impl ApiRequest {
@@ -771,6 +774,7 @@ where
                         path,
                         query: uri.query().unwrap_or("").to_string(),
                         body,
+                        caller_pid: caller.pid.and_then(|p| u32::try_from(p).ok()),
                     });
                     // A task of its own, which the connection cannot cancel: a client that
                     // hangs up mid-request leaves a change finished or rolled back, never

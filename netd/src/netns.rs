@@ -54,6 +54,117 @@ pub fn open_path(path: &Path) -> Result<File> {
     reopen_checked(&opath)
 }
 
+/// `open_path` as process `pid` sees `path`: through its root, in its mount namespace. A
+/// runtime's `CNI_NETNS` may be a bind mount that only the runtime's mount namespace has
+/// (Podman's `/run/netns` under a private `/run`), and the plugin that sends it is that
+/// process. The same rules: no symbolic link on the way, a network namespace at the end.
+pub fn open_path_seen_by(pid: u32, path: &Path) -> Result<File> {
+    if !path.is_absolute() {
+        bail!("not an absolute path");
+    }
+    if proc_pid(path).is_some() || same_mount_namespace(pid) {
+        return open_path(path);
+    }
+    let root = openat2(
+        libc::AT_FDCWD,
+        Path::new(&format!("/proc/{pid}/root")),
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        0,
+    )
+    .with_context(|| format!("open the root of process {pid}"))?;
+    let inside = path.strip_prefix("/").unwrap_or(path);
+    let opath = openat2(
+        root.as_raw_fd(),
+        inside,
+        libc::O_PATH | libc::O_CLOEXEC,
+        libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_IN_ROOT,
+    )
+    .map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) => anyhow!("a symbolic link is on the path"),
+        _ => anyhow::Error::from(e).context(format!("as process {pid} sees it")),
+    })?;
+    reopen_checked(&opath)
+}
+
+fn same_mount_namespace(pid: u32) -> bool {
+    let id = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    let theirs = id(&format!("/proc/{pid}/ns/mnt"));
+    theirs.is_some() && theirs == id("/proc/self/ns/mnt")
+}
+
+/// The network namespace `ns`, wherever it still exists: a process in it, or a bind mount
+/// of it in any process's mount namespace (a runtime's `/run/netns/...` that the daemon's
+/// own mount namespace does not have). `None` when neither exists: the namespace is gone.
+pub fn find(ns: NsId) -> Option<File> {
+    let pids: Vec<u32> = std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    let same = |f: File| (id(&f).ok() == Some(ns)).then_some(f);
+    let ns_of = |pid: u32, kind: &str| {
+        std::fs::metadata(format!("/proc/{pid}/ns/{kind}"))
+            .map(|m| (m.dev(), m.ino()))
+            .ok()
+    };
+    if let Some(pid) = pids.iter().copied().find(|&p| ns_of(p, "net") == Some(ns)) {
+        return open_of_pid(pid).ok().and_then(same);
+    }
+    let mut mount_namespaces = std::collections::HashSet::new();
+    let wanted = format!("net:[{}]", ns.1);
+    for pid in pids {
+        if !ns_of(pid, "mnt").is_some_and(|m| mount_namespaces.insert(m)) {
+            continue;
+        }
+        let Ok(mountinfo) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) else {
+            continue;
+        };
+        for mountpoint in nsfs_mountpoints(&mountinfo, &wanted) {
+            if let Some(f) = open_path_seen_by(pid, Path::new(&mountpoint))
+                .ok()
+                .and_then(same)
+            {
+                return Some(f);
+            }
+        }
+    }
+    None
+}
+
+/// The mount points of `mountinfo` where nsfs shows `root` (`net:[INODE]`), unescaped.
+fn nsfs_mountpoints(mountinfo: &str, root: &str) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter(|l| {
+            l.split(" - ")
+                .nth(1)
+                .is_some_and(|t| t.starts_with("nsfs "))
+        })
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            (fields.get(3) == Some(&root)).then(|| unescape_octal(fields.get(4)?))?
+        })
+        .collect()
+}
+
+/// mountinfo's `\040`-style escapes.
+fn unescape_octal(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
+            let digits = std::str::from_utf8(&bytes[i + 1..i + 4]).ok()?;
+            out.push(u8::from_str_radix(digits, 8).ok()?);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// The network namespace of process `pid`, through `/proc/PID/ns` opened with no
 /// symbolic link and `net` inside it (the one link followed). The caller checks that the
 /// process is still the one it means (a pid can be reused).
@@ -225,6 +336,21 @@ pub fn run_in<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nsfs_mount_points_are_found_by_inode_and_unescaped() {
+        let mountinfo = "\
+25 1 0:23 / /run rw,nosuid - tmpfs tmpfs rw
+612 25 0:4 net:[4026532567] /run/netns/netns-1 rw shared:5 - nsfs nsfs rw
+613 25 0:4 net:[4026532999] /run/netns/other rw - nsfs nsfs rw
+614 25 0:4 net:[4026532567] /tmp/a\\040b rw - nsfs nsfs rw
+615 25 0:4 mnt:[4026532567] /tmp/mnt rw - nsfs nsfs rw
+";
+        assert_eq!(
+            nsfs_mountpoints(mountinfo, "net:[4026532567]"),
+            ["/run/netns/netns-1", "/tmp/a b"]
+        );
+    }
 
     #[test]
     fn only_the_exact_proc_form_is_a_process_namespace() {

@@ -113,7 +113,35 @@ impl Call<'_> {
 
 /// Exec the plugin with exactly this environment (nothing inherited but PATH) and stdin.
 pub fn exec_raw(daemon: &Daemon, env: &[(String, String)], stdin: &[u8]) -> Result<Answer> {
-    let mut child = Command::new("ip")
+    exec_in(daemon, None, env, stdin)
+}
+
+/// `exec`, by a runtime whose mount namespace is that of process `runtime` (paths such as
+/// `CNI_NETNS` are its own).
+pub fn exec_by(daemon: &Daemon, runtime: u32, call: &Call, stdin: &Value) -> Result<Answer> {
+    exec_in(
+        daemon,
+        Some(runtime),
+        &call.env(),
+        serde_json::to_string(stdin)?.as_bytes(),
+    )
+}
+
+fn exec_in(
+    daemon: &Daemon,
+    runtime: Option<u32>,
+    env: &[(String, String)],
+    stdin: &[u8],
+) -> Result<Answer> {
+    let mut command = match runtime {
+        Some(pid) => {
+            let mut c = Command::new("nsenter");
+            c.args(["-t", &pid.to_string(), "-m", "--", "ip"]);
+            c
+        }
+        None => Command::new("ip"),
+    };
+    let mut child = command
         .args(["netns", "exec", &daemon.node])
         .arg(plugin_bin())
         .env_clear()

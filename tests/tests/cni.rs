@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use netd_tests::{
     Daemon, EchoServer, HeldConnection, Netns, Proto, Sandbox, addr,
-    cni::{Answer, Call, conf, exec, exec_raw},
+    cni::{Answer, Call, conf, exec, exec_by, exec_raw},
     echo_fails, echo_once, require_root, unique_name,
 };
 
@@ -538,4 +538,120 @@ fn a_netd_restart_keeps_a_cni_containers_traffic() {
     drop(held);
     bed.del("web");
     bed.assert_nothing_left();
+}
+
+/// A runtime in a mount namespace of its own (as Podman runs with a private `/run`): the
+/// pod's namespace is bind-mounted at a path only that mount namespace has.
+struct PrivateRuntime {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl PrivateRuntime {
+    fn new(bed: &Bed, pod: &Netns) -> PrivateRuntime {
+        let dir = std::path::PathBuf::from(format!("/tmp/netd-cni-{}", bed.sb.node.name));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ns"), b"").unwrap();
+        let script = format!(
+            "mount --bind {} {}/ns && exec sleep 600",
+            pod.path().display(),
+            dir.display()
+        );
+        let child = std::process::Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .spawn()
+            .unwrap();
+        let runtime = PrivateRuntime { child, dir };
+        let mountinfo = format!("/proc/{}/mountinfo", runtime.pid());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !std::fs::read_to_string(&mountinfo)
+            .unwrap_or_default()
+            .contains(&format!("{}/ns", runtime.dir.display()))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the bind mount never appeared"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        runtime
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The namespace's path as the runtime sees it.
+    fn netns(&self) -> std::path::PathBuf {
+        self.dir.join("ns")
+    }
+
+    /// The same namespace, for the test's own threads.
+    fn netns_from_outside(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from(format!(
+            "/proc/{}/root{}",
+            self.pid(),
+            self.netns().display()
+        ))
+    }
+}
+
+impl Drop for PrivateRuntime {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_runtime_in_its_own_mount_namespace_is_served_and_its_attachment_outlives_a_netd_restart() {
+    let mut bed = Bed::new("cnm");
+    let pod = pod("cnmpod");
+    let runtime = PrivateRuntime::new(&bed, &pod);
+    drop(pod); // now only the runtime's mount namespace keeps it
+    let ns = runtime.netns();
+    assert_eq!(
+        std::fs::metadata(&ns).unwrap().len(),
+        0,
+        "the node sees a plain file"
+    );
+    let mut c = bed.conf("1.0.0");
+    c["runtimeConfig"] = json!({ "portMappings": port_mappings(&[(8080, 80, "tcp")]) });
+    let add = Call::new("ADD", "private", Some(&ns));
+    let result = exec_by(&bed.netd, runtime.pid(), &add, &c)
+        .unwrap()
+        .ok()
+        .unwrap();
+    assert_eq!(result["interfaces"][2]["sandbox"], ns.to_str().unwrap());
+    let inside = runtime.netns_from_outside();
+    let _server = EchoServer::start(&inside, Proto::Tcp, addr(Ipv4Addr::UNSPECIFIED, 80)).unwrap();
+    let ext = bed.sb.ext.path();
+    let mut held = HeldConnection::open(&ext, addr(Sandbox::NODE_ADDR, 8080)).unwrap();
+
+    // The restarted daemon finds the namespace through the runtime's mounts.
+    bed.netd.stop(libc::SIGKILL).unwrap();
+    bed.netd.restart().unwrap();
+    held.exchange().unwrap();
+    assert_eq!(bed.attachments().len(), 1);
+    let mut check = c.clone();
+    check["prevResult"] = result;
+    exec_by(
+        &bed.netd,
+        runtime.pid(),
+        &Call::new("CHECK", "private", Some(&ns)),
+        &check,
+    )
+    .unwrap()
+    .ok()
+    .unwrap();
+
+    // The runtime goes away with its mount namespace and no DEL: the next start finds
+    // the namespace nowhere and removes the attachment.
+    drop(held);
+    drop(runtime);
+    bed.netd.stop(libc::SIGTERM).unwrap();
+    bed.netd.restart().unwrap();
+    bed.assert_nothing_left();
+    assert!(echo_fails(&ext, Proto::Tcp, addr(Sandbox::NODE_ADDR, 8080)).unwrap());
 }

@@ -666,10 +666,18 @@ fn reap(mut child: Child) {
 
 /// Open a client's `--netns` path: off the async workers and outside the daemon's lock,
 /// bounded in time (a path on a hung file system must not hold up the API).
-/// `field` names where the path came from in errors (`--netns`, `CNI_NETNS`).
-pub(super) async fn open_client_netns(path: &Path, field: &str) -> Result<File, ApiError> {
+/// `field` names where the path came from in errors (`--netns`, `CNI_NETNS`). With
+/// `seen_by`, the path is resolved as that process sees it (its mount namespace).
+pub(super) async fn open_client_netns(
+    path: &Path,
+    field: &str,
+    seen_by: Option<u32>,
+) -> Result<File, ApiError> {
     let owned = path.to_path_buf();
-    let open = tokio::task::spawn_blocking(move || netns::open_path(&owned));
+    let open = tokio::task::spawn_blocking(move || match seen_by {
+        Some(pid) => netns::open_path_seen_by(pid, &owned),
+        None => netns::open_path(&owned),
+    });
     let bad =
         |why: String| ApiError::bad_request(anyhow!("invalid {field} {}: {why}", path.display()));
     match tokio::time::timeout(std::time::Duration::from_secs(10), open).await {

@@ -315,7 +315,7 @@ impl Daemon {
             (&Method::POST, ["containers"]) => {
                 let run: api::RunRequest = req.json()?;
                 let netns = match &run.netns {
-                    Some(p) => Some(containers::open_client_netns(p, "--netns").await?),
+                    Some(p) => Some(containers::open_client_netns(p, "--netns", None).await?),
                     None => None,
                 };
                 Some((run, netns))
@@ -325,12 +325,15 @@ impl Daemon {
         let mut cni_ns = match (&req.method, path.as_slice()) {
             (&Method::POST, ["cni", "attachments"]) => {
                 let add: api::CniAttachRequest = req.json()?;
-                let ns = containers::open_client_netns(&add.netns, "CNI_NETNS").await?;
+                let ns =
+                    containers::open_client_netns(&add.netns, "CNI_NETNS", req.caller_pid).await?;
                 Some((add, None, ns))
             }
             (&Method::POST, ["cni", "check"]) => {
                 let check: api::CniCheckRequest = req.json()?;
-                let ns = containers::open_client_netns(&check.attach.netns, "CNI_NETNS").await?;
+                let ns =
+                    containers::open_client_netns(&check.attach.netns, "CNI_NETNS", req.caller_pid)
+                        .await?;
                 Some((check.attach.clone(), Some(check), ns))
             }
             _ => None,

@@ -117,8 +117,20 @@ impl Inner {
             Sandbox::Holder { holder } => process::open_holder(*holder)
                 .map(Some)
                 .map_err(|e| format!("{e:#}")),
-            Sandbox::External { path, dev, ino }
-            | Sandbox::Cni(crate::state::CniAttachment { path, dev, ino, .. }) => {
+            // A runtime's path may live in the runtime's mount namespace only: the
+            // namespace is looked for wherever a process or a bind mount keeps it.
+            Sandbox::Cni(a) => netns::open_path(&a.path)
+                .ok()
+                .filter(|ns| netns::id(ns).ok() == Some((a.dev, a.ino)))
+                .or_else(|| netns::find((a.dev, a.ino)))
+                .map(Some)
+                .ok_or_else(|| {
+                    format!(
+                        "no process is in it and no mount namespace has it mounted ({})",
+                        a.path.display()
+                    )
+                }),
+            Sandbox::External { path, dev, ino } => {
                 let ns = netns::open_path(path)
                     .map_err(|e| format!("{} cannot be opened: {e:#}", path.display()))?;
                 match netns::id(&ns) {
