@@ -166,3 +166,42 @@ fn exec_in(
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     })
 }
+
+/// The daemon's CNI attachment records, as `netd ps --format json` lists them.
+pub fn attachments(daemon: &Daemon) -> Vec<Value> {
+    let listed = daemon
+        .cli_ok(&["ps", "-a", "--format", "json"])
+        .and_then(|out| Ok(serde_json::from_str::<Value>(&out)?))
+        .expect("netd ps");
+    listed
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter(|c| c["sandbox"]["kind"] == "cni")
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The interfaces of `node`, by name, sorted.
+pub fn node_links(node: &crate::netns::Netns) -> Vec<String> {
+    let out = node.ip(&["-o", "link", "show"]).expect("ip link show");
+    let mut links: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect();
+    links.sort();
+    links
+}
+
+/// No attachment recorded and no endpoint veth in the node.
+pub fn assert_nothing_left(daemon: &Daemon, node: &crate::netns::Netns) {
+    assert_eq!(attachments(daemon), Vec::<Value>::new());
+    let veths: Vec<String> = node_links(node)
+        .into_iter()
+        .filter(|l| l.starts_with("ndv") || l.starts_with("ndp"))
+        .collect();
+    assert!(veths.is_empty(), "veths left in the node: {veths:?}");
+}

@@ -70,7 +70,7 @@ impl Docker {
             }
         }
         let dir = PathBuf::from(format!("/tmp/netd-docker-{}", node.name));
-        fs::create_dir_all(dir.join("cgroup"))?;
+        fs::create_dir_all(&dir)?;
         let mut docker = Docker {
             dir,
             node: node.name.clone(),
@@ -95,24 +95,17 @@ impl Docker {
             Networking::Own => (String::new(), "--iptables=true"),
         };
         let inner = format!(
-            "set -e; mount -t sysfs sysfs /sys; mount --rbind {d}/cgroup /sys/fs/cgroup; \
-             mount -t tmpfs tmpfs /run; mount -t tmpfs tmpfs /etc/docker; {plugin} \
+            "mount -t tmpfs tmpfs /run; mount -t tmpfs tmpfs /etc/docker; {plugin} \
              exec /usr/sbin/dockerd --data-root {d}/root --exec-root {d}/exec \
              --pidfile {d}/docker.pid -H unix://{d}/docker.sock --bridge=none \
              {nat} --ip-forward=false --storage-driver vfs"
-        );
-        let outer = format!(
-            "set -e; mount --rbind /sys/fs/cgroup {d}/cgroup; \
-             exec nsenter --net=/run/netns/{node} -- sh -c '{inner}'",
-            node = self.node
         );
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("dockerd.log"))?;
         // unshare and nsenter exec in place: the child's pid is dockerd's.
-        let child = Command::new("unshare")
-            .args(["-m", "--propagation", "private", "sh", "-c", &outer])
+        let child = crate::engine::sandboxed(&self.dir, &self.node, &inner)?
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -142,16 +135,7 @@ impl Docker {
     /// busybox-static with the applets the tests use, imported as `IMAGE`.
     fn import_image(&self) -> Result<()> {
         let root = self.dir.join("image");
-        fs::create_dir_all(root.join("bin"))?;
-        fs::copy("/bin/busybox", root.join("bin/busybox"))?;
-        for applet in [
-            "sh", "sleep", "httpd", "nc", "cat", "echo", "ip", "hostname",
-        ] {
-            let link = root.join("bin").join(applet);
-            if !link.exists() {
-                std::os::unix::fs::symlink("busybox", link)?;
-            }
-        }
+        crate::engine::busybox_rootfs(&root)?;
         let tar = self.dir.join("image.tar");
         crate::netns::run(
             "tar",

@@ -19,7 +19,9 @@ pub mod craft;
 pub mod daemon;
 pub mod docker;
 pub mod echo;
+pub mod engine;
 pub mod netns;
+pub mod podman;
 
 pub use daemon::{Daemon, assert_fast_paths_taken};
 pub use echo::{

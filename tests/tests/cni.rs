@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 
 use netd_tests::{
     Daemon, EchoServer, HeldConnection, Netns, Proto, Sandbox, addr,
-    cni::{Answer, Call, conf, exec, exec_by, exec_raw},
+    cni::{
+        Answer, Call, assert_nothing_left, attachments, conf, exec, exec_by, exec_raw, node_links,
+    },
     echo_fails, echo_once, require_root, unique_name,
 };
 
@@ -53,39 +55,16 @@ impl Bed {
         self.call(&Call::new("DEL", id, None), &c).ok().unwrap();
     }
 
-    /// The daemon's CNI attachment records.
     fn attachments(&self) -> Vec<Value> {
-        let all: Value =
-            serde_json::from_str(&self.netd.cli_ok(&["ps", "-a", "--format", "json"]).unwrap())
-                .unwrap();
-        all.as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["sandbox"]["kind"] == "cni")
-            .cloned()
-            .collect()
+        attachments(&self.netd)
     }
 
-    /// The node's interfaces, by name.
     fn node_links(&self) -> Vec<String> {
-        let out = self.sb.node.ip(&["-o", "link", "show"]).unwrap();
-        let mut links: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split(": ").nth(1))
-            .map(|n| n.split('@').next().unwrap_or(n).to_string())
-            .collect();
-        links.sort();
-        links
+        node_links(&self.sb.node)
     }
 
     fn assert_nothing_left(&self) {
-        assert_eq!(self.attachments(), Vec::<Value>::new());
-        let veths: Vec<String> = self
-            .node_links()
-            .into_iter()
-            .filter(|l| l.starts_with("ndv") || l.starts_with("ndp"))
-            .collect();
-        assert!(veths.is_empty(), "veths left in the node: {veths:?}");
+        assert_nothing_left(&self.netd, &self.sb.node);
     }
 }
 

@@ -32,6 +32,10 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     // and the static busybox their image is made of.
     "docker.io",
     "busybox-static",
+    // Podman 4 with its CNI backend, for the CNI tests (netavark stays out: without
+    // recommends, and the tests ask for the CNI backend by name).
+    "podman",
+    "containernetworking-plugins",
 ];
 
 /// Installing a package with a service must not start it on this machine:

@@ -27,9 +27,10 @@ use crate::cmd::{
 const CONTROL_PLANE_ONLY: &str = "failures_half_way_and_a_thousand_cycles_leave_the_node_as_it_was";
 
 /// End-to-end test binaries left out of the other combinations: an engine driving netd
-/// (`docker`) changes its control plane only; the packets its containers send take the
-/// same data path as `netd run`'s, which every combination covers.
-const ENGINE_ONLY: [&str; 1] = ["docker"];
+/// (`docker`, `podman`, the CNI plugin `cni`) changes its control plane only; the packets
+/// its containers send take the same data path as `netd run`'s, which every combination
+/// covers.
+const ENGINE_ONLY: [&str; 3] = ["docker", "podman", "cni"];
 
 /// End-to-end test binaries run at once for the other combinations: each test builds its
 /// own namespaces, so they do not interfere; three keep a 2-CPU machine busy without

@@ -1,0 +1,43 @@
+//! What every real container engine under test needs (ENGINES.md): a sandbox of a private
+//! mount namespace inside the node's network namespace, with a fresh sysfs and the host's
+//! cgroup mounts bound back (a bare `ip netns exec` hides them and breaks runc), and an
+//! image of busybox-static with no registry.
+
+use std::{fs, path::Path, process::Command};
+
+use anyhow::Result;
+
+/// busybox-static at `bin/busybox` under `root`, with the applets the tests use.
+pub fn busybox_rootfs(root: &Path) -> Result<()> {
+    fs::create_dir_all(root.join("bin"))?;
+    fs::copy("/bin/busybox", root.join("bin/busybox"))?;
+    for applet in [
+        "sh", "sleep", "httpd", "nc", "cat", "echo", "ip", "hostname",
+    ] {
+        let link = root.join("bin").join(applet);
+        if !link.exists() {
+            std::os::unix::fs::symlink("busybox", link)?;
+        }
+    }
+    Ok(())
+}
+
+/// `sh -c inner`, run in a private mount namespace inside `node`'s network namespace, with
+/// sysfs and the cgroup mounts in place (saved under `dir/cgroup` on the way). `inner`
+/// mounts what the engine must not leave on the machine (tmpfs over `/run`, ...) and
+/// execs the engine or a keeper process; unshare and nsenter exec in place, so the
+/// child's pid is `inner`'s last exec.
+pub fn sandboxed(dir: &Path, node: &str, inner: &str) -> Result<Command> {
+    let d = dir.display();
+    fs::create_dir_all(dir.join("cgroup"))?;
+    let inner = format!(
+        "set -e; mount -t sysfs sysfs /sys; mount --rbind {d}/cgroup /sys/fs/cgroup; {inner}"
+    );
+    let outer = format!(
+        "set -e; mount --rbind /sys/fs/cgroup {d}/cgroup; \
+         exec nsenter --net=/run/netns/{node} -- sh -c '{inner}'"
+    );
+    let mut command = Command::new("unshare");
+    command.args(["-m", "--propagation", "private", "sh", "-c", &outer]);
+    Ok(command)
+}
