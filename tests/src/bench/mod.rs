@@ -9,6 +9,7 @@
 //! the JSON file and the SVG chart.
 
 pub mod bed;
+pub mod cni;
 pub mod engines;
 pub mod generator;
 pub mod load;
@@ -40,6 +41,8 @@ pub struct Options {
     pub datapaths: Vec<Datapath>,
     /// Docker engines to compare (Docker's bridge driver, Docker with netd).
     pub engines: Vec<engines::Engine>,
+    /// CNI plugins to compare (the reference chain, netd-cni).
+    pub cni: Vec<cni::CniPlugin>,
     /// Published ports of the scale runs, instead of the plan's.
     pub scales: Option<Vec<u16>>,
     /// Repeats of each measurement, instead of the plan's.
@@ -61,6 +64,8 @@ struct Plan {
     scales: Vec<u16>,
     /// Ranges published with `docker run -p` in the Docker comparison.
     docker_ranges: Vec<u16>,
+    /// Containers attached and detached per scale in the CNI comparison.
+    cni_attachments: usize,
 }
 
 impl Plan {
@@ -74,6 +79,7 @@ impl Plan {
                 iperf_udp: false,
                 scales: vec![1, 10_000],
                 docker_ranges: vec![100],
+                cni_attachments: 20,
             }
         } else {
             Plan {
@@ -84,6 +90,7 @@ impl Plan {
                 iperf_udp: true,
                 scales: vec![1, 1_000, 10_000],
                 docker_ranges: vec![100, 1_000],
+                cni_attachments: 200,
             }
         }
     }
@@ -179,6 +186,19 @@ pub fn run(opts: &Options) -> Result<Results> {
     }
     for &engine in &opts.engines {
         engines::measure(engine, &engine_plan, &progress, &mut results)?;
+    }
+    let cni_plan = cni::CniPlan {
+        attachments: plan.cni_attachments,
+        scales: vec![0, 10_000],
+    };
+    if !opts.cni.is_empty() {
+        results.note(
+            "cni",
+            format!("CNI attachment latency: {} containers per scale, each publishing one port, attached (ADD) then detached (DEL) one after the other by exec'ing the plugins from the node's network namespace as libcni does (cni-bridge: bridge with host-local, then portmap with the previous result; DEL in reverse); the time of the whole chain per container, median and p99; 10,000 ports published first (netd: one container with a range; the reference: portmap's chains filled with one iptables-restore)", plan.cni_attachments),
+        );
+    }
+    for &plugin in &opts.cni {
+        cni::measure(plugin, &cni_plan, &progress, &mut results)?;
     }
     Ok(results)
 }

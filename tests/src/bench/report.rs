@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, process::Command};
 
 use serde_json::{Value, json};
 
-use super::{bed::Datapath, engines::Engine};
+use super::{bed::Datapath, cni::CniPlugin, engines::Engine};
 
 /// Every sample of one run of the benchmark.
 pub struct Results {
@@ -27,6 +27,10 @@ pub struct Results {
     engines: BTreeMap<String, BTreeMap<String, Vec<f64>>>,
     /// Docker engine -> what its translation left as evidence.
     engine_evidence: BTreeMap<String, String>,
+    /// CNI plugin (`cni-bridge`, `cni-netd`) -> metric key -> samples.
+    cni: BTreeMap<String, BTreeMap<String, Vec<f64>>>,
+    /// CNI plugin -> what it left in the node as evidence.
+    cni_evidence: BTreeMap<String, String>,
 }
 
 /// Median and range of some samples.
@@ -79,7 +83,31 @@ impl Results {
             config: BTreeMap::new(),
             engines: BTreeMap::new(),
             engine_evidence: BTreeMap::new(),
+            cni: BTreeMap::new(),
+            cni_evidence: BTreeMap::new(),
         }
+    }
+
+    pub fn add_cni(&mut self, plugin: &str, key: &str, value: f64) {
+        self.cni
+            .entry(plugin.to_string())
+            .or_default()
+            .entry(key.to_string())
+            .or_default()
+            .push(value);
+    }
+
+    pub fn cni_evidence(&mut self, plugin: &str, text: String) {
+        self.cni_evidence.insert(plugin.to_string(), text);
+    }
+
+    /// The CNI plugins measured, the reference chain first.
+    pub fn cni_plugins(&self) -> Vec<String> {
+        CniPlugin::ALL
+            .iter()
+            .map(|p| p.to_string())
+            .filter(|p| self.cni.contains_key(p))
+            .collect()
     }
 
     pub fn add_engine(&mut self, engine: &str, key: &str, value: f64) {
@@ -193,6 +221,9 @@ impl Results {
             "docker_engines": samples_json(&self.engines),
             "docker_engine_units": ENGINE_ROWS.iter().map(|r| (r.key, r.unit)).collect::<BTreeMap<_, _>>(),
             "docker_engine_evidence": self.engine_evidence,
+            "cni_plugins": samples_json(&self.cni),
+            "cni_units": CNI_ROWS.iter().map(|r| (r.key, r.unit)).collect::<BTreeMap<_, _>>(),
+            "cni_evidence": self.cni_evidence,
         })
     }
 
@@ -204,6 +235,7 @@ impl Results {
         let mut out = String::new();
         if dps.is_empty() {
             out.push_str(&self.engine_table());
+            out.push_str(&self.cni_table());
             out.push_str(&self.notes_text());
             return out;
         }
@@ -231,6 +263,7 @@ impl Results {
         }
         out.push_str(&self.ratios());
         out.push_str(&self.engine_table());
+        out.push_str(&self.cni_table());
         let targets = self.targets();
         if !targets.is_empty() {
             out.push_str("\ntargets of issue 6 (reported, never asserted):\n");
@@ -440,72 +473,157 @@ impl Results {
     /// Docker's bridge driver against Docker with netd: one row per metric, a column per
     /// engine, and netd's median over the bridge driver's.
     fn engine_table(&self) -> String {
-        let engines = self.engines();
-        if engines.is_empty() {
-            return String::new();
-        }
-        let mut header = format!("{:<50}", "Docker with netd vs Docker's bridge driver");
-        for e in &engines {
-            header.push_str(&format!("{e:>16}"));
-        }
-        if engines.len() == 2 {
-            header.push_str(&format!("{:>16}", "netd÷bridge"));
-        }
-        let mut out = format!("\n{header}\n{}\n", "-".repeat(header.chars().count()));
         let largest = self.engine_ranges().last().copied();
+        let mut rows = Vec::new();
         for row in ENGINE_ROWS {
-            let keys: Vec<(String, String)> = if row.key.ends_with('@') {
-                self.engine_ranges()
-                    .iter()
-                    .map(|n| {
-                        (
-                            format!("{}{n}", row.key),
-                            format!("{}, {n} ports ({})", row.label, row.unit),
-                        )
-                    })
-                    .collect()
+            if row.key.ends_with('@') {
+                rows.extend(self.engine_ranges().iter().map(|n| {
+                    (
+                        format!("{}{n}", row.key),
+                        format!("{}, {n} ports ({})", row.label, row.unit),
+                    )
+                }));
             } else {
                 let ports = match (row.key.ends_with("@range"), largest) {
                     (true, Some(n)) => format!(", {} ports", n + 2),
                     _ => String::new(),
                 };
-                vec![(
+                rows.push((
                     row.key.to_string(),
                     format!("{}{ports} ({})", row.label, row.unit),
-                )]
-            };
-            for (key, label) in keys {
-                let cells: Vec<Option<Summary>> = engines
-                    .iter()
-                    .map(|e| self.engine_summary(e, &key))
-                    .collect();
-                if cells.iter().all(Option::is_none) {
-                    continue;
-                }
-                out.push_str(&format!("{label:<50}"));
-                for c in &cells {
-                    out.push_str(&format!(
-                        "{:>16}",
-                        c.map_or_else(|| "-".into(), |s| cell(&s, 1.0))
-                    ));
-                }
-                if let [Some(bridge), Some(netd)] = cells.as_slice()
-                    && bridge.median != 0.0
-                {
-                    out.push_str(&format!(
-                        "{:>16}",
-                        format!("{:.2}x", netd.median / bridge.median)
-                    ));
-                }
-                out.push('\n');
+                ));
             }
         }
-        for (e, text) in &self.engine_evidence {
-            out.push_str(&format!("  {e}: {text}\n"));
-        }
-        out
+        pair_table(
+            "Docker with netd vs Docker's bridge driver",
+            "netd÷bridge",
+            &self.engines(),
+            &self.engines,
+            &rows,
+            &self.engine_evidence,
+        )
+    }
+
+    /// The reference CNI chain (bridge + host-local + portmap) against netd-cni.
+    fn cni_table(&self) -> String {
+        let rows: Vec<(String, String)> = CNI_ROWS
+            .iter()
+            .map(|r| (r.key.to_string(), format!("{} ({})", r.label, r.unit)))
+            .collect();
+        pair_table(
+            "netd-cni vs bridge + host-local + portmap",
+            "netd÷reference",
+            &self.cni_plugins(),
+            &self.cni,
+            &rows,
+            &self.cni_evidence,
+        )
     }
 }
+
+/// Two contenders side by side: one row per (key, label) with samples, a column each,
+/// and the second's median over the first's.
+fn pair_table(
+    title: &str,
+    ratio: &str,
+    names: &[String],
+    samples: &BTreeMap<String, BTreeMap<String, Vec<f64>>>,
+    rows: &[(String, String)],
+    evidence: &BTreeMap<String, String>,
+) -> String {
+    if names.is_empty() {
+        return String::new();
+    }
+    let mut header = format!("{title:<50}");
+    for n in names {
+        header.push_str(&format!("{n:>16}"));
+    }
+    if names.len() == 2 {
+        header.push_str(&format!("{ratio:>16}"));
+    }
+    let mut out = format!("\n{header}\n{}\n", "-".repeat(header.chars().count()));
+    for (key, label) in rows {
+        let cells: Vec<Option<Summary>> = names
+            .iter()
+            .map(|n| Summary::of(samples.get(n)?.get(key)?))
+            .collect();
+        if cells.iter().all(Option::is_none) {
+            continue;
+        }
+        out.push_str(&format!("{label:<50}"));
+        for c in &cells {
+            out.push_str(&format!(
+                "{:>16}",
+                c.map_or_else(|| "-".into(), |s| cell(&s, 1.0))
+            ));
+        }
+        if let [Some(first), Some(second)] = cells.as_slice()
+            && first.median != 0.0
+        {
+            out.push_str(&format!(
+                "{:>16}",
+                format!("{:.2}x", second.median / first.median)
+            ));
+        }
+        out.push('\n');
+    }
+    for (n, text) in evidence {
+        out.push_str(&format!("  {n}: {text}\n"));
+    }
+    out
+}
+
+/// The rows of the CNI comparison: each a median or p99 over one run's attachments.
+pub const CNI_ROWS: &[Row] = &[
+    Row {
+        key: "add_p50@0",
+        label: "ADD, median, 0 published ports",
+        unit: "ms",
+        scale: 1.0,
+    },
+    Row {
+        key: "add_p99@0",
+        label: "ADD, p99, 0 published ports",
+        unit: "ms",
+        scale: 1.0,
+    },
+    Row {
+        key: "del_p50@0",
+        label: "DEL, median, 0 published ports",
+        unit: "ms",
+        scale: 1.0,
+    },
+    Row {
+        key: "del_p99@0",
+        label: "DEL, p99, 0 published ports",
+        unit: "ms",
+        scale: 1.0,
+    },
+    Row {
+        key: "add_p50@10000",
+        label: "ADD, median, 10,000 published ports",
+        unit: "ms",
+        scale: 1.0,
+    },
+    Row {
+        key: "add_p99@10000",
+        label: "ADD, p99, 10,000 published ports",
+        unit: "ms",
+        scale: 1.0,
+    },
+    Row {
+        key: "del_p50@10000",
+        label: "DEL, median, 10,000 published ports",
+        unit: "ms",
+        scale: 1.0,
+    },
+    Row {
+        key: "del_p99@10000",
+        label: "DEL, p99, 10,000 published ports",
+        unit: "ms",
+        scale: 1.0,
+    },
+];
 
 /// The rows of the Docker comparison; a key ending in `@` is one row per published range.
 pub const ENGINE_ROWS: &[Row] = &[

@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::ExitCode, time::Instant};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use netd_tests::{
-    bench::{self, Options, bed::Datapath, engines::Engine, svg},
+    bench::{self, Options, bed::Datapath, cni::CniPlugin, engines::Engine, svg},
     require_root,
 };
 
@@ -102,33 +102,41 @@ fn main() -> ExitCode {
     }
 }
 
+/// Append the items of `more` that `to` does not hold yet.
+fn add_new<T: PartialEq>(to: &mut Vec<T>, more: Vec<T>) {
+    for item in more {
+        if !to.contains(&item) {
+            to.push(item);
+        }
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
-    let (datapaths, engines) = if cli.only.is_empty() {
-        (Datapath::ALL.to_vec(), Engine::ALL.to_vec())
+    let (datapaths, engines, cni) = if cli.only.is_empty() {
+        (
+            Datapath::ALL.to_vec(),
+            Engine::ALL.to_vec(),
+            CniPlugin::ALL.to_vec(),
+        )
     } else {
         let mut chosen: Vec<Datapath> = Vec::new();
         let mut engines: Vec<Engine> = Vec::new();
+        let mut cni: Vec<CniPlugin> = Vec::new();
         for name in &cli.only {
             if let Some(es) = Engine::by_name(name) {
-                for e in es {
-                    if !engines.contains(&e) {
-                        engines.push(e);
-                    }
-                }
-                continue;
-            }
-            let dps = Datapath::by_name(name).with_context(|| {
-                format!(
-                    "--only: unknown datapath {name:?} (direct, iptables, nftables, netd-tc, netd-redirect, netd-xdp, or netd for all three; docker-bridge, docker-netd, or docker for both)"
-                )
-            })?;
-            for dp in dps {
-                if !chosen.contains(&dp) {
-                    chosen.push(dp);
-                }
+                add_new(&mut engines, es);
+            } else if let Some(ps) = CniPlugin::by_name(name) {
+                add_new(&mut cni, ps);
+            } else {
+                let dps = Datapath::by_name(name).with_context(|| {
+                    format!(
+                        "--only: unknown datapath {name:?} (direct, iptables, nftables, netd-tc, netd-redirect, netd-xdp, or netd for all three; docker-bridge, docker-netd, or docker for both; cni-bridge, cni-netd, or cni for both)"
+                    )
+                })?;
+                add_new(&mut chosen, dps);
             }
         }
-        (chosen, engines)
+        (chosen, engines, cni)
     };
     println!(
         "bench: {} matrix over {}; clients on CPU {}, servers on CPU {}",
@@ -137,6 +145,7 @@ fn run(cli: Cli) -> Result<()> {
             .iter()
             .map(|d| d.to_string())
             .chain(engines.iter().map(|e| e.to_string()))
+            .chain(cni.iter().map(|p| p.to_string()))
             .collect::<Vec<_>>()
             .join(", "),
         bench::tools::CLIENT_CPU,
@@ -146,6 +155,7 @@ fn run(cli: Cli) -> Result<()> {
         quick: cli.quick,
         datapaths,
         engines,
+        cni,
         scales: cli.scales,
         runs: cli.runs,
     })?;
