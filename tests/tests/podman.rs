@@ -53,7 +53,7 @@ impl Bed {
     }
 
     /// The node's process reaching `127.0.0.1:port` over `proto` gets `hello` back.
-    fn from_node_loopback(&self, proto: &str, port: u16) -> String {
+    fn echo_via_node_loopback(&self, proto: &str, port: u16) -> String {
         let script = format!(
             "exec 3<>/dev/{proto}/127.0.0.1/{port} && printf hello >&3 && timeout 3 head -c 5 <&3"
         );
@@ -91,8 +91,8 @@ fn podman_run_publishes_through_netd_to_the_uplink_and_the_node_with_no_iptables
     assert_eq!(tcp.peers()[0].ip(), Sandbox::EXT_ADDR);
     // 127.0.0.1:5353 is the node's alone; 8080 answers on loopback too.
     assert!(echo_fails(&ext, Proto::Udp, addr(Sandbox::NODE_ADDR, 5353)).unwrap());
-    assert_eq!(bed.from_node_loopback("udp", 5353), "hello");
-    assert_eq!(bed.from_node_loopback("tcp", 8080), "hello");
+    assert_eq!(bed.echo_via_node_loopback("udp", 5353), "hello");
+    assert_eq!(bed.echo_via_node_loopback("tcp", 8080), "hello");
 
     // The container reaches the internet host as the node.
     let inet = EchoServer::start(
