@@ -687,6 +687,25 @@ mod tests {
         assert_eq!(req.mac.as_deref(), Some("02:00:00:00:00:09"));
     }
 
+    /// The example conflists shipped in `netd/cni/` hand netd-cni a valid configuration,
+    /// as a runtime builds it: the list's `cniVersion` and `name` with the plugin's keys.
+    #[test]
+    fn the_shipped_conflists_are_valid() {
+        for file in ["10-netd.conflist", "podman-web.conflist"] {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/cni/");
+            let text = std::fs::read_to_string(format!("{path}{file}")).unwrap();
+            let list: Value = serde_json::from_str(&text).unwrap();
+            // Podman 4.3 refuses results of 1.1.0.
+            assert_eq!(list["cniVersion"], "1.0.0", "{file}");
+            let mut plugin = list["plugins"][0].clone();
+            plugin["cniVersion"] = list["cniVersion"].clone();
+            plugin["name"] = list["name"].clone();
+            let conf = NetConf::parse(plugin.to_string().as_bytes()).unwrap();
+            assert_ne!(conf.network(), DEFAULT_NETWORK, "{file}: names its network");
+            assert_eq!(plugin["capabilities"]["portMappings"], true, "{file}");
+        }
+    }
+
     fn attachment() -> CniAttachmentView {
         CniAttachmentView {
             name: "c1-eth0".into(),

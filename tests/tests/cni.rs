@@ -196,6 +196,10 @@ fn a_kubernetes_pod_sandbox_gets_its_host_ports_address_and_route_and_del_leaves
     del_conf["prevResult"] = result;
     bed.call(&del, &del_conf).ok().unwrap();
     bed.call(&del, &del_conf).ok().unwrap();
+    // The kubelet's GC, listing no sandbox of this network, finds nothing more.
+    let mut gc = bed.conf("1.1.0");
+    gc["cni.dev/valid-attachments"] = json!([]);
+    bed.call(&Call::new("GC", "", None), &gc).ok().unwrap();
     bed.assert_nothing_left();
     assert!(!has_interface(&pod, "eth0"));
     assert!(echo_fails(&ext, Proto::Tcp, addr(Sandbox::NODE_ADDR, 8080)).unwrap());
