@@ -167,17 +167,16 @@ impl Docker {
 
     /// Like `cli`, failing unless the command succeeded; its stdout, trimmed.
     pub fn ok(&self, args: &[&str]) -> Result<String> {
-        let out = self.cli(args)?;
-        if !out.status.success() {
-            bail!(
-                "docker {} failed ({}): {}{}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim(),
-                String::from_utf8_lossy(&out.stdout).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        crate::engine::checked("docker", args, self.cli(args)?)
+    }
+
+    /// `docker network create -d netd --ipam-driver netd [OPTIONS] NAME`: a network of
+    /// netd's, its ID.
+    pub fn netd_network(&self, name: &str, options: &[&str]) -> Result<String> {
+        let mut args = vec!["network", "create", "-d", "netd", "--ipam-driver", "netd"];
+        args.extend(options);
+        args.push(name);
+        self.ok(&args)
     }
 
     /// `docker run -d ARGS IMAGE sleep 3600`: an idle container, its ID.
@@ -190,19 +189,12 @@ impl Docker {
 
     /// The network namespace of a running container, as a path a test thread can enter.
     pub fn netns(&self, container: &str) -> Result<PathBuf> {
-        let pid = self.ok(&["inspect", "-f", "{{.State.Pid}}", container])?;
-        if pid == "0" || pid.is_empty() {
-            bail!("container {container} is not running");
-        }
-        Ok(PathBuf::from(format!("/proc/{pid}/ns/net")))
+        crate::engine::container_netns(|a| self.ok(a), container)
     }
 
-    /// A container's address on a network, as Docker reports it.
+    /// A container's address on a network, as the engine reports it.
     pub fn ip(&self, container: &str, network: &str) -> Result<std::net::Ipv4Addr> {
-        let format = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
-        let ip = self.ok(&["inspect", "-f", &format, container])?;
-        ip.parse()
-            .with_context(|| format!("container {container} has no address on {network}: {ip:?}"))
+        crate::engine::container_ip(|a| self.ok(a), container, network)
     }
 
     /// Stop dockerd (SIGTERM: it stops its containers and tells the driver) and wait.

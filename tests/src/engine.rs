@@ -3,9 +3,14 @@
 //! cgroup mounts bound back (a bare `ip netns exec` hides them and breaks runc), and an
 //! image of busybox-static with no registry.
 
-use std::{fs, path::Path, process::Command};
+use std::{
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 
 /// busybox-static at `bin/busybox` under `root`, with the applets the tests use.
 pub fn busybox_rootfs(root: &Path) -> Result<()> {
@@ -40,4 +45,40 @@ pub fn sandboxed(dir: &Path, node: &str, inner: &str) -> Result<Command> {
     let mut command = Command::new("unshare");
     command.args(["-m", "--propagation", "private", "sh", "-c", &outer]);
     Ok(command)
+}
+
+/// An engine CLI's output, failing unless the command succeeded; its stdout, trimmed.
+pub fn checked(engine: &str, args: &[&str], out: Output) -> Result<String> {
+    if !out.status.success() {
+        bail!(
+            "{engine} {} failed ({}): {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The network namespace of a running container, as a path a test thread can enter,
+/// from `inspect` (`ok` runs the engine's CLI; Docker and Podman answer alike).
+pub fn container_netns(ok: impl Fn(&[&str]) -> Result<String>, container: &str) -> Result<PathBuf> {
+    let pid = ok(&["inspect", "-f", "{{.State.Pid}}", container])?;
+    if pid == "0" || pid.is_empty() {
+        bail!("container {container} is not running");
+    }
+    Ok(PathBuf::from(format!("/proc/{pid}/ns/net")))
+}
+
+/// A container's address on a network, as the engine reports it.
+pub fn container_ip(
+    ok: impl Fn(&[&str]) -> Result<String>,
+    container: &str,
+    network: &str,
+) -> Result<Ipv4Addr> {
+    let format = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
+    let ip = ok(&["inspect", "-f", &format, container])?;
+    ip.parse()
+        .with_context(|| format!("container {container} has no address on {network}: {ip:?}"))
 }

@@ -158,6 +158,20 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
+    /// A TCP conversation from the namespace at `from` to the internet host, which must
+    /// see the node's address (the container's traffic was masqueraded).
+    pub fn assert_masqueraded_out(&self, from: &std::path::Path) -> Result<()> {
+        use crate::echo::{EchoServer, Proto, echo_once};
+        let target = crate::addr(Self::INET_ADDR, 9000);
+        let server = EchoServer::start(&self.inet.path(), Proto::Tcp, target)?;
+        echo_once(from, Proto::Tcp, target)?;
+        let seen: Vec<_> = server.peers().iter().map(|p| p.ip()).collect();
+        if seen != [std::net::IpAddr::V4(Self::NODE_ADDR)] {
+            bail!("the internet host saw {seen:?}, not the node's address");
+        }
+        Ok(())
+    }
+
     pub const EXT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
     pub const NODE_ADDR: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
     pub const INET_ADDR: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);

@@ -151,14 +151,7 @@ fn a_kubernetes_pod_sandbox_gets_its_host_ports_address_and_route_and_del_leaves
         )
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&local.stdout), "hello", "{local:?}");
-    let inet = EchoServer::start(
-        &bed.sb.inet.path(),
-        Proto::Tcp,
-        addr(Sandbox::INET_ADDR, 9000),
-    )
-    .unwrap();
-    echo_once(&pod.path(), Proto::Tcp, addr(Sandbox::INET_ADDR, 9000)).unwrap();
-    assert_eq!(inet.peers()[0].ip(), Sandbox::NODE_ADDR);
+    bed.sb.assert_masqueraded_out(&pod.path()).unwrap();
 
     // netd ps and netd port show the attachment by the runtime's container ID.
     let ps = bed.netd.cli_ok(&["ps"]).unwrap();

@@ -82,17 +82,7 @@ fn docker_run_publishes_ports_through_netd_with_client_addresses_kept() {
     let bed = Bed::new("dkp");
     let docker = &bed.docker;
     docker
-        .ok(&[
-            "network",
-            "create",
-            "-d",
-            "netd",
-            "--ipam-driver",
-            "netd",
-            "--subnet",
-            "10.77.0.0/24",
-            "n1",
-        ])
+        .netd_network("n1", &["--subnet", "10.77.0.0/24"])
         .unwrap();
     docker
         .run_idle(&[
@@ -159,14 +149,7 @@ fn docker_run_publishes_ports_through_netd_with_client_addresses_kept() {
     );
 
     // Out to the internet host, masqueraded behind the node's address.
-    let inet = EchoServer::start(
-        &bed.sb.inet.path(),
-        Proto::Tcp,
-        addr(Sandbox::INET_ADDR, 9000),
-    )
-    .unwrap();
-    echo_once(&web, Proto::Tcp, addr(Sandbox::INET_ADDR, 9000)).unwrap();
-    assert_eq!(inet.peers()[0].ip(), Sandbox::NODE_ADDR);
+    bed.sb.assert_masqueraded_out(&web).unwrap();
     bed.assert_no_docker_nat();
 }
 
@@ -174,17 +157,7 @@ fn docker_run_publishes_ports_through_netd_with_client_addresses_kept() {
 fn publish_all_and_open_host_ports_are_chosen_by_netd_and_a_taken_port_fails_docker_run() {
     let bed = Bed::new("dka");
     let docker = &bed.docker;
-    docker
-        .ok(&[
-            "network",
-            "create",
-            "-d",
-            "netd",
-            "--ipam-driver",
-            "netd",
-            "n1",
-        ])
-        .unwrap();
+    docker.netd_network("n1", &[]).unwrap();
     docker
         .run_idle(&[
             "--name",
@@ -292,32 +265,9 @@ fn docker_networks_are_isolated_connect_joins_them_and_internal_and_static_ips_h
     let bed = Bed::new("dki");
     let docker = &bed.docker;
     for (name, subnet) in [("n1", "10.77.0.0/24"), ("n2", "10.78.0.0/24")] {
-        docker
-            .ok(&[
-                "network",
-                "create",
-                "-d",
-                "netd",
-                "--ipam-driver",
-                "netd",
-                "--subnet",
-                subnet,
-                name,
-            ])
-            .unwrap();
+        docker.netd_network(name, &["--subnet", subnet]).unwrap();
     }
-    docker
-        .ok(&[
-            "network",
-            "create",
-            "-d",
-            "netd",
-            "--ipam-driver",
-            "netd",
-            "--internal",
-            "n3",
-        ])
-        .unwrap();
+    docker.netd_network("n3", &["--internal"]).unwrap();
     docker
         .run_idle(&["--name", "ca", "--network", "n1"])
         .unwrap();
@@ -355,17 +305,7 @@ fn docker_networks_are_isolated_connect_joins_them_and_internal_and_static_ips_h
     // Docker's bridge options reach netd: enable_icc=false isolates the network's
     // containers from each other; --mac-address is the MAC netd polices.
     docker
-        .ok(&[
-            "network",
-            "create",
-            "-d",
-            "netd",
-            "--ipam-driver",
-            "netd",
-            "-o",
-            "com.docker.network.bridge.enable_icc=false",
-            "n4",
-        ])
+        .netd_network("n4", &["-o", "com.docker.network.bridge.enable_icc=false"])
         .unwrap();
     docker
         .run_idle(&[
@@ -444,17 +384,7 @@ fn assert_nothing_of_docker_left(bed: &Bed) {
 fn docker_rm_and_network_rm_leave_nothing_in_netd() {
     let bed = Bed::new("dkr");
     let docker = &bed.docker;
-    docker
-        .ok(&[
-            "network",
-            "create",
-            "-d",
-            "netd",
-            "--ipam-driver",
-            "netd",
-            "n1",
-        ])
-        .unwrap();
+    docker.netd_network("n1", &[]).unwrap();
     docker
         .run_idle(&["--name", "ca", "--network", "n1", "-p", "8080:80"])
         .unwrap();
@@ -471,17 +401,7 @@ fn docker_rm_and_network_rm_leave_nothing_in_netd() {
 #[test]
 fn a_netd_restart_keeps_docker_traffic_and_docker_stop_and_rm_work_after_it() {
     let mut bed = Bed::new("dks");
-    bed.docker
-        .ok(&[
-            "network",
-            "create",
-            "-d",
-            "netd",
-            "--ipam-driver",
-            "netd",
-            "n1",
-        ])
-        .unwrap();
+    bed.docker.netd_network("n1", &[]).unwrap();
     bed.docker
         .run_idle(&[
             "--name",
@@ -526,17 +446,7 @@ fn a_netd_restart_keeps_docker_traffic_and_docker_stop_and_rm_work_after_it() {
 #[test]
 fn a_dockerd_restart_with_live_containers_leaves_nothing_behind_in_netd() {
     let mut bed = Bed::new("dkd");
-    bed.docker
-        .ok(&[
-            "network",
-            "create",
-            "-d",
-            "netd",
-            "--ipam-driver",
-            "netd",
-            "n1",
-        ])
-        .unwrap();
+    bed.docker.netd_network("n1", &[]).unwrap();
     for name in ["ca", "cb"] {
         bed.docker
             .run_idle(&["--name", name, "--network", "n1", "-P", "--expose", "80"])

@@ -97,15 +97,7 @@ impl EngineBed {
                     &["--docker-plugin-socket", &socket.to_string_lossy()],
                 )?;
                 let docker = Docker::start(&sandbox.node, &socket)?;
-                docker.ok(&[
-                    "network",
-                    "create",
-                    "-d",
-                    "netd",
-                    "--ipam-driver",
-                    "netd",
-                    "bench",
-                ])?;
+                docker.netd_network("bench", &[])?;
                 (Some(netd), docker)
             }
             Engine::DockerBridge => {

@@ -89,12 +89,7 @@ impl Results {
     }
 
     pub fn add_cni(&mut self, plugin: &str, key: &str, value: f64) {
-        self.cni
-            .entry(plugin.to_string())
-            .or_default()
-            .entry(key.to_string())
-            .or_default()
-            .push(value);
+        push(&mut self.cni, plugin, key, value);
     }
 
     pub fn cni_evidence(&mut self, plugin: &str, text: String) {
@@ -103,20 +98,11 @@ impl Results {
 
     /// The CNI plugins measured, the reference chain first.
     pub fn cni_plugins(&self) -> Vec<String> {
-        CniPlugin::ALL
-            .iter()
-            .map(|p| p.to_string())
-            .filter(|p| self.cni.contains_key(p))
-            .collect()
+        measured(&CniPlugin::ALL, &self.cni)
     }
 
     pub fn add_engine(&mut self, engine: &str, key: &str, value: f64) {
-        self.engines
-            .entry(engine.to_string())
-            .or_default()
-            .entry(key.to_string())
-            .or_default()
-            .push(value);
+        push(&mut self.engines, engine, key, value);
     }
 
     pub fn engine_evidence(&mut self, engine: &str, text: String) {
@@ -125,11 +111,7 @@ impl Results {
 
     /// The Docker engines measured, Docker's own bridge driver first.
     pub fn engines(&self) -> Vec<String> {
-        Engine::ALL
-            .iter()
-            .map(|e| e.to_string())
-            .filter(|e| self.engines.contains_key(e))
-            .collect()
+        measured(&Engine::ALL, &self.engines)
     }
 
     pub fn engine_summary(&self, engine: &str, key: &str) -> Option<Summary> {
@@ -138,15 +120,7 @@ impl Results {
 
     /// The sizes of the ranges published with `docker run -p`, ascending.
     pub fn engine_ranges(&self) -> Vec<u32> {
-        let mut s: Vec<u32> = self
-            .engines
-            .values()
-            .flat_map(|m| m.keys())
-            .filter_map(|k| k.strip_prefix("publish_s@")?.parse().ok())
-            .collect();
-        s.sort_unstable();
-        s.dedup();
-        s
+        suffixes(&self.engines, "publish_s@")
     }
 
     pub fn note(&mut self, topic: &str, text: String) {
@@ -158,12 +132,7 @@ impl Results {
     }
 
     pub fn add(&mut self, dp: Datapath, key: &str, value: f64) {
-        self.samples
-            .entry(dp.to_string())
-            .or_default()
-            .entry(key.to_string())
-            .or_default()
-            .push(value);
+        push(&mut self.samples, &dp.to_string(), key, value);
     }
 
     pub fn evidence(&mut self, dp: Datapath, text: String) {
@@ -171,11 +140,7 @@ impl Results {
     }
 
     pub fn datapaths(&self) -> Vec<String> {
-        Datapath::ALL
-            .iter()
-            .map(|d| d.to_string())
-            .filter(|d| self.samples.contains_key(d))
-            .collect()
+        measured(&Datapath::ALL, &self.samples)
     }
 
     pub fn summary(&self, dp: &str, key: &str) -> Option<Summary> {
@@ -184,15 +149,7 @@ impl Results {
 
     /// The scales that were measured (published ports), ascending.
     pub fn scales(&self) -> Vec<u32> {
-        let mut s: Vec<u32> = self
-            .samples
-            .values()
-            .flat_map(|m| m.keys())
-            .filter_map(|k| k.strip_prefix("conn_rate@")?.parse().ok())
-            .collect();
-        s.sort_unstable();
-        s.dedup();
-        s
+        suffixes(&self.samples, "conn_rate@")
     }
 
     /// The direct path has no published ports: its 1-port figure is the floor at every
@@ -521,13 +478,45 @@ impl Results {
     }
 }
 
+/// name -> metric key -> samples.
+type Samples = BTreeMap<String, BTreeMap<String, Vec<f64>>>;
+
+fn push(samples: &mut Samples, name: &str, key: &str, value: f64) {
+    samples
+        .entry(name.to_string())
+        .or_default()
+        .entry(key.to_string())
+        .or_default()
+        .push(value);
+}
+
+/// The names of `all` that have samples, in `all`'s order.
+fn measured<T: std::fmt::Display>(all: &[T], samples: &Samples) -> Vec<String> {
+    all.iter()
+        .map(|t| t.to_string())
+        .filter(|n| samples.contains_key(n))
+        .collect()
+}
+
+/// The numbers after `prefix` in any name's keys (`conn_rate@1000` -> 1000), ascending.
+fn suffixes(samples: &Samples, prefix: &str) -> Vec<u32> {
+    let mut s: Vec<u32> = samples
+        .values()
+        .flat_map(|m| m.keys())
+        .filter_map(|k| k.strip_prefix(prefix)?.parse().ok())
+        .collect();
+    s.sort_unstable();
+    s.dedup();
+    s
+}
+
 /// Two contenders side by side: one row per (key, label) with samples, a column each,
 /// and the second's median over the first's.
 fn pair_table(
     title: &str,
     ratio: &str,
     names: &[String],
-    samples: &BTreeMap<String, BTreeMap<String, Vec<f64>>>,
+    samples: &Samples,
     rows: &[(String, String)],
     evidence: &BTreeMap<String, String>,
 ) -> String {

@@ -202,15 +202,7 @@ fn demo_docker() -> Result<()> {
     );
 
     s.step("docker network create -d netd --ipam-driver netd n1");
-    docker.ok(&[
-        "network",
-        "create",
-        "-d",
-        "netd",
-        "--ipam-driver",
-        "netd",
-        "n1",
-    ])?;
+    docker.netd_network("n1", &[])?;
     print!(
         "{}",
         indent(&docker.ok(&["network", "ls", "--filter", "driver=netd"])?)
