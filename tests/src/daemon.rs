@@ -365,11 +365,25 @@ impl Daemon {
         fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
     }
 
+    /// Kill every process carrying our tag, scanning again until a scan finds none: a
+    /// process may fork while a scan passes it (a shell starting its last command), and
+    /// its child would outlive one scan.
     fn kill_tagged(&self) {
+        for _ in 0..50 {
+            if self.kill_tagged_once() == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// One scan of /proc; how many tagged processes it signalled.
+    fn kill_tagged_once(&self) -> usize {
         let needle = format!("{TAG_VAR}={}\0", self.tag);
         let Ok(procs) = fs::read_dir("/proc") else {
-            return;
+            return 0;
         };
+        let mut killed = 0;
         for entry in procs.flatten() {
             let Some(pid) = entry
                 .file_name()
@@ -385,9 +399,12 @@ impl Daemon {
                 && env.windows(needle.len()).any(|w| w == needle.as_bytes())
             {
                 // SAFETY: a pid we just read, carrying our unique tag.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+                    killed += 1;
+                }
             }
         }
+        killed
     }
 }
 
