@@ -1,5 +1,5 @@
 //! The real dockerd (Debian's docker.io), run inside a node namespace as ENGINES.md
-//! describes: a private mount namespace with a fresh sysfs (the host's cgroup mounts bound
+//! describes: a mount namespace of its own with a fresh sysfs (the host's cgroup mounts bound
 //! back), tmpfs over `/run` and `/etc/docker` (so dockerd leaves no file on the machine),
 //! every directory of its own under a temporary one, and Docker's own networking off
 //! (`--bridge=none --iptables=false --ip-forward=false`). netd's plugin socket is named

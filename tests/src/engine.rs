@@ -1,5 +1,5 @@
-//! What every real container engine under test needs (ENGINES.md): a sandbox of a private
-//! mount namespace inside the node's network namespace, with a fresh sysfs and the host's
+//! What every real container engine under test needs (ENGINES.md): a sandbox of a mount
+//! namespace of its own (a slave of the machine's) inside the node's network namespace, with a fresh sysfs and the host's
 //! cgroup mounts bound back (a bare `ip netns exec` hides them and breaks runc), and an
 //! image of busybox-static with no registry.
 
@@ -27,7 +27,7 @@ pub fn busybox_rootfs(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `sh -c inner`, run in a private mount namespace inside `node`'s network namespace, with
+/// `sh -c inner`, run in a mount namespace of its own (a slave of the machine's) inside `node`'s network namespace, with
 /// sysfs and the cgroup mounts in place (saved under `dir/cgroup` on the way). `inner`
 /// mounts what the engine must not leave on the machine (tmpfs over `/run`, ...) and
 /// execs the engine or a keeper process; unshare and nsenter exec in place, so the
@@ -43,7 +43,10 @@ pub fn sandboxed(dir: &Path, node: &str, inner: &str) -> Result<Command> {
          exec nsenter --net=/run/netns/{node} -- sh -c '{inner}'"
     );
     let mut command = Command::new("unshare");
-    command.args(["-m", "--propagation", "private", "sh", "-c", &outer]);
+    // A slave of the machine's mounts: nothing mounted inside leaks out, and what the
+    // machine unmounts (another test's `/run/netns/NAME`) goes from here too, so the copy
+    // never keeps another test's network namespace alive.
+    command.args(["-m", "--propagation", "slave", "sh", "-c", &outer]);
     Ok(command)
 }
 

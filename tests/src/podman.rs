@@ -1,6 +1,6 @@
 //! The real Podman 4.3 (Debian's), with its CNI backend and netd-cni as the plugin of its
 //! networks, run as ENGINES.md describes: every `podman` command runs in one long-lived
-//! sandbox (a private mount namespace in the node's network namespace, with tmpfs over
+//! sandbox (a mount namespace of its own in the node's network namespace, with tmpfs over
 //! `/run` and `/var/lib`, so Podman's namespace files and CNI's cache never reach the
 //! machine: `/var/lib/cni` is not even created on it), its storage (`vfs`) and configuration under a temporary directory, and
 //! containers from a busybox directory (`--rootfs`), so nothing is pulled. The daemon's

@@ -534,7 +534,9 @@ impl PrivateRuntime {
             dir.display()
         );
         let child = std::process::Command::new("unshare")
-            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            // A slave: the machine's unmounts reach it, so it never keeps another test's
+            // namespace alive; its own bind mount stays its own.
+            .args(["-m", "--propagation", "slave", "sh", "-c", &script])
             .spawn()
             .unwrap();
         let runtime = PrivateRuntime { child, dir };
