@@ -799,24 +799,7 @@ fn ignore_missing(e: aya::maps::MapError) -> Result<(), aya::maps::MapError> {
 
 /// The cookie of the calling thread's network namespace (SO_NETNS_COOKIE, Linux 5.14).
 pub fn netns_cookie() -> Result<u64> {
-    const SO_NETNS_COOKIE: libc::c_int = 71;
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").context("socket for SO_NETNS_COOKIE")?;
-    let mut cookie: u64 = 0;
-    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-    // SAFETY: getsockopt into a u64 of the size given.
-    let rc = unsafe {
-        libc::getsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&socket),
-            libc::SOL_SOCKET,
-            SO_NETNS_COOKIE,
-            (&mut cookie as *mut u64).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("getsockopt SO_NETNS_COOKIE");
-    }
-    Ok(cookie)
+    crate::netns::current_cookie()
 }
 
 /// The cgroup2 hierarchy's mount point, if this mount namespace has one.

@@ -308,6 +308,41 @@ fn openat2(dir: RawFd, path: &Path, flags: i32, resolve: u64) -> io::Result<Owne
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// The cookie of the calling thread's network namespace (`SO_NETNS_COOKIE`): unlike its
+/// inode number, which the kernel hands to a new namespace once the old one is freed, a
+/// cookie is never reused while the machine runs.
+pub fn current_cookie() -> Result<u64> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    // SAFETY: socket() with constant arguments; the descriptor is owned at once.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error()).context("socket for SO_NETNS_COOKIE");
+    }
+    // SAFETY: a descriptor socket() just returned, owned by no one else.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt into a u64 of the size given.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error()).context("getsockopt SO_NETNS_COOKIE");
+    }
+    Ok(cookie)
+}
+
+/// The cookie of the network namespace `ns`.
+pub fn cookie(ns: &File) -> Result<u64> {
+    run_in(ns, current_cookie)
+}
+
 /// Move the calling thread into the network namespace `ns`.
 pub fn enter(ns: &impl AsFd) -> std::io::Result<()> {
     // SAFETY: setns on a valid fd; it changes only this thread's namespace.

@@ -106,6 +106,10 @@ pub struct CniAttachment {
     pub path: PathBuf,
     pub dev: u64,
     pub ino: u64,
+    /// The namespace's cookie: (device, inode) find a candidate, the cookie tells whether
+    /// it is still this namespace (inode numbers are reused).
+    #[serde(default)]
+    pub cookie: Option<u64>,
     /// This interface carries the namespace's default route.
     pub default_route: bool,
     #[serde(default)]

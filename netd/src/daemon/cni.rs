@@ -80,6 +80,7 @@ impl Inner {
         }
         let (dev, ino) = netns::id(&ns).map_err(anyhow::Error::from)?;
         self.check_cni_namespace(&req, (dev, ino))?;
+        let cookie = netns::cookie(&ns)?;
         let specs = req
             .ports
             .iter()
@@ -118,6 +119,7 @@ impl Inner {
                 path: req.netns.clone(),
                 dev,
                 ino,
+                cookie: Some(cookie),
                 default_route,
                 labels: req.labels.clone(),
             }),

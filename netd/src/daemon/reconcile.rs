@@ -123,6 +123,8 @@ impl Inner {
                 .ok()
                 .filter(|ns| netns::id(ns).ok() == Some((a.dev, a.ino)))
                 .or_else(|| netns::find((a.dev, a.ino)))
+                // The same inode may name a newer namespace: the cookie tells.
+                .filter(|ns| a.cookie.is_none() || netns::cookie(ns).ok() == a.cookie)
                 .map(Some)
                 .ok_or_else(|| {
                     format!(
