@@ -67,6 +67,9 @@ pub struct CniAttachRequest {
     pub ifname: String,
     /// `CNI_NETNS`.
     pub netns: std::path::PathBuf,
+    /// The CNI network (the configuration's `name`): a runtime's `GC` covers its own.
+    #[serde(default)]
+    pub cni_network: Option<String>,
     /// `portMappings` as `-p` specs.
     #[serde(default)]
     pub ports: Vec<String>,
@@ -118,6 +121,9 @@ pub struct CniCheckRequest {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CniGcRequest {
     pub network: String,
+    /// The CNI network whose attachments the runtime lists (its configuration's `name`).
+    #[serde(default)]
+    pub cni_network: Option<String>,
     pub valid: Vec<crate::cni::ValidAttachment>,
 }
 
@@ -176,6 +182,8 @@ pub enum SandboxView {
     Cni {
         container_id: String,
         ifname: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cni_network: Option<String>,
         path: std::path::PathBuf,
         labels: std::collections::BTreeMap<String, String>,
     },
@@ -223,6 +231,7 @@ impl ContainerView {
                 state::Sandbox::Cni(a) => SandboxView::Cni {
                     container_id: a.container_id.clone(),
                     ifname: a.ifname.clone(),
+                    cni_network: a.cni_network.clone(),
                     path: a.path.clone(),
                     labels: a.labels.clone(),
                 },

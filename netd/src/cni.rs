@@ -240,7 +240,7 @@ impl Env {
 }
 
 /// The spec: letters, digits, `_`, `.` and `-`, starting with a letter or digit.
-fn check_container_id(id: &str) -> Result<(), Error> {
+pub fn check_container_id(id: &str) -> Result<(), Error> {
     let ok = id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && id
             .chars()
@@ -255,7 +255,7 @@ fn check_container_id(id: &str) -> Result<(), Error> {
 
 /// A Linux interface name: 1 to 15 bytes; netd also keeps to `[A-Za-z0-9_.-]`, not `.`
 /// or `..`.
-fn check_ifname(name: &str) -> Result<(), Error> {
+pub fn check_ifname(name: &str) -> Result<(), Error> {
     let ok = (1..=15).contains(&name.len())
         && name != "."
         && name != ".."
@@ -365,7 +365,11 @@ pub struct NetConf {
     pub runtime_config: RuntimeConfig,
     #[serde(default)]
     pub prev_result: Option<Value>,
-    #[serde(default, rename = "cni.dev/valid-attachments")]
+    #[serde(
+        default,
+        rename = "cni.dev/valid-attachments",
+        alias = "cni.dev/attachments"
+    )]
     pub valid_attachments: Option<Vec<ValidAttachment>>,
 }
 
@@ -449,6 +453,7 @@ impl NetConf {
             container_id: env.container_id.clone(),
             ifname: env.ifname.clone(),
             netns: env.netns.clone().unwrap_or_default(),
+            cni_network: Some(self.name.clone()),
             ports,
             ip: ip.map(|i| i.to_string()),
             mac: mac.map(|m| endpoint::format_mac(&m)),
@@ -543,13 +548,15 @@ impl Expected {
     }
 }
 
-/// `GC`'s keep list as a set, for the network named in the configuration.
-pub fn valid_set(conf: &NetConf) -> BTreeSet<ValidAttachment> {
-    conf.valid_attachments
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect()
+/// `GC`'s keep list as a set, for the network named in the configuration. A `GC` with no
+/// list is refused: read as empty, it would remove every attachment of the network.
+pub fn valid_set(conf: &NetConf) -> Result<BTreeSet<ValidAttachment>, Error> {
+    let list = conf.valid_attachments.clone().ok_or_else(|| {
+        invalid_config(
+            "cni.dev/valid-attachments: GC needs the list of attachments to keep (an empty list removes all of them)".into(),
+        )
+    })?;
+    Ok(list.into_iter().collect())
 }
 
 #[cfg(test)]

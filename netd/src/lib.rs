@@ -15,6 +15,7 @@ pub mod netns;
 pub mod network_request;
 pub mod node_ports;
 pub mod notify;
+pub mod pending_del;
 pub mod pins;
 pub mod ports;
 pub mod process;

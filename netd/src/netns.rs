@@ -54,15 +54,25 @@ pub fn open_path(path: &Path) -> Result<File> {
     reopen_checked(&opath)
 }
 
-/// `open_path` as process `pid` sees `path`: through its root, in its mount namespace. A
-/// runtime's `CNI_NETNS` may be a bind mount that only the runtime's mount namespace has
-/// (Podman's `/run/netns` under a private `/run`), and the plugin that sends it is that
-/// process. The same rules: no symbolic link on the way, a network namespace at the end.
+/// `open_path` as process `pid` sees `path`: through its root (a chroot's too), in its
+/// mount namespace. A runtime's `CNI_NETNS` may be a bind mount that only the runtime's
+/// mount namespace has (Podman's `/run/netns` under a private `/run`), and the plugin that
+/// sends it is that process. The same rules: no symbolic link on the way, a network
+/// namespace at the end. `/proc/N/ns/net` names process N of the caller's PID namespace:
+/// taken only when that is the daemon's too (elsewhere N would name another process).
 pub fn open_path_seen_by(pid: u32, path: &Path) -> Result<File> {
     if !path.is_absolute() {
         bail!("not an absolute path");
     }
-    if proc_pid(path).is_some() || same_mount_namespace(pid) {
+    if pid == 0 {
+        bail!("the process that sent it is in a PID namespace netd cannot see");
+    }
+    if proc_pid(path).is_some() {
+        if !same_namespace(pid, "pid") {
+            bail!(
+                "a /proc path from a process in another PID namespace names another process: give a bind-mounted namespace file"
+            );
+        }
         return open_path(path);
     }
     let root = openat2(
@@ -80,21 +90,25 @@ pub fn open_path_seen_by(pid: u32, path: &Path) -> Result<File> {
         libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_IN_ROOT,
     )
     .map_err(|e| match e.raw_os_error() {
-        Some(libc::ELOOP) => anyhow!("a symbolic link is on the path"),
+        Some(libc::ELOOP) => anyhow!(
+            "a symbolic link is on the path (netd-cni resolves the directories; the namespace file itself must not be a link)"
+        ),
         _ => anyhow::Error::from(e).context(format!("as process {pid} sees it")),
     })?;
     reopen_checked(&opath)
 }
 
-fn same_mount_namespace(pid: u32) -> bool {
+/// Are process `pid` and the daemon in the same namespace of this kind?
+fn same_namespace(pid: u32, kind: &str) -> bool {
     let id = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
-    let theirs = id(&format!("/proc/{pid}/ns/mnt"));
-    theirs.is_some() && theirs == id("/proc/self/ns/mnt")
+    let theirs = id(&format!("/proc/{pid}/ns/{kind}"));
+    theirs.is_some() && theirs == id(&format!("/proc/self/ns/{kind}"))
 }
 
-/// The network namespace `ns`, wherever it still exists: a process in it, or a bind mount
+/// The network namespace `ns`, wherever it still exists: a process in it, a bind mount
 /// of it in any process's mount namespace (a runtime's `/run/netns/...` that the daemon's
-/// own mount namespace does not have). `None` when neither exists: the namespace is gone.
+/// own mount namespace does not have), or a descriptor a process holds open on it (a
+/// runtime that keeps its pods' namespaces by fd). `None` when none exists: it is gone.
 pub fn find(ns: NsId) -> Option<File> {
     let pids: Vec<u32> = std::fs::read_dir("/proc")
         .ok()?
@@ -112,7 +126,7 @@ pub fn find(ns: NsId) -> Option<File> {
     }
     let mut mount_namespaces = std::collections::HashSet::new();
     let wanted = format!("net:[{}]", ns.1);
-    for pid in pids {
+    for &pid in &pids {
         if !ns_of(pid, "mnt").is_some_and(|m| mount_namespaces.insert(m)) {
             continue;
         }
@@ -128,7 +142,35 @@ pub fn find(ns: NsId) -> Option<File> {
             }
         }
     }
-    None
+    pids.into_iter()
+        .find_map(|pid| open_held_by(pid, ns))
+        .and_then(same)
+}
+
+/// A namespace process `pid` holds a descriptor of, known by what the descriptor's link
+/// leads to (its text is the path it was opened by, `/` once that is unmounted):
+/// `/proc/PID/fd` opened with no symbolic link on the way, then the one kernel link.
+fn open_held_by(pid: u32, ns: NsId) -> Option<File> {
+    let dir = format!("/proc/{pid}/fd");
+    let fds = std::fs::read_dir(&dir).ok()?;
+    let fd = fds
+        .flatten()
+        .find(|e| std::fs::metadata(e.path()).is_ok_and(|m| (m.dev(), m.ino()) == ns))?;
+    let dir = openat2(
+        libc::AT_FDCWD,
+        Path::new(&dir),
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        libc::RESOLVE_NO_SYMLINKS,
+    )
+    .ok()?;
+    let opath = openat2(
+        dir.as_raw_fd(),
+        Path::new(&fd.file_name()),
+        libc::O_PATH | libc::O_CLOEXEC,
+        0,
+    )
+    .ok()?;
+    reopen_checked(&opath).ok()
 }
 
 /// The mount points of `mountinfo` where nsfs shows `root` (`net:[INODE]`), unescaped.

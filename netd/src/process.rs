@@ -345,6 +345,38 @@ pub fn kill_namespace(ns: (u64, u64)) -> usize {
     n
 }
 
+/// A process by descriptor (`pidfd_open`): it names that process, never one that reuses
+/// its pid later.
+pub struct Pidfd(std::os::fd::OwnedFd);
+
+impl Pidfd {
+    pub fn open(pid: u32) -> std::io::Result<Pidfd> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a descriptor we were just given and own alone.
+        Ok(Pidfd(unsafe {
+            std::os::fd::OwnedFd::from_raw_fd(fd as i32)
+        }))
+    }
+
+    /// Has the process exited (a pidfd polls readable from then on)?
+    pub fn exited(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut p = libc::pollfd {
+            fd: self.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd, no waiting.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n == 1 && p.revents & libc::POLLIN != 0
+    }
+}
+
 /// Still running, and still the process we started (not a reused pid, not a zombie).
 pub fn is_alive(p: ProcessId) -> bool {
     stat(p.pid) == Some((p.start_time, false))
@@ -412,5 +444,18 @@ mod tests {
         assert!(!log.exists() && !dir.join("web.v1.log.1").exists());
         remove_log(&log).unwrap();
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_pidfd_tells_when_its_process_exits() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let fd = Pidfd::open(child.id()).unwrap();
+        assert!(!fd.exited());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(fd.exited());
     }
 }

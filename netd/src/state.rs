@@ -103,6 +103,10 @@ pub enum Sandbox {
 pub struct CniAttachment {
     pub container_id: String,
     pub ifname: String,
+    /// The runtime's CNI network (its configuration's `name`), which scopes its `GC`;
+    /// absent in records of netd 0.1's first CNI layout.
+    #[serde(default)]
+    pub cni_network: Option<String>,
     pub path: PathBuf,
     pub dev: u64,
     pub ino: u64,

@@ -875,3 +875,54 @@ fn namespaces_netd_already_manages_are_refused() {
     assert_eq!(links_after, want);
     d.cli_ok(&["rm", "-f", "web", "ext"]).unwrap();
 }
+
+#[test]
+fn cni_keys_that_are_paths_or_split_characters_are_refused() {
+    // The daemon trusts no client with the names it derives records and links from: a
+    // container ID or interface name that is a path, overlong, or multibyte (cut at a
+    // byte count, it would split a character).
+    require_root();
+    let sb = Sandbox::new("ak").unwrap();
+    let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    let before = node_link_names(&sb);
+    let pod = Netns::new(&unique_name("akpod")).unwrap();
+    let add = |id: &str, ifname: &str| {
+        let body = serde_json::json!({
+            "network": "netd0",
+            "container_id": id,
+            "ifname": ifname,
+            "netns": pod.path(),
+            "cni_network": "x",
+        })
+        .to_string();
+        exchange(
+            &d,
+            &post("/v1/cni/attachments", &body),
+            Duration::from_secs(20),
+        )
+    };
+    for (id, ifname, field) in [
+        ("../../../etc/netd-x", "eth0", "CNI_CONTAINERID"),
+        (
+            "a\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}",
+            "eth0",
+            "CNI_CONTAINERID",
+        ),
+        ("ok", "eth0/../..", "CNI_IFNAME"),
+        ("ok", &"i".repeat(70), "CNI_IFNAME"),
+        ("ok", "\u{e9}th0", "CNI_IFNAME"),
+    ] {
+        let answer = add(id, ifname);
+        assert_eq!(status(&answer), 400, "{id:?} {ifname:?}: {answer}");
+        assert!(answer.contains(field), "{id:?} {ifname:?}: {answer}");
+    }
+    let del = exchange(
+        &d,
+        b"DELETE /v1/cni/attachments/netd0/..%2F..%2Fx/eth0 HTTP/1.1\r\nHost: netd\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    );
+    assert_eq!(status(&del), 400, "{del}");
+    assert_eq!(node_link_names(&sb), before);
+    assert!(containers(&d).is_empty());
+    assert!(!d.log().contains("panicked"), "{}", d.log());
+}

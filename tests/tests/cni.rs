@@ -445,12 +445,15 @@ fn concurrent_adds_and_dels_are_safe_and_gc_removes_what_the_runtime_no_longer_k
 }
 
 #[test]
-fn del_succeeds_while_netd_is_down_and_its_next_start_removes_attachments_whose_namespace_died() {
+fn del_succeeds_while_netd_is_down_and_its_next_start_carries_it_out_and_removes_attachments_whose_namespace_died()
+ {
     let mut bed = Bed::new("cnd");
     let gone = pod("cndpod");
     let kept = pod("cndpod");
     bed.add("gone", &gone, &[(8080, 80, "tcp")]);
     let kept_result = bed.add("kept", &kept, &[(8081, 80, "tcp")]);
+    let alive = pod("cndpod");
+    bed.add("alive", &alive, &[(8082, 80, "tcp")]);
 
     bed.netd.stop(libc::SIGTERM).unwrap();
     let status = bed.call(&Call::new("STATUS", "", None), &bed.conf("1.1.0"));
@@ -463,13 +466,23 @@ fn del_succeeds_while_netd_is_down_and_its_next_start_removes_attachments_whose_
     assert_eq!(add.code(), Some(11), "{add:?}");
     let del = bed.call(&Call::new("DEL", "gone", None), &bed.conf("1.0.0"));
     assert!(del.success, "{del:?}");
-    assert!(
-        del.stderr.contains("netd removes the attachment"),
-        "{del:?}"
-    );
+    assert!(del.stderr.contains("left in"), "{del:?}");
     drop(gone); // the runtime removes the container's namespace
+    // A DEL while netd is down of a pod whose namespace lives on: carried out at start,
+    // not rebuilt.
+    let del = bed.call(&Call::new("DEL", "alive", None), &bed.conf("1.0.0"));
+    assert!(del.success, "{del:?}");
 
     bed.netd.restart().unwrap();
+    assert!(!has_interface(&alive, "eth0"), "{}", bed.netd.log());
+    assert!(
+        echo_fails(
+            &bed.sb.ext.path(),
+            Proto::Tcp,
+            addr(Sandbox::NODE_ADDR, 8082)
+        )
+        .unwrap()
+    );
     let left: Vec<Value> = bed.attachments();
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0]["sandbox"]["container_id"], "kept");
@@ -632,4 +645,154 @@ fn a_runtime_in_its_own_mount_namespace_is_served_and_its_attachment_outlives_a_
     bed.netd.restart().unwrap();
     bed.assert_nothing_left();
     assert!(echo_fails(&ext, Proto::Tcp, addr(Sandbox::NODE_ADDR, 8080)).unwrap());
+}
+
+#[test]
+fn a_namespace_path_through_a_linked_directory_is_served_as_containerd_gives_it() {
+    // containerd and CRI-O name `/var/run/netns/...`, and `/var/run` is a link to `/run`.
+    let bed = Bed::new("cns");
+    let pod = pod("cnspod");
+    let dir = std::path::PathBuf::from(format!("/tmp/netd-{}", bed.sb.node.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = RemoveOnDrop(dir.clone());
+    std::os::unix::fs::symlink("/run/netns", dir.join("run")).unwrap();
+    let given = dir.join("run").join(&pod.name);
+    let c = bed.conf("1.0.0");
+    let result = bed
+        .call(&Call::new("ADD", "linked", Some(&given)), &c)
+        .ok()
+        .unwrap();
+    assert_eq!(
+        result["interfaces"][2]["sandbox"],
+        given.to_str().unwrap(),
+        "the runtime's own path in the result"
+    );
+    assert!(has_interface(&pod, "eth0"));
+    let mut check = c.clone();
+    check["prevResult"] = result;
+    bed.call(&Call::new("CHECK", "linked", Some(&given)), &check)
+        .ok()
+        .unwrap();
+
+    // The namespace file itself a link: refused, nothing made.
+    std::os::unix::fs::symlink(pod.path(), dir.join("ns-link")).unwrap();
+    let before = (bed.attachments().len(), bed.node_links());
+    let link = dir.join("ns-link");
+    let refused = bed.call(&Call::new("ADD", "filelink", Some(&link)), &c);
+    assert_eq!(refused.code(), Some(7), "{refused:?}");
+    assert!(refused.msg().contains("symbolic link"), "{refused:?}");
+    assert_eq!((bed.attachments().len(), bed.node_links()), before);
+
+    bed.del("linked");
+    bed.assert_nothing_left();
+}
+
+/// A directory removed when the test ends, however it ends.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_runtimes_gc_removes_only_its_own_attachments_and_needs_its_list() {
+    // Two runtimes (or two CNI configurations) attach to the same netd network.
+    let bed = Bed::new("cng");
+    let (a, b) = (pod("cngpod"), pod("cngpod"));
+    let mut conf_a = bed.conf("1.1.0");
+    conf_a["name"] = json!("runtime-a");
+    let mut conf_b = conf_a.clone();
+    conf_b["name"] = json!("runtime-b");
+    bed.call(&Call::new("ADD", "a1", Some(&a.path())), &conf_a)
+        .ok()
+        .unwrap();
+    bed.call(&Call::new("ADD", "b1", Some(&b.path())), &conf_b)
+        .ok()
+        .unwrap();
+
+    let no_list = bed.call(&Call::new("GC", "", None), &conf_a);
+    assert_eq!(no_list.code(), Some(7), "{no_list:?}");
+    assert!(
+        no_list.msg().contains("cni.dev/valid-attachments"),
+        "{no_list:?}"
+    );
+    assert_eq!(bed.attachments().len(), 2);
+
+    let mut gc = conf_a.clone();
+    gc["cni.dev/valid-attachments"] = json!([]);
+    bed.call(&Call::new("GC", "", None), &gc).ok().unwrap();
+    let left = bed.attachments();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["sandbox"]["container_id"], "b1");
+    assert!(!has_interface(&a, "eth0") && has_interface(&b, "eth0"));
+
+    bed.call(&Call::new("DEL", "b1", None), &conf_b)
+        .ok()
+        .unwrap();
+    bed.assert_nothing_left();
+}
+
+#[test]
+fn a_recreated_interface_keeps_the_mac_the_runtime_chose() {
+    let mut bed = Bed::new("cnh");
+    let pod = pod("cnhpod");
+    let mac = "02:5e:00:ab:cd:ef";
+    let mut c = bed.conf("1.0.0");
+    c["runtimeConfig"] = json!({ "mac": mac });
+    let result = bed
+        .call(&Call::new("ADD", "chosen", Some(&pod.path())), &c)
+        .ok()
+        .unwrap();
+    assert_eq!(result["interfaces"][2]["mac"], mac);
+    // Someone deletes the pod's interface (and with it the host end) while netd is down.
+    bed.netd.stop(libc::SIGKILL).unwrap();
+    pod.ip(&["link", "del", "eth0"]).unwrap();
+    bed.netd.restart().unwrap();
+    let link =
+        String::from_utf8_lossy(&pod.ip(&["link", "show", "eth0"]).unwrap().stdout).into_owned();
+    assert!(link.contains(mac), "{link}");
+    let mut check = c.clone();
+    check["prevResult"] = result;
+    bed.call(&Call::new("CHECK", "chosen", Some(&pod.path())), &check)
+        .ok()
+        .unwrap();
+    bed.del("chosen");
+    bed.assert_nothing_left();
+}
+
+#[test]
+fn a_pod_namespace_kept_only_by_a_descriptor_outlives_a_netd_restart() {
+    // A runtime may keep its pods' namespaces by an open descriptor, with no mount of them
+    // and no process in them yet.
+    let mut bed = Bed::new("cnf");
+    let pod = pod("cnfpod");
+    bed.add("byfd", &pod, &[]);
+    let keeper = std::process::Command::new("sleep")
+        .arg("600")
+        .stdin(std::fs::File::open(pod.path()).unwrap())
+        .spawn()
+        .unwrap();
+    let mut keeper = KillOnDrop(keeper);
+    drop(pod); // the name and the bind mount go; the descriptor keeps the namespace
+    bed.netd.stop(libc::SIGKILL).unwrap();
+    bed.netd.restart().unwrap();
+    assert_eq!(bed.attachments().len(), 1, "{}", bed.netd.log());
+
+    // The keeper closes it: gone, and the next start removes the attachment.
+    keeper.0.kill().unwrap();
+    keeper.0.wait().unwrap();
+    bed.netd.stop(libc::SIGTERM).unwrap();
+    bed.netd.restart().unwrap();
+    bed.assert_nothing_left();
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

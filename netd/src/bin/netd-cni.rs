@@ -6,6 +6,7 @@
 
 use std::{
     io::{Read, Write},
+    path::{Path, PathBuf},
     process::ExitCode,
     time::Duration,
 };
@@ -19,6 +20,7 @@ use netd::{
         encode_segment,
     },
     cni::{self, Command, Env, Error, Expected, NetConf, code},
+    pending_del::{self, PendingDel},
 };
 
 /// How long `STATUS` waits for the daemon to answer.
@@ -67,11 +69,13 @@ async fn call(env: &Env, conf: &NetConf) -> Result<Option<Value>, Error> {
     let client = Client::new(&conf.socket());
     match env.command {
         Command::Add => {
-            let req = conf.attach_request(env)?;
-            let view: CniAttachmentView = client
+            let req = attach_request(conf, env)?;
+            let mut view: CniAttachmentView = client
                 .send(Method::POST, "cni/attachments", Some(&req))
                 .await
                 .map_err(|e| daemon_error(e, conf, Command::Add))?;
+            // The runtime knows the namespace by the path it gave.
+            view.netns = env.netns.clone().unwrap_or_default();
             Ok(Some(cni::add_result(&conf.cni_version, &view)))
         }
         Command::Del => {
@@ -86,13 +90,32 @@ async fn call(env: &Env, conf: &NetConf) -> Result<Option<Value>, Error> {
                 .await
             {
                 Ok(_) => Ok(None),
-                // containerd never retries a failed DEL: succeed, and leave the rest to
-                // the daemon (its next start removes attachments whose namespace is gone).
+                // A runtime may not ask again after a failed DEL (Podman logs it and goes
+                // on), and the container is going either way: the request is left for the
+                // daemon, which carries it out when it starts, and DEL succeeds.
                 Err(e @ CallError::Unreachable(_))
                 | Err(e @ CallError::Refused(StatusCode::SERVICE_UNAVAILABLE, _)) => {
+                    let pending = PendingDel {
+                        network: conf.network().to_string(),
+                        container_id: env.container_id.clone(),
+                        ifname: env.ifname.clone(),
+                    };
+                    let dir = pending_del::dir(&conf.socket());
+                    let left = pending.record(&dir).map_err(|w| {
+                        Error::new(
+                            code::TRY_AGAIN,
+                            format!(
+                                "netd is not running and the DEL could not be left for it in {}",
+                                dir.display()
+                            ),
+                        )
+                        .with_details(format!("{e}; {w}"))
+                    })?;
                     eprintln!(
-                        "netd-cni: DEL {} {}: {e}; netd removes the attachment when it starts, if its namespace is gone by then",
-                        env.container_id, env.ifname
+                        "netd-cni: DEL {} {}: {e}; left in {} for netd to carry out when it starts",
+                        env.container_id,
+                        env.ifname,
+                        left.display()
                     );
                     Ok(None)
                 }
@@ -109,7 +132,7 @@ async fn call(env: &Env, conf: &NetConf) -> Result<Option<Value>, Error> {
             })?;
             let expected = Expected::from_prev_result(prev, &env.ifname)?;
             let req = CniCheckRequest {
-                attach: conf.attach_request(env)?,
+                attach: attach_request(conf, env)?,
                 ip: expected.ip,
                 prefix_len: expected.prefix_len,
                 mac: expected.mac,
@@ -125,7 +148,8 @@ async fn call(env: &Env, conf: &NetConf) -> Result<Option<Value>, Error> {
             needs(conf, "1.1.0", "GC")?;
             let req = CniGcRequest {
                 network: conf.network().to_string(),
-                valid: cni::valid_set(conf).into_iter().collect(),
+                cni_network: Some(conf.name.clone()),
+                valid: cni::valid_set(conf)?.into_iter().collect(),
             };
             client
                 .send::<Value>(Method::POST, "cni/gc", Some(&req))
@@ -159,6 +183,27 @@ async fn call(env: &Env, conf: &NetConf) -> Result<Option<Value>, Error> {
         }
         Command::Version => Ok(Some(cni::version_info())),
     }
+}
+
+/// `CNI_NETNS` with its directories resolved as the runtime sees them (the plugin runs in
+/// the runtime's mount namespace): containerd and CRI-O name `/var/run/netns/...`, where
+/// `/var/run` is a link to `/run` on most systems, and the daemon follows no link. The
+/// file itself is kept as named (a link there is refused). Unchanged when the directory
+/// cannot be resolved: the daemon's refusal then says why.
+pub fn resolve_netns_dirs(path: &Path) -> PathBuf {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) if path.is_absolute() => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or_else(|_| path.to_path_buf()),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// The request, with `CNI_NETNS` as the daemon can open it from this process's view.
+fn attach_request(conf: &NetConf, env: &Env) -> Result<netd::api::CniAttachRequest, Error> {
+    let mut req = conf.attach_request(env)?;
+    req.netns = resolve_netns_dirs(&req.netns);
+    Ok(req)
 }
 
 fn needs(conf: &NetConf, version: &str, command: &str) -> Result<(), Error> {
@@ -205,5 +250,27 @@ fn daemon_error(e: CallError, conf: &NetConf, command: Command) -> Error {
             };
             Error::new(code, msg)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netns_directories_are_resolved_and_the_file_is_kept() {
+        let dir = std::env::temp_dir().join(format!("netd-cni-resolve-{}", std::process::id()));
+        let real = dir.join("real");
+        std::fs::create_dir_all(&real).unwrap();
+        std::os::unix::fs::symlink(&real, dir.join("link")).unwrap();
+        let got = resolve_netns_dirs(&dir.join("link").join("ns1"));
+        let want = real.canonicalize().unwrap().join("ns1");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(got, want);
+        assert_eq!(
+            resolve_netns_dirs(Path::new("/nonexistent-dir/ns")),
+            Path::new("/nonexistent-dir/ns")
+        );
+        assert_eq!(resolve_netns_dirs(Path::new("ns")), Path::new("ns"));
     }
 }

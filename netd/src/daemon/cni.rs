@@ -12,14 +12,49 @@ use log::{info, warn};
 use super::{Inner, containers::EndpointPlan, random_id, unix_now};
 use crate::{
     api::{ApiError, CniAttachRequest, CniAttachmentView, CniCheckRequest, CniGcRequest},
-    cni::ValidAttachment,
+    cni::{self, ValidAttachment},
     docker_plugin::short_id,
     endpoint, ipam,
     netlink::Netlink,
     netns,
+    pending_del::PendingDel,
     ports::{PortBinding, PortSpec},
+    process::Pidfd,
     state::{CniAttachment, Container, Network, Sandbox, Status},
 };
+
+/// The container ID and interface of a request, as the spec allows them (they name
+/// records and links; `netd-cni` checks them too, the daemon trusts no client).
+pub(super) fn check_key(container_id: &str, ifname: &str) -> Result<(), ApiError> {
+    cni::check_container_id(container_id)
+        .and_then(|()| cni::check_ifname(ifname))
+        .map_err(|e| ApiError::bad_request(anyhow!("{}", e.msg)))
+}
+
+/// The process that sent an `ADD` or `CHECK` (`netd-cni`): its pid, where the paths it
+/// sends are resolved, and its descriptor, which tells whether it is still waiting.
+pub(super) struct Caller {
+    pub pid: u32,
+    pidfd: Pidfd,
+}
+
+impl Caller {
+    pub fn of(pid: Option<u32>) -> Result<Caller, ApiError> {
+        let pid = pid.filter(|p| *p != 0).ok_or_else(|| {
+            ApiError::bad_request(anyhow!(
+                "netd cannot tell which process sent the request (it is in a PID namespace netd does not see), so not how it sees CNI_NETNS: run netd-cni where netd sees its processes"
+            ))
+        })?;
+        let pidfd = Pidfd::open(pid)
+            .map_err(|e| ApiError::bad_request(anyhow!("the calling process {pid}: {e}")))?;
+        Ok(Caller { pid, pidfd })
+    }
+
+    /// The runtime gave up on the call (the plugin is gone): nothing is to be committed.
+    fn gave_up(&self) -> bool {
+        self.pidfd.exited()
+    }
+}
 
 /// The attachment's key.
 fn key_of(c: &Container) -> Option<(&str, &str, &str)> {
@@ -63,6 +98,7 @@ impl Inner {
         &mut self,
         req: CniAttachRequest,
         ns: File,
+        caller: Caller,
     ) -> Result<CniAttachmentView, ApiError> {
         let n = self.network(&req.network)?.clone();
         super::networks::refuse_if_docker(&n, "attached to through CNI")?;
@@ -116,6 +152,7 @@ impl Inner {
             sandbox: Sandbox::Cni(CniAttachment {
                 container_id: req.container_id.clone(),
                 ifname: req.ifname.clone(),
+                cni_network: req.cni_network.clone(),
                 path: req.netns.clone(),
                 dev,
                 ino,
@@ -131,16 +168,37 @@ impl Inner {
             created: unix_now(),
         };
         self.sandboxes.insert(id.clone(), ns);
-        match self.wire_cni(&mut c, &n, ip, mac, default_route).await {
-            Ok(()) => {
+        let wired = match self.wire_cni(&mut c, &n, ip, mac, default_route).await {
+            Ok(()) => self.cni_view(&c).await,
+            Err(e) => Err(e),
+        };
+        let wired = wired.and_then(|view| {
+            if caller.gave_up() {
+                anyhow::bail!("netd-cni exited before the attachment was made (the runtime gave up on the ADD)");
+            }
+            Ok(view)
+        });
+        match wired {
+            Ok(view) => {
                 if let Some(net) = self.state.networks.get_mut(&n.name) {
                     net.last_allocated = Some(ip);
                 }
                 self.state.containers.insert(name.clone(), c.clone());
-                if let Err(e) = self.save() {
+                let saved = self.save().and_then(|()| {
+                    // This ADD supersedes a DEL of the same key left while netd was down.
+                    Ok(self
+                        .pending_del(&req.network, &req.container_id, &req.ifname)
+                        .clear(&self.pending_dels)?)
+                });
+                if let Err(e) = saved {
                     let c = self.state.containers.remove(&name).expect("inserted above");
                     let left = self.teardown(&c).await;
                     self.sandboxes.remove(&id);
+                    if let Err(e) = self.save() {
+                        warn!(
+                            "CNI attachment {name}: rolled back, but the state was not saved: {e:#}"
+                        );
+                    }
                     return Err(ApiError::from(left.after(e)));
                 }
                 info!(
@@ -154,7 +212,7 @@ impl Inner {
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
-                Ok(self.cni_view(&c).await?)
+                Ok(view)
             }
             Err(e) => {
                 let left = self.teardown(&c).await;
@@ -250,7 +308,8 @@ impl Inner {
         if !self.state.containers.contains_key(&short) {
             return short;
         }
-        let keep = 63 - ifname.len();
+        // `check_key` keeps both to ASCII, the interface name to 15 bytes.
+        let keep = 63usize.saturating_sub(ifname.len());
         let long = format!("{}-{ifname}", &container_id[..container_id.len().min(keep)]);
         if self.state.containers.contains_key(&long) {
             format!("cni-{id}-{ifname}")
@@ -304,12 +363,55 @@ impl Inner {
         container_id: &str,
         ifname: &str,
     ) -> Result<(bool, Vec<String>), ApiError> {
+        self.pending_del(network, container_id, ifname)
+            .clear(&self.pending_dels)
+            .map_err(anyhow::Error::from)?;
         let Some(c) = self.cni_attachment(network, container_id, ifname).cloned() else {
             return Ok((false, Vec::new()));
         };
         let warnings = self.remove_cni_record(&c).await;
         self.save()?;
         Ok((true, warnings))
+    }
+
+    fn pending_del(&self, network: &str, container_id: &str, ifname: &str) -> PendingDel {
+        PendingDel {
+            network: network.to_string(),
+            container_id: container_id.to_string(),
+            ifname: ifname.to_string(),
+        }
+    }
+
+    /// Carry out the `DEL`s `netd-cni` left while the daemon was down (at start, before
+    /// anything is rebuilt), then forget them.
+    pub(super) async fn carry_out_pending_dels(&mut self) {
+        let (dels, strangers) = PendingDel::list(&self.pending_dels);
+        for name in strangers {
+            warn!(
+                "{}: {name} is not a DEL netd-cni left; ignored",
+                self.pending_dels.display()
+            );
+        }
+        for d in dels {
+            if let Some(c) = self
+                .cni_attachment(&d.network, &d.container_id, &d.ifname)
+                .cloned()
+            {
+                info!(
+                    "CNI attachment {}: DEL of container {} {} was left while netd was down; carrying it out",
+                    c.name, d.container_id, d.ifname
+                );
+                self.remove_cni_record(&c).await;
+            }
+            if let Err(e) = d.clear(&self.pending_dels) {
+                warn!(
+                    "{}: forget the DEL of {} {}: {e}",
+                    self.pending_dels.display(),
+                    d.container_id,
+                    d.ifname
+                );
+            }
+        }
     }
 
     async fn remove_cni_record(&mut self, c: &Container) -> Vec<String> {
@@ -422,6 +524,12 @@ impl Inner {
     ) -> Result<(Vec<String>, Vec<String>), ApiError> {
         self.network(&req.network)?;
         let valid: BTreeSet<ValidAttachment> = req.valid.into_iter().collect();
+        // A runtime's GC covers its own CNI network: another runtime (or configuration)
+        // attaching to the same netd network lists its attachments in a GC of its own.
+        let covers = |a: &CniAttachment| match (&a.cni_network, &req.cni_network) {
+            (Some(theirs), Some(asked)) => theirs == asked,
+            _ => true,
+        };
         let stale: Vec<Container> = self
             .state
             .containers
@@ -429,6 +537,7 @@ impl Inner {
             .filter(|c| match &c.sandbox {
                 Sandbox::Cni(a) => {
                     c.network_mode == req.network
+                        && covers(a)
                         && !valid.contains(&ValidAttachment {
                             container_id: a.container_id.clone(),
                             ifname: a.ifname.clone(),

@@ -395,7 +395,9 @@ impl Inner {
                 .context("turn IPv6 off in the container's namespace")?;
         }
         if let (Mode::Bridge(n), Some(ip)) = (mode, ip) {
-            let ep = self.attach_endpoint(c, n, ip, "eth0", !n.internal).await?;
+            let ep = self
+                .attach_endpoint(c, n, ip, endpoint::mac_for(ip), "eth0", !n.internal)
+                .await?;
             c.endpoints.push(ep);
             for b in &c.ports {
                 self.datapath.publish(b, ip, c.endpoints[0].host_ifindex)?;
@@ -419,6 +421,7 @@ impl Inner {
         c: &Container,
         n: &Network,
         ip: Ipv4Addr,
+        mac: [u8; 6],
         ifname: &str,
         default_route: bool,
     ) -> Result<Endpoint> {
@@ -426,7 +429,7 @@ impl Inner {
         let plan = EndpointPlan {
             id: &random_id(),
             ip,
-            mac: endpoint::mac_for(ip),
+            mac,
             ifname,
             default_route,
         };
@@ -607,8 +610,12 @@ impl Inner {
         left
     }
 
-    /// A removed container's output goes with it.
+    /// A removed container's output goes with it. Only containers netd runs have one (the
+    /// name of a CNI or Docker record is not one of netd's checked container names).
     pub(super) fn remove_log(&self, c: &Container) {
+        if matches!(c.sandbox, Sandbox::Cni(_) | Sandbox::Docker(_)) {
+            return;
+        }
         let log = process::log_path(&self.state_dir, &c.name);
         if let Err(e) = process::remove_log(&log) {
             warn!("container {}: remove log {}: {e}", c.name, log.display());

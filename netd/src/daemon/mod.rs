@@ -86,6 +86,8 @@ struct Inner {
     flow_quota: u32,
     /// When the flow table was last reported nearly full (the warning is rate-limited).
     warned_full: Option<std::time::Instant>,
+    /// Where `netd-cni` leaves the `DEL`s the daemon could not take (`pending_del`).
+    pending_dels: PathBuf,
 }
 
 pub struct Daemon {
@@ -180,6 +182,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             fast_path: config.fast_path,
             flow_quota: config.flow_quota,
             warned_full: None,
+            pending_dels: crate::pending_del::dir(&config.socket),
         }),
         me: me.clone(),
         logs_dir,
@@ -325,16 +328,25 @@ impl Daemon {
         let mut cni_ns = match (&req.method, path.as_slice()) {
             (&Method::POST, ["cni", "attachments"]) => {
                 let add: api::CniAttachRequest = req.json()?;
-                let ns =
-                    containers::open_client_netns(&add.netns, "CNI_NETNS", req.caller_pid).await?;
-                Some((add, None, ns))
+                cni::check_key(&add.container_id, &add.ifname)?;
+                // Known by descriptor before anything slow: a runtime that gives up on
+                // the ADD meanwhile (kills the plugin) gets nothing committed.
+                let caller = cni::Caller::of(req.caller_pid)?;
+                let ns = containers::open_client_netns(&add.netns, "CNI_NETNS", Some(caller.pid))
+                    .await?;
+                Some((add, None, ns, Some(caller)))
             }
             (&Method::POST, ["cni", "check"]) => {
                 let check: api::CniCheckRequest = req.json()?;
-                let ns =
-                    containers::open_client_netns(&check.attach.netns, "CNI_NETNS", req.caller_pid)
-                        .await?;
-                Some((check.attach.clone(), Some(check), ns))
+                cni::check_key(&check.attach.container_id, &check.attach.ifname)?;
+                let caller = cni::Caller::of(req.caller_pid)?;
+                let ns = containers::open_client_netns(
+                    &check.attach.netns,
+                    "CNI_NETNS",
+                    Some(caller.pid),
+                )
+                .await?;
+                Some((check.attach.clone(), Some(check), ns, None))
             }
             _ => None,
         };
@@ -380,15 +392,16 @@ impl Daemon {
             }
             (&Method::GET, ["stats"]) => to_json(inner.stats()?)?,
             (&Method::POST, ["cni", "attachments"]) => {
-                let (add, _, ns) = cni_ns.take().expect("parsed above");
-                to_json(inner.cni_add(add, ns).await?)?
+                let (add, _, ns, caller) = cni_ns.take().expect("parsed above");
+                to_json(inner.cni_add(add, ns, caller.expect("an ADD's")).await?)?
             }
             (&Method::POST, ["cni", "check"]) => {
-                let (_, check, ns) = cni_ns.take().expect("parsed above");
+                let (_, check, ns, _) = cni_ns.take().expect("parsed above");
                 inner.cni_check(check.expect("a check"), ns).await?;
                 json!({})
             }
             (&Method::DELETE, ["cni", "attachments", network, container_id, ifname]) => {
+                cni::check_key(container_id, ifname)?;
                 let (removed, warnings) = inner.cni_del(network, container_id, ifname).await?;
                 json!({ "removed": removed, "warnings": warnings })
             }

@@ -393,7 +393,7 @@ impl Inner {
         let ifname = next_ifname(&c);
         let default_route = !c.endpoints.iter().any(|e| self.carries_default_route(e));
         let ep = self
-            .attach_endpoint(&c, &n, ip, &ifname, default_route)
+            .attach_endpoint(&c, &n, ip, endpoint::mac_for(ip), &ifname, default_route)
             .await
             .map_err(|e| ApiError::from(e.context(format!("connect {} to {}", c.name, n.name))))?;
         let c = self

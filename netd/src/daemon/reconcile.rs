@@ -11,7 +11,7 @@ use log::{info, warn};
 
 use super::{DEFAULT_NETWORK, Inner, unix_now};
 use crate::{
-    endpoint::{HOST_VETH_PREFIX, PEER_PREFIX},
+    endpoint::{self, HOST_VETH_PREFIX, PEER_PREFIX},
     ipam, netns, process,
     state::{Container, Network, ProcessId, Sandbox, Status},
     sysctl,
@@ -26,6 +26,7 @@ impl Inner {
             self.realize_network(n).await?;
         }
         self.remove_dead_containers().await;
+        self.carry_out_pending_dels().await;
         let mut adopted = Vec::new();
         let names: Vec<String> = self.state.containers.keys().cloned().collect();
         for name in names {
@@ -123,8 +124,20 @@ impl Inner {
                 .ok()
                 .filter(|ns| netns::id(ns).ok() == Some((a.dev, a.ino)))
                 .or_else(|| netns::find((a.dev, a.ino)))
-                // The same inode may name a newer namespace: the cookie tells.
-                .filter(|ns| a.cookie.is_none() || netns::cookie(ns).ok() == a.cookie)
+                // The same inode may name a newer namespace: the cookie tells (when it
+                // cannot be read, the namespace is kept: removing a live pod's network
+                // is worse than keeping a dead one's until the runtime's DEL or GC).
+                .filter(|ns| match (a.cookie, netns::cookie(ns)) {
+                    (Some(recorded), Ok(now)) => recorded == now,
+                    (Some(_), Err(e)) => {
+                        warn!(
+                            "container {}: read its namespace's cookie: {e:#}; keeping it",
+                            c.name
+                        );
+                        true
+                    }
+                    (None, _) => true,
+                })
                 .map(Some)
                 .ok_or_else(|| {
                     format!(
@@ -250,7 +263,9 @@ impl Inner {
                 );
                 self.detach_endpoint(&c, ep).await;
                 let route = self.carries_default_route(ep);
-                self.attach_endpoint(&c, &n, ep.ip, &ep.ifname, route)
+                // The MAC it had (a runtime may have chosen it), the scheme's otherwise.
+                let mac = endpoint::parse_mac(&ep.mac).unwrap_or_else(|| endpoint::mac_for(ep.ip));
+                self.attach_endpoint(&c, &n, ep.ip, mac, &ep.ifname, route)
                     .await?
             };
             let info = self.endpoint_info(&n, &healed).await?;

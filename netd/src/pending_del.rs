@@ -1,0 +1,128 @@
+//! CNI `DEL`s the daemon could not take: `netd-cni` answers a `DEL` with success when the
+//! daemon is down or stopping (a runtime that gets an error may never ask again, and the
+//! container is going either way), and leaves the request as a file beside the daemon's
+//! socket. The daemon carries them out when it starts, before it rebuilds anything, so an
+//! attachment whose namespace is still alive is not brought back. An `ADD` of the same
+//! key supersedes the request.
+
+use std::{
+    io::{self, Write},
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::encode_segment;
+
+/// One attachment's `DEL`, by its key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingDel {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// Where requests are left for the daemon serving `socket`: beside it, so that a runtime
+/// with a mount namespace of its own that reaches the socket reaches the directory too.
+pub fn dir(socket: &Path) -> PathBuf {
+    socket
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .join("cni-pending-del")
+}
+
+impl PendingDel {
+    /// One file per key (a repeated `DEL` rewrites it): the key, percent-encoded.
+    fn file_name(&self) -> String {
+        encode_segment(&format!(
+            "{}/{}/{}",
+            self.network, self.container_id, self.ifname
+        ))
+    }
+
+    /// Leave the request in `dir`, whole or not at all (written aside, then renamed).
+    pub fn record(&self, dir: &Path) -> io::Result<PathBuf> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let path = dir.join(self.file_name());
+        // '+' never starts an encoded key: `list` knows a temporary by it.
+        let tmp = dir.join(format!("+{}.{}", self.file_name(), std::process::id()));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&serde_json::to_vec(self)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(path)
+    }
+
+    /// Forget the request for this key, if there is one.
+    pub fn clear(&self, dir: &Path) -> io::Result<()> {
+        match std::fs::remove_file(dir.join(self.file_name())) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The requests left in `dir`; files that are not one (a half-written temporary, a
+    /// stranger's) are reported by name and left alone.
+    pub fn list(dir: &Path) -> (Vec<PendingDel>, Vec<String>) {
+        let (mut found, mut bad) = (Vec::new(), Vec::new());
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return (found, bad);
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('+') {
+                continue;
+            }
+            match std::fs::read(e.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<PendingDel>(&b).ok())
+            {
+                Some(d) if d.file_name() == name => found.push(d),
+                _ => bad.push(name),
+            }
+        }
+        found.sort_by_key(PendingDel::file_name);
+        (found, bad)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_recorded_listed_rewritten_and_cleared() {
+        let dir = std::env::temp_dir().join(format!("netd-pending-del-{}", std::process::id()));
+        let d = PendingDel {
+            network: "n/1".into(),
+            container_id: "ctr.1".into(),
+            ifname: "eth0".into(),
+        };
+        let path = d.record(&dir).unwrap();
+        assert_eq!(
+            path.parent(),
+            Some(dir.as_path()),
+            "the '/' in a name is encoded"
+        );
+        d.record(&dir).unwrap();
+        std::fs::write(dir.join("junk"), b"{").unwrap();
+        assert_eq!(
+            PendingDel::list(&dir),
+            (vec![d.clone()], vec!["junk".into()])
+        );
+        d.clear(&dir).unwrap();
+        d.clear(&dir).unwrap();
+        assert_eq!(PendingDel::list(&dir).0, vec![]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(PendingDel::list(&dir), (vec![], vec![]));
+    }
+}
