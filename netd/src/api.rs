@@ -285,6 +285,9 @@ pub struct NetworkView {
     pub name: String,
     pub driver: String,
     pub bridge: String,
+    /// A macvlan network's parent and mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macvlan: Option<state::MacvlanNet>,
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
     pub ip_range: Option<Ipv4Net>,
@@ -307,6 +310,7 @@ impl NetworkView {
             name: n.name.clone(),
             driver: n.driver.clone(),
             bridge: n.bridge.clone(),
+            macvlan: n.macvlan.clone(),
             subnet: n.subnet,
             gateway: n.gateway,
             ip_range: n.ip_range,

@@ -142,7 +142,9 @@ pub async fn plug_host_end(node: &Netlink, spec: &EndpointSpec<'_>, veth: &Veth)
     node.up(veth.host_ifindex).await
 }
 
-async fn configure_inside(ns: &File, spec: &EndpointSpec<'_>, peer: &str) -> Result<()> {
+/// Configure a container's interface, moved into `ns` under the name `peer`: renamed to
+/// `ifname`, IPv6 off, its address, up, `lo` up, and the default route if it carries it.
+pub async fn configure_inside(ns: &File, spec: &EndpointSpec<'_>, peer: &str) -> Result<()> {
     let inside = Netlink::connect_in(ns)?;
     let index = inside
         .link_index(peer)

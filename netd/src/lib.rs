@@ -8,6 +8,7 @@ pub mod conntrack;
 pub mod daemon;
 pub mod datapath;
 pub mod docker_plugin;
+pub mod driver;
 pub mod endpoint;
 pub mod ipam;
 pub mod netlink;

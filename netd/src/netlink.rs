@@ -16,7 +16,10 @@ use netlink_packet_route::{
     route::{RouteAddress, RouteAttribute},
 };
 use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_REQUEST};
-use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkBridgePort, LinkIpVlan, LinkMacVlan, LinkUnspec, LinkVeth, LinkVlan,
+    RouteMessageBuilder,
+};
 
 use crate::netns;
 
@@ -155,6 +158,52 @@ impl Netlink {
             .execute()
             .await
             .with_context(|| format!("create veth pair {name}/{peer}"))
+    }
+
+    /// A macvlan link on `parent`, down.
+    pub async fn create_macvlan(
+        &self,
+        name: &str,
+        parent: u32,
+        mode: netlink_packet_route::link::MacVlanMode,
+    ) -> Result<()> {
+        self.handle
+            .link()
+            .add(LinkMacVlan::new(name, parent, mode).build())
+            .execute()
+            .await
+            .with_context(|| format!("create macvlan {name}"))
+    }
+
+    /// Whether the kernel makes links of `kind`: one is made on `parent` and deleted at
+    /// once; `false` when the kernel refuses the type (`EOPNOTSUPP`).
+    pub async fn probe_link_kind(
+        &self,
+        kind: crate::driver::macvlan::ProbeKind,
+        parent: u32,
+    ) -> Result<bool> {
+        use crate::driver::macvlan::ProbeKind;
+        let name = format!("ndq{}", std::process::id() % 1_000_000);
+        let msg = match kind {
+            ProbeKind::Ipvlan => {
+                LinkIpVlan::new(&name, parent, netlink_packet_route::link::IpVlanMode::L2).build()
+            }
+            ProbeKind::Vlan => LinkVlan::new(&name, parent, 4094).build(),
+        };
+        match self.handle.link().add(msg).execute().await {
+            Ok(()) => {
+                if let Some(index) = self.link_index(&name).await? {
+                    self.delete_link(index).await?;
+                }
+                Ok(true)
+            }
+            Err(rtnetlink::Error::NetlinkError(e))
+                if e.code.map(|c| -c.get()) == Some(libc::EOPNOTSUPP) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e).with_context(|| format!("ask the kernel for a {kind:?} link")),
+        }
     }
 
     /// Apply a link change (`ip link set`), naming it in the error.

@@ -30,9 +30,57 @@ pub struct NetworkRequest {
     pub mtu: Option<u32>,
 }
 
+/// The network drivers netd knows. `Ipvlan` is known to be refused: the daemon asks the
+/// kernel whether it has ipvlan, to say what is missing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Driver {
+    Bridge,
+    Macvlan,
+    Ipvlan,
+}
+
+/// How a macvlan network's containers share its parent (the kernel's modes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MacvlanMode {
+    /// Containers of the network reach each other through the parent, not the wire.
+    #[default]
+    Bridge,
+    /// Everything goes out to the switch, which may reflect it (802.1Qbg).
+    Vepa,
+    /// Containers never reach each other, even reflected.
+    Private,
+    /// One container takes the parent over.
+    Passthru,
+}
+
+impl MacvlanMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            MacvlanMode::Bridge => "bridge",
+            MacvlanMode::Vepa => "vepa",
+            MacvlanMode::Private => "private",
+            MacvlanMode::Passthru => "passthru",
+        }
+    }
+}
+
+/// A macvlan network's own settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MacvlanSettings {
+    /// `-o parent=IFACE`; none: an internal network on a parent netd makes.
+    pub parent: Option<String>,
+    pub mode: MacvlanMode,
+    /// `com.netd.macvlan.host_access`: a shim on the node reaches the containers.
+    pub host_access: bool,
+}
+
 /// What the options and flags of a request amount to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
+    pub driver: Driver,
+    /// The macvlan driver's settings (`driver` is `Macvlan`).
+    pub macvlan: Option<MacvlanSettings>,
     pub bridge: Option<String>,
     pub icc: bool,
     pub masquerade: bool,
@@ -82,6 +130,17 @@ const KNOWN_OPTIONS: [&str; 6] = [
 ];
 /// netd's option prefix, and Docker's, accepted as the same options.
 const PREFIXES: [&str; 2] = ["com.netd.", "com.docker.network."];
+/// The macvlan driver's options: Docker's (unprefixed), and netd's own.
+const OPT_PARENT: &str = "parent";
+const OPT_MACVLAN_MODE: &str = "macvlan_mode";
+const OPT_HOST_ACCESS: &str = "com.netd.macvlan.host_access";
+const MACVLAN_OPTIONS: [&str; 5] = [
+    OPT_PARENT,
+    OPT_MACVLAN_MODE,
+    OPT_HOST_ACCESS,
+    "com.docker.network.driver.mtu",
+    "com.netd.driver.mtu",
+];
 
 /// Docker's rule for network (and container) names.
 pub fn validate_name(kind: &str, name: &str) -> Result<()> {
@@ -177,18 +236,109 @@ pub fn settings(req: &NetworkRequest) -> Result<Settings> {
     if RESERVED_NAMES.contains(&req.name.as_str()) {
         bail!("network with name {} already exists", req.name);
     }
-    match req.driver.as_deref() {
-        None | Some("bridge") => {}
+    let driver = match req.driver.as_deref() {
+        None | Some("bridge") => Driver::Bridge,
+        Some("macvlan") => Driver::Macvlan,
+        Some("ipvlan") => Driver::Ipvlan,
         Some(other) => {
             bail!(
-                "invalid --driver {other}: plugin \"{other}\" not found (netd supports the bridge driver)"
+                "invalid --driver {other}: plugin \"{other}\" not found (netd has the bridge and macvlan drivers)"
             )
         }
-    }
+    };
     if req.subnet.is_none() && (req.gateway.is_some() || req.ip_range.is_some()) {
         bail!("--gateway and --ip-range need --subnet: give the subnet they belong to");
     }
+    match driver {
+        Driver::Bridge => bridge_settings(req),
+        Driver::Macvlan => macvlan_settings(req),
+        Driver::Ipvlan => Ok(Settings {
+            driver,
+            ..macvlan_settings(&NetworkRequest {
+                options: Vec::new(),
+                ..req.clone()
+            })?
+        }),
+    }
+}
+
+/// `-o KEY=VALUE` split, each key once.
+fn options_of(req: &NetworkRequest) -> Result<Vec<(&str, &str)>> {
+    let mut seen = std::collections::BTreeSet::new();
+    req.options
+        .iter()
+        .map(|opt| {
+            let (key, value) = opt
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("invalid option {opt}: expected KEY=VALUE"))?;
+            if !seen.insert(key) {
+                bail!("invalid option {key}: given twice");
+            }
+            Ok((key, value))
+        })
+        .collect()
+}
+
+fn macvlan_settings(req: &NetworkRequest) -> Result<Settings> {
+    let mut m = MacvlanSettings {
+        parent: None,
+        mode: MacvlanMode::default(),
+        host_access: false,
+    };
     let mut s = Settings {
+        driver: Driver::Macvlan,
+        macvlan: None,
+        bridge: None,
+        icc: true,
+        masquerade: false,
+        mtu: None,
+        gateway_mode: GatewayMode::Routed,
+        options: BTreeMap::new(),
+    };
+    for (key, value) in options_of(req)? {
+        match key {
+            OPT_PARENT => {
+                validate_ifname("option parent", value)?;
+                m.parent = Some(value.to_string());
+            }
+            OPT_MACVLAN_MODE => {
+                m.mode = match value {
+                    "bridge" => MacvlanMode::Bridge,
+                    "vepa" => MacvlanMode::Vepa,
+                    "private" => MacvlanMode::Private,
+                    "passthru" => MacvlanMode::Passthru,
+                    _ => bail!(
+                        "invalid option macvlan_mode={value}: the modes are bridge (the default), vepa, private and passthru"
+                    ),
+                }
+            }
+            OPT_HOST_ACCESS => m.host_access = parse_bool(key, value)?,
+            k if MACVLAN_OPTIONS.contains(&k) => {
+                s.mtu = Some(parse_mtu(&format!("option {key}"), value)?)
+            }
+            _ => bail!(
+                "invalid option {key}: not an option of the macvlan driver; its options are {}",
+                MACVLAN_OPTIONS.join(", ")
+            ),
+        }
+        s.options.insert(key.to_string(), value.to_string());
+    }
+    if m.parent.is_none() && m.host_access {
+        bail!(
+            "invalid option {OPT_HOST_ACCESS}=true: a macvlan network without a parent is internal to the node's containers, there is no LAN to share with the node"
+        );
+    }
+    if let Some(mtu) = req.mtu {
+        s.mtu = Some(parse_mtu("--mtu", &mtu.to_string())?);
+    }
+    s.macvlan = Some(m);
+    Ok(s)
+}
+
+fn bridge_settings(req: &NetworkRequest) -> Result<Settings> {
+    let mut s = Settings {
+        driver: Driver::Bridge,
+        macvlan: None,
         bridge: None,
         icc: true,
         masquerade: true,
@@ -385,5 +535,44 @@ mod tests {
         let mut r = req("n", &[]);
         r.gateway = Some("10.0.0.1".into());
         assert!(err(&r).contains("need --subnet"));
+    }
+
+    #[test]
+    fn macvlan_options_are_its_own() {
+        let mut r = req("lan", &["parent=eth1", "macvlan_mode=private"]);
+        r.driver = Some("macvlan".into());
+        let s = settings(&r).unwrap();
+        assert_eq!(s.driver, Driver::Macvlan);
+        let m = s.macvlan.unwrap();
+        assert_eq!(
+            (m.parent.as_deref(), m.mode, m.host_access),
+            (Some("eth1"), MacvlanMode::Private, false)
+        );
+        assert!(!s.masquerade);
+        for (opt, want) in [
+            (
+                "macvlan_mode=bridged",
+                "the modes are bridge (the default), vepa, private and passthru",
+            ),
+            (
+                "com.netd.bridge.name=x",
+                "not an option of the macvlan driver",
+            ),
+            ("parent=eth1/x", "invalid option parent"),
+            ("com.netd.macvlan.host_access=yes", "expected true or false"),
+        ] {
+            let mut r = req("lan", &[opt]);
+            r.driver = Some("macvlan".into());
+            assert!(err(&r).contains(want), "{opt}: {}", err(&r));
+        }
+        let mut r = req("lan", &["com.netd.macvlan.host_access=true"]);
+        r.driver = Some("macvlan".into());
+        assert!(err(&r).contains("without a parent is internal"));
+        let mut r = req("lan", &["parent=eth1", "parent=eth2"]);
+        r.driver = Some("macvlan".into());
+        assert!(err(&r).contains("given twice"));
+        let mut r = req("lan", &[]);
+        r.driver = Some("ipvlan".into());
+        assert_eq!(settings(&r).unwrap().driver, Driver::Ipvlan);
     }
 }

@@ -26,8 +26,11 @@ pub struct Network {
     pub id: String,
     pub name: String,
     pub driver: String,
-    /// The Linux bridge, with the gateway address on it.
+    /// The Linux bridge, with the gateway address on it (empty for a macvlan network).
     pub bridge: String,
+    /// A macvlan network's parent and mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macvlan: Option<MacvlanNet>,
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
     /// Where dynamic addresses come from (default: the whole subnet).
@@ -55,6 +58,25 @@ pub struct Network {
     /// Docker names it by this ID alone, and never tells a driver again.
     #[serde(default)]
     pub docker_id: Option<String>,
+}
+
+/// What a macvlan network is made of.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MacvlanNet {
+    /// The link the containers' macvlans sit on.
+    pub parent: String,
+    /// netd made the parent (a network with no `parent` option: internal, as Docker's
+    /// dummy parent) and removes it with the network.
+    pub parent_made: bool,
+    pub mode: crate::network_request::MacvlanMode,
+    /// A shim on the node reaches the containers (`com.netd.macvlan.host_access`).
+    pub host_access: bool,
+}
+
+impl Network {
+    pub fn is_macvlan(&self) -> bool {
+        self.macvlan.is_some()
+    }
 }
 
 /// A process the daemon started, identified by pid and start time (so a reused pid is
@@ -150,7 +172,8 @@ pub struct Endpoint {
     pub mac: String,
     /// The interface inside the container (`eth0`, `eth1`, ...).
     pub ifname: String,
-    /// The host end of the veth, on the network's bridge.
+    /// The host end of the veth, on the network's bridge; empty for a driver that has no
+    /// host end (macvlan: the container's interface sits on the parent directly).
     pub host_veth: String,
     pub host_ifindex: u32,
 }
@@ -471,6 +494,7 @@ mod tests {
                 name: "netd0".into(),
                 driver: "bridge".into(),
                 bridge: "netd0".into(),
+                macvlan: None,
                 subnet: "172.17.0.0/16".parse().unwrap(),
                 gateway: "172.17.0.1".parse().unwrap(),
                 ip_range: None,

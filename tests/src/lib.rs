@@ -20,6 +20,7 @@ pub mod daemon;
 pub mod docker;
 pub mod echo;
 pub mod engine;
+pub mod lan;
 pub mod netns;
 pub mod podman;
 

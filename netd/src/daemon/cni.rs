@@ -102,6 +102,12 @@ impl Inner {
     ) -> Result<CniAttachmentView, ApiError> {
         let n = self.network(&req.network)?.clone();
         super::networks::refuse_if_docker(&n, "attached to through CNI")?;
+        if n.is_macvlan() {
+            return Err(ApiError::bad_request(anyhow!(
+                "network: {} is a macvlan network; netd-cni attaches to bridge networks",
+                n.name
+            )));
+        }
         if let Some(c) = self.state.containers.values().find(|c| match &c.sandbox {
             Sandbox::Cni(a) => a.container_id == req.container_id && a.ifname == req.ifname,
             _ => false,

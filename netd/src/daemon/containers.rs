@@ -24,7 +24,7 @@ use crate::{
     node_ports::node_sockets,
     ports::{self, PortBinding, PortSpec},
     process,
-    state::{Container, Endpoint, Network, Sandbox, Status},
+    state::{Container, Endpoint, MacvlanNet, Network, Sandbox, Status},
     sysctl,
 };
 
@@ -211,6 +211,13 @@ impl Inner {
             }
             Mode::None if has_ports => {
                 return bad("conflicting options: port publishing and --network none (the container has no interface to publish on)".into());
+            }
+            Mode::Bridge(n) if !crate::driver::capabilities(n).publish && has_ports => {
+                return bad(format!(
+                    "cannot publish ports on macvlan network {}: its containers are on the LAN at their own addresses, with no NAT on the node (Docker ignores -p here; netd says so); reach {} at its own address",
+                    n.name,
+                    req.name.as_deref().unwrap_or("the container")
+                ));
             }
             Mode::Bridge(n) if n.internal && has_ports => {
                 return bad(format!(
@@ -447,6 +454,15 @@ impl Inner {
         plan: &EndpointPlan<'_>,
         ns: Option<&File>,
     ) -> Result<(Endpoint, String)> {
+        if let Some(m) = &n.macvlan {
+            let ns = ns.with_context(|| {
+                format!(
+                    "network {}: a macvlan interface goes into a namespace netd opened",
+                    n.name
+                )
+            })?;
+            return self.wire_macvlan(c, n, m, plan, ns).await;
+        }
         let bridge_index = self
             .netlink
             .link_index(&n.bridge)
@@ -497,6 +513,46 @@ impl Inner {
         Ok((ep, veth.peer().to_string()))
     }
 
+    /// `wire_endpoint` for a macvlan network: the interface on the parent, straight into
+    /// `ns`; no program to attach (its traffic never crosses the node's stack).
+    async fn wire_macvlan(
+        &mut self,
+        c: &Container,
+        n: &Network,
+        m: &MacvlanNet,
+        plan: &EndpointPlan<'_>,
+        ns: &File,
+    ) -> Result<(Endpoint, String)> {
+        let parent = crate::driver::macvlan::ensure_parent(&self.netlink, n, m).await?;
+        let spec = EndpointSpec {
+            id: plan.id,
+            bridge_index: parent,
+            ifname: plan.ifname,
+            ip: plan.ip,
+            mac: plan.mac,
+            prefix: n.subnet.prefix_len(),
+            mtu: n.mtu,
+            default_gateway: plan.default_route.then_some(n.gateway),
+            isolated: false,
+        };
+        crate::driver::macvlan::attach(&self.netlink, ns, m, parent, &spec)
+            .await
+            .with_context(|| format!("attach to macvlan network {}", n.name))?;
+        info!(
+            "container {}: {} on macvlan {} (parent {}) with {}",
+            c.name, plan.ifname, n.name, m.parent, plan.ip
+        );
+        let ep = Endpoint {
+            network: n.name.clone(),
+            ip: plan.ip,
+            mac: endpoint::format_mac(&plan.mac),
+            ifname: plan.ifname.to_string(),
+            host_veth: String::new(),
+            host_ifindex: 0,
+        };
+        Ok((ep, String::new()))
+    }
+
     /// Undo `attach_endpoint`, tolerant of parts already gone.
     /// Every step is tried; what could not be undone is returned. In an order that
     /// leaves no moment unpoliced: the endpoint is forgotten first (its program then
@@ -504,6 +560,17 @@ impl Inner {
     /// flows purged last, when it can create no more.
     pub(super) async fn detach_endpoint(&mut self, c: &Container, ep: &Endpoint) -> Leftovers {
         let mut left = Leftovers::default();
+        if ep.host_veth.is_empty() {
+            // A macvlan: it goes with its namespace; removed now if that is still open.
+            if let Some(ns) = self.sandboxes.get(&c.id) {
+                let removed = crate::driver::macvlan::detach(ns, &ep.ifname).await;
+                left.note(
+                    format_args!("container {}: remove {}", c.name, ep.ifname),
+                    removed,
+                );
+            }
+            return left;
+        }
         let forgotten = self
             .datapath
             .forget_endpoint(&ep.host_veth, ep.host_ifindex);

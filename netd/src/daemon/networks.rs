@@ -18,10 +18,11 @@ use netd_common::{
 use super::{DEFAULT_NETWORK, Inner, leftovers::Leftovers, random_id, unix_now};
 use crate::{
     api::{ApiError, ConnectRequest, ContainerView, EndpointView, NetworkView},
+    driver::macvlan::{self, ProbeKind},
     endpoint,
     ipam::{self, Pool},
-    network_request::{NetworkRequest, settings},
-    state::{Container, Endpoint, Network, Sandbox},
+    network_request::{Driver, NetworkRequest, Settings, settings},
+    state::{Container, Endpoint, MacvlanNet, Network, Sandbox},
     sysctl,
 };
 
@@ -72,7 +73,12 @@ impl Inner {
         let ours: BTreeSet<u32> = {
             let mut s = BTreeSet::new();
             for n in self.state.networks.values() {
-                if let Some(i) = self.netlink.link_index(&n.bridge).await? {
+                let link = match &n.macvlan {
+                    Some(m) if m.parent_made => &m.parent,
+                    Some(_) => continue,
+                    None => &n.bridge,
+                };
+                if let Some(i) = self.netlink.link_index(link).await? {
                     s.insert(i);
                 }
             }
@@ -118,7 +124,26 @@ impl Inner {
                 req.name
             )));
         }
-        let used = self.subnets_in_use().await?;
+        let id = match &docker_id {
+            Some(d) => crate::docker_plugin::short_id(d).to_string(),
+            None => random_id(),
+        };
+        let macvlan = match s.driver {
+            Driver::Bridge => None,
+            Driver::Ipvlan => return Err(self.refuse_ipvlan().await),
+            Driver::Macvlan => Some(self.macvlan_plan(&id, &s).await?),
+        };
+        // A macvlan network shares its parent's LAN: the parent's own routes are that LAN.
+        let parent_index = match &macvlan {
+            Some(m) if !m.parent_made => self.netlink.link_index(&m.parent).await?,
+            _ => None,
+        };
+        let used: Vec<(Ipv4Net, String)> = self
+            .subnets_in_use()
+            .await?
+            .into_iter()
+            .filter(|(_, what)| parent_index.is_none() || !what.starts_with("the node's"))
+            .collect();
         let pool = match &req.subnet {
             Some(subnet) => {
                 let subnet = ipam::parse_subnet(subnet).map_err(ApiError::bad_request)?;
@@ -135,18 +160,19 @@ impl Inner {
                 ipam::default_pool(ipam::choose_subnet(&nets).map_err(ApiError::conflict)?)
             }
         };
-        let id = match &docker_id {
-            Some(d) => crate::docker_plugin::short_id(d).to_string(),
-            None => random_id(),
+        let bridge = match &macvlan {
+            Some(_) => String::new(),
+            None => s.bridge.clone().unwrap_or_else(|| format!("br-{id}")),
         };
-        let bridge = s.bridge.clone().unwrap_or_else(|| format!("br-{id}"));
-        if let Some(other) = self.state.networks.values().find(|n| n.bridge == bridge) {
+        if macvlan.is_none()
+            && let Some(other) = self.state.networks.values().find(|n| n.bridge == bridge)
+        {
             return Err(ApiError::conflict(anyhow!(
                 "invalid option com.netd.bridge.name={bridge}: already the bridge of network {}",
                 other.name
             )));
         }
-        if self.netlink.link_index(&bridge).await?.is_some() {
+        if macvlan.is_none() && self.netlink.link_index(&bridge).await?.is_some() {
             return Err(ApiError::conflict(anyhow!(
                 "invalid option com.netd.bridge.name={bridge}: an interface of that name already exists on the node"
             )));
@@ -154,12 +180,19 @@ impl Inner {
         let network = Network {
             id,
             name: req.name.clone(),
-            driver: "bridge".into(),
+            driver: if macvlan.is_some() {
+                "macvlan"
+            } else {
+                "bridge"
+            }
+            .into(),
             bridge,
+            // No parent: internal, as Docker makes it.
+            internal: req.internal || macvlan.as_ref().is_some_and(|m| m.parent_made),
+            macvlan,
             subnet: pool.subnet,
             gateway: pool.gateway,
             ip_range: pool.range,
-            internal: req.internal,
             icc: s.icc,
             masquerade: s.masquerade && !req.internal,
             mtu: s.mtu,
@@ -189,7 +222,11 @@ impl Inner {
             let created = match self.netlink.links().await {
                 Ok(links) => links
                     .into_iter()
-                    .find(|(i, name)| !before.contains(i) && *name == network.bridge)
+                    .find(|(i, name)| {
+                        !before.contains(i)
+                            && (*name == network.bridge
+                                || network.macvlan.as_ref().is_some_and(|m| *name == m.parent))
+                    })
                     .map(|(i, _)| i),
                 Err(e) => {
                     log::warn!("network {}: list links to roll back: {e:#}", network.name);
@@ -205,9 +242,12 @@ impl Inner {
             ));
         }
         info!(
-            "network {}: created, bridge {}, subnet {}, gateway {}{}{}{}",
+            "network {}: created, {}, subnet {}, gateway {}{}{}{}",
             network.name,
-            network.bridge,
+            match &network.macvlan {
+                Some(m) => format!("macvlan on {} ({} mode)", m.parent, m.mode.name()),
+                None => format!("bridge {}", network.bridge),
+            },
             network.subnet,
             network.gateway,
             if network.internal { ", internal" } else { "" },
@@ -219,6 +259,95 @@ impl Inner {
             },
         );
         Ok(self.view_of(&network))
+    }
+
+    /// `-d ipvlan`: refused, saying whether the kernel has it (asked, not guessed).
+    async fn refuse_ipvlan(&self) -> ApiError {
+        let probed = async {
+            let uplink = self
+                .netlink
+                .link_index(&self.uplink)
+                .await?
+                .context("the uplink is missing")?;
+            self.netlink
+                .probe_link_kind(ProbeKind::Ipvlan, uplink)
+                .await
+        };
+        match probed.await {
+            Ok(false) => ApiError::bad_request(anyhow!(
+                "invalid --driver ipvlan: this kernel has no ipvlan links ({}): it refused to make one; use -d macvlan",
+                ProbeKind::Ipvlan.config()
+            )),
+            Ok(true) => ApiError::bad_request(anyhow!(
+                "invalid --driver ipvlan: netd has no ipvlan driver yet; use -d macvlan"
+            )),
+            Err(e) => ApiError::from(e.context("invalid --driver ipvlan")),
+        }
+    }
+
+    /// A macvlan network's parent, checked against the node and the other networks.
+    async fn macvlan_plan(&self, id: &str, s: &Settings) -> Result<MacvlanNet, ApiError> {
+        let m = s.macvlan.clone().expect("macvlan settings");
+        let Some(parent) = m.parent else {
+            return Ok(MacvlanNet {
+                parent: macvlan::made_parent_name(id),
+                parent_made: true,
+                mode: m.mode,
+                host_access: false,
+            });
+        };
+        if let Some(other) = self
+            .state
+            .networks
+            .values()
+            .find(|n| n.macvlan.as_ref().is_some_and(|o| o.parent == parent))
+        {
+            return Err(ApiError::conflict(anyhow!(
+                "network {} is already using parent interface {parent}: two macvlan networks cannot share a parent (their containers' MACs would share one LAN port unknowingly)",
+                other.name
+            )));
+        }
+        if let Some(other) = self.state.networks.values().find(|n| n.bridge == parent) {
+            return Err(ApiError::bad_request(anyhow!(
+                "invalid option parent={parent}: that is the bridge of netd network {}",
+                other.name
+            )));
+        }
+        if self.netlink.link_index(&parent).await?.is_some() {
+            return Ok(MacvlanNet {
+                parent,
+                parent_made: false,
+                mode: m.mode,
+                host_access: m.host_access,
+            });
+        }
+        // Docker makes a missing `eth0.50` as VLAN 50 of eth0.
+        if let Some((base, vid)) = parent.rsplit_once('.')
+            && vid.parse::<u16>().is_ok_and(|v| (1..=4094).contains(&v))
+        {
+            let Some(base_index) = self.netlink.link_index(base).await? else {
+                return Err(ApiError::bad_request(anyhow!(
+                    "invalid option parent={parent}: no interface {base} on the node to make VLAN {vid} on"
+                )));
+            };
+            let has = self
+                .netlink
+                .probe_link_kind(ProbeKind::Vlan, base_index)
+                .await?;
+            return Err(ApiError::bad_request(if has {
+                anyhow!(
+                    "invalid option parent={parent}: netd does not make VLAN links yet; create {parent} first"
+                )
+            } else {
+                anyhow!(
+                    "invalid option parent={parent}: this kernel has no 802.1Q VLAN links ({}): it refused to make VLAN {vid} on {base}",
+                    ProbeKind::Vlan.config()
+                )
+            }));
+        }
+        Err(ApiError::bad_request(anyhow!(
+            "invalid option parent={parent}: no interface {parent} on the node"
+        )))
     }
 
     fn next_network_tag(&self) -> u32 {
@@ -233,6 +362,9 @@ impl Inner {
 
     /// The bridge and the data path's view of a network; idempotent.
     pub(super) async fn realize_network(&mut self, n: &Network) -> Result<()> {
+        if let Some(m) = &n.macvlan {
+            return macvlan::ensure_parent(&self.netlink, n, m).await.map(drop);
+        }
         self.netlink
             .ensure_bridge(
                 &n.bridge,
@@ -251,6 +383,14 @@ impl Inner {
     /// returned.
     async fn unrealize_network(&mut self, n: &Network, bridge_index: Option<u32>) -> Leftovers {
         let mut left = Leftovers::default();
+        if let Some(m) = &n.macvlan {
+            let removed = macvlan::remove_parent(&self.netlink, m).await;
+            left.note(
+                format_args!("network {}: remove parent {}", n.name, m.parent),
+                removed,
+            );
+            return left;
+        }
         let forgotten = self.datapath.set_network(n.subnet, None);
         left.note(format_args!("network {}", n.name), forgotten);
         if let Some(index) = bridge_index {
@@ -292,7 +432,10 @@ impl Inner {
                 attached.join(", ")
             )));
         }
-        let bridge_index = self.netlink.link_index(&n.bridge).await?;
+        let bridge_index = match n.is_macvlan() {
+            true => None,
+            false => self.netlink.link_index(&n.bridge).await?,
+        };
         let left = self.unrealize_network(n, bridge_index).await;
         self.state.networks.remove(&n.name);
         self.save()?;
@@ -473,7 +616,7 @@ impl Inner {
             .containers
             .values()
             .find_map(|c| match &c.sandbox {
-                Sandbox::Cni(a) if c.endpoints.iter().any(|x| x.host_veth == e.host_veth) => {
+                Sandbox::Cni(a) if c.endpoints.iter().any(|x| same_endpoint(x, e)) => {
                     Some(a.default_route)
                 }
                 _ => None,
@@ -489,7 +632,7 @@ impl Inner {
                 .state
                 .containers
                 .values()
-                .find(|c| c.endpoints.iter().any(|x| x.host_veth == e.host_veth))
+                .find(|c| c.endpoints.iter().any(|x| same_endpoint(x, e)))
                 .and_then(|c| {
                     c.endpoints.iter().find(|x| {
                         self.state
@@ -498,7 +641,7 @@ impl Inner {
                             .is_some_and(|n| !n.internal)
                     })
                 })
-                .is_some_and(|first| first.host_veth == e.host_veth)
+                .is_some_and(|first| same_endpoint(first, e))
     }
 
     /// After the endpoint with the default route left, give it to the next one.
@@ -551,6 +694,11 @@ pub(super) fn refuse_cni(c: &Container, what: &str) -> ApiError {
 }
 
 /// What the data path knows of a network.
+/// One endpoint, by what names it uniquely (a macvlan endpoint has no host veth).
+fn same_endpoint(a: &Endpoint, b: &Endpoint) -> bool {
+    (&a.network, a.ip) == (&b.network, b.ip)
+}
+
 fn network_info(n: &Network) -> NetworkInfo {
     let mut flags = 0;
     if n.masquerade {

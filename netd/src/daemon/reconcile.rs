@@ -76,6 +76,7 @@ impl Inner {
         in_use.extend(self.state.networks.values().map(|n| n.subnet));
         let pool = ipam::default_pool(ipam::choose_subnet(&in_use)?);
         let n = Network {
+            macvlan: None,
             id: super::random_id(),
             name: DEFAULT_NETWORK.into(),
             driver: "bridge".into(),
@@ -227,6 +228,10 @@ impl Inner {
                 self.detach_endpoint(&c, ep).await;
                 continue;
             };
+            if n.is_macvlan() {
+                self.heal_macvlan(&c, &n, i, ep).await?;
+                continue;
+            }
             let present = self.netlink.link_index(&ep.host_veth).await? == Some(ep.host_ifindex);
             if !present && super::docker::is_docker(&c) {
                 // Its container's namespace died (netd cannot make it again: Docker hands
@@ -278,6 +283,34 @@ impl Inner {
         let networks = &self.state.networks;
         if let Some(c) = self.state.containers.get_mut(name) {
             c.endpoints.retain(|e| networks.contains_key(&e.network));
+        }
+        Ok(())
+    }
+
+    /// A macvlan endpoint: its interface, recreated (same address and MAC) if it is gone
+    /// from the container's namespace.
+    async fn heal_macvlan(
+        &mut self,
+        c: &Container,
+        n: &Network,
+        i: usize,
+        ep: &crate::state::Endpoint,
+    ) -> Result<()> {
+        let ns = self.open_sandbox(c)?;
+        if crate::driver::macvlan::is_present(&ns, &ep.ifname).await? {
+            return Ok(());
+        }
+        warn!(
+            "container {}: {} on macvlan {} is missing; recreating it",
+            c.name, ep.ifname, n.name
+        );
+        let route = self.carries_default_route(ep);
+        let mac = endpoint::parse_mac(&ep.mac).unwrap_or_else(|| endpoint::mac_for(ep.ip));
+        let healed = self
+            .attach_endpoint(c, n, ep.ip, mac, &ep.ifname, route)
+            .await?;
+        if let Some(c) = self.state.containers.get_mut(&c.name) {
+            c.endpoints[i] = healed;
         }
         Ok(())
     }

@@ -1,0 +1,143 @@
+//! The macvlan driver: containers straight on the LAN, each with its own MAC and address,
+//! as Docker's `-d macvlan`. A container's interface is a macvlan link on the network's
+//! parent, made in the node (named like a veth's container end, so that a daemon that
+//! dies before moving it leaves nothing its next start does not remove), moved into the
+//! container and configured there. No program sees its traffic: it never crosses the
+//! node's stack.
+
+use std::fs::File;
+
+use anyhow::{Context, Result, bail};
+use netlink_packet_route::link::MacVlanMode as KernelMode;
+
+use crate::{
+    endpoint::{self, EndpointSpec, PEER_PREFIX},
+    netlink::Netlink,
+    network_request::MacvlanMode,
+    state::{MacvlanNet, Network},
+};
+
+/// The link types the driver asks the kernel about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// `-d ipvlan` (`CONFIG_IPVLAN`).
+    Ipvlan,
+    /// A parent such as `eth0.50`, which Docker makes as an 802.1Q link
+    /// (`CONFIG_VLAN_8021Q`).
+    Vlan,
+}
+
+impl ProbeKind {
+    pub fn config(self) -> &'static str {
+        match self {
+            ProbeKind::Ipvlan => "CONFIG_IPVLAN",
+            ProbeKind::Vlan => "CONFIG_VLAN_8021Q",
+        }
+    }
+}
+
+pub fn kernel_mode(mode: MacvlanMode) -> KernelMode {
+    match mode {
+        MacvlanMode::Bridge => KernelMode::Bridge,
+        MacvlanMode::Vepa => KernelMode::Vepa,
+        MacvlanMode::Private => KernelMode::Private,
+        MacvlanMode::Passthru => KernelMode::Passthrough,
+    }
+}
+
+/// The parent netd makes for a network without one: a veth pair whose ends are both up
+/// (so the macvlans on it have a carrier) and go nowhere. This kernel has no dummy links,
+/// which Docker uses.
+pub fn made_parent_name(network_id: &str) -> String {
+    format!("nm{}", &network_id[..network_id.len().min(12)])
+}
+
+fn made_parent_peer(parent: &str) -> String {
+    format!("{}x", &parent[..parent.len().min(14)])
+}
+
+/// The network's parent, present (made if netd makes it) and up; its index.
+pub async fn ensure_parent(node: &Netlink, n: &Network, m: &MacvlanNet) -> Result<u32> {
+    if let Some(index) = node.link_index(&m.parent).await? {
+        node.up(index).await?;
+        return Ok(index);
+    }
+    if !m.parent_made {
+        bail!(
+            "parent interface {} of macvlan network {} is missing",
+            m.parent,
+            n.name
+        );
+    }
+    let peer = made_parent_peer(&m.parent);
+    node.create_veth(&m.parent, &peer).await?;
+    let index = node
+        .link_index(&m.parent)
+        .await?
+        .with_context(|| format!("{} vanished after creation", m.parent))?;
+    crate::sysctl::ipv6_off(&m.parent)?;
+    let peer_index = node.link_index(&peer).await?.context("peer vanished")?;
+    node.up(peer_index).await?;
+    node.up(index).await?;
+    Ok(index)
+}
+
+/// Remove a parent netd made, if it is there.
+pub async fn remove_parent(node: &Netlink, m: &MacvlanNet) -> Result<()> {
+    if !m.parent_made {
+        return Ok(());
+    }
+    if let Some(index) = node.link_index(&m.parent).await? {
+        node.delete_link(index).await?;
+    }
+    Ok(())
+}
+
+/// A container's interface on the network: the macvlan made in the node on the parent
+/// (down, with the container's MAC and the network's MTU), moved into `ns` and
+/// configured there as a veth's container end is. On failure nothing is left behind.
+pub async fn attach(
+    node: &Netlink,
+    ns: &File,
+    m: &MacvlanNet,
+    parent: u32,
+    spec: &EndpointSpec<'_>,
+) -> Result<()> {
+    let name = format!("{PEER_PREFIX}{}", &spec.id[..spec.id.len().min(12)]);
+    node.create_macvlan(&name, parent, kernel_mode(m.mode))
+        .await?;
+    let index = node
+        .link_index(&name)
+        .await?
+        .with_context(|| format!("macvlan {name} vanished after creation"))?;
+    let wired = async {
+        if let Some(mtu) = spec.mtu {
+            node.set_mtu(index, mtu).await?;
+        }
+        node.set_mac(index, spec.mac).await?;
+        node.move_to_netns(index, ns).await?;
+        endpoint::configure_inside(ns, spec, &name).await
+    };
+    let result = wired.await;
+    if result.is_err() {
+        // Wherever it is by now: in the node, or inside the container.
+        let _ = node.delete_link(index).await;
+        let _ = detach(ns, &name).await;
+        let _ = detach(ns, spec.ifname).await;
+    }
+    result
+}
+
+/// Remove the container's macvlan `ifname` from `ns`, if it is there.
+pub async fn detach(ns: &File, ifname: &str) -> Result<()> {
+    let inside = Netlink::connect_in(ns)?;
+    if let Some(index) = inside.link_index(ifname).await? {
+        inside.delete_link(index).await?;
+    }
+    Ok(())
+}
+
+/// Is the container's macvlan `ifname` in `ns`?
+pub async fn is_present(ns: &File, ifname: &str) -> Result<bool> {
+    Ok(Netlink::connect_in(ns)?.link_index(ifname).await?.is_some())
+}

@@ -1,0 +1,86 @@
+//! A simulated LAN for the macvlan driver: a switch (a namespace holding a bridge), the
+//! node's second interface `lan0` plugged into it with no address, a LAN host and a
+//! router on it. Everything is in namespaces the test made.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{Result, bail};
+
+use crate::netns::{Netns, Sandbox, run};
+
+pub struct Lan {
+    pub switch: Netns,
+    pub host: Netns,
+    pub router: Netns,
+}
+
+impl Lan {
+    /// The node's interface on the LAN: the macvlan networks' parent.
+    pub const PARENT: &str = "lan0";
+    pub const SUBNET: &str = "192.168.77.0/24";
+    pub const ROUTER: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
+    pub const HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 10);
+
+    /// The LAN, with the node of `sb` on it.
+    pub fn new(sb: &Sandbox) -> Result<Lan> {
+        let base = sb.node.name.trim_end_matches("-node").to_string();
+        let lan = Lan {
+            switch: Netns::new(&format!("{base}-sw"))?,
+            host: Netns::new(&format!("{base}-lanh"))?,
+            router: Netns::new(&format!("{base}-rtr"))?,
+        };
+        lan.switch.ip(&["link", "add", "br0", "type", "bridge"])?;
+        lan.switch.ip(&["link", "set", "br0", "up"])?;
+        lan.plug(&sb.node, Self::PARENT, "swnode", None)?;
+        lan.plug(&lan.host, "eth0", "swhost", Some("192.168.77.10/24"))?;
+        lan.plug(&lan.router, "eth0", "swrtr", Some("192.168.77.1/24"))?;
+        Ok(lan)
+    }
+
+    /// A veth from `ns` (as `ifname`, with `addr`) to a port `port` of the switch.
+    fn plug(&self, ns: &Netns, ifname: &str, port: &str, addr: Option<&str>) -> Result<()> {
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                ifname,
+                "netns",
+                &ns.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                port,
+                "netns",
+                &self.switch.name,
+            ],
+        )?;
+        self.switch.ip(&["link", "set", port, "master", "br0"])?;
+        self.switch.ip(&["link", "set", port, "up"])?;
+        if let Some(a) = addr {
+            ns.ip(&["addr", "add", a, "dev", ifname])?;
+        }
+        ns.ip(&["link", "set", ifname, "up"]).map(drop)
+    }
+
+    /// The MAC the LAN host's neighbour table has for `ip` (after it talked to it).
+    pub fn host_neighbour(&self, ip: Ipv4Addr) -> Result<String> {
+        let out = self.host.ip(&["neigh", "show", &ip.to_string()])?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut words = text.split_whitespace();
+        while let Some(w) = words.next() {
+            if w == "lladdr" {
+                return Ok(words.next().unwrap_or_default().to_string());
+            }
+        }
+        bail!("the LAN host has no neighbour entry for {ip}: {text:?}")
+    }
+
+    /// Reflect frames back out of the node's switch port (a VEPA-capable switch).
+    pub fn hairpin_node_port(&self) -> Result<()> {
+        self.switch
+            .exec(&["bridge", "link", "set", "dev", "swnode", "hairpin", "on"])
+            .map(drop)
+    }
+}
