@@ -2,6 +2,7 @@
 //! tests can drive the same code (the datapath tests write maps through `Datapath`).
 
 pub mod api;
+pub mod arp_probe;
 pub mod cli;
 pub mod cni;
 pub mod conntrack;

@@ -317,6 +317,38 @@ impl Netlink {
             .with_context(|| format!("add address {addr}/{prefix} to link {index}"))
     }
 
+    /// The route to `dst/32` through link `oif`, from `src`; replaced if there is one.
+    pub async fn replace_host_route(&self, dst: Ipv4Addr, oif: u32, src: Ipv4Addr) -> Result<()> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dst, 32)
+            .output_interface(oif)
+            .pref_source(src)
+            .build();
+        self.handle
+            .route()
+            .add(route)
+            .replace()
+            .execute()
+            .await
+            .with_context(|| format!("add route to {dst} through link {oif}"))
+    }
+
+    /// Remove the route to `dst/32` through link `oif`, if there is one.
+    pub async fn delete_host_route(&self, dst: Ipv4Addr, oif: u32) -> Result<()> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dst, 32)
+            .output_interface(oif)
+            .build();
+        match self.handle.route().del(route).execute().await {
+            Err(rtnetlink::Error::NetlinkError(e))
+                if e.code.map(|c| -c.get()) == Some(libc::ESRCH) =>
+            {
+                Ok(())
+            }
+            other => other.with_context(|| format!("remove route to {dst} through link {oif}")),
+        }
+    }
+
     pub async fn add_default_route(&self, gateway: Ipv4Addr) -> Result<()> {
         let route = RouteMessageBuilder::<Ipv4Addr>::new()
             .gateway(gateway)

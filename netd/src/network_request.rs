@@ -328,6 +328,12 @@ fn macvlan_settings(req: &NetworkRequest) -> Result<Settings> {
             "invalid option {OPT_HOST_ACCESS}=true: a macvlan network without a parent is internal to the node's containers, there is no LAN to share with the node"
         );
     }
+    if m.host_access && m.mode != MacvlanMode::Bridge {
+        bail!(
+            "invalid option {OPT_HOST_ACCESS}=true: it needs macvlan_mode=bridge (in {} mode the node's shim and the containers exchange no frames)",
+            m.mode.name()
+        );
+    }
     if let Some(mtu) = req.mtu {
         s.mtu = Some(parse_mtu("--mtu", &mtu.to_string())?);
     }

@@ -71,6 +71,19 @@ pub struct MacvlanNet {
     pub mode: crate::network_request::MacvlanMode,
     /// A shim on the node reaches the containers (`com.netd.macvlan.host_access`).
     pub host_access: bool,
+    /// The node's own macvlan on the parent and its address, with `host_access`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shim: Option<Shim>,
+}
+
+/// The node's macvlan on a macvlan network's parent: the kernel never passes frames
+/// between a parent and its macvlans, so the node reaches its containers through a
+/// sibling macvlan of its own, with a host route per container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shim {
+    pub name: String,
+    /// Taken from the network's range, so that containers answer it on the LAN.
+    pub ip: Ipv4Addr,
 }
 
 impl Network {

@@ -339,3 +339,104 @@ fn macvlan_containers_survive_a_netd_restart_and_cycles_leave_nothing() {
 /// Create/remove cycles of the last test (the issue asks for 1,000; each is two CLI
 /// calls).
 const CYCLES: usize = 1000;
+
+#[test]
+fn an_address_another_lan_host_answers_for_is_never_handed_out() {
+    // A laptop got 192.168.77.128 from the LAN's DHCP server: the first address of the
+    // network's range.
+    let bed = Bed::new("mvp");
+    bed.lan
+        .host
+        .ip(&["addr", "add", "192.168.77.128/24", "dev", "eth0"])
+        .unwrap();
+    bed.create("lan", &["-o", "parent=lan0"]);
+    let c = bed.run("web", "lan");
+    assert_eq!(c.ip, Ipv4Addr::new(192, 168, 77, 129), "{}", bed.netd.log());
+    assert!(
+        bed.netd
+            .log()
+            .contains("192.168.77.128 is in use on the LAN"),
+        "{}",
+        bed.netd.log()
+    );
+    let out = bed
+        .netd
+        .cli(&[
+            "run",
+            "-d",
+            "--name",
+            "thief",
+            "--network",
+            "lan",
+            "--ip",
+            "192.168.77.128",
+            "--",
+            "sleep",
+            "1",
+        ])
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("192.168.77.128: Address already in use on the LAN of lan0"),
+        "{err}"
+    );
+    // The laptop keeps its address: its neighbours still reach it, not a container.
+    assert!(pings(
+        &bed.lan.router.path(),
+        Ipv4Addr::new(192, 168, 77, 128)
+    ));
+    bed.netd.cli_ok(&["rm", "-f", "web"]).unwrap();
+}
+
+#[test]
+fn the_node_reaches_its_macvlan_containers_only_through_the_shim_it_asks_for() {
+    let mut bed = Bed::new("mvh");
+    // The node is on the LAN itself, as a real host is.
+    bed.sb
+        .node
+        .ip(&["addr", "add", "192.168.77.2/24", "dev", "lan0"])
+        .unwrap();
+    let links_before = bed.node_links();
+    bed.create("plain", &["-o", "parent=lan0"]);
+    let c = bed.run("ca", "plain");
+    assert!(lan_pings(&bed.lan, c.ip));
+    assert!(
+        !pings(&bed.sb.node.path(), c.ip),
+        "the kernel passes no frame between a parent and its macvlans"
+    );
+    bed.netd.cli_ok(&["rm", "-f", "ca"]).unwrap();
+    bed.netd.cli_ok(&["network", "rm", "plain"]).unwrap();
+
+    bed.create(
+        "shared",
+        &[
+            "-o",
+            "parent=lan0",
+            "-o",
+            "com.netd.macvlan.host_access=true",
+        ],
+    );
+    let inspect = bed.netd.cli_ok(&["network", "inspect", "shared"]).unwrap();
+    assert!(inspect.contains("\"shim\""), "{inspect}");
+    let c = bed.run("ca", "shared");
+    // The shim took the range's first address; the container the next.
+    assert_eq!(c.ip, Ipv4Addr::new(192, 168, 77, 129));
+    let server = EchoServer::start(&c.netns, Proto::Tcp, addr(Ipv4Addr::UNSPECIFIED, 80)).unwrap();
+    echo_once(&bed.sb.node.path(), Proto::Tcp, addr(c.ip, 80)).unwrap();
+    assert_eq!(server.peers()[0].ip(), Ipv4Addr::new(192, 168, 77, 128));
+    assert!(lan_pings(&bed.lan, c.ip), "the LAN still reaches it");
+
+    // The node's route to it is rebuilt by the next start if it went.
+    bed.netd.stop(libc::SIGKILL).unwrap();
+    bed.sb
+        .node
+        .ip(&["route", "del", &format!("{}/32", c.ip)])
+        .unwrap();
+    bed.netd.restart().unwrap();
+    echo_once(&bed.sb.node.path(), Proto::Tcp, addr(c.ip, 80)).unwrap();
+    drop(server);
+
+    bed.netd.cli_ok(&["rm", "-f", "ca"]).unwrap();
+    bed.netd.cli_ok(&["network", "rm", "shared"]).unwrap();
+    assert_eq!(bed.node_links(), links_before);
+}

@@ -43,7 +43,7 @@ const MAX_JOIN_DEPTH: usize = 8;
 
 /// What `--network` asked for, resolved.
 enum Mode {
-    Bridge(Network),
+    Bridge(Box<Network>),
     Host,
     None,
     Container(String),
@@ -198,7 +198,7 @@ impl Inner {
             name => {
                 let n = self.network(name)?;
                 super::networks::refuse_if_docker(n, "joined by netd run")?;
-                Mode::Bridge(n.clone())
+                Mode::Bridge(Box::new(n.clone()))
             }
         };
         let has_ports = !req.publish.is_empty() || req.publish_all;
@@ -287,7 +287,7 @@ impl Inner {
             Vec::new()
         };
         let ip = match &mode {
-            Mode::Bridge(n) => Some(self.choose_ip(n, req.ip.as_deref())?),
+            Mode::Bridge(n) => Some(self.choose_ip_probed(n, req.ip.as_deref()).await?),
             _ => None,
         };
         let (sandbox, ns) = match (&mode, &req.netns, netns) {
@@ -538,6 +538,17 @@ impl Inner {
         crate::driver::macvlan::attach(&self.netlink, ns, m, parent, &spec)
             .await
             .with_context(|| format!("attach to macvlan network {}", n.name))?;
+        if let Some(shim) = &m.shim {
+            let routed =
+                crate::driver::macvlan::ensure_shim(&self.netlink, parent, shim, &[plan.ip]).await;
+            if let Err(e) = routed {
+                let _ = crate::driver::macvlan::detach(ns, plan.ifname).await;
+                return Err(e.context(format!(
+                    "route the node to {} through {}",
+                    plan.ip, shim.name
+                )));
+            }
+        }
         info!(
             "container {}: {} on macvlan {} (parent {}) with {}",
             c.name, plan.ifname, n.name, m.parent, plan.ip
@@ -561,6 +572,25 @@ impl Inner {
     pub(super) async fn detach_endpoint(&mut self, c: &Container, ep: &Endpoint) -> Leftovers {
         let mut left = Leftovers::default();
         if ep.host_veth.is_empty() {
+            let shim = self
+                .state
+                .networks
+                .get(&ep.network)
+                .and_then(|n| n.macvlan.as_ref())
+                .and_then(|m| m.shim.clone());
+            if let Some(shim) = shim {
+                let unrouted = async {
+                    match self.netlink.link_index(&shim.name).await? {
+                        Some(i) => self.netlink.delete_host_route(ep.ip, i).await,
+                        None => Ok(()),
+                    }
+                };
+                let unrouted = unrouted.await;
+                left.note(
+                    format_args!("container {}: remove the node's route to {}", c.name, ep.ip),
+                    unrouted,
+                );
+            }
             // A macvlan: it goes with its namespace; removed now if that is still open.
             if let Some(ns) = self.sandboxes.get(&c.id) {
                 let removed = crate::driver::macvlan::detach(ns, &ep.ifname).await;

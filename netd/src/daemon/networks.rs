@@ -18,13 +18,17 @@ use netd_common::{
 use super::{DEFAULT_NETWORK, Inner, leftovers::Leftovers, random_id, unix_now};
 use crate::{
     api::{ApiError, ConnectRequest, ContainerView, EndpointView, NetworkView},
+    arp_probe,
     driver::macvlan::{self, ProbeKind},
     endpoint,
     ipam::{self, Pool},
     network_request::{Driver, NetworkRequest, Settings, settings},
-    state::{Container, Endpoint, MacvlanNet, Network, Sandbox},
+    state::{Container, Endpoint, MacvlanNet, Network, Sandbox, Shim},
     sysctl,
 };
+
+/// How many addresses a container start probes on the LAN before it gives up.
+const PROBED_CANDIDATES: usize = 8;
 
 impl Inner {
     pub(super) fn network(&self, name: &str) -> Result<&Network, ApiError> {
@@ -73,13 +77,20 @@ impl Inner {
         let ours: BTreeSet<u32> = {
             let mut s = BTreeSet::new();
             for n in self.state.networks.values() {
-                let link = match &n.macvlan {
-                    Some(m) if m.parent_made => &m.parent,
-                    Some(_) => continue,
-                    None => &n.bridge,
+                let links = match &n.macvlan {
+                    Some(m) => {
+                        let mut l: Vec<&str> = m.shim.iter().map(|s| s.name.as_str()).collect();
+                        if m.parent_made {
+                            l.push(&m.parent);
+                        }
+                        l
+                    }
+                    None => vec![n.bridge.as_str()],
                 };
-                if let Some(i) = self.netlink.link_index(link).await? {
-                    s.insert(i);
+                for link in links {
+                    if let Some(i) = self.netlink.link_index(link).await? {
+                        s.insert(i);
+                    }
                 }
             }
             s
@@ -101,6 +112,23 @@ impl Inner {
             }
         }
         Ok(used)
+    }
+
+    /// The subnets of link `index`'s own routes and addresses.
+    async fn nets_on_link(&self, index: u32) -> Result<BTreeSet<Ipv4Net>> {
+        let routes = self.netlink.ipv4_routes().await?;
+        let addresses = self.netlink.ipv4_addresses().await?;
+        Ok(routes
+            .into_iter()
+            .filter(|(_, oif)| *oif == Some(index))
+            .map(|(dst, _)| dst)
+            .chain(
+                addresses
+                    .into_iter()
+                    .filter(|(i, _)| *i == index)
+                    .map(|(_, a)| a.trunc()),
+            )
+            .collect())
     }
 
     pub(super) async fn create_network(
@@ -138,11 +166,15 @@ impl Inner {
             Some(m) if !m.parent_made => self.netlink.link_index(&m.parent).await?,
             _ => None,
         };
+        let lan: BTreeSet<Ipv4Net> = match parent_index {
+            Some(p) => self.nets_on_link(p).await?,
+            None => BTreeSet::new(),
+        };
         let used: Vec<(Ipv4Net, String)> = self
             .subnets_in_use()
             .await?
             .into_iter()
-            .filter(|(_, what)| parent_index.is_none() || !what.starts_with("the node's"))
+            .filter(|(net, what)| !(what.starts_with("the node's") && lan.contains(net)))
             .collect();
         let pool = match &req.subnet {
             Some(subnet) => {
@@ -177,7 +209,7 @@ impl Inner {
                 "invalid option com.netd.bridge.name={bridge}: an interface of that name already exists on the node"
             )));
         }
-        let network = Network {
+        let mut network = Network {
             id,
             name: req.name.clone(),
             driver: if macvlan.is_some() {
@@ -203,6 +235,16 @@ impl Inner {
             created: unix_now(),
             docker_id,
         };
+        if network.macvlan.as_ref().is_some_and(|m| m.host_access) {
+            // The node's address on the LAN of the network, from its range.
+            let shim = Shim {
+                name: macvlan::shim_name(&network.id),
+                ip: self.choose_ip_probed(&network, None).await?,
+            };
+            if let Some(m) = network.macvlan.as_mut() {
+                m.shim = Some(shim);
+            }
+        }
         // The links that exist before: a failure below removes the bridge this call made
         // by its index, never by a name that another link may carry by then.
         let before: BTreeSet<u32> = self
@@ -294,6 +336,7 @@ impl Inner {
                 parent_made: true,
                 mode: m.mode,
                 host_access: false,
+                shim: None,
             });
         };
         if let Some(other) = self
@@ -319,6 +362,7 @@ impl Inner {
                 parent_made: false,
                 mode: m.mode,
                 host_access: m.host_access,
+                shim: None,
             });
         }
         // Docker makes a missing `eth0.50` as VLAN 50 of eth0.
@@ -363,7 +407,17 @@ impl Inner {
     /// The bridge and the data path's view of a network; idempotent.
     pub(super) async fn realize_network(&mut self, n: &Network) -> Result<()> {
         if let Some(m) = &n.macvlan {
-            return macvlan::ensure_parent(&self.netlink, n, m).await.map(drop);
+            let parent = macvlan::ensure_parent(&self.netlink, n, m).await?;
+            if let Some(shim) = &m.shim {
+                let ips: Vec<_> = self
+                    .state
+                    .endpoints()
+                    .filter(|(_, e)| e.network == n.name)
+                    .map(|(_, e)| e.ip)
+                    .collect();
+                macvlan::ensure_shim(&self.netlink, parent, shim, &ips).await?;
+            }
+            return Ok(());
         }
         self.netlink
             .ensure_bridge(
@@ -384,6 +438,13 @@ impl Inner {
     async fn unrealize_network(&mut self, n: &Network, bridge_index: Option<u32>) -> Leftovers {
         let mut left = Leftovers::default();
         if let Some(m) = &n.macvlan {
+            if let Some(shim) = &m.shim {
+                let removed = macvlan::remove_shim(&self.netlink, shim).await;
+                left.note(
+                    format_args!("network {}: remove shim {}", n.name, shim.name),
+                    removed,
+                );
+            }
             let removed = macvlan::remove_parent(&self.netlink, m).await;
             left.note(
                 format_args!("network {}: remove parent {}", n.name, m.parent),
@@ -471,12 +532,67 @@ impl Inner {
         }
     }
 
+    /// `choose_ip`, and on a network on the LAN (macvlan with a parent) only an address no
+    /// other host answers for (`arp_probe`): a taken one is skipped, or refused if asked
+    /// for by `--ip`.
+    pub(super) async fn choose_ip_probed(
+        &self,
+        n: &Network,
+        wanted: Option<&str>,
+    ) -> Result<std::net::Ipv4Addr, ApiError> {
+        let Some(m) = n.macvlan.as_ref().filter(|m| !m.parent_made) else {
+            return self.choose_ip(n, wanted);
+        };
+        let parent = self
+            .netlink
+            .link_index(&m.parent)
+            .await?
+            .with_context(|| format!("parent {} of network {} is missing", m.parent, n.name))?;
+        let mac = self.netlink.link_mac(&m.parent).await?.unwrap_or_default();
+        let mut taken = self.taken_addresses(n);
+        // Bounded: a LAN answering for every address of the range is not searched to
+        // the end, one probe wait after another.
+        for _ in 0..PROBED_CANDIDATES {
+            let ip = match wanted {
+                Some(_) => self.choose_ip(n, wanted)?,
+                None => ipam::allocate(&Self::pool(n), n.last_allocated, &taken)
+                    .map_err(ApiError::conflict)?,
+            };
+            let answered = tokio::task::spawn_blocking(move || arp_probe::probe(parent, mac, ip))
+                .await
+                .map_err(|e| anyhow!("address probe: {e}"))?
+                .with_context(|| format!("probe {ip} on {}", m.parent))?;
+            let Some(theirs) = answered else {
+                return Ok(ip);
+            };
+            let theirs = endpoint::format_mac(&theirs);
+            if wanted.is_some() {
+                return Err(ApiError::conflict(anyhow!(
+                    "invalid --ip {ip}: Address already in use on the LAN of {} (host {theirs} answers for it)",
+                    m.parent
+                )));
+            }
+            log::warn!(
+                "network {}: {ip} is in use on the LAN (host {theirs} answers for it); skipped",
+                n.name
+            );
+            taken.insert(ip);
+        }
+        Err(ApiError::conflict(anyhow!(
+            "no address found on network {}: the last {PROBED_CANDIDATES} tried are all answered for on the LAN of {}",
+            n.name,
+            m.parent
+        )))
+    }
+
     /// The addresses of `network` its endpoints hold.
     pub(super) fn taken_addresses(&self, network: &Network) -> BTreeSet<std::net::Ipv4Addr> {
+        let shim = network.macvlan.iter().flat_map(|m| &m.shim).map(|s| s.ip);
         self.state
             .endpoints()
             .filter(|(_, e)| e.network == network.name)
             .map(|(_, e)| e.ip)
+            .chain(shim)
             .collect()
     }
 
@@ -532,7 +648,7 @@ impl Inner {
                 n.name
             )));
         }
-        let ip = self.choose_ip(&n, req.ip.as_deref())?;
+        let ip = self.choose_ip_probed(&n, req.ip.as_deref()).await?;
         let ifname = next_ifname(&c);
         let default_route = !c.endpoints.iter().any(|e| self.carries_default_route(e));
         let ep = self

@@ -14,7 +14,7 @@ use crate::{
     endpoint::{self, EndpointSpec, PEER_PREFIX},
     netlink::Netlink,
     network_request::MacvlanMode,
-    state::{MacvlanNet, Network},
+    state::{MacvlanNet, Network, Shim},
 };
 
 /// The link types the driver asks the kernel about.
@@ -80,6 +80,56 @@ pub async fn ensure_parent(node: &Netlink, n: &Network, m: &MacvlanNet) -> Resul
     node.up(peer_index).await?;
     node.up(index).await?;
     Ok(index)
+}
+
+/// The shim's name for a network.
+pub fn shim_name(network_id: &str) -> String {
+    format!("nh{}", &network_id[..network_id.len().min(12)])
+}
+
+/// The node's shim on the parent (bridge mode, the address's MAC, the address as /32,
+/// up) and a host route through it to each of `containers`; idempotent. Its index.
+pub async fn ensure_shim(
+    node: &Netlink,
+    parent: u32,
+    shim: &Shim,
+    containers: &[std::net::Ipv4Addr],
+) -> Result<u32> {
+    let index = match node.link_index(&shim.name).await? {
+        Some(i) => i,
+        None => {
+            node.create_macvlan(&shim.name, parent, KernelMode::Bridge)
+                .await?;
+            let i = node
+                .link_index(&shim.name)
+                .await?
+                .with_context(|| format!("{} vanished after creation", shim.name))?;
+            node.set_mac(i, endpoint::mac_for(shim.ip)).await?;
+            crate::sysctl::ipv6_off(&shim.name)?;
+            i
+        }
+    };
+    let has = node
+        .ipv4_addresses()
+        .await?
+        .iter()
+        .any(|(i, a)| *i == index && a.addr() == shim.ip);
+    if !has {
+        node.add_address(index, shim.ip, 32).await?;
+    }
+    node.up(index).await?;
+    for ip in containers {
+        node.replace_host_route(*ip, index, shim.ip).await?;
+    }
+    Ok(index)
+}
+
+/// Remove the shim, with its routes, if it is there.
+pub async fn remove_shim(node: &Netlink, shim: &Shim) -> Result<()> {
+    if let Some(index) = node.link_index(&shim.name).await? {
+        node.delete_link(index).await?;
+    }
+    Ok(())
 }
 
 /// Remove a parent netd made, if it is there.
