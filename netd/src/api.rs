@@ -291,6 +291,8 @@ pub struct NetworkView {
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
     pub ip_range: Option<Ipv4Net>,
+    #[serde(default)]
+    pub aux_addresses: std::collections::BTreeMap<String, Ipv4Addr>,
     pub internal: bool,
     pub icc: bool,
     pub masquerade: bool,
@@ -314,6 +316,7 @@ impl NetworkView {
             subnet: n.subnet,
             gateway: n.gateway,
             ip_range: n.ip_range,
+            aux_addresses: n.aux_addresses.clone(),
             internal: n.internal,
             icc: n.icc,
             masquerade: n.masquerade,

@@ -2,7 +2,10 @@
 //! and handing out addresses inside it. Pure logic; the caller supplies what the node and
 //! the other networks use.
 
-use std::{collections::BTreeSet, net::Ipv4Addr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
 
 use anyhow::{Result, bail};
 use ipnet::Ipv4Net;
@@ -147,6 +150,34 @@ fn first_host(subnet: &Ipv4Net) -> Ipv4Addr {
 }
 
 /// Neither the network nor the broadcast address of `subnet`.
+/// `--aux-address NAME=IP` entries: each a host address of the pool's subnet, not its
+/// gateway, each name and address once.
+pub fn aux_addresses(pool: &Pool, given: &[String]) -> Result<BTreeMap<String, Ipv4Addr>> {
+    let mut out = BTreeMap::new();
+    for entry in given {
+        let (name, ip) = entry
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("invalid --aux-address {entry}: expected NAME=IP"))?;
+        if name.is_empty() {
+            bail!("invalid --aux-address {entry}: the name is empty");
+        }
+        let addr = parse_addr("--aux-address", ip)?;
+        if !is_host(&pool.subnet, addr) {
+            bail!(
+                "invalid --aux-address {entry}: no matching subnet for aux-address {ip} (the network's subnet is {})",
+                pool.subnet
+            );
+        }
+        if addr == pool.gateway {
+            bail!("invalid --aux-address {entry}: it is the network's gateway");
+        }
+        if out.values().any(|a| *a == addr) || out.insert(name.to_string(), addr).is_some() {
+            bail!("invalid --aux-address {entry}: given twice");
+        }
+    }
+    Ok(out)
+}
+
 fn is_host(subnet: &Ipv4Net, addr: Ipv4Addr) -> bool {
     subnet.contains(&addr) && addr != subnet.network() && addr != subnet.broadcast()
 }
@@ -396,5 +427,27 @@ mod tests {
             let e = check_static(&pool, bad, &taken).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn aux_addresses_are_host_addresses_of_the_subnet_each_once() {
+        let pool = plan("192.168.1.0/24".parse().unwrap(), None, None).unwrap();
+        let ok = aux_addresses(&pool, &["printer=192.168.1.5".into()]).unwrap();
+        assert_eq!(ok["printer"], Ipv4Addr::new(192, 168, 1, 5));
+        for (entry, want) in [
+            ("printer", "expected NAME=IP"),
+            ("=192.168.1.5", "the name is empty"),
+            ("x=10.0.0.5", "no matching subnet for aux-address 10.0.0.5"),
+            ("x=192.168.1.1", "the network's gateway"),
+            ("x=192.168.1.255", "no matching subnet"),
+            ("x=bad", "expected an IPv4 address"),
+        ] {
+            let e = aux_addresses(&pool, &[entry.into()])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{entry}: {e}");
+        }
+        let twice = aux_addresses(&pool, &["a=192.168.1.5".into(), "b=192.168.1.5".into()]);
+        assert!(twice.unwrap_err().to_string().contains("given twice"));
     }
 }

@@ -28,6 +28,9 @@ pub struct NetworkRequest {
     pub options: Vec<String>,
     #[serde(default)]
     pub mtu: Option<u32>,
+    /// `--aux-address NAME=IP`: addresses of other hosts on the network, never handed out.
+    #[serde(default)]
+    pub aux_addresses: Vec<String>,
 }
 
 /// The network drivers netd knows. `Ipvlan` is known to be refused: the daemon asks the

@@ -35,6 +35,9 @@ pub struct Network {
     pub gateway: Ipv4Addr,
     /// Where dynamic addresses come from (default: the whole subnet).
     pub ip_range: Option<Ipv4Net>,
+    /// `--aux-address`: other hosts' addresses on the network, never handed out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aux_addresses: BTreeMap<String, Ipv4Addr>,
     /// No masquerade, no route out, no published ports.
     pub internal: bool,
     /// Containers of this network may talk to each other (`enable_icc`).
@@ -508,6 +511,7 @@ mod tests {
                 driver: "bridge".into(),
                 bridge: "netd0".into(),
                 macvlan: None,
+                aux_addresses: Default::default(),
                 subnet: "172.17.0.0/16".parse().unwrap(),
                 gateway: "172.17.0.1".parse().unwrap(),
                 ip_range: None,

@@ -341,7 +341,7 @@ fn macvlan_containers_survive_a_netd_restart_and_cycles_leave_nothing() {
 const CYCLES: usize = 1000;
 
 #[test]
-fn an_address_another_lan_host_answers_for_is_never_handed_out() {
+fn an_address_another_lan_host_answers_for_or_an_aux_address_is_never_handed_out() {
     // A laptop got 192.168.77.128 from the LAN's DHCP server: the first address of the
     // network's range.
     let bed = Bed::new("mvp");
@@ -349,9 +349,23 @@ fn an_address_another_lan_host_answers_for_is_never_handed_out() {
         .host
         .ip(&["addr", "add", "192.168.77.128/24", "dev", "eth0"])
         .unwrap();
-    bed.create("lan", &["-o", "parent=lan0"]);
+    // A printer with a static address, declared to netd as Docker users do.
+    bed.create(
+        "lan",
+        &[
+            "-o",
+            "parent=lan0",
+            "--aux-address",
+            "printer=192.168.77.129",
+        ],
+    );
+    let inspect = bed.netd.cli_ok(&["network", "inspect", "lan"]).unwrap();
+    assert!(
+        inspect.contains("\"printer\": \"192.168.77.129\""),
+        "{inspect}"
+    );
     let c = bed.run("web", "lan");
-    assert_eq!(c.ip, Ipv4Addr::new(192, 168, 77, 129), "{}", bed.netd.log());
+    assert_eq!(c.ip, Ipv4Addr::new(192, 168, 77, 130), "{}", bed.netd.log());
     assert!(
         bed.netd
             .log()

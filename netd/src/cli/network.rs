@@ -51,7 +51,7 @@ pub enum NetworkCommand {
 
 #[derive(Args)]
 pub struct CreateArgs {
-    /// Driver: only `bridge`.
+    /// Driver: `bridge` (the default) or `macvlan`.
     #[arg(short = 'd', long)]
     driver: Option<String>,
     /// Subnet in CIDR format [default: the next free one of Docker's pools]
@@ -68,12 +68,17 @@ pub struct CreateArgs {
     internal: bool,
     /// Driver options: com.netd.bridge.name=NAME, com.netd.bridge.enable_icc=false,
     /// com.netd.bridge.enable_ip_masquerade=false, com.netd.driver.mtu=N (Docker's
-    /// com.docker.network.* spellings work too).
+    /// com.docker.network.* spellings work too); for macvlan: parent=IFACE,
+    /// macvlan_mode=bridge|vepa|private|passthru, com.netd.macvlan.host_access=true.
     #[arg(short = 'o', long = "opt")]
     opt: Vec<String>,
     /// MTU of the bridge and the containers' interfaces.
     #[arg(long)]
     mtu: Option<u32>,
+    /// An address of another host on the network, never given to a container
+    /// (NAME=IP; repeatable).
+    #[arg(long = "aux-address", value_name = "NAME=IP")]
+    aux_address: Vec<String>,
     name: String,
 }
 
@@ -89,6 +94,7 @@ pub async fn run(client: &Client, command: NetworkCommand) -> Result<ExitCode> {
                 internal: a.internal,
                 options: a.opt,
                 mtu: a.mtu,
+                aux_addresses: a.aux_address,
             };
             let n: NetworkView = client.call(Method::POST, "networks", Some(&req)).await?;
             println!("{}", n.id);

@@ -184,6 +184,7 @@ impl Inner {
             internal: plan.internal,
             options: plan.options,
             mtu: None,
+            aux_addresses: Vec::new(),
         };
         let view = self
             .create_network_as(request, Some(req.network_id.clone()))

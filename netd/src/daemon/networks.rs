@@ -225,6 +225,8 @@ impl Inner {
             subnet: pool.subnet,
             gateway: pool.gateway,
             ip_range: pool.range,
+            aux_addresses: ipam::aux_addresses(&pool, &req.aux_addresses)
+                .map_err(ApiError::bad_request)?,
             icc: s.icc,
             masquerade: s.masquerade && !req.internal,
             mtu: s.mtu,
@@ -593,6 +595,7 @@ impl Inner {
             .filter(|(_, e)| e.network == network.name)
             .map(|(_, e)| e.ip)
             .chain(shim)
+            .chain(network.aux_addresses.values().copied())
             .collect()
     }
 

@@ -77,6 +77,7 @@ impl Inner {
         let pool = ipam::default_pool(ipam::choose_subnet(&in_use)?);
         let n = Network {
             macvlan: None,
+            aux_addresses: Default::default(),
             id: super::random_id(),
             name: DEFAULT_NETWORK.into(),
             driver: "bridge".into(),
