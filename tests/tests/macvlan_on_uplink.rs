@@ -1,0 +1,71 @@
+//! A macvlan network whose parent is netd's own uplink (the usual case on a real host:
+//! containers on the LAN of `eth0`). The uplink's programs (TC, and XDP in the modes that
+//! have it) see these frames; they must pass them untouched both ways: no translation,
+//! no drop, the LAN host's and the container's own addresses kept. Runs under every
+//! data-path combination, because the uplink's programs differ between them.
+
+use std::net::Ipv4Addr;
+
+use netd_tests::{Daemon, EchoServer, Proto, Sandbox, addr, echo_once, require_root};
+
+#[test]
+fn macvlan_containers_on_netds_uplink_pass_its_programs_untouched() {
+    require_root();
+    let sb = Sandbox::new("mvu").unwrap();
+    let netd = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    netd.cli_ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--subnet",
+        "10.200.0.0/24",
+        "--gateway",
+        "10.200.0.1",
+        "--ip-range",
+        "10.200.0.128/25",
+        "-o",
+        "parent=uplink0",
+        "lan",
+    ])
+    .unwrap();
+    netd.cli_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "lan",
+        "--",
+        "sleep",
+        "infinity",
+    ])
+    .unwrap();
+    let c = netd.container("web").unwrap();
+    assert_eq!(c.ip, Ipv4Addr::new(10, 200, 0, 128));
+
+    // In from the LAN host, its address kept.
+    let tcp = EchoServer::start(&c.netns, Proto::Tcp, addr(Ipv4Addr::UNSPECIFIED, 80)).unwrap();
+    let udp = EchoServer::start(&c.netns, Proto::Udp, addr(Ipv4Addr::UNSPECIFIED, 53)).unwrap();
+    echo_once(&sb.ext.path(), Proto::Tcp, addr(c.ip, 80)).unwrap();
+    echo_once(&sb.ext.path(), Proto::Udp, addr(c.ip, 53)).unwrap();
+    assert_eq!(tcp.peers()[0].ip(), Sandbox::EXT_ADDR);
+    assert_eq!(udp.peers()[0].ip(), Sandbox::EXT_ADDR);
+
+    // Out through the LAN's router with its own address: not masqueraded.
+    sb.inet
+        .ip(&["route", "add", "10.200.0.128/25", "via", "10.201.0.1"])
+        .unwrap();
+    let target = addr(Sandbox::INET_ADDR, 9000);
+    let server = EchoServer::start(&sb.inet.path(), Proto::Tcp, target).unwrap();
+    echo_once(&c.netns, Proto::Tcp, target).unwrap();
+    assert_eq!(server.peers()[0].ip(), c.ip);
+
+    // The node's own published ports and masquerade still work beside it.
+    netd.run_idle_container("pub1", &["8080:80"]).unwrap();
+    let p = netd.container("pub1").unwrap();
+    let _s = EchoServer::start(&p.netns, Proto::Tcp, addr(Ipv4Addr::UNSPECIFIED, 80)).unwrap();
+    echo_once(&sb.ext.path(), Proto::Tcp, addr(Sandbox::NODE_ADDR, 8080)).unwrap();
+    netd.cli_ok(&["rm", "-f", "web", "pub1"]).unwrap();
+    netd.cli_ok(&["network", "rm", "lan"]).unwrap();
+}
