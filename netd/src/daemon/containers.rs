@@ -9,22 +9,27 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use log::{info, warn};
 use netd_common::published::PortKey;
 use tokio::process::Child;
 
-use super::{Inner, leftovers::Leftovers, random_id, unix_now, validate_container_name};
+use super::{
+    Inner, executor,
+    leftovers::Leftovers,
+    node::LiveNode,
+    plan::{self, Attached, PeerGoes},
+    random_id, unix_now, validate_container_name,
+};
 use crate::{
     api::{ApiError, ContainerView, RunRequest},
-    conntrack,
-    endpoint::{self, EndpointSpec},
+    endpoint,
     netlink::Netlink,
     netns::{self, NsId},
     node_ports::node_sockets,
     ports::{self, PortBinding, PortSpec},
     process,
-    state::{Container, Endpoint, MacvlanNet, Network, Sandbox, Status},
+    state::{Container, Endpoint, Network, Sandbox, Status},
     sysctl,
 };
 
@@ -444,9 +449,10 @@ impl Inner {
         Ok(ep)
     }
 
-    /// Make `plan`'s veth, police its host end, and plug it: the other end into `ns`, or,
-    /// without one, left in the node's namespace for an engine to take (its name is
-    /// returned). On failure nothing is left behind.
+    /// Wire `plan`'s endpoint on network `n`: planned (`plan::attach_bridge` or
+    /// `plan::attach_macvlan`), then applied by the executor, which undoes it in reverse
+    /// if a step fails. A bridge endpoint's container end goes into `ns`, or, without one,
+    /// stays in the node's namespace for an engine to take (its name is returned).
     pub(super) async fn wire_endpoint(
         &mut self,
         c: &Container,
@@ -454,106 +460,16 @@ impl Inner {
         plan: &EndpointPlan<'_>,
         ns: Option<&File>,
     ) -> Result<(Endpoint, String)> {
-        if let Some(m) = &n.macvlan {
-            let ns = ns.with_context(|| {
-                format!(
-                    "network {}: a macvlan interface goes into a namespace netd opened",
-                    n.name
-                )
-            })?;
-            return self.wire_macvlan(c, n, m, plan, ns).await;
-        }
-        let bridge_index = self
-            .netlink
-            .link_index(&n.bridge)
-            .await?
-            .with_context(|| format!("bridge {} of network {} is missing", n.bridge, n.name))?;
-        let spec = EndpointSpec {
+        let p = plan::EndpointPlan {
             id: plan.id,
-            bridge_index,
-            ifname: plan.ifname,
             ip: plan.ip,
             mac: plan.mac,
-            prefix: n.subnet.prefix_len(),
-            mtu: n.mtu,
-            default_gateway: plan.default_route.then_some(n.gateway),
-            isolated: !n.icc,
-        };
-        let context = || format!("attach endpoint to network {}", n.name);
-        let veth = endpoint::create(&self.netlink, &spec)
-            .await
-            .with_context(context)?;
-        let ep = Endpoint {
-            network: n.name.clone(),
-            ip: plan.ip,
-            mac: endpoint::format_mac(&plan.mac),
-            ifname: plan.ifname.to_string(),
-            host_veth: veth.host_veth.clone(),
-            host_ifindex: veth.host_ifindex,
-        };
-        let policed = match self.endpoint_info(n, &ep).await {
-            Ok(info) => self
-                .datapath
-                .attach_endpoint(&ep.host_veth, ep.host_ifindex, &info),
-            Err(e) => Err(e),
-        };
-        let plugged = match (policed, ns) {
-            (Ok(()), Some(ns)) => endpoint::plug(&self.netlink, ns, &spec, &veth).await,
-            (Ok(()), None) => endpoint::plug_host_end(&self.netlink, &spec, &veth).await,
-            (Err(e), _) => Err(e),
-        };
-        if let Err(e) = plugged {
-            let left = self.detach_endpoint(c, &ep).await;
-            return Err(left.after(e).context(context()));
-        }
-        info!(
-            "container {}: endpoint {} on {} with {}",
-            c.name, ep.host_veth, n.name, plan.ip
-        );
-        Ok((ep, veth.peer().to_string()))
-    }
-
-    /// `wire_endpoint` for a macvlan network: the interface on the parent, straight into
-    /// `ns`; no program to attach (its traffic never crosses the node's stack).
-    async fn wire_macvlan(
-        &mut self,
-        c: &Container,
-        n: &Network,
-        m: &MacvlanNet,
-        plan: &EndpointPlan<'_>,
-        ns: &File,
-    ) -> Result<(Endpoint, String)> {
-        let parent = crate::driver::macvlan::ensure_parent(&self.netlink, n, m).await?;
-        let spec = EndpointSpec {
-            id: plan.id,
-            bridge_index: parent,
             ifname: plan.ifname,
-            ip: plan.ip,
-            mac: plan.mac,
             prefix: n.subnet.prefix_len(),
             mtu: n.mtu,
-            default_gateway: plan.default_route.then_some(n.gateway),
-            isolated: false,
+            gateway: plan.default_route.then_some(n.gateway),
         };
-        crate::driver::macvlan::attach(&self.netlink, ns, m, parent, &spec)
-            .await
-            .with_context(|| format!("attach to macvlan network {}", n.name))?;
-        if let Some(shim) = &m.shim {
-            let routed =
-                crate::driver::macvlan::ensure_shim(&self.netlink, parent, shim, &[plan.ip]).await;
-            if let Err(e) = routed {
-                let _ = crate::driver::macvlan::detach(ns, plan.ifname).await;
-                return Err(e.context(format!(
-                    "route the node to {} through {}",
-                    plan.ip, shim.name
-                )));
-            }
-        }
-        info!(
-            "container {}: {} on macvlan {} (parent {}) with {}",
-            c.name, plan.ifname, n.name, m.parent, plan.ip
-        );
-        let ep = Endpoint {
+        let mut ep = Endpoint {
             network: n.name.clone(),
             ip: plan.ip,
             mac: endpoint::format_mac(&plan.mac),
@@ -561,67 +477,98 @@ impl Inner {
             host_veth: String::new(),
             host_ifindex: 0,
         };
-        Ok((ep, String::new()))
+        let steps = match &n.macvlan {
+            Some(m) => {
+                if ns.is_none() {
+                    bail!(
+                        "network {}: a macvlan interface goes into a namespace netd opened",
+                        n.name
+                    );
+                }
+                crate::driver::macvlan::ensure_parent(&self.netlink, n, m).await?;
+                let shim = m.shim.as_ref().map(|s| (s.name.as_str(), s.ip));
+                plan::attach_macvlan(&p, &m.parent, m.mode, shim)
+            }
+            None => {
+                ep.host_veth = endpoint::host_veth_name(plan.id);
+                let info = self.endpoint_info(n, &ep).await?;
+                let peer_goes = match ns {
+                    Some(_) => PeerGoes::IntoContainer,
+                    None => PeerGoes::Stays,
+                };
+                plan::attach_bridge(&p, &n.bridge, !n.icc, info, peer_goes)
+            }
+        };
+        let context = || format!("attach endpoint to network {}", n.name);
+        let node = LiveNode {
+            netlink: &self.netlink,
+            container: ns,
+        };
+        executor::apply(&node, &mut self.datapath, &steps)
+            .await
+            .with_context(context)?;
+        if !ep.host_veth.is_empty() {
+            match self.netlink.link_index(&ep.host_veth).await {
+                Ok(Some(index)) => ep.host_ifindex = index,
+                lookup => {
+                    let e = match lookup {
+                        Err(e) => e,
+                        _ => anyhow!("{} vanished", ep.host_veth),
+                    };
+                    let left = self.detach_endpoint(c, &ep).await;
+                    return Err(left.after(e).context(context()));
+                }
+            }
+        }
+        info!(
+            "container {}: {} on {} with {}",
+            c.name,
+            if ep.host_veth.is_empty() {
+                format!("{} (macvlan)", ep.ifname)
+            } else {
+                format!("endpoint {}", ep.host_veth)
+            },
+            n.name,
+            plan.ip
+        );
+        Ok((ep, p.peer_name()))
     }
 
-    /// Undo `attach_endpoint`, tolerant of parts already gone.
-    /// Every step is tried; what could not be undone is returned. In an order that
-    /// leaves no moment unpoliced: the endpoint is forgotten first (its program then
-    /// drops all it still sends), the veth deleted, the program's link unpinned, and its
-    /// flows purged last, when it can create no more.
+    /// Undo `attach_endpoint`, tolerant of parts already gone: `plan::detach`'s steps,
+    /// every one tried; what could not be undone is returned.
     pub(super) async fn detach_endpoint(&mut self, c: &Container, ep: &Endpoint) -> Leftovers {
-        let mut left = Leftovers::default();
-        if ep.host_veth.is_empty() {
-            let shim = self
-                .state
-                .networks
-                .get(&ep.network)
-                .and_then(|n| n.macvlan.as_ref())
-                .and_then(|m| m.shim.clone());
-            if let Some(shim) = shim {
-                let unrouted = async {
-                    match self.netlink.link_index(&shim.name).await? {
-                        Some(i) => self.netlink.delete_host_route(ep.ip, i).await,
-                        None => Ok(()),
-                    }
-                };
-                let unrouted = unrouted.await;
-                left.note(
-                    format_args!("container {}: remove the node's route to {}", c.name, ep.ip),
-                    unrouted,
-                );
+        let shim = self
+            .state
+            .networks
+            .get(&ep.network)
+            .and_then(|n| n.macvlan.as_ref())
+            .and_then(|m| m.shim.as_ref())
+            .map(|s| s.name.clone());
+        let ns = self.sandboxes.get(&c.id);
+        let attached = if ep.host_veth.is_empty() {
+            Attached::Macvlan {
+                ifname: &ep.ifname,
+                namespace_open: ns.is_some(),
+                shim: shim.as_deref(),
             }
-            // A macvlan: it goes with its namespace; removed now if that is still open.
-            if let Some(ns) = self.sandboxes.get(&c.id) {
-                let removed = crate::driver::macvlan::detach(ns, &ep.ifname).await;
-                left.note(
-                    format_args!("container {}: remove {}", c.name, ep.ifname),
-                    removed,
-                );
+        } else {
+            Attached::Bridge {
+                host_veth: &ep.host_veth,
+                ifindex: ep.host_ifindex,
             }
-            return left;
-        }
-        let forgotten = self
-            .datapath
-            .forget_endpoint(&ep.host_veth, ep.host_ifindex);
-        left.note(format_args!("container {}", c.name), forgotten);
-        let removed = endpoint::detach(&self.netlink, &ep.host_veth).await;
-        left.note(
-            format_args!("container {}: remove veth {}", c.name, ep.host_veth),
-            removed,
-        );
-        let unpinned = self.datapath.unpin_endpoint(&ep.host_veth);
-        left.note(format_args!("container {}", c.name), unpinned);
-        let purge = self
-            .datapath
-            .flow_entries()
-            .map(|entries| conntrack::involving(&entries, ep.ip))
-            .and_then(|keys| self.datapath.remove_flows(&keys));
-        left.note(
-            format_args!("container {}: purge the flows of {}", c.name, ep.ip),
-            purge,
-        );
-        left
+        };
+        let steps = plan::detach(ep.ip, &attached);
+        let node = LiveNode {
+            netlink: &self.netlink,
+            container: ns,
+        };
+        executor::teardown(
+            &node,
+            &mut self.datapath,
+            &format!("container {}", c.name),
+            &steps,
+        )
+        .await
     }
 
     /// Remove a container; what could not be undone comes back as warnings (the record

@@ -6,10 +6,15 @@
 
 mod cni;
 mod containers;
+mod dataplane;
 mod docker;
+mod executor;
 mod leftovers;
 mod networks;
+mod node;
+mod plan;
 mod reconcile;
+mod repairs;
 
 use std::{
     collections::HashMap,

@@ -4,15 +4,14 @@
 //! entries of endpoints and ports that no container owns). Containers whose namespace is
 //! gone are removed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use anyhow::Result;
 use log::{info, warn};
 
-use super::{DEFAULT_NETWORK, Inner, unix_now};
+use super::{DEFAULT_NETWORK, Inner, repairs, unix_now};
 use crate::{
-    endpoint::{self, HOST_VETH_PREFIX, PEER_PREFIX},
-    ipam, netns, process,
+    endpoint, ipam, netns, process,
     state::{Container, Network, ProcessId, Sandbox, Status},
     sysctl,
 };
@@ -180,30 +179,7 @@ impl Inner {
             }
         }
         // Joined containers follow their target, however deep.
-        loop {
-            let more: Vec<(String, String)> = self
-                .state
-                .containers
-                .values()
-                .filter(|c| !gone.contains_key(&c.name))
-                .filter_map(|c| match &c.sandbox {
-                    Sandbox::Container { name } if !self.state.containers.contains_key(name) => {
-                        Some((
-                            c.name.clone(),
-                            format!("the container {name} it joins is gone"),
-                        ))
-                    }
-                    Sandbox::Container { name } if gone.contains_key(name) => {
-                        Some((c.name.clone(), format!("it joined {name}'s")))
-                    }
-                    _ => None,
-                })
-                .collect();
-            if more.is_empty() {
-                break;
-            }
-            gone.extend(more);
-        }
+        let gone = repairs::dead_containers(&self.state, gone);
         for (name, why) in gone {
             let Some(c) = self.state.containers.get(&name).cloned() else {
                 continue;
@@ -318,55 +294,26 @@ impl Inner {
 
     /// Remove what netd made that the state does not account for.
     async fn remove_leftovers(&mut self) -> Result<()> {
-        let ids: BTreeSet<&str> = self
-            .state
-            .containers
-            .values()
-            .map(|c| c.id.as_str())
-            .collect();
-        for (id, holder) in process::find_holders(&self.state_dir) {
-            let ours = self
-                .state
-                .containers
-                .values()
-                .any(|c| matches!(c.sandbox, Sandbox::Holder { holder: h } if h == holder));
-            if !ours || !ids.contains(id.as_str()) {
-                warn!(
-                    "removing the namespace of unfinished container {id} (holder pid {})",
-                    holder.pid
-                );
-                // Its namespace, opened and then checked to still be the holder's (so a
-                // reused pid never names the namespace whose processes are killed).
-                if let Ok(ns) = process::open_holder(holder)
-                    && let Ok(id) = netns::id(&ns)
-                {
-                    process::kill_namespace(id);
-                }
-                process::signal(holder, libc::SIGKILL);
+        let holders = process::find_holders(&self.state_dir);
+        for (id, holder) in repairs::stray_holders(&self.state, &holders) {
+            warn!(
+                "removing the namespace of unfinished container {id} (holder pid {})",
+                holder.pid
+            );
+            // Its namespace, opened and then checked to still be the holder's (so a
+            // reused pid never names the namespace whose processes are killed).
+            if let Ok(ns) = process::open_holder(holder)
+                && let Ok(id) = netns::id(&ns)
+            {
+                process::kill_namespace(id);
             }
+            process::signal(holder, libc::SIGKILL);
         }
-        let veths: BTreeSet<String> = self
-            .state
-            .endpoints()
-            .map(|(_, e)| e.host_veth.clone())
-            .collect();
-        // The container ends Docker has not taken yet (or gave back at `Leave`).
-        let peers: BTreeSet<&str> = self
-            .state
-            .containers
-            .values()
-            .filter_map(|c| match &c.sandbox {
-                Sandbox::Docker(d) => Some(d.peer.as_str()),
-                _ => None,
-            })
-            .collect();
-        for (index, name) in self.netlink.links().await? {
-            let ours = name.starts_with(HOST_VETH_PREFIX) || name.starts_with(PEER_PREFIX);
-            if ours && !veths.contains(&name) && !peers.contains(name.as_str()) {
-                warn!("removing veth {name}: no container owns it");
-                if let Err(e) = self.netlink.delete_link(index).await {
-                    warn!("remove veth {name}: {e:#}");
-                }
+        let links = self.netlink.links().await?;
+        for (index, name) in repairs::stray_links(&self.state, &links) {
+            warn!("removing veth {name}: no container owns it");
+            if let Err(e) = self.netlink.delete_link(index).await {
+                warn!("remove veth {name}: {e:#}");
             }
         }
         let keep_ports = self.port_keys();
@@ -384,7 +331,12 @@ impl Inner {
                 "removed {ports} published ports, {eps} endpoints and {nets} subnets that nothing owns"
             );
         }
-        let veth_names: Vec<String> = veths.into_iter().collect();
+        let veth_names: Vec<String> = self
+            .state
+            .endpoints()
+            .map(|(_, e)| e.host_veth.clone())
+            .filter(|v| !v.is_empty())
+            .collect();
         let links = self.datapath.retain_endpoint_links(&veth_names);
         if links > 0 {
             info!("detached the endpoint program from {links} veths that no container owns");

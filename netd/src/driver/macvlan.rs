@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use netlink_packet_route::link::MacVlanMode as KernelMode;
 
 use crate::{
-    endpoint::{self, EndpointSpec, PEER_PREFIX},
+    endpoint,
     netlink::Netlink,
     network_request::MacvlanMode,
     state::{MacvlanNet, Network, Shim},
@@ -139,50 +139,6 @@ pub async fn remove_parent(node: &Netlink, m: &MacvlanNet) -> Result<()> {
     }
     if let Some(index) = node.link_index(&m.parent).await? {
         node.delete_link(index).await?;
-    }
-    Ok(())
-}
-
-/// A container's interface on the network: the macvlan made in the node on the parent
-/// (down, with the container's MAC and the network's MTU), moved into `ns` and
-/// configured there as a veth's container end is. On failure nothing is left behind.
-pub async fn attach(
-    node: &Netlink,
-    ns: &File,
-    m: &MacvlanNet,
-    parent: u32,
-    spec: &EndpointSpec<'_>,
-) -> Result<()> {
-    let name = format!("{PEER_PREFIX}{}", &spec.id[..spec.id.len().min(12)]);
-    node.create_macvlan(&name, parent, kernel_mode(m.mode))
-        .await?;
-    let index = node
-        .link_index(&name)
-        .await?
-        .with_context(|| format!("macvlan {name} vanished after creation"))?;
-    let wired = async {
-        if let Some(mtu) = spec.mtu {
-            node.set_mtu(index, mtu).await?;
-        }
-        node.set_mac(index, spec.mac).await?;
-        node.move_to_netns(index, ns).await?;
-        endpoint::configure_inside(ns, spec, &name).await
-    };
-    let result = wired.await;
-    if result.is_err() {
-        // Wherever it is by now: in the node, or inside the container.
-        let _ = node.delete_link(index).await;
-        let _ = detach(ns, &name).await;
-        let _ = detach(ns, spec.ifname).await;
-    }
-    result
-}
-
-/// Remove the container's macvlan `ifname` from `ns`, if it is there.
-pub async fn detach(ns: &File, ifname: &str) -> Result<()> {
-    let inside = Netlink::connect_in(ns)?;
-    if let Some(index) = inside.link_index(ifname).await? {
-        inside.delete_link(index).await?;
     }
     Ok(())
 }

@@ -1,0 +1,36 @@
+//! What the executor changes in the data path, as a trait: endpoints registered and
+//! policed, program links unpinned, flows purged. `Datapath` is the real one (maps and
+//! programs); the executor's tests use a recording fake.
+
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+use netd_common::maps::EndpointInfo;
+
+use crate::{conntrack, datapath::Datapath};
+
+pub(super) trait Dataplane {
+    fn police(&mut self, host_veth: &str, ifindex: u32, info: &EndpointInfo) -> Result<()>;
+    fn forget(&mut self, host_veth: &str, ifindex: u32) -> Result<()>;
+    fn unpin(&mut self, host_veth: &str) -> Result<()>;
+    fn purge_flows(&mut self, ip: Ipv4Addr) -> Result<()>;
+}
+
+impl Dataplane for Datapath {
+    fn police(&mut self, host_veth: &str, ifindex: u32, info: &EndpointInfo) -> Result<()> {
+        self.attach_endpoint(host_veth, ifindex, info)
+    }
+
+    fn forget(&mut self, host_veth: &str, ifindex: u32) -> Result<()> {
+        self.forget_endpoint(host_veth, ifindex)
+    }
+
+    fn unpin(&mut self, host_veth: &str) -> Result<()> {
+        self.unpin_endpoint(host_veth)
+    }
+
+    fn purge_flows(&mut self, ip: Ipv4Addr) -> Result<()> {
+        let keys = conntrack::involving(&self.flow_entries()?, ip);
+        self.remove_flows(&keys)
+    }
+}

@@ -1,0 +1,142 @@
+//! What the executor changes on the node, as a trait: links, addresses, routes and
+//! sysctls, in the node's namespace or in the container's a plan is for. `LiveNode` is the
+//! real one (rtnetlink); the executor's tests use a recording fake.
+
+use std::{fs::File, net::Ipv4Addr};
+
+use anyhow::{Context, Result};
+
+use super::plan::{At, Inside};
+use crate::{
+    driver::macvlan::kernel_mode, endpoint, netlink::Netlink, netns, network_request::MacvlanMode,
+    sysctl,
+};
+
+pub(super) trait Node {
+    async fn create_veth(&self, host: &str, peer: &str) -> Result<()>;
+    async fn create_macvlan(&self, name: &str, parent: &str, mode: MacvlanMode) -> Result<()>;
+    async fn set_mtu(&self, link: &str, mtu: u32) -> Result<()>;
+    async fn set_mac(&self, link: &str, mac: [u8; 6]) -> Result<()>;
+    fn ipv6_off(&self, link: &str) -> Result<()>;
+    async fn join_bridge(&self, link: &str, bridge: &str, isolated: bool) -> Result<()>;
+    async fn move_into_container(&self, link: &str) -> Result<()>;
+    async fn configure(&self, link: &str, inside: &Inside) -> Result<()>;
+    async fn host_route(&self, to: Ipv4Addr, via: &str, src: Ipv4Addr) -> Result<()>;
+    async fn delete_host_route(&self, to: Ipv4Addr, via: &str) -> Result<()>;
+    /// Delete a link if it is there.
+    async fn delete_link(&self, at: At, link: &str) -> Result<()>;
+    async fn link_index(&self, link: &str) -> Result<Option<u32>>;
+}
+
+/// The node itself, and the namespace of the container a plan is for, if it has one.
+pub(super) struct LiveNode<'a> {
+    pub netlink: &'a Netlink,
+    pub container: Option<&'a File>,
+}
+
+impl LiveNode<'_> {
+    fn container(&self) -> Result<&File> {
+        self.container
+            .context("the step needs the container's namespace, and the plan has none")
+    }
+
+    async fn index_of(&self, link: &str) -> Result<u32> {
+        self.netlink
+            .link_index(link)
+            .await?
+            .with_context(|| format!("no link {link} on the node"))
+    }
+}
+
+impl Node for LiveNode<'_> {
+    async fn create_veth(&self, host: &str, peer: &str) -> Result<()> {
+        self.netlink.create_veth(host, peer).await
+    }
+
+    async fn create_macvlan(&self, name: &str, parent: &str, mode: MacvlanMode) -> Result<()> {
+        let parent = self.index_of(parent).await?;
+        self.netlink
+            .create_macvlan(name, parent, kernel_mode(mode))
+            .await
+    }
+
+    async fn set_mtu(&self, link: &str, mtu: u32) -> Result<()> {
+        self.netlink.set_mtu(self.index_of(link).await?, mtu).await
+    }
+
+    async fn set_mac(&self, link: &str, mac: [u8; 6]) -> Result<()> {
+        self.netlink.set_mac(self.index_of(link).await?, mac).await
+    }
+
+    fn ipv6_off(&self, link: &str) -> Result<()> {
+        sysctl::ipv6_off(link)
+    }
+
+    async fn join_bridge(&self, link: &str, bridge: &str, isolated: bool) -> Result<()> {
+        let index = self.index_of(link).await?;
+        let bridge = self
+            .netlink
+            .link_index(bridge)
+            .await?
+            .with_context(|| format!("bridge {bridge} is missing"))?;
+        self.netlink.set_controller(index, bridge).await?;
+        if isolated {
+            self.netlink.set_port_isolated(index, true).await?;
+        }
+        self.netlink.up(index).await
+    }
+
+    async fn move_into_container(&self, link: &str) -> Result<()> {
+        let ns = self.container()?;
+        self.netlink
+            .move_to_netns(self.index_of(link).await?, ns)
+            .await
+    }
+
+    async fn configure(&self, link: &str, inside: &Inside) -> Result<()> {
+        let ns = self.container()?;
+        let netlink = Netlink::connect_in(ns)?;
+        let index = netlink
+            .link_index(link)
+            .await?
+            .with_context(|| format!("{link} not found inside the container's namespace"))?;
+        netlink.rename(index, &inside.ifname).await?;
+        let ifname = inside.ifname.clone();
+        netns::run_in(ns, move || sysctl::ipv6_off(&ifname))
+            .with_context(|| format!("turn IPv6 off on {} in the container", inside.ifname))?;
+        netlink.add_address(index, inside.ip, inside.prefix).await?;
+        netlink.up(index).await?;
+        endpoint::bring_up_loopback(&netlink).await?;
+        if let Some(gateway) = inside.gateway {
+            netlink.add_default_route(gateway).await?;
+        }
+        Ok(())
+    }
+
+    async fn host_route(&self, to: Ipv4Addr, via: &str, src: Ipv4Addr) -> Result<()> {
+        let index = self.index_of(via).await?;
+        self.netlink.replace_host_route(to, index, src).await
+    }
+
+    async fn delete_host_route(&self, to: Ipv4Addr, via: &str) -> Result<()> {
+        match self.netlink.link_index(via).await? {
+            Some(index) => self.netlink.delete_host_route(to, index).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn delete_link(&self, at: At, link: &str) -> Result<()> {
+        let netlink = match at {
+            At::Node => self.netlink.clone(),
+            At::Container => Netlink::connect_in(self.container()?)?,
+        };
+        if let Some(index) = netlink.link_index(link).await? {
+            netlink.delete_link(index).await?;
+        }
+        Ok(())
+    }
+
+    async fn link_index(&self, link: &str) -> Result<Option<u32>> {
+        self.netlink.link_index(link).await
+    }
+}

@@ -1,0 +1,536 @@
+//! The daemon decides, then acts: what attaching or detaching an endpoint takes is planned
+//! here as a list of steps, from the state and what was observed on the node, without
+//! touching anything; `executor` applies a plan through the `Node` and `Dataplane`
+//! traits and undoes it in reverse on failure. Planning is pure, so the order of every
+//! change and of every undo is unit-tested without root.
+
+use std::{fmt, net::Ipv4Addr};
+
+use netd_common::maps::EndpointInfo;
+
+use crate::{endpoint, network_request::MacvlanMode};
+
+/// Where a link is: in the node's namespace, or in the container's the plan is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum At {
+    Node,
+    Container,
+}
+
+/// How a container's interface is set up once it is inside: renamed from the name it
+/// had in the node, addressed, up, with the default route if it carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inside {
+    pub ifname: String,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// One change to the node or to the data path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// A veth pair in the node, both ends down.
+    CreateVeth {
+        host: String,
+        peer: String,
+    },
+    /// A macvlan on `parent` in the node, down.
+    CreateMacvlan {
+        name: String,
+        parent: String,
+        mode: MacvlanMode,
+    },
+    SetMtu {
+        link: String,
+        mtu: u32,
+    },
+    SetMac {
+        link: String,
+        mac: [u8; 6],
+    },
+    /// IPv6 off on a link of the node (no router advertisement reaches or leaves it).
+    Ipv6Off {
+        link: String,
+    },
+    /// The endpoint registered with the data path and its program attached to the host
+    /// end, before any frame can pass.
+    Police {
+        host_veth: String,
+        info: EndpointInfo,
+    },
+    /// The host end on its bridge, isolated from the other ports if asked, and up.
+    JoinBridge {
+        link: String,
+        bridge: String,
+        isolated: bool,
+    },
+    /// A link of the node moved into the container's namespace.
+    MoveIntoContainer {
+        link: String,
+    },
+    /// The moved link configured inside (`Inside`).
+    Configure {
+        link: String,
+        inside: Inside,
+    },
+    /// The node's route to a container through a link (a macvlan network's shim).
+    HostRoute {
+        to: Ipv4Addr,
+        via: String,
+        src: Ipv4Addr,
+    },
+    DeleteHostRoute {
+        to: Ipv4Addr,
+        via: String,
+    },
+    /// Delete a link if it is there.
+    DeleteLink {
+        at: At,
+        link: String,
+    },
+    /// Unregister the endpoint: its program then drops all the endpoint still sends.
+    /// Without the ifindex, the host end's present one.
+    Forget {
+        host_veth: String,
+        ifindex: Option<u32>,
+    },
+    /// Remove the pinned link of the endpoint's program.
+    Unpin {
+        host_veth: String,
+    },
+    /// Remove the flows of a container address from the connection table.
+    PurgeFlows {
+        ip: Ipv4Addr,
+    },
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::CreateVeth { host, peer } => write!(f, "create veth {host}/{peer}"),
+            Step::CreateMacvlan { name, parent, mode } => {
+                write!(f, "create macvlan {name} on {parent} ({})", mode.name())
+            }
+            Step::SetMtu { link, mtu } => write!(f, "set the MTU of {link} to {mtu}"),
+            Step::SetMac { link, mac } => {
+                write!(f, "set the MAC of {link} to {}", endpoint::format_mac(mac))
+            }
+            Step::Ipv6Off { link } => write!(f, "turn IPv6 off on {link}"),
+            Step::Police { host_veth, .. } => write!(f, "police {host_veth}"),
+            Step::JoinBridge { link, bridge, .. } => write!(f, "put {link} on bridge {bridge}"),
+            Step::MoveIntoContainer { link } => write!(f, "move {link} into the container"),
+            Step::Configure { link, inside } => write!(
+                f,
+                "configure {link} as {} with {}/{}",
+                inside.ifname, inside.ip, inside.prefix
+            ),
+            Step::HostRoute { to, via, .. } => write!(f, "route the node to {to} through {via}"),
+            Step::DeleteHostRoute { to, via } => {
+                write!(f, "remove the node's route to {to} through {via}")
+            }
+            Step::DeleteLink { at, link } => match at {
+                At::Node => write!(f, "remove {link}"),
+                At::Container => write!(f, "remove {link} from the container"),
+            },
+            Step::Forget { host_veth, .. } => write!(f, "forget endpoint {host_veth}"),
+            Step::Unpin { host_veth } => write!(f, "unpin the program link of {host_veth}"),
+            Step::PurgeFlows { ip } => write!(f, "purge the flows of {ip}"),
+        }
+    }
+}
+
+/// A step and what undoes it (in this order) if a later step fails.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Planned {
+    pub step: Step,
+    pub undo: Vec<Step>,
+}
+
+fn step(step: Step) -> Planned {
+    Planned {
+        step,
+        undo: Vec::new(),
+    }
+}
+
+fn undone_by(step: Step, undo: Vec<Step>) -> Planned {
+    Planned { step, undo }
+}
+
+/// What an endpoint is to be.
+#[derive(Clone, Debug)]
+pub struct EndpointPlan<'a> {
+    /// Unique per endpoint: names its links (at most 12 characters are used).
+    pub id: &'a str,
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+    pub ifname: &'a str,
+    pub prefix: u8,
+    pub mtu: Option<u32>,
+    /// The default route's gateway, when this endpoint carries it.
+    pub gateway: Option<Ipv4Addr>,
+}
+
+impl EndpointPlan<'_> {
+    /// The container end's (or the macvlan's) name while it is in the node.
+    pub fn peer_name(&self) -> String {
+        format!(
+            "{}{}",
+            endpoint::PEER_PREFIX,
+            &self.id[..self.id.len().min(12)]
+        )
+    }
+
+    fn inside(&self) -> Inside {
+        Inside {
+            ifname: self.ifname.to_string(),
+            ip: self.ip,
+            prefix: self.prefix,
+            gateway: self.gateway,
+        }
+    }
+}
+
+/// Where a bridge endpoint's container end goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerGoes {
+    /// Into the container's namespace, configured there.
+    IntoContainer,
+    /// Nowhere: an engine moves it itself (Docker, at `Join`).
+    Stays,
+}
+
+/// A bridge endpoint: the veth pair down, its MTU, the container end's MAC, IPv6 off on
+/// the host end; then the program attached to the host end (no frame can pass before);
+/// then the host end on the bridge and up; then the container end moved and configured.
+/// A failure undoes what was done in reverse: the endpoint is forgotten first (its
+/// program drops all it still sends), the pair deleted, the program's link unpinned.
+pub fn attach_bridge(
+    p: &EndpointPlan,
+    bridge: &str,
+    isolated: bool,
+    info: EndpointInfo,
+    peer_goes: PeerGoes,
+) -> Vec<Planned> {
+    let host = endpoint::host_veth_name(p.id);
+    let peer = p.peer_name();
+    let mut plan = vec![undone_by(
+        Step::CreateVeth {
+            host: host.clone(),
+            peer: peer.clone(),
+        },
+        vec![
+            Step::DeleteLink {
+                at: At::Node,
+                link: host.clone(),
+            },
+            Step::Unpin {
+                host_veth: host.clone(),
+            },
+            Step::PurgeFlows { ip: p.ip },
+        ],
+    )];
+    if let Some(mtu) = p.mtu {
+        plan.push(step(Step::SetMtu {
+            link: host.clone(),
+            mtu,
+        }));
+        plan.push(step(Step::SetMtu {
+            link: peer.clone(),
+            mtu,
+        }));
+    }
+    plan.push(step(Step::SetMac {
+        link: peer.clone(),
+        mac: p.mac,
+    }));
+    plan.push(step(Step::Ipv6Off { link: host.clone() }));
+    plan.push(undone_by(
+        Step::Police {
+            host_veth: host.clone(),
+            info,
+        },
+        vec![Step::Forget {
+            host_veth: host.clone(),
+            ifindex: None,
+        }],
+    ));
+    plan.push(step(Step::JoinBridge {
+        link: host,
+        bridge: bridge.to_string(),
+        isolated,
+    }));
+    if peer_goes == PeerGoes::IntoContainer {
+        plan.push(step(Step::MoveIntoContainer { link: peer.clone() }));
+        plan.push(step(Step::Configure {
+            link: peer,
+            inside: p.inside(),
+        }));
+    }
+    plan
+}
+
+/// A macvlan endpoint: the macvlan on the parent, down, with its MTU and MAC, moved into
+/// the container and configured there; with a shim, the node's route to it. No program:
+/// its frames never cross the node's stack.
+pub fn attach_macvlan(
+    p: &EndpointPlan,
+    parent: &str,
+    mode: MacvlanMode,
+    shim: Option<(&str, Ipv4Addr)>,
+) -> Vec<Planned> {
+    let name = p.peer_name();
+    let mut plan = vec![undone_by(
+        Step::CreateMacvlan {
+            name: name.clone(),
+            parent: parent.to_string(),
+            mode,
+        },
+        vec![Step::DeleteLink {
+            at: At::Node,
+            link: name.clone(),
+        }],
+    )];
+    if let Some(mtu) = p.mtu {
+        plan.push(step(Step::SetMtu {
+            link: name.clone(),
+            mtu,
+        }));
+    }
+    plan.push(step(Step::SetMac {
+        link: name.clone(),
+        mac: p.mac,
+    }));
+    plan.push(undone_by(
+        Step::MoveIntoContainer { link: name.clone() },
+        vec![Step::DeleteLink {
+            at: At::Container,
+            link: name.clone(),
+        }],
+    ));
+    plan.push(undone_by(
+        Step::Configure {
+            link: name,
+            inside: p.inside(),
+        },
+        vec![Step::DeleteLink {
+            at: At::Container,
+            link: p.ifname.to_string(),
+        }],
+    ));
+    if let Some((via, src)) = shim {
+        plan.push(step(Step::HostRoute {
+            to: p.ip,
+            via: via.to_string(),
+            src,
+        }));
+    }
+    plan
+}
+
+/// What an endpoint that exists now is, for its detachment.
+#[derive(Clone, Debug)]
+pub enum Attached<'a> {
+    /// A veth on a bridge, policed.
+    Bridge { host_veth: &'a str, ifindex: u32 },
+    /// A macvlan in the container (removable while its namespace is open), with the
+    /// node's shim route to it if the network has a shim.
+    Macvlan {
+        ifname: &'a str,
+        namespace_open: bool,
+        shim: Option<&'a str>,
+    },
+}
+
+/// Detach an endpoint at `ip`: every step is tried whatever the others do. A policed
+/// endpoint is forgotten first (its program then drops all it still sends), its veth
+/// deleted, its program's link unpinned, and its flows purged last, when it can create
+/// no more.
+pub fn detach(ip: Ipv4Addr, attached: &Attached) -> Vec<Step> {
+    match *attached {
+        Attached::Bridge { host_veth, ifindex } => vec![
+            Step::Forget {
+                host_veth: host_veth.to_string(),
+                ifindex: Some(ifindex),
+            },
+            Step::DeleteLink {
+                at: At::Node,
+                link: host_veth.to_string(),
+            },
+            Step::Unpin {
+                host_veth: host_veth.to_string(),
+            },
+            Step::PurgeFlows { ip },
+        ],
+        Attached::Macvlan {
+            ifname,
+            namespace_open,
+            shim,
+        } => {
+            let mut steps: Vec<Step> = shim
+                .map(|via| Step::DeleteHostRoute {
+                    to: ip,
+                    via: via.to_string(),
+                })
+                .into_iter()
+                .collect();
+            if namespace_open {
+                steps.push(Step::DeleteLink {
+                    at: At::Container,
+                    link: ifname.to_string(),
+                });
+            }
+            steps
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> EndpointPlan<'static> {
+        EndpointPlan {
+            id: "0123456789abcdef",
+            ip: Ipv4Addr::new(172, 18, 0, 2),
+            mac: endpoint::mac_for(Ipv4Addr::new(172, 18, 0, 2)),
+            ifname: "eth1",
+            prefix: 16,
+            mtu: Some(1400),
+            gateway: Some(Ipv4Addr::new(172, 18, 0, 1)),
+        }
+    }
+
+    fn names(steps: &[Planned]) -> Vec<String> {
+        steps.iter().map(|p| p.step.to_string()).collect()
+    }
+
+    #[test]
+    fn a_bridge_endpoint_is_policed_before_it_joins_the_bridge_or_the_container() {
+        let steps = attach_bridge(
+            &plan(),
+            "br-x",
+            true,
+            EndpointInfo::default(),
+            PeerGoes::IntoContainer,
+        );
+        assert_eq!(
+            names(&steps),
+            [
+                "create veth ndv0123456789ab/ndp0123456789ab",
+                "set the MTU of ndv0123456789ab to 1400",
+                "set the MTU of ndp0123456789ab to 1400",
+                "set the MAC of ndp0123456789ab to 02:42:ac:12:00:02",
+                "turn IPv6 off on ndv0123456789ab",
+                "police ndv0123456789ab",
+                "put ndv0123456789ab on bridge br-x",
+                "move ndp0123456789ab into the container",
+                "configure ndp0123456789ab as eth1 with 172.18.0.2/16",
+            ]
+        );
+        // Undone in reverse: forgotten (its program drops all) before the pair goes, the
+        // program's link unpinned only after, the flows it made purged last.
+        let undo: Vec<String> = steps
+            .iter()
+            .rev()
+            .flat_map(|p| p.undo.iter().map(|s| s.to_string()))
+            .collect();
+        assert_eq!(
+            undo,
+            [
+                "forget endpoint ndv0123456789ab",
+                "remove ndv0123456789ab",
+                "unpin the program link of ndv0123456789ab",
+                "purge the flows of 172.18.0.2",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_engines_endpoint_leaves_the_container_end_in_the_node() {
+        let mut p = plan();
+        p.mtu = None;
+        let steps = attach_bridge(&p, "br-x", false, EndpointInfo::default(), PeerGoes::Stays);
+        assert_eq!(
+            names(&steps).last().map(String::as_str),
+            Some("put ndv0123456789ab on bridge br-x")
+        );
+        assert!(!names(&steps).iter().any(|s| s.contains("MTU")));
+    }
+
+    #[test]
+    fn a_macvlan_endpoint_has_no_program_and_routes_the_shim_last() {
+        let steps = attach_macvlan(
+            &plan(),
+            "eth1",
+            MacvlanMode::Bridge,
+            Some(("nhabc", Ipv4Addr::new(172, 18, 0, 3))),
+        );
+        assert_eq!(
+            names(&steps),
+            [
+                "create macvlan ndp0123456789ab on eth1 (bridge)",
+                "set the MTU of ndp0123456789ab to 1400",
+                "set the MAC of ndp0123456789ab to 02:42:ac:12:00:02",
+                "move ndp0123456789ab into the container",
+                "configure ndp0123456789ab as eth1 with 172.18.0.2/16",
+                "route the node to 172.18.0.2 through nhabc",
+            ]
+        );
+        assert!(!names(&steps).iter().any(|s| s.starts_with("police")));
+        // Wherever the macvlan is when a step fails, an undo finds it.
+        let undo: Vec<String> = steps
+            .iter()
+            .rev()
+            .flat_map(|p| p.undo.iter().map(|s| s.to_string()))
+            .collect();
+        assert_eq!(
+            undo,
+            [
+                "remove eth1 from the container",
+                "remove ndp0123456789ab from the container",
+                "remove ndp0123456789ab",
+            ]
+        );
+    }
+
+    #[test]
+    fn detaching_forgets_before_it_deletes_and_purges_last() {
+        let ip = Ipv4Addr::new(172, 18, 0, 2);
+        let steps: Vec<String> = detach(
+            ip,
+            &Attached::Bridge {
+                host_veth: "ndv1",
+                ifindex: 7,
+            },
+        )
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            steps,
+            [
+                "forget endpoint ndv1",
+                "remove ndv1",
+                "unpin the program link of ndv1",
+                "purge the flows of 172.18.0.2",
+            ]
+        );
+        let gone_namespace = detach(
+            ip,
+            &Attached::Macvlan {
+                ifname: "eth0",
+                namespace_open: false,
+                shim: Some("nhabc"),
+            },
+        );
+        assert_eq!(
+            gone_namespace,
+            [Step::DeleteHostRoute {
+                to: ip,
+                via: "nhabc".into()
+            }]
+        );
+    }
+}
