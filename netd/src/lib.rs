@@ -19,6 +19,7 @@ pub mod node_ports;
 pub mod notify;
 pub mod pending_del;
 pub mod pins;
+pub mod plan;
 pub mod ports;
 pub mod process;
 pub mod state;

@@ -252,17 +252,20 @@ pub fn settings(req: &NetworkRequest) -> Result<Settings> {
     if req.subnet.is_none() && (req.gateway.is_some() || req.ip_range.is_some()) {
         bail!("--gateway and --ip-range need --subnet: give the subnet they belong to");
     }
-    match driver {
-        Driver::Bridge => bridge_settings(req),
-        Driver::Macvlan => macvlan_settings(req),
-        Driver::Ipvlan => Ok(Settings {
+    if driver == Driver::Ipvlan {
+        // Refused by the daemon, which asks the kernel what is missing.
+        return Ok(Settings {
             driver,
             ..macvlan_settings(&NetworkRequest {
                 options: Vec::new(),
                 ..req.clone()
             })?
-        }),
+        });
     }
+    let name = req.driver.as_deref().unwrap_or("bridge");
+    crate::driver::named(name)
+        .ok_or_else(|| anyhow::anyhow!("invalid --driver {name}: netd has no such driver"))?
+        .validate(req)
 }
 
 /// `-o KEY=VALUE` split, each key once.
@@ -282,7 +285,8 @@ fn options_of(req: &NetworkRequest) -> Result<Vec<(&str, &str)>> {
         .collect()
 }
 
-fn macvlan_settings(req: &NetworkRequest) -> Result<Settings> {
+/// The macvlan driver's settings (`driver::macvlan`'s `validate`).
+pub fn macvlan_settings(req: &NetworkRequest) -> Result<Settings> {
     let mut m = MacvlanSettings {
         parent: None,
         mode: MacvlanMode::default(),
@@ -344,7 +348,8 @@ fn macvlan_settings(req: &NetworkRequest) -> Result<Settings> {
     Ok(s)
 }
 
-fn bridge_settings(req: &NetworkRequest) -> Result<Settings> {
+/// The bridge driver's settings (`driver::bridge`'s `validate`).
+pub fn bridge_settings(req: &NetworkRequest) -> Result<Settings> {
     let mut s = Settings {
         driver: Driver::Bridge,
         macvlan: None,

@@ -15,18 +15,17 @@ use netd_common::published::PortKey;
 use tokio::process::Child;
 
 use super::{
-    Inner, executor,
-    leftovers::Leftovers,
-    node::LiveNode,
-    plan::{self, Attached, PeerGoes},
-    random_id, unix_now, validate_container_name,
+    Inner, executor, leftovers::Leftovers, node::LiveNode, random_id, unix_now,
+    validate_container_name,
 };
 use crate::{
     api::{ApiError, ContainerView, RunRequest},
+    driver::{self, NetworkDriver},
     endpoint,
     netlink::Netlink,
     netns::{self, NsId},
     node_ports::node_sockets,
+    plan::{self, PeerGoes},
     ports::{self, PortBinding, PortSpec},
     process,
     state::{Container, Endpoint, Network, Sandbox, Status},
@@ -477,28 +476,25 @@ impl Inner {
             host_veth: String::new(),
             host_ifindex: 0,
         };
-        let steps = match &n.macvlan {
-            Some(m) => {
-                if ns.is_none() {
-                    bail!(
-                        "network {}: a macvlan interface goes into a namespace netd opened",
-                        n.name
-                    );
-                }
-                crate::driver::macvlan::ensure_parent(&self.netlink, n, m).await?;
-                let shim = m.shim.as_ref().map(|s| (s.name.as_str(), s.ip));
-                plan::attach_macvlan(&p, &m.parent, m.mode, shim)
-            }
-            None => {
-                ep.host_veth = endpoint::host_veth_name(plan.id);
-                let info = self.endpoint_info(n, &ep).await?;
-                let peer_goes = match ns {
-                    Some(_) => PeerGoes::IntoContainer,
-                    None => PeerGoes::Stays,
-                };
-                plan::attach_bridge(&p, &n.bridge, !n.icc, info, peer_goes)
-            }
+        let d = driver::of(n);
+        let peer_goes = match ns {
+            Some(_) => PeerGoes::IntoContainer,
+            None if d.capabilities().isolation => PeerGoes::Stays,
+            None => bail!(
+                "network {}: a {} interface goes into a namespace netd opened",
+                n.name,
+                d.name()
+            ),
         };
+        // What netd's programs are to enforce for it, if the driver's traffic passes them
+        // (observed: the bridge's ifindex).
+        let police = if d.capabilities().isolation {
+            ep.host_veth = endpoint::host_veth_name(plan.id);
+            Some(self.endpoint_info(n, &ep).await?)
+        } else {
+            None
+        };
+        let steps = d.attach(n, &p, police, peer_goes);
         let context = || format!("attach endpoint to network {}", n.name);
         let node = LiveNode {
             netlink: &self.netlink,
@@ -537,27 +533,15 @@ impl Inner {
     /// Undo `attach_endpoint`, tolerant of parts already gone: `plan::detach`'s steps,
     /// every one tried; what could not be undone is returned.
     pub(super) async fn detach_endpoint(&mut self, c: &Container, ep: &Endpoint) -> Leftovers {
-        let shim = self
-            .state
-            .networks
-            .get(&ep.network)
-            .and_then(|n| n.macvlan.as_ref())
-            .and_then(|m| m.shim.as_ref())
-            .map(|s| s.name.clone());
-        let ns = self.sandboxes.get(&c.id);
-        let attached = if ep.host_veth.is_empty() {
-            Attached::Macvlan {
-                ifname: &ep.ifname,
-                namespace_open: ns.is_some(),
-                shim: shim.as_deref(),
-            }
-        } else {
-            Attached::Bridge {
-                host_veth: &ep.host_veth,
-                ifindex: ep.host_ifindex,
-            }
+        let n = self.state.networks.get(&ep.network);
+        // A network removed meanwhile: known by what the endpoint is.
+        let d: &dyn NetworkDriver = match n {
+            Some(n) => driver::of(n),
+            None if ep.host_veth.is_empty() => &driver::macvlan::Macvlan,
+            None => &driver::bridge::Bridge,
         };
-        let steps = plan::detach(ep.ip, &attached);
+        let ns = self.sandboxes.get(&c.id);
+        let steps = d.detach(n, ep, ns.is_some());
         let node = LiveNode {
             netlink: &self.netlink,
             container: ns,

@@ -5,11 +5,13 @@
 use std::net::Ipv4Addr;
 
 use anyhow::Result;
-use netd_common::maps::EndpointInfo;
+use ipnet::Ipv4Net;
+use netd_common::maps::{EndpointInfo, NetworkInfo};
 
 use crate::{conntrack, datapath::Datapath};
 
 pub(super) trait Dataplane {
+    fn set_network(&mut self, subnet: Ipv4Net, info: Option<NetworkInfo>) -> Result<()>;
     fn police(&mut self, host_veth: &str, ifindex: u32, info: &EndpointInfo) -> Result<()>;
     fn forget(&mut self, host_veth: &str, ifindex: u32) -> Result<()>;
     fn unpin(&mut self, host_veth: &str) -> Result<()>;
@@ -17,6 +19,10 @@ pub(super) trait Dataplane {
 }
 
 impl Dataplane for Datapath {
+    fn set_network(&mut self, subnet: Ipv4Net, info: Option<NetworkInfo>) -> Result<()> {
+        Datapath::set_network(self, subnet, info)
+    }
+
     fn police(&mut self, host_veth: &str, ifindex: u32, info: &EndpointInfo) -> Result<()> {
         self.attach_endpoint(host_veth, ifindex, info)
     }

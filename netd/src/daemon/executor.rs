@@ -5,11 +5,10 @@
 
 use anyhow::{Context, Result};
 
-use super::{
-    dataplane::Dataplane,
-    leftovers::Leftovers,
-    node::Node,
+use super::{dataplane::Dataplane, leftovers::Leftovers, node::Node};
+use crate::{
     plan::{Planned, Step},
+    state::Shim,
 };
 
 /// Apply `plan`. On failure, the undos of the steps done so far run in reverse, and the
@@ -51,6 +50,31 @@ pub(super) async fn teardown(
 
 async fn run(node: &impl Node, dp: &mut impl Dataplane, step: &Step) -> Result<()> {
     match step {
+        Step::EnsureBridge {
+            name,
+            gateway,
+            prefix,
+            mac,
+            mtu,
+        } => {
+            node.ensure_bridge(name, (*gateway, *prefix), *mac, *mtu)
+                .await
+        }
+        Step::SetNetwork { subnet, info } => dp.set_network(*subnet, *info),
+        Step::RequireLink { name } => node.ensure_parent(name, false).await,
+        Step::EnsureStubParent { name } => node.ensure_parent(name, true).await,
+        Step::EnsureShim {
+            name,
+            parent,
+            ip,
+            routes,
+        } => {
+            let shim = Shim {
+                name: name.clone(),
+                ip: *ip,
+            };
+            node.ensure_shim(&shim, parent, routes).await
+        }
         Step::CreateVeth { host, peer } => node.create_veth(host, peer).await,
         Step::CreateMacvlan { name, parent, mode } => {
             node.create_macvlan(name, parent, *mode).await
@@ -100,8 +124,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        daemon::plan::{self, At, Attached, EndpointPlan, Inside, PeerGoes},
         network_request::MacvlanMode,
+        plan::{self, At, Attached, EndpointPlan, Inside, PeerGoes},
     };
 
     /// Records every call, in order, across node and data path; fails the calls whose
@@ -138,6 +162,21 @@ mod tests {
     struct FakeDataplane<'a>(&'a Journal);
 
     impl Node for FakeNode<'_> {
+        async fn ensure_bridge(
+            &self,
+            name: &str,
+            _: (Ipv4Addr, u8),
+            _: [u8; 6],
+            _: Option<u32>,
+        ) -> Result<()> {
+            self.0.call(format!("bridge {name}"))
+        }
+        async fn ensure_parent(&self, name: &str, made: bool) -> Result<()> {
+            self.0.call(format!("parent {name} {made}"))
+        }
+        async fn ensure_shim(&self, shim: &Shim, parent: &str, _: &[Ipv4Addr]) -> Result<()> {
+            self.0.call(format!("shim {} {parent}", shim.name))
+        }
         async fn create_veth(&self, host: &str, peer: &str) -> Result<()> {
             self.0.call(format!("veth {host} {peer}"))
         }
@@ -177,6 +216,13 @@ mod tests {
     }
 
     impl Dataplane for FakeDataplane<'_> {
+        fn set_network(
+            &mut self,
+            subnet: ipnet::Ipv4Net,
+            info: Option<netd_common::maps::NetworkInfo>,
+        ) -> Result<()> {
+            self.0.call(format!("network {subnet} {}", info.is_some()))
+        }
         fn police(&mut self, host_veth: &str, ifindex: u32, _: &EndpointInfo) -> Result<()> {
             self.0.call(format!("police {host_veth} {ifindex}"))
         }

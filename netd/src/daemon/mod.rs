@@ -12,7 +12,6 @@ mod executor;
 mod leftovers;
 mod networks;
 mod node;
-mod plan;
 mod reconcile;
 mod repairs;
 

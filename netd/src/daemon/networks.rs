@@ -8,23 +8,22 @@ use anyhow::{Context, Result, anyhow};
 use ipnet::Ipv4Net;
 use log::info;
 use netd_common::{
-    maps::{
-        ENDPOINT_ICC_OFF, ENDPOINT_INTERNAL, EndpointInfo, NETWORK_MASQUERADE, NETWORK_ROUTED,
-        NetworkInfo,
-    },
+    maps::{ENDPOINT_ICC_OFF, ENDPOINT_INTERNAL, EndpointInfo},
     user::addr_be,
 };
 
-use super::{DEFAULT_NETWORK, Inner, leftovers::Leftovers, random_id, unix_now};
+use super::{DEFAULT_NETWORK, Inner, executor, node::LiveNode, random_id, unix_now};
 use crate::{
     api::{ApiError, ConnectRequest, ContainerView, EndpointView, NetworkView},
     arp_probe,
-    driver::macvlan::{self, ProbeKind},
+    driver::{
+        self,
+        macvlan::{self, ProbeKind},
+    },
     endpoint,
     ipam::{self, Pool},
     network_request::{Driver, NetworkRequest, Settings, settings},
     state::{Container, Endpoint, MacvlanNet, Network, Sandbox, Shim},
-    sysctl,
 };
 
 /// How many addresses a container start probes on the LAN before it gives up.
@@ -247,42 +246,20 @@ impl Inner {
                 m.shim = Some(shim);
             }
         }
-        // The links that exist before: a failure below removes the bridge this call made
-        // by its index, never by a name that another link may carry by then.
-        let before: BTreeSet<u32> = self
-            .netlink
-            .links()
-            .await?
-            .into_iter()
-            .map(|(i, _)| i)
-            .collect();
         // Persisted first: if the daemon dies before the bridge exists, the next start
-        // makes it (a network is never half there without a record of it).
+        // makes it (a network is never half there without a record of it). The set-up is
+        // planned fresh: a failure undoes what it made, in reverse (the bridge's name was
+        // checked free above).
         self.state
             .networks
             .insert(network.name.clone(), network.clone());
         self.save()?;
-        if let Err(e) = self.realize_network(&network).await {
-            let created = match self.netlink.links().await {
-                Ok(links) => links
-                    .into_iter()
-                    .find(|(i, name)| {
-                        !before.contains(i)
-                            && (*name == network.bridge
-                                || network.macvlan.as_ref().is_some_and(|m| *name == m.parent))
-                    })
-                    .map(|(i, _)| i),
-                Err(e) => {
-                    log::warn!("network {}: list links to roll back: {e:#}", network.name);
-                    None
-                }
-            };
-            let left = self.unrealize_network(&network, created).await;
+        let plan = driver::of(&network).setup(&network, &[], true);
+        if let Err(e) = self.apply_to_node(&plan).await {
             self.state.networks.remove(&network.name);
             self.save()?;
             return Err(ApiError::from(
-                left.after(e)
-                    .context(format!("create network {}", network.name)),
+                e.context(format!("create network {}", network.name)),
             ));
         }
         info!(
@@ -406,64 +383,28 @@ impl Inner {
             + 1
     }
 
-    /// The bridge and the data path's view of a network; idempotent.
+    /// The network's links and its place in the data path, as its driver plans them;
+    /// idempotent (at start, for every network).
     pub(super) async fn realize_network(&mut self, n: &Network) -> Result<()> {
-        if let Some(m) = &n.macvlan {
-            let parent = macvlan::ensure_parent(&self.netlink, n, m).await?;
-            if let Some(shim) = &m.shim {
-                let ips: Vec<_> = self
-                    .state
-                    .endpoints()
-                    .filter(|(_, e)| e.network == n.name)
-                    .map(|(_, e)| e.ip)
-                    .collect();
-                macvlan::ensure_shim(&self.netlink, parent, shim, &ips).await?;
-            }
-            return Ok(());
-        }
-        self.netlink
-            .ensure_bridge(
-                &n.bridge,
-                (n.gateway, n.subnet.prefix_len()),
-                endpoint::mac_for(n.gateway),
-                n.mtu,
-            )
-            .await?;
-        sysctl::ipv6_off(&n.bridge)
-            .with_context(|| format!("turn IPv6 off on bridge {}", n.bridge))?;
-        self.datapath.set_network(n.subnet, Some(network_info(n)))
+        let ips: Vec<_> = self
+            .state
+            .endpoints()
+            .filter(|(_, e)| e.network == n.name)
+            .map(|(_, e)| e.ip)
+            .collect();
+        let plan = driver::of(n).setup(n, &ips, false);
+        self.apply_to_node(&plan)
+            .await
+            .with_context(|| format!("set up network {}", n.name))
     }
 
-    /// Undo `realize_network`, tolerant of parts already gone: the data path's entries,
-    /// and the bridge at `bridge_index` if there is one. What could not be undone is
-    /// returned.
-    async fn unrealize_network(&mut self, n: &Network, bridge_index: Option<u32>) -> Leftovers {
-        let mut left = Leftovers::default();
-        if let Some(m) = &n.macvlan {
-            if let Some(shim) = &m.shim {
-                let removed = macvlan::remove_shim(&self.netlink, shim).await;
-                left.note(
-                    format_args!("network {}: remove shim {}", n.name, shim.name),
-                    removed,
-                );
-            }
-            let removed = macvlan::remove_parent(&self.netlink, m).await;
-            left.note(
-                format_args!("network {}: remove parent {}", n.name, m.parent),
-                removed,
-            );
-            return left;
-        }
-        let forgotten = self.datapath.set_network(n.subnet, None);
-        left.note(format_args!("network {}", n.name), forgotten);
-        if let Some(index) = bridge_index {
-            let removed = self.netlink.delete_link(index).await;
-            left.note(
-                format_args!("network {}: remove bridge {}", n.name, n.bridge),
-                removed,
-            );
-        }
-        left
+    /// Apply a plan that concerns the node alone (no container's namespace).
+    async fn apply_to_node(&mut self, plan: &[crate::plan::Planned]) -> Result<()> {
+        let node = LiveNode {
+            netlink: &self.netlink,
+            container: None,
+        };
+        executor::apply(&node, &mut self.datapath, plan).await
     }
 
     /// Remove a network; what could not be undone comes back as warnings.
@@ -495,11 +436,17 @@ impl Inner {
                 attached.join(", ")
             )));
         }
-        let bridge_index = match n.is_macvlan() {
-            true => None,
-            false => self.netlink.link_index(&n.bridge).await?,
+        let node = LiveNode {
+            netlink: &self.netlink,
+            container: None,
         };
-        let left = self.unrealize_network(n, bridge_index).await;
+        let left = executor::teardown(
+            &node,
+            &mut self.datapath,
+            &format!("network {}", n.name),
+            &driver::of(n).teardown(n),
+        )
+        .await;
         self.state.networks.remove(&n.name);
         self.save()?;
         info!("network {}: removed", n.name);
@@ -812,21 +759,9 @@ pub(super) fn refuse_cni(c: &Container, what: &str) -> ApiError {
     ))
 }
 
-/// What the data path knows of a network.
 /// One endpoint, by what names it uniquely (a macvlan endpoint has no host veth).
 fn same_endpoint(a: &Endpoint, b: &Endpoint) -> bool {
     (&a.network, a.ip) == (&b.network, b.ip)
-}
-
-fn network_info(n: &Network) -> NetworkInfo {
-    let mut flags = 0;
-    if n.masquerade {
-        flags |= NETWORK_MASQUERADE;
-    }
-    if n.gateway_mode.direct_routing() && !n.internal {
-        flags |= NETWORK_ROUTED;
-    }
-    NetworkInfo { tag: n.tag, flags }
 }
 
 /// The first `ethN` the container does not use yet.

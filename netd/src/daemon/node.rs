@@ -6,13 +6,27 @@ use std::{fs::File, net::Ipv4Addr};
 
 use anyhow::{Context, Result};
 
-use super::plan::{At, Inside};
 use crate::{
-    driver::macvlan::kernel_mode, endpoint, netlink::Netlink, netns, network_request::MacvlanMode,
+    driver::macvlan::{self, kernel_mode},
+    endpoint,
+    netlink::Netlink,
+    netns,
+    network_request::MacvlanMode,
+    plan::{At, Inside},
+    state::Shim,
     sysctl,
 };
 
 pub(super) trait Node {
+    async fn ensure_bridge(
+        &self,
+        name: &str,
+        gateway: (Ipv4Addr, u8),
+        mac: [u8; 6],
+        mtu: Option<u32>,
+    ) -> Result<()>;
+    async fn ensure_parent(&self, name: &str, made: bool) -> Result<()>;
+    async fn ensure_shim(&self, shim: &Shim, parent: &str, routes: &[Ipv4Addr]) -> Result<()>;
     async fn create_veth(&self, host: &str, peer: &str) -> Result<()>;
     async fn create_macvlan(&self, name: &str, parent: &str, mode: MacvlanMode) -> Result<()>;
     async fn set_mtu(&self, link: &str, mtu: u32) -> Result<()>;
@@ -49,6 +63,30 @@ impl LiveNode<'_> {
 }
 
 impl Node for LiveNode<'_> {
+    async fn ensure_bridge(
+        &self,
+        name: &str,
+        gateway: (Ipv4Addr, u8),
+        mac: [u8; 6],
+        mtu: Option<u32>,
+    ) -> Result<()> {
+        self.netlink.ensure_bridge(name, gateway, mac, mtu).await?;
+        sysctl::ipv6_off(name).with_context(|| format!("turn IPv6 off on bridge {name}"))
+    }
+
+    async fn ensure_parent(&self, name: &str, made: bool) -> Result<()> {
+        macvlan::ensure_parent(self.netlink, name, made)
+            .await
+            .map(drop)
+    }
+
+    async fn ensure_shim(&self, shim: &Shim, parent: &str, routes: &[Ipv4Addr]) -> Result<()> {
+        let parent = self.index_of(parent).await?;
+        macvlan::ensure_shim(self.netlink, parent, shim, routes)
+            .await
+            .map(drop)
+    }
+
     async fn create_veth(&self, host: &str, peer: &str) -> Result<()> {
         self.netlink.create_veth(host, peer).await
     }

@@ -5,16 +5,19 @@
 //! container and configured there. No program sees its traffic: it never crosses the
 //! node's stack.
 
-use std::fs::File;
+use std::{fs::File, net::Ipv4Addr};
 
 use anyhow::{Context, Result, bail};
+use netd_common::maps::EndpointInfo;
 use netlink_packet_route::link::MacVlanMode as KernelMode;
 
+use super::{Capabilities, NetworkDriver};
 use crate::{
     endpoint,
     netlink::Netlink,
-    network_request::MacvlanMode,
-    state::{MacvlanNet, Network, Shim},
+    network_request::{self, MacvlanMode, NetworkRequest, Settings},
+    plan::{self, At, Attached, EndpointPlan, PeerGoes, Planned, Step},
+    state::{Endpoint, MacvlanNet, Network, Shim},
 };
 
 /// The link types the driver asks the kernel about.
@@ -56,26 +59,23 @@ fn made_parent_peer(parent: &str) -> String {
     format!("{}x", &parent[..parent.len().min(14)])
 }
 
-/// The network's parent, present (made if netd makes it) and up; its index.
-pub async fn ensure_parent(node: &Netlink, n: &Network, m: &MacvlanNet) -> Result<u32> {
-    if let Some(index) = node.link_index(&m.parent).await? {
+/// A macvlan network's parent, present and up (made first if netd makes it, `made`);
+/// its index.
+pub async fn ensure_parent(node: &Netlink, parent: &str, made: bool) -> Result<u32> {
+    if let Some(index) = node.link_index(parent).await? {
         node.up(index).await?;
         return Ok(index);
     }
-    if !m.parent_made {
-        bail!(
-            "parent interface {} of macvlan network {} is missing",
-            m.parent,
-            n.name
-        );
+    if !made {
+        bail!("parent interface {parent} is missing");
     }
-    let peer = made_parent_peer(&m.parent);
-    node.create_veth(&m.parent, &peer).await?;
+    let peer = made_parent_peer(parent);
+    node.create_veth(parent, &peer).await?;
     let index = node
-        .link_index(&m.parent)
+        .link_index(parent)
         .await?
-        .with_context(|| format!("{} vanished after creation", m.parent))?;
-    crate::sysctl::ipv6_off(&m.parent)?;
+        .with_context(|| format!("{parent} vanished after creation"))?;
+    crate::sysctl::ipv6_off(parent)?;
     let peer_index = node.link_index(&peer).await?.context("peer vanished")?;
     node.up(peer_index).await?;
     node.up(index).await?;
@@ -124,26 +124,128 @@ pub async fn ensure_shim(
     Ok(index)
 }
 
-/// Remove the shim, with its routes, if it is there.
-pub async fn remove_shim(node: &Netlink, shim: &Shim) -> Result<()> {
-    if let Some(index) = node.link_index(&shim.name).await? {
-        node.delete_link(index).await?;
-    }
-    Ok(())
-}
-
-/// Remove a parent netd made, if it is there.
-pub async fn remove_parent(node: &Netlink, m: &MacvlanNet) -> Result<()> {
-    if !m.parent_made {
-        return Ok(());
-    }
-    if let Some(index) = node.link_index(&m.parent).await? {
-        node.delete_link(index).await?;
-    }
-    Ok(())
-}
-
 /// Is the container's macvlan `ifname` in `ns`?
 pub async fn is_present(ns: &File, ifname: &str) -> Result<bool> {
     Ok(Netlink::connect_in(ns)?.link_index(ifname).await?.is_some())
+}
+
+/// The macvlan driver (`-d macvlan`).
+pub struct Macvlan;
+
+fn settings_of(n: &Network) -> &MacvlanNet {
+    n.macvlan
+        .as_ref()
+        .expect("the macvlan driver is only asked about macvlan networks")
+}
+
+/// The parent's step: a stub netd makes (idempotent), or a link that must be there.
+fn parent_step(m: &MacvlanNet) -> Step {
+    if m.parent_made {
+        Step::EnsureStubParent {
+            name: m.parent.clone(),
+        }
+    } else {
+        Step::RequireLink {
+            name: m.parent.clone(),
+        }
+    }
+}
+
+impl NetworkDriver for Macvlan {
+    fn name(&self) -> &'static str {
+        "macvlan"
+    }
+
+    /// None of netd's: the containers' frames never cross the node's stack.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            publish: false,
+            masquerade: false,
+            isolation: false,
+            fast_paths: false,
+        }
+    }
+
+    fn validate(&self, req: &NetworkRequest) -> Result<Settings> {
+        network_request::macvlan_settings(req)
+    }
+
+    fn setup(&self, n: &Network, endpoints: &[Ipv4Addr], fresh: bool) -> Vec<Planned> {
+        let m = settings_of(n);
+        let undo = |link: &str| {
+            if fresh {
+                vec![Step::DeleteLink {
+                    at: At::Node,
+                    link: link.to_string(),
+                }]
+            } else {
+                Vec::new()
+            }
+        };
+        let mut plan = vec![Planned {
+            step: parent_step(m),
+            undo: if m.parent_made {
+                undo(&m.parent)
+            } else {
+                Vec::new()
+            },
+        }];
+        if let Some(shim) = &m.shim {
+            plan.push(Planned {
+                step: Step::EnsureShim {
+                    name: shim.name.clone(),
+                    parent: m.parent.clone(),
+                    ip: shim.ip,
+                    routes: endpoints.to_vec(),
+                },
+                undo: undo(&shim.name),
+            });
+        }
+        plan
+    }
+
+    fn teardown(&self, n: &Network) -> Vec<Step> {
+        let m = settings_of(n);
+        let shim = m.shim.iter().map(|s| Step::DeleteLink {
+            at: At::Node,
+            link: s.name.clone(),
+        });
+        let parent = m.parent_made.then(|| Step::DeleteLink {
+            at: At::Node,
+            link: m.parent.clone(),
+        });
+        shim.chain(parent).collect()
+    }
+
+    fn attach(
+        &self,
+        n: &Network,
+        p: &EndpointPlan,
+        _: Option<EndpointInfo>,
+        _: PeerGoes,
+    ) -> Vec<Planned> {
+        let m = settings_of(n);
+        let shim = m.shim.as_ref().map(|s| (s.name.as_str(), s.ip));
+        let mut steps = vec![Planned {
+            step: parent_step(m),
+            undo: Vec::new(),
+        }];
+        steps.extend(plan::attach_macvlan(p, &m.parent, m.mode, shim));
+        steps
+    }
+
+    fn detach(&self, n: Option<&Network>, ep: &Endpoint, namespace_open: bool) -> Vec<Step> {
+        let shim = n
+            .and_then(|n| n.macvlan.as_ref())
+            .and_then(|m| m.shim.as_ref())
+            .map(|s| s.name.as_str());
+        plan::detach(
+            ep.ip,
+            &Attached::Macvlan {
+                ifname: &ep.ifname,
+                namespace_open,
+                shim,
+            },
+        )
+    }
 }

@@ -1,31 +1,82 @@
-//! Network drivers other than the bridge: what their networks are made of on the node
-//! and how a container's interface joins one. The bridge driver's links are made by
-//! `endpoint` and `netlink::ensure_bridge`; what each driver offers is `Capabilities`.
+//! Network drivers behind one trait: each validates a request into its own settings
+//! without touching the system, plans what setting a network up and tearing it down
+//! take, and what attaching and detaching an endpoint take (`plan`), and says what it
+//! supports. The daemon applies the plans; nothing here touches the node.
+//! `bridge` is Docker's default driver (a Linux bridge, veths policed by netd's programs);
+//! `macvlan` puts containers straight on a LAN.
 
+pub mod bridge;
 pub mod macvlan;
 
-use crate::state::Network;
+use std::net::Ipv4Addr;
 
-/// What a network's driver offers, which the daemon checks before it is asked for it.
+use anyhow::Result;
+use netd_common::maps::EndpointInfo;
+
+use crate::{
+    network_request::{NetworkRequest, Settings},
+    plan::{EndpointPlan, PeerGoes, Planned, Step},
+    state::{Endpoint, Network},
+};
+
+/// What a network's driver offers, checked before it is asked for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capabilities {
     /// `-p`: published ports (netd's DNAT on the node's uplink).
     pub publish: bool,
-    /// The containers' traffic passes netd's programs (isolation, anti-spoofing,
-    /// masquerade, the fast paths).
-    pub policed: bool,
+    /// Egress masqueraded behind the node's address.
+    pub masquerade: bool,
+    /// The containers' traffic passes netd's programs: isolation between networks,
+    /// anti-spoofing, icc, `--internal`.
+    pub isolation: bool,
+    /// netd's fast paths (redirects past the node's stack) apply.
+    pub fast_paths: bool,
+}
+
+pub trait NetworkDriver: Sync {
+    fn name(&self) -> &'static str;
+    fn capabilities(&self) -> Capabilities;
+    /// The request's driver settings, checked; nothing is touched.
+    fn validate(&self, req: &NetworkRequest) -> Result<Settings>;
+    /// What makes network `n` exist on the node, idempotently. With `fresh` (the network
+    /// is being created), each step comes with its undo; a set-up at start has none (a
+    /// failure there must never remove what containers use). `endpoints`: the addresses
+    /// of the network's containers.
+    fn setup(&self, n: &Network, endpoints: &[Ipv4Addr], fresh: bool) -> Vec<Planned>;
+    /// What removes network `n`, every step tried.
+    fn teardown(&self, n: &Network) -> Vec<Step>;
+    /// What attaching an endpoint takes. `police`: what netd's programs enforce for it,
+    /// for a driver with `isolation`.
+    fn attach(
+        &self,
+        n: &Network,
+        p: &EndpointPlan,
+        police: Option<EndpointInfo>,
+        peer_goes: PeerGoes,
+    ) -> Vec<Planned>;
+    /// What detaching endpoint `ep` of `n` takes, every step tried. `namespace_open`:
+    /// the container's namespace is still held.
+    fn detach(&self, n: Option<&Network>, ep: &Endpoint, namespace_open: bool) -> Vec<Step>;
+}
+
+/// The driver of a network.
+pub fn of(n: &Network) -> &'static dyn NetworkDriver {
+    if n.is_macvlan() {
+        &macvlan::Macvlan
+    } else {
+        &bridge::Bridge
+    }
+}
+
+/// The driver `-d NAME` names; `None` for a driver netd does not have.
+pub fn named(name: &str) -> Option<&'static dyn NetworkDriver> {
+    match name {
+        "bridge" => Some(&bridge::Bridge),
+        "macvlan" => Some(&macvlan::Macvlan),
+        _ => None,
+    }
 }
 
 pub fn capabilities(n: &Network) -> Capabilities {
-    if n.is_macvlan() {
-        Capabilities {
-            publish: false,
-            policed: false,
-        }
-    } else {
-        Capabilities {
-            publish: true,
-            policed: true,
-        }
-    }
+    of(n).capabilities()
 }

@@ -1,12 +1,14 @@
-//! The daemon decides, then acts: what attaching or detaching an endpoint takes is planned
-//! here as a list of steps, from the state and what was observed on the node, without
-//! touching anything; `executor` applies a plan through the `Node` and `Dataplane`
-//! traits and undoes it in reverse on failure. Planning is pure, so the order of every
-//! change and of every undo is unit-tested without root.
+//! The daemon decides, then acts: what setting a network up, attaching or detaching an
+//! endpoint takes is planned as a list of steps (by the network's driver, `driver`),
+//! from the state and what was observed on the node, without touching anything; the
+//! daemon's executor applies a plan through its `Node` and `Dataplane` traits and undoes
+//! it in reverse on failure. Planning is pure, so the order of every change and of every
+//! undo is unit-tested without root.
 
 use std::{fmt, net::Ipv4Addr};
 
-use netd_common::maps::EndpointInfo;
+use ipnet::Ipv4Net;
+use netd_common::maps::{EndpointInfo, NetworkInfo};
 
 use crate::{endpoint, network_request::MacvlanMode};
 
@@ -30,6 +32,37 @@ pub struct Inside {
 /// One change to the node or to the data path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
+    /// The bridge with the gateway address, a fixed MAC, the MTU if given, IPv6 off, up;
+    /// made if missing.
+    EnsureBridge {
+        name: String,
+        gateway: Ipv4Addr,
+        prefix: u8,
+        mac: [u8; 6],
+        mtu: Option<u32>,
+    },
+    /// The network's entry in the data path (its subnet and policy); `None` removes it.
+    SetNetwork {
+        subnet: Ipv4Net,
+        info: Option<NetworkInfo>,
+    },
+    /// A link that must already be there (a macvlan network's parent), up.
+    RequireLink {
+        name: String,
+    },
+    /// A veth pair that goes nowhere, both ends up: the parent of a macvlan network
+    /// without one (this kernel has no dummy links).
+    EnsureStubParent {
+        name: String,
+    },
+    /// The node's shim on a parent: a bridge-mode macvlan with an address, up, and a host
+    /// route through it to each of `routes`.
+    EnsureShim {
+        name: String,
+        parent: String,
+        ip: Ipv4Addr,
+        routes: Vec<Ipv4Addr>,
+    },
     /// A veth pair in the node, both ends down.
     CreateVeth {
         host: String,
@@ -108,6 +141,14 @@ pub enum Step {
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Step::EnsureBridge { name, .. } => write!(f, "set up bridge {name}"),
+            Step::SetNetwork { subnet, info } => match info {
+                Some(_) => write!(f, "register subnet {subnet} with the data path"),
+                None => write!(f, "forget subnet {subnet} in the data path"),
+            },
+            Step::RequireLink { name } => write!(f, "check that {name} is there"),
+            Step::EnsureStubParent { name } => write!(f, "set up parent {name}"),
+            Step::EnsureShim { name, parent, .. } => write!(f, "set up shim {name} on {parent}"),
             Step::CreateVeth { host, peer } => write!(f, "create veth {host}/{peer}"),
             Step::CreateMacvlan { name, parent, mode } => {
                 write!(f, "create macvlan {name} on {parent} ({})", mode.name())
