@@ -3,14 +3,17 @@
 //! container at 172.17.0.2 running the benchmark's servers. What differs is only who
 //! translates: nobody (`direct`: ext routes to the container's address), Docker's
 //! iptables rules, one nftables rule with a map (as netavark does), or netd in one of
-//! three configurations (TC only, TC with the redirect fast path, XDP). GRO is on on the
-//! node's uplink for all of them: a veth accepts XDP frames (the 64-byte generator's)
-//! only when its peer has NAPI, which GRO or an XDP program gives it.
+//! three configurations (TC only, TC with the redirect fast path, XDP). `netd-macvlan`
+//! is netd's other driver under netd-xdp's flags: the container is a macvlan of
+//! `uplink0` on the client's LAN (10.200.0.128, no bridge, nothing translated). GRO is on
+//! on the node's uplink for all of them: a veth accepts XDP frames (the 64-byte
+//! generator's) only when its peer has NAPI, which GRO or an XDP program gives it.
 
 use std::{
     fmt,
     net::Ipv4Addr,
-    path::PathBuf,
+    path::{Path, PathBuf},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -34,50 +37,113 @@ pub enum Datapath {
     NetdRedirect,
     /// netd with its XDP program on the uplink: `--fast-path on --xdp native`.
     NetdXdp,
+    /// netd-xdp's daemon, the container on a macvlan network whose parent is the uplink:
+    /// the client reaches it on its own LAN, at its own address and MAC.
+    NetdMacvlan,
 }
 
 impl Datapath {
-    pub const ALL: [Datapath; 6] = [
+    /// In the table's order: netd-macvlan beside netd's bridge variants, so that the
+    /// columns show what each driver costs.
+    pub const ALL: [Datapath; 7] = [
         Datapath::Direct,
         Datapath::Iptables,
         Datapath::Nftables,
         Datapath::NetdTc,
         Datapath::NetdRedirect,
         Datapath::NetdXdp,
+        Datapath::NetdMacvlan,
     ];
 
-    /// The netd variants, compared with the baselines in the report.
+    /// netd's bridge driver in its three data-path configurations (`--only netd`).
     pub const NETD: [Datapath; 3] = [Datapath::NetdTc, Datapath::NetdRedirect, Datapath::NetdXdp];
 
-    /// Whether it publishes ports at all (`direct` routes to the container instead).
+    /// Whether the node translates the container's traffic: publishes its ports (the
+    /// client dials the node) and masquerades what it sends. `direct` routes to the
+    /// container and `netd-macvlan` puts it on the client's LAN: both keep its address.
     pub fn translates(self) -> bool {
-        self != Datapath::Direct
+        !matches!(self, Datapath::Direct | Datapath::NetdMacvlan)
     }
 
+    /// Whether a netd daemon runs the node.
     pub fn is_netd(self) -> bool {
-        Self::NETD.contains(&self)
+        self.daemon_flags().is_some()
     }
 
     /// The `netd daemon` flags of a netd variant, and what `netd info` must then say
-    /// (`fast_path`, `xdp`).
+    /// (`fast_path`, `xdp`). netd-macvlan runs netd-xdp's (netd's defaults on a NIC with
+    /// native XDP), so that the two differ only in the network driver.
     pub fn daemon_flags(self) -> Option<([&'static str; 4], (&'static str, &'static str))> {
         match self {
             Datapath::NetdTc => Some((["--fast-path", "off", "--xdp", "off"], ("off", "off"))),
             Datapath::NetdRedirect => Some((["--fast-path", "on", "--xdp", "off"], ("on", "off"))),
-            Datapath::NetdXdp => Some((["--fast-path", "on", "--xdp", "native"], ("on", "native"))),
+            Datapath::NetdXdp | Datapath::NetdMacvlan => {
+                Some((["--fast-path", "on", "--xdp", "native"], ("on", "native")))
+            }
+            Datapath::Direct | Datapath::Iptables | Datapath::Nftables => None,
+        }
+    }
+
+    /// The `netd network create` the container's network needs (netd only; `None`: the
+    /// default bridge network).
+    pub fn netd_network(self) -> Option<&'static NetdNetwork> {
+        match self {
+            Datapath::NetdMacvlan => Some(&MACVLAN_NETWORK),
             _ => None,
         }
     }
 
-    /// The datapaths a `--only` name means: one, or for `netd` all three netd variants.
+    /// The container's own address.
+    pub fn container_addr(self) -> Ipv4Addr {
+        match self {
+            Datapath::NetdMacvlan => MACVLAN_CONTAINER_ADDR,
+            _ => CONTAINER_ADDR,
+        }
+    }
+
+    /// What the client dials: the node's published port, or the container's own address.
+    pub fn target(self) -> Ipv4Addr {
+        if self.translates() {
+            Sandbox::NODE_ADDR
+        } else {
+            self.container_addr()
+        }
+    }
+
+    /// What the report divides a netd datapath's medians by: the bridge variants by
+    /// Docker's iptables rules and by the direct path; netd-macvlan by netd's bridge under
+    /// the same daemon flags (the driver's cost) and by the direct path.
+    pub fn baselines(self) -> &'static [Datapath] {
+        match self {
+            Datapath::NetdTc | Datapath::NetdRedirect | Datapath::NetdXdp => {
+                &[Datapath::Iptables, Datapath::Direct]
+            }
+            Datapath::NetdMacvlan => &[Datapath::NetdXdp, Datapath::Direct],
+            Datapath::Direct | Datapath::Iptables | Datapath::Nftables => &[],
+        }
+    }
+
+    /// What a reader must know to read its column (the report's notes).
+    pub fn note(self) -> Option<&'static str> {
+        match self {
+            Datapath::NetdMacvlan => Some(
+                "netd's macvlan driver: `netd network create -d macvlan --subnet 10.200.0.0/24 --gateway 10.200.0.1 --ip-range 10.200.0.128/25 -o parent=uplink0 lan`, the container created on it (10.200.0.128, MAC 02:42:0a:c8:00:80, a macvlan of uplink0 in bridge mode), the daemon with netd-xdp's flags; the client dials the container's own address on its LAN (no bridge, no forwarding, no published port: the scale runs are skipped, as for direct), and the rows labelled published port and masqueraded measure the container's own address both ways (no masquerade); 64-byte frames are addressed to the container's MAC and address. Its ratios are to netd-xdp (netd's bridge, the same daemon) and to direct",
+            ),
+            _ => None,
+        }
+    }
+
+    /// The datapaths a `--only` name means: one, or for `netd` the three bridge variants.
     pub fn by_name(name: &str) -> Option<Vec<Datapath>> {
         if name == "netd" {
             return Some(Self::NETD.to_vec());
         }
-        Self::ALL
-            .into_iter()
-            .find(|d| d.to_string() == name)
-            .map(|d| vec![d])
+        Self::from_name(name).map(|d| vec![d])
+    }
+
+    /// The datapath its `Display` names.
+    pub fn from_name(name: &str) -> Option<Datapath> {
+        Self::ALL.into_iter().find(|d| d.to_string() == name)
     }
 }
 
@@ -90,11 +156,39 @@ impl fmt::Display for Datapath {
             Datapath::NetdTc => "netd-tc",
             Datapath::NetdRedirect => "netd-redirect",
             Datapath::NetdXdp => "netd-xdp",
+            Datapath::NetdMacvlan => "netd-macvlan",
         })
     }
 }
 
+/// The container's address on netd's (or the baselines') bridge.
 pub const CONTAINER_ADDR: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 2);
+/// netd-macvlan's container: the first address of the network's `--ip-range`.
+pub const MACVLAN_CONTAINER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 128);
+/// netd-macvlan's network: the client's LAN, with the node's uplink as the parent.
+const MACVLAN_NETWORK: NetdNetwork = NetdNetwork {
+    name: "lan",
+    flags: &[
+        "-d",
+        "macvlan",
+        "--subnet",
+        "10.200.0.0/24",
+        "--gateway",
+        "10.200.0.1",
+        "--ip-range",
+        "10.200.0.128/25",
+        "-o",
+        "parent=uplink0",
+    ],
+};
+
+/// A network a netd bed creates for its containers (instead of the default bridge).
+pub struct NetdNetwork {
+    pub name: &'static str,
+    /// `netd network create` flags before the name.
+    pub flags: &'static [&'static str],
+}
+
 /// Where the filler mappings of the scale runs start (host port = container port).
 pub const FILLER_BASE: u16 = 20000;
 /// The host port `add_one` publishes (after the largest filler range).
@@ -105,17 +199,23 @@ pub struct Bed {
     pub sandbox: Sandbox,
     /// The container's namespace.
     pub container: PathBuf,
-    /// What the client dials: the node's address, or the container's for `direct`.
+    /// The container's own address (its servers see themselves at it).
+    pub container_addr: Ipv4Addr,
+    /// What the client dials: the node's address, or the container's own where nothing
+    /// translates (`direct`, `netd-macvlan`).
     pub target: Ipv4Addr,
+    /// The container's MAC when it is on the client's LAN itself (macvlan): the client's
+    /// frames go to it, not to the node's uplink.
+    pub lan_mac: Option<[u8; 6]>,
     /// The daemon (netd only).
     pub daemon: Option<Daemon>,
     /// Filler mappings installed now.
     fillers: u16,
     /// Whether the translation rules are in place (baselines).
     installed: bool,
-    /// How long `add_one` took to create a container without ports (netd).
-    pub bare_container: Option<Duration>,
-    /// `netd info`'s `fast_path` and `xdp` (netd only).
+    /// How long netd took to create a container without ports (netd).
+    bare_container: Option<Duration>,
+    /// `netd info`'s `fast_path` and `xdp`, and the network driver (netd only).
     pub netd_config: Option<serde_json::Value>,
     /// The container's namespace when the bed made it itself (baselines).
     _own_container: Option<Netns>,
@@ -131,6 +231,7 @@ impl Bed {
             Datapath::NetdTc => "nt",
             Datapath::NetdRedirect => "nr",
             Datapath::NetdXdp => "nx",
+            Datapath::NetdMacvlan => "nm",
         };
         let sandbox = Sandbox::new(&format!("b{code}"))?;
         // The client's connections come from the whole port range, so short connections
@@ -156,10 +257,15 @@ impl Bed {
         let daemon = Daemon::start_with(&sandbox.node, Sandbox::UPLINK, &flags)
             .with_context(|| format!("{datapath}: start netd daemon {}", flags.join(" ")))?;
         let info = daemon.info().context("netd info")?;
+        let network = datapath.netd_network();
         let config = serde_json::json!({
             "flags": flags.join(" "),
             "fast_path": info["fast_path"],
             "xdp": info["xdp"],
+            "network": network.map_or_else(
+                || "the default bridge (netd0)".to_string(),
+                |n| format!("netd network create {} {}", n.flags.join(" "), n.name),
+            ),
         });
         if info["xdp"].as_str() != Some(xdp) || info["fast_path"].as_str() != Some(fast_path) {
             bail!(
@@ -169,21 +275,41 @@ impl Bed {
                 flags.join(" ")
             );
         }
-        let mut args = vec!["create", "--name", "web"];
-        let publish = published_specs();
+        if let Some(n) = network {
+            let mut args = vec!["network", "create"];
+            args.extend(n.flags);
+            args.push(n.name);
+            daemon.cli_ok(&args)?;
+        }
+        let mut args = create_args(datapath, "web");
+        let publish = if datapath.translates() {
+            published_specs()
+        } else {
+            Vec::new()
+        };
         for p in &publish {
             args.extend(["-p", p.as_str()]);
         }
-        let path = daemon.cli_ok(&args)?;
+        let path = PathBuf::from(daemon.cli_ok(&args)?.trim());
         let ip = daemon.container("web")?.ip;
-        if ip != CONTAINER_ADDR {
-            bail!("netd gave the container {ip}, the bed expects {CONTAINER_ADDR}");
+        let want = datapath.container_addr();
+        if ip != want {
+            bail!("netd gave the container {ip}, the bed expects {want}");
         }
+        let lan_mac = match network {
+            Some(n) => Some(
+                macvlan_mac(&path, ip)
+                    .with_context(|| format!("the container's interface on network {}", n.name))?,
+            ),
+            None => None,
+        };
         Ok(Bed {
             datapath,
             sandbox,
-            container: PathBuf::from(path.trim()),
-            target: Sandbox::NODE_ADDR,
+            container: path,
+            container_addr: ip,
+            target: datapath.target(),
+            lan_mac,
             daemon: Some(daemon),
             fillers: 0,
             installed: false,
@@ -223,19 +349,18 @@ impl Bed {
         ctr.ip(&["link", "set", "lo", "up"])?;
         ctr.ip(&["route", "add", "default", "via", "172.17.0.1"])?;
         node.sysctl("net.ipv4.ip_forward", "1")?;
-        let target = if datapath == Datapath::Direct {
+        if !datapath.translates() {
             sandbox
                 .ext
                 .ip(&["route", "add", "172.17.0.0/16", "via", "10.200.0.2"])?;
-            CONTAINER_ADDR
-        } else {
-            Sandbox::NODE_ADDR
-        };
+        }
         let mut bed = Bed {
             datapath,
             container: ctr.path(),
             sandbox,
-            target,
+            container_addr: CONTAINER_ADDR,
+            target: datapath.target(),
+            lan_mac: None,
             daemon: None,
             fillers: 0,
             installed: false,
@@ -249,11 +374,11 @@ impl Bed {
 
     /// Install `fillers` more published ports before the measured ones (so a linear scan
     /// pays for them), replacing the previous set in one call; how long that call took.
-    /// `None` for `direct`, which publishes nothing.
+    /// `None` where nothing translates (`direct`, `netd-macvlan`): nothing is published.
     pub fn install(&mut self, fillers: u16) -> Result<Option<Duration>> {
         let node = &self.sandbox.node;
         let took = match self.datapath {
-            Datapath::Direct => return Ok(None),
+            Datapath::Direct | Datapath::NetdMacvlan => return Ok(None),
             Datapath::Iptables => timed(|| {
                 node.exec_stdin(&["iptables-restore"], &iptables_rules(fillers))
                     .map(drop)
@@ -292,12 +417,16 @@ impl Bed {
 
     /// Publish one more port the way the datapath's owner does it (Docker: three iptables
     /// commands; netavark: one map element; netd: a container with `-p`); how long it took.
+    /// `None` where nothing is published (`direct`, `netd-macvlan`).
     pub fn add_one(&mut self) -> Result<Option<Duration>> {
-        let node = &self.sandbox.node;
         let p = EXTRA_PORT.to_string();
         let ctr = CONTAINER_ADDR.to_string();
+        // netd publishes with a container: what a container without ports costs first, so
+        // the report can tell the mapping's share (nothing without a daemon).
+        self.bare_container()?;
+        let node = &self.sandbox.node;
         let took = match self.datapath {
-            Datapath::Direct => return Ok(None),
+            Datapath::Direct | Datapath::NetdMacvlan => return Ok(None),
             Datapath::Iptables => timed(|| {
                 for rule in docker_port_rules("tcp", EXTRA_PORT) {
                     let mut args = vec!["iptables", "-t", rule.table, "-A", rule.chain];
@@ -322,11 +451,6 @@ impl Bed {
             Datapath::NetdTc | Datapath::NetdRedirect | Datapath::NetdXdp => {
                 let daemon = self.daemon.as_ref().context("no daemon")?;
                 let spec = format!("{p}:{p}");
-                // netd publishes with a container: what a container without ports costs
-                // first, so the report can tell the mapping's share.
-                self.bare_container = Some(timed(|| {
-                    daemon.cli_ok(&["create", "--name", "bare"]).map(drop)
-                })?);
                 timed(|| {
                     daemon
                         .cli_ok(&["create", "--name", "extra", "-p", &spec])
@@ -335,6 +459,19 @@ impl Bed {
             }
         };
         Ok(Some(took))
+    }
+
+    /// How long netd took to create a container without published ports on the measured
+    /// container's network (netd only): measured once, by `add_one` with the fillers in
+    /// place where there are some, else when first asked.
+    pub fn bare_container(&mut self) -> Result<Option<Duration>> {
+        if self.bare_container.is_none()
+            && let Some(daemon) = &self.daemon
+        {
+            let args = create_args(self.datapath, "bare");
+            self.bare_container = Some(timed(|| daemon.cli_ok(&args).map(drop))?);
+        }
+        Ok(self.bare_container)
     }
 
     /// Forget the kernel's connection tracking state (baselines), so each run starts from
@@ -368,12 +505,13 @@ impl Bed {
         Some(ticks as f64 / hz)
     }
 
-    /// The source address a server outside sees for the container's connections.
+    /// The source address a server outside sees for the container's connections: the
+    /// node's where it masquerades, else the container's own.
     pub fn egress_source(&self) -> Ipv4Addr {
         if self.datapath.translates() {
             Sandbox::NODE_ADDR
         } else {
-            CONTAINER_ADDR
+            self.container_addr
         }
     }
 
@@ -412,34 +550,45 @@ impl Bed {
                 if dnat == 0 || snat == 0 {
                     bail!("netd counted {dnat} DNAT and {snat} SNAT flows");
                 }
-                let by_hook = |reason: &str| {
-                    stats
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter(|c| c["reason"] == reason)
-                        .filter(|c| c["packets"].as_u64().unwrap_or(0) > 0)
-                        .map(|c| format!("{} {}", c["hook"].as_str().unwrap_or("?"), c["packets"]))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                let drops: Vec<String> = stats
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|c| c["reason"].as_str().is_some_and(|r| r.starts_with("drop_")))
-                    .filter(|c| c["packets"].as_u64().unwrap_or(0) > 0)
-                    .map(|c| format!("{} {} {}", c["hook"], c["reason"], c["packets"]))
-                    .collect();
                 format!(
                     "{dnat} DNAT flows ({}), {snat} SNAT flows ({}); drops: {}",
-                    by_hook("dnat_new_flow"),
-                    by_hook("snat_new_flow"),
-                    if drops.is_empty() {
-                        "none".to_string()
-                    } else {
-                        drops.join(", ")
-                    }
+                    by_hook(&stats, "dnat_new_flow"),
+                    by_hook(&stats, "snat_new_flow"),
+                    netd_drops_text(&stats)
+                )
+            }
+            Datapath::NetdMacvlan => {
+                // The other way round: netd must have translated nothing, and the client
+                // must have reached the container at its own MAC, not the node's.
+                let stats = self.netd_stats()?;
+                let dnat = netd_sum(&stats, |_, r| r == "dnat_new_flow");
+                let snat = netd_sum(&stats, |_, r| r == "snat_new_flow");
+                if dnat != 0 || snat != 0 {
+                    bail!(
+                        "netd counted {dnat} DNAT and {snat} SNAT flows; the macvlan container's traffic must pass untranslated"
+                    );
+                }
+                let addr = self.container_addr.to_string();
+                let neigh = self
+                    .sandbox
+                    .ext
+                    .ip(&["neigh", "show", &addr, "dev", "ext0"])?;
+                let neigh = String::from_utf8_lossy(&neigh.stdout);
+                let seen = neigh
+                    .split_whitespace()
+                    .skip_while(|w| *w != "lladdr")
+                    .nth(1)
+                    .unwrap_or("none");
+                let want = self.lan_mac.map(|m| mac_text(&m)).unwrap_or_default();
+                if seen != want {
+                    bail!(
+                        "the client's neighbour entry for {addr} is {seen}, not the container's MAC {want}"
+                    );
+                }
+                format!(
+                    "nothing translated (0 DNAT, 0 SNAT flows); the client reached {addr} at {seen} on ext0; the uplink's programs passed it ({}); drops: {}",
+                    by_hook(&stats, "pass_no_match"),
+                    netd_drops_text(&stats)
                 )
             }
         })
@@ -462,6 +611,90 @@ impl Bed {
         let stats = self.netd_stats()?;
         Ok(Some(netd_sum(&stats, |_, r| r.starts_with("drop_"))))
     }
+}
+
+/// `HOOK PACKETS` of every hook that counted `reason`, comma-separated.
+fn by_hook(stats: &serde_json::Value, reason: &str) -> String {
+    stats
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["reason"] == reason)
+        .filter(|c| c["packets"].as_u64().unwrap_or(0) > 0)
+        .map(|c| format!("{} {}", c["hook"].as_str().unwrap_or("?"), c["packets"]))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Every `drop_` counter of `netd stats` that moved, or `none`.
+fn netd_drops_text(stats: &serde_json::Value) -> String {
+    let drops: Vec<String> = stats
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["reason"].as_str().is_some_and(|r| r.starts_with("drop_")))
+        .filter(|c| c["packets"].as_u64().unwrap_or(0) > 0)
+        .map(|c| format!("{} {} {}", c["hook"], c["reason"], c["packets"]))
+        .collect();
+    if drops.is_empty() {
+        "none".to_string()
+    } else {
+        drops.join(", ")
+    }
+}
+
+/// `netd create --name NAME` on the datapath's network.
+fn create_args(datapath: Datapath, name: &str) -> Vec<&str> {
+    let mut args = vec!["create", "--name", name];
+    if let Some(n) = datapath.netd_network() {
+        args.extend(["--network", n.name]);
+    }
+    args
+}
+
+/// netd's (Docker's) MAC for a container's address: `02:42` and the address.
+fn scheme_mac(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+fn mac_text(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The MAC of the container's macvlan of the uplink, checked against netd's scheme for
+/// its address `ip`: the one MAC the client's frames for it may carry.
+fn macvlan_mac(container: &Path, ip: Ipv4Addr) -> Result<[u8; 6]> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", container.display()))
+        .args(["ip", "-j", "-d", "link", "show"])
+        .output()
+        .context("run ip link in the container")?;
+    if !out.status.success() {
+        bail!(
+            "ip link in the container: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let link = links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l["linkinfo"]["info_kind"] == "macvlan")
+        .with_context(|| format!("no macvlan in the container: {links}"))?;
+    let want = mac_text(&scheme_mac(ip));
+    let mac = link["address"].as_str().unwrap_or_default();
+    if mac != want {
+        bail!(
+            "{} has MAC {mac}, netd's scheme gives {want} for {ip}",
+            link["ifname"]
+        );
+    }
+    Ok(scheme_mac(ip))
 }
 
 /// The packets of the counters of `netd stats` whose (hook, reason) pass `want`.
@@ -615,6 +848,36 @@ pub fn nftables_rules(fillers: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn netd_macvlan_is_its_own_name_and_netd_means_the_bridge_variants() {
+        assert_eq!(
+            Datapath::by_name("netd-macvlan"),
+            Some(vec![Datapath::NetdMacvlan])
+        );
+        assert_eq!(Datapath::by_name("netd"), Some(Datapath::NETD.to_vec()));
+        assert!(Datapath::NetdMacvlan.is_netd());
+        assert_eq!(
+            Datapath::NetdMacvlan.daemon_flags(),
+            Datapath::NetdXdp.daemon_flags()
+        );
+    }
+
+    #[test]
+    fn only_the_translating_datapaths_are_dialled_at_the_node() {
+        for dp in Datapath::ALL {
+            let want = match dp {
+                Datapath::Direct => CONTAINER_ADDR,
+                Datapath::NetdMacvlan => MACVLAN_CONTAINER_ADDR,
+                _ => Sandbox::NODE_ADDR,
+            };
+            assert_eq!(dp.target(), want, "{dp}");
+        }
+        assert_eq!(
+            mac_text(&scheme_mac(MACVLAN_CONTAINER_ADDR)),
+            "02:42:0a:c8:00:80"
+        );
+    }
 
     #[test]
     fn docker_rules_put_the_fillers_before_the_measured_port() {

@@ -1,5 +1,6 @@
 //! The benchmark's samples and what is made of them: the terminal table, the netd
-//! variants' ratios to iptables and to the direct path, the targets as met or not
+//! variants' ratios to their baselines (the bridge's to iptables and the direct path,
+//! macvlan's to netd's bridge and the direct path), the targets as met or not
 //! (reported, never asserted), the JSON file with every raw sample, and the machine the
 //! numbers came from.
 
@@ -185,8 +186,8 @@ impl Results {
     }
 
     /// The terminal table: one row per metric, one column per datapath (median ±half
-    /// range); then each netd variant's ratio to iptables and to the direct path, the
-    /// targets, and the notes.
+    /// range); then each netd variant's ratios to its baselines, the targets, and the
+    /// notes.
     pub fn table(&self) -> String {
         let dps = self.datapaths();
         let mut out = String::new();
@@ -255,58 +256,76 @@ impl Results {
         out
     }
 
-    /// The netd variants measured, in the table's order.
-    fn netd_variants(&self) -> Vec<String> {
-        Datapath::NETD
-            .iter()
-            .map(|d| d.to_string())
-            .filter(|d| self.samples.contains_key(d))
+    /// The ratio table's columns, in the table's order: each netd variant measured, over
+    /// each of its baselines measured too.
+    fn ratio_columns(&self) -> Vec<(Datapath, Datapath)> {
+        let measured = |d: &Datapath| self.samples.contains_key(&d.to_string());
+        Datapath::ALL
+            .into_iter()
+            .filter(|v| v.is_netd() && measured(v))
+            .flat_map(|v| {
+                v.baselines()
+                    .iter()
+                    .filter(|b| measured(b))
+                    .map(move |&b| (v, b))
+            })
             .collect()
     }
 
-    /// Medians of a netd variant over iptables and over the direct path, per metric.
+    /// A datapath's median for `key`; the direct path's is its floor (see `floor`).
+    fn baseline(&self, dp: Datapath, key: &str) -> Option<Summary> {
+        if dp == Datapath::Direct {
+            self.floor(key)
+        } else {
+            self.summary(&dp.to_string(), key)
+        }
+    }
+
+    /// Medians of each netd variant over each of its baselines, per metric.
     fn ratios(&self) -> String {
-        let variants = self.netd_variants();
-        if variants.is_empty() {
+        let columns = self.ratio_columns();
+        if columns.is_empty() {
             return String::new();
         }
+        let short = |d: Datapath| d.to_string().trim_start_matches("netd-").to_string();
+        // A variant's first column is wider: it sets the variants apart.
+        let widths: Vec<usize> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, (v, _))| {
+                if i > 0 && columns[i - 1].0 == *v {
+                    17
+                } else {
+                    20
+                }
+            })
+            .collect();
         let mut header = format!("{:<46}", "netd variant ÷ baseline (medians)");
-        for v in &variants {
-            let short = v.trim_start_matches("netd-");
-            header.push_str(&format!(
-                "{:>20}{:>17}",
-                format!("{short}÷iptables"),
-                format!("{short}÷direct")
-            ));
+        for (&(v, b), w) in columns.iter().zip(&widths) {
+            header.push_str(&format!("{:>w$}", format!("{}÷{}", short(v), short(b))));
         }
         let mut out = format!("\n{header}\n{}\n", "-".repeat(header.chars().count()));
         for row in self.rows() {
-            let ratio = |a: Option<Summary>, b: Option<Summary>| match (a, b) {
-                (Some(n), Some(o)) if o.median != 0.0 => {
-                    Some(format!("{:.2}x", n.median / o.median))
-                }
-                _ => None,
-            };
-            let cells: Vec<(Option<String>, Option<String>)> = variants
+            let cells: Vec<Option<String>> = columns
                 .iter()
-                .map(|v| {
-                    let n = self.summary(v, &row.key);
-                    (
-                        ratio(n, self.summary("iptables", &row.key)),
-                        ratio(n, self.floor(&row.key)),
-                    )
+                .map(|&(v, b)| {
+                    match (
+                        self.summary(&v.to_string(), &row.key),
+                        self.baseline(b, &row.key),
+                    ) {
+                        (Some(n), Some(o)) if o.median != 0.0 => {
+                            Some(format!("{:.2}x", n.median / o.median))
+                        }
+                        _ => None,
+                    }
                 })
                 .collect();
-            if cells.iter().all(|(a, b)| a.is_none() && b.is_none()) {
+            if cells.iter().all(Option::is_none) {
                 continue;
             }
             out.push_str(&format!("{:<46}", row.label));
-            for (a, b) in cells {
-                out.push_str(&format!(
-                    "{:>20}{:>17}",
-                    a.unwrap_or_else(|| "-".into()),
-                    b.unwrap_or_else(|| "-".into())
-                ));
+            for (c, w) in cells.into_iter().zip(&widths) {
+                out.push_str(&format!("{:>w$}", c.unwrap_or_else(|| "-".into())));
             }
             out.push('\n');
         }
@@ -992,6 +1011,40 @@ mod tests {
             .find(|l| l.starts_with("new TCP connections (conn/s), 10000 ports"))
             .unwrap();
         assert!(line.contains("8.00x") && line.contains("0.80x"), "{line}");
+    }
+
+    #[test]
+    fn macvlan_sits_beside_the_bridge_and_is_compared_with_it_and_the_direct_path() {
+        let mut r = Results::new(true, 1);
+        r.add(Datapath::Direct, "tcp_gbps", 10.0);
+        r.add(Datapath::NetdXdp, "tcp_gbps", 8.0);
+        r.add(Datapath::NetdMacvlan, "tcp_gbps", 12.0);
+        let table = r.table();
+        let (main, ratios) = table.split_once("netd variant ÷ baseline").unwrap();
+        let header = main.lines().next().unwrap();
+        assert!(
+            header.find("netd-xdp") < header.find("netd-macvlan"),
+            "{header}"
+        );
+        // Only the baselines measured: iptables was not.
+        let header: Vec<&str> = ratios.lines().next().unwrap().split_whitespace().collect();
+        assert_eq!(
+            header[header.len() - 3..],
+            ["xdp÷direct", "macvlan÷xdp", "macvlan÷direct"]
+        );
+        let line = ratios
+            .lines()
+            .find(|l| l.starts_with("TCP throughput"))
+            .unwrap();
+        let cells: Vec<&str> = line.split_whitespace().rev().take(3).collect();
+        assert_eq!(cells, ["1.20x", "1.50x", "0.80x"], "{line}");
+    }
+
+    #[test]
+    fn a_variant_without_a_measured_baseline_has_no_ratios() {
+        let mut r = Results::new(true, 1);
+        r.add(Datapath::NetdMacvlan, "tcp_gbps", 12.0);
+        assert!(!r.table().contains("netd variant ÷ baseline"));
     }
 
     #[test]

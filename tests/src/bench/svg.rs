@@ -1,7 +1,9 @@
 //! The benchmark's chart as a standalone SVG: new TCP connections per second against the
 //! number of published ports (one line per datapath; `direct` publishes nothing and is
-//! drawn flat as the floor), TCP throughput per datapath (published port and
-//! masqueraded), and 64-byte frames delivered per second per datapath (the XDP
+//! drawn flat as the floor; `netd-macvlan`, which publishes nothing either, is one point
+//! at 1 port, its only measurement), TCP throughput per datapath (inbound: through a
+//! published port or to the container's own address; outbound: masqueraded or from its
+//! own address), and 64-byte frames delivered per second per datapath (the XDP
 //! generator), all as medians with the range as whiskers.
 
 use std::fmt::Write;
@@ -12,13 +14,14 @@ const W: f64 = 1320.0;
 const H: f64 = 420.0;
 const TOP: f64 = 60.0;
 const BOTTOM: f64 = 360.0;
-const COLORS: [(&str, &str); 8] = [
+const COLORS: [(&str, &str); 9] = [
     ("direct", "#7f7f7f"),
     ("iptables", "#d62728"),
     ("nftables", "#ff7f0e"),
     ("netd-tc", "#9ecae1"),
     ("netd-redirect", "#4292c6"),
     ("netd-xdp", "#08306b"),
+    ("netd-macvlan", "#6a3d9a"),
     ("docker-bridge", "#8c564b"),
     ("docker-netd", "#2ca02c"),
 ];
@@ -202,10 +205,12 @@ fn connection_rate(s: &mut String, r: &Results, x0: f64, x1: f64) {
     }
 }
 
-/// Right: TCP throughput per datapath, published port and masqueraded side by side.
+/// Right: TCP throughput per datapath, into the container and out of it side by side
+/// (published port and masqueraded where the node translates, the container's own
+/// address where it does not).
 fn throughput(s: &mut String, r: &Results, x0: f64, x1: f64) {
     let dps = r.datapaths();
-    let kinds = [("tcp_gbps", "published"), ("egress_gbps", "masqueraded")];
+    let kinds = [("tcp_gbps", "inbound"), ("egress_gbps", "outbound")];
     let max = nice_max(
         dps.iter()
             .flat_map(|dp| kinds.iter().filter_map(|(k, _)| r.summary(dp, k)))

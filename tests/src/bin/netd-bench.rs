@@ -28,8 +28,8 @@ struct Cli {
     /// The `datapath_cost` bench's JSON (per-packet cost of netd's programs) to include.
     #[arg(long)]
     program_cost: Option<PathBuf>,
-    /// Only these datapaths (direct, iptables, nftables, netd-tc, netd-redirect, netd-xdp;
-    /// netd means all three netd ones) and Docker engines (docker-bridge, docker-netd;
+    /// Only these datapaths (direct, iptables, nftables, netd-tc, netd-redirect, netd-xdp, netd-macvlan;
+    /// netd means the three netd bridge ones) and Docker engines (docker-bridge, docker-netd;
     /// docker means both); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -130,7 +130,7 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 let dps = Datapath::by_name(name).with_context(|| {
                     format!(
-                        "--only: unknown datapath {name:?} (direct, iptables, nftables, netd-tc, netd-redirect, netd-xdp, or netd for all three; docker-bridge, docker-netd, or docker for both; cni-bridge, cni-netd, or cni for both)"
+                        "--only: unknown datapath {name:?} (direct, iptables, nftables, netd-tc, netd-redirect, netd-xdp, netd-macvlan, or netd for the three bridge ones; docker-bridge, docker-netd, or docker for both; cni-bridge, cni-netd, or cni for both)"
                     )
                 })?;
                 add_new(&mut chosen, dps);
