@@ -233,6 +233,23 @@ impl EndpointPlan<'_> {
     }
 }
 
+/// The network's MTU on each of `links` (when it has one), the container's MAC on `mac_on`.
+fn mtu_and_mac(p: &EndpointPlan, links: &[&str], mac_on: &str) -> Vec<Planned> {
+    let mtus = p.mtu.into_iter().flat_map(|mtu| {
+        links.iter().map(move |l| {
+            step(Step::SetMtu {
+                link: l.to_string(),
+                mtu,
+            })
+        })
+    });
+    mtus.chain([step(Step::SetMac {
+        link: mac_on.to_string(),
+        mac: p.mac,
+    })])
+    .collect()
+}
+
 /// Where a bridge endpoint's container end goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PeerGoes {
@@ -272,20 +289,7 @@ pub fn attach_bridge(
             Step::PurgeFlows { ip: p.ip },
         ],
     )];
-    if let Some(mtu) = p.mtu {
-        plan.push(step(Step::SetMtu {
-            link: host.clone(),
-            mtu,
-        }));
-        plan.push(step(Step::SetMtu {
-            link: peer.clone(),
-            mtu,
-        }));
-    }
-    plan.push(step(Step::SetMac {
-        link: peer.clone(),
-        mac: p.mac,
-    }));
+    plan.extend(mtu_and_mac(p, &[&host, &peer], &peer));
     plan.push(step(Step::Ipv6Off { link: host.clone() }));
     plan.push(undone_by(
         Step::Police {
@@ -333,16 +337,7 @@ pub fn attach_macvlan(
             link: name.clone(),
         }],
     )];
-    if let Some(mtu) = p.mtu {
-        plan.push(step(Step::SetMtu {
-            link: name.clone(),
-            mtu,
-        }));
-    }
-    plan.push(step(Step::SetMac {
-        link: name.clone(),
-        mac: p.mac,
-    }));
+    plan.extend(mtu_and_mac(p, &[&name], &name));
     plan.push(undone_by(
         Step::MoveIntoContainer { link: name.clone() },
         vec![Step::DeleteLink {
@@ -443,6 +438,15 @@ mod tests {
         }
     }
 
+    /// What undoing all of `steps` runs, in order.
+    fn undos(steps: &[Planned]) -> Vec<String> {
+        steps
+            .iter()
+            .rev()
+            .flat_map(|p| p.undo.iter().map(|s| s.to_string()))
+            .collect()
+    }
+
     fn names(steps: &[Planned]) -> Vec<String> {
         steps.iter().map(|p| p.step.to_string()).collect()
     }
@@ -472,11 +476,7 @@ mod tests {
         );
         // Undone in reverse: forgotten (its program drops all) before the pair goes, the
         // program's link unpinned only after, the flows it made purged last.
-        let undo: Vec<String> = steps
-            .iter()
-            .rev()
-            .flat_map(|p| p.undo.iter().map(|s| s.to_string()))
-            .collect();
+        let undo = undos(&steps);
         assert_eq!(
             undo,
             [
@@ -521,11 +521,7 @@ mod tests {
         );
         assert!(!names(&steps).iter().any(|s| s.starts_with("police")));
         // Wherever the macvlan is when a step fails, an undo finds it.
-        let undo: Vec<String> = steps
-            .iter()
-            .rev()
-            .flat_map(|p| p.undo.iter().map(|s| s.to_string()))
-            .collect();
+        let undo = undos(&steps);
         assert_eq!(
             undo,
             [

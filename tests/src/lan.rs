@@ -8,6 +8,21 @@ use anyhow::{Result, bail};
 
 use crate::netns::{Netns, Sandbox, run};
 
+/// `netd network create` flags of a macvlan network on the sandbox's uplink: containers
+/// on the client's LAN (10.200.0.0/24, the client at .1), addressed from .128.
+pub const ON_UPLINK_FLAGS: [&str; 10] = [
+    "-d",
+    "macvlan",
+    "--subnet",
+    "10.200.0.0/24",
+    "--gateway",
+    "10.200.0.1",
+    "--ip-range",
+    "10.200.0.128/25",
+    "-o",
+    "parent=uplink0",
+];
+
 pub struct Lan {
     pub switch: Netns,
     pub host: Netns,

@@ -60,15 +60,16 @@ impl Bed {
         self.netd.container(name).unwrap()
     }
 
+    /// `netd rm -f` the containers, then `netd network rm` the network.
+    fn remove(&self, containers: &[&str], network: &str) {
+        let mut rm = vec!["rm", "-f"];
+        rm.extend_from_slice(containers);
+        self.netd.cli_ok(&rm).unwrap();
+        self.netd.cli_ok(&["network", "rm", network]).unwrap();
+    }
+
     fn node_links(&self) -> Vec<String> {
-        let out = self.sb.node.ip(&["-o", "link", "show"]).unwrap();
-        let mut links: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split(": ").nth(1))
-            .map(|n| n.split('@').next().unwrap_or(n).to_string())
-            .collect();
-        links.sort();
-        links
+        netd_tests::cni::node_links(&self.sb.node)
     }
 }
 
@@ -131,11 +132,9 @@ fn macvlan_containers_are_on_the_lan_at_their_own_addresses_and_macs() {
     assert!(routes.contains("default via 192.168.77.1"), "{routes}");
     assert!(pings(&c1.netns, Lan::ROUTER));
     assert!(pings(&c1.netns, c2.ip));
-    // Not policed nor translated by the node: nothing of it in netd's counters.
     drop(server);
 
-    bed.netd.cli_ok(&["rm", "-f", "c1", "c2"]).unwrap();
-    bed.netd.cli_ok(&["network", "rm", "lan"]).unwrap();
+    bed.remove(&["c1", "c2"], "lan");
     assert_eq!(bed.node_links(), links_before);
 }
 
@@ -148,8 +147,7 @@ fn each_macvlan_mode_does_what_the_kernel_says() {
     let b = bed.run("cb", "priv");
     assert!(lan_pings(&bed.lan, a.ip) && lan_pings(&bed.lan, b.ip));
     assert!(!pings(&a.netns, b.ip), "private mode let siblings talk");
-    bed.netd.cli_ok(&["rm", "-f", "ca", "cb"]).unwrap();
-    bed.netd.cli_ok(&["network", "rm", "priv"]).unwrap();
+    bed.remove(&["ca", "cb"], "priv");
 
     // vepa: siblings talk only through a switch that reflects frames.
     bed.create("vepa", &["-o", "parent=lan0", "-o", "macvlan_mode=vepa"]);
@@ -159,8 +157,7 @@ fn each_macvlan_mode_does_what_the_kernel_says() {
     assert!(!pings(&a.netns, b.ip), "vepa without a reflecting switch");
     bed.lan.hairpin_node_port().unwrap();
     assert!(pings(&a.netns, b.ip), "vepa through a reflecting switch");
-    bed.netd.cli_ok(&["rm", "-f", "ca", "cb"]).unwrap();
-    bed.netd.cli_ok(&["network", "rm", "vepa"]).unwrap();
+    bed.remove(&["ca", "cb"], "vepa");
 
     // passthru: one container takes the parent over.
     bed.create(
@@ -169,8 +166,7 @@ fn each_macvlan_mode_does_what_the_kernel_says() {
     );
     let a = bed.run("ca", "pass");
     assert!(lan_pings(&bed.lan, a.ip));
-    bed.netd.cli_ok(&["rm", "-f", "ca"]).unwrap();
-    bed.netd.cli_ok(&["network", "rm", "pass"]).unwrap();
+    bed.remove(&["ca"], "pass");
 }
 
 #[test]
@@ -196,8 +192,7 @@ fn a_macvlan_network_without_parent_is_internal_to_its_containers() {
     let routes = String::from_utf8_lossy(&inside(&a.netns, &["ip", "route"]).stdout).into_owned();
     assert!(!routes.contains("default"), "{routes}");
     assert!(!lan_pings(&bed.lan, a.ip));
-    bed.netd.cli_ok(&["rm", "-f", "ca", "cb"]).unwrap();
-    bed.netd.cli_ok(&["network", "rm", "inner"]).unwrap();
+    bed.remove(&["ca", "cb"], "inner");
     assert_eq!(bed.node_links(), links_before);
 }
 
@@ -235,34 +230,36 @@ fn refusals_name_what_is_wrong_and_change_nothing() {
         a.push("other".into());
         a
     };
-    let with = |v: Vec<String>, expected: &str| {
-        let args: Vec<&str> = v.iter().map(String::as_str).collect();
+    for (more, expected) in [
+        (
+            &["-o", "parent=lan0"][..],
+            "network lan is already using parent interface lan0",
+        ),
+        (
+            &["-o", "parent=lan0", "-o", "macvlan_mode=bridged"],
+            "invalid option macvlan_mode=bridged",
+        ),
+        (
+            &["-o", "parent=nosuch0"],
+            "no interface nosuch0 on the node",
+        ),
+        (
+            &["-o", "parent=uplink0.50"],
+            "this kernel has no 802.1Q VLAN links (CONFIG_VLAN_8021Q)",
+        ),
+        (
+            &["-o", "com.netd.macvlan.host_access=true"],
+            "without a parent is internal",
+        ),
+        (
+            &["-o", "com.netd.bridge.name=brx", "-o", "parent=uplink0"],
+            "not an option of the macvlan driver",
+        ),
+    ] {
+        let args = create(more);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         refused(&args, expected);
-    };
-    with(
-        create(&["-o", "parent=lan0"]),
-        "network lan is already using parent interface lan0",
-    );
-    with(
-        create(&["-o", "parent=lan0", "-o", "macvlan_mode=bridged"]),
-        "invalid option macvlan_mode=bridged",
-    );
-    with(
-        create(&["-o", "parent=nosuch0"]),
-        "no interface nosuch0 on the node",
-    );
-    with(
-        create(&["-o", "parent=uplink0.50"]),
-        "this kernel has no 802.1Q VLAN links (CONFIG_VLAN_8021Q)",
-    );
-    with(
-        create(&["-o", "com.netd.macvlan.host_access=true"]),
-        "without a parent is internal",
-    );
-    with(
-        create(&["-o", "com.netd.bridge.name=brx", "-o", "parent=uplink0"]),
-        "not an option of the macvlan driver",
-    );
+    }
     refused(
         &[
             "network",
@@ -448,8 +445,7 @@ fn the_node_reaches_its_macvlan_containers_only_through_the_shim_it_asks_for() {
         !pings(&bed.sb.node.path(), c.ip),
         "the kernel passes no frame between a parent and its macvlans"
     );
-    bed.netd.cli_ok(&["rm", "-f", "ca"]).unwrap();
-    bed.netd.cli_ok(&["network", "rm", "plain"]).unwrap();
+    bed.remove(&["ca"], "plain");
 
     bed.create(
         "shared",
@@ -480,7 +476,6 @@ fn the_node_reaches_its_macvlan_containers_only_through_the_shim_it_asks_for() {
     echo_once(&bed.sb.node.path(), Proto::Tcp, addr(c.ip, 80)).unwrap();
     drop(server);
 
-    bed.netd.cli_ok(&["rm", "-f", "ca"]).unwrap();
-    bed.netd.cli_ok(&["network", "rm", "shared"]).unwrap();
+    bed.remove(&["ca"], "shared");
     assert_eq!(bed.node_links(), links_before);
 }

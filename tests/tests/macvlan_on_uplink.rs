@@ -6,29 +6,17 @@
 
 use std::net::Ipv4Addr;
 
-use netd_tests::{Daemon, EchoServer, Proto, Sandbox, addr, echo_once, require_root};
+use netd_tests::{Daemon, EchoServer, Proto, Sandbox, addr, echo_once, lan, require_root};
 
 #[test]
 fn macvlan_containers_on_netds_uplink_pass_its_programs_untouched() {
     require_root();
     let sb = Sandbox::new("mvu").unwrap();
     let netd = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
-    netd.cli_ok(&[
-        "network",
-        "create",
-        "-d",
-        "macvlan",
-        "--subnet",
-        "10.200.0.0/24",
-        "--gateway",
-        "10.200.0.1",
-        "--ip-range",
-        "10.200.0.128/25",
-        "-o",
-        "parent=uplink0",
-        "lan",
-    ])
-    .unwrap();
+    let mut create = vec!["network", "create"];
+    create.extend(lan::ON_UPLINK_FLAGS);
+    create.push("lan");
+    netd.cli_ok(&create).unwrap();
     netd.cli_ok(&[
         "run",
         "-d",

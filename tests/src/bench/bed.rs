@@ -168,18 +168,7 @@ pub const MACVLAN_CONTAINER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 128);
 /// netd-macvlan's network: the client's LAN, with the node's uplink as the parent.
 const MACVLAN_NETWORK: NetdNetwork = NetdNetwork {
     name: "lan",
-    flags: &[
-        "-d",
-        "macvlan",
-        "--subnet",
-        "10.200.0.0/24",
-        "--gateway",
-        "10.200.0.1",
-        "--ip-range",
-        "10.200.0.128/25",
-        "-o",
-        "parent=uplink0",
-    ],
+    flags: &crate::lan::ON_UPLINK_FLAGS,
 };
 
 /// A network a netd bed creates for its containers (instead of the default bridge).
