@@ -479,3 +479,46 @@ fn the_node_reaches_its_macvlan_containers_only_through_the_shim_it_asks_for() {
     bed.remove(&["ca"], "shared");
     assert_eq!(bed.node_links(), links_before);
 }
+
+#[test]
+fn a_bridge_container_connected_to_a_macvlan_network_is_on_both() {
+    let bed = Bed::new("mvc");
+    bed.create("lan", &["-o", "parent=lan0"]);
+    let c = bed.netd.run_idle_container("both", &["8080:80"]).unwrap();
+    bed.netd
+        .cli_ok(&["network", "connect", "lan", "both"])
+        .unwrap();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&bed.netd.cli_ok(&["inspect", "both"]).unwrap()).unwrap();
+    // An array, as `docker inspect` prints.
+    let eps = inspect[0]["endpoints"].as_array().unwrap();
+    assert_eq!(eps.len(), 2, "{inspect}");
+    let lan_ip: Ipv4Addr = eps[1]["ip"].as_str().unwrap().parse().unwrap();
+    assert_eq!(eps[1]["ifname"], "eth1");
+    // The LAN reaches it at its LAN address; its published port still answers on the
+    // node's uplink, and its default route stays on the bridge.
+    assert!(lan_pings(&bed.lan, lan_ip));
+    let _s = EchoServer::start(&c.netns, Proto::Tcp, addr(Ipv4Addr::UNSPECIFIED, 80)).unwrap();
+    echo_once(
+        &bed.sb.ext.path(),
+        Proto::Tcp,
+        addr(Sandbox::NODE_ADDR, 8080),
+    )
+    .unwrap();
+    let routes = String::from_utf8_lossy(&inside(&c.netns, &["ip", "route"]).stdout).into_owned();
+    assert!(
+        routes.contains("default via 172.17.0.1 dev eth0"),
+        "{routes}"
+    );
+
+    bed.netd
+        .cli_ok(&["network", "disconnect", "lan", "both"])
+        .unwrap();
+    assert!(
+        !inside(&c.netns, &["ip", "link", "show", "eth1"])
+            .status
+            .success()
+    );
+    assert!(!lan_pings(&bed.lan, lan_ip));
+    bed.netd.cli_ok(&["rm", "-f", "both"]).unwrap();
+}
