@@ -223,7 +223,7 @@ impl ContainerView {
                 },
                 state::Sandbox::Host => SandboxView::Host,
                 state::Sandbox::Container { name } => SandboxView::Container { name: name.clone() },
-                state::Sandbox::External { path, dev, ino } => SandboxView::External {
+                state::Sandbox::External { path, dev, ino, .. } => SandboxView::External {
                     path: path.clone(),
                     dev: *dev,
                     ino: *ino,

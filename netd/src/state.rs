@@ -125,8 +125,15 @@ pub enum Sandbox {
     /// The namespace of another container (`--network container:NAME`).
     Container { name: String },
     /// A namespace someone else made (`--netns PATH`), identified by device and inode so
-    /// that a path reused for another namespace is noticed.
-    External { path: PathBuf, dev: u64, ino: u64 },
+    /// that a path reused for another namespace is noticed, and by its cookie, so that a
+    /// newer namespace that got a freed one's inode number is too.
+    External {
+        path: PathBuf,
+        dev: u64,
+        ino: u64,
+        #[serde(default)]
+        cookie: Option<u64>,
+    },
     /// A namespace a runtime made and attached through CNI (`netd-cni ADD`): like
     /// `External`, with the attachment's key.
     Cni(CniAttachment),

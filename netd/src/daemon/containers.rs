@@ -309,6 +309,7 @@ impl Inner {
                     path: path.clone(),
                     dev,
                     ino,
+                    cookie: Some(netns::cookie(&ns)?),
                 };
                 (sandbox, Some(ns))
             }

@@ -146,11 +146,29 @@ impl Inner {
                         a.path.display()
                     )
                 }),
-            Sandbox::External { path, dev, ino } => {
+            Sandbox::External {
+                path,
+                dev,
+                ino,
+                cookie,
+            } => {
                 let ns = netns::open_path(path)
                     .map_err(|e| format!("{} cannot be opened: {e:#}", path.display()))?;
                 match netns::id(&ns) {
-                    Ok(id) if id == (*dev, *ino) => Ok(Some(ns)),
+                    Ok(id) if id == (*dev, *ino) => match (cookie, netns::cookie(&ns)) {
+                        (Some(recorded), Ok(now)) if *recorded != now => Err(format!(
+                            "{} now names a newer namespace with the same inode number",
+                            path.display()
+                        )),
+                        (Some(_), Err(e)) => {
+                            warn!(
+                                "container {}: read its namespace's cookie: {e:#}; keeping it",
+                                c.name
+                            );
+                            Ok(Some(ns))
+                        }
+                        _ => Ok(Some(ns)),
+                    },
                     Ok(_) => Err(format!(
                         "{} now names another network namespace",
                         path.display()
