@@ -1,0 +1,135 @@
+//! The connection table's two maps (confirmed and unconfirmed flows) as the collector
+//! sees them: snapshots, removals, per-endpoint owner counts, and the in-kernel sweep of
+//! expired halves.
+
+use std::collections::HashSet;
+
+use anyhow::{Context, Result};
+use aya::{
+    maps::{self, Array, MapData},
+    programs::{TestRun, TestRunOptions},
+};
+use netd_common::{
+    flow::{FlowEntry, FlowKey},
+    maps::{self as names, SWEEP_BATCH},
+};
+
+use super::{
+    Datapath, SWEEP_PROGRAM,
+    tables::{ignore_missing, is_full},
+};
+use crate::conntrack::FlowTable;
+
+impl Datapath {
+    fn flows(
+        &mut self,
+        table: FlowTable,
+    ) -> Result<maps::HashMap<&mut MapData, FlowKey, FlowEntry>> {
+        let name = match table {
+            FlowTable::Confirmed => names::FLOWS,
+            FlowTable::Unconfirmed => names::PENDING_FLOWS,
+        };
+        Ok(maps::HashMap::try_from(self.map_mut(name)?)?)
+    }
+
+    /// Every entry of the connection table's two maps.
+    /// A walk stops after twice the map's capacity: a walk whose current key is evicted
+    /// meanwhile starts over from the first bucket, which a flood could make endless; a
+    /// key seen twice is listed once.
+    pub fn flow_entries(&mut self) -> Result<crate::conntrack::Snapshot> {
+        let limit = 2 * self.flow_capacity as usize;
+        let mut out = Vec::new();
+        for table in FlowTable::BOTH {
+            let mut seen = HashSet::new();
+            out.extend(
+                self.flows(table)?
+                    .iter()
+                    .take(limit)
+                    .filter_map(Result::ok)
+                    .filter(|(k, _)| seen.insert(*k))
+                    .map(|(k, e)| (k, e, table)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// The capacity of each of the connection table's maps, in entries.
+    pub fn flow_capacity(&self) -> u32 {
+        self.flow_capacity
+    }
+
+    /// Remove each listed flow half from both maps (missing halves are fine).
+    pub fn remove_flows(&mut self, keys: &[FlowKey]) -> Result<()> {
+        for table in FlowTable::BOTH {
+            let mut flows = self.flows(table)?;
+            for key in keys {
+                flows.remove(key).or_else(ignore_missing)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// How many confirmed flows each endpoint address holds, as the programs count them.
+    pub fn flow_owner_counts(&self) -> Result<std::collections::HashMap<u32, u64>> {
+        let map: maps::HashMap<_, u32, u64> =
+            maps::HashMap::try_from(self.map(names::FLOW_OWNERS)?)?;
+        Ok(map.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Set how many confirmed flows each endpoint address holds (the daemon counts them
+    /// from a snapshot, correcting any drift of the programs' own counting); addresses not
+    /// listed hold none.
+    pub fn set_flow_owners(&mut self, owned: &std::collections::HashMap<u32, u64>) -> Result<()> {
+        let mut map: maps::HashMap<_, u32, u64> =
+            maps::HashMap::try_from(self.map_mut(names::FLOW_OWNERS)?)?;
+        let stale: Vec<u32> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !owned.contains_key(k))
+            .collect();
+        for key in stale {
+            map.remove(&key).or_else(ignore_missing)?;
+        }
+        for (addr, n) in owned {
+            match map.insert(*addr, *n, 0) {
+                Ok(()) => {}
+                // More owners than endpoints can only be stale ones: the programs add them.
+                Err(e) if is_full(&e) => break,
+                Err(e) => return Err(e).context("write the flow owners"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove each listed flow half of `table` that is still expired at `now`
+    /// (CLOCK_MONOTONIC ns, read just before the call), judged again in the kernel by
+    /// `flow_sweep` in batches: a half refreshed after the caller's snapshot (a client
+    /// reusing the tuple) stays. Returns how many halves were removed.
+    pub fn sweep_flows(&mut self, table: FlowTable, keys: &[FlowKey], now: u64) -> Result<usize> {
+        let mut removed = 0;
+        for batch in keys.chunks(SWEEP_BATCH as usize) {
+            {
+                let mut slots: Array<_, FlowKey> = Array::try_from(self.map_mut(names::SWEEP)?)?;
+                for (i, key) in batch.iter().enumerate() {
+                    slots
+                        .set(i as u32, *key, 0)
+                        .context("fill the sweep batch")?;
+                }
+            }
+            // Packet data: now, the batch's length and its table; padded to a minimal frame.
+            let mut input = [0u8; 64];
+            input[..8].copy_from_slice(&now.to_ne_bytes());
+            input[8..12].copy_from_slice(&(batch.len() as u32).to_ne_bytes());
+            input[12..16].copy_from_slice(&(table as u32).to_ne_bytes());
+            let result = self
+                .program(SWEEP_PROGRAM)?
+                .test_run(TestRunOptions {
+                    data_in: Some(&input),
+                    ..Default::default()
+                })
+                .context("run the flow sweep")?;
+            removed += result.return_value as usize;
+        }
+        Ok(removed)
+    }
+}

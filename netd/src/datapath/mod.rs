@@ -1,0 +1,57 @@
+//! The eBPF data path: loads netd's kernel programs, attaches them to the uplink, and is
+//! the only place that writes their maps. Maps are pinned under the bpffs directory so a
+//! restarted daemon adopts the same tables.
+//!
+//! By concern: `load` loads the object and adopts the pinned maps, `links` attaches the
+//! programs and keeps their pinned links, `tables` reads and writes the maps that describe
+//! the node, its endpoints and published ports, `flows` reads and sweeps the connection
+//! table.
+
+mod flows;
+mod links;
+mod load;
+mod tables;
+
+use std::{collections::HashSet, path::PathBuf};
+
+use aya::{Ebpf, programs::TcAttachType};
+
+pub use links::{XdpInUse, XdpRequest, cgroup2_mount};
+pub use load::check_bpffs;
+pub use tables::{NodeSettings, netns_cookie};
+
+/// The kernel object built by netd/build.rs.
+pub static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netd-ebpf"));
+
+pub struct Datapath {
+    ebpf: Ebpf,
+    /// Where the program links are pinned.
+    links: PathBuf,
+    /// Host-side veths the endpoint program is attached to (by this daemon or its
+    /// predecessor, whose pinned link was updated).
+    endpoints_attached: HashSet<String>,
+    /// `--flow-table-size`: entries in each of the connection table's maps.
+    flow_capacity: u32,
+}
+
+/// The uplink's programs and where they attach.
+pub const UPLINK_PROGRAMS: [(&str, TcAttachType); 2] = [
+    ("uplink_ingress", TcAttachType::Ingress),
+    ("uplink_egress", TcAttachType::Egress),
+];
+
+/// The uplink's XDP program (`--xdp`).
+pub const XDP_PROGRAM: &str = "uplink_xdp";
+
+/// The program on each container's host-side veth (TC ingress).
+pub const ENDPOINT_PROGRAM: &str = "endpoint_ingress";
+/// Run by the collector, never attached (see `sweep_flows`).
+pub const SWEEP_PROGRAM: &str = "flow_sweep";
+
+/// The socket hooks for host-local access, attached to a cgroup.
+pub const HOST_LOCAL_PROGRAMS: [&str; 4] = [
+    "host_connect4",
+    "host_sendmsg4",
+    "host_recvmsg4",
+    "host_getpeername4",
+];

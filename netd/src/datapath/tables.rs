@@ -1,0 +1,325 @@
+//! The maps that describe the node to the programs: endpoints, published ports, node
+//! settings and addresses, networks; and the counters and entry counts read back.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{Context, Result};
+use aya::maps::{self, Array, LpmTrie, MapData, PerCpuArray, lpm_trie::Key};
+use ipnet::Ipv4Net;
+use log::warn;
+use netd_common::{
+    counters::{Counter, Hook, Reason, counter_index},
+    fast_path::FAST_PATH,
+    flow::{FlowEntry, FlowKey},
+    maps::{self as names, EndpointInfo, FragmentKey, FragmentPorts, NetworkInfo, NodeConfig},
+    published::{Backend, PortKey},
+    user::addr_be,
+};
+
+use super::Datapath;
+use crate::ports::PortBinding;
+
+/// The node-wide settings the programs read.
+pub struct NodeSettings {
+    /// The uplink's address: masqueraded traffic leaves with it.
+    pub snat_addr: Ipv4Addr,
+    pub snat_ports: (u16, u16),
+    /// The node's network namespace, where the socket hooks act (0: off).
+    pub netns_cookie: u64,
+    pub uplink_ifindex: u32,
+    /// Redirect translated packets straight into containers and out of the uplink.
+    pub fast_path: bool,
+    /// Confirmed flows per endpoint address (0: no limit).
+    pub flow_quota: u32,
+}
+
+impl Datapath {
+    /// Say who is behind the host-side veth `ifindex`: its address, MAC, network.
+    pub fn register_endpoint(&mut self, ifindex: u32, info: &EndpointInfo) -> Result<()> {
+        let mut endpoints: maps::HashMap<_, u32, EndpointInfo> =
+            maps::HashMap::try_from(self.map_mut(names::ENDPOINTS)?)?;
+        endpoints.insert(ifindex, info, 0)?;
+        self.endpoint_veths()?.insert(info.addr, ifindex, 0)?;
+        Ok(())
+    }
+
+    fn endpoint_veths(&mut self) -> Result<maps::HashMap<&mut MapData, u32, u32>> {
+        Ok(maps::HashMap::try_from(
+            self.map_mut(names::ENDPOINT_VETHS)?,
+        )?)
+    }
+
+    /// Remove the endpoints whose host-side veth is not in `keep` (left by a previous run
+    /// or a container removed while the daemon was down).
+    pub fn retain_endpoints(&mut self, keep: &[u32]) -> Result<usize> {
+        let mut endpoints: maps::HashMap<_, u32, EndpointInfo> =
+            maps::HashMap::try_from(self.map_mut(names::ENDPOINTS)?)?;
+        let stale: Vec<u32> = endpoints
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !keep.contains(k))
+            .collect();
+        for key in &stale {
+            endpoints.remove(key).or_else(ignore_missing)?;
+        }
+        let mut veths = self.endpoint_veths()?;
+        let stale_veths: Vec<u32> = veths
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, ifindex)| !keep.contains(ifindex))
+            .map(|(addr, _)| addr)
+            .collect();
+        for addr in &stale_veths {
+            veths.remove(addr).or_else(ignore_missing)?;
+        }
+        Ok(stale.len())
+    }
+
+    /// Undo `attach_endpoint`, step one: forget who is behind the veth, so that its
+    /// program drops whatever still comes from it (`drop_unknown_endpoint`) until the
+    /// veth is gone and `unpin_endpoint` detaches the program. Tolerant of an endpoint
+    /// already forgotten.
+    pub fn forget_endpoint(&mut self, host_veth: &str, ifindex: u32) -> Result<()> {
+        self.unregister_endpoint(host_veth, ifindex)
+    }
+
+    fn unregister_endpoint(&mut self, host_veth: &str, ifindex: u32) -> Result<()> {
+        let mut endpoints: maps::HashMap<_, u32, EndpointInfo> =
+            maps::HashMap::try_from(self.map_mut(names::ENDPOINTS)?)?;
+        let addr = endpoints.get(&ifindex, 0).ok().map(|info| info.addr);
+        endpoints
+            .remove(&ifindex)
+            .or_else(ignore_missing)
+            .with_context(|| format!("unregister endpoint {host_veth}"))?;
+        if let Some(addr) = addr {
+            let mut veths = self.endpoint_veths()?;
+            if veths.get(&addr, 0).ok() == Some(ifindex) {
+                veths
+                    .remove(&addr)
+                    .or_else(ignore_missing)
+                    .with_context(|| format!("unregister the address of endpoint {host_veth}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn set_node_config(&mut self, node: &NodeSettings) -> Result<()> {
+        // Three quarters of the confirmed table, in flows (two entries each).
+        let flow_high_water = self.flow_capacity / 2 / 4 * 3;
+        let mut config: Array<_, NodeConfig> = Array::try_from(self.map_mut(names::NODE_CONFIG)?)?;
+        let value = NodeConfig {
+            snat_addr: addr_be(node.snat_addr),
+            snat_port_min: node.snat_ports.0,
+            snat_port_max: node.snat_ports.1,
+            netns_cookie: node.netns_cookie,
+            uplink_ifindex: node.uplink_ifindex,
+            flags: if node.fast_path { FAST_PATH } else { 0 },
+            flow_quota: node.flow_quota,
+            flow_high_water,
+        };
+        config.set(0, value, 0).context("write node config")
+    }
+
+    /// Replace the set of node addresses (where wildcard bindings answer). Beyond the
+    /// map's capacity the rest are left out, with a warning: wildcard bindings then do not
+    /// answer on them, and nothing else is affected.
+    pub fn set_node_addrs(&mut self, addrs: &[Ipv4Addr]) -> Result<()> {
+        let mut map: maps::HashMap<_, u32, u8> =
+            maps::HashMap::try_from(self.map_mut(names::NODE_ADDRS)?)?;
+        let stale: Vec<u32> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !addrs.iter().any(|a| addr_be(*a) == *k))
+            .collect();
+        for key in stale {
+            map.remove(&key).or_else(ignore_missing)?;
+        }
+        let mut left_out = Vec::new();
+        for addr in addrs {
+            match map.insert(addr_be(*addr), 1, 0) {
+                Ok(()) => {}
+                Err(e) if is_full(&e) => left_out.push(*addr),
+                Err(e) => return Err(e).with_context(|| format!("add node address {addr}")),
+            }
+        }
+        if !left_out.is_empty() {
+            warn!(
+                "the node has {} IPv4 addresses, more than the {} the data path keeps: published ports bound to 0.0.0.0 do not answer on {} of them ({}{})",
+                addrs.len(),
+                names::NODE_ADDRS_MAX,
+                left_out.len(),
+                left_out[0],
+                if left_out.len() > 1 { ", ..." } else { "" }
+            );
+        }
+        Ok(())
+    }
+
+    /// Tell the data path about network `subnet`: its tag (for isolation) and `NETWORK_*`
+    /// flags (masquerade, direct routing); `None` forgets it.
+    pub fn set_network(&mut self, subnet: Ipv4Net, info: Option<NetworkInfo>) -> Result<()> {
+        let mut trie: LpmTrie<_, u32, NetworkInfo> =
+            LpmTrie::try_from(self.map_mut(names::NETWORKS)?)?;
+        let key = Key::new(u32::from(subnet.prefix_len()), addr_be(subnet.network()));
+        match info {
+            Some(info) => trie
+                .insert(&key, info, 0)
+                .with_context(|| format!("add network {subnet}")),
+            None => trie
+                .remove(&key)
+                .or_else(ignore_missing)
+                .with_context(|| format!("remove network {subnet}")),
+        }
+    }
+
+    /// Keep only the listed subnets in the network table.
+    pub fn retain_subnets(&mut self, networks: &[Ipv4Net]) -> Result<usize> {
+        let mut trie: LpmTrie<_, u32, NetworkInfo> =
+            LpmTrie::try_from(self.map_mut(names::NETWORKS)?)?;
+        let wanted: Vec<(u32, u32)> = networks
+            .iter()
+            .map(|n| (u32::from(n.prefix_len()), addr_be(n.network())))
+            .collect();
+        let stale: Vec<Key<u32>> = trie
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !wanted.contains(&(k.prefix_len(), k.data())))
+            .collect();
+        for key in &stale {
+            trie.remove(key).or_else(ignore_missing)?;
+        }
+        Ok(stale.len())
+    }
+
+    /// How many entries each table holds (for `netd info`, and tests that check that
+    /// nothing leaks).
+    pub fn map_entry_counts(&self) -> Result<Vec<(&'static str, usize)>> {
+        fn hash<K: aya::Pod, V: aya::Pod>(map: &aya::maps::Map) -> Result<usize> {
+            let m: maps::HashMap<_, K, V> = maps::HashMap::try_from(map)?;
+            Ok(m.keys().filter(Result::is_ok).count())
+        }
+        fn trie<V: aya::Pod>(map: &aya::maps::Map) -> Result<usize> {
+            let m: LpmTrie<_, u32, V> = LpmTrie::try_from(map)?;
+            Ok(m.keys().filter(Result::is_ok).count())
+        }
+        Ok(vec![
+            (
+                "published_ports",
+                hash::<PortKey, Backend>(self.map(names::PUBLISHED_PORTS)?)?,
+            ),
+            (
+                "flows",
+                hash::<FlowKey, FlowEntry>(self.map(names::FLOWS)?)?,
+            ),
+            (
+                "unconfirmed_flows",
+                hash::<FlowKey, FlowEntry>(self.map(names::PENDING_FLOWS)?)?,
+            ),
+            (
+                "flow_owners",
+                hash::<u32, u64>(self.map(names::FLOW_OWNERS)?)?,
+            ),
+            (
+                "fragments",
+                hash::<FragmentKey, FragmentPorts>(self.map(names::FRAGMENTS)?)?,
+            ),
+            (
+                "endpoints",
+                hash::<u32, EndpointInfo>(self.map(names::ENDPOINTS)?)?,
+            ),
+            (
+                "node_addresses",
+                hash::<u32, u8>(self.map(names::NODE_ADDRS)?)?,
+            ),
+            ("networks", trie::<NetworkInfo>(self.map(names::NETWORKS)?)?),
+        ])
+    }
+
+    fn ports(&mut self) -> Result<maps::HashMap<&mut MapData, PortKey, Backend>> {
+        Ok(maps::HashMap::try_from(
+            self.map_mut(names::PUBLISHED_PORTS)?,
+        )?)
+    }
+
+    pub fn publish(&mut self, b: &PortBinding, addr: Ipv4Addr, ifindex: u32) -> Result<()> {
+        let key = PortKey::new(b.proto.number(), b.host_ip, b.host_port);
+        self.ports()?
+            .insert(key, Backend::new(addr, b.container_port, ifindex), 0)
+            .with_context(|| format!("publish {b}"))
+    }
+
+    /// The data path translates `b` to `addr` (`CHECK` of a CNI attachment).
+    pub fn is_published(&self, b: &PortBinding, addr: Ipv4Addr) -> Result<bool> {
+        let key = PortKey::new(b.proto.number(), b.host_ip, b.host_port);
+        let ports: maps::HashMap<&MapData, PortKey, Backend> =
+            maps::HashMap::try_from(self.map(names::PUBLISHED_PORTS)?)?;
+        match ports.get(&key, 0) {
+            Ok(backend) => {
+                let want = Backend::new(addr, b.container_port, backend.ifindex);
+                Ok((backend.addr, backend.port) == (want.addr, want.port))
+            }
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("look up {b}")),
+        }
+    }
+
+    pub fn unpublish(&mut self, b: &PortBinding) -> Result<()> {
+        let key = PortKey::new(b.proto.number(), b.host_ip, b.host_port);
+        self.ports()?
+            .remove(&key)
+            .or_else(ignore_missing)
+            .with_context(|| format!("unpublish {b}"))
+    }
+
+    /// Remove every published port not in `keep` (left over from a previous run).
+    pub fn retain_published(&mut self, keep: &[PortKey]) -> Result<usize> {
+        let mut ports = self.ports()?;
+        let stale: Vec<PortKey> = ports
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !keep.contains(k))
+            .collect();
+        for key in &stale {
+            ports.remove(key).or_else(ignore_missing)?;
+        }
+        Ok(stale.len())
+    }
+
+    /// Counters summed over CPUs, by hook and reason.
+    pub fn counters(&self) -> Result<Vec<(Hook, Reason, Counter)>> {
+        let map: PerCpuArray<_, Counter> = PerCpuArray::try_from(self.map(names::COUNTERS)?)?;
+        let mut out = Vec::new();
+        for hook in Hook::ALL.iter().copied() {
+            for reason in Reason::ALL {
+                let per_cpu = map.get(&counter_index(hook, *reason), 0)?;
+                let mut sum = Counter::default();
+                for c in per_cpu.iter() {
+                    sum.packets += c.packets;
+                    sum.bytes += c.bytes;
+                }
+                out.push((hook, *reason, sum));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A map insert refused for lack of room (E2BIG).
+pub(super) fn is_full(e: &aya::maps::MapError) -> bool {
+    matches!(e, aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::E2BIG))
+}
+
+pub(super) fn ignore_missing(e: aya::maps::MapError) -> Result<(), aya::maps::MapError> {
+    match &e {
+        aya::maps::MapError::KeyNotFound => Ok(()),
+        aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(())
+        }
+        _ => Err(e),
+    }
+}
+
+/// The cookie of the calling thread's network namespace (SO_NETNS_COOKIE, Linux 5.14).
+pub fn netns_cookie() -> Result<u64> {
+    crate::netns::current_cookie()
+}
