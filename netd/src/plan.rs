@@ -10,7 +10,7 @@ use std::{fmt, net::Ipv4Addr};
 use ipnet::Ipv4Net;
 use netd_common::maps::{EndpointInfo, NetworkInfo};
 
-use crate::{endpoint, network_request::MacvlanMode};
+use crate::{endpoint, network_request::MacvlanMode, ports::PortBinding};
 
 /// Where a link is: in the node's namespace, or in the container's the plan is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,6 +136,15 @@ pub enum Step {
     PurgeFlows {
         ip: Ipv4Addr,
     },
+    /// A published port, leading to `ip` behind the host veth `via`.
+    Publish {
+        binding: PortBinding,
+        ip: Ipv4Addr,
+        via: String,
+    },
+    Unpublish {
+        binding: PortBinding,
+    },
 }
 
 impl fmt::Display for Step {
@@ -177,6 +186,8 @@ impl fmt::Display for Step {
             Step::Forget { host_veth, .. } => write!(f, "forget endpoint {host_veth}"),
             Step::Unpin { host_veth } => write!(f, "unpin the program link of {host_veth}"),
             Step::PurgeFlows { ip } => write!(f, "purge the flows of {ip}"),
+            Step::Publish { binding, ip, .. } => write!(f, "publish {binding} to {ip}"),
+            Step::Unpublish { binding } => write!(f, "unpublish {binding}"),
         }
     }
 }
@@ -363,6 +374,32 @@ pub fn attach_macvlan(
         }));
     }
     plan
+}
+
+/// A container's published ports, leading to `ip` behind its host veth `via`; each
+/// undone if a later one fails.
+pub fn publish(ports: &[PortBinding], ip: Ipv4Addr, via: &str) -> Vec<Planned> {
+    ports
+        .iter()
+        .map(|b| {
+            undone_by(
+                Step::Publish {
+                    binding: *b,
+                    ip,
+                    via: via.to_string(),
+                },
+                vec![Step::Unpublish { binding: *b }],
+            )
+        })
+        .collect()
+}
+
+/// Unpublish a container's ports, every one tried.
+pub fn unpublish(ports: &[PortBinding]) -> Vec<Step> {
+    ports
+        .iter()
+        .map(|b| Step::Unpublish { binding: *b })
+        .collect()
 }
 
 /// What an endpoint that exists now is, for its detachment.

@@ -254,10 +254,9 @@ impl Inner {
             default_route,
         };
         let (ep, _) = self.wire_endpoint(c, n, &plan, Some(&ns)).await?;
+        let published = crate::plan::publish(&c.ports, ip, &ep.host_veth);
         c.endpoints.push(ep);
-        for b in &c.ports {
-            self.datapath.publish(b, ip, c.endpoints[0].host_ifindex)?;
-        }
+        self.apply_to_node(&published).await?;
         Ok(())
     }
 

@@ -410,9 +410,10 @@ impl Inner {
             let ep = self
                 .attach_endpoint(c, n, ip, endpoint::mac_for(ip), "eth0", !n.internal)
                 .await?;
+            let published = plan::publish(&c.ports, ip, &ep.host_veth);
             c.endpoints.push(ep);
+            self.apply_to_node(&published).await?;
             for b in &c.ports {
-                self.datapath.publish(b, ip, c.endpoints[0].host_ifindex)?;
                 info!("container {}: published {b}", c.name);
             }
         }
@@ -614,11 +615,9 @@ impl Inner {
     /// Undo everything a container owns; tolerant of parts that are already gone. Every
     /// step is tried; what could not be undone is returned.
     pub(super) async fn teardown(&mut self, c: &Container) -> Leftovers {
-        let mut left = Leftovers::default();
-        for b in &c.ports {
-            let unpublished = self.datapath.unpublish(b);
-            left.note(format_args!("container {}", c.name), unpublished);
-        }
+        let mut left = self
+            .teardown_on_node(&format!("container {}", c.name), &plan::unpublish(&c.ports))
+            .await;
         for ep in &c.endpoints {
             let detached = self.detach_endpoint(c, ep).await;
             left.extend(detached);

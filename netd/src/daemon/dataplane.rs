@@ -8,7 +8,7 @@ use anyhow::Result;
 use ipnet::Ipv4Net;
 use netd_common::maps::{EndpointInfo, NetworkInfo};
 
-use crate::{conntrack, datapath::Datapath};
+use crate::{conntrack, datapath::Datapath, ports::PortBinding};
 
 pub(super) trait Dataplane {
     fn set_network(&mut self, subnet: Ipv4Net, info: Option<NetworkInfo>) -> Result<()>;
@@ -16,6 +16,8 @@ pub(super) trait Dataplane {
     fn forget(&mut self, host_veth: &str, ifindex: u32) -> Result<()>;
     fn unpin(&mut self, host_veth: &str) -> Result<()>;
     fn purge_flows(&mut self, ip: Ipv4Addr) -> Result<()>;
+    fn publish(&mut self, binding: &PortBinding, ip: Ipv4Addr, ifindex: u32) -> Result<()>;
+    fn unpublish(&mut self, binding: &PortBinding) -> Result<()>;
 }
 
 impl Dataplane for Datapath {
@@ -38,5 +40,13 @@ impl Dataplane for Datapath {
     fn purge_flows(&mut self, ip: Ipv4Addr) -> Result<()> {
         let keys = conntrack::involving(&self.flow_entries()?, ip);
         self.remove_flows(&keys)
+    }
+
+    fn publish(&mut self, binding: &PortBinding, ip: Ipv4Addr, ifindex: u32) -> Result<()> {
+        Datapath::publish(self, binding, ip, ifindex)
+    }
+
+    fn unpublish(&mut self, binding: &PortBinding) -> Result<()> {
+        Datapath::unpublish(self, binding)
     }
 }

@@ -112,6 +112,14 @@ async fn run(node: &impl Node, dp: &mut impl Dataplane, step: &Step) -> Result<(
         }
         Step::Unpin { host_veth } => dp.unpin(host_veth),
         Step::PurgeFlows { ip } => dp.purge_flows(*ip),
+        Step::Publish { binding, ip, via } => {
+            let ifindex = node
+                .link_index(via)
+                .await?
+                .with_context(|| format!("{via} is missing"))?;
+            dp.publish(binding, *ip, ifindex)
+        }
+        Step::Unpublish { binding } => dp.unpublish(binding),
     }
 }
 
@@ -126,6 +134,7 @@ mod tests {
     use crate::{
         network_request::MacvlanMode,
         plan::{self, At, Attached, EndpointPlan, Inside, PeerGoes},
+        ports::PortBinding,
     };
 
     /// Records every call, in order, across node and data path; fails the calls whose
@@ -234,6 +243,12 @@ mod tests {
         }
         fn purge_flows(&mut self, ip: Ipv4Addr) -> Result<()> {
             self.0.call(format!("purge {ip}"))
+        }
+        fn publish(&mut self, b: &PortBinding, ip: Ipv4Addr, ifindex: u32) -> Result<()> {
+            self.0.call(format!("publish {b} {ip} {ifindex}"))
+        }
+        fn unpublish(&mut self, b: &PortBinding) -> Result<()> {
+            self.0.call(format!("unpublish {b}"))
         }
     }
 
@@ -376,6 +391,32 @@ mod tests {
         assert!(
             warnings[0].starts_with("container web: remove ndvabc"),
             "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn a_port_that_cannot_be_published_unpublishes_those_before_it() {
+        let ports: Vec<PortBinding> = [80, 81, 82]
+            .iter()
+            .map(|&p| PortBinding {
+                proto: crate::ports::Proto::Tcp,
+                container_port: p,
+                host_ip: Ipv4Addr::UNSPECIFIED,
+                host_port: 8000 + p,
+            })
+            .collect();
+        let j = Journal::failing(&["publish 82/tcp"]);
+        let steps = plan::publish(&ports, Ipv4Addr::new(172, 17, 0, 2), "ndvabc");
+        block_on(apply(&FakeNode(&j), &mut FakeDataplane(&j), &steps)).unwrap_err();
+        assert_eq!(
+            j.calls(),
+            [
+                "publish 80/tcp -> 0.0.0.0:8080 172.17.0.2 7",
+                "publish 81/tcp -> 0.0.0.0:8081 172.17.0.2 7",
+                "publish 82/tcp -> 0.0.0.0:8082 172.17.0.2 7",
+                "unpublish 81/tcp -> 0.0.0.0:8081",
+                "unpublish 80/tcp -> 0.0.0.0:8080",
+            ]
         );
     }
 }

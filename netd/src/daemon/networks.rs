@@ -399,12 +399,25 @@ impl Inner {
     }
 
     /// Apply a plan that concerns the node alone (no container's namespace).
-    async fn apply_to_node(&mut self, plan: &[crate::plan::Planned]) -> Result<()> {
+    pub(super) async fn apply_to_node(&mut self, plan: &[crate::plan::Planned]) -> Result<()> {
         let node = LiveNode {
             netlink: &self.netlink,
             container: None,
         };
         executor::apply(&node, &mut self.datapath, plan).await
+    }
+
+    /// Run teardown steps that concern the node alone, every one tried.
+    pub(super) async fn teardown_on_node(
+        &mut self,
+        what: &str,
+        steps: &[crate::plan::Step],
+    ) -> crate::daemon::leftovers::Leftovers {
+        let node = LiveNode {
+            netlink: &self.netlink,
+            container: None,
+        };
+        executor::teardown(&node, &mut self.datapath, what, steps).await
     }
 
     /// Remove a network; what could not be undone comes back as warnings.
@@ -658,10 +671,14 @@ impl Inner {
             .expect("checked above");
         c.endpoints.remove(index);
         if index == 0 {
-            for b in c.ports.clone() {
-                let unpublished = self.datapath.unpublish(&b);
-                left.note(format_args!("container {}", req.container), unpublished);
-            }
+            let ports = c.ports.clone();
+            left.extend(
+                self.teardown_on_node(
+                    &format!("container {}", req.container),
+                    &crate::plan::unpublish(&ports),
+                )
+                .await,
+            );
             if let Some(c) = self.state.containers.get_mut(&req.container) {
                 c.ports.clear();
             }
