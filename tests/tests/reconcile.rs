@@ -106,7 +106,11 @@ fn what_is_deleted_behind_the_daemons_back_heals_and_leftovers_go() {
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // The holder takes a moment to exec (longer on a loaded machine).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while d.holders() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(d.holders(), 2);
 
     d.restart().unwrap();
