@@ -32,6 +32,25 @@ pub fn ipv6_off(ifname: &str) -> Result<()> {
     Ok(())
 }
 
+/// A link of the node that must not take part in the node's IPv4 either: it never
+/// answers ARP (`arp_ignore=8`), nothing it receives is forwarded, and only what its own
+/// routes could have sent in is taken (`rp_filter=1`). With `ipv6_off`.
+pub fn isolate(ifname: &str) -> Result<()> {
+    ipv6_off(ifname)?;
+    for (key, value) in [("arp_ignore", "8"), ("forwarding", "0"), ("rp_filter", "1")] {
+        write(&format!("net/ipv4/conf/{ifname}/{key}"), value)?;
+    }
+    Ok(())
+}
+
+/// A link of the node that answers ARP only for its own address, and announces only its
+/// own address as sender (`arp_ignore=1`, `arp_announce=2`): a shim on a LAN must not
+/// claim the node's other addresses there.
+pub fn arp_own_address_only(ifname: &str) -> Result<()> {
+    write(&format!("net/ipv4/conf/{ifname}/arp_ignore"), "1")?;
+    write(&format!("net/ipv4/conf/{ifname}/arp_announce"), "2")
+}
+
 /// Whether IPv6 is off on `ifname` of the calling thread's namespace (or absent).
 pub fn ipv6_is_off(ifname: &str) -> bool {
     std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"))

@@ -255,6 +255,11 @@ fn refusals_name_what_is_wrong_and_change_nothing() {
             &["-o", "com.netd.bridge.name=brx", "-o", "parent=uplink0"],
             "not an option of the macvlan driver",
         ),
+        (
+            &["-o", "parent=uplink0", "-o", "macvlan_mode=passthru"],
+            "parent uplink0 is netd's uplink",
+        ),
+        (&["-o", "parent=lo"], "not a LAN interface"),
     ] {
         let args = create(more);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -458,6 +463,25 @@ fn the_node_reaches_its_macvlan_containers_only_through_the_shim_it_asks_for() {
     );
     let inspect = bed.netd.cli_ok(&["network", "inspect", "shared"]).unwrap();
     assert!(inspect.contains("\"shim\""), "{inspect}");
+    // The node's own address on the LAN is never a container's.
+    let out = bed
+        .netd
+        .cli(&[
+            "run",
+            "-d",
+            "--name",
+            "thief",
+            "--network",
+            "shared",
+            "--ip",
+            "192.168.77.2",
+            "--",
+            "sleep",
+            "1",
+        ])
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("it is the node's own address"), "{err}");
     let c = bed.run("ca", "shared");
     // The shim took the range's first address; the container the next.
     assert_eq!(c.ip, Ipv4Addr::new(192, 168, 77, 129));

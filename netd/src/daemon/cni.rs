@@ -531,8 +531,11 @@ impl Inner {
         let valid: BTreeSet<ValidAttachment> = req.valid.into_iter().collect();
         // A runtime's GC covers its own CNI network: another runtime (or configuration)
         // attaching to the same netd network lists its attachments in a GC of its own.
+        // A record of the first layout (no CNI network) is another runtime's as likely as
+        // this one's: no GC removes it (DEL does).
         let covers = |a: &CniAttachment| match (&a.cni_network, &req.cni_network) {
             (Some(theirs), Some(asked)) => theirs == asked,
+            (None, Some(_)) => false,
             _ => true,
         };
         let stale: Vec<Container> = self

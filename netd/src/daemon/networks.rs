@@ -335,6 +335,26 @@ impl Inner {
                 other.name
             )));
         }
+        if [
+            crate::endpoint::HOST_VETH_PREFIX,
+            crate::endpoint::PEER_PREFIX,
+            "nm",
+            "nh",
+            "ndq",
+        ]
+        .iter()
+        .any(|p| parent.starts_with(p))
+            || parent == "lo"
+        {
+            return Err(ApiError::bad_request(anyhow!(
+                "invalid option parent={parent}: that is a link netd made (or the loopback), not a LAN interface"
+            )));
+        }
+        if m.mode == crate::network_request::MacvlanMode::Passthru && parent == self.uplink {
+            return Err(ApiError::bad_request(anyhow!(
+                "invalid option macvlan_mode=passthru: parent {parent} is netd's uplink, and a passthru container would take it over (and with it the node's published ports and masquerade)"
+            )));
+        }
         if self.netlink.link_index(&parent).await?.is_some() {
             return Ok(MacvlanNet {
                 parent,
@@ -512,6 +532,24 @@ impl Inner {
             .with_context(|| format!("parent {} of network {} is missing", m.parent, n.name))?;
         let mac = self.netlink.link_mac(&m.parent).await?.unwrap_or_default();
         let mut taken = self.taken_addresses(n);
+        // The node's own addresses on that LAN: its probe goes unanswered by itself.
+        let node_addrs: BTreeSet<std::net::Ipv4Addr> = self
+            .netlink
+            .ipv4_addresses()
+            .await?
+            .into_iter()
+            .map(|(_, a)| a.addr())
+            .filter(|a| n.subnet.contains(a))
+            .collect();
+        if let Some(ip) = wanted
+            .and_then(|w| w.parse().ok())
+            .filter(|ip| node_addrs.contains(ip))
+        {
+            return Err(ApiError::conflict(anyhow!(
+                "invalid --ip {ip}: Address already in use (it is the node's own address)"
+            )));
+        }
+        taken.extend(node_addrs);
         // Bounded: a LAN answering for every address of the range is not searched to
         // the end, one probe wait after another.
         for _ in 0..PROBED_CANDIDATES {

@@ -22,7 +22,13 @@ impl Inner {
         self.ensure_default_network().await?;
         let networks: Vec<Network> = self.state.networks.values().cloned().collect();
         for n in &networks {
-            self.realize_network(n).await?;
+            match self.realize_network(n).await {
+                // A macvlan network whose parent is missing (a NIC renamed, one that
+                // comes up later) fails alone: its containers' interfaces live in their
+                // namespaces; the rest of the node starts.
+                Err(e) if n.is_macvlan() => warn!("{e:#}; its containers may be cut off"),
+                other => other?,
+            }
         }
         self.remove_dead_containers().await;
         self.carry_out_pending_dels().await;
@@ -224,7 +230,9 @@ impl Inner {
                 continue;
             };
             if n.is_macvlan() {
-                self.heal_macvlan(&c, &n, i, ep).await?;
+                if let Err(e) = self.heal_macvlan(&c, &n, i, ep).await {
+                    warn!("container {name}: heal {} on {}: {e:#}", ep.ifname, n.name);
+                }
                 continue;
             }
             let present = self.netlink.link_index(&ep.host_veth).await? == Some(ep.host_ifindex);

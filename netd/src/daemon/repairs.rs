@@ -54,8 +54,25 @@ pub fn stray_holders(state: &State, found: &[(String, ProcessId)]) -> Vec<(Strin
         .collect()
 }
 
+/// netd's names for a macvlan network's links: `nm` + network ID (a stub parent, `x` at
+/// the end for its peer), `nh` + network ID (a shim), and `ndq` + digits (a kernel
+/// probe's link, deleted at once unless the daemon died meanwhile). The network's ID
+/// (empty for a probe's link).
+fn macvlan_link_network(name: &str) -> Option<&str> {
+    let hex12 = |s: &str| s.len() == 12 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if let Some(rest) = name.strip_prefix("ndq") {
+        return (!rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit())).then_some("");
+    }
+    if let Some(rest) = name.strip_prefix("nm") {
+        let id = rest.strip_suffix('x').unwrap_or(rest);
+        return hex12(id).then_some(id);
+    }
+    name.strip_prefix("nh").filter(|id| hex12(id))
+}
+
 /// The node's links (index, name) that netd made and nothing owns: a host veth no
-/// endpoint has, a container end no engine is yet to take.
+/// endpoint has, a container end no engine is yet to take, a macvlan network's stub
+/// parent or shim whose network is gone, a probe's link.
 pub fn stray_links(state: &State, links: &[(u32, String)]) -> Vec<(u32, String)> {
     let veths: BTreeSet<&str> = state
         .endpoints()
@@ -71,12 +88,15 @@ pub fn stray_links(state: &State, links: &[(u32, String)]) -> Vec<(u32, String)>
             _ => None,
         })
         .collect();
+    let networks: BTreeSet<&str> = state.networks.values().map(|n| n.id.as_str()).collect();
     links
         .iter()
         .filter(|(_, name)| {
-            (name.starts_with(HOST_VETH_PREFIX) || name.starts_with(PEER_PREFIX))
+            let veth = (name.starts_with(HOST_VETH_PREFIX) || name.starts_with(PEER_PREFIX))
                 && !veths.contains(name.as_str())
-                && !peers.contains(name.as_str())
+                && !peers.contains(name.as_str());
+            let macvlan = macvlan_link_network(name).is_some_and(|id| !networks.contains(id));
+            veth || macvlan
         })
         .cloned()
         .collect()
@@ -210,14 +230,44 @@ mod tests {
             "ndpwaiting",
             "nmabc",
             "nhabc",
+            "nm0123456789ab",
+            "nm0123456789abx",
+            "nhfedcba987654",
+            "nm111111111111",
+            "ndq4242",
+            "ndqx",
+            "nmcli0",
         ]
         .iter()
         .enumerate()
         .map(|(i, n)| (i as u32 + 1, n.to_string()))
         .collect();
+        let stray = |s: &State| -> Vec<String> {
+            stray_links(s, &links).into_iter().map(|(_, n)| n).collect()
+        };
+        assert!(stray(&s).contains(&"nm111111111111".to_string()));
+        // Network 111111111111 exists: its stub parent is not stray; the others' links are.
+        let mut s = s;
+        s.networks.insert(
+            "lan".into(),
+            serde_json::from_value(serde_json::json!({
+                "id": "111111111111", "name": "lan", "driver": "macvlan", "bridge": "",
+                "subnet": "10.0.0.0/24", "gateway": "10.0.0.1", "ip_range": null,
+                "internal": true, "icc": true, "masquerade": false, "mtu": null,
+                "options": {}, "tag": 2, "created": 0
+            }))
+            .unwrap(),
+        );
         assert_eq!(
-            stray_links(&s, &links),
-            [(6, "ndvdead".to_string()), (7, "ndpdead".to_string())]
+            stray(&s),
+            [
+                "ndvdead",
+                "ndpdead",
+                "nm0123456789ab",
+                "nm0123456789abx",
+                "nhfedcba987654",
+                "ndq4242"
+            ]
         );
     }
 }

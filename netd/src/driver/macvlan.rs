@@ -75,7 +75,10 @@ pub async fn ensure_parent(node: &Netlink, parent: &str, made: bool) -> Result<u
         .link_index(parent)
         .await?
         .with_context(|| format!("{parent} vanished after creation"))?;
-    crate::sysctl::ipv6_off(parent)?;
+    // The stub goes nowhere: neither end takes part in the node's own networking (an
+    // internal network's container reaches no address of the node through it).
+    crate::sysctl::isolate(parent)?;
+    crate::sysctl::isolate(&peer)?;
     let peer_index = node.link_index(&peer).await?.context("peer vanished")?;
     node.up(peer_index).await?;
     node.up(index).await?;
@@ -106,6 +109,7 @@ pub async fn ensure_shim(
                 .with_context(|| format!("{} vanished after creation", shim.name))?;
             node.set_mac(i, endpoint::mac_for(shim.ip)).await?;
             crate::sysctl::ipv6_off(&shim.name)?;
+            crate::sysctl::arp_own_address_only(&shim.name)?;
             i
         }
     };
