@@ -12,7 +12,7 @@ pub const PENDING_FLOWS: &str = "NETD_PENDING_V1";
 pub const FLOW_OWNERS: &str = "NETD_OWNERS_V1";
 /// The ports of fragmented datagrams, by their first fragment.
 pub const FRAGMENTS: &str = "NETD_FRAGS_V1";
-pub const NODE_CONFIG: &str = "NETD_CONFIG_V3";
+pub const NODE_CONFIG: &str = "NETD_CONFIG_V4";
 pub const NODE_ADDRS: &str = "NETD_ADDRS_V2";
 pub const COUNTERS: &str = "NETD_COUNTERS_V4";
 pub const ENDPOINTS: &str = "NETD_ENDPOINTS_V3";
@@ -121,6 +121,11 @@ pub struct NodeConfig {
     /// of their quota confirm more: the rest of the table is kept for them, so that a few
     /// endpoints at their quota cannot fill it. 0: no such reserve.
     pub flow_high_water: u32,
+    /// The uplink's MAC address: what leaves through the uplink with another source MAC
+    /// is not the node's (a macvlan container on the uplink) and is never translated.
+    /// All zero: no such check.
+    pub uplink_mac: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 /// The key of `FLOW_OWNERS` that counts every confirmed flow (0.0.0.0 owns none).
@@ -157,7 +162,7 @@ const _: () = {
     use core::mem::size_of;
     assert!(size_of::<EndpointInfo>() == 32);
     assert!(size_of::<NetworkInfo>() == 8);
-    assert!(size_of::<NodeConfig>() == 32);
+    assert!(size_of::<NodeConfig>() == 40);
     assert!(size_of::<FragmentKey>() == 12);
     assert!(size_of::<FragmentPorts>() == 16);
 };

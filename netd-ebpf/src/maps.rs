@@ -38,7 +38,7 @@ pub static FLOW_OWNERS: HashMap<u32, u64> = HashMap::pinned(ENDPOINTS_MAX, 0);
 #[map(name = "NETD_FRAGS_V1")]
 pub static FRAGMENTS: LruHashMap<FragmentKey, FragmentPorts> = LruHashMap::pinned(FRAGMENTS_MAX, 0);
 
-#[map(name = "NETD_CONFIG_V3")]
+#[map(name = "NETD_CONFIG_V4")]
 pub static NODE_CONFIG: Array<NodeConfig> = Array::pinned(1, 0);
 
 /// The node's own addresses: where a wildcard published port answers.

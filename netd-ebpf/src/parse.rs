@@ -18,6 +18,8 @@ use network_types::{
     ip::Ipv4Hdr,
 };
 
+/// Where the source MAC is in an Ethernet frame.
+pub const ETH_SRC_OFF: usize = 6;
 pub const ETH_TYPE_OFF: usize = 12;
 pub const ETH_P_IP: u16 = 0x0800;
 pub const IP_OFF: usize = EthHdr::LEN;

@@ -22,7 +22,7 @@ use crate::{
     fast_path, icmp,
     maps::{ENDPOINT_VETHS, NODE_ADDRS, NODE_CONFIG},
     nat,
-    parse::{ETH_P_IP, ETH_TYPE_OFF, IP_DST_OFF, Kind, Packet},
+    parse::{ETH_P_IP, ETH_SRC_OFF, ETH_TYPE_OFF, IP_DST_OFF, Kind, Packet},
     policy::network_of,
     program::{DROP, PASS, Verdict, apply, published_backend, run, unparsed},
     stats::count,
@@ -127,6 +127,9 @@ fn unparsed_ingress(ctx: &TcContext, reason: Reason) -> Verdict {
 
 pub fn egress(ctx: &TcContext) -> i32 {
     run(ctx, Hook::UplinkEgress, |parsed| {
+        if sent_by_another_host(ctx) {
+            return (Reason::NoMatch, PASS);
+        }
         let pkt = match parsed {
             Ok(pkt) => pkt,
             Err(reason) => return unparsed(reason),
@@ -139,6 +142,22 @@ pub fn egress(ctx: &TcContext) -> i32 {
             verdict => verdict,
         }
     })
+}
+
+/// Whether a frame leaving through the uplink carries another source MAC than the
+/// uplink's: a macvlan (a container straight on the LAN) sends through its parent's
+/// transmit path, and what it sends is never the node's to translate, whatever source
+/// address it forged.
+#[inline(always)]
+fn sent_by_another_host(ctx: &TcContext) -> bool {
+    let Some(config) = NODE_CONFIG.get(0) else {
+        return false;
+    };
+    if config.uplink_mac == [0; 6] {
+        return false;
+    }
+    ctx.load::<[u8; 6]>(ETH_SRC_OFF)
+        .is_ok_and(|src| src != config.uplink_mac)
 }
 
 /// A packet of an existing flow leaving through the uplink: reverse DNAT of a reply,

@@ -4,7 +4,10 @@ mod support;
 
 use std::net::Ipv4Addr;
 
-use netd::ports::{PortBinding, Proto};
+use netd::{
+    datapath::NodeSettings,
+    ports::{PortBinding, Proto},
+};
 use support::*;
 
 fn node() -> TestDatapath {
@@ -377,4 +380,32 @@ fn replies_to_a_network_without_masquerade_are_let_in_as_a_tracked_flow() {
     assert_eq!(count(&t, "UplinkEgress", "tracked_new_flow"), 1);
     let stranger = Pkt::tcp(REMOTE, 9000, CONTAINER, 5556, SYN | ACK).build();
     assert_eq!(t.run("uplink_ingress", &stranger).0, TC_ACT_SHOT);
+}
+
+#[test]
+fn what_leaves_with_another_source_mac_than_the_uplinks_is_never_translated() {
+    // A macvlan container on the uplink sends through the uplink's transmit path, with its
+    // own MAC, whatever source address it forges (here: a bridge container's).
+    let uplink_mac = [0x02, 0, 0, 0, 0, 0x09];
+    let mut t = node();
+    t.dp.set_node_config(&NodeSettings {
+        uplink_mac,
+        ..node_settings(false)
+    })
+    .unwrap();
+    let forged = Pkt::tcp(CONTAINER, 5555, REMOTE, 9000, SYN).build();
+    assert_eq!(&forged[6..12], &CONTAINER_MAC);
+    let (verdict, out) = t.run("uplink_egress", &forged);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(out, forged, "passed untouched");
+    assert!(t.dp.flow_entries().unwrap().is_empty(), "no flow made");
+
+    let mut from_node = forged.clone();
+    from_node[6..12].copy_from_slice(&uplink_mac);
+    let (_, out) = t.run("uplink_egress", &from_node);
+    assert_eq!(
+        src_of(&out),
+        (NODE, 5555),
+        "the node's own frames are masqueraded"
+    );
 }

@@ -6,7 +6,7 @@
 
 use std::net::Ipv4Addr;
 
-use netd_tests::{Daemon, EchoServer, Proto, Sandbox, addr, echo_once, lan, require_root};
+use netd_tests::{Daemon, EchoServer, Proto, Sandbox, addr, craft, echo_once, lan, require_root};
 
 #[test]
 fn macvlan_containers_on_netds_uplink_pass_its_programs_untouched() {
@@ -54,6 +54,46 @@ fn macvlan_containers_on_netds_uplink_pass_its_programs_untouched() {
     let p = netd.container("pub1").unwrap();
     let _s = EchoServer::start(&p.netns, Proto::Tcp, addr(Ipv4Addr::UNSPECIFIED, 80)).unwrap();
     echo_once(&sb.ext.path(), Proto::Tcp, addr(Sandbox::NODE_ADDR, 8080)).unwrap();
+
+    // A hostile macvlan container forges the bridge container's address: the uplink's
+    // programs see its frame (it leaves through the uplink) and must not take it for the
+    // node's, nor masquerade it behind the node's address.
+    let capture = craft::Capture::start(&sb.ext.path(), "ext0").unwrap();
+    let ext_mac = mac_of(&sb.ext.ip(&["-o", "link", "show", "ext0"]).unwrap().stdout);
+    let marker = b"netd-forged-by-a-macvlan";
+    let datagram = craft::udp(p.ip, Sandbox::INET_ADDR, 4444, 9999, marker);
+    let ip = craft::ipv4(p.ip, Sandbox::INET_ADDR, 17, 7, 0, &datagram);
+    let frame = craft::ipv4_frame(ext_mac, [0x02, 0x42, 10, 200, 0, 128], &ip);
+    craft::send_frames(&c.netns, "eth0", vec![frame; 3]).unwrap();
+    let seen: Vec<Vec<u8>> = capture
+        .settle()
+        .into_iter()
+        .filter(|f| craft::carries(f, marker))
+        .collect();
+    assert!(!seen.is_empty(), "the forged frames reached the LAN");
+    for f in &seen {
+        let src = std::net::Ipv4Addr::new(f[26], f[27], f[28], f[29]);
+        assert_eq!(
+            src, p.ip,
+            "a forged frame left with {src}: translated by the node"
+        );
+    }
+
     netd.cli_ok(&["rm", "-f", "web", "pub1"]).unwrap();
     netd.cli_ok(&["network", "rm", "lan"]).unwrap();
+}
+
+/// The MAC in `ip -o link show` output.
+fn mac_of(out: &[u8]) -> [u8; 6] {
+    let text = String::from_utf8_lossy(out);
+    let hex = text
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .expect("link/ether in ip link output");
+    let bytes: Vec<u8> = hex
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    bytes.try_into().unwrap()
 }

@@ -150,6 +150,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         snat_ports: (config.snat_ports.start, config.snat_ports.end),
         netns_cookie: datapath::netns_cookie()?,
         uplink_ifindex: uplink_index,
+        uplink_mac: netlink.link_mac(&uplink).await?.unwrap_or_default(),
         fast_path: config.fast_path,
         flow_quota: config.flow_quota,
     })?;

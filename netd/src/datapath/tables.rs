@@ -31,6 +31,9 @@ pub struct NodeSettings {
     pub fast_path: bool,
     /// Confirmed flows per endpoint address (0: no limit).
     pub flow_quota: u32,
+    /// The uplink's MAC: frames leaving with another (a macvlan container's on the
+    /// uplink) are not translated. All zero: no check.
+    pub uplink_mac: [u8; 6],
 }
 
 impl Datapath {
@@ -116,6 +119,8 @@ impl Datapath {
             flags: if node.fast_path { FAST_PATH } else { 0 },
             flow_quota: node.flow_quota,
             flow_high_water,
+            uplink_mac: node.uplink_mac,
+            _pad: [0; 2],
         };
         config.set(0, value, 0).context("write node config")
     }

@@ -78,6 +78,7 @@ pub fn node_settings(fast_path: bool) -> NodeSettings {
         uplink_ifindex: LO,
         fast_path,
         flow_quota: 0,
+        uplink_mac: [0; 6],
     }
 }
 
