@@ -50,10 +50,16 @@ impl PendingDel {
         let path = dir.join(self.file_name());
         // '+' never starts an encoded key: `list` knows a temporary by it.
         let tmp = dir.join(format!("+{}.{}", self.file_name(), std::process::id()));
+        // A temporary of another run is removed; none is ever followed (a link planted
+        // there must not make root write elsewhere).
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(&serde_json::to_vec(self)?)?;
@@ -82,10 +88,7 @@ impl PendingDel {
             if name.starts_with('+') {
                 continue;
             }
-            match std::fs::read(e.path())
-                .ok()
-                .and_then(|b| serde_json::from_slice::<PendingDel>(&b).ok())
-            {
+            match read_request(&e.path()) {
                 Some(d) if d.file_name() == name => found.push(d),
                 _ => bad.push(name),
             }
@@ -93,6 +96,22 @@ impl PendingDel {
         found.sort_by_key(PendingDel::file_name);
         (found, bad)
     }
+}
+
+/// A request file: a regular file (no link followed, no FIFO waited on), small.
+fn read_request(path: &Path) -> Option<PendingDel> {
+    use std::io::Read;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    f.take(64 * 1024).read_to_end(&mut bytes).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 #[cfg(test)]
@@ -115,10 +134,18 @@ mod tests {
         );
         d.record(&dir).unwrap();
         std::fs::write(dir.join("junk"), b"{").unwrap();
-        assert_eq!(
-            PendingDel::list(&dir),
-            (vec![d.clone()], vec!["junk".into()])
-        );
+        // Neither followed nor waited on: a link to a request, a FIFO.
+        std::os::unix::fs::symlink(&path, dir.join("link")).unwrap();
+        let fifo = std::ffi::CString::new(dir.join("fifo").to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let (found, mut strangers) = PendingDel::list(&dir);
+        strangers.sort();
+        assert_eq!(found, vec![d.clone()]);
+        assert_eq!(strangers, ["fifo", "junk", "link"]);
+        for f in ["junk", "link", "fifo"] {
+            std::fs::remove_file(dir.join(f)).unwrap();
+        }
         d.clear(&dir).unwrap();
         d.clear(&dir).unwrap();
         assert_eq!(PendingDel::list(&dir).0, vec![]);

@@ -425,7 +425,8 @@ pub fn detach(ip: Ipv4Addr, attached: &Attached) -> Vec<Step> {
         Attached::Bridge { host_veth, ifindex } => vec![
             Step::Forget {
                 host_veth: host_veth.to_string(),
-                ifindex: Some(ifindex),
+                // 0: never known (its veth vanished before it was looked up).
+                ifindex: (ifindex != 0).then_some(ifindex),
             },
             Step::DeleteLink {
                 at: At::Node,

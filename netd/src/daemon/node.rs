@@ -138,17 +138,26 @@ impl Node for LiveNode<'_> {
             .link_index(link)
             .await?
             .with_context(|| format!("{link} not found inside the container's namespace"))?;
-        netlink.rename(index, &inside.ifname).await?;
-        let ifname = inside.ifname.clone();
-        netns::run_in(ns, move || sysctl::ipv6_off(&ifname))
-            .with_context(|| format!("turn IPv6 off on {} in the container", inside.ifname))?;
-        netlink.add_address(index, inside.ip, inside.prefix).await?;
-        netlink.up(index).await?;
-        endpoint::bring_up_loopback(&netlink).await?;
-        if let Some(gateway) = inside.gateway {
-            netlink.add_default_route(gateway).await?;
+        let configured = async {
+            netlink.rename(index, &inside.ifname).await?;
+            let ifname = inside.ifname.clone();
+            netns::run_in(ns, move || sysctl::ipv6_off(&ifname))
+                .with_context(|| format!("turn IPv6 off on {} in the container", inside.ifname))?;
+            netlink.add_address(index, inside.ip, inside.prefix).await?;
+            netlink.up(index).await?;
+            endpoint::bring_up_loopback(&netlink).await?;
+            if let Some(gateway) = inside.gateway {
+                netlink.add_default_route(gateway).await?;
+            }
+            anyhow::Ok(())
+        };
+        let result = configured.await;
+        if result.is_err() {
+            // Half configured (renamed, addressed ...): removed by its index, whatever its
+            // name is by now, so that no undo by name misses it or takes another's.
+            let _ = netlink.delete_link(index).await;
         }
-        Ok(())
+        result
     }
 
     async fn host_route(&self, to: Ipv4Addr, via: &str, src: Ipv4Addr) -> Result<()> {
