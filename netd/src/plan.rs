@@ -27,6 +27,10 @@ pub struct Inside {
     pub ip: Ipv4Addr,
     pub prefix: u8,
     pub gateway: Option<Ipv4Addr>,
+    /// Remove the link if configuring it fails half-way: a macvlan, which nothing else
+    /// removes. Not a veth's container end: it goes with its pair, whose undo must first
+    /// find the host end to forget the endpoint by.
+    pub remove_on_failure: bool,
 }
 
 /// One change to the node or to the data path.
@@ -234,12 +238,13 @@ impl EndpointPlan<'_> {
         )
     }
 
-    fn inside(&self) -> Inside {
+    fn inside(&self, remove_on_failure: bool) -> Inside {
         Inside {
             ifname: self.ifname.to_string(),
             ip: self.ip,
             prefix: self.prefix,
             gateway: self.gateway,
+            remove_on_failure,
         }
     }
 }
@@ -321,7 +326,7 @@ pub fn attach_bridge(
         plan.push(step(Step::MoveIntoContainer { link: peer.clone() }));
         plan.push(step(Step::Configure {
             link: peer,
-            inside: p.inside(),
+            inside: p.inside(false),
         }));
     }
     plan
@@ -359,7 +364,7 @@ pub fn attach_macvlan(
     plan.push(undone_by(
         Step::Configure {
             link: name,
-            inside: p.inside(),
+            inside: p.inside(true),
         },
         vec![Step::DeleteLink {
             at: At::Container,

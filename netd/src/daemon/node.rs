@@ -152,7 +152,7 @@ impl Node for LiveNode<'_> {
             anyhow::Ok(())
         };
         let result = configured.await;
-        if result.is_err() {
+        if result.is_err() && inside.remove_on_failure {
             // Half configured (renamed, addressed ...): removed by its index, whatever its
             // name is by now, so that no undo by name misses it or takes another's.
             let _ = netlink.delete_link(index).await;
