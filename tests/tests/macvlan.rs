@@ -60,6 +60,28 @@ impl Bed {
         self.netd.container(name).unwrap()
     }
 
+    /// The error of `netd run --ip IP` on `network`, which must fail.
+    fn run_refused(&self, network: &str, ip: &str) -> String {
+        let out = self
+            .netd
+            .cli(&[
+                "run",
+                "-d",
+                "--name",
+                "thief",
+                "--network",
+                network,
+                "--ip",
+                ip,
+                "--",
+                "sleep",
+                "1",
+            ])
+            .unwrap();
+        assert!(!out.status.success(), "--ip {ip} on {network} was taken");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     /// `netd rm -f` the containers, then `netd network rm` the network.
     fn remove(&self, containers: &[&str], network: &str) {
         let mut rm = vec!["rm", "-f"];
@@ -405,23 +427,7 @@ fn an_address_another_lan_host_answers_for_or_an_aux_address_is_never_handed_out
         "{}",
         bed.netd.log()
     );
-    let out = bed
-        .netd
-        .cli(&[
-            "run",
-            "-d",
-            "--name",
-            "thief",
-            "--network",
-            "lan",
-            "--ip",
-            "192.168.77.128",
-            "--",
-            "sleep",
-            "1",
-        ])
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = bed.run_refused("lan", "192.168.77.128");
     assert!(
         err.contains("192.168.77.128: Address already in use on the LAN of lan0"),
         "{err}"
@@ -464,23 +470,7 @@ fn the_node_reaches_its_macvlan_containers_only_through_the_shim_it_asks_for() {
     let inspect = bed.netd.cli_ok(&["network", "inspect", "shared"]).unwrap();
     assert!(inspect.contains("\"shim\""), "{inspect}");
     // The node's own address on the LAN is never a container's.
-    let out = bed
-        .netd
-        .cli(&[
-            "run",
-            "-d",
-            "--name",
-            "thief",
-            "--network",
-            "shared",
-            "--ip",
-            "192.168.77.2",
-            "--",
-            "sleep",
-            "1",
-        ])
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = bed.run_refused("shared", "192.168.77.2");
     assert!(err.contains("it is the node's own address"), "{err}");
     let c = bed.run("ca", "shared");
     // The shim took the range's first address; the container the next.
