@@ -91,9 +91,5 @@ fn mac_of(out: &[u8]) -> [u8; 6] {
         .skip_while(|w| *w != "link/ether")
         .nth(1)
         .expect("link/ether in ip link output");
-    let bytes: Vec<u8> = hex
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16).unwrap())
-        .collect();
-    bytes.try_into().unwrap()
+    netd::endpoint::parse_mac(hex).expect("a MAC in ip link output")
 }
