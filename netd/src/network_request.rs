@@ -239,33 +239,28 @@ pub fn settings(req: &NetworkRequest) -> Result<Settings> {
     if RESERVED_NAMES.contains(&req.name.as_str()) {
         bail!("network with name {} already exists", req.name);
     }
-    let driver = match req.driver.as_deref() {
-        None | Some("bridge") => Driver::Bridge,
-        Some("macvlan") => Driver::Macvlan,
-        Some("ipvlan") => Driver::Ipvlan,
-        Some(other) => {
-            bail!(
-                "invalid --driver {other}: plugin \"{other}\" not found (netd has the bridge and macvlan drivers)"
-            )
-        }
-    };
+    let name = req.driver.as_deref().unwrap_or("bridge");
     if req.subnet.is_none() && (req.gateway.is_some() || req.ip_range.is_some()) {
         bail!("--gateway and --ip-range need --subnet: give the subnet they belong to");
     }
-    if driver == Driver::Ipvlan {
+    if name == "ipvlan" {
         // Refused by the daemon, which asks the kernel what is missing.
         return Ok(Settings {
-            driver,
+            driver: Driver::Ipvlan,
             ..macvlan_settings(&NetworkRequest {
                 options: Vec::new(),
                 ..req.clone()
             })?
         });
     }
-    let name = req.driver.as_deref().unwrap_or("bridge");
-    crate::driver::named(name)
-        .ok_or_else(|| anyhow::anyhow!("invalid --driver {name}: netd has no such driver"))?
-        .validate(req)
+    let Some(driver) = crate::driver::named(name) else {
+        let known: Vec<&str> = crate::driver::ALL.iter().map(|d| d.name()).collect();
+        bail!(
+            "invalid --driver {name}: plugin \"{name}\" not found (netd has the {} drivers)",
+            known.join(" and ")
+        );
+    };
+    driver.validate(req)
 }
 
 /// `-o KEY=VALUE` split, each key once.

@@ -36,6 +36,11 @@ pub struct Inside {
 /// One change to the node or to the data path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
+    /// The container's namespace made usable: its loopback up; in a namespace of netd's
+    /// own (`own`), IPv6 off for every interface made in it later too.
+    PrepareNamespace {
+        own: bool,
+    },
     /// The bridge with the gateway address, a fixed MAC, the MTU if given, IPv6 off, up;
     /// made if missing.
     EnsureBridge {
@@ -154,6 +159,10 @@ pub enum Step {
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Step::PrepareNamespace { own } => match own {
+                true => write!(f, "bring up the container's loopback, IPv6 off"),
+                false => write!(f, "bring up the container's loopback"),
+            },
             Step::EnsureBridge { name, .. } => write!(f, "set up bridge {name}"),
             Step::SetNetwork { subnet, info } => match info {
                 Some(_) => write!(f, "register subnet {subnet} with the data path"),
@@ -231,11 +240,7 @@ pub struct EndpointPlan<'a> {
 impl EndpointPlan<'_> {
     /// The container end's (or the macvlan's) name while it is in the node.
     pub fn peer_name(&self) -> String {
-        format!(
-            "{}{}",
-            endpoint::PEER_PREFIX,
-            &self.id[..self.id.len().min(12)]
-        )
+        peer_name(self.id)
     }
 
     fn inside(&self, remove_on_failure: bool) -> Inside {
@@ -247,6 +252,12 @@ impl EndpointPlan<'_> {
             remove_on_failure,
         }
     }
+}
+
+/// The name of the container end (or the macvlan) of endpoint `id` while it is in the
+/// node.
+pub fn peer_name(id: &str) -> String {
+    format!("{}{}", endpoint::PEER_PREFIX, &id[..id.len().min(12)])
 }
 
 /// The network's MTU on each of `links` (when it has one), the container's MAC on `mac_on`.
@@ -405,6 +416,81 @@ pub fn unpublish(ports: &[PortBinding]) -> Vec<Step> {
         .iter()
         .map(|b| Step::Unpublish { binding: *b })
         .collect()
+}
+
+/// Replace an endpoint's published ports `old` by `new` (Docker's
+/// `ProgramExternalConnectivity`, which may come again for the same endpoint): the ports
+/// no longer wanted unpublished first, then every wanted one published, a binding of
+/// `old` with the same key replaced in place. A failure restores `old` as it was.
+pub fn republish(
+    old: &[PortBinding],
+    new: &[PortBinding],
+    ip: Ipv4Addr,
+    via: &str,
+) -> Vec<Planned> {
+    let publish_step = |b: &PortBinding| Step::Publish {
+        binding: *b,
+        ip,
+        via: via.to_string(),
+    };
+    let dropped = old
+        .iter()
+        .filter(|b| !new.iter().any(|n| n.same_key(b)))
+        .map(|b| undone_by(Step::Unpublish { binding: *b }, vec![publish_step(b)]));
+    let wanted = new.iter().map(|b| {
+        let undo = match old.iter().find(|o| o.same_key(b)) {
+            Some(replaced) => publish_step(replaced),
+            None => Step::Unpublish { binding: *b },
+        };
+        undone_by(publish_step(b), vec![undo])
+    });
+    dropped.chain(wanted).collect()
+}
+
+/// Whose network namespace a new container has, for what preparing it takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Namespace {
+    /// One netd made for it.
+    Own,
+    /// One it was given (`--netns`, a CNI runtime's).
+    Given,
+    /// None to prepare: the node's, another container's, or none yet (an engine's).
+    Shared,
+}
+
+/// A new container's networking as one plan: its namespace prepared, then its endpoint
+/// (`endpoint`: its driver's `attach`, empty without one), then its published ports,
+/// leading to the endpoint's address behind its host veth (`to`). A failure anywhere
+/// undoes everything before it in reverse: the ports before the endpoint.
+pub fn create_container(
+    ns: Namespace,
+    endpoint: Vec<Planned>,
+    ports: &[PortBinding],
+    to: Option<(Ipv4Addr, &str)>,
+) -> Vec<Planned> {
+    let prepare = match ns {
+        Namespace::Own => Some(true),
+        Namespace::Given => Some(false),
+        Namespace::Shared => None,
+    };
+    let mut plan: Vec<Planned> = prepare
+        .map(|own| step(Step::PrepareNamespace { own }))
+        .into_iter()
+        .collect();
+    plan.extend(endpoint);
+    if let Some((ip, via)) = to {
+        plan.extend(publish(ports, ip, via));
+    }
+    plan
+}
+
+/// Removing a container's networking (or one endpoint of it, with the ports that lead
+/// there: `netd network disconnect`): its ports unpublished first, so that no new connection is sent to an endpoint
+/// on its way out; then each endpoint's detachment (`detach`). Every step is tried.
+pub fn remove_networking(ports: &[PortBinding], endpoints: Vec<Vec<Step>>) -> Vec<Step> {
+    let mut steps = unpublish(ports);
+    steps.extend(endpoints.into_iter().flatten());
+    steps
 }
 
 /// What an endpoint that exists now is, for its detachment.
@@ -611,6 +697,128 @@ mod tests {
                 to: ip,
                 via: "nhabc".into()
             }]
+        );
+    }
+
+    fn binding(host_port: u16) -> PortBinding {
+        PortBinding {
+            proto: crate::ports::Proto::Tcp,
+            container_port: 80,
+            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_port,
+        }
+    }
+
+    #[test]
+    fn a_new_container_is_one_plan_whose_ports_are_undone_before_its_endpoint() {
+        let p = plan();
+        let attach = attach_bridge(
+            &p,
+            "br-x",
+            false,
+            EndpointInfo::default(),
+            PeerGoes::IntoContainer,
+        );
+        let steps = create_container(
+            Namespace::Own,
+            attach,
+            &[binding(8080), binding(8081)],
+            Some((p.ip, "ndv0123456789ab")),
+        );
+        let names = names(&steps);
+        assert_eq!(
+            names.first().map(String::as_str),
+            Some("bring up the container's loopback, IPv6 off")
+        );
+        assert_eq!(
+            names[names.len() - 2..],
+            [
+                "publish 80/tcp -> 0.0.0.0:8080 to 172.18.0.2",
+                "publish 80/tcp -> 0.0.0.0:8081 to 172.18.0.2",
+            ]
+        );
+        // A failure at the last port: the ports before it go first, then the endpoint.
+        let undo = undos(&steps[..steps.len() - 1]);
+        assert_eq!(
+            undo,
+            [
+                "unpublish 80/tcp -> 0.0.0.0:8080",
+                "forget endpoint ndv0123456789ab",
+                "remove ndv0123456789ab",
+                "unpin the program link of ndv0123456789ab",
+                "purge the flows of 172.18.0.2",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_container_without_a_namespace_of_its_own_or_an_endpoint_plans_nothing() {
+        assert!(create_container(Namespace::Shared, Vec::new(), &[], None).is_empty());
+        let given = create_container(Namespace::Given, Vec::new(), &[], None);
+        assert_eq!(names(&given), ["bring up the container's loopback"]);
+    }
+
+    #[test]
+    fn removing_unpublishes_before_any_endpoint_goes() {
+        let ip = Ipv4Addr::new(172, 18, 0, 2);
+        let eth0 = detach(
+            ip,
+            &Attached::Bridge {
+                host_veth: "ndv1",
+                ifindex: 7,
+            },
+        );
+        let eth1 = detach(
+            Ipv4Addr::new(10, 0, 0, 5),
+            &Attached::Macvlan {
+                ifname: "eth1",
+                namespace_open: true,
+                shim: None,
+            },
+        );
+        let steps: Vec<String> = remove_networking(&[binding(8080)], vec![eth0, eth1])
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                "unpublish 80/tcp -> 0.0.0.0:8080",
+                "forget endpoint ndv1",
+                "remove ndv1",
+                "unpin the program link of ndv1",
+                "purge the flows of 172.18.0.2",
+                "remove eth1 from the container",
+            ]
+        );
+    }
+
+    #[test]
+    fn republishing_drops_only_what_is_no_longer_wanted_and_restores_it_on_failure() {
+        let ip = Ipv4Addr::new(172, 18, 0, 2);
+        let mut moved = binding(8080);
+        moved.container_port = 81;
+        let steps = republish(
+            &[binding(8080), binding(9090)],
+            &[moved, binding(7070)],
+            ip,
+            "ndv1",
+        );
+        assert_eq!(
+            names(&steps),
+            [
+                "unpublish 80/tcp -> 0.0.0.0:9090",
+                "publish 81/tcp -> 0.0.0.0:8080 to 172.18.0.2",
+                "publish 80/tcp -> 0.0.0.0:7070 to 172.18.0.2",
+            ]
+        );
+        // Undone: the replaced binding is published as it was, the dropped one again.
+        assert_eq!(
+            undos(&steps[..2]),
+            [
+                "publish 80/tcp -> 0.0.0.0:8080 to 172.18.0.2",
+                "publish 80/tcp -> 0.0.0.0:9090 to 172.18.0.2",
+            ]
         );
     }
 }

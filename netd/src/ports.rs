@@ -155,6 +155,12 @@ impl PortBinding {
                 || self.host_ip.is_unspecified()
                 || other.host_ip.is_unspecified())
     }
+
+    /// Whether both take the same place in the data path's port map (protocol, host
+    /// address and port): publishing one replaces the other.
+    pub fn same_key(&self, other: &PortBinding) -> bool {
+        (self.proto, self.host_ip, self.host_port) == (other.proto, other.host_ip, other.host_port)
+    }
 }
 
 impl fmt::Display for PortBinding {

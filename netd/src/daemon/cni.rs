@@ -240,7 +240,6 @@ impl Inner {
         default_route: bool,
     ) -> anyhow::Result<()> {
         let ns = self.open_sandbox(c)?;
-        endpoint::bring_up_loopback(&Netlink::connect_in(&ns)?).await?;
         let ifname = match &c.sandbox {
             Sandbox::Cni(a) => a.ifname.clone(),
             _ => anyhow::bail!("{} is not a CNI attachment", c.name),
@@ -253,10 +252,20 @@ impl Inner {
             ifname: &ifname,
             default_route,
         };
-        let (ep, _) = self.wire_endpoint(c, n, &plan, Some(&ns)).await?;
-        let published = crate::plan::publish(&c.ports, ip, &ep.host_veth);
+        let (ep, attach) = self
+            .plan_endpoint(n, &plan, crate::plan::PeerGoes::IntoContainer)
+            .await?;
+        let steps = crate::plan::create_container(
+            crate::plan::Namespace::Given,
+            attach,
+            &c.ports,
+            Some((ip, &ep.host_veth)),
+        );
+        self.apply_plan(Some(&ns), &steps)
+            .await
+            .with_context(|| format!("attach {} to network {}", c.name, n.name))?;
+        let ep = self.endpoint_applied(c, ep).await?;
         c.endpoints.push(ep);
-        self.apply_to_node(&published).await?;
         Ok(())
     }
 

@@ -22,14 +22,12 @@ use crate::{
     api::{ApiError, ContainerView, RunRequest},
     driver::{self, NetworkDriver},
     endpoint,
-    netlink::Netlink,
     netns::{self, NsId},
     node_ports::node_sockets,
     plan::{self, PeerGoes},
     ports::{self, PortBinding, PortSpec},
     process,
     state::{Container, Endpoint, Network, Sandbox, Status},
-    sysctl,
 };
 
 /// What an endpoint is to be: its veth's ID, address, MAC, name inside, and whether it
@@ -51,6 +49,15 @@ enum Mode {
     Host,
     None,
     Container(String),
+}
+
+/// How the log names an endpoint.
+pub(super) fn describe(ep: &Endpoint) -> String {
+    if ep.host_veth.is_empty() {
+        format!("{} (macvlan) on {} with {}", ep.ifname, ep.network, ep.ip)
+    } else {
+        format!("endpoint {} on {} with {}", ep.host_veth, ep.network, ep.ip)
+    }
 }
 
 impl Inner {
@@ -387,7 +394,9 @@ impl Inner {
         }
     }
 
-    /// Endpoint, published ports, command: each step is undone by `teardown`.
+    /// The container's networking as one plan (`plan::create_container`: namespace,
+    /// endpoint, published ports), applied, then its command started. What is done is
+    /// undone by `teardown` if the command cannot start.
     async fn wire_and_start(
         &mut self,
         c: &mut Container,
@@ -396,23 +405,35 @@ impl Inner {
         start: bool,
     ) -> Result<Option<Child>> {
         let ns = self.open_sandbox(c)?;
-        if matches!(c.sandbox, Sandbox::Holder { .. } | Sandbox::External { .. }) {
-            let inside = Netlink::connect_in(&ns)?;
-            endpoint::bring_up_loopback(&inside).await?;
-        }
-        if matches!(c.sandbox, Sandbox::Holder { .. }) {
-            // A namespace of netd's own: interfaces its container makes later start
-            // without IPv6 too.
-            netns::run_in(&ns, || sysctl::ipv6_off("default"))
-                .context("turn IPv6 off in the container's namespace")?;
-        }
-        if let (Mode::Bridge(n), Some(ip)) = (mode, ip) {
-            let ep = self
-                .attach_endpoint(c, n, ip, endpoint::mac_for(ip), "eth0", !n.internal)
-                .await?;
-            let published = plan::publish(&c.ports, ip, &ep.host_veth);
+        let namespace = match c.sandbox {
+            Sandbox::Holder { .. } => plan::Namespace::Own,
+            Sandbox::External { .. } => plan::Namespace::Given,
+            _ => plan::Namespace::Shared,
+        };
+        let id = random_id();
+        let endpoint = match (mode, ip) {
+            (Mode::Bridge(n), Some(ip)) => {
+                let p = EndpointPlan {
+                    id: &id,
+                    ip,
+                    mac: endpoint::mac_for(ip),
+                    ifname: "eth0",
+                    default_route: !n.internal,
+                };
+                Some(self.plan_endpoint(n, &p, PeerGoes::IntoContainer).await?)
+            }
+            _ => None,
+        };
+        let (ep, attach) = endpoint.unzip();
+        let to = ep.as_ref().map(|e| (e.ip, e.host_veth.as_str()));
+        let steps = plan::create_container(namespace, attach.unwrap_or_default(), &c.ports, to);
+        self.apply_plan(Some(&ns), &steps)
+            .await
+            .with_context(|| format!("set up the networking of container {}", c.name))?;
+        if let Some(ep) = ep {
+            let ep = self.endpoint_applied(c, ep).await?;
+            info!("container {}: {}", c.name, describe(&ep));
             c.endpoints.push(ep);
-            self.apply_to_node(&published).await?;
             for b in &c.ports {
                 info!("container {}: published {b}", c.name);
             }
@@ -426,9 +447,8 @@ impl Inner {
         Ok(Some(child))
     }
 
-    /// A veth from `n`'s bridge into the container, registered with the data path. The
-    /// endpoint's program is attached to the host end before that end joins the bridge or
-    /// comes up: no frame of the container passes unpoliced.
+    /// A new endpoint of container `c` on network `n` (`netd network connect`, a healed
+    /// one at start), with its own link names.
     pub(super) async fn attach_endpoint(
         &mut self,
         c: &Container,
@@ -446,21 +466,38 @@ impl Inner {
             ifname,
             default_route,
         };
-        let (ep, _) = self.wire_endpoint(c, n, &plan, Some(&ns)).await?;
-        Ok(ep)
+        self.wire_endpoint(c, n, &plan, &ns).await
     }
 
-    /// Wire `plan`'s endpoint on network `n`: planned (`plan::attach_bridge` or
-    /// `plan::attach_macvlan`), then applied by the executor, which undoes it in reverse
-    /// if a step fails. A bridge endpoint's container end goes into `ns`, or, without one,
-    /// stays in the node's namespace for an engine to take (its name is returned).
+    /// Wire `plan`'s endpoint on network `n` into container `c`'s namespace: planned by
+    /// the network's driver, applied by the executor, which undoes it in reverse if a
+    /// step fails.
     pub(super) async fn wire_endpoint(
         &mut self,
         c: &Container,
         n: &Network,
         plan: &EndpointPlan<'_>,
-        ns: Option<&File>,
-    ) -> Result<(Endpoint, String)> {
+        ns: &File,
+    ) -> Result<Endpoint> {
+        let (ep, steps) = self.plan_endpoint(n, plan, PeerGoes::IntoContainer).await?;
+        self.apply_plan(Some(ns), &steps)
+            .await
+            .with_context(|| format!("attach endpoint to network {}", n.name))?;
+        let ep = self.endpoint_applied(c, ep).await?;
+        info!("container {}: {}", c.name, describe(&ep));
+        Ok(ep)
+    }
+
+    /// What attaching `plan`'s endpoint to network `n` takes (its driver's `attach`),
+    /// and the endpoint as it is to be recorded once the plan is applied
+    /// (`endpoint_applied` completes it). A bridge endpoint's container end goes into the
+    /// container's namespace, or stays in the node's for an engine to take (`peer_goes`).
+    pub(super) async fn plan_endpoint(
+        &self,
+        n: &Network,
+        plan: &EndpointPlan<'_>,
+        peer_goes: PeerGoes,
+    ) -> Result<(Endpoint, Vec<plan::Planned>)> {
         let p = plan::EndpointPlan {
             id: plan.id,
             ip: plan.ip,
@@ -479,15 +516,13 @@ impl Inner {
             host_ifindex: 0,
         };
         let d = driver::of(n);
-        let peer_goes = match ns {
-            Some(_) => PeerGoes::IntoContainer,
-            None if d.capabilities().isolation => PeerGoes::Stays,
-            None => bail!(
+        if peer_goes == PeerGoes::Stays && !d.capabilities().isolation {
+            bail!(
                 "network {}: a {} interface goes into a namespace netd opened",
                 n.name,
                 d.name()
-            ),
-        };
+            );
+        }
         // What netd's programs are to enforce for it, if the driver's traffic passes them
         // (observed: the bridge's ifindex).
         let police = if d.capabilities().isolation {
@@ -496,45 +531,40 @@ impl Inner {
         } else {
             None
         };
-        let steps = d.attach(n, &p, police, peer_goes);
-        let context = || format!("attach endpoint to network {}", n.name);
-        let node = LiveNode {
-            netlink: &self.netlink,
-            container: ns,
-        };
-        executor::apply(&node, &mut self.datapath, &steps)
-            .await
-            .with_context(context)?;
-        if !ep.host_veth.is_empty() {
-            match self.netlink.link_index(&ep.host_veth).await {
-                Ok(Some(index)) => ep.host_ifindex = index,
-                lookup => {
-                    let e = match lookup {
-                        Err(e) => e,
-                        _ => anyhow!("{} vanished", ep.host_veth),
-                    };
-                    let left = self.detach_endpoint(c, &ep).await;
-                    return Err(left.after(e).context(context()));
-                }
-            }
-        }
-        info!(
-            "container {}: {} on {} with {}",
-            c.name,
-            if ep.host_veth.is_empty() {
-                format!("{} (macvlan)", ep.ifname)
-            } else {
-                format!("endpoint {}", ep.host_veth)
-            },
-            n.name,
-            plan.ip
-        );
-        Ok((ep, p.peer_name()))
+        Ok((ep, d.attach(n, &p, police, peer_goes)))
     }
 
-    /// Undo `attach_endpoint`, tolerant of parts already gone: `plan::detach`'s steps,
-    /// every one tried; what could not be undone is returned.
-    pub(super) async fn detach_endpoint(&mut self, c: &Container, ep: &Endpoint) -> Leftovers {
+    /// An endpoint whose plan was applied, with its host end's index as recorded (by
+    /// which it is forgotten later). If that end vanished meanwhile, the endpoint is
+    /// detached and the error returned.
+    pub(super) async fn endpoint_applied(
+        &mut self,
+        c: &Container,
+        mut ep: Endpoint,
+    ) -> Result<Endpoint> {
+        if ep.host_veth.is_empty() {
+            return Ok(ep);
+        }
+        match self.netlink.link_index(&ep.host_veth).await {
+            Ok(Some(index)) => {
+                ep.host_ifindex = index;
+                Ok(ep)
+            }
+            lookup => {
+                let e = match lookup {
+                    Err(e) => e,
+                    _ => anyhow!("{} vanished", ep.host_veth),
+                };
+                let left = self.detach_endpoint(c, &ep).await;
+                Err(left
+                    .after(e)
+                    .context(format!("attach endpoint to network {}", ep.network)))
+            }
+        }
+    }
+
+    /// The plan steps detaching endpoint `ep` of container `c` takes (`NetworkDriver::detach`).
+    pub(super) fn detach_steps(&self, c: &Container, ep: &Endpoint) -> Vec<plan::Step> {
         let n = self.state.networks.get(&ep.network);
         // A network removed meanwhile: known by what the endpoint is.
         let d: &dyn NetworkDriver = match n {
@@ -542,19 +572,34 @@ impl Inner {
             None if ep.host_veth.is_empty() => &driver::macvlan::Macvlan,
             None => &driver::bridge::Bridge,
         };
-        let ns = self.sandboxes.get(&c.id);
-        let steps = d.detach(n, ep, ns.is_some());
+        d.detach(n, ep, self.sandboxes.contains_key(&c.id))
+    }
+
+    /// Run teardown steps for container `c` (in its namespace, if it is still held),
+    /// every one tried; what could not be undone is returned.
+    pub(super) async fn teardown_steps(
+        &mut self,
+        c: &Container,
+        steps: &[plan::Step],
+    ) -> Leftovers {
         let node = LiveNode {
             netlink: &self.netlink,
-            container: ns,
+            container: self.sandboxes.get(&c.id),
         };
         executor::teardown(
             &node,
             &mut self.datapath,
             &format!("container {}", c.name),
-            &steps,
+            steps,
         )
         .await
+    }
+
+    /// Detach one endpoint, tolerant of parts already gone: every step tried; what
+    /// could not be undone is returned.
+    pub(super) async fn detach_endpoint(&mut self, c: &Container, ep: &Endpoint) -> Leftovers {
+        let steps = self.detach_steps(c, ep);
+        self.teardown_steps(c, &steps).await
     }
 
     /// Remove a container; what could not be undone comes back as warnings (the record
@@ -615,13 +660,13 @@ impl Inner {
     /// Undo everything a container owns; tolerant of parts that are already gone. Every
     /// step is tried; what could not be undone is returned.
     pub(super) async fn teardown(&mut self, c: &Container) -> Leftovers {
-        let mut left = self
-            .teardown_on_node(&format!("container {}", c.name), &plan::unpublish(&c.ports))
-            .await;
-        for ep in &c.endpoints {
-            let detached = self.detach_endpoint(c, ep).await;
-            left.extend(detached);
-        }
+        let detached = c
+            .endpoints
+            .iter()
+            .map(|ep| self.detach_steps(c, ep))
+            .collect();
+        let steps = plan::remove_networking(&c.ports, detached);
+        let left = self.teardown_steps(c, &steps).await;
         if let Some(p) = c.process {
             process::signal(p, libc::SIGKILL);
         }

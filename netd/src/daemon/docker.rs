@@ -13,11 +13,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use log::info;
 use serde_json::{Value, json};
 
-use super::{
-    Daemon, Inner,
-    containers::{EndpointPlan, port_key},
-    random_id, unix_now,
-};
+use super::{Daemon, Inner, containers::EndpointPlan, random_id, unix_now};
 use crate::{
     api::{ApiError, ApiRequest},
     docker_plugin::{
@@ -124,9 +120,10 @@ impl Inner {
                 Ok(r) => self.docker_program_ports(r).await,
                 Err(e) => Err(e),
             },
-            "NetworkDriver.RevokeExternalConnectivity" => {
-                body(req).and_then(|r| self.docker_revoke_ports(r))
-            }
+            "NetworkDriver.RevokeExternalConnectivity" => match body(req) {
+                Ok(r) => self.docker_revoke_ports(r).await,
+                Err(e) => Err(e),
+            },
             "IpamDriver.RequestPool" => match body(req) {
                 Ok(r) => self.ipam_request_pool(r).await,
                 Err(e) => Err(e),
@@ -273,9 +270,16 @@ impl Inner {
             ifname: "",
             default_route: false,
         };
-        let (ep, peer) = self.wire_endpoint(&c, &n, &plan, None).await?;
+        // The container end stays in the node's namespace: Docker moves it at `Join`.
+        let (ep, steps) = self
+            .plan_endpoint(&n, &plan, crate::plan::PeerGoes::Stays)
+            .await?;
+        self.apply_plan(None, &steps)
+            .await
+            .with_context(|| format!("attach endpoint to network {}", n.name))?;
+        let ep = self.endpoint_applied(&c, ep).await?;
         if let Sandbox::Docker(d) = &mut c.sandbox {
-            d.peer = peer;
+            d.peer = crate::plan::peer_name(&name);
         }
         c.endpoints.push(ep);
         self.state.containers.insert(name.clone(), c);
@@ -408,13 +412,11 @@ impl Inner {
             }
         };
         container.ports = bindings.clone();
-        for b in &old {
-            if !bindings.iter().any(|n| port_key(n) == port_key(b)) {
-                self.datapath.unpublish(b)?;
-            }
-        }
-        for b in &bindings {
-            self.datapath.publish(b, ep.ip, ep.host_ifindex)?;
+        let steps = crate::plan::republish(&old, &bindings, ep.ip, &ep.host_veth);
+        if let Err(e) = self.apply_plan(None, &steps).await {
+            // Undone: the endpoint keeps the ports it had.
+            self.state.containers.get_mut(&name).expect("found").ports = old;
+            return Err(e);
         }
         self.save()?;
         info!(
@@ -428,16 +430,20 @@ impl Inner {
         Ok(json!({}))
     }
 
-    fn docker_revoke_ports(&mut self, req: EndpointRef) -> Result<Value> {
+    async fn docker_revoke_ports(&mut self, req: EndpointRef) -> Result<Value> {
         let Some((c, _)) = self.docker_endpoint(&req.endpoint_id) else {
             return Ok(json!({}));
         };
         let name = c.name.clone();
+        let c = self.state.containers.get(&name).expect("found").clone();
+        let left = self
+            .teardown_steps(&c, &crate::plan::unpublish(&c.ports))
+            .await;
         let ports = std::mem::take(&mut self.state.containers.get_mut(&name).expect("found").ports);
-        for b in &ports {
-            self.datapath.unpublish(b)?;
-        }
         self.save()?;
+        if !left.is_empty() {
+            return Err(left.after(anyhow::anyhow!("unpublish the ports of endpoint {name}")));
+        }
         if !ports.is_empty() {
             info!("Docker endpoint {name}: unpublished {} ports", ports.len());
         }

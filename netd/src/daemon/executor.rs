@@ -50,6 +50,7 @@ pub(super) async fn teardown(
 
 async fn run(node: &impl Node, dp: &mut impl Dataplane, step: &Step) -> Result<()> {
     match step {
+        Step::PrepareNamespace { own } => node.prepare_namespace(*own).await,
         Step::EnsureBridge {
             name,
             gateway,
@@ -171,6 +172,9 @@ mod tests {
     struct FakeDataplane<'a>(&'a Journal);
 
     impl Node for FakeNode<'_> {
+        async fn prepare_namespace(&self, own: bool) -> Result<()> {
+            self.0.call(format!("prepare namespace own={own}"))
+        }
         async fn ensure_bridge(
             &self,
             name: &str,

@@ -21,10 +21,6 @@ impl Leftovers {
         }
     }
 
-    pub fn extend(&mut self, other: Leftovers) {
-        self.0.extend(other.0);
-    }
-
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -255,7 +255,7 @@ impl Inner {
             .insert(network.name.clone(), network.clone());
         self.save()?;
         let plan = driver::of(&network).setup(&network, &[], true);
-        if let Err(e) = self.apply_to_node(&plan).await {
+        if let Err(e) = self.apply_plan(None, &plan).await {
             self.state.networks.remove(&network.name);
             self.save()?;
             return Err(ApiError::from(
@@ -413,31 +413,23 @@ impl Inner {
             .map(|(_, e)| e.ip)
             .collect();
         let plan = driver::of(n).setup(n, &ips, false);
-        self.apply_to_node(&plan)
+        self.apply_plan(None, &plan)
             .await
             .with_context(|| format!("set up network {}", n.name))
     }
 
-    /// Apply a plan that concerns the node alone (no container's namespace).
-    pub(super) async fn apply_to_node(&mut self, plan: &[crate::plan::Planned]) -> Result<()> {
+    /// Apply a plan on the node and, for a plan that concerns a container, in its
+    /// namespace `ns`.
+    pub(super) async fn apply_plan(
+        &mut self,
+        ns: Option<&std::fs::File>,
+        plan: &[crate::plan::Planned],
+    ) -> Result<()> {
         let node = LiveNode {
             netlink: &self.netlink,
-            container: None,
+            container: ns,
         };
         executor::apply(&node, &mut self.datapath, plan).await
-    }
-
-    /// Run teardown steps that concern the node alone, every one tried.
-    pub(super) async fn teardown_on_node(
-        &mut self,
-        what: &str,
-        steps: &[crate::plan::Step],
-    ) -> crate::daemon::leftovers::Leftovers {
-        let node = LiveNode {
-            netlink: &self.netlink,
-            container: None,
-        };
-        executor::teardown(&node, &mut self.datapath, what, steps).await
     }
 
     /// Remove a network; what could not be undone comes back as warnings.
@@ -700,7 +692,14 @@ impl Inner {
             )));
         }
         let ep = c.endpoints[index].clone();
-        let mut left = self.detach_endpoint(&c, &ep).await;
+        // The ports lead to the first endpoint's address: they go with it.
+        let ports = if index == 0 {
+            c.ports.clone()
+        } else {
+            Vec::new()
+        };
+        let steps = crate::plan::remove_networking(&ports, vec![self.detach_steps(&c, &ep)]);
+        let left = self.teardown_steps(&c, &steps).await;
         let had_route = self.carries_default_route(&ep);
         let c = self
             .state
@@ -709,17 +708,7 @@ impl Inner {
             .expect("checked above");
         c.endpoints.remove(index);
         if index == 0 {
-            let ports = c.ports.clone();
-            left.extend(
-                self.teardown_on_node(
-                    &format!("container {}", req.container),
-                    &crate::plan::unpublish(&ports),
-                )
-                .await,
-            );
-            if let Some(c) = self.state.containers.get_mut(&req.container) {
-                c.ports.clear();
-            }
+            c.ports.clear();
         }
         if had_route {
             self.move_default_route(&req.container).await;

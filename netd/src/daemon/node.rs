@@ -18,6 +18,8 @@ use crate::{
 };
 
 pub(super) trait Node {
+    /// The container's loopback up; with `own`, IPv6 off for the links made in it later.
+    async fn prepare_namespace(&self, own: bool) -> Result<()>;
     async fn ensure_bridge(
         &self,
         name: &str,
@@ -63,6 +65,16 @@ impl LiveNode<'_> {
 }
 
 impl Node for LiveNode<'_> {
+    async fn prepare_namespace(&self, own: bool) -> Result<()> {
+        let ns = self.container()?;
+        endpoint::bring_up_loopback(&Netlink::connect_in(ns)?).await?;
+        if own {
+            netns::run_in(ns, || sysctl::ipv6_off("default"))
+                .context("turn IPv6 off in the container's namespace")?;
+        }
+        Ok(())
+    }
+
     async fn ensure_bridge(
         &self,
         name: &str,

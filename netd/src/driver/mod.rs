@@ -68,13 +68,12 @@ pub fn of(n: &Network) -> &'static dyn NetworkDriver {
     }
 }
 
+/// Every driver netd has, by the name `-d` gives.
+pub const ALL: &[&dyn NetworkDriver] = &[&bridge::Bridge, &macvlan::Macvlan];
+
 /// The driver `-d NAME` names; `None` for a driver netd does not have.
 pub fn named(name: &str) -> Option<&'static dyn NetworkDriver> {
-    match name {
-        "bridge" => Some(&bridge::Bridge),
-        "macvlan" => Some(&macvlan::Macvlan),
-        _ => None,
-    }
+    ALL.iter().copied().find(|d| d.name() == name)
 }
 
 pub fn capabilities(n: &Network) -> Capabilities {
