@@ -1091,3 +1091,33 @@ mod tests {
         }
     }
 }
+
+/// A node of the cluster, as `netd node ls` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub name: String,
+    pub address: std::net::Ipv4Addr,
+    /// `ready` while its lease holds, `down` after it lapsed.
+    pub status: String,
+    pub version: String,
+    /// Unix seconds of its last renewal.
+    pub last_seen: u64,
+    /// The node whose daemon answered.
+    pub this_node: bool,
+}
+
+/// This node's view of the cluster, in `netd info`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// The store, as `--cluster-store` named it.
+    pub store: String,
+    /// Whether the last call to the store succeeded.
+    pub reachable: bool,
+    pub error: Option<String>,
+    pub node: String,
+    pub address: std::net::Ipv4Addr,
+    /// The node's lease (hex, as etcdctl shows it).
+    pub lease: Option<String>,
+    pub lease_ttl: u64,
+    pub last_renewal: Option<u64>,
+}

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod arp_probe;
 pub mod cli;
+pub mod cluster;
 pub mod cni;
 pub mod conntrack;
 pub mod daemon;

@@ -43,6 +43,9 @@ enum Command {
     /// Manage networks.
     #[command(subcommand)]
     Network(cli::network::NetworkCommand),
+    /// The nodes of this node's cluster (`netd daemon --cluster-store`).
+    #[command(subcommand)]
+    Node(cli::node::NodeCommand),
     /// Run a command inside a running container's network namespace.
     Exec(cli::ExecArgs),
     /// List a container's published ports, like `docker port`.
@@ -115,6 +118,26 @@ struct DaemonArgs {
     /// looks, or any path named by a spec file `/etc/docker/plugins/netd.spec`.
     #[arg(long)]
     docker_plugin_socket: Option<PathBuf>,
+    /// Join a cluster whose nodes agree through etcd:
+    /// `etcd://HOST:2379[,HOST:2379...][/PREFIX]` (Docker's flag for overlays on a
+    /// key-value store).
+    #[arg(long, value_name = "URL")]
+    cluster_store: Option<String>,
+    /// TLS for the store, Docker's keys: `kv.cacertfile=PATH`, `kv.certfile=PATH`,
+    /// `kv.keyfile=PATH` (repeat the flag).
+    #[arg(long, value_name = "KEY=VALUE", requires = "cluster_store")]
+    cluster_store_opt: Vec<String>,
+    /// The interface or IPv4 address other nodes reach this one at (`IFACE|IP`, Docker's
+    /// `:PORT` suffix accepted and unused).
+    #[arg(long, value_name = "IFACE|IP", requires = "cluster_store")]
+    cluster_advertise: Option<String>,
+    /// This node's name in the cluster [default: the host name]
+    #[arg(long, requires = "cluster_store")]
+    node_name: Option<String>,
+    /// Seconds a node stays ready after its daemon stops renewing its lease (a node that
+    /// dies is noticed this late; a restart within it goes unnoticed).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    cluster_lease_ttl: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -150,6 +173,7 @@ async fn client(
         Command::Create(args) => cli::create(&client, args).await,
         Command::Inspect { names } => cli::inspect(&client, names).await,
         Command::Network(command) => cli::network::run(&client, command).await,
+        Command::Node(command) => cli::node::run(&client, command).await,
         Command::Rm(args) => cli::rm(&client, args).await,
         Command::Port(args) => cli::port(&client, args).await,
         Command::Ps(args) => cli::ps(&client, args).await,
@@ -170,6 +194,16 @@ fn run_daemon(
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let snat_ports = parse_snat_ports(&args.snat_ports)?;
     let socket_group = args.socket_group.as_deref().map(group_id).transpose()?;
+    let cluster = match &args.cluster_store {
+        Some(store) => Some(netd::cluster::ClusterConfig::parse(
+            store,
+            &args.cluster_store_opt,
+            args.cluster_advertise.as_deref(),
+            &args.node_name.clone().map_or_else(host_name, Ok)?,
+            std::time::Duration::from_secs(args.cluster_lease_ttl),
+        )?),
+        None => None,
+    };
     let config = daemon::DaemonConfig {
         uplink: args.uplink,
         socket: socket.to_path_buf(),
@@ -185,9 +219,21 @@ fn run_daemon(
         xdp: args.xdp,
         fast_path: args.fast_path == OnOff::On,
         docker_plugin_socket: args.docker_plugin_socket,
+        cluster,
     };
     tokio::runtime::Runtime::new()?.block_on(daemon::run(config))?;
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The host's name (the default node name in a cluster).
+fn host_name() -> anyhow::Result<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
 }
 
 /// A group by name or number.

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use anyhow::{Result, bail};
 
-use crate::netns::{Netns, Sandbox, run};
+use crate::netns::{Netns, Sandbox};
 
 /// `netd network create` flags of a macvlan network on the sandbox's uplink: containers
 /// on the client's LAN (10.200.0.0/24, the client at .1), addressed from .128.
@@ -54,29 +54,7 @@ impl Lan {
 
     /// A veth from `ns` (as `ifname`, with `addr`) to a port `port` of the switch.
     fn plug(&self, ns: &Netns, ifname: &str, port: &str, addr: Option<&str>) -> Result<()> {
-        run(
-            "ip",
-            &[
-                "link",
-                "add",
-                ifname,
-                "netns",
-                &ns.name,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                port,
-                "netns",
-                &self.switch.name,
-            ],
-        )?;
-        self.switch.ip(&["link", "set", port, "master", "br0"])?;
-        self.switch.ip(&["link", "set", port, "up"])?;
-        if let Some(a) = addr {
-            ns.ip(&["addr", "add", a, "dev", ifname])?;
-        }
-        ns.ip(&["link", "set", ifname, "up"]).map(drop)
+        crate::netns::plug(ns, ifname, addr, &self.switch, "br0", port)
     }
 
     /// The MAC the LAN host's neighbour table has for `ip` (after it talked to it).

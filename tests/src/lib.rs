@@ -13,6 +13,7 @@
 //! in parallel; nothing is ever created in the root network namespace.
 
 pub mod bench;
+pub mod cluster;
 pub mod cni;
 pub mod collector;
 pub mod craft;

@@ -150,6 +150,41 @@ pub fn link(
     Ok(())
 }
 
+/// A veth from `ns` (as `ifname`, with `addr`, up) to port `port` of bridge `bridge` in
+/// namespace `switch`: a host plugged into a switch.
+pub fn plug(
+    ns: &Netns,
+    ifname: &str,
+    addr: Option<&str>,
+    switch: &Netns,
+    bridge: &str,
+    port: &str,
+) -> Result<()> {
+    run(
+        "ip",
+        &[
+            "link",
+            "add",
+            ifname,
+            "netns",
+            &ns.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            port,
+            "netns",
+            &switch.name,
+        ],
+    )?;
+    switch.ip(&["link", "set", port, "master", bridge])?;
+    switch.ip(&["link", "set", port, "up"])?;
+    if let Some(a) = addr {
+        ns.ip(&["addr", "add", a, "dev", ifname])?;
+    }
+    ns.ip(&["link", "set", ifname, "up"]).map(drop)
+}
+
 /// The standard topology of the end-to-end tests and the demo.
 pub struct Sandbox {
     pub ext: Netns,

@@ -36,6 +36,14 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     // recommends, and the tests ask for the CNI backend by name).
     "podman",
     "containernetworking-plugins",
+    // The cluster store's client crate (etcd-client) generates its gRPC code with protoc
+    // at build time; the cluster tests run a three-member etcd 3.4 in their namespaces
+    // (never the package's service) and read it with etcdctl.
+    "protobuf-compiler",
+    // protoc's well-known types (google/protobuf/descriptor.proto ...), which etcd's protos import.
+    "libprotobuf-dev",
+    "etcd-server",
+    "etcd-client",
 ];
 
 /// Installing a package with a service must not start it on this machine:

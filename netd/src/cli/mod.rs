@@ -2,6 +2,7 @@
 //! output Docker users expect.
 
 pub mod network;
+pub mod node;
 
 use std::{path::Path, process::ExitCode};
 

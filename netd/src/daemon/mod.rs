@@ -32,6 +32,7 @@ use tokio::{process::Child, sync::Mutex};
 
 use crate::{
     api::{self, ApiError, ApiRequest, CounterView},
+    cluster::{self, ClusterConfig},
     conntrack,
     datapath::{self, Datapath},
     netlink::Netlink,
@@ -67,7 +68,12 @@ pub struct DaemonConfig {
     pub fast_path: bool,
     /// `--docker-plugin-socket`: where Docker's plugin API is served (root only).
     pub docker_plugin_socket: Option<PathBuf>,
+    /// `--cluster-store` and the rest: the cluster this node joins.
+    pub cluster: Option<ClusterConfig>,
 }
+
+/// This node's membership of its cluster, when it has one.
+type ClusterMember = Arc<cluster::Member<cluster::etcd::EtcdStore>>;
 
 struct Inner {
     state: State,
@@ -97,6 +103,7 @@ struct Inner {
 pub struct Daemon {
     inner: Mutex<Inner>,
     me: Weak<Daemon>,
+    cluster: Option<ClusterMember>,
     /// Container logs, rotated on the garbage-collection tick (outside the lock).
     logs_dir: PathBuf,
 }
@@ -169,6 +176,10 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     }
     sysctl::write("net/ipv4/ip_forward", "1")?;
     let node_ns = crate::netns::open_own().context("open the node's network namespace")?;
+    let cluster = match &config.cluster {
+        Some(c) => Some(cluster_member(c, &netlink, &state_dir).await?),
+        None => None,
+    };
 
     let daemon = Arc::new_cyclic(|me| Daemon {
         inner: Mutex::new(Inner {
@@ -190,6 +201,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             pending_dels: crate::pending_del::dir(&config.socket),
         }),
         me: me.clone(),
+        cluster: cluster.clone(),
         logs_dir,
     });
     // Served from here on, while the start-up reconcile runs: the handshake answers at
@@ -214,6 +226,10 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         })
     });
     daemon.start().await?;
+    if let Some(member) = cluster {
+        cluster::membership::join(&member).await?;
+        tokio::spawn(cluster::membership::keep_registered(member));
+    }
     info!(
         "netd ready: uplink {uplink} ({uplink_addr}), API on {}",
         config.socket.display()
@@ -293,6 +309,47 @@ async fn shutdown_signal() {
     }
 }
 
+/// This node's membership: the store's client (nothing dialled yet) and the advertised
+/// address, which must be one of the node's.
+async fn cluster_member(
+    c: &ClusterConfig,
+    netlink: &Netlink,
+    state_dir: &std::path::Path,
+) -> Result<ClusterMember> {
+    let addresses = netlink.ipv4_addresses().await?;
+    let address = match &c.advertise {
+        cluster::config::Advertise::Address(ip) => {
+            if !addresses.iter().any(|(_, net)| net.addr() == *ip) {
+                anyhow::bail!(
+                    "--cluster-advertise {ip}: not an address of this node (other nodes would send its traffic elsewhere)"
+                );
+            }
+            *ip
+        }
+        cluster::config::Advertise::Interface(name) => {
+            let index = netlink.link_index(name).await?.with_context(|| {
+                format!("--cluster-advertise {name}: no such interface in this network namespace")
+            })?;
+            addresses
+                .iter()
+                .find(|(i, _)| *i == index)
+                .map(|(_, net)| net.addr())
+                .with_context(|| {
+                    format!("--cluster-advertise {name}: the interface has no IPv4 address")
+                })?
+        }
+    };
+    let store = cluster::etcd::EtcdStore::new(c).await?;
+    Ok(Arc::new(cluster::Member::new(
+        store,
+        &c.node_name,
+        &c.prefix,
+        address,
+        c.lease_ttl,
+        state_dir.join("cluster-lease"),
+    )))
+}
+
 async fn default_route_link(netlink: &Netlink) -> Result<String> {
     let oif = netlink
         .ipv4_routes()
@@ -306,6 +363,14 @@ async fn default_route_link(netlink: &Netlink) -> Result<String> {
 }
 
 impl Daemon {
+    fn member(&self) -> Result<&ClusterMember, ApiError> {
+        self.cluster.as_ref().ok_or_else(|| {
+            ApiError::bad_request(anyhow!(
+                "this node is not in a cluster: start netd daemon with --cluster-store etcd://HOST:2379 --cluster-advertise IFACE"
+            ))
+        })
+    }
+
     /// Reconcile with what the state says, then persist the result.
     async fn start(&self) -> Result<()> {
         let mut inner = self.inner.lock().await;
@@ -355,10 +420,29 @@ impl Daemon {
             }
             _ => None,
         };
+        // The cluster's calls wait on the store, not on the node: outside the lock.
+        match (&req.method, path.as_slice()) {
+            (&Method::GET, ["nodes"]) => return to_json(self.member()?.nodes().await?),
+            (&Method::DELETE, ["nodes", name]) => {
+                self.member()?
+                    .remove(name)
+                    .await
+                    .map_err(ApiError::bad_request)?;
+                return Ok(json!({ "removed": name }));
+            }
+            _ => {}
+        }
         let mut inner = self.inner.lock().await;
         let value = match (&req.method, path.as_slice()) {
             (&Method::GET, ["ping"]) => json!({ "version": env!("CARGO_PKG_VERSION") }),
-            (&Method::GET, ["info"]) => inner.info()?,
+            (&Method::GET, ["info"]) => {
+                let mut info = inner.info()?;
+                info["cluster"] = match &self.cluster {
+                    Some(m) => to_json(m.view())?,
+                    None => Value::Null,
+                };
+                info
+            }
             (&Method::GET, ["containers"]) => to_json(inner.container_views())?,
             (&Method::POST, ["containers"]) => {
                 let (run, netns) = run.take().expect("parsed above");

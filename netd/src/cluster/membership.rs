@@ -1,0 +1,499 @@
+//! This node in the cluster: registered under a lease it keeps renewing, listed with
+//! every other node. Two keys per node: `PREFIX/v1/nodes/NAME`, its record (address,
+//! version, when it started, when it last renewed), kept after it stops so `netd node ls`
+//! can show it down; and `PREFIX/v1/alive/NAME`, bound to its lease, which the store
+//! removes when the lease expires: a node is ready while that key exists. The name is
+//! claimed in a transaction (created only if absent): two live nodes never share one.
+//! The lease's ID is kept in the state directory, so a daemon restarted within the TTL
+//! takes its lease back and the node never shows down.
+
+use std::{
+    net::Ipv4Addr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use log::{info, warn};
+use serde::{Deserialize, Serialize};
+
+use super::store::{ClusterStore, LeaseId};
+use crate::api::{ClusterView, NodeView};
+
+/// What `nodes/NAME` holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub version: String,
+    /// Unix seconds.
+    pub started: u64,
+    pub last_seen: u64,
+}
+
+/// What `alive/NAME` holds: the lease that keeps it and the address of its holder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Alive {
+    lease: LeaseId,
+    address: Ipv4Addr,
+}
+
+/// Why registering failed: another live node holds the name (the daemon refuses to
+/// start), or the store failed (it keeps trying).
+#[derive(Debug)]
+pub enum RegisterError {
+    NameTaken(String),
+    Store(anyhow::Error),
+}
+
+impl From<anyhow::Error> for RegisterError {
+    fn from(e: anyhow::Error) -> Self {
+        RegisterError::Store(e)
+    }
+}
+
+impl std::fmt::Display for RegisterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegisterError::NameTaken(why) => f.write_str(why),
+            RegisterError::Store(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Status {
+    lease: Option<LeaseId>,
+    /// The last call's error, while the store fails.
+    error: Option<String>,
+    /// Unix seconds of the last successful registration or renewal.
+    last_renewal: Option<u64>,
+    started: u64,
+}
+
+pub struct Member<S> {
+    store: S,
+    name: String,
+    prefix: String,
+    address: Ipv4Addr,
+    ttl: Duration,
+    /// Where the lease's ID is kept across restarts.
+    lease_file: PathBuf,
+    status: Mutex<Status>,
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl<S: ClusterStore> Member<S> {
+    pub fn new(
+        store: S,
+        name: &str,
+        prefix: &str,
+        address: Ipv4Addr,
+        ttl: Duration,
+        lease_file: PathBuf,
+    ) -> Self {
+        Member {
+            store,
+            name: name.to_string(),
+            prefix: prefix.to_string(),
+            address,
+            ttl,
+            lease_file,
+            status: Mutex::new(Status {
+                started: now(),
+                ..Status::default()
+            }),
+        }
+    }
+
+    fn key(&self, kind: &str, name: &str) -> String {
+        format!("{}/v1/{kind}/{name}", self.prefix)
+    }
+
+    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How often the lease is renewed: three times per TTL, so one lost renewal never
+    /// lets it lapse.
+    pub fn renew_interval(&self) -> Duration {
+        (self.ttl / 3).max(Duration::from_millis(500))
+    }
+
+    /// One round: renew the lease, or register (again, after it lapsed).
+    pub async fn tick(&self) -> Result<(), RegisterError> {
+        let lease = self.status().lease;
+        if let Some(lease) = lease {
+            if self.store.renew(lease).await? {
+                self.record_seen().await?;
+                return Ok(());
+            }
+            warn!(
+                "cluster: the lease of node {} lapsed (the store was out of reach for longer than its TTL): registering again",
+                self.name
+            );
+            self.status().lease = None;
+        }
+        self.register().await
+    }
+
+    async fn register(&self) -> Result<(), RegisterError> {
+        let recorded = self.recorded_lease();
+        let lease = match recorded {
+            Some(l) if self.store.renew(l).await? => l,
+            _ => self.store.grant(self.ttl).await?,
+        };
+        let alive = Alive {
+            lease,
+            address: self.address,
+        };
+        let value = serde_json::to_vec(&alive).expect("plain data");
+        let key = self.key("alive", &self.name);
+        if !self.store.create(&key, value.clone(), Some(lease)).await? {
+            let holder = self
+                .store
+                .get(&key)
+                .await?
+                .and_then(|v| serde_json::from_slice::<Alive>(&v).ok());
+            match holder {
+                Some(h) if h.lease == lease => {}
+                // This node's own claim from a run whose lease ID was lost (a state
+                // directory wiped): taken over.
+                Some(h) if h.address == self.address => {
+                    self.store.put(&key, value, Some(lease)).await?
+                }
+                Some(h) => {
+                    if Some(lease) != recorded {
+                        let _ = self.store.revoke(lease).await;
+                    }
+                    return Err(RegisterError::NameTaken(format!(
+                        "cluster store {}: node name {} is taken by a live node at {}: give this node another --node-name",
+                        self.store.describe(),
+                        self.name,
+                        h.address
+                    )));
+                }
+                // Gone in between (its lease expired): claim it now.
+                None => self.store.put(&key, value, Some(lease)).await?,
+            }
+        }
+        self.remember_lease(lease);
+        {
+            let mut s = self.status();
+            s.lease = Some(lease);
+        }
+        self.record_seen().await?;
+        info!(
+            "cluster: node {} registered at {} (lease {lease:x}, TTL {} s) in {}",
+            self.name,
+            self.address,
+            self.ttl.as_secs(),
+            self.store.describe()
+        );
+        Ok(())
+    }
+
+    /// The node's record, with now as when it was last seen.
+    async fn record_seen(&self) -> Result<()> {
+        let seen = now();
+        let record = NodeRecord {
+            name: self.name.clone(),
+            address: self.address,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started: self.status().started,
+            last_seen: seen,
+        };
+        let value = serde_json::to_vec(&record).expect("plain data");
+        self.store
+            .put(&self.key("nodes", &self.name), value, None)
+            .await?;
+        let mut s = self.status();
+        s.last_renewal = Some(seen);
+        s.error = None;
+        Ok(())
+    }
+
+    fn recorded_lease(&self) -> Option<LeaseId> {
+        let text = std::fs::read_to_string(&self.lease_file).ok()?;
+        i64::from_str_radix(text.trim(), 16).ok()
+    }
+
+    fn remember_lease(&self, lease: LeaseId) {
+        if let Err(e) = std::fs::write(&self.lease_file, format!("{lease:x}\n")) {
+            warn!(
+                "cluster: keep the lease ID in {}: {e} (a restart registers anew)",
+                self.lease_file.display()
+            );
+        }
+    }
+
+    /// Every node the store knows, ready or down, by name.
+    pub async fn nodes(&self) -> Result<Vec<NodeView>> {
+        let alive: Vec<(String, Alive)> = self
+            .store
+            .list(&format!("{}/v1/alive/", self.prefix))
+            .await?
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let name = k.rsplit('/').next()?.to_string();
+                Some((name, serde_json::from_slice(&v).ok()?))
+            })
+            .collect();
+        let records = self
+            .store
+            .list(&format!("{}/v1/nodes/", self.prefix))
+            .await?;
+        let mut nodes = Vec::new();
+        for (key, value) in records {
+            let record: NodeRecord = serde_json::from_slice(&value).with_context(|| {
+                format!(
+                    "cluster store {}: {key} is not a node record",
+                    self.store.describe()
+                )
+            })?;
+            let ready = alive.iter().any(|(n, _)| *n == record.name);
+            nodes.push(NodeView {
+                this_node: record.name == self.name,
+                status: if ready { "ready" } else { "down" }.to_string(),
+                name: record.name,
+                address: record.address,
+                version: record.version,
+                last_seen: record.last_seen,
+            });
+        }
+        Ok(nodes)
+    }
+
+    /// Forget a node that is down (`netd node rm`): its record goes.
+    pub async fn remove(&self, name: &str) -> Result<()> {
+        if self.store.get(&self.key("nodes", name)).await?.is_none() {
+            bail!("node {name} not found");
+        }
+        if name == self.name {
+            bail!(
+                "node {name} is this node: it is removed by stopping its daemon and removing its record from another node"
+            );
+        }
+        if self.store.get(&self.key("alive", name)).await?.is_some() {
+            bail!(
+                "node {name} is ready: stop its daemon first (its lease then lapses within {} s)",
+                self.ttl.as_secs()
+            );
+        }
+        self.store.delete(&self.key("nodes", name)).await
+    }
+
+    /// The cluster as `netd info` shows it.
+    pub fn view(&self) -> ClusterView {
+        let s = self.status();
+        ClusterView {
+            store: self.store.describe(),
+            reachable: s.error.is_none() && s.last_renewal.is_some(),
+            error: s.error.clone(),
+            node: self.name.clone(),
+            address: self.address,
+            lease: s.lease.map(|l| format!("{l:x}")),
+            lease_ttl: self.ttl.as_secs(),
+            last_renewal: s.last_renewal,
+        }
+    }
+
+    fn failed(&self, e: &RegisterError) {
+        let text = e.to_string();
+        let mut s = self.status();
+        if s.error.as_deref() != Some(&text) {
+            warn!("cluster: {text}");
+        }
+        s.error = Some(text);
+    }
+}
+
+/// Register, then keep the lease renewed for as long as the daemon runs; a failing store
+/// is retried every second, and the error shown in `netd info` meanwhile.
+pub async fn keep_registered<S: ClusterStore>(member: Arc<Member<S>>) {
+    loop {
+        let wait = match member.tick().await {
+            Ok(()) => member.renew_interval(),
+            Err(e) => {
+                member.failed(&e);
+                Duration::from_secs(1).min(member.renew_interval())
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// The first registration, at start: a name another live node holds stops the daemon;
+/// a store out of reach does not (the node keeps serving its containers and registers
+/// when the store answers).
+pub async fn join<S: ClusterStore>(member: &Member<S>) -> Result<()> {
+    match member.tick().await {
+        Ok(()) => Ok(()),
+        Err(RegisterError::NameTaken(why)) => bail!(why),
+        Err(e) => {
+            member.failed(&e);
+            warn!("cluster: not registered yet, retrying in the background");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::memory::MemoryStore;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn dir() -> Dir {
+        let d = std::env::temp_dir().join(format!(
+            "netd-membership-{}-{:x}",
+            std::process::id(),
+            rand_id()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+
+    fn rand_id() -> u64 {
+        use std::hash::{BuildHasher, RandomState};
+        RandomState::new().hash_one(std::time::Instant::now())
+    }
+
+    fn member(
+        store: &Arc<MemoryStore>,
+        name: &str,
+        ip: [u8; 4],
+        dir: &Dir,
+    ) -> Member<Arc<MemoryStore>> {
+        Member::new(
+            store.clone(),
+            name,
+            "/netd",
+            Ipv4Addr::from(ip),
+            Duration::from_secs(6),
+            dir.0.join(format!("{name}.lease")),
+        )
+    }
+
+    /// Nodes a (10.0.0.1) and b (10.0.0.2), both registered.
+    fn two_registered(store: &Arc<MemoryStore>, d: &Dir) -> [Member<Arc<MemoryStore>>; 2] {
+        let a = member(store, "a", [10, 0, 0, 1], d);
+        let b = member(store, "b", [10, 0, 0, 2], d);
+        block_on(a.tick()).unwrap();
+        block_on(b.tick()).unwrap();
+        [a, b]
+    }
+
+    fn statuses<S: ClusterStore>(m: &Member<S>) -> Vec<(String, String)> {
+        block_on(m.nodes())
+            .unwrap()
+            .into_iter()
+            .map(|n| (n.name, n.status))
+            .collect()
+    }
+
+    #[test]
+    fn nodes_register_and_a_lapsed_lease_shows_the_node_down_until_it_renews() {
+        let store = Arc::new(MemoryStore::default());
+        let d = dir();
+        let [a, b] = two_registered(&store, &d);
+        assert_eq!(
+            statuses(&a),
+            [("a".into(), "ready".into()), ("b".into(), "ready".into())]
+        );
+        let lease_b = b.status().lease.unwrap();
+        store.expire(lease_b);
+        assert_eq!(statuses(&a)[1], ("b".into(), "down".into()));
+        // The next round notices and registers again, with a new lease.
+        block_on(b.tick()).unwrap();
+        assert_eq!(statuses(&a)[1], ("b".into(), "ready".into()));
+        assert_ne!(b.status().lease, Some(lease_b));
+    }
+
+    #[test]
+    fn a_restart_within_the_ttl_takes_the_same_lease_back() {
+        let store = Arc::new(MemoryStore::default());
+        let d = dir();
+        let first = member(&store, "a", [10, 0, 0, 1], &d);
+        block_on(first.tick()).unwrap();
+        let lease = first.status().lease;
+        drop(first);
+        let again = member(&store, "a", [10, 0, 0, 1], &d);
+        block_on(again.tick()).unwrap();
+        assert_eq!(again.status().lease, lease);
+        assert_eq!(store.leases().len(), 1, "no second lease was granted");
+    }
+
+    #[test]
+    fn a_name_held_by_another_live_node_is_refused_and_nothing_is_left() {
+        let store = Arc::new(MemoryStore::default());
+        let d = dir();
+        let a = member(&store, "a", [10, 0, 0, 1], &d);
+        block_on(a.tick()).unwrap();
+        let d2 = dir();
+        let impostor = member(&store, "a", [10, 0, 0, 9], &d2);
+        match block_on(impostor.tick()) {
+            Err(RegisterError::NameTaken(why)) => {
+                assert!(
+                    why.contains("node name a is taken by a live node at 10.0.0.1"),
+                    "{why}"
+                )
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(store.leases().len(), 1, "the impostor's lease was revoked");
+        assert_eq!(
+            block_on(a.nodes()).unwrap()[0].address,
+            Ipv4Addr::new(10, 0, 0, 1)
+        );
+    }
+
+    #[test]
+    fn a_store_out_of_reach_is_reported_and_registration_resumes_when_it_answers() {
+        let store = Arc::new(MemoryStore::default());
+        let d = dir();
+        let a = member(&store, "a", [10, 0, 0, 1], &d);
+        store.set_down(true);
+        block_on(join(&a)).unwrap();
+        let view = a.view();
+        assert!(!view.reachable);
+        assert!(view.error.unwrap().contains("memory://: unreachable"));
+        store.set_down(false);
+        block_on(a.tick()).unwrap();
+        assert!(a.view().reachable);
+        assert_eq!(statuses(&a), [("a".into(), "ready".into())]);
+    }
+
+    #[test]
+    fn only_a_down_node_other_than_this_one_is_removed() {
+        let store = Arc::new(MemoryStore::default());
+        let d = dir();
+        let [a, b] = two_registered(&store, &d);
+        let err = |r: Result<()>| format!("{:#}", r.unwrap_err());
+        assert!(err(block_on(a.remove("b"))).contains("node b is ready"));
+        assert!(err(block_on(a.remove("a"))).contains("is this node"));
+        assert!(err(block_on(a.remove("c"))).contains("node c not found"));
+        store.expire(b.status().lease.unwrap());
+        block_on(a.remove("b")).unwrap();
+        assert_eq!(statuses(&a), [("a".into(), "ready".into())]);
+    }
+}

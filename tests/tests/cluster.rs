@@ -1,0 +1,194 @@
+//! Nodes joining a cluster through a real three-member etcd 3.4: they register under a
+//! lease and list each other; a node whose daemon dies shows down once its lease lapses,
+//! a daemon restarted within the lease never does; etcd losing a member changes nothing,
+//! losing all of them is reported naming the store and heals when they return; a name a
+//! live node holds is refused.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use netd_tests::{cluster::Cluster, netns::require_root};
+
+const TTL: u64 = 3;
+
+#[test]
+fn nodes_register_list_each_other_and_a_dead_node_shows_down_after_its_lease() -> Result<()> {
+    require_root();
+    let mut c = Cluster::new("cl", 3)?;
+    for i in 0..3 {
+        c.start_daemon(i, TTL, &[])?;
+    }
+    let all_ready = [("n1", "ready"), ("n2", "ready"), ("n3", "ready")];
+    Cluster::wait_statuses(&c.daemons[0], &all_ready, Duration::from_secs(10))?;
+    // The table: this node marked, each node's underlay address.
+    let table = c.daemons[0].cli_ok(&["node", "ls"])?;
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.contains("n1 *"), "{table}");
+    assert!(
+        table.contains("10.98.0.2") && table.contains("Ready"),
+        "{table}"
+    );
+    let info = c.daemons[1].info()?;
+    assert_eq!(info["cluster"]["node"], "n2");
+    assert_eq!(info["cluster"]["address"], "10.98.0.2");
+    assert_eq!(info["cluster"]["reachable"], true);
+
+    // n2's daemon killed and started again at once: the same lease, never down.
+    let lease = info["cluster"]["lease"].clone();
+    c.daemons[1].stop(libc::SIGKILL)?;
+    c.daemons[1].restart()?;
+    assert_eq!(c.daemons[1].info()?["cluster"]["lease"], lease);
+    assert_eq!(
+        Cluster::node_statuses(&c.daemons[0])?,
+        all_ready.map(|(n, s)| (n.into(), s.into()))
+    );
+
+    // n3's daemon killed for good: down once its lease lapses, on every other node.
+    c.daemons[2].stop(libc::SIGKILL)?;
+    let n3_down = [("n1", "ready"), ("n2", "ready"), ("n3", "down")];
+    Cluster::wait_statuses(&c.daemons[0], &n3_down, Duration::from_secs(TTL + 5))?;
+    Cluster::wait_statuses(&c.daemons[1], &n3_down, Duration::from_secs(1))?;
+    // A ready node cannot be forgotten; a down one can.
+    let refused = c.daemons[0].cli(&["node", "rm", "n2"])?;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("node n2 is ready"));
+    c.daemons[0].cli_ok(&["node", "rm", "n3"])?;
+    Cluster::wait_statuses(&c.daemons[0], &all_ready[..2], Duration::from_secs(1))?;
+    // Back: registered again.
+    c.daemons[2].restart()?;
+    Cluster::wait_statuses(&c.daemons[0], &all_ready, Duration::from_secs(5))
+        .map_err(|e| e.context(c.daemons[2].log()))?;
+    Ok(())
+}
+
+#[test]
+fn etcd_losing_a_member_changes_nothing_and_losing_all_is_reported_then_heals() -> Result<()> {
+    require_root();
+    let mut c = Cluster::new("cs", 2)?;
+    c.start_daemon(0, TTL, &[])?;
+    c.start_daemon(1, TTL, &[])?;
+    let ready = [("n1", "ready"), ("n2", "ready")];
+    Cluster::wait_statuses(&c.daemons[0], &ready, Duration::from_secs(10))?;
+
+    // One member killed (whichever leads): a majority remains, nothing changes.
+    c.members[0].stop(libc::SIGKILL)?;
+    std::thread::sleep(Duration::from_secs(TTL));
+    Cluster::wait_statuses(&c.daemons[1], &ready, Duration::from_secs(5))?;
+
+    // All gone: every call fails, naming the store; the daemon serves on.
+    c.members[1].stop(libc::SIGKILL)?;
+    c.members[2].stop(libc::SIGKILL)?;
+    let out = c.daemons[0].cli(&["node", "ls"])?;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cluster store etcd://10.98.0.11:2379"),
+        "{err}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = c.daemons[0].info()?;
+        if info["cluster"]["reachable"] == false {
+            assert!(
+                info["cluster"]["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("cluster store")
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still reachable: {info}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    c.daemons[0].cli_ok(&["ps"])?;
+
+    // The store returns (longer than a lease later): both nodes ready again.
+    for m in &mut c.members {
+        m.restart()?;
+    }
+    c.wait_healthy(Duration::from_secs(30))?;
+    Cluster::wait_statuses(&c.daemons[0], &ready, Duration::from_secs(10))?;
+    wait_reachable(&c, true)?;
+    Ok(())
+}
+
+/// Wait until node 1's `netd info` says the store is (not) reachable; its info then.
+fn wait_reachable(c: &Cluster, reachable: bool) -> Result<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = c.daemons[0].info()?;
+        if info["cluster"]["reachable"] == reachable {
+            return Ok(info);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reachable is not {reachable}: {info}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn a_name_a_live_node_holds_is_refused_and_bad_flags_are_named() -> Result<()> {
+    require_root();
+    let mut c = Cluster::new("cn", 2)?;
+    c.start_daemon(0, TTL, &[])?;
+    // Node 2 under node 1's name: refused at start, saying who holds it.
+    let url = c.store_url();
+    let taken = netd_tests::daemon::Daemon::start_with(
+        &c.nodes[1],
+        "eth0",
+        &[
+            "--cluster-store",
+            &url,
+            "--cluster-advertise",
+            "eth0",
+            "--node-name",
+            "n1",
+        ],
+    );
+    let err = format!("{:#}", taken.err().expect("a taken name is refused"));
+    assert!(
+        err.contains("node name n1 is taken by a live node at 10.98.0.1"),
+        "{err}"
+    );
+    for (flags, says) in [
+        (
+            vec![
+                "--cluster-store",
+                "consul://10.98.0.11:8500",
+                "--cluster-advertise",
+                "eth0",
+            ],
+            "netd's cluster store is etcd",
+        ),
+        (vec!["--cluster-store", &url], "needs --cluster-advertise"),
+        (
+            vec!["--cluster-store", &url, "--cluster-advertise", "10.98.0.77"],
+            "--cluster-advertise 10.98.0.77: not an address of this node",
+        ),
+        (
+            vec![
+                "--cluster-store",
+                &url,
+                "--cluster-advertise",
+                "eth0",
+                "--cluster-store-opt",
+                "kv.certfile=/x",
+            ],
+            "kv.certfile and kv.keyfile go together",
+        ),
+    ] {
+        let refused = netd_tests::daemon::Daemon::start_with(&c.nodes[1], "eth0", &flags);
+        let err = format!("{:#}", refused.err().expect("refused"));
+        assert!(err.contains(says), "{flags:?}: {err}");
+    }
+    // Not in a cluster: node ls says how to join one.
+    let lone = netd_tests::daemon::Daemon::start(&c.nodes[1], "eth0")?;
+    let out = lone.cli(&["node", "ls"])?;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not in a cluster"));
+    Ok(())
+}
