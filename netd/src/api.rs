@@ -284,6 +284,10 @@ pub struct NetworkView {
     pub id: String,
     pub name: String,
     pub driver: String,
+    /// `local` (this node's) or `global` (an overlay, the same on every node of the
+    /// cluster).
+    #[serde(default = "local_scope")]
+    pub scope: String,
     pub bridge: String,
     /// A macvlan network's parent and mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -305,12 +309,50 @@ pub struct NetworkView {
     pub endpoints: Vec<EndpointView>,
 }
 
+fn local_scope() -> String {
+    "local".into()
+}
+
 impl NetworkView {
+    /// An overlay network of the cluster, as every node shows it.
+    pub fn overlay(n: &crate::cluster::overlay::OverlayNetwork) -> Self {
+        NetworkView {
+            id: n.id.clone(),
+            name: n.name.clone(),
+            driver: "overlay".into(),
+            scope: "global".into(),
+            bridge: String::new(),
+            macvlan: None,
+            subnet: n.subnet,
+            gateway: n.gateway,
+            ip_range: n.ip_range,
+            aux_addresses: Default::default(),
+            internal: n.internal,
+            icc: true,
+            masquerade: !n.internal,
+            mtu: None,
+            gateway_mode: "nat".into(),
+            options: [
+                (
+                    crate::cluster::overlay::OPT_VNI.to_string(),
+                    n.vni.to_string(),
+                ),
+                ("attachable".to_string(), n.attachable.to_string()),
+                ("created_on".to_string(), n.created_on.clone()),
+            ]
+            .into(),
+            created: n.created,
+            docker_id: None,
+            endpoints: Vec::new(),
+        }
+    }
+
     pub fn new(n: &state::Network, endpoints: Vec<EndpointView>) -> Self {
         NetworkView {
             id: n.id.clone(),
             name: n.name.clone(),
             driver: n.driver.clone(),
+            scope: local_scope(),
             bridge: n.bridge.clone(),
             macvlan: n.macvlan.clone(),
             subnet: n.subnet,
@@ -380,6 +422,16 @@ impl ApiError {
     pub fn conflict(error: anyhow::Error) -> Self {
         ApiError {
             status: StatusCode::CONFLICT,
+            error,
+        }
+    }
+}
+
+impl ApiError {
+    /// A store or service netd depends on did not answer (the cluster store).
+    pub fn unavailable(error: anyhow::Error) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
             error,
         }
     }

@@ -31,6 +31,9 @@ pub struct NetworkRequest {
     /// `--aux-address NAME=IP`: addresses of other hosts on the network, never handed out.
     #[serde(default)]
     pub aux_addresses: Vec<String>,
+    /// `--attachable`: an overlay network standalone containers may join.
+    #[serde(default)]
+    pub attachable: bool,
 }
 
 /// The network drivers netd knows. `Ipvlan` is known to be refused: the daemon asks the

@@ -69,6 +69,7 @@ fn etcd_losing_a_member_changes_nothing_and_losing_all_is_reported_then_heals() 
     c.start_daemon(1, TTL, &[])?;
     let ready = [("n1", "ready"), ("n2", "ready")];
     Cluster::wait_statuses(&c.daemons[0], &ready, Duration::from_secs(10))?;
+    c.daemons[1].cli_ok(&["network", "create", "-d", "overlay", "ov"])?;
 
     // One member killed (whichever leads): a majority remains, nothing changes.
     c.members[0].stop(libc::SIGKILL)?;
@@ -112,6 +113,136 @@ fn etcd_losing_a_member_changes_nothing_and_losing_all_is_reported_then_heals() 
     c.wait_healthy(Duration::from_secs(30))?;
     Cluster::wait_statuses(&c.daemons[0], &ready, Duration::from_secs(10))?;
     wait_reachable(&c, true)?;
+    let names = overlay_names(&c.daemons[1])?;
+    assert_eq!(names, ["ov"], "ov2 was never created");
+    Ok(())
+}
+
+/// The overlay networks a node lists.
+fn overlay_names(d: &netd_tests::daemon::Daemon) -> Result<Vec<String>> {
+    let out = d.cli_ok(&["network", "ls", "--format", "json"])?;
+    let networks: Vec<serde_json::Value> = serde_json::from_str(&out)?;
+    Ok(networks
+        .iter()
+        .filter(|n| n["driver"] == "overlay")
+        .map(|n| n["name"].as_str().unwrap_or_default().to_string())
+        .collect())
+}
+
+/// Wait until every daemon of `c` lists exactly these overlay networks.
+fn wait_overlays(c: &Cluster, want: &[&str]) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let seen: Vec<Vec<String>> = c.daemons.iter().map(overlay_names).collect::<Result<_>>()?;
+        if seen.iter().all(|s| s == want) {
+            return Ok(());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the nodes list {seen:?}, not {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn an_overlay_network_made_on_one_node_is_every_nodes_and_unique_in_the_cluster() -> Result<()> {
+    require_root();
+    let mut c = Cluster::new("co", 3)?;
+    for i in 0..3 {
+        c.start_daemon(i, TTL, &[])?;
+    }
+    c.daemons[0].cli_ok(&["network", "create", "-d", "overlay", "--attachable", "ov1"])?;
+    wait_overlays(&c, &["ov1"])?;
+    let table = c.daemons[2].cli_ok(&["network", "ls"])?;
+    let row = table
+        .lines()
+        .find(|l| l.contains("ov1"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(row.contains("overlay") && row.contains("global"), "{table}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&c.daemons[2].cli_ok(&["network", "inspect", "ov1"])?)?;
+    let ov1 = &inspect[0];
+    assert_eq!(ov1["subnet"], "10.0.0.0/24");
+    assert_eq!(ov1["options"]["com.netd.vxlan.id"], "4096");
+    assert_eq!(ov1["options"]["created_on"], "n1");
+
+    // Refused from other nodes, each naming its reason.
+    for (node, args, says) in [
+        (
+            1,
+            vec!["-d", "overlay", "ov1"],
+            "network with name ov1 already exists",
+        ),
+        (
+            1,
+            vec!["-d", "overlay", "-o", "com.netd.vxlan.id=4096", "ov2"],
+            "VXLAN ID 4096 is in use by network ov1",
+        ),
+        (
+            2,
+            vec!["-d", "overlay", "--subnet", "10.0.0.0/16", "ov2"],
+            "overlaps overlay network ov1's subnet 10.0.0.0/24",
+        ),
+        (
+            2,
+            vec!["--subnet", "10.0.0.128/25", "local"],
+            "Pool overlaps with other one on this address space (overlay network ov1)",
+        ),
+        (1, vec!["ov1"], "network with name ov1 already exists"),
+    ] {
+        let mut all = vec!["network", "create"];
+        all.extend(args);
+        let out = c.daemons[node].cli(&all)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{all:?}: {err}"
+        );
+    }
+    let run = c.daemons[2].cli(&["run", "-d", "--network", "ov1", "--", "sleep", "1"])?;
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("cannot attach containers to overlay networks yet"),
+        "{err}"
+    );
+
+    // Three nodes creating at the same moment: each gets its own subnet and VNI.
+    std::thread::scope(|s| {
+        let runs: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let d = &c.daemons[i];
+                s.spawn(move || d.cli_ok(&["network", "create", "-d", "overlay", name]))
+            })
+            .collect();
+        for r in runs {
+            r.join().expect("no panic").expect("created");
+        }
+    });
+    wait_overlays(&c, &["a", "b", "c", "ov1"])?;
+    let out = c.daemons[0].cli_ok(&["network", "inspect", "a", "b", "c", "ov1"])?;
+    let views: Vec<serde_json::Value> = serde_json::from_str(&out)?;
+    let mut subnets: Vec<&str> = views.iter().filter_map(|v| v["subnet"].as_str()).collect();
+    let mut vnis: Vec<&str> = views
+        .iter()
+        .filter_map(|v| v["options"]["com.netd.vxlan.id"].as_str())
+        .collect();
+    subnets.sort_unstable();
+    subnets.dedup();
+    vnis.sort_unstable();
+    vnis.dedup();
+    assert_eq!((subnets.len(), vnis.len()), (4, 4), "{out}");
+
+    // Removed on one node: gone from all, and its name free again.
+    for name in ["ov1", "a", "b", "c"] {
+        c.daemons[2].cli_ok(&["network", "rm", name])?;
+    }
+    wait_overlays(&c, &[])?;
+    let keys = c.etcdctl(&["get", "--prefix", "--keys-only", "/netd/v1/networks/"])?;
+    assert!(String::from_utf8_lossy(&keys.stdout).trim().is_empty());
     Ok(())
 }
 

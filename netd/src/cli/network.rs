@@ -51,7 +51,8 @@ pub enum NetworkCommand {
 
 #[derive(Args)]
 pub struct CreateArgs {
-    /// Driver: `bridge` (the default) or `macvlan`.
+    /// Driver: `bridge` (the default), `macvlan`, or `overlay` (across the nodes of a
+    /// cluster: `netd daemon --cluster-store`).
     #[arg(short = 'd', long)]
     driver: Option<String>,
     /// Subnet in CIDR format [default: the next free one of Docker's pools]
@@ -69,7 +70,8 @@ pub struct CreateArgs {
     /// Driver options: com.netd.bridge.name=NAME, com.netd.bridge.enable_icc=false,
     /// com.netd.bridge.enable_ip_masquerade=false, com.netd.driver.mtu=N (Docker's
     /// com.docker.network.* spellings work too); for macvlan: parent=IFACE,
-    /// macvlan_mode=bridge|vepa|private|passthru, com.netd.macvlan.host_access=true.
+    /// macvlan_mode=bridge|vepa|private|passthru, com.netd.macvlan.host_access=true; for
+    /// overlay: com.netd.vxlan.id=N.
     #[arg(short = 'o', long = "opt")]
     opt: Vec<String>,
     /// MTU of the bridge and the containers' interfaces.
@@ -79,6 +81,9 @@ pub struct CreateArgs {
     /// (NAME=IP; repeatable).
     #[arg(long = "aux-address", value_name = "NAME=IP")]
     aux_address: Vec<String>,
+    /// An overlay network standalone containers may join (Docker's flag).
+    #[arg(long)]
+    attachable: bool,
     name: String,
 }
 
@@ -95,6 +100,7 @@ pub async fn run(client: &Client, command: NetworkCommand) -> Result<ExitCode> {
                 options: a.opt,
                 mtu: a.mtu,
                 aux_addresses: a.aux_address,
+                attachable: a.attachable,
             };
             let n: NetworkView = client.call(Method::POST, "networks", Some(&req)).await?;
             println!("{}", n.id);
@@ -154,7 +160,7 @@ async fn ls(client: &Client, format: FormatArgs) -> Result<ExitCode> {
                 v.id.clone(),
                 v.name.clone(),
                 v.driver.clone(),
-                "local".into(),
+                v.scope.clone(),
             ]
         })
         .collect();

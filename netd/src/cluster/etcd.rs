@@ -6,15 +6,16 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, PutOptions,
-    TlsOptions, Txn, TxnOp,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
+use tokio::sync::mpsc::unbounded_channel;
 
 use super::{
     config::{ClusterConfig, Tls},
-    store::{ClusterStore, LeaseId},
+    store::{ClusterStore, Guard, LeaseId, Listing, Op, Watch, WatchEvent},
 };
 
 /// How long one call to the store may take.
@@ -113,13 +114,77 @@ impl ClusterStore for EtcdStore {
         self.named(&format!("write {key}"), r).map(drop)
     }
 
-    async fn create(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>) -> Result<bool> {
-        let options = lease.map(|l| PutOptions::new().with_lease(l));
-        let txn = Txn::new()
-            .when([Compare::version(key, CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key, value, options)]);
+    async fn commit(&self, guards: Vec<Guard>, ops: Vec<Op>) -> Result<bool> {
+        let compares: Vec<Compare> = guards
+            .into_iter()
+            .map(|g| match g {
+                Guard::Absent(key) => Compare::version(key, CompareOp::Equal, 0),
+                Guard::UnchangedSince { prefix, revision } => {
+                    Compare::mod_revision(prefix, CompareOp::Less, revision + 1).with_prefix()
+                }
+            })
+            .collect();
+        let ops: Vec<TxnOp> = ops
+            .into_iter()
+            .map(|op| match op {
+                Op::Put { key, value, lease } => {
+                    TxnOp::put(key, value, lease.map(|l| PutOptions::new().with_lease(l)))
+                }
+                Op::Delete(key) => TxnOp::delete(key, None),
+            })
+            .collect();
+        let txn = Txn::new().when(compares).and_then(ops);
         let r = self.client.clone().txn(txn).await;
-        Ok(self.named(&format!("create {key}"), r)?.succeeded())
+        Ok(self.named("commit a transaction", r)?.succeeded())
+    }
+
+    async fn watch(&self, prefix: &str, revision: i64) -> Result<Watch> {
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(revision + 1);
+        let r = self.client.clone().watch(prefix, Some(options)).await;
+        let mut stream = self.named(&format!("watch {prefix}"), r)?;
+        let (tx, rx) = unbounded_channel();
+        let url = self.url.clone();
+        tokio::spawn(async move {
+            // Dropping the stream (when the receiver is gone) cancels the watch.
+            loop {
+                let message = tokio::select! {
+                    m = stream.message() => m,
+                    () = tx.closed() => return,
+                };
+                let lost = |why: String| Err(anyhow!("cluster store {url}: watch lost: {why}"));
+                let batch = match message {
+                    Ok(Some(r)) if r.canceled() || r.compact_revision() > 0 => {
+                        lost(format!("canceled ({})", r.cancel_reason()))
+                    }
+                    Ok(Some(r)) => Ok(r
+                        .events()
+                        .iter()
+                        .filter_map(|e| {
+                            let kv = e.kv()?;
+                            Some(WatchEvent {
+                                key: String::from_utf8_lossy(kv.key()).into_owned(),
+                                value: match e.event_type() {
+                                    EventType::Put => Some(kv.value().to_vec()),
+                                    EventType::Delete => None,
+                                },
+                            })
+                        })
+                        .collect::<Vec<_>>()),
+                    Ok(None) => lost("the stream ended".into()),
+                    Err(e) => lost(e.to_string()),
+                };
+                let ended = batch.is_err();
+                if batch.as_ref().is_ok_and(Vec::is_empty) {
+                    continue;
+                }
+                if tx.send(batch).is_err() || ended {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -131,23 +196,26 @@ impl ClusterStore for EtcdStore {
             .map(|kv| kv.value().to_vec()))
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    async fn list(&self, prefix: &str) -> Result<Listing> {
         let r = self
             .client
             .clone()
             .get(prefix, Some(GetOptions::new().with_prefix()))
             .await;
-        Ok(self
-            .named(&format!("list {prefix}"), r)?
-            .kvs()
-            .iter()
-            .map(|kv| {
-                (
-                    String::from_utf8_lossy(kv.key()).into_owned(),
-                    kv.value().to_vec(),
-                )
-            })
-            .collect())
+        let r = self.named(&format!("list {prefix}"), r)?;
+        Ok(Listing {
+            items: r
+                .kvs()
+                .iter()
+                .map(|kv| {
+                    (
+                        String::from_utf8_lossy(kv.key()).into_owned(),
+                        kv.value().to_vec(),
+                    )
+                })
+                .collect(),
+            revision: r.header().map_or(0, |h| h.revision()),
+        })
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

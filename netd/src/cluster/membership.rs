@@ -18,8 +18,12 @@ use anyhow::{Context, Result, bail};
 use log::{info, warn};
 use serde::{Deserialize, Serialize};
 
-use super::store::{ClusterStore, LeaseId};
-use crate::api::{ClusterView, NodeView};
+use super::{
+    mirror::Mirror,
+    overlay::{self, OverlayNetwork, OverlayRequest},
+    store::{ClusterStore, Guard, LeaseId, Op},
+};
+use crate::api::{ApiError, ClusterView, NodeView};
 
 /// What `nodes/NAME` holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +85,8 @@ pub struct Member<S> {
     /// Where the lease's ID is kept across restarts.
     lease_file: PathBuf,
     status: Mutex<Status>,
+    /// The cluster's overlay networks, as last seen in the store.
+    networks: Mirror,
 }
 
 fn now() -> u64 {
@@ -109,7 +115,118 @@ impl<S: ClusterStore> Member<S> {
                 started: now(),
                 ..Status::default()
             }),
+            networks: Mirror::new(format!("{prefix}/v1/networks/")),
         }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Follow the store's overlay networks for as long as the daemon runs.
+    pub async fn follow_networks(&self) {
+        self.networks.follow(&self.store).await
+    }
+
+    /// The overlay networks as last seen (also while the store is out of reach).
+    pub fn overlays(&self) -> Vec<OverlayNetwork> {
+        self.networks
+            .snapshot()
+            .into_values()
+            .filter_map(|v| serde_json::from_slice(&v).ok())
+            .collect()
+    }
+
+    pub fn overlay(&self, name: &str) -> Option<OverlayNetwork> {
+        self.overlays().into_iter().find(|n| n.name == name)
+    }
+
+    /// Create an overlay network for the whole cluster: planned from the records as the
+    /// store has them now, committed only if none changed meanwhile (else planned again).
+    /// `local`: what this node's own networks and routes use.
+    pub async fn create_overlay(
+        &self,
+        req: &OverlayRequest,
+        local: &[(ipnet::Ipv4Net, String)],
+        id: &str,
+    ) -> Result<OverlayNetwork, ApiError> {
+        let prefix = self.networks.prefix();
+        for _ in 0..10 {
+            let listing = self
+                .store
+                .list(prefix)
+                .await
+                .map_err(ApiError::unavailable)?;
+            let existing: Vec<OverlayNetwork> = listing
+                .items
+                .iter()
+                .filter_map(|(_, v)| serde_json::from_slice(v).ok())
+                .collect();
+            let origin = overlay::Origin {
+                id,
+                node: &self.name,
+                now: now(),
+            };
+            let (network, guards, ops) =
+                overlay::plan_create(req, &existing, local, prefix, listing.revision, &origin)
+                    .map_err(ApiError::conflict)?;
+            if self
+                .store
+                .commit(guards, ops)
+                .await
+                .map_err(ApiError::unavailable)?
+            {
+                // Seen here at once, not when the watch brings it.
+                self.networks.apply(vec![super::store::WatchEvent {
+                    key: format!("{prefix}{}", network.name),
+                    value: Some(serde_json::to_vec(&network).expect("plain data")),
+                }]);
+                info!(
+                    "cluster: overlay network {} created: subnet {}, VXLAN ID {}",
+                    network.name, network.subnet, network.vni
+                );
+                return Ok(network);
+            }
+        }
+        Err(ApiError::unavailable(anyhow::anyhow!(
+            "cluster store {}: the networks kept changing while network {} was being created: try again",
+            self.store.describe(),
+            req.name
+        )))
+    }
+
+    /// Remove an overlay network from the cluster: refused while a container of any node
+    /// is on it (none can be yet: the overlay data path is still to come).
+    pub async fn remove_overlay(&self, name: &str) -> Result<(), ApiError> {
+        let key = format!("{}{name}", self.networks.prefix());
+        let unavailable = ApiError::unavailable;
+        if self.store.get(&key).await.map_err(unavailable)?.is_none() {
+            return Err(ApiError::not_found(anyhow::anyhow!(
+                "network {name} not found"
+            )));
+        }
+        let endpoints = format!("{}/v1/endpoints/{name}/", self.prefix);
+        let listing = self.store.list(&endpoints).await.map_err(unavailable)?;
+        if !listing.items.is_empty() {
+            return Err(ApiError::forbidden(anyhow::anyhow!(
+                "error while removing network: network {name} has active endpoints ({} on the cluster's nodes)",
+                listing.items.len()
+            )));
+        }
+        let guards = vec![Guard::UnchangedSince {
+            prefix: endpoints,
+            revision: listing.revision,
+        }];
+        let ops = vec![Op::Delete(key.clone())];
+        if !self.store.commit(guards, ops).await.map_err(unavailable)? {
+            return Err(ApiError::forbidden(anyhow::anyhow!(
+                "error while removing network: network {name} got an endpoint meanwhile"
+            )));
+        }
+        self.networks
+            .apply(vec![super::store::WatchEvent { key, value: None }]);
+        info!("cluster: overlay network {name} removed");
+        Ok(())
     }
 
     fn key(&self, kind: &str, name: &str) -> String {
@@ -239,6 +356,7 @@ impl<S: ClusterStore> Member<S> {
             .store
             .list(&format!("{}/v1/alive/", self.prefix))
             .await?
+            .items
             .into_iter()
             .filter_map(|(k, v)| {
                 let name = k.rsplit('/').next()?.to_string();
@@ -248,7 +366,8 @@ impl<S: ClusterStore> Member<S> {
         let records = self
             .store
             .list(&format!("{}/v1/nodes/", self.prefix))
-            .await?;
+            .await?
+            .items;
         let mut nodes = Vec::new();
         for (key, value) in records {
             let record: NodeRecord = serde_json::from_slice(&value).with_context(|| {
@@ -495,5 +614,81 @@ mod tests {
         store.expire(b.status().lease.unwrap());
         block_on(a.remove("b")).unwrap();
         assert_eq!(statuses(&a), [("a".into(), "ready".into())]);
+    }
+
+    fn overlay_request(name: &str) -> OverlayRequest {
+        overlay::request(&crate::network_request::NetworkRequest {
+            name: name.into(),
+            driver: Some("overlay".into()),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn two_nodes_creating_overlays_at_once_never_take_the_same_subnet_or_vni() {
+        let store = Arc::new(MemoryStore::default());
+        let d = dir();
+        let [a, b] = two_registered(&store, &d);
+        block_on(async {
+            // Both plan from the same revision: the same free /24 and VNI.
+            let prefix = "/netd/v1/networks/";
+            let listing = store.list(prefix).await.unwrap();
+            let plan = |name: &str, node: &str| {
+                let origin = overlay::Origin {
+                    id: "x",
+                    node,
+                    now: 0,
+                };
+                overlay::plan_create(
+                    &overlay_request(name),
+                    &[],
+                    &[],
+                    prefix,
+                    listing.revision,
+                    &origin,
+                )
+                .unwrap()
+            };
+            let (first, g1, o1) = plan("x", "a");
+            let (second, g2, o2) = plan("y", "b");
+            assert_eq!((first.subnet, first.vni), (second.subnet, second.vni));
+            assert!(store.commit(g1, o1).await.unwrap());
+            assert!(
+                !store.commit(g2, o2).await.unwrap(),
+                "the second commit must fail"
+            );
+            // Through the members, which plan again when they lose: distinct.
+            let y = b
+                .create_overlay(&overlay_request("y"), &[], "y1")
+                .await
+                .unwrap();
+            assert_ne!(y.subnet, first.subnet);
+            assert_ne!(y.vni, first.vni);
+            let taken = a
+                .create_overlay(&overlay_request("y"), &[], "y2")
+                .await
+                .unwrap_err();
+            assert!(
+                taken
+                    .error
+                    .to_string()
+                    .contains("network with name y already exists")
+            );
+            // Every node sees both once it follows the store; removal is seen too.
+            a.networks.sync(&store).await.unwrap();
+            let names: Vec<String> = a.overlays().into_iter().map(|n| n.name).collect();
+            assert_eq!(names, ["x", "y"]);
+            b.remove_overlay("x").await.unwrap();
+            a.networks.sync(&store).await.unwrap();
+            assert!(a.overlay("x").is_none());
+            store.set_down(true);
+            let err = b
+                .create_overlay(&overlay_request("z"), &[], "z")
+                .await
+                .unwrap_err();
+            assert_eq!(err.status, hyper::StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(a.overlays().len(), 1, "what was known is still shown");
+        });
     }
 }

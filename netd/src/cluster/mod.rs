@@ -2,13 +2,16 @@
 //! Docker's `--cluster-store` did before swarm, and flannel and Calico do). `config`
 //! reads the `--cluster-*` flags; `store` is the small trait the rest is written against
 //! (`etcd` is the real one, `memory` the fake the unit tests use); `membership` keeps
-//! this node registered under a lease and lists the nodes.
+//! this node registered under a lease and lists the nodes; `overlay` plans overlay
+//! networks' records, which every node follows through a `mirror` of the store.
 
 pub mod config;
 pub mod etcd;
 pub mod membership;
 #[cfg(test)]
 pub mod memory;
+pub mod mirror;
+pub mod overlay;
 pub mod store;
 
 pub use config::ClusterConfig;

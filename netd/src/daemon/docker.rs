@@ -182,6 +182,7 @@ impl Inner {
             options: plan.options,
             mtu: None,
             aux_addresses: Vec::new(),
+            attachable: false,
         };
         let view = self
             .create_network_as(request, Some(req.network_id.clone()))

@@ -98,6 +98,8 @@ struct Inner {
     warned_full: Option<std::time::Instant>,
     /// Where `netd-cni` leaves the `DEL`s the daemon could not take (`pending_del`).
     pending_dels: PathBuf,
+    /// The cluster this node is in: its overlay networks are shown beside the node's own.
+    cluster: Option<ClusterMember>,
 }
 
 pub struct Daemon {
@@ -199,6 +201,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             flow_quota: config.flow_quota,
             warned_full: None,
             pending_dels: crate::pending_del::dir(&config.socket),
+            cluster: cluster.clone(),
         }),
         me: me.clone(),
         cluster: cluster.clone(),
@@ -228,6 +231,8 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     daemon.start().await?;
     if let Some(member) = cluster {
         cluster::membership::join(&member).await?;
+        let follower = member.clone();
+        tokio::spawn(async move { follower.follow_networks().await });
         tokio::spawn(cluster::membership::keep_registered(member));
     }
     info!(
@@ -371,6 +376,41 @@ impl Daemon {
         })
     }
 
+    /// Whether `name` is an overlay network of the cluster (and no network of this node's).
+    async fn is_overlay(&self, name: &str) -> bool {
+        let Some(m) = &self.cluster else { return false };
+        m.overlay(name).is_some() && !self.inner.lock().await.state.networks.contains_key(name)
+    }
+
+    /// `netd network create -d overlay`: checked here, committed to the store for every
+    /// node; what this node's own networks and routes use is kept out of its subnet.
+    async fn create_overlay(
+        &self,
+        req: &crate::network_request::NetworkRequest,
+    ) -> Result<api::NetworkView, ApiError> {
+        let member = self.member()?;
+        let overlay = cluster::overlay::request(req).map_err(ApiError::bad_request)?;
+        let local: Vec<(ipnet::Ipv4Net, String)> = {
+            let inner = self.inner.lock().await;
+            if inner.state.networks.contains_key(&req.name) {
+                return Err(ApiError::conflict(anyhow!(
+                    "network with name {} already exists",
+                    req.name
+                )));
+            }
+            inner
+                .subnets_in_use()
+                .await?
+                .into_iter()
+                .filter(|(_, what)| !what.starts_with(networks::OVERLAY_USE))
+                .collect()
+        };
+        let n = member
+            .create_overlay(&overlay, &local, &random_id())
+            .await?;
+        Ok(api::NetworkView::overlay(&n))
+    }
+
     /// Reconcile with what the state says, then persist the result.
     async fn start(&self) -> Result<()> {
         let mut inner = self.inner.lock().await;
@@ -422,6 +462,16 @@ impl Daemon {
         };
         // The cluster's calls wait on the store, not on the node: outside the lock.
         match (&req.method, path.as_slice()) {
+            (&Method::POST, ["networks"]) => {
+                let create: crate::network_request::NetworkRequest = req.json()?;
+                if create.driver.as_deref() == Some("overlay") {
+                    return to_json(self.create_overlay(&create).await?);
+                }
+            }
+            (&Method::DELETE, ["networks", name]) if self.is_overlay(name).await => {
+                self.member()?.remove_overlay(name).await?;
+                return Ok(json!({ "removed": name, "warnings": [] }));
+            }
             (&Method::GET, ["nodes"]) => return to_json(self.member()?.nodes().await?),
             (&Method::DELETE, ["nodes", name]) => {
                 self.member()?

@@ -29,6 +29,9 @@ use crate::{
 /// How many addresses a container start probes on the LAN before it gives up.
 const PROBED_CANDIDATES: usize = 8;
 
+/// How `subnets_in_use` names an overlay network's subnet.
+pub(super) const OVERLAY_USE: &str = "overlay network ";
+
 impl Inner {
     pub(super) fn network(&self, name: &str) -> Result<&Network, ApiError> {
         let name = if name == "bridge" {
@@ -36,21 +39,41 @@ impl Inner {
         } else {
             name
         };
-        self.state
-            .networks
-            .get(name)
-            .ok_or_else(|| ApiError::not_found(anyhow!("network {name} not found")))
+        self.state.networks.get(name).ok_or_else(|| {
+            if self.overlays().iter().any(|o| o.name == name) {
+                return ApiError::bad_request(anyhow!(
+                    "network {name} is an overlay network: netd cannot attach containers to overlay networks yet (the cross-node data path is still to come)"
+                ));
+            }
+            ApiError::not_found(anyhow!("network {name} not found"))
+        })
     }
 
+    /// The cluster's overlay networks as last seen; none outside a cluster.
+    fn overlays(&self) -> Vec<crate::cluster::overlay::OverlayNetwork> {
+        self.cluster
+            .as_ref()
+            .map(|m| m.overlays())
+            .unwrap_or_default()
+    }
+
+    /// The node's networks, then the cluster's overlays.
     pub(super) fn network_views(&self) -> Vec<NetworkView> {
-        self.state
-            .networks
-            .values()
-            .map(|n| self.view_of(n))
-            .collect()
+        let local = self.state.networks.values().map(|n| self.view_of(n));
+        let overlays = self
+            .overlays()
+            .into_iter()
+            .filter(|o| !self.state.networks.contains_key(&o.name))
+            .map(|o| NetworkView::overlay(&o));
+        local.chain(overlays).collect()
     }
 
     pub(super) fn network_view(&self, name: &str) -> Result<NetworkView, ApiError> {
+        if !self.state.networks.contains_key(name)
+            && let Some(o) = self.overlays().into_iter().find(|o| o.name == name)
+        {
+            return Ok(NetworkView::overlay(&o));
+        }
         Ok(self.view_of(self.network(name)?))
     }
 
@@ -99,6 +122,11 @@ impl Inner {
             .networks
             .values()
             .map(|n| (n.subnet, format!("network {}", n.name)))
+            .chain(
+                self.overlays()
+                    .into_iter()
+                    .map(|o| (o.subnet, format!("{OVERLAY_USE}{}", o.name))),
+            )
             .collect();
         for (dst, oif) in self.netlink.ipv4_routes().await? {
             if dst.prefix_len() > 0 && !oif.is_some_and(|i| ours.contains(&i)) {
@@ -145,7 +173,9 @@ impl Inner {
         docker_id: Option<String>,
     ) -> Result<NetworkView, ApiError> {
         let s = settings(&req).map_err(ApiError::bad_request)?;
-        if self.state.networks.contains_key(&req.name) {
+        if self.state.networks.contains_key(&req.name)
+            || self.overlays().iter().any(|o| o.name == req.name)
+        {
             return Err(ApiError::conflict(anyhow!(
                 "network with name {} already exists",
                 req.name
