@@ -259,7 +259,7 @@ pub fn settings(req: &NetworkRequest) -> Result<Settings> {
     let Some(driver) = crate::driver::named(name) else {
         let known: Vec<&str> = crate::driver::ALL.iter().map(|d| d.name()).collect();
         bail!(
-            "invalid --driver {name}: plugin \"{name}\" not found (netd has the {} drivers)",
+            "invalid --driver {name}: plugin \"{name}\" not found (netd has the {} drivers, and overlay in a cluster)",
             known.join(" and ")
         );
     };

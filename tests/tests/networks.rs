@@ -136,7 +136,11 @@ fn bad_network_input_names_the_field_and_changes_nothing() {
         (&["network", "create", "host"], "already exists"),
         (
             &["network", "create", "-d", "overlay", "n"],
-            "plugin \"overlay\" not found",
+            "invalid --driver overlay: this node is not in a cluster",
+        ),
+        (
+            &["network", "create", "-d", "vxlan", "n"],
+            "plugin \"vxlan\" not found",
         ),
         (
             &["network", "create", "--subnet", "10.70.0.0/33", "n"],

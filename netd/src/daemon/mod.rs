@@ -388,7 +388,11 @@ impl Daemon {
         &self,
         req: &crate::network_request::NetworkRequest,
     ) -> Result<api::NetworkView, ApiError> {
-        let member = self.member()?;
+        let member = self.cluster.as_ref().ok_or_else(|| {
+            ApiError::bad_request(anyhow!(
+                "invalid --driver overlay: this node is not in a cluster, and overlay networks span a cluster's nodes: start netd daemon with --cluster-store etcd://HOST:2379 --cluster-advertise IFACE"
+            ))
+        })?;
         let overlay = cluster::overlay::request(req).map_err(ApiError::bad_request)?;
         let local: Vec<(ipnet::Ipv4Net, String)> = {
             let inner = self.inner.lock().await;
