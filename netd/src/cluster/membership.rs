@@ -19,6 +19,7 @@ use log::{info, warn};
 use serde::{Deserialize, Serialize};
 
 use super::{
+    blocks,
     mirror::Mirror,
     overlay::{self, OverlayNetwork, OverlayRequest},
     store::{ClusterStore, Guard, LeaseId, Op},
@@ -193,6 +194,64 @@ impl<S: ClusterStore> Member<S> {
             self.store.describe(),
             req.name
         )))
+    }
+
+    fn blocks_prefix(&self, network: &str) -> String {
+        format!("{}/v1/blocks/{network}/", self.prefix)
+    }
+
+    /// The blocks of overlay network `n` this node holds, in address order.
+    pub async fn own_blocks(&self, n: &OverlayNetwork) -> Result<Vec<ipnet::Ipv4Net>> {
+        let prefix = self.blocks_prefix(&n.name);
+        Ok(self
+            .store
+            .list(&prefix)
+            .await?
+            .items
+            .into_iter()
+            .filter(|(_, v)| {
+                serde_json::from_slice::<blocks::BlockRecord>(v).is_ok_and(|r| r.node == self.name)
+            })
+            .filter_map(|(k, _)| blocks::parse_key(&prefix, &k))
+            .collect())
+    }
+
+    /// Claim one more block of overlay network `n` for this node, under its lease.
+    pub async fn claim_block(&self, n: &OverlayNetwork) -> Result<ipnet::Ipv4Net> {
+        let Some(lease) = self.status().lease else {
+            bail!(
+                "cluster store {}: node {} is not registered (yet): it holds no lease to claim addresses under",
+                self.store.describe(),
+                self.name
+            );
+        };
+        let prefix = self.blocks_prefix(&n.name);
+        for _ in 0..10 {
+            let claimed: Vec<(ipnet::Ipv4Net, String)> = self
+                .store
+                .list(&prefix)
+                .await?
+                .items
+                .into_iter()
+                .filter_map(|(k, v)| {
+                    let record: blocks::BlockRecord = serde_json::from_slice(&v).ok()?;
+                    Some((blocks::parse_key(&prefix, &k)?, record.node))
+                })
+                .collect();
+            let (block, guards, ops) = blocks::plan_claim(n, &claimed, &prefix, &self.name, lease)?;
+            if self.store.commit(guards, ops).await? {
+                info!(
+                    "cluster: node {} holds block {block} of network {}",
+                    self.name, n.name
+                );
+                return Ok(block);
+            }
+        }
+        bail!(
+            "cluster store {}: the blocks of network {} kept changing: try again",
+            self.store.describe(),
+            n.name
+        )
     }
 
     /// Remove an overlay network from the cluster: refused while a container of any node
@@ -689,6 +748,31 @@ mod tests {
                 .unwrap_err();
             assert_eq!(err.status, hyper::StatusCode::SERVICE_UNAVAILABLE);
             assert_eq!(a.overlays().len(), 1, "what was known is still shown");
+        });
+    }
+
+    #[test]
+    fn blocks_are_claimed_per_node_and_freed_when_a_nodes_lease_lapses() {
+        let store = Arc::new(MemoryStore::default());
+        let d = dir();
+        let [a, b] = two_registered(&store, &d);
+        block_on(async {
+            let mut req = overlay_request("ov");
+            req.pool = Some(crate::ipam::default_pool("10.9.0.0/25".parse().unwrap()));
+            let n = a.create_overlay(&req, &[], "ov").await.unwrap();
+            let first = a.claim_block(&n).await.unwrap();
+            let second = b.claim_block(&n).await.unwrap();
+            assert_eq!(
+                (first.to_string(), second.to_string()),
+                ("10.9.0.0/26".into(), "10.9.0.64/26".into())
+            );
+            assert_eq!(a.own_blocks(&n).await.unwrap(), [first]);
+            let full = a.claim_block(&n).await.unwrap_err().to_string();
+            assert!(full.contains("held, by nodes a, b"), "{full}");
+            // b dies: its block goes with its lease, and a may take it.
+            store.expire(b.status().lease.unwrap());
+            assert_eq!(a.claim_block(&n).await.unwrap(), second);
+            assert_eq!(a.own_blocks(&n).await.unwrap(), [first, second]);
         });
     }
 }

@@ -3,8 +3,10 @@
 //! reads the `--cluster-*` flags; `store` is the small trait the rest is written against
 //! (`etcd` is the real one, `memory` the fake the unit tests use); `membership` keeps
 //! this node registered under a lease and lists the nodes; `overlay` plans overlay
-//! networks' records, which every node follows through a `mirror` of the store.
+//! networks' records, which every node follows through a `mirror` of the store;
+//! `blocks` cuts their addresses into blocks each node claims under its lease.
 
+pub mod blocks;
 pub mod config;
 pub mod etcd;
 pub mod membership;
