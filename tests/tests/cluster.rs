@@ -201,6 +201,30 @@ fn an_overlay_network_made_on_one_node_is_every_nodes_and_unique_in_the_cluster(
             "{all:?}: {err}"
         );
     }
+    // The cluster's own ports cannot be published on its nodes.
+    for (spec, says) in [
+        (
+            "4789:80/udp",
+            "reserved on a node of a cluster for VXLAN, the overlay's transport (4789/udp)",
+        ),
+        ("2379:80", "for etcd's clients (2379/tcp)"),
+        ("2380:80", "for etcd's peers (2380/tcp)"),
+    ] {
+        let out = c.daemons[1].cli(&["run", "-d", "-p", spec, "--", "sleep", "60"])?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "{spec}: {err}");
+    }
+    c.daemons[1].cli_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "udp4789tcp",
+        "-p",
+        "4789:80",
+        "--",
+        "sleep",
+        "60",
+    ])?;
     let run = c.daemons[2].cli(&["run", "-d", "--network", "ov1", "--", "sleep", "1"])?;
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(
@@ -321,5 +345,7 @@ fn a_name_a_live_node_holds_is_refused_and_bad_flags_are_named() -> Result<()> {
     let lone = netd_tests::daemon::Daemon::start(&c.nodes[1], "eth0")?;
     let out = lone.cli(&["node", "ls"])?;
     assert!(String::from_utf8_lossy(&out.stderr).contains("not in a cluster"));
+    // Outside a cluster, the cluster's ports are ports like any other.
+    lone.cli_ok(&["run", "-d", "-p", "4789:80/udp", "--", "sleep", "60"])?;
     Ok(())
 }

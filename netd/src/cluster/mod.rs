@@ -18,3 +18,23 @@ pub mod store;
 
 pub use config::ClusterConfig;
 pub use membership::Member;
+
+use crate::ports::Proto;
+
+/// Host ports a node of a cluster keeps for the cluster's own traffic on the underlay:
+/// `-p` refuses them there (a published port would take the traffic from the node).
+pub const RESERVED_PORTS: [(Proto, u16, &str); 3] = [
+    (Proto::Udp, 4789, "VXLAN, the overlay's transport"),
+    (Proto::Tcp, 2379, "etcd's clients"),
+    (Proto::Tcp, 2380, "etcd's peers"),
+];
+
+/// Why a node of a cluster cannot publish on `proto`/`port`, if it cannot.
+pub fn reserved_port(proto: Proto, port: u16) -> Option<String> {
+    RESERVED_PORTS
+        .iter()
+        .find(|(p, n, _)| *p == proto && *n == port)
+        .map(|(_, _, what)| {
+            format!("port is reserved on a node of a cluster for {what} ({port}/{proto})")
+        })
+}

@@ -703,7 +703,14 @@ impl Inner {
             .flat_map(|c| c.ports.iter().copied())
             .collect();
         let sockets = node_sockets();
+        let in_cluster = self.cluster.is_some();
         ports::bind(specs, &mut self.ephemeral, |candidate, chosen| {
+            if in_cluster
+                && let Some(why) =
+                    crate::cluster::reserved_port(candidate.proto, candidate.host_port)
+            {
+                return Some(why);
+            }
             if existing
                 .iter()
                 .chain(chosen)
