@@ -92,15 +92,115 @@ pub struct Cluster {
     pub members: Vec<EtcdMember>,
     pub underlay: Netns,
     dir: PathBuf,
+    /// With TLS: the CA, and a client certificate and key for the nodes and etcdctl.
+    pub tls: Option<Certs>,
+}
+
+/// A test CA, the members' server certificate (their addresses as SANs) and a client
+/// certificate, made with openssl in the cluster's directory.
+pub struct Certs {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+}
+
+impl Certs {
+    fn make(dir: &std::path::Path) -> Result<Certs> {
+        let p = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let key_opts = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        let openssl = |args: &[&str]| run("openssl", args).map(drop);
+        let (ca_key, ca_pem) = (p("ca.key"), p("ca.pem"));
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(key_opts);
+        ca.extend([
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca_pem,
+            "-days",
+            "1",
+            "-subj",
+            "/CN=netd test CA",
+        ]);
+        openssl(&ca)?;
+        let sans: Vec<String> = (0..3).map(|i| format!("IP:{}", member_addr(i))).collect();
+        for (name, ext) in [
+            (
+                "server",
+                format!(
+                    "subjectAltName={}\nextendedKeyUsage=serverAuth,clientAuth",
+                    sans.join(",")
+                ),
+            ),
+            ("client", "extendedKeyUsage=clientAuth".to_string()),
+        ] {
+            let (key, csr, pem, extfile) = (
+                p(&format!("{name}.key")),
+                p(&format!("{name}.csr")),
+                p(&format!("{name}.pem")),
+                p(&format!("{name}.ext")),
+            );
+            fs::write(&extfile, ext)?;
+            let mut req = vec!["req"];
+            req.extend(key_opts);
+            let subject = format!("/CN={name}");
+            req.extend(["-keyout", &key, "-out", &csr, "-subj", &subject]);
+            openssl(&req)?;
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &p("ca.pem"),
+                "-CAkey",
+                &p("ca.key"),
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "1",
+                "-extfile",
+                &extfile,
+            ])?;
+        }
+        Ok(Certs {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("client.pem"),
+            key: dir.join("client.key"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+        })
+    }
 }
 
 impl Cluster {
     /// The underlay with three etcd members, healthy, and `nodes` node namespaces
     /// (no daemon yet: `start_daemon`).
     pub fn new(prefix: &str, nodes: usize) -> Result<Cluster> {
+        Self::build(prefix, nodes, false)
+    }
+
+    /// Like `new`, with etcd serving its clients over TLS and asking for their
+    /// certificates.
+    pub fn with_tls(prefix: &str, nodes: usize) -> Result<Cluster> {
+        Self::build(prefix, nodes, true)
+    }
+
+    fn build(prefix: &str, nodes: usize, tls: bool) -> Result<Cluster> {
         let base = unique_name(prefix);
         let dir = PathBuf::from(format!("/run/netd-test/{base}-etcd"));
         fs::create_dir_all(&dir)?;
+        let certs = if tls { Some(Certs::make(&dir)?) } else { None };
+        let scheme = if tls { "https" } else { "http" };
         let underlay = Netns::new(&format!("{base}-ul"))?;
         underlay.ip(&["link", "add", "ulbr", "type", "bridge"])?;
         underlay.ip(&["link", "set", "ulbr", "up"])?;
@@ -110,6 +210,7 @@ impl Cluster {
             members: Vec::new(),
             underlay,
             dir,
+            tls: None,
         };
         let initial: Vec<String> = (0..3)
             .map(|i| format!("e{}=http://{}:2380", i + 1, member_addr(i)))
@@ -129,9 +230,9 @@ impl Cluster {
                 "--initial-advertise-peer-urls",
                 &format!("http://{ip}:2380"),
                 "--listen-client-urls",
-                &format!("http://{ip}:2379"),
+                &format!("{scheme}://{ip}:2379"),
                 "--advertise-client-urls",
-                &format!("http://{ip}:2379"),
+                &format!("{scheme}://{ip}:2379"),
                 "--initial-cluster",
                 &initial.join(","),
                 "--initial-cluster-state",
@@ -147,6 +248,17 @@ impl Cluster {
             ]
             .map(String::from)
             .to_vec();
+            let mut args = args;
+            if let Some(c) = &certs {
+                for (flag, path) in [
+                    ("--cert-file", &c.server_cert),
+                    ("--key-file", &c.server_key),
+                    ("--trusted-ca-file", &c.ca),
+                ] {
+                    args.extend([flag.to_string(), path.to_string_lossy().into_owned()]);
+                }
+                args.push("--client-cert-auth".into());
+            }
             let mut member = EtcdMember {
                 ns,
                 name,
@@ -157,6 +269,7 @@ impl Cluster {
             member.spawn()?;
             cluster.members.push(member);
         }
+        cluster.tls = certs;
         for i in 0..nodes {
             let ns = cluster.attach(&format!("{base}-n{}", i + 1), node_addr(i), "ul-n", i)?;
             cluster.nodes.push(ns);
@@ -183,18 +296,20 @@ impl Cluster {
 
     /// etcdctl against the members, from the first node's namespace.
     pub fn etcdctl(&self, args: &[&str]) -> Result<std::process::Output> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         let endpoints: Vec<String> = (0..3)
-            .map(|i| format!("http://{}:2379", member_addr(i)))
+            .map(|i| format!("{scheme}://{}:2379", member_addr(i)))
             .collect();
-        let eps = format!("--endpoints={}", endpoints.join(","));
-        let mut all = vec![
-            "netns",
-            "exec",
-            &self.underlay_client().name,
-            "etcdctl",
-            &eps,
-        ];
-        all.extend(args);
+        let mut all: Vec<String> = ["netns", "exec", &self.underlay_client().name, "etcdctl"]
+            .map(String::from)
+            .to_vec();
+        all.push(format!("--endpoints={}", endpoints.join(",")));
+        if let Some(c) = &self.tls {
+            for (flag, path) in [("--cacert", &c.ca), ("--cert", &c.cert), ("--key", &c.key)] {
+                all.push(format!("{flag}={}", path.display()));
+            }
+        }
+        all.extend(args.iter().map(|a| a.to_string()));
         Ok(Command::new("ip")
             .args(&all)
             .env("ETCDCTL_API", "3")
@@ -230,6 +345,24 @@ impl Cluster {
         let name = format!("n{}", i + 1);
         let url = self.store_url();
         let ttl = ttl.to_string();
+        let tls: Vec<String> = self
+            .tls
+            .iter()
+            .flat_map(|c| {
+                [
+                    ("kv.cacertfile", &c.ca),
+                    ("kv.certfile", &c.cert),
+                    ("kv.keyfile", &c.key),
+                ]
+                .map(|(k, p)| {
+                    [
+                        "--cluster-store-opt".to_string(),
+                        format!("{k}={}", p.display()),
+                    ]
+                })
+            })
+            .flatten()
+            .collect();
         let mut flags = vec![
             "--cluster-store",
             &url,
@@ -240,6 +373,7 @@ impl Cluster {
             "--cluster-lease-ttl",
             &ttl,
         ];
+        flags.extend(tls.iter().map(String::as_str));
         flags.extend(extra);
         let daemon = Daemon::start_with(&self.nodes[i], UNDERLAY_IF, &flags)?;
         self.daemons.push(daemon);

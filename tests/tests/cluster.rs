@@ -349,3 +349,48 @@ fn a_name_a_live_node_holds_is_refused_and_bad_flags_are_named() -> Result<()> {
     lone.cli_ok(&["run", "-d", "-p", "4789:80/udp", "--", "sleep", "60"])?;
     Ok(())
 }
+
+#[test]
+fn the_store_over_tls_with_dockers_options_and_a_node_without_a_client_certificate_stays_out()
+-> Result<()> {
+    require_root();
+    let mut c = Cluster::with_tls("ct", 2)?;
+    c.start_daemon(0, TTL, &[])?;
+    Cluster::wait_statuses(&c.daemons[0], &[("n1", "ready")], Duration::from_secs(10))?;
+    c.daemons[0].cli_ok(&["network", "create", "-d", "overlay", "ov"])?;
+    let keys = c.etcdctl(&["get", "--prefix", "--keys-only", "/netd/v1/networks/"])?;
+    assert!(String::from_utf8_lossy(&keys.stdout).contains("/netd/v1/networks/ov"));
+    // The CA alone: etcd asks for a client certificate, the node never registers.
+    let certs = c.tls.as_ref().expect("a TLS cluster");
+    let url = c.store_url();
+    let ca = format!("kv.cacertfile={}", certs.ca.display());
+    let lone = netd_tests::daemon::Daemon::start_with(
+        &c.nodes[1],
+        "eth0",
+        &[
+            "--cluster-store",
+            &url,
+            "--cluster-store-opt",
+            &ca,
+            "--cluster-advertise",
+            "eth0",
+            "--node-name",
+            "n2",
+        ],
+    )?;
+    std::thread::sleep(Duration::from_secs(2));
+    let info = lone.info()?;
+    assert_eq!(info["cluster"]["reachable"], false, "{info}");
+    // etcd refuses the handshake: the node sees a TLS alert or a closed connection,
+    // either way an error naming the store.
+    let err = info["cluster"]["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("cluster store etcd://10.98.0.11:2379"),
+        "{err}"
+    );
+    assert_eq!(
+        Cluster::node_statuses(&c.daemons[0])?,
+        [("n1".into(), "ready".into())]
+    );
+    Ok(())
+}

@@ -44,6 +44,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "libprotobuf-dev",
     "etcd-server",
     "etcd-client",
+    // The cluster tests' certificates for etcd over TLS.
+    "openssl",
 ];
 
 /// Installing a package with a service must not start it on this machine:
