@@ -1172,4 +1172,6 @@ pub struct ClusterView {
     pub lease: Option<String>,
     pub lease_ttl: u64,
     pub last_renewal: Option<u64>,
+    /// The store's members (`NAME URLS`), as last listed.
+    pub store_members: Vec<String>,
 }

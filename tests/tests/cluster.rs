@@ -32,6 +32,18 @@ fn nodes_register_list_each_other_and_a_dead_node_shows_down_after_its_lease() -
     assert_eq!(info["cluster"]["node"], "n2");
     assert_eq!(info["cluster"]["address"], "10.98.0.2");
     assert_eq!(info["cluster"]["reachable"], true);
+    // The store's members, listed at a renewal.
+    std::thread::sleep(Duration::from_secs(TTL));
+    let members = c.daemons[1].info()?["cluster"]["store_members"].clone();
+    assert_eq!(
+        members,
+        serde_json::json!([
+            "e1 http://10.98.0.11:2379",
+            "e2 http://10.98.0.12:2379",
+            "e3 http://10.98.0.13:2379"
+        ]),
+        "{members}"
+    );
 
     // n2's daemon killed and started again at once: the same lease, never down.
     let lease = info["cluster"]["lease"].clone();

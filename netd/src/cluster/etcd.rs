@@ -226,4 +226,14 @@ impl ClusterStore for EtcdStore {
     fn describe(&self) -> String {
         self.url.clone()
     }
+
+    async fn members(&self) -> Result<Vec<String>> {
+        let r = self.client.clone().member_list().await;
+        Ok(self
+            .named("list its members", r)?
+            .members()
+            .iter()
+            .map(|m| format!("{} {}", m.name(), m.client_urls().join(",")))
+            .collect())
+    }
 }

@@ -75,6 +75,8 @@ struct Status {
     /// Unix seconds of the last successful registration or renewal.
     last_renewal: Option<u64>,
     started: u64,
+    /// The store's members, as last listed.
+    members: Vec<String>,
 }
 
 pub struct Member<S> {
@@ -308,6 +310,9 @@ impl<S: ClusterStore> Member<S> {
         if let Some(lease) = lease {
             if self.store.renew(lease).await? {
                 self.record_seen().await?;
+                let mut members = self.store.members().await?;
+                members.sort();
+                self.status().members = members;
                 return Ok(());
             }
             warn!(
@@ -479,6 +484,7 @@ impl<S: ClusterStore> Member<S> {
             lease: s.lease.map(|l| format!("{l:x}")),
             lease_ttl: self.ttl.as_secs(),
             last_renewal: s.last_renewal,
+            store_members: s.members.clone(),
         }
     }
 

@@ -209,4 +209,9 @@ impl ClusterStore for MemoryStore {
     fn describe(&self) -> String {
         "memory://".into()
     }
+
+    async fn members(&self) -> Result<Vec<String>> {
+        drop(self.open()?);
+        Ok(vec!["memory memory://".into()])
+    }
 }

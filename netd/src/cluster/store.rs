@@ -79,6 +79,8 @@ pub trait ClusterStore: Send + Sync {
     fn delete(&self, key: &str) -> impl Future<Output = Result<()>> + Send;
     /// How the store is named in errors and `netd info` (`etcd://10.0.0.1:2379`).
     fn describe(&self) -> String;
+    /// The store's own members, as `NAME URL[,URL]` (`netd info`).
+    fn members(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
 
     /// Set `key` only if it does not exist; `false` if it existed.
     fn create(
@@ -127,5 +129,8 @@ impl<S: ClusterStore> ClusterStore for std::sync::Arc<S> {
     }
     fn describe(&self) -> String {
         (**self).describe()
+    }
+    async fn members(&self) -> Result<Vec<String>> {
+        (**self).members().await
     }
 }
