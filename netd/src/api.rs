@@ -1174,4 +1174,6 @@ pub struct ClusterView {
     pub last_renewal: Option<u64>,
     /// The store's members (`NAME URLS`), as last listed.
     pub store_members: Vec<String>,
+    /// The overlays' MTU on this node: its underlay's less VXLAN's 50 bytes.
+    pub overlay_mtu: Option<u32>,
 }

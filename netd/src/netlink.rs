@@ -18,7 +18,7 @@ use netlink_packet_route::{
 use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_REQUEST};
 use rtnetlink::{
     Handle, LinkBridge, LinkBridgePort, LinkIpVlan, LinkMacVlan, LinkUnspec, LinkVeth, LinkVlan,
-    RouteMessageBuilder,
+    LinkVxlan, RouteMessageBuilder,
 };
 
 use crate::netns;
@@ -276,6 +276,41 @@ impl Netlink {
                 _ => None,
             })
         }))
+    }
+
+    /// The MTU of link `name`, if it exists.
+    pub async fn link_mtu(&self, name: &str) -> Result<Option<u32>> {
+        Ok(self.link(name).await?.and_then(|l| {
+            l.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Mtu(m) => Some(*m),
+                _ => None,
+            })
+        }))
+    }
+
+    /// A VXLAN device in external mode (collect_md: the sender sets the VNI and the remote
+    /// per packet) on UDP `port`, learning off, with `mtu`, up; made if missing.
+    pub async fn ensure_vxlan(&self, name: &str, port: u16, mtu: u32) -> Result<u32> {
+        if self.link_index(name).await?.is_none() {
+            let link = LinkVxlan::new(name, 0)
+                .port(port)
+                .collect_metadata(true)
+                .learning(false)
+                .build();
+            self.handle
+                .link()
+                .add(link)
+                .execute()
+                .await
+                .with_context(|| format!("create VXLAN device {name}"))?;
+        }
+        let index = self
+            .link_index(name)
+            .await?
+            .with_context(|| format!("VXLAN device {name} vanished"))?;
+        self.set_mtu(index, mtu).await?;
+        self.up(index).await?;
+        Ok(index)
     }
 
     /// Every link of the namespace: index and name.

@@ -179,6 +179,22 @@ impl Daemon {
         self.spawn()
     }
 
+    /// Start the daemon again after `stop` without these flags (each with its value,
+    /// every time it was given).
+    pub fn restart_without(&mut self, flags: &[&str]) -> Result<()> {
+        let mut kept = Vec::new();
+        let mut given = std::mem::take(&mut self.flags).into_iter();
+        while let Some(f) = given.next() {
+            if flags.contains(&f.as_str()) {
+                given.next();
+            } else {
+                kept.push(f);
+            }
+        }
+        self.flags = kept;
+        self.spawn()
+    }
+
     /// The `ip` arguments that run this daemon in its node, with `extra` flags.
     pub fn command_line_with(&self, extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = ["netns", "exec", &self.node].map(String::from).to_vec();

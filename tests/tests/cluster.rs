@@ -32,6 +32,19 @@ fn nodes_register_list_each_other_and_a_dead_node_shows_down_after_its_lease() -
     assert_eq!(info["cluster"]["node"], "n2");
     assert_eq!(info["cluster"]["address"], "10.98.0.2");
     assert_eq!(info["cluster"]["reachable"], true);
+    // The node's VXLAN device: external, VXLAN's port, no learning, the overlay MTU.
+    assert_eq!(info["cluster"]["overlay_mtu"], 1450);
+    let vxlan = c.nodes[1].ip(&["-d", "link", "show", "netd-vxlan"])?;
+    let vxlan = String::from_utf8_lossy(&vxlan.stdout);
+    for says in [
+        "mtu 1450",
+        "vxlan external",
+        "dstport 4789",
+        "nolearning",
+        "state UNKNOWN",
+    ] {
+        assert!(vxlan.contains(says), "{says}: {vxlan}");
+    }
     // The store's members, listed at a renewal.
     std::thread::sleep(Duration::from_secs(TTL));
     let members = c.daemons[1].info()?["cluster"]["store_members"].clone();
@@ -404,5 +417,16 @@ fn the_store_over_tls_with_dockers_options_and_a_node_without_a_client_certifica
         Cluster::node_statuses(&c.daemons[0])?,
         [("n1".into(), "ready".into())]
     );
+    // n1 out of the cluster: its VXLAN device goes.
+    assert!(c.nodes[0].ip(&["link", "show", "netd-vxlan"]).is_ok());
+    c.daemons[0].stop(libc::SIGTERM)?;
+    c.daemons[0].restart_without(&[
+        "--cluster-store",
+        "--cluster-store-opt",
+        "--cluster-advertise",
+        "--node-name",
+        "--cluster-lease-ttl",
+    ])?;
+    assert!(c.nodes[0].ip(&["link", "show", "netd-vxlan"]).is_err());
     Ok(())
 }

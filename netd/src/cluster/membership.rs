@@ -90,6 +90,8 @@ pub struct Member<S> {
     status: Mutex<Status>,
     /// The cluster's overlay networks, as last seen in the store.
     networks: Mirror,
+    /// The MTU of the overlays' interfaces on this node, once its VXLAN device is set up.
+    overlay_mtu: std::sync::OnceLock<u32>,
 }
 
 fn now() -> u64 {
@@ -119,7 +121,17 @@ impl<S: ClusterStore> Member<S> {
                 ..Status::default()
             }),
             networks: Mirror::new(format!("{prefix}/v1/networks/")),
+            overlay_mtu: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The underlay address other nodes reach this one at.
+    pub fn address(&self) -> Ipv4Addr {
+        self.address
+    }
+
+    pub fn set_overlay_mtu(&self, mtu: u32) {
+        let _ = self.overlay_mtu.set(mtu);
     }
 
     pub fn name(&self) -> &str {
@@ -485,6 +497,7 @@ impl<S: ClusterStore> Member<S> {
             lease_ttl: self.ttl.as_secs(),
             last_renewal: s.last_renewal,
             store_members: s.members.clone(),
+            overlay_mtu: self.overlay_mtu.get().copied(),
         }
     }
 

@@ -21,6 +21,14 @@ pub use membership::Member;
 
 use crate::ports::Proto;
 
+/// The node's one VXLAN device, shared by every overlay network (external mode).
+pub const VXLAN_DEVICE: &str = "netd-vxlan";
+/// VXLAN's IANA port.
+pub const VXLAN_PORT: u16 = 4789;
+/// What VXLAN adds to each frame: outer IPv4 (20), UDP (8), VXLAN (8) headers and the
+/// inner Ethernet header (14).
+pub const VXLAN_OVERHEAD: u32 = 50;
+
 /// Host ports a node of a cluster keeps for the cluster's own traffic on the underlay:
 /// `-p` refuses them there (a published port would take the traffic from the node).
 pub const RESERVED_PORTS: [(Proto, u16, &str); 3] = [

@@ -229,6 +229,13 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         })
     });
     daemon.start().await?;
+    {
+        let inner = daemon.inner.lock().await;
+        match &cluster {
+            Some(member) => set_up_vxlan(&inner.netlink, member).await?,
+            None => remove_vxlan(&inner.netlink).await?,
+        }
+    }
     if let Some(member) = cluster {
         cluster::membership::join(&member).await?;
         let follower = member.clone();
@@ -312,6 +319,52 @@ async fn shutdown_signal() {
         _ = term.recv() => {},
         _ = int.recv() => {},
     }
+}
+
+/// The node's VXLAN device for the overlays, its MTU the underlay's less VXLAN's overhead
+/// (the underlay: the link with the advertised address).
+async fn set_up_vxlan(netlink: &Netlink, member: &ClusterMember) -> Result<()> {
+    let underlay_index = netlink
+        .ipv4_addresses()
+        .await?
+        .into_iter()
+        .find(|(_, net)| net.addr() == member.address())
+        .map(|(i, _)| i)
+        .with_context(|| {
+            format!(
+                "--cluster-advertise {}: the address is gone",
+                member.address()
+            )
+        })?;
+    let underlay = netlink.link_name(underlay_index).await?;
+    let underlay_mtu = netlink
+        .link_mtu(&underlay)
+        .await?
+        .with_context(|| format!("the MTU of {underlay}"))?;
+    let mtu = underlay_mtu.saturating_sub(cluster::VXLAN_OVERHEAD);
+    netlink
+        .ensure_vxlan(cluster::VXLAN_DEVICE, cluster::VXLAN_PORT, mtu)
+        .await?;
+    member.set_overlay_mtu(mtu);
+    info!(
+        "cluster: VXLAN device {} on port {}, overlay MTU {mtu} ({underlay}'s {underlay_mtu} less {})",
+        cluster::VXLAN_DEVICE,
+        cluster::VXLAN_PORT,
+        cluster::VXLAN_OVERHEAD
+    );
+    Ok(())
+}
+
+/// A node out of a cluster keeps no VXLAN device from when it was in one.
+async fn remove_vxlan(netlink: &Netlink) -> Result<()> {
+    if let Some(index) = netlink.link_index(cluster::VXLAN_DEVICE).await? {
+        netlink.delete_link(index).await?;
+        info!(
+            "cluster: VXLAN device {} removed (this node is not in a cluster any more)",
+            cluster::VXLAN_DEVICE
+        );
+    }
+    Ok(())
 }
 
 /// This node's membership: the store's client (nothing dialled yet) and the advertised
