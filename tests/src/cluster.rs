@@ -197,13 +197,10 @@ impl Cluster {
 
     fn build(prefix: &str, nodes: usize, tls: bool) -> Result<Cluster> {
         let base = unique_name(prefix);
+        let underlay = Netns::new(&format!("{base}-ul"))?;
         let dir = PathBuf::from(format!("/run/netd-test/{base}-etcd"));
         fs::create_dir_all(&dir)?;
-        let certs = if tls { Some(Certs::make(&dir)?) } else { None };
-        let scheme = if tls { "https" } else { "http" };
-        let underlay = Netns::new(&format!("{base}-ul"))?;
-        underlay.ip(&["link", "add", "ulbr", "type", "bridge"])?;
-        underlay.ip(&["link", "set", "ulbr", "up"])?;
+        // Owned from here on: removed on drop whatever fails below.
         let mut cluster = Cluster {
             daemons: Vec::new(),
             nodes: Vec::new(),
@@ -212,6 +209,16 @@ impl Cluster {
             dir,
             tls: None,
         };
+        let certs = if tls {
+            Some(Certs::make(&cluster.dir)?)
+        } else {
+            None
+        };
+        let scheme = if tls { "https" } else { "http" };
+        cluster
+            .underlay
+            .ip(&["link", "add", "ulbr", "type", "bridge"])?;
+        cluster.underlay.ip(&["link", "set", "ulbr", "up"])?;
         let initial: Vec<String> = (0..3)
             .map(|i| format!("e{}=http://{}:2380", i + 1, member_addr(i)))
             .collect();

@@ -136,7 +136,7 @@ fn bad_network_input_names_the_field_and_changes_nothing() {
         (&["network", "create", "host"], "already exists"),
         (
             &["network", "create", "-d", "overlay", "n"],
-            "invalid --driver overlay: this node is not in a cluster",
+            "invalid --driver overlay: overlay networks span the nodes of a cluster, and this node is not in a cluster",
         ),
         (
             &["network", "create", "-d", "vxlan", "n"],

@@ -81,21 +81,20 @@ impl ClusterStore for EtcdStore {
     }
 
     async fn renew(&self, lease: LeaseId) -> Result<bool> {
+        // One keep-alive, whose answer the client checks (a TTL of 0: the lease is gone).
         let mut client = self.client.clone();
-        let what = "renew the node's lease";
-        let renewed = async {
-            let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
-            keeper.keep_alive().await?;
-            answers.message().await
-        };
-        let answer = tokio::time::timeout(CALL_TIMEOUT, renewed)
+        let renewed = tokio::time::timeout(CALL_TIMEOUT, client.lease_keep_alive(lease))
             .await
-            .with_context(|| format!("cluster store {}: {what}: no answer", self.url))?;
-        match answer {
-            // A TTL of 0: the lease is gone.
-            Ok(a) => Ok(a.is_some_and(|a| a.ttl() > 0)),
+            .with_context(|| {
+                format!(
+                    "cluster store {}: renew the node's lease: no answer",
+                    self.url
+                )
+            })?;
+        match renewed {
+            Ok(_) => Ok(true),
             Err(e) if lease_not_found(&e) => Ok(false),
-            Err(e) => self.named(what, Err(e)),
+            Err(e) => self.named("renew the node's lease", Err(e)),
         }
     }
 
@@ -122,6 +121,7 @@ impl ClusterStore for EtcdStore {
                 Guard::UnchangedSince { prefix, revision } => {
                     Compare::mod_revision(prefix, CompareOp::Less, revision + 1).with_prefix()
                 }
+                Guard::Unchanged { key, value } => Compare::value(key, CompareOp::Equal, value),
             })
             .collect();
         let ops: Vec<TxnOp> = ops

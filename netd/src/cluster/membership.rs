@@ -44,6 +44,16 @@ struct Alive {
     address: Ipv4Addr,
 }
 
+/// What the state directory keeps of the lease: the lease, and whose it is (a lease
+/// recorded for another name, prefix or store is not this node's to take back).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct RecordedLease {
+    lease: LeaseId,
+    name: String,
+    prefix: String,
+    store: String,
+}
+
 /// Why registering failed: another live node holds the name (the daemon refuses to
 /// start), or the store failed (it keeps trying).
 #[derive(Debug)]
@@ -172,11 +182,19 @@ impl<S: ClusterStore> Member<S> {
                 .list(prefix)
                 .await
                 .map_err(ApiError::unavailable)?;
-            let existing: Vec<OverlayNetwork> = listing
+            // A record this node cannot read might hold the VNI or subnet it would pick.
+            let existing = listing
                 .items
                 .iter()
-                .filter_map(|(_, v)| serde_json::from_slice(v).ok())
-                .collect();
+                .map(|(k, v)| {
+                    serde_json::from_slice::<OverlayNetwork>(v).map_err(|e| {
+                        ApiError::from(anyhow::anyhow!(
+                            "cluster store {}: {k} is not an overlay network record this netd can read ({e}): is a newer netd on another node?",
+                            self.store.describe()
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<OverlayNetwork>, ApiError>>()?;
             let origin = overlay::Origin {
                 id,
                 node: &self.name,
@@ -320,15 +338,17 @@ impl<S: ClusterStore> Member<S> {
     pub async fn tick(&self) -> Result<(), RegisterError> {
         let lease = self.status().lease;
         if let Some(lease) = lease {
-            if self.store.renew(lease).await? {
+            if self.store.renew(lease).await? && self.holds_name(lease).await? {
                 self.record_seen().await?;
-                let mut members = self.store.members().await?;
-                members.sort();
-                self.status().members = members;
+                // Shown in `netd info`; a failure here is no failed renewal.
+                if let Ok(mut members) = self.store.members().await {
+                    members.sort();
+                    self.status().members = members;
+                }
                 return Ok(());
             }
             warn!(
-                "cluster: the lease of node {} lapsed (the store was out of reach for longer than its TTL): registering again",
+                "cluster: node {} lost its lease or its name's claim (the store was out of reach for longer than the TTL, or the claim was removed): registering again",
                 self.name
             );
             self.status().lease = None;
@@ -338,43 +358,23 @@ impl<S: ClusterStore> Member<S> {
 
     async fn register(&self) -> Result<(), RegisterError> {
         let recorded = self.recorded_lease();
-        let lease = match recorded {
-            Some(l) if self.store.renew(l).await? => l,
-            _ => self.store.grant(self.ttl).await?,
-        };
-        let alive = Alive {
-            lease,
-            address: self.address,
-        };
-        let value = serde_json::to_vec(&alive).expect("plain data");
-        let key = self.key("alive", &self.name);
-        if !self.store.create(&key, value.clone(), Some(lease)).await? {
-            let holder = self
-                .store
-                .get(&key)
-                .await?
-                .and_then(|v| serde_json::from_slice::<Alive>(&v).ok());
-            match holder {
-                Some(h) if h.lease == lease => {}
-                // This node's own claim from a run whose lease ID was lost (a state
-                // directory wiped): taken over.
-                Some(h) if h.address == self.address => {
-                    self.store.put(&key, value, Some(lease)).await?
+        let lease = match &recorded {
+            Some(r) if self.this_nodes(r) && self.store.renew(r.lease).await? => r.lease,
+            Some(r) => {
+                // Another name's (or store's) lease: its keys are not this node's.
+                if r.store == self.store.describe() && !self.this_nodes(r) {
+                    let _ = self.store.revoke(r.lease).await;
                 }
-                Some(h) => {
-                    if Some(lease) != recorded {
-                        let _ = self.store.revoke(lease).await;
-                    }
-                    return Err(RegisterError::NameTaken(format!(
-                        "cluster store {}: node name {} is taken by a live node at {}: give this node another --node-name",
-                        self.store.describe(),
-                        self.name,
-                        h.address
-                    )));
-                }
-                // Gone in between (its lease expired): claim it now.
-                None => self.store.put(&key, value, Some(lease)).await?,
+                self.store.grant(self.ttl).await?
             }
+            None => self.store.grant(self.ttl).await?,
+        };
+        let reused = recorded.as_ref().is_some_and(|r| r.lease == lease);
+        if let Err(e) = self.claim_name(lease).await {
+            if !reused {
+                let _ = self.store.revoke(lease).await;
+            }
+            return Err(e);
         }
         self.remember_lease(lease);
         {
@@ -390,6 +390,67 @@ impl<S: ClusterStore> Member<S> {
             self.store.describe()
         );
         Ok(())
+    }
+
+    /// Claim `alive/NAME` under `lease`, in transactions only: created if absent; taken
+    /// over from a claim of this node's own address (a run whose lease ID was lost) only
+    /// if that claim is still the one read; refused if another live node holds it.
+    async fn claim_name(&self, lease: LeaseId) -> Result<(), RegisterError> {
+        let key = self.key("alive", &self.name);
+        let alive = Alive {
+            lease,
+            address: self.address,
+        };
+        let value = serde_json::to_vec(&alive).expect("plain data");
+        for _ in 0..10 {
+            if self.store.create(&key, value.clone(), Some(lease)).await? {
+                return Ok(());
+            }
+            let Some(held) = self.store.get(&key).await? else {
+                // Gone in between (its lease lapsed): create it again.
+                continue;
+            };
+            match serde_json::from_slice::<Alive>(&held) {
+                Ok(h) if h.lease == lease => return Ok(()),
+                Ok(h) if h.address != self.address => {
+                    return Err(RegisterError::NameTaken(format!(
+                        "cluster store {}: node name {} is taken by a live node at {}: give this node another --node-name",
+                        self.store.describe(),
+                        self.name,
+                        h.address
+                    )));
+                }
+                // This node's own address (or a record netd cannot read): taken over, if
+                // it is still what was read.
+                _ => {
+                    let guard = Guard::Unchanged {
+                        key: key.clone(),
+                        value: held,
+                    };
+                    let put = Op::Put {
+                        key: key.clone(),
+                        value: value.clone(),
+                        lease: Some(lease),
+                    };
+                    if self.store.commit(vec![guard], vec![put]).await? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Err(RegisterError::Store(anyhow::anyhow!(
+            "cluster store {}: the claim on node name {} kept changing",
+            self.store.describe(),
+            self.name
+        )))
+    }
+
+    /// Whether `alive/NAME` still holds `lease` (someone may have removed or taken it).
+    async fn holds_name(&self, lease: LeaseId) -> Result<bool> {
+        let held = self.store.get(&self.key("alive", &self.name)).await?;
+        Ok(held
+            .and_then(|v| serde_json::from_slice::<Alive>(&v).ok())
+            .is_some_and(|a| a.lease == lease))
     }
 
     /// The node's record, with now as when it was last seen.
@@ -412,13 +473,25 @@ impl<S: ClusterStore> Member<S> {
         Ok(())
     }
 
-    fn recorded_lease(&self) -> Option<LeaseId> {
-        let text = std::fs::read_to_string(&self.lease_file).ok()?;
-        i64::from_str_radix(text.trim(), 16).ok()
+    /// The lease a previous run of this node (same name, prefix and store) recorded.
+    fn recorded_lease(&self) -> Option<RecordedLease> {
+        let text = std::fs::read(&self.lease_file).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    fn this_nodes(&self, r: &RecordedLease) -> bool {
+        r.name == self.name && r.prefix == self.prefix && r.store == self.store.describe()
     }
 
     fn remember_lease(&self, lease: LeaseId) {
-        if let Err(e) = std::fs::write(&self.lease_file, format!("{lease:x}\n")) {
+        let record = RecordedLease {
+            lease,
+            name: self.name.clone(),
+            prefix: self.prefix.clone(),
+            store: self.store.describe(),
+        };
+        let text = serde_json::to_vec(&record).expect("plain data");
+        if let Err(e) = std::fs::write(&self.lease_file, text) {
             warn!(
                 "cluster: keep the lease ID in {}: {e} (a restart registers anew)",
                 self.lease_file.display()
@@ -466,22 +539,39 @@ impl<S: ClusterStore> Member<S> {
     }
 
     /// Forget a node that is down (`netd node rm`): its record goes.
-    pub async fn remove(&self, name: &str) -> Result<()> {
-        if self.store.get(&self.key("nodes", name)).await?.is_none() {
-            bail!("node {name} not found");
+    pub async fn remove(&self, name: &str) -> Result<(), ApiError> {
+        let unavailable = ApiError::unavailable;
+        let record = self.key("nodes", name);
+        if self
+            .store
+            .get(&record)
+            .await
+            .map_err(unavailable)?
+            .is_none()
+        {
+            return Err(ApiError::not_found(anyhow::anyhow!(
+                "node {name} not found"
+            )));
         }
         if name == self.name {
-            bail!(
+            return Err(ApiError::conflict(anyhow::anyhow!(
                 "node {name} is this node: it is removed by stopping its daemon and removing its record from another node"
-            );
+            )));
         }
-        if self.store.get(&self.key("alive", name)).await?.is_some() {
-            bail!(
+        // Only while no claim is alive, in one transaction.
+        let guards = vec![Guard::Absent(self.key("alive", name))];
+        if !self
+            .store
+            .commit(guards, vec![Op::Delete(record)])
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(ApiError::conflict(anyhow::anyhow!(
                 "node {name} is ready: stop its daemon first (its lease then lapses within {} s)",
                 self.ttl.as_secs()
-            );
+            )));
         }
-        self.store.delete(&self.key("nodes", name)).await
+        Ok(())
     }
 
     /// The cluster as `netd info` shows it.
@@ -685,7 +775,7 @@ mod tests {
         let store = Arc::new(MemoryStore::default());
         let d = dir();
         let [a, b] = two_registered(&store, &d);
-        let err = |r: Result<()>| format!("{:#}", r.unwrap_err());
+        let err = |r: Result<(), ApiError>| format!("{:#}", r.unwrap_err().error);
         assert!(err(block_on(a.remove("b"))).contains("node b is ready"));
         assert!(err(block_on(a.remove("a"))).contains("is this node"));
         assert!(err(block_on(a.remove("c"))).contains("node c not found"));
@@ -793,5 +883,47 @@ mod tests {
             assert_eq!(a.claim_block(&n).await.unwrap(), second);
             assert_eq!(a.own_blocks(&n).await.unwrap(), [first, second]);
         });
+    }
+
+    #[test]
+    fn a_lease_recorded_under_another_name_is_not_taken_back_and_a_removed_claim_is_made_again() {
+        let store = Arc::new(MemoryStore::default());
+        let d = dir();
+        let first = member(&store, "a", [10, 0, 0, 1], &d);
+        block_on(first.tick()).unwrap();
+        let old = first.status().lease.unwrap();
+        drop(first);
+        // Restarted under another name with the same state directory (lease file).
+        let mut renamed = member(&store, "c", [10, 0, 0, 1], &d);
+        renamed.lease_file = d.0.join("a.lease");
+        block_on(renamed.tick()).unwrap();
+        assert_ne!(renamed.status().lease, Some(old));
+        assert!(
+            !store.leases().contains(&old),
+            "the old name's lease was revoked"
+        );
+        assert_eq!(
+            statuses(&renamed),
+            [("a".into(), "down".into()), ("c".into(), "ready".into())]
+        );
+        // Someone removes the claim (etcdctl del): the next round claims it again.
+        block_on(store.delete("/netd/v1/alive/c")).unwrap();
+        assert_eq!(statuses(&renamed)[1], ("c".into(), "down".into()));
+        block_on(renamed.tick()).unwrap();
+        assert_eq!(statuses(&renamed)[1], ("c".into(), "ready".into()));
+    }
+
+    #[test]
+    fn a_claim_of_this_address_under_a_lost_lease_is_taken_over() {
+        let store = Arc::new(MemoryStore::default());
+        let d = dir();
+        let first = member(&store, "a", [10, 0, 0, 1], &d);
+        block_on(first.tick()).unwrap();
+        // The state directory wiped: the old lease ID is unknown, its claim still alive.
+        std::fs::remove_file(d.0.join("a.lease")).unwrap();
+        let again = member(&store, "a", [10, 0, 0, 1], &d);
+        block_on(again.tick()).unwrap();
+        assert!(block_on(again.holds_name(again.status().lease.unwrap())).unwrap());
+        assert!(!block_on(first.holds_name(first.status().lease.unwrap())).unwrap());
     }
 }

@@ -76,6 +76,9 @@ impl Data {
                 .iter()
                 .filter(|(k, _)| k.starts_with(prefix.as_str()))
                 .all(|(_, e)| e.mod_revision <= *revision),
+            Guard::Unchanged { key, value } => {
+                self.keys.get(key).is_some_and(|e| e.value == *value)
+            }
         }
     }
 }

@@ -26,6 +26,8 @@ pub enum Guard {
     /// No key under the prefix was written after `revision` (what was read then still
     /// holds; keys removed since are not seen).
     UnchangedSince { prefix: String, revision: i64 },
+    /// The key holds exactly this value.
+    Unchanged { key: String, value: Vec<u8> },
 }
 
 /// A change a transaction makes.

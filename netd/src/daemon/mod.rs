@@ -72,6 +72,9 @@ pub struct DaemonConfig {
     pub cluster: Option<ClusterConfig>,
 }
 
+/// Why a cluster's call is refused on a node of none.
+const NOT_IN_A_CLUSTER: &str = "this node is not in a cluster: start netd daemon with --cluster-store etcd://HOST:2379 --cluster-advertise IFACE";
+
 /// This node's membership of its cluster, when it has one.
 type ClusterMember = Arc<cluster::Member<cluster::etcd::EtcdStore>>;
 
@@ -422,11 +425,9 @@ async fn default_route_link(netlink: &Netlink) -> Result<String> {
 
 impl Daemon {
     fn member(&self) -> Result<&ClusterMember, ApiError> {
-        self.cluster.as_ref().ok_or_else(|| {
-            ApiError::bad_request(anyhow!(
-                "this node is not in a cluster: start netd daemon with --cluster-store etcd://HOST:2379 --cluster-advertise IFACE"
-            ))
-        })
+        self.cluster
+            .as_ref()
+            .ok_or_else(|| ApiError::bad_request(anyhow!("{NOT_IN_A_CLUSTER}")))
     }
 
     /// Whether `name` is an overlay network of the cluster (and no network of this node's).
@@ -443,7 +444,7 @@ impl Daemon {
     ) -> Result<api::NetworkView, ApiError> {
         let member = self.cluster.as_ref().ok_or_else(|| {
             ApiError::bad_request(anyhow!(
-                "invalid --driver overlay: this node is not in a cluster, and overlay networks span a cluster's nodes: start netd daemon with --cluster-store etcd://HOST:2379 --cluster-advertise IFACE"
+                "invalid --driver overlay: overlay networks span the nodes of a cluster, and {NOT_IN_A_CLUSTER}"
             ))
         })?;
         let overlay = cluster::overlay::request(req).map_err(ApiError::bad_request)?;
@@ -529,12 +530,12 @@ impl Daemon {
                 self.member()?.remove_overlay(name).await?;
                 return Ok(json!({ "removed": name, "warnings": [] }));
             }
-            (&Method::GET, ["nodes"]) => return to_json(self.member()?.nodes().await?),
+            (&Method::GET, ["nodes"]) => {
+                let nodes = self.member()?.nodes().await;
+                return to_json(nodes.map_err(ApiError::unavailable)?);
+            }
             (&Method::DELETE, ["nodes", name]) => {
-                self.member()?
-                    .remove(name)
-                    .await
-                    .map_err(ApiError::bad_request)?;
+                self.member()?.remove(name).await?;
                 return Ok(json!({ "removed": name }));
             }
             _ => {}
