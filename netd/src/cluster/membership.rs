@@ -19,9 +19,7 @@ use log::{info, warn};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    blocks,
     mirror::Mirror,
-    overlay::{self, OverlayNetwork, OverlayRequest},
     store::{ClusterStore, Guard, LeaseId, Op},
 };
 use crate::api::{ApiError, ClusterView, NodeView};
@@ -41,7 +39,7 @@ pub struct NodeRecord {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Alive {
     lease: LeaseId,
-    address: Ipv4Addr,
+    pub(super) address: Ipv4Addr,
 }
 
 /// What the state directory keeps of the lease: the lease, and whose it is (a lease
@@ -49,8 +47,8 @@ struct Alive {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct RecordedLease {
     lease: LeaseId,
-    name: String,
-    prefix: String,
+    pub(super) name: String,
+    pub(super) prefix: String,
     store: String,
 }
 
@@ -78,8 +76,8 @@ impl std::fmt::Display for RegisterError {
 }
 
 #[derive(Debug, Default)]
-struct Status {
-    lease: Option<LeaseId>,
+pub(super) struct Status {
+    pub(super) lease: Option<LeaseId>,
     /// The last call's error, while the store fails.
     error: Option<String>,
     /// Unix seconds of the last successful registration or renewal.
@@ -90,21 +88,21 @@ struct Status {
 }
 
 pub struct Member<S> {
-    store: S,
-    name: String,
-    prefix: String,
-    address: Ipv4Addr,
-    ttl: Duration,
+    pub(super) store: S,
+    pub(super) name: String,
+    pub(super) prefix: String,
+    pub(super) address: Ipv4Addr,
+    pub(super) ttl: Duration,
     /// Where the lease's ID is kept across restarts.
-    lease_file: PathBuf,
-    status: Mutex<Status>,
+    pub(super) lease_file: PathBuf,
+    pub(super) status: Mutex<Status>,
     /// The cluster's overlay networks, as last seen in the store.
-    networks: Mirror,
+    pub(super) networks: Mirror,
     /// The MTU of the overlays' interfaces on this node, once its VXLAN device is set up.
-    overlay_mtu: std::sync::OnceLock<u32>,
+    pub(super) overlay_mtu: std::sync::OnceLock<u32>,
 }
 
-fn now() -> u64 {
+pub(super) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -148,183 +146,11 @@ impl<S: ClusterStore> Member<S> {
         &self.name
     }
 
-    /// Follow the store's overlay networks for as long as the daemon runs.
-    pub async fn follow_networks(&self) {
-        self.networks.follow(&self.store).await
-    }
-
-    /// The overlay networks as last seen (also while the store is out of reach).
-    pub fn overlays(&self) -> Vec<OverlayNetwork> {
-        self.networks
-            .snapshot()
-            .into_values()
-            .filter_map(|v| serde_json::from_slice(&v).ok())
-            .collect()
-    }
-
-    pub fn overlay(&self, name: &str) -> Option<OverlayNetwork> {
-        self.overlays().into_iter().find(|n| n.name == name)
-    }
-
-    /// Create an overlay network for the whole cluster: planned from the records as the
-    /// store has them now, committed only if none changed meanwhile (else planned again).
-    /// `local`: what this node's own networks and routes use.
-    pub async fn create_overlay(
-        &self,
-        req: &OverlayRequest,
-        local: &[(ipnet::Ipv4Net, String)],
-        id: &str,
-    ) -> Result<OverlayNetwork, ApiError> {
-        let prefix = self.networks.prefix();
-        for _ in 0..10 {
-            let listing = self
-                .store
-                .list(prefix)
-                .await
-                .map_err(ApiError::unavailable)?;
-            // A record this node cannot read might hold the VNI or subnet it would pick.
-            let existing = listing
-                .items
-                .iter()
-                .map(|(k, v)| {
-                    serde_json::from_slice::<OverlayNetwork>(v).map_err(|e| {
-                        ApiError::from(anyhow::anyhow!(
-                            "cluster store {}: {k} is not an overlay network record this netd can read ({e}): is a newer netd on another node?",
-                            self.store.describe()
-                        ))
-                    })
-                })
-                .collect::<Result<Vec<OverlayNetwork>, ApiError>>()?;
-            let origin = overlay::Origin {
-                id,
-                node: &self.name,
-                now: now(),
-            };
-            let (network, guards, ops) =
-                overlay::plan_create(req, &existing, local, prefix, listing.revision, &origin)
-                    .map_err(ApiError::conflict)?;
-            if self
-                .store
-                .commit(guards, ops)
-                .await
-                .map_err(ApiError::unavailable)?
-            {
-                // Seen here at once, not when the watch brings it.
-                self.networks.apply(vec![super::store::WatchEvent {
-                    key: format!("{prefix}{}", network.name),
-                    value: Some(serde_json::to_vec(&network).expect("plain data")),
-                }]);
-                info!(
-                    "cluster: overlay network {} created: subnet {}, VXLAN ID {}",
-                    network.name, network.subnet, network.vni
-                );
-                return Ok(network);
-            }
-        }
-        Err(ApiError::unavailable(anyhow::anyhow!(
-            "cluster store {}: the networks kept changing while network {} was being created: try again",
-            self.store.describe(),
-            req.name
-        )))
-    }
-
-    fn blocks_prefix(&self, network: &str) -> String {
-        format!("{}/v1/blocks/{network}/", self.prefix)
-    }
-
-    /// The blocks of overlay network `n` this node holds, in address order.
-    pub async fn own_blocks(&self, n: &OverlayNetwork) -> Result<Vec<ipnet::Ipv4Net>> {
-        let prefix = self.blocks_prefix(&n.name);
-        Ok(self
-            .store
-            .list(&prefix)
-            .await?
-            .items
-            .into_iter()
-            .filter(|(_, v)| {
-                serde_json::from_slice::<blocks::BlockRecord>(v).is_ok_and(|r| r.node == self.name)
-            })
-            .filter_map(|(k, _)| blocks::parse_key(&prefix, &k))
-            .collect())
-    }
-
-    /// Claim one more block of overlay network `n` for this node, under its lease.
-    pub async fn claim_block(&self, n: &OverlayNetwork) -> Result<ipnet::Ipv4Net> {
-        let Some(lease) = self.status().lease else {
-            bail!(
-                "cluster store {}: node {} is not registered (yet): it holds no lease to claim addresses under",
-                self.store.describe(),
-                self.name
-            );
-        };
-        let prefix = self.blocks_prefix(&n.name);
-        for _ in 0..10 {
-            let claimed: Vec<(ipnet::Ipv4Net, String)> = self
-                .store
-                .list(&prefix)
-                .await?
-                .items
-                .into_iter()
-                .filter_map(|(k, v)| {
-                    let record: blocks::BlockRecord = serde_json::from_slice(&v).ok()?;
-                    Some((blocks::parse_key(&prefix, &k)?, record.node))
-                })
-                .collect();
-            let (block, guards, ops) = blocks::plan_claim(n, &claimed, &prefix, &self.name, lease)?;
-            if self.store.commit(guards, ops).await? {
-                info!(
-                    "cluster: node {} holds block {block} of network {}",
-                    self.name, n.name
-                );
-                return Ok(block);
-            }
-        }
-        bail!(
-            "cluster store {}: the blocks of network {} kept changing: try again",
-            self.store.describe(),
-            n.name
-        )
-    }
-
-    /// Remove an overlay network from the cluster: refused while a container of any node
-    /// is on it (none can be yet: the overlay data path is still to come).
-    pub async fn remove_overlay(&self, name: &str) -> Result<(), ApiError> {
-        let key = format!("{}{name}", self.networks.prefix());
-        let unavailable = ApiError::unavailable;
-        if self.store.get(&key).await.map_err(unavailable)?.is_none() {
-            return Err(ApiError::not_found(anyhow::anyhow!(
-                "network {name} not found"
-            )));
-        }
-        let endpoints = format!("{}/v1/endpoints/{name}/", self.prefix);
-        let listing = self.store.list(&endpoints).await.map_err(unavailable)?;
-        if !listing.items.is_empty() {
-            return Err(ApiError::forbidden(anyhow::anyhow!(
-                "error while removing network: network {name} has active endpoints ({} on the cluster's nodes)",
-                listing.items.len()
-            )));
-        }
-        let guards = vec![Guard::UnchangedSince {
-            prefix: endpoints,
-            revision: listing.revision,
-        }];
-        let ops = vec![Op::Delete(key.clone())];
-        if !self.store.commit(guards, ops).await.map_err(unavailable)? {
-            return Err(ApiError::forbidden(anyhow::anyhow!(
-                "error while removing network: network {name} got an endpoint meanwhile"
-            )));
-        }
-        self.networks
-            .apply(vec![super::store::WatchEvent { key, value: None }]);
-        info!("cluster: overlay network {name} removed");
-        Ok(())
-    }
-
     fn key(&self, kind: &str, name: &str) -> String {
         format!("{}/v1/{kind}/{name}", self.prefix)
     }
 
-    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+    pub(super) fn status(&self) -> std::sync::MutexGuard<'_, Status> {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -632,25 +458,25 @@ pub async fn join<S: ClusterStore>(member: &Member<S>) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::cluster::memory::MemoryStore;
 
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
             .block_on(f)
     }
 
-    struct Dir(PathBuf);
+    pub(crate) struct Dir(pub(crate) PathBuf);
     impl Drop for Dir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 
-    fn dir() -> Dir {
+    pub(crate) fn dir() -> Dir {
         let d = std::env::temp_dir().join(format!(
             "netd-membership-{}-{:x}",
             std::process::id(),
@@ -665,7 +491,7 @@ mod tests {
         RandomState::new().hash_one(std::time::Instant::now())
     }
 
-    fn member(
+    pub(crate) fn member(
         store: &Arc<MemoryStore>,
         name: &str,
         ip: [u8; 4],
@@ -682,7 +508,10 @@ mod tests {
     }
 
     /// Nodes a (10.0.0.1) and b (10.0.0.2), both registered.
-    fn two_registered(store: &Arc<MemoryStore>, d: &Dir) -> [Member<Arc<MemoryStore>>; 2] {
+    pub(crate) fn two_registered(
+        store: &Arc<MemoryStore>,
+        d: &Dir,
+    ) -> [Member<Arc<MemoryStore>>; 2] {
         let a = member(store, "a", [10, 0, 0, 1], d);
         let b = member(store, "b", [10, 0, 0, 2], d);
         block_on(a.tick()).unwrap();
@@ -690,7 +519,7 @@ mod tests {
         [a, b]
     }
 
-    fn statuses<S: ClusterStore>(m: &Member<S>) -> Vec<(String, String)> {
+    pub(crate) fn statuses<S: ClusterStore>(m: &Member<S>) -> Vec<(String, String)> {
         block_on(m.nodes())
             .unwrap()
             .into_iter()
@@ -782,107 +611,6 @@ mod tests {
         store.expire(b.status().lease.unwrap());
         block_on(a.remove("b")).unwrap();
         assert_eq!(statuses(&a), [("a".into(), "ready".into())]);
-    }
-
-    fn overlay_request(name: &str) -> OverlayRequest {
-        overlay::request(&crate::network_request::NetworkRequest {
-            name: name.into(),
-            driver: Some("overlay".into()),
-            ..Default::default()
-        })
-        .unwrap()
-    }
-
-    #[test]
-    fn two_nodes_creating_overlays_at_once_never_take_the_same_subnet_or_vni() {
-        let store = Arc::new(MemoryStore::default());
-        let d = dir();
-        let [a, b] = two_registered(&store, &d);
-        block_on(async {
-            // Both plan from the same revision: the same free /24 and VNI.
-            let prefix = "/netd/v1/networks/";
-            let listing = store.list(prefix).await.unwrap();
-            let plan = |name: &str, node: &str| {
-                let origin = overlay::Origin {
-                    id: "x",
-                    node,
-                    now: 0,
-                };
-                overlay::plan_create(
-                    &overlay_request(name),
-                    &[],
-                    &[],
-                    prefix,
-                    listing.revision,
-                    &origin,
-                )
-                .unwrap()
-            };
-            let (first, g1, o1) = plan("x", "a");
-            let (second, g2, o2) = plan("y", "b");
-            assert_eq!((first.subnet, first.vni), (second.subnet, second.vni));
-            assert!(store.commit(g1, o1).await.unwrap());
-            assert!(
-                !store.commit(g2, o2).await.unwrap(),
-                "the second commit must fail"
-            );
-            // Through the members, which plan again when they lose: distinct.
-            let y = b
-                .create_overlay(&overlay_request("y"), &[], "y1")
-                .await
-                .unwrap();
-            assert_ne!(y.subnet, first.subnet);
-            assert_ne!(y.vni, first.vni);
-            let taken = a
-                .create_overlay(&overlay_request("y"), &[], "y2")
-                .await
-                .unwrap_err();
-            assert!(
-                taken
-                    .error
-                    .to_string()
-                    .contains("network with name y already exists")
-            );
-            // Every node sees both once it follows the store; removal is seen too.
-            a.networks.sync(&store).await.unwrap();
-            let names: Vec<String> = a.overlays().into_iter().map(|n| n.name).collect();
-            assert_eq!(names, ["x", "y"]);
-            b.remove_overlay("x").await.unwrap();
-            a.networks.sync(&store).await.unwrap();
-            assert!(a.overlay("x").is_none());
-            store.set_down(true);
-            let err = b
-                .create_overlay(&overlay_request("z"), &[], "z")
-                .await
-                .unwrap_err();
-            assert_eq!(err.status, hyper::StatusCode::SERVICE_UNAVAILABLE);
-            assert_eq!(a.overlays().len(), 1, "what was known is still shown");
-        });
-    }
-
-    #[test]
-    fn blocks_are_claimed_per_node_and_freed_when_a_nodes_lease_lapses() {
-        let store = Arc::new(MemoryStore::default());
-        let d = dir();
-        let [a, b] = two_registered(&store, &d);
-        block_on(async {
-            let mut req = overlay_request("ov");
-            req.pool = Some(crate::ipam::default_pool("10.9.0.0/25".parse().unwrap()));
-            let n = a.create_overlay(&req, &[], "ov").await.unwrap();
-            let first = a.claim_block(&n).await.unwrap();
-            let second = b.claim_block(&n).await.unwrap();
-            assert_eq!(
-                (first.to_string(), second.to_string()),
-                ("10.9.0.0/26".into(), "10.9.0.64/26".into())
-            );
-            assert_eq!(a.own_blocks(&n).await.unwrap(), [first]);
-            let full = a.claim_block(&n).await.unwrap_err().to_string();
-            assert!(full.contains("held, by nodes a, b"), "{full}");
-            // b dies: its block goes with its lease, and a may take it.
-            store.expire(b.status().lease.unwrap());
-            assert_eq!(a.claim_block(&n).await.unwrap(), second);
-            assert_eq!(a.own_blocks(&n).await.unwrap(), [first, second]);
-        });
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! (`etcd` is the real one, `memory` the fake the unit tests use); `membership` keeps
 //! this node registered under a lease and lists the nodes; `overlay` plans overlay
 //! networks' records, which every node follows through a `mirror` of the store;
-//! `blocks` cuts their addresses into blocks each node claims under its lease.
+//! `blocks` cuts their addresses into blocks each node claims under its lease; `networks`
+//! is what a member does with both in the store.
 
 pub mod blocks;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod membership;
 #[cfg(test)]
 pub mod memory;
 pub mod mirror;
+pub mod networks;
 pub mod overlay;
 pub mod store;
 

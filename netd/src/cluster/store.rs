@@ -100,6 +100,31 @@ pub trait ClusterStore: Send + Sync {
     }
 }
 
+/// How often a plan is made again after another node's commit won.
+const ATTEMPTS: usize = 10;
+
+/// List `prefix`, plan from the listing (a value, and the guarded transaction that makes
+/// it so), commit; plan again from a fresh listing while the guards fail because another
+/// node changed what was read. `unavailable` turns the store's own failures into `E`.
+pub async fn plan_and_commit<S: ClusterStore, T, E: From<anyhow::Error>>(
+    store: &S,
+    prefix: &str,
+    unavailable: impl Fn(anyhow::Error) -> E,
+    mut plan: impl FnMut(&Listing) -> Result<(T, Vec<Guard>, Vec<Op>), E>,
+) -> Result<T, E> {
+    for _ in 0..ATTEMPTS {
+        let listing = store.list(prefix).await.map_err(&unavailable)?;
+        let (value, guards, ops) = plan(&listing)?;
+        if store.commit(guards, ops).await.map_err(&unavailable)? {
+            return Ok(value);
+        }
+    }
+    Err(unavailable(anyhow::anyhow!(
+        "cluster store {}: what is under {prefix} kept changing while this node planned its change: try again",
+        store.describe()
+    )))
+}
+
 /// A store shared between owners (the tests keep a handle on their fake).
 impl<S: ClusterStore> ClusterStore for std::sync::Arc<S> {
     async fn grant(&self, ttl: Duration) -> Result<LeaseId> {
