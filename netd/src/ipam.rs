@@ -178,7 +178,7 @@ pub fn aux_addresses(pool: &Pool, given: &[String]) -> Result<BTreeMap<String, I
     Ok(out)
 }
 
-fn is_host(subnet: &Ipv4Net, addr: Ipv4Addr) -> bool {
+pub fn is_host(subnet: &Ipv4Net, addr: Ipv4Addr) -> bool {
     subnet.contains(&addr) && addr != subnet.network() && addr != subnet.broadcast()
 }
 

@@ -25,3 +25,10 @@ pub mod ports;
 pub mod process;
 pub mod state;
 pub mod sysctl;
+
+/// Now, in Unix seconds (0 if the clock is before 1970).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -267,7 +267,7 @@ pub fn settings(req: &NetworkRequest) -> Result<Settings> {
 }
 
 /// `-o KEY=VALUE` split, each key once.
-fn options_of(req: &NetworkRequest) -> Result<Vec<(&str, &str)>> {
+pub fn options_of(req: &NetworkRequest) -> Result<Vec<(&str, &str)>> {
     let mut seen = std::collections::BTreeSet::new();
     req.options
         .iter()

@@ -36,9 +36,7 @@ async fn ls(client: &Client, format: FormatArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&nodes)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::unix_now();
     let rows: Vec<[String; 4]> = nodes
         .iter()
         .map(|n| {

@@ -90,11 +90,10 @@ pub fn free_address(
     blocks: &[Ipv4Net],
     taken: &std::collections::BTreeSet<Ipv4Addr>,
 ) -> Option<Ipv4Addr> {
-    let (network, broadcast) = (n.subnet.network(), n.subnet.broadcast());
     blocks
         .iter()
         .flat_map(|b| b.hosts().chain([b.network(), b.broadcast()]))
-        .filter(|a| *a != network && *a != broadcast && *a != n.gateway)
+        .filter(|a| crate::ipam::is_host(&n.subnet, *a) && *a != n.gateway)
         .find(|a| !taken.contains(a))
 }
 

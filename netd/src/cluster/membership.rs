@@ -102,12 +102,6 @@ pub struct Member<S> {
     pub(super) overlay_mtu: std::sync::OnceLock<u32>,
 }
 
-pub(super) fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 impl<S: ClusterStore> Member<S> {
     pub fn new(
         store: S,
@@ -125,7 +119,7 @@ impl<S: ClusterStore> Member<S> {
             ttl,
             lease_file,
             status: Mutex::new(Status {
-                started: now(),
+                started: crate::unix_now(),
                 ..Status::default()
             }),
             networks: Mirror::new(format!("{prefix}/v1/networks/")),
@@ -281,7 +275,7 @@ impl<S: ClusterStore> Member<S> {
 
     /// The node's record, with now as when it was last seen.
     async fn record_seen(&self) -> Result<()> {
-        let seen = now();
+        let seen = crate::unix_now();
         let record = NodeRecord {
             name: self.name.clone(),
             address: self.address,

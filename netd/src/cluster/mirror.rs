@@ -3,14 +3,7 @@
 //! the store was seen in, also while it is out of reach (a node keeps serving what it
 //! knows).
 
-use std::{
-    collections::BTreeMap,
-    sync::{
-        Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{collections::BTreeMap, sync::Mutex, time::Duration};
 
 use anyhow::Result;
 use log::{debug, warn};
@@ -20,8 +13,6 @@ use super::store::{ClusterStore, Watch, WatchEvent};
 pub struct Mirror {
     prefix: String,
     entries: Mutex<BTreeMap<String, Vec<u8>>>,
-    /// Whether the entries were listed at least once.
-    synced: AtomicBool,
 }
 
 impl Mirror {
@@ -29,7 +20,6 @@ impl Mirror {
         Mirror {
             prefix,
             entries: Mutex::new(BTreeMap::new()),
-            synced: AtomicBool::new(false),
         }
     }
 
@@ -46,10 +36,6 @@ impl Mirror {
         self.entries().clone()
     }
 
-    pub fn is_synced(&self) -> bool {
-        self.synced.load(Ordering::SeqCst)
-    }
-
     /// List the prefix (replacing what was mirrored) and watch it from there.
     pub async fn sync<S: ClusterStore>(&self, store: &S) -> Result<Watch> {
         let listing = store.list(&self.prefix).await?;
@@ -60,7 +46,6 @@ impl Mirror {
             .into_iter()
             .map(|(k, v)| (k[cut..].to_string(), v))
             .collect();
-        self.synced.store(true, Ordering::SeqCst);
         Ok(watch)
     }
 

@@ -9,7 +9,7 @@ use log::info;
 
 use super::{
     blocks,
-    membership::{Member, now},
+    membership::Member,
     overlay::{self, OverlayNetwork, OverlayRequest},
     store::{ClusterStore, Guard, Op, WatchEvent, plan_and_commit},
 };
@@ -61,7 +61,7 @@ impl<S: ClusterStore> Member<S> {
             let origin = overlay::Origin {
                 id,
                 node: &self.name,
-                now: now(),
+                now: crate::unix_now(),
             };
             overlay::plan_create(req, &existing, local, prefix, listing.revision, &origin)
                 .map_err(ApiError::conflict)

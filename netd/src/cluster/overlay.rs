@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::store::{Guard, Op};
 use crate::{
     ipam::{self, Pool},
-    network_request::{NetworkRequest, RESERVED_NAMES, validate_name},
+    network_request::{NetworkRequest, RESERVED_NAMES, options_of, validate_name},
 };
 
 /// netd's option for the network's VXLAN ID, and Docker's.
@@ -81,10 +81,7 @@ pub fn request(req: &NetworkRequest) -> Result<OverlayRequest> {
         );
     }
     let mut vni = None;
-    for opt in &req.options {
-        let (key, value) = opt
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("invalid option {opt}: expected KEY=VALUE"))?;
+    for (key, value) in options_of(req)? {
         match key {
             OPT_VNI | DOCKER_OPT_VNI => {
                 let n = value

@@ -30,6 +30,7 @@ use log::{info, warn};
 use serde_json::{Value, json};
 use tokio::{process::Child, sync::Mutex};
 
+use crate::unix_now;
 use crate::{
     api::{self, ApiError, ApiRequest, CounterView},
     cluster::{self, ClusterConfig},
@@ -519,12 +520,14 @@ impl Daemon {
             _ => None,
         };
         // The cluster's calls wait on the store, not on the node: outside the lock.
+        let mut network_create = None;
         match (&req.method, path.as_slice()) {
             (&Method::POST, ["networks"]) => {
                 let create: crate::network_request::NetworkRequest = req.json()?;
                 if create.driver.as_deref() == Some("overlay") {
                     return to_json(self.create_overlay(&create).await?);
                 }
+                network_create = Some(create);
             }
             (&Method::DELETE, ["networks", name]) if self.is_overlay(name).await => {
                 self.member()?.remove_overlay(name).await?;
@@ -566,7 +569,10 @@ impl Daemon {
                 json!({ "removed": name, "warnings": warnings })
             }
             (&Method::GET, ["networks"]) => to_json(inner.network_views())?,
-            (&Method::POST, ["networks"]) => to_json(inner.create_network(req.json()?).await?)?,
+            (&Method::POST, ["networks"]) => {
+                let create = network_create.take().expect("parsed above");
+                to_json(inner.create_network(create).await?)?
+            }
             (&Method::GET, ["networks", name]) => to_json(inner.network_view(name)?)?,
             (&Method::DELETE, ["networks", name]) => {
                 let warnings = inner.remove_network(name).await?;
@@ -846,12 +852,6 @@ fn random_id() -> String {
         bytes.copy_from_slice(&t.to_le_bytes()[..6]);
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
