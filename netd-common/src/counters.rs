@@ -21,6 +21,10 @@ pub enum Hook {
     /// confirmed (moved to the table whose entries are never evicted), or left among the
     /// unconfirmed ones and why.
     FlowTable = 5,
+    /// Overlay networks: frames to containers of other nodes (encapsulated at a
+    /// container's host-side veth, ARP answered there) and from them (TC ingress of the
+    /// node's VXLAN device).
+    Overlay = 6,
 }
 
 impl Hook {
@@ -31,6 +35,7 @@ impl Hook {
         Hook::UplinkXdp,
         Hook::FastPath,
         Hook::FlowTable,
+        Hook::Overlay,
     ];
 }
 
@@ -102,6 +107,15 @@ reasons! {
     ConfirmOverQuota = 41 => "unconfirmed_endpoint_over_quota",
     ConfirmTableFull = 42 => "unconfirmed_table_full",
     ConfirmReserved = 43 => "unconfirmed_table_reserved",
+    OverlaySent = 44 => "overlay_sent",
+    OverlayDelivered = 45 => "overlay_delivered",
+    ArpAnswered = 46 => "arp_answered",
+    DropUnknownVni = 47 => "drop_overlay_unknown_vni",
+    DropWrongVni = 48 => "drop_overlay_wrong_vni",
+    DropNoSuchEndpoint = 49 => "drop_overlay_no_such_endpoint",
+    DropForeignSource = 50 => "drop_overlay_foreign_source",
+    StackOverlayFragNeeded = 51 => "stack_overlay_frag_needed",
+    DropTunnelKey = 52 => "drop_overlay_tunnel_key",
 }
 
 pub const REASON_COUNT: u32 = Reason::ALL.len() as u32;

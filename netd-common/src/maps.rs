@@ -20,9 +20,13 @@ pub const ENDPOINTS: &str = "NETD_ENDPOINTS_V3";
 pub const ENDPOINT_VETHS: &str = "NETD_VETHS_V1";
 pub const NETWORKS: &str = "NETD_NETWORKS_V2";
 pub const SOCKET_ORIGINS: &str = "NETD_SOCKETS_V1";
+/// Containers on other nodes of the cluster, by overlay address.
+pub const REMOTE_ENDPOINTS: &str = "NETD_REMOTES_V1";
+/// The overlay networks set up on this node, by VXLAN ID.
+pub const OVERLAYS: &str = "NETD_OVERLAYS_V1";
 
 /// Every pinned map of the kernel object (a test checks the object has exactly these).
-pub const PINNED: [&str; 12] = [
+pub const PINNED: [&str; 14] = [
     PUBLISHED_PORTS,
     FLOWS,
     PENDING_FLOWS,
@@ -35,6 +39,8 @@ pub const PINNED: [&str; 12] = [
     ENDPOINT_VETHS,
     NETWORKS,
     SOCKET_ORIGINS,
+    REMOTE_ENDPOINTS,
+    OVERLAYS,
 ];
 
 pub const PUBLISHED_PORTS_MAX: u32 = 65_536;
@@ -45,6 +51,8 @@ pub const FLOWS_MAX: u32 = 262_144;
 pub const NODE_ADDRS_MAX: u32 = 16_384;
 pub const ENDPOINTS_MAX: u32 = 65_536;
 pub const NETWORKS_MAX: u32 = 4_096;
+/// Containers of the cluster's other nodes this node can reach over its overlays.
+pub const REMOTE_ENDPOINTS_MAX: u32 = 65_536;
 /// Fragmented datagrams in flight whose first fragment was seen.
 pub const FRAGMENTS_MAX: u32 = 16_384;
 /// Candidate keys one run of the sweep program judges (an array map, not pinned: it
@@ -97,6 +105,27 @@ pub const NETWORK_MASQUERADE: u32 = 1;
 /// Hosts beyond the uplink may reach its containers directly (`gateway_mode=routed`);
 /// otherwise only published ports and the replies of the containers' own flows get in.
 pub const NETWORK_ROUTED: u32 = 2;
+
+/// Value of `REMOTE_ENDPOINTS`, keyed by the container's overlay address (network
+/// order): where its frames are sent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RemoteEndpoint {
+    /// The underlay address of the node it runs on (network order).
+    pub node: u32,
+    /// Its network's VXLAN ID.
+    pub vni: u32,
+}
+
+/// Value of `OVERLAYS`, keyed by VXLAN ID: an overlay network set up on this node.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OverlayInfo {
+    /// Its tag (as in `NETWORKS` and its endpoints').
+    pub tag: NetworkTag,
+    /// The node's VXLAN device: where its frames to other nodes are sent.
+    pub vxlan_ifindex: u32,
+}
 
 /// The node-wide settings the programs read from index 0 of `NODE_CONFIG`.
 #[repr(C)]
@@ -162,6 +191,8 @@ const _: () = {
     use core::mem::size_of;
     assert!(size_of::<EndpointInfo>() == 32);
     assert!(size_of::<NetworkInfo>() == 8);
+    assert!(size_of::<RemoteEndpoint>() == 8);
+    assert!(size_of::<OverlayInfo>() == 8);
     assert!(size_of::<NodeConfig>() == 40);
     assert!(size_of::<FragmentKey>() == 12);
     assert!(size_of::<FragmentPorts>() == 16);

@@ -4,7 +4,10 @@ use crate::{
     counters::Counter,
     fast_path::XdpMeta,
     flow::{FlowEntry, FlowKey},
-    maps::{EndpointInfo, FragmentKey, FragmentPorts, NetworkInfo, NodeConfig},
+    maps::{
+        EndpointInfo, FragmentKey, FragmentPorts, NetworkInfo, NodeConfig, OverlayInfo,
+        RemoteEndpoint,
+    },
     published::{Backend, PortKey},
     sockets::{SocketOrigin, SocketPeer},
 };
@@ -34,7 +37,9 @@ pod!(
     Counter,
     SocketPeer,
     SocketOrigin,
-    XdpMeta
+    XdpMeta,
+    RemoteEndpoint,
+    OverlayInfo
 );
 
 /// The network-order `u32` the kernel programs compare with a packet's address bytes.

@@ -22,6 +22,7 @@ use crate::{
     conntrack::{self, Half, NewFlow, Tuple},
     fast_path, guard, icmp,
     maps::ENDPOINTS,
+    overlay,
     parse::{IP_DST_OFF, Kind, Packet},
     policy,
     program::{DROP, PASS, Verdict, apply, packet, published_backend, unparsed},
@@ -46,8 +47,14 @@ pub fn ingress(ctx: &TcContext) -> i32 {
 fn decide(ctx: &TcContext, ep: &EndpointInfo) -> Verdict {
     match admit(ctx, ep) {
         Ok(Frame::Ipv4) => {}
-        Ok(Frame::Arp) => return (Reason::NotIpv4, PASS),
+        Ok(Frame::Arp(target)) => {
+            return overlay::answer_arp(ctx, ep, target).unwrap_or((Reason::NotIpv4, PASS));
+        }
         Err(reason) => return (reason, DROP),
+    }
+    // A container of another node: sent there as it is, never translated.
+    if let Some(verdict) = overlay::to_remote(ctx, ep) {
+        return verdict;
     }
     let pkt = match packet(ctx) {
         Ok(pkt) => pkt,
@@ -85,17 +92,17 @@ fn admit(ctx: &TcContext, ep: &EndpointInfo) -> Result<Frame, Reason> {
     if let Some(reason) = policy::refuse_frame(ep, &frame) {
         return Err(reason);
     }
-    Ok(if frame.arp_target.is_some() {
-        Frame::Arp
-    } else {
-        Frame::Ipv4
+    Ok(match frame.arp_target {
+        Some(target) => Frame::Arp(target),
+        None => Frame::Ipv4,
     })
 }
 
 /// The frames a container may send.
 enum Frame {
     Ipv4,
-    Arp,
+    /// ARP, about this address (network order).
+    Arp(u32),
 }
 
 /// A packet of a flow this veth already translates (a hairpin flow), or an ICMP error the

@@ -191,7 +191,7 @@ pub fn out_of_uplink(ctx: &TcContext, route: &Route, uplink: u32) -> i32 {
 
 /// A redirect helper's verdict: TC_ACT_REDIRECT, or TC_ACT_SHOT if it refused.
 #[inline(always)]
-fn redirected(reason: Reason, action: i64) -> (Reason, i32) {
+pub fn redirected(reason: Reason, action: i64) -> (Reason, i32) {
     if action == TC_ACT_REDIRECT as i64 {
         (reason, action as i32)
     } else {
@@ -201,7 +201,7 @@ fn redirected(reason: Reason, action: i64) -> (Reason, i32) {
 
 /// The packet fits the MTU of `ifindex` (a GSO packet: each of its segments).
 #[inline(always)]
-fn fits(ctx: &TcContext, ifindex: u32) -> Result<(), Reason> {
+pub fn fits(ctx: &TcContext, ifindex: u32) -> Result<(), Reason> {
     let mut mtu_len = 0u32;
     // SAFETY: the helper writes the MTU into `mtu_len`.
     match unsafe { bpf_check_mtu(ctx.skb.skb as *mut _, ifindex, &mut mtu_len, 0, 0) } {

@@ -30,6 +30,8 @@ mod nat;
 #[cfg(target_arch = "bpf")]
 mod node_sockets;
 #[cfg(target_arch = "bpf")]
+mod overlay;
+#[cfg(target_arch = "bpf")]
 mod parse;
 #[cfg(target_arch = "bpf")]
 mod policy;
@@ -69,6 +71,13 @@ mod programs {
     #[classifier]
     pub fn endpoint_ingress(ctx: TcContext) -> i32 {
         crate::endpoint::ingress(&ctx)
+    }
+
+    /// TC ingress of the node's VXLAN device: frames from containers of other nodes,
+    /// checked and delivered into their containers.
+    #[classifier]
+    pub fn overlay_ingress(ctx: TcContext) -> i32 {
+        crate::overlay::ingress(&ctx)
     }
 
     /// Never attached: the daemon's collector runs it (BPF_PROG_TEST_RUN) to remove a

@@ -10,7 +10,8 @@ use netd_common::{
     flow::{FlowEntry, FlowKey},
     maps::{
         ENDPOINTS_MAX, EndpointInfo, FLOWS_MAX, FRAGMENTS_MAX, FragmentKey, FragmentPorts,
-        NETWORKS_MAX, NODE_ADDRS_MAX, NetworkInfo, NodeConfig, PUBLISHED_PORTS_MAX, SWEEP_BATCH,
+        NETWORKS_MAX, NODE_ADDRS_MAX, NetworkInfo, NodeConfig, OverlayInfo, PUBLISHED_PORTS_MAX,
+        REMOTE_ENDPOINTS_MAX, RemoteEndpoint, SWEEP_BATCH,
     },
     published::{Backend, PortKey},
     sockets::{SOCKET_ORIGINS_MAX, SocketOrigin, SocketPeer},
@@ -68,6 +69,16 @@ pub static NETWORKS: LpmTrie<u32, NetworkInfo> =
 #[map(name = "NETD_SOCKETS_V1")]
 pub static SOCKET_ORIGINS: LruHashMap<SocketPeer, SocketOrigin> =
     LruHashMap::pinned(SOCKET_ORIGINS_MAX, 0);
+
+/// Containers on the cluster's other nodes, by overlay address: which node and VXLAN ID
+/// their frames go to. Written by the daemon from the cluster store's endpoints.
+#[map(name = "NETD_REMOTES_V1")]
+pub static REMOTE_ENDPOINTS: HashMap<u32, RemoteEndpoint> =
+    HashMap::pinned(REMOTE_ENDPOINTS_MAX, 0);
+
+/// The overlay networks set up on this node, by VXLAN ID.
+#[map(name = "NETD_OVERLAYS_V1")]
+pub static OVERLAYS: HashMap<u32, OverlayInfo> = HashMap::pinned(NETWORKS_MAX, 0);
 
 /// One batch of flow keys the daemon's collector found expired, for `flow_sweep` to judge
 /// again and remove (not pinned: it carries nothing across runs).

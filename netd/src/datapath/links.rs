@@ -69,7 +69,7 @@ impl Datapath {
     /// Swap program `name` into the link pinned as `pin`, or attach it to `iface` and
     /// pin the new link. A pinned link that cannot take the program (its interface is
     /// gone) is replaced.
-    fn attach_tc_pinned(
+    pub(super) fn attach_tc_pinned(
         &mut self,
         name: &str,
         iface: &str,

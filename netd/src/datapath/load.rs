@@ -11,8 +11,8 @@ use aya::{
 use netd_common::maps as names;
 
 use super::{
-    Datapath, ENDPOINT_PROGRAM, HOST_LOCAL_PROGRAMS, PROGRAMS, SWEEP_PROGRAM, UPLINK_PROGRAMS,
-    XDP_PROGRAM,
+    Datapath, ENDPOINT_PROGRAM, HOST_LOCAL_PROGRAMS, OVERLAY_PROGRAM, PROGRAMS, SWEEP_PROGRAM,
+    UPLINK_PROGRAMS, XDP_PROGRAM,
 };
 use crate::pins;
 
@@ -59,10 +59,11 @@ impl Datapath {
             endpoints_attached: HashSet::new(),
             flow_capacity: flow_table_size,
         };
-        let names = UPLINK_PROGRAMS
-            .iter()
-            .map(|(name, _)| *name)
-            .chain([ENDPOINT_PROGRAM, SWEEP_PROGRAM]);
+        let names = UPLINK_PROGRAMS.iter().map(|(name, _)| *name).chain([
+            ENDPOINT_PROGRAM,
+            OVERLAY_PROGRAM,
+            SWEEP_PROGRAM,
+        ]);
         for name in names {
             datapath
                 .program(name)?

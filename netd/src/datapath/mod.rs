@@ -10,6 +10,7 @@
 mod flows;
 mod links;
 mod load;
+mod overlay;
 mod tables;
 
 use std::{collections::HashSet, path::PathBuf};
@@ -18,6 +19,7 @@ use aya::{Ebpf, programs::TcAttachType};
 
 pub use links::{XdpInUse, XdpRequest, cgroup2_mount};
 pub use load::check_bpffs;
+pub use overlay::{Remote, RemoteTable};
 pub use tables::{NodeSettings, netns_cookie};
 
 /// The kernel object built by netd/build.rs.
@@ -45,6 +47,8 @@ pub const XDP_PROGRAM: &str = "uplink_xdp";
 
 /// The program on each container's host-side veth (TC ingress).
 pub const ENDPOINT_PROGRAM: &str = "endpoint_ingress";
+/// The program on the node's VXLAN device (TC ingress): frames from other nodes.
+pub const OVERLAY_PROGRAM: &str = "overlay_ingress";
 /// Run by the collector, never attached (see `sweep_flows`).
 pub const SWEEP_PROGRAM: &str = "flow_sweep";
 

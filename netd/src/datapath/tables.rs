@@ -11,7 +11,10 @@ use netd_common::{
     counters::{Counter, Hook, Reason, counter_index},
     fast_path::FAST_PATH,
     flow::{FlowEntry, FlowKey},
-    maps::{self as names, EndpointInfo, FragmentKey, FragmentPorts, NetworkInfo, NodeConfig},
+    maps::{
+        self as names, EndpointInfo, FragmentKey, FragmentPorts, NetworkInfo, NodeConfig,
+        OverlayInfo, RemoteEndpoint,
+    },
     published::{Backend, PortKey},
     user::addr_be,
 };
@@ -237,6 +240,14 @@ impl Datapath {
                 hash::<u32, u8>(self.map(names::NODE_ADDRS)?)?,
             ),
             ("networks", trie::<NetworkInfo>(self.map(names::NETWORKS)?)?),
+            (
+                "remote_endpoints",
+                hash::<u32, RemoteEndpoint>(self.map(names::REMOTE_ENDPOINTS)?)?,
+            ),
+            (
+                "overlays",
+                hash::<u32, OverlayInfo>(self.map(names::OVERLAYS)?)?,
+            ),
         ])
     }
 

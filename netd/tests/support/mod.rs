@@ -205,6 +205,13 @@ impl TestDatapath {
     }
 }
 
+impl TestDatapath {
+    /// The bpffs directory its maps are pinned in.
+    pub fn bpffs(&self) -> &std::path::Path {
+        &self.dir
+    }
+}
+
 impl Drop for TestDatapath {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.dir).status();

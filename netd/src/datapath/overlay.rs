@@ -1,0 +1,140 @@
+//! The overlay networks' part of the data path: the program on the node's VXLAN device,
+//! the overlays set up on this node (by VXLAN ID), and the table of the cluster's other
+//! containers, which a task following the cluster store keeps through its own handle on
+//! the pinned map (it never waits for the daemon's lock).
+
+use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
+
+use anyhow::{Context, Result};
+use aya::{
+    maps::{self, Map, MapData},
+    programs::TcAttachType,
+};
+use netd_common::{
+    maps::{self as names, OverlayInfo, RemoteEndpoint},
+    user::addr_be,
+};
+
+use super::{Datapath, OVERLAY_PROGRAM, tables::ignore_missing};
+use crate::pins;
+
+/// The pin name prefix of the VXLAN device's program link.
+const LINK_PREFIX: &str = "overlay-";
+
+impl Datapath {
+    /// Attach the overlay program to the VXLAN device's TC ingress (or swap it into the
+    /// pinned link), dropping links to any other device.
+    pub fn attach_overlay(&mut self, vxlan: &str) -> Result<()> {
+        let pin = format!("{LINK_PREFIX}{vxlan}");
+        self.attach_tc_pinned(OVERLAY_PROGRAM, vxlan, TcAttachType::Ingress, &pin)?;
+        pins::retain_links(&self.links, LINK_PREFIX, &[pin]);
+        Ok(())
+    }
+
+    /// A node out of a cluster: no overlay program, no overlays, no remote containers.
+    pub fn detach_overlay(&mut self) -> Result<()> {
+        pins::retain_links(&self.links, LINK_PREFIX, &[]);
+        self.retain_overlays(&[])?;
+        let mut remotes: maps::HashMap<_, u32, RemoteEndpoint> =
+            maps::HashMap::try_from(self.map_mut(names::REMOTE_ENDPOINTS)?)?;
+        let all: Vec<u32> = remotes.keys().filter_map(Result::ok).collect();
+        for k in all {
+            remotes.remove(&k).or_else(ignore_missing)?;
+        }
+        Ok(())
+    }
+
+    /// Overlay `vni` set up on this node (its network's tag and the VXLAN device), or
+    /// `None`: no longer.
+    pub fn set_overlay(&mut self, vni: u32, info: Option<OverlayInfo>) -> Result<()> {
+        let mut overlays: maps::HashMap<_, u32, OverlayInfo> =
+            maps::HashMap::try_from(self.map_mut(names::OVERLAYS)?)?;
+        match info {
+            Some(info) => overlays
+                .insert(vni, info, 0)
+                .with_context(|| format!("add overlay VXLAN ID {vni}")),
+            None => overlays
+                .remove(&vni)
+                .or_else(ignore_missing)
+                .with_context(|| format!("remove overlay VXLAN ID {vni}")),
+        }
+    }
+
+    /// Keep only the listed VXLAN IDs among the overlays set up.
+    pub fn retain_overlays(&mut self, keep: &[u32]) -> Result<usize> {
+        let mut overlays: maps::HashMap<_, u32, OverlayInfo> =
+            maps::HashMap::try_from(self.map_mut(names::OVERLAYS)?)?;
+        let stale: Vec<u32> = overlays
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !keep.contains(k))
+            .collect();
+        for k in &stale {
+            overlays.remove(k).or_else(ignore_missing)?;
+        }
+        Ok(stale.len())
+    }
+}
+
+/// The cluster's other containers as the programs see them: opened from the pin, so its
+/// writer needs nothing else of the data path.
+pub struct RemoteTable {
+    map: maps::HashMap<MapData, u32, RemoteEndpoint>,
+}
+
+/// A container of another node: where its frames go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Remote {
+    pub node: Ipv4Addr,
+    pub vni: u32,
+}
+
+impl RemoteTable {
+    pub fn open(bpffs_dir: &Path) -> Result<Self> {
+        let path = bpffs_dir.join(names::REMOTE_ENDPOINTS);
+        let data = MapData::from_pin(&path).with_context(|| format!("open {}", path.display()))?;
+        let map = maps::HashMap::try_from(Map::from_map_data(data)?)?;
+        Ok(RemoteTable { map })
+    }
+
+    /// Make the table exactly `wanted`; returns how many entries were added or changed,
+    /// and removed. An entry that does not fit (the table is full) is reported at the end,
+    /// after all others were written.
+    pub fn sync(&mut self, wanted: &BTreeMap<Ipv4Addr, Remote>) -> Result<(usize, usize)> {
+        let wanted: BTreeMap<u32, RemoteEndpoint> = wanted
+            .iter()
+            .map(|(ip, r)| {
+                let value = RemoteEndpoint {
+                    node: addr_be(r.node),
+                    vni: r.vni,
+                };
+                (addr_be(*ip), value)
+            })
+            .collect();
+        let present: BTreeMap<u32, RemoteEndpoint> =
+            self.map.iter().filter_map(Result::ok).collect();
+        let mut removed = 0;
+        for k in present.keys().filter(|k| !wanted.contains_key(k)) {
+            self.map.remove(k).or_else(ignore_missing)?;
+            removed += 1;
+        }
+        let mut changed = 0;
+        let mut failed = None;
+        for (k, v) in &wanted {
+            if present.get(k) == Some(v) {
+                continue;
+            }
+            match self.map.insert(k, v, 0) {
+                Ok(()) => changed += 1,
+                Err(e) => failed = Some(e),
+            }
+        }
+        if let Some(e) = failed {
+            return Err(anyhow::Error::from(e).context(format!(
+                "the table of the cluster's other containers (at most {})",
+                names::REMOTE_ENDPOINTS_MAX
+            )));
+        }
+        Ok((changed, removed))
+    }
+}
