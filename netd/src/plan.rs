@@ -55,6 +55,12 @@ pub enum Step {
         subnet: Ipv4Net,
         info: Option<NetworkInfo>,
     },
+    /// An overlay network set up on the node, by VXLAN ID: its network's tag, for frames
+    /// to and from the node's VXLAN device; `None` removes it.
+    SetOverlay {
+        vni: u32,
+        tag: Option<u32>,
+    },
     /// A link that must already be there (a macvlan network's parent), up.
     RequireLink {
         name: String,
@@ -167,6 +173,10 @@ impl fmt::Display for Step {
             Step::SetNetwork { subnet, info } => match info {
                 Some(_) => write!(f, "register subnet {subnet} with the data path"),
                 None => write!(f, "forget subnet {subnet} in the data path"),
+            },
+            Step::SetOverlay { vni, tag } => match tag {
+                Some(_) => write!(f, "register VXLAN ID {vni} with the data path"),
+                None => write!(f, "forget VXLAN ID {vni} in the data path"),
             },
             Step::RequireLink { name } => write!(f, "check that {name} is there"),
             Step::EnsureStubParent { name } => write!(f, "set up parent {name}"),

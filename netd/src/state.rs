@@ -61,6 +61,16 @@ pub struct Network {
     /// Docker names it by this ID alone, and never tells a driver again.
     #[serde(default)]
     pub docker_id: Option<String>,
+    /// An overlay network of the cluster, set up on this node while containers of the node
+    /// are on it (its record is the store's; this is the node's share of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<OverlayNet>,
+}
+
+/// What makes a node's network an overlay's share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayNet {
+    pub vni: u32,
 }
 
 /// What a macvlan network is made of.
@@ -92,6 +102,10 @@ pub struct Shim {
 impl Network {
     pub fn is_macvlan(&self) -> bool {
         self.macvlan.is_some()
+    }
+
+    pub fn vni(&self) -> Option<u32> {
+        self.overlay.map(|o| o.vni)
     }
 }
 
@@ -532,6 +546,7 @@ mod tests {
                 last_allocated: None,
                 created: 0,
                 docker_id: None,
+                overlay: None,
             },
         );
         store.save(&state).unwrap();

@@ -98,6 +98,10 @@ pub struct Member<S> {
     pub(super) status: Mutex<Status>,
     /// The cluster's overlay networks, as last seen in the store.
     pub(super) networks: Mirror,
+    /// Every node's containers on overlay networks, as last seen in the store.
+    pub(super) endpoints: Mirror,
+    /// The keys this node owns (endpoints, blocks), written again under a new lease.
+    pub(super) owned: Mutex<super::endpoints::Owned>,
     /// The MTU of the overlays' interfaces on this node, once its VXLAN device is set up.
     pub(super) overlay_mtu: std::sync::OnceLock<u32>,
 }
@@ -123,6 +127,8 @@ impl<S: ClusterStore> Member<S> {
                 ..Status::default()
             }),
             networks: Mirror::new(format!("{prefix}/v1/networks/")),
+            endpoints: Mirror::new(format!("{prefix}/v1/endpoints/")),
+            owned: Mutex::default(),
             overlay_mtu: std::sync::OnceLock::new(),
         }
     }
@@ -130,6 +136,10 @@ impl<S: ClusterStore> Member<S> {
     /// The underlay address other nodes reach this one at.
     pub fn address(&self) -> Ipv4Addr {
         self.address
+    }
+
+    pub fn overlay_mtu(&self) -> Option<u32> {
+        self.overlay_mtu.get().copied()
     }
 
     pub fn set_overlay_mtu(&self, mtu: u32) {
@@ -160,6 +170,7 @@ impl<S: ClusterStore> Member<S> {
         if let Some(lease) = lease {
             if self.store.renew(lease).await? && self.holds_name(lease).await? {
                 self.record_seen().await?;
+                self.delete_pending().await;
                 // Shown in `netd info`; a failure here is no failed renewal.
                 if let Ok(mut members) = self.store.members().await {
                     members.sort();
@@ -202,6 +213,7 @@ impl<S: ClusterStore> Member<S> {
             s.lease = Some(lease);
         }
         self.record_seen().await?;
+        self.republish(lease).await?;
         info!(
             "cluster: node {} registered at {} (lease {lease:x}, TTL {} s) in {}",
             self.name,

@@ -13,6 +13,8 @@ use super::store::{ClusterStore, Watch, WatchEvent};
 pub struct Mirror {
     prefix: String,
     entries: Mutex<BTreeMap<String, Vec<u8>>>,
+    /// Bumped at every change, for those who act on them.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Mirror {
@@ -20,6 +22,7 @@ impl Mirror {
         Mirror {
             prefix,
             entries: Mutex::new(BTreeMap::new()),
+            changed: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -29,6 +32,15 @@ impl Mirror {
 
     fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resolves (`changed()`) after each change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n += 1);
     }
 
     /// Every entry, by key (the prefix cut off).
@@ -46,22 +58,26 @@ impl Mirror {
             .into_iter()
             .map(|(k, v)| (k[cut..].to_string(), v))
             .collect();
+        self.bump();
         Ok(watch)
     }
 
     /// Apply a watch's batch.
     pub fn apply(&self, batch: Vec<WatchEvent>) {
         let cut = self.prefix.len();
-        let mut entries = self.entries();
-        for e in batch {
-            let Some(key) = e.key.get(cut..) else {
-                continue;
-            };
-            match e.value {
-                Some(v) => entries.insert(key.to_string(), v),
-                None => entries.remove(key),
-            };
+        {
+            let mut entries = self.entries();
+            for e in batch {
+                let Some(key) = e.key.get(cut..) else {
+                    continue;
+                };
+                match e.value {
+                    Some(v) => entries.insert(key.to_string(), v),
+                    None => entries.remove(key),
+                };
+            }
         }
+        self.bump();
     }
 
     /// Follow the store for as long as the daemon runs.

@@ -5,10 +5,12 @@
 //! this node registered under a lease and lists the nodes; `overlay` plans overlay
 //! networks' records, which every node follows through a `mirror` of the store;
 //! `blocks` cuts their addresses into blocks each node claims under its lease; `networks`
-//! is what a member does with both in the store.
+//! is what a member does with both in the store; `endpoints` records the containers on
+//! them, each under its node's lease, and follows the other nodes'.
 
 pub mod blocks;
 pub mod config;
+pub mod endpoints;
 pub mod etcd;
 pub mod membership;
 #[cfg(test)]

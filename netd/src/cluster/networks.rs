@@ -126,6 +126,13 @@ impl<S: ClusterStore> Member<S> {
             },
         )
         .await?;
+        self.own_key(
+            blocks::key(&prefix, &block),
+            serde_json::to_vec(&blocks::BlockRecord {
+                node: self.name.clone(),
+            })
+            .expect("plain data"),
+        );
         info!(
             "cluster: node {} holds block {block} of network {}",
             self.name, n.name
@@ -133,8 +140,48 @@ impl<S: ClusterStore> Member<S> {
         Ok(block)
     }
 
+    /// An address for a container of this node on overlay network `n`: the first free one
+    /// (`taken`: the node's containers') of the node's blocks, claiming one more block when
+    /// they are full. The blocks held are read from the store once, then known.
+    pub async fn address_for(
+        &self,
+        n: &OverlayNetwork,
+        taken: &std::collections::BTreeSet<std::net::Ipv4Addr>,
+    ) -> Result<std::net::Ipv4Addr> {
+        let prefix = self.blocks_prefix(&n.name);
+        let mut held = self.held_blocks(&prefix);
+        if held.is_empty() {
+            for block in self.own_blocks(n).await? {
+                let key = blocks::key(&prefix, &block);
+                if let Some(v) = self.store.get(&key).await? {
+                    self.own_key(key, v);
+                }
+            }
+            held = self.held_blocks(&prefix);
+        }
+        if let Some(ip) = blocks::free_address(n, &held, taken) {
+            return Ok(ip);
+        }
+        let block = self.claim_block(n).await?;
+        blocks::free_address(n, &[block], taken).ok_or_else(|| {
+            anyhow::anyhow!("block {block} of network {} has no free address", n.name)
+        })
+    }
+
+    fn held_blocks(&self, prefix: &str) -> Vec<ipnet::Ipv4Net> {
+        self.owned_keys(prefix)
+            .iter()
+            .filter_map(|k| blocks::parse_key(prefix, k))
+            .collect()
+    }
+
+    /// The node's last container on `network` left: its blocks go back to the cluster.
+    pub async fn release_blocks(&self, network: &str) {
+        self.release_prefix(&self.blocks_prefix(network)).await;
+    }
+
     /// Remove an overlay network from the cluster: refused while a container of any node
-    /// is on it (none can be yet: the overlay data path is still to come).
+    /// is on it; its address blocks go with it.
     pub async fn remove_overlay(&self, name: &str) -> Result<(), ApiError> {
         let key = format!("{}{name}", self.networks.prefix());
         let unavailable = ApiError::unavailable;
@@ -155,7 +202,14 @@ impl<S: ClusterStore> Member<S> {
             prefix: endpoints,
             revision: listing.revision,
         }];
-        let ops = vec![Op::Delete(key.clone())];
+        let blocks = self
+            .store
+            .list(&self.blocks_prefix(name))
+            .await
+            .map_err(unavailable)?;
+        let ops = std::iter::once(Op::Delete(key.clone()))
+            .chain(blocks.items.into_iter().map(|(k, _)| Op::Delete(k)))
+            .collect();
         if !self.store.commit(guards, ops).await.map_err(unavailable)? {
             return Err(ApiError::forbidden(anyhow::anyhow!(
                 "error while removing network: network {name} got an endpoint meanwhile"

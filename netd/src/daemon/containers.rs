@@ -278,6 +278,7 @@ impl Inner {
                 "no command given: netd run [OPTIONS] -- CMD [ARG...]"
             )));
         }
+        self.overlay_here(&req.network).await?;
         let mode = self.resolve_mode(&req)?;
         // Host mode: Docker discards -p (the CLI prints Docker's warning).
         let bindings = if matches!(mode, Mode::Bridge(_)) {
@@ -298,6 +299,9 @@ impl Inner {
             Vec::new()
         };
         let ip = match &mode {
+            Mode::Bridge(n) if n.overlay.is_some() => {
+                Some(self.overlay_address(n, req.ip.as_deref(), &name).await?)
+            }
             Mode::Bridge(n) => Some(self.choose_ip_probed(n, req.ip.as_deref()).await?),
             _ => None,
         };

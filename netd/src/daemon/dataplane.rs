@@ -6,12 +6,13 @@ use std::net::Ipv4Addr;
 
 use anyhow::Result;
 use ipnet::Ipv4Net;
-use netd_common::maps::{EndpointInfo, NetworkInfo};
+use netd_common::maps::{EndpointInfo, NetworkInfo, OverlayInfo};
 
 use crate::{conntrack, datapath::Datapath, ports::PortBinding};
 
 pub(super) trait Dataplane {
     fn set_network(&mut self, subnet: Ipv4Net, info: Option<NetworkInfo>) -> Result<()>;
+    fn set_overlay(&mut self, vni: u32, info: Option<OverlayInfo>) -> Result<()>;
     fn police(&mut self, host_veth: &str, ifindex: u32, info: &EndpointInfo) -> Result<()>;
     fn forget(&mut self, host_veth: &str, ifindex: u32) -> Result<()>;
     fn unpin(&mut self, host_veth: &str) -> Result<()>;
@@ -23,6 +24,10 @@ pub(super) trait Dataplane {
 impl Dataplane for Datapath {
     fn set_network(&mut self, subnet: Ipv4Net, info: Option<NetworkInfo>) -> Result<()> {
         Datapath::set_network(self, subnet, info)
+    }
+
+    fn set_overlay(&mut self, vni: u32, info: Option<OverlayInfo>) -> Result<()> {
+        Datapath::set_overlay(self, vni, info)
     }
 
     fn police(&mut self, host_veth: &str, ifindex: u32, info: &EndpointInfo) -> Result<()> {

@@ -4,6 +4,7 @@
 //! others do.
 
 use anyhow::{Context, Result};
+use netd_common::maps::OverlayInfo;
 
 use super::{dataplane::Dataplane, leftovers::Leftovers, node::Node};
 use crate::{
@@ -62,6 +63,21 @@ async fn run(node: &impl Node, dp: &mut impl Dataplane, step: &Step) -> Result<(
                 .await
         }
         Step::SetNetwork { subnet, info } => dp.set_network(*subnet, *info),
+        Step::SetOverlay { vni, tag: None } => dp.set_overlay(*vni, None),
+        Step::SetOverlay {
+            vni,
+            tag: Some(tag),
+        } => {
+            let vxlan = crate::cluster::VXLAN_DEVICE;
+            let vxlan_ifindex = node.link_index(vxlan).await?.with_context(|| {
+                format!("the VXLAN device {vxlan} is missing (is the node in a cluster?)")
+            })?;
+            let info = OverlayInfo {
+                tag: *tag,
+                vxlan_ifindex,
+            };
+            dp.set_overlay(*vni, Some(info))
+        }
         Step::RequireLink { name } => node.ensure_parent(name, false).await,
         Step::EnsureStubParent { name } => node.ensure_parent(name, true).await,
         Step::EnsureShim {
@@ -235,6 +251,9 @@ mod tests {
             info: Option<netd_common::maps::NetworkInfo>,
         ) -> Result<()> {
             self.0.call(format!("network {subnet} {}", info.is_some()))
+        }
+        fn set_overlay(&mut self, vni: u32, info: Option<OverlayInfo>) -> Result<()> {
+            self.0.call(format!("overlay {vni} {}", info.is_some()))
         }
         fn police(&mut self, host_veth: &str, ifindex: u32, _: &EndpointInfo) -> Result<()> {
             self.0.call(format!("police {host_veth} {ifindex}"))

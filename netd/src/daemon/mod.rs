@@ -12,6 +12,7 @@ mod executor;
 mod leftovers;
 mod networks;
 mod node;
+mod overlays;
 mod reconcile;
 mod repairs;
 
@@ -234,16 +235,33 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     });
     daemon.start().await?;
     {
-        let inner = daemon.inner.lock().await;
+        let mut inner = daemon.inner.lock().await;
         match &cluster {
-            Some(member) => set_up_vxlan(&inner.netlink, member).await?,
-            None => remove_vxlan(&inner.netlink).await?,
+            Some(member) => {
+                set_up_vxlan(&inner.netlink, member).await?;
+                inner
+                    .datapath
+                    .attach_overlay(cluster::VXLAN_DEVICE)
+                    .context("attach the overlay program")?;
+                // Written under the lease when the node registers.
+                member.adopt_endpoints(&inner.overlay_endpoints());
+            }
+            None => {
+                remove_vxlan(&inner.netlink).await?;
+                inner.datapath.detach_overlay()?;
+            }
         }
     }
     if let Some(member) = cluster {
         cluster::membership::join(&member).await?;
         let follower = member.clone();
         tokio::spawn(async move { follower.follow_networks().await });
+        let follower = member.clone();
+        tokio::spawn(async move { follower.follow_endpoints().await });
+        tokio::spawn(overlays::keep_remote_table(
+            member.clone(),
+            config.bpffs_dir.clone(),
+        ));
         tokio::spawn(cluster::membership::keep_registered(member));
     }
     info!(
@@ -434,7 +452,15 @@ impl Daemon {
     /// Whether `name` is an overlay network of the cluster (and no network of this node's).
     async fn is_overlay(&self, name: &str) -> bool {
         let Some(m) = &self.cluster else { return false };
-        m.overlay(name).is_some() && !self.inner.lock().await.state.networks.contains_key(name)
+        m.overlay(name).is_some()
+            && self
+                .inner
+                .lock()
+                .await
+                .state
+                .networks
+                .get(name)
+                .is_none_or(|n| n.overlay.is_some())
     }
 
     /// `netd network create -d overlay`: checked here, committed to the store for every
@@ -531,6 +557,7 @@ impl Daemon {
             }
             (&Method::DELETE, ["networks", name]) if self.is_overlay(name).await => {
                 self.member()?.remove_overlay(name).await?;
+                self.inner.lock().await.settle_overlays().await;
                 return Ok(json!({ "removed": name, "warnings": [] }));
             }
             (&Method::GET, ["nodes"]) => {
@@ -557,7 +584,10 @@ impl Daemon {
             (&Method::GET, ["containers"]) => to_json(inner.container_views())?,
             (&Method::POST, ["containers"]) => {
                 let (run, netns) = run.take().expect("parsed above");
-                let (view, child) = inner.run_container(run, netns).await?;
+                let ran = inner.run_container(run, netns).await;
+                // An overlay set up for it, an address recorded: not kept for nothing.
+                inner.settle_overlays().await;
+                let (view, child) = ran?;
                 if let (Some(child), Some(_)) = (child, view.process) {
                     self.watch_child(view.name.clone(), child);
                 }
@@ -565,7 +595,9 @@ impl Daemon {
             }
             (&Method::GET, ["containers", name]) => to_json(inner.container_view(name)?)?,
             (&Method::DELETE, ["containers", name]) => {
-                let warnings = inner.remove_container(name, req.flag("force")).await?;
+                let removed = inner.remove_container(name, req.flag("force")).await;
+                inner.settle_overlays().await;
+                let warnings = removed?;
                 json!({ "removed": name, "warnings": warnings })
             }
             (&Method::GET, ["networks"]) => to_json(inner.network_views())?,
@@ -579,12 +611,14 @@ impl Daemon {
                 json!({ "removed": name, "warnings": warnings })
             }
             (&Method::POST, ["networks", name, "connect"]) => {
-                to_json(inner.connect(name, req.json()?).await?)?
+                let connected = inner.connect(name, req.json()?).await;
+                inner.settle_overlays().await;
+                to_json(connected?)?
             }
             (&Method::POST, ["networks", name, "disconnect"]) => {
-                let (view, warnings) = inner
-                    .disconnect(name, req.json()?, req.flag("force"))
-                    .await?;
+                let disconnected = inner.disconnect(name, req.json()?, req.flag("force")).await;
+                inner.settle_overlays().await;
+                let (view, warnings) = disconnected?;
                 let mut value = to_json(view)?;
                 value["warnings"] = json!(warnings);
                 value

@@ -42,7 +42,7 @@ impl Inner {
         self.state.networks.get(name).ok_or_else(|| {
             if self.overlays().iter().any(|o| o.name == name) {
                 return ApiError::bad_request(anyhow!(
-                    "network {name} is an overlay network: netd cannot attach containers to overlay networks yet (the cross-node data path is still to come)"
+                    "network {name} is an overlay network with no container on this node"
                 ));
             }
             ApiError::not_found(anyhow!("network {name} not found"))
@@ -78,6 +78,21 @@ impl Inner {
     }
 
     fn view_of(&self, n: &Network) -> NetworkView {
+        let mut view = self.local_view_of(n);
+        // An overlay's share: shown as the cluster's network, with this node's containers.
+        if n.overlay.is_some()
+            && let Some(o) = self.overlays().into_iter().find(|o| o.name == n.name)
+        {
+            let mut cluster = NetworkView::overlay(&o);
+            cluster.endpoints = std::mem::take(&mut view.endpoints);
+            cluster.bridge = view.bridge;
+            cluster.mtu = view.mtu;
+            return cluster;
+        }
+        view
+    }
+
+    fn local_view_of(&self, n: &Network) -> NetworkView {
         NetworkView::new(
             n,
             self.state
@@ -265,6 +280,7 @@ impl Inner {
             last_allocated: None,
             created: unix_now(),
             docker_id,
+            overlay: None,
         };
         if network.macvlan.as_ref().is_some_and(|m| m.host_access) {
             // The node's address on the LAN of the network, from its range.
@@ -423,7 +439,7 @@ impl Inner {
         )))
     }
 
-    fn next_network_tag(&self) -> u32 {
+    pub(super) fn next_network_tag(&self) -> u32 {
         self.state
             .networks
             .values()
@@ -650,6 +666,7 @@ impl Inner {
         network: &str,
         req: ConnectRequest,
     ) -> Result<ContainerView, ApiError> {
+        self.overlay_here(network).await?;
         let n = self.network(network)?.clone();
         refuse_if_docker(&n, "connected to by netd")?;
         let c = self.container(&req.container)?.clone();
@@ -671,7 +688,10 @@ impl Inner {
                 n.name
             )));
         }
-        let ip = self.choose_ip_probed(&n, req.ip.as_deref()).await?;
+        let ip = match n.overlay {
+            Some(_) => self.overlay_address(&n, req.ip.as_deref(), &c.name).await?,
+            None => self.choose_ip_probed(&n, req.ip.as_deref()).await?,
+        };
         let ifname = next_ifname(&c);
         let default_route = !c.endpoints.iter().any(|e| self.carries_default_route(e));
         let ep = self

@@ -107,6 +107,7 @@ impl Inner {
             last_allocated: None,
             created: unix_now(),
             docker_id: None,
+            overlay: None,
         };
         info!(
             "network {}: created with subnet {}, gateway {}",
@@ -352,6 +353,13 @@ impl Inner {
         let eps = self.datapath.retain_endpoints(&keep_eps)?;
         let subnets: Vec<_> = self.state.networks.values().map(|n| n.subnet).collect();
         let nets = self.datapath.retain_subnets(&subnets)?;
+        let vnis: Vec<u32> = self
+            .state
+            .networks
+            .values()
+            .filter_map(|n| n.vni())
+            .collect();
+        self.datapath.retain_overlays(&vnis)?;
         if ports + eps + nets > 0 {
             info!(
                 "removed {ports} published ports, {eps} endpoints and {nets} subnets that nothing owns"

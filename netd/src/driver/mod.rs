@@ -3,10 +3,12 @@
 //! take, and what attaching and detaching an endpoint take (`plan`), and says what it
 //! supports. The daemon applies the plans; nothing here touches the node.
 //! `bridge` is Docker's default driver (a Linux bridge, veths policed by netd's programs);
-//! `macvlan` puts containers straight on a LAN.
+//! `macvlan` puts containers straight on a LAN; `overlay` is a cluster's network spanning
+//! nodes (a bridge on each node with containers on it, VXLAN between them).
 
 pub mod bridge;
 pub mod macvlan;
+pub mod overlay;
 
 use std::net::Ipv4Addr;
 
@@ -63,13 +65,15 @@ pub trait NetworkDriver: Sync {
 pub fn of(n: &Network) -> &'static dyn NetworkDriver {
     if n.is_macvlan() {
         &macvlan::Macvlan
+    } else if n.overlay.is_some() {
+        &overlay::Overlay
     } else {
         &bridge::Bridge
     }
 }
 
 /// Every driver netd has, by the name `-d` gives.
-pub const ALL: &[&dyn NetworkDriver] = &[&bridge::Bridge, &macvlan::Macvlan];
+pub const ALL: &[&dyn NetworkDriver] = &[&bridge::Bridge, &macvlan::Macvlan, &overlay::Overlay];
 
 /// The driver `-d NAME` names; `None` for a driver netd does not have.
 pub fn named(name: &str) -> Option<&'static dyn NetworkDriver> {

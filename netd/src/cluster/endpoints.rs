@@ -1,0 +1,297 @@
+//! Containers on overlay networks. Each node records its own under its lease
+//! (`PREFIX/v1/endpoints/NETWORK/IP`: node, underlay address, container), so that a dead
+//! node's containers vanish with its lease; every node follows all of them through a
+//! mirror, from which the daemon keeps the data path's table of the other nodes'
+//! containers. The keys a node owns (its endpoints and address blocks) are also kept in
+//! memory: after the node registers under a new lease (its old one lapsed while the store
+//! was out of reach), they are written again under it; a removal the store could not take
+//! is retried at each renewal.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
+
+use anyhow::{Result, anyhow};
+use log::warn;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    membership::Member,
+    store::{ClusterStore, Guard, LeaseId, Op},
+};
+use crate::{api::ApiError, datapath::Remote};
+
+/// What an endpoint's key holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    pub node: String,
+    /// The node's underlay address: where the container's frames are sent.
+    pub address: Ipv4Addr,
+    pub container: String,
+}
+
+/// The keys this node owns in the store, and removals still to be made.
+#[derive(Debug, Default)]
+pub(super) struct Owned {
+    keys: BTreeMap<String, Vec<u8>>,
+    to_delete: BTreeSet<String>,
+}
+
+impl<S: ClusterStore> Member<S> {
+    pub(super) fn endpoints_prefix(&self) -> String {
+        format!("{}/v1/endpoints/", self.prefix)
+    }
+
+    fn endpoint_key(&self, network: &str, ip: Ipv4Addr) -> String {
+        format!("{}{network}/{ip}", self.endpoints_prefix())
+    }
+
+    pub(super) fn owned(&self) -> std::sync::MutexGuard<'_, Owned> {
+        self.owned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record(&self, container: &str) -> Vec<u8> {
+        let record = EndpointRecord {
+            node: self.name.clone(),
+            address: self.address,
+            container: container.to_string(),
+        };
+        serde_json::to_vec(&record).expect("plain data")
+    }
+
+    /// Record a container's address on overlay network `network` for the cluster, under
+    /// this node's lease: refused if another node's container holds it, or while the
+    /// store is out of reach (HTTP 503, naming it).
+    pub async fn add_endpoint(
+        &self,
+        network: &str,
+        ip: Ipv4Addr,
+        container: &str,
+    ) -> Result<(), ApiError> {
+        let unavailable = ApiError::unavailable;
+        let lease = self.lease_or_unregistered().map_err(unavailable)?;
+        let key = self.endpoint_key(network, ip);
+        let value = self.record(container);
+        match self
+            .put_owned(&key, &value, lease)
+            .await
+            .map_err(unavailable)?
+        {
+            None => {
+                let mut owned = self.owned();
+                owned.to_delete.remove(&key);
+                owned.keys.insert(key, value);
+                Ok(())
+            }
+            Some(holder) => Err(ApiError::conflict(anyhow!(
+                "address {ip} of network {network} is in use by {holder}"
+            ))),
+        }
+    }
+
+    /// Put `key` under `lease` unless another node holds it: `Some(who)` then.
+    async fn put_owned(&self, key: &str, value: &[u8], lease: LeaseId) -> Result<Option<String>> {
+        for _ in 0..5 {
+            let held = self.store.get(key).await?;
+            let guard = match &held {
+                None => Guard::Absent(key.to_string()),
+                Some(v) => match serde_json::from_slice::<EndpointRecord>(v) {
+                    Ok(r) if r.node != self.name => {
+                        return Ok(Some(format!(
+                            "container {} on node {}",
+                            r.container, r.node
+                        )));
+                    }
+                    _ if !self.is_ours(v) => return Ok(Some("another node".into())),
+                    _ => Guard::Unchanged {
+                        key: key.to_string(),
+                        value: v.clone(),
+                    },
+                },
+            };
+            let put = Op::Put {
+                key: key.to_string(),
+                value: value.to_vec(),
+                lease: Some(lease),
+            };
+            if self.store.commit(vec![guard], vec![put]).await? {
+                return Ok(None);
+            }
+        }
+        Err(anyhow!(
+            "cluster store {}: {key} kept changing",
+            self.store.describe()
+        ))
+    }
+
+    /// Whether a key's value names this node (an endpoint's or a block's record).
+    fn is_ours(&self, value: &[u8]) -> bool {
+        #[derive(Deserialize)]
+        struct Named {
+            node: String,
+        }
+        serde_json::from_slice::<Named>(value).is_ok_and(|n| n.node == self.name)
+    }
+
+    /// Keep the node's endpoint records to `keep` (network, address): the others are
+    /// removed from the store now, or at a later renewal if it is out of reach.
+    pub async fn retain_endpoints(&self, keep: &BTreeSet<(String, Ipv4Addr)>) {
+        let wanted: BTreeSet<String> = keep
+            .iter()
+            .map(|(n, ip)| self.endpoint_key(n, *ip))
+            .collect();
+        let prefix = self.endpoints_prefix();
+        let gone: Vec<String> = {
+            let mut owned = self.owned();
+            let gone: Vec<String> = owned
+                .keys
+                .keys()
+                .filter(|k| k.starts_with(&prefix) && !wanted.contains(*k))
+                .cloned()
+                .collect();
+            for k in &gone {
+                owned.keys.remove(k);
+                owned.to_delete.insert(k.clone());
+            }
+            gone
+        };
+        if !gone.is_empty() {
+            self.delete_pending().await;
+        }
+    }
+
+    /// Forget the keys under `prefix` this node owns, removing them from the store.
+    pub(super) async fn release_prefix(&self, prefix: &str) {
+        {
+            let mut owned = self.owned();
+            let gone: Vec<String> = owned
+                .keys
+                .keys()
+                .filter(|k| k.starts_with(prefix))
+                .cloned()
+                .collect();
+            for k in gone {
+                owned.keys.remove(&k);
+                owned.to_delete.insert(k);
+            }
+        }
+        self.delete_pending().await;
+    }
+
+    /// The endpoint records of this node's containers, as the daemon has them at start:
+    /// written under the lease when the node registers.
+    pub fn adopt_endpoints(&self, endpoints: &[(String, Ipv4Addr, String)]) {
+        let mut owned = self.owned();
+        for (network, ip, container) in endpoints {
+            let key = self.endpoint_key(network, *ip);
+            owned.keys.insert(key, self.record(container));
+        }
+    }
+
+    pub(super) fn owned_keys(&self, prefix: &str) -> Vec<String> {
+        self.owned()
+            .keys
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    pub(super) fn own_key(&self, key: String, value: Vec<u8>) {
+        self.owned().keys.insert(key, value);
+    }
+
+    /// Remove what is still to be removed; what fails stays for the next try.
+    pub(super) async fn delete_pending(&self) {
+        let pending: Vec<String> = self.owned().to_delete.iter().cloned().collect();
+        for key in pending {
+            match self.store.delete(&key).await {
+                Ok(()) => {
+                    self.owned().to_delete.remove(&key);
+                }
+                Err(e) => {
+                    warn!("cluster: remove {key}: {e:#} (retried at the next renewal)");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// After registering under `lease`: every key this node owns written again under it
+    /// (a new lease's keys are gone with the old one). A key another node took meanwhile
+    /// is reported and left to it.
+    pub(super) async fn republish(&self, lease: LeaseId) -> Result<()> {
+        let keys: Vec<(String, Vec<u8>)> = self
+            .owned()
+            .keys
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (key, value) in keys {
+            if let Some(holder) = self.put_owned(&key, &value, lease).await? {
+                warn!("cluster: {key} was this node's, but is now held by {holder}: left to it");
+                self.owned().keys.remove(&key);
+            }
+        }
+        self.delete_pending().await;
+        Ok(())
+    }
+
+    /// The containers of the other nodes on overlay networks this netd knows, by address:
+    /// what the data path's remote table should hold.
+    pub fn remote_endpoints(&self) -> BTreeMap<Ipv4Addr, Remote> {
+        let overlays = self.overlays();
+        let mut remotes = BTreeMap::new();
+        for (key, value) in self.endpoints.snapshot() {
+            let Some((network, ip)) = key.split_once('/') else {
+                continue;
+            };
+            let (Ok(ip), Ok(record)) = (
+                ip.parse::<Ipv4Addr>(),
+                serde_json::from_slice::<EndpointRecord>(&value),
+            ) else {
+                continue;
+            };
+            if record.node == self.name {
+                continue;
+            }
+            // Only addresses of the network's own subnet: a record cannot steer another
+            // network's (or the node's) traffic into a tunnel.
+            if let Some(n) = overlays
+                .iter()
+                .find(|n| n.name == network && n.subnet.contains(&ip))
+            {
+                let remote = Remote {
+                    node: record.address,
+                    vni: n.vni,
+                };
+                remotes.insert(ip, remote);
+            }
+        }
+        remotes
+    }
+
+    /// Follow every node's endpoints for as long as the daemon runs.
+    pub async fn follow_endpoints(&self) {
+        self.endpoints.follow(&self.store).await
+    }
+
+    /// Resolves when the endpoints or the overlay networks the node has seen change.
+    pub fn changes(&self) -> (Changes, Changes) {
+        (self.endpoints.subscribe(), self.networks.subscribe())
+    }
+
+    fn lease_or_unregistered(&self) -> Result<LeaseId> {
+        self.status().lease.ok_or_else(|| {
+            anyhow!(
+                "cluster store {}: node {} is not registered (yet): it holds no lease to record its containers under",
+                self.store.describe(),
+                self.name
+            )
+        })
+    }
+}
+
+/// A mirror's change notifications.
+pub type Changes = tokio::sync::watch::Receiver<u64>;

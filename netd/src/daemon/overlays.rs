@@ -1,0 +1,194 @@
+//! This node's share of the cluster's overlay networks: set up when its first container on
+//! one arrives and torn down when its last leaves (its address blocks given back then);
+//! addresses from the node's own blocks; each container recorded in the store for the
+//! other nodes; and the data path's table of the other nodes' containers, kept from the
+//! store by a task of its own.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    path::PathBuf,
+};
+
+use anyhow::anyhow;
+use log::{info, warn};
+
+use super::{ClusterMember, Inner};
+use crate::{
+    api::ApiError,
+    datapath::RemoteTable,
+    driver,
+    state::{Network, OverlayNet},
+};
+
+impl Inner {
+    /// Overlay network `name` set up on this node, if it is one of the cluster's and is
+    /// not here yet: a bridge with the overlay's gateway and MTU, its subnet and VXLAN ID
+    /// registered with the data path.
+    pub(super) async fn overlay_here(&mut self, name: &str) -> Result<(), ApiError> {
+        if self.state.networks.contains_key(name) {
+            return Ok(());
+        }
+        let Some(member) = self.cluster.clone() else {
+            return Ok(());
+        };
+        let Some(o) = member.overlay(name) else {
+            return Ok(());
+        };
+        let mtu = member.overlay_mtu().ok_or_else(|| {
+            ApiError::unavailable(anyhow!(
+                "network {name}: this node's VXLAN device is not set up yet"
+            ))
+        })?;
+        let n = Network {
+            id: o.id.clone(),
+            name: o.name.clone(),
+            driver: "overlay".into(),
+            bridge: format!("ov{}", o.vni),
+            macvlan: None,
+            subnet: o.subnet,
+            gateway: o.gateway,
+            ip_range: o.ip_range,
+            aux_addresses: BTreeMap::new(),
+            internal: o.internal,
+            icc: true,
+            masquerade: !o.internal,
+            mtu: Some(mtu),
+            gateway_mode: Default::default(),
+            options: BTreeMap::new(),
+            tag: self.next_network_tag(),
+            last_allocated: None,
+            created: o.created,
+            docker_id: None,
+            overlay: Some(OverlayNet { vni: o.vni }),
+        };
+        // As a network's creation: recorded first, undone if its set-up fails.
+        self.state.networks.insert(n.name.clone(), n.clone());
+        self.save()?;
+        let plan = driver::of(&n).setup(&n, &[], true);
+        if let Err(e) = self.apply_plan(None, &plan).await {
+            self.state.networks.remove(&n.name);
+            self.save()?;
+            return Err(ApiError::from(
+                e.context(format!("set up overlay network {name} on this node")),
+            ));
+        }
+        info!(
+            "network {name}: overlay set up on this node: bridge {}, subnet {}, VXLAN ID {}, MTU {mtu}",
+            n.bridge, n.subnet, o.vni
+        );
+        Ok(())
+    }
+
+    /// The node's overlay endpoints as its containers have them: records of containers
+    /// gone are removed from the store, and an overlay with none of the node's containers
+    /// left is torn down here, its blocks given back.
+    pub(super) async fn settle_overlays(&mut self) {
+        let Some(member) = self.cluster.clone() else {
+            return;
+        };
+        let keep = self.overlay_endpoints();
+        let keys: BTreeSet<(String, Ipv4Addr)> =
+            keep.iter().map(|(n, ip, _)| (n.clone(), *ip)).collect();
+        member.retain_endpoints(&keys).await;
+        let idle: Vec<Network> = self
+            .state
+            .networks
+            .values()
+            .filter(|n| n.overlay.is_some() && !keys.iter().any(|(net, _)| *net == n.name))
+            .cloned()
+            .collect();
+        for n in idle {
+            match self.drop_network(&n).await {
+                Ok(left) => {
+                    for w in left {
+                        warn!("network {}: {w}", n.name);
+                    }
+                }
+                Err(e) => warn!("network {}: tear down: {:#}", n.name, e.error),
+            }
+            member.release_blocks(&n.name).await;
+        }
+    }
+
+    /// Every endpoint of this node's containers on an overlay: network, address, container.
+    pub(super) fn overlay_endpoints(&self) -> Vec<(String, Ipv4Addr, String)> {
+        self.state
+            .endpoints()
+            .filter(|(_, e)| {
+                self.state
+                    .networks
+                    .get(&e.network)
+                    .is_some_and(|n| n.overlay.is_some())
+            })
+            .map(|(c, e)| (e.network.clone(), e.ip, c.name.clone()))
+            .collect()
+    }
+
+    /// An address for a container of this node on overlay network `n`, from the node's
+    /// address blocks, recorded for the cluster under `container`.
+    pub(super) async fn overlay_address(
+        &self,
+        n: &Network,
+        wanted: Option<&str>,
+        container: &str,
+    ) -> Result<Ipv4Addr, ApiError> {
+        if let Some(ip) = wanted {
+            return Err(ApiError::bad_request(anyhow!(
+                "invalid --ip {ip}: netd gives addresses on overlay network {} from the address blocks each node holds; a static address is not supported there yet",
+                n.name
+            )));
+        }
+        let member = self.cluster.as_ref().ok_or_else(|| {
+            ApiError::bad_request(anyhow!("network {} is an overlay network", n.name))
+        })?;
+        let o = member.overlay(&n.name).ok_or_else(|| {
+            ApiError::not_found(anyhow!(
+                "overlay network {} is gone from the cluster",
+                n.name
+            ))
+        })?;
+        let ip = member
+            .address_for(&o, &self.taken_addresses(n))
+            .await
+            .map_err(|e| {
+                if e.to_string().contains("no free address") {
+                    ApiError::conflict(e)
+                } else {
+                    ApiError::unavailable(e)
+                }
+            })?;
+        member.add_endpoint(&n.name, ip, container).await?;
+        Ok(ip)
+    }
+}
+
+/// Keep the data path's table of the other nodes' containers as the store has them,
+/// rewritten at each change of the endpoints or networks seen (and kept as it is while
+/// the store is out of reach).
+pub(super) async fn keep_remote_table(member: ClusterMember, bpffs_dir: PathBuf) {
+    let mut table = match RemoteTable::open(&bpffs_dir) {
+        Ok(t) => t,
+        Err(e) => {
+            log::error!("cluster: {e:#}: containers of other nodes are unreachable");
+            return;
+        }
+    };
+    let (mut endpoints, mut networks) = member.changes();
+    loop {
+        match table.sync(&member.remote_endpoints()) {
+            Ok((0, 0)) => {}
+            Ok((changed, removed)) => info!(
+                "cluster: containers of other nodes: {changed} added or moved, {removed} gone"
+            ),
+            Err(e) => warn!("cluster: {e:#}"),
+        }
+        let changed = tokio::select! {
+            r = endpoints.changed() => r,
+            r = networks.changed() => r,
+        };
+        if changed.is_err() {
+            return;
+        }
+    }
+}

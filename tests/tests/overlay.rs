@@ -1,0 +1,338 @@
+//! Overlay networks across nodes, end to end: three nodes on an underlay, a three-member
+//! etcd, a netd daemon per node. Containers on different nodes talk over their overlay
+//! by address (TCP, UDP, ping, 20 KB across the overlay's MTU), never across overlays,
+//! not even with frames forged on the underlay; an overlay container reaches the outside
+//! masqueraded by its own node and is published there; conversations across nodes
+//! survive the store going away and a daemon killed; a dead node's containers vanish
+//! from the others with its lease; nothing is left behind.
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use netd_tests::{
+    addr,
+    cluster::{Cluster, member_addr, node_addr},
+    daemon::{Container, Daemon},
+    echo::{EchoServer, Proto, echo_fails, echo_once, in_netns},
+    netns::require_root,
+};
+
+const TTL: u64 = 3;
+const VXLAN_PORT: u16 = 4789;
+
+/// An overlay made on node 1 and seen by all.
+fn overlay(c: &Cluster, name: &str) -> Result<u32> {
+    c.daemons[0].cli_ok(&["network", "create", "-d", "overlay", name])?;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    for d in &c.daemons {
+        while !d.cli_ok(&["network", "ls"])?.contains(name) {
+            if Instant::now() > deadline {
+                bail!("overlay {name} not seen by every node");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let inspect: serde_json::Value =
+        serde_json::from_str(&c.daemons[0].cli_ok(&["network", "inspect", name])?)?;
+    Ok(inspect[0]["options"]["com.netd.vxlan.id"]
+        .as_str()
+        .context("no VXLAN ID")?
+        .parse()?)
+}
+
+fn run_on(d: &Daemon, name: &str, network: &str, publish: &[&str]) -> Result<Container> {
+    let mut args = vec!["run", "-d", "--name", name, "--network", network];
+    for p in publish {
+        args.extend(["-p", p]);
+    }
+    args.extend(["--", "sleep", "infinity"]);
+    d.cli_ok(&args)?;
+    d.container(name)
+}
+
+/// Until `f` holds, for at most `within`.
+fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + within;
+    while !f()? {
+        if Instant::now() > deadline {
+            bail!("{what}: not within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn remote_entries(d: &Daemon) -> Result<u64> {
+    Ok(d.info()?["map_entries"]["remote_endpoints"]
+        .as_u64()
+        .unwrap_or(u64::MAX))
+}
+
+/// `bytes` sent over TCP to an echo server and all of them read back.
+fn transfer(netns: &Path, target: SocketAddr, bytes: usize) -> Result<()> {
+    in_netns(netns, move || {
+        let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(3))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let data: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
+        let mut writer = s.try_clone()?;
+        let sent = data.clone();
+        let w = std::thread::spawn(move || writer.write_all(&sent));
+        let mut back = vec![0u8; bytes];
+        s.read_exact(&mut back).context("read the echo")?;
+        w.join().expect("writer").context("write")?;
+        if back != data {
+            bail!("the transfer came back changed");
+        }
+        Ok(())
+    })
+}
+
+fn ping(
+    netns: &Path,
+    to: Ipv4Addr,
+    size: usize,
+    dont_fragment: bool,
+) -> Result<std::process::Output> {
+    let size = size.to_string();
+    let to = to.to_string();
+    let mut args = vec![
+        "--net=".to_string() + &netns.display().to_string(),
+        "ping".into(),
+    ];
+    args.extend(["-c", "1", "-W", "2", "-s", &size].map(String::from));
+    if dont_fragment {
+        args.extend(["-M", "do"].map(String::from));
+    }
+    args.push(to);
+    Ok(std::process::Command::new("nsenter").args(&args).output()?)
+}
+
+/// The MTU of both ends of a container's veth (a veth drops what exceeds its peer's MTU).
+fn set_mtu(node: &netd_tests::netns::Netns, ct: &Container, mtu: u32) -> Result<()> {
+    let mtu = mtu.to_string();
+    let inside = format!("--net={}", ct.netns.display());
+    node.exec(&["nsenter", &inside, "ip", "link", "set", "eth0", "mtu", &mtu])?;
+    node.ip(&["link", "set", &ct.host_veth, "mtu", &mtu])?;
+    Ok(())
+}
+
+/// The Internet checksum of `data`.
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// A VXLAN datagram's payload: header with `vni`, then an Ethernet frame carrying a UDP
+/// datagram from `src` to `dst`:`port` (valid IPv4 checksum; no UDP checksum).
+fn vxlan_frame(vni: u32, src: Ipv4Addr, dst: Ipv4Addr, port: u16) -> Vec<u8> {
+    let mut f = vec![0x08, 0, 0, 0];
+    f.extend_from_slice(&(vni << 8).to_be_bytes());
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00]);
+    let payload = b"forged on the underlay";
+    let total = (20 + 8 + payload.len()) as u16;
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0, 1, 0, 0, 64, 17, 0, 0]);
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&40000u16.to_be_bytes());
+    f.extend_from_slice(&port.to_be_bytes());
+    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Send `frame` to `node`'s VXLAN port from the namespace at `netns`.
+fn send_vxlan(netns: &Path, node: Ipv4Addr, frame: Vec<u8>) -> Result<()> {
+    in_netns(netns, move || {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        for _ in 0..3 {
+            s.send_to(&frame, (node, VXLAN_PORT))?;
+        }
+        Ok(())
+    })
+}
+
+#[test]
+fn containers_on_different_nodes_talk_over_their_overlay_and_never_across_overlays() -> Result<()> {
+    require_root();
+    let mut c = Cluster::new("ov", 3)?;
+    for i in 0..3 {
+        c.start_daemon(i, TTL, &[])?;
+    }
+    let vni1 = overlay(&c, "ov1")?;
+    let vni2 = overlay(&c, "ov2")?;
+    let a = run_on(&c.daemons[0], "ca", "ov1", &[])?;
+    let b = run_on(&c.daemons[1], "cb", "ov1", &["8080:80"])?;
+    let c3 = run_on(&c.daemons[2], "cc", "ov1", &[])?;
+    let x = run_on(&c.daemons[0], "cx", "ov2", &[])?;
+    let y = run_on(&c.daemons[1], "cy", "ov2", &[])?;
+    // Each node's addresses from its own block of the overlay's subnet.
+    assert!(
+        a.ip.octets()[..3] == [10, 0, 0] && a.ip.octets()[3] < 64,
+        "{}",
+        a.ip
+    );
+    assert!((64..128).contains(&b.ip.octets()[3]), "{}", b.ip);
+    assert!((128..192).contains(&c3.ip.octets()[3]), "{}", c3.ip);
+    // The overlay's MTU on the container's interface; the node's bridge has it too.
+    let link = c.nodes[0].exec(&[
+        "nsenter",
+        &format!("--net={}", a.netns.display()),
+        "ip",
+        "link",
+        "show",
+        "eth0",
+    ])?;
+    assert!(
+        String::from_utf8_lossy(&link.stdout).contains("mtu 1450"),
+        "{link:?}"
+    );
+    // Every node knows the others' containers within a second.
+    for (i, d) in c.daemons.iter().enumerate() {
+        let others = [3, 3, 4][i];
+        wait_for("remote table filled", Duration::from_secs(1), || {
+            Ok(remote_entries(d)? == others)
+        })?;
+    }
+
+    // TCP, UDP and ping between nodes, both ways, addresses kept.
+    let b_server = EchoServer::start(&b.netns, Proto::Tcp, addr(Ipv4Addr::UNSPECIFIED, 80))?;
+    let _b_udp = EchoServer::start(&b.netns, Proto::Udp, addr(Ipv4Addr::UNSPECIFIED, 53))?;
+    let a_udp = EchoServer::start(&a.netns, Proto::Udp, addr(Ipv4Addr::UNSPECIFIED, 53))?;
+    echo_once(&a.netns, Proto::Tcp, addr(b.ip, 80))?;
+    echo_once(&c3.netns, Proto::Tcp, addr(b.ip, 80))?;
+    echo_once(&a.netns, Proto::Udp, addr(b.ip, 53))?;
+    echo_once(&b.netns, Proto::Udp, addr(a.ip, 53))?;
+    let seen: Vec<_> = b_server.peers().iter().map(|p| p.ip()).collect();
+    assert_eq!(
+        seen,
+        [a.ip, c3.ip],
+        "no NAT between containers of an overlay"
+    );
+    for (from, to) in [(&a, c3.ip), (&c3, a.ip), (&b, a.ip)] {
+        let out = ping(&from.netns, to, 56, false)?;
+        assert!(out.status.success(), "ping {to}: {out:?}");
+    }
+    // 20 KB across the overlay's MTU (TCP segments sized for it), and a DF datagram just
+    // at the MTU.
+    transfer(&a.netns, addr(b.ip, 80), 20_000)?;
+    assert!(ping(&a.netns, b.ip, 1450 - 28, true)?.status.success());
+    // A container whose interface claims more than the overlay carries is told by its
+    // gateway, as a router would: "fragmentation needed", never a silent loss.
+    set_mtu(&c.nodes[0], &a, 1500)?;
+    let big = ping(&a.netns, b.ip, 1472, true)?;
+    let said =
+        String::from_utf8_lossy(&big.stdout).to_string() + &String::from_utf8_lossy(&big.stderr);
+    assert!(
+        !big.status.success() && said.to_lowercase().contains("frag needed"),
+        "{said}\n{}",
+        c.daemons[0].cli_ok(&["stats"])?
+    );
+    assert!(c.daemons[0].counter("EndpointIngress", "stack_overlay_frag_needed")? > 0);
+    set_mtu(&c.nodes[0], &a, 1450)?;
+    assert!(c.daemons[0].counter("EndpointIngress", "overlay_sent")? > 0);
+    assert!(c.daemons[1].counter("Overlay", "overlay_delivered")? > 0);
+
+    // Overlays are isolated, on one node and across nodes.
+    assert!(
+        echo_fails(&x.netns, Proto::Udp, addr(a.ip, 53))?,
+        "ov2 reached ov1 on its node"
+    );
+    assert!(
+        echo_fails(&y.netns, Proto::Udp, addr(a.ip, 53))?,
+        "ov2 reached ov1 across nodes"
+    );
+    assert!(
+        echo_fails(&a.netns, Proto::Tcp, addr(y.ip, 80))?,
+        "ov1 reached ov2"
+    );
+    // Frames forged on the underlay: another overlay's VNI, a source of another overlay,
+    // a real source sent by a host that is not its node. None arrives; each is counted.
+    let before = a_udp.peers().len();
+    let n2 = c.nodes[1].path();
+    let lan_host = c.members[0].ns.path();
+    send_vxlan(&n2, node_addr(0), vxlan_frame(vni2, y.ip, a.ip, 53))?;
+    send_vxlan(&n2, node_addr(0), vxlan_frame(vni1, y.ip, a.ip, 53))?;
+    send_vxlan(&lan_host, node_addr(0), vxlan_frame(vni1, b.ip, a.ip, 53))?;
+    send_vxlan(
+        &lan_host,
+        node_addr(0),
+        vxlan_frame(vni1 + 1000, b.ip, a.ip, 53),
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(a_udp.peers().len(), before, "a forged frame was delivered");
+    let n1 = &c.daemons[0];
+    assert!(n1.counter("Overlay", "drop_overlay_wrong_vni")? >= 1);
+    assert!(n1.counter("Overlay", "drop_overlay_foreign_source")? >= 2);
+    assert!(n1.counter("Overlay", "drop_overlay_unknown_vni")? >= 1);
+
+    // Outside: masqueraded by the container's own node; published on it.
+    let lan = addr(member_addr(0), 9000);
+    let outside = EchoServer::start(&lan_host, Proto::Tcp, lan)?;
+    echo_once(&a.netns, Proto::Tcp, lan)?;
+    echo_once(&b.netns, Proto::Tcp, lan)?;
+    let seen: Vec<_> = outside.peers().iter().map(|p| p.ip()).collect();
+    assert_eq!(
+        seen,
+        [node_addr(0), node_addr(1)],
+        "each masqueraded by its node"
+    );
+    echo_once(&lan_host, Proto::Tcp, addr(node_addr(1), 8080))?;
+    assert_eq!(
+        b_server.peers().last().map(|p| p.ip()),
+        Some(member_addr(0).into()),
+        "the published port keeps the client's address"
+    );
+
+    // A container that leaves is gone from every node at once; the last one of an overlay
+    // on a node takes the overlay's bridge and blocks with it.
+    c.daemons[2].cli_ok(&["rm", "-f", "cc"])?;
+    wait_for("c3 forgotten", Duration::from_secs(1), || {
+        Ok(remote_entries(&c.daemons[0])? == 2)
+    })?;
+    assert!(echo_fails(&a.netns, Proto::Udp, addr(c3.ip, 53))?);
+    assert!(
+        !c.nodes[2]
+            .ip(&["link"])?
+            .stdout
+            .windows(6)
+            .any(|w| w == b"ov4096")
+    );
+    for (d, name) in [(0, "ca"), (1, "cb"), (0, "cx"), (1, "cy")] {
+        c.daemons[d].cli_ok(&["rm", "-f", name])?;
+    }
+    for name in ["ov1", "ov2"] {
+        c.daemons[2].cli_ok(&["network", "rm", name])?;
+    }
+    let keys = c.etcdctl(&["get", "--prefix", "--keys-only", "/netd/v1/"])?;
+    let keys = String::from_utf8_lossy(&keys.stdout);
+    assert!(
+        keys.lines()
+            .filter(|k| !k.is_empty())
+            .all(|k| k.contains("/nodes/") || k.contains("/alive/")),
+        "{keys}"
+    );
+    for d in &c.daemons {
+        wait_for("remote tables empty", Duration::from_secs(1), || {
+            let e = &d.info()?["map_entries"];
+            Ok(e["remote_endpoints"] == 0 && e["overlays"] == 0)
+        })?;
+    }
+    Ok(())
+}
