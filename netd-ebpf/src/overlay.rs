@@ -50,7 +50,7 @@ pub fn ingress(ctx: &TcContext) -> i32 {
 pub fn to_remote(ctx: &TcContext, ep: &EndpointInfo) -> Option<Verdict> {
     let dst: u32 = ctx.load(IP_DST_OFF).ok()?;
     // SAFETY: a copy out of the map value.
-    let remote = unsafe { REMOTE_ENDPOINTS.get(&dst) }.copied()?;
+    let remote = unsafe { REMOTE_ENDPOINTS.get(dst) }.copied()?;
     if let Some(refused) = policy::refuse(ep, dst) {
         return Some((refused, DROP));
     }
@@ -95,7 +95,7 @@ fn send(ctx: &TcContext, ep: &EndpointInfo, remote: &RemoteEndpoint) -> Verdict 
 #[inline(never)]
 pub fn answer_arp(ctx: &TcContext, ep: &EndpointInfo, target: u32) -> Option<Verdict> {
     // SAFETY: a lookup whose value is not read.
-    unsafe { REMOTE_ENDPOINTS.get(&target) }?;
+    unsafe { REMOTE_ENDPOINTS.get(target) }?;
     let oper: [u8; 2] = ctx.load(ARP_OPER_OFF).ok()?;
     if u16::from_be_bytes(oper) != ARP_REQUEST {
         return None;
@@ -184,7 +184,7 @@ fn deliver(ctx: &TcContext) -> Verdict {
 #[inline(always)]
 fn overlay_of(vni: u32) -> Option<OverlayInfo> {
     // SAFETY: a copy out of the map value.
-    unsafe { OVERLAYS.get(&vni) }.copied()
+    unsafe { OVERLAYS.get(vni) }.copied()
 }
 
 /// Whether `src` (network order) is a container of overlay `vni` on the node at underlay
@@ -192,14 +192,15 @@ fn overlay_of(vni: u32) -> Option<OverlayInfo> {
 #[inline(always)]
 fn sent_by(src: u32, vni: u32, node: u32) -> bool {
     // SAFETY: a copy out of the map value.
-    unsafe { REMOTE_ENDPOINTS.get(&src) }.is_some_and(|r| r.vni == vni && r.node == node)
+    unsafe { REMOTE_ENDPOINTS.get(src) }.is_some_and(|r| r.vni == vni && r.node == node)
 }
 
 /// The container on this node at `addr`: its host-side veth and what it is.
 #[inline(always)]
 fn local_endpoint(addr: u32) -> Option<(u32, EndpointInfo)> {
-    // SAFETY: copies out of the maps' values.
-    let veth = unsafe { ENDPOINT_VETHS.get(&addr) }.copied()?;
-    let ep = unsafe { ENDPOINTS.get(&veth) }.copied()?;
+    // SAFETY: a copy out of the map value.
+    let veth = unsafe { ENDPOINT_VETHS.get(addr) }.copied()?;
+    // SAFETY: as above.
+    let ep = unsafe { ENDPOINTS.get(veth) }.copied()?;
     (ep.addr == addr).then_some((veth, ep))
 }

@@ -18,11 +18,15 @@ use netd_tests::{
     addr,
     cluster::{Cluster, member_addr, node_addr},
     daemon::{Container, Daemon},
-    echo::{EchoServer, Proto, echo_fails, echo_once, in_netns},
+    echo::{EchoServer, HeldConnection, Proto, echo_fails, echo_once, in_netns},
     netns::require_root,
 };
 
 const TTL: u64 = 3;
+/// For the test that kills and restarts a daemon: a lease that outlasts a slow start on
+/// a busy 2-core machine (a restart longer than the lease drops the node's containers from
+/// the others until it registers again).
+const RESTART_TTL: u64 = 6;
 const VXLAN_PORT: u16 = 4789;
 
 /// An overlay made on node 1 and seen by all.
@@ -333,6 +337,115 @@ fn containers_on_different_nodes_talk_over_their_overlay_and_never_across_overla
             let e = &d.info()?["map_entries"];
             Ok(e["remote_endpoints"] == 0 && e["overlays"] == 0)
         })?;
+    }
+    Ok(())
+}
+
+#[test]
+fn conversations_across_nodes_outlive_the_store_and_a_killed_daemon_and_a_dead_nodes_containers_vanish()
+-> Result<()> {
+    require_root();
+    let mut c = Cluster::new("of", 3)?;
+    for i in 0..3 {
+        c.start_daemon(i, RESTART_TTL, &[])?;
+    }
+    overlay(&c, "ov1")?;
+    let a = run_on(&c.daemons[0], "ca", "ov1", &[])?;
+    let b = run_on(&c.daemons[1], "cb", "ov1", &[])?;
+    let cc = run_on(&c.daemons[2], "cc", "ov1", &[])?;
+    let _b_server = EchoServer::start(&b.netns, Proto::Tcp, addr(Ipv4Addr::UNSPECIFIED, 80))?;
+    let _c_server = EchoServer::start(&cc.netns, Proto::Udp, addr(Ipv4Addr::UNSPECIFIED, 53))?;
+    wait_for("n1 knows cb and cc", Duration::from_secs(1), || {
+        Ok(remote_entries(&c.daemons[0])? == 2)
+    })?;
+    let mut held = HeldConnection::open(&a.netns, addr(b.ip, 80))?;
+
+    // One etcd member killed: nothing changes.
+    c.members[0].stop(libc::SIGKILL)?;
+    held.exchange()?;
+    echo_once(&a.netns, Proto::Udp, addr(cc.ip, 53))?;
+    c.members[0].restart()?;
+
+    // The whole store gone: the conversation goes on from the pinned tables, new
+    // containers on the overlay and new overlays are refused naming the store.
+    for m in &mut c.members {
+        m.stop(libc::SIGTERM)?;
+    }
+    held.exchange()?;
+    echo_once(&a.netns, Proto::Udp, addr(cc.ip, 53))?;
+    for args in [
+        vec!["network", "create", "-d", "overlay", "z"],
+        vec!["run", "-d", "--network", "ov1", "--", "sleep", "60"],
+    ] {
+        let out = c.daemons[0].cli(&args)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("cluster store etcd://10.98.0.11:2379"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(
+            &c.daemons[0].cli_ok(&["ps", "-a", "--format", "json"])?
+        )?
+        .len(),
+        1,
+        "the refused run left no container"
+    );
+    for m in &mut c.members {
+        m.restart()?;
+    }
+    // (The echo server hangs up on a client quiet for 3 s: the waits keep talking.)
+    wait_for("etcd healthy", Duration::from_secs(30), || {
+        held.exchange()?;
+        let health = c.etcdctl(&["endpoint", "health", "--command-timeout=1s"])?;
+        Ok(health.status.success())
+    })?;
+    wait_for(
+        "the store takes changes again",
+        Duration::from_secs(15),
+        || {
+            held.exchange()?;
+            Ok(c.daemons[1]
+                .cli(&["network", "create", "-d", "overlay", "z"])?
+                .status
+                .success())
+        },
+    )?;
+
+    // A daemon SIGKILLed, then started again: the conversation never notices.
+    c.daemons[0].stop(libc::SIGKILL)?;
+    held.exchange()?;
+    c.daemons[0].restart()?;
+    held.exchange()?;
+    echo_once(&a.netns, Proto::Udp, addr(cc.ip, 53))?;
+    assert_eq!(remote_entries(&c.daemons[0])?, 2);
+
+    // A node dies (its daemon killed, its link cut): once its lease lapses, the other
+    // nodes drop its containers.
+    c.daemons[2].stop(libc::SIGKILL)?;
+    c.nodes[2].ip(&["link", "set", "eth0", "down"])?;
+    wait_for(
+        "n3's container forgotten",
+        Duration::from_secs(RESTART_TTL + 5),
+        || {
+            held.exchange()?;
+            Ok(remote_entries(&c.daemons[0])? == 1 && remote_entries(&c.daemons[1])? == 1)
+        },
+    )?;
+    let keys = c.etcdctl(&["get", "--prefix", "--keys-only", "/netd/v1/endpoints/"])?;
+    let keys = String::from_utf8_lossy(&keys.stdout);
+    assert!(!keys.contains(&cc.ip.to_string()), "{keys}");
+    if let Err(e) = held.exchange() {
+        let all = c.etcdctl(&["get", "--prefix", "/netd/v1/"])?;
+        panic!(
+            "{e:#}: {} / {}\n{}\n{}\n{}",
+            remote_entries(&c.daemons[0])?,
+            remote_entries(&c.daemons[1])?,
+            String::from_utf8_lossy(&all.stdout),
+            c.daemons[0].log(),
+            c.daemons[1].cli_ok(&["stats"])?
+        );
     }
     Ok(())
 }

@@ -30,8 +30,17 @@ const CONTROL_PLANE_ONLY: &str = "failures_half_way_and_a_thousand_cycles_leave_
 /// (`docker`, `podman`, the CNI plugin `cni`) changes its control plane only; the packets
 /// its containers send take the same data path as `netd run`'s, which every combination
 /// covers. A macvlan container's packets never cross netd's programs (`macvlan`). Cluster
-/// membership (`cluster`) is the daemons and etcd alone.
-const DATA_PATH_INDEPENDENT: [&str; 5] = ["docker", "podman", "cni", "macvlan", "cluster"];
+/// membership (`cluster`) is the daemons and etcd alone; the overlay leak test
+/// (`overlay_leaks`) checks bookkeeping (keys, links, table entries) only, while the
+/// overlay's traffic (`overlay`) runs in every combination.
+const DATA_PATH_INDEPENDENT: [&str; 6] = [
+    "docker",
+    "podman",
+    "cni",
+    "macvlan",
+    "cluster",
+    "overlay_leaks",
+];
 
 /// End-to-end test binaries run at once for the other combinations: each test builds its
 /// own namespaces, so they do not interfere; three keep a 2-CPU machine busy without

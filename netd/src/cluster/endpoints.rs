@@ -295,3 +295,92 @@ impl<S: ClusterStore> Member<S> {
 
 /// A mirror's change notifications.
 pub type Changes = tokio::sync::watch::Receiver<u64>;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::cluster::{
+        membership::tests::{block_on, dir, two_registered},
+        memory::MemoryStore,
+        overlay,
+    };
+
+    fn ov(m: &Member<Arc<MemoryStore>>, name: &str) -> overlay::OverlayNetwork {
+        let req = overlay::request(&crate::network_request::NetworkRequest {
+            name: name.into(),
+            driver: Some("overlay".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        block_on(m.create_overlay(&req, &[], name)).unwrap()
+    }
+
+    #[test]
+    fn a_nodes_containers_reach_the_others_tables_and_go_with_its_lease() {
+        let store = Arc::new(MemoryStore::default());
+        let d = dir();
+        let [a, b] = two_registered(&store, &d);
+        let n = ov(&a, "ov");
+        block_on(async {
+            let ip = a.address_for(&n, &BTreeSet::new()).await.unwrap();
+            assert_eq!(
+                ip,
+                "10.0.0.2".parse::<Ipv4Addr>().unwrap(),
+                "after the gateway"
+            );
+            a.add_endpoint("ov", ip, "web").await.unwrap();
+            // Another node's container at that address: refused, naming it.
+            let taken = b.add_endpoint("ov", ip, "db").await.unwrap_err();
+            assert!(
+                taken.error.to_string().contains("container web on node a"),
+                "{:#}",
+                taken.error
+            );
+            // b's own block: another address.
+            let theirs = b.address_for(&n, &BTreeSet::new()).await.unwrap();
+            assert_eq!(theirs, "10.0.0.65".parse::<Ipv4Addr>().unwrap());
+            b.add_endpoint("ov", theirs, "db").await.unwrap();
+            for m in [&a, &b] {
+                m.networks.sync(&store).await.unwrap();
+                m.endpoints.sync(&store).await.unwrap();
+            }
+            let remote = |m: &Member<Arc<MemoryStore>>| -> Vec<(Ipv4Addr, Ipv4Addr)> {
+                m.remote_endpoints()
+                    .into_iter()
+                    .map(|(ip, r)| (ip, r.node))
+                    .collect()
+            };
+            assert_eq!(remote(&a), [(theirs, b.address())], "only the others'");
+            assert_eq!(remote(&b), [(ip, a.address())]);
+            // A record outside its network's subnet steers nothing.
+            store
+                .put("/netd/v1/endpoints/ov/192.168.1.1", b.record("evil"), None)
+                .await
+                .unwrap();
+            a.endpoints.sync(&store).await.unwrap();
+            assert_eq!(remote(&a).len(), 1);
+
+            // b's lease lapses (the store was out of reach too long): its container is
+            // gone for a; at b's next registration it is written again.
+            store.expire(b.status().lease.unwrap());
+            a.endpoints.sync(&store).await.unwrap();
+            assert!(remote(&a).is_empty());
+            b.tick().await.unwrap();
+            a.endpoints.sync(&store).await.unwrap();
+            assert_eq!(remote(&a), [(theirs, b.address())], "written again");
+
+            // Removed while the store is down: removed once it answers.
+            store.set_down(true);
+            b.retain_endpoints(&BTreeSet::new()).await;
+            store.set_down(false);
+            b.tick().await.unwrap();
+            a.endpoints.sync(&store).await.unwrap();
+            assert!(remote(&a).is_empty());
+            // The last container gone, the blocks go back.
+            b.release_blocks("ov").await;
+            assert!(b.own_blocks(&n).await.unwrap().is_empty());
+        });
+    }
+}

@@ -73,7 +73,8 @@ pub fn of(n: &Network) -> &'static dyn NetworkDriver {
 }
 
 /// Every driver netd has, by the name `-d` gives.
-pub const ALL: &[&dyn NetworkDriver] = &[&bridge::Bridge, &macvlan::Macvlan, &overlay::Overlay];
+/// (Not the overlay driver: an overlay is made for the cluster, not by `-d` on one node.)
+pub const ALL: &[&dyn NetworkDriver] = &[&bridge::Bridge, &macvlan::Macvlan];
 
 /// The driver `-d NAME` names; `None` for a driver netd does not have.
 pub fn named(name: &str) -> Option<&'static dyn NetworkDriver> {
