@@ -30,9 +30,8 @@ use crate::{
 
 /// The outer header's TTL.
 const TUNNEL_TTL: u8 = 64;
-/// ARP message fields, from the start of the frame.
+/// Where the ARP message starts in the frame.
 const ARP_OFF: usize = EthHdr::LEN;
-const ARP_OPER_OFF: usize = ARP_OFF + 6;
 const ARP_LEN: usize = 28;
 const ARP_REQUEST: u16 = 1;
 const ARP_REPLY: u16 = 2;
@@ -96,14 +95,13 @@ fn send(ctx: &TcContext, ep: &EndpointInfo, remote: &RemoteEndpoint) -> Verdict 
 pub fn answer_arp(ctx: &TcContext, ep: &EndpointInfo, target: u32) -> Option<Verdict> {
     // SAFETY: a lookup whose value is not read.
     unsafe { REMOTE_ENDPOINTS.get(target) }?;
-    let oper: [u8; 2] = ctx.load(ARP_OPER_OFF).ok()?;
-    if u16::from_be_bytes(oper) != ARP_REQUEST {
+    let request: [u8; ARP_LEN] = ctx.load(ARP_OFF).ok()?;
+    if u16::from_be_bytes([request[6], request[7]]) != ARP_REQUEST {
         return None;
     }
     if let Some(refused) = policy::refuse(ep, target) {
         return Some((refused, DROP));
     }
-    let request: [u8; ARP_LEN] = ctx.load(ARP_OFF).ok()?;
     let mut frame = [0u8; EthHdr::LEN + ARP_LEN];
     // Ethernet: to the asker, from the gateway.
     frame[..6].copy_from_slice(&request[8..14]);

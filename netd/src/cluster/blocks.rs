@@ -48,6 +48,14 @@ pub fn parse_key(blocks_prefix: &str, key: &str) -> Option<Ipv4Net> {
     Ipv4Net::new(addr.parse().ok()?, len.parse().ok()?).ok()
 }
 
+/// What the key of a block `node` holds says.
+pub fn record(node: &str) -> Vec<u8> {
+    let record = BlockRecord {
+        node: node.to_string(),
+    };
+    serde_json::to_vec(&record).expect("plain data")
+}
+
 /// The first block of `n` nobody holds (`claimed`: every block held, with its node), and
 /// the transaction that claims it for `node` under `lease`.
 pub fn plan_claim(
@@ -72,12 +80,9 @@ pub fn plan_claim(
         );
     };
     let key = key(blocks_prefix, &block);
-    let record = BlockRecord {
-        node: node.to_string(),
-    };
     let ops = vec![Op::Put {
         key: key.clone(),
-        value: serde_json::to_vec(&record).expect("plain data"),
+        value: record(node),
         lease: Some(lease),
     }];
     Ok((block, vec![Guard::Absent(key)], ops))

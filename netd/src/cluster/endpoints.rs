@@ -31,6 +31,13 @@ pub struct EndpointRecord {
     pub container: String,
 }
 
+/// Who holds a key of an endpoint's or a block's record.
+#[derive(Deserialize)]
+struct Holder {
+    node: String,
+    container: Option<String>,
+}
+
 /// The keys this node owns in the store, and removals still to be made.
 #[derive(Debug, Default)]
 pub(super) struct Owned {
@@ -94,20 +101,19 @@ impl<S: ClusterStore> Member<S> {
     async fn put_owned(&self, key: &str, value: &[u8], lease: LeaseId) -> Result<Option<String>> {
         for _ in 0..5 {
             let held = self.store.get(key).await?;
-            let guard = match &held {
+            let guard = match held {
                 None => Guard::Absent(key.to_string()),
-                Some(v) => match serde_json::from_slice::<EndpointRecord>(v) {
-                    Ok(r) if r.node != self.name => {
-                        return Ok(Some(format!(
-                            "container {} on node {}",
-                            r.container, r.node
-                        )));
-                    }
-                    _ if !self.is_ours(v) => return Ok(Some("another node".into())),
-                    _ => Guard::Unchanged {
+                Some(v) => match serde_json::from_slice::<Holder>(&v) {
+                    Ok(h) if h.node == self.name => Guard::Unchanged {
                         key: key.to_string(),
-                        value: v.clone(),
+                        value: v,
                     },
+                    Ok(Holder {
+                        node,
+                        container: Some(c),
+                    }) => return Ok(Some(format!("container {c} on node {node}"))),
+                    Ok(h) => return Ok(Some(format!("node {}", h.node))),
+                    Err(_) => return Ok(Some("a record this netd cannot read".into())),
                 },
             };
             let put = Op::Put {
@@ -125,15 +131,6 @@ impl<S: ClusterStore> Member<S> {
         ))
     }
 
-    /// Whether a key's value names this node (an endpoint's or a block's record).
-    fn is_ours(&self, value: &[u8]) -> bool {
-        #[derive(Deserialize)]
-        struct Named {
-            node: String,
-        }
-        serde_json::from_slice::<Named>(value).is_ok_and(|n| n.node == self.name)
-    }
-
     /// Keep the node's endpoint records to `keep` (network, address): the others are
     /// removed from the store now, or at a later renewal if it is out of reach.
     pub async fn retain_endpoints(&self, keep: &BTreeSet<(String, Ipv4Addr)>) {
@@ -141,42 +138,35 @@ impl<S: ClusterStore> Member<S> {
             .iter()
             .map(|(n, ip)| self.endpoint_key(n, *ip))
             .collect();
-        let prefix = self.endpoints_prefix();
-        let gone: Vec<String> = {
-            let mut owned = self.owned();
-            let gone: Vec<String> = owned
-                .keys
-                .keys()
-                .filter(|k| k.starts_with(&prefix) && !wanted.contains(*k))
-                .cloned()
-                .collect();
-            for k in &gone {
-                owned.keys.remove(k);
-                owned.to_delete.insert(k.clone());
-            }
-            gone
-        };
-        if !gone.is_empty() {
-            self.delete_pending().await;
-        }
+        self.release(&self.endpoints_prefix(), |k| !wanted.contains(k))
+            .await;
     }
 
     /// Forget the keys under `prefix` this node owns, removing them from the store.
     pub(super) async fn release_prefix(&self, prefix: &str) {
-        {
+        self.release(prefix, |_| true).await;
+    }
+
+    /// Forget the owned keys under `prefix` that `gone` picks, and remove them from the
+    /// store (now, or at a later renewal).
+    async fn release(&self, prefix: &str, gone: impl Fn(&str) -> bool) {
+        let released = {
             let mut owned = self.owned();
-            let gone: Vec<String> = owned
+            let keys: Vec<String> = owned
                 .keys
                 .keys()
-                .filter(|k| k.starts_with(prefix))
+                .filter(|k| k.starts_with(prefix) && gone(k))
                 .cloned()
                 .collect();
-            for k in gone {
-                owned.keys.remove(&k);
-                owned.to_delete.insert(k);
+            for k in &keys {
+                owned.keys.remove(k);
+                owned.to_delete.insert(k.clone());
             }
+            !keys.is_empty()
+        };
+        if released {
+            self.delete_pending().await;
         }
-        self.delete_pending().await;
     }
 
     /// The endpoint records of this node's containers, as the daemon has them at start:

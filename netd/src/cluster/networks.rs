@@ -4,7 +4,7 @@
 //! plans those). Each change is planned from a listing and committed only if what was
 //! read still holds; a node that loses plans again (`store::plan_and_commit`).
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use log::info;
 
 use super::{
@@ -100,39 +100,30 @@ impl<S: ClusterStore> Member<S> {
     }
 
     /// Claim one more block of overlay network `n` for this node, under its lease.
-    pub async fn claim_block(&self, n: &OverlayNetwork) -> Result<ipnet::Ipv4Net> {
+    /// A store out of reach (or this node not registered yet) is HTTP 503; a network
+    /// with no block left, 409.
+    pub async fn claim_block(&self, n: &OverlayNetwork) -> Result<ipnet::Ipv4Net, ApiError> {
         let Some(lease) = self.status().lease else {
-            bail!(
+            return Err(ApiError::unavailable(anyhow::anyhow!(
                 "cluster store {}: node {} is not registered (yet): it holds no lease to claim addresses under",
                 self.store.describe(),
                 self.name
-            );
+            )));
         };
         let prefix = self.blocks_prefix(&n.name);
-        let block = plan_and_commit(
-            &self.store,
-            &prefix,
-            |e| e,
-            |listing| {
-                let claimed: Vec<(ipnet::Ipv4Net, String)> = listing
-                    .items
-                    .iter()
-                    .filter_map(|(k, v)| {
-                        let record: blocks::BlockRecord = serde_json::from_slice(v).ok()?;
-                        Some((blocks::parse_key(&prefix, k)?, record.node))
-                    })
-                    .collect();
-                blocks::plan_claim(n, &claimed, &prefix, &self.name, lease)
-            },
-        )
+        let block = plan_and_commit(&self.store, &prefix, ApiError::unavailable, |listing| {
+            let claimed: Vec<(ipnet::Ipv4Net, String)> = listing
+                .items
+                .iter()
+                .filter_map(|(k, v)| {
+                    let record: blocks::BlockRecord = serde_json::from_slice(v).ok()?;
+                    Some((blocks::parse_key(&prefix, k)?, record.node))
+                })
+                .collect();
+            blocks::plan_claim(n, &claimed, &prefix, &self.name, lease).map_err(ApiError::conflict)
+        })
         .await?;
-        self.own_key(
-            blocks::key(&prefix, &block),
-            serde_json::to_vec(&blocks::BlockRecord {
-                node: self.name.clone(),
-            })
-            .expect("plain data"),
-        );
+        self.own_key(blocks::key(&prefix, &block), blocks::record(&self.name));
         info!(
             "cluster: node {} holds block {block} of network {}",
             self.name, n.name
@@ -147,24 +138,24 @@ impl<S: ClusterStore> Member<S> {
         &self,
         n: &OverlayNetwork,
         taken: &std::collections::BTreeSet<std::net::Ipv4Addr>,
-    ) -> Result<std::net::Ipv4Addr> {
+    ) -> Result<std::net::Ipv4Addr, ApiError> {
         let prefix = self.blocks_prefix(&n.name);
         let mut held = self.held_blocks(&prefix);
         if held.is_empty() {
-            for block in self.own_blocks(n).await? {
-                let key = blocks::key(&prefix, &block);
-                if let Some(v) = self.store.get(&key).await? {
-                    self.own_key(key, v);
-                }
+            held = self.own_blocks(n).await.map_err(ApiError::unavailable)?;
+            for block in &held {
+                self.own_key(blocks::key(&prefix, block), blocks::record(&self.name));
             }
-            held = self.held_blocks(&prefix);
         }
         if let Some(ip) = blocks::free_address(n, &held, taken) {
             return Ok(ip);
         }
         let block = self.claim_block(n).await?;
         blocks::free_address(n, &[block], taken).ok_or_else(|| {
-            anyhow::anyhow!("block {block} of network {} has no free address", n.name)
+            ApiError::conflict(anyhow::anyhow!(
+                "block {block} of network {} has no free address",
+                n.name
+            ))
         })
     }
 
@@ -323,7 +314,7 @@ mod tests {
                 ("10.9.0.0/26".into(), "10.9.0.64/26".into())
             );
             assert_eq!(a.own_blocks(&n).await.unwrap(), [first]);
-            let full = a.claim_block(&n).await.unwrap_err().to_string();
+            let full = a.claim_block(&n).await.unwrap_err().error.to_string();
             assert!(full.contains("held, by nodes a, b"), "{full}");
             // b dies: its block goes with its lease, and a may take it.
             store.expire(b.status().lease.unwrap());

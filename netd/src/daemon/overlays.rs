@@ -148,16 +148,7 @@ impl Inner {
                 n.name
             ))
         })?;
-        let ip = member
-            .address_for(&o, &self.taken_addresses(n))
-            .await
-            .map_err(|e| {
-                if e.to_string().contains("no free address") {
-                    ApiError::conflict(e)
-                } else {
-                    ApiError::unavailable(e)
-                }
-            })?;
+        let ip = member.address_for(&o, &self.taken_addresses(n)).await?;
         member.add_endpoint(&n.name, ip, container).await?;
         Ok(ip)
     }
