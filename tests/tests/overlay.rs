@@ -207,6 +207,22 @@ fn containers_on_different_nodes_talk_over_their_overlay_and_never_across_overla
         String::from_utf8_lossy(&link.stdout).contains("mtu 1450"),
         "{link:?}"
     );
+    // Shown as the cluster's network, with this node's containers on it.
+    let inspect: serde_json::Value =
+        serde_json::from_str(&c.daemons[0].cli_ok(&["network", "inspect", "ov1"])?)?;
+    let ov1 = &inspect[0];
+    assert_eq!(
+        (&ov1["driver"], &ov1["scope"]),
+        (&"overlay".into(), &"global".into())
+    );
+    assert_eq!(ov1["mtu"], 1450);
+    let here: Vec<&str> = ov1["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["container"].as_str())
+        .collect();
+    assert_eq!(here, ["ca"], "{ov1}");
     // Every node knows the others' containers within a second.
     for (i, d) in c.daemons.iter().enumerate() {
         let others = [3, 3, 4][i];

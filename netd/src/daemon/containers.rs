@@ -299,10 +299,7 @@ impl Inner {
             Vec::new()
         };
         let ip = match &mode {
-            Mode::Bridge(n) if n.overlay.is_some() => {
-                Some(self.overlay_address(n, req.ip.as_deref(), &name).await?)
-            }
-            Mode::Bridge(n) => Some(self.choose_ip_probed(n, req.ip.as_deref()).await?),
+            Mode::Bridge(n) => Some(self.address_for(n, req.ip.as_deref(), &name).await?),
             _ => None,
         };
         let (sandbox, ns) = match (&mode, &req.netns, netns) {

@@ -78,34 +78,29 @@ impl Inner {
     }
 
     fn view_of(&self, n: &Network) -> NetworkView {
-        let mut view = self.local_view_of(n);
+        let endpoints = self
+            .state
+            .endpoints()
+            .filter(|(_, e)| e.network == n.name)
+            .map(|(c, e)| EndpointView {
+                container: c.name.clone(),
+                ip: format!("{}/{}", e.ip, n.subnet.prefix_len()),
+                mac: e.mac.clone(),
+                host_veth: e.host_veth.clone(),
+            })
+            .collect();
         // An overlay's share: shown as the cluster's network, with this node's containers.
         if n.overlay.is_some()
             && let Some(o) = self.overlays().into_iter().find(|o| o.name == n.name)
         {
-            let mut cluster = NetworkView::overlay(&o);
-            cluster.endpoints = std::mem::take(&mut view.endpoints);
-            cluster.bridge = view.bridge;
-            cluster.mtu = view.mtu;
-            return cluster;
+            return NetworkView {
+                endpoints,
+                bridge: n.bridge.clone(),
+                mtu: n.mtu,
+                ..NetworkView::overlay(&o)
+            };
         }
-        view
-    }
-
-    fn local_view_of(&self, n: &Network) -> NetworkView {
-        NetworkView::new(
-            n,
-            self.state
-                .endpoints()
-                .filter(|(_, e)| e.network == n.name)
-                .map(|(c, e)| EndpointView {
-                    container: c.name.clone(),
-                    ip: format!("{}/{}", e.ip, n.subnet.prefix_len()),
-                    mac: e.mac.clone(),
-                    host_veth: e.host_veth.clone(),
-                })
-                .collect(),
-        )
+        NetworkView::new(n, endpoints)
     }
 
     /// Subnets in use on the node that a new network must not overlap: routes and
@@ -552,6 +547,20 @@ impl Inner {
         }
     }
 
+    /// The address of container `container`'s new endpoint on `n`: on an overlay, from
+    /// the node's blocks and recorded for the cluster; elsewhere `choose_ip_probed`.
+    pub(super) async fn address_for(
+        &self,
+        n: &Network,
+        wanted: Option<&str>,
+        container: &str,
+    ) -> Result<std::net::Ipv4Addr, ApiError> {
+        match n.overlay {
+            Some(_) => self.overlay_address(n, wanted, container).await,
+            None => self.choose_ip_probed(n, wanted).await,
+        }
+    }
+
     /// `choose_ip`, and on a network on the LAN (macvlan with a parent) only an address no
     /// other host answers for (`arp_probe`): a taken one is skipped, or refused if asked
     /// for by `--ip`.
@@ -688,10 +697,7 @@ impl Inner {
                 n.name
             )));
         }
-        let ip = match n.overlay {
-            Some(_) => self.overlay_address(&n, req.ip.as_deref(), &c.name).await?,
-            None => self.choose_ip_probed(&n, req.ip.as_deref()).await?,
-        };
+        let ip = self.address_for(&n, req.ip.as_deref(), &c.name).await?;
         let ifname = next_ifname(&c);
         let default_route = !c.endpoints.iter().any(|e| self.carries_default_route(e));
         let ep = self
