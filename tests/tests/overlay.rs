@@ -334,6 +334,70 @@ fn containers_on_different_nodes_talk_over_their_overlay_and_never_across_overla
             .windows(6)
             .any(|w| w == b"ov4096")
     );
+    // A static address, whichever node's block it lies in: n2's container takes the
+    // address n1 would hand out next; n1 then refuses it to `--ip` and skips it itself,
+    // and the container is reached there from n1.
+    let (n1, n2) = (&c.daemons[0], &c.daemons[1]);
+    let wanted = Ipv4Addr::new(10, 0, 0, 3);
+    n2.cli_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "pin",
+        "--network",
+        "ov1",
+        "--ip",
+        "10.0.0.3",
+        "--",
+        "sleep",
+        "infinity",
+    ])?;
+    let pin = n2.container("pin")?;
+    assert_eq!(pin.ip, wanted);
+    wait_for("pin known to n1", Duration::from_secs(1), || {
+        Ok(remote_entries(n1)? == 3)
+    })?;
+    let _pin_udp = EchoServer::start(&pin.netns, Proto::Udp, addr(Ipv4Addr::UNSPECIFIED, 53))?;
+    echo_once(&a.netns, Proto::Udp, addr(wanted, 53))?;
+    for (ip, why) in [
+        ("10.0.0.3", "in use"),
+        ("10.0.0.1", "gateway"),
+        ("10.0.9.9", "not a host address"),
+        ("10.0.0", "IPv4 address"),
+    ] {
+        let out = n1.cli(&[
+            "run",
+            "-d",
+            "--name",
+            "dup",
+            "--network",
+            "ov1",
+            "--ip",
+            ip,
+            "--",
+            "sleep",
+            "infinity",
+        ])?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(why),
+            "--ip {ip}: {err}"
+        );
+    }
+    assert!(
+        n1.container("dup").is_err(),
+        "nothing left of a refused run"
+    );
+    let next = run_on(n1, "cd", "ov1", &[])?;
+    assert_eq!(
+        next.ip,
+        Ipv4Addr::new(10, 0, 0, 4),
+        "n2's static address skipped"
+    );
+    for (d, name) in [(1, "pin"), (0, "cd")] {
+        c.daemons[d].cli_ok(&["rm", "-f", name])?;
+    }
+
     for (d, name) in [(0, "ca"), (1, "cb"), (0, "cx"), (1, "cy")] {
         c.daemons[d].cli_ok(&["rm", "-f", name])?;
     }

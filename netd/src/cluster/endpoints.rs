@@ -262,6 +262,23 @@ impl<S: ClusterStore> Member<S> {
         remotes
     }
 
+    /// Every address recorded on overlay network `network`, by any node, as last seen:
+    /// what no node hands out again (a static `--ip` may lie in another node's block).
+    pub fn recorded_addresses(&self, network: &str) -> BTreeSet<Ipv4Addr> {
+        self.endpoints
+            .snapshot()
+            .into_keys()
+            .filter_map(|key| {
+                let (net, ip) = key.split_once('/')?;
+                if net == network {
+                    ip.parse().ok()
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
     /// Follow every node's endpoints for as long as the daemon runs.
     pub async fn follow_endpoints(&self) {
         self.endpoints.follow(&self.store).await
@@ -360,6 +377,15 @@ mod tests {
             b.tick().await.unwrap();
             a.endpoints.sync(&store).await.unwrap();
             assert_eq!(remote(&a), [(theirs, b.address())], "written again");
+
+            // A static address of a's inside b's block: b's next address skips it.
+            let inside = "10.0.0.66".parse::<Ipv4Addr>().unwrap();
+            a.add_endpoint("ov", inside, "pinned").await.unwrap();
+            b.endpoints.sync(&store).await.unwrap();
+            let next = b.address_for(&n, &[theirs].into()).await.unwrap();
+            assert_eq!(next, "10.0.0.67".parse::<Ipv4Addr>().unwrap());
+            a.retain_endpoints(&[("ov".to_string(), ip)].into()).await;
+            a.endpoints.sync(&store).await.unwrap();
 
             // Removed while the store is down: removed once it answers.
             store.set_down(true);

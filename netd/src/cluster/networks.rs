@@ -147,11 +147,14 @@ impl<S: ClusterStore> Member<S> {
                 self.own_key(blocks::key(&prefix, block), blocks::record(&self.name));
             }
         }
-        if let Some(ip) = blocks::free_address(n, &held, taken) {
+        // Also what other nodes hold in this node's blocks (static addresses).
+        let mut taken = taken.clone();
+        taken.extend(self.recorded_addresses(&n.name));
+        if let Some(ip) = blocks::free_address(n, &held, &taken) {
             return Ok(ip);
         }
         let block = self.claim_block(n).await?;
-        blocks::free_address(n, &[block], taken).ok_or_else(|| {
+        blocks::free_address(n, &[block], &taken).ok_or_else(|| {
             ApiError::conflict(anyhow::anyhow!(
                 "block {block} of network {} has no free address",
                 n.name

@@ -17,7 +17,7 @@ use super::{ClusterMember, Inner};
 use crate::{
     api::ApiError,
     datapath::RemoteTable,
-    driver,
+    driver, ipam,
     state::{Network, OverlayNet},
 };
 
@@ -125,20 +125,16 @@ impl Inner {
             .collect()
     }
 
-    /// An address for a container of this node on overlay network `n`, from the node's
-    /// address blocks, recorded for the cluster under `container`.
+    /// An address for a container of this node on overlay network `n`: the static one
+    /// asked for (any free host address of the subnet, whoever's block it is in), or the
+    /// next free one of the node's address blocks; recorded for the cluster under
+    /// `container` (an address another node recorded first is refused, naming it).
     pub(super) async fn overlay_address(
         &self,
         n: &Network,
         wanted: Option<&str>,
         container: &str,
     ) -> Result<Ipv4Addr, ApiError> {
-        if let Some(ip) = wanted {
-            return Err(ApiError::bad_request(anyhow!(
-                "invalid --ip {ip}: netd gives addresses on overlay network {} from the address blocks each node holds; a static address is not supported there yet",
-                n.name
-            )));
-        }
         let member = self.cluster.as_ref().ok_or_else(|| {
             ApiError::bad_request(anyhow!("network {} is an overlay network", n.name))
         })?;
@@ -148,7 +144,15 @@ impl Inner {
                 n.name
             ))
         })?;
-        let ip = member.address_for(&o, &self.taken_addresses(n)).await?;
+        let taken = self.taken_addresses(n);
+        let ip = match wanted {
+            Some(w) => {
+                let mut taken = taken;
+                taken.extend(member.recorded_addresses(&n.name));
+                ipam::check_static(&Self::pool(n), w, &taken).map_err(ApiError::conflict)?
+            }
+            None => member.address_for(&o, &taken).await?,
+        };
         member.add_endpoint(&n.name, ip, container).await?;
         Ok(ip)
     }
