@@ -616,7 +616,7 @@ fn by_hook(stats: &serde_json::Value, reason: &str) -> String {
 }
 
 /// Every `drop_` counter of `netd stats` that moved, or `none`.
-fn netd_drops_text(stats: &serde_json::Value) -> String {
+pub(super) fn netd_drops_text(stats: &serde_json::Value) -> String {
     let drops: Vec<String> = stats
         .as_array()
         .into_iter()
@@ -647,7 +647,7 @@ fn scheme_mac(ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
-fn mac_text(mac: &[u8; 6]) -> String {
+pub(super) fn mac_text(mac: &[u8; 6]) -> String {
     mac.iter()
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
@@ -687,7 +687,7 @@ fn macvlan_mac(container: &Path, ip: Ipv4Addr) -> Result<[u8; 6]> {
 }
 
 /// The packets of the counters of `netd stats` whose (hook, reason) pass `want`.
-fn netd_sum(stats: &serde_json::Value, want: impl Fn(&str, &str) -> bool) -> u64 {
+pub(super) fn netd_sum(stats: &serde_json::Value, want: impl Fn(&str, &str) -> bool) -> u64 {
     stats
         .as_array()
         .into_iter()

@@ -6,10 +6,10 @@
 //! reach L4 without ICMP errors and without a reader to wait for; what arrived is read
 //! from the container's own IP counters.
 //!
-//! The generator is a process of its own (`netd-bench transmit`) run with `ip netns exec`:
-//! that gives it the client's network namespace and a private mount namespace, where it
-//! mounts the bpffs that netd's object needs for its pinned maps; the mount and the maps
-//! go away with the process.
+//! The generator is a process of its own (`netd-bench transmit`) run with `nsenter` and
+//! `unshare`: that gives it the client's network namespace and a private mount namespace,
+//! where it mounts the bpffs that netd's object needs for its pinned maps; the mount and
+//! the maps go away with the process.
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
@@ -167,8 +167,8 @@ pub fn transmit(ifindex: u32, frame: &[u8], count: u32, batch: u32) -> Result<()
     Ok(())
 }
 
-/// Mount bpffs at /sys/fs/bpf, but only in a mount namespace of our own (`ip netns exec`
-/// makes one): the parent's must never see it.
+/// Mount bpffs at /sys/fs/bpf, but only in a mount namespace of our own (`run` makes one
+/// with `unshare`): the parent's must never see it.
 fn mount_private_bpffs() -> Result<()> {
     // SAFETY: getppid has no preconditions.
     let parent = unsafe { libc::getppid() };
@@ -177,7 +177,7 @@ fn mount_private_bpffs() -> Result<()> {
         .context("read the parent's mount namespace")?;
     if own == theirs {
         bail!(
-            "not in a private mount namespace (run under `ip netns exec`): refusing to mount bpffs"
+            "not in a private mount namespace (run under `unshare --mount`): refusing to mount bpffs"
         );
     }
     let target = std::ffi::CString::new(PRIVATE_BPFFS)?;
@@ -256,10 +256,11 @@ impl Cycles {
     }
 }
 
-/// Run the generator in `client` pinned to the client CPU, at most `limit`; with
-/// `cycles`, under `perf stat -e cycles -C CPU`.
+/// Run the generator in the network namespace at `client` (a named one or a container's)
+/// pinned to the client CPU, at most `limit`; with `cycles`, under `perf stat -e cycles
+/// -C CPU`.
 pub fn run(
-    client: &Netns,
+    client: &Path,
     ifindex: u32,
     frame: &[u8],
     count: u32,
@@ -270,41 +271,47 @@ pub fn run(
     let cpu = CLIENT_CPU.to_string();
     let mut cmd = if matches!(cycles, Cycles::Supported) {
         let mut c = Command::new("perf");
-        c.args(["stat", "-x", ",", "-e", "cycles", "-C", &cpu, "--", "ip"]);
+        c.args([
+            "stat", "-x", ",", "-e", "cycles", "-C", &cpu, "--", "nsenter",
+        ]);
         c
     } else {
-        Command::new("ip")
+        Command::new("nsenter")
     };
     // SCHED_FIFO at the lowest real-time priority: on a shared machine other processes
     // would otherwise preempt the generator, and with it the whole receive path, and
     // count in its wall time. Bounded by the frame count (a few seconds); the kernel's
     // real-time throttling still leaves the CPU 5 % for everyone else.
-    cmd.args([
-        "netns",
-        "exec",
-        &client.name,
-        "chrt",
-        "--fifo",
-        "1",
-        "taskset",
-        "-c",
-        &cpu,
-    ])
-    .arg(me)
-    .args([
-        "transmit",
-        "--ifindex",
-        &ifindex.to_string(),
-        "--frame",
-        &to_hex(frame),
-        "--count",
-        &count.to_string(),
-        "--batch",
-        &BATCH.to_string(),
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    // The namespace, and a mount namespace of its own for the generator's private bpffs
+    // (nsenter and unshare exec in place: the generator's parent is this process).
+    cmd.arg(format!("--net={}", client.display()))
+        .args([
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "chrt",
+            "--fifo",
+            "1",
+            "taskset",
+            "-c",
+            &cpu,
+        ])
+        .arg(me)
+        .args([
+            "transmit",
+            "--ifindex",
+            &ifindex.to_string(),
+            "--frame",
+            &to_hex(frame),
+            "--count",
+            &count.to_string(),
+            "--batch",
+            &BATCH.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let child = cmd.spawn().context("start the frame generator")?;
     let out = wait_bounded(child, "the frame generator", limit)?;
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -399,23 +406,40 @@ pub struct Link {
 }
 
 impl Link {
-    pub fn read(ns: &Netns, ifname: &str) -> Result<Self> {
-        let out = ns.ip(&["-j", "-s", "link", "show", "dev", ifname])?;
+    /// Interface `ifname` of the network namespace at `netns`.
+    pub fn read(netns: &Path, ifname: &str) -> Result<Self> {
+        let out = crate::netns::run(
+            "nsenter",
+            &[
+                &format!("--net={}", netns.display()),
+                "ip",
+                "-j",
+                "-s",
+                "link",
+                "show",
+                "dev",
+                ifname,
+            ],
+        )?;
         let v: Value = serde_json::from_slice(&out.stdout)?;
         let l = &v[0];
-        let mac_text = l["address"].as_str().context("no address")?;
-        let mac: Vec<u8> = mac_text
-            .split(':')
-            .map(|h| u8::from_str_radix(h, 16))
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("MAC {mac_text}"))?;
         Ok(Link {
-            mac: mac.try_into().ok().context("MAC of 6 bytes")?,
+            mac: parse_mac(l["address"].as_str().context("no address")?)?,
             ifindex: l["ifindex"].as_u64().context("no ifindex")? as u32,
             rx_dropped: l["stats64"]["rx"]["dropped"].as_u64().unwrap_or(0),
             tx_dropped: l["stats64"]["tx"]["dropped"].as_u64().unwrap_or(0),
         })
     }
+}
+
+/// A MAC as `ip` prints it (`02:42:0a:00:00:02`).
+pub fn parse_mac(text: &str) -> Result<[u8; 6]> {
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("MAC {text}"))?;
+    bytes.try_into().ok().context("MAC of 6 bytes")
 }
 
 /// The sum of an interface's driver counters (`ethtool -S`) whose name says drop or

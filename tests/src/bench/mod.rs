@@ -13,6 +13,7 @@ pub mod cni;
 pub mod engines;
 pub mod generator;
 pub mod load;
+pub mod overlay;
 pub mod report;
 pub mod svg;
 pub mod tools;
@@ -43,6 +44,8 @@ pub struct Options {
     pub engines: Vec<engines::Engine>,
     /// CNI plugins to compare (the reference chain, netd-cni).
     pub cni: Vec<cni::CniPlugin>,
+    /// Cross-node beds (the kernel's VXLAN, netd's overlay across and within a node).
+    pub overlays: Vec<overlay::CrossNode>,
     /// Published ports of the scale runs, instead of the plan's.
     pub scales: Option<Vec<u16>>,
     /// Repeats of each measurement, instead of the plan's.
@@ -200,6 +203,21 @@ pub fn run(opts: &Options) -> Result<Results> {
     for &plugin in &opts.cni {
         cni::measure(plugin, &cni_plan, &progress, &mut results)?;
     }
+    let overlay_plan = overlay::OverlayPlan {
+        runs: plan.runs,
+        iperf_secs: plan.iperf_secs,
+        load_secs: plan.load_secs,
+        frames: plan.frames,
+    };
+    if !opts.overlays.is_empty() {
+        results.note(
+            "cross-node",
+            format!("a container on node 1 to a container on node 2 of one overlay network: two node namespaces on an underlay switch (a bridge in its own namespace), a three-member etcd 3.4 running for every bed; vxlan-fdb is the kernel's path as flannel's vxlan backend lays it out (a bridge with a `nolearning` VXLAN device and the container's veth on each node, a static FDB entry for the other container's MAC, a permanent neighbour entry in each container), netd-overlay is `netd network create -d overlay` with the daemons' defaults (--fast-path on --xdp native), netd-overlay-noxdp the same with --xdp off (an XDP program on a veth turns segmentation offload off on its peer, so the underlay hands the receiving node each 1450-byte packet on its own: the difference between the two is that, and with XDP off published ports are translated in TC only), netd-same-node the overlay with both containers on node 1; MTU 1450 on every container; the client's tools in the client container, the servers in the server container; 64-byte frames: {} per run from the generator out of the client container's eth0 (XDP_TX into its veth), delivered = the server container's Ip InDelivers delta; the ratio columns are each bed's median over vxlan-fdb's", plan.frames),
+        );
+    }
+    for &kind in &opts.overlays {
+        overlay::measure(kind, &overlay_plan, &cycles, &progress, &mut results)?;
+    }
     Ok(results)
 }
 
@@ -335,71 +353,39 @@ fn forwarding_64(
 ) -> Result<()> {
     let dp = bed.datapath;
     let (ext, node) = (&bed.sandbox.ext, &bed.sandbox.node);
-    let client_if = Link::read(ext, "ext0")?;
-    let uplink = Link::read(node, Sandbox::UPLINK)?;
+    let client_if = Link::read(&ext.path(), "ext0")?;
+    let uplink = Link::read(&node.path(), Sandbox::UPLINK)?;
     // To the node's uplink, or straight to the container where it is on the client's LAN.
+    let from = SocketAddrV4::new(Sandbox::EXT_ADDR, SOURCE_PORT);
     let frame = generator::udp_frame(
         client_if.mac,
         bed.lan_mac.unwrap_or(uplink.mac),
-        SocketAddrV4::new(Sandbox::EXT_ADDR, SOURCE_PORT),
+        from,
         SocketAddrV4::new(bed.target, SINK_PORT),
         generator::PAYLOAD,
     );
-    sink.drain()?;
-    let pid = container.pid();
-    let delivered_before = generator::snmp(pid, "Ip", "InDelivers")?;
-    let csum_before = generator::snmp(pid, "Udp", "InCsumErrors")?;
-    let rcvbuf_before = generator::snmp(pid, "Udp", "RcvbufErrors")?;
     let netd_before = bed.netd_drops()?;
     let driver_before = generator::driver_drops(node, Sandbox::UPLINK)?;
     let softnet_before = generator::softnet_dropped(tools::CLIENT_CPU)?;
-    let sent = generator::run(
-        ext,
+    let d = Delivery::measure(
+        &dp,
+        &ext.path(),
         client_if.ifindex,
         &frame,
+        container,
+        sink,
         plan.frames,
         cycles,
-        Duration::from_secs(60),
     )?;
-    let delivered = (generator::snmp(pid, "Ip", "InDelivers")? - delivered_before) as f64;
-    let rcvbuf = (generator::snmp(pid, "Udp", "RcvbufErrors")? - rcvbuf_before) as f64;
     let driver = generator::driver_drops(node, Sandbox::UPLINK)?.saturating_sub(driver_before);
     let softnet = generator::softnet_dropped(tools::CLIENT_CPU)?.saturating_sub(softnet_before);
-    let client_after = Link::read(ext, "ext0")?;
-    let uplink_after = Link::read(node, Sandbox::UPLINK)?;
+    let client_after = Link::read(&ext.path(), "ext0")?;
+    let uplink_after = Link::read(&node.path(), Sandbox::UPLINK)?;
     let netd_drops = match (netd_before, bed.netd_drops()?) {
         (Some(a), Some(b)) => Some((b - a) as f64),
         _ => None,
     };
-    // Honesty: a frame reached the container's socket intact (the stack checks the UDP
-    // checksum when it is read) from the client's own address.
-    let first = sink.drain()?;
-    let csum_errors = generator::snmp(pid, "Udp", "InCsumErrors")? - csum_before;
-    check(
-        csum_errors == 0,
-        dp,
-        "the container counted UDP checksum errors",
-    )?;
-    match first {
-        Some((from, true)) if *from.ip() == Sandbox::EXT_ADDR && from.port() == SOURCE_PORT => {}
-        Some((from, ok)) => bail!(
-            "{dp}: the sink got a frame from {from} (payload {}), expected {}:{SOURCE_PORT}",
-            if ok { "intact" } else { "changed" },
-            Sandbox::EXT_ADDR
-        ),
-        None => bail!("{dp}: no generator frame reached the container's socket"),
-    }
-    check(delivered > 0.0, dp, "no 64-byte frame was delivered")?;
-    let seconds = sent.seconds.max(1e-9);
-    results.add(dp, "fwd64_pps", delivered / seconds);
-    results.add(dp, "fwd64_sent_pps", sent.frames / seconds);
-    results.add(
-        dp,
-        "fwd64_dropped",
-        (sent.frames - delivered).max(0.0) / sent.frames * 100.0,
-    );
-    results.add(dp, "fwd64_ns_per_packet", seconds * 1e9 / delivered);
-    results.add(dp, "fwd64_rcvbuf_full", rcvbuf);
+    d.record(|key, value| results.add(dp, key, value));
     results.add(
         dp,
         "fwd64_client_tx_dropped",
@@ -415,13 +401,93 @@ fn forwarding_64(
     if let Some(d) = netd_drops {
         results.add(dp, "fwd64_netd_drops", d);
     }
-    if let Some(c) = sent.cycles {
-        results.add(dp, "fwd64_cycles_per_packet", c / delivered);
-    }
     Ok(())
 }
 
-fn check(ok: bool, dp: Datapath, what: &str) -> Result<()> {
+/// What one run of the 64-byte generator delivered to the servers' namespace.
+struct Delivery {
+    sent: generator::Sent,
+    delivered: f64,
+    rcvbuf_full: f64,
+}
+
+impl Delivery {
+    /// Send `frames` copies of `frame` out of interface `ifindex` of the namespace at
+    /// `client`, and count what the namespace of `server` delivered (its Ip InDelivers).
+    /// Fails unless a frame reached the sink intact from the frame's own source and the
+    /// namespace counted no UDP checksum error: proof the path delivered it unharmed.
+    #[allow(clippy::too_many_arguments)]
+    fn measure(
+        what: &dyn std::fmt::Display,
+        client: &std::path::Path,
+        ifindex: u32,
+        frame: &[u8],
+        server: &Servers,
+        sink: &Sink,
+        frames: u32,
+        cycles: &Cycles,
+    ) -> Result<Delivery> {
+        // Ethernet (14) then IPv4 (20) then the UDP source port.
+        let from = SocketAddrV4::new(
+            Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]),
+            u16::from_be_bytes([frame[34], frame[35]]),
+        );
+        sink.drain()?;
+        let pid = server.pid();
+        let delivered_before = generator::snmp(pid, "Ip", "InDelivers")?;
+        let csum_before = generator::snmp(pid, "Udp", "InCsumErrors")?;
+        let rcvbuf_before = generator::snmp(pid, "Udp", "RcvbufErrors")?;
+        let sent = generator::run(
+            client,
+            ifindex,
+            frame,
+            frames,
+            cycles,
+            Duration::from_secs(60),
+        )?;
+        let delivered = (generator::snmp(pid, "Ip", "InDelivers")? - delivered_before) as f64;
+        let rcvbuf_full = (generator::snmp(pid, "Udp", "RcvbufErrors")? - rcvbuf_before) as f64;
+        // Honesty: a frame reached the container's socket intact (the stack checks the
+        // UDP checksum when it is read) from the frame's own source.
+        let first = sink.drain()?;
+        let csum_errors = generator::snmp(pid, "Udp", "InCsumErrors")? - csum_before;
+        if csum_errors != 0 {
+            bail!("{what}: the container counted {csum_errors} UDP checksum errors");
+        }
+        match first {
+            Some((seen, true)) if seen == from => {}
+            Some((seen, ok)) => bail!(
+                "{what}: the sink got a frame from {seen} (payload {}), expected {from}",
+                if ok { "intact" } else { "changed" },
+            ),
+            None => bail!("{what}: no generator frame reached the container's socket"),
+        }
+        if delivered <= 0.0 {
+            bail!("{what}: no 64-byte frame was delivered");
+        }
+        Ok(Delivery {
+            sent,
+            delivered,
+            rcvbuf_full,
+        })
+    }
+
+    /// The figures every 64-byte row reports, by key.
+    fn record(&self, mut add: impl FnMut(&str, f64)) {
+        let (sent, delivered) = (self.sent.frames, self.delivered);
+        let seconds = self.sent.seconds.max(1e-9);
+        add("fwd64_pps", delivered / seconds);
+        add("fwd64_sent_pps", sent / seconds);
+        add("fwd64_dropped", (sent - delivered).max(0.0) / sent * 100.0);
+        add("fwd64_ns_per_packet", seconds * 1e9 / delivered);
+        add("fwd64_rcvbuf_full", self.rcvbuf_full);
+        if let Some(c) = self.sent.cycles {
+            add("fwd64_cycles_per_packet", c / delivered);
+        }
+    }
+}
+
+fn check(ok: bool, dp: impl std::fmt::Display, what: &str) -> Result<()> {
     if !ok {
         bail!("{dp}: {what}");
     }
@@ -430,7 +496,12 @@ fn check(ok: bool, dp: Datapath, what: &str) -> Result<()> {
 
 /// The server's `PEER LOCAL` line must show the expected client and server addresses:
 /// proof that the datapath delivered (and translated) the connection as it should.
-fn check_seen(dp: Datapath, seen: &str, peer: Ipv4Addr, local: Ipv4Addr) -> Result<()> {
+fn check_seen(
+    dp: impl std::fmt::Display,
+    seen: &str,
+    peer: Ipv4Addr,
+    local: Ipv4Addr,
+) -> Result<()> {
     let mut parts = seen.split_whitespace();
     let ip = |s: Option<&str>| s.and_then(|a| a.parse::<std::net::SocketAddr>().ok());
     let (Some(p), Some(l)) = (ip(parts.next()), ip(parts.next())) else {

@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, process::Command};
 
 use serde_json::{Value, json};
 
-use super::{bed::Datapath, cni::CniPlugin, engines::Engine};
+use super::{bed::Datapath, cni::CniPlugin, engines::Engine, overlay::CrossNode};
 
 /// Every sample of one run of the benchmark.
 pub struct Results {
@@ -32,6 +32,11 @@ pub struct Results {
     cni: BTreeMap<String, BTreeMap<String, Vec<f64>>>,
     /// CNI plugin -> what it left in the node as evidence.
     cni_evidence: BTreeMap<String, String>,
+    /// Cross-node bed (`vxlan-fdb`, `netd-overlay`, `netd-same-node`) -> metric key ->
+    /// samples.
+    overlay: BTreeMap<String, BTreeMap<String, Vec<f64>>>,
+    /// Cross-node bed -> which path its counters show the traffic took.
+    overlay_evidence: BTreeMap<String, String>,
 }
 
 /// Median and range of some samples.
@@ -86,7 +91,22 @@ impl Results {
             engine_evidence: BTreeMap::new(),
             cni: BTreeMap::new(),
             cni_evidence: BTreeMap::new(),
+            overlay: BTreeMap::new(),
+            overlay_evidence: BTreeMap::new(),
         }
+    }
+
+    pub fn add_overlay(&mut self, bed: &str, key: &str, value: f64) {
+        push(&mut self.overlay, bed, key, value);
+    }
+
+    pub fn overlay_evidence(&mut self, bed: &str, text: String) {
+        self.overlay_evidence.insert(bed.to_string(), text);
+    }
+
+    /// The cross-node beds measured, the kernel's VXLAN first.
+    pub fn overlays(&self) -> Vec<String> {
+        measured(&CrossNode::ALL, &self.overlay)
     }
 
     pub fn add_cni(&mut self, plugin: &str, key: &str, value: f64) {
@@ -182,6 +202,9 @@ impl Results {
             "cni_plugins": samples_json(&self.cni),
             "cni_units": CNI_ROWS.iter().map(|r| (r.key, r.unit)).collect::<BTreeMap<_, _>>(),
             "cni_evidence": self.cni_evidence,
+            "cross_node": samples_json(&self.overlay),
+            "cross_node_units": OVERLAY_ROWS.iter().map(|r| (r.key, r.unit)).collect::<BTreeMap<_, _>>(),
+            "cross_node_evidence": self.overlay_evidence,
         })
     }
 
@@ -194,6 +217,7 @@ impl Results {
         if dps.is_empty() {
             out.push_str(&self.engine_table());
             out.push_str(&self.cni_table());
+            out.push_str(&self.overlay_table());
             out.push_str(&self.notes_text());
             return out;
         }
@@ -222,6 +246,7 @@ impl Results {
         out.push_str(&self.ratios());
         out.push_str(&self.engine_table());
         out.push_str(&self.cni_table());
+        out.push_str(&self.overlay_table());
         let targets = self.targets();
         if !targets.is_empty() {
             out.push_str("\ntargets of issue 6 (reported, never asserted):\n");
@@ -472,7 +497,7 @@ impl Results {
         }
         pair_table(
             "Docker with netd vs Docker's bridge driver",
-            "netd÷bridge",
+            &["netd÷bridge"],
             &self.engines(),
             &self.engines,
             &rows,
@@ -488,11 +513,36 @@ impl Results {
             .collect();
         pair_table(
             "netd-cni vs bridge + host-local + portmap",
-            "netd÷reference",
+            &["netd÷reference"],
             &self.cni_plugins(),
             &self.cni,
             &rows,
             &self.cni_evidence,
+        )
+    }
+}
+
+impl Results {
+    /// Across nodes: the kernel's VXLAN path, netd's overlay (with and without XDP on
+    /// the uplink), and netd's overlay within one node; each over the kernel's.
+    fn overlay_table(&self) -> String {
+        let rows: Vec<(String, String)> = OVERLAY_ROWS
+            .iter()
+            .map(|r| (r.key.to_string(), format!("{} ({})", r.label, r.unit)))
+            .collect();
+        let names = self.overlays();
+        let ratios: Vec<String> = names
+            .iter()
+            .skip(1)
+            .map(|n| format!("{}÷{}", n.trim_start_matches("netd-"), names[0]))
+            .collect();
+        pair_table(
+            "across nodes: container on node 1 to node 2",
+            &ratios.iter().map(String::as_str).collect::<Vec<_>>(),
+            &names,
+            &self.overlay,
+            &rows,
+            &self.overlay_evidence,
         )
     }
 }
@@ -529,11 +579,12 @@ fn suffixes(samples: &Samples, prefix: &str) -> Vec<u32> {
     s
 }
 
-/// Two contenders side by side: one row per (key, label) with samples, a column each,
-/// and the second's median over the first's.
+/// Contenders side by side: one row per (key, label) with samples, a column each, then
+/// each later contender's median over the first's, headed by `ratios` in order (a ratio
+/// without a label is not shown).
 fn pair_table(
     title: &str,
-    ratio: &str,
+    ratios: &[&str],
     names: &[String],
     samples: &Samples,
     rows: &[(String, String)],
@@ -542,12 +593,14 @@ fn pair_table(
     if names.is_empty() {
         return String::new();
     }
+    let width = |text: &str| (text.chars().count() + 2).max(16);
+    let ratios = &ratios[..ratios.len().min(names.len() - 1)];
     let mut header = format!("{title:<50}");
     for n in names {
-        header.push_str(&format!("{n:>16}"));
+        header.push_str(&format!("{n:>w$}", w = width(n)));
     }
-    if names.len() == 2 {
-        header.push_str(&format!("{ratio:>16}"));
+    for r in ratios {
+        header.push_str(&format!("{r:>w$}", w = width(r)));
     }
     let mut out = format!("\n{header}\n{}\n", "-".repeat(header.chars().count()));
     for (key, label) in rows {
@@ -559,19 +612,21 @@ fn pair_table(
             continue;
         }
         out.push_str(&format!("{label:<50}"));
-        for c in &cells {
+        for (c, n) in cells.iter().zip(names) {
             out.push_str(&format!(
-                "{:>16}",
-                c.map_or_else(|| "-".into(), |s| cell(&s, 1.0))
+                "{:>w$}",
+                c.map_or_else(|| "-".into(), |s| cell(&s, 1.0)),
+                w = width(n)
             ));
         }
-        if let [Some(first), Some(second)] = cells.as_slice()
-            && first.median != 0.0
-        {
-            out.push_str(&format!(
-                "{:>16}",
-                format!("{:.2}x", second.median / first.median)
-            ));
+        for (later, r) in cells[1..].iter().zip(ratios) {
+            let text = match (cells[0], later) {
+                (Some(first), Some(n)) if first.median != 0.0 => {
+                    format!("{:.2}x", n.median / first.median)
+                }
+                _ => "-".into(),
+            };
+            out.push_str(&format!("{text:>w$}", w = width(r)));
         }
         out.push('\n');
     }
@@ -580,6 +635,64 @@ fn pair_table(
     }
     out
 }
+
+/// The rows of the cross-node comparison.
+pub const OVERLAY_ROWS: &[Row] = &[
+    Row {
+        key: "tcp_gbps",
+        label: "TCP throughput",
+        unit: "Gbit/s",
+        scale: 1.0,
+    },
+    Row {
+        key: "conn_rate",
+        label: "new connections",
+        unit: "/s",
+        scale: 1.0,
+    },
+    Row {
+        key: "conn_p50",
+        label: "new connection, median",
+        unit: "µs",
+        scale: 1.0,
+    },
+    Row {
+        key: "conn_p99",
+        label: "new connection, p99",
+        unit: "µs",
+        scale: 1.0,
+    },
+    Row {
+        key: "rr_p50",
+        label: "request/response, median",
+        unit: "µs",
+        scale: 1.0,
+    },
+    Row {
+        key: "rr_p99",
+        label: "request/response, p99",
+        unit: "µs",
+        scale: 1.0,
+    },
+    Row {
+        key: "fwd64_pps",
+        label: "64 B frames delivered, XDP generator",
+        unit: "pps",
+        scale: 1.0,
+    },
+    Row {
+        key: "fwd64_ns_per_packet",
+        label: "64 B frames, CPU time per frame",
+        unit: "ns",
+        scale: 1.0,
+    },
+    Row {
+        key: "fwd64_dropped",
+        label: "64 B frames lost",
+        unit: "%",
+        scale: 1.0,
+    },
+];
 
 /// The rows of the CNI comparison: each a median or p99 over one run's attachments.
 pub const CNI_ROWS: &[Row] = &[

@@ -6,7 +6,9 @@ use std::{path::PathBuf, process::ExitCode, time::Instant};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use netd_tests::{
-    bench::{self, Options, bed::Datapath, cni::CniPlugin, engines::Engine, svg},
+    bench::{
+        self, Options, bed::Datapath, cni::CniPlugin, engines::Engine, overlay::CrossNode, svg,
+    },
     require_root,
 };
 
@@ -29,8 +31,9 @@ struct Cli {
     #[arg(long)]
     program_cost: Option<PathBuf>,
     /// Only these datapaths (direct, iptables, nftables, netd-tc, netd-redirect, netd-xdp, netd-macvlan;
-    /// netd means the three netd bridge ones) and Docker engines (docker-bridge, docker-netd;
-    /// docker means both); all by default.
+    /// netd means the three netd bridge ones), Docker engines (docker-bridge, docker-netd;
+    /// docker means both), CNI plugins (cni-bridge, cni-netd; cni means both) and cross-node
+    /// beds (vxlan-fdb, netd-overlay, netd-overlay-noxdp, netd-same-node; overlay means all four); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Published ports of the scale runs (default 1,1000,10000; quick 1,10000).
@@ -45,8 +48,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Internal {
     /// The 64-byte frame generator: send FRAME COUNT times out of interface IFINDEX of
-    /// this network namespace (BPF_PROG_TEST_RUN, live frames, XDP_TX). Run it only under
-    /// `ip netns exec`: it mounts a bpffs in its own mount namespace.
+    /// this network namespace (BPF_PROG_TEST_RUN, live frames, XDP_TX). Run it only in a
+    /// mount namespace of its own (`unshare --mount`): it mounts a bpffs there.
     #[command(hide = true)]
     Transmit {
         #[arg(long)]
@@ -112,31 +115,35 @@ fn add_new<T: PartialEq>(to: &mut Vec<T>, more: Vec<T>) {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let (datapaths, engines, cni) = if cli.only.is_empty() {
+    let (datapaths, engines, cni, overlays) = if cli.only.is_empty() {
         (
             Datapath::ALL.to_vec(),
             Engine::ALL.to_vec(),
             CniPlugin::ALL.to_vec(),
+            CrossNode::ALL.to_vec(),
         )
     } else {
         let mut chosen: Vec<Datapath> = Vec::new();
         let mut engines: Vec<Engine> = Vec::new();
         let mut cni: Vec<CniPlugin> = Vec::new();
+        let mut overlays: Vec<CrossNode> = Vec::new();
         for name in &cli.only {
             if let Some(es) = Engine::by_name(name) {
                 add_new(&mut engines, es);
             } else if let Some(ps) = CniPlugin::by_name(name) {
                 add_new(&mut cni, ps);
+            } else if let Some(ks) = CrossNode::by_name(name) {
+                add_new(&mut overlays, ks);
             } else {
                 let dps = Datapath::by_name(name).with_context(|| {
                     format!(
-                        "--only: unknown datapath {name:?} (direct, iptables, nftables, netd-tc, netd-redirect, netd-xdp, netd-macvlan, or netd for the three bridge ones; docker-bridge, docker-netd, or docker for both; cni-bridge, cni-netd, or cni for both)"
+                        "--only: unknown datapath {name:?} (direct, iptables, nftables, netd-tc, netd-redirect, netd-xdp, netd-macvlan, or netd for the three bridge ones; docker-bridge, docker-netd, or docker for both; cni-bridge, cni-netd, or cni for both; vxlan-fdb, netd-overlay, netd-overlay-noxdp, netd-same-node, or overlay for all four)"
                     )
                 })?;
                 add_new(&mut chosen, dps);
             }
         }
-        (chosen, engines, cni)
+        (chosen, engines, cni, overlays)
     };
     println!(
         "bench: {} matrix over {}; clients on CPU {}, servers on CPU {}",
@@ -146,6 +153,7 @@ fn run(cli: Cli) -> Result<()> {
             .map(|d| d.to_string())
             .chain(engines.iter().map(|e| e.to_string()))
             .chain(cni.iter().map(|p| p.to_string()))
+            .chain(overlays.iter().map(|k| k.to_string()))
             .collect::<Vec<_>>()
             .join(", "),
         bench::tools::CLIENT_CPU,
@@ -156,6 +164,7 @@ fn run(cli: Cli) -> Result<()> {
         datapaths,
         engines,
         cni,
+        overlays,
         scales: cli.scales,
         runs: cli.runs,
     })?;
