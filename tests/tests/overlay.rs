@@ -17,6 +17,7 @@ use anyhow::{Context, Result, bail};
 use netd_tests::{
     addr,
     cluster::{Cluster, member_addr, node_addr},
+    cni,
     daemon::{Container, Daemon},
     echo::{EchoServer, HeldConnection, Proto, echo_fails, echo_once, in_netns},
     netns::require_root,
@@ -397,6 +398,59 @@ fn containers_on_different_nodes_talk_over_their_overlay_and_never_across_overla
     for (d, name) in [(1, "pin"), (0, "cd")] {
         c.daemons[d].cli_ok(&["rm", "-f", name])?;
     }
+
+    // A runtime's containers through netd-cni (Podman, containerd, Kubernetes), on n1 and
+    // on n3 (whose share of the overlay went with cc): they reach each other and netd's
+    // containers across nodes; their DEL takes their records, and n3's share, with them.
+    let pods = ["pod1", "pod3"]
+        .into_iter()
+        .map(|p| netd_tests::netns::Netns::new(&netd_tests::netns::unique_name(p)))
+        .collect::<Result<Vec<_>>>()?;
+    let cni_call = |i: usize, command: &str| -> Result<serde_json::Value> {
+        let d = &c.daemons[[0, 2][i]];
+        let path = pods[i].path();
+        let call = cni::Call::new(command, &pods[i].name, Some(&path));
+        cni::exec(d, &call, &cni::conf("1.0.0", "ov1", &d.socket))?.ok()
+    };
+    let mut pod_ips = Vec::new();
+    for i in 0..2 {
+        let ip = cni_call(i, "ADD")?["ips"][0]["address"]
+            .as_str()
+            .and_then(|a| a.split('/').next()?.parse::<Ipv4Addr>().ok())
+            .context("no address in the CNI result")?;
+        pod_ips.push((pods[i].path(), ip));
+    }
+    assert!(
+        pod_ips[0].1.octets()[3] < 64,
+        "n1's block: {:?}",
+        pod_ips[0]
+    );
+    assert!(
+        pod_ips[1].1.octets()[3] >= 128,
+        "n3's block: {:?}",
+        pod_ips[1]
+    );
+    wait_for("pod3 known to n1", Duration::from_secs(1), || {
+        Ok(remote_entries(n1)? == 3)
+    })?;
+    let _pod_udp = EchoServer::start(&pod_ips[1].0, Proto::Udp, addr(Ipv4Addr::UNSPECIFIED, 53))?;
+    echo_once(&pod_ips[0].0, Proto::Udp, addr(pod_ips[1].1, 53))?;
+    echo_once(&a.netns, Proto::Udp, addr(pod_ips[1].1, 53))?;
+    echo_once(&pod_ips[1].0, Proto::Tcp, addr(b.ip, 80))?;
+    for i in 0..2 {
+        cni_call(i, "DEL")?;
+    }
+    wait_for("pod3 forgotten", Duration::from_secs(1), || {
+        Ok(remote_entries(n1)? == 2)
+    })?;
+    assert!(
+        !c.nodes[2]
+            .ip(&["link"])?
+            .stdout
+            .windows(6)
+            .any(|w| w == b"ov4096"),
+        "n3's share of the overlay went with its last attachment"
+    );
 
     for (d, name) in [(0, "ca"), (1, "cb"), (0, "cx"), (1, "cy")] {
         c.daemons[d].cli_ok(&["rm", "-f", name])?;

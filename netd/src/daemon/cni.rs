@@ -100,6 +100,8 @@ impl Inner {
         ns: File,
         caller: Caller,
     ) -> Result<CniAttachmentView, ApiError> {
+        // An overlay of the cluster is set up on the node with its first container.
+        self.overlay_here(&req.network).await?;
         let n = self.network(&req.network)?.clone();
         super::networks::refuse_if_docker(&n, "attached to through CNI")?;
         if n.is_macvlan() {
@@ -137,7 +139,9 @@ impl Inner {
         }
         self.refresh_node_addrs().await?;
         let ports = self.bind_ports(&specs).map_err(ApiError::conflict)?;
-        let ip = self.cni_address(&n, req.ip.as_deref())?;
+        let id = random_id();
+        let name = self.cni_record_name(&req.container_id, &req.ifname, &id);
+        let ip = self.cni_address(&n, req.ip.as_deref(), &name).await?;
         let mac = match &req.mac {
             Some(m) => endpoint::parse_mac(m)
                 .ok_or_else(|| ApiError::bad_request(anyhow!("invalid MAC address {m:?}")))?,
@@ -149,8 +153,6 @@ impl Inner {
                 Sandbox::Cni(a) => a.container_id == req.container_id && a.default_route,
                 _ => false,
             });
-        let id = random_id();
-        let name = self.cni_record_name(&req.container_id, &req.ifname, &id);
         let mut c = Container {
             id: id.clone(),
             name: name.clone(),
@@ -302,8 +304,17 @@ impl Inner {
     }
 
     /// A static address anywhere in the network's range (runtimes give `--ip` on any
-    /// network), or the next free one.
-    fn cni_address(&self, n: &Network, wanted: Option<&str>) -> Result<Ipv4Addr, ApiError> {
+    /// network), or the next free one; on an overlay, as for any container there (the
+    /// node's blocks, recorded for the cluster under `name`).
+    async fn cni_address(
+        &self,
+        n: &Network,
+        wanted: Option<&str>,
+        name: &str,
+    ) -> Result<Ipv4Addr, ApiError> {
+        if n.overlay.is_some() {
+            return self.overlay_address(n, wanted, name).await;
+        }
         let taken = self.taken_addresses(n);
         let pool = Self::pool(n);
         match wanted {

@@ -630,7 +630,9 @@ impl Daemon {
             (&Method::GET, ["stats"]) => to_json(inner.stats()?)?,
             (&Method::POST, ["cni", "attachments"]) => {
                 let (add, _, ns, caller) = cni_ns.take().expect("parsed above");
-                to_json(inner.cni_add(add, ns, caller.expect("an ADD's")).await?)?
+                let added = inner.cni_add(add, ns, caller.expect("an ADD's")).await;
+                inner.settle_overlays().await;
+                to_json(added?)?
             }
             (&Method::POST, ["cni", "check"]) => {
                 let (_, check, ns, _) = cni_ns.take().expect("parsed above");
@@ -639,11 +641,15 @@ impl Daemon {
             }
             (&Method::DELETE, ["cni", "attachments", network, container_id, ifname]) => {
                 cni::check_key(container_id, ifname)?;
-                let (removed, warnings) = inner.cni_del(network, container_id, ifname).await?;
+                let deleted = inner.cni_del(network, container_id, ifname).await;
+                inner.settle_overlays().await;
+                let (removed, warnings) = deleted?;
                 json!({ "removed": removed, "warnings": warnings })
             }
             (&Method::POST, ["cni", "gc"]) => {
-                let (removed, warnings) = inner.cni_gc(req.json()?).await?;
+                let collected = inner.cni_gc(req.json()?).await;
+                inner.settle_overlays().await;
+                let (removed, warnings) = collected?;
                 json!({ "removed": removed, "warnings": warnings })
             }
             _ => {
