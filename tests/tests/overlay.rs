@@ -413,12 +413,12 @@ fn containers_on_different_nodes_talk_over_their_overlay_and_never_across_overla
         cni::exec(d, &call, &cni::conf("1.0.0", "ov1", &d.socket))?.ok()
     };
     let mut pod_ips = Vec::new();
-    for i in 0..2 {
+    for (i, pod) in pods.iter().enumerate() {
         let ip = cni_call(i, "ADD")?["ips"][0]["address"]
             .as_str()
             .and_then(|a| a.split('/').next()?.parse::<Ipv4Addr>().ok())
             .context("no address in the CNI result")?;
-        pod_ips.push((pods[i].path(), ip));
+        pod_ips.push((pod.path(), ip));
     }
     assert!(
         pod_ips[0].1.octets()[3] < 64,
