@@ -80,6 +80,14 @@ mod programs {
         crate::overlay::ingress(&ctx)
     }
 
+    /// Never attached: `overlay_ingress` for BPF_PROG_TEST_RUN, which cannot give a frame
+    /// the tunnel metadata the VXLAN device's receive path gives it: the key is set first
+    /// from the context (see `overlay::ingress_keyed`).
+    #[classifier]
+    pub fn overlay_ingress_keyed(ctx: TcContext) -> i32 {
+        crate::overlay::ingress_keyed(&ctx)
+    }
+
     /// Never attached: the daemon's collector runs it (BPF_PROG_TEST_RUN) to remove a
     /// batch of expired flows after judging each again in the kernel.
     #[classifier]

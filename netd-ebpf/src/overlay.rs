@@ -43,6 +43,27 @@ pub fn ingress(ctx: &TcContext) -> i32 {
     verdict
 }
 
+/// `ingress` with the tunnel key a VXLAN device gives a received frame, taken from the
+/// context's control block: the VXLAN ID in `cb[0]`, the sending node's underlay address
+/// (network order) in `cb[1]`. Only for BPF_PROG_TEST_RUN (its program is never
+/// attached): the receiving side's checks, tested on crafted frames.
+pub fn ingress_keyed(ctx: &TcContext) -> i32 {
+    let cb = ctx.cb();
+    // SAFETY: all-zero is a valid value of the plain-integer struct.
+    let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
+    key.tunnel_id = cb[0];
+    // A received frame's key has the outer source as its remote address, which the
+    // helper fills from the local one set here.
+    key.__bindgen_anon_3.local_ipv4 = u32::from_be(cb[1]);
+    let size = core::mem::size_of::<bpf_tunnel_key>() as u32;
+    // SAFETY: the helper reads `size` bytes of `key`.
+    if unsafe { bpf_skb_set_tunnel_key(ctx.skb.skb, &mut key, size, 0) } != 0 {
+        count(Hook::Overlay, Reason::DropTunnelKey, ctx.len());
+        return DROP;
+    }
+    ingress(ctx)
+}
+
 /// At a container's host-side veth, for an IPv4 frame from it: `Some` when its
 /// destination is a container of another node (sent there, or refused by policy).
 #[inline(never)]

@@ -1,9 +1,11 @@
 //! The overlay programs under BPF_PROG_TEST_RUN: a container's frame to a container of
 //! another node is sent into the VXLAN device (never translated), its ARP request for one
-//! is answered on the spot, policy holds across nodes, and the VXLAN device's program
-//! drops what carries no tunnel metadata. (The tunnel key a program sets is not visible
-//! after a test run, and no test run can give a frame one: what the kernel adds and what
-//! the receiving side checks are tested end to end, in tests/tests/cluster.rs.)
+//! is answered on the spot, policy holds across nodes; the VXLAN device's program drops
+//! what carries no tunnel metadata, delivers a frame only when its VXLAN ID, sending node,
+//! source and destination agree (run through `overlay_ingress_keyed`, which gives the
+//! frame the tunnel key a test run cannot), and counts why it refused. (The tunnel key a
+//! program sets is not visible after a test run: the outer headers the kernel adds are
+//! tested end to end, in tests/tests/overlay.rs.)
 
 mod support;
 
@@ -163,4 +165,120 @@ fn the_vxlan_devices_program_drops_frames_without_tunnel_metadata() {
     let p = Pkt::tcp(PEER, 80, CONTAINER, 40000, SYN | ACK).build();
     assert_eq!(t.run("overlay_ingress", &p).0, TC_ACT_SHOT);
     assert_eq!(count(&t, "Overlay", "drop_overlay_tunnel_key"), 1);
+}
+
+/// The VXLAN device's program on `frame` as received with VXLAN ID `vni` from the node
+/// at `node` (through `overlay_ingress_keyed`, which sets that tunnel key first).
+fn receive(t: &mut TestDatapath, vni: u32, node: Ipv4Addr, frame: &[u8]) -> (u32, Vec<u8>) {
+    use aya::programs::{TestRun, TestRunOptions};
+    let prog = t.dp.program("overlay_ingress_keyed").unwrap();
+    if prog.fd().is_err() {
+        prog.load().unwrap();
+    }
+    // struct __sk_buff up to its cb[5] (at byte 48): the key's VXLAN ID, then the node's
+    // address in network order.
+    let mut ctx = [0u8; 68];
+    ctx[48..52].copy_from_slice(&vni.to_ne_bytes());
+    ctx[52..56].copy_from_slice(&node.octets());
+    let mut out = vec![0u8; frame.len() + 256];
+    let result = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..Default::default()
+        })
+        .unwrap();
+    out.truncate(result.data_size_out as usize);
+    (result.return_value, out)
+}
+
+#[test]
+fn a_frame_from_the_right_node_and_vni_is_delivered_into_its_container() {
+    let mut t = overlay_node();
+    for p in [
+        Pkt::tcp(PEER, 80, CONTAINER, 40000, SYN | ACK).build(),
+        Pkt::udp(PEER, 53, CONTAINER, 40000).build(),
+    ] {
+        let (verdict, out) = receive(&mut t, VNI, PEER_NODE, &p);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "into the container's veth peer");
+        let mut want = CONTAINER_MAC.to_vec();
+        want.extend_from_slice(&GATEWAY_MAC);
+        want.extend_from_slice(&p[12..]);
+        assert_eq!(out, want, "from the gateway's MAC, nothing else changed");
+    }
+    assert_eq!(count(&t, "Overlay", "overlay_delivered"), 2);
+}
+
+#[test]
+fn the_vxlan_devices_program_refuses_what_does_not_agree() {
+    let mut t = overlay_node();
+    // VNI + 1 is set up here too, as another network: STRANGER's overlay.
+    t.dp.set_overlay(
+        VNI + 1,
+        Some(OverlayInfo {
+            tag: NETWORK_TAG + 1,
+            vxlan_ifindex: LO,
+        }),
+    )
+    .unwrap();
+    let to_container = |from: Ipv4Addr| Pkt::tcp(from, 80, CONTAINER, 40000, SYN).build();
+    let other_node = Ipv4Addr::new(10, 200, 0, 8);
+    let cases = [
+        (
+            "a real container's frame sent by another node",
+            VNI,
+            other_node,
+            to_container(PEER),
+            "drop_overlay_foreign_source",
+        ),
+        (
+            "the right sender under the wrong VNI",
+            VNI + 1,
+            PEER_NODE,
+            to_container(PEER),
+            "drop_overlay_foreign_source",
+        ),
+        (
+            "another overlay's container into this overlay's",
+            VNI + 1,
+            PEER_NODE,
+            to_container(STRANGER),
+            "drop_overlay_wrong_vni",
+        ),
+        (
+            "a VNI not set up here",
+            VNI + 7,
+            PEER_NODE,
+            to_container(PEER),
+            "drop_overlay_unknown_vni",
+        ),
+        (
+            "no such container here",
+            VNI,
+            PEER_NODE,
+            Pkt::tcp(PEER, 80, Ipv4Addr::new(172, 17, 0, 50), 40000, SYN).build(),
+            "drop_overlay_no_such_endpoint",
+        ),
+        (
+            "ARP across nodes (each node answers for the others)",
+            VNI,
+            PEER_NODE,
+            arp(1, CONTAINER),
+            "drop_ethertype_not_allowed",
+        ),
+    ];
+    for (what, vni, node, frame, reason) in cases {
+        let before = count(&t, "Overlay", reason);
+        assert_eq!(receive(&mut t, vni, node, &frame).0, TC_ACT_SHOT, "{what}");
+        assert_eq!(count(&t, "Overlay", reason), before + 1, "{what}: {reason}");
+    }
+    assert_eq!(count(&t, "Overlay", "overlay_delivered"), 0);
+
+    // icc off: not even from a container of the same overlay.
+    t.dp.register_endpoint(LO, &endpoint_info(ENDPOINT_ICC_OFF))
+        .unwrap();
+    let p = to_container(PEER);
+    assert_eq!(receive(&mut t, VNI, PEER_NODE, &p).0, TC_ACT_SHOT);
+    assert_eq!(count(&t, "Overlay", "drop_icc_disabled"), 1);
 }
