@@ -114,8 +114,13 @@ fn send(ctx: &TcContext, ep: &EndpointInfo, remote: &RemoteEndpoint) -> Verdict 
 /// not this module's (the bridge carries it, as any ARP message).
 #[inline(never)]
 pub fn answer_arp(ctx: &TcContext, ep: &EndpointInfo, target: u32) -> Option<Verdict> {
-    // SAFETY: a lookup whose value is not read.
-    unsafe { REMOTE_ENDPOINTS.get(target) }?;
+    // SAFETY: a copy out of the map value.
+    let remote = unsafe { REMOTE_ENDPOINTS.get(target) }.copied()?;
+    // Only for a container of the asker's own overlay: another network's address stays
+    // unanswered, as on one node, so a connection to it fails at once instead of hanging.
+    if overlay_of(remote.vni).is_none_or(|o| o.tag != ep.network) {
+        return None;
+    }
     let request: [u8; ARP_LEN] = ctx.load(ARP_OFF).ok()?;
     if u16::from_be_bytes([request[6], request[7]]) != ARP_REQUEST {
         return None;

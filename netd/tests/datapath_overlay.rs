@@ -101,8 +101,24 @@ fn arp_for_a_container_of_another_node_is_answered_with_the_gateways_mac() {
     assert_eq!(reply, want);
     assert_eq!(count(&t, "EndpointIngress", "arp_answered"), 1);
 
-    // Not a request, or about someone on this node: the bridge carries it, as before.
-    for f in [arp(2, PEER), arp(1, Ipv4Addr::new(172, 17, 0, 3))] {
+    // Not a request, about someone on this node, or about a container of another overlay
+    // (not set up here, or another network's): the bridge carries it, as before; nobody
+    // answers for another network.
+    let f = arp(1, STRANGER);
+    assert_eq!(t.run("endpoint_ingress", &f), (TC_ACT_OK, f));
+    t.dp.set_overlay(
+        VNI + 1,
+        Some(OverlayInfo {
+            tag: NETWORK_TAG + 1,
+            vxlan_ifindex: LO,
+        }),
+    )
+    .unwrap();
+    for f in [
+        arp(2, PEER),
+        arp(1, Ipv4Addr::new(172, 17, 0, 3)),
+        arp(1, STRANGER),
+    ] {
         assert_eq!(t.run("endpoint_ingress", &f), (TC_ACT_OK, f));
     }
 }
