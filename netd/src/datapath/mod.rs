@@ -20,7 +20,7 @@ use aya::{Ebpf, programs::TcAttachType};
 pub use links::{XdpInUse, XdpRequest, cgroup2_mount};
 pub use load::check_bpffs;
 pub use overlay::{Remote, RemoteTable};
-pub use tables::{NodeSettings, netns_cookie};
+pub use tables::{MapFill, NodeSettings, netns_cookie};
 
 /// The kernel object built by netd/build.rs.
 pub static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netd-ebpf"));

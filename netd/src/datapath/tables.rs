@@ -39,6 +39,14 @@ pub struct NodeSettings {
     pub uplink_mac: [u8; 6],
 }
 
+/// A table's fill level: its entries against its capacity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapFill {
+    pub name: &'static str,
+    pub entries: usize,
+    pub capacity: u32,
+}
+
 impl Datapath {
     /// Say who is behind the host-side veth `ifindex`: its address, MAC, network.
     pub fn register_endpoint(&mut self, ifindex: u32, info: &EndpointInfo) -> Result<()> {
@@ -202,15 +210,27 @@ impl Datapath {
     /// How many entries each table holds (for `netd info`, and tests that check that
     /// nothing leaks).
     pub fn map_entry_counts(&self) -> Result<Vec<(&'static str, usize)>> {
-        fn hash<K: aya::Pod, V: aya::Pod>(map: &aya::maps::Map) -> Result<usize> {
+        Ok(self
+            .map_fill()?
+            .into_iter()
+            .map(|f| (f.name, f.entries))
+            .collect())
+    }
+
+    /// Each table's entries and capacity (its `max_entries`), for the metrics.
+    pub fn map_fill(&self) -> Result<Vec<MapFill>> {
+        fn capacity<K: aya::Pod, V>(m: &impl maps::IterableMap<K, V>) -> Result<u32> {
+            Ok(m.map().info()?.max_entries())
+        }
+        fn hash<K: aya::Pod, V: aya::Pod>(map: &aya::maps::Map) -> Result<(usize, u32)> {
             let m: maps::HashMap<_, K, V> = maps::HashMap::try_from(map)?;
-            Ok(m.keys().filter(Result::is_ok).count())
+            Ok((m.keys().filter(Result::is_ok).count(), capacity(&m)?))
         }
-        fn trie<V: aya::Pod>(map: &aya::maps::Map) -> Result<usize> {
+        fn trie<V: aya::Pod>(map: &aya::maps::Map) -> Result<(usize, u32)> {
             let m: LpmTrie<_, u32, V> = LpmTrie::try_from(map)?;
-            Ok(m.keys().filter(Result::is_ok).count())
+            Ok((m.keys().filter(Result::is_ok).count(), capacity(&m)?))
         }
-        Ok(vec![
+        let tables: Vec<(&'static str, (usize, u32))> = vec![
             (
                 "published_ports",
                 hash::<PortKey, Backend>(self.map(names::PUBLISHED_PORTS)?)?,
@@ -248,7 +268,15 @@ impl Datapath {
                 "overlays",
                 hash::<u32, OverlayInfo>(self.map(names::OVERLAYS)?)?,
             ),
-        ])
+        ];
+        Ok(tables
+            .into_iter()
+            .map(|(name, (entries, capacity))| MapFill {
+                name,
+                entries,
+                capacity,
+            })
+            .collect())
     }
 
     fn ports(&mut self) -> Result<maps::HashMap<&mut MapData, PortKey, Backend>> {
