@@ -13,6 +13,7 @@ pub mod docker_plugin;
 pub mod driver;
 pub mod endpoint;
 pub mod ipam;
+pub mod metrics;
 pub mod netlink;
 pub mod netns;
 pub mod network_request;

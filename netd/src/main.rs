@@ -118,6 +118,11 @@ struct DaemonArgs {
     /// looks, or any path named by a spec file `/etc/docker/plugins/netd.spec`.
     #[arg(long)]
     docker_plugin_socket: Option<PathBuf>,
+    /// Serve Prometheus metrics at `http://ADDR:PORT/metrics` (OpenMetrics when asked);
+    /// off unless given. Anyone who reaches the address reads them: keep it on
+    /// 127.0.0.1 or a management network.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Join a cluster whose nodes agree through etcd:
     /// `etcd://HOST:2379[,HOST:2379...][/PREFIX]` (Docker's flag for overlays on a
     /// key-value store).
@@ -219,6 +224,7 @@ fn run_daemon(
         xdp: args.xdp,
         fast_path: args.fast_path == OnOff::On,
         docker_plugin_socket: args.docker_plugin_socket,
+        metrics_addr: args.metrics_addr,
         cluster,
     };
     tokio::runtime::Runtime::new()?.block_on(daemon::run(config))?;

@@ -135,6 +135,11 @@ fn the_systemd_unit_verifies() {
             "{line} missing from netd.service"
         );
     }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ExecStart=") && l.contains("--metrics-addr 127.0.0.1:")),
+        "the packaged unit serves metrics on this host only"
+    );
     // systemd-analyze wants the binary it names to exist: point it at this build.
     let copy = std::env::temp_dir().join(format!("netd-verify-{}.service", std::process::id()));
     std::fs::write(

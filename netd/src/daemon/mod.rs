@@ -37,6 +37,7 @@ use crate::{
     cluster::{self, ClusterConfig},
     conntrack,
     datapath::{self, Datapath},
+    metrics::{self, Metrics, Task},
     netlink::Netlink,
     ports::{EphemeralPorts, PortRange},
     process,
@@ -70,6 +71,8 @@ pub struct DaemonConfig {
     pub fast_path: bool,
     /// `--docker-plugin-socket`: where Docker's plugin API is served (root only).
     pub docker_plugin_socket: Option<PathBuf>,
+    /// `--metrics-addr`: where Prometheus metrics are served.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// `--cluster-store` and the rest: the cluster this node joins.
     pub cluster: Option<ClusterConfig>,
 }
@@ -113,6 +116,7 @@ pub struct Daemon {
     cluster: Option<ClusterMember>,
     /// Container logs, rotated on the garbage-collection tick (outside the lock).
     logs_dir: PathBuf,
+    metrics: Arc<Metrics>,
 }
 
 pub async fn run(config: DaemonConfig) -> Result<()> {
@@ -136,6 +140,14 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     // and gives up on containers that needed it.
     let plugin_listener = match &config.docker_plugin_socket {
         Some(path) => Some(api::bind(path, None).await?),
+        None => None,
+    };
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics-addr {addr}: cannot listen there"))?,
+        ),
         None => None,
     };
     let netlink = Netlink::connect()?;
@@ -211,6 +223,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         me: me.clone(),
         cluster: cluster.clone(),
         logs_dir,
+        metrics: Metrics::new(),
     });
     // Served from here on, while the start-up reconcile runs: the handshake answers at
     // once, the calls that change the state wait for the reconcile to finish.
@@ -278,11 +291,35 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         Arc::downgrade(&daemon),
         Netlink::watch_ipv4_addresses()?,
     ));
+    if let Some(listener) = metrics_listener {
+        let weak = Arc::downgrade(&daemon);
+        info!("metrics on http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(metrics::serve(listener, move |openmetrics| {
+            let daemon = weak.clone();
+            async move {
+                let daemon = daemon.upgrade().context("the daemon is stopping")?;
+                let snapshot = daemon.inner.lock().await.metrics_snapshot()?;
+                Ok(daemon.metrics.render(snapshot, openmetrics))
+            }
+        }));
+    }
     let handler = {
         let daemon = daemon.clone();
         Arc::new(move |req: ApiRequest| {
             let daemon = daemon.clone();
-            async move { daemon.route(req).await }
+            async move {
+                let route = metrics::route_pattern(req.method.as_str(), &req.path);
+                let started = std::time::Instant::now();
+                let result = daemon.route(req).await;
+                let status = match &result {
+                    Ok(_) => 200,
+                    Err(e) => e.status.as_u16(),
+                };
+                daemon
+                    .metrics
+                    .api_request(&route, status, started.elapsed());
+                result
+            }
         })
     };
     let drain = api::serve(
@@ -499,7 +536,11 @@ impl Daemon {
     /// Reconcile with what the state says, then persist the result.
     async fn start(&self) -> Result<()> {
         let mut inner = self.inner.lock().await;
-        let adopted = inner.reconcile().await?;
+        let started = std::time::Instant::now();
+        let reconciled = inner.reconcile().await;
+        self.metrics
+            .ran(Task::Reconcile, reconciled.is_ok(), started.elapsed());
+        let adopted = reconciled?;
         for (name, p) in adopted {
             self.watch_adopted(name, p);
         }
@@ -761,7 +802,12 @@ async fn collect_garbage(daemon: Weak<Daemon>, every: Duration) {
         let Some(daemon) = daemon.upgrade() else {
             return;
         };
-        match daemon.collect_garbage_once().await {
+        let started = std::time::Instant::now();
+        let collected = daemon.collect_garbage_once().await;
+        daemon
+            .metrics
+            .ran(Task::Collector, collected.is_ok(), started.elapsed());
+        match collected {
             Ok(0) => {}
             Ok(n) => log::debug!("conntrack: removed {n} expired entries"),
             Err(e) => warn!("conntrack garbage collection: {e:#}"),
@@ -841,6 +887,33 @@ impl Inner {
             self.warned_full = Some(std::time::Instant::now());
         }
         Ok(())
+    }
+
+    /// The node as a metrics scrape reports it.
+    fn metrics_snapshot(&self) -> Result<metrics::Snapshot> {
+        let fill = self.datapath.map_fill()?;
+        let entries = |name: &str| {
+            fill.iter()
+                .find(|f| f.name == name)
+                .map_or(0, |f| f.entries as u64)
+        };
+        Ok(metrics::Snapshot {
+            counters: self
+                .stats()?
+                .into_iter()
+                .map(|c| (c.hook, c.reason, c.packets, c.bytes))
+                .collect(),
+            tables: fill
+                .iter()
+                .map(|f| (f.name.to_string(), f.entries as u64, u64::from(f.capacity)))
+                .collect(),
+            containers: self.state.containers.len() as u64,
+            networks: self.state.networks.len() as u64,
+            published_ports: entries("published_ports"),
+            flow_capacity: u64::from(self.datapath.flow_capacity()),
+            flows_confirmed: entries("flows"),
+            flows_unconfirmed: entries("unconfirmed_flows"),
+        })
     }
 
     fn stats(&self) -> Result<Vec<CounterView>> {
