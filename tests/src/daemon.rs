@@ -286,7 +286,19 @@ impl Daemon {
 
     /// Run a container whose command just sleeps; the test brings its own listeners.
     pub fn run_idle_container(&self, name: &str, publish: &[&str]) -> Result<Container> {
+        self.run_idle(name, None, publish)
+    }
+
+    /// `run_idle_container` on network `network`.
+    pub fn run_idle_on(&self, name: &str, network: &str, publish: &[&str]) -> Result<Container> {
+        self.run_idle(name, Some(network), publish)
+    }
+
+    fn run_idle(&self, name: &str, network: Option<&str>, publish: &[&str]) -> Result<Container> {
         let mut args = vec!["run", "-d", "--name", name];
+        if let Some(n) = network {
+            args.extend(["--network", n]);
+        }
         for p in publish {
             args.extend(["-p", p]);
         }

@@ -24,6 +24,7 @@ pub mod engine;
 pub mod lan;
 pub mod netns;
 pub mod podman;
+pub mod prometheus;
 
 pub use daemon::{Daemon, assert_fast_paths_taken};
 pub use echo::{

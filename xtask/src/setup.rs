@@ -46,6 +46,9 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "etcd-client",
     // The cluster tests' certificates for etcd over TLS.
     "openssl",
+    // The real Prometheus the metrics test scrapes the daemon with (in its namespaces,
+    // never the package's service), and promtool, which lints the exposition.
+    "prometheus",
 ];
 
 /// Installing a package with a service must not start it on this machine:

@@ -32,14 +32,16 @@ const CONTROL_PLANE_ONLY: &str = "failures_half_way_and_a_thousand_cycles_leave_
 /// covers. A macvlan container's packets never cross netd's programs (`macvlan`). Cluster
 /// membership (`cluster`) is the daemons and etcd alone; the overlay leak test
 /// (`overlay_leaks`) checks bookkeeping (keys, links, table entries) only, while the
-/// overlay's traffic (`overlay`) runs in every combination.
-const DATA_PATH_INDEPENDENT: [&str; 6] = [
+/// overlay's traffic (`overlay`) runs in every combination. The metrics (`metrics`) are
+/// the daemon's reading of counters the other tests check per combination.
+const DATA_PATH_INDEPENDENT: [&str; 7] = [
     "docker",
     "podman",
     "cni",
     "macvlan",
     "cluster",
     "overlay_leaks",
+    "metrics",
 ];
 
 /// End-to-end test binaries run at once for the other combinations: each test builds its

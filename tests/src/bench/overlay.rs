@@ -237,22 +237,8 @@ impl CrossBed {
             Ok(d2.cli_ok(&["network", "ls"])?.contains("bench"))
         })?;
         let server_node = if kind == CrossNode::SameNode { d1 } else { d2 };
-        let start = |d: &crate::Daemon, name: &str| {
-            d.cli_ok(&[
-                "run",
-                "-d",
-                "--name",
-                name,
-                "--network",
-                "bench",
-                "--",
-                "sleep",
-                "infinity",
-            ])?;
-            d.container(name)
-        };
-        let server = start(server_node, "srv")?;
-        let client = start(d1, "cli")?;
+        let server = server_node.run_idle_on("srv", "bench", &[])?;
+        let client = d1.run_idle_on("cli", "bench", &[])?;
         Ok(CrossBed {
             kind,
             client: End {
