@@ -60,12 +60,75 @@ enum Command {
     Stats(cli::FormatArgs),
     /// Show the daemon's uplink, networks and settings.
     Info,
+    /// Print a completion script for a shell, e.g. `netd completion bash >
+    /// /usr/share/bash-completion/completions/netd`.
+    Completion {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Write netd's man pages (one per command) into a directory (the package ships them).
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
     #[command(name = process::HOLDER_SUBCOMMAND, hide = true)]
     NetnsHolder {
         /// The daemon's state directory and the container: they identify the holder.
         #[arg(num_args = 0..)]
         owner: Vec<String>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// The completion script for `shell`, from the CLI's own definition.
+fn completion(shell: CompletionShell) -> anyhow::Result<std::process::ExitCode> {
+    use clap::CommandFactory;
+    let shell = match shell {
+        CompletionShell::Bash => clap_complete::Shell::Bash,
+        CompletionShell::Zsh => clap_complete::Shell::Zsh,
+        CompletionShell::Fish => clap_complete::Shell::Fish,
+    };
+    // Without the hidden commands (the generators would offer them).
+    let cli = Cli::command();
+    let mut visible = clap::Command::new("netd")
+        .version(cli.get_version().unwrap_or_default().to_string())
+        .args(cli.get_arguments().cloned())
+        .subcommands(cli.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut visible, "netd", &mut script);
+    use std::io::Write;
+    match std::io::stdout().write_all(&script) {
+        // A reader that stopped early (`| head`) is not an error.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(std::process::ExitCode::SUCCESS),
+    }
+}
+
+/// `netd.1` and a page per command (`netd-network-create.1`, ...) in `dir`.
+fn manpages(dir: &std::path::Path) -> anyhow::Result<std::process::ExitCode> {
+    use clap::CommandFactory;
+    fn write(cmd: &clap::Command, name: &str, dir: &std::path::Path) -> anyhow::Result<()> {
+        let cmd = cmd.clone().name(name.to_string());
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+        std::fs::write(dir.join(format!("{name}.1")), page)?;
+        let pages = cmd
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set() && s.get_name() != "help");
+        for sub in pages {
+            write(sub, &format!("{name}-{}", sub.get_name()), dir)?;
+        }
+        Ok(())
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut cli = Cli::command();
+    cli.build();
+    write(&cli, "netd", dir)?;
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 #[derive(Args)]
@@ -157,6 +220,8 @@ fn main() -> std::process::ExitCode {
         Command::NetnsHolder { .. } => process::hold_forever(),
         Command::Daemon(args) => run_daemon(&cli.socket, args),
         Command::Exec(args) => cli::exec(&cli.socket, args),
+        Command::Completion { shell } => completion(shell),
+        Command::Manpages { dir } => manpages(&dir),
         command => cli::runtime().and_then(|rt| rt.block_on(client(&cli.socket, command))),
     };
     match result {
@@ -185,7 +250,11 @@ async fn client(
         Command::Stats(args) => cli::stats(&client, args).await,
         Command::Conntrack(args) => cli::conntrack(&client, args).await,
         Command::Info => cli::info(&client).await,
-        Command::Daemon(_) | Command::Exec(_) | Command::NetnsHolder { .. } => {
+        Command::Daemon(_)
+        | Command::Exec(_)
+        | Command::NetnsHolder { .. }
+        | Command::Completion { .. }
+        | Command::Manpages { .. } => {
             unreachable!("handled in main")
         }
     }
