@@ -1,10 +1,11 @@
 //! Every workflow that is more than `cargo build`:
-//! `cargo xtask setup|clippy|test|demo|bench|run`.
+//! `cargo xtask setup|clippy|test|demo|bench|package|run`.
 
 mod bench;
 mod clippy;
 mod cmd;
 mod demo;
+mod package;
 mod run;
 mod setup;
 mod test;
@@ -49,6 +50,9 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Build netd's Debian package (target/package/netd_VERSION_ARCH.deb) and check it
+    /// (contents, maintainer scripts, lintian); installs and starts nothing.
+    Package,
     /// Build and run `netd daemon` in the foreground on THIS host's network namespace
     /// (for real hosts; tests and the demo never use it).
     Run {
@@ -66,6 +70,7 @@ fn main() -> std::process::ExitCode {
         Task::Demo { docker } => demo::run(docker),
         Task::Bench { quick, args } => bench::run(quick, &args),
         Task::Run { args } => run::run(&args),
+        Task::Package => package::run().and_then(|deb| package::check(&deb)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -49,6 +49,11 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     // The real Prometheus the metrics test scrapes the daemon with (in its namespaces,
     // never the package's service), and promtool, which lints the exposition.
     "prometheus",
+    // `cargo xtask package` builds with dpkg-deb and strips with binutils; lintian checks
+    // the package.
+    "dpkg-dev",
+    "binutils",
+    "lintian",
 ];
 
 /// Installing a package with a service must not start it on this machine:

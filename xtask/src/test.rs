@@ -84,6 +84,11 @@ pub fn run(extra: &[String]) -> Result<()> {
         return Ok(());
     }
     run_combinations()?;
+    println!(
+        "test: the Debian package (cargo xtask package: contents, maintainer scripts, lintian)"
+    );
+    let deb = crate::package::run()?;
+    crate::package::check(&deb)?;
     println!("test: benchmark smoke test (cargo xtask bench --quick)");
     crate::bench::run(true, &[])
 }
