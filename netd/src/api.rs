@@ -464,6 +464,13 @@ impl ApiRequest {
             .map_err(|e| ApiError::bad_request(anyhow::anyhow!("invalid request body: {e}")))
     }
 
+    /// The value of query parameter `name`, if given.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+    }
+
     pub fn flag(&self, name: &str) -> bool {
         self.query
             .split('&')

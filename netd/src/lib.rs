@@ -12,6 +12,7 @@ pub mod datapath;
 pub mod docker_plugin;
 pub mod driver;
 pub mod endpoint;
+pub mod events;
 pub mod ipam;
 pub mod metrics;
 pub mod netlink;

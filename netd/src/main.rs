@@ -60,6 +60,8 @@ enum Command {
     Stats(cli::FormatArgs),
     /// Show the daemon's uplink, networks and settings.
     Info,
+    /// Stream what changes on the node (containers, networks, ports), like `docker events`.
+    Events(cli::events::EventsArgs),
     /// Print a completion script for a shell, e.g. `netd completion bash >
     /// /usr/share/bash-completion/completions/netd`.
     Completion {
@@ -250,6 +252,7 @@ async fn client(
         Command::Stats(args) => cli::stats(&client, args).await,
         Command::Conntrack(args) => cli::conntrack(&client, args).await,
         Command::Info => cli::info(&client).await,
+        Command::Events(args) => cli::events::run(&client, args).await,
         Command::Daemon(_)
         | Command::Exec(_)
         | Command::NetnsHolder { .. }

@@ -33,8 +33,9 @@ const CONTROL_PLANE_ONLY: &str = "failures_half_way_and_a_thousand_cycles_leave_
 /// membership (`cluster`) is the daemons and etcd alone; the overlay leak test
 /// (`overlay_leaks`) checks bookkeeping (keys, links, table entries) only, while the
 /// overlay's traffic (`overlay`) runs in every combination. The metrics (`metrics`) are
-/// the daemon's reading of counters the other tests check per combination.
-const DATA_PATH_INDEPENDENT: [&str; 7] = [
+/// the daemon's reading of counters the other tests check per combination; the events
+/// (`events`) are the control plane's alone.
+const DATA_PATH_INDEPENDENT: [&str; 8] = [
     "docker",
     "podman",
     "cni",
@@ -42,6 +43,7 @@ const DATA_PATH_INDEPENDENT: [&str; 7] = [
     "cluster",
     "overlay_leaks",
     "metrics",
+    "events",
 ];
 
 /// End-to-end test binaries run at once for the other combinations: each test builds its

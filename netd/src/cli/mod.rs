@@ -1,6 +1,7 @@
 //! The CLI's commands: each turns arguments into an API call and the answer into the
 //! output Docker users expect.
 
+pub mod events;
 pub mod network;
 pub mod node;
 

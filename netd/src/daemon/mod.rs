@@ -8,6 +8,7 @@ mod cni;
 mod containers;
 mod dataplane;
 mod docker;
+mod events;
 mod executor;
 mod leftovers;
 mod networks;
@@ -17,7 +18,7 @@ mod reconcile;
 mod repairs;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     fs::File,
     net::Ipv4Addr,
     path::PathBuf,
@@ -117,6 +118,8 @@ pub struct Daemon {
     /// Container logs, rotated on the garbage-collection tick (outside the lock).
     logs_dir: PathBuf,
     metrics: Arc<Metrics>,
+    /// What changed, for `netd events` (outside the lock: clients wait on it).
+    events: crate::events::Events,
 }
 
 pub async fn run(config: DaemonConfig) -> Result<()> {
@@ -224,6 +227,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         cluster: cluster.clone(),
         logs_dir,
         metrics: Metrics::new(),
+        events: crate::events::Events::default(),
     });
     // Served from here on, while the start-up reconcile runs: the handshake answers at
     // once, the calls that change the state wait for the reconcile to finish.
@@ -280,6 +284,13 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     info!(
         "netd ready: uplink {uplink} ({uplink_addr}), API on {}",
         config.socket.display()
+    );
+    daemon.events.emit(
+        "daemon",
+        "start",
+        env!("CARGO_PKG_VERSION"),
+        "netd",
+        &[("uplink", uplink.clone())],
     );
     let status = format!("STATUS=serving uplink {uplink} ({uplink_addr})");
     if let Err(e) = config.notifier.send(&format!("READY=1\n{status}")) {
@@ -592,14 +603,43 @@ impl Daemon {
             (&Method::POST, ["networks"]) => {
                 let create: crate::network_request::NetworkRequest = req.json()?;
                 if create.driver.as_deref() == Some("overlay") {
-                    return to_json(self.create_overlay(&create).await?);
+                    let view = self.create_overlay(&create).await?;
+                    self.announce_network("create", &view);
+                    return to_json(view);
                 }
                 network_create = Some(create);
             }
             (&Method::DELETE, ["networks", name]) if self.is_overlay(name).await => {
+                let before = self.inner.lock().await.network_view(name);
                 self.member()?.remove_overlay(name).await?;
+                if let Ok(view) = before {
+                    self.announce_network("remove", &view);
+                }
                 self.inner.lock().await.settle_overlays().await;
                 return Ok(json!({ "removed": name, "warnings": [] }));
+            }
+            (&Method::GET, ["events"]) => {
+                let number = |name: &str| -> Result<u64, ApiError> {
+                    req.param(name).map_or(Ok(0), |v| {
+                        v.parse().map_err(|_| {
+                            ApiError::bad_request(anyhow!("invalid {name}={v}: expected a number"))
+                        })
+                    })
+                };
+                let (after, wait) = (number("after")?, number("wait")?);
+                let since = req
+                    .param("since")
+                    .map(|v| v.parse::<u128>())
+                    .transpose()
+                    .map_err(|_| {
+                        ApiError::bad_request(anyhow!("invalid since: expected Unix nanoseconds"))
+                    })?
+                    .unwrap_or(0);
+                let page = self
+                    .events
+                    .wait_after(after, since, Duration::from_secs(wait))
+                    .await;
+                return to_json(page);
             }
             (&Method::GET, ["nodes"]) => {
                 let nodes = self.member()?.nodes().await;
@@ -632,34 +672,56 @@ impl Daemon {
                 if let (Some(child), Some(_)) = (child, view.process) {
                     self.watch_child(view.name.clone(), child);
                 }
+                self.announce_container(&view, |n| inner.network_id(n));
                 to_json(view)?
             }
             (&Method::GET, ["containers", name]) => to_json(inner.container_view(name)?)?,
             (&Method::DELETE, ["containers", name]) => {
+                let before = inner.container_view(name).map(|view| {
+                    let ids: BTreeMap<String, String> = view
+                        .endpoints
+                        .iter()
+                        .map(|e| (e.network.clone(), inner.network_id(&e.network)))
+                        .collect();
+                    (view, ids)
+                });
                 let removed = inner.remove_container(name, req.flag("force")).await;
                 inner.settle_overlays().await;
                 let warnings = removed?;
+                if let Ok((view, ids)) = &before {
+                    self.announce_removal(view, |n| ids.get(n).cloned().unwrap_or_default());
+                }
                 json!({ "removed": name, "warnings": warnings })
             }
             (&Method::GET, ["networks"]) => to_json(inner.network_views())?,
             (&Method::POST, ["networks"]) => {
                 let create = network_create.take().expect("parsed above");
-                to_json(inner.create_network(create).await?)?
+                let view = inner.create_network(create).await?;
+                self.announce_network("create", &view);
+                to_json(view)?
             }
             (&Method::GET, ["networks", name]) => to_json(inner.network_view(name)?)?,
             (&Method::DELETE, ["networks", name]) => {
+                let before = inner.network_view(name);
                 let warnings = inner.remove_network(name).await?;
+                if let Ok(view) = &before {
+                    self.announce_network("remove", view);
+                }
                 json!({ "removed": name, "warnings": warnings })
             }
             (&Method::POST, ["networks", name, "connect"]) => {
                 let connected = inner.connect(name, req.json()?).await;
                 inner.settle_overlays().await;
-                to_json(connected?)?
+                let view = connected?;
+                self.announce_connection("connect", &inner.network_id(name), name, &view);
+                to_json(view)?
             }
             (&Method::POST, ["networks", name, "disconnect"]) => {
+                let id = inner.network_id(name);
                 let disconnected = inner.disconnect(name, req.json()?, req.flag("force")).await;
                 inner.settle_overlays().await;
                 let (view, warnings) = disconnected?;
+                self.announce_connection("disconnect", &id, name, &view);
                 let mut value = to_json(view)?;
                 value["warnings"] = json!(warnings);
                 value
@@ -735,6 +797,7 @@ impl Daemon {
         {
             info!("container {name}: command exited with {code:?}");
             c.status = Status::Exited { code };
+            self.announce_exit(&c.id, name, code);
             if let Err(e) = inner.save() {
                 warn!("{e:#}");
             }
@@ -887,6 +950,12 @@ impl Inner {
             self.warned_full = Some(std::time::Instant::now());
         }
         Ok(())
+    }
+
+    /// The ID of network `name` (its name if it is gone), for events.
+    fn network_id(&self, name: &str) -> String {
+        self.network_view(name)
+            .map_or_else(|_| name.to_string(), |n| n.id)
     }
 
     /// The node as a metrics scrape reports it.

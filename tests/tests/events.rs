@@ -1,0 +1,197 @@
+//! `netd events`: what changes on the node, as it happens, like `docker events`: networks
+//! created, connected, disconnected and removed, containers created, started, exited and
+//! removed, ports published and unpublished, in the order they happened; the kept ones
+//! again with `--since`, filtered by type, event and name; bad filters refused.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use netd_tests::{Daemon, Sandbox, daemon::netd_bin, require_root};
+use serde_json::Value;
+
+/// `netd events ARGS` running, its lines as they come; killed on drop.
+struct Stream {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Stream {
+    fn start(d: &Daemon, args: &[&str]) -> Result<Self> {
+        let mut child = Command::new(netd_bin())
+            .arg("--socket")
+            .arg(&d.socket)
+            .arg("events")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start netd events")?;
+        let out = child.stdout.take().context("stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Stream { child, lines })
+    }
+
+    /// The next event (JSON), within `within`.
+    fn next(&self, within: Duration) -> Result<Value> {
+        let line = self
+            .lines
+            .recv_timeout(within)
+            .with_context(|| format!("no event within {within:?}"))?;
+        Ok(serde_json::from_str(&line)?)
+    }
+
+    /// Every line until none comes for `quiet`.
+    fn drain(&self, quiet: Duration) -> Vec<String> {
+        std::iter::from_fn(|| self.lines.recv_timeout(quiet).ok()).collect()
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An event as `type action name [attribute]`.
+fn short(e: &Value, attribute: &str) -> String {
+    let attrs = &e["actor"]["attributes"];
+    let mut s = format!(
+        "{} {} {}",
+        e["type"].as_str().unwrap_or("?"),
+        e["action"].as_str().unwrap_or("?"),
+        attrs["name"].as_str().unwrap_or("?")
+    );
+    if let Some(v) = attrs[attribute].as_str() {
+        s.push(' ');
+        s.push_str(v);
+    }
+    s
+}
+
+#[test]
+fn events_tell_what_changed_as_it_happens_and_again_since() -> Result<()> {
+    require_root();
+    let sb = Sandbox::new("ev")?;
+    let d = Daemon::start(&sb.node, Sandbox::UPLINK)?;
+    let live = Stream::start(&d, &["--format", "json"])?;
+    // The stream has asked once before anything happens.
+    std::thread::sleep(Duration::from_millis(500));
+
+    d.cli_ok(&["network", "create", "front"])?;
+    d.run_idle_on("web", "front", &["8080:80"])?;
+    d.cli_ok(&["network", "connect", "netd0", "web"])?;
+    d.cli_ok(&["network", "disconnect", "netd0", "web"])?;
+    d.cli_ok(&["rm", "-f", "web"])?;
+    d.cli_ok(&["run", "-d", "--name", "brief", "--", "sh", "-c", "exit 3"])?;
+
+    let want = [
+        "network create front",
+        "container create web front",
+        "container start web front",
+        "network connect front web",
+        "port publish web web",
+        "network connect netd0 web",
+        "network disconnect netd0 web",
+        "port unpublish web web",
+        "network disconnect front web",
+        "container remove web front",
+        "container create brief bridge",
+        "container start brief bridge",
+        "network connect netd0 brief",
+    ];
+    let key = |e: &Value| match e["type"].as_str() {
+        Some("network") => short(e, "container"),
+        Some("port") => short(e, "container"),
+        _ => short(e, "network"),
+    };
+    let mut seen = Vec::new();
+    let mut died = None;
+    while seen.len() < want.len() || died.is_none() {
+        let e = live
+            .next(Duration::from_secs(3))
+            .with_context(|| format!("after {seen:?}"))?;
+        if e["action"] == "die" {
+            died = Some(e);
+            continue;
+        }
+        seen.push(key(&e));
+    }
+    assert_eq!(seen, want, "in the order it happened");
+    let died = died.expect("seen");
+    assert_eq!(short(&died, "exitCode"), "container die brief 3");
+    let more = live.drain(Duration::from_millis(300));
+    assert!(more.is_empty(), "nothing more: {more:?}");
+
+    // Again, from the daemon's history: the die only, and the network's life as text.
+    let replay = Stream::start(
+        &d,
+        &[
+            "--since",
+            "1m",
+            "--filter",
+            "type=container",
+            "--filter",
+            "event=die",
+            "--format",
+            "json",
+        ],
+    )?;
+    let e = replay.next(Duration::from_secs(3))?;
+    assert_eq!(short(&e, "exitCode"), "container die brief 3");
+    assert!(replay.drain(Duration::from_millis(500)).is_empty());
+    d.cli_ok(&["network", "rm", "front"])?;
+    let text = Stream::start(
+        &d,
+        &["--since", "5m", "--filter", "type=network,name=front"],
+    )?;
+    let lines = text.drain(Duration::from_secs(1));
+    let actions: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split_whitespace().nth(2).unwrap_or(""))
+        .collect();
+    assert_eq!(
+        actions,
+        ["create", "connect", "disconnect", "remove"],
+        "{lines:?}"
+    );
+    // `2026-12-04T12:00:00.123456789Z network create ID (driver=bridge, name=front, ...)`.
+    let first: Vec<&str> = lines[0].split_whitespace().collect();
+    if !(first[0].len() == 30 && first[0].ends_with('Z') && first[1] == "network") {
+        bail!("not docker's line: {}", lines[0]);
+    }
+    assert!(lines[0].contains("name=front") && lines[0].contains("driver=bridge"));
+
+    for (args, says) in [
+        (
+            vec!["--filter", "type=volume"],
+            "expected container, network, port or daemon",
+        ),
+        (vec!["--filter", "name"], "KEY=VALUE"),
+        (vec!["--since", "10"], "expected a duration"),
+        (vec!["--format", "yaml"], "expected text or json"),
+    ] {
+        let mut all = vec!["events"];
+        all.extend(args);
+        let out = d.cli(&all)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{all:?}: {err}"
+        );
+    }
+    Ok(())
+}
