@@ -51,14 +51,15 @@ pub struct Page {
 /// The node's recent events, and the clients waiting for more.
 pub struct Events {
     log: Mutex<(u64, VecDeque<Event>)>,
-    added: tokio::sync::watch::Sender<u64>,
+    /// The last event's ID, and whether the daemon is stopping (waits end at once).
+    added: tokio::sync::watch::Sender<(u64, bool)>,
 }
 
 impl Default for Events {
     fn default() -> Self {
         Events {
             log: Mutex::new((0, VecDeque::new())),
-            added: tokio::sync::watch::Sender::new(0),
+            added: tokio::sync::watch::Sender::new((0, false)),
         }
     }
 }
@@ -94,7 +95,13 @@ impl Events {
             }
             log.0
         };
-        self.added.send_replace(id_now);
+        self.added.send_modify(|(id, _)| *id = id_now);
+    }
+
+    /// The daemon is stopping: every wait ends now, and later ones do not wait (a
+    /// stopping daemon waits for its requests to finish).
+    pub fn close(&self) {
+        self.added.send_modify(|(_, closed)| *closed = true);
     }
 
     /// The kept events after ID `after` that happened at `since` (Unix nanoseconds) or
@@ -120,7 +127,8 @@ impl Events {
         if !page.events.is_empty() || wait.is_zero() {
             return page;
         }
-        let _ = tokio::time::timeout(wait.min(MAX_WAIT), added.wait_for(|id| *id > after)).await;
+        let news = added.wait_for(|(id, closed)| *id > after || *closed);
+        let _ = tokio::time::timeout(wait.min(MAX_WAIT), news).await;
         self.after(after, since)
     }
 }
@@ -287,6 +295,17 @@ mod tests {
             // Nothing new: the wait ends empty after its time.
             let empty = events.wait_after(1, 0, Duration::from_millis(50)).await;
             assert!(empty.events.is_empty());
+            // Stopping ends every wait at once.
+            let waiter = {
+                let events = events.clone();
+                tokio::spawn(async move { events.wait_after(1, 0, Duration::from_secs(20)).await })
+            };
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            events.close();
+            tokio::time::timeout(Duration::from_secs(1), waiter)
+                .await
+                .expect("ended at once")
+                .unwrap();
         });
     }
 

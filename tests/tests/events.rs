@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use netd_tests::{Daemon, Sandbox, daemon::netd_bin, require_root};
+use netd_tests::{Daemon, Sandbox, cni, daemon::netd_bin, require_root};
 use serde_json::Value;
 
 /// `netd events ARGS` running, its lines as they come; killed on drop.
@@ -86,7 +86,7 @@ fn short(e: &Value, attribute: &str) -> String {
 fn events_tell_what_changed_as_it_happens_and_again_since() -> Result<()> {
     require_root();
     let sb = Sandbox::new("ev")?;
-    let d = Daemon::start(&sb.node, Sandbox::UPLINK)?;
+    let mut d = Daemon::start(&sb.node, Sandbox::UPLINK)?;
     let live = Stream::start(&d, &["--format", "json"])?;
     // The stream has asked once before anything happens.
     std::thread::sleep(Duration::from_millis(500));
@@ -174,6 +174,70 @@ fn events_tell_what_changed_as_it_happens_and_again_since() -> Result<()> {
         bail!("not docker's line: {}", lines[0]);
     }
     assert!(lines[0].contains("name=front") && lines[0].contains("driver=bridge"));
+
+    // A runtime's container through netd-cni: the same story.
+    let pod = netd_tests::Netns::new(&netd_tests::unique_name("evpod"))?;
+    let pod_path = pod.path();
+    let mut conf = cni::conf("1.0.0", "netd0", &d.socket);
+    conf["runtimeConfig"] = serde_json::json!({
+        "portMappings": [{ "hostPort": 8090, "containerPort": 80, "protocol": "tcp" }]
+    });
+    let by_cni = Stream::start(&d, &["--format", "json"])?;
+    std::thread::sleep(Duration::from_millis(500));
+    let call = |command| cni::Call::new(command, "pod0123456789", Some(&pod_path));
+    cni::exec(&d, &call("ADD"), &conf)?.ok()?;
+    cni::exec(&d, &call("DEL"), &conf)?.ok()?;
+    let told: Vec<String> = (0..6)
+        .map(|_| {
+            by_cni
+                .next(Duration::from_secs(3))
+                .map(|e| short(&e, "container"))
+        })
+        .collect::<Result<_>>()?;
+    let record = "pod012345678-eth0";
+    assert_eq!(
+        told,
+        [
+            format!("container create {record}"),
+            format!("network connect netd0 {record}"),
+            format!("port publish {record} {record}"),
+            format!("port unpublish {record} {record}"),
+            format!("network disconnect netd0 {record}"),
+            format!("container remove {record}"),
+        ]
+    );
+
+    // What the start-up reconcile repairs is told too: a veth deleted behind the daemon's
+    // back while it was down.
+    let keep = d.run_idle_on("keep", "netd0", &[])?;
+    d.stop(libc::SIGTERM)?;
+    sb.node.ip(&["link", "del", &keep.host_veth])?;
+    d.restart()?;
+    let repairs = Stream::start(
+        &d,
+        &[
+            "--since",
+            "1m",
+            "--format",
+            "json",
+            "--filter",
+            "type=daemon",
+        ],
+    )?;
+    let lines = repairs.drain(Duration::from_secs(1));
+    let said: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l))
+        .collect::<Result<_, _>>()?;
+    assert!(
+        said.iter().any(|e| e["action"] == "repair"
+            && e["actor"]["attributes"]["name"] == "keep"
+            && e["actor"]["attributes"]["repair"]
+                .as_str()
+                .is_some_and(|r| r.contains("recreated"))),
+        "{lines:?}"
+    );
+    assert!(said.iter().any(|e| e["action"] == "start"), "{lines:?}");
 
     for (args, says) in [
         (

@@ -79,6 +79,17 @@ fn spec_of(b: &PortBinding) -> String {
 }
 
 impl Inner {
+    /// The record name of an attachment, by its key.
+    pub(super) fn cni_record(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Option<String> {
+        self.cni_attachment(network, container_id, ifname)
+            .map(|c| c.name.clone())
+    }
+
     /// The record of an attachment, by its key.
     fn cni_attachment(
         &self,

@@ -109,6 +109,8 @@ struct Inner {
     pending_dels: PathBuf,
     /// The cluster this node is in: its overlay networks are shown beside the node's own.
     cluster: Option<ClusterMember>,
+    /// The daemon's events: the reconcile tells of its repairs there.
+    events: Arc<crate::events::Events>,
 }
 
 pub struct Daemon {
@@ -119,7 +121,7 @@ pub struct Daemon {
     logs_dir: PathBuf,
     metrics: Arc<Metrics>,
     /// What changed, for `netd events` (outside the lock: clients wait on it).
-    events: crate::events::Events,
+    events: Arc<crate::events::Events>,
 }
 
 pub async fn run(config: DaemonConfig) -> Result<()> {
@@ -203,6 +205,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         None => None,
     };
 
+    let events = Arc::new(crate::events::Events::default());
     let daemon = Arc::new_cyclic(|me| Daemon {
         inner: Mutex::new(Inner {
             state,
@@ -222,12 +225,13 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             warned_full: None,
             pending_dels: crate::pending_del::dir(&config.socket),
             cluster: cluster.clone(),
+            events: events.clone(),
         }),
         me: me.clone(),
         cluster: cluster.clone(),
         logs_dir,
         metrics: Metrics::new(),
-        events: crate::events::Events::default(),
+        events,
     });
     // Served from here on, while the start-up reconcile runs: the handshake answers at
     // once, the calls that change the state wait for the reconcile to finish.
@@ -333,14 +337,15 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             }
         })
     };
-    let drain = api::serve(
-        listener,
-        &config.socket,
-        api::API_PREFIX,
-        handler,
-        shutdown_signal(),
-    )
-    .await?;
+    // Stopping ends the clients' waits for events first: the drain waits for requests.
+    let stopping = {
+        let events = daemon.events.clone();
+        async move {
+            shutdown_signal().await;
+            events.close();
+        }
+    };
+    let drain = api::serve(listener, &config.socket, api::API_PREFIX, handler, stopping).await?;
     let _ = config.notifier.send("STOPPING=1");
     let _ = stop_plugin.send(true);
     let plugin_drain = match plugin {
@@ -735,7 +740,11 @@ impl Daemon {
                 let (add, _, ns, caller) = cni_ns.take().expect("parsed above");
                 let added = inner.cni_add(add, ns, caller.expect("an ADD's")).await;
                 inner.settle_overlays().await;
-                to_json(added?)?
+                let added = added?;
+                if let Ok(view) = inner.container_view(&added.name) {
+                    self.announce_container(&view, |n| inner.network_id(n));
+                }
+                to_json(added)?
             }
             (&Method::POST, ["cni", "check"]) => {
                 let (_, check, ns, _) = cni_ns.take().expect("parsed above");
@@ -744,9 +753,16 @@ impl Daemon {
             }
             (&Method::DELETE, ["cni", "attachments", network, container_id, ifname]) => {
                 cni::check_key(container_id, ifname)?;
+                let before = inner
+                    .cni_record(network, container_id, ifname)
+                    .and_then(|name| inner.container_view(&name).ok())
+                    .map(|view| (view, inner.network_id(network)));
                 let deleted = inner.cni_del(network, container_id, ifname).await;
                 inner.settle_overlays().await;
                 let (removed, warnings) = deleted?;
+                if let (true, Some((view, id))) = (removed, &before) {
+                    self.announce_removal(view, |_| id.clone());
+                }
                 json!({ "removed": removed, "warnings": warnings })
             }
             (&Method::POST, ["cni", "gc"]) => {

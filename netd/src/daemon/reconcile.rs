@@ -210,6 +210,10 @@ impl Inner {
                 continue;
             };
             warn!("container {name}: its network namespace is gone ({why}); removing it");
+            self.repaired(
+                &name,
+                format!("removed: its network namespace is gone ({why})"),
+            );
             self.teardown(&c).await;
             self.sandboxes.remove(&c.id);
             self.remove_log(&c);
@@ -270,6 +274,10 @@ impl Inner {
                     "container {name}: veth {} on {} is missing; recreating it",
                     ep.host_veth, n.name
                 );
+                self.repaired(
+                    name,
+                    format!("veth {} on {} recreated", ep.host_veth, n.name),
+                );
                 self.detach_endpoint(&c, ep).await;
                 let route = self.carries_default_route(ep);
                 // The MAC it had (a runtime may have chosen it), the scheme's otherwise.
@@ -319,6 +327,17 @@ impl Inner {
         Ok(())
     }
 
+    /// A repair the reconcile made, for `netd events` (`daemon repair`, naming what).
+    fn repaired(&self, name: &str, what: String) {
+        self.events.emit(
+            "daemon",
+            "repair",
+            env!("CARGO_PKG_VERSION"),
+            name,
+            &[("repair", what)],
+        );
+    }
+
     /// Remove what netd made that the state does not account for.
     async fn remove_leftovers(&mut self) -> Result<()> {
         let holders = process::find_holders(&self.state_dir);
@@ -327,6 +346,7 @@ impl Inner {
                 "removing the namespace of unfinished container {id} (holder pid {})",
                 holder.pid
             );
+            self.repaired(&id, "namespace of an unfinished container removed".into());
             // Its namespace, opened and then checked to still be the holder's (so a
             // reused pid never names the namespace whose processes are killed).
             if let Ok(ns) = process::open_holder(holder)
@@ -339,6 +359,7 @@ impl Inner {
         let links = self.netlink.links().await?;
         for (index, name) in repairs::stray_links(&self.state, &links) {
             warn!("removing veth {name}: no container owns it");
+            self.repaired(&name, "veth removed: no container owns it".into());
             if let Err(e) = self.netlink.delete_link(index).await {
                 warn!("remove veth {name}: {e:#}");
             }
