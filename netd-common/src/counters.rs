@@ -28,6 +28,19 @@ pub enum Hook {
 }
 
 impl Hook {
+    /// The name users see in `netd stats` (as the kernel programs' logs print it too).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Hook::UplinkIngress => "UplinkIngress",
+            Hook::UplinkEgress => "UplinkEgress",
+            Hook::EndpointIngress => "EndpointIngress",
+            Hook::UplinkXdp => "UplinkXdp",
+            Hook::FastPath => "FastPath",
+            Hook::FlowTable => "FlowTable",
+            Hook::Overlay => "Overlay",
+        }
+    }
+
     pub const ALL: &'static [Hook] = &[
         Hook::UplinkIngress,
         Hook::UplinkEgress,

@@ -40,6 +40,7 @@ pub fn ingress(ctx: &TcContext) -> i32 {
         None => (Reason::DropUnknownEndpoint, DROP),
     };
     count(Hook::EndpointIngress, reason, ctx.len());
+    crate::log::verdict(ctx, Hook::EndpointIngress, reason);
     verdict
 }
 

@@ -40,6 +40,7 @@ const ARP_REPLY: u16 = 2;
 pub fn ingress(ctx: &TcContext) -> i32 {
     let (reason, verdict) = deliver(ctx);
     count(Hook::Overlay, reason, ctx.len());
+    crate::log::verdict(ctx, Hook::Overlay, reason);
     verdict
 }
 

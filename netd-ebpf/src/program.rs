@@ -33,6 +33,7 @@ pub fn run(
 ) -> i32 {
     let (reason, verdict) = decide(packet(ctx));
     count(hook, reason, ctx.len());
+    crate::log::verdict(ctx, hook, reason);
     verdict
 }
 

@@ -41,6 +41,7 @@ pub fn uplink(ctx: &XdpContext) -> u32 {
         Err(reason) => (reason, XDP_PASS),
     };
     count(Hook::UplinkXdp, reason, len);
+    crate::log::verdict(ctx, Hook::UplinkXdp, reason);
     action
 }
 

@@ -183,6 +183,11 @@ struct DaemonArgs {
     /// looks, or any path named by a spec file `/etc/docker/plugins/netd.spec`.
     #[arg(long)]
     docker_plugin_socket: Option<PathBuf>,
+    /// What the kernel programs log, to this log under the target `netd_ebpf`: `off`
+    /// (nothing; the verifier prunes every log call), `error` (netd's own failures),
+    /// `debug` (also every dropped packet with its hook and reason).
+    #[arg(long, value_enum, default_value_t = netd::datapath::DatapathLog::Off)]
+    datapath_log: netd::datapath::DatapathLog,
     /// Serve Prometheus metrics at `http://ADDR:PORT/metrics` (OpenMetrics when asked);
     /// off unless given. Anyone who reaches the address reads them: keep it on
     /// 127.0.0.1 or a management network.
@@ -268,7 +273,19 @@ fn run_daemon(
     args: DaemonArgs,
 ) -> anyhow::Result<std::process::ExitCode> {
     let notifier = netd::notify::Notifier::from_env();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut logs =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    // The programs' lines at the level asked for, whatever RUST_LOG says of the rest.
+    match args.datapath_log {
+        netd::datapath::DatapathLog::Off => {}
+        netd::datapath::DatapathLog::Error => {
+            logs.filter_module("netd_ebpf", log::LevelFilter::Error);
+        }
+        netd::datapath::DatapathLog::Debug => {
+            logs.filter_module("netd_ebpf", log::LevelFilter::Debug);
+        }
+    }
+    logs.init();
     let snat_ports = parse_snat_ports(&args.snat_ports)?;
     let socket_group = args.socket_group.as_deref().map(group_id).transpose()?;
     let cluster = match &args.cluster_store {
@@ -297,6 +314,7 @@ fn run_daemon(
         fast_path: args.fast_path == OnOff::On,
         docker_plugin_socket: args.docker_plugin_socket,
         metrics_addr: args.metrics_addr,
+        datapath_log: args.datapath_log,
         cluster,
     };
     tokio::runtime::Runtime::new()?.block_on(daemon::run(config))?;

@@ -165,3 +165,39 @@ fn prometheus_scrapes_the_daemon_and_sees_its_traffic_drops_and_calls() -> Resul
     );
     Ok(())
 }
+
+#[test]
+fn the_programs_log_their_drops_when_asked_and_nothing_by_default() -> Result<()> {
+    require_root();
+    let sb = Sandbox::new("dl")?;
+    let d = Daemon::start_with(&sb.node, Sandbox::UPLINK, &["--datapath-log", "debug"])?;
+    d.cli_ok(&["network", "create", "other"])?;
+    let web = d.run_idle_on("web", "netd0", &[])?;
+    let lone = d.run_idle_on("lone", "other", &[])?;
+    assert!(echo_fails(&lone.netns, Proto::Tcp, addr(web.ip, 80))?);
+    let wanted = "EndpointIngress: drop_network_isolation";
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while !d.log().contains(wanted) {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("no {wanted:?} in the daemon's log: {}", d.log());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(d.log().contains("the kernel programs log at Debug"));
+
+    // By default, nothing: the same drop leaves no line.
+    let quiet_sb = Sandbox::new("dq")?;
+    let quiet = Daemon::start(&quiet_sb.node, Sandbox::UPLINK)?;
+    quiet.cli_ok(&["network", "create", "other"])?;
+    let web = quiet.run_idle_on("web", "netd0", &[])?;
+    let lone = quiet.run_idle_on("lone", "other", &[])?;
+    assert!(echo_fails(&lone.netns, Proto::Tcp, addr(web.ip, 80))?);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(quiet.counter("EndpointIngress", "drop_network_isolation")? >= 1);
+    assert!(
+        !quiet.log().contains("drop_network_isolation"),
+        "{}",
+        quiet.log()
+    );
+    Ok(())
+}

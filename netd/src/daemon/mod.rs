@@ -74,6 +74,8 @@ pub struct DaemonConfig {
     pub docker_plugin_socket: Option<PathBuf>,
     /// `--metrics-addr`: where Prometheus metrics are served.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `--datapath-log`: what the kernel programs log.
+    pub datapath_log: datapath::DatapathLog,
     /// `--cluster-store` and the rest: the cluster this node joins.
     pub cluster: Option<ClusterConfig>,
 }
@@ -175,7 +177,15 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     // Absolute, so that the namespace holders it names are recognised by the next start.
     let state_dir = std::fs::canonicalize(&config.state_dir)?;
     let state = store.load()?;
-    let mut datapath = Datapath::load(&config.bpffs_dir, config.flow_table_size)?;
+    let mut datapath = Datapath::load_logging(
+        &config.bpffs_dir,
+        config.flow_table_size,
+        config.datapath_log,
+    )?;
+    if let Some(logger) = datapath.take_logger(config.datapath_log)? {
+        info!("the kernel programs log at {:?}", config.datapath_log);
+        tokio::spawn(read_program_logs(logger));
+    }
     datapath.set_node_config(&datapath::NodeSettings {
         snat_addr: uplink_addr,
         snat_ports: (config.snat_ports.start, config.snat_ports.end),
@@ -873,6 +883,29 @@ async fn follow_node_addresses(
         }
     }
     warn!("address change notifications stopped; node addresses now refresh every GC sweep");
+}
+
+/// Pass the kernel programs' log records to the daemon's log as they come.
+async fn read_program_logs<L: log::Log + Send + 'static>(logger: aya_log::EbpfLogger<L>) {
+    // SAFETY: the logger owns its ring buffer's descriptor, which stays open and the same
+    // for as long as the logger lives, and the AsyncFd owns the logger.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    };
+    let mut logger = match registered {
+        Ok(l) => l,
+        Err(e) => {
+            warn!("the kernel programs' logs cannot be read: {e}");
+            return;
+        }
+    };
+    loop {
+        let Ok(mut ready) = logger.readable_mut().await else {
+            return;
+        };
+        ready.get_inner_mut().flush();
+        ready.clear_ready();
+    }
 }
 
 async fn collect_garbage(daemon: Weak<Daemon>, every: Duration) {

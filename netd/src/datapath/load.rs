@@ -8,7 +8,10 @@ use aya::{
     EbpfLoader,
     programs::{CgroupSockAddr, SchedClassifier, Xdp},
 };
-use netd_common::maps as names;
+use netd_common::{
+    counters::{Hook, Reason},
+    maps as names,
+};
 
 use super::{
     Datapath, ENDPOINT_PROGRAM, HOST_LOCAL_PROGRAMS, OVERLAY_PROGRAM, PROGRAMS, SWEEP_PROGRAM,
@@ -40,17 +43,85 @@ pub fn check_bpffs(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `netd daemon --datapath-log`: what the kernel programs log (through aya-log, to the
+/// daemon's log under the target `netd_ebpf`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DatapathLog {
+    /// Nothing: the verifier finds every log call dead.
+    Off,
+    /// netd's own failures (a rewrite, a redirect, a tunnel key).
+    Error,
+    /// Also every dropped packet, with its hook and reason.
+    Debug,
+}
+
+/// The programs log a verdict as `hook H reason R` (numbers: names would multiply the
+/// paths the verifier explores); this logger passes them on as `netd stats` names them,
+/// `EndpointIngress: drop_spoofed_source`.
+pub struct NamedVerdicts<L>(pub L);
+
+impl<L: log::Log> log::Log for NamedVerdicts<L> {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record) {
+        let text = record.args().to_string();
+        let named = text
+            .strip_prefix("hook ")
+            .and_then(|rest| rest.split_once(" reason "))
+            .and_then(|(h, r)| {
+                let hook = Hook::ALL.iter().find(|x| h.parse() == Ok(**x as u32))?;
+                let reason = Reason::ALL.iter().find(|x| r.parse() == Ok(**x as u32))?;
+                Some(format!("{}: {}", hook.name(), reason.name()))
+            });
+        self.0.log(
+            &log::Record::builder()
+                .args(format_args!("{}", named.as_deref().unwrap_or(&text)))
+                .level(record.level())
+                .target(record.target())
+                .module_path(record.module_path())
+                .file(record.file())
+                .line(record.line())
+                .build(),
+        );
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
+}
+
+impl DatapathLog {
+    /// aya-log's level number (`aya_log_common::Level`: error 1, debug 4; 0 logs nothing).
+    fn level(self) -> u8 {
+        match self {
+            DatapathLog::Off => 0,
+            DatapathLog::Error => 1,
+            DatapathLog::Debug => 4,
+        }
+    }
+}
+
 impl Datapath {
     /// Load and verify the programs, with their maps pinned in `bpffs_dir` (adopting maps
     /// a previous run pinned there). Nothing is attached yet.
     /// `flow_table_size` is the connection table's capacity in entries (two per flow).
     pub fn load(bpffs_dir: &Path, flow_table_size: u32) -> Result<Self> {
+        Self::load_logging(bpffs_dir, flow_table_size, DatapathLog::Off)
+    }
+
+    /// `load`, with the programs' logs at `log` (read them with `take_logger`).
+    pub fn load_logging(bpffs_dir: &Path, flow_table_size: u32, log: DatapathLog) -> Result<Self> {
         check_bpffs(bpffs_dir)?;
         pins::check_pinned_maps(bpffs_dir, &pins::expected_maps(PROGRAMS, flow_table_size)?)?;
+        let level = log.level();
         let ebpf = EbpfLoader::new()
             .default_map_pin_directory(bpffs_dir)
             .map_max_entries(names::FLOWS, flow_table_size)
             .map_max_entries(names::PENDING_FLOWS, flow_table_size)
+            // aya-log's level: read-only, so the verifier prunes the calls it turns off.
+            .override_global("AYA_LOG_LEVEL", &level, true)
             .load(PROGRAMS)
             .context("load netd's eBPF programs")?;
         let mut datapath = Datapath {
@@ -77,6 +148,30 @@ impl Datapath {
                 .with_context(|| format!("verify program {name}"))?;
         }
         Ok(datapath)
+    }
+
+    /// The reader of the programs' logs (aya-log's ring buffer), to poll for as long as
+    /// the programs run; `None` with logging off.
+    pub fn take_logger(
+        &mut self,
+        log: DatapathLog,
+    ) -> Result<Option<aya_log::EbpfLogger<NamedVerdicts<&'static dyn log::Log>>>> {
+        self.take_logger_to(log, log::logger())
+    }
+
+    /// `take_logger`, the records going to `to` (a test's, say) instead of the log.
+    pub fn take_logger_to<T: log::Log>(
+        &mut self,
+        log: DatapathLog,
+        to: T,
+    ) -> Result<Option<aya_log::EbpfLogger<NamedVerdicts<T>>>> {
+        if log == DatapathLog::Off {
+            return Ok(None);
+        }
+        Ok(Some(
+            aya_log::EbpfLogger::init_with_logger(&mut self.ebpf, NamedVerdicts(to))
+                .context("read the programs' logs")?,
+        ))
     }
 
     /// The uplink's XDP program (e.g. for `BPF_PROG_TEST_RUN`), verified on first use:

@@ -18,7 +18,7 @@ use std::{collections::HashSet, path::PathBuf};
 use aya::{Ebpf, programs::TcAttachType};
 
 pub use links::{XdpInUse, XdpRequest, cgroup2_mount};
-pub use load::check_bpffs;
+pub use load::{DatapathLog, NamedVerdicts, check_bpffs};
 pub use overlay::{Remote, RemoteTable};
 pub use tables::{MapFill, NodeSettings, netns_cookie};
 

@@ -147,6 +147,15 @@ impl TestDatapath {
 
     /// With each of the connection table's maps `entries` large.
     pub fn with_flow_table(entries: u32) -> Self {
+        Self::load(entries, netd::datapath::DatapathLog::Off)
+    }
+
+    /// With the programs logging at `log`.
+    pub fn with_log(log: netd::datapath::DatapathLog) -> Self {
+        Self::load(netd_common::maps::FLOWS_MAX, log)
+    }
+
+    fn load(entries: u32, log: netd::datapath::DatapathLog) -> Self {
         // SAFETY: geteuid has no preconditions.
         let euid = unsafe { libc::geteuid() };
         assert!(
@@ -166,7 +175,7 @@ impl TestDatapath {
             .status()
             .unwrap();
         assert!(ok.success(), "mount bpffs at {}", dir.display());
-        let dp = Datapath::load(&dir, entries).unwrap();
+        let dp = Datapath::load_logging(&dir, entries, log).unwrap();
         TestDatapath { dp, dir }
     }
 
