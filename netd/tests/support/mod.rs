@@ -175,7 +175,15 @@ impl TestDatapath {
             .status()
             .unwrap();
         assert!(ok.success(), "mount bpffs at {}", dir.display());
-        let dp = Datapath::load_logging(&dir, entries, log).unwrap();
+        let dp = match Datapath::load_logging(&dir, entries, log) {
+            Ok(dp) => dp,
+            Err(e) => {
+                // No TestDatapath owns the mount yet: undo it before failing.
+                let _ = Command::new("umount").arg(&dir).status();
+                let _ = std::fs::remove_dir(&dir);
+                panic!("load the data path: {e:#}");
+            }
+        };
         TestDatapath { dp, dir }
     }
 
