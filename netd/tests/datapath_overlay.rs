@@ -54,6 +54,18 @@ fn overlay_node() -> TestDatapath {
     t
 }
 
+/// STRANGER's overlay (VNI + 1) set up on this node too, as another network's.
+fn set_up_strangers_overlay(t: &mut TestDatapath) {
+    t.dp.set_overlay(
+        VNI + 1,
+        Some(OverlayInfo {
+            tag: NETWORK_TAG + 1,
+            vxlan_ifindex: LO,
+        }),
+    )
+    .unwrap();
+}
+
 fn arp(oper: u16, target: Ipv4Addr) -> Vec<u8> {
     let mut f = vec![0xff; 6];
     f.extend_from_slice(&CONTAINER_MAC);
@@ -106,14 +118,7 @@ fn arp_for_a_container_of_another_node_is_answered_with_the_gateways_mac() {
     // answers for another network.
     let f = arp(1, STRANGER);
     assert_eq!(t.run("endpoint_ingress", &f), (TC_ACT_OK, f));
-    t.dp.set_overlay(
-        VNI + 1,
-        Some(OverlayInfo {
-            tag: NETWORK_TAG + 1,
-            vxlan_ifindex: LO,
-        }),
-    )
-    .unwrap();
+    set_up_strangers_overlay(&mut t);
     for f in [
         arp(2, PEER),
         arp(1, Ipv4Addr::new(172, 17, 0, 3)),
@@ -229,15 +234,7 @@ fn a_frame_from_the_right_node_and_vni_is_delivered_into_its_container() {
 #[test]
 fn the_vxlan_devices_program_refuses_what_does_not_agree() {
     let mut t = overlay_node();
-    // VNI + 1 is set up here too, as another network: STRANGER's overlay.
-    t.dp.set_overlay(
-        VNI + 1,
-        Some(OverlayInfo {
-            tag: NETWORK_TAG + 1,
-            vxlan_ifindex: LO,
-        }),
-    )
-    .unwrap();
+    set_up_strangers_overlay(&mut t);
     let to_container = |from: Ipv4Addr| Pkt::tcp(from, 80, CONTAINER, 40000, SYN).build();
     let other_node = Ipv4Addr::new(10, 200, 0, 8);
     let cases = [
