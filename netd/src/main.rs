@@ -276,14 +276,8 @@ fn run_daemon(
     let mut logs =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
     // The programs' lines at the level asked for, whatever RUST_LOG says of the rest.
-    match args.datapath_log {
-        netd::datapath::DatapathLog::Off => {}
-        netd::datapath::DatapathLog::Error => {
-            logs.filter_module("netd_ebpf", log::LevelFilter::Error);
-        }
-        netd::datapath::DatapathLog::Debug => {
-            logs.filter_module("netd_ebpf", log::LevelFilter::Debug);
-        }
+    if let Some(level) = args.datapath_log.log_filter() {
+        logs.filter_module("netd_ebpf", level);
     }
     logs.init();
     let snat_ports = parse_snat_ports(&args.snat_ports)?;

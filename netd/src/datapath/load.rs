@@ -93,6 +93,15 @@ impl<L: log::Log> log::Log for NamedVerdicts<L> {
 }
 
 impl DatapathLog {
+    /// What the daemon's log lets through of the programs' records (target `netd_ebpf`).
+    pub fn log_filter(self) -> Option<log::LevelFilter> {
+        match self {
+            DatapathLog::Off => None,
+            DatapathLog::Error => Some(log::LevelFilter::Error),
+            DatapathLog::Debug => Some(log::LevelFilter::Debug),
+        }
+    }
+
     /// aya-log's level number (`aya_log_common::Level`: error 1, debug 4; 0 logs nothing).
     fn level(self) -> u8 {
         match self {
