@@ -157,6 +157,31 @@ pub struct Counter {
 
 const _: () = assert!(size_of::<Counter>() == 16);
 
+/// Value of `ENDPOINT_COUNTERS` (per CPU), keyed by a container's host-side veth: what
+/// the container sent (every packet its veth's program saw, dropped ones included), what
+/// was delivered to it, and how much of what it sent was dropped. The daemon creates the
+/// entry when it registers the endpoint and removes it with the endpoint: the programs
+/// only ever add to entries that exist.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointCounters {
+    pub sent: Counter,
+    pub received: Counter,
+    pub dropped: Counter,
+}
+
+/// Key of `ENDPOINT_DROPS`: the packets an endpoint sent that were dropped, by reason.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EndpointDropKey {
+    /// The host-side veth's ifindex.
+    pub ifindex: u32,
+    /// A `Reason`, as its number.
+    pub reason: u32,
+}
+
+const _: () = assert!(size_of::<EndpointCounters>() == 48 && size_of::<EndpointDropKey>() == 8);
+
 pub const fn counter_index(hook: Hook, reason: Reason) -> u32 {
     hook as u32 * REASONS_MAX + reason as u32
 }

@@ -24,9 +24,14 @@ pub const SOCKET_ORIGINS: &str = "NETD_SOCKETS_V1";
 pub const REMOTE_ENDPOINTS: &str = "NETD_REMOTES_V1";
 /// The overlay networks set up on this node, by VXLAN ID.
 pub const OVERLAYS: &str = "NETD_OVERLAYS_V1";
+/// Per-endpoint counters (per CPU), by host-side veth: sent, received, dropped.
+pub const ENDPOINT_COUNTERS: &str = "NETD_EPCOUNTERS_V1";
+/// Per-endpoint drops by reason (per CPU): an LRU, so a table full of stale keys never
+/// stops counting.
+pub const ENDPOINT_DROPS: &str = "NETD_EPDROPS_V1";
 
 /// Every pinned map of the kernel object (a test checks the object has exactly these).
-pub const PINNED: [&str; 14] = [
+pub const PINNED: [&str; 16] = [
     PUBLISHED_PORTS,
     FLOWS,
     PENDING_FLOWS,
@@ -41,6 +46,8 @@ pub const PINNED: [&str; 14] = [
     SOCKET_ORIGINS,
     REMOTE_ENDPOINTS,
     OVERLAYS,
+    ENDPOINT_COUNTERS,
+    ENDPOINT_DROPS,
 ];
 
 pub const PUBLISHED_PORTS_MAX: u32 = 65_536;
@@ -51,6 +58,8 @@ pub const FLOWS_MAX: u32 = 262_144;
 pub const NODE_ADDRS_MAX: u32 = 16_384;
 pub const ENDPOINTS_MAX: u32 = 65_536;
 pub const NETWORKS_MAX: u32 = 4_096;
+/// (endpoint, drop reason) pairs counted; beyond it the least recently bumped go.
+pub const ENDPOINT_DROPS_MAX: u32 = 65_536;
 /// Containers of the cluster's other nodes this node can reach over its overlays.
 pub const REMOTE_ENDPOINTS_MAX: u32 = 65_536;
 /// Fragmented datagrams in flight whose first fragment was seen.

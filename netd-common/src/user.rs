@@ -1,7 +1,7 @@
 //! Userspace views of the shared types: aya's `Pod` for maps and bytemuck's for bytes.
 
 use crate::{
-    counters::Counter,
+    counters::{Counter, EndpointCounters, EndpointDropKey},
     fast_path::XdpMeta,
     flow::{FlowEntry, FlowKey},
     maps::{
@@ -35,6 +35,8 @@ pod!(
     FragmentKey,
     FragmentPorts,
     Counter,
+    EndpointCounters,
+    EndpointDropKey,
     SocketPeer,
     SocketOrigin,
     XdpMeta,

@@ -26,7 +26,7 @@ use crate::{
     parse::{IP_DST_OFF, Kind, Packet},
     policy,
     program::{DROP, PASS, Verdict, apply, packet, published_backend, unparsed},
-    stats::count,
+    stats::{count, count_received, count_sent},
     uplink,
 };
 
@@ -40,8 +40,18 @@ pub fn ingress(ctx: &TcContext) -> i32 {
         None => (Reason::DropUnknownEndpoint, DROP),
     };
     count(Hook::EndpointIngress, reason, ctx.len());
+    count_sent(ifindex(ctx), reason, ctx.len());
     crate::log::verdict(ctx, Hook::EndpointIngress, reason);
     verdict
+}
+
+/// TC egress of a container's host-side veth: what is delivered to the container through
+/// its veth (bridged, routed by the node, or redirected to the veth), counted; never
+/// changed. What the fast path and the overlay redirect into the container's side
+/// directly is counted where they do it.
+pub fn egress(ctx: &TcContext) -> i32 {
+    count_received(ifindex(ctx), ctx.len());
+    PASS
 }
 
 #[inline(always)]

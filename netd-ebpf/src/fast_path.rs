@@ -28,7 +28,7 @@ use crate::{
     maps::{ENDPOINTS, NODE_CONFIG},
     parse::{IP_CSUM_OFF, IP_OFF, IP_TTL_OFF, Packet},
     program::{DROP, PASS},
-    stats::count,
+    stats::{count, count_received},
 };
 
 const AF_INET: u8 = 2;
@@ -70,6 +70,10 @@ pub fn into_container(ctx: &TcContext, ifindex: u32) -> i32 {
         Err(reason) => (reason, PASS),
     };
     count(Hook::FastPath, reason, ctx.len());
+    if reason == Reason::RedirectToContainer {
+        // Past the host-side veth, whose egress program does not see it.
+        count_received(ifindex, ctx.len());
+    }
     action
 }
 

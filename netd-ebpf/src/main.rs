@@ -75,6 +75,13 @@ mod programs {
         crate::endpoint::ingress(&ctx)
     }
 
+    /// TC egress of a container's host-side veth: counts what is delivered to the
+    /// container.
+    #[classifier]
+    pub fn endpoint_egress(ctx: TcContext) -> i32 {
+        crate::endpoint::egress(&ctx)
+    }
+
     /// TC ingress of the node's VXLAN device: frames from containers of other nodes,
     /// checked and delivered into their containers.
     #[classifier]

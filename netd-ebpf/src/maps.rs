@@ -3,15 +3,15 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap},
 };
 use netd_common::{
-    counters::{COUNTERS_LEN, Counter},
+    counters::{COUNTERS_LEN, Counter, EndpointCounters, EndpointDropKey},
     flow::{FlowEntry, FlowKey},
     maps::{
-        ENDPOINTS_MAX, EndpointInfo, FLOWS_MAX, FRAGMENTS_MAX, FragmentKey, FragmentPorts,
-        NETWORKS_MAX, NODE_ADDRS_MAX, NetworkInfo, NodeConfig, OverlayInfo, PUBLISHED_PORTS_MAX,
-        REMOTE_ENDPOINTS_MAX, RemoteEndpoint, SWEEP_BATCH,
+        ENDPOINT_DROPS_MAX, ENDPOINTS_MAX, EndpointInfo, FLOWS_MAX, FRAGMENTS_MAX, FragmentKey,
+        FragmentPorts, NETWORKS_MAX, NODE_ADDRS_MAX, NetworkInfo, NodeConfig, OverlayInfo,
+        PUBLISHED_PORTS_MAX, REMOTE_ENDPOINTS_MAX, RemoteEndpoint, SWEEP_BATCH,
     },
     published::{Backend, PortKey},
     sockets::{SOCKET_ORIGINS_MAX, SocketOrigin, SocketPeer},
@@ -79,6 +79,17 @@ pub static REMOTE_ENDPOINTS: HashMap<u32, RemoteEndpoint> =
 /// The overlay networks set up on this node, by VXLAN ID.
 #[map(name = "NETD_OVERLAYS_V1")]
 pub static OVERLAYS: HashMap<u32, OverlayInfo> = HashMap::pinned(NETWORKS_MAX, 0);
+
+/// Each endpoint's packets and bytes sent, received and dropped, by its host-side veth.
+/// Entries are the daemon's to create and remove; the programs only add to them.
+#[map(name = "NETD_EPCOUNTERS_V1")]
+pub static ENDPOINT_COUNTERS: PerCpuHashMap<u32, EndpointCounters> =
+    PerCpuHashMap::pinned(ENDPOINTS_MAX, 0);
+
+/// What each endpoint sent that was dropped, by reason.
+#[map(name = "NETD_EPDROPS_V1")]
+pub static ENDPOINT_DROPS: LruPerCpuHashMap<EndpointDropKey, Counter> =
+    LruPerCpuHashMap::pinned(ENDPOINT_DROPS_MAX, 0);
 
 /// One batch of flow keys the daemon's collector found expired, for `flow_sweep` to judge
 /// again and remove (not pinned: it carries nothing across runs).

@@ -25,7 +25,7 @@ use crate::{
     parse::{ETH_P_IP, ETH_TYPE_OFF, IP_DST_OFF, IP_OFF},
     policy,
     program::{DROP, PASS, Verdict},
-    stats::count,
+    stats::{count, count_received},
 };
 
 /// The outer header's TTL.
@@ -201,9 +201,14 @@ fn deliver(ctx: &TcContext) -> Verdict {
         return (Reason::DropRewriteFailed, DROP);
     }
     // SAFETY: a helper taking plain integers.
-    redirected(Reason::OverlayDelivered, unsafe {
+    let delivered = redirected(Reason::OverlayDelivered, unsafe {
         bpf_redirect_peer(veth, 0)
-    })
+    });
+    if delivered.0 == Reason::OverlayDelivered {
+        // Past the host-side veth, whose egress program does not see it.
+        count_received(veth, ctx.len());
+    }
+    delivered
 }
 
 #[inline(always)]

@@ -295,6 +295,55 @@ pub struct Snapshot {
     pub flow_capacity: u64,
     pub flows_confirmed: u64,
     pub flows_unconfirmed: u64,
+    /// Each endpoint's counters (one per container and network it is on).
+    pub endpoints: Vec<EndpointSample>,
+}
+
+/// An endpoint's counters, as the programs keep them, with the labels that name it.
+#[derive(Debug, Default)]
+pub struct EndpointSample {
+    pub container: String,
+    pub network: String,
+    /// Packets and bytes the container sent (dropped ones included) and received.
+    pub out: (u64, u64),
+    pub r#in: (u64, u64),
+    /// Packets it sent that were dropped, by reason.
+    pub drops: Vec<(String, u64)>,
+}
+
+impl Snapshot {
+    /// The endpoints' traffic as counter samples: container, network, direction.
+    fn endpoint_traffic(&self, pick: fn((u64, u64)) -> u64) -> Vec<(Labels, u64)> {
+        self.endpoints
+            .iter()
+            .flat_map(|e| {
+                [("in", e.r#in), ("out", e.out)].map(|(direction, counter)| {
+                    let labels = vec![
+                        ("container", e.container.clone()),
+                        ("network", e.network.clone()),
+                        ("direction", direction.to_string()),
+                    ];
+                    (labels, pick(counter))
+                })
+            })
+            .collect()
+    }
+
+    fn endpoint_drops(&self) -> Vec<(Labels, u64)> {
+        self.endpoints
+            .iter()
+            .flat_map(|e| {
+                e.drops.iter().map(|(reason, packets)| {
+                    let labels = vec![
+                        ("container", e.container.clone()),
+                        ("network", e.network.clone()),
+                        ("reason", reason.clone()),
+                    ];
+                    (labels, *packets)
+                })
+            })
+            .collect()
+    }
 }
 
 impl Collector for Snapshot {
@@ -322,6 +371,27 @@ impl Collector for Snapshot {
             "Bytes netd's programs handled, by hook and reason",
             Some(&Unit::Bytes),
             &counters(|c| c.3),
+        )?;
+        encode_counters(
+            &mut encoder,
+            "endpoint_packets",
+            "Packets each container sent (out, drops included) and received (in), by network",
+            None,
+            &self.endpoint_traffic(|c| c.0),
+        )?;
+        encode_counters(
+            &mut encoder,
+            "endpoint",
+            "Bytes each container sent (out) and received (in), by network",
+            Some(&Unit::Bytes),
+            &self.endpoint_traffic(|c| c.1),
+        )?;
+        encode_counters(
+            &mut encoder,
+            "endpoint_drops",
+            "Packets each container sent that were dropped, by network and reason",
+            None,
+            &self.endpoint_drops(),
         )?;
         let tables = |pick: fn(&(String, u64, u64)) -> u64| {
             self.tables
@@ -459,6 +529,13 @@ mod tests {
             flow_capacity: 65536,
             flows_confirmed: 4,
             flows_unconfirmed: 0,
+            endpoints: vec![EndpointSample {
+                container: "web".into(),
+                network: "bridge".into(),
+                out: (7, 700),
+                r#in: (5, 500),
+                drops: vec![("drop_spoofed_source".into(), 1)],
+            }],
         }
     }
 
@@ -478,6 +555,9 @@ mod tests {
             "netd_api_requests_total{route=\"GET /containers\",code=\"200\"} 1",
             "netd_task_runs_total{task=\"reconcile\",result=\"ok\"} 1",
             "netd_build_info{version=",
+            "netd_endpoint_packets_total{container=\"web\",network=\"bridge\",direction=\"out\"} 7",
+            "netd_endpoint_bytes_total{container=\"web\",network=\"bridge\",direction=\"in\"} 500",
+            "netd_endpoint_drops_total{container=\"web\",network=\"bridge\",reason=\"drop_spoofed_source\"} 1",
         ] {
             assert!(om.contains(want), "OpenMetrics lacks {want}: {om}");
             assert!(text.contains(want), "text lacks {want}: {text}");

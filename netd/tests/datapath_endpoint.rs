@@ -259,3 +259,61 @@ fn published_ports_through_the_node_follow_internal_and_icc() {
         "internal: nothing outside"
     );
 }
+
+#[test]
+fn each_endpoint_counts_what_it_sent_had_dropped_and_received() {
+    use netd_common::counters::{Counter, Reason};
+    let mut t = node_with_two_networks(0);
+    let ok = Pkt::tcp(CONTAINER, 40000, REMOTE, 80, SYN).build();
+    let spoofed = Pkt::tcp(APP, 40000, REMOTE, 80, SYN).build();
+    for _ in 0..3 {
+        assert_eq!(verdict(&mut t, &ok), TC_ACT_OK);
+    }
+    for _ in 0..2 {
+        assert_eq!(verdict(&mut t, &spoofed), TC_ACT_SHOT);
+    }
+    assert_eq!(t.run("endpoint_egress", &ok).0, TC_ACT_OK);
+    let len = ok.len() as u64;
+    let counters = t.dp.endpoint_counters().unwrap();
+    let c = &counters[&LO];
+    assert_eq!(
+        c.sent,
+        Counter {
+            packets: 5,
+            bytes: 5 * len
+        },
+        "{c:?}"
+    );
+    assert_eq!(
+        c.dropped,
+        Counter {
+            packets: 2,
+            bytes: 2 * len
+        }
+    );
+    assert_eq!(
+        c.received,
+        Counter {
+            packets: 1,
+            bytes: len
+        }
+    );
+    let two = Counter {
+        packets: 2,
+        bytes: 2 * len,
+    };
+    assert_eq!(c.drops, vec![(Reason::DropSpoofedSource, two)]);
+    // Registering again (a restarted daemon) keeps the counts.
+    t.dp.register_endpoint(LO, &endpoint_info(0)).unwrap();
+    assert_eq!(t.dp.endpoint_counters().unwrap()[&LO].sent.packets, 5);
+    // Forgotten, the endpoint's counters go, and what still comes from its veth creates
+    // none (the programs only add to entries the daemon made).
+    t.dp.forget_endpoint("lo", LO).unwrap();
+    assert!(t.dp.endpoint_counters().unwrap().is_empty());
+    assert_eq!(verdict(&mut t, &spoofed), TC_ACT_SHOT);
+    assert_eq!(t.run("endpoint_egress", &ok).0, TC_ACT_OK);
+    assert!(t.dp.endpoint_counters().unwrap().is_empty());
+    let fill = t.dp.map_entry_counts().unwrap();
+    assert!(fill.contains(&("endpoint_counters", 0)), "{fill:?}");
+    assert!(fill.contains(&("endpoint_drops", 0)), "{fill:?}");
+}

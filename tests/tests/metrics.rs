@@ -89,10 +89,22 @@ fn prometheus_scrapes_the_daemon_and_sees_its_traffic_drops_and_calls() -> Resul
         1.0,
         Duration::from_secs(10),
     )?;
-    // An isolation drop: a container of another network tries web's address.
+    // ... and web's own counter (tests/endpoint_counters.rs counts exactly).
+    prometheus.wait_for(
+        "netd_endpoint_packets_total{container=\"web\",network=\"netd0\",direction=\"in\"}",
+        3.0,
+        Duration::from_secs(10),
+    )?;
+    // An isolation drop: a container of another network tries web's address; counted
+    // under its reason, node-wide and for lone.
     assert!(echo_fails(&lone.netns, Proto::Tcp, addr(web.ip, 80))?);
     prometheus.wait_for(
         "netd_datapath_packets_total{hook=\"EndpointIngress\",reason=\"drop_network_isolation\"}",
+        1.0,
+        Duration::from_secs(10),
+    )?;
+    prometheus.wait_for(
+        "netd_endpoint_drops_total{container=\"lone\",network=\"other\",reason=\"drop_network_isolation\"}",
         1.0,
         Duration::from_secs(10),
     )?;

@@ -31,7 +31,7 @@ fn removal_reports_what_it_could_not_undo_and_the_next_start_removes_it() {
         .unwrap();
     let web = d.run_idle_container("web", &["8080:80"]).unwrap();
     d.cli_ok(&["network", "connect", "extra", "web"]).unwrap();
-    assert_eq!(endpoint_pins(&d).len(), 2);
+    assert_eq!(endpoint_pins(&d).len(), 4, "two endpoints, two links each");
 
     bpffs_read_only(&d, true);
     let out = d.cli(&["network", "disconnect", "extra", "web"]).unwrap();
@@ -50,7 +50,11 @@ fn removal_reports_what_it_could_not_undo_and_the_next_start_removes_it() {
         err.contains("Warning:") && err.contains(&format!("endpoint-{}", web.host_veth)),
         "the warning names the link that stays: {err}"
     );
-    assert_eq!(endpoint_pins(&d).len(), 2, "both links are still pinned");
+    assert_eq!(
+        endpoint_pins(&d).len(),
+        4,
+        "all four links are still pinned"
+    );
     bpffs_read_only(&d, false);
 
     // What the removals left behind goes at the next start.

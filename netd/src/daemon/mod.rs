@@ -1031,7 +1031,33 @@ impl Inner {
             flow_capacity: u64::from(self.datapath.flow_capacity()),
             flows_confirmed: entries("flows"),
             flows_unconfirmed: entries("unconfirmed_flows"),
+            endpoints: self.endpoint_samples()?,
         })
+    }
+
+    /// Each endpoint's counters, named by its container and network. Endpoints without a
+    /// host-side veth (macvlan) have none: no program of netd's sees their packets.
+    fn endpoint_samples(&self) -> Result<Vec<metrics::EndpointSample>> {
+        let mut counters = self.datapath.endpoint_counters()?;
+        Ok(self
+            .state
+            .endpoints()
+            .filter_map(|(c, e)| {
+                let totals = counters.remove(&e.host_ifindex)?;
+                let pair = |c: netd_common::counters::Counter| (c.packets, c.bytes);
+                Some(metrics::EndpointSample {
+                    container: c.name.clone(),
+                    network: e.network.clone(),
+                    out: pair(totals.sent),
+                    r#in: pair(totals.received),
+                    drops: totals
+                        .drops
+                        .iter()
+                        .map(|(r, c)| (r.name().to_string(), c.packets))
+                        .collect(),
+                })
+            })
+            .collect())
     }
 
     fn stats(&self) -> Result<Vec<CounterView>> {

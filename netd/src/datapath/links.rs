@@ -17,7 +17,10 @@ use aya::{
 use log::{info, warn};
 use netd_common::maps::EndpointInfo;
 
-use super::{Datapath, ENDPOINT_PROGRAM, HOST_LOCAL_PROGRAMS, UPLINK_PROGRAMS, XDP_PROGRAM};
+use super::{
+    Datapath, ENDPOINT_EGRESS_PROGRAM, ENDPOINT_PROGRAM, HOST_LOCAL_PROGRAMS, UPLINK_PROGRAMS,
+    XDP_PROGRAM,
+};
 use crate::pins;
 
 /// `--xdp`: how to run the XDP program on the uplink.
@@ -163,8 +166,9 @@ impl Datapath {
         self.register_endpoint(ifindex, info)
             .with_context(|| format!("register endpoint {host_veth}"))?;
         if !self.endpoints_attached.contains(host_veth) {
-            let pin = endpoint_pin(host_veth);
-            self.attach_tc_pinned(ENDPOINT_PROGRAM, host_veth, TcAttachType::Ingress, &pin)?;
+            for (name, attach, pin) in endpoint_links(host_veth) {
+                self.attach_tc_pinned(name, host_veth, attach, &pin)?;
+            }
             self.endpoints_attached.insert(host_veth.to_string());
         }
         Ok(())
@@ -172,17 +176,26 @@ impl Datapath {
 
     /// Unpin the endpoint links of host-side veths not in `keep`.
     pub fn retain_endpoint_links(&mut self, keep: &[String]) -> usize {
-        let keep: Vec<String> = keep.iter().map(|v| endpoint_pin(v)).collect();
+        let keep: Vec<String> = keep
+            .iter()
+            .flat_map(|v| endpoint_links(v).map(|(_, _, pin)| pin))
+            .collect();
         self.endpoints_attached
-            .retain(|v| keep.contains(&endpoint_pin(v)));
+            .retain(|v| keep.contains(&endpoint_links(v)[0].2));
         pins::retain_links(&self.links, "endpoint-", &keep)
     }
 
-    /// Undo `attach_endpoint`, step two (after the veth is deleted): unpin the program's
-    /// link. Tolerant of a link already gone.
+    /// Undo `attach_endpoint`, step two (after the veth is deleted): unpin the programs'
+    /// links. Tolerant of links already gone; every link is tried.
     pub fn unpin_endpoint(&mut self, host_veth: &str) -> Result<()> {
         self.endpoints_attached.remove(host_veth);
-        pins::unpin_link(&self.links.join(endpoint_pin(host_veth)))
+        let mut result = Ok(());
+        for (_, _, pin) in endpoint_links(host_veth) {
+            if let Err(e) = pins::unpin_link(&self.links.join(pin)) {
+                result = Err(e);
+            }
+        }
+        result
     }
 
     /// Attach the host-local socket hooks to the cgroup at `cgroup` (a cgroup2 directory):
@@ -249,9 +262,20 @@ fn swap_into_pinned_link(path: &Path, update: impl FnOnce(FdLink) -> Result<()>)
     }
 }
 
-/// The pin name of the endpoint program's link on a host-side veth.
-fn endpoint_pin(host_veth: &str) -> String {
-    format!("endpoint-{host_veth}")
+/// The programs on a host-side veth, where each attaches, and its link's pin name.
+fn endpoint_links(host_veth: &str) -> [(&'static str, TcAttachType, String); 2] {
+    [
+        (
+            ENDPOINT_PROGRAM,
+            TcAttachType::Ingress,
+            format!("endpoint-{host_veth}"),
+        ),
+        (
+            ENDPOINT_EGRESS_PROGRAM,
+            TcAttachType::Egress,
+            format!("endpoint-{host_veth}-egress"),
+        ),
+    ]
 }
 
 /// The cgroup2 hierarchy's mount point, if this mount namespace has one.

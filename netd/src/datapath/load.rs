@@ -14,8 +14,8 @@ use netd_common::{
 };
 
 use super::{
-    Datapath, ENDPOINT_PROGRAM, HOST_LOCAL_PROGRAMS, OVERLAY_PROGRAM, PROGRAMS, SWEEP_PROGRAM,
-    UPLINK_PROGRAMS, XDP_PROGRAM,
+    Datapath, ENDPOINT_EGRESS_PROGRAM, ENDPOINT_PROGRAM, HOST_LOCAL_PROGRAMS, OVERLAY_PROGRAM,
+    PROGRAMS, SWEEP_PROGRAM, UPLINK_PROGRAMS, XDP_PROGRAM,
 };
 use crate::pins;
 
@@ -141,6 +141,7 @@ impl Datapath {
         };
         let names = UPLINK_PROGRAMS.iter().map(|(name, _)| *name).chain([
             ENDPOINT_PROGRAM,
+            ENDPOINT_EGRESS_PROGRAM,
             OVERLAY_PROGRAM,
             SWEEP_PROGRAM,
         ]);

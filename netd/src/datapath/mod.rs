@@ -4,9 +4,10 @@
 //!
 //! By concern: `load` loads the object and adopts the pinned maps, `links` attaches the
 //! programs and keeps their pinned links, `tables` reads and writes the maps that describe
-//! the node, its endpoints and published ports, `flows` reads and sweeps the connection
-//! table.
+//! the node, its endpoints and published ports, `endpoint_counters` keeps and reads each
+//! endpoint's counters, `flows` reads and sweeps the connection table.
 
+mod endpoint_counters;
 mod flows;
 mod links;
 mod load;
@@ -17,6 +18,7 @@ use std::{collections::HashSet, path::PathBuf};
 
 use aya::{Ebpf, programs::TcAttachType};
 
+pub use endpoint_counters::EndpointTotals;
 pub use links::{XdpInUse, XdpRequest, cgroup2_mount};
 pub use load::{DatapathLog, NamedVerdicts, check_bpffs};
 pub use overlay::{Remote, RemoteTable};
@@ -47,6 +49,8 @@ pub const XDP_PROGRAM: &str = "uplink_xdp";
 
 /// The program on each container's host-side veth (TC ingress).
 pub const ENDPOINT_PROGRAM: &str = "endpoint_ingress";
+/// Its partner on TC egress: counts what is delivered to the container.
+pub const ENDPOINT_EGRESS_PROGRAM: &str = "endpoint_egress";
 /// The program on the node's VXLAN device (TC ingress): frames from other nodes.
 pub const OVERLAY_PROGRAM: &str = "overlay_ingress";
 /// Run by the collector, never attached (see `sweep_flows`).

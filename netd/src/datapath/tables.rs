@@ -8,7 +8,7 @@ use aya::maps::{self, Array, LpmTrie, MapData, PerCpuArray, lpm_trie::Key};
 use ipnet::Ipv4Net;
 use log::warn;
 use netd_common::{
-    counters::{Counter, Hook, Reason, counter_index},
+    counters::{Counter, EndpointCounters, EndpointDropKey, Hook, Reason, counter_index},
     fast_path::FAST_PATH,
     flow::{FlowEntry, FlowKey},
     maps::{
@@ -54,7 +54,7 @@ impl Datapath {
             maps::HashMap::try_from(self.map_mut(names::ENDPOINTS)?)?;
         endpoints.insert(ifindex, info, 0)?;
         self.endpoint_veths()?.insert(info.addr, ifindex, 0)?;
-        Ok(())
+        self.create_endpoint_counters(ifindex)
     }
 
     fn endpoint_veths(&mut self) -> Result<maps::HashMap<&mut MapData, u32, u32>> {
@@ -86,6 +86,7 @@ impl Datapath {
         for addr in &stale_veths {
             veths.remove(addr).or_else(ignore_missing)?;
         }
+        self.retain_endpoint_counters(keep)?;
         Ok(stale.len())
     }
 
@@ -114,7 +115,8 @@ impl Datapath {
                     .with_context(|| format!("unregister the address of endpoint {host_veth}"))?;
             }
         }
-        Ok(())
+        self.remove_endpoint_counters(&[ifindex])
+            .with_context(|| format!("remove the counters of endpoint {host_veth}"))
     }
 
     pub fn set_node_config(&mut self, node: &NodeSettings) -> Result<()> {
@@ -226,6 +228,10 @@ impl Datapath {
             let m: maps::HashMap<_, K, V> = maps::HashMap::try_from(map)?;
             Ok((m.keys().filter(Result::is_ok).count(), capacity(&m)?))
         }
+        fn per_cpu<K: aya::Pod, V: aya::Pod>(map: &aya::maps::Map) -> Result<(usize, u32)> {
+            let m: maps::PerCpuHashMap<_, K, V> = maps::PerCpuHashMap::try_from(map)?;
+            Ok((m.keys().filter(Result::is_ok).count(), capacity(&m)?))
+        }
         fn trie<V: aya::Pod>(map: &aya::maps::Map) -> Result<(usize, u32)> {
             let m: LpmTrie<_, u32, V> = LpmTrie::try_from(map)?;
             Ok((m.keys().filter(Result::is_ok).count(), capacity(&m)?))
@@ -267,6 +273,14 @@ impl Datapath {
             (
                 "overlays",
                 hash::<u32, OverlayInfo>(self.map(names::OVERLAYS)?)?,
+            ),
+            (
+                "endpoint_counters",
+                per_cpu::<u32, EndpointCounters>(self.map(names::ENDPOINT_COUNTERS)?)?,
+            ),
+            (
+                "endpoint_drops",
+                per_cpu::<EndpointDropKey, Counter>(self.map(names::ENDPOINT_DROPS)?)?,
             ),
         ];
         Ok(tables
