@@ -1,6 +1,7 @@
 //! The per-packet cost of netd's programs alone, under BPF_PROG_TEST_RUN on crafted
 //! packets: a new flow to a published port (DNAT), a new masqueraded flow (SNAT), a packet
-//! of an established flow, and a miss (a packet netd does not own). `cargo xtask bench`
+//! of an established flow, a miss (a packet netd does not own), and a container's packet
+//! at its host-side veth with and without the per-endpoint counters. `cargo xtask bench`
 //! runs it and puts the figures in its report.
 //!
 //! New flows are measured one packet per run (each packet a different flow, so every one
@@ -164,8 +165,49 @@ fn main() {
         .collect();
     record("miss", miss);
 
+    // What a container sends, at its host-side veth (a new connection to a host beyond
+    // the uplink, left to the stack: guard, policy, the published-port lookup), with the
+    // per-endpoint counters and without them (the entry removed: the program then skips
+    // them), and what is delivered to it (the egress program, which only counts).
+    let outgoing = Pkt::tcp(CONTAINER, 43000, REMOTE, 443, SYN).build();
+    let mut endpoint_out = |t: &mut TestDatapath| -> Vec<f64> {
+        (0..rounds)
+            .map(|_| {
+                let (verdict, out, took) = run(t, "endpoint_ingress", &outgoing, repeat);
+                assert_eq!((verdict, &out), (TC_ACT_OK, &outgoing));
+                took.as_nanos() as f64
+            })
+            .collect()
+    };
+    let counted = endpoint_out(&mut t);
+    let sent_before = t.dp.endpoint_counters().unwrap()[&LO].sent.packets;
+    assert!(sent_before >= u64::from(repeat), "the runs were counted");
+    let endpoint_in: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let (verdict, _, took) = run(&mut t, "endpoint_egress", &outgoing, repeat);
+            assert_eq!(verdict, TC_ACT_OK);
+            took.as_nanos() as f64
+        })
+        .collect();
+    remove_endpoint_counters(&t);
+    let uncounted = endpoint_out(&mut t);
+    assert!(!t.dp.endpoint_counters().unwrap().contains_key(&LO));
+    record("endpoint_out", counted);
+    record("endpoint_out_uncounted", uncounted);
+    record("endpoint_in", endpoint_in);
+
     if let Some(path) = args.out {
         std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
         println!("datapath_cost: written to {path}");
     }
+}
+
+/// Remove the endpoint behind loopback's counters, through the pinned map (the daemon
+/// only removes them with the endpoint).
+fn remove_endpoint_counters(t: &TestDatapath) {
+    let pin = t.bpffs().join(netd_common::maps::ENDPOINT_COUNTERS);
+    let map = aya::maps::Map::PerCpuHashMap(aya::maps::MapData::from_pin(pin).unwrap());
+    let mut counters: aya::maps::PerCpuHashMap<_, u32, netd_common::counters::EndpointCounters> =
+        aya::maps::PerCpuHashMap::try_from(map).unwrap();
+    counters.remove(&LO).unwrap();
 }

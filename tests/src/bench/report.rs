@@ -1041,11 +1041,17 @@ pub const ROWS: &[Row] = &[
 ];
 
 /// The cases of the `datapath_cost` bench, by key, as the table names them.
-pub const COST_CASES: [(&str, &str); 4] = [
+pub const COST_CASES: [(&str, &str); 7] = [
     ("dnat_new", "DNAT, new flow to a published port"),
     ("snat_new", "SNAT, new masqueraded flow"),
     ("established", "established flow (reply)"),
     ("miss", "miss (not for netd)"),
+    ("endpoint_out", "a container's packet at its veth"),
+    (
+        "endpoint_out_uncounted",
+        "the same, no per-endpoint counters",
+    ),
+    ("endpoint_in", "delivery to a container (counting)"),
 ];
 
 /// The machine the numbers came from.
