@@ -6,17 +6,17 @@
 //! daemon is held while a client waits).
 
 use std::{
-    collections::{BTreeMap, VecDeque},
-    sync::Mutex,
+    collections::BTreeMap,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use serde::{Deserialize, Serialize};
 
+use crate::journal::Journal;
+pub use crate::journal::MAX_WAIT;
+
 /// Events kept for `--since`.
 pub const HISTORY: usize = 1000;
-/// The longest a client's wait for new events may last.
-pub const MAX_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
@@ -49,18 +49,11 @@ pub struct Page {
 }
 
 /// The node's recent events, and the clients waiting for more.
-pub struct Events {
-    log: Mutex<(u64, VecDeque<Event>)>,
-    /// The last event's ID, and whether the daemon is stopping (waits end at once).
-    added: tokio::sync::watch::Sender<(u64, bool)>,
-}
+pub struct Events(Journal<Event>);
 
 impl Default for Events {
     fn default() -> Self {
-        Events {
-            log: Mutex::new((0, VecDeque::new())),
-            added: tokio::sync::watch::Sender::new((0, false)),
-        }
+        Events(Journal::new(HISTORY))
     }
 }
 
@@ -76,60 +69,40 @@ impl Events {
         let time_nano = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let id_now = {
-            let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-            log.0 += 1;
-            let event = Event {
-                id: log.0,
-                time_nano,
-                kind: kind.to_string(),
-                action: action.to_string(),
-                actor: Actor {
-                    id: id.to_string(),
-                    attributes,
-                },
-            };
-            log.1.push_back(event);
-            while log.1.len() > HISTORY {
-                log.1.pop_front();
-            }
-            log.0
+        let actor = Actor {
+            id: id.to_string(),
+            attributes,
         };
-        self.added.send_modify(|(id, _)| *id = id_now);
+        self.0.extend([actor], |id, actor| Event {
+            id,
+            time_nano,
+            kind: kind.to_string(),
+            action: action.to_string(),
+            actor,
+        });
     }
 
     /// The daemon is stopping: every wait ends now, and later ones do not wait (a
     /// stopping daemon waits for its requests to finish).
     pub fn close(&self) {
-        self.added.send_modify(|(_, closed)| *closed = true);
+        self.0.close();
     }
 
     /// The kept events after ID `after` that happened at `since` (Unix nanoseconds) or
     /// later.
     pub fn after(&self, after: u64, since: u128) -> Page {
-        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        Page {
-            events: log
-                .1
-                .iter()
-                .filter(|e| e.id > after && e.time_nano >= since)
-                .cloned()
-                .collect(),
-            last: log.0.max(after),
-        }
+        let (events, last) = self.0.after(after, |e| e.time_nano >= since);
+        Page { events, last }
     }
 
     /// `after`, waiting up to `wait` (at most [`MAX_WAIT`]) for an event if there is none
     /// yet.
     pub async fn wait_after(&self, after: u64, since: u128, wait: Duration) -> Page {
-        let mut added = self.added.subscribe();
-        let page = self.after(after, since);
-        if !page.events.is_empty() || wait.is_zero() {
-            return page;
-        }
-        let news = added.wait_for(|(id, closed)| *id > after || *closed);
-        let _ = tokio::time::timeout(wait.min(MAX_WAIT), news).await;
-        self.after(after, since)
+        let (events, last) = self
+            .0
+            .wait_after(after, |e| e.time_nano >= since, wait)
+            .await;
+        Page { events, last }
     }
 }
 
