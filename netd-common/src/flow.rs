@@ -33,6 +33,8 @@ pub const ORIGIN_TRACKED: u8 = 3;
 pub const FLAG_REDIRECT_BACK: u8 = 1;
 /// Entry flag: this half carries the replies (the other half saw the first packet).
 pub const FLAG_REPLY: u8 = 2;
+/// Entry flag: the flow's end (both sides' FIN, or a reset) was reported to a monitor.
+pub const FLAG_END_REPORTED: u8 = 8;
 /// Entry flag (reply half of a hairpin flow between two networks): after the rewrite,
 /// deliver the packet straight into the calling container, whose host-side veth is the
 /// entry's `ifindex`. Routed by the stack, a packet from the node's own address arriving
@@ -84,11 +86,22 @@ pub struct FlowEntry {
     /// The endpoint's host-side veth (the backend's for DNAT and hairpin flows), for
     /// purges and redirects; 0 when unknown.
     pub ifindex: u32,
-    pub _pad2: u32,
+    /// Packets of this direction, modulo 2^32 (32 bits, in what was padding, keep the
+    /// entry small: the programs copy it onto a stack near its limit), added atomically.
+    pub packets: u32,
     /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of creation and of the latest packet.
     pub created_ns: u64,
     pub last_seen_ns: u64,
+    /// Bytes of this direction (IP total lengths, as Linux's conntrack counts them),
+    /// added atomically (several CPUs may carry a direction).
+    pub bytes: u64,
 }
+
+/// `FlowEntry` as the first layout (`NETD_FLOWS_V1`) had it: the same fields up to
+/// `last_seen_ns`, without the byte count and with padding where the packet count is. A
+/// daemon adopting such a table (an upgrade) copies its entries over with counts from
+/// zero.
+pub const FLOW_ENTRY_V1_SIZE: usize = 40;
 
 impl FlowKey {
     /// The key under which the other direction of this flow is stored.
@@ -112,7 +125,8 @@ impl FlowKey {
 
 const _: () = {
     assert!(core::mem::size_of::<FlowKey>() == 16);
-    assert!(core::mem::size_of::<FlowEntry>() == 40);
+    assert!(core::mem::size_of::<FlowEntry>() == 48);
+    assert!(core::mem::offset_of!(FlowEntry, bytes) == FLOW_ENTRY_V1_SIZE);
 };
 
 impl FlowEntry {

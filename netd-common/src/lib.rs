@@ -11,6 +11,7 @@ pub mod counters;
 pub mod fast_path;
 pub mod flow;
 pub mod maps;
+pub mod monitor;
 pub mod published;
 pub mod sockets;
 

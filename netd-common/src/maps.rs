@@ -5,9 +5,13 @@
 
 pub const PUBLISHED_PORTS: &str = "NETD_PORTS_V1";
 /// Confirmed flows (a reply seen, a TCP handshake completed): never evicted.
-pub const FLOWS: &str = "NETD_FLOWS_V1";
+pub const FLOWS: &str = "NETD_FLOWS_V2";
 /// Flows not confirmed yet: an LRU, where a flood only evicts other unconfirmed flows.
-pub const PENDING_FLOWS: &str = "NETD_PENDING_V1";
+pub const PENDING_FLOWS: &str = "NETD_PENDING_V2";
+/// The flow tables of the previous layout (entries without counts), and the table each
+/// is copied into when a daemon adopts them: flows survive the upgrade.
+pub const FLOWS_UPGRADED: [(&str, &str); 2] =
+    [("NETD_FLOWS_V1", FLOWS), ("NETD_PENDING_V1", PENDING_FLOWS)];
 /// Confirmed flows per endpoint address, for the per-endpoint quota.
 pub const FLOW_OWNERS: &str = "NETD_OWNERS_V1";
 /// The ports of fragmented datagrams, by their first fragment.

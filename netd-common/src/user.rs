@@ -8,6 +8,7 @@ use crate::{
         EndpointInfo, FragmentKey, FragmentPorts, NetworkInfo, NodeConfig, OverlayInfo,
         RemoteEndpoint,
     },
+    monitor::{EventTuple, MonitorConfig, MonitorEvent, MonitorState},
     published::{Backend, PortKey},
     sockets::{SocketOrigin, SocketPeer},
 };
@@ -40,6 +41,10 @@ pod!(
     SocketPeer,
     SocketOrigin,
     XdpMeta,
+    MonitorConfig,
+    MonitorState,
+    EventTuple,
+    MonitorEvent,
     RemoteEndpoint,
     OverlayInfo
 );

@@ -105,25 +105,39 @@ pub fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// The entry for this packet's direction, with its last-seen time and TCP flags updated.
-/// `None` also when the flow lost its other half while idle (see `still_whole`): the
-/// packet then starts the flow over. An unconfirmed flow whose state moved on is
-/// confirmed here if it now qualifies. A subprogram: every program looks flows up, and
-/// its stack would otherwise add to each of their branches.
-#[inline(never)]
+/// The entry for this packet's direction, with its last-seen time, TCP flags and counts
+/// updated. `None` also when the flow lost its other half while idle (see
+/// `still_whole`): the packet then starts the flow over. An unconfirmed flow whose state
+/// moved on is confirmed here if it now qualifies: by a call of the caller's own, not one
+/// below `touch`, since the deepest paths of the programs are at their stack's limit.
+#[inline(always)]
 pub fn lookup(key: &FlowKey, pkt: &Packet) -> Option<FlowEntry> {
+    let (entry, try_confirm) = touch(key, pkt)?;
+    if try_confirm {
+        confirm_pending(key);
+    }
+    Some(entry)
+}
+
+/// `lookup`'s work on the entry; whether the flow is unconfirmed and worth trying to
+/// confirm. A subprogram: every program looks flows up, and its stack would otherwise add
+/// to each of their branches.
+#[inline(never)]
+fn touch(key: &FlowKey, pkt: &Packet) -> Option<(FlowEntry, bool)> {
     let (table, entry) = match FLOWS.get_ptr_mut(key) {
         Some(entry) => (Table::Confirmed, entry),
         None => (Table::Pending, PENDING.get_ptr_mut(key)?),
     };
     // SAFETY: a pointer into the map's value; racing writers only ever set bits and
-    // timestamps, so a torn read is harmless.
+    // timestamps and add to the counts (atomically), so a torn read is harmless.
     let (copy, idle, moved) = unsafe {
         let now = now();
         let idle = now.wrapping_sub((*entry).last_seen_ns) > TOUCH_EVERY_NS;
         if idle {
             (*entry).last_seen_ns = now;
         }
+        atomic_add32(&raw mut (*entry).packets, 1);
+        atomic_add(&raw mut (*entry).bytes, u64::from(pkt.ip_len));
         let seen = updated_seen((*entry).seen, pkt.seen);
         let moved = seen != (*entry).seen;
         if moved {
@@ -139,10 +153,7 @@ pub fn lookup(key: &FlowKey, pkt: &Packet) -> Option<FlowEntry> {
     }
     // Tried when the flow's state moved, and at most once a second otherwise (a flow over
     // its endpoint's quota asks again as it goes on).
-    if table == Table::Pending && (moved || idle) {
-        confirm_if_proved(key, entry);
-    }
-    Some(copy)
+    Some((copy, table == Table::Pending && (moved || idle)))
 }
 
 /// Whether `partner` is this flow's other half: its own partner is `key`.
@@ -186,13 +197,16 @@ fn updated_seen(entry: u8, pkt: u8) -> u8 {
     }
 }
 
-/// Move an unconfirmed flow (this half `key`, just updated in place at `entry`) to
+/// Move an unconfirmed flow (this half `key`, just updated by `touch`) to
 /// `FLOWS` if it has proved itself and its endpoint is under quota. Each outcome but "not
 /// yet" is counted. Not inlined, and working on the map values in place rather than on
 /// copies: it runs once per state change of an unconfirmed flow, and its stack adds to
 /// that of every program that looks flows up.
 #[inline(never)]
-fn confirm_if_proved(key: &FlowKey, entry: *const FlowEntry) {
+fn confirm_pending(key: &FlowKey) {
+    let Some(entry) = PENDING.get_ptr(key) else {
+        return;
+    };
     // SAFETY: `entry` and `partner` point into PENDING's values for this program's run.
     let (entry, partner_key) = unsafe { (&*entry, key.partner(&*entry)) };
     let Some(partner) = PENDING.get_ptr(partner_key) else {
@@ -251,8 +265,8 @@ fn confirm(
     }
     let _ = Table::Pending.remove(first_key);
     let _ = Table::Pending.remove(reply_key);
-    add_owned(owned, 1);
-    add_owned(all, 1);
+    atomic_add(owned, 1);
+    atomic_add(all, 1);
     Reason::FlowConfirmed
 }
 
@@ -266,14 +280,21 @@ fn owner_count(addr: u32) -> Option<*mut u64> {
     FLOW_OWNERS.get_ptr_mut(addr)
 }
 
-/// Add `delta` (wrapping: `u64::MAX` takes one away) to an owner's count, atomically:
-/// every CPU confirms and the sweep removes at once.
+/// Add `delta` (wrapping: `u64::MAX` takes one away) to a count several CPUs change at
+/// once (an owner's flows: every CPU confirms and the sweep removes; a flow's packets).
 #[inline(always)]
-pub fn add_owned(count: *mut u64, delta: u64) {
+pub fn atomic_add(count: *mut u64, delta: u64) {
     // SAFETY: a valid, aligned u64 in a map value. The BPF target has no compare and swap,
     // so core's atomic types offer no fetch_add; BPF's own atomic add (XADD) is what the
     // intrinsic compiles to.
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(count, delta) };
+}
+
+/// `atomic_add` for a 32-bit count.
+#[inline(always)]
+pub fn atomic_add32(count: *mut u32, delta: u32) {
+    // SAFETY: as in `atomic_add`, for a valid, aligned u32.
+    unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(count, delta) };
 }
 
 /// One confirmed flow of `first_key`/`first` is gone: its owner, and all, hold one fewer.
@@ -283,7 +304,7 @@ pub fn released(first_key: &FlowKey, first: &FlowEntry) {
         if let Some(count) = FLOW_OWNERS.get_ptr_mut(owner) {
             // SAFETY: read once, not to go below zero after the daemon's recount.
             if unsafe { *count } > 0 {
-                add_owned(count, u64::MAX);
+                atomic_add(count, u64::MAX);
             }
         }
     }
@@ -320,7 +341,8 @@ impl Tuple {
     }
 }
 
-/// A new entry that writes `to` into the packets of one direction, seen now.
+/// A new entry that writes `to` into the packets of one direction, seen now, with no
+/// packet counted yet (see `counted`).
 #[inline(always)]
 pub fn new_entry(to: Tuple, origin: u8, seen: u8, flags: u8, ifindex: u32) -> FlowEntry {
     let now = now();
@@ -334,10 +356,33 @@ pub fn new_entry(to: Tuple, origin: u8, seen: u8, flags: u8, ifindex: u32) -> Fl
         flags,
         _pad: 0,
         ifindex,
-        _pad2: 0,
         created_ns: now,
         last_seen_ns: now,
+        packets: 0,
+        bytes: 0,
     }
+}
+
+/// `entry` with `pkt` counted: the first half of a new flow, made by its first packet.
+#[inline(always)]
+pub fn counted(mut entry: FlowEntry, pkt: &Packet) -> FlowEntry {
+    entry.packets = 1;
+    entry.bytes = u64::from(pkt.ip_len);
+    entry
+}
+
+/// Turn a new flow's reply half (`new_entry`, no flags but `FLAG_REPLY`) into its first
+/// half, in place: writing `to`, having seen and counted `pkt`.
+#[inline(always)]
+pub fn make_first(entry: &mut FlowEntry, to: Tuple, pkt: &Packet) {
+    entry.src_addr = to.src_addr;
+    entry.dst_addr = to.dst_addr;
+    entry.src_port = to.src_port;
+    entry.dst_port = to.dst_port;
+    entry.seen = pkt.seen;
+    entry.flags = 0;
+    entry.packets = 1;
+    entry.bytes = u64::from(pkt.ip_len);
 }
 
 /// A flow to create: what its first packet is written as, how it came about, and the
@@ -355,12 +400,15 @@ pub struct NewFlow {
 /// A subprogram: the stack of creating a flow is not held while looking one up.
 #[inline(never)]
 pub fn create(key: &FlowKey, pkt: &Packet, flow: &NewFlow) -> Option<FlowEntry> {
-    let entry = new_entry(
-        flow.to,
-        flow.origin,
-        pkt.seen,
-        flow.first.flags,
-        flow.first.ifindex,
+    let entry = counted(
+        new_entry(
+            flow.to,
+            flow.origin,
+            pkt.seen,
+            flow.first.flags,
+            flow.first.ifindex,
+        ),
+        pkt,
     );
     if !insert_first(key, &entry) {
         // Another CPU created it a moment ago: its entry serves.

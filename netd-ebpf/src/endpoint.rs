@@ -22,10 +22,10 @@ use crate::{
     conntrack::{self, Half, NewFlow, Tuple},
     fast_path, guard, icmp,
     maps::ENDPOINTS,
-    overlay,
+    monitor, overlay,
     parse::{IP_DST_OFF, Kind, Packet},
     policy,
-    program::{DROP, PASS, Verdict, apply, packet, published_backend, unparsed},
+    program::{DROP, PASS, Verdict, apply, ifindex, packet, published_backend, unparsed},
     stats::{count, count_received, count_sent},
     uplink,
 };
@@ -42,6 +42,7 @@ pub fn ingress(ctx: &TcContext) -> i32 {
     count(Hook::EndpointIngress, reason, ctx.len());
     count_sent(ifindex(ctx), reason, ctx.len());
     crate::log::verdict(ctx, Hook::EndpointIngress, reason);
+    monitor::verdict(ctx, Hook::EndpointIngress, reason, ifindex(ctx), ctx.len());
     verdict
 }
 
@@ -186,12 +187,6 @@ fn police_unparsed(ctx: &TcContext, ep: &EndpointInfo, reason: Reason) -> Verdic
         Some(refused) => (refused, DROP),
         None => (reason, PASS),
     }
-}
-
-#[inline(always)]
-fn ifindex(ctx: &TcContext) -> u32 {
-    // SAFETY: the context's __sk_buff is valid for the program's run.
-    unsafe { (*ctx.skb.skb).ifindex }
 }
 
 #[inline(never)]

@@ -1,7 +1,7 @@
 //! netd's kernel programs, one entry point per attach point; the work is in the modules.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
-// For BPF's atomic add (see `conntrack::add_owned`); the programs are built with nightly.
+// For BPF's atomic add (see `conntrack::atomic_add`); the programs are built with nightly.
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
@@ -27,6 +27,8 @@ mod icmp;
 mod log;
 #[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod monitor;
 #[cfg(target_arch = "bpf")]
 mod nat;
 #[cfg(target_arch = "bpf")]

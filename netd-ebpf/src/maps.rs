@@ -3,7 +3,9 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{
+        Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf,
+    },
 };
 use netd_common::{
     counters::{COUNTERS_LEN, Counter, EndpointCounters, EndpointDropKey},
@@ -13,6 +15,7 @@ use netd_common::{
         FragmentPorts, NETWORKS_MAX, NODE_ADDRS_MAX, NetworkInfo, NodeConfig, OverlayInfo,
         PUBLISHED_PORTS_MAX, REMOTE_ENDPOINTS_MAX, RemoteEndpoint, SWEEP_BATCH,
     },
+    monitor::{MONITOR_RING_BYTES, MonitorConfig, MonitorState},
     published::{Backend, PortKey},
     sockets::{SOCKET_ORIGINS_MAX, SocketOrigin, SocketPeer},
 };
@@ -22,13 +25,13 @@ pub static PUBLISHED_PORTS: HashMap<PortKey, Backend> = HashMap::pinned(PUBLISHE
 
 /// Confirmed flows. A plain hash (not LRU): the kernel never evicts half of a flow; the
 /// daemon's garbage collector removes both halves together, and a full table is counted.
-#[map(name = "NETD_FLOWS_V1")]
+#[map(name = "NETD_FLOWS_V2")]
 pub static FLOWS: HashMap<FlowKey, FlowEntry> = HashMap::pinned(FLOWS_MAX, 0);
 
 /// Flows until they are confirmed (`conntrack`): an LRU, so that a flood of flows that
 /// are never answered (spoofed SYNs, a container spraying datagrams) only ever evicts its
 /// own kind, never a confirmed flow. Sized like `FLOWS` by the daemon.
-#[map(name = "NETD_PENDING_V1")]
+#[map(name = "NETD_PENDING_V2")]
 pub static PENDING: LruHashMap<FlowKey, FlowEntry> = LruHashMap::pinned(FLOWS_MAX, 0);
 
 /// Confirmed flows per endpoint address (see `flow::owner`), against its quota.
@@ -95,3 +98,15 @@ pub static ENDPOINT_DROPS: LruPerCpuHashMap<EndpointDropKey, Counter> =
 /// again and remove (not pinned: it carries nothing across runs).
 #[map(name = "SWEEP_BATCH")]
 pub static SWEEP: Array<FlowKey> = Array::with_max_entries(SWEEP_BATCH, 0);
+
+/// What `netd monitor` asks of the programs (see `monitor`); all zero, as loaded: nothing.
+#[map(name = "MONITOR_CONFIG")]
+pub static MONITOR_CONFIG: Array<MonitorConfig> = Array::with_max_entries(1, 0);
+
+/// Each CPU's sampling and rate-limit state, and its events sent and lost.
+#[map(name = "MONITOR_STATE")]
+pub static MONITOR_STATE: PerCpuArray<MonitorState> = PerCpuArray::with_max_entries(1, 0);
+
+/// The events, for the daemon to read.
+#[map(name = "MONITOR_EVENTS")]
+pub static MONITOR_EVENTS: RingBuf = RingBuf::with_byte_size(MONITOR_RING_BYTES, 0);

@@ -41,6 +41,13 @@ pub fn ingress(ctx: &TcContext) -> i32 {
     let (reason, verdict) = deliver(ctx);
     count(Hook::Overlay, reason, ctx.len());
     crate::log::verdict(ctx, Hook::Overlay, reason);
+    crate::monitor::verdict(
+        ctx,
+        Hook::Overlay,
+        reason,
+        crate::program::ifindex(ctx),
+        ctx.len(),
+    );
     verdict
 }
 

@@ -101,6 +101,9 @@ pub struct Packet {
     pub ip_dst: u32,
     /// The IP identification (network order), which ties fragments together.
     pub ip_id: u16,
+    /// The IP total length (host order): what a flow's bytes count, as Linux's
+    /// conntrack counts them.
+    pub ip_len: u16,
     pub fragment: Fragment,
 }
 
@@ -200,6 +203,7 @@ fn following_fragment(ip: &Ipv4Hdr) -> Packet {
         l4_csum_off: 0,
         ip_dst: u32::from_ne_bytes(ip.dst_addr),
         ip_id: u16::from_ne_bytes(ip.id),
+        ip_len: u16::from_be_bytes(ip.tot_len),
         fragment: Fragment::Following,
     }
 }
@@ -236,6 +240,7 @@ fn transport<F: Frame>(ctx: &F, ip: &Ipv4Hdr, fragment: Fragment) -> Result<Pack
         l4_csum_off: l4_csum_off as u8,
         ip_dst: u32::from_ne_bytes(ip.dst_addr),
         ip_id: u16::from_ne_bytes(ip.id),
+        ip_len: u16::from_be_bytes(ip.tot_len),
         fragment,
     })
 }
@@ -268,6 +273,7 @@ fn icmp<F: Frame>(ctx: &F, ip: &Ipv4Hdr, fragment: Fragment) -> Result<Packet, R
         l4_csum_off: ICMP_CSUM_OFF as u8,
         ip_dst: u32::from_ne_bytes(ip.dst_addr),
         ip_id: u16::from_ne_bytes(ip.id),
+        ip_len: u16::from_be_bytes(ip.tot_len),
         fragment,
     })
 }
@@ -315,6 +321,7 @@ fn icmp_error<F: Frame>(ctx: &F, ip: &Ipv4Hdr) -> Result<Packet, Reason> {
         l4_csum_off: ICMP_CSUM_OFF as u8,
         ip_dst: u32::from_ne_bytes(ip.dst_addr),
         ip_id: u16::from_ne_bytes(ip.id),
+        ip_len: u16::from_be_bytes(ip.tot_len),
         fragment: Fragment::Whole,
     })
 }

@@ -13,7 +13,7 @@ use netd_common::{
 use crate::{
     fragment,
     maps::{NODE_ADDRS, PUBLISHED_PORTS},
-    nat,
+    monitor, nat,
     parse::{Packet, parse_ipv4_l4},
     stats::count,
 };
@@ -34,7 +34,15 @@ pub fn run(
     let (reason, verdict) = decide(packet(ctx));
     count(hook, reason, ctx.len());
     crate::log::verdict(ctx, hook, reason);
+    monitor::verdict(ctx, hook, reason, ifindex(ctx), ctx.len());
     verdict
+}
+
+/// The interface whose program is running.
+#[inline(always)]
+pub fn ifindex(ctx: &TcContext) -> u32 {
+    // SAFETY: the context's __sk_buff is valid for the program's run.
+    unsafe { (*ctx.skb.skb).ifindex }
 }
 
 /// The packet as the TC programs handle it: parsed, fragments tracked. A subprogram: its

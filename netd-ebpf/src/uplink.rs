@@ -236,14 +236,17 @@ fn snat_new_flow(ctx: &TcContext, pkt: &Packet, veth: u32) -> Result<(FlowEntry,
         dir: DIR_INGRESS,
         _pad: [0; 2],
     };
-    let reply = conntrack::new_entry(Tuple::of(pkt).reversed(), ORIGIN_SNAT, 0, FLAG_REPLY, veth);
-    let port = nat::claim_snat_port(ctx, config, pkt.src_port, &mut reply_key, &reply)?;
+    let mut entry =
+        conntrack::new_entry(Tuple::of(pkt).reversed(), ORIGIN_SNAT, 0, FLAG_REPLY, veth);
+    let port = nat::claim_snat_port(ctx, config, pkt.src_port, &mut reply_key, &entry)?;
+    // The first half, made from the reply half where it lies: this path is deep, and two
+    // entries on its stack would pass the programs' 512 bytes.
     let to = Tuple {
         src_addr: config.snat_addr,
         src_port: port,
         ..Tuple::of(pkt)
     };
-    let entry = conntrack::new_entry(to, ORIGIN_SNAT, pkt.seen, 0, veth);
+    conntrack::make_first(&mut entry, to, pkt);
     let key = conntrack::key_of(pkt, DIR_EGRESS);
     if conntrack::insert_first(&key, &entry) {
         return Ok((entry, Reason::SnatNew));

@@ -24,6 +24,7 @@ use netd_common::{
 };
 
 use crate::{
+    monitor,
     parse::{
         Fragment, Frame, IP_CSUM_OFF, IP_DST_OFF, IP_OFF, IP_SRC_OFF, IP_TOT_LEN_OFF, IPV4_HDR_LEN,
         Kind, Packet, parse_ipv4_l4,
@@ -42,7 +43,15 @@ pub fn uplink(ctx: &XdpContext) -> u32 {
     };
     count(Hook::UplinkXdp, reason, len);
     crate::log::verdict(ctx, Hook::UplinkXdp, reason);
+    monitor::verdict(ctx, Hook::UplinkXdp, reason, ifindex(ctx), len);
     action
+}
+
+/// The interface the frame arrived on.
+#[inline(always)]
+fn ifindex(ctx: &XdpContext) -> u32 {
+    // SAFETY: the context's xdp_md is valid for the program's run.
+    unsafe { (*ctx.ctx).ingress_ifindex }
 }
 
 #[inline(always)]

@@ -170,7 +170,7 @@ fn main() {
     // per-endpoint counters and without them (the entry removed: the program then skips
     // them), and what is delivered to it (the egress program, which only counts).
     let outgoing = Pkt::tcp(CONTAINER, 43000, REMOTE, 443, SYN).build();
-    let mut endpoint_out = |t: &mut TestDatapath| -> Vec<f64> {
+    let endpoint_out = |t: &mut TestDatapath| -> Vec<f64> {
         (0..rounds)
             .map(|_| {
                 let (verdict, out, took) = run(t, "endpoint_ingress", &outgoing, repeat);

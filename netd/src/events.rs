@@ -203,7 +203,7 @@ pub fn line(e: &Event) -> String {
 
 /// `YYYY-MM-DDTHH:MM:SS` in UTC for Unix seconds `t` (days to civil date, after Howard
 /// Hinnant's algorithm).
-fn utc(t: i64) -> String {
+pub fn utc(t: i64) -> String {
     let (days, rem) = (t.div_euclid(86400), t.rem_euclid(86400));
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

@@ -16,6 +16,7 @@ pub mod events;
 pub mod ipam;
 pub mod journal;
 pub mod metrics;
+pub mod monitor;
 pub mod netlink;
 pub mod netns;
 pub mod network_request;

@@ -62,6 +62,8 @@ enum Command {
     Info,
     /// Stream what changes on the node (containers, networks, ports), like `docker events`.
     Events(cli::events::EventsArgs),
+    /// Stream the data path's events: drops, flows beginning and ending, translations.
+    Monitor(cli::monitor::MonitorArgs),
     /// Print a completion script for a shell, e.g. `netd completion bash >
     /// /usr/share/bash-completion/completions/netd`.
     Completion {
@@ -258,6 +260,7 @@ async fn client(
         Command::Conntrack(args) => cli::conntrack(&client, args).await,
         Command::Info => cli::info(&client).await,
         Command::Events(args) => cli::events::run(&client, args).await,
+        Command::Monitor(args) => cli::monitor::run(&client, args).await,
         Command::Daemon(_)
         | Command::Exec(_)
         | Command::NetnsHolder { .. }

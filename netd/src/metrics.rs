@@ -264,6 +264,8 @@ pub fn route_pattern(method: &str, path: &[String]) -> String {
         "attachments",
         "check",
         "gc",
+        "events",
+        "monitor",
     ];
     let mut route = String::from(method);
     route.push(' ');

@@ -410,6 +410,19 @@ pub fn run_in<T: Send + 'static>(
     .map_err(|_| anyhow!("namespace worker thread panicked"))?
 }
 
+/// The name of interface `ifindex` in the calling thread's network namespace, if it
+/// exists.
+pub fn interface_name(ifindex: u32) -> Option<String> {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: the buffer holds IF_NAMESIZE bytes, as if_indextoname requires.
+    let name = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr().cast()) };
+    if name.is_null() {
+        return None;
+    }
+    let len = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(&buf[..len]).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

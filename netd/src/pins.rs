@@ -39,8 +39,9 @@ pub fn expected_maps(object: &[u8], flow_table_size: u32) -> Result<Vec<(String,
 }
 
 /// Before maps are adopted: a pinned netd map of another layout version is removed (its
-/// contents are rebuilt from the daemon's state; flows in an old table are lost, and
-/// that is logged); a pinned map with a current name but another geometry is refused.
+/// contents are rebuilt from the daemon's state), except the flow tables of the layout
+/// before (`FLOWS_UPGRADED`), whose flows the loaded data path adopts; a pinned map with a
+/// current name but another geometry is refused.
 pub fn check_pinned_maps(dir: &Path, expected: &[(String, [u32; 4])]) -> Result<()> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Ok(());
@@ -52,6 +53,10 @@ pub fn check_pinned_maps(dir: &Path, expected: &[(String, [u32; 4])]) -> Result<
             continue;
         }
         let path = entry.path();
+        if names::FLOWS_UPGRADED.iter().any(|(old, _)| *old == name) {
+            // Copied into the current layout once the maps are loaded (`adopt_old_flows`).
+            continue;
+        }
         let Some((_, want)) = expected.iter().find(|(n, _)| *n == name) else {
             warn!(
                 "map {name} in {} is from another layout version of netd: removing it (its contents are rebuilt from the state; connections tracked in an old flow table are lost)",

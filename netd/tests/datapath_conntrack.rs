@@ -183,3 +183,87 @@ fn a_masqueraded_flow_that_lost_its_reply_half_while_idle_is_created_again() {
     );
     assert_checksums_valid(&reply);
 }
+
+#[test]
+fn each_direction_of_a_flow_counts_its_packets_and_bytes() {
+    let mut t = standard_node();
+    handshake(&mut t);
+    let data = Pkt::tcp(CLIENT, 40000, NODE, 8080, ACK).build();
+    for _ in 0..5 {
+        t.run("uplink_ingress", &data);
+    }
+    let reply = Pkt::tcp(CONTAINER, 80, CLIENT, 40000, ACK).build();
+    t.run("uplink_egress", &reply);
+    let (_, forward, back) = the_flow(&mut t);
+    // IP lengths, as Linux's conntrack counts bytes: the frames less their Ethernet header.
+    let ip_len = |frame: &[u8]| (frame.len() - 14) as u64;
+    // SYN, ACK, five more.
+    assert_eq!(forward.packets, 7, "{forward:?}");
+    assert_eq!(forward.bytes, 7 * ip_len(&data));
+    // SYN-ACK and one reply.
+    assert_eq!(back.packets, 2, "{back:?}");
+    assert_eq!(back.bytes, 2 * ip_len(&reply));
+}
+
+#[test]
+fn flows_of_the_previous_layout_are_adopted_with_counts_from_zero() {
+    use netd_common::flow::FLOW_ENTRY_V1_SIZE;
+    let mut t = standard_node();
+    handshake(&mut t);
+    let (key, entry, _) = the_flow(&mut t);
+    let in_table =
+        t.dp.flow_entries()
+            .unwrap()
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .unwrap()
+            .2;
+    // The previous layout's table of the same kind, pinned beside the current ones,
+    // holding a flow the current tables do not have (its tuple moved to another client
+    // port).
+    let (name, kind) = match in_table {
+        conntrack::FlowTable::Confirmed => ("NETD_FLOWS_V1", "hash"),
+        conntrack::FlowTable::Unconfirmed => ("NETD_PENDING_V1", "lru_hash"),
+    };
+    let old = t.bpffs().join(name);
+    let created = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&old)
+        .args(["type", kind, "key", "16", "value", "40", "entries", "64"])
+        .args(["name", name])
+        .status()
+        .unwrap();
+    assert!(created.success(), "bpftool map create");
+    let moved = FlowKey {
+        src_port: 41000u16.to_be(),
+        ..key
+    };
+    let mut v1: [u8; FLOW_ENTRY_V1_SIZE] = bytemuck::bytes_of(&entry)[..FLOW_ENTRY_V1_SIZE]
+        .try_into()
+        .unwrap();
+    v1[20..24].copy_from_slice(&[0xab; 4]);
+    {
+        let data = aya::maps::MapData::from_pin(&old).unwrap();
+        let mut map: aya::maps::HashMap<_, FlowKey, [u8; FLOW_ENTRY_V1_SIZE]> =
+            aya::maps::HashMap::try_from(aya::maps::Map::from_map_data(data).unwrap()).unwrap();
+        map.insert(moved, v1, 0).unwrap();
+        // One the current table has already: kept as it is.
+        map.insert(key, [0xee; FLOW_ENTRY_V1_SIZE], 0).unwrap();
+        // (The old layout's padding where the packet count is now: not taken for one.)
+    }
+    let bpffs = t.bpffs().to_path_buf();
+    assert_eq!(t.dp.adopt_old_flows(&bpffs).unwrap(), 1);
+    assert!(!old.exists(), "the previous table's pin is removed");
+    let entries = t.dp.flow_entries().unwrap();
+    let adopted = entries.iter().find(|(k, _, _)| *k == moved).unwrap().1;
+    assert_eq!(
+        adopted,
+        FlowEntry {
+            packets: 0,
+            bytes: 0,
+            ..entry
+        }
+    );
+    let kept = entries.iter().find(|(k, _, _)| *k == key).unwrap().1;
+    assert_eq!(kept, entry);
+}

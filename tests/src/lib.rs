@@ -25,6 +25,7 @@ pub mod lan;
 pub mod netns;
 pub mod podman;
 pub mod prometheus;
+pub mod stream;
 
 pub use daemon::{Daemon, assert_fast_paths_taken};
 pub use echo::{

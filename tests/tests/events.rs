@@ -3,68 +3,11 @@
 //! removed, ports published and unpublished, in the order they happened; the kept ones
 //! again with `--since`, filtered by type, event and name; bad filters refused.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use netd_tests::{Daemon, Sandbox, cni, daemon::netd_bin, require_root};
+use netd_tests::{Daemon, Sandbox, cni, require_root, stream::Stream};
 use serde_json::Value;
-
-/// `netd events ARGS` running, its lines as they come; killed on drop.
-struct Stream {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Stream {
-    fn start(d: &Daemon, args: &[&str]) -> Result<Self> {
-        let mut child = Command::new(netd_bin())
-            .arg("--socket")
-            .arg(&d.socket)
-            .arg("events")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start netd events")?;
-        let out = child.stdout.take().context("stdout")?;
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Stream { child, lines })
-    }
-
-    /// The next event (JSON), within `within`.
-    fn next(&self, within: Duration) -> Result<Value> {
-        let line = self
-            .lines
-            .recv_timeout(within)
-            .with_context(|| format!("no event within {within:?}"))?;
-        Ok(serde_json::from_str(&line)?)
-    }
-
-    /// Every line until none comes for `quiet`.
-    fn drain(&self, quiet: Duration) -> Vec<String> {
-        std::iter::from_fn(|| self.lines.recv_timeout(quiet).ok()).collect()
-    }
-}
-
-impl Drop for Stream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// An event as `type action name [attribute]`.
 fn short(e: &Value, attribute: &str) -> String {
@@ -87,7 +30,7 @@ fn events_tell_what_changed_as_it_happens_and_again_since() -> Result<()> {
     require_root();
     let sb = Sandbox::new("ev")?;
     let mut d = Daemon::start(&sb.node, Sandbox::UPLINK)?;
-    let live = Stream::start(&d, &["--format", "json"])?;
+    let live = Stream::start(&d, &["events", "--format", "json"])?;
     // The stream has asked once before anything happens.
     std::thread::sleep(Duration::from_millis(500));
 
@@ -140,6 +83,7 @@ fn events_tell_what_changed_as_it_happens_and_again_since() -> Result<()> {
     let replay = Stream::start(
         &d,
         &[
+            "events",
             "--since",
             "1m",
             "--filter",
@@ -156,7 +100,13 @@ fn events_tell_what_changed_as_it_happens_and_again_since() -> Result<()> {
     d.cli_ok(&["network", "rm", "front"])?;
     let text = Stream::start(
         &d,
-        &["--since", "5m", "--filter", "type=network,name=front"],
+        &[
+            "events",
+            "--since",
+            "5m",
+            "--filter",
+            "type=network,name=front",
+        ],
     )?;
     let lines = text.drain(Duration::from_secs(1));
     let actions: Vec<&str> = lines
@@ -182,7 +132,7 @@ fn events_tell_what_changed_as_it_happens_and_again_since() -> Result<()> {
     conf["runtimeConfig"] = serde_json::json!({
         "portMappings": [{ "hostPort": 8090, "containerPort": 80, "protocol": "tcp" }]
     });
-    let by_cni = Stream::start(&d, &["--format", "json"])?;
+    let by_cni = Stream::start(&d, &["events", "--format", "json"])?;
     std::thread::sleep(Duration::from_millis(500));
     let call = |command| cni::Call::new(command, "pod0123456789", Some(&pod_path));
     cni::exec(&d, &call("ADD"), &conf)?.ok()?;
@@ -216,6 +166,7 @@ fn events_tell_what_changed_as_it_happens_and_again_since() -> Result<()> {
     let repairs = Stream::start(
         &d,
         &[
+            "events",
             "--since",
             "1m",
             "--format",

@@ -2,6 +2,7 @@
 //! output Docker users expect.
 
 pub mod events;
+pub mod monitor;
 pub mod network;
 pub mod node;
 

@@ -11,6 +11,7 @@ mod docker;
 mod events;
 mod executor;
 mod leftovers;
+mod monitor;
 mod networks;
 mod node;
 mod overlays;
@@ -124,6 +125,8 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     /// What changed, for `netd events` (outside the lock: clients wait on it).
     events: Arc<crate::events::Events>,
+    /// The data path's events, for `netd monitor` (outside the lock, likewise).
+    monitor: Arc<crate::monitor::Monitor>,
 }
 
 pub async fn run(config: DaemonConfig) -> Result<()> {
@@ -182,6 +185,11 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         config.flow_table_size,
         config.datapath_log,
     )?;
+    let monitor = Arc::new(crate::monitor::Monitor::default());
+    tokio::spawn(crate::monitor::read_events(
+        monitor.clone(),
+        datapath.take_monitor_events()?,
+    ));
     if let Some(logger) = datapath.take_logger(config.datapath_log)? {
         info!("the kernel programs log at {:?}", config.datapath_log);
         tokio::spawn(read_program_logs(logger));
@@ -242,6 +250,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         logs_dir,
         metrics: Metrics::new(),
         events,
+        monitor,
     });
     // Served from here on, while the start-up reconcile runs: the handshake answers at
     // once, the calls that change the state wait for the reconcile to finish.
@@ -312,6 +321,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     }
 
     tokio::spawn(collect_garbage(Arc::downgrade(&daemon), config.gc_interval));
+    tokio::spawn(monitor::expire_sessions(Arc::downgrade(&daemon)));
     tokio::spawn(follow_node_addresses(
         Arc::downgrade(&daemon),
         Netlink::watch_ipv4_addresses()?,
@@ -349,10 +359,11 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     };
     // Stopping ends the clients' waits for events first: the drain waits for requests.
     let stopping = {
-        let events = daemon.events.clone();
+        let (events, monitor) = (daemon.events.clone(), daemon.monitor.clone());
         async move {
             shutdown_signal().await;
             events.close();
+            monitor.close();
         }
     };
     let drain = api::serve(listener, &config.socket, api::API_PREFIX, handler, stopping).await?;
@@ -656,6 +667,7 @@ impl Daemon {
                     .await;
                 return to_json(page);
             }
+            (&Method::GET, ["monitor"]) => return self.monitor_page(&req).await,
             (&Method::GET, ["nodes"]) => {
                 let nodes = self.member()?.nodes().await;
                 return to_json(nodes.map_err(ApiError::unavailable)?);

@@ -12,7 +12,10 @@ use netd_common::{
     maps as names,
 };
 
-use super::{Datapath, tables::ignore_missing};
+use super::{
+    Datapath,
+    tables::{NO_EXIST, ignore_missing},
+};
 
 /// One endpoint's counters, summed over CPUs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -23,9 +26,6 @@ pub struct EndpointTotals {
     /// Dropped packets by reason (only reasons that happened).
     pub drops: Vec<(Reason, Counter)>,
 }
-
-/// `BPF_NOEXIST`: create, never overwrite.
-const NO_EXIST: u64 = 1;
 
 impl Datapath {
     /// Give the endpoint behind host-side veth `ifindex` its counters, zero, unless it has

@@ -10,13 +10,13 @@ use aya::{
     programs::{TestRun, TestRunOptions},
 };
 use netd_common::{
-    flow::{FlowEntry, FlowKey},
+    flow::{FLOW_ENTRY_V1_SIZE, FlowEntry, FlowKey},
     maps::{self as names, SWEEP_BATCH},
 };
 
 use super::{
     Datapath, SWEEP_PROGRAM,
-    tables::{ignore_missing, is_full},
+    tables::{NO_EXIST, ignore_missing, is_full},
 };
 use crate::conntrack::FlowTable;
 
@@ -51,6 +51,56 @@ impl Datapath {
             );
         }
         Ok(out)
+    }
+
+    /// Flow tables of the previous layout left pinned in `dir` (an upgrade): their entries
+    /// are copied into the current tables, counts from zero, so connections survive the
+    /// upgrade; then their pins are removed. Returns the entries adopted. Flows the old
+    /// programs create between this copy and the swap of the programs are not carried
+    /// over: their next packets make them again (a connection's reply in that instant is
+    /// answered by a retransmission).
+    pub fn adopt_old_flows(&mut self, dir: &std::path::Path) -> Result<usize> {
+        let mut adopted = 0;
+        for (old, new) in names::FLOWS_UPGRADED {
+            let path = dir.join(old);
+            if !path.exists() {
+                continue;
+            }
+            let data = MapData::from_pin(&path)
+                .with_context(|| format!("open the previous flow table {}", path.display()))?;
+            let previous: maps::HashMap<_, FlowKey, [u8; FLOW_ENTRY_V1_SIZE]> =
+                maps::HashMap::try_from(maps::Map::from_map_data(data)?)?;
+            let entries: Vec<(FlowKey, FlowEntry)> = previous
+                .iter()
+                .take(2 * self.flow_capacity as usize)
+                .filter_map(Result::ok)
+                .map(|(k, v)| {
+                    let mut bytes = [0u8; size_of::<FlowEntry>()];
+                    bytes[..FLOW_ENTRY_V1_SIZE].copy_from_slice(&v);
+                    let mut entry: FlowEntry = bytemuck::pod_read_unaligned(&bytes);
+                    // Padding then, zero or not.
+                    entry.packets = 0;
+                    (k, entry)
+                })
+                .collect();
+            let mut current: maps::HashMap<_, FlowKey, FlowEntry> =
+                maps::HashMap::try_from(self.map_mut(new)?)?;
+            for (key, entry) in &entries {
+                match current.insert(key, entry, NO_EXIST) {
+                    Ok(()) => adopted += 1,
+                    // Already there (adopted before), or no room: the rest still go in.
+                    Err(e) if is_full(&e) => break,
+                    Err(_) => {}
+                }
+            }
+            std::fs::remove_file(&path)
+                .with_context(|| format!("remove the previous flow table {}", path.display()))?;
+            log::info!(
+                "adopted {} flows of {old}, the previous layout's table, into {new}",
+                entries.len()
+            );
+        }
+        Ok(adopted)
     }
 
     /// The capacity of each of the connection table's maps, in entries.

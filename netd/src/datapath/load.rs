@@ -157,6 +157,7 @@ impl Datapath {
                 .load()
                 .with_context(|| format!("verify program {name}"))?;
         }
+        datapath.adopt_old_flows(bpffs_dir)?;
         Ok(datapath)
     }
 

@@ -5,12 +5,14 @@
 //! By concern: `load` loads the object and adopts the pinned maps, `links` attaches the
 //! programs and keeps their pinned links, `tables` reads and writes the maps that describe
 //! the node, its endpoints and published ports, `endpoint_counters` keeps and reads each
-//! endpoint's counters, `flows` reads and sweeps the connection table.
+//! endpoint's counters, `flows` reads and sweeps the connection table, `monitor` asks the
+//! programs for events and hands over their ring buffer.
 
 mod endpoint_counters;
 mod flows;
 mod links;
 mod load;
+mod monitor;
 mod overlay;
 mod tables;
 
@@ -21,6 +23,7 @@ use aya::{Ebpf, programs::TcAttachType};
 pub use endpoint_counters::EndpointTotals;
 pub use links::{XdpInUse, XdpRequest, cgroup2_mount};
 pub use load::{DatapathLog, NamedVerdicts, check_bpffs};
+pub use monitor::MonitorCounts;
 pub use overlay::{Remote, RemoteTable};
 pub use tables::{MapFill, NodeSettings, netns_cookie};
 

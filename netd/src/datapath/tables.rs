@@ -362,6 +362,9 @@ impl Datapath {
     }
 }
 
+/// `BPF_NOEXIST`: create, never overwrite.
+pub(super) const NO_EXIST: u64 = 1;
+
 /// A map insert refused for lack of room (E2BIG).
 pub(super) fn is_full(e: &aya::maps::MapError) -> bool {
     matches!(e, aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::E2BIG))

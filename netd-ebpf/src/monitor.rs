@@ -1,0 +1,205 @@
+//! `netd monitor`: drops, new flows and translations sent to the daemon through a ring
+//! buffer while a monitor is attached. With none, a packet costs one read of the config's
+//! `types` (an array lookup the verifier inlines) and a branch, at its verdict: the event
+//! code is in a subprogram that is never called. Sampling and a per-CPU rate limit keep a
+//! flood from flooding the daemon; what they and a full ring hold back is counted lost.
+
+use aya_ebpf::maps::ring_buf::RingBufEntry;
+use netd_common::{
+    counters::{Hook, Reason},
+    flow::{DIR_EGRESS, DIR_FROM_ENDPOINT, DIR_INGRESS, FlowKey, SECOND},
+    monitor::{
+        EVENT_DROP, EVENT_FLOW_NEW, EVENT_TRACE, EventTuple, MONITOR_DROP, MONITOR_FLOW,
+        MONITOR_TRACE, MonitorEvent,
+    },
+};
+
+use crate::{
+    conntrack::{find, now},
+    maps::{MONITOR_CONFIG, MONITOR_EVENTS, MONITOR_STATE},
+    parse::{Frame, Packet, parse_ipv4_l4},
+};
+
+/// The `MONITOR_*` bits a monitor asked for (0 with none attached).
+#[inline(always)]
+fn wanted() -> u32 {
+    match MONITOR_CONFIG.get_ptr(0) {
+        // SAFETY: a pointer into the array's only value, read at once.
+        Some(config) => unsafe { (*config).types },
+        None => 0,
+    }
+}
+
+/// A program's verdict, the end of every packet: a drop is sent when drops are
+/// monitored, a translation when flows (its first packet) or translations are.
+#[inline(always)]
+pub fn verdict<F: Frame>(ctx: &F, hook: Hook, reason: Reason, ifindex: u32, len: u32) {
+    if wanted() != 0 {
+        events_of_verdict(ctx, hook, reason, ifindex, len);
+    }
+}
+
+/// A subprogram called from the programs' entry points only: the event code never adds to
+/// the stack of the deep paths where flows are created, which are near the 512-byte limit.
+#[inline(never)]
+fn events_of_verdict<F: Frame>(ctx: &F, hook: Hook, reason: Reason, ifindex: u32, len: u32) {
+    let wanted = wanted();
+    if reason.is_drop() {
+        if wanted & MONITOR_DROP != 0 {
+            dropped(ctx, hook, reason, ifindex, len);
+        }
+        return;
+    }
+    let kind = match reason {
+        Reason::DnatNew | Reason::SnatNew | Reason::HairpinNew if wanted & MONITOR_FLOW != 0 => {
+            EVENT_FLOW_NEW
+        }
+        Reason::DnatNew
+        | Reason::SnatNew
+        | Reason::HairpinNew
+        | Reason::DnatReply
+        | Reason::SnatReply
+        | Reason::Established
+            if wanted & MONITOR_TRACE != 0 =>
+        {
+            EVENT_TRACE
+        }
+        _ => return,
+    };
+    translation(ctx, hook, reason, kind, ifindex, len);
+}
+
+#[inline(always)]
+fn dropped<F: Frame>(ctx: &F, hook: Hook, reason: Reason, ifindex: u32, len: u32) {
+    let pkt = parse_ipv4_l4(ctx);
+    let Some(mut slot) = reserve() else {
+        return;
+    };
+    let e = slot.as_mut_ptr();
+    // SAFETY: the reserved event is ours until it is submitted (see `reserve`).
+    unsafe {
+        (*e).kind = EVENT_DROP;
+        (*e).hook = hook as u8;
+        (*e).reason = reason as u8;
+        (*e).ifindex = ifindex;
+        (*e).len = len;
+        // Not IPv4 (an ethertype or a malformed header): no tuple.
+        if let Ok(pkt) = pkt {
+            write_tuple(&mut (*e).before, &pkt);
+            write_tuple(&mut (*e).after, &pkt);
+        }
+    }
+    slot.submit(0);
+}
+
+/// A translated packet, as it leaves: its tuple before translation is the reversed
+/// translation of its flow's other half, which the replies are looked up with (keyed by
+/// the packet's tuple as written, reversed). Found where the hook's flows keep their
+/// replies, or, at a container's veth, also where the fast path's (masquerade, published
+/// ports) keep theirs.
+#[inline(always)]
+fn translation<F: Frame>(ctx: &F, hook: Hook, reason: Reason, kind: u8, ifindex: u32, len: u32) {
+    let Ok(after) = parse_ipv4_l4(ctx) else {
+        return;
+    };
+    let mut key = FlowKey {
+        src_addr: after.dst_addr,
+        dst_addr: after.src_addr,
+        src_port: after.dst_port,
+        dst_port: after.src_port,
+        proto: after.proto,
+        dir: replies_at(hook),
+        _pad: [0; 2],
+    };
+    let mut reply = find(&key);
+    if reply.is_none() && hook == Hook::EndpointIngress {
+        key.dir = DIR_INGRESS;
+        reply = find(&key);
+    }
+    let Some((_, reply)) = reply else {
+        return;
+    };
+    let Some(mut slot) = reserve() else {
+        return;
+    };
+    let e = slot.as_mut_ptr();
+    // SAFETY: the reserved event is ours until it is submitted (see `reserve`).
+    unsafe {
+        (*e).kind = kind;
+        (*e).reason = reason as u8;
+        (*e).origin = reply.origin;
+        (*e).ifindex = ifindex;
+        (*e).endpoint = reply.ifindex;
+        (*e).len = len;
+        (*e).before = EventTuple {
+            src_addr: reply.dst_addr,
+            dst_addr: reply.src_addr,
+            src_port: reply.dst_port,
+            dst_port: reply.src_port,
+            proto: after.proto,
+            _pad: [0; 3],
+        };
+        write_tuple(&mut (*e).after, &after);
+    }
+    slot.submit(0);
+}
+
+/// Where the replies of the flows a hook translates are looked up.
+#[inline(always)]
+fn replies_at(hook: Hook) -> u8 {
+    match hook {
+        Hook::UplinkEgress => DIR_INGRESS,
+        Hook::EndpointIngress => DIR_FROM_ENDPOINT,
+        _ => DIR_EGRESS,
+    }
+}
+
+#[inline(always)]
+fn write_tuple(t: &mut EventTuple, pkt: &Packet) {
+    t.src_addr = pkt.src_addr;
+    t.dst_addr = pkt.dst_addr;
+    t.src_port = pkt.src_port;
+    t.dst_port = pkt.dst_port;
+    t.proto = pkt.proto;
+}
+
+/// Sample and rate-limit (this CPU's state), then reserve an event in the ring, zeroed
+/// and timed, for the caller to fill and submit: written in place, not through the stack.
+/// `None` when sampled out, over the rate or the ring is full (the last two counted lost).
+#[inline(always)]
+fn reserve() -> Option<RingBufEntry<MonitorEvent>> {
+    let config = MONITOR_CONFIG.get_ptr(0)?;
+    let state = MONITOR_STATE.get_ptr_mut(0)?;
+    // SAFETY: the config is read field by field; the state is this CPU's slot, which no
+    // other program touches while this one runs.
+    let (sample, rate, state) = unsafe { ((*config).sample, (*config).rate, &mut *state) };
+    if sample > 1 {
+        state.offered = state.offered.wrapping_add(1);
+        if state.offered % sample != 0 {
+            return None;
+        }
+    }
+    let now = now();
+    if now.wrapping_sub(state.window_ns) >= SECOND {
+        state.window_ns = now;
+        state.in_window = 0;
+    }
+    if rate != 0 && state.in_window >= rate {
+        state.lost += 1;
+        return None;
+    }
+    state.in_window += 1;
+    let Some(mut slot) = MONITOR_EVENTS.reserve::<MonitorEvent>(0) else {
+        state.lost += 1;
+        return None;
+    };
+    state.sent += 1;
+    let event = slot.as_mut_ptr();
+    // SAFETY: the reserved entry is ours, sized and aligned for an event, until it is
+    // submitted.
+    unsafe {
+        core::ptr::write_bytes(event, 0, 1);
+        (*event).time_ns = now;
+    }
+    Some(slot)
+}

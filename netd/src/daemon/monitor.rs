@@ -1,0 +1,113 @@
+//! `GET /monitor` (`netd monitor`): a client's poll attaches its session (asking the
+//! programs for what it wants), waits for events without the daemon's lock, then names
+//! them (containers, networks, interfaces) under it.
+
+use std::{
+    collections::HashMap,
+    sync::Weak,
+    time::{Duration, Instant},
+};
+
+use anyhow::anyhow;
+use serde_json::Value;
+
+use super::{Daemon, Inner, to_json};
+use crate::{
+    api::{ApiError, ApiRequest},
+    monitor::{self, DEFAULT_RATE, Names, Page, Record, Want},
+};
+
+/// The longest a monitor's poll waits: well inside the session's lease.
+const MAX_WAIT: Duration = Duration::from_secs(5);
+
+impl Daemon {
+    pub(super) async fn monitor_page(&self, req: &ApiRequest) -> Result<Value, ApiError> {
+        let number = |name: &str, default: u64| -> Result<u64, ApiError> {
+            req.param(name).map_or(Ok(default), |v| {
+                v.parse().map_err(|_| {
+                    ApiError::bad_request(anyhow!("invalid {name}={v}: expected a number"))
+                })
+            })
+        };
+        let small = |name: &str, default: u32| -> Result<u32, ApiError> {
+            u32::try_from(number(name, u64::from(default))?)
+                .map_err(|_| ApiError::bad_request(anyhow!("invalid {name}: at most {}", u32::MAX)))
+        };
+        let types: Vec<String> = req.param("types").map(str::to_string).into_iter().collect();
+        let want = Want {
+            types: monitor::parse_types(&types).map_err(ApiError::bad_request)?,
+            sample: small("sample", 1)?,
+            rate: small("rate", DEFAULT_RATE)?,
+        };
+        let session = number("session", 0)?;
+        if let Some(config) = self.monitor.attach(session, want, Instant::now()) {
+            self.inner
+                .lock()
+                .await
+                .datapath
+                .set_monitor(&config)
+                .map_err(ApiError::from)?;
+        }
+        let (records, last) = match req.param("after") {
+            // A new client: from the next event on.
+            None => (Vec::new(), self.monitor.last()),
+            Some(_) => {
+                let wait = Duration::from_secs(number("wait", 0)?).min(MAX_WAIT);
+                self.monitor
+                    .wait_after(number("after", 0)?, want.types, wait)
+                    .await
+            }
+        };
+        let inner = self.inner.lock().await;
+        let counts = inner.datapath.monitor_counts().map_err(ApiError::from)?;
+        let container = req.param("container");
+        let network = req.param("network");
+        let events = inner
+            .monitor_views(&records)
+            .into_iter()
+            .filter(|e| container.is_none_or(|c| e.container.as_deref() == Some(c)))
+            .filter(|e| network.is_none_or(|n| e.network.as_deref() == Some(n)))
+            .collect();
+        to_json(Page {
+            events,
+            last,
+            sent: counts.sent,
+            lost: counts.lost,
+        })
+    }
+}
+
+impl Inner {
+    /// The events with their containers, networks and interfaces named.
+    fn monitor_views(&self, records: &[Record]) -> Vec<monitor::EventView> {
+        let endpoints: HashMap<u32, (String, String)> = self
+            .state
+            .endpoints()
+            .filter(|(_, e)| e.host_ifindex != 0)
+            .map(|(c, e)| (e.host_ifindex, (c.name.clone(), e.network.clone())))
+            .collect();
+        let endpoint = |ifindex: u32| endpoints.get(&ifindex).cloned();
+        let interface = |ifindex: u32| crate::netns::interface_name(ifindex);
+        let names = Names {
+            endpoint: &endpoint,
+            interface: &interface,
+        };
+        records.iter().map(|r| r.view(&names)).collect()
+    }
+}
+
+/// Detach the monitor sessions that stopped polling, and ask the programs for less (for
+/// nothing, once none is left), for as long as the daemon runs.
+pub(super) async fn expire_sessions(daemon: Weak<Daemon>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(daemon) = daemon.upgrade() else {
+            return;
+        };
+        if let Some(config) = daemon.monitor.expire(Instant::now())
+            && let Err(e) = daemon.inner.lock().await.datapath.set_monitor(&config)
+        {
+            log::warn!("netd monitor: {e:#}");
+        }
+    }
+}

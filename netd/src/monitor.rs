@@ -1,0 +1,428 @@
+//! `netd monitor`: the data path's events, live. The programs send drops, new flows and
+//! translations through a ring buffer while a monitor is attached (see netd-ebpf's
+//! `monitor`); the daemon reads it into a bounded journal that clients long-poll, and
+//! adds the ends of flows its collector expires. A client attaches by polling with a
+//! session number: the programs are asked for the union of what the live sessions want,
+//! and for nothing once the last has not polled for [`SESSION_TTL`].
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Result, bail};
+use aya::maps::{MapData, RingBuf};
+use log::warn;
+use netd_common::{
+    PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+    counters::{Hook, Reason},
+    flow::{ORIGIN_DNAT, ORIGIN_HAIRPIN, ORIGIN_SNAT, ORIGIN_TRACKED},
+    monitor::{
+        EVENT_DROP, EVENT_FLOW_END, EVENT_FLOW_NEW, EVENT_TRACE, MONITOR_DROP, MONITOR_FLOW,
+        MONITOR_TRACE, MonitorConfig, MonitorEvent,
+    },
+    user::addr_from_be,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::journal::Journal;
+
+/// Events kept for clients between their polls.
+pub const HISTORY: usize = 10_000;
+/// A session that has not polled for this long is detached.
+pub const SESSION_TTL: Duration = Duration::from_secs(10);
+/// Events each CPU sends per second at most, unless a client asks otherwise.
+pub const DEFAULT_RATE: u32 = 1000;
+
+/// What a client asks for: `MONITOR_*` types, one event in `sample`, at most `rate` per
+/// second per CPU (0: no limit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Want {
+    pub types: u32,
+    pub sample: u32,
+    pub rate: u32,
+}
+
+/// `--type` values, as a `MONITOR_*` set (none given: all).
+pub fn parse_types(types: &[String]) -> Result<u32> {
+    let mut bits = 0;
+    for t in types.iter().flat_map(|t| t.split(',')) {
+        bits |= match t {
+            "drop" => MONITOR_DROP,
+            "flow" => MONITOR_FLOW,
+            "trace" => MONITOR_TRACE,
+            other => bail!("invalid --type {other:?}: expected drop, flow or trace"),
+        };
+    }
+    Ok(if bits == 0 {
+        MONITOR_DROP | MONITOR_FLOW | MONITOR_TRACE
+    } else {
+        bits
+    })
+}
+
+/// The `MONITOR_*` set as `--type` values, comma-separated.
+pub fn type_names(bits: u32) -> String {
+    [
+        (MONITOR_DROP, "drop"),
+        (MONITOR_FLOW, "flow"),
+        (MONITOR_TRACE, "trace"),
+    ]
+    .iter()
+    .filter(|(b, _)| bits & b != 0)
+    .map(|(_, n)| *n)
+    .collect::<Vec<_>>()
+    .join(",")
+}
+
+/// An event as the daemon keeps it until a client reads it: the programs' own (or one
+/// the collector made), and when it happened (Unix ns).
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub time_nano: u128,
+    pub event: MonitorEvent,
+    /// How a flow ended, for flow ends.
+    pub ended: Option<&'static str>,
+}
+
+impl Record {
+    /// The `MONITOR_*` type it is of.
+    pub fn type_bit(&self) -> u32 {
+        match self.event.kind {
+            EVENT_DROP => MONITOR_DROP,
+            EVENT_FLOW_NEW | EVENT_FLOW_END => MONITOR_FLOW,
+            _ => MONITOR_TRACE,
+        }
+    }
+}
+
+pub struct Monitor {
+    journal: Journal<Record>,
+    /// Live sessions: what each wants, and when it last polled.
+    sessions: Mutex<HashMap<u64, (Want, Instant)>>,
+    /// What the programs were last asked for.
+    asked: Mutex<MonitorConfig>,
+}
+
+impl Default for Monitor {
+    fn default() -> Self {
+        Monitor {
+            journal: Journal::new(HISTORY),
+            sessions: Mutex::new(HashMap::new()),
+            asked: Mutex::new(MonitorConfig::default()),
+        }
+    }
+}
+
+impl Monitor {
+    /// Session `id` polls, wanting `want`. Returns what to ask the programs for when it
+    /// changed.
+    pub fn attach(&self, id: u64, want: Want, now: Instant) -> Option<MonitorConfig> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.insert(id, (want, now));
+        self.ask(&sessions)
+    }
+
+    /// Detach the sessions that stopped polling. Returns what to ask the programs for
+    /// when it changed.
+    pub fn expire(&self, now: Instant) -> Option<MonitorConfig> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.retain(|_, (_, seen)| now.duration_since(*seen) < SESSION_TTL);
+        self.ask(&sessions)
+    }
+
+    /// The union of the sessions' wants: every type any wants, the most events any wants
+    /// (the smallest sample, the highest rate; 0, no limit, the highest of all).
+    fn ask(&self, sessions: &HashMap<u64, (Want, Instant)>) -> Option<MonitorConfig> {
+        let mut config = MonitorConfig::default();
+        for (i, (want, _)) in sessions.values().enumerate() {
+            config.types |= want.types;
+            let sample = want.sample.max(1);
+            config.sample = if i == 0 {
+                sample
+            } else {
+                config.sample.min(sample)
+            };
+            config.rate = if i == 0 || want.rate == 0 || config.rate == 0 {
+                if i == 0 { want.rate } else { 0 }
+            } else {
+                config.rate.max(want.rate)
+            };
+        }
+        let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
+        (*asked != config).then(|| {
+            *asked = config;
+            config
+        })
+    }
+
+    /// The types any session wants now.
+    pub fn wanted(&self) -> u32 {
+        self.asked.lock().unwrap_or_else(|p| p.into_inner()).types
+    }
+
+    pub fn record(&self, records: Vec<Record>) {
+        if !records.is_empty() {
+            self.journal.extend(records, |_, r| r);
+        }
+    }
+
+    /// The events after number `after` of the types in `types`, waiting up to `wait` for
+    /// some; and the number to ask after next time.
+    pub async fn wait_after(&self, after: u64, types: u32, wait: Duration) -> (Vec<Record>, u64) {
+        self.journal
+            .wait_after(after, |r| r.type_bit() & types != 0, wait)
+            .await
+    }
+
+    /// The last event's number: where a new client starts.
+    pub fn last(&self) -> u64 {
+        self.journal.last()
+    }
+
+    /// The daemon is stopping: waits end now.
+    pub fn close(&self) {
+        self.journal.close();
+    }
+}
+
+/// Read the programs' events from their ring buffer into the monitor, as they come.
+pub async fn read_events(monitor: Arc<Monitor>, ring: RingBuf<MapData>) {
+    // SAFETY: the ring buffer owns its descriptor, which stays open and the same for as
+    // long as it lives, and the AsyncFd owns the ring buffer.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE)
+    };
+    let mut ring = match registered {
+        Ok(fd) => fd,
+        Err(e) => {
+            warn!("netd monitor: cannot watch the programs' ring buffer: {e}");
+            return;
+        }
+    };
+    loop {
+        let mut ready = match ring.readable_mut().await {
+            Ok(ready) => ready,
+            Err(e) => {
+                warn!("netd monitor: the programs' ring buffer: {e}");
+                return;
+            }
+        };
+        let clock = Clock::now();
+        let mut records = Vec::new();
+        let events = ready.get_inner_mut();
+        while let Some(item) = events.next() {
+            if item.len() >= size_of::<MonitorEvent>() {
+                let event: MonitorEvent =
+                    bytemuck::pod_read_unaligned(&item[..size_of::<MonitorEvent>()]);
+                records.push(Record {
+                    time_nano: clock.unix_of(event.time_ns),
+                    event,
+                    ended: None,
+                });
+            }
+        }
+        ready.clear_ready();
+        monitor.record(records);
+    }
+}
+
+/// The wall clock against CLOCK_MONOTONIC (the programs' `bpf_ktime_get_ns`), read once.
+#[derive(Clone, Copy)]
+pub struct Clock {
+    unix_ns: u128,
+    monotonic_ns: u64,
+}
+
+impl Clock {
+    pub fn now() -> Self {
+        Clock {
+            unix_ns: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+            monotonic_ns: crate::conntrack::monotonic_now(),
+        }
+    }
+
+    /// The Unix time (ns) of a CLOCK_MONOTONIC time.
+    pub fn unix_of(&self, monotonic_ns: u64) -> u128 {
+        self.unix_ns
+            .saturating_sub(u128::from(self.monotonic_ns.saturating_sub(monotonic_ns)))
+    }
+}
+
+/// An event as clients get it: names instead of numbers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventView {
+    /// Unix time in nanoseconds.
+    pub time_nano: u128,
+    /// `drop`, `flow-new`, `flow-end` or `trace`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Why (a counter reason's name), or how a flow ended (`fin`, `reset`, `timeout`,
+    /// `removed`).
+    pub reason: String,
+    /// Where a drop happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook: Option<String>,
+    /// `tcp`, `udp`, `icmp`, or the protocol's number.
+    pub proto: String,
+    /// The packet's ends as it came (`ADDR:PORT`).
+    pub src: String,
+    pub dst: String,
+    /// As translated (flows and translations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub translated_src: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub translated_dst: Option<String>,
+    /// The flow's kind: `dnat`, `snat`, `hairpin` or `tracked`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// The container it concerns, and on which network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// The interface whose program saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// The packet's length (0 for a flow's end).
+    pub len: u32,
+    /// A flow's end: its packets and bytes (both ways) and how long it lasted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packets: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ns: Option<u64>,
+}
+
+/// A page of events for a client: where the next starts, and the programs' counts of
+/// events sent and lost (to sampling's companion, the rate limit, or a full ring).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Page {
+    pub events: Vec<EventView>,
+    pub last: u64,
+    pub sent: u64,
+    pub lost: u64,
+}
+
+/// Who is behind an interface: a container (name, network) and the interface's name.
+pub struct Names<'a> {
+    pub endpoint: &'a dyn Fn(u32) -> Option<(String, String)>,
+    pub interface: &'a dyn Fn(u32) -> Option<String>,
+}
+
+impl Record {
+    /// The event with its numbers named.
+    pub fn view(&self, names: &Names) -> EventView {
+        let e = &self.event;
+        let kind = match e.kind {
+            EVENT_DROP => "drop",
+            EVENT_FLOW_NEW => "flow-new",
+            EVENT_FLOW_END => "flow-end",
+            EVENT_TRACE => "trace",
+            _ => "unknown",
+        };
+        let reason = match self.ended {
+            Some(ended) => ended.to_string(),
+            None => Reason::ALL
+                .get(e.reason as usize)
+                .map_or_else(|| e.reason.to_string(), |r| r.name().to_string()),
+        };
+        let translated = e.kind != EVENT_DROP;
+        // A flow's container is its endpoint's; a drop's, that of the veth it came from.
+        let owner = if e.endpoint != 0 {
+            e.endpoint
+        } else {
+            e.ifindex
+        };
+        let (container, network) = match (names.endpoint)(owner) {
+            Some((c, n)) => (Some(c), Some(n)),
+            None => (None, None),
+        };
+        EventView {
+            time_nano: self.time_nano,
+            kind: kind.to_string(),
+            reason,
+            hook: (e.kind == EVENT_DROP).then(|| {
+                Hook::ALL
+                    .get(e.hook as usize)
+                    .map_or_else(|| e.hook.to_string(), |h| h.name().to_string())
+            }),
+            proto: proto_name(e.before.proto),
+            src: end(e.before.src_addr, e.before.src_port),
+            dst: end(e.before.dst_addr, e.before.dst_port),
+            translated_src: translated.then(|| end(e.after.src_addr, e.after.src_port)),
+            translated_dst: translated.then(|| end(e.after.dst_addr, e.after.dst_port)),
+            origin: translated.then(|| origin_name(e.origin).to_string()),
+            container,
+            network,
+            interface: (e.ifindex != 0)
+                .then(|| (names.interface)(e.ifindex))
+                .flatten(),
+            len: e.len,
+            packets: (e.kind == EVENT_FLOW_END).then_some(e.packets),
+            bytes: (e.kind == EVENT_FLOW_END).then_some(e.bytes),
+            duration_ns: (e.kind == EVENT_FLOW_END).then_some(e.duration_ns),
+        }
+    }
+}
+
+fn end(addr: u32, port: u16) -> String {
+    format!("{}:{}", addr_from_be(addr), u16::from_be(port))
+}
+
+fn proto_name(proto: u8) -> String {
+    match proto {
+        PROTO_TCP => "tcp".into(),
+        PROTO_UDP => "udp".into(),
+        PROTO_ICMP => "icmp".into(),
+        other => other.to_string(),
+    }
+}
+
+fn origin_name(origin: u8) -> &'static str {
+    match origin {
+        ORIGIN_DNAT => "dnat",
+        ORIGIN_SNAT => "snat",
+        ORIGIN_HAIRPIN => "hairpin",
+        ORIGIN_TRACKED => "tracked",
+        _ => "unknown",
+    }
+}
+
+/// One readable line per event, as `cilium monitor` prints them.
+pub fn line(e: &EventView) -> String {
+    let secs = (e.time_nano / 1_000_000_000) as i64;
+    let micros = e.time_nano / 1000 % 1_000_000;
+    let clock = crate::events::utc(secs);
+    let time = clock.split_once('T').map_or(clock.as_str(), |(_, t)| t);
+    let mut out = format!("{time}.{micros:06} {} ({})", e.kind, e.reason);
+    if let Some(hook) = &e.hook {
+        out.push_str(&format!(" at {hook}"));
+    }
+    if let Some(origin) = &e.origin {
+        out.push_str(&format!(" {origin}"));
+    }
+    if let (Some(c), Some(n)) = (&e.container, &e.network) {
+        out.push_str(&format!(" container {c} ({n})"));
+    }
+    if let Some(i) = &e.interface {
+        out.push_str(&format!(" on {i}"));
+    }
+    out.push_str(&format!(": {} -> {} {}", e.src, e.dst, e.proto));
+    if let (Some(s), Some(d)) = (&e.translated_src, &e.translated_dst)
+        && (s != &e.src || d != &e.dst)
+    {
+        out.push_str(&format!(" => {s} -> {d}"));
+    }
+    if let (Some(p), Some(b), Some(d)) = (e.packets, e.bytes, e.duration_ns) {
+        out.push_str(&format!(
+            ", {p} packets, {b} bytes, {:.3} s",
+            d as f64 / 1e9
+        ));
+    }
+    out
+}
