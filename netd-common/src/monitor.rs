@@ -18,6 +18,12 @@ pub const EVENT_FLOW_END: u8 = 3;
 /// A packet translated (tuple before and after).
 pub const EVENT_TRACE: u8 = 4;
 
+/// How a flow ended (`MonitorEvent::hook` of a flow's end): both sides sent FIN, a reset,
+/// idle past its timeout (the daemon's collector), removed with its container.
+pub const ENDED_FIN: u8 = 1;
+pub const ENDED_RESET: u8 = 2;
+pub const ENDED_TIMEOUT: u8 = 3;
+
 /// Bytes of the ring buffer (a power of two, a multiple of the page size).
 pub const MONITOR_RING_BYTES: u32 = 1 << 20;
 
@@ -75,7 +81,7 @@ pub struct MonitorEvent {
     pub time_ns: u64,
     /// `EVENT_*`.
     pub kind: u8,
-    /// A drop's `Hook`.
+    /// A drop's `Hook`; how a flow ended (`ENDED_*`).
     pub hook: u8,
     /// A drop's or a translation's `Reason`.
     pub reason: u8,

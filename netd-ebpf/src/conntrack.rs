@@ -17,7 +17,9 @@ use aya_ebpf::{
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use netd_common::{
     counters::{Hook, Reason},
-    flow::{FLAG_REPLY, FlowEntry, FlowKey, SEEN_CLOSED, SEEN_SYN, confirmed, owner},
+    flow::{
+        FLAG_END_REPORTED, FLAG_REPLY, FlowEntry, FlowKey, SEEN_CLOSED, SEEN_SYN, confirmed, owner,
+    },
     maps::ALL_OWNERS,
 };
 
@@ -138,6 +140,10 @@ fn touch(key: &FlowKey, pkt: &Packet) -> Option<(FlowEntry, bool)> {
         }
         atomic_add32(&raw mut (*entry).packets, 1);
         atomic_add(&raw mut (*entry).bytes, u64::from(pkt.ip_len));
+        if pkt.seen & SEEN_SYN != 0 && (*entry).seen & SEEN_CLOSED != 0 {
+            // A new connection on a closed tuple: its end is yet to be reported.
+            (*entry).flags &= !FLAG_END_REPORTED;
+        }
         let seen = updated_seen((*entry).seen, pkt.seen);
         let moved = seen != (*entry).seen;
         if moved {

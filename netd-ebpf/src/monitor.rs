@@ -7,16 +7,19 @@
 use aya_ebpf::maps::ring_buf::RingBufEntry;
 use netd_common::{
     counters::{Hook, Reason},
-    flow::{DIR_EGRESS, DIR_FROM_ENDPOINT, DIR_INGRESS, FlowKey, SECOND},
+    flow::{
+        DIR_EGRESS, DIR_FROM_ENDPOINT, DIR_INGRESS, FLAG_END_REPORTED, FlowEntry, FlowKey, SECOND,
+        SEEN_CLOSED, SEEN_FIN, SEEN_RST,
+    },
     monitor::{
-        EVENT_DROP, EVENT_FLOW_NEW, EVENT_TRACE, EventTuple, MONITOR_DROP, MONITOR_FLOW,
-        MONITOR_TRACE, MonitorEvent,
+        ENDED_FIN, ENDED_RESET, EVENT_DROP, EVENT_FLOW_END, EVENT_FLOW_NEW, EVENT_TRACE,
+        EventTuple, MONITOR_DROP, MONITOR_FLOW, MONITOR_TRACE, MonitorEvent,
     },
 };
 
 use crate::{
     conntrack::{find, now},
-    maps::{MONITOR_CONFIG, MONITOR_EVENTS, MONITOR_STATE},
+    maps::{FLOWS, MONITOR_CONFIG, MONITOR_EVENTS, MONITOR_STATE, PENDING},
     parse::{Frame, Packet, parse_ipv4_l4},
 };
 
@@ -50,23 +53,18 @@ fn events_of_verdict<F: Frame>(ctx: &F, hook: Hook, reason: Reason, ifindex: u32
         }
         return;
     }
-    let kind = match reason {
-        Reason::DnatNew | Reason::SnatNew | Reason::HairpinNew if wanted & MONITOR_FLOW != 0 => {
-            EVENT_FLOW_NEW
-        }
+    if matches!(
+        reason,
         Reason::DnatNew
-        | Reason::SnatNew
-        | Reason::HairpinNew
-        | Reason::DnatReply
-        | Reason::SnatReply
-        | Reason::Established
-            if wanted & MONITOR_TRACE != 0 =>
-        {
-            EVENT_TRACE
-        }
-        _ => return,
-    };
-    translation(ctx, hook, reason, kind, ifindex, len);
+            | Reason::SnatNew
+            | Reason::HairpinNew
+            | Reason::DnatReply
+            | Reason::SnatReply
+            | Reason::Established
+    ) && wanted & (MONITOR_FLOW | MONITOR_TRACE) != 0
+    {
+        translated(ctx, hook, reason, wanted, ifindex, len);
+    }
 }
 
 #[inline(always)]
@@ -92,13 +90,15 @@ fn dropped<F: Frame>(ctx: &F, hook: Hook, reason: Reason, ifindex: u32, len: u32
     slot.submit(0);
 }
 
-/// A translated packet, as it leaves: its tuple before translation is the reversed
-/// translation of its flow's other half, which the replies are looked up with (keyed by
-/// the packet's tuple as written, reversed). Found where the hook's flows keep their
-/// replies, or, at a container's veth, also where the fast path's (masquerade, published
-/// ports) keep theirs.
+/// A translated packet, as it leaves: a new flow's first packet (flows monitored), any
+/// translation (translations monitored), and the end of its flow when this packet ends
+/// it (flows monitored). Its tuple before translation is the reversed translation of its
+/// flow's other half, which the replies are looked up with (keyed by the packet's tuple
+/// as written, reversed): found where the hook's flows keep their replies, or, at a
+/// container's veth, also where the fast path's (masquerade, published ports) keep
+/// theirs.
 #[inline(always)]
-fn translation<F: Frame>(ctx: &F, hook: Hook, reason: Reason, kind: u8, ifindex: u32, len: u32) {
+fn translated<F: Frame>(ctx: &F, hook: Hook, reason: Reason, wanted: u32, ifindex: u32, len: u32) {
     let Ok(after) = parse_ipv4_l4(ctx) else {
         return;
     };
@@ -119,27 +119,121 @@ fn translation<F: Frame>(ctx: &F, hook: Hook, reason: Reason, kind: u8, ifindex:
     let Some((_, reply)) = reply else {
         return;
     };
+    let new = matches!(
+        reason,
+        Reason::DnatNew | Reason::SnatNew | Reason::HairpinNew
+    );
+    let kind = if new && wanted & MONITOR_FLOW != 0 {
+        EVENT_FLOW_NEW
+    } else if wanted & MONITOR_TRACE != 0 {
+        EVENT_TRACE
+    } else {
+        0
+    };
+    if kind != 0
+        && let Some(mut slot) = reserve()
+    {
+        let e = slot.as_mut_ptr();
+        // SAFETY: the reserved event is ours until it is submitted (see `reserve`).
+        unsafe {
+            (*e).kind = kind;
+            (*e).reason = reason as u8;
+            (*e).origin = reply.origin;
+            (*e).ifindex = ifindex;
+            (*e).endpoint = reply.ifindex;
+            (*e).len = len;
+            (*e).before = EventTuple {
+                src_addr: reply.dst_addr,
+                dst_addr: reply.src_addr,
+                src_port: reply.dst_port,
+                dst_port: reply.src_port,
+                proto: after.proto,
+                _pad: [0; 3],
+            };
+            write_tuple(&mut (*e).after, &after);
+        }
+        slot.submit(0);
+    }
+    if wanted & MONITOR_FLOW != 0 && after.seen & SEEN_CLOSED != 0 {
+        ended(&key, &reply, reason, ifindex);
+    }
+}
+
+/// After a FIN or a reset: the flow's end is sent once both sides sent their FIN, or
+/// either a reset, with its packets, bytes and age; marked on its first half
+/// (`FLAG_END_REPORTED`, cleared when a new connection takes the tuple) so that it is
+/// sent once.
+#[inline(always)]
+fn ended(reply_key: &FlowKey, reply: &FlowEntry, reason: Reason, ifindex: u32) {
+    let this_key = reply_key.partner(reply);
+    let Some(this) = FLOWS
+        .get_ptr_mut(this_key)
+        .or_else(|| PENDING.get_ptr_mut(this_key))
+    else {
+        return;
+    };
+    // SAFETY: a pointer into a map's value; racing writers only set bits and add to the
+    // counts, so a torn read is harmless (at worst the end is sent twice).
+    let this = unsafe { &mut *this };
+    let how = if (this.seen | reply.seen) & SEEN_RST != 0 {
+        ENDED_RESET
+    } else if this.seen & reply.seen & SEEN_FIN != 0 {
+        ENDED_FIN
+    } else {
+        return;
+    };
+    let (first_key, first_flags) = if this.is_first() {
+        (&this_key, this.flags)
+    } else {
+        (reply_key, reply.flags)
+    };
+    if first_flags & FLAG_END_REPORTED != 0 {
+        return;
+    }
+    let first_ptr = if this.is_first() {
+        Some(this as *mut FlowEntry)
+    } else {
+        FLOWS
+            .get_ptr_mut(first_key)
+            .or_else(|| PENDING.get_ptr_mut(first_key))
+    };
+    let Some(first_ptr) = first_ptr else {
+        return;
+    };
+    // SAFETY: a pointer into a map's value, as above.
+    let first = unsafe { &mut *first_ptr };
+    first.flags |= FLAG_END_REPORTED;
     let Some(mut slot) = reserve() else {
         return;
     };
     let e = slot.as_mut_ptr();
     // SAFETY: the reserved event is ours until it is submitted (see `reserve`).
     unsafe {
-        (*e).kind = kind;
+        (*e).kind = EVENT_FLOW_END;
+        (*e).hook = how;
         (*e).reason = reason as u8;
-        (*e).origin = reply.origin;
+        (*e).origin = first.origin;
         (*e).ifindex = ifindex;
-        (*e).endpoint = reply.ifindex;
-        (*e).len = len;
+        (*e).endpoint = first.ifindex;
         (*e).before = EventTuple {
-            src_addr: reply.dst_addr,
-            dst_addr: reply.src_addr,
-            src_port: reply.dst_port,
-            dst_port: reply.src_port,
-            proto: after.proto,
+            src_addr: first_key.src_addr,
+            dst_addr: first_key.dst_addr,
+            src_port: first_key.src_port,
+            dst_port: first_key.dst_port,
+            proto: first_key.proto,
             _pad: [0; 3],
         };
-        write_tuple(&mut (*e).after, &after);
+        (*e).after = EventTuple {
+            src_addr: first.src_addr,
+            dst_addr: first.dst_addr,
+            src_port: first.src_port,
+            dst_port: first.dst_port,
+            proto: first_key.proto,
+            _pad: [0; 3],
+        };
+        (*e).packets = u64::from(this.packets) + u64::from(reply.packets);
+        (*e).bytes = this.bytes + reply.bytes;
+        (*e).duration_ns = (*e).time_ns.saturating_sub(first.created_ns);
     }
     slot.submit(0);
 }

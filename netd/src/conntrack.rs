@@ -53,6 +53,24 @@ pub fn expired(entries: &Snapshot, now: u64) -> Vec<(FlowTable, FlowKey)> {
 
 /// The keys of every flow that involves `addr` (a removed container's address): so that a
 /// reused address inherits nothing.
+/// The flows among `expired` halves, each as its first half's key and entry with its
+/// other half's entry if the snapshot has it.
+pub fn ended(
+    entries: &Snapshot,
+    expired: &[(FlowTable, FlowKey)],
+) -> Vec<(FlowKey, FlowEntry, Option<FlowEntry>)> {
+    let by_key: HashMap<FlowKey, FlowEntry> = entries.iter().map(|(k, e, _)| (*k, *e)).collect();
+    expired
+        .iter()
+        .filter_map(|(_, key)| {
+            let entry = by_key.get(key)?;
+            entry
+                .is_first()
+                .then(|| (*key, *entry, by_key.get(&key.partner(entry)).copied()))
+        })
+        .collect()
+}
+
 pub fn involving(entries: &Snapshot, addr: Ipv4Addr) -> Vec<FlowKey> {
     let a = addr_be(addr);
     entries
@@ -208,6 +226,12 @@ pub struct FlowView {
     /// In the table of confirmed flows, never evicted (else: not confirmed yet, or its
     /// endpoint is over its quota).
     pub confirmed: bool,
+    /// Packets and bytes (IP lengths) each way: as the first packet went (`original`)
+    /// and back (`reply`). Packets count modulo 2^32 each way.
+    pub packets_original: u64,
+    pub bytes_original: u64,
+    pub packets_reply: u64,
+    pub bytes_reply: u64,
 }
 
 /// Pair up the halves of each flow; a half without its partner is listed too (it is about
@@ -249,6 +273,10 @@ pub fn views(entries: &Snapshot, now: u64) -> Vec<FlowView> {
             age_seconds: now.saturating_sub(entry.created_ns) / SECOND,
             idle_seconds: now.saturating_sub(last) / SECOND,
             confirmed: *table == FlowTable::Confirmed,
+            packets_original: u64::from(entry.packets),
+            bytes_original: entry.bytes,
+            packets_reply: partner.map_or(0, |p| u64::from(p.packets)),
+            bytes_reply: partner.map_or(0, |p| p.bytes),
         });
     }
     out.sort_by(|a, b| (&a.kind, &a.original).cmp(&(&b.kind, &b.original)));

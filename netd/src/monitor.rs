@@ -17,10 +17,14 @@ use log::warn;
 use netd_common::{
     PROTO_ICMP, PROTO_TCP, PROTO_UDP,
     counters::{Hook, Reason},
-    flow::{ORIGIN_DNAT, ORIGIN_HAIRPIN, ORIGIN_SNAT, ORIGIN_TRACKED},
+    flow::{
+        FLAG_END_REPORTED, FlowEntry, FlowKey, ORIGIN_DNAT, ORIGIN_HAIRPIN, ORIGIN_SNAT,
+        ORIGIN_TRACKED, SEEN_FIN, SEEN_RST,
+    },
     monitor::{
-        EVENT_DROP, EVENT_FLOW_END, EVENT_FLOW_NEW, EVENT_TRACE, MONITOR_DROP, MONITOR_FLOW,
-        MONITOR_TRACE, MonitorConfig, MonitorEvent,
+        ENDED_FIN, ENDED_RESET, ENDED_TIMEOUT, EVENT_DROP, EVENT_FLOW_END, EVENT_FLOW_NEW,
+        EVENT_TRACE, EventTuple, MONITOR_DROP, MONITOR_FLOW, MONITOR_TRACE, MonitorConfig,
+        MonitorEvent,
     },
     user::addr_from_be,
 };
@@ -30,8 +34,8 @@ use crate::journal::Journal;
 
 /// Events kept for clients between their polls.
 pub const HISTORY: usize = 10_000;
-/// A session that has not polled for this long is detached.
-pub const SESSION_TTL: Duration = Duration::from_secs(10);
+/// A session that has not polled for this long is detached (its polls wait 5 s at most).
+pub const SESSION_TTL: Duration = Duration::from_secs(8);
 /// Events each CPU sends per second at most, unless a client asks otherwise.
 pub const DEFAULT_RATE: u32 = 1000;
 
@@ -82,8 +86,6 @@ pub fn type_names(bits: u32) -> String {
 pub struct Record {
     pub time_nano: u128,
     pub event: MonitorEvent,
-    /// How a flow ended, for flow ends.
-    pub ended: Option<&'static str>,
 }
 
 impl Record {
@@ -157,6 +159,20 @@ impl Monitor {
         })
     }
 
+    /// A session's client left: the next `expire` asks the programs for less.
+    pub fn detach(&self, id: u64) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.remove(&id);
+    }
+
+    /// Sessions attached.
+    pub fn sessions(&self) -> usize {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
     /// The types any session wants now.
     pub fn wanted(&self) -> u32 {
         self.asked.lock().unwrap_or_else(|p| p.into_inner()).types
@@ -185,6 +201,61 @@ impl Monitor {
     pub fn close(&self) {
         self.journal.close();
     }
+}
+
+/// The ends of flows the collector removed for being idle past their timeouts: the
+/// first half of each (its key and entry) with its other half, if that was still there.
+/// A flow whose end the programs reported already (`FLAG_END_REPORTED`) is left out; one
+/// that closed before anyone monitored tells how it closed.
+pub fn expired_flows(
+    ended: &[(FlowKey, FlowEntry, Option<FlowEntry>)],
+    clock: &Clock,
+) -> Vec<Record> {
+    ended
+        .iter()
+        .filter(|(_, first, _)| first.is_first() && first.flags & FLAG_END_REPORTED == 0)
+        .map(|(key, first, reply)| {
+            let reply = reply.unwrap_or_default();
+            let seen = first.seen | reply.seen;
+            let how = if seen & SEEN_RST != 0 {
+                ENDED_RESET
+            } else if first.seen & reply.seen & SEEN_FIN != 0 {
+                ENDED_FIN
+            } else {
+                ENDED_TIMEOUT
+            };
+            let tuple = |src_addr, dst_addr, src_port, dst_port| EventTuple {
+                src_addr,
+                dst_addr,
+                src_port,
+                dst_port,
+                proto: key.proto,
+                _pad: [0; 3],
+            };
+            let last = first.last_seen_ns.max(reply.last_seen_ns);
+            Record {
+                time_nano: clock.unix_ns,
+                event: MonitorEvent {
+                    time_ns: last,
+                    kind: EVENT_FLOW_END,
+                    hook: how,
+                    origin: first.origin,
+                    endpoint: first.ifindex,
+                    before: tuple(key.src_addr, key.dst_addr, key.src_port, key.dst_port),
+                    after: tuple(
+                        first.src_addr,
+                        first.dst_addr,
+                        first.src_port,
+                        first.dst_port,
+                    ),
+                    packets: u64::from(first.packets) + u64::from(reply.packets),
+                    bytes: first.bytes + reply.bytes,
+                    duration_ns: last.saturating_sub(first.created_ns),
+                    ..MonitorEvent::default()
+                },
+            }
+        })
+        .collect()
 }
 
 /// Read the programs' events from their ring buffer into the monitor, as they come.
@@ -219,7 +290,6 @@ pub async fn read_events(monitor: Arc<Monitor>, ring: RingBuf<MapData>) {
                 records.push(Record {
                     time_nano: clock.unix_of(event.time_ns),
                     event,
-                    ended: None,
                 });
             }
         }
@@ -260,8 +330,7 @@ pub struct EventView {
     /// `drop`, `flow-new`, `flow-end` or `trace`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// Why (a counter reason's name), or how a flow ended (`fin`, `reset`, `timeout`,
-    /// `removed`).
+    /// Why (a counter reason's name), or how a flow ended (`fin`, `reset`, `timeout`).
     pub reason: String,
     /// Where a drop happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -325,11 +394,12 @@ impl Record {
             EVENT_TRACE => "trace",
             _ => "unknown",
         };
-        let reason = match self.ended {
-            Some(ended) => ended.to_string(),
-            None => Reason::ALL
+        let reason = if e.kind == EVENT_FLOW_END {
+            ended_name(e.hook).to_string()
+        } else {
+            Reason::ALL
                 .get(e.reason as usize)
-                .map_or_else(|| e.reason.to_string(), |r| r.name().to_string()),
+                .map_or_else(|| e.reason.to_string(), |r| r.name().to_string())
         };
         let translated = e.kind != EVENT_DROP;
         // A flow's container is its endpoint's; a drop's, that of the veth it came from.
@@ -380,6 +450,15 @@ fn proto_name(proto: u8) -> String {
         PROTO_UDP => "udp".into(),
         PROTO_ICMP => "icmp".into(),
         other => other.to_string(),
+    }
+}
+
+fn ended_name(how: u8) -> &'static str {
+    match how {
+        ENDED_FIN => "fin",
+        ENDED_RESET => "reset",
+        ENDED_TIMEOUT => "timeout",
+        _ => "unknown",
     }
 }
 

@@ -22,6 +22,7 @@ pub mod docker;
 pub mod echo;
 pub mod engine;
 pub mod lan;
+pub mod monitor;
 pub mod netns;
 pub mod podman;
 pub mod prometheus;

@@ -54,6 +54,22 @@ impl Stream {
         Ok(serde_json::from_str(&self.next_line(within)?)?)
     }
 
+    /// Interrupt it (SIGINT, as Ctrl-C does) and wait for it to exit; its exit status.
+    pub fn interrupt(&mut self) -> Result<std::process::ExitStatus> {
+        // SAFETY: kill on the pid of a child this stream started and has not reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!("it did not exit within 5 s of SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Every line until none comes for `quiet`.
     pub fn drain(&self, quiet: Duration) -> Vec<String> {
         std::iter::from_fn(|| self.lines.recv_timeout(quiet).ok()).collect()

@@ -250,7 +250,7 @@ fn a_pinned_map_of_another_geometry_is_refused_and_old_versions_are_dropped() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("NETD_FLOWS_V1") && err.contains("--flow-table-size"),
+        err.contains("NETD_FLOWS_V2") && err.contains("--flow-table-size"),
         "{err}"
     );
 
@@ -273,7 +273,22 @@ fn a_pinned_map_of_another_geometry_is_refused_and_old_versions_are_dropped() {
         .status()
         .unwrap();
     assert!(pinned.success());
+    // The previous layout's flow table is adopted (its flows copied over), not dropped.
+    let flows_v1 = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(bpf.join("NETD_FLOWS_V1"))
+        .args(["type", "hash", "key", "16", "value", "40", "entries", "64"])
+        .args(["name", "NETD_FLOWS_V1"])
+        .status()
+        .unwrap();
+    assert!(flows_v1.success());
     d.restart().unwrap();
     assert!(!bpf.join("NETD_PORTS_V0").exists());
     assert!(d.log().contains("from another layout version"));
+    assert!(!bpf.join("NETD_FLOWS_V1").exists());
+    assert!(
+        d.log().contains("adopted 0 flows of NETD_FLOWS_V1"),
+        "{}",
+        d.log()
+    );
 }

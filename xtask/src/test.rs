@@ -35,7 +35,7 @@ const CONTROL_PLANE_ONLY: &str = "failures_half_way_and_a_thousand_cycles_leave_
 /// overlay's traffic (`overlay`) runs in every combination. The metrics (`metrics`) are
 /// the daemon's reading of counters the other tests check per combination; the events
 /// (`events`) are the control plane's alone.
-const DATA_PATH_INDEPENDENT: [&str; 8] = [
+const DATA_PATH_INDEPENDENT: [&str; 9] = [
     "docker",
     "podman",
     "cni",
@@ -44,6 +44,7 @@ const DATA_PATH_INDEPENDENT: [&str; 8] = [
     "overlay_leaks",
     "metrics",
     "events",
+    "monitor_flood",
 ];
 
 /// End-to-end test binaries run at once for the other combinations: each test builds its

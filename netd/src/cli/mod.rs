@@ -447,7 +447,7 @@ pub async fn conntrack(client: &Client, args: FormatArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&flows)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<[String; 6]> = flows
+    let rows: Vec<[String; 8]> = flows
         .iter()
         .map(|f| {
             [
@@ -457,6 +457,8 @@ pub async fn conntrack(client: &Client, args: FormatArgs) -> Result<ExitCode> {
                 f.translated.clone(),
                 f.state.clone(),
                 format!("{}s/{}s", f.age_seconds, f.idle_seconds),
+                format!("{}/{}", f.packets_original, f.packets_reply),
+                format!("{}/{}", f.bytes_original, f.bytes_reply),
             ]
         })
         .collect();
@@ -468,6 +470,8 @@ pub async fn conntrack(client: &Client, args: FormatArgs) -> Result<ExitCode> {
             "TRANSLATED",
             "STATE",
             "AGE/IDLE",
+            "PACKETS",
+            "BYTES",
         ],
         &rows,
     );

@@ -60,6 +60,36 @@ pub async fn run(client: &Client, args: MonitorArgs) -> Result<ExitCode> {
         }
     }
     let first: Page = client.call(Method::GET, &query, None::<&()>).await?;
+    let follow = follow(client, &query, first, json);
+    // Interrupted, it detaches at once rather than leaving the programs sending for the
+    // session's lease.
+    tokio::select! {
+        result = follow => result,
+        () = interrupted() => {
+            let detach = format!("monitor?session={session}");
+            let _: serde_json::Value = client.call(Method::DELETE, &detach, None::<&()>).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {},
+        _ = term.recv() => {},
+    }
+}
+
+/// Print each page's events (and the lost ones) as they come, forever.
+async fn follow(client: &Client, query: &str, first: Page, json: bool) -> Result<ExitCode> {
     let (mut after, mut lost) = (first.last, first.lost);
     loop {
         let page: Page = client

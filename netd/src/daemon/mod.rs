@@ -668,6 +668,7 @@ impl Daemon {
                 return to_json(page);
             }
             (&Method::GET, ["monitor"]) => return self.monitor_page(&req).await,
+            (&Method::DELETE, ["monitor"]) => return self.monitor_detach(&req).await,
             (&Method::GET, ["nodes"]) => {
                 let nodes = self.member()?.nodes().await;
                 return to_json(nodes.map_err(ApiError::unavailable)?);
@@ -687,6 +688,13 @@ impl Daemon {
                     Some(m) => to_json(m.view())?,
                     None => Value::Null,
                 };
+                let counts = inner.datapath.monitor_counts()?;
+                info["monitor"] = json!({
+                    "sessions": self.monitor.sessions(),
+                    "types": crate::monitor::type_names(self.monitor.wanted()),
+                    "events_sent": counts.sent,
+                    "events_lost": counts.lost,
+                });
                 info
             }
             (&Method::GET, ["containers"]) => to_json(inner.container_views())?,
@@ -858,6 +866,15 @@ impl Daemon {
                 .map(|(_, k)| *k)
                 .collect();
             removed += inner.datapath.sweep_flows(table, &keys, now)?;
+        }
+        if self.monitor.wanted() & netd_common::monitor::MONITOR_FLOW != 0 {
+            let ended = conntrack::ended(&entries, &expired)
+                .into_iter()
+                .filter(|(key, _, _)| !inner.datapath.has_flow(key).unwrap_or(true))
+                .collect::<Vec<_>>();
+            let clock = crate::monitor::Clock::now();
+            self.monitor
+                .record(crate::monitor::expired_flows(&ended, &clock));
         }
         // From the same snapshot, less what the sweep was asked to remove (a flow it
         // spared is counted again at the next sweep).

@@ -1,6 +1,7 @@
 //! `GET /monitor` (`netd monitor`): a client's poll attaches its session (asking the
 //! programs for what it wants), waits for events without the daemon's lock, then names
-//! them (containers, networks, interfaces) under it.
+//! them (containers, networks, interfaces) under it. `DELETE /monitor` detaches a client
+//! that leaves; one that vanishes is detached when its lease (`SESSION_TTL`) runs out.
 
 use std::{
     collections::HashMap,
@@ -74,6 +75,26 @@ impl Daemon {
             sent: counts.sent,
             lost: counts.lost,
         })
+    }
+}
+
+impl Daemon {
+    /// `DELETE /monitor?session=ID`: a client leaving (interrupted) detaches at once.
+    pub(super) async fn monitor_detach(&self, req: &ApiRequest) -> Result<Value, ApiError> {
+        let session: u64 = req
+            .param("session")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| ApiError::bad_request(anyhow!("session=ID is required")))?;
+        self.monitor.detach(session);
+        if let Some(config) = self.monitor.expire(Instant::now()) {
+            self.inner
+                .lock()
+                .await
+                .datapath
+                .set_monitor(&config)
+                .map_err(ApiError::from)?;
+        }
+        Ok(serde_json::json!({ "detached": session }))
     }
 }
 

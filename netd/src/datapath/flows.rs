@@ -103,6 +103,18 @@ impl Datapath {
         Ok(adopted)
     }
 
+    /// Whether either table holds `key`.
+    pub fn has_flow(&mut self, key: &FlowKey) -> Result<bool> {
+        for table in FlowTable::BOTH {
+            match self.flows(table)?.get(key, 0) {
+                Ok(_) => return Ok(true),
+                Err(maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(false)
+    }
+
     /// The capacity of each of the connection table's maps, in entries.
     pub fn flow_capacity(&self) -> u32 {
         self.flow_capacity

@@ -1,0 +1,62 @@
+//! Helpers for `netd monitor`'s tests: frames every container can send that its veth
+//! drops (a spoofed source), and waiting for a monitor's events.
+
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Result, bail};
+use serde_json::Value;
+
+use crate::{craft, stream::Stream};
+
+const UDP: u8 = 17;
+
+fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+/// A frame from `from` with a source address it does not own: dropped at its veth.
+pub fn spoofed(from: Ipv4Addr, to: Ipv4Addr, marker: u8) -> Vec<u8> {
+    let ip = craft::ipv4(Ipv4Addr::new(10, 99, 0, marker), to, UDP, 1, 0, b"spoof");
+    craft::ipv4_frame(mac_of(to), mac_of(from), &ip)
+}
+
+pub fn unix_now() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// The next event the monitor prints that `wanted` accepts, within `within` of now.
+pub fn expect(mon: &Stream, within: Duration, wanted: impl Fn(&Value) -> bool) -> Result<Value> {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match mon.next(left) {
+            Ok(e) if wanted(&e) => return Ok(e),
+            Ok(e) => seen.push(e),
+            Err(_) => bail!("no such event within {within:?}; saw {seen:#?}"),
+        }
+    }
+}
+
+/// Send spoofed frames from `c` until the monitor shows one: it is attached.
+pub fn wait_attached(mon: &Stream, c: &crate::daemon::Container, to: Ipv4Addr) -> Result<()> {
+    for _ in 0..30 {
+        craft::send_frames(&c.netns, "eth0", vec![spoofed(c.ip, to, 1)])?;
+        if expect(mon, Duration::from_millis(200), |e| {
+            e["reason"] == "drop_spoofed_source"
+        })
+        .is_ok()
+        {
+            // Whatever else the probes made.
+            mon.drain(Duration::from_millis(300));
+            return Ok(());
+        }
+    }
+    bail!("the monitor never showed a probe's drop")
+}
