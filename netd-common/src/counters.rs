@@ -19,7 +19,8 @@ pub enum Hook {
     FastPath = 4,
     /// The connection table's events (counted besides the packet's own reason): a flow
     /// confirmed (moved to the table whose entries are never evicted), or left among the
-    /// unconfirmed ones and why.
+    /// unconfirmed ones and why; an unconfirmed flow found broken, its other half evicted
+    /// (`flow_evicted`).
     FlowTable = 5,
     /// Overlay networks: frames to containers of other nodes (encapsulated at a
     /// container's host-side veth, ARP answered there) and from them (TC ingress of the
@@ -129,6 +130,7 @@ reasons! {
     DropForeignSource = 50 => "drop_overlay_foreign_source",
     StackOverlayFragNeeded = 51 => "stack_overlay_frag_needed",
     DropTunnelKey = 52 => "drop_overlay_tunnel_key",
+    FlowEvicted = 53 => "flow_evicted",
 }
 
 pub const REASON_COUNT: u32 = Reason::ALL.len() as u32;

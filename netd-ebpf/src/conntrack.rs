@@ -187,6 +187,10 @@ fn still_whole(table: Table, key: &FlowKey, entry: &FlowEntry) -> bool {
     if table.remove(key).is_ok() && table == Table::Confirmed && entry.is_first() {
         released(key, entry);
     }
+    if table == Table::Pending {
+        // The unconfirmed table is an LRU: under pressure it evicts halves one by one.
+        count(Hook::FlowTable, Reason::FlowEvicted, 0);
+    }
     false
 }
 

@@ -71,6 +71,21 @@ pub fn ended(
         .collect()
 }
 
+/// SNAT port pressure: the most ports of the SNAT range that masqueraded flows to one
+/// destination (address, port, protocol) hold. Ports are taken per destination, so this
+/// is what runs out first (`drop_snat_ports_exhausted`).
+pub fn snat_ports_in_use_max(entries: &Snapshot) -> u64 {
+    let mut per_destination: HashMap<(u32, u16, u8), u64> = HashMap::new();
+    for (key, entry, _) in entries {
+        if entry.is_first() && entry.origin == ORIGIN_SNAT {
+            *per_destination
+                .entry((entry.dst_addr, entry.dst_port, key.proto))
+                .or_default() += 1;
+        }
+    }
+    per_destination.values().copied().max().unwrap_or(0)
+}
+
 pub fn involving(entries: &Snapshot, addr: Ipv4Addr) -> Vec<FlowKey> {
     let a = addr_be(addr);
     entries

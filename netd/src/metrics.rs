@@ -299,6 +299,19 @@ pub struct Snapshot {
     pub flows_unconfirmed: u64,
     /// Each endpoint's counters (one per container and network it is on).
     pub endpoints: Vec<EndpointSample>,
+    /// Unconfirmed flows found broken by the table's evictions, and packets dropped for a
+    /// full table (every hook).
+    pub flow_evictions: u64,
+    pub flow_table_full_drops: u64,
+    /// The SNAT range's size, the most ports of it one destination holds, and the new
+    /// flows refused for want of one.
+    pub snat_ports: u64,
+    pub snat_ports_in_use_max: u64,
+    pub snat_exhausted_drops: u64,
+    /// `netd monitor`: sessions attached, and the programs' events sent and lost.
+    pub monitor_sessions: u64,
+    pub monitor_sent: u64,
+    pub monitor_lost: u64,
 }
 
 /// An endpoint's counters, as the programs keep them, with the labels that name it.
@@ -424,11 +437,65 @@ impl Collector for Snapshot {
             "Entries of the connection table, confirmed (seen both ways) or not",
             &flows,
         )?;
+        encode_counters(
+            &mut encoder,
+            "flow_evictions",
+            "Unconfirmed flows found broken because the full table evicted one of their halves",
+            None,
+            &[(Vec::new(), self.flow_evictions)],
+        )?;
+        encode_counters(
+            &mut encoder,
+            "flow_table_full_drops",
+            "Packets dropped because the connection table could not take their new flow",
+            None,
+            &[(Vec::new(), self.flow_table_full_drops)],
+        )?;
+        encode_counters(
+            &mut encoder,
+            "snat_exhausted_drops",
+            "New masqueraded flows dropped because no SNAT port was free for their destination",
+            None,
+            &[(Vec::new(), self.snat_exhausted_drops)],
+        )?;
+        let monitor = [("sent", self.monitor_sent), ("lost", self.monitor_lost)]
+            .map(|(result, n)| (vec![("result", result.to_string())], n));
+        encode_counters(
+            &mut encoder,
+            "monitor_events",
+            "Events the programs sent netd monitor, or lost to its rate limit or a full ring",
+            None,
+            &monitor,
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "snat_port_usage_ratio",
+            "The most SNAT ports one destination holds, over the SNAT range's size",
+            &[(
+                Vec::new(),
+                self.snat_ports_in_use_max as f64 / self.snat_ports.max(1) as f64,
+            )],
+        )?;
         for (name, help, value) in [
             (
                 "flow_capacity",
                 "Entries the connection table holds at most, each kind",
                 self.flow_capacity,
+            ),
+            (
+                "snat_ports",
+                "Ports in the SNAT range (each destination may use them all)",
+                self.snat_ports,
+            ),
+            (
+                "snat_ports_in_use_max",
+                "The most SNAT ports masqueraded flows to one destination hold",
+                self.snat_ports_in_use_max,
+            ),
+            (
+                "monitor_sessions",
+                "netd monitor clients attached",
+                self.monitor_sessions,
             ),
             ("containers", "Containers the daemon keeps", self.containers),
             ("networks", "Networks on this node", self.networks),
@@ -451,12 +518,9 @@ fn encode_counters(
     unit: Option<&Unit>,
     samples: &[(Labels, u64)],
 ) -> Result<(), std::fmt::Error> {
-    let mut metric =
+    let metric =
         encoder.encode_descriptor(name, help, unit, ConstCounter::new(0u64).metric_type())?;
-    for (labels, value) in samples {
-        ConstCounter::new(*value).encode(metric.encode_family(labels)?)?;
-    }
-    Ok(())
+    encode_samples(metric, samples, |v, m| ConstCounter::new(*v).encode(m))
 }
 
 fn encode_gauges(
@@ -465,10 +529,23 @@ fn encode_gauges(
     help: &str,
     samples: &[(Labels, f64)],
 ) -> Result<(), std::fmt::Error> {
-    let mut metric =
-        encoder.encode_descriptor(name, help, None, ConstGauge::new(0.0).metric_type())?;
+    let metric = encoder.encode_descriptor(name, help, None, ConstGauge::new(0.0).metric_type())?;
+    encode_samples(metric, samples, |v, m| ConstGauge::new(*v).encode(m))
+}
+
+/// A family's samples; a lone sample without labels as `name value`, not `name{} value`.
+fn encode_samples<V>(
+    mut metric: prometheus_client::encoding::MetricEncoder,
+    samples: &[(Labels, V)],
+    encode: impl Fn(&V, prometheus_client::encoding::MetricEncoder) -> Result<(), std::fmt::Error>,
+) -> Result<(), std::fmt::Error> {
+    if let [(labels, value)] = samples
+        && labels.is_empty()
+    {
+        return encode(value, metric);
+    }
     for (labels, value) in samples {
-        ConstGauge::new(*value).encode(metric.encode_family(labels)?)?;
+        encode(value, metric.encode_family(labels)?)?;
     }
     Ok(())
 }
@@ -538,6 +615,10 @@ mod tests {
                 r#in: (5, 500),
                 drops: vec![("drop_spoofed_source".into(), 1)],
             }],
+            snat_ports: 4000,
+            snat_ports_in_use_max: 1000,
+            monitor_lost: 12,
+            ..Snapshot::default()
         }
     }
 
@@ -558,6 +639,9 @@ mod tests {
             "netd_task_runs_total{task=\"reconcile\",result=\"ok\"} 1",
             "netd_build_info{version=",
             "netd_endpoint_packets_total{container=\"web\",network=\"bridge\",direction=\"out\"} 7",
+            "netd_snat_port_usage_ratio 0.25",
+            "netd_monitor_events_total{result=\"lost\"} 12",
+            "netd_flow_evictions_total 0",
             "netd_endpoint_bytes_total{container=\"web\",network=\"bridge\",direction=\"in\"} 500",
             "netd_endpoint_drops_total{container=\"web\",network=\"bridge\",reason=\"drop_spoofed_source\"} 1",
         ] {

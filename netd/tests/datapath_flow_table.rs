@@ -227,6 +227,8 @@ fn a_half_whose_partner_now_belongs_to_another_flow_is_ignored() {
         (TC_ACT_OK, stale),
         "the stale half translates nothing"
     );
+    // Counted: an unconfirmed flow broken by an eviction.
+    assert_eq!(count(&t, "FlowTable", "flow_evicted"), 1);
     let (v, out) = t.run("uplink_ingress", &reply_to(new_port));
     assert_eq!((v, dst_of(&out)), (TC_ACT_OK, (CONTAINER, 5555)));
 }

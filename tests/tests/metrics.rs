@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use netd_tests::{
     Daemon, EchoServer, Proto, Sandbox, addr, echo_fails, echo_once,
     prometheus::{Prometheus, http},
-    require_root,
+    require_root, udp_echo_from,
 };
 
 const METRICS: &str = "127.0.0.1:9464";
@@ -108,6 +108,22 @@ fn prometheus_scrapes_the_daemon_and_sees_its_traffic_drops_and_calls() -> Resul
         1.0,
         Duration::from_secs(10),
     )?;
+    // SNAT port pressure: three masqueraded flows from web to one destination hold three
+    // ports of the range.
+    let _outside = EchoServer::start(
+        &sb.ext.path(),
+        Proto::Udp,
+        addr(Ipv4Addr::UNSPECIFIED, 7000),
+    )?;
+    for port in [41001, 41002, 41003] {
+        udp_echo_from(&web.netns, port, addr(Sandbox::EXT_ADDR, 7000))?;
+    }
+    prometheus.wait_for("netd_snat_ports_in_use_max", 3.0, Duration::from_secs(10))?;
+    let ratio = prometheus.query("netd_snat_port_usage_ratio")?;
+    assert!(
+        ratio.first().is_some_and(|(_, v)| *v > 0.0 && *v < 0.01),
+        "{ratio:?}"
+    );
     // What made it: the API calls by route and status, with their latency.
     prometheus.wait_for(
         "netd_api_requests_total{route=\"POST /containers\",code=\"200\"}",
@@ -138,7 +154,7 @@ fn prometheus_scrapes_the_daemon_and_sees_its_traffic_drops_and_calls() -> Resul
     // dashboard is valid PromQL and names only metrics the daemon serves.
     std::thread::sleep(Duration::from_secs(2));
     let evaluated = prometheus.rules()?;
-    assert_eq!(evaluated.len(), 7, "{evaluated:?}");
+    assert_eq!(evaluated.len(), 8, "{evaluated:?}");
     for (name, health, error) in &evaluated {
         assert_eq!(health, "ok", "rule {name}: {error}");
     }

@@ -17,6 +17,7 @@ mod node;
 mod overlays;
 mod reconcile;
 mod repairs;
+mod scrape;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -333,7 +334,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             let daemon = weak.clone();
             async move {
                 let daemon = daemon.upgrade().context("the daemon is stopping")?;
-                let snapshot = daemon.inner.lock().await.metrics_snapshot()?;
+                let snapshot = daemon.metrics_snapshot().await?;
                 Ok(daemon.metrics.render(snapshot, openmetrics))
             }
         }));
@@ -1034,59 +1035,6 @@ impl Inner {
     fn network_id(&self, name: &str) -> String {
         self.network_view(name)
             .map_or_else(|_| name.to_string(), |n| n.id)
-    }
-
-    /// The node as a metrics scrape reports it.
-    fn metrics_snapshot(&self) -> Result<metrics::Snapshot> {
-        let fill = self.datapath.map_fill()?;
-        let entries = |name: &str| {
-            fill.iter()
-                .find(|f| f.name == name)
-                .map_or(0, |f| f.entries as u64)
-        };
-        Ok(metrics::Snapshot {
-            counters: self
-                .stats()?
-                .into_iter()
-                .map(|c| (c.hook, c.reason, c.packets, c.bytes))
-                .collect(),
-            tables: fill
-                .iter()
-                .map(|f| (f.name.to_string(), f.entries as u64, u64::from(f.capacity)))
-                .collect(),
-            containers: self.state.containers.len() as u64,
-            networks: self.state.networks.len() as u64,
-            published_ports: entries("published_ports"),
-            flow_capacity: u64::from(self.datapath.flow_capacity()),
-            flows_confirmed: entries("flows"),
-            flows_unconfirmed: entries("unconfirmed_flows"),
-            endpoints: self.endpoint_samples()?,
-        })
-    }
-
-    /// Each endpoint's counters, named by its container and network. Endpoints without a
-    /// host-side veth (macvlan) have none: no program of netd's sees their packets.
-    fn endpoint_samples(&self) -> Result<Vec<metrics::EndpointSample>> {
-        let mut counters = self.datapath.endpoint_counters()?;
-        Ok(self
-            .state
-            .endpoints()
-            .filter_map(|(c, e)| {
-                let totals = counters.remove(&e.host_ifindex)?;
-                let pair = |c: netd_common::counters::Counter| (c.packets, c.bytes);
-                Some(metrics::EndpointSample {
-                    container: c.name.clone(),
-                    network: e.network.clone(),
-                    out: pair(totals.sent),
-                    r#in: pair(totals.received),
-                    drops: totals
-                        .drops
-                        .iter()
-                        .map(|(r, c)| (r.name().to_string(), c.packets))
-                        .collect(),
-                })
-            })
-            .collect())
     }
 
     fn stats(&self) -> Result<Vec<CounterView>> {
