@@ -138,16 +138,20 @@ impl Monitor {
     /// (the smallest sample, the highest rate; 0, no limit, the highest of all).
     fn ask(&self, sessions: &HashMap<u64, (Want, Instant)>) -> Option<MonitorConfig> {
         let mut config = MonitorConfig::default();
-        for (i, (want, _)) in sessions.values().enumerate() {
-            config.types |= want.types;
-            let sample = want.sample.max(1);
-            config.sample = if i == 0 {
-                sample
-            } else {
-                config.sample.min(sample)
+        let mut wants = sessions.values().map(|(want, _)| want);
+        if let Some(first) = wants.next() {
+            config = MonitorConfig {
+                types: first.types,
+                sample: first.sample.max(1),
+                rate: first.rate,
+                _pad: 0,
             };
-            config.rate = if i == 0 || want.rate == 0 || config.rate == 0 {
-                if i == 0 { want.rate } else { 0 }
+        }
+        for want in wants {
+            config.types |= want.types;
+            config.sample = config.sample.min(want.sample.max(1));
+            config.rate = if want.rate == 0 || config.rate == 0 {
+                0
             } else {
                 config.rate.max(want.rate)
             };
@@ -504,4 +508,111 @@ pub fn line(e: &EventView) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tuple(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> EventTuple {
+        EventTuple {
+            src_addr: u32::from_ne_bytes(src),
+            dst_addr: u32::from_ne_bytes(dst),
+            src_port: sport.to_be(),
+            dst_port: dport.to_be(),
+            proto: PROTO_TCP,
+            _pad: [0; 3],
+        }
+    }
+
+    fn named(record: &Record) -> EventView {
+        let endpoint = |i: u32| (i == 7).then(|| ("web".to_string(), "netd0".to_string()));
+        let interface = |i: u32| Some(format!("if{i}"));
+        record.view(&Names {
+            endpoint: &endpoint,
+            interface: &interface,
+        })
+    }
+
+    #[test]
+    fn events_read_as_one_line_each() {
+        let client = tuple([10, 200, 0, 1], 52114, [10, 200, 0, 2], 8080);
+        let end = Record {
+            time_nano: 1_764_858_001_123_456_000,
+            event: MonitorEvent {
+                kind: EVENT_FLOW_END,
+                hook: ENDED_FIN,
+                origin: ORIGIN_DNAT,
+                ifindex: 2,
+                endpoint: 7,
+                before: client,
+                after: tuple([10, 200, 0, 1], 52114, [172, 17, 0, 2], 80),
+                packets: 10,
+                bytes: 624,
+                duration_ns: 1_500_000,
+                ..MonitorEvent::default()
+            },
+        };
+        assert_eq!(
+            line(&named(&end)),
+            "14:20:01.123456 flow-end (fin) dnat container web (netd0) on if2: \
+             10.200.0.1:52114 -> 10.200.0.2:8080 tcp => 10.200.0.1:52114 -> 172.17.0.2:80, \
+             10 packets, 624 bytes, 0.002 s"
+        );
+        let drop = Record {
+            time_nano: end.time_nano,
+            event: MonitorEvent {
+                kind: EVENT_DROP,
+                hook: Hook::EndpointIngress as u8,
+                reason: Reason::DropIsolated as u8,
+                ifindex: 7,
+                len: 74,
+                before: client,
+                after: client,
+                ..MonitorEvent::default()
+            },
+        };
+        let view = named(&drop);
+        assert_eq!(
+            line(&view),
+            "14:20:01.123456 drop (drop_network_isolation) at EndpointIngress container web \
+             (netd0) on if7: 10.200.0.1:52114 -> 10.200.0.2:8080 tcp"
+        );
+        assert_eq!(view.translated_src, None, "a drop is not translated");
+        assert_eq!(
+            parse_types(&["flow,drop".into()]).unwrap(),
+            MONITOR_FLOW | MONITOR_DROP
+        );
+        assert!(parse_types(&["flows".into()]).is_err());
+    }
+
+    #[test]
+    fn the_programs_are_asked_for_what_the_live_sessions_want() {
+        let m = Monitor::default();
+        let t0 = Instant::now();
+        let drops = Want {
+            types: MONITOR_DROP,
+            sample: 4,
+            rate: 100,
+        };
+        let flows = Want {
+            types: MONITOR_FLOW,
+            sample: 1,
+            rate: 0,
+        };
+        assert_eq!(m.attach(1, drops, t0).map(|c| c.types), Some(MONITOR_DROP));
+        assert_eq!(m.attach(1, drops, t0), None, "unchanged");
+        let both = m.attach(2, flows, t0).unwrap();
+        assert_eq!(both.types, MONITOR_DROP | MONITOR_FLOW);
+        assert_eq!(
+            (both.sample, both.rate),
+            (1, 0),
+            "the most events any wants"
+        );
+        m.detach(2);
+        assert_eq!(m.expire(t0).map(|c| c.types), Some(MONITOR_DROP));
+        let later = t0 + SESSION_TTL + Duration::from_secs(1);
+        assert_eq!(m.expire(later), Some(MonitorConfig::default()));
+        assert_eq!(m.sessions(), 0);
+    }
 }

@@ -75,6 +75,7 @@ fn shells_complete_commands_and_flags() {
     for flag in ["--driver", "--subnet", "--internal", "--attachable"] {
         assert!(create.iter().any(|w| w == flag), "{flag}: {create:?}");
     }
+    assert_eq!(bash_completes(&["netd", "monitor", "--ty"]), ["--type"]);
     let daemon = bash_completes(&["netd", "daemon", "--metr"]);
     assert_eq!(daemon, ["--metrics-addr"]);
     for (shell, first) in [("zsh", "#compdef netd"), ("fish", "complete -c netd")] {

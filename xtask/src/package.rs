@@ -32,6 +32,7 @@ pub const SHIPPED: &[&str] = &[
     "./usr/share/man/man1/netd.1.gz",
     "./usr/share/man/man1/netd-run.1.gz",
     "./usr/share/man/man1/netd-network-create.1.gz",
+    "./usr/share/man/man1/netd-monitor.1.gz",
     "./usr/share/doc/netd/copyright",
     "./usr/share/doc/netd/changelog.gz",
     "./usr/share/doc/netd/examples/netd-alerts.yml",
