@@ -6,6 +6,7 @@
 
 use aya_ebpf::maps::ring_buf::RingBufEntry;
 use netd_common::{
+    PROTO_TCP,
     counters::{Hook, Reason},
     flow::{
         DIR_EGRESS, DIR_FROM_ENDPOINT, DIR_INGRESS, FLAG_END_REPORTED, FlowEntry, FlowKey, SECOND,
@@ -20,7 +21,7 @@ use netd_common::{
 use crate::{
     conntrack::{find, now},
     maps::{FLOWS, MONITOR_CONFIG, MONITOR_EVENTS, MONITOR_STATE, PENDING},
-    parse::{Frame, Packet, parse_ipv4_l4},
+    parse::{Frame, IP_PROTO_OFF, L4_OFF, Packet, parse_ipv4_l4},
 };
 
 /// The `MONITOR_*` bits a monitor asked for (0 with none attached).
@@ -63,8 +64,29 @@ fn events_of_verdict<F: Frame>(ctx: &F, hook: Hook, reason: Reason, ifindex: u32
             | Reason::Established
     ) && wanted & (MONITOR_FLOW | MONITOR_TRACE) != 0
     {
+        // Flows alone: only a new flow's first packet and a closing one are of interest,
+        // told without parsing the rest.
+        let new = matches!(
+            reason,
+            Reason::DnatNew | Reason::SnatNew | Reason::HairpinNew
+        );
+        if wanted & MONITOR_TRACE == 0 && !new && !tcp_closing(ctx) {
+            return;
+        }
         translated(ctx, hook, reason, wanted, ifindex, len);
     }
+}
+
+/// A TCP segment with FIN or RST. Only for translated packets, which never carry IP
+/// options: the TCP header is at a fixed offset.
+#[inline(always)]
+fn tcp_closing<F: Frame>(ctx: &F) -> bool {
+    const TCP_FLAGS_OFF: usize = L4_OFF + 13;
+    const FIN_RST: u8 = 0x01 | 0x04;
+    ctx.load::<u8>(IP_PROTO_OFF) == Ok(PROTO_TCP)
+        && ctx
+            .load::<u8>(TCP_FLAGS_OFF)
+            .is_ok_and(|flags| flags & FIN_RST != 0)
 }
 
 #[inline(always)]

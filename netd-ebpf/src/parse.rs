@@ -28,6 +28,7 @@ pub const L4_OFF: usize = IP_OFF + Ipv4Hdr::LEN;
 pub const IPV4_HDR_LEN: u16 = Ipv4Hdr::LEN as u16;
 pub const IP_TOT_LEN_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, tot_len);
 pub const IP_CSUM_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, check);
+pub const IP_PROTO_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, proto);
 pub const IP_SRC_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, src_addr);
 pub const IP_DST_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, dst_addr);
 const TCP_FLAGS_OFF: usize = L4_OFF + 13;

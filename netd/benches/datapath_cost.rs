@@ -17,6 +17,7 @@ mod support;
 use std::{net::Ipv4Addr, time::Duration};
 
 use aya::programs::{TestRun, TestRunOptions};
+use netd_common::monitor::{MONITOR_DROP, MONITOR_FLOW, MONITOR_TRACE, MonitorConfig};
 use serde_json::json;
 use support::*;
 
@@ -145,14 +146,41 @@ fn main() {
             .any(|(_, _, table)| *table == netd::conntrack::FlowTable::Confirmed),
         "the measured flow is confirmed"
     );
-    let established: Vec<f64> = (0..rounds)
-        .map(|_| {
-            let (verdict, out, took) = run(&mut t, "uplink_egress", &reply, repeat);
-            assert_eq!((verdict, src_of(&out)), (TC_ACT_OK, (NODE, 8080)));
-            took.as_nanos() as f64
-        })
-        .collect();
-    record("established", established);
+    let established = |t: &mut TestDatapath| -> Vec<f64> {
+        (0..rounds)
+            .map(|_| {
+                let (verdict, out, took) = run(t, "uplink_egress", &reply, repeat);
+                assert_eq!((verdict, src_of(&out)), (TC_ACT_OK, (NODE, 8080)));
+                took.as_nanos() as f64
+            })
+            .collect()
+    };
+    record("established", established(&mut t));
+    // The same with `netd monitor` attached (its default rate limit; no reader, so the
+    // ring fills and the rest is counted lost, as under a flood): drops and flows (an
+    // established packet is neither: a few loads to tell), then every translation.
+    for (case, types) in [
+        ("established_monitored", MONITOR_DROP | MONITOR_FLOW),
+        (
+            "established_traced",
+            MONITOR_DROP | MONITOR_FLOW | MONITOR_TRACE,
+        ),
+    ] {
+        let monitor = MonitorConfig {
+            types,
+            sample: 1,
+            rate: netd::monitor::DEFAULT_RATE,
+            _pad: 0,
+        };
+        t.dp.set_monitor(&monitor).unwrap();
+        record(case, established(&mut t));
+    }
+    t.dp.set_monitor(&MonitorConfig::default()).unwrap();
+    let counts = t.dp.monitor_counts().unwrap();
+    assert!(
+        counts.sent + counts.lost > 0,
+        "the traced runs offered events"
+    );
 
     // A miss: a packet to a port nobody published, left to the stack unchanged.
     let miss_pkt = Pkt::tcp(CLIENT, 42000, NODE, 9999, SYN).build();

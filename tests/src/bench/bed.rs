@@ -40,12 +40,15 @@ pub enum Datapath {
     /// netd-xdp's daemon, the container on a macvlan network whose parent is the uplink:
     /// the client reaches it on its own LAN, at its own address and MAC.
     NetdMacvlan,
+    /// netd-xdp watched as in production: its metrics scraped every second and
+    /// `netd monitor --type drop,flow` attached (`observers`).
+    NetdObserved,
 }
 
 impl Datapath {
     /// In the table's order: netd-macvlan beside netd's bridge variants, so that the
     /// columns show what each driver costs.
-    pub const ALL: [Datapath; 7] = [
+    pub const ALL: [Datapath; 8] = [
         Datapath::Direct,
         Datapath::Iptables,
         Datapath::Nftables,
@@ -53,6 +56,7 @@ impl Datapath {
         Datapath::NetdRedirect,
         Datapath::NetdXdp,
         Datapath::NetdMacvlan,
+        Datapath::NetdObserved,
     ];
 
     /// netd's bridge driver in its three data-path configurations (`--only netd`).
@@ -73,13 +77,24 @@ impl Datapath {
     /// The `netd daemon` flags of a netd variant, and what `netd info` must then say
     /// (`fast_path`, `xdp`). netd-macvlan runs netd-xdp's (netd's defaults on a NIC with
     /// native XDP), so that the two differ only in the network driver.
-    pub fn daemon_flags(self) -> Option<([&'static str; 4], (&'static str, &'static str))> {
+    pub fn daemon_flags(self) -> Option<(&'static [&'static str], (&'static str, &'static str))> {
         match self {
-            Datapath::NetdTc => Some((["--fast-path", "off", "--xdp", "off"], ("off", "off"))),
-            Datapath::NetdRedirect => Some((["--fast-path", "on", "--xdp", "off"], ("on", "off"))),
+            Datapath::NetdTc => Some((&["--fast-path", "off", "--xdp", "off"], ("off", "off"))),
+            Datapath::NetdRedirect => Some((&["--fast-path", "on", "--xdp", "off"], ("on", "off"))),
             Datapath::NetdXdp | Datapath::NetdMacvlan => {
-                Some((["--fast-path", "on", "--xdp", "native"], ("on", "native")))
+                Some((&["--fast-path", "on", "--xdp", "native"], ("on", "native")))
             }
+            Datapath::NetdObserved => Some((
+                &[
+                    "--fast-path",
+                    "on",
+                    "--xdp",
+                    "native",
+                    "--metrics-addr",
+                    super::observers::METRICS_ADDR,
+                ],
+                ("on", "native"),
+            )),
             Datapath::Direct | Datapath::Iptables | Datapath::Nftables => None,
         }
     }
@@ -119,6 +134,7 @@ impl Datapath {
                 &[Datapath::Iptables, Datapath::Direct]
             }
             Datapath::NetdMacvlan => &[Datapath::NetdXdp, Datapath::Direct],
+            Datapath::NetdObserved => &[Datapath::NetdXdp],
             Datapath::Direct | Datapath::Iptables | Datapath::Nftables => &[],
         }
     }
@@ -128,6 +144,9 @@ impl Datapath {
         match self {
             Datapath::NetdMacvlan => Some(
                 "netd's macvlan driver: `netd network create -d macvlan --subnet 10.200.0.0/24 --gateway 10.200.0.1 --ip-range 10.200.0.128/25 -o parent=uplink0 lan`, the container created on it (10.200.0.128, MAC 02:42:0a:c8:00:80, a macvlan of uplink0 in bridge mode), the daemon with netd-xdp's flags; the client dials the container's own address on its LAN (no bridge, no forwarding, no published port: the scale runs are skipped, as for direct), and the rows labelled published port and masqueraded measure the container's own address both ways (no masquerade); 64-byte frames are addressed to the container's MAC and address. Its ratios are to netd-xdp (netd's bridge, the same daemon) and to direct",
+            ),
+            Datapath::NetdObserved => Some(
+                "netd-xdp's daemon watched as in production for the whole measurement: its /metrics read every second (a plain HTTP GET from the node's namespace, as Prometheus scrapes; each scrape walks every table's keys and the connection table's entries under the daemon's lock) and `netd monitor --type drop,flow` attached (the programs send drops and flows' beginnings and ends through the ring buffer, at most 1,000 events/s per CPU, the rest counted lost). Its ratio is to netd-xdp (the same daemon, unwatched): the issue's target is within 3 % on connections/s and 64-byte frames",
             ),
             _ => None,
         }
@@ -157,6 +176,7 @@ impl fmt::Display for Datapath {
             Datapath::NetdRedirect => "netd-redirect",
             Datapath::NetdXdp => "netd-xdp",
             Datapath::NetdMacvlan => "netd-macvlan",
+            Datapath::NetdObserved => "netd-observed",
         })
     }
 }
@@ -208,6 +228,8 @@ pub struct Bed {
     pub netd_config: Option<serde_json::Value>,
     /// The container's namespace when the bed made it itself (baselines).
     _own_container: Option<Netns>,
+    /// The scraper and the monitor (`netd-observed`), stopped before the daemon.
+    observers: Option<super::observers::Observers>,
 }
 
 impl Bed {
@@ -221,6 +243,7 @@ impl Bed {
             Datapath::NetdRedirect => "nr",
             Datapath::NetdXdp => "nx",
             Datapath::NetdMacvlan => "nm",
+            Datapath::NetdObserved => "no",
         };
         let sandbox = Sandbox::new(&format!("b{code}"))?;
         // The client's connections come from the whole port range, so short connections
@@ -243,7 +266,7 @@ impl Bed {
 
     fn netd(sandbox: Sandbox, datapath: Datapath) -> Result<Self> {
         let (flags, (fast_path, xdp)) = datapath.daemon_flags().context("not a netd datapath")?;
-        let daemon = Daemon::start_with(&sandbox.node, Sandbox::UPLINK, &flags)
+        let daemon = Daemon::start_with(&sandbox.node, Sandbox::UPLINK, flags)
             .with_context(|| format!("{datapath}: start netd daemon {}", flags.join(" ")))?;
         let info = daemon.info().context("netd info")?;
         let network = datapath.netd_network();
@@ -292,6 +315,14 @@ impl Bed {
             ),
             None => None,
         };
+        let observers = if datapath == Datapath::NetdObserved {
+            Some(super::observers::Observers::start(
+                sandbox.node.path(),
+                &daemon,
+            )?)
+        } else {
+            None
+        };
         Ok(Bed {
             datapath,
             sandbox,
@@ -305,6 +336,7 @@ impl Bed {
             bare_container: None,
             netd_config: Some(config),
             _own_container: None,
+            observers,
         })
     }
 
@@ -356,6 +388,7 @@ impl Bed {
             bare_container: None,
             netd_config: None,
             _own_container: Some(ctr),
+            observers: None,
         };
         bed.install(0)?;
         Ok(bed)
@@ -381,7 +414,10 @@ impl Bed {
                         .map(drop)
                 })?
             }
-            Datapath::NetdTc | Datapath::NetdRedirect | Datapath::NetdXdp => {
+            Datapath::NetdTc
+            | Datapath::NetdRedirect
+            | Datapath::NetdXdp
+            | Datapath::NetdObserved => {
                 let daemon = self.daemon.as_ref().context("no daemon")?;
                 if self.fillers > 0 {
                     daemon.cli_ok(&["rm", "filler"])?;
@@ -437,7 +473,10 @@ impl Bed {
                 ])
                 .map(drop)
             })?,
-            Datapath::NetdTc | Datapath::NetdRedirect | Datapath::NetdXdp => {
+            Datapath::NetdTc
+            | Datapath::NetdRedirect
+            | Datapath::NetdXdp
+            | Datapath::NetdObserved => {
                 let daemon = self.daemon.as_ref().context("no daemon")?;
                 let spec = format!("{p}:{p}");
                 timed(|| {
@@ -531,7 +570,10 @@ impl Bed {
                 }
                 "map in place".into()
             }
-            Datapath::NetdTc | Datapath::NetdRedirect | Datapath::NetdXdp => {
+            Datapath::NetdTc
+            | Datapath::NetdRedirect
+            | Datapath::NetdXdp
+            | Datapath::NetdObserved => {
                 let stats = self.netd_stats()?;
                 // With XDP the DNAT may be counted under `UplinkXdp`: any hook counts.
                 let dnat = netd_sum(&stats, |_, r| r == "dnat_new_flow");
@@ -539,8 +581,12 @@ impl Bed {
                 if dnat == 0 || snat == 0 {
                     bail!("netd counted {dnat} DNAT and {snat} SNAT flows");
                 }
+                let observed = match (&self.observers, &self.daemon) {
+                    (Some(o), Some(d)) => format!("; {}", o.evidence(d)?),
+                    _ => String::new(),
+                };
                 format!(
-                    "{dnat} DNAT flows ({}), {snat} SNAT flows ({}); drops: {}",
+                    "{dnat} DNAT flows ({}), {snat} SNAT flows ({}); drops: {}{observed}",
                     by_hook(&stats, "dnat_new_flow"),
                     by_hook(&stats, "snat_new_flow"),
                     netd_drops_text(&stats)

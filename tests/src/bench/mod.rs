@@ -13,6 +13,7 @@ pub mod cni;
 pub mod engines;
 pub mod generator;
 pub mod load;
+mod observers;
 pub mod overlay;
 pub mod report;
 pub mod svg;

@@ -1041,10 +1041,12 @@ pub const ROWS: &[Row] = &[
 ];
 
 /// The cases of the `datapath_cost` bench, by key, as the table names them.
-pub const COST_CASES: [(&str, &str); 7] = [
+pub const COST_CASES: [(&str, &str); 9] = [
     ("dnat_new", "DNAT, new flow to a published port"),
     ("snat_new", "SNAT, new masqueraded flow"),
     ("established", "established flow (reply)"),
+    ("established_monitored", "the same, monitor on drop,flow"),
+    ("established_traced", "the same, monitor tracing"),
     ("miss", "miss (not for netd)"),
     ("endpoint_out", "a container's packet at its veth"),
     (
