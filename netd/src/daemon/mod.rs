@@ -115,6 +115,8 @@ struct Inner {
     cluster: Option<ClusterMember>,
     /// The daemon's events: the reconcile tells of its repairs there.
     events: Arc<crate::events::Events>,
+    /// The connection table as the collector's last sweep found it, for the metrics.
+    flow_census: Option<scrape::FlowCensus>,
 }
 
 pub struct Daemon {
@@ -245,6 +247,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             pending_dels: crate::pending_del::dir(&config.socket),
             cluster: cluster.clone(),
             events: events.clone(),
+            flow_census: None,
         }),
         me: me.clone(),
         cluster: cluster.clone(),
@@ -885,6 +888,7 @@ impl Daemon {
             .filter(|(k, _, _)| !gone.contains(k))
             .collect();
         inner.datapath.set_flow_owners(&conntrack::owners(&kept))?;
+        inner.flow_census = Some(scrape::FlowCensus::of(&kept));
         inner.warn_if_flow_table_full()?;
         Ok(removed)
     }

@@ -1,6 +1,6 @@
 //! What a metrics scrape reads (`netd daemon --metrics-addr`): the node under the
-//! daemon's lock (counters, tables, endpoints, the connection table's SNAT ports), and
-//! the monitor's sessions and events outside it.
+//! daemon's lock (counters, tables, endpoints; the connection table as the collector last
+//! counted it), and the monitor's sessions outside it.
 
 use anyhow::Result;
 use netd_common::counters::Counter;
@@ -16,9 +16,39 @@ impl Daemon {
     }
 }
 
+/// The connection table's entries, counted by the collector on its sweep: a scrape
+/// reads these rather than walk the table (which can hold millions) under the lock.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowCensus {
+    confirmed: usize,
+    unconfirmed: usize,
+    snat_ports_in_use_max: u64,
+}
+
+impl FlowCensus {
+    pub fn of(flows: &conntrack::Snapshot) -> Self {
+        let confirmed = flows
+            .iter()
+            .filter(|(_, _, t)| *t == conntrack::FlowTable::Confirmed)
+            .count();
+        FlowCensus {
+            confirmed,
+            unconfirmed: flows.len() - confirmed,
+            snat_ports_in_use_max: conntrack::snat_ports_in_use_max(flows),
+        }
+    }
+}
+
 impl Inner {
     fn metrics_snapshot(&mut self) -> Result<metrics::Snapshot> {
-        let fill = self.datapath.map_fill()?;
+        let census = match self.flow_census {
+            Some(census) => census,
+            // Before the collector's first sweep.
+            None => FlowCensus::of(&self.datapath.flow_entries()?),
+        };
+        let fill = self
+            .datapath
+            .map_fill_with(Some((census.confirmed, census.unconfirmed)))?;
         let entries = |name: &str| {
             fill.iter()
                 .find(|f| f.name == name)
@@ -33,13 +63,12 @@ impl Inner {
                 .sum::<u64>()
         };
         let monitor = self.datapath.monitor_counts()?;
-        let flows = self.datapath.flow_entries()?;
         Ok(metrics::Snapshot {
             flow_evictions: counted(Some("FlowTable"), "flow_evicted"),
             flow_table_full_drops: counted(None, "drop_flow_table_full"),
             snat_exhausted_drops: counted(None, "drop_snat_ports_exhausted"),
             snat_ports: u64::from(self.snat_ports.end - self.snat_ports.start) + 1,
-            snat_ports_in_use_max: conntrack::snat_ports_in_use_max(&flows),
+            snat_ports_in_use_max: census.snat_ports_in_use_max,
             monitor_sent: monitor.sent,
             monitor_lost: monitor.lost,
             monitor_sessions: 0,

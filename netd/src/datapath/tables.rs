@@ -221,6 +221,12 @@ impl Datapath {
 
     /// Each table's entries and capacity (its `max_entries`), for the metrics.
     pub fn map_fill(&self) -> Result<Vec<MapFill>> {
+        self.map_fill_with(None)
+    }
+
+    /// `map_fill`, with the connection table's two maps counted by the caller
+    /// (confirmed, unconfirmed entries) rather than walked: they are the big ones.
+    pub fn map_fill_with(&self, flows: Option<(usize, usize)>) -> Result<Vec<MapFill>> {
         fn capacity<K: aya::Pod, V>(m: &impl maps::IterableMap<K, V>) -> Result<u32> {
             Ok(m.map().info()?.max_entries())
         }
@@ -243,11 +249,17 @@ impl Datapath {
             ),
             (
                 "flows",
-                hash::<FlowKey, FlowEntry>(self.map(names::FLOWS)?)?,
+                match flows {
+                    Some((confirmed, _)) => (confirmed, self.flow_capacity),
+                    None => hash::<FlowKey, FlowEntry>(self.map(names::FLOWS)?)?,
+                },
             ),
             (
                 "unconfirmed_flows",
-                hash::<FlowKey, FlowEntry>(self.map(names::PENDING_FLOWS)?)?,
+                match flows {
+                    Some((_, unconfirmed)) => (unconfirmed, self.flow_capacity),
+                    None => hash::<FlowKey, FlowEntry>(self.map(names::PENDING_FLOWS)?)?,
+                },
             ),
             (
                 "flow_owners",

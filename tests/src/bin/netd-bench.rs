@@ -30,7 +30,8 @@ struct Cli {
     /// The `datapath_cost` bench's JSON (per-packet cost of netd's programs) to include.
     #[arg(long)]
     program_cost: Option<PathBuf>,
-    /// Only these datapaths (direct, iptables, nftables, netd-tc, netd-redirect, netd-xdp, netd-macvlan;
+    /// Only these datapaths (direct, iptables, nftables, netd-tc, netd-redirect, netd-xdp, netd-macvlan,
+    /// netd-observed;
     /// netd means the three netd bridge ones), Docker engines (docker-bridge, docker-netd;
     /// docker means both), CNI plugins (cni-bridge, cni-netd; cni means both) and cross-node
     /// beds (vxlan-fdb, netd-overlay, netd-overlay-noxdp, netd-same-node; overlay means all four); all by default.
@@ -137,7 +138,7 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 let dps = Datapath::by_name(name).with_context(|| {
                     format!(
-                        "--only: unknown datapath {name:?} (direct, iptables, nftables, netd-tc, netd-redirect, netd-xdp, netd-macvlan, or netd for the three bridge ones; docker-bridge, docker-netd, or docker for both; cni-bridge, cni-netd, or cni for both; vxlan-fdb, netd-overlay, netd-overlay-noxdp, netd-same-node, or overlay for all four)"
+                        "--only: unknown datapath {name:?} (direct, iptables, nftables, netd-tc, netd-redirect, netd-xdp, netd-macvlan, netd-observed, or netd for the three bridge ones; docker-bridge, docker-netd, or docker for both; cni-bridge, cni-netd, or cni for both; vxlan-fdb, netd-overlay, netd-overlay-noxdp, netd-same-node, or overlay for all four)"
                     )
                 })?;
                 add_new(&mut chosen, dps);
