@@ -16,6 +16,7 @@ use netd_common::{
         OverlayInfo, RemoteEndpoint,
     },
     published::{Backend, PortKey},
+    sockets::{SocketOrigin, SocketPeer},
     user::addr_be,
 };
 
@@ -272,6 +273,14 @@ impl Datapath {
             (
                 "endpoints",
                 hash::<u32, EndpointInfo>(self.map(names::ENDPOINTS)?)?,
+            ),
+            (
+                "endpoint_addresses",
+                hash::<u32, u32>(self.map(names::ENDPOINT_VETHS)?)?,
+            ),
+            (
+                "socket_origins",
+                hash::<SocketPeer, SocketOrigin>(self.map(names::SOCKET_ORIGINS)?)?,
             ),
             (
                 "node_addresses",
