@@ -95,7 +95,9 @@ fn each_container_counts_what_it_sent_received_and_had_dropped() -> Result<()> {
     assert_eq!(delta(&after, "packets", "lone", "other", "in"), 0);
     // And over TCP.
     echo_once(&sb.ext.path(), Proto::Tcp, addr(Sandbox::NODE_ADDR, 8080))?;
-    // The connection's last packets may still be on their way.
+    // The connection's last packets may still be on their way. (Whether nothing of what
+    // lone sends below reaches web is the attack tests' business: web's own neighbour
+    // traffic with the node, ARP, may count as received meanwhile.)
     std::thread::sleep(Duration::from_millis(500));
     let tcp = endpoint_samples(&sb)?;
     assert!(
@@ -122,11 +124,6 @@ fn each_container_counts_what_it_sent_received_and_had_dropped() -> Result<()> {
     let lone_out = traffic(&dropped, "packets", "lone", "other", "out")
         - traffic(&before, "packets", "lone", "other", "out");
     assert!(lone_out >= 8, "lone sent {lone_out}");
-    assert!(
-        traffic(&dropped, "packets", "web", "netd0", "in")
-            == traffic(&tcp, "packets", "web", "netd0", "in"),
-        "nothing lone sent reached web"
-    );
 
     // A restart keeps the counts; a removed container's go with it.
     d.stop(libc::SIGTERM)?;
