@@ -23,6 +23,7 @@ pub const EVENT_TRACE: u8 = 4;
 pub const ENDED_FIN: u8 = 1;
 pub const ENDED_RESET: u8 = 2;
 pub const ENDED_TIMEOUT: u8 = 3;
+pub const ENDED_REMOVED: u8 = 4;
 
 /// Bytes of the ring buffer (a power of two, a multiple of the page size).
 pub const MONITOR_RING_BYTES: u32 = 1 << 20;

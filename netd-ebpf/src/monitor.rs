@@ -59,6 +59,7 @@ fn events_of_verdict<F: Frame>(ctx: &F, hook: Hook, reason: Reason, ifindex: u32
         Reason::DnatNew
             | Reason::SnatNew
             | Reason::HairpinNew
+            | Reason::TrackedNew
             | Reason::DnatReply
             | Reason::SnatReply
             | Reason::Established
@@ -68,7 +69,7 @@ fn events_of_verdict<F: Frame>(ctx: &F, hook: Hook, reason: Reason, ifindex: u32
         // told without parsing the rest.
         let new = matches!(
             reason,
-            Reason::DnatNew | Reason::SnatNew | Reason::HairpinNew
+            Reason::DnatNew | Reason::SnatNew | Reason::HairpinNew | Reason::TrackedNew
         );
         if wanted & MONITOR_TRACE == 0 && !new && !tcp_closing(ctx) {
             return;
@@ -143,7 +144,7 @@ fn translated<F: Frame>(ctx: &F, hook: Hook, reason: Reason, wanted: u32, ifinde
     };
     let new = matches!(
         reason,
-        Reason::DnatNew | Reason::SnatNew | Reason::HairpinNew
+        Reason::DnatNew | Reason::SnatNew | Reason::HairpinNew | Reason::TrackedNew
     );
     let kind = if new && wanted & MONITOR_FLOW != 0 {
         EVENT_FLOW_NEW

@@ -53,16 +53,15 @@ pub fn expired(entries: &Snapshot, now: u64) -> Vec<(FlowTable, FlowKey)> {
 
 /// The keys of every flow that involves `addr` (a removed container's address): so that a
 /// reused address inherits nothing.
-/// The flows among `expired` halves, each as its first half's key and entry with its
-/// other half's entry if the snapshot has it.
-pub fn ended(
-    entries: &Snapshot,
-    expired: &[(FlowTable, FlowKey)],
-) -> Vec<(FlowKey, FlowEntry, Option<FlowEntry>)> {
+/// A flow as its first half's key and entry, with its other half's entry if there was one.
+pub type FlowHalves = (FlowKey, FlowEntry, Option<FlowEntry>);
+
+/// The flows among the halves `keys` (expired, or purged), each with its other half if
+/// the snapshot has it.
+pub fn ended(entries: &Snapshot, keys: &[FlowKey]) -> Vec<FlowHalves> {
     let by_key: HashMap<FlowKey, FlowEntry> = entries.iter().map(|(k, e, _)| (*k, *e)).collect();
-    expired
-        .iter()
-        .filter_map(|(_, key)| {
+    keys.iter()
+        .filter_map(|key| {
             let entry = by_key.get(key)?;
             entry
                 .is_first()

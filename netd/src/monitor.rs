@@ -18,19 +18,19 @@ use netd_common::{
     PROTO_ICMP, PROTO_TCP, PROTO_UDP,
     counters::{Hook, Reason},
     flow::{
-        FLAG_END_REPORTED, FlowEntry, FlowKey, ORIGIN_DNAT, ORIGIN_HAIRPIN, ORIGIN_SNAT,
-        ORIGIN_TRACKED, SEEN_FIN, SEEN_RST,
+        FLAG_END_REPORTED, ORIGIN_DNAT, ORIGIN_HAIRPIN, ORIGIN_SNAT, ORIGIN_TRACKED, SEEN_FIN,
+        SEEN_RST,
     },
     monitor::{
-        ENDED_FIN, ENDED_RESET, ENDED_TIMEOUT, EVENT_DROP, EVENT_FLOW_END, EVENT_FLOW_NEW,
-        EVENT_TRACE, EventTuple, MONITOR_DROP, MONITOR_FLOW, MONITOR_TRACE, MonitorConfig,
-        MonitorEvent,
+        ENDED_FIN, ENDED_REMOVED, ENDED_RESET, ENDED_TIMEOUT, EVENT_DROP, EVENT_FLOW_END,
+        EVENT_FLOW_NEW, EVENT_TRACE, EventTuple, MONITOR_DROP, MONITOR_FLOW, MONITOR_TRACE,
+        MonitorConfig, MonitorEvent,
     },
     user::addr_from_be,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::journal::Journal;
+use crate::{conntrack::FlowHalves, journal::Journal};
 
 /// Events kept for clients between their polls.
 pub const HISTORY: usize = 10_000;
@@ -86,6 +86,9 @@ pub fn type_names(bits: u32) -> String {
 pub struct Record {
     pub time_nano: u128,
     pub event: MonitorEvent,
+    /// Its container and network, when the daemon named them as it made the event (the
+    /// container may be gone by the time a client reads it).
+    pub names: Option<(String, String)>,
 }
 
 impl Record {
@@ -207,14 +210,12 @@ impl Monitor {
     }
 }
 
-/// The ends of flows the collector removed for being idle past their timeouts: the
-/// first half of each (its key and entry) with its other half, if that was still there.
-/// A flow whose end the programs reported already (`FLAG_END_REPORTED`) is left out; one
-/// that closed before anyone monitored tells how it closed.
-pub fn expired_flows(
-    ended: &[(FlowKey, FlowEntry, Option<FlowEntry>)],
-    clock: &Clock,
-) -> Vec<Record> {
+/// The ends of flows the daemon removed: by the collector, idle past their timeouts
+/// (`ENDED_TIMEOUT`), or with their container (`ENDED_REMOVED`): what an open flow is
+/// said to have ended by. A flow whose end the programs reported already
+/// (`FLAG_END_REPORTED`) is left out; one that closed before anyone monitored tells how
+/// it closed.
+pub fn flow_ends(ended: &[FlowHalves], clock: &Clock, open_how: u8) -> Vec<Record> {
     ended
         .iter()
         .filter(|(_, first, _)| first.is_first() && first.flags & FLAG_END_REPORTED == 0)
@@ -226,7 +227,7 @@ pub fn expired_flows(
             } else if first.seen & reply.seen & SEEN_FIN != 0 {
                 ENDED_FIN
             } else {
-                ENDED_TIMEOUT
+                open_how
             };
             let tuple = |src_addr, dst_addr, src_port, dst_port| EventTuple {
                 src_addr,
@@ -238,6 +239,7 @@ pub fn expired_flows(
             };
             let last = first.last_seen_ns.max(reply.last_seen_ns);
             Record {
+                names: None,
                 time_nano: clock.unix_ns,
                 event: MonitorEvent {
                     time_ns: last,
@@ -294,6 +296,7 @@ pub async fn read_events(monitor: Arc<Monitor>, ring: RingBuf<MapData>) {
                 records.push(Record {
                     time_nano: clock.unix_of(event.time_ns),
                     event,
+                    names: None,
                 });
             }
         }
@@ -334,7 +337,8 @@ pub struct EventView {
     /// `drop`, `flow-new`, `flow-end` or `trace`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// Why (a counter reason's name), or how a flow ended (`fin`, `reset`, `timeout`).
+    /// Why (a counter reason's name), or how a flow ended (`fin`, `reset`, `timeout`,
+    /// `removed` with its container).
     pub reason: String,
     /// Where a drop happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -412,7 +416,7 @@ impl Record {
         } else {
             e.ifindex
         };
-        let (container, network) = match (names.endpoint)(owner) {
+        let (container, network) = match self.names.clone().or_else(|| (names.endpoint)(owner)) {
             Some((c, n)) => (Some(c), Some(n)),
             None => (None, None),
         };
@@ -462,6 +466,7 @@ fn ended_name(how: u8) -> &'static str {
         ENDED_FIN => "fin",
         ENDED_RESET => "reset",
         ENDED_TIMEOUT => "timeout",
+        ENDED_REMOVED => "removed",
         _ => "unknown",
     }
 }
@@ -538,6 +543,7 @@ mod tests {
     fn events_read_as_one_line_each() {
         let client = tuple([10, 200, 0, 1], 52114, [10, 200, 0, 2], 8080);
         let end = Record {
+            names: None,
             time_nano: 1_764_858_001_123_456_000,
             event: MonitorEvent {
                 kind: EVENT_FLOW_END,
@@ -560,6 +566,7 @@ mod tests {
              10 packets, 624 bytes, 0.002 s"
         );
         let drop = Record {
+            names: None,
             time_nano: end.time_nano,
             event: MonitorEvent {
                 kind: EVENT_DROP,

@@ -237,6 +237,11 @@ impl HeldConnection {
         Ok(held)
     }
 
+    /// The client's end of the connection.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.0.local_addr()?)
+    }
+
     pub fn exchange(&mut self) -> Result<()> {
         let msg = b"still there?";
         self.0

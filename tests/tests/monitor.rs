@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use netd_tests::{
-    Daemon, EchoServer, Proto, Sandbox, addr, craft, echo_fails, echo_once,
+    Daemon, EchoServer, HeldConnection, Proto, Sandbox, addr, craft, echo_fails, echo_once,
     monitor::{expect, spoofed, unix_now, wait_attached},
     require_root,
     stream::Stream,
@@ -130,6 +130,21 @@ fn monitor_shows_drops_flows_their_translations_and_ends_within_a_second() -> Re
     assert!(echo_fails(&lone.netns, Proto::Tcp, addr(web.ip, 80))?);
     assert!(web_only.drain(Duration::from_millis(500)).is_empty());
     assert!(web_only.interrupt()?.success());
+
+    // A connection still open when its container is removed ends with it.
+    let held = HeldConnection::open(&sb.ext.path(), addr(Sandbox::NODE_ADDR, 8080))?;
+    let local = held.local_addr()?;
+    expect(&mon, Duration::from_secs(1), |e| {
+        e["type"] == "flow-new" && field(e, "src") == local.to_string()
+    })?;
+    d.cli_ok(&["rm", "-f", "web"])?;
+    let gone = expect(&mon, Duration::from_secs(1), |e| {
+        e["type"] == "flow-end" && field(e, "src") == local.to_string()
+    })?;
+    assert_eq!(field(&gone, "reason"), "removed", "{gone}");
+    assert_eq!(field(&gone, "container"), "web", "{gone}");
+    assert!(gone["packets"].as_u64().unwrap_or(0) >= 3, "{gone}");
+    drop(held);
 
     // The monitors are interrupted: the programs are asked for nothing more, at once.
     assert!(mon.interrupt()?.success());

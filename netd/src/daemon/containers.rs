@@ -587,13 +587,15 @@ impl Inner {
             netlink: &self.netlink,
             container: self.sandboxes.get(&c.id),
         };
-        executor::teardown(
+        let left = executor::teardown(
             &node,
             &mut self.datapath,
             &format!("container {}", c.name),
             steps,
         )
-        .await
+        .await;
+        self.report_purged(Some(c));
+        left
     }
 
     /// Detach one endpoint, tolerant of parts already gone: every step tried; what

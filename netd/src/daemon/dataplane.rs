@@ -43,8 +43,11 @@ impl Dataplane for Datapath {
     }
 
     fn purge_flows(&mut self, ip: Ipv4Addr) -> Result<()> {
-        let keys = conntrack::involving(&self.flow_entries()?, ip);
-        self.remove_flows(&keys)
+        let entries = self.flow_entries()?;
+        let keys = conntrack::involving(&entries, ip);
+        self.remove_flows(&keys)?;
+        self.note_purged(conntrack::ended(&entries, &keys));
+        Ok(())
     }
 
     fn publish(&mut self, binding: &PortBinding, ip: Ipv4Addr, ifindex: u32) -> Result<()> {

@@ -117,6 +117,8 @@ struct Inner {
     events: Arc<crate::events::Events>,
     /// The connection table as the collector's last sweep found it, for the metrics.
     flow_census: Option<scrape::FlowCensus>,
+    /// `netd monitor`'s events: flows purged with their containers end there.
+    monitor: Arc<crate::monitor::Monitor>,
 }
 
 pub struct Daemon {
@@ -248,6 +250,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             cluster: cluster.clone(),
             events: events.clone(),
             flow_census: None,
+            monitor: monitor.clone(),
         }),
         me: me.clone(),
         cluster: cluster.clone(),
@@ -872,13 +875,17 @@ impl Daemon {
             removed += inner.datapath.sweep_flows(table, &keys, now)?;
         }
         if self.monitor.wanted() & netd_common::monitor::MONITOR_FLOW != 0 {
-            let ended = conntrack::ended(&entries, &expired)
+            let keys: Vec<_> = expired.iter().map(|(_, k)| *k).collect();
+            let ended = conntrack::ended(&entries, &keys)
                 .into_iter()
                 .filter(|(key, _, _)| !inner.datapath.has_flow(key).unwrap_or(true))
                 .collect::<Vec<_>>();
             let clock = crate::monitor::Clock::now();
-            self.monitor
-                .record(crate::monitor::expired_flows(&ended, &clock));
+            self.monitor.record(crate::monitor::flow_ends(
+                &ended,
+                &clock,
+                netd_common::monitor::ENDED_TIMEOUT,
+            ));
         }
         // From the same snapshot, less what the sweep was asked to remove (a flow it
         // spared is counted again at the next sweep).

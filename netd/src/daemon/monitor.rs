@@ -13,9 +13,12 @@ use anyhow::anyhow;
 use serde_json::Value;
 
 use super::{Daemon, Inner, to_json};
+use netd_common::monitor::{ENDED_REMOVED, MONITOR_FLOW};
+
 use crate::{
     api::{ApiError, ApiRequest},
     monitor::{self, DEFAULT_RATE, Names, Page, Record, Want},
+    state::Container,
 };
 
 /// The longest a monitor's poll waits: well inside the session's lease.
@@ -99,14 +102,43 @@ impl Daemon {
 }
 
 impl Inner {
-    /// The events with their containers, networks and interfaces named.
-    fn monitor_views(&self, records: &[Record]) -> Vec<monitor::EventView> {
-        let endpoints: HashMap<u32, (String, String)> = self
-            .state
+    /// The flows the last changes purged (a container, an endpoint, a network removed):
+    /// their ends for `netd monitor`, named now (`gone`: the container being removed,
+    /// which the state may not hold any more).
+    pub(super) fn report_purged(&mut self, gone: Option<&Container>) {
+        let ended = self.datapath.take_purged();
+        if ended.is_empty() || self.monitor.wanted() & MONITOR_FLOW == 0 {
+            return;
+        }
+        let mut names = self.endpoint_names();
+        for e in gone
+            .iter()
+            .flat_map(|c| c.endpoints.iter().map(move |e| (c, e)))
+        {
+            names.insert(e.1.host_ifindex, (e.0.name.clone(), e.1.network.clone()));
+        }
+        let records = monitor::flow_ends(&ended, &monitor::Clock::now(), ENDED_REMOVED)
+            .into_iter()
+            .map(|mut r| {
+                r.names = names.get(&r.event.endpoint).cloned();
+                r
+            })
+            .collect();
+        self.monitor.record(records);
+    }
+
+    /// Each endpoint's container and network, by its host-side veth.
+    fn endpoint_names(&self) -> HashMap<u32, (String, String)> {
+        self.state
             .endpoints()
             .filter(|(_, e)| e.host_ifindex != 0)
             .map(|(c, e)| (e.host_ifindex, (c.name.clone(), e.network.clone())))
-            .collect();
+            .collect()
+    }
+
+    /// The events with their containers, networks and interfaces named.
+    fn monitor_views(&self, records: &[Record]) -> Vec<monitor::EventView> {
+        let endpoints = self.endpoint_names();
         let endpoint = |ifindex: u32| endpoints.get(&ifindex).cloned();
         let interface = |ifindex: u32| crate::netns::interface_name(ifindex);
         let names = Names {

@@ -470,7 +470,9 @@ impl Inner {
             netlink: &self.netlink,
             container: ns,
         };
-        executor::apply(&node, &mut self.datapath, plan).await
+        let applied = executor::apply(&node, &mut self.datapath, plan).await;
+        self.report_purged(None);
+        applied
     }
 
     /// Remove a network; what could not be undone comes back as warnings.
@@ -513,6 +515,7 @@ impl Inner {
             &driver::of(n).teardown(n),
         )
         .await;
+        self.report_purged(None);
         self.state.networks.remove(&n.name);
         self.save()?;
         info!("network {}: removed", n.name);

@@ -103,6 +103,16 @@ impl Datapath {
         Ok(adopted)
     }
 
+    /// Keep the flows a purge removed, for `take_purged`.
+    pub fn note_purged(&mut self, flows: Vec<crate::conntrack::FlowHalves>) {
+        self.purged.extend(flows);
+    }
+
+    /// The flows purged since the last call.
+    pub fn take_purged(&mut self) -> Vec<crate::conntrack::FlowHalves> {
+        std::mem::take(&mut self.purged)
+    }
+
     /// Whether either table holds `key`.
     pub fn has_flow(&mut self, key: &FlowKey) -> Result<bool> {
         for table in FlowTable::BOTH {

@@ -39,6 +39,9 @@ pub struct Datapath {
     endpoints_attached: HashSet<String>,
     /// `--flow-table-size`: entries in each of the connection table's maps.
     flow_capacity: u32,
+    /// Flows purged with their endpoints since the daemon last took them (`take_purged`),
+    /// each as its first half with its other half: for `netd monitor`'s flow ends.
+    purged: Vec<crate::conntrack::FlowHalves>,
 }
 
 /// The uplink's programs and where they attach.
