@@ -88,6 +88,12 @@ pub fn find(key: &FlowKey) -> Option<(Table, FlowEntry)> {
     Table::Pending.get(key).map(|e| (Table::Pending, e))
 }
 
+/// The half stored under `key`, in place, wherever it is (confirmed flows first).
+#[inline(always)]
+pub fn find_mut(key: &FlowKey) -> Option<*mut FlowEntry> {
+    FLOWS.get_ptr_mut(key).or_else(|| PENDING.get_ptr_mut(key))
+}
+
 #[inline(always)]
 pub fn key_of(pkt: &Packet, dir: u8) -> FlowKey {
     FlowKey {

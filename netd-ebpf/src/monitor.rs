@@ -19,8 +19,8 @@ use netd_common::{
 };
 
 use crate::{
-    conntrack::{find, now},
-    maps::{FLOWS, MONITOR_CONFIG, MONITOR_EVENTS, MONITOR_STATE, PENDING},
+    conntrack::{find, find_mut, now},
+    maps::{MONITOR_CONFIG, MONITOR_EVENTS, MONITOR_STATE},
     parse::{Frame, IP_PROTO_OFF, L4_OFF, Packet, parse_ipv4_l4},
 };
 
@@ -189,10 +189,7 @@ fn translated<F: Frame>(ctx: &F, hook: Hook, reason: Reason, wanted: u32, ifinde
 #[inline(always)]
 fn ended(reply_key: &FlowKey, reply: &FlowEntry, reason: Reason, ifindex: u32) {
     let this_key = reply_key.partner(reply);
-    let Some(this) = FLOWS
-        .get_ptr_mut(this_key)
-        .or_else(|| PENDING.get_ptr_mut(this_key))
-    else {
+    let Some(this) = find_mut(&this_key) else {
         return;
     };
     // SAFETY: a pointer into a map's value; racing writers only set bits and add to the
@@ -216,9 +213,7 @@ fn ended(reply_key: &FlowKey, reply: &FlowEntry, reason: Reason, ifindex: u32) {
     let first_ptr = if this.is_first() {
         Some(this as *mut FlowEntry)
     } else {
-        FLOWS
-            .get_ptr_mut(first_key)
-            .or_else(|| PENDING.get_ptr_mut(first_key))
+        find_mut(first_key)
     };
     let Some(first_ptr) = first_ptr else {
         return;
