@@ -27,6 +27,7 @@ pub mod pins;
 pub mod plan;
 pub mod ports;
 pub mod process;
+pub mod readiness;
 pub mod state;
 pub mod sysctl;
 

@@ -13,7 +13,6 @@ use std::{
 
 use anyhow::{Result, bail};
 use aya::maps::{MapData, RingBuf};
-use log::warn;
 use netd_common::{
     PROTO_ICMP, PROTO_TCP, PROTO_UDP,
     counters::{Hook, Reason},
@@ -266,29 +265,10 @@ pub fn flow_ends(ended: &[FlowHalves], clock: &Clock, open_how: u8) -> Vec<Recor
 
 /// Read the programs' events from their ring buffer into the monitor, as they come.
 pub async fn read_events(monitor: Arc<Monitor>, ring: RingBuf<MapData>) {
-    // SAFETY: the ring buffer owns its descriptor, which stays open and the same for as
-    // long as it lives, and the AsyncFd owns the ring buffer.
-    let registered = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE)
-    };
-    let mut ring = match registered {
-        Ok(fd) => fd,
-        Err(e) => {
-            warn!("netd monitor: cannot watch the programs' ring buffer: {e}");
-            return;
-        }
-    };
-    loop {
-        let mut ready = match ring.readable_mut().await {
-            Ok(ready) => ready,
-            Err(e) => {
-                warn!("netd monitor: the programs' ring buffer: {e}");
-                return;
-            }
-        };
+    let what = "netd monitor: the programs' ring buffer";
+    crate::readiness::drain_when_readable(ring, what, |events| {
         let clock = Clock::now();
         let mut records = Vec::new();
-        let events = ready.get_inner_mut();
         while let Some(item) = events.next() {
             if item.len() >= size_of::<MonitorEvent>() {
                 let event: MonitorEvent =
@@ -300,9 +280,9 @@ pub async fn read_events(monitor: Arc<Monitor>, ring: RingBuf<MapData>) {
                 });
             }
         }
-        ready.clear_ready();
         monitor.record(records);
-    }
+    })
+    .await
 }
 
 /// The wall clock against CLOCK_MONOTONIC (the programs' `bpf_ktime_get_ns`), read once.

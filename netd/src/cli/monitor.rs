@@ -65,26 +65,11 @@ pub async fn run(client: &Client, args: MonitorArgs) -> Result<ExitCode> {
     // session's lease.
     tokio::select! {
         result = follow => result,
-        () = interrupted() => {
+        () = crate::readiness::termination_signal() => {
             let detach = format!("monitor?session={session}");
             let _: serde_json::Value = client.call(Method::DELETE, &detach, None::<&()>).await?;
             Ok(ExitCode::SUCCESS)
         }
-    }
-}
-
-async fn interrupted() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = int.recv() => {},
-        _ = term.recv() => {},
     }
 }
 

@@ -368,7 +368,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let stopping = {
         let (events, monitor) = (daemon.events.clone(), daemon.monitor.clone());
         async move {
-            shutdown_signal().await;
+            crate::readiness::termination_signal().await;
             events.close();
             monitor.close();
         }
@@ -396,7 +396,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     };
     tokio::select! {
         () = finished => {}
-        () = shutdown_signal() => warn!(
+        () = crate::readiness::termination_signal() => warn!(
             "netd stopping before the requests in flight finished: the next start removes what they left half-made"
         ),
     }
@@ -407,21 +407,6 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         "netd stopping; the data path stays attached and containers keep running, adopted by the next start"
     );
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
 }
 
 /// The node's VXLAN device for the overlays, its MTU the underlay's less VXLAN's overhead
@@ -928,25 +913,7 @@ async fn follow_node_addresses(
 
 /// Pass the kernel programs' log records to the daemon's log as they come.
 async fn read_program_logs<L: log::Log + Send + 'static>(logger: aya_log::EbpfLogger<L>) {
-    // SAFETY: the logger owns its ring buffer's descriptor, which stays open and the same
-    // for as long as the logger lives, and the AsyncFd owns the logger.
-    let registered = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
-    };
-    let mut logger = match registered {
-        Ok(l) => l,
-        Err(e) => {
-            warn!("the kernel programs' logs cannot be read: {e}");
-            return;
-        }
-    };
-    loop {
-        let Ok(mut ready) = logger.readable_mut().await else {
-            return;
-        };
-        ready.get_inner_mut().flush();
-        ready.clear_ready();
-    }
+    crate::readiness::drain_when_readable(logger, "the kernel programs' logs", |l| l.flush()).await
 }
 
 async fn collect_garbage(daemon: Weak<Daemon>, every: Duration) {

@@ -13,7 +13,7 @@ use anyhow::anyhow;
 use serde_json::Value;
 
 use super::{Daemon, Inner, to_json};
-use netd_common::monitor::{ENDED_REMOVED, MONITOR_FLOW};
+use netd_common::monitor::{ENDED_REMOVED, MONITOR_FLOW, MonitorConfig};
 
 use crate::{
     api::{ApiError, ApiRequest},
@@ -44,14 +44,8 @@ impl Daemon {
             rate: small("rate", DEFAULT_RATE)?,
         };
         let session = number("session", 0)?;
-        if let Some(config) = self.monitor.attach(session, want, Instant::now()) {
-            self.inner
-                .lock()
-                .await
-                .datapath
-                .set_monitor(&config)
-                .map_err(ApiError::from)?;
-        }
+        self.ask_programs(self.monitor.attach(session, want, Instant::now()))
+            .await?;
         let (records, last) = match req.param("after") {
             // A new client: from the next event on.
             None => (Vec::new(), self.monitor.last()),
@@ -82,6 +76,14 @@ impl Daemon {
 }
 
 impl Daemon {
+    /// Ask the programs for what the monitor's sessions now want, when it changed.
+    async fn ask_programs(&self, changed: Option<MonitorConfig>) -> anyhow::Result<()> {
+        match changed {
+            Some(config) => self.inner.lock().await.datapath.set_monitor(&config),
+            None => Ok(()),
+        }
+    }
+
     /// `DELETE /monitor?session=ID`: a client leaving (interrupted) detaches at once.
     pub(super) async fn monitor_detach(&self, req: &ApiRequest) -> Result<Value, ApiError> {
         let session: u64 = req
@@ -89,14 +91,8 @@ impl Daemon {
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| ApiError::bad_request(anyhow!("session=ID is required")))?;
         self.monitor.detach(session);
-        if let Some(config) = self.monitor.expire(Instant::now()) {
-            self.inner
-                .lock()
-                .await
-                .datapath
-                .set_monitor(&config)
-                .map_err(ApiError::from)?;
-        }
+        self.ask_programs(self.monitor.expire(Instant::now()))
+            .await?;
         Ok(serde_json::json!({ "detached": session }))
     }
 }
@@ -157,8 +153,9 @@ pub(super) async fn expire_sessions(daemon: Weak<Daemon>) {
         let Some(daemon) = daemon.upgrade() else {
             return;
         };
-        if let Some(config) = daemon.monitor.expire(Instant::now())
-            && let Err(e) = daemon.inner.lock().await.datapath.set_monitor(&config)
+        if let Err(e) = daemon
+            .ask_programs(daemon.monitor.expire(Instant::now()))
+            .await
         {
             log::warn!("netd monitor: {e:#}");
         }
