@@ -3,7 +3,10 @@
 //! confirmed flows each endpoint holds. The table is two maps (see netd-ebpf's
 //! `conntrack`): confirmed flows, never evicted, and flows not confirmed yet, an LRU.
 
-use std::{collections::HashMap, net::Ipv4Addr};
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+};
 
 use netd_common::{
     PROTO_ICMP, PROTO_TCP,
@@ -57,16 +60,25 @@ pub fn expired(entries: &Snapshot, now: u64) -> Vec<(FlowTable, FlowKey)> {
 pub type FlowHalves = (FlowKey, FlowEntry, Option<FlowEntry>);
 
 /// The flows among the halves `keys` (expired, or purged), each with its other half if
-/// the snapshot has it.
+/// the snapshot has it. Only those halves and their partners are indexed, not the whole
+/// snapshot: a purge runs under the daemon's lock, with a few keys of a table that may
+/// hold millions.
 pub fn ended(entries: &Snapshot, keys: &[FlowKey]) -> Vec<FlowHalves> {
-    let by_key: HashMap<FlowKey, FlowEntry> = entries.iter().map(|(k, e, _)| (*k, *e)).collect();
-    keys.iter()
-        .filter_map(|key| {
-            let entry = by_key.get(key)?;
-            entry
-                .is_first()
-                .then(|| (*key, *entry, by_key.get(&key.partner(entry)).copied()))
-        })
+    let wanted: HashSet<FlowKey> = keys.iter().copied().collect();
+    let firsts: Vec<(FlowKey, FlowEntry)> = entries
+        .iter()
+        .filter(|(k, e, _)| e.is_first() && wanted.contains(k))
+        .map(|(k, e, _)| (*k, *e))
+        .collect();
+    let partner_keys: HashSet<FlowKey> = firsts.iter().map(|(k, e)| k.partner(e)).collect();
+    let partners: HashMap<FlowKey, FlowEntry> = entries
+        .iter()
+        .filter(|(k, _, _)| partner_keys.contains(k))
+        .map(|(k, e, _)| (*k, *e))
+        .collect();
+    firsts
+        .into_iter()
+        .map(|(key, entry)| (key, entry, partners.get(&key.partner(&entry)).copied()))
         .collect()
 }
 
@@ -158,6 +170,20 @@ mod tests {
             (key, entry, FlowTable::Confirmed),
             (partner, reply, FlowTable::Confirmed),
         ]
+    }
+
+    #[test]
+    fn ended_flows_are_their_first_halves_with_their_partners() {
+        let snapshot = flow(SEEN_SYN, SEEN_SYN | SEEN_ACK, 0);
+        let (first, reply) = (snapshot[0].0, snapshot[1].0);
+        let both = ended(&snapshot, &[reply, first]);
+        assert_eq!(both, vec![(first, snapshot[0].1, Some(snapshot[1].1))]);
+        assert!(
+            ended(&snapshot, &[reply]).is_empty(),
+            "a reply half alone is no flow"
+        );
+        let alone = ended(&snapshot[..1].to_vec(), &[first]);
+        assert_eq!(alone, vec![(first, snapshot[0].1, None)]);
     }
 
     #[test]
