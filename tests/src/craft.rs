@@ -293,6 +293,19 @@ pub fn set_up(ifname: &str) -> Result<()> {
     Ok(())
 }
 
+/// A UDP frame from the container at `from` (its own MAC, as netd gives it) to the one at
+/// `to`, with a source address `from` does not own (10.99.0.`marker`): what its veth's
+/// program drops (`drop_spoofed_source`), and nothing else does.
+pub fn spoofed(from: Ipv4Addr, to: Ipv4Addr, marker: u8) -> Vec<u8> {
+    const UDP: u8 = 17;
+    let ip = ipv4(Ipv4Addr::new(10, 99, 0, marker), to, UDP, 1, 0, b"spoof");
+    ipv4_frame(
+        netd::endpoint::mac_for(to),
+        netd::endpoint::mac_for(from),
+        &ip,
+    )
+}
+
 /// Send `frames` as they are out of `ifname` in the namespace at `netns`.
 pub fn send_frames(netns: &Path, ifname: &str, frames: Vec<Vec<u8>>) -> Result<()> {
     let ifname = ifname.to_string();

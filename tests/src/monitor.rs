@@ -1,5 +1,5 @@
-//! Helpers for `netd monitor`'s tests: frames every container can send that its veth
-//! drops (a spoofed source), and waiting for a monitor's events.
+//! Helpers for `netd monitor`'s tests: waiting for a monitor's events, and for it to be
+//! attached (with frames every container can send that its veth drops: `craft::spoofed`).
 
 use std::{
     net::Ipv4Addr,
@@ -10,19 +10,6 @@ use anyhow::{Result, bail};
 use serde_json::Value;
 
 use crate::{craft, stream::Stream};
-
-const UDP: u8 = 17;
-
-fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
-    let o = ip.octets();
-    [0x02, 0x42, o[0], o[1], o[2], o[3]]
-}
-
-/// A frame from `from` with a source address it does not own: dropped at its veth.
-pub fn spoofed(from: Ipv4Addr, to: Ipv4Addr, marker: u8) -> Vec<u8> {
-    let ip = craft::ipv4(Ipv4Addr::new(10, 99, 0, marker), to, UDP, 1, 0, b"spoof");
-    craft::ipv4_frame(mac_of(to), mac_of(from), &ip)
-}
 
 pub fn unix_now() -> u128 {
     SystemTime::now()
@@ -47,7 +34,7 @@ pub fn expect(mon: &Stream, within: Duration, wanted: impl Fn(&Value) -> bool) -
 /// Send spoofed frames from `c` until the monitor shows one: it is attached.
 pub fn wait_attached(mon: &Stream, c: &crate::daemon::Container, to: Ipv4Addr) -> Result<()> {
     for _ in 0..30 {
-        craft::send_frames(&c.netns, "eth0", vec![spoofed(c.ip, to, 1)])?;
+        craft::send_frames(&c.netns, "eth0", vec![craft::spoofed(c.ip, to, 1)])?;
         if expect(mon, Duration::from_millis(200), |e| {
             e["reason"] == "drop_spoofed_source"
         })

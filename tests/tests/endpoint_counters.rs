@@ -12,7 +12,6 @@ use netd_tests::{
 };
 
 const METRICS: &str = "127.0.0.1:9464";
-const UDP: u8 = 17;
 
 /// The daemon's `netd_endpoint_*` samples: series (name and labels) to value.
 fn endpoint_samples(sb: &Sandbox) -> Result<HashMap<String, u64>> {
@@ -39,11 +38,6 @@ fn drops(s: &HashMap<String, u64>, container: &str, network: &str, reason: &str)
         "netd_endpoint_drops_total{{container=\"{container}\",network=\"{network}\",reason=\"{reason}\"}}"
     );
     s.get(&series).copied().unwrap_or(0)
-}
-
-fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
-    let o = ip.octets();
-    [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
 #[test]
@@ -107,12 +101,7 @@ fn each_container_counts_what_it_sent_received_and_had_dropped() -> Result<()> {
 
     // What a container sends that is dropped counts as sent, and as dropped by reason:
     // exactly, with frames no background traffic makes (a spoofed source) ...
-    let spoofed: Vec<Vec<u8>> = (0..7)
-        .map(|i| {
-            let ip = craft::ipv4(Ipv4Addr::new(10, 99, 0, i), web.ip, UDP, 1, 0, b"spoof");
-            craft::ipv4_frame(mac_of(web.ip), mac_of(lone.ip), &ip)
-        })
-        .collect();
+    let spoofed: Vec<Vec<u8>> = (0..7).map(|i| craft::spoofed(lone.ip, web.ip, i)).collect();
     craft::send_frames(&lone.netns, "eth0", spoofed)?;
     // ... and an isolation drop, as a connection attempt makes it.
     assert!(echo_fails(&lone.netns, Proto::Tcp, addr(web.ip, 80))?);

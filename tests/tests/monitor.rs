@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use netd_tests::{
     Daemon, EchoServer, HeldConnection, Proto, Sandbox, addr, craft, echo_fails, echo_once,
-    monitor::{expect, spoofed, unix_now, wait_attached},
+    monitor::{expect, unix_now, wait_attached},
     require_root,
     stream::Stream,
 };
@@ -160,7 +160,11 @@ fn monitor_shows_drops_flows_their_translations_and_ends_within_a_second() -> Re
         std::thread::sleep(Duration::from_millis(200));
     }
     let sent = d.info()?["monitor"]["events_sent"].as_u64();
-    craft::send_frames(&lone.netns, "eth0", vec![spoofed(lone.ip, web.ip, 2)])?;
+    craft::send_frames(
+        &lone.netns,
+        "eth0",
+        vec![craft::spoofed(lone.ip, web.ip, 2)],
+    )?;
     assert!(echo_fails(&lone.netns, Proto::Tcp, addr(web.ip, 80))?);
     assert_eq!(d.info()?["monitor"]["events_sent"].as_u64(), sent);
     Ok(())

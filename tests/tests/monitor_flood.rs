@@ -11,10 +11,8 @@ use std::{
 
 use anyhow::{Result, bail};
 use netd_tests::{
-    Daemon, EchoServer, Proto, Sandbox, addr, craft, echo_once,
-    monitor::{spoofed, wait_attached},
-    require_root,
-    stream::Stream,
+    Daemon, EchoServer, Proto, Sandbox, addr, craft, echo_once, monitor::wait_attached,
+    require_root, stream::Stream,
 };
 use serde_json::Value;
 
@@ -49,7 +47,7 @@ fn a_flood_loses_events_counted_and_no_packets() -> Result<()> {
 
     // The flood: frames the endpoint program drops, each an event offered.
     let frames = (0..FLOOD)
-        .map(|i| spoofed(lone.ip, web.ip, (i % 250) as u8))
+        .map(|i| craft::spoofed(lone.ip, web.ip, (i % 250) as u8))
         .collect();
     let started = Instant::now();
     craft::send_frames(&lone.netns, "eth0", frames)?;
