@@ -33,9 +33,18 @@ pub const ENDPOINT_COUNTERS: &str = "NETD_EPCOUNTERS_V1";
 /// Per-endpoint drops by reason (per CPU): an LRU, so a table full of stale keys never
 /// stops counting.
 pub const ENDPOINT_DROPS: &str = "NETD_EPDROPS_V1";
+/// The IPv6 side of each endpoint with IPv6, by host-side veth (as `ENDPOINTS`).
+pub const ENDPOINTS6: &str = "NETD_ENDPOINTS6_V1";
+/// The networks' IPv6 subnets (an LPM trie, as `NETWORKS`).
+pub const NETWORKS6: &str = "NETD_NETWORKS6_V1";
+/// The node's own IPv6 addresses (as `NODE_ADDRS`).
+pub const NODE_ADDRS6: &str = "NETD_ADDRS6_V1";
+/// The IPv6 programs the IPv4 entry points hand IPv6 frames to (`CALL_*` indexes). Pinned:
+/// the kernel empties a program array when its last user reference goes.
+pub const CALLS: &str = "NETD_CALLS_V1";
 
 /// Every pinned map of the kernel object (a test checks the object has exactly these).
-pub const PINNED: [&str; 16] = [
+pub const PINNED: [&str; 20] = [
     PUBLISHED_PORTS,
     FLOWS,
     PENDING_FLOWS,
@@ -52,6 +61,10 @@ pub const PINNED: [&str; 16] = [
     OVERLAYS,
     ENDPOINT_COUNTERS,
     ENDPOINT_DROPS,
+    ENDPOINTS6,
+    NETWORKS6,
+    NODE_ADDRS6,
+    CALLS,
 ];
 
 pub const PUBLISHED_PORTS_MAX: u32 = 65_536;
@@ -66,6 +79,12 @@ pub const NETWORKS_MAX: u32 = 4_096;
 pub const ENDPOINT_DROPS_MAX: u32 = 65_536;
 /// Containers of the cluster's other nodes this node can reach over its overlays.
 pub const REMOTE_ENDPOINTS_MAX: u32 = 65_536;
+/// Slots of `CALLS`.
+pub const CALLS_MAX: u32 = 8;
+/// `CALLS` index of `endpoint_ingress6`.
+pub const CALL_ENDPOINT_INGRESS6: u32 = 0;
+/// `CALLS` index of `uplink_ingress6`.
+pub const CALL_UPLINK_INGRESS6: u32 = 1;
 /// Fragmented datagrams in flight whose first fragment was seen.
 pub const FRAGMENTS_MAX: u32 = 16_384;
 /// Candidate keys one run of the sweep program judges (an array map, not pinned: it
@@ -94,6 +113,25 @@ pub struct EndpointInfo {
     /// Its bridge's ifindex: where the node routes the endpoint's packets from (the fast
     /// path's route lookup starts there, as the stack's would).
     pub bridge_ifindex: u32,
+}
+
+/// An IPv6 address as the programs compare it: its 16 bytes in packet order, read as four
+/// native `u32`s (the shape of `bpf_sock_addr.user_ip6` and `bpf_fib_lookup.ipv6_*`).
+pub type Addr6 = [u32; 4];
+
+/// Value of `ENDPOINTS6`, keyed by the host-side veth's ifindex: the IPv6 addresses of an
+/// endpoint whose network has IPv6 (its MAC and flags are `ENDPOINTS`').
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Endpoint6Info {
+    /// The container's address on the network (from IPAM).
+    pub addr: Addr6,
+    /// The container interface's link-local address (EUI-64 of its MAC).
+    pub link_local: Addr6,
+    /// The network's gateway (the bridge's address on the subnet).
+    pub gateway: Addr6,
+    /// The bridge's link-local address (EUI-64 of its MAC).
+    pub gateway_link_local: Addr6,
 }
 
 /// The endpoint's network has inter-container communication off (`enable_icc=false`).
@@ -203,6 +241,7 @@ pub const FRAGMENT_TIMEOUT_NS: u64 = 30_000_000_000;
 const _: () = {
     use core::mem::size_of;
     assert!(size_of::<EndpointInfo>() == 32);
+    assert!(size_of::<Endpoint6Info>() == 64);
     assert!(size_of::<NetworkInfo>() == 8);
     assert!(size_of::<RemoteEndpoint>() == 8);
     assert!(size_of::<OverlayInfo>() == 8);

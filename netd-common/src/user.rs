@@ -5,8 +5,8 @@ use crate::{
     fast_path::XdpMeta,
     flow::{FlowEntry, FlowKey},
     maps::{
-        EndpointInfo, FragmentKey, FragmentPorts, NetworkInfo, NodeConfig, OverlayInfo,
-        RemoteEndpoint,
+        Endpoint6Info, EndpointInfo, FragmentKey, FragmentPorts, NetworkInfo, NodeConfig,
+        OverlayInfo, RemoteEndpoint,
     },
     monitor::{EventTuple, MonitorConfig, MonitorEvent, MonitorState},
     published::{Backend, PortKey},
@@ -32,6 +32,7 @@ pod!(
     FlowEntry,
     NodeConfig,
     EndpointInfo,
+    Endpoint6Info,
     NetworkInfo,
     FragmentKey,
     FragmentPorts,
@@ -56,6 +57,46 @@ pub fn addr_be(addr: core::net::Ipv4Addr) -> u32 {
 
 pub fn addr_from_be(addr: u32) -> core::net::Ipv4Addr {
     core::net::Ipv4Addr::from(addr.to_ne_bytes())
+}
+
+/// An IPv6 address as the kernel programs compare it (`maps::Addr6`).
+pub fn addr6_be(addr: core::net::Ipv6Addr) -> crate::maps::Addr6 {
+    let o = addr.octets();
+    core::array::from_fn(|i| {
+        u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
+    })
+}
+
+pub fn addr6_from_be(addr: crate::maps::Addr6) -> core::net::Ipv6Addr {
+    let mut o = [0u8; 16];
+    for (i, word) in addr.iter().enumerate() {
+        o[4 * i..4 * i + 4].copy_from_slice(&word.to_ne_bytes());
+    }
+    core::net::Ipv6Addr::from(o)
+}
+
+/// The link-local address an interface with this MAC has (modified EUI-64, RFC 4291
+/// appendix A): what netd gives container interfaces and bridges.
+pub fn link_local_for(mac: [u8; 6]) -> core::net::Ipv6Addr {
+    let m = mac;
+    core::net::Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        m[0] ^ 0x02,
+        m[1],
+        m[2],
+        0xff,
+        0xfe,
+        m[3],
+        m[4],
+        m[5],
+    ])
 }
 
 impl PortKey {

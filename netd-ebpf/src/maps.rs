@@ -4,16 +4,18 @@
 use aya_ebpf::{
     macros::map,
     maps::{
-        Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf,
+        Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap,
+        ProgramArray, RingBuf,
     },
 };
 use netd_common::{
     counters::{COUNTERS_LEN, Counter, EndpointCounters, EndpointDropKey},
     flow::{FlowEntry, FlowKey},
     maps::{
-        ENDPOINT_DROPS_MAX, ENDPOINTS_MAX, EndpointInfo, FLOWS_MAX, FRAGMENTS_MAX, FragmentKey,
-        FragmentPorts, NETWORKS_MAX, NODE_ADDRS_MAX, NetworkInfo, NodeConfig, OverlayInfo,
-        PUBLISHED_PORTS_MAX, REMOTE_ENDPOINTS_MAX, RemoteEndpoint, SWEEP_BATCH,
+        Addr6, CALLS_MAX, ENDPOINT_DROPS_MAX, ENDPOINTS_MAX, Endpoint6Info, EndpointInfo,
+        FLOWS_MAX, FRAGMENTS_MAX, FragmentKey, FragmentPorts, NETWORKS_MAX, NODE_ADDRS_MAX,
+        NetworkInfo, NodeConfig, OverlayInfo, PUBLISHED_PORTS_MAX, REMOTE_ENDPOINTS_MAX,
+        RemoteEndpoint, SWEEP_BATCH,
     },
     monitor::{MONITOR_RING_BYTES, MonitorConfig, MonitorState},
     published::{Backend, PortKey},
@@ -93,6 +95,24 @@ pub static ENDPOINT_COUNTERS: PerCpuHashMap<u32, EndpointCounters> =
 #[map(name = "NETD_EPDROPS_V1")]
 pub static ENDPOINT_DROPS: LruPerCpuHashMap<EndpointDropKey, Counter> =
     LruPerCpuHashMap::pinned(ENDPOINT_DROPS_MAX, 0);
+
+/// The IPv6 side of the endpoints whose network has IPv6, by host-side veth.
+#[map(name = "NETD_ENDPOINTS6_V1")]
+pub static ENDPOINTS6: HashMap<u32, Endpoint6Info> = HashMap::pinned(ENDPOINTS_MAX, 0);
+
+/// Every network's IPv6 subnet, as `NETWORKS`.
+#[map(name = "NETD_NETWORKS6_V1")]
+pub static NETWORKS6: LpmTrie<Addr6, NetworkInfo> =
+    LpmTrie::pinned(NETWORKS_MAX, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+/// The node's own IPv6 addresses.
+#[map(name = "NETD_ADDRS6_V1")]
+pub static NODE_ADDRS6: HashMap<Addr6, u8> = HashMap::pinned(NODE_ADDRS_MAX, 0);
+
+/// The IPv6 programs, tail-called by the IPv4 entry points for IPv6 frames
+/// (`netd_common::maps::CALL_*`). Filled by the daemon at every start.
+#[map(name = "NETD_CALLS_V1")]
+pub static CALLS: ProgramArray = ProgramArray::pinned(CALLS_MAX, 0);
 
 /// One batch of flow keys the daemon's collector found expired, for `flow_sweep` to judge
 /// again and remove (not pinned: it carries nothing across runs).

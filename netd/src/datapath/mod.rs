@@ -4,7 +4,7 @@
 //!
 //! By concern: `load` loads the object and adopts the pinned maps, `links` attaches the
 //! programs and keeps their pinned links, `tables` reads and writes the maps that describe
-//! the node, its endpoints and published ports, `endpoint_counters` keeps and reads each
+//! the node, its endpoints and published ports (`tables6` their IPv6 side), `endpoint_counters` keeps and reads each
 //! endpoint's counters, `flows` reads and sweeps the connection table, `monitor` asks the
 //! programs for events and hands over their ring buffer.
 
@@ -15,6 +15,7 @@ mod load;
 mod monitor;
 mod overlay;
 mod tables;
+mod tables6;
 
 use std::{collections::HashSet, path::PathBuf};
 

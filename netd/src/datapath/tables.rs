@@ -88,6 +88,7 @@ impl Datapath {
             veths.remove(addr).or_else(ignore_missing)?;
         }
         self.retain_endpoint_counters(keep)?;
+        self.retain_endpoints6(keep)?;
         Ok(stale.len())
     }
 
@@ -116,6 +117,7 @@ impl Datapath {
                     .with_context(|| format!("unregister the address of endpoint {host_veth}"))?;
             }
         }
+        self.register_endpoint6(ifindex, None)?;
         self.remove_endpoint_counters(&[ifindex])
             .with_context(|| format!("remove the counters of endpoint {host_veth}"))
     }

@@ -1,0 +1,127 @@
+//! The maps that describe the node's IPv6 side to the programs: each endpoint's IPv6
+//! addresses, the networks' IPv6 subnets, and the node's own IPv6 addresses. The IPv4
+//! twins are in `tables`.
+
+use std::net::Ipv6Addr;
+
+use anyhow::{Context, Result};
+use aya::maps::{self, LpmTrie, lpm_trie::Key};
+use ipnet::Ipv6Net;
+use log::warn;
+use netd_common::{
+    maps::{self as names, Addr6, Endpoint6Info, NetworkInfo},
+    user::addr6_be,
+};
+
+use super::{
+    Datapath,
+    tables::{ignore_missing, is_full},
+};
+
+impl Datapath {
+    /// Say what IPv6 addresses the endpoint behind host-side veth `ifindex` has; `None`:
+    /// it has no IPv6 (its IPv6 frames are then dropped).
+    pub fn register_endpoint6(&mut self, ifindex: u32, info: Option<&Endpoint6Info>) -> Result<()> {
+        let mut endpoints = self.endpoints6()?;
+        match info {
+            Some(info) => endpoints
+                .insert(ifindex, info, 0)
+                .with_context(|| format!("register the IPv6 side of endpoint {ifindex}")),
+            None => endpoints
+                .remove(&ifindex)
+                .or_else(ignore_missing)
+                .with_context(|| format!("forget the IPv6 side of endpoint {ifindex}")),
+        }
+    }
+
+    /// The IPv6 side of endpoint `ifindex`, if it has one.
+    pub fn endpoint6(&mut self, ifindex: u32) -> Result<Option<Endpoint6Info>> {
+        Ok(self.endpoints6()?.get(&ifindex, 0).ok())
+    }
+
+    fn endpoints6(&mut self) -> Result<maps::HashMap<&mut aya::maps::MapData, u32, Endpoint6Info>> {
+        Ok(maps::HashMap::try_from(self.map_mut(names::ENDPOINTS6)?)?)
+    }
+
+    /// Remove the IPv6 sides of endpoints whose host-side veth is not in `keep`.
+    pub(super) fn retain_endpoints6(&mut self, keep: &[u32]) -> Result<usize> {
+        let mut endpoints = self.endpoints6()?;
+        let stale: Vec<u32> = endpoints
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !keep.contains(k))
+            .collect();
+        for key in &stale {
+            endpoints.remove(key).or_else(ignore_missing)?;
+        }
+        Ok(stale.len())
+    }
+
+    /// Tell the data path about a network's IPv6 subnet (its tag and flags, as
+    /// `set_network`); `None` forgets it.
+    pub fn set_network6(&mut self, subnet: Ipv6Net, info: Option<NetworkInfo>) -> Result<()> {
+        let mut trie: LpmTrie<_, Addr6, NetworkInfo> =
+            LpmTrie::try_from(self.map_mut(names::NETWORKS6)?)?;
+        let key = Key::new(u32::from(subnet.prefix_len()), addr6_be(subnet.network()));
+        match info {
+            Some(info) => trie
+                .insert(&key, info, 0)
+                .with_context(|| format!("add network {subnet}")),
+            None => trie
+                .remove(&key)
+                .or_else(ignore_missing)
+                .with_context(|| format!("remove network {subnet}")),
+        }
+    }
+
+    /// Keep only the listed IPv6 subnets in the network table.
+    pub fn retain_subnets6(&mut self, networks: &[Ipv6Net]) -> Result<usize> {
+        let mut trie: LpmTrie<_, Addr6, NetworkInfo> =
+            LpmTrie::try_from(self.map_mut(names::NETWORKS6)?)?;
+        let wanted: Vec<(u32, Addr6)> = networks
+            .iter()
+            .map(|n| (u32::from(n.prefix_len()), addr6_be(n.network())))
+            .collect();
+        let stale: Vec<Key<Addr6>> = trie
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !wanted.contains(&(k.prefix_len(), k.data())))
+            .collect();
+        for key in &stale {
+            trie.remove(key).or_else(ignore_missing)?;
+        }
+        Ok(stale.len())
+    }
+
+    /// Replace the set of the node's IPv6 addresses (which containers may always reach,
+    /// as the IPv4 ones). Beyond the map's capacity the rest are left out, with a warning.
+    pub fn set_node_addrs6(&mut self, addrs: &[Ipv6Addr]) -> Result<()> {
+        let mut map: maps::HashMap<_, Addr6, u8> =
+            maps::HashMap::try_from(self.map_mut(names::NODE_ADDRS6)?)?;
+        let wanted: Vec<Addr6> = addrs.iter().map(|a| addr6_be(*a)).collect();
+        let stale: Vec<Addr6> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !wanted.contains(k))
+            .collect();
+        for key in stale {
+            map.remove(&key).or_else(ignore_missing)?;
+        }
+        let mut left_out = 0;
+        for (addr, key) in addrs.iter().zip(&wanted) {
+            match map.insert(key, 1, 0) {
+                Ok(()) => {}
+                Err(e) if is_full(&e) => left_out += 1,
+                Err(e) => return Err(e).with_context(|| format!("add node address {addr}")),
+            }
+        }
+        if left_out > 0 {
+            warn!(
+                "the node has {} IPv6 addresses, more than the {} the data path keeps: containers are refused {left_out} of them",
+                addrs.len(),
+                names::NODE_ADDRS_MAX
+            );
+        }
+        Ok(())
+    }
+}
