@@ -131,6 +131,19 @@ reasons! {
     StackOverlayFragNeeded = 51 => "stack_overlay_frag_needed",
     DropTunnelKey = 52 => "drop_overlay_tunnel_key",
     FlowEvicted = 53 => "flow_evicted",
+    DropIpv6DispatchFailed = 54 => "drop_ipv6_dispatch_failed",
+    DropIpv6NotEnabled = 55 => "drop_ipv6_not_enabled",
+    DropIpv6ExtChainTooLong = 56 => "drop_ipv6_ext_chain_too_long",
+    DropIpv6ExtHeaderInvalid = 57 => "drop_ipv6_ext_header_invalid",
+    DropIpv6RoutingHeader = 58 => "drop_ipv6_routing_header",
+    DropRouterMessage = 59 => "drop_router_message",
+    DropSpoofedNeighbor = 60 => "drop_spoofed_neighbor_message",
+    DropDhcp6Server = 61 => "drop_dhcpv6_server",
+    DropNdFragmented = 62 => "drop_nd_fragmented",
+    DropFirstFragmentIncomplete = 63 => "drop_ipv6_first_fragment_incomplete",
+    DropIpv6NotRouted = 64 => "drop_ipv6_not_routed",
+    Ipv6Policed = 65 => "pass_ipv6_policed",
+    Ipv6ForNode = 66 => "pass_ipv6_node",
 }
 
 pub const REASON_COUNT: u32 = Reason::ALL.len() as u32;

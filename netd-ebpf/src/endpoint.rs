@@ -22,10 +22,10 @@ use crate::{
     conntrack::{self, Half, NewFlow, Tuple},
     fast_path, guard, icmp,
     maps::ENDPOINTS,
-    monitor, overlay,
+    overlay,
     parse::{IP_DST_OFF, Kind, Packet},
     policy,
-    program::{DROP, PASS, Verdict, apply, ifindex, packet, published_backend, unparsed},
+    program::{self, DROP, PASS, Verdict, apply, ifindex, packet, published_backend, unparsed},
     stats::{count, count_received, count_sent},
     uplink,
 };
@@ -33,17 +33,21 @@ use crate::{
 pub fn ingress(ctx: &TcContext) -> i32 {
     // SAFETY: a copy out of the map value.
     let endpoint = unsafe { ENDPOINTS.get(ifindex(ctx)) }.copied();
-    let (reason, verdict) = match endpoint {
+    let verdict = match endpoint {
         Some(ep) => decide(ctx, &ep),
         // Registered before the program is attached and removed after it is detached:
         // a veth without an entry is one netd is tearing down.
         None => (Reason::DropUnknownEndpoint, DROP),
     };
-    count(Hook::EndpointIngress, reason, ctx.len());
+    finish(ctx, verdict)
+}
+
+/// Count a packet the endpoint sent under what became of it (for the endpoint too), log
+/// and report it; the verdict.
+#[inline(always)]
+pub fn finish(ctx: &TcContext, (reason, verdict): Verdict) -> i32 {
     count_sent(ifindex(ctx), reason, ctx.len());
-    crate::log::verdict(ctx, Hook::EndpointIngress, reason);
-    monitor::verdict(ctx, Hook::EndpointIngress, reason, ifindex(ctx), ctx.len());
-    verdict
+    program::finish(ctx, Hook::EndpointIngress, (reason, verdict))
 }
 
 /// TC egress of a container's host-side veth: what is delivered to the container through

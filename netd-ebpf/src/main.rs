@@ -14,11 +14,15 @@ mod csum;
 #[cfg(target_arch = "bpf")]
 mod endpoint;
 #[cfg(target_arch = "bpf")]
+mod endpoint6;
+#[cfg(target_arch = "bpf")]
 mod fast_path;
 #[cfg(target_arch = "bpf")]
 mod fragment;
 #[cfg(target_arch = "bpf")]
 mod guard;
+#[cfg(target_arch = "bpf")]
+mod guard6;
 #[cfg(target_arch = "bpf")]
 mod host_local;
 #[cfg(target_arch = "bpf")]
@@ -38,7 +42,11 @@ mod overlay;
 #[cfg(target_arch = "bpf")]
 mod parse;
 #[cfg(target_arch = "bpf")]
+mod parse6;
+#[cfg(target_arch = "bpf")]
 mod policy;
+#[cfg(target_arch = "bpf")]
+mod policy6;
 #[cfg(target_arch = "bpf")]
 mod program;
 #[cfg(target_arch = "bpf")]
@@ -47,6 +55,8 @@ mod stats;
 mod sweep;
 #[cfg(target_arch = "bpf")]
 mod uplink;
+#[cfg(target_arch = "bpf")]
+mod uplink6;
 #[cfg(target_arch = "bpf")]
 mod xdp;
 
@@ -58,10 +68,19 @@ mod programs {
     };
 
     /// TC ingress of the uplink: DNAT of published ports, reverse SNAT of replies, then
-    /// (fast path) straight into the container.
+    /// (fast path) straight into the container. IPv6 goes to `uplink_ingress6`.
     #[classifier]
     pub fn uplink_ingress(ctx: TcContext) -> i32 {
+        if crate::program::is_ipv6(&ctx) {
+            return crate::uplink6::hand_over(&ctx);
+        }
         crate::uplink::ingress(&ctx)
+    }
+
+    /// Tail-called by `uplink_ingress` for IPv6: nothing gets into a container's subnet.
+    #[classifier]
+    pub fn uplink_ingress6(ctx: TcContext) -> i32 {
+        crate::uplink6::ingress(&ctx)
     }
 
     /// TC egress of the uplink: SNAT of container egress, reverse DNAT of replies.
@@ -72,9 +91,19 @@ mod programs {
 
     /// TC ingress of a container's host-side veth: anti-spoofing, network policy, hairpin
     /// to published ports, and (fast path) translation of traffic leaving by the uplink.
+    /// IPv6 goes to `endpoint_ingress6`.
     #[classifier]
     pub fn endpoint_ingress(ctx: TcContext) -> i32 {
+        if crate::program::is_ipv6(&ctx) {
+            return crate::endpoint6::hand_over(&ctx);
+        }
         crate::endpoint::ingress(&ctx)
+    }
+
+    /// Tail-called by `endpoint_ingress` for IPv6: the first-hop guards and policy.
+    #[classifier]
+    pub fn endpoint_ingress6(ctx: TcContext) -> i32 {
+        crate::endpoint6::ingress(&ctx)
     }
 
     /// TC egress of a container's host-side veth: counts what is delivered to the

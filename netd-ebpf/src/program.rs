@@ -31,11 +31,25 @@ pub fn run(
     hook: Hook,
     decide: impl FnOnce(Result<Packet, Reason>) -> Verdict,
 ) -> i32 {
-    let (reason, verdict) = decide(packet(ctx));
+    finish(ctx, hook, decide(packet(ctx)))
+}
+
+/// Count a verdict under its hook and reason, log and report it; the verdict.
+#[inline(always)]
+pub fn finish(ctx: &TcContext, hook: Hook, (reason, verdict): Verdict) -> i32 {
     count(hook, reason, ctx.len());
     crate::log::verdict(ctx, hook, reason);
     monitor::verdict(ctx, hook, reason, ifindex(ctx), ctx.len());
     verdict
+}
+
+/// Whether the frame is IPv6 (`skb->protocol`, the ethertype the kernel took from it):
+/// the IPv4 entry points hand those to the IPv6 programs.
+#[inline(always)]
+pub fn is_ipv6(ctx: &TcContext) -> bool {
+    // SAFETY: the context's __sk_buff is valid for the program's run.
+    let protocol = unsafe { (*ctx.skb.skb).protocol };
+    protocol == u32::from(crate::parse6::ETH_P_IPV6.to_be())
 }
 
 /// The interface whose program is running.

@@ -14,8 +14,8 @@ use netd_common::{
 };
 
 use super::{
-    Datapath, ENDPOINT_EGRESS_PROGRAM, ENDPOINT_PROGRAM, HOST_LOCAL_PROGRAMS, OVERLAY_PROGRAM,
-    PROGRAMS, SWEEP_PROGRAM, UPLINK_PROGRAMS, XDP_PROGRAM,
+    Datapath, ENDPOINT_EGRESS_PROGRAM, ENDPOINT_PROGRAM, HOST_LOCAL_PROGRAMS, IPV6_PROGRAMS,
+    OVERLAY_PROGRAM, PROGRAMS, SWEEP_PROGRAM, UPLINK_PROGRAMS, XDP_PROGRAM,
 };
 use crate::pins;
 
@@ -146,12 +146,13 @@ impl Datapath {
             OVERLAY_PROGRAM,
             SWEEP_PROGRAM,
         ]);
-        for name in names {
+        for name in names.chain(IPV6_PROGRAMS.iter().map(|(name, _)| *name)) {
             datapath
                 .program(name)?
                 .load()
                 .with_context(|| format!("verify program {name}"))?;
         }
+        datapath.fill_calls()?;
         for name in HOST_LOCAL_PROGRAMS {
             datapath
                 .socket_program(name)?
@@ -160,6 +161,24 @@ impl Datapath {
         }
         datapath.adopt_old_flows(bpffs_dir)?;
         Ok(datapath)
+    }
+
+    /// Put the IPv6 programs in the slots the IPv4 entry points tail-call (replacing a
+    /// previous daemon's: its programs, still attached until their links are updated,
+    /// call the new ones). Before anything is attached, so that no IPv6 frame ever finds
+    /// a slot empty.
+    fn fill_calls(&mut self) -> Result<()> {
+        let fds: Vec<(u32, aya::programs::ProgramFd)> = IPV6_PROGRAMS
+            .iter()
+            .map(|(name, slot)| Ok((*slot, self.program(name)?.fd()?.try_clone()?)))
+            .collect::<Result<_>>()?;
+        let mut calls = aya::maps::ProgramArray::try_from(self.map_mut(names::CALLS)?)?;
+        for (slot, fd) in &fds {
+            calls
+                .set(*slot, fd, 0)
+                .with_context(|| format!("put IPv6 program {slot} in {}", names::CALLS))?;
+        }
+        Ok(())
     }
 
     /// The reader of the programs' logs (aya-log's ring buffer), to poll for as long as

@@ -58,6 +58,14 @@ pub const XDP_PROGRAM: &str = "uplink_xdp";
 pub const ENDPOINT_PROGRAM: &str = "endpoint_ingress";
 /// Its partner on TC egress: counts what is delivered to the container.
 pub const ENDPOINT_EGRESS_PROGRAM: &str = "endpoint_egress";
+/// The IPv6 programs the IPv4 entry points tail-call through `CALLS`, by slot.
+pub const IPV6_PROGRAMS: [(&str, u32); 2] = [
+    (
+        "endpoint_ingress6",
+        netd_common::maps::CALL_ENDPOINT_INGRESS6,
+    ),
+    ("uplink_ingress6", netd_common::maps::CALL_UPLINK_INGRESS6),
+];
 /// The program on the node's VXLAN device (TC ingress): frames from other nodes.
 pub const OVERLAY_PROGRAM: &str = "overlay_ingress";
 /// Run by the collector, never attached (see `sweep_flows`).

@@ -12,8 +12,8 @@ use netd_common::{
     fast_path::FAST_PATH,
     flow::{FlowEntry, FlowKey},
     maps::{
-        self as names, EndpointInfo, FragmentKey, FragmentPorts, NetworkInfo, NodeConfig,
-        OverlayInfo, RemoteEndpoint,
+        self as names, Addr6, Endpoint6Info, EndpointInfo, FragmentKey, FragmentPorts, NetworkInfo,
+        NodeConfig, OverlayInfo, RemoteEndpoint,
     },
     published::{Backend, PortKey},
     sockets::{SocketOrigin, SocketPeer},
@@ -241,8 +241,8 @@ impl Datapath {
             let m: maps::PerCpuHashMap<_, K, V> = maps::PerCpuHashMap::try_from(map)?;
             Ok((m.keys().filter(Result::is_ok).count(), capacity(&m)?))
         }
-        fn trie<V: aya::Pod>(map: &aya::maps::Map) -> Result<(usize, u32)> {
-            let m: LpmTrie<_, u32, V> = LpmTrie::try_from(map)?;
+        fn trie<K: aya::Pod, V: aya::Pod>(map: &aya::maps::Map) -> Result<(usize, u32)> {
+            let m: LpmTrie<_, K, V> = LpmTrie::try_from(map)?;
             Ok((m.keys().filter(Result::is_ok).count(), capacity(&m)?))
         }
         let tables: Vec<(&'static str, (usize, u32))> = vec![
@@ -288,7 +288,22 @@ impl Datapath {
                 "node_addresses",
                 hash::<u32, u8>(self.map(names::NODE_ADDRS)?)?,
             ),
-            ("networks", trie::<NetworkInfo>(self.map(names::NETWORKS)?)?),
+            (
+                "networks",
+                trie::<u32, NetworkInfo>(self.map(names::NETWORKS)?)?,
+            ),
+            (
+                "endpoints6",
+                hash::<u32, Endpoint6Info>(self.map(names::ENDPOINTS6)?)?,
+            ),
+            (
+                "networks6",
+                trie::<Addr6, NetworkInfo>(self.map(names::NETWORKS6)?)?,
+            ),
+            (
+                "node_addresses6",
+                hash::<Addr6, u8>(self.map(names::NODE_ADDRS6)?)?,
+            ),
             (
                 "remote_endpoints",
                 hash::<u32, RemoteEndpoint>(self.map(names::REMOTE_ENDPOINTS)?)?,

@@ -1,0 +1,143 @@
+//! Parsing IPv6: the fixed header, then the extension-header chain walked to the upper
+//! layer, bounded (a chain longer than `MAX_EXT_HEADERS` headers, or reaching past
+//! `MAX_L4_OFF`, is refused, never passed unread). The IPv4 parser is `parse`.
+//!
+//! Refused with a reason: a Hop-by-Hop header anywhere but first (RFC 8200 4.1), a second
+//! Fragment header, "No Next Header" (nothing to police), and a Routing header with
+//! segments left (the destination in the fixed header is then not where the packet ends,
+//! so policy on it would judge the wrong hop).
+
+use netd_common::{counters::Reason, maps::Addr6};
+
+use crate::parse::{Fragment, Frame};
+
+pub const ETH_P_IPV6: u16 = 0x86DD;
+pub const IP6_OFF: usize = 14;
+pub const IP6_HDR_LEN: usize = 40;
+pub const IP6_SRC_OFF: usize = IP6_OFF + 8;
+pub const IP6_DST_OFF: usize = IP6_OFF + 24;
+
+pub const PROTO_ICMPV6: u8 = 58;
+
+const HOP_BY_HOP: u8 = 0;
+const ROUTING: u8 = 43;
+const FRAGMENT: u8 = 44;
+const AUTH: u8 = 51;
+const NO_NEXT_HEADER: u8 = 59;
+const DEST_OPTIONS: u8 = 60;
+/// Extension headers in RFC 6564's uniform format (length in 8-byte units, less one):
+/// Mobility, HIP, Shim6, and the two experimental numbers.
+const UNIFORM_EXT: [u8; 5] = [135, 139, 140, 253, 254];
+
+/// Extension headers walked before the upper layer must have been reached.
+pub const MAX_EXT_HEADERS: usize = 6;
+/// The furthest the upper-layer header may start (Ethernet, fixed header, 256 bytes of
+/// extension headers).
+pub const MAX_L4_OFF: usize = IP6_OFF + IP6_HDR_LEN + 256;
+
+/// The facts policy needs about an IPv6 packet. Addresses as the maps hold them.
+#[derive(Clone, Copy)]
+pub struct Packet6 {
+    pub src: Addr6,
+    pub dst: Addr6,
+    /// The upper-layer protocol (after the extension headers).
+    pub proto: u8,
+    /// Where its header starts (for a following fragment: where its data starts).
+    pub l4_off: usize,
+    pub fragment: Fragment,
+}
+
+impl Packet6 {
+    /// Whether the upper-layer header is in this packet.
+    #[inline(always)]
+    pub fn has_l4_header(&self) -> bool {
+        self.fragment != Fragment::Following
+    }
+}
+
+/// Parse the fixed header and walk the extension headers.
+#[inline(always)]
+pub fn parse_ipv6<F: Frame>(ctx: &F) -> Result<Packet6, Reason> {
+    let fixed: [u8; 8] = ctx.load(IP6_OFF).map_err(|_| Reason::DropMalformed)?;
+    if fixed[0] >> 4 != 6 {
+        return Err(Reason::DropMalformed);
+    }
+    let src: Addr6 = ctx.load(IP6_SRC_OFF).map_err(|_| Reason::DropMalformed)?;
+    let dst: Addr6 = ctx.load(IP6_DST_OFF).map_err(|_| Reason::DropMalformed)?;
+    let (proto, l4_off, fragment) = walk_chain(ctx, fixed[6])?;
+    Ok(Packet6 {
+        src,
+        dst,
+        proto,
+        l4_off,
+        fragment,
+    })
+}
+
+/// From the fixed header's next header to the upper layer: its protocol, offset, and
+/// where the packet stands in its datagram. A subprogram: the loop's loads would
+/// otherwise each hold a stack slot of the caller.
+#[inline(never)]
+fn walk_chain<F: Frame>(ctx: &F, first: u8) -> Result<(u8, usize, Fragment), Reason> {
+    let mut next = first;
+    let mut off = IP6_OFF + IP6_HDR_LEN;
+    let mut fragment = Fragment::Whole;
+    let mut fragmented = false;
+    for i in 0..MAX_EXT_HEADERS {
+        let h: [u8; 4] = match next {
+            HOP_BY_HOP | ROUTING | FRAGMENT | AUTH | DEST_OPTIONS => load_ext(ctx, off)?,
+            n if UNIFORM_EXT.contains(&n) => load_ext(ctx, off)?,
+            NO_NEXT_HEADER => return Err(Reason::DropIpv6ExtHeaderInvalid),
+            upper => return Ok((upper, off, fragment)),
+        };
+        let len = match next {
+            HOP_BY_HOP if i != 0 => return Err(Reason::DropIpv6ExtHeaderInvalid),
+            ROUTING if h[3] != 0 => return Err(Reason::DropIpv6RoutingHeader),
+            FRAGMENT => {
+                if fragmented {
+                    return Err(Reason::DropIpv6ExtHeaderInvalid);
+                }
+                fragmented = true;
+                fragment = fragment_of(h);
+                8
+            }
+            AUTH => (h[1] as usize + 2) * 4,
+            _ => (h[1] as usize + 1) * 8,
+        };
+        next = h[0];
+        off += len;
+        if fragment == Fragment::Following {
+            // No upper-layer header here: the data of the datagram goes on.
+            return Ok((next, off, fragment));
+        }
+        if off > MAX_L4_OFF {
+            return Err(Reason::DropIpv6ExtChainTooLong);
+        }
+    }
+    match next {
+        HOP_BY_HOP | ROUTING | FRAGMENT | AUTH | DEST_OPTIONS | NO_NEXT_HEADER => {
+            Err(Reason::DropIpv6ExtChainTooLong)
+        }
+        n if UNIFORM_EXT.contains(&n) => Err(Reason::DropIpv6ExtChainTooLong),
+        upper => Ok((upper, off, fragment)),
+    }
+}
+
+#[inline(always)]
+fn load_ext<F: Frame>(ctx: &F, off: usize) -> Result<[u8; 4], Reason> {
+    ctx.load(off).map_err(|_| Reason::DropMalformed)
+}
+
+/// A Fragment header's first four bytes: next header, reserved, offset and M flag. An
+/// "atomic fragment" (offset 0, no more: RFC 6946) is a whole packet.
+#[inline(always)]
+fn fragment_of(h: [u8; 4]) -> Fragment {
+    let offset_and_m = u16::from_be_bytes([h[2], h[3]]);
+    if offset_and_m & 0xfff8 != 0 {
+        Fragment::Following
+    } else if offset_and_m & 1 != 0 {
+        Fragment::First
+    } else {
+        Fragment::Whole
+    }
+}

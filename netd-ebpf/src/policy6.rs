@@ -1,0 +1,93 @@
+//! Network policy for IPv6 from a container (the IPv4 twin is `policy`): networks are
+//! isolated from each other, `enable_icc=false` keeps a network's containers apart, an
+//! `--internal` network reaches nothing beyond itself, and the node's own addresses are
+//! always reachable. Until netd routes IPv6 beyond the node's networks (NAT66, routed
+//! prefixes), anything else is dropped with `drop_ipv6_not_routed`, never passed.
+//!
+//! Link-local destinations are neighbours on the bridge (or the bridge itself), so icc
+//! off refuses every one but the gateway's. Multicast stays on the network's own bridge,
+//! whose ports are isolated from each other with icc off; there, a container may only
+//! send what it needs to reach its router: router solicitations, MLD reports, and
+//! neighbour solicitations for the gateway (or for itself, detecting duplicates).
+
+use aya_ebpf::maps::lpm_trie::Key;
+use netd_common::{
+    counters::Reason,
+    maps::{Addr6, ENDPOINT_ICC_OFF, ENDPOINT_INTERNAL, Endpoint6Info, EndpointInfo, NetworkInfo},
+};
+
+use crate::{
+    guard6::{
+        Frame6, ICMP6_MLD_DONE, ICMP6_MLD_REPORT, ICMP6_MLD2_REPORT, ICMP6_NEIGHBOR_SOLICIT,
+        ICMP6_ROUTER_SOLICIT,
+    },
+    maps::{NETWORKS6, NODE_ADDRS6},
+};
+
+/// The network `addr` belongs to, if any.
+#[inline(always)]
+pub fn network_of(addr: Addr6) -> Option<NetworkInfo> {
+    NETWORKS6.get(Key::new(128, addr)).copied()
+}
+
+/// `Some(reason)` when `ep` may not send to `dst`.
+#[inline(always)]
+pub fn refuse(ep: &EndpointInfo, ep6: &Endpoint6Info, dst: &Addr6) -> Option<Reason> {
+    let icc_off = ep.flags & ENDPOINT_ICC_OFF != 0;
+    if *dst == ep6.gateway || *dst == ep6.gateway_link_local || is_node_addr(dst) {
+        return None;
+    }
+    if is_multicast(dst) {
+        // What icc off allows of it is `refuse_frame`'s to say.
+        return None;
+    }
+    if is_link_local(dst) {
+        return icc_off.then_some(Reason::DropIccDisabled);
+    }
+    match network_of(*dst) {
+        Some(net) if net.tag == ep.network => icc_off.then_some(Reason::DropIccDisabled),
+        Some(_) => Some(Reason::DropIsolated),
+        None if ep.flags & ENDPOINT_INTERNAL != 0 => Some(Reason::DropInternal),
+        None => Some(Reason::DropIpv6NotRouted),
+    }
+}
+
+/// With icc off, a frame may only be for the gateway: unicast to its MAC, or one of the
+/// multicast messages a host needs to find and use its router.
+#[inline(always)]
+pub fn refuse_frame(ep: &EndpointInfo, ep6: &Endpoint6Info, frame: &Frame6) -> Option<Reason> {
+    if ep.flags & ENDPOINT_ICC_OFF == 0 || frame.dst_mac == ep.gateway_mac {
+        return None;
+    }
+    let allowed = is_multicast(&frame.pkt.dst)
+        && match frame.icmp_type {
+            ICMP6_ROUTER_SOLICIT | ICMP6_MLD_REPORT | ICMP6_MLD_DONE | ICMP6_MLD2_REPORT => true,
+            ICMP6_NEIGHBOR_SOLICIT => {
+                let t = &frame.target;
+                *t == ep6.gateway
+                    || *t == ep6.gateway_link_local
+                    || *t == ep6.addr
+                    || *t == ep6.link_local
+            }
+            _ => false,
+        };
+    (!allowed).then_some(Reason::DropIccDisabled)
+}
+
+#[inline(always)]
+fn is_node_addr(addr: &Addr6) -> bool {
+    NODE_ADDRS6.get_ptr(addr).is_some()
+}
+
+/// ff00::/8.
+#[inline(always)]
+pub fn is_multicast(addr: &Addr6) -> bool {
+    addr[0].to_ne_bytes()[0] == 0xff
+}
+
+/// fe80::/10.
+#[inline(always)]
+fn is_link_local(addr: &Addr6) -> bool {
+    let b = addr[0].to_ne_bytes();
+    b[0] == 0xfe && b[1] & 0xc0 == 0x80
+}
