@@ -106,6 +106,10 @@ fn walk_chain<F: Frame>(ctx: &F, first: u8) -> Result<(u8, usize, Fragment), Rea
         };
         next = h[0];
         off += len;
+        // The whole header must be there, not only its first bytes.
+        if ctx.load::<u8>(off - 1).is_err() {
+            return Err(Reason::DropMalformed);
+        }
         if fragment == Fragment::Following {
             // No upper-layer header here: the data of the datagram goes on.
             return Ok((next, off, fragment));
