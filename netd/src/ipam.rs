@@ -1,6 +1,7 @@
-//! IP address management: choosing and checking a network's subnet, gateway and range,
-//! and handing out addresses inside it. Pure logic; the caller supplies what the node and
-//! the other networks use.
+//! IP address management: choosing and checking a network's IPv4 subnet, gateway and
+//! range, and handing out addresses inside it, with the search both families share (the
+//! IPv6 side is `ipam6`). Pure logic; the caller supplies what the node and the other
+//! networks use.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -8,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Result, bail};
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 
 /// Docker's default pools, in Docker's order: 172.17.0.0/16 … 172.31.0.0/16, then
 /// 192.168.0.0/16 cut into /20s.
@@ -18,21 +19,54 @@ pub fn default_pools() -> impl Iterator<Item = Ipv4Net> {
     sixteens.chain(twenties)
 }
 
-pub fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
+/// Whether two subnets share an address (of either family; never across families).
+pub fn overlaps<N: Into<IpNet> + Copy>(a: &N, b: &N) -> bool {
+    let (a, b): (IpNet, IpNet) = ((*a).into(), (*b).into());
     a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// The first of `pools` that overlaps none of `in_use`.
+pub fn first_free<N: Into<IpNet> + Copy>(
+    mut pools: impl Iterator<Item = N>,
+    in_use: &[N],
+) -> Option<N> {
+    pools.find(|pool| !in_use.iter().any(|used| overlaps(pool, used)))
 }
 
 /// The first default pool that overlaps none of `in_use` (the node's routes and addresses
 /// and the other networks' subnets).
 pub fn choose_subnet(in_use: &[Ipv4Net]) -> Result<Ipv4Net> {
-    for pool in default_pools() {
-        if !in_use.iter().any(|used| overlaps(&pool, used)) {
-            return Ok(pool);
+    first_free(default_pools(), in_use).ok_or_else(|| {
+        anyhow::anyhow!(
+            "could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network"
+        )
+    })
+}
+
+/// Docker's serial order, for both families (addresses as numbers): the first address of
+/// `lo..=hi` after `last` that `unusable` does not hold, wrapping to `lo` after `hi`. The
+/// search steps over unusable addresses only, so a /64 costs no more than a /24.
+pub fn next_free(
+    (lo, hi): (u128, u128),
+    last: Option<u128>,
+    unusable: &BTreeSet<u128>,
+) -> Option<u128> {
+    let first_free_in = |from: u128, to: u128| {
+        let mut a = from;
+        while unusable.contains(&a) {
+            if a >= to {
+                return None;
+            }
+            a += 1;
         }
-    }
-    bail!(
-        "could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network"
-    )
+        (a <= to).then_some(a)
+    };
+    let start = match last {
+        Some(l) if (lo..hi).contains(&l) => l + 1,
+        _ => lo,
+    };
+    first_free_in(start, hi)
+        .or_else(|| (start > lo).then(|| first_free_in(lo, start - 1)).flatten())
 }
 
 /// A network's addresses: where it lives, its gateway, and where dynamic addresses come
@@ -127,7 +161,7 @@ pub fn plan(subnet: Ipv4Net, gateway: Option<&str>, ip_range: Option<&str>) -> R
         gateway,
         range,
     };
-    if candidates(&pool).all(|a| a == gateway) {
+    if next_free(span(&pool), None, &unusable(&pool, &BTreeSet::new())).is_none() {
         bail!(
             "invalid --ip-range {}: it holds no address for containers",
             ip_range.unwrap_or_default()
@@ -182,13 +216,24 @@ pub fn is_host(subnet: &Ipv4Net, addr: Ipv4Addr) -> bool {
     subnet.contains(&addr) && addr != subnet.network() && addr != subnet.broadcast()
 }
 
-/// The addresses dynamic allocation may hand out, in order (the gateway included; the
-/// caller skips it).
-fn candidates(pool: &Pool) -> impl Iterator<Item = Ipv4Addr> + '_ {
+/// Where dynamic addresses come from, as numbers.
+fn span(pool: &Pool) -> (u128, u128) {
     let span = pool.range.unwrap_or(pool.subnet);
-    (u32::from(span.network())..=u32::from(span.broadcast()))
-        .map(Ipv4Addr::from)
-        .filter(|a| is_host(&pool.subnet, *a))
+    (
+        u32::from(span.network()).into(),
+        u32::from(span.broadcast()).into(),
+    )
+}
+
+/// What dynamic allocation never hands out: `taken`, the gateway, and the subnet's
+/// network and broadcast addresses.
+fn unusable(pool: &Pool, taken: &BTreeSet<Ipv4Addr>) -> BTreeSet<u128> {
+    let special = [pool.gateway, pool.subnet.network(), pool.subnet.broadcast()];
+    taken
+        .iter()
+        .chain(&special)
+        .map(|a| u32::from(*a).into())
+        .collect()
 }
 
 /// The next free address after `last` (wrapping), Docker's serial order: not the gateway,
@@ -198,10 +243,10 @@ pub fn allocate(
     last: Option<Ipv4Addr>,
     taken: &BTreeSet<Ipv4Addr>,
 ) -> Result<Ipv4Addr> {
-    let free = |a: &Ipv4Addr| *a != pool.gateway && !taken.contains(a);
-    let after = candidates(pool).filter(|a| last.is_some_and(|l| *a > l));
-    let before = candidates(pool).filter(|a| last.is_none_or(|l| *a <= l));
-    after.chain(before).find(free).ok_or_else(|| {
+    let last = last.map(|l| u32::from(l).into());
+    let found = next_free(span(pool), last, &unusable(pool, taken));
+    // In the span of an IPv4 subnet: the number fits.
+    found.map(|a| Ipv4Addr::from(a as u32)).ok_or_else(|| {
         anyhow::anyhow!(
             "no available IPv4 addresses on the network's {} {}",
             if pool.range.is_some() {
@@ -407,6 +452,25 @@ mod tests {
             taken.insert(a);
         }
         assert!(allocate(&pool, None, &taken).is_err());
+    }
+
+    #[test]
+    fn the_shared_search_steps_over_unusable_addresses_and_wraps() {
+        let unusable = BTreeSet::from([10, 11, 12]);
+        assert_eq!(next_free((10, 20), None, &unusable), Some(13));
+        assert_eq!(next_free((10, 20), Some(15), &unusable), Some(16));
+        assert_eq!(next_free((10, 20), Some(20), &unusable), Some(13));
+        // Taken up to the end: wraps to the start.
+        let unusable = BTreeSet::from([18, 19, 20, 10]);
+        assert_eq!(next_free((10, 20), Some(17), &unusable), Some(11));
+        let all: BTreeSet<u128> = (10..=20).collect();
+        assert_eq!(next_free((10, 20), Some(14), &all), None);
+        // The top of the number space does not overflow.
+        let top = BTreeSet::from([u128::MAX]);
+        assert_eq!(
+            next_free((u128::MAX - 1, u128::MAX), Some(u128::MAX - 1), &top),
+            Some(u128::MAX - 1)
+        );
     }
 
     #[test]

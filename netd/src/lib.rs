@@ -14,6 +14,7 @@ pub mod driver;
 pub mod endpoint;
 pub mod events;
 pub mod ipam;
+pub mod ipam6;
 pub mod journal;
 pub mod metrics;
 pub mod monitor;
