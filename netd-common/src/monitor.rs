@@ -17,6 +17,9 @@ pub const EVENT_FLOW_NEW: u8 = 2;
 pub const EVENT_FLOW_END: u8 = 3;
 /// A packet translated (tuple before and after).
 pub const EVENT_TRACE: u8 = 4;
+/// An IPv6 packet dropped: `before` holds its source address's 16 bytes, `after` its
+/// destination's (the tuples have no room for more).
+pub const EVENT_DROP6: u8 = 5;
 
 /// How a flow ended (`MonitorEvent::hook` of a flow's end): both sides sent FIN, a reset,
 /// idle past its timeout (the daemon's collector), removed with its container.

@@ -12,16 +12,18 @@ use netd_common::{
         DIR_EGRESS, DIR_FROM_ENDPOINT, DIR_INGRESS, FLAG_END_REPORTED, FlowEntry, FlowKey, SECOND,
         SEEN_CLOSED, SEEN_FIN, SEEN_RST,
     },
+    maps::Addr6,
     monitor::{
-        ENDED_FIN, ENDED_RESET, EVENT_DROP, EVENT_FLOW_END, EVENT_FLOW_NEW, EVENT_TRACE,
-        EventTuple, MONITOR_DROP, MONITOR_FLOW, MONITOR_TRACE, MonitorEvent,
+        ENDED_FIN, ENDED_RESET, EVENT_DROP, EVENT_DROP6, EVENT_FLOW_END, EVENT_FLOW_NEW,
+        EVENT_TRACE, EventTuple, MONITOR_DROP, MONITOR_FLOW, MONITOR_TRACE, MonitorEvent,
     },
 };
 
 use crate::{
     conntrack::{find, find_mut, now},
     maps::{MONITOR_CONFIG, MONITOR_EVENTS, MONITOR_STATE},
-    parse::{Frame, IP_PROTO_OFF, L4_OFF, Packet, parse_ipv4_l4},
+    parse::{ETH_TYPE_OFF, Frame, IP_PROTO_OFF, L4_OFF, Packet, parse_ipv4_l4},
+    parse6::{ETH_P_IPV6, IP6_DST_OFF, IP6_SRC_OFF},
 };
 
 /// The `MONITOR_*` bits a monitor asked for (0 with none attached).
@@ -104,13 +106,33 @@ fn dropped<F: Frame>(ctx: &F, hook: Hook, reason: Reason, ifindex: u32, len: u32
         (*e).reason = reason as u8;
         (*e).ifindex = ifindex;
         (*e).len = len;
-        // Not IPv4 (an ethertype or a malformed header): no tuple.
-        if let Ok(pkt) = pkt {
-            write_tuple(&mut (*e).before, &pkt);
-            write_tuple(&mut (*e).after, &pkt);
+        match pkt {
+            Ok(pkt) => {
+                write_tuple(&mut (*e).before, &pkt);
+                write_tuple(&mut (*e).after, &pkt);
+            }
+            // IPv6: its addresses, each in a tuple's 16 bytes.
+            Err(_) if is_ipv6_frame(ctx) => {
+                (*e).kind = EVENT_DROP6;
+                let addrs = (
+                    ctx.load::<Addr6>(IP6_SRC_OFF),
+                    ctx.load::<Addr6>(IP6_DST_OFF),
+                );
+                if let (Ok(src), Ok(dst)) = addrs {
+                    *(&mut (*e).before as *mut EventTuple).cast::<Addr6>() = src;
+                    *(&mut (*e).after as *mut EventTuple).cast::<Addr6>() = dst;
+                }
+            }
+            // Another ethertype, or a malformed header: no tuple.
+            Err(_) => {}
         }
     }
     slot.submit(0);
+}
+
+#[inline(always)]
+fn is_ipv6_frame<F: Frame>(ctx: &F) -> bool {
+    ctx.load::<u16>(ETH_TYPE_OFF) == Ok(ETH_P_IPV6.to_be())
 }
 
 /// A translated packet, as it leaves: a new flow's first packet (flows monitored), any

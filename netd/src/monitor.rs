@@ -21,9 +21,9 @@ use netd_common::{
         SEEN_RST,
     },
     monitor::{
-        ENDED_FIN, ENDED_REMOVED, ENDED_RESET, ENDED_TIMEOUT, EVENT_DROP, EVENT_FLOW_END,
-        EVENT_FLOW_NEW, EVENT_TRACE, EventTuple, MONITOR_DROP, MONITOR_FLOW, MONITOR_TRACE,
-        MonitorConfig, MonitorEvent,
+        ENDED_FIN, ENDED_REMOVED, ENDED_RESET, ENDED_TIMEOUT, EVENT_DROP, EVENT_DROP6,
+        EVENT_FLOW_END, EVENT_FLOW_NEW, EVENT_TRACE, EventTuple, MONITOR_DROP, MONITOR_FLOW,
+        MONITOR_TRACE, MonitorConfig, MonitorEvent,
     },
     user::addr_from_be,
 };
@@ -94,7 +94,7 @@ impl Record {
     /// The `MONITOR_*` type it is of.
     pub fn type_bit(&self) -> u32 {
         match self.event.kind {
-            EVENT_DROP => MONITOR_DROP,
+            EVENT_DROP | EVENT_DROP6 => MONITOR_DROP,
             EVENT_FLOW_NEW | EVENT_FLOW_END => MONITOR_FLOW,
             _ => MONITOR_TRACE,
         }
@@ -376,7 +376,7 @@ impl Record {
     pub fn view(&self, names: &Names) -> EventView {
         let e = &self.event;
         let kind = match e.kind {
-            EVENT_DROP => "drop",
+            EVENT_DROP | EVENT_DROP6 => "drop",
             EVENT_FLOW_NEW => "flow-new",
             EVENT_FLOW_END => "flow-end",
             EVENT_TRACE => "trace",
@@ -389,7 +389,8 @@ impl Record {
                 .get(e.reason as usize)
                 .map_or_else(|| e.reason.to_string(), |r| r.name().to_string())
         };
-        let translated = e.kind != EVENT_DROP;
+        let dropped = matches!(e.kind, EVENT_DROP | EVENT_DROP6);
+        let translated = !dropped;
         // A flow's container is its endpoint's; a drop's, that of the veth it came from.
         let owner = if e.endpoint != 0 {
             e.endpoint
@@ -404,14 +405,23 @@ impl Record {
             time_nano: self.time_nano,
             kind: kind.to_string(),
             reason,
-            hook: (e.kind == EVENT_DROP).then(|| {
+            hook: dropped.then(|| {
                 Hook::ALL
                     .get(e.hook as usize)
                     .map_or_else(|| e.hook.to_string(), |h| h.name().to_string())
             }),
-            proto: proto_name(e.before.proto),
-            src: end(e.before.src_addr, e.before.src_port),
-            dst: end(e.before.dst_addr, e.before.dst_port),
+            proto: match e.kind {
+                EVENT_DROP6 => "ipv6".to_string(),
+                _ => proto_name(e.before.proto),
+            },
+            src: match e.kind {
+                EVENT_DROP6 => addr6_of(&e.before),
+                _ => end(e.before.src_addr, e.before.src_port),
+            },
+            dst: match e.kind {
+                EVENT_DROP6 => addr6_of(&e.after),
+                _ => end(e.before.dst_addr, e.before.dst_port),
+            },
             translated_src: translated.then(|| end(e.after.src_addr, e.after.src_port)),
             translated_dst: translated.then(|| end(e.after.dst_addr, e.after.dst_port)),
             origin: translated.then(|| origin_name(e.origin).to_string()),
@@ -430,6 +440,12 @@ impl Record {
 
 fn end(addr: u32, port: u16) -> String {
     format!("{}:{}", addr_from_be(addr), u16::from_be(port))
+}
+
+/// The IPv6 address an `EVENT_DROP6` carries in a tuple's 16 bytes.
+fn addr6_of(t: &EventTuple) -> String {
+    let bytes: [u8; 16] = bytemuck::cast(*t);
+    format!("[{}]", std::net::Ipv6Addr::from(bytes))
 }
 
 fn proto_name(proto: u8) -> String {
@@ -566,6 +582,30 @@ mod tests {
              (netd0) on if7: 10.200.0.1:52114 -> 10.200.0.2:8080 tcp"
         );
         assert_eq!(view.translated_src, None, "a drop is not translated");
+        let addr6 = |a: &str| -> EventTuple {
+            bytemuck::cast(a.parse::<std::net::Ipv6Addr>().unwrap().octets())
+        };
+        let drop6 = Record {
+            names: None,
+            time_nano: end.time_nano,
+            event: MonitorEvent {
+                kind: EVENT_DROP6,
+                hook: Hook::EndpointIngress as u8,
+                reason: Reason::DropRouterMessage as u8,
+                ifindex: 7,
+                len: 102,
+                before: addr6("fe80::42:acff:fe11:2"),
+                after: addr6("ff02::1"),
+                ..MonitorEvent::default()
+            },
+        };
+        let view = named(&drop6);
+        assert_eq!(
+            line(&view),
+            "14:20:01.123456 drop (drop_router_message) at EndpointIngress container web \
+             (netd0) on if7: [fe80::42:acff:fe11:2] -> [ff02::1] ipv6"
+        );
+        assert_eq!(drop6.type_bit(), MONITOR_DROP);
         assert_eq!(
             parse_types(&["flow,drop".into()]).unwrap(),
             MONITOR_FLOW | MONITOR_DROP
