@@ -37,6 +37,9 @@ pub struct RunRequest {
     /// A static address on the network (`--ip`).
     #[serde(default)]
     pub ip: Option<String>,
+    /// A static IPv6 address on the network (`--ip6`), which must have IPv6.
+    #[serde(default)]
+    pub ip6: Option<String>,
     /// Attach this existing network namespace instead of making one (`--netns PATH`).
     #[serde(default)]
     pub netns: Option<std::path::PathBuf>,
@@ -276,6 +279,8 @@ pub struct ConnectRequest {
     pub container: String,
     #[serde(default)]
     pub ip: Option<String>,
+    #[serde(default)]
+    pub ip6: Option<String>,
 }
 
 /// A network as `netd network inspect` shows it.

@@ -3,17 +3,17 @@
 
 use std::{
     fs::File,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::AsRawFd,
 };
 
 use anyhow::{Context, Result};
 use futures::TryStreamExt;
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netlink_packet_route::{
-    address::AddressAttribute,
+    address::{AddressAttribute, AddressFlags, AddressHeaderFlags},
     link::{LinkAttribute, LinkMessage},
-    route::{RouteAddress, RouteAttribute},
+    route::{RouteAddress, RouteAttribute, RouteMessage},
 };
 use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_REQUEST};
 use rtnetlink::{
@@ -36,9 +36,10 @@ impl Netlink {
         Ok(Netlink { handle })
     }
 
-    /// A receiver that gets a message whenever an IPv4 address is added to or removed from
-    /// a link of this namespace (RTMGRP_IPV4_IFADDR); its sender closes if the socket fails.
-    pub fn watch_ipv4_addresses() -> Result<tokio::sync::mpsc::UnboundedReceiver<()>> {
+    /// A receiver that gets a message whenever an IPv4 or IPv6 address is added to or
+    /// removed from a link of this namespace (RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR); its
+    /// sender closes if the socket fails.
+    pub fn watch_addresses() -> Result<tokio::sync::mpsc::UnboundedReceiver<()>> {
         use rtnetlink::sys::{AsyncSocket, SocketAddr};
         let (mut conn, _handle, mut messages) =
             rtnetlink::new_connection().context("open rtnetlink socket")?;
@@ -46,7 +47,7 @@ impl Netlink {
             .socket_mut()
             .bind(&SocketAddr::new(
                 0,
-                rtnetlink::constants::RTMGRP_IPV4_IFADDR,
+                rtnetlink::constants::RTMGRP_IPV4_IFADDR | rtnetlink::constants::RTMGRP_IPV6_IFADDR,
             ))
             .context("subscribe to address changes")?;
         tokio::spawn(conn);
@@ -149,6 +150,30 @@ impl Netlink {
         }
         self.up(index).await?;
         Ok(index)
+    }
+
+    /// IPv6 addresses on link `index` without duplicate address detection (they are
+    /// usable at once, and netd's IPAM already made them unique); those it has already
+    /// are left as they are.
+    pub async fn ensure_addresses6(&self, index: u32, addrs: &[(Ipv6Addr, u8)]) -> Result<()> {
+        let present = self.ipv6_addresses().await?;
+        for &(addr, prefix) in addrs {
+            if present
+                .iter()
+                .any(|(i, net)| *i == index && net.addr() == addr)
+            {
+                continue;
+            }
+            let mut add = self.handle.address().add(index, IpAddr::V6(addr), prefix);
+            let msg = add.message_mut();
+            msg.header.flags = AddressHeaderFlags::Nodad;
+            msg.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            add.execute()
+                .await
+                .with_context(|| format!("add address {addr}/{prefix} to link {index}"))?;
+        }
+        Ok(())
     }
 
     pub async fn create_veth(&self, name: &str, peer: &str) -> Result<()> {
@@ -396,40 +421,116 @@ impl Netlink {
             .with_context(|| format!("add default route via {gateway}"))
     }
 
-    /// Every IPv4 address of the namespace, with its link index.
-    pub async fn ipv4_addresses(&self) -> Result<Vec<(u32, Ipv4Net)>> {
+    /// The default IPv6 route via `gateway` (a link-scope next hop: on the link of its
+    /// subnet's address).
+    pub async fn add_default_route6(&self, gateway: Ipv6Addr) -> Result<()> {
+        let route = RouteMessageBuilder::<Ipv6Addr>::new()
+            .gateway(gateway)
+            .build();
+        self.handle
+            .route()
+            .add(route)
+            .execute()
+            .await
+            .with_context(|| format!("add default IPv6 route via {gateway}"))
+    }
+
+    /// Every address of the namespace, both families, with its link index: its own address
+    /// (`IFA_LOCAL`, which IPv6 leaves out but for point-to-point links; `IFA_ADDRESS`
+    /// then).
+    async fn addresses(&self) -> Result<Vec<(u32, IpNet)>> {
         let mut out = Vec::new();
         let mut addrs = self.handle.address().get().execute();
         while let Some(msg) = addrs.try_next().await.context("list addresses")? {
+            let find = |local: bool| {
+                msg.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Local(ip) if local => Some(*ip),
+                    AddressAttribute::Address(ip) if !local => Some(*ip),
+                    _ => None,
+                })
+            };
+            if let Some(ip) = find(true).or_else(|| find(false)) {
+                out.push((msg.header.index, IpNet::new(ip, msg.header.prefix_len)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every IPv4 address of the namespace, with its link index.
+    pub async fn ipv4_addresses(&self) -> Result<Vec<(u32, Ipv4Net)>> {
+        Ok(self
+            .addresses()
+            .await?
+            .into_iter()
+            .filter_map(|(i, net)| match net {
+                IpNet::V4(n) => Some((i, n)),
+                IpNet::V6(_) => None,
+            })
+            .collect())
+    }
+
+    /// Every IPv6 address of the namespace, with its link index.
+    pub async fn ipv6_addresses(&self) -> Result<Vec<(u32, Ipv6Net)>> {
+        Ok(self
+            .addresses()
+            .await?
+            .into_iter()
+            .filter_map(|(i, net)| match net {
+                IpNet::V6(n) => Some((i, n)),
+                IpNet::V4(_) => None,
+            })
+            .collect())
+    }
+
+    /// The routes `query` lists: destination and output link.
+    async fn routes(&self, query: RouteMessage) -> Result<Vec<(IpNet, Option<u32>)>> {
+        let mut out = Vec::new();
+        let unspecified = match query.header.address_family {
+            netlink_packet_route::AddressFamily::Inet6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        };
+        let mut routes = self.handle.route().get(query).execute();
+        while let Some(msg) = routes.try_next().await.context("list routes")? {
+            let mut dst = unspecified;
+            let mut oif = None;
             for attr in &msg.attributes {
-                if let AddressAttribute::Local(IpAddr::V4(a)) = attr {
-                    out.push((msg.header.index, Ipv4Net::new(*a, msg.header.prefix_len)?));
+                match attr {
+                    RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = IpAddr::V4(*a),
+                    RouteAttribute::Destination(RouteAddress::Inet6(a)) => dst = IpAddr::V6(*a),
+                    RouteAttribute::Oif(i) => oif = Some(*i),
+                    _ => {}
                 }
             }
+            out.push((IpNet::new(dst, msg.header.destination_prefix_length)?, oif));
         }
         Ok(out)
     }
 
     /// Every IPv4 route of the main table: destination and output link.
     pub async fn ipv4_routes(&self) -> Result<Vec<(Ipv4Net, Option<u32>)>> {
-        let mut out = Vec::new();
         let query = RouteMessageBuilder::<Ipv4Addr>::new().build();
-        let mut routes = self.handle.route().get(query).execute();
-        while let Some(msg) = routes.try_next().await.context("list routes")? {
-            let mut dst = Ipv4Addr::UNSPECIFIED;
-            let mut oif = None;
-            for attr in &msg.attributes {
-                match attr {
-                    RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = *a,
-                    RouteAttribute::Oif(i) => oif = Some(*i),
-                    _ => {}
-                }
-            }
-            out.push((
-                Ipv4Net::new(dst, msg.header.destination_prefix_length)?,
-                oif,
-            ));
-        }
-        Ok(out)
+        Ok(self
+            .routes(query)
+            .await?
+            .into_iter()
+            .filter_map(|(dst, oif)| match dst {
+                IpNet::V4(n) => Some((n, oif)),
+                IpNet::V6(_) => None,
+            })
+            .collect())
+    }
+
+    /// Every IPv6 route of the main table: destination and output link.
+    pub async fn ipv6_routes(&self) -> Result<Vec<(Ipv6Net, Option<u32>)>> {
+        let query = RouteMessageBuilder::<Ipv6Addr>::new().build();
+        Ok(self
+            .routes(query)
+            .await?
+            .into_iter()
+            .filter_map(|(dst, oif)| match dst {
+                IpNet::V6(n) => Some((n, oif)),
+                IpNet::V4(_) => None,
+            })
+            .collect())
     }
 }

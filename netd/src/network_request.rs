@@ -15,12 +15,17 @@ pub struct NetworkRequest {
     pub name: String,
     #[serde(default)]
     pub driver: Option<String>,
+    /// `--subnet`, `--gateway`, `--ip-range`: each once per family (`families`). A single
+    /// string is taken too, as clients before IPv6 sent it.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub subnet: Vec<String>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub gateway: Vec<String>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub ip_range: Vec<String>,
+    /// `--ipv6`: the network has an IPv6 subnet too (given, or one of the node's ULA /64s).
     #[serde(default)]
-    pub subnet: Option<String>,
-    #[serde(default)]
-    pub gateway: Option<String>,
-    #[serde(default)]
-    pub ip_range: Option<String>,
+    pub ipv6: bool,
     #[serde(default)]
     pub internal: bool,
     /// `-o KEY=VALUE`, as given.
@@ -34,6 +39,92 @@ pub struct NetworkRequest {
     /// `--attachable`: an overlay network standalone containers may join.
     #[serde(default)]
     pub attachable: bool,
+}
+
+/// A list, or one string, or null.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        None => Vec::new(),
+        Some(OneOrMany::One(s)) => vec![s],
+        Some(OneOrMany::Many(v)) => v,
+    })
+}
+
+/// A network's address flags of one family, as given.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AddressFlags<'a> {
+    pub subnet: Option<&'a str>,
+    pub gateway: Option<&'a str>,
+    pub ip_range: Option<&'a str>,
+}
+
+/// A request's address flags split by family (an address with a `:` is IPv6), as
+/// `docker network create --ipv6 --subnet 172.28.0.0/16 --subnet fd00:1::/64` takes them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Families<'a> {
+    pub v4: AddressFlags<'a>,
+    /// With `--ipv6` only.
+    pub v6: Option<AddressFlags<'a>>,
+}
+
+/// Split the address flags by family: each flag once per family, IPv6 values only with
+/// `--ipv6`, a gateway or range only with a subnet of its family.
+pub fn families(req: &NetworkRequest) -> Result<Families<'_>> {
+    let mut v4 = AddressFlags::default();
+    let mut v6 = AddressFlags::default();
+    let flags = [
+        ("--subnet", "subnet", &req.subnet),
+        ("--gateway", "gateway", &req.gateway),
+        ("--ip-range", "range", &req.ip_range),
+    ];
+    for (flag, what, values) in flags {
+        for value in values {
+            let (family, name) = match value.contains(':') {
+                true => (&mut v6, "IPv6"),
+                false => (&mut v4, "IPv4"),
+            };
+            if name == "IPv6" && !req.ipv6 {
+                bail!(
+                    "invalid {flag} {value}: an IPv6 {what} needs --ipv6 (IPv6 {what} provided but --ipv6 not set)"
+                );
+            }
+            let slot = match flag {
+                "--subnet" => &mut family.subnet,
+                "--gateway" => &mut family.gateway,
+                _ => &mut family.ip_range,
+            };
+            if let Some(first) = slot.replace(value) {
+                bail!(
+                    "invalid {flag} {value}: a network has one {name} {what} at most, and {first} was given too"
+                );
+            }
+        }
+    }
+    if v4.subnet.is_none() && (v4.gateway.is_some() || v4.ip_range.is_some()) {
+        bail!("--gateway and --ip-range need --subnet: give the subnet they belong to");
+    }
+    if v6.subnet.is_none()
+        && let Some(given) = v6.gateway.or(v6.ip_range)
+    {
+        bail!(
+            "invalid {} {given}: an IPv6 --gateway or --ip-range needs the IPv6 --subnet it belongs to",
+            if v6.gateway == Some(given) {
+                "--gateway"
+            } else {
+                "--ip-range"
+            }
+        );
+    }
+    Ok(Families {
+        v4,
+        v6: req.ipv6.then_some(v6),
+    })
 }
 
 /// The network drivers netd knows. `Ipvlan` is known to be refused: the daemon asks the
@@ -243,9 +334,7 @@ pub fn settings(req: &NetworkRequest) -> Result<Settings> {
         bail!("network with name {} already exists", req.name);
     }
     let name = req.driver.as_deref().unwrap_or("bridge");
-    if req.subnet.is_none() && (req.gateway.is_some() || req.ip_range.is_some()) {
-        bail!("--gateway and --ip-range need --subnet: give the subnet they belong to");
-    }
+    let families = families(req)?;
     if name == "ipvlan" {
         // Refused by the daemon, which asks the kernel what is missing.
         return Ok(Settings {
@@ -263,7 +352,13 @@ pub fn settings(req: &NetworkRequest) -> Result<Settings> {
             known.join(" and ")
         );
     };
-    driver.validate(req)
+    let s = driver.validate(req)?;
+    if families.v6.is_some() && s.driver != Driver::Bridge {
+        bail!(
+            "invalid --ipv6: IPv6 on {name} networks is not supported yet (bridge networks have it)"
+        );
+    }
+    Ok(s)
 }
 
 /// `-o KEY=VALUE` split, each key once.
@@ -545,8 +640,127 @@ mod tests {
         r.mtu = Some(70000);
         assert!(err(&r).contains("invalid --mtu 70000"));
         let mut r = req("n", &[]);
-        r.gateway = Some("10.0.0.1".into());
+        r.gateway = vec!["10.0.0.1".into()];
         assert!(err(&r).contains("need --subnet"));
+    }
+
+    fn dual(subnet: &[&str], gateway: &[&str], ip_range: &[&str], ipv6: bool) -> NetworkRequest {
+        let list = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
+        NetworkRequest {
+            subnet: list(subnet),
+            gateway: list(gateway),
+            ip_range: list(ip_range),
+            ipv6,
+            ..req("n", &[])
+        }
+    }
+
+    #[test]
+    fn address_flags_are_split_by_family_once_each() {
+        let r = dual(
+            &["fd00:1::/64", "172.28.0.0/16"],
+            &["172.28.0.254", "fd00:1::fe"],
+            &["fd00:1::100/120"],
+            true,
+        );
+        let f = families(&r).unwrap();
+        assert_eq!(
+            f.v4,
+            AddressFlags {
+                subnet: Some("172.28.0.0/16"),
+                gateway: Some("172.28.0.254"),
+                ip_range: None
+            }
+        );
+        assert_eq!(
+            f.v6,
+            Some(AddressFlags {
+                subnet: Some("fd00:1::/64"),
+                gateway: Some("fd00:1::fe"),
+                ip_range: Some("fd00:1::100/120")
+            })
+        );
+        // --ipv6 alone: the subnet is chosen by the daemon.
+        let only = dual(&[], &[], &[], true);
+        assert_eq!(families(&only).unwrap().v6, Some(AddressFlags::default()));
+        assert!(
+            families(&dual(&["10.1.0.0/16"], &[], &[], false))
+                .unwrap()
+                .v6
+                .is_none()
+        );
+        assert!(settings(&dual(&["fd00:1::/64"], &[], &[], true)).is_ok());
+    }
+
+    #[test]
+    fn bad_address_flags_name_the_flag_and_why() {
+        for (r, want) in [
+            (
+                dual(&["fd00:1::/64"], &[], &[], false),
+                "invalid --subnet fd00:1::/64: an IPv6 subnet needs --ipv6 (IPv6 subnet provided but --ipv6 not set)",
+            ),
+            (
+                dual(&[], &["fd00:1::1"], &[], false),
+                "invalid --gateway fd00:1::1: an IPv6 gateway needs --ipv6",
+            ),
+            (
+                dual(&["10.1.0.0/16", "10.2.0.0/16"], &[], &[], false),
+                "invalid --subnet 10.2.0.0/16: a network has one IPv4 subnet at most, and 10.1.0.0/16 was given too",
+            ),
+            (
+                dual(&["fd00:1::/64", "fd00:2::/64"], &[], &[], true),
+                "invalid --subnet fd00:2::/64: a network has one IPv6 subnet at most",
+            ),
+            (
+                dual(&["fd00:1::/64"], &["fd00:1::1", "fd00:1::2"], &[], true),
+                "invalid --gateway fd00:1::2: a network has one IPv6 gateway at most",
+            ),
+            (
+                dual(
+                    &["fd00:1::/64"],
+                    &[],
+                    &["fd00:1::/120", "fd00:1::/121"],
+                    true,
+                ),
+                "invalid --ip-range fd00:1::/121: a network has one IPv6 range at most",
+            ),
+            (
+                dual(&["10.1.0.0/16"], &["fd00:1::1"], &[], true),
+                "invalid --gateway fd00:1::1: an IPv6 --gateway or --ip-range needs the IPv6 --subnet it belongs to",
+            ),
+            (
+                dual(&[], &[], &["fd00:1::/120"], true),
+                "invalid --ip-range fd00:1::/120: an IPv6 --gateway or --ip-range needs the IPv6 --subnet",
+            ),
+            (
+                dual(&["fd00:1::/64"], &["10.1.0.1"], &[], true),
+                "--gateway and --ip-range need --subnet",
+            ),
+        ] {
+            let e = err(&r);
+            assert!(e.starts_with(want), "{r:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn only_bridge_networks_have_ipv6_so_far() {
+        let mut r = dual(&[], &[], &[], true);
+        r.driver = Some("macvlan".into());
+        assert_eq!(
+            err(&r),
+            "invalid --ipv6: IPv6 on macvlan networks is not supported yet (bridge networks have it)"
+        );
+    }
+
+    #[test]
+    fn a_request_of_a_client_before_ipv6_is_understood() {
+        let r: NetworkRequest = serde_json::from_str(
+            r#"{"name":"n","subnet":"10.1.0.0/16","gateway":null,"ip_range":"10.1.0.0/24"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.subnet, ["10.1.0.0/16"]);
+        assert!(r.gateway.is_empty() && !r.ipv6);
+        assert_eq!(r.ip_range, ["10.1.0.0/24"]);
     }
 
     #[test]

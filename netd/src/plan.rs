@@ -5,10 +5,13 @@
 //! it in reverse on failure. Planning is pure, so the order of every change and of every
 //! undo is unit-tested without root.
 
-use std::{fmt, net::Ipv4Addr};
+use std::{
+    fmt,
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
-use ipnet::Ipv4Net;
-use netd_common::maps::{EndpointInfo, NetworkInfo};
+use ipnet::{Ipv4Net, Ipv6Net};
+use netd_common::maps::{Endpoint6Info, EndpointInfo, NetworkInfo};
 
 use crate::{endpoint, network_request::MacvlanMode, ports::PortBinding};
 
@@ -27,11 +30,27 @@ pub struct Inside {
     pub ip: Ipv4Addr,
     pub prefix: u8,
     pub gateway: Option<Ipv4Addr>,
+    /// Its IPv6 side, on a network with IPv6 (IPv6 stays off on it otherwise).
+    pub ipv6: Option<Inside6>,
     /// Remove the link if configuring it fails half-way: a macvlan, which nothing else
     /// removes. Not a veth's container end: it goes with its pair, whose undo must first
     /// find the host end to forget the endpoint by.
     pub remove_on_failure: bool,
 }
+
+/// A container interface's IPv6 side: its address, its link-local address (the two the
+/// kernel programs let it send from), and the default route's gateway if it carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Inside6 {
+    pub ip: Ipv6Addr,
+    pub prefix: u8,
+    pub link_local: Ipv6Addr,
+    pub gateway: Option<Ipv6Addr>,
+}
+
+/// What netd's programs enforce for an endpoint: its IPv4 side, and its IPv6 side if it
+/// has one.
+pub type Policing = (EndpointInfo, Option<Endpoint6Info>);
 
 /// One change to the node or to the data path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,18 +60,25 @@ pub enum Step {
     PrepareNamespace {
         own: bool,
     },
-    /// The bridge with the gateway address, a fixed MAC, the MTU if given, IPv6 off, up;
-    /// made if missing.
+    /// The bridge with the gateway address, a fixed MAC, the MTU if given, up; made if
+    /// missing. IPv6 off, or with `gateway6` on, with that address and its link-local one.
     EnsureBridge {
         name: String,
         gateway: Ipv4Addr,
         prefix: u8,
+        gateway6: Option<(Ipv6Addr, u8)>,
         mac: [u8; 6],
         mtu: Option<u32>,
     },
     /// The network's entry in the data path (its subnet and policy); `None` removes it.
     SetNetwork {
         subnet: Ipv4Net,
+        info: Option<NetworkInfo>,
+    },
+    /// The network's IPv6 subnet in the data path (the same tag and policy); `None`
+    /// removes it.
+    SetNetwork6 {
+        subnet: Ipv6Net,
         info: Option<NetworkInfo>,
     },
     /// An overlay network set up on the node, by VXLAN ID: its network's tag, for frames
@@ -101,11 +127,13 @@ pub enum Step {
     Ipv6Off {
         link: String,
     },
-    /// The endpoint registered with the data path and its program attached to the host
-    /// end, before any frame can pass.
+    /// The endpoint registered with the data path (its IPv6 side too, or none: its IPv6
+    /// is then dropped) and its program attached to the host end, before any frame can
+    /// pass.
     Police {
         host_veth: String,
         info: EndpointInfo,
+        info6: Option<Endpoint6Info>,
     },
     /// The host end on its bridge, isolated from the other ports if asked, and up.
     JoinBridge {
@@ -174,6 +202,10 @@ impl fmt::Display for Step {
                 Some(_) => write!(f, "register subnet {subnet} with the data path"),
                 None => write!(f, "forget subnet {subnet} in the data path"),
             },
+            Step::SetNetwork6 { subnet, info } => match info {
+                Some(_) => write!(f, "register IPv6 subnet {subnet} with the data path"),
+                None => write!(f, "forget IPv6 subnet {subnet} in the data path"),
+            },
             Step::SetOverlay { vni, tag } => match tag {
                 Some(_) => write!(f, "register VXLAN ID {vni} with the data path"),
                 None => write!(f, "forget VXLAN ID {vni} in the data path"),
@@ -193,11 +225,17 @@ impl fmt::Display for Step {
             Step::Police { host_veth, .. } => write!(f, "police {host_veth}"),
             Step::JoinBridge { link, bridge, .. } => write!(f, "put {link} on bridge {bridge}"),
             Step::MoveIntoContainer { link } => write!(f, "move {link} into the container"),
-            Step::Configure { link, inside } => write!(
-                f,
-                "configure {link} as {} with {}/{}",
-                inside.ifname, inside.ip, inside.prefix
-            ),
+            Step::Configure { link, inside } => {
+                write!(
+                    f,
+                    "configure {link} as {} with {}/{}",
+                    inside.ifname, inside.ip, inside.prefix
+                )?;
+                match &inside.ipv6 {
+                    Some(v6) => write!(f, " and {}/{}", v6.ip, v6.prefix),
+                    None => Ok(()),
+                }
+            }
             Step::HostRoute { to, via, .. } => write!(f, "route the node to {to} through {via}"),
             Step::DeleteHostRoute { to, via } => {
                 write!(f, "remove the node's route to {to} through {via}")
@@ -245,6 +283,8 @@ pub struct EndpointPlan<'a> {
     pub mtu: Option<u32>,
     /// The default route's gateway, when this endpoint carries it.
     pub gateway: Option<Ipv4Addr>,
+    /// Its IPv6 side, on a network with IPv6.
+    pub ipv6: Option<Inside6>,
 }
 
 impl EndpointPlan<'_> {
@@ -259,6 +299,7 @@ impl EndpointPlan<'_> {
             ip: self.ip,
             prefix: self.prefix,
             gateway: self.gateway,
+            ipv6: self.ipv6,
             remove_on_failure,
         }
     }
@@ -305,7 +346,7 @@ pub fn attach_bridge(
     p: &EndpointPlan,
     bridge: &str,
     isolated: bool,
-    info: EndpointInfo,
+    (info, info6): Policing,
     peer_goes: PeerGoes,
 ) -> Vec<Planned> {
     let host = endpoint::host_veth_name(p.id);
@@ -332,6 +373,7 @@ pub fn attach_bridge(
         Step::Police {
             host_veth: host.clone(),
             info,
+            info6,
         },
         vec![Step::Forget {
             host_veth: host.clone(),
@@ -574,6 +616,7 @@ mod tests {
             prefix: 16,
             mtu: Some(1400),
             gateway: Some(Ipv4Addr::new(172, 18, 0, 1)),
+            ipv6: None,
         }
     }
 
@@ -596,7 +639,7 @@ mod tests {
             &plan(),
             "br-x",
             true,
-            EndpointInfo::default(),
+            (EndpointInfo::default(), None),
             PeerGoes::IntoContainer,
         );
         assert_eq!(
@@ -628,10 +671,55 @@ mod tests {
     }
 
     #[test]
+    fn a_dual_stack_endpoint_registers_its_ipv6_side_when_it_is_policed() {
+        let mut p = plan();
+        p.mtu = None;
+        p.ipv6 = Some(Inside6 {
+            ip: "fd00:1::2".parse().unwrap(),
+            prefix: 64,
+            link_local: netd_common::user::link_local_for(p.mac),
+            gateway: Some("fd00:1::1".parse().unwrap()),
+        });
+        let info6 = Endpoint6Info::default();
+        let steps = attach_bridge(
+            &p,
+            "br-x",
+            false,
+            (EndpointInfo::default(), Some(info6)),
+            PeerGoes::IntoContainer,
+        );
+        let police = steps
+            .iter()
+            .find(|s| matches!(s.step, Step::Police { .. }))
+            .unwrap();
+        assert!(matches!(police.step, Step::Police { info6: Some(_), .. }));
+        // Undone like IPv4's: forgetting the endpoint forgets its IPv6 side too.
+        assert_eq!(
+            police.undo,
+            [Step::Forget {
+                host_veth: "ndv0123456789ab".into(),
+                ifindex: None
+            }]
+        );
+        assert_eq!(
+            names(&steps).last().unwrap(),
+            "configure ndp0123456789ab as eth1 with 172.18.0.2/16 and fd00:1::2/64"
+        );
+        // The host end is a bridge port: IPv6 off there all the same.
+        assert!(names(&steps).contains(&"turn IPv6 off on ndv0123456789ab".to_string()));
+    }
+
+    #[test]
     fn an_engines_endpoint_leaves_the_container_end_in_the_node() {
         let mut p = plan();
         p.mtu = None;
-        let steps = attach_bridge(&p, "br-x", false, EndpointInfo::default(), PeerGoes::Stays);
+        let steps = attach_bridge(
+            &p,
+            "br-x",
+            false,
+            (EndpointInfo::default(), None),
+            PeerGoes::Stays,
+        );
         assert_eq!(
             names(&steps).last().map(String::as_str),
             Some("put ndv0123456789ab on bridge br-x")
@@ -726,7 +814,7 @@ mod tests {
             &p,
             "br-x",
             false,
-            EndpointInfo::default(),
+            (EndpointInfo::default(), None),
             PeerGoes::IntoContainer,
         );
         let steps = create_container(

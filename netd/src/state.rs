@@ -6,13 +6,13 @@ use std::{
     collections::BTreeMap,
     fs,
     io::Write,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context, Result, bail};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::ports::PortBinding;
@@ -38,6 +38,9 @@ pub struct Network {
     /// `--aux-address`: other hosts' addresses on the network, never handed out.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub aux_addresses: BTreeMap<String, Ipv4Addr>,
+    /// The network's IPv6 side (`--ipv6`); none in a network of IPv4 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Network6>,
     /// No masquerade, no route out, no published ports.
     pub internal: bool,
     /// Containers of this network may talk to each other (`enable_icc`).
@@ -65,6 +68,18 @@ pub struct Network {
     /// are on it (its record is the store's; this is the node's share of it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlay: Option<OverlayNet>,
+}
+
+/// A dual-stack network's IPv6 subnet, gateway (on the bridge) and range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network6 {
+    pub subnet: Ipv6Net,
+    pub gateway: Ipv6Addr,
+    /// Where dynamic addresses come from (default: the whole subnet).
+    pub ip_range: Option<Ipv6Net>,
+    /// The address handed out last (allocation goes on after it, as for IPv4).
+    #[serde(default)]
+    pub last_allocated: Option<Ipv6Addr>,
 }
 
 /// What makes a node's network an overlay's share.
@@ -100,6 +115,14 @@ pub struct Shim {
 }
 
 impl Network {
+    /// Record the addresses just handed out: the next allocation goes on after them.
+    pub fn note_allocated(&mut self, ip: Ipv4Addr, ip6: Option<Ipv6Addr>) {
+        self.last_allocated = Some(ip);
+        if let (Some(v6), Some(ip6)) = (self.ipv6.as_mut(), ip6) {
+            v6.last_allocated = Some(ip6);
+        }
+    }
+
     pub fn is_macvlan(&self) -> bool {
         self.macvlan.is_some()
     }
@@ -206,6 +229,9 @@ pub struct IpamPool {
 pub struct Endpoint {
     pub network: String,
     pub ip: Ipv4Addr,
+    /// Its IPv6 address, on a network with IPv6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     pub mac: String,
     /// The interface inside the container (`eth0`, `eth1`, ...).
     pub ifname: String,
@@ -251,6 +277,10 @@ pub struct State {
     /// Docker's IPAM pools, by pool ID.
     #[serde(default)]
     pub ipam_pools: BTreeMap<String, IpamPool>,
+    /// The node's ULA global ID (40 bits, RFC 4193), drawn when a network first needs an
+    /// IPv6 subnet of the node's own `ipam6::ula_base`, and kept so that it stays the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ula_global_id: Option<u64>,
 }
 
 impl Default for State {
@@ -260,6 +290,7 @@ impl Default for State {
             networks: BTreeMap::new(),
             containers: BTreeMap::new(),
             ipam_pools: BTreeMap::new(),
+            ula_global_id: None,
         }
     }
 }
@@ -536,6 +567,12 @@ mod tests {
                 subnet: "172.17.0.0/16".parse().unwrap(),
                 gateway: "172.17.0.1".parse().unwrap(),
                 ip_range: None,
+                ipv6: Some(Network6 {
+                    subnet: "fd42:98fc:1c14::/64".parse().unwrap(),
+                    gateway: "fd42:98fc:1c14::1".parse().unwrap(),
+                    ip_range: None,
+                    last_allocated: None,
+                }),
                 internal: false,
                 icc: true,
                 masquerade: true,
@@ -550,8 +587,11 @@ mod tests {
             },
         );
         store.save(&state).unwrap();
+        state.ula_global_id = Some(0x42_98fc_1c14);
+        store.save(&state).unwrap();
         let back = store.load().unwrap();
         assert_eq!(back.networks["netd0"], state.networks["netd0"]);
+        assert_eq!(back.ula_global_id, state.ula_global_id);
         assert!(!dir.join("state.json.tmp").exists());
         fs::remove_dir_all(dir).unwrap();
     }

@@ -58,6 +58,9 @@ pub struct ContainerArgs {
     /// A static IPv4 address on the network (user-defined networks only).
     #[arg(long)]
     ip: Option<String>,
+    /// A static IPv6 address on the network (user-defined networks with --ipv6 only).
+    #[arg(long)]
+    ip6: Option<String>,
     /// Use this existing network namespace (e.g. /var/run/netns/NAME) instead of a new one.
     #[arg(long)]
     netns: Option<std::path::PathBuf>,
@@ -81,6 +84,7 @@ impl ContainerArgs {
             name: self.name,
             network: self.network,
             ip: self.ip,
+            ip6: self.ip6,
             netns: self.netns.map(|p| resolve_directories(&p)),
             start,
             publish: self.publish,

@@ -36,6 +36,9 @@ pub enum NetworkCommand {
         /// A static IPv4 address on the network.
         #[arg(long)]
         ip: Option<String>,
+        /// A static IPv6 address on the network (a network with --ipv6).
+        #[arg(long)]
+        ip6: Option<String>,
         network: String,
         container: String,
     },
@@ -55,15 +58,19 @@ pub struct CreateArgs {
     /// cluster: `netd daemon --cluster-store`).
     #[arg(short = 'd', long)]
     driver: Option<String>,
-    /// Subnet in CIDR format [default: the next free one of Docker's pools]
+    /// Subnet in CIDR format, one IPv4 and (with --ipv6) one IPv6 [default: the next free
+    /// one of Docker's IPv4 pools; for IPv6, the next free /64 of the node's ULA /48]
     #[arg(long)]
-    subnet: Option<String>,
-    /// Gateway for the subnet [default: its first address]
+    subnet: Vec<String>,
+    /// Gateway for the subnet of its family [default: the subnet's first host address]
     #[arg(long)]
-    gateway: Option<String>,
-    /// Allocate container addresses from this sub-range of the subnet.
+    gateway: Vec<String>,
+    /// Allocate container addresses from this sub-range of the subnet of its family.
     #[arg(long)]
-    ip_range: Option<String>,
+    ip_range: Vec<String>,
+    /// Give the network IPv6 too (dual stack): containers get an IPv6 address and route.
+    #[arg(long)]
+    ipv6: bool,
     /// No masquerade, no route out, no published ports.
     #[arg(long)]
     internal: bool,
@@ -96,6 +103,7 @@ pub async fn run(client: &Client, command: NetworkCommand) -> Result<ExitCode> {
                 subnet: a.subnet,
                 gateway: a.gateway,
                 ip_range: a.ip_range,
+                ipv6: a.ipv6,
                 internal: a.internal,
                 options: a.opt,
                 mtu: a.mtu,
@@ -111,10 +119,11 @@ pub async fn run(client: &Client, command: NetworkCommand) -> Result<ExitCode> {
         NetworkCommand::Rm { names } => remove_each(client, "networks", &names, "").await,
         NetworkCommand::Connect {
             ip,
+            ip6,
             network,
             container,
         } => {
-            let req = ConnectRequest { container, ip };
+            let req = ConnectRequest { container, ip, ip6 };
             client
                 .call::<Value>(
                     Method::POST,
@@ -131,7 +140,7 @@ pub async fn run(client: &Client, command: NetworkCommand) -> Result<ExitCode> {
         } => {
             let req = ConnectRequest {
                 container,
-                ip: None,
+                ..Default::default()
             };
             let force = if force { "?force=1" } else { "" };
             let answer = client

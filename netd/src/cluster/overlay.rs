@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::store::{Guard, Op};
 use crate::{
     ipam::{self, Pool},
-    network_request::{NetworkRequest, RESERVED_NAMES, options_of, validate_name},
+    network_request::{NetworkRequest, RESERVED_NAMES, families, options_of, validate_name},
 };
 
 /// netd's option for the network's VXLAN ID, and Docker's.
@@ -59,15 +59,15 @@ pub fn request(req: &NetworkRequest) -> Result<OverlayRequest> {
     if RESERVED_NAMES.contains(&req.name.as_str()) {
         bail!("network with name {} already exists", req.name);
     }
-    let pool = match &req.subnet {
-        Some(s) => Some(ipam::plan(
-            ipam::parse_subnet(s)?,
-            req.gateway.as_deref(),
-            req.ip_range.as_deref(),
-        )?),
-        None if req.gateway.is_some() || req.ip_range.is_some() => {
-            bail!("--gateway and --ip-range need --subnet: give the subnet they belong to")
-        }
+    let families = families(req)?;
+    if families.v6.is_some() {
+        bail!(
+            "invalid --ipv6: IPv6 on overlay networks is not supported yet (bridge networks have it)"
+        );
+    }
+    let v4 = families.v4;
+    let pool = match v4.subnet {
+        Some(s) => Some(ipam::plan(ipam::parse_subnet(s)?, v4.gateway, v4.ip_range)?),
         None => None,
     };
     if !req.aux_addresses.is_empty() {
@@ -233,7 +233,7 @@ mod tests {
         request(&NetworkRequest {
             name: name.into(),
             driver: Some("overlay".into()),
-            subnet: subnet.map(String::from),
+            subnet: subnet.into_iter().map(String::from).collect(),
             options: options.iter().map(|s| s.to_string()).collect(),
             ..NetworkRequest::default()
         })
@@ -357,10 +357,17 @@ mod tests {
         );
         assert!(
             bad(NetworkRequest {
-                gateway: Some("10.0.0.1".into()),
+                gateway: vec!["10.0.0.1".into()],
                 ..base()
             })
             .contains("need --subnet")
+        );
+        assert!(
+            bad(NetworkRequest {
+                ipv6: true,
+                ..base()
+            })
+            .contains("IPv6 on overlay networks is not supported yet")
         );
         assert!(
             bad(NetworkRequest {

@@ -261,6 +261,9 @@ impl Inner {
         let plan = EndpointPlan {
             id: &id,
             ip,
+            // A CNI result names IPv4 only so far: no IPv6 side, even on a dual-stack
+            // network (the interface keeps IPv6 off; its IPv6 frames are dropped).
+            ip6: None,
             mac,
             ifname: &ifname,
             default_route,

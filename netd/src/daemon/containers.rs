@@ -5,13 +5,13 @@
 
 use std::{
     fs::File,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context, Result, anyhow, bail};
 use log::{info, warn};
-use netd_common::published::PortKey;
+use netd_common::{published::PortKey, user::link_local_for};
 use tokio::process::Child;
 
 use super::{
@@ -30,11 +30,13 @@ use crate::{
     state::{Container, Endpoint, Network, Sandbox, Status},
 };
 
-/// What an endpoint is to be: its veth's ID, address, MAC, name inside, and whether it
+/// What an endpoint is to be: its veth's ID, addresses, MAC, name inside, and whether it
 /// carries the default route.
 pub(super) struct EndpointPlan<'a> {
     pub id: &'a str,
     pub ip: Ipv4Addr,
+    /// Its IPv6 address, on a network with IPv6.
+    pub ip6: Option<Ipv6Addr>,
     pub mac: [u8; 6],
     pub ifname: &'a str,
     pub default_route: bool,
@@ -299,7 +301,10 @@ impl Inner {
             Vec::new()
         };
         let ip = match &mode {
-            Mode::Bridge(n) => Some(self.address_for(n, req.ip.as_deref(), &name).await?),
+            Mode::Bridge(n) => {
+                let ip6 = self.choose_ip6(n, req.ip6.as_deref())?;
+                Some((self.address_for(n, req.ip.as_deref(), &name).await?, ip6))
+            }
             _ => None,
         };
         let (sandbox, ns) = match (&mode, &req.netns, netns) {
@@ -365,10 +370,10 @@ impl Inner {
         };
         match self.wire_and_start(&mut c, &mode, ip, req.start).await {
             Ok(child) => {
-                if let (Mode::Bridge(n), Some(ip)) = (&mode, ip)
+                if let (Mode::Bridge(n), Some((ip, ip6))) = (&mode, ip)
                     && let Some(n) = self.state.networks.get_mut(&n.name)
                 {
-                    n.last_allocated = Some(ip);
+                    n.note_allocated(ip, ip6);
                 }
                 self.state.containers.insert(name.clone(), c.clone());
                 self.save()?;
@@ -376,7 +381,11 @@ impl Inner {
                     "container {name}: {} with --network {}{}, ports [{}]",
                     if req.start { "started" } else { "created" },
                     c.network_mode,
-                    ip.map(|i| format!(" at {i}")).unwrap_or_default(),
+                    match ip {
+                        Some((ip, Some(ip6))) => format!(" at {ip} and {ip6}"),
+                        Some((ip, None)) => format!(" at {ip}"),
+                        None => String::new(),
+                    },
                     c.ports
                         .iter()
                         .map(|b| b.to_string())
@@ -402,7 +411,7 @@ impl Inner {
         &mut self,
         c: &mut Container,
         mode: &Mode,
-        ip: Option<Ipv4Addr>,
+        ip: Option<(Ipv4Addr, Option<Ipv6Addr>)>,
         start: bool,
     ) -> Result<Option<Child>> {
         let ns = self.open_sandbox(c)?;
@@ -413,10 +422,11 @@ impl Inner {
         };
         let id = random_id();
         let endpoint = match (mode, ip) {
-            (Mode::Bridge(n), Some(ip)) => {
+            (Mode::Bridge(n), Some((ip, ip6))) => {
                 let p = EndpointPlan {
                     id: &id,
                     ip,
+                    ip6,
                     mac: endpoint::mac_for(ip),
                     ifname: "eth0",
                     default_route: !n.internal,
@@ -449,25 +459,15 @@ impl Inner {
     }
 
     /// A new endpoint of container `c` on network `n` (`netd network connect`, a healed
-    /// one at start), with its own link names.
+    /// one at start), with its own link names (`plan.id`).
     pub(super) async fn attach_endpoint(
         &mut self,
         c: &Container,
         n: &Network,
-        ip: Ipv4Addr,
-        mac: [u8; 6],
-        ifname: &str,
-        default_route: bool,
+        plan: &EndpointPlan<'_>,
     ) -> Result<Endpoint> {
         let ns = self.open_sandbox(c)?;
-        let plan = EndpointPlan {
-            id: &random_id(),
-            ip,
-            mac,
-            ifname,
-            default_route,
-        };
-        self.wire_endpoint(c, n, &plan, &ns).await
+        self.wire_endpoint(c, n, plan, &ns).await
     }
 
     /// Wire `plan`'s endpoint on network `n` into container `c`'s namespace: planned by
@@ -507,10 +507,17 @@ impl Inner {
             prefix: n.subnet.prefix_len(),
             mtu: n.mtu,
             gateway: plan.default_route.then_some(n.gateway),
+            ipv6: plan.ip6.zip(n.ipv6).map(|(ip, v6)| plan::Inside6 {
+                ip,
+                prefix: v6.subnet.prefix_len(),
+                link_local: link_local_for(plan.mac),
+                gateway: plan.default_route.then_some(v6.gateway),
+            }),
         };
         let mut ep = Endpoint {
             network: n.name.clone(),
             ip: plan.ip,
+            ip6: plan.ip6,
             mac: endpoint::format_mac(&plan.mac),
             ifname: plan.ifname.to_string(),
             host_veth: String::new(),
@@ -528,7 +535,8 @@ impl Inner {
         // (observed: the bridge's ifindex).
         let police = if d.capabilities().isolation {
             ep.host_veth = endpoint::host_veth_name(plan.id);
-            Some(self.endpoint_info(n, &ep).await?)
+            let info = self.endpoint_info(n, &ep).await?;
+            Some((info, Self::endpoint6_info(n, &ep)))
         } else {
             None
         };

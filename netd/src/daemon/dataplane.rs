@@ -1,19 +1,27 @@
-//! What the executor changes in the data path, as a trait: endpoints registered and
-//! policed, program links unpinned, flows purged. `Datapath` is the real one (maps and
+//! What the executor changes in the data path, as a trait: networks and endpoints (both
+//! families) registered and policed, program links unpinned, flows purged. `Datapath` is the real one (maps and
 //! programs); the executor's tests use a recording fake.
 
 use std::net::Ipv4Addr;
 
-use anyhow::Result;
-use ipnet::Ipv4Net;
-use netd_common::maps::{EndpointInfo, NetworkInfo, OverlayInfo};
+use anyhow::{Context, Result};
+use ipnet::{Ipv4Net, Ipv6Net};
+use netd_common::maps::{Endpoint6Info, EndpointInfo, NetworkInfo, OverlayInfo};
 
 use crate::{conntrack, datapath::Datapath, ports::PortBinding};
 
 pub(super) trait Dataplane {
     fn set_network(&mut self, subnet: Ipv4Net, info: Option<NetworkInfo>) -> Result<()>;
+    fn set_network6(&mut self, subnet: Ipv6Net, info: Option<NetworkInfo>) -> Result<()>;
     fn set_overlay(&mut self, vni: u32, info: Option<OverlayInfo>) -> Result<()>;
-    fn police(&mut self, host_veth: &str, ifindex: u32, info: &EndpointInfo) -> Result<()>;
+    /// Register the endpoint (its IPv6 side, or that it has none) and attach its programs.
+    fn police(
+        &mut self,
+        host_veth: &str,
+        ifindex: u32,
+        info: &EndpointInfo,
+        info6: Option<&Endpoint6Info>,
+    ) -> Result<()>;
     fn forget(&mut self, host_veth: &str, ifindex: u32) -> Result<()>;
     fn unpin(&mut self, host_veth: &str) -> Result<()>;
     fn purge_flows(&mut self, ip: Ipv4Addr) -> Result<()>;
@@ -26,11 +34,24 @@ impl Dataplane for Datapath {
         Datapath::set_network(self, subnet, info)
     }
 
+    fn set_network6(&mut self, subnet: Ipv6Net, info: Option<NetworkInfo>) -> Result<()> {
+        Datapath::set_network6(self, subnet, info)
+    }
+
     fn set_overlay(&mut self, vni: u32, info: Option<OverlayInfo>) -> Result<()> {
         Datapath::set_overlay(self, vni, info)
     }
 
-    fn police(&mut self, host_veth: &str, ifindex: u32, info: &EndpointInfo) -> Result<()> {
+    fn police(
+        &mut self,
+        host_veth: &str,
+        ifindex: u32,
+        info: &EndpointInfo,
+        info6: Option<&Endpoint6Info>,
+    ) -> Result<()> {
+        // The IPv6 side first: once attached, the program looks it up for every frame.
+        self.register_endpoint6(ifindex, info6)
+            .with_context(|| format!("register the IPv6 side of endpoint {host_veth}"))?;
         self.attach_endpoint(host_veth, ifindex, info)
     }
 

@@ -175,9 +175,10 @@ impl Inner {
         let request = NetworkRequest {
             name: short_id(&req.network_id).to_string(),
             driver: None,
-            subnet: Some(plan.subnet.to_string()),
-            gateway: Some(plan.gateway.to_string()),
-            ip_range: range.map(|r| r.to_string()),
+            subnet: vec![plan.subnet.to_string()],
+            gateway: vec![plan.gateway.to_string()],
+            ip_range: range.iter().map(|r| r.to_string()).collect(),
+            ipv6: false,
             internal: plan.internal,
             options: plan.options,
             mtu: None,
@@ -267,6 +268,8 @@ impl Inner {
         let plan = EndpointPlan {
             id: &name,
             ip,
+            // Docker's networks on netd are IPv4 only (IPv6 ones are refused at creation).
+            ip6: None,
             mac,
             ifname: "",
             default_route: false,

@@ -56,13 +56,15 @@ async fn run(node: &impl Node, dp: &mut impl Dataplane, step: &Step) -> Result<(
             name,
             gateway,
             prefix,
+            gateway6,
             mac,
             mtu,
         } => {
-            node.ensure_bridge(name, (*gateway, *prefix), *mac, *mtu)
+            node.ensure_bridge(name, (*gateway, *prefix), *gateway6, *mac, *mtu)
                 .await
         }
         Step::SetNetwork { subnet, info } => dp.set_network(*subnet, *info),
+        Step::SetNetwork6 { subnet, info } => dp.set_network6(*subnet, *info),
         Step::SetOverlay { vni, tag: None } => dp.set_overlay(*vni, None),
         Step::SetOverlay {
             vni,
@@ -99,12 +101,16 @@ async fn run(node: &impl Node, dp: &mut impl Dataplane, step: &Step) -> Result<(
         Step::SetMtu { link, mtu } => node.set_mtu(link, *mtu).await,
         Step::SetMac { link, mac } => node.set_mac(link, *mac).await,
         Step::Ipv6Off { link } => node.ipv6_off(link),
-        Step::Police { host_veth, info } => {
+        Step::Police {
+            host_veth,
+            info,
+            info6,
+        } => {
             let ifindex = node
                 .link_index(host_veth)
                 .await?
                 .with_context(|| format!("{host_veth} vanished"))?;
-            dp.police(host_veth, ifindex, info)
+            dp.police(host_veth, ifindex, info, info6.as_ref())
         }
         Step::JoinBridge {
             link,
@@ -145,7 +151,7 @@ mod tests {
     use std::{cell::RefCell, net::Ipv4Addr};
 
     use anyhow::bail;
-    use netd_common::maps::EndpointInfo;
+    use netd_common::maps::{Endpoint6Info, EndpointInfo};
 
     use super::*;
     use crate::{
@@ -195,10 +201,14 @@ mod tests {
             &self,
             name: &str,
             _: (Ipv4Addr, u8),
+            gateway6: Option<(std::net::Ipv6Addr, u8)>,
             _: [u8; 6],
             _: Option<u32>,
         ) -> Result<()> {
-            self.0.call(format!("bridge {name}"))
+            match gateway6 {
+                Some((gw, prefix)) => self.0.call(format!("bridge {name} {gw}/{prefix}")),
+                None => self.0.call(format!("bridge {name}")),
+            }
         }
         async fn ensure_parent(&self, name: &str, made: bool) -> Result<()> {
             self.0.call(format!("parent {name} {made}"))
@@ -252,11 +262,29 @@ mod tests {
         ) -> Result<()> {
             self.0.call(format!("network {subnet} {}", info.is_some()))
         }
+        fn set_network6(
+            &mut self,
+            subnet: ipnet::Ipv6Net,
+            info: Option<netd_common::maps::NetworkInfo>,
+        ) -> Result<()> {
+            self.0.call(format!("network6 {subnet} {}", info.is_some()))
+        }
         fn set_overlay(&mut self, vni: u32, info: Option<OverlayInfo>) -> Result<()> {
             self.0.call(format!("overlay {vni} {}", info.is_some()))
         }
-        fn police(&mut self, host_veth: &str, ifindex: u32, _: &EndpointInfo) -> Result<()> {
-            self.0.call(format!("police {host_veth} {ifindex}"))
+        fn police(
+            &mut self,
+            host_veth: &str,
+            ifindex: u32,
+            _: &EndpointInfo,
+            info6: Option<&Endpoint6Info>,
+        ) -> Result<()> {
+            match info6 {
+                Some(_) => self
+                    .0
+                    .call(format!("police {host_veth} {ifindex} with IPv6")),
+                None => self.0.call(format!("police {host_veth} {ifindex}")),
+            }
         }
         fn forget(&mut self, host_veth: &str, ifindex: u32) -> Result<()> {
             self.0.call(format!("forget {host_veth} {ifindex}"))
@@ -284,6 +312,7 @@ mod tests {
             prefix: 16,
             mtu: None,
             gateway: None,
+            ipv6: None,
         }
     }
 
@@ -299,7 +328,7 @@ mod tests {
             &endpoint(),
             "br-x",
             false,
-            EndpointInfo::default(),
+            (EndpointInfo::default(), None),
             PeerGoes::IntoContainer,
         );
         block_on(apply(
@@ -415,6 +444,50 @@ mod tests {
             warnings[0].starts_with("container web: remove ndvabc"),
             "{warnings:?}"
         );
+    }
+
+    fn dual_stack_network() -> crate::state::Network {
+        serde_json::from_value(serde_json::json!({
+            "id": "0123456789ab", "name": "front", "driver": "bridge", "bridge": "br-front",
+            "subnet": "172.20.0.0/16", "gateway": "172.20.0.1", "ip_range": null,
+            "ipv6": {"subnet": "fd00:1::/64", "gateway": "fd00:1::1", "ip_range": null},
+            "internal": false, "icc": true, "masquerade": true, "mtu": null,
+            "options": {}, "tag": 3, "created": 0
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_dual_stack_network_that_fails_at_its_ipv6_subnet_is_undone() {
+        use crate::driver::NetworkDriver;
+        let j = Journal::failing(&["network6"]);
+        let n = dual_stack_network();
+        let steps = crate::driver::bridge::Bridge.setup(&n, &[], true);
+        block_on(apply(&FakeNode(&j), &mut FakeDataplane(&j), &steps)).unwrap_err();
+        assert_eq!(
+            j.calls(),
+            [
+                "bridge br-front fd00:1::1/64",
+                "network 172.20.0.0/16 true",
+                "network6 fd00:1::/64 true",
+                "network 172.20.0.0/16 false",
+                "delete Node br-front",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_dual_stack_endpoint_is_registered_with_its_ipv6_side() {
+        let j = Journal::default();
+        let steps = plan::attach_bridge(
+            &endpoint(),
+            "br-x",
+            false,
+            (EndpointInfo::default(), Some(Endpoint6Info::default())),
+            PeerGoes::IntoContainer,
+        );
+        block_on(apply(&FakeNode(&j), &mut FakeDataplane(&j), &steps)).unwrap();
+        assert_eq!(j.calls()[3], "police ndvabc 7 with IPv6");
     }
 
     #[test]

@@ -331,7 +331,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     tokio::spawn(monitor::expire_sessions(Arc::downgrade(&daemon)));
     tokio::spawn(follow_node_addresses(
         Arc::downgrade(&daemon),
-        Netlink::watch_ipv4_addresses()?,
+        Netlink::watch_addresses()?,
     ));
     if let Some(listener) = metrics_listener {
         let weak = Arc::downgrade(&daemon);
@@ -1040,7 +1040,15 @@ impl Inner {
             .iter()
             .map(|(_, n)| n.addr())
             .collect();
-        self.datapath.set_node_addrs(&addrs)
+        self.datapath.set_node_addrs(&addrs)?;
+        let addrs6: Vec<std::net::Ipv6Addr> = self
+            .netlink
+            .ipv6_addresses()
+            .await?
+            .iter()
+            .map(|(_, n)| n.addr())
+            .collect();
+        self.datapath.set_node_addrs6(&addrs6)
     }
 }
 

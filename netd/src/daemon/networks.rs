@@ -2,17 +2,22 @@
 //! leaks a bridge), remove (refused while endpoints are attached), connect and disconnect
 //! a container, and what each network amounts to in the data path.
 
-use std::collections::BTreeSet;
-
-use anyhow::{Context, Result, anyhow};
-use ipnet::Ipv4Net;
-use log::info;
-use netd_common::{
-    maps::{ENDPOINT_ICC_OFF, ENDPOINT_INTERNAL, EndpointInfo},
-    user::addr_be,
+use std::{
+    collections::BTreeSet,
+    net::{Ipv4Addr, Ipv6Addr},
 };
 
-use super::{DEFAULT_NETWORK, Inner, executor, node::LiveNode, random_id, unix_now};
+use anyhow::{Context, Result, anyhow};
+use ipnet::{Ipv4Net, Ipv6Net};
+use log::info;
+use netd_common::{
+    maps::{ENDPOINT_ICC_OFF, ENDPOINT_INTERNAL, Endpoint6Info, EndpointInfo},
+    user::{addr_be, addr6_be, link_local_for},
+};
+
+use super::{
+    DEFAULT_NETWORK, Inner, containers::EndpointPlan, executor, node::LiveNode, random_id, unix_now,
+};
 use crate::{
     api::{ApiError, ConnectRequest, ContainerView, EndpointView, NetworkView},
     arp_probe,
@@ -22,8 +27,9 @@ use crate::{
     },
     endpoint,
     ipam::{self, Pool},
-    network_request::{Driver, NetworkRequest, Settings, settings},
-    state::{Container, Endpoint, MacvlanNet, Network, Sandbox, Shim},
+    ipam6::{self, Pool6},
+    network_request::{AddressFlags, Driver, NetworkRequest, Settings, families, settings},
+    state::{Container, Endpoint, MacvlanNet, Network, Network6, Sandbox, Shim},
 };
 
 /// How many addresses a container start probes on the LAN before it gives up.
@@ -103,30 +109,33 @@ impl Inner {
         NetworkView::new(n, endpoints)
     }
 
+    /// The indexes of the links netd owns for its networks (bridges, made parents, shims).
+    async fn our_links(&self) -> Result<BTreeSet<u32>> {
+        let mut ours = BTreeSet::new();
+        for n in self.state.networks.values() {
+            let links = match &n.macvlan {
+                Some(m) => {
+                    let mut l: Vec<&str> = m.shim.iter().map(|s| s.name.as_str()).collect();
+                    if m.parent_made {
+                        l.push(&m.parent);
+                    }
+                    l
+                }
+                None => vec![n.bridge.as_str()],
+            };
+            for link in links {
+                if let Some(i) = self.netlink.link_index(link).await? {
+                    ours.insert(i);
+                }
+            }
+        }
+        Ok(ours)
+    }
+
     /// Subnets in use on the node that a new network must not overlap: routes and
     /// addresses of links netd does not own, and every network's subnet.
     pub(super) async fn subnets_in_use(&self) -> Result<Vec<(Ipv4Net, String)>> {
-        let ours: BTreeSet<u32> = {
-            let mut s = BTreeSet::new();
-            for n in self.state.networks.values() {
-                let links = match &n.macvlan {
-                    Some(m) => {
-                        let mut l: Vec<&str> = m.shim.iter().map(|s| s.name.as_str()).collect();
-                        if m.parent_made {
-                            l.push(&m.parent);
-                        }
-                        l
-                    }
-                    None => vec![n.bridge.as_str()],
-                };
-                for link in links {
-                    if let Some(i) = self.netlink.link_index(link).await? {
-                        s.insert(i);
-                    }
-                }
-            }
-            s
-        };
+        let ours = self.our_links().await?;
         let mut used: Vec<(Ipv4Net, String)> = self
             .state
             .networks
@@ -149,6 +158,74 @@ impl Inner {
             }
         }
         Ok(used)
+    }
+
+    /// The IPv6 twin of `subnets_in_use`: the networks' IPv6 subnets, and the node's IPv6
+    /// routes and addresses on links netd does not own, but for the link-local and
+    /// multicast ones every link has (no network may use those blocks anyway).
+    pub(super) async fn subnets6_in_use(&self) -> Result<Vec<(Ipv6Net, String)>> {
+        let ours = self.our_links().await?;
+        let per_link = |net: &Ipv6Net| {
+            ["fe80::/10", "ff00::/8"]
+                .iter()
+                .any(|b| b.parse::<Ipv6Net>().is_ok_and(|b| b.contains(net)))
+        };
+        let mut used: Vec<(Ipv6Net, String)> = self
+            .state
+            .networks
+            .values()
+            .filter_map(|n| n.ipv6.map(|v6| (v6.subnet, format!("network {}", n.name))))
+            .collect();
+        for (dst, oif) in self.netlink.ipv6_routes().await? {
+            if dst.prefix_len() > 0 && !per_link(&dst) && !oif.is_some_and(|i| ours.contains(&i)) {
+                used.push((dst, format!("the node's route to {dst}")));
+            }
+        }
+        for (index, net) in self.netlink.ipv6_addresses().await? {
+            if !ours.contains(&index) && !net.addr().is_loopback() && !per_link(&net) {
+                used.push((net.trunc(), format!("the node's address {}", net.addr())));
+            }
+        }
+        Ok(used)
+    }
+
+    /// The node's ULA /48, its global ID drawn the first time one is needed (and saved
+    /// with the state).
+    fn ula_base(&mut self) -> Ipv6Net {
+        let id = *self
+            .state
+            .ula_global_id
+            .get_or_insert_with(ipam6::random_global_id);
+        ipam6::ula_base(id)
+    }
+
+    /// A new network's IPv6 side from its IPv6 flags: the subnet given (checked against
+    /// what the node uses), or the next free /64 of the node's ULA /48.
+    pub(super) async fn plan_ipv6(&mut self, v6: AddressFlags<'_>) -> Result<Network6, ApiError> {
+        let used = self.subnets6_in_use().await?;
+        let pool = match v6.subnet {
+            Some(subnet) => {
+                let subnet = ipam6::parse_subnet(subnet).map_err(ApiError::bad_request)?;
+                if let Some((_, what)) = used.iter().find(|(u, _)| ipam::overlaps(&subnet, u)) {
+                    return Err(ApiError::conflict(anyhow!(
+                        "invalid --subnet {subnet}: Pool overlaps with other one on this address space ({what})"
+                    )));
+                }
+                ipam6::plan(subnet, v6.gateway, v6.ip_range).map_err(ApiError::bad_request)?
+            }
+            None => {
+                let nets: Vec<Ipv6Net> = used.iter().map(|(n, _)| *n).collect();
+                let subnet =
+                    ipam6::choose_subnet(self.ula_base(), &nets).map_err(ApiError::conflict)?;
+                ipam6::default_pool(subnet)
+            }
+        };
+        Ok(Network6 {
+            subnet: pool.subnet,
+            gateway: pool.gateway,
+            ip_range: pool.range,
+            last_allocated: None,
+        })
     }
 
     /// The subnets of link `index`'s own routes and addresses.
@@ -183,6 +260,7 @@ impl Inner {
         docker_id: Option<String>,
     ) -> Result<NetworkView, ApiError> {
         let s = settings(&req).map_err(ApiError::bad_request)?;
+        let families = families(&req).map_err(ApiError::bad_request)?;
         if self.state.networks.contains_key(&req.name)
             || self.overlays().iter().any(|o| o.name == req.name)
         {
@@ -215,7 +293,8 @@ impl Inner {
             .into_iter()
             .filter(|(net, what)| !(what.starts_with("the node's") && lan.contains(net)))
             .collect();
-        let pool = match &req.subnet {
+        let v4 = families.v4;
+        let pool = match v4.subnet {
             Some(subnet) => {
                 let subnet = ipam::parse_subnet(subnet).map_err(ApiError::bad_request)?;
                 if let Some((_, what)) = used.iter().find(|(u, _)| ipam::overlaps(&subnet, u)) {
@@ -223,13 +302,16 @@ impl Inner {
                         "invalid --subnet {subnet}: Pool overlaps with other one on this address space ({what})"
                     )));
                 }
-                ipam::plan(subnet, req.gateway.as_deref(), req.ip_range.as_deref())
-                    .map_err(ApiError::bad_request)?
+                ipam::plan(subnet, v4.gateway, v4.ip_range).map_err(ApiError::bad_request)?
             }
             None => {
                 let nets: Vec<Ipv4Net> = used.iter().map(|(n, _)| *n).collect();
                 ipam::default_pool(ipam::choose_subnet(&nets).map_err(ApiError::conflict)?)
             }
+        };
+        let ipv6 = match families.v6 {
+            Some(v6) => Some(self.plan_ipv6(v6).await?),
+            None => None,
         };
         let bridge = match &macvlan {
             Some(_) => String::new(),
@@ -264,6 +346,7 @@ impl Inner {
             subnet: pool.subnet,
             gateway: pool.gateway,
             ip_range: pool.range,
+            ipv6,
             aux_addresses: ipam::aux_addresses(&pool, &req.aux_addresses)
                 .map_err(ApiError::bad_request)?,
             icc: s.icc,
@@ -303,8 +386,16 @@ impl Inner {
                 e.context(format!("create network {}", network.name)),
             ));
         }
+        // The bridge's new addresses are the node's: reachable at once, not only when the
+        // address watcher catches up.
+        if let Err(e) = self.refresh_node_addrs().await {
+            log::warn!(
+                "network {}: refresh the node's addresses: {e:#}",
+                network.name
+            );
+        }
         info!(
-            "network {}: created, {}, subnet {}, gateway {}{}{}{}",
+            "network {}: created, {}, subnet {}, gateway {}{}{}{}{}",
             network.name,
             match &network.macvlan {
                 Some(m) => format!("macvlan on {} ({} mode)", m.parent, m.mode.name()),
@@ -312,6 +403,10 @@ impl Inner {
             },
             network.subnet,
             network.gateway,
+            match &network.ipv6 {
+                Some(v6) => format!(", IPv6 subnet {}, gateway {}", v6.subnet, v6.gateway),
+                None => String::new(),
+            },
             if network.internal { ", internal" } else { "" },
             if network.icc { "" } else { ", icc off" },
             if network.masquerade {
@@ -536,7 +631,7 @@ impl Inner {
         &self,
         network: &Network,
         wanted: Option<&str>,
-    ) -> Result<std::net::Ipv4Addr, ApiError> {
+    ) -> Result<Ipv4Addr, ApiError> {
         let taken = self.taken_addresses(network);
         let pool = Self::pool(network);
         match wanted {
@@ -548,6 +643,43 @@ impl Inner {
                 ipam::allocate(&pool, network.last_allocated, &taken).map_err(ApiError::conflict)
             }
         }
+    }
+
+    /// The IPv6 address of a new endpoint on `network`: the static one asked for (`--ip6`,
+    /// checked), or the next free one; none on a network without IPv6.
+    pub(super) fn choose_ip6(
+        &self,
+        network: &Network,
+        wanted: Option<&str>,
+    ) -> Result<Option<Ipv6Addr>, ApiError> {
+        let Some(v6) = network.ipv6 else {
+            return match wanted {
+                Some(ip) => Err(ApiError::bad_request(anyhow!(
+                    "invalid --ip6 {ip}: network {} has no IPv6 (create it with --ipv6)",
+                    network.name
+                ))),
+                None => Ok(None),
+            };
+        };
+        let pool = Pool6 {
+            subnet: v6.subnet,
+            gateway: v6.gateway,
+            range: v6.ip_range,
+        };
+        let taken: BTreeSet<Ipv6Addr> = self
+            .state
+            .endpoints()
+            .filter(|(_, e)| e.network == network.name)
+            .filter_map(|(_, e)| e.ip6)
+            .collect();
+        match wanted {
+            Some(ip) if network.name == DEFAULT_NETWORK => Err(ApiError::bad_request(anyhow!(
+                "invalid --ip6 {ip}: user specified IP address is supported on user defined networks only"
+            ))),
+            Some(ip) => ipam6::check_static(&pool, ip, &taken).map_err(ApiError::conflict),
+            None => ipam6::allocate(&pool, v6.last_allocated, &taken).map_err(ApiError::conflict),
+        }
+        .map(Some)
     }
 
     /// The address of container `container`'s new endpoint on `n`: on an overlay, from
@@ -667,9 +799,22 @@ impl Inner {
             mac: endpoint::parse_mac(&e.mac).unwrap_or_else(|| endpoint::mac_for(e.ip)),
             flags,
             network: n.tag,
-            gateway_mac: endpoint::mac_for(n.gateway),
+            gateway_mac: driver::bridge::bridge_mac(n),
             _pad: [0; 2],
             bridge_ifindex,
+        })
+    }
+
+    /// What the endpoint program needs to know of an endpoint's IPv6 side; none for an
+    /// endpoint without IPv6 (its IPv6 frames are dropped).
+    pub(super) fn endpoint6_info(n: &Network, e: &Endpoint) -> Option<Endpoint6Info> {
+        let (v6, addr) = (n.ipv6?, e.ip6?);
+        let mac = endpoint::parse_mac(&e.mac).unwrap_or_else(|| endpoint::mac_for(e.ip));
+        Some(Endpoint6Info {
+            addr: addr6_be(addr),
+            link_local: addr6_be(link_local_for(mac)),
+            gateway: addr6_be(v6.gateway),
+            gateway_link_local: addr6_be(link_local_for(driver::bridge::bridge_mac(n))),
         })
     }
 
@@ -700,11 +845,19 @@ impl Inner {
                 n.name
             )));
         }
+        let ip6 = self.choose_ip6(&n, req.ip6.as_deref())?;
         let ip = self.address_for(&n, req.ip.as_deref(), &c.name).await?;
         let ifname = next_ifname(&c);
-        let default_route = !c.endpoints.iter().any(|e| self.carries_default_route(e));
+        let plan = EndpointPlan {
+            id: &random_id(),
+            ip,
+            ip6,
+            mac: endpoint::mac_for(ip),
+            ifname: &ifname,
+            default_route: !c.endpoints.iter().any(|e| self.carries_default_route(e)),
+        };
         let ep = self
-            .attach_endpoint(&c, &n, ip, endpoint::mac_for(ip), &ifname, default_route)
+            .attach_endpoint(&c, &n, &plan)
             .await
             .map_err(|e| ApiError::from(e.context(format!("connect {} to {}", c.name, n.name))))?;
         let c = self
@@ -714,12 +867,14 @@ impl Inner {
             .expect("checked above");
         c.endpoints.push(ep);
         if let Some(n) = self.state.networks.get_mut(&n.name) {
-            n.last_allocated = Some(ip);
+            n.note_allocated(ip, ip6);
         }
         self.save()?;
         info!(
-            "container {}: connected to {} with {ip} ({ifname})",
-            req.container, n.name
+            "container {}: connected to {} with {ip}{} ({ifname})",
+            req.container,
+            n.name,
+            ip6.map(|a| format!(" and {a}")).unwrap_or_default()
         );
         self.container_view(&req.container)
     }
@@ -819,16 +974,22 @@ impl Inner {
             return;
         };
         let next = c.endpoints.iter().find_map(|e| {
-            self.state
+            let n = self
+                .state
                 .networks
                 .get(&e.network)
-                .filter(|n| !n.internal)
-                .map(|n| n.gateway)
+                .filter(|n| !n.internal)?;
+            let gateway6 = n.ipv6.filter(|_| e.ip6.is_some()).map(|v6| v6.gateway);
+            Some((n.gateway, gateway6))
         });
-        if let (Some(gateway), Ok(ns)) = (next, self.open_sandbox(c)) {
+        if let (Some((gateway, gateway6)), Ok(ns)) = (next, self.open_sandbox(c)) {
             let result = async {
                 let inside = crate::netlink::Netlink::connect_in(&ns)?;
-                inside.add_default_route(gateway).await
+                inside.add_default_route(gateway).await?;
+                if let Some(gateway6) = gateway6 {
+                    inside.add_default_route6(gateway6).await?;
+                }
+                anyhow::Ok(())
             };
             if let Err(e) = result.await {
                 log::warn!("container {container}: default route via {gateway}: {e:#}");

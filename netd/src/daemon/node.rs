@@ -2,9 +2,13 @@
 //! sysctls, in the node's namespace or in the container's a plan is for. `LiveNode` is the
 //! real one (rtnetlink); the executor's tests use a recording fake.
 
-use std::{fs::File, net::Ipv4Addr};
+use std::{
+    fs::File,
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
 use anyhow::{Context, Result};
+use netd_common::user::link_local_for;
 
 use crate::{
     driver::macvlan::{self, kernel_mode},
@@ -17,13 +21,19 @@ use crate::{
     sysctl,
 };
 
+/// The prefix of the link-local addresses netd gives bridges and container interfaces.
+const LINK_LOCAL_PREFIX: u8 = 64;
+
 pub(super) trait Node {
     /// The container's loopback up; with `own`, IPv6 off for the links made in it later.
     async fn prepare_namespace(&self, own: bool) -> Result<()>;
+    /// The bridge; IPv6 on with `gateway6` (and the link-local address of `mac`), off
+    /// without.
     async fn ensure_bridge(
         &self,
         name: &str,
         gateway: (Ipv4Addr, u8),
+        gateway6: Option<(Ipv6Addr, u8)>,
         mac: [u8; 6],
         mtu: Option<u32>,
     ) -> Result<()>;
@@ -79,11 +89,21 @@ impl Node for LiveNode<'_> {
         &self,
         name: &str,
         gateway: (Ipv4Addr, u8),
+        gateway6: Option<(Ipv6Addr, u8)>,
         mac: [u8; 6],
         mtu: Option<u32>,
     ) -> Result<()> {
-        self.netlink.ensure_bridge(name, gateway, mac, mtu).await?;
-        sysctl::ipv6_off(name).with_context(|| format!("turn IPv6 off on bridge {name}"))
+        let index = self.netlink.ensure_bridge(name, gateway, mac, mtu).await?;
+        let Some(gateway6) = gateway6 else {
+            return sysctl::ipv6_off(name)
+                .with_context(|| format!("turn IPv6 off on bridge {name}"));
+        };
+        sysctl::ipv6_on(name).with_context(|| format!("turn IPv6 on on bridge {name}"))?;
+        let link_local = (link_local_for(mac), LINK_LOCAL_PREFIX);
+        self.netlink
+            .ensure_addresses6(index, &[gateway6, link_local])
+            .await
+            .with_context(|| format!("give bridge {name} its IPv6 addresses"))
     }
 
     async fn ensure_parent(&self, name: &str, made: bool) -> Result<()> {
@@ -153,13 +173,32 @@ impl Node for LiveNode<'_> {
         let configured = async {
             netlink.rename(index, &inside.ifname).await?;
             let ifname = inside.ifname.clone();
-            netns::run_in(ns, move || sysctl::ipv6_off(&ifname))
-                .with_context(|| format!("turn IPv6 off on {} in the container", inside.ifname))?;
+            match inside.ipv6 {
+                None => {
+                    netns::run_in(ns, move || sysctl::ipv6_off(&ifname)).with_context(|| {
+                        format!("turn IPv6 off on {} in the container", inside.ifname)
+                    })?
+                }
+                Some(_) => netns::run_in(ns, move || {
+                    sysctl::ipv6_on(&ifname)?;
+                    sysctl::ipv6_on_loopback()
+                })
+                .with_context(|| {
+                    format!("turn IPv6 on on {} and lo in the container", inside.ifname)
+                })?,
+            }
             netlink.add_address(index, inside.ip, inside.prefix).await?;
+            if let Some(v6) = &inside.ipv6 {
+                let addrs = [(v6.ip, v6.prefix), (v6.link_local, LINK_LOCAL_PREFIX)];
+                netlink.ensure_addresses6(index, &addrs).await?;
+            }
             netlink.up(index).await?;
             endpoint::bring_up_loopback(&netlink).await?;
             if let Some(gateway) = inside.gateway {
                 netlink.add_default_route(gateway).await?;
+            }
+            if let Some(gateway) = inside.ipv6.and_then(|v6| v6.gateway) {
+                netlink.add_default_route6(gateway).await?;
             }
             anyhow::Ok(())
         };

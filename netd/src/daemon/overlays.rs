@@ -49,6 +49,7 @@ impl Inner {
             subnet: o.subnet,
             gateway: o.gateway,
             ip_range: o.ip_range,
+            ipv6: None,
             aux_addresses: BTreeMap::new(),
             internal: o.internal,
             icc: true,

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use log::{info, warn};
 
-use super::{DEFAULT_NETWORK, Inner, repairs, unix_now};
+use super::{DEFAULT_NETWORK, Inner, containers::EndpointPlan, repairs, unix_now};
 use crate::{
     endpoint, ipam, netns, process,
     state::{Container, Network, ProcessId, Sandbox, Status},
@@ -90,6 +90,7 @@ impl Inner {
             subnet: pool.subnet,
             gateway: pool.gateway,
             ip_range: None,
+            ipv6: None,
             internal: false,
             icc: true,
             masquerade: true,
@@ -279,13 +280,13 @@ impl Inner {
                     format!("veth {} on {} recreated", ep.host_veth, n.name),
                 );
                 self.detach_endpoint(&c, ep).await;
-                let route = self.carries_default_route(ep);
-                // The MAC it had (a runtime may have chosen it), the scheme's otherwise.
-                let mac = endpoint::parse_mac(&ep.mac).unwrap_or_else(|| endpoint::mac_for(ep.ip));
-                self.attach_endpoint(&c, &n, ep.ip, mac, &ep.ifname, route)
-                    .await?
+                self.reattach(&c, &n, ep).await?
             };
             let info = self.endpoint_info(&n, &healed).await?;
+            let info6 = Self::endpoint6_info(&n, &healed);
+            // The IPv6 side first, as `Step::Police` does.
+            self.datapath
+                .register_endpoint6(healed.host_ifindex, info6.as_ref())?;
             self.datapath
                 .attach_endpoint(&healed.host_veth, healed.host_ifindex, &info)?;
             if let Some(c) = self.state.containers.get_mut(name) {
@@ -316,15 +317,30 @@ impl Inner {
             "container {}: {} on macvlan {} is missing; recreating it",
             c.name, ep.ifname, n.name
         );
-        let route = self.carries_default_route(ep);
-        let mac = endpoint::parse_mac(&ep.mac).unwrap_or_else(|| endpoint::mac_for(ep.ip));
-        let healed = self
-            .attach_endpoint(c, n, ep.ip, mac, &ep.ifname, route)
-            .await?;
+        let healed = self.reattach(c, n, ep).await?;
         if let Some(c) = self.state.containers.get_mut(&c.name) {
             c.endpoints[i] = healed;
         }
         Ok(())
+    }
+
+    /// Endpoint `ep` of `c` made again, as it was: its addresses, its MAC (a runtime may
+    /// have chosen it; the scheme's otherwise), its name inside, its default route.
+    async fn reattach(
+        &mut self,
+        c: &Container,
+        n: &Network,
+        ep: &crate::state::Endpoint,
+    ) -> Result<crate::state::Endpoint> {
+        let plan = EndpointPlan {
+            id: &super::random_id(),
+            ip: ep.ip,
+            ip6: ep.ip6,
+            mac: endpoint::parse_mac(&ep.mac).unwrap_or_else(|| endpoint::mac_for(ep.ip)),
+            ifname: &ep.ifname,
+            default_route: self.carries_default_route(ep),
+        };
+        self.attach_endpoint(c, n, &plan).await
     }
 
     /// A repair the reconcile made, for `netd events` (`daemon repair`, naming what).
@@ -373,7 +389,14 @@ impl Inner {
             .collect();
         let eps = self.datapath.retain_endpoints(&keep_eps)?;
         let subnets: Vec<_> = self.state.networks.values().map(|n| n.subnet).collect();
-        let nets = self.datapath.retain_subnets(&subnets)?;
+        let subnets6: Vec<_> = self
+            .state
+            .networks
+            .values()
+            .filter_map(|n| n.ipv6.map(|v6| v6.subnet))
+            .collect();
+        let nets =
+            self.datapath.retain_subnets(&subnets)? + self.datapath.retain_subnets6(&subnets6)?;
         let vnis: Vec<u32> = self
             .state
             .networks

@@ -1,17 +1,18 @@
-//! The bridge driver, Docker's default: a Linux bridge with the gateway address; each
-//! container a veth pair whose host end is on the bridge, policed by netd's programs
-//! (isolation, anti-spoofing, publishing, masquerade, the fast paths).
+//! The bridge driver, Docker's default: a Linux bridge with the gateway address (and the
+//! IPv6 one, on a dual-stack network); each container a veth pair whose host end is on the
+//! bridge, policed by netd's programs (isolation, anti-spoofing, publishing, masquerade,
+//! the fast paths).
 
 use std::net::Ipv4Addr;
 
 use anyhow::Result;
-use netd_common::maps::{EndpointInfo, NETWORK_MASQUERADE, NETWORK_ROUTED, NetworkInfo};
+use netd_common::maps::{NETWORK_MASQUERADE, NETWORK_ROUTED, NetworkInfo};
 
 use super::{Capabilities, NetworkDriver};
 use crate::{
     endpoint,
     network_request::{self, NetworkRequest, Settings},
-    plan::{self, At, Attached, EndpointPlan, PeerGoes, Planned, Step},
+    plan::{self, At, Attached, EndpointPlan, PeerGoes, Planned, Policing, Step},
     state::{Endpoint, Network},
 };
 
@@ -27,6 +28,12 @@ pub fn network_info(n: &Network) -> NetworkInfo {
         flags |= NETWORK_ROUTED;
     }
     NetworkInfo { tag: n.tag, flags }
+}
+
+/// The bridge's MAC: fixed (Docker's scheme, from the gateway), so that the gateway's
+/// link-local address, derived from it, is fixed too.
+pub fn bridge_mac(n: &Network) -> [u8; 6] {
+    endpoint::mac_for(n.gateway)
 }
 
 impl NetworkDriver for Bridge {
@@ -49,13 +56,14 @@ impl NetworkDriver for Bridge {
 
     fn setup(&self, n: &Network, _: &[Ipv4Addr], fresh: bool) -> Vec<Planned> {
         let undo = |steps: Vec<Step>| if fresh { steps } else { Vec::new() };
-        vec![
+        let mut plan = vec![
             Planned {
                 step: Step::EnsureBridge {
                     name: n.bridge.clone(),
                     gateway: n.gateway,
                     prefix: n.subnet.prefix_len(),
-                    mac: endpoint::mac_for(n.gateway),
+                    gateway6: n.ipv6.map(|v6| (v6.gateway, v6.subnet.prefix_len())),
+                    mac: bridge_mac(n),
                     mtu: n.mtu,
                 },
                 undo: undo(vec![Step::DeleteLink {
@@ -73,30 +81,47 @@ impl NetworkDriver for Bridge {
                     info: None,
                 }]),
             },
-        ]
+        ];
+        if let Some(v6) = n.ipv6 {
+            plan.push(Planned {
+                step: Step::SetNetwork6 {
+                    subnet: v6.subnet,
+                    info: Some(network_info(n)),
+                },
+                undo: undo(vec![Step::SetNetwork6 {
+                    subnet: v6.subnet,
+                    info: None,
+                }]),
+            });
+        }
+        plan
     }
 
     fn teardown(&self, n: &Network) -> Vec<Step> {
-        vec![
-            Step::SetNetwork {
-                subnet: n.subnet,
-                info: None,
-            },
-            Step::DeleteLink {
-                at: At::Node,
-                link: n.bridge.clone(),
-            },
-        ]
+        let v6 = n.ipv6.map(|v6| Step::SetNetwork6 {
+            subnet: v6.subnet,
+            info: None,
+        });
+        let v4 = Step::SetNetwork {
+            subnet: n.subnet,
+            info: None,
+        };
+        let bridge = Step::DeleteLink {
+            at: At::Node,
+            link: n.bridge.clone(),
+        };
+        v6.into_iter().chain([v4, bridge]).collect()
     }
 
     fn attach(
         &self,
         n: &Network,
         p: &EndpointPlan,
-        police: Option<EndpointInfo>,
+        police: Option<Policing>,
         peer_goes: PeerGoes,
     ) -> Vec<Planned> {
-        plan::attach_bridge(p, &n.bridge, !n.icc, police.unwrap_or_default(), peer_goes)
+        let police = police.unwrap_or_default();
+        plan::attach_bridge(p, &n.bridge, !n.icc, police, peer_goes)
     }
 
     fn detach(&self, _: Option<&Network>, ep: &Endpoint, _: bool) -> Vec<Step> {
@@ -153,6 +178,44 @@ mod tests {
         assert_eq!(
             teardown,
             [
+                "forget subnet 172.20.0.0/16 in the data path",
+                "remove br-front"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_dual_stack_network_registers_its_ipv6_subnet_with_the_same_policy() {
+        let mut n = network();
+        n.ipv6 = Some(crate::state::Network6 {
+            subnet: "fd00:1::/64".parse().unwrap(),
+            gateway: "fd00:1::1".parse().unwrap(),
+            ip_range: None,
+            last_allocated: None,
+        });
+        let fresh = Bridge.setup(&n, &[], true);
+        assert!(matches!(
+            fresh[0].step,
+            Step::EnsureBridge { gateway6: Some((gw, 64)), .. } if gw == "fd00:1::1".parse::<std::net::Ipv6Addr>().unwrap()
+        ));
+        assert_eq!(
+            fresh[2],
+            Planned {
+                step: Step::SetNetwork6 {
+                    subnet: "fd00:1::/64".parse().unwrap(),
+                    info: Some(network_info(&n)),
+                },
+                undo: vec![Step::SetNetwork6 {
+                    subnet: "fd00:1::/64".parse().unwrap(),
+                    info: None,
+                }],
+            }
+        );
+        let teardown: Vec<String> = Bridge.teardown(&n).iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            teardown,
+            [
+                "forget IPv6 subnet fd00:1::/64 in the data path",
                 "forget subnet 172.20.0.0/16 in the data path",
                 "remove br-front"
             ]

@@ -8,7 +8,6 @@
 use std::{fs::File, net::Ipv4Addr};
 
 use anyhow::{Context, Result, bail};
-use netd_common::maps::EndpointInfo;
 use netlink_packet_route::link::MacVlanMode as KernelMode;
 
 use super::{Capabilities, NetworkDriver};
@@ -16,7 +15,7 @@ use crate::{
     endpoint,
     netlink::Netlink,
     network_request::{self, MacvlanMode, NetworkRequest, Settings},
-    plan::{self, At, Attached, EndpointPlan, PeerGoes, Planned, Step},
+    plan::{self, At, Attached, EndpointPlan, PeerGoes, Planned, Policing, Step},
     state::{Endpoint, MacvlanNet, Network, Shim},
 };
 
@@ -225,7 +224,7 @@ impl NetworkDriver for Macvlan {
         &self,
         n: &Network,
         p: &EndpointPlan,
-        _: Option<EndpointInfo>,
+        _: Option<Policing>,
         _: PeerGoes,
     ) -> Vec<Planned> {
         let m = settings_of(n);

@@ -13,11 +13,10 @@ pub mod overlay;
 use std::net::Ipv4Addr;
 
 use anyhow::Result;
-use netd_common::maps::EndpointInfo;
 
 use crate::{
     network_request::{NetworkRequest, Settings},
-    plan::{EndpointPlan, PeerGoes, Planned, Step},
+    plan::{EndpointPlan, PeerGoes, Planned, Policing, Step},
     state::{Endpoint, Network},
 };
 
@@ -53,7 +52,7 @@ pub trait NetworkDriver: Sync {
         &self,
         n: &Network,
         p: &EndpointPlan,
-        police: Option<EndpointInfo>,
+        police: Option<Policing>,
         peer_goes: PeerGoes,
     ) -> Vec<Planned>;
     /// What detaching endpoint `ep` of `n` takes, every step tried. `namespace_open`:

@@ -8,12 +8,11 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{Result, bail};
-use netd_common::maps::EndpointInfo;
 
 use super::{Capabilities, NetworkDriver, bridge::Bridge};
 use crate::{
     network_request::{NetworkRequest, Settings},
-    plan::{EndpointPlan, PeerGoes, Planned, Step},
+    plan::{EndpointPlan, PeerGoes, Planned, Policing, Step},
     state::{Endpoint, Network},
 };
 
@@ -59,7 +58,7 @@ impl NetworkDriver for Overlay {
         &self,
         n: &Network,
         p: &EndpointPlan,
-        police: Option<EndpointInfo>,
+        police: Option<Policing>,
         peer_goes: PeerGoes,
     ) -> Vec<Planned> {
         Bridge.attach(n, p, police, peer_goes)
