@@ -203,6 +203,13 @@ pub enum SandboxView {
 pub struct ContainerEndpointView {
     pub network: String,
     pub ip: Ipv4Addr,
+    /// The IPv6 side, under Docker's names (empty and 0 without one).
+    #[serde(rename = "GlobalIPv6Address", default)]
+    pub global_ipv6_address: String,
+    #[serde(rename = "GlobalIPv6PrefixLen", default)]
+    pub global_ipv6_prefix_len: u8,
+    #[serde(rename = "IPv6Gateway", default)]
+    pub ipv6_gateway: String,
     pub mac: String,
     /// The interface inside the container (empty when Docker names it).
     pub ifname: String,
@@ -211,7 +218,12 @@ pub struct ContainerEndpointView {
 }
 
 impl ContainerView {
-    pub fn new(c: &state::Container, netns_path: std::path::PathBuf) -> Self {
+    /// Container `c`; `networks` gives its endpoints' IPv6 prefix and gateway.
+    pub fn new(
+        c: &state::Container,
+        netns_path: std::path::PathBuf,
+        networks: &std::collections::BTreeMap<String, state::Network>,
+    ) -> Self {
         let process = |p: state::ProcessId| ProcessView {
             pid: p.pid,
             start_time: p.start_time,
@@ -250,13 +262,26 @@ impl ContainerView {
             endpoints: c
                 .endpoints
                 .iter()
-                .map(|e| ContainerEndpointView {
-                    network: e.network.clone(),
-                    ip: e.ip,
-                    mac: e.mac.clone(),
-                    ifname: e.ifname.clone(),
-                    host_veth: e.host_veth.clone(),
-                    host_ifindex: e.host_ifindex,
+                .map(|e| {
+                    let v6 = networks.get(&e.network).and_then(|n| n.ipv6);
+                    ContainerEndpointView {
+                        network: e.network.clone(),
+                        ip: e.ip,
+                        global_ipv6_address: e.ip6.map(|a| a.to_string()).unwrap_or_default(),
+                        global_ipv6_prefix_len: e
+                            .ip6
+                            .and(v6)
+                            .map_or(0, |v6| v6.subnet.prefix_len()),
+                        ipv6_gateway: e
+                            .ip6
+                            .and(v6)
+                            .map(|v6| v6.gateway.to_string())
+                            .unwrap_or_default(),
+                        mac: e.mac.clone(),
+                        ifname: e.ifname.clone(),
+                        host_veth: e.host_veth.clone(),
+                        host_ifindex: e.host_ifindex,
+                    }
                 })
                 .collect(),
             cmd: c.cmd.clone(),
@@ -300,6 +325,12 @@ pub struct NetworkView {
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
     pub ip_range: Option<Ipv4Net>,
+    /// Whether the network has IPv6 (Docker's name).
+    #[serde(rename = "EnableIPv6", default)]
+    pub enable_ipv6: bool,
+    /// Its subnets, one per family, in Docker's shape.
+    #[serde(rename = "IPAM", default)]
+    pub ipam: IpamView,
     #[serde(default)]
     pub aux_addresses: std::collections::BTreeMap<String, Ipv4Addr>,
     pub internal: bool,
@@ -318,6 +349,42 @@ fn local_scope() -> String {
     "local".into()
 }
 
+/// A network's address configuration as Docker's `network inspect` shows it.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct IpamView {
+    #[serde(rename = "Config")]
+    pub config: Vec<IpamConfigView>,
+}
+
+/// One subnet of a network (IPv4 first, then IPv6).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IpamConfigView {
+    #[serde(rename = "Subnet")]
+    pub subnet: String,
+    #[serde(rename = "Gateway")]
+    pub gateway: String,
+    #[serde(rename = "IPRange", default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<String>,
+}
+
+impl IpamView {
+    fn of(v4: (Ipv4Net, Ipv4Addr, Option<Ipv4Net>), v6: Option<&state::Network6>) -> Self {
+        let v4 = IpamConfigView {
+            subnet: v4.0.to_string(),
+            gateway: v4.1.to_string(),
+            ip_range: v4.2.map(|r| r.to_string()),
+        };
+        let v6 = v6.map(|v6| IpamConfigView {
+            subnet: v6.subnet.to_string(),
+            gateway: v6.gateway.to_string(),
+            ip_range: v6.ip_range.map(|r| r.to_string()),
+        });
+        IpamView {
+            config: std::iter::once(v4).chain(v6).collect(),
+        }
+    }
+}
+
 impl NetworkView {
     /// An overlay network of the cluster, as every node shows it.
     pub fn overlay(n: &crate::cluster::overlay::OverlayNetwork) -> Self {
@@ -331,6 +398,8 @@ impl NetworkView {
             subnet: n.subnet,
             gateway: n.gateway,
             ip_range: n.ip_range,
+            enable_ipv6: false,
+            ipam: IpamView::of((n.subnet, n.gateway, n.ip_range), None),
             aux_addresses: Default::default(),
             internal: n.internal,
             icc: true,
@@ -363,6 +432,8 @@ impl NetworkView {
             subnet: n.subnet,
             gateway: n.gateway,
             ip_range: n.ip_range,
+            enable_ipv6: n.ipv6.is_some(),
+            ipam: IpamView::of((n.subnet, n.gateway, n.ip_range), n.ipv6.as_ref()),
             aux_addresses: n.aux_addresses.clone(),
             internal: n.internal,
             icc: n.icc,
@@ -381,6 +452,9 @@ impl NetworkView {
 pub struct EndpointView {
     pub container: String,
     pub ip: String,
+    /// Its IPv6 address with the prefix length; empty without one.
+    #[serde(default)]
+    pub ip6: String,
     pub mac: String,
     pub host_veth: String,
 }
@@ -1098,6 +1172,65 @@ impl std::error::Error for CallError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn dual_stack() -> (state::Network, state::Container) {
+        let n: state::Network = serde_json::from_value(serde_json::json!({
+            "id": "0123456789ab", "name": "front", "driver": "bridge", "bridge": "br-front",
+            "subnet": "172.20.0.0/16", "gateway": "172.20.0.1", "ip_range": null,
+            "ipv6": {"subnet": "fd00:1::/64", "gateway": "fd00:1::1",
+                     "ip_range": "fd00:1::100/120"},
+            "internal": false, "icc": true, "masquerade": true, "mtu": null,
+            "options": {}, "tag": 3, "created": 0
+        }))
+        .unwrap();
+        let c: state::Container = serde_json::from_value(serde_json::json!({
+            "id": "abcdef012345", "name": "web", "network_mode": "front",
+            "sandbox": {"kind": "host"}, "cmd": [], "process": null,
+            "status": {"state": "created"}, "ports": [], "created": 0,
+            "endpoints": [
+                {"network": "front", "ip": "172.20.0.2", "ip6": "fd00:1::100",
+                 "mac": "02:42:ac:14:00:02", "ifname": "eth0", "host_veth": "ndv1",
+                 "host_ifindex": 7},
+                {"network": "back", "ip": "172.21.0.2", "mac": "02:42:ac:15:00:02",
+                 "ifname": "eth1", "host_veth": "ndv2", "host_ifindex": 8}
+            ]
+        }))
+        .unwrap();
+        (n, c)
+    }
+
+    #[test]
+    fn a_dual_stack_network_shows_both_families_in_dockers_shape() {
+        let (n, _) = dual_stack();
+        let v = serde_json::to_value(NetworkView::new(&n, Vec::new())).unwrap();
+        assert_eq!(v["EnableIPv6"], true);
+        assert_eq!(
+            v["IPAM"]["Config"],
+            serde_json::json!([
+                {"Subnet": "172.20.0.0/16", "Gateway": "172.20.0.1"},
+                {"Subnet": "fd00:1::/64", "Gateway": "fd00:1::1", "IPRange": "fd00:1::100/120"}
+            ])
+        );
+        let mut v4_only = n.clone();
+        v4_only.ipv6 = None;
+        let v = serde_json::to_value(NetworkView::new(&v4_only, Vec::new())).unwrap();
+        assert_eq!(v["EnableIPv6"], false);
+        assert_eq!(v["IPAM"]["Config"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_containers_endpoints_show_their_ipv6_side_under_dockers_names() {
+        let (n, c) = dual_stack();
+        let networks = [(n.name.clone(), n)].into();
+        let v = serde_json::to_value(ContainerView::new(&c, "/x".into(), &networks)).unwrap();
+        let (front, back) = (&v["endpoints"][0], &v["endpoints"][1]);
+        assert_eq!(front["GlobalIPv6Address"], "fd00:1::100");
+        assert_eq!(front["GlobalIPv6PrefixLen"], 64);
+        assert_eq!(front["IPv6Gateway"], "fd00:1::1");
+        assert_eq!(back["GlobalIPv6Address"], "");
+        assert_eq!(back["GlobalIPv6PrefixLen"], 0);
+        assert_eq!(back["IPv6Gateway"], "");
+    }
 
     #[test]
     fn failed_accepts_back_off_and_are_reported_at_a_bounded_rate() {

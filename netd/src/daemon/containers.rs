@@ -97,7 +97,7 @@ impl Inner {
     }
 
     fn view(&self, c: &Container) -> ContainerView {
-        ContainerView::new(c, self.netns_path(c))
+        ContainerView::new(c, self.netns_path(c), &self.state.networks)
     }
 
     /// Where a container's network namespace can be opened.

@@ -91,6 +91,11 @@ impl Inner {
             .map(|(c, e)| EndpointView {
                 container: c.name.clone(),
                 ip: format!("{}/{}", e.ip, n.subnet.prefix_len()),
+                ip6: e
+                    .ip6
+                    .zip(n.ipv6)
+                    .map(|(a, v6)| format!("{a}/{}", v6.subnet.prefix_len()))
+                    .unwrap_or_default(),
                 mac: e.mac.clone(),
                 host_veth: e.host_veth.clone(),
             })
