@@ -67,12 +67,17 @@ pub fn choose_subnet(base: Ipv6Net, in_use: &[Ipv6Net]) -> Result<Ipv6Net> {
 /// Parse an IPv6 `--subnet`: a CIDR with no host bits set, outside the reserved blocks,
 /// with room for the subnet-router anycast address, a gateway and a container.
 pub fn parse_subnet(s: &str) -> Result<Ipv6Net> {
+    parse_subnet_of("--subnet", s)
+}
+
+/// `parse_subnet` for the flag `flag` (`--fixed-cidr-v6`).
+pub fn parse_subnet_of(flag: &str, s: &str) -> Result<Ipv6Net> {
     let net: Ipv6Net = s
         .parse()
-        .map_err(|_| anyhow!("invalid --subnet {s}: expected an IPv6 CIDR such as fd00:1::/64"))?;
+        .map_err(|_| anyhow!("invalid {flag} {s}: expected an IPv6 CIDR such as fd00:1::/64"))?;
     if net.network() != net.addr() {
         bail!(
-            "invalid --subnet {s}: it should be {} (the address has host bits set)",
+            "invalid {flag} {s}: it should be {} (the address has host bits set)",
             net.trunc()
         );
     }
@@ -81,11 +86,11 @@ pub fn parse_subnet(s: &str) -> Result<Ipv6Net> {
         .map(|(n, why)| (n.parse::<Ipv6Net>().expect("a valid CIDR"), why))
         .find(|(r, _)| ipam::overlaps(&net, r))
     {
-        bail!("invalid --subnet {s}: it overlaps {reserved}, {why}");
+        bail!("invalid {flag} {s}: it overlaps {reserved}, {why}");
     }
     if net.prefix_len() > 126 {
         bail!(
-            "invalid --subnet {s}: a /{} has no room for a gateway and containers (use /126 or larger; /64 is usual)",
+            "invalid {flag} {s}: a /{} has no room for a gateway and containers (use /126 or larger; /64 is usual)",
             net.prefix_len()
         );
     }

@@ -195,6 +195,13 @@ struct DaemonArgs {
     /// 127.0.0.1 or a management network.
     #[arg(long, value_name = "ADDR:PORT")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Give the default network netd0 IPv6 too (Docker's flag): its subnet is
+    /// --fixed-cidr-v6, or the next free /64 of the node's ULA /48.
+    #[arg(long)]
+    ipv6: bool,
+    /// The IPv6 subnet of the default network netd0 (needs --ipv6).
+    #[arg(long, value_name = "CIDR")]
+    fixed_cidr_v6: Option<String>,
     /// Join a cluster whose nodes agree through etcd:
     /// `etcd://HOST:2379[,HOST:2379...][/PREFIX]` (Docker's flag for overlays on a
     /// key-value store).
@@ -284,6 +291,8 @@ fn run_daemon(
     }
     logs.init();
     let snat_ports = parse_snat_ports(&args.snat_ports)?;
+    let default_ipv6 =
+        netd::network_request::default_ipv6(args.ipv6, args.fixed_cidr_v6.as_deref())?;
     let socket_group = args.socket_group.as_deref().map(group_id).transpose()?;
     let cluster = match &args.cluster_store {
         Some(store) => Some(netd::cluster::ClusterConfig::parse(
@@ -313,6 +322,7 @@ fn run_daemon(
         metrics_addr: args.metrics_addr,
         datapath_log: args.datapath_log,
         cluster,
+        default_ipv6,
     };
     tokio::runtime::Runtime::new()?.block_on(daemon::run(config))?;
     Ok(std::process::ExitCode::SUCCESS)

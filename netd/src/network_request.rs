@@ -127,6 +127,34 @@ pub fn families(req: &NetworkRequest) -> Result<Families<'_>> {
     })
 }
 
+/// The default network's IPv6, from `netd daemon --ipv6 [--fixed-cidr-v6 CIDR]`
+/// (Docker's daemon flags).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DefaultIpv6 {
+    /// IPv4 only.
+    #[default]
+    Off,
+    /// A /64 of the node's ULA /48, as a user network with `--ipv6` alone.
+    Chosen,
+    /// `--fixed-cidr-v6`.
+    Fixed(ipnet::Ipv6Net),
+}
+
+/// Check the daemon's IPv6 flags for the default network.
+pub fn default_ipv6(ipv6: bool, fixed_cidr_v6: Option<&str>) -> Result<DefaultIpv6> {
+    match (ipv6, fixed_cidr_v6) {
+        (false, None) => Ok(DefaultIpv6::Off),
+        (false, Some(cidr)) => bail!(
+            "invalid --fixed-cidr-v6 {cidr}: it needs --ipv6 (the default network has IPv6 only with --ipv6)"
+        ),
+        (true, None) => Ok(DefaultIpv6::Chosen),
+        (true, Some(cidr)) => Ok(DefaultIpv6::Fixed(crate::ipam6::parse_subnet_of(
+            "--fixed-cidr-v6",
+            cidr,
+        )?)),
+    }
+}
+
 /// The network drivers netd knows. `Ipvlan` is known to be refused: the daemon asks the
 /// kernel whether it has ipvlan, to say what is missing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -740,6 +768,34 @@ mod tests {
             let e = err(&r);
             assert!(e.starts_with(want), "{r:?}: {e}");
         }
+    }
+
+    #[test]
+    fn the_default_networks_ipv6_flags_are_checked() {
+        assert_eq!(default_ipv6(false, None).unwrap(), DefaultIpv6::Off);
+        assert_eq!(default_ipv6(true, None).unwrap(), DefaultIpv6::Chosen);
+        assert_eq!(
+            default_ipv6(true, Some("fd00:42::/64")).unwrap(),
+            DefaultIpv6::Fixed("fd00:42::/64".parse().unwrap())
+        );
+        let e = default_ipv6(false, Some("fd00:42::/64"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("invalid --fixed-cidr-v6 fd00:42::/64: it needs --ipv6"),
+            "{e}"
+        );
+        let e = default_ipv6(true, Some("fd00:42::1/64"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("invalid --fixed-cidr-v6 fd00:42::1/64: it should be fd00:42::/64"),
+            "{e}"
+        );
+        let e = default_ipv6(true, Some("fe80::/64"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("link-local"), "{e}");
     }
 
     #[test]

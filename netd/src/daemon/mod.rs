@@ -80,6 +80,8 @@ pub struct DaemonConfig {
     pub datapath_log: datapath::DatapathLog,
     /// `--cluster-store` and the rest: the cluster this node joins.
     pub cluster: Option<ClusterConfig>,
+    /// `--ipv6`, `--fixed-cidr-v6`: the default network's IPv6.
+    pub default_ipv6: crate::network_request::DefaultIpv6,
 }
 
 /// Why a cluster's call is refused on a node of none.
@@ -117,6 +119,8 @@ struct Inner {
     events: Arc<crate::events::Events>,
     /// The connection table as the collector's last sweep found it, for the metrics.
     flow_census: Option<scrape::FlowCensus>,
+    /// What the default network's IPv6 is to be (`--ipv6`, `--fixed-cidr-v6`).
+    default_ipv6: crate::network_request::DefaultIpv6,
     /// `netd monitor`'s events: flows purged with their containers end there.
     monitor: Arc<crate::monitor::Monitor>,
 }
@@ -251,6 +255,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             events: events.clone(),
             flow_census: None,
             monitor: monitor.clone(),
+            default_ipv6: config.default_ipv6,
         }),
         me: me.clone(),
         cluster: cluster.clone(),

@@ -6,15 +6,25 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use log::{info, warn};
 
 use super::{DEFAULT_NETWORK, Inner, containers::EndpointPlan, repairs, unix_now};
 use crate::{
-    endpoint, ipam, netns, process,
-    state::{Container, Network, ProcessId, Sandbox, Status},
+    endpoint, ipam, netns,
+    network_request::{AddressFlags, DefaultIpv6},
+    process,
+    state::{Container, Network, Network6, ProcessId, Sandbox, Status},
     sysctl,
 };
+
+/// How the log names a network's IPv6 side.
+fn describe6(v6: Option<&Network6>) -> String {
+    match v6 {
+        Some(v6) => format!(", IPv6 subnet {}, gateway {}", v6.subnet, v6.gateway),
+        None => String::new(),
+    }
+}
 
 impl Inner {
     /// Returns the adopted processes of running containers, to be watched.
@@ -60,7 +70,7 @@ impl Inner {
 
     async fn ensure_default_network(&mut self) -> Result<()> {
         if self.state.networks.contains_key(DEFAULT_NETWORK) {
-            return Ok(());
+            return self.align_default_ipv6().await;
         }
         let mut in_use: Vec<ipnet::Ipv4Net> = self
             .netlink
@@ -80,6 +90,7 @@ impl Inner {
         );
         in_use.extend(self.state.networks.values().map(|n| n.subnet));
         let pool = ipam::default_pool(ipam::choose_subnet(&in_use)?);
+        let ipv6 = self.default_network6().await?;
         let n = Network {
             macvlan: None,
             aux_addresses: Default::default(),
@@ -90,7 +101,7 @@ impl Inner {
             subnet: pool.subnet,
             gateway: pool.gateway,
             ip_range: None,
-            ipv6: None,
+            ipv6,
             internal: false,
             icc: true,
             masquerade: true,
@@ -111,10 +122,81 @@ impl Inner {
             overlay: None,
         };
         info!(
-            "network {}: created with subnet {}, gateway {}",
-            n.name, n.subnet, n.gateway
+            "network {}: created with subnet {}, gateway {}{}",
+            n.name,
+            n.subnet,
+            n.gateway,
+            describe6(n.ipv6.as_ref())
         );
         self.state.networks.insert(n.name.clone(), n);
+        self.save()
+    }
+
+    /// The IPv6 side `--ipv6` and `--fixed-cidr-v6` ask the default network for, chosen
+    /// or checked as a user network's.
+    async fn default_network6(&mut self) -> Result<Option<Network6>> {
+        let fixed = match self.default_ipv6 {
+            DefaultIpv6::Off => return Ok(None),
+            DefaultIpv6::Chosen => None,
+            DefaultIpv6::Fixed(net) => Some(net.to_string()),
+        };
+        let flags = AddressFlags {
+            subnet: fixed.as_deref(),
+            ..AddressFlags::default()
+        };
+        let planned = self.plan_ipv6(flags).await.map_err(|e| e.error);
+        planned.map(Some).context("--fixed-cidr-v6")
+    }
+
+    /// A default network kept from an earlier start gets the IPv6 the daemon's flags now
+    /// ask for while no container is on it (its addresses would change under them);
+    /// otherwise it keeps what it has, with a warning saying so.
+    async fn align_default_ipv6(&mut self) -> Result<()> {
+        let n = self.state.networks[DEFAULT_NETWORK].clone();
+        let same = match (self.default_ipv6, n.ipv6) {
+            (DefaultIpv6::Off, None) | (DefaultIpv6::Chosen, Some(_)) => true,
+            (DefaultIpv6::Fixed(net), Some(v6)) => v6.subnet == net,
+            _ => false,
+        };
+        if same {
+            return Ok(());
+        }
+        let users: Vec<&str> = self
+            .state
+            .endpoints()
+            .filter(|(_, e)| e.network == n.name)
+            .map(|(c, _)| c.name.as_str())
+            .collect();
+        if !users.is_empty() {
+            warn!(
+                "network {}: keeps its IPv6 as it is ({}): the daemon's --ipv6/--fixed-cidr-v6 ask otherwise, but containers are on it ({}); remove them and restart to change it",
+                n.name,
+                match n.ipv6 {
+                    Some(_) => describe6(n.ipv6.as_ref()).replacen(", ", "", 1),
+                    None => "none".into(),
+                },
+                users.join(", ")
+            );
+            return Ok(());
+        }
+        // Its old IPv6 side goes: the bridge's addresses with IPv6 off (made again by its
+        // set-up), its subnet in the data path with the reconcile's sweep.
+        if let Some(n) = self.state.networks.get_mut(DEFAULT_NETWORK) {
+            n.ipv6 = None;
+        }
+        sysctl::ipv6_off(&n.bridge)?;
+        let ipv6 = self.default_network6().await?;
+        info!(
+            "network {}: IPv6 changed as the daemon's flags ask{}",
+            n.name,
+            match &ipv6 {
+                Some(_) => describe6(ipv6.as_ref()),
+                None => ": none".into(),
+            }
+        );
+        if let Some(n) = self.state.networks.get_mut(DEFAULT_NETWORK) {
+            n.ipv6 = ipv6;
+        }
         self.save()
     }
 
