@@ -314,7 +314,7 @@ impl PortMapping {
                         "{}: {ip:?} is not an IPv4 address{}",
                         field("hostIP"),
                         if ip.contains(':') {
-                            " (netd does not support IPv6 yet)"
+                            " (netd does not publish on IPv6 addresses yet)"
                         } else {
                             ""
                         }

@@ -209,7 +209,9 @@ impl CreateNetwork {
         if self.options.get(keys::ENABLE_IPV6) == Some(&Value::Bool(true))
             || self.ipv6_data.as_ref().is_some_and(|d| !d.is_empty())
         {
-            bail!("invalid option --ipv6: netd does not support IPv6 networks yet");
+            bail!(
+                "invalid option --ipv6: netd's Docker plugin does not support IPv6 networks yet (netd network create --ipv6 does)"
+            );
         }
         let pools = self.ipv4_data.as_deref().unwrap_or_default();
         let data = match pools {

@@ -233,7 +233,7 @@ impl Inner {
         }
         if !iface.address_ipv6.is_empty() {
             bail!(
-                "invalid IPv6 address {}: netd does not support IPv6 yet",
+                "invalid IPv6 address {}: netd's Docker plugin does not support IPv6 yet (netd network create --ipv6 does)",
                 iface.address_ipv6
             );
         }
@@ -458,7 +458,9 @@ impl Inner {
     /// nothing, or the first of Docker's default pools that overlaps nothing.
     async fn ipam_request_pool(&mut self, req: RequestPool) -> Result<Value> {
         if req.v6 {
-            bail!("netd's IPAM does not support IPv6 pools yet");
+            bail!(
+                "netd's IPAM driver for Docker does not support IPv6 pools yet (netd network create --ipv6 does)"
+            );
         }
         let mut used = self.subnets_in_use().await?;
         used.extend(self.state.ipam_pools.values().map(|p| {
