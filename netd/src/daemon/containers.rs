@@ -238,9 +238,12 @@ impl Inner {
                     n.name
                 ));
             }
-            Mode::Host | Mode::None | Mode::Container(_) if req.ip.is_some() => {
+            Mode::Host | Mode::None | Mode::Container(_)
+                if req.ip.is_some() || req.ip6.is_some() =>
+            {
+                let flag = if req.ip.is_some() { "--ip" } else { "--ip6" };
                 return bad(format!(
-                    "invalid --ip: a static address needs a bridge network, not --network {}",
+                    "invalid {flag}: a static address needs a bridge network, not --network {}",
                     req.network
                 ));
             }
