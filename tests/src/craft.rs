@@ -203,6 +203,23 @@ pub fn router_advertisement(src_mac: [u8; 6]) -> Vec<u8> {
     ethernet([0x33, 0x33, 0, 0, 0, 1], src_mac, ETH_P_IPV6, &ip6)
 }
 
+/// An IPv6 packet: fixed header (hop limit 255) and `rest` (extension headers and upper
+/// layer; checksums are the caller's), whose first protocol is `next`.
+pub fn ipv6(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, next: u8, rest: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&(rest.len() as u16).to_be_bytes());
+    p.extend_from_slice(&[next, 255]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(rest);
+    p
+}
+
+/// The link-local address of an interface with MAC `mac` (EUI-64), as netd gives them.
+pub fn link_local6(mac: [u8; 6]) -> std::net::Ipv6Addr {
+    std::net::Ipv6Addr::from(link_local(mac))
+}
+
 /// An AF_PACKET socket bound to `ifname` of the calling thread's namespace: every frame
 /// the interface receives, or a way to send frames out of it.
 fn packet_socket(ifname: &str) -> Result<OwnedFd> {

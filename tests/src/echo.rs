@@ -149,7 +149,7 @@ pub fn udp_echo_sized(netns: &Path, target: SocketAddr, size: usize) -> Result<(
     in_netns(netns, move || {
         let payload: Vec<u8> = random_payload().into_iter().cycle().take(size).collect();
         let mut back = vec![0u8; size + 1];
-        let s = UdpSocket::bind("0.0.0.0:0")?;
+        let s = UdpSocket::bind(unspecified(target, 0))?;
         s.set_read_timeout(Some(Duration::from_millis(500)))?;
         s.connect(target)?;
         for _ in 0..5 {
@@ -178,6 +178,14 @@ pub fn udp_echo_from(netns: &Path, port: u16, target: SocketAddr) -> Result<Sock
     })
 }
 
+/// Any local address of `target`'s family, port `port`.
+fn unspecified(target: SocketAddr, port: u16) -> SocketAddr {
+    match target {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, port).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, port).into(),
+    }
+}
+
 /// Send `payload` from local `port` (0: any) to `target` and receive the echo into `back`.
 fn udp_exchange(
     port: u16,
@@ -185,7 +193,7 @@ fn udp_exchange(
     payload: &[u8],
     back: &mut [u8],
 ) -> Result<SocketAddr> {
-    let s = UdpSocket::bind(("0.0.0.0", port))?;
+    let s = UdpSocket::bind(unspecified(target, port))?;
     s.set_read_timeout(Some(Duration::from_millis(500)))?;
     s.connect(target)?;
     let mut got = None;
@@ -211,7 +219,7 @@ pub fn echo_fails(netns: &Path, proto: Proto, target: SocketAddr) -> Result<bool
         Ok(match proto {
             Proto::Tcp => TcpStream::connect_timeout(&target, wait).is_err(),
             Proto::Udp => {
-                let s = UdpSocket::bind("0.0.0.0:0")?;
+                let s = UdpSocket::bind(unspecified(target, 0))?;
                 s.set_read_timeout(Some(wait / 2))?;
                 s.connect(target)?;
                 let mut back = [0u8; 64];

@@ -2,7 +2,7 @@
 
 use std::{
     fs::File,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::PathBuf,
     process::{Command, Output},
     sync::atomic::{AtomicU32, Ordering},
@@ -211,6 +211,10 @@ impl Sandbox {
     pub const NODE_ADDR: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
     pub const INET_ADDR: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
     pub const UPLINK: &str = "uplink0";
+    /// The same hosts' IPv6 addresses (documentation prefixes: nothing real answers them).
+    pub const EXT_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x200, 0, 0, 0, 0, 1);
+    pub const NODE_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x200, 0, 0, 0, 0, 2);
+    pub const INET_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x201, 0, 0, 0, 0, 2);
 
     pub fn new(prefix: &str) -> Result<Self> {
         let base = unique_name(prefix);
@@ -242,6 +246,22 @@ impl Sandbox {
             .inet
             .ip(&["route", "add", "10.200.0.0/24", "via", "10.201.0.1"])?;
         sandbox.ext.sysctl("net.ipv4.ip_forward", "1")?;
+        // IPv6 on every link too (no duplicate address detection: usable at once).
+        for (ns, ifname, addr) in [
+            (&sandbox.node, Self::UPLINK, "2001:db8:200::2/64"),
+            (&sandbox.ext, "ext0", "2001:db8:200::1/64"),
+            (&sandbox.inet, "inet0", "2001:db8:201::2/64"),
+            (&sandbox.ext, "ext1", "2001:db8:201::1/64"),
+        ] {
+            ns.ip(&["-6", "addr", "add", addr, "dev", ifname, "nodad"])?;
+        }
+        sandbox
+            .node
+            .ip(&["-6", "route", "add", "default", "via", "2001:db8:200::1"])?;
+        sandbox
+            .inet
+            .ip(&["-6", "route", "add", "default", "via", "2001:db8:201::1"])?;
+        sandbox.ext.sysctl("net.ipv6.conf.all.forwarding", "1")?;
         // ext0 stands for the wire: what reaches the node carries complete checksums, as
         // from a NIC. (A veth passes a local sender's CHECKSUM_PARTIAL packets on as they
         // are; `checksums_and_mtu` turns tx back on to cover those.)
