@@ -144,6 +144,7 @@ reasons! {
     DropIpv6NotRouted = 64 => "drop_ipv6_not_routed",
     Ipv6Policed = 65 => "pass_ipv6_policed",
     Ipv6ForNode = 66 => "pass_ipv6_node",
+    Ipv6Routed = 67 => "pass_ipv6_routed",
 }
 
 pub const REASON_COUNT: u32 = Reason::ALL.len() as u32;

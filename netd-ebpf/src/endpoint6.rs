@@ -51,8 +51,8 @@ fn decide(ctx: &TcContext, ep: &EndpointInfo, ep6: &Endpoint6Info) -> Verdict {
     if let Some(reason) = policy6::refuse_frame(ep, ep6, &frame) {
         return (reason, DROP);
     }
-    match policy6::refuse(ep, ep6, &frame.pkt.dst) {
-        Some(reason) => (reason, DROP),
-        None => (Reason::Ipv6Policed, PASS),
+    match policy6::judge(ep, ep6, &frame.pkt.dst) {
+        Ok(reason) => (reason, PASS),
+        Err(reason) => (reason, DROP),
     }
 }

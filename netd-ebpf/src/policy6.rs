@@ -1,8 +1,9 @@
 //! Network policy for IPv6 from a container (the IPv4 twin is `policy`): networks are
 //! isolated from each other, `enable_icc=false` keeps a network's containers apart, an
 //! `--internal` network reaches nothing beyond itself, and the node's own addresses are
-//! always reachable. Until netd routes IPv6 beyond the node's networks (NAT66, routed
-//! prefixes), anything else is dropped with `drop_ipv6_not_routed`, never passed.
+//! always reachable. Beyond the node's networks, only a network whose IPv6 is routed
+//! (`gateway_mode_ipv6=routed`) sends anything; until netd masquerades IPv6, the others'
+//! is dropped with `drop_ipv6_not_routed`, never passed.
 //!
 //! Link-local destinations are neighbours on the bridge (or the bridge itself), so icc
 //! off refuses every one but the gateway's. Multicast stays on the network's own bridge,
@@ -13,7 +14,10 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use netd_common::{
     counters::Reason,
-    maps::{Addr6, ENDPOINT_ICC_OFF, ENDPOINT_INTERNAL, Endpoint6Info, EndpointInfo, NetworkInfo},
+    maps::{
+        Addr6, ENDPOINT_ICC_OFF, ENDPOINT_INTERNAL, Endpoint6Info, EndpointInfo, NETWORK_ROUTED,
+        NetworkInfo,
+    },
 };
 
 use crate::{
@@ -30,26 +34,42 @@ pub fn network_of(addr: Addr6) -> Option<NetworkInfo> {
     NETWORKS6.get(Key::new(128, addr)).copied()
 }
 
-/// `Some(reason)` when `ep` may not send to `dst`.
+/// Whether `ep` may send to `dst`: `Ok` with the reason it passes under, or `Err` with
+/// the reason it is dropped.
 #[inline(always)]
-pub fn refuse(ep: &EndpointInfo, ep6: &Endpoint6Info, dst: &Addr6) -> Option<Reason> {
-    let icc_off = ep.flags & ENDPOINT_ICC_OFF != 0;
+pub fn judge(ep: &EndpointInfo, ep6: &Endpoint6Info, dst: &Addr6) -> Result<Reason, Reason> {
+    let icc = |allowed: Reason| {
+        if ep.flags & ENDPOINT_ICC_OFF != 0 {
+            Err(Reason::DropIccDisabled)
+        } else {
+            Ok(allowed)
+        }
+    };
     if *dst == ep6.gateway || *dst == ep6.gateway_link_local || is_node_addr(dst) {
-        return None;
+        return Ok(Reason::Ipv6Policed);
     }
     if is_multicast(dst) {
         // What icc off allows of it is `refuse_frame`'s to say.
-        return None;
+        return Ok(Reason::Ipv6Policed);
     }
     if is_link_local(dst) {
-        return icc_off.then_some(Reason::DropIccDisabled);
+        return icc(Reason::Ipv6Policed);
     }
     match network_of(*dst) {
-        Some(net) if net.tag == ep.network => icc_off.then_some(Reason::DropIccDisabled),
-        Some(_) => Some(Reason::DropIsolated),
-        None if ep.flags & ENDPOINT_INTERNAL != 0 => Some(Reason::DropInternal),
-        None => Some(Reason::DropIpv6NotRouted),
+        Some(net) if net.tag == ep.network => icc(Reason::Ipv6Policed),
+        Some(_) => Err(Reason::DropIsolated),
+        None if ep.flags & ENDPOINT_INTERNAL != 0 => Err(Reason::DropInternal),
+        None if routed(ep6) => Ok(Reason::Ipv6Routed),
+        None => Err(Reason::DropIpv6NotRouted),
     }
+}
+
+/// Whether the endpoint's network has its IPv6 routed by the node
+/// (`gateway_mode_ipv6=routed`): then what it sends beyond the node's networks goes out
+/// as it is.
+#[inline(always)]
+fn routed(ep6: &Endpoint6Info) -> bool {
+    network_of(ep6.addr).is_some_and(|net| net.flags & NETWORK_ROUTED != 0)
 }
 
 /// With icc off, a frame may only be for the gateway: unicast to its MAC, or one of the

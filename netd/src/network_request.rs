@@ -211,6 +211,8 @@ pub struct Settings {
     pub masquerade: bool,
     pub mtu: Option<u32>,
     pub gateway_mode: GatewayMode,
+    /// The IPv6 side's (`gateway_mode_ipv6`): `Nat` or `Routed`.
+    pub gateway_mode6: GatewayMode,
     pub options: BTreeMap<String, String>,
 }
 
@@ -245,13 +247,18 @@ const OPT_MTU: &str = "driver.mtu";
 /// netd's spelling, and Docker's.
 const OPT_GATEWAY_MODE: &str = "network.gateway_mode";
 const OPT_GATEWAY_MODE_DOCKER: &str = "bridge.gateway_mode_ipv4";
-const KNOWN_OPTIONS: [&str; 6] = [
+/// The same for the network's IPv6 side.
+const OPT_GATEWAY_MODE6: &str = "network.gateway_mode_ipv6";
+const OPT_GATEWAY_MODE6_DOCKER: &str = "bridge.gateway_mode_ipv6";
+const KNOWN_OPTIONS: [&str; 8] = [
     OPT_BRIDGE_NAME,
     OPT_ICC,
     OPT_MASQUERADE,
     OPT_MTU,
     OPT_GATEWAY_MODE,
     OPT_GATEWAY_MODE_DOCKER,
+    OPT_GATEWAY_MODE6,
+    OPT_GATEWAY_MODE6_DOCKER,
 ];
 /// netd's option prefix, and Docker's, accepted as the same options.
 const PREFIXES: [&str; 2] = ["com.netd.", "com.docker.network."];
@@ -340,6 +347,20 @@ fn parse_gateway_mode(key: &str, value: &str) -> Result<GatewayMode> {
     }
 }
 
+/// The IPv6 side's gateway mode: `nat` (the default; netd does not masquerade IPv6 yet,
+/// so nothing leaves beyond the node's networks) or `routed`.
+fn parse_gateway_mode6(req: &NetworkRequest, key: &str, value: &str) -> Result<GatewayMode> {
+    if !req.ipv6 {
+        bail!("invalid option {key}={value}: the network has no IPv6 (give --ipv6)");
+    }
+    match parse_gateway_mode(key, value)? {
+        GatewayMode::NatUnprotected => bail!(
+            "invalid option {key}={value}: netd does not masquerade IPv6 yet; use routed (or nat, the default, which keeps the network's IPv6 on the node)"
+        ),
+        mode => Ok(mode),
+    }
+}
+
 pub fn gateway_mode_name(mode: GatewayMode) -> &'static str {
     match mode {
         GatewayMode::Nat => "nat",
@@ -421,6 +442,7 @@ pub fn macvlan_settings(req: &NetworkRequest) -> Result<Settings> {
         masquerade: false,
         mtu: None,
         gateway_mode: GatewayMode::Routed,
+        gateway_mode6: GatewayMode::Nat,
         options: BTreeMap::new(),
     };
     for (key, value) in options_of(req)? {
@@ -479,6 +501,7 @@ pub fn bridge_settings(req: &NetworkRequest) -> Result<Settings> {
         masquerade: true,
         mtu: None,
         gateway_mode: GatewayMode::Nat,
+        gateway_mode6: GatewayMode::Nat,
         options: BTreeMap::new(),
     };
     let mut masquerade_given = false;
@@ -509,6 +532,9 @@ pub fn bridge_settings(req: &NetworkRequest) -> Result<Settings> {
             OPT_GATEWAY_MODE | OPT_GATEWAY_MODE_DOCKER => {
                 s.gateway_mode = parse_gateway_mode(key, value)?
             }
+            OPT_GATEWAY_MODE6 | OPT_GATEWAY_MODE6_DOCKER => {
+                s.gateway_mode6 = parse_gateway_mode6(req, key, value)?
+            }
             _ => s.mtu = Some(parse_mtu(&format!("option {key}"), value)?),
         }
         if s.options
@@ -525,6 +551,11 @@ pub fn bridge_settings(req: &NetworkRequest) -> Result<Settings> {
             );
         }
         s.masquerade = false;
+    }
+    if req.internal && s.gateway_mode6.direct_routing() {
+        bail!(
+            "invalid option gateway_mode_ipv6=routed: an --internal network cannot be reached from outside"
+        );
     }
     if req.internal && s.gateway_mode.direct_routing() {
         bail!(
@@ -817,6 +848,25 @@ mod tests {
         assert_eq!(r.subnet, ["10.1.0.0/16"]);
         assert!(r.gateway.is_empty() && !r.ipv6);
         assert_eq!(r.ip_range, ["10.1.0.0/24"]);
+    }
+
+    #[test]
+    fn the_ipv6_gateway_mode_is_its_own() {
+        let mut r = req("n", &["com.docker.network.bridge.gateway_mode_ipv6=routed"]);
+        r.ipv6 = true;
+        let s = settings(&r).unwrap();
+        assert_eq!(s.gateway_mode6, GatewayMode::Routed);
+        assert_eq!(s.gateway_mode, GatewayMode::Nat, "IPv4 stays masqueraded");
+        assert!(s.masquerade);
+        let e = err(&req("n", &["com.netd.network.gateway_mode_ipv6=routed"]));
+        assert!(e.contains("the network has no IPv6 (give --ipv6)"), "{e}");
+        let mut r = req("n", &["com.netd.network.gateway_mode_ipv6=nat-unprotected"]);
+        r.ipv6 = true;
+        assert!(err(&r).contains("netd does not masquerade IPv6 yet"));
+        let mut r = req("n", &["com.netd.network.gateway_mode_ipv6=routed"]);
+        r.ipv6 = true;
+        r.internal = true;
+        assert!(err(&r).contains("cannot be reached from outside"));
     }
 
     #[test]

@@ -80,6 +80,10 @@ pub struct Network6 {
     /// The address handed out last (allocation goes on after it, as for IPv4).
     #[serde(default)]
     pub last_allocated: Option<Ipv6Addr>,
+    /// `gateway_mode_ipv6`: `Nat` (nothing beyond the node's networks, until netd
+    /// masquerades IPv6) or `Routed` (the subnet routed by the node, both ways).
+    #[serde(default)]
+    pub gateway_mode: crate::network_request::GatewayMode,
 }
 
 /// What makes a node's network an overlay's share.
@@ -568,6 +572,7 @@ mod tests {
                 gateway: "172.17.0.1".parse().unwrap(),
                 ip_range: None,
                 ipv6: Some(Network6 {
+                    gateway_mode: Default::default(),
                     subnet: "fd42:98fc:1c14::/64".parse().unwrap(),
                     gateway: "fd42:98fc:1c14::1".parse().unwrap(),
                     ip_range: None,

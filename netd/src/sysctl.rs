@@ -57,6 +57,16 @@ pub fn ipv6_on_loopback() -> Result<()> {
     write("net/ipv6/conf/lo/disable_ipv6", "0")
 }
 
+/// The node routes IPv6 (for networks with `gateway_mode_ipv6=routed`): forwarding on,
+/// and the uplink still taking router advertisements (`accept_ra=2`; with forwarding on,
+/// `1` would ignore them and the node would lose a default route learnt from them, as
+/// Docker's hosts do). What crosses the node is the programs' to police. Never turned
+/// back off: the node may forward IPv6 for reasons of its own.
+pub fn route_ipv6(uplink: &str) -> Result<()> {
+    write(&format!("net/ipv6/conf/{uplink}/accept_ra"), "2")?;
+    write("net/ipv6/conf/all/forwarding", "1")
+}
+
 /// A link of the node that must not take part in the node's IPv4 either: it never
 /// answers ARP (`arp_ignore=8`), nothing it receives is forwarded, and only what its own
 /// routes could have sent in is taken (`rp_filter=1`). With `ipv6_off`.

@@ -614,3 +614,33 @@ fn an_empty_ipv6_slot_drops_ipv6_with_its_reason() {
     let v4 = Pkt::udp(CONTAINER, 40000, REMOTE, 53).build();
     assert_eq!(verdict(&mut t, &v4), TC_ACT_OK, "IPv4 goes on");
 }
+
+#[test]
+fn a_routed_networks_ipv6_goes_out_and_comes_in_as_it_is() {
+    let mut t = node(0);
+    t.dp.set_network6(
+        NET6.parse().unwrap(),
+        Some(network(NETWORK_TAG, netd_common::maps::NETWORK_ROUTED)),
+    )
+    .unwrap();
+    assert_eq!(verdict(&mut t, &udp_to(GATEWAY_MAC, BEYOND6)), TC_ACT_OK);
+    assert_eq!(count(&t, "EndpointIngress", "pass_ipv6_routed"), 1);
+    // Still isolated from the other (not routed) network, in both directions.
+    assert_eq!(
+        verdict(&mut t, &udp_to(GATEWAY_MAC, OTHER_CONTAINER6)),
+        TC_ACT_SHOT
+    );
+    assert_eq!(count(&t, "EndpointIngress", "drop_network_isolation"), 1);
+    let from_lan = |dst| {
+        let mut f = ipv6_frame(GATEWAY_MAC, BEYOND6, dst, UDP6, &udp(40000, 80));
+        f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 9]);
+        f
+    };
+    assert_eq!(t.run("uplink_ingress", &from_lan(CONTAINER6)).0, TC_ACT_OK);
+    assert_eq!(count(&t, "UplinkIngress", "pass_ipv6_routed"), 1);
+    assert_eq!(
+        t.run("uplink_ingress", &from_lan(OTHER_CONTAINER6)).0,
+        TC_ACT_SHOT
+    );
+    assert_eq!(count(&t, "UplinkIngress", "drop_not_published"), 1);
+}

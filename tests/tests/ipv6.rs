@@ -103,7 +103,7 @@ fn containers_of_a_dual_stack_network_talk_tcp_and_udp_over_ipv6_also_after_a_re
         .unwrap();
     let c1 = run_on(&d, "c1", "ds", Some(C1));
     let c2 = run_on(&d, "c2", "ds", Some(C2));
-    let auto = run_on(&d, "auto", "ds", None);
+    let _auto = run_on(&d, "auto", "ds", None);
     let plain = run_on(&d, "plain", "v4only", None);
 
     // IPv6 on where the network has it, with no router advertisement taken; off elsewhere.
@@ -413,6 +413,12 @@ fn a_container_cannot_spoof_or_play_router_or_neighbour_over_ipv6() {
         drops_after - drops_before >= sent as u64,
         "{drops_before} -> {drops_after}"
     );
+    // `netd monitor` names them with their IPv6 addresses.
+    let ll = format!("[{my_ll}]");
+    monitor::expect(&mon, Duration::from_secs(5), |e| {
+        e["reason"] == "drop_router_message" && e["src"] == ll.as_str() && e["proto"] == "ipv6"
+    })
+    .unwrap();
     // Nobody took a route from the advertisement.
     for (who, ns) in [("the node", sb.node.path()), ("c2", c2.netns.clone())] {
         let routes = in_netns(&ns, || {
@@ -461,4 +467,61 @@ fn the_lan_reaches_no_containers_ipv6_address_even_through_a_forwarding_node() {
     let node_server = EchoServer::start(&sb.node.path(), Proto::Tcp, v6(GATEWAY6, 7201)).unwrap();
     echo_once(&sb.ext.path(), Proto::Tcp, v6(GATEWAY6, 7201)).unwrap();
     assert_eq!(node_server.peers()[0].ip(), IpAddr::V6(Sandbox::EXT_ADDR6));
+}
+
+#[test]
+fn a_network_with_routed_ipv6_reaches_and_is_reached_by_the_internet_at_its_own_addresses() {
+    require_root();
+    let sb = Sandbox::new("6r").unwrap();
+    let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    let prefix = "2001:db8:99::/64";
+    dual_stack(
+        &d,
+        "pub6",
+        "10.10.9.0/24",
+        prefix,
+        &["-o", "com.docker.network.bridge.gateway_mode_ipv6=routed"],
+    );
+    dual_stack(&d, "nat6", "10.10.8.0/24", "fd00:10:8::/64", &[]);
+    let own: Ipv6Addr = "2001:db8:99::10".parse().unwrap();
+    let c = run_on(&d, "pub", "pub6", Some(own));
+    let other = run_on(&d, "other", "nat6", Some("fd00:10:8::10".parse().unwrap()));
+    // The LAN routes the prefix to the node, which now routes IPv6 and still takes
+    // router advertisements on its uplink.
+    sb.ext
+        .ip(&[
+            "-6",
+            "route",
+            "add",
+            prefix,
+            "via",
+            &Sandbox::NODE_ADDR6.to_string(),
+        ])
+        .unwrap();
+    assert_eq!(sysctl(&sb.node.path(), "ipv6/conf/all/forwarding"), "1");
+    assert_eq!(sysctl(&sb.node.path(), "ipv6/conf/uplink0/accept_ra"), "2");
+
+    for proto in [Proto::Tcp, Proto::Udp] {
+        let out = v6(Sandbox::INET_ADDR6, 7300);
+        let server = EchoServer::start(&sb.inet.path(), proto, out).unwrap();
+        echo_once(&c.netns, proto, out).unwrap();
+        assert_eq!(server.peers()[0].ip(), IpAddr::V6(own), "{proto:?} out");
+        let into = v6(own, 7301);
+        let server = EchoServer::start(&c.netns, proto, into).unwrap();
+        echo_once(&sb.inet.path(), proto, into).unwrap();
+        assert_eq!(
+            server.peers()[0].ip(),
+            IpAddr::V6(Sandbox::INET_ADDR6),
+            "{proto:?} in"
+        );
+    }
+    assert!(d.counter("EndpointIngress", "pass_ipv6_routed").unwrap() > 0);
+    assert!(d.counter("UplinkIngress", "pass_ipv6_routed").unwrap() > 0);
+    // Its IPv4 is masqueraded as before; a network whose IPv6 is not routed stays in.
+    sb.assert_masqueraded_out(&c.netns).unwrap();
+    assert!(echo_fails(&other.netns, Proto::Udp, v6(Sandbox::INET_ADDR6, 7300)).unwrap());
+    // And the routed network is no way into the other one.
+    let inside = v6("fd00:10:8::10".parse().unwrap(), 7302);
+    let _server = EchoServer::start(&other.netns, Proto::Tcp, inside).unwrap();
+    assert!(echo_fails(&c.netns, Proto::Tcp, inside).unwrap());
 }

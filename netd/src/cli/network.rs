@@ -75,8 +75,10 @@ pub struct CreateArgs {
     #[arg(long)]
     internal: bool,
     /// Driver options: com.netd.bridge.name=NAME, com.netd.bridge.enable_icc=false,
-    /// com.netd.bridge.enable_ip_masquerade=false, com.netd.driver.mtu=N (Docker's
-    /// com.docker.network.* spellings work too); for macvlan: parent=IFACE,
+    /// com.netd.bridge.enable_ip_masquerade=false, com.netd.driver.mtu=N,
+    /// com.netd.network.gateway_mode=nat|nat-unprotected|routed,
+    /// com.netd.network.gateway_mode_ipv6=nat|routed (Docker's com.docker.network.*
+    /// spellings work too); for macvlan: parent=IFACE,
     /// macvlan_mode=bridge|vepa|private|passthru, com.netd.macvlan.host_access=true; for
     /// overlay: com.netd.vxlan.id=N.
     #[arg(short = 'o', long = "opt")]

@@ -575,6 +575,7 @@ impl Daemon {
         self.metrics
             .ran(Task::Reconcile, reconciled.is_ok(), started.elapsed());
         let adopted = reconciled?;
+        inner.route_ipv6_if_needed();
         for (name, p) in adopted {
             self.watch_adopted(name, p);
         }

@@ -194,6 +194,18 @@ impl Inner {
         Ok(used)
     }
 
+    /// With a network whose IPv6 is routed, the node routes IPv6 (`sysctl::route_ipv6`);
+    /// a failure is logged: that network's IPv6 then stays on the node.
+    pub(super) fn route_ipv6_if_needed(&self) {
+        let routed = self.state.networks.values().any(|n| {
+            n.ipv6
+                .is_some_and(|v6| v6.gateway_mode.direct_routing() && !n.internal)
+        });
+        if routed && let Err(e) = crate::sysctl::route_ipv6(&self.uplink) {
+            log::warn!("route IPv6 for the networks with gateway_mode_ipv6=routed: {e:#}");
+        }
+    }
+
     /// The node's ULA /48, its global ID drawn the first time one is needed (and saved
     /// with the state).
     fn ula_base(&mut self) -> Ipv6Net {
@@ -230,6 +242,7 @@ impl Inner {
             gateway: pool.gateway,
             ip_range: pool.range,
             last_allocated: None,
+            gateway_mode: Default::default(),
         })
     }
 
@@ -315,7 +328,10 @@ impl Inner {
             }
         };
         let ipv6 = match families.v6 {
-            Some(v6) => Some(self.plan_ipv6(v6).await?),
+            Some(v6) => Some(Network6 {
+                gateway_mode: s.gateway_mode6,
+                ..self.plan_ipv6(v6).await?
+            }),
             None => None,
         };
         let bridge = match &macvlan {
@@ -391,6 +407,7 @@ impl Inner {
                 e.context(format!("create network {}", network.name)),
             ));
         }
+        self.route_ipv6_if_needed();
         // The bridge's new addresses are the node's: reachable at once, not only when the
         // address watcher catches up.
         if let Err(e) = self.refresh_node_addrs().await {

@@ -30,6 +30,19 @@ pub fn network_info(n: &Network) -> NetworkInfo {
     NetworkInfo { tag: n.tag, flags }
 }
 
+/// What the data path knows of a bridge network's IPv6 side: its tag, and whether it is
+/// routed (`gateway_mode_ipv6=routed`). Never masqueraded: netd does not masquerade IPv6
+/// yet.
+pub fn network_info6(n: &Network) -> NetworkInfo {
+    let routed = n
+        .ipv6
+        .is_some_and(|v6| v6.gateway_mode.direct_routing() && !n.internal);
+    NetworkInfo {
+        tag: n.tag,
+        flags: if routed { NETWORK_ROUTED } else { 0 },
+    }
+}
+
 /// The bridge's MAC: fixed (Docker's scheme, from the gateway), so that the gateway's
 /// link-local address, derived from it, is fixed too.
 pub fn bridge_mac(n: &Network) -> [u8; 6] {
@@ -86,7 +99,7 @@ impl NetworkDriver for Bridge {
             plan.push(Planned {
                 step: Step::SetNetwork6 {
                     subnet: v6.subnet,
-                    info: Some(network_info(n)),
+                    info: Some(network_info6(n)),
                 },
                 undo: undo(vec![Step::SetNetwork6 {
                     subnet: v6.subnet,
@@ -188,6 +201,7 @@ mod tests {
     fn a_dual_stack_network_registers_its_ipv6_subnet_with_the_same_policy() {
         let mut n = network();
         n.ipv6 = Some(crate::state::Network6 {
+            gateway_mode: Default::default(),
             subnet: "fd00:1::/64".parse().unwrap(),
             gateway: "fd00:1::1".parse().unwrap(),
             ip_range: None,
@@ -203,7 +217,7 @@ mod tests {
             Planned {
                 step: Step::SetNetwork6 {
                     subnet: "fd00:1::/64".parse().unwrap(),
-                    info: Some(network_info(&n)),
+                    info: Some(network_info6(&n)),
                 },
                 undo: vec![Step::SetNetwork6 {
                     subnet: "fd00:1::/64".parse().unwrap(),
