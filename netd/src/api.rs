@@ -79,6 +79,9 @@ pub struct CniAttachRequest {
     /// A static address (`ips` or `CNI_ARGS` `IP=`).
     #[serde(default)]
     pub ip: Option<String>,
+    /// A static IPv6 address (`ips`), on a network with IPv6.
+    #[serde(default)]
+    pub ip6: Option<String>,
     #[serde(default)]
     pub mac: Option<String>,
     /// What the runtime says of the container (Kubernetes' `K8S_POD_*`).
@@ -98,6 +101,9 @@ pub struct CniAttachmentView {
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
     pub gateway: Ipv4Addr,
+    /// Its IPv6 address, prefix length and gateway, on a network with IPv6.
+    #[serde(default)]
+    pub ip6: Option<(std::net::Ipv6Addr, u8, std::net::Ipv6Addr)>,
     /// The interface carries the default route (not on internal networks, and only on a
     /// namespace's first attachment).
     pub default_route: bool,

@@ -6,7 +6,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::PathBuf,
 };
 
@@ -428,22 +428,8 @@ impl NetConf {
             .enumerate()
             .map(|(i, m)| m.spec(i))
             .collect::<Result<Vec<_>, _>>()?;
-        let ip = match self.runtime_config.ips.as_slice() {
-            [] => env.args.ip,
-            [one] => {
-                let addr = one.split_once('/').map_or(one.as_str(), |(a, _)| a);
-                Some(addr.parse().map_err(|_| {
-                    invalid_config(format!(
-                        "runtimeConfig.ips[0]: {one:?} is not an IPv4 address"
-                    ))
-                })?)
-            }
-            _ => {
-                return Err(invalid_config(
-                    "runtimeConfig.ips: netd gives an interface one IPv4 address; more were asked for".into(),
-                ));
-            }
-        };
+        let (ip, ip6) = static_addresses(&self.runtime_config.ips)?;
+        let ip = ip.or(env.args.ip);
         let mac = match &self.runtime_config.mac {
             Some(m) => Some(parse_unicast_mac(m, "runtimeConfig.mac", invalid_config)?),
             None => env.args.mac,
@@ -456,10 +442,34 @@ impl NetConf {
             cni_network: Some(self.name.clone()),
             ports,
             ip: ip.map(|i| i.to_string()),
+            ip6: ip6.map(|i| i.to_string()),
             mac: mac.map(|m| endpoint::format_mac(&m)),
             labels: env.args.labels.clone(),
         })
     }
+}
+
+/// `runtimeConfig.ips`: at most one IPv4 and one IPv6 address (`ADDR` or `ADDR/LEN`).
+fn static_addresses(ips: &[String]) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>), Error> {
+    let (mut v4, mut v6) = (None, None);
+    for (i, given) in ips.iter().enumerate() {
+        let addr = given.split_once('/').map_or(given.as_str(), |(a, _)| a);
+        let slot = match addr.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(a)) => v4.replace(a).map(|_| "IPv4"),
+            Ok(std::net::IpAddr::V6(a)) => v6.replace(a).map(|_| "IPv6"),
+            Err(_) => {
+                return Err(invalid_config(format!(
+                    "runtimeConfig.ips[{i}]: {given:?} is not an IP address"
+                )));
+            }
+        };
+        if let Some(family) = slot {
+            return Err(invalid_config(format!(
+                "runtimeConfig.ips: netd gives an interface one {family} address; more were asked for"
+            )));
+        }
+    }
+    Ok((v4, v6))
 }
 
 fn version_key(v: &str) -> (u32, u32, u32) {
@@ -489,11 +499,25 @@ pub fn add_result(version: &str, a: &CniAttachmentView) -> Value {
     if legacy {
         ip["version"] = json!("4");
     }
-    let routes: Vec<Value> = if a.default_route {
-        vec![json!({ "dst": "0.0.0.0/0", "gw": a.gateway })]
-    } else {
-        Vec::new()
-    };
+    let mut ips = vec![ip];
+    let mut routes: Vec<Value> = Vec::new();
+    if a.default_route {
+        routes.push(json!({ "dst": "0.0.0.0/0", "gw": a.gateway }));
+    }
+    if let Some((addr6, prefix6, gateway6)) = a.ip6 {
+        let mut ip6 = json!({
+            "address": format!("{addr6}/{prefix6}"),
+            "gateway": gateway6,
+            "interface": 2,
+        });
+        if legacy {
+            ip6["version"] = json!("6");
+        }
+        ips.push(ip6);
+        if a.default_route {
+            routes.push(json!({ "dst": "::/0", "gw": gateway6 }));
+        }
+    }
     json!({
         "cniVersion": version,
         "interfaces": [
@@ -501,7 +525,7 @@ pub fn add_result(version: &str, a: &CniAttachmentView) -> Value {
             { "name": a.host_veth, "mac": a.host_mac },
             { "name": a.ifname, "mac": a.mac, "sandbox": a.netns },
         ],
-        "ips": [ip],
+        "ips": ips,
         "routes": routes,
         "dns": {},
     })
@@ -525,17 +549,15 @@ impl Expected {
             .iter()
             .position(|i| i["name"] == ifname && i.get("sandbox").is_some_and(|s| s.is_string()));
         let ips = prev["ips"].as_array().ok_or_else(|| bad("no ips"))?;
-        let ip = ips
+        // Its IPv4 address: what CHECK compares (an IPv6 one may be listed beside it).
+        let net: Ipv4Net = ips
             .iter()
-            .find(|ip| match (index, ip["interface"].as_u64()) {
+            .filter(|ip| match (index, ip["interface"].as_u64()) {
                 (Some(i), Some(j)) => i as u64 == j,
                 _ => true,
             })
-            .ok_or_else(|| bad(&format!("no address of {ifname}")))?;
-        let net: Ipv4Net = ip["address"]
-            .as_str()
-            .and_then(|a| a.parse().ok())
-            .ok_or_else(|| bad("ips[].address is not an IPv4 CIDR"))?;
+            .find_map(|ip| ip["address"].as_str().and_then(|a| a.parse().ok()))
+            .ok_or_else(|| bad(&format!("no IPv4 address of {ifname}")))?;
         let default_route = prev["routes"]
             .as_array()
             .is_some_and(|r| r.iter().any(|r| r["dst"] == "0.0.0.0/0"));
@@ -723,6 +745,7 @@ mod tests {
             ip: Ipv4Addr::new(10, 88, 0, 2),
             prefix_len: 16,
             gateway: Ipv4Addr::new(10, 88, 0, 1),
+            ip6: None,
             default_route: true,
             mac: "02:42:0a:58:00:02".into(),
             bridge: "br-n1".into(),
@@ -762,6 +785,62 @@ mod tests {
                 .unwrap_err()
                 .code,
             code::INVALID_CONFIG
+        );
+    }
+
+    #[test]
+    fn a_dual_stack_attachment_has_both_addresses_and_default_routes() {
+        let a = CniAttachmentView {
+            ip6: Some((
+                "fd00:88::2".parse().unwrap(),
+                64,
+                "fd00:88::1".parse().unwrap(),
+            )),
+            ..attachment()
+        };
+        for version in SUPPORTED_VERSIONS {
+            let r = add_result(version, &a);
+            assert_eq!(r["ips"][1]["address"], "fd00:88::2/64", "{version}");
+            assert_eq!(r["ips"][1]["gateway"], "fd00:88::1");
+            assert_eq!(r["ips"][1]["interface"], 2);
+            if version_key(version) < (1, 0, 0) {
+                assert_eq!(r["ips"][1]["version"], "6");
+            }
+            assert_eq!(r["routes"][1], json!({"dst": "::/0", "gw": "fd00:88::1"}));
+            // CHECK compares the IPv4 side, wherever it is listed.
+            let mut reordered = r.clone();
+            reordered["ips"].as_array_mut().unwrap().reverse();
+            let e = Expected::from_prev_result(&reordered, "eth0").unwrap();
+            assert_eq!(e.ip, Ipv4Addr::new(10, 88, 0, 2));
+        }
+    }
+
+    #[test]
+    fn static_addresses_are_one_per_family() {
+        let ips =
+            |v: &[&str]| static_addresses(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            ips(&["10.88.0.5/16", "fd00:88::5/64"]).unwrap(),
+            (
+                Some(Ipv4Addr::new(10, 88, 0, 5)),
+                Some("fd00:88::5".parse().unwrap())
+            )
+        );
+        assert_eq!(ips(&["fd00:88::5"]).unwrap().0, None);
+        let e = ips(&["10.88.0.5", "10.88.0.6"]).unwrap_err();
+        assert!(
+            e.msg.contains("one IPv4 address; more were asked for"),
+            "{}",
+            e.msg
+        );
+        let e = ips(&["fd00::1", "fd00::2"]).unwrap_err();
+        assert!(e.msg.contains("one IPv6 address"), "{}", e.msg);
+        let e = ips(&["ten"]).unwrap_err();
+        assert!(
+            e.msg
+                .contains("runtimeConfig.ips[0]: \"ten\" is not an IP address"),
+            "{}",
+            e.msg
         );
     }
 }

@@ -796,3 +796,68 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn a_dual_stack_network_gives_cni_attachments_both_families() {
+    require_root();
+    let sb = Sandbox::new("cn6").unwrap();
+    let netd = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    netd.cli_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.88.0.0/16",
+        "--subnet",
+        "fd00:88::/64",
+        "n6",
+    ])
+    .unwrap();
+    let bed = Bed { netd, sb };
+    let (a, b) = (pod("cn6a"), pod("cn6b"));
+    let mut c = conf("0.4.0", "n6", &bed.netd.socket);
+    let first = bed
+        .call(&Call::new("ADD", "pod-a", Some(&a.path())), &c)
+        .ok()
+        .unwrap();
+    assert_eq!(first["ips"][1]["version"], "6", "{first}");
+    assert_eq!(first["ips"][1]["gateway"], "fd00:88::1", "{first}");
+    assert!(
+        first["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["dst"] == "::/0"),
+        "{first}"
+    );
+    let a6: std::net::Ipv6Addr = first["ips"][1]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // A static IPv6 address, as a runtime's `ips` capability asks.
+    c["runtimeConfig"] = json!({ "ips": ["10.88.0.77/16", "fd00:88::77/64"] });
+    let second = bed
+        .call(&Call::new("ADD", "pod-b", Some(&b.path())), &c)
+        .ok()
+        .unwrap();
+    assert_eq!(second["ips"][1]["address"], "fd00:88::77/64", "{second}");
+    // Real traffic between them over IPv6, addresses untouched.
+    let target = addr("fd00:88::77".parse::<std::net::Ipv6Addr>().unwrap(), 7400);
+    for proto in [Proto::Tcp, Proto::Udp] {
+        let server = EchoServer::start(&b.path(), proto, target).unwrap();
+        echo_once(&a.path(), proto, target).unwrap();
+        assert_eq!(
+            server.peers()[0].ip(),
+            std::net::IpAddr::V6(a6),
+            "{proto:?}"
+        );
+    }
+    for id in ["pod-a", "pod-b"] {
+        bed.call(&Call::new("DEL", id, None), &c).ok().unwrap();
+    }
+    assert_nothing_left(&bed.netd, &bed.sb.node);
+}

@@ -4,7 +4,11 @@
 //! `teardown` undoes, `DEL` is idempotent, `CHECK` compares the live interface with what
 //! the runtime recorded, `GC` removes what the runtime no longer knows.
 
-use std::{collections::BTreeSet, fs::File, net::Ipv4Addr};
+use std::{
+    collections::BTreeSet,
+    fs::File,
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
 use anyhow::{Context, anyhow};
 use log::{info, warn};
@@ -153,6 +157,7 @@ impl Inner {
         let id = random_id();
         let name = self.cni_record_name(&req.container_id, &req.ifname, &id);
         let ip = self.cni_address(&n, req.ip.as_deref(), &name).await?;
+        let ip6 = self.choose_ip6(&n, req.ip6.as_deref())?;
         let mac = match &req.mac {
             Some(m) => endpoint::parse_mac(m)
                 .ok_or_else(|| ApiError::bad_request(anyhow!("invalid MAC address {m:?}")))?,
@@ -187,7 +192,10 @@ impl Inner {
             created: unix_now(),
         };
         self.sandboxes.insert(id.clone(), ns);
-        let wired = match self.wire_cni(&mut c, &n, ip, mac, default_route).await {
+        let wired = match self
+            .wire_cni(&mut c, &n, (ip, ip6), mac, default_route)
+            .await
+        {
             Ok(()) => self.cni_view(&c).await,
             Err(e) => Err(e),
         };
@@ -200,7 +208,7 @@ impl Inner {
         match wired {
             Ok(view) => {
                 if let Some(net) = self.state.networks.get_mut(&n.name) {
-                    net.last_allocated = Some(ip);
+                    net.note_allocated(ip, ip6);
                 }
                 self.state.containers.insert(name.clone(), c.clone());
                 let saved = self.save().and_then(|()| {
@@ -248,7 +256,7 @@ impl Inner {
         &mut self,
         c: &mut Container,
         n: &Network,
-        ip: Ipv4Addr,
+        (ip, ip6): (Ipv4Addr, Option<Ipv6Addr>),
         mac: [u8; 6],
         default_route: bool,
     ) -> anyhow::Result<()> {
@@ -261,9 +269,7 @@ impl Inner {
         let plan = EndpointPlan {
             id: &id,
             ip,
-            // A CNI result names IPv4 only so far: no IPv6 side, even on a dual-stack
-            // network (the interface keeps IPv6 off; its IPv6 frames are dropped).
-            ip6: None,
+            ip6,
             mac,
             ifname: &ifname,
             default_route,
@@ -383,6 +389,10 @@ impl Inner {
             ip: ep.ip,
             prefix_len: n.subnet.prefix_len(),
             gateway: n.gateway,
+            ip6: ep
+                .ip6
+                .zip(n.ipv6)
+                .map(|(ip, v6)| (ip, v6.subnet.prefix_len(), v6.gateway)),
             default_route: a.default_route,
             mac: ep.mac.clone(),
             bridge: n.bridge.clone(),
