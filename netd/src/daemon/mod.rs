@@ -1047,12 +1047,17 @@ impl Inner {
             .map(|(_, n)| n.addr())
             .collect();
         self.datapath.set_node_addrs(&addrs)?;
+        // Link-local addresses are no node address a container may be sent to (its
+        // bridge's is its gateway's, in its own entry), nor is loopback: only the ones
+        // that are routed. (Link-local ones also come and go with duplicate address
+        // detection, which would make the table's contents depend on timing.)
         let addrs6: Vec<std::net::Ipv6Addr> = self
             .netlink
             .ipv6_addresses()
             .await?
             .iter()
             .map(|(_, n)| n.addr())
+            .filter(|a| !a.is_loopback() && !a.is_unicast_link_local() && !a.is_multicast())
             .collect();
         self.datapath.set_node_addrs6(&addrs6)
     }
