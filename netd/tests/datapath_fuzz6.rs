@@ -269,7 +269,7 @@ fn chain(rng: &mut Rng, upper: u8) -> (u8, Vec<u8>, bool) {
 }
 
 fn mutate(rng: &mut Rng, mut f: Vec<u8>) -> Vec<u8> {
-    match rng.below(8) {
+    match rng.below(9) {
         0..=3 => f,
         4 | 5 => {
             for _ in 0..=rng.below(3) {
@@ -283,9 +283,16 @@ fn mutate(rng: &mut Rng, mut f: Vec<u8>) -> Vec<u8> {
             f.truncate(keep.min(f.len()));
             f
         }
-        _ => {
+        7 => {
             for b in f.iter_mut().skip(ETH + 40 + rng.below(16)) {
                 *b = rng.next() as u8;
+            }
+            f
+        }
+        // Bytes after the packet (its payload length unchanged): not the packet's.
+        _ => {
+            for _ in 0..=rng.below(24) {
+                f.push(rng.next() as u8);
             }
             f
         }
@@ -301,6 +308,18 @@ fn refusal(f: &[u8]) -> Option<&'static str> {
     if f[12..14] != [0x86, 0xdd] || f.len() < ETH + 40 || f[ETH] >> 4 != 6 {
         return Some("not IPv6");
     }
+    // The packet is what its payload length covers (0: the whole frame); the kernel
+    // trims the rest of the frame, and drops a packet longer than its frame.
+    let payload = usize::from(u16::from_be_bytes([f[ETH + 4], f[ETH + 5]]));
+    let end = if payload == 0 {
+        f.len()
+    } else {
+        ETH + 40 + payload
+    };
+    if end > f.len() {
+        return Some("truncated");
+    }
+    let f = &f[..end];
     let addr = |off: usize| Ipv6Addr::from(<[u8; 16]>::try_from(&f[off..off + 16]).unwrap());
     let src = addr(ETH + 8);
     let dst = addr(ETH + 24);
@@ -414,7 +433,11 @@ fn options_refused(opts: &[u8]) -> Option<&'static str> {
     let mut n = 0;
     while o < opts.len() {
         n += 1;
-        if n > 4 || o + 2 > opts.len() || opts[o + 1] == 0 {
+        if n > 4
+            || o + 2 > opts.len()
+            || opts[o + 1] == 0
+            || o + opts[o + 1] as usize * 8 > opts.len()
+        {
             return Some("options");
         }
         if (opts[o] == 1 || opts[o] == 2)

@@ -644,3 +644,81 @@ fn a_routed_networks_ipv6_goes_out_and_comes_in_as_it_is() {
     );
     assert_eq!(count(&t, "UplinkIngress", "drop_not_published"), 1);
 }
+
+/// The kernel keeps of a packet only what its payload length covers (`ip6_rcv_core`
+/// trims the rest): what a frame carries beyond it is not the packet, and must not be
+/// what the checks read. Else a first fragment whose Destination Options header ends its
+/// payload, followed in the frame by a harmless-looking UDP or ICMPv6 header, passes as
+/// "whole"; the receiver reassembles the upper-layer header from a following fragment
+/// (policed by its outer header only), e.g. a DHCPv6 server message from port 547 or an
+/// MLD query.
+#[test]
+fn checks_read_a_packet_only_as_far_as_its_payload_length() {
+    let mut t = node(0);
+    let beyond = |mut f: Vec<u8>, extra: &[u8]| {
+        f.extend_from_slice(extra);
+        f
+    };
+    let udp_first = beyond(
+        ipv6_frame(
+            NEIGHBOUR_MAC,
+            CONTAINER6,
+            NEIGHBOUR6,
+            FRAGMENT,
+            &cat(&[&frag(DEST_OPTS, 0, true), &ext(UDP6, 0)]),
+        ),
+        &udp(40000, 7),
+    );
+    let icmp_first = beyond(
+        ipv6_frame(
+            MULTICAST_MAC,
+            own_link_local(),
+            ALL_NODES,
+            FRAGMENT,
+            &cat(&[&frag(DEST_OPTS, 0, true), &ext(ICMP6, 0)]),
+        ),
+        &icmp6(128, &[0; 4]),
+    );
+    for (what, f) in [("UDP", udp_first), ("ICMPv6", icmp_first)] {
+        assert_eq!(
+            verdict(&mut t, &f),
+            TC_ACT_SHOT,
+            "{what} beyond the payload"
+        );
+    }
+    assert_eq!(
+        count(&t, "EndpointIngress", "drop_ipv6_first_fragment_incomplete"),
+        2
+    );
+    // What completes the datagram: its UDP header, from the DHCPv6 server port.
+    let following = ipv6_frame(
+        NEIGHBOUR_MAC,
+        CONTAINER6,
+        NEIGHBOUR6,
+        FRAGMENT,
+        &cat(&[&frag(DEST_OPTS, 1, false), &udp(547, 546)]),
+    );
+    assert_eq!(
+        verdict(&mut t, &following),
+        TC_ACT_OK,
+        "policed by its outer header"
+    );
+
+    // A whole packet with bytes after it (padding): they are no neighbour discovery options.
+    let padded_ns = beyond(
+        ipv6_frame(
+            MULTICAST_MAC,
+            CONTAINER6,
+            solicited_node(GATEWAY6),
+            ICMP6,
+            &nd(135, 0, GATEWAY6, &[(1, CONTAINER_MAC)]),
+        ),
+        &[0; 8],
+    );
+    assert_eq!(verdict(&mut t, &padded_ns), TC_ACT_OK, "NS with padding");
+    // A payload length beyond the frame: the kernel drops it as truncated.
+    let mut truncated = udp_to(NEIGHBOUR_MAC, NEIGHBOUR6);
+    truncated[ETH + 5] += 8;
+    assert_eq!(verdict(&mut t, &truncated), TC_ACT_SHOT, "truncated");
+    assert_eq!(count(&t, "EndpointIngress", "drop_malformed"), 1);
+}
