@@ -3,14 +3,16 @@
 //! and its link-local one), with an extension-header chain `parse6` can walk. And the
 //! first-hop attacks a container on a shared link could make, each dropped with its
 //! reason:
-//! - router messages (advertisement, redirect, renumbering, MLD query): only the node
-//!   routes (RA guard, RFC 6105);
+//! - router messages (advertisement, redirect, renumbering, MLD query, multicast router
+//!   advertisement and termination): only the node routes (RA guard, RFC 6105);
 //! - neighbour advertisements for an address it does not own, or claiming to be a
 //!   router; link-layer address options other than its own MAC in any neighbour
 //!   discovery message;
 //! - DHCPv6 server and relay messages (from UDP port 547);
-//! - fragmented neighbour discovery or MLD (RFC 6980), and a first fragment without its
-//!   whole upper-layer header (RFC 7112): both would hide the above from these checks.
+//! - fragmented neighbour discovery, MLD and the other first-hop messages (RFC 6980), and
+//!   a first fragment without its whole upper-layer header (RFC 7112) in its payload
+//!   length (what the frame has after it is not the packet's): both would hide the above
+//!   from these checks.
 //!
 //! The unspecified source `::` is allowed only where RFC 4861 and 3590 allow it: duplicate
 //! address detection (a solicitation for one of its own addresses, without a link-layer
@@ -38,6 +40,15 @@ pub const ICMP6_NEIGHBOR_ADVERT: u8 = 136;
 pub const ICMP6_REDIRECT: u8 = 137;
 pub const ICMP6_ROUTER_RENUMBERING: u8 = 138;
 pub const ICMP6_MLD2_REPORT: u8 = 143;
+/// Multicast router discovery (RFC 4286): a router's advertisement and termination; the
+/// Linux bridge's snooping takes the port an advertisement comes from for a multicast
+/// router's (the solicitation, 152, is a host's).
+pub const ICMP6_MRD_ADVERT: u8 = 151;
+pub const ICMP6_MRD_TERMINATE: u8 = 153;
+/// The ICMPv6 types of the first-hop protocols: MLD, neighbour discovery and inverse ND,
+/// the home agent and mobile prefix messages, SEND, multicast router discovery, RPL.
+/// None may come fragmented (RFC 6980).
+const FIRST_HOP_TYPES: core::ops::RangeInclusive<u8> = ICMP6_MLD_QUERY..=155;
 
 const NA_ROUTER: u8 = 0x80;
 /// Options of NS and NA start after the target address (RFC 4861 4.3, 4.4); RS's after its
@@ -104,7 +115,7 @@ pub fn check_frame(
         }
         PROTO_ICMPV6 if pkt.fragment == Fragment::First => {
             let icmp_type: u8 = ctx.load(pkt.l4_off).map_err(|_| Reason::DropMalformed)?;
-            if (ICMP6_MLD_QUERY..=ICMP6_MLD2_REPORT).contains(&icmp_type) {
+            if FIRST_HOP_TYPES.contains(&icmp_type) {
                 return Err(Reason::DropNdFragmented);
             }
         }
@@ -179,7 +190,12 @@ fn check_icmp6(
     let header: [u8; 8] = load_l4(ctx, pkt, 0)?;
     let icmp_type = header[0];
     let target = match icmp_type {
-        ICMP6_MLD_QUERY | ICMP6_ROUTER_ADVERT | ICMP6_REDIRECT | ICMP6_ROUTER_RENUMBERING => {
+        ICMP6_MLD_QUERY
+        | ICMP6_ROUTER_ADVERT
+        | ICMP6_REDIRECT
+        | ICMP6_ROUTER_RENUMBERING
+        | ICMP6_MRD_ADVERT
+        | ICMP6_MRD_TERMINATE => {
             return Err(Reason::DropRouterMessage);
         }
         ICMP6_ROUTER_SOLICIT => {

@@ -169,10 +169,10 @@ fn upper_layer(rng: &mut Rng) -> (u8, Vec<u8>, bool, bool) {
 
 fn icmp6(rng: &mut Rng) -> (u8, Vec<u8>, bool, bool) {
     let kind = rng.pick(&[
-        128, 129, 1, 2, 3, 4, 130, 131, 132, 133, 134, 135, 136, 137, 138, 143,
+        128, 129, 1, 2, 3, 4, 130, 131, 132, 133, 134, 135, 136, 137, 138, 143, 151, 152, 153,
     ]);
     let mut m = vec![kind, 0, 0, 0];
-    let mut ok = ![130, 134, 137, 138].contains(&kind);
+    let mut ok = ![130, 134, 137, 138, 151, 153].contains(&kind);
     let mut unspecified_ok = [131, 132, 133, 143].contains(&kind);
     match kind {
         135 | 136 => {
@@ -382,12 +382,12 @@ fn refusal(f: &[u8]) -> Option<&'static str> {
                 return Some("DHCPv6 server");
             }
             ICMP6 if l4.is_empty() => return Some("no ICMPv6 type"),
-            ICMP6 if first_fragment && (130..=143).contains(&l4[0]) => {
+            ICMP6 if first_fragment && (130..=155).contains(&l4[0]) => {
                 return Some("fragmented ND");
             }
             ICMP6 if !first_fragment => {
                 icmp_type = l4[0];
-                if [130, 134, 137, 138].contains(&icmp_type) {
+                if [130, 134, 137, 138, 151, 153].contains(&icmp_type) {
                     return Some("router message");
                 }
                 if icmp_type == 135 || icmp_type == 136 {

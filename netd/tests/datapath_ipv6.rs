@@ -722,3 +722,45 @@ fn checks_read_a_packet_only_as_far_as_its_payload_length() {
     assert_eq!(verdict(&mut t, &truncated), TC_ACT_SHOT, "truncated");
     assert_eq!(count(&t, "EndpointIngress", "drop_malformed"), 1);
 }
+
+/// Multicast router discovery (RFC 4286) is a router's message too: the Linux bridge's
+/// snooping takes a port that sends an advertisement (151, to all-snoopers) for a
+/// multicast router's, and forwards it every group's traffic and its neighbours' MLD
+/// reports. Like the other first-hop messages (RFC 6980: inverse ND, SEND, MRD), none of
+/// them may come fragmented either; the bridge sees reassembled datagrams when
+/// br_netfilter defragments them.
+#[test]
+fn multicast_router_advertisements_are_router_messages() {
+    let mut t = node(0);
+    let all_snoopers = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x6a);
+    let snoopers_mac = [0x33, 0x33, 0, 0, 0, 0x6a];
+    let mrd = |icmp_type: u8| {
+        ipv6_frame(
+            snoopers_mac,
+            own_link_local(),
+            all_snoopers,
+            ICMP6,
+            &icmp6(icmp_type, &[0, 20, 0, 2]),
+        )
+    };
+    for (what, icmp_type) in [("advertisement", 151), ("termination", 153)] {
+        assert_eq!(verdict(&mut t, &mrd(icmp_type)), TC_ACT_SHOT, "{what}");
+    }
+    assert_eq!(count(&t, "EndpointIngress", "drop_router_message"), 2);
+    assert_eq!(verdict(&mut t, &mrd(152)), TC_ACT_OK, "solicitation");
+    for icmp_type in [141, 148, 151] {
+        let first = ipv6_frame(
+            snoopers_mac,
+            own_link_local(),
+            all_snoopers,
+            FRAGMENT,
+            &cat(&[&frag(ICMP6, 0, true), &icmp6(icmp_type, &[0; 12])]),
+        );
+        assert_eq!(
+            verdict(&mut t, &first),
+            TC_ACT_SHOT,
+            "{icmp_type} fragmented"
+        );
+    }
+    assert_eq!(count(&t, "EndpointIngress", "drop_nd_fragmented"), 3);
+}
