@@ -8,7 +8,7 @@
 //! - neighbour advertisements for an address it does not own, or claiming to be a
 //!   router; link-layer address options other than its own MAC in any neighbour
 //!   discovery message;
-//! - DHCPv6 server and relay messages (from UDP port 547);
+//! - DHCPv6 server and relay messages (from UDP port 547, or to a client's, 546);
 //! - fragmented neighbour discovery, MLD and the other first-hop messages (RFC 6980), and
 //!   a first fragment without its whole upper-layer header (RFC 7112) in its payload
 //!   length (what the frame has after it is not the packet's): both would hide the above
@@ -61,7 +61,10 @@ const OPT_TARGET_LLADDR: u8 = 2;
 /// Options read in a neighbour discovery message; a message with more is refused (the
 /// kernel takes the first of each kind, so every one must be checked).
 const MAX_ND_OPTIONS: usize = 4;
+/// DHCPv6 servers and relays send from 547; to a client, at 546 (from any port: clients
+/// do not check it). A container sends neither.
 const DHCP6_SERVER_PORT: u16 = 547;
+const DHCP6_CLIENT_PORT: u16 = 546;
 const UNSPECIFIED: Addr6 = [0; 4];
 
 /// The facts of an allowed IPv6 frame that policy looks at.
@@ -120,8 +123,10 @@ pub fn check_frame(
             }
         }
         PROTO_UDP if pkt.has_l4_header() => {
-            let sport: [u8; 2] = load_l4(ctx, &pkt, 0)?;
-            if u16::from_be_bytes(sport) == DHCP6_SERVER_PORT {
+            let ports: [u8; 4] = load_l4(ctx, &pkt, 0)?;
+            let sport = u16::from_be_bytes([ports[0], ports[1]]);
+            let dport = u16::from_be_bytes([ports[2], ports[3]]);
+            if sport == DHCP6_SERVER_PORT || dport == DHCP6_CLIENT_PORT {
                 return Err(Reason::DropDhcp6Server);
             }
         }

@@ -154,7 +154,7 @@ fn upper_layer(rng: &mut Rng) -> (u8, Vec<u8>, bool, bool) {
                 .flat_map(|v: &u16| v.to_be_bytes())
                 .collect::<Vec<u8>>();
             u.extend_from_slice(b"fuzzing!");
-            (UDP6, u, sport != 547, false)
+            (UDP6, u, sport != 547 && dport != 546, false)
         }
         1 => {
             let mut t = vec![
@@ -378,7 +378,10 @@ fn refusal(f: &[u8]) -> Option<&'static str> {
     let mut target = Ipv6Addr::UNSPECIFIED;
     if !following {
         match next {
-            UDP6 if l4.len() >= 2 && u16::from_be_bytes([l4[0], l4[1]]) == 547 => {
+            UDP6 if l4.len() >= 4
+                && (u16::from_be_bytes([l4[0], l4[1]]) == 547
+                    || u16::from_be_bytes([l4[2], l4[3]]) == 546) =>
+            {
                 return Some("DHCPv6 server");
             }
             ICMP6 if l4.is_empty() => return Some("no ICMPv6 type"),

@@ -764,3 +764,20 @@ fn multicast_router_advertisements_are_router_messages() {
     }
     assert_eq!(count(&t, "EndpointIngress", "drop_nd_fragmented"), 3);
 }
+
+/// A DHCPv6 server is known by where it sends (a client's port, 546) as much as by where
+/// it sends from (547): the source port is the sender's to choose, and clients do not
+/// check it.
+#[test]
+fn dhcpv6_server_messages_from_another_port_are_dropped() {
+    let mut t = node(0);
+    let to_client = ipv6_frame(
+        NEIGHBOUR_MAC,
+        own_link_local(),
+        link_local_for(NEIGHBOUR_MAC),
+        UDP6,
+        &udp(40000, 546),
+    );
+    assert_eq!(verdict(&mut t, &to_client), TC_ACT_SHOT);
+    assert_eq!(count(&t, "EndpointIngress", "drop_dhcpv6_server"), 1);
+}
