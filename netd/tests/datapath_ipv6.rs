@@ -781,3 +781,24 @@ fn dhcpv6_server_messages_from_another_port_are_dropped() {
     assert_eq!(verdict(&mut t, &to_client), TC_ACT_SHOT);
     assert_eq!(count(&t, "EndpointIngress", "drop_dhcpv6_server"), 1);
 }
+
+/// With icc off, the multicast a container may send to find its router goes to a
+/// multicast MAC: the same message addressed to a neighbour's MAC is for that neighbour
+/// alone (as ARP for the gateway must be broadcast or to the gateway's MAC), whatever the
+/// bridge's port isolation would do with it.
+#[test]
+fn icc_off_multicast_exceptions_go_to_a_multicast_mac() {
+    let mut t = node(ENDPOINT_ICC_OFF);
+    let rs = |dst_mac| {
+        ipv6_frame(
+            dst_mac,
+            own_link_local(),
+            ALL_ROUTERS,
+            ICMP6,
+            &icmp6(133, &[0; 4]),
+        )
+    };
+    assert_eq!(verdict(&mut t, &rs(MULTICAST_MAC)), TC_ACT_OK);
+    assert_eq!(verdict(&mut t, &rs(NEIGHBOUR_MAC)), TC_ACT_SHOT);
+    assert_eq!(count(&t, "EndpointIngress", "drop_icc_disabled"), 1);
+}
