@@ -44,6 +44,10 @@ pub struct Packet6 {
     pub proto: u8,
     /// Where its header starts (for a following fragment: where its data starts).
     pub l4_off: usize,
+    /// Where the packet ends in the frame: its payload length's worth after the fixed
+    /// header. The kernel trims anything after it (`ip6_rcv_core`), so nothing there may
+    /// be read as part of the packet.
+    pub end: usize,
     pub fragment: Fragment,
 }
 
@@ -55,30 +59,47 @@ impl Packet6 {
     }
 }
 
-/// Parse the fixed header and walk the extension headers.
+/// Parse the fixed header and walk the extension headers of the frame, `frame_len` long.
 #[inline(always)]
-pub fn parse_ipv6<F: Frame>(ctx: &F) -> Result<Packet6, Reason> {
+pub fn parse_ipv6<F: Frame>(ctx: &F, frame_len: usize) -> Result<Packet6, Reason> {
     let fixed: [u8; 8] = ctx.load(IP6_OFF).map_err(|_| Reason::DropMalformed)?;
     if fixed[0] >> 4 != 6 {
         return Err(Reason::DropMalformed);
     }
+    let end = packet_end(u16::from_be_bytes([fixed[4], fixed[5]]), frame_len)?;
     let src: Addr6 = ctx.load(IP6_SRC_OFF).map_err(|_| Reason::DropMalformed)?;
     let dst: Addr6 = ctx.load(IP6_DST_OFF).map_err(|_| Reason::DropMalformed)?;
-    let (proto, l4_off, fragment) = walk_chain(ctx, fixed[6])?;
+    let (proto, l4_off, fragment) = walk_chain(ctx, fixed[6], end)?;
     Ok(Packet6 {
         src,
         dst,
         proto,
         l4_off,
+        end,
         fragment,
     })
+}
+
+/// Where a packet with this payload length ends in a frame `frame_len` long; a payload
+/// length past the frame is a truncated packet (the kernel drops it). A payload length of
+/// 0 is a jumbogram's or a BIG TCP packet's: the frame's length is then the packet's.
+#[inline(always)]
+fn packet_end(payload_len: u16, frame_len: usize) -> Result<usize, Reason> {
+    if payload_len == 0 {
+        return Ok(frame_len);
+    }
+    let end = IP6_OFF + IP6_HDR_LEN + payload_len as usize;
+    if end > frame_len {
+        return Err(Reason::DropMalformed);
+    }
+    Ok(end)
 }
 
 /// From the fixed header's next header to the upper layer: its protocol, offset, and
 /// where the packet stands in its datagram. A subprogram: the loop's loads would
 /// otherwise each hold a stack slot of the caller.
 #[inline(never)]
-fn walk_chain<F: Frame>(ctx: &F, first: u8) -> Result<(u8, usize, Fragment), Reason> {
+fn walk_chain<F: Frame>(ctx: &F, first: u8, end: usize) -> Result<(u8, usize, Fragment), Reason> {
     let mut next = first;
     let mut off = IP6_OFF + IP6_HDR_LEN;
     let mut fragment = Fragment::Whole;
@@ -106,8 +127,8 @@ fn walk_chain<F: Frame>(ctx: &F, first: u8) -> Result<(u8, usize, Fragment), Rea
         };
         next = h[0];
         off += len;
-        // The whole header must be there, not only its first bytes.
-        if ctx.load::<u8>(off - 1).is_err() {
+        // The whole header must be in the packet, not only its first bytes.
+        if off > end {
             return Err(Reason::DropMalformed);
         }
         if fragment == Fragment::Following {

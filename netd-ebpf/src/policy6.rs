@@ -73,13 +73,15 @@ fn routed(ep6: &Endpoint6Info) -> bool {
 }
 
 /// With icc off, a frame may only be for the gateway: unicast to its MAC, or one of the
-/// multicast messages a host needs to find and use its router.
+/// multicast messages a host needs to find and use its router, to a multicast MAC.
 #[inline(always)]
 pub fn refuse_frame(ep: &EndpointInfo, ep6: &Endpoint6Info, frame: &Frame6) -> Option<Reason> {
     if ep.flags & ENDPOINT_ICC_OFF == 0 || frame.dst_mac == ep.gateway_mac {
         return None;
     }
+    // The group bit: to a multicast MAC, never a neighbour's own.
     let allowed = is_multicast(&frame.pkt.dst)
+        && frame.dst_mac[0] & 1 != 0
         && match frame.icmp_type {
             ICMP6_ROUTER_SOLICIT | ICMP6_MLD_REPORT | ICMP6_MLD_DONE | ICMP6_MLD2_REPORT => true,
             ICMP6_NEIGHBOR_SOLICIT => {

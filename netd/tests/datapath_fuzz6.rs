@@ -154,7 +154,7 @@ fn upper_layer(rng: &mut Rng) -> (u8, Vec<u8>, bool, bool) {
                 .flat_map(|v: &u16| v.to_be_bytes())
                 .collect::<Vec<u8>>();
             u.extend_from_slice(b"fuzzing!");
-            (UDP6, u, sport != 547, false)
+            (UDP6, u, sport != 547 && dport != 546, false)
         }
         1 => {
             let mut t = vec![
@@ -169,10 +169,10 @@ fn upper_layer(rng: &mut Rng) -> (u8, Vec<u8>, bool, bool) {
 
 fn icmp6(rng: &mut Rng) -> (u8, Vec<u8>, bool, bool) {
     let kind = rng.pick(&[
-        128, 129, 1, 2, 3, 4, 130, 131, 132, 133, 134, 135, 136, 137, 138, 143,
+        128, 129, 1, 2, 3, 4, 130, 131, 132, 133, 134, 135, 136, 137, 138, 143, 151, 152, 153,
     ]);
     let mut m = vec![kind, 0, 0, 0];
-    let mut ok = ![130, 134, 137, 138].contains(&kind);
+    let mut ok = ![130, 134, 137, 138, 151, 153].contains(&kind);
     let mut unspecified_ok = [131, 132, 133, 143].contains(&kind);
     match kind {
         135 | 136 => {
@@ -269,7 +269,7 @@ fn chain(rng: &mut Rng, upper: u8) -> (u8, Vec<u8>, bool) {
 }
 
 fn mutate(rng: &mut Rng, mut f: Vec<u8>) -> Vec<u8> {
-    match rng.below(8) {
+    match rng.below(9) {
         0..=3 => f,
         4 | 5 => {
             for _ in 0..=rng.below(3) {
@@ -283,9 +283,16 @@ fn mutate(rng: &mut Rng, mut f: Vec<u8>) -> Vec<u8> {
             f.truncate(keep.min(f.len()));
             f
         }
-        _ => {
+        7 => {
             for b in f.iter_mut().skip(ETH + 40 + rng.below(16)) {
                 *b = rng.next() as u8;
+            }
+            f
+        }
+        // Bytes after the packet (its payload length unchanged): not the packet's.
+        _ => {
+            for _ in 0..=rng.below(24) {
+                f.push(rng.next() as u8);
             }
             f
         }
@@ -301,6 +308,18 @@ fn refusal(f: &[u8]) -> Option<&'static str> {
     if f[12..14] != [0x86, 0xdd] || f.len() < ETH + 40 || f[ETH] >> 4 != 6 {
         return Some("not IPv6");
     }
+    // The packet is what its payload length covers (0: the whole frame); the kernel
+    // trims the rest of the frame, and drops a packet longer than its frame.
+    let payload = usize::from(u16::from_be_bytes([f[ETH + 4], f[ETH + 5]]));
+    let end = if payload == 0 {
+        f.len()
+    } else {
+        ETH + 40 + payload
+    };
+    if end > f.len() {
+        return Some("truncated");
+    }
+    let f = &f[..end];
     let addr = |off: usize| Ipv6Addr::from(<[u8; 16]>::try_from(&f[off..off + 16]).unwrap());
     let src = addr(ETH + 8);
     let dst = addr(ETH + 24);
@@ -359,16 +378,19 @@ fn refusal(f: &[u8]) -> Option<&'static str> {
     let mut target = Ipv6Addr::UNSPECIFIED;
     if !following {
         match next {
-            UDP6 if l4.len() >= 2 && u16::from_be_bytes([l4[0], l4[1]]) == 547 => {
+            UDP6 if l4.len() >= 4
+                && (u16::from_be_bytes([l4[0], l4[1]]) == 547
+                    || u16::from_be_bytes([l4[2], l4[3]]) == 546) =>
+            {
                 return Some("DHCPv6 server");
             }
             ICMP6 if l4.is_empty() => return Some("no ICMPv6 type"),
-            ICMP6 if first_fragment && (130..=143).contains(&l4[0]) => {
+            ICMP6 if first_fragment && (130..=155).contains(&l4[0]) => {
                 return Some("fragmented ND");
             }
             ICMP6 if !first_fragment => {
                 icmp_type = l4[0];
-                if [130, 134, 137, 138].contains(&icmp_type) {
+                if [130, 134, 137, 138, 151, 153].contains(&icmp_type) {
                     return Some("router message");
                 }
                 if icmp_type == 135 || icmp_type == 136 {
@@ -414,7 +436,11 @@ fn options_refused(opts: &[u8]) -> Option<&'static str> {
     let mut n = 0;
     while o < opts.len() {
         n += 1;
-        if n > 4 || o + 2 > opts.len() || opts[o + 1] == 0 {
+        if n > 4
+            || o + 2 > opts.len()
+            || opts[o + 1] == 0
+            || o + opts[o + 1] as usize * 8 > opts.len()
+        {
             return Some("options");
         }
         if (opts[o] == 1 || opts[o] == 2)

@@ -644,3 +644,161 @@ fn a_routed_networks_ipv6_goes_out_and_comes_in_as_it_is() {
     );
     assert_eq!(count(&t, "UplinkIngress", "drop_not_published"), 1);
 }
+
+/// The kernel keeps of a packet only what its payload length covers (`ip6_rcv_core`
+/// trims the rest): what a frame carries beyond it is not the packet, and must not be
+/// what the checks read. Else a first fragment whose Destination Options header ends its
+/// payload, followed in the frame by a harmless-looking UDP or ICMPv6 header, passes as
+/// "whole"; the receiver reassembles the upper-layer header from a following fragment
+/// (policed by its outer header only), e.g. a DHCPv6 server message from port 547 or an
+/// MLD query.
+#[test]
+fn checks_read_a_packet_only_as_far_as_its_payload_length() {
+    let mut t = node(0);
+    let beyond = |mut f: Vec<u8>, extra: &[u8]| {
+        f.extend_from_slice(extra);
+        f
+    };
+    let udp_first = beyond(
+        ipv6_frame(
+            NEIGHBOUR_MAC,
+            CONTAINER6,
+            NEIGHBOUR6,
+            FRAGMENT,
+            &cat(&[&frag(DEST_OPTS, 0, true), &ext(UDP6, 0)]),
+        ),
+        &udp(40000, 7),
+    );
+    let icmp_first = beyond(
+        ipv6_frame(
+            MULTICAST_MAC,
+            own_link_local(),
+            ALL_NODES,
+            FRAGMENT,
+            &cat(&[&frag(DEST_OPTS, 0, true), &ext(ICMP6, 0)]),
+        ),
+        &icmp6(128, &[0; 4]),
+    );
+    for (what, f) in [("UDP", udp_first), ("ICMPv6", icmp_first)] {
+        assert_eq!(
+            verdict(&mut t, &f),
+            TC_ACT_SHOT,
+            "{what} beyond the payload"
+        );
+    }
+    assert_eq!(
+        count(&t, "EndpointIngress", "drop_ipv6_first_fragment_incomplete"),
+        2
+    );
+    // What completes the datagram: its UDP header, from the DHCPv6 server port.
+    let following = ipv6_frame(
+        NEIGHBOUR_MAC,
+        CONTAINER6,
+        NEIGHBOUR6,
+        FRAGMENT,
+        &cat(&[&frag(DEST_OPTS, 1, false), &udp(547, 546)]),
+    );
+    assert_eq!(
+        verdict(&mut t, &following),
+        TC_ACT_OK,
+        "policed by its outer header"
+    );
+
+    // A whole packet with bytes after it (padding): they are no neighbour discovery options.
+    let padded_ns = beyond(
+        ipv6_frame(
+            MULTICAST_MAC,
+            CONTAINER6,
+            solicited_node(GATEWAY6),
+            ICMP6,
+            &nd(135, 0, GATEWAY6, &[(1, CONTAINER_MAC)]),
+        ),
+        &[0; 8],
+    );
+    assert_eq!(verdict(&mut t, &padded_ns), TC_ACT_OK, "NS with padding");
+    // A payload length beyond the frame: the kernel drops it as truncated.
+    let mut truncated = udp_to(NEIGHBOUR_MAC, NEIGHBOUR6);
+    truncated[ETH + 5] += 8;
+    assert_eq!(verdict(&mut t, &truncated), TC_ACT_SHOT, "truncated");
+    assert_eq!(count(&t, "EndpointIngress", "drop_malformed"), 1);
+}
+
+/// Multicast router discovery (RFC 4286) is a router's message too: the Linux bridge's
+/// snooping takes a port that sends an advertisement (151, to all-snoopers) for a
+/// multicast router's, and forwards it every group's traffic and its neighbours' MLD
+/// reports. Like the other first-hop messages (RFC 6980: inverse ND, SEND, MRD), none of
+/// them may come fragmented either; the bridge sees reassembled datagrams when
+/// br_netfilter defragments them.
+#[test]
+fn multicast_router_advertisements_are_router_messages() {
+    let mut t = node(0);
+    let all_snoopers = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x6a);
+    let snoopers_mac = [0x33, 0x33, 0, 0, 0, 0x6a];
+    let mrd = |icmp_type: u8| {
+        ipv6_frame(
+            snoopers_mac,
+            own_link_local(),
+            all_snoopers,
+            ICMP6,
+            &icmp6(icmp_type, &[0, 20, 0, 2]),
+        )
+    };
+    for (what, icmp_type) in [("advertisement", 151), ("termination", 153)] {
+        assert_eq!(verdict(&mut t, &mrd(icmp_type)), TC_ACT_SHOT, "{what}");
+    }
+    assert_eq!(count(&t, "EndpointIngress", "drop_router_message"), 2);
+    assert_eq!(verdict(&mut t, &mrd(152)), TC_ACT_OK, "solicitation");
+    for icmp_type in [141, 148, 151] {
+        let first = ipv6_frame(
+            snoopers_mac,
+            own_link_local(),
+            all_snoopers,
+            FRAGMENT,
+            &cat(&[&frag(ICMP6, 0, true), &icmp6(icmp_type, &[0; 12])]),
+        );
+        assert_eq!(
+            verdict(&mut t, &first),
+            TC_ACT_SHOT,
+            "{icmp_type} fragmented"
+        );
+    }
+    assert_eq!(count(&t, "EndpointIngress", "drop_nd_fragmented"), 3);
+}
+
+/// A DHCPv6 server is known by where it sends (a client's port, 546) as much as by where
+/// it sends from (547): the source port is the sender's to choose, and clients do not
+/// check it.
+#[test]
+fn dhcpv6_server_messages_from_another_port_are_dropped() {
+    let mut t = node(0);
+    let to_client = ipv6_frame(
+        NEIGHBOUR_MAC,
+        own_link_local(),
+        link_local_for(NEIGHBOUR_MAC),
+        UDP6,
+        &udp(40000, 546),
+    );
+    assert_eq!(verdict(&mut t, &to_client), TC_ACT_SHOT);
+    assert_eq!(count(&t, "EndpointIngress", "drop_dhcpv6_server"), 1);
+}
+
+/// With icc off, the multicast a container may send to find its router goes to a
+/// multicast MAC: the same message addressed to a neighbour's MAC is for that neighbour
+/// alone (as ARP for the gateway must be broadcast or to the gateway's MAC), whatever the
+/// bridge's port isolation would do with it.
+#[test]
+fn icc_off_multicast_exceptions_go_to_a_multicast_mac() {
+    let mut t = node(ENDPOINT_ICC_OFF);
+    let rs = |dst_mac| {
+        ipv6_frame(
+            dst_mac,
+            own_link_local(),
+            ALL_ROUTERS,
+            ICMP6,
+            &icmp6(133, &[0; 4]),
+        )
+    };
+    assert_eq!(verdict(&mut t, &rs(MULTICAST_MAC)), TC_ACT_OK);
+    assert_eq!(verdict(&mut t, &rs(NEIGHBOUR_MAC)), TC_ACT_SHOT);
+    assert_eq!(count(&t, "EndpointIngress", "drop_icc_disabled"), 1);
+}
