@@ -145,6 +145,7 @@ reasons! {
     Ipv6Policed = 65 => "pass_ipv6_policed",
     Ipv6ForNode = 66 => "pass_ipv6_node",
     Ipv6Routed = 67 => "pass_ipv6_routed",
+    DropDhcpServer = 68 => "drop_dhcp_server",
 }
 
 pub const REASON_COUNT: u32 = Reason::ALL.len() as u32;

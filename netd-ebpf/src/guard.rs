@@ -1,13 +1,13 @@
 //! What may leave a container at all, checked first on its host-side veth, by allowlist:
 //! untagged Ethernet frames from the container interface's own MAC address carrying IPv4
-//! from its own address, or ARP for IPv4 about itself. Everything else is dropped with a
-//! reason: another ethertype (IPv6 too, until netd supports it: a container's router
-//! advertisement must not reach its neighbours or the node), a VLAN tag (the kernel
+//! from its own address (never a DHCP server's message), or ARP for IPv4 about itself
+//! (IPv6 is `guard6`'s). Everything else is dropped with a reason: another ethertype, a
+//! VLAN tag (the kernel
 //! strips one before TC, so a frame with two would otherwise pass as something netd does
 //! not read and be untagged further on), and frames too short or malformed to judge.
 
 use aya_ebpf::programs::TcContext;
-use netd_common::{counters::Reason, maps::EndpointInfo};
+use netd_common::{PROTO_UDP, counters::Reason, maps::EndpointInfo};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::parse::{ETH_P_IP, IP_OFF};
@@ -19,6 +19,12 @@ const VLAN_ETHERTYPES: [u16; 3] = [0x8100, 0x88a8, 0x9100];
 const ARP_LEN: usize = 28;
 const ARP_REQUEST: u16 = 1;
 const ARP_REPLY: u16 = 2;
+/// DHCP servers and relays send from 67; to a client, at 68 (from any port: clients do
+/// not check it). Neighbours of a container get their addresses from netd, but a
+/// container running a DHCP client must not be answered by another.
+const DHCP_SERVER_PORT: u16 = 67;
+const DHCP_CLIENT_PORT: u16 = 68;
+const FRAGMENT_OFFSET: u16 = 0x1fff;
 
 /// The facts of an allowed frame that policy looks at.
 pub struct Frame {
@@ -64,6 +70,24 @@ fn check_ipv4(ctx: &TcContext, ep: &EndpointInfo) -> Result<(), Reason> {
     }
     if u32::from_ne_bytes(ip.src_addr) != ep.addr {
         return Err(Reason::DropSpoofedSource);
+    }
+    if ip.proto == PROTO_UDP && u16::from_be_bytes(ip.frags) & FRAGMENT_OFFSET == 0 {
+        let header = usize::from(ip.vihl & 0x0f) * 4;
+        // The ports must be in the packet, not in what follows its total length (the
+        // kernel trims that): a first fragment cut before them is refused.
+        if usize::from(u16::from_be_bytes(ip.tot_len)) < header + 4 {
+            return Err(Reason::DropMalformed);
+        }
+        let ports: [u8; 4] = ctx
+            .load(IP_OFF + header)
+            .map_err(|_| Reason::DropMalformed)?;
+        let (sport, dport) = (
+            u16::from_be_bytes([ports[0], ports[1]]),
+            u16::from_be_bytes([ports[2], ports[3]]),
+        );
+        if sport == DHCP_SERVER_PORT || dport == DHCP_CLIENT_PORT {
+            return Err(Reason::DropDhcpServer);
+        }
     }
     Ok(())
 }

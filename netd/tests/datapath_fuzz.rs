@@ -8,7 +8,7 @@
 //! changed bytes are the addresses, ports and checksums, and every checksum that was
 //! right going in is right coming out. Drops are allowed only for what the programs
 //! refuse by rule: from a container, anything not untagged IPv4 or ARP from its own
-//! addresses, and from the network, what is addressed to a container and claimed by no
+//! addresses (no DHCP server's message, no UDP without its ports), and from the network, what is addressed to a container and claimed by no
 //! flow and no published port.
 //!
 //! The node is a member of a cluster (overlays set up, containers of other nodes known),
@@ -426,15 +426,35 @@ fn admitted(p: &[u8], endpoint: Ipv4Addr) -> Option<Admitted> {
         return None;
     }
     match p[12..14] {
-        [0x08, 0x00] if p[ETH] >> 4 == 4 && p[ETH] & 0x0f >= 5 => Some(Admitted::Ipv4 {
-            dst: addr_at(p, ETH + 16),
-        }),
+        [0x08, 0x00] if p[ETH] >> 4 == 4 && p[ETH] & 0x0f >= 5 && !dhcp_refused(p) => {
+            Some(Admitted::Ipv4 {
+                dst: addr_at(p, ETH + 16),
+            })
+        }
         [0x08, 0x06] if well_formed_arp(p) => Some(Admitted::Arp {
             request: p[ETH + 7] == 1,
             target: addr_at(p, ETH + 24),
         }),
         _ => None,
     }
+}
+
+/// Whether the guard refuses a UDP datagram (not a following fragment) as a DHCP
+/// server's (from 67, or to a client's 68), or because its ports are not in the packet.
+fn dhcp_refused(p: &[u8]) -> bool {
+    let header = usize::from(p[ETH] & 0x0f) * 4;
+    let offset = u16::from_be_bytes([p[ETH + 6], p[ETH + 7]]) & 0x1fff;
+    if p[ETH + 9] != UDP || offset != 0 {
+        return false;
+    }
+    let total = usize::from(u16::from_be_bytes([p[ETH + 2], p[ETH + 3]]));
+    let at = ETH + header;
+    if total < header + 4 || p.len() < at + 4 {
+        return true;
+    }
+    let sport = u16::from_be_bytes([p[at], p[at + 1]]);
+    let dport = u16::from_be_bytes([p[at + 2], p[at + 3]]);
+    sport == 67 || dport == 68
 }
 
 fn addr_at(p: &[u8], off: usize) -> Ipv4Addr {

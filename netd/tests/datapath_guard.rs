@@ -230,3 +230,26 @@ fn with_icc_off_only_the_gateway_is_spoken_to() {
     );
     assert_eq!(verdict(&mut on, &f), TC_ACT_OK);
 }
+
+#[test]
+fn dhcp_server_messages_from_a_container_are_dropped_whatever_their_source_port() {
+    let mut t = node(0);
+    let broadcast = Ipv4Addr::BROADCAST;
+    for (what, sport, dport) in [
+        ("offer to the client port", 67, 68),
+        ("relay reply", 67, 67),
+        ("from another port to a client", 40000, 68),
+    ] {
+        let f = Pkt::udp(CONTAINER, sport, broadcast, dport).build();
+        assert_eq!(verdict(&mut t, &f), TC_ACT_SHOT, "{what}");
+    }
+    assert_eq!(count(&t, "EndpointIngress", "drop_dhcp_server"), 3);
+    // A client's own request goes (to the node, which answers nothing, or a relay).
+    let request = Pkt::udp(CONTAINER, 68, broadcast, 67).build();
+    assert_eq!(verdict(&mut t, &request), TC_ACT_OK);
+    // A first fragment whose total length ends before the ports: refused, not read past.
+    let mut cut = as_fragment(Pkt::udp(CONTAINER, 40000, broadcast, 68).build(), 0x2000);
+    cut[ETH + 2..ETH + 4].copy_from_slice(&22u16.to_be_bytes());
+    assert_eq!(verdict(&mut t, &cut), TC_ACT_SHOT);
+    assert_eq!(count(&t, "EndpointIngress", "drop_malformed"), 1);
+}

@@ -1021,3 +1021,51 @@ fn a_flood_of_unanswered_flows_leaves_established_flows_and_other_containers_wor
         "{info}"
     );
 }
+
+#[test]
+fn a_container_cannot_answer_its_neighbours_as_a_dhcp_server() {
+    require_root();
+    let sb = Sandbox::new("ad").unwrap();
+    let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    let c1 = d.run_idle_container("c1", &[]).unwrap();
+    let c2 = d.run_idle_container("c2", &[]).unwrap();
+    let on_c2 = Capture::start(&c2.netns, "eth0").unwrap();
+    let me = mac_of(c1.ip);
+    let mark = b"netd-attack-dhcp".as_slice();
+    let offer = |sport: u16, dport: u16, to: Ipv4Addr, mac: [u8; 6]| {
+        let udp = craft::udp(c1.ip, to, sport, dport, mark);
+        craft::ipv4_frame(mac, me, &craft::ipv4(c1.ip, to, UDP, 1, 0, &udp))
+    };
+    let before = d.counter("EndpointIngress", "drop_dhcp_server").unwrap();
+    let frames = vec![
+        offer(67, 68, Ipv4Addr::BROADCAST, BROADCAST),
+        offer(67, 68, c2.ip, mac_of(c2.ip)),
+        offer(4000, 68, c2.ip, mac_of(c2.ip)),
+    ];
+    let sent = frames.len() as u64;
+    let control_mark = b"netd-control-dhcp".as_slice();
+    let control = {
+        let udp = craft::udp(c1.ip, c2.ip, 4000, 4001, control_mark);
+        craft::ipv4_frame(
+            mac_of(c2.ip),
+            me,
+            &craft::ipv4(c1.ip, c2.ip, UDP, 2, 0, &udp),
+        )
+    };
+    let mut all = frames;
+    all.push(control);
+    craft::send_frames(&c1.netns, "eth0", all).unwrap();
+    let got = on_c2.settle();
+    assert!(
+        got.iter().any(|f| craft::carries(f, control_mark)),
+        "the control frame did not reach c2: the capture is blind"
+    );
+    assert!(
+        !got.iter().any(|f| craft::carries(f, mark)),
+        "c2 got a DHCP server's message"
+    );
+    assert_eq!(
+        d.counter("EndpointIngress", "drop_dhcp_server").unwrap(),
+        before + sent
+    );
+}
