@@ -3,10 +3,13 @@
 //! translation into netd's own terms (network options, port specs, addresses). Pure
 //! logic; what the calls do is the daemon's business (`daemon::docker`).
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
 use anyhow::{Context, Result, bail};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -197,22 +200,17 @@ fn option_text(v: &Value) -> String {
 pub struct NetworkPlan {
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
+    /// The IPv6 subnet and gateway of a network created with `--ipv6`.
+    pub ipv6: Option<(Ipv6Net, Ipv6Addr)>,
     pub internal: bool,
     /// `-o KEY=VALUE` options, as `netd network create -o` takes them.
     pub options: Vec<String>,
 }
 
 impl CreateNetwork {
-    /// The subnet, gateway and options of the network; IPv6 and more than one IPv4 pool
-    /// are refused (netd's networks have one IPv4 subnet).
+    /// The subnets, gateways and options of the network: one IPv4 pool, and one IPv6
+    /// pool with `--ipv6` (netd's networks have one subnet per family).
     pub fn plan(&self) -> Result<NetworkPlan> {
-        if self.options.get(keys::ENABLE_IPV6) == Some(&Value::Bool(true))
-            || self.ipv6_data.as_ref().is_some_and(|d| !d.is_empty())
-        {
-            bail!(
-                "invalid option --ipv6: netd's Docker plugin does not support IPv6 networks yet (netd network create --ipv6 does)"
-            );
-        }
         let pools = self.ipv4_data.as_deref().unwrap_or_default();
         let data = match pools {
             [one] => one,
@@ -229,6 +227,32 @@ impl CreateNetwork {
         let gateway = match data.gateway.as_str() {
             "" => bail!("no gateway given for subnet {subnet}"),
             g => cidr_address(g).with_context(|| format!("invalid gateway {g:?}"))?,
+        };
+        let enable_ipv6 = match self.options.get(keys::ENABLE_IPV6) {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) => s == "true",
+            Some(other) => bail!("invalid option {}: {other}", keys::ENABLE_IPV6),
+        };
+        let pools6 = self.ipv6_data.as_deref().unwrap_or_default();
+        let ipv6 = match (enable_ipv6, pools6) {
+            (false, []) => None,
+            (false, [d, ..]) => bail!("invalid --subnet {}: an IPv6 subnet needs --ipv6", d.pool),
+            (true, []) => bail!("no IPv6 subnet given with --ipv6: netd's IPv6 networks need one"),
+            (true, [d]) => {
+                let subnet: Ipv6Net = d.pool.parse().with_context(|| {
+                    format!("invalid IPv6 subnet {:?} from Docker's IPAM", d.pool)
+                })?;
+                let gateway = match d.gateway.as_str() {
+                    "" => bail!("no IPv6 gateway given for subnet {subnet}"),
+                    g => cidr_address6(g).with_context(|| format!("invalid IPv6 gateway {g:?}"))?,
+                };
+                Some((subnet.trunc(), gateway))
+            }
+            (true, _) => bail!(
+                "{} IPv6 subnets given: a netd network has one at most",
+                pools6.len()
+            ),
         };
         let internal = match self.options.get(keys::INTERNAL) {
             None | Some(Value::Null) => false,
@@ -247,6 +271,7 @@ impl CreateNetwork {
         Ok(NetworkPlan {
             subnet: subnet.trunc(),
             gateway,
+            ipv6,
             internal,
             options,
         })
@@ -258,6 +283,13 @@ pub fn cidr_address(s: &str) -> Result<Ipv4Addr> {
     let addr = s.split_once('/').map_or(s, |(a, _)| a);
     addr.parse()
         .map_err(|_| anyhow::anyhow!("{s:?} is not an IPv4 address"))
+}
+
+/// `fd00:30::2/64` (or a bare address) to the address.
+pub fn cidr_address6(s: &str) -> Result<Ipv6Addr> {
+    let addr = s.split_once('/').map_or(s, |(a, _)| a);
+    addr.parse()
+        .map_err(|_| anyhow::anyhow!("{s:?} is not an IPv6 address"))
 }
 
 /// Docker's port bindings of an endpoint (`com.docker.network.portmap`) as netd's port
@@ -367,21 +399,101 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_networks_are_refused_by_name() {
+    fn dual_stack_networks_carry_their_ipv6_subnet_and_gateway() {
         let req: CreateNetwork = serde_json::from_str(
             r#"{"NetworkID":"ab12","Options":{"com.docker.network.enable_ipv6":true},
-                "IPv4Data":[{"Gateway":"10.1.0.1/24","Pool":"10.1.0.0/24"}]}"#,
+                "IPv4Data":[{"Gateway":"172.30.0.1/16","Pool":"172.30.0.0/16"}],
+                "IPv6Data":[{"AddressSpace":"netd-local","Gateway":"fd00:30::1/64","Pool":"fd00:30::/64"}]}"#,
         )
         .unwrap();
-        assert!(req.plan().unwrap_err().to_string().contains("IPv6"));
-        let req: CreateNetwork =
-            serde_json::from_str(r#"{"NetworkID":"ab12","IPv4Data":[]}"#).unwrap();
-        assert!(
-            req.plan()
-                .unwrap_err()
-                .to_string()
-                .contains("no IPv4 subnet")
+        let plan = req.plan().unwrap();
+        assert_eq!(plan.subnet, "172.30.0.0/16".parse().unwrap());
+        assert_eq!(
+            plan.ipv6,
+            Some((
+                "fd00:30::/64".parse().unwrap(),
+                "fd00:30::1".parse().unwrap()
+            ))
         );
+        // IPv4 only: Docker sends an empty (or null) IPv6Data and enable_ipv6 false.
+        let req: CreateNetwork = serde_json::from_str(
+            r#"{"NetworkID":"ab12","Options":{"com.docker.network.enable_ipv6":false},
+                "IPv4Data":[{"Gateway":"10.1.0.1/24","Pool":"10.1.0.0/24"}],"IPv6Data":null}"#,
+        )
+        .unwrap();
+        assert_eq!(req.plan().unwrap().ipv6, None);
+    }
+
+    #[test]
+    fn what_a_network_cannot_have_is_refused_with_the_reason() {
+        let v4 = r#""IPv4Data":[{"Gateway":"10.1.0.1/24","Pool":"10.1.0.0/24"}]"#;
+        let v6 = |pools: &str| format!(r#""IPv6Data":[{pools}]"#);
+        let one6 = r#"{"Gateway":"fd00:1::1/64","Pool":"fd00:1::/64"}"#;
+        for (body, why) in [
+            (
+                format!(r#""Options":{{"com.docker.network.enable_ipv6":true}},{v4}"#),
+                "no IPv6 subnet given with --ipv6",
+            ),
+            (
+                format!(r#""Options":{{}},{v4},{}"#, v6(one6)),
+                "invalid --subnet fd00:1::/64: an IPv6 subnet needs --ipv6",
+            ),
+            (
+                format!(
+                    r#""Options":{{"com.docker.network.enable_ipv6":true}},{v4},{}"#,
+                    v6(&format!(
+                        r#"{one6},{{"Gateway":"fd00:2::1/64","Pool":"fd00:2::/64"}}"#
+                    ))
+                ),
+                "2 IPv6 subnets given",
+            ),
+            (
+                format!(
+                    r#""Options":{{"com.docker.network.enable_ipv6":true}},{v4},{}"#,
+                    v6(r#"{"Gateway":"10.1.0.1/24","Pool":"fd00:1::/64"}"#)
+                ),
+                "invalid IPv6 gateway",
+            ),
+            (
+                format!(
+                    r#""Options":{{"com.docker.network.enable_ipv6":true}},{v4},{}"#,
+                    v6(r#"{"Pool":"fd00:1::/64"}"#)
+                ),
+                "no IPv6 gateway given",
+            ),
+            (r#""IPv4Data":[]"#.to_string(), "no IPv4 subnet"),
+        ] {
+            let req: CreateNetwork =
+                serde_json::from_str(&format!(r#"{{"NetworkID":"ab12",{body}}}"#)).unwrap();
+            let e = format!("{:#}", req.plan().unwrap_err());
+            assert!(e.contains(why), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn ipv6_pools_and_addresses_are_read_as_docker_sends_them() {
+        let req: RequestPool = serde_json::from_str(
+            r#"{"AddressSpace":"netd-local","Pool":"","SubPool":"","Options":{},"V6":true}"#,
+        )
+        .unwrap();
+        assert!(req.v6 && req.pool.is_empty());
+        let req: CreateEndpoint = serde_json::from_str(
+            r#"{"NetworkID":"ab12","EndpointID":"cd34","Options":{},
+                "Interface":{"Address":"172.30.0.2/16","AddressIPv6":"fd00:30::10/64","MacAddress":""}}"#,
+        )
+        .unwrap();
+        let iface = req.interface.unwrap();
+        assert_eq!(
+            cidr_address6(&iface.address_ipv6).unwrap(),
+            "fd00:30::10".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            cidr_address6("fd00:30::2").unwrap(),
+            "fd00:30::2".parse::<Ipv6Addr>().unwrap()
+        );
+        for bad in ["172.30.0.2/16", "nope", ""] {
+            assert!(cidr_address6(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

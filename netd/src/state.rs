@@ -228,6 +228,17 @@ pub struct IpamPool {
     pub last_allocated: Option<Ipv4Addr>,
 }
 
+/// The IPv6 twin of `IpamPool`: a pool Docker asked for with `V6` (`--ipv6`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamPool6 {
+    pub subnet: Ipv6Net,
+    /// `--ip-range`: where addresses are handed out.
+    pub range: Option<Ipv6Net>,
+    /// The addresses handed out (the gateway among them).
+    pub addresses: std::collections::BTreeSet<Ipv6Addr>,
+    pub last_allocated: Option<Ipv6Addr>,
+}
+
 /// A container's interface on one network.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
@@ -281,6 +292,9 @@ pub struct State {
     /// Docker's IPAM pools, by pool ID.
     #[serde(default)]
     pub ipam_pools: BTreeMap<String, IpamPool>,
+    /// Docker's IPv6 IPAM pools, by pool ID (unique across both maps).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ipam_pools6: BTreeMap<String, IpamPool6>,
     /// The node's ULA global ID (40 bits, RFC 4193), drawn when a network first needs an
     /// IPv6 subnet of the node's own `ipam6::ula_base`, and kept so that it stays the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -294,6 +308,7 @@ impl Default for State {
             networks: BTreeMap::new(),
             containers: BTreeMap::new(),
             ipam_pools: BTreeMap::new(),
+            ipam_pools6: BTreeMap::new(),
             ula_global_id: None,
         }
     }
@@ -593,10 +608,20 @@ mod tests {
         );
         store.save(&state).unwrap();
         state.ula_global_id = Some(0x42_98fc_1c14);
+        state.ipam_pools6.insert(
+            "p6".into(),
+            IpamPool6 {
+                subnet: "fd00:30::/64".parse().unwrap(),
+                range: None,
+                addresses: ["fd00:30::1".parse().unwrap()].into(),
+                last_allocated: None,
+            },
+        );
         store.save(&state).unwrap();
         let back = store.load().unwrap();
         assert_eq!(back.networks["netd0"], state.networks["netd0"]);
         assert_eq!(back.ula_global_id, state.ula_global_id);
+        assert_eq!(back.ipam_pools6, state.ipam_pools6);
         assert!(!dir.join("state.json.tmp").exists());
         fs::remove_dir_all(dir).unwrap();
     }

@@ -7,7 +7,7 @@
 //! driver while it holds its own locks). Removals are idempotent: Docker retries them and
 //! rolls back failed joins with them.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result, anyhow, bail};
 use log::info;
@@ -21,9 +21,9 @@ use crate::{
         ProgramExternalConnectivity, ReleaseAddress, ReleasePool, RequestAddress, RequestPool,
         check_id, short_id,
     },
-    endpoint, ipam,
+    endpoint, ipam, ipam6,
     network_request::NetworkRequest,
-    state::{Container, DockerEndpoint, IpamPool, Network, Sandbox, Status},
+    state::{Container, DockerEndpoint, IpamPool, IpamPool6, Network, Sandbox, Status},
 };
 
 /// Which of Docker's interfaces a call belongs to: they spell errors differently.
@@ -165,20 +165,39 @@ impl Inner {
             return Ok(json!({}));
         }
         let plan = req.plan()?;
-        // With netd's IPAM, the pool carries the --ip-range.
+        // With netd's IPAM, the pools carry the --ip-range.
         let range = self
             .state
             .ipam_pools
             .values()
             .find(|p| p.subnet == plan.subnet)
             .and_then(|p| p.range);
+        let range6 = plan.ipv6.and_then(|(subnet, _)| {
+            self.state
+                .ipam_pools6
+                .values()
+                .find(|p| p.subnet == subnet)
+                .and_then(|p| p.range)
+        });
+        let (mut subnet, mut gateway) = (
+            vec![plan.subnet.to_string()],
+            vec![plan.gateway.to_string()],
+        );
+        if let Some((subnet6, gateway6)) = plan.ipv6 {
+            subnet.push(subnet6.to_string());
+            gateway.push(gateway6.to_string());
+        }
         let request = NetworkRequest {
             name: short_id(&req.network_id).to_string(),
             driver: None,
-            subnet: vec![plan.subnet.to_string()],
-            gateway: vec![plan.gateway.to_string()],
-            ip_range: range.iter().map(|r| r.to_string()).collect(),
-            ipv6: false,
+            subnet,
+            gateway,
+            ip_range: range
+                .iter()
+                .map(ToString::to_string)
+                .chain(range6.iter().map(ToString::to_string))
+                .collect(),
+            ipv6: plan.ipv6.is_some(),
             internal: plan.internal,
             options: plan.options,
             mtu: None,
@@ -231,17 +250,19 @@ impl Inner {
         if self.state.containers.contains_key(&name) {
             bail!("a netd container is already named {name}, the endpoint's short ID");
         }
-        if !iface.address_ipv6.is_empty() {
-            bail!(
-                "invalid IPv6 address {}: netd's Docker plugin does not support IPv6 yet (netd network create --ipv6 does)",
-                iface.address_ipv6
-            );
-        }
         if iface.address.is_empty() {
             bail!("no IPv4 address given for the endpoint: netd's networks need one");
         }
         let ip = wire::cidr_address(&iface.address)?;
         self.check_endpoint_address(&n, ip)?;
+        let ip6 = match iface.address_ipv6.as_str() {
+            "" => None,
+            a => {
+                let ip6 = wire::cidr_address6(a)?;
+                self.check_endpoint_address6(&n, ip6)?;
+                Some(ip6)
+            }
+        };
         let mac = match iface.mac_address.as_str() {
             "" => endpoint::mac_for(ip),
             given => endpoint::parse_mac(given)
@@ -268,8 +289,9 @@ impl Inner {
         let plan = EndpointPlan {
             id: &name,
             ip,
-            // Docker's networks on netd are IPv4 only (IPv6 ones are refused at creation).
-            ip6: None,
+            // Docker configures the container's side itself (addresses and routes from
+            // this endpoint's interface and `Join`); netd polices what it may send.
+            ip6,
             mac,
             ifname: "",
             default_route: false,
@@ -323,6 +345,43 @@ impl Inner {
         Ok(())
     }
 
+    /// The IPv6 twin of `check_endpoint_address`: on a network with IPv6, an address of
+    /// its subnet but the subnet-router anycast address and the gateway, used by no other
+    /// endpoint.
+    fn check_endpoint_address6(&self, n: &Network, ip: Ipv6Addr) -> Result<()> {
+        let Some(v6) = n.ipv6 else {
+            bail!(
+                "invalid IPv6 address {ip}: network {} has no IPv6 (create it with --ipv6)",
+                n.name
+            );
+        };
+        if !ipam6::is_host(&v6.subnet, ip) {
+            bail!(
+                "invalid IPv6 address {ip}: not a host address of network {}'s subnet {}",
+                n.name,
+                v6.subnet
+            );
+        }
+        if ip == v6.gateway {
+            bail!(
+                "invalid IPv6 address {ip}: it is network {}'s IPv6 gateway",
+                n.name
+            );
+        }
+        if let Some((c, _)) = self
+            .state
+            .endpoints()
+            .find(|(_, e)| e.network == n.name && e.ip6 == Some(ip))
+        {
+            bail!(
+                "IPv6 address {ip} is already in use on network {} (by {})",
+                n.name,
+                c.name
+            );
+        }
+        Ok(())
+    }
+
     async fn docker_delete_endpoint(&mut self, req: EndpointRef) -> Result<Value> {
         let Some((c, _)) = self.docker_endpoint(&req.endpoint_id) else {
             return Ok(json!({}));
@@ -354,8 +413,13 @@ impl Inner {
             .docker_endpoint(&req.endpoint_id)
             .with_context(|| format!("endpoint {} not found", short_id(&req.endpoint_id)))?;
         let (name, peer) = (c.name.clone(), d.peer.clone());
+        let has_ip6 = c.endpoints.first().is_some_and(|e| e.ip6.is_some());
         let n = self.docker_network(&req.network_id)?;
         let gateway = (!n.internal).then(|| n.gateway.to_string());
+        let gateway6 = n
+            .ipv6
+            .filter(|_| !n.internal && has_ip6)
+            .map(|v6| v6.gateway.to_string());
         if let Some(c) = self.state.containers.get_mut(&name) {
             c.status = Status::Running;
             if let Sandbox::Docker(d) = &mut c.sandbox {
@@ -370,6 +434,9 @@ impl Inner {
         let mut answer = json!({ "InterfaceName": { "SrcName": peer, "DstPrefix": "eth" } });
         if let Some(g) = gateway {
             answer["Gateway"] = json!(g);
+        }
+        if let Some(g) = gateway6 {
+            answer["GatewayIPv6"] = json!(g);
         }
         Ok(answer)
     }
@@ -458,9 +525,7 @@ impl Inner {
     /// nothing, or the first of Docker's default pools that overlaps nothing.
     async fn ipam_request_pool(&mut self, req: RequestPool) -> Result<Value> {
         if req.v6 {
-            bail!(
-                "netd's IPAM driver for Docker does not support IPv6 pools yet (netd network create --ipv6 does)"
-            );
+            return self.ipam_request_pool6(req).await;
         }
         let mut used = self.subnets_in_use().await?;
         used.extend(self.state.ipam_pools.values().map(|p| {
@@ -503,8 +568,55 @@ impl Inner {
         Ok(json!({ "PoolID": id, "Pool": subnet.to_string(), "Data": {} }))
     }
 
+    /// An IPv6 pool (`--ipv6`): the subnet asked for, checked as `netd network create
+    /// --ipv6` checks it, or the next free /64 of the node's ULA /48.
+    async fn ipam_request_pool6(&mut self, req: RequestPool) -> Result<Value> {
+        let mut used = self.subnets6_in_use().await?;
+        used.extend(self.state.ipam_pools6.values().map(|p| {
+            (
+                p.subnet,
+                format!("the pool of another network ({})", p.subnet),
+            )
+        }));
+        let subnet = match req.pool.as_str() {
+            "" => {
+                let nets: Vec<_> = used.iter().map(|(n, _)| *n).collect();
+                let base = self.ula_base();
+                ipam6::choose_subnet(base, &nets)?
+            }
+            pool => {
+                let subnet = ipam6::parse_subnet(pool)?;
+                if let Some((_, what)) = used.iter().find(|(u, _)| ipam::overlaps(&subnet, u)) {
+                    bail!(
+                        "invalid --subnet {subnet}: Pool overlaps with other one on this address space ({what})"
+                    );
+                }
+                subnet
+            }
+        };
+        let range = match req.sub_pool.as_str() {
+            "" => None,
+            r => ipam6::plan(subnet, None, Some(r))?.range,
+        };
+        let id = random_id();
+        self.state.ipam_pools6.insert(
+            id.clone(),
+            IpamPool6 {
+                subnet,
+                range,
+                addresses: Default::default(),
+                last_allocated: None,
+            },
+        );
+        self.save()?;
+        info!("IPAM pool {id}: {subnet}");
+        Ok(json!({ "PoolID": id, "Pool": subnet.to_string(), "Data": {} }))
+    }
+
     fn ipam_release_pool(&mut self, req: ReleasePool) -> Result<Value> {
-        if self.state.ipam_pools.remove(&req.pool_id).is_some() {
+        if self.state.ipam_pools.remove(&req.pool_id).is_some()
+            || self.state.ipam_pools6.remove(&req.pool_id).is_some()
+        {
             self.save()?;
             info!("IPAM pool {}: released", req.pool_id);
         }
@@ -514,16 +626,19 @@ impl Inner {
     /// The gateway (the subnet's first host unless `--gateway` names one), an endpoint's
     /// `--ip`, or the next free address in Docker's serial order.
     fn ipam_request_address(&mut self, req: RequestAddress) -> Result<Value> {
-        let pool = self
-            .state
-            .ipam_pools
-            .get(&req.pool_id)
-            .with_context(|| format!("no IPAM pool {}", req.pool_id))?;
         let is_gateway = req
             .options
             .get(wire::keys::REQUEST_ADDRESS_TYPE)
             .map(String::as_str)
             == Some(wire::keys::GATEWAY_REQUEST);
+        if self.state.ipam_pools6.contains_key(&req.pool_id) {
+            return self.ipam_request_address6(&req, is_gateway);
+        }
+        let pool = self
+            .state
+            .ipam_pools
+            .get(&req.pool_id)
+            .with_context(|| format!("no IPAM pool {}", req.pool_id))?;
         let shape = ipam::Pool {
             subnet: pool.subnet,
             // Never a candidate: allocation skips nothing more than what is taken.
@@ -553,15 +668,49 @@ impl Inner {
         Ok(json!({ "Address": format!("{addr}/{}", subnet.prefix_len()), "Data": {} }))
     }
 
-    fn ipam_release_address(&mut self, req: ReleaseAddress) -> Result<Value> {
-        let Some(pool) = self.state.ipam_pools.get_mut(&req.pool_id) else {
-            return Ok(json!({}));
+    /// `ipam_request_address` on an IPv6 pool: the gateway (`::1` of the subnet unless
+    /// `--gateway` names one), an endpoint's `--ip6`, or the next free address.
+    fn ipam_request_address6(&mut self, req: &RequestAddress, is_gateway: bool) -> Result<Value> {
+        let pool = &self.state.ipam_pools6[&req.pool_id];
+        let shape = ipam6::Pool6 {
+            subnet: pool.subnet,
+            // Never a candidate anyway: allocation skips nothing more than what is taken.
+            gateway: pool.subnet.network(),
+            range: pool.range,
         };
+        let addr = match (req.address.as_str(), is_gateway) {
+            ("", true) => {
+                let first = ipam6::default_pool(pool.subnet).gateway;
+                if pool.addresses.contains(&first) {
+                    bail!("the IPv6 gateway {first} is already allocated");
+                }
+                first
+            }
+            ("", false) => ipam6::allocate(&shape, pool.last_allocated, &pool.addresses)?,
+            (wanted, _) => ipam6::check_static(&shape, wanted, &pool.addresses)?,
+        };
+        let pool = self.state.ipam_pools6.get_mut(&req.pool_id).expect("found");
+        pool.addresses.insert(addr);
+        if !is_gateway {
+            pool.last_allocated = Some(addr);
+        }
+        let prefix = pool.subnet.prefix_len();
+        self.save()?;
+        Ok(json!({ "Address": format!("{addr}/{prefix}"), "Data": {} }))
+    }
+
+    fn ipam_release_address(&mut self, req: ReleaseAddress) -> Result<Value> {
         if req.address.is_empty() {
             return Ok(json!({}));
         }
-        let addr = wire::cidr_address(&req.address)?;
-        if pool.addresses.remove(&addr) {
+        let released = if let Some(pool) = self.state.ipam_pools.get_mut(&req.pool_id) {
+            pool.addresses.remove(&wire::cidr_address(&req.address)?)
+        } else if let Some(pool) = self.state.ipam_pools6.get_mut(&req.pool_id) {
+            pool.addresses.remove(&wire::cidr_address6(&req.address)?)
+        } else {
+            false
+        };
+        if released {
             self.save()?;
         }
         Ok(json!({}))

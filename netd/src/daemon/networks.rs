@@ -208,7 +208,7 @@ impl Inner {
 
     /// The node's ULA /48, its global ID drawn the first time one is needed (and saved
     /// with the state).
-    fn ula_base(&mut self) -> Ipv6Net {
+    pub(super) fn ula_base(&mut self) -> Ipv6Net {
         let id = *self
             .state
             .ula_global_id
