@@ -5,11 +5,11 @@
 //! containers reach the internet masqueraded, networks are isolated, and nothing of
 //! Docker's own NAT (iptables rules, docker-proxy) exists at any point.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netd_tests::{
-    Daemon, EchoServer, HeldConnection, Proto, Sandbox, addr, docker::Docker, echo_fails,
-    echo_once, require_root,
+    Daemon, EchoServer, HeldConnection, Proto, Sandbox, addr, docker::Docker, echo::in_netns,
+    echo_fails, echo_once, require_root,
 };
 
 /// dockerd and netd in one node. Dropped in field order: Docker's containers and dockerd
@@ -378,6 +378,7 @@ fn assert_nothing_of_docker_left(bed: &Bed) {
         serde_json::from_slice(&std::fs::read(bed.netd.dir.join("state/state.json")).unwrap())
             .unwrap();
     assert_eq!(state["ipam_pools"], serde_json::json!({}), "{state}");
+    assert!(state.get("ipam_pools6").is_none(), "{state}");
 }
 
 #[test]
@@ -476,6 +477,152 @@ fn a_dockerd_restart_with_live_containers_leaves_nothing_behind_in_netd() {
     .unwrap();
     bed.docker.ok(&["rm", "-f", "ca", "cb"]).unwrap();
     bed.docker.ok(&["network", "rm", "n1"]).unwrap();
+    assert_nothing_of_docker_left(&bed);
+    bed.assert_no_docker_nat();
+}
+
+/// A field of a container's settings on a network, as `docker inspect` shows it.
+fn docker_net_field(docker: &Docker, container: &str, network: &str, field: &str) -> String {
+    let format = format!("{{{{(index .NetworkSettings.Networks \"{network}\").{field}}}}}");
+    docker.ok(&["inspect", "-f", &format, container]).unwrap()
+}
+
+#[test]
+fn docker_dual_stack_networks_get_ipv6_from_netd_and_containers_talk_over_it_also_after_a_restart()
+{
+    let mut bed = Bed::new("dk6");
+    let docker = &bed.docker;
+    docker
+        .netd_network(
+            "d6",
+            &[
+                "--ipv6",
+                "--subnet",
+                "172.30.0.0/16",
+                "--subnet",
+                "fd00:30::/64",
+            ],
+        )
+        .unwrap();
+    let c1_ip6: Ipv6Addr = "fd00:30::10".parse().unwrap();
+    docker
+        .run_idle(&["--name", "c1", "--network", "d6", "--ip6", "fd00:30::10"])
+        .unwrap();
+    docker
+        .run_idle(&["--name", "c2", "--network", "d6"])
+        .unwrap();
+    assert_eq!(
+        docker_net_field(docker, "c1", "d6", "GlobalIPv6Address"),
+        "fd00:30::10"
+    );
+    assert_eq!(
+        docker_net_field(docker, "c1", "d6", "IPv6Gateway"),
+        "fd00:30::1"
+    );
+    let c2_ip6: Ipv6Addr = docker_net_field(docker, "c2", "d6", "GlobalIPv6Address")
+        .parse()
+        .unwrap();
+    assert!(
+        c2_ip6.segments()[..4] == [0xfd00, 0x30, 0, 0] && c2_ip6 != c1_ip6,
+        "{c2_ip6}"
+    );
+    // netd polices the address Docker's IPAM call gave.
+    let inspect = bed
+        .netd
+        .cli_ok(&["inspect", &bed.endpoint("c2", "d6")])
+        .unwrap();
+    assert!(inspect.contains(&c2_ip6.to_string()), "{inspect}");
+
+    let (a, b) = (docker.netns("c1").unwrap(), docker.netns("c2").unwrap());
+    let disable_ipv6 = in_netns(&a, || {
+        Ok(std::fs::read_to_string(
+            "/proc/sys/net/ipv6/conf/eth0/disable_ipv6",
+        )?)
+    })
+    .unwrap();
+    assert_eq!(disable_ipv6.trim(), "0", "IPv6 is on on c1's eth0");
+    let check = |bed: &Bed| {
+        for proto in [Proto::Tcp, Proto::Udp] {
+            let target = addr(c1_ip6, 7000);
+            let server = EchoServer::start(&a, proto, target).unwrap();
+            echo_once(&b, proto, target).unwrap();
+            assert_eq!(
+                server.peers().iter().map(|p| p.ip()).collect::<Vec<_>>(),
+                [IpAddr::V6(c2_ip6)],
+                "{proto:?}: the peer is c2's own address"
+            );
+        }
+        // The node, through the gateway Docker routes to.
+        let gateway = addr("fd00:30::1".parse::<Ipv6Addr>().unwrap(), 7001);
+        let server = EchoServer::start(&bed.sb.node.path(), Proto::Tcp, gateway).unwrap();
+        echo_once(&a, Proto::Tcp, gateway).unwrap();
+        assert_eq!(server.peers()[0].ip(), IpAddr::V6(c1_ip6));
+    };
+    check(&bed);
+    assert_eq!(bed.netd.info().unwrap()["map_entries"]["endpoints6"], 2);
+    bed.netd.stop(libc::SIGKILL).unwrap();
+    bed.netd.restart().unwrap();
+    check(&bed);
+    assert_eq!(bed.netd.info().unwrap()["map_entries"]["endpoints6"], 2);
+
+    // Without an IPv6 --subnet, a /64 of the node's ULA /48, as `netd network create --ipv6`.
+    docker.netd_network("auto6", &["--ipv6"]).unwrap();
+    let subnets = docker
+        .ok(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
+            "auto6",
+        ])
+        .unwrap();
+    let subnet6 = subnets
+        .split_whitespace()
+        .find(|s| s.contains(':'))
+        .unwrap_or_else(|| panic!("no IPv6 subnet: {subnets}"));
+    assert!(
+        subnet6.starts_with("fd") && subnet6.ends_with("::/64"),
+        "{subnet6}"
+    );
+    docker
+        .run_idle(&["--name", "c3", "--network", "auto6"])
+        .unwrap();
+    let c3_ip6 = docker_net_field(docker, "c3", "auto6", "GlobalIPv6Address");
+    assert!(
+        c3_ip6.starts_with(subnet6.trim_end_matches("::/64")),
+        "{c3_ip6} in {subnet6}"
+    );
+
+    // Publishing on IPv6 is not there yet: refused with the reason.
+    let out = docker
+        .cli(&[
+            "run",
+            "-d",
+            "--network",
+            "d6",
+            "-p",
+            "[::1]:8080:80",
+            netd_tests::docker::IMAGE,
+            "sleep",
+            "60",
+        ])
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("IPv6 host addresses are not supported"),
+        "{err}"
+    );
+
+    docker.ok(&["rm", "-f", "c1", "c2", "c3"]).unwrap();
+    // The refused container was created: Docker keeps it, stopped.
+    let left = docker.ok(&["ps", "-aq"]).unwrap();
+    if !left.is_empty() {
+        let mut args = vec!["rm", "-f"];
+        args.extend(left.split_whitespace());
+        docker.ok(&args).unwrap();
+    }
+    docker.ok(&["network", "rm", "d6", "auto6"]).unwrap();
+    assert_eq!(bed.netd.info().unwrap()["map_entries"]["endpoints6"], 0);
     assert_nothing_of_docker_left(&bed);
     bed.assert_no_docker_nat();
 }
