@@ -2,7 +2,8 @@
 //! IPAM driver (`docker network create -d netd --ipam-driver netd`), in the same
 //! ext/node/inet sandbox as every end-to-end test. What is checked is what a user of
 //! Docker sees: `docker run -p` answers through the uplink with client addresses kept,
-//! containers reach the internet masqueraded, networks are isolated, and nothing of
+//! containers reach the internet masqueraded, networks are isolated, `--ipv6` networks
+//! give containers IPv6 addresses they talk over, and nothing of
 //! Docker's own NAT (iptables rules, docker-proxy) exists at any point.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
