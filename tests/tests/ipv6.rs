@@ -147,6 +147,7 @@ fn containers_of_a_dual_stack_network_talk_tcp_and_udp_over_ipv6_also_after_a_re
     };
     check(&d);
     assert_eq!(d.info().unwrap()["map_entries"]["endpoints6"], 3);
+    d.stop(libc::SIGKILL).unwrap();
     d.restart().unwrap();
     check(&d);
     assert_eq!(d.info().unwrap()["map_entries"]["endpoints6"], 3);
