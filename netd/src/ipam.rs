@@ -25,6 +25,20 @@ pub fn overlaps<N: Into<IpNet> + Copy>(a: &N, b: &N) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
+/// Refuse a given `--subnet` that overlaps one of `in_use` (each with what it is), in
+/// Docker's words.
+pub fn check_free<N: Into<IpNet> + Copy + std::fmt::Display>(
+    subnet: &N,
+    in_use: &[(N, String)],
+) -> Result<()> {
+    match in_use.iter().find(|(u, _)| overlaps(subnet, u)) {
+        Some((_, what)) => bail!(
+            "invalid --subnet {subnet}: Pool overlaps with other one on this address space ({what})"
+        ),
+        None => Ok(()),
+    }
+}
+
 /// The first of `pools` that overlaps none of `in_use`.
 pub fn first_free<N: Into<IpNet> + Copy>(
     mut pools: impl Iterator<Item = N>,
@@ -287,6 +301,30 @@ mod tests {
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_given_subnet_overlapping_one_in_use_is_refused_saying_which() {
+        let used = [(net("10.10.0.0/16"), "network red".to_string())];
+        assert!(check_free(&net("10.11.0.0/24"), &used).is_ok());
+        let e = check_free(&net("10.10.3.0/24"), &used)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "invalid --subnet 10.10.3.0/24: Pool overlaps with other one on this address space (network red)"
+        );
+        let used6 = [(
+            "fd00:1::/48".parse::<ipnet::Ipv6Net>().unwrap(),
+            "x".to_string(),
+        )];
+        assert!(
+            check_free(
+                &"fd00:1:0:2::/64".parse::<ipnet::Ipv6Net>().unwrap(),
+                &used6
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -541,11 +541,7 @@ impl Inner {
             }
             pool => {
                 let subnet = ipam::parse_subnet(pool)?;
-                if let Some((_, what)) = used.iter().find(|(u, _)| ipam::overlaps(&subnet, u)) {
-                    bail!(
-                        "invalid --subnet {subnet}: Pool overlaps with other one on this address space ({what})"
-                    );
-                }
+                ipam::check_free(&subnet, &used)?;
                 subnet
             }
         };
@@ -586,11 +582,7 @@ impl Inner {
             }
             pool => {
                 let subnet = ipam6::parse_subnet(pool)?;
-                if let Some((_, what)) = used.iter().find(|(u, _)| ipam::overlaps(&subnet, u)) {
-                    bail!(
-                        "invalid --subnet {subnet}: Pool overlaps with other one on this address space ({what})"
-                    );
-                }
+                ipam::check_free(&subnet, &used)?;
                 subnet
             }
         };

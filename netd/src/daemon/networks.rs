@@ -223,11 +223,7 @@ impl Inner {
         let pool = match v6.subnet {
             Some(subnet) => {
                 let subnet = ipam6::parse_subnet(subnet).map_err(ApiError::bad_request)?;
-                if let Some((_, what)) = used.iter().find(|(u, _)| ipam::overlaps(&subnet, u)) {
-                    return Err(ApiError::conflict(anyhow!(
-                        "invalid --subnet {subnet}: Pool overlaps with other one on this address space ({what})"
-                    )));
-                }
+                ipam::check_free(&subnet, &used).map_err(ApiError::conflict)?;
                 ipam6::plan(subnet, v6.gateway, v6.ip_range).map_err(ApiError::bad_request)?
             }
             None => {
@@ -315,11 +311,7 @@ impl Inner {
         let pool = match v4.subnet {
             Some(subnet) => {
                 let subnet = ipam::parse_subnet(subnet).map_err(ApiError::bad_request)?;
-                if let Some((_, what)) = used.iter().find(|(u, _)| ipam::overlaps(&subnet, u)) {
-                    return Err(ApiError::conflict(anyhow!(
-                        "invalid --subnet {subnet}: Pool overlaps with other one on this address space ({what})"
-                    )));
-                }
+                ipam::check_free(&subnet, &used).map_err(ApiError::conflict)?;
                 ipam::plan(subnet, v4.gateway, v4.ip_range).map_err(ApiError::bad_request)?
             }
             None => {

@@ -179,37 +179,17 @@ impl Datapath {
     /// Tell the data path about network `subnet`: its tag (for isolation) and `NETWORK_*`
     /// flags (masquerade, direct routing); `None` forgets it.
     pub fn set_network(&mut self, subnet: Ipv4Net, info: Option<NetworkInfo>) -> Result<()> {
-        let mut trie: LpmTrie<_, u32, NetworkInfo> =
-            LpmTrie::try_from(self.map_mut(names::NETWORKS)?)?;
         let key = Key::new(u32::from(subnet.prefix_len()), addr_be(subnet.network()));
-        match info {
-            Some(info) => trie
-                .insert(&key, info, 0)
-                .with_context(|| format!("add network {subnet}")),
-            None => trie
-                .remove(&key)
-                .or_else(ignore_missing)
-                .with_context(|| format!("remove network {subnet}")),
-        }
+        set_subnet(self.map_mut(names::NETWORKS)?, key, info, &subnet)
     }
 
     /// Keep only the listed subnets in the network table.
     pub fn retain_subnets(&mut self, networks: &[Ipv4Net]) -> Result<usize> {
-        let mut trie: LpmTrie<_, u32, NetworkInfo> =
-            LpmTrie::try_from(self.map_mut(names::NETWORKS)?)?;
-        let wanted: Vec<(u32, u32)> = networks
+        let wanted: Vec<Key<u32>> = networks
             .iter()
-            .map(|n| (u32::from(n.prefix_len()), addr_be(n.network())))
+            .map(|n| Key::new(u32::from(n.prefix_len()), addr_be(n.network())))
             .collect();
-        let stale: Vec<Key<u32>> = trie
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !wanted.contains(&(k.prefix_len(), k.data())))
-            .collect();
-        for key in &stale {
-            trie.remove(key).or_else(ignore_missing)?;
-        }
-        Ok(stale.len())
+        retain_keys(self.map_mut(names::NETWORKS)?, &wanted)
     }
 
     /// How many entries each table holds (for `netd info`, and tests that check that
@@ -404,6 +384,44 @@ impl Datapath {
 pub(super) const NO_EXIST: u64 = 1;
 
 /// A map insert refused for lack of room (E2BIG).
+/// Add a network's subnet (`key`) to an LPM table of networks (`NETWORKS`, `NETWORKS6`)
+/// with its tag and flags, or remove it (`None`).
+pub(super) fn set_subnet<K: aya::Pod>(
+    map: &mut aya::maps::Map,
+    key: Key<K>,
+    info: Option<NetworkInfo>,
+    subnet: &dyn std::fmt::Display,
+) -> Result<()> {
+    let mut trie: LpmTrie<_, K, NetworkInfo> = LpmTrie::try_from(map)?;
+    match info {
+        Some(info) => trie
+            .insert(&key, info, 0)
+            .with_context(|| format!("add network {subnet}")),
+        None => trie
+            .remove(&key)
+            .or_else(ignore_missing)
+            .with_context(|| format!("remove network {subnet}")),
+    }
+}
+
+/// Keep only the `wanted` keys in an LPM table of networks; how many went.
+pub(super) fn retain_keys<K: aya::Pod + PartialEq>(
+    map: &mut aya::maps::Map,
+    wanted: &[Key<K>],
+) -> Result<usize> {
+    let mut trie: LpmTrie<_, K, NetworkInfo> = LpmTrie::try_from(map)?;
+    let wanted: Vec<(u32, K)> = wanted.iter().map(|k| (k.prefix_len(), k.data())).collect();
+    let stale: Vec<Key<K>> = trie
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !wanted.contains(&(k.prefix_len(), k.data())))
+        .collect();
+    for key in &stale {
+        trie.remove(key).or_else(ignore_missing)?;
+    }
+    Ok(stale.len())
+}
+
 pub(super) fn is_full(e: &aya::maps::MapError) -> bool {
     matches!(e, aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::E2BIG))
 }

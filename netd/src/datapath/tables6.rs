@@ -5,7 +5,7 @@
 use std::net::Ipv6Addr;
 
 use anyhow::{Context, Result};
-use aya::maps::{self, LpmTrie, lpm_trie::Key};
+use aya::maps::{self, lpm_trie::Key};
 use ipnet::Ipv6Net;
 use log::warn;
 use netd_common::{
@@ -15,7 +15,7 @@ use netd_common::{
 
 use super::{
     Datapath,
-    tables::{ignore_missing, is_full},
+    tables::{ignore_missing, is_full, retain_keys, set_subnet},
 };
 
 impl Datapath {
@@ -60,37 +60,17 @@ impl Datapath {
     /// Tell the data path about a network's IPv6 subnet (its tag and flags, as
     /// `set_network`); `None` forgets it.
     pub fn set_network6(&mut self, subnet: Ipv6Net, info: Option<NetworkInfo>) -> Result<()> {
-        let mut trie: LpmTrie<_, Addr6, NetworkInfo> =
-            LpmTrie::try_from(self.map_mut(names::NETWORKS6)?)?;
         let key = Key::new(u32::from(subnet.prefix_len()), addr6_be(subnet.network()));
-        match info {
-            Some(info) => trie
-                .insert(&key, info, 0)
-                .with_context(|| format!("add network {subnet}")),
-            None => trie
-                .remove(&key)
-                .or_else(ignore_missing)
-                .with_context(|| format!("remove network {subnet}")),
-        }
+        set_subnet(self.map_mut(names::NETWORKS6)?, key, info, &subnet)
     }
 
     /// Keep only the listed IPv6 subnets in the network table.
     pub fn retain_subnets6(&mut self, networks: &[Ipv6Net]) -> Result<usize> {
-        let mut trie: LpmTrie<_, Addr6, NetworkInfo> =
-            LpmTrie::try_from(self.map_mut(names::NETWORKS6)?)?;
-        let wanted: Vec<(u32, Addr6)> = networks
+        let wanted: Vec<Key<Addr6>> = networks
             .iter()
-            .map(|n| (u32::from(n.prefix_len()), addr6_be(n.network())))
+            .map(|n| Key::new(u32::from(n.prefix_len()), addr6_be(n.network())))
             .collect();
-        let stale: Vec<Key<Addr6>> = trie
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !wanted.contains(&(k.prefix_len(), k.data())))
-            .collect();
-        for key in &stale {
-            trie.remove(key).or_else(ignore_missing)?;
-        }
-        Ok(stale.len())
+        retain_keys(self.map_mut(names::NETWORKS6)?, &wanted)
     }
 
     /// Replace the set of the node's IPv6 addresses (which containers may always reach,
