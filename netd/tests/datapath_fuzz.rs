@@ -70,24 +70,6 @@ const REMOTES: [(Ipv4Addr, u32); 4] = [
     (Ipv4Addr::new(10, 0, 9, 5), OTHER_VNI),
 ];
 
-/// xorshift64*: reproducible without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len())]
-    }
-}
-
 /// The addresses the template's packets go between: the node, the container, a client,
 /// a host of another network, another container of the network.
 const ADDRS: [Ipv4Addr; 5] = [

@@ -17,73 +17,6 @@ use support::*;
 
 const ROUNDS: usize = 100_000;
 
-const HOP_BY_HOP: u8 = 0;
-const TCP6: u8 = 6;
-const UDP6: u8 = 17;
-const ROUTING: u8 = 43;
-const FRAGMENT: u8 = 44;
-const AUTH: u8 = 51;
-const ICMP6: u8 = 58;
-const NO_NEXT: u8 = 59;
-const DEST_OPTS: u8 = 60;
-const MOBILITY: u8 = 135;
-
-const NEIGHBOUR6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 3);
-const NEIGHBOUR_MAC: [u8; 6] = [0x02, 0x42, 172, 17, 0, 3];
-const OTHER_NET6: &str = "fd00:18::/64";
-const OTHER_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 1);
-const OTHER_CONTAINER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 2);
-const BEYOND6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
-const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
-const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len())]
-    }
-    fn chance(&mut self, one_in: usize) -> bool {
-        self.below(one_in) == 0
-    }
-}
-
-fn own_ll() -> Ipv6Addr {
-    link_local_for(CONTAINER_MAC)
-}
-
-fn gateway_ll() -> Ipv6Addr {
-    link_local_for(GATEWAY_MAC)
-}
-
-fn node() -> TestDatapath {
-    let mut t = standard_node();
-    t.dp.set_network6(
-        NET6.parse().unwrap(),
-        Some(network(NETWORK_TAG, NETWORK_MASQUERADE)),
-    )
-    .unwrap();
-    t.dp.set_network6(
-        OTHER_NET6.parse().unwrap(),
-        Some(network(NETWORK_TAG + 1, NETWORK_MASQUERADE)),
-    )
-    .unwrap();
-    t.dp.set_node_addrs6(&[GATEWAY6, OTHER_GATEWAY6]).unwrap();
-    t.dp.register_endpoint(LO, &endpoint_info(0)).unwrap();
-    t.dp.register_endpoint6(LO, Some(&endpoint6_info()))
-        .unwrap();
-    t
-}
-
 /// What a frame was made to be: legitimate ones must pass.
 struct Made {
     frame: Vec<u8>,
@@ -94,7 +27,7 @@ fn make(rng: &mut Rng) -> Made {
     let mut legitimate = true;
     let src = match rng.below(8) {
         0..=3 => CONTAINER6,
-        4 | 5 => own_ll(),
+        4 | 5 => own_link_local(),
         6 => Ipv6Addr::UNSPECIFIED,
         _ => {
             legitimate = false;
@@ -109,7 +42,7 @@ fn make(rng: &mut Rng) -> Made {
     let dst = rng.pick(&[
         NEIGHBOUR6,
         GATEWAY6,
-        gateway_ll(),
+        gateway_link_local(),
         link_local_for(NEIGHBOUR_MAC),
         OTHER_GATEWAY6,
         ALL_NODES,
@@ -184,8 +117,14 @@ fn icmp6(rng: &mut Rng) -> (u8, Vec<u8>, bool, bool) {
                 ok = false;
             }
             m.extend_from_slice(&[flags, 0, 0, 0]);
-            let target = rng.pick(&[CONTAINER6, own_ll(), GATEWAY6, NEIGHBOUR6, gateway_ll()]);
-            let own = target == CONTAINER6 || target == own_ll();
+            let target = rng.pick(&[
+                CONTAINER6,
+                own_link_local(),
+                GATEWAY6,
+                NEIGHBOUR6,
+                gateway_link_local(),
+            ]);
+            let own = target == CONTAINER6 || target == own_link_local();
             if kind == 136 && !own {
                 ok = false;
             }
@@ -323,7 +262,7 @@ fn refusal(f: &[u8]) -> Option<&'static str> {
     let addr = |off: usize| Ipv6Addr::from(<[u8; 16]>::try_from(&f[off..off + 16]).unwrap());
     let src = addr(ETH + 8);
     let dst = addr(ETH + 24);
-    if !(src == CONTAINER6 || src == own_ll() || src.is_unspecified()) {
+    if !(src == CONTAINER6 || src == own_link_local() || src.is_unspecified()) {
         return Some("another source address");
     }
     // The chain.
@@ -398,7 +337,7 @@ fn refusal(f: &[u8]) -> Option<&'static str> {
                         return Some("cut ND");
                     }
                     target = Ipv6Addr::from(<[u8; 16]>::try_from(&l4[8..24]).unwrap());
-                    let own = target == CONTAINER6 || target == own_ll();
+                    let own = target == CONTAINER6 || target == own_link_local();
                     if icmp_type == 136 && (!own || l4[4] & 0x80 != 0) {
                         return Some("NA not own or router");
                     }
@@ -414,13 +353,13 @@ fn refusal(f: &[u8]) -> Option<&'static str> {
         }
     }
     if src.is_unspecified() {
-        let own_target = target == CONTAINER6 || target == own_ll();
+        let own_target = target == CONTAINER6 || target == own_link_local();
         if !([131, 132, 133, 143].contains(&icmp_type) || icmp_type == 135 && own_target) {
             return Some("unspecified source");
         }
     }
     let in_net = |net: &str, a: Ipv6Addr| net.parse::<ipnet::Ipv6Net>().unwrap().contains(&a);
-    if [GATEWAY6, gateway_ll(), OTHER_GATEWAY6].contains(&dst) || dst.is_multicast() {
+    if [GATEWAY6, gateway_link_local(), OTHER_GATEWAY6].contains(&dst) || dst.is_multicast() {
         return None;
     }
     if (dst.segments()[0] & 0xffc0) == 0xfe80 || in_net(NET6, dst) {
@@ -455,7 +394,7 @@ fn options_refused(opts: &[u8]) -> Option<&'static str> {
 
 #[test]
 fn random_and_mutated_ipv6_is_never_changed_and_never_passed_unpoliced() {
-    let mut t = node();
+    let mut t = node6(0);
     let mut rng = Rng(0x0006_f00d_5eed);
     let (mut passed, mut dropped, mut legit) = (0, 0, 0);
     for round in 0..ROUNDS {

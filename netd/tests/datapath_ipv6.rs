@@ -17,54 +17,11 @@ use netd_common::{
 };
 use support::*;
 
-const UDP6: u8 = 17;
-const ICMP6: u8 = 58;
-const HOP_BY_HOP: u8 = 0;
-const ROUTING: u8 = 43;
-const FRAGMENT: u8 = 44;
-const NO_NEXT: u8 = 59;
-const DEST_OPTS: u8 = 60;
-
-const NEIGHBOUR6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 3);
-const NEIGHBOUR_MAC: [u8; 6] = [0x02, 0x42, 172, 17, 0, 3];
-const OTHER_NET6: &str = "fd00:18::/64";
-const OTHER_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 1);
-const OTHER_CONTAINER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 2);
-const BEYOND6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
-const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
-const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 const MDNS6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0xfb);
 const MULTICAST_MAC: [u8; 6] = [0x33, 0x33, 0, 0, 0, 1];
 
-fn node(flags: u16) -> TestDatapath {
-    let mut t = standard_node();
-    t.dp.set_network6(
-        NET6.parse().unwrap(),
-        Some(network(NETWORK_TAG, NETWORK_MASQUERADE)),
-    )
-    .unwrap();
-    t.dp.set_network6(
-        OTHER_NET6.parse().unwrap(),
-        Some(network(NETWORK_TAG + 1, NETWORK_MASQUERADE)),
-    )
-    .unwrap();
-    t.dp.set_node_addrs6(&[GATEWAY6, OTHER_GATEWAY6]).unwrap();
-    t.dp.register_endpoint(LO, &endpoint_info(flags)).unwrap();
-    t.dp.register_endpoint6(LO, Some(&endpoint6_info()))
-        .unwrap();
-    t
-}
-
 fn verdict(t: &mut TestDatapath, frame: &[u8]) -> u32 {
     t.run("endpoint_ingress", frame).0
-}
-
-fn own_link_local() -> Ipv6Addr {
-    link_local_for(CONTAINER_MAC)
-}
-
-fn gateway_link_local() -> Ipv6Addr {
-    link_local_for(GATEWAY_MAC)
 }
 
 fn udp(sport: u16, dport: u16) -> Vec<u8> {
@@ -126,7 +83,7 @@ fn cat(parts: &[&[u8]]) -> Vec<u8> {
 
 #[test]
 fn ipv6_is_dropped_from_a_container_whose_network_has_none() {
-    let mut t = node(0);
+    let mut t = node6(0);
     t.dp.register_endpoint6(LO, None).unwrap();
     assert_eq!(
         verdict(&mut t, &udp_to(NEIGHBOUR_MAC, NEIGHBOUR6)),
@@ -143,7 +100,7 @@ fn ipv6_is_dropped_from_a_container_whose_network_has_none() {
 
 #[test]
 fn a_container_reaches_its_network_and_the_node_and_nothing_beyond() {
-    let mut t = node(0);
+    let mut t = node6(0);
     for (what, f) in [
         ("neighbour", udp_to(NEIGHBOUR_MAC, NEIGHBOUR6)),
         ("gateway", udp_to(GATEWAY_MAC, GATEWAY6)),
@@ -181,7 +138,7 @@ fn a_container_reaches_its_network_and_the_node_and_nothing_beyond() {
     assert_eq!(count(&t, "EndpointIngress", "drop_network_isolation"), 1);
     assert_eq!(verdict(&mut t, &udp_to(GATEWAY_MAC, BEYOND6)), TC_ACT_SHOT);
     assert_eq!(count(&t, "EndpointIngress", "drop_ipv6_not_routed"), 1);
-    let mut internal = node(ENDPOINT_INTERNAL);
+    let mut internal = node6(ENDPOINT_INTERNAL);
     assert_eq!(
         verdict(&mut internal, &udp_to(GATEWAY_MAC, BEYOND6)),
         TC_ACT_SHOT
@@ -198,7 +155,7 @@ fn a_container_reaches_its_network_and_the_node_and_nothing_beyond() {
 
 #[test]
 fn only_the_containers_own_mac_and_addresses_leave_it() {
-    let mut t = node(0);
+    let mut t = node6(0);
     for (what, src) in [
         ("a neighbour's address", NEIGHBOUR6),
         ("another network's", OTHER_CONTAINER6),
@@ -221,7 +178,7 @@ fn only_the_containers_own_mac_and_addresses_leave_it() {
 
 #[test]
 fn router_messages_from_a_container_are_dropped() {
-    let mut t = node(0);
+    let mut t = node6(0);
     let ra = icmp6(134, &[64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0]);
     let redirect = cat(&[
         &icmp6(137, &[0; 4]),
@@ -251,7 +208,7 @@ fn router_messages_from_a_container_are_dropped() {
 
 #[test]
 fn neighbour_discovery_only_for_the_containers_own_addresses_and_mac() {
-    let mut t = node(0);
+    let mut t = node6(0);
     let na_mcast = |m: &[u8]| ipv6_frame(MULTICAST_MAC, CONTAINER6, ALL_NODES, ICMP6, m);
     let ns = |target, opts: &[(u8, [u8; 6])]| {
         ipv6_frame(
@@ -353,7 +310,7 @@ fn neighbour_discovery_only_for_the_containers_own_addresses_and_mac() {
 
 #[test]
 fn dhcpv6_server_messages_from_a_container_are_dropped() {
-    let mut t = node(0);
+    let mut t = node6(0);
     let server = ipv6_frame(
         MULTICAST_MAC,
         own_link_local(),
@@ -371,7 +328,7 @@ fn dhcpv6_server_messages_from_a_container_are_dropped() {
 
 #[test]
 fn extension_headers_are_walked_to_what_they_hide() {
-    let mut t = node(0);
+    let mut t = node6(0);
     let ra = icmp6(134, &[64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0]);
     let to_all =
         |next, rest: &[u8]| ipv6_frame(MULTICAST_MAC, own_link_local(), ALL_NODES, next, rest);
@@ -462,7 +419,7 @@ fn extension_headers_are_walked_to_what_they_hide() {
 
 #[test]
 fn fragments_are_policed_and_cannot_hide_first_hop_messages() {
-    let mut t = node(0);
+    let mut t = node6(0);
     let ns = nd(135, 0, GATEWAY6, &[(1, CONTAINER_MAC)]);
     let nd_first = ipv6_frame(
         MULTICAST_MAC,
@@ -524,7 +481,7 @@ fn fragments_are_policed_and_cannot_hide_first_hop_messages() {
 
 #[test]
 fn icc_off_leaves_only_what_finds_and_uses_the_gateway() {
-    let mut t = node(ENDPOINT_ICC_OFF);
+    let mut t = node6(ENDPOINT_ICC_OFF);
     let ns = |target| {
         ipv6_frame(
             MULTICAST_MAC,
@@ -572,7 +529,7 @@ fn icc_off_leaves_only_what_finds_and_uses_the_gateway() {
 
 #[test]
 fn from_the_network_nothing_reaches_a_containers_ipv6_subnet() {
-    let mut t = node(0);
+    let mut t = node6(0);
     let from_lan = |dst| {
         let mut f = ipv6_frame(GATEWAY_MAC, BEYOND6, dst, UDP6, &udp(40000, 80));
         f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 9]);
@@ -599,7 +556,7 @@ fn from_the_network_nothing_reaches_a_containers_ipv6_subnet() {
 
 #[test]
 fn an_empty_ipv6_slot_drops_ipv6_with_its_reason() {
-    let mut t = node(0);
+    let mut t = node6(0);
     let pin = t.bpffs().join(netd_common::maps::CALLS);
     let mut calls = ProgramArray::try_from(aya::maps::Map::ProgramArray(
         MapData::from_pin(&pin).unwrap(),
@@ -617,7 +574,7 @@ fn an_empty_ipv6_slot_drops_ipv6_with_its_reason() {
 
 #[test]
 fn a_routed_networks_ipv6_goes_out_and_comes_in_as_it_is() {
-    let mut t = node(0);
+    let mut t = node6(0);
     t.dp.set_network6(
         NET6.parse().unwrap(),
         Some(network(NETWORK_TAG, netd_common::maps::NETWORK_ROUTED)),
@@ -654,7 +611,7 @@ fn a_routed_networks_ipv6_goes_out_and_comes_in_as_it_is() {
 /// MLD query.
 #[test]
 fn checks_read_a_packet_only_as_far_as_its_payload_length() {
-    let mut t = node(0);
+    let mut t = node6(0);
     let beyond = |mut f: Vec<u8>, extra: &[u8]| {
         f.extend_from_slice(extra);
         f
@@ -731,7 +688,7 @@ fn checks_read_a_packet_only_as_far_as_its_payload_length() {
 /// br_netfilter defragments them.
 #[test]
 fn multicast_router_advertisements_are_router_messages() {
-    let mut t = node(0);
+    let mut t = node6(0);
     let all_snoopers = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x6a);
     let snoopers_mac = [0x33, 0x33, 0, 0, 0, 0x6a];
     let mrd = |icmp_type: u8| {
@@ -770,7 +727,7 @@ fn multicast_router_advertisements_are_router_messages() {
 /// check it.
 #[test]
 fn dhcpv6_server_messages_from_another_port_are_dropped() {
-    let mut t = node(0);
+    let mut t = node6(0);
     let to_client = ipv6_frame(
         NEIGHBOUR_MAC,
         own_link_local(),
@@ -788,7 +745,7 @@ fn dhcpv6_server_messages_from_another_port_are_dropped() {
 /// bridge's port isolation would do with it.
 #[test]
 fn icc_off_multicast_exceptions_go_to_a_multicast_mac() {
-    let mut t = node(ENDPOINT_ICC_OFF);
+    let mut t = node6(ENDPOINT_ICC_OFF);
     let rs = |dst_mac| {
         ipv6_frame(
             dst_mac,

@@ -2,6 +2,15 @@
 //! data path with its own bpffs (maps are pinned; never under /sys/fs/bpf in tests).
 #![allow(dead_code)]
 
+mod ipv6;
+mod rng;
+
+// Not every test binary uses every part of the support.
+#[allow(unused_imports)]
+pub use ipv6::*;
+#[allow(unused_imports)]
+pub use rng::Rng;
+
 use std::{
     net::Ipv4Addr,
     path::PathBuf,
@@ -472,42 +481,4 @@ pub fn latest_seen(snapshot: &netd::conntrack::Snapshot) -> u64 {
         .map(|(_, e, _)| e.last_seen_ns)
         .max()
         .expect("the table holds flows")
-}
-
-/// CONTAINER's IPv6 side: its network's subnet, gateway and address.
-pub const NET6: &str = "fd00:17::/64";
-pub const GATEWAY6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 1);
-pub const CONTAINER6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 2);
-
-/// The IPv6 side of the endpoint behind loopback (CONTAINER6, link-local from
-/// CONTAINER_MAC, the bridge's link-local from GATEWAY_MAC).
-pub fn endpoint6_info() -> netd_common::maps::Endpoint6Info {
-    use netd_common::user::{addr6_be, link_local_for};
-    netd_common::maps::Endpoint6Info {
-        addr: addr6_be(CONTAINER6),
-        link_local: addr6_be(link_local_for(CONTAINER_MAC)),
-        gateway: addr6_be(GATEWAY6),
-        gateway_link_local: addr6_be(link_local_for(GATEWAY_MAC)),
-    }
-}
-
-/// An Ethernet frame from CONTAINER_MAC to `dst_mac` carrying an IPv6 packet: fixed
-/// header (hop limit 255), then `rest` (extension headers and upper layer) whose first
-/// protocol is `next`. Checksums are not filled in: the programs under test read none.
-pub fn ipv6_frame(
-    dst_mac: [u8; 6],
-    src: std::net::Ipv6Addr,
-    dst: std::net::Ipv6Addr,
-    next: u8,
-    rest: &[u8],
-) -> Vec<u8> {
-    let mut f = dst_mac.to_vec();
-    f.extend_from_slice(&CONTAINER_MAC);
-    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
-    f.extend_from_slice(&(rest.len() as u16).to_be_bytes());
-    f.extend_from_slice(&[next, 255]);
-    f.extend_from_slice(&src.octets());
-    f.extend_from_slice(&dst.octets());
-    f.extend_from_slice(rest);
-    f
 }
