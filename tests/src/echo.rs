@@ -43,6 +43,17 @@ pub fn in_netns<T: Send + 'static>(
     .map_err(|_| anyhow!("namespace thread panicked"))?
 }
 
+/// `/proc/sys/net/KEY` as the namespace at `ns` has it (e.g. `ipv6/conf/eth0/accept_ra`).
+pub fn net_sysctl(ns: &Path, key: &str) -> String {
+    let key = key.to_string();
+    in_netns(ns, move || {
+        Ok(std::fs::read_to_string(format!("/proc/sys/net/{key}"))?
+            .trim()
+            .to_string())
+    })
+    .unwrap()
+}
+
 enum Listener {
     Tcp(TcpListener),
     Udp(UdpSocket),

@@ -17,7 +17,7 @@ use netd_tests::{
     Daemon, EchoServer, Netns, Proto, Sandbox, addr,
     craft::{self, BROADCAST, Capture, ETH_P_8021AD, ETH_P_8021Q, UDP},
     daemon::Container,
-    echo::in_netns,
+    echo::{in_netns, net_sysctl},
     echo_fails, echo_once, require_root, udp_echo_sized, unique_name,
 };
 
@@ -85,16 +85,6 @@ fn marked(capture: &Capture, marker: &[u8]) -> usize {
         .iter()
         .filter(|f| craft::carries(f, marker))
         .count()
-}
-
-fn sysctl_in(ns: &Path, key: &str) -> String {
-    let key = key.to_string();
-    in_netns(ns, move || {
-        Ok(std::fs::read_to_string(format!("/proc/sys/net/{key}"))?
-            .trim()
-            .to_string())
-    })
-    .unwrap()
 }
 
 #[test]
@@ -165,14 +155,17 @@ fn a_router_advertisement_or_any_frame_but_ipv4_and_arp_reaches_no_neighbour_nor
         );
     }
     assert_eq!(
-        sysctl_in(&sb.node.path(), "ipv6/conf/netd0/disable_ipv6"),
+        net_sysctl(&sb.node.path(), "ipv6/conf/netd0/disable_ipv6"),
         "1"
     );
-    assert_eq!(sysctl_in(&sb.node.path(), "ipv6/conf/netd0/accept_ra"), "0");
+    assert_eq!(
+        net_sysctl(&sb.node.path(), "ipv6/conf/netd0/accept_ra"),
+        "0"
+    );
     let veth = format!("ipv6/conf/{}/disable_ipv6", c1.host_veth);
-    assert_eq!(sysctl_in(&sb.node.path(), &veth), "1");
-    assert_eq!(sysctl_in(&c2.netns, "ipv6/conf/eth0/disable_ipv6"), "1");
-    assert_eq!(sysctl_in(&c2.netns, "ipv6/conf/eth0/accept_ra"), "0");
+    assert_eq!(net_sysctl(&sb.node.path(), &veth), "1");
+    assert_eq!(net_sysctl(&c2.netns, "ipv6/conf/eth0/disable_ipv6"), "1");
+    assert_eq!(net_sysctl(&c2.netns, "ipv6/conf/eth0/accept_ra"), "0");
 }
 
 #[test]

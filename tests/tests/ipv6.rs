@@ -12,7 +12,6 @@
 
 use std::{
     net::{IpAddr, Ipv6Addr},
-    path::Path,
     time::Duration,
 };
 
@@ -20,7 +19,7 @@ use netd_tests::{
     Daemon, EchoServer, Netns, Proto, Sandbox, addr,
     craft::{self, Capture},
     daemon::Container,
-    echo::in_netns,
+    echo::{in_netns, net_sysctl},
     echo_fails, echo_once, monitor, require_root,
     stream::Stream,
 };
@@ -79,16 +78,6 @@ fn bridge_of(v: &serde_json::Value) -> String {
         .to_string()
 }
 
-fn sysctl(ns: &Path, key: &str) -> String {
-    let key = key.to_string();
-    in_netns(ns, move || {
-        Ok(std::fs::read_to_string(format!("/proc/sys/net/{key}"))?
-            .trim()
-            .to_string())
-    })
-    .unwrap()
-}
-
 fn v6(a: Ipv6Addr, port: u16) -> std::net::SocketAddr {
     addr(a, port)
 }
@@ -107,9 +96,9 @@ fn containers_of_a_dual_stack_network_talk_tcp_and_udp_over_ipv6_also_after_a_re
     let plain = run_on(&d, "plain", "v4only", None);
 
     // IPv6 on where the network has it, with no router advertisement taken; off elsewhere.
-    assert_eq!(sysctl(&c1.netns, "ipv6/conf/eth0/disable_ipv6"), "0");
-    assert_eq!(sysctl(&c1.netns, "ipv6/conf/eth0/accept_ra"), "0");
-    assert_eq!(sysctl(&plain.netns, "ipv6/conf/eth0/disable_ipv6"), "1");
+    assert_eq!(net_sysctl(&c1.netns, "ipv6/conf/eth0/disable_ipv6"), "0");
+    assert_eq!(net_sysctl(&c1.netns, "ipv6/conf/eth0/accept_ra"), "0");
+    assert_eq!(net_sysctl(&plain.netns, "ipv6/conf/eth0/disable_ipv6"), "1");
     let inspect: serde_json::Value =
         serde_json::from_str(&d.cli_ok(&["inspect", "auto"]).unwrap()).unwrap();
     let text = inspect.to_string();
@@ -499,8 +488,11 @@ fn a_network_with_routed_ipv6_reaches_and_is_reached_by_the_internet_at_its_own_
             &Sandbox::NODE_ADDR6.to_string(),
         ])
         .unwrap();
-    assert_eq!(sysctl(&sb.node.path(), "ipv6/conf/all/forwarding"), "1");
-    assert_eq!(sysctl(&sb.node.path(), "ipv6/conf/uplink0/accept_ra"), "2");
+    assert_eq!(net_sysctl(&sb.node.path(), "ipv6/conf/all/forwarding"), "1");
+    assert_eq!(
+        net_sysctl(&sb.node.path(), "ipv6/conf/uplink0/accept_ra"),
+        "2"
+    );
 
     for proto in [Proto::Tcp, Proto::Udp] {
         let out = v6(Sandbox::INET_ADDR6, 7300);
