@@ -146,6 +146,8 @@ reasons! {
     Ipv6ForNode = 66 => "pass_ipv6_node",
     Ipv6Routed = 67 => "pass_ipv6_routed",
     DropDhcpServer = 68 => "drop_dhcp_server",
+    DropIpv6NoSnatAddress = 69 => "drop_ipv6_no_snat_address",
+    DropIpv6NotTranslated = 70 => "drop_ipv6_not_translated",
 }
 
 pub const REASON_COUNT: u32 = Reason::ALL.len() as u32;

@@ -1,7 +1,10 @@
 //! The connection table: one entry per direction of a translated flow, keyed by the
 //! tuple as the program that looks it up sees it, holding the tuple to write. The
 //! partner entry's key is derived, not stored: the written tuple, reversed, looked up
-//! where the replies pass (`partner_dir`).
+//! where the replies pass (`partner_dir`). IPv4 and IPv6 flows have a table each, of
+//! the same layout over their address type.
+
+use crate::maps::Addr6;
 
 /// The hook that looks an entry up.
 pub const DIR_INGRESS: u8 = 0;
@@ -54,12 +57,15 @@ pub const SEEN_ACK_ONLY: u8 = 32;
 /// A half that saw either is closing: a SYN after it starts the tuple over.
 pub const SEEN_CLOSED: u8 = SEEN_FIN | SEEN_RST;
 
+/// A flow half's key, for an address family: `A` is `u32` for IPv4 (`FlowKey`) and
+/// `maps::Addr6` for IPv6 (`FlowKey6`). One layout, so that one copy of the connection
+/// table's code serves both.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct FlowKey {
+pub struct FlowKeyOf<A> {
     /// Network order.
-    pub src_addr: u32,
-    pub dst_addr: u32,
+    pub src_addr: A,
+    pub dst_addr: A,
     /// Network order.
     pub src_port: u16,
     pub dst_port: u16,
@@ -68,13 +74,14 @@ pub struct FlowKey {
     pub _pad: [u8; 2],
 }
 
+/// A flow half: what its packets are written as, and what they did (see `FlowKeyOf`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FlowEntry {
+pub struct FlowEntryOf<A> {
     /// The packet's tuple after translation (network order); unchanged ends are equal to
     /// the key's.
-    pub src_addr: u32,
-    pub dst_addr: u32,
+    pub src_addr: A,
+    pub dst_addr: A,
     pub src_port: u16,
     pub dst_port: u16,
     pub origin: u8,
@@ -97,16 +104,21 @@ pub struct FlowEntry {
     pub bytes: u64,
 }
 
+pub type FlowKey = FlowKeyOf<u32>;
+pub type FlowEntry = FlowEntryOf<u32>;
+pub type FlowKey6 = FlowKeyOf<Addr6>;
+pub type FlowEntry6 = FlowEntryOf<Addr6>;
+
 /// `FlowEntry` as the first layout (`NETD_FLOWS_V1`) had it: the same fields up to
 /// `last_seen_ns`, without the byte count and with padding where the packet count is. A
 /// daemon adopting such a table (an upgrade) copies its entries over with counts from
 /// zero.
 pub const FLOW_ENTRY_V1_SIZE: usize = 40;
 
-impl FlowKey {
+impl<A: Copy> FlowKeyOf<A> {
     /// The key under which the other direction of this flow is stored.
-    pub fn partner(&self, entry: &FlowEntry) -> FlowKey {
-        FlowKey {
+    pub fn partner(&self, entry: &FlowEntryOf<A>) -> FlowKeyOf<A> {
+        FlowKeyOf {
             src_addr: entry.dst_addr,
             dst_addr: entry.src_addr,
             src_port: entry.dst_port,
@@ -118,7 +130,7 @@ impl FlowKey {
     }
 
     /// The tuple reversed, as a translated tuple for the partner's entry.
-    pub fn reversed(&self) -> (u32, u32, u16, u16) {
+    pub fn reversed(&self) -> (A, A, u16, u16) {
         (self.dst_addr, self.src_addr, self.dst_port, self.src_port)
     }
 }
@@ -127,9 +139,11 @@ const _: () = {
     assert!(core::mem::size_of::<FlowKey>() == 16);
     assert!(core::mem::size_of::<FlowEntry>() == 48);
     assert!(core::mem::offset_of!(FlowEntry, bytes) == FLOW_ENTRY_V1_SIZE);
+    assert!(core::mem::size_of::<FlowKey6>() == 40);
+    assert!(core::mem::size_of::<FlowEntry6>() == 72);
 };
 
-impl FlowEntry {
+impl<A> FlowEntryOf<A> {
     /// The half that saw the flow's first packet.
     pub const fn is_first(&self) -> bool {
         self.flags & FLAG_REPLY == 0
@@ -139,7 +153,7 @@ impl FlowEntry {
 /// The endpoint a flow counts against (its quota of confirmed flows), from its first
 /// half: the container that opened it (masquerade, hairpin, tracked egress) or the one a
 /// published port leads to.
-pub const fn owner(first_key: &FlowKey, first: &FlowEntry) -> u32 {
+pub const fn owner<A: Copy>(first_key: &FlowKeyOf<A>, first: &FlowEntryOf<A>) -> A {
     if first.origin == ORIGIN_DNAT {
         first.dst_addr
     } else {
@@ -175,7 +189,7 @@ pub const OTHER_TIMEOUT: u64 = 60 * SECOND;
 pub const UNREPLIED_TIMEOUT: u64 = 30 * SECOND;
 
 /// How long a flow may stay idle, judged on both its halves.
-pub fn timeout(key: &FlowKey, a: &FlowEntry, b: Option<&FlowEntry>) -> u64 {
+pub fn timeout<A>(key: &FlowKeyOf<A>, a: &FlowEntryOf<A>, b: Option<&FlowEntryOf<A>>) -> u64 {
     let seen_a = a.seen;
     let seen_b = match b {
         Some(b) => b.seen,
@@ -199,7 +213,12 @@ pub fn timeout(key: &FlowKey, a: &FlowEntry, b: Option<&FlowEntry>) -> u64 {
 
 /// Whether one half of a flow (with its partner, if any) has been idle past its timeout
 /// at `now` (CLOCK_MONOTONIC ns). A half refreshed after `now` was read is never expired.
-pub fn is_expired(key: &FlowKey, entry: &FlowEntry, partner: Option<&FlowEntry>, now: u64) -> bool {
+pub fn is_expired<A>(
+    key: &FlowKeyOf<A>,
+    entry: &FlowEntryOf<A>,
+    partner: Option<&FlowEntryOf<A>>,
+    now: u64,
+) -> bool {
     let mut last = entry.last_seen_ns;
     if let Some(p) = partner
         && p.last_seen_ns > last

@@ -39,12 +39,21 @@ pub const ENDPOINTS6: &str = "NETD_ENDPOINTS6_V1";
 pub const NETWORKS6: &str = "NETD_NETWORKS6_V1";
 /// The node's own IPv6 addresses (as `NODE_ADDRS`).
 pub const NODE_ADDRS6: &str = "NETD_ADDRS6_V1";
+/// The IPv6 connection table (as `FLOWS`, `PENDING_FLOWS` and `FLOW_OWNERS`): the same
+/// layout over IPv6 addresses, sized as the IPv4 one.
+pub const FLOWS6: &str = "NETD_FLOWS6_V1";
+pub const PENDING_FLOWS6: &str = "NETD_PENDING6_V1";
+pub const FLOW_OWNERS6: &str = "NETD_OWNERS6_V1";
+/// The connection table's maps sized by `--flow-table-size` (both families).
+pub const FLOW_TABLES: [&str; 4] = [FLOWS, PENDING_FLOWS, FLOWS6, PENDING_FLOWS6];
+/// The node's IPv6 settings (index 0), beside `NODE_CONFIG`.
+pub const NODE_CONFIG6: &str = "NETD_CONFIG6_V1";
 /// The IPv6 programs the IPv4 entry points hand IPv6 frames to (`CALL_*` indexes). Pinned:
 /// the kernel empties a program array when its last user reference goes.
 pub const CALLS: &str = "NETD_CALLS_V1";
 
 /// Every pinned map of the kernel object (a test checks the object has exactly these).
-pub const PINNED: [&str; 20] = [
+pub const PINNED: [&str; 24] = [
     PUBLISHED_PORTS,
     FLOWS,
     PENDING_FLOWS,
@@ -65,6 +74,10 @@ pub const PINNED: [&str; 20] = [
     NETWORKS6,
     NODE_ADDRS6,
     CALLS,
+    FLOWS6,
+    PENDING_FLOWS6,
+    FLOW_OWNERS6,
+    NODE_CONFIG6,
 ];
 
 pub const PUBLISHED_PORTS_MAX: u32 = 65_536;
@@ -85,12 +98,18 @@ pub const CALLS_MAX: u32 = 8;
 pub const CALL_ENDPOINT_INGRESS6: u32 = 0;
 /// `CALLS` index of `uplink_ingress6`.
 pub const CALL_UPLINK_INGRESS6: u32 = 1;
+/// `CALLS` index of `uplink_egress6`.
+pub const CALL_UPLINK_EGRESS6: u32 = 2;
+/// `CALLS` index of `uplink_egress6_new` (tail-called by `uplink_egress6`).
+pub const CALL_UPLINK_EGRESS6_NEW: u32 = 3;
 /// Fragmented datagrams in flight whose first fragment was seen.
 pub const FRAGMENTS_MAX: u32 = 16_384;
 /// Candidate keys one run of the sweep program judges (an array map, not pinned: it
 /// only carries one batch from the daemon to the program).
 pub const SWEEP_BATCH: u32 = 64;
 pub const SWEEP: &str = "SWEEP_BATCH";
+/// The batch of `flow_sweep6` (IPv6 keys).
+pub const SWEEP6: &str = "SWEEP_BATCH6";
 
 /// Value of `ENDPOINTS`, keyed by the host-side veth's ifindex: who is behind it, and
 /// what it may send.
@@ -210,6 +229,18 @@ pub struct NodeConfig {
 
 /// The key of `FLOW_OWNERS` that counts every confirmed flow (0.0.0.0 owns none).
 pub const ALL_OWNERS: u32 = 0;
+/// The key of `FLOW_OWNERS6` that counts every confirmed IPv6 flow (`::` owns none).
+pub const ALL_OWNERS6: Addr6 = [0; 4];
+
+/// The node-wide IPv6 settings the programs read from index 0 of `NODE_CONFIG6` (the
+/// SNAT port range and the rest are `NodeConfig`'s).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeConfig6 {
+    /// The uplink's IPv6 address that masqueraded traffic leaves with; `::` while the
+    /// uplink has none (masqueraded IPv6 is then dropped: `drop_ipv6_no_snat_address`).
+    pub snat_addr: Addr6,
+}
 
 /// Key of `FRAGMENTS`: a datagram as its fragments carry it (addresses network order).
 #[repr(C)]
@@ -246,6 +277,7 @@ const _: () = {
     assert!(size_of::<RemoteEndpoint>() == 8);
     assert!(size_of::<OverlayInfo>() == 8);
     assert!(size_of::<NodeConfig>() == 40);
+    assert!(size_of::<NodeConfig6>() == 16);
     assert!(size_of::<FragmentKey>() == 12);
     assert!(size_of::<FragmentPorts>() == 16);
 };

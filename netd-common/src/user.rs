@@ -3,10 +3,10 @@
 use crate::{
     counters::{Counter, EndpointCounters, EndpointDropKey},
     fast_path::XdpMeta,
-    flow::{FlowEntry, FlowKey},
+    flow::{FlowEntry, FlowEntry6, FlowKey, FlowKey6},
     maps::{
         Endpoint6Info, EndpointInfo, FragmentKey, FragmentPorts, NetworkInfo, NodeConfig,
-        OverlayInfo, RemoteEndpoint,
+        NodeConfig6, OverlayInfo, RemoteEndpoint,
     },
     monitor::{EventTuple, MonitorConfig, MonitorEvent, MonitorState},
     published::{Backend, PortKey},
@@ -30,7 +30,10 @@ pod!(
     Backend,
     FlowKey,
     FlowEntry,
+    FlowKey6,
+    FlowEntry6,
     NodeConfig,
+    NodeConfig6,
     EndpointInfo,
     Endpoint6Info,
     NetworkInfo,

@@ -9,25 +9,111 @@
 //! quota (`NodeConfig::flow_quota`), and, once the table is three quarters full, only for
 //! endpoints holding few flows (`flow_high_water`): a few endpoints cannot take the table
 //! from the others. A flow over quota keeps working from `PENDING`.
+//!
+//! IPv6 flows have maps of their own (`FLOWS6`, `PENDING6`, `FLOW_OWNERS6`) and the same
+//! code: everything here is generic over the address (`Family`, implemented by `u32` and
+//! `Addr6`) and over the packet (`Tracked`), and monomorphised. The IPv6 instances only
+//! run in the IPv6 programs, so they take nothing of the IPv4 programs' stack.
 
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::bpf_ktime_get_ns,
+    maps::{HashMap, LruHashMap},
 };
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use netd_common::{
     counters::{Hook, Reason},
     flow::{
-        FLAG_END_REPORTED, FLAG_REPLY, FlowEntry, FlowKey, SEEN_CLOSED, SEEN_SYN, confirmed, owner,
+        FLAG_END_REPORTED, FLAG_REPLY, FlowEntryOf, FlowKeyOf, SEEN_CLOSED, SEEN_SYN, confirmed,
+        owner,
     },
-    maps::ALL_OWNERS,
+    maps::{ALL_OWNERS, ALL_OWNERS6, Addr6},
 };
 
 use crate::{
-    maps::{FLOW_OWNERS, FLOWS, NODE_CONFIG, PENDING},
+    maps::{FLOW_OWNERS, FLOW_OWNERS6, FLOWS, FLOWS6, NODE_CONFIG, PENDING, PENDING6},
     parse::Packet,
     stats::count,
 };
+
+/// An address family's connection table: the maps its flows are in.
+pub trait Family: Copy + PartialEq + Default + 'static {
+    /// Confirmed flows.
+    fn flows() -> &'static HashMap<FlowKeyOf<Self>, FlowEntryOf<Self>>;
+    /// Flows not confirmed yet.
+    fn pending() -> &'static LruHashMap<FlowKeyOf<Self>, FlowEntryOf<Self>>;
+    /// Confirmed flows per endpoint address.
+    fn owners() -> &'static HashMap<Self, u64>;
+    /// The key of `owners` that counts every confirmed flow.
+    const ALL_OWNERS: Self;
+}
+
+impl Family for u32 {
+    #[inline(always)]
+    fn flows() -> &'static HashMap<FlowKeyOf<u32>, FlowEntryOf<u32>> {
+        &FLOWS
+    }
+    #[inline(always)]
+    fn pending() -> &'static LruHashMap<FlowKeyOf<u32>, FlowEntryOf<u32>> {
+        &PENDING
+    }
+    #[inline(always)]
+    fn owners() -> &'static HashMap<u32, u64> {
+        &FLOW_OWNERS
+    }
+    const ALL_OWNERS: u32 = ALL_OWNERS;
+}
+
+impl Family for Addr6 {
+    #[inline(always)]
+    fn flows() -> &'static HashMap<FlowKeyOf<Addr6>, FlowEntryOf<Addr6>> {
+        &FLOWS6
+    }
+    #[inline(always)]
+    fn pending() -> &'static LruHashMap<FlowKeyOf<Addr6>, FlowEntryOf<Addr6>> {
+        &PENDING6
+    }
+    #[inline(always)]
+    fn owners() -> &'static HashMap<Addr6, u64> {
+        &FLOW_OWNERS6
+    }
+    const ALL_OWNERS: Addr6 = ALL_OWNERS6;
+}
+
+/// What the connection table needs of a packet: its tuple, what it says about the flow's
+/// state, and its length.
+pub trait Tracked<A> {
+    fn tuple(&self) -> Tuple<A>;
+    fn proto(&self) -> u8;
+    /// `SEEN_*` bits: SEEN_PACKET, plus the TCP flags.
+    fn seen(&self) -> u8;
+    /// The IP length (header included), as Linux's conntrack counts bytes.
+    fn ip_len(&self) -> u16;
+}
+
+impl Tracked<u32> for Packet {
+    #[inline(always)]
+    fn tuple(&self) -> Tuple<u32> {
+        Tuple {
+            src_addr: self.src_addr,
+            dst_addr: self.dst_addr,
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+        }
+    }
+    #[inline(always)]
+    fn proto(&self) -> u8 {
+        self.proto
+    }
+    #[inline(always)]
+    fn seen(&self) -> u8 {
+        self.seen
+    }
+    #[inline(always)]
+    fn ip_len(&self) -> u16 {
+        self.ip_len
+    }
+}
 
 /// last-seen is written at most this often, so a busy flow does not dirty its cache line
 /// on every packet.
@@ -44,44 +130,49 @@ pub enum Table {
 
 impl Table {
     #[inline(always)]
-    pub fn get(self, key: &FlowKey) -> Option<FlowEntry> {
+    pub fn get<A: Family>(self, key: &FlowKeyOf<A>) -> Option<FlowEntryOf<A>> {
         // SAFETY: a copy out of the map value; a racing writer only sets bits and times.
         unsafe {
             match self {
-                Table::Confirmed => FLOWS.get(key).copied(),
-                Table::Pending => PENDING.get(key).copied(),
+                Table::Confirmed => A::flows().get(key).copied(),
+                Table::Pending => A::pending().get(key).copied(),
             }
         }
     }
 
     #[inline(always)]
-    fn get_ptr_mut(self, key: &FlowKey) -> Option<*mut FlowEntry> {
+    fn get_ptr_mut<A: Family>(self, key: &FlowKeyOf<A>) -> Option<*mut FlowEntryOf<A>> {
         match self {
-            Table::Confirmed => FLOWS.get_ptr_mut(key),
-            Table::Pending => PENDING.get_ptr_mut(key),
+            Table::Confirmed => A::flows().get_ptr_mut(key),
+            Table::Pending => A::pending().get_ptr_mut(key),
         }
     }
 
     #[inline(always)]
-    pub fn insert(self, key: &FlowKey, entry: &FlowEntry, flags: u32) -> Result<(), i32> {
+    pub fn insert<A: Family>(
+        self,
+        key: &FlowKeyOf<A>,
+        entry: &FlowEntryOf<A>,
+        flags: u32,
+    ) -> Result<(), i32> {
         match self {
-            Table::Confirmed => FLOWS.insert(key, entry, flags as u64),
-            Table::Pending => PENDING.insert(key, entry, flags as u64),
+            Table::Confirmed => A::flows().insert(key, entry, flags as u64),
+            Table::Pending => A::pending().insert(key, entry, flags as u64),
         }
     }
 
     #[inline(always)]
-    pub fn remove(self, key: &FlowKey) -> Result<(), i32> {
+    pub fn remove<A: Family>(self, key: &FlowKeyOf<A>) -> Result<(), i32> {
         match self {
-            Table::Confirmed => FLOWS.remove(key),
-            Table::Pending => PENDING.remove(key),
+            Table::Confirmed => A::flows().remove(key),
+            Table::Pending => A::pending().remove(key),
         }
     }
 }
 
 /// The half stored under `key`, wherever it is (confirmed flows first).
 #[inline(always)]
-pub fn find(key: &FlowKey) -> Option<(Table, FlowEntry)> {
+pub fn find<A: Family>(key: &FlowKeyOf<A>) -> Option<(Table, FlowEntryOf<A>)> {
     if let Some(entry) = Table::Confirmed.get(key) {
         return Some((Table::Confirmed, entry));
     }
@@ -90,18 +181,21 @@ pub fn find(key: &FlowKey) -> Option<(Table, FlowEntry)> {
 
 /// The half stored under `key`, in place, wherever it is (confirmed flows first).
 #[inline(always)]
-pub fn find_mut(key: &FlowKey) -> Option<*mut FlowEntry> {
-    FLOWS.get_ptr_mut(key).or_else(|| PENDING.get_ptr_mut(key))
+pub fn find_mut<A: Family>(key: &FlowKeyOf<A>) -> Option<*mut FlowEntryOf<A>> {
+    A::flows()
+        .get_ptr_mut(key)
+        .or_else(|| A::pending().get_ptr_mut(key))
 }
 
 #[inline(always)]
-pub fn key_of(pkt: &Packet, dir: u8) -> FlowKey {
-    FlowKey {
-        src_addr: pkt.src_addr,
-        dst_addr: pkt.dst_addr,
-        src_port: pkt.src_port,
-        dst_port: pkt.dst_port,
-        proto: pkt.proto,
+pub fn key_of<A: Family>(pkt: &impl Tracked<A>, dir: u8) -> FlowKeyOf<A> {
+    let t = pkt.tuple();
+    FlowKeyOf {
+        src_addr: t.src_addr,
+        dst_addr: t.dst_addr,
+        src_port: t.src_port,
+        dst_port: t.dst_port,
+        proto: pkt.proto(),
         dir,
         _pad: [0; 2],
     }
@@ -119,58 +213,73 @@ pub fn now() -> u64 {
 /// moved on is confirmed here if it now qualifies: by a call of the caller's own, not one
 /// below `touch`, since the deepest paths of the programs are at their stack's limit.
 #[inline(always)]
-pub fn lookup(key: &FlowKey, pkt: &Packet) -> Option<FlowEntry> {
-    let (entry, try_confirm) = touch(key, pkt)?;
+pub fn lookup<A: Family>(key: &FlowKeyOf<A>, pkt: &impl Tracked<A>) -> Option<FlowEntryOf<A>> {
+    let (entry, try_confirm) = touch(key, pkt.seen(), pkt.ip_len())?;
+    // Copied before a confirmation moves the half out of the map `entry` points into.
+    // SAFETY: a copy out of the map value; racing writers only ever set bits and
+    // timestamps and add to the counts, so a torn read is harmless.
+    let entry = unsafe { *entry };
     if try_confirm {
         confirm_pending(key);
     }
     Some(entry)
 }
 
-/// `lookup`'s work on the entry; whether the flow is unconfirmed and worth trying to
-/// confirm. A subprogram: every program looks flows up, and its stack would otherwise add
-/// to each of their branches.
+/// `lookup`'s work on the entry, for a packet with `seen` bits and `ip_len` bytes: the
+/// entry, in place, and whether the flow is unconfirmed and worth trying to confirm. A
+/// subprogram: every program looks flows up, and its stack would otherwise add to each
+/// of their branches. It copies no entry onto its stack: the IPv6 programs' chain of
+/// calls through it would not fit theirs.
 #[inline(never)]
-fn touch(key: &FlowKey, pkt: &Packet) -> Option<(FlowEntry, bool)> {
-    let (table, entry) = match FLOWS.get_ptr_mut(key) {
+fn touch<A: Family>(
+    key: &FlowKeyOf<A>,
+    pkt_seen: u8,
+    ip_len: u16,
+) -> Option<(*const FlowEntryOf<A>, bool)> {
+    let (table, entry) = match A::flows().get_ptr_mut(key) {
         Some(entry) => (Table::Confirmed, entry),
-        None => (Table::Pending, PENDING.get_ptr_mut(key)?),
+        None => (Table::Pending, A::pending().get_ptr_mut(key)?),
     };
     // SAFETY: a pointer into the map's value; racing writers only ever set bits and
     // timestamps and add to the counts (atomically), so a torn read is harmless.
-    let (copy, idle, moved) = unsafe {
+    let (idle, moved) = unsafe {
         let now = now();
         let idle = now.wrapping_sub((*entry).last_seen_ns) > TOUCH_EVERY_NS;
         if idle {
             (*entry).last_seen_ns = now;
         }
         atomic_add32(&raw mut (*entry).packets, 1);
-        atomic_add(&raw mut (*entry).bytes, u64::from(pkt.ip_len));
-        if pkt.seen & SEEN_SYN != 0 && (*entry).seen & SEEN_CLOSED != 0 {
+        atomic_add(&raw mut (*entry).bytes, u64::from(ip_len));
+        if pkt_seen & SEEN_SYN != 0 && (*entry).seen & SEEN_CLOSED != 0 {
             // A new connection on a closed tuple: its end is yet to be reported.
             (*entry).flags &= !FLAG_END_REPORTED;
         }
-        let seen = updated_seen((*entry).seen, pkt.seen);
+        let seen = updated_seen((*entry).seen, pkt_seen);
         let moved = seen != (*entry).seen;
         if moved {
             (*entry).seen = seen;
         }
-        (*entry, idle, moved)
+        (idle, moved)
     };
     // An unconfirmed half is checked every time: the LRU evicts halves one by one, and
     // a half whose partner was evicted, or whose partner's key another flow claimed
     // since, would translate into a flow whose replies go elsewhere.
-    if (table == Table::Pending || idle) && !still_whole(table, key, &copy) {
+    // SAFETY: as above.
+    if (table == Table::Pending || idle) && !still_whole(table, key, unsafe { &*entry }) {
         return None;
     }
     // Tried when the flow's state moved, and at most once a second otherwise (a flow over
     // its endpoint's quota asks again as it goes on).
-    Some((copy, table == Table::Pending && (moved || idle)))
+    Some((entry, table == Table::Pending && (moved || idle)))
 }
 
 /// Whether `partner` is this flow's other half: its own partner is `key`.
 #[inline(always)]
-fn points_back(key: &FlowKey, partner_key: &FlowKey, partner: &FlowEntry) -> bool {
+fn points_back<A: Family>(
+    key: &FlowKeyOf<A>,
+    partner_key: &FlowKeyOf<A>,
+    partner: &FlowEntryOf<A>,
+) -> bool {
     partner_key.partner(partner) == *key
 }
 
@@ -180,13 +289,14 @@ fn points_back(key: &FlowKey, partner_key: &FlowKey, partner: &FlowEntry) -> boo
 /// so the caller creates both again rather than translating into a flow whose replies
 /// would find nothing.
 #[inline(always)]
-fn still_whole(table: Table, key: &FlowKey, entry: &FlowEntry) -> bool {
+fn still_whole<A: Family>(table: Table, key: &FlowKeyOf<A>, entry: &FlowEntryOf<A>) -> bool {
     if table.get_ptr_mut(key).is_none() {
         let _ = table.insert(key, entry, BPF_NOEXIST);
     }
     let partner_key = key.partner(entry);
-    if let Some((_, partner)) = find(&partner_key)
-        && points_back(key, &partner_key, &partner)
+    if let Some(partner) = find_mut(&partner_key)
+        // SAFETY: a pointer into a map's value, read at once.
+        && points_back(key, &partner_key, unsafe { &*partner })
     {
         return true;
     }
@@ -219,13 +329,13 @@ fn updated_seen(entry: u8, pkt: u8) -> u8 {
 /// copies: it runs once per state change of an unconfirmed flow, and its stack adds to
 /// that of every program that looks flows up.
 #[inline(never)]
-fn confirm_pending(key: &FlowKey) {
-    let Some(entry) = PENDING.get_ptr(key) else {
+fn confirm_pending<A: Family>(key: &FlowKeyOf<A>) {
+    let Some(entry) = A::pending().get_ptr(key) else {
         return;
     };
     // SAFETY: `entry` and `partner` point into PENDING's values for this program's run.
     let (entry, partner_key) = unsafe { (&*entry, key.partner(&*entry)) };
-    let Some(partner) = PENDING.get_ptr(partner_key) else {
+    let Some(partner) = A::pending().get_ptr(partner_key) else {
         return;
     };
     // SAFETY: as above.
@@ -246,22 +356,22 @@ fn confirm_pending(key: &FlowKey) {
 }
 
 #[inline(always)]
-fn confirm(
-    first_key: &FlowKey,
-    first: &FlowEntry,
-    reply_key: &FlowKey,
-    reply: &FlowEntry,
+fn confirm<A: Family>(
+    first_key: &FlowKeyOf<A>,
+    first: &FlowEntryOf<A>,
+    reply_key: &FlowKeyOf<A>,
+    reply: &FlowEntryOf<A>,
 ) -> Reason {
     let (Some(owned), Some(all)) = (
         owner_count(owner(first_key, first)),
-        owner_count(ALL_OWNERS),
+        owner_count(A::ALL_OWNERS),
     ) else {
         return Reason::ConfirmTableFull;
     };
     let (quota, high_water) = NODE_CONFIG.get(0).map_or((0, 0), |c| {
         (u64::from(c.flow_quota), u64::from(c.flow_high_water))
     });
-    // SAFETY: pointers into FLOW_OWNERS' values, each read once.
+    // SAFETY: pointers into the owners' values, each read once.
     let (holds, in_all) = unsafe { (*owned, *all) };
     if quota != 0 && holds >= quota {
         return Reason::ConfirmOverQuota;
@@ -288,12 +398,12 @@ fn confirm(
 
 /// The counter of confirmed flows that `addr` owns, created at 0 if it has none.
 #[inline(always)]
-fn owner_count(addr: u32) -> Option<*mut u64> {
-    if let Some(count) = FLOW_OWNERS.get_ptr_mut(addr) {
+fn owner_count<A: Family>(addr: A) -> Option<*mut u64> {
+    if let Some(count) = A::owners().get_ptr_mut(addr) {
         return Some(count);
     }
-    let _ = FLOW_OWNERS.insert(addr, 0, BPF_NOEXIST as u64);
-    FLOW_OWNERS.get_ptr_mut(addr)
+    let _ = A::owners().insert(addr, 0, BPF_NOEXIST as u64);
+    A::owners().get_ptr_mut(addr)
 }
 
 /// Add `delta` (wrapping: `u64::MAX` takes one away) to a count several CPUs change at
@@ -315,9 +425,9 @@ pub fn atomic_add32(count: *mut u32, delta: u32) {
 
 /// One confirmed flow of `first_key`/`first` is gone: its owner, and all, hold one fewer.
 #[inline(always)]
-pub fn released(first_key: &FlowKey, first: &FlowEntry) {
-    for owner in [owner(first_key, first), ALL_OWNERS] {
-        if let Some(count) = FLOW_OWNERS.get_ptr_mut(owner) {
+pub fn released<A: Family>(first_key: &FlowKeyOf<A>, first: &FlowEntryOf<A>) {
+    for owner in [owner(first_key, first), A::ALL_OWNERS] {
+        if let Some(count) = A::owners().get_ptr_mut(owner) {
             // SAFETY: read once, not to go below zero after the daemon's recount.
             if unsafe { *count } > 0 {
                 atomic_add(count, u64::MAX);
@@ -328,22 +438,17 @@ pub fn released(first_key: &FlowKey, first: &FlowEntry) {
 
 /// A translated tuple: source address and port, destination address and port.
 #[derive(Clone, Copy)]
-pub struct Tuple {
-    pub src_addr: u32,
-    pub dst_addr: u32,
+pub struct Tuple<A> {
+    pub src_addr: A,
+    pub dst_addr: A,
     pub src_port: u16,
     pub dst_port: u16,
 }
 
-impl Tuple {
+impl<A: Family> Tuple<A> {
     #[inline(always)]
-    pub fn of(pkt: &Packet) -> Self {
-        Tuple {
-            src_addr: pkt.src_addr,
-            dst_addr: pkt.dst_addr,
-            src_port: pkt.src_port,
-            dst_port: pkt.dst_port,
-        }
+    pub fn of(pkt: &impl Tracked<A>) -> Self {
+        pkt.tuple()
     }
 
     #[inline(always)]
@@ -360,9 +465,15 @@ impl Tuple {
 /// A new entry that writes `to` into the packets of one direction, seen now, with no
 /// packet counted yet (see `counted`).
 #[inline(always)]
-pub fn new_entry(to: Tuple, origin: u8, seen: u8, flags: u8, ifindex: u32) -> FlowEntry {
+pub fn new_entry<A: Family>(
+    to: Tuple<A>,
+    origin: u8,
+    seen: u8,
+    flags: u8,
+    ifindex: u32,
+) -> FlowEntryOf<A> {
     let now = now();
-    FlowEntry {
+    FlowEntryOf {
         src_addr: to.src_addr,
         dst_addr: to.dst_addr,
         src_port: to.src_port,
@@ -381,54 +492,66 @@ pub fn new_entry(to: Tuple, origin: u8, seen: u8, flags: u8, ifindex: u32) -> Fl
 
 /// `entry` with `pkt` counted: the first half of a new flow, made by its first packet.
 #[inline(always)]
-pub fn counted(mut entry: FlowEntry, pkt: &Packet) -> FlowEntry {
+pub fn counted<A: Family>(mut entry: FlowEntryOf<A>, pkt: &impl Tracked<A>) -> FlowEntryOf<A> {
     entry.packets = 1;
-    entry.bytes = u64::from(pkt.ip_len);
+    entry.bytes = u64::from(pkt.ip_len());
     entry
 }
 
 /// Turn a new flow's reply half (`new_entry`, no flags but `FLAG_REPLY`) into its first
 /// half, in place: writing `to`, having seen and counted `pkt`.
 #[inline(always)]
-pub fn make_first(entry: &mut FlowEntry, to: Tuple, pkt: &Packet) {
+pub fn make_first<A: Family>(entry: &mut FlowEntryOf<A>, to: Tuple<A>, pkt: &impl Tracked<A>) {
     entry.src_addr = to.src_addr;
     entry.dst_addr = to.dst_addr;
     entry.src_port = to.src_port;
     entry.dst_port = to.dst_port;
-    entry.seen = pkt.seen;
+    entry.seen = pkt.seen();
     entry.flags = 0;
     entry.packets = 1;
-    entry.bytes = u64::from(pkt.ip_len);
+    entry.bytes = u64::from(pkt.ip_len());
 }
 
 /// A flow to create: what its first packet is written as, how it came about, and the
 /// flags and interface of each half.
-pub struct NewFlow {
-    pub to: Tuple,
+pub struct NewFlow<A> {
+    pub to: Tuple<A>,
     pub origin: u8,
     pub first: Half,
     pub reply: Half,
 }
 
 /// Both halves of a new (unconfirmed) flow whose first packet is `pkt` (looked up with
-/// `key`): the first half with BPF_NOEXIST, then its partner. Returns the first half's
-/// entry, or the one another CPU created meanwhile; `None` when the table cannot take it.
-/// A subprogram: the stack of creating a flow is not held while looking one up.
+/// `key`): the first half with BPF_NOEXIST, then its partner. The first half's entry is
+/// made in `entry` (the caller's: the IPv6 programs keep it off their stack), or, when
+/// another CPU created the flow meanwhile, that one's is read into it; `false` when the
+/// table cannot take it. A subprogram: the stack of creating a flow is not held while
+/// looking one up.
 #[inline(never)]
-pub fn create(key: &FlowKey, pkt: &Packet, flow: &NewFlow) -> Option<FlowEntry> {
-    let entry = counted(
+pub fn create<A: Family, P: Tracked<A>>(
+    key: &FlowKeyOf<A>,
+    pkt: &P,
+    flow: &NewFlow<A>,
+    entry: &mut FlowEntryOf<A>,
+) -> bool {
+    *entry = counted(
         new_entry(
             flow.to,
             flow.origin,
-            pkt.seen,
+            pkt.seen(),
             flow.first.flags,
             flow.first.ifindex,
         ),
         pkt,
     );
-    if !insert_first(key, &entry) {
+    if !insert_first(key, entry) {
         // Another CPU created it a moment ago: its entry serves.
-        return find(key).map(|(_, entry)| entry);
+        let Some(theirs) = find_mut(key) else {
+            return false;
+        };
+        // SAFETY: a pointer into a map's value, read at once.
+        *entry = unsafe { *theirs };
+        return true;
     }
     let reply = new_entry(
         Tuple::of(pkt).reversed(),
@@ -437,8 +560,7 @@ pub fn create(key: &FlowKey, pkt: &Packet, flow: &NewFlow) -> Option<FlowEntry> 
         flow.reply.flags | FLAG_REPLY,
         flow.reply.ifindex,
     );
-    insert_partner(key, &key.partner(&entry), &reply).ok()?;
-    Some(entry)
+    insert_partner(key, &key.partner(entry), &reply).is_ok()
 }
 
 /// The flags and interface of one half of a new flow.
@@ -451,7 +573,11 @@ pub struct Half {
 /// The partner half of a new flow whose first half is already in the table. On failure
 /// the first half is removed again, so the table never holds half a flow.
 #[inline(always)]
-pub fn insert_partner(first: &FlowKey, partner: &FlowKey, entry: &FlowEntry) -> Result<(), ()> {
+pub fn insert_partner<A: Family>(
+    first: &FlowKeyOf<A>,
+    partner: &FlowKeyOf<A>,
+    entry: &FlowEntryOf<A>,
+) -> Result<(), ()> {
     if Table::Pending.insert(partner, entry, BPF_ANY).is_err() {
         let _ = Table::Pending.remove(first);
         return Err(());
@@ -462,7 +588,7 @@ pub fn insert_partner(first: &FlowKey, partner: &FlowKey, entry: &FlowEntry) -> 
 /// Insert the first half of a new flow; `false` if another CPU created it meanwhile or the
 /// table cannot take it.
 #[inline(always)]
-pub fn insert_first(key: &FlowKey, entry: &FlowEntry) -> bool {
+pub fn insert_first<A: Family>(key: &FlowKeyOf<A>, entry: &FlowEntryOf<A>) -> bool {
     Table::Pending.insert(key, entry, BPF_NOEXIST).is_ok()
 }
 
@@ -470,9 +596,9 @@ pub fn insert_first(key: &FlowKey, entry: &FlowEntry) -> bool {
 /// either table, holds it. The pending insert comes first, so that two CPUs cannot both
 /// claim it; a confirmed flow on the tuple then takes it back.
 #[inline(always)]
-pub fn claim(key: &FlowKey, entry: &FlowEntry) -> Result<(), i32> {
+pub fn claim<A: Family>(key: &FlowKeyOf<A>, entry: &FlowEntryOf<A>) -> Result<(), i32> {
     Table::Pending.insert(key, entry, BPF_NOEXIST)?;
-    if FLOWS.get_ptr(key).is_some() {
+    if A::flows().get_ptr(key).is_some() {
         let _ = Table::Pending.remove(key);
         return Err(EEXIST);
     }

@@ -2,18 +2,35 @@
 //! an address is in the TCP/UDP pseudo header (BPF_F_PSEUDO_HDR), so that on a
 //! CHECKSUM_PARTIAL skb only the pseudo-header part is adjusted; UDP's zero checksum means
 //! "none" and must stay zero (BPF_F_MARK_MANGLED_0); ICMP has no pseudo header.
+//!
+//! IPv6 has no header checksum, and ICMPv6 has a pseudo header. Its 16-byte addresses go
+//! in as a difference (`bpf_csum_diff`), and are stored with BPF_F_RECOMPUTE_CSUM: on a
+//! CHECKSUM_COMPLETE skb, `bpf_l4_csum_replace` with BPF_F_PSEUDO_HDR adjusts `skb->csum`
+//! for the L4 checksum's change as if a header checksum had absorbed the address change,
+//! as IPv4's does; the store puts the address change into `skb->csum` too, so the two
+//! cancel out as they do in the packet (the kernel's own fix, BPF_F_IPV6, is not in every
+//! kernel netd runs on).
 
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_F_RECOMPUTE_CSUM},
+    helpers::bpf_csum_diff,
     programs::TcContext,
 };
-use netd_common::{PROTO_ICMP, PROTO_UDP};
+use netd_common::{PROTO_ICMP, PROTO_UDP, maps::Addr6};
 
-use crate::parse::{IP_CSUM_OFF, Packet};
+use crate::{
+    parse::{IP_CSUM_OFF, Packet},
+    parse6::Flow6,
+};
 
 #[inline(always)]
 fn l4_flags(pkt: &Packet) -> u64 {
-    if pkt.proto == PROTO_UDP {
+    udp_flags(pkt.proto)
+}
+
+#[inline(always)]
+fn udp_flags(proto: u8) -> u64 {
+    if proto == PROTO_UDP {
         BPF_F_MARK_MANGLED_0 as u64
     } else {
         0
@@ -43,6 +60,51 @@ pub fn port_changed(ctx: &TcContext, pkt: &Packet, old: u16, new: u16) -> Result
         new as u64,
         2 | l4_flags(pkt),
     )
+}
+
+/// `port_changed` for IPv6.
+#[inline(always)]
+pub fn port6_changed(ctx: &TcContext, pkt: &Flow6, old: u16, new: u16) -> Result<(), i64> {
+    ctx.l4_csum_replace(
+        pkt.l4_csum_off as usize,
+        old as u64,
+        new as u64,
+        2 | udp_flags(pkt.proto),
+    )
+}
+
+/// Write a new IPv6 address at `off` (the source or destination of the fixed header) and
+/// fix the L4 checksum (TCP, UDP and ICMPv6 alike have it in their pseudo header).
+#[inline(always)]
+pub fn addr6_changed(
+    ctx: &TcContext,
+    pkt: &Flow6,
+    off: usize,
+    old: &Addr6,
+    new: &Addr6,
+) -> Result<(), i64> {
+    let mut from = *old;
+    let mut to = *new;
+    // SAFETY: the helper reads 16 bytes of each buffer, both on our stack.
+    let diff = unsafe {
+        bpf_csum_diff(
+            from.as_mut_ptr(),
+            size_of::<Addr6>() as u32,
+            to.as_mut_ptr(),
+            size_of::<Addr6>() as u32,
+            0,
+        )
+    };
+    if diff < 0 {
+        return Err(diff);
+    }
+    ctx.l4_csum_replace(
+        pkt.l4_csum_off as usize,
+        0,
+        diff as u64,
+        BPF_F_PSEUDO_HDR as u64 | udp_flags(pkt.proto),
+    )?;
+    ctx.store(off, new, BPF_F_RECOMPUTE_CSUM as u64)
 }
 
 /// Bytes inside an ICMP error's payload changed: only the ICMP checksum covers them.

@@ -230,10 +230,11 @@ fn hairpin_new_flow(
         first,
         reply,
     };
-    match conntrack::create(&key, pkt, &flow) {
-        Some(entry) => deliver(ctx, &entry, apply(ctx, pkt, &entry, Reason::HairpinNew)),
-        None => (Reason::DropFlowTableFull, DROP),
+    let mut entry = FlowEntry::default();
+    if !conntrack::create(&key, pkt, &flow, &mut entry) {
+        return (Reason::DropFlowTableFull, DROP);
     }
+    deliver(ctx, &entry, apply(ctx, pkt, &entry, Reason::HairpinNew))
 }
 
 /// After translation (`translated`): let the packet go on, or send it into a container

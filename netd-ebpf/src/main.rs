@@ -77,16 +77,33 @@ mod programs {
         crate::uplink::ingress(&ctx)
     }
 
-    /// Tail-called by `uplink_ingress` for IPv6: nothing gets into a container's subnet.
+    /// Tail-called by `uplink_ingress` for IPv6: replies of masqueraded flows; nothing
+    /// else gets into a container's subnet.
     #[classifier]
     pub fn uplink_ingress6(ctx: TcContext) -> i32 {
         crate::uplink6::ingress(&ctx)
     }
 
-    /// TC egress of the uplink: SNAT of container egress, reverse DNAT of replies.
+    /// TC egress of the uplink: SNAT of container egress, reverse DNAT of replies. IPv6
+    /// goes to `uplink_egress6`.
     #[classifier]
     pub fn uplink_egress(ctx: TcContext) -> i32 {
+        if crate::program::is_ipv6(&ctx) {
+            return crate::uplink6::hand_over_egress(&ctx);
+        }
         crate::uplink::egress(&ctx)
+    }
+
+    /// Tail-called by `uplink_egress` for IPv6: masquerade (NAT66).
+    #[classifier]
+    pub fn uplink_egress6(ctx: TcContext) -> i32 {
+        crate::uplink6::egress(&ctx)
+    }
+
+    /// Tail-called by `uplink_egress6` for a flow's first packet: the flow created.
+    #[classifier]
+    pub fn uplink_egress6_new(ctx: TcContext) -> i32 {
+        crate::uplink6::egress_new(&ctx)
     }
 
     /// TC ingress of a container's host-side veth: anti-spoofing, network policy, hairpin
@@ -133,6 +150,12 @@ mod programs {
     #[classifier]
     pub fn flow_sweep(ctx: TcContext) -> i32 {
         crate::sweep::run(&ctx)
+    }
+
+    /// `flow_sweep` for the IPv6 connection table.
+    #[classifier]
+    pub fn flow_sweep6(ctx: TcContext) -> i32 {
+        crate::sweep::run6(&ctx)
     }
 
     /// Node processes connecting to a published port reach the container directly.

@@ -10,12 +10,12 @@ use aya_ebpf::{
 };
 use netd_common::{
     counters::{COUNTERS_LEN, Counter, EndpointCounters, EndpointDropKey},
-    flow::{FlowEntry, FlowKey},
+    flow::{FlowEntry, FlowEntry6, FlowKey, FlowKey6},
     maps::{
         Addr6, CALLS_MAX, ENDPOINT_DROPS_MAX, ENDPOINTS_MAX, Endpoint6Info, EndpointInfo,
         FLOWS_MAX, FRAGMENTS_MAX, FragmentKey, FragmentPorts, NETWORKS_MAX, NODE_ADDRS_MAX,
-        NetworkInfo, NodeConfig, OverlayInfo, PUBLISHED_PORTS_MAX, REMOTE_ENDPOINTS_MAX,
-        RemoteEndpoint, SWEEP_BATCH,
+        NetworkInfo, NodeConfig, NodeConfig6, OverlayInfo, PUBLISHED_PORTS_MAX,
+        REMOTE_ENDPOINTS_MAX, RemoteEndpoint, SWEEP_BATCH,
     },
     monitor::{MONITOR_RING_BYTES, MonitorConfig, MonitorState},
     published::{Backend, PortKey},
@@ -114,10 +114,33 @@ pub static NODE_ADDRS6: HashMap<Addr6, u8> = HashMap::pinned(NODE_ADDRS_MAX, 0);
 #[map(name = "NETD_CALLS_V1")]
 pub static CALLS: ProgramArray = ProgramArray::pinned(CALLS_MAX, 0);
 
+/// The IPv6 connection table: as `FLOWS`, `PENDING` and `FLOW_OWNERS`, over IPv6
+/// addresses (sized as those by the daemon).
+#[map(name = "NETD_FLOWS6_V1")]
+pub static FLOWS6: HashMap<FlowKey6, FlowEntry6> = HashMap::pinned(FLOWS_MAX, 0);
+
+#[map(name = "NETD_PENDING6_V1")]
+pub static PENDING6: LruHashMap<FlowKey6, FlowEntry6> = LruHashMap::pinned(FLOWS_MAX, 0);
+
+#[map(name = "NETD_OWNERS6_V1")]
+pub static FLOW_OWNERS6: HashMap<Addr6, u64> = HashMap::pinned(ENDPOINTS_MAX, 0);
+
+#[map(name = "NETD_CONFIG6_V1")]
+pub static NODE_CONFIG6: Array<NodeConfig6> = Array::pinned(1, 0);
+
 /// One batch of flow keys the daemon's collector found expired, for `flow_sweep` to judge
 /// again and remove (not pinned: it carries nothing across runs).
 #[map(name = "SWEEP_BATCH")]
 pub static SWEEP: Array<FlowKey> = Array::with_max_entries(SWEEP_BATCH, 0);
+
+/// `SWEEP` for `flow_sweep6`.
+#[map(name = "SWEEP_BATCH6")]
+pub static SWEEP6: Array<FlowKey6> = Array::with_max_entries(SWEEP_BATCH, 0);
+
+/// Each CPU's room for the entry of a new IPv6 flow, which the IPv6 programs' stack has
+/// no room for (see `uplink6`); carries nothing from one packet to the next.
+#[map(name = "SCRATCH6")]
+pub static SCRATCH6: PerCpuArray<FlowEntry6> = PerCpuArray::with_max_entries(1, 0);
 
 /// What `netd monitor` asks of the programs (see `monitor`); all zero, as loaded: nothing.
 #[map(name = "MONITOR_CONFIG")]

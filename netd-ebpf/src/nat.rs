@@ -1,20 +1,153 @@
-//! Rewriting one end (address and port) of a packet, and choosing SNAT ports.
+//! Rewriting one end (address and port) of a packet, and choosing SNAT ports, for both
+//! address families: what differs between them is behind `Nat` (the node's tables) and
+//! `Translatable` (where a packet's fields are and how its checksums follow).
 
 use aya_ebpf::{helpers::bpf_get_prandom_u32, programs::TcContext};
 use netd_common::{
     counters::Reason,
-    flow::{FlowEntry, FlowKey},
-    maps::NodeConfig,
+    flow::{FlowEntry, FlowEntry6, FlowEntryOf, FlowKeyOf},
+    maps::{Addr6, NetworkInfo, NodeConfig},
     published::PortKey,
 };
 
 use crate::{
-    conntrack::{self, EEXIST},
+    conntrack::{self, EEXIST, Family, Tracked},
     csum,
-    maps::PUBLISHED_PORTS,
+    maps::{ENDPOINT_VETHS, NODE_ADDRS, NODE_ADDRS6, NODE_CONFIG6, PUBLISHED_PORTS},
     node_sockets,
     parse::{IP_DST_OFF, IP_SRC_OFF, Packet},
+    parse6::{Flow6, IP6_DST_OFF, IP6_SRC_OFF},
+    policy, policy6,
 };
+
+/// What masquerading needs of an address family's tables.
+pub trait Nat: Family {
+    /// The network `addr` belongs to.
+    fn network_of(addr: Self) -> Option<NetworkInfo>;
+    /// The host-side veth of the endpoint with address `addr`; 0 when unknown.
+    fn veth_of(addr: Self) -> u32;
+    /// Whether `addr` is one of the node's own (its gateway on a network, say): what the
+    /// node sends from it is its own, never masqueraded.
+    fn is_node_addr(addr: Self) -> bool;
+    /// The address masqueraded traffic leaves with; `None` while the node has none.
+    fn snat_addr(config: &NodeConfig) -> Option<Self>;
+    /// Why masqueraded traffic is dropped while there is no such address.
+    const NO_SNAT_ADDRESS: Reason;
+    /// Whether a packet from `remote:remote_port` to `local:port` would reach a socket of
+    /// the node (see `node_sockets::in_use`).
+    fn socket_in_use(
+        ctx: &TcContext,
+        proto: u8,
+        remote: Self,
+        remote_port: u16,
+        local: Self,
+        port: u16,
+    ) -> bool;
+    /// Whether `port` of `addr` is published (its replies would be DNATed).
+    fn is_published(addr: Self, port: u16, proto: u8) -> bool;
+}
+
+impl Nat for u32 {
+    #[inline(always)]
+    fn network_of(addr: u32) -> Option<NetworkInfo> {
+        policy::network_of(addr)
+    }
+    #[inline(always)]
+    fn veth_of(addr: u32) -> u32 {
+        // SAFETY: a copy out of the map value.
+        unsafe { ENDPOINT_VETHS.get(addr) }.copied().unwrap_or(0)
+    }
+    #[inline(always)]
+    fn is_node_addr(addr: u32) -> bool {
+        NODE_ADDRS.get_ptr(addr).is_some()
+    }
+    #[inline(always)]
+    fn snat_addr(config: &NodeConfig) -> Option<u32> {
+        (config.snat_addr != 0).then_some(config.snat_addr)
+    }
+    const NO_SNAT_ADDRESS: Reason = Reason::DropNoConfig;
+    #[inline(always)]
+    fn socket_in_use(
+        ctx: &TcContext,
+        proto: u8,
+        remote: u32,
+        remote_port: u16,
+        local: u32,
+        port: u16,
+    ) -> bool {
+        node_sockets::in_use(ctx, proto, remote, remote_port, local, port)
+    }
+    #[inline(always)]
+    fn is_published(addr: u32, port: u16, proto: u8) -> bool {
+        let exact = PortKey {
+            addr,
+            port,
+            proto,
+            _pad: 0,
+        };
+        let wildcard = PortKey { addr: 0, ..exact };
+        PUBLISHED_PORTS.get_ptr(exact).is_some() || PUBLISHED_PORTS.get_ptr(wildcard).is_some()
+    }
+}
+
+impl Nat for Addr6 {
+    #[inline(always)]
+    fn network_of(addr: Addr6) -> Option<NetworkInfo> {
+        policy6::network_of(addr)
+    }
+    /// IPv6 flows do not take the fast path, which is what the veth is for.
+    #[inline(always)]
+    fn veth_of(_: Addr6) -> u32 {
+        0
+    }
+    #[inline(always)]
+    fn is_node_addr(addr: Addr6) -> bool {
+        NODE_ADDRS6.get_ptr(addr).is_some()
+    }
+    #[inline(always)]
+    fn snat_addr(_: &NodeConfig) -> Option<Addr6> {
+        NODE_CONFIG6
+            .get(0)
+            .map(|c| c.snat_addr)
+            .filter(|a| *a != [0; 4])
+    }
+    const NO_SNAT_ADDRESS: Reason = Reason::DropIpv6NoSnatAddress;
+    #[inline(always)]
+    fn socket_in_use(
+        ctx: &TcContext,
+        proto: u8,
+        remote: Addr6,
+        remote_port: u16,
+        local: Addr6,
+        port: u16,
+    ) -> bool {
+        node_sockets::in_use6(ctx, proto, remote, remote_port, local, port)
+    }
+    /// netd publishes no IPv6 ports yet: none is ever DNATed, so none is in the way.
+    #[inline(always)]
+    fn is_published(_: Addr6, _: u16, _: u8) -> bool {
+        false
+    }
+}
+
+/// A parsed packet whose tuple a flow entry can be written into.
+pub trait Translatable<A>: Tracked<A> {
+    fn rewrite(&self, ctx: &TcContext, to: &FlowEntryOf<A>) -> Result<(), i64>;
+}
+
+impl Translatable<u32> for Packet {
+    #[inline(always)]
+    fn rewrite(&self, ctx: &TcContext, to: &FlowEntry) -> Result<(), i64> {
+        rewrite(ctx, self, to)
+    }
+}
+
+impl Translatable<Addr6> for Flow6 {
+    #[inline(always)]
+    fn rewrite(&self, ctx: &TcContext, to: &FlowEntry6) -> Result<(), i64> {
+        rewrite6(ctx, self, to)
+    }
+}
 
 /// Tries at finding a free SNAT port for one destination; more rarely succeed.
 const SNAT_TRIES: u32 = 32;
@@ -71,19 +204,19 @@ fn rewrite_end(ctx: &TcContext, pkt: &Packet, end: &End) -> Result<(), i64> {
 /// Otherwise a port from the SNAT range: the original one when it is in the range, else
 /// from a random start. Returns the claimed port (network order).
 #[inline(always)]
-pub fn claim_snat_port(
+pub fn claim_snat_port<A: Nat>(
     ctx: &TcContext,
     config: &NodeConfig,
     orig_port: u16,
-    reply_key: &mut FlowKey,
-    reply: &FlowEntry,
+    reply_key: &mut FlowKeyOf<A>,
+    reply: &FlowEntryOf<A>,
 ) -> Result<u16, Reason> {
     let min = config.snat_port_min as u32;
     let span = (config.snat_port_max as u32).saturating_sub(min) + 1;
     let orig = u16::from_be(orig_port) as u32;
     let in_range = orig >= min && orig < min + span;
     if !in_range
-        && !node_sockets::in_use(
+        && !A::socket_in_use(
             ctx,
             reply_key.proto,
             reply_key.src_addr,
@@ -92,7 +225,7 @@ pub fn claim_snat_port(
             orig_port,
         )
     {
-        match try_claim(config, orig_port, reply_key, reply) {
+        match try_claim(orig_port, reply_key, reply) {
             Claim::Taken | Claim::Published => {}
             other => return other.into_result(),
         }
@@ -106,7 +239,7 @@ pub fn claim_snat_port(
     for _ in 0..SNAT_TRIES {
         let port = ((min + offset) as u16).to_be();
         offset = (offset + 1) % span;
-        match try_claim(config, port, reply_key, reply) {
+        match try_claim(port, reply_key, reply) {
             Claim::Taken | Claim::Published => continue,
             other => return other.into_result(),
         }
@@ -135,10 +268,12 @@ impl Claim {
     }
 }
 
-/// Try to take `port` (network order) for the flow whose reply half is `reply_key`.
+/// Try to take `port` (network order) for the flow whose reply half is `reply_key`
+/// (addressed to the SNAT address). A published port of the node is never handed out:
+/// its replies would be DNATed.
 #[inline(always)]
-fn try_claim(config: &NodeConfig, port: u16, reply_key: &mut FlowKey, reply: &FlowEntry) -> Claim {
-    if is_published(config.snat_addr, port, reply_key.proto) {
+fn try_claim<A: Nat>(port: u16, reply_key: &mut FlowKeyOf<A>, reply: &FlowEntryOf<A>) -> Claim {
+    if A::is_published(reply_key.dst_addr, port, reply_key.proto) {
         return Claim::Published;
     }
     reply_key.dst_port = port;
@@ -149,15 +284,23 @@ fn try_claim(config: &NodeConfig, port: u16, reply_key: &mut FlowKey, reply: &Fl
     }
 }
 
-/// A published port of the node is never handed out for SNAT: its replies would be DNATed.
-#[inline(always)]
-fn is_published(addr: u32, port: u16, proto: u8) -> bool {
-    let exact = PortKey {
-        addr,
-        port,
-        proto,
-        _pad: 0,
-    };
-    let wildcard = PortKey { addr: 0, ..exact };
-    PUBLISHED_PORTS.get_ptr(exact).is_some() || PUBLISHED_PORTS.get_ptr(wildcard).is_some()
+/// `rewrite` for IPv6: no header checksum, but the addresses are in the pseudo header of
+/// TCP, UDP and ICMPv6 alike. A subprogram, as `rewrite`.
+#[inline(never)]
+pub fn rewrite6(ctx: &TcContext, pkt: &Flow6, to: &FlowEntry6) -> Result<(), i64> {
+    if pkt.src != to.src_addr {
+        csum::addr6_changed(ctx, pkt, IP6_SRC_OFF, &pkt.src, &to.src_addr)?;
+    }
+    if pkt.dst != to.dst_addr {
+        csum::addr6_changed(ctx, pkt, IP6_DST_OFF, &pkt.dst, &to.dst_addr)?;
+    }
+    if pkt.src_port != to.src_port {
+        csum::port6_changed(ctx, pkt, pkt.src_port, to.src_port)?;
+        ctx.store(pkt.src_port_off as usize, &to.src_port, 0)?;
+    }
+    if pkt.dst_port != to.dst_port {
+        csum::port6_changed(ctx, pkt, pkt.dst_port, to.dst_port)?;
+        ctx.store(pkt.dst_port_off as usize, &to.dst_port, 0)?;
+    }
+    Ok(())
 }

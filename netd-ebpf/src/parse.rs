@@ -327,8 +327,9 @@ fn icmp_error<F: Frame>(ctx: &F, ip: &Ipv4Hdr) -> Result<Packet, Reason> {
     })
 }
 
+/// The `SEEN_*` bits of a TCP segment with these flags.
 #[inline(always)]
-fn seen_bits(flags: u8) -> u8 {
+pub fn seen_bits(flags: u8) -> u8 {
     use netd_common::flow::{SEEN_ACK, SEEN_ACK_ONLY, SEEN_FIN, SEEN_RST, SEEN_SYN};
     let mut seen = SEEN_PACKET;
     if flags & TCP_SYN != 0 {

@@ -7,9 +7,12 @@
 //! segments left (the destination in the fixed header is then not where the packet ends,
 //! so policy on it would judge the wrong hop).
 
-use netd_common::{counters::Reason, maps::Addr6};
+use netd_common::{PROTO_TCP, PROTO_UDP, counters::Reason, flow::SEEN_PACKET, maps::Addr6};
 
-use crate::parse::{Fragment, Frame};
+use crate::{
+    conntrack::{Tracked, Tuple},
+    parse::{Fragment, Frame, seen_bits},
+};
 
 pub const ETH_P_IPV6: u16 = 0x86DD;
 pub const IP6_OFF: usize = 14;
@@ -165,4 +168,110 @@ fn fragment_of(h: [u8; 4]) -> Fragment {
     } else {
         Fragment::Whole
     }
+}
+
+const ICMP6_ECHO_REQUEST: u8 = 128;
+const ICMP6_ECHO_REPLY: u8 = 129;
+
+/// An IPv6 packet as the connection table and the NAT see it (the twin of
+/// `parse::Packet`): its tuple, where its ports and L4 checksum are, what it says about
+/// its flow. TCP, UDP and ICMPv6 echo (its identifier standing in for the port on the
+/// asking side, as for ICMP). Always a whole packet or a first fragment: its upper-layer
+/// header is there.
+#[derive(Clone, Copy)]
+pub struct Flow6 {
+    pub src: Addr6,
+    pub dst: Addr6,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub src_port_off: u16,
+    pub dst_port_off: u16,
+    pub l4_csum_off: u16,
+    /// The payload length and the fixed header: what a flow's bytes count.
+    pub ip_len: u16,
+    pub proto: u8,
+    /// `SEEN_*` bits: SEEN_PACKET, plus the TCP flags.
+    pub seen: u8,
+    /// Not an echo reply: its identifier is its destination "port".
+    pub starts_flow: bool,
+}
+
+impl Tracked<Addr6> for Flow6 {
+    #[inline(always)]
+    fn tuple(&self) -> Tuple<Addr6> {
+        Tuple {
+            src_addr: self.src,
+            dst_addr: self.dst,
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+        }
+    }
+    #[inline(always)]
+    fn proto(&self) -> u8 {
+        self.proto
+    }
+    #[inline(always)]
+    fn seen(&self) -> u8 {
+        self.seen
+    }
+    #[inline(always)]
+    fn ip_len(&self) -> u16 {
+        self.ip_len
+    }
+}
+
+/// The flow facts of a parsed packet: its upper-layer header read, which must be whole
+/// within the packet. `Fragment` for a fragment after the first (no ports: netd does not
+/// translate those yet), `OtherProto` for anything but TCP, UDP and ICMPv6 echo,
+/// `Truncated` for a header cut short.
+#[inline(always)]
+pub fn flow_of<F: Frame>(ctx: &F, pkt: &Packet6) -> Result<Flow6, Reason> {
+    if !pkt.has_l4_header() {
+        return Err(Reason::Fragment);
+    }
+    let l4 = pkt.l4_off;
+    let (header_len, csum_off) = match pkt.proto {
+        PROTO_TCP => (20, 16),
+        PROTO_UDP => (8, 6),
+        PROTO_ICMPV6 => (8, 2),
+        _ => return Err(Reason::OtherProto),
+    };
+    if l4 + header_len > pkt.end {
+        return Err(Reason::Truncated);
+    }
+    let head: [u8; 8] = ctx.load(l4).map_err(|_| Reason::Truncated)?;
+    let mut flow = Flow6 {
+        src: pkt.src,
+        dst: pkt.dst,
+        src_port: u16::from_ne_bytes([head[0], head[1]]),
+        dst_port: u16::from_ne_bytes([head[2], head[3]]),
+        src_port_off: l4 as u16,
+        dst_port_off: (l4 + 2) as u16,
+        l4_csum_off: (l4 + csum_off) as u16,
+        ip_len: (pkt.end - IP6_OFF) as u16,
+        proto: pkt.proto,
+        seen: SEEN_PACKET,
+        starts_flow: true,
+    };
+    match pkt.proto {
+        PROTO_TCP => {
+            let flags: u8 = ctx.load(l4 + 13).map_err(|_| Reason::Truncated)?;
+            flow.seen = seen_bits(flags);
+        }
+        PROTO_ICMPV6 => {
+            let id = u16::from_ne_bytes([head[4], head[5]]);
+            let (src_port, dst_port) = match head[0] {
+                ICMP6_ECHO_REQUEST => (id, 0),
+                ICMP6_ECHO_REPLY => (0, id),
+                _ => return Err(Reason::OtherProto),
+            };
+            flow.src_port = src_port;
+            flow.dst_port = dst_port;
+            flow.src_port_off = (l4 + 4) as u16;
+            flow.dst_port_off = (l4 + 4) as u16;
+            flow.starts_flow = head[0] == ICMP6_ECHO_REQUEST;
+        }
+        _ => {}
+    }
+    Ok(flow)
 }

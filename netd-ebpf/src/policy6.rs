@@ -2,8 +2,8 @@
 //! isolated from each other, `enable_icc=false` keeps a network's containers apart, an
 //! `--internal` network reaches nothing beyond itself, and the node's own addresses are
 //! always reachable. Beyond the node's networks, only a network whose IPv6 is routed
-//! (`gateway_mode_ipv6=routed`) sends anything; until netd masquerades IPv6, the others'
-//! is dropped with `drop_ipv6_not_routed`, never passed.
+//! (`gateway_mode_ipv6=routed`) or masqueraded (NAT66, the default) sends anything; a
+//! network with neither has its dropped with `drop_ipv6_not_routed`, never passed.
 //!
 //! Link-local destinations are neighbours on the bridge (or the bridge itself), so icc
 //! off refuses every one but the gateway's. Multicast stays on the network's own bridge,
@@ -15,8 +15,8 @@ use aya_ebpf::maps::lpm_trie::Key;
 use netd_common::{
     counters::Reason,
     maps::{
-        Addr6, ENDPOINT_ICC_OFF, ENDPOINT_INTERNAL, Endpoint6Info, EndpointInfo, NETWORK_ROUTED,
-        NetworkInfo,
+        Addr6, ENDPOINT_ICC_OFF, ENDPOINT_INTERNAL, Endpoint6Info, EndpointInfo,
+        NETWORK_MASQUERADE, NETWORK_ROUTED, NetworkInfo,
     },
 };
 
@@ -59,17 +59,21 @@ pub fn judge(ep: &EndpointInfo, ep6: &Endpoint6Info, dst: &Addr6) -> Result<Reas
         Some(net) if net.tag == ep.network => icc(Reason::Ipv6Policed),
         Some(_) => Err(Reason::DropIsolated),
         None if ep.flags & ENDPOINT_INTERNAL != 0 => Err(Reason::DropInternal),
-        None if routed(ep6) => Ok(Reason::Ipv6Routed),
-        None => Err(Reason::DropIpv6NotRouted),
+        None => beyond_the_node(ep6),
     }
 }
 
-/// Whether the endpoint's network has its IPv6 routed by the node
-/// (`gateway_mode_ipv6=routed`): then what it sends beyond the node's networks goes out
-/// as it is.
+/// What the endpoint sends beyond the node's networks: masqueraded by the uplink's
+/// `uplink_egress6` (NAT66, the default), or, where its network's IPv6 is routed by the
+/// node (`gateway_mode_ipv6=routed`), going out as it is. A network with neither has no
+/// way out.
 #[inline(always)]
-fn routed(ep6: &Endpoint6Info) -> bool {
-    network_of(ep6.addr).is_some_and(|net| net.flags & NETWORK_ROUTED != 0)
+fn beyond_the_node(ep6: &Endpoint6Info) -> Result<Reason, Reason> {
+    match network_of(ep6.addr) {
+        Some(net) if net.flags & NETWORK_ROUTED != 0 => Ok(Reason::Ipv6Routed),
+        Some(net) if net.flags & NETWORK_MASQUERADE != 0 => Ok(Reason::Ipv6Policed),
+        _ => Err(Reason::DropIpv6NotRouted),
+    }
 }
 
 /// With icc off, a frame may only be for the gateway: unicast to its MAC, or one of the

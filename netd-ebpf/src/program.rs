@@ -6,14 +6,15 @@ use aya_ebpf::{
 };
 use netd_common::{
     counters::{Hook, Reason},
-    flow::FlowEntry,
+    flow::FlowEntryOf,
     published::{Backend, PortKey},
 };
 
 use crate::{
     fragment,
     maps::{NODE_ADDRS, PUBLISHED_PORTS},
-    monitor, nat,
+    monitor,
+    nat::Translatable,
     parse::{Packet, parse_ipv4_l4},
     stats::count,
 };
@@ -79,8 +80,13 @@ pub fn unparsed(reason: Reason) -> Verdict {
 
 /// Write the entry's tuple into the packet and let it continue.
 #[inline(always)]
-pub fn apply(ctx: &TcContext, pkt: &Packet, entry: &FlowEntry, reason: Reason) -> Verdict {
-    match nat::rewrite(ctx, pkt, entry) {
+pub fn apply<A, P: Translatable<A>>(
+    ctx: &TcContext,
+    pkt: &P,
+    entry: &FlowEntryOf<A>,
+    reason: Reason,
+) -> Verdict {
+    match pkt.rewrite(ctx, entry) {
         Ok(()) => (reason, PASS),
         Err(_) => (Reason::DropRewriteFailed, DROP),
     }

@@ -9,6 +9,9 @@
 //! removal and, if it moved, the half is put back (`conntrack::lookup` covers the other
 //! order: a half it revives whose partner is gone is dropped and the flow created anew).
 //!
+//! One copy of the code for both families: `flow_sweep` runs it over the IPv4 table with
+//! keys in `SWEEP`, `flow_sweep6` over the IPv6 one with keys in `SWEEP6`.
+//!
 //! Run with BPF_PROG_TEST_RUN, never attached. Input: `now` (u64, CLOCK_MONOTONIC ns, read
 //! by the daemon just before the run), the number of keys (u32) and the table they are in
 //! (u32: 0 confirmed, 1 unconfirmed) at the start of the packet, the keys in `SWEEP`.
@@ -16,18 +19,27 @@
 //! expired. Removing the first half of a confirmed flow releases it from its owner's
 //! quota.
 
-use aya_ebpf::{bindings::BPF_NOEXIST, programs::TcContext};
+use aya_ebpf::{bindings::BPF_NOEXIST, maps::Array, programs::TcContext};
 use netd_common::{
-    flow::{FlowEntry, FlowKey, SEEN_CLOSED, is_expired},
+    flow::{FlowEntryOf, FlowKeyOf, SEEN_CLOSED, is_expired},
     maps::SWEEP_BATCH,
 };
 
 use crate::{
-    conntrack::{Table, find, released},
-    maps::SWEEP,
+    conntrack::{Family, Table, find, released},
+    maps::{SWEEP, SWEEP6},
 };
 
 pub fn run(ctx: &TcContext) -> i32 {
+    sweep(ctx, &SWEEP)
+}
+
+pub fn run6(ctx: &TcContext) -> i32 {
+    sweep(ctx, &SWEEP6)
+}
+
+#[inline(always)]
+fn sweep<A: Family>(ctx: &TcContext, batch: &Array<FlowKeyOf<A>>) -> i32 {
     let (Ok(now), Ok(count), Ok(table)) =
         (ctx.load::<u64>(0), ctx.load::<u32>(8), ctx.load::<u32>(12))
     else {
@@ -43,7 +55,7 @@ pub fn run(ctx: &TcContext) -> i32 {
         if i >= count {
             break;
         }
-        let Some(key) = SWEEP.get(i) else {
+        let Some(key) = batch.get(i) else {
             break;
         };
         if remove_if_expired(table, key, now) {
@@ -56,7 +68,7 @@ pub fn run(ctx: &TcContext) -> i32 {
 /// Remove one half if it and its partner are idle past their timeout; put it back when
 /// its partner was revived meanwhile. Whether it stays removed.
 #[inline(always)]
-fn remove_if_expired(table: Table, key: &FlowKey, now: u64) -> bool {
+fn remove_if_expired<A: Family>(table: Table, key: &FlowKeyOf<A>, now: u64) -> bool {
     let Some(entry) = table.get(key) else {
         return false;
     };
@@ -86,7 +98,7 @@ fn remove_if_expired(table: Table, key: &FlowKey, now: u64) -> bool {
 
 /// A removed half put back beside its revived partner.
 #[inline(always)]
-fn revived(mut entry: FlowEntry, partner: &FlowEntry) -> FlowEntry {
+fn revived<A>(mut entry: FlowEntryOf<A>, partner: &FlowEntryOf<A>) -> FlowEntryOf<A> {
     entry.last_seen_ns = partner.last_seen_ns;
     if entry.seen & SEEN_CLOSED != 0 && partner.seen & SEEN_CLOSED == 0 {
         entry.seen = 0;

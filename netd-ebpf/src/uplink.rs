@@ -11,8 +11,8 @@ use aya_ebpf::programs::TcContext;
 use netd_common::{
     counters::{Hook, Reason},
     flow::{
-        DIR_EGRESS, DIR_INGRESS, FLAG_REPLY, FlowEntry, FlowKey, ORIGIN_DNAT, ORIGIN_SNAT,
-        ORIGIN_TRACKED,
+        DIR_EGRESS, DIR_INGRESS, FLAG_REPLY, FlowEntry, FlowEntryOf, FlowKeyOf, ORIGIN_DNAT,
+        ORIGIN_SNAT, ORIGIN_TRACKED,
     },
     maps::{NETWORK_MASQUERADE, NETWORK_ROUTED},
 };
@@ -20,8 +20,8 @@ use netd_common::{
 use crate::{
     conntrack::{self, Half, NewFlow, Table, Tuple},
     fast_path, icmp,
-    maps::{ENDPOINT_VETHS, NODE_ADDRS, NODE_CONFIG},
-    nat,
+    maps::{NODE_ADDRS, NODE_CONFIG},
+    nat::{self, Nat, Translatable},
     parse::{ETH_P_IP, ETH_SRC_OFF, ETH_TYPE_OFF, IP_DST_OFF, Kind, Packet},
     policy::network_of,
     program::{DROP, PASS, Verdict, apply, published_backend, run, unparsed},
@@ -90,9 +90,11 @@ pub fn ingress_flow(pkt: &Packet) -> Result<(FlowEntry, Reason), Reason> {
         first: half,
         reply: half,
     };
-    conntrack::create(&key, pkt, &flow)
-        .map(|entry| (entry, Reason::DnatNew))
-        .ok_or(Reason::DropFlowTableFull)
+    let mut entry = FlowEntry::default();
+    if !conntrack::create(&key, pkt, &flow, &mut entry) {
+        return Err(Reason::DropFlowTableFull);
+    }
+    Ok((entry, Reason::DnatNew))
 }
 
 /// A packet from the network that no flow and no published port claims: dropped if it is
@@ -138,7 +140,9 @@ pub fn egress(ctx: &TcContext) -> i32 {
             return icmp::translate_error_of_flow(ctx, &pkt, DIR_EGRESS);
         }
         match translate_established(ctx, &pkt) {
-            (Reason::NoMatch, _) if pkt.starts_flow => new_flow_out(ctx, &pkt),
+            (Reason::NoMatch, _) if pkt.starts_flow => {
+                new_flow_out(ctx, &pkt, pkt.src_addr, &mut FlowEntry::default())
+            }
             verdict => verdict,
         }
     })
@@ -149,7 +153,7 @@ pub fn egress(ctx: &TcContext) -> i32 {
 /// transmit path, and what it sends is never the node's to translate, whatever source
 /// address it forged.
 #[inline(always)]
-fn sent_by_another_host(ctx: &TcContext) -> bool {
+pub fn sent_by_another_host(ctx: &TcContext) -> bool {
     let Some(config) = NODE_CONFIG.get(0) else {
         return false;
     };
@@ -163,9 +167,9 @@ fn sent_by_another_host(ctx: &TcContext) -> bool {
 /// A packet of an existing flow leaving through the uplink: reverse DNAT of a reply,
 /// SNAT of a masqueraded connection, or a tracked one. Shared with the fast path on the
 /// container's veth, which only ever translates established flows (new ones are created
-/// here, whatever path they took).
+/// here, whatever path they took), and with `uplink6`.
 #[inline(always)]
-pub fn translate_established(ctx: &TcContext, pkt: &Packet) -> Verdict {
+pub fn translate_established<A: Nat, P: Translatable<A>>(ctx: &TcContext, pkt: &P) -> Verdict {
     let key = conntrack::key_of(pkt, DIR_EGRESS);
     let Some(entry) = conntrack::lookup(&key, pkt) else {
         return (Reason::NoMatch, PASS);
@@ -178,22 +182,44 @@ pub fn translate_established(ctx: &TcContext, pkt: &Packet) -> Verdict {
     apply(ctx, pkt, &entry, reason)
 }
 
-/// A new connection out of a container: masqueraded, or tracked where its network is not
-/// masqueraded (and not routed on purpose). Replies of the new flow are delivered
-/// straight into the container's veth when the fast path is on.
+/// A new connection out of a container (its address `src`): masqueraded, or tracked
+/// where its network is not masqueraded (and not routed on purpose). Replies of the new
+/// flow are delivered straight into the container's veth when the fast path is on. The
+/// new flow's entry is made in `entry`, the caller's (the IPv6 programs keep it off their
+/// stack).
 #[inline(always)]
-fn new_flow_out(ctx: &TcContext, pkt: &Packet) -> Verdict {
-    // SAFETY: a copy out of the map value.
-    let veth = unsafe { ENDPOINT_VETHS.get(pkt.src_addr) }
-        .copied()
-        .unwrap_or(0);
-    let created = match network_of(pkt.src_addr) {
-        Some(net) if net.flags & NETWORK_MASQUERADE != 0 => snat_new_flow(ctx, pkt, veth),
-        Some(net) if net.flags & NETWORK_ROUTED == 0 => tracked_new_flow(pkt, veth),
-        _ => return (Reason::NoMatch, PASS),
-    };
-    match created {
-        Ok((entry, reason)) => apply(ctx, pkt, &entry, reason),
+pub fn new_flow_out<A: Nat, P: Translatable<A>>(
+    ctx: &TcContext,
+    pkt: &P,
+    src: A,
+    entry: &mut FlowEntryOf<A>,
+) -> Verdict {
+    if A::is_node_addr(src) {
+        // The node's own, from its gateway address on the network (an answer to the LAN).
+        return (Reason::NoMatch, PASS);
+    }
+    let veth = A::veth_of(src);
+    match A::network_of(src) {
+        Some(net) if net.flags & NETWORK_MASQUERADE != 0 => masquerade(ctx, pkt, veth, entry),
+        Some(net) if net.flags & NETWORK_ROUTED == 0 => match tracked_new_flow(pkt, veth, entry) {
+            Ok(reason) => apply(ctx, pkt, entry, reason),
+            Err(reason) => (reason, DROP),
+        },
+        _ => (Reason::NoMatch, PASS),
+    }
+}
+
+/// A new masqueraded connection out of the container behind `veth`: its flow created (in
+/// `entry`) and its first packet SNATed.
+#[inline(always)]
+pub fn masquerade<A: Nat, P: Translatable<A>>(
+    ctx: &TcContext,
+    pkt: &P,
+    veth: u32,
+    entry: &mut FlowEntryOf<A>,
+) -> Verdict {
+    match snat_new_flow(ctx, pkt, veth, entry) {
+        Ok(reason) => apply(ctx, pkt, entry, reason),
         Err(reason) => (reason, DROP),
     }
 }
@@ -201,7 +227,11 @@ fn new_flow_out(ctx: &TcContext, pkt: &Packet) -> Verdict {
 /// A new connection out of a network without masquerade: nothing to translate, but both
 /// halves are kept, as for any flow, so that its replies are let in.
 #[inline(always)]
-fn tracked_new_flow(pkt: &Packet, veth: u32) -> Result<(FlowEntry, Reason), Reason> {
+fn tracked_new_flow<A: Nat, P: Translatable<A>>(
+    pkt: &P,
+    veth: u32,
+    entry: &mut FlowEntryOf<A>,
+) -> Result<Reason, Reason> {
     let key = conntrack::key_of(pkt, DIR_EGRESS);
     let half = Half {
         flags: 0,
@@ -213,47 +243,54 @@ fn tracked_new_flow(pkt: &Packet, veth: u32) -> Result<(FlowEntry, Reason), Reas
         first: half,
         reply: half,
     };
-    conntrack::create(&key, pkt, &flow)
-        .map(|entry| (entry, Reason::TrackedNew))
-        .ok_or(Reason::DropFlowTableFull)
+    if !conntrack::create(&key, pkt, &flow, entry) {
+        return Err(Reason::DropFlowTableFull);
+    }
+    Ok(Reason::TrackedNew)
 }
 
-/// A new connection out of a container: claim a port (by inserting the reply half), then
-/// add the first half; the caller SNATs. A subprogram, as `conntrack::create`: the stack
-/// of creating a flow is not held while looking one up.
+/// A new connection out of a container: claim a port (by inserting the reply half, made
+/// in `entry`), then add the first half (`entry` again, made over); the caller SNATs.
+/// A subprogram, as `conntrack::create`: the stack of creating a flow is not held while
+/// looking one up.
 #[inline(never)]
-fn snat_new_flow(ctx: &TcContext, pkt: &Packet, veth: u32) -> Result<(FlowEntry, Reason), Reason> {
-    let config = NODE_CONFIG
-        .get(0)
-        .filter(|c| c.snat_addr != 0)
-        .ok_or(Reason::DropNoConfig)?;
-    let mut reply_key = FlowKey {
-        src_addr: pkt.dst_addr,
-        dst_addr: config.snat_addr,
-        src_port: pkt.dst_port,
+fn snat_new_flow<A: Nat, P: Translatable<A>>(
+    ctx: &TcContext,
+    pkt: &P,
+    veth: u32,
+    entry: &mut FlowEntryOf<A>,
+) -> Result<Reason, Reason> {
+    let config = NODE_CONFIG.get(0).ok_or(Reason::DropNoConfig)?;
+    let snat_addr = A::snat_addr(config).ok_or(A::NO_SNAT_ADDRESS)?;
+    // The reply half first (the packet's tuple reversed, to be written into replies),
+    // then the first half made over it: its fields are what the steps read, rather than
+    // copies of the tuple, since this path is deep.
+    *entry = conntrack::new_entry(Tuple::of(pkt).reversed(), ORIGIN_SNAT, 0, FLAG_REPLY, veth);
+    let mut reply_key = FlowKeyOf {
+        src_addr: entry.src_addr,
+        dst_addr: snat_addr,
+        src_port: entry.src_port,
         dst_port: 0,
-        proto: pkt.proto,
+        proto: pkt.proto(),
         dir: DIR_INGRESS,
         _pad: [0; 2],
     };
-    let mut entry =
-        conntrack::new_entry(Tuple::of(pkt).reversed(), ORIGIN_SNAT, 0, FLAG_REPLY, veth);
-    let port = nat::claim_snat_port(ctx, config, pkt.src_port, &mut reply_key, &entry)?;
-    // The first half, made from the reply half where it lies: this path is deep, and two
-    // entries on its stack would pass the programs' 512 bytes.
+    let port = nat::claim_snat_port(ctx, config, entry.dst_port, &mut reply_key, entry)?;
     let to = Tuple {
-        src_addr: config.snat_addr,
+        src_addr: snat_addr,
+        dst_addr: entry.src_addr,
         src_port: port,
-        ..Tuple::of(pkt)
+        dst_port: entry.src_port,
     };
-    conntrack::make_first(&mut entry, to, pkt);
+    conntrack::make_first(entry, to, pkt);
     let key = conntrack::key_of(pkt, DIR_EGRESS);
-    if conntrack::insert_first(&key, &entry) {
-        return Ok((entry, Reason::SnatNew));
+    if conntrack::insert_first(&key, entry) {
+        return Ok(Reason::SnatNew);
     }
     // Another CPU created the flow meanwhile (use its entry), or the table is full.
     let _ = Table::Pending.remove(&reply_key);
-    conntrack::find(&key)
-        .map(|(_, entry)| (entry, Reason::Established))
-        .ok_or(Reason::DropFlowTableFull)
+    let theirs = conntrack::find_mut(&key).ok_or(Reason::DropFlowTableFull)?;
+    // SAFETY: a pointer into a map's value, read at once.
+    *entry = unsafe { *theirs };
+    Ok(Reason::Established)
 }

@@ -1,51 +1,201 @@
-//! IPv6 arriving on the uplink (tail-called by `uplink_ingress`; the XDP program leaves
-//! IPv6 to it). netd does not publish IPv6 ports yet, so nothing from the network reaches
-//! a container's IPv6 address, even on a node that forwards IPv6 for other reasons: what
-//! is addressed into a network's IPv6 subnet is dropped (`drop_not_published`), unless
-//! that network's IPv6 is routed on purpose (`gateway_mode_ipv6=routed`:
-//! `pass_ipv6_routed`) or it is one of the node's own addresses there (its gateways).
-//! The rest is the node's own traffic, passed untouched.
+//! IPv6 on the uplink (tail-called by `uplink_ingress` and `uplink_egress`; the XDP
+//! program leaves IPv6 to them), sharing the IPv4 programs' connection table code
+//! (`uplink::translate_established`, `uplink::masquerade`) over the IPv6 table.
+//!
+//! Egress: masquerade (NAT66) of what containers of a masqueraded network send beyond
+//! the node, port-preserving as for IPv4; what netd cannot translate from such a network
+//! (fragments after the first, other protocols, ICMPv6 errors) is dropped
+//! (`drop_ipv6_not_translated`) rather than leaving with the container's own address.
+//! Ingress: the replies of those flows, translated back and routed by the stack to their
+//! container. Nothing else from the network reaches a container's IPv6 address, even on a
+//! node that forwards IPv6 for other reasons: what is addressed into a network's IPv6
+//! subnet is dropped (`drop_not_published`), unless that network's IPv6 is routed on
+//! purpose (`gateway_mode_ipv6=routed`: `pass_ipv6_routed`) or it is one of the node's
+//! own addresses there (its gateways). The rest is the node's own traffic, passed
+//! untouched.
 
 use aya_ebpf::programs::TcContext;
 use netd_common::{
     counters::{Hook, Reason},
-    maps::{Addr6, CALL_UPLINK_INGRESS6, NETWORK_ROUTED},
+    flow::{DIR_INGRESS, ORIGIN_SNAT},
+    maps::{
+        Addr6, CALL_UPLINK_EGRESS6, CALL_UPLINK_EGRESS6_NEW, CALL_UPLINK_INGRESS6,
+        NETWORK_MASQUERADE, NETWORK_ROUTED,
+    },
 };
 
 use crate::{
-    maps::{CALLS, NODE_ADDRS6},
-    parse6::IP6_DST_OFF,
+    conntrack,
+    maps::{CALLS, NODE_ADDRS6, SCRATCH6},
+    nat::Nat,
+    parse6::{Flow6, IP6_DST_OFF, IP6_SRC_OFF, flow_of, parse_ipv6},
     policy6::network_of,
-    program::{DROP, PASS, Verdict, finish},
+    program::{DROP, PASS, Verdict, apply, finish},
+    uplink,
 };
 
 /// From `uplink_ingress`: hand an IPv6 frame to `uplink_ingress6`.
 #[inline(always)]
 pub fn hand_over(ctx: &TcContext) -> i32 {
-    // SAFETY: a tail call replaces this program's run with the callee's; on return
-    // nothing happened and the fallback below decides.
-    unsafe { CALLS.tail_call(ctx, CALL_UPLINK_INGRESS6) };
-    finish(
-        ctx,
-        Hook::UplinkIngress,
-        (Reason::DropIpv6DispatchFailed, DROP),
-    )
+    hand_over_to(ctx, Hook::UplinkIngress, CALL_UPLINK_INGRESS6)
 }
 
-pub fn ingress(ctx: &TcContext) -> i32 {
-    finish(ctx, Hook::UplinkIngress, decide(ctx))
+/// From `uplink_egress`: hand an IPv6 frame to `uplink_egress6`.
+#[inline(always)]
+pub fn hand_over_egress(ctx: &TcContext) -> i32 {
+    hand_over_to(ctx, Hook::UplinkEgress, CALL_UPLINK_EGRESS6)
 }
 
 #[inline(always)]
-fn decide(ctx: &TcContext) -> Verdict {
-    // Too short for a whole header: the stack drops it.
-    let Ok(dst) = ctx.load::<Addr6>(IP6_DST_OFF) else {
-        return (Reason::Ipv6ForNode, PASS);
+fn hand_over_to(ctx: &TcContext, hook: Hook, index: u32) -> i32 {
+    // SAFETY: a tail call replaces this program's run with the callee's; on return
+    // nothing happened and the fallback below decides.
+    unsafe { CALLS.tail_call(ctx, index) };
+    finish(ctx, hook, (Reason::DropIpv6DispatchFailed, DROP))
+}
+
+pub fn ingress(ctx: &TcContext) -> i32 {
+    finished(ctx, Hook::UplinkIngress, decide_ingress(ctx))
+}
+
+/// The first packet of a flow goes on to `uplink_egress6_new`: from here, the entry point
+/// (the kernel refuses a tail call from a subprogram of a program without BTF).
+pub fn egress(ctx: &TcContext) -> i32 {
+    let verdict = match decide_egress(ctx) {
+        Some(verdict) => verdict,
+        None => {
+            // SAFETY: as in `hand_over_to`.
+            unsafe { CALLS.tail_call(ctx, CALL_UPLINK_EGRESS6_NEW) };
+            (Reason::DropIpv6DispatchFailed, DROP)
+        }
     };
-    match network_of(dst) {
+    finished(ctx, Hook::UplinkEgress, verdict)
+}
+
+/// `program::finish` in a frame of its own, beside the decision's rather than under it:
+/// the entry points' own frames stay nearly empty.
+#[inline(never)]
+fn finished(ctx: &TcContext, hook: Hook, verdict: Verdict) -> i32 {
+    finish(ctx, hook, verdict)
+}
+
+/// The IPv6 programs' stack holds bigger tuples than the IPv4 ones' (40-byte keys,
+/// 72-byte entries): each step is a subprogram of its own, so that no frame holds the
+/// packet, a key and entries of two steps at once, and the deepest chain (entry point,
+/// decision, step, connection table) stays within the 512 bytes.
+#[inline(never)]
+fn decide_ingress(ctx: &TcContext) -> Verdict {
+    if let Ok(flow) = flow_packet(ctx)
+        && let Some(verdict) = reply_in(ctx, &flow)
+    {
+        return verdict;
+    }
+    // Too short for a whole header: the stack drops it.
+    match ctx.load::<Addr6>(IP6_DST_OFF) {
+        Ok(dst) => not_ours(&dst),
+        Err(_) => (Reason::Ipv6ForNode, PASS),
+    }
+}
+
+/// The packet's flow facts (see `parse6::flow_of`).
+#[inline(never)]
+fn flow_packet(ctx: &TcContext) -> Result<Flow6, Reason> {
+    let pkt = parse_ipv6(ctx, ctx.len() as usize).map_err(|_| Reason::NoMatch)?;
+    flow_of(ctx, &pkt)
+}
+
+/// A packet of a flow coming in: the reply to masqueraded traffic, translated back (the
+/// stack routes it to its container).
+#[inline(never)]
+fn reply_in(ctx: &TcContext, flow: &Flow6) -> Option<Verdict> {
+    let key = conntrack::key_of(flow, DIR_INGRESS);
+    let entry = conntrack::lookup(&key, flow)?;
+    let reason = if entry.origin == ORIGIN_SNAT {
+        Reason::SnatReply
+    } else {
+        Reason::Established
+    };
+    Some(apply(ctx, flow, &entry, reason))
+}
+
+/// A packet from the network that no flow claims, by its destination.
+#[inline(always)]
+fn not_ours(dst: &Addr6) -> Verdict {
+    match network_of(*dst) {
         _ if NODE_ADDRS6.get_ptr(dst).is_some() => (Reason::Ipv6ForNode, PASS),
         Some(net) if net.flags & NETWORK_ROUTED != 0 => (Reason::Ipv6Routed, PASS),
         Some(_) => (Reason::DropNotPublished, DROP),
         None => (Reason::Ipv6ForNode, PASS),
     }
+}
+
+/// The verdict on a packet leaving by the uplink; `None` for the first packet of a new
+/// flow (see `egress`).
+#[inline(never)]
+fn decide_egress(ctx: &TcContext) -> Option<Verdict> {
+    if uplink::sent_by_another_host(ctx) {
+        return Some((Reason::NoMatch, PASS));
+    }
+    // The node's own unparsable traffic goes on: the containers' frames were checked
+    // where they entered.
+    let flow = match flow_packet(ctx) {
+        Ok(flow) => flow,
+        Err(reason) => return Some(untranslated(ctx, reason)),
+    };
+    match established_out(ctx, &flow) {
+        (Reason::NoMatch, _) if flow.starts_flow => None,
+        (Reason::NoMatch, _) => Some(untranslated(ctx, Reason::NoMatch)),
+        verdict => Some(verdict),
+    }
+}
+
+#[inline(never)]
+fn established_out(ctx: &TcContext, flow: &Flow6) -> Verdict {
+    uplink::translate_established(ctx, flow)
+}
+
+/// `uplink_egress6_new`, tail-called by `uplink_egress6` for the first packet of a flow:
+/// creating a flow (claiming a SNAT port) is the deepest path there is, and it gets a
+/// program, and a stack, of its own. The packet is parsed again.
+pub fn egress_new(ctx: &TcContext) -> i32 {
+    finished(ctx, Hook::UplinkEgress, decide_new(ctx))
+}
+
+#[inline(never)]
+fn decide_new(ctx: &TcContext) -> Verdict {
+    let flow = match flow_packet(ctx) {
+        Ok(flow) => flow,
+        Err(reason) => return untranslated(ctx, reason),
+    };
+    // Only a masqueraded network's containers send beyond the node untranslated
+    // (`policy6`); a routed one's go out as they are, and so does what the node sends
+    // from its own addresses (its gateways').
+    if !masqueraded_container(flow.src) {
+        return (Reason::NoMatch, PASS);
+    }
+    let Some(entry) = SCRATCH6.get_ptr_mut(0) else {
+        return (Reason::DropFlowTableFull, DROP);
+    };
+    // SAFETY: this CPU's own slot, for this packet only.
+    uplink::masquerade(ctx, &flow, Addr6::veth_of(flow.src), unsafe { &mut *entry })
+}
+
+/// A packet the connection table cannot take (or an echo reply of no flow): from a
+/// masqueraded network it would leave with a container's own address, so it is dropped;
+/// the node's own goes on. A subprogram: its lookups are not held on `decide_egress`'s
+/// stack while a flow is looked up.
+#[inline(never)]
+fn untranslated(ctx: &TcContext, reason: Reason) -> Verdict {
+    match ctx.load::<Addr6>(IP6_SRC_OFF) {
+        Ok(src) if masqueraded_container(src) => (Reason::DropIpv6NotTranslated, DROP),
+        _ => (reason, PASS),
+    }
+}
+
+/// Whether `src` is a container's of a masqueraded network (not the node's own address
+/// there, its gateway's).
+#[inline(always)]
+fn masqueraded_container(src: Addr6) -> bool {
+    network_of(src).is_some_and(|net| net.flags & NETWORK_MASQUERADE != 0)
+        && !Addr6::is_node_addr(src)
 }

@@ -2,23 +2,67 @@
 //! Cilium's and Calico's), removing both halves of a flow together, and how many
 //! confirmed flows each endpoint holds. The table is two maps (see netd-ebpf's
 //! `conntrack`): confirmed flows, never evicted, and flows not confirmed yet, an LRU.
+//! IPv4 and IPv6 flows have a table each, of the same layout over their address type
+//! (`FlowAddr`); everything here serves both.
 
 use std::{
     collections::{HashMap, HashSet},
-    net::Ipv4Addr,
+    fmt::Debug,
+    hash::Hash,
+    net::IpAddr,
 };
 
 use netd_common::{
     PROTO_ICMP, PROTO_TCP,
-    flow::{FlowEntry, FlowKey, ORIGIN_DNAT, ORIGIN_HAIRPIN, ORIGIN_SNAT, SEEN_PACKET, owner},
-    maps::ALL_OWNERS,
-    user::{addr_be, addr_from_be},
+    flow::{FlowEntryOf, FlowKeyOf, ORIGIN_DNAT, ORIGIN_HAIRPIN, ORIGIN_SNAT, SEEN_PACKET, owner},
+    maps::{self as names, ALL_OWNERS, ALL_OWNERS6, Addr6},
+    user::{addr_from_be, addr6_from_be},
 };
 
 pub use netd_common::flow::{
     OTHER_TIMEOUT, SECOND, TCP_CLOSING_TIMEOUT, TCP_ESTABLISHED_TIMEOUT, TCP_SYN_TIMEOUT,
     UNREPLIED_TIMEOUT, is_expired, timeout,
 };
+
+/// An address family's flows: its address type, maps and sweep program.
+pub trait FlowAddr: aya::Pod + Copy + Eq + Hash + Debug + Send + 'static
+where
+    FlowKeyOf<Self>: aya::Pod + Hash + Eq,
+    FlowEntryOf<Self>: aya::Pod,
+{
+    /// The confirmed and unconfirmed flows' maps (`FlowTable` order).
+    const TABLES: [&'static str; 2];
+    /// Confirmed flows per endpoint address.
+    const OWNERS: &'static str;
+    /// The key of `OWNERS` that counts every confirmed flow.
+    const ALL_OWNERS: Self;
+    /// The batch `SWEEP_PROGRAM` reads.
+    const SWEEP: &'static str;
+    const SWEEP_PROGRAM: &'static str;
+    fn ip(self) -> IpAddr;
+}
+
+impl FlowAddr for u32 {
+    const TABLES: [&'static str; 2] = [names::FLOWS, names::PENDING_FLOWS];
+    const OWNERS: &'static str = names::FLOW_OWNERS;
+    const ALL_OWNERS: u32 = ALL_OWNERS;
+    const SWEEP: &'static str = names::SWEEP;
+    const SWEEP_PROGRAM: &'static str = crate::datapath::SWEEP_PROGRAM;
+    fn ip(self) -> IpAddr {
+        IpAddr::V4(addr_from_be(self))
+    }
+}
+
+impl FlowAddr for Addr6 {
+    const TABLES: [&'static str; 2] = [names::FLOWS6, names::PENDING_FLOWS6];
+    const OWNERS: &'static str = names::FLOW_OWNERS6;
+    const ALL_OWNERS: Addr6 = ALL_OWNERS6;
+    const SWEEP: &'static str = names::SWEEP6;
+    const SWEEP_PROGRAM: &'static str = crate::datapath::SWEEP6_PROGRAM;
+    fn ip(self) -> IpAddr {
+        IpAddr::V6(addr6_from_be(self))
+    }
+}
 
 /// One of the connection table's two maps. The numbers are what `flow_sweep` reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -32,15 +76,18 @@ impl FlowTable {
 }
 
 /// A snapshot of the table: every half, with the map it was in.
-pub type Snapshot = Vec<(FlowKey, FlowEntry, FlowTable)>;
+pub type Snapshot<A = u32> = Vec<(FlowKeyOf<A>, FlowEntryOf<A>, FlowTable)>;
 
-fn by_key(entries: &Snapshot) -> HashMap<FlowKey, &FlowEntry> {
+fn by_key<A: Copy + Eq + Hash>(entries: &Snapshot<A>) -> HashMap<FlowKeyOf<A>, &FlowEntryOf<A>> {
     entries.iter().map(|(k, e, _)| (*k, e)).collect()
 }
 
 /// The halves of every flow idle past its timeout at `now` (CLOCK_MONOTONIC ns), with the
 /// map each is in (a flow being confirmed can have a half in each).
-pub fn expired(entries: &Snapshot, now: u64) -> Vec<(FlowTable, FlowKey)> {
+pub fn expired<A: Copy + Eq + Hash>(
+    entries: &Snapshot<A>,
+    now: u64,
+) -> Vec<(FlowTable, FlowKeyOf<A>)> {
     let by_key = by_key(entries);
     let mut out = Vec::new();
     for (key, entry, table) in entries {
@@ -54,24 +101,25 @@ pub fn expired(entries: &Snapshot, now: u64) -> Vec<(FlowTable, FlowKey)> {
     out
 }
 
-/// The keys of every flow that involves `addr` (a removed container's address): so that a
-/// reused address inherits nothing.
 /// A flow as its first half's key and entry, with its other half's entry if there was one.
-pub type FlowHalves = (FlowKey, FlowEntry, Option<FlowEntry>);
+pub type FlowHalves<A = u32> = (FlowKeyOf<A>, FlowEntryOf<A>, Option<FlowEntryOf<A>>);
 
 /// The flows among the halves `keys` (expired, or purged), each with its other half if
 /// the snapshot has it. Only those halves and their partners are indexed, not the whole
 /// snapshot: a purge runs under the daemon's lock, with a few keys of a table that may
 /// hold millions.
-pub fn ended(entries: &Snapshot, keys: &[FlowKey]) -> Vec<FlowHalves> {
-    let wanted: HashSet<FlowKey> = keys.iter().copied().collect();
-    let firsts: Vec<(FlowKey, FlowEntry)> = entries
+pub fn ended<A: Copy + Eq + Hash>(
+    entries: &Snapshot<A>,
+    keys: &[FlowKeyOf<A>],
+) -> Vec<FlowHalves<A>> {
+    let wanted: HashSet<FlowKeyOf<A>> = keys.iter().copied().collect();
+    let firsts: Vec<(FlowKeyOf<A>, FlowEntryOf<A>)> = entries
         .iter()
         .filter(|(k, e, _)| e.is_first() && wanted.contains(k))
         .map(|(k, e, _)| (*k, *e))
         .collect();
-    let partner_keys: HashSet<FlowKey> = firsts.iter().map(|(k, e)| k.partner(e)).collect();
-    let partners: HashMap<FlowKey, FlowEntry> = entries
+    let partner_keys: HashSet<FlowKeyOf<A>> = firsts.iter().map(|(k, e)| k.partner(e)).collect();
+    let partners: HashMap<FlowKeyOf<A>, FlowEntryOf<A>> = entries
         .iter()
         .filter(|(k, _, _)| partner_keys.contains(k))
         .map(|(k, e, _)| (*k, *e))
@@ -85,8 +133,8 @@ pub fn ended(entries: &Snapshot, keys: &[FlowKey]) -> Vec<FlowHalves> {
 /// SNAT port pressure: the most ports of the SNAT range that masqueraded flows to one
 /// destination (address, port, protocol) hold. Ports are taken per destination, so this
 /// is what runs out first (`drop_snat_ports_exhausted`).
-pub fn snat_ports_in_use_max(entries: &Snapshot) -> u64 {
-    let mut per_destination: HashMap<(u32, u16, u8), u64> = HashMap::new();
+pub fn snat_ports_in_use_max<A: Copy + Eq + Hash>(entries: &Snapshot<A>) -> u64 {
+    let mut per_destination: HashMap<(A, u16, u8), u64> = HashMap::new();
     for (key, entry, _) in entries {
         if entry.is_first() && entry.origin == ORIGIN_SNAT {
             *per_destination
@@ -97,25 +145,33 @@ pub fn snat_ports_in_use_max(entries: &Snapshot) -> u64 {
     per_destination.values().copied().max().unwrap_or(0)
 }
 
-pub fn involving(entries: &Snapshot, addr: Ipv4Addr) -> Vec<FlowKey> {
-    let a = addr_be(addr);
+/// The keys of every flow that involves `addr` (a removed container's address): so that a
+/// reused address inherits nothing.
+pub fn involving<A: FlowAddr>(entries: &Snapshot<A>, addr: IpAddr) -> Vec<FlowKeyOf<A>>
+where
+    FlowKeyOf<A>: aya::Pod + Hash + Eq,
+    FlowEntryOf<A>: aya::Pod,
+{
+    let is = |a: A| a.ip() == addr;
     entries
         .iter()
-        .filter(|(k, e, _)| {
-            k.src_addr == a || k.dst_addr == a || e.src_addr == a || e.dst_addr == a
-        })
+        .filter(|(k, e, _)| is(k.src_addr) || is(k.dst_addr) || is(e.src_addr) || is(e.dst_addr))
         .map(|(k, _, _)| *k)
         .collect()
 }
 
 /// How many confirmed flows each endpoint address holds (network-order address), as the
 /// programs count them against `--flow-quota`, and under `ALL_OWNERS` how many in all.
-pub fn owners(entries: &Snapshot) -> HashMap<u32, u64> {
+pub fn owners<A: FlowAddr>(entries: &Snapshot<A>) -> HashMap<A, u64>
+where
+    FlowKeyOf<A>: aya::Pod + Hash + Eq,
+    FlowEntryOf<A>: aya::Pod,
+{
     let mut out = HashMap::new();
     for (key, entry, table) in entries {
         if *table == FlowTable::Confirmed && entry.is_first() {
             *out.entry(owner(key, entry)).or_insert(0) += 1;
-            *out.entry(ALL_OWNERS).or_insert(0) += 1;
+            *out.entry(A::ALL_OWNERS).or_insert(0) += 1;
         }
     }
     out
@@ -134,7 +190,11 @@ pub fn monotonic_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netd_common::flow::{DIR_INGRESS, FLAG_REPLY, SEEN_ACK, SEEN_FIN, SEEN_SYN};
+    use netd_common::{
+        flow::{DIR_INGRESS, FLAG_REPLY, FlowEntry, FlowKey, SEEN_ACK, SEEN_FIN, SEEN_SYN},
+        user::addr_be,
+    };
+    use std::net::Ipv4Addr;
 
     fn flow(seen_in: u8, seen_out: u8, last: u64) -> Snapshot {
         let key = FlowKey {
@@ -245,8 +305,61 @@ mod tests {
     #[test]
     fn flows_of_an_address_are_found_from_both_halves() {
         let f = flow(0, 0, 0);
-        assert_eq!(involving(&f, Ipv4Addr::new(172, 17, 0, 2)).len(), 2);
-        assert!(involving(&f, Ipv4Addr::new(172, 17, 0, 3)).is_empty());
+        assert_eq!(involving(&f, Ipv4Addr::new(172, 17, 0, 2).into()).len(), 2);
+        assert!(involving(&f, Ipv4Addr::new(172, 17, 0, 3).into()).is_empty());
+    }
+
+    #[test]
+    fn ipv6_flows_are_shown_with_bracketed_addresses_and_counted_by_their_owner() {
+        use netd_common::{flow::FlowEntry6, flow::FlowKey6, user::addr6_be};
+        let container = addr6_be("fd00:17::2".parse().unwrap());
+        let node = addr6_be("2001:db8:ff::1".parse().unwrap());
+        let remote = addr6_be("2001:db8::1".parse().unwrap());
+        let key = FlowKey6 {
+            src_addr: container,
+            dst_addr: remote,
+            src_port: 40000u16.to_be(),
+            dst_port: 443u16.to_be(),
+            proto: PROTO_TCP,
+            dir: netd_common::flow::DIR_EGRESS,
+            _pad: [0; 2],
+        };
+        let entry = FlowEntry6 {
+            src_addr: node,
+            src_port: key.src_port,
+            dst_addr: remote,
+            dst_port: key.dst_port,
+            origin: ORIGIN_SNAT,
+            seen: SEEN_SYN | SEEN_ACK,
+            ..Default::default()
+        };
+        let reply = FlowEntry6 {
+            src_addr: remote,
+            src_port: key.dst_port,
+            dst_addr: container,
+            dst_port: key.src_port,
+            flags: FLAG_REPLY,
+            seen: SEEN_SYN | SEEN_ACK,
+            ..entry
+        };
+        let snapshot: Snapshot<Addr6> = vec![
+            (key, entry, FlowTable::Confirmed),
+            (key.partner(&entry), reply, FlowTable::Confirmed),
+        ];
+        let v = views(&snapshot, 0);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].original, "[fd00:17::2]:40000 -> [2001:db8::1]:443");
+        assert_eq!(
+            v[0].translated,
+            "[2001:db8:ff::1]:40000 -> [2001:db8::1]:443"
+        );
+        assert_eq!(v[0].kind, "snat");
+        assert_eq!(
+            owners(&snapshot),
+            HashMap::from([(container, 1), (ALL_OWNERS6, 1)])
+        );
+        let fd = "fd00:17::2".parse::<IpAddr>().unwrap();
+        assert_eq!(involving(&snapshot, fd).len(), 2);
     }
 }
 
@@ -276,9 +389,14 @@ pub struct FlowView {
 
 /// Pair up the halves of each flow; a half without its partner is listed too (it is about
 /// to be collected).
-pub fn views(entries: &Snapshot, now: u64) -> Vec<FlowView> {
+pub fn views<A: FlowAddr>(entries: &Snapshot<A>, now: u64) -> Vec<FlowView>
+where
+    FlowKeyOf<A>: aya::Pod + Hash + Eq,
+    FlowEntryOf<A>: aya::Pod,
+{
     let by_key = by_key(entries);
-    let end = |addr: u32, port: u16| format!("{}:{}", addr_from_be(addr), u16::from_be(port));
+    let end =
+        |addr: A, port: u16| std::net::SocketAddr::new(addr.ip(), u16::from_be(port)).to_string();
     let mut out = Vec::new();
     for (key, entry, table) in entries.iter().filter(|(_, e, _)| e.is_first()) {
         let partner = by_key.get(&key.partner(entry)).copied();
@@ -289,6 +407,7 @@ pub fn views(entries: &Snapshot, now: u64) -> Vec<FlowView> {
             proto: match key.proto {
                 PROTO_TCP => "tcp",
                 PROTO_ICMP => "icmp",
+                PROTO_ICMPV6 => "icmpv6",
                 _ => "udp",
             }
             .into(),
@@ -323,7 +442,14 @@ pub fn views(entries: &Snapshot, now: u64) -> Vec<FlowView> {
     out
 }
 
-fn state_name(key: &FlowKey, a: &FlowEntry, b: Option<&FlowEntry>) -> &'static str {
+/// The ICMPv6 protocol number (echo flows of the IPv6 table).
+const PROTO_ICMPV6: u8 = 58;
+
+fn state_name<A>(
+    key: &FlowKeyOf<A>,
+    a: &FlowEntryOf<A>,
+    b: Option<&FlowEntryOf<A>>,
+) -> &'static str {
     let replied = b.is_some_and(|b| b.seen & SEEN_PACKET != 0);
     if key.proto != PROTO_TCP {
         return if replied { "replied" } else { "unreplied" };

@@ -23,7 +23,7 @@ pub fn expected_maps(object: &[u8], flow_table_size: u32) -> Result<Vec<(String,
         .iter()
         .filter(|(name, _)| name.starts_with("NETD_"))
         .map(|(name, m)| {
-            let max = if name == names::FLOWS || name == names::PENDING_FLOWS {
+            let max = if names::FLOW_TABLES.contains(&name.as_str()) {
                 flow_table_size
             } else {
                 m.max_entries()

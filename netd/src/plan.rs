@@ -7,7 +7,7 @@
 
 use std::{
     fmt,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -175,9 +175,9 @@ pub enum Step {
     Unpin {
         host_veth: String,
     },
-    /// Remove the flows of a container address from the connection table.
+    /// Remove the flows of a container address (either family) from the connection table.
     PurgeFlows {
-        ip: Ipv4Addr,
+        ip: IpAddr,
     },
     /// A published port, leading to `ip` behind the host veth `via`.
     Publish {
@@ -364,8 +364,10 @@ pub fn attach_bridge(
             Step::Unpin {
                 host_veth: host.clone(),
             },
-            Step::PurgeFlows { ip: p.ip },
-        ],
+        ]
+        .into_iter()
+        .chain(purge_flows(p.ip, p.ipv6.map(|v6| v6.ip)))
+        .collect(),
     )];
     plan.extend(mtu_and_mac(p, &[&host, &peer], &peer));
     plan.push(step(Step::Ipv6Off { link: host.clone() }));
@@ -561,9 +563,9 @@ pub enum Attached<'a> {
 
 /// Detach an endpoint at `ip`: every step is tried whatever the others do. A policed
 /// endpoint is forgotten first (its program then drops all it still sends), its veth
-/// deleted, its program's link unpinned, and its flows purged last, when it can create
-/// no more.
-pub fn detach(ip: Ipv4Addr, attached: &Attached) -> Vec<Step> {
+/// deleted, its program's link unpinned, and its flows (of `ip` and `ip6`) purged last,
+/// when it can create no more.
+pub fn detach(ip: Ipv4Addr, ip6: Option<Ipv6Addr>, attached: &Attached) -> Vec<Step> {
     match *attached {
         Attached::Bridge { host_veth, ifindex } => vec![
             Step::Forget {
@@ -578,8 +580,10 @@ pub fn detach(ip: Ipv4Addr, attached: &Attached) -> Vec<Step> {
             Step::Unpin {
                 host_veth: host_veth.to_string(),
             },
-            Step::PurgeFlows { ip },
-        ],
+        ]
+        .into_iter()
+        .chain(purge_flows(ip, ip6))
+        .collect(),
         Attached::Macvlan {
             ifname,
             namespace_open,
@@ -601,6 +605,13 @@ pub fn detach(ip: Ipv4Addr, attached: &Attached) -> Vec<Step> {
             steps
         }
     }
+}
+
+/// Purge the flows of an endpoint's addresses: IPv4's, and IPv6's if it has one.
+fn purge_flows(ip: Ipv4Addr, ip6: Option<Ipv6Addr>) -> impl Iterator<Item = Step> {
+    std::iter::once(ip.into())
+        .chain(ip6.map(IpAddr::from))
+        .map(|ip| Step::PurgeFlows { ip })
 }
 
 #[cfg(test)]
@@ -666,6 +677,24 @@ mod tests {
                 "remove ndv0123456789ab",
                 "unpin the program link of ndv0123456789ab",
                 "purge the flows of 172.18.0.2",
+            ]
+        );
+        let dual_stack: Vec<String> = detach(
+            Ipv4Addr::new(172, 18, 0, 2),
+            Some("fd00:18::2".parse().unwrap()),
+            &Attached::Bridge {
+                host_veth: "ndv1",
+                ifindex: 7,
+            },
+        )
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            dual_stack[3..],
+            [
+                "purge the flows of 172.18.0.2",
+                "purge the flows of fd00:18::2"
             ]
         );
     }
@@ -764,6 +793,7 @@ mod tests {
         let ip = Ipv4Addr::new(172, 18, 0, 2);
         let steps: Vec<String> = detach(
             ip,
+            None,
             &Attached::Bridge {
                 host_veth: "ndv1",
                 ifindex: 7,
@@ -783,6 +813,7 @@ mod tests {
         );
         let gone_namespace = detach(
             ip,
+            None,
             &Attached::Macvlan {
                 ifname: "eth0",
                 namespace_open: false,
@@ -861,6 +892,7 @@ mod tests {
         let ip = Ipv4Addr::new(172, 18, 0, 2);
         let eth0 = detach(
             ip,
+            None,
             &Attached::Bridge {
                 host_veth: "ndv1",
                 ifindex: 7,
@@ -868,6 +900,7 @@ mod tests {
         );
         let eth1 = detach(
             Ipv4Addr::new(10, 0, 0, 5),
+            None,
             &Attached::Macvlan {
                 ifname: "eth1",
                 namespace_open: true,

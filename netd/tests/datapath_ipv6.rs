@@ -1,10 +1,11 @@
 //! IPv6 from a container and from the network, under BPF_PROG_TEST_RUN: the IPv4 entry
 //! points hand IPv6 to their IPv6 programs (a tail call), which police it as strictly as
-//! IPv4: the endpoint's own MAC and addresses only, isolation, icc, internal, nothing
-//! beyond the node's networks (netd does not route IPv6 yet), and the IPv6 first-hop
-//! attacks (router advertisements and redirects, spoofed neighbour discovery, DHCPv6
-//! servers), also hidden behind extension headers and fragments. From the network,
-//! nothing reaches a container's IPv6 subnet. Loopback stands for the container's veth.
+//! IPv4: the endpoint's own MAC and addresses only, isolation, icc, internal, beyond the
+//! node's networks only when masqueraded or routed, and the IPv6 first-hop attacks
+//! (router advertisements and redirects, spoofed neighbour discovery, DHCPv6 servers),
+//! also hidden behind extension headers and fragments. From the network, nothing but a
+//! flow's replies reaches a container's IPv6 subnet (NAT66 is `datapath_nat6`'s).
+//! Loopback stands for the container's veth.
 
 mod support;
 
@@ -99,7 +100,7 @@ fn ipv6_is_dropped_from_a_container_whose_network_has_none() {
 }
 
 #[test]
-fn a_container_reaches_its_network_and_the_node_and_nothing_beyond() {
+fn a_container_reaches_its_network_the_node_and_beyond_only_when_masqueraded_or_routed() {
     let mut t = node6(0);
     for (what, f) in [
         ("neighbour", udp_to(NEIGHBOUR_MAC, NEIGHBOUR6)),
@@ -136,6 +137,12 @@ fn a_container_reaches_its_network_and_the_node_and_nothing_beyond() {
         TC_ACT_SHOT
     );
     assert_eq!(count(&t, "EndpointIngress", "drop_network_isolation"), 1);
+    // Masqueraded (the default): beyond the node goes to the uplink, which translates.
+    assert_eq!(verdict(&mut t, &udp_to(GATEWAY_MAC, BEYOND6)), TC_ACT_OK);
+    assert_eq!(count(&t, "EndpointIngress", "pass_ipv6_policed"), 8);
+    // Neither masqueraded nor routed: no way beyond the node.
+    t.dp.set_network6(NET6.parse().unwrap(), Some(network(NETWORK_TAG, 0)))
+        .unwrap();
     assert_eq!(verdict(&mut t, &udp_to(GATEWAY_MAC, BEYOND6)), TC_ACT_SHOT);
     assert_eq!(count(&t, "EndpointIngress", "drop_ipv6_not_routed"), 1);
     let mut internal = node6(ENDPOINT_INTERNAL);

@@ -165,6 +165,16 @@ fn container_egress_is_masqueraded_and_the_reply_finds_its_way_back() {
 }
 
 #[test]
+fn what_the_node_sends_from_its_gateway_address_is_never_masqueraded() {
+    let mut t = node();
+    t.dp.set_node_addrs(&[NODE, GATEWAY]).unwrap();
+    // The node answering a LAN host at its address on the network (the bridge's).
+    let answer = Pkt::tcp(GATEWAY, 22, REMOTE, 40000, SYN | ACK).build();
+    assert_eq!(t.run("uplink_egress", &answer), (TC_ACT_OK, answer.clone()));
+    assert!(t.dp.flow_entries().unwrap().is_empty());
+}
+
+#[test]
 fn udp_is_translated_and_a_zero_checksum_stays_zero() {
     let mut t = node();
     let with = Pkt::udp(CLIENT, 40000, NODE, 5353).build();

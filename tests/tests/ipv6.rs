@@ -1,8 +1,9 @@
 //! IPv6 on netd's networks, end to end: `network create --ipv6` gives containers an
 //! IPv6 address from IPAM (or `--ip6`) beside their IPv4 one, and real TCP and UDP flow
 //! over it between containers of the network and to the node, addresses untouched;
-//! isolation, icc off and `--internal` hold for IPv6 as for IPv4, and nothing leaves for
-//! beyond the node's networks (netd does not route IPv6 yet). A container with raw
+//! isolation, icc off and `--internal` hold for IPv6 as for IPv4, and what leaves for
+//! beyond the node's networks is masqueraded (NAT66) behind the node's address, TCP, UDP
+//! and ping, its connections kept across a restart. A container with raw
 //! sockets cannot spoof its IPv6 source or MAC, advertise itself as a router, redirect,
 //! poison its neighbours' caches with advertisements for addresses not its own, answer
 //! as a DHCPv6 server, or hide any of it behind extension headers or fragments: its
@@ -107,7 +108,7 @@ fn containers_of_a_dual_stack_network_talk_tcp_and_udp_over_ipv6_also_after_a_re
         "auto has no address of the subnet: {text}"
     );
 
-    let check = |d: &Daemon| {
+    let check = || {
         for proto in [Proto::Tcp, Proto::Udp] {
             let target = v6(C2, 7000);
             let server = EchoServer::start(&c2.netns, proto, target).unwrap();
@@ -123,22 +124,17 @@ fn containers_of_a_dual_stack_network_talk_tcp_and_udp_over_ipv6_also_after_a_re
         let server = EchoServer::start(&sb.node.path(), Proto::Tcp, target).unwrap();
         echo_once(&c1.netns, Proto::Tcp, target).unwrap();
         assert_eq!(server.peers()[0].ip(), IpAddr::V6(C1));
-        // Beyond the node's networks: not routed.
-        let before = d
-            .counter("EndpointIngress", "drop_ipv6_not_routed")
-            .unwrap();
-        assert!(echo_fails(&c1.netns, Proto::Udp, v6(Sandbox::INET_ADDR6, 9)).unwrap());
-        assert!(
-            d.counter("EndpointIngress", "drop_ipv6_not_routed")
-                .unwrap()
-                > before
-        );
+        // Beyond the node's networks: masqueraded behind the node's address.
+        let out = v6(Sandbox::INET_ADDR6, 7002);
+        let server = EchoServer::start(&sb.inet.path(), Proto::Udp, out).unwrap();
+        echo_once(&c1.netns, Proto::Udp, out).unwrap();
+        assert_eq!(server.peers()[0].ip(), IpAddr::V6(Sandbox::NODE_ADDR6));
     };
-    check(&d);
+    check();
     assert_eq!(d.info().unwrap()["map_entries"]["endpoints6"], 3);
     d.stop(libc::SIGKILL).unwrap();
     d.restart().unwrap();
-    check(&d);
+    check();
     assert_eq!(d.info().unwrap()["map_entries"]["endpoints6"], 3);
     for c in ["c1", "c2", "auto", "plain"] {
         d.cli_ok(&["rm", "-f", c]).unwrap();
@@ -510,11 +506,104 @@ fn a_network_with_routed_ipv6_reaches_and_is_reached_by_the_internet_at_its_own_
     }
     assert!(d.counter("EndpointIngress", "pass_ipv6_routed").unwrap() > 0);
     assert!(d.counter("UplinkIngress", "pass_ipv6_routed").unwrap() > 0);
-    // Its IPv4 is masqueraded as before; a network whose IPv6 is not routed stays in.
+    // Its IPv4 is masqueraded as before; a network whose IPv6 is not routed is
+    // masqueraded.
     sb.assert_masqueraded_out(&c.netns).unwrap();
-    assert!(echo_fails(&other.netns, Proto::Udp, v6(Sandbox::INET_ADDR6, 7300)).unwrap());
+    let out = v6(Sandbox::INET_ADDR6, 7303);
+    let server = EchoServer::start(&sb.inet.path(), Proto::Udp, out).unwrap();
+    echo_once(&other.netns, Proto::Udp, out).unwrap();
+    assert_eq!(server.peers()[0].ip(), IpAddr::V6(Sandbox::NODE_ADDR6));
     // And the routed network is no way into the other one.
     let inside = v6("fd00:10:8::10".parse().unwrap(), 7302);
     let _server = EchoServer::start(&other.netns, Proto::Tcp, inside).unwrap();
     assert!(echo_fails(&c.netns, Proto::Tcp, inside).unwrap());
+}
+
+/// Send `msg` on `s` and read it back.
+fn exchange(s: &mut std::net::TcpStream, msg: &str) {
+    use std::io::{Read, Write};
+    s.write_all(msg.as_bytes()).unwrap();
+    let mut back = vec![0u8; msg.len()];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(back, msg.as_bytes(), "{msg}");
+}
+
+#[test]
+fn a_containers_ipv6_is_masqueraded_behind_the_nodes_address_and_survives_a_restart() {
+    require_root();
+    let sb = Sandbox::new("6m").unwrap();
+    let mut d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    dual_stack(&d, "ds", "10.10.1.0/24", SUBNET6, &[]);
+    let c1 = run_on(&d, "c1", "ds", Some(C1));
+    // The node routes IPv6 for it, and its uplink still takes router advertisements.
+    assert_eq!(net_sysctl(&sb.node.path(), "ipv6/conf/all/forwarding"), "1");
+    assert_eq!(
+        net_sysctl(&sb.node.path(), "ipv6/conf/uplink0/accept_ra"),
+        "2"
+    );
+    // The internet host has no route to the containers' subnet: replies only come back
+    // if what the container sent was masqueraded and its replies translated back.
+    for (proto, port) in [(Proto::Tcp, 7400), (Proto::Udp, 7401)] {
+        let out = v6(Sandbox::INET_ADDR6, port);
+        let server = EchoServer::start(&sb.inet.path(), proto, out).unwrap();
+        echo_once(&c1.netns, proto, out).unwrap();
+        assert_eq!(
+            server.peers()[0].ip(),
+            IpAddr::V6(Sandbox::NODE_ADDR6),
+            "{proto:?}: the internet host sees the node's address"
+        );
+    }
+    let ping = d
+        .cli_ok(&[
+            "exec",
+            "c1",
+            "--",
+            "ping",
+            "-6",
+            "-c",
+            "2",
+            "-W",
+            "2",
+            &Sandbox::INET_ADDR6.to_string(),
+        ])
+        .unwrap();
+    assert!(ping.contains("2 received"), "{ping}");
+    let flows = d.cli_ok(&["conntrack"]).unwrap();
+    for expected in [
+        format!("[{C1}]:"),
+        format!("[{}]:", Sandbox::NODE_ADDR6),
+        "icmpv6".to_string(),
+        "snat".to_string(),
+    ] {
+        assert!(flows.contains(&expected), "no {expected} in:\n{flows}");
+    }
+    assert!(d.counter("UplinkEgress", "snat_new_flow").unwrap() >= 3);
+    assert!(d.counter("UplinkIngress", "snat_reply").unwrap() >= 3);
+
+    // A connection open across a SIGKILL of the daemon: it flows while the daemon is
+    // down and after it is back.
+    let target = v6(Sandbox::INET_ADDR6, 7402);
+    let server = EchoServer::start(&sb.inet.path(), Proto::Tcp, target).unwrap();
+    let mut stream = in_netns(&c1.netns, move || {
+        Ok(std::net::TcpStream::connect_timeout(
+            &target,
+            Duration::from_secs(2),
+        )?)
+    })
+    .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    exchange(&mut stream, "before the restart");
+    d.stop(libc::SIGKILL).unwrap();
+    exchange(&mut stream, "while the daemon is down");
+    d.restart().unwrap();
+    exchange(&mut stream, "after the restart");
+    assert_eq!(server.peers()[0].ip(), IpAddr::V6(Sandbox::NODE_ADDR6));
+
+    // A removed container's flows go with it.
+    drop(stream);
+    d.cli_ok(&["rm", "-f", "c1"]).unwrap();
+    let flows = d.cli_ok(&["conntrack"]).unwrap();
+    assert!(!flows.contains(&format!("[{C1}]:")), "{flows}");
 }

@@ -2,7 +2,7 @@
 //! families) registered and policed, program links unpinned, flows purged. `Datapath` is the real one (maps and
 //! programs); the executor's tests use a recording fake.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{Context, Result};
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -24,7 +24,7 @@ pub(super) trait Dataplane {
     ) -> Result<()>;
     fn forget(&mut self, host_veth: &str, ifindex: u32) -> Result<()>;
     fn unpin(&mut self, host_veth: &str) -> Result<()>;
-    fn purge_flows(&mut self, ip: Ipv4Addr) -> Result<()>;
+    fn purge_flows(&mut self, ip: IpAddr) -> Result<()>;
     fn publish(&mut self, binding: &PortBinding, ip: Ipv4Addr, ifindex: u32) -> Result<()>;
     fn unpublish(&mut self, binding: &PortBinding) -> Result<()>;
 }
@@ -63,11 +63,20 @@ impl Dataplane for Datapath {
         self.unpin_endpoint(host_veth)
     }
 
-    fn purge_flows(&mut self, ip: Ipv4Addr) -> Result<()> {
-        let entries = self.flow_entries()?;
-        let keys = conntrack::involving(&entries, ip);
-        self.remove_flows(&keys)?;
-        self.note_purged(conntrack::ended(&entries, &keys));
+    fn purge_flows(&mut self, ip: IpAddr) -> Result<()> {
+        match ip {
+            IpAddr::V4(_) => {
+                let entries = self.flow_entries()?;
+                let keys = conntrack::involving(&entries, ip);
+                self.remove_flows(&keys)?;
+                self.note_purged(conntrack::ended(&entries, &keys));
+            }
+            // Not reported to monitors: their flow events are IPv4's.
+            IpAddr::V6(_) => {
+                let entries = self.flow_entries6()?;
+                self.remove_flows(&conntrack::involving(&entries, ip))?;
+            }
+        }
         Ok(())
     }
 

@@ -292,7 +292,7 @@ mod tests {
         fn unpin(&mut self, host_veth: &str) -> Result<()> {
             self.0.call(format!("unpin {host_veth}"))
         }
-        fn purge_flows(&mut self, ip: Ipv4Addr) -> Result<()> {
+        fn purge_flows(&mut self, ip: std::net::IpAddr) -> Result<()> {
             self.0.call(format!("purge {ip}"))
         }
         fn publish(&mut self, b: &PortBinding, ip: Ipv4Addr, ifindex: u32) -> Result<()> {
@@ -418,6 +418,7 @@ mod tests {
         let j = Journal::failing(&["delete", "unpin"]);
         let steps = plan::detach(
             Ipv4Addr::new(172, 18, 0, 2),
+            None,
             &Attached::Bridge {
                 host_veth: "ndvabc",
                 ifindex: 9,

@@ -760,8 +760,10 @@ impl Daemon {
                 value
             }
             (&Method::GET, ["conntrack"]) => {
-                let entries = inner.datapath.flow_entries()?;
-                to_json(conntrack::views(&entries, conntrack::monotonic_now()))?
+                let now = conntrack::monotonic_now();
+                let mut views = conntrack::views(&inner.datapath.flow_entries()?, now);
+                views.extend(conntrack::views(&inner.datapath.flow_entries6()?, now));
+                to_json(views)?
             }
             (&Method::GET, ["stats"]) => to_json(inner.stats()?)?,
             (&Method::POST, ["cni", "attachments"]) => {
@@ -848,25 +850,16 @@ impl Daemon {
         }
     }
 
-    /// Remove expired flows, recount what each endpoint holds against its quota, and say
-    /// so when the table fills up. Returns how many halves were removed.
+    /// Remove expired flows (both families' tables), recount what each endpoint holds
+    /// against its quota, and say so when the table fills up. Returns how many halves
+    /// were removed.
     async fn collect_garbage_once(&self) -> Result<usize> {
         let mut inner = self.inner.lock().await;
         inner.refresh_node_addrs().await?;
         let entries = inner.datapath.flow_entries()?;
-        let expired = conntrack::expired(&entries, conntrack::monotonic_now());
-        let now = conntrack::monotonic_now();
-        let mut removed = 0;
-        for table in conntrack::FlowTable::BOTH {
-            let keys: Vec<_> = expired
-                .iter()
-                .filter(|(t, _)| *t == table)
-                .map(|(_, k)| *k)
-                .collect();
-            removed += inner.datapath.sweep_flows(table, &keys, now)?;
-        }
+        let expired = sweep_expired(&mut inner.datapath, &entries)?;
         if self.monitor.wanted() & netd_common::monitor::MONITOR_FLOW != 0 {
-            let keys: Vec<_> = expired.iter().map(|(_, k)| *k).collect();
+            let keys: Vec<_> = expired.keys.iter().map(|(_, k)| *k).collect();
             let ended = conntrack::ended(&entries, &keys)
                 .into_iter()
                 .filter(|(key, _, _)| !inner.datapath.has_flow(key).unwrap_or(true))
@@ -878,18 +871,59 @@ impl Daemon {
                 netd_common::monitor::ENDED_TIMEOUT,
             ));
         }
-        // From the same snapshot, less what the sweep was asked to remove (a flow it
-        // spared is counted again at the next sweep).
-        let gone: std::collections::HashSet<_> = expired.iter().map(|(_, k)| *k).collect();
-        let kept: conntrack::Snapshot = entries
-            .into_iter()
-            .filter(|(k, _, _)| !gone.contains(k))
-            .collect();
+        let kept = expired.kept(entries);
         inner.datapath.set_flow_owners(&conntrack::owners(&kept))?;
         inner.flow_census = Some(scrape::FlowCensus::of(&kept));
+        let entries6 = inner.datapath.flow_entries6()?;
+        let expired6 = sweep_expired(&mut inner.datapath, &entries6)?;
+        let kept6 = expired6.kept(entries6);
+        inner.datapath.set_flow_owners(&conntrack::owners(&kept6))?;
         inner.warn_if_flow_table_full()?;
-        Ok(removed)
+        Ok(expired.removed + expired6.removed)
     }
+}
+
+/// What a sweep of one family's table did: the halves it found expired (with their map)
+/// and how many it removed.
+struct Swept<A> {
+    keys: Vec<(conntrack::FlowTable, netd_common::flow::FlowKeyOf<A>)>,
+    removed: usize,
+}
+
+impl<A: Copy + Eq + std::hash::Hash> Swept<A> {
+    /// The snapshot less what the sweep was asked to remove (a flow it spared is counted
+    /// again at the next sweep).
+    fn kept(&self, entries: conntrack::Snapshot<A>) -> conntrack::Snapshot<A> {
+        let gone: std::collections::HashSet<_> = self.keys.iter().map(|(_, k)| *k).collect();
+        entries
+            .into_iter()
+            .filter(|(k, _, _)| !gone.contains(k))
+            .collect()
+    }
+}
+
+/// Remove the halves of `entries` (a snapshot of one family's table) that expired, each
+/// judged again in the kernel (`Datapath::sweep_flows`).
+fn sweep_expired<A: conntrack::FlowAddr>(
+    datapath: &mut Datapath,
+    entries: &conntrack::Snapshot<A>,
+) -> Result<Swept<A>>
+where
+    netd_common::flow::FlowKeyOf<A>: aya::Pod + std::hash::Hash + Eq,
+    netd_common::flow::FlowEntryOf<A>: aya::Pod,
+{
+    let keys = conntrack::expired(entries, conntrack::monotonic_now());
+    let now = conntrack::monotonic_now();
+    let mut removed = 0;
+    for table in conntrack::FlowTable::BOTH {
+        let batch: Vec<_> = keys
+            .iter()
+            .filter(|(t, _)| *t == table)
+            .map(|(_, k)| *k)
+            .collect();
+        removed += datapath.sweep_flows(table, &batch, now)?;
+    }
+    Ok(Swept { keys, removed })
 }
 
 fn to_json(v: impl serde::Serialize) -> Result<Value, ApiError> {
@@ -1051,15 +1085,22 @@ impl Inner {
         // bridge's is its gateway's, in its own entry), nor is loopback: only the ones
         // that are routed. (Link-local ones also come and go with duplicate address
         // detection, which would make the table's contents depend on timing.)
-        let addrs6: Vec<std::net::Ipv6Addr> = self
-            .netlink
-            .ipv6_addresses()
-            .await?
+        let routed = |a: &std::net::Ipv6Addr| {
+            !a.is_loopback() && !a.is_unicast_link_local() && !a.is_multicast()
+        };
+        let all6 = self.netlink.ipv6_addresses().await?;
+        let addrs6: Vec<std::net::Ipv6Addr> =
+            all6.iter().map(|(_, n)| n.addr()).filter(routed).collect();
+        self.datapath.set_node_addrs6(&addrs6)?;
+        // Masqueraded IPv6 leaves with the uplink's first routed address, as the IPv4
+        // with its address; followed as it changes (an address from SLAAC comes late).
+        let uplink = self.netlink.link_index(&self.uplink).await?;
+        let snat6 = all6
             .iter()
+            .filter(|(i, _)| Some(*i) == uplink)
             .map(|(_, n)| n.addr())
-            .filter(|a| !a.is_loopback() && !a.is_unicast_link_local() && !a.is_multicast())
-            .collect();
-        self.datapath.set_node_addrs6(&addrs6)
+            .find(routed);
+        self.datapath.set_snat_addr6(snat6)
     }
 }
 

@@ -11,7 +11,10 @@ use anyhow::{Context, Result, anyhow};
 use ipnet::{Ipv4Net, Ipv6Net};
 use log::info;
 use netd_common::{
-    maps::{ENDPOINT_ICC_OFF, ENDPOINT_INTERNAL, Endpoint6Info, EndpointInfo},
+    maps::{
+        ENDPOINT_ICC_OFF, ENDPOINT_INTERNAL, Endpoint6Info, EndpointInfo, NETWORK_MASQUERADE,
+        NETWORK_ROUTED,
+    },
     user::{addr_be, addr6_be, link_local_for},
 };
 
@@ -194,15 +197,17 @@ impl Inner {
         Ok(used)
     }
 
-    /// With a network whose IPv6 is routed, the node routes IPv6 (`sysctl::route_ipv6`);
-    /// a failure is logged: that network's IPv6 then stays on the node.
+    /// With a network whose IPv6 leaves the node (routed with `gateway_mode_ipv6=routed`,
+    /// or masqueraded), the node routes IPv6 (`sysctl::route_ipv6`); a failure is logged:
+    /// those networks' IPv6 then stays on the node.
     pub(super) fn route_ipv6_if_needed(&self) {
-        let routed = self.state.networks.values().any(|n| {
-            n.ipv6
-                .is_some_and(|v6| v6.gateway_mode.direct_routing() && !n.internal)
+        let leaves = self.state.networks.values().any(|n| {
+            n.ipv6.is_some()
+                && driver::bridge::network_info6(n).flags & (NETWORK_ROUTED | NETWORK_MASQUERADE)
+                    != 0
         });
-        if routed && let Err(e) = crate::sysctl::route_ipv6(&self.uplink) {
-            log::warn!("route IPv6 for the networks with gateway_mode_ipv6=routed: {e:#}");
+        if leaves && let Err(e) = crate::sysctl::route_ipv6(&self.uplink) {
+            log::warn!("route IPv6 for the networks whose IPv6 leaves the node: {e:#}");
         }
     }
 

@@ -10,33 +10,49 @@ use aya::{
     programs::{TestRun, TestRunOptions},
 };
 use netd_common::{
-    flow::{FLOW_ENTRY_V1_SIZE, FlowEntry, FlowKey},
-    maps::{self as names, SWEEP_BATCH},
+    flow::{FLOW_ENTRY_V1_SIZE, FlowEntry, FlowEntryOf, FlowKey, FlowKeyOf},
+    maps::{self as names, Addr6, SWEEP_BATCH},
 };
 
 use super::{
-    Datapath, SWEEP_PROGRAM,
+    Datapath,
     tables::{NO_EXIST, ignore_missing, is_full},
 };
-use crate::conntrack::FlowTable;
+use crate::conntrack::{FlowAddr, FlowTable, Snapshot};
 
 impl Datapath {
-    fn flows(
+    fn flows<A: FlowAddr>(
         &mut self,
         table: FlowTable,
-    ) -> Result<maps::HashMap<&mut MapData, FlowKey, FlowEntry>> {
-        let name = match table {
-            FlowTable::Confirmed => names::FLOWS,
-            FlowTable::Unconfirmed => names::PENDING_FLOWS,
-        };
-        Ok(maps::HashMap::try_from(self.map_mut(name)?)?)
+    ) -> Result<maps::HashMap<&mut MapData, FlowKeyOf<A>, FlowEntryOf<A>>>
+    where
+        FlowKeyOf<A>: aya::Pod + std::hash::Hash + Eq,
+        FlowEntryOf<A>: aya::Pod,
+    {
+        Ok(maps::HashMap::try_from(
+            self.map_mut(A::TABLES[table as usize])?,
+        )?)
     }
 
-    /// Every entry of the connection table's two maps.
+    /// Every entry of the IPv4 connection table's two maps.
+    pub fn flow_entries(&mut self) -> Result<Snapshot> {
+        self.flow_entries_of()
+    }
+
+    /// Every entry of the IPv6 connection table's two maps.
+    pub fn flow_entries6(&mut self) -> Result<Snapshot<Addr6>> {
+        self.flow_entries_of()
+    }
+
+    /// Every entry of a family's connection table.
     /// A walk stops after twice the map's capacity: a walk whose current key is evicted
     /// meanwhile starts over from the first bucket, which a flood could make endless; a
     /// key seen twice is listed once.
-    pub fn flow_entries(&mut self) -> Result<crate::conntrack::Snapshot> {
+    pub fn flow_entries_of<A: FlowAddr>(&mut self) -> Result<Snapshot<A>>
+    where
+        FlowKeyOf<A>: aya::Pod + std::hash::Hash + Eq,
+        FlowEntryOf<A>: aya::Pod,
+    {
         let limit = 2 * self.flow_capacity as usize;
         let mut out = Vec::new();
         for table in FlowTable::BOTH {
@@ -114,7 +130,11 @@ impl Datapath {
     }
 
     /// Whether either table holds `key`.
-    pub fn has_flow(&mut self, key: &FlowKey) -> Result<bool> {
+    pub fn has_flow<A: FlowAddr>(&mut self, key: &FlowKeyOf<A>) -> Result<bool>
+    where
+        FlowKeyOf<A>: aya::Pod + std::hash::Hash + Eq,
+        FlowEntryOf<A>: aya::Pod,
+    {
         for table in FlowTable::BOTH {
             match self.flows(table)?.get(key, 0) {
                 Ok(_) => return Ok(true),
@@ -131,7 +151,11 @@ impl Datapath {
     }
 
     /// Remove each listed flow half from both maps (missing halves are fine).
-    pub fn remove_flows(&mut self, keys: &[FlowKey]) -> Result<()> {
+    pub fn remove_flows<A: FlowAddr>(&mut self, keys: &[FlowKeyOf<A>]) -> Result<()>
+    where
+        FlowKeyOf<A>: aya::Pod + std::hash::Hash + Eq,
+        FlowEntryOf<A>: aya::Pod,
+    {
         for table in FlowTable::BOTH {
             let mut flows = self.flows(table)?;
             for key in keys {
@@ -143,18 +167,32 @@ impl Datapath {
 
     /// How many confirmed flows each endpoint address holds, as the programs count them.
     pub fn flow_owner_counts(&self) -> Result<std::collections::HashMap<u32, u64>> {
-        let map: maps::HashMap<_, u32, u64> =
-            maps::HashMap::try_from(self.map(names::FLOW_OWNERS)?)?;
+        self.flow_owner_counts_of()
+    }
+
+    /// `flow_owner_counts` for a family's table.
+    pub fn flow_owner_counts_of<A: FlowAddr>(&self) -> Result<std::collections::HashMap<A, u64>>
+    where
+        FlowKeyOf<A>: aya::Pod + std::hash::Hash + Eq,
+        FlowEntryOf<A>: aya::Pod,
+    {
+        let map: maps::HashMap<_, A, u64> = maps::HashMap::try_from(self.map(A::OWNERS)?)?;
         Ok(map.iter().filter_map(Result::ok).collect())
     }
 
     /// Set how many confirmed flows each endpoint address holds (the daemon counts them
     /// from a snapshot, correcting any drift of the programs' own counting); addresses not
     /// listed hold none.
-    pub fn set_flow_owners(&mut self, owned: &std::collections::HashMap<u32, u64>) -> Result<()> {
-        let mut map: maps::HashMap<_, u32, u64> =
-            maps::HashMap::try_from(self.map_mut(names::FLOW_OWNERS)?)?;
-        let stale: Vec<u32> = map
+    pub fn set_flow_owners<A: FlowAddr>(
+        &mut self,
+        owned: &std::collections::HashMap<A, u64>,
+    ) -> Result<()>
+    where
+        FlowKeyOf<A>: aya::Pod + std::hash::Hash + Eq,
+        FlowEntryOf<A>: aya::Pod,
+    {
+        let mut map: maps::HashMap<_, A, u64> = maps::HashMap::try_from(self.map_mut(A::OWNERS)?)?;
+        let stale: Vec<A> = map
             .keys()
             .filter_map(Result::ok)
             .filter(|k| !owned.contains_key(k))
@@ -175,13 +213,22 @@ impl Datapath {
 
     /// Remove each listed flow half of `table` that is still expired at `now`
     /// (CLOCK_MONOTONIC ns, read just before the call), judged again in the kernel by
-    /// `flow_sweep` in batches: a half refreshed after the caller's snapshot (a client
-    /// reusing the tuple) stays. Returns how many halves were removed.
-    pub fn sweep_flows(&mut self, table: FlowTable, keys: &[FlowKey], now: u64) -> Result<usize> {
+    /// `flow_sweep` (`flow_sweep6`) in batches: a half refreshed after the caller's
+    /// snapshot (a client reusing the tuple) stays. Returns how many halves were removed.
+    pub fn sweep_flows<A: FlowAddr>(
+        &mut self,
+        table: FlowTable,
+        keys: &[FlowKeyOf<A>],
+        now: u64,
+    ) -> Result<usize>
+    where
+        FlowKeyOf<A>: aya::Pod + std::hash::Hash + Eq,
+        FlowEntryOf<A>: aya::Pod,
+    {
         let mut removed = 0;
         for batch in keys.chunks(SWEEP_BATCH as usize) {
             {
-                let mut slots: Array<_, FlowKey> = Array::try_from(self.map_mut(names::SWEEP)?)?;
+                let mut slots: Array<_, FlowKeyOf<A>> = Array::try_from(self.map_mut(A::SWEEP)?)?;
                 for (i, key) in batch.iter().enumerate() {
                     slots
                         .set(i as u32, *key, 0)
@@ -194,7 +241,7 @@ impl Datapath {
             input[8..12].copy_from_slice(&(batch.len() as u32).to_ne_bytes());
             input[12..16].copy_from_slice(&(table as u32).to_ne_bytes());
             let result = self
-                .program(SWEEP_PROGRAM)?
+                .program(A::SWEEP_PROGRAM)?
                 .test_run(TestRunOptions {
                     data_in: Some(&input),
                     ..Default::default()

@@ -15,7 +15,7 @@ use netd_common::{
 
 use super::{
     Datapath, ENDPOINT_EGRESS_PROGRAM, ENDPOINT_PROGRAM, HOST_LOCAL_PROGRAMS, IPV6_PROGRAMS,
-    OVERLAY_PROGRAM, PROGRAMS, SWEEP_PROGRAM, UPLINK_PROGRAMS, XDP_PROGRAM,
+    OVERLAY_PROGRAM, PROGRAMS, SWEEP_PROGRAM, SWEEP6_PROGRAM, UPLINK_PROGRAMS, XDP_PROGRAM,
 };
 use crate::pins;
 
@@ -125,10 +125,12 @@ impl Datapath {
         check_bpffs(bpffs_dir)?;
         pins::check_pinned_maps(bpffs_dir, &pins::expected_maps(PROGRAMS, flow_table_size)?)?;
         let level = log.level();
-        let ebpf = EbpfLoader::new()
-            .default_map_pin_directory(bpffs_dir)
-            .map_max_entries(names::FLOWS, flow_table_size)
-            .map_max_entries(names::PENDING_FLOWS, flow_table_size)
+        let mut loader = EbpfLoader::new();
+        loader.default_map_pin_directory(bpffs_dir);
+        for table in names::FLOW_TABLES {
+            loader.map_max_entries(table, flow_table_size);
+        }
+        let ebpf = loader
             // aya-log's level: read-only, so the verifier prunes the calls it turns off.
             .override_global("AYA_LOG_LEVEL", &level, true)
             .load(PROGRAMS)
@@ -145,6 +147,7 @@ impl Datapath {
             ENDPOINT_EGRESS_PROGRAM,
             OVERLAY_PROGRAM,
             SWEEP_PROGRAM,
+            SWEEP6_PROGRAM,
         ]);
         for name in names.chain(IPV6_PROGRAMS.iter().map(|(name, _)| *name)) {
             datapath

@@ -59,17 +59,24 @@ pub const ENDPOINT_PROGRAM: &str = "endpoint_ingress";
 /// Its partner on TC egress: counts what is delivered to the container.
 pub const ENDPOINT_EGRESS_PROGRAM: &str = "endpoint_egress";
 /// The IPv6 programs the IPv4 entry points tail-call through `CALLS`, by slot.
-pub const IPV6_PROGRAMS: [(&str, u32); 2] = [
+pub const IPV6_PROGRAMS: [(&str, u32); 4] = [
     (
         "endpoint_ingress6",
         netd_common::maps::CALL_ENDPOINT_INGRESS6,
     ),
     ("uplink_ingress6", netd_common::maps::CALL_UPLINK_INGRESS6),
+    ("uplink_egress6", netd_common::maps::CALL_UPLINK_EGRESS6),
+    (
+        "uplink_egress6_new",
+        netd_common::maps::CALL_UPLINK_EGRESS6_NEW,
+    ),
 ];
 /// The program on the node's VXLAN device (TC ingress): frames from other nodes.
 pub const OVERLAY_PROGRAM: &str = "overlay_ingress";
 /// Run by the collector, never attached (see `sweep_flows`).
 pub const SWEEP_PROGRAM: &str = "flow_sweep";
+/// `SWEEP_PROGRAM` for the IPv6 connection table.
+pub const SWEEP6_PROGRAM: &str = "flow_sweep6";
 
 /// The socket hooks for host-local access, attached to a cgroup.
 pub const HOST_LOCAL_PROGRAMS: [&str; 4] = [

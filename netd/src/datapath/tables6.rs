@@ -9,7 +9,7 @@ use aya::maps::{self, lpm_trie::Key};
 use ipnet::Ipv6Net;
 use log::warn;
 use netd_common::{
-    maps::{self as names, Addr6, Endpoint6Info, NetworkInfo},
+    maps::{self as names, Addr6, Endpoint6Info, NetworkInfo, NodeConfig6},
     user::addr6_be,
 };
 
@@ -103,5 +103,18 @@ impl Datapath {
             );
         }
         Ok(())
+    }
+
+    /// Say which IPv6 address masqueraded IPv6 leaves with (the uplink's); `None` while the
+    /// uplink has none (masqueraded IPv6 is then dropped: `drop_ipv6_no_snat_address`).
+    pub fn set_snat_addr6(&mut self, addr: Option<Ipv6Addr>) -> Result<()> {
+        let mut config: maps::Array<_, NodeConfig6> =
+            maps::Array::try_from(self.map_mut(names::NODE_CONFIG6)?)?;
+        let value = NodeConfig6 {
+            snat_addr: addr.map_or([0; 4], addr6_be),
+        };
+        config
+            .set(0, value, 0)
+            .context("write the node's IPv6 settings")
     }
 }

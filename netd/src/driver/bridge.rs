@@ -31,16 +31,20 @@ pub fn network_info(n: &Network) -> NetworkInfo {
 }
 
 /// What the data path knows of a bridge network's IPv6 side: its tag, and whether it is
-/// routed (`gateway_mode_ipv6=routed`). Never masqueraded: netd does not masquerade IPv6
-/// yet.
+/// routed (`gateway_mode_ipv6=routed`) or masqueraded (NAT66, the default, unless
+/// `enable_ip_masquerade=false`: then its IPv6 has no way beyond the node).
 pub fn network_info6(n: &Network) -> NetworkInfo {
     let routed = n
         .ipv6
         .is_some_and(|v6| v6.gateway_mode.direct_routing() && !n.internal);
-    NetworkInfo {
-        tag: n.tag,
-        flags: if routed { NETWORK_ROUTED } else { 0 },
-    }
+    let flags = if routed {
+        NETWORK_ROUTED
+    } else if n.masquerade && !n.internal {
+        NETWORK_MASQUERADE
+    } else {
+        0
+    };
+    NetworkInfo { tag: n.tag, flags }
 }
 
 /// The bridge's MAC: fixed (Docker's scheme, from the gateway), so that the gateway's
@@ -140,6 +144,7 @@ impl NetworkDriver for Bridge {
     fn detach(&self, _: Option<&Network>, ep: &Endpoint, _: bool) -> Vec<Step> {
         plan::detach(
             ep.ip,
+            ep.ip6,
             &Attached::Bridge {
                 host_veth: &ep.host_veth,
                 ifindex: ep.host_ifindex,

@@ -244,6 +244,7 @@ impl NetworkDriver for Macvlan {
             .map(|s| s.name.as_str());
         plan::detach(
             ep.ip,
+            ep.ip6,
             &Attached::Macvlan {
                 ifname: &ep.ifname,
                 namespace_open,

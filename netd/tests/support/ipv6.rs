@@ -95,3 +95,79 @@ pub fn ipv6_frame(
     f.extend_from_slice(rest);
     f
 }
+
+/// The uplink's IPv6 address: what masqueraded IPv6 leaves with (`nat6_node`).
+pub const NODE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 1);
+
+/// `node6`, with NODE6 as the address masqueraded IPv6 leaves with.
+pub fn nat6_node() -> TestDatapath {
+    let mut t = node6(0);
+    t.dp.set_snat_addr6(Some(NODE6)).unwrap();
+    t
+}
+
+/// A TCP segment (with a payload), checksum left zero (see `with_l4_checksum6`).
+pub fn tcp6_segment(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut l4 = Vec::new();
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&dport.to_be_bytes());
+    l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    l4.extend_from_slice(b"netd-ipv6-payload");
+    l4
+}
+
+/// A UDP datagram (with a payload), checksum left zero.
+pub fn udp6_datagram(sport: u16, dport: u16) -> Vec<u8> {
+    let payload = b"netd-ipv6-payload";
+    let mut l4 = Vec::new();
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&dport.to_be_bytes());
+    l4.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    l4.extend_from_slice(&[0, 0]);
+    l4.extend_from_slice(payload);
+    l4
+}
+
+/// An ICMPv6 echo request (128) or reply (129), checksum left zero.
+pub fn echo6(icmp_type: u8, id: u16, seq: u16) -> Vec<u8> {
+    let mut l4 = vec![icmp_type, 0, 0, 0];
+    l4.extend_from_slice(&id.to_be_bytes());
+    l4.extend_from_slice(&seq.to_be_bytes());
+    l4.extend_from_slice(b"netd-ipv6-ping");
+    l4
+}
+
+/// Where the checksum of an upper-layer header of protocol `proto` is, from its start.
+pub fn l4_csum_offset6(proto: u8) -> usize {
+    match proto {
+        TCP6 => 16,
+        UDP6 => 6,
+        _ => 2,
+    }
+}
+
+/// The one's complement sum over the IPv6 pseudo header of `frame` (its fixed header's
+/// addresses) and its upper layer at `l4_off` of protocol `proto`, folded and
+/// complemented: 0 when the stored checksum is right.
+pub fn l4_sum6(frame: &[u8], l4_off: usize, proto: u8) -> u16 {
+    let mut pseudo = 0u32;
+    for w in frame[ETH + 8..ETH + 40].chunks(2) {
+        pseudo += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    let len = (frame.len() - l4_off) as u32;
+    pseudo += (len >> 16) + (len & 0xffff) + u32::from(proto);
+    checksum(&frame[l4_off..], pseudo)
+}
+
+/// `frame` with the checksum of its upper layer (at `l4_off`, protocol `proto`) computed
+/// from scratch, as a sender's stack would.
+pub fn with_l4_checksum6(mut frame: Vec<u8>, l4_off: usize, proto: u8) -> Vec<u8> {
+    let at = l4_off + l4_csum_offset6(proto);
+    frame[at..at + 2].copy_from_slice(&[0, 0]);
+    let mut c = l4_sum6(&frame, l4_off, proto);
+    if proto == UDP6 && c == 0 {
+        c = 0xffff;
+    }
+    frame[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    frame
+}

@@ -1,0 +1,407 @@
+//! NAT66 under BPF_PROG_TEST_RUN: what a container of a masqueraded network sends beyond
+//! the node leaves the uplink (`uplink_egress`, which hands IPv6 to `uplink_egress6` and a
+//! flow's first packet on to `uplink_egress6_new`) from the uplink's IPv6 address, its
+//! source port kept when free, and the replies (`uplink_ingress6`) are translated back;
+//! every translated frame is compared byte for byte with the one a sender's stack would
+//! have built, checksums computed from scratch. What cannot be translated never leaves
+//! with a container's own address. The IPv6 connection table is listed and swept by the
+//! daemon's calls.
+
+mod support;
+
+use std::net::Ipv6Addr;
+
+use netd::conntrack::FlowTable;
+use netd_common::flow::{ORIGIN_SNAT, SEEN_SYN};
+use support::*;
+
+/// A frame of `proto` from `src` to `dst` with `l4` behind `ext` (extension headers, the
+/// first of protocol `next` when not empty), its upper-layer checksum right.
+fn frame6(src: Ipv6Addr, dst: Ipv6Addr, ext: &[u8], next: u8, proto: u8, l4: &[u8]) -> Vec<u8> {
+    let mut rest = ext.to_vec();
+    rest.extend_from_slice(l4);
+    let first = if ext.is_empty() { proto } else { next };
+    let f = ipv6_frame(GATEWAY_MAC, src, dst, first, &rest);
+    with_l4_checksum6(f, ETH + 40 + ext.len(), proto)
+}
+
+/// An 8-byte Destination Options header (PadN) leading to `next`.
+fn dest_opts(next: u8) -> Vec<u8> {
+    vec![next, 0, 1, 4, 0, 0, 0, 0]
+}
+
+/// The upper layer of `proto` from port `sport` to `dport` (for echo: a request with
+/// identifier `sport`, or a reply to identifier `dport`).
+fn l4(proto: u8, sport: u16, dport: u16) -> Vec<u8> {
+    match proto {
+        TCP6 => tcp6_segment(sport, dport, 0x02),
+        UDP6 => udp6_datagram(sport, dport),
+        _ if sport != 0 => echo6(128, sport, 1),
+        _ => echo6(129, dport, 1),
+    }
+}
+
+#[test]
+fn tcp_udp_and_echo_leave_from_the_uplinks_address_and_their_replies_come_back() {
+    let mut t = nat6_node();
+    for (i, proto) in [TCP6, UDP6, ICMP6].into_iter().enumerate() {
+        for ext in [vec![], dest_opts(proto)] {
+            // A port (identifier) of its own per case: each is a new flow.
+            let port = 40000 + (i as u16) * 10 + ext.len() as u16;
+            let dport = if proto == ICMP6 { 0 } else { 443 };
+            let out = frame6(
+                CONTAINER6,
+                BEYOND6,
+                &ext,
+                DEST_OPTS,
+                proto,
+                &l4(proto, port, dport),
+            );
+            let (verdict, sent) = t.run("uplink_egress", &out);
+            assert_eq!(verdict, TC_ACT_OK, "proto {proto} ext {}", ext.len());
+            // TCP and UDP keep their free source port; an echo's identifier is never the
+            // container's (as for IPv4): one of the SNAT range.
+            let at = ETH + 40 + ext.len() + if proto == ICMP6 { 4 } else { 0 };
+            let translated = u16::from_be_bytes([sent[at], sent[at + 1]]);
+            if proto == ICMP6 {
+                assert!(
+                    (61000..=65535).contains(&translated),
+                    "identifier {translated}"
+                );
+            } else {
+                assert_eq!(translated, port);
+            }
+            let expected = frame6(
+                NODE6,
+                BEYOND6,
+                &ext,
+                DEST_OPTS,
+                proto,
+                &l4(proto, translated, dport),
+            );
+            assert_eq!(
+                sent,
+                expected,
+                "masqueraded, proto {proto} ext {}",
+                ext.len()
+            );
+
+            let (rsport, rdport) = if proto == ICMP6 {
+                (0, translated)
+            } else {
+                (443, port)
+            };
+            let reply = frame6(
+                BEYOND6,
+                NODE6,
+                &ext,
+                DEST_OPTS,
+                proto,
+                &l4(proto, rsport, rdport),
+            );
+            let (verdict, delivered) = t.run("uplink_ingress", &reply);
+            assert_eq!(verdict, TC_ACT_OK);
+            let (rsport, rdport) = if proto == ICMP6 {
+                (0, port)
+            } else {
+                (443, port)
+            };
+            let expected = frame6(
+                BEYOND6,
+                CONTAINER6,
+                &ext,
+                DEST_OPTS,
+                proto,
+                &l4(proto, rsport, rdport),
+            );
+            assert_eq!(
+                delivered,
+                expected,
+                "reply, proto {proto} ext {}",
+                ext.len()
+            );
+        }
+    }
+    assert_eq!(count(&t, "UplinkEgress", "snat_new_flow"), 6);
+    assert_eq!(count(&t, "UplinkIngress", "snat_reply"), 6);
+    // The flow's next packet is translated by its entry.
+    let again = frame6(
+        CONTAINER6,
+        BEYOND6,
+        &[],
+        0,
+        UDP6,
+        &udp6_datagram(40010, 443),
+    );
+    let (verdict, sent) = t.run("uplink_egress", &again);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(
+        sent,
+        frame6(NODE6, BEYOND6, &[], 0, UDP6, &udp6_datagram(40010, 443))
+    );
+    assert_eq!(count(&t, "UplinkEgress", "translated_established"), 1);
+}
+
+#[test]
+fn a_source_port_another_flow_holds_is_remapped_into_the_snat_range() {
+    let mut t = nat6_node();
+    let first = frame6(
+        CONTAINER6,
+        BEYOND6,
+        &[],
+        0,
+        TCP6,
+        &tcp6_segment(40000, 443, 0x02),
+    );
+    assert_eq!(t.run("uplink_egress", &first).0, TC_ACT_OK);
+    // Another container, the same source port, the same destination: the tuple from the
+    // node's address is taken.
+    let second = frame6(
+        OTHER_CONTAINER6,
+        BEYOND6,
+        &[],
+        0,
+        TCP6,
+        &tcp6_segment(40000, 443, 0x02),
+    );
+    let (verdict, sent) = t.run("uplink_egress", &second);
+    assert_eq!(verdict, TC_ACT_OK);
+    let port = u16::from_be_bytes([sent[ETH + 40], sent[ETH + 41]]);
+    assert!((61000..=65535).contains(&port), "remapped to {port}");
+    let expected = frame6(NODE6, BEYOND6, &[], 0, TCP6, &tcp6_segment(port, 443, 0x02));
+    assert_eq!(sent, expected);
+    // Its reply reaches the second container, the first's the first.
+    let reply = frame6(BEYOND6, NODE6, &[], 0, TCP6, &tcp6_segment(443, port, 0x12));
+    let (_, delivered) = t.run("uplink_ingress", &reply);
+    assert_eq!(
+        delivered,
+        frame6(
+            BEYOND6,
+            OTHER_CONTAINER6,
+            &[],
+            0,
+            TCP6,
+            &tcp6_segment(443, 40000, 0x12)
+        )
+    );
+    let reply = frame6(
+        BEYOND6,
+        NODE6,
+        &[],
+        0,
+        TCP6,
+        &tcp6_segment(443, 40000, 0x12),
+    );
+    let (_, delivered) = t.run("uplink_ingress", &reply);
+    assert_eq!(
+        delivered,
+        frame6(
+            BEYOND6,
+            CONTAINER6,
+            &[],
+            0,
+            TCP6,
+            &tcp6_segment(443, 40000, 0x12)
+        )
+    );
+}
+
+#[test]
+fn without_an_ipv6_address_on_the_uplink_masqueraded_ipv6_is_dropped_with_its_reason() {
+    let mut t = nat6_node();
+    t.dp.set_snat_addr6(None).unwrap();
+    let out = frame6(CONTAINER6, BEYOND6, &[], 0, UDP6, &udp6_datagram(40000, 53));
+    assert_eq!(t.run("uplink_egress", &out).0, TC_ACT_SHOT);
+    assert_eq!(count(&t, "UplinkEgress", "drop_ipv6_no_snat_address"), 1);
+    assert!(t.dp.flow_entries6().unwrap().is_empty());
+}
+
+#[test]
+fn what_cannot_be_translated_never_leaves_with_a_containers_address() {
+    let mut t = nat6_node();
+    // A fragment after the first (no ports), another protocol (SCTP), an echo reply
+    // that answers no flow.
+    let mut following = frame6(CONTAINER6, BEYOND6, &[], 0, UDP6, &udp6_datagram(1, 2));
+    following.splice(ETH + 40..ETH + 40, [UDP6, 0, 0x05, 0x00, 0, 0, 0, 1]);
+    following[ETH + 6] = FRAGMENT;
+    let len = (following.len() - ETH - 40) as u16;
+    following[ETH + 4..ETH + 6].copy_from_slice(&len.to_be_bytes());
+    let sctp = ipv6_frame(GATEWAY_MAC, CONTAINER6, BEYOND6, 132, &[0; 16]);
+    let stray_reply = frame6(CONTAINER6, BEYOND6, &[], 0, ICMP6, &echo6(129, 7, 1));
+    for (what, f) in [
+        ("a following fragment", following),
+        ("another protocol", sctp),
+        ("an echo reply of no flow", stray_reply),
+    ] {
+        let (verdict, _) = t.run("uplink_egress", &f);
+        assert_eq!(verdict, TC_ACT_SHOT, "{what}");
+    }
+    assert_eq!(count(&t, "UplinkEgress", "drop_ipv6_not_translated"), 3);
+    // The node's own goes on untouched.
+    let own = ipv6_frame(GATEWAY_MAC, NODE6, BEYOND6, 132, &[0; 16]);
+    assert_eq!(t.run("uplink_egress", &own), (TC_ACT_OK, own.clone()));
+    let own_udp = frame6(NODE6, BEYOND6, &[], 0, UDP6, &udp6_datagram(5000, 53));
+    assert_eq!(
+        t.run("uplink_egress", &own_udp),
+        (TC_ACT_OK, own_udp.clone())
+    );
+    // Also from its address on the network (the gateway's, answering a LAN host): the
+    // node's, not a container's.
+    let answer = frame6(
+        GATEWAY6,
+        BEYOND6,
+        &[],
+        0,
+        TCP6,
+        &tcp6_segment(22, 40000, 0x12),
+    );
+    assert_eq!(t.run("uplink_egress", &answer), (TC_ACT_OK, answer.clone()));
+    let other = ipv6_frame(GATEWAY_MAC, GATEWAY6, BEYOND6, 132, &[0; 16]);
+    assert_eq!(t.run("uplink_egress", &other), (TC_ACT_OK, other.clone()));
+    assert!(t.dp.flow_entries6().unwrap().is_empty());
+}
+
+#[test]
+fn a_routed_networks_ipv6_leaves_as_it_is_and_nothing_unasked_comes_in() {
+    let mut t = nat6_node();
+    t.dp.set_network6(
+        NET6.parse().unwrap(),
+        Some(network(NETWORK_TAG, netd_common::maps::NETWORK_ROUTED)),
+    )
+    .unwrap();
+    let out = frame6(
+        CONTAINER6,
+        BEYOND6,
+        &[],
+        0,
+        TCP6,
+        &tcp6_segment(40000, 443, 0x02),
+    );
+    assert_eq!(t.run("uplink_egress", &out), (TC_ACT_OK, out.clone()));
+    assert!(t.dp.flow_entries6().unwrap().is_empty());
+    // Masqueraded again: a packet to the node's address that answers no flow is the
+    // node's, untouched; one straight to the container is dropped.
+    t.dp.set_network6(
+        NET6.parse().unwrap(),
+        Some(network(NETWORK_TAG, netd_common::maps::NETWORK_MASQUERADE)),
+    )
+    .unwrap();
+    let stray = frame6(
+        BEYOND6,
+        NODE6,
+        &[],
+        0,
+        TCP6,
+        &tcp6_segment(443, 40000, 0x12),
+    );
+    assert_eq!(t.run("uplink_ingress", &stray), (TC_ACT_OK, stray.clone()));
+    let direct = frame6(
+        BEYOND6,
+        CONTAINER6,
+        &[],
+        0,
+        TCP6,
+        &tcp6_segment(443, 40000, 0x12),
+    );
+    assert_eq!(t.run("uplink_ingress", &direct).0, TC_ACT_SHOT);
+    assert_eq!(count(&t, "UplinkIngress", "drop_not_published"), 1);
+}
+
+#[test]
+fn the_ipv6_connection_table_is_listed_confirmed_and_swept() {
+    let mut t = nat6_node();
+    let syn = frame6(
+        CONTAINER6,
+        BEYOND6,
+        &[],
+        0,
+        TCP6,
+        &tcp6_segment(40000, 443, 0x02),
+    );
+    let syn_ack = frame6(
+        BEYOND6,
+        NODE6,
+        &[],
+        0,
+        TCP6,
+        &tcp6_segment(443, 40000, 0x12),
+    );
+    let ack = frame6(
+        CONTAINER6,
+        BEYOND6,
+        &[],
+        0,
+        TCP6,
+        &tcp6_segment(40000, 443, 0x10),
+    );
+    let data = frame6(
+        BEYOND6,
+        NODE6,
+        &[],
+        0,
+        TCP6,
+        &tcp6_segment(443, 40000, 0x18),
+    );
+    t.run("uplink_egress", &syn);
+    let entries = t.dp.flow_entries6().unwrap();
+    assert_eq!(entries.len(), 2, "both halves of the new flow");
+    assert!(
+        entries
+            .iter()
+            .all(|(_, _, table)| *table == FlowTable::Unconfirmed)
+    );
+    let (_, first, _) = entries.iter().find(|(_, e, _)| e.is_first()).unwrap();
+    assert_eq!(first.origin, ORIGIN_SNAT);
+    assert_eq!(first.seen & SEEN_SYN, SEEN_SYN);
+    assert_eq!(
+        netd::conntrack::views(&entries, 0)[0].translated,
+        format!("[{NODE6}]:40000 -> [{BEYOND6}]:443")
+    );
+    for f in [&syn_ack, &ack, &data] {
+        t.run(
+            if f == &ack {
+                "uplink_egress"
+            } else {
+                "uplink_ingress"
+            },
+            f,
+        );
+    }
+    let entries = t.dp.flow_entries6().unwrap();
+    assert!(
+        entries
+            .iter()
+            .all(|(_, _, table)| *table == FlowTable::Confirmed),
+        "a completed handshake confirms the flow"
+    );
+    assert_eq!(count(&t, "FlowTable", "flow_confirmed"), 1);
+    let owners =
+        t.dp.flow_owner_counts_of::<netd_common::maps::Addr6>()
+            .unwrap();
+    assert_eq!(
+        owners.get(&netd_common::user::addr6_be(CONTAINER6)),
+        Some(&1)
+    );
+    // Idle past its timeout: the sweep removes both halves, and the owner holds none.
+    let keys: Vec<_> = entries.iter().map(|(k, _, _)| *k).collect();
+    let later = netd::conntrack::monotonic_now() + netd::conntrack::TCP_ESTABLISHED_TIMEOUT + 1;
+    let removed =
+        t.dp.sweep_flows(FlowTable::Confirmed, &keys, later)
+            .unwrap();
+    assert_eq!(removed, 2);
+    assert!(t.dp.flow_entries6().unwrap().is_empty());
+    let owners =
+        t.dp.flow_owner_counts_of::<netd_common::maps::Addr6>()
+            .unwrap();
+    assert_eq!(
+        owners.get(&netd_common::user::addr6_be(CONTAINER6)),
+        Some(&0)
+    );
+    // And the daemon's purge of a removed container's address finds its flows.
+    t.run("uplink_egress", &syn);
+    let entries = t.dp.flow_entries6().unwrap();
+    let keys = netd::conntrack::involving(&entries, CONTAINER6.into());
+    assert_eq!(keys.len(), 2);
+    t.dp.remove_flows(&keys).unwrap();
+    assert!(t.dp.flow_entries6().unwrap().is_empty());
+}
