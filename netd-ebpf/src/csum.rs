@@ -18,10 +18,7 @@ use aya_ebpf::{
 };
 use netd_common::{PROTO_ICMP, PROTO_UDP, maps::Addr6};
 
-use crate::{
-    parse::{IP_CSUM_OFF, Packet},
-    parse6::Flow6,
-};
+use crate::parse::{IP_CSUM_OFF, Packet};
 
 #[inline(always)]
 fn l4_flags(pkt: &Packet) -> u64 {
@@ -62,23 +59,36 @@ pub fn port_changed(ctx: &TcContext, pkt: &Packet, old: u16, new: u16) -> Result
     )
 }
 
-/// `port_changed` for IPv6.
+/// `port_changed` for IPv6: a 16-bit field under the checksum at `csum_off` changed
+/// (`flags`: `l4_flags6`; 0 for bytes an ICMPv6 error quotes).
 #[inline(always)]
-pub fn port6_changed(ctx: &TcContext, pkt: &Flow6, old: u16, new: u16) -> Result<(), i64> {
-    ctx.l4_csum_replace(
-        pkt.l4_csum_off as usize,
-        old as u64,
-        new as u64,
-        2 | udp_flags(pkt.proto),
-    )
+pub fn field6_changed(
+    ctx: &TcContext,
+    csum_off: usize,
+    flags: u64,
+    old: u16,
+    new: u16,
+) -> Result<(), i64> {
+    ctx.l4_csum_replace(csum_off, old as u64, new as u64, 2 | flags)
 }
 
-/// Write a new IPv6 address at `off` (the source or destination of the fixed header) and
-/// fix the L4 checksum (TCP, UDP and ICMPv6 alike have it in their pseudo header).
+/// The flags an IPv6 packet's own upper-layer checksum is fixed with: its addresses are
+/// in its pseudo header (TCP, UDP and ICMPv6 alike), and UDP's zero stays zero.
+#[inline(always)]
+pub fn l4_flags6(proto: u8) -> u64 {
+    BPF_F_PSEUDO_HDR as u64 | udp_flags(proto)
+}
+
+/// Write a new IPv6 address at `off` and fix the checksum at `csum_off` for it. `flags`
+/// with BPF_F_PSEUDO_HDR: the address is the packet's own (in the pseudo header), and is
+/// stored with BPF_F_RECOMPUTE_CSUM (see the module's comment); without: bytes an ICMPv6
+/// error quotes, which only its checksum covers, the two changes cancelling in
+/// `skb->csum` as they do in the packet.
 #[inline(always)]
 pub fn addr6_changed(
     ctx: &TcContext,
-    pkt: &Flow6,
+    csum_off: usize,
+    flags: u64,
     off: usize,
     old: &Addr6,
     new: &Addr6,
@@ -98,13 +108,13 @@ pub fn addr6_changed(
     if diff < 0 {
         return Err(diff);
     }
-    ctx.l4_csum_replace(
-        pkt.l4_csum_off as usize,
-        0,
-        diff as u64,
-        BPF_F_PSEUDO_HDR as u64 | udp_flags(pkt.proto),
-    )?;
-    ctx.store(off, new, BPF_F_RECOMPUTE_CSUM as u64)
+    ctx.l4_csum_replace(csum_off, 0, diff as u64, flags)?;
+    let store = if flags & BPF_F_PSEUDO_HDR as u64 != 0 {
+        BPF_F_RECOMPUTE_CSUM as u64
+    } else {
+        0
+    };
+    ctx.store(off, new, store)
 }
 
 /// Bytes inside an ICMP error's payload changed: only the ICMP checksum covers them.

@@ -2,7 +2,7 @@
 //! address families: what differs between them is behind `Nat` (the node's tables) and
 //! `Translatable` (where a packet's fields are and how its checksums follow).
 
-use aya_ebpf::{helpers::bpf_get_prandom_u32, programs::TcContext};
+use aya_ebpf::{bindings::BPF_F_PSEUDO_HDR, helpers::bpf_get_prandom_u32, programs::TcContext};
 use netd_common::{
     counters::Reason,
     flow::{FlowEntry, FlowEntry6, FlowEntryOf, FlowKeyOf},
@@ -288,19 +288,24 @@ fn try_claim<A: Nat>(port: u16, reply_key: &mut FlowKeyOf<A>, reply: &FlowEntryO
 /// TCP, UDP and ICMPv6 alike. A subprogram, as `rewrite`.
 #[inline(never)]
 pub fn rewrite6(ctx: &TcContext, pkt: &Flow6, to: &FlowEntry6) -> Result<(), i64> {
+    let csum = pkt.l4_csum_off as usize;
+    let flags = csum::l4_flags6(pkt.proto);
     if pkt.src != to.src_addr {
-        csum::addr6_changed(ctx, pkt, IP6_SRC_OFF, &pkt.src, &to.src_addr)?;
+        csum::addr6_changed(ctx, csum, flags, IP6_SRC_OFF, &pkt.src, &to.src_addr)?;
     }
     if pkt.dst != to.dst_addr {
-        csum::addr6_changed(ctx, pkt, IP6_DST_OFF, &pkt.dst, &to.dst_addr)?;
+        csum::addr6_changed(ctx, csum, flags, IP6_DST_OFF, &pkt.dst, &to.dst_addr)?;
     }
-    if pkt.src_port != to.src_port {
-        csum::port6_changed(ctx, pkt, pkt.src_port, to.src_port)?;
-        ctx.store(pkt.src_port_off as usize, &to.src_port, 0)?;
-    }
-    if pkt.dst_port != to.dst_port {
-        csum::port6_changed(ctx, pkt, pkt.dst_port, to.dst_port)?;
-        ctx.store(pkt.dst_port_off as usize, &to.dst_port, 0)?;
+    let ports = [
+        (pkt.src_port_off, pkt.src_port, to.src_port),
+        (pkt.dst_port_off, pkt.dst_port, to.dst_port),
+    ];
+    for (off, old, new) in ports {
+        if old != new {
+            // Not BPF_F_PSEUDO_HDR: ports are not in the pseudo header.
+            csum::field6_changed(ctx, csum, flags & !(BPF_F_PSEUDO_HDR as u64), old, new)?;
+            ctx.store(off as usize, &new, 0)?;
+        }
     }
     Ok(())
 }

@@ -259,12 +259,7 @@ pub fn flow_of<F: Frame>(ctx: &F, pkt: &Packet6) -> Result<Flow6, Reason> {
             flow.seen = seen_bits(flags);
         }
         PROTO_ICMPV6 => {
-            let id = u16::from_ne_bytes([head[4], head[5]]);
-            let (src_port, dst_port) = match head[0] {
-                ICMP6_ECHO_REQUEST => (id, 0),
-                ICMP6_ECHO_REPLY => (0, id),
-                _ => return Err(Reason::OtherProto),
-            };
+            let (src_port, dst_port) = echo_ports(&head)?;
             flow.src_port = src_port;
             flow.dst_port = dst_port;
             flow.src_port_off = (l4 + 4) as u16;
@@ -274,4 +269,16 @@ pub fn flow_of<F: Frame>(ctx: &F, pkt: &Packet6) -> Result<Flow6, Reason> {
         _ => {}
     }
     Ok(flow)
+}
+
+/// An ICMPv6 echo's "ports" from its first 8 bytes: a request's identifier is its source
+/// port, a reply's its destination port (the other is 0). Anything else is no echo.
+#[inline(always)]
+pub fn echo_ports(head: &[u8; 8]) -> Result<(u16, u16), Reason> {
+    let id = u16::from_ne_bytes([head[4], head[5]]);
+    match head[0] {
+        ICMP6_ECHO_REQUEST => Ok((id, 0)),
+        ICMP6_ECHO_REPLY => Ok((0, id)),
+        _ => Err(Reason::OtherProto),
+    }
 }

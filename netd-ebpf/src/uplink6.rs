@@ -4,10 +4,11 @@
 //!
 //! Egress: masquerade (NAT66) of what containers of a masqueraded network send beyond
 //! the node, port-preserving as for IPv4; what netd cannot translate from such a network
-//! (fragments after the first, other protocols, ICMPv6 errors) is dropped
+//! (fragments after the first, other protocols, ICMPv6 errors about no flow) is dropped
 //! (`drop_ipv6_not_translated`) rather than leaving with the container's own address.
 //! Ingress: the replies of those flows, translated back and routed by the stack to their
-//! container. Nothing else from the network reaches a container's IPv6 address, even on a
+//! container. ICMPv6 errors about those flows (Packet Too Big above all) are translated
+//! both ways (`icmp6`). Nothing else from the network reaches a container's IPv6 address, even on a
 //! node that forwards IPv6 for other reasons: what is addressed into a network's IPv6
 //! subnet is dropped (`drop_not_published`), unless that network's IPv6 is routed on
 //! purpose (`gateway_mode_ipv6=routed`: `pass_ipv6_routed`) or it is one of the node's
@@ -17,7 +18,7 @@
 use aya_ebpf::programs::TcContext;
 use netd_common::{
     counters::{Hook, Reason},
-    flow::{DIR_INGRESS, ORIGIN_SNAT},
+    flow::{DIR_EGRESS, DIR_INGRESS, ORIGIN_SNAT},
     maps::{
         Addr6, CALL_UPLINK_EGRESS6, CALL_UPLINK_EGRESS6_NEW, CALL_UPLINK_INGRESS6,
         NETWORK_MASQUERADE, NETWORK_ROUTED,
@@ -25,7 +26,7 @@ use netd_common::{
 };
 
 use crate::{
-    conntrack,
+    conntrack, icmp6,
     maps::{CALLS, NODE_ADDRS6, SCRATCH6},
     nat::Nat,
     parse6::{Flow6, IP6_DST_OFF, IP6_SRC_OFF, flow_of, parse_ipv6},
@@ -85,10 +86,18 @@ fn finished(ctx: &TcContext, hook: Hook, verdict: Verdict) -> i32 {
 /// decision, step, connection table) stays within the 512 bytes.
 #[inline(never)]
 fn decide_ingress(ctx: &TcContext) -> Verdict {
-    if let Ok(flow) = flow_packet(ctx)
-        && let Some(verdict) = reply_in(ctx, &flow)
-    {
-        return verdict;
+    match flow_packet(ctx) {
+        Ok(flow) => {
+            if let Some(verdict) = reply_in(ctx, &flow) {
+                return verdict;
+            }
+        }
+        Err(Reason::OtherProto) => {
+            if let Some(verdict) = icmp6::translate_error_of_flow(ctx, DIR_INGRESS) {
+                return verdict;
+            }
+        }
+        Err(_) => {}
     }
     // Too short for a whole header: the stack drops it.
     match ctx.load::<Addr6>(IP6_DST_OFF) {
@@ -140,6 +149,12 @@ fn decide_egress(ctx: &TcContext) -> Option<Verdict> {
     // where they entered.
     let flow = match flow_packet(ctx) {
         Ok(flow) => flow,
+        Err(Reason::OtherProto) => {
+            return Some(
+                icmp6::translate_error_of_flow(ctx, DIR_EGRESS)
+                    .unwrap_or_else(|| untranslated(ctx, Reason::OtherProto)),
+            );
+        }
         Err(reason) => return Some(untranslated(ctx, reason)),
     };
     match established_out(ctx, &flow) {

@@ -405,3 +405,123 @@ fn the_ipv6_connection_table_is_listed_confirmed_and_swept() {
     t.dp.remove_flows(&keys).unwrap();
     assert!(t.dp.flow_entries6().unwrap().is_empty());
 }
+
+/// An ICMPv6 error (`icmp_type`, `code`, the 4 bytes after the checksum: Packet Too Big's
+/// MTU) from `src` to `dst` quoting `quoted` (an IPv6 packet, without its Ethernet
+/// header), its checksum right.
+fn icmp6_error(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    icmp_type: u8,
+    code: u8,
+    word: u32,
+    quoted: &[u8],
+) -> Vec<u8> {
+    let mut l4 = vec![icmp_type, code, 0, 0];
+    l4.extend_from_slice(&word.to_be_bytes());
+    l4.extend_from_slice(quoted);
+    frame6(src, dst, &[], 0, ICMP6, &l4)
+}
+
+/// `frame`'s IPv6 packet with its source or destination (`at`: 8 or 24 into the fixed
+/// header) and the port at `port_at` (into the packet) replaced, its own checksum left
+/// as it was: how a translated quote reads.
+fn patched(frame: &[u8], at: usize, addr: Ipv6Addr, port_at: usize, port: u16) -> Vec<u8> {
+    let mut p = frame[ETH..].to_vec();
+    p[at..at + 16].copy_from_slice(&addr.octets());
+    p[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
+    p
+}
+
+const ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 0xfe);
+
+#[test]
+fn packet_too_big_and_other_errors_about_a_masqueraded_flow_reach_the_container() {
+    let mut t = nat6_node();
+    // A full-size segment out, masqueraded; a router on the way cannot forward it.
+    let big = frame6(
+        CONTAINER6,
+        BEYOND6,
+        &[],
+        0,
+        TCP6,
+        &tcp6_segment(40000, 443, 0x10),
+    );
+    let (_, sent) = t.run("uplink_egress", &big);
+    let ptb = icmp6_error(ROUTER6, NODE6, 2, 0, 1280, &sent[ETH..]);
+    let (verdict, delivered) = t.run("uplink_ingress", &ptb);
+    assert_eq!(verdict, TC_ACT_OK);
+    // To the container, still from the router, quoting the packet as the container sent
+    // it (the quoted TCP checksum is the one the router saw).
+    let quoted = patched(&sent, 8, CONTAINER6, 40, 40000);
+    assert_eq!(
+        delivered,
+        icmp6_error(ROUTER6, CONTAINER6, 2, 0, 1280, &quoted)
+    );
+    assert_eq!(count(&t, "UplinkIngress", "icmp_error_translated"), 1);
+
+    // A time exceeded about an echo (its identifier remapped) reaches the container with
+    // the container's own identifier.
+    let ping = frame6(CONTAINER6, BEYOND6, &[], 0, ICMP6, &echo6(128, 7, 1));
+    let (_, sent) = t.run("uplink_egress", &ping);
+    let id = u16::from_be_bytes([sent[ETH + 44], sent[ETH + 45]]);
+    let exceeded = icmp6_error(ROUTER6, NODE6, 3, 0, 0, &sent[ETH..]);
+    let (_, delivered) = t.run("uplink_ingress", &exceeded);
+    let quoted = patched(&sent, 8, CONTAINER6, 44, 7);
+    assert_ne!(id, 7);
+    assert_eq!(
+        delivered,
+        icmp6_error(ROUTER6, CONTAINER6, 3, 0, 0, &quoted)
+    );
+
+    // The container's own error about a reply of its flow (its socket closed): from the
+    // node's address, quoting the reply as the remote end sent it.
+    let udp = frame6(CONTAINER6, BEYOND6, &[], 0, UDP6, &udp6_datagram(40001, 53));
+    t.run("uplink_egress", &udp);
+    let reply_in = frame6(BEYOND6, NODE6, &[], 0, UDP6, &udp6_datagram(53, 40001));
+    let (_, reply) = t.run("uplink_ingress", &reply_in);
+    let unreachable = icmp6_error(CONTAINER6, BEYOND6, 1, 4, 0, &reply[ETH..]);
+    let (verdict, out) = t.run("uplink_egress", &unreachable);
+    assert_eq!(verdict, TC_ACT_OK);
+    let quoted = patched(&reply, 24, NODE6, 42, 40001);
+    assert_eq!(out, icmp6_error(NODE6, BEYOND6, 1, 4, 0, &quoted));
+    assert_eq!(count(&t, "UplinkEgress", "icmp_error_translated"), 1);
+}
+
+#[test]
+fn errors_about_no_flow_or_to_anyone_but_the_quoted_sender_are_never_translated() {
+    let mut t = nat6_node();
+    let big = frame6(
+        CONTAINER6,
+        BEYOND6,
+        &[],
+        0,
+        TCP6,
+        &tcp6_segment(40000, 443, 0x10),
+    );
+    let (_, sent) = t.run("uplink_egress", &big);
+    // To the node about a flow it does not have: the node's own business, untouched.
+    let unknown = frame6(
+        NODE6,
+        BEYOND6,
+        &[],
+        0,
+        TCP6,
+        &tcp6_segment(40999, 443, 0x10),
+    );
+    let stray = icmp6_error(ROUTER6, NODE6, 2, 0, 1280, &unknown[ETH..]);
+    assert_eq!(t.run("uplink_ingress", &stray), (TC_ACT_OK, stray.clone()));
+    // Quoting the flow, but addressed to another host than the quoted packet's source:
+    // not the flow's, never translated into a container.
+    let elsewhere = icmp6_error(ROUTER6, GATEWAY6, 2, 0, 1280, &sent[ETH..]);
+    assert_eq!(
+        t.run("uplink_ingress", &elsewhere),
+        (TC_ACT_OK, elsewhere.clone())
+    );
+    assert_eq!(count(&t, "UplinkIngress", "icmp_error_translated"), 0);
+    // A container's error about no flow of its own never leaves with its address.
+    let invented = frame6(BEYOND6, CONTAINER6, &[], 0, UDP6, &udp6_datagram(53, 41000));
+    let error = icmp6_error(CONTAINER6, BEYOND6, 1, 4, 0, &invented[ETH..]);
+    assert_eq!(t.run("uplink_egress", &error).0, TC_ACT_SHOT);
+    assert_eq!(count(&t, "UplinkEgress", "drop_ipv6_not_translated"), 1);
+}

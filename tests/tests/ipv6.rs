@@ -607,3 +607,52 @@ fn a_containers_ipv6_is_masqueraded_behind_the_nodes_address_and_survives_a_rest
     let flows = d.cli_ok(&["conntrack"]).unwrap();
     assert!(!flows.contains(&format!("[{C1}]:")), "{flows}");
 }
+
+#[test]
+fn packet_too_big_from_a_narrower_hop_and_port_unreachable_reach_a_masqueraded_container() {
+    require_root();
+    let sb = Sandbox::new("6p").unwrap();
+    // The router forwards to the internet host over a 1280-byte path (IPv6's minimum;
+    // locked, so that forwarding honours it); the rest is 1500 bytes. IPv6 routers do not
+    // fragment: the container's full-size segments only get through once the router's
+    // Packet Too Big, sent to the node's address, reaches the container translated.
+    sb.ext
+        .ip(&[
+            "-6",
+            "route",
+            "add",
+            &format!("{}/128", Sandbox::INET_ADDR6),
+            "dev",
+            "ext1",
+            "mtu",
+            "lock",
+            "1280",
+        ])
+        .unwrap();
+    let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    dual_stack(&d, "ds", "10.10.1.0/24", SUBNET6, &[]);
+    let c1 = run_on(&d, "c1", "ds", Some(C1));
+    let target = v6(Sandbox::INET_ADDR6, 7500);
+    let _server = EchoServer::start(&sb.inet.path(), Proto::Tcp, target).unwrap();
+    let script = format!(
+        "head -c 200000 /dev/zero | socat -t 5 - TCP6:[{}]:7500,connect-timeout=3 | wc -c",
+        Sandbox::INET_ADDR6
+    );
+    let echoed = d.cli_ok(&["exec", "c1", "--", "sh", "-c", &script]).unwrap();
+    assert_eq!(echoed.trim(), "200000", "200 KB out and back through NAT66");
+    assert!(d.counter("UplinkIngress", "icmp_error_translated").unwrap() > 0);
+
+    // A connected UDP socket hears "port unreachable" as ECONNREFUSED; without the
+    // error's translation it would only time out.
+    let closed = v6(Sandbox::INET_ADDR6, 9999);
+    let kind = in_netns(&c1.netns, move || {
+        let s = std::net::UdpSocket::bind("[::]:0")?;
+        s.connect(closed)?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.send(b"anyone?")?;
+        let mut buf = [0u8; 16];
+        Ok(s.recv(&mut buf).map_err(|e| e.kind()))
+    })
+    .unwrap();
+    assert_eq!(kind, Err(std::io::ErrorKind::ConnectionRefused));
+}
