@@ -44,6 +44,8 @@ pub const NODE_ADDRS6: &str = "NETD_ADDRS6_V1";
 pub const FLOWS6: &str = "NETD_FLOWS6_V1";
 pub const PENDING_FLOWS6: &str = "NETD_PENDING6_V1";
 pub const FLOW_OWNERS6: &str = "NETD_OWNERS6_V1";
+/// The published ports on the node's IPv6 addresses (as `PUBLISHED_PORTS`).
+pub const PUBLISHED_PORTS6: &str = "NETD_PORTS6_V1";
 /// The connection table's maps sized by `--flow-table-size` (both families).
 pub const FLOW_TABLES: [&str; 4] = [FLOWS, PENDING_FLOWS, FLOWS6, PENDING_FLOWS6];
 /// The node's IPv6 settings (index 0), beside `NODE_CONFIG`.
@@ -53,7 +55,7 @@ pub const NODE_CONFIG6: &str = "NETD_CONFIG6_V1";
 pub const CALLS: &str = "NETD_CALLS_V1";
 
 /// Every pinned map of the kernel object (a test checks the object has exactly these).
-pub const PINNED: [&str; 24] = [
+pub const PINNED: [&str; 25] = [
     PUBLISHED_PORTS,
     FLOWS,
     PENDING_FLOWS,
@@ -78,6 +80,7 @@ pub const PINNED: [&str; 24] = [
     PENDING_FLOWS6,
     FLOW_OWNERS6,
     NODE_CONFIG6,
+    PUBLISHED_PORTS6,
 ];
 
 pub const PUBLISHED_PORTS_MAX: u32 = 65_536;
@@ -102,6 +105,8 @@ pub const CALL_UPLINK_INGRESS6: u32 = 1;
 pub const CALL_UPLINK_EGRESS6: u32 = 2;
 /// `CALLS` index of `uplink_egress6_new` (tail-called by `uplink_egress6`).
 pub const CALL_UPLINK_EGRESS6_NEW: u32 = 3;
+/// `CALLS` index of `uplink_ingress6_new` (tail-called by `uplink_ingress6`).
+pub const CALL_UPLINK_INGRESS6_NEW: u32 = 4;
 /// Fragmented datagrams in flight whose first fragment was seen.
 pub const FRAGMENTS_MAX: u32 = 16_384;
 /// Candidate keys one run of the sweep program judges (an array map, not pinned: it

@@ -9,7 +9,7 @@ use crate::{
         NodeConfig6, OverlayInfo, RemoteEndpoint,
     },
     monitor::{EventTuple, MonitorConfig, MonitorEvent, MonitorState},
-    published::{Backend, PortKey},
+    published::{Backend, Backend6, PortKey, PortKey6},
     sockets::{SocketOrigin, SocketPeer},
 };
 
@@ -28,6 +28,8 @@ macro_rules! pod {
 pod!(
     PortKey,
     Backend,
+    PortKey6,
+    Backend6,
     FlowKey,
     FlowEntry,
     FlowKey6,
@@ -117,6 +119,28 @@ impl Backend {
     pub fn new(addr: core::net::Ipv4Addr, port: u16, ifindex: u32) -> Self {
         Backend {
             addr: addr_be(addr),
+            port: port.to_be(),
+            _pad: 0,
+            ifindex,
+        }
+    }
+}
+
+impl PortKey6 {
+    pub fn new(proto: u8, addr: core::net::Ipv6Addr, port: u16) -> Self {
+        PortKey6 {
+            addr: addr6_be(addr),
+            port: port.to_be(),
+            proto,
+            _pad: 0,
+        }
+    }
+}
+
+impl Backend6 {
+    pub fn new(addr: core::net::Ipv6Addr, port: u16, ifindex: u32) -> Self {
+        Backend6 {
+            addr: addr6_be(addr),
             port: port.to_be(),
             _pad: 0,
             ifindex,

@@ -19,7 +19,7 @@ use netd_common::{
 use crate::{
     conntrack::find_mut,
     csum,
-    maps::SCRATCH6,
+    maps::scratch6,
     parse::Fragment,
     parse6::{
         IP6_DST_OFF, IP6_HDR_LEN, IP6_SRC_OFF, PROTO_ICMPV6, Packet6, echo_ports, parse_ipv6,
@@ -64,12 +64,10 @@ pub fn translate_error_of_flow(ctx: &TcContext, dir: u8) -> Option<Verdict> {
         _pad: [0; 2],
     };
     let found = find_mut(&key)?;
-    let entry = SCRATCH6.get_ptr_mut(0)?;
-    // SAFETY: a copy out of a map value into this CPU's own slot, for this packet only.
-    let entry = unsafe {
-        *entry = *found;
-        &*entry
-    };
+    let scratch = scratch6()?;
+    // SAFETY: a copy out of a map value (see `conntrack::lookup`).
+    scratch.entry = unsafe { *found };
+    let entry = &scratch.entry;
     let hides_source = entry.src_addr != key.src_addr;
     Some(if translate(ctx, &quote, entry, hides_source) {
         (Reason::IcmpErrorTranslated, PASS)

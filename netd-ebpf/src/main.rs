@@ -96,6 +96,13 @@ mod programs {
         crate::uplink::egress(&ctx)
     }
 
+    /// Tail-called by `uplink_ingress6` for a connection's first packet to the node:
+    /// published ports (DNAT66).
+    #[classifier]
+    pub fn uplink_ingress6_new(ctx: TcContext) -> i32 {
+        crate::uplink6::ingress_new(&ctx)
+    }
+
     /// Tail-called by `uplink_egress` for IPv6: masquerade (NAT66).
     #[classifier]
     pub fn uplink_egress6(ctx: TcContext) -> i32 {

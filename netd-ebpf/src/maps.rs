@@ -1,6 +1,7 @@
 //! The maps, pinned by name so that a restarted daemon finds the same state. Their names
 //! and value types come from netd-common; keep the two in step.
 
+use crate::parse6::Flow6;
 use aya_ebpf::{
     macros::map,
     maps::{
@@ -18,12 +19,17 @@ use netd_common::{
         REMOTE_ENDPOINTS_MAX, RemoteEndpoint, SWEEP_BATCH,
     },
     monitor::{MONITOR_RING_BYTES, MonitorConfig, MonitorState},
-    published::{Backend, PortKey},
+    published::{Backend, Backend6, PortKey, PortKey6},
     sockets::{SOCKET_ORIGINS_MAX, SocketOrigin, SocketPeer},
 };
 
 #[map(name = "NETD_PORTS_V1")]
 pub static PUBLISHED_PORTS: HashMap<PortKey, Backend> = HashMap::pinned(PUBLISHED_PORTS_MAX, 0);
+
+/// The ports published on the node's IPv6 addresses (only the wildcard binding, `[::]`,
+/// so far).
+#[map(name = "NETD_PORTS6_V1")]
+pub static PUBLISHED_PORTS6: HashMap<PortKey6, Backend6> = HashMap::pinned(PUBLISHED_PORTS_MAX, 0);
 
 /// Confirmed flows. A plain hash (not LRU): the kernel never evicts half of a flow; the
 /// daemon's garbage collector removes both halves together, and a full table is counted.
@@ -137,10 +143,26 @@ pub static SWEEP: Array<FlowKey> = Array::with_max_entries(SWEEP_BATCH, 0);
 #[map(name = "SWEEP_BATCH6")]
 pub static SWEEP6: Array<FlowKey6> = Array::with_max_entries(SWEEP_BATCH, 0);
 
-/// Each CPU's room for the entry of a new IPv6 flow, which the IPv6 programs' stack has
-/// no room for (see `uplink6`); carries nothing from one packet to the next.
+/// Each CPU's room for what the IPv6 programs' stack has no room for (see `uplink6`);
+/// carries nothing from one packet to the next.
 #[map(name = "SCRATCH6")]
-pub static SCRATCH6: PerCpuArray<FlowEntry6> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH6: PerCpuArray<Scratch6> = PerCpuArray::with_max_entries(1, 0);
+
+/// A value of `SCRATCH6`.
+pub struct Scratch6 {
+    /// The packet a program creates a flow for.
+    pub flow: Flow6,
+    /// The flow's entry as it is made, or one read out of the table.
+    pub entry: FlowEntry6,
+}
+
+/// This CPU's `SCRATCH6`, for this packet only.
+#[inline(always)]
+pub fn scratch6() -> Option<&'static mut Scratch6> {
+    // SAFETY: a per-CPU value, used by one program run at a time (the programs run with
+    // preemption off) and only until it ends.
+    SCRATCH6.get_ptr_mut(0).map(|s| unsafe { &mut *s })
+}
 
 /// What `netd monitor` asks of the programs (see `monitor`); all zero, as loaded: nothing.
 #[map(name = "MONITOR_CONFIG")]

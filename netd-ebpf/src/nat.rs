@@ -2,22 +2,26 @@
 //! address families: what differs between them is behind `Nat` (the node's tables) and
 //! `Translatable` (where a packet's fields are and how its checksums follow).
 
-use aya_ebpf::{bindings::BPF_F_PSEUDO_HDR, helpers::bpf_get_prandom_u32, programs::TcContext};
+use aya_ebpf::{
+    bindings::BPF_F_PSEUDO_HDR, helpers::bpf_get_prandom_u32, maps::HashMap, programs::TcContext,
+};
 use netd_common::{
     counters::Reason,
     flow::{FlowEntry, FlowEntry6, FlowEntryOf, FlowKeyOf},
     maps::{Addr6, NetworkInfo, NodeConfig},
-    published::PortKey,
+    published::{Backend, Backend6, BackendOf, PortKey, PortKey6, PortKeyOf},
 };
 
 use crate::{
     conntrack::{self, EEXIST, Family, Tracked},
     csum,
-    maps::{ENDPOINT_VETHS, NODE_ADDRS, NODE_ADDRS6, NODE_CONFIG6, PUBLISHED_PORTS},
+    maps::{
+        ENDPOINT_VETHS, NODE_ADDRS, NODE_ADDRS6, NODE_CONFIG6, PUBLISHED_PORTS, PUBLISHED_PORTS6,
+    },
     node_sockets,
     parse::{IP_DST_OFF, IP_SRC_OFF, Packet},
     parse6::{Flow6, IP6_DST_OFF, IP6_SRC_OFF},
-    policy, policy6,
+    policy, policy6, program,
 };
 
 /// What masquerading needs of an address family's tables.
@@ -43,8 +47,10 @@ pub trait Nat: Family {
         local: Self,
         port: u16,
     ) -> bool;
-    /// Whether `port` of `addr` is published (its replies would be DNATed).
-    fn is_published(addr: Self, port: u16, proto: u8) -> bool;
+    /// The family's published ports.
+    fn ports() -> &'static HashMap<PortKeyOf<Self>, BackendOf<Self>>;
+    /// Loopback: nothing from outside addressed to it is ever published.
+    fn is_loopback(addr: Self) -> bool;
 }
 
 impl Nat for u32 {
@@ -78,15 +84,12 @@ impl Nat for u32 {
         node_sockets::in_use(ctx, proto, remote, remote_port, local, port)
     }
     #[inline(always)]
-    fn is_published(addr: u32, port: u16, proto: u8) -> bool {
-        let exact = PortKey {
-            addr,
-            port,
-            proto,
-            _pad: 0,
-        };
-        let wildcard = PortKey { addr: 0, ..exact };
-        PUBLISHED_PORTS.get_ptr(exact).is_some() || PUBLISHED_PORTS.get_ptr(wildcard).is_some()
+    fn ports() -> &'static HashMap<PortKey, Backend> {
+        &PUBLISHED_PORTS
+    }
+    #[inline(always)]
+    fn is_loopback(addr: u32) -> bool {
+        program::is_loopback(addr)
     }
 }
 
@@ -123,11 +126,63 @@ impl Nat for Addr6 {
     ) -> bool {
         node_sockets::in_use6(ctx, proto, remote, remote_port, local, port)
     }
-    /// netd publishes no IPv6 ports yet: none is ever DNATed, so none is in the way.
     #[inline(always)]
-    fn is_published(_: Addr6, _: u16, _: u8) -> bool {
-        false
+    fn ports() -> &'static HashMap<PortKey6, Backend6> {
+        &PUBLISHED_PORTS6
     }
+    /// `::1`.
+    #[inline(always)]
+    fn is_loopback(addr: Addr6) -> bool {
+        addr == [0, 0, 0, u32::from_ne_bytes([0, 0, 0, 1])]
+    }
+}
+
+/// The published port a packet to `dst:port` is addressed to: the binding on the exact
+/// address wins over the wildcard; the wildcard only answers on the node's own
+/// addresses. A packet addressed to loopback never matches: it can only have come from
+/// outside (TC runs before the kernel drops such martians), and bindings on loopback
+/// must stay local.
+#[inline(always)]
+pub fn published<A: Nat>(dst: A, port: u16, proto: u8) -> Option<BackendOf<A>> {
+    if A::is_loopback(dst) {
+        return None;
+    }
+    let exact = PortKeyOf {
+        addr: dst,
+        port,
+        proto,
+        _pad: 0,
+    };
+    // SAFETY: a copy out of the map value.
+    if let Some(backend) = unsafe { A::ports().get(exact) } {
+        return Some(*backend);
+    }
+    if !A::is_node_addr(dst) {
+        return None;
+    }
+    let wildcard = PortKeyOf {
+        addr: A::default(),
+        ..exact
+    };
+    // SAFETY: as above.
+    unsafe { A::ports().get(wildcard) }.copied()
+}
+
+/// Whether `port` of `addr` is published, exactly or by the wildcard binding (its replies
+/// would be DNATed).
+#[inline(always)]
+fn is_published<A: Nat>(addr: A, port: u16, proto: u8) -> bool {
+    let exact = PortKeyOf {
+        addr,
+        port,
+        proto,
+        _pad: 0,
+    };
+    let wildcard = PortKeyOf {
+        addr: A::default(),
+        ..exact
+    };
+    A::ports().get_ptr(exact).is_some() || A::ports().get_ptr(wildcard).is_some()
 }
 
 /// A parsed packet whose tuple a flow entry can be written into.
@@ -273,7 +328,7 @@ impl Claim {
 /// its replies would be DNATed.
 #[inline(always)]
 fn try_claim<A: Nat>(port: u16, reply_key: &mut FlowKeyOf<A>, reply: &FlowEntryOf<A>) -> Claim {
-    if A::is_published(reply_key.dst_addr, port, reply_key.proto) {
+    if is_published(reply_key.dst_addr, port, reply_key.proto) {
         return Claim::Published;
     }
     reply_key.dst_port = port;

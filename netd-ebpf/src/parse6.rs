@@ -178,7 +178,7 @@ const ICMP6_ECHO_REPLY: u8 = 129;
 /// its flow. TCP, UDP and ICMPv6 echo (its identifier standing in for the port on the
 /// asking side, as for ICMP). Always a whole packet or a first fragment: its upper-layer
 /// header is there.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct Flow6 {
     pub src: Addr6,
     pub dst: Addr6,

@@ -7,14 +7,12 @@ use aya_ebpf::{
 use netd_common::{
     counters::{Hook, Reason},
     flow::FlowEntryOf,
-    published::{Backend, PortKey},
+    published::Backend,
 };
 
 use crate::{
-    fragment,
-    maps::{NODE_ADDRS, PUBLISHED_PORTS},
-    monitor,
-    nat::Translatable,
+    fragment, monitor,
+    nat::{self, Translatable},
     parse::{Packet, parse_ipv4_l4},
     stats::count,
 };
@@ -92,29 +90,10 @@ pub fn apply<A, P: Translatable<A>>(
     }
 }
 
-/// The published port a packet is addressed to: the binding on the packet's exact address
-/// wins over the wildcard; the wildcard only answers on the node's own addresses. A packet
-/// addressed to loopback never matches: it can only have come from outside (TC runs
-/// before the kernel drops such martians), and bindings on 127.0.0.1 must stay local.
+/// The published port a packet is addressed to (see `nat::published`).
 #[inline(always)]
 pub fn published_backend(pkt: &Packet) -> Option<Backend> {
-    if is_loopback(pkt.dst_addr) {
-        return None;
-    }
-    let exact = PortKey {
-        addr: pkt.dst_addr,
-        port: pkt.dst_port,
-        proto: pkt.proto,
-        _pad: 0,
-    };
-    // SAFETY: a copy out of the map value.
-    if let Some(backend) = unsafe { PUBLISHED_PORTS.get(exact) } {
-        return Some(*backend);
-    }
-    NODE_ADDRS.get_ptr(pkt.dst_addr)?;
-    let wildcard = PortKey { addr: 0, ..exact };
-    // SAFETY: as above.
-    unsafe { PUBLISHED_PORTS.get(wildcard) }.copied()
+    nat::published(pkt.dst_addr, pkt.dst_port, pkt.proto)
 }
 
 /// 127.0.0.0/8, for a network-order address.

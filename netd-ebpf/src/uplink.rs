@@ -15,6 +15,7 @@ use netd_common::{
         ORIGIN_SNAT, ORIGIN_TRACKED,
     },
     maps::{NETWORK_MASQUERADE, NETWORK_ROUTED},
+    published::BackendOf,
 };
 
 use crate::{
@@ -75,6 +76,20 @@ pub fn ingress_flow(pkt: &Packet) -> Result<(FlowEntry, Reason), Reason> {
     let Some(backend) = pkt.starts_flow.then(|| published_backend(pkt)).flatten() else {
         return Err(not_ours(pkt.ip_dst).0);
     };
+    let mut entry = FlowEntry::default();
+    dnat_new_flow(&key, pkt, &backend, &mut entry)?;
+    Ok((entry, Reason::DnatNew))
+}
+
+/// A new connection to a published port (`key`, its first packet `pkt`): both halves
+/// created, the first (written into `entry`) leading to `backend`.
+#[inline(always)]
+pub fn dnat_new_flow<A: Nat, P: Translatable<A>>(
+    key: &FlowKeyOf<A>,
+    pkt: &P,
+    backend: &BackendOf<A>,
+    entry: &mut FlowEntryOf<A>,
+) -> Result<(), Reason> {
     let to = Tuple {
         dst_addr: backend.addr,
         dst_port: backend.port,
@@ -90,11 +105,10 @@ pub fn ingress_flow(pkt: &Packet) -> Result<(FlowEntry, Reason), Reason> {
         first: half,
         reply: half,
     };
-    let mut entry = FlowEntry::default();
-    if !conntrack::create(&key, pkt, &flow, &mut entry) {
+    if !conntrack::create(key, pkt, &flow, entry) {
         return Err(Reason::DropFlowTableFull);
     }
-    Ok((entry, Reason::DnatNew))
+    Ok(())
 }
 
 /// A packet from the network that no flow and no published port claims: dropped if it is

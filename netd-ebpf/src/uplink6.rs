@@ -18,17 +18,18 @@
 use aya_ebpf::programs::TcContext;
 use netd_common::{
     counters::{Hook, Reason},
-    flow::{DIR_EGRESS, DIR_INGRESS, ORIGIN_SNAT},
+    flow::{DIR_EGRESS, DIR_INGRESS, FlowEntry6, ORIGIN_SNAT},
     maps::{
         Addr6, CALL_UPLINK_EGRESS6, CALL_UPLINK_EGRESS6_NEW, CALL_UPLINK_INGRESS6,
-        NETWORK_MASQUERADE, NETWORK_ROUTED,
+        CALL_UPLINK_INGRESS6_NEW, NETWORK_MASQUERADE, NETWORK_ROUTED,
     },
+    published::Backend6,
 };
 
 use crate::{
     conntrack, icmp6,
-    maps::{CALLS, NODE_ADDRS6, SCRATCH6},
-    nat::Nat,
+    maps::{CALLS, NODE_ADDRS6, scratch6},
+    nat::{self, Nat},
     parse6::{Flow6, IP6_DST_OFF, IP6_SRC_OFF, flow_of, parse_ipv6},
     policy6::network_of,
     program::{DROP, PASS, Verdict, apply, finish},
@@ -55,22 +56,67 @@ fn hand_over_to(ctx: &TcContext, hook: Hook, index: u32) -> i32 {
     finish(ctx, hook, (Reason::DropIpv6DispatchFailed, DROP))
 }
 
+/// The first packet of a connection to one of the node's addresses goes on to
+/// `uplink_ingress6_new` (from here, as in `egress`), which finds it a published port.
 pub fn ingress(ctx: &TcContext) -> i32 {
-    finished(ctx, Hook::UplinkIngress, decide_ingress(ctx))
+    let decided = decide_ingress(ctx);
+    decided_or_new(ctx, Hook::UplinkIngress, decided, CALL_UPLINK_INGRESS6_NEW)
+}
+
+/// Count and report a decision; `None` (a new flow's first packet) goes on to the
+/// program in slot `new` of `CALLS`, or is dropped if that slot is empty.
+#[inline(always)]
+fn decided_or_new(ctx: &TcContext, hook: Hook, decided: Option<Verdict>, new: u32) -> i32 {
+    match decided {
+        Some(verdict) => finished(ctx, hook, verdict),
+        None => hand_over_to(ctx, hook, new),
+    }
+}
+
+/// `uplink_ingress6_new`: a connection to a published port of the node's IPv6 addresses
+/// (DNAT66, the client's address kept), its flow created; anything else to the node is
+/// the node's. In a program of its own, as `egress_new`.
+pub fn ingress_new(ctx: &TcContext) -> i32 {
+    finished(ctx, Hook::UplinkIngress, decide_new_in(ctx))
+}
+
+#[inline(never)]
+fn decide_new_in(ctx: &TcContext) -> Verdict {
+    let Some(scratch) = scratch6() else {
+        return (Reason::DropFlowTableFull, DROP);
+    };
+    if flow_packet(ctx, &mut scratch.flow).is_err() {
+        return (Reason::Ipv6ForNode, PASS);
+    }
+    let flow = &scratch.flow;
+    match backend_of(flow) {
+        Some(backend) => opened_in(ctx, flow, &backend, &mut scratch.entry),
+        None => not_ours(&flow.dst),
+    }
+}
+
+/// The published port `flow` is addressed to (see `nat::published`).
+#[inline(never)]
+fn backend_of(flow: &Flow6) -> Option<Backend6> {
+    nat::published(flow.dst, flow.dst_port, flow.proto)
+}
+
+/// A new connection to `backend`, a published port: its flow created (its entry made in
+/// `entry`) and its first packet DNATed.
+#[inline(never)]
+fn opened_in(ctx: &TcContext, flow: &Flow6, backend: &Backend6, entry: &mut FlowEntry6) -> Verdict {
+    let key = conntrack::key_of(flow, DIR_INGRESS);
+    match uplink::dnat_new_flow(&key, flow, backend, entry) {
+        Ok(()) => apply(ctx, flow, entry, Reason::DnatNew),
+        Err(reason) => (reason, DROP),
+    }
 }
 
 /// The first packet of a flow goes on to `uplink_egress6_new`: from here, the entry point
 /// (the kernel refuses a tail call from a subprogram of a program without BTF).
 pub fn egress(ctx: &TcContext) -> i32 {
-    let verdict = match decide_egress(ctx) {
-        Some(verdict) => verdict,
-        None => {
-            // SAFETY: as in `hand_over_to`.
-            unsafe { CALLS.tail_call(ctx, CALL_UPLINK_EGRESS6_NEW) };
-            (Reason::DropIpv6DispatchFailed, DROP)
-        }
-    };
-    finished(ctx, Hook::UplinkEgress, verdict)
+    let decided = decide_egress(ctx);
+    decided_or_new(ctx, Hook::UplinkEgress, decided, CALL_UPLINK_EGRESS6_NEW)
 }
 
 /// `program::finish` in a frame of its own, beside the decision's rather than under it:
@@ -85,32 +131,38 @@ fn finished(ctx: &TcContext, hook: Hook, verdict: Verdict) -> i32 {
 /// packet, a key and entries of two steps at once, and the deepest chain (entry point,
 /// decision, step, connection table) stays within the 512 bytes.
 #[inline(never)]
-fn decide_ingress(ctx: &TcContext) -> Verdict {
-    match flow_packet(ctx) {
-        Ok(flow) => {
+fn decide_ingress(ctx: &TcContext) -> Option<Verdict> {
+    let mut flow = Flow6::default();
+    match flow_packet(ctx, &mut flow) {
+        Ok(()) => {
             if let Some(verdict) = reply_in(ctx, &flow) {
-                return verdict;
+                return Some(verdict);
+            }
+            if flow.starts_flow && NODE_ADDRS6.get_ptr(flow.dst).is_some() {
+                return None;
             }
         }
         Err(Reason::OtherProto) => {
             if let Some(verdict) = icmp6::translate_error_of_flow(ctx, DIR_INGRESS) {
-                return verdict;
+                return Some(verdict);
             }
         }
         Err(_) => {}
     }
     // Too short for a whole header: the stack drops it.
-    match ctx.load::<Addr6>(IP6_DST_OFF) {
+    Some(match ctx.load::<Addr6>(IP6_DST_OFF) {
         Ok(dst) => not_ours(&dst),
         Err(_) => (Reason::Ipv6ForNode, PASS),
-    }
+    })
 }
 
-/// The packet's flow facts (see `parse6::flow_of`).
+/// The packet's flow facts (see `parse6::flow_of`), into `flow` (the caller's, or this
+/// CPU's `SCRATCH6`).
 #[inline(never)]
-fn flow_packet(ctx: &TcContext) -> Result<Flow6, Reason> {
+fn flow_packet(ctx: &TcContext, flow: &mut Flow6) -> Result<(), Reason> {
     let pkt = parse_ipv6(ctx, ctx.len() as usize).map_err(|_| Reason::NoMatch)?;
-    flow_of(ctx, &pkt)
+    *flow = flow_of(ctx, &pkt)?;
+    Ok(())
 }
 
 /// A packet of a flow coming in: the reply to masqueraded traffic, translated back (the
@@ -147,8 +199,9 @@ fn decide_egress(ctx: &TcContext) -> Option<Verdict> {
     }
     // The node's own unparsable traffic goes on: the containers' frames were checked
     // where they entered.
-    let flow = match flow_packet(ctx) {
-        Ok(flow) => flow,
+    let mut flow = Flow6::default();
+    match flow_packet(ctx, &mut flow) {
+        Ok(()) => {}
         Err(Reason::OtherProto) => {
             return Some(
                 icmp6::translate_error_of_flow(ctx, DIR_EGRESS)
@@ -156,7 +209,7 @@ fn decide_egress(ctx: &TcContext) -> Option<Verdict> {
             );
         }
         Err(reason) => return Some(untranslated(ctx, reason)),
-    };
+    }
     match established_out(ctx, &flow) {
         (Reason::NoMatch, _) if flow.starts_flow => None,
         (Reason::NoMatch, _) => Some(untranslated(ctx, Reason::NoMatch)),
@@ -178,21 +231,20 @@ pub fn egress_new(ctx: &TcContext) -> i32 {
 
 #[inline(never)]
 fn decide_new(ctx: &TcContext) -> Verdict {
-    let flow = match flow_packet(ctx) {
-        Ok(flow) => flow,
-        Err(reason) => return untranslated(ctx, reason),
+    let Some(scratch) = scratch6() else {
+        return (Reason::DropFlowTableFull, DROP);
     };
+    if let Err(reason) = flow_packet(ctx, &mut scratch.flow) {
+        return untranslated(ctx, reason);
+    }
+    let flow = &scratch.flow;
     // Only a masqueraded network's containers send beyond the node untranslated
     // (`policy6`); a routed one's go out as they are, and so does what the node sends
     // from its own addresses (its gateways').
     if !masqueraded_container(flow.src) {
         return (Reason::NoMatch, PASS);
     }
-    let Some(entry) = SCRATCH6.get_ptr_mut(0) else {
-        return (Reason::DropFlowTableFull, DROP);
-    };
-    // SAFETY: this CPU's own slot, for this packet only.
-    uplink::masquerade(ctx, &flow, Addr6::veth_of(flow.src), unsafe { &mut *entry })
+    uplink::masquerade(ctx, flow, Addr6::veth_of(flow.src), &mut scratch.entry)
 }
 
 /// A packet the connection table cannot take (or an echo reply of no flow): from a

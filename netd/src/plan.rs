@@ -179,10 +179,12 @@ pub enum Step {
     PurgeFlows {
         ip: IpAddr,
     },
-    /// A published port, leading to `ip` behind the host veth `via`.
+    /// A published port, leading to `ip` (and, on the node's IPv6 addresses, to `ip6`)
+    /// behind the host veth `via`.
     Publish {
         binding: PortBinding,
         ip: Ipv4Addr,
+        ip6: Option<Ipv6Addr>,
         via: String,
     },
     Unpublish {
@@ -247,7 +249,17 @@ impl fmt::Display for Step {
             Step::Forget { host_veth, .. } => write!(f, "forget endpoint {host_veth}"),
             Step::Unpin { host_veth } => write!(f, "unpin the program link of {host_veth}"),
             Step::PurgeFlows { ip } => write!(f, "purge the flows of {ip}"),
-            Step::Publish { binding, ip, .. } => write!(f, "publish {binding} to {ip}"),
+            Step::Publish {
+                binding, ip, ip6, ..
+            } => {
+                write!(f, "publish {binding} to {ip}")?;
+                match ip6 {
+                    Some(ip6) if binding.host_ip.is_unspecified() => {
+                        write!(f, ", [::]:{} to {ip6}", binding.host_port)
+                    }
+                    _ => Ok(()),
+                }
+            }
             Step::Unpublish { binding } => write!(f, "unpublish {binding}"),
         }
     }
@@ -446,21 +458,31 @@ pub fn attach_macvlan(
     plan
 }
 
-/// A container's published ports, leading to `ip` behind its host veth `via`; each
-/// undone if a later one fails.
-pub fn publish(ports: &[PortBinding], ip: Ipv4Addr, via: &str) -> Vec<Planned> {
+/// Where a container's published ports lead: its endpoint's address (IPv6 too, on a
+/// dual-stack network) behind its host veth.
+#[derive(Clone, Copy, Debug)]
+pub struct PublishTo<'a> {
+    pub ip: Ipv4Addr,
+    pub ip6: Option<Ipv6Addr>,
+    pub via: &'a str,
+}
+
+impl PublishTo<'_> {
+    fn step(&self, binding: &PortBinding) -> Step {
+        Step::Publish {
+            binding: *binding,
+            ip: self.ip,
+            ip6: self.ip6,
+            via: self.via.to_string(),
+        }
+    }
+}
+
+/// A container's published ports, leading to `to`; each undone if a later one fails.
+pub fn publish(ports: &[PortBinding], to: &PublishTo) -> Vec<Planned> {
     ports
         .iter()
-        .map(|b| {
-            undone_by(
-                Step::Publish {
-                    binding: *b,
-                    ip,
-                    via: via.to_string(),
-                },
-                vec![Step::Unpublish { binding: *b }],
-            )
-        })
+        .map(|b| undone_by(to.step(b), vec![Step::Unpublish { binding: *b }]))
         .collect()
 }
 
@@ -476,17 +498,8 @@ pub fn unpublish(ports: &[PortBinding]) -> Vec<Step> {
 /// `ProgramExternalConnectivity`, which may come again for the same endpoint): the ports
 /// no longer wanted unpublished first, then every wanted one published, a binding of
 /// `old` with the same key replaced in place. A failure restores `old` as it was.
-pub fn republish(
-    old: &[PortBinding],
-    new: &[PortBinding],
-    ip: Ipv4Addr,
-    via: &str,
-) -> Vec<Planned> {
-    let publish_step = |b: &PortBinding| Step::Publish {
-        binding: *b,
-        ip,
-        via: via.to_string(),
-    };
+pub fn republish(old: &[PortBinding], new: &[PortBinding], to: &PublishTo) -> Vec<Planned> {
+    let publish_step = |b: &PortBinding| to.step(b);
     let dropped = old
         .iter()
         .filter(|b| !new.iter().any(|n| n.same_key(b)))
@@ -520,7 +533,7 @@ pub fn create_container(
     ns: Namespace,
     endpoint: Vec<Planned>,
     ports: &[PortBinding],
-    to: Option<(Ipv4Addr, &str)>,
+    to: Option<PublishTo>,
 ) -> Vec<Planned> {
     let prepare = match ns {
         Namespace::Own => Some(true),
@@ -532,8 +545,8 @@ pub fn create_container(
         .into_iter()
         .collect();
     plan.extend(endpoint);
-    if let Some((ip, via)) = to {
-        plan.extend(publish(ports, ip, via));
+    if let Some(to) = to {
+        plan.extend(publish(ports, &to));
     }
     plan
 }
@@ -852,7 +865,11 @@ mod tests {
             Namespace::Own,
             attach,
             &[binding(8080), binding(8081)],
-            Some((p.ip, "ndv0123456789ab")),
+            Some(PublishTo {
+                ip: p.ip,
+                ip6: None,
+                via: "ndv0123456789ab",
+            }),
         );
         let names = names(&steps);
         assert_eq!(
@@ -929,11 +946,15 @@ mod tests {
         let ip = Ipv4Addr::new(172, 18, 0, 2);
         let mut moved = binding(8080);
         moved.container_port = 81;
+        let to = PublishTo {
+            ip,
+            ip6: None,
+            via: "ndv1",
+        };
         let steps = republish(
             &[binding(8080), binding(9090)],
             &[moved, binding(7070)],
-            ip,
-            "ndv1",
+            &to,
         );
         assert_eq!(
             names(&steps),

@@ -25,6 +25,16 @@ fn frame6(src: Ipv6Addr, dst: Ipv6Addr, ext: &[u8], next: u8, proto: u8, l4: &[u
     with_l4_checksum6(f, ETH + 40 + ext.len(), proto)
 }
 
+/// A TCP segment from `src:sport` to `dst:dport` with `flags`, no extension headers.
+fn tcp6(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, flags: u8) -> Vec<u8> {
+    frame6(src, dst, &[], 0, TCP6, &tcp6_segment(sport, dport, flags))
+}
+
+/// A UDP datagram from `src:sport` to `dst:dport`, no extension headers.
+fn udp6(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16) -> Vec<u8> {
+    frame6(src, dst, &[], 0, UDP6, &udp6_datagram(sport, dport))
+}
+
 /// An 8-byte Destination Options header (PadN) leading to `next`.
 fn dest_opts(next: u8) -> Vec<u8> {
     vec![next, 0, 1, 4, 0, 0, 0, 0]
@@ -125,92 +135,41 @@ fn tcp_udp_and_echo_leave_from_the_uplinks_address_and_their_replies_come_back()
     assert_eq!(count(&t, "UplinkEgress", "snat_new_flow"), 6);
     assert_eq!(count(&t, "UplinkIngress", "snat_reply"), 6);
     // The flow's next packet is translated by its entry.
-    let again = frame6(
-        CONTAINER6,
-        BEYOND6,
-        &[],
-        0,
-        UDP6,
-        &udp6_datagram(40010, 443),
-    );
+    let again = udp6(CONTAINER6, 40010, BEYOND6, 443);
     let (verdict, sent) = t.run("uplink_egress", &again);
     assert_eq!(verdict, TC_ACT_OK);
-    assert_eq!(
-        sent,
-        frame6(NODE6, BEYOND6, &[], 0, UDP6, &udp6_datagram(40010, 443))
-    );
+    assert_eq!(sent, udp6(NODE6, 40010, BEYOND6, 443));
     assert_eq!(count(&t, "UplinkEgress", "translated_established"), 1);
 }
 
 #[test]
 fn a_source_port_another_flow_holds_is_remapped_into_the_snat_range() {
     let mut t = nat6_node();
-    let first = frame6(
-        CONTAINER6,
-        BEYOND6,
-        &[],
-        0,
-        TCP6,
-        &tcp6_segment(40000, 443, 0x02),
-    );
+    let first = tcp6(CONTAINER6, 40000, BEYOND6, 443, 0x02);
     assert_eq!(t.run("uplink_egress", &first).0, TC_ACT_OK);
     // Another container, the same source port, the same destination: the tuple from the
     // node's address is taken.
-    let second = frame6(
-        OTHER_CONTAINER6,
-        BEYOND6,
-        &[],
-        0,
-        TCP6,
-        &tcp6_segment(40000, 443, 0x02),
-    );
+    let second = tcp6(OTHER_CONTAINER6, 40000, BEYOND6, 443, 0x02);
     let (verdict, sent) = t.run("uplink_egress", &second);
     assert_eq!(verdict, TC_ACT_OK);
     let port = u16::from_be_bytes([sent[ETH + 40], sent[ETH + 41]]);
     assert!((61000..=65535).contains(&port), "remapped to {port}");
-    let expected = frame6(NODE6, BEYOND6, &[], 0, TCP6, &tcp6_segment(port, 443, 0x02));
+    let expected = tcp6(NODE6, port, BEYOND6, 443, 0x02);
     assert_eq!(sent, expected);
     // Its reply reaches the second container, the first's the first.
-    let reply = frame6(BEYOND6, NODE6, &[], 0, TCP6, &tcp6_segment(443, port, 0x12));
+    let reply = tcp6(BEYOND6, 443, NODE6, port, 0x12);
     let (_, delivered) = t.run("uplink_ingress", &reply);
-    assert_eq!(
-        delivered,
-        frame6(
-            BEYOND6,
-            OTHER_CONTAINER6,
-            &[],
-            0,
-            TCP6,
-            &tcp6_segment(443, 40000, 0x12)
-        )
-    );
-    let reply = frame6(
-        BEYOND6,
-        NODE6,
-        &[],
-        0,
-        TCP6,
-        &tcp6_segment(443, 40000, 0x12),
-    );
+    assert_eq!(delivered, tcp6(BEYOND6, 443, OTHER_CONTAINER6, 40000, 0x12));
+    let reply = tcp6(BEYOND6, 443, NODE6, 40000, 0x12);
     let (_, delivered) = t.run("uplink_ingress", &reply);
-    assert_eq!(
-        delivered,
-        frame6(
-            BEYOND6,
-            CONTAINER6,
-            &[],
-            0,
-            TCP6,
-            &tcp6_segment(443, 40000, 0x12)
-        )
-    );
+    assert_eq!(delivered, tcp6(BEYOND6, 443, CONTAINER6, 40000, 0x12));
 }
 
 #[test]
 fn without_an_ipv6_address_on_the_uplink_masqueraded_ipv6_is_dropped_with_its_reason() {
     let mut t = nat6_node();
     t.dp.set_snat_addr6(None).unwrap();
-    let out = frame6(CONTAINER6, BEYOND6, &[], 0, UDP6, &udp6_datagram(40000, 53));
+    let out = udp6(CONTAINER6, 40000, BEYOND6, 53);
     assert_eq!(t.run("uplink_egress", &out).0, TC_ACT_SHOT);
     assert_eq!(count(&t, "UplinkEgress", "drop_ipv6_no_snat_address"), 1);
     assert!(t.dp.flow_entries6().unwrap().is_empty());
@@ -221,7 +180,7 @@ fn what_cannot_be_translated_never_leaves_with_a_containers_address() {
     let mut t = nat6_node();
     // A fragment after the first (no ports), another protocol (SCTP), an echo reply
     // that answers no flow.
-    let mut following = frame6(CONTAINER6, BEYOND6, &[], 0, UDP6, &udp6_datagram(1, 2));
+    let mut following = udp6(CONTAINER6, 1, BEYOND6, 2);
     following.splice(ETH + 40..ETH + 40, [UDP6, 0, 0x05, 0x00, 0, 0, 0, 1]);
     following[ETH + 6] = FRAGMENT;
     let len = (following.len() - ETH - 40) as u16;
@@ -240,21 +199,14 @@ fn what_cannot_be_translated_never_leaves_with_a_containers_address() {
     // The node's own goes on untouched.
     let own = ipv6_frame(GATEWAY_MAC, NODE6, BEYOND6, 132, &[0; 16]);
     assert_eq!(t.run("uplink_egress", &own), (TC_ACT_OK, own.clone()));
-    let own_udp = frame6(NODE6, BEYOND6, &[], 0, UDP6, &udp6_datagram(5000, 53));
+    let own_udp = udp6(NODE6, 5000, BEYOND6, 53);
     assert_eq!(
         t.run("uplink_egress", &own_udp),
         (TC_ACT_OK, own_udp.clone())
     );
     // Also from its address on the network (the gateway's, answering a LAN host): the
     // node's, not a container's.
-    let answer = frame6(
-        GATEWAY6,
-        BEYOND6,
-        &[],
-        0,
-        TCP6,
-        &tcp6_segment(22, 40000, 0x12),
-    );
+    let answer = tcp6(GATEWAY6, 22, BEYOND6, 40000, 0x12);
     assert_eq!(t.run("uplink_egress", &answer), (TC_ACT_OK, answer.clone()));
     let other = ipv6_frame(GATEWAY_MAC, GATEWAY6, BEYOND6, 132, &[0; 16]);
     assert_eq!(t.run("uplink_egress", &other), (TC_ACT_OK, other.clone()));
@@ -269,14 +221,7 @@ fn a_routed_networks_ipv6_leaves_as_it_is_and_nothing_unasked_comes_in() {
         Some(network(NETWORK_TAG, netd_common::maps::NETWORK_ROUTED)),
     )
     .unwrap();
-    let out = frame6(
-        CONTAINER6,
-        BEYOND6,
-        &[],
-        0,
-        TCP6,
-        &tcp6_segment(40000, 443, 0x02),
-    );
+    let out = tcp6(CONTAINER6, 40000, BEYOND6, 443, 0x02);
     assert_eq!(t.run("uplink_egress", &out), (TC_ACT_OK, out.clone()));
     assert!(t.dp.flow_entries6().unwrap().is_empty());
     // Masqueraded again: a packet to the node's address that answers no flow is the
@@ -286,23 +231,9 @@ fn a_routed_networks_ipv6_leaves_as_it_is_and_nothing_unasked_comes_in() {
         Some(network(NETWORK_TAG, netd_common::maps::NETWORK_MASQUERADE)),
     )
     .unwrap();
-    let stray = frame6(
-        BEYOND6,
-        NODE6,
-        &[],
-        0,
-        TCP6,
-        &tcp6_segment(443, 40000, 0x12),
-    );
+    let stray = tcp6(BEYOND6, 443, NODE6, 40000, 0x12);
     assert_eq!(t.run("uplink_ingress", &stray), (TC_ACT_OK, stray.clone()));
-    let direct = frame6(
-        BEYOND6,
-        CONTAINER6,
-        &[],
-        0,
-        TCP6,
-        &tcp6_segment(443, 40000, 0x12),
-    );
+    let direct = tcp6(BEYOND6, 443, CONTAINER6, 40000, 0x12);
     assert_eq!(t.run("uplink_ingress", &direct).0, TC_ACT_SHOT);
     assert_eq!(count(&t, "UplinkIngress", "drop_not_published"), 1);
 }
@@ -310,38 +241,10 @@ fn a_routed_networks_ipv6_leaves_as_it_is_and_nothing_unasked_comes_in() {
 #[test]
 fn the_ipv6_connection_table_is_listed_confirmed_and_swept() {
     let mut t = nat6_node();
-    let syn = frame6(
-        CONTAINER6,
-        BEYOND6,
-        &[],
-        0,
-        TCP6,
-        &tcp6_segment(40000, 443, 0x02),
-    );
-    let syn_ack = frame6(
-        BEYOND6,
-        NODE6,
-        &[],
-        0,
-        TCP6,
-        &tcp6_segment(443, 40000, 0x12),
-    );
-    let ack = frame6(
-        CONTAINER6,
-        BEYOND6,
-        &[],
-        0,
-        TCP6,
-        &tcp6_segment(40000, 443, 0x10),
-    );
-    let data = frame6(
-        BEYOND6,
-        NODE6,
-        &[],
-        0,
-        TCP6,
-        &tcp6_segment(443, 40000, 0x18),
-    );
+    let syn = tcp6(CONTAINER6, 40000, BEYOND6, 443, 0x02);
+    let syn_ack = tcp6(BEYOND6, 443, NODE6, 40000, 0x12);
+    let ack = tcp6(CONTAINER6, 40000, BEYOND6, 443, 0x10);
+    let data = tcp6(BEYOND6, 443, NODE6, 40000, 0x18);
     t.run("uplink_egress", &syn);
     let entries = t.dp.flow_entries6().unwrap();
     assert_eq!(entries.len(), 2, "both halves of the new flow");
@@ -439,14 +342,7 @@ const ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 0xfe);
 fn packet_too_big_and_other_errors_about_a_masqueraded_flow_reach_the_container() {
     let mut t = nat6_node();
     // A full-size segment out, masqueraded; a router on the way cannot forward it.
-    let big = frame6(
-        CONTAINER6,
-        BEYOND6,
-        &[],
-        0,
-        TCP6,
-        &tcp6_segment(40000, 443, 0x10),
-    );
+    let big = tcp6(CONTAINER6, 40000, BEYOND6, 443, 0x10);
     let (_, sent) = t.run("uplink_egress", &big);
     let ptb = icmp6_error(ROUTER6, NODE6, 2, 0, 1280, &sent[ETH..]);
     let (verdict, delivered) = t.run("uplink_ingress", &ptb);
@@ -476,9 +372,9 @@ fn packet_too_big_and_other_errors_about_a_masqueraded_flow_reach_the_container(
 
     // The container's own error about a reply of its flow (its socket closed): from the
     // node's address, quoting the reply as the remote end sent it.
-    let udp = frame6(CONTAINER6, BEYOND6, &[], 0, UDP6, &udp6_datagram(40001, 53));
+    let udp = udp6(CONTAINER6, 40001, BEYOND6, 53);
     t.run("uplink_egress", &udp);
-    let reply_in = frame6(BEYOND6, NODE6, &[], 0, UDP6, &udp6_datagram(53, 40001));
+    let reply_in = udp6(BEYOND6, 53, NODE6, 40001);
     let (_, reply) = t.run("uplink_ingress", &reply_in);
     let unreachable = icmp6_error(CONTAINER6, BEYOND6, 1, 4, 0, &reply[ETH..]);
     let (verdict, out) = t.run("uplink_egress", &unreachable);
@@ -491,24 +387,10 @@ fn packet_too_big_and_other_errors_about_a_masqueraded_flow_reach_the_container(
 #[test]
 fn errors_about_no_flow_or_to_anyone_but_the_quoted_sender_are_never_translated() {
     let mut t = nat6_node();
-    let big = frame6(
-        CONTAINER6,
-        BEYOND6,
-        &[],
-        0,
-        TCP6,
-        &tcp6_segment(40000, 443, 0x10),
-    );
+    let big = tcp6(CONTAINER6, 40000, BEYOND6, 443, 0x10);
     let (_, sent) = t.run("uplink_egress", &big);
     // To the node about a flow it does not have: the node's own business, untouched.
-    let unknown = frame6(
-        NODE6,
-        BEYOND6,
-        &[],
-        0,
-        TCP6,
-        &tcp6_segment(40999, 443, 0x10),
-    );
+    let unknown = tcp6(NODE6, 40999, BEYOND6, 443, 0x10);
     let stray = icmp6_error(ROUTER6, NODE6, 2, 0, 1280, &unknown[ETH..]);
     assert_eq!(t.run("uplink_ingress", &stray), (TC_ACT_OK, stray.clone()));
     // Quoting the flow, but addressed to another host than the quoted packet's source:
@@ -520,8 +402,90 @@ fn errors_about_no_flow_or_to_anyone_but_the_quoted_sender_are_never_translated(
     );
     assert_eq!(count(&t, "UplinkIngress", "icmp_error_translated"), 0);
     // A container's error about no flow of its own never leaves with its address.
-    let invented = frame6(BEYOND6, CONTAINER6, &[], 0, UDP6, &udp6_datagram(53, 41000));
+    let invented = udp6(BEYOND6, 53, CONTAINER6, 41000);
     let error = icmp6_error(CONTAINER6, BEYOND6, 1, 4, 0, &invented[ETH..]);
     assert_eq!(t.run("uplink_egress", &error).0, TC_ACT_SHOT);
     assert_eq!(count(&t, "UplinkEgress", "drop_ipv6_not_translated"), 1);
+}
+
+/// `-p 8080:80`: TCP port 80 published on every address.
+fn binding_8080() -> netd::ports::PortBinding {
+    netd::ports::PortBinding {
+        proto: netd::ports::Proto::Tcp,
+        container_port: 80,
+        host_ip: std::net::Ipv4Addr::UNSPECIFIED,
+        host_port: 8080,
+    }
+}
+
+/// CONTAINER's (and CONTAINER6's) port 80 published on every address.
+fn publish_8080(t: &mut TestDatapath) {
+    t.dp.publish(&binding_8080(), CONTAINER, Some(CONTAINER6), LO)
+        .unwrap();
+}
+
+#[test]
+fn a_port_published_on_every_address_is_reached_on_the_nodes_ipv6_addresses_client_kept() {
+    let mut t = nat6_node();
+    publish_8080(&mut t);
+    for node_addr in [NODE6, GATEWAY6] {
+        let sport = if node_addr == NODE6 { 50000 } else { 50001 };
+        let syn = tcp6(BEYOND6, sport, node_addr, 8080, 0x02);
+        let (verdict, delivered) = t.run("uplink_ingress", &syn);
+        assert_eq!(verdict, TC_ACT_OK);
+        assert_eq!(
+            delivered,
+            tcp6(BEYOND6, sport, CONTAINER6, 80, 0x02),
+            "DNATed to the container, the client's address kept ({node_addr})"
+        );
+        let syn_ack = tcp6(CONTAINER6, 80, BEYOND6, sport, 0x12);
+        let (verdict, sent) = t.run("uplink_egress", &syn_ack);
+        assert_eq!(verdict, TC_ACT_OK);
+        assert_eq!(
+            sent,
+            tcp6(node_addr, 8080, BEYOND6, sport, 0x12),
+            "the reply from the address and port the client called"
+        );
+    }
+    assert_eq!(count(&t, "UplinkIngress", "dnat_new_flow"), 2);
+    assert_eq!(count(&t, "UplinkEgress", "dnat_reply"), 2);
+    let views = netd::conntrack::views(&t.dp.flow_entries6().unwrap(), 0);
+    assert!(views.iter().all(|v| v.kind == "dnat"), "{views:?}");
+    // Another port, another protocol, an address that is not the node's: not published.
+    for (what, f) in [
+        ("another port", tcp6(BEYOND6, 50002, NODE6, 8081, 0x02)),
+        ("UDP", udp6(BEYOND6, 50002, NODE6, 8080)),
+    ] {
+        assert_eq!(
+            t.run("uplink_ingress", &f),
+            (TC_ACT_OK, f.clone()),
+            "{what}"
+        );
+    }
+    let elsewhere = tcp6(BEYOND6, 50003, BEYOND6, 8080, 0x02);
+    assert_eq!(
+        t.run("uplink_ingress", &elsewhere),
+        (TC_ACT_OK, elsewhere.clone())
+    );
+    // Loopback from outside is a martian: never a published port.
+    let looped = tcp6(BEYOND6, 50004, Ipv6Addr::LOCALHOST, 8080, 0x02);
+    assert_eq!(
+        t.run("uplink_ingress", &looped),
+        (TC_ACT_OK, looped.clone())
+    );
+    // Unpublished: the next connection is the node's.
+    t.dp.unpublish(&binding_8080()).unwrap();
+    let syn = tcp6(BEYOND6, 50005, NODE6, 8080, 0x02);
+    assert_eq!(t.run("uplink_ingress", &syn), (TC_ACT_OK, syn.clone()));
+}
+
+#[test]
+fn a_published_port_is_never_a_masqueraded_flows_source_port() {
+    let mut t = nat6_node();
+    publish_8080(&mut t);
+    // A container sending from port 8080: kept, its replies would be DNATed; remapped.
+    let out = tcp6(CONTAINER6, 8080, BEYOND6, 443, 0x02);
+    let (_, sent) = t.run("uplink_egress", &out);
+    let port = u16::from_be_bytes([sent[ETH + 40], sent[ETH + 41]]);
+    assert!((61000..=65535).contains(&port), "remapped to {port}");
 }

@@ -638,7 +638,9 @@ fn packet_too_big_from_a_narrower_hop_and_port_unreachable_reach_a_masqueraded_c
         "head -c 200000 /dev/zero | socat -t 5 - TCP6:[{}]:7500,connect-timeout=3 | wc -c",
         Sandbox::INET_ADDR6
     );
-    let echoed = d.cli_ok(&["exec", "c1", "--", "sh", "-c", &script]).unwrap();
+    let echoed = d
+        .cli_ok(&["exec", "c1", "--", "sh", "-c", &script])
+        .unwrap();
     assert_eq!(echoed.trim(), "200000", "200 KB out and back through NAT66");
     assert!(d.counter("UplinkIngress", "icmp_error_translated").unwrap() > 0);
 
@@ -655,4 +657,65 @@ fn packet_too_big_from_a_narrower_hop_and_port_unreachable_reach_a_masqueraded_c
     })
     .unwrap();
     assert_eq!(kind, Err(std::io::ErrorKind::ConnectionRefused));
+}
+
+#[test]
+fn ports_published_with_dash_p_answer_on_the_nodes_ipv6_address_the_client_kept() {
+    require_root();
+    let sb = Sandbox::new("6d").unwrap();
+    let mut d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    dual_stack(&d, "ds", "10.10.1.0/24", SUBNET6, &[]);
+    d.cli_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "ds",
+        "--ip6",
+        &C1.to_string(),
+        "-p",
+        "8080:80",
+        "-p",
+        "5353:53/udp",
+        "--",
+        "sleep",
+        "infinity",
+    ])
+    .unwrap();
+    let web = d.container("web").unwrap();
+    // As `docker port` prints them: the IPv4 binding, then its IPv6 twin.
+    assert_eq!(
+        d.cli_ok(&["port", "web"]).unwrap(),
+        "53/udp -> 0.0.0.0:5353\n53/udp -> [::]:5353\n80/tcp -> 0.0.0.0:8080\n80/tcp -> [::]:8080\n"
+    );
+    assert_eq!(
+        d.cli_ok(&["port", "web", "80"]).unwrap(),
+        "0.0.0.0:8080\n[::]:8080\n"
+    );
+    let servers = [
+        EchoServer::start(&web.netns, Proto::Tcp, v6(C1, 80)).unwrap(),
+        EchoServer::start(&web.netns, Proto::Udp, v6(C1, 53)).unwrap(),
+    ];
+    let check = || {
+        for (proto, port, server) in [
+            (Proto::Tcp, 8080, &servers[0]),
+            (Proto::Udp, 5353, &servers[1]),
+        ] {
+            echo_once(&sb.ext.path(), proto, v6(Sandbox::NODE_ADDR6, port)).unwrap();
+            assert_eq!(
+                server.peers().last().unwrap().ip(),
+                IpAddr::V6(Sandbox::EXT_ADDR6),
+                "{proto:?}: the container sees the client's own address"
+            );
+        }
+    };
+    check();
+    assert!(d.counter("UplinkIngress", "dnat_new_flow").unwrap() >= 2);
+    d.stop(libc::SIGKILL).unwrap();
+    d.restart().unwrap();
+    check();
+    // Removed with the container: the node's port is its own again.
+    d.cli_ok(&["rm", "-f", "web"]).unwrap();
+    assert!(echo_fails(&sb.ext.path(), Proto::Tcp, v6(Sandbox::NODE_ADDR6, 8080)).unwrap());
 }

@@ -334,9 +334,24 @@ pub async fn port(client: &Client, args: PortArgs) -> Result<ExitCode> {
         .await?;
     let mut ports = c.ports.clone();
     ports.sort_by_key(|b| (b.container_port, b.proto, b.host_ip, b.host_port));
+    // Published ports lead to the container's first endpoint; on a dual-stack one, a
+    // binding on every address is on every IPv6 address too (`[::]`), as Docker's.
+    let dual_stack = c
+        .endpoints
+        .first()
+        .is_some_and(|e| !e.global_ipv6_address.is_empty());
+    let host_ends = |b: &crate::ports::PortBinding| {
+        let mut ends = vec![format!("{}:{}", b.host_ip, b.host_port)];
+        if dual_stack && b.host_ip.is_unspecified() {
+            ends.push(format!("[::]:{}", b.host_port));
+        }
+        ends
+    };
     let Some(wanted) = args.port else {
         for b in &ports {
-            println!("{b}");
+            for end in host_ends(b) {
+                println!("{}/{} -> {end}", b.container_port, b.proto);
+            }
         }
         return Ok(ExitCode::SUCCESS);
     };
@@ -355,7 +370,9 @@ pub async fn port(client: &Client, args: PortArgs) -> Result<ExitCode> {
         bail!("no public port '{port}/{proto}' published for {}", c.name);
     }
     for b in matching {
-        println!("{}:{}", b.host_ip, b.host_port);
+        for end in host_ends(b) {
+            println!("{end}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

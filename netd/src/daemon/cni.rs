@@ -281,7 +281,11 @@ impl Inner {
             crate::plan::Namespace::Given,
             attach,
             &c.ports,
-            Some((ip, &ep.host_veth)),
+            Some(crate::plan::PublishTo {
+                ip,
+                ip6: ep.ip6,
+                via: &ep.host_veth,
+            }),
         );
         self.apply_plan(Some(&ns), &steps)
             .await

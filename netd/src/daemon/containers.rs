@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context, Result, anyhow, bail};
 use log::{info, warn};
-use netd_common::{published::PortKey, user::link_local_for};
+use netd_common::user::link_local_for;
 use tokio::process::Child;
 
 use super::{
@@ -439,7 +439,11 @@ impl Inner {
             _ => None,
         };
         let (ep, attach) = endpoint.unzip();
-        let to = ep.as_ref().map(|e| (e.ip, e.host_veth.as_str()));
+        let to = ep.as_ref().map(|e| plan::PublishTo {
+            ip: e.ip,
+            ip6: e.ip6,
+            via: e.host_veth.as_str(),
+        });
         let steps = plan::create_container(namespace, attach.unwrap_or_default(), &c.ports, to);
         self.apply_plan(Some(&ns), &steps)
             .await
@@ -743,19 +747,6 @@ impl Inner {
                 })
         })
     }
-
-    /// The published-port keys every container owns.
-    pub(super) fn port_keys(&self) -> Vec<PortKey> {
-        self.state
-            .containers
-            .values()
-            .flat_map(|c| c.ports.iter().map(port_key))
-            .collect()
-    }
-}
-
-pub(super) fn port_key(b: &PortBinding) -> PortKey {
-    PortKey::new(b.proto.number(), b.host_ip, b.host_port)
 }
 
 /// Reap a child we never wait on otherwise (the holder), so it leaves no zombie.

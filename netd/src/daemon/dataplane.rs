@@ -2,7 +2,7 @@
 //! families) registered and policed, program links unpinned, flows purged. `Datapath` is the real one (maps and
 //! programs); the executor's tests use a recording fake.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result};
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -25,7 +25,13 @@ pub(super) trait Dataplane {
     fn forget(&mut self, host_veth: &str, ifindex: u32) -> Result<()>;
     fn unpin(&mut self, host_veth: &str) -> Result<()>;
     fn purge_flows(&mut self, ip: IpAddr) -> Result<()>;
-    fn publish(&mut self, binding: &PortBinding, ip: Ipv4Addr, ifindex: u32) -> Result<()>;
+    fn publish(
+        &mut self,
+        binding: &PortBinding,
+        ip: Ipv4Addr,
+        ip6: Option<Ipv6Addr>,
+        ifindex: u32,
+    ) -> Result<()>;
     fn unpublish(&mut self, binding: &PortBinding) -> Result<()>;
 }
 
@@ -80,8 +86,14 @@ impl Dataplane for Datapath {
         Ok(())
     }
 
-    fn publish(&mut self, binding: &PortBinding, ip: Ipv4Addr, ifindex: u32) -> Result<()> {
-        Datapath::publish(self, binding, ip, ifindex)
+    fn publish(
+        &mut self,
+        binding: &PortBinding,
+        ip: Ipv4Addr,
+        ip6: Option<Ipv6Addr>,
+        ifindex: u32,
+    ) -> Result<()> {
+        Datapath::publish(self, binding, ip, ip6, ifindex)
     }
 
     fn unpublish(&mut self, binding: &PortBinding) -> Result<()> {

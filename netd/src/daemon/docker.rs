@@ -483,7 +483,12 @@ impl Inner {
             }
         };
         container.ports = bindings.clone();
-        let steps = crate::plan::republish(&old, &bindings, ep.ip, &ep.host_veth);
+        let to = crate::plan::PublishTo {
+            ip: ep.ip,
+            ip6: ep.ip6,
+            via: &ep.host_veth,
+        };
+        let steps = crate::plan::republish(&old, &bindings, &to);
         if let Err(e) = self.apply_plan(None, &steps).await {
             // Undone: the endpoint keeps the ports it had.
             self.state.containers.get_mut(&name).expect("found").ports = old;

@@ -135,12 +135,17 @@ async fn run(node: &impl Node, dp: &mut impl Dataplane, step: &Step) -> Result<(
         }
         Step::Unpin { host_veth } => dp.unpin(host_veth),
         Step::PurgeFlows { ip } => dp.purge_flows(*ip),
-        Step::Publish { binding, ip, via } => {
+        Step::Publish {
+            binding,
+            ip,
+            ip6,
+            via,
+        } => {
             let ifindex = node
                 .link_index(via)
                 .await?
                 .with_context(|| format!("{via} is missing"))?;
-            dp.publish(binding, *ip, ifindex)
+            dp.publish(binding, *ip, *ip6, ifindex)
         }
         Step::Unpublish { binding } => dp.unpublish(binding),
     }
@@ -295,7 +300,13 @@ mod tests {
         fn purge_flows(&mut self, ip: std::net::IpAddr) -> Result<()> {
             self.0.call(format!("purge {ip}"))
         }
-        fn publish(&mut self, b: &PortBinding, ip: Ipv4Addr, ifindex: u32) -> Result<()> {
+        fn publish(
+            &mut self,
+            b: &PortBinding,
+            ip: Ipv4Addr,
+            _: Option<std::net::Ipv6Addr>,
+            ifindex: u32,
+        ) -> Result<()> {
             self.0.call(format!("publish {b} {ip} {ifindex}"))
         }
         fn unpublish(&mut self, b: &PortBinding) -> Result<()> {
@@ -503,7 +514,12 @@ mod tests {
             })
             .collect();
         let j = Journal::failing(&["publish 82/tcp"]);
-        let steps = plan::publish(&ports, Ipv4Addr::new(172, 17, 0, 2), "ndvabc");
+        let to = plan::PublishTo {
+            ip: Ipv4Addr::new(172, 17, 0, 2),
+            ip6: None,
+            via: "ndvabc",
+        };
+        let steps = plan::publish(&ports, &to);
         block_on(apply(&FakeNode(&j), &mut FakeDataplane(&j), &steps)).unwrap_err();
         assert_eq!(
             j.calls(),

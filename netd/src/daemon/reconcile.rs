@@ -13,6 +13,7 @@ use super::{DEFAULT_NETWORK, Inner, containers::EndpointPlan, repairs, unix_now}
 use crate::{
     endpoint, ipam, netns,
     network_request::{AddressFlags, DefaultIpv6},
+    ports::PortBinding,
     process,
     state::{Container, Network, Network6, ProcessId, Sandbox, Status},
     sysctl,
@@ -51,7 +52,8 @@ impl Inner {
             };
             if let Some(primary) = c.primary() {
                 for b in &c.ports {
-                    self.datapath.publish(b, primary.ip, primary.host_ifindex)?;
+                    self.datapath
+                        .publish(b, primary.ip, primary.ip6, primary.host_ifindex)?;
                 }
             }
             if let (Status::Running, Some(p)) = (&c.status, c.process) {
@@ -462,7 +464,12 @@ impl Inner {
                 warn!("remove veth {name}: {e:#}");
             }
         }
-        let keep_ports = self.port_keys();
+        let keep_ports: Vec<PortBinding> = self
+            .state
+            .containers
+            .values()
+            .flat_map(|c| c.ports.iter().copied())
+            .collect();
         let ports = self.datapath.retain_published(&keep_ports)?;
         let keep_eps: Vec<u32> = self
             .state

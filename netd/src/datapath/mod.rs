@@ -59,7 +59,7 @@ pub const ENDPOINT_PROGRAM: &str = "endpoint_ingress";
 /// Its partner on TC egress: counts what is delivered to the container.
 pub const ENDPOINT_EGRESS_PROGRAM: &str = "endpoint_egress";
 /// The IPv6 programs the IPv4 entry points tail-call through `CALLS`, by slot.
-pub const IPV6_PROGRAMS: [(&str, u32); 4] = [
+pub const IPV6_PROGRAMS: [(&str, u32); 5] = [
     (
         "endpoint_ingress6",
         netd_common::maps::CALL_ENDPOINT_INGRESS6,
@@ -69,6 +69,10 @@ pub const IPV6_PROGRAMS: [(&str, u32); 4] = [
     (
         "uplink_egress6_new",
         netd_common::maps::CALL_UPLINK_EGRESS6_NEW,
+    ),
+    (
+        "uplink_ingress6_new",
+        netd_common::maps::CALL_UPLINK_INGRESS6_NEW,
     ),
 ];
 /// The program on the node's VXLAN device (TC ingress): frames from other nodes.

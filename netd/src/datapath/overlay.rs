@@ -62,17 +62,7 @@ impl Datapath {
 
     /// Keep only the listed VXLAN IDs among the overlays set up.
     pub fn retain_overlays(&mut self, keep: &[u32]) -> Result<usize> {
-        let mut overlays: maps::HashMap<_, u32, OverlayInfo> =
-            maps::HashMap::try_from(self.map_mut(names::OVERLAYS)?)?;
-        let stale: Vec<u32> = overlays
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !keep.contains(k))
-            .collect();
-        for k in &stale {
-            overlays.remove(k).or_else(ignore_missing)?;
-        }
-        Ok(stale.len())
+        super::tables::retain_in::<u32, OverlayInfo>(self.map_mut(names::OVERLAYS)?, keep)
     }
 }
 

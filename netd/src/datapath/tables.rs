@@ -1,7 +1,7 @@
 //! The maps that describe the node to the programs: endpoints, published ports, node
 //! settings and addresses, networks; and the counters and entry counts read back.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result};
 use aya::maps::{self, Array, LpmTrie, MapData, PerCpuArray, lpm_trie::Key};
@@ -15,7 +15,7 @@ use netd_common::{
         self as names, Addr6, Endpoint6Info, EndpointInfo, FragmentKey, FragmentPorts, NetworkInfo,
         NodeConfig, OverlayInfo, RemoteEndpoint,
     },
-    published::{Backend, PortKey},
+    published::{Backend, Backend6, PortKey, PortKey6},
     sockets::{SocketOrigin, SocketPeer},
     user::addr_be,
 };
@@ -67,16 +67,7 @@ impl Datapath {
     /// Remove the endpoints whose host-side veth is not in `keep` (left by a previous run
     /// or a container removed while the daemon was down).
     pub fn retain_endpoints(&mut self, keep: &[u32]) -> Result<usize> {
-        let mut endpoints: maps::HashMap<_, u32, EndpointInfo> =
-            maps::HashMap::try_from(self.map_mut(names::ENDPOINTS)?)?;
-        let stale: Vec<u32> = endpoints
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !keep.contains(k))
-            .collect();
-        for key in &stale {
-            endpoints.remove(key).or_else(ignore_missing)?;
-        }
+        let stale = retain_in::<u32, EndpointInfo>(self.map_mut(names::ENDPOINTS)?, keep)?;
         let mut veths = self.endpoint_veths()?;
         let stale_veths: Vec<u32> = veths
             .iter()
@@ -89,7 +80,7 @@ impl Datapath {
         }
         self.retain_endpoint_counters(keep)?;
         self.retain_endpoints6(keep)?;
-        Ok(stale.len())
+        Ok(stale)
     }
 
     /// Undo `attach_endpoint`, step one: forget who is behind the veth, so that its
@@ -317,11 +308,26 @@ impl Datapath {
         )?)
     }
 
-    pub fn publish(&mut self, b: &PortBinding, addr: Ipv4Addr, ifindex: u32) -> Result<()> {
+    /// Publish `b`, leading to `addr` behind host-side veth `ifindex`; a binding on every
+    /// address (`0.0.0.0`, as `-p 8080:80` gives) also on every IPv6 address of the node
+    /// (`[::]`), leading to `addr6`, when the endpoint has one (Docker's `-p`).
+    pub fn publish(
+        &mut self,
+        b: &PortBinding,
+        addr: Ipv4Addr,
+        addr6: Option<Ipv6Addr>,
+        ifindex: u32,
+    ) -> Result<()> {
         let key = PortKey::new(b.proto.number(), b.host_ip, b.host_port);
         self.ports()?
             .insert(key, Backend::new(addr, b.container_port, ifindex), 0)
-            .with_context(|| format!("publish {b}"))
+            .with_context(|| format!("publish {b}"))?;
+        if let (Some(key6), Some(addr6)) = (port_key6(b), addr6) {
+            self.ports6()?
+                .insert(key6, Backend6::new(addr6, b.container_port, ifindex), 0)
+                .with_context(|| format!("publish {b} on [::]"))?;
+        }
+        Ok(())
     }
 
     /// The data path translates `b` to `addr` (`CHECK` of a CNI attachment).
@@ -344,21 +350,34 @@ impl Datapath {
         self.ports()?
             .remove(&key)
             .or_else(ignore_missing)
-            .with_context(|| format!("unpublish {b}"))
+            .with_context(|| format!("unpublish {b}"))?;
+        if let Some(key6) = port_key6(b) {
+            self.ports6()?
+                .remove(&key6)
+                .or_else(ignore_missing)
+                .with_context(|| format!("unpublish {b} on [::]"))?;
+        }
+        Ok(())
     }
 
-    /// Remove every published port not in `keep` (left over from a previous run).
-    pub fn retain_published(&mut self, keep: &[PortKey]) -> Result<usize> {
-        let mut ports = self.ports()?;
-        let stale: Vec<PortKey> = ports
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !keep.contains(k))
+    /// Remove every published port not in `keep` (left over from a previous run), of
+    /// both families (IPv6: the `[::]` twins of the wildcard bindings kept). Returns how
+    /// many were removed.
+    pub fn retain_published(&mut self, keep: &[PortBinding]) -> Result<usize> {
+        let keep4: Vec<PortKey> = keep
+            .iter()
+            .map(|b| PortKey::new(b.proto.number(), b.host_ip, b.host_port))
             .collect();
-        for key in &stale {
-            ports.remove(key).or_else(ignore_missing)?;
-        }
-        Ok(stale.len())
+        let keep6: Vec<PortKey6> = keep.iter().filter_map(port_key6).collect();
+        let stale = retain_in::<_, Backend>(self.map_mut(names::PUBLISHED_PORTS)?, &keep4)?;
+        let stale6 = retain_in::<_, Backend6>(self.map_mut(names::PUBLISHED_PORTS6)?, &keep6)?;
+        Ok(stale + stale6)
+    }
+
+    fn ports6(&mut self) -> Result<maps::HashMap<&mut MapData, PortKey6, Backend6>> {
+        Ok(maps::HashMap::try_from(
+            self.map_mut(names::PUBLISHED_PORTS6)?,
+        )?)
     }
 
     /// Counters summed over CPUs, by hook and reason.
@@ -404,6 +423,23 @@ pub(super) fn set_subnet<K: aya::Pod>(
     }
 }
 
+/// Keep only the keys in `keep` of a hash map (whose values are `V`); how many went.
+pub(super) fn retain_in<K: aya::Pod + PartialEq, V: aya::Pod>(
+    map: &mut aya::maps::Map,
+    keep: &[K],
+) -> Result<usize> {
+    let mut hash: maps::HashMap<_, K, V> = maps::HashMap::try_from(map)?;
+    let stale: Vec<K> = hash
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !keep.contains(k))
+        .collect();
+    for key in &stale {
+        hash.remove(key).or_else(ignore_missing)?;
+    }
+    Ok(stale.len())
+}
+
 /// Keep only the `wanted` keys in an LPM table of networks; how many went.
 pub(super) fn retain_keys<K: aya::Pod + PartialEq>(
     map: &mut aya::maps::Map,
@@ -439,4 +475,12 @@ pub(super) fn ignore_missing(e: aya::maps::MapError) -> Result<(), aya::maps::Ma
 /// The cookie of the calling thread's network namespace (SO_NETNS_COOKIE, Linux 5.14).
 pub fn netns_cookie() -> Result<u64> {
     crate::netns::current_cookie()
+}
+
+/// The IPv6 twin of a binding on every IPv4 address (`0.0.0.0`): the same port on every
+/// IPv6 address (`[::]`). A binding on one address has none.
+fn port_key6(b: &PortBinding) -> Option<PortKey6> {
+    b.host_ip
+        .is_unspecified()
+        .then(|| PortKey6::new(b.proto.number(), Ipv6Addr::UNSPECIFIED, b.host_port))
 }

@@ -15,7 +15,7 @@ use netd_common::{
 
 use super::{
     Datapath,
-    tables::{ignore_missing, is_full, retain_keys, set_subnet},
+    tables::{ignore_missing, is_full, retain_in, retain_keys, set_subnet},
 };
 
 impl Datapath {
@@ -45,16 +45,7 @@ impl Datapath {
 
     /// Remove the IPv6 sides of endpoints whose host-side veth is not in `keep`.
     pub(super) fn retain_endpoints6(&mut self, keep: &[u32]) -> Result<usize> {
-        let mut endpoints = self.endpoints6()?;
-        let stale: Vec<u32> = endpoints
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !keep.contains(k))
-            .collect();
-        for key in &stale {
-            endpoints.remove(key).or_else(ignore_missing)?;
-        }
-        Ok(stale.len())
+        retain_in::<u32, Endpoint6Info>(self.map_mut(names::ENDPOINTS6)?, keep)
     }
 
     /// Tell the data path about a network's IPv6 subnet (its tag and flags, as

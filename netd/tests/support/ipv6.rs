@@ -99,9 +99,12 @@ pub fn ipv6_frame(
 /// The uplink's IPv6 address: what masqueraded IPv6 leaves with (`nat6_node`).
 pub const NODE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 1);
 
-/// `node6`, with NODE6 as the address masqueraded IPv6 leaves with.
+/// `node6`, with NODE6 (one of the node's addresses) as the address masqueraded IPv6
+/// leaves with.
 pub fn nat6_node() -> TestDatapath {
     let mut t = node6(0);
+    t.dp.set_node_addrs6(&[GATEWAY6, OTHER_GATEWAY6, NODE6])
+        .unwrap();
     t.dp.set_snat_addr6(Some(NODE6)).unwrap();
     t
 }
