@@ -16,6 +16,8 @@ pub const FLOWS_UPGRADED: [(&str, &str); 2] =
 pub const FLOW_OWNERS: &str = "NETD_OWNERS_V1";
 /// The ports of fragmented datagrams, by their first fragment.
 pub const FRAGMENTS: &str = "NETD_FRAGS_V1";
+/// The same for IPv6 datagrams.
+pub const FRAGMENTS6: &str = "NETD_FRAGS6_V1";
 pub const NODE_CONFIG: &str = "NETD_CONFIG_V4";
 pub const NODE_ADDRS: &str = "NETD_ADDRS_V2";
 pub const COUNTERS: &str = "NETD_COUNTERS_V4";
@@ -55,7 +57,7 @@ pub const NODE_CONFIG6: &str = "NETD_CONFIG6_V1";
 pub const CALLS: &str = "NETD_CALLS_V1";
 
 /// Every pinned map of the kernel object (a test checks the object has exactly these).
-pub const PINNED: [&str; 25] = [
+pub const PINNED: [&str; 26] = [
     PUBLISHED_PORTS,
     FLOWS,
     PENDING_FLOWS,
@@ -81,6 +83,7 @@ pub const PINNED: [&str; 25] = [
     FLOW_OWNERS6,
     NODE_CONFIG6,
     PUBLISHED_PORTS6,
+    FRAGMENTS6,
 ];
 
 pub const PUBLISHED_PORTS_MAX: u32 = 65_536;
@@ -259,7 +262,20 @@ pub struct FragmentKey {
     pub _pad: u8,
 }
 
-/// Value of `FRAGMENTS`: the ports (network order) the first fragment carried.
+/// Key of `FRAGMENTS6`: an IPv6 datagram as its fragments carry it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragmentKey6 {
+    pub src_addr: Addr6,
+    pub dst_addr: Addr6,
+    /// The Fragment header's identification, network order.
+    pub id: u32,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of `FRAGMENTS` and `FRAGMENTS6`: the ports (network order) the first fragment
+/// carried.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FragmentPorts {
@@ -284,5 +300,6 @@ const _: () = {
     assert!(size_of::<NodeConfig>() == 40);
     assert!(size_of::<NodeConfig6>() == 16);
     assert!(size_of::<FragmentKey>() == 12);
+    assert!(size_of::<FragmentKey6>() == 40);
     assert!(size_of::<FragmentPorts>() == 16);
 };

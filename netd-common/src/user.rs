@@ -5,8 +5,8 @@ use crate::{
     fast_path::XdpMeta,
     flow::{FlowEntry, FlowEntry6, FlowKey, FlowKey6},
     maps::{
-        Endpoint6Info, EndpointInfo, FragmentKey, FragmentPorts, NetworkInfo, NodeConfig,
-        NodeConfig6, OverlayInfo, RemoteEndpoint,
+        Endpoint6Info, EndpointInfo, FragmentKey, FragmentKey6, FragmentPorts, NetworkInfo,
+        NodeConfig, NodeConfig6, OverlayInfo, RemoteEndpoint,
     },
     monitor::{EventTuple, MonitorConfig, MonitorEvent, MonitorState},
     published::{Backend, Backend6, PortKey, PortKey6},
@@ -40,6 +40,7 @@ pod!(
     Endpoint6Info,
     NetworkInfo,
     FragmentKey,
+    FragmentKey6,
     FragmentPorts,
     Counter,
     EndpointCounters,

@@ -79,11 +79,15 @@ pub fn l4_flags6(proto: u8) -> u64 {
     BPF_F_PSEUDO_HDR as u64 | udp_flags(proto)
 }
 
+/// `addr6_changed`'s flags for a packet with no upper-layer header to fix (a fragment
+/// after the first): the address is stored, `skb->csum` following, and nothing else.
+pub const NO_L4: u64 = 1 << 63;
+
 /// Write a new IPv6 address at `off` and fix the checksum at `csum_off` for it. `flags`
 /// with BPF_F_PSEUDO_HDR: the address is the packet's own (in the pseudo header), and is
 /// stored with BPF_F_RECOMPUTE_CSUM (see the module's comment); without: bytes an ICMPv6
 /// error quotes, which only its checksum covers, the two changes cancelling in
-/// `skb->csum` as they do in the packet.
+/// `skb->csum` as they do in the packet. `NO_L4`: see there.
 #[inline(always)]
 pub fn addr6_changed(
     ctx: &TcContext,
@@ -93,28 +97,30 @@ pub fn addr6_changed(
     old: &Addr6,
     new: &Addr6,
 ) -> Result<(), i64> {
-    let mut from = *old;
-    let mut to = *new;
-    // SAFETY: the helper reads 16 bytes of each buffer, both on our stack.
-    let diff = unsafe {
-        bpf_csum_diff(
-            from.as_mut_ptr(),
-            size_of::<Addr6>() as u32,
-            to.as_mut_ptr(),
-            size_of::<Addr6>() as u32,
-            0,
-        )
-    };
-    if diff < 0 {
-        return Err(diff);
+    if flags != NO_L4 {
+        let mut from = *old;
+        let mut to = *new;
+        // SAFETY: the helper reads 16 bytes of each buffer, both on our stack.
+        let diff = unsafe {
+            bpf_csum_diff(
+                from.as_mut_ptr(),
+                size_of::<Addr6>() as u32,
+                to.as_mut_ptr(),
+                size_of::<Addr6>() as u32,
+                0,
+            )
+        };
+        if diff < 0 {
+            return Err(diff);
+        }
+        ctx.l4_csum_replace(csum_off, 0, diff as u64, flags)?;
     }
-    ctx.l4_csum_replace(csum_off, 0, diff as u64, flags)?;
-    let store = if flags & BPF_F_PSEUDO_HDR as u64 != 0 {
+    let recompute = if flags & (BPF_F_PSEUDO_HDR as u64 | NO_L4) != 0 {
         BPF_F_RECOMPUTE_CSUM as u64
     } else {
         0
     };
-    ctx.store(off, new, store)
+    ctx.store(off, new, recompute)
 }
 
 /// Bytes inside an ICMP error's payload changed: only the ICMP checksum covers them.

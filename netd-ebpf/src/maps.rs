@@ -14,8 +14,8 @@ use netd_common::{
     flow::{FlowEntry, FlowEntry6, FlowKey, FlowKey6},
     maps::{
         Addr6, CALLS_MAX, ENDPOINT_DROPS_MAX, ENDPOINTS_MAX, Endpoint6Info, EndpointInfo,
-        FLOWS_MAX, FRAGMENTS_MAX, FragmentKey, FragmentPorts, NETWORKS_MAX, NODE_ADDRS_MAX,
-        NetworkInfo, NodeConfig, NodeConfig6, OverlayInfo, PUBLISHED_PORTS_MAX,
+        FLOWS_MAX, FRAGMENTS_MAX, FragmentKey, FragmentKey6, FragmentPorts, NETWORKS_MAX,
+        NODE_ADDRS_MAX, NetworkInfo, NodeConfig, NodeConfig6, OverlayInfo, PUBLISHED_PORTS_MAX,
         REMOTE_ENDPOINTS_MAX, RemoteEndpoint, SWEEP_BATCH,
     },
     monitor::{MONITOR_RING_BYTES, MonitorConfig, MonitorState},
@@ -49,6 +49,11 @@ pub static FLOW_OWNERS: HashMap<u32, u64> = HashMap::pinned(ENDPOINTS_MAX, 0);
 /// The ports of fragmented datagrams, remembered from their first fragment.
 #[map(name = "NETD_FRAGS_V1")]
 pub static FRAGMENTS: LruHashMap<FragmentKey, FragmentPorts> = LruHashMap::pinned(FRAGMENTS_MAX, 0);
+
+/// `FRAGMENTS` for IPv6 datagrams.
+#[map(name = "NETD_FRAGS6_V1")]
+pub static FRAGMENTS6: LruHashMap<FragmentKey6, FragmentPorts> =
+    LruHashMap::pinned(FRAGMENTS_MAX, 0);
 
 #[map(name = "NETD_CONFIG_V4")]
 pub static NODE_CONFIG: Array<NodeConfig> = Array::pinned(1, 0);

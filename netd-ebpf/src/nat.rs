@@ -343,13 +343,21 @@ fn try_claim<A: Nat>(port: u16, reply_key: &mut FlowKeyOf<A>, reply: &FlowEntryO
 /// TCP, UDP and ICMPv6 alike. A subprogram, as `rewrite`.
 #[inline(never)]
 pub fn rewrite6(ctx: &TcContext, pkt: &Flow6, to: &FlowEntry6) -> Result<(), i64> {
-    let csum = pkt.l4_csum_off as usize;
-    let flags = csum::l4_flags6(pkt.proto);
+    // A fragment after the first has no upper-layer header: its addresses only (the
+    // datagram's checksum is in the first fragment, fixed there).
+    let (csum, flags) = if pkt.has_l4_header() {
+        (pkt.l4_csum_off as usize, csum::l4_flags6(pkt.proto))
+    } else {
+        (0, csum::NO_L4)
+    };
     if pkt.src != to.src_addr {
         csum::addr6_changed(ctx, csum, flags, IP6_SRC_OFF, &pkt.src, &to.src_addr)?;
     }
     if pkt.dst != to.dst_addr {
         csum::addr6_changed(ctx, csum, flags, IP6_DST_OFF, &pkt.dst, &to.dst_addr)?;
+    }
+    if !pkt.has_l4_header() {
+        return Ok(());
     }
     let ports = [
         (pkt.src_port_off, pkt.src_port, to.src_port),

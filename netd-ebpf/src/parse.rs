@@ -60,8 +60,9 @@ const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
 
 /// Where a packet stands in its datagram.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
 pub enum Fragment {
+    #[default]
     Whole,
     /// Offset 0, more fragments follow: the L4 header is here.
     First,

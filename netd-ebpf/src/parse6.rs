@@ -52,6 +52,8 @@ pub struct Packet6 {
     /// be read as part of the packet.
     pub end: usize,
     pub fragment: Fragment,
+    /// The Fragment header's identification (network order), 0 without one.
+    pub frag_id: u32,
 }
 
 impl Packet6 {
@@ -72,7 +74,7 @@ pub fn parse_ipv6<F: Frame>(ctx: &F, frame_len: usize) -> Result<Packet6, Reason
     let end = packet_end(u16::from_be_bytes([fixed[4], fixed[5]]), frame_len)?;
     let src: Addr6 = ctx.load(IP6_SRC_OFF).map_err(|_| Reason::DropMalformed)?;
     let dst: Addr6 = ctx.load(IP6_DST_OFF).map_err(|_| Reason::DropMalformed)?;
-    let (proto, l4_off, fragment) = walk_chain(ctx, fixed[6], end)?;
+    let (proto, l4_off, fragment, frag_id) = walk_chain(ctx, fixed[6], end)?;
     Ok(Packet6 {
         src,
         dst,
@@ -80,6 +82,7 @@ pub fn parse_ipv6<F: Frame>(ctx: &F, frame_len: usize) -> Result<Packet6, Reason
         l4_off,
         end,
         fragment,
+        frag_id,
     })
 }
 
@@ -98,21 +101,26 @@ fn packet_end(payload_len: u16, frame_len: usize) -> Result<usize, Reason> {
     Ok(end)
 }
 
-/// From the fixed header's next header to the upper layer: its protocol, offset, and
-/// where the packet stands in its datagram. A subprogram: the loop's loads would
-/// otherwise each hold a stack slot of the caller.
+/// From the fixed header's next header to the upper layer: its protocol, offset, where
+/// the packet stands in its datagram and the datagram's identification (0 unfragmented).
+/// A subprogram: the loop's loads would otherwise each hold a stack slot of the caller.
 #[inline(never)]
-fn walk_chain<F: Frame>(ctx: &F, first: u8, end: usize) -> Result<(u8, usize, Fragment), Reason> {
+fn walk_chain<F: Frame>(
+    ctx: &F,
+    first: u8,
+    end: usize,
+) -> Result<(u8, usize, Fragment, u32), Reason> {
     let mut next = first;
     let mut off = IP6_OFF + IP6_HDR_LEN;
     let mut fragment = Fragment::Whole;
     let mut fragmented = false;
+    let mut id = 0;
     for i in 0..MAX_EXT_HEADERS {
         let h: [u8; 4] = match next {
             HOP_BY_HOP | ROUTING | FRAGMENT | AUTH | DEST_OPTIONS => load_ext(ctx, off)?,
             n if UNIFORM_EXT.contains(&n) => load_ext(ctx, off)?,
             NO_NEXT_HEADER => return Err(Reason::DropIpv6ExtHeaderInvalid),
-            upper => return Ok((upper, off, fragment)),
+            upper => return Ok((upper, off, fragment, id)),
         };
         let len = match next {
             HOP_BY_HOP if i != 0 => return Err(Reason::DropIpv6ExtHeaderInvalid),
@@ -123,6 +131,7 @@ fn walk_chain<F: Frame>(ctx: &F, first: u8, end: usize) -> Result<(u8, usize, Fr
                 }
                 fragmented = true;
                 fragment = fragment_of(h);
+                id = ctx.load(off + 4).map_err(|_| Reason::DropMalformed)?;
                 8
             }
             AUTH => (h[1] as usize + 2) * 4,
@@ -136,7 +145,7 @@ fn walk_chain<F: Frame>(ctx: &F, first: u8, end: usize) -> Result<(u8, usize, Fr
         }
         if fragment == Fragment::Following {
             // No upper-layer header here: the data of the datagram goes on.
-            return Ok((next, off, fragment));
+            return Ok((next, off, fragment, id));
         }
         if off > MAX_L4_OFF {
             return Err(Reason::DropIpv6ExtChainTooLong);
@@ -147,7 +156,7 @@ fn walk_chain<F: Frame>(ctx: &F, first: u8, end: usize) -> Result<(u8, usize, Fr
             Err(Reason::DropIpv6ExtChainTooLong)
         }
         n if UNIFORM_EXT.contains(&n) => Err(Reason::DropIpv6ExtChainTooLong),
-        upper => Ok((upper, off, fragment)),
+        upper => Ok((upper, off, fragment, id)),
     }
 }
 
@@ -176,8 +185,7 @@ const ICMP6_ECHO_REPLY: u8 = 129;
 /// An IPv6 packet as the connection table and the NAT see it (the twin of
 /// `parse::Packet`): its tuple, where its ports and L4 checksum are, what it says about
 /// its flow. TCP, UDP and ICMPv6 echo (its identifier standing in for the port on the
-/// asking side, as for ICMP). Always a whole packet or a first fragment: its upper-layer
-/// header is there.
+/// asking side, as for ICMP).
 #[derive(Clone, Copy, Default)]
 pub struct Flow6 {
     pub src: Addr6,
@@ -194,6 +202,19 @@ pub struct Flow6 {
     pub seen: u8,
     /// Not an echo reply: its identifier is its destination "port".
     pub starts_flow: bool,
+    /// A fragment after the first carries no upper-layer header: its ports are its first
+    /// fragment's (`fragment::track6`), and only its addresses are rewritten.
+    pub fragment: Fragment,
+    /// The datagram's identification (network order), for fragments.
+    pub frag_id: u32,
+}
+
+impl Flow6 {
+    /// Whether the upper-layer header (ports and checksum) is in this packet.
+    #[inline(always)]
+    pub fn has_l4_header(&self) -> bool {
+        self.fragment != Fragment::Following
+    }
 }
 
 impl Tracked<Addr6> for Flow6 {
@@ -221,13 +242,25 @@ impl Tracked<Addr6> for Flow6 {
 }
 
 /// The flow facts of a parsed packet: its upper-layer header read, which must be whole
-/// within the packet. `Fragment` for a fragment after the first (no ports: netd does not
-/// translate those yet), `OtherProto` for anything but TCP, UDP and ICMPv6 echo,
-/// `Truncated` for a header cut short.
+/// within the packet. A fragment after the first has none: its ports are 0 until
+/// `fragment::track6` gives it its first fragment's. `OtherProto` for anything but TCP,
+/// UDP and ICMPv6 echo, `Truncated` for a header cut short.
 #[inline(always)]
 pub fn flow_of<F: Frame>(ctx: &F, pkt: &Packet6) -> Result<Flow6, Reason> {
     if !pkt.has_l4_header() {
-        return Err(Reason::Fragment);
+        if !matches!(pkt.proto, PROTO_TCP | PROTO_UDP | PROTO_ICMPV6) {
+            return Err(Reason::OtherProto);
+        }
+        return Ok(Flow6 {
+            src: pkt.src,
+            dst: pkt.dst,
+            ip_len: (pkt.end - IP6_OFF) as u16,
+            proto: pkt.proto,
+            seen: SEEN_PACKET,
+            fragment: Fragment::Following,
+            frag_id: pkt.frag_id,
+            ..Flow6::default()
+        });
     }
     let l4 = pkt.l4_off;
     let (header_len, csum_off) = match pkt.proto {
@@ -252,6 +285,8 @@ pub fn flow_of<F: Frame>(ctx: &F, pkt: &Packet6) -> Result<Flow6, Reason> {
         proto: pkt.proto,
         seen: SEEN_PACKET,
         starts_flow: true,
+        fragment: pkt.fragment,
+        frag_id: pkt.frag_id,
     };
     match pkt.proto {
         PROTO_TCP => {

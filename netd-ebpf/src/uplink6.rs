@@ -3,8 +3,9 @@
 //! (`uplink::translate_established`, `uplink::masquerade`) over the IPv6 table.
 //!
 //! Egress: masquerade (NAT66) of what containers of a masqueraded network send beyond
-//! the node, port-preserving as for IPv4; what netd cannot translate from such a network
-//! (fragments after the first, other protocols, ICMPv6 errors about no flow) is dropped
+//! the node, port-preserving as for IPv4, fragmented datagrams included; what netd
+//! cannot translate from such a network (a fragment whose first was not seen, other
+//! protocols, ICMPv6 errors about no flow) is dropped
 //! (`drop_ipv6_not_translated`) rather than leaving with the container's own address.
 //! Ingress: the replies of those flows, translated back and routed by the stack to their
 //! container. ICMPv6 errors about those flows (Packet Too Big above all) are translated
@@ -27,7 +28,7 @@ use netd_common::{
 };
 
 use crate::{
-    conntrack, icmp6,
+    conntrack, fragment, icmp6,
     maps::{CALLS, NODE_ADDRS6, scratch6},
     nat::{self, Nat},
     parse6::{Flow6, IP6_DST_OFF, IP6_SRC_OFF, flow_of, parse_ipv6},
@@ -67,10 +68,16 @@ pub fn ingress(ctx: &TcContext) -> i32 {
 /// program in slot `new` of `CALLS`, or is dropped if that slot is empty.
 #[inline(always)]
 fn decided_or_new(ctx: &TcContext, hook: Hook, decided: Option<Verdict>, new: u32) -> i32 {
-    match decided {
-        Some(verdict) => finished(ctx, hook, verdict),
-        None => hand_over_to(ctx, hook, new),
-    }
+    let verdict = match decided {
+        Some(verdict) => verdict,
+        None => {
+            // SAFETY: as in `hand_over_to`.
+            unsafe { CALLS.tail_call(ctx, new) };
+            (Reason::DropIpv6DispatchFailed, DROP)
+        }
+    };
+    // Out of line, so that the entry point's frame stays nearly empty.
+    finished(ctx, hook, verdict)
 }
 
 /// `uplink_ingress6_new`: a connection to a published port of the node's IPv6 addresses
@@ -157,12 +164,12 @@ fn decide_ingress(ctx: &TcContext) -> Option<Verdict> {
 }
 
 /// The packet's flow facts (see `parse6::flow_of`), into `flow` (the caller's, or this
-/// CPU's `SCRATCH6`).
+/// CPU's `SCRATCH6`), a fragment's ports tracked (`fragment::track6`).
 #[inline(never)]
 fn flow_packet(ctx: &TcContext, flow: &mut Flow6) -> Result<(), Reason> {
     let pkt = parse_ipv6(ctx, ctx.len() as usize).map_err(|_| Reason::NoMatch)?;
     *flow = flow_of(ctx, &pkt)?;
-    Ok(())
+    fragment::track6(flow)
 }
 
 /// A packet of a flow coming in: the reply to masqueraded traffic, translated back (the

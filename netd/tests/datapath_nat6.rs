@@ -489,3 +489,48 @@ fn a_published_port_is_never_a_masqueraded_flows_source_port() {
     let port = u16::from_be_bytes([sent[ETH + 40], sent[ETH + 41]]);
     assert!((61000..=65535).contains(&port), "remapped to {port}");
 }
+
+/// A UDP datagram from `src:sport` to `dst:dport` (checksum over the whole of it) cut in
+/// two fragments of identification `id` after its first 16 bytes.
+fn udp6_fragments(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, id: u32) -> [Vec<u8>; 2] {
+    let whole = udp6(src, sport, dst, dport);
+    let l4 = &whole[ETH + 40..];
+    let header = |offset_and_more: u16| {
+        let mut h = vec![UDP6, 0];
+        h.extend_from_slice(&offset_and_more.to_be_bytes());
+        h.extend_from_slice(&id.to_be_bytes());
+        h
+    };
+    let mut first = header(1);
+    first.extend_from_slice(&l4[..16]);
+    let mut following = header(16);
+    following.extend_from_slice(&l4[16..]);
+    [first, following].map(|rest| ipv6_frame(GATEWAY_MAC, src, dst, FRAGMENT, &rest))
+}
+
+#[test]
+fn a_fragmented_datagram_is_masqueraded_whole_and_so_are_its_replies() {
+    let mut t = nat6_node();
+    let out = udp6_fragments(CONTAINER6, 40000, BEYOND6, 53, 0x1234);
+    let expected = udp6_fragments(NODE6, 40000, BEYOND6, 53, 0x1234);
+    for (i, (f, want)) in out.iter().zip(&expected).enumerate() {
+        let (verdict, sent) = t.run("uplink_egress", f);
+        assert_eq!(verdict, TC_ACT_OK, "fragment {i}");
+        assert_eq!(
+            &sent, want,
+            "fragment {i}: from the node, the datagram's checksum right"
+        );
+    }
+    let back = udp6_fragments(BEYOND6, 53, NODE6, 40000, 0x99);
+    let expected = udp6_fragments(BEYOND6, 53, CONTAINER6, 40000, 0x99);
+    for (i, (f, want)) in back.iter().zip(&expected).enumerate() {
+        let (verdict, delivered) = t.run("uplink_ingress", f);
+        assert_eq!(verdict, TC_ACT_OK, "reply fragment {i}");
+        assert_eq!(&delivered, want, "reply fragment {i}");
+    }
+    // A fragment whose first was never seen cannot be told where it goes: never sent
+    // with the container's address.
+    let [_, stray] = udp6_fragments(CONTAINER6, 40001, BEYOND6, 53, 0x777);
+    assert_eq!(t.run("uplink_egress", &stray).0, TC_ACT_SHOT);
+    assert_eq!(count(&t, "UplinkEgress", "drop_ipv6_not_translated"), 1);
+}
