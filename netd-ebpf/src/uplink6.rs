@@ -1,20 +1,22 @@
 //! IPv6 on the uplink (tail-called by `uplink_ingress` and `uplink_egress`; the XDP
 //! program leaves IPv6 to them), sharing the IPv4 programs' connection table code
-//! (`uplink::translate_established`, `uplink::masquerade`) over the IPv6 table.
+//! (`uplink::translate_established`, `uplink::masquerade`, `uplink::dnat_new_flow`)
+//! over the IPv6 table.
 //!
 //! Egress: masquerade (NAT66) of what containers of a masqueraded network send beyond
 //! the node, port-preserving as for IPv4, fragmented datagrams included; what netd
 //! cannot translate from such a network (a fragment whose first was not seen, other
-//! protocols, ICMPv6 errors about no flow) is dropped
-//! (`drop_ipv6_not_translated`) rather than leaving with the container's own address.
-//! Ingress: the replies of those flows, translated back and routed by the stack to their
-//! container. ICMPv6 errors about those flows (Packet Too Big above all) are translated
-//! both ways (`icmp6`). Nothing else from the network reaches a container's IPv6 address, even on a
-//! node that forwards IPv6 for other reasons: what is addressed into a network's IPv6
-//! subnet is dropped (`drop_not_published`), unless that network's IPv6 is routed on
-//! purpose (`gateway_mode_ipv6=routed`: `pass_ipv6_routed`) or it is one of the node's
-//! own addresses there (its gateways). The rest is the node's own traffic, passed
-//! untouched.
+//! protocols, ICMPv6 errors about no flow) is dropped (`drop_ipv6_not_translated`)
+//! rather than leaving with the container's own address; and the replies of published
+//! ports, translated back. Ingress: the replies of masqueraded flows, translated back
+//! and routed by the stack to their container; connections to ports published on `[::]`
+//! (DNAT66, the client's address kept); ICMPv6 errors about those flows (Packet Too Big
+//! above all), translated both ways (`icmp6`). Nothing else from the network reaches a
+//! container's IPv6 address, even on a node that forwards IPv6 for other reasons: what is
+//! addressed into a network's IPv6 subnet is dropped (`drop_not_published`), unless that
+//! network's IPv6 is routed on purpose (`gateway_mode_ipv6=routed`: `pass_ipv6_routed`)
+//! or it is one of the node's own addresses there (its gateways). The rest is the node's
+//! own traffic, passed untouched.
 
 use aya_ebpf::programs::TcContext;
 use netd_common::{
