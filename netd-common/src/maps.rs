@@ -43,7 +43,7 @@ pub const NETWORKS6: &str = "NETD_NETWORKS6_V1";
 pub const NODE_ADDRS6: &str = "NETD_ADDRS6_V1";
 /// The IPv6 connection table (as `FLOWS`, `PENDING_FLOWS` and `FLOW_OWNERS`): the same
 /// layout over IPv6 addresses, sized as the IPv4 one.
-pub const FLOWS6: &str = "NETD_FLOWS6_V1";
+pub const FLOWS6: &str = "NETD_FLOWS6_V2";
 pub const PENDING_FLOWS6: &str = "NETD_PENDING6_V1";
 pub const FLOW_OWNERS6: &str = "NETD_OWNERS6_V1";
 /// The published ports on the node's IPv6 addresses (as `PUBLISHED_PORTS`).

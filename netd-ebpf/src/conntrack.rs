@@ -264,10 +264,17 @@ fn touch<A: Family>(
     // An unconfirmed half is checked every time: the LRU evicts halves one by one, and
     // a half whose partner was evicted, or whose partner's key another flow claimed
     // since, would translate into a flow whose replies go elsewhere.
-    // SAFETY: as above.
-    if (table == Table::Pending || idle) && !still_whole(table, key, unsafe { &*entry }) {
-        return None;
-    }
+    let entry = if table == Table::Pending || idle {
+        // SAFETY: as above.
+        if !still_whole(table, key, unsafe { &*entry }) {
+            return None;
+        }
+        // Found again: `still_whole` may have put the half back, and the map may have
+        // reused the element it was in meanwhile.
+        table.get_ptr_mut(key)?
+    } else {
+        entry
+    };
     // Tried when the flow's state moved, and at most once a second otherwise (a flow over
     // its endpoint's quota asks again as it goes on).
     Some((entry, table == Table::Pending && (moved || idle)))

@@ -12,7 +12,7 @@ use aya_ebpf::programs::TcContext;
 use netd_common::{
     PROTO_TCP, PROTO_UDP,
     counters::Reason,
-    flow::{FlowEntry6, FlowKey6},
+    flow::{DIR_EGRESS, FlowEntry6, FlowKey6},
     maps::Addr6,
 };
 
@@ -20,10 +20,9 @@ use crate::{
     conntrack::find_mut,
     csum,
     maps::scratch6,
+    nat::Nat,
     parse::Fragment,
-    parse6::{
-        IP6_DST_OFF, IP6_HDR_LEN, IP6_SRC_OFF, PROTO_ICMPV6, Packet6, echo_ports, parse_ipv6,
-    },
+    parse6::{IP6_DST_OFF, IP6_HDR_LEN, IP6_SRC_OFF, PROTO_ICMPV6, Packet6, echo_ports, parse_skb},
     program::{DROP, PASS, Verdict},
 };
 
@@ -54,6 +53,9 @@ struct Quote {
 #[inline(never)]
 pub fn translate_error_of_flow(ctx: &TcContext, dir: u8) -> Option<Verdict> {
     let quote = error_quote(ctx)?;
+    if dir == DIR_EGRESS && !sent_by_quoted_receiver(ctx, &quote) {
+        return None;
+    }
     let key = FlowKey6 {
         src_addr: quote.dst,
         dst_addr: quote.src,
@@ -76,13 +78,25 @@ pub fn translate_error_of_flow(ctx: &TcContext, dir: u8) -> Option<Verdict> {
     })
 }
 
+/// Leaving the node, an error speaks for the quoted packet's receiver: sent by it (a
+/// container about what it received), or by the node (about what it forwarded), never
+/// by a container about another's flow. A subprogram: its lookups stay off the frame
+/// `error_quote` is called under.
+#[inline(never)]
+fn sent_by_quoted_receiver(ctx: &TcContext, quote: &Quote) -> bool {
+    match ctx.load::<Addr6>(IP6_SRC_OFF) {
+        Ok(src) => src == quote.dst || Addr6::is_node_addr(src),
+        Err(_) => false,
+    }
+}
+
 /// The packet an ICMPv6 error quotes, when it is TCP, UDP or an echo with its ports (the
 /// identifier) within the error, and the error goes to its source: one addressed
 /// anywhere else is not that flow's (else any party to a flow could send errors
 /// anywhere, translated).
 #[inline(never)]
 fn error_quote(ctx: &TcContext) -> Option<Quote> {
-    let pkt = parse_ipv6(ctx, ctx.len() as usize).ok()?;
+    let pkt = parse_skb(ctx).ok()?;
     if pkt.proto != PROTO_ICMPV6 || pkt.fragment != Fragment::Whole {
         return None;
     }

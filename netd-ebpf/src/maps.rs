@@ -126,9 +126,11 @@ pub static NODE_ADDRS6: HashMap<Addr6, u8> = HashMap::pinned(NODE_ADDRS_MAX, 0);
 pub static CALLS: ProgramArray = ProgramArray::pinned(CALLS_MAX, 0);
 
 /// The IPv6 connection table: as `FLOWS`, `PENDING` and `FLOW_OWNERS`, over IPv6
-/// addresses (sized as those by the daemon).
-#[map(name = "NETD_FLOWS6_V1")]
-pub static FLOWS6: HashMap<FlowKey6, FlowEntry6> = HashMap::pinned(FLOWS_MAX, 0);
+/// addresses (sized as those by the daemon). Its confirmed flows take memory as they
+/// come (no preallocation): a node with little IPv6 pays little for it.
+#[map(name = "NETD_FLOWS6_V2")]
+pub static FLOWS6: HashMap<FlowKey6, FlowEntry6> =
+    HashMap::pinned(FLOWS_MAX, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
 #[map(name = "NETD_PENDING6_V1")]
 pub static PENDING6: LruHashMap<FlowKey6, FlowEntry6> = LruHashMap::pinned(FLOWS_MAX, 0);

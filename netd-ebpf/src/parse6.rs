@@ -64,14 +64,15 @@ impl Packet6 {
     }
 }
 
-/// Parse the fixed header and walk the extension headers of the frame, `frame_len` long.
+/// Parse the fixed header and walk the extension headers of the frame, `frame_len` long
+/// (`gso`: a GSO skb's, see `packet_end`).
 #[inline(always)]
-pub fn parse_ipv6<F: Frame>(ctx: &F, frame_len: usize) -> Result<Packet6, Reason> {
+pub fn parse_ipv6<F: Frame>(ctx: &F, frame_len: usize, gso: bool) -> Result<Packet6, Reason> {
     let fixed: [u8; 8] = ctx.load(IP6_OFF).map_err(|_| Reason::DropMalformed)?;
     if fixed[0] >> 4 != 6 {
         return Err(Reason::DropMalformed);
     }
-    let end = packet_end(u16::from_be_bytes([fixed[4], fixed[5]]), frame_len)?;
+    let end = packet_end(u16::from_be_bytes([fixed[4], fixed[5]]), frame_len, gso)?;
     let src: Addr6 = ctx.load(IP6_SRC_OFF).map_err(|_| Reason::DropMalformed)?;
     let dst: Addr6 = ctx.load(IP6_DST_OFF).map_err(|_| Reason::DropMalformed)?;
     let (proto, l4_off, fragment, frag_id) = walk_chain(ctx, fixed[6], end)?;
@@ -88,10 +89,14 @@ pub fn parse_ipv6<F: Frame>(ctx: &F, frame_len: usize) -> Result<Packet6, Reason
 
 /// Where a packet with this payload length ends in a frame `frame_len` long; a payload
 /// length past the frame is a truncated packet (the kernel drops it). A payload length of
-/// 0 is a jumbogram's or a BIG TCP packet's: the frame's length is then the packet's.
+/// 0 is a BIG TCP packet's when the skb is a GSO one (`gso`): the frame's length is then
+/// the packet's. Otherwise it is a packet of no payload at all: the kernel trims the
+/// rest of the frame (or, behind a Hop-by-Hop header, drops it unless it is a real
+/// jumbogram, which no frame of 64 KiB or less is), so nothing after the fixed header
+/// may be read as the packet's.
 #[inline(always)]
-fn packet_end(payload_len: u16, frame_len: usize) -> Result<usize, Reason> {
-    if payload_len == 0 {
+fn packet_end(payload_len: u16, frame_len: usize, gso: bool) -> Result<usize, Reason> {
+    if payload_len == 0 && gso {
         return Ok(frame_len);
     }
     let end = IP6_OFF + IP6_HDR_LEN + payload_len as usize;
@@ -316,4 +321,12 @@ pub fn echo_ports(head: &[u8; 8]) -> Result<(u16, u16), Reason> {
         ICMP6_ECHO_REPLY => Ok((0, id)),
         _ => Err(Reason::OtherProto),
     }
+}
+
+/// `parse_ipv6` for the TC programs: the frame as the skb has it.
+#[inline(always)]
+pub fn parse_skb(ctx: &aya_ebpf::programs::TcContext) -> Result<Packet6, Reason> {
+    // SAFETY: the context's __sk_buff is valid for the program's run.
+    let gso = unsafe { (*ctx.skb.skb).gso_size } != 0;
+    parse_ipv6(ctx, ctx.len() as usize, gso)
 }

@@ -33,7 +33,7 @@ use crate::{
     conntrack, fragment, icmp6,
     maps::{CALLS, NODE_ADDRS6, scratch6},
     nat::{self, Nat},
-    parse6::{Flow6, IP6_DST_OFF, IP6_SRC_OFF, flow_of, parse_ipv6},
+    parse6::{Flow6, IP6_DST_OFF, IP6_SRC_OFF, flow_of, parse_skb},
     policy6::network_of,
     program::{DROP, PASS, Verdict, apply, finish},
     uplink,
@@ -63,20 +63,49 @@ fn hand_over_to(ctx: &TcContext, hook: Hook, index: u32) -> i32 {
 /// `uplink_ingress6_new` (from here, as in `egress`), which finds it a published port.
 pub fn ingress(ctx: &TcContext) -> i32 {
     let decided = decide_ingress(ctx);
-    decided_or_new(ctx, Hook::UplinkIngress, decided, CALL_UPLINK_INGRESS6_NEW)
+    decided_or_new(
+        ctx,
+        Hook::UplinkIngress,
+        decided,
+        CALL_UPLINK_INGRESS6_NEW,
+        DIR_INGRESS,
+        by_destination,
+    )
 }
 
-/// Count and report a decision; `None` (a new flow's first packet) goes on to the
-/// program in slot `new` of `CALLS`, or is dropped if that slot is empty.
+/// What the IPv6 uplink programs decided about a packet.
+enum Decided {
+    Verdict(Verdict),
+    /// A new flow's first packet: for the program of its own (`*_new`).
+    NewFlow,
+    /// An ICMPv6 message that is no echo: perhaps an error about a flow (`icmp6`), judged
+    /// from the entry point, where its chain of calls has room.
+    Icmp,
+}
+
+/// Count and report a decision. A new flow's first packet goes on to the program in slot
+/// `new` of `CALLS` (dropped if that slot is empty); an ICMPv6 message is translated if
+/// it is an error about a flow at `dir`, else judged by `otherwise`.
 #[inline(always)]
-fn decided_or_new(ctx: &TcContext, hook: Hook, decided: Option<Verdict>, new: u32) -> i32 {
+fn decided_or_new(
+    ctx: &TcContext,
+    hook: Hook,
+    decided: Decided,
+    new: u32,
+    dir: u8,
+    otherwise: fn(&TcContext) -> Verdict,
+) -> i32 {
     let verdict = match decided {
-        Some(verdict) => verdict,
-        None => {
+        Decided::Verdict(verdict) => verdict,
+        Decided::NewFlow => {
             // SAFETY: as in `hand_over_to`.
             unsafe { CALLS.tail_call(ctx, new) };
             (Reason::DropIpv6DispatchFailed, DROP)
         }
+        Decided::Icmp => match icmp6::translate_error_of_flow(ctx, dir) {
+            Some(verdict) => verdict,
+            None => otherwise(ctx),
+        },
     };
     // Out of line, so that the entry point's frame stays nearly empty.
     finished(ctx, hook, verdict)
@@ -99,6 +128,11 @@ fn decide_new_in(ctx: &TcContext) -> Verdict {
     }
     let flow = &scratch.flow;
     match backend_of(flow) {
+        // From the LAN with a source of the node's own (a container's, the node's): IPv6
+        // has no rp_filter, and a container must not be reached "from" its neighbour.
+        Some(_) if network_of(flow.src).is_some() || Addr6::is_node_addr(flow.src) => {
+            (Reason::DropSpoofedSource, DROP)
+        }
         Some(backend) => opened_in(ctx, flow, &backend, &mut scratch.entry),
         None => not_ours(&flow.dst),
     }
@@ -125,7 +159,14 @@ fn opened_in(ctx: &TcContext, flow: &Flow6, backend: &Backend6, entry: &mut Flow
 /// (the kernel refuses a tail call from a subprogram of a program without BTF).
 pub fn egress(ctx: &TcContext) -> i32 {
     let decided = decide_egress(ctx);
-    decided_or_new(ctx, Hook::UplinkEgress, decided, CALL_UPLINK_EGRESS6_NEW)
+    decided_or_new(
+        ctx,
+        Hook::UplinkEgress,
+        decided,
+        CALL_UPLINK_EGRESS6_NEW,
+        DIR_EGRESS,
+        |ctx| untranslated(ctx, Reason::OtherProto),
+    )
 }
 
 /// `program::finish` in a frame of its own, beside the decision's rather than under it:
@@ -140,36 +181,38 @@ fn finished(ctx: &TcContext, hook: Hook, verdict: Verdict) -> i32 {
 /// packet, a key and entries of two steps at once, and the deepest chain (entry point,
 /// decision, step, connection table) stays within the 512 bytes.
 #[inline(never)]
-fn decide_ingress(ctx: &TcContext) -> Option<Verdict> {
+fn decide_ingress(ctx: &TcContext) -> Decided {
     let mut flow = Flow6::default();
     match flow_packet(ctx, &mut flow) {
         Ok(()) => {
             if let Some(verdict) = reply_in(ctx, &flow) {
-                return Some(verdict);
+                return Decided::Verdict(verdict);
             }
             if flow.starts_flow && NODE_ADDRS6.get_ptr(flow.dst).is_some() {
-                return None;
+                return Decided::NewFlow;
             }
         }
-        Err(Reason::OtherProto) => {
-            if let Some(verdict) = icmp6::translate_error_of_flow(ctx, DIR_INGRESS) {
-                return Some(verdict);
-            }
-        }
+        Err(Reason::OtherProto) => return Decided::Icmp,
         Err(_) => {}
     }
-    // Too short for a whole header: the stack drops it.
-    Some(match ctx.load::<Addr6>(IP6_DST_OFF) {
+    Decided::Verdict(by_destination(ctx))
+}
+
+/// A packet from the network that no flow claims, by its destination (see `not_ours`);
+/// too short for a whole header, the stack drops it.
+#[inline(never)]
+fn by_destination(ctx: &TcContext) -> Verdict {
+    match ctx.load::<Addr6>(IP6_DST_OFF) {
         Ok(dst) => not_ours(&dst),
         Err(_) => (Reason::Ipv6ForNode, PASS),
-    })
+    }
 }
 
 /// The packet's flow facts (see `parse6::flow_of`), into `flow` (the caller's, or this
 /// CPU's `SCRATCH6`), a fragment's ports tracked (`fragment::track6`).
 #[inline(never)]
 fn flow_packet(ctx: &TcContext, flow: &mut Flow6) -> Result<(), Reason> {
-    let pkt = parse_ipv6(ctx, ctx.len() as usize).map_err(|_| Reason::NoMatch)?;
+    let pkt = parse_skb(ctx).map_err(|_| Reason::NoMatch)?;
     *flow = flow_of(ctx, &pkt)?;
     fragment::track6(flow)
 }
@@ -199,31 +242,25 @@ fn not_ours(dst: &Addr6) -> Verdict {
     }
 }
 
-/// The verdict on a packet leaving by the uplink; `None` for the first packet of a new
-/// flow (see `egress`).
+/// The verdict on a packet leaving by the uplink (see `Decided`).
 #[inline(never)]
-fn decide_egress(ctx: &TcContext) -> Option<Verdict> {
+fn decide_egress(ctx: &TcContext) -> Decided {
     if uplink::sent_by_another_host(ctx) {
-        return Some((Reason::NoMatch, PASS));
+        return Decided::Verdict((Reason::NoMatch, PASS));
     }
     // The node's own unparsable traffic goes on: the containers' frames were checked
     // where they entered.
     let mut flow = Flow6::default();
     match flow_packet(ctx, &mut flow) {
         Ok(()) => {}
-        Err(Reason::OtherProto) => {
-            return Some(
-                icmp6::translate_error_of_flow(ctx, DIR_EGRESS)
-                    .unwrap_or_else(|| untranslated(ctx, Reason::OtherProto)),
-            );
-        }
-        Err(reason) => return Some(untranslated(ctx, reason)),
+        Err(Reason::OtherProto) => return Decided::Icmp,
+        Err(reason) => return Decided::Verdict(untranslated(ctx, reason)),
     }
-    match established_out(ctx, &flow) {
-        (Reason::NoMatch, _) if flow.starts_flow => None,
-        (Reason::NoMatch, _) => Some(untranslated(ctx, Reason::NoMatch)),
-        verdict => Some(verdict),
-    }
+    Decided::Verdict(match established_out(ctx, &flow) {
+        (Reason::NoMatch, _) if flow.starts_flow => return Decided::NewFlow,
+        (Reason::NoMatch, _) => untranslated(ctx, Reason::NoMatch),
+        verdict => verdict,
+    })
 }
 
 #[inline(never)]

@@ -247,14 +247,11 @@ fn refusal(f: &[u8]) -> Option<&'static str> {
     if f[12..14] != [0x86, 0xdd] || f.len() < ETH + 40 || f[ETH] >> 4 != 6 {
         return Some("not IPv6");
     }
-    // The packet is what its payload length covers (0: the whole frame); the kernel
-    // trims the rest of the frame, and drops a packet longer than its frame.
+    // The packet is what its payload length covers (0, on these frames that are no GSO
+    // ones: nothing beyond the fixed header); the kernel trims the rest of the frame, and
+    // drops a packet longer than its frame.
     let payload = usize::from(u16::from_be_bytes([f[ETH + 4], f[ETH + 5]]));
-    let end = if payload == 0 {
-        f.len()
-    } else {
-        ETH + 40 + payload
-    };
+    let end = ETH + 40 + payload;
     if end > f.len() {
         return Some("truncated");
     }

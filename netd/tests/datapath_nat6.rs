@@ -534,3 +534,59 @@ fn a_fragmented_datagram_is_masqueraded_whole_and_so_are_its_replies() {
     assert_eq!(t.run("uplink_egress", &stray).0, TC_ACT_SHOT);
     assert_eq!(count(&t, "UplinkEgress", "drop_ipv6_not_translated"), 1);
 }
+
+#[test]
+fn a_lan_host_cannot_reach_a_published_port_from_a_containers_or_the_nodes_address() {
+    let mut t = nat6_node();
+    publish_8080(&mut t);
+    // IPv6 has no rp_filter: a source inside the node's networks, or the node's own,
+    // can only be forged on the LAN.
+    for spoofed in [OTHER_CONTAINER6, NEIGHBOUR6, GATEWAY6, NODE6] {
+        let syn = tcp6(spoofed, 50000, NODE6, 8080, 0x02);
+        assert_eq!(t.run("uplink_ingress", &syn).0, TC_ACT_SHOT, "{spoofed}");
+    }
+    assert_eq!(count(&t, "UplinkIngress", "drop_spoofed_source"), 4);
+    assert!(t.dp.flow_entries6().unwrap().is_empty());
+}
+
+#[test]
+fn a_packet_that_says_it_has_no_payload_is_read_as_having_none() {
+    let mut t = nat6_node();
+    publish_8080(&mut t);
+    // Payload length 0 on a frame that is no GSO one: the kernel trims what follows the
+    // fixed header, so the SYN behind it is no packet's and opens no flow.
+    let mut syn = tcp6(BEYOND6, 50000, NODE6, 8080, 0x02);
+    syn[ETH + 4..ETH + 6].copy_from_slice(&[0, 0]);
+    assert_eq!(t.run("uplink_ingress", &syn), (TC_ACT_OK, syn.clone()));
+    assert!(t.dp.flow_entries6().unwrap().is_empty());
+    assert_eq!(count(&t, "UplinkIngress", "dnat_new_flow"), 0);
+}
+
+#[test]
+fn a_container_cannot_send_errors_about_another_containers_flow() {
+    let mut t = nat6_node();
+    t.run("uplink_egress", &udp6(OTHER_CONTAINER6, 40001, BEYOND6, 53));
+    let (_, reply) = t.run("uplink_ingress", &udp6(BEYOND6, 53, NODE6, 40001));
+    // CONTAINER6 quotes the reply OTHER_CONTAINER6 received.
+    let forged = icmp6_error(CONTAINER6, BEYOND6, 1, 4, 0, &reply[ETH..]);
+    assert_eq!(t.run("uplink_egress", &forged).0, TC_ACT_SHOT);
+    assert_eq!(count(&t, "UplinkEgress", "icmp_error_translated"), 0);
+    assert_eq!(count(&t, "UplinkEgress", "drop_ipv6_not_translated"), 1);
+}
+
+#[test]
+fn published_again_for_an_endpoint_without_ipv6_leaves_no_ipv6_twin() {
+    let mut t = nat6_node();
+    publish_8080(&mut t);
+    t.dp.publish(&binding_8080(), CONTAINER, None, LO).unwrap();
+    let syn = tcp6(BEYOND6, 50000, NODE6, 8080, 0x02);
+    assert_eq!(t.run("uplink_ingress", &syn), (TC_ACT_OK, syn.clone()));
+    // And the restart's sweep keeps a twin only for an endpoint with IPv6.
+    publish_8080(&mut t);
+    // Gone: the [::] twin, and the standard node's 5353/udp binding (not in the list).
+    assert_eq!(
+        t.dp.retain_published(&[(binding_8080(), false)]).unwrap(),
+        2
+    );
+    assert_eq!(t.run("uplink_ingress", &syn), (TC_ACT_OK, syn.clone()));
+}

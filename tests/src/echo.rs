@@ -19,6 +19,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use crate::collector::Collector;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a TCP echo server keeps a quiet client's connection (one at a time): long
+/// enough for a `HeldConnection` to outlast a daemon's restart on a busy 2-core machine
+/// (the kernel programs' verification alone takes seconds there).
+const HELD_QUIET: Duration = Duration::from_secs(15);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {
@@ -93,7 +97,7 @@ fn serve(listener: Listener, peers: &Mutex<Vec<SocketAddr>>, stop: &AtomicBool) 
                     Ok((mut s, peer)) => {
                         peers.lock().unwrap().push(peer);
                         s.set_nonblocking(false).ok();
-                        s.set_read_timeout(Some(IO_TIMEOUT)).ok();
+                        s.set_read_timeout(Some(HELD_QUIET)).ok();
                         // Echo until the client closes (or goes quiet).
                         while let Ok(n) = s.read(&mut buf) {
                             if n == 0 || s.write_all(&buf[..n]).is_err() {

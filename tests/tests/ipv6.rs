@@ -595,14 +595,33 @@ fn a_containers_ipv6_is_masqueraded_behind_the_nodes_address_and_survives_a_rest
         .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
     exchange(&mut stream, "before the restart");
+    // Messages keep going every 200 ms (the echo server hangs up on a quiet client) while
+    // the daemon is killed, down and started again; each must come back whole.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let talking = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                exchange(&mut stream, &format!("message {n:06}"));
+                n += 1;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            n
+        })
+    };
     d.stop(libc::SIGKILL).unwrap();
-    exchange(&mut stream, "while the daemon is down");
+    std::thread::sleep(Duration::from_millis(600));
     d.restart().unwrap();
-    exchange(&mut stream, "after the restart");
+    std::thread::sleep(Duration::from_millis(600));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let exchanged = talking
+        .join()
+        .expect("every message came back across the restart");
+    assert!(exchanged >= 6, "{exchanged} messages");
     assert_eq!(server.peers()[0].ip(), IpAddr::V6(Sandbox::NODE_ADDR6));
 
     // A removed container's flows go with it.
-    drop(stream);
     d.cli_ok(&["rm", "-f", "c1"]).unwrap();
     let flows = d.cli_ok(&["conntrack"]).unwrap();
     assert!(!flows.contains(&format!("[{C1}]:")), "{flows}");

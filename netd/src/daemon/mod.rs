@@ -1092,14 +1092,21 @@ impl Inner {
         let addrs6: Vec<std::net::Ipv6Addr> =
             all6.iter().map(|(_, n)| n.addr()).filter(routed).collect();
         self.datapath.set_node_addrs6(&addrs6)?;
-        // Masqueraded IPv6 leaves with the uplink's first routed address, as the IPv4
-        // with its address; followed as it changes (an address from SLAAC comes late).
+        // Masqueraded IPv6 leaves with the uplink's first global address (a ULA only when
+        // it has none), as the IPv4 with its address; followed as it changes (an address
+        // from SLAAC comes late).
         let uplink = self.netlink.link_index(&self.uplink).await?;
-        let snat6 = all6
+        let on_uplink: Vec<std::net::Ipv6Addr> = all6
             .iter()
             .filter(|(i, _)| Some(*i) == uplink)
             .map(|(_, n)| n.addr())
-            .find(routed);
+            .filter(routed)
+            .collect();
+        let snat6 = on_uplink
+            .iter()
+            .find(|a| !a.is_unique_local())
+            .or(on_uplink.first())
+            .copied();
         self.datapath.set_snat_addr6(snat6)
     }
 }

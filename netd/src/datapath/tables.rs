@@ -322,10 +322,19 @@ impl Datapath {
         self.ports()?
             .insert(key, Backend::new(addr, b.container_port, ifindex), 0)
             .with_context(|| format!("publish {b}"))?;
-        if let (Some(key6), Some(addr6)) = (port_key6(b), addr6) {
-            self.ports6()?
-                .insert(key6, Backend6::new(addr6, b.container_port, ifindex), 0)
-                .with_context(|| format!("publish {b} on [::]"))?;
+        if let Some(key6) = port_key6(b) {
+            let mut ports6 = self.ports6()?;
+            match addr6 {
+                Some(addr6) => ports6
+                    .insert(key6, Backend6::new(addr6, b.container_port, ifindex), 0)
+                    .with_context(|| format!("publish {b} on [::]"))?,
+                // Published again for an endpoint without IPv6 (now): no twin left
+                // leading to an address that may be another container's by now.
+                None => ports6
+                    .remove(&key6)
+                    .or_else(ignore_missing)
+                    .with_context(|| format!("unpublish {b} on [::]"))?,
+            }
         }
         Ok(())
     }
@@ -361,14 +370,18 @@ impl Datapath {
     }
 
     /// Remove every published port not in `keep` (left over from a previous run), of
-    /// both families (IPv6: the `[::]` twins of the wildcard bindings kept). Returns how
-    /// many were removed.
-    pub fn retain_published(&mut self, keep: &[PortBinding]) -> Result<usize> {
+    /// both families (IPv6: the `[::]` twins of the wildcard bindings kept whose endpoint
+    /// has IPv6, `true` beside each). Returns how many were removed.
+    pub fn retain_published(&mut self, keep: &[(PortBinding, bool)]) -> Result<usize> {
         let keep4: Vec<PortKey> = keep
             .iter()
-            .map(|b| PortKey::new(b.proto.number(), b.host_ip, b.host_port))
+            .map(|(b, _)| PortKey::new(b.proto.number(), b.host_ip, b.host_port))
             .collect();
-        let keep6: Vec<PortKey6> = keep.iter().filter_map(port_key6).collect();
+        let keep6: Vec<PortKey6> = keep
+            .iter()
+            .filter(|(_, ipv6)| *ipv6)
+            .filter_map(|(b, _)| port_key6(b))
+            .collect();
         let stale = retain_in::<_, Backend>(self.map_mut(names::PUBLISHED_PORTS)?, &keep4)?;
         let stale6 = retain_in::<_, Backend6>(self.map_mut(names::PUBLISHED_PORTS6)?, &keep6)?;
         Ok(stale + stale6)
