@@ -421,11 +421,14 @@ impl Netlink {
             .with_context(|| format!("add default route via {gateway}"))
     }
 
-    /// The default IPv6 route via `gateway` (a link-scope next hop: on the link of its
-    /// subnet's address).
-    pub async fn add_default_route6(&self, gateway: Ipv6Addr) -> Result<()> {
+    /// The default IPv6 route via `gateway` on link `oif` (where its subnet's address is),
+    /// on-link: IPv6 refuses a gateway it cannot resolve to a live route at that moment
+    /// ("No route to host"), which a veth whose peer is not up yet does not have.
+    pub async fn add_default_route6(&self, gateway: Ipv6Addr, oif: u32) -> Result<()> {
         let route = RouteMessageBuilder::<Ipv6Addr>::new()
             .gateway(gateway)
+            .output_interface(oif)
+            .onlink()
             .build();
         self.handle
             .route()

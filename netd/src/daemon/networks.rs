@@ -999,14 +999,18 @@ impl Inner {
                 .get(&e.network)
                 .filter(|n| !n.internal)?;
             let gateway6 = n.ipv6.filter(|_| e.ip6.is_some()).map(|v6| v6.gateway);
-            Some((n.gateway, gateway6))
+            Some((n.gateway, gateway6.map(|g| (g, e.ifname.clone()))))
         });
         if let (Some((gateway, gateway6)), Ok(ns)) = (next, self.open_sandbox(c)) {
             let result = async {
                 let inside = crate::netlink::Netlink::connect_in(&ns)?;
                 inside.add_default_route(gateway).await?;
-                if let Some(gateway6) = gateway6 {
-                    inside.add_default_route6(gateway6).await?;
+                if let Some((gateway6, ifname)) = gateway6 {
+                    let oif = inside
+                        .link_index(&ifname)
+                        .await?
+                        .with_context(|| format!("{ifname} not found in the container"))?;
+                    inside.add_default_route6(gateway6, oif).await?;
                 }
                 anyhow::Ok(())
             };

@@ -198,7 +198,7 @@ impl Node for LiveNode<'_> {
                 netlink.add_default_route(gateway).await?;
             }
             if let Some(gateway) = inside.ipv6.and_then(|v6| v6.gateway) {
-                netlink.add_default_route6(gateway).await?;
+                netlink.add_default_route6(gateway, index).await?;
             }
             anyhow::Ok(())
         };
