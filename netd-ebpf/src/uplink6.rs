@@ -138,6 +138,20 @@ fn decide_new_in(ctx: &TcContext) -> Verdict {
     }
 }
 
+/// Whether `flow` is addressed to a published port. A subprogram, as `backend_of`: the
+/// decision's frame holds neither keys nor backend.
+#[inline(never)]
+fn leads_to_a_container(flow: &Flow6) -> bool {
+    backend_of(flow).is_some()
+}
+
+/// Whether `flow` comes from a container of a masqueraded network (a subprogram, as
+/// `leads_to_a_container`).
+#[inline(never)]
+fn from_masqueraded_container(flow: &Flow6) -> bool {
+    masqueraded_container(flow.src)
+}
+
 /// The published port `flow` is addressed to (see `nat::published`).
 #[inline(never)]
 fn backend_of(flow: &Flow6) -> Option<Backend6> {
@@ -188,7 +202,9 @@ fn decide_ingress(ctx: &TcContext) -> Decided {
             if let Some(verdict) = reply_in(ctx, &flow) {
                 return Decided::Verdict(verdict);
             }
-            if flow.starts_flow && NODE_ADDRS6.get_ptr(flow.dst).is_some() {
+            // Only a connection to a published port goes on: the node's own traffic is
+            // not parsed twice.
+            if flow.starts_flow && leads_to_a_container(&flow) {
                 return Decided::NewFlow;
             }
         }
@@ -257,7 +273,12 @@ fn decide_egress(ctx: &TcContext) -> Decided {
         Err(reason) => return Decided::Verdict(untranslated(ctx, reason)),
     }
     Decided::Verdict(match established_out(ctx, &flow) {
-        (Reason::NoMatch, _) if flow.starts_flow => return Decided::NewFlow,
+        // Only a masqueraded container's connection goes on: the node's own traffic is
+        // not parsed twice.
+        (Reason::NoMatch, _) if flow.starts_flow && from_masqueraded_container(&flow) => {
+            return Decided::NewFlow;
+        }
+        (Reason::NoMatch, _) if flow.starts_flow => (Reason::NoMatch, PASS),
         (Reason::NoMatch, _) => untranslated(ctx, Reason::NoMatch),
         verdict => verdict,
     })
