@@ -26,6 +26,8 @@ pub const ENDPOINTS: &str = "NETD_ENDPOINTS_V3";
 pub const ENDPOINT_VETHS: &str = "NETD_VETHS_V1";
 pub const NETWORKS: &str = "NETD_NETWORKS_V2";
 pub const SOCKET_ORIGINS: &str = "NETD_SOCKETS_V1";
+/// `SOCKET_ORIGINS` of IPv6 sockets.
+pub const SOCKET_ORIGINS6: &str = "NETD_SOCKETS6_V1";
 /// Containers on other nodes of the cluster, by overlay address.
 pub const REMOTE_ENDPOINTS: &str = "NETD_REMOTES_V1";
 /// The overlay networks set up on this node, by VXLAN ID.
@@ -57,7 +59,7 @@ pub const NODE_CONFIG6: &str = "NETD_CONFIG6_V1";
 pub const CALLS: &str = "NETD_CALLS_V1";
 
 /// Every pinned map of the kernel object (a test checks the object has exactly these).
-pub const PINNED: [&str; 26] = [
+pub const PINNED: [&str; 27] = [
     PUBLISHED_PORTS,
     FLOWS,
     PENDING_FLOWS,
@@ -70,6 +72,7 @@ pub const PINNED: [&str; 26] = [
     ENDPOINT_VETHS,
     NETWORKS,
     SOCKET_ORIGINS,
+    SOCKET_ORIGINS6,
     REMOTE_ENDPOINTS,
     OVERLAYS,
     ENDPOINT_COUNTERS,
@@ -110,6 +113,8 @@ pub const CALL_UPLINK_EGRESS6: u32 = 2;
 pub const CALL_UPLINK_EGRESS6_NEW: u32 = 3;
 /// `CALLS` index of `uplink_ingress6_new` (tail-called by `uplink_ingress6`).
 pub const CALL_UPLINK_INGRESS6_NEW: u32 = 4;
+/// `CALLS` index of `endpoint_ingress6_new` (tail-called by `endpoint_ingress6`).
+pub const CALL_ENDPOINT_INGRESS6_NEW: u32 = 5;
 /// Fragmented datagrams in flight whose first fragment was seen.
 pub const FRAGMENTS_MAX: u32 = 16_384;
 /// Candidate keys one run of the sweep program judges (an array map, not pinned: it

@@ -10,7 +10,7 @@ use crate::{
     },
     monitor::{EventTuple, MonitorConfig, MonitorEvent, MonitorState},
     published::{Backend, Backend6, PortKey, PortKey6},
-    sockets::{SocketOrigin, SocketPeer},
+    sockets::{SocketOrigin, SocketOrigin6, SocketPeer, SocketPeer6},
 };
 
 macro_rules! pod {
@@ -47,6 +47,8 @@ pod!(
     EndpointDropKey,
     SocketPeer,
     SocketOrigin,
+    SocketPeer6,
+    SocketOrigin6,
     XdpMeta,
     MonitorConfig,
     MonitorState,

@@ -12,16 +12,18 @@ use aya_ebpf::{helpers::bpf_redirect, programs::TcContext};
 use netd_common::{
     counters::{Hook, Reason},
     flow::{
-        DIR_FROM_ENDPOINT, FLAG_REDIRECT_BACK, FLAG_REDIRECT_TO_CALLER, FlowEntry, ORIGIN_HAIRPIN,
+        DIR_FROM_ENDPOINT, FLAG_REDIRECT_BACK, FLAG_REDIRECT_TO_CALLER, FlowEntry, FlowEntryOf,
+        ORIGIN_HAIRPIN,
     },
     maps::EndpointInfo,
-    published::Backend,
+    published::{Backend, BackendOf},
 };
 
 use crate::{
     conntrack::{self, Half, NewFlow, Tuple},
     fast_path, guard, icmp,
     maps::ENDPOINTS,
+    nat::Nat,
     overlay,
     parse::{IP_DST_OFF, Kind, Packet},
     policy,
@@ -200,22 +202,46 @@ fn hairpin_new_flow(
     backend: &Backend,
     endpoint: &EndpointInfo,
 ) -> Verdict {
+    let flow = match hairpin(ctx, Tuple::of(pkt), backend, endpoint, endpoint.gateway) {
+        Ok(flow) => flow,
+        Err(refused) => return (refused, DROP),
+    };
     let key = conntrack::key_of(pkt, DIR_FROM_ENDPOINT);
+    let mut entry = FlowEntry::default();
+    if !conntrack::create(&key, pkt, &flow, &mut entry) {
+        return (Reason::DropFlowTableFull, DROP);
+    }
+    deliver(ctx, &entry, apply(ctx, pkt, &entry, Reason::HairpinNew))
+}
+
+/// The flow of a container calling `backend`, a published port, through a node address
+/// (either family), from `from`: DNATed to the backend; calling its own port, also
+/// SNATed to its `gateway` and sent straight back (both ways); calling a container of
+/// another network, the replies sent straight to the caller. Refused where Docker's
+/// forwarding rules would drop the translated packet (`policy::refuse_hairpin`).
+#[inline(always)]
+pub fn hairpin<A: Nat>(
+    ctx: &TcContext,
+    from: Tuple<A>,
+    backend: &BackendOf<A>,
+    endpoint: &EndpointInfo,
+    gateway: A,
+) -> Result<NewFlow<A>, Reason> {
+    if let Some(refused) = policy::refuse_hairpin(endpoint, from.src_addr, backend.addr) {
+        return Err(refused);
+    }
     let mut to = Tuple {
         dst_addr: backend.addr,
         dst_port: backend.port,
-        ..Tuple::of(pkt)
+        ..from
     };
     let mut first = Half {
         flags: 0,
         ifindex: backend.ifindex,
     };
     let mut reply = first;
-    if let Some(refused) = policy::refuse_hairpin(endpoint, pkt.src_addr, backend.addr) {
-        return (refused, DROP);
-    }
-    if backend.addr == pkt.src_addr {
-        to.src_addr = endpoint.gateway;
+    if backend.addr == from.src_addr {
+        to.src_addr = gateway;
         first.flags = FLAG_REDIRECT_BACK;
         reply.flags = FLAG_REDIRECT_BACK;
     } else if !policy::same_network(endpoint, backend.addr) {
@@ -224,30 +250,37 @@ fn hairpin_new_flow(
             ifindex: ifindex(ctx),
         };
     }
-    let flow = NewFlow {
+    Ok(NewFlow {
         to,
         origin: ORIGIN_HAIRPIN,
         first,
         reply,
-    };
-    let mut entry = FlowEntry::default();
-    if !conntrack::create(&key, pkt, &flow, &mut entry) {
-        return (Reason::DropFlowTableFull, DROP);
-    }
-    deliver(ctx, &entry, apply(ctx, pkt, &entry, Reason::HairpinNew))
+    })
 }
 
 /// After translation (`translated`): let the packet go on, or send it into a container
 /// directly when the flow says so: back into the one it came from (MAC addresses
 /// swapped), or into the one that called across networks.
 #[inline(always)]
-fn deliver(ctx: &TcContext, entry: &FlowEntry, translated: Verdict) -> Verdict {
+pub fn deliver<A>(ctx: &TcContext, entry: &FlowEntryOf<A>, translated: Verdict) -> Verdict {
+    deliver_at(ctx, ifindex(ctx), entry, translated)
+}
+
+/// `deliver`, the interface the program runs on (`own`) read by the caller: where it
+/// was read at the start, the compiler keeps no pointer into the context across calls.
+#[inline(always)]
+pub fn deliver_at<A>(
+    ctx: &TcContext,
+    own: u32,
+    entry: &FlowEntryOf<A>,
+    translated: Verdict,
+) -> Verdict {
     let (reason, verdict) = translated;
     if verdict != PASS {
         return (reason, verdict);
     }
     let target = if entry.flags & FLAG_REDIRECT_BACK != 0 {
-        swap_macs(ctx).map(|()| ifindex(ctx))
+        swap_macs(ctx).map(|()| own)
     } else if entry.flags & FLAG_REDIRECT_TO_CALLER != 0 {
         address_to_caller(ctx, entry.ifindex).map(|()| entry.ifindex)
     } else {

@@ -1,27 +1,130 @@
-//! Host-local access to published ports: processes of the node calling 127.0.0.1:PORT or a
-//! node address reach the container without a proxy process, because their socket's
-//! destination is rewritten when they connect (TCP, connected UDP) or send (unconnected
-//! UDP); replies and getpeername() show the address they called. Only sockets of the
-//! node's own network namespace are touched (its netns cookie is in the node config).
+//! Host-local access to published ports: processes of the node calling 127.0.0.1:PORT,
+//! `[::1]:PORT` or a node address reach the container without a proxy process, because
+//! their socket's destination is rewritten when they connect (TCP, connected UDP) or send
+//! (unconnected UDP); replies and getpeername() show the address they called. Only
+//! sockets of the node's own network namespace are touched (its netns cookie is in the
+//! node config). One copy of the logic for both families; what differs (where the
+//! socket's address is, which table remembers what was called) is behind `Local`.
 
 use aya_ebpf::{
-    bindings::BPF_ANY,
+    bindings::{BPF_ANY, bpf_sock_addr},
     helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
+    maps::LruHashMap,
     programs::SockAddrContext,
 };
 use netd_common::{
     PROTO_TCP, PROTO_UDP,
-    published::{Backend, PortKey},
-    sockets::{SocketOrigin, SocketPeer},
+    maps::Addr6,
+    sockets::{SocketOrigin, SocketOrigin6, SocketPeer, SocketPeer6},
 };
 
 use crate::{
-    maps::{NODE_ADDRS, NODE_CONFIG, PUBLISHED_PORTS, SOCKET_ORIGINS},
-    program::is_loopback,
+    maps::{NODE_CONFIG, SOCKET_ORIGINS, SOCKET_ORIGINS6},
+    nat::{self, Nat},
 };
 
 /// What a sock_addr program returns to let the call proceed.
 const ALLOW: i32 = 1;
+
+/// What host-local access needs of an address family's sockets.
+pub trait Local: Nat {
+    /// The socket's origins table: key and value.
+    type Peer;
+    type Origin;
+    /// The address the process called (or, in recvmsg/getpeername, its peer's).
+    fn called(sa: &bpf_sock_addr) -> Self;
+    /// Make `addr` the socket's address.
+    fn point_at(sa: &mut bpf_sock_addr, addr: Self);
+    fn peer(cookie: u64, addr: Self, port: u16) -> Self::Peer;
+    fn origin(addr: Self, port: u16) -> Self::Origin;
+    fn origin_of(origin: &Self::Origin) -> (Self, u16);
+    fn origins() -> &'static LruHashMap<Self::Peer, Self::Origin>;
+}
+
+impl Local for u32 {
+    type Peer = SocketPeer;
+    type Origin = SocketOrigin;
+    #[inline(always)]
+    fn called(sa: &bpf_sock_addr) -> u32 {
+        sa.user_ip4
+    }
+    #[inline(always)]
+    fn point_at(sa: &mut bpf_sock_addr, addr: u32) {
+        sa.user_ip4 = addr;
+    }
+    #[inline(always)]
+    fn peer(cookie: u64, addr: u32, port: u16) -> SocketPeer {
+        SocketPeer {
+            cookie,
+            addr,
+            port,
+            _pad: 0,
+        }
+    }
+    #[inline(always)]
+    fn origin(addr: u32, port: u16) -> SocketOrigin {
+        SocketOrigin {
+            addr,
+            port,
+            _pad: 0,
+        }
+    }
+    #[inline(always)]
+    fn origin_of(origin: &SocketOrigin) -> (u32, u16) {
+        (origin.addr, origin.port)
+    }
+    #[inline(always)]
+    fn origins() -> &'static LruHashMap<SocketPeer, SocketOrigin> {
+        &SOCKET_ORIGINS
+    }
+}
+
+impl Local for Addr6 {
+    type Peer = SocketPeer6;
+    type Origin = SocketOrigin6;
+    /// Word by word: the verifier takes only 4-byte accesses to `user_ip6`.
+    #[inline(always)]
+    fn called(sa: &bpf_sock_addr) -> Addr6 {
+        let mut addr = [0u32; 4];
+        for (i, word) in addr.iter_mut().enumerate() {
+            // SAFETY: an aligned read of the context's field.
+            *word = unsafe { core::ptr::read_volatile(&sa.user_ip6[i]) };
+        }
+        addr
+    }
+    #[inline(always)]
+    fn point_at(sa: &mut bpf_sock_addr, addr: Addr6) {
+        for (i, word) in addr.iter().enumerate() {
+            // SAFETY: an aligned write of the context's field.
+            unsafe { core::ptr::write_volatile(&mut sa.user_ip6[i], *word) };
+        }
+    }
+    #[inline(always)]
+    fn peer(cookie: u64, addr: Addr6, port: u16) -> SocketPeer6 {
+        SocketPeer6 {
+            cookie,
+            addr,
+            port,
+            _pad: [0; 3],
+        }
+    }
+    #[inline(always)]
+    fn origin(addr: Addr6, port: u16) -> SocketOrigin6 {
+        SocketOrigin6 {
+            addr,
+            port,
+            _pad: 0,
+        }
+    }
+    #[inline(always)]
+    fn origin_of(origin: &SocketOrigin6) -> (Addr6, u16) {
+        (origin.addr, origin.port)
+    }
+    #[inline(always)]
+    fn origins() -> &'static LruHashMap<SocketPeer6, SocketOrigin6> {
+        &SOCKET_ORIGINS6
+    }
+}
 
 fn in_node_netns(ctx: &SockAddrContext) -> bool {
     let Some(config) = NODE_CONFIG.get(0) else {
@@ -32,9 +135,9 @@ fn in_node_netns(ctx: &SockAddrContext) -> bool {
         && unsafe { bpf_get_netns_cookie(ctx.sock_addr.cast()) } == config.netns_cookie
 }
 
-/// connect4 and sendmsg4: point the socket at the container behind a published port.
+/// connect and sendmsg: point the socket at the container behind a published port.
 #[inline(always)]
-pub fn translate_destination(ctx: &SockAddrContext) -> i32 {
+pub fn translate_destination<A: Local>(ctx: &SockAddrContext) -> i32 {
     if !in_node_netns(ctx) {
         return ALLOW;
     }
@@ -44,72 +147,40 @@ pub fn translate_destination(ctx: &SockAddrContext) -> i32 {
     if proto != PROTO_TCP && proto != PROTO_UDP {
         return ALLOW;
     }
-    let (addr, port) = (sa.user_ip4, sa.user_port as u16);
-    let Some(backend) = local_backend(addr, port, proto) else {
+    let (addr, port) = (A::called(sa), sa.user_port as u16);
+    // The exact binding first; the wildcard answers on loopback and the node's addresses.
+    let every_address_answers = A::is_loopback(addr) || A::is_node_addr(addr);
+    let Some(backend) = nat::binding::<A>(addr, port, proto, every_address_answers) else {
         return ALLOW;
     };
-    let peer = SocketPeer {
-        // SAFETY: the helper reads the socket behind a valid context.
-        cookie: unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) },
-        addr: backend.addr,
-        port: backend.port,
-        _pad: 0,
-    };
+    // SAFETY: the helper reads the socket behind a valid context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
     // Best effort: without it only the reported peer address is the container's.
-    let _ = SOCKET_ORIGINS.insert(
-        peer,
-        SocketOrigin {
-            addr,
-            port,
-            _pad: 0,
-        },
+    let _ = A::origins().insert(
+        A::peer(cookie, backend.addr, backend.port),
+        A::origin(addr, port),
         BPF_ANY as u64,
     );
-    sa.user_ip4 = backend.addr;
+    A::point_at(sa, backend.addr);
     sa.user_port = backend.port as u32;
     ALLOW
 }
 
-/// recvmsg4 and getpeername4: show the address the process called, not the container's.
+/// recvmsg and getpeername: show the address the process called, not the container's.
 #[inline(always)]
-pub fn restore_peer(ctx: &SockAddrContext) -> i32 {
+pub fn restore_peer<A: Local>(ctx: &SockAddrContext) -> i32 {
     if !in_node_netns(ctx) {
         return ALLOW;
     }
     // SAFETY: as above.
     let sa = unsafe { &mut *ctx.sock_addr };
-    let peer = SocketPeer {
-        // SAFETY: as above.
-        cookie: unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) },
-        addr: sa.user_ip4,
-        port: sa.user_port as u16,
-        _pad: 0,
-    };
+    // SAFETY: as above.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    let peer = A::peer(cookie, A::called(sa), sa.user_port as u16);
     // SAFETY: a copy out of the map value.
-    if let Some(origin) = unsafe { SOCKET_ORIGINS.get(peer) } {
-        sa.user_ip4 = origin.addr;
-        sa.user_port = origin.port as u32;
+    if let Some((addr, port)) = unsafe { A::origins().get(peer) }.map(A::origin_of) {
+        A::point_at(sa, addr);
+        sa.user_port = port as u32;
     }
     ALLOW
-}
-
-/// The exact binding first; the wildcard answers on loopback and the node's addresses.
-#[inline(always)]
-fn local_backend(addr: u32, port: u16, proto: u8) -> Option<Backend> {
-    let exact = PortKey {
-        addr,
-        port,
-        proto,
-        _pad: 0,
-    };
-    // SAFETY: a copy out of the map value.
-    if let Some(b) = unsafe { PUBLISHED_PORTS.get(exact) } {
-        return Some(*b);
-    }
-    if !is_loopback(addr) && NODE_ADDRS.get_ptr(addr).is_none() {
-        return None;
-    }
-    let wildcard = PortKey { addr: 0, ..exact };
-    // SAFETY: as above.
-    unsafe { PUBLISHED_PORTS.get(wildcard) }.copied()
 }

@@ -12,7 +12,7 @@ use aya_ebpf::programs::TcContext;
 use netd_common::{
     PROTO_TCP, PROTO_UDP,
     counters::Reason,
-    flow::{DIR_EGRESS, FlowEntry6, FlowKey6},
+    flow::{DIR_INGRESS, FlowEntry6, FlowKey6},
     maps::Addr6,
 };
 
@@ -46,14 +46,17 @@ struct Quote {
     proto: u8,
 }
 
-/// An ICMPv6 error seen at `dir` about a flow, translated as its flow's packets are;
-/// `None` when the packet is no such error (it is then judged as any packet). A
-/// subprogram, as are its steps: the programs do not hold their stack while they handle
-/// the others, and the quote, the packet and the flow are never all on one frame.
+/// An ICMPv6 error seen at `dir` about a flow, translated as its flow's packets are (the
+/// flow's half is left in this CPU's `SCRATCH6`, for how it is delivered); `None` when
+/// the packet is no such error (it is then judged as any packet). A subprogram, as are
+/// its steps: the programs do not hold their stack while they handle the others, and the
+/// quote, the packet and the flow are never all on one frame.
 #[inline(never)]
 pub fn translate_error_of_flow(ctx: &TcContext, dir: u8) -> Option<Verdict> {
     let quote = error_quote(ctx)?;
-    if dir == DIR_EGRESS && !sent_by_quoted_receiver(ctx, &quote) {
+    // Sent by one of the node's ends (leaving by the uplink, or from a container's
+    // veth): only about what that end received.
+    if dir != DIR_INGRESS && !sent_by_quoted_receiver(ctx, &quote) {
         return None;
     }
     let key = FlowKey6 {
@@ -78,9 +81,9 @@ pub fn translate_error_of_flow(ctx: &TcContext, dir: u8) -> Option<Verdict> {
     })
 }
 
-/// Leaving the node, an error speaks for the quoted packet's receiver: sent by it (a
-/// container about what it received), or by the node (about what it forwarded), never
-/// by a container about another's flow. A subprogram: its lookups stay off the frame
+/// Leaving the node or a container, an error speaks for the quoted packet's receiver:
+/// sent by it (a container about what it received), or by the node (about what it
+/// forwarded), never by a container about another's flow. A subprogram: its lookups stay off the frame
 /// `error_quote` is called under.
 #[inline(never)]
 fn sent_by_quoted_receiver(ctx: &TcContext, quote: &Quote) -> bool {

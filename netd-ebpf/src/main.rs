@@ -68,6 +68,7 @@ mod programs {
         macros::{cgroup_sock_addr, classifier, xdp},
         programs::{SockAddrContext, TcContext, XdpContext},
     };
+    use netd_common::maps::Addr6;
 
     /// TC ingress of the uplink: DNAT of published ports, reverse SNAT of replies, then
     /// (fast path) straight into the container. IPv6 goes to `uplink_ingress6`.
@@ -126,10 +127,18 @@ mod programs {
         crate::endpoint::ingress(&ctx)
     }
 
-    /// Tail-called by `endpoint_ingress` for IPv6: the first-hop guards and policy.
+    /// Tail-called by `endpoint_ingress` for IPv6: the first-hop guards, hairpin flows
+    /// and policy.
     #[classifier]
     pub fn endpoint_ingress6(ctx: TcContext) -> i32 {
         crate::endpoint6::ingress(&ctx)
+    }
+
+    /// Tail-called by `endpoint_ingress6` for a connection's first packet to a port
+    /// published on a node's IPv6 address: the hairpin flow created.
+    #[classifier]
+    pub fn endpoint_ingress6_new(ctx: TcContext) -> i32 {
+        crate::endpoint6::ingress_new(&ctx)
     }
 
     /// TC egress of a container's host-side veth: counts what is delivered to the
@@ -170,22 +179,43 @@ mod programs {
     /// Node processes connecting to a published port reach the container directly.
     #[cgroup_sock_addr(connect4)]
     pub fn host_connect4(ctx: SockAddrContext) -> i32 {
-        crate::host_local::translate_destination(&ctx)
+        crate::host_local::translate_destination::<u32>(&ctx)
     }
 
     #[cgroup_sock_addr(sendmsg4)]
     pub fn host_sendmsg4(ctx: SockAddrContext) -> i32 {
-        crate::host_local::translate_destination(&ctx)
+        crate::host_local::translate_destination::<u32>(&ctx)
     }
 
     #[cgroup_sock_addr(recvmsg4)]
     pub fn host_recvmsg4(ctx: SockAddrContext) -> i32 {
-        crate::host_local::restore_peer(&ctx)
+        crate::host_local::restore_peer::<u32>(&ctx)
     }
 
     #[cgroup_sock_addr(getpeername4)]
     pub fn host_getpeername4(ctx: SockAddrContext) -> i32 {
-        crate::host_local::restore_peer(&ctx)
+        crate::host_local::restore_peer::<u32>(&ctx)
+    }
+
+    /// The same for IPv6 sockets: `[::1]` and the node's IPv6 addresses.
+    #[cgroup_sock_addr(connect6)]
+    pub fn host_connect6(ctx: SockAddrContext) -> i32 {
+        crate::host_local::translate_destination::<Addr6>(&ctx)
+    }
+
+    #[cgroup_sock_addr(sendmsg6)]
+    pub fn host_sendmsg6(ctx: SockAddrContext) -> i32 {
+        crate::host_local::translate_destination::<Addr6>(&ctx)
+    }
+
+    #[cgroup_sock_addr(recvmsg6)]
+    pub fn host_recvmsg6(ctx: SockAddrContext) -> i32 {
+        crate::host_local::restore_peer::<Addr6>(&ctx)
+    }
+
+    #[cgroup_sock_addr(getpeername6)]
+    pub fn host_getpeername6(ctx: SockAddrContext) -> i32 {
+        crate::host_local::restore_peer::<Addr6>(&ctx)
     }
 
     /// XDP on the uplink: the ingress translation before the kernel builds an skb.

@@ -20,7 +20,7 @@ use netd_common::{
     },
     monitor::{MONITOR_RING_BYTES, MonitorConfig, MonitorState},
     published::{Backend, Backend6, PortKey, PortKey6},
-    sockets::{SOCKET_ORIGINS_MAX, SocketOrigin, SocketPeer},
+    sockets::{SOCKET_ORIGINS_MAX, SocketOrigin, SocketOrigin6, SocketPeer, SocketPeer6},
 };
 
 #[map(name = "NETD_PORTS_V1")]
@@ -84,6 +84,11 @@ pub static NETWORKS: LpmTrie<u32, NetworkInfo> =
 /// LRU: losing an entry only changes the peer address a process is shown.
 #[map(name = "NETD_SOCKETS_V1")]
 pub static SOCKET_ORIGINS: LruHashMap<SocketPeer, SocketOrigin> =
+    LruHashMap::pinned(SOCKET_ORIGINS_MAX, 0);
+
+/// `SOCKET_ORIGINS` of IPv6 sockets.
+#[map(name = "NETD_SOCKETS6_V1")]
+pub static SOCKET_ORIGINS6: LruHashMap<SocketPeer6, SocketOrigin6> =
     LruHashMap::pinned(SOCKET_ORIGINS_MAX, 0);
 
 /// Containers on the cluster's other nodes, by overlay address: which node and VXLAN ID

@@ -147,8 +147,20 @@ pub fn published<A: Nat>(dst: A, port: u16, proto: u8) -> Option<BackendOf<A>> {
     if A::is_loopback(dst) {
         return None;
     }
+    binding(dst, port, proto, A::is_node_addr(dst))
+}
+
+/// The binding of `addr:port`: the one on that exact address, else, where
+/// `every_address_answers`, the one on every address of the family.
+#[inline(always)]
+pub fn binding<A: Nat>(
+    addr: A,
+    port: u16,
+    proto: u8,
+    every_address_answers: bool,
+) -> Option<BackendOf<A>> {
     let exact = PortKeyOf {
-        addr: dst,
+        addr,
         port,
         proto,
         _pad: 0,
@@ -157,7 +169,7 @@ pub fn published<A: Nat>(dst: A, port: u16, proto: u8) -> Option<BackendOf<A>> {
     if let Some(backend) = unsafe { A::ports().get(exact) } {
         return Some(*backend);
     }
-    if !A::is_node_addr(dst) {
+    if !every_address_answers {
         return None;
     }
     let wildcard = PortKeyOf {

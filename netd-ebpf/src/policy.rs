@@ -20,6 +20,7 @@ use netd_common::{
 use crate::{
     guard::Frame,
     maps::{NETWORKS, NODE_ADDRS},
+    nat::Nat,
 };
 
 /// The network `addr` (network order) belongs to, if any.
@@ -69,10 +70,10 @@ fn is_broadcast_or_multicast(addr: u32) -> bool {
     addr == u32::MAX || addr.to_ne_bytes()[0] & 0xf0 == 224
 }
 
-/// Is `addr` (network order) on the endpoint's own network?
+/// Is `addr` (network order, either family) on the endpoint's own network?
 #[inline(always)]
-pub fn same_network(ep: &EndpointInfo, addr: u32) -> bool {
-    network_of(addr).is_some_and(|net| net.tag == ep.network)
+pub fn same_network<A: Nat>(ep: &EndpointInfo, addr: A) -> bool {
+    A::network_of(addr).is_some_and(|net| net.tag == ep.network)
 }
 
 /// Published ports are reachable through a node address like any service of the node,
@@ -80,7 +81,7 @@ pub fn same_network(ep: &EndpointInfo, addr: u32) -> bool {
 /// internal network to anything outside it, and with icc off to another container of the
 /// same network (a container calling its own published port is fine).
 #[inline(always)]
-pub fn refuse_hairpin(ep: &EndpointInfo, src: u32, backend: u32) -> Option<Reason> {
+pub fn refuse_hairpin<A: Nat>(ep: &EndpointInfo, src: A, backend: A) -> Option<Reason> {
     let same = same_network(ep, backend);
     if ep.flags & ENDPOINT_INTERNAL != 0 && !same {
         Some(Reason::DropInternal)

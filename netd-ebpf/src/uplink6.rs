@@ -141,7 +141,7 @@ fn decide_new_in(ctx: &TcContext) -> Verdict {
 /// Whether `flow` is addressed to a published port. A subprogram, as `backend_of`: the
 /// decision's frame holds neither keys nor backend.
 #[inline(never)]
-fn leads_to_a_container(flow: &Flow6) -> bool {
+pub fn leads_to_a_container(flow: &Flow6) -> bool {
     backend_of(flow).is_some()
 }
 
@@ -227,7 +227,7 @@ fn by_destination(ctx: &TcContext) -> Verdict {
 /// The packet's flow facts (see `parse6::flow_of`), into `flow` (the caller's, or this
 /// CPU's `SCRATCH6`), a fragment's ports tracked (`fragment::track6`).
 #[inline(never)]
-fn flow_packet(ctx: &TcContext, flow: &mut Flow6) -> Result<(), Reason> {
+pub fn flow_packet(ctx: &TcContext, flow: &mut Flow6) -> Result<(), Reason> {
     let pkt = parse_skb(ctx).map_err(|_| Reason::NoMatch)?;
     *flow = flow_of(ctx, &pkt)?;
     fragment::track6(flow)

@@ -6,7 +6,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
 };
 
@@ -304,20 +304,17 @@ impl PortMapping {
                 )));
             }
         };
+        // As the portmap plugin: none is every address of the container's families,
+        // `0.0.0.0` every IPv4 address, `::` every IPv6 address.
         let host_ip = match self.host_ip.as_str() {
             "" => String::new(),
-            ip => match ip.parse::<Ipv4Addr>() {
-                Ok(a) if a.is_unspecified() => String::new(),
-                Ok(a) => format!("{a}:"),
+            ip => match ip.parse::<IpAddr>().map(|a| a.to_canonical()) {
+                Ok(IpAddr::V4(a)) => format!("{a}:"),
+                Ok(IpAddr::V6(a)) => format!("[{a}]:"),
                 Err(_) => {
                     return Err(invalid_config(format!(
-                        "{}: {ip:?} is not an IPv4 address{}",
-                        field("hostIP"),
-                        if ip.contains(':') {
-                            " (netd does not publish on IPv6 addresses yet)"
-                        } else {
-                            ""
-                        }
+                        "{}: {ip:?} is not an IP address",
+                        field("hostIP")
                     )));
                 }
             },
@@ -691,7 +688,7 @@ mod tests {
                 "portMappings[0].protocol",
             ),
             (
-                json!([{"hostPort": 8080, "containerPort": 80, "hostIP": "::1"}]),
+                json!([{"hostPort": 8080, "containerPort": 80, "hostIP": "localhost"}]),
                 "portMappings[0].hostIP",
             ),
         ] {
@@ -706,12 +703,22 @@ mod tests {
             "portMappings": [
                 {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
                 {"hostPort": 5353, "containerPort": 53, "protocol": "udp", "hostIP": "127.0.0.1"},
+                {"hostPort": 8443, "containerPort": 443, "hostIP": "2001:db8::1"},
+                {"hostPort": 8053, "containerPort": 53, "protocol": "UDP", "hostIP": "0.0.0.0"},
             ],
             "ips": ["10.88.0.9/16"],
             "mac": "02:00:00:00:00:09",
         });
         let req = conf(v).unwrap().attach_request(&e).unwrap();
-        assert_eq!(req.ports, ["8080:80/tcp", "127.0.0.1:5353:53/udp"]);
+        assert_eq!(
+            req.ports,
+            [
+                "8080:80/tcp",
+                "127.0.0.1:5353:53/udp",
+                "[2001:db8::1]:8443:443/tcp",
+                "0.0.0.0:8053:53/udp"
+            ]
+        );
         assert_eq!(req.ip.as_deref(), Some("10.88.0.9"));
         assert_eq!(req.mac.as_deref(), Some("02:00:00:00:00:09"));
     }

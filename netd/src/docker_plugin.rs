@@ -5,7 +5,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use anyhow::{Context, Result, bail};
@@ -320,16 +320,15 @@ impl PortMapping {
         if self.port == 0 {
             bail!("invalid containerPort: 0");
         }
+        // Docker's: empty is every address of the container's families, `0.0.0.0`
+        // every IPv4 address, `::` every IPv6 address.
         let host_ip = match self.host_ip.as_str() {
             "" => None,
-            ip => match ip.parse::<Ipv4Addr>() {
-                Ok(a) if a.is_unspecified() => None,
-                Ok(a) => Some(a),
-                Err(_) if ip.contains(':') => {
-                    bail!("invalid IP address: {ip}: IPv6 host addresses are not supported yet")
-                }
-                Err(_) => bail!("invalid IP address: {ip}"),
-            },
+            ip => Some(
+                ip.parse::<IpAddr>()
+                    .map_err(|_| anyhow::anyhow!("invalid IP address: {ip}"))?
+                    .to_canonical(),
+            ),
         };
         let host_ports = match (self.host_port, self.host_port_end) {
             (0, _) => None,
@@ -503,13 +502,17 @@ mod tests {
                 {"Proto":6,"IP":"","Port":80,"HostIP":"","HostPort":8080,"HostPortEnd":8080},
                 {"Proto":17,"IP":"","Port":53,"HostIP":"127.0.0.1","HostPort":5353,"HostPortEnd":5353},
                 {"Proto":6,"IP":"","Port":81,"HostIP":"","HostPort":0,"HostPortEnd":0},
-                {"Proto":6,"IP":"","Port":82,"HostIP":"0.0.0.0","HostPort":9000,"HostPortEnd":9009}]}"#,
+                {"Proto":6,"IP":"","Port":82,"HostIP":"0.0.0.0","HostPort":9000,"HostPortEnd":9009},
+                {"Proto":6,"IP":"","Port":83,"HostIP":"::","HostPort":8083,"HostPortEnd":8083},
+                {"Proto":17,"IP":"","Port":84,"HostIP":"2001:db8::1","HostPort":0,"HostPortEnd":0}]}"#,
         ))
         .unwrap();
         assert_eq!(specs[0], "8080:80".parse().unwrap());
         assert_eq!(specs[1], "127.0.0.1:5353:53/udp".parse().unwrap());
         assert_eq!(specs[2], "81".parse().unwrap());
-        assert_eq!(specs[3], "9000-9009:82".parse().unwrap());
+        assert_eq!(specs[3], "0.0.0.0:9000-9009:82".parse().unwrap());
+        assert_eq!(specs[4], "[::]:8083:83".parse().unwrap());
+        assert_eq!(specs[5], "[2001:db8::1]::84/udp".parse().unwrap());
         assert!(port_specs(&BTreeMap::new()).unwrap().is_empty());
     }
 
@@ -517,7 +520,6 @@ mod tests {
     fn unsupported_ports_are_refused_with_the_reason() {
         for (json, why) in [
             (r#"[{"Proto":132,"Port":80}]"#, "sctp"),
-            (r#"[{"Proto":6,"Port":80,"HostIP":"::"}]"#, "IPv6"),
             (
                 r#"[{"Proto":6,"Port":80,"HostIP":"nope"}]"#,
                 "invalid IP address",

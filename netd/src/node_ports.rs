@@ -2,30 +2,36 @@
 //! namespace of the reader: the daemon's, i.e. the node's). A published port that a
 //! process already listens on would silently steal its traffic, so it is refused.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::ports::{PortBinding, Proto};
 
-/// A socket of the node: protocol, local address (0.0.0.0 for any) and port.
+/// A socket of the node: protocol, local address (unspecified for any) and port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NodeSocket {
     pub proto: Proto,
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub port: u16,
 }
 
 impl NodeSocket {
+    /// A socket on `::` may take IPv4 too (unless IPV6_V6ONLY, which /proc does not
+    /// show): it conflicts with bindings of both families.
     pub fn conflicts_with(&self, b: &PortBinding) -> bool {
-        self.proto == b.proto
-            && self.port == b.host_port
-            && (self.addr == b.host_ip || self.addr.is_unspecified() || b.host_ip.is_unspecified())
+        let same_place = match self.addr {
+            IpAddr::V6(a) if a.is_unspecified() => true,
+            a => {
+                a.is_ipv4() == b.host_ip.is_ipv4()
+                    && (a == b.host_ip || a.is_unspecified() || b.host_ip.is_unspecified())
+            }
+        };
+        self.proto == b.proto && self.port == b.host_port && same_place
     }
 }
 
 const TCP_LISTEN: &str = "0A";
 
-/// Listening TCP sockets and bound UDP sockets, IPv4 and IPv6 (`::` counts as any IPv4
-/// address, as a dual-stack socket takes IPv4 too).
+/// Listening TCP sockets and bound UDP sockets, IPv4 and IPv6.
 pub fn node_sockets() -> Vec<NodeSocket> {
     let mut out = Vec::new();
     for (file, proto) in [
@@ -53,11 +59,18 @@ pub fn parse_proc_net(text: &str, proto: Proto) -> Vec<NodeSocket> {
             let (addr, port) = local.split_once(':')?;
             let port = u16::from_str_radix(port, 16).ok()?;
             let addr = match addr.len() {
-                8 => Ipv4Addr::from(u32::from_str_radix(addr, 16).ok()?.to_le_bytes()),
-                32 if addr.chars().all(|c| c == '0') => Ipv4Addr::UNSPECIFIED,
-                // ::ffff:a.b.c.d is stored as 0000000000000000FFFF0000 then the IPv4 word.
-                32 if addr[..24].eq_ignore_ascii_case("0000000000000000FFFF0000") => {
-                    Ipv4Addr::from(u32::from_str_radix(&addr[24..], 16).ok()?.to_le_bytes())
+                8 => IpAddr::V4(Ipv4Addr::from(
+                    u32::from_str_radix(addr, 16).ok()?.to_le_bytes(),
+                )),
+                // Four 32-bit words, each in the kernel's (little-endian) byte order.
+                32 => {
+                    let mut bytes = [0u8; 16];
+                    for (i, word) in bytes.chunks_exact_mut(4).enumerate() {
+                        let hex = addr.get(i * 8..i * 8 + 8)?;
+                        word.copy_from_slice(&u32::from_str_radix(hex, 16).ok()?.to_le_bytes());
+                    }
+                    // ::ffff:a.b.c.d is the IPv4 address.
+                    IpAddr::V6(Ipv6Addr::from(bytes)).to_canonical()
                 }
                 _ => return None,
             };
@@ -77,6 +90,7 @@ mod tests {
     const TCP6: &str = "  sl  local_address                         remote_address                        st
    0: 00000000000000000000000000000000:1F91 00000000000000000000000000000000:0000 0A 00000000:00000000
    1: 0000000000000000FFFF00000200C80A:1F92 00000000000000000000000000000000:0000 0A 00000000:00000000
+   2: B80D0120000000000000000001000000:1F93 00000000000000000000000000000000:0000 0A 00000000:00000000
 ";
 
     #[test]
@@ -86,34 +100,50 @@ mod tests {
             s,
             [NodeSocket {
                 proto: Proto::Tcp,
-                addr: Ipv4Addr::LOCALHOST,
+                addr: IpAddr::from([127, 0, 0, 1]),
                 port: 8080
             }]
         );
         let s6 = parse_proc_net(TCP6, Proto::Tcp);
-        assert_eq!(s6[0].addr, Ipv4Addr::UNSPECIFIED);
+        assert_eq!(s6[0].addr, Ipv6Addr::UNSPECIFIED);
         assert_eq!(
             (s6[1].addr, s6[1].port),
-            (Ipv4Addr::new(10, 200, 0, 2), 8082)
+            (IpAddr::from([10, 200, 0, 2]), 8082)
+        );
+        assert_eq!(
+            (s6[2].addr, s6[2].port),
+            ("2001:db8::1".parse::<IpAddr>().unwrap(), 8083)
         );
     }
 
     #[test]
     fn a_socket_on_one_address_conflicts_with_that_address_and_the_wildcard() {
-        let s = NodeSocket {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let socket = |addr: &str| NodeSocket {
             proto: Proto::Tcp,
-            addr: Ipv4Addr::LOCALHOST,
+            addr: ip(addr),
             port: 8080,
         };
-        let b = |ip: Ipv4Addr, proto| PortBinding {
+        let b = |addr: &str, proto| PortBinding {
             proto,
             container_port: 80,
-            host_ip: ip,
+            host_ip: ip(addr),
             host_port: 8080,
         };
-        assert!(s.conflicts_with(&b(Ipv4Addr::UNSPECIFIED, Proto::Tcp)));
-        assert!(s.conflicts_with(&b(Ipv4Addr::LOCALHOST, Proto::Tcp)));
-        assert!(!s.conflicts_with(&b(Ipv4Addr::new(10, 0, 0, 1), Proto::Tcp)));
-        assert!(!s.conflicts_with(&b(Ipv4Addr::UNSPECIFIED, Proto::Udp)));
+        let s = socket("127.0.0.1");
+        assert!(s.conflicts_with(&b("0.0.0.0", Proto::Tcp)));
+        assert!(s.conflicts_with(&b("127.0.0.1", Proto::Tcp)));
+        assert!(!s.conflicts_with(&b("10.0.0.1", Proto::Tcp)));
+        assert!(!s.conflicts_with(&b("0.0.0.0", Proto::Udp)));
+        assert!(!s.conflicts_with(&b("::", Proto::Tcp)));
+        // A socket on every IPv4 address leaves IPv6 free; one on `::` may be dual-stack.
+        assert!(!socket("0.0.0.0").conflicts_with(&b("::", Proto::Tcp)));
+        assert!(socket("::").conflicts_with(&b("0.0.0.0", Proto::Tcp)));
+        assert!(socket("::").conflicts_with(&b("2001:db8::1", Proto::Tcp)));
+        let s6 = socket("2001:db8::1");
+        assert!(s6.conflicts_with(&b("::", Proto::Tcp)));
+        assert!(s6.conflicts_with(&b("2001:db8::1", Proto::Tcp)));
+        assert!(!s6.conflicts_with(&b("2001:db8::2", Proto::Tcp)));
+        assert!(!s6.conflicts_with(&b("0.0.0.0", Proto::Tcp)));
     }
 }

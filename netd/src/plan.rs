@@ -179,8 +179,8 @@ pub enum Step {
     PurgeFlows {
         ip: IpAddr,
     },
-    /// A published port, leading to `ip` (and, on the node's IPv6 addresses, to `ip6`)
-    /// behind the host veth `via`.
+    /// A published port, leading to the endpoint's address of the binding's family
+    /// (`ip`, or `ip6` for a binding on an IPv6 address) behind the host veth `via`.
     Publish {
         binding: PortBinding,
         ip: Ipv4Addr,
@@ -251,15 +251,11 @@ impl fmt::Display for Step {
             Step::PurgeFlows { ip } => write!(f, "purge the flows of {ip}"),
             Step::Publish {
                 binding, ip, ip6, ..
-            } => {
-                write!(f, "publish {binding} to {ip}")?;
-                match ip6 {
-                    Some(ip6) if binding.host_ip.is_unspecified() => {
-                        write!(f, ", [::]:{} to {ip6}", binding.host_port)
-                    }
-                    _ => Ok(()),
-                }
-            }
+            } => match (binding.host_ip, ip6) {
+                (IpAddr::V4(_), _) => write!(f, "publish {binding} to {ip}"),
+                (IpAddr::V6(_), Some(ip6)) => write!(f, "publish {binding} to {ip6}"),
+                (IpAddr::V6(_), None) => write!(f, "publish {binding} (no IPv6 address)"),
+            },
             Step::Unpublish { binding } => write!(f, "unpublish {binding}"),
         }
     }
@@ -846,7 +842,7 @@ mod tests {
         PortBinding {
             proto: crate::ports::Proto::Tcp,
             container_port: 80,
-            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_ip: Ipv4Addr::UNSPECIFIED.into(),
             host_port,
         }
     }

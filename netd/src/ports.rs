@@ -2,7 +2,12 @@
 //! parsed into specs, then expanded into one binding per container port. Error texts are
 //! Docker's, because users search for them.
 
-use std::{collections::BTreeMap, fmt, net::Ipv4Addr, str::FromStr};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    str::FromStr,
+};
 
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
@@ -74,8 +79,9 @@ impl PortRange {
 /// One `-p` argument, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortSpec {
-    /// `None`: every node address (0.0.0.0).
-    pub host_ip: Option<Ipv4Addr>,
+    /// `None`: every node address of each family the container has (`0.0.0.0` and
+    /// `[::]`); `0.0.0.0` is every IPv4 address only, `::` every IPv6 one (Docker 27+).
+    pub host_ip: Option<IpAddr>,
     /// `None`: an ephemeral port is chosen.
     pub host_ports: Option<PortRange>,
     pub container_ports: PortRange,
@@ -90,16 +96,10 @@ impl FromStr for PortSpec {
             Some((raw, proto)) => (raw, proto.parse()?),
             None => (spec, Proto::Tcp),
         };
-        let (ip, host, container) = split_ip_host_container(raw, spec)?;
+        let (ip, host, container) = split_ip_host_container(raw);
         let host_ip = match ip {
             "" => None,
-            ip if ip.starts_with('[') => {
-                bail!("invalid IP address: {ip}: IPv6 host addresses are not supported yet")
-            }
-            ip => Some(
-                ip.parse::<Ipv4Addr>()
-                    .map_err(|_| anyhow::anyhow!("invalid IP address: {ip}"))?,
-            ),
+            ip => Some(parse_host_ip(ip)?),
         };
         if container.is_empty() {
             bail!("no port specified: {spec}<empty>");
@@ -116,7 +116,7 @@ impl FromStr for PortSpec {
             bail!("invalid ranges specified for container and host Ports: {container} and {host}");
         }
         Ok(PortSpec {
-            host_ip: host_ip.filter(|ip| !ip.is_unspecified()),
+            host_ip,
             host_ports,
             container_ports,
             proto,
@@ -124,15 +124,44 @@ impl FromStr for PortSpec {
     }
 }
 
-/// `ip:host:container`, `host:container` or `container`.
-fn split_ip_host_container<'a>(raw: &'a str, spec: &str) -> Result<(&'a str, &'a str, &'a str)> {
-    let parts: Vec<&str> = raw.split(':').collect();
-    Ok(match parts.as_slice() {
-        [c] => ("", "", c),
-        [h, c] => ("", h, c),
-        [ip, h, c] => (ip, h, c),
-        _ => bail!("invalid port specification: \"{spec}\""),
-    })
+/// `ip:host:container`, `host:container` or `container`; as Docker, an IP of more than
+/// one part is everything before the last two (`::1:8080:80`, `[::1]:8080:80`).
+fn split_ip_host_container(raw: &str) -> (&str, &str, &str) {
+    let mut parts = raw.rsplitn(3, ':');
+    let container = parts.next().unwrap_or_default();
+    match (parts.next(), parts.next()) {
+        (None, _) => ("", "", container),
+        (Some(host), None) => ("", host, container),
+        (Some(host), Some(ip)) => (ip, host, container),
+    }
+}
+
+/// A host address as Docker takes it: IPv4, or IPv6 with or without brackets; an
+/// IPv4-mapped IPv6 address is the IPv4 address it maps.
+fn parse_host_ip(ip: &str) -> Result<IpAddr> {
+    let bare = match ip.strip_prefix('[') {
+        Some(inner) => inner
+            .strip_suffix(']')
+            .ok_or_else(|| anyhow::anyhow!("invalid IP address {ip}: missing ']' in address"))?,
+        None => ip,
+    };
+    let parsed: IpAddr = bare
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid IP address: {bare}"))?;
+    Ok(parsed.to_canonical())
+}
+
+/// `0.0.0.0:8080` or `[::]:8080`, as Docker writes a host address and port.
+pub fn host_end(ip: IpAddr, port: u16) -> String {
+    SocketAddr::new(ip, port).to_string()
+}
+
+/// `0.0.0.0` or `[::]`, as before a `:PORT` or a port range.
+pub fn host_addr(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+    }
 }
 
 /// One published port: what `netd port` prints and what the data path's map holds.
@@ -140,17 +169,18 @@ fn split_ip_host_container<'a>(raw: &'a str, spec: &str) -> Result<(&'a str, &'a
 pub struct PortBinding {
     pub proto: Proto,
     pub container_port: u16,
-    /// 0.0.0.0 for every node address.
-    pub host_ip: Ipv4Addr,
+    /// `0.0.0.0` for every IPv4 address of the node, `::` for every IPv6 address.
+    pub host_ip: IpAddr,
     pub host_port: u16,
 }
 
 impl PortBinding {
-    /// Two bindings conflict when they share protocol and port and either is on 0.0.0.0
-    /// or both are on the same address.
+    /// Two bindings conflict when they share protocol, port and address family, and
+    /// either is on every address of the family or both are on the same address.
     pub fn conflicts_with(&self, other: &PortBinding) -> bool {
         self.proto == other.proto
             && self.host_port == other.host_port
+            && self.host_ip.is_ipv4() == other.host_ip.is_ipv4()
             && (self.host_ip == other.host_ip
                 || self.host_ip.is_unspecified()
                 || other.host_ip.is_unspecified())
@@ -164,12 +194,14 @@ impl PortBinding {
 }
 
 impl fmt::Display for PortBinding {
-    /// Docker's `docker port` line: `80/tcp -> 0.0.0.0:8080`.
+    /// Docker's `docker port` line: `80/tcp -> 0.0.0.0:8080`, `80/tcp -> [::]:8080`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}/{} -> {}:{}",
-            self.container_port, self.proto, self.host_ip, self.host_port
+            "{}/{} -> {}",
+            self.container_port,
+            self.proto,
+            host_end(self.host_ip, self.host_port)
         )
     }
 }
@@ -181,7 +213,7 @@ impl fmt::Display for PortBinding {
 pub struct EphemeralPorts {
     pub range: Option<PortRange>,
     pub reserved: Vec<PortRange>,
-    last: BTreeMap<(Proto, Ipv4Addr), u16>,
+    last: BTreeMap<(Proto, IpAddr), u16>,
 }
 
 impl EphemeralPorts {
@@ -209,7 +241,7 @@ impl EphemeralPorts {
     }
 
     /// Candidates in Docker's order for (proto, ip).
-    fn candidates(&self, proto: Proto, ip: Ipv4Addr) -> impl Iterator<Item = u16> + '_ {
+    fn candidates(&self, proto: Proto, ip: IpAddr) -> impl Iterator<Item = u16> + '_ {
         let range = self.range.unwrap_or(PortRange {
             start: 32768,
             end: 60999,
@@ -223,8 +255,8 @@ impl EphemeralPorts {
             .filter(|p| !self.reserved.iter().any(|r| (r.start..=r.end).contains(p)))
     }
 
-    fn handed_out(&mut self, b: &PortBinding) {
-        self.last.insert((b.proto, b.host_ip), b.host_port);
+    fn handed_out(&mut self, proto: Proto, ip: IpAddr, port: u16) {
+        self.last.insert((proto, ip), port);
     }
 }
 
@@ -245,56 +277,122 @@ fn parse_reserved_ports(s: &str) -> Vec<PortRange> {
         .collect()
 }
 
-/// Expands specs into bindings. `conflict(candidate, chosen_so_far)` names why a candidate
-/// host port cannot be used (another binding, a process listening on the node), or `None`.
+/// The address families of a container's endpoint: what a binding on every address
+/// (`-p 8080:80`) covers, and what a binding on one address needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Families {
+    pub ipv4: bool,
+    pub ipv6: bool,
+}
+
+impl Families {
+    /// An endpoint's: IPv4 always (for now), IPv6 when it has an IPv6 address.
+    pub fn with_ipv6(ipv6: bool) -> Families {
+        Families { ipv4: true, ipv6 }
+    }
+
+    pub const IPV4: Families = Families {
+        ipv4: true,
+        ipv6: false,
+    };
+    pub const DUAL_STACK: Families = Families {
+        ipv4: true,
+        ipv6: true,
+    };
+}
+
+/// The host addresses a spec binds: its own, or every address of each family (Docker's
+/// `0.0.0.0` and `[::]`, in that order).
+fn host_ips(spec: &PortSpec, families: Families) -> Result<Vec<IpAddr>> {
+    let Some(ip) = spec.host_ip else {
+        let every = [
+            families.ipv4.then_some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            families.ipv6.then_some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+        ];
+        return Ok(every.into_iter().flatten().collect());
+    };
+    let (has, family) = match ip {
+        IpAddr::V4(_) => (families.ipv4, "IPv4"),
+        IpAddr::V6(_) => (families.ipv6, "IPv6"),
+    };
+    if !has {
+        bail!(
+            "invalid host IP {}: the container has no {family} address to publish to (create its network with --{})",
+            host_addr(ip),
+            family.to_ascii_lowercase()
+        );
+    }
+    Ok(vec![ip])
+}
+
+/// Expands specs into bindings, for a container of `families`. A spec without a host
+/// address gets the same host port on `0.0.0.0` and `[::]` (Docker 27+).
+/// `conflict(candidate, chosen_so_far)` names why a candidate host port cannot be used
+/// (another binding, a process listening on the node), or `None`.
 pub fn bind(
     specs: &[PortSpec],
+    families: Families,
     ephemeral: &mut EphemeralPorts,
     mut conflict: impl FnMut(&PortBinding, &[PortBinding]) -> Option<String>,
 ) -> Result<Vec<PortBinding>> {
     let mut out: Vec<PortBinding> = Vec::new();
     for spec in specs {
-        let host_ip = spec.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let ips = host_ips(spec, families)?;
+        let Some(&first_ip) = ips.first() else {
+            continue;
+        };
         for (i, container_port) in
             (spec.container_ports.start..=spec.container_ports.end).enumerate()
         {
-            let candidate = |host_port| PortBinding {
-                proto: spec.proto,
-                container_port,
-                host_ip,
-                host_port,
+            let at = |host_port| -> Vec<PortBinding> {
+                ips.iter()
+                    .map(|&host_ip| PortBinding {
+                        proto: spec.proto,
+                        container_port,
+                        host_ip,
+                        host_port,
+                    })
+                    .collect()
             };
-            let binding = match spec.host_ports {
+            let mut why_not = |bs: &[PortBinding]| {
+                bs.iter()
+                    .find_map(|b| conflict(b, &out).map(|why| (*b, why)))
+            };
+            let chosen = match spec.host_ports {
                 // One-to-one ranges, or a single pair.
                 Some(hp) if hp.count() == spec.container_ports.count() => {
-                    let b = candidate(hp.start + i as u16);
-                    if let Some(why) = conflict(&b, &out) {
-                        bail!("Bind for {}:{} failed: {why}", b.host_ip, b.host_port);
+                    let bs = at(hp.start + i as u16);
+                    if let Some((b, why)) = why_not(&bs) {
+                        bail!(
+                            "Bind for {} failed: {why}",
+                            host_end(b.host_ip, b.host_port)
+                        );
                     }
-                    b
+                    bs
                 }
                 // A host range for one container port: the first free one.
                 Some(hp) => (hp.start..=hp.end)
-                    .map(candidate)
-                    .find(|b| conflict(b, &out).is_none())
+                    .map(at)
+                    .find(|bs| why_not(bs).is_none())
                     .ok_or_else(|| {
                         anyhow::anyhow!(
-                            "Bind for {host_ip}:{}-{} failed: port is already allocated",
+                            "Bind for {}:{}-{} failed: port is already allocated",
+                            host_addr(first_ip),
                             hp.start,
                             hp.end
                         )
                     })?,
                 None => {
-                    let b = ephemeral
-                        .candidates(spec.proto, host_ip)
-                        .map(candidate)
-                        .find(|b| conflict(b, &out).is_none())
+                    let bs = ephemeral
+                        .candidates(spec.proto, first_ip)
+                        .map(at)
+                        .find(|bs| why_not(bs).is_none())
                         .ok_or_else(|| anyhow::anyhow!("all ports are allocated"))?;
-                    ephemeral.handed_out(&b);
-                    b
+                    ephemeral.handed_out(spec.proto, first_ip, bs[0].host_port);
+                    bs
                 }
             };
-            out.push(binding);
+            out.extend(chosen);
         }
     }
     Ok(out)
@@ -340,6 +438,10 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     fn err(s: &str) -> String {
         s.parse::<PortSpec>().unwrap_err().to_string()
     }
@@ -360,9 +462,10 @@ mod tests {
             )
         );
         assert_eq!(spec("80").host_ports, None);
-        assert_eq!(spec("127.0.0.1:8080:80").host_ip, Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(spec("127.0.0.1:8080:80").host_ip, Some(ip("127.0.0.1")));
         assert_eq!(spec("127.0.0.1::80").host_ports, None);
-        assert_eq!(spec("0.0.0.0:8080:80").host_ip, None);
+        // Explicitly every IPv4 address: IPv4 only, as Docker 27+.
+        assert_eq!(spec("0.0.0.0:8080:80").host_ip, Some(ip("0.0.0.0")));
         assert_eq!(spec("8080:80/UDP").proto, Proto::Udp);
         assert_eq!(
             spec("8000-8009:80-89").container_ports,
@@ -378,6 +481,27 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_host_addresses_parse_with_or_without_brackets() {
+        for (s, want) in [
+            ("[::]:8080:80", "::"),
+            ("[2001:db8::1]:8080:80", "2001:db8::1"),
+            ("[::1]:8080:80/udp", "::1"),
+            ("::1:8080:80", "::1"),
+            ("[::1]::80", "::1"),
+            // IPv4-mapped: the IPv4 address.
+            ("[::ffff:10.0.0.1]:8080:80", "10.0.0.1"),
+        ] {
+            assert_eq!(spec(s).host_ip, Some(ip(want)), "{s}");
+        }
+        assert_eq!(spec("[::1]::80").host_ports, None);
+        assert_eq!(spec("[::1]:8080:80/udp").proto, Proto::Udp);
+        assert_eq!(
+            spec("[2001:db8::1]:8000-8001:80-81").container_ports,
+            PortRange { start: 80, end: 81 }
+        );
+    }
+
+    #[test]
     fn bad_specs_get_dockers_errors() {
         assert_eq!(err("8080:80/foo"), "invalid proto: foo");
         assert_eq!(err("localhost:8080:80"), "invalid IP address: localhost");
@@ -387,7 +511,13 @@ mod tests {
             err("8000-8005:80-90"),
             "invalid ranges specified for container and host Ports: 80-90 and 8000-8005"
         );
-        assert_eq!(err("1:2:3:4"), "invalid port specification: \"1:2:3:4\"");
+        assert_eq!(err("1:2:3:4"), "invalid IP address: 1:2");
+        assert_eq!(
+            err("[::1:8080:80"),
+            "invalid IP address [::1: missing ']' in address"
+        );
+        assert_eq!(err("[fe80::zz]:8080:80"), "invalid IP address: fe80::zz");
+        assert_eq!(err("[::1]:8080:80x"), "invalid containerPort: 80x");
         assert!(err("80/sctp").contains("not supported"));
     }
 
@@ -410,7 +540,13 @@ mod tests {
     #[test]
     fn ranges_expand_one_to_one_and_conflicts_are_refused() {
         let mut range = ephemeral(40000, 40002);
-        let b = bind(&[spec("8000-8002:80-82/udp")], &mut range, taken_by(&[])).unwrap();
+        let b = bind(
+            &[spec("8000-8002:80-82/udp")],
+            Families::IPV4,
+            &mut range,
+            taken_by(&[]),
+        )
+        .unwrap();
         assert_eq!(
             b.iter()
                 .map(|b| (b.host_port, b.container_port))
@@ -420,10 +556,16 @@ mod tests {
         let taken = PortBinding {
             proto: Proto::Tcp,
             container_port: 1,
-            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_ip: ip("0.0.0.0"),
             host_port: 8080,
         };
-        let e = bind(&[spec("127.0.0.1:8080:80")], &mut range, taken_by(&[taken])).unwrap_err();
+        let e = bind(
+            &[spec("127.0.0.1:8080:80")],
+            Families::IPV4,
+            &mut range,
+            taken_by(&[taken]),
+        )
+        .unwrap_err();
         assert_eq!(
             e.to_string(),
             "Bind for 127.0.0.1:8080 failed: port is already allocated"
@@ -434,6 +576,7 @@ mod tests {
     fn ephemeral_and_host_ranges_take_the_first_free_port() {
         let b = bind(
             &[spec("80"), spec("81")],
+            Families::IPV4,
             &mut ephemeral(40000, 40001),
             taken_by(&[]),
         )
@@ -441,14 +584,18 @@ mod tests {
         assert_eq!((b[0].host_port, b[1].host_port), (40000, 40001));
         let e = bind(
             &[spec("80"), spec("81"), spec("82")],
+            Families::IPV4,
             &mut ephemeral(40000, 40001),
             taken_by(&[]),
         )
         .unwrap_err();
         assert_eq!(e.to_string(), "all ports are allocated");
-        let b = bind(&[spec("9000-9005:80")], &mut ephemeral(1, 1), |b, _| {
-            (b.host_port == 9000).then(|| "taken".to_string())
-        })
+        let b = bind(
+            &[spec("9000-9005:80")],
+            Families::IPV4,
+            &mut ephemeral(1, 1),
+            |b, _| (b.host_port == 9000).then(|| "taken".to_string()),
+        )
         .unwrap();
         assert_eq!(b[0].host_port, 9001);
     }
@@ -456,21 +603,115 @@ mod tests {
     #[test]
     fn ephemeral_ports_continue_after_the_last_one_and_wrap() {
         let mut eph = ephemeral(40000, 40003);
-        let first = bind(&[spec("80")], &mut eph, taken_by(&[])).unwrap()[0];
+        let first = bind(&[spec("80")], Families::IPV4, &mut eph, taken_by(&[])).unwrap()[0];
         assert_eq!(first.host_port, 40000);
         // Released at once: Docker still moves on instead of reusing it.
-        let second = bind(&[spec("80")], &mut eph, taken_by(&[])).unwrap()[0];
+        let second = bind(&[spec("80")], Families::IPV4, &mut eph, taken_by(&[])).unwrap()[0];
         assert_eq!(second.host_port, 40001);
         // Per (proto, host IP): UDP starts from the beginning.
         assert_eq!(
-            bind(&[spec("53/udp")], &mut eph, taken_by(&[])).unwrap()[0].host_port,
+            bind(&[spec("53/udp")], Families::IPV4, &mut eph, taken_by(&[])).unwrap()[0].host_port,
             40000
         );
-        let rest = bind(&[spec("81"), spec("82")], &mut eph, taken_by(&[])).unwrap();
+        let rest = bind(
+            &[spec("81"), spec("82")],
+            Families::IPV4,
+            &mut eph,
+            taken_by(&[]),
+        )
+        .unwrap();
         assert_eq!((rest[0].host_port, rest[1].host_port), (40002, 40003));
         // Wraps around, past the ports still taken.
-        let wrapped = bind(&[spec("83")], &mut eph, taken_by(&[first])).unwrap()[0];
+        let wrapped = bind(&[spec("83")], Families::IPV4, &mut eph, taken_by(&[first])).unwrap()[0];
         assert_eq!(wrapped.host_port, 40001);
+    }
+
+    #[test]
+    fn a_dual_stack_container_gets_the_same_port_on_both_families() {
+        let mut eph = ephemeral(40000, 40003);
+        let ends = |bs: &[PortBinding]| bs.iter().map(|b| b.to_string()).collect::<Vec<_>>();
+        let b = bind(
+            &[spec("8080:80")],
+            Families::DUAL_STACK,
+            &mut eph,
+            taken_by(&[]),
+        )
+        .unwrap();
+        assert_eq!(ends(&b), ["80/tcp -> 0.0.0.0:8080", "80/tcp -> [::]:8080"]);
+        // Explicit addresses are one family each.
+        let b = bind(
+            &[
+                spec("0.0.0.0:8081:81"),
+                spec("[::]:8082:82"),
+                spec("[2001:db8::1]::83"),
+            ],
+            Families::DUAL_STACK,
+            &mut eph,
+            taken_by(&[]),
+        )
+        .unwrap();
+        assert_eq!(
+            ends(&b),
+            [
+                "81/tcp -> 0.0.0.0:8081",
+                "82/tcp -> [::]:8082",
+                "83/tcp -> [2001:db8::1]:40000"
+            ]
+        );
+        // An ephemeral port free on IPv4 but taken on IPv6 is passed over for both.
+        let taken6 = PortBinding {
+            proto: Proto::Tcp,
+            container_port: 1,
+            host_ip: ip("::"),
+            host_port: 40000,
+        };
+        let b = bind(
+            &[spec("84")],
+            Families::DUAL_STACK,
+            &mut eph,
+            taken_by(&[taken6]),
+        )
+        .unwrap();
+        assert_eq!(
+            ends(&b),
+            ["84/tcp -> 0.0.0.0:40001", "84/tcp -> [::]:40001"]
+        );
+        // The families do not conflict with each other; each one's wildcard does within.
+        let v4 = PortBinding {
+            host_ip: ip("0.0.0.0"),
+            ..taken6
+        };
+        assert!(!v4.conflicts_with(&taken6));
+        let one6 = PortBinding {
+            host_ip: ip("2001:db8::1"),
+            ..taken6
+        };
+        assert!(one6.conflicts_with(&taken6));
+        let e = bind(
+            &[spec("[2001:db8::1]:40000:80")],
+            Families::DUAL_STACK,
+            &mut eph,
+            taken_by(&[taken6]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Bind for [2001:db8::1]:40000 failed: port is already allocated"
+        );
+        let e = bind(
+            &[spec("[::1]:8080:80")],
+            Families::IPV4,
+            &mut eph,
+            taken_by(&[]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid host IP [::1]: the container has no IPv6 address to publish to (create its network with --ipv6)"
+        );
+        // Without IPv6, no [::] binding.
+        let b = bind(&[spec("8085:85")], Families::IPV4, &mut eph, taken_by(&[])).unwrap();
+        assert_eq!(ends(&b), ["85/tcp -> 0.0.0.0:8085"]);
     }
 
     #[test]
@@ -484,7 +725,13 @@ mod tests {
             },
             reserved,
         );
-        let b = bind(&[spec("80"), spec("81")], &mut eph, taken_by(&[])).unwrap();
+        let b = bind(
+            &[spec("80"), spec("81")],
+            Families::IPV4,
+            &mut eph,
+            taken_by(&[]),
+        )
+        .unwrap();
         assert_eq!((b[0].host_port, b[1].host_port), (40002, 40004));
     }
 
@@ -521,9 +768,14 @@ mod tests {
         let b = PortBinding {
             proto: Proto::Udp,
             container_port: 53,
-            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_ip: ip("0.0.0.0"),
             host_port: 5353,
         };
         assert_eq!(b.to_string(), "53/udp -> 0.0.0.0:5353");
+        let b6 = PortBinding {
+            host_ip: ip("::"),
+            ..b
+        };
+        assert_eq!(b6.to_string(), "53/udp -> [::]:5353");
     }
 }

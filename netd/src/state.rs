@@ -6,7 +6,7 @@ use std::{
     collections::BTreeMap,
     fs,
     io::Write,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
 };
@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::ports::PortBinding;
 
 /// The layout of `state.json`; a file of another version is refused, not guessed at.
-pub const STATE_VERSION: u32 = 2;
+/// Layout 3: a binding on every address is one family's (`0.0.0.0` or `::`).
+pub const STATE_VERSION: u32 = 3;
 
 /// A bridge network, as `netd network create` made it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -440,16 +441,20 @@ impl Store {
             };
             if version == 1 {
                 value = migrate_v1(value)?;
-                log::info!(
-                    "state file {}: upgraded from layout version 1",
-                    self.path.display()
-                );
-            } else if version != u64::from(STATE_VERSION) {
+            } else if version != 2 && version != u64::from(STATE_VERSION) {
                 bail!(
                     "it has layout version {version}, this netd reads version {STATE_VERSION}; start the netd that wrote it, or move the file away to start empty"
                 );
             }
-            let state: State = serde_json::from_value(value)?;
+            let mut state: State = serde_json::from_value(value)?;
+            if version < u64::from(STATE_VERSION) {
+                upgrade_v2(&mut state);
+                state.version = STATE_VERSION;
+                log::info!(
+                    "state file {}: upgraded from layout version {version}",
+                    self.path.display()
+                );
+            }
             state.check_keys()?;
             Ok(state)
         };
@@ -497,6 +502,27 @@ fn object_at<'a>(
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::Object(m)) => Ok(Some(m)),
         Some(other) => bail!("\"{key}\" is a JSON {}, not an object", json_kind(other)),
+    }
+}
+
+/// Layout 2 to 3: a binding on `0.0.0.0` meant every address of both families for a
+/// container with IPv6 (the `[::]` binding was implied); it is written out.
+fn upgrade_v2(state: &mut State) {
+    for c in state.containers.values_mut() {
+        if c.primary().is_none_or(|e| e.ip6.is_none()) {
+            continue;
+        }
+        let twins: Vec<PortBinding> = c
+            .ports
+            .iter()
+            .filter(|b| b.host_ip == IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+            .map(|b| PortBinding {
+                host_ip: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                ..*b
+            })
+            .filter(|twin| !c.ports.contains(twin))
+            .collect();
+        c.ports.extend(twins);
     }
 }
 
@@ -718,6 +744,61 @@ mod tests {
                 }
             }
         }
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_layout_2_binding_on_every_address_keeps_its_ipv6_twin() {
+        let (dir, store) = temp_store("v2");
+        let binding = |host_ip: &str, host_port| PortBinding {
+            proto: crate::ports::Proto::Tcp,
+            container_port: 80,
+            host_ip: host_ip.parse().unwrap(),
+            host_port,
+        };
+        let container = |name: &str, ip6: Option<Ipv6Addr>| Container {
+            id: "0123456789ab".into(),
+            name: name.into(),
+            network_mode: "netd0".into(),
+            sandbox: Sandbox::Host,
+            endpoints: vec![Endpoint {
+                network: "netd0".into(),
+                ip: Ipv4Addr::new(172, 17, 0, 2),
+                ip6,
+                mac: String::new(),
+                ifname: "eth0".into(),
+                host_veth: "veth0".into(),
+                host_ifindex: 7,
+            }],
+            cmd: Vec::new(),
+            process: None,
+            status: Status::Created,
+            ports: vec![binding("0.0.0.0", 8080), binding("127.0.0.1", 8081)],
+            created: 0,
+        };
+        let mut state = State::default();
+        let dual = container("dual", Some("fd00:30::2".parse().unwrap()));
+        state.containers.insert("dual".into(), dual);
+        state.containers.insert("v4".into(), container("v4", None));
+        store.save(&state).unwrap();
+        let file = dir.join("state.json");
+        let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+        v["version"] = serde_json::json!(2);
+        fs::write(&file, v.to_string()).unwrap();
+        let back = store.load().unwrap();
+        assert_eq!(back.version, STATE_VERSION);
+        assert_eq!(
+            back.containers["dual"].ports,
+            [
+                binding("0.0.0.0", 8080),
+                binding("127.0.0.1", 8081),
+                binding("::", 8080)
+            ]
+        );
+        assert_eq!(back.containers["v4"].ports, state.containers["v4"].ports);
+        // Saved as layout 3, loaded again: nothing added twice.
+        store.save(&back).unwrap();
+        assert_eq!(store.load().unwrap().containers["dual"].ports.len(), 3);
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -12,7 +12,10 @@ mod support;
 use std::net::Ipv6Addr;
 
 use netd::conntrack::FlowTable;
-use netd_common::flow::{ORIGIN_SNAT, SEEN_SYN};
+use netd_common::{
+    flow::{ORIGIN_SNAT, SEEN_SYN},
+    maps::{ENDPOINT_ICC_OFF, ENDPOINT_INTERNAL},
+};
 use support::*;
 
 /// A frame of `proto` from `src` to `dst` with `l4` behind `ext` (extension headers, the
@@ -408,20 +411,29 @@ fn errors_about_no_flow_or_to_anyone_but_the_quoted_sender_are_never_translated(
     assert_eq!(count(&t, "UplinkEgress", "drop_ipv6_not_translated"), 1);
 }
 
-/// `-p 8080:80`: TCP port 80 published on every address.
-fn binding_8080() -> netd::ports::PortBinding {
+/// TCP port 80 published on `host_ip`:8080.
+fn binding_8080_on(host_ip: impl Into<std::net::IpAddr>) -> netd::ports::PortBinding {
     netd::ports::PortBinding {
         proto: netd::ports::Proto::Tcp,
         container_port: 80,
-        host_ip: std::net::Ipv4Addr::UNSPECIFIED,
+        host_ip: host_ip.into(),
         host_port: 8080,
     }
 }
 
+/// `-p 8080:80` for a dual-stack container: TCP port 80 on `0.0.0.0` and `[::]`.
+fn binding_8080() -> [netd::ports::PortBinding; 2] {
+    [
+        binding_8080_on(std::net::Ipv4Addr::UNSPECIFIED),
+        binding_8080_on(Ipv6Addr::UNSPECIFIED),
+    ]
+}
+
 /// CONTAINER's (and CONTAINER6's) port 80 published on every address.
 fn publish_8080(t: &mut TestDatapath) {
-    t.dp.publish(&binding_8080(), CONTAINER, Some(CONTAINER6), LO)
-        .unwrap();
+    for b in binding_8080() {
+        t.dp.publish(&b, CONTAINER, Some(CONTAINER6), LO).unwrap();
+    }
 }
 
 #[test]
@@ -474,7 +486,7 @@ fn a_port_published_on_every_address_is_reached_on_the_nodes_ipv6_addresses_clie
         (TC_ACT_OK, looped.clone())
     );
     // Unpublished: the next connection is the node's.
-    t.dp.unpublish(&binding_8080()).unwrap();
+    t.dp.unpublish(&binding_8080()[1]).unwrap();
     let syn = tcp6(BEYOND6, 50005, NODE6, 8080, 0x02);
     assert_eq!(t.run("uplink_ingress", &syn), (TC_ACT_OK, syn.clone()));
 }
@@ -575,18 +587,175 @@ fn a_container_cannot_send_errors_about_another_containers_flow() {
 }
 
 #[test]
-fn published_again_for_an_endpoint_without_ipv6_leaves_no_ipv6_twin() {
+fn published_again_for_an_endpoint_without_ipv6_leaves_no_ipv6_binding() {
     let mut t = nat6_node();
     publish_8080(&mut t);
-    t.dp.publish(&binding_8080(), CONTAINER, None, LO).unwrap();
+    t.dp.publish(&binding_8080()[1], CONTAINER, None, LO)
+        .unwrap();
     let syn = tcp6(BEYOND6, 50000, NODE6, 8080, 0x02);
     assert_eq!(t.run("uplink_ingress", &syn), (TC_ACT_OK, syn.clone()));
-    // And the restart's sweep keeps a twin only for an endpoint with IPv6.
+    // And the restart's sweep keeps only the bindings listed.
     publish_8080(&mut t);
-    // Gone: the [::] twin, and the standard node's 5353/udp binding (not in the list).
-    assert_eq!(
-        t.dp.retain_published(&[(binding_8080(), false)]).unwrap(),
-        2
-    );
+    // Gone: the [::] binding, and the standard node's 5353/udp binding (not in the list).
+    assert_eq!(t.dp.retain_published(&binding_8080()[..1]).unwrap(), 2);
     assert_eq!(t.run("uplink_ingress", &syn), (TC_ACT_OK, syn.clone()));
+}
+
+#[test]
+fn a_port_published_on_one_ipv6_address_answers_there_only() {
+    let mut t = nat6_node();
+    // The standard node's IPv4 binding of 8080 goes: IPv4 sees nothing of IPv6's.
+    t.dp.unpublish(&binding_8080()[0]).unwrap();
+    let on_node6 = binding_8080_on(NODE6);
+    t.dp.publish(&on_node6, CONTAINER, Some(CONTAINER6), LO)
+        .unwrap();
+    assert!(
+        t.dp.is_published(&on_node6, CONTAINER, Some(CONTAINER6))
+            .unwrap()
+    );
+    assert!(!t.dp.is_published(&on_node6, CONTAINER, None).unwrap());
+    let syn = tcp6(BEYOND6, 50000, NODE6, 8080, 0x02);
+    assert_eq!(
+        t.run("uplink_ingress", &syn),
+        (TC_ACT_OK, tcp6(BEYOND6, 50000, CONTAINER6, 80, 0x02))
+    );
+    // The node's other IPv6 address, and IPv4: not published there.
+    let other = tcp6(BEYOND6, 50001, GATEWAY6, 8080, 0x02);
+    assert_eq!(t.run("uplink_ingress", &other), (TC_ACT_OK, other.clone()));
+    let v4 = Pkt::tcp(CLIENT, 50002, NODE, 8080, SYN).build();
+    assert_eq!(t.run("uplink_ingress", &v4), (TC_ACT_OK, v4.clone()));
+    // `[::]` only: every IPv6 address of the node, never IPv4.
+    t.dp.unpublish(&on_node6).unwrap();
+    t.dp.publish(&binding_8080()[1], CONTAINER, Some(CONTAINER6), LO)
+        .unwrap();
+    assert_eq!(
+        t.run("uplink_ingress", &other),
+        (TC_ACT_OK, tcp6(BEYOND6, 50001, CONTAINER6, 80, 0x02))
+    );
+    let v4 = Pkt::tcp(CLIENT, 50003, NODE, 8080, SYN).build();
+    assert_eq!(t.run("uplink_ingress", &v4), (TC_ACT_OK, v4.clone()));
+}
+
+/// `frame` with its MAC addresses swapped: sent back into the container it came from.
+fn macs_swapped(mut frame: Vec<u8>) -> Vec<u8> {
+    let (dst, src) = (frame[..6].to_vec(), frame[6..12].to_vec());
+    frame[..6].copy_from_slice(&src);
+    frame[6..12].copy_from_slice(&dst);
+    frame
+}
+
+#[test]
+fn a_container_calling_its_own_port_on_a_nodes_ipv6_address_is_sent_straight_back() {
+    let mut t = nat6_node();
+    publish_8080(&mut t);
+    for node_addr in [NODE6, GATEWAY6] {
+        let sport = if node_addr == NODE6 { 40000 } else { 40001 };
+        let syn = tcp6(CONTAINER6, sport, node_addr, 8080, 0x02);
+        assert_eq!(
+            t.run("endpoint_ingress", &syn),
+            (
+                TC_ACT_REDIRECT,
+                macs_swapped(tcp6(GATEWAY6, sport, CONTAINER6, 80, 0x02))
+            ),
+            "DNATed to itself, masqueraded to its gateway ({node_addr})"
+        );
+        let syn_ack = tcp6(CONTAINER6, 80, GATEWAY6, sport, 0x12);
+        assert_eq!(
+            t.run("endpoint_ingress", &syn_ack),
+            (
+                TC_ACT_REDIRECT,
+                macs_swapped(tcp6(node_addr, 8080, CONTAINER6, sport, 0x12))
+            ),
+            "the reply from the address and port it called"
+        );
+    }
+    // UDP too; a port of the node's that is not published is the node's.
+    let dns = netd::ports::PortBinding {
+        proto: netd::ports::Proto::Udp,
+        container_port: 53,
+        ..binding_8080()[1]
+    };
+    t.dp.publish(&dns, CONTAINER, Some(CONTAINER6), LO).unwrap();
+    assert_eq!(
+        t.run("endpoint_ingress", &udp6(CONTAINER6, 40003, NODE6, 8080)),
+        (
+            TC_ACT_REDIRECT,
+            macs_swapped(udp6(GATEWAY6, 40003, CONTAINER6, 53))
+        )
+    );
+    assert_eq!(count(&t, "EndpointIngress", "hairpin_new_flow"), 3);
+    // Its port unreachable about that datagram: from the address it called, about the
+    // datagram it sent (the quote's own checksum left as it was), sent straight back.
+    let received = udp6(GATEWAY6, 40003, CONTAINER6, 53);
+    let unreachable = icmp6_error(CONTAINER6, GATEWAY6, 1, 4, 0, &received[ETH..]);
+    let mut quoted = received[ETH..].to_vec();
+    quoted[8..24].copy_from_slice(&CONTAINER6.octets());
+    quoted[24..40].copy_from_slice(&NODE6.octets());
+    quoted[42..44].copy_from_slice(&8080u16.to_be_bytes());
+    assert_eq!(
+        t.run("endpoint_ingress", &unreachable),
+        (
+            TC_ACT_REDIRECT,
+            macs_swapped(icmp6_error(NODE6, CONTAINER6, 1, 4, 0, &quoted))
+        )
+    );
+    assert_eq!(count(&t, "EndpointIngress", "icmp_error_translated"), 1);
+    let views = netd::conntrack::views(&t.dp.flow_entries6().unwrap(), 0);
+    assert!(views.iter().all(|v| v.kind == "hairpin"), "{views:?}");
+    let other = tcp6(CONTAINER6, 40002, NODE6, 9999, 0x02);
+    assert_eq!(
+        t.run("endpoint_ingress", &other),
+        (TC_ACT_OK, other.clone())
+    );
+}
+
+#[test]
+fn a_container_calling_another_networks_port_on_a_nodes_ipv6_address_is_dnated_only() {
+    let mut t = nat6_node();
+    let web = netd::ports::PortBinding {
+        proto: netd::ports::Proto::Tcp,
+        container_port: 80,
+        host_ip: Ipv6Addr::UNSPECIFIED.into(),
+        host_port: 8081,
+    };
+    t.dp.publish(&web, CONTAINER, Some(OTHER_CONTAINER6), 7)
+        .unwrap();
+    let syn = tcp6(CONTAINER6, 40000, NODE6, 8081, 0x02);
+    assert_eq!(
+        t.run("endpoint_ingress", &syn),
+        (
+            TC_ACT_OK,
+            tcp6(CONTAINER6, 40000, OTHER_CONTAINER6, 80, 0x02)
+        ),
+        "the stack routes it to the backend, the caller's address kept"
+    );
+    // Its replies enter the backend's veth: they go straight back to the caller.
+    let views = netd::conntrack::views(&t.dp.flow_entries6().unwrap(), 0);
+    assert_eq!(views.len(), 1, "{views:?}");
+    assert_eq!(views[0].kind, "hairpin");
+}
+
+#[test]
+fn hairpin_over_ipv6_keeps_icc_off_and_internal_networks_apart() {
+    for (flags, backend, reason) in [
+        (ENDPOINT_ICC_OFF, NEIGHBOUR6, "drop_icc_disabled"),
+        (ENDPOINT_INTERNAL, OTHER_CONTAINER6, "drop_internal_network"),
+    ] {
+        let mut t = node6(flags);
+        t.dp.set_node_addrs6(&[GATEWAY6, OTHER_GATEWAY6, NODE6])
+            .unwrap();
+        t.dp.publish(&binding_8080()[1], CONTAINER, Some(backend), 7)
+            .unwrap();
+        let syn = tcp6(CONTAINER6, 40000, NODE6, 8080, 0x02);
+        assert_eq!(t.run("endpoint_ingress", &syn).0, TC_ACT_SHOT, "{reason}");
+        assert_eq!(count(&t, "EndpointIngress", reason), 1);
+        // Its own port stays reachable (icc off keeps containers apart, not from
+        // themselves); an internal network's reaches nothing beyond it.
+        if flags == ENDPOINT_ICC_OFF {
+            t.dp.publish(&binding_8080()[1], CONTAINER, Some(CONTAINER6), LO)
+                .unwrap();
+            let syn = tcp6(CONTAINER6, 40001, NODE6, 8080, 0x02);
+            assert_eq!(t.run("endpoint_ingress", &syn).0, TC_ACT_REDIRECT);
+        }
+    }
 }

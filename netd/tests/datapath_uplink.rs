@@ -79,7 +79,7 @@ fn a_binding_on_the_exact_address_wins_over_the_wildcard() {
     let exact = PortBinding {
         proto: Proto::Tcp,
         container_port: 81,
-        host_ip: second,
+        host_ip: second.into(),
         host_port: 8080,
     };
     t.dp.publish(&exact, other, None, 8).unwrap();
@@ -111,7 +111,7 @@ fn a_packet_from_outside_addressed_to_loopback_is_never_translated() {
     let local = PortBinding {
         proto: Proto::Tcp,
         container_port: 443,
-        host_ip: Ipv4Addr::LOCALHOST,
+        host_ip: Ipv4Addr::LOCALHOST.into(),
         host_port: 8443,
     };
     t.dp.publish(&local, CONTAINER, None, 7).unwrap();

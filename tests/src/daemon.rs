@@ -294,10 +294,35 @@ impl Daemon {
         self.run_idle(name, Some(network), publish)
     }
 
+    /// `run_idle_on` with IPv6 address `ip6` (`--ip6`), on a network with IPv6.
+    pub fn run_idle_on6(
+        &self,
+        name: &str,
+        network: &str,
+        ip6: std::net::Ipv6Addr,
+        publish: &[&str],
+    ) -> Result<Container> {
+        self.run_idle_at(name, Some(network), Some(ip6), publish)
+    }
+
     fn run_idle(&self, name: &str, network: Option<&str>, publish: &[&str]) -> Result<Container> {
+        self.run_idle_at(name, network, None, publish)
+    }
+
+    fn run_idle_at(
+        &self,
+        name: &str,
+        network: Option<&str>,
+        ip6: Option<std::net::Ipv6Addr>,
+        publish: &[&str],
+    ) -> Result<Container> {
+        let ip6 = ip6.map(|a| a.to_string());
         let mut args = vec!["run", "-d", "--name", name];
         if let Some(n) = network {
             args.extend(["--network", n]);
+        }
+        if let Some(a) = &ip6 {
+            args.extend(["--ip6", a]);
         }
         for p in publish {
             args.extend(["-p", p]);

@@ -838,13 +838,47 @@ fn a_dual_stack_network_gives_cni_attachments_both_families() {
         .unwrap()
         .parse()
         .unwrap();
-    // A static IPv6 address, as a runtime's `ips` capability asks.
-    c["runtimeConfig"] = json!({ "ips": ["10.88.0.77/16", "fd00:88::77/64"] });
+    // A static IPv6 address, as a runtime's `ips` capability asks; host ports as the
+    // portmap plugin takes them: no hostIP is both families, `::` IPv6 only.
+    c["runtimeConfig"] = json!({
+        "ips": ["10.88.0.77/16", "fd00:88::77/64"],
+        "portMappings": [
+            {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+            {"hostPort": 8443, "containerPort": 443, "protocol": "tcp", "hostIP": "::"},
+        ],
+    });
     let second = bed
         .call(&Call::new("ADD", "pod-b", Some(&b.path())), &c)
         .ok()
         .unwrap();
     assert_eq!(second["ips"][1]["address"], "fd00:88::77/64", "{second}");
+    let mut check = c.clone();
+    check["prevResult"] = second.clone();
+    bed.call(&Call::new("CHECK", "pod-b", Some(&b.path())), &check)
+        .ok()
+        .unwrap();
+    let _servers = [80, 443].map(|port| {
+        EchoServer::start(
+            &b.path(),
+            Proto::Tcp,
+            addr(std::net::Ipv6Addr::UNSPECIFIED, port),
+        )
+        .unwrap()
+    });
+    let ext = bed.sb.ext.path();
+    for (target, answers) in [
+        (addr(Sandbox::NODE_ADDR, 8080), true),
+        (addr(Sandbox::NODE_ADDR6, 8080), true),
+        (addr(Sandbox::NODE_ADDR6, 8443), true),
+        (addr(Sandbox::NODE_ADDR, 8443), false),
+    ] {
+        if answers {
+            echo_once(&ext, Proto::Tcp, target).unwrap();
+        } else {
+            assert!(echo_fails(&ext, Proto::Tcp, target).unwrap(), "{target}");
+        }
+    }
+
     // Real traffic between them over IPv6, addresses untouched.
     let target = addr("fd00:88::77".parse::<std::net::Ipv6Addr>().unwrap(), 7400);
     for proto in [Proto::Tcp, Proto::Udp] {

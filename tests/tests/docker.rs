@@ -594,25 +594,32 @@ fn docker_dual_stack_networks_get_ipv6_from_netd_and_containers_talk_over_it_als
         "{c3_ip6} in {subnet6}"
     );
 
-    // Publishing on IPv6 is not there yet: refused with the reason.
-    let out = docker
-        .cli(&[
-            "run",
-            "-d",
+    // Published on IPv6 host addresses, as Docker passes them: `[::]` answers the LAN
+    // over IPv6 only; `[::1]` is the node's own (tests/host_local.rs reaches it).
+    docker
+        .run_idle(&[
+            "--name",
+            "web6",
             "--network",
             "d6",
             "-p",
-            "[::1]:8080:80",
-            netd_tests::docker::IMAGE,
-            "sleep",
-            "60",
+            "[::]:8081:81",
+            "-p",
+            "[::1]:8082:82",
         ])
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("IPv6 host addresses are not supported"),
-        "{err}"
-    );
+    let web6 = docker.netns("web6").unwrap();
+    let _servers = [81, 82].map(|port| {
+        EchoServer::start(&web6, Proto::Tcp, addr(Ipv6Addr::UNSPECIFIED, port)).unwrap()
+    });
+    let ext = bed.sb.ext.path();
+    echo_once(&ext, Proto::Tcp, addr(Sandbox::NODE_ADDR6, 8081)).unwrap();
+    for target in [
+        addr(Sandbox::NODE_ADDR, 8081),
+        addr(Sandbox::NODE_ADDR6, 8082),
+    ] {
+        assert!(echo_fails(&ext, Proto::Tcp, target).unwrap(), "{target}");
+    }
 
     docker.ok(&["rm", "-f", "c1", "c2", "c3"]).unwrap();
     // The refused container was created: Docker keeps it, stopped.

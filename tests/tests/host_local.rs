@@ -1,5 +1,7 @@
-//! Processes of the node reach published ports through 127.0.0.1 and the node's own
-//! address, with no proxy process; processes of other namespaces are not affected.
+//! Processes of the node reach published ports through 127.0.0.1, `[::1]` and the node's
+//! own addresses, with no proxy process; processes of other namespaces are not affected.
+
+use std::net::Ipv6Addr;
 
 use netd_tests::{Daemon, EchoServer, Proto, Sandbox, addr, require_root};
 
@@ -14,11 +16,13 @@ try:
         s.sendall(b"hello")
         data, peer = s.recv(100), s.getpeername()
     else:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        s = socket.socket(family, socket.SOCK_DGRAM)
         s.settimeout(3)
         s.sendto(b"hello", (host, port))
         data, peer = s.recvfrom(100)
-    print(f"{peer[0]}:{peer[1]} {data.decode()}")
+    at = f"[{peer[0]}]" if ":" in peer[0] else peer[0]
+    print(f"{at}:{peer[1]} {data.decode()}")
 except OSError as e:
     print(f"error {e.__class__.__name__}")
 "#;
@@ -108,4 +112,64 @@ fn processes_of_other_namespaces_are_not_redirected() {
         "error ConnectionRefusedError"
     );
     assert!(server.peers().is_empty());
+}
+
+#[test]
+fn node_process_reaches_published_ports_via_ipv6_loopback_and_node_address() {
+    require_root();
+    let sb = Sandbox::new("h6").unwrap();
+    let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    let c1: Ipv6Addr = "fd00:10:6::10".parse().unwrap();
+    d.cli_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.10.6.0/24",
+        "--subnet",
+        "fd00:10:6::/64",
+        "ds",
+    ])
+    .unwrap();
+    let web = d
+        .run_idle_on6(
+            "web",
+            "ds",
+            c1,
+            &["8080:80", "5353:53/udp", "[::1]:8443:443"],
+        )
+        .unwrap();
+    let tcp = EchoServer::start(&web.netns, Proto::Tcp, addr(c1, 80)).unwrap();
+    let _udp = EchoServer::start(&web.netns, Proto::Udp, addr(c1, 53)).unwrap();
+    let tls = EchoServer::start(&web.netns, Proto::Tcp, addr(c1, 443)).unwrap();
+    let node6 = Sandbox::NODE_ADDR6.to_string();
+
+    // The process sees the address it called, not the container's.
+    assert_eq!(call(&d, &sb.node, "::1", 8080, "tcp"), "[::1]:8080 hello");
+    assert_eq!(
+        call(&d, &sb.node, &node6, 8080, "tcp"),
+        format!("[{node6}]:8080 hello")
+    );
+    assert_eq!(call(&d, &sb.node, "::1", 5353, "udp"), "[::1]:5353 hello");
+    assert_eq!(tcp.peers().len(), 2, "both calls reached the container");
+    // `[::1]` only: not the node's other addresses, not IPv4's loopback, not the LAN.
+    assert_eq!(call(&d, &sb.node, "::1", 8443, "tcp"), "[::1]:8443 hello");
+    for host in [node6.as_str(), "127.0.0.1"] {
+        assert!(
+            call(&d, &sb.node, host, 8443, "tcp").starts_with("error"),
+            "{host}"
+        );
+    }
+    assert!(
+        netd_tests::echo_fails(&sb.ext.path(), Proto::Tcp, addr(Sandbox::NODE_ADDR6, 8443))
+            .unwrap()
+    );
+    assert_eq!(tls.peers().len(), 1);
+    // No proxy: nothing in the node listens on the published ports.
+    let listening = sb.node.exec(&["ss", "-Htln"]).unwrap().stdout;
+    let listening = String::from_utf8_lossy(&listening);
+    assert!(
+        !listening.contains(":8080") && !listening.contains(":8443"),
+        "{listening}"
+    );
 }

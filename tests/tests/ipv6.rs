@@ -42,14 +42,11 @@ fn dual_stack(d: &Daemon, name: &str, v4: &str, v6: &str, options: &[&str]) {
 }
 
 fn run_on(d: &Daemon, name: &str, network: &str, ip6: Option<Ipv6Addr>) -> Container {
-    let ip6 = ip6.map(|a| a.to_string());
-    let mut args = vec!["run", "-d", "--name", name, "--network", network];
-    if let Some(a) = &ip6 {
-        args.extend(["--ip6", a]);
+    match ip6 {
+        Some(ip6) => d.run_idle_on6(name, network, ip6, &[]),
+        None => d.run_idle_on(name, network, &[]),
     }
-    args.extend(["--", "sleep", "infinity"]);
-    d.cli_ok(&args).unwrap();
-    d.container(name).unwrap()
+    .unwrap()
 }
 
 fn mac_of(c: &Container) -> [u8; 6] {
@@ -684,25 +681,9 @@ fn ports_published_with_dash_p_answer_on_the_nodes_ipv6_address_the_client_kept(
     let sb = Sandbox::new("6d").unwrap();
     let mut d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
     dual_stack(&d, "ds", "10.10.1.0/24", SUBNET6, &[]);
-    d.cli_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "--network",
-        "ds",
-        "--ip6",
-        &C1.to_string(),
-        "-p",
-        "8080:80",
-        "-p",
-        "5353:53/udp",
-        "--",
-        "sleep",
-        "infinity",
-    ])
-    .unwrap();
-    let web = d.container("web").unwrap();
+    let web = d
+        .run_idle_on6("web", "ds", C1, &["8080:80", "5353:53/udp"])
+        .unwrap();
     // As `docker port` prints them: the IPv4 binding, then its IPv6 twin.
     assert_eq!(
         d.cli_ok(&["port", "web"]).unwrap(),
@@ -737,4 +718,133 @@ fn ports_published_with_dash_p_answer_on_the_nodes_ipv6_address_the_client_kept(
     // Removed with the container: the node's port is its own again.
     d.cli_ok(&["rm", "-f", "web"]).unwrap();
     assert!(echo_fails(&sb.ext.path(), Proto::Tcp, v6(Sandbox::NODE_ADDR6, 8080)).unwrap());
+}
+
+#[test]
+fn a_binding_on_one_family_or_one_ipv6_address_answers_there_only() {
+    require_root();
+    let sb = Sandbox::new("6b").unwrap();
+    let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    dual_stack(&d, "ds", "10.10.1.0/24", SUBNET6, &[]);
+    let node6 = format!("[{}]", Sandbox::NODE_ADDR6);
+    let web = d
+        .run_idle_on6(
+            "web",
+            "ds",
+            C1,
+            &[
+                "[::]:8081:81",
+                "0.0.0.0:8082:82",
+                &format!("{node6}:8083:83"),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        d.cli_ok(&["port", "web"]).unwrap(),
+        format!("81/tcp -> [::]:8081\n82/tcp -> 0.0.0.0:8082\n83/tcp -> {node6}:8083\n")
+    );
+    let ps = d.cli_ok(&["ps"]).unwrap();
+    assert!(
+        ps.contains(&format!(
+            "[::]:8081->81/tcp, 0.0.0.0:8082->82/tcp, {node6}:8083->83/tcp"
+        )),
+        "{ps}"
+    );
+    let _servers = [
+        EchoServer::start(&web.netns, Proto::Tcp, v6(C1, 81)).unwrap(),
+        EchoServer::start(&web.netns, Proto::Tcp, addr(web.ip, 82)).unwrap(),
+        EchoServer::start(&web.netns, Proto::Tcp, v6(C1, 83)).unwrap(),
+    ];
+    let node4 = |port| addr(Sandbox::NODE_ADDR, port);
+    let node6 = |port| v6(Sandbox::NODE_ADDR6, port);
+    let ext = sb.ext.path();
+    for (target, answers) in [
+        (node6(8081), true),
+        (node4(8081), false),
+        (node4(8082), true),
+        (node6(8082), false),
+        (node6(8083), true),
+        (node4(8083), false),
+    ] {
+        if answers {
+            echo_once(&ext, Proto::Tcp, target).unwrap();
+        } else {
+            assert!(echo_fails(&ext, Proto::Tcp, target).unwrap(), "{target}");
+        }
+    }
+    // An IPv6 host address for a container without IPv6: refused, naming the field.
+    d.cli_ok(&["network", "create", "--subnet", "10.10.2.0/24", "v4only"])
+        .unwrap();
+    let refused = |args: &[&str]| {
+        let out = d.cli(args).unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused(&[
+        "run",
+        "-d",
+        "--name",
+        "v4",
+        "--network",
+        "v4only",
+        "-p",
+        "[::]:8084:84",
+        "--",
+        "sleep",
+        "infinity",
+    ]);
+    assert!(
+        err.contains("invalid host IP [::]: the container has no IPv6 address"),
+        "{err}"
+    );
+    // Docker's error for what is no address at all.
+    let err = refused(&[
+        "run",
+        "-d",
+        "--name",
+        "bad",
+        "--network",
+        "ds",
+        "-p",
+        "[fe80::zz]:8085:85",
+        "--",
+        "sleep",
+        "infinity",
+    ]);
+    assert!(err.contains("invalid IP address: fe80::zz"), "{err}");
+}
+
+#[test]
+fn containers_reach_published_ports_through_the_nodes_ipv6_addresses_their_own_included() {
+    require_root();
+    let sb = Sandbox::new("6h").unwrap();
+    let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    dual_stack(&d, "ds", "10.10.1.0/24", SUBNET6, &[]);
+    dual_stack(&d, "other", "10.10.2.0/24", "fd00:10:2::/64", &[]);
+    let web = d
+        .run_idle_on6("web", "ds", C1, &["8080:80", "5353:53/udp"])
+        .unwrap();
+    let app = run_on(&d, "app", "ds", Some(C2));
+    let far6: Ipv6Addr = "fd00:10:2::30".parse().unwrap();
+    let far = run_on(&d, "far", "other", Some(far6));
+    let tcp = EchoServer::start(&web.netns, Proto::Tcp, v6(C1, 80)).unwrap();
+    let udp = EchoServer::start(&web.netns, Proto::Udp, v6(C1, 53)).unwrap();
+    let node = |port| v6(Sandbox::NODE_ADDR6, port);
+    // A neighbour, through the node's address and through its gateway's: the backend
+    // sees the caller's own address.
+    for target in [node(8080), v6(GATEWAY6, 8080)] {
+        echo_once(&app.netns, Proto::Tcp, target).unwrap();
+        assert_eq!(tcp.peers().last().unwrap().ip(), IpAddr::V6(C2), "{target}");
+    }
+    echo_once(&app.netns, Proto::Udp, node(5353)).unwrap();
+    assert_eq!(udp.peers().last().unwrap().ip(), IpAddr::V6(C2));
+    // Another network's container: through the published port only.
+    echo_once(&far.netns, Proto::Tcp, node(8080)).unwrap();
+    assert_eq!(tcp.peers().last().unwrap().ip(), IpAddr::V6(far6));
+    assert!(echo_fails(&far.netns, Proto::Tcp, v6(C1, 80)).unwrap());
+    // Its own published port: masqueraded to its gateway, as Docker's hairpin NAT does.
+    echo_once(&web.netns, Proto::Tcp, node(8080)).unwrap();
+    assert_eq!(tcp.peers().last().unwrap().ip(), IpAddr::V6(GATEWAY6));
+    echo_once(&web.netns, Proto::Udp, node(5353)).unwrap();
+    assert!(d.counter("EndpointIngress", "hairpin_new_flow").unwrap() >= 5);
 }

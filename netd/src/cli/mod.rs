@@ -334,24 +334,9 @@ pub async fn port(client: &Client, args: PortArgs) -> Result<ExitCode> {
         .await?;
     let mut ports = c.ports.clone();
     ports.sort_by_key(|b| (b.container_port, b.proto, b.host_ip, b.host_port));
-    // Published ports lead to the container's first endpoint; on a dual-stack one, a
-    // binding on every address is on every IPv6 address too (`[::]`), as Docker's.
-    let dual_stack = c
-        .endpoints
-        .first()
-        .is_some_and(|e| !e.global_ipv6_address.is_empty());
-    let host_ends = |b: &crate::ports::PortBinding| {
-        let mut ends = vec![format!("{}:{}", b.host_ip, b.host_port)];
-        if dual_stack && b.host_ip.is_unspecified() {
-            ends.push(format!("[::]:{}", b.host_port));
-        }
-        ends
-    };
     let Some(wanted) = args.port else {
         for b in &ports {
-            for end in host_ends(b) {
-                println!("{}/{} -> {end}", b.container_port, b.proto);
-            }
+            println!("{b}");
         }
         return Ok(ExitCode::SUCCESS);
     };
@@ -370,9 +355,7 @@ pub async fn port(client: &Client, args: PortArgs) -> Result<ExitCode> {
         bail!("no public port '{port}/{proto}' published for {}", c.name);
     }
     for b in matching {
-        for end in host_ends(b) {
-            println!("{end}");
-        }
+        println!("{}", crate::ports::host_end(b.host_ip, b.host_port));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -537,7 +520,7 @@ fn ports_column(c: &ContainerView) -> String {
 struct PortRun {
     proto: Proto,
     container_start: u16,
-    host_ip: std::net::Ipv4Addr,
+    host_ip: std::net::IpAddr,
     host_start: u16,
     /// How many ports past the first (0 for a single binding).
     extra: u16,
@@ -546,15 +529,12 @@ struct PortRun {
 impl std::fmt::Display for PortRun {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (h, c) = (self.host_start, self.container_start);
+        let ip = crate::ports::host_addr(self.host_ip);
         if self.extra == 0 {
-            write!(f, "{}:{h}->{c}/{}", self.host_ip, self.proto)
+            write!(f, "{ip}:{h}->{c}/{}", self.proto)
         } else {
             let (h_end, c_end) = (h + self.extra, c + self.extra);
-            write!(
-                f,
-                "{}:{h}-{h_end}->{c}-{c_end}/{}",
-                self.host_ip, self.proto
-            )
+            write!(f, "{ip}:{h}-{h_end}->{c}-{c_end}/{}", self.proto)
         }
     }
 }
@@ -624,16 +604,21 @@ fn render_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> Str
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv6Addr};
 
     use super::*;
     use crate::ports::PortBinding;
 
-    fn binding(proto: Proto, host_ip: [u8; 4], host_port: u16, container_port: u16) -> PortBinding {
+    fn binding(
+        proto: Proto,
+        host_ip: impl Into<IpAddr>,
+        host_port: u16,
+        container_port: u16,
+    ) -> PortBinding {
         PortBinding {
             proto,
             container_port,
-            host_ip: Ipv4Addr::from(host_ip),
+            host_ip: host_ip.into(),
             host_port,
         }
     }
@@ -685,6 +670,24 @@ mod tests {
         top.reverse();
         assert_eq!(column(&top), "0.0.0.0:65530-65535->65530-65535/tcp");
         assert_eq!(column(&[]), "");
+    }
+
+    #[test]
+    fn ipv6_bindings_are_bracketed_after_their_ipv4_twins_like_dockers() {
+        let v6 = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        let mut bindings: Vec<_> = (0..3)
+            .flat_map(|i| {
+                [
+                    binding(Proto::Tcp, [0, 0, 0, 0], 8000 + i, 80 + i),
+                    binding(Proto::Tcp, v6("::"), 8000 + i, 80 + i),
+                ]
+            })
+            .collect();
+        bindings.push(binding(Proto::Udp, v6("2001:db8::1"), 5353, 53));
+        assert_eq!(
+            column(&bindings),
+            "0.0.0.0:8000-8002->80-82/tcp, [::]:8000-8002->80-82/tcp, [2001:db8::1]:5353->53/udp"
+        );
     }
 
     #[test]

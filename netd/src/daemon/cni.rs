@@ -22,7 +22,7 @@ use crate::{
     netlink::Netlink,
     netns,
     pending_del::PendingDel,
-    ports::{PortBinding, PortSpec},
+    ports::{Families, PortBinding, PortSpec},
     process::Pidfd,
     state::{CniAttachment, Container, Network, Sandbox, Status},
 };
@@ -70,16 +70,6 @@ fn key_of(c: &Container) -> Option<(&str, &str, &str)> {
         )),
         _ => None,
     }
-}
-
-/// A published port as the `-p` spec `netd-cni` sends for it.
-fn spec_of(b: &PortBinding) -> String {
-    let ip = if b.host_ip.is_unspecified() {
-        String::new()
-    } else {
-        format!("{}:", b.host_ip)
-    };
-    format!("{ip}{}:{}/{}", b.host_port, b.container_port, b.proto)
 }
 
 impl Inner {
@@ -153,7 +143,9 @@ impl Inner {
             )));
         }
         self.refresh_node_addrs().await?;
-        let ports = self.bind_ports(&specs).map_err(ApiError::conflict)?;
+        let ports = self
+            .bind_ports(&specs, Families::with_ipv6(n.ipv6.is_some()))
+            .map_err(ApiError::conflict)?;
         let id = random_id();
         let name = self.cni_record_name(&req.container_id, &req.ifname, &id);
         let ip = self.cni_address(&n, req.ip.as_deref(), &name).await?;
@@ -552,18 +544,36 @@ impl Inner {
         if req.default_route && !has_default {
             return mismatch(format!("the default route via {} is gone", a.ifname));
         }
-        // netd-cni sends ports in the form `spec_of` writes.
-        let recorded: BTreeSet<String> = c.ports.iter().map(spec_of).collect();
-        let asked: BTreeSet<String> = a.ports.iter().cloned().collect();
+        // netd-cni sends specs with their host ports: they expand to the same bindings.
+        let families = Families::with_ipv6(ep.ip6.is_some());
+        let asked = a
+            .ports
+            .iter()
+            .map(|s| s.parse::<PortSpec>())
+            .collect::<anyhow::Result<Vec<_>>>()
+            .and_then(|specs| {
+                crate::ports::bind(&specs, families, &mut Default::default(), |_, _| None)
+            });
+        let asked: BTreeSet<PortBinding> = match asked {
+            Ok(bindings) => bindings.into_iter().collect(),
+            Err(e) => return mismatch(format!("asked for ports [{}]: {e:#}", a.ports.join(", "))),
+        };
+        let recorded: BTreeSet<PortBinding> = c.ports.iter().copied().collect();
         if asked != recorded {
+            let list = |bs: &BTreeSet<PortBinding>| {
+                bs.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             return mismatch(format!(
                 "published ports [{}], asked for [{}]",
-                recorded.into_iter().collect::<Vec<_>>().join(", "),
-                a.ports.join(", ")
+                list(&recorded),
+                list(&asked)
             ));
         }
         for b in &c.ports {
-            if !self.datapath.is_published(b, ep.ip)? {
+            if !self.datapath.is_published(b, ep.ip, ep.ip6)? {
                 return mismatch(format!("port {b} is missing from the data path"));
             }
         }

@@ -25,7 +25,7 @@ use crate::{
     netns::{self, NsId},
     node_ports::node_sockets,
     plan::{self, PeerGoes},
-    ports::{self, PortBinding, PortSpec},
+    ports::{self, Families, PortBinding, PortSpec},
     process,
     state::{Container, Endpoint, Network, Sandbox, Status},
 };
@@ -286,7 +286,7 @@ impl Inner {
         self.overlay_here(&req.network).await?;
         let mode = self.resolve_mode(&req)?;
         // Host mode: Docker discards -p (the CLI prints Docker's warning).
-        let bindings = if matches!(mode, Mode::Bridge(_)) {
+        let bindings = if let Mode::Bridge(n) = &mode {
             let mut specs = req
                 .publish
                 .iter()
@@ -299,7 +299,8 @@ impl Inner {
                 specs.extend(extra);
             }
             self.refresh_node_addrs().await?;
-            self.bind_ports(&specs).map_err(ApiError::conflict)?
+            self.bind_ports(&specs, Families::with_ipv6(n.ipv6.is_some()))
+                .map_err(ApiError::conflict)?
         } else {
             Vec::new()
         };
@@ -713,7 +714,12 @@ impl Inner {
         }
     }
 
-    pub(super) fn bind_ports(&mut self, specs: &[PortSpec]) -> Result<Vec<PortBinding>> {
+    /// Bindings for `specs`, for an endpoint of `families`, none taken already.
+    pub(super) fn bind_ports(
+        &mut self,
+        specs: &[PortSpec],
+        families: Families,
+    ) -> Result<Vec<PortBinding>> {
         let existing: Vec<PortBinding> = self
             .state
             .containers
@@ -722,7 +728,7 @@ impl Inner {
             .collect();
         let sockets = node_sockets();
         let in_cluster = self.cluster.is_some();
-        ports::bind(specs, &mut self.ephemeral, |candidate, chosen| {
+        ports::bind(specs, families, &mut self.ephemeral, |candidate, chosen| {
             if in_cluster
                 && let Some(why) =
                     crate::cluster::reserved_port(candidate.proto, candidate.host_port)
@@ -741,8 +747,9 @@ impl Inner {
                 .find(|s| s.conflicts_with(candidate))
                 .map(|s| {
                     format!(
-                        "port is already in use by a process on the node ({}/{}:{})",
-                        s.proto, s.addr, s.port
+                        "port is already in use by a process on the node ({}/{})",
+                        s.proto,
+                        ports::host_end(s.addr, s.port)
                     )
                 })
         })

@@ -509,7 +509,7 @@ mod tests {
             .map(|&p| PortBinding {
                 proto: crate::ports::Proto::Tcp,
                 container_port: p,
-                host_ip: Ipv4Addr::UNSPECIFIED,
+                host_ip: Ipv4Addr::UNSPECIFIED.into(),
                 host_port: 8000 + p,
             })
             .collect();

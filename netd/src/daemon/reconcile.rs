@@ -464,14 +464,11 @@ impl Inner {
                 warn!("remove veth {name}: {e:#}");
             }
         }
-        let keep_ports: Vec<(PortBinding, bool)> = self
+        let keep_ports: Vec<PortBinding> = self
             .state
             .containers
             .values()
-            .flat_map(|c| {
-                let ipv6 = c.primary().is_some_and(|p| p.ip6.is_some());
-                c.ports.iter().map(move |b| (*b, ipv6))
-            })
+            .flat_map(|c| c.ports.iter().copied())
             .collect();
         let ports = self.datapath.retain_published(&keep_ports)?;
         let keep_eps: Vec<u32> = self

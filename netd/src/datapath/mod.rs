@@ -59,7 +59,7 @@ pub const ENDPOINT_PROGRAM: &str = "endpoint_ingress";
 /// Its partner on TC egress: counts what is delivered to the container.
 pub const ENDPOINT_EGRESS_PROGRAM: &str = "endpoint_egress";
 /// The IPv6 programs the IPv4 entry points tail-call through `CALLS`, by slot.
-pub const IPV6_PROGRAMS: [(&str, u32); 5] = [
+pub const IPV6_PROGRAMS: [(&str, u32); 6] = [
     (
         "endpoint_ingress6",
         netd_common::maps::CALL_ENDPOINT_INGRESS6,
@@ -74,6 +74,10 @@ pub const IPV6_PROGRAMS: [(&str, u32); 5] = [
         "uplink_ingress6_new",
         netd_common::maps::CALL_UPLINK_INGRESS6_NEW,
     ),
+    (
+        "endpoint_ingress6_new",
+        netd_common::maps::CALL_ENDPOINT_INGRESS6_NEW,
+    ),
 ];
 /// The program on the node's VXLAN device (TC ingress): frames from other nodes.
 pub const OVERLAY_PROGRAM: &str = "overlay_ingress";
@@ -83,9 +87,13 @@ pub const SWEEP_PROGRAM: &str = "flow_sweep";
 pub const SWEEP6_PROGRAM: &str = "flow_sweep6";
 
 /// The socket hooks for host-local access, attached to a cgroup.
-pub const HOST_LOCAL_PROGRAMS: [&str; 4] = [
+pub const HOST_LOCAL_PROGRAMS: [&str; 8] = [
     "host_connect4",
     "host_sendmsg4",
     "host_recvmsg4",
     "host_getpeername4",
+    "host_connect6",
+    "host_sendmsg6",
+    "host_recvmsg6",
+    "host_getpeername6",
 ];

@@ -1,7 +1,7 @@
 //! The maps that describe the node to the programs: endpoints, published ports, node
 //! settings and addresses, networks; and the counters and entry counts read back.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result};
 use aya::maps::{self, Array, LpmTrie, MapData, PerCpuArray, lpm_trie::Key};
@@ -16,7 +16,7 @@ use netd_common::{
         NodeConfig, OverlayInfo, RemoteEndpoint,
     },
     published::{Backend, Backend6, PortKey, PortKey6},
-    sockets::{SocketOrigin, SocketPeer},
+    sockets::{SocketOrigin, SocketOrigin6, SocketPeer, SocketPeer6},
     user::addr_be,
 };
 
@@ -256,6 +256,10 @@ impl Datapath {
                 hash::<SocketPeer, SocketOrigin>(self.map(names::SOCKET_ORIGINS)?)?,
             ),
             (
+                "socket_origins6",
+                hash::<SocketPeer6, SocketOrigin6>(self.map(names::SOCKET_ORIGINS6)?)?,
+            ),
+            (
                 "node_addresses",
                 hash::<u32, u8>(self.map(names::NODE_ADDRS)?)?,
             ),
@@ -308,9 +312,11 @@ impl Datapath {
         )?)
     }
 
-    /// Publish `b`, leading to `addr` behind host-side veth `ifindex`; a binding on every
-    /// address (`0.0.0.0`, as `-p 8080:80` gives) also on every IPv6 address of the node
-    /// (`[::]`), leading to `addr6`, when the endpoint has one (Docker's `-p`).
+    /// Publish `b`, leading to the endpoint's address of the binding's family (`addr`,
+    /// or `addr6` for a binding on an IPv6 address) behind host-side veth `ifindex`.
+    /// An IPv6 binding published again for an endpoint without IPv6 (now) leads nowhere:
+    /// its entry is removed, not left leading to an address that may be another
+    /// container's by now.
     pub fn publish(
         &mut self,
         b: &PortBinding,
@@ -318,70 +324,77 @@ impl Datapath {
         addr6: Option<Ipv6Addr>,
         ifindex: u32,
     ) -> Result<()> {
-        let key = PortKey::new(b.proto.number(), b.host_ip, b.host_port);
-        self.ports()?
-            .insert(key, Backend::new(addr, b.container_port, ifindex), 0)
-            .with_context(|| format!("publish {b}"))?;
-        if let Some(key6) = port_key6(b) {
-            let mut ports6 = self.ports6()?;
-            match addr6 {
-                Some(addr6) => ports6
-                    .insert(key6, Backend6::new(addr6, b.container_port, ifindex), 0)
-                    .with_context(|| format!("publish {b} on [::]"))?,
-                // Published again for an endpoint without IPv6 (now): no twin left
-                // leading to an address that may be another container's by now.
-                None => ports6
-                    .remove(&key6)
-                    .or_else(ignore_missing)
-                    .with_context(|| format!("unpublish {b} on [::]"))?,
+        match (port_key(b), addr6) {
+            (Slot::V4(key), _) => {
+                self.ports()?
+                    .insert(key, Backend::new(addr, b.container_port, ifindex), 0)
+            }
+            (Slot::V6(key), Some(addr6)) => {
+                self.ports6()?
+                    .insert(key, Backend6::new(addr6, b.container_port, ifindex), 0)
+            }
+            (Slot::V6(key), None) => {
+                warn!("{b}: the container has no IPv6 address (now); not published");
+                self.ports6()?.remove(&key).or_else(ignore_missing)
             }
         }
-        Ok(())
+        .with_context(|| format!("publish {b}"))
     }
 
-    /// The data path translates `b` to `addr` (`CHECK` of a CNI attachment).
-    pub fn is_published(&self, b: &PortBinding, addr: Ipv4Addr) -> Result<bool> {
-        let key = PortKey::new(b.proto.number(), b.host_ip, b.host_port);
-        let ports: maps::HashMap<&MapData, PortKey, Backend> =
-            maps::HashMap::try_from(self.map(names::PUBLISHED_PORTS)?)?;
-        match ports.get(&key, 0) {
-            Ok(backend) => {
-                let want = Backend::new(addr, b.container_port, backend.ifindex);
-                Ok((backend.addr, backend.port) == (want.addr, want.port))
+    /// The data path translates `b` to the endpoint's `addr` or `addr6` (`CHECK` of a
+    /// CNI attachment).
+    pub fn is_published(
+        &self,
+        b: &PortBinding,
+        addr: Ipv4Addr,
+        addr6: Option<Ipv6Addr>,
+    ) -> Result<bool> {
+        let found = match port_key(b) {
+            Slot::V4(key) => {
+                let ports: maps::HashMap<&MapData, PortKey, Backend> =
+                    maps::HashMap::try_from(self.map(names::PUBLISHED_PORTS)?)?;
+                ports.get(&key, 0).map(|got| {
+                    let want = Backend::new(addr, b.container_port, got.ifindex);
+                    (got.addr, got.port) == (want.addr, want.port)
+                })
             }
+            Slot::V6(key) => {
+                let ports: maps::HashMap<&MapData, PortKey6, Backend6> =
+                    maps::HashMap::try_from(self.map(names::PUBLISHED_PORTS6)?)?;
+                ports.get(&key, 0).map(|got| {
+                    addr6.is_some_and(|addr6| {
+                        let want = Backend6::new(addr6, b.container_port, got.ifindex);
+                        (got.addr, got.port) == (want.addr, want.port)
+                    })
+                })
+            }
+        };
+        match found {
+            Ok(same) => Ok(same),
             Err(aya::maps::MapError::KeyNotFound) => Ok(false),
             Err(e) => Err(e).with_context(|| format!("look up {b}")),
         }
     }
 
     pub fn unpublish(&mut self, b: &PortBinding) -> Result<()> {
-        let key = PortKey::new(b.proto.number(), b.host_ip, b.host_port);
-        self.ports()?
-            .remove(&key)
-            .or_else(ignore_missing)
-            .with_context(|| format!("unpublish {b}"))?;
-        if let Some(key6) = port_key6(b) {
-            self.ports6()?
-                .remove(&key6)
-                .or_else(ignore_missing)
-                .with_context(|| format!("unpublish {b} on [::]"))?;
+        match port_key(b) {
+            Slot::V4(key) => self.ports()?.remove(&key),
+            Slot::V6(key) => self.ports6()?.remove(&key),
         }
-        Ok(())
+        .or_else(ignore_missing)
+        .with_context(|| format!("unpublish {b}"))
     }
 
     /// Remove every published port not in `keep` (left over from a previous run), of
-    /// both families (IPv6: the `[::]` twins of the wildcard bindings kept whose endpoint
-    /// has IPv6, `true` beside each). Returns how many were removed.
-    pub fn retain_published(&mut self, keep: &[(PortBinding, bool)]) -> Result<usize> {
-        let keep4: Vec<PortKey> = keep
-            .iter()
-            .map(|(b, _)| PortKey::new(b.proto.number(), b.host_ip, b.host_port))
-            .collect();
-        let keep6: Vec<PortKey6> = keep
-            .iter()
-            .filter(|(_, ipv6)| *ipv6)
-            .filter_map(|(b, _)| port_key6(b))
-            .collect();
+    /// both families. Returns how many were removed.
+    pub fn retain_published(&mut self, keep: &[PortBinding]) -> Result<usize> {
+        let (mut keep4, mut keep6) = (Vec::new(), Vec::new());
+        for b in keep {
+            match port_key(b) {
+                Slot::V4(key) => keep4.push(key),
+                Slot::V6(key) => keep6.push(key),
+            }
+        }
         let stale = retain_in::<_, Backend>(self.map_mut(names::PUBLISHED_PORTS)?, &keep4)?;
         let stale6 = retain_in::<_, Backend6>(self.map_mut(names::PUBLISHED_PORTS6)?, &keep6)?;
         Ok(stale + stale6)
@@ -490,10 +503,15 @@ pub fn netns_cookie() -> Result<u64> {
     crate::netns::current_cookie()
 }
 
-/// The IPv6 twin of a binding on every IPv4 address (`0.0.0.0`): the same port on every
-/// IPv6 address (`[::]`). A binding on one address has none.
-fn port_key6(b: &PortBinding) -> Option<PortKey6> {
-    b.host_ip
-        .is_unspecified()
-        .then(|| PortKey6::new(b.proto.number(), Ipv6Addr::UNSPECIFIED, b.host_port))
+/// A binding's place in the published-port table of its family.
+enum Slot {
+    V4(PortKey),
+    V6(PortKey6),
+}
+
+fn port_key(b: &PortBinding) -> Slot {
+    match b.host_ip {
+        IpAddr::V4(ip) => Slot::V4(PortKey::new(b.proto.number(), ip, b.host_port)),
+        IpAddr::V6(ip) => Slot::V6(PortKey6::new(b.proto.number(), ip, b.host_port)),
+    }
 }

@@ -64,7 +64,7 @@ pub fn standard_node_with(mut t: TestDatapath) -> TestDatapath {
         let b = PortBinding {
             proto,
             container_port,
-            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_ip: Ipv4Addr::UNSPECIFIED.into(),
             host_port,
         };
         t.dp.publish(&b, CONTAINER, None, LO).unwrap();
