@@ -712,12 +712,19 @@ fn ports_published_with_dash_p_answer_on_the_nodes_ipv6_address_the_client_kept(
     };
     check();
     assert!(d.counter("UplinkIngress", "dnat_new_flow").unwrap() >= 2);
+    // `netd info` counts the IPv6 tables too: the two `[::]` bindings, their flows.
+    let tables = &d.info().unwrap()["map_entries"];
+    assert_eq!(tables["published_ports6"], 2, "{tables}");
+    let flows6 =
+        tables["flows6"].as_u64().unwrap() + tables["unconfirmed_flows6"].as_u64().unwrap();
+    assert!(flows6 >= 2, "{tables}");
     d.stop(libc::SIGKILL).unwrap();
     d.restart().unwrap();
     check();
     // Removed with the container: the node's port is its own again.
     d.cli_ok(&["rm", "-f", "web"]).unwrap();
     assert!(echo_fails(&sb.ext.path(), Proto::Tcp, v6(Sandbox::NODE_ADDR6, 8080)).unwrap());
+    assert_eq!(d.info().unwrap()["map_entries"]["published_ports6"], 0);
 }
 
 #[test]

@@ -118,7 +118,8 @@ struct Inner {
     /// The daemon's events: the reconcile tells of its repairs there.
     events: Arc<crate::events::Events>,
     /// The connection table as the collector's last sweep found it, for the metrics.
-    flow_census: Option<scrape::FlowCensus>,
+    /// The collector's last count of each family's connection table (IPv4's, IPv6's).
+    flow_census: Option<[scrape::FlowCensus; 2]>,
     /// What the default network's IPv6 is to be (`--ipv6`, `--fixed-cidr-v6`).
     default_ipv6: crate::network_request::DefaultIpv6,
     /// `netd monitor`'s events: flows purged with their containers end there.
@@ -873,11 +874,14 @@ impl Daemon {
         }
         let kept = expired.kept(entries);
         inner.datapath.set_flow_owners(&conntrack::owners(&kept))?;
-        inner.flow_census = Some(scrape::FlowCensus::of(&kept));
         let entries6 = inner.datapath.flow_entries6()?;
         let expired6 = sweep_expired(&mut inner.datapath, &entries6)?;
         let kept6 = expired6.kept(entries6);
         inner.datapath.set_flow_owners(&conntrack::owners(&kept6))?;
+        inner.flow_census = Some([
+            scrape::FlowCensus::of(&kept),
+            scrape::FlowCensus::of(&kept6),
+        ]);
         inner.warn_if_flow_table_full()?;
         Ok(expired.removed + expired6.removed)
     }

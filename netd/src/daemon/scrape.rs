@@ -26,7 +26,7 @@ pub struct FlowCensus {
 }
 
 impl FlowCensus {
-    pub fn of(flows: &conntrack::Snapshot) -> Self {
+    pub fn of<A: Copy + Eq + std::hash::Hash>(flows: &conntrack::Snapshot<A>) -> Self {
         let confirmed = flows
             .iter()
             .filter(|(_, _, t)| *t == conntrack::FlowTable::Confirmed)
@@ -41,14 +41,18 @@ impl FlowCensus {
 
 impl Inner {
     fn metrics_snapshot(&mut self) -> Result<metrics::Snapshot> {
-        let census = match self.flow_census {
-            Some(census) => census,
+        let [census, census6] = match self.flow_census {
+            Some(both) => both,
             // Before the collector's first sweep.
-            None => FlowCensus::of(&self.datapath.flow_entries()?),
+            None => [
+                FlowCensus::of(&self.datapath.flow_entries()?),
+                FlowCensus::of(&self.datapath.flow_entries6()?),
+            ],
         };
-        let fill = self
-            .datapath
-            .map_fill_with(Some((census.confirmed, census.unconfirmed)))?;
+        let fill = self.datapath.map_fill_with(Some([
+            (census.confirmed, census.unconfirmed),
+            (census6.confirmed, census6.unconfirmed),
+        ]))?;
         let entries = |name: &str| {
             fill.iter()
                 .find(|f| f.name == name)
@@ -68,7 +72,9 @@ impl Inner {
             flow_table_full_drops: counted(None, "drop_flow_table_full"),
             snat_exhausted_drops: counted(None, "drop_snat_ports_exhausted"),
             snat_ports: u64::from(self.snat_ports.end - self.snat_ports.start) + 1,
-            snat_ports_in_use_max: census.snat_ports_in_use_max,
+            snat_ports_in_use_max: census
+                .snat_ports_in_use_max
+                .max(census6.snat_ports_in_use_max),
             monitor_sent: monitor.sent,
             monitor_lost: monitor.lost,
             monitor_sessions: 0,
@@ -82,7 +88,7 @@ impl Inner {
                 .collect(),
             containers: self.state.containers.len() as u64,
             networks: self.state.networks.len() as u64,
-            published_ports: entries("published_ports"),
+            published_ports: entries("published_ports") + entries("published_ports6"),
             flow_capacity: u64::from(self.datapath.flow_capacity()),
             flows_confirmed: entries("flows"),
             flows_unconfirmed: entries("unconfirmed_flows"),

@@ -10,10 +10,10 @@ use log::warn;
 use netd_common::{
     counters::{Counter, EndpointCounters, EndpointDropKey, Hook, Reason, counter_index},
     fast_path::FAST_PATH,
-    flow::{FlowEntry, FlowKey},
+    flow::{FlowEntry, FlowEntry6, FlowKey, FlowKey6},
     maps::{
-        self as names, Addr6, Endpoint6Info, EndpointInfo, FragmentKey, FragmentPorts, NetworkInfo,
-        NodeConfig, OverlayInfo, RemoteEndpoint,
+        self as names, Addr6, Endpoint6Info, EndpointInfo, FragmentKey, FragmentKey6,
+        FragmentPorts, NetworkInfo, NodeConfig, OverlayInfo, RemoteEndpoint,
     },
     published::{Backend, Backend6, PortKey, PortKey6},
     sockets::{SocketOrigin, SocketOrigin6, SocketPeer, SocketPeer6},
@@ -198,9 +198,10 @@ impl Datapath {
         self.map_fill_with(None)
     }
 
-    /// `map_fill`, with the connection table's two maps counted by the caller
-    /// (confirmed, unconfirmed entries) rather than walked: they are the big ones.
-    pub fn map_fill_with(&self, flows: Option<(usize, usize)>) -> Result<Vec<MapFill>> {
+    /// `map_fill`, with each family's connection table counted by the caller
+    /// (confirmed, unconfirmed entries; IPv4's, then IPv6's) rather than walked: they are
+    /// the big ones.
+    pub fn map_fill_with(&self, flows: Option<[(usize, usize); 2]>) -> Result<Vec<MapFill>> {
         fn capacity<K: aya::Pod, V>(m: &impl maps::IterableMap<K, V>) -> Result<u32> {
             Ok(m.map().info()?.max_entries())
         }
@@ -222,17 +223,35 @@ impl Datapath {
                 hash::<PortKey, Backend>(self.map(names::PUBLISHED_PORTS)?)?,
             ),
             (
+                "published_ports6",
+                hash::<PortKey6, Backend6>(self.map(names::PUBLISHED_PORTS6)?)?,
+            ),
+            (
                 "flows",
                 match flows {
-                    Some((confirmed, _)) => (confirmed, self.flow_capacity),
+                    Some([(confirmed, _), _]) => (confirmed, self.flow_capacity),
                     None => hash::<FlowKey, FlowEntry>(self.map(names::FLOWS)?)?,
                 },
             ),
             (
                 "unconfirmed_flows",
                 match flows {
-                    Some((_, unconfirmed)) => (unconfirmed, self.flow_capacity),
+                    Some([(_, unconfirmed), _]) => (unconfirmed, self.flow_capacity),
                     None => hash::<FlowKey, FlowEntry>(self.map(names::PENDING_FLOWS)?)?,
+                },
+            ),
+            (
+                "flows6",
+                match flows {
+                    Some([_, (confirmed, _)]) => (confirmed, self.flow_capacity),
+                    None => hash::<FlowKey6, FlowEntry6>(self.map(names::FLOWS6)?)?,
+                },
+            ),
+            (
+                "unconfirmed_flows6",
+                match flows {
+                    Some([_, (_, unconfirmed)]) => (unconfirmed, self.flow_capacity),
+                    None => hash::<FlowKey6, FlowEntry6>(self.map(names::PENDING_FLOWS6)?)?,
                 },
             ),
             (
@@ -240,8 +259,16 @@ impl Datapath {
                 hash::<u32, u64>(self.map(names::FLOW_OWNERS)?)?,
             ),
             (
+                "flow_owners6",
+                hash::<Addr6, u64>(self.map(names::FLOW_OWNERS6)?)?,
+            ),
+            (
                 "fragments",
                 hash::<FragmentKey, FragmentPorts>(self.map(names::FRAGMENTS)?)?,
+            ),
+            (
+                "fragments6",
+                hash::<FragmentKey6, FragmentPorts>(self.map(names::FRAGMENTS6)?)?,
             ),
             (
                 "endpoints",
