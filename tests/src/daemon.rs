@@ -346,6 +346,11 @@ impl Daemon {
                 .context("no endpoint")?
                 .to_string(),
             ip: primary["ip"].as_str().context("no ip")?.parse()?,
+            ip6: primary["GlobalIPv6Address"]
+                .as_str()
+                .filter(|a| !a.is_empty())
+                .map(str::parse)
+                .transpose()?,
             netns: PathBuf::from(c["netns_path"].as_str().context("no netns_path")?),
         })
     }
@@ -466,6 +471,8 @@ pub struct Container {
     /// The host end of its veth, in the node namespace.
     pub host_veth: String,
     pub ip: std::net::Ipv4Addr,
+    /// Its IPv6 address, on a network with IPv6.
+    pub ip6: Option<std::net::Ipv6Addr>,
     pub netns: PathBuf,
 }
 

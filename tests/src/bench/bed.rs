@@ -8,10 +8,16 @@
 //! `uplink0` on the client's LAN (10.200.0.128, no bridge, nothing translated). GRO is on
 //! on the node's uplink for all of them: a veth accepts XDP frames (the 64-byte
 //! generator's) only when its peer has NAPI, which GRO or an XDP program gives it.
+//!
+//! Every bed but netd-macvlan is dual-stack: the bridge has `fd00:17::1/64` too and the
+//! container `fd00:17::2` (netd: `--ipv6 --fixed-cidr-v6 fd00:17::/64`), and each
+//! translation is installed for both families as its owner installs it (Docker with
+//! ip6tables, a second nftables table of the ip6 family), so the IPv6 rows measure the
+//! same paths over IPv6.
 
 use std::{
     fmt,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
@@ -125,6 +131,27 @@ impl Datapath {
         }
     }
 
+    /// Whether the bed is dual-stack: every one but netd-macvlan (netd's macvlan networks
+    /// have no IPv6 yet).
+    pub fn has_ipv6(self) -> bool {
+        self != Datapath::NetdMacvlan
+    }
+
+    /// The container's IPv6 address, on a dual-stack bed.
+    pub fn container_addr6(self) -> Option<Ipv6Addr> {
+        self.has_ipv6().then_some(CONTAINER_ADDR6)
+    }
+
+    /// What the client dials over IPv6: the node's address, or the container's own where
+    /// nothing translates.
+    pub fn target6(self) -> Option<Ipv6Addr> {
+        if self.translates() {
+            self.has_ipv6().then_some(Sandbox::NODE_ADDR6)
+        } else {
+            self.container_addr6()
+        }
+    }
+
     /// What the report divides a netd datapath's medians by: the bridge variants by
     /// Docker's iptables rules and by the direct path; netd-macvlan by netd's bridge under
     /// the same daemon flags (the driver's cost) and by the direct path.
@@ -183,6 +210,12 @@ impl fmt::Display for Datapath {
 
 /// The container's address on netd's (or the baselines') bridge.
 pub const CONTAINER_ADDR: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 2);
+/// The container's IPv6 address on the dual-stack beds' bridge.
+pub const CONTAINER_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 2);
+/// The bridge's IPv6 subnet (netd: `--fixed-cidr-v6`); the bridge is its `::1`.
+pub const SUBNET6: &str = "fd00:17::/64";
+/// The daemon flags that make netd's default bridge dual-stack like the baselines'.
+const NETD_IPV6_FLAGS: [&str; 3] = ["--ipv6", "--fixed-cidr-v6", SUBNET6];
 /// netd-macvlan's container: the first address of the network's `--ip-range`.
 pub const MACVLAN_CONTAINER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 128);
 /// netd-macvlan's network: the client's LAN, with the node's uplink as the parent.
@@ -213,6 +246,9 @@ pub struct Bed {
     /// What the client dials: the node's address, or the container's own where nothing
     /// translates (`direct`, `netd-macvlan`).
     pub target: Ipv4Addr,
+    /// The container's IPv6 address and what the client dials over IPv6 (dual-stack beds).
+    pub container_addr6: Option<Ipv6Addr>,
+    pub target6: Option<Ipv6Addr>,
     /// The container's MAC when it is on the client's LAN itself (macvlan): the client's
     /// frames go to it, not to the node's uplink.
     pub lan_mac: Option<[u8; 6]>,
@@ -266,7 +302,11 @@ impl Bed {
 
     fn netd(sandbox: Sandbox, datapath: Datapath) -> Result<Self> {
         let (flags, (fast_path, xdp)) = datapath.daemon_flags().context("not a netd datapath")?;
-        let daemon = Daemon::start_with(&sandbox.node, Sandbox::UPLINK, flags)
+        let mut flags = flags.to_vec();
+        if datapath.has_ipv6() {
+            flags.extend(NETD_IPV6_FLAGS);
+        }
+        let daemon = Daemon::start_with(&sandbox.node, Sandbox::UPLINK, &flags)
             .with_context(|| format!("{datapath}: start netd daemon {}", flags.join(" ")))?;
         let info = daemon.info().context("netd info")?;
         let network = datapath.netd_network();
@@ -303,10 +343,18 @@ impl Bed {
             args.extend(["-p", p.as_str()]);
         }
         let path = PathBuf::from(daemon.cli_ok(&args)?.trim());
-        let ip = daemon.container("web")?.ip;
+        let web = daemon.container("web")?;
+        let ip = web.ip;
         let want = datapath.container_addr();
         if ip != want {
             bail!("netd gave the container {ip}, the bed expects {want}");
+        }
+        if web.ip6 != datapath.container_addr6() {
+            bail!(
+                "netd gave the container IPv6 address {:?}, the bed expects {:?}",
+                web.ip6,
+                datapath.container_addr6()
+            );
         }
         let lan_mac = match network {
             Some(n) => Some(
@@ -329,6 +377,8 @@ impl Bed {
             container: path,
             container_addr: ip,
             target: datapath.target(),
+            container_addr6: datapath.container_addr6(),
+            target6: datapath.target6(),
             lan_mac,
             daemon: Some(daemon),
             fillers: 0,
@@ -370,10 +420,19 @@ impl Bed {
         ctr.ip(&["link", "set", "lo", "up"])?;
         ctr.ip(&["route", "add", "default", "via", "172.17.0.1"])?;
         node.sysctl("net.ipv4.ip_forward", "1")?;
+        // IPv6 as netd's `--fixed-cidr-v6` lays it out (no duplicate address detection:
+        // usable at once).
+        node.ip(&["-6", "addr", "add", "fd00:17::1/64", "dev", "netd0", "nodad"])?;
+        ctr.ip(&["-6", "addr", "add", "fd00:17::2/64", "dev", "eth0", "nodad"])?;
+        ctr.ip(&["-6", "route", "add", "default", "via", "fd00:17::1"])?;
+        node.sysctl("net.ipv6.conf.all.forwarding", "1")?;
         if !datapath.translates() {
             sandbox
                 .ext
                 .ip(&["route", "add", "172.17.0.0/16", "via", "10.200.0.2"])?;
+            sandbox
+                .ext
+                .ip(&["-6", "route", "add", SUBNET6, "via", "2001:db8:200::2"])?;
         }
         let mut bed = Bed {
             datapath,
@@ -381,6 +440,8 @@ impl Bed {
             sandbox,
             container_addr: CONTAINER_ADDR,
             target: datapath.target(),
+            container_addr6: datapath.container_addr6(),
+            target6: datapath.target6(),
             lan_mac: None,
             daemon: None,
             fillers: 0,
@@ -402,12 +463,14 @@ impl Bed {
         let took = match self.datapath {
             Datapath::Direct | Datapath::NetdMacvlan => return Ok(None),
             Datapath::Iptables => timed(|| {
-                node.exec_stdin(&["iptables-restore"], &iptables_rules(fillers))
+                node.exec_stdin(&["iptables-restore"], &iptables_rules(fillers, V4))?;
+                node.exec_stdin(&["ip6tables-restore"], &iptables_rules(fillers, V6))
                     .map(drop)
             })?,
             Datapath::Nftables => {
                 if self.installed {
                     node.exec(&["nft", "delete", "table", "ip", "netavark"])?;
+                    node.exec(&["nft", "delete", "table", "ip6", "netavark"])?;
                 }
                 timed(|| {
                     node.exec_stdin(&["nft", "-f", "-"], &nftables_rules(fillers))
@@ -441,11 +504,11 @@ impl Bed {
     }
 
     /// Publish one more port the way the datapath's owner does it (Docker: three iptables
-    /// commands; netavark: one map element; netd: a container with `-p`); how long it took.
+    /// commands per family; netavark: one map element per family; netd: a container with
+    /// `-p`, which publishes on both families); how long it took.
     /// `None` where nothing is published (`direct`, `netd-macvlan`).
     pub fn add_one(&mut self) -> Result<Option<Duration>> {
         let p = EXTRA_PORT.to_string();
-        let ctr = CONTAINER_ADDR.to_string();
         // netd publishes with a container: what a container without ports costs first, so
         // the report can tell the mapping's share (nothing without a daemon).
         self.bare_container()?;
@@ -453,25 +516,29 @@ impl Bed {
         let took = match self.datapath {
             Datapath::Direct | Datapath::NetdMacvlan => return Ok(None),
             Datapath::Iptables => timed(|| {
-                for rule in docker_port_rules("tcp", EXTRA_PORT) {
-                    let mut args = vec!["iptables", "-t", rule.table, "-A", rule.chain];
-                    args.extend(rule.spec.split_whitespace());
-                    node.exec(&args)?;
+                for family in [V4, V6] {
+                    for rule in docker_port_rules("tcp", EXTRA_PORT, family.container) {
+                        let mut args = vec![family.iptables, "-t", rule.table, "-A", rule.chain];
+                        args.extend(rule.spec.split_whitespace());
+                        node.exec(&args)?;
+                    }
                 }
                 Ok(())
             })?,
             Datapath::Nftables => timed(|| {
-                let element = format!("{{ {p} : {ctr} . {p} }}");
-                node.exec(&[
-                    "nft",
-                    "add",
-                    "element",
-                    "ip",
-                    "netavark",
-                    "tcp_ports",
-                    &element,
-                ])
-                .map(drop)
+                for family in [V4, V6] {
+                    let element = format!("{{ {p} : {} . {p} }}", family.container);
+                    node.exec(&[
+                        "nft",
+                        "add",
+                        "element",
+                        family.nft,
+                        "netavark",
+                        "tcp_ports",
+                        &element,
+                    ])?;
+                }
+                Ok(())
             })?,
             Datapath::NetdTc
             | Datapath::NetdRedirect
@@ -506,7 +573,9 @@ impl Bed {
     /// an empty table like netd's; netd's own table is left to its timeouts and GC.
     pub fn forget_connections(&self) {
         if matches!(self.datapath, Datapath::Iptables | Datapath::Nftables) {
-            let _ = self.sandbox.node.exec(&["conntrack", "-F"]);
+            for family in ["ipv4", "ipv6"] {
+                let _ = self.sandbox.node.exec(&["conntrack", "-F", "-f", family]);
+            }
         }
     }
 
@@ -540,6 +609,15 @@ impl Bed {
             Sandbox::NODE_ADDR
         } else {
             self.container_addr
+        }
+    }
+
+    /// The same over IPv6 (NAT66 behind the node's address), on a dual-stack bed.
+    pub fn egress_source6(&self) -> Option<Ipv6Addr> {
+        if self.datapath.translates() {
+            self.target6
+        } else {
+            self.container_addr6
         }
     }
 
@@ -776,6 +854,33 @@ fn mappings(fillers: u16) -> Vec<(&'static str, u16)> {
     all
 }
 
+/// What differs between the two families' rules: the tool, nftables' family, the
+/// container's address, the bridge's subnet and the loopback range.
+#[derive(Clone, Copy)]
+struct Family {
+    iptables: &'static str,
+    nft: &'static str,
+    container: IpAddr,
+    subnet: &'static str,
+    loopback: &'static str,
+}
+
+const V4: Family = Family {
+    iptables: "iptables",
+    nft: "ip",
+    container: IpAddr::V4(CONTAINER_ADDR),
+    subnet: "172.17.0.0/16",
+    loopback: "127.0.0.0/8",
+};
+
+const V6: Family = Family {
+    iptables: "ip6tables",
+    nft: "ip6",
+    container: IpAddr::V6(CONTAINER_ADDR6),
+    subnet: SUBNET6,
+    loopback: "::1/128",
+};
+
 /// One rule Docker adds for a published port.
 struct Rule {
     table: &'static str,
@@ -783,30 +888,32 @@ struct Rule {
     spec: String,
 }
 
-/// The three rules Docker adds per published port on the default bridge: DNAT in the
-/// nat DOCKER chain, ACCEPT in the filter DOCKER chain, and the hairpin MASQUERADE.
-fn docker_port_rules(proto: &str, port: u16) -> [Rule; 3] {
-    let ctr = CONTAINER_ADDR;
+/// The three rules Docker adds per published port and family on the default bridge:
+/// DNAT in the nat DOCKER chain, ACCEPT in the filter DOCKER chain, and the hairpin
+/// MASQUERADE (ip6tables' the same with the container's IPv6 address).
+fn docker_port_rules(proto: &str, port: u16, ctr: IpAddr) -> [Rule; 3] {
+    let host = if ctr.is_ipv4() { 32 } else { 128 };
+    let to = SocketAddr::new(ctr, port);
     [
         Rule {
             table: "nat",
             chain: "DOCKER",
             spec: format!(
-                "! -i netd0 -p {proto} -m {proto} --dport {port} -j DNAT --to-destination {ctr}:{port}"
+                "! -i netd0 -p {proto} -m {proto} --dport {port} -j DNAT --to-destination {to}"
             ),
         },
         Rule {
             table: "filter",
             chain: "DOCKER",
             spec: format!(
-                "-d {ctr}/32 ! -i netd0 -o netd0 -p {proto} -m {proto} --dport {port} -j ACCEPT"
+                "-d {ctr}/{host} ! -i netd0 -o netd0 -p {proto} -m {proto} --dport {port} -j ACCEPT"
             ),
         },
         Rule {
             table: "nat",
             chain: "POSTROUTING",
             spec: format!(
-                "-s {ctr}/32 -d {ctr}/32 -p {proto} -m {proto} --dport {port} -j MASQUERADE"
+                "-s {ctr}/{host} -d {ctr}/{host} -p {proto} -m {proto} --dport {port} -j MASQUERADE"
             ),
         },
     ]
@@ -816,13 +923,19 @@ fn docker_port_rules(proto: &str, port: u16) -> [Rule; 3] {
 /// them on a Docker 27 host (bridge named netd0 here): nat DOCKER chain from PREROUTING
 /// and OUTPUT for local destinations, MASQUERADE for the subnet and per port for hairpin;
 /// filter FORWARD through DOCKER-USER, the isolation chains, the conntrack accept and the
-/// per-port accepts.
-pub fn iptables_rules(fillers: u16) -> String {
-    let mut nat = String::from(
+/// per-port accepts; for IPv6 the same in `ip6tables-save`'s form.
+fn iptables_rules(fillers: u16, family: Family) -> String {
+    let Family {
+        container,
+        subnet,
+        loopback,
+        ..
+    } = family;
+    let mut nat = format!(
         "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n\
          -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n\
-         -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER\n\
-         -A POSTROUTING -s 172.17.0.0/16 ! -o netd0 -j MASQUERADE\n\
+         -A OUTPUT ! -d {loopback} -m addrtype --dst-type LOCAL -j DOCKER\n\
+         -A POSTROUTING -s {subnet} ! -o netd0 -j MASQUERADE\n\
          -A DOCKER -i netd0 -j RETURN\n",
     );
     let mut filter = String::from(
@@ -841,7 +954,7 @@ pub fn iptables_rules(fillers: u16) -> String {
          -A DOCKER-USER -j RETURN\n",
     );
     for (proto, port) in mappings(fillers) {
-        for rule in docker_port_rules(proto, port) {
+        for rule in docker_port_rules(proto, port, container) {
             let table = if rule.table == "nat" {
                 &mut nat
             } else {
@@ -853,26 +966,42 @@ pub fn iptables_rules(fillers: u16) -> String {
     format!("{nat}COMMIT\n{filter}COMMIT\n")
 }
 
-/// One DNAT rule with a map per protocol, and masquerade, as netavark installs them.
-pub fn nftables_rules(fillers: u16) -> String {
+/// One DNAT rule with a map per protocol, and masquerade, as netavark installs them: a
+/// table of the ip family and its twin of the ip6 family.
+fn nftables_rules(fillers: u16) -> String {
+    [V4, V6].map(|f| nftables_table(fillers, f)).concat()
+}
+
+fn nftables_table(fillers: u16, family: Family) -> String {
+    let Family {
+        nft,
+        container,
+        subnet,
+        ..
+    } = family;
+    let addr_type = if container.is_ipv4() {
+        "ipv4_addr"
+    } else {
+        "ipv6_addr"
+    };
     let elements = |want: &str| {
         mappings(fillers)
             .into_iter()
             .filter(|(p, _)| *p == want)
-            .map(|(_, port)| format!("{port} : {CONTAINER_ADDR} . {port}"))
+            .map(|(_, port)| format!("{port} : {container} . {port}"))
             .collect::<Vec<_>>()
             .join(", ")
     };
     format!(
-        "table ip netavark {{\n\
-           map tcp_ports {{ type inet_service : ipv4_addr . inet_service; elements = {{ {} }} }}\n\
-           map udp_ports {{ type inet_service : ipv4_addr . inet_service; elements = {{ {} }} }}\n\
+        "table {nft} netavark {{\n\
+           map tcp_ports {{ type inet_service : {addr_type} . inet_service; elements = {{ {} }} }}\n\
+           map udp_ports {{ type inet_service : {addr_type} . inet_service; elements = {{ {} }} }}\n\
            chain prerouting {{ type nat hook prerouting priority dstnat; policy accept;\n\
-             fib daddr type local dnat ip to tcp dport map @tcp_ports\n\
-             fib daddr type local dnat ip to udp dport map @udp_ports\n\
+             fib daddr type local dnat {nft} to tcp dport map @tcp_ports\n\
+             fib daddr type local dnat {nft} to udp dport map @udp_ports\n\
            }}\n\
            chain postrouting {{ type nat hook postrouting priority srcnat; policy accept;\n\
-             ip saddr 172.17.0.0/16 oifname != \"netd0\" masquerade\n\
+             {nft} saddr {subnet} oifname != \"netd0\" masquerade\n\
            }}\n\
          }}\n",
         elements("tcp"),
@@ -916,21 +1045,34 @@ mod tests {
 
     #[test]
     fn docker_rules_put_the_fillers_before_the_measured_port() {
-        let rules = iptables_rules(2);
-        let pos = |needle: &str| rules.find(needle).unwrap();
-        let filler = pos("--dport 20001 -j DNAT");
-        let measured = pos(&format!("--dport {LOAD_PORT} -j DNAT"));
-        assert!(filler < measured);
-        // Three rules per mapping, as Docker installs them: 2 fillers + 4 measured.
-        assert_eq!(rules.matches("-j DNAT").count(), 6);
-        assert_eq!(rules.matches("-j ACCEPT\n").count() - 3, 6);
-        assert_eq!(rules.matches("-j MASQUERADE").count() - 1, 6);
+        for family in [V4, V6] {
+            let rules = iptables_rules(2, family);
+            let pos = |needle: &str| rules.find(needle).unwrap();
+            let filler = pos("--dport 20001 -j DNAT");
+            let measured = pos(&format!("--dport {LOAD_PORT} -j DNAT"));
+            assert!(filler < measured);
+            // Three rules per mapping, as Docker installs them: 2 fillers + 4 measured.
+            assert_eq!(rules.matches("-j DNAT").count(), 6);
+            assert_eq!(rules.matches("-j ACCEPT\n").count() - 3, 6);
+            assert_eq!(rules.matches("-j MASQUERADE").count() - 1, 6);
+        }
+        let v6 = iptables_rules(0, V6);
+        assert!(v6.contains(&format!(
+            "--dport {LOAD_PORT} -j DNAT --to-destination [fd00:17::2]:{LOAD_PORT}\n"
+        )));
+        assert!(v6.contains("-d fd00:17::2/128 ! -i netd0 -o netd0"));
+        assert!(v6.contains("-A POSTROUTING -s fd00:17::/64 ! -o netd0 -j MASQUERADE\n"));
+        assert!(v6.contains("-A OUTPUT ! -d ::1/128 "));
     }
 
     #[test]
     fn the_nftables_map_holds_every_mapping_once() {
         let rules = nftables_rules(3);
         assert_eq!(rules.matches(" : 172.17.0.2 . ").count(), 7);
+        assert_eq!(rules.matches(" : fd00:17::2 . ").count(), 7);
         assert_eq!(rules.matches("dnat ip to").count(), 2);
+        assert_eq!(rules.matches("dnat ip6 to").count(), 2);
+        assert!(rules.contains("table ip6 netavark {"));
+        assert!(rules.contains("ip6 saddr fd00:17::/64 oifname"));
     }
 }

@@ -20,7 +20,7 @@ pub mod svg;
 pub mod tools;
 
 use std::{
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, SocketAddrV4},
     path::PathBuf,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
@@ -173,6 +173,12 @@ pub fn run(opts: &Options) -> Result<Results> {
             ),
         );
     }
+    if opts.datapaths.iter().any(|d| d.has_ipv6()) {
+        results.note(
+            "ipv6",
+            format!("IPv6 rows: every bed but netd-macvlan is dual-stack (the bridge fd00:17::1/64, the container fd00:17::2; netd: `--ipv6 --fixed-cidr-v6 {}`; Docker's rules installed with ip6tables-restore as well, netavark's map in a second table of the ip6 family), and every port is published on both families (the scale runs' fillers and `adding one mapping` too); the client dials the node's 2001:db8:200::2 (direct: the container's own address), the container dials the client's 2001:db8:200::1; the servers listen on [::]. netd translates IPv6 in its TC programs only: its redirect fast path and its XDP program pass IPv6 to TC (yet)", bed::SUBNET6),
+        );
+    }
     for &dp in &opts.datapaths {
         measure(dp, &plan, &cycles, &progress, &mut results)?;
     }
@@ -242,8 +248,8 @@ fn measure(
     }
     // Servers live at most as long as a whole run could; they stop by themselves.
     let lifetime = Duration::from_secs(1800);
-    let container = Servers::start(&bed.container, lifetime)?;
-    let outside = Servers::start(&bed.sandbox.ext.path(), lifetime)?;
+    let container = Servers::start_on(&bed.container, lifetime, dp.has_ipv6())?;
+    let outside = Servers::start_on(&bed.sandbox.ext.path(), lifetime, dp.has_ipv6())?;
     let client = bed.sandbox.ext.path();
     let sink = Sink::bind(&bed.container)?;
     let max_scale = plan.scales.iter().copied().max().unwrap_or(1);
@@ -317,6 +323,8 @@ fn measure(
             check_seen(dp, &r.seen, Sandbox::EXT_ADDR, bed.container_addr)?;
             results.add(dp, &format!("rr_p50@{ports}"), r.p50_us);
             results.add(dp, &format!("rr_p99@{ports}"), r.p99_us);
+
+            measure_ipv6(&bed, ports, &of, plan, progress, results)?;
         }
         if ports == max_scale && ports > 1 {
             if let Some(kib) = bed.daemon_rss_kib() {
@@ -339,6 +347,56 @@ fn measure(
     let evidence = bed.translation_counters()?;
     progress.step(dp, &format!("done; translation evidence: {evidence}"))?;
     results.evidence(dp, evidence);
+    Ok(())
+}
+
+/// The IPv6 twins of the published-port and masquerade rows, on a dual-stack bed: the
+/// client dials the node's IPv6 address (or the container's own where nothing
+/// translates), the container dials the client's; each checked as the IPv4 rows are, by
+/// the addresses the server saw.
+fn measure_ipv6(
+    bed: &Bed,
+    ports: u16,
+    of: &str,
+    plan: &Plan,
+    progress: &Progress,
+    results: &mut Results,
+) -> Result<()> {
+    let dp = bed.datapath;
+    let (Some(target), Some(container), Some(egress)) =
+        (bed.target6, bed.container_addr6, bed.egress_source6())
+    else {
+        return Ok(());
+    };
+    let client = bed.sandbox.ext.path();
+    if ports == 1 {
+        progress.step(dp, &format!("IPv6: TCP throughput ({of})"))?;
+        let gbps = tools::iperf_tcp(&client, target, plan.iperf_secs)?;
+        check(gbps > 0.0, dp, "IPv6 TCP throughput is zero")?;
+        results.add(dp, "tcp6_gbps", gbps);
+
+        progress.step(dp, &format!("IPv6: masqueraded TCP throughput ({of})"))?;
+        let gbps = tools::iperf_tcp(&bed.container, Sandbox::EXT_ADDR6, plan.iperf_secs)?;
+        check(gbps > 0.0, dp, "IPv6 egress throughput is zero")?;
+        results.add(dp, "egress6_gbps", gbps);
+
+        progress.step(dp, &format!("IPv6: masqueraded connections ({of})"))?;
+        bed.forget_connections();
+        let c = tools::conns(&bed.container, Sandbox::EXT_ADDR6, plan.load_secs)?;
+        check_seen(dp, &c.seen, egress, Sandbox::EXT_ADDR6)?;
+        results.add(dp, "egress6_conn_rate", c.per_second);
+        results.add(dp, "egress6_conn_p50", c.p50_us);
+        results.add(dp, "egress6_conn_p99", c.p99_us);
+        results.add(dp, "egress6_conn_errors", c.errors);
+    }
+    progress.step(dp, &format!("IPv6: new connections ({of})"))?;
+    bed.forget_connections();
+    let c = tools::conns(&client, target, plan.load_secs)?;
+    check_seen(dp, &c.seen, Sandbox::EXT_ADDR6, container)?;
+    results.add(dp, &format!("conn6_rate@{ports}"), c.per_second);
+    results.add(dp, &format!("conn6_p50@{ports}"), c.p50_us);
+    results.add(dp, &format!("conn6_p99@{ports}"), c.p99_us);
+    results.add(dp, &format!("conn6_errors@{ports}"), c.errors);
     Ok(())
 }
 
@@ -496,21 +554,24 @@ fn check(ok: bool, dp: impl std::fmt::Display, what: &str) -> Result<()> {
 }
 
 /// The server's `PEER LOCAL` line must show the expected client and server addresses:
-/// proof that the datapath delivered (and translated) the connection as it should.
+/// proof that the datapath delivered (and translated) the connection as it should. A
+/// dual-stack server sees an IPv4 client as `::ffff:a.b.c.d`: read back as IPv4.
 fn check_seen(
     dp: impl std::fmt::Display,
     seen: &str,
-    peer: Ipv4Addr,
-    local: Ipv4Addr,
+    peer: impl Into<IpAddr>,
+    local: impl Into<IpAddr>,
 ) -> Result<()> {
+    let (peer, local) = (peer.into(), local.into());
     let mut parts = seen.split_whitespace();
     let ip = |s: Option<&str>| s.and_then(|a| a.parse::<std::net::SocketAddr>().ok());
     let (Some(p), Some(l)) = (ip(parts.next()), ip(parts.next())) else {
         bail!("{dp}: the server's answer {seen:?} is not `PEER LOCAL`");
     };
-    if p.ip() != peer || l.ip() != local || l.port() != LOAD_PORT {
+    if p.ip().to_canonical() != peer || l.ip().to_canonical() != local || l.port() != LOAD_PORT {
         bail!(
-            "{dp}: the server saw {p} -> {l}, expected {peer} -> {local}:{LOAD_PORT} (not translated as it should be)"
+            "{dp}: the server saw {p} -> {l}, expected {peer} -> {} (not translated as it should be)",
+            std::net::SocketAddr::new(local, LOAD_PORT)
         );
     }
     Ok(())

@@ -1038,6 +1038,66 @@ pub const ROWS: &[Row] = &[
         unit: "MiB",
         scale: 1.0,
     },
+    Row {
+        key: "tcp6_gbps",
+        label: "IPv6: TCP throughput, published port",
+        unit: "Gbit/s",
+        scale: 1.0,
+    },
+    Row {
+        key: "conn6_rate@",
+        label: "IPv6: new TCP connections",
+        unit: "conn/s",
+        scale: 1.0,
+    },
+    Row {
+        key: "conn6_p50@",
+        label: "IPv6: conn p50",
+        unit: "µs",
+        scale: 1.0,
+    },
+    Row {
+        key: "conn6_p99@",
+        label: "IPv6: conn p99",
+        unit: "µs",
+        scale: 1.0,
+    },
+    Row {
+        key: "conn6_errors@",
+        label: "IPv6: failed connections",
+        unit: "per run",
+        scale: 1.0,
+    },
+    Row {
+        key: "egress6_gbps",
+        label: "IPv6: masqueraded TCP throughput",
+        unit: "Gbit/s",
+        scale: 1.0,
+    },
+    Row {
+        key: "egress6_conn_rate",
+        label: "IPv6: masqueraded new connections",
+        unit: "conn/s",
+        scale: 1.0,
+    },
+    Row {
+        key: "egress6_conn_errors",
+        label: "IPv6: masqueraded failed connections",
+        unit: "per run",
+        scale: 1.0,
+    },
+    Row {
+        key: "egress6_conn_p50",
+        label: "IPv6: masqueraded conn p50",
+        unit: "µs",
+        scale: 1.0,
+    },
+    Row {
+        key: "egress6_conn_p99",
+        label: "IPv6: masqueraded conn p99",
+        unit: "µs",
+        scale: 1.0,
+    },
 ];
 
 /// The cases of the `datapath_cost` bench, by key, as the table names them.

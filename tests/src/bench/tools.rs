@@ -4,7 +4,7 @@
 //! own duration and killed if they overrun it.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
@@ -109,7 +109,20 @@ pub const LOAD_PORT: u16 = 8080;
 pub const IPERF_PORT: u16 = 5201;
 
 impl Servers {
+    /// The servers on IPv4 (`netd-load` on `0.0.0.0`).
     pub fn start(netns: &Path, lifetime: Duration) -> Result<Self> {
+        Self::start_on(netns, lifetime, false)
+    }
+
+    /// The servers on both families where `dual_stack` (`netd-load` on `[::]`, which takes
+    /// IPv4 too: the bench reads IPv4-mapped peers back as IPv4); iperf3 is dual-stack
+    /// either way.
+    pub fn start_on(netns: &Path, lifetime: Duration, dual_stack: bool) -> Result<Self> {
+        let any = if dual_stack {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        };
         let iperf = Server::start(
             netns,
             IPERF_PORT,
@@ -122,7 +135,7 @@ impl Servers {
             &load_bin(),
             &strings(&[
                 "serve",
-                &format!("0.0.0.0:{LOAD_PORT}"),
+                &SocketAddr::new(any, LOAD_PORT).to_string(),
                 "--lifetime",
                 &lifetime.as_secs().to_string(),
             ]),
@@ -224,13 +237,13 @@ fn num(v: &Value, path: &[&str]) -> Result<f64> {
 }
 
 /// Single-stream TCP throughput from `netns` to `to`, in Gbit/s (as the receiver saw it).
-pub fn iperf_tcp(netns: &Path, to: Ipv4Addr, seconds: u64) -> Result<f64> {
+pub fn iperf_tcp(netns: &Path, to: impl Into<IpAddr>, seconds: u64) -> Result<f64> {
     let out = client(
         netns,
         Path::new("iperf3"),
         &strings(&[
             "-c",
-            &to.to_string(),
+            &to.into().to_string(),
             "-p",
             &IPERF_PORT.to_string(),
             "-t",
@@ -293,13 +306,13 @@ pub struct ConnResult {
     pub seen: String,
 }
 
-pub fn conns(netns: &Path, to: Ipv4Addr, seconds: f64) -> Result<ConnResult> {
+pub fn conns(netns: &Path, to: impl Into<IpAddr>, seconds: f64) -> Result<ConnResult> {
     let out = client(
         netns,
         &load_bin(),
         &strings(&[
             "conns",
-            &SocketAddr::from((to, LOAD_PORT)).to_string(),
+            &SocketAddr::new(to.into(), LOAD_PORT).to_string(),
             "--seconds",
             &seconds.to_string(),
         ]),
@@ -322,13 +335,13 @@ pub struct RrResult {
     pub seen: String,
 }
 
-pub fn rr(netns: &Path, to: Ipv4Addr, seconds: f64) -> Result<RrResult> {
+pub fn rr(netns: &Path, to: impl Into<IpAddr>, seconds: f64) -> Result<RrResult> {
     let out = client(
         netns,
         &load_bin(),
         &strings(&[
             "rr",
-            &SocketAddr::from((to, LOAD_PORT)).to_string(),
+            &SocketAddr::new(to.into(), LOAD_PORT).to_string(),
             "--seconds",
             &seconds.to_string(),
         ]),
