@@ -41,6 +41,9 @@ pub const ENDPOINT_DROPS: &str = "NETD_EPDROPS_V1";
 pub const ENDPOINTS6: &str = "NETD_ENDPOINTS6_V1";
 /// The networks' IPv6 subnets (an LPM trie, as `NETWORKS`).
 pub const NETWORKS6: &str = "NETD_NETWORKS6_V1";
+/// Each endpoint's IPv6 address to its host-side veth (as `ENDPOINT_VETHS`): the flows a
+/// container masquerades over IPv6 know where their replies go.
+pub const ENDPOINT_VETHS6: &str = "NETD_VETHS6_V1";
 /// The node's own IPv6 addresses (as `NODE_ADDRS`).
 pub const NODE_ADDRS6: &str = "NETD_ADDRS6_V1";
 /// The IPv6 connection table (as `FLOWS`, `PENDING_FLOWS` and `FLOW_OWNERS`): the same
@@ -59,7 +62,7 @@ pub const NODE_CONFIG6: &str = "NETD_CONFIG6_V1";
 pub const CALLS: &str = "NETD_CALLS_V1";
 
 /// Every pinned map of the kernel object (a test checks the object has exactly these).
-pub const PINNED: [&str; 27] = [
+pub const PINNED: [&str; 28] = [
     PUBLISHED_PORTS,
     FLOWS,
     PENDING_FLOWS,
@@ -87,6 +90,7 @@ pub const PINNED: [&str; 27] = [
     NODE_CONFIG6,
     PUBLISHED_PORTS6,
     FRAGMENTS6,
+    ENDPOINT_VETHS6,
 ];
 
 pub const PUBLISHED_PORTS_MAX: u32 = 65_536;

@@ -1,7 +1,7 @@
 //! The fast paths: a translated packet goes straight into its container
-//! (`bpf_redirect_peer` from the uplink's TC ingress) or straight out of the uplink
-//! (`bpf_redirect_neigh` from a container's host-side veth), skipping the bridge and the
-//! node's routing and forwarding. They act as the router they stand in for: the TTL is
+//! (`bpf_redirect_peer` from the uplink's TC ingress, IPv4 and IPv6) or straight out of
+//! the uplink (`bpf_redirect_neigh` from a container's host-side veth, IPv4), skipping the
+//! bridge and the node's routing and forwarding. They act as the router they stand in for: the TTL is
 //! decremented, and a packet whose TTL runs out, that does not fit the next link's MTU,
 //! whose source is a martian, or that is not headed where the fast path goes is left to
 //! the stack, which handles it as before. Each outcome is counted under `Hook::FastPath`.
@@ -20,13 +20,14 @@ use netd_common::{
     PROTO_ICMP,
     counters::{Hook, Reason},
     fast_path::{FAST_PATH, XDP_META_MAGIC, XdpMeta},
-    maps::{EndpointInfo, NodeConfig},
+    maps::{Addr6, EndpointInfo, NodeConfig},
 };
 use network_types::ip::Ipv4Hdr;
 
 use crate::{
-    maps::{ENDPOINTS, NODE_CONFIG},
+    maps::{ENDPOINTS, ENDPOINTS6, NODE_CONFIG},
     parse::{IP_CSUM_OFF, IP_OFF, IP_TTL_OFF, Packet},
+    parse6::{IP6_DST_OFF, IP6_OFF, IP6_SRC_OFF},
     program::{DROP, PASS},
     stats::{count, count_received},
 };
@@ -58,14 +59,26 @@ pub fn translated_in_xdp(ctx: &TcContext) -> Option<u32> {
     }
 }
 
-/// After translation at the uplink: deliver the packet into the container behind
+/// After translation at the uplink: deliver the IPv4 packet into the container behind
 /// host-side veth `ifindex`, or let the stack route it (fast path off, owner unknown).
 #[inline(always)]
 pub fn into_container(ctx: &TcContext, ifindex: u32) -> i32 {
+    into_container_as::<Hop>(ctx, ifindex)
+}
+
+/// The same for an IPv6 packet (DNAT66 at the uplink). A subprogram: the IPv6 programs'
+/// frames are near the limit, and this one runs after the translation's have returned.
+#[inline(never)]
+pub fn into_container6(ctx: &TcContext, ifindex: u32) -> i32 {
+    into_container_as::<Hop6>(ctx, ifindex)
+}
+
+#[inline(always)]
+fn into_container_as<H: Forward>(ctx: &TcContext, ifindex: u32) -> i32 {
     if ifindex == 0 || config().is_none() {
         return PASS;
     }
-    let (reason, action) = match redirect_peer(ctx, ifindex) {
+    let (reason, action) = match redirect_peer::<H>(ctx, ifindex) {
         Ok(action) => redirected(Reason::RedirectToContainer, action),
         Err(reason) => (reason, PASS),
     };
@@ -78,14 +91,14 @@ pub fn into_container(ctx: &TcContext, ifindex: u32) -> i32 {
 }
 
 #[inline(always)]
-fn redirect_peer(ctx: &TcContext, ifindex: u32) -> Result<i64, Reason> {
+fn redirect_peer<H: Forward>(ctx: &TcContext, ifindex: u32) -> Result<i64, Reason> {
     // SAFETY: the context's __sk_buff is valid for the program's run.
     if unsafe { (*ctx.skb.skb).pkt_type } != PACKET_HOST {
         // Not addressed to this node at layer 2: the stack drops it, as it always did.
         return Err(Reason::StackNotForThisHost);
     }
-    let ip = Hop::of(ctx)?;
-    if is_martian(ip.src) {
+    let ip = H::of(ctx)?;
+    if ip.martian_source() {
         return Err(Reason::StackMartianSource);
     }
     // SAFETY: a copy out of the map value.
@@ -94,7 +107,7 @@ fn redirect_peer(ctx: &TcContext, ifindex: u32) -> Result<i64, Reason> {
         .ok_or(Reason::NoMatch)?;
     // The endpoint must own the (translated) destination: a flow that outlived its veth
     // (an endpoint re-wired under a new ifindex) is routed by the stack instead.
-    if ip.dst != endpoint.addr {
+    if !ip.to_endpoint(&endpoint, ifindex) {
         return Err(Reason::NoMatch);
     }
     fits(ctx, ifindex)?;
@@ -214,12 +227,97 @@ pub fn fits(ctx: &TcContext, ifindex: u32) -> Result<(), Reason> {
     }
 }
 
-/// Sources a router drops (0/8, 127/8, multicast, 240/4 and broadcast): the stack judges
-/// them, as before.
+/// What forwarding a packet one hop reads and changes in its IP header, per family.
+trait Forward: Sized {
+    /// The header's fields, loaded once.
+    fn of(ctx: &TcContext) -> Result<Self, Reason>;
+    /// A source a router drops: the stack judges it, as before.
+    fn martian_source(&self) -> bool;
+    /// Whether the destination is the address of the endpoint behind veth `ifindex`.
+    fn to_endpoint(&self, endpoint: &EndpointInfo, ifindex: u32) -> bool;
+    /// The TTL (hop limit) may be decremented without reaching 0.
+    fn ttl_left(&self) -> Result<(), Reason>;
+    /// One hop, as a router makes it.
+    fn forward(&self, ctx: &TcContext) -> Result<(), Reason>;
+}
+
+/// Whether a hop's TTL or hop limit may be decremented without reaching 0.
 #[inline(always)]
-fn is_martian(src: u32) -> bool {
-    let first = src.to_ne_bytes()[0];
-    first == 0 || first == 127 || first >= 224
+fn ttl_left(ttl: u8) -> Result<(), Reason> {
+    if ttl <= 1 {
+        return Err(Reason::StackTtlExpiring);
+    }
+    Ok(())
+}
+
+impl Forward for Hop {
+    #[inline(always)]
+    fn of(ctx: &TcContext) -> Result<Self, Reason> {
+        Hop::of(ctx)
+    }
+    /// 0/8, 127/8, multicast, 240/4 and broadcast.
+    #[inline(always)]
+    fn martian_source(&self) -> bool {
+        let first = self.src.to_ne_bytes()[0];
+        first == 0 || first == 127 || first >= 224
+    }
+    #[inline(always)]
+    fn to_endpoint(&self, endpoint: &EndpointInfo, _: u32) -> bool {
+        self.dst == endpoint.addr
+    }
+    #[inline(always)]
+    fn ttl_left(&self) -> Result<(), Reason> {
+        Hop::ttl_left(self)
+    }
+    #[inline(always)]
+    fn forward(&self, ctx: &TcContext) -> Result<(), Reason> {
+        Hop::forward(self, ctx)
+    }
+}
+
+/// Offset of the IPv6 header's hop limit.
+const IP6_HOP_LIMIT_OFF: usize = IP6_OFF + 7;
+
+/// The IPv6 fields a hop reads: the addresses and the hop limit (no header checksum).
+struct Hop6 {
+    src: Addr6,
+    dst: Addr6,
+    hop_limit: u8,
+}
+
+impl Forward for Hop6 {
+    #[inline(always)]
+    fn of(ctx: &TcContext) -> Result<Self, Reason> {
+        Ok(Hop6 {
+            src: ctx.load(IP6_SRC_OFF).map_err(|_| Reason::Truncated)?,
+            dst: ctx.load(IP6_DST_OFF).map_err(|_| Reason::Truncated)?,
+            hop_limit: ctx.load(IP6_HOP_LIMIT_OFF).map_err(|_| Reason::Truncated)?,
+        })
+    }
+    /// Unspecified (`::`), loopback (`::1`), multicast (`ff00::/8`) and link-local
+    /// (`fe80::/10`, which a router never forwards).
+    #[inline(always)]
+    fn martian_source(&self) -> bool {
+        let first = self.src[0].to_ne_bytes();
+        let unspecified_or_loopback =
+            self.src[..3] == [0; 3] && (self.src[3] == 0 || self.src[3] == 1u32.to_be());
+        unspecified_or_loopback || first[0] == 0xff || (first[0] == 0xfe && first[1] & 0xc0 == 0x80)
+    }
+    #[inline(always)]
+    fn to_endpoint(&self, _: &EndpointInfo, ifindex: u32) -> bool {
+        // SAFETY: a read of the map value, compared at once.
+        unsafe { ENDPOINTS6.get(ifindex) }.is_some_and(|e| e.addr == self.dst)
+    }
+    #[inline(always)]
+    fn ttl_left(&self) -> Result<(), Reason> {
+        ttl_left(self.hop_limit)
+    }
+    #[inline(always)]
+    fn forward(&self, ctx: &TcContext) -> Result<(), Reason> {
+        self.ttl_left()?;
+        ctx.store(IP6_HOP_LIMIT_OFF, &(self.hop_limit - 1), 0)
+            .map_err(|_| Reason::Truncated)
+    }
 }
 
 /// The IPv4 fields a hop reads, loaded once: addresses, TOS, TTL and protocol.
@@ -248,10 +346,7 @@ impl Hop {
     /// The TTL may be decremented without reaching 0.
     #[inline(always)]
     fn ttl_left(&self) -> Result<(), Reason> {
-        if self.ttl <= 1 {
-            return Err(Reason::StackTtlExpiring);
-        }
-        Ok(())
+        ttl_left(self.ttl)
     }
 
     /// One hop, as a router makes it: TTL minus one, the header checksum fixed.

@@ -112,6 +112,10 @@ pub static ENDPOINT_COUNTERS: PerCpuHashMap<u32, EndpointCounters> =
 pub static ENDPOINT_DROPS: LruPerCpuHashMap<EndpointDropKey, Counter> =
     LruPerCpuHashMap::pinned(ENDPOINT_DROPS_MAX, 0);
 
+/// Each endpoint's IPv6 address to its host-side veth (the reverse of `ENDPOINTS6`).
+#[map(name = "NETD_VETHS6_V1")]
+pub static ENDPOINT_VETHS6: HashMap<Addr6, u32> = HashMap::pinned(ENDPOINTS_MAX, 0);
+
 /// The IPv6 side of the endpoints whose network has IPv6, by host-side veth.
 #[map(name = "NETD_ENDPOINTS6_V1")]
 pub static ENDPOINTS6: HashMap<u32, Endpoint6Info> = HashMap::pinned(ENDPOINTS_MAX, 0);

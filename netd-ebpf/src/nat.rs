@@ -16,7 +16,8 @@ use crate::{
     conntrack::{self, EEXIST, Family, Tracked},
     csum,
     maps::{
-        ENDPOINT_VETHS, NODE_ADDRS, NODE_ADDRS6, NODE_CONFIG6, PUBLISHED_PORTS, PUBLISHED_PORTS6,
+        ENDPOINT_VETHS, ENDPOINT_VETHS6, NODE_ADDRS, NODE_ADDRS6, NODE_CONFIG6, PUBLISHED_PORTS,
+        PUBLISHED_PORTS6,
     },
     node_sockets,
     parse::{IP_DST_OFF, IP_SRC_OFF, Packet},
@@ -98,10 +99,10 @@ impl Nat for Addr6 {
     fn network_of(addr: Addr6) -> Option<NetworkInfo> {
         policy6::network_of(addr)
     }
-    /// IPv6 flows do not take the fast path, which is what the veth is for.
     #[inline(always)]
-    fn veth_of(_: Addr6) -> u32 {
-        0
+    fn veth_of(addr: Addr6) -> u32 {
+        // SAFETY: a copy out of the map value.
+        unsafe { ENDPOINT_VETHS6.get(addr) }.copied().unwrap_or(0)
     }
     #[inline(always)]
     fn is_node_addr(addr: Addr6) -> bool {

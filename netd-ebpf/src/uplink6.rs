@@ -10,7 +10,8 @@
 //! rather than leaving with the container's own address; and the replies of published
 //! ports, translated back. Ingress: the replies of masqueraded flows, translated back
 //! and routed by the stack to their container; connections to ports published on `[::]`
-//! (DNAT66, the client's address kept); ICMPv6 errors about those flows (Packet Too Big
+//! (DNAT66, the client's address kept), which the redirect fast path delivers into the
+//! container where it is on (`fast_path::into_container6`); ICMPv6 errors about those flows (Packet Too Big
 //! above all), translated both ways (`icmp6`). Nothing else from the network reaches a
 //! container's IPv6 address, even on a node that forwards IPv6 for other reasons: what is
 //! addressed into a network's IPv6 subnet is dropped (`drop_not_published`), unless that
@@ -30,7 +31,7 @@ use netd_common::{
 };
 
 use crate::{
-    conntrack, fragment, icmp6,
+    conntrack, fast_path, fragment, icmp6,
     maps::{CALLS, NODE_ADDRS6, scratch6},
     nat::{self, Nat},
     parse6::{Flow6, IP6_DST_OFF, IP6_SRC_OFF, flow_of, parse_skb},
@@ -133,8 +134,21 @@ fn decide_new_in(ctx: &TcContext) -> Verdict {
         Some(_) if network_of(flow.src).is_some() || Addr6::is_node_addr(flow.src) => {
             (Reason::DropSpoofedSource, DROP)
         }
-        Some(backend) => opened_in(ctx, flow, &backend, &mut scratch.entry),
+        Some(backend) => {
+            let verdict = opened_in(ctx, flow, &backend, &mut scratch.entry);
+            into_container(ctx, verdict, scratch.entry.ifindex)
+        }
         None => not_ours(&flow.dst),
+    }
+}
+
+/// A packet translated on its way in goes into its container by the fast path where it
+/// can (`fast_path::into_container6`), else on to the stack.
+#[inline(always)]
+fn into_container(ctx: &TcContext, verdict: Verdict, ifindex: u32) -> Verdict {
+    match verdict {
+        (reason, PASS) => (reason, fast_path::into_container6(ctx, ifindex)),
+        dropped => dropped,
     }
 }
 
@@ -199,8 +213,8 @@ fn decide_ingress(ctx: &TcContext) -> Decided {
     let mut flow = Flow6::default();
     match flow_packet(ctx, &mut flow) {
         Ok(()) => {
-            if let Some(verdict) = reply_in(ctx, &flow) {
-                return Decided::Verdict(verdict);
+            if let Some((verdict, ifindex)) = reply_in(ctx, &flow) {
+                return Decided::Verdict(into_container(ctx, verdict, ifindex));
             }
             // Only a connection to a published port goes on: the node's own traffic is
             // not parsed twice.
@@ -233,10 +247,12 @@ pub fn flow_packet(ctx: &TcContext, flow: &mut Flow6) -> Result<(), Reason> {
     fragment::track6(flow)
 }
 
-/// A packet of a flow coming in: the reply to masqueraded traffic, translated back (the
-/// stack routes it to its container).
+/// A packet of a flow coming in: the reply to masqueraded traffic, or a published-port
+/// connection's, translated; with the host-side veth of the flow's container where the
+/// flow knows it (published ports), for the fast path (masquerade's replies are routed
+/// by the stack).
 #[inline(never)]
-fn reply_in(ctx: &TcContext, flow: &Flow6) -> Option<Verdict> {
+fn reply_in(ctx: &TcContext, flow: &Flow6) -> Option<(Verdict, u32)> {
     let key = conntrack::key_of(flow, DIR_INGRESS);
     let entry = conntrack::lookup(&key, flow)?;
     let reason = if entry.origin == ORIGIN_SNAT {
@@ -244,7 +260,7 @@ fn reply_in(ctx: &TcContext, flow: &Flow6) -> Option<Verdict> {
     } else {
         Reason::Established
     };
-    Some(apply(ctx, flow, &entry, reason))
+    Some((apply(ctx, flow, &entry, reason), entry.ifindex))
 }
 
 /// A packet from the network that no flow claims, by its destination.

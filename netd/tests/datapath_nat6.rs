@@ -491,6 +491,125 @@ fn a_port_published_on_every_address_is_reached_on_the_nodes_ipv6_addresses_clie
     assert_eq!(t.run("uplink_ingress", &syn), (TC_ACT_OK, syn.clone()));
 }
 
+/// `frame` addressed to the node at layer 2 as the test device (loopback) sees it: the
+/// all-zero MAC.
+fn to_this_host(mut frame: Vec<u8>) -> Vec<u8> {
+    frame[..6].copy_from_slice(&[0; 6]);
+    frame
+}
+
+/// `frame` as a router forwards it into the container: to its MAC from its gateway's,
+/// hop limit minus one.
+fn forwarded_into_container(mut frame: Vec<u8>) -> Vec<u8> {
+    frame[..6].copy_from_slice(&CONTAINER_MAC);
+    frame[6..12].copy_from_slice(&GATEWAY_MAC);
+    frame[ETH + 7] -= 1;
+    frame
+}
+
+#[test]
+fn with_the_fast_path_a_published_ipv6_port_is_redirected_into_the_container_as_a_router_forwards()
+{
+    let mut t = nat6_node();
+    publish_8080(&mut t);
+    t.dp.set_node_config(&node_settings(true)).unwrap();
+    for (sport, flags) in [(50000, 0x02), (50000, 0x10)] {
+        let (verdict, out) = t.run(
+            "uplink_ingress",
+            &to_this_host(tcp6(BEYOND6, sport, NODE6, 8080, flags)),
+        );
+        assert_eq!(verdict, TC_ACT_REDIRECT, "flags {flags:#x}");
+        assert_eq!(
+            out,
+            forwarded_into_container(tcp6(BEYOND6, sport, CONTAINER6, 80, flags)),
+            "DNATed, to the container's MAC from its gateway's, hop limit 254"
+        );
+    }
+    assert_eq!(count(&t, "FastPath", "redirect_to_container"), 2);
+
+    // Hop limit 1: translated all the same, left to the stack (which answers Time
+    // Exceeded, as a router does).
+    let mut syn = to_this_host(tcp6(BEYOND6, 50001, NODE6, 8080, 0x02));
+    syn[ETH + 7] = 1;
+    let (verdict, out) = t.run("uplink_ingress", &syn);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(
+        (out[ETH + 7], &out[ETH + 24..ETH + 40]),
+        (1, &CONTAINER6.octets()[..])
+    );
+    assert_eq!(count(&t, "FastPath", "stack_ttl_expiring"), 1);
+
+    // Not addressed to this host at layer 2: the stack drops it, as before.
+    let other = tcp6(BEYOND6, 50002, NODE6, 8080, 0x02);
+    assert_eq!(t.run("uplink_ingress", &other).0, TC_ACT_OK);
+    assert_eq!(count(&t, "FastPath", "stack_not_for_this_host"), 1);
+
+    // A source no router forwards (link-local): the stack judges it.
+    let fe80 = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 7);
+    let syn = to_this_host(tcp6(fe80, 50003, NODE6, 8080, 0x02));
+    assert_eq!(t.run("uplink_ingress", &syn).0, TC_ACT_OK);
+    assert_eq!(count(&t, "FastPath", "stack_martian_source"), 1);
+
+    // The endpoint behind the flow's veth no longer owns the address (re-wired): the
+    // stack routes it, hop limit untouched.
+    let mut moved = endpoint6_info();
+    moved.addr = netd_common::user::addr6_be(BEYOND6);
+    t.dp.register_endpoint6(LO, Some(&moved)).unwrap();
+    let syn = to_this_host(tcp6(BEYOND6, 50004, NODE6, 8080, 0x02));
+    let (verdict, out) = t.run("uplink_ingress", &syn);
+    assert_eq!((verdict, out[ETH + 7]), (TC_ACT_OK, 255));
+    assert_eq!(count(&t, "FastPath", "pass_no_match"), 1);
+    t.dp.register_endpoint6(LO, Some(&endpoint6_info()))
+        .unwrap();
+
+    // A masqueraded flow's reply goes into the container that sent it (its veth found by
+    // its address when the flow was made).
+    let (_, sent) = t.run("uplink_egress", &udp6(CONTAINER6, 5000, BEYOND6, 53));
+    let port = u16::from_be_bytes([sent[ETH + 40], sent[ETH + 41]]);
+    let reply = to_this_host(udp6(BEYOND6, 53, NODE6, port));
+    let (verdict, out) = t.run("uplink_ingress", &reply);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(
+        out,
+        forwarded_into_container(udp6(BEYOND6, 53, CONTAINER6, 5000))
+    );
+    assert_eq!(count(&t, "FastPath", "redirect_to_container"), 3);
+
+    // Fast path off: translated and passed.
+    t.dp.set_node_config(&node_settings(false)).unwrap();
+    let syn = to_this_host(tcp6(BEYOND6, 50005, NODE6, 8080, 0x02));
+    let (verdict, out) = t.run("uplink_ingress", &syn);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(out[ETH + 24..ETH + 40], CONTAINER6.octets());
+    assert_eq!(count(&t, "FastPath", "redirect_to_container"), 3);
+}
+
+#[test]
+fn an_endpoints_ipv6_address_leads_back_to_its_veth_until_it_is_forgotten() {
+    let mut t = node6(0);
+    let fill = |t: &mut TestDatapath| {
+        t.dp.map_fill()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.name == "endpoint_addresses6")
+            .unwrap()
+            .entries
+    };
+    assert_eq!(fill(&mut t), 1, "CONTAINER6 -> loopback");
+    // Re-addressed: the old address no longer leads there.
+    let mut moved = endpoint6_info();
+    moved.addr = netd_common::user::addr6_be(NEIGHBOUR6);
+    t.dp.register_endpoint6(LO, Some(&moved)).unwrap();
+    assert_eq!(fill(&mut t), 1);
+    // Without IPv6, and when the endpoint is gone: nothing.
+    t.dp.register_endpoint6(LO, None).unwrap();
+    assert_eq!(fill(&mut t), 0);
+    t.dp.register_endpoint6(LO, Some(&endpoint6_info()))
+        .unwrap();
+    t.dp.retain_endpoints(&[]).unwrap();
+    assert_eq!(fill(&mut t), 0);
+}
+
 #[test]
 fn a_published_port_is_never_a_masqueraded_flows_source_port() {
     let mut t = nat6_node();

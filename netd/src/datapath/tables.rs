@@ -68,16 +68,7 @@ impl Datapath {
     /// or a container removed while the daemon was down).
     pub fn retain_endpoints(&mut self, keep: &[u32]) -> Result<usize> {
         let stale = retain_in::<u32, EndpointInfo>(self.map_mut(names::ENDPOINTS)?, keep)?;
-        let mut veths = self.endpoint_veths()?;
-        let stale_veths: Vec<u32> = veths
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, ifindex)| !keep.contains(ifindex))
-            .map(|(addr, _)| addr)
-            .collect();
-        for addr in &stale_veths {
-            veths.remove(addr).or_else(ignore_missing)?;
-        }
+        retain_veths::<u32>(self.map_mut(names::ENDPOINT_VETHS)?, keep)?;
         self.retain_endpoint_counters(keep)?;
         self.retain_endpoints6(keep)?;
         Ok(stale)
@@ -299,6 +290,10 @@ impl Datapath {
                 hash::<u32, Endpoint6Info>(self.map(names::ENDPOINTS6)?)?,
             ),
             (
+                "endpoint_addresses6",
+                hash::<Addr6, u32>(self.map(names::ENDPOINT_VETHS6)?)?,
+            ),
+            (
                 "networks6",
                 trie::<Addr6, NetworkInfo>(self.map(names::NETWORKS6)?)?,
             ),
@@ -491,6 +486,21 @@ pub(super) fn retain_in<K: aya::Pod + PartialEq, V: aya::Pod>(
         hash.remove(key).or_else(ignore_missing)?;
     }
     Ok(stale.len())
+}
+
+/// Remove the entries of an address -> host-side veth table whose veth is not in `keep`.
+pub(super) fn retain_veths<K: aya::Pod>(map: &mut aya::maps::Map, keep: &[u32]) -> Result<()> {
+    let mut veths: maps::HashMap<_, K, u32> = maps::HashMap::try_from(map)?;
+    let stale: Vec<K> = veths
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, ifindex)| !keep.contains(ifindex))
+        .map(|(addr, _)| addr)
+        .collect();
+    for addr in &stale {
+        veths.remove(addr).or_else(ignore_missing)?;
+    }
+    Ok(())
 }
 
 /// Keep only the `wanted` keys in an LPM table of networks; how many went.

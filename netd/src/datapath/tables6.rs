@@ -15,23 +15,46 @@ use netd_common::{
 
 use super::{
     Datapath,
-    tables::{ignore_missing, is_full, retain_in, retain_keys, set_subnet},
+    tables::{ignore_missing, is_full, retain_in, retain_keys, retain_veths, set_subnet},
 };
 
 impl Datapath {
     /// Say what IPv6 addresses the endpoint behind host-side veth `ifindex` has; `None`:
-    /// it has no IPv6 (its IPv6 frames are then dropped).
+    /// it has no IPv6 (its IPv6 frames are then dropped). Its address leads back to the
+    /// veth (`ENDPOINT_VETHS6`: where its masqueraded flows' replies go).
     pub fn register_endpoint6(&mut self, ifindex: u32, info: Option<&Endpoint6Info>) -> Result<()> {
+        let old = self.endpoint6(ifindex)?.map(|e| e.addr);
         let mut endpoints = self.endpoints6()?;
         match info {
             Some(info) => endpoints
                 .insert(ifindex, info, 0)
-                .with_context(|| format!("register the IPv6 side of endpoint {ifindex}")),
+                .with_context(|| format!("register the IPv6 side of endpoint {ifindex}"))?,
             None => endpoints
                 .remove(&ifindex)
                 .or_else(ignore_missing)
-                .with_context(|| format!("forget the IPv6 side of endpoint {ifindex}")),
+                .with_context(|| format!("forget the IPv6 side of endpoint {ifindex}"))?,
         }
+        let mut veths = self.endpoint_veths6()?;
+        if let Some(old) = old.filter(|old| info.is_none_or(|i| i.addr != *old))
+            && veths.get(&old, 0).ok() == Some(ifindex)
+        {
+            veths
+                .remove(&old)
+                .or_else(ignore_missing)
+                .with_context(|| format!("forget the IPv6 address of endpoint {ifindex}"))?;
+        }
+        if let Some(info) = info {
+            veths
+                .insert(info.addr, ifindex, 0)
+                .with_context(|| format!("register the IPv6 address of endpoint {ifindex}"))?;
+        }
+        Ok(())
+    }
+
+    fn endpoint_veths6(&mut self) -> Result<maps::HashMap<&mut aya::maps::MapData, Addr6, u32>> {
+        Ok(maps::HashMap::try_from(
+            self.map_mut(names::ENDPOINT_VETHS6)?,
+        )?)
     }
 
     /// The IPv6 side of endpoint `ifindex`, if it has one.
@@ -45,7 +68,9 @@ impl Datapath {
 
     /// Remove the IPv6 sides of endpoints whose host-side veth is not in `keep`.
     pub(super) fn retain_endpoints6(&mut self, keep: &[u32]) -> Result<usize> {
-        retain_in::<u32, Endpoint6Info>(self.map_mut(names::ENDPOINTS6)?, keep)
+        let stale = retain_in::<u32, Endpoint6Info>(self.map_mut(names::ENDPOINTS6)?, keep)?;
+        retain_veths::<Addr6>(self.map_mut(names::ENDPOINT_VETHS6)?, keep)?;
+        Ok(stale)
     }
 
     /// Tell the data path about a network's IPv6 subnet (its tag and flags, as
