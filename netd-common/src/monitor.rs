@@ -1,8 +1,11 @@
 //! `netd monitor`: events the programs send the daemon through a BPF ring buffer, only
 //! while a monitor is attached. The daemon writes what it wants into `MONITOR_CONFIG`
 //! (all zero: nothing, which is how the programs start); each event is a
-//! `MonitorEvent`. A per-CPU state (`MONITOR_STATE`) samples and rate-limits them in the
+//! `MonitorEvent`, or a `MonitorEvent6` for an IPv6 flow (`EVENT_IPV6` in its kind). A
+//! per-CPU state (`MONITOR_STATE`) samples and rate-limits them in the
 //! kernel and counts those lost to the limit or a full ring.
+
+use crate::maps::Addr6;
 
 /// `MonitorConfig::types` bits.
 pub const MONITOR_DROP: u32 = 1;
@@ -20,6 +23,9 @@ pub const EVENT_TRACE: u8 = 4;
 /// An IPv6 packet dropped: `before` holds its source address's 16 bytes, `after` its
 /// destination's (the tuples have no room for more).
 pub const EVENT_DROP6: u8 = 5;
+/// A bit of `kind`: the event is a `MonitorEvent6` (a flow's or a translation's over
+/// IPv6, its tuples of IPv6 addresses), e.g. `EVENT_FLOW_NEW | EVENT_IPV6`.
+pub const EVENT_IPV6: u8 = 0x80;
 
 /// How a flow ended (`MonitorEvent::hook` of a flow's end): both sides sent FIN, a reset,
 /// idle past its timeout (the daemon's collector), removed with its container.
@@ -66,21 +72,26 @@ pub struct MonitorState {
     pub lost: u64,
 }
 
-/// A packet's ends (network order), as an event carries them.
+/// A packet's ends (network order), as an event carries them: `A` is `u32` for IPv4
+/// (`EventTuple`) and `maps::Addr6` for IPv6 (`EventTuple6`), as in `flow::FlowKeyOf`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EventTuple {
-    pub src_addr: u32,
-    pub dst_addr: u32,
+pub struct EventTupleOf<A> {
+    pub src_addr: A,
+    pub dst_addr: A,
     pub src_port: u16,
     pub dst_port: u16,
     pub proto: u8,
     pub _pad: [u8; 3],
 }
 
+pub type EventTuple = EventTupleOf<u32>;
+pub type EventTuple6 = EventTupleOf<Addr6>;
+
+/// An event, for an address family as `EventTupleOf`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MonitorEvent {
+pub struct MonitorEventOf<A> {
     /// `bpf_ktime_get_ns` when it happened.
     pub time_ns: u64,
     /// `EVENT_*`.
@@ -98,14 +109,19 @@ pub struct MonitorEvent {
     /// The packet's length.
     pub len: u32,
     /// The packet as it came (a flow's end: its first packet's tuple).
-    pub before: EventTuple,
+    pub before: EventTupleOf<A>,
     /// As translated (drops: as it came).
-    pub after: EventTuple,
+    pub after: EventTupleOf<A>,
     /// An ended flow's packets and bytes (both ways) and how long it lived.
     pub packets: u64,
     pub bytes: u64,
     pub duration_ns: u64,
 }
+
+/// The events of IPv4 flows, and every drop (`EVENT_DROP6` included).
+pub type MonitorEvent = MonitorEventOf<u32>;
+/// The events of IPv6 flows and translations (`kind` has `EVENT_IPV6`).
+pub type MonitorEvent6 = MonitorEventOf<Addr6>;
 
 const _: () = {
     use core::mem::size_of;
@@ -113,4 +129,6 @@ const _: () = {
     assert!(size_of::<MonitorState>() == 32);
     assert!(size_of::<EventTuple>() == 16);
     assert!(size_of::<MonitorEvent>() == 80);
+    assert!(size_of::<EventTuple6>() == 40);
+    assert!(size_of::<MonitorEvent6>() == 128);
 };

@@ -8,7 +8,7 @@ use crate::{
         Endpoint6Info, EndpointInfo, FragmentKey, FragmentKey6, FragmentPorts, NetworkInfo,
         NodeConfig, NodeConfig6, OverlayInfo, RemoteEndpoint,
     },
-    monitor::{EventTuple, MonitorConfig, MonitorEvent, MonitorState},
+    monitor::{EventTuple, EventTuple6, MonitorConfig, MonitorEvent, MonitorEvent6, MonitorState},
     published::{Backend, Backend6, PortKey, PortKey6},
     sockets::{SocketOrigin, SocketOrigin6, SocketPeer, SocketPeer6},
 };
@@ -54,6 +54,8 @@ pod!(
     MonitorState,
     EventTuple,
     MonitorEvent,
+    EventTuple6,
+    MonitorEvent6,
     RemoteEndpoint,
     OverlayInfo
 );

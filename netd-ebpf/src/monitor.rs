@@ -6,25 +6,41 @@
 
 use aya_ebpf::maps::ring_buf::RingBufEntry;
 use netd_common::{
-    PROTO_TCP,
+    PROTO_TCP, PROTO_UDP,
     counters::{Hook, Reason},
     flow::{
-        DIR_EGRESS, DIR_FROM_ENDPOINT, DIR_INGRESS, FLAG_END_REPORTED, FlowEntry, FlowKey, SECOND,
-        SEEN_CLOSED, SEEN_FIN, SEEN_RST,
+        DIR_EGRESS, DIR_FROM_ENDPOINT, DIR_INGRESS, FLAG_END_REPORTED, FlowEntryOf, FlowKeyOf,
+        SECOND, SEEN_CLOSED, SEEN_FIN, SEEN_PACKET, SEEN_RST,
     },
     maps::Addr6,
     monitor::{
         ENDED_FIN, ENDED_RESET, EVENT_DROP, EVENT_DROP6, EVENT_FLOW_END, EVENT_FLOW_NEW,
-        EVENT_TRACE, EventTuple, MONITOR_DROP, MONITOR_FLOW, MONITOR_TRACE, MonitorEvent,
+        EVENT_IPV6, EVENT_TRACE, EventTuple, EventTupleOf, MONITOR_DROP, MONITOR_FLOW,
+        MONITOR_TRACE, MonitorEventOf,
     },
 };
 
 use crate::{
-    conntrack::{find, find_mut, now},
+    conntrack::{Family, Tracked, Tuple, find_mut, now},
     maps::{MONITOR_CONFIG, MONITOR_EVENTS, MONITOR_STATE},
-    parse::{ETH_TYPE_OFF, Frame, IP_PROTO_OFF, L4_OFF, Packet, parse_ipv4_l4},
-    parse6::{ETH_P_IPV6, IP6_DST_OFF, IP6_SRC_OFF},
+    parse::{ETH_TYPE_OFF, Frame, IP_PROTO_OFF, L4_OFF, parse_ipv4_l4, seen_bits},
+    parse6::{
+        ETH_P_IPV6, IP6_DST_OFF, IP6_HDR_LEN, IP6_OFF, IP6_SRC_OFF, PROTO_ICMPV6, echo_ports,
+    },
 };
+
+/// An address family's events: the layout's bit in `kind` (see `EVENT_IPV6`).
+trait Events: Family {
+    const KIND: u8;
+}
+
+impl Events for u32 {
+    const KIND: u8 = 0;
+}
+
+impl Events for Addr6 {
+    const KIND: u8 = EVENT_IPV6;
+}
 
 /// The `MONITOR_*` bits a monitor asked for (0 with none attached).
 #[inline(always)]
@@ -41,7 +57,11 @@ fn wanted() -> u32 {
 #[inline(always)]
 pub fn verdict<F: Frame>(ctx: &F, hook: Hook, reason: Reason, ifindex: u32, len: u32) {
     if wanted() != 0 {
-        events_of_verdict(ctx, hook, reason, ifindex, len);
+        if F::TRANSLATES_IPV6 && !reason.is_drop() && is_ipv6_frame(ctx) {
+            events_of_translation6(ctx, hook, reason, ifindex, len);
+        } else {
+            events_of_verdict(ctx, hook, reason, ifindex, len);
+        }
     }
 }
 
@@ -56,7 +76,47 @@ fn events_of_verdict<F: Frame>(ctx: &F, hook: Hook, reason: Reason, ifindex: u32
         }
         return;
     }
-    if matches!(
+    let at = At {
+        hook,
+        reason,
+        wanted,
+        ifindex,
+        len,
+        new: false,
+    };
+    if let Some(at) = reported(ctx, at, false)
+        && let Ok(after) = parse_ipv4_l4(ctx)
+    {
+        translated(&after.tuple(), after.proto, after.seen, &at);
+    }
+}
+
+/// `events_of_verdict` for an IPv6 packet's translation: a subprogram of its own, right
+/// under the entry point (the IPv4 uplink's frame is 256 bytes, and an IPv6 tuple and
+/// key take more room than IPv4's).
+#[inline(never)]
+fn events_of_translation6<F: Frame>(ctx: &F, hook: Hook, reason: Reason, ifindex: u32, len: u32) {
+    let at = At {
+        hook,
+        reason,
+        wanted: wanted(),
+        ifindex,
+        len,
+        new: false,
+    };
+    if let Some(at) = reported(ctx, at, true) {
+        translated6(ctx, &at);
+    }
+}
+
+/// Whether a translation is reported (`at`, with whether it is a new flow's): not when
+/// the verdict is no translation or neither flows nor translations are monitored; with
+/// flows alone, only a new flow's first packet and a closing one are of interest, told
+/// without parsing the rest.
+#[inline(always)]
+fn reported<F: Frame>(ctx: &F, mut at: At, ipv6: bool) -> Option<At> {
+    let reason = at.reason;
+    let translation = matches!(
         reason,
         Reason::DnatNew
             | Reason::SnatNew
@@ -65,37 +125,98 @@ fn events_of_verdict<F: Frame>(ctx: &F, hook: Hook, reason: Reason, ifindex: u32
             | Reason::DnatReply
             | Reason::SnatReply
             | Reason::Established
-    ) && wanted & (MONITOR_FLOW | MONITOR_TRACE) != 0
-    {
-        // Flows alone: only a new flow's first packet and a closing one are of interest,
-        // told without parsing the rest.
-        let new = matches!(
-            reason,
-            Reason::DnatNew | Reason::SnatNew | Reason::HairpinNew | Reason::TrackedNew
-        );
-        if wanted & MONITOR_TRACE == 0 && !new && !tcp_closing(ctx) {
-            return;
-        }
-        translated(ctx, hook, reason, wanted, ifindex, len);
+    );
+    let new = matches!(
+        reason,
+        Reason::DnatNew | Reason::SnatNew | Reason::HairpinNew | Reason::TrackedNew
+    );
+    if !translation || at.wanted & (MONITOR_FLOW | MONITOR_TRACE) == 0 {
+        return None;
     }
+    if at.wanted & MONITOR_TRACE == 0 && !new && !tcp_closing(ctx, ipv6) {
+        return None;
+    }
+    at.new = new;
+    Some(at)
+}
+
+/// Where and why a translated packet is reported: its program's verdict.
+struct At {
+    hook: Hook,
+    reason: Reason,
+    wanted: u32,
+    ifindex: u32,
+    len: u32,
+    /// The translation is a new flow's first packet.
+    new: bool,
 }
 
 /// A TCP segment with FIN or RST. Only for translated packets, which never carry IP
-/// options: the TCP header is at a fixed offset.
+/// options (nor, for IPv6, extension headers: a segment behind one is not told apart,
+/// and its flow's end is the collector's to report): the TCP header is at a fixed offset.
 #[inline(always)]
-fn tcp_closing<F: Frame>(ctx: &F) -> bool {
-    const TCP_FLAGS_OFF: usize = L4_OFF + 13;
+fn tcp_closing<F: Frame>(ctx: &F, ipv6: bool) -> bool {
     const FIN_RST: u8 = 0x01 | 0x04;
-    ctx.load::<u8>(IP_PROTO_OFF) == Ok(PROTO_TCP)
+    let (proto_off, flags_off) = if ipv6 {
+        (IP6_OFF + 6, IP6_OFF + IP6_HDR_LEN + 13)
+    } else {
+        (IP_PROTO_OFF, L4_OFF + 13)
+    };
+    ctx.load::<u8>(proto_off) == Ok(PROTO_TCP)
         && ctx
-            .load::<u8>(TCP_FLAGS_OFF)
+            .load::<u8>(flags_off)
             .is_ok_and(|flags| flags & FIN_RST != 0)
 }
 
+/// An IPv6 packet translated, its upper layer read right after the fixed header: the
+/// packets netd translates are TCP, UDP and ICMPv6 echo, and one behind an extension
+/// header is not reported (a full walk of the chain does not fit under the IPv4
+/// uplink's entry frame).
 #[inline(always)]
+fn translated6<F: Frame>(ctx: &F, at: &At) {
+    const L4: usize = IP6_OFF + IP6_HDR_LEN;
+    let (Ok(proto), Ok(head)) = (ctx.load::<u8>(IP6_OFF + 6), ctx.load::<[u8; 8]>(L4)) else {
+        return;
+    };
+    let (src_port, dst_port, seen) = match proto {
+        PROTO_TCP => match ctx.load::<u8>(L4 + 13) {
+            Ok(flags) => (
+                u16::from_ne_bytes([head[0], head[1]]),
+                u16::from_ne_bytes([head[2], head[3]]),
+                seen_bits(flags),
+            ),
+            Err(_) => return,
+        },
+        PROTO_UDP => (
+            u16::from_ne_bytes([head[0], head[1]]),
+            u16::from_ne_bytes([head[2], head[3]]),
+            SEEN_PACKET,
+        ),
+        PROTO_ICMPV6 => match echo_ports(&head) {
+            Ok((src_port, dst_port)) => (src_port, dst_port, SEEN_PACKET),
+            Err(_) => return,
+        },
+        _ => return,
+    };
+    let (Ok(src_addr), Ok(dst_addr)) = (
+        ctx.load::<Addr6>(IP6_SRC_OFF),
+        ctx.load::<Addr6>(IP6_DST_OFF),
+    ) else {
+        return;
+    };
+    let after = Tuple {
+        src_addr,
+        dst_addr,
+        src_port,
+        dst_port,
+    };
+    translated(&after, proto, seen, at);
+}
+
+#[inline(never)]
 fn dropped<F: Frame>(ctx: &F, hook: Hook, reason: Reason, ifindex: u32, len: u32) {
     let pkt = parse_ipv4_l4(ctx);
-    let Some(mut slot) = reserve() else {
+    let Some(mut slot) = reserve::<u32>() else {
         return;
     };
     let e = slot.as_mut_ptr();
@@ -108,8 +229,8 @@ fn dropped<F: Frame>(ctx: &F, hook: Hook, reason: Reason, ifindex: u32, len: u32
         (*e).len = len;
         match pkt {
             Ok(pkt) => {
-                write_tuple(&mut (*e).before, &pkt);
-                write_tuple(&mut (*e).after, &pkt);
+                write_tuple(&mut (*e).before, &pkt.tuple(), pkt.proto);
+                write_tuple(&mut (*e).after, &pkt.tuple(), pkt.proto);
             }
             // IPv6: its addresses, each in a tuple's 16 bytes.
             Err(_) if is_ipv6_frame(ctx) => {
@@ -141,66 +262,65 @@ fn is_ipv6_frame<F: Frame>(ctx: &F) -> bool {
 /// flow's other half, which the replies are looked up with (keyed by the packet's tuple
 /// as written, reversed): found where the hook's flows keep their replies, or, at a
 /// container's veth, also where the fast path's (masquerade, published ports) keep
-/// theirs.
+/// theirs. One copy for both families; the other half is read in place, not copied (the
+/// IPv4 uplink's entry frame leaves little room below it).
 #[inline(always)]
-fn translated<F: Frame>(ctx: &F, hook: Hook, reason: Reason, wanted: u32, ifindex: u32, len: u32) {
-    let Ok(after) = parse_ipv4_l4(ctx) else {
-        return;
-    };
-    let mut key = FlowKey {
-        src_addr: after.dst_addr,
-        dst_addr: after.src_addr,
-        src_port: after.dst_port,
-        dst_port: after.src_port,
-        proto: after.proto,
-        dir: replies_at(hook),
+fn translated<A: Events>(t: &Tuple<A>, proto: u8, seen: u8, at: &At) {
+    let mut key = FlowKeyOf {
+        src_addr: t.dst_addr,
+        dst_addr: t.src_addr,
+        src_port: t.dst_port,
+        dst_port: t.src_port,
+        proto,
+        dir: replies_at(at.hook),
         _pad: [0; 2],
     };
-    let mut reply = find(&key);
-    if reply.is_none() && hook == Hook::EndpointIngress {
+    let mut reply = find_mut(&key);
+    if reply.is_none() && at.hook == Hook::EndpointIngress {
         key.dir = DIR_INGRESS;
-        reply = find(&key);
+        reply = find_mut(&key);
     }
-    let Some((_, reply)) = reply else {
+    let Some(reply) = reply else {
         return;
     };
-    let new = matches!(
-        reason,
-        Reason::DnatNew | Reason::SnatNew | Reason::HairpinNew | Reason::TrackedNew
-    );
-    let kind = if new && wanted & MONITOR_FLOW != 0 {
+    // SAFETY: a pointer into a map's value; racing writers only set bits and add to the
+    // counts (see `ended`).
+    let reply = unsafe { &*reply };
+    let kind = if at.new && at.wanted & MONITOR_FLOW != 0 {
         EVENT_FLOW_NEW
-    } else if wanted & MONITOR_TRACE != 0 {
+    } else if at.wanted & MONITOR_TRACE != 0 {
         EVENT_TRACE
     } else {
         0
     };
     if kind != 0
-        && let Some(mut slot) = reserve()
+        && let Some(mut slot) = reserve::<A>()
     {
         let e = slot.as_mut_ptr();
         // SAFETY: the reserved event is ours until it is submitted (see `reserve`).
         unsafe {
-            (*e).kind = kind;
-            (*e).reason = reason as u8;
+            (*e).kind = kind | A::KIND;
+            (*e).reason = at.reason as u8;
             (*e).origin = reply.origin;
-            (*e).ifindex = ifindex;
+            (*e).ifindex = at.ifindex;
             (*e).endpoint = reply.ifindex;
-            (*e).len = len;
-            (*e).before = EventTuple {
-                src_addr: reply.dst_addr,
-                dst_addr: reply.src_addr,
-                src_port: reply.dst_port,
-                dst_port: reply.src_port,
-                proto: after.proto,
-                _pad: [0; 3],
-            };
-            write_tuple(&mut (*e).after, &after);
+            (*e).len = at.len;
+            write_tuple(
+                &mut (*e).before,
+                &Tuple {
+                    src_addr: reply.dst_addr,
+                    dst_addr: reply.src_addr,
+                    src_port: reply.dst_port,
+                    dst_port: reply.src_port,
+                },
+                proto,
+            );
+            write_tuple(&mut (*e).after, t, proto);
         }
         slot.submit(0);
     }
-    if wanted & MONITOR_FLOW != 0 && after.seen & SEEN_CLOSED != 0 {
-        ended(&key, &reply, reason, ifindex);
+    if at.wanted & MONITOR_FLOW != 0 && seen & SEEN_CLOSED != 0 {
+        ended(&key, reply, at.reason, at.ifindex);
     }
 }
 
@@ -209,7 +329,12 @@ fn translated<F: Frame>(ctx: &F, hook: Hook, reason: Reason, wanted: u32, ifinde
 /// (`FLAG_END_REPORTED`, cleared when a new connection takes the tuple) so that it is
 /// sent once.
 #[inline(always)]
-fn ended(reply_key: &FlowKey, reply: &FlowEntry, reason: Reason, ifindex: u32) {
+fn ended<A: Events>(
+    reply_key: &FlowKeyOf<A>,
+    reply: &FlowEntryOf<A>,
+    reason: Reason,
+    ifindex: u32,
+) {
     let this_key = reply_key.partner(reply);
     let Some(this) = find_mut(&this_key) else {
         return;
@@ -233,7 +358,7 @@ fn ended(reply_key: &FlowKey, reply: &FlowEntry, reason: Reason, ifindex: u32) {
         return;
     }
     let first_ptr = if this.is_first() {
-        Some(this as *mut FlowEntry)
+        Some(this as *mut FlowEntryOf<A>)
     } else {
         find_mut(first_key)
     };
@@ -243,34 +368,38 @@ fn ended(reply_key: &FlowKey, reply: &FlowEntry, reason: Reason, ifindex: u32) {
     // SAFETY: a pointer into a map's value, as above.
     let first = unsafe { &mut *first_ptr };
     first.flags |= FLAG_END_REPORTED;
-    let Some(mut slot) = reserve() else {
+    let Some(mut slot) = reserve::<A>() else {
         return;
     };
     let e = slot.as_mut_ptr();
     // SAFETY: the reserved event is ours until it is submitted (see `reserve`).
     unsafe {
-        (*e).kind = EVENT_FLOW_END;
+        (*e).kind = EVENT_FLOW_END | A::KIND;
         (*e).hook = how;
         (*e).reason = reason as u8;
         (*e).origin = first.origin;
         (*e).ifindex = ifindex;
         (*e).endpoint = first.ifindex;
-        (*e).before = EventTuple {
-            src_addr: first_key.src_addr,
-            dst_addr: first_key.dst_addr,
-            src_port: first_key.src_port,
-            dst_port: first_key.dst_port,
-            proto: first_key.proto,
-            _pad: [0; 3],
-        };
-        (*e).after = EventTuple {
-            src_addr: first.src_addr,
-            dst_addr: first.dst_addr,
-            src_port: first.src_port,
-            dst_port: first.dst_port,
-            proto: first_key.proto,
-            _pad: [0; 3],
-        };
+        write_tuple(
+            &mut (*e).before,
+            &Tuple {
+                src_addr: first_key.src_addr,
+                dst_addr: first_key.dst_addr,
+                src_port: first_key.src_port,
+                dst_port: first_key.dst_port,
+            },
+            first_key.proto,
+        );
+        write_tuple(
+            &mut (*e).after,
+            &Tuple {
+                src_addr: first.src_addr,
+                dst_addr: first.dst_addr,
+                src_port: first.src_port,
+                dst_port: first.dst_port,
+            },
+            first_key.proto,
+        );
         (*e).packets = u64::from(this.packets) + u64::from(reply.packets);
         (*e).bytes = this.bytes + reply.bytes;
         (*e).duration_ns = (*e).time_ns.saturating_sub(first.created_ns);
@@ -288,20 +417,22 @@ fn replies_at(hook: Hook) -> u8 {
     }
 }
 
+/// Fill an event's tuple in place (in the ring, not through the stack); the event was
+/// zeroed by `reserve`.
 #[inline(always)]
-fn write_tuple(t: &mut EventTuple, pkt: &Packet) {
-    t.src_addr = pkt.src_addr;
-    t.dst_addr = pkt.dst_addr;
-    t.src_port = pkt.src_port;
-    t.dst_port = pkt.dst_port;
-    t.proto = pkt.proto;
+fn write_tuple<A: Copy>(into: &mut EventTupleOf<A>, t: &Tuple<A>, proto: u8) {
+    into.src_addr = t.src_addr;
+    into.dst_addr = t.dst_addr;
+    into.src_port = t.src_port;
+    into.dst_port = t.dst_port;
+    into.proto = proto;
 }
 
 /// Sample and rate-limit (this CPU's state), then reserve an event in the ring, zeroed
 /// and timed, for the caller to fill and submit: written in place, not through the stack.
 /// `None` when sampled out, over the rate or the ring is full (the last two counted lost).
 #[inline(always)]
-fn reserve() -> Option<RingBufEntry<MonitorEvent>> {
+fn reserve<A: Events>() -> Option<RingBufEntry<MonitorEventOf<A>>> {
     let config = MONITOR_CONFIG.get_ptr(0)?;
     let state = MONITOR_STATE.get_ptr_mut(0)?;
     // SAFETY: the config is read field by field; the state is this CPU's slot, which no
@@ -323,7 +454,7 @@ fn reserve() -> Option<RingBufEntry<MonitorEvent>> {
         return None;
     }
     state.in_window += 1;
-    let Some(mut slot) = MONITOR_EVENTS.reserve::<MonitorEvent>(0) else {
+    let Some(mut slot) = MONITOR_EVENTS.reserve::<MonitorEventOf<A>>(0) else {
         state.lost += 1;
         return None;
     };

@@ -120,10 +120,13 @@ impl Packet {
 /// A packet's bytes as a program sees them: through `bpf_skb_load_bytes` at TC, directly
 /// at XDP. Parsing is the same for both.
 pub trait Frame {
+    /// Whether the hook's programs translate IPv6 (TC; the XDP program passes IPv6 on).
+    const TRANSLATES_IPV6: bool;
     fn load<T>(&self, off: usize) -> Result<T, ()>;
 }
 
 impl Frame for TcContext {
+    const TRANSLATES_IPV6: bool = true;
     #[inline(always)]
     fn load<T>(&self, off: usize) -> Result<T, ()> {
         TcContext::load(self, off).map_err(|_| ())
@@ -131,6 +134,7 @@ impl Frame for TcContext {
 }
 
 impl Frame for XdpContext {
+    const TRANSLATES_IPV6: bool = false;
     #[inline(always)]
     fn load<T>(&self, off: usize) -> Result<T, ()> {
         let at = self.data() + off;

@@ -7,6 +7,7 @@
 
 use std::{
     collections::HashMap,
+    net::IpAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -17,19 +18,23 @@ use netd_common::{
     PROTO_ICMP, PROTO_TCP, PROTO_UDP,
     counters::{Hook, Reason},
     flow::{
-        FLAG_END_REPORTED, ORIGIN_DNAT, ORIGIN_HAIRPIN, ORIGIN_SNAT, ORIGIN_TRACKED, SEEN_FIN,
-        SEEN_RST,
+        FLAG_END_REPORTED, FlowEntryOf, FlowKeyOf, ORIGIN_DNAT, ORIGIN_HAIRPIN, ORIGIN_SNAT,
+        ORIGIN_TRACKED, SEEN_FIN, SEEN_RST,
     },
+    maps::Addr6,
     monitor::{
         ENDED_FIN, ENDED_REMOVED, ENDED_RESET, ENDED_TIMEOUT, EVENT_DROP, EVENT_DROP6,
-        EVENT_FLOW_END, EVENT_FLOW_NEW, EVENT_TRACE, EventTuple, MONITOR_DROP, MONITOR_FLOW,
-        MONITOR_TRACE, MonitorConfig, MonitorEvent,
+        EVENT_FLOW_END, EVENT_FLOW_NEW, EVENT_IPV6, EVENT_TRACE, EventTuple, EventTuple6,
+        MONITOR_DROP, MONITOR_FLOW, MONITOR_TRACE, MonitorConfig, MonitorEvent, MonitorEvent6,
     },
-    user::addr_from_be,
+    user::{addr_from_be, addr6_be, addr6_from_be},
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{conntrack::FlowHalves, journal::Journal};
+use crate::{
+    conntrack::{FlowAddr, FlowHalves},
+    journal::Journal,
+};
 
 /// Events kept for clients between their polls.
 pub const HISTORY: usize = 10_000;
@@ -80,11 +85,12 @@ pub fn type_names(bits: u32) -> String {
 }
 
 /// An event as the daemon keeps it until a client reads it: the programs' own (or one
-/// the collector made), and when it happened (Unix ns).
+/// the collector made), and when it happened (Unix ns). Every event is kept in the IPv6
+/// layout (see `widen`).
 #[derive(Clone, Debug)]
 pub struct Record {
     pub time_nano: u128,
-    pub event: MonitorEvent,
+    pub event: MonitorEvent6,
     /// Its container and network, when the daemon named them as it made the event (the
     /// container may be gone by the time a client reads it).
     pub names: Option<(String, String)>,
@@ -93,7 +99,7 @@ pub struct Record {
 impl Record {
     /// The `MONITOR_*` type it is of.
     pub fn type_bit(&self) -> u32 {
-        match self.event.kind {
+        match self.event.kind & !EVENT_IPV6 {
             EVENT_DROP | EVENT_DROP6 => MONITOR_DROP,
             EVENT_FLOW_NEW | EVENT_FLOW_END => MONITOR_FLOW,
             _ => MONITOR_TRACE,
@@ -214,7 +220,15 @@ impl Monitor {
 /// said to have ended by. A flow whose end the programs reported already
 /// (`FLAG_END_REPORTED`) is left out; one that closed before anyone monitored tells how
 /// it closed.
-pub fn flow_ends(ended: &[FlowHalves], clock: &Clock, open_how: u8) -> Vec<Record> {
+pub fn flow_ends<A: FlowAddr + Default>(
+    ended: &[FlowHalves<A>],
+    clock: &Clock,
+    open_how: u8,
+) -> Vec<Record>
+where
+    FlowKeyOf<A>: aya::Pod + std::hash::Hash + Eq,
+    FlowEntryOf<A>: aya::Pod,
+{
     ended
         .iter()
         .filter(|(_, first, _)| first.is_first() && first.flags & FLAG_END_REPORTED == 0)
@@ -228,21 +242,26 @@ pub fn flow_ends(ended: &[FlowHalves], clock: &Clock, open_how: u8) -> Vec<Recor
             } else {
                 open_how
             };
-            let tuple = |src_addr, dst_addr, src_port, dst_port| EventTuple {
-                src_addr,
-                dst_addr,
+            let tuple = |src: A, dst: A, src_port, dst_port| EventTuple6 {
+                src_addr: wide(src.ip()),
+                dst_addr: wide(dst.ip()),
                 src_port,
                 dst_port,
                 proto: key.proto,
                 _pad: [0; 3],
             };
+            let family = if key.src_addr.ip().is_ipv6() {
+                EVENT_IPV6
+            } else {
+                0
+            };
             let last = first.last_seen_ns.max(reply.last_seen_ns);
             Record {
                 names: None,
                 time_nano: clock.unix_ns,
-                event: MonitorEvent {
+                event: MonitorEvent6 {
                     time_ns: last,
-                    kind: EVENT_FLOW_END,
+                    kind: EVENT_FLOW_END | family,
                     hook: how,
                     origin: first.origin,
                     endpoint: first.ifindex,
@@ -256,7 +275,7 @@ pub fn flow_ends(ended: &[FlowHalves], clock: &Clock, open_how: u8) -> Vec<Recor
                     packets: u64::from(first.packets) + u64::from(reply.packets),
                     bytes: first.bytes + reply.bytes,
                     duration_ns: last.saturating_sub(first.created_ns),
-                    ..MonitorEvent::default()
+                    ..MonitorEvent6::default()
                 },
             }
         })
@@ -270,9 +289,7 @@ pub async fn read_events(monitor: Arc<Monitor>, ring: RingBuf<MapData>) {
         let clock = Clock::now();
         let mut records = Vec::new();
         while let Some(item) = events.next() {
-            if item.len() >= size_of::<MonitorEvent>() {
-                let event: MonitorEvent =
-                    bytemuck::pod_read_unaligned(&item[..size_of::<MonitorEvent>()]);
+            if let Some(event) = decode(&item) {
                 records.push(Record {
                     time_nano: clock.unix_of(event.time_ns),
                     event,
@@ -283,6 +300,66 @@ pub async fn read_events(monitor: Arc<Monitor>, ring: RingBuf<MapData>) {
         monitor.record(records);
     })
     .await
+}
+
+/// An event as the programs sent it (its `kind` tells the layout: `EVENT_IPV6`), in the
+/// IPv6 layout; `None` when it is too short for its layout.
+fn decode(item: &[u8]) -> Option<MonitorEvent6> {
+    let kind = *item.get(std::mem::offset_of!(MonitorEvent, kind))?;
+    if kind & EVENT_IPV6 != 0 {
+        let bytes = item.get(..size_of::<MonitorEvent6>())?;
+        Some(bytemuck::pod_read_unaligned(bytes))
+    } else {
+        let bytes = item.get(..size_of::<MonitorEvent>())?;
+        Some(widen(&bytemuck::pod_read_unaligned(bytes)))
+    }
+}
+
+/// An IPv4 event in the IPv6 layout the daemon keeps every event in: its addresses
+/// IPv4-mapped (`::ffff:a.b.c.d`, shown as IPv4 again); an `EVENT_DROP6`'s two addresses
+/// (in the 16 bytes of each tuple) as the source and destination, without ports.
+pub fn widen(e: &MonitorEvent) -> MonitorEvent6 {
+    let tuple = |t: &EventTuple| EventTuple6 {
+        src_addr: wide(IpAddr::V4(addr_from_be(t.src_addr))),
+        dst_addr: wide(IpAddr::V4(addr_from_be(t.dst_addr))),
+        src_port: t.src_port,
+        dst_port: t.dst_port,
+        proto: t.proto,
+        _pad: [0; 3],
+    };
+    let (before, after) = if e.kind == EVENT_DROP6 {
+        let addrs = EventTuple6 {
+            src_addr: bytemuck::cast(e.before),
+            dst_addr: bytemuck::cast(e.after),
+            ..EventTuple6::default()
+        };
+        (addrs, addrs)
+    } else {
+        (tuple(&e.before), tuple(&e.after))
+    };
+    MonitorEvent6 {
+        time_ns: e.time_ns,
+        kind: e.kind,
+        hook: e.hook,
+        reason: e.reason,
+        origin: e.origin,
+        ifindex: e.ifindex,
+        endpoint: e.endpoint,
+        len: e.len,
+        before,
+        after,
+        packets: e.packets,
+        bytes: e.bytes,
+        duration_ns: e.duration_ns,
+    }
+}
+
+/// An address in an event's IPv6 layout (IPv4 mapped).
+fn wide(ip: IpAddr) -> Addr6 {
+    addr6_be(match ip {
+        IpAddr::V4(a) => a.to_ipv6_mapped(),
+        IpAddr::V6(a) => a,
+    })
 }
 
 /// The wall clock against CLOCK_MONOTONIC (the programs' `bpf_ktime_get_ns`), read once.
@@ -375,14 +452,14 @@ impl Record {
     /// The event with its numbers named.
     pub fn view(&self, names: &Names) -> EventView {
         let e = &self.event;
-        let kind = match e.kind {
+        let kind = match e.kind & !EVENT_IPV6 {
             EVENT_DROP | EVENT_DROP6 => "drop",
             EVENT_FLOW_NEW => "flow-new",
             EVENT_FLOW_END => "flow-end",
             EVENT_TRACE => "trace",
             _ => "unknown",
         };
-        let reason = if e.kind == EVENT_FLOW_END {
+        let reason = if e.kind & !EVENT_IPV6 == EVENT_FLOW_END {
             ended_name(e.hook).to_string()
         } else {
             Reason::ALL
@@ -390,6 +467,7 @@ impl Record {
                 .map_or_else(|| e.reason.to_string(), |r| r.name().to_string())
         };
         let dropped = matches!(e.kind, EVENT_DROP | EVENT_DROP6);
+        let ended = e.kind & !EVENT_IPV6 == EVENT_FLOW_END;
         let translated = !dropped;
         // A flow's container is its endpoint's; a drop's, that of the veth it came from.
         let owner = if e.endpoint != 0 {
@@ -415,11 +493,11 @@ impl Record {
                 _ => proto_name(e.before.proto),
             },
             src: match e.kind {
-                EVENT_DROP6 => addr6_of(&e.before),
+                EVENT_DROP6 => bracketed(e.before.src_addr),
                 _ => end(e.before.src_addr, e.before.src_port),
             },
             dst: match e.kind {
-                EVENT_DROP6 => addr6_of(&e.after),
+                EVENT_DROP6 => bracketed(e.before.dst_addr),
                 _ => end(e.before.dst_addr, e.before.dst_port),
             },
             translated_src: translated.then(|| end(e.after.src_addr, e.after.src_port)),
@@ -431,28 +509,37 @@ impl Record {
                 .then(|| (names.interface)(e.ifindex))
                 .flatten(),
             len: e.len,
-            packets: (e.kind == EVENT_FLOW_END).then_some(e.packets),
-            bytes: (e.kind == EVENT_FLOW_END).then_some(e.bytes),
-            duration_ns: (e.kind == EVENT_FLOW_END).then_some(e.duration_ns),
+            packets: ended.then_some(e.packets),
+            bytes: ended.then_some(e.bytes),
+            duration_ns: ended.then_some(e.duration_ns),
         }
     }
 }
 
-fn end(addr: u32, port: u16) -> String {
-    format!("{}:{}", addr_from_be(addr), u16::from_be(port))
+/// `ADDR:PORT` (`[ADDR]:PORT` for IPv6) of an address in the events' layout.
+fn end(addr: Addr6, port: u16) -> String {
+    let ip = addr6_from_be(addr);
+    let port = u16::from_be(port);
+    match ip.to_ipv4_mapped() {
+        Some(v4) => format!("{v4}:{port}"),
+        None => format!("[{ip}]:{port}"),
+    }
 }
 
-/// The IPv6 address an `EVENT_DROP6` carries in a tuple's 16 bytes.
-fn addr6_of(t: &EventTuple) -> String {
-    let bytes: [u8; 16] = bytemuck::cast(*t);
-    format!("[{}]", std::net::Ipv6Addr::from(bytes))
+/// An IPv6 address without a port (`EVENT_DROP6`'s), bracketed.
+fn bracketed(addr: Addr6) -> String {
+    format!("[{}]", addr6_from_be(addr))
 }
+
+/// ICMPv6's protocol number (IPv6's next header).
+const PROTO_ICMPV6: u8 = 58;
 
 fn proto_name(proto: u8) -> String {
     match proto {
         PROTO_TCP => "tcp".into(),
         PROTO_UDP => "udp".into(),
         PROTO_ICMP => "icmp".into(),
+        PROTO_ICMPV6 => "icmpv6".into(),
         other => other.to_string(),
     }
 }
@@ -541,7 +628,7 @@ mod tests {
         let end = Record {
             names: None,
             time_nano: 1_764_858_001_123_456_000,
-            event: MonitorEvent {
+            event: widen(&MonitorEvent {
                 kind: EVENT_FLOW_END,
                 hook: ENDED_FIN,
                 origin: ORIGIN_DNAT,
@@ -553,7 +640,7 @@ mod tests {
                 bytes: 624,
                 duration_ns: 1_500_000,
                 ..MonitorEvent::default()
-            },
+            }),
         };
         assert_eq!(
             line(&named(&end)),
@@ -564,7 +651,7 @@ mod tests {
         let drop = Record {
             names: None,
             time_nano: end.time_nano,
-            event: MonitorEvent {
+            event: widen(&MonitorEvent {
                 kind: EVENT_DROP,
                 hook: Hook::EndpointIngress as u8,
                 reason: Reason::DropIsolated as u8,
@@ -573,7 +660,7 @@ mod tests {
                 before: client,
                 after: client,
                 ..MonitorEvent::default()
-            },
+            }),
         };
         let view = named(&drop);
         assert_eq!(
@@ -588,7 +675,7 @@ mod tests {
         let drop6 = Record {
             names: None,
             time_nano: end.time_nano,
-            event: MonitorEvent {
+            event: widen(&MonitorEvent {
                 kind: EVENT_DROP6,
                 hook: Hook::EndpointIngress as u8,
                 reason: Reason::DropRouterMessage as u8,
@@ -597,7 +684,7 @@ mod tests {
                 before: addr6("fe80::42:acff:fe11:2"),
                 after: addr6("ff02::1"),
                 ..MonitorEvent::default()
-            },
+            }),
         };
         let view = named(&drop6);
         assert_eq!(
@@ -606,6 +693,49 @@ mod tests {
              (netd0) on if7: [fe80::42:acff:fe11:2] -> [ff02::1] ipv6"
         );
         assert_eq!(drop6.type_bit(), MONITOR_DROP);
+        // An IPv6 flow's end, as the programs send it (`MonitorEvent6`, `EVENT_IPV6`).
+        let v6 = |a: &str, port: u16| (addr6_be(a.parse().unwrap()), port.to_be());
+        let tuple6 = |(src_addr, src_port), (dst_addr, dst_port)| EventTuple6 {
+            src_addr,
+            dst_addr,
+            src_port,
+            dst_port,
+            proto: PROTO_TCP,
+            _pad: [0; 3],
+        };
+        let sent = MonitorEvent6 {
+            kind: EVENT_FLOW_END | EVENT_IPV6,
+            hook: ENDED_RESET,
+            origin: ORIGIN_SNAT,
+            endpoint: 7,
+            before: tuple6(v6("fd00:17::2", 40000), v6("2001:db8::1", 443)),
+            after: tuple6(v6("2001:db8:ff::1", 40000), v6("2001:db8::1", 443)),
+            packets: 4,
+            bytes: 320,
+            duration_ns: 2_000_000_000,
+            ..MonitorEvent6::default()
+        };
+        let end6 = Record {
+            names: None,
+            time_nano: end.time_nano,
+            event: decode(bytemuck::bytes_of(&sent)).unwrap(),
+        };
+        assert_eq!(end6.type_bit(), MONITOR_FLOW);
+        assert_eq!(
+            line(&named(&end6)),
+            "14:20:01.123456 flow-end (reset) snat container web (netd0): \
+             [fd00:17::2]:40000 -> [2001:db8::1]:443 tcp => [2001:db8:ff::1]:40000 -> \
+             [2001:db8::1]:443, 4 packets, 320 bytes, 2.000 s"
+        );
+        // An IPv4 event read from the ring is the same event, widened.
+        let v4 = MonitorEvent {
+            kind: EVENT_FLOW_NEW,
+            before: client,
+            after: client,
+            ..MonitorEvent::default()
+        };
+        assert_eq!(decode(bytemuck::bytes_of(&v4)), Some(widen(&v4)));
+        assert_eq!(decode(&bytemuck::bytes_of(&sent)[..80]), None, "cut short");
         assert_eq!(
             parse_types(&["flow,drop".into()]).unwrap(),
             MONITOR_FLOW | MONITOR_DROP

@@ -712,6 +712,15 @@ fn ports_published_with_dash_p_answer_on_the_nodes_ipv6_address_the_client_kept(
     };
     check();
     assert!(d.counter("UplinkIngress", "dnat_new_flow").unwrap() >= 2);
+    // Where the fast path is on, it delivered them into the container, as for IPv4 (no
+    // IPv4 went through a published port here).
+    let info = d.info().unwrap();
+    let redirected = d.counter("FastPath", "redirect_to_container").unwrap();
+    if info["fast_path"] == "on" {
+        assert!(redirected >= 2, "{redirected} redirected; {info}");
+    } else {
+        assert_eq!(redirected, 0, "{info}");
+    }
     // `netd info` counts the IPv6 tables too: the two `[::]` bindings, their flows.
     let tables = &d.info().unwrap()["map_entries"];
     assert_eq!(tables["published_ports6"], 2, "{tables}");
@@ -854,4 +863,66 @@ fn containers_reach_published_ports_through_the_nodes_ipv6_addresses_their_own_i
     assert_eq!(tcp.peers().last().unwrap().ip(), IpAddr::V6(GATEWAY6));
     echo_once(&web.netns, Proto::Udp, node(5353)).unwrap();
     assert!(d.counter("EndpointIngress", "hairpin_new_flow").unwrap() >= 5);
+}
+
+#[test]
+fn monitor_shows_an_ipv6_connections_translation_and_end_and_its_masquerade() {
+    require_root();
+    let sb = Sandbox::new("6m").unwrap();
+    let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    dual_stack(&d, "ds", "10.10.1.0/24", SUBNET6, &[]);
+    let web = d.run_idle_on6("web", "ds", C1, &["8080:80"]).unwrap();
+    let _server = EchoServer::start(&web.netns, Proto::Tcp, v6(C1, 80)).unwrap();
+    let inet = EchoServer::start(&sb.inet.path(), Proto::Udp, v6(Sandbox::INET_ADDR6, 53)).unwrap();
+    let mon = Stream::start(&d, &["monitor", "--type", "flow", "--format", "json"]).unwrap();
+    // Attached once a flow shows (the monitor asks the programs within a poll).
+    let published = format!("[{}]:8080", Sandbox::NODE_ADDR6);
+    let mut client = None;
+    for _ in 0..30 {
+        let c = echo_once(&sb.ext.path(), Proto::Tcp, v6(Sandbox::NODE_ADDR6, 8080)).unwrap();
+        let new = monitor::expect(&mon, Duration::from_millis(300), |e| {
+            e["type"] == "flow-new" && e["src"] == c.to_string()
+        });
+        if let Ok(new) = new {
+            assert_eq!(new["dst"], published, "{new}");
+            assert_eq!(new["translated_dst"], format!("[{C1}]:80"), "{new}");
+            assert_eq!(
+                new["translated_src"],
+                c.to_string(),
+                "the client kept: {new}"
+            );
+            assert_eq!(
+                (&new["origin"], &new["container"]),
+                (&"dnat".into(), &"web".into())
+            );
+            assert_eq!(new["proto"], "tcp");
+            client = Some(c);
+            break;
+        }
+    }
+    let client = client.expect("no IPv6 flow-new while the monitor was attached");
+    // Its end, when both FINs have passed: its packets both ways.
+    let end = monitor::expect(&mon, Duration::from_secs(2), |e| {
+        e["type"] == "flow-end" && e["src"] == client.to_string()
+    })
+    .unwrap();
+    assert_eq!(
+        (&end["reason"], &end["dst"]),
+        (&"fin".into(), &published.clone().into())
+    );
+    assert!(end["packets"].as_u64().unwrap() >= 7, "{end}");
+    // Masquerade (NAT66): the container's datagram leaves from the node's address.
+    let sent = echo_once(&web.netns, Proto::Udp, v6(Sandbox::INET_ADDR6, 53)).unwrap();
+    let out = monitor::expect(&mon, Duration::from_secs(1), |e| {
+        e["type"] == "flow-new" && e["src"] == sent.to_string()
+    })
+    .unwrap();
+    assert_eq!(out["origin"], "snat", "{out}");
+    let seen = inet.peers().last().copied().unwrap();
+    assert_eq!(
+        out["translated_src"],
+        seen.to_string(),
+        "as the server saw it: {out}"
+    );
+    assert_eq!(seen.ip(), IpAddr::V6(Sandbox::NODE_ADDR6));
 }

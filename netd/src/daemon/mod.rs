@@ -859,23 +859,12 @@ impl Daemon {
         inner.refresh_node_addrs().await?;
         let entries = inner.datapath.flow_entries()?;
         let expired = sweep_expired(&mut inner.datapath, &entries)?;
-        if self.monitor.wanted() & netd_common::monitor::MONITOR_FLOW != 0 {
-            let keys: Vec<_> = expired.keys.iter().map(|(_, k)| *k).collect();
-            let ended = conntrack::ended(&entries, &keys)
-                .into_iter()
-                .filter(|(key, _, _)| !inner.datapath.has_flow(key).unwrap_or(true))
-                .collect::<Vec<_>>();
-            let clock = crate::monitor::Clock::now();
-            self.monitor.record(crate::monitor::flow_ends(
-                &ended,
-                &clock,
-                netd_common::monitor::ENDED_TIMEOUT,
-            ));
-        }
+        self.report_expired(&mut inner.datapath, &entries, &expired);
         let kept = expired.kept(entries);
         inner.datapath.set_flow_owners(&conntrack::owners(&kept))?;
         let entries6 = inner.datapath.flow_entries6()?;
         let expired6 = sweep_expired(&mut inner.datapath, &entries6)?;
+        self.report_expired(&mut inner.datapath, &entries6, &expired6);
         let kept6 = expired6.kept(entries6);
         inner.datapath.set_flow_owners(&conntrack::owners(&kept6))?;
         inner.flow_census = Some([
@@ -884,6 +873,33 @@ impl Daemon {
         ]);
         inner.warn_if_flow_table_full()?;
         Ok(expired.removed + expired6.removed)
+    }
+
+    /// The ends of the flows a sweep removed, for `netd monitor` (when flows are
+    /// watched): a flow whose other half a packet brought back is not over.
+    fn report_expired<A: conntrack::FlowAddr + Default>(
+        &self,
+        datapath: &mut Datapath,
+        entries: &conntrack::Snapshot<A>,
+        expired: &Swept<A>,
+    ) where
+        netd_common::flow::FlowKeyOf<A>: aya::Pod + std::hash::Hash + Eq,
+        netd_common::flow::FlowEntryOf<A>: aya::Pod,
+    {
+        if self.monitor.wanted() & netd_common::monitor::MONITOR_FLOW == 0 {
+            return;
+        }
+        let keys: Vec<_> = expired.keys.iter().map(|(_, k)| *k).collect();
+        let ended = conntrack::ended(entries, &keys)
+            .into_iter()
+            .filter(|(key, _, _)| !datapath.has_flow(key).unwrap_or(true))
+            .collect::<Vec<_>>();
+        let clock = crate::monitor::Clock::now();
+        self.monitor.record(crate::monitor::flow_ends(
+            &ended,
+            &clock,
+            netd_common::monitor::ENDED_TIMEOUT,
+        ));
     }
 }
 

@@ -422,7 +422,15 @@ impl Bed {
         node.sysctl("net.ipv4.ip_forward", "1")?;
         // IPv6 as netd's `--fixed-cidr-v6` lays it out (no duplicate address detection:
         // usable at once).
-        node.ip(&["-6", "addr", "add", "fd00:17::1/64", "dev", "netd0", "nodad"])?;
+        node.ip(&[
+            "-6",
+            "addr",
+            "add",
+            "fd00:17::1/64",
+            "dev",
+            "netd0",
+            "nodad",
+        ])?;
         ctr.ip(&["-6", "addr", "add", "fd00:17::2/64", "dev", "eth0", "nodad"])?;
         ctr.ip(&["-6", "route", "add", "default", "via", "fd00:17::1"])?;
         node.sysctl("net.ipv6.conf.all.forwarding", "1")?;
