@@ -233,6 +233,12 @@ mod programs {
         crate::bench::transmit(&ctx)
     }
 
+    /// The same with the IPv6 frame set in `BENCH_FRAME6`.
+    #[xdp]
+    pub fn bench_transmit6(ctx: XdpContext) -> u32 {
+        crate::bench::transmit6(&ctx)
+    }
+
     #[panic_handler]
     fn panic(_info: &core::panic::PanicInfo) -> ! {
         loop {}

@@ -12,7 +12,7 @@
 //! the maps go away with the process.
 
 use std::{
-    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket},
     os::fd::AsRawFd,
     path::Path,
     process::{Command, Stdio},
@@ -36,6 +36,9 @@ pub const PAYLOAD: &[u8; 18] = b"netd-bench 64 byte";
 pub const BATCH: u32 = 64;
 /// The frame size `bench_transmit` writes (its `BENCH_FRAME`).
 pub const FRAME_LEN: usize = 60;
+/// The IPv6 frame `bench_transmit6` writes (its `BENCH_FRAME6`): the same payload behind
+/// an IPv6 header, 80 bytes (84 on a wire; the smallest Ethernet frame holds no IPv6 UDP).
+pub const FRAME6_LEN: usize = 80;
 /// Where the generator mounts its private bpffs (inside its own mount namespace).
 const PRIVATE_BPFFS: &str = "/sys/fs/bpf";
 
@@ -74,24 +77,73 @@ pub fn udp_frame(
     f.extend(dst.ip().octets());
     let ip_csum = !(ones_sum(0, &f[ip_start..ip_start + 20]) as u16);
     f[ip_start + 10..ip_start + 12].copy_from_slice(&ip_csum.to_be_bytes());
-    let udp_start = f.len();
-    f.extend(src.port().to_be_bytes());
-    f.extend(dst.port().to_be_bytes());
-    f.extend(udp_len.to_be_bytes());
-    f.extend([0, 0]);
-    f.extend(payload);
     let mut pseudo = Vec::with_capacity(12);
     pseudo.extend(src.ip().octets());
     pseudo.extend(dst.ip().octets());
     pseudo.extend([0, 17]);
     pseudo.extend(udp_len.to_be_bytes());
-    let sum = ones_sum(ones_sum(0, &pseudo), &f[udp_start..]);
-    let udp_csum = match !(sum as u16) {
+    f.extend(udp_datagram(&pseudo, src.port(), dst.port(), payload));
+    f
+}
+
+/// An Ethernet/IPv6/UDP frame with its UDP checksum right (hop limit 64).
+pub fn udp6_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: SocketAddrV6,
+    dst: SocketAddrV6,
+    payload: &[u8],
+) -> Vec<u8> {
+    let udp_len = (8 + payload.len()) as u16;
+    let mut f = Vec::with_capacity(14 + 40 + udp_len as usize);
+    f.extend(dst_mac);
+    f.extend(src_mac);
+    f.extend(0x86ddu16.to_be_bytes());
+    f.extend([0x60, 0, 0, 0]);
+    f.extend(udp_len.to_be_bytes());
+    f.extend([17, 64]); // UDP, hop limit
+    f.extend(src.ip().octets());
+    f.extend(dst.ip().octets());
+    let mut pseudo = Vec::with_capacity(40);
+    pseudo.extend(src.ip().octets());
+    pseudo.extend(dst.ip().octets());
+    pseudo.extend(u32::from(udp_len).to_be_bytes());
+    pseudo.extend([0, 0, 0, 17]);
+    f.extend(udp_datagram(&pseudo, src.port(), dst.port(), payload));
+    f
+}
+
+/// The UDP header and payload, its checksum over `pseudo` (the family's pseudo-header).
+fn udp_datagram(pseudo: &[u8], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut d = Vec::with_capacity(8 + payload.len());
+    d.extend(sport.to_be_bytes());
+    d.extend(dport.to_be_bytes());
+    d.extend(((8 + payload.len()) as u16).to_be_bytes());
+    d.extend([0, 0]);
+    d.extend(payload);
+    let sum = ones_sum(ones_sum(0, pseudo), &d);
+    let csum = match !(sum as u16) {
         0 => 0xffff,
         c => c,
     };
-    f[udp_start + 6..udp_start + 8].copy_from_slice(&udp_csum.to_be_bytes());
-    f
+    d[6..8].copy_from_slice(&csum.to_be_bytes());
+    d
+}
+
+/// A frame's source address and port (IPv4 or IPv6, UDP behind a fixed header).
+pub fn source_of(frame: &[u8]) -> Option<SocketAddr> {
+    let port = |at: usize| Some(u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]));
+    match frame.get(12..14)? {
+        [0x08, 0x00] => {
+            let ip: [u8; 4] = frame.get(26..30)?.try_into().ok()?;
+            Some(SocketAddr::from((Ipv4Addr::from(ip), port(34)?)))
+        }
+        [0x86, 0xdd] => {
+            let ip: [u8; 16] = frame.get(22..38)?.try_into().ok()?;
+            Some(SocketAddr::from((Ipv6Addr::from(ip), port(54)?)))
+        }
+        _ => None,
+    }
 }
 
 pub fn to_hex(bytes: &[u8]) -> String {
@@ -113,25 +165,35 @@ pub fn from_hex(text: &str) -> Result<Vec<u8>> {
 pub fn transmit(ifindex: u32, frame: &[u8], count: u32, batch: u32) -> Result<()> {
     use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp};
 
-    let template: [u8; FRAME_LEN] = frame.try_into().ok().with_context(|| {
-        format!(
-            "the frame has {} bytes; bench_transmit sends {FRAME_LEN}",
-            frame.len()
-        )
-    })?;
+    let template4 = <[u8; FRAME_LEN]>::try_from(frame).ok();
+    let template6 = <[u8; FRAME6_LEN]>::try_from(frame).ok();
     mount_private_bpffs()?;
-    let mut ebpf = aya::EbpfLoader::new()
-        .default_map_pin_directory(PRIVATE_BPFFS)
-        // Live-frame pages come back with the stack's edits: the program rewrites each
-        // frame from this template.
-        .override_global("BENCH_FRAME", &template, true)
+    let mut loader = aya::EbpfLoader::new();
+    loader.default_map_pin_directory(PRIVATE_BPFFS);
+    // Live-frame pages come back with the stack's edits: the program rewrites each frame
+    // from this template, of its own size per family.
+    let name = match (&template4, &template6) {
+        (Some(template), _) => {
+            loader.override_global("BENCH_FRAME", template, true);
+            "bench_transmit"
+        }
+        (None, Some(template)) => {
+            loader.override_global("BENCH_FRAME6", template, true);
+            "bench_transmit6"
+        }
+        (None, None) => bail!(
+            "the frame has {} bytes; bench_transmit sends {FRAME_LEN} (IPv4), bench_transmit6 {FRAME6_LEN} (IPv6)",
+            frame.len()
+        ),
+    };
+    let mut ebpf = loader
         .load(netd::datapath::PROGRAMS)
         .context("load netd's eBPF object")?;
     let program: &mut Xdp = ebpf
-        .program_mut("bench_transmit")
-        .context("netd's object has no bench_transmit program")?
+        .program_mut(name)
+        .with_context(|| format!("netd's object has no {name} program"))?
         .try_into()?;
-    program.load().context("verify bench_transmit")?;
+    program.load().with_context(|| format!("verify {name}"))?;
     // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
     // egress_ifindex. XDP_TX sends out of the ingress interface.
     let md = [0, frame.len() as u32, 0, ifindex, 0, 0];
@@ -348,9 +410,21 @@ pub struct Sink {
 }
 
 impl Sink {
+    /// The sink on IPv4.
     pub fn bind(container: &Path) -> Result<Self> {
-        let socket = in_netns(container, || {
-            let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, SINK_PORT))
+        Self::bind_on(container, false)
+    }
+
+    /// The sink on both families where `dual_stack` (bound to `[::]`, which takes IPv4
+    /// too).
+    pub fn bind_on(container: &Path, dual_stack: bool) -> Result<Self> {
+        let any: SocketAddr = if dual_stack {
+            SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, SINK_PORT, 0, 0).into()
+        } else {
+            SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, SINK_PORT).into()
+        };
+        let socket = in_netns(container, move || {
+            let s = UdpSocket::bind(any)
                 .with_context(|| format!("bind UDP {SINK_PORT} in the container"))?;
             let size: libc::c_int = 4096;
             // SAFETY: a valid socket and a c_int option value of the size given.
@@ -373,17 +447,17 @@ impl Sink {
     }
 
     /// Read what is queued: the sender of the first frame (the container's stack verified
-    /// its UDP checksum on the way), and whether its payload was the generator's. The
-    /// queue is empty afterwards.
-    pub fn drain(&self) -> Result<Option<(SocketAddrV4, bool)>> {
+    /// its UDP checksum on the way; an IPv4 sender as IPv4, also on a dual-stack socket),
+    /// and whether its payload was the generator's. The queue is empty afterwards.
+    pub fn drain(&self) -> Result<Option<(SocketAddr, bool)>> {
         let mut first = None;
         let mut buf = [0u8; 64];
         loop {
             match self.socket.recv_from(&mut buf) {
-                Ok((n, std::net::SocketAddr::V4(from))) => {
+                Ok((n, from)) => {
+                    let from = SocketAddr::new(from.ip().to_canonical(), from.port());
                     first.get_or_insert((from, &buf[..n] == PAYLOAD));
                 }
-                Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(first),
                 Err(e) => return Err(e).context("read the sink"),
             }
@@ -395,6 +469,37 @@ impl Sink {
 /// that lives in it.
 pub fn snmp(pid: u32, group: &str, name: &str) -> Result<u64> {
     proc_net_counter(pid, "snmp", group, name)
+}
+
+/// A namespace's IPv6 counter of `/proc/net/snmp6` (`Ip6InDelivers`, ...: a name and a
+/// value per line).
+pub fn snmp6(pid: u32, name: &str) -> Result<u64> {
+    let path = format!("/proc/{pid}/net/snmp6");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    text.lines()
+        .filter_map(|l| l.split_once(char::is_whitespace))
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .with_context(|| format!("no {name} in {path}"))
+}
+
+/// What the namespace of process `pid` counted of UDP for a family: datagrams delivered
+/// (the IP layer's InDelivers), checksum errors, and those that found the receive buffer
+/// full.
+pub fn udp_counts(pid: u32, ipv6: bool) -> Result<[u64; 3]> {
+    if ipv6 {
+        Ok([
+            snmp6(pid, "Ip6InDelivers")?,
+            snmp6(pid, "Udp6InCsumErrors")?,
+            snmp6(pid, "Udp6RcvbufErrors")?,
+        ])
+    } else {
+        Ok([
+            snmp(pid, "Ip", "InDelivers")?,
+            snmp(pid, "Udp", "InCsumErrors")?,
+            snmp(pid, "Udp", "RcvbufErrors")?,
+        ])
+    }
 }
 
 /// An interface's MAC, ifindex and counters, from `ip -j -s link`.
@@ -493,5 +598,29 @@ mod tests {
         assert_eq!(ones_sum(ones_sum(0, &pseudo), &f[34..]), 0xffff);
         assert_eq!(&f[42..], PAYLOAD);
         assert_eq!(from_hex(&to_hex(&f)).unwrap(), f);
+        assert_eq!(source_of(&f), Some(src.into()));
+    }
+
+    #[test]
+    fn the_ipv6_frame_carries_the_same_payload_in_80_bytes_with_its_checksum_right() {
+        let a = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        let src = SocketAddrV6::new(a("2001:db8:200::1"), SOURCE_PORT, 0, 0);
+        let dst = SocketAddrV6::new(a("2001:db8:200::2"), SINK_PORT, 0, 0);
+        let f = udp6_frame([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], src, dst, PAYLOAD);
+        assert_eq!(f.len(), FRAME6_LEN);
+        assert_eq!(&f[12..14], &[0x86, 0xdd]);
+        assert_eq!(
+            (f[14] >> 4, f[20], f[21]),
+            (6, 17, 64),
+            "version, UDP, hop limit"
+        );
+        assert_eq!(u16::from_be_bytes([f[18], f[19]]), 26, "payload length");
+        let mut pseudo = Vec::new();
+        pseudo.extend(src.ip().octets());
+        pseudo.extend(dst.ip().octets());
+        pseudo.extend([0, 0, 0, 26, 0, 0, 0, 17]);
+        assert_eq!(ones_sum(ones_sum(0, &pseudo), &f[54..]), 0xffff);
+        assert_eq!(&f[62..], PAYLOAD);
+        assert_eq!(source_of(&f), Some(src.into()));
     }
 }

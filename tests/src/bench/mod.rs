@@ -20,13 +20,13 @@ pub mod svg;
 pub mod tools;
 
 use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, SocketAddrV4, SocketAddrV6},
     path::PathBuf,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use bed::{Bed, Datapath};
 use generator::{Cycles, Link, SINK_PORT, SOURCE_PORT, Sink};
@@ -176,7 +176,7 @@ pub fn run(opts: &Options) -> Result<Results> {
     if opts.datapaths.iter().any(|d| d.has_ipv6()) {
         results.note(
             "ipv6",
-            format!("IPv6 rows: every bed but netd-macvlan is dual-stack (the bridge fd00:17::1/64, the container fd00:17::2; netd: `--ipv6 --fixed-cidr-v6 {}`; Docker's rules installed with ip6tables-restore as well, netavark's map in a second table of the ip6 family), and every port is published on both families (the scale runs' fillers and `adding one mapping` too); the client dials the node's 2001:db8:200::2 (direct: the container's own address), the container dials the client's 2001:db8:200::1; the servers listen on [::]. netd translates IPv6 in its TC programs only: its redirect fast path and its XDP program pass IPv6 to TC (yet)", bed::SUBNET6),
+            format!("IPv6 rows: every bed but netd-macvlan is dual-stack (the bridge fd00:17::1/64, the container fd00:17::2; netd: `--ipv6 --fixed-cidr-v6 {}`; Docker's rules installed with ip6tables-restore as well, netavark's map in a second table of the ip6 family), and every port is published on both families (the scale runs' fillers and `adding one mapping` too); the client dials the node's 2001:db8:200::2 (direct: the container's own address), the container dials the client's 2001:db8:200::1; the servers listen on [::]; the generator's IPv6 frames carry the same 18-byte payload behind an IPv6 header, 80 bytes (84 on a wire: no IPv6 UDP frame fits the 64-byte minimum), delivered = the container's Ip6InDelivers delta. netd translates IPv6 in its TC programs (the fast path takes it into the container; XDP passes it to TC)", bed::SUBNET6),
         );
     }
     for &dp in &opts.datapaths {
@@ -251,7 +251,7 @@ fn measure(
     let container = Servers::start_on(&bed.container, lifetime, dp.has_ipv6())?;
     let outside = Servers::start_on(&bed.sandbox.ext.path(), lifetime, dp.has_ipv6())?;
     let client = bed.sandbox.ext.path();
-    let sink = Sink::bind(&bed.container)?;
+    let sink = Sink::bind_on(&bed.container, dp.has_ipv6())?;
     let max_scale = plan.scales.iter().copied().max().unwrap_or(1);
     if let Some(kib) = bed.daemon_rss_kib() {
         results.add(dp, "rss_idle", kib as f64 / 1024.0);
@@ -278,7 +278,7 @@ fn measure(
                 results.add(dp, "tcp_gbps", gbps);
 
                 progress.step(dp, &format!("64-byte frames, XDP generator ({of})"))?;
-                forwarding_64(&bed, &container, &sink, plan, cycles, results)?;
+                forwarding_64(&bed, &container, &sink, plan, cycles, results, Family::Ipv4)?;
 
                 if plan.iperf_udp {
                     progress.step(dp, &format!("UDP 64-byte packets, iperf3 ({of})"))?;
@@ -324,7 +324,13 @@ fn measure(
             results.add(dp, &format!("rr_p50@{ports}"), r.p50_us);
             results.add(dp, &format!("rr_p99@{ports}"), r.p99_us);
 
-            measure_ipv6(&bed, ports, &of, plan, progress, results)?;
+            let ctx = Ipv6Run {
+                servers: &container,
+                sink: &sink,
+                cycles,
+                progress,
+            };
+            measure_ipv6(&bed, ports, &of, plan, &ctx, results)?;
         }
         if ports == max_scale && ports > 1 {
             if let Some(kib) = bed.daemon_rss_kib() {
@@ -359,9 +365,15 @@ fn measure_ipv6(
     ports: u16,
     of: &str,
     plan: &Plan,
-    progress: &Progress,
+    run: &Ipv6Run,
     results: &mut Results,
 ) -> Result<()> {
+    let Ipv6Run {
+        servers,
+        sink,
+        cycles,
+        progress,
+    } = *run;
     let dp = bed.datapath;
     let (Some(target), Some(container), Some(egress)) =
         (bed.target6, bed.container_addr6, bed.egress_source6())
@@ -370,6 +382,9 @@ fn measure_ipv6(
     };
     let client = bed.sandbox.ext.path();
     if ports == 1 {
+        progress.step(dp, &format!("IPv6: 80-byte frames, XDP generator ({of})"))?;
+        forwarding_64(bed, servers, sink, plan, cycles, results, Family::Ipv6)?;
+
         progress.step(dp, &format!("IPv6: TCP throughput ({of})"))?;
         let gbps = tools::iperf_tcp(&client, target, plan.iperf_secs)?;
         check(gbps > 0.0, dp, "IPv6 TCP throughput is zero")?;
@@ -400,8 +415,35 @@ fn measure_ipv6(
     Ok(())
 }
 
-/// One run of the 64-byte generator toward the sink port: what the container received,
-/// what was lost where, and the CPU cost per packet.
+/// What the IPv6 rows measure with, besides the bed: the container's servers and sink,
+/// the cycle counter, the progress lines.
+#[derive(Clone, Copy)]
+struct Ipv6Run<'a> {
+    servers: &'a Servers,
+    sink: &'a Sink,
+    cycles: &'a Cycles,
+    progress: &'a Progress,
+}
+
+/// The family of the generator's frames: IPv4's 60 bytes (64 on a wire) or the same
+/// payload over IPv6 (80 bytes), and the prefix of their rows' keys.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    fn prefix(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "fwd64",
+            Family::Ipv6 => "fwd6",
+        }
+    }
+}
+
+/// One run of the generator toward the sink port (64-byte IPv4 frames, or their IPv6
+/// twins): what the container received, what was lost where, and the CPU cost per packet.
 fn forwarding_64(
     bed: &Bed,
     container: &Servers,
@@ -409,20 +451,32 @@ fn forwarding_64(
     plan: &Plan,
     cycles: &Cycles,
     results: &mut Results,
+    family: Family,
 ) -> Result<()> {
     let dp = bed.datapath;
     let (ext, node) = (&bed.sandbox.ext, &bed.sandbox.node);
     let client_if = Link::read(&ext.path(), "ext0")?;
     let uplink = Link::read(&node.path(), Sandbox::UPLINK)?;
     // To the node's uplink, or straight to the container where it is on the client's LAN.
-    let from = SocketAddrV4::new(Sandbox::EXT_ADDR, SOURCE_PORT);
-    let frame = generator::udp_frame(
-        client_if.mac,
-        bed.lan_mac.unwrap_or(uplink.mac),
-        from,
-        SocketAddrV4::new(bed.target, SINK_PORT),
-        generator::PAYLOAD,
-    );
+    let dst_mac = bed.lan_mac.unwrap_or(uplink.mac);
+    let frame = match (family, bed.target6) {
+        (Family::Ipv4, _) => generator::udp_frame(
+            client_if.mac,
+            dst_mac,
+            SocketAddrV4::new(Sandbox::EXT_ADDR, SOURCE_PORT),
+            SocketAddrV4::new(bed.target, SINK_PORT),
+            generator::PAYLOAD,
+        ),
+        (Family::Ipv6, Some(target6)) => generator::udp6_frame(
+            client_if.mac,
+            dst_mac,
+            SocketAddrV6::new(Sandbox::EXT_ADDR6, SOURCE_PORT, 0, 0),
+            SocketAddrV6::new(target6, SINK_PORT, 0, 0),
+            generator::PAYLOAD,
+        ),
+        (Family::Ipv6, None) => bail!("{dp}: the bed has no IPv6"),
+    };
+    let key = |what: &str| format!("{}_{what}", family.prefix());
     let netd_before = bed.netd_drops()?;
     let driver_before = generator::driver_drops(node, Sandbox::UPLINK)?;
     let softnet_before = generator::softnet_dropped(tools::CLIENT_CPU)?;
@@ -444,21 +498,21 @@ fn forwarding_64(
         (Some(a), Some(b)) => Some((b - a) as f64),
         _ => None,
     };
-    d.record(|key, value| results.add(dp, key, value));
+    d.record(|what, value| results.add(dp, &key(what), value));
     results.add(
         dp,
-        "fwd64_client_tx_dropped",
+        &key("client_tx_dropped"),
         client_after.tx_dropped.saturating_sub(client_if.tx_dropped) as f64,
     );
     results.add(
         dp,
-        "fwd64_uplink_rx_dropped",
+        &key("uplink_rx_dropped"),
         uplink_after.rx_dropped.saturating_sub(uplink.rx_dropped) as f64,
     );
-    results.add(dp, "fwd64_uplink_xdp_errors", driver as f64);
-    results.add(dp, "fwd64_softnet_dropped", softnet as f64);
+    results.add(dp, &key("uplink_xdp_errors"), driver as f64);
+    results.add(dp, &key("softnet_dropped"), softnet as f64);
     if let Some(d) = netd_drops {
-        results.add(dp, "fwd64_netd_drops", d);
+        results.add(dp, &key("netd_drops"), d);
     }
     Ok(())
 }
@@ -486,16 +540,11 @@ impl Delivery {
         frames: u32,
         cycles: &Cycles,
     ) -> Result<Delivery> {
-        // Ethernet (14) then IPv4 (20) then the UDP source port.
-        let from = SocketAddrV4::new(
-            Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]),
-            u16::from_be_bytes([frame[34], frame[35]]),
-        );
+        let from = generator::source_of(frame).context("not a UDP frame the bench makes")?;
+        let ipv6 = from.is_ipv6();
         sink.drain()?;
         let pid = server.pid();
-        let delivered_before = generator::snmp(pid, "Ip", "InDelivers")?;
-        let csum_before = generator::snmp(pid, "Udp", "InCsumErrors")?;
-        let rcvbuf_before = generator::snmp(pid, "Udp", "RcvbufErrors")?;
+        let [delivered_before, csum_before, rcvbuf_before] = generator::udp_counts(pid, ipv6)?;
         let sent = generator::run(
             client,
             ifindex,
@@ -504,12 +553,13 @@ impl Delivery {
             cycles,
             Duration::from_secs(60),
         )?;
-        let delivered = (generator::snmp(pid, "Ip", "InDelivers")? - delivered_before) as f64;
-        let rcvbuf_full = (generator::snmp(pid, "Udp", "RcvbufErrors")? - rcvbuf_before) as f64;
+        let [delivered_after, _, rcvbuf_after] = generator::udp_counts(pid, ipv6)?;
+        let delivered = (delivered_after - delivered_before) as f64;
+        let rcvbuf_full = (rcvbuf_after - rcvbuf_before) as f64;
         // Honesty: a frame reached the container's socket intact (the stack checks the
         // UDP checksum when it is read) from the frame's own source.
         let first = sink.drain()?;
-        let csum_errors = generator::snmp(pid, "Udp", "InCsumErrors")? - csum_before;
+        let csum_errors = generator::udp_counts(pid, ipv6)?[1] - csum_before;
         if csum_errors != 0 {
             bail!("{what}: the container counted {csum_errors} UDP checksum errors");
         }
@@ -531,17 +581,17 @@ impl Delivery {
         })
     }
 
-    /// The figures every 64-byte row reports, by key.
+    /// The figures every 64-byte row reports, by key (after the family's prefix).
     fn record(&self, mut add: impl FnMut(&str, f64)) {
         let (sent, delivered) = (self.sent.frames, self.delivered);
         let seconds = self.sent.seconds.max(1e-9);
-        add("fwd64_pps", delivered / seconds);
-        add("fwd64_sent_pps", sent / seconds);
-        add("fwd64_dropped", (sent - delivered).max(0.0) / sent * 100.0);
-        add("fwd64_ns_per_packet", seconds * 1e9 / delivered);
-        add("fwd64_rcvbuf_full", self.rcvbuf_full);
+        add("pps", delivered / seconds);
+        add("sent_pps", sent / seconds);
+        add("dropped", (sent - delivered).max(0.0) / sent * 100.0);
+        add("ns_per_packet", seconds * 1e9 / delivered);
+        add("rcvbuf_full", self.rcvbuf_full);
         if let Some(c) = self.sent.cycles {
-            add("fwd64_cycles_per_packet", c / delivered);
+            add("cycles_per_packet", c / delivered);
         }
     }
 }

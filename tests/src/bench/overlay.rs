@@ -416,7 +416,7 @@ pub(super) fn measure(
             plan.frames,
             cycles,
         )?
-        .record(&mut add);
+        .record(|what, value| add(&format!("fwd64_{what}"), value));
     }
     let evidence = bed.evidence()?;
     progress.step(kind, &format!("done; {evidence}"))?;

@@ -1039,6 +1039,30 @@ pub const ROWS: &[Row] = &[
         scale: 1.0,
     },
     Row {
+        key: "fwd6_pps",
+        label: "IPv6: 80 B frames delivered, XDP generator",
+        unit: "kpps",
+        scale: 1e3,
+    },
+    Row {
+        key: "fwd6_dropped",
+        label: "IPv6: 80 B frames not delivered",
+        unit: "%",
+        scale: 1.0,
+    },
+    Row {
+        key: "fwd6_ns_per_packet",
+        label: "IPv6: 80 B CPU time per delivered frame",
+        unit: "ns",
+        scale: 1.0,
+    },
+    Row {
+        key: "fwd6_netd_drops",
+        label: "IPv6: 80 B dropped by netd's programs",
+        unit: "per run",
+        scale: 1.0,
+    },
+    Row {
         key: "tcp6_gbps",
         label: "IPv6: TCP throughput, published port",
         unit: "Gbit/s",
