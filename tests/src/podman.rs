@@ -1,8 +1,9 @@
 //! The real Podman 4.3 (Debian's), with its CNI backend and netd-cni as the plugin of its
 //! networks, run as ENGINES.md describes: every `podman` command runs in one long-lived
 //! sandbox (a mount namespace of its own in the node's network namespace, with tmpfs over
-//! `/run` and `/var/lib`, so Podman's namespace files and CNI's cache never reach the
-//! machine: `/var/lib/cni` is not even created on it), its storage (`vfs`) and configuration under a temporary directory, and
+//! `/run`, `/dev/shm` and `/var/lib`, so Podman's namespace files, its lock file
+//! (`/dev/shm/libpod_lock`: shared, two tests' Podmans refused each other's) and CNI's
+//! cache never reach the machine: `/var/lib/cni` is not even created on it), its storage (`vfs`) and configuration under a temporary directory, and
 //! containers from a busybox directory (`--rootfs`), so nothing is pulled. The daemon's
 //! directory is bound back into the sandbox's `/run`, where the plugin finds its socket.
 //! On drop, containers are removed through Podman, then the sandbox's keeper is killed by
@@ -64,7 +65,8 @@ impl Podman {
         let inner = format!(
             "mount --rbind {netd_dir} {d}/netd; mount -t tmpfs tmpfs /run; \
              mkdir -p {netd_dir}; mount --rbind {d}/netd {netd_dir}; \
-             mount -t tmpfs tmpfs /var/lib; exec sleep infinity"
+             mount -t tmpfs tmpfs /dev/shm; mount -t tmpfs tmpfs /var/lib; \
+             exec sleep infinity"
         );
         let log = fs::File::create(dir.join("keeper.log"))?;
         let keeper = crate::engine::sandboxed(&dir, &node.name, &inner)?
