@@ -104,6 +104,20 @@ pub fn expired<A: Copy + Eq + Hash>(
 /// A flow as its first half's key and entry, with its other half's entry if there was one.
 pub type FlowHalves<A = u32> = (FlowKeyOf<A>, FlowEntryOf<A>, Option<FlowEntryOf<A>>);
 
+/// Flows a purge removed (with their endpoint, network or container), of both families,
+/// kept until their ends are reported to `netd monitor`.
+#[derive(Default)]
+pub struct Purged {
+    pub v4: Vec<FlowHalves>,
+    pub v6: Vec<FlowHalves<Addr6>>,
+}
+
+impl Purged {
+    pub fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+}
+
 /// The flows among the halves `keys` (expired, or purged), each with its other half if
 /// the snapshot has it. Only those halves and their partners are indexed, not the whole
 /// snapshot: a purge runs under the daemon's lock, with a few keys of a table that may

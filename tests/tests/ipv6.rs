@@ -17,7 +17,7 @@ use std::{
 };
 
 use netd_tests::{
-    Daemon, EchoServer, Netns, Proto, Sandbox, addr,
+    Daemon, EchoServer, HeldConnection, Netns, Proto, Sandbox, addr,
     craft::{self, Capture},
     daemon::Container,
     echo::{in_netns, net_sysctl},
@@ -925,4 +925,23 @@ fn monitor_shows_an_ipv6_connections_translation_and_end_and_its_masquerade() {
         "as the server saw it: {out}"
     );
     assert_eq!(seen.ip(), IpAddr::V6(Sandbox::NODE_ADDR6));
+    // An IPv6 connection still open when its container is removed ends with it.
+    let held = HeldConnection::open(&sb.ext.path(), v6(Sandbox::NODE_ADDR6, 8080)).unwrap();
+    let local = held.local_addr().unwrap();
+    monitor::expect(&mon, Duration::from_secs(1), |e| {
+        e["type"] == "flow-new" && e["src"] == local.to_string()
+    })
+    .unwrap();
+    d.cli_ok(&["rm", "-f", "web"]).unwrap();
+    let gone = monitor::expect(&mon, Duration::from_secs(1), |e| {
+        e["type"] == "flow-end" && e["src"] == local.to_string()
+    })
+    .unwrap();
+    assert_eq!(
+        (&gone["reason"], &gone["container"]),
+        (&"removed".into(), &"web".into()),
+        "{gone}"
+    );
+    assert!(gone["packets"].as_u64().unwrap_or(0) >= 3, "{gone}");
+    drop(held);
 }

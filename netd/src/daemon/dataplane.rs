@@ -77,10 +77,11 @@ impl Dataplane for Datapath {
                 self.remove_flows(&keys)?;
                 self.note_purged(conntrack::ended(&entries, &keys));
             }
-            // Not reported to monitors: their flow events are IPv4's.
             IpAddr::V6(_) => {
                 let entries = self.flow_entries6()?;
-                self.remove_flows(&conntrack::involving(&entries, ip))?;
+                let keys = conntrack::involving(&entries, ip);
+                self.remove_flows(&keys)?;
+                self.note_purged6(conntrack::ended(&entries, &keys));
             }
         }
         Ok(())

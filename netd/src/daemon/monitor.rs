@@ -113,8 +113,10 @@ impl Inner {
         {
             names.insert(e.1.host_ifindex, (e.0.name.clone(), e.1.network.clone()));
         }
-        let records = monitor::flow_ends(&ended, &monitor::Clock::now(), ENDED_REMOVED)
+        let clock = monitor::Clock::now();
+        let records = monitor::flow_ends(&ended.v4, &clock, ENDED_REMOVED)
             .into_iter()
+            .chain(monitor::flow_ends(&ended.v6, &clock, ENDED_REMOVED))
             .map(|mut r| {
                 r.names = names.get(&r.event.endpoint).cloned();
                 r

@@ -119,13 +119,18 @@ impl Datapath {
         Ok(adopted)
     }
 
-    /// Keep the flows a purge removed, for `take_purged`.
+    /// Keep the IPv4 flows a purge removed, for `take_purged`.
     pub fn note_purged(&mut self, flows: Vec<crate::conntrack::FlowHalves>) {
-        self.purged.extend(flows);
+        self.purged.v4.extend(flows);
+    }
+
+    /// Keep the IPv6 flows a purge removed, for `take_purged`.
+    pub fn note_purged6(&mut self, flows: Vec<crate::conntrack::FlowHalves<Addr6>>) {
+        self.purged.v6.extend(flows);
     }
 
     /// The flows purged since the last call.
-    pub fn take_purged(&mut self) -> Vec<crate::conntrack::FlowHalves> {
+    pub fn take_purged(&mut self) -> crate::conntrack::Purged {
         std::mem::take(&mut self.purged)
     }
 

@@ -140,7 +140,7 @@ impl Datapath {
             links: pins::links_dir(bpffs_dir),
             endpoints_attached: HashSet::new(),
             flow_capacity: flow_table_size,
-            purged: Vec::new(),
+            purged: Default::default(),
         };
         let names = UPLINK_PROGRAMS.iter().map(|(name, _)| *name).chain([
             ENDPOINT_PROGRAM,

@@ -42,7 +42,7 @@ pub struct Datapath {
     flow_capacity: u32,
     /// Flows purged with their endpoints since the daemon last took them (`take_purged`),
     /// each as its first half with its other half: for `netd monitor`'s flow ends.
-    purged: Vec<crate::conntrack::FlowHalves>,
+    purged: crate::conntrack::Purged,
 }
 
 /// The uplink's programs and where they attach.
