@@ -1,9 +1,10 @@
 //! Network policy for IPv6 from a container (the IPv4 twin is `policy`): networks are
 //! isolated from each other, `enable_icc=false` keeps a network's containers apart, an
 //! `--internal` network reaches nothing beyond itself, and the node's own addresses are
-//! always reachable. Beyond the node's networks, only a network whose IPv6 is routed
-//! (`gateway_mode_ipv6=routed`) or masqueraded (NAT66, the default) sends anything; a
-//! network with neither has its dropped with `drop_ipv6_not_routed`, never passed.
+//! always reachable. Beyond the node's networks, a network's IPv6 is masqueraded (NAT66,
+//! the default), routed (`gateway_mode_ipv6=routed`), or, without masquerade, sent as it
+//! is with its flows tracked by the uplink; an endpoint of no known network sends nothing
+//! there (`drop_ipv6_not_routed`).
 //!
 //! Link-local destinations are neighbours on the bridge (or the bridge itself), so icc
 //! off refuses every one but the gateway's. Multicast stays on the network's own bridge,
@@ -15,8 +16,8 @@ use aya_ebpf::maps::lpm_trie::Key;
 use netd_common::{
     counters::Reason,
     maps::{
-        Addr6, ENDPOINT_ICC_OFF, ENDPOINT_INTERNAL, Endpoint6Info, EndpointInfo,
-        NETWORK_MASQUERADE, NETWORK_ROUTED, NetworkInfo,
+        Addr6, ENDPOINT_ICC_OFF, ENDPOINT_INTERNAL, Endpoint6Info, EndpointInfo, NETWORK_ROUTED,
+        NetworkInfo,
     },
 };
 
@@ -65,14 +66,16 @@ pub fn judge(ep: &EndpointInfo, ep6: &Endpoint6Info, dst: &Addr6) -> Result<Reas
 
 /// What the endpoint sends beyond the node's networks: masqueraded by the uplink's
 /// `uplink_egress6` (NAT66, the default), or, where its network's IPv6 is routed by the
-/// node (`gateway_mode_ipv6=routed`), going out as it is. A network with neither has no
-/// way out.
+/// node (`gateway_mode_ipv6=routed`), going out as it is; from a network without
+/// masquerade (`enable_ip_masquerade=false`), going out as it is too, its flows tracked
+/// there so that their replies, and nothing else, come back in (as for IPv4). An
+/// endpoint of no network has no way out.
 #[inline(always)]
 fn beyond_the_node(ep6: &Endpoint6Info) -> Result<Reason, Reason> {
     match network_of(ep6.addr) {
         Some(net) if net.flags & NETWORK_ROUTED != 0 => Ok(Reason::Ipv6Routed),
-        Some(net) if net.flags & NETWORK_MASQUERADE != 0 => Ok(Reason::Ipv6Policed),
-        _ => Err(Reason::DropIpv6NotRouted),
+        Some(_) => Ok(Reason::Ipv6Policed),
+        None => Err(Reason::DropIpv6NotRouted),
     }
 }
 

@@ -4,7 +4,8 @@
 //! over the IPv6 table.
 //!
 //! Egress: masquerade (NAT66) of what containers of a masqueraded network send beyond
-//! the node, port-preserving as for IPv4, fragmented datagrams included; what netd
+//! the node, port-preserving as for IPv4, fragmented datagrams included (a network
+//! without masquerade has its connections tracked, untranslated, as for IPv4); what netd
 //! cannot translate from such a network (a fragment whose first was not seen, other
 //! protocols, ICMPv6 errors about no flow) is dropped (`drop_ipv6_not_translated`)
 //! rather than leaving with the container's own address; and the replies of published
@@ -159,11 +160,13 @@ pub fn leads_to_a_container(flow: &Flow6) -> bool {
     backend_of(flow).is_some()
 }
 
-/// Whether `flow` comes from a container of a masqueraded network (a subprogram, as
-/// `leads_to_a_container`).
+/// Whether `flow` comes from a container whose connections the uplink keeps flows for:
+/// of a masqueraded network, or of one without masquerade whose IPv6 is not routed
+/// (tracked). A subprogram, as `leads_to_a_container`.
 #[inline(never)]
-fn from_masqueraded_container(flow: &Flow6) -> bool {
-    masqueraded_container(flow.src)
+fn from_translated_container(flow: &Flow6) -> bool {
+    network_of(flow.src).is_some_and(|net| net.flags & NETWORK_ROUTED == 0)
+        && !Addr6::is_node_addr(flow.src)
 }
 
 /// The published port `flow` is addressed to (see `nat::published`).
@@ -289,9 +292,9 @@ fn decide_egress(ctx: &TcContext) -> Decided {
         Err(reason) => return Decided::Verdict(untranslated(ctx, reason)),
     }
     Decided::Verdict(match established_out(ctx, &flow) {
-        // Only a masqueraded container's connection goes on: the node's own traffic is
-        // not parsed twice.
-        (Reason::NoMatch, _) if flow.starts_flow && from_masqueraded_container(&flow) => {
+        // Only a container's connection (masqueraded or tracked) goes on: the node's own
+        // traffic is not parsed twice.
+        (Reason::NoMatch, _) if flow.starts_flow && from_translated_container(&flow) => {
             return Decided::NewFlow;
         }
         (Reason::NoMatch, _) if flow.starts_flow => (Reason::NoMatch, PASS),
@@ -320,14 +323,10 @@ fn decide_new(ctx: &TcContext) -> Verdict {
     if let Err(reason) = flow_packet(ctx, &mut scratch.flow) {
         return untranslated(ctx, reason);
     }
-    let flow = &scratch.flow;
-    // Only a masqueraded network's containers send beyond the node untranslated
-    // (`policy6`); a routed one's go out as they are, and so does what the node sends
-    // from its own addresses (its gateways').
-    if !masqueraded_container(flow.src) {
-        return (Reason::NoMatch, PASS);
-    }
-    uplink::masquerade(ctx, flow, Addr6::veth_of(flow.src), &mut scratch.entry)
+    // Masqueraded, or tracked where the network has no masquerade; a routed network's
+    // containers go out as they are, and so does what the node sends from its own
+    // addresses (its gateways').
+    uplink::new_flow_out(ctx, &scratch.flow, scratch.flow.src, &mut scratch.entry)
 }
 
 /// A packet the connection table cannot take (or an echo reply of no flow): from a

@@ -140,9 +140,14 @@ fn a_container_reaches_its_network_the_node_and_beyond_only_when_masqueraded_or_
     // Masqueraded (the default): beyond the node goes to the uplink, which translates.
     assert_eq!(verdict(&mut t, &udp_to(GATEWAY_MAC, BEYOND6)), TC_ACT_OK);
     assert_eq!(count(&t, "EndpointIngress", "pass_ipv6_policed"), 8);
-    // Neither masqueraded nor routed: no way beyond the node.
+    // Without masquerade (and not routed): out as it is, its flow tracked by the uplink
+    // (as IPv4's).
     t.dp.set_network6(NET6.parse().unwrap(), Some(network(NETWORK_TAG, 0)))
         .unwrap();
+    assert_eq!(verdict(&mut t, &udp_to(GATEWAY_MAC, BEYOND6)), TC_ACT_OK);
+    assert_eq!(count(&t, "EndpointIngress", "pass_ipv6_policed"), 9);
+    // From an address of no network: no way beyond the node.
+    t.dp.set_network6(NET6.parse().unwrap(), None).unwrap();
     assert_eq!(verdict(&mut t, &udp_to(GATEWAY_MAC, BEYOND6)), TC_ACT_SHOT);
     assert_eq!(count(&t, "EndpointIngress", "drop_ipv6_not_routed"), 1);
     let mut internal = node6(ENDPOINT_INTERNAL);

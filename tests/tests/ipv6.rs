@@ -526,6 +526,58 @@ fn exchange(s: &mut std::net::TcpStream, msg: &str) {
 }
 
 #[test]
+fn a_network_without_masquerade_sends_its_ipv6_as_it_is_and_lets_only_the_replies_in() {
+    require_root();
+    let sb = Sandbox::new("6t").unwrap();
+    let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    dual_stack(
+        &d,
+        "nm",
+        "10.10.5.0/24",
+        SUBNET6,
+        &["-o", "com.netd.bridge.enable_ip_masquerade=false"],
+    );
+    let c1 = run_on(&d, "c1", "nm", Some(C1));
+    // The LAN's router knows the way to the containers' subnet through the node, as a
+    // network without masquerade needs.
+    let node6 = Sandbox::NODE_ADDR6.to_string();
+    sb.ext
+        .ip(&["-6", "route", "add", SUBNET6, "via", &node6])
+        .unwrap();
+    for (proto, port) in [(Proto::Tcp, 7410), (Proto::Udp, 7411)] {
+        let out = v6(Sandbox::INET_ADDR6, port);
+        let server = EchoServer::start(&sb.inet.path(), proto, out).unwrap();
+        if echo_once(&c1.netns, proto, out).is_err() {
+            eprintln!("STATS {}", d.cli_ok(&["stats"]).unwrap());
+            panic!();
+        }
+        assert_eq!(
+            server.peers()[0].ip(),
+            IpAddr::V6(C1),
+            "{proto:?}: the internet host sees the container's own address"
+        );
+    }
+    assert!(d.to_network("tracked_new_flow").unwrap() >= 2);
+    let flows = d.cli_ok(&["conntrack"]).unwrap();
+    assert!(flows.contains(&format!("[{C1}]:")), "{flows}");
+    // Routed out is no way in: what the LAN and the internet host open toward the
+    // container, with a route to it, is dropped; only its flows' replies came in.
+    let _servers = [
+        EchoServer::start(&c1.netns, Proto::Tcp, v6(C1, 8000)).unwrap(),
+        EchoServer::start(&c1.netns, Proto::Udp, v6(C1, 7777)).unwrap(),
+    ];
+    for host in [sb.ext.path(), sb.inet.path()] {
+        for (proto, port) in [(Proto::Tcp, 8000), (Proto::Udp, 7777)] {
+            assert!(
+                echo_fails(&host, proto, v6(C1, port)).unwrap(),
+                "{proto:?} {port} reached the container from outside"
+            );
+        }
+    }
+    assert!(d.from_network("drop_not_published").unwrap() >= 4);
+}
+
+#[test]
 fn a_containers_ipv6_is_masqueraded_behind_the_nodes_address_and_survives_a_restart() {
     require_root();
     let sb = Sandbox::new("6m").unwrap();

@@ -11,10 +11,7 @@ use anyhow::{Context, Result, anyhow};
 use ipnet::{Ipv4Net, Ipv6Net};
 use log::info;
 use netd_common::{
-    maps::{
-        ENDPOINT_ICC_OFF, ENDPOINT_INTERNAL, Endpoint6Info, EndpointInfo, NETWORK_MASQUERADE,
-        NETWORK_ROUTED,
-    },
+    maps::{ENDPOINT_ICC_OFF, ENDPOINT_INTERNAL, Endpoint6Info, EndpointInfo},
     user::{addr_be, addr6_be, link_local_for},
 };
 
@@ -197,15 +194,16 @@ impl Inner {
         Ok(used)
     }
 
-    /// With a network whose IPv6 leaves the node (routed with `gateway_mode_ipv6=routed`,
-    /// or masqueraded), the node routes IPv6 (`sysctl::route_ipv6`); a failure is logged:
-    /// those networks' IPv6 then stays on the node.
+    /// With a network whose IPv6 leaves the node (every one but `--internal`: routed with
+    /// `gateway_mode_ipv6=routed`, masqueraded, or tracked without masquerade), the node
+    /// routes IPv6 (`sysctl::route_ipv6`); a failure is logged: those networks' IPv6 then
+    /// stays on the node.
     pub(super) fn route_ipv6_if_needed(&self) {
-        let leaves = self.state.networks.values().any(|n| {
-            n.ipv6.is_some()
-                && driver::bridge::network_info6(n).flags & (NETWORK_ROUTED | NETWORK_MASQUERADE)
-                    != 0
-        });
+        let leaves = self
+            .state
+            .networks
+            .values()
+            .any(|n| n.ipv6.is_some() && !n.internal);
         if leaves && let Err(e) = crate::sysctl::route_ipv6(&self.uplink) {
             log::warn!("route IPv6 for the networks whose IPv6 leaves the node: {e:#}");
         }
