@@ -4,7 +4,10 @@
 //! (unconnected UDP); replies and getpeername() show the address they called. Only
 //! sockets of the node's own network namespace are touched (its netns cookie is in the
 //! node config). One copy of the logic for both families; what differs (where the
-//! socket's address is, which table remembers what was called) is behind `Local`.
+//! socket's address is, which table remembers what was called) is behind `Local`. An
+//! IPv6 socket that is not IPv6-only calling a v4-mapped address (`::ffff:127.0.0.1`)
+//! reaches IPv4's published ports, as the kernel sends it over IPv4: its call is looked
+//! up and remembered as IPv4's (where its datagrams' `sendmsg4` puts theirs too).
 
 use aya_ebpf::{
     bindings::{BPF_ANY, bpf_sock_addr},
@@ -39,6 +42,10 @@ pub trait Local: Nat {
     fn origin(addr: Self, port: u16) -> Self::Origin;
     fn origin_of(origin: &Self::Origin) -> (Self, u16);
     fn origins() -> &'static LruHashMap<Self::Peer, Self::Origin>;
+    /// The IPv4 address behind a v4-mapped one (`::ffff:a.b.c.d`).
+    fn as_ipv4(addr: Self) -> Option<u32>;
+    /// The address for an IPv4 one: itself, or v4-mapped.
+    fn of_ipv4(addr: u32) -> Self;
 }
 
 impl Local for u32 {
@@ -76,6 +83,14 @@ impl Local for u32 {
     #[inline(always)]
     fn origins() -> &'static LruHashMap<SocketPeer, SocketOrigin> {
         &SOCKET_ORIGINS
+    }
+    #[inline(always)]
+    fn as_ipv4(_: u32) -> Option<u32> {
+        None
+    }
+    #[inline(always)]
+    fn of_ipv4(addr: u32) -> u32 {
+        addr
     }
 }
 
@@ -124,7 +139,18 @@ impl Local for Addr6 {
     fn origins() -> &'static LruHashMap<SocketPeer6, SocketOrigin6> {
         &SOCKET_ORIGINS6
     }
+    #[inline(always)]
+    fn as_ipv4(addr: Addr6) -> Option<u32> {
+        (addr[0] == 0 && addr[1] == 0 && addr[2] == V4_MAPPED).then_some(addr[3])
+    }
+    #[inline(always)]
+    fn of_ipv4(addr: u32) -> Addr6 {
+        [0, 0, V4_MAPPED, addr]
+    }
 }
+
+/// The third word of a v4-mapped address (`::ffff:0:0/96`), as `Addr6` holds it.
+const V4_MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
 
 fn in_node_netns(ctx: &SockAddrContext) -> bool {
     let Some(config) = NODE_CONFIG.get(0) else {
@@ -148,22 +174,33 @@ pub fn translate_destination<A: Local>(ctx: &SockAddrContext) -> i32 {
         return ALLOW;
     }
     let (addr, port) = (A::called(sa), sa.user_port as u16);
-    // The exact binding first; the wildcard answers on loopback and the node's addresses.
-    let every_address_answers = A::is_loopback(addr) || A::is_node_addr(addr);
-    let Some(backend) = nat::binding::<A>(addr, port, proto, every_address_answers) else {
-        return ALLOW;
+    let to = match A::as_ipv4(addr) {
+        Some(v4) => redirected::<u32>(ctx, v4, port, proto).map(|(to, p)| (A::of_ipv4(to), p)),
+        None => redirected::<A>(ctx, addr, port, proto),
     };
+    if let Some((to, to_port)) = to {
+        A::point_at(sa, to);
+        sa.user_port = to_port as u32;
+    }
+    ALLOW
+}
+
+/// The container behind `addr:port` if that is a published port (the exact binding
+/// first; the wildcard answers on loopback and the node's addresses), the call
+/// remembered for `restore_peer`.
+#[inline(always)]
+fn redirected<B: Local>(ctx: &SockAddrContext, addr: B, port: u16, proto: u8) -> Option<(B, u16)> {
+    let every_address_answers = B::is_loopback(addr) || B::is_node_addr(addr);
+    let backend = nat::binding::<B>(addr, port, proto, every_address_answers)?;
     // SAFETY: the helper reads the socket behind a valid context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
     // Best effort: without it only the reported peer address is the container's.
-    let _ = A::origins().insert(
-        A::peer(cookie, backend.addr, backend.port),
-        A::origin(addr, port),
+    let _ = B::origins().insert(
+        B::peer(cookie, backend.addr, backend.port),
+        B::origin(addr, port),
         BPF_ANY as u64,
     );
-    A::point_at(sa, backend.addr);
-    sa.user_port = backend.port as u32;
-    ALLOW
+    Some((backend.addr, backend.port))
 }
 
 /// recvmsg and getpeername: show the address the process called, not the container's.
@@ -176,11 +213,21 @@ pub fn restore_peer<A: Local>(ctx: &SockAddrContext) -> i32 {
     let sa = unsafe { &mut *ctx.sock_addr };
     // SAFETY: as above.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
-    let peer = A::peer(cookie, A::called(sa), sa.user_port as u16);
-    // SAFETY: a copy out of the map value.
-    if let Some((addr, port)) = unsafe { A::origins().get(peer) }.map(A::origin_of) {
+    let (peer, port) = (A::called(sa), sa.user_port as u16);
+    let origin = match A::as_ipv4(peer) {
+        Some(v4) => called::<u32>(cookie, v4, port).map(|(addr, p)| (A::of_ipv4(addr), p)),
+        None => called::<A>(cookie, peer, port),
+    };
+    if let Some((addr, port)) = origin {
         A::point_at(sa, addr);
         sa.user_port = port as u32;
     }
     ALLOW
+}
+
+/// What the socket `cookie` called to reach `peer:port`, if it was redirected.
+#[inline(always)]
+fn called<B: Local>(cookie: u64, peer: B, port: u16) -> Option<(B, u16)> {
+    // SAFETY: a copy out of the map value.
+    unsafe { B::origins().get(B::peer(cookie, peer, port)) }.map(B::origin_of)
 }

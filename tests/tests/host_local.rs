@@ -67,7 +67,21 @@ fn node_process_reaches_published_ports_via_loopback_and_node_address() {
         call(&d, &sb.node, "127.0.0.1", 5353, "udp"),
         "127.0.0.1:5353 hello"
     );
-    assert_eq!(tcp.peers().len(), 2, "both calls reached the container");
+    // An IPv6 socket calling a v4-mapped address goes over IPv4 (not IPv6-only):
+    // redirected the same, and it too sees the address it called.
+    assert_eq!(
+        call(&d, &sb.node, "::ffff:127.0.0.1", 8080, "tcp"),
+        "[::ffff:127.0.0.1]:8080 hello"
+    );
+    assert_eq!(
+        call(&d, &sb.node, &format!("::ffff:{node}"), 8080, "tcp"),
+        format!("[::ffff:{node}]:8080 hello")
+    );
+    assert_eq!(
+        call(&d, &sb.node, "::ffff:127.0.0.1", 5353, "udp"),
+        "[::ffff:127.0.0.1]:5353 hello"
+    );
+    assert_eq!(tcp.peers().len(), 4, "every call reached the container");
     // No proxy: nothing in the node listens on the published port.
     let listening = sb.node.exec(&["ss", "-Htln"]).unwrap().stdout;
     assert!(!String::from_utf8_lossy(&listening).contains(":8080"));
