@@ -34,8 +34,10 @@ const CONTROL_PLANE_ONLY: &str = "failures_half_way_and_a_thousand_cycles_leave_
 /// (`overlay_leaks`) checks bookkeeping (keys, links, table entries) only, while the
 /// overlay's traffic (`overlay`) runs in every combination. The metrics (`metrics`) are
 /// the daemon's reading of counters the other tests check per combination; the events
-/// (`events`) are the control plane's alone.
-const DATA_PATH_INDEPENDENT: [&str; 9] = [
+/// (`events`), the attacks on the API (`attacks_api`: requests, clients, namespace
+/// paths) and what the daemon writes to disk (`container_logs`) are the control plane's
+/// alone.
+const DATA_PATH_INDEPENDENT: [&str; 11] = [
     "docker",
     "podman",
     "cni",
@@ -45,6 +47,8 @@ const DATA_PATH_INDEPENDENT: [&str; 9] = [
     "metrics",
     "events",
     "monitor_flood",
+    "attacks_api",
+    "container_logs",
 ];
 
 /// End-to-end test binaries run at once for the other combinations: each test builds its
