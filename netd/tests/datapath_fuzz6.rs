@@ -12,7 +12,7 @@ mod support;
 
 use std::net::Ipv6Addr;
 
-use netd_common::user::link_local_for;
+use netd_common::{maps::ENDPOINT_INTERNAL, user::link_local_for};
 use support::*;
 
 const ROUNDS: usize = 100_000;
@@ -391,10 +391,10 @@ fn options_refused(opts: &[u8]) -> Option<&'static str> {
 
 #[test]
 fn random_and_mutated_ipv6_is_never_changed_and_never_passed_unpoliced() {
-    let mut t = node6(0);
-    // Neither masqueraded nor routed: nothing may leave beyond the node's networks, so
-    // every destination has a verdict the oracle can tell (masquerade is
-    // `datapath_nat6`'s).
+    // An `--internal` network (neither masqueraded nor routed): nothing may leave beyond
+    // the node's networks, so every destination has a verdict the oracle can tell
+    // (masquerade and tracked egress are `datapath_nat6`'s and `datapath_ipv6`'s).
+    let mut t = node6(ENDPOINT_INTERNAL);
     t.dp.set_network6(NET6.parse().unwrap(), Some(network(NETWORK_TAG, 0)))
         .unwrap();
     let mut rng = Rng(0x0006_f00d_5eed);
