@@ -148,6 +148,15 @@ reasons! {
     DropDhcpServer = 68 => "drop_dhcp_server",
     DropIpv6NoSnatAddress = 69 => "drop_ipv6_no_snat_address",
     DropIpv6NotTranslated = 70 => "drop_ipv6_not_translated",
+    // NAT46: a new IPv6 client's connection to an IPv4-only container's port; a packet
+    // of such a flow translated (either way); one that cannot be (extension headers,
+    // IPv4 options, fragments, UDP without checksum); no pool address left for another
+    // client; a packet to a pool address that no flow claims.
+    Nat46New = 71 => "nat46_new_flow",
+    Nat46 = 72 => "nat46_translated",
+    DropNat46Untranslatable = 73 => "drop_nat46_untranslatable",
+    DropNat46PoolExhausted = 74 => "drop_nat46_pool_exhausted",
+    DropNat46NoFlow = 75 => "drop_nat46_no_flow",
 }
 
 pub const REASON_COUNT: u32 = Reason::ALL.len() as u32;

@@ -29,6 +29,9 @@ pub const ORIGIN_HAIRPIN: u8 = 2;
 /// Egress of a network without masquerade, not translated but tracked, so that its
 /// replies are told from traffic the uplink must not let in (`drop_not_published`).
 pub const ORIGIN_TRACKED: u8 = 3;
+/// NAT46: an IPv6 client to an IPv4-only container's published port. Both halves are in
+/// the IPv6 table, the IPv4 ends as v4-mapped addresses (`::ffff:a.b.c.d`).
+pub const ORIGIN_NAT46: u8 = 4;
 
 /// Entry flag: after the rewrite, send the packet back out of the interface it came in on
 /// (a container calling its own published port: the stack must not see a packet whose

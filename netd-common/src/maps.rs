@@ -60,9 +60,15 @@ pub const NODE_CONFIG6: &str = "NETD_CONFIG6_V1";
 /// The IPv6 programs the IPv4 entry points hand IPv6 frames to (`CALL_*` indexes). Pinned:
 /// the kernel empties a program array when its last user reference goes.
 pub const CALLS: &str = "NETD_CALLS_V1";
+/// NAT46: IPv6 client -> its pool address (`Nat46Mapping`), and the pool address -> the
+/// client. Pinned: the flows of the IPv6 table hold the mapped addresses.
+pub const NAT46_CLIENTS: &str = "NETD_NAT46_CLIENTS_V1";
+pub const NAT46_MAPPED: &str = "NETD_NAT46_MAPPED_V1";
+/// NAT46's settings (index 0), not pinned.
+pub const NAT46_CONFIG: &str = "NAT46_CONFIG";
 
 /// Every pinned map of the kernel object (a test checks the object has exactly these).
-pub const PINNED: [&str; 28] = [
+pub const PINNED: [&str; 30] = [
     PUBLISHED_PORTS,
     FLOWS,
     PENDING_FLOWS,
@@ -91,6 +97,8 @@ pub const PINNED: [&str; 28] = [
     PUBLISHED_PORTS6,
     FRAGMENTS6,
     ENDPOINT_VETHS6,
+    NAT46_CLIENTS,
+    NAT46_MAPPED,
 ];
 
 pub const PUBLISHED_PORTS_MAX: u32 = 65_536;
@@ -119,6 +127,13 @@ pub const CALL_UPLINK_EGRESS6_NEW: u32 = 3;
 pub const CALL_UPLINK_INGRESS6_NEW: u32 = 4;
 /// `CALLS` index of `endpoint_ingress6_new` (tail-called by `endpoint_ingress6`).
 pub const CALL_ENDPOINT_INGRESS6_NEW: u32 = 5;
+/// `CALLS` index of `uplink_nat46` (tail-called by `uplink_ingress6`): NAT46 in.
+pub const CALL_UPLINK_NAT46: u32 = 6;
+/// `CALLS` index of `endpoint_nat46` (tail-called by `endpoint_ingress`): NAT46's
+/// replies out.
+pub const CALL_ENDPOINT_NAT46: u32 = 7;
+/// IPv6 clients NAT46 maps to addresses of its pool at once (a /16 at most).
+pub const NAT46_CLIENTS_MAX: u32 = 65_536;
 /// Fragmented datagrams in flight whose first fragment was seen.
 pub const FRAGMENTS_MAX: u32 = 16_384;
 /// Candidate keys one run of the sweep program judges (an array map, not pinned: it
@@ -257,6 +272,27 @@ pub struct NodeConfig6 {
     /// The uplink's IPv6 address that masqueraded traffic leaves with; `::` while the
     /// uplink has none (masqueraded IPv6 is then dropped: `drop_ipv6_no_snat_address`).
     pub snat_addr: Addr6,
+}
+
+/// NAT46's settings, index 0 of `NAT46_CONFIG` (not pinned: the daemon writes it at
+/// every start): the pool IPv6 clients are mapped into (`--nat46-pool`), its first
+/// address (network order) and how many addresses it has (0: NAT46 off).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Nat46Config {
+    pub pool: u32,
+    pub pool_len: u32,
+}
+
+/// Value of `NAT46_CLIENTS`: the pool address an IPv6 client is mapped to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Nat46Mapping {
+    /// Network order.
+    pub addr: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns` of the latest flow it was given to.
+    pub last_used_ns: u64,
 }
 
 /// Key of `FRAGMENTS`: a datagram as its fragments carry it (addresses network order).

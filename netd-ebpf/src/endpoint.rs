@@ -36,7 +36,11 @@ pub fn ingress(ctx: &TcContext) -> i32 {
     // SAFETY: a copy out of the map value.
     let endpoint = unsafe { ENDPOINTS.get(ifindex(ctx)) }.copied();
     let verdict = match endpoint {
-        Some(ep) => decide(ctx, &ep),
+        Some(ep) => match decide(ctx, &ep) {
+            // Not counted here: `endpoint_nat46` does.
+            (_, crate::nat46::TO_NAT46) => return crate::nat46::TO_NAT46,
+            verdict => verdict,
+        },
         // Registered before the program is attached and removed after it is detached:
         // a veth without an entry is one netd is tearing down.
         None => (Reason::DropUnknownEndpoint, DROP),
@@ -69,6 +73,10 @@ fn decide(ctx: &TcContext, ep: &EndpointInfo) -> Verdict {
             return overlay::answer_arp(ctx, ep, target).unwrap_or((Reason::NotIpv4, PASS));
         }
         Err(reason) => return (reason, DROP),
+    }
+    // A reply to a NAT46 client (its own address checked by `admit`).
+    if crate::nat46::to_pool(ctx) {
+        return (Reason::Nat46, crate::nat46::TO_NAT46);
     }
     // A container of another node: sent there as it is, never translated.
     if let Some(verdict) = overlay::to_remote(ctx, ep) {

@@ -38,6 +38,8 @@ mod monitor;
 #[cfg(target_arch = "bpf")]
 mod nat;
 #[cfg(target_arch = "bpf")]
+mod nat46;
+#[cfg(target_arch = "bpf")]
 mod node_sockets;
 #[cfg(target_arch = "bpf")]
 mod overlay;
@@ -61,6 +63,8 @@ mod uplink;
 mod uplink6;
 #[cfg(target_arch = "bpf")]
 mod xdp;
+#[cfg(target_arch = "bpf")]
+mod xlat;
 
 #[cfg(target_arch = "bpf")]
 mod programs {
@@ -104,6 +108,13 @@ mod programs {
         crate::uplink6::ingress_new(&ctx)
     }
 
+    /// Tail-called by `uplink_ingress6` and `uplink_ingress6_new`: an IPv6 client's
+    /// packet to a published port of a container with IPv4 only (NAT46).
+    #[classifier]
+    pub fn uplink_nat46(ctx: TcContext) -> i32 {
+        crate::nat46::ingress(&ctx)
+    }
+
     /// Tail-called by `uplink_egress` for IPv6: masquerade (NAT66).
     #[classifier]
     pub fn uplink_egress6(ctx: TcContext) -> i32 {
@@ -124,7 +135,17 @@ mod programs {
         if crate::program::is_ipv6(&ctx) {
             return crate::endpoint6::hand_over(&ctx);
         }
-        crate::endpoint::ingress(&ctx)
+        match crate::endpoint::ingress(&ctx) {
+            crate::nat46::TO_NAT46 => crate::nat46::hand_over_reply(&ctx),
+            verdict => verdict,
+        }
+    }
+
+    /// Tail-called by `endpoint_ingress` for a packet into NAT46's pool: a container's
+    /// reply to an IPv6 client, translated and sent out of the uplink.
+    #[classifier]
+    pub fn endpoint_nat46(ctx: TcContext) -> i32 {
+        crate::nat46::reply(&ctx)
     }
 
     /// Tail-called by `endpoint_ingress` for IPv6: the first-hop guards, hairpin flows

@@ -14,9 +14,10 @@ use netd_common::{
     flow::{FlowEntry, FlowEntry6, FlowKey, FlowKey6},
     maps::{
         Addr6, CALLS_MAX, ENDPOINT_DROPS_MAX, ENDPOINTS_MAX, Endpoint6Info, EndpointInfo,
-        FLOWS_MAX, FRAGMENTS_MAX, FragmentKey, FragmentKey6, FragmentPorts, NETWORKS_MAX,
-        NODE_ADDRS_MAX, NetworkInfo, NodeConfig, NodeConfig6, OverlayInfo, PUBLISHED_PORTS_MAX,
-        REMOTE_ENDPOINTS_MAX, RemoteEndpoint, SWEEP_BATCH,
+        FLOWS_MAX, FRAGMENTS_MAX, FragmentKey, FragmentKey6, FragmentPorts, NAT46_CLIENTS_MAX,
+        NETWORKS_MAX, NODE_ADDRS_MAX, Nat46Config, Nat46Mapping, NetworkInfo, NodeConfig,
+        NodeConfig6, OverlayInfo, PUBLISHED_PORTS_MAX, REMOTE_ENDPOINTS_MAX, RemoteEndpoint,
+        SWEEP_BATCH,
     },
     monitor::{MONITOR_RING_BYTES, MonitorConfig, MonitorState},
     published::{Backend, Backend6, PortKey, PortKey6},
@@ -149,6 +150,14 @@ pub static FLOW_OWNERS6: HashMap<Addr6, u64> = HashMap::pinned(ENDPOINTS_MAX, 0)
 
 #[map(name = "NETD_CONFIG6_V1")]
 pub static NODE_CONFIG6: Array<NodeConfig6> = Array::pinned(1, 0);
+
+/// NAT46: each IPv6 client's address of the pool, and the pool's addresses' clients.
+#[map(name = "NETD_NAT46_CLIENTS_V1")]
+pub static NAT46_CLIENTS: HashMap<Addr6, Nat46Mapping> = HashMap::pinned(NAT46_CLIENTS_MAX, 0);
+#[map(name = "NETD_NAT46_MAPPED_V1")]
+pub static NAT46_MAPPED: HashMap<u32, Addr6> = HashMap::pinned(NAT46_CLIENTS_MAX, 0);
+#[map(name = "NAT46_CONFIG")]
+pub static NAT46_CONFIG: Array<Nat46Config> = Array::with_max_entries(1, 0);
 
 /// One batch of flow keys the daemon's collector found expired, for `flow_sweep` to judge
 /// again and remove (not pinned: it carries nothing across runs).

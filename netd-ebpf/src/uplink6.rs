@@ -23,10 +23,10 @@
 use aya_ebpf::programs::TcContext;
 use netd_common::{
     counters::{Hook, Reason},
-    flow::{DIR_EGRESS, DIR_INGRESS, FlowEntry6, ORIGIN_SNAT},
+    flow::{DIR_EGRESS, DIR_INGRESS, FlowEntry6, ORIGIN_NAT46, ORIGIN_SNAT},
     maps::{
         Addr6, CALL_UPLINK_EGRESS6, CALL_UPLINK_EGRESS6_NEW, CALL_UPLINK_INGRESS6,
-        CALL_UPLINK_INGRESS6_NEW, NETWORK_MASQUERADE, NETWORK_ROUTED,
+        CALL_UPLINK_INGRESS6_NEW, CALL_UPLINK_NAT46, NETWORK_MASQUERADE, NETWORK_ROUTED,
     },
     published::Backend6,
 };
@@ -35,6 +35,7 @@ use crate::{
     conntrack, fast_path, fragment, icmp6,
     maps::{CALLS, NODE_ADDRS6, scratch6},
     nat::{self, Nat},
+    nat46,
     parse6::{Flow6, IP6_DST_OFF, IP6_SRC_OFF, flow_of, parse_skb},
     policy6::network_of,
     program::{DROP, PASS, Verdict, apply, finish},
@@ -83,7 +84,13 @@ enum Decided {
     /// An ICMPv6 message that is no echo: perhaps an error about a flow (`icmp6`), judged
     /// from the entry point, where its chain of calls has room.
     Icmp,
+    /// A packet of a NAT46 flow: for `uplink_nat46`.
+    Nat46,
 }
+
+/// The verdict code of a decision that hands the packet to `uplink_nat46` (never
+/// returned to the kernel).
+const TO_NAT46: i32 = i32::MIN;
 
 /// Count and report a decision. A new flow's first packet goes on to the program in slot
 /// `new` of `CALLS` (dropped if that slot is empty); an ICMPv6 message is translated if
@@ -108,6 +115,11 @@ fn decided_or_new(
             Some(verdict) => verdict,
             None => otherwise(ctx),
         },
+        Decided::Nat46 => {
+            // SAFETY: as in `hand_over_to`.
+            unsafe { CALLS.tail_call(ctx, CALL_UPLINK_NAT46) };
+            (Reason::DropIpv6DispatchFailed, DROP)
+        }
     };
     // Out of line, so that the entry point's frame stays nearly empty.
     finished(ctx, hook, verdict)
@@ -117,7 +129,15 @@ fn decided_or_new(
 /// (DNAT66, the client's address kept), its flow created; anything else to the node is
 /// the node's. In a program of its own, as `egress_new`.
 pub fn ingress_new(ctx: &TcContext) -> i32 {
-    finished(ctx, Hook::UplinkIngress, decide_new_in(ctx))
+    let verdict = match decide_new_in(ctx) {
+        (_, TO_NAT46) => {
+            // SAFETY: as in `hand_over_to`.
+            unsafe { CALLS.tail_call(ctx, CALL_UPLINK_NAT46) };
+            (Reason::DropIpv6DispatchFailed, DROP)
+        }
+        verdict => verdict,
+    };
+    finished(ctx, Hook::UplinkIngress, verdict)
 }
 
 #[inline(never)]
@@ -135,6 +155,8 @@ fn decide_new_in(ctx: &TcContext) -> Verdict {
         Some(_) if network_of(flow.src).is_some() || Addr6::is_node_addr(flow.src) => {
             (Reason::DropSpoofedSource, DROP)
         }
+        // A container with IPv4 only: NAT46.
+        Some(backend) if nat46::as_ipv4(&backend.addr).is_some() => (Reason::Nat46New, TO_NAT46),
         Some(backend) => {
             let verdict = opened_in(ctx, flow, &backend, &mut scratch.entry);
             into_container(ctx, verdict, scratch.entry.ifindex)
@@ -217,6 +239,9 @@ fn decide_ingress(ctx: &TcContext) -> Decided {
     match flow_packet(ctx, &mut flow) {
         Ok(()) => {
             if let Some((verdict, ifindex)) = reply_in(ctx, &flow) {
+                if verdict.1 == TO_NAT46 {
+                    return Decided::Nat46;
+                }
                 return Decided::Verdict(into_container(ctx, verdict, ifindex));
             }
             // Only a connection to a published port goes on: the node's own traffic is
@@ -258,6 +283,9 @@ pub fn flow_packet(ctx: &TcContext, flow: &mut Flow6) -> Result<(), Reason> {
 fn reply_in(ctx: &TcContext, flow: &Flow6) -> Option<(Verdict, u32)> {
     let key = conntrack::key_of(flow, DIR_INGRESS);
     let entry = conntrack::lookup(&key, flow)?;
+    if entry.origin == ORIGIN_NAT46 {
+        return Some(((Reason::Nat46, TO_NAT46), 0));
+    }
     let reason = if entry.origin == ORIGIN_SNAT {
         Reason::SnatReply
     } else {

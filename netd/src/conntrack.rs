@@ -14,7 +14,10 @@ use std::{
 
 use netd_common::{
     PROTO_ICMP, PROTO_TCP,
-    flow::{FlowEntryOf, FlowKeyOf, ORIGIN_DNAT, ORIGIN_HAIRPIN, ORIGIN_SNAT, SEEN_PACKET, owner},
+    flow::{
+        FlowEntryOf, FlowKeyOf, ORIGIN_DNAT, ORIGIN_HAIRPIN, ORIGIN_NAT46, ORIGIN_SNAT,
+        SEEN_PACKET, owner,
+    },
     maps::{self as names, ALL_OWNERS, ALL_OWNERS6, Addr6},
     user::{addr_from_be, addr6_from_be},
 };
@@ -59,8 +62,13 @@ impl FlowAddr for Addr6 {
     const ALL_OWNERS: Addr6 = ALL_OWNERS6;
     const SWEEP: &'static str = names::SWEEP6;
     const SWEEP_PROGRAM: &'static str = crate::datapath::SWEEP6_PROGRAM;
+    /// A v4-mapped address (a NAT46 flow's IPv4 end) as the IPv4 address it is.
     fn ip(self) -> IpAddr {
-        IpAddr::V6(addr6_from_be(self))
+        let addr = addr6_from_be(self);
+        match addr.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(addr),
+        }
     }
 }
 
@@ -383,7 +391,8 @@ mod tests {
 pub struct FlowView {
     pub proto: String,
     /// `dnat` (a published port), `snat` (masqueraded egress), `hairpin` (a container
-    /// calling a published port) or `tracked` (egress of a network without masquerade).
+    /// calling a published port), `tracked` (egress of a network without masquerade) or
+    /// `nat46` (an IPv6 client to a published port of a container with IPv4 only).
     pub kind: String,
     pub original: String,
     pub translated: String,
@@ -429,6 +438,7 @@ where
                 ORIGIN_DNAT => "dnat",
                 ORIGIN_SNAT => "snat",
                 ORIGIN_HAIRPIN => "hairpin",
+                ORIGIN_NAT46 => "nat46",
                 _ => "tracked",
             }
             .into(),

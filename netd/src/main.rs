@@ -202,6 +202,11 @@ struct DaemonArgs {
     /// The IPv6 subnet of the default network netd0 (needs --ipv6).
     #[arg(long, value_name = "CIDR")]
     fixed_cidr_v6: Option<String>,
+    /// NAT46: IPv6 clients reach the published ports of containers that have IPv4
+    /// only, each client mapped to an address of this IPv4 pool of its own (off unless
+    /// given; e.g. 198.18.0.0/16).
+    #[arg(long, value_name = "CIDR")]
+    nat46_pool: Option<ipnet::Ipv4Net>,
     /// Join a cluster whose nodes agree through etcd:
     /// `etcd://HOST:2379[,HOST:2379...][/PREFIX]` (Docker's flag for overlays on a
     /// key-value store).
@@ -323,6 +328,7 @@ fn run_daemon(
         datapath_log: args.datapath_log,
         cluster,
         default_ipv6,
+        nat46_pool: args.nat46_pool,
     };
     tokio::runtime::Runtime::new()?.block_on(daemon::run(config))?;
     Ok(std::process::ExitCode::SUCCESS)

@@ -18,8 +18,8 @@ use netd_common::{
     PROTO_ICMP, PROTO_TCP, PROTO_UDP,
     counters::{Hook, Reason},
     flow::{
-        FLAG_END_REPORTED, FlowEntryOf, FlowKeyOf, ORIGIN_DNAT, ORIGIN_HAIRPIN, ORIGIN_SNAT,
-        ORIGIN_TRACKED, SEEN_FIN, SEEN_RST,
+        FLAG_END_REPORTED, FlowEntryOf, FlowKeyOf, ORIGIN_DNAT, ORIGIN_HAIRPIN, ORIGIN_NAT46,
+        ORIGIN_SNAT, ORIGIN_TRACKED, SEEN_FIN, SEEN_RST,
     },
     maps::Addr6,
     monitor::{
@@ -560,6 +560,7 @@ fn origin_name(origin: u8) -> &'static str {
         ORIGIN_SNAT => "snat",
         ORIGIN_HAIRPIN => "hairpin",
         ORIGIN_TRACKED => "tracked",
+        ORIGIN_NAT46 => "nat46",
         _ => "unknown",
     }
 }

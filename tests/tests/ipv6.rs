@@ -12,7 +12,7 @@
 //! restart of the daemon.
 
 use std::{
-    net::{IpAddr, Ipv6Addr},
+    net::{IpAddr, Ipv6Addr, SocketAddr},
     time::Duration,
 };
 
@@ -996,4 +996,63 @@ fn monitor_shows_an_ipv6_connections_translation_and_end_and_its_masquerade() {
     );
     assert!(gone["packets"].as_u64().unwrap_or(0) >= 3, "{gone}");
     drop(held);
+}
+
+#[test]
+fn ipv6_clients_reach_an_ipv4_only_container_through_nat46_each_as_an_address_of_its_own() {
+    require_root();
+    let sb = Sandbox::new("64").unwrap();
+    let d = Daemon::start_with(
+        &sb.node,
+        Sandbox::UPLINK,
+        &["--nat46-pool", "198.18.0.0/16"],
+    )
+    .unwrap();
+    // The default network has no IPv6: the container has IPv4 only.
+    let web = d
+        .run_idle_container("web", &["8080:80", "5353:53/udp"])
+        .unwrap();
+    let ports = d.cli_ok(&["port", "web"]).unwrap();
+    assert!(ports.contains("80/tcp -> [::]:8080"), "{ports}");
+    let tcp = EchoServer::start(&web.netns, Proto::Tcp, addr(web.ip, 80)).unwrap();
+    let udp = EchoServer::start(&web.netns, Proto::Udp, addr(web.ip, 53)).unwrap();
+    let in_pool = |ip: IpAddr| match ip {
+        IpAddr::V4(a) => a.octets()[..2] == [198, 18],
+        IpAddr::V6(_) => false,
+    };
+    // Two IPv6 clients (the LAN host, and the internet host routed through it), TCP and
+    // UDP: the container sees one pool address per client, the same for both protocols.
+    for (client, name) in [(sb.ext.path(), "lan"), (sb.inet.path(), "inet")] {
+        let sent = echo_once(&client, Proto::Tcp, v6(Sandbox::NODE_ADDR6, 8080)).unwrap();
+        assert!(sent.is_ipv6());
+        echo_once(&client, Proto::Udp, v6(Sandbox::NODE_ADDR6, 5353)).unwrap();
+        let (t, u) = (
+            tcp.peers().last().copied().unwrap(),
+            udp.peers().last().copied().unwrap(),
+        );
+        assert!(in_pool(t.ip()), "{name}: {t}");
+        assert_eq!(t.ip(), u.ip(), "{name}: one address per client");
+        assert_eq!(t.port(), sent.port(), "{name}: the client's port kept");
+    }
+    let (first, second) = (tcp.peers()[0].ip(), tcp.peers()[1].ip());
+    assert_ne!(first, second, "two clients, two addresses");
+    // The connection table shows each real client beside its mapping.
+    let flows = d.cli_ok(&["conntrack"]).unwrap();
+    for expected in [
+        format!("[{}]:", Sandbox::EXT_ADDR6),
+        format!("[{}]:", Sandbox::INET_ADDR6),
+        format!("{first}:"),
+        format!("{second}:"),
+        format!("{}:80", web.ip),
+        "nat46".to_string(),
+    ] {
+        assert!(flows.contains(&expected), "no {expected} in:\n{flows}");
+    }
+    assert!(d.from_network("nat46_new_flow").unwrap() >= 4);
+    // The pool is no way out: what the container sends there outside a flow is dropped.
+    let before = d.counter("EndpointIngress", "drop_nat46_no_flow").unwrap();
+    for target in [first, "198.18.0.77".parse().unwrap()] {
+        assert!(echo_fails(&web.netns, Proto::Udp, SocketAddr::new(target, 40000)).unwrap());
+    }
+    assert!(d.counter("EndpointIngress", "drop_nat46_no_flow").unwrap() >= before + 2);
 }

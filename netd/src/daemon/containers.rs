@@ -299,7 +299,8 @@ impl Inner {
                 specs.extend(extra);
             }
             self.refresh_node_addrs().await?;
-            self.bind_ports(&specs, Families::with_ipv6(n.ipv6.is_some()))
+            let ipv6 = n.ipv6.is_some() || self.datapath.nat46();
+            self.bind_ports(&specs, Families::with_ipv6(ipv6))
                 .map_err(ApiError::conflict)?
         } else {
             Vec::new()

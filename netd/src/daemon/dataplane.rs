@@ -76,6 +76,11 @@ impl Dataplane for Datapath {
                 let keys = conntrack::involving(&entries, ip);
                 self.remove_flows(&keys)?;
                 self.note_purged(conntrack::ended(&entries, &keys));
+                // Its NAT46 flows, in the IPv6 table with its address v4-mapped.
+                let entries6 = self.flow_entries6()?;
+                let keys6 = conntrack::involving(&entries6, ip);
+                self.remove_flows(&keys6)?;
+                self.note_purged6(conntrack::ended(&entries6, &keys6));
             }
             IpAddr::V6(_) => {
                 let entries = self.flow_entries6()?;

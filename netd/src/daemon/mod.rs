@@ -82,6 +82,8 @@ pub struct DaemonConfig {
     pub cluster: Option<ClusterConfig>,
     /// `--ipv6`, `--fixed-cidr-v6`: the default network's IPv6.
     pub default_ipv6: crate::network_request::DefaultIpv6,
+    /// `--nat46-pool`: NAT46 on, its clients mapped into this pool.
+    pub nat46_pool: Option<ipnet::Ipv4Net>,
 }
 
 /// Why a cluster's call is refused on a node of none.
@@ -227,6 +229,23 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         ),
     }
     sysctl::write("net/ipv4/ip_forward", "1")?;
+    if let Some(pool) = config.nat46_pool {
+        if pool.prefix_len() > 30 {
+            anyhow::bail!("--nat46-pool {pool}: a pool needs at least 4 addresses (/30)");
+        }
+        for n in state.networks.values() {
+            if n.subnet.contains(&pool.network()) || pool.contains(&n.subnet.network()) {
+                anyhow::bail!(
+                    "--nat46-pool {pool} overlaps network {}'s subnet {}: choose another pool",
+                    n.name,
+                    n.subnet
+                );
+            }
+        }
+    }
+    datapath
+        .set_nat46_pool(config.nat46_pool)
+        .context("--nat46-pool")?;
     let node_ns = crate::netns::open_own().context("open the node's network namespace")?;
     let cluster = match &config.cluster {
         Some(c) => Some(cluster_member(c, &netlink, &state_dir).await?),
@@ -867,6 +886,12 @@ impl Daemon {
         self.report_expired(&mut inner.datapath, &entries6, &expired6);
         let kept6 = expired6.kept(entries6);
         inner.datapath.set_flow_owners(&conntrack::owners(&kept6))?;
+        let freed = inner
+            .datapath
+            .release_nat46_clients(&kept6, conntrack::monotonic_now())?;
+        if freed > 0 {
+            log::debug!("NAT46: {freed} clients' pool addresses freed");
+        }
         inner.flow_census = Some([
             scrape::FlowCensus::of(&kept),
             scrape::FlowCensus::of(&kept6),

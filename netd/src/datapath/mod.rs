@@ -43,6 +43,8 @@ pub struct Datapath {
     /// Flows purged with their endpoints since the daemon last took them (`take_purged`),
     /// each as its first half with its other half: for `netd monitor`'s flow ends.
     purged: crate::conntrack::Purged,
+    /// NAT46 on (`set_nat46_pool`).
+    nat46: bool,
 }
 
 /// The uplink's programs and where they attach.
@@ -59,7 +61,7 @@ pub const ENDPOINT_PROGRAM: &str = "endpoint_ingress";
 /// Its partner on TC egress: counts what is delivered to the container.
 pub const ENDPOINT_EGRESS_PROGRAM: &str = "endpoint_egress";
 /// The IPv6 programs the IPv4 entry points tail-call through `CALLS`, by slot.
-pub const IPV6_PROGRAMS: [(&str, u32); 6] = [
+pub const IPV6_PROGRAMS: [(&str, u32); 8] = [
     (
         "endpoint_ingress6",
         netd_common::maps::CALL_ENDPOINT_INGRESS6,
@@ -78,6 +80,8 @@ pub const IPV6_PROGRAMS: [(&str, u32); 6] = [
         "endpoint_ingress6_new",
         netd_common::maps::CALL_ENDPOINT_INGRESS6_NEW,
     ),
+    ("uplink_nat46", netd_common::maps::CALL_UPLINK_NAT46),
+    ("endpoint_nat46", netd_common::maps::CALL_ENDPOINT_NAT46),
 ];
 /// The program on the node's VXLAN device (TC ingress): frames from other nodes.
 pub const OVERLAY_PROGRAM: &str = "overlay_ingress";

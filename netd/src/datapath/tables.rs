@@ -355,6 +355,12 @@ impl Datapath {
                 self.ports6()?
                     .insert(key, Backend6::new(addr6, b.container_port, ifindex), 0)
             }
+            // NAT46: the container's IPv4 address, v4-mapped.
+            (Slot::V6(key), None) if self.nat46 => self.ports6()?.insert(
+                key,
+                Backend6::new(addr.to_ipv6_mapped(), b.container_port, ifindex),
+                0,
+            ),
             (Slot::V6(key), None) => {
                 warn!("{b}: the container has no IPv6 address (now); not published");
                 self.ports6()?.remove(&key).or_else(ignore_missing)

@@ -1,0 +1,299 @@
+//! NAT46: an IPv6 client reaches a published port of a container that has only IPv4,
+//! translated in the kernel (`xlat`), statefully through the IPv6 connection table, and
+//! each client mapped to an address of its own from the pool (`--nat46-pool`), so that
+//! the container tells clients apart.
+//!
+//! A NAT46 flow's halves are both in the IPv6 table, its IPv4 ends as v4-mapped
+//! addresses: the first half, looked up at the uplink's ingress, {client -> node:port}
+//! writes {pool address -> container:port}; its partner, looked up where the container's
+//! replies leave its veth (`endpoint_nat46`), {container -> pool address} writes
+//! {node:port -> client}.
+
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_redirect_neigh, programs::TcContext};
+use netd_common::{
+    counters::{Hook, Reason},
+    flow::{DIR_INGRESS, FlowEntry6, ORIGIN_NAT46},
+    maps::{Addr6, Nat46Mapping},
+};
+
+use crate::{
+    conntrack::{self, Half, NewFlow, Tuple},
+    maps::{NAT46_CLIENTS, NAT46_CONFIG, NAT46_MAPPED, scratch6},
+    nat,
+    parse::Fragment,
+    parse6::{Flow6, IP6_HDR_LEN, IP6_OFF},
+    program::{self, DROP, PASS, Verdict, finish},
+    uplink6,
+    xlat::{self, To4},
+};
+
+/// The third word of a v4-mapped address (`::ffff:0:0/96`), as `Addr6` holds it.
+const V4_MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+
+/// The IPv4 address behind a v4-mapped one: a published port's backend that has only
+/// IPv4 is written so (see `Datapath::publish`).
+#[inline(always)]
+pub fn as_ipv4(addr: &Addr6) -> Option<u32> {
+    (addr[0] == 0 && addr[1] == 0 && addr[2] == V4_MAPPED).then_some(addr[3])
+}
+
+#[inline(always)]
+fn mapped(addr: u32) -> Addr6 {
+    [0, 0, V4_MAPPED, addr]
+}
+
+/// `uplink_nat46`: a packet of an IPv6 client to a published port of an IPv4-only
+/// container (tail-called by `uplink_ingress6` and `uplink_ingress6_new`).
+pub fn ingress(ctx: &TcContext) -> i32 {
+    finish(ctx, Hook::UplinkIngress, decide_in(ctx))
+}
+
+#[inline(never)]
+fn decide_in(ctx: &TcContext) -> Verdict {
+    let Some(scratch) = scratch6() else {
+        return (Reason::DropFlowTableFull, DROP);
+    };
+    if uplink6::flow_packet(ctx, &mut scratch.flow).is_err() || !translatable(&scratch.flow) {
+        return (Reason::DropNat46Untranslatable, DROP);
+    }
+    let flow = &scratch.flow;
+    let reason = match flow_entry(ctx, flow, &mut scratch.entry) {
+        Ok(reason) => reason,
+        Err(reason) => return (reason, DROP),
+    };
+    let e = &scratch.entry;
+    let (Some(src), Some(dst)) = (as_ipv4(&e.src_addr), as_ipv4(&e.dst_addr)) else {
+        return (Reason::DropNat46NoFlow, DROP);
+    };
+    let to = To4 {
+        src,
+        dst,
+        dst_port: e.dst_port,
+    };
+    match xlat::v6_to_v4(ctx, flow, &to) {
+        Ok(()) => (reason, PASS),
+        Err(_) => (Reason::DropRewriteFailed, DROP),
+    }
+}
+
+/// The flow of `flow`'s packet, into `entry`: found (counted already by
+/// `uplink_ingress6`, which found it), or created. A subprogram: the key is not held on
+/// the decision's stack while the packet is translated.
+#[inline(never)]
+fn flow_entry(ctx: &TcContext, flow: &Flow6, entry: &mut FlowEntry6) -> Result<Reason, Reason> {
+    let key = conntrack::key_of(flow, DIR_INGRESS);
+    if let Some(found) = conntrack::find_mut(&key) {
+        // SAFETY: a pointer into a map's value, copied at once.
+        *entry = unsafe { *found };
+        return Ok(Reason::Nat46);
+    }
+    opened(ctx, flow, &key, entry).map(|()| Reason::Nat46New)
+}
+
+/// TCP or UDP right behind the fixed header, whole (no extension header, no fragment).
+#[inline(always)]
+fn translatable(flow: &Flow6) -> bool {
+    flow.src_port_off as usize == IP6_OFF + IP6_HDR_LEN
+        && flow.fragment == Fragment::Whole
+        && (flow.proto == netd_common::PROTO_TCP || flow.proto == netd_common::PROTO_UDP)
+}
+
+/// A new flow of the client to the published port its first packet is addressed to: the
+/// client's pool address (`client_address`), both halves created (in `entry`).
+#[inline(never)]
+fn opened(
+    ctx: &TcContext,
+    flow: &Flow6,
+    key: &netd_common::flow::FlowKey6,
+    entry: &mut FlowEntry6,
+) -> Result<(), Reason> {
+    if !flow.starts_flow {
+        return Err(Reason::DropNat46NoFlow);
+    }
+    let backend =
+        nat::published(flow.dst, flow.dst_port, flow.proto).ok_or(Reason::DropNat46NoFlow)?;
+    let pool_addr = client_address(&flow.src)?;
+    let new = NewFlow {
+        to: Tuple {
+            src_addr: mapped(pool_addr),
+            dst_addr: backend.addr,
+            src_port: flow.src_port,
+            dst_port: backend.port,
+        },
+        origin: ORIGIN_NAT46,
+        first: Half {
+            flags: 0,
+            ifindex: backend.ifindex,
+        },
+        // The uplink the client's packets came in by: its replies leave by it.
+        reply: Half {
+            flags: 0,
+            ifindex: program::ifindex(ctx),
+        },
+    };
+    if !conntrack::create(key, flow, &new, entry) {
+        return Err(Reason::DropFlowTableFull);
+    }
+    Ok(())
+}
+
+/// Tries at a free pool address for a new client.
+const POOL_TRIES: u32 = 8;
+
+/// The pool address of `client`: the one it has, else a free one from a hash of its
+/// address on (the insert into `NAT46_MAPPED` with BPF_NOEXIST is the claim).
+#[inline(never)]
+fn client_address(client: &Addr6) -> Result<u32, Reason> {
+    let now = conntrack::now();
+    if let Some(m) = NAT46_CLIENTS.get_ptr_mut(client) {
+        // SAFETY: a pointer into the map's value; a racing writer only writes the time.
+        unsafe {
+            (*m).last_used_ns = now;
+            return Ok((*m).addr);
+        }
+    }
+    let (base, len) = NAT46_CONFIG
+        .get(0)
+        .map_or((0, 0), |c| (u32::from_be(c.pool), c.pool_len));
+    if len < 2 {
+        return Err(Reason::DropNat46PoolExhausted);
+    }
+    let hash = (client[0] ^ client[1] ^ client[2] ^ client[3]).wrapping_mul(0x9e37_79b1);
+    for i in 0..POOL_TRIES {
+        // Not the pool's first address (its network's).
+        let index = 1 + hash.wrapping_add(i) % (len - 1);
+        let addr = base.wrapping_add(index).to_be();
+        if NAT46_MAPPED
+            .insert(addr, client, BPF_NOEXIST as u64)
+            .is_err()
+        {
+            continue;
+        }
+        let mapping = Nat46Mapping {
+            addr,
+            _pad: 0,
+            last_used_ns: now,
+        };
+        if NAT46_CLIENTS
+            .insert(client, mapping, BPF_NOEXIST as u64)
+            .is_ok()
+        {
+            return Ok(addr);
+        }
+        // Another CPU mapped this client a moment ago: its address serves.
+        let _ = NAT46_MAPPED.remove(addr);
+        // SAFETY: a copy out of the map's value.
+        return unsafe { NAT46_CLIENTS.get(client) }
+            .map(|m| m.addr)
+            .ok_or(Reason::DropNat46PoolExhausted);
+    }
+    Err(Reason::DropNat46PoolExhausted)
+}
+
+/// The verdict code of a decision that hands the packet to `endpoint_nat46` (never
+/// returned to the kernel).
+pub const TO_NAT46: i32 = i32::MIN;
+
+/// Whether the packet a container sends is addressed into the pool: a reply to a NAT46
+/// client, for `endpoint_nat46` (nothing else to the pool leaves the node).
+#[inline(never)]
+pub fn to_pool(ctx: &TcContext) -> bool {
+    let Some(config) = NAT46_CONFIG.get(0) else {
+        return false;
+    };
+    let Ok(dst) = ctx.load::<u32>(crate::parse::IP_DST_OFF) else {
+        return false;
+    };
+    u32::from_be(dst).wrapping_sub(u32::from_be(config.pool)) < config.pool_len
+}
+
+/// From `endpoint_ingress`: hand a packet to the pool to `endpoint_nat46`.
+#[inline(always)]
+pub fn hand_over_reply(ctx: &TcContext) -> i32 {
+    // SAFETY: a tail call replaces this program's run with the callee's; on return
+    // nothing happened and the fallback below decides.
+    unsafe { crate::maps::CALLS.tail_call(ctx, netd_common::maps::CALL_ENDPOINT_NAT46) };
+    crate::endpoint::finish(ctx, (Reason::DropIpv6DispatchFailed, DROP))
+}
+
+/// `endpoint_nat46`: a container's reply to a NAT46 client, translated to IPv6 and sent
+/// out of the uplink the client came in by (the network's bridge may have IPv6 off).
+pub fn reply(ctx: &TcContext) -> i32 {
+    match decide_reply(ctx) {
+        Ok(ifindex) => {
+            // SAFETY: the helper takes no neighbour parameters (null, 0): it looks the
+            // next hop up in the FIB itself.
+            let verdict = unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) };
+            crate::endpoint::finish(ctx, (Reason::Nat46, verdict as i32))
+        }
+        Err(reason) => crate::endpoint::finish(ctx, (reason, DROP)),
+    }
+}
+
+#[inline(never)]
+fn decide_reply(ctx: &TcContext) -> Result<u32, Reason> {
+    let pkt = program::packet(ctx).map_err(|_| Reason::DropNat46Untranslatable)?;
+    if pkt.fragment != Fragment::Whole
+        || (pkt.proto != netd_common::PROTO_TCP && pkt.proto != netd_common::PROTO_UDP)
+    {
+        return Err(Reason::DropNat46Untranslatable);
+    }
+    if pkt.proto == netd_common::PROTO_UDP
+        && ctx
+            .load::<u16>(pkt.l4_csum_off as usize)
+            .map_or(true, |c| c == 0)
+    {
+        return Err(Reason::DropNat46Untranslatable);
+    }
+    let scratch = scratch6().ok_or(Reason::DropFlowTableFull)?;
+    reply_flow(&Mapped(&pkt), &mut scratch.entry)?;
+    to_ipv6(ctx, &pkt, &scratch.entry)?;
+    Ok(scratch.entry.ifindex)
+}
+
+/// The reply half of the flow `pkt` belongs to, counted, into `entry`. A subprogram, as
+/// `to_ipv6`: the key and the entry's copy are not held while the packet is translated.
+#[inline(never)]
+fn reply_flow(pkt: &Mapped, entry: &mut FlowEntry6) -> Result<(), Reason> {
+    let key = conntrack::key_of(pkt, netd_common::flow::DIR_EGRESS);
+    *entry = conntrack::lookup(&key, pkt).ok_or(Reason::DropNat46NoFlow)?;
+    Ok(())
+}
+
+/// `pkt` rewritten as IPv6 from the flow's published address and port to its client.
+#[inline(never)]
+fn to_ipv6(ctx: &TcContext, pkt: &crate::parse::Packet, entry: &FlowEntry6) -> Result<(), Reason> {
+    let to = xlat::To6 {
+        src: entry.src_addr,
+        dst: entry.dst_addr,
+        src_port: entry.src_port,
+    };
+    xlat::v4_to_v6(ctx, pkt, &to).map_err(|_| Reason::DropRewriteFailed)
+}
+
+/// An IPv4 packet as the IPv6 table holds NAT46 flows: its addresses v4-mapped.
+struct Mapped<'a>(&'a crate::parse::Packet);
+
+impl conntrack::Tracked<Addr6> for Mapped<'_> {
+    #[inline(always)]
+    fn tuple(&self) -> Tuple<Addr6> {
+        Tuple {
+            src_addr: mapped(self.0.src_addr),
+            dst_addr: mapped(self.0.dst_addr),
+            src_port: self.0.src_port,
+            dst_port: self.0.dst_port,
+        }
+    }
+    #[inline(always)]
+    fn proto(&self) -> u8 {
+        self.0.proto
+    }
+    #[inline(always)]
+    fn seen(&self) -> u8 {
+        self.0.seen
+    }
+    #[inline(always)]
+    fn ip_len(&self) -> u16 {
+        self.0.ip_len
+    }
+}
