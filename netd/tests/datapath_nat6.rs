@@ -878,3 +878,84 @@ fn hairpin_over_ipv6_keeps_icc_off_and_internal_networks_apart() {
         }
     }
 }
+
+/// NAT46 (`--nat46-pool`): an IPv6 client's TCP segment to `[::]:8080` of a container
+/// with IPv4 only becomes the IPv4 segment its stack would take (header checksum, L4
+/// checksum from scratch, the client's port kept, the container's port), from the
+/// client's address of the pool; the container's answer becomes IPv6 again, from the
+/// address and port the client called, and leaves by the uplink (a redirect).
+#[test]
+fn nat46_writes_an_ipv6_clients_segment_as_ipv4_and_the_answer_back_checksums_right() {
+    let mut t = nat6_node();
+    t.dp.set_nat46_pool(Some("198.18.0.0/16".parse().unwrap()))
+        .unwrap();
+    t.dp.publish(&binding_8080_on(Ipv6Addr::UNSPECIFIED), CONTAINER, None, LO)
+        .unwrap();
+    let syn = tcp6(BEYOND6, 50000, NODE6, 8080, 0x02);
+    let (verdict, out) = t.run("uplink_ingress", &syn);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(out[12..14], [0x08, 0x00], "an IPv4 frame");
+    let ip = &out[ETH..ETH + 20];
+    assert_eq!(ip[0], 0x45);
+    assert_eq!(checksum(ip, 0), 0, "its header checksum right");
+    assert_eq!(
+        usize::from(u16::from_be_bytes([ip[2], ip[3]])),
+        out.len() - ETH
+    );
+    assert_eq!(ip[8], syn[ETH + 7] - 1, "TTL: the hop limit, decremented");
+    assert_eq!(ip[9], TCP);
+    let pool_addr = std::net::Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    assert_eq!(pool_addr.octets()[..2], [198, 18], "{pool_addr}");
+    assert_eq!(ip[16..20], CONTAINER.octets());
+    let csum_at = l4_csum_offset(TCP);
+    assert_eq!(
+        u16::from_be_bytes([out[csum_at], out[csum_at + 1]]),
+        l4_checksum(&out),
+        "its TCP checksum right"
+    );
+    // The segment itself: the client's port, the container's, the rest as sent.
+    let mut expected = syn[ETH + 40..].to_vec();
+    expected[2..4].copy_from_slice(&80u16.to_be_bytes());
+    let mut got = out[ETH + 20..].to_vec();
+    for seg in [&mut expected, &mut got] {
+        seg[16..18].copy_from_slice(&[0, 0]);
+    }
+    assert_eq!(got, expected);
+    assert_eq!(count(&t, "UplinkIngress", "nat46_new_flow"), 1);
+    let views = netd::conntrack::views(&t.dp.flow_entries6().unwrap(), 0);
+    assert_eq!(views.len(), 1, "{views:?}");
+    assert_eq!(views[0].kind, "nat46");
+    assert_eq!(
+        views[0].translated,
+        format!("{pool_addr}:50000 -> {CONTAINER}:80")
+    );
+
+    // The container's answer, IPv6 again from the address and port the client called.
+    let syn_ack = Pkt::tcp(CONTAINER, 80, pool_addr, 50000, 0x12).build();
+    let (verdict, back) = t.run("endpoint_ingress", &syn_ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "out by the uplink");
+    assert_eq!(back[12..14], [0x86, 0xdd], "an IPv6 frame");
+    assert_eq!(back[ETH + 8..ETH + 24], NODE6.octets());
+    assert_eq!(back[ETH + 24..ETH + 40], BEYOND6.octets());
+    assert_eq!(back[ETH + 6], TCP6);
+    assert_eq!(
+        back[ETH + 7],
+        syn_ack[ETH + 8] - 1,
+        "the hop limit: the TTL, decremented"
+    );
+    assert_eq!(
+        with_l4_checksum6(back.clone(), ETH + 40, TCP6),
+        back,
+        "its TCP checksum right"
+    );
+    assert_eq!(
+        back[ETH + 40..ETH + 44],
+        [0x1f, 0x90, 0xc3, 0x50],
+        "8080 -> 50000"
+    );
+    assert_eq!(count(&t, "EndpointIngress", "nat46_translated"), 1);
+    // Into the pool outside a flow: dropped.
+    let stray = Pkt::udp(CONTAINER, 53, pool_addr, 40000).build();
+    assert_eq!(t.run("endpoint_ingress", &stray).0, TC_ACT_SHOT);
+    assert_eq!(count(&t, "EndpointIngress", "drop_nat46_no_flow"), 1);
+}
