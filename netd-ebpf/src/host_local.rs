@@ -214,10 +214,11 @@ pub fn restore_peer<A: Local>(ctx: &SockAddrContext) -> i32 {
     // SAFETY: as above.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
     let (peer, port) = (A::called(sa), sa.user_port as u16);
-    let origin = match A::as_ipv4(peer) {
-        Some(v4) => called::<u32>(cookie, v4, port).map(|(addr, p)| (A::of_ipv4(addr), p)),
-        None => called::<A>(cookie, peer, port),
-    };
+    // A v4-mapped peer: an IPv4 binding's container called through its v4-mapped
+    // address, or an IPv6 one's that has IPv4 only (NAT46: `[::1]:8080` led there).
+    let origin = A::as_ipv4(peer)
+        .and_then(|v4| called::<u32>(cookie, v4, port).map(|(addr, p)| (A::of_ipv4(addr), p)))
+        .or_else(|| called::<A>(cookie, peer, port));
     if let Some((addr, port)) = origin {
         A::point_at(sa, addr);
         sa.user_port = port as u32;

@@ -15,6 +15,13 @@ try:
         s = socket.create_connection((host, port), timeout=3)
         s.sendall(b"hello")
         data, peer = s.recv(100), s.getpeername()
+    elif proto == "udp-connected":
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        s = socket.socket(family, socket.SOCK_DGRAM)
+        s.settimeout(3)
+        s.connect((host, port))
+        s.send(b"hello")
+        data, peer = s.recv(100), s.getpeername()
     else:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         s = socket.socket(family, socket.SOCK_DGRAM)
@@ -185,5 +192,33 @@ fn node_process_reaches_published_ports_via_ipv6_loopback_and_node_address() {
     assert!(
         !listening.contains(":8080") && !listening.contains(":8443"),
         "{listening}"
+    );
+}
+
+#[test]
+fn node_process_reaches_an_ipv4_only_containers_port_via_ipv6_loopback_through_nat46() {
+    require_root();
+    let sb = Sandbox::new("h4").unwrap();
+    // NAT46 on (the default): the container has IPv4 only, its ports answer on [::] too.
+    let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    let web = d
+        .run_idle_container("web", &["8080:80", "5353:53/udp"])
+        .unwrap();
+    let tcp = EchoServer::start(&web.netns, Proto::Tcp, addr(web.ip, 80)).unwrap();
+    let _udp = EchoServer::start(&web.netns, Proto::Udp, addr(web.ip, 53)).unwrap();
+    let node6 = Sandbox::NODE_ADDR6.to_string();
+    // The process's IPv6 socket is led to the container's IPv4 address (v4-mapped) and
+    // sees the address it called.
+    assert_eq!(call(&d, &sb.node, "::1", 8080, "tcp"), "[::1]:8080 hello");
+    assert_eq!(
+        call(&d, &sb.node, &node6, 8080, "tcp"),
+        format!("[{node6}]:8080 hello")
+    );
+    assert_eq!(tcp.peers().len(), 2, "both calls reached the container");
+    // UDP through a connected socket (the kernel refuses to send an unconnected IPv6
+    // socket's datagram to a v4-mapped address a socket hook chose: EOPNOTSUPP).
+    assert_eq!(
+        call(&d, &sb.node, "::1", 5353, "udp-connected"),
+        "[::1]:5353 hello"
     );
 }
