@@ -203,10 +203,10 @@ struct DaemonArgs {
     #[arg(long, value_name = "CIDR")]
     fixed_cidr_v6: Option<String>,
     /// NAT46: IPv6 clients reach the published ports of containers that have IPv4
-    /// only, each client mapped to an address of this IPv4 pool of its own (off unless
-    /// given; e.g. 198.18.0.0/16).
-    #[arg(long, value_name = "CIDR")]
-    nat46_pool: Option<ipnet::Ipv4Net>,
+    /// only, each client mapped to an address of this IPv4 pool of its own; `off` turns
+    /// NAT46 off [default: 198.18.0.0/16, off if a network uses part of it]
+    #[arg(long, value_name = "CIDR|off")]
+    nat46_pool: Option<daemon::Nat46Pool>,
     /// Join a cluster whose nodes agree through etcd:
     /// `etcd://HOST:2379[,HOST:2379...][/PREFIX]` (Docker's flag for overlays on a
     /// key-value store).
@@ -328,7 +328,7 @@ fn run_daemon(
         datapath_log: args.datapath_log,
         cluster,
         default_ipv6,
-        nat46_pool: args.nat46_pool,
+        nat46_pool: args.nat46_pool.unwrap_or(daemon::Nat46Pool::Default),
     };
     tokio::runtime::Runtime::new()?.block_on(daemon::run(config))?;
     Ok(std::process::ExitCode::SUCCESS)

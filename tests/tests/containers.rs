@@ -55,7 +55,7 @@ fn ps_lists_containers_like_docker() {
         "an exited container is only shown with -a: {ps}"
     );
     assert!(
-        lines[1].contains("0.0.0.0:8080->80/tcp, 127.0.0.1:5353->53/udp"),
+        lines[1].contains("0.0.0.0:8080->80/tcp, [::]:8080->80/tcp, 127.0.0.1:5353->53/udp"),
         "{ps}"
     );
     let all = d.cli_ok(&["ps", "-a"]).unwrap();

@@ -127,7 +127,7 @@ fn docker_run_publishes_ports_through_netd_with_client_addresses_kept() {
     );
     assert_eq!(
         bed.netd_port("web", "n1"),
-        "53/udp -> 0.0.0.0:5353\n80/tcp -> 0.0.0.0:8080\n"
+        "53/udp -> 0.0.0.0:5353\n53/udp -> [::]:5353\n80/tcp -> 0.0.0.0:8080\n80/tcp -> [::]:8080\n"
     );
     // `docker port` stays empty for a remote driver; `netd ps` and `netd port` show the
     // sandbox (Docker's stand-in for the container) and the endpoint.
@@ -137,7 +137,7 @@ fn docker_run_publishes_ports_through_netd_with_client_addresses_kept() {
     let sandbox = &key.rsplit('/').next().unwrap()[..12];
     assert_eq!(
         bed.netd.cli_ok(&["port", sandbox, "80"]).unwrap(),
-        "0.0.0.0:8080\n"
+        "0.0.0.0:8080\n[::]:8080\n"
     );
     let ps = bed.netd.cli_ok(&["ps"]).unwrap();
     let row = ps
@@ -220,7 +220,10 @@ fn publish_all_and_open_host_ports_are_chosen_by_netd_and_a_taken_port_fails_doc
     docker
         .run_idle(&["--name", "cc", "--network", "n1", "-p", "9000-9002:80"])
         .unwrap();
-    assert_eq!(bed.netd_port("cc", "n1"), "80/tcp -> 0.0.0.0:9001\n");
+    assert_eq!(
+        bed.netd_port("cc", "n1"),
+        "80/tcp -> 0.0.0.0:9001\n80/tcp -> [::]:9001\n"
+    );
 
     // A taken port fails `docker run` with Docker's words, and leaves nothing in netd.
     let before = bed.netd.info().unwrap()["map_entries"].clone();
@@ -374,6 +377,7 @@ fn assert_nothing_of_docker_left(bed: &Bed) {
     }
     let info = bed.netd.info().unwrap();
     assert_eq!(info["map_entries"]["published_ports"], 0, "{info}");
+    assert_eq!(info["map_entries"]["published_ports6"], 0, "{info}");
     assert_eq!(info["map_entries"]["endpoints"], 0, "{info}");
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(bed.netd.dir.join("state/state.json")).unwrap())
@@ -462,6 +466,7 @@ fn a_dockerd_restart_with_live_containers_leaves_nothing_behind_in_netd() {
     );
     let info = bed.netd.info().unwrap();
     assert_eq!(info["map_entries"]["published_ports"], 0, "{info}");
+    assert_eq!(info["map_entries"]["published_ports6"], 0, "{info}");
     assert_eq!(info["map_entries"]["endpoints"], 0, "{info}");
 
     bed.docker.restart().unwrap();

@@ -46,10 +46,13 @@ fn events_tell_what_changed_as_it_happens_and_again_since() -> Result<()> {
         "container create web front",
         "container start web front",
         "network connect front web",
-        "port publish web web",
+        // One event per binding: [::] too (NAT46, the container having IPv4 only).
+        "port publish web web 80/tcp -> 0.0.0.0:8080",
+        "port publish web web 80/tcp -> [::]:8080",
         "network connect netd0 web",
         "network disconnect netd0 web",
-        "port unpublish web web",
+        "port unpublish web web 80/tcp -> 0.0.0.0:8080",
+        "port unpublish web web 80/tcp -> [::]:8080",
         "network disconnect front web",
         "container remove web front",
         "container create brief bridge",
@@ -58,7 +61,11 @@ fn events_tell_what_changed_as_it_happens_and_again_since() -> Result<()> {
     ];
     let key = |e: &Value| match e["type"].as_str() {
         Some("network") => short(e, "container"),
-        Some("port") => short(e, "container"),
+        Some("port") => format!(
+            "{} {}",
+            short(e, "container"),
+            e["actor"]["id"].as_str().unwrap_or("?")
+        ),
         _ => short(e, "network"),
     };
     let mut seen = Vec::new();
@@ -137,11 +144,14 @@ fn events_tell_what_changed_as_it_happens_and_again_since() -> Result<()> {
     let call = |command| cni::Call::new(command, "pod0123456789", Some(&pod_path));
     cni::exec(&d, &call("ADD"), &conf)?.ok()?;
     cni::exec(&d, &call("DEL"), &conf)?.ok()?;
-    let told: Vec<String> = (0..6)
+    let told: Vec<String> = (0..8)
         .map(|_| {
             by_cni
                 .next(Duration::from_secs(3))
-                .map(|e| short(&e, "container"))
+                .map(|e| match e["type"].as_str() {
+                    Some("port") => key(&e),
+                    _ => short(&e, "container"),
+                })
         })
         .collect::<Result<_>>()?;
     let record = "pod012345678-eth0";
@@ -150,8 +160,10 @@ fn events_tell_what_changed_as_it_happens_and_again_since() -> Result<()> {
         [
             format!("container create {record}"),
             format!("network connect netd0 {record}"),
-            format!("port publish {record} {record}"),
-            format!("port unpublish {record} {record}"),
+            format!("port publish {record} {record} 80/tcp -> 0.0.0.0:8090"),
+            format!("port publish {record} {record} 80/tcp -> [::]:8090"),
+            format!("port unpublish {record} {record} 80/tcp -> 0.0.0.0:8090"),
+            format!("port unpublish {record} {record} 80/tcp -> [::]:8090"),
             format!("network disconnect netd0 {record}"),
             format!("container remove {record}"),
         ]

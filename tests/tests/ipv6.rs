@@ -840,7 +840,8 @@ fn a_binding_on_one_family_or_one_ipv6_address_answers_there_only() {
             assert!(echo_fails(&ext, Proto::Tcp, target).unwrap(), "{target}");
         }
     }
-    // An IPv6 host address for a container without IPv6: refused, naming the field.
+    // An IPv6 host address for a container without IPv6: NAT46 (on by default) serves it
+    // (with NAT46 off it is refused: port_publishing.rs).
     d.cli_ok(&["network", "create", "--subnet", "10.10.2.0/24", "v4only"])
         .unwrap();
     let refused = |args: &[&str]| {
@@ -848,23 +849,11 @@ fn a_binding_on_one_family_or_one_ipv6_address_answers_there_only() {
         assert!(!out.status.success(), "{args:?}");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
-    let err = refused(&[
-        "run",
-        "-d",
-        "--name",
-        "v4",
-        "--network",
-        "v4only",
-        "-p",
-        "[::]:8084:84",
-        "--",
-        "sleep",
-        "infinity",
-    ]);
-    assert!(
-        err.contains("invalid host IP [::]: the container has no IPv6 address"),
-        "{err}"
-    );
+    let v4 = d.run_idle_on("v4", "v4only", &["[::]:8084:84"]).unwrap();
+    assert_eq!(d.cli_ok(&["port", "v4"]).unwrap(), "84/tcp -> [::]:8084\n");
+    let _v4_server = EchoServer::start(&v4.netns, Proto::Tcp, addr(v4.ip, 84)).unwrap();
+    echo_once(&ext, Proto::Tcp, node6(8084)).unwrap();
+    assert!(echo_fails(&ext, Proto::Tcp, node4(8084)).unwrap());
     // Docker's error for what is no address at all.
     let err = refused(&[
         "run",
@@ -1002,12 +991,18 @@ fn monitor_shows_an_ipv6_connections_translation_and_end_and_its_masquerade() {
 fn ipv6_clients_reach_an_ipv4_only_container_through_nat46_each_as_an_address_of_its_own() {
     require_root();
     let sb = Sandbox::new("64").unwrap();
-    let d = Daemon::start_with(
-        &sb.node,
-        Sandbox::UPLINK,
-        &["--nat46-pool", "198.18.0.0/16"],
-    )
-    .unwrap();
+    // NAT46 is on by default, its pool 198.18.0.0/16; no network may overlap it.
+    let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    let taken = d
+        .cli(&["network", "create", "--subnet", "198.18.7.0/24", "lab"])
+        .unwrap();
+    assert!(!taken.status.success());
+    assert!(
+        String::from_utf8_lossy(&taken.stderr).contains(
+            "invalid --subnet 198.18.7.0/24: Pool overlaps with other one on this address space (NAT46's pool, netd daemon --nat46-pool)"
+        ),
+        "{taken:?}"
+    );
     // The default network has no IPv6: the container has IPv4 only.
     let web = d
         .run_idle_container("web", &["8080:80", "5353:53/udp"])
@@ -1055,4 +1050,8 @@ fn ipv6_clients_reach_an_ipv4_only_container_through_nat46_each_as_an_address_of
         assert!(echo_fails(&web.netns, Proto::Udp, SocketAddr::new(target, 40000)).unwrap());
     }
     assert!(d.counter("EndpointIngress", "drop_nat46_no_flow").unwrap() >= before + 2);
+    // Removing the container takes its NAT46 flows (the UDP ones still open) with it.
+    d.cli_ok(&["rm", "-f", "web"]).unwrap();
+    let flows = d.cli_ok(&["conntrack"]).unwrap();
+    assert!(!flows.contains("nat46"), "{flows}");
 }

@@ -13,20 +13,49 @@ fn netd_port_prints_bindings_like_docker_port() {
     d.run_idle_container("web", &["5353:53/udp", "8080:80", "127.0.0.1:8443:443"])
         .unwrap();
 
+    // The container has IPv4 only; as Docker's (with its userland proxy), its ports
+    // answer on [::] too (NAT46, on by default).
     assert_eq!(
         d.cli_ok(&["port", "web"]).unwrap(),
-        "53/udp -> 0.0.0.0:5353\n80/tcp -> 0.0.0.0:8080\n443/tcp -> 127.0.0.1:8443\n"
+        "53/udp -> 0.0.0.0:5353\n53/udp -> [::]:5353\n80/tcp -> 0.0.0.0:8080\n\
+         80/tcp -> [::]:8080\n443/tcp -> 127.0.0.1:8443\n"
     );
-    assert_eq!(d.cli_ok(&["port", "web", "80"]).unwrap(), "0.0.0.0:8080\n");
+    assert_eq!(
+        d.cli_ok(&["port", "web", "80"]).unwrap(),
+        "0.0.0.0:8080\n[::]:8080\n"
+    );
     assert_eq!(
         d.cli_ok(&["port", "web", "53/udp"]).unwrap(),
-        "0.0.0.0:5353\n"
+        "0.0.0.0:5353\n[::]:5353\n"
     );
     let out = d.cli(&["port", "web", "53"]).unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no public port '53/tcp' published for web")
     );
+}
+
+#[test]
+fn with_nat46_off_an_ipv4_only_container_publishes_on_ipv4_only() {
+    require_root();
+    let sb = Sandbox::new("n4").unwrap();
+    let d = Daemon::start_with(&sb.node, Sandbox::UPLINK, &["--nat46-pool", "off"]).unwrap();
+    let Err(refused) = d.run_idle_container("web", &["8080:80", "[::]:8081:81"]) else {
+        panic!("[::] published for a container with IPv4 only, NAT46 off");
+    };
+    assert!(
+        format!("{refused:#}")
+            .contains("invalid host IP [::]: the container has no IPv6 address to publish to"),
+        "{refused:#}"
+    );
+    d.run_idle_container("web", &["8080:80"]).unwrap();
+    assert_eq!(
+        d.cli_ok(&["port", "web"]).unwrap(),
+        "80/tcp -> 0.0.0.0:8080\n"
+    );
+    // Off, a network may use the default pool's addresses.
+    d.cli_ok(&["network", "create", "--subnet", "198.18.7.0/24", "lab"])
+        .unwrap();
 }
 
 #[test]

@@ -167,6 +167,8 @@ fn a_daemon_killed_half_way_through_run_leaks_nothing() {
     let info: Value = serde_json::from_str(&d.cli_ok(&["info"]).unwrap()).unwrap();
     assert_eq!(info["map_entries"]["endpoints"], containers.len());
     assert_eq!(info["map_entries"]["published_ports"], containers.len());
+    // Each one's [::] binding too (NAT46).
+    assert_eq!(info["map_entries"]["published_ports6"], containers.len());
     assert_eq!(d.holders(), containers.len());
     let links = String::from_utf8(sb.node.ip(&["-o", "link"]).unwrap().stdout).unwrap();
     assert_eq!(links.matches(": ndv").count(), containers.len(), "{links}");

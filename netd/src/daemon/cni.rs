@@ -22,7 +22,7 @@ use crate::{
     netlink::Netlink,
     netns,
     pending_del::PendingDel,
-    ports::{Families, PortBinding, PortSpec},
+    ports::{PortBinding, PortSpec},
     process::Pidfd,
     state::{CniAttachment, Container, Network, Sandbox, Status},
 };
@@ -143,8 +143,9 @@ impl Inner {
             )));
         }
         self.refresh_node_addrs().await?;
+        let families = self.publish_families(n.ipv6.is_some());
         let ports = self
-            .bind_ports(&specs, Families::with_ipv6(n.ipv6.is_some()))
+            .bind_ports(&specs, families)
             .map_err(ApiError::conflict)?;
         let id = random_id();
         let name = self.cni_record_name(&req.container_id, &req.ifname, &id);
@@ -545,7 +546,7 @@ impl Inner {
             return mismatch(format!("the default route via {} is gone", a.ifname));
         }
         // netd-cni sends specs with their host ports: they expand to the same bindings.
-        let families = Families::with_ipv6(ep.ip6.is_some());
+        let families = self.publish_families(ep.ip6.is_some());
         let asked = a
             .ports
             .iter()

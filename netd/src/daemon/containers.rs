@@ -299,8 +299,8 @@ impl Inner {
                 specs.extend(extra);
             }
             self.refresh_node_addrs().await?;
-            let ipv6 = n.ipv6.is_some() || self.datapath.nat46();
-            self.bind_ports(&specs, Families::with_ipv6(ipv6))
+            let families = self.publish_families(n.ipv6.is_some());
+            self.bind_ports(&specs, families)
                 .map_err(ApiError::conflict)?
         } else {
             Vec::new()
@@ -713,6 +713,12 @@ impl Inner {
         if let Err(e) = process::remove_log(&log) {
             warn!("container {}: remove log {}: {e}", c.name, log.display());
         }
+    }
+
+    /// The families a spec without a host address publishes on for an endpoint with IPv6
+    /// or without: IPv6 too with NAT46 on (`[::]:8080` then reaches its IPv4 address).
+    pub(super) fn publish_families(&self, endpoint_has_ipv6: bool) -> Families {
+        Families::with_ipv6(endpoint_has_ipv6 || self.datapath.nat46())
     }
 
     /// Bindings for `specs`, for an endpoint of `families`, none taken already.

@@ -473,7 +473,7 @@ impl Inner {
         self.refresh_node_addrs().await?;
         // This endpoint's own ports do not conflict with their replacement.
         let old = std::mem::take(&mut self.state.containers.get_mut(&name).expect("found").ports);
-        let families = crate::ports::Families::with_ipv6(ep.ip6.is_some());
+        let families = self.publish_families(ep.ip6.is_some());
         let bound = self.bind_ports(&specs, families);
         let container = self.state.containers.get_mut(&name).expect("found");
         let bindings = match bound {

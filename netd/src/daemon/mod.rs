@@ -82,8 +82,8 @@ pub struct DaemonConfig {
     pub cluster: Option<ClusterConfig>,
     /// `--ipv6`, `--fixed-cidr-v6`: the default network's IPv6.
     pub default_ipv6: crate::network_request::DefaultIpv6,
-    /// `--nat46-pool`: NAT46 on, its clients mapped into this pool.
-    pub nat46_pool: Option<ipnet::Ipv4Net>,
+    /// `--nat46-pool`: the pool NAT46 maps IPv6 clients into, or off.
+    pub nat46_pool: Nat46Pool,
 }
 
 /// Why a cluster's call is refused on a node of none.
@@ -126,6 +126,76 @@ struct Inner {
     default_ipv6: crate::network_request::DefaultIpv6,
     /// `netd monitor`'s events: flows purged with their containers end there.
     monitor: Arc<crate::monitor::Monitor>,
+}
+
+/// `--nat46-pool`: the IPv4 addresses NAT46 gives its IPv6 clients, one each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nat46Pool {
+    /// Not given: `NAT46_DEFAULT_POOL`, unless a network already uses part of it (NAT46
+    /// is then off, with a warning).
+    Default,
+    /// `--nat46-pool CIDR`: this pool, or the daemon does not start.
+    Given(ipnet::Ipv4Net),
+    /// `--nat46-pool off`.
+    Off,
+}
+
+/// NAT46's pool when `--nat46-pool` is not given: part of the benchmarking block
+/// (RFC 2544's 198.18.0.0/15), which no LAN or internet host uses.
+pub const NAT46_DEFAULT_POOL: ipnet::Ipv4Net =
+    ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::new(198, 18, 0, 0), 16);
+
+impl std::str::FromStr for Nat46Pool {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "off" {
+            return Ok(Nat46Pool::Off);
+        }
+        let pool: ipnet::Ipv4Net = s
+            .parse()
+            .map_err(|_| format!("{s:?} is neither an IPv4 CIDR (198.18.0.0/16) nor off"))?;
+        if pool.prefix_len() > 30 {
+            return Err(format!("{pool}: a pool needs at least 4 addresses (/30)"));
+        }
+        if pool.trunc() != pool {
+            return Err(format!(
+                "{pool}: host bits set (the pool would be {})",
+                pool.trunc()
+            ));
+        }
+        Ok(Nat46Pool::Given(pool))
+    }
+}
+
+impl Nat46Pool {
+    /// The pool NAT46 uses with these networks, `None` for off: a pool may not overlap a
+    /// network (its addresses would be two things at once).
+    pub fn resolve<'a>(
+        self,
+        networks: impl IntoIterator<Item = (&'a str, ipnet::Ipv4Net)>,
+    ) -> Result<Option<ipnet::Ipv4Net>> {
+        let pool = match self {
+            Nat46Pool::Off => return Ok(None),
+            Nat46Pool::Default => NAT46_DEFAULT_POOL,
+            Nat46Pool::Given(pool) => pool,
+        };
+        let Some((name, subnet)) = networks
+            .into_iter()
+            .find(|(_, subnet)| crate::ipam::overlaps(subnet, &pool))
+        else {
+            return Ok(Some(pool));
+        };
+        if self == Nat46Pool::Default {
+            warn!(
+                "NAT46 off: its default pool {pool} overlaps network {name}'s subnet {subnet} (give --nat46-pool CIDR)"
+            );
+            return Ok(None);
+        }
+        anyhow::bail!(
+            "--nat46-pool {pool} overlaps network {name}'s subnet {subnet}: choose another pool"
+        )
+    }
 }
 
 pub struct Daemon {
@@ -229,22 +299,11 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         ),
     }
     sysctl::write("net/ipv4/ip_forward", "1")?;
-    if let Some(pool) = config.nat46_pool {
-        if pool.prefix_len() > 30 {
-            anyhow::bail!("--nat46-pool {pool}: a pool needs at least 4 addresses (/30)");
-        }
-        for n in state.networks.values() {
-            if n.subnet.contains(&pool.network()) || pool.contains(&n.subnet.network()) {
-                anyhow::bail!(
-                    "--nat46-pool {pool} overlaps network {}'s subnet {}: choose another pool",
-                    n.name,
-                    n.subnet
-                );
-            }
-        }
-    }
+    let nat46_pool = config
+        .nat46_pool
+        .resolve(state.networks.values().map(|n| (n.name.as_str(), n.subnet)))?;
     datapath
-        .set_nat46_pool(config.nat46_pool)
+        .set_nat46_pool(nat46_pool)
         .context("--nat46-pool")?;
     let node_ns = crate::netns::open_own().context("open the node's network namespace")?;
     let cluster = match &config.cluster {
@@ -1196,5 +1255,46 @@ mod tests {
         let id = random_id();
         assert_eq!(id.len(), 12);
         assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn nat46_pool_is_a_cidr_or_off_and_a_default_that_gives_way_to_a_network() {
+        let net = |s: &str| s.parse::<ipnet::Ipv4Net>().unwrap();
+        assert_eq!("off".parse::<Nat46Pool>(), Ok(Nat46Pool::Off));
+        assert_eq!(
+            "100.127.0.0/24".parse::<Nat46Pool>(),
+            Ok(Nat46Pool::Given(net("100.127.0.0/24")))
+        );
+        for (bad, why) in [
+            ("198.18.0.0/31", "a pool needs at least 4 addresses (/30)"),
+            (
+                "198.18.0.1/16",
+                "host bits set (the pool would be 198.18.0.0/16)",
+            ),
+            ("on", "is neither an IPv4 CIDR (198.18.0.0/16) nor off"),
+            ("2001:db8::/96", "is neither an IPv4 CIDR"),
+        ] {
+            let e = bad.parse::<Nat46Pool>().unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let networks = [
+            ("netd0", net("172.17.0.0/16")),
+            ("lab", net("198.18.4.0/24")),
+        ];
+        assert_eq!(Nat46Pool::Off.resolve(networks).unwrap(), None);
+        assert_eq!(
+            Nat46Pool::Default.resolve(networks[..1].to_vec()).unwrap(),
+            Some(NAT46_DEFAULT_POOL)
+        );
+        // The default steps aside; a pool given is refused, saying which network.
+        assert_eq!(Nat46Pool::Default.resolve(networks).unwrap(), None);
+        let e = Nat46Pool::Given(net("198.18.0.0/15"))
+            .resolve(networks)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "--nat46-pool 198.18.0.0/15 overlaps network lab's subnet 198.18.4.0/24: choose another pool"
+        );
     }
 }

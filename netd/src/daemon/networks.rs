@@ -151,6 +151,11 @@ impl Inner {
                     .into_iter()
                     .map(|o| (o.subnet, format!("{OVERLAY_USE}{}", o.name))),
             )
+            .chain(
+                self.datapath
+                    .nat46_pool()
+                    .map(|p| (p, "NAT46's pool, netd daemon --nat46-pool".to_string())),
+            )
             .collect();
         for (dst, oif) in self.netlink.ipv4_routes().await? {
             if dst.prefix_len() > 0 && !oif.is_some_and(|i| ours.contains(&i)) {

@@ -141,7 +141,7 @@ impl Datapath {
             endpoints_attached: HashSet::new(),
             flow_capacity: flow_table_size,
             purged: Default::default(),
-            nat46: false,
+            nat46: None,
         };
         let names = UPLINK_PROGRAMS.iter().map(|(name, _)| *name).chain([
             ENDPOINT_PROGRAM,

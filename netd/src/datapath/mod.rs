@@ -43,8 +43,8 @@ pub struct Datapath {
     /// Flows purged with their endpoints since the daemon last took them (`take_purged`),
     /// each as its first half with its other half: for `netd monitor`'s flow ends.
     purged: crate::conntrack::Purged,
-    /// NAT46 on (`set_nat46_pool`).
-    nat46: bool,
+    /// NAT46's pool while NAT46 is on (`set_nat46_pool`).
+    nat46: Option<ipnet::Ipv4Net>,
 }
 
 /// The uplink's programs and where they attach.

@@ -346,7 +346,7 @@ impl Datapath {
         addr6: Option<Ipv6Addr>,
         ifindex: u32,
     ) -> Result<()> {
-        match (port_key(b), addr6) {
+        match (port_key(b), self.backend6_addr(addr, addr6)) {
             (Slot::V4(key), _) => {
                 self.ports()?
                     .insert(key, Backend::new(addr, b.container_port, ifindex), 0)
@@ -355,18 +355,18 @@ impl Datapath {
                 self.ports6()?
                     .insert(key, Backend6::new(addr6, b.container_port, ifindex), 0)
             }
-            // NAT46: the container's IPv4 address, v4-mapped.
-            (Slot::V6(key), None) if self.nat46 => self.ports6()?.insert(
-                key,
-                Backend6::new(addr.to_ipv6_mapped(), b.container_port, ifindex),
-                0,
-            ),
             (Slot::V6(key), None) => {
                 warn!("{b}: the container has no IPv6 address (now); not published");
                 self.ports6()?.remove(&key).or_else(ignore_missing)
             }
         }
         .with_context(|| format!("publish {b}"))
+    }
+
+    /// Where an IPv6 binding of an endpoint with `addr` and `addr6` leads: its IPv6
+    /// address, or with NAT46 on its IPv4 address v4-mapped (the uplink translates).
+    fn backend6_addr(&self, addr: Ipv4Addr, addr6: Option<Ipv6Addr>) -> Option<Ipv6Addr> {
+        addr6.or_else(|| self.nat46.map(|_| addr.to_ipv6_mapped()))
     }
 
     /// The data path translates `b` to the endpoint's `addr` or `addr6` (`CHECK` of a
@@ -390,7 +390,7 @@ impl Datapath {
                 let ports: maps::HashMap<&MapData, PortKey6, Backend6> =
                     maps::HashMap::try_from(self.map(names::PUBLISHED_PORTS6)?)?;
                 ports.get(&key, 0).map(|got| {
-                    addr6.is_some_and(|addr6| {
+                    self.backend6_addr(addr, addr6).is_some_and(|addr6| {
                         let want = Backend6::new(addr6, b.container_port, got.ifindex);
                         (got.addr, got.port) == (want.addr, want.port)
                     })

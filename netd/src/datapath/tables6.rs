@@ -135,12 +135,17 @@ impl Datapath {
                 .min(netd_common::maps::NAT46_CLIENTS_MAX),
         });
         config.set(0, value, 0).context("write NAT46's settings")?;
-        self.nat46 = pool.is_some();
+        self.nat46 = pool;
         Ok(())
     }
 
     /// Whether NAT46 is on.
     pub fn nat46(&self) -> bool {
+        self.nat46.is_some()
+    }
+
+    /// NAT46's pool, while NAT46 is on.
+    pub fn nat46_pool(&self) -> Option<ipnet::Ipv4Net> {
         self.nat46
     }
 
@@ -162,15 +167,14 @@ const NAT46_MAPPING_GRACE_NS: u64 = 60 * 1_000_000_000;
 
 impl Datapath {
     /// Free the pool addresses of NAT46 clients that no flow of `flows` (the IPv6 table,
-    /// as the collector kept it) holds any more; how many were freed.
+    /// as the collector kept it) holds any more; how many were freed. With NAT46 off
+    /// (a daemon restarted without it), every mapping left in the pinned maps is freed.
     pub fn release_nat46_clients(
         &mut self,
         flows: &crate::conntrack::Snapshot<Addr6>,
         now: u64,
     ) -> Result<usize> {
-        if !self.nat46 {
-            return Ok(0);
-        }
+        let on = self.nat46.is_some();
         let in_use: std::collections::HashSet<Addr6> = flows
             .iter()
             .filter(|(_, e, _)| e.origin == netd_common::flow::ORIGIN_NAT46 && e.is_first())
@@ -183,8 +187,8 @@ impl Datapath {
                 .iter()
                 .filter_map(Result::ok)
                 .filter(|(client, m)| {
-                    !in_use.contains(client)
-                        && now.saturating_sub(m.last_used_ns) > NAT46_MAPPING_GRACE_NS
+                    !on || (!in_use.contains(client)
+                        && now.saturating_sub(m.last_used_ns) > NAT46_MAPPING_GRACE_NS)
                 })
                 .map(|(client, m)| (client, m.addr))
                 .collect()
