@@ -12,7 +12,7 @@ use aya_ebpf::programs::TcContext;
 use netd_common::{
     PROTO_TCP, PROTO_UDP,
     counters::Reason,
-    flow::{DIR_INGRESS, FlowEntry6, FlowKey6},
+    flow::{DIR_INGRESS, FlowEntry6, FlowKey6, ORIGIN_NAT46},
     maps::Addr6,
 };
 
@@ -73,6 +73,15 @@ pub fn translate_error_of_flow(ctx: &TcContext, dir: u8) -> Option<Verdict> {
     // SAFETY: a copy out of a map value (see `conntrack::lookup`).
     scratch.entry = unsafe { *found };
     let entry = &scratch.entry;
+    // A NAT46 flow's error becomes ICMPv4, in `uplink_nat46`; its flows have no IPv6
+    // end anywhere else.
+    if entry.origin == ORIGIN_NAT46 {
+        return Some(if dir == DIR_INGRESS {
+            (Reason::IcmpErrorTranslated, crate::nat46::TO_NAT46)
+        } else {
+            (Reason::DropNat46Untranslatable, DROP)
+        });
+    }
     let hides_source = entry.src_addr != key.src_addr;
     Some(if translate(ctx, &quote, entry, hides_source) {
         (Reason::IcmpErrorTranslated, PASS)

@@ -43,9 +43,69 @@ fn mapped(addr: u32) -> Addr6 {
 }
 
 /// `uplink_nat46`: a packet of an IPv6 client to a published port of an IPv4-only
-/// container (tail-called by `uplink_ingress6` and `uplink_ingress6_new`).
+/// container, or an ICMPv6 error about a packet of such a flow (tail-called by
+/// `uplink_ingress6` and `uplink_ingress6_new`).
 pub fn ingress(ctx: &TcContext) -> i32 {
+    if is_icmp6(ctx) {
+        return error_in(ctx);
+    }
     finish(ctx, Hook::UplinkIngress, decide_in(ctx))
+}
+
+/// Whether the packet is ICMPv6 right behind the fixed header. Out of line, as
+/// `error_in`: the entry point's frame stays as small as `decide_in`'s chain needs.
+#[inline(never)]
+fn is_icmp6(ctx: &TcContext) -> bool {
+    ctx.load::<u8>(IP6_OFF + 6) == Ok(crate::parse6::PROTO_ICMPV6)
+}
+
+#[inline(never)]
+fn error_in(ctx: &TcContext) -> i32 {
+    finish(ctx, Hook::UplinkIngress, decide_error_in(ctx))
+}
+
+/// An ICMPv6 error about a NAT46 flow's packet (a router between the node and the
+/// client about the container's reply: Packet Too Big above all, as IPv6 routers do not
+/// fragment) becomes the ICMPv4 error the container can take, from the client's pool
+/// address, quoting the packet as the container sent it.
+#[inline(never)]
+fn decide_error_in(ctx: &TcContext) -> Verdict {
+    let Some(err) = xlat::icmp6_error(ctx) else {
+        return (Reason::DropNat46Untranslatable, DROP);
+    };
+    let Some(to) = error_flow(&err) else {
+        return (Reason::DropNat46NoFlow, DROP);
+    };
+    match xlat::icmp6_error_to_v4(ctx, &err, &to) {
+        Ok(()) => (Reason::IcmpErrorTranslated, PASS),
+        Err(_) => (Reason::DropRewriteFailed, DROP),
+    }
+}
+
+/// The ends of the NAT46 flow whose reply `err` quotes (the reply went from the node's
+/// published address to the client: the flow's first half is the quote reversed).
+#[inline(never)]
+fn error_flow(err: &xlat::Icmp6Error) -> Option<xlat::ErrorTo4> {
+    let key = netd_common::flow::FlowKey6 {
+        src_addr: err.quoted_dst,
+        dst_addr: err.quoted_src,
+        src_port: err.quoted_dst_port,
+        dst_port: err.quoted_src_port,
+        proto: err.quoted_proto,
+        dir: DIR_INGRESS,
+        _pad: [0; 2],
+    };
+    // SAFETY: a pointer into a map's value, read at once.
+    let e = unsafe { &*conntrack::find_mut(&key)? };
+    if e.origin != ORIGIN_NAT46 {
+        return None;
+    }
+    Some(xlat::ErrorTo4 {
+        src: as_ipv4(&e.src_addr)?,
+        dst: as_ipv4(&e.dst_addr)?,
+        quoted_src_port: e.dst_port,
+        quoted_dst_port: e.src_port,
+    })
 }
 
 #[inline(never)]

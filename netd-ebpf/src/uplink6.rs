@@ -112,17 +112,23 @@ fn decided_or_new(
             (Reason::DropIpv6DispatchFailed, DROP)
         }
         Decided::Icmp => match icmp6::translate_error_of_flow(ctx, dir) {
+            // An error about a NAT46 flow.
+            Some((_, TO_NAT46)) => to_nat46(ctx),
             Some(verdict) => verdict,
             None => otherwise(ctx),
         },
-        Decided::Nat46 => {
-            // SAFETY: as in `hand_over_to`.
-            unsafe { CALLS.tail_call(ctx, CALL_UPLINK_NAT46) };
-            (Reason::DropIpv6DispatchFailed, DROP)
-        }
+        Decided::Nat46 => to_nat46(ctx),
     };
     // Out of line, so that the entry point's frame stays nearly empty.
     finished(ctx, hook, verdict)
+}
+
+/// Hand the packet to `uplink_nat46`; the verdict if that fails.
+#[inline(always)]
+fn to_nat46(ctx: &TcContext) -> Verdict {
+    // SAFETY: as in `hand_over_to`.
+    unsafe { CALLS.tail_call(ctx, CALL_UPLINK_NAT46) };
+    (Reason::DropIpv6DispatchFailed, DROP)
 }
 
 /// `uplink_ingress6_new`: a connection to a published port of the node's IPv6 addresses
@@ -130,11 +136,7 @@ fn decided_or_new(
 /// the node's. In a program of its own, as `egress_new`.
 pub fn ingress_new(ctx: &TcContext) -> i32 {
     let verdict = match decide_new_in(ctx) {
-        (_, TO_NAT46) => {
-            // SAFETY: as in `hand_over_to`.
-            unsafe { CALLS.tail_call(ctx, CALL_UPLINK_NAT46) };
-            (Reason::DropIpv6DispatchFailed, DROP)
-        }
+        (_, TO_NAT46) => to_nat46(ctx),
         verdict => verdict,
     };
     finished(ctx, Hook::UplinkIngress, verdict)

@@ -1,6 +1,7 @@
 //! IP/ICMP translation between the families (RFC 7915) for NAT46: an IPv6 client's
 //! TCP/UDP packet rewritten as the IPv4 packet a container without IPv6 can take, and
-//! that container's replies back (for `nat46`). ICMP is not translated yet.
+//! that container's replies back (for `nat46`), and an ICMPv6 error about such a flow's
+//! packet as the ICMPv4 error the container can take (RFC 7915, 5.2).
 //!
 //! Both directions only take packets whose upper-layer header follows the fixed header
 //! (no IPv6 extension header, no IPv4 option, no fragment): anything else is for the
@@ -10,15 +11,15 @@
 //! the port.
 
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, bpf_adj_room_mode::BPF_ADJ_ROOM_NET},
     helpers::bpf_csum_diff,
     programs::TcContext,
 };
-use netd_common::{PROTO_UDP, maps::Addr6};
+use netd_common::{PROTO_ICMP, PROTO_TCP, PROTO_UDP, maps::Addr6};
 
 use crate::{
     parse::{ETH_P_IP, ETH_TYPE_OFF, IP_OFF, Packet},
-    parse6::{ETH_P_IPV6, Flow6, IP6_HDR_LEN, IP6_OFF},
+    parse6::{ETH_P_IPV6, Flow6, IP6_HDR_LEN, IP6_OFF, PROTO_ICMPV6},
 };
 
 /// The IPv4 header (20 bytes, no options) an IPv6 packet becomes.
@@ -35,6 +36,30 @@ struct Ipv4Header {
     check: u16,
     src: u32,
     dst: u32,
+}
+
+impl Ipv4Header {
+    /// Its five words.
+    #[inline(always)]
+    fn words(self) -> [u32; 5] {
+        // SAFETY: 20 bytes of plain integers, aligned as u32.
+        unsafe { core::mem::transmute::<Ipv4Header, [u32; 5]>(self) }
+    }
+
+    /// The header with its checksum.
+    #[inline(always)]
+    fn checked(mut self) -> Result<Ipv4Header, i64> {
+        self.check = 0;
+        self.check = folded(diff(&mut [], &mut self.words())?);
+        Ok(self)
+    }
+}
+
+/// Two ports (or any two 16-bit fields) as the word they make in the packet.
+#[inline(always)]
+fn word_of(a: u16, b: u16) -> u32 {
+    let (a, b) = (a.to_ne_bytes(), b.to_ne_bytes());
+    u32::from_ne_bytes([a[0], a[1], b[0], b[1]])
 }
 
 /// The IPv6 fixed header an IPv4 packet becomes.
@@ -71,6 +96,16 @@ fn diff<const F: usize, const T: usize>(
     from: &mut [u32; F],
     to: &mut [u32; T],
 ) -> Result<u64, i64> {
+    diff_from(0, from, to)
+}
+
+/// `diff` added to the sum `seed`.
+#[inline(always)]
+fn diff_from<const F: usize, const T: usize>(
+    seed: u32,
+    from: &mut [u32; F],
+    to: &mut [u32; T],
+) -> Result<u64, i64> {
     // SAFETY: the helper reads F and T words of buffers on this stack.
     let d = unsafe {
         bpf_csum_diff(
@@ -82,9 +117,13 @@ fn diff<const F: usize, const T: usize>(
                 from.as_mut_ptr()
             },
             (F * 4) as u32,
-            to.as_mut_ptr(),
+            if T == 0 {
+                core::ptr::null_mut()
+            } else {
+                to.as_mut_ptr()
+            },
             (T * 4) as u32,
-            0,
+            seed,
         )
     };
     if d < 0 { Err(d) } else { Ok(d as u64) }
@@ -121,7 +160,7 @@ pub fn v6_to_v4(ctx: &TcContext, flow: &Flow6, to: &To4) -> Result<(), i64> {
     let mut new = [to.src, to.dst];
     let addr_diff = diff(&mut old, &mut new)?;
     ctx.change_proto(ETH_P_IP.to_be(), 0)?;
-    let mut hdr = Ipv4Header {
+    let hdr = Ipv4Header {
         version_ihl: 0x45,
         tos: 0,
         tot_len: (payload_len + 20).to_be(),
@@ -133,10 +172,8 @@ pub fn v6_to_v4(ctx: &TcContext, flow: &Flow6, to: &To4) -> Result<(), i64> {
         check: 0,
         src: to.src,
         dst: to.dst,
-    };
-    // SAFETY: the header is 20 bytes, 5 words, on this stack.
-    let words = unsafe { &mut *(&raw mut hdr).cast::<[u32; 5]>() };
-    hdr.check = folded(diff(&mut [], words)?);
+    }
+    .checked()?;
     ctx.store(IP_OFF, &hdr, 0)?;
     ctx.store(ETH_TYPE_OFF, &ETH_P_IP.to_be(), 0)?;
     let l4 = IP_OFF + 20;
@@ -198,4 +235,202 @@ pub fn v4_to_v6(ctx: &TcContext, pkt: &Packet, to: &To6) -> Result<(), i64> {
         ctx.store(l4, &to.src_port, 0)?;
     }
     Ok(())
+}
+
+/// The ICMPv6 header of an error right behind the fixed header.
+const ERR_OFF: usize = IP6_OFF + IP6_HDR_LEN;
+/// The fixed header of the packet the error quotes.
+const QUOTE_OFF: usize = ERR_OFF + 8;
+/// The quoted packet's TCP or UDP header.
+const QUOTED_L4_OFF: usize = QUOTE_OFF + IP6_HDR_LEN;
+
+/// An ICMPv6 error about a TCP or UDP packet, as ICMPv4 says it (RFC 7915, 5.2).
+pub struct Icmp6Error {
+    /// ICMPv4's type and code.
+    pub kind: [u8; 2],
+    /// ICMPv4's word after the checksum: a Fragmentation Needed's next-hop MTU (network
+    /// order), else zero.
+    pub rest: u32,
+    /// The quoted packet's ends, ports (network order) and protocol.
+    pub quoted_src: Addr6,
+    pub quoted_dst: Addr6,
+    pub quoted_src_port: u16,
+    pub quoted_dst_port: u16,
+    pub quoted_proto: u8,
+}
+
+/// The packet as an ICMPv6 error (right behind the fixed header) that ICMPv4 can say,
+/// quoting TCP or UDP right behind its fixed header; `None` for anything else (Parameter
+/// Problem's pointer, informational messages, extension headers: not translated).
+#[inline(never)]
+pub fn icmp6_error(ctx: &TcContext) -> Option<Icmp6Error> {
+    let next: u8 = ctx.load(IP6_OFF + 6).ok()?;
+    if next != PROTO_ICMPV6 || (ctx.len() as usize) < QUOTED_L4_OFF + 8 {
+        return None;
+    }
+    let head: [u8; 2] = ctx.load(ERR_OFF).ok()?;
+    let word = u32::from_be(ctx.load::<u32>(ERR_OFF + 4).ok()?);
+    let (kind, rest) = match (head[0], head[1]) {
+        // Packet Too Big: Fragmentation Needed, the MTU less the headers' difference.
+        (2, 0) => ([3, 4], (word.saturating_sub(20).min(0xffff)).to_be()),
+        // Destination Unreachable: no route, beyond scope, address -> host unreachable;
+        // administratively prohibited -> host prohibited; port -> port.
+        (1, 0 | 2 | 3) => ([3, 1], 0),
+        (1, 1) => ([3, 10], 0),
+        (1, 4) => ([3, 3], 0),
+        // Time Exceeded, in transit or in reassembly.
+        (3, code @ (0 | 1)) => ([11, code], 0),
+        _ => return None,
+    };
+    let fixed: [u8; 8] = ctx.load(QUOTE_OFF).ok()?;
+    let proto = fixed[6];
+    if fixed[0] >> 4 != 6 || (proto != PROTO_TCP && proto != PROTO_UDP) {
+        return None;
+    }
+    let ports: [u16; 2] = ctx.load(QUOTED_L4_OFF).ok()?;
+    Some(Icmp6Error {
+        kind,
+        rest,
+        quoted_src: ctx.load(QUOTE_OFF + 8).ok()?,
+        quoted_dst: ctx.load(QUOTE_OFF + 24).ok()?,
+        quoted_src_port: ports[0],
+        quoted_dst_port: ports[1],
+        quoted_proto: proto,
+    })
+}
+
+/// What an ICMPv6 error about a NAT46 flow becomes: from `src` (the client's pool
+/// address) to `dst` (the container), quoting the packet the container sent, from
+/// `dst:quoted_src_port` to `src:quoted_dst_port`.
+pub struct ErrorTo4 {
+    pub src: u32,
+    pub dst: u32,
+    /// Network order.
+    pub quoted_src_port: u16,
+    pub quoted_dst_port: u16,
+}
+
+/// Rewrite the ICMPv6 error `err` as ICMPv4 (`to`): the outer header and the quoted one
+/// each 20 bytes shorter (`bpf_skb_change_proto`, then `bpf_skb_adjust_room` takes the
+/// ICMPv6 header and the quote's first 12 bytes, and the ICMPv4 header and the quoted
+/// IPv4 header are written over the rest), the quoted ports the container's. ICMPv4's
+/// checksum is ICMPv6's with the pseudo header, the two headers and the ports replaced
+/// (the quote's tail stays as it was, at an even offset in both).
+///
+/// Two subprograms side by side (the new headers first, then the rewrite), so that
+/// neither frame holds the other's buffers.
+#[inline(always)]
+pub fn icmp6_error_to_v4(ctx: &TcContext, err: &Icmp6Error, to: &ErrorTo4) -> Result<(), i64> {
+    let kept = kept_sum(ctx, err)?;
+    let new_head = icmp4_head(ctx, err, to, kept)?;
+    rewrite_error(ctx, &new_head, to)
+}
+
+/// The error rewritten as ICMPv4 with `new_head` (see `icmp6_error_to_v4`).
+#[inline(never)]
+fn rewrite_error(ctx: &TcContext, new_head: &[u32; 7], to: &ErrorTo4) -> Result<(), i64> {
+    let payload_len = u16::from_be(ctx.load::<u16>(IP6_OFF + 4)?);
+    let hop_limit: u8 = ctx.load(IP6_OFF + 7)?;
+    let new_ports = word_of(to.quoted_src_port, to.quoted_dst_port);
+    ctx.change_proto(ETH_P_IP.to_be(), 0)?;
+    ctx.adjust_room(-20, BPF_ADJ_ROOM_NET, 0)?;
+    let icmp = IP_OFF + 20;
+    ctx.store(icmp, new_head, 0)?;
+    ctx.store(icmp + 28, &new_ports, 0)?;
+    // The ICMPv4 message is 20 bytes shorter, as is its header: the same total.
+    let outer = Ipv4Header {
+        version_ihl: 0x45,
+        tos: 0,
+        tot_len: payload_len.to_be(),
+        id: 0,
+        frag_off: 0,
+        ttl: hop_limit,
+        proto: PROTO_ICMP,
+        check: 0,
+        src: to.src,
+        dst: to.dst,
+    }
+    .checked()?;
+    ctx.store(IP_OFF, &outer, 0)?;
+    ctx.store(ETH_TYPE_OFF, &ETH_P_IP.to_be(), 0)?;
+    Ok(())
+}
+
+/// The sum of what ICMPv6's checksum covers that stays: ICMPv6's sum less its pseudo
+/// header, its own header and the quoted fixed header and ports. A subprogram, beside
+/// `icmp4_head`: neither frame holds the other's buffers.
+#[inline(never)]
+fn kept_sum(ctx: &TcContext, err: &Icmp6Error) -> Result<u32, i64> {
+    let payload_len = u16::from_be(ctx.load::<u16>(IP6_OFF + 4)?);
+    let old_csum: u16 = ctx.load(ERR_OFF + 2)?;
+    let mut pseudo: [u32; 10] = ctx.load(IP6_OFF + 8).map(|a: [u32; 8]| {
+        [
+            a[0],
+            a[1],
+            a[2],
+            a[3],
+            a[4],
+            a[5],
+            a[6],
+            a[7],
+            (payload_len as u32).to_be(),
+            (PROTO_ICMPV6 as u32).to_be(),
+        ]
+    })?;
+    let sum = diff_from(!old_csum as u32, &mut pseudo, &mut [])?;
+    // The ICMPv6 header (its checksum as zero, as it was summed) and the quoted header.
+    let mut old_head: [u32; 12] = ctx.load(ERR_OFF)?;
+    let first = old_head[0].to_ne_bytes();
+    old_head[0] = u32::from_ne_bytes([first[0], first[1], 0, 0]);
+    let sum = diff_from(sum as u32, &mut old_head, &mut [])?;
+    let mut ports = [word_of(err.quoted_src_port, err.quoted_dst_port)];
+    Ok(diff_from(sum as u32, &mut ports, &mut [])? as u32)
+}
+
+/// The ICMPv4 header (its checksum written over `kept`, the sum of what stays) and the
+/// quoted IPv4 header that replace the ICMPv6 header and the quoted IPv6 one.
+#[inline(never)]
+fn icmp4_head(
+    ctx: &TcContext,
+    err: &Icmp6Error,
+    to: &ErrorTo4,
+    kept: u32,
+) -> Result<[u32; 7], i64> {
+    let quoted_len = u16::from_be(ctx.load::<u16>(QUOTE_OFF + 4)?);
+    let quoted_hops: u8 = ctx.load(QUOTE_OFF + 7)?;
+    let q = Ipv4Header {
+        version_ihl: 0x45,
+        tos: 0,
+        tot_len: (quoted_len + 20).to_be(),
+        id: 0,
+        frag_off: 0x4000u16.to_be(),
+        ttl: quoted_hops,
+        proto: err.quoted_proto,
+        check: 0,
+        src: to.dst,
+        dst: to.src,
+    }
+    .checked()?
+    .words();
+    // The new headers and the quoted ports, as the checksum covers them.
+    let mut added = [
+        u32::from_ne_bytes([err.kind[0], err.kind[1], 0, 0]),
+        err.rest,
+        q[0],
+        q[1],
+        q[2],
+        q[3],
+        q[4],
+        word_of(to.quoted_src_port, to.quoted_dst_port),
+    ];
+    let check = folded(diff_from(kept, &mut [], &mut added)?).to_ne_bytes();
+    Ok([
+        u32::from_ne_bytes([err.kind[0], err.kind[1], check[0], check[1]]),
+        added[1],
+        added[2],
+        added[3],
+        added[4],
+        added[5],
+        added[6],
+    ])
 }

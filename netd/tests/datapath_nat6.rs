@@ -954,6 +954,53 @@ fn nat46_writes_an_ipv6_clients_segment_as_ipv4_and_the_answer_back_checksums_ri
         "8080 -> 50000"
     );
     assert_eq!(count(&t, "EndpointIngress", "nat46_translated"), 1);
+
+    // A router between the node and the client says the answer was too big: the
+    // container hears Fragmentation Needed (RFC 7915: the MTU less 20), from the client's
+    // pool address, quoting the segment as it sent it.
+    for (icmp6, word, icmp4, mtu) in [((2, 0), 1280, (3, 4), 1260), ((3, 0), 0, (11, 0), 0)] {
+        let err = icmp6_error(ROUTER6, NODE6, icmp6.0, icmp6.1, word, &back[ETH..]);
+        let (verdict, out) = t.run("uplink_ingress", &err);
+        assert_eq!(verdict, TC_ACT_OK, "{icmp6:?}");
+        assert_eq!(out[12..14], [0x08, 0x00], "an IPv4 frame");
+        assert_eq!(
+            out.len(),
+            err.len() - 40,
+            "two headers, each 20 bytes shorter"
+        );
+        let ip = &out[ETH..ETH + 20];
+        assert_eq!(checksum(ip, 0), 0, "its header checksum right");
+        assert_eq!(
+            usize::from(u16::from_be_bytes([ip[2], ip[3]])),
+            out.len() - ETH
+        );
+        assert_eq!(
+            (ip[9], &ip[12..16], &ip[16..20]),
+            (1, &pool_addr.octets()[..], &CONTAINER.octets()[..])
+        );
+        let icmp = &out[ETH + 20..];
+        assert_eq!((icmp[0], icmp[1]), icmp4);
+        assert_eq!(icmp[4..8], (mtu as u32).to_be_bytes(), "the next-hop MTU");
+        assert_eq!(checksum(icmp, 0), 0, "ICMP's checksum right");
+        let quoted = &icmp[8..28];
+        assert_eq!(quoted[0], 0x45);
+        assert_eq!(checksum(quoted, 0), 0, "the quoted header's checksum right");
+        assert_eq!(
+            usize::from(u16::from_be_bytes([quoted[2], quoted[3]])),
+            back.len() - ETH - 20,
+            "the length the container's packet had"
+        );
+        assert_eq!(quoted[9], TCP);
+        assert_eq!(quoted[12..16], CONTAINER.octets());
+        assert_eq!(quoted[16..20], pool_addr.octets());
+        assert_eq!(icmp[28..32], [0, 80, 0xc3, 0x50], "80 -> 50000");
+        assert_eq!(
+            icmp[32..],
+            back[ETH + 44..],
+            "the rest of the quote as it was"
+        );
+    }
+    assert_eq!(count(&t, "UplinkIngress", "icmp_error_translated"), 2);
     // Into the pool outside a flow: dropped.
     let stray = Pkt::udp(CONTAINER, 53, pool_addr, 40000).build();
     assert_eq!(t.run("endpoint_ingress", &stray).0, TC_ACT_SHOT);

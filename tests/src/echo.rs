@@ -98,6 +98,9 @@ fn serve(listener: Listener, peers: &Mutex<Vec<SocketAddr>>, stop: &AtomicBool) 
                         peers.lock().unwrap().push(peer);
                         s.set_nonblocking(false).ok();
                         s.set_read_timeout(Some(HELD_QUIET)).ok();
+                        // Nor does a peer that stopped taking data (a path that lost
+                        // its segments) hold the server.
+                        s.set_write_timeout(Some(HELD_QUIET)).ok();
                         // Echo until the client closes (or goes quiet).
                         while let Ok(n) = s.read(&mut buf) {
                             if n == 0 || s.write_all(&buf[..n]).is_err() {

@@ -1055,3 +1055,41 @@ fn ipv6_clients_reach_an_ipv4_only_container_through_nat46_each_as_an_address_of
     let flows = d.cli_ok(&["conntrack"]).unwrap();
     assert!(!flows.contains("nat46"), "{flows}");
 }
+
+#[test]
+fn packet_too_big_about_a_nat46_flow_reaches_the_ipv4_only_container_as_fragmentation_needed() {
+    require_root();
+    let sb = Sandbox::new("6b").unwrap();
+    // As in the NAT66 test: a 1280-byte path from the router to the internet host. The
+    // container's full-size segments (1480 bytes as IPv4, 1500 as IPv6) only get through
+    // once the router's Packet Too Big reaches it as Fragmentation Needed.
+    sb.ext
+        .ip(&[
+            "-6",
+            "route",
+            "add",
+            &format!("{}/128", Sandbox::INET_ADDR6),
+            "dev",
+            "ext1",
+            "mtu",
+            "lock",
+            "1280",
+        ])
+        .unwrap();
+    let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    let web = d.run_idle_container("web", &["8080:80"]).unwrap();
+    let _server = EchoServer::start(&web.netns, Proto::Tcp, addr(web.ip, 80)).unwrap();
+    // Bounded: without the translation the transfer stalls.
+    let script = format!(
+        "head -c 200000 /dev/zero | timeout 30 socat -t 5 - TCP6:[{}]:8080,connect-timeout=3 | wc -c",
+        Sandbox::NODE_ADDR6
+    );
+    let out = sb.inet.exec(&["sh", "-c", &script]).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "200000",
+        "200 KB in and back through NAT46: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(d.counter("UplinkIngress", "icmp_error_translated").unwrap() > 0);
+}
