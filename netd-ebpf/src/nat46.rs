@@ -279,15 +279,73 @@ pub fn hand_over_reply(ctx: &TcContext) -> i32 {
 /// `endpoint_nat46`: a container's reply to a NAT46 client, translated to IPv6 and sent
 /// out of the uplink the client came in by (the network's bridge may have IPv6 off).
 pub fn reply(ctx: &TcContext) -> i32 {
-    match decide_reply(ctx) {
+    // An ICMPv4 error about a NAT46 flow's packet (a UDP port nobody listens on, above
+    // all) goes to the client as ICMPv6 from the address it called.
+    let (decided, reason) = if is_icmp4(ctx) {
+        (decide_error_reply(ctx), Reason::IcmpErrorTranslated)
+    } else {
+        (decide_reply(ctx), Reason::Nat46)
+    };
+    sent_out(ctx, decided, reason)
+}
+
+/// Out to the uplink whose index `decided` holds (counted as `reason`), or dropped.
+#[inline(always)]
+fn sent_out(ctx: &TcContext, decided: Result<u32, Reason>, reason: Reason) -> i32 {
+    match decided {
         Ok(ifindex) => {
             // SAFETY: the helper takes no neighbour parameters (null, 0): it looks the
             // next hop up in the FIB itself.
             let verdict = unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) };
-            crate::endpoint::finish(ctx, (Reason::Nat46, verdict as i32))
+            crate::endpoint::finish(ctx, (reason, verdict as i32))
         }
         Err(reason) => crate::endpoint::finish(ctx, (reason, DROP)),
     }
+}
+
+/// Whether the container's packet is ICMP.
+#[inline(never)]
+fn is_icmp4(ctx: &TcContext) -> bool {
+    ctx.load::<u8>(crate::parse::IP_PROTO_OFF) == Ok(netd_common::PROTO_ICMP)
+}
+
+#[inline(never)]
+fn decide_error_reply(ctx: &TcContext) -> Result<u32, Reason> {
+    let err = xlat::icmp4_error(ctx).ok_or(Reason::DropNat46Untranslatable)?;
+    // The container speaks only for what it received itself, to whom sent it.
+    if err.src != err.quoted_dst || err.dst != err.quoted_src {
+        return Err(Reason::DropNat46NoFlow);
+    }
+    let scratch = scratch6().ok_or(Reason::DropFlowTableFull)?;
+    let to = error_reply_flow(&err, &mut scratch.entry).ok_or(Reason::DropNat46NoFlow)?;
+    xlat::icmp4_error_to_v6(ctx, &err, &to).map_err(|_| Reason::DropRewriteFailed)?;
+    Ok(scratch.entry.ifindex)
+}
+
+/// The IPv6 ends of the NAT46 flow whose packet `err` quotes (the client's, as
+/// translated: the flow's reply half is the quote reversed), its half into `entry`.
+#[inline(never)]
+fn error_reply_flow(err: &xlat::Icmp4Error, entry: &mut FlowEntry6) -> Option<xlat::ErrorTo6> {
+    let key = netd_common::flow::FlowKey6 {
+        src_addr: mapped(err.quoted_dst),
+        dst_addr: mapped(err.quoted_src),
+        src_port: err.quoted_dst_port,
+        dst_port: err.quoted_src_port,
+        proto: err.quoted_proto,
+        dir: netd_common::flow::DIR_EGRESS,
+        _pad: [0; 2],
+    };
+    // SAFETY: a pointer into a map's value, copied at once.
+    *entry = unsafe { *conntrack::find_mut(&key)? };
+    if entry.origin != ORIGIN_NAT46 {
+        return None;
+    }
+    Some(xlat::ErrorTo6 {
+        src: entry.src_addr,
+        dst: entry.dst_addr,
+        quoted_src_port: entry.dst_port,
+        quoted_dst_port: entry.src_port,
+    })
 }
 
 #[inline(never)]

@@ -1,7 +1,8 @@
 //! IP/ICMP translation between the families (RFC 7915) for NAT46: an IPv6 client's
 //! TCP/UDP packet rewritten as the IPv4 packet a container without IPv6 can take, and
-//! that container's replies back (for `nat46`), and an ICMPv6 error about such a flow's
-//! packet as the ICMPv4 error the container can take (RFC 7915, 5.2).
+//! that container's replies back (for `nat46`), and the ICMP errors about such a flow's
+//! packets: ICMPv6 ones as the ICMPv4 error the container can take (RFC 7915, 5.2), the
+//! container's ICMPv4 ones as the ICMPv6 error its client can (4.2).
 //!
 //! Both directions only take packets whose upper-layer header follows the fixed header
 //! (no IPv6 extension header, no IPv4 option, no fragment): anything else is for the
@@ -433,4 +434,180 @@ fn icmp4_head(
         added[5],
         added[6],
     ])
+}
+
+/// An ICMPv4 error (no IP options, outside or quoted) about a TCP or UDP packet, as
+/// ICMPv6 says it (RFC 7915, 4.2).
+pub struct Icmp4Error {
+    /// ICMPv6's type and code.
+    pub kind: [u8; 2],
+    /// ICMPv6's word after the checksum: Packet Too Big's MTU (network order), else zero.
+    pub rest: u32,
+    /// The error's own ends.
+    pub src: u32,
+    pub dst: u32,
+    /// The quoted packet's ends, ports (network order) and protocol.
+    pub quoted_src: u32,
+    pub quoted_dst: u32,
+    pub quoted_src_port: u16,
+    pub quoted_dst_port: u16,
+    pub quoted_proto: u8,
+}
+
+/// The ICMPv4 header of an error without IP options.
+const ERR4_OFF: usize = IP_OFF + 20;
+/// The quoted IPv4 header, and its TCP or UDP header.
+const QUOTE4_OFF: usize = ERR4_OFF + 8;
+const QUOTED4_L4_OFF: usize = QUOTE4_OFF + 20;
+
+/// The packet as an ICMPv4 error that ICMPv6 can say, quoting TCP or UDP, with no IP
+/// options in either header; `None` for anything else (Parameter Problem, protocol
+/// unreachable, informational messages: not translated).
+#[inline(never)]
+pub fn icmp4_error(ctx: &TcContext) -> Option<Icmp4Error> {
+    let outer: [u8; 20] = ctx.load(IP_OFF).ok()?;
+    if outer[0] != 0x45 || outer[9] != PROTO_ICMP || (ctx.len() as usize) < QUOTED4_L4_OFF + 8 {
+        return None;
+    }
+    let head: [u8; 2] = ctx.load(ERR4_OFF).ok()?;
+    let word = u32::from_be(ctx.load::<u32>(ERR4_OFF + 4).ok()?);
+    let (kind, rest) = match (head[0], head[1]) {
+        // Fragmentation Needed: Packet Too Big, the MTU plus the headers' difference
+        // (IPv6's minimum at least).
+        (3, 4) => ([2, 0], ((word & 0xffff) + 20).max(1280).to_be()),
+        (3, 0 | 1 | 5 | 6 | 7 | 8 | 11 | 12) => ([1, 0], 0),
+        (3, 3) => ([1, 4], 0),
+        (3, 9 | 10 | 13 | 15) => ([1, 1], 0),
+        (11, code @ (0 | 1)) => ([3, code], 0),
+        _ => return None,
+    };
+    let quoted: [u8; 20] = ctx.load(QUOTE4_OFF).ok()?;
+    let proto = quoted[9];
+    if quoted[0] != 0x45 || (proto != PROTO_TCP && proto != PROTO_UDP) {
+        return None;
+    }
+    let ports: [u16; 2] = ctx.load(QUOTED4_L4_OFF).ok()?;
+    let addr =
+        |b: &[u8; 20], at: usize| u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    Some(Icmp4Error {
+        kind,
+        rest,
+        src: addr(&outer, 12),
+        dst: addr(&outer, 16),
+        quoted_src: addr(&quoted, 12),
+        quoted_dst: addr(&quoted, 16),
+        quoted_src_port: ports[0],
+        quoted_dst_port: ports[1],
+        quoted_proto: proto,
+    })
+}
+
+/// What a container's ICMPv4 error about a NAT46 flow becomes: from `src` (the address
+/// its client called) to `dst` (the client), quoting the client's packet as it sent it,
+/// from `dst:quoted_src_port` to `src:quoted_dst_port`.
+pub struct ErrorTo6 {
+    pub src: Addr6,
+    pub dst: Addr6,
+    /// Network order.
+    pub quoted_src_port: u16,
+    pub quoted_dst_port: u16,
+}
+
+/// Rewrite the ICMPv4 error `err` as ICMPv6 (`to`), the mirror of `icmp6_error_to_v4`:
+/// `bpf_skb_change_proto` and `bpf_skb_adjust_room` make each header 20 bytes longer,
+/// and ICMPv6's checksum follows from ICMPv4's, its pseudo header added.
+#[inline(always)]
+pub fn icmp4_error_to_v6(ctx: &TcContext, err: &Icmp4Error, to: &ErrorTo6) -> Result<(), i64> {
+    let kept = kept_sum4(ctx, err)?;
+    let new_head = icmp6_head(ctx, err, to, kept)?;
+    rewrite_error6(ctx, &new_head, to)
+}
+
+/// The sum of what ICMPv4's checksum covers that stays: less its header and the quoted
+/// header and ports.
+#[inline(never)]
+fn kept_sum4(ctx: &TcContext, err: &Icmp4Error) -> Result<u32, i64> {
+    let old_csum: u16 = ctx.load(ERR4_OFF + 2)?;
+    let mut old_head: [u32; 7] = ctx.load(ERR4_OFF)?;
+    let first = old_head[0].to_ne_bytes();
+    old_head[0] = u32::from_ne_bytes([first[0], first[1], 0, 0]);
+    let sum = diff_from(!old_csum as u32, &mut old_head, &mut [])?;
+    let mut ports = [word_of(err.quoted_src_port, err.quoted_dst_port)];
+    Ok(diff_from(sum as u32, &mut ports, &mut [])? as u32)
+}
+
+/// The ICMPv6 header (its checksum written over `kept`, with the pseudo header) and the
+/// quoted IPv6 header.
+#[inline(never)]
+fn icmp6_head(
+    ctx: &TcContext,
+    err: &Icmp4Error,
+    to: &ErrorTo6,
+    kept: u32,
+) -> Result<[u32; 12], i64> {
+    // ICMPv6's message is as long as the IPv4 packet was (header and quote each 20
+    // bytes longer, the outer header gone).
+    let len = u16::from_be(ctx.load::<u16>(IP_OFF + 2)?);
+    let quoted_len = u16::from_be(ctx.load::<u16>(QUOTE4_OFF + 2)?);
+    let quoted_ttl: u8 = ctx.load(QUOTE4_OFF + 8)?;
+    let (s, d) = (&to.src, &to.dst);
+    let mut pseudo = [
+        s[0],
+        s[1],
+        s[2],
+        s[3],
+        d[0],
+        d[1],
+        d[2],
+        d[3],
+        (len as u32).to_be(),
+        (PROTO_ICMPV6 as u32).to_be(),
+        word_of(to.quoted_src_port, to.quoted_dst_port),
+    ];
+    let sum = diff_from(kept, &mut [], &mut pseudo)?;
+    let (qs, qd) = (&to.dst, &to.src);
+    let mut head = [
+        u32::from_ne_bytes([err.kind[0], err.kind[1], 0, 0]),
+        err.rest,
+        0x6000_0000u32.to_be(),
+        word_of(
+            quoted_len.saturating_sub(20).to_be(),
+            u16::from_ne_bytes([err.quoted_proto, quoted_ttl]),
+        ),
+        qs[0],
+        qs[1],
+        qs[2],
+        qs[3],
+        qd[0],
+        qd[1],
+        qd[2],
+        qd[3],
+    ];
+    let check = folded(diff_from(sum as u32, &mut [], &mut head)?).to_ne_bytes();
+    head[0] = u32::from_ne_bytes([err.kind[0], err.kind[1], check[0], check[1]]);
+    Ok(head)
+}
+
+/// The error rewritten as ICMPv6 with `new_head` (see `icmp4_error_to_v6`).
+#[inline(never)]
+fn rewrite_error6(ctx: &TcContext, new_head: &[u32; 12], to: &ErrorTo6) -> Result<(), i64> {
+    let len = u16::from_be(ctx.load::<u16>(IP_OFF + 2)?);
+    let ttl: u8 = ctx.load(IP_OFF + 8)?;
+    let new_ports = word_of(to.quoted_src_port, to.quoted_dst_port);
+    ctx.change_proto(ETH_P_IPV6.to_be(), 0)?;
+    ctx.adjust_room(20, BPF_ADJ_ROOM_NET, 0)?;
+    let icmp = IP6_OFF + IP6_HDR_LEN;
+    ctx.store(icmp, new_head, 0)?;
+    ctx.store(icmp + 48, &new_ports, 0)?;
+    let hdr = Ipv6Header {
+        version_class_flow: 0x6000_0000u32.to_be(),
+        payload_len: len.to_be(),
+        next_header: PROTO_ICMPV6,
+        hop_limit: ttl.saturating_sub(1),
+        src: to.src,
+        dst: to.dst,
+    };
+    ctx.store(IP6_OFF, &hdr, 0)?;
+    ctx.store(ETH_TYPE_OFF, &ETH_P_IPV6.to_be(), 0)?;
+    Ok(())
 }

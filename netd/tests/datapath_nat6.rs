@@ -893,6 +893,7 @@ fn nat46_writes_an_ipv6_clients_segment_as_ipv4_and_the_answer_back_checksums_ri
         .unwrap();
     let syn = tcp6(BEYOND6, 50000, NODE6, 8080, 0x02);
     let (verdict, out) = t.run("uplink_ingress", &syn);
+    let out_syn = out.clone();
     assert_eq!(verdict, TC_ACT_OK);
     assert_eq!(out[12..14], [0x08, 0x00], "an IPv4 frame");
     let ip = &out[ETH..ETH + 20];
@@ -1001,8 +1002,71 @@ fn nat46_writes_an_ipv6_clients_segment_as_ipv4_and_the_answer_back_checksums_ri
         );
     }
     assert_eq!(count(&t, "UplinkIngress", "icmp_error_translated"), 2);
+
+    // The container's own errors about the client's (translated) segment reach the client
+    // as ICMPv6 from the address it called, quoting the segment as the client sent it.
+    for (icmp4, icmp6, word) in [((3, 3), (1, 4), 0u32), ((3, 4), (2, 0), 1420)] {
+        let err = icmp_error(CONTAINER, pool_addr, icmp4.0, icmp4.1, &out_syn);
+        let (verdict, back) = t.run("endpoint_ingress", &err);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "{icmp4:?}: out by the uplink");
+        assert_eq!(back[12..14], [0x86, 0xdd], "an IPv6 frame");
+        assert_eq!(
+            back.len(),
+            err.len() + 40,
+            "two headers, each 20 bytes longer"
+        );
+        assert_eq!(
+            usize::from(u16::from_be_bytes([back[ETH + 4], back[ETH + 5]])),
+            back.len() - ETH - 40
+        );
+        assert_eq!(back[ETH + 6], ICMP6);
+        assert_eq!(back[ETH + 8..ETH + 24], NODE6.octets());
+        assert_eq!(back[ETH + 24..ETH + 40], BEYOND6.octets());
+        let icmp = &back[ETH + 40..];
+        assert_eq!((icmp[0], icmp[1]), icmp6);
+        assert_eq!(
+            icmp[4..8],
+            word.to_be_bytes(),
+            "Packet Too Big's MTU: 1400 + 20"
+        );
+        assert_eq!(
+            with_l4_checksum6(back.clone(), ETH + 40, ICMP6),
+            back,
+            "ICMPv6's checksum right"
+        );
+        let quoted = &icmp[8..48];
+        assert_eq!(quoted[0] >> 4, 6);
+        assert_eq!(quoted[6], TCP6);
+        assert_eq!(
+            usize::from(u16::from_be_bytes([quoted[4], quoted[5]])),
+            syn.len() - ETH - 40,
+            "the length the client's segment had"
+        );
+        assert_eq!(quoted[8..24], BEYOND6.octets());
+        assert_eq!(quoted[24..40], NODE6.octets());
+        assert_eq!(icmp[48..52], [0xc3, 0x50, 0x1f, 0x90], "50000 -> 8080");
+        assert_eq!(
+            icmp[52..],
+            err[ETH + 52..],
+            "the rest of the quote as it was"
+        );
+    }
+    assert_eq!(count(&t, "EndpointIngress", "icmp_error_translated"), 2);
+    // Never an error about what the container did not receive, nor to anyone else.
+    let forged = icmp_error(
+        CONTAINER,
+        pool_addr,
+        3,
+        3,
+        &Pkt::tcp(pool_addr, 50000, REMOTE, 80, 0x02).build(),
+    );
+    assert_eq!(t.run("endpoint_ingress", &forged).0, TC_ACT_SHOT);
     // Into the pool outside a flow: dropped.
     let stray = Pkt::udp(CONTAINER, 53, pool_addr, 40000).build();
     assert_eq!(t.run("endpoint_ingress", &stray).0, TC_ACT_SHOT);
-    assert_eq!(count(&t, "EndpointIngress", "drop_nat46_no_flow"), 1);
+    assert_eq!(
+        count(&t, "EndpointIngress", "drop_nat46_no_flow"),
+        2,
+        "the forged error and the stray datagram"
+    );
 }

@@ -1005,7 +1005,7 @@ fn ipv6_clients_reach_an_ipv4_only_container_through_nat46_each_as_an_address_of
     );
     // The default network has no IPv6: the container has IPv4 only.
     let web = d
-        .run_idle_container("web", &["8080:80", "5353:53/udp"])
+        .run_idle_container("web", &["8080:80", "5353:53/udp", "5354:54/udp"])
         .unwrap();
     let ports = d.cli_ok(&["port", "web"]).unwrap();
     assert!(ports.contains("80/tcp -> [::]:8080"), "{ports}");
@@ -1044,6 +1044,19 @@ fn ipv6_clients_reach_an_ipv4_only_container_through_nat46_each_as_an_address_of
         assert!(flows.contains(&expected), "no {expected} in:\n{flows}");
     }
     assert!(d.from_network("nat46_new_flow").unwrap() >= 4);
+    // Nothing listens on 54/udp: the container's port unreachable reaches the client as
+    // ICMPv6, which a connected socket hears as ECONNREFUSED (else it would time out).
+    let closed = v6(Sandbox::NODE_ADDR6, 5354);
+    let kind = in_netns(&sb.ext.path(), move || {
+        let s = std::net::UdpSocket::bind("[::]:0")?;
+        s.connect(closed)?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.send(b"anyone?")?;
+        let mut buf = [0u8; 16];
+        Ok(s.recv(&mut buf).map_err(|e| e.kind()))
+    })
+    .unwrap();
+    assert_eq!(kind, Err(std::io::ErrorKind::ConnectionRefused));
     // The pool is no way out: what the container sends there outside a flow is dropped.
     let before = d.counter("EndpointIngress", "drop_nat46_no_flow").unwrap();
     for target in [first, "198.18.0.77".parse().unwrap()] {
