@@ -300,16 +300,22 @@ pub fn icmp6_error(ctx: &TcContext) -> Option<Icmp6Error> {
     })
 }
 
-/// What an ICMPv6 error about a NAT46 flow becomes: from `src` (the client's pool
-/// address) to `dst` (the container), quoting the packet the container sent, from
-/// `dst:quoted_src_port` to `src:quoted_dst_port`.
-pub struct ErrorTo4 {
-    pub src: u32,
-    pub dst: u32,
+/// What an ICMP error about a NAT46 flow becomes in the other family: from `src` to
+/// `dst`, quoting the packet `dst` sent, from `dst:quoted_src_port` to
+/// `src:quoted_dst_port`.
+pub struct ErrorTo<A> {
+    pub src: A,
+    pub dst: A,
     /// Network order.
     pub quoted_src_port: u16,
     pub quoted_dst_port: u16,
 }
+
+/// An ICMPv6 error as ICMPv4: from the client's pool address to the container.
+pub type ErrorTo4 = ErrorTo<u32>;
+/// A container's ICMPv4 error as ICMPv6: from the address its client called to the
+/// client.
+pub type ErrorTo6 = ErrorTo<Addr6>;
 
 /// Rewrite the ICMPv6 error `err` as ICMPv4 (`to`): the outer header and the quoted one
 /// each 20 bytes shorter (`bpf_skb_change_proto`, then `bpf_skb_adjust_room` takes the
@@ -500,17 +506,6 @@ pub fn icmp4_error(ctx: &TcContext) -> Option<Icmp4Error> {
         quoted_dst_port: ports[1],
         quoted_proto: proto,
     })
-}
-
-/// What a container's ICMPv4 error about a NAT46 flow becomes: from `src` (the address
-/// its client called) to `dst` (the client), quoting the client's packet as it sent it,
-/// from `dst:quoted_src_port` to `src:quoted_dst_port`.
-pub struct ErrorTo6 {
-    pub src: Addr6,
-    pub dst: Addr6,
-    /// Network order.
-    pub quoted_src_port: u16,
-    pub quoted_dst_port: u16,
 }
 
 /// Rewrite the ICMPv4 error `err` as ICMPv6 (`to`), the mirror of `icmp6_error_to_v4`:

@@ -714,17 +714,24 @@ fn packet_too_big_from_a_narrower_hop_and_port_unreachable_reach_a_masqueraded_c
 
     // A connected UDP socket hears "port unreachable" as ECONNREFUSED; without the
     // error's translation it would only time out.
-    let closed = v6(Sandbox::INET_ADDR6, 9999);
-    let kind = in_netns(&c1.netns, move || {
+    assert_eq!(
+        udp_answer(&c1.netns, v6(Sandbox::INET_ADDR6, 9999)),
+        Err(std::io::ErrorKind::ConnectionRefused)
+    );
+}
+
+/// What a connected UDP socket in `netns` hears after one datagram to `target`: an
+/// answer, or the error (ECONNREFUSED: port unreachable; WouldBlock: nothing in 2 s).
+fn udp_answer(netns: &std::path::Path, target: SocketAddr) -> Result<usize, std::io::ErrorKind> {
+    in_netns(netns, move || {
         let s = std::net::UdpSocket::bind("[::]:0")?;
-        s.connect(closed)?;
+        s.connect(target)?;
         s.set_read_timeout(Some(Duration::from_secs(2)))?;
         s.send(b"anyone?")?;
         let mut buf = [0u8; 16];
         Ok(s.recv(&mut buf).map_err(|e| e.kind()))
     })
-    .unwrap();
-    assert_eq!(kind, Err(std::io::ErrorKind::ConnectionRefused));
+    .unwrap()
 }
 
 #[test]
@@ -1046,17 +1053,10 @@ fn ipv6_clients_reach_an_ipv4_only_container_through_nat46_each_as_an_address_of
     assert!(d.from_network("nat46_new_flow").unwrap() >= 4);
     // Nothing listens on 54/udp: the container's port unreachable reaches the client as
     // ICMPv6, which a connected socket hears as ECONNREFUSED (else it would time out).
-    let closed = v6(Sandbox::NODE_ADDR6, 5354);
-    let kind = in_netns(&sb.ext.path(), move || {
-        let s = std::net::UdpSocket::bind("[::]:0")?;
-        s.connect(closed)?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        s.send(b"anyone?")?;
-        let mut buf = [0u8; 16];
-        Ok(s.recv(&mut buf).map_err(|e| e.kind()))
-    })
-    .unwrap();
-    assert_eq!(kind, Err(std::io::ErrorKind::ConnectionRefused));
+    assert_eq!(
+        udp_answer(&sb.ext.path(), v6(Sandbox::NODE_ADDR6, 5354)),
+        Err(std::io::ErrorKind::ConnectionRefused)
+    );
     // The pool is no way out: what the container sends there outside a flow is dropped.
     let before = d.counter("EndpointIngress", "drop_nat46_no_flow").unwrap();
     for target in [first, "198.18.0.77".parse().unwrap()] {
