@@ -195,3 +195,39 @@ fn a_wildcard_binding_answers_on_an_address_added_later() {
     }
     result.expect("the new address answers for the wildcard binding");
 }
+
+#[test]
+fn nat46s_default_pool_steps_aside_for_a_lan_that_uses_it_and_a_pool_given_there_is_refused() {
+    require_root();
+    let sb = Sandbox::new("n5").unwrap();
+    // The node's LAN uses part of the benchmarking block NAT46's default pool is from.
+    sb.node
+        .ip(&["addr", "add", "198.18.9.2/24", "dev", Sandbox::UPLINK])
+        .unwrap();
+    let Err(refused) = Daemon::start_with(
+        &sb.node,
+        Sandbox::UPLINK,
+        &["--nat46-pool", "198.18.0.0/16"],
+    ) else {
+        panic!("a daemon started with a NAT46 pool over its own LAN");
+    };
+    assert!(
+        format!("{refused:#}").contains(
+            "--nat46-pool 198.18.0.0/16 overlaps the node's address 198.18.9.2/24: choose another pool"
+        ),
+        "{refused:#}"
+    );
+    let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    assert!(
+        d.log().contains(
+            "NAT46 off: its default pool 198.18.0.0/16 overlaps the node's address 198.18.9.2/24"
+        ),
+        "{}",
+        d.log()
+    );
+    d.run_idle_container("web", &["8080:80"]).unwrap();
+    assert_eq!(
+        d.cli_ok(&["port", "web"]).unwrap(),
+        "80/tcp -> 0.0.0.0:8080\n"
+    );
+}

@@ -171,31 +171,44 @@ impl std::str::FromStr for Nat46Pool {
 impl Nat46Pool {
     /// The pool NAT46 uses with these networks, `None` for off: a pool may not overlap a
     /// network (its addresses would be two things at once).
-    pub fn resolve<'a>(
+    pub fn resolve(
         self,
-        networks: impl IntoIterator<Item = (&'a str, ipnet::Ipv4Net)>,
+        in_use: impl IntoIterator<Item = (String, ipnet::Ipv4Net)>,
     ) -> Result<Option<ipnet::Ipv4Net>> {
         let pool = match self {
             Nat46Pool::Off => return Ok(None),
             Nat46Pool::Default => NAT46_DEFAULT_POOL,
             Nat46Pool::Given(pool) => pool,
         };
-        let Some((name, subnet)) = networks
+        let Some((what, _)) = in_use
             .into_iter()
             .find(|(_, subnet)| crate::ipam::overlaps(subnet, &pool))
         else {
             return Ok(Some(pool));
         };
         if self == Nat46Pool::Default {
-            warn!(
-                "NAT46 off: its default pool {pool} overlaps network {name}'s subnet {subnet} (give --nat46-pool CIDR)"
-            );
+            warn!("NAT46 off: its default pool {pool} overlaps {what} (give --nat46-pool CIDR)");
             return Ok(None);
         }
-        anyhow::bail!(
-            "--nat46-pool {pool} overlaps network {name}'s subnet {subnet}: choose another pool"
-        )
+        anyhow::bail!("--nat46-pool {pool} overlaps {what}: choose another pool")
     }
+}
+
+/// The node's IPv4 addresses and routes (but the default route and loopback), each with
+/// what it is.
+async fn node_subnets(netlink: &Netlink) -> Result<Vec<(String, ipnet::Ipv4Net)>> {
+    let mut used = Vec::new();
+    for (_, net) in netlink.ipv4_addresses().await? {
+        if !net.addr().is_loopback() {
+            used.push((format!("the node's address {net}"), net.trunc()));
+        }
+    }
+    for (dst, _) in netlink.ipv4_routes().await? {
+        if dst.prefix_len() > 0 && !dst.addr().is_loopback() {
+            used.push((format!("the node's route to {dst}"), dst));
+        }
+    }
+    Ok(used)
 }
 
 pub struct Daemon {
@@ -262,6 +275,19 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     // Absolute, so that the namespace holders it names are recognised by the next start.
     let state_dir = std::fs::canonicalize(&config.state_dir)?;
     let state = store.load()?;
+    // NAT46's pool may overlap no network, nor the node's own addresses and routes (its
+    // LAN's hosts would be taken for NAT46 clients): settled before anything is attached.
+    let in_use = state
+        .networks
+        .values()
+        .map(|n| {
+            (
+                format!("network {}'s subnet {}", n.name, n.subnet),
+                n.subnet,
+            )
+        })
+        .chain(node_subnets(&netlink).await?);
+    let nat46_pool = config.nat46_pool.resolve(in_use)?;
     let mut datapath = Datapath::load_logging(
         &config.bpffs_dir,
         config.flow_table_size,
@@ -299,9 +325,6 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         ),
     }
     sysctl::write("net/ipv4/ip_forward", "1")?;
-    let nat46_pool = config
-        .nat46_pool
-        .resolve(state.networks.values().map(|n| (n.name.as_str(), n.subnet)))?;
     datapath
         .set_nat46_pool(nat46_pool)
         .context("--nat46-pool")?;
@@ -1277,24 +1300,27 @@ mod tests {
             let e = bad.parse::<Nat46Pool>().unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
         }
-        let networks = [
-            ("netd0", net("172.17.0.0/16")),
-            ("lab", net("198.18.4.0/24")),
-        ];
-        assert_eq!(Nat46Pool::Off.resolve(networks).unwrap(), None);
+        let in_use = || {
+            [
+                ("network netd0's subnet 172.17.0.0/16", "172.17.0.0/16"),
+                ("the node's address 198.18.4.7/24", "198.18.4.0/24"),
+            ]
+            .map(|(what, n)| (what.to_string(), net(n)))
+        };
+        assert_eq!(Nat46Pool::Off.resolve(in_use()).unwrap(), None);
         assert_eq!(
-            Nat46Pool::Default.resolve(networks[..1].to_vec()).unwrap(),
+            Nat46Pool::Default.resolve(in_use()[..1].to_vec()).unwrap(),
             Some(NAT46_DEFAULT_POOL)
         );
-        // The default steps aside; a pool given is refused, saying which network.
-        assert_eq!(Nat46Pool::Default.resolve(networks).unwrap(), None);
+        // The default steps aside; a pool given is refused, saying what it overlaps.
+        assert_eq!(Nat46Pool::Default.resolve(in_use()).unwrap(), None);
         let e = Nat46Pool::Given(net("198.18.0.0/15"))
-            .resolve(networks)
+            .resolve(in_use())
             .unwrap_err()
             .to_string();
         assert_eq!(
             e,
-            "--nat46-pool 198.18.0.0/15 overlaps network lab's subnet 198.18.4.0/24: choose another pool"
+            "--nat46-pool 198.18.0.0/15 overlaps the node's address 198.18.4.7/24: choose another pool"
         );
     }
 }
