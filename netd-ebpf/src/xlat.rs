@@ -168,7 +168,9 @@ pub fn v6_to_v4(ctx: &TcContext, flow: &Flow6, to: &To4) -> Result<(), i64> {
         id: 0,
         // Don't fragment: the IPv6 sender does PMTU discovery.
         frag_off: 0x4000u16.to_be(),
-        ttl: hop_limit.saturating_sub(1),
+        // As it came: the node forwards the IPv4 packet, and its forwarding counts the
+        // hop (the replies, redirected past it, are decremented in `v4_to_v6`).
+        ttl: hop_limit,
         proto,
         check: 0,
         src: to.src,

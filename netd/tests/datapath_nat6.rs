@@ -903,7 +903,11 @@ fn nat46_writes_an_ipv6_clients_segment_as_ipv4_and_the_answer_back_checksums_ri
         usize::from(u16::from_be_bytes([ip[2], ip[3]])),
         out.len() - ETH
     );
-    assert_eq!(ip[8], syn[ETH + 7] - 1, "TTL: the hop limit, decremented");
+    assert_eq!(
+        ip[8],
+        syn[ETH + 7],
+        "TTL: the hop limit (the node's forwarding decrements it)"
+    );
     assert_eq!(ip[9], TCP);
     let pool_addr = std::net::Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
     assert_eq!(pool_addr.octets()[..2], [198, 18], "{pool_addr}");

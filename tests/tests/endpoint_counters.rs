@@ -86,7 +86,10 @@ fn each_container_counts_what_it_sent_received_and_had_dropped() -> Result<()> {
         "web sent {sent} packets for {N} answers"
     );
     assert!(delta(&after, "bytes", "web", "netd0", "out") >= N * (PAYLOAD + 42));
-    assert_eq!(delta(&after, "packets", "lone", "other", "in"), 0);
+    // None of it reached lone: at most a neighbour frame of the node (ARP refreshing its
+    // entry for lone, seen once in six runs), never the datagrams.
+    let lone_in = delta(&after, "packets", "lone", "other", "in");
+    assert!(lone_in <= 2, "lone received {lone_in} packets");
     // And over TCP.
     echo_once(&sb.ext.path(), Proto::Tcp, addr(Sandbox::NODE_ADDR, 8080))?;
     // The connection's last packets may still be on their way. (Whether nothing of what
