@@ -250,8 +250,8 @@ fn client_address(client: &Addr6) -> Result<u32, Reason> {
     Err(Reason::DropNat46PoolExhausted)
 }
 
-/// The verdict code of a decision that hands the packet to `endpoint_nat46` (never
-/// returned to the kernel).
+/// The verdict code of a decision that hands the packet to `uplink_nat46` or
+/// `endpoint_nat46` (never returned to the kernel).
 pub const TO_NAT46: i32 = i32::MIN;
 
 /// Whether the packet a container sends is addressed into the pool: a reply to a NAT46

@@ -89,8 +89,8 @@ enum Decided {
 }
 
 /// The verdict code of a decision that hands the packet to `uplink_nat46` (never
-/// returned to the kernel).
-const TO_NAT46: i32 = i32::MIN;
+/// returned to the kernel): `nat46`'s, which `icmp6` returns too.
+use crate::nat46::TO_NAT46;
 
 /// Count and report a decision. A new flow's first packet goes on to the program in slot
 /// `new` of `CALLS` (dropped if that slot is empty); an ICMPv6 message is translated if

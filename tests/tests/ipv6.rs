@@ -684,19 +684,7 @@ fn packet_too_big_from_a_narrower_hop_and_port_unreachable_reach_a_masqueraded_c
     // locked, so that forwarding honours it); the rest is 1500 bytes. IPv6 routers do not
     // fragment: the container's full-size segments only get through once the router's
     // Packet Too Big, sent to the node's address, reaches the container translated.
-    sb.ext
-        .ip(&[
-            "-6",
-            "route",
-            "add",
-            &format!("{}/128", Sandbox::INET_ADDR6),
-            "dev",
-            "ext1",
-            "mtu",
-            "lock",
-            "1280",
-        ])
-        .unwrap();
+    narrow_path_to_inet(&sb);
     let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
     dual_stack(&d, "ds", "10.10.1.0/24", SUBNET6, &[]);
     let c1 = run_on(&d, "c1", "ds", Some(C1));
@@ -1076,19 +1064,7 @@ fn packet_too_big_about_a_nat46_flow_reaches_the_ipv4_only_container_as_fragment
     // As in the NAT66 test: a 1280-byte path from the router to the internet host. The
     // container's full-size segments (1480 bytes as IPv4, 1500 as IPv6) only get through
     // once the router's Packet Too Big reaches it as Fragmentation Needed.
-    sb.ext
-        .ip(&[
-            "-6",
-            "route",
-            "add",
-            &format!("{}/128", Sandbox::INET_ADDR6),
-            "dev",
-            "ext1",
-            "mtu",
-            "lock",
-            "1280",
-        ])
-        .unwrap();
+    narrow_path_to_inet(&sb);
     let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
     let web = d.run_idle_container("web", &["8080:80"]).unwrap();
     let _server = EchoServer::start(&web.netns, Proto::Tcp, addr(web.ip, 80)).unwrap();
@@ -1105,4 +1081,22 @@ fn packet_too_big_about_a_nat46_flow_reaches_the_ipv4_only_container_as_fragment
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(d.counter("UplinkIngress", "icmp_error_translated").unwrap() > 0);
+}
+
+/// The router forwards to the internet host over a 1280-byte path (IPv6's minimum;
+/// locked, so that forwarding honours it); the rest is 1500 bytes.
+fn narrow_path_to_inet(sb: &Sandbox) {
+    sb.ext
+        .ip(&[
+            "-6",
+            "route",
+            "add",
+            &format!("{}/128", Sandbox::INET_ADDR6),
+            "dev",
+            "ext1",
+            "mtu",
+            "lock",
+            "1280",
+        ])
+        .unwrap();
 }
