@@ -157,6 +157,11 @@ reasons! {
     DropNat46Untranslatable = 73 => "drop_nat46_untranslatable",
     DropNat46PoolExhausted = 74 => "drop_nat46_pool_exhausted",
     DropNat46NoFlow = 75 => "drop_nat46_no_flow",
+    // NAT46 with the pool full: a new client took the address of one none of whose flows
+    // was ever confirmed (a spoofed source, most likely); a packet of a flow whose client
+    // lost its address so (its flow cannot go on: the address is another's now).
+    Nat46AddressTaken = 76 => "nat46_address_taken",
+    DropNat46AddressLost = 77 => "drop_nat46_address_lost",
 }
 
 pub const REASON_COUNT: u32 = Reason::ALL.len() as u32;

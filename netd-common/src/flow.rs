@@ -155,9 +155,9 @@ impl<A> FlowEntryOf<A> {
 
 /// The endpoint a flow counts against (its quota of confirmed flows), from its first
 /// half: the container that opened it (masquerade, hairpin, tracked egress) or the one a
-/// published port leads to.
+/// published port leads to (NAT46's too: its v4-mapped address, as the flow's IPv4 end).
 pub const fn owner<A: Copy>(first_key: &FlowKeyOf<A>, first: &FlowEntryOf<A>) -> A {
-    if first.origin == ORIGIN_DNAT {
+    if first.origin == ORIGIN_DNAT || first.origin == ORIGIN_NAT46 {
         first.dst_addr
     } else {
         first_key.src_addr

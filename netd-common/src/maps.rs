@@ -290,10 +290,23 @@ pub struct Nat46Config {
 pub struct Nat46Mapping {
     /// Network order.
     pub addr: u32,
-    pub _pad: u32,
+    /// `NAT46_CONFIRMED` once a flow of the client's proved itself (its address then
+    /// stays its own until its flows are gone; before, a new client may take it while
+    /// the pool is full: see `NAT46_UNCONFIRMED_HOLD_NS`).
+    pub flags: u32,
     /// `bpf_ktime_get_ns` of the latest flow it was given to.
     pub last_used_ns: u64,
 }
+
+/// `Nat46Mapping::flags`: a flow of the client was confirmed (a TCP handshake completed,
+/// a reply to anything else), which a source spoofed from afar cannot bring about.
+pub const NAT46_CONFIRMED: u32 = 1;
+
+/// How long a client none of whose flows was ever confirmed keeps its pool address
+/// against a new client that finds no free one: a flood of spoofed sources only takes
+/// addresses from one another (and from clients still in their first handshake), as
+/// unconfirmed flows only evict one another.
+pub const NAT46_UNCONFIRMED_HOLD_NS: u64 = 500_000_000;
 
 /// Key of `FRAGMENTS`: a datagram as its fragments carry it (addresses network order).
 #[repr(C)]

@@ -24,8 +24,8 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use netd_common::{
     counters::{Hook, Reason},
     flow::{
-        FLAG_END_REPORTED, FLAG_REPLY, FlowEntryOf, FlowKeyOf, SEEN_CLOSED, SEEN_SYN, confirmed,
-        owner,
+        FLAG_END_REPORTED, FLAG_REPLY, FlowEntryOf, FlowKeyOf, ORIGIN_NAT46, SEEN_CLOSED, SEEN_SYN,
+        confirmed, owner,
     },
     maps::{ALL_OWNERS, ALL_OWNERS6, Addr6},
 };
@@ -44,6 +44,10 @@ pub trait Family: Copy + PartialEq + Default + 'static {
     fn pending() -> &'static LruHashMap<FlowKeyOf<Self>, FlowEntryOf<Self>>;
     /// Confirmed flows per endpoint address.
     fn owners() -> &'static HashMap<Self, u64>;
+    /// A flow (its first half `first_key`/`first`) proved itself (`confirmed`), whether
+    /// or not its endpoint's quota lets it into `flows`.
+    #[inline(always)]
+    fn proved(_first_key: &FlowKeyOf<Self>, _first: &FlowEntryOf<Self>) {}
     /// The key of `owners` that counts every confirmed flow.
     const ALL_OWNERS: Self;
 }
@@ -78,6 +82,13 @@ impl Family for Addr6 {
         &FLOW_OWNERS6
     }
     const ALL_OWNERS: Addr6 = ALL_OWNERS6;
+    /// A NAT46 client with a confirmed flow keeps its pool address.
+    #[inline(always)]
+    fn proved(first_key: &FlowKeyOf<Addr6>, first: &FlowEntryOf<Addr6>) {
+        if first.origin == ORIGIN_NAT46 {
+            crate::nat46::confirmed_client(&first_key.src_addr, &first.src_addr);
+        }
+    }
 }
 
 /// What the connection table needs of a packet: its tuple, what it says about the flow's
@@ -358,6 +369,7 @@ fn confirm_pending<A: Family>(key: &FlowKeyOf<A>) {
     if !confirmed(key.proto, first.seen, reply.seen) {
         return;
     }
+    A::proved(first_key, first);
     let outcome = confirm(first_key, first, reply_key, reply);
     count(Hook::FlowTable, outcome, 0);
 }

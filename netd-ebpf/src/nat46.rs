@@ -9,11 +9,15 @@
 //! replies leave its veth (`endpoint_nat46`), {container -> pool address} writes
 //! {node:port -> client}.
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_redirect_neigh, programs::TcContext};
+use aya_ebpf::{
+    bindings::{BPF_EXIST, BPF_NOEXIST},
+    helpers::bpf_redirect_neigh,
+    programs::TcContext,
+};
 use netd_common::{
     counters::{Hook, Reason},
     flow::{DIR_INGRESS, FlowEntry6, ORIGIN_NAT46},
-    maps::{Addr6, Nat46Mapping},
+    maps::{Addr6, NAT46_CONFIRMED, NAT46_UNCONFIRMED_HOLD_NS, Nat46Mapping},
 };
 
 use crate::{
@@ -23,6 +27,7 @@ use crate::{
     parse::Fragment,
     parse6::{Flow6, IP6_HDR_LEN, IP6_OFF},
     program::{self, DROP, PASS, Verdict, finish},
+    stats::count,
     uplink6,
     xlat::{self, To4},
 };
@@ -100,8 +105,12 @@ fn error_flow(err: &xlat::Icmp6Error) -> Option<xlat::ErrorTo4> {
     if e.origin != ORIGIN_NAT46 {
         return None;
     }
+    let src = as_ipv4(&e.src_addr)?;
+    if !holds(src, &key.src_addr) {
+        return None;
+    }
     Some(xlat::ErrorTo4 {
-        src: as_ipv4(&e.src_addr)?,
+        src,
         dst: as_ipv4(&e.dst_addr)?,
         quoted_src_port: e.dst_port,
         quoted_dst_port: e.src_port,
@@ -137,7 +146,8 @@ fn decide_in(ctx: &TcContext) -> Verdict {
 }
 
 /// The flow of `flow`'s packet, into `entry`: found (counted already by
-/// `uplink_ingress6`, which found it), or created. A subprogram: the key is not held on
+/// `uplink_ingress6`, which found it) while its client still holds its pool address,
+/// or created. A subprogram: the key is not held on
 /// the decision's stack while the packet is translated.
 #[inline(never)]
 fn flow_entry(ctx: &TcContext, flow: &Flow6, entry: &mut FlowEntry6) -> Result<Reason, Reason> {
@@ -145,7 +155,10 @@ fn flow_entry(ctx: &TcContext, flow: &Flow6, entry: &mut FlowEntry6) -> Result<R
     if let Some(found) = conntrack::find_mut(&key) {
         // SAFETY: a pointer into a map's value, copied at once.
         *entry = unsafe { *found };
-        return Ok(Reason::Nat46);
+        return match as_ipv4(&entry.src_addr) {
+            Some(addr) if holds(addr, &flow.src) => Ok(Reason::Nat46),
+            _ => Err(Reason::DropNat46AddressLost),
+        };
     }
     opened(ctx, flow, &key, entry).map(|()| Reason::Nat46New)
 }
@@ -198,46 +211,65 @@ fn opened(
 }
 
 /// Tries at a free pool address for a new client.
-const POOL_TRIES: u32 = 8;
+const POOL_TRIES: u32 = 16;
 
-/// The pool address of `client`: the one it has, else a free one from a hash of its
-/// address on (the insert into `NAT46_MAPPED` with BPF_NOEXIST is the claim).
+/// NAT46's pool as `NAT46_CONFIG` holds it: its first address and how many it has
+/// (host order), while NAT46 is on.
+#[inline(always)]
+fn pool() -> Option<(u32, u32)> {
+    let c = NAT46_CONFIG.get(0)?;
+    (c.pool_len >= 2).then(|| (u32::from_be(c.pool), c.pool_len))
+}
+
+/// The pool address of `client`: the one it has, else a free one (`claim`). A client's
+/// address is its own only while `NAT46_MAPPED` says so: it may have been taken while it
+/// had no confirmed flow, freed by the collector, or be outside a pool given since.
 #[inline(never)]
 fn client_address(client: &Addr6) -> Result<u32, Reason> {
+    let (base, len) = pool().ok_or(Reason::DropNat46PoolExhausted)?;
     let now = conntrack::now();
     if let Some(m) = NAT46_CLIENTS.get_ptr_mut(client) {
-        // SAFETY: a pointer into the map's value; a racing writer only writes the time.
-        unsafe {
-            (*m).last_used_ns = now;
-            return Ok((*m).addr);
+        // SAFETY: a pointer into the map's value; a racing writer only writes the time
+        // and the flags.
+        let addr = unsafe { (*m).addr };
+        if u32::from_be(addr).wrapping_sub(base) < len && holds(addr, client) {
+            // SAFETY: as above.
+            unsafe { (*m).last_used_ns = now };
+            return Ok(addr);
         }
+        let _ = NAT46_CLIENTS.remove(client);
     }
-    let (base, len) = NAT46_CONFIG
-        .get(0)
-        .map_or((0, 0), |c| (u32::from_be(c.pool), c.pool_len));
-    if len < 2 {
-        return Err(Reason::DropNat46PoolExhausted);
-    }
+    claim(client, base, len, now)
+}
+
+/// A pool address for a new client, from a hash of its address on: a free one (the
+/// insert into `NAT46_MAPPED` with BPF_NOEXIST is the claim), or, with none free among
+/// the tries, one a client without a confirmed flow holds (`take`).
+#[inline(never)]
+fn claim(client: &Addr6, base: u32, len: u32, now: u64) -> Result<u32, Reason> {
     let hash = (client[0] ^ client[1] ^ client[2] ^ client[3]).wrapping_mul(0x9e37_79b1);
     for i in 0..POOL_TRIES {
         // Not the pool's first address (its network's).
-        let index = 1 + hash.wrapping_add(i) % (len - 1);
+        let index = 1 + hash.wrapping_add(i.wrapping_mul(0x2545)) % (len - 1);
         let addr = base.wrapping_add(index).to_be();
-        if NAT46_MAPPED
+        let taken = NAT46_MAPPED
             .insert(addr, client, BPF_NOEXIST as u64)
-            .is_err()
-        {
+            .is_err();
+        if taken && !take(addr, client, now) {
             continue;
         }
         let mapping = Nat46Mapping {
             addr,
-            _pad: 0,
+            flags: 0,
             last_used_ns: now,
         };
         if NAT46_CLIENTS
             .insert(client, mapping, BPF_NOEXIST as u64)
             .is_ok()
         {
+            if taken {
+                count(Hook::UplinkIngress, Reason::Nat46AddressTaken, 0);
+            }
             return Ok(addr);
         }
         // Another CPU mapped this client a moment ago: its address serves.
@@ -250,6 +282,65 @@ fn client_address(client: &Addr6) -> Result<u32, Reason> {
     Err(Reason::DropNat46PoolExhausted)
 }
 
+/// Take `addr` for `client` from the client holding it, if that one never had a flow
+/// confirmed and got none for `NAT46_UNCONFIRMED_HOLD_NS`: a spoofed source, or a real
+/// one still in its first handshake while a flood fills the pool (its flow then ends:
+/// `drop_nat46_address_lost`). Held by no mapping (being claimed, or freed), it is left.
+#[inline(never)]
+fn take(addr: u32, client: &Addr6, now: u64) -> bool {
+    // SAFETY: copies out of the maps' values.
+    let Some(holder) = (unsafe { NAT46_MAPPED.get(addr) }).copied() else {
+        return false;
+    };
+    // SAFETY: as above.
+    let Some(held) = (unsafe { NAT46_CLIENTS.get(holder) }).copied() else {
+        return false;
+    };
+    if held.addr != addr
+        || held.flags & NAT46_CONFIRMED != 0
+        || now.wrapping_sub(held.last_used_ns) < NAT46_UNCONFIRMED_HOLD_NS
+    {
+        return false;
+    }
+    if NAT46_MAPPED.insert(addr, client, BPF_EXIST as u64).is_err() {
+        return false;
+    }
+    let _ = NAT46_CLIENTS.remove(holder);
+    true
+}
+
+/// Whether `addr` is `client`'s, as a packet of its flow is translated: a flow whose
+/// client lost the address must not go on under another's. Freed under a flow still
+/// going (the collector judged the client idle a moment before its packet), it is
+/// claimed back, unless another client took it meanwhile.
+#[inline(never)]
+fn holds(addr: u32, client: &Addr6) -> bool {
+    // SAFETY: a copy out of the map's value.
+    if let Some(holder) = unsafe { NAT46_MAPPED.get(addr) } {
+        return holder == client;
+    }
+    NAT46_MAPPED
+        .insert(addr, client, BPF_NOEXIST as u64)
+        .is_ok()
+        // SAFETY: as above.
+        || unsafe { NAT46_MAPPED.get(addr) } == Some(client)
+}
+
+/// A flow of `client` (whose first half writes `pool_addr`, v4-mapped) proved itself:
+/// its address stays its own (`take` passes it by). From the connection table.
+#[inline(always)]
+pub fn confirmed_client(client: &Addr6, pool_addr: &Addr6) {
+    if let Some(m) = NAT46_CLIENTS.get_ptr_mut(client) {
+        // SAFETY: a pointer into the map's value; racing writers only write the time and
+        // set this bit.
+        unsafe {
+            if as_ipv4(pool_addr) == Some((*m).addr) {
+                (*m).flags |= NAT46_CONFIRMED;
+            }
+        }
+    }
+}
+
 /// The verdict code of a decision that hands the packet to `uplink_nat46` or
 /// `endpoint_nat46` (never returned to the kernel).
 pub const TO_NAT46: i32 = i32::MIN;
@@ -258,13 +349,15 @@ pub const TO_NAT46: i32 = i32::MIN;
 /// client, for `endpoint_nat46` (nothing else to the pool leaves the node).
 #[inline(never)]
 pub fn to_pool(ctx: &TcContext) -> bool {
-    let Some(config) = NAT46_CONFIG.get(0) else {
-        return false;
-    };
-    let Ok(dst) = ctx.load::<u32>(crate::parse::IP_DST_OFF) else {
-        return false;
-    };
-    u32::from_be(dst).wrapping_sub(u32::from_be(config.pool)) < config.pool_len
+    ctx.load::<u32>(crate::parse::IP_DST_OFF).is_ok_and(in_pool)
+}
+
+/// Whether `addr` (network order) is an address of NAT46's pool, while NAT46 is on: only
+/// NAT46's translation writes such a source, so an IPv4 packet from the LAN with one is
+/// forged (a container would take it for that IPv6 client's).
+#[inline(never)]
+pub fn in_pool(addr: u32) -> bool {
+    pool().is_some_and(|(base, len)| u32::from_be(addr).wrapping_sub(base) < len)
 }
 
 /// From `endpoint_ingress`: hand a packet to the pool to `endpoint_nat46`.
@@ -337,7 +430,7 @@ fn error_reply_flow(err: &xlat::Icmp4Error, entry: &mut FlowEntry6) -> Option<xl
     };
     // SAFETY: a pointer into a map's value, copied at once.
     *entry = unsafe { *conntrack::find_mut(&key)? };
-    if entry.origin != ORIGIN_NAT46 {
+    if entry.origin != ORIGIN_NAT46 || !holds(err.quoted_src, &entry.dst_addr) {
         return None;
     }
     Some(xlat::ErrorTo6 {
@@ -365,6 +458,9 @@ fn decide_reply(ctx: &TcContext) -> Result<u32, Reason> {
     }
     let scratch = scratch6().ok_or(Reason::DropFlowTableFull)?;
     reply_flow(&Mapped(&pkt), &mut scratch.entry)?;
+    if !holds(pkt.dst_addr, &scratch.entry.dst_addr) {
+        return Err(Reason::DropNat46AddressLost);
+    }
     to_ipv6(ctx, &pkt, &scratch.entry)?;
     Ok(scratch.entry.ifindex)
 }

@@ -60,7 +60,8 @@ pub fn ingress(ctx: &TcContext) -> i32 {
 /// The flow of a packet arriving on the uplink, and what kind of translation it gets: an
 /// existing flow (a reply to masqueraded traffic, or a published-port connection), or a
 /// new one when the packet opens a connection to a published port. Shared by the TC and
-/// XDP programs, so both translate the same packets the same way. `Err(NoMatch)`: not
+/// XDP programs, so both translate the same packets the same way (a new connection from
+/// an address of NAT46's pool is forged: dropped). `Err(NoMatch)`: not
 /// netd's business; `Err(drop reason)`: dropped.
 #[inline(always)]
 pub fn ingress_flow(pkt: &Packet) -> Result<(FlowEntry, Reason), Reason> {
@@ -76,6 +77,9 @@ pub fn ingress_flow(pkt: &Packet) -> Result<(FlowEntry, Reason), Reason> {
     let Some(backend) = pkt.starts_flow.then(|| published_backend(pkt)).flatten() else {
         return Err(not_ours(pkt.ip_dst).0);
     };
+    if crate::nat46::in_pool(pkt.src_addr) {
+        return Err(Reason::DropSpoofedSource);
+    }
     let mut entry = FlowEntry::default();
     dnat_new_flow(&key, pkt, &backend, &mut entry)?;
     Ok((entry, Reason::DnatNew))

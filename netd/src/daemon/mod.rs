@@ -39,7 +39,7 @@ use crate::{
     api::{self, ApiError, ApiRequest, CounterView},
     cluster::{self, ClusterConfig},
     conntrack,
-    datapath::{self, Datapath},
+    datapath::{self, Datapath, Nat46Collected, Nat46InUse},
     metrics::{self, Metrics, Task},
     netlink::Netlink,
     ports::{EphemeralPorts, PortRange},
@@ -964,15 +964,16 @@ impl Daemon {
         let kept = expired.kept(entries);
         inner.datapath.set_flow_owners(&conntrack::owners(&kept))?;
         let entries6 = inner.datapath.flow_entries6()?;
+        let nat46_in_use = Nat46InUse::of(&entries6);
         let expired6 = sweep_expired(&mut inner.datapath, &entries6)?;
         self.report_expired(&mut inner.datapath, &entries6, &expired6);
         let kept6 = expired6.kept(entries6);
         inner.datapath.set_flow_owners(&conntrack::owners(&kept6))?;
-        let freed = inner
+        let nat46 = inner
             .datapath
-            .release_nat46_clients(&kept6, conntrack::monotonic_now())?;
-        if freed > 0 {
-            log::debug!("NAT46: {freed} clients' pool addresses freed");
+            .collect_nat46_clients(&nat46_in_use, conntrack::monotonic_now())?;
+        if nat46 != Nat46Collected::default() {
+            log::debug!("NAT46's pool: {nat46:?}");
         }
         inner.flow_census = Some([
             scrape::FlowCensus::of(&kept),

@@ -142,6 +142,7 @@ impl Datapath {
             flow_capacity: flow_table_size,
             purged: Default::default(),
             nat46: None,
+            nat46_orphans: HashSet::new(),
         };
         let names = UPLINK_PROGRAMS.iter().map(|(name, _)| *name).chain([
             ENDPOINT_PROGRAM,

@@ -13,6 +13,7 @@ mod flows;
 mod links;
 mod load;
 mod monitor;
+mod nat46;
 mod overlay;
 mod tables;
 mod tables6;
@@ -25,6 +26,7 @@ pub use endpoint_counters::EndpointTotals;
 pub use links::{XdpInUse, XdpRequest, cgroup2_mount};
 pub use load::{DatapathLog, NamedVerdicts, check_bpffs};
 pub use monitor::MonitorCounts;
+pub use nat46::{Nat46Client, Nat46Collected, Nat46InUse};
 pub use overlay::{Remote, RemoteTable};
 pub use tables::{MapFill, NodeSettings, netns_cookie};
 
@@ -45,6 +47,9 @@ pub struct Datapath {
     purged: crate::conntrack::Purged,
     /// NAT46's pool while NAT46 is on (`set_nat46_pool`).
     nat46: Option<ipnet::Ipv4Net>,
+    /// Pool addresses the last NAT46 collection found held by no client's mapping and
+    /// no flow (freed if the next one finds them so again).
+    nat46_orphans: HashSet<u32>,
 }
 
 /// The uplink's programs and where they attach.

@@ -13,7 +13,7 @@ use netd_common::{
     flow::{FlowEntry, FlowEntry6, FlowKey, FlowKey6},
     maps::{
         self as names, Addr6, Endpoint6Info, EndpointInfo, FragmentKey, FragmentKey6,
-        FragmentPorts, NetworkInfo, NodeConfig, OverlayInfo, RemoteEndpoint,
+        FragmentPorts, Nat46Mapping, NetworkInfo, NodeConfig, OverlayInfo, RemoteEndpoint,
     },
     published::{Backend, Backend6, PortKey, PortKey6},
     sockets::{SocketOrigin, SocketOrigin6, SocketPeer, SocketPeer6},
@@ -252,6 +252,10 @@ impl Datapath {
             (
                 "flow_owners6",
                 hash::<Addr6, u64>(self.map(names::FLOW_OWNERS6)?)?,
+            ),
+            (
+                "nat46_clients",
+                hash::<Addr6, Nat46Mapping>(self.map(names::NAT46_CLIENTS)?)?,
             ),
             (
                 "fragments",

@@ -123,32 +123,6 @@ impl Datapath {
 
     /// Say which IPv6 address masqueraded IPv6 leaves with (the uplink's); `None` while the
     /// uplink has none (masqueraded IPv6 is then dropped: `drop_ipv6_no_snat_address`).
-    /// NAT46 on (its pool), or off.
-    pub fn set_nat46_pool(&mut self, pool: Option<ipnet::Ipv4Net>) -> Result<()> {
-        let mut config: maps::Array<_, netd_common::maps::Nat46Config> =
-            maps::Array::try_from(self.map_mut(names::NAT46_CONFIG)?)?;
-        let value = pool.map_or_else(Default::default, |p| netd_common::maps::Nat46Config {
-            pool: u32::from(p.network()).to_be(),
-            pool_len: 1u32
-                .checked_shl(32 - u32::from(p.prefix_len()))
-                .unwrap_or(u32::MAX)
-                .min(netd_common::maps::NAT46_CLIENTS_MAX),
-        });
-        config.set(0, value, 0).context("write NAT46's settings")?;
-        self.nat46 = pool;
-        Ok(())
-    }
-
-    /// Whether NAT46 is on.
-    pub fn nat46(&self) -> bool {
-        self.nat46.is_some()
-    }
-
-    /// NAT46's pool, while NAT46 is on.
-    pub fn nat46_pool(&self) -> Option<ipnet::Ipv4Net> {
-        self.nat46
-    }
-
     pub fn set_snat_addr6(&mut self, addr: Option<Ipv6Addr>) -> Result<()> {
         let mut config: maps::Array<_, NodeConfig6> =
             maps::Array::try_from(self.map_mut(names::NODE_CONFIG6)?)?;
@@ -158,49 +132,5 @@ impl Datapath {
         config
             .set(0, value, 0)
             .context("write the node's IPv6 settings")
-    }
-}
-
-/// How long a NAT46 client's pool address stays its own after the last flow it was
-/// given to: a flow being created holds the mapping before it is in the table.
-const NAT46_MAPPING_GRACE_NS: u64 = 60 * 1_000_000_000;
-
-impl Datapath {
-    /// Free the pool addresses of NAT46 clients that no flow of `flows` (the IPv6 table,
-    /// as the collector kept it) holds any more; how many were freed. With NAT46 off
-    /// (a daemon restarted without it), every mapping left in the pinned maps is freed.
-    pub fn release_nat46_clients(
-        &mut self,
-        flows: &crate::conntrack::Snapshot<Addr6>,
-        now: u64,
-    ) -> Result<usize> {
-        let on = self.nat46.is_some();
-        let in_use: std::collections::HashSet<Addr6> = flows
-            .iter()
-            .filter(|(_, e, _)| e.origin == netd_common::flow::ORIGIN_NAT46 && e.is_first())
-            .map(|(k, _, _)| k.src_addr)
-            .collect();
-        let stale: Vec<(Addr6, u32)> = {
-            let clients: maps::HashMap<_, Addr6, netd_common::maps::Nat46Mapping> =
-                maps::HashMap::try_from(self.map(names::NAT46_CLIENTS)?)?;
-            clients
-                .iter()
-                .filter_map(Result::ok)
-                .filter(|(client, m)| {
-                    !on || (!in_use.contains(client)
-                        && now.saturating_sub(m.last_used_ns) > NAT46_MAPPING_GRACE_NS)
-                })
-                .map(|(client, m)| (client, m.addr))
-                .collect()
-        };
-        for (client, addr) in &stale {
-            let mut clients: maps::HashMap<_, Addr6, netd_common::maps::Nat46Mapping> =
-                maps::HashMap::try_from(self.map_mut(names::NAT46_CLIENTS)?)?;
-            clients.remove(client).or_else(ignore_missing)?;
-            let mut mapped: maps::HashMap<_, u32, Addr6> =
-                maps::HashMap::try_from(self.map_mut(names::NAT46_MAPPED)?)?;
-            mapped.remove(addr).or_else(ignore_missing)?;
-        }
-        Ok(stale.len())
     }
 }

@@ -1,0 +1,248 @@
+//! NAT46's pool under BPF_PROG_TEST_RUN and the collector's calls: each IPv6 client holds
+//! an address of its own; a source that never completed a handshake holds it only until
+//! a new client needs it (a flood of spoofed sources cannot keep real clients out), a
+//! client with a confirmed flow keeps it; a flow whose client lost its address stops
+//! rather than go on under another's; the collector frees what no flow holds, and a flow
+//! still going claims its address back. The pool is a /30: three addresses.
+
+mod support;
+
+use std::{net::Ipv4Addr, net::Ipv6Addr, time::Duration};
+
+use netd::{
+    conntrack::monotonic_now,
+    datapath::{Nat46Collected, Nat46InUse},
+};
+use netd_common::maps::Addr6;
+use support::*;
+
+const SYN: u8 = 0x02;
+const SYN_ACK: u8 = 0x12;
+const ACK: u8 = 0x10;
+const PSH_ACK: u8 = 0x18;
+
+/// NAT46's hold on an unproved client's address (`NAT46_UNCONFIRMED_HOLD_NS`), and a
+/// margin.
+const PAST_THE_HOLD: Duration = Duration::from_millis(700);
+
+fn client(n: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0x46, 0, 0, 0, 0, n)
+}
+
+/// A TCP segment of `src:sport` to the node's `[NODE6]:8080`, as the uplink receives it.
+fn segment(src: Ipv6Addr, sport: u16, flags: u8) -> Vec<u8> {
+    let f = ipv6_frame(
+        GATEWAY_MAC,
+        src,
+        NODE6,
+        TCP6,
+        &tcp6_segment(sport, 8080, flags),
+    );
+    with_l4_checksum6(f, ETH + 40, TCP6)
+}
+
+/// A node with NAT46 on a /30 pool and CONTAINER's port 80 (IPv4 only) published on
+/// `[::]:8080`.
+fn node() -> TestDatapath {
+    let mut t = nat6_node();
+    t.dp.set_nat46_pool(Some("198.18.0.0/30".parse().unwrap()))
+        .unwrap();
+    let binding = netd::ports::PortBinding {
+        proto: netd::ports::Proto::Tcp,
+        container_port: 80,
+        host_ip: Ipv6Addr::UNSPECIFIED.into(),
+        host_port: 8080,
+    };
+    t.dp.publish(&binding, CONTAINER, None, LO).unwrap();
+    t
+}
+
+/// The client's segment sent in at the uplink: its pool address when translated.
+fn send(t: &mut TestDatapath, src: Ipv6Addr, sport: u16, flags: u8) -> Option<Ipv4Addr> {
+    let (verdict, out) = t.run("uplink_ingress", &segment(src, sport, flags));
+    (verdict == TC_ACT_OK && out[12..14] == [0x08, 0x00])
+        .then(|| Ipv4Addr::new(out[ETH + 12], out[ETH + 13], out[ETH + 14], out[ETH + 15]))
+}
+
+/// The container's segment to a pool address: whether it left for the client, and to
+/// which address.
+fn answer(t: &mut TestDatapath, to: Ipv4Addr, dport: u16, flags: u8) -> Option<Ipv6Addr> {
+    let (verdict, out) = t.run(
+        "endpoint_ingress",
+        &Pkt::tcp(CONTAINER, 80, to, dport, flags).build(),
+    );
+    (verdict == TC_ACT_REDIRECT)
+        .then(|| Ipv6Addr::from(<[u8; 16]>::try_from(&out[ETH + 24..ETH + 40]).unwrap()))
+}
+
+fn mapping(t: &TestDatapath, c: Ipv6Addr) -> Option<netd::datapath::Nat46Client> {
+    t.dp.nat46_clients_now()
+        .unwrap()
+        .into_iter()
+        .find(|m| m.client == c)
+}
+
+fn collect(t: &mut TestDatapath, later: Duration) -> Nat46Collected {
+    let flows = t.dp.flow_entries6().unwrap();
+    let now = monotonic_now() + later.as_nanos() as u64;
+    t.dp.collect_nat46_clients(&Nat46InUse::of(&flows), now)
+        .unwrap()
+}
+
+#[test]
+fn a_full_pool_gives_new_clients_the_addresses_of_unproved_ones_never_of_proved_ones() {
+    let mut t = node();
+    // A real client: a handshake, and the container's answer to its request.
+    let proved = client(1);
+    let p_addr = send(&mut t, proved, 40001, SYN).expect("translated");
+    assert_eq!(answer(&mut t, p_addr, 40001, SYN_ACK), Some(proved));
+    assert_eq!(send(&mut t, proved, 40001, PSH_ACK), Some(p_addr));
+    assert_eq!(answer(&mut t, p_addr, 40001, PSH_ACK), Some(proved));
+    assert!(mapping(&t, proved).unwrap().confirmed, "its flow proved it");
+    // Its confirmed flow counts against the container's quota, not the client's.
+    let owners = t.dp.flow_owner_counts_of::<Addr6>().unwrap();
+    let container_mapped: Addr6 = [
+        0,
+        0,
+        u32::from_ne_bytes([0, 0, 0xff, 0xff]),
+        u32::from_ne_bytes(CONTAINER.octets()),
+    ];
+    assert_eq!(owners.get(&container_mapped), Some(&1), "{owners:?}");
+
+    // Two spoofed sources (a SYN each, nothing after) fill the pool.
+    let spoofed = [client(0x51), client(0x52)];
+    let mut s_addrs = Vec::new();
+    for s in spoofed {
+        s_addrs.push(send(&mut t, s, 41000, SYN).expect("translated"));
+    }
+    assert_eq!(t.dp.nat46_addresses_held().unwrap(), 3);
+    // A newcomer while they are fresh: nothing to give.
+    assert_eq!(send(&mut t, client(0x71), 42000, SYN), None);
+    assert_eq!(count(&t, "UplinkIngress", "drop_nat46_pool_exhausted"), 1);
+
+    // Once they held their addresses a while without proving anything, newcomers take them.
+    std::thread::sleep(PAST_THE_HOLD);
+    let mut taken = Vec::new();
+    for n in [client(0x71), client(0x72)] {
+        let addr = send(&mut t, n, 42000, SYN).expect("an address taken for it");
+        assert_ne!(addr, p_addr, "never the proved client's");
+        assert!(s_addrs.contains(&addr), "{addr} is one of {s_addrs:?}");
+        assert!(!taken.contains(&addr), "two clients on {addr}");
+        taken.push(addr);
+        // The container's answer reaches the newcomer, not the address's former holder.
+        assert_eq!(answer(&mut t, addr, 42000, SYN_ACK), Some(n));
+    }
+    assert_eq!(count(&t, "UplinkIngress", "nat46_address_taken"), 2);
+    // The former holders' flows stop: neither their packets nor answers to them pass.
+    for (s, addr) in spoofed.iter().zip(&s_addrs) {
+        assert_eq!(send(&mut t, *s, 41000, ACK), None);
+        assert_eq!(answer(&mut t, *addr, 41000, ACK), None);
+        assert!(mapping(&t, *s).is_none(), "{s} mapped still");
+    }
+    assert_eq!(count(&t, "UplinkIngress", "drop_nat46_address_lost"), 2);
+    assert_eq!(count(&t, "EndpointIngress", "drop_nat46_address_lost"), 2);
+    // With every address held by a proved or a fresh client, the next one waits.
+    assert_eq!(send(&mut t, client(0x73), 42000, SYN), None);
+    // The proved client's connection goes on, and its new ones get its address.
+    assert_eq!(send(&mut t, proved, 40001, ACK), Some(p_addr));
+    assert_eq!(send(&mut t, proved, 40002, SYN), Some(p_addr));
+    assert_eq!(t.dp.nat46_addresses_held().unwrap(), 3);
+}
+
+#[test]
+fn the_collector_frees_what_no_flow_holds_and_a_flow_still_going_claims_its_address_back() {
+    let mut t = node();
+    let c = client(1);
+    let addr = send(&mut t, c, 40001, SYN).expect("translated");
+    assert_eq!(collect(&mut t, Duration::ZERO), Nat46Collected::default());
+    assert_eq!(
+        collect(&mut t, Duration::from_secs(3600)),
+        Nat46Collected::default(),
+        "its flow holds the address however long it has been"
+    );
+
+    // A collector that judged the client idle a moment before its next packet (nothing
+    // in use, long after): its address and mapping are freed...
+    let freed =
+        t.dp.collect_nat46_clients(&Nat46InUse::default(), monotonic_now() + 61_000_000_000)
+            .unwrap();
+    assert_eq!(freed.freed, 1);
+    assert_eq!(t.dp.nat46_addresses_held().unwrap(), 0);
+    // ...and the flow's next packet claims the address back, the flow going on as it was.
+    assert_eq!(send(&mut t, c, 40001, ACK), Some(addr));
+    assert_eq!(answer(&mut t, addr, 40001, SYN_ACK), Some(c));
+    assert_eq!(t.dp.nat46_addresses_held().unwrap(), 1);
+    // Held by the flow only (no mapping leads to it): kept while the flow lasts.
+    assert_eq!(collect(&mut t, Duration::ZERO).orphans, 0);
+    assert_eq!(collect(&mut t, Duration::ZERO).orphans, 0);
+    // Its flow gone, it is freed at the second round that finds it so (a client being
+    // mapped holds its address a moment before its mapping exists).
+    let keys: Vec<_> =
+        t.dp.flow_entries6()
+            .unwrap()
+            .into_iter()
+            .map(|(k, _, _)| k)
+            .collect();
+    t.dp.remove_flows(&keys).unwrap();
+    assert_eq!(collect(&mut t, Duration::ZERO).orphans, 0);
+    assert_eq!(collect(&mut t, Duration::ZERO).orphans, 1);
+    assert_eq!(t.dp.nat46_addresses_held().unwrap(), 0);
+
+    // A client whose flows are gone keeps its address for the grace, then gives it back.
+    let again = send(&mut t, c, 40002, SYN).expect("translated");
+    let keys: Vec<_> =
+        t.dp.flow_entries6()
+            .unwrap()
+            .into_iter()
+            .map(|(k, _, _)| k)
+            .collect();
+    t.dp.remove_flows(&keys).unwrap();
+    assert_eq!(collect(&mut t, Duration::from_secs(30)).freed, 0);
+    assert!(mapping(&t, c).is_some_and(|m| m.addr == again && m.holds));
+    assert_eq!(collect(&mut t, Duration::from_secs(61)).freed, 1);
+    assert!(mapping(&t, c).is_none());
+    assert_eq!(t.dp.nat46_addresses_held().unwrap(), 0);
+}
+
+#[test]
+fn a_pool_changed_under_mapped_clients_gives_their_new_flows_addresses_of_the_new_pool() {
+    let mut t = node();
+    let c = client(1);
+    let old = send(&mut t, c, 40001, SYN).expect("translated");
+    t.dp.set_nat46_pool(Some("198.19.0.0/30".parse().unwrap()))
+        .unwrap();
+    let new = send(&mut t, c, 40002, SYN).expect("translated");
+    assert_eq!(new.octets()[..2], [198, 19], "{new}");
+    assert_eq!(mapping(&t, c).map(|m| m.addr), Some(new));
+    // The flow it had goes on with the address it had.
+    assert_eq!(send(&mut t, c, 40001, ACK), Some(old));
+    // NAT46 turned off: every address is given back.
+    t.dp.set_nat46_pool(None).unwrap();
+    let done = collect(&mut t, Duration::ZERO);
+    assert_eq!((done.freed, done.orphans), (1, 1), "{done:?}");
+    assert_eq!(t.dp.nat46_addresses_held().unwrap(), 0);
+}
+
+/// An IPv4 connection from the LAN "from" a pool address would reach the container as
+/// if from that IPv6 client: forged (only NAT46 writes such a source), dropped by TC and
+/// XDP alike; other sources pass.
+#[test]
+fn a_lan_host_cannot_open_an_ipv4_connection_from_a_pool_address() {
+    let mut t = node();
+    let binding = netd::ports::PortBinding {
+        proto: netd::ports::Proto::Tcp,
+        container_port: 80,
+        host_ip: Ipv4Addr::UNSPECIFIED.into(),
+        host_port: 8080,
+    };
+    t.dp.publish(&binding, CONTAINER, None, LO).unwrap();
+    for src in ["198.18.0.1", "198.18.0.3"] {
+        let syn = Pkt::tcp(src.parse().unwrap(), 40000, NODE, 8080, SYN).build();
+        assert_eq!(t.run("uplink_ingress", &syn).0, TC_ACT_SHOT, "{src}");
+        assert_eq!(t.run_xdp(&syn).0, XDP_DROP, "{src}");
+    }
+    assert_eq!(count(&t, "UplinkIngress", "drop_spoofed_source"), 2);
+    assert!(t.dp.flow_entries().unwrap().is_empty());
+    let syn = Pkt::tcp("198.18.0.4".parse().unwrap(), 40000, NODE, 8080, SYN).build();
+    assert_eq!(t.run("uplink_ingress", &syn).0, TC_ACT_OK, "beyond the /30");
+}
