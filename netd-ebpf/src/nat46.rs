@@ -54,7 +54,22 @@ pub fn ingress(ctx: &TcContext) -> i32 {
     if is_icmp6(ctx) {
         return error_in(ctx);
     }
-    finish(ctx, Hook::UplinkIngress, decide_in(ctx))
+    let verdict = onward(ctx, decide_in(ctx));
+    finish(ctx, Hook::UplinkIngress, verdict)
+}
+
+/// A translated packet goes into its container by the fast path where it can
+/// (`fast_path::into_container`, as a published port's IPv4 connections do), else on to
+/// the node's IPv4 forwarding. After the translation's frames are gone.
+#[inline(never)]
+fn onward(ctx: &TcContext, verdict: Verdict) -> Verdict {
+    match verdict {
+        (reason, PASS) => {
+            let ifindex = scratch6().map_or(0, |s| s.entry.ifindex);
+            (reason, crate::fast_path::into_container(ctx, ifindex))
+        }
+        dropped => dropped,
+    }
 }
 
 /// Whether the packet is ICMPv6 right behind the fixed header. Out of line, as

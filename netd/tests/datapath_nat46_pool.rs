@@ -246,3 +246,25 @@ fn a_lan_host_cannot_open_an_ipv4_connection_from_a_pool_address() {
     let syn = Pkt::tcp("198.18.0.4".parse().unwrap(), 40000, NODE, 8080, SYN).build();
     assert_eq!(t.run("uplink_ingress", &syn).0, TC_ACT_OK, "beyond the /30");
 }
+
+/// With the fast path on, a NAT46 client's translated segment goes straight into the
+/// container (`bpf_redirect_peer`) as a router forwards it: to the container's MAC from
+/// its gateway's, the TTL (the hop limit) less the hop, the header checksum right.
+#[test]
+fn with_the_fast_path_a_nat46_clients_segment_goes_straight_into_the_container() {
+    let mut t = node();
+    t.dp.set_node_config(&node_settings(true)).unwrap();
+    let mut syn = segment(client(1), 40001, SYN);
+    syn[..6].copy_from_slice(&[0; 6]);
+    let (verdict, out) = t.run("uplink_ingress", &syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(out[12..14], [0x08, 0x00], "an IPv4 frame");
+    assert_eq!(out[..6], CONTAINER_MAC);
+    assert_eq!(out[6..12], GATEWAY_MAC);
+    let ip = &out[ETH..ETH + 20];
+    assert_eq!(ip[8], syn[ETH + 7] - 1, "TTL: the hop limit less the hop");
+    assert_eq!(checksum(ip, 0), 0, "the header checksum right");
+    assert_eq!(ip[16..20], CONTAINER.octets());
+    assert_eq!(count(&t, "FastPath", "redirect_to_container"), 1);
+    assert_eq!(count(&t, "UplinkIngress", "nat46_new_flow"), 1);
+}

@@ -169,13 +169,23 @@ fn rss_kib(pid: u32) -> Option<u64> {
 
 /// The server's `PEER LOCAL` line: the client's own address reached the container.
 fn check_seen(engine: Engine, seen: &str, container: Ipv4Addr) -> Result<()> {
+    match seen_peer(engine, seen, container)? {
+        peer if peer == Sandbox::EXT_ADDR => Ok(()),
+        peer => bail!(
+            "{engine}: the server saw {peer}, expected the client's {}",
+            Sandbox::EXT_ADDR
+        ),
+    }
+}
+
+/// The IPv4 peer of the server's `PEER LOCAL` line, which must name the container.
+fn seen_peer(engine: Engine, seen: &str, container: Ipv4Addr) -> Result<Ipv4Addr> {
     let mut parts = seen.split_whitespace();
     let addr = |s: Option<&str>| s.and_then(|a| a.parse::<std::net::SocketAddr>().ok());
     match (addr(parts.next()), addr(parts.next())) {
-        (Some(p), Some(l)) if p.ip() == Sandbox::EXT_ADDR && l.ip() == container => Ok(()),
+        (Some(std::net::SocketAddr::V4(p)), Some(l)) if l.ip() == container => Ok(*p.ip()),
         _ => bail!(
-            "{engine}: the server saw {seen:?}, expected {} -> {container}:{LOAD_PORT}",
-            Sandbox::EXT_ADDR
+            "{engine}: the server saw {seen:?}, expected an IPv4 peer -> {container}:{LOAD_PORT}"
         ),
     }
 }
@@ -201,6 +211,7 @@ pub(super) fn measure(
     let lifetime = Duration::from_secs(1800);
     let _servers = Servers::start(&bed.container, lifetime)?;
     let client = bed.sandbox.ext.path();
+    let mut seen6 = None;
     for run in 1..=plan.runs {
         let of = format!("1 port, run {run}/{}", plan.runs);
         progress.step(engine, &format!("TCP throughput ({of})"))?;
@@ -211,6 +222,22 @@ pub(super) fn measure(
         results.add_engine(&name, "tcp_gbps", gbps);
         progress.step(engine, &format!("new connections ({of})"))?;
         bed.conns_for(plan, results, engine, "1")?;
+        // The same container (IPv4 only) from an IPv6 client at the node's IPv6 address:
+        // Docker's docker-proxy on [::], netd's NAT46 in the kernel.
+        progress.step(
+            engine,
+            &format!("IPv6 client to the IPv4-only container: TCP throughput ({of})"),
+        )?;
+        let gbps = tools::iperf_tcp(&client, Sandbox::NODE_ADDR6, plan.iperf_secs)?;
+        if gbps <= 0.0 {
+            bail!("{engine}: TCP throughput from an IPv6 client is zero");
+        }
+        results.add_engine(&name, "tcp6_gbps", gbps);
+        progress.step(
+            engine,
+            &format!("IPv6 client to the IPv4-only container: new connections ({of})"),
+        )?;
+        seen6 = bed.conns6_for(plan, results, engine)?;
     }
     progress.step(
         engine,
@@ -265,8 +292,12 @@ pub(super) fn measure(
                 .iter()
                 .filter_map(|h| netd.counter(h, "dnat_new_flow").ok())
                 .sum();
+            let nat46 = netd.counter("UplinkIngress", "nat46_new_flow").unwrap_or(0);
+            let redirected = netd
+                .counter("FastPath", "redirect_to_container")
+                .unwrap_or(0);
             format!(
-                "netd translated {dnat} new flows; docker-proxy processes: {}",
+                "netd translated {dnat} new IPv4 flows and {nat46} of IPv6 clients by NAT46 ({redirected} packets into the container by the fast path); docker-proxy processes: {}",
                 processes_named("docker-proxy").len()
             )
         }
@@ -278,6 +309,10 @@ pub(super) fn measure(
                 .count();
             format!("iptables DNAT rules now: {dnat} (the range's were removed with it)")
         }
+    };
+    let evidence = match seen6 {
+        Some(peer) => format!("{evidence}; the container saw the IPv6 client as {peer}"),
+        None => evidence,
     };
     progress.step(engine, &format!("done; {evidence}"))?;
     results.engine_evidence(&name, evidence);
@@ -305,5 +340,37 @@ impl EngineBed {
         results.add_engine(&name, &format!("conn_p99@{scale}"), c.p99_us);
         results.add_engine(&name, &format!("conn_errors@{scale}"), c.errors);
         Ok(())
+    }
+
+    /// New connections from the IPv6 client to the node's IPv6 address, into the
+    /// IPv4-only container: the address the container saw the client as (netd: one of
+    /// NAT46's pool, the client's own; Docker: its proxy's).
+    fn conns6_for(
+        &self,
+        plan: &EnginePlan,
+        results: &mut Results,
+        engine: Engine,
+    ) -> Result<Option<Ipv4Addr>> {
+        if self.netd.is_none() {
+            let _ = self.sandbox.node.exec(&["conntrack", "-F"]);
+        }
+        let c = tools::conns(
+            &self.sandbox.ext.path(),
+            Sandbox::NODE_ADDR6,
+            plan.load_secs,
+        )
+        .with_context(|| format!("{engine}: new connections from an IPv6 client"))?;
+        let peer = seen_peer(engine, &c.seen, self.container_ip)?;
+        let pool = netd::daemon::NAT46_DEFAULT_POOL;
+        if engine == Engine::DockerNetd && !pool.contains(&peer) {
+            bail!(
+                "{engine}: the container saw the IPv6 client as {peer}, not an address of NAT46's pool {pool}"
+            );
+        }
+        let name = engine.to_string();
+        results.add_engine(&name, "conn6_rate@1", c.per_second);
+        results.add_engine(&name, "conn6_p99@1", c.p99_us);
+        results.add_engine(&name, "conn6_errors@1", c.errors);
+        Ok(Some(peer))
     }
 }

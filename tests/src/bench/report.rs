@@ -791,6 +791,30 @@ pub const ENGINE_ROWS: &[Row] = &[
         scale: 1.0,
     },
     Row {
+        key: "tcp6_gbps",
+        label: "TCP throughput, IPv6 client to an IPv4-only container",
+        unit: "Gbit/s",
+        scale: 1.0,
+    },
+    Row {
+        key: "conn6_rate@1",
+        label: "new TCP connections, IPv6 client to an IPv4-only container",
+        unit: "conn/s",
+        scale: 1.0,
+    },
+    Row {
+        key: "conn6_p99@1",
+        label: "conn p99, IPv6 client to an IPv4-only container",
+        unit: "µs",
+        scale: 1.0,
+    },
+    Row {
+        key: "conn6_errors@1",
+        label: "failed connections, IPv6 client to an IPv4-only container",
+        unit: "per run",
+        scale: 1.0,
+    },
+    Row {
         key: "docker_run_bare_s",
         label: "docker run, no ports",
         unit: "s",
