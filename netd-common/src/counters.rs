@@ -162,6 +162,10 @@ reasons! {
     // lost its address so (its flow cannot go on: the address is another's now).
     Nat46AddressTaken = 76 => "nat46_address_taken",
     DropNat46AddressLost = 77 => "drop_nat46_address_lost",
+    // An IPv4 packet to an address of NAT46's pool about to leave by the uplink (an error
+    // the node's own stack sent a NAT46 client's pool address, most likely): the pool is
+    // the node's own, nothing to it belongs on the network.
+    DropNat46PoolLeak = 78 => "drop_nat46_pool_leak",
 }
 
 pub const REASON_COUNT: u32 = Reason::ALL.len() as u32;

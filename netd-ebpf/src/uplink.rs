@@ -154,6 +154,9 @@ pub fn egress(ctx: &TcContext) -> i32 {
             Ok(pkt) => pkt,
             Err(reason) => return unparsed(reason),
         };
+        if crate::nat46::in_pool(pkt.dst_addr) {
+            return (Reason::DropNat46PoolLeak, DROP);
+        }
         if pkt.kind == Kind::IcmpError {
             return icmp::translate_error_of_flow(ctx, &pkt, DIR_EGRESS);
         }

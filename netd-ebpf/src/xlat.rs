@@ -155,6 +155,8 @@ pub fn v6_to_v4(ctx: &TcContext, flow: &Flow6, to: &To4) -> Result<(), i64> {
     let (src, dst, proto, old_port) = (&flow.src, &flow.dst, flow.proto, flow.dst_port);
     let payload_len = u16::from_be(ctx.load::<u16>(IP6_OFF + 4)?);
     let hop_limit = ctx.load::<u8>(IP6_OFF + 7)?;
+    // RFC 7915, 5.1: the Traffic Class becomes the TOS octet (DSCP and ECN kept).
+    let traffic_class = (u32::from_be(ctx.load::<u32>(IP6_OFF)?) >> 20) as u8;
     let mut old = [
         src[0], src[1], src[2], src[3], dst[0], dst[1], dst[2], dst[3],
     ];
@@ -163,7 +165,7 @@ pub fn v6_to_v4(ctx: &TcContext, flow: &Flow6, to: &To4) -> Result<(), i64> {
     ctx.change_proto(ETH_P_IP.to_be(), 0)?;
     let hdr = Ipv4Header {
         version_ihl: 0x45,
-        tos: 0,
+        tos: traffic_class,
         tot_len: (payload_len + 20).to_be(),
         id: 0,
         // Don't fragment: the IPv6 sender does PMTU discovery.
@@ -210,13 +212,15 @@ pub fn v4_to_v6(ctx: &TcContext, pkt: &Packet, to: &To6) -> Result<(), i64> {
     let (src, dst, proto, old_port) = (pkt.src_addr, pkt.dst_addr, pkt.proto, pkt.src_port);
     let tot_len = u16::from_be(ctx.load::<u16>(IP_OFF + 2)?);
     let ttl = ctx.load::<u8>(IP_OFF + 8)?;
+    // RFC 7915, 4.1: the TOS octet becomes the Traffic Class.
+    let tos = ctx.load::<u8>(IP_OFF + 1)?;
     let mut old = [src, dst];
     let (s, d) = (to.src, to.dst);
     let mut new = [s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3]];
     let addr_diff = diff(&mut old, &mut new)?;
     ctx.change_proto(ETH_P_IPV6.to_be(), 0)?;
     let hdr = Ipv6Header {
-        version_class_flow: 0x6000_0000u32.to_be(),
+        version_class_flow: (0x6000_0000 | u32::from(tos) << 20).to_be(),
         payload_len: (tot_len - 20).to_be(),
         next_header: proto,
         hop_limit: ttl.saturating_sub(1),

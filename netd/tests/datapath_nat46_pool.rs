@@ -268,3 +268,52 @@ fn with_the_fast_path_a_nat46_clients_segment_goes_straight_into_the_container()
     assert_eq!(count(&t, "FastPath", "redirect_to_container"), 1);
     assert_eq!(count(&t, "UplinkIngress", "nat46_new_flow"), 1);
 }
+
+/// RFC 7915: the Traffic Class and the TOS octet carry over both ways (DSCP and ECN).
+#[test]
+fn the_traffic_class_and_the_tos_octet_carry_over() {
+    let mut t = node();
+    let mut syn = segment(client(1), 40001, SYN);
+    // Traffic class 0xb9 (Expedited Forwarding, ECT(1)): 0x6b 0x90 ...
+    syn[ETH] = 0x6b;
+    syn[ETH + 1] = 0x90;
+    let (verdict, out) = t.run("uplink_ingress", &syn);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(out[ETH + 1], 0xb9, "the TOS octet");
+    assert_eq!(checksum(&out[ETH..ETH + 20], 0), 0);
+    let pool_addr = Ipv4Addr::new(out[ETH + 12], out[ETH + 13], out[ETH + 14], out[ETH + 15]);
+
+    let mut reply = Pkt::tcp(CONTAINER, 80, pool_addr, 40001, SYN_ACK).build();
+    reply[ETH + 1] = 0x2a;
+    reply[ETH + 10..ETH + 12].copy_from_slice(&[0, 0]);
+    let sum = checksum(&reply[ETH..ETH + 20], 0);
+    reply[ETH + 10..ETH + 12].copy_from_slice(&sum.to_be_bytes());
+    let (verdict, back) = t.run("endpoint_ingress", &reply);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(
+        (back[ETH], back[ETH + 1] & 0xf0),
+        (0x62, 0xa0),
+        "version 6, traffic class 0x2a"
+    );
+}
+
+/// Nothing addressed into the pool leaves by the uplink (the node's own errors to a
+/// client's pool address, above all): the pool is the node's, not the network's.
+#[test]
+fn nothing_addressed_into_the_pool_leaves_by_the_uplink() {
+    let mut t = node();
+    for dst in ["198.18.0.1", "198.18.0.2"] {
+        let out = Pkt::udp(NODE, 5000, dst.parse().unwrap(), 6000).build();
+        assert_eq!(t.run("uplink_egress", &out).0, TC_ACT_SHOT, "{dst}");
+    }
+    assert_eq!(count(&t, "UplinkEgress", "drop_nat46_pool_leak"), 2);
+    let beyond = Pkt::udp(NODE, 5000, "198.18.0.4".parse().unwrap(), 6000).build();
+    assert_eq!(
+        t.run("uplink_egress", &beyond).0,
+        TC_ACT_OK,
+        "beyond the /30"
+    );
+    t.dp.set_nat46_pool(None).unwrap();
+    let off = Pkt::udp(NODE, 5000, "198.18.0.1".parse().unwrap(), 6000).build();
+    assert_eq!(t.run("uplink_egress", &off).0, TC_ACT_OK, "NAT46 off");
+}

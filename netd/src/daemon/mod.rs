@@ -311,6 +311,11 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         fast_path: config.fast_path,
         flow_quota: config.flow_quota,
     })?;
+    // Before the programs attach: a restart's new programs translate NAT46's flows from
+    // their first packet (its settings are not pinned).
+    datapath
+        .set_nat46_pool(nat46_pool)
+        .context("--nat46-pool")?;
     datapath.attach(&uplink)?;
     let xdp = datapath.attach_xdp(&uplink, config.xdp)?;
     info!(
@@ -325,9 +330,6 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         ),
     }
     sysctl::write("net/ipv4/ip_forward", "1")?;
-    datapath
-        .set_nat46_pool(nat46_pool)
-        .context("--nat46-pool")?;
     let node_ns = crate::netns::open_own().context("open the node's network namespace")?;
     let cluster = match &config.cluster {
         Some(c) => Some(cluster_member(c, &netlink, &state_dir).await?),
