@@ -26,6 +26,10 @@ pub struct NetworkRequest {
     /// `--ipv6`: the network has an IPv6 subnet too (given, or one of the node's ULA /64s).
     #[serde(default)]
     pub ipv6: bool,
+    /// `--ipv4=BOOL` (Docker's): netd's networks always have IPv4, so only `true` (or
+    /// nothing) is taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<bool>,
     #[serde(default)]
     pub internal: bool,
     /// `-o KEY=VALUE`, as given.
@@ -76,6 +80,11 @@ pub struct Families<'a> {
 /// Split the address flags by family: each flag once per family, IPv6 values only with
 /// `--ipv6`, a gateway or range only with a subnet of its family.
 pub fn families(req: &NetworkRequest) -> Result<Families<'_>> {
+    if req.ipv4 == Some(false) {
+        bail!(
+            "invalid --ipv4=false: netd's networks always have IPv4 (IPv6-only networks are not supported yet); leave --ipv4 out, with --ipv6 for dual stack"
+        );
+    }
     let mut v4 = AddressFlags::default();
     let mut v6 = AddressFlags::default();
     let flags = [
@@ -347,15 +356,14 @@ fn parse_gateway_mode(key: &str, value: &str) -> Result<GatewayMode> {
     }
 }
 
-/// The IPv6 side's gateway mode: `nat` (the default; netd does not masquerade IPv6 yet,
-/// so nothing leaves beyond the node's networks) or `routed`.
+/// The IPv6 side's gateway mode: `nat` (the default: masquerade, NAT66) or `routed`.
 fn parse_gateway_mode6(req: &NetworkRequest, key: &str, value: &str) -> Result<GatewayMode> {
     if !req.ipv6 {
         bail!("invalid option {key}={value}: the network has no IPv6 (give --ipv6)");
     }
     match parse_gateway_mode(key, value)? {
         GatewayMode::NatUnprotected => bail!(
-            "invalid option {key}={value}: netd does not masquerade IPv6 yet; use routed (or nat, the default, which keeps the network's IPv6 on the node)"
+            "invalid option {key}={value}: netd has no unprotected mode for IPv6 (a LAN host reaches no container's IPv6 address unless the network is routed); use nat (the default: masquerade) or routed"
         ),
         mode => Ok(mode),
     }
@@ -840,6 +848,16 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_only_network_is_refused_naming_the_flag() {
+        let mut r = dual(&[], &[], &[], true);
+        r.ipv4 = Some(false);
+        let e = families(&r).unwrap_err().to_string();
+        assert!(e.starts_with("invalid --ipv4=false: "), "{e}");
+        r.ipv4 = Some(true);
+        assert!(families(&r).is_ok());
+    }
+
+    #[test]
     fn a_request_of_a_client_before_ipv6_is_understood() {
         let r: NetworkRequest = serde_json::from_str(
             r#"{"name":"n","subnet":"10.1.0.0/16","gateway":null,"ip_range":"10.1.0.0/24"}"#,
@@ -862,7 +880,7 @@ mod tests {
         assert!(e.contains("the network has no IPv6 (give --ipv6)"), "{e}");
         let mut r = req("n", &["com.netd.network.gateway_mode_ipv6=nat-unprotected"]);
         r.ipv6 = true;
-        assert!(err(&r).contains("netd does not masquerade IPv6 yet"));
+        assert!(err(&r).contains("no unprotected mode for IPv6"));
         let mut r = req("n", &["com.netd.network.gateway_mode_ipv6=routed"]);
         r.ipv6 = true;
         r.internal = true;

@@ -988,16 +988,25 @@ fn ipv6_clients_reach_an_ipv4_only_container_through_nat46_each_as_an_address_of
     let sb = Sandbox::new("64").unwrap();
     // NAT46 is on by default, its pool 198.18.0.0/16; no network may overlap it.
     let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
-    let taken = d
-        .cli(&["network", "create", "--subnet", "198.18.7.0/24", "lab"])
-        .unwrap();
-    assert!(!taken.status.success());
-    assert!(
-        String::from_utf8_lossy(&taken.stderr).contains(
-            "invalid --subnet 198.18.7.0/24: Pool overlaps with other one on this address space (NAT46's pool, netd daemon --nat46-pool)"
+    let refusals: [(&[&str], &str); 2] = [
+        (
+            &["--subnet", "198.18.7.0/24"],
+            "invalid --subnet 198.18.7.0/24: Pool overlaps with other one on this address space (NAT46's pool, netd daemon --nat46-pool)",
         ),
-        "{taken:?}"
-    );
+        // An IPv6-only network (Docker's --ipv4=false): refused, naming the flag.
+        (&["--ipv6", "--ipv4=false"], "invalid --ipv4=false: "),
+    ];
+    for (flags, expected) in refusals {
+        let refused = d
+            .cli(&[&["network", "create"], flags, &["lab"]].concat())
+            .unwrap();
+        assert!(!refused.status.success());
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains(expected),
+            "{refused:?}"
+        );
+    }
+    assert!(!d.cli_ok(&["network", "ls"]).unwrap().contains("lab"));
     // The default network has no IPv6: the container has IPv4 only.
     let web = d
         .run_idle_container("web", &["8080:80", "5353:53/udp", "5354:54/udp"])

@@ -71,6 +71,10 @@ pub struct CreateArgs {
     /// Give the network IPv6 too (dual stack): containers get an IPv6 address and route.
     #[arg(long)]
     ipv6: bool,
+    /// IPv4 on the network (Docker's flag): netd's networks always have it, so
+    /// `--ipv4=false` (IPv6 only) is refused.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    ipv4: Option<bool>,
     /// No masquerade, no route out, no published ports.
     #[arg(long)]
     internal: bool,
@@ -106,6 +110,7 @@ pub async fn run(client: &Client, command: NetworkCommand) -> Result<ExitCode> {
                 gateway: a.gateway,
                 ip_range: a.ip_range,
                 ipv6: a.ipv6,
+                ipv4: a.ipv4,
                 internal: a.internal,
                 options: a.opt,
                 mtu: a.mtu,

@@ -198,6 +198,7 @@ impl Inner {
                 .chain(range6.iter().map(ToString::to_string))
                 .collect(),
             ipv6: plan.ipv6.is_some(),
+            ipv4: None,
             internal: plan.internal,
             options: plan.options,
             mtu: None,
