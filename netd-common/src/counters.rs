@@ -166,6 +166,9 @@ reasons! {
     // the node's own stack sent a NAT46 client's pool address, most likely): the pool is
     // the node's own, nothing to it belongs on the network.
     DropNat46PoolLeak = 78 => "drop_nat46_pool_leak",
+    // A container's IPv6 connection to a port of the node's that leads to a container with
+    // IPv4 only: NAT46 serves clients beyond the node; a container calls over IPv4.
+    DropNat46FromContainer = 79 => "drop_nat46_from_a_container",
 }
 
 pub const REASON_COUNT: u32 = Reason::ALL.len() as u32;

@@ -260,6 +260,11 @@ fn planned(ctx: &TcContext, flow: &Flow6, new: &mut NewFlow<Addr6>) -> Result<()
     let Some(backend) = nat::published(flow.dst, flow.dst_port, flow.proto) else {
         return Err((Reason::Ipv6Policed, PASS));
     };
+    // A container with IPv4 only behind it (NAT46's): never a DNAT66 to its v4-mapped
+    // address.
+    if crate::nat46::as_ipv4(&backend.addr).is_some() {
+        return Err((Reason::DropNat46FromContainer, DROP));
+    }
     *new = endpoint::hairpin(ctx, Tuple::of(flow), &backend, ep, ep6.gateway)
         .map_err(|refused| (refused, DROP))?;
     Ok(())

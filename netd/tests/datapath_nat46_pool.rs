@@ -317,3 +317,25 @@ fn nothing_addressed_into_the_pool_leaves_by_the_uplink() {
     let off = Pkt::udp(NODE, 5000, "198.18.0.1".parse().unwrap(), 6000).build();
     assert_eq!(t.run("uplink_egress", &off).0, TC_ACT_OK, "NAT46 off");
 }
+
+/// A dual-stack container calling `[NODE6]:8080`, which leads to a container with IPv4
+/// only: NAT46 serves clients beyond the node, and the port is never DNATed to the
+/// backend's v4-mapped address (which no stack takes); the drop says why.
+#[test]
+fn a_containers_ipv6_call_of_a_port_nat46_serves_is_dropped_with_its_reason() {
+    let mut t = node();
+    let f = ipv6_frame(
+        GATEWAY_MAC,
+        CONTAINER6,
+        NODE6,
+        TCP6,
+        &tcp6_segment(40000, 8080, SYN),
+    );
+    let syn = with_l4_checksum6(f, ETH + 40, TCP6);
+    assert_eq!(t.run("endpoint_ingress", &syn).0, TC_ACT_SHOT);
+    assert_eq!(
+        count(&t, "EndpointIngress", "drop_nat46_from_a_container"),
+        1
+    );
+    assert!(t.dp.flow_entries6().unwrap().is_empty());
+}
