@@ -169,6 +169,9 @@ reasons! {
     // A container's IPv6 connection to a port of the node's that leads to a container with
     // IPv4 only: NAT46 serves clients beyond the node; a container calls over IPv4.
     DropNat46FromContainer = 79 => "drop_nat46_from_a_container",
+    // A container's packet to a NAT46 client longer, as IPv6, than the uplink's MTU (a
+    // UDP datagram, above all: TCP's segments are kept short by the SYN's MSS).
+    DropNat46TooBig = 80 => "drop_nat46_too_big",
 }
 
 pub const REASON_COUNT: u32 = Reason::ALL.len() as u32;

@@ -276,12 +276,16 @@ pub struct NodeConfig6 {
 
 /// NAT46's settings, index 0 of `NAT46_CONFIG` (not pinned: the daemon writes it at
 /// every start): the pool IPv6 clients are mapped into (`--nat46-pool`), its first
-/// address (network order) and how many addresses it has (0: NAT46 off).
+/// address (network order) and how many addresses it has (0: NAT46 off); and the
+/// uplink's MTU (0: unknown), which a container's packet, 20 bytes longer as IPv6, must
+/// fit: a client's SYN asks for segments no longer than it less 60 (its IPv6 and TCP
+/// headers), and what would not fit is dropped with its reason.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Nat46Config {
     pub pool: u32,
     pub pool_len: u32,
+    pub uplink_mtu: u32,
 }
 
 /// Value of `NAT46_CLIENTS`: the pool address an IPv6 client is mapped to.

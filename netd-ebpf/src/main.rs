@@ -58,6 +58,8 @@ mod stats;
 #[cfg(target_arch = "bpf")]
 mod sweep;
 #[cfg(target_arch = "bpf")]
+mod tcp_mss;
+#[cfg(target_arch = "bpf")]
 mod uplink;
 #[cfg(target_arch = "bpf")]
 mod uplink6;

@@ -28,7 +28,7 @@ use crate::{
     parse6::{Flow6, IP6_HDR_LEN, IP6_OFF},
     program::{self, DROP, PASS, Verdict, finish},
     stats::count,
-    uplink6,
+    tcp_mss, uplink6,
     xlat::{self, To4},
 };
 
@@ -154,10 +154,39 @@ fn decide_in(ctx: &TcContext) -> Verdict {
         dst,
         dst_port: e.dst_port,
     };
-    match xlat::v6_to_v4(ctx, flow, &to) {
-        Ok(()) => (reason, PASS),
-        Err(_) => (Reason::DropRewriteFailed, DROP),
+    if xlat::v6_to_v4(ctx, flow, &to).is_err() {
+        return (Reason::DropRewriteFailed, DROP);
     }
+    if flow.proto == netd_common::PROTO_TCP
+        && tcp_mss::clamp(ctx, crate::parse::L4_OFF, client_mss()).is_err()
+    {
+        return (Reason::DropRewriteFailed, DROP);
+    }
+    (reason, PASS)
+}
+
+/// The longest TCP segment a NAT46 client may ask of a container: the uplink's MTU less
+/// its IPv6 and TCP headers, so that the container's segments fit it translated (0: no
+/// limit known).
+#[inline(never)]
+fn client_mss() -> u16 {
+    NAT46_CONFIG
+        .get(0)
+        .map_or(0, |c| c.uplink_mtu.saturating_sub(60).min(0xffff) as u16)
+}
+
+/// Whether a container's packet of `ip_len` bytes fits the uplink once IPv6 (20 bytes
+/// more). A GSO packet (the container's TCP, segmented on its way out) is segments of
+/// the size its stack chose, after the clamped MSS and path MTU discovery: it goes.
+#[inline(never)]
+fn fits_uplink(ctx: &TcContext, ip_len: u16) -> bool {
+    // SAFETY: the context's __sk_buff is valid for the program's run.
+    if unsafe { (*ctx.skb.skb).gso_size } != 0 {
+        return true;
+    }
+    NAT46_CONFIG
+        .get(0)
+        .is_none_or(|c| c.uplink_mtu == 0 || u32::from(ip_len) + 20 <= c.uplink_mtu)
 }
 
 /// The flow of `flow`'s packet, into `entry`: found (counted already by
@@ -470,6 +499,9 @@ fn decide_reply(ctx: &TcContext) -> Result<u32, Reason> {
             .map_or(true, |c| c == 0)
     {
         return Err(Reason::DropNat46Untranslatable);
+    }
+    if !fits_uplink(ctx, pkt.ip_len) {
+        return Err(Reason::DropNat46TooBig);
     }
     let scratch = scratch6().ok_or(Reason::DropFlowTableFull)?;
     reply_flow(&Mapped(&pkt), &mut scratch.entry)?;

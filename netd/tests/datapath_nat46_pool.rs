@@ -339,3 +339,62 @@ fn a_containers_ipv6_call_of_a_port_nat46_serves_is_dropped_with_its_reason() {
     );
     assert!(t.dp.flow_entries6().unwrap().is_empty());
 }
+
+/// A SYN of `src:sport` to `[NODE6]:8080` with TCP options `options` (a multiple of 4).
+fn syn_with_options(src: Ipv6Addr, sport: u16, options: &[u8]) -> Vec<u8> {
+    let mut l4 = Vec::new();
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&8080u16.to_be_bytes());
+    l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
+    l4.push(((20 + options.len()) / 4 * 16) as u8);
+    l4.extend_from_slice(&[SYN, 0xff, 0xff, 0, 0, 0, 0]);
+    l4.extend_from_slice(options);
+    let f = ipv6_frame(GATEWAY_MAC, src, NODE6, TCP6, &l4);
+    with_l4_checksum6(f, ETH + 40, TCP6)
+}
+
+/// An IPv6 client on a larger MTU than the node's uplink asks for segments that, IPv6
+/// again (20 bytes longer), would not fit the uplink: its SYN's MSS is clamped to the
+/// uplink's MTU less 60; a container's packet too long all the same is dropped with its
+/// reason rather than lost at the uplink.
+#[test]
+fn a_clients_mss_is_clamped_to_the_uplink_and_what_would_not_fit_is_dropped_with_its_reason() {
+    let mut t = node();
+    t.dp.set_nat46_uplink_mtu(1500).unwrap();
+    let mss = |out: &[u8], at: usize| u16::from_be_bytes([out[at], out[at + 1]]);
+    let cases: [(&[u8], usize, u16); 3] = [
+        // Jumbo: 8940 asked, 1440 given.
+        (&[2, 4, 0x22, 0xec], 22, 1440),
+        // Behind padding and another option (window scale), the same.
+        (&[1, 1, 1, 3, 3, 7, 2, 4, 0x22, 0xec, 0, 0], 28, 1440),
+        // Within the limit: left alone.
+        (&[2, 4, 0x04, 0xb0], 22, 1200),
+    ];
+    for (n, (options, at, expected)) in cases.into_iter().enumerate() {
+        let syn = syn_with_options(client(1), 40000 + n as u16, options);
+        let (verdict, out) = t.run("uplink_ingress", &syn);
+        assert_eq!(verdict, TC_ACT_OK);
+        assert_eq!(out[12..14], [0x08, 0x00], "an IPv4 frame");
+        assert_eq!(mss(&out, ETH + 20 + at), expected, "{options:?}");
+        let csum_at = l4_csum_offset(TCP);
+        assert_eq!(
+            u16::from_be_bytes([out[csum_at], out[csum_at + 1]]),
+            l4_checksum(&out),
+            "its TCP checksum right ({options:?})"
+        );
+    }
+    let pool_addr = mapping(&t, client(1)).unwrap().addr;
+    // The container's answer that fits (1480 bytes: 1500 as IPv6) goes; one byte more
+    // would not fit the uplink.
+    for (len, fits) in [(1480usize, true), (1481, false)] {
+        let mut seg = Pkt::tcp(CONTAINER, 80, pool_addr, 40000, ACK).build();
+        seg.resize(ETH + len, 0);
+        seg[ETH + 2..ETH + 4].copy_from_slice(&(len as u16).to_be_bytes());
+        seg[ETH + 10..ETH + 12].copy_from_slice(&[0, 0]);
+        let sum = checksum(&seg[ETH..ETH + 20], 0);
+        seg[ETH + 10..ETH + 12].copy_from_slice(&sum.to_be_bytes());
+        let verdict = t.run("endpoint_ingress", &seg).0;
+        assert_eq!(verdict == TC_ACT_REDIRECT, fits, "{len} bytes");
+    }
+    assert_eq!(count(&t, "EndpointIngress", "drop_nat46_too_big"), 1);
+}

@@ -313,6 +313,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     })?;
     // Before the programs attach: a restart's new programs translate NAT46's flows from
     // their first packet (its settings are not pinned).
+    datapath.set_nat46_uplink_mtu(netlink.link_mtu(&uplink).await?.unwrap_or(0))?;
     datapath
         .set_nat46_pool(nat46_pool)
         .context("--nat46-pool")?;

@@ -143,6 +143,7 @@ impl Datapath {
             purged: Default::default(),
             nat46: None,
             nat46_orphans: HashSet::new(),
+            nat46_uplink_mtu: 0,
         };
         let names = UPLINK_PROGRAMS.iter().map(|(name, _)| *name).chain([
             ENDPOINT_PROGRAM,

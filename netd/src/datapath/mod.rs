@@ -50,6 +50,8 @@ pub struct Datapath {
     /// Pool addresses the last NAT46 collection found held by no client's mapping and
     /// no flow (freed if the next one finds them so again).
     nat46_orphans: HashSet<u32>,
+    /// The uplink's MTU as NAT46 knows it (`set_nat46_uplink_mtu`; 0: unknown).
+    nat46_uplink_mtu: u32,
 }
 
 /// The uplink's programs and where they attach.

@@ -116,18 +116,28 @@ impl Datapath {
 
     /// NAT46 on (its pool), or off.
     pub fn set_nat46_pool(&mut self, pool: Option<ipnet::Ipv4Net>) -> Result<()> {
-        let mut config: maps::Array<_, Nat46Config> =
-            maps::Array::try_from(self.map_mut(names::NAT46_CONFIG)?)?;
-        let value = pool.map_or_else(Default::default, |p| Nat46Config {
+        self.nat46 = pool;
+        self.write_nat46_config()
+    }
+
+    /// The uplink's MTU, which NAT46's translated packets must fit (`Nat46Config`).
+    pub fn set_nat46_uplink_mtu(&mut self, mtu: u32) -> Result<()> {
+        self.nat46_uplink_mtu = mtu;
+        self.write_nat46_config()
+    }
+
+    fn write_nat46_config(&mut self) -> Result<()> {
+        let value = self.nat46.map_or_else(Default::default, |p| Nat46Config {
             pool: u32::from(p.network()).to_be(),
             pool_len: 1u32
                 .checked_shl(32 - u32::from(p.prefix_len()))
                 .unwrap_or(u32::MAX)
                 .min(names::NAT46_CLIENTS_MAX),
+            uplink_mtu: self.nat46_uplink_mtu,
         });
-        config.set(0, value, 0).context("write NAT46's settings")?;
-        self.nat46 = pool;
-        Ok(())
+        let mut config: maps::Array<_, Nat46Config> =
+            maps::Array::try_from(self.map_mut(names::NAT46_CONFIG)?)?;
+        config.set(0, value, 0).context("write NAT46's settings")
     }
 
     /// Whether NAT46 is on.
