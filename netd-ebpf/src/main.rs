@@ -100,7 +100,10 @@ mod programs {
         if crate::program::is_ipv6(&ctx) {
             return crate::uplink6::hand_over_egress(&ctx);
         }
-        crate::uplink::egress(&ctx)
+        match crate::uplink::egress(&ctx) {
+            crate::nat46::TO_NAT46 => crate::nat46::hand_over_node_error(&ctx),
+            verdict => verdict,
+        }
     }
 
     /// Tail-called by `uplink_ingress6` for a connection's first packet to the node:

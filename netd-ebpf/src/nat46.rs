@@ -404,39 +404,83 @@ pub fn in_pool(addr: u32) -> bool {
     pool().is_some_and(|(base, len)| u32::from_be(addr).wrapping_sub(base) < len)
 }
 
+/// `__sk_buff.cb[0]` as `endpoint_nat46` finds it: the node's own ICMP error, handed over
+/// by `uplink_egress` (anything else: a container's packet, from `endpoint_ingress`).
+const FROM_NODE: u32 = 0x4e34_3645;
+
+/// Who hands `endpoint_nat46` its packet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sender {
+    /// A container, at its veth's ingress: it speaks only for itself.
+    Container,
+    /// The node's own stack, at the uplink's egress: an ICMP error it sent a client's pool
+    /// address (Time Exceeded for a packet that came with hop limit 1, Fragmentation
+    /// Needed on the way to a container of a narrower MTU).
+    Node,
+}
+
 /// From `endpoint_ingress`: hand a packet to the pool to `endpoint_nat46`.
 #[inline(always)]
 pub fn hand_over_reply(ctx: &TcContext) -> i32 {
-    // SAFETY: a tail call replaces this program's run with the callee's; on return
-    // nothing happened and the fallback below decides.
-    unsafe { crate::maps::CALLS.tail_call(ctx, netd_common::maps::CALL_ENDPOINT_NAT46) };
+    hand_over_from(ctx, 0);
     crate::endpoint::finish(ctx, (Reason::DropIpv6DispatchFailed, DROP))
 }
 
+/// From `uplink_egress`: hand the node's ICMP error to a pool address to
+/// `endpoint_nat46`, which translates it for the client (or drops it).
+#[inline(always)]
+pub fn hand_over_node_error(ctx: &TcContext) -> i32 {
+    hand_over_from(ctx, FROM_NODE);
+    finish(ctx, Hook::UplinkEgress, (Reason::DropNat46PoolLeak, DROP))
+}
+
+#[inline(always)]
+fn hand_over_from(ctx: &TcContext, sender: u32) {
+    // SAFETY: cb[] is the program's scratch space in the skb, kept across a tail call.
+    unsafe { (*ctx.skb.skb).cb[0] = sender };
+    // SAFETY: a tail call replaces this program's run with the callee's; on return
+    // nothing happened and the caller's fallback decides.
+    unsafe { crate::maps::CALLS.tail_call(ctx, netd_common::maps::CALL_ENDPOINT_NAT46) };
+}
+
+/// Whether the packet leaving by the uplink is the node's own ICMP error to an address of
+/// the pool (for `endpoint_nat46`; anything else to the pool is dropped there: nothing to
+/// it belongs on the network). Out of line: the IPv4 uplink's frame is at its limit.
+#[inline(never)]
+pub fn node_error_to_pool(ctx: &TcContext) -> bool {
+    is_icmp4(ctx)
+        && !crate::uplink::sent_by_another_host(ctx)
+        && ctx.load::<u32>(crate::parse::IP_DST_OFF).is_ok_and(in_pool)
+}
+
 /// `endpoint_nat46`: a container's reply to a NAT46 client, translated to IPv6 and sent
-/// out of the uplink the client came in by (the network's bridge may have IPv6 off).
+/// out of the uplink the client came in by (the network's bridge may have IPv6 off); or
+/// the node's own ICMP error about a client's packet (`hand_over_node_error`).
 pub fn reply(ctx: &TcContext) -> i32 {
+    // SAFETY: as in `hand_over_from`.
+    let sender = match unsafe { (*ctx.skb.skb).cb[0] } {
+        FROM_NODE => Sender::Node,
+        _ => Sender::Container,
+    };
     // An ICMPv4 error about a NAT46 flow's packet (a UDP port nobody listens on, above
     // all) goes to the client as ICMPv6 from the address it called.
     let (decided, reason) = if is_icmp4(ctx) {
-        (decide_error_reply(ctx), Reason::IcmpErrorTranslated)
+        (decide_error_reply(ctx, sender), Reason::IcmpErrorTranslated)
     } else {
         (decide_reply(ctx), Reason::Nat46)
     };
-    sent_out(ctx, decided, reason)
-}
-
-/// Out to the uplink whose index `decided` holds (counted as `reason`), or dropped.
-#[inline(always)]
-fn sent_out(ctx: &TcContext, decided: Result<u32, Reason>, reason: Reason) -> i32 {
-    match decided {
-        Ok(ifindex) => {
-            // SAFETY: the helper takes no neighbour parameters (null, 0): it looks the
-            // next hop up in the FIB itself.
-            let verdict = unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) };
-            crate::endpoint::finish(ctx, (reason, verdict as i32))
-        }
-        Err(reason) => crate::endpoint::finish(ctx, (reason, DROP)),
+    let verdict = match decided {
+        // SAFETY: the helper takes no neighbour parameters (null, 0): it looks the next
+        // hop up in the FIB itself.
+        Ok(ifindex) => (
+            reason,
+            unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) } as i32,
+        ),
+        Err(reason) => (reason, DROP),
+    };
+    match sender {
+        Sender::Container => crate::endpoint::finish(ctx, verdict),
+        Sender::Node => finish(ctx, Hook::UplinkEgress, verdict),
     }
 }
 
@@ -447,10 +491,11 @@ fn is_icmp4(ctx: &TcContext) -> bool {
 }
 
 #[inline(never)]
-fn decide_error_reply(ctx: &TcContext) -> Result<u32, Reason> {
+fn decide_error_reply(ctx: &TcContext, sender: Sender) -> Result<u32, Reason> {
     let err = xlat::icmp4_error(ctx).ok_or(Reason::DropNat46Untranslatable)?;
-    // The container speaks only for what it received itself, to whom sent it.
-    if err.src != err.quoted_dst || err.dst != err.quoted_src {
+    // The container speaks only for what it received itself; the node for what it
+    // forwarded. Either, only to whom sent it.
+    if (sender == Sender::Container && err.src != err.quoted_dst) || err.dst != err.quoted_src {
         return Err(Reason::DropNat46NoFlow);
     }
     let scratch = scratch6().ok_or(Reason::DropFlowTableFull)?;

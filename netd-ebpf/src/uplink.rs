@@ -146,6 +146,10 @@ fn unparsed_ingress(ctx: &TcContext, reason: Reason) -> Verdict {
 }
 
 pub fn egress(ctx: &TcContext) -> i32 {
+    if crate::nat46::node_error_to_pool(ctx) {
+        // Not counted here: `endpoint_nat46` does.
+        return crate::nat46::TO_NAT46;
+    }
     run(ctx, Hook::UplinkEgress, |parsed| {
         if sent_by_another_host(ctx) {
             return (Reason::NoMatch, PASS);

@@ -398,3 +398,44 @@ fn a_clients_mss_is_clamped_to_the_uplink_and_what_would_not_fit_is_dropped_with
     }
     assert_eq!(count(&t, "EndpointIngress", "drop_nat46_too_big"), 1);
 }
+
+/// The node's own ICMP error to a client's pool address (its forwarding's Time Exceeded
+/// for a segment that came with hop limit 1) reaches the client as ICMPv6 from the
+/// address it called, quoting its segment as it sent it; one about no flow of NAT46's is
+/// dropped, as is the node's error quoting what the client never sent.
+#[test]
+fn the_nodes_own_errors_to_a_pool_address_reach_the_client_as_icmpv6() {
+    let mut t = node();
+    let syn = segment(client(1), 40001, SYN);
+    let (_, as_ipv4) = t.run("uplink_ingress", &syn);
+    let pool_addr = mapping(&t, client(1)).unwrap().addr;
+    let err = icmp_error(NODE, pool_addr, 11, 0, &as_ipv4);
+    let (verdict, back) = t.run("uplink_egress", &err);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "out by the uplink, as IPv6");
+    assert_eq!(back[12..14], [0x86, 0xdd]);
+    assert_eq!(back[ETH + 6], ICMP6);
+    assert_eq!(back[ETH + 8..ETH + 24], NODE6.octets());
+    assert_eq!(back[ETH + 24..ETH + 40], client(1).octets());
+    assert_eq!((back[ETH + 40], back[ETH + 41]), (3, 0), "Time Exceeded");
+    assert_eq!(
+        with_l4_checksum6(back.clone(), ETH + 40, ICMP6),
+        back,
+        "ICMPv6's checksum right"
+    );
+    assert_eq!(
+        back[ETH + 48 + 8..ETH + 48 + 24],
+        client(1).octets(),
+        "the quote: the client's"
+    );
+    assert_eq!(count(&t, "UplinkEgress", "icmp_error_translated"), 1);
+    // About no flow of NAT46's, or to another than the quoted sender: dropped.
+    let stray = Pkt::tcp(pool_addr, 40009, CONTAINER, 80, SYN).build();
+    let other: Ipv4Addr = "198.18.0.3".parse().unwrap();
+    for err in [
+        icmp_error(NODE, pool_addr, 11, 0, &stray),
+        icmp_error(NODE, other, 11, 0, &as_ipv4),
+    ] {
+        assert_eq!(t.run("uplink_egress", &err).0, TC_ACT_SHOT);
+    }
+    assert_eq!(count(&t, "UplinkEgress", "drop_nat46_no_flow"), 2);
+}
