@@ -82,6 +82,17 @@ fn mapping(t: &TestDatapath, c: Ipv6Addr) -> Option<netd::datapath::Nat46Client>
         .find(|m| m.client == c)
 }
 
+/// Every IPv6 flow gone from the table.
+fn forget_flows(t: &mut TestDatapath) {
+    let keys: Vec<_> =
+        t.dp.flow_entries6()
+            .unwrap()
+            .into_iter()
+            .map(|(k, _, _)| k)
+            .collect();
+    t.dp.remove_flows(&keys).unwrap();
+}
+
 fn collect(t: &mut TestDatapath, later: Duration) -> Nat46Collected {
     let flows = t.dp.flow_entries6().unwrap();
     let now = monotonic_now() + later.as_nanos() as u64;
@@ -177,26 +188,14 @@ fn the_collector_frees_what_no_flow_holds_and_a_flow_still_going_claims_its_addr
     assert_eq!(collect(&mut t, Duration::ZERO).orphans, 0);
     // Its flow gone, it is freed at the second round that finds it so (a client being
     // mapped holds its address a moment before its mapping exists).
-    let keys: Vec<_> =
-        t.dp.flow_entries6()
-            .unwrap()
-            .into_iter()
-            .map(|(k, _, _)| k)
-            .collect();
-    t.dp.remove_flows(&keys).unwrap();
+    forget_flows(&mut t);
     assert_eq!(collect(&mut t, Duration::ZERO).orphans, 0);
     assert_eq!(collect(&mut t, Duration::ZERO).orphans, 1);
     assert_eq!(t.dp.nat46_addresses_held().unwrap(), 0);
 
     // A client whose flows are gone keeps its address for the grace, then gives it back.
     let again = send(&mut t, c, 40002, SYN).expect("translated");
-    let keys: Vec<_> =
-        t.dp.flow_entries6()
-            .unwrap()
-            .into_iter()
-            .map(|(k, _, _)| k)
-            .collect();
-    t.dp.remove_flows(&keys).unwrap();
+    forget_flows(&mut t);
     assert_eq!(collect(&mut t, Duration::from_secs(30)).freed, 0);
     assert!(mapping(&t, c).is_some_and(|m| m.addr == again && m.holds));
     assert_eq!(collect(&mut t, Duration::from_secs(61)).freed, 1);

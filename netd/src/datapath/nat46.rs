@@ -11,7 +11,7 @@ use aya::maps;
 use netd_common::{
     flow::ORIGIN_NAT46,
     maps::{self as names, Addr6, NAT46_CONFIRMED, Nat46Config, Nat46Mapping},
-    user::{addr_from_be, addr6_from_be},
+    user::{addr_be, addr_from_be, addr6_from_be},
 };
 
 use super::{Datapath, tables::ignore_missing};
@@ -32,6 +32,8 @@ const NAT46_MAPPING_GRACE_NS: u64 = 60 * 1_000_000_000;
 #[derive(Debug, Default)]
 pub struct Nat46InUse {
     held: HashSet<(Addr6, u32)>,
+    /// The clients of `held`, looked up once per mapping.
+    clients: HashSet<Addr6>,
     confirmed: HashSet<Addr6>,
 }
 
@@ -46,6 +48,7 @@ impl Nat46InUse {
                 continue;
             };
             out.held.insert((key.src_addr, addr));
+            out.clients.insert(key.src_addr);
             if *table == FlowTable::Confirmed {
                 out.confirmed.insert(key.src_addr);
             }
@@ -54,15 +57,14 @@ impl Nat46InUse {
     }
 
     fn holds_client(&self, client: &Addr6) -> bool {
-        self.held.iter().any(|(c, _)| c == client)
+        self.clients.contains(client)
     }
 }
 
 /// The IPv4 address (network order) behind a v4-mapped one, as a NAT46 flow holds its
 /// client's pool address.
 fn pool_addr(addr: &Addr6) -> Option<u32> {
-    let mapped = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
-    (addr[0] == 0 && addr[1] == 0 && addr[2] == mapped).then_some(addr[3])
+    addr6_from_be(*addr).to_ipv4_mapped().map(addr_be)
 }
 
 /// What one collection did.
