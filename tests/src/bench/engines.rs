@@ -167,17 +167,6 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-/// The server's `PEER LOCAL` line: the client's own address reached the container.
-fn check_seen(engine: Engine, seen: &str, container: Ipv4Addr) -> Result<()> {
-    match seen_peer(engine, seen, container)? {
-        peer if peer == Sandbox::EXT_ADDR => Ok(()),
-        peer => bail!(
-            "{engine}: the server saw {peer}, expected the client's {}",
-            Sandbox::EXT_ADDR
-        ),
-    }
-}
-
 /// The IPv4 peer of the server's `PEER LOCAL` line, which must name the container.
 fn seen_peer(engine: Engine, seen: &str, container: Ipv4Addr) -> Result<Ipv4Addr> {
     let mut parts = seen.split_whitespace();
@@ -328,17 +317,20 @@ impl EngineBed {
         engine: Engine,
         scale: &str,
     ) -> Result<()> {
-        if self.netd.is_none() {
-            // The kernel's connection table starts empty each run, like netd's.
-            let _ = self.sandbox.node.exec(&["conntrack", "-F"]);
+        let peer = self.conns_to(
+            plan,
+            results,
+            engine,
+            Sandbox::NODE_ADDR.into(),
+            "conn",
+            scale,
+        )?;
+        if peer != Sandbox::EXT_ADDR {
+            bail!(
+                "{engine}: the server saw {peer}, expected the client's {}",
+                Sandbox::EXT_ADDR
+            );
         }
-        let c = tools::conns(&self.sandbox.ext.path(), Sandbox::NODE_ADDR, plan.load_secs)
-            .with_context(|| format!("{engine}: new connections"))?;
-        check_seen(engine, &c.seen, self.container_ip)?;
-        let name = engine.to_string();
-        results.add_engine(&name, &format!("conn_rate@{scale}"), c.per_second);
-        results.add_engine(&name, &format!("conn_p99@{scale}"), c.p99_us);
-        results.add_engine(&name, &format!("conn_errors@{scale}"), c.errors);
         Ok(())
     }
 
@@ -351,26 +343,45 @@ impl EngineBed {
         results: &mut Results,
         engine: Engine,
     ) -> Result<Option<Ipv4Addr>> {
-        if self.netd.is_none() {
-            let _ = self.sandbox.node.exec(&["conntrack", "-F"]);
-        }
-        let c = tools::conns(
-            &self.sandbox.ext.path(),
-            Sandbox::NODE_ADDR6,
-            plan.load_secs,
-        )
-        .with_context(|| format!("{engine}: new connections from an IPv6 client"))?;
-        let peer = seen_peer(engine, &c.seen, self.container_ip)?;
+        let peer = self.conns_to(
+            plan,
+            results,
+            engine,
+            Sandbox::NODE_ADDR6.into(),
+            "conn6",
+            "1",
+        )?;
         let pool = netd::daemon::NAT46_DEFAULT_POOL;
         if engine == Engine::DockerNetd && !pool.contains(&peer) {
             bail!(
                 "{engine}: the container saw the IPv6 client as {peer}, not an address of NAT46's pool {pool}"
             );
         }
-        let name = engine.to_string();
-        results.add_engine(&name, "conn6_rate@1", c.per_second);
-        results.add_engine(&name, "conn6_p99@1", c.p99_us);
-        results.add_engine(&name, "conn6_errors@1", c.errors);
         Ok(Some(peer))
+    }
+
+    /// New connections from the client to `to`, recorded as `{metric}_rate@{scale}`,
+    /// `_p99@` and `_errors@`: the address the container saw the client as.
+    fn conns_to(
+        &self,
+        plan: &EnginePlan,
+        results: &mut Results,
+        engine: Engine,
+        to: std::net::IpAddr,
+        metric: &str,
+        scale: &str,
+    ) -> Result<Ipv4Addr> {
+        if self.netd.is_none() {
+            // The kernel's connection table starts empty each run, like netd's.
+            let _ = self.sandbox.node.exec(&["conntrack", "-F"]);
+        }
+        let c = tools::conns(&self.sandbox.ext.path(), to, plan.load_secs)
+            .with_context(|| format!("{engine}: new connections to {to}"))?;
+        let peer = seen_peer(engine, &c.seen, self.container_ip)?;
+        let name = engine.to_string();
+        results.add_engine(&name, &format!("{metric}_rate@{scale}"), c.per_second);
+        results.add_engine(&name, &format!("{metric}_p99@{scale}"), c.p99_us);
+        results.add_engine(&name, &format!("{metric}_errors@{scale}"), c.errors);
+        Ok(peer)
     }
 }
