@@ -28,7 +28,7 @@ use crate::{
     parse::{IP_DST_OFF, Kind, Packet},
     policy,
     program::{self, DROP, PASS, Verdict, apply, ifindex, packet, published_backend, unparsed},
-    stats::{count, count_received, count_sent},
+    stats::{count_received, count_sent},
     uplink,
 };
 
@@ -54,6 +54,13 @@ pub fn ingress(ctx: &TcContext) -> i32 {
 pub fn finish(ctx: &TcContext, (reason, verdict): Verdict) -> i32 {
     count_sent(ifindex(ctx), reason, ctx.len());
     program::finish(ctx, Hook::EndpointIngress, (reason, verdict))
+}
+
+/// `finish` for the programs IPv6 frames are handed to (`program::finish6`).
+#[inline(always)]
+pub fn finish6(ctx: &TcContext, (reason, verdict): Verdict) -> i32 {
+    count_sent(ifindex(ctx), reason, ctx.len());
+    program::finish6(ctx, Hook::EndpointIngress, (reason, verdict))
 }
 
 /// TC egress of a container's host-side veth: what is delivered to the container through
@@ -159,31 +166,12 @@ fn established_error(ctx: &TcContext, ep: &EndpointInfo, pkt: &Packet) -> Option
 }
 
 /// Fast path: traffic of an established flow routed out of the uplink is translated here
-/// (SNAT, or reverse DNAT of a reply) and sent out directly. Otherwise (a new flow, or
-/// the fast path off), the stack routes it and the uplink's egress program translates it.
+/// (SNAT, or reverse DNAT of a reply) and sent out directly (`fast_path::leave_by_uplink`).
+/// Otherwise (a new flow, or the fast path off), the stack routes it and the uplink's
+/// egress program translates it.
 #[inline(never)]
 fn leave_by_uplink(ctx: &TcContext, pkt: &Packet, endpoint: &EndpointInfo) -> Verdict {
-    let Some(config) = fast_path::config() else {
-        return (Reason::NoMatch, PASS);
-    };
-    if !fast_path::sent_to_gateway(ctx, endpoint) {
-        return (Reason::NoMatch, PASS);
-    }
-    let route = match fast_path::route_via_uplink(ctx, pkt, endpoint, &config) {
-        Ok(route) => route,
-        Err(reason) => {
-            count(Hook::FastPath, reason, ctx.len());
-            return (Reason::NoMatch, PASS);
-        }
-    };
-    match uplink::translate_established(ctx, pkt) {
-        (Reason::NoMatch, verdict) => (Reason::NoMatch, verdict),
-        (reason, PASS) => (
-            reason,
-            fast_path::out_of_uplink(ctx, &route, config.uplink_ifindex),
-        ),
-        dropped => dropped,
-    }
+    fast_path::leave_by_uplink(ctx, pkt, endpoint, uplink::translate_established)
 }
 
 /// Policy for an IPv4 packet the parser did not take, by its own destination.

@@ -1,7 +1,8 @@
 //! IPv6 from a container (tail-called by `endpoint_ingress` on its host-side veth): the
 //! frame checked (`guard6`), packets of hairpin flows translated and delivered as their
 //! flow says, then policy on the destination (`policy6`); what passes goes to the bridge
-//! (its neighbours) or the node, as Docker's bridge would let it. A container calling a
+//! (its neighbours) or the node, as Docker's bridge would let it, or with the fast path
+//! on, an established flow's straight out of the uplink. A container calling a
 //! port published on a node's IPv6 address (hairpin, as for IPv4 in `endpoint`) goes on
 //! to `endpoint_ingress6_new`, which creates its flow with a stack of its own.
 
@@ -16,13 +17,13 @@ use netd_common::{
 
 use crate::{
     conntrack::{self, Half, NewFlow, Tuple},
-    endpoint, guard6, icmp6,
+    endpoint, fast_path, guard6, icmp6,
     maps::{CALLS, ENDPOINTS, ENDPOINTS6, scratch6},
     nat,
     parse6::{Flow6, IP6_DST_OFF, IP6_SRC_OFF, PROTO_ICMPV6},
     policy6,
     program::{DROP, PASS, Verdict, apply, ifindex},
-    uplink6::{flow_packet, leads_to_a_container},
+    uplink6::{self, flow_packet, leads_to_a_container},
 };
 
 /// From `endpoint_ingress`: hand an IPv6 frame to `endpoint_ingress6`.
@@ -44,8 +45,16 @@ enum Decided {
     IcmpError,
 }
 
+/// The verdict code of a packet policy lets through (never returned to the kernel): with
+/// the fast path on, an established flow's is translated and sent out of the uplink
+/// (`leave_by_uplink`, from the entry point as well); else it goes on to the bridge or
+/// the node. A code rather than a variant of `Decided`: the verifier refuses what the
+/// compiler makes of a variant carrying a reason.
+const PASSED: i32 = i32::MIN + 1;
+
 pub fn ingress(ctx: &TcContext) -> i32 {
     match judge(ctx) {
+        Decided::Verdict((reason, PASSED)) => finished(ctx, leave_by_uplink(ctx, reason)),
         Decided::Verdict(verdict) => finished(ctx, verdict),
         Decided::IcmpError => icmp_error_finished(ctx),
         Decided::Hairpin => {
@@ -57,11 +66,11 @@ pub fn ingress(ctx: &TcContext) -> i32 {
     }
 }
 
-/// `endpoint::finish` in a frame of its own, beside the decision's: the entry point's
+/// `endpoint::finish6` in a frame of its own, beside the decision's: the entry point's
 /// frame stays nearly empty.
 #[inline(never)]
 fn finished(ctx: &TcContext, verdict: Verdict) -> i32 {
-    endpoint::finish(ctx, verdict)
+    endpoint::finish6(ctx, verdict)
 }
 
 /// A subprogram: the endpoint and the frame are on its stack, not on the entry point's,
@@ -94,7 +103,7 @@ fn decide(ctx: &TcContext, ep: &EndpointInfo, ep6: &Endpoint6Info) -> Decided {
     match policy6::judge(ep, ep6, &dst) {
         Err(reason) => Decided::Verdict((reason, DROP)),
         Ok(_) if matches!(seen, Seen::ToPublished) => Decided::Hairpin,
-        Ok(reason) => Decided::Verdict((reason, PASS)),
+        Ok(reason) => Decided::Verdict((reason, PASSED)),
     }
 }
 
@@ -156,6 +165,28 @@ fn established(ctx: &TcContext, flow: &Flow6) -> Option<Verdict> {
         &entry,
         apply(ctx, flow, &entry, Reason::Established),
     ))
+}
+
+/// A packet policy let through (`passed`): sent out of the uplink by the fast path if it
+/// is an established flow's routed there (as `endpoint::leave_by_uplink`), its flow
+/// parsed into this CPU's `SCRATCH6`, off the stack of the translation.
+#[inline(never)]
+fn leave_by_uplink(ctx: &TcContext, passed: Reason) -> Verdict {
+    let unchanged = (passed, PASS);
+    if fast_path::config().is_none() {
+        return unchanged;
+    }
+    // SAFETY: a reference into the map value, used before the program ends.
+    let (Some(ep), Some(scratch)) = (unsafe { ENDPOINTS.get(ifindex(ctx)) }, scratch6()) else {
+        return unchanged;
+    };
+    if flow_packet(ctx, &mut scratch.flow).is_err() {
+        return unchanged;
+    }
+    match fast_path::leave_by_uplink(ctx, &scratch.flow, ep, uplink6::established_out) {
+        (Reason::NoMatch, PASS) => unchanged,
+        verdict => verdict,
+    }
 }
 
 /// An ICMPv6 error: translated if it is about a hairpin flow, else judged by policy.

@@ -1,6 +1,6 @@
 //! The fast paths: a translated packet goes straight into its container
-//! (`bpf_redirect_peer` from the uplink's TC ingress, IPv4 and IPv6) or straight out of
-//! the uplink (`bpf_redirect_neigh` from a container's host-side veth, IPv4), skipping the
+//! (`bpf_redirect_peer` from the uplink's TC ingress) or straight out of the uplink
+//! (`bpf_redirect_neigh` from a container's host-side veth), IPv4 and IPv6, skipping the
 //! bridge and the node's routing and forwarding. They act as the router they stand in for: the TTL is
 //! decremented, and a packet whose TTL runs out, that does not fit the next link's MTU,
 //! whose source is a martian, or that is not headed where the fast path goes is left to
@@ -27,12 +27,13 @@ use network_types::ip::Ipv4Hdr;
 use crate::{
     maps::{ENDPOINTS, ENDPOINTS6, NODE_CONFIG},
     parse::{IP_CSUM_OFF, IP_OFF, IP_TTL_OFF, Packet},
-    parse6::{IP6_DST_OFF, IP6_OFF, IP6_SRC_OFF},
-    program::{DROP, PASS},
+    parse6::{Flow6, IP6_DST_OFF, IP6_OFF, IP6_SRC_OFF, PROTO_ICMPV6},
+    program::{DROP, PASS, Verdict},
     stats::{count, count_received},
 };
 
 const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
 const PACKET_HOST: u32 = 0;
 
 /// The node's config when the fast paths are on.
@@ -129,39 +130,124 @@ pub fn sent_to_gateway(ctx: &TcContext, endpoint: &EndpointInfo) -> bool {
         .is_ok_and(|dst_mac| dst_mac == endpoint.gateway_mac)
 }
 
-/// A packet the fast path sends out of the uplink: its next hop, and its IPv4 hop fields
+/// A packet the fast path sends out of the uplink: its next hop, and its hop fields
 /// (translation does not change them).
-pub struct Route {
-    nexthop: u32,
-    hop: Hop,
+pub struct Route<H> {
+    nexthop: bpf_redir_neigh,
+    hop: H,
+}
+
+/// What the route lookup of a packet reads of it, per family.
+pub trait Routed {
+    /// The packet's IP header fields a hop reads and changes.
+    type Hop: Forward;
+    /// `fib`'s family, addresses and upper-layer fields, for this packet and its header.
+    fn ask(&self, hop: &Self::Hop, fib: &mut bpf_fib_lookup);
+    /// The next hop the lookup wrote into `fib`, for `bpf_redirect_neigh`.
+    fn nexthop(fib: &bpf_fib_lookup) -> bpf_redir_neigh;
+}
+
+impl Routed for Packet {
+    type Hop = Hop;
+    #[inline(always)]
+    fn ask(&self, hop: &Hop, fib: &mut bpf_fib_lookup) {
+        fib.family = AF_INET;
+        fib.l4_protocol = self.proto;
+        if self.proto != PROTO_ICMP {
+            fib.sport = self.src_port;
+            fib.dport = self.dst_port;
+        }
+        fib.__bindgen_anon_2.tos = hop.tos;
+        fib.__bindgen_anon_3.ipv4_src = self.src_addr;
+        fib.__bindgen_anon_4.ipv4_dst = self.dst_addr;
+    }
+    #[inline(always)]
+    fn nexthop(fib: &bpf_fib_lookup) -> bpf_redir_neigh {
+        // SAFETY: all-zero is a valid value of the plain-integer struct.
+        let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
+        nh.nh_family = AF_INET as u32;
+        // SAFETY: the lookup wrote the next hop (the gateway, or the destination itself).
+        nh.__bindgen_anon_1.ipv4_nh = unsafe { fib.__bindgen_anon_4.ipv4_dst };
+        nh
+    }
+}
+
+impl Routed for Flow6 {
+    type Hop = Hop6;
+    #[inline(always)]
+    fn ask(&self, hop: &Hop6, fib: &mut bpf_fib_lookup) {
+        fib.family = AF_INET6;
+        fib.l4_protocol = self.proto;
+        if self.proto != PROTO_ICMPV6 {
+            fib.sport = self.src_port;
+            fib.dport = self.dst_port;
+        }
+        fib.__bindgen_anon_2.flowinfo = hop.flowinfo;
+        fib.__bindgen_anon_3.ipv6_src = self.src;
+        fib.__bindgen_anon_4.ipv6_dst = self.dst;
+    }
+    #[inline(always)]
+    fn nexthop(fib: &bpf_fib_lookup) -> bpf_redir_neigh {
+        // SAFETY: as for IPv4.
+        let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
+        nh.nh_family = AF_INET6 as u32;
+        // SAFETY: as for IPv4.
+        nh.__bindgen_anon_1.ipv6_nh = unsafe { fib.__bindgen_anon_4.ipv6_dst };
+        nh
+    }
+}
+
+/// At a container's host-side veth: a packet of an established flow routed out of the
+/// uplink is translated (`translate`: SNAT, or reverse DNAT of a reply) and sent out of
+/// it directly; `(NoMatch, PASS)` where the fast path does not take it (off, a frame to
+/// another container, another route, a new flow), which the stack then routes and the
+/// uplink's egress program translates.
+#[inline(always)]
+pub fn leave_by_uplink<P: Routed>(
+    ctx: &TcContext,
+    pkt: &P,
+    endpoint: &EndpointInfo,
+    translate: impl FnOnce(&TcContext, &P) -> Verdict,
+) -> Verdict {
+    let Some(config) = config() else {
+        return (Reason::NoMatch, PASS);
+    };
+    if !sent_to_gateway(ctx, endpoint) {
+        return (Reason::NoMatch, PASS);
+    }
+    let uplink = config.uplink_ifindex;
+    let route = match route_via_uplink(ctx, pkt, endpoint, uplink) {
+        Ok(route) => route,
+        Err(reason) => {
+            count(Hook::FastPath, reason, ctx.len());
+            return (Reason::NoMatch, PASS);
+        }
+    };
+    match translate(ctx, pkt) {
+        (Reason::NoMatch, verdict) => (Reason::NoMatch, verdict),
+        (reason, PASS) => (reason, out_of_uplink(ctx, &route, uplink)),
+        dropped => dropped,
+    }
 }
 
 /// Before translation at a container's host-side veth: whether the packet is routed out
 /// of the uplink (looked up as the stack would, from the container's bridge), fits its
-/// MTU and has TTL to spare; where it goes if so.
+/// MTU and has TTL (hop limit) to spare; where it goes if so.
 /// A subprogram: the route lookup's stack is not held while the packet is translated.
 #[inline(never)]
-pub fn route_via_uplink(
+fn route_via_uplink<P: Routed>(
     ctx: &TcContext,
-    pkt: &Packet,
+    pkt: &P,
     endpoint: &EndpointInfo,
-    config: &NodeConfig,
-) -> Result<Route, Reason> {
-    let hop = Hop::of(ctx)?;
+    uplink: u32,
+) -> Result<Route<P::Hop>, Reason> {
+    let hop = P::Hop::of(ctx)?;
     hop.ttl_left()?;
     // SAFETY: all-zero is a valid value of the plain-integer struct.
     let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    fib.family = AF_INET;
-    fib.l4_protocol = pkt.proto;
-    if pkt.proto != PROTO_ICMP {
-        fib.sport = pkt.src_port;
-        fib.dport = pkt.dst_port;
-    }
     // tot_len 0: the MTU is checked below, in a way that knows GSO packets.
-    fib.__bindgen_anon_2.tos = hop.tos;
+    pkt.ask(&hop, &mut fib);
     fib.ifindex = endpoint.bridge_ifindex;
-    fib.__bindgen_anon_3.ipv4_src = pkt.src_addr;
-    fib.__bindgen_anon_4.ipv4_dst = pkt.dst_addr;
     // SAFETY: the helper writes into `fib`, whose size is passed.
     let rc = unsafe {
         fib_lookup(
@@ -172,13 +258,12 @@ pub fn route_via_uplink(
         )
     } as u32;
     let routed = rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH;
-    if !routed || fib.ifindex != config.uplink_ifindex {
+    if !routed || fib.ifindex != uplink {
         return Err(Reason::StackNotViaUplink);
     }
-    fits(ctx, config.uplink_ifindex)?;
+    fits(ctx, uplink)?;
     Ok(Route {
-        // SAFETY: the lookup wrote the next hop (the gateway, or the destination itself).
-        nexthop: unsafe { fib.__bindgen_anon_4.ipv4_dst },
+        nexthop: P::nexthop(&fib),
         hop,
     })
 }
@@ -187,13 +272,10 @@ pub fn route_via_uplink(
 /// next hop, the kernel filling in the MAC addresses from its neighbour table (resolving
 /// them first if needed).
 #[inline(always)]
-pub fn out_of_uplink(ctx: &TcContext, route: &Route, uplink: u32) -> i32 {
+fn out_of_uplink<H: Forward>(ctx: &TcContext, route: &Route<H>, uplink: u32) -> i32 {
     let (reason, action) = match route.hop.forward(ctx) {
         Ok(()) => {
-            // SAFETY: all-zero is a valid value of the plain-integer struct.
-            let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
-            nh.nh_family = AF_INET as u32;
-            nh.__bindgen_anon_1.ipv4_nh = route.nexthop;
+            let mut nh = route.nexthop;
             // SAFETY: the helper reads `nh`, whose size is passed.
             let action = unsafe {
                 bpf_redirect_neigh(uplink, &mut nh, size_of::<bpf_redir_neigh>() as i32, 0)
@@ -228,7 +310,7 @@ pub fn fits(ctx: &TcContext, ifindex: u32) -> Result<(), Reason> {
 }
 
 /// What forwarding a packet one hop reads and changes in its IP header, per family.
-trait Forward: Sized {
+pub trait Forward: Sized {
     /// The header's fields, loaded once.
     fn of(ctx: &TcContext) -> Result<Self, Reason>;
     /// A source a router drops: the stack judges it, as before.
@@ -275,13 +357,18 @@ impl Forward for Hop {
     }
 }
 
+/// The traffic class and flow label in the IPv6 header's first word (host order).
+const FLOWINFO_MASK: u32 = 0x0fff_ffff;
+
 /// Offset of the IPv6 header's hop limit.
 const IP6_HOP_LIMIT_OFF: usize = IP6_OFF + 7;
 
-/// The IPv6 fields a hop reads: the addresses and the hop limit (no header checksum).
-struct Hop6 {
+/// The IPv6 fields a hop reads: the addresses, traffic class and flow label (for the
+/// route lookup) and the hop limit (no header checksum).
+pub struct Hop6 {
     src: Addr6,
     dst: Addr6,
+    flowinfo: u32,
     hop_limit: u8,
 }
 
@@ -291,6 +378,8 @@ impl Forward for Hop6 {
         Ok(Hop6 {
             src: ctx.load(IP6_SRC_OFF).map_err(|_| Reason::Truncated)?,
             dst: ctx.load(IP6_DST_OFF).map_err(|_| Reason::Truncated)?,
+            flowinfo: ctx.load::<u32>(IP6_OFF).map_err(|_| Reason::Truncated)?
+                & FLOWINFO_MASK.to_be(),
             hop_limit: ctx.load(IP6_HOP_LIMIT_OFF).map_err(|_| Reason::Truncated)?,
         })
     }
@@ -322,7 +411,7 @@ impl Forward for Hop6 {
 
 /// The IPv4 fields a hop reads, loaded once: addresses, TOS, TTL and protocol.
 #[derive(Clone, Copy)]
-struct Hop {
+pub struct Hop {
     src: u32,
     dst: u32,
     tos: u8,

@@ -27,7 +27,7 @@ use netd_common::{
 
 use crate::{
     parse::{ETH_SRC_OFF, Fragment},
-    parse6::{PROTO_ICMPV6, Packet6, parse_skb},
+    parse6::{PROTO_ICMPV6, Packet6, parse_frame},
 };
 
 pub const ICMP6_MLD_QUERY: u8 = 130;
@@ -96,7 +96,7 @@ pub fn check_frame(
         // skb->protocol said IPv6; a tag in the frame itself says otherwise.
         return Err(Reason::DropVlanTagged);
     }
-    let pkt = parse_skb(ctx)?;
+    let pkt = parse_frame(ctx)?;
     let unspecified = pkt.src == UNSPECIFIED;
     if !unspecified && pkt.src != ep6.addr && pkt.src != ep6.link_local {
         return Err(Reason::DropSpoofedSource);

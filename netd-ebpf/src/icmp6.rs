@@ -22,7 +22,9 @@ use crate::{
     maps::scratch6,
     nat::Nat,
     parse::Fragment,
-    parse6::{IP6_DST_OFF, IP6_HDR_LEN, IP6_SRC_OFF, PROTO_ICMPV6, Packet6, echo_ports, parse_skb},
+    parse6::{
+        IP6_DST_OFF, IP6_HDR_LEN, IP6_SRC_OFF, PROTO_ICMPV6, Packet6, echo_ports, parse_frame,
+    },
     program::{DROP, PASS, Verdict},
 };
 
@@ -108,7 +110,7 @@ fn sent_by_quoted_receiver(ctx: &TcContext, quote: &Quote) -> bool {
 /// anywhere, translated).
 #[inline(never)]
 fn error_quote(ctx: &TcContext) -> Option<Quote> {
-    let pkt = parse_skb(ctx).ok()?;
+    let pkt = parse_frame(ctx).ok()?;
     if pkt.proto != PROTO_ICMPV6 || pkt.fragment != Fragment::Whole {
         return None;
     }

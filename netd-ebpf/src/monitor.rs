@@ -25,7 +25,7 @@ use crate::{
     maps::{MONITOR_CONFIG, MONITOR_EVENTS, MONITOR_STATE},
     parse::{ETH_TYPE_OFF, Frame, IP_PROTO_OFF, L4_OFF, parse_ipv4_l4, seen_bits},
     parse6::{
-        ETH_P_IPV6, IP6_DST_OFF, IP6_HDR_LEN, IP6_OFF, IP6_SRC_OFF, PROTO_ICMPV6, echo_ports,
+        ETH_P_IPV6, IP6_DST_OFF, IP6_SRC_OFF, PROTO_ICMPV6, Packet6, echo_ports, parse_frame,
     },
 };
 
@@ -53,11 +53,21 @@ fn wanted() -> u32 {
 }
 
 /// A program's verdict, the end of every packet: a drop is sent when drops are
-/// monitored, a translation when flows (its first packet) or translations are.
+/// monitored, a translation when flows (its first packet) or translations are. For the
+/// IPv4 programs, which translate no IPv6 (they hand it over: `verdict6`).
 #[inline(always)]
 pub fn verdict<F: Frame>(ctx: &F, hook: Hook, reason: Reason, ifindex: u32, len: u32) {
     if wanted() != 0 {
-        if F::TRANSLATES_IPV6 && !reason.is_drop() && is_ipv6_frame(ctx) {
+        events_of_verdict(ctx, hook, reason, ifindex, len);
+    }
+}
+
+/// `verdict` for the programs IPv6 frames are handed to: an IPv6 packet's translation is
+/// reported from its upper-layer header, wherever its extension headers put it.
+#[inline(always)]
+pub fn verdict6<F: Frame>(ctx: &F, hook: Hook, reason: Reason, ifindex: u32, len: u32) {
+    if wanted() != 0 {
+        if !reason.is_drop() && is_ipv6_frame(ctx) {
             events_of_translation6(ctx, hook, reason, ifindex, len);
         } else {
             events_of_verdict(ctx, hook, reason, ifindex, len);
@@ -84,7 +94,8 @@ fn events_of_verdict<F: Frame>(ctx: &F, hook: Hook, reason: Reason, ifindex: u32
         len,
         new: false,
     };
-    if let Some(at) = reported(ctx, at, false)
+    let proto = ctx.load::<u8>(IP_PROTO_OFF).unwrap_or(0);
+    if let Some(at) = reported(ctx, at, proto, L4_OFF)
         && let Ok(after) = parse_ipv4_l4(ctx)
     {
         translated(&after.tuple(), after.proto, after.seen, &at);
@@ -92,10 +103,17 @@ fn events_of_verdict<F: Frame>(ctx: &F, hook: Hook, reason: Reason, ifindex: u32
 }
 
 /// `events_of_verdict` for an IPv6 packet's translation: a subprogram of its own, right
-/// under the entry point (the IPv4 uplink's frame is 256 bytes, and an IPv6 tuple and
-/// key take more room than IPv4's).
+/// under the IPv6 programs' entry points (an IPv6 tuple and key take more room than
+/// IPv4's, and the chain of extension headers is walked to the upper layer). A fragment
+/// after the first carries no upper-layer header: it is not reported.
 #[inline(never)]
 fn events_of_translation6<F: Frame>(ctx: &F, hook: Hook, reason: Reason, ifindex: u32, len: u32) {
+    let Ok(pkt) = parse_frame(ctx) else {
+        return;
+    };
+    if !pkt.has_l4_header() {
+        return;
+    }
     let at = At {
         hook,
         reason,
@@ -104,17 +122,17 @@ fn events_of_translation6<F: Frame>(ctx: &F, hook: Hook, reason: Reason, ifindex
         len,
         new: false,
     };
-    if let Some(at) = reported(ctx, at, true) {
-        translated6(ctx, &at);
+    if let Some(at) = reported(ctx, at, pkt.proto, pkt.l4_off) {
+        translated6(ctx, &pkt, &at);
     }
 }
 
 /// Whether a translation is reported (`at`, with whether it is a new flow's): not when
 /// the verdict is no translation or neither flows nor translations are monitored; with
-/// flows alone, only a new flow's first packet and a closing one are of interest, told
-/// without parsing the rest.
+/// flows alone, only a new flow's first packet and a closing one (its upper layer `proto`
+/// at `l4_off`) are of interest, told without parsing the rest.
 #[inline(always)]
-fn reported<F: Frame>(ctx: &F, mut at: At, ipv6: bool) -> Option<At> {
+fn reported<F: Frame>(ctx: &F, mut at: At, proto: u8, l4_off: usize) -> Option<At> {
     let reason = at.reason;
     let translation = matches!(
         reason,
@@ -133,7 +151,7 @@ fn reported<F: Frame>(ctx: &F, mut at: At, ipv6: bool) -> Option<At> {
     if !translation || at.wanted & (MONITOR_FLOW | MONITOR_TRACE) == 0 {
         return None;
     }
-    if at.wanted & MONITOR_TRACE == 0 && !new && !tcp_closing(ctx, ipv6) {
+    if at.wanted & MONITOR_TRACE == 0 && !new && !tcp_closing(ctx, proto, l4_off) {
         return None;
     }
     at.new = new;
@@ -151,35 +169,28 @@ struct At {
     new: bool,
 }
 
-/// A TCP segment with FIN or RST. Only for translated packets, which never carry IP
-/// options (nor, for IPv6, extension headers: a segment behind one is not told apart,
-/// and its flow's end is the collector's to report): the TCP header is at a fixed offset.
+/// A TCP segment (upper layer `proto` at `l4_off`) with FIN or RST. A translated IPv4
+/// packet never carries IP options: its TCP header is at a fixed offset.
 #[inline(always)]
-fn tcp_closing<F: Frame>(ctx: &F, ipv6: bool) -> bool {
+fn tcp_closing<F: Frame>(ctx: &F, proto: u8, l4_off: usize) -> bool {
     const FIN_RST: u8 = 0x01 | 0x04;
-    let (proto_off, flags_off) = if ipv6 {
-        (IP6_OFF + 6, IP6_OFF + IP6_HDR_LEN + 13)
-    } else {
-        (IP_PROTO_OFF, L4_OFF + 13)
-    };
-    ctx.load::<u8>(proto_off) == Ok(PROTO_TCP)
+    proto == PROTO_TCP
         && ctx
-            .load::<u8>(flags_off)
+            .load::<u8>(l4_off + 13)
             .is_ok_and(|flags| flags & FIN_RST != 0)
 }
 
-/// An IPv6 packet translated, its upper layer read right after the fixed header: the
-/// packets netd translates are TCP, UDP and ICMPv6 echo, and one behind an extension
-/// header is not reported (a full walk of the chain does not fit under the IPv4
-/// uplink's entry frame).
+/// An IPv6 packet translated (`pkt`, its chain walked), its upper layer read: the
+/// packets netd translates are TCP, UDP and ICMPv6 echo.
 #[inline(always)]
-fn translated6<F: Frame>(ctx: &F, at: &At) {
-    const L4: usize = IP6_OFF + IP6_HDR_LEN;
-    let (Ok(proto), Ok(head)) = (ctx.load::<u8>(IP6_OFF + 6), ctx.load::<[u8; 8]>(L4)) else {
+fn translated6<F: Frame>(ctx: &F, pkt: &Packet6, at: &At) {
+    let l4 = pkt.l4_off;
+    let Ok(head) = ctx.load::<[u8; 8]>(l4) else {
         return;
     };
+    let proto = pkt.proto;
     let (src_port, dst_port, seen) = match proto {
-        PROTO_TCP => match ctx.load::<u8>(L4 + 13) {
+        PROTO_TCP => match ctx.load::<u8>(l4 + 13) {
             Ok(flags) => (
                 u16::from_ne_bytes([head[0], head[1]]),
                 u16::from_ne_bytes([head[2], head[3]]),
@@ -198,15 +209,9 @@ fn translated6<F: Frame>(ctx: &F, at: &At) {
         },
         _ => return,
     };
-    let (Ok(src_addr), Ok(dst_addr)) = (
-        ctx.load::<Addr6>(IP6_SRC_OFF),
-        ctx.load::<Addr6>(IP6_DST_OFF),
-    ) else {
-        return;
-    };
     let after = Tuple {
-        src_addr,
-        dst_addr,
+        src_addr: pkt.src,
+        dst_addr: pkt.dst,
         src_port,
         dst_port,
     };

@@ -478,9 +478,10 @@ pub fn reply(ctx: &TcContext) -> i32 {
         ),
         Err(reason) => (reason, DROP),
     };
+    // Reported as the IPv6 packets they now are.
     match sender {
-        Sender::Container => crate::endpoint::finish(ctx, verdict),
-        Sender::Node => finish(ctx, Hook::UplinkEgress, verdict),
+        Sender::Container => crate::endpoint::finish6(ctx, verdict),
+        Sender::Node => program::finish6(ctx, Hook::UplinkEgress, verdict),
     }
 }
 

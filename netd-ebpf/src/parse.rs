@@ -120,13 +120,18 @@ impl Packet {
 /// A packet's bytes as a program sees them: through `bpf_skb_load_bytes` at TC, directly
 /// at XDP. Parsing is the same for both.
 pub trait Frame {
-    /// Whether the hook's programs translate IPv6 (TC; the XDP program passes IPv6 on).
-    const TRANSLATES_IPV6: bool;
+    /// The frame's length, and whether it is a GSO skb's (see `parse6::packet_end`).
+    fn extent(&self) -> (usize, bool);
     fn load<T>(&self, off: usize) -> Result<T, ()>;
 }
 
 impl Frame for TcContext {
-    const TRANSLATES_IPV6: bool = true;
+    #[inline(always)]
+    fn extent(&self) -> (usize, bool) {
+        // SAFETY: the context's __sk_buff is valid for the program's run.
+        let gso = unsafe { (*self.skb.skb).gso_size } != 0;
+        (self.len() as usize, gso)
+    }
     #[inline(always)]
     fn load<T>(&self, off: usize) -> Result<T, ()> {
         TcContext::load(self, off).map_err(|_| ())
@@ -134,7 +139,10 @@ impl Frame for TcContext {
 }
 
 impl Frame for XdpContext {
-    const TRANSLATES_IPV6: bool = false;
+    #[inline(always)]
+    fn extent(&self) -> (usize, bool) {
+        (self.data_end() - self.data(), false)
+    }
     #[inline(always)]
     fn load<T>(&self, off: usize) -> Result<T, ()> {
         let at = self.data() + off;

@@ -323,10 +323,9 @@ pub fn echo_ports(head: &[u8; 8]) -> Result<(u16, u16), Reason> {
     }
 }
 
-/// `parse_ipv6` for the TC programs: the frame as the skb has it.
+/// `parse_ipv6` of the whole frame, as the program's hook has it.
 #[inline(always)]
-pub fn parse_skb(ctx: &aya_ebpf::programs::TcContext) -> Result<Packet6, Reason> {
-    // SAFETY: the context's __sk_buff is valid for the program's run.
-    let gso = unsafe { (*ctx.skb.skb).gso_size } != 0;
-    parse_ipv6(ctx, ctx.len() as usize, gso)
+pub fn parse_frame<F: Frame>(ctx: &F) -> Result<Packet6, Reason> {
+    let (len, gso) = ctx.extent();
+    parse_ipv6(ctx, len, gso)
 }

@@ -35,10 +35,29 @@ pub fn run(
 
 /// Count a verdict under its hook and reason, log and report it; the verdict.
 #[inline(always)]
-pub fn finish(ctx: &TcContext, hook: Hook, (reason, verdict): Verdict) -> i32 {
+pub fn finish(ctx: &TcContext, hook: Hook, verdict: Verdict) -> i32 {
+    finish_reporting(ctx, hook, verdict, monitor::verdict)
+}
+
+/// `finish` for the programs the IPv4 entry points hand IPv6 frames to (NAT46's
+/// included): an IPv6 packet they translated is reported with its upper layer found
+/// behind any extension headers (`monitor::verdict6`), a walk the IPv4 entry points'
+/// deeper frames leave no room for.
+#[inline(always)]
+pub fn finish6(ctx: &TcContext, hook: Hook, verdict: Verdict) -> i32 {
+    finish_reporting(ctx, hook, verdict, monitor::verdict6)
+}
+
+#[inline(always)]
+fn finish_reporting(
+    ctx: &TcContext,
+    hook: Hook,
+    (reason, verdict): Verdict,
+    report: impl FnOnce(&TcContext, Hook, Reason, u32, u32),
+) -> i32 {
     count(hook, reason, ctx.len());
     crate::log::verdict(ctx, hook, reason);
-    monitor::verdict(ctx, hook, reason, ifindex(ctx), ctx.len());
+    report(ctx, hook, reason, ifindex(ctx), ctx.len());
     verdict
 }
 

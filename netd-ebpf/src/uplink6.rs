@@ -36,9 +36,10 @@ use crate::{
     maps::{CALLS, NODE_ADDRS6, scratch6},
     nat::{self, Nat},
     nat46,
-    parse6::{Flow6, IP6_DST_OFF, IP6_SRC_OFF, flow_of, parse_skb},
+    parse6::{Flow6, IP6_DST_OFF, IP6_SRC_OFF, flow_of, parse_frame},
     policy6::network_of,
-    program::{DROP, PASS, Verdict, apply, finish},
+    program::{DROP, PASS, Verdict, apply, finish, finish6},
+    stats::count,
     uplink,
 };
 
@@ -65,6 +66,10 @@ fn hand_over_to(ctx: &TcContext, hook: Hook, index: u32) -> i32 {
 /// The first packet of a connection to one of the node's addresses goes on to
 /// `uplink_ingress6_new` (from here, as in `egress`), which finds it a published port.
 pub fn ingress(ctx: &TcContext) -> i32 {
+    // Translated by `uplink_xdp6` already: only delivered.
+    if let Some(ifindex) = fast_path::translated_in_xdp(ctx) {
+        return delivered_from_xdp(ctx, ifindex);
+    }
     let decided = decide_ingress(ctx);
     decided_or_new(
         ctx,
@@ -74,6 +79,14 @@ pub fn ingress(ctx: &TcContext) -> i32 {
         DIR_INGRESS,
         by_destination,
     )
+}
+
+/// A packet `uplink_xdp6` translated, counted and delivered into its container (behind
+/// host-side veth `ifindex`) as a translation here would have been.
+#[inline(never)]
+fn delivered_from_xdp(ctx: &TcContext, ifindex: u32) -> i32 {
+    count(Hook::UplinkIngress, Reason::TranslatedInXdp, ctx.len());
+    fast_path::into_container6(ctx, ifindex)
 }
 
 /// What the IPv6 uplink programs decided about a packet.
@@ -228,7 +241,7 @@ pub fn egress(ctx: &TcContext) -> i32 {
 /// the entry points' own frames stay nearly empty.
 #[inline(never)]
 fn finished(ctx: &TcContext, hook: Hook, verdict: Verdict) -> i32 {
-    finish(ctx, hook, verdict)
+    finish6(ctx, hook, verdict)
 }
 
 /// The IPv6 programs' stack holds bigger tuples than the IPv4 ones' (40-byte keys,
@@ -272,7 +285,7 @@ fn by_destination(ctx: &TcContext) -> Verdict {
 /// CPU's `SCRATCH6`), a fragment's ports tracked (`fragment::track6`).
 #[inline(never)]
 pub fn flow_packet(ctx: &TcContext, flow: &mut Flow6) -> Result<(), Reason> {
-    let pkt = parse_skb(ctx).map_err(|_| Reason::NoMatch)?;
+    let pkt = parse_frame(ctx).map_err(|_| Reason::NoMatch)?;
     *flow = flow_of(ctx, &pkt)?;
     fragment::track6(flow)
 }
@@ -333,8 +346,10 @@ fn decide_egress(ctx: &TcContext) -> Decided {
     })
 }
 
+/// A packet of an established flow leaving (`uplink::translate_established`); shared
+/// with the fast path out of the uplink (`endpoint6`).
 #[inline(never)]
-fn established_out(ctx: &TcContext, flow: &Flow6) -> Verdict {
+pub fn established_out(ctx: &TcContext, flow: &Flow6) -> Verdict {
     uplink::translate_established(ctx, flow)
 }
 

@@ -628,6 +628,14 @@ fn a_containers_ipv6_is_masqueraded_behind_the_nodes_address_and_survives_a_rest
     }
     assert!(d.counter("UplinkEgress", "snat_new_flow").unwrap() >= 3);
     assert!(d.counter("UplinkIngress", "snat_reply").unwrap() >= 3);
+    // With the fast path on, the flows' packets went straight out of the uplink (looked
+    // up as AF_INET6 routes) and their replies straight into the container; with it off,
+    // none did.
+    let fast_path = d.info().unwrap()["fast_path"] == "on";
+    for reason in ["redirect_to_uplink", "redirect_to_container"] {
+        let redirected = d.counter("FastPath", reason).unwrap();
+        assert_eq!(redirected > 0, fast_path, "{reason}: {redirected}");
+    }
 
     // A connection open across a SIGKILL of the daemon: it flows while the daemon is
     // down and after it is back.
@@ -901,6 +909,66 @@ fn containers_reach_published_ports_through_the_nodes_ipv6_addresses_their_own_i
     assert!(d.counter("EndpointIngress", "hairpin_new_flow").unwrap() >= 5);
 }
 
+/// One echo over a TCP connection from `netns` to `target` whose every segment carries a
+/// Destination Options header (a PadN option: nothing for anyone to act on), then closed;
+/// its local address.
+fn echo_behind_dest_options(
+    netns: &std::path::Path,
+    target: SocketAddr,
+) -> anyhow::Result<SocketAddr> {
+    use std::io::{Read, Write};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let SocketAddr::V6(target) = target else {
+        anyhow::bail!("{target} is no IPv6 address");
+    };
+    in_netns(netns, move || {
+        // SAFETY: a new socket, owned by the stream from here on.
+        let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        anyhow::ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        // SAFETY: as above.
+        let mut stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+        // Next header and length (the kernel fills both in), then PadN over 4 bytes.
+        let options = [0u8, 0, 1, 4, 0, 0, 0, 0];
+        let to = libc::sockaddr_in6 {
+            sin6_family: libc::AF_INET6 as libc::sa_family_t,
+            sin6_port: target.port().to_be(),
+            sin6_flowinfo: 0,
+            sin6_addr: libc::in6_addr {
+                s6_addr: target.ip().octets(),
+            },
+            sin6_scope_id: 0,
+        };
+        // SAFETY: the option's and the address's bytes, their sizes given.
+        unsafe {
+            let rc = libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_IPV6,
+                libc::IPV6_DSTOPTS,
+                options.as_ptr().cast(),
+                options.len() as libc::socklen_t,
+            );
+            anyhow::ensure!(rc == 0, "IPV6_DSTOPTS: {}", std::io::Error::last_os_error());
+            let rc = libc::connect(
+                stream.as_raw_fd(),
+                (&to as *const libc::sockaddr_in6).cast(),
+                size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            );
+            anyhow::ensure!(
+                rc == 0,
+                "connect to {target}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let sent = b"behind a destination options header";
+        stream.write_all(sent)?;
+        let mut back = vec![0u8; sent.len()];
+        stream.read_exact(&mut back)?;
+        anyhow::ensure!(back == sent, "the echo differs");
+        Ok(stream.local_addr()?)
+    })
+}
+
 #[test]
 fn monitor_shows_an_ipv6_connections_translation_and_end_and_its_masquerade() {
     require_root();
@@ -947,6 +1015,19 @@ fn monitor_shows_an_ipv6_connections_translation_and_end_and_its_masquerade() {
         (&"fin".into(), &published.clone().into())
     );
     assert!(end["packets"].as_u64().unwrap() >= 7, "{end}");
+    // A client whose every segment carries an extension header: its flow shows and ends
+    // the same, its ports read behind the header.
+    let behind = echo_behind_dest_options(&sb.ext.path(), v6(Sandbox::NODE_ADDR6, 8080)).unwrap();
+    let new = monitor::expect(&mon, Duration::from_secs(1), |e| {
+        e["type"] == "flow-new" && e["src"] == behind.to_string()
+    })
+    .unwrap();
+    assert_eq!(new["translated_dst"], format!("[{C1}]:80"), "{new}");
+    let end = monitor::expect(&mon, Duration::from_secs(2), |e| {
+        e["type"] == "flow-end" && e["src"] == behind.to_string()
+    })
+    .unwrap();
+    assert_eq!(end["reason"], "fin", "{end}");
     // Masquerade (NAT66): the container's datagram leaves from the node's address.
     let sent = echo_once(&web.netns, Proto::Udp, v6(Sandbox::INET_ADDR6, 53)).unwrap();
     let out = monitor::expect(&mon, Duration::from_secs(1), |e| {
