@@ -132,6 +132,14 @@ pub const CALL_UPLINK_NAT46: u32 = 6;
 /// `CALLS` index of `endpoint_nat46` (tail-called by `endpoint_ingress`): NAT46's
 /// replies out.
 pub const CALL_ENDPOINT_NAT46: u32 = 7;
+/// Slots of `XDP_CALLS`: the uplink's XDP programs for IPv6, tail-called by `uplink_xdp`.
+pub const XDP_CALLS_MAX: u32 = 1;
+/// `XDP_CALLS` index of `uplink_xdp6`.
+pub const XDP_CALL_UPLINK6: u32 = 0;
+/// The program array `uplink_xdp` hands IPv6 frames to. Not pinned: an XDP program left
+/// attached by a daemon gone finds it empty, and passes IPv6 on to TC, which translates
+/// it as ever.
+pub const XDP_CALLS: &str = "XDP_CALLS";
 /// IPv6 clients NAT46 maps to addresses of its pool at once (a /16 at most).
 pub const NAT46_CLIENTS_MAX: u32 = 65_536;
 /// Fragmented datagrams in flight whose first fragment was seen.

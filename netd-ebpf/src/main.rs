@@ -66,6 +66,8 @@ mod uplink6;
 #[cfg(target_arch = "bpf")]
 mod xdp;
 #[cfg(target_arch = "bpf")]
+mod xdp6;
+#[cfg(target_arch = "bpf")]
 mod xlat;
 
 #[cfg(target_arch = "bpf")]
@@ -244,10 +246,20 @@ mod programs {
         crate::host_local::restore_peer::<Addr6>(&ctx)
     }
 
-    /// XDP on the uplink: the ingress translation before the kernel builds an skb.
+    /// XDP on the uplink: the ingress translation before the kernel builds an skb. IPv6
+    /// goes to `uplink_xdp6`.
     #[xdp]
     pub fn uplink_xdp(ctx: XdpContext) -> u32 {
+        if crate::xdp::is_ipv6(&ctx) {
+            return crate::xdp6::hand_over(&ctx);
+        }
         crate::xdp::uplink(&ctx)
+    }
+
+    /// Tail-called by `uplink_xdp` for IPv6: DNAT66 and NAT66's replies.
+    #[xdp]
+    pub fn uplink_xdp6(ctx: XdpContext) -> u32 {
+        crate::xdp6::uplink(&ctx)
     }
 
     /// Never attached by the daemon: the benchmark's frame generator. Run with

@@ -17,7 +17,7 @@ use netd_common::{
         FLOWS_MAX, FRAGMENTS_MAX, FragmentKey, FragmentKey6, FragmentPorts, NAT46_CLIENTS_MAX,
         NETWORKS_MAX, NODE_ADDRS_MAX, Nat46Config, Nat46Mapping, NetworkInfo, NodeConfig,
         NodeConfig6, OverlayInfo, PUBLISHED_PORTS_MAX, REMOTE_ENDPOINTS_MAX, RemoteEndpoint,
-        SWEEP_BATCH,
+        SWEEP_BATCH, XDP_CALLS_MAX,
     },
     monitor::{MONITOR_RING_BYTES, MonitorConfig, MonitorState},
     published::{Backend, Backend6, PortKey, PortKey6},
@@ -134,6 +134,12 @@ pub static NODE_ADDRS6: HashMap<Addr6, u8> = HashMap::pinned(NODE_ADDRS_MAX, 0);
 /// (`netd_common::maps::CALL_*`). Filled by the daemon at every start.
 #[map(name = "NETD_CALLS_V1")]
 pub static CALLS: ProgramArray = ProgramArray::pinned(CALLS_MAX, 0);
+
+/// The uplink's XDP programs for IPv6, tail-called by `uplink_xdp`
+/// (`netd_common::maps::XDP_CALL_*`; not pinned, see `netd_common::maps::XDP_CALLS`).
+/// Filled by the daemon when it loads the XDP program.
+#[map(name = "XDP_CALLS")]
+pub static XDP_CALLS: ProgramArray = ProgramArray::with_max_entries(XDP_CALLS_MAX, 0);
 
 /// The IPv6 connection table: as `FLOWS`, `PENDING` and `FLOW_OWNERS`, over IPv6
 /// addresses (sized as those by the daemon). Its confirmed flows take memory as they

@@ -8,7 +8,8 @@
 //! fragments and whatever XDP does not own pass unchanged, for TC to handle as ever
 //! (what XDP does not translate but must not let in, TC drops).
 //! This program only sees traffic arriving from the network: container traffic, whose
-//! checksums are partial, is never translated here.
+//! checksums are partial, is never translated here. IPv6 goes on to `uplink_xdp6`
+//! (`xdp6`).
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
@@ -26,9 +27,10 @@ use netd_common::{
 use crate::{
     monitor,
     parse::{
-        Fragment, Frame, IP_CSUM_OFF, IP_DST_OFF, IP_OFF, IP_SRC_OFF, IP_TOT_LEN_OFF, IPV4_HDR_LEN,
-        Kind, Packet, parse_ipv4_l4,
+        ETH_TYPE_OFF, Fragment, Frame, IP_CSUM_OFF, IP_DST_OFF, IP_OFF, IP_SRC_OFF, IP_TOT_LEN_OFF,
+        IPV4_HDR_LEN, Kind, Packet, parse_ipv4_l4,
     },
+    parse6::ETH_P_IPV6,
     stats::count,
     uplink,
 };
@@ -47,9 +49,15 @@ pub fn uplink(ctx: &XdpContext) -> u32 {
     action
 }
 
+/// Whether the frame is IPv6 (for `uplink_xdp6`).
+#[inline(always)]
+pub fn is_ipv6(ctx: &XdpContext) -> bool {
+    ctx.load::<u16>(ETH_TYPE_OFF) == Ok(ETH_P_IPV6.to_be())
+}
+
 /// The interface the frame arrived on.
 #[inline(always)]
-fn ifindex(ctx: &XdpContext) -> u32 {
+pub fn ifindex(ctx: &XdpContext) -> u32 {
     // SAFETY: the context's xdp_md is valid for the program's run.
     unsafe { (*ctx.ctx).ingress_ifindex }
 }
@@ -123,23 +131,50 @@ fn rewrite(ctx: &XdpContext, pkt: &Packet, mut l4_csum: u16, to: &FlowEntry) -> 
         (pkt.src_port_off as usize, pkt.src_port, to.src_port),
         (pkt.dst_port_off as usize, pkt.dst_port, to.dst_port),
     ];
+    store(ctx, IP_CSUM_OFF, ip_csum)?;
+    let l4 = L4Checksum {
+        off: pkt.l4_csum_off as usize,
+        value: l4_csum,
+        summed: l4_summed,
+        udp,
+    };
+    rewrite_ports(ctx, ports, l4)
+}
+
+/// A packet's TCP or UDP checksum as its rewrite goes.
+pub struct L4Checksum {
+    /// Where it is in the frame.
+    pub off: usize,
+    /// Its value so far (updated for the addresses already rewritten).
+    pub value: u16,
+    /// It covers the packet: not a UDP "none" (0), which stays 0.
+    pub summed: bool,
+    pub udp: bool,
+}
+
+/// Write the ports (`(offset, old, new)` each), then the L4 checksum `l4` fixed for them.
+#[inline(always)]
+pub fn rewrite_ports(
+    ctx: &XdpContext,
+    ports: [(usize, u16, u16); 2],
+    mut l4: L4Checksum,
+) -> Result<(), ()> {
     for (off, old, new) in ports {
         if old != new {
-            if l4_summed {
-                l4_csum = replace16(l4_csum, old, new);
+            if l4.summed {
+                l4.value = replace16(l4.value, old, new);
             }
             store(ctx, off, new)?;
         }
     }
-    if udp && l4_summed {
-        l4_csum = udp_wire(l4_csum);
+    if l4.udp && l4.summed {
+        l4.value = udp_wire(l4.value);
     }
-    store(ctx, IP_CSUM_OFF, ip_csum)?;
-    store(ctx, pkt.l4_csum_off as usize, l4_csum)
+    store(ctx, l4.off, l4.value)
 }
 
 #[inline(always)]
-fn store<T>(ctx: &XdpContext, off: usize, value: T) -> Result<(), ()> {
+pub fn store<T>(ctx: &XdpContext, off: usize, value: T) -> Result<(), ()> {
     let at = ctx.data() + off;
     if at + size_of::<T>() > ctx.data_end() {
         return Err(());
@@ -151,7 +186,7 @@ fn store<T>(ctx: &XdpContext, off: usize, value: T) -> Result<(), ()> {
 
 /// The note for the uplink's TC program, in the frame's metadata area.
 #[inline(always)]
-fn leave_note(ctx: &XdpContext, ifindex: u32) -> Result<(), ()> {
+pub fn leave_note(ctx: &XdpContext, ifindex: u32) -> Result<(), ()> {
     let size = size_of::<XdpMeta>();
     // SAFETY: the helper moves data_meta within the frame's headroom, or fails.
     if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(size as i32)) } != 0 {

@@ -1,5 +1,6 @@
 //! 100,000 random and mutated IPv6 frames through a container's veth program (which hands
-//! them to its IPv6 program) and the uplink's: none is ever changed, none a container
+//! them to its IPv6 program) and the uplink's (TC, and XDP, which hands them to
+//! `uplink_xdp6`): none is ever changed, none a container
 //! sends passes unless an independent reading of it (written here, not shared with the
 //! programs) finds it allowed, and none of the legitimate frames the generator makes is
 //! dropped. Frames come from the container's addresses and others', to its network, the
@@ -407,6 +408,15 @@ fn random_and_mutated_ipv6_is_never_changed_and_never_passed_unpoliced() {
         } else {
             made.frame.clone()
         };
+        if rng.chance(10) {
+            // The uplink's XDP program (its IPv6 half): with no published port and no
+            // flow here, nothing is its to translate or drop; TC judges it all.
+            let (verdict, note, out) = t.run_xdp(&input);
+            let ctx = format!("round {round}, uplink_xdp, frame {input:02x?}");
+            assert_eq!((verdict, note.len()), (XDP_PASS, 0), "{ctx}");
+            assert_eq!(out, input, "changed: {ctx}");
+            continue;
+        }
         let program = if rng.chance(5) {
             "uplink_ingress"
         } else {

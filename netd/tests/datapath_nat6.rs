@@ -18,31 +18,6 @@ use netd_common::{
 };
 use support::*;
 
-/// A frame of `proto` from `src` to `dst` with `l4` behind `ext` (extension headers, the
-/// first of protocol `next` when not empty), its upper-layer checksum right.
-fn frame6(src: Ipv6Addr, dst: Ipv6Addr, ext: &[u8], next: u8, proto: u8, l4: &[u8]) -> Vec<u8> {
-    let mut rest = ext.to_vec();
-    rest.extend_from_slice(l4);
-    let first = if ext.is_empty() { proto } else { next };
-    let f = ipv6_frame(GATEWAY_MAC, src, dst, first, &rest);
-    with_l4_checksum6(f, ETH + 40 + ext.len(), proto)
-}
-
-/// A TCP segment from `src:sport` to `dst:dport` with `flags`, no extension headers.
-fn tcp6(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, flags: u8) -> Vec<u8> {
-    frame6(src, dst, &[], 0, TCP6, &tcp6_segment(sport, dport, flags))
-}
-
-/// A UDP datagram from `src:sport` to `dst:dport`, no extension headers.
-fn udp6(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16) -> Vec<u8> {
-    frame6(src, dst, &[], 0, UDP6, &udp6_datagram(sport, dport))
-}
-
-/// An 8-byte Destination Options header (PadN) leading to `next`.
-fn dest_opts(next: u8) -> Vec<u8> {
-    vec![next, 0, 1, 4, 0, 0, 0, 0]
-}
-
 /// The upper layer of `proto` from port `sport` to `dport` (for echo: a request with
 /// identifier `sport`, or a reply to identifier `dport`).
 fn l4(proto: u8, sport: u16, dport: u16) -> Vec<u8> {
@@ -409,31 +384,6 @@ fn errors_about_no_flow_or_to_anyone_but_the_quoted_sender_are_never_translated(
     let error = icmp6_error(CONTAINER6, BEYOND6, 1, 4, 0, &invented[ETH..]);
     assert_eq!(t.run("uplink_egress", &error).0, TC_ACT_SHOT);
     assert_eq!(count(&t, "UplinkEgress", "drop_ipv6_not_translated"), 1);
-}
-
-/// TCP port 80 published on `host_ip`:8080.
-fn binding_8080_on(host_ip: impl Into<std::net::IpAddr>) -> netd::ports::PortBinding {
-    netd::ports::PortBinding {
-        proto: netd::ports::Proto::Tcp,
-        container_port: 80,
-        host_ip: host_ip.into(),
-        host_port: 8080,
-    }
-}
-
-/// `-p 8080:80` for a dual-stack container: TCP port 80 on `0.0.0.0` and `[::]`.
-fn binding_8080() -> [netd::ports::PortBinding; 2] {
-    [
-        binding_8080_on(std::net::Ipv4Addr::UNSPECIFIED),
-        binding_8080_on(Ipv6Addr::UNSPECIFIED),
-    ]
-}
-
-/// CONTAINER's (and CONTAINER6's) port 80 published on every address.
-fn publish_8080(t: &mut TestDatapath) {
-    for b in binding_8080() {
-        t.dp.publish(&b, CONTAINER, Some(CONTAINER6), LO).unwrap();
-    }
 }
 
 #[test]

@@ -16,6 +16,7 @@ use netd_common::{
 use super::{
     Datapath, ENDPOINT_EGRESS_PROGRAM, ENDPOINT_PROGRAM, HOST_LOCAL_PROGRAMS, IPV6_PROGRAMS,
     OVERLAY_PROGRAM, PROGRAMS, SWEEP_PROGRAM, SWEEP6_PROGRAM, UPLINK_PROGRAMS, XDP_PROGRAM,
+    XDP6_PROGRAM,
 };
 use crate::pins;
 
@@ -214,17 +215,29 @@ impl Datapath {
     /// The uplink's XDP program (e.g. for `BPF_PROG_TEST_RUN`), verified on first use:
     /// a daemon with `--xdp off` never loads it.
     pub fn xdp_program(&mut self) -> Result<&mut Xdp> {
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(XDP_PROGRAM)
-            .with_context(|| format!("program {XDP_PROGRAM} missing"))?
-            .try_into()
-            .with_context(|| format!("program {XDP_PROGRAM} is not XDP"))?;
-        if prog.fd().is_err() {
-            prog.load()
+        if self.xdp_of(XDP_PROGRAM)?.fd().is_err() {
+            // Its IPv6 half first, in the slot it tail-calls: no IPv6 frame finds it
+            // empty once the program is attached.
+            let ipv6 = self.xdp_of(XDP6_PROGRAM)?;
+            ipv6.load()
+                .with_context(|| format!("verify program {XDP6_PROGRAM}"))?;
+            let fd = ipv6.fd()?.try_clone()?;
+            aya::maps::ProgramArray::try_from(self.map_mut(names::XDP_CALLS)?)?
+                .set(names::XDP_CALL_UPLINK6, &fd, 0)
+                .with_context(|| format!("put {XDP6_PROGRAM} in {}", names::XDP_CALLS))?;
+            self.xdp_of(XDP_PROGRAM)?
+                .load()
                 .with_context(|| format!("verify program {XDP_PROGRAM}"))?;
         }
-        Ok(prog)
+        self.xdp_of(XDP_PROGRAM)
+    }
+
+    fn xdp_of(&mut self, name: &str) -> Result<&mut Xdp> {
+        self.ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing"))?
+            .try_into()
+            .with_context(|| format!("program {name} is not XDP"))
     }
 
     /// A program of the object, e.g. for `BPF_PROG_TEST_RUN`.

@@ -62,6 +62,8 @@ pub const UPLINK_PROGRAMS: [(&str, TcAttachType); 2] = [
 
 /// The uplink's XDP program (`--xdp`).
 pub const XDP_PROGRAM: &str = "uplink_xdp";
+/// Its IPv6 half, tail-called through `XDP_CALLS`.
+pub const XDP6_PROGRAM: &str = "uplink_xdp6";
 
 /// The program on each container's host-side veth (TC ingress).
 pub const ENDPOINT_PROGRAM: &str = "endpoint_ingress";

@@ -174,3 +174,53 @@ pub fn with_l4_checksum6(mut frame: Vec<u8>, l4_off: usize, proto: u8) -> Vec<u8
     frame[at..at + 2].copy_from_slice(&c.to_be_bytes());
     frame
 }
+
+/// A frame of `proto` from `src` to `dst` with `l4` behind `ext` (extension headers, the
+/// first of protocol `next` when not empty), its upper-layer checksum right.
+pub fn frame6(src: Ipv6Addr, dst: Ipv6Addr, ext: &[u8], next: u8, proto: u8, l4: &[u8]) -> Vec<u8> {
+    let mut rest = ext.to_vec();
+    rest.extend_from_slice(l4);
+    let first = if ext.is_empty() { proto } else { next };
+    let f = ipv6_frame(GATEWAY_MAC, src, dst, first, &rest);
+    with_l4_checksum6(f, ETH + 40 + ext.len(), proto)
+}
+
+/// A TCP segment from `src:sport` to `dst:dport` with `flags`, no extension headers.
+pub fn tcp6(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, flags: u8) -> Vec<u8> {
+    frame6(src, dst, &[], 0, TCP6, &tcp6_segment(sport, dport, flags))
+}
+
+/// A UDP datagram from `src:sport` to `dst:dport`, no extension headers.
+pub fn udp6(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16) -> Vec<u8> {
+    frame6(src, dst, &[], 0, UDP6, &udp6_datagram(sport, dport))
+}
+
+/// An 8-byte Destination Options header (PadN) leading to `next`.
+pub fn dest_opts(next: u8) -> Vec<u8> {
+    vec![next, 0, 1, 4, 0, 0, 0, 0]
+}
+
+/// TCP port 80 published on `host_ip`:8080.
+pub fn binding_8080_on(host_ip: impl Into<std::net::IpAddr>) -> netd::ports::PortBinding {
+    netd::ports::PortBinding {
+        proto: netd::ports::Proto::Tcp,
+        container_port: 80,
+        host_ip: host_ip.into(),
+        host_port: 8080,
+    }
+}
+
+/// `-p 8080:80` for a dual-stack container: TCP port 80 on `0.0.0.0` and `[::]`.
+pub fn binding_8080() -> [netd::ports::PortBinding; 2] {
+    [
+        binding_8080_on(std::net::Ipv4Addr::UNSPECIFIED),
+        binding_8080_on(Ipv6Addr::UNSPECIFIED),
+    ]
+}
+
+/// CONTAINER's (and CONTAINER6's) port 80 published on every address.
+pub fn publish_8080(t: &mut TestDatapath) {
+    for b in binding_8080() {
+        t.dp.publish(&b, CONTAINER, Some(CONTAINER6), LO).unwrap();
+    }
+}

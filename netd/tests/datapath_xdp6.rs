@@ -1,0 +1,185 @@
+//! The uplink's XDP program over IPv6 under BPF_PROG_TEST_RUN: `uplink_xdp` hands IPv6 to
+//! `uplink_xdp6` (through `XDP_CALLS`), which translates published ports' connections
+//! (DNAT66), established flows and masquerade's replies exactly as `uplink_ingress6`
+//! does (its own checksum code against the kernel's helpers, byte for byte) and leaves
+//! its note for TC; what it does not translate it leaves to TC untouched and unmarked:
+//! ICMPv6, fragments, partial checksums, NAT46, what no flow or port claims.
+
+mod support;
+
+use netd_common::fast_path::XDP_META_MAGIC;
+use support::*;
+
+/// The note XDP left: (magic, ifindex) in native byte order, or `None` for no note.
+fn note(meta: &[u8]) -> Option<(u32, u32)> {
+    if meta.is_empty() {
+        return None;
+    }
+    assert_eq!(meta.len(), 8, "an 8-byte note in front of the frame");
+    Some((
+        u32::from_ne_bytes(meta[0..4].try_into().unwrap()),
+        u32::from_ne_bytes(meta[4..8].try_into().unwrap()),
+    ))
+}
+
+/// A node with CONTAINER6's TCP 80 published on 8080 and its UDP 53 on 5353.
+fn published_node() -> TestDatapath {
+    let mut t = nat6_node();
+    publish_8080(&mut t);
+    let dns = netd::ports::PortBinding {
+        proto: netd::ports::Proto::Udp,
+        container_port: 53,
+        host_port: 5353,
+        ..binding_8080()[1]
+    };
+    t.dp.publish(&dns, CONTAINER, Some(CONTAINER6), LO).unwrap();
+    t
+}
+
+#[test]
+fn xdp_dnats_a_new_ipv6_connection_to_a_published_port_exactly_as_tc_does() {
+    let udp_no_csum = {
+        let mut f = udp6(BEYOND6, 50003, NODE6, 5353);
+        f[ETH + 46..ETH + 48].fill(0);
+        f
+    };
+    for (what, frame) in [
+        ("TCP", tcp6(BEYOND6, 50000, NODE6, 8080, 0x02)),
+        ("UDP", udp6(BEYOND6, 50001, NODE6, 5353)),
+        (
+            "behind a Destination Options header",
+            frame6(
+                BEYOND6,
+                NODE6,
+                &dest_opts(TCP6),
+                DEST_OPTS,
+                TCP6,
+                &tcp6_segment(50002, 8080, 0x02),
+            ),
+        ),
+        ("UDP without a checksum", udp_no_csum),
+    ] {
+        let mut xdp = published_node();
+        let (verdict, meta, out) = xdp.run_xdp(&frame);
+        assert_eq!(verdict, XDP_PASS, "{what}");
+        assert_eq!(note(&meta), Some((XDP_META_MAGIC, LO)), "{what}: its veth");
+
+        let mut tc = published_node();
+        let (_, tc_out) = tc.run("uplink_ingress", &frame);
+        assert_ne!(tc_out, frame, "{what}: TC translates it");
+        assert_eq!(out, tc_out, "{what}: XDP and TC write the same bytes");
+        assert_eq!(
+            xdp.dp.flow_entries6().unwrap().len(),
+            2,
+            "{what}: both halves"
+        );
+        assert_eq!(count(&xdp, "UplinkXdp", "dnat_new_flow"), 1, "{what}");
+    }
+    // Byte for byte what the client's stack would have sent the container.
+    let mut t = published_node();
+    let (_, _, out) = t.run_xdp(&tcp6(BEYOND6, 50000, NODE6, 8080, 0x02));
+    assert_eq!(out, tcp6(BEYOND6, 50000, CONTAINER6, 80, 0x02));
+}
+
+#[test]
+fn xdp_translates_established_ipv6_flows_and_replies_to_masqueraded_ones() {
+    let mut t = published_node();
+    t.run_xdp(&tcp6(BEYOND6, 50000, NODE6, 8080, 0x02));
+    let (verdict, meta, out) = t.run_xdp(&tcp6(BEYOND6, 50000, NODE6, 8080, 0x10));
+    assert_eq!(
+        (verdict, note(&meta)),
+        (XDP_PASS, Some((XDP_META_MAGIC, LO)))
+    );
+    assert_eq!(out, tcp6(BEYOND6, 50000, CONTAINER6, 80, 0x10));
+    assert_eq!(count(&t, "UplinkXdp", "translated_established"), 1);
+
+    // A container's datagram out, masqueraded by TC at the uplink's egress...
+    let (_, sent) = t.run("uplink_egress", &udp6(CONTAINER6, 5000, BEYOND6, 53));
+    let port = u16::from_be_bytes([sent[ETH + 40], sent[ETH + 41]]);
+    // ...and the reply, translated back in XDP.
+    let (verdict, meta, out) = t.run_xdp(&udp6(BEYOND6, 53, NODE6, port));
+    assert_eq!(
+        (verdict, note(&meta)),
+        (XDP_PASS, Some((XDP_META_MAGIC, LO)))
+    );
+    assert_eq!(out, udp6(BEYOND6, 53, CONTAINER6, 5000));
+    assert_eq!(count(&t, "UplinkXdp", "snat_reply"), 1);
+}
+
+/// `frame` (IPv6, no extension headers) as a local socket hands it to a veth:
+/// CHECKSUM_PARTIAL, its L4 checksum field seeded with the pseudo-header sum.
+fn as_partial6(mut frame: Vec<u8>) -> Vec<u8> {
+    let proto = frame[ETH + 6];
+    let l4_len = (frame.len() - ETH - 40) as u32;
+    let mut pseudo = frame[ETH + 8..ETH + 40].to_vec();
+    pseudo.extend_from_slice(&l4_len.to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, proto]);
+    let seed = !checksum(&pseudo, 0);
+    let off = ETH + 40 + if proto == TCP6 { 16 } else { 6 };
+    frame[off..off + 2].copy_from_slice(&seed.to_be_bytes());
+    frame
+}
+
+#[test]
+fn xdp_leaves_to_tc_what_it_does_not_translate_over_ipv6() {
+    let mut t = published_node();
+    // NAT46: a port published for a container with IPv4 only.
+    let v4_only = binding_8080_on(std::net::Ipv6Addr::UNSPECIFIED);
+    let v4_only = netd::ports::PortBinding {
+        host_port: 8081,
+        ..v4_only
+    };
+    t.dp.publish(&v4_only, CONTAINER, None, LO).unwrap();
+    let [first, following] = {
+        let whole = udp6(BEYOND6, 50010, NODE6, 5353);
+        let l4 = whole[ETH + 40..].to_vec();
+        let header = |offset_and_more: u16| {
+            let mut h = vec![UDP6, 0];
+            h.extend_from_slice(&offset_and_more.to_be_bytes());
+            h.extend_from_slice(&7u32.to_be_bytes());
+            h
+        };
+        let mut first = header(1);
+        first.extend_from_slice(&l4[..16]);
+        let mut following = header(16);
+        following.extend_from_slice(&l4[16..]);
+        [first, following].map(|rest| ipv6_frame(GATEWAY_MAC, BEYOND6, NODE6, FRAGMENT, &rest))
+    };
+    let echo = frame6(BEYOND6, NODE6, &[], 0, ICMP6, &echo6(128, 7, 1));
+    for (what, frame) in [
+        ("ICMPv6", with_l4_checksum6(echo, ETH + 40, ICMP6)),
+        ("a first fragment", first),
+        ("a following fragment", following),
+        (
+            "a partial checksum",
+            as_partial6(tcp6(BEYOND6, 50011, NODE6, 8080, 0x02)),
+        ),
+        ("NAT46", tcp6(BEYOND6, 50012, NODE6, 8081, 0x02)),
+        (
+            "a port not published",
+            tcp6(BEYOND6, 50013, NODE6, 9999, 0x02),
+        ),
+        ("an echo reply", {
+            let reply = frame6(BEYOND6, NODE6, &[], 0, ICMP6, &echo6(129, 7, 1));
+            with_l4_checksum6(reply, ETH + 40, ICMP6)
+        }),
+        ("to a container", tcp6(BEYOND6, 50015, CONTAINER6, 80, 0x02)),
+    ] {
+        let (verdict, meta, out) = t.run_xdp(&frame);
+        assert_eq!(verdict, XDP_PASS, "{what}");
+        assert_eq!(note(&meta), None, "{what}: no note");
+        assert_eq!(out, frame, "{what}: untouched");
+    }
+    assert!(
+        t.dp.flow_entries6().unwrap().is_empty(),
+        "no flow made or counted"
+    );
+    assert_eq!(count(&t, "UplinkXdp", "pass_checksum_partial"), 1);
+
+    // A new connection from a source of the node's own networks is forged: dropped here
+    // as TC drops it.
+    let forged = tcp6(OTHER_CONTAINER6, 50016, NODE6, 8080, 0x02);
+    assert_eq!(t.run_xdp(&forged).0, XDP_DROP);
+    assert_eq!(t.run("uplink_ingress", &forged).0, TC_ACT_SHOT);
+    assert_eq!(count(&t, "UplinkXdp", "drop_spoofed_source"), 1);
+}
