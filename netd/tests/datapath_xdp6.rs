@@ -43,7 +43,7 @@ fn xdp_dnats_a_new_ipv6_connection_to_a_published_port_exactly_as_tc_does() {
         f[ETH + 46..ETH + 48].fill(0);
         f
     };
-    for (what, frame) in [
+    let cases = [
         ("TCP", tcp6(BEYOND6, 50000, NODE6, 8080, 0x02)),
         ("UDP", udp6(BEYOND6, 50001, NODE6, 5353)),
         (
@@ -58,27 +58,28 @@ fn xdp_dnats_a_new_ipv6_connection_to_a_published_port_exactly_as_tc_does() {
             ),
         ),
         ("UDP without a checksum", udp_no_csum),
-    ] {
-        let mut xdp = published_node();
+    ];
+    // One node for XDP and one for TC: each case is a connection of its own.
+    let (mut xdp, mut tc) = (published_node(), published_node());
+    for (i, (what, frame)) in cases.into_iter().enumerate() {
         let (verdict, meta, out) = xdp.run_xdp(&frame);
         assert_eq!(verdict, XDP_PASS, "{what}");
         assert_eq!(note(&meta), Some((XDP_META_MAGIC, LO)), "{what}: its veth");
 
-        let mut tc = published_node();
         let (_, tc_out) = tc.run("uplink_ingress", &frame);
         assert_ne!(tc_out, frame, "{what}: TC translates it");
         assert_eq!(out, tc_out, "{what}: XDP and TC write the same bytes");
+        let made = i as u64 + 1;
         assert_eq!(
-            xdp.dp.flow_entries6().unwrap().len(),
-            2,
+            xdp.dp.flow_entries6().unwrap().len() as u64,
+            2 * made,
             "{what}: both halves"
         );
-        assert_eq!(count(&xdp, "UplinkXdp", "dnat_new_flow"), 1, "{what}");
+        assert_eq!(count(&xdp, "UplinkXdp", "dnat_new_flow"), made, "{what}");
     }
     // Byte for byte what the client's stack would have sent the container.
-    let mut t = published_node();
-    let (_, _, out) = t.run_xdp(&tcp6(BEYOND6, 50000, NODE6, 8080, 0x02));
-    assert_eq!(out, tcp6(BEYOND6, 50000, CONTAINER6, 80, 0x02));
+    let (_, _, out) = xdp.run_xdp(&tcp6(BEYOND6, 50009, NODE6, 8080, 0x02));
+    assert_eq!(out, tcp6(BEYOND6, 50009, CONTAINER6, 80, 0x02));
 }
 
 #[test]
