@@ -45,8 +45,8 @@ enum Decided {
     IcmpError,
 }
 
-/// The verdict code of a packet policy lets through (never returned to the kernel): with
-/// the fast path on, an established flow's is translated and sent out of the uplink
+/// The verdict code of a packet with flow facts policy lets through (never returned to
+/// the kernel): with the fast path on, an established flow's is translated and sent out of the uplink
 /// (`leave_by_uplink`, from the entry point as well); else it goes on to the bridge or
 /// the node. A code rather than a variant of `Decided`: the verifier refuses what the
 /// compiler makes of a variant carrying a reason.
@@ -103,7 +103,8 @@ fn decide(ctx: &TcContext, ep: &EndpointInfo, ep6: &Endpoint6Info) -> Decided {
     match policy6::judge(ep, ep6, &dst) {
         Err(reason) => Decided::Verdict((reason, DROP)),
         Ok(_) if matches!(seen, Seen::ToPublished) => Decided::Hairpin,
-        Ok(reason) => Decided::Verdict((reason, PASSED)),
+        Ok(reason) if matches!(seen, Seen::Other) => Decided::Verdict((reason, PASSED)),
+        Ok(reason) => Decided::Verdict((reason, PASS)),
     }
 }
 
@@ -136,20 +137,29 @@ enum Seen {
     Flow(Verdict),
     /// The first packet of a connection to a published port.
     ToPublished,
-    /// Anything else: policy decides.
+    /// Another flow's packet, its facts in this CPU's `SCRATCH6` (for the fast path,
+    /// `leave_by_uplink`): policy decides.
     Other,
+    /// A packet with no flow facts (another protocol, a fragment whose first was not
+    /// seen): policy decides.
+    Unparsed,
 }
 
+/// The packet parsed into this CPU's `SCRATCH6` (off this frame, and kept for
+/// `leave_by_uplink`, which would otherwise parse it again), then looked up.
 #[inline(never)]
 fn seen(ctx: &TcContext) -> Seen {
-    let mut flow = Default::default();
-    if flow_packet(ctx, &mut flow).is_err() {
-        return Seen::Other;
+    let Some(scratch) = scratch6() else {
+        return Seen::Unparsed;
+    };
+    if flow_packet(ctx, &mut scratch.flow).is_err() {
+        return Seen::Unparsed;
     }
-    if let Some(verdict) = established(ctx, &flow) {
+    let flow = &scratch.flow;
+    if let Some(verdict) = established(ctx, flow) {
         return Seen::Flow(verdict);
     }
-    if flow.starts_flow && leads_to_a_container(&flow) {
+    if flow.starts_flow && leads_to_a_container(flow) {
         Seen::ToPublished
     } else {
         Seen::Other
@@ -168,21 +178,15 @@ fn established(ctx: &TcContext, flow: &Flow6) -> Option<Verdict> {
 }
 
 /// A packet policy let through (`passed`): sent out of the uplink by the fast path if it
-/// is an established flow's routed there (as `endpoint::leave_by_uplink`), its flow
-/// parsed into this CPU's `SCRATCH6`, off the stack of the translation.
+/// is an established flow's routed there (as `endpoint::leave_by_uplink`), its flow as
+/// `seen` left it in this CPU's `SCRATCH6`.
 #[inline(never)]
 fn leave_by_uplink(ctx: &TcContext, passed: Reason) -> Verdict {
     let unchanged = (passed, PASS);
-    if fast_path::config().is_none() {
-        return unchanged;
-    }
     // SAFETY: a reference into the map value, used before the program ends.
     let (Some(ep), Some(scratch)) = (unsafe { ENDPOINTS.get(ifindex(ctx)) }, scratch6()) else {
         return unchanged;
     };
-    if flow_packet(ctx, &mut scratch.flow).is_err() {
-        return unchanged;
-    }
     match fast_path::leave_by_uplink(ctx, &scratch.flow, ep, uplink6::established_out) {
         (Reason::NoMatch, PASS) => unchanged,
         verdict => verdict,
