@@ -215,6 +215,17 @@ pub fn ipv6(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, next: u8, rest: &[
     p
 }
 
+/// A UDP datagram (for `ipv6`) from port `sport` to `dport` carrying `marker` (checksum
+/// left 0: captures see it, no stack need take it).
+pub fn udp6(sport: u16, dport: u16, marker: &[u8]) -> Vec<u8> {
+    let mut u = sport.to_be_bytes().to_vec();
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&((8 + marker.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(marker);
+    u
+}
+
 /// The link-local address of an interface with MAC `mac` (EUI-64), as netd gives them.
 pub fn link_local6(mac: [u8; 6]) -> std::net::Ipv6Addr {
     std::net::Ipv6Addr::from(link_local(mac))

@@ -21,6 +21,7 @@ pub mod daemon;
 pub mod docker;
 pub mod echo;
 pub mod engine;
+pub mod ipv6;
 pub mod lan;
 pub mod monitor;
 pub mod netns;
