@@ -7,13 +7,11 @@
 //! RFC 5227 waits one to two seconds per probe; a container start cannot, so netd waits
 //! `WAIT` in all. A host that answers later than that is not seen.
 
-use std::{
-    net::Ipv4Addr,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    time::{Duration, Instant},
-};
+use std::{net::Ipv4Addr, time::Duration};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+
+use crate::address_probe;
 
 /// How long answers are waited for, in all.
 pub const WAIT: Duration = Duration::from_millis(300);
@@ -62,113 +60,17 @@ pub fn conflict_in(frame: &[u8], target: Ipv4Addr, own: [u8; 6]) -> Option<[u8; 
 /// Probe `target` out of interface `ifindex` (of the calling thread's namespace), sending
 /// as `mac`: the MAC of the host that answered, if one did. Blocking, `WAIT` long.
 pub fn probe(ifindex: u32, mac: [u8; 6], target: Ipv4Addr) -> Result<Option<[u8; 6]>> {
-    let sock = packet_socket(ifindex)?;
-    let frame = probe_frame(mac, target);
-    let start = Instant::now();
-    let mut sent = 0;
-    let mut buf = [0u8; 1514];
-    while start.elapsed() < WAIT {
-        if sent < PROBES && start.elapsed() >= WAIT / PROBES * sent {
-            send(&sock, ifindex, &frame)?;
-            sent += 1;
-        }
-        let next_send = if sent < PROBES {
-            WAIT / PROBES * sent
-        } else {
-            WAIT
-        };
-        let wait = next_send.saturating_sub(start.elapsed());
-        if let Some(n) = recv_within(&sock, &mut buf, wait)?
-            && let Some(theirs) = conflict_in(&buf[..n], target, mac)
-        {
-            return Ok(Some(theirs));
-        }
-    }
-    Ok(None)
-}
-
-fn packet_socket(ifindex: u32) -> Result<OwnedFd> {
-    let proto = ETH_P_ARP.to_be();
-    // SAFETY: socket(2) with constant arguments; the result is checked.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            i32::from(proto),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("open a packet socket");
-    }
-    // SAFETY: a descriptor we were just given and own alone.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let addr = link_addr(ifindex);
-    // SAFETY: bind with a sockaddr_ll of the right size.
-    let rc = unsafe {
-        libc::bind(
-            sock.as_raw_fd(),
-            (&raw const addr).cast(),
-            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("bind the packet socket");
-    }
-    Ok(sock)
-}
-
-fn link_addr(ifindex: u32) -> libc::sockaddr_ll {
-    // SAFETY: all-zero is a valid sockaddr_ll.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_protocol = ETH_P_ARP.to_be();
-    addr.sll_ifindex = ifindex as i32;
-    addr.sll_halen = 6;
-    addr.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-    addr
-}
-
-fn send(sock: &OwnedFd, ifindex: u32, frame: &[u8]) -> Result<()> {
-    let addr = link_addr(ifindex);
-    // SAFETY: sendto with a buffer and a sockaddr_ll of their sizes.
-    let n = unsafe {
-        libc::sendto(
-            sock.as_raw_fd(),
-            frame.as_ptr().cast(),
-            frame.len(),
-            0,
-            (&raw const addr).cast(),
-            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error()).context("send an ARP probe");
-    }
-    Ok(())
-}
-
-/// One frame, if one arrives within `wait`.
-fn recv_within(sock: &OwnedFd, buf: &mut [u8], wait: Duration) -> Result<Option<usize>> {
-    let mut p = libc::pollfd {
-        fd: sock.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX).max(1);
-    // SAFETY: one pollfd.
-    if unsafe { libc::poll(&mut p, 1, ms) } <= 0 {
-        return Ok(None);
-    }
-    // SAFETY: recv into a buffer of its length.
-    let n = unsafe {
-        libc::recv(
-            sock.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT,
-        )
-    };
-    Ok(usize::try_from(n).ok())
+    address_probe::probe(
+        &address_probe::Probe {
+            ifindex,
+            ethertype: ETH_P_ARP,
+            frame: &probe_frame(mac, target),
+            wait: WAIT,
+            probes: PROBES,
+            all_multicast: false,
+        },
+        |frame| conflict_in(frame, target, mac),
+    )
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! netd's library: everything the `netd` binary is made of, one job per module, so that
 //! tests can drive the same code (the datapath tests write maps through `Datapath`).
 
+pub mod address_probe;
 pub mod api;
 pub mod arp_probe;
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod ipam6;
 pub mod journal;
 pub mod metrics;
 pub mod monitor;
+pub mod nd_probe;
 pub mod netlink;
 pub mod netns;
 pub mod network_request;

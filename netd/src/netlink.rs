@@ -7,7 +7,7 @@ use std::{
     os::fd::AsRawFd,
 };
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use futures::TryStreamExt;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netlink_packet_route::{
@@ -377,13 +377,22 @@ impl Netlink {
             .with_context(|| format!("add address {addr}/{prefix} to link {index}"))
     }
 
-    /// The route to `dst/32` through link `oif`, from `src`; replaced if there is one.
-    pub async fn replace_host_route(&self, dst: Ipv4Addr, oif: u32, src: Ipv4Addr) -> Result<()> {
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(dst, 32)
-            .output_interface(oif)
-            .pref_source(src)
-            .build();
+    /// The route to `dst` alone (/32, /128) through link `oif`, from `src` (of its
+    /// family); replaced if there is one.
+    pub async fn replace_host_route(&self, dst: IpAddr, oif: u32, src: IpAddr) -> Result<()> {
+        let route = match (dst, src) {
+            (IpAddr::V4(dst), IpAddr::V4(src)) => RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(dst, 32)
+                .output_interface(oif)
+                .pref_source(src)
+                .build(),
+            (IpAddr::V6(dst), IpAddr::V6(src)) => RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(dst, 128)
+                .output_interface(oif)
+                .pref_source(src)
+                .build(),
+            _ => bail!("a route to {dst} from {src}: not one family"),
+        };
         self.handle
             .route()
             .add(route)
@@ -393,12 +402,18 @@ impl Netlink {
             .with_context(|| format!("add route to {dst} through link {oif}"))
     }
 
-    /// Remove the route to `dst/32` through link `oif`, if there is one.
-    pub async fn delete_host_route(&self, dst: Ipv4Addr, oif: u32) -> Result<()> {
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(dst, 32)
-            .output_interface(oif)
-            .build();
+    /// Remove the route to `dst` alone through link `oif`, if there is one.
+    pub async fn delete_host_route(&self, dst: IpAddr, oif: u32) -> Result<()> {
+        let route = match dst {
+            IpAddr::V4(dst) => RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(dst, 32)
+                .output_interface(oif)
+                .build(),
+            IpAddr::V6(dst) => RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(dst, 128)
+                .output_interface(oif)
+                .build(),
+        };
         match self.handle.route().del(route).execute().await {
             Err(rtnetlink::Error::NetlinkError(e))
                 if e.code.map(|c| -c.get()) == Some(libc::ESRCH) =>

@@ -410,9 +410,9 @@ pub fn settings(req: &NetworkRequest) -> Result<Settings> {
         );
     };
     let s = driver.validate(req)?;
-    if families.v6.is_some() && s.driver != Driver::Bridge {
+    if families.v6.is_some() && !matches!(s.driver, Driver::Bridge | Driver::Macvlan) {
         bail!(
-            "invalid --ipv6: IPv6 on {name} networks is not supported yet (bridge networks have it)"
+            "invalid --ipv6: IPv6 on {name} networks is not supported yet (bridge and macvlan networks have it)"
         );
     }
     Ok(s)
@@ -838,13 +838,13 @@ mod tests {
     }
 
     #[test]
-    fn only_bridge_networks_have_ipv6_so_far() {
-        let mut r = dual(&[], &[], &[], true);
+    fn bridge_and_macvlan_networks_have_ipv6() {
+        let mut r = dual(&["fd00:77::/64"], &["fd00:77::1"], &[], true);
         r.driver = Some("macvlan".into());
-        assert_eq!(
-            err(&r),
-            "invalid --ipv6: IPv6 on macvlan networks is not supported yet (bridge networks have it)"
-        );
+        r.options = vec!["parent=lan0".into()];
+        let s = settings(&r).unwrap();
+        assert_eq!(s.driver, Driver::Macvlan);
+        assert!(families(&r).unwrap().v6.is_some());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::{
 use ipnet::{Ipv4Net, Ipv6Net};
 use netd_common::maps::{Endpoint6Info, EndpointInfo, NetworkInfo};
 
-use crate::{endpoint, network_request::MacvlanMode, ports::PortBinding};
+use crate::{endpoint, network_request::MacvlanMode, ports::PortBinding, state::Shim};
 
 /// Where a link is: in the node's namespace, or in the container's the plan is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,13 +96,12 @@ pub enum Step {
     EnsureStubParent {
         name: String,
     },
-    /// The node's shim on a parent: a bridge-mode macvlan with an address, up, and a host
-    /// route through it to each of `routes`.
+    /// The node's shim on a parent: a bridge-mode macvlan with its addresses, up, and a
+    /// host route through it to each of `routes` (of the families it has an address of).
     EnsureShim {
-        name: String,
+        shim: Shim,
         parent: String,
-        ip: Ipv4Addr,
-        routes: Vec<Ipv4Addr>,
+        routes: Vec<IpAddr>,
     },
     /// A veth pair in the node, both ends down.
     CreateVeth {
@@ -150,14 +149,15 @@ pub enum Step {
         link: String,
         inside: Inside,
     },
-    /// The node's route to a container through a link (a macvlan network's shim).
+    /// The node's route to a container's address through a link (a macvlan network's
+    /// shim), from the node's address `src` of the same family.
     HostRoute {
-        to: Ipv4Addr,
+        to: IpAddr,
         via: String,
-        src: Ipv4Addr,
+        src: IpAddr,
     },
     DeleteHostRoute {
-        to: Ipv4Addr,
+        to: IpAddr,
         via: String,
     },
     /// Delete a link if it is there.
@@ -214,7 +214,9 @@ impl fmt::Display for Step {
             },
             Step::RequireLink { name } => write!(f, "check that {name} is there"),
             Step::EnsureStubParent { name } => write!(f, "set up parent {name}"),
-            Step::EnsureShim { name, parent, .. } => write!(f, "set up shim {name} on {parent}"),
+            Step::EnsureShim { shim, parent, .. } => {
+                write!(f, "set up shim {} on {parent}", shim.name)
+            }
             Step::CreateVeth { host, peer } => write!(f, "create veth {host}/{peer}"),
             Step::CreateMacvlan { name, parent, mode } => {
                 write!(f, "create macvlan {name} on {parent} ({})", mode.name())
@@ -412,7 +414,7 @@ pub fn attach_macvlan(
     p: &EndpointPlan,
     parent: &str,
     mode: MacvlanMode,
-    shim: Option<(&str, Ipv4Addr)>,
+    shim: Option<&Shim>,
 ) -> Vec<Planned> {
     let name = p.peer_name();
     let mut plan = vec![undone_by(
@@ -444,14 +446,27 @@ pub fn attach_macvlan(
             link: p.ifname.to_string(),
         }],
     ));
-    if let Some((via, src)) = shim {
-        plan.push(step(Step::HostRoute {
-            to: p.ip,
-            via: via.to_string(),
-            src,
-        }));
+    if let Some(shim) = shim {
+        plan.extend(shim_routes(shim, p.ip, p.ipv6.map(|v6| v6.ip)).map(step));
     }
     plan
+}
+
+/// The node's routes through its shim to a container's addresses: IPv4's, and IPv6's if
+/// both have IPv6.
+fn shim_routes(shim: &Shim, ip: Ipv4Addr, ip6: Option<Ipv6Addr>) -> impl Iterator<Item = Step> {
+    let v4 = (IpAddr::from(ip), IpAddr::from(shim.ip));
+    let v6 = ip6
+        .zip(shim.ip6)
+        .map(|(to, src)| (IpAddr::from(to), IpAddr::from(src)));
+    [Some(v4), v6]
+        .into_iter()
+        .flatten()
+        .map(|(to, src)| Step::HostRoute {
+            to,
+            via: shim.name.clone(),
+            src,
+        })
 }
 
 /// Where a container's published ports lead: its endpoint's address (IPv6 too, on a
@@ -598,12 +613,18 @@ pub fn detach(ip: Ipv4Addr, ip6: Option<Ipv6Addr>, attached: &Attached) -> Vec<S
             namespace_open,
             shim,
         } => {
+            let addresses = [Some(IpAddr::from(ip)), ip6.map(IpAddr::from)];
             let mut steps: Vec<Step> = shim
-                .map(|via| Step::DeleteHostRoute {
-                    to: ip,
-                    via: via.to_string(),
-                })
                 .into_iter()
+                .flat_map(|via| {
+                    addresses
+                        .into_iter()
+                        .flatten()
+                        .map(|to| Step::DeleteHostRoute {
+                            to,
+                            via: via.to_string(),
+                        })
+                })
                 .collect();
             if namespace_open {
                 steps.push(Step::DeleteLink {
@@ -767,12 +788,12 @@ mod tests {
 
     #[test]
     fn a_macvlan_endpoint_has_no_program_and_routes_the_shim_last() {
-        let steps = attach_macvlan(
-            &plan(),
-            "eth1",
-            MacvlanMode::Bridge,
-            Some(("nhabc", Ipv4Addr::new(172, 18, 0, 3))),
-        );
+        let shim = Shim {
+            name: "nhabc".into(),
+            ip: Ipv4Addr::new(172, 18, 0, 3),
+            ip6: None,
+        };
+        let steps = attach_macvlan(&plan(), "eth1", MacvlanMode::Bridge, Some(&shim));
         assert_eq!(
             names(&steps),
             [
@@ -795,6 +816,51 @@ mod tests {
                 "remove ndp0123456789ab",
             ]
         );
+    }
+
+    #[test]
+    fn a_dual_stack_macvlan_endpoint_is_routed_through_a_dual_stack_shim_both_ways() {
+        let mut p = plan();
+        p.ipv6 = Some(Inside6 {
+            ip: "fd00:77::101".parse().unwrap(),
+            prefix: 64,
+            link_local: "fe80::42:acff:fe12:2".parse().unwrap(),
+            gateway: None,
+        });
+        let mut shim = Shim {
+            name: "nhabc".into(),
+            ip: Ipv4Addr::new(172, 18, 0, 3),
+            ip6: Some("fd00:77::100".parse().unwrap()),
+        };
+        let routes = |shim: &Shim| -> Vec<String> {
+            names(&attach_macvlan(&p, "eth1", MacvlanMode::Bridge, Some(shim)))
+                .into_iter()
+                .filter(|s| s.starts_with("route"))
+                .collect()
+        };
+        assert_eq!(
+            routes(&shim),
+            [
+                "route the node to 172.18.0.2 through nhabc",
+                "route the node to fd00:77::101 through nhabc",
+            ]
+        );
+        // A shim without an IPv6 address has no source for an IPv6 route: IPv4 only.
+        shim.ip6 = None;
+        assert_eq!(
+            routes(&shim),
+            ["route the node to 172.18.0.2 through nhabc"]
+        );
+        let gone = detach(
+            p.ip,
+            p.ipv6.map(|v6| v6.ip),
+            &Attached::Macvlan {
+                ifname: "eth0",
+                namespace_open: false,
+                shim: Some("nhabc"),
+            },
+        );
+        assert_eq!(gone.len(), 2, "{gone:?}");
     }
 
     #[test]
@@ -832,7 +898,7 @@ mod tests {
         assert_eq!(
             gone_namespace,
             [Step::DeleteHostRoute {
-                to: ip,
+                to: ip.into(),
                 via: "nhabc".into()
             }]
         );

@@ -117,6 +117,9 @@ pub struct Shim {
     pub name: String,
     /// Taken from the network's range, so that containers answer it on the LAN.
     pub ip: Ipv4Addr,
+    /// Its IPv6 address, from the network's IPv6 range, on a network with IPv6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
 }
 
 impl Network {

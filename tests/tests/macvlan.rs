@@ -1,9 +1,14 @@
 //! The macvlan driver on a simulated LAN (`netd_tests::lan`): containers on the LAN at
-//! their own addresses and MACs, in each of the kernel's modes, the internal network with
-//! no parent, the refusals (each with its message and nothing changed), restart
-//! continuity and create/remove cycles that leave nothing behind.
+//! their own addresses and MACs, in each of the kernel's modes, IPv6 beside IPv4 (no
+//! address another LAN host holds handed out, of either family), the internal network
+//! with no parent, the node's shim, the refusals (each with its message and nothing
+//! changed), restart continuity and create/remove cycles that leave nothing behind.
 
-use std::{net::Ipv4Addr, path::Path, process::Output};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+    process::Output,
+};
 
 use netd_tests::{
     Daemon, EchoServer, HeldConnection, Proto, Sandbox, addr, echo_once, lan::Lan, require_root,
@@ -60,8 +65,8 @@ impl Bed {
         self.netd.container(name).unwrap()
     }
 
-    /// The error of `netd run --ip IP` on `network`, which must fail.
-    fn run_refused(&self, network: &str, ip: &str) -> String {
+    /// The error of `netd run FLAG IP` (`--ip`, `--ip6`) on `network`, which must fail.
+    fn run_refused(&self, network: &str, flag: &str, ip: &str) -> String {
         let out = self
             .netd
             .cli(&[
@@ -71,14 +76,14 @@ impl Bed {
                 "thief",
                 "--network",
                 network,
-                "--ip",
+                flag,
                 ip,
                 "--",
                 "sleep",
                 "1",
             ])
             .unwrap();
-        assert!(!out.status.success(), "--ip {ip} on {network} was taken");
+        assert!(!out.status.success(), "{flag} {ip} on {network} was taken");
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
@@ -104,8 +109,8 @@ fn inside(ns: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn pings(ns: &Path, to: Ipv4Addr) -> bool {
-    inside(ns, &["ping", "-c", "1", "-W", "1", &to.to_string()])
+fn pings(ns: &Path, to: impl Into<IpAddr>) -> bool {
+    inside(ns, &["ping", "-c", "1", "-W", "1", &to.into().to_string()])
         .status
         .success()
 }
@@ -123,7 +128,7 @@ fn scheme_mac(ip: Ipv4Addr) -> String {
     format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
 }
 
-fn lan_pings(lan: &Lan, to: Ipv4Addr) -> bool {
+fn lan_pings(lan: &Lan, to: impl Into<IpAddr>) -> bool {
     pings(&lan.host.path(), to)
 }
 
@@ -201,6 +206,109 @@ fn each_macvlan_mode_does_what_the_kernel_says() {
     bed.remove(&["ca"], "pass");
 }
 
+/// `--ipv6 --subnet fd00:77::/64` on the LAN: containers' IPv6 from the range.
+const IPV6_FLAGS: [&str; 7] = [
+    "--ipv6",
+    "--subnet",
+    Lan::SUBNET6,
+    "--gateway",
+    "fd00:77::1",
+    "--ip-range",
+    "fd00:77::100/120",
+];
+
+#[test]
+fn macvlan_containers_have_ipv6_on_the_lan_and_never_take_a_lan_hosts_address() {
+    let mut bed = Bed::new("mv6");
+    bed.lan.add_ipv6().unwrap();
+    // A laptop holds the range's first address (configured by hand, or by SLAAC from a
+    // prefix that overlaps it).
+    bed.lan.host_takes("fd00:77::100/64").unwrap();
+    let laptop: IpAddr = "fd00:77::100".parse().unwrap();
+    let links_before = bed.node_links();
+    let mut flags = vec!["-o", "parent=lan0"];
+    flags.extend(IPV6_FLAGS);
+    bed.create("lan6", &flags);
+    let inspect = bed.netd.cli_ok(&["network", "inspect", "lan6"]).unwrap();
+    assert!(inspect.contains("fd00:77::/64"), "{inspect}");
+
+    let c1 = bed.run("c1", "lan6");
+    let c2 = bed.run("c2", "lan6");
+    let ip6 = c1.ip6.expect("an IPv6 address on a network with --ipv6");
+    assert_eq!(ip6, "fd00:77::101".parse::<Ipv6Addr>().unwrap());
+    assert!(
+        bed.netd.log().contains("fd00:77::100 is in use on the LAN"),
+        "{}",
+        bed.netd.log()
+    );
+    let err = bed.run_refused("lan6", "--ip6", "fd00:77::100");
+    assert!(
+        err.contains("invalid --ip6 fd00:77::100: Address already in use on the LAN of lan0"),
+        "{err}"
+    );
+    assert!(pings(&bed.lan.router.path(), laptop), "the laptop keeps it");
+
+    // The LAN host reaches it at that address and learns netd's MAC for it; TCP and UDP
+    // with the host's own address seen.
+    assert!(lan_pings(&bed.lan, ip6));
+    assert_eq!(bed.lan.host_neighbour(ip6).unwrap(), scheme_mac(c1.ip));
+    let server = EchoServer::start(&c1.netns, Proto::Tcp, addr(Ipv6Addr::UNSPECIFIED, 80)).unwrap();
+    echo_once(&bed.lan.host.path(), Proto::Tcp, addr(ip6, 80)).unwrap();
+    let host = [IpAddr::V6(Lan::HOST6), laptop];
+    assert!(
+        host.contains(&server.peers()[0].ip()),
+        "{:?}",
+        server.peers()
+    );
+    let udp = EchoServer::start(&c1.netns, Proto::Udp, addr(Ipv6Addr::UNSPECIFIED, 53)).unwrap();
+    echo_once(&bed.lan.host.path(), Proto::Udp, addr(ip6, 53)).unwrap();
+    assert!(host.contains(&udp.peers()[0].ip()), "{:?}", udp.peers());
+    // Out: the router through the IPv6 default route, the LAN host, the sibling.
+    let routes =
+        String::from_utf8_lossy(&inside(&c1.netns, &["ip", "-6", "route"]).stdout).into_owned();
+    assert!(routes.contains("default via fd00:77::1"), "{routes}");
+    assert!(pings(&c1.netns, Lan::ROUTER6));
+    let lan_server = EchoServer::start(
+        &bed.lan.host.path(),
+        Proto::Tcp,
+        addr(Ipv6Addr::UNSPECIFIED, 81),
+    )
+    .unwrap();
+    echo_once(&c1.netns, Proto::Tcp, addr(Lan::HOST6, 81)).unwrap();
+    assert_eq!(lan_server.peers()[0].ip(), IpAddr::V6(ip6));
+    assert!(pings(&c1.netns, c2.ip6.unwrap()));
+    // A static address that no one holds.
+    bed.netd
+        .cli_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "c3",
+            "--network",
+            "lan6",
+            "--ip6",
+            "fd00:77::1ff",
+            "--",
+            "sleep",
+            "infinity",
+        ])
+        .unwrap();
+    let c3 = bed.netd.container("c3").unwrap();
+    assert_eq!(c3.ip6, Some("fd00:77::1ff".parse().unwrap()));
+    assert!(lan_pings(&bed.lan, c3.ip6.unwrap()));
+
+    // A restart leaves its IPv6 as it was: a held connection goes on.
+    let mut held = HeldConnection::open(&bed.lan.host.path(), addr(ip6, 80)).unwrap();
+    bed.netd.stop(libc::SIGKILL).unwrap();
+    held.exchange().unwrap();
+    bed.netd.restart().unwrap();
+    held.exchange().unwrap();
+    drop((held, server, udp, lan_server));
+
+    bed.remove(&["c1", "c2", "c3"], "lan6");
+    assert_eq!(bed.node_links(), links_before);
+}
+
 #[test]
 fn a_macvlan_network_without_parent_is_internal_to_its_containers() {
     let bed = Bed::new("mvi");
@@ -213,6 +321,9 @@ fn a_macvlan_network_without_parent_is_internal_to_its_containers() {
             "macvlan",
             "--subnet",
             "10.98.0.0/24",
+            "--ipv6",
+            "--subnet",
+            "fd00:98::/64",
             "inner",
         ])
         .unwrap();
@@ -221,8 +332,12 @@ fn a_macvlan_network_without_parent_is_internal_to_its_containers() {
     let a = bed.run("ca", "inner");
     let b = bed.run("cb", "inner");
     assert!(pings(&a.netns, b.ip));
-    let routes = String::from_utf8_lossy(&inside(&a.netns, &["ip", "route"]).stdout).into_owned();
-    assert!(!routes.contains("default"), "{routes}");
+    assert!(pings(&a.netns, b.ip6.expect("IPv6 from --ipv6")));
+    for family in ["-4", "-6"] {
+        let routes = inside(&a.netns, &["ip", family, "route"]).stdout;
+        let routes = String::from_utf8_lossy(&routes).into_owned();
+        assert!(!routes.contains("default"), "{routes}");
+    }
     assert!(!lan_pings(&bed.lan, a.ip));
     bed.remove(&["ca", "cb"], "inner");
     assert_eq!(bed.node_links(), links_before);
@@ -437,7 +552,7 @@ fn an_address_another_lan_host_answers_for_or_an_aux_address_is_never_handed_out
         "{}",
         bed.netd.log()
     );
-    let err = bed.run_refused("lan", "192.168.77.128");
+    let err = bed.run_refused("lan", "--ip", "192.168.77.128");
     assert!(
         err.contains("192.168.77.128: Address already in use on the LAN of lan0"),
         "{err}"
@@ -453,10 +568,15 @@ fn an_address_another_lan_host_answers_for_or_an_aux_address_is_never_handed_out
 #[test]
 fn the_node_reaches_its_macvlan_containers_only_through_the_shim_it_asks_for() {
     let mut bed = Bed::new("mvh");
-    // The node is on the LAN itself, as a real host is.
+    bed.lan.add_ipv6().unwrap();
+    // The node is on the LAN itself, as a real host is, with both families.
     bed.sb
         .node
         .ip(&["addr", "add", "192.168.77.2/24", "dev", "lan0"])
+        .unwrap();
+    bed.sb
+        .node
+        .ip(&["-6", "addr", "add", "fd00:77::2/64", "dev", "lan0", "nodad"])
         .unwrap();
     let links_before = bed.node_links();
     bed.create("plain", &["-o", "parent=lan0"]);
@@ -468,27 +588,43 @@ fn the_node_reaches_its_macvlan_containers_only_through_the_shim_it_asks_for() {
     );
     bed.remove(&["ca"], "plain");
 
-    bed.create(
-        "shared",
-        &[
-            "-o",
-            "parent=lan0",
-            "-o",
-            "com.netd.macvlan.host_access=true",
-        ],
-    );
+    let mut flags = vec![
+        "-o",
+        "parent=lan0",
+        "-o",
+        "com.netd.macvlan.host_access=true",
+    ];
+    flags.extend(IPV6_FLAGS);
+    bed.create("shared", &flags);
     let inspect = bed.netd.cli_ok(&["network", "inspect", "shared"]).unwrap();
     assert!(inspect.contains("\"shim\""), "{inspect}");
     // The node's own address on the LAN is never a container's.
-    let err = bed.run_refused("shared", "192.168.77.2");
+    let err = bed.run_refused("shared", "--ip", "192.168.77.2");
+    assert!(err.contains("it is the node's own address"), "{err}");
+    let err = bed.run_refused("shared", "--ip6", "fd00:77::2");
     assert!(err.contains("it is the node's own address"), "{err}");
     let c = bed.run("ca", "shared");
-    // The shim took the range's first address; the container the next.
+    // The shim took the ranges' first addresses; the container the next.
     assert_eq!(c.ip, Ipv4Addr::new(192, 168, 77, 129));
-    let server = EchoServer::start(&c.netns, Proto::Tcp, addr(Ipv4Addr::UNSPECIFIED, 80)).unwrap();
+    let ip6 = c.ip6.unwrap();
+    assert_eq!(ip6, "fd00:77::101".parse::<Ipv6Addr>().unwrap());
+    let server = EchoServer::start(&c.netns, Proto::Tcp, addr(Ipv6Addr::UNSPECIFIED, 80)).unwrap();
     echo_once(&bed.sb.node.path(), Proto::Tcp, addr(c.ip, 80)).unwrap();
-    assert_eq!(server.peers()[0].ip(), Ipv4Addr::new(192, 168, 77, 128));
+    echo_once(&bed.sb.node.path(), Proto::Tcp, addr(ip6, 80)).unwrap();
+    let shim6: IpAddr = "fd00:77::100".parse().unwrap();
+    assert_eq!(
+        server
+            .peers()
+            .iter()
+            .map(|p| p.ip().to_canonical())
+            .collect::<Vec<_>>(),
+        [IpAddr::V4(Ipv4Addr::new(192, 168, 77, 128)), shim6]
+    );
     assert!(lan_pings(&bed.lan, c.ip), "the LAN still reaches it");
+    assert!(
+        lan_pings(&bed.lan, ip6),
+        "the LAN still reaches it over IPv6"
+    );
 
     // The node's route to it is rebuilt by the next start if it went.
     bed.netd.stop(libc::SIGKILL).unwrap();
@@ -496,8 +632,13 @@ fn the_node_reaches_its_macvlan_containers_only_through_the_shim_it_asks_for() {
         .node
         .ip(&["route", "del", &format!("{}/32", c.ip)])
         .unwrap();
+    bed.sb
+        .node
+        .ip(&["-6", "route", "del", &format!("{ip6}/128")])
+        .unwrap();
     bed.netd.restart().unwrap();
     echo_once(&bed.sb.node.path(), Proto::Tcp, addr(c.ip, 80)).unwrap();
+    echo_once(&bed.sb.node.path(), Proto::Tcp, addr(ip6, 80)).unwrap();
     drop(server);
 
     bed.remove(&["ca"], "shared");

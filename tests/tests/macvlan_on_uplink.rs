@@ -1,10 +1,11 @@
 //! A macvlan network whose parent is netd's own uplink (the usual case on a real host:
-//! containers on the LAN of `eth0`). The uplink's programs (TC, and XDP in the modes that
-//! have it) see these frames; they must pass them untouched both ways: no translation,
-//! no drop, the LAN host's and the container's own addresses kept. Runs under every
-//! data-path combination, because the uplink's programs differ between them.
+//! containers on the LAN of `eth0`), dual stack. The uplink's programs (TC, and XDP in
+//! the modes that have it) see these frames; they must pass them untouched both ways,
+//! IPv4 and IPv6: no translation, no drop, the LAN host's and the container's own
+//! addresses kept. Runs under every data-path combination, because the uplink's programs
+//! differ between them.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use netd_tests::{Daemon, EchoServer, Proto, Sandbox, addr, craft, echo_once, lan, require_root};
 
@@ -15,6 +16,7 @@ fn macvlan_containers_on_netds_uplink_pass_its_programs_untouched() {
     let netd = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
     let mut create = vec!["network", "create"];
     create.extend(lan::ON_UPLINK_FLAGS);
+    create.extend(lan::ON_UPLINK_FLAGS6);
     create.push("lan");
     netd.cli_ok(&create).unwrap();
     netd.cli_ok(&[
@@ -31,6 +33,10 @@ fn macvlan_containers_on_netds_uplink_pass_its_programs_untouched() {
     .unwrap();
     let c = netd.container("web").unwrap();
     assert_eq!(c.ip, Ipv4Addr::new(10, 200, 0, 128));
+    let ip6 = c
+        .ip6
+        .expect("an IPv6 address on a dual-stack macvlan network");
+    assert_eq!(ip6, "2001:db8:200::100".parse::<Ipv6Addr>().unwrap());
 
     // In from the LAN host, its address kept.
     let tcp = EchoServer::start(&c.netns, Proto::Tcp, addr(Ipv4Addr::UNSPECIFIED, 80)).unwrap();
@@ -39,6 +45,12 @@ fn macvlan_containers_on_netds_uplink_pass_its_programs_untouched() {
     echo_once(&sb.ext.path(), Proto::Udp, addr(c.ip, 53)).unwrap();
     assert_eq!(tcp.peers()[0].ip(), Sandbox::EXT_ADDR);
     assert_eq!(udp.peers()[0].ip(), Sandbox::EXT_ADDR);
+    let tcp6 = EchoServer::start(&c.netns, Proto::Tcp, addr(Ipv6Addr::UNSPECIFIED, 81)).unwrap();
+    let udp6 = EchoServer::start(&c.netns, Proto::Udp, addr(Ipv6Addr::UNSPECIFIED, 54)).unwrap();
+    echo_once(&sb.ext.path(), Proto::Tcp, addr(ip6, 81)).unwrap();
+    echo_once(&sb.ext.path(), Proto::Udp, addr(ip6, 54)).unwrap();
+    assert_eq!(tcp6.peers()[0].ip(), Sandbox::EXT_ADDR6);
+    assert_eq!(udp6.peers()[0].ip(), Sandbox::EXT_ADDR6);
 
     // Out through the LAN's router with its own address: not masqueraded.
     sb.inet
@@ -48,22 +60,81 @@ fn macvlan_containers_on_netds_uplink_pass_its_programs_untouched() {
     let server = EchoServer::start(&sb.inet.path(), Proto::Tcp, target).unwrap();
     echo_once(&c.netns, Proto::Tcp, target).unwrap();
     assert_eq!(server.peers()[0].ip(), c.ip);
+    let target6 = addr(Sandbox::INET_ADDR6, 9001);
+    let server6 = EchoServer::start(&sb.inet.path(), Proto::Tcp, target6).unwrap();
+    echo_once(&c.netns, Proto::Tcp, target6).unwrap();
+    assert_eq!(
+        server6.peers()[0].ip(),
+        ip6,
+        "masqueraded (NAT66) by the node"
+    );
 
-    // The node's own published ports and masquerade still work beside it.
-    netd.run_idle_container("pub1", &["8080:80"]).unwrap();
-    let p = netd.container("pub1").unwrap();
-    let _s = EchoServer::start(&p.netns, Proto::Tcp, addr(Ipv4Addr::UNSPECIFIED, 80)).unwrap();
+    // The node's own published ports and masquerade still work beside it, on a
+    // dual-stack bridge network.
+    netd.cli_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.50.0.0/24",
+        "--subnet",
+        "fd00:50::/64",
+        "dual",
+    ])
+    .unwrap();
+    let p = netd.run_idle_on("pub1", "dual", &["8080:80"]).unwrap();
+    let p6 = p
+        .ip6
+        .expect("an IPv6 address on the dual-stack bridge network");
+    let _s = EchoServer::start(&p.netns, Proto::Tcp, addr(Ipv6Addr::UNSPECIFIED, 80)).unwrap();
     echo_once(&sb.ext.path(), Proto::Tcp, addr(Sandbox::NODE_ADDR, 8080)).unwrap();
+    echo_once(&sb.ext.path(), Proto::Tcp, addr(Sandbox::NODE_ADDR6, 8080)).unwrap();
 
     // A hostile macvlan container forges the bridge container's address: the uplink's
     // programs see its frame (it leaves through the uplink) and must not take it for the
     // node's, nor masquerade it behind the node's address.
-    let capture = craft::Capture::start(&sb.ext.path(), "ext0").unwrap();
     let ext_mac = mac_of(&sb.ext.ip(&["-o", "link", "show", "ext0"]).unwrap().stdout);
+    // The macvlan's own MAC (netd's scheme for 10.200.0.128).
+    let scheme_mac = [0x02, 0x42, 10, 200, 0, 128];
     let marker = b"netd-forged-by-a-macvlan";
     let datagram = craft::udp(p.ip, Sandbox::INET_ADDR, 4444, 9999, marker);
     let ip = craft::ipv4(p.ip, Sandbox::INET_ADDR, 17, 7, 0, &datagram);
-    let frame = craft::ipv4_frame(ext_mac, [0x02, 0x42, 10, 200, 0, 128], &ip);
+    let frame = craft::ipv4_frame(ext_mac, scheme_mac, &ip);
+    for f in forged_frames_on_the_lan(&sb, &c, frame, marker) {
+        let src = Ipv4Addr::new(f[26], f[27], f[28], f[29]);
+        assert_eq!(
+            src, p.ip,
+            "a forged frame left with {src}: translated by the node"
+        );
+    }
+
+    // The same over IPv6: the bridge container's IPv6 address, which NAT66 masquerades
+    // behind the node's, forged by the macvlan container.
+    let marker = b"netd-forged6-by-a-macvlan";
+    let datagram = craft::udp6(4444, 9999, marker);
+    let ip = craft::ipv6(p6, Sandbox::INET_ADDR6, 17, &datagram);
+    let frame = craft::ethernet(ext_mac, scheme_mac, 0x86dd, &ip);
+    for f in forged_frames_on_the_lan(&sb, &c, frame, marker) {
+        let src = Ipv6Addr::from(<[u8; 16]>::try_from(&f[22..38]).unwrap());
+        assert_eq!(
+            src, p6,
+            "a forged IPv6 frame left with {src}: translated by the node"
+        );
+    }
+
+    netd.cli_ok(&["rm", "-f", "web", "pub1"]).unwrap();
+    netd.cli_ok(&["network", "rm", "lan", "dual"]).unwrap();
+}
+
+/// `frame` (carrying `marker`) sent three times by container `c` out of its macvlan: the
+/// copies the LAN host saw, at least one.
+fn forged_frames_on_the_lan(
+    sb: &Sandbox,
+    c: &netd_tests::daemon::Container,
+    frame: Vec<u8>,
+    marker: &[u8],
+) -> Vec<Vec<u8>> {
+    let capture = craft::Capture::start(&sb.ext.path(), "ext0").unwrap();
     craft::send_frames(&c.netns, "eth0", vec![frame; 3]).unwrap();
     let seen: Vec<Vec<u8>> = capture
         .settle()
@@ -71,16 +142,7 @@ fn macvlan_containers_on_netds_uplink_pass_its_programs_untouched() {
         .filter(|f| craft::carries(f, marker))
         .collect();
     assert!(!seen.is_empty(), "the forged frames reached the LAN");
-    for f in &seen {
-        let src = std::net::Ipv4Addr::new(f[26], f[27], f[28], f[29]);
-        assert_eq!(
-            src, p.ip,
-            "a forged frame left with {src}: translated by the node"
-        );
-    }
-
-    netd.cli_ok(&["rm", "-f", "web", "pub1"]).unwrap();
-    netd.cli_ok(&["network", "rm", "lan"]).unwrap();
+    seen
 }
 
 /// The MAC in `ip -o link show` output.

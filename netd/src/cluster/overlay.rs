@@ -62,7 +62,7 @@ pub fn request(req: &NetworkRequest) -> Result<OverlayRequest> {
     let families = families(req)?;
     if families.v6.is_some() {
         bail!(
-            "invalid --ipv6: IPv6 on overlay networks is not supported yet (bridge networks have it)"
+            "invalid --ipv6: IPv6 on overlay networks is not supported yet (bridge and macvlan networks have it)"
         );
     }
     let v4 = families.v4;

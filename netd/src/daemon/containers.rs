@@ -307,7 +307,7 @@ impl Inner {
         };
         let ip = match &mode {
             Mode::Bridge(n) => {
-                let ip6 = self.choose_ip6(n, req.ip6.as_deref())?;
+                let ip6 = self.choose_ip6_probed(n, req.ip6.as_deref()).await?;
                 Some((self.address_for(n, req.ip.as_deref(), &name).await?, ip6))
             }
             _ => None,

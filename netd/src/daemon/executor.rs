@@ -7,10 +7,7 @@ use anyhow::{Context, Result};
 use netd_common::maps::OverlayInfo;
 
 use super::{dataplane::Dataplane, leftovers::Leftovers, node::Node};
-use crate::{
-    plan::{Planned, Step},
-    state::Shim,
-};
+use crate::plan::{Planned, Step};
 
 /// Apply `plan`. On failure, the undos of the steps done so far run in reverse, and the
 /// error says what they could not undo.
@@ -83,17 +80,10 @@ async fn run(node: &impl Node, dp: &mut impl Dataplane, step: &Step) -> Result<(
         Step::RequireLink { name } => node.ensure_parent(name, false).await,
         Step::EnsureStubParent { name } => node.ensure_parent(name, true).await,
         Step::EnsureShim {
-            name,
+            shim,
             parent,
-            ip,
             routes,
-        } => {
-            let shim = Shim {
-                name: name.clone(),
-                ip: *ip,
-            };
-            node.ensure_shim(&shim, parent, routes).await
-        }
+        } => node.ensure_shim(shim, parent, routes).await,
         Step::CreateVeth { host, peer } => node.create_veth(host, peer).await,
         Step::CreateMacvlan { name, parent, mode } => {
             node.create_macvlan(name, parent, *mode).await
@@ -153,7 +143,10 @@ async fn run(node: &impl Node, dp: &mut impl Dataplane, step: &Step) -> Result<(
 
 #[cfg(test)]
 mod tests {
-    use std::{cell::RefCell, net::Ipv4Addr};
+    use std::{
+        cell::RefCell,
+        net::{IpAddr, Ipv4Addr},
+    };
 
     use anyhow::bail;
     use netd_common::maps::{Endpoint6Info, EndpointInfo};
@@ -218,7 +211,12 @@ mod tests {
         async fn ensure_parent(&self, name: &str, made: bool) -> Result<()> {
             self.0.call(format!("parent {name} {made}"))
         }
-        async fn ensure_shim(&self, shim: &Shim, parent: &str, _: &[Ipv4Addr]) -> Result<()> {
+        async fn ensure_shim(
+            &self,
+            shim: &crate::state::Shim,
+            parent: &str,
+            _: &[IpAddr],
+        ) -> Result<()> {
             self.0.call(format!("shim {} {parent}", shim.name))
         }
         async fn create_veth(&self, host: &str, peer: &str) -> Result<()> {
@@ -245,10 +243,10 @@ mod tests {
         async fn configure(&self, link: &str, inside: &Inside) -> Result<()> {
             self.0.call(format!("configure {link} {}", inside.ifname))
         }
-        async fn host_route(&self, to: Ipv4Addr, via: &str, _: Ipv4Addr) -> Result<()> {
+        async fn host_route(&self, to: IpAddr, via: &str, _: IpAddr) -> Result<()> {
             self.0.call(format!("route {to} {via}"))
         }
-        async fn delete_host_route(&self, to: Ipv4Addr, via: &str) -> Result<()> {
+        async fn delete_host_route(&self, to: IpAddr, via: &str) -> Result<()> {
             self.0.call(format!("unroute {to} {via}"))
         }
         async fn delete_link(&self, at: At, link: &str) -> Result<()> {

@@ -4,7 +4,7 @@
 
 use std::{
     collections::BTreeSet,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use anyhow::{Context, Result, anyhow};
@@ -28,6 +28,7 @@ use crate::{
     endpoint,
     ipam::{self, Pool},
     ipam6::{self, Pool6},
+    nd_probe,
     network_request::{AddressFlags, Driver, NetworkRequest, Settings, families, settings},
     state::{Container, Endpoint, MacvlanNet, Network, Network6, Sandbox, Shim},
 };
@@ -174,7 +175,14 @@ impl Inner {
     /// routes and addresses on links netd does not own, but for the link-local and
     /// multicast ones every link has (no network may use those blocks anyway).
     pub(super) async fn subnets6_in_use(&self) -> Result<Vec<(Ipv6Net, String)>> {
-        let ours = self.our_links().await?;
+        self.subnets6_in_use_beside(None).await
+    }
+
+    /// `subnets6_in_use` but the node's routes and addresses on link `lan`: a macvlan
+    /// network's parent, whose LAN the network shares.
+    async fn subnets6_in_use_beside(&self, lan: Option<u32>) -> Result<Vec<(Ipv6Net, String)>> {
+        let mut ours = self.our_links().await?;
+        ours.extend(lan);
         let per_link = |net: &Ipv6Net| {
             ["fe80::/10", "ff00::/8"]
                 .iter()
@@ -199,16 +207,16 @@ impl Inner {
         Ok(used)
     }
 
-    /// With a network whose IPv6 leaves the node (every one but `--internal`: routed with
-    /// `gateway_mode_ipv6=routed`, masqueraded, or tracked without masquerade), the node
-    /// routes IPv6 (`sysctl::route_ipv6`); a failure is logged: those networks' IPv6 then
+    /// With a bridge network whose IPv6 leaves the node (every one but `--internal`:
+    /// routed with `gateway_mode_ipv6=routed`, masqueraded, or tracked without
+    /// masquerade), the node routes IPv6 (`sysctl::route_ipv6`); a failure is logged: those networks' IPv6 then
     /// stays on the node.
     pub(super) fn route_ipv6_if_needed(&self) {
         let leaves = self
             .state
             .networks
             .values()
-            .any(|n| n.ipv6.is_some() && !n.internal);
+            .any(|n| n.ipv6.is_some() && !n.internal && n.macvlan.is_none());
         if leaves && let Err(e) = crate::sysctl::route_ipv6(&self.uplink) {
             log::warn!("route IPv6 for the networks whose IPv6 leaves the node: {e:#}");
         }
@@ -226,8 +234,14 @@ impl Inner {
 
     /// A new network's IPv6 side from its IPv6 flags: the subnet given (checked against
     /// what the node uses), or the next free /64 of the node's ULA /48.
-    pub(super) async fn plan_ipv6(&mut self, v6: AddressFlags<'_>) -> Result<Network6, ApiError> {
-        let used = self.subnets6_in_use().await?;
+    /// A macvlan network's (`lan`: its parent) may share the subnet of the node's own
+    /// addresses on that LAN.
+    pub(super) async fn plan_ipv6(
+        &mut self,
+        v6: AddressFlags<'_>,
+        lan: Option<u32>,
+    ) -> Result<Network6, ApiError> {
+        let used = self.subnets6_in_use_beside(lan).await?;
         let pool = match v6.subnet {
             Some(subnet) => {
                 let subnet = ipam6::parse_subnet(subnet).map_err(ApiError::bad_request)?;
@@ -330,7 +344,7 @@ impl Inner {
         let ipv6 = match families.v6 {
             Some(v6) => Some(Network6 {
                 gateway_mode: s.gateway_mode6,
-                ..self.plan_ipv6(v6).await?
+                ..self.plan_ipv6(v6, parent_index).await?
             }),
             None => None,
         };
@@ -382,10 +396,11 @@ impl Inner {
             overlay: None,
         };
         if network.macvlan.as_ref().is_some_and(|m| m.host_access) {
-            // The node's address on the LAN of the network, from its range.
+            // The node's addresses on the LAN of the network, from its ranges.
             let shim = Shim {
                 name: macvlan::shim_name(&network.id),
                 ip: self.choose_ip_probed(&network, None).await?,
+                ip6: self.choose_ip6_probed(&network, None).await?,
             };
             if let Some(m) = network.macvlan.as_mut() {
                 m.shim = Some(shim);
@@ -564,11 +579,12 @@ impl Inner {
     /// The network's links and its place in the data path, as its driver plans them;
     /// idempotent (at start, for every network).
     pub(super) async fn realize_network(&mut self, n: &Network) -> Result<()> {
-        let ips: Vec<_> = self
+        let ips: Vec<IpAddr> = self
             .state
             .endpoints()
             .filter(|(_, e)| e.network == n.name)
-            .map(|(_, e)| e.ip)
+            .flat_map(|(_, e)| [Some(IpAddr::from(e.ip)), e.ip6.map(IpAddr::from)])
+            .flatten()
             .collect();
         let plan = driver::of(n).setup(n, &ips, false);
         self.apply_plan(None, &plan)
@@ -688,12 +704,7 @@ impl Inner {
             gateway: v6.gateway,
             range: v6.ip_range,
         };
-        let taken: BTreeSet<Ipv6Addr> = self
-            .state
-            .endpoints()
-            .filter(|(_, e)| e.network == network.name)
-            .filter_map(|(_, e)| e.ip6)
-            .collect();
+        let taken = self.taken_addresses6(network);
         match wanted {
             Some(ip) if network.name == DEFAULT_NETWORK => Err(ApiError::bad_request(anyhow!(
                 "invalid --ip6 {ip}: user specified IP address is supported on user defined networks only"
@@ -725,68 +736,89 @@ impl Inner {
         &self,
         n: &Network,
         wanted: Option<&str>,
-    ) -> Result<std::net::Ipv4Addr, ApiError> {
-        let Some(m) = n.macvlan.as_ref().filter(|m| !m.parent_made) else {
+    ) -> Result<Ipv4Addr, ApiError> {
+        let Some(lan) = self.lan_of(n).await? else {
             return self.choose_ip(n, wanted);
         };
-        let parent = self
-            .netlink
-            .link_index(&m.parent)
-            .await?
-            .with_context(|| format!("parent {} of network {} is missing", m.parent, n.name))?;
-        let mac = self.netlink.link_mac(&m.parent).await?.unwrap_or_default();
-        let mut taken = self.taken_addresses(n);
-        // The node's own addresses on that LAN: its probe goes unanswered by itself.
-        let node_addrs: BTreeSet<std::net::Ipv4Addr> = self
+        let node_addrs = self
             .netlink
             .ipv4_addresses()
             .await?
             .into_iter()
             .map(|(_, a)| a.addr())
-            .filter(|a| n.subnet.contains(a))
-            .collect();
-        if let Some(ip) = wanted
-            .and_then(|w| w.parse().ok())
-            .filter(|ip| node_addrs.contains(ip))
-        {
-            return Err(ApiError::conflict(anyhow!(
-                "invalid --ip {ip}: Address already in use (it is the node's own address)"
-            )));
-        }
-        taken.extend(node_addrs);
-        // Bounded: a LAN answering for every address of the range is not searched to
-        // the end, one probe wait after another.
-        for _ in 0..PROBED_CANDIDATES {
-            let ip = match wanted {
-                Some(_) => self.choose_ip(n, wanted)?,
-                None => ipam::allocate(&Self::pool(n), n.last_allocated, &taken)
-                    .map_err(ApiError::conflict)?,
-            };
-            let answered = tokio::task::spawn_blocking(move || arp_probe::probe(parent, mac, ip))
-                .await
-                .map_err(|e| anyhow!("address probe: {e}"))?
-                .with_context(|| format!("probe {ip} on {}", m.parent))?;
-            let Some(theirs) = answered else {
-                return Ok(ip);
-            };
-            let theirs = endpoint::format_mac(&theirs);
-            if wanted.is_some() {
-                return Err(ApiError::conflict(anyhow!(
-                    "invalid --ip {ip}: Address already in use on the LAN of {} (host {theirs} answers for it)",
-                    m.parent
-                )));
+            .filter(|a| n.subnet.contains(a));
+        let candidates = Candidates {
+            flag: "--ip",
+            wanted,
+            taken: self.taken_addresses(n),
+            node_addrs: node_addrs.collect(),
+        };
+        let next = |taken: &BTreeSet<Ipv4Addr>| match wanted {
+            Some(_) => self.choose_ip(n, wanted),
+            None => {
+                ipam::allocate(&Self::pool(n), n.last_allocated, taken).map_err(ApiError::conflict)
             }
-            log::warn!(
-                "network {}: {ip} is in use on the LAN (host {theirs} answers for it); skipped",
-                n.name
-            );
-            taken.insert(ip);
-        }
-        Err(ApiError::conflict(anyhow!(
-            "no address found on network {}: the last {PROBED_CANDIDATES} tried are all answered for on the LAN of {}",
-            n.name,
-            m.parent
-        )))
+        };
+        first_unanswered(n, &lan, candidates, next, arp_probe::probe).await
+    }
+
+    /// `choose_ip6`, and on a network on the LAN only an address no other host answers
+    /// for (`nd_probe`, duplicate address detection), as `choose_ip_probed`.
+    pub(super) async fn choose_ip6_probed(
+        &self,
+        n: &Network,
+        wanted: Option<&str>,
+    ) -> Result<Option<Ipv6Addr>, ApiError> {
+        let (Some(v6), Some(lan)) = (n.ipv6, self.lan_of(n).await?) else {
+            return self.choose_ip6(n, wanted);
+        };
+        let node_addrs = self
+            .netlink
+            .ipv6_addresses()
+            .await?
+            .into_iter()
+            .map(|(_, a)| a.addr())
+            .filter(|a| v6.subnet.contains(a));
+        let candidates = Candidates {
+            flag: "--ip6",
+            wanted,
+            taken: self.taken_addresses6(n),
+            node_addrs: node_addrs.collect(),
+        };
+        let pool = Pool6 {
+            subnet: v6.subnet,
+            gateway: v6.gateway,
+            range: v6.ip_range,
+        };
+        let next = |taken: &BTreeSet<Ipv6Addr>| match wanted {
+            Some(_) => self
+                .choose_ip6(n, wanted)?
+                .context("the network has IPv6")
+                .map_err(ApiError::from),
+            None => ipam6::allocate(&pool, v6.last_allocated, taken).map_err(ApiError::conflict),
+        };
+        first_unanswered(n, &lan, candidates, next, nd_probe::probe)
+            .await
+            .map(Some)
+    }
+
+    /// The LAN a network's containers sit on (a macvlan network's parent, unless netd
+    /// made it), where their addresses are probed first.
+    async fn lan_of(&self, n: &Network) -> Result<Option<Lan>> {
+        let Some(m) = n.macvlan.as_ref().filter(|m| !m.parent_made) else {
+            return Ok(None);
+        };
+        let index = self
+            .netlink
+            .link_index(&m.parent)
+            .await?
+            .with_context(|| format!("parent {} of network {} is missing", m.parent, n.name))?;
+        let mac = self.netlink.link_mac(&m.parent).await?.unwrap_or_default();
+        Ok(Some(Lan {
+            parent: m.parent.clone(),
+            index,
+            mac,
+        }))
     }
 
     /// The addresses of `network` its endpoints hold.
@@ -798,6 +830,21 @@ impl Inner {
             .map(|(_, e)| e.ip)
             .chain(shim)
             .chain(network.aux_addresses.values().copied())
+            .collect()
+    }
+
+    /// The IPv6 addresses of `network` its endpoints (and its shim) hold.
+    pub(super) fn taken_addresses6(&self, network: &Network) -> BTreeSet<Ipv6Addr> {
+        let shim = network
+            .macvlan
+            .iter()
+            .flat_map(|m| &m.shim)
+            .flat_map(|s| s.ip6);
+        self.state
+            .endpoints()
+            .filter(|(_, e)| e.network == network.name)
+            .filter_map(|(_, e)| e.ip6)
+            .chain(shim)
             .collect()
     }
 
@@ -867,7 +914,7 @@ impl Inner {
                 n.name
             )));
         }
-        let ip6 = self.choose_ip6(&n, req.ip6.as_deref())?;
+        let ip6 = self.choose_ip6_probed(&n, req.ip6.as_deref()).await?;
         let ip = self.address_for(&n, req.ip.as_deref(), &c.name).await?;
         let ifname = next_ifname(&c);
         let plan = EndpointPlan {
@@ -1060,4 +1107,80 @@ fn next_ifname(c: &Container) -> String {
         .map(|i| format!("eth{i}"))
         .find(|name| !c.endpoints.iter().any(|e| &e.ifname == name))
         .expect("an unused interface name")
+}
+
+/// A macvlan network's LAN: its parent, by name and index, and the MAC probes go out as.
+struct Lan {
+    parent: String,
+    index: u32,
+    mac: [u8; 6],
+}
+
+/// Where a new endpoint's address of one family comes from: `wanted` (asked for by
+/// `flag`), or the next free one past `taken`; never one of the node's own addresses
+/// on the LAN (`node_addrs`: its probe would go unanswered by the node itself).
+struct Candidates<'a, A> {
+    flag: &'static str,
+    wanted: Option<&'a str>,
+    taken: BTreeSet<A>,
+    node_addrs: BTreeSet<A>,
+}
+
+/// A family's probe (`arp_probe::probe`, `nd_probe::probe`): out of the link of an index,
+/// from a MAC, for an address; the MAC of a host that answered.
+type Prober<A> = fn(u32, [u8; 6], A) -> Result<Option<[u8; 6]>>;
+
+/// The first candidate (`next` past what is taken) that no host on `lan` answers for
+/// when `probe` asks; a taken one is skipped (or refused, if asked for), at most
+/// `PROBED_CANDIDATES` tried: a LAN answering for every address of the range is not
+/// searched to the end, one probe wait after another.
+async fn first_unanswered<A>(
+    n: &Network,
+    lan: &Lan,
+    mut c: Candidates<'_, A>,
+    next: impl Fn(&BTreeSet<A>) -> Result<A, ApiError>,
+    probe: Prober<A>,
+) -> Result<A, ApiError>
+where
+    A: Copy + Ord + std::fmt::Display + std::str::FromStr + Send + 'static,
+{
+    let flag = c.flag;
+    if let Some(ip) = c
+        .wanted
+        .and_then(|w| w.parse::<A>().ok())
+        .filter(|ip| c.node_addrs.contains(ip))
+    {
+        return Err(ApiError::conflict(anyhow!(
+            "invalid {flag} {ip}: Address already in use (it is the node's own address)"
+        )));
+    }
+    c.taken.append(&mut c.node_addrs);
+    let (index, mac) = (lan.index, lan.mac);
+    for _ in 0..PROBED_CANDIDATES {
+        let ip = next(&c.taken)?;
+        let answered = tokio::task::spawn_blocking(move || probe(index, mac, ip))
+            .await
+            .map_err(|e| anyhow!("address probe: {e}"))?
+            .with_context(|| format!("probe {ip} on {}", lan.parent))?;
+        let Some(theirs) = answered else {
+            return Ok(ip);
+        };
+        let theirs = endpoint::format_mac(&theirs);
+        if c.wanted.is_some() {
+            return Err(ApiError::conflict(anyhow!(
+                "invalid {flag} {ip}: Address already in use on the LAN of {} (host {theirs} answers for it)",
+                lan.parent
+            )));
+        }
+        log::warn!(
+            "network {}: {ip} is in use on the LAN (host {theirs} answers for it); skipped",
+            n.name
+        );
+        c.taken.insert(ip);
+    }
+    Err(ApiError::conflict(anyhow!(
+        "no address found on network {}: the last {PROBED_CANDIDATES} tried are all answered for on the LAN of {}",
+        n.name,
+        lan.parent
+    )))
 }

@@ -4,7 +4,7 @@
 
 use std::{
     fs::File,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use anyhow::{Context, Result};
@@ -38,7 +38,7 @@ pub(super) trait Node {
         mtu: Option<u32>,
     ) -> Result<()>;
     async fn ensure_parent(&self, name: &str, made: bool) -> Result<()>;
-    async fn ensure_shim(&self, shim: &Shim, parent: &str, routes: &[Ipv4Addr]) -> Result<()>;
+    async fn ensure_shim(&self, shim: &Shim, parent: &str, routes: &[IpAddr]) -> Result<()>;
     async fn create_veth(&self, host: &str, peer: &str) -> Result<()>;
     async fn create_macvlan(&self, name: &str, parent: &str, mode: MacvlanMode) -> Result<()>;
     async fn set_mtu(&self, link: &str, mtu: u32) -> Result<()>;
@@ -47,8 +47,8 @@ pub(super) trait Node {
     async fn join_bridge(&self, link: &str, bridge: &str, isolated: bool) -> Result<()>;
     async fn move_into_container(&self, link: &str) -> Result<()>;
     async fn configure(&self, link: &str, inside: &Inside) -> Result<()>;
-    async fn host_route(&self, to: Ipv4Addr, via: &str, src: Ipv4Addr) -> Result<()>;
-    async fn delete_host_route(&self, to: Ipv4Addr, via: &str) -> Result<()>;
+    async fn host_route(&self, to: IpAddr, via: &str, src: IpAddr) -> Result<()>;
+    async fn delete_host_route(&self, to: IpAddr, via: &str) -> Result<()>;
     /// Delete a link if it is there.
     async fn delete_link(&self, at: At, link: &str) -> Result<()>;
     async fn link_index(&self, link: &str) -> Result<Option<u32>>;
@@ -112,7 +112,7 @@ impl Node for LiveNode<'_> {
             .map(drop)
     }
 
-    async fn ensure_shim(&self, shim: &Shim, parent: &str, routes: &[Ipv4Addr]) -> Result<()> {
+    async fn ensure_shim(&self, shim: &Shim, parent: &str, routes: &[IpAddr]) -> Result<()> {
         let parent = self.index_of(parent).await?;
         macvlan::ensure_shim(self.netlink, parent, shim, routes)
             .await
@@ -211,12 +211,12 @@ impl Node for LiveNode<'_> {
         result
     }
 
-    async fn host_route(&self, to: Ipv4Addr, via: &str, src: Ipv4Addr) -> Result<()> {
+    async fn host_route(&self, to: IpAddr, via: &str, src: IpAddr) -> Result<()> {
         let index = self.index_of(via).await?;
         self.netlink.replace_host_route(to, index, src).await
     }
 
-    async fn delete_host_route(&self, to: Ipv4Addr, via: &str) -> Result<()> {
+    async fn delete_host_route(&self, to: IpAddr, via: &str) -> Result<()> {
         match self.netlink.link_index(via).await? {
             Some(index) => self.netlink.delete_host_route(to, index).await,
             None => Ok(()),

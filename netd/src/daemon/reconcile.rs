@@ -146,7 +146,7 @@ impl Inner {
             subnet: fixed.as_deref(),
             ..AddressFlags::default()
         };
-        let planned = self.plan_ipv6(flags).await.map_err(|e| e.error);
+        let planned = self.plan_ipv6(flags, None).await.map_err(|e| e.error);
         planned.map(Some).context("--fixed-cidr-v6")
     }
 

@@ -3,7 +3,7 @@
 //! bridge, policed by netd's programs (isolation, anti-spoofing, publishing, masquerade,
 //! the fast paths).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use anyhow::Result;
 use netd_common::maps::{NETWORK_MASQUERADE, NETWORK_ROUTED, NetworkInfo};
@@ -71,7 +71,7 @@ impl NetworkDriver for Bridge {
         network_request::bridge_settings(req)
     }
 
-    fn setup(&self, n: &Network, _: &[Ipv4Addr], fresh: bool) -> Vec<Planned> {
+    fn setup(&self, n: &Network, _: &[IpAddr], fresh: bool) -> Vec<Planned> {
         let undo = |steps: Vec<Step>| if fresh { steps } else { Vec::new() };
         let mut plan = vec![
             Planned {

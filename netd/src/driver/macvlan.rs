@@ -5,7 +5,7 @@
 //! container and configured there. No program sees its traffic: it never crosses the
 //! node's stack.
 
-use std::{fs::File, net::Ipv4Addr};
+use std::{fs::File, net::IpAddr};
 
 use anyhow::{Context, Result, bail};
 use netlink_packet_route::link::MacVlanMode as KernelMode;
@@ -90,12 +90,13 @@ pub fn shim_name(network_id: &str) -> String {
 }
 
 /// The node's shim on the parent (bridge mode, the address's MAC, the address as /32,
-/// up) and a host route through it to each of `containers`; idempotent. Its index.
+/// the IPv6 one as /128 if it has one, up) and a host route through it to each of
+/// `containers` of a family it has an address of; idempotent. Its index.
 pub async fn ensure_shim(
     node: &Netlink,
     parent: u32,
     shim: &Shim,
-    containers: &[std::net::Ipv4Addr],
+    containers: &[IpAddr],
 ) -> Result<u32> {
     let index = match node.link_index(&shim.name).await? {
         Some(i) => i,
@@ -107,11 +108,19 @@ pub async fn ensure_shim(
                 .await?
                 .with_context(|| format!("{} vanished after creation", shim.name))?;
             node.set_mac(i, endpoint::mac_for(shim.ip)).await?;
-            crate::sysctl::ipv6_off(&shim.name)?;
+            match shim.ip6 {
+                // No router advertisement, autoconfiguration or redirect taken on it: its
+                // address is netd's.
+                Some(_) => crate::sysctl::ipv6_on(&shim.name)?,
+                None => crate::sysctl::ipv6_off(&shim.name)?,
+            }
             crate::sysctl::arp_own_address_only(&shim.name)?;
             i
         }
     };
+    if let Some(ip6) = shim.ip6 {
+        node.ensure_addresses6(index, &[(ip6, 128)]).await?;
+    }
     let has = node
         .ipv4_addresses()
         .await?
@@ -121,8 +130,14 @@ pub async fn ensure_shim(
         node.add_address(index, shim.ip, 32).await?;
     }
     node.up(index).await?;
-    for ip in containers {
-        node.replace_host_route(*ip, index, shim.ip).await?;
+    for &to in containers {
+        let src = match to {
+            IpAddr::V4(_) => Some(IpAddr::V4(shim.ip)),
+            IpAddr::V6(_) => shim.ip6.map(IpAddr::V6),
+        };
+        if let Some(src) = src {
+            node.replace_host_route(to, index, src).await?;
+        }
     }
     Ok(index)
 }
@@ -173,7 +188,7 @@ impl NetworkDriver for Macvlan {
         network_request::macvlan_settings(req)
     }
 
-    fn setup(&self, n: &Network, endpoints: &[Ipv4Addr], fresh: bool) -> Vec<Planned> {
+    fn setup(&self, n: &Network, endpoints: &[IpAddr], fresh: bool) -> Vec<Planned> {
         let m = settings_of(n);
         let undo = |link: &str| {
             if fresh {
@@ -196,9 +211,8 @@ impl NetworkDriver for Macvlan {
         if let Some(shim) = &m.shim {
             plan.push(Planned {
                 step: Step::EnsureShim {
-                    name: shim.name.clone(),
+                    shim: shim.clone(),
                     parent: m.parent.clone(),
-                    ip: shim.ip,
                     routes: endpoints.to_vec(),
                 },
                 undo: undo(&shim.name),
@@ -228,7 +242,7 @@ impl NetworkDriver for Macvlan {
         _: PeerGoes,
     ) -> Vec<Planned> {
         let m = settings_of(n);
-        let shim = m.shim.as_ref().map(|s| (s.name.as_str(), s.ip));
+        let shim = m.shim.as_ref();
         let mut steps = vec![Planned {
             step: parent_step(m),
             undo: Vec::new(),

@@ -10,7 +10,7 @@ pub mod bridge;
 pub mod macvlan;
 pub mod overlay;
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use anyhow::Result;
 
@@ -43,7 +43,7 @@ pub trait NetworkDriver: Sync {
     /// is being created), each step comes with its undo; a set-up at start has none (a
     /// failure there must never remove what containers use). `endpoints`: the addresses
     /// of the network's containers.
-    fn setup(&self, n: &Network, endpoints: &[Ipv4Addr], fresh: bool) -> Vec<Planned>;
+    fn setup(&self, n: &Network, endpoints: &[IpAddr], fresh: bool) -> Vec<Planned>;
     /// What removes network `n`, every step tried.
     fn teardown(&self, n: &Network) -> Vec<Step>;
     /// What attaching an endpoint takes. `police`: what netd's programs enforce for it,

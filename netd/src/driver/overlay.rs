@@ -5,7 +5,7 @@
 //! containers' interfaces, and its VXLAN ID registered with the data path, which sends
 //! frames to the other nodes' containers through the node's VXLAN device.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use anyhow::{Result, bail};
 
@@ -31,7 +31,7 @@ impl NetworkDriver for Overlay {
         bail!("an overlay network is created for the whole cluster, not on one node")
     }
 
-    fn setup(&self, n: &Network, endpoints: &[Ipv4Addr], fresh: bool) -> Vec<Planned> {
+    fn setup(&self, n: &Network, endpoints: &[IpAddr], fresh: bool) -> Vec<Planned> {
         let mut plan = Bridge.setup(n, endpoints, fresh);
         if let Some(vni) = n.vni() {
             plan.push(Planned {
