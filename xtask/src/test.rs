@@ -1,11 +1,11 @@
 //! `cargo xtask test`: setup, the lints (`cargo xtask clippy`), build, then every test of
-//! the workspace (unit, datapath with BPF_PROG_TEST_RUN, end to end in network
-//! namespaces), as root; the end-to-end
-//! suite again under every other data-path combination (fast path on and off, XDP
-//! native, generic and off); and the benchmark's quick matrix as a smoke test: it fails
-//! unless every datapath produced numbers and really translated (the servers saw the
-//! expected addresses, the datapath's own counters moved). Timings are reported, never
-//! asserted.
+//! the workspace, as root: unit and datapath (BPF_PROG_TEST_RUN) tests, the end-to-end
+//! tests no data-path combination changes once, and the rest of the end-to-end suite
+//! (in network namespaces) under every data-path combination (fast path on and off, XDP
+//! native, generic and off), a few test binaries at a time; the Debian package; and the
+//! benchmark's quick matrix as a smoke test: it fails unless every datapath produced
+//! numbers and really translated (the servers saw the expected addresses, the datapath's
+//! own counters moved). Timings are reported, never asserted.
 
 use std::{
     fs,
@@ -59,14 +59,15 @@ const DATA_PATH_INDEPENDENT: [&str; 12] = [
 /// starving the timing-sensitive ones.
 const PARALLEL: usize = 3;
 
-/// The combination the whole workspace's tests run under: the daemon's defaults, with
-/// XDP's mode spelled out so that a silent fall-back of `auto` cannot go unnoticed (the
-/// tests' uplinks are veths, which have native XDP).
+/// The combination the data-path-independent tests run under (and a filtered run's):
+/// the daemon's defaults, with XDP's mode spelled out so that a silent fall-back of
+/// `auto` cannot go unnoticed (the tests' uplinks are veths, which have native XDP).
 const FIRST_COMBINATION: &str = "--fast-path on --xdp native";
 
-/// The data-path combinations the end-to-end suite runs under next. The harness passes
-/// them to every test daemon (NETD_TEST_DATAPATH).
-const OTHER_COMBINATIONS: [&str; 5] = [
+/// The data-path combinations the end-to-end suite runs under, `FIRST_COMBINATION`
+/// first. The harness passes them to every test daemon (NETD_TEST_DATAPATH).
+const COMBINATIONS: [&str; 6] = [
+    FIRST_COMBINATION,
     "--fast-path on --xdp generic",
     "--fast-path on --xdp off",
     "--fast-path off --xdp native",
@@ -79,20 +80,32 @@ pub fn run(extra: &[String]) -> Result<()> {
     crate::setup::run()?;
     crate::clippy::run_all()?;
     build_workspace()?;
-    println!("test: cargo test --workspace (end to end with `netd daemon {FIRST_COMBINATION}`)");
-    run_cmd(
-        cargo()
-            .args(["test", "--workspace"])
-            .args(extra)
-            .env("NETD_BIN", target_dir().join("debug/netd"))
-            .env("NETD_TEST_DATAPATH", FIRST_COMBINATION),
-    )?;
     if !extra.is_empty() {
+        println!(
+            "test: cargo test --workspace {} (end to end with `netd daemon {FIRST_COMBINATION}`)",
+            extra.join(" ")
+        );
+        run_cmd(with_daemon(
+            cargo().args(["test", "--workspace"]).args(extra),
+            FIRST_COMBINATION,
+        ))?;
         println!(
             "test: a filter was given; the other data-path combinations and the benchmark smoke test are skipped"
         );
         return Ok(());
     }
+    println!("test: unit and datapath tests (cargo test --workspace --exclude netd-tests)");
+    run_cmd(cargo().args(["test", "--workspace", "--exclude", "netd-tests"]))?;
+    println!(
+        "test: the harness's own tests and the end-to-end tests no data-path combination changes, once (`netd daemon {FIRST_COMBINATION}`)"
+    );
+    let once = DATA_PATH_INDEPENDENT.iter().flat_map(|b| ["--test", b]);
+    run_cmd(with_daemon(
+        cargo()
+            .args(["test", "-p", "netd-tests", "--lib", "--bins"])
+            .args(once),
+        FIRST_COMBINATION,
+    ))?;
     run_combinations()?;
     println!(
         "test: the Debian package (cargo xtask package: contents, maintainer scripts, lintian)"
@@ -103,9 +116,17 @@ pub fn run(extra: &[String]) -> Result<()> {
     crate::bench::run(true, &[])
 }
 
-/// The end-to-end suite under every other combination: each test binary once per
-/// combination, a few at a time, the longest first. Output goes to a log per run
-/// (`target/test-logs/`); a failing run's log is printed.
+/// `command` with the test daemons' binary and data-path flags (`combination`).
+fn with_daemon<'a>(command: &'a mut Command, combination: &str) -> &'a mut Command {
+    command
+        .env("NETD_BIN", target_dir().join("debug/netd"))
+        .env("NETD_TEST_DATAPATH", combination)
+}
+
+/// The rest of the end-to-end suite under every combination: each test binary once per
+/// combination, a few at a time, the longest first; `CONTROL_PLANE_ONLY` in the first
+/// combination only. Output goes to a log per run (`target/test-logs/`), of which the
+/// line with cargo's test counts is printed; a failing run's log is printed whole.
 fn run_combinations() -> Result<()> {
     let binaries: Vec<PathBuf> = e2e_binaries()?
         .into_iter()
@@ -113,7 +134,7 @@ fn run_combinations() -> Result<()> {
         .collect();
     let logs = target_dir().join("test-logs");
     fs::create_dir_all(&logs)?;
-    let mut jobs: Vec<(&str, PathBuf)> = OTHER_COMBINATIONS
+    let mut jobs: Vec<(&str, PathBuf)> = COMBINATIONS
         .iter()
         .flat_map(|c| binaries.iter().map(move |b| (*c, b.clone())))
         .collect();
@@ -136,8 +157,8 @@ fn run_combinations() -> Result<()> {
     });
     let total = jobs.len();
     println!(
-        "test: end-to-end suite under {} more data-path combinations ({total} runs, {PARALLEL} at a time, without {CONTROL_PLANE_ONLY} and {}; logs in {})",
-        OTHER_COMBINATIONS.len(),
+        "test: end-to-end suite under {} data-path combinations ({total} runs, {PARALLEL} at a time, without {}, and {CONTROL_PLANE_ONLY} in `{FIRST_COMBINATION}` only; logs in {})",
+        COMBINATIONS.len(),
         DATA_PATH_INDEPENDENT.join(", "),
         logs.display()
     );
@@ -154,11 +175,12 @@ fn run_combinations() -> Result<()> {
                 name_of(&binary)
             ));
             let out = fs::File::create(&log)?;
-            let child = Command::new(&binary)
-                .args(["--skip", CONTROL_PLANE_ONLY])
+            let mut command = Command::new(&binary);
+            if combination != FIRST_COMBINATION {
+                command.args(["--skip", CONTROL_PLANE_ONLY]);
+            }
+            let child = with_daemon(&mut command, combination)
                 .current_dir(workspace_root().join("tests"))
-                .env("NETD_BIN", target_dir().join("debug/netd"))
-                .env("NETD_TEST_DATAPATH", combination)
                 .stdin(Stdio::null())
                 .stdout(out.try_clone()?)
                 .stderr(out)
@@ -177,9 +199,10 @@ fn run_combinations() -> Result<()> {
             done += 1;
             let verdict = if status.success() { "ok" } else { "FAILED" };
             println!(
-                "test: [{done}/{total}] {verdict:6} {:40} `{combination}` ({:.1}s)",
+                "test: [{done}/{total}] {verdict:6} {:40} `{combination}` ({:.1}s) {}",
                 log.file_stem().unwrap_or_default().to_string_lossy(),
-                since.elapsed().as_secs_f64()
+                since.elapsed().as_secs_f64(),
+                counts_in(&log)
             );
             if !status.success() {
                 failed.push(log);
@@ -198,6 +221,24 @@ fn run_combinations() -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The counts of the `test result:` line of a test binary's log (`12 passed; 0 failed;
+/// 1 ignored; ...`), or nothing if it has none.
+fn counts_in(log: &std::path::Path) -> String {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("test result: "))
+        .and_then(|r| r.split_once(". "))
+        .map(|(_, counts)| {
+            counts
+                .split("; finished")
+                .next()
+                .unwrap_or(counts)
+                .to_string()
+        })
+        .unwrap_or_default()
 }
 
 /// The end-to-end test executables, built if needed.
