@@ -54,6 +54,17 @@ const DATA_PATH_INDEPENDENT: [&str; 12] = [
     "ipv6_policing",
 ];
 
+/// `cargo test` of every crate's unit tests (the test harness's own included) and netd's
+/// datapath tests, which run the programs on crafted packets.
+const UNIT_AND_DATAPATH: [&str; 6] = [
+    "test",
+    "--workspace",
+    "--lib",
+    "--bins",
+    "--test",
+    "datapath_*",
+];
+
 /// End-to-end test binaries run at once for the other combinations: each test builds its
 /// own namespaces, so they do not interfere; three keep a 2-CPU machine busy without
 /// starving the timing-sensitive ones.
@@ -94,16 +105,17 @@ pub fn run(extra: &[String]) -> Result<()> {
         );
         return Ok(());
     }
-    println!("test: unit and datapath tests (cargo test --workspace --exclude netd-tests)");
-    run_cmd(cargo().args(["test", "--workspace", "--exclude", "netd-tests"]))?;
+    // Every cargo call selects the whole workspace, so that features resolve the same
+    // way each time and nothing is built twice.
+    println!("test: unit and datapath tests, doc tests (cargo test --workspace)");
+    run_cmd(cargo().args(UNIT_AND_DATAPATH))?;
+    run_cmd(cargo().args(["test", "--workspace", "--doc"]))?;
     println!(
-        "test: the harness's own tests and the end-to-end tests no data-path combination changes, once (`netd daemon {FIRST_COMBINATION}`)"
+        "test: the end-to-end tests no data-path combination changes, once (`netd daemon {FIRST_COMBINATION}`)"
     );
     let once = DATA_PATH_INDEPENDENT.iter().flat_map(|b| ["--test", b]);
     run_cmd(with_daemon(
-        cargo()
-            .args(["test", "-p", "netd-tests", "--lib", "--bins"])
-            .args(once),
+        cargo().args(["test", "--workspace"]).args(once),
         FIRST_COMBINATION,
     ))?;
     run_combinations()?;
@@ -241,10 +253,11 @@ fn counts_in(log: &std::path::Path) -> String {
         .unwrap_or_default()
 }
 
-/// The end-to-end test executables, built if needed.
+/// The end-to-end test executables (`tests/tests/*.rs`), built if needed.
 fn e2e_binaries() -> Result<Vec<PathBuf>> {
+    let suite = workspace_root().join("tests/tests");
     let out = cargo()
-        .args(["test", "-p", "netd-tests", "--tests", "--no-run"])
+        .args(["test", "--workspace", "--tests", "--no-run"])
         .args(["--message-format", "json-render-diagnostics"])
         .stderr(Stdio::inherit())
         .output()
@@ -260,8 +273,12 @@ fn e2e_binaries() -> Result<Vec<PathBuf>> {
         let is_test = msg["target"]["kind"]
             .as_array()
             .is_some_and(|k| k.iter().any(|k| k == "test"));
+        let end_to_end = msg["target"]["src_path"]
+            .as_str()
+            .is_some_and(|p| std::path::Path::new(p).starts_with(&suite));
         if msg["reason"] == "compiler-artifact"
             && is_test
+            && end_to_end
             && let Some(exe) = msg["executable"].as_str()
         {
             binaries.push(PathBuf::from(exe));
