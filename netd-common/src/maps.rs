@@ -133,9 +133,11 @@ pub const CALL_UPLINK_NAT46: u32 = 6;
 /// replies out.
 pub const CALL_ENDPOINT_NAT46: u32 = 7;
 /// Slots of `XDP_CALLS`: the uplink's XDP programs for IPv6, tail-called by `uplink_xdp`.
-pub const XDP_CALLS_MAX: u32 = 1;
+pub const XDP_CALLS_MAX: u32 = 2;
 /// `XDP_CALLS` index of `uplink_xdp6`.
 pub const XDP_CALL_UPLINK6: u32 = 0;
+/// `XDP_CALLS` index of `uplink_xdp_nat46` (tail-called by `uplink_xdp6`): NAT46 in.
+pub const XDP_CALL_NAT46: u32 = 1;
 /// The program array `uplink_xdp` hands IPv6 frames to. Not pinned: an XDP program left
 /// attached by a daemon gone finds it empty, and passes IPv6 on to TC, which translates
 /// it as ever.

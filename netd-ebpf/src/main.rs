@@ -68,6 +68,8 @@ mod xdp;
 #[cfg(target_arch = "bpf")]
 mod xdp6;
 #[cfg(target_arch = "bpf")]
+mod xdp_nat46;
+#[cfg(target_arch = "bpf")]
 mod xlat;
 
 #[cfg(target_arch = "bpf")]
@@ -256,10 +258,18 @@ mod programs {
         crate::xdp::uplink(&ctx)
     }
 
-    /// Tail-called by `uplink_xdp` for IPv6: DNAT66 and NAT66's replies.
+    /// Tail-called by `uplink_xdp` for IPv6: DNAT66 and NAT66's replies. NAT46 goes to
+    /// `uplink_xdp_nat46`.
     #[xdp]
     pub fn uplink_xdp6(ctx: XdpContext) -> u32 {
         crate::xdp6::uplink(&ctx)
+    }
+
+    /// Tail-called by `uplink_xdp6` for a port published for a container with IPv4 only:
+    /// NAT46 (IPv6 in, IPv4 out).
+    #[xdp]
+    pub fn uplink_xdp_nat46(ctx: XdpContext) -> u32 {
+        crate::xdp_nat46::uplink(&ctx)
     }
 
     /// Never attached by the daemon: the benchmark's frame generator. Run with

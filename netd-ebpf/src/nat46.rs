@@ -145,24 +145,33 @@ fn decide_in(ctx: &TcContext) -> Verdict {
         Ok(reason) => reason,
         Err(reason) => return (reason, DROP),
     };
-    let e = &scratch.entry;
-    let (Some(src), Some(dst)) = (as_ipv4(&e.src_addr), as_ipv4(&e.dst_addr)) else {
+    let Some(to) = to_ipv4(&scratch.entry) else {
         return (Reason::DropNat46NoFlow, DROP);
     };
-    let to = To4 {
-        src,
-        dst,
-        dst_port: e.dst_port,
-    };
-    if xlat::v6_to_v4(ctx, flow, &to).is_err() {
-        return (Reason::DropRewriteFailed, DROP);
-    }
-    if flow.proto == netd_common::PROTO_TCP
-        && tcp_mss::clamp(ctx, crate::parse::L4_OFF, client_mss()).is_err()
-    {
+    if xlat::v6_to_v4(ctx, flow, &to).is_err() || clamped(ctx, flow).is_err() {
         return (Reason::DropRewriteFailed, DROP);
     }
     (reason, PASS)
+}
+
+/// What the client's packet becomes in IPv4, by its flow's first half `e`: from the
+/// client's pool address to the container.
+#[inline(always)]
+pub fn to_ipv4(e: &FlowEntry6) -> Option<To4> {
+    Some(To4 {
+        src: as_ipv4(&e.src_addr)?,
+        dst: as_ipv4(&e.dst_addr)?,
+        dst_port: e.dst_port,
+    })
+}
+
+/// A translated TCP SYN's MSS option clamped for the uplink (`client_mss`).
+#[inline(always)]
+pub fn clamped<F: tcp_mss::Segment>(ctx: &F, flow: &Flow6) -> Result<(), ()> {
+    if flow.proto != netd_common::PROTO_TCP {
+        return Ok(());
+    }
+    tcp_mss::clamp(ctx, crate::parse::L4_OFF, client_mss())
 }
 
 /// The longest TCP segment a NAT46 client may ask of a container: the uplink's MTU less
@@ -199,28 +208,38 @@ fn flow_entry(ctx: &TcContext, flow: &Flow6, entry: &mut FlowEntry6) -> Result<R
     if let Some(found) = conntrack::find_mut(&key) {
         // SAFETY: a pointer into a map's value, copied at once.
         *entry = unsafe { *found };
-        return match as_ipv4(&entry.src_addr) {
-            Some(addr) if holds(addr, &flow.src) => Ok(Reason::Nat46),
-            _ => Err(Reason::DropNat46AddressLost),
-        };
+        return still_held(entry, &flow.src);
     }
-    opened(ctx, flow, &key, entry).map(|()| Reason::Nat46New)
+    let uplink = program::ifindex(ctx);
+    opened(flow, uplink, Hook::UplinkIngress, &key, entry).map(|()| Reason::Nat46New)
+}
+
+/// The reason a packet of the flow whose first half is `entry` is translated, while its
+/// client still holds the flow's pool address (`holds`); else the drop's.
+#[inline(always)]
+pub fn still_held(entry: &FlowEntry6, client: &Addr6) -> Result<Reason, Reason> {
+    match as_ipv4(&entry.src_addr) {
+        Some(addr) if holds(addr, client) => Ok(Reason::Nat46),
+        _ => Err(Reason::DropNat46AddressLost),
+    }
 }
 
 /// TCP or UDP right behind the fixed header, whole (no extension header, no fragment).
 #[inline(always)]
-fn translatable(flow: &Flow6) -> bool {
+pub fn translatable(flow: &Flow6) -> bool {
     flow.src_port_off as usize == IP6_OFF + IP6_HDR_LEN
         && flow.fragment == Fragment::Whole
         && (flow.proto == netd_common::PROTO_TCP || flow.proto == netd_common::PROTO_UDP)
 }
 
 /// A new flow of the client to the published port its first packet is addressed to: the
-/// client's pool address (`client_address`), both halves created (in `entry`).
+/// client's pool address (`client_address`, counted at `hook`), both halves created (in
+/// `entry`); its replies leave by `uplink`, the interface the packet came in by.
 #[inline(never)]
-fn opened(
-    ctx: &TcContext,
+pub fn opened(
     flow: &Flow6,
+    uplink: u32,
+    hook: Hook,
     key: &netd_common::flow::FlowKey6,
     entry: &mut FlowEntry6,
 ) -> Result<(), Reason> {
@@ -229,7 +248,7 @@ fn opened(
     }
     let backend =
         nat::published(flow.dst, flow.dst_port, flow.proto).ok_or(Reason::DropNat46NoFlow)?;
-    let pool_addr = client_address(&flow.src)?;
+    let pool_addr = client_address(&flow.src, hook)?;
     let new = NewFlow {
         to: Tuple {
             src_addr: mapped(pool_addr),
@@ -242,10 +261,9 @@ fn opened(
             flags: 0,
             ifindex: backend.ifindex,
         },
-        // The uplink the client's packets came in by: its replies leave by it.
         reply: Half {
             flags: 0,
-            ifindex: program::ifindex(ctx),
+            ifindex: uplink,
         },
     };
     if !conntrack::create(key, flow, &new, entry) {
@@ -267,9 +285,10 @@ fn pool() -> Option<(u32, u32)> {
 
 /// The pool address of `client`: the one it has, else a free one (`claim`). A client's
 /// address is its own only while `NAT46_MAPPED` says so: it may have been taken while it
-/// had no confirmed flow, freed by the collector, or be outside a pool given since.
+/// had no confirmed flow, freed by the collector, or be outside a pool given since. An
+/// address taken is counted at `hook`.
 #[inline(never)]
-fn client_address(client: &Addr6) -> Result<u32, Reason> {
+fn client_address(client: &Addr6, hook: Hook) -> Result<u32, Reason> {
     let (base, len) = pool().ok_or(Reason::DropNat46PoolExhausted)?;
     let now = conntrack::now();
     if let Some(m) = NAT46_CLIENTS.get_ptr_mut(client) {
@@ -283,14 +302,16 @@ fn client_address(client: &Addr6) -> Result<u32, Reason> {
         }
         let _ = NAT46_CLIENTS.remove(client);
     }
-    claim(client, base, len, now)
+    claim(client, base, len, hook)
 }
 
 /// A pool address for a new client, from a hash of its address on: a free one (the
 /// insert into `NAT46_MAPPED` with BPF_NOEXIST is the claim), or, with none free among
 /// the tries, one a client without a confirmed flow holds (`take`).
 #[inline(never)]
-fn claim(client: &Addr6, base: u32, len: u32, now: u64) -> Result<u32, Reason> {
+fn claim(client: &Addr6, base: u32, len: u32, hook: Hook) -> Result<u32, Reason> {
+    // Read here, not passed: the arguments fill the five registers BPF calls take.
+    let now = conntrack::now();
     let hash = (client[0] ^ client[1] ^ client[2] ^ client[3]).wrapping_mul(0x9e37_79b1);
     for i in 0..POOL_TRIES {
         // Not the pool's first address (its network's).
@@ -312,7 +333,7 @@ fn claim(client: &Addr6, base: u32, len: u32, now: u64) -> Result<u32, Reason> {
             .is_ok()
         {
             if taken {
-                count(Hook::UplinkIngress, Reason::Nat46AddressTaken, 0);
+                count(hook, Reason::Nat46AddressTaken, 0);
             }
             return Ok(addr);
         }

@@ -2,7 +2,10 @@
 //! other end's segments fit a path the SYN's sender does not know of (NAT46: the
 //! container's segments grow by 20 bytes as IPv6).
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::programs::{TcContext, XdpContext};
+use netd_common::checksum::replace16;
+
+use crate::{parse::Frame, xdp};
 
 /// TCP's SYN flag, in the flags byte (offset 13).
 const SYN: u8 = 0x02;
@@ -14,10 +17,37 @@ const KIND_MSS: u8 = 2;
 /// common stack; padding and other options before it are walked).
 const MAX_OPTIONS: usize = 10;
 
+/// A frame whose TCP segment's 16-bit words can be rewritten, its checksum kept right:
+/// an skb by the kernel's helper (TC), an XDP frame by incremental arithmetic (its
+/// checksum complete: see netd-common's `checksum`).
+pub trait Segment: Frame {
+    /// Write `new` over `old` at `at`, fixing the checksum at `csum`.
+    fn replace_word(&self, csum: usize, at: usize, old: u16, new: u16) -> Result<(), ()>;
+}
+
+impl Segment for TcContext {
+    #[inline(always)]
+    fn replace_word(&self, csum: usize, at: usize, old: u16, new: u16) -> Result<(), ()> {
+        // The checksum's 16-bit word replaced (size 2 in the flags).
+        self.l4_csum_replace(csum, u64::from(old), u64::from(new), 2)
+            .map_err(|_| ())?;
+        self.store(at, &new, 0).map_err(|_| ())
+    }
+}
+
+impl Segment for XdpContext {
+    #[inline(always)]
+    fn replace_word(&self, csum: usize, at: usize, old: u16, new: u16) -> Result<(), ()> {
+        let check: u16 = self.load(csum)?;
+        xdp::store(self, csum, replace16(check, old, new))?;
+        xdp::store(self, at, new)
+    }
+}
+
 /// If the TCP segment at `l4` is a SYN whose MSS option asks for more than `max`, ask
 /// for `max` instead, the checksum kept right. `max` 0: left as it is.
 #[inline(never)]
-pub fn clamp(ctx: &TcContext, l4: usize, max: u16) -> Result<(), i64> {
+pub fn clamp<F: Segment>(ctx: &F, l4: usize, max: u16) -> Result<(), ()> {
     if max == 0 || ctx.load::<u8>(l4 + 13)? & SYN == 0 {
         return Ok(());
     }
@@ -41,14 +71,10 @@ pub fn clamp(ctx: &TcContext, l4: usize, max: u16) -> Result<(), i64> {
 
 /// The MSS value at `at` (of the segment at `l4`) no larger than `max`.
 #[inline(always)]
-fn clamp_at(ctx: &TcContext, l4: usize, at: usize, max: u16) -> Result<(), i64> {
+fn clamp_at<F: Segment>(ctx: &F, l4: usize, at: usize, max: u16) -> Result<(), ()> {
     let asked: u16 = ctx.load(at)?;
     if u16::from_be(asked) <= max {
         return Ok(());
     }
-    let max = max.to_be();
-    // The checksum's 16-bit word replaced (size 2 in the flags).
-    ctx.l4_csum_replace(l4 + 16, u64::from(asked), u64::from(max), 2)?;
-    ctx.store(at, &max, 0)?;
-    Ok(())
+    ctx.replace_word(l4 + 16, at, asked, max.to_be())
 }

@@ -6,11 +6,12 @@
 //! `xdp` does for IPv4. IPv6 has no header checksum; the TCP/UDP checksum is fixed
 //! incrementally for the 16-byte addresses and the ports (netd-common's `checksum`).
 //!
+//! A published port whose container has IPv4 only (NAT46) goes on to `uplink_xdp_nat46`
+//! (`xdp_nat46`), looked at before any flow, so that no NAT46 flow is counted twice.
+//!
 //! What it does not translate passes on unchanged, for `uplink_ingress6` to handle as
 //! ever, drops included: ICMPv6, fragments, a chain of extension headers it cannot walk,
-//! a checksum still partial, NAT46 (its translation changes the header's size and
-//! family: a published port whose container has IPv4 only is looked at before any flow,
-//! so that no NAT46 flow is counted twice) and whatever no flow or published port claims.
+//! a checksum still partial, and whatever no flow or published port claims.
 //! A new connection to a published port from a source of the node's own networks is
 //! dropped here, as TC drops it.
 
@@ -23,7 +24,7 @@ use netd_common::{
     checksum::{pseudo_header6, replace128},
     counters::{Hook, Reason},
     flow::{DIR_INGRESS, FlowEntry6, ORIGIN_SNAT},
-    maps::{Addr6, XDP_CALL_UPLINK6},
+    maps::{Addr6, XDP_CALL_NAT46, XDP_CALL_UPLINK6},
     published::Backend6,
 };
 
@@ -53,15 +54,31 @@ pub fn hand_over(ctx: &XdpContext) -> u32 {
     XDP_PASS
 }
 
+/// `uplink_xdp6`. The tail call to `uplink_xdp_nat46` from here, the entry point: the
+/// kernel refuses one from a subprogram.
+#[inline(always)]
 pub fn uplink(ctx: &XdpContext) -> u32 {
-    finished(ctx, translate(ctx))
+    let reason = match translate(ctx) {
+        FOR_NAT46 => {
+            // SAFETY: as in `hand_over`.
+            unsafe { XDP_CALLS.tail_call(ctx, XDP_CALL_NAT46) };
+            // An empty slot: TC translates it.
+            Reason::NoMatch
+        }
+        reason => reason,
+    };
+    finished(ctx, reason)
 }
+
+/// `translate`'s answer for a packet to a port published for a container with IPv4 only
+/// (never counted: `uplink_xdp_nat46` counts what it does with it).
+const FOR_NAT46: Reason = Reason::Nat46;
 
 /// Count, log and report what became of the packet; its action. Beside `translate`, not
 /// under it: the entry point's frame stays empty, and the deepest chain (a new flow
 /// created) fits the 512 bytes.
 #[inline(never)]
-fn finished(ctx: &XdpContext, reason: Reason) -> u32 {
+pub fn finished(ctx: &XdpContext, reason: Reason) -> u32 {
     let (len, _) = ctx.extent();
     let len = len as u32;
     count(Hook::UplinkXdp, reason, len);
@@ -101,7 +118,7 @@ fn translate(ctx: &XdpContext) -> Reason {
 /// TCP or UDP, its checksum complete; else why it goes on to TC untouched (a packet
 /// that cannot be parsed included: TC judges it).
 #[inline(never)]
-fn parsed(ctx: &XdpContext, flow: &mut Flow6) -> Result<(), Reason> {
+pub fn parsed(ctx: &XdpContext, flow: &mut Flow6) -> Result<(), Reason> {
     let pkt = parse_frame(ctx).map_err(|_| Reason::NoMatch)?;
     if pkt.fragment != Fragment::Whole {
         return Err(Reason::Fragment);
@@ -119,7 +136,8 @@ fn parsed(ctx: &XdpContext, flow: &mut Flow6) -> Result<(), Reason> {
 
 /// The flow's entry for a packet from the network (into `entry`), with the reason it is
 /// translated: a reply of a masqueraded flow, an established one, or a new connection
-/// to a published port (its flow created). `Err(NoMatch)`: TC's business.
+/// to a published port (its flow created). `Err(NoMatch)`: TC's business;
+/// `Err(FOR_NAT46)`: `uplink_xdp_nat46`'s.
 #[inline(never)]
 fn ingress_flow(flow: &Flow6, entry: &mut FlowEntry6) -> Result<Reason, Reason> {
     let Some(backend) = nat::published(flow.dst, flow.dst_port, flow.proto) else {
@@ -127,7 +145,7 @@ fn ingress_flow(flow: &Flow6, entry: &mut FlowEntry6) -> Result<Reason, Reason> 
         return established(flow, entry).ok_or(Reason::NoMatch);
     };
     if nat46::as_ipv4(&backend.addr).is_some() {
-        return Err(Reason::NoMatch);
+        return Err(FOR_NAT46);
     }
     if let Some(reason) = established(flow, entry) {
         return Ok(reason);
@@ -135,12 +153,18 @@ fn ingress_flow(flow: &Flow6, entry: &mut FlowEntry6) -> Result<Reason, Reason> 
     if !flow.starts_flow {
         return Err(Reason::NoMatch);
     }
-    // A source of the node's own: IPv6 has no rp_filter (see `uplink6::decide_new_in`).
-    if network_of(flow.src).is_some() || Addr6::is_node_addr(flow.src) {
+    if forged_source(flow) {
         return Err(Reason::DropSpoofedSource);
     }
     opened(flow, &backend, entry)?;
     Ok(Reason::DnatNew)
+}
+
+/// Whether a new connection from the network comes from a source of the node's own (a
+/// container's, the node's): IPv6 has no rp_filter (see `uplink6::decide_new_in`).
+#[inline(always)]
+pub fn forged_source(flow: &Flow6) -> bool {
+    network_of(flow.src).is_some() || Addr6::is_node_addr(flow.src)
 }
 
 /// The entry of the flow the packet belongs to, into `entry`, and the reason it is
@@ -179,7 +203,7 @@ fn looks_partial(ctx: &XdpContext, pkt: &Packet6, flow: &Flow6) -> Result<bool, 
 /// back out of `SCRATCH6` it has none, and a packet pointer moved by up to 64 KiB is
 /// never deemed checked against the packet's end.
 #[inline(always)]
-fn bounded(off: u16) -> Result<usize, ()> {
+pub fn bounded(off: u16) -> Result<usize, ()> {
     const FURTHEST: usize = MAX_L4_OFF + 20;
     let off = off as usize;
     if off > FURTHEST {

@@ -19,14 +19,14 @@ use aya_ebpf::{
 use netd_common::{PROTO_ICMP, PROTO_TCP, PROTO_UDP, maps::Addr6};
 
 use crate::{
-    parse::{ETH_P_IP, ETH_TYPE_OFF, IP_OFF, Packet},
+    parse::{ETH_P_IP, ETH_TYPE_OFF, Frame, IP_OFF, Packet},
     parse6::{ETH_P_IPV6, Flow6, IP6_HDR_LEN, IP6_OFF, PROTO_ICMPV6},
 };
 
 /// The IPv4 header (20 bytes, no options) an IPv6 packet becomes.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct Ipv4Header {
+pub struct Ipv4Header {
     version_ihl: u8,
     tos: u8,
     tot_len: u16,
@@ -77,7 +77,7 @@ struct Ipv6Header {
 
 /// Where the TCP and UDP checksums sit in their headers.
 #[inline(always)]
-fn csum_at(proto: u8) -> usize {
+pub fn csum_at(proto: u8) -> usize {
     if proto == PROTO_UDP { 6 } else { 16 }
 }
 
@@ -147,38 +147,64 @@ pub struct To4 {
     pub dst_port: u16,
 }
 
+/// What of an IPv6 packet's fixed header its IPv4 header keeps (RFC 7915, 5.1).
+pub struct Fixed6 {
+    /// Host order.
+    pub payload_len: u16,
+    pub hop_limit: u8,
+    pub traffic_class: u8,
+}
+
+impl Fixed6 {
+    /// The frame's (TC's skb or XDP's), read before it is translated.
+    #[inline(always)]
+    pub fn of<F: Frame>(ctx: &F) -> Result<Fixed6, ()> {
+        Ok(Fixed6 {
+            payload_len: u16::from_be(ctx.load::<u16>(IP6_OFF + 4)?),
+            hop_limit: ctx.load::<u8>(IP6_OFF + 7)?,
+            traffic_class: (u32::from_be(ctx.load::<u32>(IP6_OFF)?) >> 20) as u8,
+        })
+    }
+
+    /// The IPv4 header of the packet translated to `to`, its checksum made: TC's
+    /// translation and XDP's write the same.
+    #[inline(always)]
+    pub fn to_ipv4(&self, proto: u8, to: &To4) -> Result<Ipv4Header, i64> {
+        Ipv4Header {
+            version_ihl: 0x45,
+            // RFC 7915, 5.1: the Traffic Class becomes the TOS octet (DSCP and ECN kept).
+            tos: self.traffic_class,
+            tot_len: (self.payload_len + 20).to_be(),
+            id: 0,
+            // Don't fragment: the IPv6 sender does PMTU discovery.
+            frag_off: 0x4000u16.to_be(),
+            // As it came: the node forwards the IPv4 packet, and its forwarding counts
+            // the hop (the replies, redirected past it, are decremented in `v4_to_v6`).
+            ttl: self.hop_limit,
+            proto,
+            check: 0,
+            src: to.src,
+            dst: to.dst,
+        }
+        .checked()
+    }
+}
+
 /// Rewrite an IPv6 TCP/UDP packet (`flow`, its upper layer right behind the fixed
 /// header) as IPv4 to `to`. A subprogram, as `v4_to_v6`: its headers are not held on its
-/// callers' stacks.
+/// callers' stacks. (XDP's translation: `xdp_nat46::rewrite`.)
 #[inline(never)]
 pub fn v6_to_v4(ctx: &TcContext, flow: &Flow6, to: &To4) -> Result<(), i64> {
     let (src, dst, proto, old_port) = (&flow.src, &flow.dst, flow.proto, flow.dst_port);
-    let payload_len = u16::from_be(ctx.load::<u16>(IP6_OFF + 4)?);
-    let hop_limit = ctx.load::<u8>(IP6_OFF + 7)?;
-    // RFC 7915, 5.1: the Traffic Class becomes the TOS octet (DSCP and ECN kept).
-    let traffic_class = (u32::from_be(ctx.load::<u32>(IP6_OFF)?) >> 20) as u8;
+    // A frame too short for the fixed header (never parsed into a flow).
+    let fixed = Fixed6::of(ctx).map_err(|()| -1i64)?;
     let mut old = [
         src[0], src[1], src[2], src[3], dst[0], dst[1], dst[2], dst[3],
     ];
     let mut new = [to.src, to.dst];
     let addr_diff = diff(&mut old, &mut new)?;
     ctx.change_proto(ETH_P_IP.to_be(), 0)?;
-    let hdr = Ipv4Header {
-        version_ihl: 0x45,
-        tos: traffic_class,
-        tot_len: (payload_len + 20).to_be(),
-        id: 0,
-        // Don't fragment: the IPv6 sender does PMTU discovery.
-        frag_off: 0x4000u16.to_be(),
-        // As it came: the node forwards the IPv4 packet, and its forwarding counts the
-        // hop (the replies, redirected past it, are decremented in `v4_to_v6`).
-        ttl: hop_limit,
-        proto,
-        check: 0,
-        src: to.src,
-        dst: to.dst,
-    }
-    .checked()?;
+    let hdr = fixed.to_ipv4(proto, to)?;
     ctx.store(IP_OFF, &hdr, 0)?;
     ctx.store(ETH_TYPE_OFF, &ETH_P_IP.to_be(), 0)?;
     let l4 = IP_OFF + 20;

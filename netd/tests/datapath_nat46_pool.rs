@@ -57,10 +57,49 @@ fn node() -> TestDatapath {
     t
 }
 
+/// Where the uplink translates a client's packets: its TC program, or its XDP program
+/// (`uplink_xdp_nat46`), which claims and takes pool addresses as TC does.
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    Tc,
+    Xdp,
+}
+
+impl Via {
+    /// The hook its counters are kept under.
+    fn hook(self) -> &'static str {
+        match self {
+            Via::Tc => "UplinkIngress",
+            Via::Xdp => "UplinkXdp",
+        }
+    }
+}
+
 /// The client's segment sent in at the uplink: its pool address when translated.
 fn send(t: &mut TestDatapath, src: Ipv6Addr, sport: u16, flags: u8) -> Option<Ipv4Addr> {
-    let (verdict, out) = t.run("uplink_ingress", &segment(src, sport, flags));
-    (verdict == TC_ACT_OK && out[12..14] == [0x08, 0x00])
+    send_via(Via::Tc, t, src, sport, flags)
+}
+
+/// `send`, translated `via` TC or XDP.
+fn send_via(
+    via: Via,
+    t: &mut TestDatapath,
+    src: Ipv6Addr,
+    sport: u16,
+    flags: u8,
+) -> Option<Ipv4Addr> {
+    let frame = segment(src, sport, flags);
+    let (passed, out) = match via {
+        Via::Tc => {
+            let (verdict, out) = t.run("uplink_ingress", &frame);
+            (verdict == TC_ACT_OK, out)
+        }
+        Via::Xdp => {
+            let (verdict, _, out) = t.run_xdp(&frame);
+            (verdict == XDP_PASS, out)
+        }
+    };
+    (passed && out[12..14] == [0x08, 0x00])
         .then(|| Ipv4Addr::new(out[ETH + 12], out[ETH + 13], out[ETH + 14], out[ETH + 15]))
 }
 
@@ -102,6 +141,16 @@ fn collect(t: &mut TestDatapath, later: Duration) -> Nat46Collected {
 
 #[test]
 fn a_full_pool_gives_new_clients_the_addresses_of_unproved_ones_never_of_proved_ones() {
+    a_full_pool_gives_way_via(Via::Tc);
+}
+
+#[test]
+fn in_xdp_a_full_pool_gives_new_clients_the_addresses_of_unproved_ones_never_of_proved_ones() {
+    a_full_pool_gives_way_via(Via::Xdp);
+}
+
+fn a_full_pool_gives_way_via(via: Via) {
+    let send = |t: &mut TestDatapath, src, sport, flags| send_via(via, t, src, sport, flags);
     let mut t = node();
     // A real client: a handshake, and the container's answer to its request.
     let proved = client(1);
@@ -129,7 +178,7 @@ fn a_full_pool_gives_new_clients_the_addresses_of_unproved_ones_never_of_proved_
     assert_eq!(t.dp.nat46_addresses_held().unwrap(), 3);
     // A newcomer while they are fresh: nothing to give.
     assert_eq!(send(&mut t, client(0x71), 42000, SYN), None);
-    assert_eq!(count(&t, "UplinkIngress", "drop_nat46_pool_exhausted"), 1);
+    assert_eq!(count(&t, via.hook(), "drop_nat46_pool_exhausted"), 1);
 
     // Once they held their addresses a while without proving anything, newcomers take them.
     std::thread::sleep(PAST_THE_HOLD);
@@ -143,14 +192,14 @@ fn a_full_pool_gives_new_clients_the_addresses_of_unproved_ones_never_of_proved_
         // The container's answer reaches the newcomer, not the address's former holder.
         assert_eq!(answer(&mut t, addr, 42000, SYN_ACK), Some(n));
     }
-    assert_eq!(count(&t, "UplinkIngress", "nat46_address_taken"), 2);
+    assert_eq!(count(&t, via.hook(), "nat46_address_taken"), 2);
     // The former holders' flows stop: neither their packets nor answers to them pass.
     for (s, addr) in spoofed.iter().zip(&s_addrs) {
         assert_eq!(send(&mut t, *s, 41000, ACK), None);
         assert_eq!(answer(&mut t, *addr, 41000, ACK), None);
         assert!(mapping(&t, *s).is_none(), "{s} mapped still");
     }
-    assert_eq!(count(&t, "UplinkIngress", "drop_nat46_address_lost"), 2);
+    assert_eq!(count(&t, via.hook(), "drop_nat46_address_lost"), 2);
     assert_eq!(count(&t, "EndpointIngress", "drop_nat46_address_lost"), 2);
     // With every address held by a proved or a fresh client, the next one waits.
     assert_eq!(send(&mut t, client(0x73), 42000, SYN), None);
@@ -162,6 +211,16 @@ fn a_full_pool_gives_new_clients_the_addresses_of_unproved_ones_never_of_proved_
 
 #[test]
 fn the_collector_frees_what_no_flow_holds_and_a_flow_still_going_claims_its_address_back() {
+    the_collector_frees_via(Via::Tc);
+}
+
+#[test]
+fn in_xdp_a_flow_still_going_claims_its_address_back_from_the_collector() {
+    the_collector_frees_via(Via::Xdp);
+}
+
+fn the_collector_frees_via(via: Via) {
+    let send = |t: &mut TestDatapath, src, sport, flags| send_via(via, t, src, sport, flags);
     let mut t = node();
     let c = client(1);
     let addr = send(&mut t, c, 40001, SYN).expect("translated");
@@ -341,15 +400,7 @@ fn a_containers_ipv6_call_of_a_port_nat46_serves_is_dropped_with_its_reason() {
 
 /// A SYN of `src:sport` to `[NODE6]:8080` with TCP options `options` (a multiple of 4).
 fn syn_with_options(src: Ipv6Addr, sport: u16, options: &[u8]) -> Vec<u8> {
-    let mut l4 = Vec::new();
-    l4.extend_from_slice(&sport.to_be_bytes());
-    l4.extend_from_slice(&8080u16.to_be_bytes());
-    l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
-    l4.push(((20 + options.len()) / 4 * 16) as u8);
-    l4.extend_from_slice(&[SYN, 0xff, 0xff, 0, 0, 0, 0]);
-    l4.extend_from_slice(options);
-    let f = ipv6_frame(GATEWAY_MAC, src, NODE6, TCP6, &l4);
-    with_l4_checksum6(f, ETH + 40, TCP6)
+    syn6_with_options(src, sport, NODE6, 8080, options)
 }
 
 /// An IPv6 client on a larger MTU than the node's uplink asks for segments that, IPv6

@@ -2,8 +2,11 @@
 //! `uplink_xdp6` (through `XDP_CALLS`), which translates published ports' connections
 //! (DNAT66), established flows and masquerade's replies exactly as `uplink_ingress6`
 //! does (its own checksum code against the kernel's helpers, byte for byte) and leaves
-//! its note for TC; what it does not translate it leaves to TC untouched and unmarked:
-//! ICMPv6, fragments, partial checksums, NAT46, what no flow or port claims.
+//! its note for TC; a port published for a container with IPv4 only goes on to
+//! `uplink_xdp_nat46`, which translates NAT46 exactly as `uplink_nat46` does (the frame
+//! IPv4 and 20 bytes shorter). What they do not translate they leave to TC untouched and
+//! unmarked: ICMPv6, fragments, partial checksums, NAT46 behind an extension header, what
+//! no flow or port claims.
 
 mod support;
 
@@ -124,13 +127,6 @@ fn as_partial6(mut frame: Vec<u8>) -> Vec<u8> {
 #[test]
 fn xdp_leaves_to_tc_what_it_does_not_translate_over_ipv6() {
     let mut t = published_node();
-    // NAT46: a port published for a container with IPv4 only.
-    let v4_only = binding_8080_on(std::net::Ipv6Addr::UNSPECIFIED);
-    let v4_only = netd::ports::PortBinding {
-        host_port: 8081,
-        ..v4_only
-    };
-    t.dp.publish(&v4_only, CONTAINER, None, LO).unwrap();
     let [first, following] = {
         let whole = udp6(BEYOND6, 50010, NODE6, 5353);
         let l4 = whole[ETH + 40..].to_vec();
@@ -155,7 +151,6 @@ fn xdp_leaves_to_tc_what_it_does_not_translate_over_ipv6() {
             "a partial checksum",
             as_partial6(tcp6(BEYOND6, 50011, NODE6, 8080, 0x02)),
         ),
-        ("NAT46", tcp6(BEYOND6, 50012, NODE6, 8081, 0x02)),
         (
             "a port not published",
             tcp6(BEYOND6, 50013, NODE6, 9999, 0x02),
@@ -180,6 +175,159 @@ fn xdp_leaves_to_tc_what_it_does_not_translate_over_ipv6() {
     // A new connection from a source of the node's own networks is forged: dropped here
     // as TC drops it.
     let forged = tcp6(OTHER_CONTAINER6, 50016, NODE6, 8080, 0x02);
+    assert_eq!(t.run_xdp(&forged).0, XDP_DROP);
+    assert_eq!(t.run("uplink_ingress", &forged).0, TC_ACT_SHOT);
+    assert_eq!(count(&t, "UplinkXdp", "drop_spoofed_source"), 1);
+}
+
+/// `published_node` with NAT46 on (pool 198.18.0.0/16, the uplink's MTU 1500) and
+/// CONTAINER's TCP 80 and UDP 53 (IPv4 only) published on `[::]:8081` and `[::]:5354`.
+fn nat46_node() -> TestDatapath {
+    let mut t = published_node();
+    t.dp.set_nat46_pool(Some("198.18.0.0/16".parse().unwrap()))
+        .unwrap();
+    t.dp.set_nat46_uplink_mtu(1500).unwrap();
+    let tcp = netd::ports::PortBinding {
+        host_port: 8081,
+        ..binding_8080_on(std::net::Ipv6Addr::UNSPECIFIED)
+    };
+    let udp = netd::ports::PortBinding {
+        proto: netd::ports::Proto::Udp,
+        container_port: 53,
+        host_port: 5354,
+        ..tcp
+    };
+    for binding in [tcp, udp] {
+        t.dp.publish(&binding, CONTAINER, None, LO).unwrap();
+    }
+    t
+}
+
+/// The IPv4 source a NAT46 frame was given: the client's pool address.
+fn pool_source(out: &[u8]) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(out[ETH + 12], out[ETH + 13], out[ETH + 14], out[ETH + 15])
+}
+
+#[test]
+fn xdp_translates_nat46_exactly_as_tc_does() {
+    // Jumbo: 8940 asked, 1440 (the uplink's MTU less 60) given.
+    let syn = syn6_with_options(BEYOND6, 50020, NODE6, 8081, &[2, 4, 0x22, 0xec]);
+    let cases = [
+        ("a SYN, its MSS clamped", syn, "nat46_new_flow"),
+        (
+            "an established segment",
+            tcp6(BEYOND6, 50020, NODE6, 8081, 0x10),
+            "nat46_translated",
+        ),
+        (
+            "a first UDP datagram",
+            udp6(BEYOND6, 50021, NODE6, 5354),
+            "nat46_new_flow",
+        ),
+    ];
+    let (mut xdp, mut tc) = (nat46_node(), nat46_node());
+    for (what, frame, reason) in cases {
+        let before = count(&xdp, "UplinkXdp", reason);
+        let (verdict, meta, out) = xdp.run_xdp(&frame);
+        assert_eq!(verdict, XDP_PASS, "{what}");
+        assert_eq!(note(&meta), Some((XDP_META_MAGIC, LO)), "{what}: its veth");
+        assert_eq!(out[12..14], [0x08, 0x00], "{what}: an IPv4 frame");
+        assert_eq!(out.len(), frame.len() - 20, "{what}: 20 bytes shorter");
+        assert_eq!(count(&xdp, "UplinkXdp", reason), before + 1, "{what}");
+
+        let (_, tc_out) = tc.run("uplink_ingress", &frame);
+        assert_eq!(out, tc_out, "{what}: XDP and TC write the same bytes");
+    }
+    let mss_at = ETH + 20 + 22;
+    let (_, _, first) = xdp.run_xdp(&tcp6(BEYOND6, 50020, NODE6, 8081, 0x10));
+    assert_eq!(
+        pool_source(&first).octets()[..2],
+        [198, 18],
+        "a pool address"
+    );
+    let mapped = xdp.dp.nat46_clients_now().unwrap();
+    assert_eq!(mapped.len(), 1, "the client mapped once");
+    assert_eq!(mapped[0].client, BEYOND6);
+    assert_eq!(mapped[0].addr, pool_source(&first));
+    assert_eq!(
+        xdp.dp.flow_entries6().unwrap().len(),
+        4,
+        "both halves of the TCP and the UDP flow"
+    );
+    // Beyond TC's bytes: the MSS asked for, the checksums of what XDP wrote.
+    let syn = syn6_with_options(BEYOND6, 50022, NODE6, 8081, &[2, 4, 0x22, 0xec]);
+    let (_, _, syn_out) = xdp.run_xdp(&syn);
+    assert_eq!(
+        u16::from_be_bytes([syn_out[mss_at], syn_out[mss_at + 1]]),
+        1440,
+        "the MSS clamped"
+    );
+    let csum_at = l4_csum_offset(TCP);
+    assert_eq!(
+        u16::from_be_bytes([syn_out[csum_at], syn_out[csum_at + 1]]),
+        l4_checksum(&syn_out),
+        "its TCP checksum right"
+    );
+    assert_eq!(
+        checksum(&syn_out[ETH..ETH + 20], 0),
+        0,
+        "its header checksum"
+    );
+}
+
+#[test]
+fn xdp_leaves_to_tc_the_nat46_packets_it_does_not_translate() {
+    let mut t = nat46_node();
+    let [first, following] = {
+        let whole = udp6(BEYOND6, 50030, NODE6, 5354);
+        let l4 = whole[ETH + 40..].to_vec();
+        let header = |offset_and_more: u16| {
+            let mut h = vec![UDP6, 0];
+            h.extend_from_slice(&offset_and_more.to_be_bytes());
+            h.extend_from_slice(&9u32.to_be_bytes());
+            h
+        };
+        let mut first = header(1);
+        first.extend_from_slice(&l4[..16]);
+        let mut following = header(16);
+        following.extend_from_slice(&l4[16..]);
+        [first, following].map(|rest| ipv6_frame(GATEWAY_MAC, BEYOND6, NODE6, FRAGMENT, &rest))
+    };
+    let echo = frame6(BEYOND6, NODE6, &[], 0, ICMP6, &echo6(128, 7, 1));
+    for (what, frame) in [
+        (
+            "behind a Destination Options header",
+            frame6(
+                BEYOND6,
+                NODE6,
+                &dest_opts(TCP6),
+                DEST_OPTS,
+                TCP6,
+                &tcp6_segment(50031, 8081, 0x02),
+            ),
+        ),
+        ("a first fragment", first),
+        ("a following fragment", following),
+        ("ICMPv6", with_l4_checksum6(echo, ETH + 40, ICMP6)),
+        (
+            "a partial checksum",
+            as_partial6(tcp6(BEYOND6, 50032, NODE6, 8081, 0x02)),
+        ),
+    ] {
+        let (verdict, meta, out) = t.run_xdp(&frame);
+        assert_eq!(verdict, XDP_PASS, "{what}");
+        assert_eq!(note(&meta), None, "{what}: no note");
+        assert_eq!(out, frame, "{what}: untouched");
+    }
+    assert!(t.dp.flow_entries6().unwrap().is_empty(), "no flow made");
+    assert!(
+        t.dp.nat46_clients_now().unwrap().is_empty(),
+        "no client mapped"
+    );
+
+    // A new connection from a source of the node's own networks is forged: dropped here
+    // as TC drops it.
+    let forged = tcp6(OTHER_CONTAINER6, 50034, NODE6, 8081, 0x02);
     assert_eq!(t.run_xdp(&forged).0, XDP_DROP);
     assert_eq!(t.run("uplink_ingress", &forged).0, TC_ACT_SHOT);
     assert_eq!(count(&t, "UplinkXdp", "drop_spoofed_source"), 1);

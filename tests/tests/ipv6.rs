@@ -817,6 +817,17 @@ fn ipv6_clients_reach_an_ipv4_only_container_through_nat46_each_as_an_address_of
         assert!(flows.contains(&expected), "no {expected} in:\n{flows}");
     }
     assert!(d.from_network("nat46_new_flow").unwrap() >= 4);
+    // Translated by the uplink's XDP program where it runs (`uplink_xdp_nat46`; TC then
+    // only delivers the IPv4 frame), else by TC.
+    let info = d.info().unwrap();
+    let in_xdp = d.counter("UplinkXdp", "nat46_new_flow").unwrap();
+    if info["xdp"] == "off" {
+        assert!(d.counter("UplinkIngress", "nat46_new_flow").unwrap() >= 4);
+        assert_eq!(in_xdp, 0, "{info}");
+    } else {
+        assert!(in_xdp >= 4, "{in_xdp} new NAT46 flows in XDP; {info}");
+        assert!(d.counter("UplinkIngress", "translated_in_xdp").unwrap() >= 4);
+    }
     // Nothing listens on 54/udp: the container's port unreachable reaches the client as
     // ICMPv6, which a connected socket hears as ECONNREFUSED (else it would time out).
     assert_eq!(

@@ -15,8 +15,8 @@ use netd_common::{
 
 use super::{
     Datapath, ENDPOINT_EGRESS_PROGRAM, ENDPOINT_PROGRAM, HOST_LOCAL_PROGRAMS, IPV6_PROGRAMS,
-    OVERLAY_PROGRAM, PROGRAMS, SWEEP_PROGRAM, SWEEP6_PROGRAM, UPLINK_PROGRAMS, XDP_PROGRAM,
-    XDP6_PROGRAM,
+    OVERLAY_PROGRAM, PROGRAMS, SWEEP_PROGRAM, SWEEP6_PROGRAM, UPLINK_PROGRAMS, XDP_NAT46_PROGRAM,
+    XDP_PROGRAM, XDP6_PROGRAM,
 };
 use crate::pins;
 
@@ -216,20 +216,27 @@ impl Datapath {
     /// a daemon with `--xdp off` never loads it.
     pub fn xdp_program(&mut self) -> Result<&mut Xdp> {
         if self.xdp_of(XDP_PROGRAM)?.fd().is_err() {
-            // Its IPv6 half first, in the slot it tail-calls: no IPv6 frame finds it
-            // empty once the program is attached.
-            let ipv6 = self.xdp_of(XDP6_PROGRAM)?;
-            ipv6.load()
-                .with_context(|| format!("verify program {XDP6_PROGRAM}"))?;
-            let fd = ipv6.fd()?.try_clone()?;
-            aya::maps::ProgramArray::try_from(self.map_mut(names::XDP_CALLS)?)?
-                .set(names::XDP_CALL_UPLINK6, &fd, 0)
-                .with_context(|| format!("put {XDP6_PROGRAM} in {}", names::XDP_CALLS))?;
+            // Its IPv6 halves first, in the slots tail-called: no IPv6 frame finds them
+            // empty once the program is attached (NAT46 before the program calling it).
+            self.xdp_call(XDP_NAT46_PROGRAM, names::XDP_CALL_NAT46)?;
+            self.xdp_call(XDP6_PROGRAM, names::XDP_CALL_UPLINK6)?;
             self.xdp_of(XDP_PROGRAM)?
                 .load()
                 .with_context(|| format!("verify program {XDP_PROGRAM}"))?;
         }
         self.xdp_of(XDP_PROGRAM)
+    }
+
+    /// Verify the XDP program `name` and put it in slot `index` of `XDP_CALLS`.
+    fn xdp_call(&mut self, name: &str, index: u32) -> Result<()> {
+        let program = self.xdp_of(name)?;
+        program
+            .load()
+            .with_context(|| format!("verify program {name}"))?;
+        let fd = program.fd()?.try_clone()?;
+        aya::maps::ProgramArray::try_from(self.map_mut(names::XDP_CALLS)?)?
+            .set(index, &fd, 0)
+            .with_context(|| format!("put {name} in {}", names::XDP_CALLS))
     }
 
     fn xdp_of(&mut self, name: &str) -> Result<&mut Xdp> {

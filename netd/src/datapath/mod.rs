@@ -64,6 +64,9 @@ pub const UPLINK_PROGRAMS: [(&str, TcAttachType); 2] = [
 pub const XDP_PROGRAM: &str = "uplink_xdp";
 /// Its IPv6 half, tail-called through `XDP_CALLS`.
 pub const XDP6_PROGRAM: &str = "uplink_xdp6";
+/// NAT46 in the uplink's XDP program, tail-called by `XDP6_PROGRAM` (slot
+/// `XDP_CALL_NAT46` of `XDP_CALLS`).
+pub const XDP_NAT46_PROGRAM: &str = "uplink_xdp_nat46";
 
 /// The program on each container's host-side veth (TC ingress).
 pub const ENDPOINT_PROGRAM: &str = "endpoint_ingress";

@@ -195,6 +195,26 @@ pub fn udp6(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16) -> Vec<u8> {
     frame6(src, dst, &[], 0, UDP6, &udp6_datagram(sport, dport))
 }
 
+/// A SYN of `src:sport` to `dst:dport` with TCP options `options` (a multiple of 4), no
+/// extension headers.
+pub fn syn6_with_options(
+    src: Ipv6Addr,
+    sport: u16,
+    dst: Ipv6Addr,
+    dport: u16,
+    options: &[u8],
+) -> Vec<u8> {
+    let mut l4 = Vec::new();
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&dport.to_be_bytes());
+    l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
+    l4.push(((20 + options.len()) / 4 * 16) as u8);
+    l4.extend_from_slice(&[0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    l4.extend_from_slice(options);
+    let f = ipv6_frame(GATEWAY_MAC, src, dst, TCP6, &l4);
+    with_l4_checksum6(f, ETH + 40, TCP6)
+}
+
 /// An 8-byte Destination Options header (PadN) leading to `next`.
 pub fn dest_opts(next: u8) -> Vec<u8> {
     vec![next, 0, 1, 4, 0, 0, 0, 0]

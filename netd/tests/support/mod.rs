@@ -224,8 +224,14 @@ impl TestDatapath {
             })
             .unwrap();
         out.truncate(result.data_size_out as usize);
-        // data_out starts at data_meta: the metadata, then the frame.
-        let meta = out.len().saturating_sub(frame.len());
+        // data_out starts at data_meta: the metadata (XDP's note, if it left one), then
+        // the frame (shorter than it came, when NAT46 made it IPv4).
+        let magic = netd_common::fast_path::XDP_META_MAGIC.to_ne_bytes();
+        let meta = if out.starts_with(&magic) {
+            size_of::<netd_common::fast_path::XdpMeta>()
+        } else {
+            0
+        };
         let frame_out = out.split_off(meta);
         (result.return_value, out, frame_out)
     }
