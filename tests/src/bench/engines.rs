@@ -281,12 +281,13 @@ pub(super) fn measure(
                 .iter()
                 .filter_map(|h| netd.counter(h, "dnat_new_flow").ok())
                 .sum();
-            let nat46 = netd.counter("UplinkIngress", "nat46_new_flow").unwrap_or(0);
+            let nat46_xdp = netd.counter("UplinkXdp", "nat46_new_flow").unwrap_or(0);
+            let nat46 = netd.counter("UplinkIngress", "nat46_new_flow").unwrap_or(0) + nat46_xdp;
             let redirected = netd
                 .counter("FastPath", "redirect_to_container")
                 .unwrap_or(0);
             format!(
-                "netd translated {dnat} new IPv4 flows and {nat46} of IPv6 clients by NAT46 ({redirected} packets into the container by the fast path); docker-proxy processes: {}",
+                "netd translated {dnat} new IPv4 flows and {nat46} of IPv6 clients by NAT46 ({nat46_xdp} of them in XDP; {redirected} packets into the container by the fast path); docker-proxy processes: {}",
                 processes_named("docker-proxy").len()
             )
         }
