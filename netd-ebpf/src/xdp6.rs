@@ -118,7 +118,7 @@ fn translate(ctx: &XdpContext) -> Reason {
 /// TCP or UDP, its checksum complete; else why it goes on to TC untouched (a packet
 /// that cannot be parsed included: TC judges it).
 #[inline(never)]
-pub fn parsed(ctx: &XdpContext, flow: &mut Flow6) -> Result<(), Reason> {
+fn parsed(ctx: &XdpContext, flow: &mut Flow6) -> Result<(), Reason> {
     let pkt = parse_frame(ctx).map_err(|_| Reason::NoMatch)?;
     if pkt.fragment != Fragment::Whole {
         return Err(Reason::Fragment);

@@ -28,7 +28,7 @@ use crate::{
     parse6::Flow6,
     stats::count,
     xdp::{L4Checksum, ifindex, leave_note, rewrite_ports, store},
-    xdp6::{self, bounded, forged_source, parsed},
+    xdp6::{self, bounded, forged_source},
     xlat::{Fixed6, To4, csum_at},
 };
 
@@ -42,16 +42,16 @@ pub fn uplink(ctx: &XdpContext) -> u32 {
 }
 
 /// Why the packet is translated, passed on untouched, or dropped (a drop reason), as
-/// `uplink_nat46` decides it. Each step a subprogram; the flow and its entry in this
-/// CPU's `SCRATCH6` (the packet parsed again: nothing is carried across the tail call).
+/// `uplink_nat46` decides it. Each step a subprogram; the flow (where `uplink_xdp6` left
+/// it) and its entry in this CPU's `SCRATCH6`.
 #[inline(never)]
 fn translate(ctx: &XdpContext) -> Reason {
     let Some(scratch) = scratch6() else {
         return Reason::NoMatch;
     };
-    if let Err(reason) = parsed(ctx, &mut scratch.flow) {
-        return reason;
-    }
+    // The packet as `uplink_xdp6` parsed it into this CPU's `SCRATCH6` just before its
+    // tail call (XDP runs to its end on one CPU: nothing else wrote it since), its
+    // checksum already found complete: not parsed a second time.
     // Behind extension headers: TC's (which drops what it cannot translate).
     if !nat46::translatable(&scratch.flow) {
         return Reason::NoMatch;

@@ -124,24 +124,29 @@ fn as_partial6(mut frame: Vec<u8>) -> Vec<u8> {
     frame
 }
 
+/// A UDP datagram from `BEYOND6` port `sport` to the node's `dport`, in two fragments
+/// (identification `id`): the first with the UDP header and 8 bytes, the following one
+/// with the rest.
+fn udp_fragments(sport: u16, dport: u16, id: u32) -> [Vec<u8>; 2] {
+    let whole = udp6(BEYOND6, sport, NODE6, dport);
+    let l4 = whole[ETH + 40..].to_vec();
+    let header = |offset_and_more: u16| {
+        let mut h = vec![UDP6, 0];
+        h.extend_from_slice(&offset_and_more.to_be_bytes());
+        h.extend_from_slice(&id.to_be_bytes());
+        h
+    };
+    let mut first = header(1);
+    first.extend_from_slice(&l4[..16]);
+    let mut following = header(16);
+    following.extend_from_slice(&l4[16..]);
+    [first, following].map(|rest| ipv6_frame(GATEWAY_MAC, BEYOND6, NODE6, FRAGMENT, &rest))
+}
+
 #[test]
 fn xdp_leaves_to_tc_what_it_does_not_translate_over_ipv6() {
     let mut t = published_node();
-    let [first, following] = {
-        let whole = udp6(BEYOND6, 50010, NODE6, 5353);
-        let l4 = whole[ETH + 40..].to_vec();
-        let header = |offset_and_more: u16| {
-            let mut h = vec![UDP6, 0];
-            h.extend_from_slice(&offset_and_more.to_be_bytes());
-            h.extend_from_slice(&7u32.to_be_bytes());
-            h
-        };
-        let mut first = header(1);
-        first.extend_from_slice(&l4[..16]);
-        let mut following = header(16);
-        following.extend_from_slice(&l4[16..]);
-        [first, following].map(|rest| ipv6_frame(GATEWAY_MAC, BEYOND6, NODE6, FRAGMENT, &rest))
-    };
+    let [first, following] = udp_fragments(50010, 5353, 7);
     let echo = frame6(BEYOND6, NODE6, &[], 0, ICMP6, &echo6(128, 7, 1));
     for (what, frame) in [
         ("ICMPv6", with_l4_checksum6(echo, ETH + 40, ICMP6)),
@@ -278,21 +283,7 @@ fn xdp_translates_nat46_exactly_as_tc_does() {
 #[test]
 fn xdp_leaves_to_tc_the_nat46_packets_it_does_not_translate() {
     let mut t = nat46_node();
-    let [first, following] = {
-        let whole = udp6(BEYOND6, 50030, NODE6, 5354);
-        let l4 = whole[ETH + 40..].to_vec();
-        let header = |offset_and_more: u16| {
-            let mut h = vec![UDP6, 0];
-            h.extend_from_slice(&offset_and_more.to_be_bytes());
-            h.extend_from_slice(&9u32.to_be_bytes());
-            h
-        };
-        let mut first = header(1);
-        first.extend_from_slice(&l4[..16]);
-        let mut following = header(16);
-        following.extend_from_slice(&l4[16..]);
-        [first, following].map(|rest| ipv6_frame(GATEWAY_MAC, BEYOND6, NODE6, FRAGMENT, &rest))
-    };
+    let [first, following] = udp_fragments(50030, 5354, 9);
     let echo = frame6(BEYOND6, NODE6, &[], 0, ICMP6, &echo6(128, 7, 1));
     for (what, frame) in [
         (
