@@ -184,9 +184,21 @@ pub fn store<T>(ctx: &XdpContext, off: usize, value: T) -> Result<(), ()> {
     Ok(())
 }
 
-/// The note for the uplink's TC program, in the frame's metadata area.
+/// Set by the loader (`override_global`): 1 where the kernel lets XDP programs call
+/// `bpf_xdp_adjust_meta`, 0 where it does not. Read-only, so the verifier prunes the call
+/// (which it would otherwise refuse, failing the whole program) where it is 0.
+#[unsafe(no_mangle)]
+static XDP_METADATA: u8 = 0;
+
+/// The note for the uplink's TC program, in the frame's metadata area; where the kernel
+/// has no metadata area for XDP, none: the stack routes the translated packet.
 #[inline(always)]
 pub fn leave_note(ctx: &XdpContext, ifindex: u32) -> Result<(), ()> {
+    // SAFETY: a read of a static; volatile, so that it is read from the map the loader
+    // set, not folded into the default at compile time.
+    if unsafe { core::ptr::read_volatile(&raw const XDP_METADATA) } == 0 {
+        return Ok(());
+    }
     let size = size_of::<XdpMeta>();
     // SAFETY: the helper moves data_meta within the frame's headroom, or fails.
     if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(size as i32)) } != 0 {

@@ -5,17 +5,7 @@
 
 mod support;
 
-use netd_common::fast_path::XDP_META_MAGIC;
 use support::*;
-
-/// The note XDP left: (magic, ifindex) in native byte order.
-fn note(meta: &[u8]) -> (u32, u32) {
-    assert_eq!(meta.len(), 8, "an 8-byte note in front of the frame");
-    (
-        u32::from_ne_bytes(meta[0..4].try_into().unwrap()),
-        u32::from_ne_bytes(meta[4..8].try_into().unwrap()),
-    )
-}
 
 #[test]
 fn xdp_dnats_a_new_connection_to_a_published_port_exactly_as_tc_does() {
@@ -31,7 +21,7 @@ fn xdp_dnats_a_new_connection_to_a_published_port_exactly_as_tc_does() {
         let mut xdp = standard_node();
         let (verdict, meta, out) = xdp.run_xdp(&frame);
         assert_eq!(verdict, XDP_PASS);
-        assert_eq!(note(&meta), (XDP_META_MAGIC, LO), "the container's veth");
+        assert_eq!(note(&meta), translated_note(LO), "the container's veth");
         assert_checksums_valid(&out);
         let l4 = l4_csum_offset(pkt.proto);
         if pkt.udp_no_csum {
@@ -52,7 +42,7 @@ fn xdp_translates_established_flows_and_replies_to_masqueraded_ones() {
     t.run_xdp(&Pkt::tcp(CLIENT, 40000, NODE, 8080, SYN).build());
     let (verdict, meta, out) = t.run_xdp(&Pkt::tcp(CLIENT, 40000, NODE, 8080, ACK).build());
     assert_eq!(verdict, XDP_PASS);
-    assert_eq!(note(&meta).0, XDP_META_MAGIC);
+    assert_eq!(note(&meta), translated_note(LO));
     assert_eq!(dst_of(&out), (CONTAINER, 80));
     assert_checksums_valid(&out);
     assert_eq!(count(&t, "UplinkXdp", "translated_established"), 1);
@@ -68,7 +58,7 @@ fn xdp_translates_established_flows_and_replies_to_masqueraded_ones() {
     let reply = Pkt::tcp(REMOTE, 443, NODE, port, SYN | ACK).build();
     let (verdict, meta, out) = t.run_xdp(&reply);
     assert_eq!(verdict, XDP_PASS);
-    assert_eq!(note(&meta).0, XDP_META_MAGIC);
+    assert_eq!(note(&meta), translated_note(LO));
     assert_eq!(dst_of(&out), (CONTAINER, 45000));
     assert_checksums_valid(&out);
     assert_eq!(count(&t, "UplinkXdp", "snat_reply"), 1);

@@ -10,20 +10,7 @@
 
 mod support;
 
-use netd_common::fast_path::XDP_META_MAGIC;
 use support::*;
-
-/// The note XDP left: (magic, ifindex) in native byte order, or `None` for no note.
-fn note(meta: &[u8]) -> Option<(u32, u32)> {
-    if meta.is_empty() {
-        return None;
-    }
-    assert_eq!(meta.len(), 8, "an 8-byte note in front of the frame");
-    Some((
-        u32::from_ne_bytes(meta[0..4].try_into().unwrap()),
-        u32::from_ne_bytes(meta[4..8].try_into().unwrap()),
-    ))
-}
 
 /// A node with CONTAINER6's TCP 80 published on 8080 and its UDP 53 on 5353.
 fn published_node() -> TestDatapath {
@@ -67,7 +54,7 @@ fn xdp_dnats_a_new_ipv6_connection_to_a_published_port_exactly_as_tc_does() {
     for (i, (what, frame)) in cases.into_iter().enumerate() {
         let (verdict, meta, out) = xdp.run_xdp(&frame);
         assert_eq!(verdict, XDP_PASS, "{what}");
-        assert_eq!(note(&meta), Some((XDP_META_MAGIC, LO)), "{what}: its veth");
+        assert_eq!(note(&meta), translated_note(LO), "{what}: its veth");
 
         let (_, tc_out) = tc.run("uplink_ingress", &frame);
         assert_ne!(tc_out, frame, "{what}: TC translates it");
@@ -90,10 +77,7 @@ fn xdp_translates_established_ipv6_flows_and_replies_to_masqueraded_ones() {
     let mut t = published_node();
     t.run_xdp(&tcp6(BEYOND6, 50000, NODE6, 8080, 0x02));
     let (verdict, meta, out) = t.run_xdp(&tcp6(BEYOND6, 50000, NODE6, 8080, 0x10));
-    assert_eq!(
-        (verdict, note(&meta)),
-        (XDP_PASS, Some((XDP_META_MAGIC, LO)))
-    );
+    assert_eq!((verdict, note(&meta)), (XDP_PASS, translated_note(LO)));
     assert_eq!(out, tcp6(BEYOND6, 50000, CONTAINER6, 80, 0x10));
     assert_eq!(count(&t, "UplinkXdp", "translated_established"), 1);
 
@@ -102,10 +86,7 @@ fn xdp_translates_established_ipv6_flows_and_replies_to_masqueraded_ones() {
     let port = u16::from_be_bytes([sent[ETH + 40], sent[ETH + 41]]);
     // ...and the reply, translated back in XDP.
     let (verdict, meta, out) = t.run_xdp(&udp6(BEYOND6, 53, NODE6, port));
-    assert_eq!(
-        (verdict, note(&meta)),
-        (XDP_PASS, Some((XDP_META_MAGIC, LO)))
-    );
+    assert_eq!((verdict, note(&meta)), (XDP_PASS, translated_note(LO)));
     assert_eq!(out, udp6(BEYOND6, 53, CONTAINER6, 5000));
     assert_eq!(count(&t, "UplinkXdp", "snat_reply"), 1);
 }
@@ -235,7 +216,7 @@ fn xdp_translates_nat46_exactly_as_tc_does() {
         let before = count(&xdp, "UplinkXdp", reason);
         let (verdict, meta, out) = xdp.run_xdp(&frame);
         assert_eq!(verdict, XDP_PASS, "{what}");
-        assert_eq!(note(&meta), Some((XDP_META_MAGIC, LO)), "{what}: its veth");
+        assert_eq!(note(&meta), translated_note(LO), "{what}: its veth");
         assert_eq!(out[12..14], [0x08, 0x00], "{what}: an IPv4 frame");
         assert_eq!(out.len(), frame.len() - 20, "{what}: 20 bytes shorter");
         assert_eq!(count(&xdp, "UplinkXdp", reason), before + 1, "{what}");

@@ -134,6 +134,12 @@ impl Datapath {
         let ebpf = loader
             // aya-log's level: read-only, so the verifier prunes the calls it turns off.
             .override_global("AYA_LOG_LEVEL", &level, true)
+            // Likewise: the XDP note's helper where the kernel has it, pruned where not.
+            .override_global(
+                "XDP_METADATA",
+                &u8::from(super::kernel::xdp_metadata_supported()),
+                true,
+            )
             .load(PROGRAMS)
             .context("load netd's eBPF programs")?;
         let mut datapath = Datapath {

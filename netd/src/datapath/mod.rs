@@ -10,6 +10,7 @@
 
 mod endpoint_counters;
 mod flows;
+pub mod kernel;
 mod links;
 mod load;
 mod monitor;

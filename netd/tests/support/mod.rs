@@ -488,3 +488,23 @@ pub fn latest_seen(snapshot: &netd::conntrack::Snapshot) -> u64 {
         .max()
         .expect("the table holds flows")
 }
+
+/// The note XDP left in front of a frame (`run_xdp`'s metadata): (magic, ifindex) in
+/// native byte order, or `None` for no note.
+pub fn note(meta: &[u8]) -> Option<(u32, u32)> {
+    if meta.is_empty() {
+        return None;
+    }
+    assert_eq!(meta.len(), 8, "an 8-byte note in front of the frame");
+    Some((
+        u32::from_ne_bytes(meta[0..4].try_into().unwrap()),
+        u32::from_ne_bytes(meta[4..8].try_into().unwrap()),
+    ))
+}
+
+/// The note XDP leaves for a packet it translated for the container behind `ifindex`:
+/// none where the kernel gives XDP no metadata area (`kernel::xdp_metadata_supported`).
+pub fn translated_note(ifindex: u32) -> Option<(u32, u32)> {
+    netd::datapath::kernel::xdp_metadata_supported()
+        .then_some((netd_common::fast_path::XDP_META_MAGIC, ifindex))
+}
