@@ -1133,6 +1133,10 @@ impl Inner {
             "snat_ports": format!("{}-{}", self.snat_ports.start, self.snat_ports.end),
             "fast_path": if self.fast_path { "on" } else { "off" },
             "xdp": self.xdp.name(),
+            // Whether XDP leaves TC its note (the kernel lets XDP programs write frame
+            // metadata): without it, what XDP translated is routed by the stack, not
+            // delivered into the container by the fast path.
+            "xdp_note": self.xdp.name() != "off" && crate::datapath::kernel::xdp_metadata_supported(),
             "networks": self.state.networks.keys().collect::<Vec<_>>(),
             "containers": self.state.containers.len(),
             "flow_table": self.flow_table_fill(&counts),
