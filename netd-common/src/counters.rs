@@ -172,6 +172,12 @@ reasons! {
     // A container's packet to a NAT46 client longer, as IPv6, than the uplink's MTU (a
     // UDP datagram, above all: TCP's segments are kept short by the SYN's MSS).
     DropNat46TooBig = 80 => "drop_nat46_too_big",
+    // A container's neighbour solicitation for a container of another node on its overlay,
+    // answered with its gateway's MAC address (IPv6's `arp_answered`).
+    NeighborAnswered = 81 => "neighbor_answered",
+    // Neighbour discovery or a router's message from another node over an overlay: each
+    // node answers for the others' containers, so none of it crosses.
+    DropNdAcrossNodes = 82 => "drop_overlay_neighbor_discovery",
 }
 
 pub const REASON_COUNT: u32 = Reason::ALL.len() as u32;

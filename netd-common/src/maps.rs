@@ -30,6 +30,8 @@ pub const SOCKET_ORIGINS: &str = "NETD_SOCKETS_V1";
 pub const SOCKET_ORIGINS6: &str = "NETD_SOCKETS6_V1";
 /// Containers on other nodes of the cluster, by overlay address.
 pub const REMOTE_ENDPOINTS: &str = "NETD_REMOTES_V1";
+/// `REMOTE_ENDPOINTS` for the overlays' IPv6 addresses.
+pub const REMOTE_ENDPOINTS6: &str = "NETD_REMOTES6_V1";
 /// The overlay networks set up on this node, by VXLAN ID.
 pub const OVERLAYS: &str = "NETD_OVERLAYS_V1";
 /// Per-endpoint counters (per CPU), by host-side veth: sent, received, dropped.
@@ -68,7 +70,7 @@ pub const NAT46_MAPPED: &str = "NETD_NAT46_MAPPED_V1";
 pub const NAT46_CONFIG: &str = "NAT46_CONFIG";
 
 /// Every pinned map of the kernel object (a test checks the object has exactly these).
-pub const PINNED: [&str; 30] = [
+pub const PINNED: [&str; 31] = [
     PUBLISHED_PORTS,
     FLOWS,
     PENDING_FLOWS,
@@ -83,6 +85,7 @@ pub const PINNED: [&str; 30] = [
     SOCKET_ORIGINS,
     SOCKET_ORIGINS6,
     REMOTE_ENDPOINTS,
+    REMOTE_ENDPOINTS6,
     OVERLAYS,
     ENDPOINT_COUNTERS,
     ENDPOINT_DROPS,

@@ -128,3 +128,51 @@ pub fn addr6_changed(
 pub fn icmp_payload_changed(ctx: &TcContext, old: u64, new: u64, size: u64) -> Result<(), i64> {
     ctx.l4_csum_replace(crate::parse::ICMP_CSUM_OFF, old, new, size)
 }
+
+/// The one's-complement sum of `from` replaced by `to` (`bpf_csum_diff`).
+#[inline(always)]
+pub fn diff<const F: usize, const T: usize>(
+    from: &mut [u32; F],
+    to: &mut [u32; T],
+) -> Result<u64, i64> {
+    diff_from(0, from, to)
+}
+
+/// `diff` added to the sum `seed`.
+#[inline(always)]
+pub fn diff_from<const F: usize, const T: usize>(
+    seed: u32,
+    from: &mut [u32; F],
+    to: &mut [u32; T],
+) -> Result<u64, i64> {
+    // SAFETY: the helper reads F and T words of buffers on this stack.
+    let d = unsafe {
+        bpf_csum_diff(
+            // Nothing taken away: NULL, which the helper takes with a size of 0 (an empty
+            // array's pointer is dangling).
+            if F == 0 {
+                core::ptr::null_mut()
+            } else {
+                from.as_mut_ptr()
+            },
+            (F * 4) as u32,
+            if T == 0 {
+                core::ptr::null_mut()
+            } else {
+                to.as_mut_ptr()
+            },
+            (T * 4) as u32,
+            seed,
+        )
+    };
+    if d < 0 { Err(d) } else { Ok(d as u64) }
+}
+
+/// Fold a 32-bit sum into the 16-bit checksum of what it covers.
+#[inline(always)]
+pub fn folded(sum: u64) -> u16 {
+    let mut s = sum;
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    !(s as u16)
+}

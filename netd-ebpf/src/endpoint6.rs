@@ -19,7 +19,7 @@ use crate::{
     conntrack::{self, Half, NewFlow, Tuple},
     endpoint, fast_path, guard6, icmp6,
     maps::{CALLS, ENDPOINTS, ENDPOINTS6, scratch6},
-    nat,
+    nat, overlay6,
     parse6::{Flow6, IP6_DST_OFF, IP6_SRC_OFF, PROTO_ICMPV6},
     policy6,
     program::{DROP, PASS, Verdict, apply, ifindex},
@@ -93,6 +93,10 @@ fn decide(ctx: &TcContext, ep: &EndpointInfo, ep6: &Endpoint6Info) -> Decided {
         Ok(dst) => dst,
         Err(reason) => return Decided::Verdict((reason, DROP)),
     };
+    // A container of another node on its overlay: sent there as it is, never translated.
+    if let Some(verdict) = overlay6::from_container(ctx, ep, ep6, &dst) {
+        return Decided::Verdict(verdict);
+    }
     if is_icmp6_error(ctx) {
         return Decided::IcmpError;
     }

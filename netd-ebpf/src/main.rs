@@ -44,6 +44,8 @@ mod node_sockets;
 #[cfg(target_arch = "bpf")]
 mod overlay;
 #[cfg(target_arch = "bpf")]
+mod overlay6;
+#[cfg(target_arch = "bpf")]
 mod parse;
 #[cfg(target_arch = "bpf")]
 mod parse6;

@@ -98,6 +98,11 @@ pub static SOCKET_ORIGINS6: LruHashMap<SocketPeer6, SocketOrigin6> =
 pub static REMOTE_ENDPOINTS: HashMap<u32, RemoteEndpoint> =
     HashMap::pinned(REMOTE_ENDPOINTS_MAX, 0);
 
+/// `REMOTE_ENDPOINTS` for their IPv6 addresses (on overlays with IPv6).
+#[map(name = "NETD_REMOTES6_V1")]
+pub static REMOTE_ENDPOINTS6: HashMap<Addr6, RemoteEndpoint> =
+    HashMap::pinned(REMOTE_ENDPOINTS_MAX, 0);
+
 /// The overlay networks set up on this node, by VXLAN ID.
 #[map(name = "NETD_OVERLAYS_V1")]
 pub static OVERLAYS: HashMap<u32, OverlayInfo> = HashMap::pinned(NETWORKS_MAX, 0);

@@ -23,6 +23,7 @@ use crate::{
     fast_path::{fits, redirected},
     maps::{ENDPOINT_VETHS, ENDPOINTS, OVERLAYS, REMOTE_ENDPOINTS},
     parse::{ETH_P_IP, ETH_TYPE_OFF, IP_DST_OFF, IP_OFF},
+    parse6::ETH_P_IPV6,
     policy,
     program::{DROP, PASS, Verdict},
     stats::{count, count_received},
@@ -85,8 +86,9 @@ pub fn to_remote(ctx: &TcContext, ep: &EndpointInfo) -> Option<Verdict> {
     Some(send(ctx, ep, &remote))
 }
 
+/// Send a container's frame to the node of `remote`, a container of its overlay there.
 #[inline(always)]
-fn send(ctx: &TcContext, ep: &EndpointInfo, remote: &RemoteEndpoint) -> Verdict {
+pub fn send(ctx: &TcContext, ep: &EndpointInfo, remote: &RemoteEndpoint) -> Verdict {
     let Some(overlay) = overlay_of(remote.vni) else {
         return (Reason::DropUnknownVni, DROP);
     };
@@ -174,9 +176,13 @@ fn deliver(ctx: &TcContext) -> Verdict {
     let Some(overlay) = overlay_of(key.tunnel_id) else {
         return (Reason::DropUnknownVni, DROP);
     };
-    // Only IPv4 crosses: ARP is answered on each node for the others' containers.
+    // Only IP crosses: ARP (and IPv6's neighbour discovery) is answered on each node for
+    // the others' containers.
     match ctx.load::<[u8; 2]>(ETH_TYPE_OFF) {
         Ok(t) if u16::from_be_bytes(t) == ETH_P_IP => {}
+        Ok(t) if u16::from_be_bytes(t) == ETH_P_IPV6 => {
+            return crate::overlay6::deliver(ctx, &key, &overlay);
+        }
         Ok(_) => return (Reason::DropEthertype, DROP),
         Err(_) => return (Reason::DropMalformed, DROP),
     }
@@ -195,6 +201,18 @@ fn deliver(ctx: &TcContext) -> Verdict {
     let Some((veth, ep)) = local_endpoint(dst) else {
         return (Reason::DropNoSuchEndpoint, DROP);
     };
+    into_container(ctx, &overlay, veth, &ep)
+}
+
+/// A frame from another node for the container `ep` behind host-side veth `veth`: into
+/// it, if it is a container of `overlay` that takes frames from its neighbours.
+#[inline(always)]
+pub fn into_container(
+    ctx: &TcContext,
+    overlay: &OverlayInfo,
+    veth: u32,
+    ep: &EndpointInfo,
+) -> Verdict {
     if ep.network != overlay.tag {
         return (Reason::DropWrongVni, DROP);
     }
@@ -219,7 +237,7 @@ fn deliver(ctx: &TcContext) -> Verdict {
 }
 
 #[inline(always)]
-fn overlay_of(vni: u32) -> Option<OverlayInfo> {
+pub fn overlay_of(vni: u32) -> Option<OverlayInfo> {
     // SAFETY: a copy out of the map value.
     unsafe { OVERLAYS.get(vni) }.copied()
 }

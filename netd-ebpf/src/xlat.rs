@@ -13,12 +13,12 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, bpf_adj_room_mode::BPF_ADJ_ROOM_NET},
-    helpers::bpf_csum_diff,
     programs::TcContext,
 };
 use netd_common::{PROTO_ICMP, PROTO_TCP, PROTO_UDP, maps::Addr6};
 
 use crate::{
+    csum::{diff, diff_from, folded},
     parse::{ETH_P_IP, ETH_TYPE_OFF, Frame, IP_OFF, Packet},
     parse6::{ETH_P_IPV6, Flow6, IP6_HDR_LEN, IP6_OFF, PROTO_ICMPV6},
 };
@@ -89,54 +89,6 @@ fn l4_flags(proto: u8) -> u64 {
         0
     };
     BPF_F_PSEUDO_HDR as u64 | mangled
-}
-
-/// The one's-complement sum of `from` replaced by `to` (`bpf_csum_diff`).
-#[inline(always)]
-fn diff<const F: usize, const T: usize>(
-    from: &mut [u32; F],
-    to: &mut [u32; T],
-) -> Result<u64, i64> {
-    diff_from(0, from, to)
-}
-
-/// `diff` added to the sum `seed`.
-#[inline(always)]
-fn diff_from<const F: usize, const T: usize>(
-    seed: u32,
-    from: &mut [u32; F],
-    to: &mut [u32; T],
-) -> Result<u64, i64> {
-    // SAFETY: the helper reads F and T words of buffers on this stack.
-    let d = unsafe {
-        bpf_csum_diff(
-            // Nothing taken away: NULL, which the helper takes with a size of 0 (an empty
-            // array's pointer is dangling).
-            if F == 0 {
-                core::ptr::null_mut()
-            } else {
-                from.as_mut_ptr()
-            },
-            (F * 4) as u32,
-            if T == 0 {
-                core::ptr::null_mut()
-            } else {
-                to.as_mut_ptr()
-            },
-            (T * 4) as u32,
-            seed,
-        )
-    };
-    if d < 0 { Err(d) } else { Ok(d as u64) }
-}
-
-/// Fold a 32-bit sum into the 16-bit checksum of what it covers.
-#[inline(always)]
-fn folded(sum: u64) -> u16 {
-    let mut s = sum;
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    !(s as u16)
 }
 
 /// What an IPv6 packet becomes in IPv4: its addresses and destination port.

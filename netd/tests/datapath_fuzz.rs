@@ -605,7 +605,7 @@ fn cluster_node() -> TestDatapath {
                 node: PEER_NODE,
                 vni,
             };
-            (addr, remote)
+            (addr.into(), remote)
         })
         .collect();
     RemoteTable::open(t.bpffs())

@@ -8,7 +8,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket},
     path::Path,
     time::{Duration, Instant},
 };
@@ -32,7 +32,15 @@ const VXLAN_PORT: u16 = 4789;
 
 /// An overlay made on node 1 and seen by all.
 fn overlay(c: &Cluster, name: &str) -> Result<u32> {
-    c.daemons[0].cli_ok(&["network", "create", "-d", "overlay", name])?;
+    overlay_with(c, name, &[])
+}
+
+/// `overlay` with more flags for `network create`.
+fn overlay_with(c: &Cluster, name: &str, flags: &[&str]) -> Result<u32> {
+    let mut args = vec!["network", "create", "-d", "overlay"];
+    args.extend(flags);
+    args.push(name);
+    c.daemons[0].cli_ok(&args)?;
     let deadline = Instant::now() + Duration::from_secs(3);
     for d in &c.daemons {
         while !d.cli_ok(&["network", "ls"])?.contains(name) {
@@ -73,9 +81,11 @@ fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> Result<bool>) -
 }
 
 fn remote_entries(d: &Daemon) -> Result<u64> {
-    Ok(d.info()?["map_entries"]["remote_endpoints"]
-        .as_u64()
-        .unwrap_or(u64::MAX))
+    map_entries(d, "remote_endpoints")
+}
+
+fn map_entries(d: &Daemon, map: &str) -> Result<u64> {
+    Ok(d.info()?["map_entries"][map].as_u64().unwrap_or(u64::MAX))
 }
 
 /// `bytes` sent over TCP to an echo server and all of them read back.
@@ -99,12 +109,12 @@ fn transfer(netns: &Path, target: SocketAddr, bytes: usize) -> Result<()> {
 
 fn ping(
     netns: &Path,
-    to: Ipv4Addr,
+    to: impl Into<IpAddr>,
     size: usize,
     dont_fragment: bool,
 ) -> Result<std::process::Output> {
     let size = size.to_string();
-    let to = to.to_string();
+    let to = to.into().to_string();
     let mut args = vec![
         "--net=".to_string() + &netns.display().to_string(),
         "ping".into(),
@@ -580,6 +590,134 @@ fn conversations_across_nodes_outlive_the_store_and_a_killed_daemon_and_a_dead_n
             c.daemons[0].log(),
             c.daemons[1].cli_ok(&["stats"])?
         );
+    }
+    Ok(())
+}
+
+/// The IPv6 address of a container of an overlay with IPv6.
+fn ip6(ct: &Container) -> Result<Ipv6Addr> {
+    ct.ip6.context("the container has no IPv6 address")
+}
+
+#[test]
+fn containers_on_different_nodes_talk_over_ipv6_on_their_overlay_and_never_across_overlays()
+-> Result<()> {
+    require_root();
+    let mut c = Cluster::new("ov6", 2)?;
+    for i in 0..2 {
+        c.start_daemon(i, TTL, &[])?;
+    }
+    overlay_with(&c, "ov6", &["--ipv6"])?;
+    overlay_with(
+        &c,
+        "ov7",
+        &[
+            "--ipv6",
+            "--subnet",
+            "10.77.0.0/24",
+            "--subnet",
+            "fd00:77::/64",
+        ],
+    )?;
+    // Shown with both families; the IPv6 subnet chosen is a ULA /64.
+    let inspect: serde_json::Value =
+        serde_json::from_str(&c.daemons[1].cli_ok(&["network", "inspect", "ov6"])?)?;
+    assert_eq!(inspect[0]["EnableIPv6"], true, "{inspect}");
+    let text = inspect.to_string();
+    assert!(text.contains("\"fd") && text.contains("::/64"), "{text}");
+
+    let a = run_on(&c.daemons[0], "ca", "ov6", &[])?;
+    let b = run_on(&c.daemons[1], "cb", "ov6", &[])?;
+    let x = run_on(&c.daemons[0], "cx", "ov7", &[])?;
+    let y = run_on(&c.daemons[1], "cy", "ov7", &[])?;
+    let (a6, b6, y6) = (ip6(&a)?, ip6(&b)?, ip6(&y)?);
+    // A container's IPv6 address is its IPv4 address's place in the IPv6 subnet.
+    assert_eq!(
+        y6,
+        Ipv6Addr::from(0xfd00_0077_u128 << 96 | u128::from(y.ip.octets()[3])),
+        "{y6} for {}",
+        y.ip
+    );
+    assert_eq!(ip6(&x)?.segments()[..4], [0xfd00, 0x77, 0, 0]);
+    // Every node knows the other's containers by both addresses.
+    for d in &c.daemons {
+        wait_for("remote tables filled", Duration::from_secs(2), || {
+            Ok(remote_entries(d)? == 2 && map_entries(d, "remote_endpoints6")? == 2)
+        })?;
+    }
+    // `--ip6` has no place on an overlay: the address follows `--ip`.
+    let refused = c.daemons[0].cli(&[
+        "run",
+        "-d",
+        "--name",
+        "cz",
+        "--network",
+        "ov7",
+        "--ip6",
+        "fd00:77::99",
+        "--",
+        "sleep",
+        "infinity",
+    ])?;
+    assert!(
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stderr).contains(
+                "invalid --ip6 fd00:77::99: on an overlay network a container's IPv6 address is its IPv4 address's place in the IPv6 subnet"
+            ),
+        "{refused:?}"
+    );
+
+    // TCP and UDP between nodes over IPv6, both ways, addresses kept; ping; 20 KB across
+    // the overlay's MTU.
+    let b_server = EchoServer::start(&b.netns, Proto::Tcp, addr(Ipv6Addr::UNSPECIFIED, 80))?;
+    let _b_udp = EchoServer::start(&b.netns, Proto::Udp, addr(Ipv6Addr::UNSPECIFIED, 53))?;
+    let a_udp = EchoServer::start(&a.netns, Proto::Udp, addr(Ipv6Addr::UNSPECIFIED, 53))?;
+    echo_once(&a.netns, Proto::Tcp, addr(b6, 80))?;
+    echo_once(&a.netns, Proto::Udp, addr(b6, 53))?;
+    echo_once(&b.netns, Proto::Udp, addr(a6, 53))?;
+    let seen: Vec<_> = b_server.peers().iter().map(|p| p.ip()).collect();
+    assert_eq!(
+        seen,
+        [IpAddr::from(a6)],
+        "no NAT between containers of an overlay"
+    );
+    for (from, to) in [(&a, b6), (&b, a6)] {
+        let out = ping(&from.netns, to, 56, false)?;
+        assert!(out.status.success(), "ping {to}: {out:?}");
+    }
+    transfer(&a.netns, addr(b6, 80), 20_000)?;
+    // The container learnt the other node's container at its gateway's MAC, from netd's
+    // answer: no neighbour discovery crossed.
+    assert!(c.daemons[0].counter("EndpointIngress", "neighbor_answered")? > 0);
+    assert!(c.daemons[0].counter("EndpointIngress", "overlay_sent")? > 0);
+    assert!(c.daemons[1].counter("Overlay", "overlay_delivered")? > 0);
+    assert_eq!(
+        c.daemons[1].counter("Overlay", "drop_overlay_neighbor_discovery")?,
+        0
+    );
+
+    // Overlays are isolated over IPv6 too, on one node and across nodes.
+    assert!(
+        echo_fails(&x.netns, Proto::Udp, addr(a6, 53))?,
+        "ov7 reached ov6 on its node"
+    );
+    assert!(
+        echo_fails(&y.netns, Proto::Udp, addr(a6, 53))?,
+        "ov7 reached ov6 across nodes"
+    );
+    assert!(
+        echo_fails(&a.netns, Proto::Udp, addr(y6, 53))?,
+        "ov6 reached ov7"
+    );
+    assert_eq!(a_udp.peers().len(), 1, "only b's datagram reached a");
+
+    for (i, name) in [(0, "ca"), (1, "cb"), (0, "cx"), (1, "cy")] {
+        c.daemons[i].cli_ok(&["rm", "-f", name])?;
+    }
+    for d in &c.daemons {
+        wait_for("remote tables emptied", Duration::from_secs(2), || {
+            Ok(map_entries(d, "remote_endpoints6")? == 0)
+        })?;
     }
     Ok(())
 }

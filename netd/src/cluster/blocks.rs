@@ -119,6 +119,7 @@ mod tests {
             attachable: true,
             created: 0,
             created_on: "n1".into(),
+            ipv6: None,
         }
     }
 

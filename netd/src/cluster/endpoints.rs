@@ -9,7 +9,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
 };
 
 use anyhow::{Result, anyhow};
@@ -228,9 +228,9 @@ impl<S: ClusterStore> Member<S> {
         Ok(())
     }
 
-    /// The containers of the other nodes on overlay networks this netd knows, by address:
-    /// what the data path's remote table should hold.
-    pub fn remote_endpoints(&self) -> BTreeMap<Ipv4Addr, Remote> {
+    /// The containers of the other nodes on overlay networks this netd knows, by address
+    /// (both of a network with IPv6): what the data path's remote tables should hold.
+    pub fn remote_endpoints(&self) -> BTreeMap<IpAddr, Remote> {
         let overlays = self.overlays();
         let mut remotes = BTreeMap::new();
         for (key, value) in self.endpoints.snapshot() {
@@ -256,7 +256,10 @@ impl<S: ClusterStore> Member<S> {
                     node: record.address,
                     vni: n.vni,
                 };
-                remotes.insert(ip, remote);
+                remotes.insert(IpAddr::V4(ip), remote);
+                if let Some(ip6) = n.ipv6_of(ip) {
+                    remotes.insert(IpAddr::V6(ip6), remote);
+                }
             }
         }
         remotes
@@ -321,7 +324,7 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        block_on(m.create_overlay(&req, &[], name)).unwrap()
+        block_on(m.create_overlay(&req, &Default::default(), name)).unwrap()
     }
 
     #[test]
@@ -353,14 +356,18 @@ mod tests {
                 m.networks.sync(&store).await.unwrap();
                 m.endpoints.sync(&store).await.unwrap();
             }
-            let remote = |m: &Member<Arc<MemoryStore>>| -> Vec<(Ipv4Addr, Ipv4Addr)> {
+            let remote = |m: &Member<Arc<MemoryStore>>| -> Vec<(IpAddr, Ipv4Addr)> {
                 m.remote_endpoints()
                     .into_iter()
                     .map(|(ip, r)| (ip, r.node))
                     .collect()
             };
-            assert_eq!(remote(&a), [(theirs, b.address())], "only the others'");
-            assert_eq!(remote(&b), [(ip, a.address())]);
+            assert_eq!(
+                remote(&a),
+                [(theirs.into(), b.address())],
+                "only the others'"
+            );
+            assert_eq!(remote(&b), [(ip.into(), a.address())]);
             // A record outside its network's subnet steers nothing.
             store
                 .put("/netd/v1/endpoints/ov/192.168.1.1", b.record("evil"), None)
@@ -376,7 +383,7 @@ mod tests {
             assert!(remote(&a).is_empty());
             b.tick().await.unwrap();
             a.endpoints.sync(&store).await.unwrap();
-            assert_eq!(remote(&a), [(theirs, b.address())], "written again");
+            assert_eq!(remote(&a), [(theirs.into(), b.address())], "written again");
 
             // A static address of a's inside b's block: b's next address skips it.
             let inside = "10.0.0.66".parse::<Ipv4Addr>().unwrap();

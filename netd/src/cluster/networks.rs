@@ -40,7 +40,7 @@ impl<S: ClusterStore> Member<S> {
     pub async fn create_overlay(
         &self,
         req: &OverlayRequest,
-        local: &[(ipnet::Ipv4Net, String)],
+        local: &overlay::Local,
         id: &str,
     ) -> Result<OverlayNetwork, ApiError> {
         let prefix = self.networks.prefix();
@@ -252,7 +252,7 @@ mod tests {
                 overlay::plan_create(
                     &overlay_request(name),
                     &[],
-                    &[],
+                    &Default::default(),
                     prefix,
                     listing.revision,
                     &origin,
@@ -269,13 +269,13 @@ mod tests {
             );
             // Through the members, which plan again when they lose: distinct.
             let y = b
-                .create_overlay(&overlay_request("y"), &[], "y1")
+                .create_overlay(&overlay_request("y"), &Default::default(), "y1")
                 .await
                 .unwrap();
             assert_ne!(y.subnet, first.subnet);
             assert_ne!(y.vni, first.vni);
             let taken = a
-                .create_overlay(&overlay_request("y"), &[], "y2")
+                .create_overlay(&overlay_request("y"), &Default::default(), "y2")
                 .await
                 .unwrap_err();
             assert!(
@@ -293,7 +293,7 @@ mod tests {
             assert!(a.overlay("x").is_none());
             store.set_down(true);
             let err = b
-                .create_overlay(&overlay_request("z"), &[], "z")
+                .create_overlay(&overlay_request("z"), &Default::default(), "z")
                 .await
                 .unwrap_err();
             assert_eq!(err.status, hyper::StatusCode::SERVICE_UNAVAILABLE);
@@ -309,7 +309,10 @@ mod tests {
         block_on(async {
             let mut req = overlay_request("ov");
             req.pool = Some(crate::ipam::default_pool("10.9.0.0/25".parse().unwrap()));
-            let n = a.create_overlay(&req, &[], "ov").await.unwrap();
+            let n = a
+                .create_overlay(&req, &Default::default(), "ov")
+                .await
+                .unwrap();
             let first = a.claim_block(&n).await.unwrap();
             let second = b.claim_block(&n).await.unwrap();
             assert_eq!(

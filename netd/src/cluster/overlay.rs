@@ -5,17 +5,25 @@
 //! overlapping no other overlay's and nothing on this node (given, or the first free /24
 //! of 10.0.0.0/8, Docker's overlay pool); then committed only if no network record
 //! changed since that revision, so two nodes creating at once never both win.
+//!
+//! With `--ipv6`, the network has an IPv6 subnet too (given, or a /64 of a ULA /48 drawn
+//! from the network's ID), and a container's IPv6 address is its IPv4 address's place in
+//! the IPv4 subnet, taken to the IPv6 subnet (`ipv6_of`): unique across the cluster
+//! because the IPv4 address is, and known to every node from the IPv4 address its
+//! container's record carries, with no second set of blocks to claim.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Result, bail};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use super::store::{Guard, Op};
 use crate::{
     ipam::{self, Pool},
+    ipam6,
     network_request::{NetworkRequest, RESERVED_NAMES, families, options_of, validate_name},
+    state::Network6,
 };
 
 /// netd's option for the network's VXLAN ID, and Docker's.
@@ -40,6 +48,44 @@ pub struct OverlayNetwork {
     /// Unix seconds, and the node it was created on.
     pub created: u64,
     pub created_on: String,
+    /// The IPv6 side, with `--ipv6` (absent from the records of netd before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<OverlayIpv6>,
+}
+
+/// An overlay network's IPv6 subnet and gateway (the IPv4 gateway's place in it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayIpv6 {
+    pub subnet: Ipv6Net,
+    pub gateway: Ipv6Addr,
+}
+
+impl OverlayNetwork {
+    /// The IPv6 address of the container at `ip` (an address of the IPv4 subnet), on a
+    /// network with IPv6.
+    pub fn ipv6_of(&self, ip: Ipv4Addr) -> Option<Ipv6Addr> {
+        let v6 = self.ipv6?;
+        self.subnet
+            .contains(&ip)
+            .then(|| placed(&self.subnet, &v6.subnet, ip))
+    }
+
+    /// The IPv6 side as a node's share of the network has it.
+    pub fn network6(&self) -> Option<Network6> {
+        self.ipv6.map(|v6| Network6 {
+            subnet: v6.subnet,
+            gateway: v6.gateway,
+            ip_range: None,
+            last_allocated: None,
+            gateway_mode: Default::default(),
+        })
+    }
+}
+
+/// `ip`'s place in `subnet4`, in `subnet6`.
+fn placed(subnet4: &Ipv4Net, subnet6: &Ipv6Net, ip: Ipv4Addr) -> Ipv6Addr {
+    let offset = u32::from(ip) - u32::from(subnet4.network());
+    Ipv6Addr::from(u128::from(subnet6.network()) + u128::from(offset))
 }
 
 /// What `netd network create -d overlay` asked for, checked.
@@ -51,6 +97,15 @@ pub struct OverlayRequest {
     pub vni: Option<u32>,
     pub internal: bool,
     pub attachable: bool,
+    /// `--ipv6`, with its IPv6 `--subnet` and `--gateway` when given.
+    pub ipv6: Option<Ipv6Request>,
+}
+
+/// The IPv6 side asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv6Request {
+    pub subnet: Option<Ipv6Net>,
+    pub gateway: Option<Ipv6Addr>,
 }
 
 /// Check a request for an overlay network; nothing is touched.
@@ -60,11 +115,7 @@ pub fn request(req: &NetworkRequest) -> Result<OverlayRequest> {
         bail!("network with name {} already exists", req.name);
     }
     let families = families(req)?;
-    if families.v6.is_some() {
-        bail!(
-            "invalid --ipv6: IPv6 on overlay networks is not supported yet (bridge and macvlan networks have it)"
-        );
-    }
+    let ipv6 = families.v6.map(ipv6_request).transpose()?;
     let v4 = families.v4;
     let pool = match v4.subnet {
         Some(s) => Some(ipam::plan(ipam::parse_subnet(s)?, v4.gateway, v4.ip_range)?),
@@ -106,7 +157,27 @@ pub fn request(req: &NetworkRequest) -> Result<OverlayRequest> {
         vni,
         internal: req.internal,
         attachable: req.attachable,
+        ipv6,
     })
+}
+
+/// The IPv6 flags of an overlay network: a subnet and gateway; no range, as its
+/// containers' IPv6 addresses follow their IPv4 ones.
+fn ipv6_request(v6: crate::network_request::AddressFlags) -> Result<Ipv6Request> {
+    if let Some(range) = v6.ip_range {
+        bail!(
+            "invalid --ip-range {range}: on an overlay network a container's IPv6 address is its IPv4 address's place in the IPv6 subnet; give an IPv4 --ip-range instead"
+        );
+    }
+    let subnet = v6.subnet.map(ipam6::parse_subnet).transpose()?;
+    let gateway = v6
+        .gateway
+        .map(|g| {
+            g.parse::<Ipv6Addr>()
+                .map_err(|_| anyhow::anyhow!("invalid --gateway {g}: not an IPv6 address"))
+        })
+        .transpose()?;
+    Ok(Ipv6Request { subnet, gateway })
 }
 
 /// Docker's overlay pool: 10.0.0.0/8 in /24s.
@@ -124,13 +195,20 @@ pub struct Origin<'a> {
     pub now: u64,
 }
 
+/// What this node's own networks, routes and addresses use, each with what uses it.
+#[derive(Clone, Debug, Default)]
+pub struct Local {
+    pub v4: Vec<(Ipv4Net, String)>,
+    pub v6: Vec<(Ipv6Net, String)>,
+}
+
 /// The record of a new overlay network and the transaction that creates it, from the
 /// records `existing` (read at `revision` under `networks_prefix`, which ends in `/`) and
-/// what this node uses (`local`: subnets with what uses them).
+/// what this node uses (`local`).
 pub fn plan_create(
     req: &OverlayRequest,
     existing: &[OverlayNetwork],
-    local: &[(Ipv4Net, String)],
+    local: &Local,
     networks_prefix: &str,
     revision: i64,
     origin: &Origin,
@@ -139,6 +217,7 @@ pub fn plan_create(
         bail!("network with name {} already exists", req.name);
     }
     if let Some((_, what)) = local
+        .v4
         .iter()
         .find(|(_, what)| *what == format!("network {}", req.name))
     {
@@ -174,7 +253,7 @@ pub fn plan_create(
                     other.subnet
                 );
             }
-            if let Some((net, what)) = local.iter().find(|(n, _)| ipam::overlaps(n, &p.subnet)) {
+            if let Some((net, what)) = local.v4.iter().find(|(n, _)| ipam::overlaps(n, &p.subnet)) {
                 bail!(
                     "invalid --subnet {}: it overlaps {what} ({net}) on this node",
                     p.subnet
@@ -186,7 +265,7 @@ pub fn plan_create(
             let subnet = overlay_pool()
                 .find(|s| {
                     !existing.iter().any(|n| ipam::overlaps(&n.subnet, s))
-                        && !local.iter().any(|(n, _)| ipam::overlaps(n, s))
+                        && !local.v4.iter().any(|(n, _)| ipam::overlaps(n, s))
                 })
                 .ok_or_else(|| {
                     anyhow::anyhow!(
@@ -196,6 +275,10 @@ pub fn plan_create(
             ipam::default_pool(subnet)
         }
     };
+    let ipv6 = req
+        .ipv6
+        .map(|r| plan_ipv6(&r, &pool, existing, &local.v6, origin.id))
+        .transpose()?;
     let network = OverlayNetwork {
         name: req.name.clone(),
         id: origin.id.to_string(),
@@ -207,6 +290,7 @@ pub fn plan_create(
         attachable: req.attachable,
         created: origin.now,
         created_on: origin.node.to_string(),
+        ipv6,
     };
     let key = format!("{networks_prefix}{}", req.name);
     let guards = vec![
@@ -223,6 +307,69 @@ pub fn plan_create(
         lease: None,
     }];
     Ok((network, guards, ops))
+}
+
+/// The IPv6 side of a new overlay network with IPv4 `pool`: the subnet given (free in
+/// the cluster and on this node) or the first free /64 of a ULA /48 whose global ID is
+/// drawn from the network's ID `id`, with room for every address of the IPv4 subnet; its
+/// gateway the IPv4 gateway's place in it.
+fn plan_ipv6(
+    r: &Ipv6Request,
+    pool: &Pool,
+    existing: &[OverlayNetwork],
+    local: &[(Ipv6Net, String)],
+    id: &str,
+) -> Result<OverlayIpv6> {
+    let others = existing.iter().filter_map(|n| {
+        n.ipv6.map(|v6| {
+            (
+                v6.subnet,
+                format!("overlay network {}'s IPv6 subnet", n.name),
+            )
+        })
+    });
+    let subnet = match r.subnet {
+        Some(s) => {
+            if let Some((net, what)) = others.clone().find(|(n, _)| ipam::overlaps(n, &s)) {
+                bail!("invalid --subnet {s}: it overlaps {what} {net}");
+            }
+            if let Some((net, what)) = local.iter().find(|(n, _)| ipam::overlaps(n, &s)) {
+                bail!("invalid --subnet {s}: it overlaps {what} ({net}) on this node");
+            }
+            s
+        }
+        None => {
+            let in_use: Vec<Ipv6Net> = others
+                .map(|(n, _)| n)
+                .chain(local.iter().map(|(n, _)| *n))
+                .collect();
+            ipam6::choose_subnet(ipam6::ula_base(global_id(id)), &in_use)?
+        }
+    };
+    let widest = 96 + pool.subnet.prefix_len();
+    if subnet.prefix_len() > widest {
+        bail!(
+            "invalid --subnet {subnet}: an overlay's IPv6 subnet holds its IPv4 subnet {}'s addresses (each container's IPv6 address is its IPv4 address's place in it), so it is a /{widest} or wider",
+            pool.subnet
+        );
+    }
+    let gateway = placed(&pool.subnet, &subnet, pool.gateway);
+    if let Some(g) = r.gateway.filter(|g| *g != gateway) {
+        bail!(
+            "invalid --gateway {g}: an overlay's IPv6 gateway is its IPv4 gateway {}'s place in the IPv6 subnet, {gateway}",
+            pool.gateway
+        );
+    }
+    Ok(OverlayIpv6 { subnet, gateway })
+}
+
+/// A 40-bit ULA global ID drawn from a network's ID (FNV-1a): random as the ID is, and
+/// the same on every node.
+fn global_id(id: &str) -> u64 {
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    hash & 0xff_ffff_ffff
 }
 
 #[cfg(test)]
@@ -250,7 +397,11 @@ mod tests {
             node: "n1",
             now: 1,
         };
-        plan_create(r, existing, local, "/netd/v1/networks/", 7, &origin).map(|(n, _, _)| n)
+        let local = Local {
+            v4: local.to_vec(),
+            v6: Vec::new(),
+        };
+        plan_create(r, existing, &local, "/netd/v1/networks/", 7, &origin).map(|(n, _, _)| n)
     }
 
     #[test]
@@ -274,7 +425,7 @@ mod tests {
         let (_, guards, ops) = plan_create(
             &req("c", None, &[]),
             &[a, b],
-            &[],
+            &Local::default(),
             "/netd/v1/networks/",
             42,
             &origin,
@@ -365,9 +516,11 @@ mod tests {
         assert!(
             bad(NetworkRequest {
                 ipv6: true,
+                subnet: vec!["fd00:1::/64".into()],
+                ip_range: vec!["fd00:1::/80".into()],
                 ..base()
             })
-            .contains("IPv6 on overlay networks is not supported yet")
+            .contains("invalid --ip-range fd00:1::/80: on an overlay network a container's IPv6 address is its IPv4 address's place")
         );
         assert!(
             bad(NetworkRequest {
@@ -383,5 +536,91 @@ mod tests {
             })
             .contains("already exists")
         );
+    }
+
+    fn v6_req(name: &str, subnets: &[&str], gateways: &[&str]) -> Result<OverlayRequest> {
+        request(&NetworkRequest {
+            name: name.into(),
+            driver: Some("overlay".into()),
+            subnet: subnets.iter().map(|s| s.to_string()).collect(),
+            gateway: gateways.iter().map(|s| s.to_string()).collect(),
+            ipv6: true,
+            ..NetworkRequest::default()
+        })
+    }
+
+    #[test]
+    fn an_overlays_ipv6_addresses_are_its_ipv4_addresses_places_in_its_ipv6_subnet() {
+        let a = plan(
+            &v6_req("a", &["10.9.0.0/16", "fd00:9::/64"], &[]).unwrap(),
+            &[],
+            &[],
+        )
+        .unwrap();
+        let v6 = a.ipv6.unwrap();
+        assert_eq!(
+            (v6.subnet.to_string(), v6.gateway.to_string()),
+            ("fd00:9::/64".into(), "fd00:9::1".into())
+        );
+        assert_eq!(
+            a.ipv6_of("10.9.3.7".parse().unwrap()),
+            Some("fd00:9::307".parse().unwrap())
+        );
+        assert_eq!(a.ipv6_of("10.10.0.1".parse().unwrap()), None);
+        // Without a subnet: a /64 of a ULA /48 drawn from the network's ID, the same for
+        // the same ID, another for another; never one a network already has.
+        let b = plan(
+            &v6_req("b", &[], &[]).unwrap(),
+            std::slice::from_ref(&a),
+            &[],
+        )
+        .unwrap();
+        let b6 = b.ipv6.unwrap();
+        assert!(b6.subnet.to_string().starts_with("fd"), "{b6:?}");
+        assert_eq!(b6.subnet.prefix_len(), 64);
+        assert_eq!(b.ipv6_of(b.gateway), Some(b6.gateway));
+        let mut like_b = a.clone();
+        like_b.ipv6 = Some(b6);
+        like_b.name = "like-b".into();
+        let c = plan(&v6_req("c", &[], &[]).unwrap(), &[a.clone(), like_b], &[]).unwrap();
+        assert_ne!(c.ipv6.unwrap().subnet, b6.subnet);
+        // A network of an older netd has no IPv6 and reads as before.
+        let mut json = serde_json::to_value(&a).unwrap();
+        json.as_object_mut().unwrap().remove("ipv6");
+        let old: OverlayNetwork = serde_json::from_value(json).unwrap();
+        assert_eq!(old.ipv6, None);
+        assert!(!serde_json::to_string(&old).unwrap().contains("ipv6"));
+    }
+
+    #[test]
+    fn an_overlays_ipv6_subnet_and_gateway_that_cannot_hold_its_addresses_are_refused() {
+        let a = plan(
+            &v6_req("a", &["10.9.0.0/16", "fd00:9::/64"], &[]).unwrap(),
+            &[],
+            &[],
+        )
+        .unwrap();
+        let err = |r: OverlayRequest| {
+            format!("{:#}", plan(&r, std::slice::from_ref(&a), &[]).unwrap_err())
+        };
+        assert!(
+            err(v6_req("b", &["10.8.0.0/16", "fd00:9:0:0:1::/80"], &[]).unwrap())
+                .contains("overlaps overlay network a's IPv6 subnet fd00:9::/64")
+        );
+        assert!(
+            err(v6_req("b", &["10.8.0.0/16", "fd00:8::/120"], &[]).unwrap())
+                .contains("invalid --subnet fd00:8::/120: an overlay's IPv6 subnet holds its IPv4 subnet 10.8.0.0/16's addresses")
+        );
+        assert!(
+            err(v6_req("b", &["10.8.0.0/16", "fd00:8::/64"], &["fd00:8::99"]).unwrap())
+                .contains("invalid --gateway fd00:8::99: an overlay's IPv6 gateway is its IPv4 gateway 10.8.0.1's place in the IPv6 subnet, fd00:8::1")
+        );
+        let ok = plan(
+            &v6_req("b", &["10.8.0.0/16", "fd00:8::/112"], &["fd00:8::1"]).unwrap(),
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(ok.ipv6.unwrap().gateway.to_string(), "fd00:8::1");
     }
 }

@@ -149,8 +149,9 @@ impl Inner {
             .map_err(ApiError::conflict)?;
         let id = random_id();
         let name = self.cni_record_name(&req.container_id, &req.ifname, &id);
-        let ip = self.cni_address(&n, req.ip.as_deref(), &name).await?;
-        let ip6 = self.choose_ip6(&n, req.ip6.as_deref())?;
+        let (ip, ip6) = self
+            .cni_addresses(&n, req.ip.as_deref(), req.ip6.as_deref(), &name)
+            .await?;
         let mac = match &req.mac {
             Some(m) => endpoint::parse_mac(m)
                 .ok_or_else(|| ApiError::bad_request(anyhow!("invalid MAC address {m:?}")))?,
@@ -323,25 +324,28 @@ impl Inner {
     /// A static address anywhere in the network's range (runtimes give `--ip` on any
     /// network), or the next free one; on an overlay, as for any container there (the
     /// node's blocks, recorded for the cluster under `name`).
-    async fn cni_address(
+    async fn cni_addresses(
         &self,
         n: &Network,
         wanted: Option<&str>,
+        wanted6: Option<&str>,
         name: &str,
-    ) -> Result<Ipv4Addr, ApiError> {
+    ) -> Result<(Ipv4Addr, Option<Ipv6Addr>), ApiError> {
         if n.overlay.is_some() {
-            return self.overlay_address(n, wanted, name).await;
+            return self.overlay_address(n, wanted, wanted6, name).await;
         }
+        let ip6 = self.choose_ip6(n, wanted6)?;
         let taken = self.taken_addresses(n);
         let pool = Self::pool(n);
-        match wanted {
+        let ip = match wanted {
             Some(ip) => ipam::check_static(&pool, ip, &taken).map_err(|e| {
                 ApiError::conflict(
                     e.context("the static address (runtimeConfig.ips or CNI_ARGS IP=)"),
                 )
             }),
             None => ipam::allocate(&pool, n.last_allocated, &taken).map_err(ApiError::conflict),
-        }
+        }?;
+        Ok((ip, ip6))
     }
 
     /// `SHORTID-IFNAME`, longer when another container's ID starts the same.

@@ -306,10 +306,10 @@ impl Inner {
             Vec::new()
         };
         let ip = match &mode {
-            Mode::Bridge(n) => {
-                let ip6 = self.choose_ip6_probed(n, req.ip6.as_deref()).await?;
-                Some((self.address_for(n, req.ip.as_deref(), &name).await?, ip6))
-            }
+            Mode::Bridge(n) => Some(
+                self.addresses_for(n, req.ip.as_deref(), req.ip6.as_deref(), &name)
+                    .await?,
+            ),
             _ => None,
         };
         let (sandbox, ns) = match (&mode, &req.netns, netns) {

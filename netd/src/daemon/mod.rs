@@ -651,7 +651,7 @@ impl Daemon {
             ))
         })?;
         let overlay = cluster::overlay::request(req).map_err(ApiError::bad_request)?;
-        let local: Vec<(ipnet::Ipv4Net, String)> = {
+        let local = {
             let inner = self.inner.lock().await;
             if inner.state.networks.contains_key(&req.name) {
                 return Err(ApiError::conflict(anyhow!(
@@ -659,12 +659,20 @@ impl Daemon {
                     req.name
                 )));
             }
-            inner
-                .subnets_in_use()
-                .await?
-                .into_iter()
-                .filter(|(_, what)| !what.starts_with(networks::OVERLAY_USE))
-                .collect()
+            cluster::overlay::Local {
+                v4: inner
+                    .subnets_in_use()
+                    .await?
+                    .into_iter()
+                    .filter(|(_, what)| !what.starts_with(networks::OVERLAY_USE))
+                    .collect(),
+                v6: inner
+                    .subnets6_in_use()
+                    .await?
+                    .into_iter()
+                    .filter(|(_, what)| !what.starts_with(networks::OVERLAY_USE))
+                    .collect(),
+            }
         };
         let n = member
             .create_overlay(&overlay, &local, &random_id())

@@ -193,6 +193,10 @@ impl Inner {
             .networks
             .values()
             .filter_map(|n| n.ipv6.map(|v6| (v6.subnet, format!("network {}", n.name))))
+            .chain(self.overlays().into_iter().filter_map(|o| {
+                o.ipv6
+                    .map(|v6| (v6.subnet, format!("{OVERLAY_USE}{}", o.name)))
+            }))
             .collect();
         for (dst, oif) in self.netlink.ipv6_routes().await? {
             if dst.prefix_len() > 0 && !per_link(&dst) && !oif.is_some_and(|i| ours.contains(&i)) {
@@ -715,18 +719,21 @@ impl Inner {
         .map(Some)
     }
 
-    /// The address of container `container`'s new endpoint on `n`: on an overlay, from
-    /// the node's blocks and recorded for the cluster; elsewhere `choose_ip_probed`.
-    pub(super) async fn address_for(
+    /// The addresses of container `container`'s new endpoint on `n` (`wanted`: `--ip`,
+    /// `wanted6`: `--ip6`): on an overlay, from the node's blocks and recorded for the
+    /// cluster; elsewhere `choose_ip_probed` and `choose_ip6_probed`.
+    pub(super) async fn addresses_for(
         &self,
         n: &Network,
         wanted: Option<&str>,
+        wanted6: Option<&str>,
         container: &str,
-    ) -> Result<std::net::Ipv4Addr, ApiError> {
-        match n.overlay {
-            Some(_) => self.overlay_address(n, wanted, container).await,
-            None => self.choose_ip_probed(n, wanted).await,
+    ) -> Result<(Ipv4Addr, Option<Ipv6Addr>), ApiError> {
+        if n.overlay.is_some() {
+            return self.overlay_address(n, wanted, wanted6, container).await;
         }
+        let ip6 = self.choose_ip6_probed(n, wanted6).await?;
+        Ok((self.choose_ip_probed(n, wanted).await?, ip6))
     }
 
     /// `choose_ip`, and on a network on the LAN (macvlan with a parent) only an address no
@@ -914,8 +921,9 @@ impl Inner {
                 n.name
             )));
         }
-        let ip6 = self.choose_ip6_probed(&n, req.ip6.as_deref()).await?;
-        let ip = self.address_for(&n, req.ip.as_deref(), &c.name).await?;
+        let (ip, ip6) = self
+            .addresses_for(&n, req.ip.as_deref(), req.ip6.as_deref(), &c.name)
+            .await?;
         let ifname = next_ifname(&c);
         let plan = EndpointPlan {
             id: &random_id(),

@@ -6,7 +6,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::PathBuf,
 };
 
@@ -49,7 +49,7 @@ impl Inner {
             subnet: o.subnet,
             gateway: o.gateway,
             ip_range: o.ip_range,
-            ipv6: None,
+            ipv6: o.network6(),
             aux_addresses: BTreeMap::new(),
             internal: o.internal,
             icc: true,
@@ -74,9 +74,16 @@ impl Inner {
                 e.context(format!("set up overlay network {name} on this node")),
             ));
         }
+        // Its IPv6 leaves by this node, as a bridge network's.
+        self.route_ipv6_if_needed();
         info!(
-            "network {name}: overlay set up on this node: bridge {}, subnet {}, VXLAN ID {}, MTU {mtu}",
-            n.bridge, n.subnet, o.vni
+            "network {name}: overlay set up on this node: bridge {}, subnet {}{}, VXLAN ID {}, MTU {mtu}",
+            n.bridge,
+            n.subnet,
+            o.ipv6
+                .map(|v6| format!(" and {}", v6.subnet))
+                .unwrap_or_default(),
+            o.vni
         );
         Ok(())
     }
@@ -134,8 +141,18 @@ impl Inner {
         &self,
         n: &Network,
         wanted: Option<&str>,
+        wanted6: Option<&str>,
         container: &str,
-    ) -> Result<Ipv4Addr, ApiError> {
+    ) -> Result<(Ipv4Addr, Option<Ipv6Addr>), ApiError> {
+        if let Some(ip6) = wanted6 {
+            if n.ipv6.is_none() {
+                // The network's own refusal of an IPv6 address.
+                self.choose_ip6(n, wanted6)?;
+            }
+            return Err(ApiError::bad_request(anyhow!(
+                "invalid --ip6 {ip6}: on an overlay network a container's IPv6 address is its IPv4 address's place in the IPv6 subnet; give --ip instead"
+            )));
+        }
         let member = self.cluster.as_ref().ok_or_else(|| {
             ApiError::bad_request(anyhow!("network {} is an overlay network", n.name))
         })?;
@@ -155,7 +172,7 @@ impl Inner {
             None => member.address_for(&o, &taken).await?,
         };
         member.add_endpoint(&n.name, ip, container).await?;
-        Ok(ip)
+        Ok((ip, o.ipv6_of(ip)))
     }
 }
 

@@ -310,6 +310,10 @@ impl Datapath {
                 hash::<u32, RemoteEndpoint>(self.map(names::REMOTE_ENDPOINTS)?)?,
             ),
             (
+                "remote_endpoints6",
+                hash::<Addr6, RemoteEndpoint>(self.map(names::REMOTE_ENDPOINTS6)?)?,
+            ),
+            (
                 "overlays",
                 hash::<u32, OverlayInfo>(self.map(names::OVERLAYS)?)?,
             ),
