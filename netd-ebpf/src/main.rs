@@ -70,6 +70,8 @@ mod xdp;
 #[cfg(target_arch = "bpf")]
 mod xdp6;
 #[cfg(target_arch = "bpf")]
+mod xdp_handoff;
+#[cfg(target_arch = "bpf")]
 mod xdp_nat46;
 #[cfg(target_arch = "bpf")]
 mod xlat;

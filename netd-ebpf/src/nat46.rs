@@ -43,7 +43,7 @@ pub fn as_ipv4(addr: &Addr6) -> Option<u32> {
 }
 
 #[inline(always)]
-fn mapped(addr: u32) -> Addr6 {
+pub fn mapped(addr: u32) -> Addr6 {
     [0, 0, V4_MAPPED, addr]
 }
 

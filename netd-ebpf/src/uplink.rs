@@ -45,16 +45,28 @@ pub fn ingress(ctx: &TcContext) -> i32 {
                 translated => translated,
             };
         }
-        let (entry, reason) = match ingress_flow(&pkt) {
-            Ok(found) => found,
+        let (reason, ifindex) = match ingress_flow(&pkt) {
+            Ok((entry, reason)) => match apply(ctx, &pkt, &entry, reason) {
+                (reason, PASS) => (reason, entry.ifindex),
+                dropped => return dropped,
+            },
             Err(Reason::NoMatch) => return (Reason::NoMatch, PASS),
+            Err(Reason::DropNotPublished) => match translated_unnoted(&pkt) {
+                Some(ifindex) => (Reason::TranslatedInXdp, ifindex),
+                None => return (Reason::DropNotPublished, DROP),
+            },
             Err(reason) => return (reason, DROP),
         };
-        match apply(ctx, &pkt, &entry, reason) {
-            (reason, PASS) => (reason, fast_path::into_container(ctx, entry.ifindex)),
-            dropped => dropped,
-        }
+        (reason, fast_path::into_container(ctx, ifindex))
     })
+}
+
+/// A packet to a container no flow or published port claims: the container's veth if
+/// the uplink's XDP program translated it but could leave no note (`xdp_handoff`), else
+/// `None` (dropped). Out of line: the entry point's frame is near the limit.
+#[inline(never)]
+fn translated_unnoted(pkt: &Packet) -> Option<u32> {
+    crate::xdp_handoff::translated4(pkt)
 }
 
 /// The flow of a packet arriving on the uplink, and what kind of translation it gets: an

@@ -264,6 +264,13 @@ fn decide_ingress(ctx: &TcContext) -> Decided {
             if flow.starts_flow && leads_to_a_container(&flow) {
                 return Decided::NewFlow;
             }
+            // Translated by `uplink_xdp6` where it could leave no note.
+            if let Some(ifindex) = crate::xdp_handoff::translated(&flow) {
+                return Decided::Verdict((
+                    Reason::TranslatedInXdp,
+                    fast_path::into_container6(ctx, ifindex),
+                ));
+            }
         }
         Err(Reason::OtherProto) => return Decided::Icmp,
         Err(_) => {}

@@ -190,13 +190,21 @@ pub fn store<T>(ctx: &XdpContext, off: usize, value: T) -> Result<(), ()> {
 #[unsafe(no_mangle)]
 static XDP_METADATA: u8 = 0;
 
-/// The note for the uplink's TC program, in the frame's metadata area; where the kernel
-/// has no metadata area for XDP, none: the stack routes the translated packet.
+/// Whether XDP leaves notes (the kernel lets it write frame metadata). Also read by TC's
+/// programs (`xdp_handoff`), from the same read-only map.
 #[inline(always)]
-pub fn leave_note(ctx: &XdpContext, ifindex: u32) -> Result<(), ()> {
+pub fn notes_left() -> bool {
     // SAFETY: a read of a static; volatile, so that it is read from the map the loader
     // set, not folded into the default at compile time.
-    if unsafe { core::ptr::read_volatile(&raw const XDP_METADATA) } == 0 {
+    unsafe { core::ptr::read_volatile(&raw const XDP_METADATA) != 0 }
+}
+
+/// The note for the uplink's TC program, in the frame's metadata area; where the kernel
+/// has no metadata area for XDP, none: TC recognises the packet by its flow instead
+/// (`xdp_handoff`).
+#[inline(always)]
+pub fn leave_note(ctx: &XdpContext, ifindex: u32) -> Result<(), ()> {
+    if !notes_left() {
         return Ok(());
     }
     let size = size_of::<XdpMeta>();

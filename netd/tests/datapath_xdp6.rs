@@ -304,3 +304,48 @@ fn xdp_leaves_to_tc_the_nat46_packets_it_does_not_translate() {
     assert_eq!(t.run("uplink_ingress", &forged).0, TC_ACT_SHOT);
     assert_eq!(count(&t, "UplinkXdp", "drop_spoofed_source"), 1);
 }
+
+/// Where the kernel gives XDP no frame metadata (no note), TC takes the packet XDP
+/// translated (addressed to the container now) by its flow: delivered, counted as
+/// `translated_in_xdp`, for IPv4, IPv6 and NAT46 alike; a packet sent to the container
+/// directly, with no flow behind it, is still dropped. Where XDP leaves notes, TC never
+/// looks (the check is pruned): the same un-noted frame is dropped there.
+#[test]
+fn tc_takes_what_xdp_translated_without_a_note_by_its_flow() {
+    let unnoted = !netd::datapath::kernel::xdp_metadata_supported();
+    let cases = [
+        (
+            "IPv4",
+            standard_node(),
+            Pkt::tcp(CLIENT, 40000, NODE, 8080, SYN).build(),
+        ),
+        (
+            "IPv6",
+            published_node(),
+            tcp6(BEYOND6, 50000, NODE6, 8080, 0x02),
+        ),
+        (
+            "NAT46",
+            nat46_node(),
+            tcp6(BEYOND6, 50020, NODE6, 8081, 0x02),
+        ),
+    ];
+    for (what, mut t, frame) in cases {
+        let (verdict, _, out) = t.run_xdp(&frame);
+        assert_eq!(verdict, XDP_PASS, "{what}");
+        assert_ne!(out, frame, "{what}: translated in XDP");
+        let (verdict, _) = t.run("uplink_ingress", &out);
+        if unnoted {
+            assert_eq!(verdict, TC_ACT_OK, "{what}: left to the stack to route");
+            assert_eq!(count(&t, "UplinkIngress", "translated_in_xdp"), 1, "{what}");
+        } else {
+            assert_eq!(verdict, TC_ACT_SHOT, "{what}: no note, no flow looked up");
+        }
+    }
+    // To the container's address straight from the network: no flow's, dropped.
+    let mut t = standard_node();
+    let direct = Pkt::tcp(CLIENT, 40001, CONTAINER, 80, SYN).build();
+    assert_eq!(t.run("uplink_ingress", &direct).0, TC_ACT_SHOT);
+    assert_eq!(count(&t, "UplinkIngress", "drop_not_published"), 1);
+    assert_eq!(count(&t, "UplinkIngress", "translated_in_xdp"), 0);
+}

@@ -1142,8 +1142,7 @@ impl Inner {
             "fast_path": if self.fast_path { "on" } else { "off" },
             "xdp": self.xdp.name(),
             // Whether XDP leaves TC its note (the kernel lets XDP programs write frame
-            // metadata): without it, what XDP translated is routed by the stack, not
-            // delivered into the container by the fast path.
+            // metadata); without it, TC finds what XDP translated by its flow.
             "xdp_note": self.xdp.name() != "off" && crate::datapath::kernel::xdp_metadata_supported(),
             "networks": self.state.networks.keys().collect::<Vec<_>>(),
             "containers": self.state.containers.len(),
