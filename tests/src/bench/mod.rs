@@ -166,7 +166,7 @@ pub fn run(opts: &Options) -> Result<Results> {
         results.note(
             "fwd64",
             format!(
-                "64-byte forwarding: {} frames per run from netd's bench_transmit (BPF_PROG_TEST_RUN, XDP live frames, batch {}, XDP_TX out of the client's veth) on CPU {} at SCHED_FIFO priority 1, which also runs the node's and the container's receive path; delivered = the container's Ip InDelivers delta; pps = delivered / generator wall time; ns/packet = that CPU's wall time / delivered (one CPU busy the whole run); dropped = frames - delivered",
+                "64-byte forwarding: {} frames per run from netd's bench_transmit (BPF_PROG_TEST_RUN, XDP live frames, batch {}, XDP_TX out of the client's veth) on CPU {} at SCHED_FIFO priority 1, which also runs the node's and the container's receive path (where the kernel refuses live frames, EPERM as on 6.18.44-fc, an AF_PACKET socket on the same CPU sends the same frame instead, 64 per sendmmsg past the qdisc: its syscalls count in the time too; the log says so); delivered = the container's Ip InDelivers delta; pps = delivered / generator wall time; ns/packet = that CPU's wall time / delivered (one CPU busy the whole run); dropped = frames - delivered",
                 plan.frames,
                 generator::BATCH,
                 tools::CLIENT_CPU
