@@ -149,26 +149,75 @@ fn checksum(data: &[u8]) -> u16 {
 }
 
 /// A VXLAN datagram's payload: header with `vni`, then an Ethernet frame carrying a UDP
-/// datagram from `src` to `dst`:`port` (valid IPv4 checksum; no UDP checksum).
-fn vxlan_frame(vni: u32, src: Ipv4Addr, dst: Ipv4Addr, port: u16) -> Vec<u8> {
+/// datagram from `src` to `dst`:`port`, IPv4 (valid header checksum, no UDP checksum) or
+/// IPv6 (its UDP checksum right, as IPv6 requires).
+fn vxlan_frame(vni: u32, src: impl Into<IpAddr>, dst: impl Into<IpAddr>, port: u16) -> Vec<u8> {
+    let payload = b"forged on the underlay";
+    let mut udp = 40000u16.to_be_bytes().to_vec();
+    udp.extend_from_slice(&port.to_be_bytes());
+    udp.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    let (ethertype, ip) = match (src.into(), dst.into()) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            let mut ip = vec![0x45, 0];
+            ip.extend_from_slice(&((20 + udp.len()) as u16).to_be_bytes());
+            ip.extend_from_slice(&[0, 1, 0, 0, 64, 17, 0, 0]);
+            ip.extend_from_slice(&src.octets());
+            ip.extend_from_slice(&dst.octets());
+            let c = checksum(&ip);
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+            (0x0800u16, ip)
+        }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            inet6_checksum(src, dst, 17, &mut udp, 6);
+            let mut ip = vec![0x60, 0, 0, 0];
+            ip.extend_from_slice(&(udp.len() as u16).to_be_bytes());
+            ip.extend_from_slice(&[17, 64]);
+            ip.extend_from_slice(&src.octets());
+            ip.extend_from_slice(&dst.octets());
+            (0x86dd, ip)
+        }
+        _ => panic!("one family for both addresses"),
+    };
     let mut f = vec![0x08, 0, 0, 0];
     f.extend_from_slice(&(vni << 8).to_be_bytes());
-    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00]);
-    let payload = b"forged on the underlay";
-    let total = (20 + 8 + payload.len()) as u16;
-    let mut ip = vec![0x45, 0];
-    ip.extend_from_slice(&total.to_be_bytes());
-    ip.extend_from_slice(&[0, 1, 0, 0, 64, 17, 0, 0]);
-    ip.extend_from_slice(&src.octets());
-    ip.extend_from_slice(&dst.octets());
-    let c = checksum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2]);
+    f.extend_from_slice(&ethertype.to_be_bytes());
     f.extend_from_slice(&ip);
-    f.extend_from_slice(&40000u16.to_be_bytes());
-    f.extend_from_slice(&port.to_be_bytes());
-    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(payload);
+    f.extend_from_slice(&udp);
+    f
+}
+
+/// Fill in the checksum at `at` of upper-layer message `msg` (protocol `proto`) from
+/// `src` to `dst`, over IPv6's pseudo header.
+fn inet6_checksum(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, msg: &mut [u8], at: usize) {
+    let mut covered = src.octets().to_vec();
+    covered.extend_from_slice(&dst.octets());
+    covered.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    covered.extend_from_slice(&[0, 0, 0, proto]);
+    msg[at..at + 2].fill(0);
+    covered.extend_from_slice(msg);
+    let c = checksum(&covered);
+    msg[at..at + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+/// A VXLAN datagram's payload carrying a neighbour advertisement from `src` to `dst`
+/// that claims `target` (the Override flag set, a target link-layer address option).
+fn vxlan_advertisement(vni: u32, src: Ipv6Addr, dst: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+    let mut na = vec![136, 0, 0, 0, 0x20, 0, 0, 0];
+    na.extend_from_slice(&target.octets());
+    na.extend_from_slice(&[2, 1, 0x02, 0, 0, 0, 0, 1]);
+    inet6_checksum(src, dst, 58, &mut na, 2);
+    let mut f = vec![0x08, 0, 0, 0];
+    f.extend_from_slice(&(vni << 8).to_be_bytes());
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x86, 0xdd]);
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&(na.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[58, 255]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(&na);
     f
 }
 
@@ -607,8 +656,8 @@ fn containers_on_different_nodes_talk_over_ipv6_on_their_overlay_and_never_acros
     for i in 0..2 {
         c.start_daemon(i, TTL, &[])?;
     }
-    overlay_with(&c, "ov6", &["--ipv6"])?;
-    overlay_with(
+    let vni6 = overlay_with(&c, "ov6", &["--ipv6"])?;
+    let vni7 = overlay_with(
         &c,
         "ov7",
         &[
@@ -710,6 +759,30 @@ fn containers_on_different_nodes_talk_over_ipv6_on_their_overlay_and_never_acros
         "ov6 reached ov7"
     );
     assert_eq!(a_udp.peers().len(), 1, "only b's datagram reached a");
+
+    // IPv6 forged on the underlay: from ov7's container under either VNI, a real
+    // container's source from a LAN host that is not its node, a neighbour advertisement
+    // claiming a's gateway from b's own node under the right VNI. None arrives; each is
+    // counted.
+    let n2 = c.nodes[1].path();
+    let lan_host = c.members[0].ns.path();
+    let gateway6 = Ipv6Addr::from(u128::from(a6) & !0xffff_ffff_ffff_ffff | 1);
+    send_vxlan(&n2, node_addr(0), vxlan_frame(vni7, y6, a6, 53))?;
+    send_vxlan(&n2, node_addr(0), vxlan_frame(vni6, y6, a6, 53))?;
+    send_vxlan(&lan_host, node_addr(0), vxlan_frame(vni6, b6, a6, 53))?;
+    send_vxlan(
+        &n2,
+        node_addr(0),
+        vxlan_advertisement(vni6, b6, a6, gateway6),
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(a_udp.peers().len(), 1, "a forged IPv6 frame was delivered");
+    let n1 = &c.daemons[0];
+    assert!(n1.counter("Overlay", "drop_overlay_wrong_vni")? >= 1);
+    assert!(n1.counter("Overlay", "drop_overlay_foreign_source")? >= 2);
+    assert!(n1.counter("Overlay", "drop_overlay_neighbor_discovery")? >= 1);
+    // a still reaches b, its gateway's MAC unchanged by the forged advertisement.
+    echo_once(&a.netns, Proto::Udp, addr(b6, 53))?;
 
     for (i, name) in [(0, "ca"), (1, "cb"), (0, "cx"), (1, "cy")] {
         c.daemons[i].cli_ok(&["rm", "-f", name])?;
