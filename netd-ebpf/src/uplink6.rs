@@ -264,18 +264,29 @@ fn decide_ingress(ctx: &TcContext) -> Decided {
             if flow.starts_flow && leads_to_a_container(&flow) {
                 return Decided::NewFlow;
             }
-            // Translated by `uplink_xdp6` where it could leave no note.
-            if let Some(ifindex) = crate::xdp_handoff::translated(&flow) {
-                return Decided::Verdict((
-                    Reason::TranslatedInXdp,
-                    fast_path::into_container6(ctx, ifindex),
-                ));
-            }
+            return Decided::Verdict(unclaimed(ctx, &flow));
         }
         Err(Reason::OtherProto) => return Decided::Icmp,
         Err(_) => {}
     }
     Decided::Verdict(by_destination(ctx))
+}
+
+/// A parsed packet from the network that no flow claims, by its destination (`not_ours`);
+/// one to a container that the uplink's XDP program translated but left no note on
+/// (`xdp_handoff`) is delivered as a noted one.
+#[inline(never)]
+fn unclaimed(ctx: &TcContext, flow: &Flow6) -> Verdict {
+    match not_ours(&flow.dst) {
+        (Reason::DropNotPublished, DROP) => match crate::xdp_handoff::translated(flow) {
+            Some(ifindex) => (
+                Reason::TranslatedInXdp,
+                fast_path::into_container6(ctx, ifindex),
+            ),
+            None => (Reason::DropNotPublished, DROP),
+        },
+        verdict => verdict,
+    }
 }
 
 /// A packet from the network that no flow claims, by its destination (see `not_ours`);

@@ -80,7 +80,7 @@ fn translate(ctx: &XdpContext, pkt: &Packet) -> (Reason, u32) {
     if rewrite(ctx, pkt, l4_csum, &entry).is_err() {
         return (Reason::DropRewriteFailed, XDP_DROP);
     }
-    // Without the note the translated packet is still right: the stack routes it.
+    // Without the note TC finds the translated packet by its flow (`xdp_handoff`).
     if leave_note(ctx, entry.ifindex).is_err() {
         count(Hook::FastPath, Reason::StackXdpNoteFailed, 0);
     }
@@ -190,8 +190,7 @@ pub fn store<T>(ctx: &XdpContext, off: usize, value: T) -> Result<(), ()> {
 #[unsafe(no_mangle)]
 static XDP_METADATA: u8 = 0;
 
-/// Whether XDP leaves notes (the kernel lets it write frame metadata). Also read by TC's
-/// programs (`xdp_handoff`), from the same read-only map.
+/// Whether XDP leaves notes (the kernel lets it write frame metadata).
 #[inline(always)]
 pub fn notes_left() -> bool {
     // SAFETY: a read of a static; volatile, so that it is read from the map the loader
@@ -201,7 +200,7 @@ pub fn notes_left() -> bool {
 
 /// The note for the uplink's TC program, in the frame's metadata area; where the kernel
 /// has no metadata area for XDP, none: TC recognises the packet by its flow instead
-/// (`xdp_handoff`).
+/// (`xdp_handoff`), as when the driver keeps no metadata.
 #[inline(always)]
 pub fn leave_note(ctx: &XdpContext, ifindex: u32) -> Result<(), ()> {
     if !notes_left() {

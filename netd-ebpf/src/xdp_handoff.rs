@@ -1,12 +1,12 @@
-//! TC's side of a packet the uplink's XDP program translated, where the kernel gives XDP
-//! no frame metadata and so XDP leaves no note (`xdp::notes_left`). Such a packet arrives
-//! at TC already addressed to its container, which TC would otherwise take for a packet
-//! sent to a container from outside (`drop_not_published`). It is recognised by its
-//! flow: a TCP or UDP packet whose reversed tuple is the half of a flow the container's
-//! own packets take (`DIR_EGRESS`; a NAT46 client's, under its v4-mapped addresses in the
-//! IPv6 table). A packet forged to look so reaches the container only as the same packet
-//! sent to the node's address would, translated. Where XDP leaves notes, nothing here
-//! runs (the check is pruned by the verifier).
+//! TC's side of a packet the uplink's XDP program translated but left no note on: the
+//! kernel gives XDP no frame metadata (`xdp::notes_left`), or the driver kept none
+//! (`stack_xdp_note_failed`). Such a packet arrives at TC already addressed to its
+//! container, which TC would otherwise take for a packet sent to a container from outside
+//! (`drop_not_published`); only there is it looked for. It is recognised by its flow: a
+//! TCP or UDP packet whose reversed tuple is the half of a flow the container's own packets
+//! take (`DIR_EGRESS`; a NAT46 client's, under its v4-mapped addresses in the IPv6 table).
+//! A packet forged to look so reaches the container only as the same packet sent to the
+//! node's address would, translated.
 
 use netd_common::{
     PROTO_TCP, PROTO_UDP,
@@ -22,23 +22,23 @@ use crate::{
 /// not know; the stack routes it), or `None`: not one XDP translated.
 #[inline(always)]
 pub fn translated<A: Family>(pkt: &impl Tracked<A>) -> Option<u32> {
-    if crate::xdp::notes_left() || !matches!(pkt.proto(), PROTO_TCP | PROTO_UDP) {
+    if !matches!(pkt.proto(), PROTO_TCP | PROTO_UDP) {
         return None;
     }
     containers_half(&pkt.tuple().reversed(), pkt.proto())
 }
 
-/// `translated` for an IPv4 packet that may be NAT46's: from a pool address, its flow in
+/// `translated` for an IPv4 packet, which may be NAT46's: from a pool address, its flow in
 /// the IPv6 table under v4-mapped addresses.
 #[inline(always)]
 pub fn translated4(pkt: &Packet) -> Option<u32> {
-    if let Some(ifindex) = translated(pkt) {
-        return Some(ifindex);
-    }
-    if crate::xdp::notes_left() || !crate::nat46::in_pool(pkt.src_addr) {
+    if !matches!(pkt.proto, PROTO_TCP | PROTO_UDP) {
         return None;
     }
     let t = pkt.tuple().reversed();
+    if !crate::nat46::in_pool(pkt.src_addr) {
+        return containers_half(&t, pkt.proto);
+    }
     let mapped = Tuple {
         src_addr: crate::nat46::mapped(t.src_addr),
         dst_addr: crate::nat46::mapped(t.dst_addr),
