@@ -571,24 +571,6 @@ fn a_published_port_is_never_a_masqueraded_flows_source_port() {
     assert!((61000..=65535).contains(&port), "remapped to {port}");
 }
 
-/// A UDP datagram from `src:sport` to `dst:dport` (checksum over the whole of it) cut in
-/// two fragments of identification `id` after its first 16 bytes.
-fn udp6_fragments(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, id: u32) -> [Vec<u8>; 2] {
-    let whole = udp6(src, sport, dst, dport);
-    let l4 = &whole[ETH + 40..];
-    let header = |offset_and_more: u16| {
-        let mut h = vec![UDP6, 0];
-        h.extend_from_slice(&offset_and_more.to_be_bytes());
-        h.extend_from_slice(&id.to_be_bytes());
-        h
-    };
-    let mut first = header(1);
-    first.extend_from_slice(&l4[..16]);
-    let mut following = header(16);
-    following.extend_from_slice(&l4[16..]);
-    [first, following].map(|rest| ipv6_frame(GATEWAY_MAC, src, dst, FRAGMENT, &rest))
-}
-
 #[test]
 fn a_fragmented_datagram_is_masqueraded_whole_and_so_are_its_replies() {
     let mut t = nat6_node();

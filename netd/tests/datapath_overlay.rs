@@ -229,6 +229,28 @@ fn receive(t: &mut TestDatapath, vni: u32, node: Ipv4Addr, frame: &[u8]) -> (u32
     (result.return_value, out)
 }
 
+/// `frame` as the VXLAN device's program delivers it into CONTAINER: to its MAC from the
+/// gateway's, nothing else changed.
+fn delivered(frame: &[u8]) -> Vec<u8> {
+    let mut want = CONTAINER_MAC.to_vec();
+    want.extend_from_slice(&GATEWAY_MAC);
+    want.extend_from_slice(&frame[12..]);
+    want
+}
+
+/// Each case `(what, VXLAN ID, sending node, frame, reason)` received and dropped, counted
+/// under its reason.
+fn assert_refused<const N: usize>(
+    t: &mut TestDatapath,
+    cases: [(&str, u32, Ipv4Addr, Vec<u8>, &str); N],
+) {
+    for (what, vni, node, frame, reason) in cases {
+        let before = count(t, "Overlay", reason);
+        assert_eq!(receive(t, vni, node, &frame).0, TC_ACT_SHOT, "{what}");
+        assert_eq!(count(t, "Overlay", reason), before + 1, "{what}: {reason}");
+    }
+}
+
 #[test]
 fn a_frame_from_the_right_node_and_vni_is_delivered_into_its_container() {
     let mut t = overlay_node();
@@ -238,10 +260,11 @@ fn a_frame_from_the_right_node_and_vni_is_delivered_into_its_container() {
     ] {
         let (verdict, out) = receive(&mut t, VNI, PEER_NODE, &p);
         assert_eq!(verdict, TC_ACT_REDIRECT, "into the container's veth peer");
-        let mut want = CONTAINER_MAC.to_vec();
-        want.extend_from_slice(&GATEWAY_MAC);
-        want.extend_from_slice(&p[12..]);
-        assert_eq!(out, want, "from the gateway's MAC, nothing else changed");
+        assert_eq!(
+            out,
+            delivered(&p),
+            "from the gateway's MAC, nothing else changed"
+        );
     }
     assert_eq!(count(&t, "Overlay", "overlay_delivered"), 2);
 }
@@ -296,11 +319,7 @@ fn the_vxlan_devices_program_refuses_what_does_not_agree() {
             "drop_ethertype_not_allowed",
         ),
     ];
-    for (what, vni, node, frame, reason) in cases {
-        let before = count(&t, "Overlay", reason);
-        assert_eq!(receive(&mut t, vni, node, &frame).0, TC_ACT_SHOT, "{what}");
-        assert_eq!(count(&t, "Overlay", reason), before + 1, "{what}: {reason}");
-    }
+    assert_refused(&mut t, cases);
     assert_eq!(count(&t, "Overlay", "overlay_delivered"), 0);
 
     // icc off: not even from a container of the same overlay.
@@ -379,10 +398,11 @@ fn ipv6_from_the_right_node_and_vni_is_delivered_and_what_does_not_agree_is_refu
     let p = tcp6(PEER6, 80, CONTAINER6, 40000, SYN | ACK);
     let (verdict, out) = receive(&mut t, VNI, PEER_NODE, &p);
     assert_eq!(verdict, TC_ACT_REDIRECT, "into the container's veth peer");
-    let mut want = CONTAINER_MAC.to_vec();
-    want.extend_from_slice(&GATEWAY_MAC);
-    want.extend_from_slice(&p[12..]);
-    assert_eq!(out, want, "from the gateway's MAC, nothing else changed");
+    assert_eq!(
+        out,
+        delivered(&p),
+        "from the gateway's MAC, nothing else changed"
+    );
     assert_eq!(count(&t, "Overlay", "overlay_delivered"), 1);
 
     let mut advert = vec![136, 0, 0, 0, 0x20, 0, 0, 0];
@@ -417,10 +437,6 @@ fn ipv6_from_the_right_node_and_vni_is_delivered_and_what_does_not_agree_is_refu
             "drop_overlay_neighbor_discovery",
         ),
     ];
-    for (what, vni, node, frame, reason) in cases {
-        let before = count(&t, "Overlay", reason);
-        assert_eq!(receive(&mut t, vni, node, &frame).0, TC_ACT_SHOT, "{what}");
-        assert_eq!(count(&t, "Overlay", reason), before + 1, "{what}: {reason}");
-    }
+    assert_refused(&mut t, cases);
     assert_eq!(count(&t, "Overlay", "overlay_delivered"), 1);
 }

@@ -659,19 +659,16 @@ impl Daemon {
                     req.name
                 )));
             }
+            // The overlays' own subnets are the store's to check, not this node's.
+            fn not_overlays<N>(used: Vec<(N, String)>) -> Vec<(N, String)> {
+                let overlay = |what: &String| what.starts_with(networks::OVERLAY_USE);
+                used.into_iter()
+                    .filter(|(_, what)| !overlay(what))
+                    .collect()
+            }
             cluster::overlay::Local {
-                v4: inner
-                    .subnets_in_use()
-                    .await?
-                    .into_iter()
-                    .filter(|(_, what)| !what.starts_with(networks::OVERLAY_USE))
-                    .collect(),
-                v6: inner
-                    .subnets6_in_use()
-                    .await?
-                    .into_iter()
-                    .filter(|(_, what)| !what.starts_with(networks::OVERLAY_USE))
-                    .collect(),
+                v4: not_overlays(inner.subnets_in_use().await?),
+                v6: not_overlays(inner.subnets6_in_use().await?),
             }
         };
         let n = member
