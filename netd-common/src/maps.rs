@@ -161,7 +161,8 @@ pub const SWEEP6: &str = "SWEEP_BATCH6";
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EndpointInfo {
-    /// The container's address and its network's gateway (network order).
+    /// The container's address and its network's gateway (network order); both 0 on an
+    /// IPv6-only network (every IPv4 and ARP frame from the endpoint is then dropped).
     pub addr: u32,
     pub gateway: u32,
     /// The container interface's MAC address: frames from any other are dropped.

@@ -61,14 +61,15 @@ pub fn check_frame(ctx: &TcContext, ep: &EndpointInfo) -> Result<Frame, Reason> 
     })
 }
 
-/// A whole IPv4 header (version 4, at least 20 bytes) from the endpoint's address.
+/// A whole IPv4 header (version 4, at least 20 bytes) from the endpoint's address (an
+/// endpoint without IPv4, address 0.0.0.0, has none to send from).
 #[inline(always)]
 fn check_ipv4(ctx: &TcContext, ep: &EndpointInfo) -> Result<(), Reason> {
     let ip: Ipv4Hdr = ctx.load(IP_OFF).map_err(|_| Reason::DropMalformed)?;
     if ip.vihl >> 4 != 4 || ip.vihl & 0x0f < 5 {
         return Err(Reason::DropMalformed);
     }
-    if u32::from_ne_bytes(ip.src_addr) != ep.addr {
+    if !has_ipv4(ep) || u32::from_ne_bytes(ip.src_addr) != ep.addr {
         return Err(Reason::DropSpoofedSource);
     }
     if ip.proto == PROTO_UDP && u16::from_be_bytes(ip.frags) & FRAGMENT_OFFSET == 0 {
@@ -93,7 +94,7 @@ fn check_ipv4(ctx: &TcContext, ep: &EndpointInfo) -> Result<(), Reason> {
 }
 
 /// A request or reply for IPv4 over Ethernet whose sender is the endpoint (address
-/// 0.0.0.0 is an address probe). Returns the target address.
+/// 0.0.0.0 is an address probe), which has IPv4. Returns the target address.
 #[inline(always)]
 fn check_arp(ctx: &TcContext, ep: &EndpointInfo) -> Result<u32, Reason> {
     let arp: [u8; ARP_LEN] = ctx.load(EthHdr::LEN).map_err(|_| Reason::DropMalformed)?;
@@ -110,8 +111,15 @@ fn check_arp(ctx: &TcContext, ep: &EndpointInfo) -> Result<u32, Reason> {
         return Err(Reason::DropSpoofedMac);
     }
     let spa = u32::from_ne_bytes([arp[14], arp[15], arp[16], arp[17]]);
-    if spa != ep.addr && spa != 0 {
+    if !has_ipv4(ep) || (spa != ep.addr && spa != 0) {
         return Err(Reason::DropSpoofedSource);
     }
     Ok(u32::from_ne_bytes([arp[24], arp[25], arp[26], arp[27]]))
+}
+
+/// An endpoint of an IPv6-only network has address 0.0.0.0: it may send no IPv4 and no
+/// ARP at all.
+#[inline(always)]
+fn has_ipv4(ep: &EndpointInfo) -> bool {
+    ep.addr != 0
 }

@@ -208,7 +208,8 @@ pub enum SandboxView {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ContainerEndpointView {
     pub network: String,
-    pub ip: Ipv4Addr,
+    /// Its IPv4 address; null on an IPv6-only network.
+    pub ip: Option<Ipv4Addr>,
     /// The IPv6 side, under Docker's names (empty and 0 without one).
     #[serde(rename = "GlobalIPv6Address", default)]
     pub global_ipv6_address: String,
@@ -328,8 +329,12 @@ pub struct NetworkView {
     /// A macvlan network's parent and mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub macvlan: Option<state::MacvlanNet>,
-    pub subnet: Ipv4Net,
-    pub gateway: Ipv4Addr,
+    /// Whether the network has IPv4 (Docker 28's name): not with `--ipv4=false`.
+    #[serde(rename = "EnableIPv4", default = "enabled")]
+    pub enable_ipv4: bool,
+    /// The IPv4 subnet and gateway; null on an IPv6-only network.
+    pub subnet: Option<Ipv4Net>,
+    pub gateway: Option<Ipv4Addr>,
     pub ip_range: Option<Ipv4Net>,
     /// Whether the network has IPv6 (Docker's name).
     #[serde(rename = "EnableIPv6", default)]
@@ -355,6 +360,10 @@ fn local_scope() -> String {
     "local".into()
 }
 
+fn enabled() -> bool {
+    true
+}
+
 /// A network's address configuration as Docker's `network inspect` shows it.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct IpamView {
@@ -374,19 +383,19 @@ pub struct IpamConfigView {
 }
 
 impl IpamView {
-    fn of(v4: (Ipv4Net, Ipv4Addr, Option<Ipv4Net>), v6: Option<&state::Network6>) -> Self {
-        let v4 = IpamConfigView {
+    fn of(v4: Option<(Ipv4Net, Ipv4Addr, Option<Ipv4Net>)>, v6: Option<&state::Network6>) -> Self {
+        let v4 = v4.map(|v4| IpamConfigView {
             subnet: v4.0.to_string(),
             gateway: v4.1.to_string(),
             ip_range: v4.2.map(|r| r.to_string()),
-        };
+        });
         let v6 = v6.map(|v6| IpamConfigView {
             subnet: v6.subnet.to_string(),
             gateway: v6.gateway.to_string(),
             ip_range: v6.ip_range.map(|r| r.to_string()),
         });
         IpamView {
-            config: std::iter::once(v4).chain(v6).collect(),
+            config: v4.into_iter().chain(v6).collect(),
         }
     }
 }
@@ -401,11 +410,15 @@ impl NetworkView {
             scope: "global".into(),
             bridge: String::new(),
             macvlan: None,
-            subnet: n.subnet,
-            gateway: n.gateway,
+            enable_ipv4: true,
+            subnet: Some(n.subnet),
+            gateway: Some(n.gateway),
             ip_range: n.ip_range,
             enable_ipv6: n.ipv6.is_some(),
-            ipam: IpamView::of((n.subnet, n.gateway, n.ip_range), n.network6().as_ref()),
+            ipam: IpamView::of(
+                Some((n.subnet, n.gateway, n.ip_range)),
+                n.network6().as_ref(),
+            ),
             aux_addresses: Default::default(),
             internal: n.internal,
             icc: true,
@@ -435,11 +448,16 @@ impl NetworkView {
             scope: local_scope(),
             bridge: n.bridge.clone(),
             macvlan: n.macvlan.clone(),
+            enable_ipv4: n.subnet.is_some(),
             subnet: n.subnet,
             gateway: n.gateway,
             ip_range: n.ip_range,
             enable_ipv6: n.ipv6.is_some(),
-            ipam: IpamView::of((n.subnet, n.gateway, n.ip_range), n.ipv6.as_ref()),
+            ipam: IpamView::of(
+                n.ipv4()
+                    .map(|(subnet, gateway)| (subnet, gateway, n.ip_range)),
+                n.ipv6.as_ref(),
+            ),
             aux_addresses: n.aux_addresses.clone(),
             internal: n.internal,
             icc: n.icc,

@@ -3,7 +3,7 @@
 //! end `ndp…`; a container's MAC follows Docker's scheme. What wiring one takes is
 //! planned in `daemon::plan` and applied by `daemon::executor`.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result};
 
@@ -23,6 +23,21 @@ pub fn host_veth_name(id: &str) -> String {
 pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     let o = ip.octets();
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+/// The MAC of an interface with these addresses: Docker's scheme from the IPv4 one, and
+/// on an IPv6-only network 02:42 followed by the IPv6 address's last 32 bits (unique on
+/// the network: its addresses are handed out in order, and a `--ip6` whose MAC is
+/// taken is refused).
+pub fn mac_of(ip: Option<Ipv4Addr>, ip6: Option<Ipv6Addr>) -> [u8; 6] {
+    match (ip, ip6) {
+        (Some(ip), _) => mac_for(ip),
+        (None, Some(ip6)) => {
+            let o = ip6.octets();
+            [0x02, 0x42, o[12], o[13], o[14], o[15]]
+        }
+        (None, None) => [0x02, 0x42, 0, 0, 0, 0],
+    }
 }
 
 /// `02:42:ac:11:00:02` back to bytes.

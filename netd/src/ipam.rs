@@ -226,6 +226,16 @@ pub fn aux_addresses(pool: &Pool, given: &[String]) -> Result<BTreeMap<String, I
     Ok(out)
 }
 
+/// `--aux-address` on a network without IPv4: refused, as its addresses are IPv4.
+pub fn no_aux_addresses(given: &[String]) -> Result<BTreeMap<String, Ipv4Addr>> {
+    match given.first() {
+        Some(entry) => bail!(
+            "invalid --aux-address {entry}: the network is IPv6-only (--ipv4=false), and auxiliary addresses are IPv4"
+        ),
+        None => Ok(BTreeMap::new()),
+    }
+}
+
 pub fn is_host(subnet: &Ipv4Net, addr: Ipv4Addr) -> bool {
     subnet.contains(&addr) && addr != subnet.network() && addr != subnet.broadcast()
 }

@@ -116,7 +116,7 @@ impl Netlink {
     pub async fn ensure_bridge(
         &self,
         name: &str,
-        (gateway, prefix): (Ipv4Addr, u8),
+        gateway: Option<(Ipv4Addr, u8)>,
         mac: [u8; 6],
         mtu: Option<u32>,
     ) -> Result<u32> {
@@ -134,13 +134,15 @@ impl Netlink {
                     .with_context(|| format!("bridge {name} vanished"))?
             }
         };
-        let has_gateway = self
-            .ipv4_addresses()
-            .await?
-            .iter()
-            .any(|(i, net)| *i == index && net.addr() == gateway);
-        if !has_gateway {
-            self.add_address(index, gateway, prefix).await?;
+        if let Some((gateway, prefix)) = gateway {
+            let has_gateway = self
+                .ipv4_addresses()
+                .await?
+                .iter()
+                .any(|(i, net)| *i == index && net.addr() == gateway);
+            if !has_gateway {
+                self.add_address(index, gateway, prefix).await?;
+            }
         }
         if self.link_mac(name).await? != Some(mac) {
             self.set_mac(index, mac).await?;

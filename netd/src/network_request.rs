@@ -26,8 +26,8 @@ pub struct NetworkRequest {
     /// `--ipv6`: the network has an IPv6 subnet too (given, or one of the node's ULA /64s).
     #[serde(default)]
     pub ipv6: bool,
-    /// `--ipv4=BOOL` (Docker's): netd's networks always have IPv4, so only `true` (or
-    /// nothing) is taken.
+    /// `--ipv4=BOOL` (Docker's): `false` makes an IPv6-only network (with `--ipv6`, on
+    /// the bridge driver).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv4: Option<bool>,
     #[serde(default)]
@@ -72,17 +72,20 @@ pub struct AddressFlags<'a> {
 /// `docker network create --ipv6 --subnet 172.28.0.0/16 --subnet fd00:1::/64` takes them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Families<'a> {
-    pub v4: AddressFlags<'a>,
+    /// None with `--ipv4=false`.
+    pub v4: Option<AddressFlags<'a>>,
     /// With `--ipv6` only.
     pub v6: Option<AddressFlags<'a>>,
 }
 
 /// Split the address flags by family: each flag once per family, IPv6 values only with
-/// `--ipv6`, a gateway or range only with a subnet of its family.
+/// `--ipv6`, IPv4 values only without `--ipv4=false`, a gateway or range only with a
+/// subnet of its family.
 pub fn families(req: &NetworkRequest) -> Result<Families<'_>> {
-    if req.ipv4 == Some(false) {
+    let ipv4 = req.ipv4 != Some(false);
+    if !ipv4 && !req.ipv6 {
         bail!(
-            "invalid --ipv4=false: netd's networks always have IPv4 (IPv6-only networks are not supported yet); leave --ipv4 out, with --ipv6 for dual stack"
+            "invalid --ipv4=false: a network needs IPv4 or IPv6 (IPv4 or IPv6 must be enabled); give --ipv6 with it for an IPv6-only network"
         );
     }
     let mut v4 = AddressFlags::default();
@@ -101,6 +104,11 @@ pub fn families(req: &NetworkRequest) -> Result<Families<'_>> {
             if name == "IPv6" && !req.ipv6 {
                 bail!(
                     "invalid {flag} {value}: an IPv6 {what} needs --ipv6 (IPv6 {what} provided but --ipv6 not set)"
+                );
+            }
+            if name == "IPv4" && !ipv4 {
+                bail!(
+                    "invalid {flag} {value}: an IPv4 {what} on an IPv6-only network (--ipv4=false); leave --ipv4 out for dual stack"
                 );
             }
             let slot = match flag {
@@ -131,7 +139,7 @@ pub fn families(req: &NetworkRequest) -> Result<Families<'_>> {
         );
     }
     Ok(Families {
-        v4,
+        v4: ipv4.then_some(v4),
         v6: req.ipv6.then_some(v6),
     })
 }
@@ -413,6 +421,11 @@ pub fn settings(req: &NetworkRequest) -> Result<Settings> {
     if families.v6.is_some() && !matches!(s.driver, Driver::Bridge | Driver::Macvlan) {
         bail!(
             "invalid --ipv6: IPv6 on {name} networks is not supported yet (bridge and macvlan networks have it)"
+        );
+    }
+    if families.v4.is_none() && s.driver != Driver::Bridge {
+        bail!(
+            "invalid --ipv4=false: IPv6-only {name} networks are not supported yet (bridge networks can be IPv6-only)"
         );
     }
     Ok(s)
@@ -733,11 +746,11 @@ mod tests {
         let f = families(&r).unwrap();
         assert_eq!(
             f.v4,
-            AddressFlags {
+            Some(AddressFlags {
                 subnet: Some("172.28.0.0/16"),
                 gateway: Some("172.28.0.254"),
                 ip_range: None
-            }
+            })
         );
         assert_eq!(
             f.v6,
@@ -848,13 +861,36 @@ mod tests {
     }
 
     #[test]
-    fn an_ipv6_only_network_is_refused_naming_the_flag() {
-        let mut r = dual(&[], &[], &[], true);
+    fn an_ipv6_only_network_is_a_bridge_network_with_ipv6_and_no_ipv4_flags() {
+        let mut r = dual(&["fd00:9::/64"], &[], &[], true);
         r.ipv4 = Some(false);
-        let e = families(&r).unwrap_err().to_string();
-        assert!(e.starts_with("invalid --ipv4=false: "), "{e}");
+        let f = families(&r).unwrap();
+        assert_eq!(f.v4, None);
+        assert_eq!(f.v6.unwrap().subnet, Some("fd00:9::/64"));
+        assert_eq!(settings(&r).unwrap().driver, Driver::Bridge);
         r.ipv4 = Some(true);
-        assert!(families(&r).is_ok());
+        assert!(families(&r).unwrap().v4.is_some());
+
+        let refused = |r: &NetworkRequest| settings(r).unwrap_err().to_string();
+        let mut no_v6 = dual(&[], &[], &[], false);
+        no_v6.ipv4 = Some(false);
+        let e = refused(&no_v6);
+        assert!(
+            e.starts_with("invalid --ipv4=false: ") && e.contains("--ipv6"),
+            "{e}"
+        );
+        let mut v4_subnet = dual(&["10.9.0.0/24"], &[], &[], true);
+        v4_subnet.ipv4 = Some(false);
+        let e = refused(&v4_subnet);
+        assert!(e.starts_with("invalid --subnet 10.9.0.0/24: "), "{e}");
+        let mut macvlan = dual(&[], &[], &[], true);
+        macvlan.ipv4 = Some(false);
+        macvlan.driver = Some("macvlan".into());
+        let e = refused(&macvlan);
+        assert!(
+            e.starts_with("invalid --ipv4=false: ") && e.contains("macvlan"),
+            "{e}"
+        );
     }
 
     #[test]

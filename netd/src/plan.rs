@@ -27,7 +27,8 @@ pub enum At {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Inside {
     pub ifname: String,
-    pub ip: Ipv4Addr,
+    /// Its IPv4 address (with `prefix`); none on an IPv6-only network.
+    pub ip: Option<Ipv4Addr>,
     pub prefix: u8,
     pub gateway: Option<Ipv4Addr>,
     /// Its IPv6 side, on a network with IPv6 (IPv6 stays off on it otherwise).
@@ -60,12 +61,12 @@ pub enum Step {
     PrepareNamespace {
         own: bool,
     },
-    /// The bridge with the gateway address, a fixed MAC, the MTU if given, up; made if
+    /// The bridge with the gateway address (if IPv4), a fixed MAC, the MTU if given, up; made if
     /// missing. IPv6 off, or with `gateway6` on, with that address and its link-local one.
     EnsureBridge {
         name: String,
-        gateway: Ipv4Addr,
-        prefix: u8,
+        /// The IPv4 gateway and prefix; none on an IPv6-only network.
+        gateway: Option<(Ipv4Addr, u8)>,
         gateway6: Option<(Ipv6Addr, u8)>,
         mac: [u8; 6],
         mtu: Option<u32>,
@@ -183,7 +184,7 @@ pub enum Step {
     /// (`ip`, or `ip6` for a binding on an IPv6 address) behind the host veth `via`.
     Publish {
         binding: PortBinding,
-        ip: Ipv4Addr,
+        ip: Option<Ipv4Addr>,
         ip6: Option<Ipv6Addr>,
         via: String,
     },
@@ -230,15 +231,15 @@ impl fmt::Display for Step {
             Step::JoinBridge { link, bridge, .. } => write!(f, "put {link} on bridge {bridge}"),
             Step::MoveIntoContainer { link } => write!(f, "move {link} into the container"),
             Step::Configure { link, inside } => {
+                let v4 = inside.ip.map(|ip| format!("{ip}/{}", inside.prefix));
+                let v6 = inside.ipv6.map(|v6| format!("{}/{}", v6.ip, v6.prefix));
+                let addresses: Vec<String> = v4.into_iter().chain(v6).collect();
                 write!(
                     f,
-                    "configure {link} as {} with {}/{}",
-                    inside.ifname, inside.ip, inside.prefix
-                )?;
-                match &inside.ipv6 {
-                    Some(v6) => write!(f, " and {}/{}", v6.ip, v6.prefix),
-                    None => Ok(()),
-                }
+                    "configure {link} as {} with {}",
+                    inside.ifname,
+                    addresses.join(" and ")
+                )
             }
             Step::HostRoute { to, via, .. } => write!(f, "route the node to {to} through {via}"),
             Step::DeleteHostRoute { to, via } => {
@@ -253,10 +254,11 @@ impl fmt::Display for Step {
             Step::PurgeFlows { ip } => write!(f, "purge the flows of {ip}"),
             Step::Publish {
                 binding, ip, ip6, ..
-            } => match (binding.host_ip, ip6) {
-                (IpAddr::V4(_), _) => write!(f, "publish {binding} to {ip}"),
-                (IpAddr::V6(_), Some(ip6)) => write!(f, "publish {binding} to {ip6}"),
-                (IpAddr::V6(_), None) => write!(f, "publish {binding} (no IPv6 address)"),
+            } => match (binding.host_ip, ip, ip6) {
+                (IpAddr::V4(_), Some(ip), _) => write!(f, "publish {binding} to {ip}"),
+                (IpAddr::V4(_), None, _) => write!(f, "publish {binding} (no IPv4 address)"),
+                (IpAddr::V6(_), _, Some(ip6)) => write!(f, "publish {binding} to {ip6}"),
+                (IpAddr::V6(_), _, None) => write!(f, "publish {binding} (no IPv6 address)"),
             },
             Step::Unpublish { binding } => write!(f, "unpublish {binding}"),
         }
@@ -286,7 +288,8 @@ fn undone_by(step: Step, undo: Vec<Step>) -> Planned {
 pub struct EndpointPlan<'a> {
     /// Unique per endpoint: names its links (at most 12 characters are used).
     pub id: &'a str,
-    pub ip: Ipv4Addr,
+    /// Its IPv4 address; none on an IPv6-only network.
+    pub ip: Option<Ipv4Addr>,
     pub mac: [u8; 6],
     pub ifname: &'a str,
     pub prefix: u8,
@@ -454,12 +457,16 @@ pub fn attach_macvlan(
 
 /// The node's routes through its shim to a container's addresses: IPv4's, and IPv6's if
 /// both have IPv6.
-fn shim_routes(shim: &Shim, ip: Ipv4Addr, ip6: Option<Ipv6Addr>) -> impl Iterator<Item = Step> {
-    let v4 = (IpAddr::from(ip), IpAddr::from(shim.ip));
+fn shim_routes(
+    shim: &Shim,
+    ip: Option<Ipv4Addr>,
+    ip6: Option<Ipv6Addr>,
+) -> impl Iterator<Item = Step> {
+    let v4 = ip.map(|ip| (IpAddr::from(ip), IpAddr::from(shim.ip)));
     let v6 = ip6
         .zip(shim.ip6)
         .map(|(to, src)| (IpAddr::from(to), IpAddr::from(src)));
-    [Some(v4), v6]
+    [v4, v6]
         .into_iter()
         .flatten()
         .map(|(to, src)| Step::HostRoute {
@@ -473,7 +480,7 @@ fn shim_routes(shim: &Shim, ip: Ipv4Addr, ip6: Option<Ipv6Addr>) -> impl Iterato
 /// dual-stack network) behind its host veth.
 #[derive(Clone, Copy, Debug)]
 pub struct PublishTo<'a> {
-    pub ip: Ipv4Addr,
+    pub ip: Option<Ipv4Addr>,
     pub ip6: Option<Ipv6Addr>,
     pub via: &'a str,
 }
@@ -589,7 +596,7 @@ pub enum Attached<'a> {
 /// endpoint is forgotten first (its program then drops all it still sends), its veth
 /// deleted, its program's link unpinned, and its flows (of `ip` and `ip6`) purged last,
 /// when it can create no more.
-pub fn detach(ip: Ipv4Addr, ip6: Option<Ipv6Addr>, attached: &Attached) -> Vec<Step> {
+pub fn detach(ip: Option<Ipv4Addr>, ip6: Option<Ipv6Addr>, attached: &Attached) -> Vec<Step> {
     match *attached {
         Attached::Bridge { host_veth, ifindex } => vec![
             Step::Forget {
@@ -613,7 +620,7 @@ pub fn detach(ip: Ipv4Addr, ip6: Option<Ipv6Addr>, attached: &Attached) -> Vec<S
             namespace_open,
             shim,
         } => {
-            let addresses = [Some(IpAddr::from(ip)), ip6.map(IpAddr::from)];
+            let addresses = [ip.map(IpAddr::from), ip6.map(IpAddr::from)];
             let mut steps: Vec<Step> = shim
                 .into_iter()
                 .flat_map(|via| {
@@ -637,9 +644,10 @@ pub fn detach(ip: Ipv4Addr, ip6: Option<Ipv6Addr>, attached: &Attached) -> Vec<S
     }
 }
 
-/// Purge the flows of an endpoint's addresses: IPv4's, and IPv6's if it has one.
-fn purge_flows(ip: Ipv4Addr, ip6: Option<Ipv6Addr>) -> impl Iterator<Item = Step> {
-    std::iter::once(ip.into())
+/// Purge the flows of an endpoint's addresses: each family's it has.
+fn purge_flows(ip: Option<Ipv4Addr>, ip6: Option<Ipv6Addr>) -> impl Iterator<Item = Step> {
+    ip.map(IpAddr::from)
+        .into_iter()
         .chain(ip6.map(IpAddr::from))
         .map(|ip| Step::PurgeFlows { ip })
 }
@@ -651,7 +659,7 @@ mod tests {
     fn plan() -> EndpointPlan<'static> {
         EndpointPlan {
             id: "0123456789abcdef",
-            ip: Ipv4Addr::new(172, 18, 0, 2),
+            ip: Some(Ipv4Addr::new(172, 18, 0, 2)),
             mac: endpoint::mac_for(Ipv4Addr::new(172, 18, 0, 2)),
             ifname: "eth1",
             prefix: 16,
@@ -710,7 +718,7 @@ mod tests {
             ]
         );
         let dual_stack: Vec<String> = detach(
-            Ipv4Addr::new(172, 18, 0, 2),
+            Some(Ipv4Addr::new(172, 18, 0, 2)),
             Some("fd00:18::2".parse().unwrap()),
             &Attached::Bridge {
                 host_veth: "ndv1",
@@ -865,7 +873,7 @@ mod tests {
 
     #[test]
     fn detaching_forgets_before_it_deletes_and_purges_last() {
-        let ip = Ipv4Addr::new(172, 18, 0, 2);
+        let ip = Some(Ipv4Addr::new(172, 18, 0, 2));
         let steps: Vec<String> = detach(
             ip,
             None,
@@ -898,7 +906,7 @@ mod tests {
         assert_eq!(
             gone_namespace,
             [Step::DeleteHostRoute {
-                to: ip.into(),
+                to: Ipv4Addr::new(172, 18, 0, 2).into(),
                 via: "nhabc".into()
             }]
         );
@@ -968,7 +976,7 @@ mod tests {
 
     #[test]
     fn removing_unpublishes_before_any_endpoint_goes() {
-        let ip = Ipv4Addr::new(172, 18, 0, 2);
+        let ip = Some(Ipv4Addr::new(172, 18, 0, 2));
         let eth0 = detach(
             ip,
             None,
@@ -978,7 +986,7 @@ mod tests {
             },
         );
         let eth1 = detach(
-            Ipv4Addr::new(10, 0, 0, 5),
+            Some(Ipv4Addr::new(10, 0, 0, 5)),
             None,
             &Attached::Macvlan {
                 ifname: "eth1",
@@ -1005,7 +1013,7 @@ mod tests {
 
     #[test]
     fn republishing_drops_only_what_is_no_longer_wanted_and_restores_it_on_failure() {
-        let ip = Ipv4Addr::new(172, 18, 0, 2);
+        let ip = Some(Ipv4Addr::new(172, 18, 0, 2));
         let mut moved = binding(8080);
         moved.container_port = 81;
         let to = PublishTo {

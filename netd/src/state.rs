@@ -32,8 +32,12 @@ pub struct Network {
     /// A macvlan network's parent and mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub macvlan: Option<MacvlanNet>,
-    pub subnet: Ipv4Net,
-    pub gateway: Ipv4Addr,
+    /// The IPv4 subnet and gateway (on the bridge); none on an IPv6-only network
+    /// (`--ipv4=false`), which then has `ipv6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<Ipv4Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
     /// Where dynamic addresses come from (default: the whole subnet).
     pub ip_range: Option<Ipv4Net>,
     /// `--aux-address`: other hosts' addresses on the network, never handed out.
@@ -124,11 +128,18 @@ pub struct Shim {
 
 impl Network {
     /// Record the addresses just handed out: the next allocation goes on after them.
-    pub fn note_allocated(&mut self, ip: Ipv4Addr, ip6: Option<Ipv6Addr>) {
-        self.last_allocated = Some(ip);
+    pub fn note_allocated(&mut self, ip: Option<Ipv4Addr>, ip6: Option<Ipv6Addr>) {
+        if ip.is_some() {
+            self.last_allocated = ip;
+        }
         if let (Some(v6), Some(ip6)) = (self.ipv6.as_mut(), ip6) {
             v6.last_allocated = Some(ip6);
         }
+    }
+
+    /// Its IPv4 subnet and gateway, unless it is IPv6-only.
+    pub fn ipv4(&self) -> Option<(Ipv4Net, Ipv4Addr)> {
+        self.subnet.zip(self.gateway)
     }
 
     pub fn is_macvlan(&self) -> bool {
@@ -243,11 +254,29 @@ pub struct IpamPool6 {
     pub last_allocated: Option<Ipv6Addr>,
 }
 
+impl Endpoint {
+    /// Its MAC address as bytes (as recorded; from its addresses if the record is bad).
+    pub fn mac_bytes(&self) -> [u8; 6] {
+        crate::endpoint::parse_mac(&self.mac)
+            .unwrap_or_else(|| crate::endpoint::mac_of(self.ip, self.ip6))
+    }
+
+    /// Its addresses as the log says them: `10.1.0.2`, `10.1.0.2 and fd00:1::2`, or
+    /// `fd00:1::2` on an IPv6-only network.
+    pub fn addresses(&self) -> String {
+        let v4 = self.ip.map(|ip| ip.to_string());
+        let v6 = self.ip6.map(|ip| ip.to_string());
+        v4.into_iter().chain(v6).collect::<Vec<_>>().join(" and ")
+    }
+}
+
 /// A container's interface on one network.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
     pub network: String,
-    pub ip: Ipv4Addr,
+    /// Its IPv4 address; none on an IPv6-only network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
     /// Its IPv6 address, on a network with IPv6.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip6: Option<Ipv6Addr>,
@@ -612,8 +641,8 @@ mod tests {
                 bridge: "netd0".into(),
                 macvlan: None,
                 aux_addresses: Default::default(),
-                subnet: "172.17.0.0/16".parse().unwrap(),
-                gateway: "172.17.0.1".parse().unwrap(),
+                subnet: Some("172.17.0.0/16".parse().unwrap()),
+                gateway: Some("172.17.0.1".parse().unwrap()),
                 ip_range: None,
                 ipv6: Some(Network6 {
                     gateway_mode: Default::default(),
@@ -689,7 +718,7 @@ mod tests {
             start_time: 99,
         };
         assert_eq!(web.sandbox, Sandbox::Holder { holder });
-        assert_eq!(web.endpoints[0].ip, Ipv4Addr::new(172, 17, 0, 2));
+        assert_eq!(web.endpoints[0].ip, Some(Ipv4Addr::new(172, 17, 0, 2)));
         assert_eq!(web.endpoints[0].mac, "", "read from the interface at start");
         assert_eq!(web.endpoints[0].host_ifindex, 7);
         assert!(state.networks["netd0"].icc);
@@ -766,7 +795,7 @@ mod tests {
             sandbox: Sandbox::Host,
             endpoints: vec![Endpoint {
                 network: "netd0".into(),
-                ip: Ipv4Addr::new(172, 17, 0, 2),
+                ip: Some(Ipv4Addr::new(172, 17, 0, 2)),
                 ip6,
                 mac: String::new(),
                 ifname: "eth0".into(),

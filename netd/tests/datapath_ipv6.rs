@@ -83,6 +83,64 @@ fn cat(parts: &[&[u8]]) -> Vec<u8> {
 }
 
 #[test]
+fn a_container_of_an_ipv6_only_network_sends_no_ipv4_and_no_arp_from_any_address() {
+    let mut t = node6(0);
+    // What the daemon registers for an endpoint without IPv4: address and gateway 0.
+    let v6_only = netd_common::maps::EndpointInfo {
+        addr: 0,
+        gateway: 0,
+        ..endpoint_info(0)
+    };
+    t.dp.register_endpoint(LO, &v6_only).unwrap();
+    let unspecified = std::net::Ipv4Addr::UNSPECIFIED;
+    let arp = |spa: std::net::Ipv4Addr, tpa: std::net::Ipv4Addr| {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&CONTAINER_MAC);
+        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+        f.extend_from_slice(&CONTAINER_MAC);
+        f.extend_from_slice(&spa.octets());
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&tpa.octets());
+        f
+    };
+    let frames = [
+        (
+            "DHCP discover",
+            Pkt::udp(unspecified, 68, std::net::Ipv4Addr::BROADCAST, 67).build(),
+        ),
+        (
+            "from 0.0.0.0",
+            Pkt::udp(unspecified, 40000, REMOTE, 53).build(),
+        ),
+        (
+            "from an address of the network",
+            Pkt::udp(CONTAINER, 40000, REMOTE, 53).build(),
+        ),
+        (
+            "to the gateway",
+            Pkt::udp(CONTAINER, 40000, GATEWAY, 53).build(),
+        ),
+        ("ARP probe", arp(unspecified, CONTAINER)),
+        ("ARP request", arp(CONTAINER, GATEWAY)),
+    ];
+    for (what, f) in &frames {
+        assert_eq!(verdict(&mut t, f), TC_ACT_SHOT, "{what}");
+    }
+    assert_eq!(
+        count(&t, "EndpointIngress", "drop_spoofed_source"),
+        frames.len() as u64
+    );
+    // Its IPv6 is policed as any endpoint's: from its own address, out it goes.
+    assert_eq!(
+        verdict(&mut t, &udp_to(GATEWAY_MAC, BEYOND6)),
+        TC_ACT_OK,
+        "IPv6 from its address"
+    );
+    // Forgotten, it leaves no address behind to be found by (it had none).
+    t.dp.forget_endpoint("lo", LO).unwrap();
+}
+
+#[test]
 fn ipv6_is_dropped_from_a_container_whose_network_has_none() {
     let mut t = node6(0);
     t.dp.register_endpoint6(LO, None).unwrap();

@@ -53,7 +53,7 @@ fn node() -> TestDatapath {
         host_ip: Ipv6Addr::UNSPECIFIED.into(),
         host_port: 8080,
     };
-    t.dp.publish(&binding, CONTAINER, None, LO).unwrap();
+    t.dp.publish(&binding, Some(CONTAINER), None, LO).unwrap();
     t
 }
 
@@ -293,7 +293,7 @@ fn a_lan_host_cannot_open_an_ipv4_connection_from_a_pool_address() {
         host_ip: Ipv4Addr::UNSPECIFIED.into(),
         host_port: 8080,
     };
-    t.dp.publish(&binding, CONTAINER, None, LO).unwrap();
+    t.dp.publish(&binding, Some(CONTAINER), None, LO).unwrap();
     for src in ["198.18.0.1", "198.18.0.3"] {
         let syn = Pkt::tcp(src.parse().unwrap(), 40000, NODE, 8080, SYN).build();
         assert_eq!(t.run("uplink_ingress", &syn).0, TC_ACT_SHOT, "{src}");

@@ -641,7 +641,7 @@ fn a_container_cannot_send_errors_about_another_containers_flow() {
 fn published_again_for_an_endpoint_without_ipv6_leaves_no_ipv6_binding() {
     let mut t = nat6_node();
     publish_8080(&mut t);
-    t.dp.publish(&binding_8080()[1], CONTAINER, None, LO)
+    t.dp.publish(&binding_8080()[1], Some(CONTAINER), None, LO)
         .unwrap();
     let syn = tcp6(BEYOND6, 50000, NODE6, 8080, 0x02);
     assert_eq!(t.run("uplink_ingress", &syn), (TC_ACT_OK, syn.clone()));
@@ -658,13 +658,13 @@ fn a_port_published_on_one_ipv6_address_answers_there_only() {
     // The standard node's IPv4 binding of 8080 goes: IPv4 sees nothing of IPv6's.
     t.dp.unpublish(&binding_8080()[0]).unwrap();
     let on_node6 = binding_8080_on(NODE6);
-    t.dp.publish(&on_node6, CONTAINER, Some(CONTAINER6), LO)
+    t.dp.publish(&on_node6, Some(CONTAINER), Some(CONTAINER6), LO)
         .unwrap();
     assert!(
-        t.dp.is_published(&on_node6, CONTAINER, Some(CONTAINER6))
+        t.dp.is_published(&on_node6, Some(CONTAINER), Some(CONTAINER6))
             .unwrap()
     );
-    assert!(!t.dp.is_published(&on_node6, CONTAINER, None).unwrap());
+    assert!(!t.dp.is_published(&on_node6, Some(CONTAINER), None).unwrap());
     let syn = tcp6(BEYOND6, 50000, NODE6, 8080, 0x02);
     assert_eq!(
         t.run("uplink_ingress", &syn),
@@ -677,7 +677,7 @@ fn a_port_published_on_one_ipv6_address_answers_there_only() {
     assert_eq!(t.run("uplink_ingress", &v4), (TC_ACT_OK, v4.clone()));
     // `[::]` only: every IPv6 address of the node, never IPv4.
     t.dp.unpublish(&on_node6).unwrap();
-    t.dp.publish(&binding_8080()[1], CONTAINER, Some(CONTAINER6), LO)
+    t.dp.publish(&binding_8080()[1], Some(CONTAINER), Some(CONTAINER6), LO)
         .unwrap();
     assert_eq!(
         t.run("uplink_ingress", &other),
@@ -726,7 +726,8 @@ fn a_container_calling_its_own_port_on_a_nodes_ipv6_address_is_sent_straight_bac
         container_port: 53,
         ..binding_8080()[1]
     };
-    t.dp.publish(&dns, CONTAINER, Some(CONTAINER6), LO).unwrap();
+    t.dp.publish(&dns, Some(CONTAINER), Some(CONTAINER6), LO)
+        .unwrap();
     assert_eq!(
         t.run("endpoint_ingress", &udp6(CONTAINER6, 40003, NODE6, 8080)),
         (
@@ -769,7 +770,7 @@ fn a_container_calling_another_networks_port_on_a_nodes_ipv6_address_is_dnated_o
         host_ip: Ipv6Addr::UNSPECIFIED.into(),
         host_port: 8081,
     };
-    t.dp.publish(&web, CONTAINER, Some(OTHER_CONTAINER6), 7)
+    t.dp.publish(&web, Some(CONTAINER), Some(OTHER_CONTAINER6), 7)
         .unwrap();
     let syn = tcp6(CONTAINER6, 40000, NODE6, 8081, 0x02);
     assert_eq!(
@@ -795,7 +796,7 @@ fn hairpin_over_ipv6_keeps_icc_off_and_internal_networks_apart() {
         let mut t = node6(flags);
         t.dp.set_node_addrs6(&[GATEWAY6, OTHER_GATEWAY6, NODE6])
             .unwrap();
-        t.dp.publish(&binding_8080()[1], CONTAINER, Some(backend), 7)
+        t.dp.publish(&binding_8080()[1], Some(CONTAINER), Some(backend), 7)
             .unwrap();
         let syn = tcp6(CONTAINER6, 40000, NODE6, 8080, 0x02);
         assert_eq!(t.run("endpoint_ingress", &syn).0, TC_ACT_SHOT, "{reason}");
@@ -803,7 +804,7 @@ fn hairpin_over_ipv6_keeps_icc_off_and_internal_networks_apart() {
         // Its own port stays reachable (icc off keeps containers apart, not from
         // themselves); an internal network's reaches nothing beyond it.
         if flags == ENDPOINT_ICC_OFF {
-            t.dp.publish(&binding_8080()[1], CONTAINER, Some(CONTAINER6), LO)
+            t.dp.publish(&binding_8080()[1], Some(CONTAINER), Some(CONTAINER6), LO)
                 .unwrap();
             let syn = tcp6(CONTAINER6, 40001, NODE6, 8080, 0x02);
             assert_eq!(t.run("endpoint_ingress", &syn).0, TC_ACT_REDIRECT);
@@ -821,8 +822,13 @@ fn nat46_writes_an_ipv6_clients_segment_as_ipv4_and_the_answer_back_checksums_ri
     let mut t = nat6_node();
     t.dp.set_nat46_pool(Some("198.18.0.0/16".parse().unwrap()))
         .unwrap();
-    t.dp.publish(&binding_8080_on(Ipv6Addr::UNSPECIFIED), CONTAINER, None, LO)
-        .unwrap();
+    t.dp.publish(
+        &binding_8080_on(Ipv6Addr::UNSPECIFIED),
+        Some(CONTAINER),
+        None,
+        LO,
+    )
+    .unwrap();
     let syn = tcp6(BEYOND6, 50000, NODE6, 8080, 0x02);
     let (verdict, out) = t.run("uplink_ingress", &syn);
     let out_syn = out.clone();

@@ -82,7 +82,7 @@ fn a_binding_on_the_exact_address_wins_over_the_wildcard() {
         host_ip: second.into(),
         host_port: 8080,
     };
-    t.dp.publish(&exact, other, None, 8).unwrap();
+    t.dp.publish(&exact, Some(other), None, 8).unwrap();
 
     let (_, to_second) = t.run(
         "uplink_ingress",
@@ -114,7 +114,7 @@ fn a_packet_from_outside_addressed_to_loopback_is_never_translated() {
         host_ip: Ipv4Addr::LOCALHOST.into(),
         host_port: 8443,
     };
-    t.dp.publish(&local, CONTAINER, None, 7).unwrap();
+    t.dp.publish(&local, Some(CONTAINER), None, 7).unwrap();
     // TC ingress runs before the kernel drops such martians (moby#45610).
     for dst in [Ipv4Addr::LOCALHOST, Ipv4Addr::new(127, 0, 0, 2)] {
         for port in [8443, 8080] {

@@ -22,7 +22,8 @@ fn published_node() -> TestDatapath {
         host_port: 5353,
         ..binding_8080()[1]
     };
-    t.dp.publish(&dns, CONTAINER, Some(CONTAINER6), LO).unwrap();
+    t.dp.publish(&dns, Some(CONTAINER), Some(CONTAINER6), LO)
+        .unwrap();
     t
 }
 
@@ -165,7 +166,7 @@ fn nat46_node() -> TestDatapath {
         ..tcp
     };
     for binding in [tcp, udp] {
-        t.dp.publish(&binding, CONTAINER, None, LO).unwrap();
+        t.dp.publish(&binding, Some(CONTAINER), None, LO).unwrap();
     }
     t
 }

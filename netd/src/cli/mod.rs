@@ -389,12 +389,12 @@ pub async fn ps(client: &Client, args: PsArgs) -> Result<ExitCode> {
                         .map(|e| e.network.as_str())
                         .collect::<Vec<_>>()
                         .join(","),
-                    // Each endpoint's IPv4 address, then its IPv6 one if it has one.
+                    // Each endpoint's IPv4 address, then its IPv6 one, those it has.
                     c.endpoints
                         .iter()
                         .flat_map(|e| {
                             let v6 = Some(&e.global_ipv6_address).filter(|a| !a.is_empty());
-                            std::iter::once(e.ip.to_string()).chain(v6.cloned())
+                            e.ip.map(|ip| ip.to_string()).into_iter().chain(v6.cloned())
                         })
                         .collect::<Vec<_>>()
                         .join(","),

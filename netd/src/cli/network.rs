@@ -71,8 +71,9 @@ pub struct CreateArgs {
     /// Give the network IPv6 too (dual stack): containers get an IPv6 address and route.
     #[arg(long)]
     ipv6: bool,
-    /// IPv4 on the network (Docker's flag): netd's networks always have it, so
-    /// `--ipv4=false` (IPv6 only) is refused.
+    /// IPv4 on the network (Docker's flag, default true): `--ipv4=false --ipv6` makes an
+    /// IPv6-only bridge network (its containers have no IPv4 address; their IPv4 and ARP
+    /// are dropped).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     ipv4: Option<bool>,
     /// No masquerade, no route out, no published ports.

@@ -116,7 +116,11 @@ pub fn request(req: &NetworkRequest) -> Result<OverlayRequest> {
     }
     let families = families(req)?;
     let ipv6 = families.v6.map(ipv6_request).transpose()?;
-    let v4 = families.v4;
+    let Some(v4) = families.v4 else {
+        bail!(
+            "invalid --ipv4=false: an overlay network's IPv6 addresses follow its IPv4 ones, so it cannot be IPv6-only"
+        );
+    };
     let pool = match v4.subnet {
         Some(s) => Some(ipam::plan(ipam::parse_subnet(s)?, v4.gateway, v4.ip_range)?),
         None => None,

@@ -143,7 +143,7 @@ impl Inner {
             )));
         }
         self.refresh_node_addrs().await?;
-        let families = self.publish_families(n.ipv6.is_some());
+        let families = self.publish_families(n.subnet.is_some(), n.ipv6.is_some());
         let ports = self
             .bind_ports(&specs, families)
             .map_err(ApiError::conflict)?;
@@ -202,7 +202,7 @@ impl Inner {
         match wired {
             Ok(view) => {
                 if let Some(net) = self.state.networks.get_mut(&n.name) {
-                    net.note_allocated(ip, ip6);
+                    net.note_allocated(Some(ip), ip6);
                 }
                 self.state.containers.insert(name.clone(), c.clone());
                 let saved = self.save().and_then(|()| {
@@ -262,7 +262,7 @@ impl Inner {
         let id = c.id.clone();
         let plan = EndpointPlan {
             id: &id,
-            ip,
+            ip: Some(ip),
             ip6,
             mac,
             ifname: &ifname,
@@ -276,7 +276,7 @@ impl Inner {
             attach,
             &c.ports,
             Some(crate::plan::PublishTo {
-                ip,
+                ip: Some(ip),
                 ip6: ep.ip6,
                 via: &ep.host_veth,
             }),
@@ -334,9 +334,14 @@ impl Inner {
         if n.overlay.is_some() {
             return self.overlay_address(n, wanted, wanted6, name).await;
         }
+        let Some(pool) = Self::pool(n) else {
+            return Err(ApiError::bad_request(anyhow!(
+                "network {} is IPv6-only (--ipv4=false): netd's CNI plugin attaches to networks with IPv4",
+                n.name
+            )));
+        };
         let ip6 = self.choose_ip6(n, wanted6)?;
         let taken = self.taken_addresses(n);
-        let pool = Self::pool(n);
         let ip = match wanted {
             Some(ip) => ipam::check_static(&pool, ip, &taken).map_err(|e| {
                 ApiError::conflict(
@@ -387,9 +392,9 @@ impl Inner {
             container_id: a.container_id.clone(),
             ifname: a.ifname.clone(),
             netns: a.path.clone(),
-            ip: ep.ip,
-            prefix_len: n.subnet.prefix_len(),
-            gateway: n.gateway,
+            ip: ep.ip.context("a CNI attachment has an IPv4 address")?,
+            prefix_len: n.subnet.map_or(0, |s| s.prefix_len()),
+            gateway: n.gateway.context("a CNI attachment's network has IPv4")?,
             ip6: ep
                 .ip6
                 .zip(n.ipv6)
@@ -505,12 +510,18 @@ impl Inner {
         let Some(ep) = c.primary() else {
             return mismatch("it has no interface".into());
         };
-        if (ep.ip, req.prefix_len) != (req.ip, self.network(&a.network)?.subnet.prefix_len()) {
+        let prefix = self.network(&a.network)?.subnet.map(|s| s.prefix_len());
+        let Some(ip) = ep
+            .ip
+            .filter(|ip| (*ip, Some(req.prefix_len)) == (req.ip, prefix))
+        else {
             return mismatch(format!(
                 "address {}/{} recorded, netd gave {}",
-                req.ip, req.prefix_len, ep.ip
+                req.ip,
+                req.prefix_len,
+                ep.addresses()
             ));
-        }
+        };
         let inside = Netlink::connect_in(&self.open_sandbox(c)?)?;
         let index = inside.link_index(&a.ifname).await?.ok_or_else(|| {
             ApiError::conflict(anyhow!("{}: interface {} is gone", c.name, a.ifname))
@@ -533,12 +544,13 @@ impl Inner {
             ));
         }
         let addresses = inside.ipv4_addresses().await?;
-        if !addresses.iter().any(|(i, net)| {
-            *i == index && net.addr() == ep.ip && net.prefix_len() == req.prefix_len
-        }) {
+        if !addresses
+            .iter()
+            .any(|(i, net)| *i == index && net.addr() == ip && net.prefix_len() == req.prefix_len)
+        {
             return mismatch(format!(
-                "interface {} no longer has {}/{}",
-                a.ifname, ep.ip, req.prefix_len
+                "interface {} no longer has {ip}/{}",
+                a.ifname, req.prefix_len
             ));
         }
         let has_default = inside
@@ -550,7 +562,7 @@ impl Inner {
             return mismatch(format!("the default route via {} is gone", a.ifname));
         }
         // netd-cni sends specs with their host ports: they expand to the same bindings.
-        let families = self.publish_families(ep.ip6.is_some());
+        let families = self.publish_families(ep.ip.is_some(), ep.ip6.is_some());
         let asked = a
             .ports
             .iter()

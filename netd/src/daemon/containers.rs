@@ -34,7 +34,8 @@ use crate::{
 /// carries the default route.
 pub(super) struct EndpointPlan<'a> {
     pub id: &'a str,
-    pub ip: Ipv4Addr,
+    /// Its IPv4 address; none on an IPv6-only network.
+    pub ip: Option<Ipv4Addr>,
     /// Its IPv6 address, on a network with IPv6.
     pub ip6: Option<Ipv6Addr>,
     pub mac: [u8; 6],
@@ -56,9 +57,19 @@ enum Mode {
 /// How the log names an endpoint.
 pub(super) fn describe(ep: &Endpoint) -> String {
     if ep.host_veth.is_empty() {
-        format!("{} (macvlan) on {} with {}", ep.ifname, ep.network, ep.ip)
+        format!(
+            "{} (macvlan) on {} with {}",
+            ep.ifname,
+            ep.network,
+            ep.addresses()
+        )
     } else {
-        format!("endpoint {} on {} with {}", ep.host_veth, ep.network, ep.ip)
+        format!(
+            "endpoint {} on {} with {}",
+            ep.host_veth,
+            ep.network,
+            ep.addresses()
+        )
     }
 }
 
@@ -299,7 +310,7 @@ impl Inner {
                 specs.extend(extra);
             }
             self.refresh_node_addrs().await?;
-            let families = self.publish_families(n.ipv6.is_some());
+            let families = self.publish_families(n.subnet.is_some(), n.ipv6.is_some());
             self.bind_ports(&specs, families)
                 .map_err(ApiError::conflict)?
         } else {
@@ -386,9 +397,8 @@ impl Inner {
                     "container {name}: {} with --network {}{}, ports [{}]",
                     if req.start { "started" } else { "created" },
                     c.network_mode,
-                    match ip {
-                        Some((ip, Some(ip6))) => format!(" at {ip} and {ip6}"),
-                        Some((ip, None)) => format!(" at {ip}"),
+                    match c.endpoints.first() {
+                        Some(ep) => format!(" at {}", ep.addresses()),
                         None => String::new(),
                     },
                     c.ports
@@ -416,7 +426,7 @@ impl Inner {
         &mut self,
         c: &mut Container,
         mode: &Mode,
-        ip: Option<(Ipv4Addr, Option<Ipv6Addr>)>,
+        ip: Option<(Option<Ipv4Addr>, Option<Ipv6Addr>)>,
         start: bool,
     ) -> Result<Option<Child>> {
         let ns = self.open_sandbox(c)?;
@@ -432,7 +442,7 @@ impl Inner {
                     id: &id,
                     ip,
                     ip6,
-                    mac: endpoint::mac_for(ip),
+                    mac: endpoint::mac_of(ip, ip6),
                     ifname: "eth0",
                     default_route: !n.internal,
                 };
@@ -513,9 +523,11 @@ impl Inner {
             ip: plan.ip,
             mac: plan.mac,
             ifname: plan.ifname,
-            prefix: n.subnet.prefix_len(),
+            prefix: n.subnet.map_or(0, |s| s.prefix_len()),
             mtu: n.mtu,
-            gateway: plan.default_route.then_some(n.gateway),
+            gateway: n
+                .gateway
+                .filter(|_| plan.default_route && plan.ip.is_some()),
             ipv6: plan.ip6.zip(n.ipv6).map(|(ip, v6)| plan::Inside6 {
                 ip,
                 prefix: v6.subnet.prefix_len(),
@@ -715,10 +727,15 @@ impl Inner {
         }
     }
 
-    /// The families a spec without a host address publishes on for an endpoint with IPv6
-    /// or without: IPv6 too with NAT46 on (`[::]:8080` then reaches its IPv4 address).
-    pub(super) fn publish_families(&self, endpoint_has_ipv6: bool) -> Families {
-        Families::with_ipv6(endpoint_has_ipv6 || self.datapath.nat46())
+    /// The families a spec without a host address publishes on for an endpoint with these
+    /// families: IPv6 too for one of IPv4 only with NAT46 on (`[::]:8080` then reaches
+    /// its IPv4 address). An IPv6-only endpoint is published on IPv6 only (Docker proxies
+    /// IPv4 to it in userland; netd has no proxy).
+    pub(super) fn publish_families(&self, ipv4: bool, ipv6: bool) -> Families {
+        Families {
+            ipv4,
+            ipv6: ipv6 || (ipv4 && self.datapath.nat46()),
+        }
     }
 
     /// Bindings for `specs`, for an endpoint of `families`, none taken already.

@@ -28,7 +28,7 @@ pub(super) trait Dataplane {
     fn publish(
         &mut self,
         binding: &PortBinding,
-        ip: Ipv4Addr,
+        ip: Option<Ipv4Addr>,
         ip6: Option<Ipv6Addr>,
         ifindex: u32,
     ) -> Result<()>;
@@ -95,7 +95,7 @@ impl Dataplane for Datapath {
     fn publish(
         &mut self,
         binding: &PortBinding,
-        ip: Ipv4Addr,
+        ip: Option<Ipv4Addr>,
         ip6: Option<Ipv6Addr>,
         ifindex: u32,
     ) -> Result<()> {

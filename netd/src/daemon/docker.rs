@@ -251,12 +251,27 @@ impl Inner {
         if self.state.containers.contains_key(&name) {
             bail!("a netd container is already named {name}, the endpoint's short ID");
         }
-        if iface.address.is_empty() {
-            bail!("no IPv4 address given for the endpoint: netd's networks need one");
-        }
-        let ip = wire::cidr_address(&iface.address)?;
-        self.check_endpoint_address(&n, ip)?;
+        let ip = match (iface.address.as_str(), n.ipv4()) {
+            ("", Some(_)) => {
+                bail!(
+                    "no IPv4 address given for the endpoint: network {} has IPv4",
+                    n.name
+                )
+            }
+            ("", None) => None,
+            (a, _) => {
+                let ip = wire::cidr_address(a)?;
+                self.check_endpoint_address(&n, ip)?;
+                Some(ip)
+            }
+        };
         let ip6 = match iface.address_ipv6.as_str() {
+            "" if ip.is_none() => {
+                bail!(
+                    "no IPv6 address given for the endpoint of IPv6-only network {}",
+                    n.name
+                )
+            }
             "" => None,
             a => {
                 let ip6 = wire::cidr_address6(a)?;
@@ -265,7 +280,7 @@ impl Inner {
             }
         };
         let mac = match iface.mac_address.as_str() {
-            "" => endpoint::mac_for(ip),
+            "" => endpoint::mac_of(ip, ip6),
             given => endpoint::parse_mac(given)
                 .filter(|m| m[0] & 1 == 0 && *m != [0; 6])
                 .with_context(|| format!("invalid MAC address {given:?}: expected a unicast address such as 02:42:ac:11:00:02"))?,
@@ -322,20 +337,25 @@ impl Inner {
     /// An endpoint's address: a host address of the network's subnet, not its gateway,
     /// used by no other endpoint.
     fn check_endpoint_address(&self, n: &Network, ip: Ipv4Addr) -> Result<()> {
-        if !n.subnet.contains(&ip) || ip == n.subnet.network() || ip == n.subnet.broadcast() {
+        let Some((subnet, gateway)) = n.ipv4() else {
             bail!(
-                "invalid address {ip}: not a host address of network {}'s subnet {}",
+                "invalid address {ip}: network {} is IPv6-only (--ipv4=false)",
+                n.name
+            );
+        };
+        if !crate::ipam::is_host(&subnet, ip) {
+            bail!(
+                "invalid address {ip}: not a host address of network {}'s subnet {subnet}",
                 n.name,
-                n.subnet
             );
         }
-        if ip == n.gateway {
+        if ip == gateway {
             bail!("invalid address {ip}: it is network {}'s gateway", n.name);
         }
         if let Some((c, _)) = self
             .state
             .endpoints()
-            .find(|(_, e)| e.network == n.name && e.ip == ip)
+            .find(|(_, e)| e.network == n.name && e.ip == Some(ip))
         {
             bail!(
                 "address {ip} is already in use on network {} (by {})",
@@ -416,7 +436,7 @@ impl Inner {
         let (name, peer) = (c.name.clone(), d.peer.clone());
         let has_ip6 = c.endpoints.first().is_some_and(|e| e.ip6.is_some());
         let n = self.docker_network(&req.network_id)?;
-        let gateway = (!n.internal).then(|| n.gateway.to_string());
+        let gateway = n.gateway.filter(|_| !n.internal).map(|g| g.to_string());
         let gateway6 = n
             .ipv6
             .filter(|_| !n.internal && has_ip6)
@@ -474,7 +494,7 @@ impl Inner {
         self.refresh_node_addrs().await?;
         // This endpoint's own ports do not conflict with their replacement.
         let old = std::mem::take(&mut self.state.containers.get_mut(&name).expect("found").ports);
-        let families = self.publish_families(ep.ip6.is_some());
+        let families = self.publish_families(ep.ip.is_some(), ep.ip6.is_some());
         let bound = self.bind_ports(&specs, families);
         let container = self.state.containers.get_mut(&name).expect("found");
         let bindings = match bound {

@@ -52,12 +52,11 @@ async fn run(node: &impl Node, dp: &mut impl Dataplane, step: &Step) -> Result<(
         Step::EnsureBridge {
             name,
             gateway,
-            prefix,
             gateway6,
             mac,
             mtu,
         } => {
-            node.ensure_bridge(name, (*gateway, *prefix), *gateway6, *mac, *mtu)
+            node.ensure_bridge(name, *gateway, *gateway6, *mac, *mtu)
                 .await
         }
         Step::SetNetwork { subnet, info } => dp.set_network(*subnet, *info),
@@ -198,7 +197,7 @@ mod tests {
         async fn ensure_bridge(
             &self,
             name: &str,
-            _: (Ipv4Addr, u8),
+            _: Option<(Ipv4Addr, u8)>,
             gateway6: Option<(std::net::Ipv6Addr, u8)>,
             _: [u8; 6],
             _: Option<u32>,
@@ -301,10 +300,11 @@ mod tests {
         fn publish(
             &mut self,
             b: &PortBinding,
-            ip: Ipv4Addr,
+            ip: Option<Ipv4Addr>,
             _: Option<std::net::Ipv6Addr>,
             ifindex: u32,
         ) -> Result<()> {
+            let ip = ip.map(|ip| ip.to_string()).unwrap_or_default();
             self.0.call(format!("publish {b} {ip} {ifindex}"))
         }
         fn unpublish(&mut self, b: &PortBinding) -> Result<()> {
@@ -315,7 +315,7 @@ mod tests {
     fn endpoint() -> EndpointPlan<'static> {
         EndpointPlan {
             id: "abc",
-            ip: Ipv4Addr::new(172, 18, 0, 2),
+            ip: Some(Ipv4Addr::new(172, 18, 0, 2)),
             mac: [2, 0x42, 172, 18, 0, 2],
             ifname: "eth0",
             prefix: 16,
@@ -426,7 +426,7 @@ mod tests {
     fn a_teardown_tries_every_step_and_reports_each_failure() {
         let j = Journal::failing(&["delete", "unpin"]);
         let steps = plan::detach(
-            Ipv4Addr::new(172, 18, 0, 2),
+            Some(Ipv4Addr::new(172, 18, 0, 2)),
             None,
             &Attached::Bridge {
                 host_veth: "ndvabc",
@@ -513,7 +513,7 @@ mod tests {
             .collect();
         let j = Journal::failing(&["publish 82/tcp"]);
         let to = plan::PublishTo {
-            ip: Ipv4Addr::new(172, 17, 0, 2),
+            ip: Some(Ipv4Addr::new(172, 17, 0, 2)),
             ip6: None,
             via: "ndvabc",
         };

@@ -280,11 +280,9 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let in_use = state
         .networks
         .values()
-        .map(|n| {
-            (
-                format!("network {}'s subnet {}", n.name, n.subnet),
-                n.subnet,
-            )
+        .filter_map(|n| {
+            let subnet = n.subnet?;
+            Some((format!("network {}'s subnet {subnet}", n.name), subnet))
         })
         .chain(node_subnets(&netlink).await?);
     let nat46_pool = config.nat46_pool.resolve(in_use)?;

@@ -91,7 +91,11 @@ impl Inner {
             .filter(|(_, e)| e.network == n.name)
             .map(|(c, e)| EndpointView {
                 container: c.name.clone(),
-                ip: format!("{}/{}", e.ip, n.subnet.prefix_len()),
+                ip: e
+                    .ip
+                    .zip(n.subnet)
+                    .map(|(a, v4)| format!("{a}/{}", v4.prefix_len()))
+                    .unwrap_or_default(),
                 ip6: e
                     .ip6
                     .zip(n.ipv6)
@@ -146,7 +150,7 @@ impl Inner {
             .state
             .networks
             .values()
-            .map(|n| (n.subnet, format!("network {}", n.name)))
+            .filter_map(|n| Some((n.subnet?, format!("network {}", n.name))))
             .chain(
                 self.overlays()
                     .into_iter()
@@ -333,18 +337,25 @@ impl Inner {
             .into_iter()
             .filter(|(net, what)| !(what.starts_with("the node's") && lan.contains(net)))
             .collect();
-        let v4 = families.v4;
-        let pool = match v4.subnet {
-            Some(subnet) => {
-                let subnet = ipam::parse_subnet(subnet).map_err(ApiError::bad_request)?;
-                ipam::check_free(&subnet, &used).map_err(ApiError::conflict)?;
-                ipam::plan(subnet, v4.gateway, v4.ip_range).map_err(ApiError::bad_request)?
-            }
-            None => {
-                let nets: Vec<Ipv4Net> = used.iter().map(|(n, _)| *n).collect();
-                ipam::default_pool(ipam::choose_subnet(&nets).map_err(ApiError::conflict)?)
-            }
+        let pool = match families.v4 {
+            Some(v4) => Some(match v4.subnet {
+                Some(subnet) => {
+                    let subnet = ipam::parse_subnet(subnet).map_err(ApiError::bad_request)?;
+                    ipam::check_free(&subnet, &used).map_err(ApiError::conflict)?;
+                    ipam::plan(subnet, v4.gateway, v4.ip_range).map_err(ApiError::bad_request)?
+                }
+                None => {
+                    let nets: Vec<Ipv4Net> = used.iter().map(|(n, _)| *n).collect();
+                    ipam::default_pool(ipam::choose_subnet(&nets).map_err(ApiError::conflict)?)
+                }
+            }),
+            None => None,
         };
+        let aux_addresses = match &pool {
+            Some(pool) => ipam::aux_addresses(pool, &req.aux_addresses),
+            None => ipam::no_aux_addresses(&req.aux_addresses),
+        }
+        .map_err(ApiError::bad_request)?;
         let ipv6 = match families.v6 {
             Some(v6) => Some(Network6 {
                 gateway_mode: s.gateway_mode6,
@@ -382,12 +393,11 @@ impl Inner {
             // No parent: internal, as Docker makes it.
             internal: req.internal || macvlan.as_ref().is_some_and(|m| m.parent_made),
             macvlan,
-            subnet: pool.subnet,
-            gateway: pool.gateway,
-            ip_range: pool.range,
+            subnet: pool.as_ref().map(|p| p.subnet),
+            gateway: pool.as_ref().map(|p| p.gateway),
+            ip_range: pool.as_ref().and_then(|p| p.range),
             ipv6,
-            aux_addresses: ipam::aux_addresses(&pool, &req.aux_addresses)
-                .map_err(ApiError::bad_request)?,
+            aux_addresses,
             icc: s.icc,
             masquerade: s.masquerade && !req.internal,
             mtu: s.mtu,
@@ -403,7 +413,12 @@ impl Inner {
             // The node's addresses on the LAN of the network, from its ranges.
             let shim = Shim {
                 name: macvlan::shim_name(&network.id),
-                ip: self.choose_ip_probed(&network, None).await?,
+                ip: self
+                    .choose_ip_probed(&network, None)
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::from(anyhow!("a macvlan network without IPv4 has no shim"))
+                    })?,
                 ip6: self.choose_ip6_probed(&network, None).await?,
             };
             if let Some(m) = network.macvlan.as_mut() {
@@ -436,14 +451,16 @@ impl Inner {
             );
         }
         info!(
-            "network {}: created, {}, subnet {}, gateway {}{}{}{}{}",
+            "network {}: created, {}{}{}{}{}{}",
             network.name,
             match &network.macvlan {
                 Some(m) => format!("macvlan on {} ({} mode)", m.parent, m.mode.name()),
                 None => format!("bridge {}", network.bridge),
             },
-            network.subnet,
-            network.gateway,
+            match network.ipv4() {
+                Some((subnet, gateway)) => format!(", subnet {subnet}, gateway {gateway}"),
+                None => ", IPv6 only".to_string(),
+            },
             match &network.ipv6 {
                 Some(v6) => format!(", IPv6 subnet {}, gateway {}", v6.subnet, v6.gateway),
                 None => String::new(),
@@ -587,7 +604,7 @@ impl Inner {
             .state
             .endpoints()
             .filter(|(_, e)| e.network == n.name)
-            .flat_map(|(_, e)| [Some(IpAddr::from(e.ip)), e.ip6.map(IpAddr::from)])
+            .flat_map(|(_, e)| [e.ip.map(IpAddr::from), e.ip6.map(IpAddr::from)])
             .flatten()
             .collect();
         let plan = driver::of(n).setup(n, &ips, false);
@@ -659,23 +676,33 @@ impl Inner {
         Ok(left.into_warnings())
     }
 
-    /// The pool a network allocates from.
-    pub(super) fn pool(n: &Network) -> Pool {
-        Pool {
-            subnet: n.subnet,
-            gateway: n.gateway,
+    /// The pool a network allocates IPv4 addresses from; none on an IPv6-only network.
+    pub(super) fn pool(n: &Network) -> Option<Pool> {
+        let (subnet, gateway) = n.ipv4()?;
+        Some(Pool {
+            subnet,
+            gateway,
             range: n.ip_range,
-        }
+        })
     }
 
-    /// An address on `network`: the static one asked for (checked), or the next free one.
+    /// An address on `network`: the static one asked for (checked), or the next free one;
+    /// none on an IPv6-only network.
     pub(super) fn choose_ip(
         &self,
         network: &Network,
         wanted: Option<&str>,
-    ) -> Result<Ipv4Addr, ApiError> {
+    ) -> Result<Option<Ipv4Addr>, ApiError> {
+        let Some(pool) = Self::pool(network) else {
+            return match wanted {
+                Some(ip) => Err(ApiError::bad_request(anyhow!(
+                    "invalid --ip {ip}: network {} is IPv6-only (--ipv4=false); give --ip6",
+                    network.name
+                ))),
+                None => Ok(None),
+            };
+        };
         let taken = self.taken_addresses(network);
-        let pool = Self::pool(network);
         match wanted {
             Some(ip) if network.name == DEFAULT_NETWORK => Err(ApiError::bad_request(anyhow!(
                 "invalid --ip {ip}: user specified IP address is supported on user defined networks only"
@@ -685,6 +712,7 @@ impl Inner {
                 ipam::allocate(&pool, network.last_allocated, &taken).map_err(ApiError::conflict)
             }
         }
+        .map(Some)
     }
 
     /// The IPv6 address of a new endpoint on `network`: the static one asked for (`--ip6`,
@@ -728,12 +756,15 @@ impl Inner {
         wanted: Option<&str>,
         wanted6: Option<&str>,
         container: &str,
-    ) -> Result<(Ipv4Addr, Option<Ipv6Addr>), ApiError> {
+    ) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>), ApiError> {
         if n.overlay.is_some() {
-            return self.overlay_address(n, wanted, wanted6, container).await;
+            let (ip, ip6) = self.overlay_address(n, wanted, wanted6, container).await?;
+            return Ok((Some(ip), ip6));
         }
         let ip6 = self.choose_ip6_probed(n, wanted6).await?;
-        Ok((self.choose_ip_probed(n, wanted).await?, ip6))
+        let ip = self.choose_ip_probed(n, wanted).await?;
+        self.check_mac_free(n, ip, ip6)?;
+        Ok((ip, ip6))
     }
 
     /// `choose_ip`, and on a network on the LAN (macvlan with a parent) only an address no
@@ -743,8 +774,8 @@ impl Inner {
         &self,
         n: &Network,
         wanted: Option<&str>,
-    ) -> Result<Ipv4Addr, ApiError> {
-        let Some(lan) = self.lan_of(n).await? else {
+    ) -> Result<Option<Ipv4Addr>, ApiError> {
+        let (Some(pool), Some(lan)) = (Self::pool(n), self.lan_of(n).await?) else {
             return self.choose_ip(n, wanted);
         };
         let node_addrs = self
@@ -753,7 +784,7 @@ impl Inner {
             .await?
             .into_iter()
             .map(|(_, a)| a.addr())
-            .filter(|a| n.subnet.contains(a));
+            .filter(|a| pool.subnet.contains(a));
         let candidates = Candidates {
             flag: "--ip",
             wanted,
@@ -761,12 +792,12 @@ impl Inner {
             node_addrs: node_addrs.collect(),
         };
         let next = |taken: &BTreeSet<Ipv4Addr>| match wanted {
-            Some(_) => self.choose_ip(n, wanted),
-            None => {
-                ipam::allocate(&Self::pool(n), n.last_allocated, taken).map_err(ApiError::conflict)
-            }
+            Some(ip) => ipam::check_static(&pool, ip, taken).map_err(ApiError::conflict),
+            None => ipam::allocate(&pool, n.last_allocated, taken).map_err(ApiError::conflict),
         };
-        first_unanswered(n, &lan, candidates, next, arp_probe::probe).await
+        first_unanswered(n, &lan, candidates, next, arp_probe::probe)
+            .await
+            .map(Some)
     }
 
     /// `choose_ip6`, and on a network on the LAN only an address no other host answers
@@ -828,13 +859,40 @@ impl Inner {
         }))
     }
 
+    /// The MAC of a new endpoint on `n` with these addresses (`endpoint::mac_of`) must be
+    /// free: on an IPv6-only network it is the IPv6 address's last 32 bits, so two `--ip6`
+    /// alike in those bits are refused (a bridge would deliver both's frames to one).
+    fn check_mac_free(
+        &self,
+        n: &Network,
+        ip: Option<Ipv4Addr>,
+        ip6: Option<Ipv6Addr>,
+    ) -> Result<(), ApiError> {
+        let mac = endpoint::mac_of(ip, ip6);
+        if ip.is_none()
+            && let Some((c, _)) = self
+                .state
+                .endpoints()
+                .find(|(_, e)| e.network == n.name && e.mac_bytes() == mac)
+        {
+            return Err(ApiError::conflict(anyhow!(
+                "invalid --ip6 {}: its MAC address {} (02:42 and the address's last 32 bits) is container {}'s on network {}; choose an address that differs in its last 32 bits",
+                ip6.map(|a| a.to_string()).unwrap_or_default(),
+                endpoint::format_mac(&mac),
+                c.name,
+                n.name
+            )));
+        }
+        Ok(())
+    }
+
     /// The addresses of `network` its endpoints hold.
     pub(super) fn taken_addresses(&self, network: &Network) -> BTreeSet<std::net::Ipv4Addr> {
         let shim = network.macvlan.iter().flat_map(|m| &m.shim).map(|s| s.ip);
         self.state
             .endpoints()
             .filter(|(_, e)| e.network == network.name)
-            .map(|(_, e)| e.ip)
+            .filter_map(|(_, e)| e.ip)
             .chain(shim)
             .chain(network.aux_addresses.values().copied())
             .collect()
@@ -869,10 +927,11 @@ impl Inner {
         if n.internal {
             flags |= ENDPOINT_INTERNAL;
         }
+        // 0.0.0.0 on an IPv6-only network: the programs drop every IPv4 and ARP frame.
         Ok(EndpointInfo {
-            addr: addr_be(e.ip),
-            gateway: addr_be(n.gateway),
-            mac: endpoint::parse_mac(&e.mac).unwrap_or_else(|| endpoint::mac_for(e.ip)),
+            addr: e.ip.map_or(0, addr_be),
+            gateway: n.gateway.map_or(0, addr_be),
+            mac: e.mac_bytes(),
             flags,
             network: n.tag,
             gateway_mac: driver::bridge::bridge_mac(n),
@@ -885,10 +944,9 @@ impl Inner {
     /// endpoint without IPv6 (its IPv6 frames are dropped).
     pub(super) fn endpoint6_info(n: &Network, e: &Endpoint) -> Option<Endpoint6Info> {
         let (v6, addr) = (n.ipv6?, e.ip6?);
-        let mac = endpoint::parse_mac(&e.mac).unwrap_or_else(|| endpoint::mac_for(e.ip));
         Some(Endpoint6Info {
             addr: addr6_be(addr),
-            link_local: addr6_be(link_local_for(mac)),
+            link_local: addr6_be(link_local_for(e.mac_bytes())),
             gateway: addr6_be(v6.gateway),
             gateway_link_local: addr6_be(link_local_for(driver::bridge::bridge_mac(n))),
         })
@@ -929,7 +987,7 @@ impl Inner {
             id: &random_id(),
             ip,
             ip6,
-            mac: endpoint::mac_for(ip),
+            mac: endpoint::mac_of(ip, ip6),
             ifname: &ifname,
             default_route: !c.endpoints.iter().any(|e| self.carries_default_route(e)),
         };
@@ -947,11 +1005,16 @@ impl Inner {
             n.note_allocated(ip, ip6);
         }
         self.save()?;
+        let addresses: Vec<String> = ip
+            .map(|a| a.to_string())
+            .into_iter()
+            .chain(ip6.map(|a| a.to_string()))
+            .collect();
         info!(
-            "container {}: connected to {} with {ip}{} ({ifname})",
+            "container {}: connected to {} with {} ({ifname})",
             req.container,
             n.name,
-            ip6.map(|a| format!(" and {a}")).unwrap_or_default()
+            addresses.join(" and ")
         );
         self.container_view(&req.container)
     }
@@ -1056,13 +1119,16 @@ impl Inner {
                 .networks
                 .get(&e.network)
                 .filter(|n| !n.internal)?;
+            let gateway = n.gateway.filter(|_| e.ip.is_some());
             let gateway6 = n.ipv6.filter(|_| e.ip6.is_some()).map(|v6| v6.gateway);
-            Some((n.gateway, gateway6.map(|g| (g, e.ifname.clone()))))
+            Some((gateway, gateway6.map(|g| (g, e.ifname.clone()))))
         });
         if let (Some((gateway, gateway6)), Ok(ns)) = (next, self.open_sandbox(c)) {
             let result = async {
                 let inside = crate::netlink::Netlink::connect_in(&ns)?;
-                inside.add_default_route(gateway).await?;
+                if let Some(gateway) = gateway {
+                    inside.add_default_route(gateway).await?;
+                }
                 if let Some((gateway6, ifname)) = gateway6 {
                     let oif = inside
                         .link_index(&ifname)
@@ -1073,7 +1139,7 @@ impl Inner {
                 anyhow::Ok(())
             };
             if let Err(e) = result.await {
-                log::warn!("container {container}: default route via {gateway}: {e:#}");
+                log::warn!("container {container}: move the default route: {e:#}");
             }
         }
     }

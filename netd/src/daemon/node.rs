@@ -32,7 +32,7 @@ pub(super) trait Node {
     async fn ensure_bridge(
         &self,
         name: &str,
-        gateway: (Ipv4Addr, u8),
+        gateway: Option<(Ipv4Addr, u8)>,
         gateway6: Option<(Ipv6Addr, u8)>,
         mac: [u8; 6],
         mtu: Option<u32>,
@@ -88,7 +88,7 @@ impl Node for LiveNode<'_> {
     async fn ensure_bridge(
         &self,
         name: &str,
-        gateway: (Ipv4Addr, u8),
+        gateway: Option<(Ipv4Addr, u8)>,
         gateway6: Option<(Ipv6Addr, u8)>,
         mac: [u8; 6],
         mtu: Option<u32>,
@@ -187,7 +187,9 @@ impl Node for LiveNode<'_> {
                     format!("turn IPv6 on on {} and lo in the container", inside.ifname)
                 })?,
             }
-            netlink.add_address(index, inside.ip, inside.prefix).await?;
+            if let Some(ip) = inside.ip {
+                netlink.add_address(index, ip, inside.prefix).await?;
+            }
             if let Some(v6) = &inside.ipv6 {
                 let addrs = [(v6.ip, v6.prefix), (v6.link_local, LINK_LOCAL_PREFIX)];
                 netlink.ensure_addresses6(index, &addrs).await?;

@@ -46,8 +46,8 @@ impl Inner {
             driver: "overlay".into(),
             bridge: format!("ov{}", o.vni),
             macvlan: None,
-            subnet: o.subnet,
-            gateway: o.gateway,
+            subnet: Some(o.subnet),
+            gateway: Some(o.gateway),
             ip_range: o.ip_range,
             ipv6: o.network6(),
             aux_addresses: BTreeMap::new(),
@@ -79,7 +79,7 @@ impl Inner {
         info!(
             "network {name}: overlay set up on this node: bridge {}, subnet {}{}, VXLAN ID {}, MTU {mtu}",
             n.bridge,
-            n.subnet,
+            o.subnet,
             o.ipv6
                 .map(|v6| format!(" and {}", v6.subnet))
                 .unwrap_or_default(),
@@ -129,7 +129,7 @@ impl Inner {
                     .get(&e.network)
                     .is_some_and(|n| n.overlay.is_some())
             })
-            .map(|(c, e)| (e.network.clone(), e.ip, c.name.clone()))
+            .filter_map(|(c, e)| Some((e.network.clone(), e.ip?, c.name.clone())))
             .collect()
     }
 
@@ -163,13 +163,19 @@ impl Inner {
             ))
         })?;
         let taken = self.taken_addresses(n);
-        let ip = match wanted {
-            Some(w) => {
+        let ip = match (wanted, Self::pool(n)) {
+            (Some(w), Some(pool)) => {
                 let mut taken = taken;
                 taken.extend(member.recorded_addresses(&n.name));
-                ipam::check_static(&Self::pool(n), w, &taken).map_err(ApiError::conflict)?
+                ipam::check_static(&pool, w, &taken).map_err(ApiError::conflict)?
             }
-            None => member.address_for(&o, &taken).await?,
+            (Some(_), None) => {
+                return Err(ApiError::from(anyhow!(
+                    "overlay network {} has no IPv4 subnet",
+                    n.name
+                )));
+            }
+            (None, _) => member.address_for(&o, &taken).await?,
         };
         member.add_endpoint(&n.name, ip, container).await?;
         Ok((ip, o.ipv6_of(ip)))

@@ -11,7 +11,7 @@ use log::{info, warn};
 
 use super::{DEFAULT_NETWORK, Inner, containers::EndpointPlan, repairs, unix_now};
 use crate::{
-    endpoint, ipam, netns,
+    ipam, netns,
     network_request::{AddressFlags, DefaultIpv6},
     ports::PortBinding,
     process,
@@ -90,7 +90,7 @@ impl Inner {
                 .filter(|(_, n)| !n.addr().is_loopback())
                 .map(|(_, n)| n.trunc()),
         );
-        in_use.extend(self.state.networks.values().map(|n| n.subnet));
+        in_use.extend(self.state.networks.values().filter_map(|n| n.subnet));
         let pool = ipam::default_pool(ipam::choose_subnet(&in_use)?);
         let ipv6 = self.default_network6().await?;
         let n = Network {
@@ -100,8 +100,8 @@ impl Inner {
             name: DEFAULT_NETWORK.into(),
             driver: "bridge".into(),
             bridge: DEFAULT_NETWORK.into(),
-            subnet: pool.subnet,
-            gateway: pool.gateway,
+            subnet: Some(pool.subnet),
+            gateway: Some(pool.gateway),
             ip_range: None,
             ipv6,
             internal: false,
@@ -126,8 +126,8 @@ impl Inner {
         info!(
             "network {}: created with subnet {}, gateway {}{}",
             n.name,
-            n.subnet,
-            n.gateway,
+            pool.subnet,
+            pool.gateway,
             describe6(n.ipv6.as_ref())
         );
         self.state.networks.insert(n.name.clone(), n);
@@ -420,7 +420,7 @@ impl Inner {
             id: &super::random_id(),
             ip: ep.ip,
             ip6: ep.ip6,
-            mac: endpoint::parse_mac(&ep.mac).unwrap_or_else(|| endpoint::mac_for(ep.ip)),
+            mac: ep.mac_bytes(),
             ifname: &ep.ifname,
             default_route: self.carries_default_route(ep),
         };
@@ -477,7 +477,12 @@ impl Inner {
             .map(|(_, e)| e.host_ifindex)
             .collect();
         let eps = self.datapath.retain_endpoints(&keep_eps)?;
-        let subnets: Vec<_> = self.state.networks.values().map(|n| n.subnet).collect();
+        let subnets: Vec<_> = self
+            .state
+            .networks
+            .values()
+            .filter_map(|n| n.subnet)
+            .collect();
         let subnets6: Vec<_> = self
             .state
             .networks

@@ -120,7 +120,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, v)| Endpoint {
                     network: "netd0".into(),
-                    ip: Ipv4Addr::new(172, 17, 0, 2 + i as u8),
+                    ip: Some(Ipv4Addr::new(172, 17, 0, 2 + i as u8)),
                     ip6: None,
                     mac: String::new(),
                     ifname: format!("eth{i}"),

@@ -49,12 +49,15 @@ pub struct MapFill {
 }
 
 impl Datapath {
-    /// Say who is behind the host-side veth `ifindex`: its address, MAC, network.
+    /// Say who is behind the host-side veth `ifindex`: its address, MAC, network. An
+    /// endpoint without IPv4 (address 0.0.0.0) has no address to be found by.
     pub fn register_endpoint(&mut self, ifindex: u32, info: &EndpointInfo) -> Result<()> {
         let mut endpoints: maps::HashMap<_, u32, EndpointInfo> =
             maps::HashMap::try_from(self.map_mut(names::ENDPOINTS)?)?;
         endpoints.insert(ifindex, info, 0)?;
-        self.endpoint_veths()?.insert(info.addr, ifindex, 0)?;
+        if info.addr != 0 {
+            self.endpoint_veths()?.insert(info.addr, ifindex, 0)?;
+        }
         self.create_endpoint_counters(ifindex)
     }
 
@@ -85,7 +88,11 @@ impl Datapath {
     fn unregister_endpoint(&mut self, host_veth: &str, ifindex: u32) -> Result<()> {
         let mut endpoints: maps::HashMap<_, u32, EndpointInfo> =
             maps::HashMap::try_from(self.map_mut(names::ENDPOINTS)?)?;
-        let addr = endpoints.get(&ifindex, 0).ok().map(|info| info.addr);
+        let addr = endpoints
+            .get(&ifindex, 0)
+            .ok()
+            .map(|info| info.addr)
+            .filter(|addr| *addr != 0);
         endpoints
             .remove(&ifindex)
             .or_else(ignore_missing)
@@ -344,21 +351,28 @@ impl Datapath {
 
     /// Publish `b`, leading to the endpoint's address of the binding's family (`addr`,
     /// or `addr6` for a binding on an IPv6 address) behind host-side veth `ifindex`.
-    /// An IPv6 binding published again for an endpoint without IPv6 (now) leads nowhere:
+    /// A binding of a family the endpoint has no address of (an IPv6 binding published
+    /// again for an endpoint without IPv6 now) leads nowhere:
     /// its entry is removed, not left leading to an address that may be another
     /// container's by now.
     pub fn publish(
         &mut self,
         b: &PortBinding,
-        addr: Ipv4Addr,
+        addr: Option<Ipv4Addr>,
         addr6: Option<Ipv6Addr>,
         ifindex: u32,
     ) -> Result<()> {
         match (port_key(b), self.backend6_addr(addr, addr6)) {
-            (Slot::V4(key), _) => {
-                self.ports()?
-                    .insert(key, Backend::new(addr, b.container_port, ifindex), 0)
-            }
+            (Slot::V4(key), _) => match addr {
+                Some(addr) => {
+                    self.ports()?
+                        .insert(key, Backend::new(addr, b.container_port, ifindex), 0)
+                }
+                None => {
+                    warn!("{b}: the container has no IPv4 address; not published");
+                    self.ports()?.remove(&key).or_else(ignore_missing)
+                }
+            },
             (Slot::V6(key), Some(addr6)) => {
                 self.ports6()?
                     .insert(key, Backend6::new(addr6, b.container_port, ifindex), 0)
@@ -373,8 +387,8 @@ impl Datapath {
 
     /// Where an IPv6 binding of an endpoint with `addr` and `addr6` leads: its IPv6
     /// address, or with NAT46 on its IPv4 address v4-mapped (the uplink translates).
-    fn backend6_addr(&self, addr: Ipv4Addr, addr6: Option<Ipv6Addr>) -> Option<Ipv6Addr> {
-        addr6.or_else(|| self.nat46.map(|_| addr.to_ipv6_mapped()))
+    fn backend6_addr(&self, addr: Option<Ipv4Addr>, addr6: Option<Ipv6Addr>) -> Option<Ipv6Addr> {
+        addr6.or_else(|| self.nat46.and(addr).map(|addr| addr.to_ipv6_mapped()))
     }
 
     /// The data path translates `b` to the endpoint's `addr` or `addr6` (`CHECK` of a
@@ -382,7 +396,7 @@ impl Datapath {
     pub fn is_published(
         &self,
         b: &PortBinding,
-        addr: Ipv4Addr,
+        addr: Option<Ipv4Addr>,
         addr6: Option<Ipv6Addr>,
     ) -> Result<bool> {
         let found = match port_key(b) {
@@ -390,8 +404,10 @@ impl Datapath {
                 let ports: maps::HashMap<&MapData, PortKey, Backend> =
                     maps::HashMap::try_from(self.map(names::PUBLISHED_PORTS)?)?;
                 ports.get(&key, 0).map(|got| {
-                    let want = Backend::new(addr, b.container_port, got.ifindex);
-                    (got.addr, got.port) == (want.addr, want.port)
+                    addr.is_some_and(|addr| {
+                        let want = Backend::new(addr, b.container_port, got.ifindex);
+                        (got.addr, got.port) == (want.addr, want.port)
+                    })
                 })
             }
             Slot::V6(key) => {

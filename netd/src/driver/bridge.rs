@@ -50,7 +50,7 @@ pub fn network_info6(n: &Network) -> NetworkInfo {
 /// The bridge's MAC: fixed (Docker's scheme, from the gateway), so that the gateway's
 /// link-local address, derived from it, is fixed too.
 pub fn bridge_mac(n: &Network) -> [u8; 6] {
-    endpoint::mac_for(n.gateway)
+    endpoint::mac_of(n.gateway, n.ipv6.map(|v6| v6.gateway))
 }
 
 impl NetworkDriver for Bridge {
@@ -73,32 +73,28 @@ impl NetworkDriver for Bridge {
 
     fn setup(&self, n: &Network, _: &[IpAddr], fresh: bool) -> Vec<Planned> {
         let undo = |steps: Vec<Step>| if fresh { steps } else { Vec::new() };
-        let mut plan = vec![
-            Planned {
-                step: Step::EnsureBridge {
-                    name: n.bridge.clone(),
-                    gateway: n.gateway,
-                    prefix: n.subnet.prefix_len(),
-                    gateway6: n.ipv6.map(|v6| (v6.gateway, v6.subnet.prefix_len())),
-                    mac: bridge_mac(n),
-                    mtu: n.mtu,
-                },
-                undo: undo(vec![Step::DeleteLink {
-                    at: At::Node,
-                    link: n.bridge.clone(),
-                }]),
+        let mut plan = vec![Planned {
+            step: Step::EnsureBridge {
+                name: n.bridge.clone(),
+                gateway: n.ipv4().map(|(subnet, gw)| (gw, subnet.prefix_len())),
+                gateway6: n.ipv6.map(|v6| (v6.gateway, v6.subnet.prefix_len())),
+                mac: bridge_mac(n),
+                mtu: n.mtu,
             },
-            Planned {
+            undo: undo(vec![Step::DeleteLink {
+                at: At::Node,
+                link: n.bridge.clone(),
+            }]),
+        }];
+        if let Some(subnet) = n.subnet {
+            plan.push(Planned {
                 step: Step::SetNetwork {
-                    subnet: n.subnet,
+                    subnet,
                     info: Some(network_info(n)),
                 },
-                undo: undo(vec![Step::SetNetwork {
-                    subnet: n.subnet,
-                    info: None,
-                }]),
-            },
-        ];
+                undo: undo(vec![Step::SetNetwork { subnet, info: None }]),
+            });
+        }
         if let Some(v6) = n.ipv6 {
             plan.push(Planned {
                 step: Step::SetNetwork6 {
@@ -119,15 +115,14 @@ impl NetworkDriver for Bridge {
             subnet: v6.subnet,
             info: None,
         });
-        let v4 = Step::SetNetwork {
-            subnet: n.subnet,
-            info: None,
-        };
+        let v4 = n
+            .subnet
+            .map(|subnet| Step::SetNetwork { subnet, info: None });
         let bridge = Step::DeleteLink {
             at: At::Node,
             link: n.bridge.clone(),
         };
-        v6.into_iter().chain([v4, bridge]).collect()
+        v6.into_iter().chain(v4).chain([bridge]).collect()
     }
 
     fn attach(

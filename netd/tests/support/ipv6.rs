@@ -241,7 +241,8 @@ pub fn binding_8080() -> [netd::ports::PortBinding; 2] {
 /// CONTAINER's (and CONTAINER6's) port 80 published on every address.
 pub fn publish_8080(t: &mut TestDatapath) {
     for b in binding_8080() {
-        t.dp.publish(&b, CONTAINER, Some(CONTAINER6), LO).unwrap();
+        t.dp.publish(&b, Some(CONTAINER), Some(CONTAINER6), LO)
+            .unwrap();
     }
 }
 

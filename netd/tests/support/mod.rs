@@ -67,7 +67,7 @@ pub fn standard_node_with(mut t: TestDatapath) -> TestDatapath {
             host_ip: Ipv4Addr::UNSPECIFIED.into(),
             host_port,
         };
-        t.dp.publish(&b, CONTAINER, None, LO).unwrap();
+        t.dp.publish(&b, Some(CONTAINER), None, LO).unwrap();
     }
     t.dp.set_network(
         "172.17.0.0/16".parse().unwrap(),
