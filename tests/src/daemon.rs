@@ -345,7 +345,10 @@ impl Daemon {
                 .as_str()
                 .context("no endpoint")?
                 .to_string(),
-            ip: primary["ip"].as_str().context("no ip")?.parse()?,
+            ip: match &primary["ip"] {
+                serde_json::Value::Null => std::net::Ipv4Addr::UNSPECIFIED,
+                ip => ip.as_str().context("no ip")?.parse()?,
+            },
             ip6: primary["GlobalIPv6Address"]
                 .as_str()
                 .filter(|a| !a.is_empty())
@@ -470,6 +473,7 @@ impl Daemon {
 pub struct Container {
     /// The host end of its veth, in the node namespace.
     pub host_veth: String,
+    /// Its IPv4 address; 0.0.0.0 on an IPv6-only network (`--ipv4=false`).
     pub ip: std::net::Ipv4Addr,
     /// Its IPv6 address, on a network with IPv6.
     pub ip6: Option<std::net::Ipv6Addr>,

@@ -757,14 +757,10 @@ fn ipv6_clients_reach_an_ipv4_only_container_through_nat46_each_as_an_address_of
     let sb = Sandbox::new("64").unwrap();
     // NAT46 is on by default, its pool 198.18.0.0/16; no network may overlap it.
     let d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
-    let refusals: [(&[&str], &str); 2] = [
-        (
-            &["--subnet", "198.18.7.0/24"],
-            "invalid --subnet 198.18.7.0/24: Pool overlaps with other one on this address space (NAT46's pool, netd daemon --nat46-pool)",
-        ),
-        // An IPv6-only network (Docker's --ipv4=false): refused, naming the flag.
-        (&["--ipv6", "--ipv4=false"], "invalid --ipv4=false: "),
-    ];
+    let refusals: [(&[&str], &str); 1] = [(
+        &["--subnet", "198.18.7.0/24"],
+        "invalid --subnet 198.18.7.0/24: Pool overlaps with other one on this address space (NAT46's pool, netd daemon --nat46-pool)",
+    )];
     for (flags, expected) in refusals {
         let refused = d
             .cli(&[&["network", "create"], flags, &["lab"]].concat())
@@ -888,4 +884,205 @@ fn narrow_path_to_inet(sb: &Sandbox) {
             "1280",
         ])
         .unwrap();
+}
+
+#[test]
+fn an_ipv6_only_network_gives_its_containers_ipv6_alone_and_publishes_them_on_ipv6() {
+    require_root();
+    let sb = Sandbox::new("6o").unwrap();
+    let mut d = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    // Refused, naming the flag: IPv6-only without IPv6, an IPv4 subnet on it.
+    let refused = |args: &[&str], flag: &str| {
+        let e = d.cli_ok(args).unwrap_err().to_string();
+        assert!(e.contains(&format!("invalid {flag}")), "{args:?}: {e}");
+    };
+    refused(&["network", "create", "--ipv4=false", "x"], "--ipv4=false");
+    refused(
+        &[
+            "network",
+            "create",
+            "--ipv4=false",
+            "--ipv6",
+            "--subnet",
+            "10.61.0.0/24",
+            "x",
+        ],
+        "--subnet 10.61.0.0/24",
+    );
+    d.cli_ok(&[
+        "network",
+        "create",
+        "--ipv4=false",
+        "--ipv6",
+        "--subnet",
+        "fd00:61::/64",
+        "v6only",
+    ])
+    .unwrap();
+    let all: serde_json::Value =
+        serde_json::from_str(&d.cli_ok(&["network", "inspect", "v6only"]).unwrap()).unwrap();
+    let inspect = &all[0];
+    assert_eq!(inspect["EnableIPv4"], false, "{inspect}");
+    assert_eq!(inspect["EnableIPv6"], true, "{inspect}");
+    let configs = inspect["IPAM"]["Config"].as_array().unwrap();
+    assert_eq!(configs.len(), 1, "{inspect}");
+    assert_eq!(configs[0]["Subnet"], "fd00:61::/64", "{inspect}");
+    // The bridge has the IPv6 gateway and no IPv4 address.
+    let bridge = inspect["bridge"].as_str().unwrap().to_string();
+    let on_bridge = in_netns(&sb.node.path(), move || {
+        let out = std::process::Command::new("ip")
+            .args(["-o", "addr", "show", "dev", &bridge])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    })
+    .unwrap();
+    assert!(on_bridge.contains("fd00:61::1/64"), "{on_bridge}");
+    assert!(!on_bridge.contains("inet "), "{on_bridge}");
+
+    let e = d
+        .cli_ok(&[
+            "run",
+            "-d",
+            "--network",
+            "v6only",
+            "--ip",
+            "10.61.0.5",
+            "--",
+            "sleep",
+            "1",
+        ])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("invalid --ip 10.61.0.5") && e.contains("IPv6-only"),
+        "{e}"
+    );
+    let server_ip = "fd00:61::10".parse().unwrap();
+    let web = d
+        .run_idle_on6("web", "v6only", server_ip, &["8080:80", "5353:53/udp"])
+        .unwrap();
+    let client = run_on(&d, "client", "v6only", None);
+    assert_eq!(web.ip, std::net::Ipv4Addr::UNSPECIFIED, "no IPv4 address");
+    let client_ip = client.ip6.unwrap();
+    assert!(
+        client_ip.segments()[..4] == [0xfd00, 0x61, 0, 0],
+        "{client_ip}"
+    );
+    // Published on IPv6 alone (Docker proxies IPv4 to such a container in userland).
+    assert_eq!(
+        d.cli_ok(&["port", "web"]).unwrap(),
+        "53/udp -> [::]:5353\n80/tcp -> [::]:8080\n"
+    );
+    let e = d
+        .cli_ok(&[
+            "run",
+            "-d",
+            "--network",
+            "v6only",
+            "-p",
+            "0.0.0.0:9090:90",
+            "--",
+            "sleep",
+            "1",
+        ])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("invalid host IP 0.0.0.0"), "{e}");
+    // Inside: IPv6 with a default route, no IPv4 at all.
+    let inside = d
+        .cli_ok(&[
+            "exec", "web", "--", "ip", "-o", "addr", "show", "dev", "eth0",
+        ])
+        .unwrap();
+    assert!(inside.contains("fd00:61::10/64"), "{inside}");
+    assert!(!inside.contains("inet "), "{inside}");
+    let routes = d
+        .cli_ok(&["exec", "web", "--", "ip", "-6", "route", "show", "default"])
+        .unwrap();
+    assert!(routes.contains("via fd00:61::1"), "{routes}");
+
+    let servers = [
+        EchoServer::start(&web.netns, Proto::Tcp, v6(server_ip, 80)).unwrap(),
+        EchoServer::start(&web.netns, Proto::Udp, v6(server_ip, 53)).unwrap(),
+    ];
+    let check = || {
+        for (proto, port, server) in [(Proto::Tcp, 80, &servers[0]), (Proto::Udp, 53, &servers[1])]
+        {
+            // Container to container, addresses untouched.
+            echo_once(&client.netns, proto, v6(server_ip, port)).unwrap();
+            assert_eq!(server.peers().last().unwrap().ip(), IpAddr::V6(client_ip));
+        }
+        for (proto, port, server) in [
+            (Proto::Tcp, 8080, &servers[0]),
+            (Proto::Udp, 5353, &servers[1]),
+        ] {
+            // The published port from the LAN, the client's address kept; never on IPv4.
+            echo_once(&sb.ext.path(), proto, v6(Sandbox::NODE_ADDR6, port)).unwrap();
+            assert_eq!(
+                server.peers().last().unwrap().ip(),
+                IpAddr::V6(Sandbox::EXT_ADDR6),
+                "{proto:?}"
+            );
+            assert!(echo_fails(&sb.ext.path(), proto, addr(Sandbox::NODE_ADDR, port)).unwrap());
+        }
+        // Out to the internet host, masqueraded behind the node's address.
+        let out = v6(Sandbox::INET_ADDR6, 7400);
+        let inet = EchoServer::start(&sb.inet.path(), Proto::Tcp, out).unwrap();
+        echo_once(&client.netns, Proto::Tcp, out).unwrap();
+        assert_eq!(inet.peers()[0].ip(), IpAddr::V6(Sandbox::NODE_ADDR6));
+    };
+    check();
+    d.stop(libc::SIGKILL).unwrap();
+    d.restart().unwrap();
+    check();
+
+    // A container of an IPv4 network connected to it too: IPv6 on its second interface.
+    let dual = d.run_idle_container("dual", &[]).unwrap();
+    d.cli_ok(&["network", "connect", "v6only", "dual"]).unwrap();
+    let eth1 = d
+        .cli_ok(&[
+            "exec", "dual", "--", "ip", "-o", "addr", "show", "dev", "eth1",
+        ])
+        .unwrap();
+    assert!(
+        eth1.contains("inet6 fd00:61::") && !eth1.contains("inet "),
+        "{eth1}"
+    );
+    echo_once(&dual.netns, Proto::Tcp, v6(server_ip, 80)).unwrap();
+    let seen = servers[0].peers().last().unwrap().ip().to_string();
+    assert!(seen.starts_with("fd00:61::"), "{seen}");
+    d.cli_ok(&["network", "disconnect", "v6only", "dual"])
+        .unwrap();
+    assert!(echo_fails(&dual.netns, Proto::Tcp, v6(server_ip, 80)).unwrap());
+
+    // A container that gives itself IPv4 anyway sends none of it, ARP included: each frame
+    // is dropped at its veth and counted.
+    let before = d.counter("EndpointIngress", "drop_spoofed_source").unwrap();
+    let exec = |args: &[&str]| {
+        let mut all = vec!["exec", "client", "--"];
+        all.extend_from_slice(args);
+        d.cli(&all).unwrap()
+    };
+    exec(&["ip", "addr", "add", "10.61.0.99/24", "dev", "eth0"]);
+    let arp = exec(&["ping", "-c", "2", "-W", "1", "10.61.0.1"]);
+    assert!(!arp.status.success(), "ARP for a made-up gateway answered");
+    let bridge_mac = "02:42:00:00:00:01";
+    exec(&[
+        "ip",
+        "neigh",
+        "replace",
+        "10.61.0.1",
+        "lladdr",
+        bridge_mac,
+        "dev",
+        "eth0",
+    ]);
+    exec(&["ip", "route", "add", "default", "via", "10.61.0.1"]);
+    for proto in [Proto::Tcp, Proto::Udp] {
+        assert!(echo_fails(&client.netns, proto, addr(Sandbox::EXT_ADDR, 7)).unwrap());
+    }
+    let dropped = d.counter("EndpointIngress", "drop_spoofed_source").unwrap() - before;
+    assert!(dropped >= 4, "{dropped} IPv4 and ARP frames dropped");
+    // Its IPv6 still flows.
+    echo_once(&client.netns, Proto::Tcp, v6(server_ip, 80)).unwrap();
 }
