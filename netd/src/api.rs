@@ -98,9 +98,12 @@ pub struct CniAttachmentView {
     pub container_id: String,
     pub ifname: String,
     pub netns: std::path::PathBuf,
-    pub ip: Ipv4Addr,
+    /// Its IPv4 address, prefix length and gateway; none on an IPv6-only network.
+    #[serde(default)]
+    pub ip: Option<Ipv4Addr>,
     pub prefix_len: u8,
-    pub gateway: Ipv4Addr,
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
     /// Its IPv6 address, prefix length and gateway, on a network with IPv6.
     #[serde(default)]
     pub ip6: Option<(std::net::Ipv6Addr, u8, std::net::Ipv6Addr)>,
@@ -120,7 +123,9 @@ pub struct CniAttachmentView {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CniCheckRequest {
     pub attach: CniAttachRequest,
-    pub ip: Ipv4Addr,
+    /// The interface's address in `prevResult`: its IPv4 one, or its IPv6 one on an
+    /// IPv6-only network.
+    pub ip: std::net::IpAddr,
     pub prefix_len: u8,
     pub mac: Option<String>,
     pub default_route: bool,

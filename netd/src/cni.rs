@@ -10,7 +10,7 @@ use std::{
     path::PathBuf,
 };
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -485,21 +485,25 @@ pub fn version_info() -> Value {
 
 /// `ADD`'s result in `version`: the bridge, the host end of the veth and the interface in
 /// the sandbox; its address with the gateway; the default route when the network has a
-/// way out. 0.3.x and 0.4.0 mark each address `"version": "4"`.
+/// way out; each family's the network has. 0.3.x and 0.4.0 mark each address
+/// `"version": "4"` or `"6"`.
 pub fn add_result(version: &str, a: &CniAttachmentView) -> Value {
     let legacy = version_key(version) < (1, 0, 0);
-    let mut ip = json!({
-        "address": Ipv4Net::new(a.ip, a.prefix_len).map(|n| n.to_string()).unwrap_or_default(),
-        "gateway": a.gateway,
-        "interface": 2,
-    });
-    if legacy {
-        ip["version"] = json!("4");
-    }
-    let mut ips = vec![ip];
+    let mut ips = Vec::new();
     let mut routes: Vec<Value> = Vec::new();
-    if a.default_route {
-        routes.push(json!({ "dst": "0.0.0.0/0", "gw": a.gateway }));
+    if let Some((addr, gateway)) = a.ip.zip(a.gateway) {
+        let mut ip = json!({
+            "address": Ipv4Net::new(addr, a.prefix_len).map(|n| n.to_string()).unwrap_or_default(),
+            "gateway": gateway,
+            "interface": 2,
+        });
+        if legacy {
+            ip["version"] = json!("4");
+        }
+        ips.push(ip);
+        if a.default_route {
+            routes.push(json!({ "dst": "0.0.0.0/0", "gw": gateway }));
+        }
     }
     if let Some((addr6, prefix6, gateway6)) = a.ip6 {
         let mut ip6 = json!({
@@ -532,7 +536,8 @@ pub fn add_result(version: &str, a: &CniAttachmentView) -> Value {
 /// interface's MAC and address, and whether it had the default route.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Expected {
-    pub ip: Ipv4Addr,
+    /// Its IPv4 address, or on an IPv6-only network its IPv6 one.
+    pub ip: IpAddr,
     pub prefix_len: u8,
     pub mac: Option<String>,
     pub default_route: bool,
@@ -546,18 +551,28 @@ impl Expected {
             .iter()
             .position(|i| i["name"] == ifname && i.get("sandbox").is_some_and(|s| s.is_string()));
         let ips = prev["ips"].as_array().ok_or_else(|| bad("no ips"))?;
-        // Its IPv4 address: what CHECK compares (an IPv6 one may be listed beside it).
-        let net: Ipv4Net = ips
+        // Its IPv4 address: what CHECK compares (an IPv6 one may be listed beside it); its
+        // IPv6 one where it has no IPv4 (an IPv6-only network).
+        let nets: Vec<IpNet> = ips
             .iter()
             .filter(|ip| match (index, ip["interface"].as_u64()) {
                 (Some(i), Some(j)) => i as u64 == j,
                 _ => true,
             })
-            .find_map(|ip| ip["address"].as_str().and_then(|a| a.parse().ok()))
-            .ok_or_else(|| bad(&format!("no IPv4 address of {ifname}")))?;
+            .filter_map(|ip| ip["address"].as_str().and_then(|a| a.parse().ok()))
+            .collect();
+        let net = nets
+            .iter()
+            .find(|n| matches!(n, IpNet::V4(_)))
+            .or(nets.first())
+            .ok_or_else(|| bad(&format!("no address of {ifname}")))?;
+        let default_dst = match net {
+            IpNet::V4(_) => "0.0.0.0/0",
+            IpNet::V6(_) => "::/0",
+        };
         let default_route = prev["routes"]
             .as_array()
-            .is_some_and(|r| r.iter().any(|r| r["dst"] == "0.0.0.0/0"));
+            .is_some_and(|r| r.iter().any(|r| r["dst"] == default_dst));
         Ok(Expected {
             ip: net.addr(),
             prefix_len: net.prefix_len(),
@@ -749,9 +764,9 @@ mod tests {
             container_id: "c1".into(),
             ifname: "eth0".into(),
             netns: "/run/netns/x".into(),
-            ip: Ipv4Addr::new(10, 88, 0, 2),
+            ip: Some(Ipv4Addr::new(10, 88, 0, 2)),
             prefix_len: 16,
-            gateway: Ipv4Addr::new(10, 88, 0, 1),
+            gateway: Some(Ipv4Addr::new(10, 88, 0, 1)),
             ip6: None,
             default_route: true,
             mac: "02:42:0a:58:00:02".into(),
@@ -780,7 +795,7 @@ mod tests {
             assert_eq!(
                 e,
                 Expected {
-                    ip: Ipv4Addr::new(10, 88, 0, 2),
+                    ip: Ipv4Addr::new(10, 88, 0, 2).into(),
                     prefix_len: 16,
                     mac: Some("02:42:0a:58:00:02".into()),
                     default_route: true
@@ -819,6 +834,32 @@ mod tests {
             reordered["ips"].as_array_mut().unwrap().reverse();
             let e = Expected::from_prev_result(&reordered, "eth0").unwrap();
             assert_eq!(e.ip, Ipv4Addr::new(10, 88, 0, 2));
+        }
+    }
+
+    #[test]
+    fn an_ipv6_only_attachment_has_its_ipv6_address_and_route_alone_and_check_reads_them() {
+        let a = CniAttachmentView {
+            ip: None,
+            prefix_len: 0,
+            gateway: None,
+            ip6: Some((
+                "fd00:61::2".parse().unwrap(),
+                64,
+                "fd00:61::1".parse().unwrap(),
+            )),
+            ..attachment()
+        };
+        for version in SUPPORTED_VERSIONS {
+            let r = add_result(version, &a);
+            assert_eq!(r["ips"].as_array().unwrap().len(), 1, "{r}");
+            assert_eq!(r["ips"][0]["address"], "fd00:61::2/64", "{version}");
+            assert_eq!(r["routes"], json!([{"dst": "::/0", "gw": "fd00:61::1"}]));
+            let e = Expected::from_prev_result(&r, "eth0").unwrap();
+            assert_eq!(
+                (e.ip, e.prefix_len, e.default_route),
+                ("fd00:61::2".parse().unwrap(), 64, true)
+            );
         }
     }
 

@@ -14,6 +14,7 @@ use netd_tests::{
     cni::{
         Answer, Call, assert_nothing_left, attachments, conf, exec, exec_by, exec_raw, node_links,
     },
+    echo::in_netns,
     echo_fails, echo_once, require_root, unique_name,
 };
 
@@ -890,6 +891,121 @@ fn a_dual_stack_network_gives_cni_attachments_both_families() {
             "{proto:?}"
         );
     }
+    for id in ["pod-a", "pod-b"] {
+        bed.call(&Call::new("DEL", id, None), &c).ok().unwrap();
+    }
+    assert_nothing_left(&bed.netd, &bed.sb.node);
+}
+
+#[test]
+fn an_ipv6_only_network_gives_cni_attachments_ipv6_alone() {
+    require_root();
+    let sb = Sandbox::new("cn7").unwrap();
+    let netd = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
+    netd.cli_ok(&[
+        "network",
+        "create",
+        "--ipv4=false",
+        "--ipv6",
+        "--subnet",
+        "fd00:87::/64",
+        "n7",
+    ])
+    .unwrap();
+    let bed = Bed { netd, sb };
+    let (a, b) = (pod("cn7a"), pod("cn7b"));
+    let mut c = conf("0.4.0", "n7", &bed.netd.socket);
+    // An IPv4 static address has no place on it: refused, the attachment not made.
+    c["runtimeConfig"] = json!({ "ips": ["10.87.0.5/24"] });
+    let refused = bed.call(&Call::new("ADD", "pod-x", Some(&a.path())), &c);
+    let e = refused.msg().to_string();
+    assert!(!refused.success, "{refused:?}");
+    assert!(
+        e.contains("invalid static address 10.87.0.5") && e.contains("IPv6-only"),
+        "{refused:?}"
+    );
+    assert!(bed.attachments().is_empty());
+    c["runtimeConfig"] = json!({});
+    let first = bed
+        .call(&Call::new("ADD", "pod-a", Some(&a.path())), &c)
+        .ok()
+        .unwrap();
+    let ips = first["ips"].as_array().unwrap();
+    assert_eq!(ips.len(), 1, "{first}");
+    assert_eq!(ips[0]["version"], "6", "{first}");
+    assert_eq!(
+        first["routes"],
+        json!([{"dst": "::/0", "gw": "fd00:87::1"}]),
+        "{first}"
+    );
+    let a6: std::net::Ipv6Addr = ips[0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    c["runtimeConfig"] = json!({
+        "ips": ["fd00:87::77/64"],
+        "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}],
+    });
+    let second = bed
+        .call(&Call::new("ADD", "pod-b", Some(&b.path())), &c)
+        .ok()
+        .unwrap();
+    assert_eq!(second["ips"][0]["address"], "fd00:87::77/64", "{second}");
+    let mut check = c.clone();
+    check["prevResult"] = second.clone();
+    bed.call(&Call::new("CHECK", "pod-b", Some(&b.path())), &check)
+        .ok()
+        .unwrap();
+    // The port is published on IPv6 alone, the client's address kept.
+    let server = EchoServer::start(
+        &b.path(),
+        Proto::Tcp,
+        addr(std::net::Ipv6Addr::UNSPECIFIED, 80),
+    )
+    .unwrap();
+    let ext = bed.sb.ext.path();
+    echo_once(&ext, Proto::Tcp, addr(Sandbox::NODE_ADDR6, 8080)).unwrap();
+    assert_eq!(
+        server.peers().last().unwrap().ip(),
+        std::net::IpAddr::V6(Sandbox::EXT_ADDR6)
+    );
+    assert!(echo_fails(&ext, Proto::Tcp, addr(Sandbox::NODE_ADDR, 8080)).unwrap());
+    // Between the pods over IPv6, addresses untouched.
+    let target = addr("fd00:87::77".parse::<std::net::Ipv6Addr>().unwrap(), 7400);
+    for proto in [Proto::Tcp, Proto::Udp] {
+        let server = EchoServer::start(&b.path(), proto, target).unwrap();
+        echo_once(&a.path(), proto, target).unwrap();
+        assert_eq!(
+            server.peers()[0].ip(),
+            std::net::IpAddr::V6(a6),
+            "{proto:?}"
+        );
+    }
+    // CHECK sees a removed address.
+    let mut check_a = conf("0.4.0", "n7", &bed.netd.socket);
+    check_a["prevResult"] = first.clone();
+    bed.call(&Call::new("CHECK", "pod-a", Some(&a.path())), &check_a)
+        .ok()
+        .unwrap();
+    let prefix = format!("{a6}/64");
+    in_netns(&a.path(), move || {
+        let out = std::process::Command::new("ip")
+            .args(["addr", "del", &prefix, "dev", "eth0"])
+            .output()?;
+        anyhow::ensure!(out.status.success(), "{out:?}");
+        Ok(())
+    })
+    .unwrap();
+    let gone = bed.call(&Call::new("CHECK", "pod-a", Some(&a.path())), &check_a);
+    assert!(!gone.success, "{gone:?}");
+    assert!(
+        gone.msg().contains(&format!("no longer has {a6}/64")),
+        "{gone:?}"
+    );
     for id in ["pod-a", "pod-b"] {
         bed.call(&Call::new("DEL", id, None), &c).ok().unwrap();
     }

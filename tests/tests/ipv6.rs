@@ -962,6 +962,25 @@ fn an_ipv6_only_network_gives_its_containers_ipv6_alone_and_publishes_them_on_ip
         .run_idle_on6("web", "v6only", server_ip, &["8080:80", "5353:53/udp"])
         .unwrap();
     let client = run_on(&d, "client", "v6only", None);
+    // Its MAC is 02:42 and the address's last 32 bits: an address alike in those is refused.
+    let e = d
+        .cli_ok(&[
+            "run",
+            "-d",
+            "--network",
+            "v6only",
+            "--ip6",
+            "fd00:61::1:0:0:10",
+            "--",
+            "sleep",
+            "1",
+        ])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("invalid --ip6 fd00:61::1:0:0:10") && e.contains("02:42:00:00:00:10"),
+        "{e}"
+    );
     assert_eq!(web.ip, std::net::Ipv4Addr::UNSPECIFIED, "no IPv4 address");
     let client_ip = client.ip6.unwrap();
     assert!(

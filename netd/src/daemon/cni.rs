@@ -7,10 +7,11 @@
 use std::{
     collections::BTreeSet,
     fs::File,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use anyhow::{Context, anyhow};
+use ipnet::IpNet;
 use log::{info, warn};
 
 use super::{Inner, containers::EndpointPlan, random_id, unix_now};
@@ -155,7 +156,7 @@ impl Inner {
         let mac = match &req.mac {
             Some(m) => endpoint::parse_mac(m)
                 .ok_or_else(|| ApiError::bad_request(anyhow!("invalid MAC address {m:?}")))?,
-            None => endpoint::mac_for(ip),
+            None => endpoint::mac_of(ip, ip6),
         };
         // The namespace's first attachment with a way out carries the default route.
         let default_route = !n.internal
@@ -202,7 +203,7 @@ impl Inner {
         match wired {
             Ok(view) => {
                 if let Some(net) = self.state.networks.get_mut(&n.name) {
-                    net.note_allocated(Some(ip), ip6);
+                    net.note_allocated(ip, ip6);
                 }
                 self.state.containers.insert(name.clone(), c.clone());
                 let saved = self.save().and_then(|()| {
@@ -223,10 +224,14 @@ impl Inner {
                     return Err(ApiError::from(left.after(e)));
                 }
                 info!(
-                    "CNI attachment {name}: container {} {} on {} at {ip}, ports [{}]",
+                    "CNI attachment {name}: container {} {} on {} at {}, ports [{}]",
                     req.container_id,
                     req.ifname,
                     n.name,
+                    c.endpoints
+                        .first()
+                        .map(|e| e.addresses())
+                        .unwrap_or_default(),
                     c.ports
                         .iter()
                         .map(|b| b.to_string())
@@ -250,7 +255,7 @@ impl Inner {
         &mut self,
         c: &mut Container,
         n: &Network,
-        (ip, ip6): (Ipv4Addr, Option<Ipv6Addr>),
+        (ip, ip6): (Option<Ipv4Addr>, Option<Ipv6Addr>),
         mac: [u8; 6],
         default_route: bool,
     ) -> anyhow::Result<()> {
@@ -262,7 +267,7 @@ impl Inner {
         let id = c.id.clone();
         let plan = EndpointPlan {
             id: &id,
-            ip: Some(ip),
+            ip,
             ip6,
             mac,
             ifname: &ifname,
@@ -276,7 +281,7 @@ impl Inner {
             attach,
             &c.ports,
             Some(crate::plan::PublishTo {
-                ip: Some(ip),
+                ip,
                 ip6: ep.ip6,
                 via: &ep.host_veth,
             }),
@@ -330,26 +335,31 @@ impl Inner {
         wanted: Option<&str>,
         wanted6: Option<&str>,
         name: &str,
-    ) -> Result<(Ipv4Addr, Option<Ipv6Addr>), ApiError> {
+    ) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>), ApiError> {
         if n.overlay.is_some() {
-            return self.overlay_address(n, wanted, wanted6, name).await;
+            let (ip, ip6) = self.overlay_address(n, wanted, wanted6, name).await?;
+            return Ok((Some(ip), ip6));
         }
-        let Some(pool) = Self::pool(n) else {
-            return Err(ApiError::bad_request(anyhow!(
-                "network {} is IPv6-only (--ipv4=false): netd's CNI plugin attaches to networks with IPv4",
-                n.name
-            )));
-        };
         let ip6 = self.choose_ip6(n, wanted6)?;
         let taken = self.taken_addresses(n);
-        let ip = match wanted {
-            Some(ip) => ipam::check_static(&pool, ip, &taken).map_err(|e| {
+        let ip = match (Self::pool(n), wanted) {
+            (None, Some(ip)) => {
+                return Err(ApiError::bad_request(anyhow!(
+                    "invalid static address {ip} (runtimeConfig.ips or CNI_ARGS IP=): network {} is IPv6-only (--ipv4=false)",
+                    n.name
+                )));
+            }
+            (None, None) => None,
+            (Some(pool), Some(ip)) => Some(ipam::check_static(&pool, ip, &taken).map_err(|e| {
                 ApiError::conflict(
                     e.context("the static address (runtimeConfig.ips or CNI_ARGS IP=)"),
                 )
-            }),
-            None => ipam::allocate(&pool, n.last_allocated, &taken).map_err(ApiError::conflict),
-        }?;
+            })?),
+            (Some(pool), None) => {
+                Some(ipam::allocate(&pool, n.last_allocated, &taken).map_err(ApiError::conflict)?)
+            }
+        };
+        self.check_mac_free(n, ip, ip6)?;
         Ok((ip, ip6))
     }
 
@@ -392,9 +402,9 @@ impl Inner {
             container_id: a.container_id.clone(),
             ifname: a.ifname.clone(),
             netns: a.path.clone(),
-            ip: ep.ip.context("a CNI attachment has an IPv4 address")?,
+            ip: ep.ip,
             prefix_len: n.subnet.map_or(0, |s| s.prefix_len()),
-            gateway: n.gateway.context("a CNI attachment's network has IPv4")?,
+            gateway: n.gateway.filter(|_| ep.ip.is_some()),
             ip6: ep
                 .ip6
                 .zip(n.ipv6)
@@ -510,18 +520,27 @@ impl Inner {
         let Some(ep) = c.primary() else {
             return mismatch("it has no interface".into());
         };
-        let prefix = self.network(&a.network)?.subnet.map(|s| s.prefix_len());
-        let Some(ip) = ep
-            .ip
-            .filter(|ip| (*ip, Some(req.prefix_len)) == (req.ip, prefix))
-        else {
+        // The address the runtime recorded: the IPv4 one, or an IPv6-only network's IPv6 one.
+        let n = self.network(&a.network)?;
+        let given = match req.ip {
+            IpAddr::V4(_) => ep
+                .ip
+                .map(IpAddr::from)
+                .zip(n.subnet.map(|s| s.prefix_len())),
+            IpAddr::V6(_) => ep
+                .ip6
+                .map(IpAddr::from)
+                .zip(n.ipv6.map(|v6| v6.subnet.prefix_len())),
+        };
+        if given != Some((req.ip, req.prefix_len)) {
             return mismatch(format!(
                 "address {}/{} recorded, netd gave {}",
                 req.ip,
                 req.prefix_len,
                 ep.addresses()
             ));
-        };
+        }
+        let ip = req.ip;
         let inside = Netlink::connect_in(&self.open_sandbox(c)?)?;
         let index = inside.link_index(&a.ifname).await?.ok_or_else(|| {
             ApiError::conflict(anyhow!("{}: interface {} is gone", c.name, a.ifname))
@@ -543,21 +562,16 @@ impl Inner {
                 req.mac.as_deref().unwrap_or(&ep.mac)
             ));
         }
-        let addresses = inside.ipv4_addresses().await?;
+        let (addresses, has_default) = on_link(&inside, index, ip).await?;
         if !addresses
             .iter()
-            .any(|(i, net)| *i == index && net.addr() == ip && net.prefix_len() == req.prefix_len)
+            .any(|net| net.addr() == ip && net.prefix_len() == req.prefix_len)
         {
             return mismatch(format!(
                 "interface {} no longer has {ip}/{}",
                 a.ifname, req.prefix_len
             ));
         }
-        let has_default = inside
-            .ipv4_routes()
-            .await?
-            .iter()
-            .any(|(dst, oif)| dst.prefix_len() == 0 && *oif == Some(index));
         if req.default_route && !has_default {
             return mismatch(format!("the default route via {} is gone", a.ifname));
         }
@@ -639,4 +653,40 @@ impl Inner {
         }
         Ok((stale.into_iter().map(|c| c.name).collect(), warnings))
     }
+}
+
+/// The addresses of `family`'s family on link `index` of a namespace, and whether the
+/// link carries that family's default route.
+async fn on_link(
+    inside: &Netlink,
+    index: u32,
+    family: IpAddr,
+) -> anyhow::Result<(Vec<IpNet>, bool)> {
+    let (addresses, defaults) = match family {
+        IpAddr::V4(_) => (
+            widen(inside.ipv4_addresses().await?),
+            default_links(inside.ipv4_routes().await?),
+        ),
+        IpAddr::V6(_) => (
+            widen(inside.ipv6_addresses().await?),
+            default_links(inside.ipv6_routes().await?),
+        ),
+    };
+    let on_it = addresses.into_iter().filter(|(i, _)| *i == index);
+    Ok((
+        on_it.map(|(_, n)| n).collect(),
+        defaults.contains(&Some(index)),
+    ))
+}
+
+/// The links the default routes among `routes` leave by.
+fn default_links<N: Into<IpNet>>(routes: Vec<(N, Option<u32>)>) -> Vec<Option<u32>> {
+    routes
+        .into_iter()
+        .filter_map(|(dst, oif)| (dst.into().prefix_len() == 0).then_some(oif))
+        .collect()
+}
+
+fn widen<N: Into<IpNet>>(addresses: Vec<(u32, N)>) -> Vec<(u32, IpNet)> {
+    addresses.into_iter().map(|(i, n)| (i, n.into())).collect()
 }

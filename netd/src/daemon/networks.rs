@@ -862,7 +862,7 @@ impl Inner {
     /// The MAC of a new endpoint on `n` with these addresses (`endpoint::mac_of`) must be
     /// free: on an IPv6-only network it is the IPv6 address's last 32 bits, so two `--ip6`
     /// alike in those bits are refused (a bridge would deliver both's frames to one).
-    fn check_mac_free(
+    pub(super) fn check_mac_free(
         &self,
         n: &Network,
         ip: Option<Ipv4Addr>,
