@@ -423,11 +423,6 @@ pub fn settings(req: &NetworkRequest) -> Result<Settings> {
             "invalid --ipv6: IPv6 on {name} networks is not supported yet (bridge and macvlan networks have it)"
         );
     }
-    if families.v4.is_none() && s.driver != Driver::Bridge {
-        bail!(
-            "invalid --ipv4=false: IPv6-only {name} networks are not supported yet (bridge networks can be IPv6-only)"
-        );
-    }
     Ok(s)
 }
 
@@ -886,11 +881,8 @@ mod tests {
         let mut macvlan = dual(&[], &[], &[], true);
         macvlan.ipv4 = Some(false);
         macvlan.driver = Some("macvlan".into());
-        let e = refused(&macvlan);
-        assert!(
-            e.starts_with("invalid --ipv4=false: ") && e.contains("macvlan"),
-            "{e}"
-        );
+        macvlan.options = vec!["parent=lan0".into()];
+        assert_eq!(settings(&macvlan).unwrap().driver, Driver::Macvlan);
     }
 
     #[test]

@@ -462,7 +462,9 @@ fn shim_routes(
     ip: Option<Ipv4Addr>,
     ip6: Option<Ipv6Addr>,
 ) -> impl Iterator<Item = Step> {
-    let v4 = ip.map(|ip| (IpAddr::from(ip), IpAddr::from(shim.ip)));
+    let v4 = ip
+        .zip(shim.ip)
+        .map(|(to, src)| (IpAddr::from(to), IpAddr::from(src)));
     let v6 = ip6
         .zip(shim.ip6)
         .map(|(to, src)| (IpAddr::from(to), IpAddr::from(src)));
@@ -798,7 +800,7 @@ mod tests {
     fn a_macvlan_endpoint_has_no_program_and_routes_the_shim_last() {
         let shim = Shim {
             name: "nhabc".into(),
-            ip: Ipv4Addr::new(172, 18, 0, 3),
+            ip: Some(Ipv4Addr::new(172, 18, 0, 3)),
             ip6: None,
         };
         let steps = attach_macvlan(&plan(), "eth1", MacvlanMode::Bridge, Some(&shim));
@@ -837,7 +839,7 @@ mod tests {
         });
         let mut shim = Shim {
             name: "nhabc".into(),
-            ip: Ipv4Addr::new(172, 18, 0, 3),
+            ip: Some(Ipv4Addr::new(172, 18, 0, 3)),
             ip6: Some("fd00:77::100".parse().unwrap()),
         };
         let routes = |shim: &Shim| -> Vec<String> {

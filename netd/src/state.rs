@@ -119,8 +119,10 @@ pub struct MacvlanNet {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shim {
     pub name: String,
-    /// Taken from the network's range, so that containers answer it on the LAN.
-    pub ip: Ipv4Addr,
+    /// Taken from the network's range, so that containers answer it on the LAN; none on
+    /// an IPv6-only network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
     /// Its IPv6 address, from the network's IPv6 range, on a network with IPv6.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip6: Option<Ipv6Addr>,

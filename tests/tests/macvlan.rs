@@ -687,3 +687,75 @@ fn a_bridge_container_connected_to_a_macvlan_network_is_on_both() {
     assert!(!lan_pings(&bed.lan, lan_ip));
     bed.netd.cli_ok(&["rm", "-f", "both"]).unwrap();
 }
+
+#[test]
+fn an_ipv6_only_macvlan_network_puts_containers_on_the_lan_with_ipv6_alone() {
+    let bed = Bed::new("mv7");
+    bed.lan.add_ipv6().unwrap();
+    bed.sb
+        .node
+        .ip(&["-6", "addr", "add", "fd00:77::2/64", "dev", "lan0", "nodad"])
+        .unwrap();
+    let links_before = bed.node_links();
+    let mut args = vec![
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--ipv4=false",
+        "-o",
+        "parent=lan0",
+        "-o",
+        "com.netd.macvlan.host_access=true",
+    ];
+    args.extend(IPV6_FLAGS);
+    args.push("lan7");
+    bed.netd.cli_ok(&args).unwrap();
+    let err = bed.run_refused("lan7", "--ip", "192.168.77.140");
+    assert!(
+        err.contains("invalid --ip 192.168.77.140") && err.contains("IPv6-only"),
+        "{err}"
+    );
+    let c = bed.run("c7", "lan7");
+    assert_eq!(c.ip, Ipv4Addr::UNSPECIFIED, "no IPv4 address");
+    // The shim took the range's first address; the container the next, its MAC from it.
+    let ip6 = c.ip6.unwrap();
+    assert_eq!(ip6, "fd00:77::101".parse::<Ipv6Addr>().unwrap());
+    let eth0 = String::from_utf8_lossy(
+        &inside(&c.netns, &["ip", "-o", "addr", "show", "dev", "eth0"]).stdout,
+    )
+    .into_owned();
+    assert!(
+        eth0.contains("fd00:77::101/64") && !eth0.contains("inet "),
+        "{eth0}"
+    );
+    assert!(lan_pings(&bed.lan, ip6));
+    assert_eq!(bed.lan.host_neighbour(ip6).unwrap(), "02:42:00:00:01:01");
+    let server = EchoServer::start(&c.netns, Proto::Tcp, addr(Ipv6Addr::UNSPECIFIED, 80)).unwrap();
+    echo_once(&bed.lan.host.path(), Proto::Tcp, addr(ip6, 80)).unwrap();
+    assert_eq!(server.peers()[0].ip(), IpAddr::V6(Lan::HOST6));
+    // The node through its shim, which has IPv6 alone too.
+    echo_once(&bed.sb.node.path(), Proto::Tcp, addr(ip6, 80)).unwrap();
+    assert_eq!(
+        server.peers()[1].ip(),
+        "fd00:77::100".parse::<IpAddr>().unwrap()
+    );
+    let shim = bed
+        .node_links()
+        .into_iter()
+        .find(|l| l.starts_with("nh"))
+        .unwrap();
+    let on_shim = bed
+        .sb
+        .node
+        .ip(&["-o", "addr", "show", "dev", &shim])
+        .unwrap();
+    let on_shim = String::from_utf8_lossy(&on_shim.stdout);
+    assert!(
+        on_shim.contains("fd00:77::100/128") && !on_shim.contains("inet "),
+        "{on_shim}"
+    );
+    drop(server);
+    bed.remove(&["c7"], "lan7");
+    assert_eq!(bed.node_links(), links_before);
+}

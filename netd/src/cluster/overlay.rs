@@ -554,6 +554,20 @@ mod tests {
     }
 
     #[test]
+    fn an_overlay_cannot_be_ipv6_only() {
+        let e = request(&NetworkRequest {
+            name: "ov".into(),
+            driver: Some("overlay".into()),
+            ipv6: true,
+            ipv4: Some(false),
+            ..NetworkRequest::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("invalid --ipv4=false: "), "{e}");
+    }
+
+    #[test]
     fn an_overlays_ipv6_addresses_are_its_ipv4_addresses_places_in_its_ipv6_subnet() {
         let a = plan(
             &v6_req("a", &["10.9.0.0/16", "fd00:9::/64"], &[]).unwrap(),

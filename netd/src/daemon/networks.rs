@@ -413,12 +413,7 @@ impl Inner {
             // The node's addresses on the LAN of the network, from its ranges.
             let shim = Shim {
                 name: macvlan::shim_name(&network.id),
-                ip: self
-                    .choose_ip_probed(&network, None)
-                    .await?
-                    .ok_or_else(|| {
-                        ApiError::from(anyhow!("a macvlan network without IPv4 has no shim"))
-                    })?,
+                ip: self.choose_ip_probed(&network, None).await?,
                 ip6: self.choose_ip6_probed(&network, None).await?,
             };
             if let Some(m) = network.macvlan.as_mut() {
@@ -888,7 +883,11 @@ impl Inner {
 
     /// The addresses of `network` its endpoints hold.
     pub(super) fn taken_addresses(&self, network: &Network) -> BTreeSet<std::net::Ipv4Addr> {
-        let shim = network.macvlan.iter().flat_map(|m| &m.shim).map(|s| s.ip);
+        let shim = network
+            .macvlan
+            .iter()
+            .flat_map(|m| &m.shim)
+            .flat_map(|s| s.ip);
         self.state
             .endpoints()
             .filter(|(_, e)| e.network == network.name)

@@ -89,8 +89,8 @@ pub fn shim_name(network_id: &str) -> String {
     format!("nh{}", &network_id[..network_id.len().min(12)])
 }
 
-/// The node's shim on the parent (bridge mode, the address's MAC, the address as /32,
-/// the IPv6 one as /128 if it has one, up) and a host route through it to each of
+/// The node's shim on the parent (bridge mode, the addresses' MAC, the IPv4 address as
+/// /32 and the IPv6 one as /128, those it has, up) and a host route through it to each of
 /// `containers` of a family it has an address of; idempotent. Its index.
 pub async fn ensure_shim(
     node: &Netlink,
@@ -107,7 +107,7 @@ pub async fn ensure_shim(
                 .link_index(&shim.name)
                 .await?
                 .with_context(|| format!("{} vanished after creation", shim.name))?;
-            node.set_mac(i, endpoint::mac_for(shim.ip)).await?;
+            node.set_mac(i, endpoint::mac_of(shim.ip, shim.ip6)).await?;
             match shim.ip6 {
                 // No router advertisement, autoconfiguration or redirect taken on it: its
                 // address is netd's.
@@ -121,18 +121,20 @@ pub async fn ensure_shim(
     if let Some(ip6) = shim.ip6 {
         node.ensure_addresses6(index, &[(ip6, 128)]).await?;
     }
-    let has = node
-        .ipv4_addresses()
-        .await?
-        .iter()
-        .any(|(i, a)| *i == index && a.addr() == shim.ip);
-    if !has {
-        node.add_address(index, shim.ip, 32).await?;
+    if let Some(ip) = shim.ip {
+        let has = node
+            .ipv4_addresses()
+            .await?
+            .iter()
+            .any(|(i, a)| *i == index && a.addr() == ip);
+        if !has {
+            node.add_address(index, ip, 32).await?;
+        }
     }
     node.up(index).await?;
     for &to in containers {
         let src = match to {
-            IpAddr::V4(_) => Some(IpAddr::V4(shim.ip)),
+            IpAddr::V4(_) => shim.ip.map(IpAddr::V4),
             IpAddr::V6(_) => shim.ip6.map(IpAddr::V6),
         };
         if let Some(src) = src {
