@@ -1024,7 +1024,7 @@ fn an_ipv6_only_network_gives_its_containers_ipv6_alone_and_publishes_them_on_ip
         EchoServer::start(&web.netns, Proto::Tcp, v6(server_ip, 80)).unwrap(),
         EchoServer::start(&web.netns, Proto::Udp, v6(server_ip, 53)).unwrap(),
     ];
-    let check = || {
+    let check = |d: &Daemon| {
         for (proto, port, server) in [(Proto::Tcp, 80, &servers[0]), (Proto::Udp, 53, &servers[1])]
         {
             // Container to container, addresses untouched.
@@ -1044,16 +1044,43 @@ fn an_ipv6_only_network_gives_its_containers_ipv6_alone_and_publishes_them_on_ip
             );
             assert!(echo_fails(&sb.ext.path(), proto, addr(Sandbox::NODE_ADDR, port)).unwrap());
         }
+        // Through the node: hairpin from containers (the server's own included), and a
+        // process of the node through [::1] and the node's address (its socket hooks).
+        for from in [&client.netns, &web.netns] {
+            echo_once(from, Proto::Tcp, v6(Sandbox::NODE_ADDR6, 8080)).unwrap();
+        }
+        for host in ["::1".to_string(), Sandbox::NODE_ADDR6.to_string()] {
+            let call = format!(
+                "import socket; s = socket.create_connection(('{host}', 8080), timeout=3); s.sendall(b'hi'); print(s.recv(2).decode())"
+            );
+            let out = d.host_process(&sb.node, &["python3", "-c", &call]).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                "hi",
+                "[{host}]:8080: {out:?}"
+            );
+        }
         // Out to the internet host, masqueraded behind the node's address.
         let out = v6(Sandbox::INET_ADDR6, 7400);
         let inet = EchoServer::start(&sb.inet.path(), Proto::Tcp, out).unwrap();
         echo_once(&client.netns, Proto::Tcp, out).unwrap();
         assert_eq!(inet.peers()[0].ip(), IpAddr::V6(Sandbox::NODE_ADDR6));
     };
-    check();
+    check(&d);
+    // Another IPv6-only network's container reaches none of it.
+    d.cli_ok(&["network", "create", "--ipv4=false", "--ipv6", "other6"])
+        .unwrap();
+    let stranger = run_on(&d, "stranger", "other6", None);
+    assert!(echo_fails(&stranger.netns, Proto::Tcp, v6(server_ip, 80)).unwrap());
+    assert!(echo_fails(&web.netns, Proto::Tcp, v6(stranger.ip6.unwrap(), 80)).unwrap());
+    // A connection through the published port outlives a restart.
+    let mut held = HeldConnection::open(&sb.ext.path(), v6(Sandbox::NODE_ADDR6, 8080)).unwrap();
     d.stop(libc::SIGKILL).unwrap();
+    held.exchange().unwrap();
     d.restart().unwrap();
-    check();
+    held.exchange().unwrap();
+    drop(held);
+    check(&d);
 
     // A container of an IPv4 network connected to it too: IPv6 on its second interface.
     let dual = d.run_idle_container("dual", &[]).unwrap();
