@@ -25,10 +25,10 @@ pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
-/// The MAC of an interface with these addresses: Docker's scheme from the IPv4 one, and
-/// on an IPv6-only network 02:42 followed by the IPv6 address's last 32 bits (unique on
-/// the network: its addresses are handed out in order, and a `--ip6` whose MAC is
-/// taken is refused).
+/// The fixed MAC of a link of the node with these addresses (a bridge from its gateways, a
+/// macvlan shim): Docker's scheme from the IPv4 one, and on an IPv6-only network 02:42
+/// followed by the IPv6 address's last 32 bits. (A container there gets a random one:
+/// `random_mac`.)
 pub fn mac_of(ip: Option<Ipv4Addr>, ip6: Option<Ipv6Addr>) -> [u8; 6] {
     match (ip, ip6) {
         (Some(ip), _) => mac_for(ip),
@@ -38,6 +38,13 @@ pub fn mac_of(ip: Option<Ipv4Addr>, ip6: Option<Ipv6Addr>) -> [u8; 6] {
         }
         (None, None) => [0x02, 0x42, 0, 0, 0, 0],
     }
+}
+
+/// A unicast, locally administered MAC from random `bytes`.
+pub fn random_mac(bytes: [u8; 6]) -> [u8; 6] {
+    let mut mac = bytes;
+    mac[0] = (mac[0] & 0xfc) | 0x02;
+    mac
 }
 
 /// `02:42:ac:11:00:02` back to bytes.

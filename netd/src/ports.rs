@@ -311,15 +311,18 @@ fn host_ips(spec: &PortSpec, families: Families) -> Result<Vec<IpAddr>> {
         ];
         return Ok(every.into_iter().flatten().collect());
     };
-    let (has, family) = match ip {
-        IpAddr::V4(_) => (families.ipv4, "IPv4"),
-        IpAddr::V6(_) => (families.ipv6, "IPv6"),
+    let (has, family, hint) = match ip {
+        IpAddr::V4(_) => (
+            families.ipv4,
+            "IPv4",
+            "its network is IPv6-only (--ipv4=false)",
+        ),
+        IpAddr::V6(_) => (families.ipv6, "IPv6", "create its network with --ipv6"),
     };
     if !has {
         bail!(
-            "invalid host IP {}: the container has no {family} address to publish to (create its network with --{})",
+            "invalid host IP {}: the container has no {family} address to publish to ({hint})",
             host_addr(ip),
-            family.to_ascii_lowercase()
         );
     }
     Ok(vec![ip])

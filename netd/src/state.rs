@@ -19,7 +19,9 @@ use crate::ports::PortBinding;
 
 /// The layout of `state.json`; a file of another version is refused, not guessed at.
 /// Layout 3: a binding on every address is one family's (`0.0.0.0` or `::`).
-pub const STATE_VERSION: u32 = 3;
+/// Layout 4: a network, endpoint or shim may have no IPv4 (`subnet`, `gateway`, `ip`
+/// absent: an IPv6-only network), which a netd of layout 3 must not misread.
+pub const STATE_VERSION: u32 = 4;
 
 /// A bridge network, as `netd network create` made it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -475,14 +477,16 @@ impl Store {
             };
             if version == 1 {
                 value = migrate_v1(value)?;
-            } else if version != 2 && version != u64::from(STATE_VERSION) {
+            } else if !(2..=u64::from(STATE_VERSION)).contains(&version) {
                 bail!(
                     "it has layout version {version}, this netd reads version {STATE_VERSION}; start the netd that wrote it, or move the file away to start empty"
                 );
             }
             let mut state: State = serde_json::from_value(value)?;
-            if version < u64::from(STATE_VERSION) {
+            if version < 3 {
                 upgrade_v2(&mut state);
+            }
+            if version < u64::from(STATE_VERSION) {
                 state.version = STATE_VERSION;
                 log::info!(
                     "state file {}: upgraded from layout version {version}",
@@ -830,9 +834,16 @@ mod tests {
             ]
         );
         assert_eq!(back.containers["v4"].ports, state.containers["v4"].ports);
-        // Saved as layout 3, loaded again: nothing added twice.
+        // Saved as the present layout, loaded again: nothing added twice.
         store.save(&back).unwrap();
         assert_eq!(store.load().unwrap().containers["dual"].ports.len(), 3);
+        // A file of layout 3 (before IPv6-only networks) is read as it is.
+        let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+        v["version"] = serde_json::json!(3);
+        fs::write(&file, v.to_string()).unwrap();
+        let v3 = store.load().unwrap();
+        assert_eq!(v3.version, STATE_VERSION);
+        assert_eq!(v3.containers["dual"].ports, back.containers["dual"].ports);
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -962,24 +962,29 @@ fn an_ipv6_only_network_gives_its_containers_ipv6_alone_and_publishes_them_on_ip
         .run_idle_on6("web", "v6only", server_ip, &["8080:80", "5353:53/udp"])
         .unwrap();
     let client = run_on(&d, "client", "v6only", None);
-    // Its MAC is 02:42 and the address's last 32 bits: an address alike in those is refused.
-    let e = d
-        .cli_ok(&[
-            "run",
-            "-d",
-            "--network",
-            "v6only",
-            "--ip6",
-            "fd00:61::1:0:0:10",
-            "--",
-            "sleep",
-            "1",
-        ])
-        .unwrap_err()
-        .to_string();
+    // Without an IPv4 address for Docker's MAC scheme: a random locally administered MAC,
+    // one of its own on the network, also for an address alike in its last 32 bits.
+    let twin = run_on(
+        &d,
+        "twin",
+        "v6only",
+        Some("fd00:61::1:0:0:10".parse().unwrap()),
+    );
+    let macs: Vec<String> = ["web", "client", "twin"]
+        .iter()
+        .map(|name| {
+            let c: serde_json::Value =
+                serde_json::from_str(&d.cli_ok(&["inspect", name]).unwrap()).unwrap();
+            c[0]["endpoints"][0]["mac"].as_str().unwrap().to_string()
+        })
+        .collect();
+    for mac in &macs {
+        let first = u8::from_str_radix(&mac[..2], 16).unwrap();
+        assert_eq!(first & 0x03, 0x02, "{mac}: unicast, locally administered");
+    }
     assert!(
-        e.contains("invalid --ip6 fd00:61::1:0:0:10") && e.contains("02:42:00:00:00:10"),
-        "{e}"
+        macs[0] != macs[1] && macs[0] != macs[2] && macs[1] != macs[2],
+        "{macs:?}"
     );
     assert_eq!(web.ip, std::net::Ipv4Addr::UNSPECIFIED, "no IPv4 address");
     let client_ip = client.ip6.unwrap();
@@ -1024,6 +1029,8 @@ fn an_ipv6_only_network_gives_its_containers_ipv6_alone_and_publishes_them_on_ip
         EchoServer::start(&web.netns, Proto::Tcp, v6(server_ip, 80)).unwrap(),
         EchoServer::start(&web.netns, Proto::Udp, v6(server_ip, 53)).unwrap(),
     ];
+    echo_once(&twin.netns, Proto::Tcp, v6(server_ip, 80)).unwrap();
+    assert_eq!(servers[0].peers()[0].ip(), IpAddr::V6(twin.ip6.unwrap()));
     let check = |d: &Daemon| {
         for (proto, port, server) in [(Proto::Tcp, 80, &servers[0]), (Proto::Udp, 53, &servers[1])]
         {
@@ -1097,9 +1104,29 @@ fn an_ipv6_only_network_gives_its_containers_ipv6_alone_and_publishes_them_on_ip
     echo_once(&dual.netns, Proto::Tcp, v6(server_ip, 80)).unwrap();
     let seen = servers[0].peers().last().unwrap().ip().to_string();
     assert!(seen.starts_with("fd00:61::"), "{seen}");
+    // Each family's default route by the first network that has the family: IPv4's
+    // through netd0 as before, IPv6's through the IPv6-only network; out over both.
+    let default = |family: &str| {
+        d.cli_ok(&[
+            "exec", "dual", "--", "ip", family, "route", "show", "default",
+        ])
+        .unwrap()
+    };
+    assert!(default("-4").contains("dev eth0"), "{}", default("-4"));
+    assert!(
+        default("-6").contains("via fd00:61::1 dev eth1"),
+        "{}",
+        default("-6")
+    );
+    let out = v6(Sandbox::INET_ADDR6, 7401);
+    let inet = EchoServer::start(&sb.inet.path(), Proto::Tcp, out).unwrap();
+    echo_once(&dual.netns, Proto::Tcp, out).unwrap();
+    assert_eq!(inet.peers()[0].ip(), IpAddr::V6(Sandbox::NODE_ADDR6));
     d.cli_ok(&["network", "disconnect", "v6only", "dual"])
         .unwrap();
     assert!(echo_fails(&dual.netns, Proto::Tcp, v6(server_ip, 80)).unwrap());
+    assert!(default("-6").is_empty(), "{}", default("-6"));
+    assert!(default("-4").contains("dev eth0"), "{}", default("-4"));
 
     // A container that gives itself IPv4 anyway sends none of it, ARP included: each frame
     // is dropped at its veth and counted.

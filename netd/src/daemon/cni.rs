@@ -156,7 +156,7 @@ impl Inner {
         let mac = match &req.mac {
             Some(m) => endpoint::parse_mac(m)
                 .ok_or_else(|| ApiError::bad_request(anyhow!("invalid MAC address {m:?}")))?,
-            None => endpoint::mac_of(ip, ip6),
+            None => self.new_mac(&n, ip)?,
         };
         // The namespace's first attachment with a way out carries the default route.
         let default_route = !n.internal
@@ -271,7 +271,7 @@ impl Inner {
             ip6,
             mac,
             ifname: &ifname,
-            default_route,
+            default_route: super::containers::DefaultRoutes::both(default_route),
         };
         let (ep, attach) = self
             .plan_endpoint(n, &plan, crate::plan::PeerGoes::IntoContainer)
@@ -359,7 +359,6 @@ impl Inner {
                 Some(ipam::allocate(&pool, n.last_allocated, &taken).map_err(ApiError::conflict)?)
             }
         };
-        self.check_mac_free(n, ip, ip6)?;
         Ok((ip, ip6))
     }
 

@@ -40,7 +40,35 @@ pub(super) struct EndpointPlan<'a> {
     pub ip6: Option<Ipv6Addr>,
     pub mac: [u8; 6],
     pub ifname: &'a str,
-    pub default_route: bool,
+    pub default_route: DefaultRoutes,
+}
+
+/// Which families' default routes an endpoint carries (through its network's gateway of
+/// that family).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct DefaultRoutes {
+    pub v4: bool,
+    pub v6: bool,
+}
+
+impl DefaultRoutes {
+    pub fn both(carries: bool) -> DefaultRoutes {
+        DefaultRoutes {
+            v4: carries,
+            v6: carries,
+        }
+    }
+
+    pub fn any(self) -> bool {
+        self.v4 || self.v6
+    }
+
+    pub fn or(self, other: DefaultRoutes) -> DefaultRoutes {
+        DefaultRoutes {
+            v4: self.v4 || other.v4,
+            v6: self.v6 || other.v6,
+        }
+    }
 }
 
 /// How deep `container:NAME` may chain before it is called a loop.
@@ -442,9 +470,9 @@ impl Inner {
                     id: &id,
                     ip,
                     ip6,
-                    mac: endpoint::mac_of(ip, ip6),
+                    mac: self.new_mac(n, ip)?,
                     ifname: "eth0",
-                    default_route: !n.internal,
+                    default_route: DefaultRoutes::both(!n.internal),
                 };
                 Some(self.plan_endpoint(n, &p, PeerGoes::IntoContainer).await?)
             }
@@ -527,12 +555,12 @@ impl Inner {
             mtu: n.mtu,
             gateway: n
                 .gateway
-                .filter(|_| plan.default_route && plan.ip.is_some()),
+                .filter(|_| plan.default_route.v4 && plan.ip.is_some()),
             ipv6: plan.ip6.zip(n.ipv6).map(|(ip, v6)| plan::Inside6 {
                 ip,
                 prefix: v6.subnet.prefix_len(),
                 link_local: link_local_for(plan.mac),
-                gateway: plan.default_route.then_some(v6.gateway),
+                gateway: plan.default_route.v6.then_some(v6.gateway),
             }),
         };
         let mut ep = Endpoint {

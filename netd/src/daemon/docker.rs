@@ -310,7 +310,7 @@ impl Inner {
             ip6,
             mac,
             ifname: "",
-            default_route: false,
+            default_route: Default::default(),
         };
         // The container end stays in the node's namespace: Docker moves it at `Join`.
         let (ep, steps) = self

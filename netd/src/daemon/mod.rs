@@ -1260,6 +1260,11 @@ fn validate_container_name(name: &str) -> Result<()> {
 }
 
 fn random_id() -> String {
+    random_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Six random bytes from the kernel (or from the time and pid, if it fails).
+fn random_bytes() -> [u8; 6] {
     let mut bytes = [0u8; 6];
     // SAFETY: getrandom into a valid buffer.
     let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
@@ -1267,7 +1272,7 @@ fn random_id() -> String {
         let t = unix_now() ^ u64::from(std::process::id());
         bytes.copy_from_slice(&t.to_le_bytes()[..6]);
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    bytes
 }
 
 #[cfg(test)]

@@ -16,7 +16,11 @@ use netd_common::{
 };
 
 use super::{
-    DEFAULT_NETWORK, Inner, containers::EndpointPlan, executor, node::LiveNode, random_id, unix_now,
+    DEFAULT_NETWORK, Inner,
+    containers::{DefaultRoutes, EndpointPlan},
+    executor,
+    node::LiveNode,
+    random_id, unix_now,
 };
 use crate::{
     api::{ApiError, ConnectRequest, ContainerView, EndpointView, NetworkView},
@@ -758,7 +762,6 @@ impl Inner {
         }
         let ip6 = self.choose_ip6_probed(n, wanted6).await?;
         let ip = self.choose_ip_probed(n, wanted).await?;
-        self.check_mac_free(n, ip, ip6)?;
         Ok((ip, ip6))
     }
 
@@ -854,31 +857,31 @@ impl Inner {
         }))
     }
 
-    /// The MAC of a new endpoint on `n` with these addresses (`endpoint::mac_of`) must be
-    /// free: on an IPv6-only network it is the IPv6 address's last 32 bits, so two `--ip6`
-    /// alike in those bits are refused (a bridge would deliver both's frames to one).
-    pub(super) fn check_mac_free(
-        &self,
-        n: &Network,
-        ip: Option<Ipv4Addr>,
-        ip6: Option<Ipv6Addr>,
-    ) -> Result<(), ApiError> {
-        let mac = endpoint::mac_of(ip, ip6);
-        if ip.is_none()
-            && let Some((c, _)) = self
-                .state
-                .endpoints()
-                .find(|(_, e)| e.network == n.name && e.mac_bytes() == mac)
-        {
-            return Err(ApiError::conflict(anyhow!(
-                "invalid --ip6 {}: its MAC address {} (02:42 and the address's last 32 bits) is container {}'s on network {}; choose an address that differs in its last 32 bits",
-                ip6.map(|a| a.to_string()).unwrap_or_default(),
-                endpoint::format_mac(&mac),
-                c.name,
-                n.name
-            )));
+    /// The MAC of a new endpoint on `n` at IPv4 address `ip`: Docker's scheme from it, and
+    /// without one (an IPv6-only network) a random locally administered MAC that no
+    /// endpoint of the network, nor its bridge or shim, has.
+    pub(super) fn new_mac(&self, n: &Network, ip: Option<Ipv4Addr>) -> Result<[u8; 6]> {
+        if let Some(ip) = ip {
+            return Ok(endpoint::mac_for(ip));
         }
-        Ok(())
+        let shim = n.macvlan.iter().flat_map(|m| &m.shim);
+        let taken: BTreeSet<[u8; 6]> = self
+            .state
+            .endpoints()
+            .filter(|(_, e)| e.network == n.name)
+            .map(|(_, e)| e.mac_bytes())
+            .chain(shim.map(|s| endpoint::mac_of(s.ip, s.ip6)))
+            .chain([driver::bridge::bridge_mac(n)])
+            .collect();
+        // A repeat only if the kernel's random source failed (`random_bytes`' fallback).
+        (0..=u8::MAX)
+            .map(|attempt| {
+                let mut bytes = super::random_bytes();
+                bytes[5] ^= attempt;
+                endpoint::random_mac(bytes)
+            })
+            .find(|mac| !taken.contains(mac))
+            .with_context(|| format!("no free MAC address for network {}", n.name))
     }
 
     /// The addresses of `network` its endpoints hold.
@@ -986,9 +989,9 @@ impl Inner {
             id: &random_id(),
             ip,
             ip6,
-            mac: endpoint::mac_of(ip, ip6),
+            mac: self.new_mac(&n, ip)?,
             ifname: &ifname,
-            default_route: !c.endpoints.iter().any(|e| self.carries_default_route(e)),
+            default_route: self.default_routes_for_new(&c, &n, ip, ip6),
         };
         let ep = self
             .attach_endpoint(&c, &n, &plan)
@@ -1053,7 +1056,7 @@ impl Inner {
         };
         let steps = crate::plan::remove_networking(&ports, vec![self.detach_steps(&c, &ep)]);
         let left = self.teardown_steps(&c, &steps).await;
-        let had_route = self.carries_default_route(&ep);
+        let had_route = self.default_routes(&c, &ep);
         let c = self
             .state
             .containers
@@ -1063,66 +1066,81 @@ impl Inner {
         if index == 0 {
             c.ports.clear();
         }
-        if had_route {
-            self.move_default_route(&req.container).await;
+        if had_route.any() {
+            self.move_default_route(&req.container, had_route).await;
         }
         self.save()?;
         info!("container {}: disconnected from {}", req.container, n.name);
         Ok((self.container_view(&req.container)?, left.into_warnings()))
     }
 
-    /// Whether `e` is the endpoint with the container's default route: the first one on a
-    /// network that is not internal.
-    pub(super) fn carries_default_route(&self, e: &Endpoint) -> bool {
-        let cni = self
-            .state
-            .containers
-            .values()
-            .find_map(|c| match &c.sandbox {
-                Sandbox::Cni(a) if c.endpoints.iter().any(|x| same_endpoint(x, e)) => {
-                    Some(a.default_route)
-                }
-                _ => None,
-            });
-        if let Some(carries) = cni {
-            return carries;
+    /// Which families' default routes endpoint `e` of container `c` carries: a CNI
+    /// attachment's as `ADD` decided; otherwise each family's is the first endpoint's on a
+    /// network that is not internal with an address of that family (so a container on an
+    /// IPv4 network and an IPv6-only one has both).
+    pub(super) fn default_routes(&self, c: &Container, e: &Endpoint) -> DefaultRoutes {
+        if let Sandbox::Cni(a) = &c.sandbox {
+            return DefaultRoutes::both(a.default_route);
         }
-        self.state
-            .networks
-            .get(&e.network)
-            .is_some_and(|n| !n.internal)
-            && self
-                .state
-                .containers
-                .values()
-                .find(|c| c.endpoints.iter().any(|x| same_endpoint(x, e)))
-                .and_then(|c| {
-                    c.endpoints.iter().find(|x| {
-                        self.state
-                            .networks
-                            .get(&x.network)
-                            .is_some_and(|n| !n.internal)
-                    })
-                })
-                .is_some_and(|first| same_endpoint(first, e))
+        let routed = |x: &&Endpoint| {
+            self.state
+                .networks
+                .get(&x.network)
+                .is_some_and(|n| !n.internal)
+        };
+        let first_with = |has: fn(&Endpoint) -> bool| {
+            c.endpoints
+                .iter()
+                .filter(routed)
+                .find(|x| has(x))
+                .is_some_and(|x| x.ifname == e.ifname)
+        };
+        DefaultRoutes {
+            v4: first_with(|x| x.ip.is_some()),
+            v6: first_with(|x| x.ip6.is_some()),
+        }
     }
 
-    /// After the endpoint with the default route left, give it to the next one.
-    async fn move_default_route(&mut self, container: &str) {
+    /// Which default routes a new endpoint with these addresses on `n` takes: those of its
+    /// families no endpoint of `c` carries yet.
+    fn default_routes_for_new(
+        &self,
+        c: &Container,
+        n: &Network,
+        ip: Option<Ipv4Addr>,
+        ip6: Option<Ipv6Addr>,
+    ) -> DefaultRoutes {
+        let carried = c
+            .endpoints
+            .iter()
+            .map(|e| self.default_routes(c, e))
+            .fold(DefaultRoutes::default(), DefaultRoutes::or);
+        DefaultRoutes {
+            v4: !n.internal && ip.is_some() && !carried.v4,
+            v6: !n.internal && ip6.is_some() && !carried.v6,
+        }
+    }
+
+    /// After the endpoint with the default routes `moved` left, give each to the next
+    /// endpoint that takes it.
+    async fn move_default_route(&mut self, container: &str, moved: DefaultRoutes) {
         let Some(c) = self.state.containers.get(container) else {
             return;
         };
-        let next = c.endpoints.iter().find_map(|e| {
-            let n = self
-                .state
-                .networks
-                .get(&e.network)
-                .filter(|n| !n.internal)?;
-            let gateway = n.gateway.filter(|_| e.ip.is_some());
-            let gateway6 = n.ipv6.filter(|_| e.ip6.is_some()).map(|v6| v6.gateway);
-            Some((gateway, gateway6.map(|g| (g, e.ifname.clone()))))
-        });
-        if let (Some((gateway, gateway6)), Ok(ns)) = (next, self.open_sandbox(c)) {
+        let (mut gateway, mut gateway6) = (None, None);
+        for e in &c.endpoints {
+            let to = self.default_routes(c, e);
+            let Some(n) = self.state.networks.get(&e.network) else {
+                continue;
+            };
+            if to.v4 && moved.v4 {
+                gateway = n.gateway;
+            }
+            if to.v6 && moved.v6 {
+                gateway6 = n.ipv6.map(|v6| (v6.gateway, e.ifname.clone()));
+            }
+        }
+        if let Ok(ns) = self.open_sandbox(c) {
             let result = async {
                 let inside = crate::netlink::Netlink::connect_in(&ns)?;
                 if let Some(gateway) = gateway {
@@ -1170,10 +1188,6 @@ pub(super) fn refuse_cni(c: &Container, what: &str) -> ApiError {
 }
 
 /// One endpoint, by what names it uniquely (a macvlan endpoint has no host veth).
-fn same_endpoint(a: &Endpoint, b: &Endpoint) -> bool {
-    (&a.network, a.ip) == (&b.network, b.ip)
-}
-
 /// The first `ethN` the container does not use yet.
 fn next_ifname(c: &Container) -> String {
     (0..)

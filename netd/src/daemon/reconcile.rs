@@ -422,7 +422,7 @@ impl Inner {
             ip6: ep.ip6,
             mac: ep.mac_bytes(),
             ifname: &ep.ifname,
-            default_route: self.carries_default_route(ep),
+            default_route: self.default_routes(c, ep),
         };
         self.attach_endpoint(c, n, &plan).await
     }
