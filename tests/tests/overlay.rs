@@ -694,27 +694,41 @@ fn containers_on_different_nodes_talk_over_ipv6_on_their_overlay_and_never_acros
             Ok(remote_entries(d)? == 2 && map_entries(d, "remote_endpoints6")? == 2)
         })?;
     }
-    // `--ip6` has no place on an overlay: the address follows `--ip`.
-    let refused = c.daemons[0].cli(&[
-        "run",
-        "-d",
-        "--name",
-        "cz",
-        "--network",
-        "ov7",
-        "--ip6",
-        "fd00:77::99",
-        "--",
-        "sleep",
-        "infinity",
-    ])?;
-    assert!(
-        !refused.status.success()
-            && String::from_utf8_lossy(&refused.stderr).contains(
-                "invalid --ip6 fd00:77::99: on an overlay network a container's IPv6 address is its IPv4 address's place in the IPv6 subnet"
-            ),
-        "{refused:?}"
-    );
+    // `--ip6` stands for the IPv4 address whose place it is; nothing else is taken.
+    let run6 = |extra: &[&str]| {
+        let mut args = vec!["run", "-d", "--name", "cz", "--network", "ov7"];
+        args.extend_from_slice(extra);
+        args.extend(["--", "sleep", "infinity"]);
+        c.daemons[0].cli(&args)
+    };
+    for (extra, why) in [
+        (
+            &["--ip6", "fd00:77::1:0"][..],
+            "no address of 10.77.0.0/24 has this one",
+        ),
+        (
+            &["--ip", "10.77.0.5", "--ip6", "fd00:77::99"][..],
+            "it is the place of IPv4 address 10.77.0.153 on overlay ov7, and --ip 10.77.0.5 was given",
+        ),
+    ] {
+        let refused = run6(extra)?;
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && stderr.contains(why),
+            "{extra:?}: {stderr}"
+        );
+    }
+    let out = run6(&["--ip6", "fd00:77::99"])?;
+    assert!(out.status.success(), "{out:?}");
+    let z = c.daemons[0].container("cz")?;
+    assert_eq!(z.ip, Ipv4Addr::new(10, 77, 0, 153));
+    assert_eq!(ip6(&z)?, "fd00:77::99".parse::<Ipv6Addr>()?);
+    c.daemons[0].cli_ok(&["rm", "-f", "cz"])?;
+    for d in &c.daemons {
+        wait_for("remote tables back", Duration::from_secs(2), || {
+            Ok(remote_entries(d)? == 2 && map_entries(d, "remote_endpoints6")? == 2)
+        })?;
+    }
 
     // TCP and UDP between nodes over IPv6, both ways, addresses kept; ping; 20 KB across
     // the overlay's MTU.

@@ -70,6 +70,15 @@ impl OverlayNetwork {
             .then(|| placed(&self.subnet, &v6.subnet, ip))
     }
 
+    /// The IPv4 address whose place `ip6` is (`ipv6_of`'s inverse), on a network with IPv6:
+    /// none for an address outside the IPv4 subnet's places.
+    pub fn ipv4_of(&self, ip6: Ipv6Addr) -> Option<Ipv4Addr> {
+        let v6 = self.ipv6?;
+        let offset = u128::from(ip6).checked_sub(u128::from(v6.subnet.network()))?;
+        let size = 1u128 << (32 - self.subnet.prefix_len());
+        (offset < size).then(|| Ipv4Addr::from(u32::from(self.subnet.network()) + offset as u32))
+    }
+
     /// The IPv6 side as a node's share of the network has it.
     pub fn network6(&self) -> Option<Network6> {
         self.ipv6.map(|v6| Network6 {
@@ -585,6 +594,13 @@ mod tests {
             Some("fd00:9::307".parse().unwrap())
         );
         assert_eq!(a.ipv6_of("10.10.0.1".parse().unwrap()), None);
+        // And back (`--ip6`): only the IPv4 subnet's places have an IPv4 address.
+        let back = |s: &str| a.ipv4_of(s.parse().unwrap());
+        assert_eq!(back("fd00:9::307"), Some("10.9.3.7".parse().unwrap()));
+        assert_eq!(back("fd00:9::"), Some(a.subnet.network()));
+        assert_eq!(back("fd00:9::1:0"), None, "beyond the /16's places");
+        assert_eq!(back("fd00:8::307"), None, "below the subnet");
+        assert_eq!(back("fd00:a::307"), None);
         // Without a subnet: a /64 of a ULA /48 drawn from the network's ID, the same for
         // the same ID, another for another; never one a network already has.
         let b = plan(

@@ -144,14 +144,9 @@ impl Inner {
         wanted6: Option<&str>,
         container: &str,
     ) -> Result<(Ipv4Addr, Option<Ipv6Addr>), ApiError> {
-        if let Some(ip6) = wanted6 {
-            if n.ipv6.is_none() {
-                // The network's own refusal of an IPv6 address.
-                self.choose_ip6(n, wanted6)?;
-            }
-            return Err(ApiError::bad_request(anyhow!(
-                "invalid --ip6 {ip6}: on an overlay network a container's IPv6 address is its IPv4 address's place in the IPv6 subnet; give --ip instead"
-            )));
+        if wanted6.is_some() && n.ipv6.is_none() {
+            // The network's own refusal of an IPv6 address.
+            self.choose_ip6(n, wanted6)?;
         }
         let member = self.cluster.as_ref().ok_or_else(|| {
             ApiError::bad_request(anyhow!("network {} is an overlay network", n.name))
@@ -162,12 +157,24 @@ impl Inner {
                 n.name
             ))
         })?;
+        // `--ip6` stands for the IPv4 address whose place it is.
+        let mapped = wanted6
+            .map(|w| overlay_ipv4_for(&o, w, wanted))
+            .transpose()
+            .map_err(ApiError::bad_request)?
+            .map(|ip| ip.to_string());
+        let wanted = mapped.as_deref().or(wanted);
         let taken = self.taken_addresses(n);
         let ip = match (wanted, Self::pool(n)) {
             (Some(w), Some(pool)) => {
                 let mut taken = taken;
                 taken.extend(member.recorded_addresses(&n.name));
-                ipam::check_static(&pool, w, &taken).map_err(ApiError::conflict)?
+                ipam::check_static(&pool, w, &taken).map_err(|e| {
+                    ApiError::conflict(match wanted6 {
+                        Some(w6) => e.context(format!("--ip6 {w6} is the place of {w}")),
+                        None => e,
+                    })
+                })?
             }
             (Some(_), None) => {
                 return Err(ApiError::from(anyhow!(
@@ -209,5 +216,33 @@ pub(super) async fn keep_remote_table(member: ClusterMember, bpffs_dir: PathBuf)
         if changed.is_err() {
             return;
         }
+    }
+}
+
+/// The IPv4 address `--ip6 wanted6` on overlay `o` stands for: a container's IPv6 address
+/// there is its IPv4 address's place in the IPv6 subnet. Refused outside those places, or
+/// beside a `--ip` of another address.
+fn overlay_ipv4_for(
+    o: &crate::cluster::overlay::OverlayNetwork,
+    wanted6: &str,
+    wanted: Option<&str>,
+) -> anyhow::Result<Ipv4Addr> {
+    let ip6: Ipv6Addr = wanted6
+        .parse()
+        .map_err(|_| anyhow!("invalid --ip6 {wanted6}: not an IPv6 address"))?;
+    let Some(ip) = o.ipv4_of(ip6) else {
+        let v6 = o.ipv6.map(|v6| v6.subnet.to_string()).unwrap_or_default();
+        anyhow::bail!(
+            "invalid --ip6 {wanted6}: on overlay {} a container's IPv6 address is its IPv4 address's place in {v6}, and no address of {} has this one",
+            o.name,
+            o.subnet
+        );
+    };
+    match wanted {
+        Some(w) if w != ip.to_string() => anyhow::bail!(
+            "invalid --ip6 {wanted6}: it is the place of IPv4 address {ip} on overlay {}, and --ip {w} was given; give one of them",
+            o.name
+        ),
+        _ => Ok(ip),
     }
 }
