@@ -489,34 +489,27 @@ pub fn version_info() -> Value {
 /// `"version": "4"` or `"6"`.
 pub fn add_result(version: &str, a: &CniAttachmentView) -> Value {
     let legacy = version_key(version) < (1, 0, 0);
+    let v4 = a.ip.zip(a.gateway).map(|(addr, gateway)| {
+        let address = Ipv4Net::new(addr, a.prefix_len).map(|n| n.to_string());
+        (address.unwrap_or_default(), IpAddr::V4(gateway))
+    });
+    let v6 = a
+        .ip6
+        .map(|(addr, prefix, gateway)| (format!("{addr}/{prefix}"), IpAddr::V6(gateway)));
     let mut ips = Vec::new();
     let mut routes: Vec<Value> = Vec::new();
-    if let Some((addr, gateway)) = a.ip.zip(a.gateway) {
-        let mut ip = json!({
-            "address": Ipv4Net::new(addr, a.prefix_len).map(|n| n.to_string()).unwrap_or_default(),
-            "gateway": gateway,
-            "interface": 2,
-        });
+    for (address, gateway) in [v4, v6].into_iter().flatten() {
+        let (family, everywhere) = match gateway {
+            IpAddr::V4(_) => ("4", "0.0.0.0/0"),
+            IpAddr::V6(_) => ("6", "::/0"),
+        };
+        let mut ip = json!({ "address": address, "gateway": gateway, "interface": 2 });
         if legacy {
-            ip["version"] = json!("4");
+            ip["version"] = json!(family);
         }
         ips.push(ip);
         if a.default_route {
-            routes.push(json!({ "dst": "0.0.0.0/0", "gw": gateway }));
-        }
-    }
-    if let Some((addr6, prefix6, gateway6)) = a.ip6 {
-        let mut ip6 = json!({
-            "address": format!("{addr6}/{prefix6}"),
-            "gateway": gateway6,
-            "interface": 2,
-        });
-        if legacy {
-            ip6["version"] = json!("6");
-        }
-        ips.push(ip6);
-        if a.default_route {
-            routes.push(json!({ "dst": "::/0", "gw": gateway6 }));
+            routes.push(json!({ "dst": everywhere, "gw": gateway }));
         }
     }
     json!({

@@ -135,14 +135,7 @@ impl Netlink {
             }
         };
         if let Some((gateway, prefix)) = gateway {
-            let has_gateway = self
-                .ipv4_addresses()
-                .await?
-                .iter()
-                .any(|(i, net)| *i == index && net.addr() == gateway);
-            if !has_gateway {
-                self.add_address(index, gateway, prefix).await?;
-            }
+            self.ensure_address(index, gateway, prefix).await?;
         }
         if self.link_mac(name).await? != Some(mac) {
             self.set_mac(index, mac).await?;
@@ -368,6 +361,19 @@ impl Netlink {
             .execute()
             .await
             .with_context(|| format!("delete link {index}"))
+    }
+
+    /// IPv4 address `addr/prefix` on link `index`, unless it has it already.
+    pub async fn ensure_address(&self, index: u32, addr: Ipv4Addr, prefix: u8) -> Result<()> {
+        let has = self
+            .ipv4_addresses()
+            .await?
+            .iter()
+            .any(|(i, net)| *i == index && net.addr() == addr);
+        match has {
+            true => Ok(()),
+            false => self.add_address(index, addr, prefix).await,
+        }
     }
 
     pub async fn add_address(&self, index: u32, addr: Ipv4Addr, prefix: u8) -> Result<()> {

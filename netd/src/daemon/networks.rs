@@ -1002,21 +1002,15 @@ impl Inner {
             .containers
             .get_mut(&c.name)
             .expect("checked above");
+        let addresses = ep.addresses();
         c.endpoints.push(ep);
         if let Some(n) = self.state.networks.get_mut(&n.name) {
             n.note_allocated(ip, ip6);
         }
         self.save()?;
-        let addresses: Vec<String> = ip
-            .map(|a| a.to_string())
-            .into_iter()
-            .chain(ip6.map(|a| a.to_string()))
-            .collect();
         info!(
-            "container {}: connected to {} with {} ({ifname})",
-            req.container,
-            n.name,
-            addresses.join(" and ")
+            "container {}: connected to {} with {addresses} ({ifname})",
+            req.container, n.name,
         );
         self.container_view(&req.container)
     }

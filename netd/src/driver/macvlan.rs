@@ -122,14 +122,7 @@ pub async fn ensure_shim(
         node.ensure_addresses6(index, &[(ip6, 128)]).await?;
     }
     if let Some(ip) = shim.ip {
-        let has = node
-            .ipv4_addresses()
-            .await?
-            .iter()
-            .any(|(i, a)| *i == index && a.addr() == ip);
-        if !has {
-            node.add_address(index, ip, 32).await?;
-        }
+        node.ensure_address(index, ip, 32).await?;
     }
     node.up(index).await?;
     for &to in containers {
