@@ -121,16 +121,7 @@ fn a_frame_from_another_mac_or_address_is_dropped() {
 #[test]
 fn arp_must_name_the_endpoint_as_sender() {
     let mut t = node_with_two_networks(0);
-    let arp = |sha: [u8; 6], spa: Ipv4Addr| {
-        let mut f = vec![0xff; 6];
-        f.extend_from_slice(&CONTAINER_MAC);
-        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-        f.extend_from_slice(&sha);
-        f.extend_from_slice(&spa.octets());
-        f.extend_from_slice(&[0; 6]);
-        f.extend_from_slice(&GATEWAY.octets());
-        f
-    };
+    let arp = |sha: [u8; 6], spa: Ipv4Addr| arp_request(sha, spa, GATEWAY);
     assert_eq!(verdict(&mut t, &arp(CONTAINER_MAC, CONTAINER)), TC_ACT_OK);
     assert_eq!(
         verdict(&mut t, &arp(CONTAINER_MAC, Ipv4Addr::UNSPECIFIED)),

@@ -200,16 +200,7 @@ fn with_icc_off_only_the_gateway_is_spoken_to() {
         let f = with_dst_mac(Pkt::udp(CONTAINER, 40000, REMOTE, 53).build(), mac);
         assert_eq!(verdict(&mut t, &f), TC_ACT_SHOT, "{mac:x?}");
     }
-    let arp = |tpa: Ipv4Addr| {
-        let mut f = vec![0xff; 6];
-        f.extend_from_slice(&CONTAINER_MAC);
-        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-        f.extend_from_slice(&CONTAINER_MAC);
-        f.extend_from_slice(&CONTAINER.octets());
-        f.extend_from_slice(&[0; 6]);
-        f.extend_from_slice(&tpa.octets());
-        f
-    };
+    let arp = |tpa: Ipv4Addr| arp_request(CONTAINER_MAC, CONTAINER, tpa);
     assert_eq!(
         verdict(&mut t, &arp(GATEWAY)),
         TC_ACT_OK,

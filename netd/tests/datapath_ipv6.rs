@@ -93,16 +93,7 @@ fn a_container_of_an_ipv6_only_network_sends_no_ipv4_and_no_arp_from_any_address
     };
     t.dp.register_endpoint(LO, &v6_only).unwrap();
     let unspecified = std::net::Ipv4Addr::UNSPECIFIED;
-    let arp = |spa: std::net::Ipv4Addr, tpa: std::net::Ipv4Addr| {
-        let mut f = vec![0xff; 6];
-        f.extend_from_slice(&CONTAINER_MAC);
-        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-        f.extend_from_slice(&CONTAINER_MAC);
-        f.extend_from_slice(&spa.octets());
-        f.extend_from_slice(&[0; 6]);
-        f.extend_from_slice(&tpa.octets());
-        f
-    };
+    let arp = |spa, tpa| arp_request(CONTAINER_MAC, spa, tpa);
     let frames = [
         (
             "DHCP discover",

@@ -2,9 +2,13 @@
 //! whose IPv6 subnet is `SUBNET6`, its gateway and two container addresses on it, and
 //! how they create such networks and run containers on them.
 
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
-use crate::daemon::{Container, Daemon};
+use crate::{
+    EchoServer, Proto, Sandbox,
+    daemon::{Container, Daemon},
+    echo_once,
+};
 
 /// The IPv6 subnet of the tests' dual-stack network.
 pub const SUBNET6: &str = "fd00:10:1::/64";
@@ -34,6 +38,17 @@ pub fn run_on(d: &Daemon, name: &str, network: &str, ip6: Option<Ipv6Addr>) -> C
         None => d.run_idle_on(name, network, &[]),
     }
     .unwrap()
+}
+
+/// The LAN host reaches `server` through the node's published `port` over IPv6, and the
+/// container sees the host's own address; panics otherwise.
+pub fn published_to_lan6(sb: &Sandbox, proto: Proto, port: u16, server: &EchoServer) {
+    echo_once(&sb.ext.path(), proto, v6(Sandbox::NODE_ADDR6, port)).unwrap();
+    assert_eq!(
+        server.peers().last().unwrap().ip(),
+        IpAddr::V6(Sandbox::EXT_ADDR6),
+        "{proto:?}: the container sees the client's own address"
+    );
 }
 
 /// An IPv6 address and a port.

@@ -26,10 +26,16 @@ struct Bed {
 
 impl Bed {
     fn new(prefix: &str) -> Bed {
+        Bed::with_network(prefix, &["n1"])
+    }
+
+    /// The node with netd and the network `netd network create ARGS` makes.
+    fn with_network(prefix: &str, args: &[&str]) -> Bed {
         require_root();
         let sb = Sandbox::new(prefix).unwrap();
         let netd = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
-        netd.cli_ok(&["network", "create", "n1"]).unwrap();
+        netd.cli_ok(&[&["network", "create"], args].concat())
+            .unwrap();
         Bed { netd, sb }
     }
 
@@ -800,21 +806,17 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn a_dual_stack_network_gives_cni_attachments_both_families() {
-    require_root();
-    let sb = Sandbox::new("cn6").unwrap();
-    let netd = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
-    netd.cli_ok(&[
-        "network",
-        "create",
-        "--ipv6",
-        "--subnet",
-        "10.88.0.0/16",
-        "--subnet",
-        "fd00:88::/64",
-        "n6",
-    ])
-    .unwrap();
-    let bed = Bed { netd, sb };
+    let bed = Bed::with_network(
+        "cn6",
+        &[
+            "--ipv6",
+            "--subnet",
+            "10.88.0.0/16",
+            "--subnet",
+            "fd00:88::/64",
+            "n6",
+        ],
+    );
     let (a, b) = (pod("cn6a"), pod("cn6b"));
     let mut c = conf("0.4.0", "n6", &bed.netd.socket);
     let first = bed
@@ -831,14 +833,7 @@ fn a_dual_stack_network_gives_cni_attachments_both_families() {
             .any(|r| r["dst"] == "::/0"),
         "{first}"
     );
-    let a6: std::net::Ipv6Addr = first["ips"][1]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let a6 = address6(&first["ips"][1]);
     // A static IPv6 address, as a runtime's `ips` capability asks; host ports as the
     // portmap plugin takes them: no hostIP is both families, `::` IPv6 only.
     c["runtimeConfig"] = json!({
@@ -880,8 +875,23 @@ fn a_dual_stack_network_gives_cni_attachments_both_families() {
         }
     }
 
-    // Real traffic between them over IPv6, addresses untouched.
-    let target = addr("fd00:88::77".parse::<std::net::Ipv6Addr>().unwrap(), 7400);
+    pods_talk_over_ipv6(&a, (&b, "fd00:88::77".parse().unwrap()), a6);
+    for id in ["pod-a", "pod-b"] {
+        bed.call(&Call::new("DEL", id, None), &c).ok().unwrap();
+    }
+    assert_nothing_left(&bed.netd, &bed.sb.node);
+}
+
+/// An IPv6 address of an `ADD` result (`ips[i]`), without its prefix length.
+fn address6(ip: &Value) -> std::net::Ipv6Addr {
+    let cidr = ip["address"].as_str().unwrap();
+    cidr.split('/').next().unwrap().parse().unwrap()
+}
+
+/// Real TCP and UDP from pod `a` (at `a6`) to pod `b` at `b6` over IPv6, addresses
+/// untouched.
+fn pods_talk_over_ipv6(a: &Netns, (b, b6): (&Netns, std::net::Ipv6Addr), a6: std::net::Ipv6Addr) {
+    let target = addr(b6, 7400);
     for proto in [Proto::Tcp, Proto::Udp] {
         let server = EchoServer::start(&b.path(), proto, target).unwrap();
         echo_once(&a.path(), proto, target).unwrap();
@@ -891,28 +901,14 @@ fn a_dual_stack_network_gives_cni_attachments_both_families() {
             "{proto:?}"
         );
     }
-    for id in ["pod-a", "pod-b"] {
-        bed.call(&Call::new("DEL", id, None), &c).ok().unwrap();
-    }
-    assert_nothing_left(&bed.netd, &bed.sb.node);
 }
 
 #[test]
 fn an_ipv6_only_network_gives_cni_attachments_ipv6_alone() {
-    require_root();
-    let sb = Sandbox::new("cn7").unwrap();
-    let netd = Daemon::start(&sb.node, Sandbox::UPLINK).unwrap();
-    netd.cli_ok(&[
-        "network",
-        "create",
-        "--ipv4=false",
-        "--ipv6",
-        "--subnet",
-        "fd00:87::/64",
-        "n7",
-    ])
-    .unwrap();
-    let bed = Bed { netd, sb };
+    let bed = Bed::with_network(
+        "cn7",
+        &["--ipv4=false", "--ipv6", "--subnet", "fd00:87::/64", "n7"],
+    );
     let (a, b) = (pod("cn7a"), pod("cn7b"));
     let mut c = conf("0.4.0", "n7", &bed.netd.socket);
     // An IPv4 static address has no place on it: refused, the attachment not made.
@@ -938,14 +934,7 @@ fn an_ipv6_only_network_gives_cni_attachments_ipv6_alone() {
         json!([{"dst": "::/0", "gw": "fd00:87::1"}]),
         "{first}"
     );
-    let a6: std::net::Ipv6Addr = ips[0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let a6 = address6(&ips[0]);
     c["runtimeConfig"] = json!({
         "ips": ["fd00:87::77/64"],
         "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}],
@@ -974,17 +963,7 @@ fn an_ipv6_only_network_gives_cni_attachments_ipv6_alone() {
         std::net::IpAddr::V6(Sandbox::EXT_ADDR6)
     );
     assert!(echo_fails(&ext, Proto::Tcp, addr(Sandbox::NODE_ADDR, 8080)).unwrap());
-    // Between the pods over IPv6, addresses untouched.
-    let target = addr("fd00:87::77".parse::<std::net::Ipv6Addr>().unwrap(), 7400);
-    for proto in [Proto::Tcp, Proto::Udp] {
-        let server = EchoServer::start(&b.path(), proto, target).unwrap();
-        echo_once(&a.path(), proto, target).unwrap();
-        assert_eq!(
-            server.peers()[0].ip(),
-            std::net::IpAddr::V6(a6),
-            "{proto:?}"
-        );
-    }
+    pods_talk_over_ipv6(&a, (&b, "fd00:87::77".parse().unwrap()), a6);
     // CHECK sees a removed address.
     let mut check_a = conf("0.4.0", "n7", &bed.netd.socket);
     check_a["prevResult"] = first.clone();

@@ -20,7 +20,7 @@ use netd_tests::{
     Daemon, EchoServer, HeldConnection, Proto, Sandbox, addr,
     echo::{in_netns, net_sysctl},
     echo_fails, echo_once,
-    ipv6::{C1, C2, GATEWAY6, SUBNET6, dual_stack, run_on, v6},
+    ipv6::{C1, C2, GATEWAY6, SUBNET6, dual_stack, published_to_lan6, run_on, v6},
     monitor, require_root,
     stream::Stream,
 };
@@ -436,12 +436,7 @@ fn ports_published_with_dash_p_answer_on_the_nodes_ipv6_address_the_client_kept(
             (Proto::Tcp, 8080, &servers[0]),
             (Proto::Udp, 5353, &servers[1]),
         ] {
-            echo_once(&sb.ext.path(), proto, v6(Sandbox::NODE_ADDR6, port)).unwrap();
-            assert_eq!(
-                server.peers().last().unwrap().ip(),
-                IpAddr::V6(Sandbox::EXT_ADDR6),
-                "{proto:?}: the container sees the client's own address"
-            );
+            published_to_lan6(&sb, proto, port, server);
         }
     };
     check();
@@ -1043,12 +1038,7 @@ fn an_ipv6_only_network_gives_its_containers_ipv6_alone_and_publishes_them_on_ip
             (Proto::Udp, 5353, &servers[1]),
         ] {
             // The published port from the LAN, the client's address kept; never on IPv4.
-            echo_once(&sb.ext.path(), proto, v6(Sandbox::NODE_ADDR6, port)).unwrap();
-            assert_eq!(
-                server.peers().last().unwrap().ip(),
-                IpAddr::V6(Sandbox::EXT_ADDR6),
-                "{proto:?}"
-            );
+            published_to_lan6(&sb, proto, port, server);
             assert!(echo_fails(&sb.ext.path(), proto, addr(Sandbox::NODE_ADDR, port)).unwrap());
         }
         // Through the node: hairpin from containers (the server's own included), and a

@@ -437,6 +437,19 @@ fn icmp_frame(
     ipv4_frame(ICMP, src, dst, &icmp)
 }
 
+/// A broadcast ARP request from the endpoint's interface (CONTAINER_MAC): sender `sha`
+/// at `spa`, asking for `tpa`.
+pub fn arp_request(sha: [u8; 6], spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&CONTAINER_MAC);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&sha);
+    f.extend_from_slice(&spa.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&tpa.octets());
+    f
+}
+
 pub fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, id: u16, request: bool) -> Vec<u8> {
     let ty = if request { 8 } else { 0 };
     let id = id.to_be_bytes();
